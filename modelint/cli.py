@@ -1,0 +1,171 @@
+"""`modelint` on the command line, with the conventions ruff users already know.
+
+Exit codes: 0 no findings, 1 findings, 2 usage/config/internal error or nothing
+could be checked. This module must stay cheap to import and never import torch.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+
+import click
+
+from modelint import __version__
+
+EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
+
+
+def _split(values: tuple[str, ...]) -> tuple[str, ...]:
+    out: list[str] = []
+    for value in values:
+        out.extend(part.strip() for part in value.split(",") if part.strip())
+    return tuple(out)
+
+
+def _fail(message: str) -> None:
+    click.echo(f"modelint: error: {message}", err=True)
+    sys.exit(EXIT_ERROR)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", "-V", prog_name="modelint", message="%(prog)s %(version)s")
+def main() -> None:
+    """Find PyTorch train/eval mode misuse."""
+
+
+@main.command()
+@click.argument("paths", nargs=-1, type=click.Path())
+@click.option("--select", multiple=True, help="Rule codes or prefixes to enable (comma-separated); replaces the config's.")
+@click.option("--ignore", multiple=True, help="Rule codes or prefixes to disable.")
+@click.option("--extend-select", multiple=True, help="Rule codes or prefixes to enable on top of the selection.")
+@click.option("--format", "output_format", default="text", show_default=True,
+              type=click.Choice(["text", "concise", "json"]), help="Output format.")
+@click.option("--statistics", is_flag=True, help="Show a count per rule instead of the findings.")
+@click.option("--exit-zero", is_flag=True, help="Exit 0 even when there are findings.")
+@click.option("-q", "--quiet", is_flag=True, help="Print findings only, no summary.")
+@click.option("--stdin-filename", type=str, default=None,
+              help="Read the source from stdin and report it under this file name.")
+@click.option("--force-exclude", is_flag=True, help="Apply exclusions to paths passed on the command line too.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+              help="Use this config file instead of the closest pyproject.toml/modelint.toml.")
+@click.option("-j", "--jobs", type=click.IntRange(min=1), default=None, help="Worker processes (default: CPU count).")
+def check(paths, select, ignore, extend_select, output_format, statistics, exit_zero, quiet, stdin_filename,
+          force_exclude, config_path, jobs) -> None:
+    """Lint PATHS (files or folders; default: the current folder)."""
+    from modelint.config import ConfigError, ConfigResolver
+    from modelint.registry import UnknownCode, expand
+    from modelint.runner import Overrides, run_paths, run_text
+
+    overrides = Overrides(select=_split(select) or None, ignore=_split(ignore), extend_select=_split(extend_select))
+    try:
+        for selectors in (overrides.select or (), overrides.ignore, overrides.extend_select):
+            expand(selectors)
+    except UnknownCode as error:
+        _fail(f"unknown rule code or prefix `{error}` (see `modelint rules`)")
+    try:
+        resolver = ConfigResolver(Path(config_path) if config_path else None)
+        if stdin_filename is not None or list(paths) == ["-"]:
+            data = sys.stdin.buffer.read() if sys.stdin is not None else b""
+            run = run_text(data, stdin_filename or "-", resolver, overrides, force_exclude=force_exclude)
+        else:
+            run = run_paths(list(paths) or ["."], resolver, overrides, force_exclude=force_exclude, jobs=jobs)
+    except ConfigError as error:
+        _fail(str(error))
+
+    findings = run.findings
+    from modelint.formats import FORMATS
+
+    if statistics:
+        _print_statistics(findings, output_format)
+    else:
+        rendered = FORMATS[output_format](findings)
+        if rendered:
+            click.echo(rendered)
+        if output_format in ("text", "concise") and not quiet:
+            _print_summary(run)
+    if run.internal_errors:
+        sys.exit(EXIT_ERROR)
+    if run.results and run.files_checked == 0:
+        sys.exit(EXIT_ERROR)  # nothing could be checked at all
+    if findings and not exit_zero:
+        sys.exit(EXIT_FINDINGS)
+    sys.exit(EXIT_CLEAN)
+
+
+def _print_summary(run) -> None:
+    findings = run.findings
+    failed = run.files_failed
+    if not findings:
+        click.echo("All checks passed!")
+        return
+    count = len(findings)
+    noun = "finding" if count == 1 else "findings"
+    extra = f" ({failed} file{'s' if failed != 1 else ''} could not be checked)" if failed else ""
+    click.echo(f"Found {count} {noun}{extra}.")
+
+
+def _print_statistics(findings, output_format: str) -> None:
+    from modelint.finding import NOT_CHECKED_NAMES
+    from modelint.registry import all_rules
+
+    rules = all_rules()
+    counts = Counter(f.code for f in findings)
+    rows = []
+    for code, count in sorted(counts.items(), key=lambda item: (-item[1], item[0])):
+        name = rules[code].name if code in rules else NOT_CHECKED_NAMES.get(code, "internal-error")
+        rows.append({"code": code, "name": name, "count": count})
+    if output_format == "json":
+        click.echo(json.dumps(rows, indent=2))
+        return
+    width = max((len(str(r["count"])) for r in rows), default=1)
+    for row in rows:
+        click.echo(f"{row['count']:>{width}}\t{row['code']}\t{row['name']}")
+
+
+@main.command()
+@click.argument("code")
+def rule(code: str) -> None:
+    """Print the documentation of one rule (e.g. `modelint rule MDL001`)."""
+    from modelint.registry import all_rules
+
+    rules = all_rules()
+    rule_class = rules.get(code.strip().upper())
+    if rule_class is None:
+        _fail(f"unknown rule `{code}`; known rules: {', '.join(rules)}")
+    click.echo(f"# {rule_class.name} ({rule_class.code})\n")
+    click.echo(f"Severity: {rule_class.severity}. Fix: {rule_class.fix_safety}.\n")
+    click.echo(rule_class.docs())
+
+
+@main.command("rules")
+@click.option("--format", "output_format", default="text", type=click.Choice(["text", "json"]), show_default=True)
+def rules_command(output_format: str) -> None:
+    """List every rule."""
+    from modelint.registry import all_rules
+
+    rules = all_rules()
+    if output_format == "json":
+        click.echo(json.dumps([
+            {"code": r.code, "name": r.name, "severity": r.severity, "summary": r.summary,
+             "fix": r.fix_safety, "url": r.url(), "fixtures": r.fixtures, "explanation": r.docs()}
+            for r in rules.values()
+        ], indent=2))
+        return
+    for r in rules.values():
+        click.echo(f"{r.code}  {r.name:<30} {r.severity:<8} {r.summary}")
+
+
+def run() -> None:
+    """Console entry point with ruff's guarantees: no traceback reaches the user."""
+    try:
+        main(standalone_mode=True)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except BrokenPipeError:
+        sys.exit(EXIT_CLEAN)
+    except Exception as error:  # the last line of defence: one line, exit 2
+        click.echo(f"modelint: internal error: {type(error).__name__}: {error}", err=True)
+        sys.exit(EXIT_ERROR)

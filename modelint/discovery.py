@@ -1,0 +1,172 @@
+"""Which files to check: explicit paths, folders walked with excludes and .gitignore."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pathspec
+
+from modelint.config import ConfigResolver, Settings
+
+PYTHON_SUFFIXES = (".py", ".pyi")
+
+
+@dataclass
+class Discovered:
+    files: list[str]
+    errors: list[tuple[str, str]]  # (path, why) for paths that do not exist / cannot be listed
+
+
+def _exclude_spec(settings: Settings) -> pathspec.PathSpec:
+    return pathspec.PathSpec.from_lines("gitwildmatch", (*settings.exclude, *settings.extend_exclude))
+
+
+_SPEC_CACHE: dict[int, pathspec.PathSpec] = {}
+
+
+def is_excluded(path: Path, settings: Settings) -> bool:
+    spec = _SPEC_CACHE.get(id(settings))
+    if spec is None:
+        spec = _SPEC_CACHE[id(settings)] = _exclude_spec(settings)
+    absolute = Path(os.path.abspath(path))
+    try:
+        relative = absolute.relative_to(settings.root).as_posix()
+    except ValueError:
+        relative = absolute.as_posix().lstrip("/")
+    if absolute.is_dir():
+        relative += "/"
+    return spec.match_file(relative) or spec.match_file(absolute.name + ("/" if relative.endswith("/") else ""))
+
+
+def _gitignore(directory: Path) -> pathspec.PathSpec | None:
+    path = directory / ".gitignore"
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return None
+    return pathspec.GitIgnoreSpec.from_lines(lines)
+
+
+def _parent_gitignores(directory: Path) -> list[tuple[Path, pathspec.PathSpec]]:
+    """.gitignore files above `directory` up to the repository root."""
+    found: list[tuple[Path, pathspec.PathSpec]] = []
+    current = directory
+    while True:
+        parent = current.parent
+        if (current / ".git").exists() or parent == current:
+            break
+        current = parent
+        spec = _gitignore(current)
+        if spec is not None:
+            found.append((current, spec))
+    found.reverse()
+    return found
+
+
+def _ignored(path: Path, is_dir: bool, specs: list[tuple[Path, pathspec.PathSpec]]) -> bool:
+    ignored = False
+    for base, spec in specs:
+        try:
+            relative = path.relative_to(base).as_posix()
+        except ValueError:
+            continue
+        result = spec.check_file(relative + ("/" if is_dir else ""))
+        if result.include is not None:
+            ignored = result.include
+    return ignored
+
+
+def _is_venv(directory: Path) -> bool:
+    return (directory / "pyvenv.cfg").is_file()
+
+
+def discover(paths: list[str], resolver: ConfigResolver, force_exclude: bool = False) -> Discovered:
+    files: list[str] = []
+    errors: list[tuple[str, str]] = []
+    seen: set[str] = set()
+
+    def add(path: str) -> None:
+        key = os.path.normcase(os.path.abspath(path))
+        if key not in seen:
+            seen.add(key)
+            files.append(path)
+
+    for raw in paths:
+        path = Path(raw)
+        if not os.path.lexists(raw):
+            errors.append((raw, "no such file or directory"))
+            continue
+        if path.is_dir():
+            settings = resolver.for_dir(path)
+            if force_exclude and is_excluded(path, settings):
+                continue
+            _walk(path, raw, resolver, add, errors)
+        elif path.exists():
+            if force_exclude:
+                settings = resolver.for_file(path)
+                if is_excluded(path, settings) or any(
+                    is_excluded(parent, settings) for parent in Path(os.path.abspath(path)).parents
+                    if _is_below(parent, settings.root)
+                ):
+                    continue
+            add(raw)
+        else:
+            errors.append((raw, "broken symbolic link"))
+    return Discovered(files, errors)
+
+
+def _is_below(path: Path, root: Path) -> bool:
+    try:
+        path.relative_to(root)
+    except ValueError:
+        return False
+    return path != root
+
+
+def _walk(start: Path, shown: str, resolver: ConfigResolver, add, errors) -> None:
+    absolute_start = Path(os.path.abspath(start))
+    base_specs = _parent_gitignores(absolute_start)
+    visited: set[tuple[int, int]] = set()
+
+    def walk(directory: Path, display: str, specs) -> None:
+        try:
+            stat = directory.stat()
+        except OSError as error:
+            errors.append((display, f"cannot read folder: {error.strerror or error}"))
+            return
+        identity = (stat.st_dev, stat.st_ino)
+        if identity in visited:  # a symlink loop
+            return
+        visited.add(identity)
+        settings = resolver.for_dir(directory)
+        own = _gitignore(directory) if settings.respect_gitignore else None
+        if own is not None:
+            specs = [*specs, (directory, own)]
+        try:
+            entries = sorted(os.scandir(directory), key=lambda e: e.name)
+        except OSError as error:
+            errors.append((display, f"cannot read folder: {error.strerror or error}"))
+            return
+        for entry in entries:
+            child = directory / entry.name
+            child_display = os.path.join(display, entry.name)
+            try:
+                is_dir = entry.is_dir()
+            except OSError:
+                continue
+            if is_dir:
+                if entry.name.startswith(".") or _is_venv(child) or is_excluded(child, settings):
+                    continue
+                if settings.respect_gitignore and _ignored(child, True, specs):
+                    continue
+                walk(child, child_display, specs)
+            elif entry.name.endswith(PYTHON_SUFFIXES):
+                if is_excluded(child, settings):
+                    continue
+                if settings.respect_gitignore and _ignored(child, False, specs):
+                    continue
+                add(child_display)
+
+    walk(absolute_start, shown.rstrip("/") or shown, base_specs)

@@ -1,0 +1,168 @@
+"""Parse once, compute facts once, run the selected rules, apply suppressions.
+
+`lint_source` is the whole per-file pipeline and is a pure function of its
+inputs, so front ends can run it in a process pool or on an editor buffer.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import traceback
+from dataclasses import dataclass
+from pathlib import PurePath
+
+import libcst as cst
+from libcst.metadata import MetadataWrapper, PositionProvider
+
+from modelint import source, suppression
+from modelint.facts import FileFacts
+from modelint.finding import IO_ERROR, NOT_CHECKED_NAMES, SYNTAX_ERROR, FileResult, Finding, Location, Related
+from modelint.registry import all_rules
+
+INTERNAL_ERROR = "MDL000"
+
+# A file that mentions none of these cannot produce any finding: it is only
+# checked for syntax errors (with the stdlib parser, ten times faster than libcst).
+_RELEVANT = re.compile(r"torch|\bnn\b|\.eval\b|\.train\b|\btrain\(|no_grad|inference_mode|grad|dropout|training|Module")
+
+
+@dataclass(frozen=True)
+class Selection:
+    codes: frozenset[str]
+    per_file_ignores: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+
+def _not_checked(path: str, code: str, message: str, row: int = 1, column: int = 1) -> FileResult:
+    location = Location(max(row, 1), max(column, 1))
+    finding = Finding(path, code, NOT_CHECKED_NAMES[code], message, "error", location, location)
+    return FileResult(path, [finding], checked=False)
+
+
+def lint_path(path: str, codes: frozenset[str]) -> FileResult:
+    try:
+        text = source.read(path)
+    except source.UnreadableSource as error:
+        return _not_checked(path, IO_ERROR, str(error))
+    return lint_source(text, path, codes)
+
+
+def lint_source(text: str, path: str, codes: frozenset[str]) -> FileResult:
+    """Every finding of the selected rules in one file's text."""
+    if "\x00" in text:
+        return _not_checked(path, IO_ERROR, "file contains NUL bytes (binary file?)")
+    file_noqa = suppression.file_noqa(text) if "modelint" in text else None
+    if file_noqa == suppression.ALL:
+        return FileResult(path)
+    if not _RELEVANT.search(text):
+        return _syntax_only(text, path)
+    try:
+        module = cst.parse_module(text)
+    except cst.ParserSyntaxError as error:
+        return _not_checked(path, SYNTAX_ERROR, f"SyntaxError: {error.message}", error.raw_line, error.raw_column + 1)
+    except RecursionError:
+        return _not_checked(path, SYNTAX_ERROR, "file is nested too deeply to parse")
+    except Exception as error:  # libcst's native parser raises a few other kinds
+        return _not_checked(path, SYNTAX_ERROR, f"cannot parse: {_one_line(error)}")
+    facts = FileFacts(module, path)
+    reports = []
+    internal: list[Finding] = []
+    for code, rule_class in all_rules().items():
+        if code not in codes:
+            continue
+        try:
+            for report in rule_class().check(facts):
+                reports.append((rule_class, report))
+        except RecursionError:
+            internal.append(_internal(path, code, "file is nested too deeply to analyse"))
+        except Exception as error:
+            internal.append(_internal(path, code, f"{type(error).__name__}: {_one_line(error)} at {_where(error)}"))
+    if not reports:
+        return FileResult(path, internal)
+    positions = MetadataWrapper(module, unsafe_skip_copy=True).resolve(PositionProvider)
+    lines = text.splitlines()
+    findings: list[Finding] = []
+    for rule_class, report in reports:
+        span = positions[report.node]
+        start = Location(span.start.line, span.start.column + 1)
+        end = Location(span.end.line, span.end.column + 1)
+        stmt_row = positions[report.stmt].start.line if report.stmt is not None else start.row
+        if suppression.covers(file_noqa, rule_class.code):
+            continue
+        noqa_row = None
+        for row in {start.row, stmt_row}:
+            if row <= len(lines) and suppression.covers(suppression.line_noqa(lines[row - 1]), rule_class.code):
+                noqa_row = row
+        if noqa_row is not None:
+            continue
+        notes = tuple(
+            Related(path, Location(positions[node].start.line, positions[node].start.column + 1), message)
+            for node, message in report.notes
+        )
+        findings.append(
+            Finding(path, rule_class.code, rule_class.name, report.message, rule_class.severity, start, end,
+                    fix=report.fix, related=notes + report.related)
+        )
+    findings.extend(internal)
+    findings.sort(key=lambda f: f.sort_key)
+    return FileResult(path, _dedupe(findings))
+
+
+def _dedupe(findings: list[Finding]) -> list[Finding]:
+    seen: set[tuple] = set()
+    out = []
+    for finding in findings:
+        key = (finding.code, finding.location, finding.end_location)
+        if key not in seen:
+            seen.add(key)
+            out.append(finding)
+    return out
+
+
+def _syntax_only(text: str, path: str) -> FileResult:
+    try:
+        ast.parse(text, filename=path)
+    except SyntaxError as error:
+        return _not_checked(path, SYNTAX_ERROR, f"SyntaxError: {error.msg}", error.lineno or 1, error.offset or 1)
+    except (ValueError, RecursionError, MemoryError) as error:
+        return _not_checked(path, SYNTAX_ERROR, f"cannot parse: {_one_line(error)}")
+    return FileResult(path)
+
+
+def _internal(path: str, code: str, why: str) -> Finding:
+    location = Location(1, 1)
+    return Finding(path, INTERNAL_ERROR, "internal-error",
+                   f"rule {code} failed on this file ({why}); the other rules ran. Please report this.",
+                   "error", location, location)
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
+
+
+def _where(error: BaseException) -> str:
+    frames = traceback.extract_tb(error.__traceback__)
+    if not frames:
+        return "?"
+    frame = frames[-1]
+    return f"{PurePath(frame.filename).name}:{frame.lineno}"
+
+
+def select_codes(select, ignore, extend_select, per_file_ignores, path: str, root) -> frozenset[str]:
+    """The codes in force for one file, ruff's way: select (default ALL) + extend - ignore."""
+    from modelint.registry import expand
+
+    codes = expand(select) if select is not None else set(all_rules())
+    codes |= expand(extend_select)
+    codes -= expand(ignore)
+    if per_file_ignores:
+        import pathspec
+        import os
+
+        relative = os.path.relpath(os.path.abspath(path), root).replace(os.sep, "/")
+        for pattern, ignored in per_file_ignores:
+            spec = pathspec.PathSpec.from_lines("gitwildmatch", [pattern])
+            if spec.match_file(relative) or spec.match_file(os.path.basename(path)):
+                codes -= expand(ignored)
+    return frozenset(codes)

@@ -1,0 +1,73 @@
+"""Facts about one file, computed once and shared by every rule.
+
+`FileFacts` holds the parsed module and the collector's indexes; the costlier
+analyses (`modules`, `flow`) are computed on first use, so a run that selects
+only syntactic rules never pays for them.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+import libcst as cst
+
+from modelint.facts.collector import Collector, FunctionInfo, Site
+from modelint.facts.flow import ModeFlow, disables_grad, grad_effect, is_evaluation_name
+from modelint.facts.modules import ModuleTable
+from modelint.facts.names import ImportTable
+
+
+class FileFacts:
+    def __init__(self, module: cst.Module, path: str) -> None:
+        self.module = module
+        self.path = path
+        self.collector = Collector()
+        module.visit(self.collector)
+        self.collector.module_node = module
+
+    @property
+    def imports(self) -> ImportTable:
+        return self.collector.imports
+
+    @cached_property
+    def modules(self) -> ModuleTable:
+        return ModuleTable(self.collector)
+
+    @cached_property
+    def flow(self) -> ModeFlow:
+        return ModeFlow(self.collector, self.modules, self.path)
+
+    @cached_property
+    def call_sites(self) -> dict:
+        """Call node -> its CallSite (where it sits)."""
+        return {site.node: site for site in self.collector.calls}
+
+    def in_module_class(self, site: Site) -> bool:
+        """Is this inside a method of an nn.Module subclass (at any nesting)?"""
+        cls = site.cls
+        while cls is not None:
+            if self.modules.is_module_class(cls):
+                return True
+            cls = cls.outer
+        return False
+
+    def is_evaluation_function(self, function: FunctionInfo | None) -> bool:
+        while function is not None:
+            if is_evaluation_name(function.name, self.path):
+                return True
+            function = function.outer
+        return False
+
+    def in_grad_free_region(self, site: Site) -> bool:
+        """Lexically inside `with torch.no_grad()` or a grad-disabling decorator."""
+        for guard in site.guards:
+            if isinstance(guard, cst.With) and any(
+                grad_effect(self.imports, item.item) == "free" for item in guard.items
+            ):
+                return True
+        function = site.function
+        while function is not None:
+            if any(disables_grad(self.imports, d) for d in function.decorators):
+                return True
+            function = function.outer
+        return False

@@ -1,0 +1,246 @@
+"""The engine's one pass over a file's tree.
+
+`Collector` walks the libcst tree once and files every node a rule or a later
+analysis may ask about (calls, expression statements, with-items, attribute
+assignments, classes, functions) together with where it sits: its enclosing
+function, class and statement, and the `for`/`if` guards around it. Rules read
+these indexes instead of walking the tree again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import libcst as cst
+
+from modelint.facts.names import ImportTable, dotted
+
+STATEMENT_TYPES = (
+    cst.SimpleStatementLine, cst.If, cst.For, cst.While, cst.With, cst.Try, cst.TryStar,
+    cst.FunctionDef, cst.ClassDef, cst.Match,
+)
+
+
+@dataclass(eq=False)
+class ClassInfo:
+    node: cst.ClassDef
+    name: str
+    outer: "ClassInfo | None"
+    methods: dict[str, cst.FunctionDef] = field(default_factory=dict)
+    # Every call made anywhere in the class body: constructions of layers among them.
+    calls: list[cst.Call] = field(default_factory=list)
+    reads_training_flag: bool = False
+
+    @property
+    def bases(self) -> list[cst.BaseExpression]:
+        return [arg.value for arg in self.node.bases if arg.keyword is None and not arg.star]
+
+
+@dataclass(eq=False)
+class FunctionInfo:
+    node: cst.FunctionDef
+    name: str
+    cls: ClassInfo | None  # the class it is a method of (directly)
+    outer: "FunctionInfo | None"
+    uses_gradients: bool = False  # .backward(), autograd.grad, requires_grad_ ...
+    # Whether any call in it sets or reads mode, or runs a training step: only such
+    # functions are worth the mode-flow analysis.
+    mode_relevant: bool = False
+
+    @property
+    def params(self) -> list[str]:
+        p = self.node.params
+        return [x.name.value for x in (*p.posonly_params, *p.params, *p.kwonly_params)]
+
+    @property
+    def decorators(self) -> list[cst.BaseExpression]:
+        return [d.decorator for d in self.node.decorators]
+
+
+@dataclass(eq=False)
+class Site:
+    """Where a node sits: the enclosing function (None: module level), class and statement."""
+
+    function: FunctionInfo | None
+    cls: ClassInfo | None
+    stmt: cst.CSTNode
+    guards: tuple[cst.CSTNode, ...]  # enclosing For/If/With nodes, outermost first
+
+
+@dataclass(eq=False)
+class CallSite:
+    node: cst.Call
+    qualified: str | None  # callee's qualified name, if it names an import
+    text: str | None  # callee's dotted text (`self.model.eval`)
+    site: Site
+
+
+@dataclass(eq=False)
+class AttributeAssign:
+    target: cst.Attribute
+    value: cst.BaseExpression | None  # None for augmented/annotated without value
+    node: cst.CSTNode
+    site: Site
+
+
+_GRADIENT_METHODS = frozenset({"backward", "requires_grad_", "retain_grad"})
+_MODE_METHODS = frozenset({"eval", "train", "step", "backward", "from_pretrained"})
+
+
+class Collector(cst.CSTVisitor):
+    def __init__(self) -> None:
+        self.imports = ImportTable()
+        self.classes: list[ClassInfo] = []
+        self.functions: list[FunctionInfo] = []
+        self.calls: list[CallSite] = []
+        self.expression_statements: list[tuple[cst.Expr, Site]] = []
+        self.with_items: list[tuple[cst.WithItem, Site]] = []
+        self.attribute_assigns: list[AttributeAssign] = []
+        # `name = <call>` / `self.x = <call>`: candidates for "this name is a module".
+        self.call_assigns: list[tuple[str, cst.Call, Site]] = []
+        self.module_uses_gradients = False
+        self.module_mode_relevant = False
+        self._stmts: list[cst.CSTNode] = []
+        self._guards: list[cst.CSTNode] = []
+        self._scopes: list[ClassInfo | FunctionInfo] = []
+
+    # -- where are we -------------------------------------------------------
+    def _function(self) -> FunctionInfo | None:
+        for scope in reversed(self._scopes):
+            if isinstance(scope, FunctionInfo):
+                return scope
+        return None
+
+    def _class(self) -> ClassInfo | None:
+        for scope in reversed(self._scopes):
+            if isinstance(scope, ClassInfo):
+                return scope
+        return None
+
+    def _site(self) -> Site:
+        return Site(self._function(), self._class(), self._stmts[-1] if self._stmts else None, tuple(self._guards))
+
+    def on_visit(self, node: cst.CSTNode) -> bool:
+        if isinstance(node, STATEMENT_TYPES):
+            self._stmts.append(node)
+        return super().on_visit(node)
+
+    def on_leave(self, original_node: cst.CSTNode) -> None:
+        super().on_leave(original_node)
+        if isinstance(original_node, STATEMENT_TYPES):
+            self._stmts.pop()
+
+    # -- imports ------------------------------------------------------------
+    def visit_Import(self, node: cst.Import) -> None:
+        self.imports.add_import(node)
+
+    def visit_ImportFrom(self, node: cst.ImportFrom) -> None:
+        self.imports.add_import_from(node)
+
+    # -- scopes -------------------------------------------------------------
+    def visit_ClassDef(self, node: cst.ClassDef) -> None:
+        info = ClassInfo(node, node.name.value, self._class())
+        self.classes.append(info)
+        self._scopes.append(info)
+
+    def leave_ClassDef(self, original_node: cst.ClassDef) -> None:
+        self._scopes.pop()
+
+    def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
+        owner = self._scopes[-1] if self._scopes else None
+        cls = owner if isinstance(owner, ClassInfo) else None
+        if cls is not None:
+            cls.methods.setdefault(node.name.value, node)
+        info = FunctionInfo(node, node.name.value, cls, self._function())
+        self.functions.append(info)
+        self._scopes.append(info)
+
+    def leave_FunctionDef(self, original_node: cst.FunctionDef) -> None:
+        self._scopes.pop()
+
+    # -- guards -------------------------------------------------------------
+    def visit_For(self, node: cst.For) -> None:
+        self._guards.append(node)
+
+    def leave_For(self, original_node: cst.For) -> None:
+        self._guards.pop()
+
+    def visit_If(self, node: cst.If) -> None:
+        self._guards.append(node)
+
+    def leave_If(self, original_node: cst.If) -> None:
+        self._guards.pop()
+
+    def visit_With(self, node: cst.With) -> None:
+        self._guards.append(node)
+
+    def leave_With(self, original_node: cst.With) -> None:
+        self._guards.pop()
+
+    # -- facts --------------------------------------------------------------
+    def visit_Call(self, node: cst.Call) -> None:
+        site = self._site()
+        func = node.func
+        self.calls.append(CallSite(node, self.imports.qualify(func), dotted(func), site))
+        cls = site.cls
+        if cls is not None:
+            cls.calls.append(node)
+        attr = func.attr.value if isinstance(func, cst.Attribute) else None
+        if attr in _GRADIENT_METHODS or (attr == "grad" and "autograd" in (dotted(func) or "")):
+            self._mark_gradients()
+        if attr in _MODE_METHODS or attr == "set_grad_enabled":
+            self._mark_mode_relevant()
+        for arg in node.args:
+            if arg.keyword is not None and arg.keyword.value == "requires_grad":
+                if isinstance(arg.value, cst.Name) and arg.value.value == "True":
+                    self._mark_gradients()
+
+    def visit_Attribute(self, node: cst.Attribute) -> None:
+        name = node.attr.value
+        if name == "training" and isinstance(node.value, cst.Name) and node.value.value == "self":
+            cls = self._class()
+            if cls is not None:
+                cls.reads_training_flag = True
+        elif name == "grad":
+            self._mark_gradients()
+
+    def _mark_gradients(self) -> None:
+        function = self._function()
+        if function is None:
+            self.module_uses_gradients = True
+        else:
+            function.uses_gradients = True
+
+    def _mark_mode_relevant(self) -> None:
+        function = self._function()
+        if function is None:
+            self.module_mode_relevant = True
+        else:
+            function.mode_relevant = True
+
+    def visit_Expr(self, node: cst.Expr) -> None:
+        self.expression_statements.append((node, self._site()))
+
+    def visit_WithItem(self, node: cst.WithItem) -> None:
+        self.with_items.append((node, self._site()))
+
+    def visit_Assign(self, node: cst.Assign) -> None:
+        for target in node.targets:
+            self._attribute_targets(target.target, node.value, node)
+
+    def visit_AnnAssign(self, node: cst.AnnAssign) -> None:
+        self._attribute_targets(node.target, node.value, node)
+
+    def visit_AugAssign(self, node: cst.AugAssign) -> None:
+        self._attribute_targets(node.target, None, node)
+
+    def _attribute_targets(self, target: cst.BaseExpression, value, node) -> None:
+        if isinstance(value, cst.Call):
+            key = dotted(target)
+            if key is not None:
+                self.call_assigns.append((key, value, self._site()))
+        if isinstance(target, cst.Attribute):
+            self.attribute_assigns.append(AttributeAssign(target, value, node, self._site()))
+        elif isinstance(target, (cst.Tuple, cst.List)):
+            for element in target.elements:
+                self._attribute_targets(element.value, None, node)

@@ -1,0 +1,275 @@
+"""Which expressions are nn.Modules, and whether their output can depend on mode.
+
+`ModuleTable` classifies the classes of a file (nn.Module subclasses, directly or
+through other classes of the file) and constructions (`nn.Dropout(0.1)`,
+`Net().to(device)`, `timm.create_model(...)`) into a `Dependence`:
+mode-dependent, mode-independent (a pure Linear/ReLU stack), or unknown (a class
+from elsewhere, which may hold anything and so counts as "may be dependent").
+"""
+
+from __future__ import annotations
+
+import builtins
+import enum
+import sys
+from dataclasses import dataclass
+
+import libcst as cst
+
+from modelint.facts import torch_api as api
+from modelint.facts.collector import ClassInfo, Collector, FunctionInfo
+from modelint.facts.names import argument, dotted, literal_value, NOT_LITERAL
+
+
+class Dependence(enum.IntEnum):
+    INDEPENDENT = 0
+    UNKNOWN = 1
+    DEPENDENT = 2
+
+    @property
+    def may_depend(self) -> bool:
+        return self is not Dependence.INDEPENDENT
+
+
+# Methods that return the module they are called on.
+RETURNS_SELF = frozenset({"to", "cuda", "cpu", "half", "float", "double", "bfloat16", "train", "eval",
+                          "requires_grad_", "to_empty", "share_memory", "type"})
+# Calls that show their receiver is an nn.Module (tensors and optimizers lack them).
+EVIDENCE_METHODS = frozenset({"parameters", "named_parameters", "state_dict", "load_state_dict", "modules",
+                              "named_modules", "children", "named_children", "buffers", "named_buffers"})
+_BUILTINS = frozenset(dir(builtins))
+_STDLIB = frozenset(getattr(sys, "stdlib_module_names", ()))
+
+
+@dataclass(frozen=True)
+class Construction:
+    """A call that builds a module: what it is and what mode it starts in."""
+
+    call: cst.Call
+    dependence: Dependence
+    starts_in_eval: bool = False  # Hugging Face `from_pretrained` returns eval mode
+    certain: bool = True  # False: an unknown class that is only probably a module
+
+
+def unwrap_chain(expr: cst.BaseExpression) -> tuple[cst.BaseExpression, list[cst.Call]]:
+    """`Net().to(dev).eval()` -> (`Net()`, [`.to(dev)`, `.eval()`] innermost first)."""
+    applied: list[cst.Call] = []
+    while (
+        isinstance(expr, cst.Call)
+        and isinstance(expr.func, cst.Attribute)
+        and expr.func.attr.value in RETURNS_SELF
+    ):
+        applied.append(expr)
+        expr = expr.func.value
+    applied.reverse()
+    return expr, applied
+
+
+class ModuleTable:
+    def __init__(self, collector: Collector) -> None:
+        self.imports = collector.imports
+        self.classes: dict[str, ClassInfo] = {}
+        for info in collector.classes:
+            self.classes.setdefault(info.name, info)
+        self._is_module: dict[str, bool] = {}
+        self._dependence: dict[str, Dependence] = {}
+        self._solve()
+        self.module_names = self._module_names(collector)
+
+    # -- classes ------------------------------------------------------------
+    def project_class(self, func: cst.BaseExpression) -> ClassInfo | None:
+        if isinstance(func, cst.Name) and func.value not in self.imports.bindings:
+            return self.classes.get(func.value)
+        return None
+
+    def is_module_class(self, info: ClassInfo) -> bool:
+        return self._is_module.get(info.name, False)
+
+    def class_dependence(self, info: ClassInfo) -> Dependence:
+        return self._dependence.get(info.name, Dependence.INDEPENDENT)
+
+    def _base_kind(self, base: cst.BaseExpression) -> tuple[bool, Dependence]:
+        project = self.project_class(base)
+        if project is not None:
+            return self._is_module.get(project.name, False), self._dependence.get(project.name, Dependence.INDEPENDENT)
+        qualified = self.imports.qualify(base)
+        if qualified is None:
+            return False, Dependence.INDEPENDENT
+        if qualified in ("torch.nn.Module", "torch.nn.modules.module.Module"):
+            return True, Dependence.INDEPENDENT
+        if qualified.startswith("torch.nn."):
+            return True, _layer_dependence_by_name(qualified.rsplit(".", 1)[-1], None)
+        if qualified.startswith(api.MODULE_BASE_PREFIXES):
+            # LightningModule adds no layers; a transformers/timm base brings its own.
+            lightning = qualified.startswith(("pytorch_lightning.", "lightning."))
+            return True, Dependence.INDEPENDENT if lightning else Dependence.DEPENDENT
+        return False, Dependence.UNKNOWN if self._is_foreign(qualified) else Dependence.INDEPENDENT
+
+    def _is_foreign(self, qualified: str) -> bool:
+        """Imported from outside the stdlib: we cannot see what it holds."""
+        head = qualified.lstrip(".").split(".")[0]
+        return head not in _STDLIB
+
+    def _solve(self) -> None:
+        for _ in range(len(self.classes) + 1):
+            changed = False
+            for name, info in self.classes.items():
+                is_module = False
+                dependence = Dependence.INDEPENDENT
+                unknown_base = False
+                for base in info.bases:
+                    base_module, base_dependence = self._base_kind(base)
+                    is_module = is_module or base_module
+                    unknown_base = unknown_base or (not base_module and base_dependence is Dependence.UNKNOWN)
+                    dependence = max(dependence, base_dependence)
+                if not is_module and unknown_base and "forward" in info.methods:
+                    is_module = True  # a subclass of some project-external module base
+                if is_module:
+                    if info.reads_training_flag:
+                        dependence = Dependence.DEPENDENT
+                    for call in info.calls:
+                        built = self.construction(call)
+                        if built is not None:
+                            dependence = max(dependence, built.dependence)
+                else:
+                    dependence = Dependence.INDEPENDENT
+                if self._is_module.get(name) != is_module or self._dependence.get(name) != dependence:
+                    self._is_module[name] = is_module
+                    self._dependence[name] = dependence
+                    changed = True
+            if not changed:
+                break
+
+    # -- constructions ------------------------------------------------------
+    def construction(self, call: cst.Call) -> Construction | None:
+        """What module `call` builds, if it builds one."""
+        func = call.func
+        project = self.project_class(func)
+        if project is not None:
+            if not self._is_module.get(project.name, False):
+                return None
+            return Construction(call, self._dependence.get(project.name, Dependence.INDEPENDENT))
+        if isinstance(func, cst.Attribute) and func.attr.value == "from_pretrained":
+            return Construction(call, Dependence.DEPENDENT, starts_in_eval=True)
+        qualified = self.imports.qualify(func)
+        if qualified is not None:
+            if qualified.startswith("torch.nn.") and not qualified.startswith("torch.nn.functional"):
+                layer = qualified.rsplit(".", 1)[-1]
+                if not layer[:1].isupper() or qualified.startswith(("torch.nn.init", "torch.nn.utils", "torch.nn.Parameter")):
+                    return None
+                if layer in api.CONTAINERS or layer in api.STACKS:
+                    return Construction(call, self._nested_dependence(call))
+                return Construction(call, _layer_dependence_by_name(layer, call))
+            if qualified.startswith(api.EXTERNAL_MODEL_PREFIXES):
+                return Construction(call, Dependence.DEPENDENT)
+            if qualified.startswith("torch."):
+                return None
+            tail = qualified.rsplit(".", 1)[-1]
+            if tail[:1].isupper() and self._is_foreign(qualified):
+                return Construction(call, Dependence.UNKNOWN, certain=False)
+            return None
+        name = dotted(func)
+        if isinstance(func, cst.Name) and name not in _BUILTINS and name[:1].isupper() and name not in self.classes:
+            return Construction(call, Dependence.UNKNOWN, certain=False)
+        return None
+
+    def _nested_dependence(self, call: cst.Call) -> Dependence:
+        """A container/stack is as dependent as the most dependent module built in its arguments."""
+        found = Dependence.INDEPENDENT
+        for arg in call.args:
+            if arg.star:
+                return Dependence.UNKNOWN
+            for inner in _calls_in(arg.value):
+                built = self.construction(inner)
+                if built is not None:
+                    found = max(found, built.dependence)
+            if isinstance(arg.value, (cst.Name, cst.Attribute)):
+                found = max(found, Dependence.UNKNOWN)  # a layer built elsewhere
+        return found
+
+    def module_expression(self, expr: cst.BaseExpression) -> tuple[Construction | None, list[cst.Call]]:
+        base, applied = unwrap_chain(expr)
+        if isinstance(base, cst.Call):
+            built = self.construction(base)
+            if built is not None:
+                return built, applied
+            qualified = self.imports.qualify(base.func)
+            if qualified in api.MODULE_WRAPPERS and base.args:
+                inner, more = self.module_expression(base.args[0].value)
+                if inner is not None:
+                    return inner, more + applied
+        return None, applied
+
+    # -- names --------------------------------------------------------------
+    def _module_names(self, collector: Collector) -> set[str]:
+        """Dotted names the file shows to be nn.Modules (file-wide, flow-insensitive)."""
+        names: set[str] = set()
+        for key, value, _site in collector.call_assigns:
+            built, _ = self.module_expression(value)
+            if built is not None and built.certain:
+                names.add(key)
+        for site in collector.calls:
+            func = site.node.func
+            if not isinstance(func, cst.Attribute):
+                continue
+            receiver = dotted(func.value)
+            if receiver is None:
+                continue
+            method = func.attr.value
+            if method in EVIDENCE_METHODS or (method == "eval" and not site.node.args):
+                names.add(receiver)
+            elif method == "train" and (not site.node.args or isinstance(literal_value(site.node.args[0].value), bool)):
+                if "trainer" not in receiver.lower() and "tokenizer" not in receiver.lower():
+                    names.add(receiver)
+        for function in collector.functions:
+            for param in (*function.node.params.params, *function.node.params.kwonly_params):
+                if param.annotation is not None and self._annotation_is_module(param.annotation.annotation):
+                    names.add(param.name.value)
+        return names
+
+    def _annotation_is_module(self, annotation: cst.BaseExpression) -> bool:
+        if isinstance(annotation, cst.SimpleString):
+            return False
+        project = self.project_class(annotation)
+        if project is not None:
+            return self.is_module_class(project)
+        qualified = self.imports.qualify(annotation)
+        return qualified is not None and qualified.startswith("torch.nn.") and qualified.rsplit(".", 1)[-1][:1].isupper()
+
+    def is_module_name(self, key: str, function: FunctionInfo | None) -> bool:
+        if key == "self":
+            return function is not None and function.cls is not None and self.is_module_class(function.cls)
+        return key in self.module_names
+
+
+def _layer_dependence_by_name(layer: str, call: cst.Call | None) -> Dependence:
+    if layer in api.ALWAYS_MODE_DEPENDENT:
+        return Dependence.DEPENDENT
+    if layer in api.INSTANCE_NORMS:
+        if call is None:
+            return Dependence.UNKNOWN
+        arg = argument(call, "track_running_stats", 4)
+        return Dependence.DEPENDENT if arg is not None and literal_value(arg.value) is not False else Dependence.INDEPENDENT
+    for table, default_nonzero in ((api.DROPOUT_DEFAULT_NONZERO, True), (api.DROPOUT_DEFAULT_ZERO, False)):
+        if layer in table:
+            if call is None:
+                return Dependence.UNKNOWN
+            arg = argument(call, "dropout", table[layer])
+            if arg is None:
+                return Dependence.DEPENDENT if default_nonzero else Dependence.INDEPENDENT
+            value = literal_value(arg.value)
+            if value is NOT_LITERAL:
+                return Dependence.DEPENDENT
+            return Dependence.DEPENDENT if value else Dependence.INDEPENDENT
+    return Dependence.INDEPENDENT
+
+
+def _calls_in(expr: cst.BaseExpression) -> list[cst.Call]:
+    found: list[cst.Call] = []
+
+    class _Calls(cst.CSTVisitor):
+        def visit_Call(self, node: cst.Call) -> None:
+            found.append(node)
+
+    expr.visit(_Calls())
+    return found

@@ -1,0 +1,132 @@
+"""Names: dotted expression keys, identifier tokens, and what imports bind.
+
+`ImportTable` answers "what does this expression name?" for the torch API without
+libcst's scope provider (which costs several times the parse): imports are few, and
+a file that rebinds `torch` locally is rare enough to accept being wrong about.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import libcst as cst
+
+_CAMEL = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|[0-9]+")
+
+
+def dotted(node: cst.BaseExpression) -> str | None:
+    """`self.model.encoder` -> "self.model.encoder"; None for anything but names."""
+    parts: list[str] = []
+    while isinstance(node, cst.Attribute):
+        parts.append(node.attr.value)
+        node = node.value
+    if isinstance(node, cst.Name):
+        parts.append(node.value)
+        return ".".join(reversed(parts))
+    return None
+
+
+def tokens(name: str) -> list[str]:
+    """Lower-case words of an identifier: `runValidation_epoch` -> run, validation, epoch."""
+    out: list[str] = []
+    for part in name.split("_"):
+        out.extend(t.lower() for t in _CAMEL.findall(part))
+    return out
+
+
+def literal_value(node: cst.BaseExpression | None) -> object:
+    """The Python value of a simple literal, or `NOT_LITERAL`."""
+    if isinstance(node, cst.Name) and node.value in ("True", "False", "None"):
+        return {"True": True, "False": False, "None": None}[node.value]
+    if isinstance(node, cst.Integer):
+        return int(node.value.replace("_", ""), 0)
+    if isinstance(node, cst.Float):
+        try:
+            return float(node.value.replace("_", ""))
+        except ValueError:
+            return NOT_LITERAL
+    if isinstance(node, cst.SimpleString):
+        return node.evaluated_value
+    if isinstance(node, cst.UnaryOperation) and isinstance(node.operator, cst.Minus):
+        inner = literal_value(node.expression)
+        if isinstance(inner, (int, float)) and not isinstance(inner, bool):
+            return -inner
+    return NOT_LITERAL
+
+
+class _NotLiteral:
+    def __repr__(self) -> str:
+        return "NOT_LITERAL"
+
+
+NOT_LITERAL = _NotLiteral()
+
+
+def argument(call: cst.Call, keyword: str | None, index: int | None) -> cst.Arg | None:
+    """The argument bound to `keyword` or positional `index`, if the call passes it."""
+    positional = 0
+    for arg in call.args:
+        if arg.star:
+            # `*args` / `**kwargs` may carry it: callers check `has_star_args` first.
+            return None
+        if arg.keyword is not None:
+            if keyword is not None and arg.keyword.value == keyword:
+                return arg
+            continue
+        if index is not None and positional == index:
+            return arg
+        positional += 1
+    return None
+
+
+def has_star_args(call: cst.Call) -> bool:
+    return any(arg.star for arg in call.args)
+
+
+@dataclass
+class ImportTable:
+    """Local name -> fully qualified name, from every import in the file."""
+
+    bindings: dict[str, str] = field(default_factory=dict)
+
+    def add_import(self, node: cst.Import) -> None:
+        for alias in node.names:
+            full = dotted(alias.name)
+            if full is None:
+                continue
+            if alias.asname is not None and isinstance(alias.asname.name, cst.Name):
+                self.bindings[alias.asname.name.value] = full
+            else:
+                head = full.split(".")[0]
+                self.bindings[head] = head
+
+    def add_import_from(self, node: cst.ImportFrom) -> None:
+        module = "." * len(node.relative) + ((dotted(node.module) or "") if node.module else "")
+        if isinstance(node.names, cst.ImportStar):
+            return
+        for alias in node.names:
+            name = dotted(alias.name)
+            if name is None:
+                continue
+            local = name
+            if alias.asname is not None and isinstance(alias.asname.name, cst.Name):
+                local = alias.asname.name.value
+            self.bindings[local] = f"{module}.{name}" if module else name
+
+    def qualify(self, node: cst.BaseExpression) -> str | None:
+        """Qualified name of a Name/Attribute chain (`nn.Dropout` -> "torch.nn.Dropout")."""
+        text = dotted(node)
+        if text is None:
+            return None
+        head, _, rest = text.partition(".")
+        bound = self.bindings.get(head)
+        if bound is None:
+            # `torch` used without an import (notebook cells, star imports) is still torch.
+            if head != "torch":
+                return None
+            bound = "torch"
+        return f"{bound}.{rest}" if rest else bound
+
+    def is_torch_name(self, qualified: str | None) -> bool:
+        return qualified is not None and (qualified == "torch" or qualified.startswith("torch."))

@@ -1,0 +1,152 @@
+"""What modelint knows about PyTorch without importing it.
+
+Every table here is a fact about torch's public API (verified on torch 2.13) that
+the facts pass and the rules rely on. Names are fully qualified the way
+`ImportTable.qualify` spells them.
+"""
+
+from __future__ import annotations
+
+NN = "torch.nn"
+FUNCTIONAL = "torch.nn.functional"
+
+# Layers whose forward differs between train() and eval(): random in training mode
+# (dropout, RReLU) or normalising with batch statistics and updating running stats.
+ALWAYS_MODE_DEPENDENT = frozenset(
+    {
+        "Dropout", "Dropout1d", "Dropout2d", "Dropout3d", "AlphaDropout", "FeatureAlphaDropout",
+        "BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "SyncBatchNorm",
+        "LazyBatchNorm1d", "LazyBatchNorm2d", "LazyBatchNorm3d",
+        "RReLU",
+    }
+)
+# Layers that are mode-dependent because their dropout defaults to a non-zero value;
+# `dropout=0` (keyword or at this positional index) makes them mode-independent.
+DROPOUT_DEFAULT_NONZERO = {
+    "Transformer": 7,
+    "TransformerEncoderLayer": 3,
+    "TransformerDecoderLayer": 3,
+}
+# Layers that are mode-dependent only when given a non-zero dropout.
+DROPOUT_DEFAULT_ZERO = {
+    "MultiheadAttention": 2,
+    "LSTM": 5,
+    "GRU": 5,
+    "RNN": 6,
+}
+# Stacks whose mode-dependence is that of the layer they are built from.
+STACKS = frozenset({"TransformerEncoder", "TransformerDecoder"})
+# InstanceNorm behaves like BatchNorm only with track_running_stats=True (index 4).
+INSTANCE_NORMS = frozenset(
+    {"InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d", "LazyInstanceNorm1d", "LazyInstanceNorm2d", "LazyInstanceNorm3d"}
+)
+CONTAINERS = frozenset({"Sequential", "ModuleList", "ModuleDict"})
+# Everything else under torch.nn that is constructed is a mode-independent layer
+# (Linear, Conv*, ReLU, LayerNorm, GroupNorm, Embedding, losses, pooling...).
+
+# Model factories from outside torch.nn: their modules hold layers we cannot see,
+# so they count as mode-dependent. Prefixes of qualified names.
+EXTERNAL_MODEL_PREFIXES = (
+    "torchvision.models.",
+    "timm.",
+    "transformers.",
+    "diffusers.",
+    "segmentation_models_pytorch.",
+    "torch.hub.load",
+    "torchaudio.models.",
+    "torchaudio.pipelines.",
+    "open_clip.",
+    "clip.load",
+)
+
+# Base classes that make a class an nn.Module.
+MODULE_BASE_PREFIXES = (
+    "torch.nn.",
+    "pytorch_lightning.",
+    "lightning.",
+    "lightning.pytorch.",
+    "transformers.",
+    "diffusers.",
+    "timm.",
+    "torchvision.models.",
+)
+
+# Methods of nn.Module that neither change nor depend on train/eval mode.
+MODE_PRESERVING_METHODS = frozenset(
+    {
+        "to", "cuda", "cpu", "half", "float", "double", "bfloat16", "type", "to_empty", "xpu", "ipu", "mps",
+        "parameters", "named_parameters", "buffers", "named_buffers", "children", "named_children",
+        "modules", "named_modules", "state_dict", "load_state_dict", "zero_grad", "requires_grad_",
+        "register_buffer", "register_parameter", "register_module", "add_module", "register_forward_hook",
+        "register_forward_pre_hook", "register_full_backward_hook", "register_backward_hook",
+        "get_submodule", "get_parameter", "get_buffer", "share_memory", "extra_repr", "float",
+        "compile", "set_extra_state", "get_extra_state", "named_parameters",
+        # Hugging Face / generation helpers that leave mode alone.
+        "generate", "resize_token_embeddings", "gradient_checkpointing_enable", "tie_weights",
+        "save_pretrained", "get_input_embeddings", "get_output_embeddings", "num_parameters",
+    }
+)
+# Method names that exist on nn.Module (for near-miss detection).
+MODULE_METHODS = MODE_PRESERVING_METHODS | frozenset(
+    {"train", "eval", "forward", "apply", "training", "__call__", "register_forward_hook"}
+)
+
+# Calls that switch autograd off for the region they govern.
+GRAD_DISABLING = frozenset({"torch.no_grad", "torch.inference_mode", "torch.autograd.no_grad",
+                            "torch.autograd.grad_mode.no_grad", "torch.autograd.grad_mode.inference_mode"})
+GRAD_ENABLING = frozenset({"torch.enable_grad", "torch.autograd.enable_grad"})
+SET_GRAD_ENABLED = frozenset({"torch.set_grad_enabled", "torch.autograd.set_grad_enabled"})
+# Context managers that are no-ops unless entered (MDL004).
+GRAD_MODE_CONTEXT_MANAGERS = GRAD_DISABLING | GRAD_ENABLING
+
+# Real torch top-level grad/mode names, used to decide what is a misspelling (MDL011).
+TORCH_GRAD_API = frozenset(
+    {"no_grad", "enable_grad", "inference_mode", "set_grad_enabled", "is_grad_enabled",
+     "is_inference_mode_enabled", "is_inference"}
+)
+# Other real torch attributes that sit within edit distance of the grad API.
+TORCH_REAL_NEAR_GRAD_API = frozenset({"set_grad_enabled", "is_grad_enabled", "no_grad", "enable_grad"})
+# Names that do not exist in torch but are written by people who mean something else.
+TORCH_CONFUSIONS = {
+    "zero_grad": "optimizer.zero_grad() or model.zero_grad()",
+    "eval": "model.eval()",
+    "train": "model.train()",
+}
+MODULE_MODE_METHODS = ("train", "eval")
+MODULE_NEAR_MISS_TARGETS = ("train", "eval", "zero_grad", "requires_grad_")
+# Misreadings that are not close in spelling but are common (Keras habits).
+MODULE_CONFUSIONS = {"evaluate": "eval"}
+
+# Functional calls that take a `training` flag: qualified name -> (positional index, default).
+FUNCTIONAL_TRAINING_FLAG = {
+    "torch.nn.functional.dropout": (2, True),
+    "torch.nn.functional.dropout1d": (2, True),
+    "torch.nn.functional.dropout2d": (2, True),
+    "torch.nn.functional.dropout3d": (2, True),
+    "torch.nn.functional.alpha_dropout": (2, False),
+    "torch.nn.functional.feature_alpha_dropout": (2, False),
+    "torch.nn.functional.rrelu": (3, False),
+    "torch.nn.functional.batch_norm": (5, False),
+}
+SDPA = "torch.nn.functional.scaled_dot_product_attention"
+SDPA_DROPOUT_INDEX = 4
+
+# Calls that run a training step (MDL003 / MDL007 anchors).
+BACKWARD_FUNCTIONS = frozenset({"torch.autograd.backward"})
+GRADIENT_FUNCTIONS = frozenset({"torch.autograd.grad", "torch.autograd.functional.jacobian",
+                                "torch.autograd.functional.hessian", "torch.func.grad", "torch.func.vjp",
+                                "torch.func.jacrev", "torch.func.jacfwd"})
+
+# Calls that take a model but never change its mode.
+MODE_NEUTRAL_FUNCTIONS = frozenset(
+    {"print", "len", "isinstance", "str", "repr", "type", "id", "hasattr", "getattr", "sum", "list",
+     "torch.save", "torch.nn.utils.clip_grad_norm_", "torch.nn.utils.clip_grad_value_",
+     "torch.nn.utils.parameters_to_vector", "copy.deepcopy", "logging.info", "summary",
+     "torch.nn.DataParallel", "torch.nn.parallel.DistributedDataParallel", "torch.compile",
+     "torch.jit.script", "torch.jit.trace", "torch.onnx.export", "wandb.watch"}
+)
+# Wrappers that return a module sharing the wrapped module's mode.
+MODULE_WRAPPERS = frozenset(
+    {"torch.nn.DataParallel", "torch.nn.parallel.DistributedDataParallel", "torch.compile",
+     "torch.nn.parallel.DataParallel"}
+)

@@ -1,0 +1,68 @@
+"""What the engine hands to every front end: findings, positions, fixes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, order=True)
+class Location:
+    """1-based row; 1-based column counted in Unicode code points (as ruff does)."""
+
+    row: int
+    column: int
+
+
+@dataclass(frozen=True)
+class Edit:
+    start: Location
+    end: Location
+    content: str
+
+
+@dataclass(frozen=True)
+class Fix:
+    message: str
+    edits: tuple[Edit, ...]
+    applicability: str = "safe"  # "safe" | "unsafe"
+
+
+@dataclass(frozen=True)
+class Related:
+    """Another place that proves a finding: where eval() was set, the caller that forgot it."""
+
+    path: str
+    location: Location
+    message: str
+
+
+@dataclass
+class Finding:
+    path: str
+    code: str
+    name: str
+    message: str
+    severity: str  # "error" | "warning"
+    location: Location
+    end_location: Location
+    fix: Fix | None = None
+    related: tuple[Related, ...] = ()
+    runtime: dict | None = None
+    noqa_row: int | None = None
+
+    @property
+    def sort_key(self) -> tuple:
+        return (self.path, self.location.row, self.location.column, self.code)
+
+
+# Codes for files modelint could not check, as ruff spells them.
+SYNTAX_ERROR = "E999"
+IO_ERROR = "E902"
+NOT_CHECKED_NAMES = {SYNTAX_ERROR: "syntax-error", IO_ERROR: "io-error"}
+
+
+@dataclass
+class FileResult:
+    path: str
+    findings: list[Finding] = field(default_factory=list)
+    checked: bool = True  # False: the file could not be read or parsed

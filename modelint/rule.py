@@ -1,0 +1,53 @@
+"""The shape of a rule: a small class that reads facts and yields reports.
+
+A rule never parses, prints or reads configuration: the engine gives it a
+`FileFacts` and turns its `Report`s into positioned, suppressible `Finding`s.
+Like Fixit's rules it carries its own docs (the class docstring, in ruff's
+"What it does / Why is this bad? / Example / Use instead / Fix safety /
+References" shape) and points at the fixtures that demonstrate it.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import ClassVar, Iterator
+
+import libcst as cst
+
+from modelint.facts import FileFacts
+from modelint.finding import Fix, Related
+
+RULE_DOCS_URL = "https://github.com/modelint/modelint/blob/main/docs/rules.md#{code}"
+
+
+@dataclass
+class Report:
+    node: cst.CSTNode  # what to underline
+    message: str
+    stmt: cst.CSTNode | None = None  # its statement: `# noqa` on the first line counts
+    fix: Fix | None = None
+    # Other places in this file that prove the finding: (node, what happened there).
+    notes: tuple[tuple[cst.CSTNode, str], ...] = ()
+    related: tuple[Related, ...] = ()  # places in other files, already positioned
+
+
+class Rule:
+    code: ClassVar[str]
+    name: ClassVar[str]
+    severity: ClassVar[str]  # "error" | "warning"
+    summary: ClassVar[str]
+    fix_safety: ClassVar[str] = "none"  # "safe" | "unsafe" | "none"
+    # Folder under fixtures/ whose bug_*.py / clean_*.py files demonstrate the rule.
+    fixtures: ClassVar[str] = ""
+
+    def check(self, facts: FileFacts) -> Iterator[Report]:
+        raise NotImplementedError
+
+    @classmethod
+    def docs(cls) -> str:
+        return inspect.cleandoc(cls.__doc__ or cls.summary)
+
+    @classmethod
+    def url(cls) -> str:
+        return RULE_DOCS_URL.format(code=cls.code.lower())

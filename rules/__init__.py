@@ -1,0 +1,1 @@
+"""modelint's rules, one module per rule (installed as `modelint.rules`)."""

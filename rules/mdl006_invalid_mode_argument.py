@@ -1,0 +1,95 @@
+from __future__ import annotations
+
+from typing import Iterator
+
+import libcst as cst
+
+from modelint.facts import FileFacts
+from modelint.facts.names import NOT_LITERAL, dotted, literal_value
+from modelint.rule import Report, Rule
+
+_EVAL_WORDS = {"val", "valid", "validation", "eval", "evaluate", "evaluation", "test", "testing", "inference",
+               "predict", "infer"}
+
+
+class InvalidModeArgument(Rule):
+    """
+    ## What it does
+    Finds `module.train(x)` with a literal that is not a bool (`"val"`, `0`, `1`,
+    `None`), and `module.eval(...)` called with any argument.
+
+    ## Why is this bad?
+    `nn.Module.train(mode)` checks its argument: anything but a bool raises
+    `ValueError("training mode is expected to be boolean")`, so the evaluation or
+    training that follows never runs. `eval()` takes no argument and
+    `model.eval(False)` raises `TypeError` — it does not mean "not eval".
+
+    ## Example
+    ```python
+    model.train("val")
+    model.eval(False)
+    ```
+
+    ## Use instead
+    ```python
+    model.eval()
+    model.train()
+    ```
+
+    ## Fix safety
+    Safe where the intent is unambiguous (`"val"`/`"test"`/`0` mean eval, `"train"`
+    and `1` mean train); `eval(x)` with a variable is left to a person.
+
+    ## References
+    - https://pytorch.org/docs/stable/generated/torch.nn.Module.html#torch.nn.Module.train
+    """
+
+    code = "MDL006"
+    name = "invalid-mode-argument"
+    severity = "error"
+    summary = "`train()` with a non-bool literal raises ValueError; `eval()` takes no argument."
+    fix_safety = "safe"
+    fixtures = "MDL006_invalid_mode_argument"
+
+    def check(self, facts: FileFacts) -> Iterator[Report]:
+        modules = facts.modules
+        for site in facts.collector.calls:
+            call = site.node
+            func = call.func
+            if not isinstance(func, cst.Attribute) or func.attr.value not in ("train", "eval") or not call.args:
+                continue
+            receiver = dotted(func.value)
+            if receiver is None or not modules.is_module_name(receiver, site.site.function):
+                continue
+            if func.attr.value == "eval":
+                yield Report(call, f"`{receiver}.eval()` takes no argument: this call raises TypeError; use "
+                                   f"`{receiver}.eval()` for eval mode or `{receiver}.train()` for training mode",
+                             stmt=site.site.stmt)
+                continue
+            if len(call.args) != 1 or call.args[0].star:
+                continue
+            arg = call.args[0]
+            if arg.keyword is not None and arg.keyword.value != "mode":
+                continue
+            value = literal_value(arg.value)
+            if value is NOT_LITERAL or isinstance(value, bool):
+                continue
+            wanted = _intended(value)
+            advice = f"use `{receiver}.{wanted}()`" if wanted else f"pass True or False"
+            yield Report(call, f"`{receiver}.train({value!r})` raises ValueError: mode must be a bool; {advice}",
+                         stmt=site.site.stmt)
+
+
+def _intended(value: object) -> str | None:
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word in _EVAL_WORDS:
+            return "eval"
+        if word in ("train", "training", "fit"):
+            return "train"
+        return None
+    if value == 0 or value is None:
+        return "eval"
+    if value == 1:
+        return "train"
+    return None

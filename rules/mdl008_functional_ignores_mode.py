@@ -1,0 +1,105 @@
+from __future__ import annotations
+
+from typing import Iterator
+
+import libcst as cst
+
+from modelint.facts import FileFacts
+from modelint.facts import torch_api as api
+from modelint.facts.names import argument, has_star_args, literal_value
+from modelint.rule import Report, Rule
+
+
+class FunctionalIgnoresMode(Rule):
+    """
+    ## What it does
+    Inside an `nn.Module`, finds functional calls that take a `training` flag but are
+    not given one: `F.dropout`, `F.dropout1d/2d/3d`, `F.alpha_dropout`,
+    `F.feature_alpha_dropout`, `F.rrelu`, `F.batch_norm`; and
+    `F.scaled_dot_product_attention` with a `dropout_p` that is not switched off
+    outside training. Outside a module, an always-on dropout in evaluation code.
+
+    ## Why is this bad?
+    Functional calls do not know the module's mode. `F.dropout` defaults to
+    `training=True`, so it keeps dropping activations after `model.eval()`:
+    evaluation is random. `F.alpha_dropout`, `F.rrelu` and `F.batch_norm` default to
+    `training=False`, so they never act during training either. SDPA applies
+    `dropout_p` whenever it is non-zero.
+
+    ## Example
+    ```python
+    def forward(self, x):
+        return F.dropout(self.fc(x), p=0.1)
+    ```
+
+    ## Use instead
+    ```python
+    def forward(self, x):
+        return F.dropout(self.fc(x), p=0.1, training=self.training)
+    ```
+
+    ## Fix safety
+    Safe: passing `training=self.training` makes the call follow `train()`/`eval()`.
+
+    ## References
+    - https://pytorch.org/docs/stable/generated/torch.nn.functional.dropout.html
+    - https://pytorch.org/docs/stable/generated/torch.nn.functional.scaled_dot_product_attention.html
+    """
+
+    code = "MDL008"
+    name = "functional-ignores-mode"
+    severity = "error"
+    summary = "A functional dropout/normalisation call ignores the module's train/eval mode."
+    fix_safety = "safe"
+    fixtures = "MDL008_functional_ignores_mode"
+
+    def check(self, facts: FileFacts) -> Iterator[Report]:
+        for site in facts.collector.calls:
+            qualified = site.qualified
+            if qualified not in api.FUNCTIONAL_TRAINING_FLAG and qualified != api.SDPA:
+                continue
+            call = site.node
+            if has_star_args(call):
+                continue
+            in_module = facts.in_module_class(site.site)
+            short = qualified.rsplit(".", 1)[-1]
+            if qualified == api.SDPA:
+                arg = argument(call, "dropout_p", api.SDPA_DROPOUT_INDEX)
+                if arg is None or literal_value(arg.value) in (0, 0.0) or _mentions_training(arg.value):
+                    continue
+                if in_module or self._evaluation(facts, site):
+                    yield Report(call, f"`{short}` applies dropout_p in eval mode too: attention stays random "
+                                       f"after eval(); pass `dropout_p=p if self.training else 0.0`",
+                                 stmt=site.site.stmt)
+                continue
+            index, default = api.FUNCTIONAL_TRAINING_FLAG[qualified]
+            if argument(call, "training", index) is not None:
+                continue
+            if in_module:
+                if default:
+                    message = (f"`{short}` defaults to training=True and keeps dropping in eval mode; "
+                               f"pass `training=self.training`")
+                else:
+                    message = (f"`{short}` defaults to training=False and never acts, even in training; "
+                               f"pass `training=self.training`")
+                yield Report(call, message, stmt=site.site.stmt)
+            elif default and self._evaluation(facts, site):
+                yield Report(call, f"`{short}` defaults to training=True: this evaluation code drops activations "
+                                   f"at random; pass `training=False` or remove the dropout",
+                             stmt=site.site.stmt)
+
+    @staticmethod
+    def _evaluation(facts: FileFacts, site) -> bool:
+        return facts.in_grad_free_region(site.site) or facts.is_evaluation_function(site.site.function)
+
+
+def _mentions_training(expr: cst.BaseExpression) -> bool:
+    found = False
+
+    class _Find(cst.CSTVisitor):
+        def visit_Name(self, node: cst.Name) -> None:
+            nonlocal found
+            found = found or "training" in node.value or node.value in ("train", "is_train")
+
+    expr.visit(_Find())
+    return found

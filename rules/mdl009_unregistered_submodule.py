@@ -1,0 +1,137 @@
+from __future__ import annotations
+
+from typing import Iterator
+
+import libcst as cst
+
+from modelint.facts import FileFacts
+from modelint.facts.modules import Dependence
+from modelint.facts.names import dotted
+from modelint.rule import Report, Rule
+
+
+class UnregisteredSubmodule(Rule):
+    """
+    ## What it does
+    Finds `nn.Module`s stored in a plain `list`, `dict` or `tuple` attribute of a
+    module (`self.blocks = [Block() for _ in range(4)]`, or `self.layers = []`
+    followed by `self.layers.append(nn.Linear(...))`), and mode-dependent layers
+    (Dropout, BatchNorm) constructed inside `forward`.
+
+    ## Why is this bad?
+    Only direct attributes and `nn.ModuleList`/`nn.ModuleDict` register submodules.
+    Modules in a plain container are invisible to `model.eval()`, `.to(device)`,
+    `parameters()` (the optimizer never updates them) and `state_dict()` (they are
+    not saved). After `eval()` their Dropout and BatchNorm stay in training mode. A
+    layer built inside `forward` is new at every call: always in training mode, with
+    fresh statistics, and never moved or saved.
+
+    ## Example
+    ```python
+    self.blocks = [ResidualBlock(c) for _ in range(depth)]
+    ```
+
+    ## Use instead
+    ```python
+    self.blocks = nn.ModuleList(ResidualBlock(c) for _ in range(depth))
+    ```
+
+    ## Fix safety
+    Safe for a list/dict literal or comprehension (wrap it in `nn.ModuleList` /
+    `nn.ModuleDict`); a layer built in `forward` must move to `__init__`, by hand.
+
+    ## References
+    - https://pytorch.org/docs/stable/generated/torch.nn.ModuleList.html
+    - https://pytorch.org/docs/stable/generated/torch.nn.ModuleDict.html
+    """
+
+    code = "MDL009"
+    name = "unregistered-submodule"
+    severity = "error"
+    summary = "Submodules in a plain list/dict (or built in forward) escape eval(), .to() and the optimizer."
+    fix_safety = "safe"
+    fixtures = "MDL009_unregistered_submodule"
+
+    def check(self, facts: FileFacts) -> Iterator[Report]:
+        modules = facts.modules
+        plain_lists: dict[tuple[object, str], cst.CSTNode] = {}
+        for assign in facts.collector.attribute_assigns:
+            site = assign.site
+            if not _self_attribute(assign.target) or site.cls is None or not modules.is_module_class(site.cls):
+                continue
+            value = assign.value
+            if value is None:
+                continue
+            attr = assign.target.attr.value
+            if _empty_container(value):
+                plain_lists[(site.cls, attr)] = assign.node
+                continue
+            kind = _container_kind(value)
+            if kind is not None and self._holds_modules(facts, value):
+                wrapper = "nn.ModuleDict" if kind == "dict" else "nn.ModuleList"
+                yield Report(assign.node, f"modules in a plain {kind} `self.{attr}` are not registered: eval(), "
+                                          f".to() and parameters() miss them; use `{wrapper}(...)`",
+                             stmt=site.stmt)
+        for call_site in facts.collector.calls:
+            call = call_site.node
+            site = call_site.site
+            func = call.func
+            if site.cls is None or not modules.is_module_class(site.cls):
+                continue
+            if isinstance(func, cst.Attribute) and func.attr.value in ("append", "extend", "insert") \
+                    and _self_attribute(func.value) and (site.cls, func.value.attr.value) in plain_lists:
+                if any(self._holds_modules(facts, arg.value) for arg in call.args):
+                    attr = func.value.attr.value
+                    yield Report(call, f"modules added to the plain list `self.{attr}` are not registered: eval(), "
+                                       f".to() and parameters() miss them; make `self.{attr}` an `nn.ModuleList()`",
+                                 stmt=site.stmt)
+                continue
+            if site.function is not None and site.function.name == "forward" and site.function.cls is site.cls:
+                built = modules.construction(call)
+                qualified = call_site.qualified or ""
+                if built is not None and built.dependence is Dependence.DEPENDENT and qualified.startswith("torch.nn."):
+                    layer = qualified.rsplit(".", 1)[-1]
+                    yield Report(call, f"`nn.{layer}` built inside forward is a new layer at every call, always in "
+                                       f"training mode and unseen by eval(); create it in __init__ as `self.<name>`",
+                                 stmt=site.stmt)
+
+    @staticmethod
+    def _holds_modules(facts: FileFacts, value: cst.BaseExpression) -> bool:
+        found = False
+        modules = facts.modules
+
+        class _Find(cst.CSTVisitor):
+            def visit_Call(self, node: cst.Call) -> None:
+                nonlocal found
+                built = modules.construction(node)
+                if built is not None and built.certain:
+                    found = True
+
+            def visit_Name(self, node: cst.Name) -> None:
+                nonlocal found
+                found = found or node.value in modules.module_names
+
+        value.visit(_Find())
+        return found
+
+
+def _self_attribute(node: cst.BaseExpression) -> bool:
+    return isinstance(node, cst.Attribute) and dotted(node.value) == "self"
+
+
+def _empty_container(value: cst.BaseExpression) -> bool:
+    if isinstance(value, (cst.List, cst.Dict)) and not value.elements:
+        return True
+    return isinstance(value, cst.Call) and dotted(value.func) in ("list", "dict") and not value.args
+
+
+def _container_kind(value: cst.BaseExpression) -> str | None:
+    if isinstance(value, (cst.List, cst.ListComp)):
+        return "list"
+    if isinstance(value, (cst.Dict, cst.DictComp)):
+        return "dict"
+    if isinstance(value, cst.Tuple):
+        return "tuple"
+    if isinstance(value, cst.Call) and dotted(value.func) in ("list", "tuple", "dict") and value.args:
+        return dotted(value.func)
+    return None

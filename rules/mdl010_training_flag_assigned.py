@@ -1,0 +1,116 @@
+from __future__ import annotations
+
+from typing import Iterator
+
+import libcst as cst
+
+from modelint.facts import FileFacts
+from modelint.facts.names import dotted, literal_value
+from modelint.rule import Report, Rule
+
+# Layers without children: setting their own flag is all there is to set.
+_LEAF_HINTS = ("BatchNorm", "Dropout", "InstanceNorm", "RReLU", "Norm")
+
+
+class TrainingFlagAssigned(Rule):
+    """
+    ## What it does
+    Finds `model.training = False` / `= True` on a module, other than `self` inside
+    the module's own `train()` override.
+
+    ## Why is this bad?
+    `training` is a plain attribute of each module. Assigning it changes that one
+    module and none of its children: the Dropout and BatchNorm layers inside keep
+    their old mode. `model.eval()` and `model.train()` walk the whole tree.
+
+    ## Example
+    ```python
+    model.training = False
+    ```
+
+    ## Use instead
+    ```python
+    model.eval()
+    ```
+
+    ## Fix safety
+    Safe: `eval()` / `train(flag)` set the same flag on the module and also on
+    every submodule, which is what the assignment was meant to do.
+
+    ## References
+    - https://pytorch.org/docs/stable/generated/torch.nn.Module.html#torch.nn.Module.train
+    """
+
+    code = "MDL010"
+    name = "training-flag-assigned"
+    severity = "warning"
+    summary = "`module.training = ...` changes only that module, not its children."
+    fix_safety = "safe"
+    fixtures = "MDL010_training_flag_assigned"
+
+    def check(self, facts: FileFacts) -> Iterator[Report]:
+        applied = _functions_passed_to_apply(facts)
+        for assign in facts.collector.attribute_assigns:
+            if assign.target.attr.value != "training":
+                continue
+            receiver = dotted(assign.target.value)
+            if receiver is None:
+                continue
+            site = assign.site
+            function = site.function
+            if receiver == "self":
+                if site.cls is None or not facts.modules.is_module_class(site.cls):
+                    continue
+                if function is not None and function.name == "train":
+                    continue
+            elif not facts.modules.is_module_name(receiver, function):
+                continue
+            if function is not None and function.name in applied:
+                continue  # model.apply(fn) visits every submodule
+            if _covers_every_module(facts, receiver, site.guards):
+                continue
+            value = literal_value(assign.value) if assign.value is not None else None
+            call = "eval()" if value is False else "train()" if value is True else "train(flag)"
+            yield Report(assign.node, f"`{receiver}.training = ...` flips only this module's flag: its submodules "
+                                      f"(Dropout, BatchNorm) keep their mode; call `{receiver}.{call}`",
+                         stmt=site.stmt)
+
+
+def _covers_every_module(facts: FileFacts, receiver: str, guards) -> bool:
+    for guard in guards:
+        if isinstance(guard, cst.For) and dotted(guard.target) == receiver or (
+            isinstance(guard, cst.For) and isinstance(guard.target, cst.Tuple)
+            and any(dotted(e.value) == receiver for e in guard.target.elements)
+        ):
+            iterated = guard.iter
+            if isinstance(iterated, cst.Call) and isinstance(iterated.func, cst.Attribute) and \
+                    iterated.func.attr.value in ("modules", "named_modules", "children", "named_children"):
+                return True
+        if isinstance(guard, cst.If) and _isinstance_leaf(guard.test, receiver, facts):
+            return True
+    return False
+
+
+def _isinstance_leaf(test: cst.BaseExpression, receiver: str, facts: FileFacts) -> bool:
+    found = False
+
+    class _Find(cst.CSTVisitor):
+        def visit_Call(self, node: cst.Call) -> None:
+            nonlocal found
+            if dotted(node.func) == "isinstance" and len(node.args) == 2 and dotted(node.args[0].value) == receiver:
+                text = cst.Module(body=[]).code_for_node(node.args[1].value)
+                found = found or any(hint in text for hint in _LEAF_HINTS)
+
+    test.visit(_Find())
+    return found
+
+
+def _functions_passed_to_apply(facts: FileFacts) -> set[str]:
+    names: set[str] = set()
+    for site in facts.collector.calls:
+        func = site.node.func
+        if isinstance(func, cst.Attribute) and func.attr.value == "apply" and site.node.args:
+            name = dotted(site.node.args[0].value)
+            if name:
+                names.add(name.rsplit(".", 1)[-1])
+    return names

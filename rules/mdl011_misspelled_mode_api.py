@@ -1,0 +1,109 @@
+from __future__ import annotations
+
+from typing import Iterator
+
+import libcst as cst
+
+from modelint.facts import FileFacts
+from modelint.facts import torch_api as api
+from modelint.facts.names import dotted
+from modelint.rule import Report, Rule
+from modelint.textutil import edit_distance
+
+
+class MisspelledModeApi(Rule):
+    """
+    ## What it does
+    Finds near misses of the mode and grad APIs: `model.trian()`, `model.evel()`,
+    `model.evaluate()` on an `nn.Module` (Keras habit), `model.zero_grads()`,
+    `torch.zero_grad()`, `torch.nograd()`, `torch.no_grads()`, `with torch.no_gard():`.
+    Only names that do not exist are reported: a class of yours that defines
+    `evaluate()` is left alone.
+
+    ## Why is this bad?
+    The call raises `AttributeError` the first time it runs — often after hours of
+    training, at the first validation. Worse, in a code path that rarely runs, the
+    mode is never switched at all. `torch.zero_grad` does not exist: gradients are
+    reset by `optimizer.zero_grad()` or `model.zero_grad()`.
+
+    ## Example
+    ```python
+    model.trian()
+    with torch.zero_grad():
+        val_loss = evaluate(model)
+    ```
+
+    ## Use instead
+    ```python
+    model.train()
+    with torch.no_grad():
+        val_loss = evaluate(model)
+    ```
+
+    ## Fix safety
+    Safe: the replacement is the only existing API within the edit distance.
+
+    ## References
+    - https://pytorch.org/docs/stable/generated/torch.nn.Module.html
+    - https://pytorch.org/docs/stable/generated/torch.no_grad.html
+    """
+
+    code = "MDL011"
+    name = "misspelled-mode-api"
+    severity = "error"
+    summary = "A misspelled or non-existent mode/grad API (`model.trian()`, `torch.zero_grad()`)."
+    fix_safety = "safe"
+    fixtures = "MDL011_misspelled_mode_api"
+
+    def check(self, facts: FileFacts) -> Iterator[Report]:
+        defined = {name for cls in facts.collector.classes for name in cls.methods}
+        defined |= {function.name for function in facts.collector.functions}
+        for site in facts.collector.calls:
+            call = site.node
+            qualified = site.qualified
+            if qualified is not None and qualified.startswith("torch.") and qualified.count(".") == 1:
+                name = qualified.split(".", 1)[1]
+                meant = _torch_meant(name)
+                if meant is not None:
+                    yield Report(call, f"`torch.{name}` does not exist (AttributeError at runtime); "
+                                       f"did you mean `{meant}`?", stmt=site.site.stmt)
+                continue
+            func = call.func
+            if not isinstance(func, cst.Attribute):
+                continue
+            name = func.attr.value
+            if name in api.MODULE_METHODS or name in defined:
+                continue
+            receiver = dotted(func.value)
+            if receiver is None or not facts.modules.is_module_name(receiver, site.site.function):
+                continue
+            meant = _module_meant(name)
+            if meant is not None:
+                yield Report(call, f"`{receiver}.{name}()` is not an nn.Module method (AttributeError at runtime); "
+                                   f"did you mean `{receiver}.{meant}()`?", stmt=site.site.stmt)
+
+
+def _torch_meant(name: str) -> str | None:
+    if name in api.TORCH_GRAD_API:
+        return None
+    if name in api.TORCH_CONFUSIONS:
+        return api.TORCH_CONFUSIONS[name]
+    if name.startswith("_"):
+        return None
+    best = _closest(name, api.TORCH_GRAD_API)
+    return f"torch.{best}" if best else None
+
+
+def _module_meant(name: str) -> str | None:
+    if name in api.MODULE_CONFUSIONS:
+        return api.MODULE_CONFUSIONS[name]
+    return _closest(name, api.MODULE_NEAR_MISS_TARGETS)
+
+
+def _closest(name: str, targets) -> str | None:
+    squashed = name.replace("_", "").lower()
+    for target in sorted(targets):
+        limit = 1 if len(target) <= 5 else 2
+        if edit_distance(name, target) <= limit or squashed == target.replace("_", ""):
+            return target
+    return None
