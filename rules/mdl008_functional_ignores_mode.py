@@ -8,6 +8,7 @@ from modelint.facts import FileFacts
 from modelint.facts import torch_api as api
 from modelint.facts.names import argument, has_star_args, literal_value
 from modelint.rule import Report, Rule
+from modelint.textutil import code_of
 
 
 class FunctionalIgnoresMode(Rule):
@@ -62,7 +63,7 @@ class FunctionalIgnoresMode(Rule):
             if has_star_args(call):
                 continue
             in_module = facts.in_module_class(site.site)
-            short = qualified.rsplit(".", 1)[-1]
+            short = code_of(call.func)
             if qualified == api.SDPA:
                 arg = argument(call, "dropout_p", api.SDPA_DROPOUT_INDEX)
                 if arg is None or literal_value(arg.value) in (0, 0.0) or _mentions_training(arg.value):

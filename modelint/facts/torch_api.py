@@ -108,7 +108,7 @@ TORCH_GRAD_API = frozenset(
 TORCH_REAL_NEAR_GRAD_API = frozenset({"set_grad_enabled", "is_grad_enabled", "no_grad", "enable_grad"})
 # Names that do not exist in torch but are written by people who mean something else.
 TORCH_CONFUSIONS = {
-    "zero_grad": "optimizer.zero_grad() or model.zero_grad()",
+    "zero_grad": "optimizer.zero_grad()` or `model.zero_grad()",
     "eval": "model.eval()",
     "train": "model.train()",
 }
