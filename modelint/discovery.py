@@ -151,7 +151,7 @@ def _walk(start: Path, shown: str, resolver: ConfigResolver, add, errors) -> Non
             return
         for entry in entries:
             child = directory / entry.name
-            child_display = os.path.join(display, entry.name)
+            child_display = os.path.normpath(os.path.join(display, entry.name))
             try:
                 is_dir = entry.is_dir()
             except OSError:

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import PurePath
 
 import libcst as cst
-from libcst.metadata import MetadataWrapper, PositionProvider
 
 from modelint import source, suppression
 from modelint.facts import FileFacts
@@ -39,15 +38,19 @@ def _not_checked(path: str, code: str, message: str, row: int = 1, column: int =
     return FileResult(path, [finding], checked=False)
 
 
-def lint_path(path: str, codes: frozenset[str]) -> FileResult:
+def lint_path(path: str, codes: frozenset[str], index=None) -> FileResult:
     try:
         text = source.read(path)
     except source.UnreadableSource as error:
         return _not_checked(path, IO_ERROR, str(error))
-    return lint_source(text, path, codes)
+    return lint_source(text, path, codes, index)
 
 
-def lint_source(text: str, path: str, codes: frozenset[str]) -> FileResult:
+# Rules whose facts come from the mode flow: only they make summaries worth computing.
+FLOW_RULES = frozenset({"MDL001", "MDL002", "MDL003", "MDL007"})
+
+
+def lint_source(text: str, path: str, codes: frozenset[str], index=None) -> FileResult:
     """Every finding of the selected rules in one file's text."""
     if "\x00" in text:
         return _not_checked(path, IO_ERROR, "file contains NUL bytes (binary file?)")
@@ -64,7 +67,8 @@ def lint_source(text: str, path: str, codes: frozenset[str]) -> FileResult:
         return _not_checked(path, SYNTAX_ERROR, "file is nested too deeply to parse")
     except Exception as error:  # libcst's native parser raises a few other kinds
         return _not_checked(path, SYNTAX_ERROR, f"cannot parse: {_one_line(error)}")
-    facts = FileFacts(module, path)
+    lines = text.splitlines()
+    facts = FileFacts(module, path, index=index, lines=lines)
     reports = []
     internal: list[Finding] = []
     for code, rule_class in all_rules().items():
@@ -77,12 +81,26 @@ def lint_source(text: str, path: str, codes: frozenset[str]) -> FileResult:
             internal.append(_internal(path, code, "file is nested too deeply to analyse"))
         except Exception as error:
             internal.append(_internal(path, code, f"{type(error).__name__}: {_one_line(error)} at {_where(error)}"))
+    summary = None
+    if codes & FLOW_RULES:
+        try:
+            summary = facts.flow.file_summary()
+        except Exception:  # a failed flow was already reported by the rules that need it
+            summary = None
     if not reports:
-        return FileResult(path, internal)
-    positions = MetadataWrapper(module, unsafe_skip_copy=True).resolve(PositionProvider)
-    lines = text.splitlines()
+        return FileResult(path, internal, summary=summary)
+    positions = facts.positions
     findings: list[Finding] = []
+    foreign: list[Finding] = []
     for rule_class, report in reports:
+        if report.elsewhere is not None:
+            other, row, column, end_row, end_column = report.elsewhere
+            if "*" in report.elsewhere_noqa or rule_class.code in report.elsewhere_noqa:
+                continue
+            target = findings if other == path else foreign
+            target.append(Finding(other, rule_class.code, rule_class.name, report.message, rule_class.severity,
+                                  Location(row, column), Location(end_row, end_column), related=report.related))
+            continue
         span = positions[report.node]
         start = Location(span.start.line, span.start.column + 1)
         end = Location(span.end.line, span.end.column + 1)
@@ -105,7 +123,7 @@ def lint_source(text: str, path: str, codes: frozenset[str]) -> FileResult:
         )
     findings.extend(internal)
     findings.sort(key=lambda f: f.sort_key)
-    return FileResult(path, _dedupe(findings))
+    return FileResult(path, _dedupe(findings), summary=summary, foreign=foreign)
 
 
 def _dedupe(findings: list[Finding]) -> list[Finding]:

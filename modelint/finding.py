@@ -66,3 +66,7 @@ class FileResult:
     path: str
     findings: list[Finding] = field(default_factory=list)
     checked: bool = True  # False: the file could not be read or parsed
+    # Function summaries for the project index (modelint.facts.summary.FileSummary).
+    summary: object = None
+    # Findings this file's code proves about another file (a helper it calls).
+    foreign: list[Finding] = field(default_factory=list)

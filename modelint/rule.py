@@ -16,20 +16,42 @@ from typing import ClassVar, Iterator
 import libcst as cst
 
 from modelint.facts import FileFacts
-from modelint.finding import Fix, Related
+from modelint.finding import Fix, Location, Related
 
 RULE_DOCS_URL = "https://github.com/modelint/modelint/blob/main/docs/rules.md#{code}"
 
 
 @dataclass
 class Report:
-    node: cst.CSTNode  # what to underline
+    node: cst.CSTNode | None  # what to underline (None: `elsewhere` says where)
     message: str
     stmt: cst.CSTNode | None = None  # its statement: `# noqa` on the first line counts
     fix: Fix | None = None
     # Other places in this file that prove the finding: (node, what happened there).
     notes: tuple[tuple[cst.CSTNode, str], ...] = ()
     related: tuple[Related, ...] = ()  # places in other files, already positioned
+    # A finding about a place in another file: (path, row, col, end_row, end_col), and
+    # the codes a `# noqa` on that line covers.
+    elsewhere: tuple[str, int, int, int, int] | None = None
+    elsewhere_noqa: frozenset = frozenset()
+
+
+def evidence(sites, message: str, limit: int = 1) -> dict:
+    """`notes`/`related` keyword arguments for a Report, from mode-setting sites.
+
+    Sites are nodes of this file or `RemoteSite`s in other functions and files.
+    """
+    from modelint.facts.summary import RemoteSite
+
+    notes: list[tuple[cst.CSTNode, str]] = []
+    related: list[Related] = []
+    remote = sorted((s for s in sites if isinstance(s, RemoteSite)), key=lambda s: (s.path, s.row, s.column))
+    local = [s for s in sites if not isinstance(s, RemoteSite)]
+    for site in remote[:limit]:
+        related.append(Related(site.path, Location(site.row, site.column), f"{message} (`{site.text}`)"))
+    for site in local[: max(0, limit - len(related))]:
+        notes.append((site, message))
+    return {"notes": tuple(notes), "related": tuple(related)}
 
 
 class Rule:

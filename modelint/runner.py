@@ -14,6 +14,7 @@ from pathlib import Path
 from modelint import engine, source
 from modelint.config import ConfigResolver, Settings
 from modelint.discovery import discover, is_excluded
+from modelint.facts.summary import ProjectIndex
 from modelint.finding import IO_ERROR, FileResult, Finding
 
 # Below this many files a process pool costs more to start than it saves.
@@ -64,8 +65,108 @@ def codes_for(path: str, settings: Settings, overrides: Overrides) -> frozenset[
     )
 
 
-def _lint_many(jobs: list[tuple[str, frozenset[str]]]) -> list[FileResult]:
-    return [engine.lint_path(path, codes) for path, codes in jobs]
+def _lint_many(jobs: list[tuple[str, frozenset[str]]], index=None) -> list[FileResult]:
+    return [engine.lint_path(path, codes, index) for path, codes in jobs]
+
+
+def _lint_all(work, workers: int, index=None) -> list[FileResult]:
+    if workers > 1 and len(work) >= PARALLEL_THRESHOLD:
+        chunk = max(1, min(64, len(work) // (workers * 4)))
+        batches = [work[i:i + chunk] for i in range(0, len(work), chunk)]
+        out: list[FileResult] = []
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            for batch in pool.map(_lint_many, batches, [index] * len(batches)):
+                out.extend(batch)
+        return out
+    return _lint_many(work, index)
+
+
+def _follow_calls_across_files(results: list[FileResult], work, workers: int) -> list[FileResult]:
+    """Second phase: re-lint the files that call helpers of other files with what those helpers do.
+
+    The first phase gave every file's function summaries; only files with calls it
+    could not resolve, and that the project index now resolves to a helper that
+    changes or relies on a model's mode, are analysed again.
+    """
+    summaries = [r.summary for r in results if r.summary is not None]
+    if not any(s.unresolved for s in summaries):
+        return results
+    index = ProjectIndex(summaries)
+    # Helpers in files that were not asked for (pre-commit passes only changed files):
+    # summarise them too, without reporting on them.
+    known = set(index.files)
+    extra: list[tuple[str, frozenset[str]]] = []
+    for summary in summaries:
+        for ref in summary.unresolved:
+            if index.resolve(ref, summary.path) is None:
+                for candidate in _module_files(ref, summary.path):
+                    if candidate not in known:
+                        known.add(candidate)
+                        extra.append((candidate, engine.FLOW_RULES))
+    if extra:
+        summaries += [r.summary for r in _lint_all(extra, workers) if r.summary is not None]
+        index = ProjectIndex(summaries)
+    if not any(s.functions for s in summaries):
+        return results
+    again = {
+        os.path.abspath(r.path) for r in results
+        if r.summary is not None and any(index.resolve(ref, r.path) is not None for ref in r.summary.unresolved)
+    }
+    if not again:
+        return results
+    redo = [(path, codes) for path, codes in work if os.path.abspath(path) in again]
+    fresh = {os.path.abspath(r.path): r for r in _lint_all(redo, workers, index)}
+    return [fresh.get(os.path.abspath(r.path), r) for r in results]
+
+
+def _module_files(reference: str, from_path: str, max_up: int = 3) -> list[str]:
+    """Files that `reference` (`.helpers.evaluate`, `utils.metrics.evaluate`) may live in."""
+    module = reference.rpartition(".")[0]
+    base = os.path.dirname(os.path.abspath(from_path))
+    if module.startswith("."):
+        level = len(module) - len(module.lstrip("."))
+        for _ in range(level - 1):
+            base = os.path.dirname(base)
+        roots, parts = [base], module.lstrip(".").split(".") if module.lstrip(".") else []
+    else:
+        roots, parts = [], module.split(".")
+        current = base
+        for _ in range(max_up + 1):
+            roots.append(current)
+            if os.path.isdir(os.path.join(current, ".git")) or os.path.dirname(current) == current:
+                break
+            current = os.path.dirname(current)
+    found: list[str] = []
+    for root in roots:
+        # The reference may name a function of a module or a method of a class in it.
+        for cut in range(len(parts), 0, -1):
+            target = os.path.join(root, *parts[:cut])
+            for path in (target + ".py", os.path.join(target, "__init__.py")):
+                if os.path.isfile(path):
+                    relative = os.path.relpath(path)
+                    found.append(path if relative.startswith("..") else relative)
+            if found:
+                return found
+        if not parts:
+            init = os.path.join(root, "__init__.py")
+            if os.path.isfile(init):
+                return [init]
+    return found
+
+
+def _attach_foreign(results: list[FileResult]) -> None:
+    """Findings one file proves about another (a helper it calls) go to that file."""
+    by_path = {os.path.abspath(r.path): r for r in results}
+    for result in results:
+        for finding in result.foreign:
+            target = by_path.get(os.path.abspath(finding.path))
+            if target is None:
+                continue
+            finding.path = target.path
+            if all((f.code, f.location) != (finding.code, finding.location) for f in target.findings):
+                target.findings.append(finding)
+                target.findings.sort(key=lambda f: f.sort_key)
+        result.foreign = []
 
 
 def run_paths(paths: list[str], resolver: ConfigResolver, overrides: Overrides, force_exclude: bool = False,
@@ -76,14 +177,10 @@ def run_paths(paths: list[str], resolver: ConfigResolver, overrides: Overrides, 
         run.results.append(engine._not_checked(path, IO_ERROR, why))
     work = [(path, codes_for(path, resolver.for_file(Path(path)), overrides)) for path in found.files]
     workers = jobs if jobs is not None else (os.cpu_count() or 1)
-    if workers > 1 and len(work) >= PARALLEL_THRESHOLD:
-        chunk = max(1, min(64, len(work) // (workers * 4)))
-        batches = [work[i:i + chunk] for i in range(0, len(work), chunk)]
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            for batch in pool.map(_lint_many, batches):
-                run.results.extend(batch)
-    else:
-        run.results.extend(_lint_many(work))
+    results = _lint_all(work, workers)
+    results = _follow_calls_across_files(results, work, workers)
+    _attach_foreign(results)
+    run.results.extend(results)
     return run
 
 

@@ -5,7 +5,9 @@ from typing import Iterator
 import libcst as cst
 
 from modelint.facts import FileFacts
-from modelint.rule import Report, Rule
+from modelint.facts.summary import RemoteSite
+from modelint.finding import Location, Related
+from modelint.rule import Report, Rule, evidence
 
 
 class MissingEvalMode(Rule):
@@ -60,8 +62,9 @@ class MissingEvalMode(Rule):
     fixtures = "MDL001_missing_eval_mode"
 
     def check(self, facts: FileFacts) -> Iterator[Report]:
-        for flow in facts.flow.flows:
-            trains_here = bool(flow.steps) or (
+        flow_facts = facts.flow
+        for flow in flow_facts.flows:
+            trains_here = flow.trains or (
                 flow.function.uses_gradients if flow.function else facts.collector.module_uses_gradients
             )
             for forward in flow.forwards.values():
@@ -78,21 +81,46 @@ class MissingEvalMode(Rule):
                     context = f"in {forward.function.name}()"
                 else:
                     continue
-                explicit = [site for site in mode.train_sites if _is_train_call(site)]
+                explicit = any(_is_train_site(site) for site in mode.train_sites)
                 if explicit and not trains_here:
                     continue  # train() set on purpose for sampling (MC dropout, TTA)
                 site = facts.call_sites.get(forward.call)
-                notes = tuple((node, f"`{forward.key}` is in training mode from here") for node in
-                              sorted(mode.train_sites, key=id)[:1])
                 yield Report(
                     forward.call,
-                    f"`{forward.key}` is evaluated {context} while still in training mode: Dropout stays random and "
-                    f"BatchNorm uses batch stats and overwrites its running stats; call `{forward.key}.eval()` "
-                    f"before evaluating",
+                    f"`{forward.key}` is evaluated {context} while still in training mode: {_CONSEQUENCE}; "
+                    f"call `{forward.key}.eval()` before evaluating",
                     stmt=site.site.stmt if site else None,
-                    notes=notes,
+                    **evidence(mode.train_sites, f"`{forward.key}` is in training mode from here"),
                 )
+            for helper in flow.helper_evaluations.values():
+                if helper.explicit_train_without_training and not trains_here:
+                    continue
+                use = helper.use
+                caller = f"{helper.caller.name}()" if helper.caller is not None else "the module-level script"
+                callee = helper.callee.qualname
+                context = use.context or "under the caller's no_grad"
+                context = "" if context.startswith("in ") else f" {context}"
+                message = (f"`{use.param}` is evaluated{context} in `{callee}()`, but {caller} passes "
+                           f"`{helper.key}` in training mode: {_CONSEQUENCE}; call `{helper.key}.eval()` "
+                           f"before `{callee}(...)` or `{use.param}.eval()` inside it")
+                caller_note = f"{caller} calls `{callee}()` with `{helper.key}` in training mode"
+                proof = evidence(helper.mode.train_sites, f"`{helper.key}` is in training mode from here")
+                node = flow_facts.use_nodes.get((use.row, use.column)) if use.path == facts.path else None
+                if node is not None:
+                    yield Report(node, message, notes=((helper.call, caller_note), *proof["notes"]),
+                                 related=proof["related"])
+                else:
+                    where = facts.locate(helper.call)
+                    related = (Related(facts.path, Location(where[0], where[1]), caller_note),) if where else ()
+                    yield Report(None, message, related=related + proof["related"],
+                                 elsewhere=(use.path, use.row, use.column, use.end_row, use.end_column),
+                                 elsewhere_noqa=use.suppressed)
 
 
-def _is_train_call(node: cst.CSTNode) -> bool:
-    return isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute) and node.func.attr.value == "train"
+_CONSEQUENCE = "Dropout stays random and BatchNorm uses batch stats and overwrites its running stats"
+
+
+def _is_train_site(site) -> bool:
+    if isinstance(site, RemoteSite):
+        return site.kind == "train"
+    return isinstance(site, cst.Call) and isinstance(site.func, cst.Attribute) and site.func.attr.value == "train"

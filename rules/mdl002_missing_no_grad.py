@@ -6,7 +6,7 @@ import libcst as cst
 
 from modelint.facts import FileFacts
 from modelint.facts.flow import grad_effect
-from modelint.rule import Report, Rule
+from modelint.rule import Report, Rule, evidence
 
 
 class MissingNoGrad(Rule):
@@ -73,14 +73,12 @@ class MissingNoGrad(Rule):
                 site = facts.call_sites.get(forward.call)
                 if site is None or _inside_enable_grad(facts, site):
                     continue
-                notes = tuple((node, f"`{forward.key}` is put in eval mode here") for node in
-                              sorted(forward.mode.eval_sites, key=id)[:1])
                 yield Report(
                     forward.call,
                     f"`{forward.key}` runs in eval mode with autograd on: the graph and every activation are kept "
                     f"for a backward pass that never comes; wrap the evaluation in `with torch.no_grad():`",
                     stmt=site.site.stmt,
-                    notes=notes,
+                    **evidence(forward.mode.eval_sites, f"`{forward.key}` is put in eval mode here"),
                 )
 
 

@@ -10,20 +10,46 @@ from __future__ import annotations
 from functools import cached_property
 
 import libcst as cst
+from libcst.metadata import MetadataWrapper, PositionProvider
+
+from modelint import suppression
 
 from modelint.facts.collector import Collector, FunctionInfo, Site
 from modelint.facts.flow import ModeFlow, disables_grad, grad_effect, is_evaluation_name
 from modelint.facts.modules import ModuleTable
 from modelint.facts.names import ImportTable
+from modelint.facts.summary import ProjectIndex
 
 
 class FileFacts:
-    def __init__(self, module: cst.Module, path: str) -> None:
+    def __init__(self, module: cst.Module, path: str, index: ProjectIndex | None = None,
+                 lines: list[str] | None = None) -> None:
         self.module = module
         self.path = path
+        self.index = index
+        self.lines = lines if lines is not None else module.code.splitlines()
         self.collector = Collector()
         module.visit(self.collector)
         self.collector.module_node = module
+
+    @cached_property
+    def positions(self):
+        """libcst positions, computed only when something must be located."""
+        return MetadataWrapper(self.module, unsafe_skip_copy=True).resolve(PositionProvider)
+
+    def locate(self, node: cst.CSTNode) -> tuple[int, int, int, int] | None:
+        span = self.positions.get(node)
+        if span is None:
+            return None
+        return span.start.line, span.start.column + 1, span.end.line, span.end.column + 1
+
+    def noqa_codes(self, row: int) -> frozenset:
+        if row > len(self.lines):
+            return frozenset()
+        codes = suppression.line_noqa(self.lines[row - 1])
+        if codes is None:
+            return frozenset()
+        return frozenset({"*"}) if codes == suppression.ALL else frozenset(codes)
 
     @property
     def imports(self) -> ImportTable:
@@ -35,7 +61,8 @@ class FileFacts:
 
     @cached_property
     def flow(self) -> ModeFlow:
-        return ModeFlow(self.collector, self.modules, self.path)
+        return ModeFlow(self.collector, self.modules, self.path, index=self.index, locate=self.locate,
+                        noqa=self.noqa_codes)
 
     @cached_property
     def call_sites(self) -> dict:

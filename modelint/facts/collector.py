@@ -46,6 +46,9 @@ class FunctionInfo:
     # Whether any call in it sets or reads mode, or runs a training step: only such
     # functions are worth the mode-flow analysis.
     mode_relevant: bool = False
+    # Whether it calls a parameter (`model(x)`) or passes one on (`evaluate(model)`):
+    # such functions get a summary for their callers.
+    calls_params: bool = False
 
     @property
     def params(self) -> list[str]:
@@ -100,6 +103,7 @@ class Collector(cst.CSTVisitor):
         self.call_assigns: list[tuple[str, cst.Call, Site]] = []
         self.module_uses_gradients = False
         self.module_mode_relevant = False
+        self.module_calls_functions = False  # module-level code passes names to calls
         self._stmts: list[cst.CSTNode] = []
         self._guards: list[cst.CSTNode] = []
         self._scopes: list[ClassInfo | FunctionInfo] = []
@@ -190,6 +194,16 @@ class Collector(cst.CSTVisitor):
             self._mark_gradients()
         if attr in _MODE_METHODS or attr == "set_grad_enabled":
             self._mark_mode_relevant()
+        function = site.function
+        if function is None and not self.module_calls_functions:
+            self.module_calls_functions = any(isinstance(arg.value, cst.Name) for arg in node.args)
+        if function is not None and not function.calls_params:
+            params = function.params
+            head = dotted(func)
+            if head is not None and (head.split(".")[0] in params or head.startswith("self.")):
+                function.calls_params = True
+            elif any(isinstance(arg.value, cst.Name) and arg.value.value in params for arg in node.args):
+                function.calls_params = True
         for arg in node.args:
             if arg.keyword is not None and arg.keyword.value == "requires_grad":
                 if isinstance(arg.value, cst.Name) and arg.value.value == "True":

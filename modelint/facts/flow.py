@@ -15,6 +15,7 @@ Rules read the observations made at forward calls and training steps.
 from __future__ import annotations
 
 import re
+import sys
 from dataclasses import dataclass, field, replace
 
 import libcst as cst
@@ -23,11 +24,13 @@ from modelint.facts import torch_api as api
 from modelint.facts.collector import Collector, FunctionInfo
 from modelint.facts.modules import Dependence, ModuleTable
 from modelint.facts.names import dotted, literal_value, tokens
+from modelint.facts.summary import EvalUse, FileSummary, FunctionSummary, ProjectIndex, RemoteSite
 
 EVAL_WORDS = frozenset({"eval", "evaluate", "evaluation", "evaluating", "validate", "validation", "validating",
                         "valid", "val", "test", "testing", "predict", "prediction", "predictions", "infer",
                         "inference", "inferring"})
 TRAIN_WORDS = frozenset({"train", "training", "fit", "finetune", "optimize", "backward", "learn"})
+_STDLIB = frozenset(getattr(sys, "stdlib_module_names", ()))
 _TEST_FILE = re.compile(r"(^|/)(test_[^/]*|[^/]*_test|conftest)\.py$|(^|/)tests?/")
 
 
@@ -66,8 +69,9 @@ class ModeFact:
     """What may be true of one model's mode here, over all paths."""
 
     train_sites: frozenset = frozenset()  # constructions and train() calls that may reach here
-    eval_sites: frozenset = frozenset()  # eval()/train(False) calls that may reach here
-    unknown: bool = False  # some path reaches with a mode we cannot know
+    eval_sites: frozenset = frozenset()  # eval()/train(False) calls (or RemoteSites) that may reach here
+    entry: bool = False  # the mode it had when the function was entered may reach here unchanged
+    havoc: bool = False  # a call we cannot see into may have changed it
     dependence: Dependence = Dependence.UNKNOWN
     certain: bool = True  # known to be an nn.Module (not merely a capitalised call)
 
@@ -75,10 +79,15 @@ class ModeFact:
         return ModeFact(
             self.train_sites | other.train_sites,
             self.eval_sites | other.eval_sites,
-            self.unknown or other.unknown,
+            self.entry or other.entry,
+            self.havoc or other.havoc,
             max(self.dependence, other.dependence),
             self.certain and other.certain,
         )
+
+    @property
+    def unknown(self) -> bool:
+        return self.entry or self.havoc
 
     @property
     def definitely_train(self) -> bool:
@@ -88,8 +97,21 @@ class ModeFact:
     def definitely_eval(self) -> bool:
         return bool(self.eval_sites) and not self.train_sites and not self.unknown
 
+    @property
+    def exit_effect(self) -> str | None:
+        """Net effect of a function on this model, seen from its caller (None: unchanged)."""
+        if self.havoc:
+            return "unknown"
+        if self.train_sites and self.eval_sites:
+            return "unknown"
+        if self.eval_sites:
+            return "may-eval" if self.entry else "eval"
+        if self.train_sites:
+            return "may-train" if self.entry else "train"
+        return None
 
-UNKNOWN_MODE = ModeFact(unknown=True)
+
+ENTRY_MODE = ModeFact(entry=True)
 
 
 @dataclass(frozen=True)
@@ -116,18 +138,23 @@ class State:
     models: dict[str, ModeFact]
     grad: GradFact
     aliases: dict[str, str]
+    # Names bound to values computed under no_grad on every path (MDL007): name -> region.
+    grad_free_values: dict[str, cst.CSTNode] = field(default_factory=dict)
 
     def copy(self) -> "State":
-        return State(dict(self.models), self.grad, dict(self.aliases))
+        return State(dict(self.models), self.grad, dict(self.aliases), dict(self.grad_free_values))
 
     def canonical(self, key: str) -> str:
         head, dot, rest = key.partition(".")
         target = self.aliases.get(head)
         return f"{target}{dot}{rest}" if target else key
 
+    def fact(self, key: str) -> ModeFact:
+        return self.models.get(key, ENTRY_MODE)
+
     def __eq__(self, other: object) -> bool:
         return (isinstance(other, State) and self.models == other.models and self.grad == other.grad
-                and self.aliases == other.aliases)
+                and self.aliases == other.aliases and self.grad_free_values == other.grad_free_values)
 
 
 def join(a: State | None, b: State | None) -> State | None:
@@ -137,13 +164,10 @@ def join(a: State | None, b: State | None) -> State | None:
         return a.copy()
     models: dict[str, ModeFact] = {}
     for key in a.models.keys() | b.models.keys():
-        fa, fb = a.models.get(key), b.models.get(key)
-        if fa is None or fb is None:
-            models[key] = (fa or fb).join(UNKNOWN_MODE)
-        else:
-            models[key] = fa.join(fb)
+        models[key] = a.fact(key).join(b.fact(key))
     aliases = {k: v for k, v in a.aliases.items() if b.aliases.get(k) == v}
-    return State(models, a.grad.join(b.grad), aliases)
+    tainted = {k: v for k, v in a.grad_free_values.items() if k in b.grad_free_values}
+    return State(models, a.grad.join(b.grad), aliases, tainted)
 
 
 @dataclass
@@ -167,6 +191,21 @@ class TrainingStep:
     models: dict[str, ModeFact]
     grad: GradFact
     function: FunctionInfo | None
+    receiver: str | None = None
+    grad_free_region: cst.CSTNode | None = None  # the loss was computed in this no_grad region
+
+
+@dataclass
+class HelperEvaluation:
+    """A caller passes a model in training mode to a helper that evaluates it."""
+
+    use: EvalUse
+    callee: FunctionSummary
+    call: cst.Call  # the call in the caller
+    caller: FunctionInfo | None
+    key: str
+    mode: ModeFact
+    explicit_train_without_training: bool
 
 
 @dataclass
@@ -174,61 +213,214 @@ class FunctionFlow:
     function: FunctionInfo | None
     forwards: dict[cst.Call, Forward] = field(default_factory=dict)
     steps: dict[cst.Call, TrainingStep] = field(default_factory=dict)
+    helper_evaluations: dict[tuple, HelperEvaluation] = field(default_factory=dict)
     exit_state: State | None = None
-
-
-class _Break(Exception):
-    pass
+    trains: bool = False  # it has a training step (backward/step)
 
 
 class ModeFlow:
-    """Runs the interpreter lazily, once per function, on functions that touch mode."""
+    """Runs the interpreter once per function that touches mode, then again where
+    summaries of this file's own functions (or the project index) say more than
+    "unknown"."""
 
-    def __init__(self, collector: Collector, modules: ModuleTable, path: str) -> None:
+    MAX_ROUNDS = 3
+
+    def __init__(self, collector: Collector, modules: ModuleTable, path: str,
+                 index: ProjectIndex | None = None, locate=None, noqa=None) -> None:
         self.collector = collector
         self.modules = modules
         self.imports = collector.imports
         self.path = path
+        self.index = index
+        self._locate = locate  # node -> (row, col, end_row, end_col), for summaries others read
+        self._noqa = noqa  # row -> frozenset of codes a `# noqa` covers
         self.flows: list[FunctionFlow] = []
+        self.summaries: dict[str, FunctionSummary] = {}
+        self.unresolved: set[str] = set()
         # Grad facts at calls of this file's own functions: "is evaluate() called under no_grad?"
         self.call_grad: dict[str, GradFact] = {}
+        self.use_nodes: dict[tuple[int, int], cst.Call] = {}
         self._mode_setting_methods = {
             site.site.function.name
             for site in collector.calls
             if site.site.function is not None and site.site.function.cls is not None
             and isinstance(site.node.func, cst.Attribute) and site.node.func.attr.value in ("eval", "train")
         }
+        self._local_functions: dict[str, FunctionInfo] = {}
+        for function in collector.functions:
+            if function.outer is None:
+                key = f"{function.cls.name}.{function.name}" if function.cls is not None else function.name
+                self._local_functions.setdefault(key, function)
         constructing = {
             site.function for _key, value, site in collector.call_assigns
             if modules.module_expression(value)[0] is not None
         }
-        for function in collector.functions:
-            if function.mode_relevant or function in constructing:
-                self.flows.append(self._run_function(function))
-        if collector.module_mode_relevant or None in constructing:
-            self.flows.append(self._run_module(collector))
+        self._targets: list[FunctionInfo | None] = [
+            f for f in collector.functions if f.mode_relevant or f.calls_params or f in constructing
+        ]
+        if collector.module_mode_relevant or None in constructing or collector.module_calls_functions:
+            self._targets.append(None)
+        self._run()
 
-    # -- entry points ---------------------------------------------------------
+    # -- rounds ---------------------------------------------------------------
+    def _run(self) -> None:
+        previous: dict[str, FunctionSummary] | None = None
+        for _ in range(self.MAX_ROUNDS):
+            self.call_grad = {}
+            self.unresolved = set()
+            self.flows = [self._run_function(f) if f is not None else self._run_module() for f in self._targets]
+            summaries = {}
+            for flow in self.flows:
+                if flow.function is not None and flow.function.outer is None:
+                    summary = self._summarise(flow)
+                    summaries[summary.qualname] = summary
+            self.summaries = summaries
+            if previous is not None and _same_effects(previous, summaries):
+                break
+            if not any(not s.trivial for s in summaries.values()):
+                break
+            previous = summaries
+
     def _run_function(self, function: FunctionInfo) -> FunctionFlow:
         flow = FunctionFlow(function)
         grad = GRAD_UNKNOWN
         for decorator in function.decorators:
             if disables_grad(self.imports, decorator):
                 grad = GradFact(free_sites=frozenset({decorator}))
-        state = State({}, grad, {})
-        walker = _Walker(self, flow, in_loop=False)
-        flow.exit_state = walker.block(function.node.body, state)
+        walker = _Walker(self, flow)
+        end = walker.block(function.node.body, State({}, grad, {}))
+        flow.exit_state = walker.exit(end)
+        flow.trains = bool(flow.steps)
         return flow
 
-    def _run_module(self, collector: Collector) -> FunctionFlow:
+    def _run_module(self) -> FunctionFlow:
         flow = FunctionFlow(None)
-        module = collector.module_node
-        walker = _Walker(self, flow, in_loop=False)
-        flow.exit_state = walker.statements(module.body, State({}, GRAD_ENABLED, {}))
+        walker = _Walker(self, flow)
+        flow.exit_state = walker.statements(self.collector.module_node.body, State({}, GRAD_ENABLED, {}))
+        flow.trains = bool(flow.steps)
         return flow
+
+    # -- summaries ------------------------------------------------------------
+    def _summarise(self, flow: FunctionFlow) -> FunctionSummary:
+        function = flow.function
+        qualname = f"{function.cls.name}.{function.name}" if function.cls is not None else function.name
+        params = function.params
+        summary = FunctionSummary(qualname, self.path, params, is_method=function.cls is not None)
+        exit_state = flow.exit_state
+        if exit_state is not None:
+            for key, fact in exit_state.models.items():
+                head = key.split(".")[0]
+                if head not in params or (head in ("self", "cls") and "." not in key):
+                    continue
+                effect = fact.exit_effect
+                if effect is None:
+                    continue
+                summary.effects[key] = effect
+                sites = fact.eval_sites if "eval" in effect else fact.train_sites
+                site = _first(sites)
+                if site is not None:
+                    summary.effect_sites[key] = self.remote(site, "eval" if "eval" in effect else "train")
+        for forward in flow.forwards.values():
+            param = forward.key
+            if param not in params or param in ("self", "cls") or forward.mode != ENTRY_MODE:
+                continue
+            if forward.grad.definitely_free:
+                context = "under no_grad"
+            elif forward.in_evaluation_loop:
+                context = "over validation/test data"
+            elif is_evaluation_name(function.name, self.path):
+                context = f"in {function.name}()"
+            elif forward.grad.unknown and not forward.grad.free_sites:
+                context = None
+            else:
+                continue
+            where = self.locate(forward.call)
+            if where is None:
+                continue
+            row, column, end_row, end_column = where
+            self.use_nodes[(row, column)] = forward.call
+            summary.evaluates.append(EvalUse(param, self.path, row, column, end_row, end_column, context,
+                                             self._noqa(row) if self._noqa else frozenset()))
+        return summary
+
+    def locate(self, node: cst.CSTNode):
+        return self._locate(node) if self._locate is not None else None
+
+    def remote(self, site, kind: str) -> RemoteSite:
+        if isinstance(site, RemoteSite):
+            return site
+        where = self.locate(site)
+        row, column = (where[0], where[1]) if where else (0, 0)
+        text = cst.Module(body=[]).code_for_node(site) if isinstance(site, cst.Call) else kind
+        return RemoteSite(self.path, row, column, kind, " ".join(text.split())[:60])
+
+    def file_summary(self) -> FileSummary:
+        return FileSummary(self.path, {k: v for k, v in self.summaries.items() if not v.trivial},
+                           set(self.unresolved))
+
+    # -- calls ------------------------------------------------------------------
+    def resolve(self, call: cst.Call, enclosing: FunctionInfo | None) -> tuple[FunctionSummary | None, str | None]:
+        """The summary of the function a call runs, and the receiver its `self` maps to."""
+        func = call.func
+        if isinstance(func, cst.Name):
+            name = func.value
+            if name in self._local_functions and name not in self.imports.bindings:
+                return self.summaries.get(name), None
+            qualified = self.imports.bindings.get(name)
+            if qualified is not None:
+                return self._resolve_imported(qualified), None
+            return None, None
+        if isinstance(func, cst.Attribute):
+            receiver = dotted(func.value)
+            if receiver == "self" and enclosing is not None and enclosing.cls is not None:
+                for cls_name in self._class_and_bases(enclosing.cls.name):
+                    key = f"{cls_name}.{func.attr.value}"
+                    if key in self._local_functions:
+                        return self.summaries.get(key), "self"
+                return None, None
+            if receiver is not None:
+                qualified = self.imports.qualify(func)
+                if qualified is not None and not self.imports.is_torch_name(qualified):
+                    head = receiver.split(".")[0]
+                    if self.imports.bindings.get(head, "").split(".")[-1] == head or "." in receiver:
+                        return self._resolve_imported(qualified), None
+        return None, None
+
+    def _resolve_imported(self, qualified: str) -> FunctionSummary | None:
+        head = qualified.lstrip(".").split(".")[0]
+        if qualified.startswith("torch") or (not qualified.startswith(".") and head in _STDLIB):
+            return None
+        if self.index is None:
+            self.unresolved.add(qualified)
+            return None
+        return self.index.resolve(qualified, self.path)
+
+    def _class_and_bases(self, name: str) -> list[str]:
+        out = [name]
+        info = self.modules.classes.get(name)
+        if info is not None:
+            for base in info.bases:
+                base_name = dotted(base)
+                if base_name in self.modules.classes and base_name not in out:
+                    out.extend(self._class_and_bases(base_name))
+        return out
 
     def grad_effect(self, expr: cst.BaseExpression) -> str | None:
         return grad_effect(self.imports, expr)
+
+
+def _same_effects(a: dict[str, FunctionSummary], b: dict[str, FunctionSummary]) -> bool:
+    return a.keys() == b.keys() and all(
+        a[k].effects == b[k].effects and len(a[k].evaluates) == len(b[k].evaluates) for k in a
+    )
+
+
+def _first(sites: frozenset):
+    for site in sites:
+        if isinstance(site, RemoteSite):
+            return site
+    nodes = [s for s in sites if not isinstance(s, RemoteSite)]
+    return nodes[0] if nodes else None
 
 
 def disables_grad(imports, expr: cst.BaseExpression) -> bool:
@@ -254,11 +446,19 @@ def grad_effect(imports, expr: cst.BaseExpression) -> str | None:
 
 
 class _Walker:
-    def __init__(self, flow: ModeFlow, out: FunctionFlow, in_loop: bool) -> None:
+    def __init__(self, flow: ModeFlow, out: FunctionFlow) -> None:
         self.flow = flow
         self.out = out
+        self.params = set(out.function.params) if out.function is not None else set()
         self.evaluation_loops = 0
         self.loop_exits: list[tuple[list[State], list[State]]] = []  # (breaks, continues)
+        self.returns: list[State] = []
+
+    def exit(self, end: State | None) -> State | None:
+        result = end
+        for state in self.returns:
+            result = join(result, state)
+        return result
 
     # -- statements -----------------------------------------------------------
     def block(self, body: cst.BaseSuite, state: State | None) -> State | None:
@@ -330,10 +530,14 @@ class _Walker:
             return state
         if isinstance(node, cst.AugAssign):
             self.expr(node.value, state)
+            key = dotted(node.target)
+            if key is not None:
+                self._taint(state, key)
             return state
         if isinstance(node, cst.Return):
             if node.value is not None:
                 self.expr(node.value, state)
+            self.returns.append(state.copy())
             return None
         if isinstance(node, cst.Raise):
             if node.exc is not None:
@@ -350,7 +554,7 @@ class _Walker:
                 if key is not None:
                     self.kill(state, key)
             return state
-        if isinstance(node, (cst.Assert,)):
+        if isinstance(node, cst.Assert):
             self.expr(node.test, state)
         return state
 
@@ -434,9 +638,17 @@ class _Walker:
             if known == key or known.startswith(key + "."):
                 del state.models[known]
         state.aliases.pop(key, None)
+        state.grad_free_values.pop(key, None)
         for alias, target in list(state.aliases.items()):
             if target == key:
                 del state.aliases[alias]
+        self.params.discard(key)
+
+    def _taint(self, state: State, key: str) -> None:
+        if state.grad.definitely_free:
+            state.grad_free_values[key] = _first(state.grad.free_sites)
+        else:
+            state.grad_free_values.pop(key, None)
 
     def bind(self, target: cst.BaseExpression, value: cst.BaseExpression | None, state: State) -> None:
         key = dotted(target)
@@ -445,6 +657,7 @@ class _Walker:
                 inner = dotted(element)
                 if inner is not None:
                     self.kill(state, inner)
+                    self._taint(state, inner)
             return
         key = state.canonical(key) if "." in key else key
         if value is None:
@@ -466,16 +679,17 @@ class _Walker:
         source = _receiver_of_chain(value, self.flow)
         if source is not None:
             source = state.canonical(source)
-            if source in state.models:
+            if source in state.models or source in self.params:
                 if source == key:
                     return
                 self.kill(state, key)
                 if "." not in key:
                     state.aliases[key] = source
                 else:
-                    state.models[key] = state.models[source]
+                    state.models[key] = state.fact(source)
                 return
         self.kill(state, key)
+        self._taint(state, key)
 
     # -- expressions ----------------------------------------------------------
     def expr(self, expr: cst.BaseExpression, state: State) -> None:
@@ -490,6 +704,9 @@ class _Walker:
 
         expr.visit(_Calls())
 
+    def _is_model(self, state: State, key: str) -> bool:
+        return key in state.models or key in self.params
+
     def call(self, call: cst.Call, state: State) -> None:
         flow = self.flow
         func = call.func
@@ -500,7 +717,7 @@ class _Walker:
         key = dotted(func)
         if key is not None:
             canonical = state.canonical(key)
-            if canonical in state.models:
+            if self._is_model(state, canonical):
                 self._forward(call, canonical, state)
         if isinstance(func, cst.Attribute):
             receiver = dotted(func.value)
@@ -509,71 +726,144 @@ class _Walker:
                 receiver = state.canonical(receiver)
                 if method in ("eval", "train"):
                     self.set_mode(state, receiver, call)
-                elif method == "forward" and receiver in state.models:
+                    return
+                if method == "forward" and self._is_model(state, receiver):
                     self._forward(call, receiver, state)
                 elif method == "backward" or (method == "step" and _is_optimizer_step(receiver, call)):
-                    self._step(call, "backward" if method == "backward" else "step", state)
+                    self._step(call, "backward" if method == "backward" else "step", state, receiver)
                 elif method == "apply" or (method in flow._mode_setting_methods and _tracked(state, receiver)):
                     self.havoc(state, receiver)
         qualified = flow.imports.qualify(func)
         if qualified in api.BACKWARD_FUNCTIONS:
-            self._step(call, "backward", state)
+            self._step(call, "backward", state, None)
         if qualified in api.MODE_NEUTRAL_FUNCTIONS or (isinstance(func, cst.Name) and func.value in _NEUTRAL_BUILTINS):
             return
-        if isinstance(func, cst.Attribute) and func.attr.value in _NEUTRAL_METHODS:
+        if isinstance(func, cst.Attribute) and func.attr.value in _NEUTRAL_METHODS | api.MODE_PRESERVING_METHODS:
+            return
+        summary, self_receiver = flow.resolve(call, self.out.function)
+        if summary is not None:
+            self.apply_summary(summary, call, state, self_receiver)
             return
         for arg in call.args:
-            value = arg.value
-            arg_key = dotted(value)
+            arg_key = dotted(arg.value)
             if arg_key is not None:
                 arg_key = state.canonical(arg_key)
-                if _tracked(state, arg_key):
+                if _tracked(state, arg_key) or arg_key in self.params:
                     self.havoc(state, arg_key)
+
+    def apply_summary(self, summary: FunctionSummary, call: cst.Call, state: State, self_receiver: str | None) -> None:
+        params = list(summary.params)
+        if summary.is_method and params and params[0] in ("self", "cls"):
+            params = params[1:]
+        bound: dict[str, str] = {}
+        positional = 0
+        for arg in call.args:
+            if arg.star:
+                break
+            if arg.keyword is not None:
+                name = arg.keyword.value
+            elif positional < len(params):
+                name = params[positional]
+                positional += 1
+            else:
+                continue
+            arg_key = dotted(arg.value)
+            if arg_key is not None:
+                bound[name] = state.canonical(arg_key)
+        if self_receiver is not None:
+            bound["self"] = self_receiver
+        for use in summary.evaluates:
+            key = bound.get(use.param)
+            if key is None:
+                continue
+            fact = state.fact(key)
+            if not fact.definitely_train or not fact.dependence.may_depend:
+                continue
+            if use.context is None and not state.grad.definitely_free:
+                continue
+            explicit = any(_is_train_site(s) for s in fact.train_sites)
+            record = HelperEvaluation(use, summary, call, self.out.function, key, fact, explicit)
+            seen = self.out.helper_evaluations.get((use, call))
+            if seen is not None:
+                record.mode = seen.mode.join(fact)
+            self.out.helper_evaluations[(use, call)] = record
+        for param_key, effect in summary.effects.items():
+            head, dot, rest = param_key.partition(".")
+            target = bound.get(head)
+            if target is None:
+                continue
+            key = f"{target}{dot}{rest}"
+            site = summary.effect_sites.get(param_key)
+            current = state.fact(key)
+            if effect == "unknown" or site is None:
+                self.havoc(state, key)
+                continue
+            if "eval" in effect:
+                changed = replace(current, train_sites=frozenset(), eval_sites=frozenset({site}), entry=False, havoc=False)
+            else:
+                changed = replace(current, train_sites=frozenset({site}), eval_sites=frozenset(), entry=False, havoc=False)
+            if effect.startswith("may-"):
+                changed = changed.join(current)
+            self._set(state, key, changed)
 
     def set_mode(self, state: State, key: str, call: cst.Call) -> None:
         current = state.models.get(key)
-        base = current if current is not None else ModeFact(unknown=True)
-        updated = _apply_mode_call(replace(base, unknown=False), call)
+        base = current if current is not None else ModeFact()
+        updated = _apply_mode_call(replace(base, entry=False, havoc=False), call)
         if updated is None:
             self.havoc(state, key)
             return
-        if current is None:
-            # First sight of this model in this scope: what it holds is not known here.
-            updated = replace(updated, dependence=Dependence.UNKNOWN)
+        self._set(state, key, updated)
+
+    def _set(self, state: State, key: str, updated: ModeFact) -> None:
         for known in list(state.models):
             if known.startswith(key + "."):
                 state.models[known] = replace(state.models[known], train_sites=updated.train_sites,
-                                              eval_sites=updated.eval_sites, unknown=updated.unknown)
+                                              eval_sites=updated.eval_sites, entry=False, havoc=updated.havoc)
         state.models[key] = updated
-        # A parent whose child changed mode is now partly in that mode.
+        # A parent with one child switched is in no single mode any more (e.g. frozen BatchNorm).
         parts = key.split(".")
         for i in range(1, len(parts)):
             parent = ".".join(parts[:i])
             if parent in state.models:
-                state.models[parent] = state.models[parent].join(updated)
+                state.models[parent] = replace(state.models[parent], havoc=True)
 
     def havoc(self, state: State, key: str) -> None:
+        found = False
         for known in list(state.models):
             if known == key or known.startswith(key + "."):
-                state.models[known] = replace(state.models[known], unknown=True)
+                state.models[known] = replace(state.models[known], havoc=True)
+                found = found or known == key
+        if not found:
+            state.models[key] = ModeFact(havoc=True)
 
     def _forward(self, call: cst.Call, key: str, state: State) -> None:
         seen = self.out.forwards.get(call)
-        fact = state.models[key]
+        fact = state.fact(key)
         if seen is None:
             self.out.forwards[call] = Forward(call, key, fact, state.grad, self.out.function, self.evaluation_loops > 0)
         else:
             seen.mode = seen.mode.join(fact)
             seen.grad = seen.grad.join(state.grad)
 
-    def _step(self, call: cst.Call, kind: str, state: State) -> None:
+    def _step(self, call: cst.Call, kind: str, state: State, receiver: str | None) -> None:
         seen = self.out.steps.get(call)
+        region = state.grad_free_values.get(receiver) if receiver is not None and kind == "backward" else None
         if seen is None:
-            self.out.steps[call] = TrainingStep(call, kind, dict(state.models), state.grad, self.out.function)
+            self.out.steps[call] = TrainingStep(call, kind, dict(state.models), state.grad, self.out.function,
+                                                receiver, region)
         else:
-            for key, fact in state.models.items():
-                seen.models[key] = seen.models[key].join(fact) if key in seen.models else fact.join(UNKNOWN_MODE)
+            for key in seen.models.keys() | state.models.keys():
+                seen.models[key] = seen.models.get(key, ENTRY_MODE).join(state.fact(key))
             seen.grad = seen.grad.join(state.grad)
+            if region is None:
+                seen.grad_free_region = None
+
+
+def _is_train_site(site) -> bool:
+    if isinstance(site, RemoteSite):
+        return site.kind == "train"
+    return isinstance(site, cst.Call) and isinstance(site.func, cst.Attribute) and site.func.attr.value == "train"
 
 
 _NEUTRAL_BUILTINS = frozenset({"print", "len", "isinstance", "str", "repr", "type", "id", "hasattr", "getattr",
@@ -593,7 +883,7 @@ def _apply_mode_call(fact: ModeFact, call: cst.Call) -> ModeFact | None:
     if method == "eval":
         if call.args:
             return None  # eval(x) raises TypeError: MDL006
-        return replace(fact, train_sites=frozenset(), eval_sites=frozenset({call}), unknown=False)
+        return replace(fact, train_sites=frozenset(), eval_sites=frozenset({call}), entry=False, havoc=False)
     if method == "train":
         if not call.args:
             mode: object = True
@@ -602,9 +892,9 @@ def _apply_mode_call(fact: ModeFact, call: cst.Call) -> ModeFact | None:
         else:
             return None
         if mode is True:
-            return replace(fact, train_sites=frozenset({call}), eval_sites=frozenset(), unknown=False)
+            return replace(fact, train_sites=frozenset({call}), eval_sites=frozenset(), entry=False, havoc=False)
         if mode is False:
-            return replace(fact, train_sites=frozenset(), eval_sites=frozenset({call}), unknown=False)
+            return replace(fact, train_sites=frozenset(), eval_sites=frozenset({call}), entry=False, havoc=False)
         return None
     return fact
 

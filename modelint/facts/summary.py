@@ -1,0 +1,125 @@
+"""Function summaries: what a call does to the mode of the models passed to it.
+
+A summary is small and picklable, so a run can compute them for every file in
+worker processes and share them through a `ProjectIndex`: "evaluate(model, ...)
+leaves parameter `model` in eval mode (set at helpers.py:12)", "predict(model, x)
+runs a forward pass of `model` in an evaluation context and relies on the
+caller's mode". The mode flow applies them at call sites.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class RemoteSite:
+    """A statement in another function or file that set a mode (for notes and messages)."""
+
+    path: str
+    row: int
+    column: int
+    kind: str  # "eval" | "train"
+    text: str  # e.g. "model.eval()"
+
+
+@dataclass(frozen=True)
+class EvalUse:
+    """A forward pass of a parameter whose mode comes from the caller."""
+
+    param: str
+    path: str
+    row: int
+    column: int
+    end_row: int
+    end_column: int
+    context: str | None  # why it is evaluation without help from the caller; None: only if the caller is grad-free
+    suppressed: frozenset = frozenset()  # codes a `# noqa` on that line covers ("*": all)
+
+
+@dataclass
+class FunctionSummary:
+    qualname: str  # "evaluate" or "Trainer.validate"
+    path: str
+    params: list[str]
+    # Net effect on a parameter or `self.<attr>` when the function returns:
+    # "eval", "train", "may-eval", "may-train", "unknown" (absent: unchanged).
+    effects: dict[str, str] = field(default_factory=dict)
+    effect_sites: dict[str, RemoteSite] = field(default_factory=dict)
+    evaluates: list[EvalUse] = field(default_factory=list)
+    is_method: bool = False
+
+    @property
+    def trivial(self) -> bool:
+        return not self.effects and not self.evaluates
+
+
+@dataclass
+class FileSummary:
+    path: str
+    functions: dict[str, FunctionSummary] = field(default_factory=dict)
+    # Calls this file could not resolve locally: (qualified name as imported, e.g. ".helpers.evaluate").
+    unresolved: set[str] = field(default_factory=set)
+
+
+def module_keys(path: str) -> list[str]:
+    """Dotted names a file may be imported as: `a/b/c.py` -> ["c", "b.c", "a.b.c"]."""
+    parts = os.path.normpath(os.path.abspath(path)).split(os.sep)
+    stem = parts[-1].rsplit(".", 1)[0]
+    parts = [p for p in parts[:-1] if p] + ([] if stem == "__init__" else [stem])
+    return [".".join(parts[i:]) for i in range(len(parts) - 1, -1, -1) if parts[i:]]
+
+
+class ProjectIndex:
+    """Summaries of every function in the analysed code, by module and name."""
+
+    def __init__(self, summaries: list[FileSummary]) -> None:
+        self.by_module: dict[str, list[FileSummary]] = {}
+        self.files: dict[str, FileSummary] = {}
+        for summary in summaries:
+            self.files[os.path.abspath(summary.path)] = summary
+            for key in module_keys(summary.path):
+                self.by_module.setdefault(key, []).append(summary)
+
+    def resolve(self, reference: str, from_path: str) -> FunctionSummary | None:
+        """`.helpers.evaluate` / `utils.evaluate` / `pkg.mod.Class.method` seen from `from_path`."""
+        module, _, name = reference.rpartition(".")
+        if not module:
+            return None
+        candidates: list[tuple[FileSummary, str]] = []
+        if module.startswith("."):
+            level = len(module) - len(module.lstrip("."))
+            base = os.path.dirname(os.path.abspath(from_path))
+            for _ in range(level - 1):
+                base = os.path.dirname(base)
+            rest = module.lstrip(".")
+            target = os.path.join(base, *rest.split(".")) if rest else base
+            for path in (target + ".py", os.path.join(target, "__init__.py")):
+                found = self.files.get(path)
+                if found is not None:
+                    candidates.append((found, name))
+        else:
+            # `pkg.mod.func` or `pkg.mod.Class.method`: try each split into module + member.
+            dotted_parts = reference.split(".")
+            for cut in range(len(dotted_parts) - 1, 0, -1):
+                module_name = ".".join(dotted_parts[:cut])
+                member = ".".join(dotted_parts[cut:])
+                for found in self.by_module.get(module_name, []):
+                    candidates.append((found, member))
+                if candidates:
+                    break
+        if not candidates:
+            return None
+        here = os.path.dirname(os.path.abspath(from_path))
+        candidates.sort(key=lambda c: _distance(here, os.path.dirname(os.path.abspath(c[0].path))))
+        for found, member in candidates:
+            summary = found.functions.get(member)
+            if summary is not None:
+                return summary
+        return None
+
+
+def _distance(a: str, b: str) -> int:
+    common = os.path.commonpath([a, b])
+    return len(os.path.relpath(a, common).split(os.sep)) + len(os.path.relpath(b, common).split(os.sep))

@@ -1,0 +1,113 @@
+from __future__ import annotations
+
+from typing import Iterator
+
+import libcst as cst
+
+from modelint.facts import FileFacts
+from modelint.facts.names import dotted
+from modelint.facts.summary import RemoteSite
+from modelint.rule import Report, Rule, evidence
+
+
+class TrainingInEvalMode(Rule):
+    """
+    ## What it does
+    Finds a training step (`loss.backward()`, or `optimizer.step()` where there is no
+    backward) that may run while the model being trained is in eval mode: `eval()`
+    was set earlier on some path — directly, or inside a helper such as
+    `evaluate(model)` or a mid-epoch validation — and nothing called `train()` in
+    between.
+
+    ## Why is this bad?
+    After `eval()`, Dropout is off and BatchNorm normalises with frozen running
+    statistics and stops updating them. Training goes on without an error but
+    without regularisation and with stale statistics: validation loss diverges from
+    training loss, and results depend on how often validation ran.
+
+    ## Example
+    ```python
+    for step, (x, y) in enumerate(loader):
+        loss = criterion(model(x), y)
+        loss.backward()
+        optimizer.step()
+        if step % 500 == 0:
+            evaluate(model, val_loader)  # calls model.eval() and returns
+    ```
+
+    ## Use instead
+    ```python
+        if step % 500 == 0:
+            evaluate(model, val_loader)
+            model.train()
+    ```
+
+    ## Fix safety
+    Unsafe: `model.train()` after the call is right unless parts of the model are
+    kept in eval mode on purpose (frozen BatchNorm), which a person must check.
+
+    ## References
+    - https://pytorch.org/docs/stable/generated/torch.nn.Module.html#torch.nn.Module.train
+    """
+
+    code = "MDL003"
+    name = "training-in-eval-mode"
+    severity = "error"
+    summary = "A training step runs after eval() with no train() in between on some path."
+    fix_safety = "unsafe"
+    fixtures = "MDL003_training_in_eval_mode"
+
+    def check(self, facts: FileFacts) -> Iterator[Report]:
+        optimized = _optimized_models(facts)
+        for flow in facts.flow.flows:
+            steps = [s for s in flow.steps.values() if s.kind == "backward"] or list(flow.steps.values())
+            for step in steps:
+                for key, fact in sorted(step.models.items()):
+                    if not fact.eval_sites or "." in key and key.split(".")[0] in step.models:
+                        continue
+                    explicit_train = any(_is_train_site(s) for s in fact.train_sites)
+                    if key not in optimized and not explicit_train:
+                        continue  # a model kept in eval on purpose (a teacher, a frozen encoder)
+                    where = _describe(fact.eval_sites)
+                    site = facts.call_sites.get(step.call)
+                    yield Report(
+                        step.call,
+                        f"`{key}` may still be in eval mode here ({where}, no `{key}.train()` since): training runs "
+                        f"with Dropout off and BatchNorm statistics frozen; call `{key}.train()` after evaluating",
+                        stmt=site.site.stmt if site else None,
+                        **evidence(fact.eval_sites, f"`{key}` is put in eval mode here"),
+                    )
+                    break
+
+
+def _describe(sites) -> str:
+    for site in sites:
+        if isinstance(site, RemoteSite):
+            return f"set by `{site.text}` at {site.path.rsplit('/', 1)[-1]}:{site.row}"
+    return "set by an earlier eval()"
+
+
+def _is_train_site(site) -> bool:
+    if isinstance(site, RemoteSite):
+        return site.kind == "train"
+    return isinstance(site, cst.Call) and isinstance(site.func, cst.Attribute) and site.func.attr.value == "train"
+
+
+def _optimized_models(facts: FileFacts) -> set[str]:
+    """Models whose parameters go to an optimizer built in this file."""
+    found: set[str] = set()
+    for site in facts.collector.calls:
+        qualified = site.qualified or ""
+        if not qualified.startswith("torch.optim.") and "optim" not in (site.text or "").lower():
+            continue
+
+        class _Params(cst.CSTVisitor):
+            def visit_Call(self, node: cst.Call) -> None:
+                if isinstance(node.func, cst.Attribute) and node.func.attr.value in ("parameters", "named_parameters"):
+                    receiver = dotted(node.func.value)
+                    if receiver:
+                        found.add(receiver)
+
+        for arg in site.node.args:
+            arg.value.visit(_Params())
+    return found

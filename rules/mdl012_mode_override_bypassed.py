@@ -1,0 +1,107 @@
+from __future__ import annotations
+
+from typing import Iterator
+
+import libcst as cst
+
+from modelint.facts import FileFacts
+from modelint.facts.names import dotted
+from modelint.rule import Report, Rule
+
+
+class ModeOverrideBypassed(Rule):
+    """
+    ## What it does
+    Finds an `nn.Module` subclass that overrides `train(self, mode=True)` without
+    calling `super().train(mode)` or passing the mode on to its children, and one
+    that overrides `eval()`.
+
+    ## Why is this bad?
+    `nn.Module.train(mode)` sets `self.training` and recurses into every child;
+    `eval()` is just `train(False)`. An override that skips the parent leaves the
+    children (Dropout, BatchNorm) in their old mode, so `model.eval()` silently stops
+    working. Code in an `eval()` override never runs when the framework (or the
+    parent module) calls `train(False)`, which is what `parent.eval()` does to every
+    child.
+
+    ## Example
+    ```python
+    def train(self, mode=True):
+        self.training = mode
+        self.backbone_frozen = not mode
+    ```
+
+    ## Use instead
+    ```python
+    def train(self, mode=True):
+        super().train(mode)
+        self.backbone_frozen = not mode
+        return self
+    ```
+
+    ## Fix safety
+    None: what the override should keep is for a person to decide.
+
+    ## References
+    - https://pytorch.org/docs/stable/generated/torch.nn.Module.html#torch.nn.Module.train
+    """
+
+    code = "MDL012"
+    name = "mode-override-bypassed"
+    severity = "error"
+    summary = "A train()/eval() override that does not reach the children."
+    fixtures = "MDL012_mode_override_bypassed"
+
+    def check(self, facts: FileFacts) -> Iterator[Report]:
+        for cls in facts.collector.classes:
+            if not facts.modules.is_module_class(cls):
+                continue
+            train = cls.methods.get("train")
+            if train is not None and not _propagates(train):
+                yield Report(train.name, f"`{cls.name}.train()` never calls `super().train(mode)` or its children's "
+                                         f"train(): `eval()`/`train()` no longer reach its Dropout/BatchNorm; "
+                                         f"call `super().train(mode)`", stmt=train)
+            evaluate = cls.methods.get("eval")
+            if evaluate is not None and not _only_delegates(evaluate):
+                yield Report(evaluate.name, f"`{cls.name}.eval()` is bypassed by `train(False)`, which a parent's "
+                                            f"eval() calls on every child: move this logic into a `train(self, "
+                                            f"mode=True)` override that calls `super().train(mode)`", stmt=evaluate)
+
+
+def _calls(node: cst.CSTNode) -> list[cst.Call]:
+    found: list[cst.Call] = []
+
+    class _Find(cst.CSTVisitor):
+        def visit_Call(self, call: cst.Call) -> None:
+            found.append(call)
+
+    node.visit(_Find())
+    return found
+
+
+def _propagates(method: cst.FunctionDef) -> bool:
+    for call in _calls(method.body):
+        func = call.func
+        if not isinstance(func, cst.Attribute):
+            continue
+        if func.attr.value == "train":
+            receiver = func.value
+            if isinstance(receiver, cst.Call) and dotted(receiver.func) == "super":
+                return True
+            if dotted(receiver) not in (None, "self"):
+                return True  # for m in self.children(): m.train(mode)
+            if dotted(receiver) == "self":
+                return True  # delegates to an inherited train via another path
+        if func.attr.value == "train" or (func.attr.value == "apply" and dotted(func.value) == "self"):
+            return True
+    return False
+
+
+def _only_delegates(method: cst.FunctionDef) -> bool:
+    body = method.body.body if isinstance(method.body, cst.IndentedBlock) else method.body.body
+    statements = [s for s in body if not (isinstance(s, cst.SimpleStatementLine) and
+                                          isinstance(s.body[0], cst.Expr) and isinstance(s.body[0].value, cst.SimpleString))]
+    if len(statements) != 1:
+        return False
+    calls = _calls(statements[0])
+    return len(calls) >= 1 and isinstance(calls[-1].func, cst.Attribute) and calls[-1].func.attr.value in ("train", "eval")
