@@ -98,7 +98,7 @@ def _follow_calls_across_files(results: list[FileResult], work, workers: int) ->
     extra: list[tuple[str, frozenset[str]]] = []
     for summary in summaries:
         for ref in summary.unresolved:
-            if index.resolve(ref, summary.path) is None:
+            if index.resolve(ref, summary.path) is None and index.resolve_class(ref, summary.path) is None:
                 for candidate in _module_files(ref, summary.path):
                     if candidate not in known:
                         known.add(candidate)
@@ -106,11 +106,14 @@ def _follow_calls_across_files(results: list[FileResult], work, workers: int) ->
     if extra:
         summaries += [r.summary for r in _lint_all(extra, workers) if r.summary is not None]
         index = ProjectIndex(summaries)
-    if not any(s.functions for s in summaries):
+    if not any(s.functions or s.classes for s in summaries):
         return results
     again = {
         os.path.abspath(r.path) for r in results
-        if r.summary is not None and any(index.resolve(ref, r.path) is not None for ref in r.summary.unresolved)
+        if r.summary is not None and any(
+            index.resolve(ref, r.path) is not None or index.resolve_class(ref, r.path) is not None
+            for ref in r.summary.unresolved
+        )
     }
     if not again:
         return results

@@ -57,7 +57,7 @@ class FileFacts:
 
     @cached_property
     def modules(self) -> ModuleTable:
-        return ModuleTable(self.collector)
+        return ModuleTable(self.collector, index=self.index, path=self.path)
 
     @cached_property
     def flow(self) -> ModeFlow:

@@ -355,8 +355,11 @@ class ModeFlow:
         return RemoteSite(self.path, row, column, kind, " ".join(text.split())[:60])
 
     def file_summary(self) -> FileSummary:
-        return FileSummary(self.path, {k: v for k, v in self.summaries.items() if not v.trivial},
-                           set(self.unresolved))
+        # Imported classes count as unresolved too: the index may know they are pure MLPs.
+        refs = set(self.unresolved) | {c for c in self.modules.unresolved_classes if c.startswith(".") or
+                                       c.lstrip(".").split(".")[0] not in _STDLIB}
+        return FileSummary(self.path, {k: v for k, v in self.summaries.items() if not v.trivial}, refs,
+                           self.modules.class_summaries())
 
     # -- calls ------------------------------------------------------------------
     def resolve(self, call: cst.Call, enclosing: FunctionInfo | None) -> tuple[FunctionSummary | None, str | None]:

@@ -66,7 +66,10 @@ def unwrap_chain(expr: cst.BaseExpression) -> tuple[cst.BaseExpression, list[cst
 
 
 class ModuleTable:
-    def __init__(self, collector: Collector) -> None:
+    def __init__(self, collector: Collector, index=None, path: str = "") -> None:
+        self.index = index
+        self.path = path
+        self.unresolved_classes: set[str] = set()
         self.imports = collector.imports
         self.classes: dict[str, ClassInfo] = {}
         for info in collector.classes:
@@ -87,6 +90,9 @@ class ModuleTable:
 
     def class_dependence(self, info: ClassInfo) -> Dependence:
         return self._dependence.get(info.name, Dependence.INDEPENDENT)
+
+    def class_summaries(self) -> dict[str, int]:
+        return {name: int(self._dependence[name]) for name in self.classes if self._is_module.get(name)}
 
     def _base_kind(self, base: cst.BaseExpression) -> tuple[bool, Dependence]:
         project = self.project_class(base)
@@ -166,6 +172,12 @@ class ModuleTable:
                 return None
             tail = qualified.rsplit(".", 1)[-1]
             if tail[:1].isupper() and self._is_foreign(qualified):
+                if self.index is not None:
+                    known = self.index.resolve_class(qualified, self.path)
+                    if known is not None:
+                        return Construction(call, Dependence(known))
+                else:
+                    self.unresolved_classes.add(qualified)
                 return Construction(call, Dependence.UNKNOWN, certain=False)
             return None
         name = dotted(func)

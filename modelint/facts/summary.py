@@ -61,6 +61,8 @@ class FileSummary:
     functions: dict[str, FunctionSummary] = field(default_factory=dict)
     # Calls this file could not resolve locally: (qualified name as imported, e.g. ".helpers.evaluate").
     unresolved: set[str] = field(default_factory=set)
+    # nn.Module classes defined here: name -> Dependence value (0 independent, 1 unknown, 2 dependent).
+    classes: dict[str, int] = field(default_factory=dict)
 
 
 def module_keys(path: str) -> list[str]:
@@ -81,6 +83,25 @@ class ProjectIndex:
             self.files[os.path.abspath(summary.path)] = summary
             for key in module_keys(summary.path):
                 self.by_module.setdefault(key, []).append(summary)
+
+    def resolve_class(self, reference: str, from_path: str) -> int | None:
+        """Mode-dependence of a project class imported as `reference`, if the index has it."""
+        module, _, name = reference.rpartition(".")
+        for found in self._candidates(module, from_path):
+            if name in found.classes:
+                return found.classes[name]
+        return None
+
+    def _candidates(self, module: str, from_path: str) -> list[FileSummary]:
+        if module.startswith("."):
+            level = len(module) - len(module.lstrip("."))
+            base = os.path.dirname(os.path.abspath(from_path))
+            for _ in range(level - 1):
+                base = os.path.dirname(base)
+            rest = module.lstrip(".")
+            target = os.path.join(base, *rest.split(".")) if rest else base
+            return [self.files[p] for p in (target + ".py", os.path.join(target, "__init__.py")) if p in self.files]
+        return list(self.by_module.get(module, []))
 
     def resolve(self, reference: str, from_path: str) -> FunctionSummary | None:
         """`.helpers.evaluate` / `utils.evaluate` / `pkg.mod.Class.method` seen from `from_path`."""
