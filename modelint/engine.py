@@ -94,12 +94,10 @@ def lint_source(text: str, path: str, codes: frozenset[str], index=None) -> File
     foreign: list[Finding] = []
     for rule_class, report in reports:
         if report.elsewhere is not None:
-            other, row, column, end_row, end_column = report.elsewhere
-            if "*" in report.elsewhere_noqa or rule_class.code in report.elsewhere_noqa:
-                continue
-            target = findings if other == path else foreign
-            target.append(Finding(other, rule_class.code, rule_class.name, report.message, rule_class.severity,
-                                  Location(row, column), Location(end_row, end_column), related=report.related))
+            # Positioned (and checked for `# noqa`) by the runner, which can read that file.
+            other, ordinal = report.elsewhere
+            foreign.append(Finding(other, rule_class.code, rule_class.name, report.message, rule_class.severity,
+                                   Location(0, 0), Location(0, 0), related=report.related, call=ordinal))
             continue
         span = positions[report.node]
         start = Location(span.start.line, span.start.column + 1)
@@ -124,6 +122,26 @@ def lint_source(text: str, path: str, codes: frozenset[str], index=None) -> File
     findings.extend(internal)
     findings.sort(key=lambda f: f.sort_key)
     return FileResult(path, _dedupe(findings), summary=summary, foreign=foreign)
+
+
+def call_positions(path: str) -> tuple[list[tuple[Location, Location]], list[str]] | None:
+    """Start/end of every call of a file, in the order the facts pass meets them, and its lines.
+
+    Summaries name calls by that ordinal so that positions (a costly pass) are only
+    computed for the few calls a cross-file finding or note actually shows.
+    """
+    try:
+        text = source.read(path)
+        module = cst.parse_module(text)
+    except Exception:
+        return None
+    facts = FileFacts(module, path)
+    positions = facts.positions
+    out = []
+    for site in facts.collector.calls:
+        span = positions[site.node]
+        out.append((Location(span.start.line, span.start.column + 1), Location(span.end.line, span.end.column + 1)))
+    return out, text.splitlines()
 
 
 def _dedupe(findings: list[Finding]) -> list[Finding]:

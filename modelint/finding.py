@@ -34,6 +34,8 @@ class Related:
     path: str
     location: Location
     message: str
+    # Set while the location is still to be looked up: the n-th call of `path` (see runner).
+    call: int | None = None
 
 
 @dataclass
@@ -49,6 +51,8 @@ class Finding:
     related: tuple[Related, ...] = ()
     runtime: dict | None = None
     noqa_row: int | None = None
+    # Set while the location is still to be looked up: the n-th call of `path` (see runner).
+    call: int | None = None
 
     @property
     def sort_key(self) -> tuple:

@@ -30,10 +30,8 @@ class Report:
     # Other places in this file that prove the finding: (node, what happened there).
     notes: tuple[tuple[cst.CSTNode, str], ...] = ()
     related: tuple[Related, ...] = ()  # places in other files, already positioned
-    # A finding about a place in another file: (path, row, col, end_row, end_col), and
-    # the codes a `# noqa` on that line covers.
-    elsewhere: tuple[str, int, int, int, int] | None = None
-    elsewhere_noqa: frozenset = frozenset()
+    # A finding about a call in another file: (path, ordinal of the call there).
+    elsewhere: tuple[str, int] | None = None
 
 
 def evidence(sites, message: str, limit: int = 1) -> dict:
@@ -45,10 +43,10 @@ def evidence(sites, message: str, limit: int = 1) -> dict:
 
     notes: list[tuple[cst.CSTNode, str]] = []
     related: list[Related] = []
-    remote = sorted((s for s in sites if isinstance(s, RemoteSite)), key=lambda s: (s.path, s.row, s.column))
+    remote = sorted((s for s in sites if isinstance(s, RemoteSite)), key=lambda s: (s.path, s.call))
     local = [s for s in sites if not isinstance(s, RemoteSite)]
     for site in remote[:limit]:
-        related.append(Related(site.path, Location(site.row, site.column), f"{message} (`{site.text}`)"))
+        related.append(Related(site.path, Location(0, 0), f"{message} (`{site.text}`)", call=site.call))
     for site in local[: max(0, limit - len(related))]:
         notes.append((site, message))
     return {"notes": tuple(notes), "related": tuple(related)}

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from modelint import engine, source
 from modelint.config import ConfigResolver, Settings
 from modelint.discovery import discover, is_excluded
 from modelint.facts.summary import ProjectIndex
-from modelint.finding import IO_ERROR, FileResult, Finding
+from modelint.finding import IO_ERROR, FileResult, Finding, Location
 
 # Below this many files a process pool costs more to start than it saves.
 PARALLEL_THRESHOLD = 24
@@ -107,7 +107,7 @@ def _follow_calls_across_files(results: list[FileResult], work, workers: int) ->
         summaries += [r.summary for r in _lint_all(extra, workers) if r.summary is not None]
         index = ProjectIndex(summaries)
     if not any(s.functions or s.classes for s in summaries):
-        return results
+        return results  # nothing anywhere that another file could use
     again = {
         os.path.abspath(r.path) for r in results
         if r.summary is not None and any(
@@ -120,6 +120,44 @@ def _follow_calls_across_files(results: list[FileResult], work, workers: int) ->
     redo = [(path, codes) for path, codes in work if os.path.abspath(path) in again]
     fresh = {os.path.abspath(r.path): r for r in _lint_all(redo, workers, index)}
     return [fresh.get(os.path.abspath(r.path), r) for r in results]
+
+
+def _resolve_pending_positions(results: list[FileResult]) -> None:
+    """Give cross-file findings and notes their positions (and honour `# noqa` there)."""
+    from modelint import suppression
+
+    cache: dict[str, tuple | None] = {}
+
+    def lookup(path: str, ordinal: int):
+        key = os.path.abspath(path)
+        if key not in cache:
+            cache[key] = engine.call_positions(path)
+        found = cache[key]
+        if found is None or not 0 <= ordinal < len(found[0]):
+            return None, None
+        return found[0][ordinal], found[1]
+
+    for result in results:
+        kept = []
+        for finding in result.findings:
+            if finding.call is not None:
+                span, lines = lookup(finding.path, finding.call)
+                if span is None:
+                    continue
+                finding.location, finding.end_location = span
+                finding.call = None
+                row = finding.location.row
+                if row <= len(lines) and suppression.covers(suppression.line_noqa(lines[row - 1]), finding.code):
+                    continue
+            for i, related in enumerate(finding.related):
+                if related.call is not None:
+                    span, _ = lookup(related.path, related.call)
+                    location = span[0] if span else Location(1, 1)
+                    finding.related = (*finding.related[:i], replace(related, location=location, call=None),
+                                       *finding.related[i + 1:])
+            kept.append(finding)
+        kept.sort(key=lambda f: f.sort_key)
+        result.findings = kept
 
 
 def _module_files(reference: str, from_path: str, max_up: int = 3) -> list[str]:
@@ -183,6 +221,7 @@ def run_paths(paths: list[str], resolver: ConfigResolver, overrides: Overrides, 
     results = _lint_all(work, workers)
     results = _follow_calls_across_files(results, work, workers)
     _attach_foreign(results)
+    _resolve_pending_positions(results)
     run.results.extend(results)
     return run
 

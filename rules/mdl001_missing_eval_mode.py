@@ -105,16 +105,14 @@ class MissingEvalMode(Rule):
                            f"before `{callee}(...)` or `{use.param}.eval()` inside it")
                 caller_note = f"{caller} calls `{callee}()` with `{helper.key}` in training mode"
                 proof = evidence(helper.mode.train_sites, f"`{helper.key}` is in training mode from here")
-                node = flow_facts.use_nodes.get((use.row, use.column)) if use.path == facts.path else None
+                node = use.node if use.path == facts.path else None
                 if node is not None:
                     yield Report(node, message, notes=((helper.call, caller_note), *proof["notes"]),
                                  related=proof["related"])
                 else:
                     where = facts.locate(helper.call)
                     related = (Related(facts.path, Location(where[0], where[1]), caller_note),) if where else ()
-                    yield Report(None, message, related=related + proof["related"],
-                                 elsewhere=(use.path, use.row, use.column, use.end_row, use.end_column),
-                                 elsewhere_noqa=use.suppressed)
+                    yield Report(None, message, related=related + proof["related"], elsewhere=(use.path, use.call))
 
 
 _CONSEQUENCE = "Dropout stays random and BatchNorm uses batch stats and overwrites its running stats"

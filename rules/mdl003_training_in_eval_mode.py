@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from typing import Iterator
 
 import libcst as cst
@@ -83,7 +84,7 @@ class TrainingInEvalMode(Rule):
 def _describe(sites) -> str:
     for site in sites:
         if isinstance(site, RemoteSite):
-            return f"set by `{site.text}` at {site.path.rsplit('/', 1)[-1]}:{site.row}"
+            return f"set by `{site.text}` in {os.path.basename(site.path)}"
     return "set by an earlier eval()"
 
 

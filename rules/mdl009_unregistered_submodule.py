@@ -7,6 +7,7 @@ import libcst as cst
 from modelint.facts import FileFacts
 from modelint.facts.modules import Dependence
 from modelint.facts.names import dotted
+from modelint.facts.walk import iter_nodes
 from modelint.rule import Report, Rule
 
 
@@ -67,7 +68,7 @@ class UnregisteredSubmodule(Rule):
                 plain_lists[(site.cls, attr)] = assign.node
                 continue
             kind = _container_kind(value)
-            if kind is not None and self._holds_modules(facts, value):
+            if kind is not None and self._holds_modules(facts, value, site.function):
                 wrapper = "nn.ModuleDict" if kind == "dict" else "nn.ModuleList"
                 yield Report(assign.node, f"modules in a plain {kind} `self.{attr}` are not registered: eval(), "
                                           f".to() and parameters() miss them; use `{wrapper}(...)`",
@@ -80,7 +81,7 @@ class UnregisteredSubmodule(Rule):
                 continue
             if isinstance(func, cst.Attribute) and func.attr.value in ("append", "extend", "insert") \
                     and _self_attribute(func.value) and (site.cls, func.value.attr.value) in plain_lists:
-                if any(self._holds_modules(facts, arg.value) for arg in call.args):
+                if any(self._holds_modules(facts, arg.value, site.function) for arg in call.args):
                     attr = func.value.attr.value
                     yield Report(call, f"modules added to the plain list `self.{attr}` are not registered: eval(), "
                                        f".to() and parameters() miss them; make `self.{attr}` an `nn.ModuleList()`",
@@ -96,23 +97,22 @@ class UnregisteredSubmodule(Rule):
                                  stmt=site.stmt)
 
     @staticmethod
-    def _holds_modules(facts: FileFacts, value: cst.BaseExpression) -> bool:
-        found = False
+    def _holds_modules(facts: FileFacts, value: cst.BaseExpression, function) -> bool:
+        """Does the container hold modules: built right there, or bound to a module in this method?"""
         modules = facts.modules
-
-        class _Find(cst.CSTVisitor):
-            def visit_Call(self, node: cst.Call) -> None:
-                nonlocal found
+        local_modules = {
+            key for key, call, site in facts.collector.call_assigns
+            if site.function is function and "." not in key
+            and (built := modules.construction(call)) is not None and built.certain
+        }
+        for node in iter_nodes(value, skip_lambdas=True):
+            if isinstance(node, cst.Call):
                 built = modules.construction(node)
                 if built is not None and built.certain:
-                    found = True
-
-            def visit_Name(self, node: cst.Name) -> None:
-                nonlocal found
-                found = found or node.value in modules.module_names
-
-        value.visit(_Find())
-        return found
+                    return True
+            elif isinstance(node, cst.Name) and node.value in local_modules:
+                return True
+        return False
 
 
 def _self_attribute(node: cst.BaseExpression) -> bool:

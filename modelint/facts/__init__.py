@@ -29,7 +29,7 @@ class FileFacts:
         self.index = index
         self.lines = lines if lines is not None else module.code.splitlines()
         self.collector = Collector()
-        module.visit(self.collector)
+        self.collector.walk(module)
         self.collector.module_node = module
 
     @cached_property

@@ -10,14 +10,22 @@ these indexes instead of walking the tree again.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import libcst as cst
 
 from modelint.facts.names import ImportTable, dotted
+from modelint.facts.walk import FastVisitor
 
 STATEMENT_TYPES = (
     cst.SimpleStatementLine, cst.If, cst.For, cst.While, cst.With, cst.Try, cst.TryStar,
     cst.FunctionDef, cst.ClassDef, cst.Match,
+)
+_STATEMENT_SET = frozenset(STATEMENT_TYPES)
+_SMALL_SET = frozenset(
+    {cst.Expr, cst.Assign, cst.AnnAssign, cst.AugAssign, cst.Return, cst.Raise, cst.Pass, cst.Break,
+     cst.Continue, cst.Del, cst.Global, cst.Nonlocal, cst.Import, cst.ImportFrom, cst.Assert}
+    | ({cst.TypeAlias} if hasattr(cst, "TypeAlias") else set())
 )
 
 
@@ -55,6 +63,10 @@ class FunctionInfo:
         p = self.node.params
         return [x.name.value for x in (*p.posonly_params, *p.params, *p.kwonly_params)]
 
+    @cached_property
+    def param_set(self) -> frozenset[str]:
+        return frozenset(self.params)
+
     @property
     def decorators(self) -> list[cst.BaseExpression]:
         return [d.decorator for d in self.node.decorators]
@@ -86,11 +98,15 @@ class AttributeAssign:
     site: Site
 
 
+def _is_forward_like(name: str) -> bool:
+    return name == "forward" or name.startswith(("forward_", "_forward")) or name == "__init__"
+
+
 _GRADIENT_METHODS = frozenset({"backward", "requires_grad_", "retain_grad"})
 _MODE_METHODS = frozenset({"eval", "train", "step", "backward", "from_pretrained"})
 
 
-class Collector(cst.CSTVisitor):
+class Collector(FastVisitor):
     def __init__(self) -> None:
         self.imports = ImportTable()
         self.classes: list[ClassInfo] = []
@@ -105,6 +121,10 @@ class Collector(cst.CSTVisitor):
         self.module_mode_relevant = False
         self.module_calls_functions = False  # module-level code passes names to calls
         self._stmts: list[cst.CSTNode] = []
+        # Calls grouped by the small statement (or compound statement header) they run in.
+        self.calls_by_owner: dict[cst.CSTNode, list[cst.Call]] = {}
+        self._owners: list[cst.CSTNode] = []
+        self._lambdas = 0
         self._guards: list[cst.CSTNode] = []
         self._scopes: list[ClassInfo | FunctionInfo] = []
 
@@ -125,14 +145,30 @@ class Collector(cst.CSTVisitor):
         return Site(self._function(), self._class(), self._stmts[-1] if self._stmts else None, tuple(self._guards))
 
     def on_visit(self, node: cst.CSTNode) -> bool:
-        if isinstance(node, STATEMENT_TYPES):
+        kind = type(node)
+        if kind in _STATEMENT_SET:
             self._stmts.append(node)
-        return super().on_visit(node)
+            self._owners.append(node)
+        elif kind in _SMALL_SET:
+            self._owners.append(node)
+        elif kind is cst.Lambda:
+            self._lambdas += 1
+        return True
 
     def on_leave(self, original_node: cst.CSTNode) -> None:
-        super().on_leave(original_node)
-        if isinstance(original_node, STATEMENT_TYPES):
+        kind = type(original_node)
+        if kind in _STATEMENT_SET:
             self._stmts.pop()
+            self._owners.pop()
+        elif kind in _SMALL_SET:
+            self._owners.pop()
+        elif kind is cst.Lambda:
+            self._lambdas -= 1
+
+    def leave_Call(self, original_node: cst.Call) -> None:
+        # Post-order (arguments before the call), as the mode flow evaluates them.
+        if not self._lambdas and self._owners:
+            self.calls_by_owner.setdefault(self._owners[-1], []).append(original_node)
 
     # -- imports ------------------------------------------------------------
     def visit_Import(self, node: cst.Import) -> None:
@@ -197,12 +233,17 @@ class Collector(cst.CSTVisitor):
         function = site.function
         if function is None and not self.module_calls_functions:
             self.module_calls_functions = any(isinstance(arg.value, cst.Name) for arg in node.args)
-        if function is not None and not function.calls_params:
-            params = function.params
-            head = dotted(func)
-            if head is not None and (head.split(".")[0] in params or head.startswith("self.")):
+        if function is not None and not function.calls_params and not _is_forward_like(function.name):
+            # Helpers that run or pass on a parameter (`model(x)`, `evaluate(model)`) get summaries;
+            # `forward` methods and calls into torch itself never change a caller's mode.
+            params = function.param_set
+            head = (dotted(func) or "").split(".")[0]
+            if head in params and head not in ("self", "cls"):
                 function.calls_params = True
-            elif any(isinstance(arg.value, cst.Name) and arg.value.value in params for arg in node.args):
+            elif not (self.imports.qualify(func) or "").startswith("torch") and any(
+                isinstance(arg.value, cst.Name) and arg.value.value in params and arg.value.value not in ("self", "cls")
+                for arg in node.args
+            ):
                 function.calls_params = True
         for arg in node.args:
             if arg.keyword is not None and arg.keyword.value == "requires_grad":

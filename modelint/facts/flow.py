@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 import sys
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 
 import libcst as cst
 
@@ -74,6 +75,7 @@ class ModeFact:
     havoc: bool = False  # a call we cannot see into may have changed it
     dependence: Dependence = Dependence.UNKNOWN
     certain: bool = True  # known to be an nn.Module (not merely a capitalised call)
+    origin: str | None = None  # the imported class it was built from, when this file cannot see it
 
     def join(self, other: "ModeFact") -> "ModeFact":
         return ModeFact(
@@ -83,6 +85,7 @@ class ModeFact:
             self.havoc or other.havoc,
             max(self.dependence, other.dependence),
             self.certain and other.certain,
+            self.origin if self.origin == other.origin else None,
         )
 
     @property
@@ -237,9 +240,9 @@ class ModeFlow:
         self.flows: list[FunctionFlow] = []
         self.summaries: dict[str, FunctionSummary] = {}
         self.unresolved: set[str] = set()
+        self._last_unresolved: str | None = None
         # Grad facts at calls of this file's own functions: "is evaluate() called under no_grad?"
         self.call_grad: dict[str, GradFact] = {}
-        self.use_nodes: dict[tuple[int, int], cst.Call] = {}
         self._mode_setting_methods = {
             site.site.function.name
             for site in collector.calls
@@ -319,7 +322,7 @@ class ModeFlow:
                 sites = fact.eval_sites if "eval" in effect else fact.train_sites
                 site = _first(sites)
                 if site is not None:
-                    summary.effect_sites[key] = self.remote(site, "eval" if "eval" in effect else "train")
+                    summary.effect_sites[key] = site
         for forward in flow.forwards.values():
             param = forward.key
             if param not in params or param in ("self", "cls") or forward.mode != ENTRY_MODE:
@@ -334,32 +337,50 @@ class ModeFlow:
                 context = None
             else:
                 continue
-            where = self.locate(forward.call)
-            if where is None:
-                continue
-            row, column, end_row, end_column = where
-            self.use_nodes[(row, column)] = forward.call
-            summary.evaluates.append(EvalUse(param, self.path, row, column, end_row, end_column, context,
-                                             self._noqa(row) if self._noqa else frozenset()))
+            summary.evaluates.append(EvalUse(param, self.path, context, node=forward.call))
         return summary
 
     def locate(self, node: cst.CSTNode):
         return self._locate(node) if self._locate is not None else None
 
-    def remote(self, site, kind: str) -> RemoteSite:
+    @cached_property
+    def _call_ordinals(self) -> dict[cst.Call, int]:
+        return {site.node: i for i, site in enumerate(self.collector.calls)}
+
+    def remote(self, site, kind: str) -> RemoteSite | None:
         if isinstance(site, RemoteSite):
             return site
-        where = self.locate(site)
-        row, column = (where[0], where[1]) if where else (0, 0)
-        text = cst.Module(body=[]).code_for_node(site) if isinstance(site, cst.Call) else kind
-        return RemoteSite(self.path, row, column, kind, " ".join(text.split())[:60])
+        ordinal = self._call_ordinals.get(site)
+        if ordinal is None:
+            return None
+        text = cst.Module(body=[]).code_for_node(site)
+        return RemoteSite(self.path, ordinal, kind, " ".join(text.split())[:60])
 
     def file_summary(self) -> FileSummary:
-        # Imported classes count as unresolved too: the index may know they are pure MLPs.
-        refs = set(self.unresolved) | {c for c in self.modules.unresolved_classes if c.startswith(".") or
-                                       c.lstrip(".").split(".")[0] not in _STDLIB}
-        return FileSummary(self.path, {k: v for k, v in self.summaries.items() if not v.trivial}, refs,
-                           self.modules.class_summaries())
+        """The picklable part other files need: positions are computed here, only for what leaves."""
+        # An imported class matters when a model built from it is evaluated in training
+        # mode: the index may know it is a pure MLP, which mode cannot change.
+        refs = set(self.unresolved) | {
+            forward.mode.origin for flow in self.flows for forward in flow.forwards.values()
+            if forward.mode.origin and forward.mode.definitely_train and forward.mode.dependence is Dependence.UNKNOWN
+        }
+        exported: dict[str, FunctionSummary] = {}
+        for name, summary in self.summaries.items():
+            effects = {k: v for k, v in summary.effects.items() if not k.startswith(("self.", "cls."))}
+            if not effects and not summary.evaluates:
+                continue
+            out = FunctionSummary(summary.qualname, self.path, summary.params, effects, is_method=summary.is_method)
+            for key in effects:
+                site = summary.effect_sites.get(key)
+                remote = self.remote(site, "eval" if "eval" in effects[key] else "train") if site is not None else None
+                if remote is not None:
+                    out.effect_sites[key] = remote
+            for use in summary.evaluates:
+                ordinal = self._call_ordinals.get(use.node)
+                if ordinal is not None:
+                    out.evaluates.append(EvalUse(use.param, self.path, use.context, ordinal))
+            exported[name] = out
+        return FileSummary(self.path, exported, refs, self.modules.class_summaries())
 
     # -- calls ------------------------------------------------------------------
     def resolve(self, call: cst.Call, enclosing: FunctionInfo | None) -> tuple[FunctionSummary | None, str | None]:
@@ -393,8 +414,8 @@ class ModeFlow:
         head = qualified.lstrip(".").split(".")[0]
         if qualified.startswith("torch") or (not qualified.startswith(".") and head in _STDLIB):
             return None
+        self._last_unresolved = qualified
         if self.index is None:
-            self.unresolved.add(qualified)
             return None
         return self.index.resolve(qualified, self.path)
 
@@ -487,7 +508,7 @@ class _Walker:
         if isinstance(stmt, cst.SimpleStatementLine):
             return self.small_statements(stmt.body, state)
         if isinstance(stmt, cst.If):
-            self.expr(stmt.test, state)
+            self.calls_of(stmt, state)
             then = self.block(stmt.body, state.copy())
             if stmt.orelse is None:
                 other = state
@@ -503,7 +524,7 @@ class _Walker:
         if isinstance(stmt, (cst.Try, cst.TryStar)):
             return self.try_(stmt, state)
         if isinstance(stmt, cst.Match):
-            self.expr(stmt.subject, state)
+            self.calls_of(stmt, state)
             result = state.copy()
             for case in stmt.cases:
                 result = join(result, self.block(case.body, state.copy()))
@@ -516,35 +537,32 @@ class _Walker:
     def small(self, node: cst.BaseSmallStatement, state: State) -> State | None:
         if isinstance(node, cst.Expr):
             effect = self.flow.grad_effect(node.value)
-            self.expr(node.value, state)
+            self.calls_of(node, state)
             if effect is not None and self.flow.imports.qualify(node.value.func) in api.SET_GRAD_ENABLED:
                 state.grad = {"free": GradFact(free_sites=frozenset({node})), "enabled": GRAD_ENABLED,
                               "unknown": GRAD_UNKNOWN}[effect]
             return state
         if isinstance(node, cst.Assign):
-            self.expr(node.value, state)
+            self.calls_of(node, state)
             for target in node.targets:
                 self.bind(target.target, node.value, state)
             return state
         if isinstance(node, cst.AnnAssign):
-            if node.value is not None:
-                self.expr(node.value, state)
+            self.calls_of(node, state)
             self.bind(node.target, node.value, state)
             return state
         if isinstance(node, cst.AugAssign):
-            self.expr(node.value, state)
+            self.calls_of(node, state)
             key = dotted(node.target)
             if key is not None:
                 self._taint(state, key)
             return state
         if isinstance(node, cst.Return):
-            if node.value is not None:
-                self.expr(node.value, state)
+            self.calls_of(node, state)
             self.returns.append(state.copy())
             return None
         if isinstance(node, cst.Raise):
-            if node.exc is not None:
-                self.expr(node.exc, state)
+            self.calls_of(node, state)
             return None
         if isinstance(node, (cst.Break, cst.Continue)):
             if self.loop_exits:
@@ -557,14 +575,13 @@ class _Walker:
                 if key is not None:
                     self.kill(state, key)
             return state
-        if isinstance(node, cst.Assert):
-            self.expr(node.test, state)
+        self.calls_of(node, state)  # assert, global, pass, import...
         return state
 
     def loop(self, stmt: cst.For | cst.While, state: State) -> State | None:
         evaluation = False
         if isinstance(stmt, cst.For):
-            self.expr(stmt.iter, state)
+            self.calls_of(stmt, state)
             evaluation = names_evaluation_data(stmt.iter)
         head = state.copy()
         exit_states: list[State] = [state.copy()]
@@ -581,7 +598,7 @@ class _Walker:
                         if key is not None:
                             self.kill(body_state, key)
                 else:
-                    self.expr(stmt.test, body_state)
+                    self.calls_of(stmt, body_state)
                 end = self.block(stmt.body, body_state)
                 self.loop_exits.pop()
                 exit_states.extend(breaks)
@@ -602,8 +619,8 @@ class _Walker:
 
     def with_(self, stmt: cst.With, state: State) -> State | None:
         before = state.grad
+        self.calls_of(stmt, state)
         for item in stmt.items:
-            self.expr(item.item, state)
             effect = self.flow.grad_effect(item.item)
             if effect == "free":
                 state.grad = GradFact(free_sites=frozenset({item}))
@@ -674,6 +691,7 @@ class _Walker:
                 eval_sites=frozenset({built.call}) if built.starts_in_eval else frozenset(),
                 dependence=built.dependence,
                 certain=built.certain,
+                origin=built.origin,
             )
             for call in applied:
                 fact = _apply_mode_call(fact, call) or fact
@@ -695,17 +713,10 @@ class _Walker:
         self._taint(state, key)
 
     # -- expressions ----------------------------------------------------------
-    def expr(self, expr: cst.BaseExpression, state: State) -> None:
-        walker = self
-
-        class _Calls(cst.CSTVisitor):
-            def visit_Lambda(self, node: cst.Lambda) -> bool:
-                return False
-
-            def leave_Call(self, original_node: cst.Call) -> None:
-                walker.call(original_node, state)
-
-        expr.visit(_Calls())
+    def calls_of(self, owner: cst.CSTNode, state: State) -> None:
+        """Apply the calls made by a small statement or a compound statement's header, in order."""
+        for call in self.flow.collector.calls_by_owner.get(owner, ()):
+            self.call(call, state)
 
     def _is_model(self, state: State, key: str) -> bool:
         return key in state.models or key in self.params
@@ -743,6 +754,7 @@ class _Walker:
             return
         if isinstance(func, cst.Attribute) and func.attr.value in _NEUTRAL_METHODS | api.MODE_PRESERVING_METHODS:
             return
+        flow._last_unresolved = None
         summary, self_receiver = flow.resolve(call, self.out.function)
         if summary is not None:
             self.apply_summary(summary, call, state, self_receiver)
@@ -753,6 +765,9 @@ class _Walker:
                 arg_key = state.canonical(arg_key)
                 if _tracked(state, arg_key) or arg_key in self.params:
                     self.havoc(state, arg_key)
+                    if flow._last_unresolved is not None:
+                        # Another file's helper may know what it does to this model.
+                        flow.unresolved.add(flow._last_unresolved)
 
     def apply_summary(self, summary: FunctionSummary, call: cst.Call, state: State, self_receiver: str | None) -> None:
         params = list(summary.params)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import builtins
 import enum
+import re
 import sys
 from dataclasses import dataclass
 
@@ -49,6 +50,7 @@ class Construction:
     dependence: Dependence
     starts_in_eval: bool = False  # Hugging Face `from_pretrained` returns eval mode
     certain: bool = True  # False: an unknown class that is only probably a module
+    origin: str | None = None  # qualified name of an imported class this file cannot see
 
 
 def unwrap_chain(expr: cst.BaseExpression) -> tuple[cst.BaseExpression, list[cst.Call]]:
@@ -69,7 +71,6 @@ class ModuleTable:
     def __init__(self, collector: Collector, index=None, path: str = "") -> None:
         self.index = index
         self.path = path
-        self.unresolved_classes: set[str] = set()
         self.imports = collector.imports
         self.classes: dict[str, ClassInfo] = {}
         for info in collector.classes:
@@ -156,7 +157,11 @@ class ModuleTable:
                 return None
             return Construction(call, self._dependence.get(project.name, Dependence.INDEPENDENT))
         if isinstance(func, cst.Attribute) and func.attr.value == "from_pretrained":
-            return Construction(call, Dependence.DEPENDENT, starts_in_eval=True)
+            owner = dotted(func.value) or ""
+            tail = owner.rsplit(".", 1)[-1]
+            if re.search(api.FROM_PRETRAINED_MODEL, tail) and not re.search(api.FROM_PRETRAINED_NOT_MODEL, tail):
+                return Construction(call, Dependence.DEPENDENT, starts_in_eval=True)
+            return None
         qualified = self.imports.qualify(func)
         if qualified is not None:
             if qualified.startswith("torch.nn.") and not qualified.startswith("torch.nn.functional"):
@@ -176,9 +181,7 @@ class ModuleTable:
                     known = self.index.resolve_class(qualified, self.path)
                     if known is not None:
                         return Construction(call, Dependence(known))
-                else:
-                    self.unresolved_classes.add(qualified)
-                return Construction(call, Dependence.UNKNOWN, certain=False)
+                return Construction(call, Dependence.UNKNOWN, certain=False, origin=qualified)
             return None
         name = dotted(func)
         if isinstance(func, cst.Name) and name not in _BUILTINS and name[:1].isupper() and name not in self.classes:

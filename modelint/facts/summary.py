@@ -18,8 +18,7 @@ class RemoteSite:
     """A statement in another function or file that set a mode (for notes and messages)."""
 
     path: str
-    row: int
-    column: int
+    call: int  # ordinal of the call in its file's Collector.calls: positions are looked up only if shown
     kind: str  # "eval" | "train"
     text: str  # e.g. "model.eval()"
 
@@ -30,12 +29,9 @@ class EvalUse:
 
     param: str
     path: str
-    row: int
-    column: int
-    end_row: int
-    end_column: int
     context: str | None  # why it is evaluation without help from the caller; None: only if the caller is grad-free
-    suppressed: frozenset = frozenset()  # codes a `# noqa` on that line covers ("*": all)
+    call: int = -1  # ordinal of the forward call in its file, once the summary leaves the file
+    node: object = field(default=None, compare=False)  # the forward call, within its own file
 
 
 @dataclass
@@ -46,7 +42,8 @@ class FunctionSummary:
     # Net effect on a parameter or `self.<attr>` when the function returns:
     # "eval", "train", "may-eval", "may-train", "unknown" (absent: unchanged).
     effects: dict[str, str] = field(default_factory=dict)
-    effect_sites: dict[str, RemoteSite] = field(default_factory=dict)
+    # Where the effect happens: a node of the summary's own file, or a RemoteSite once exported.
+    effect_sites: dict[str, object] = field(default_factory=dict)
     evaluates: list[EvalUse] = field(default_factory=list)
     is_method: bool = False
 

@@ -48,16 +48,17 @@ CONTAINERS = frozenset({"Sequential", "ModuleList", "ModuleDict"})
 # so they count as mode-dependent. Prefixes of qualified names.
 EXTERNAL_MODEL_PREFIXES = (
     "torchvision.models.",
-    "timm.",
-    "transformers.",
-    "diffusers.",
+    "timm.create_model",
+    "timm.models.",
     "segmentation_models_pytorch.",
     "torch.hub.load",
     "torchaudio.models.",
-    "torchaudio.pipelines.",
-    "open_clip.",
-    "clip.load",
+    "open_clip.create_model",
 )
+# `X.from_pretrained(...)` builds a model (in eval mode) when X names a model class;
+# tokenizers, processors, configs, pipelines and schedulers are not nn.Modules.
+FROM_PRETRAINED_MODEL = r"(Model|For[A-Z]|Net|Transformer|UNet|VAE|Encoder|Decoder|GPT|Bert|LM)"
+FROM_PRETRAINED_NOT_MODEL = r"(Tokenizer|Processor|Config|Extractor|Pipeline|Scheduler|Processing)"
 
 # Base classes that make a class an nn.Module.
 MODULE_BASE_PREFIXES = (
