@@ -60,6 +60,8 @@ class MissingNoGrad(Rule):
             if function is not None:
                 if function.uses_gradients or (function.cls is not None and facts.modules.is_module_class(function.cls)):
                     continue  # a module's method feeds its caller's graph
+                if facts.is_test_function(function):
+                    continue  # a unit test's forward is a check, not an evaluation loop
                 callers = facts.flow.call_grad.get(function.name)
             else:
                 if facts.collector.module_uses_gradients:

@@ -50,6 +50,7 @@ class TrainingFlagAssigned(Rule):
 
     def check(self, facts: FileFacts) -> Iterator[Report]:
         applied = _functions_passed_to_apply(facts)
+        leaves = _leaf_layers(facts)
         for assign in facts.collector.attribute_assigns:
             if assign.target.attr.value != "training":
                 continue
@@ -67,6 +68,8 @@ class TrainingFlagAssigned(Rule):
                 continue
             if function is not None and function.name in applied:
                 continue  # model.apply(fn) visits every submodule
+            if receiver in leaves:
+                continue  # a BatchNorm/Dropout layer has no children to miss
             if _covers_every_module(facts, receiver, site.guards):
                 continue
             value = literal_value(assign.value) if assign.value is not None else None
@@ -103,6 +106,20 @@ def _isinstance_leaf(test: cst.BaseExpression, receiver: str, facts: FileFacts) 
 
     test.visit(_Find())
     return found
+
+
+def _leaf_layers(facts: FileFacts) -> set[str]:
+    """Names bound to a single torch.nn layer (not a container): its own flag is all there is."""
+    from modelint.facts import torch_api as api
+
+    names: set[str] = set()
+    for key, call, _site in facts.collector.call_assigns:
+        qualified = facts.imports.qualify(call.func) or ""
+        layer = qualified.rsplit(".", 1)[-1]
+        if qualified.startswith("torch.nn.") and layer[:1].isupper() and layer not in api.CONTAINERS \
+                and layer not in api.STACKS and not layer.startswith("Transformer"):
+            names.add(key)
+    return names
 
 
 def _functions_passed_to_apply(facts: FileFacts) -> set[str]:

@@ -78,6 +78,13 @@ class FileFacts:
             cls = cls.outer
         return False
 
+    def is_test_function(self, function: FunctionInfo | None) -> bool:
+        """A pytest test (`test_*` in a test file): it checks the model, it does not evaluate it."""
+        from modelint.facts.flow import _TEST_FILE
+
+        return (function is not None and function.name.startswith("test")
+                and bool(_TEST_FILE.search(self.path.replace("\\", "/"))))
+
     def is_evaluation_function(self, function: FunctionInfo | None) -> bool:
         while function is not None:
             if is_evaluation_name(function.name, self.path):
