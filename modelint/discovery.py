@@ -26,13 +26,23 @@ def _exclude_spec(settings: Settings) -> pathspec.PathSpec:
 _SPEC_CACHE: dict[int, pathspec.PathSpec] = {}
 
 
-def is_excluded(path: Path, settings: Settings) -> bool:
+def is_excluded(path: Path, settings: Settings, below: Path | None = None) -> bool:
+    """Does an exclude pattern match `path`?
+
+    `below`: a folder given on the command line. As in ruff, naming an excluded
+    folder explicitly checks it: only what lies below it is matched (against the
+    path from that folder on), so `exclude = ["fixtures"]` does not hide
+    `fixtures/a.py` from `modelint check fixtures/`.
+    """
     spec = _SPEC_CACHE.get(id(settings))
     if spec is None:
         spec = _SPEC_CACHE[id(settings)] = _exclude_spec(settings)
     absolute = Path(os.path.abspath(path))
+    root = settings.root
+    if below is not None and is_excluded(below, settings):
+        root = below
     try:
-        relative = absolute.relative_to(settings.root).as_posix()
+        relative = absolute.relative_to(root).as_posix()
     except ValueError:
         relative = absolute.as_posix().lstrip("/")
     if absolute.is_dir():
@@ -157,13 +167,13 @@ def _walk(start: Path, shown: str, resolver: ConfigResolver, add, errors) -> Non
             except OSError:
                 continue
             if is_dir:
-                if entry.name.startswith(".") or _is_venv(child) or is_excluded(child, settings):
+                if entry.name.startswith(".") or _is_venv(child) or is_excluded(child, settings, absolute_start):
                     continue
                 if settings.respect_gitignore and _ignored(child, True, specs):
                     continue
                 walk(child, child_display, specs)
             elif entry.name.endswith(PYTHON_SUFFIXES):
-                if is_excluded(child, settings):
+                if is_excluded(child, settings, absolute_start):
                     continue
                 if settings.respect_gitignore and _ignored(child, False, specs):
                     continue

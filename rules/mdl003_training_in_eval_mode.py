@@ -9,6 +9,7 @@ from modelint.facts import FileFacts
 from modelint.facts.names import dotted
 from modelint.facts.summary import RemoteSite
 from modelint.rule import Report, Rule, evidence
+from modelint.textutil import code_of
 
 
 class TrainingInEvalMode(Rule):
@@ -64,7 +65,7 @@ class TrainingInEvalMode(Rule):
             steps = [s for s in flow.steps.values() if s.kind == "backward"] or list(flow.steps.values())
             for step in steps:
                 for key, fact in sorted(step.models.items()):
-                    if not fact.eval_sites or "." in key and key.split(".")[0] in step.models:
+                    if not fact.eval_sites or fact.havoc or _parent_reported(key, step.models):
                         continue
                     explicit_train = any(_is_train_site(s) for s in fact.train_sites)
                     if key not in optimized and not explicit_train:
@@ -81,11 +82,19 @@ class TrainingInEvalMode(Rule):
                     break
 
 
+def _parent_reported(key: str, models: dict) -> bool:
+    parts = key.split(".")
+    return any(models.get(".".join(parts[:i])) is not None and models[".".join(parts[:i])].eval_sites
+               for i in range(1, len(parts)))
+
+
 def _describe(sites) -> str:
     for site in sites:
         if isinstance(site, RemoteSite):
             return f"set by `{site.text}` in {os.path.basename(site.path)}"
-    return "set by an earlier eval()"
+    for site in sites:
+        return f"set by `{code_of(site)}` earlier"
+    return "set earlier"
 
 
 def _is_train_site(site) -> bool:

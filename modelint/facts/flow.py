@@ -516,7 +516,16 @@ class _Walker:
                 other = self.statement(stmt.orelse, state.copy())
             else:
                 other = self.block(stmt.orelse.body, state.copy())
-            return join(then, other)
+            merged = join(then, other)
+            if merged is not None and then is not None and other is not None and stmt.orelse is not None:
+                # `if training: model.train() else: model.eval()`: the mode follows a condition
+                # the code tests again later; which one holds is not ours to guess.
+                for key, fact in merged.models.items():
+                    a, b = then.fact(key), other.fact(key)
+                    if {a.definitely_train, b.definitely_train} == {True, False} and \
+                            {a.definitely_eval, b.definitely_eval} == {True, False} and not fact.havoc:
+                        merged.models[key] = replace(fact, havoc=True)
+            return merged
         if isinstance(stmt, (cst.For, cst.While)):
             return self.loop(stmt, state)
         if isinstance(stmt, cst.With):
@@ -763,7 +772,7 @@ class _Walker:
             arg_key = dotted(arg.value)
             if arg_key is not None:
                 arg_key = state.canonical(arg_key)
-                if _tracked(state, arg_key) or arg_key in self.params:
+                if _tracked(state, arg_key) or (arg_key in self.params and arg_key not in ("self", "cls")):
                     self.havoc(state, arg_key)
                     if flow._last_unresolved is not None:
                         # Another file's helper may know what it does to this model.
