@@ -20,7 +20,7 @@ class Discovered:
 
 
 def _exclude_spec(settings: Settings) -> pathspec.PathSpec:
-    return pathspec.PathSpec.from_lines("gitwildmatch", (*settings.exclude, *settings.extend_exclude))
+    return pathspec.GitIgnoreSpec.from_lines((*settings.exclude, *settings.extend_exclude))
 
 
 _SPEC_CACHE: dict[int, pathspec.PathSpec] = {}

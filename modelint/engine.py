@@ -16,6 +16,7 @@ import libcst as cst
 
 from modelint import source, suppression
 from modelint.facts import FileFacts
+from modelint.facts.summary import FileSummary
 from modelint.finding import IO_ERROR, NOT_CHECKED_NAMES, SYNTAX_ERROR, FileResult, Finding, Location, Related
 from modelint.registry import all_rules
 
@@ -57,8 +58,8 @@ def lint_source(text: str, path: str, codes: frozenset[str], index=None) -> File
     file_noqa = suppression.file_noqa(text) if "modelint" in text else None
     if file_noqa == suppression.ALL:
         return FileResult(path)
-    if not _RELEVANT.search(text):
-        return _syntax_only(text, path)
+    if index is None and not _RELEVANT.search(text):
+        return _syntax_only(text, path, bool(codes & FLOW_RULES))
     try:
         module = cst.parse_module(text)
     except cst.ParserSyntaxError as error:
@@ -155,14 +156,23 @@ def _dedupe(findings: list[Finding]) -> list[Finding]:
     return out
 
 
-def _syntax_only(text: str, path: str) -> FileResult:
+def _syntax_only(text: str, path: str, follow_calls: bool) -> FileResult:
     try:
-        ast.parse(text, filename=path)
+        tree = ast.parse(text, filename=path)
     except SyntaxError as error:
         return _not_checked(path, SYNTAX_ERROR, f"SyntaxError: {error.msg}", error.lineno or 1, error.offset or 1)
     except (ValueError, RecursionError, MemoryError) as error:
         return _not_checked(path, SYNTAX_ERROR, f"cannot parse: {_one_line(error)}")
-    return FileResult(path)
+    if not follow_calls:
+        return FileResult(path)
+    # It mentions nothing of torch itself, but it may build a project's model and hand
+    # it to a project helper: keep what it imports, so the runner can take a closer look.
+    imported: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            module = "." * node.level + (node.module or "")
+            imported.update(f"{module}.{alias.name}" if module else alias.name for alias in node.names)
+    return FileResult(path, summary=FileSummary(path, unresolved=imported) if imported else None)
 
 
 def _internal(path: str, code: str, why: str) -> Finding:
@@ -198,7 +208,7 @@ def select_codes(select, ignore, extend_select, per_file_ignores, path: str, roo
 
         relative = os.path.relpath(os.path.abspath(path), root).replace(os.sep, "/")
         for pattern, ignored in per_file_ignores:
-            spec = pathspec.PathSpec.from_lines("gitwildmatch", [pattern])
+            spec = pathspec.GitIgnoreSpec.from_lines([pattern])
             if spec.match_file(relative) or spec.match_file(os.path.basename(path)):
                 codes -= expand(ignored)
     return frozenset(codes)

@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 from modelint import engine
+from modelint.config import ConfigResolver
 from modelint.registry import all_rules
+from modelint.runner import Overrides, run_paths
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 _EXPECT = re.compile(r"#\s*expect:\s*([A-Z0-9, ]+)")
@@ -31,7 +33,27 @@ def expected(path: Path) -> Counter:
     return out
 
 
+_FOLDER_RESULTS: dict[Path, dict[str, Counter]] = {}
+
+
 def lint(path: Path) -> Counter:
+    """Findings for one fixture, from a run over its whole top-level folder.
+
+    Fixtures are linted folder by folder, as a user would run modelint on a
+    package, so helpers in one file and their callers in another meet.
+    """
+    folder = FIXTURES / path.relative_to(FIXTURES).parts[0]
+    if folder not in _FOLDER_RESULTS:
+        run = run_paths([str(folder)], ConfigResolver(), Overrides(), jobs=1)
+        by_file: dict[str, Counter] = {}
+        for finding in run.findings:
+            key = str(Path(finding.path).resolve())
+            by_file.setdefault(key, Counter())[(finding.location.row, finding.code)] += 1
+        _FOLDER_RESULTS[folder] = by_file
+    return _FOLDER_RESULTS[folder].get(str(path.resolve()), Counter())
+
+
+def lint_alone(path: Path) -> Counter:
     result = engine.lint_path(str(path), frozenset(all_rules()))
     return Counter((f.location.row, f.code) for f in result.findings)
 
@@ -47,6 +69,8 @@ def test_fixture(path: Path) -> None:
 
 def test_every_rule_has_buggy_and_clean_fixtures() -> None:
     for code, rule in all_rules().items():
+        if not rule.fixtures:
+            continue
         folder = FIXTURES / rule.fixtures
         assert folder.is_dir(), f"{code}: no fixtures folder {folder}"
         buggy = [p for p in folder.glob("*.py") if expected(p)]
@@ -62,4 +86,16 @@ def test_seed_mistakes_are_caught(tmp_path: Path) -> None:
     zero = tmp_path / "zero.py"
     zero.write_text("import torch\nwith torch.zero_grad():\n    pass\n")
     for path, row in ((trian, 3), (zero, 2)):
-        assert (row, "MDL011") in lint(path)
+        assert (row, "MDL011") in lint_alone(path)
+
+
+def test_cross_file_mdl003_note_points_at_helper() -> None:
+    """train.py keeps training after helpers.evaluate() set eval(): the note names helpers.py's eval()."""
+    package = FIXTURES / "cross_file" / "trainer_pkg"
+    run = run_paths([str(package)], ConfigResolver(), Overrides(select=("MDL003",)), jobs=1)
+    [finding] = run.findings
+    assert finding.path.endswith("train.py") and finding.code == "MDL003"
+    helpers = (package / "helpers.py").read_text().splitlines()
+    [note] = finding.related
+    assert note.path.endswith("helpers.py")
+    assert "model.eval()" in helpers[note.location.row - 1]
