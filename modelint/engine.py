@@ -118,11 +118,43 @@ def lint_source(text: str, path: str, codes: frozenset[str], index=None) -> File
         )
         findings.append(
             Finding(path, rule_class.code, rule_class.name, report.message, rule_class.severity, start, end,
-                    fix=report.fix, related=notes + report.related)
+                    fix=_resolve_fix(report.fix, positions, lines), related=notes + report.related)
         )
     findings.extend(internal)
     findings.sort(key=lambda f: f.sort_key)
     return FileResult(path, _dedupe(findings), summary=summary, foreign=foreign)
+
+
+def _resolve_fix(fix, positions, lines: list[str]):
+    """A rule's node-based fix -> positioned edits (None if a node cannot be placed)."""
+    if fix is None:
+        return None
+    from modelint.finding import Edit, Fix
+
+    edits = []
+    for edit in fix.edits:
+        span = positions.get(edit.node)
+        if span is None:
+            return None
+        start = Location(span.start.line, span.start.column + 1)
+        end = Location(span.end.line, span.end.column + 1)
+        line = lines[start.row - 1] if start.row <= len(lines) else ""
+        indent = line[: len(line) - len(line.lstrip())]
+        if edit.where == "replace":
+            edits.append(Edit(start, end, edit.content))
+        elif edit.where == "before":
+            edits.append(Edit(start, start, edit.content))
+        elif edit.where == "after":
+            edits.append(Edit(end, end, edit.content))
+        elif edit.where == "line_before":
+            at = Location(start.row, 1)
+            edits.append(Edit(at, at, f"{indent}{edit.content}\n"))
+        elif edit.where == "line_after":
+            at = Location(end.row + 1, 1)
+            edits.append(Edit(at, at, f"{indent}{edit.content}\n"))
+        elif edit.where == "delete_lines":
+            edits.append(Edit(Location(start.row, 1), Location(end.row + 1, 1), ""))
+    return Fix(fix.message, tuple(edits), fix.applicability)
 
 
 def call_positions(path: str) -> tuple[list[tuple[Location, Location]], list[str]] | None:

@@ -21,12 +21,33 @@ from modelint.finding import Fix, Location, Related
 RULE_DOCS_URL = "https://github.com/modelint/modelint/blob/main/docs/rules.md#{code}"
 
 
+@dataclass(frozen=True)
+class NodeEdit:
+    """An edit named by the node it touches; the engine turns it into positions.
+
+    where: "replace" the node's text; insert "before"/"after" it; "line_before" /
+    "line_after" insert `content` as a whole line (indented like the node's first
+    line) above it / below its last line; "delete_lines" removes its lines.
+    """
+
+    node: cst.CSTNode
+    content: str = ""
+    where: str = "replace"
+
+
+@dataclass(frozen=True)
+class NodeFix:
+    message: str
+    edits: tuple[NodeEdit, ...]
+    applicability: str = "safe"  # "safe" | "unsafe" (needs --unsafe-fixes)
+
+
 @dataclass
 class Report:
     node: cst.CSTNode | None  # what to underline (None: `elsewhere` says where)
     message: str
     stmt: cst.CSTNode | None = None  # its statement: `# noqa` on the first line counts
-    fix: Fix | None = None
+    fix: NodeFix | None = None
     # Other places in this file that prove the finding: (node, what happened there).
     notes: tuple[tuple[cst.CSTNode, str], ...] = ()
     related: tuple[Related, ...] = ()  # places in other files, already positioned

@@ -6,7 +6,7 @@ import libcst as cst
 
 from modelint.facts import FileFacts
 from modelint.facts import torch_api as api
-from modelint.rule import Report, Rule
+from modelint.rule import NodeEdit, NodeFix, Report, Rule
 from modelint.textutil import code_of
 
 
@@ -58,20 +58,29 @@ class IneffectiveGradModeCall(Rule):
             qualified = imports.qualify(target)
             if qualified in api.GRAD_MODE_CONTEXT_MANAGERS:
                 text = code_of(value)
+                fix = None
+                if isinstance(site.stmt, cst.SimpleStatementLine) and len(site.stmt.body) == 1:
+                    fix = NodeFix(f"Remove `{text}` (it does nothing)", (NodeEdit(site.stmt, "", "delete_lines"),))
                 yield Report(
                     node,
                     f"`{text}` as a statement creates a context manager and drops it: autograd is unchanged; "
                     f"use `with {code_of(target)}():` around the code it should cover",
                     stmt=site.stmt,
+                    fix=fix,
                 )
         for item, site in facts.collector.with_items:
             if isinstance(item.item, (cst.Name, cst.Attribute)):
                 qualified = imports.qualify(item.item)
                 if qualified in api.GRAD_MODE_CONTEXT_MANAGERS or qualified in api.SET_GRAD_ENABLED:
                     text = code_of(item.item)
+                    if qualified in api.SET_GRAD_ENABLED:
+                        fix = None  # the mode to pass is the author's choice
+                    else:
+                        fix = NodeFix(f"Call `{text}()`", (NodeEdit(item.item, "()", "after"),))
                     yield Report(
                         item,
                         f"`with {text}:` without the call raises TypeError when the block is entered; "
                         f"write `with {text}():`",
                         stmt=site.stmt,
+                        fix=fix,
                     )

@@ -5,7 +5,7 @@ from typing import Iterator
 import libcst as cst
 
 from modelint.facts import FileFacts
-from modelint.rule import Report, Rule
+from modelint.rule import NodeEdit, NodeFix, Report, Rule
 from modelint.textutil import code_of
 
 
@@ -56,4 +56,5 @@ class ModeMethodNotCalled(Rule):
                     f"`{text}` without `()` only looks the method up: the model does not switch to {mode} mode; "
                     f"call `{text}()`",
                     stmt=site.stmt,
+                    fix=NodeFix(f"Call `{text}()`", (NodeEdit(value, "()", "after"),)),
                 )

@@ -6,7 +6,7 @@ import libcst as cst
 
 from modelint.facts import FileFacts
 from modelint.facts.names import NOT_LITERAL, dotted, literal_value
-from modelint.rule import Report, Rule
+from modelint.rule import NodeEdit, NodeFix, Report, Rule
 
 _EVAL_WORDS = {"val", "valid", "validation", "eval", "evaluate", "evaluation", "test", "testing", "inference",
                "predict", "infer"}
@@ -76,8 +76,12 @@ class InvalidModeArgument(Rule):
                 continue
             wanted = _intended(value)
             advice = f"use `{receiver}.{wanted}()`" if wanted else f"pass True or False"
+            fix = None
+            if wanted:
+                fix = NodeFix(f"Replace with `{receiver}.{wanted}()`",
+                              (NodeEdit(call, f"{receiver}.{wanted}()", "replace"),))
             yield Report(call, f"`{receiver}.train({value!r})` raises ValueError: mode must be a bool; {advice}",
-                         stmt=site.site.stmt)
+                         stmt=site.site.stmt, fix=fix)
 
 
 def _intended(value: object) -> str | None:

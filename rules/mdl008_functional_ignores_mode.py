@@ -7,7 +7,7 @@ import libcst as cst
 from modelint.facts import FileFacts
 from modelint.facts import torch_api as api
 from modelint.facts.names import argument, has_star_args, literal_value
-from modelint.rule import Report, Rule
+from modelint.rule import NodeEdit, NodeFix, Report, Rule
 from modelint.textutil import code_of
 
 
@@ -83,15 +83,21 @@ class FunctionalIgnoresMode(Rule):
                 else:
                     message = (f"`{short}` defaults to training=False and never acts, even in training; "
                                f"pass `training=self.training`")
-                yield Report(call, message, stmt=site.site.stmt)
+                yield Report(call, message, stmt=site.site.stmt, fix=_add_flag(call, "self.training"))
             elif default and self._evaluation(facts, site):
                 yield Report(call, f"`{short}` defaults to training=True: this evaluation code drops activations "
                                    f"at random; pass `training=False` or remove the dropout",
-                             stmt=site.site.stmt)
+                             stmt=site.site.stmt, fix=_add_flag(call, "False"))
 
     @staticmethod
     def _evaluation(facts: FileFacts, site) -> bool:
         return facts.in_grad_free_region(site.site) or facts.is_evaluation_function(site.site.function)
+
+
+def _add_flag(call: cst.Call, value: str) -> NodeFix | None:
+    if not call.args:
+        return None
+    return NodeFix(f"Pass `training={value}`", (NodeEdit(call.args[-1].value, f", training={value}", "after"),))
 
 
 def _mentions_training(expr: cst.BaseExpression) -> bool:

@@ -8,7 +8,7 @@ from modelint.facts import FileFacts
 from modelint.facts.modules import Dependence
 from modelint.facts.names import dotted
 from modelint.facts.walk import iter_nodes
-from modelint.rule import Report, Rule
+from modelint.rule import NodeEdit, NodeFix, Report, Rule
 
 
 class UnregisteredSubmodule(Rule):
@@ -55,7 +55,8 @@ class UnregisteredSubmodule(Rule):
 
     def check(self, facts: FileFacts) -> Iterator[Report]:
         modules = facts.modules
-        plain_lists: dict[tuple[object, str], cst.CSTNode] = {}
+        nn = _nn_name(facts)
+        plain_lists: dict[tuple[object, str], cst.BaseExpression] = {}
         for assign in facts.collector.attribute_assigns:
             site = assign.site
             if not _self_attribute(assign.target) or site.cls is None or not modules.is_module_class(site.cls):
@@ -65,14 +66,14 @@ class UnregisteredSubmodule(Rule):
                 continue
             attr = assign.target.attr.value
             if _empty_container(value):
-                plain_lists[(site.cls, attr)] = assign.node
+                plain_lists[(site.cls, attr)] = value
                 continue
             kind = _container_kind(value)
             if kind is not None and self._holds_modules(facts, value, site.function):
                 wrapper = "nn.ModuleDict" if kind == "dict" else "nn.ModuleList"
                 yield Report(assign.node, f"modules in a plain {kind} `self.{attr}` are not registered: eval(), "
                                           f".to() and parameters() miss them; use `{wrapper}(...)`",
-                             stmt=site.stmt)
+                             stmt=site.stmt, fix=_wrap(value, kind, nn))
         for call_site in facts.collector.calls:
             call = call_site.node
             site = call_site.site
@@ -83,9 +84,14 @@ class UnregisteredSubmodule(Rule):
                     and _self_attribute(func.value) and (site.cls, func.value.attr.value) in plain_lists:
                 if any(self._holds_modules(facts, arg.value, site.function) for arg in call.args):
                     attr = func.value.attr.value
+                    empty = plain_lists[(site.cls, attr)]
+                    fix = None
+                    if nn is not None and isinstance(empty, cst.List):
+                        fix = NodeFix(f"Make `self.{attr}` an `{nn}.ModuleList()`",
+                                      (NodeEdit(empty, f"{nn}.ModuleList()", "replace"),))
                     yield Report(call, f"modules added to the plain list `self.{attr}` are not registered: eval(), "
                                        f".to() and parameters() miss them; make `self.{attr}` an `nn.ModuleList()`",
-                                 stmt=site.stmt)
+                                 stmt=site.stmt, fix=fix)
                 continue
             if site.function is not None and site.function.name == "forward" and site.function.cls is site.cls:
                 built = modules.construction(call)
@@ -113,6 +119,32 @@ class UnregisteredSubmodule(Rule):
             elif isinstance(node, cst.Name) and node.value in local_modules:
                 return True
         return False
+
+
+def _nn_name(facts: FileFacts) -> str | None:
+    """How this file spells `torch.nn` (`nn`, `torch.nn`), or None."""
+    for local, qualified in facts.imports.bindings.items():
+        if qualified == "torch.nn":
+            return local
+    if facts.imports.bindings.get("torch") == "torch":
+        return "torch.nn"
+    return None
+
+
+def _wrap(value: cst.BaseExpression, kind: str, nn: str | None) -> NodeFix | None:
+    if nn is None:
+        return None
+    if kind == "dict":
+        if isinstance(value, cst.Dict) and not all(
+            isinstance(e, cst.DictElement) and isinstance(e.key, cst.SimpleString) for e in value.elements
+        ):
+            return None  # ModuleDict needs string keys
+        wrapper = f"{nn}.ModuleDict"
+    else:
+        wrapper = f"{nn}.ModuleList"
+    if isinstance(value, cst.Tuple) and not value.lpar:
+        return None
+    return NodeFix(f"Wrap in `{wrapper}(...)`", (NodeEdit(value, f"{wrapper}(", "before"), NodeEdit(value, ")", "after")))
 
 
 def _self_attribute(node: cst.BaseExpression) -> bool:

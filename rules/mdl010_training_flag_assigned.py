@@ -6,7 +6,8 @@ import libcst as cst
 
 from modelint.facts import FileFacts
 from modelint.facts.names import dotted, literal_value
-from modelint.rule import Report, Rule
+from modelint.rule import NodeEdit, NodeFix, Report, Rule
+from modelint.textutil import code_of
 
 # Layers without children: setting their own flag is all there is to set.
 _LEAF_HINTS = ("BatchNorm", "Dropout", "InstanceNorm", "RReLU", "Norm")
@@ -74,9 +75,14 @@ class TrainingFlagAssigned(Rule):
                 continue
             value = literal_value(assign.value) if assign.value is not None else None
             call = "eval()" if value is False else "train()" if value is True else "train(flag)"
+            fix = None
+            if isinstance(assign.node, cst.Assign) and len(assign.node.targets) == 1 and assign.value is not None:
+                replacement = call if value in (True, False) else f"train({code_of(assign.value, 200)})"
+                fix = NodeFix(f"Replace with `{receiver}.{replacement}`",
+                              (NodeEdit(assign.node, f"{receiver}.{replacement}", "replace"),))
             yield Report(assign.node, f"`{receiver}.training = ...` flips only this module's flag: its submodules "
                                       f"(Dropout, BatchNorm) keep their mode; call `{receiver}.{call}`",
-                         stmt=site.stmt)
+                         stmt=site.stmt, fix=fix)
 
 
 def _covers_every_module(facts: FileFacts, receiver: str, guards) -> bool:

@@ -7,7 +7,7 @@ import libcst as cst
 from modelint.facts import FileFacts
 from modelint.facts import torch_api as api
 from modelint.facts.names import dotted
-from modelint.rule import Report, Rule
+from modelint.rule import NodeEdit, NodeFix, Report, Rule
 from modelint.textutil import edit_distance
 
 
@@ -65,8 +65,12 @@ class MisspelledModeApi(Rule):
                 name = qualified.split(".", 1)[1]
                 meant = _torch_meant(name)
                 if meant is not None:
+                    fix = None
+                    if meant.startswith("torch.") and isinstance(call.func, cst.Attribute):
+                        fix = NodeFix(f"Replace with `{meant}`",
+                                      (NodeEdit(call.func.attr, meant.split(".", 1)[1], "replace"),))
                     yield Report(call, f"`torch.{name}` does not exist (AttributeError at runtime); "
-                                       f"did you mean `{meant}`?", stmt=site.site.stmt)
+                                       f"did you mean `{meant}`?", stmt=site.site.stmt, fix=fix)
                 continue
             func = call.func
             if not isinstance(func, cst.Attribute):
@@ -80,7 +84,8 @@ class MisspelledModeApi(Rule):
             meant = _module_meant(name)
             if meant is not None:
                 yield Report(call, f"`{receiver}.{name}()` is not an nn.Module method (AttributeError at runtime); "
-                                   f"did you mean `{receiver}.{meant}()`?", stmt=site.site.stmt)
+                                   f"did you mean `{receiver}.{meant}()`?", stmt=site.site.stmt,
+                             fix=NodeFix(f"Replace with `{receiver}.{meant}()`", (NodeEdit(func.attr, meant, "replace"),)))
 
 
 def _torch_meant(name: str) -> str | None:

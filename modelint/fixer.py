@@ -1,0 +1,145 @@
+"""Applying fixes: edits to text, repeated until stable, checked, written atomically.
+
+The engine attaches positioned edits to findings; this module is the only place
+that changes a user's file. Each round re-lints the new text, so fixes that
+uncover other fixable findings converge; a round whose result does not parse is
+dropped and reported; files are written through a temporary file in the same
+folder and renamed over the original, keeping mode bits, BOM, encoding and line
+endings.
+"""
+
+from __future__ import annotations
+
+import codecs
+import io
+import os
+import stat
+import tempfile
+import tokenize
+from dataclasses import dataclass, field
+
+import libcst as cst
+
+from modelint import engine
+from modelint.finding import Edit, Finding, Location
+
+MAX_ROUNDS = 10
+
+
+@dataclass
+class FixOutcome:
+    path: str
+    original: str
+    fixed: str
+    applied: int = 0
+    dropped: list[str] = field(default_factory=list)  # why a round of edits was not applied
+
+    @property
+    def changed(self) -> bool:
+        return self.fixed != self.original
+
+
+def _offsets(text: str) -> list[int]:
+    starts = [0]
+    for line in text.splitlines(keepends=True):
+        starts.append(starts[-1] + len(line))
+    return starts
+
+
+def _offset(starts: list[int], location: Location, text: str) -> int:
+    if location.row - 1 >= len(starts) - 1:
+        return len(text)  # just past the last line
+    return min(starts[location.row - 1] + location.column - 1, len(text))
+
+
+def apply_edits(text: str, edits: list[Edit]) -> str:
+    """Apply non-overlapping edits (later ones that overlap an earlier one are skipped)."""
+    newline = "\r\n" if "\r\n" in text else "\n"
+    starts = _offsets(text)
+    spans = []
+    for edit in edits:
+        begin, end = _offset(starts, edit.start, text), _offset(starts, edit.end, text)
+        content = edit.content.replace("\n", newline) if newline != "\n" else edit.content
+        if begin == len(text) and content and text and not text.endswith(("\n", "\r")):
+            content = newline + content
+        spans.append((begin, end, content))
+    taken: list[tuple[int, int]] = []
+    chosen = []
+    for begin, end, content in spans:
+        if any(begin < t_end and t_begin < end or (begin == end == t_begin == t_end) for t_begin, t_end in taken):
+            continue
+        taken.append((begin, end))
+        chosen.append((begin, end, content))
+    for begin, end, content in sorted(chosen, reverse=True):
+        text = text[:begin] + content + text[end:]
+    return text
+
+
+def wanted(finding: Finding, unsafe: bool) -> bool:
+    return finding.fix is not None and (finding.fix.applicability == "safe" or unsafe)
+
+
+def fix_text(text: str, path: str, codes: frozenset[str], unsafe: bool) -> FixOutcome:
+    outcome = FixOutcome(path, text, text)
+    for _ in range(MAX_ROUNDS):
+        result = engine.lint_source(outcome.fixed, path, codes)
+        fixes = [f for f in result.findings if wanted(f, unsafe)]
+        if not fixes:
+            break
+        # One fix per finding, each finding's edits together, never overlapping another's.
+        edits: list[Edit] = []
+        for finding in fixes:
+            edits.extend(finding.fix.edits)
+        candidate = apply_edits(outcome.fixed, edits)
+        if candidate == outcome.fixed:
+            break
+        try:
+            cst.parse_module(candidate)
+        except Exception as error:  # the fix would break the file: keep what we had
+            codes_tried = ", ".join(sorted({f.code for f in fixes}))
+            outcome.dropped.append(f"fixes for {codes_tried} would leave invalid code ({type(error).__name__}); "
+                                   f"not applied")
+            break
+        outcome.applied += len(fixes)
+        outcome.fixed = candidate
+    return outcome
+
+
+@dataclass
+class SourceFile:
+    text: str
+    encoding: str
+    bom: bool
+
+
+def read_for_fix(path: str) -> SourceFile:
+    with open(path, "rb") as handle:
+        data = handle.read()
+    bom = data.startswith(codecs.BOM_UTF8)
+    encoding, _ = tokenize.detect_encoding(io.BytesIO(data).readline)
+    text = data.decode(encoding)
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    return SourceFile(text, "utf-8" if encoding == "utf-8-sig" else encoding, bom)
+
+
+def write_atomically(path: str, source: SourceFile, text: str) -> None:
+    data = text.encode(source.encoding)
+    if source.bom:
+        data = codecs.BOM_UTF8 + data
+    directory = os.path.dirname(os.path.abspath(path))
+    mode = stat.S_IMODE(os.stat(path).st_mode)
+    handle, temporary = tempfile.mkstemp(prefix=".modelint-", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(temporary, mode)
+        os.replace(temporary, path)
+    except BaseException:
+        try:
+            os.unlink(temporary)
+        except OSError:
+            pass
+        raise
