@@ -55,8 +55,11 @@ def main() -> None:
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
               help="Use this config file instead of the closest pyproject.toml/modelint.toml.")
 @click.option("-j", "--jobs", type=click.IntRange(min=1), default=None, help="Worker processes (default: CPU count).")
+@click.option("--fix", is_flag=True, help="Apply safe fixes, then report what remains.")
+@click.option("--unsafe-fixes", is_flag=True, help="Also apply (with --fix) or show fixes that may change behaviour.")
+@click.option("--diff", is_flag=True, help="Print the fixes as a unified diff and write nothing (exit 1 if any).")
 def check(paths, select, ignore, extend_select, output_format, statistics, exit_zero, quiet, stdin_filename,
-          force_exclude, config_path, jobs) -> None:
+          force_exclude, config_path, jobs, fix, unsafe_fixes, diff) -> None:
     """Lint PATHS (files or folders; default: the current folder)."""
     from modelint.config import ConfigError, ConfigResolver
     from modelint.registry import UnknownCode, expand
@@ -72,9 +75,27 @@ def check(paths, select, ignore, extend_select, output_format, statistics, exit_
         resolver = ConfigResolver(Path(config_path) if config_path else None)
         if stdin_filename is not None or list(paths) == ["-"]:
             data = sys.stdin.buffer.read() if sys.stdin is not None else b""
+            if fix or diff:
+                _fix_stdin(data, stdin_filename or "-", resolver, overrides, unsafe_fixes, diff)
             run = run_text(data, stdin_filename or "-", resolver, overrides, force_exclude=force_exclude)
         else:
-            run = run_paths(list(paths) or ["."], resolver, overrides, force_exclude=force_exclude, jobs=jobs)
+            targets = list(paths) or ["."]
+            run = run_paths(targets, resolver, overrides, force_exclude=force_exclude, jobs=jobs)
+            if fix or diff:
+                from modelint.fix_command import fix_files
+
+                report = fix_files(run, resolver, overrides, unsafe_fixes, write=not diff)
+                if diff:
+                    if report.diff:
+                        click.echo(report.diff, nl=False)
+                    for message in report.problems:
+                        click.echo(f"modelint: warning: {message}", err=True)
+                    sys.exit(EXIT_FINDINGS if report.diff else EXIT_CLEAN)
+                for message in report.problems:
+                    click.echo(f"modelint: warning: {message}", err=True)
+                if report.changed:
+                    run = run_paths(targets, resolver, overrides, force_exclude=force_exclude, jobs=jobs)
+                run.fixed = report.applied
     except ConfigError as error:
         _fail(str(error))
 
@@ -84,11 +105,12 @@ def check(paths, select, ignore, extend_select, output_format, statistics, exit_
     if statistics:
         _print_statistics(findings, output_format)
     else:
-        rendered = FORMATS[output_format](findings)
+        rendered = FORMATS[output_format](findings) if output_format not in ("text", "concise") else \
+            FORMATS[output_format](findings, show_unsafe=unsafe_fixes)
         if rendered:
             click.echo(rendered)
         if output_format in ("text", "concise") and not quiet:
-            _print_summary(run)
+            _print_summary(run, unsafe_fixes)
     if run.internal_errors:
         sys.exit(EXIT_ERROR)
     if run.results and run.files_checked == 0:
@@ -98,16 +120,54 @@ def check(paths, select, ignore, extend_select, output_format, statistics, exit_
     sys.exit(EXIT_CLEAN)
 
 
-def _print_summary(run) -> None:
+def _print_summary(run, unsafe_fixes: bool = False) -> None:
     findings = run.findings
     failed = run.files_failed
+    fixed = getattr(run, "fixed", 0)
     if not findings:
-        click.echo("All checks passed!")
+        click.echo(f"Found {fixed} finding{'s' if fixed != 1 else ''} ({fixed} fixed, 0 remaining)." if fixed
+                   else "All checks passed!")
         return
     count = len(findings)
-    noun = "finding" if count == 1 else "findings"
-    extra = f" ({failed} file{'s' if failed != 1 else ''} could not be checked)" if failed else ""
-    click.echo(f"Found {count} {noun}{extra}.")
+    noun = "finding" if count + fixed == 1 else "findings"
+    parts = []
+    if fixed:
+        parts.append(f"{fixed} fixed, {count} remaining")
+    if failed:
+        parts.append(f"{failed} file{'s' if failed != 1 else ''} could not be checked")
+    extra = f" ({'; '.join(parts)})" if parts else ""
+    click.echo(f"Found {count + fixed} {noun}{extra}.")
+    safe = sum(1 for f in findings if f.fix is not None and f.fix.applicability == "safe")
+    unsafe = sum(1 for f in findings if f.fix is not None and f.fix.applicability == "unsafe")
+    if unsafe_fixes:
+        safe, unsafe = safe + unsafe, 0
+    if safe or unsafe:
+        option = "`--fix --unsafe-fixes`" if unsafe_fixes else "`--fix`"
+        line = f"[*] {safe} fixable with the {option} option" if safe else "No fixes available"
+        if unsafe:
+            line += f" ({unsafe} hidden fix{'es' if unsafe != 1 else ''} can be enabled with the `--unsafe-fixes` option)"
+        click.echo(line + ".")
+
+
+def _fix_stdin(data: bytes, filename: str, resolver, overrides, unsafe: bool, diff: bool) -> None:
+    """`--fix` on stdin prints the fixed source (or the diff) to stdout, as ruff does."""
+    import difflib
+
+    from modelint import fixer, source
+    from modelint.runner import codes_for
+
+    try:
+        text = source.decode(data)
+    except source.UnreadableSource as error:
+        _fail(f"{filename}: {error}")
+    codes = codes_for(filename, resolver.for_file(Path(filename)), overrides)
+    outcome = fixer.fix_text(text, filename, codes, unsafe)
+    if diff:
+        click.echo("".join(difflib.unified_diff(text.splitlines(True), outcome.fixed.splitlines(True),
+                                                f"a/{filename}", f"b/{filename}")), nl=False)
+        sys.exit(EXIT_FINDINGS if outcome.changed else EXIT_CLEAN)
+    click.echo(outcome.fixed, nl=False)
+    sys.exit(EXIT_CLEAN)
 
 
 def _print_statistics(findings, output_format: str) -> None:

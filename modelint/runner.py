@@ -33,6 +33,7 @@ class Overrides:
 @dataclass
 class RunResult:
     results: list[FileResult] = field(default_factory=list)
+    fixed: int = 0  # findings fixed by --fix before this result was taken
 
     @property
     def findings(self) -> list[Finding]:

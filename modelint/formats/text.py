@@ -5,19 +5,20 @@ from __future__ import annotations
 from modelint.finding import Finding
 
 
-def header(finding: Finding) -> str:
+def header(finding: Finding, show_unsafe: bool = False) -> str:
     where = f"{finding.path}:{finding.location.row}:{finding.location.column}"
-    return f"{where}: {finding.code} {finding.message}"
+    fixable = finding.fix is not None and (finding.fix.applicability == "safe" or show_unsafe)
+    return f"{where}: {finding.code}{' [*]' if fixable else ''} {finding.message}"
 
 
-def full(findings: list[Finding]) -> str:
+def full(findings: list[Finding], show_unsafe: bool = False) -> str:
     lines: list[str] = []
     for finding in findings:
-        lines.append(header(finding))
+        lines.append(header(finding, show_unsafe))
         for related in finding.related:
             lines.append(f"    note: {related.path}:{related.location.row}:{related.location.column}: {related.message}")
     return "\n".join(lines)
 
 
-def concise(findings: list[Finding]) -> str:
-    return "\n".join(header(finding) for finding in findings)
+def concise(findings: list[Finding], show_unsafe: bool = False) -> str:
+    return "\n".join(header(finding, show_unsafe) for finding in findings)
