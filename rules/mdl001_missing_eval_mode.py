@@ -77,7 +77,7 @@ class MissingEvalMode(Rule):
                     context = "under no_grad"
                 elif forward.in_evaluation_loop:
                     context = "over validation/test data"
-                elif facts.is_evaluation_function(forward.function):
+                elif not trains_here and facts.is_evaluation_function(forward.function):
                     context = f"in {forward.function.name}()"
                 else:
                     continue

@@ -308,7 +308,8 @@ class ModeFlow:
         function = flow.function
         qualname = f"{function.cls.name}.{function.name}" if function.cls is not None else function.name
         params = function.params
-        summary = FunctionSummary(qualname, self.path, params, is_method=function.cls is not None)
+        summary = FunctionSummary(qualname, self.path, params, is_method=function.cls is not None,
+                                  trains=flow.trains)
         exit_state = flow.exit_state
         if exit_state is not None:
             for key, fact in exit_state.models.items():
@@ -331,7 +332,7 @@ class ModeFlow:
                 context = "under no_grad"
             elif forward.in_evaluation_loop:
                 context = "over validation/test data"
-            elif is_evaluation_name(function.name, self.path):
+            elif not flow.trains and is_evaluation_name(function.name, self.path):
                 context = f"in {function.name}()"
             elif forward.grad.unknown and not forward.grad.free_sites:
                 context = None
@@ -369,7 +370,8 @@ class ModeFlow:
             effects = {k: v for k, v in summary.effects.items() if not k.startswith(("self.", "cls."))}
             if not effects and not summary.evaluates:
                 continue
-            out = FunctionSummary(summary.qualname, self.path, summary.params, effects, is_method=summary.is_method)
+            out = FunctionSummary(summary.qualname, self.path, summary.params, effects, is_method=summary.is_method,
+                                  trains=summary.trains)
             for key in effects:
                 site = summary.effect_sites.get(key)
                 remote = self.remote(site, "eval" if "eval" in effects[key] else "train") if site is not None else None
@@ -828,7 +830,11 @@ class _Walker:
             if "eval" in effect:
                 changed = replace(current, train_sites=frozenset(), eval_sites=frozenset({site}), entry=False, havoc=False)
             else:
-                changed = replace(current, train_sites=frozenset({site}), eval_sites=frozenset(), entry=False, havoc=False)
+                # A training routine's train() is for training, not deliberate sampling (MC dropout):
+                # the call of the routine itself stands for it.
+                origin = call if summary.trains else site
+                changed = replace(current, train_sites=frozenset({origin}), eval_sites=frozenset(), entry=False,
+                                  havoc=False)
             if effect.startswith("may-"):
                 changed = changed.join(current)
             self._set(state, key, changed)

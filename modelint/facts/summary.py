@@ -46,6 +46,7 @@ class FunctionSummary:
     effect_sites: dict[str, object] = field(default_factory=dict)
     evaluates: list[EvalUse] = field(default_factory=list)
     is_method: bool = False
+    trains: bool = False  # it runs a training step itself (backward/optimizer.step)
 
     @property
     def trivial(self) -> bool:
