@@ -106,6 +106,8 @@ def _module_meant(name: str) -> str | None:
 
 
 def _closest(name: str, targets) -> str | None:
+    if len(name) < 4:
+        return None  # `val`, `evl`: too short to tell a typo from another API
     squashed = name.replace("_", "").lower()
     for target in sorted(targets):
         limit = 1 if len(target) <= 5 else 2

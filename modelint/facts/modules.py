@@ -217,12 +217,25 @@ class ModuleTable:
 
     # -- names --------------------------------------------------------------
     def _module_names(self, collector: Collector) -> set[str]:
-        """Dotted names the file shows to be nn.Modules (file-wide, flow-insensitive)."""
-        names: set[str] = set()
-        for key, value, _site in collector.call_assigns:
+        """Dotted names the file shows to be nn.Modules, each with the scope it was seen in.
+
+        Entries are `(scope, key)`: a function (or None for module level) for plain
+        names, the class for `self.` attributes (set in __init__, used in forward).
+        The same name in another function is another variable.
+        """
+        names: set = set()
+
+        def add(key: str, site) -> None:
+            if key.startswith("self.") and site.cls is not None:
+                names.add((site.cls, key))
+            else:
+                names.add((site.function, key))
+            names.add(key)  # the bare key, for rules that only need "a module somewhere"
+
+        for key, value, site in collector.call_assigns:
             built, _ = self.module_expression(value)
             if built is not None and built.certain:
-                names.add(key)
+                add(key, site)
         for site in collector.calls:
             func = site.node.func
             if not isinstance(func, cst.Attribute):
@@ -232,13 +245,14 @@ class ModuleTable:
                 continue
             method = func.attr.value
             if method in EVIDENCE_METHODS or (method == "eval" and not site.node.args):
-                names.add(receiver)
+                add(receiver, site.site)
             elif method == "train" and (not site.node.args or isinstance(literal_value(site.node.args[0].value), bool)):
                 if "trainer" not in receiver.lower() and "tokenizer" not in receiver.lower():
-                    names.add(receiver)
+                    add(receiver, site.site)
         for function in collector.functions:
             for param in (*function.node.params.params, *function.node.params.kwonly_params):
                 if param.annotation is not None and self._annotation_is_module(param.annotation.annotation):
+                    names.add((function, param.name.value))
                     names.add(param.name.value)
         return names
 
@@ -252,9 +266,19 @@ class ModuleTable:
         return qualified is not None and qualified.startswith("torch.nn.") and qualified.rsplit(".", 1)[-1][:1].isupper()
 
     def is_module_name(self, key: str, function: FunctionInfo | None) -> bool:
+        """Is `key`, as seen in `function`, shown to be an nn.Module there (or in its class)?"""
         if key == "self":
             return function is not None and function.cls is not None and self.is_module_class(function.cls)
-        return key in self.module_names
+        if key.startswith("self."):
+            cls = function.cls if function is not None else None
+            return cls is not None and (cls, key) in self.module_names
+        scope = function
+        while True:
+            if (scope, key) in self.module_names:
+                return True
+            if scope is None:
+                return False
+            scope = scope.outer  # closures see the enclosing function's names
 
 
 def _layer_dependence_by_name(layer: str, call: cst.Call | None) -> Dependence:
