@@ -57,6 +57,7 @@ class UnregisteredSubmodule(Rule):
         modules = facts.modules
         nn = _nn_name(facts)
         plain_lists: dict[tuple[object, str], cst.BaseExpression] = {}
+        registered = _registered_attributes(facts)
         for assign in facts.collector.attribute_assigns:
             site = assign.site
             if not _self_attribute(assign.target) or site.cls is None or not modules.is_module_class(site.cls):
@@ -65,6 +66,8 @@ class UnregisteredSubmodule(Rule):
             if value is None:
                 continue
             attr = assign.target.attr.value
+            if (site.cls, attr) in registered or (site.cls, "*") in registered:
+                continue  # later wrapped (`self.x = nn.ModuleList(self.x)`) or add_module()d
             if _empty_container(value):
                 plain_lists[(site.cls, attr)] = value
                 continue
@@ -119,6 +122,23 @@ class UnregisteredSubmodule(Rule):
             elif isinstance(node, cst.Name) and node.value in local_modules:
                 return True
         return False
+
+
+def _registered_attributes(facts: FileFacts) -> set[tuple[object, str]]:
+    """(class, attr) pairs registered some other way; (class, "*") if the class calls add_module()."""
+    found: set[tuple[object, str]] = set()
+    for assign in facts.collector.attribute_assigns:
+        value = assign.value
+        if isinstance(value, cst.Call) and _self_attribute(assign.target) and assign.site.cls is not None:
+            built = facts.modules.construction(value)
+            if built is not None and built.certain:
+                found.add((assign.site.cls, assign.target.attr.value))
+    for site in facts.collector.calls:
+        func = site.node.func
+        if isinstance(func, cst.Attribute) and func.attr.value in ("add_module", "register_module") \
+                and dotted(func.value) == "self" and site.site.cls is not None:
+            found.add((site.site.cls, "*"))
+    return found
 
 
 def _nn_name(facts: FileFacts) -> str | None:

@@ -808,6 +808,8 @@ class _Walker:
             fact = state.fact(key)
             if not fact.definitely_train or not fact.dependence.may_depend:
                 continue
+            if not fact.certain and not self.flow.modules.is_module_name(key, self.out.function):
+                continue  # a capitalised call we cannot tell from a processor or a config
             if use.context is None and not state.grad.definitely_free:
                 continue
             explicit = any(_is_train_site(s) for s in fact.train_sites)
