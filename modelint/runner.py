@@ -101,8 +101,8 @@ def _follow_calls_across_files(results: list[FileResult], work, workers: int) ->
         for ref in summary.unresolved:
             if index.resolve(ref, summary.path) is None and index.resolve_class(ref, summary.path) is None:
                 for candidate in _module_files(ref, summary.path):
-                    if candidate not in known:
-                        known.add(candidate)
+                    if os.path.abspath(candidate) not in known:
+                        known.add(os.path.abspath(candidate))
                         extra.append((candidate, engine.FLOW_RULES))
     if extra:
         summaries += [r.summary for r in _lint_all(extra, workers) if r.summary is not None]

@@ -368,8 +368,8 @@ class ModeFlow:
         exported: dict[str, FunctionSummary] = {}
         for name, summary in self.summaries.items():
             effects = {k: v for k, v in summary.effects.items() if not k.startswith(("self.", "cls."))}
-            if not effects and not summary.evaluates:
-                continue
+            if all(v == "unknown" for v in effects.values()) and not summary.evaluates:
+                continue  # callers already assume the worst of a helper they cannot see
             out = FunctionSummary(summary.qualname, self.path, summary.params, effects, is_method=summary.is_method,
                                   trains=summary.trains)
             for key in effects:
