@@ -55,11 +55,14 @@ def main() -> None:
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
               help="Use this config file instead of the closest pyproject.toml/modelint.toml.")
 @click.option("-j", "--jobs", type=click.IntRange(min=1), default=None, help="Worker processes (default: CPU count).")
+@click.option("--no-cache", is_flag=True, help="Neither read nor write the cache.")
+@click.option("--cache-dir", type=click.Path(file_okay=False), default=None, envvar="MODELINT_CACHE_DIR",
+              help="Cache folder [default: .modelint_cache; env MODELINT_CACHE_DIR].")
 @click.option("--fix", is_flag=True, help="Apply safe fixes, then report what remains.")
 @click.option("--unsafe-fixes", is_flag=True, help="Also apply (with --fix) or show fixes that may change behaviour.")
 @click.option("--diff", is_flag=True, help="Print the fixes as a unified diff and write nothing (exit 1 if any).")
 def check(paths, select, ignore, extend_select, output_format, statistics, exit_zero, quiet, stdin_filename,
-          force_exclude, config_path, jobs, fix, unsafe_fixes, diff) -> None:
+          force_exclude, config_path, jobs, no_cache, cache_dir, fix, unsafe_fixes, diff) -> None:
     """Lint PATHS (files or folders; default: the current folder)."""
     from modelint.config import ConfigError, ConfigResolver
     from modelint.registry import UnknownCode, expand
@@ -80,7 +83,8 @@ def check(paths, select, ignore, extend_select, output_format, statistics, exit_
             run = run_text(data, stdin_filename or "-", resolver, overrides, force_exclude=force_exclude)
         else:
             targets = list(paths) or ["."]
-            run = run_paths(targets, resolver, overrides, force_exclude=force_exclude, jobs=jobs)
+            cache = None if no_cache else (cache_dir or ".modelint_cache")
+            run = run_paths(targets, resolver, overrides, force_exclude=force_exclude, jobs=jobs, cache_dir=cache)
             if fix or diff:
                 from modelint.fix_command import fix_files
 
@@ -94,7 +98,8 @@ def check(paths, select, ignore, extend_select, output_format, statistics, exit_
                 for message in report.problems:
                     click.echo(f"modelint: warning: {message}", err=True)
                 if report.changed:
-                    run = run_paths(targets, resolver, overrides, force_exclude=force_exclude, jobs=jobs)
+                    run = run_paths(targets, resolver, overrides, force_exclude=force_exclude, jobs=jobs,
+                                    cache_dir=cache)
                 run.fixed = report.applied
     except ConfigError as error:
         _fail(str(error))

@@ -47,6 +47,14 @@ def lint_path(path: str, codes: frozenset[str], index=None) -> FileResult:
     return lint_source(text, path, codes, index)
 
 
+def lint_bytes(data: bytes, path: str, codes: frozenset[str], index=None) -> FileResult:
+    try:
+        text = source.decode(data)
+    except source.UnreadableSource as error:
+        return _not_checked(path, IO_ERROR, str(error))
+    return lint_source(text, path, codes, index)
+
+
 # Rules whose facts come from the mode flow: only they make summaries worth computing.
 FLOW_RULES = frozenset({"MDL001", "MDL002", "MDL003", "MDL007"})
 

@@ -66,23 +66,56 @@ def codes_for(path: str, settings: Settings, overrides: Overrides) -> frozenset[
     )
 
 
-def _lint_many(jobs: list[tuple[str, frozenset[str]]], index=None) -> list[FileResult]:
-    return [engine.lint_path(path, codes, index) for path, codes in jobs]
+def _lint_many(jobs: list[tuple], index=None, cache_dir: str | None = None) -> list[FileResult]:
+    """Lint (path, codes[, salt]) jobs. The salt names what else a result depends on:
+    in the second phase, the summaries of the helpers a file calls."""
+    if cache_dir is None:
+        return [engine.lint_path(job[0], job[1], index) for job in jobs]
+    from modelint.cache import Cache
+
+    cache = Cache(cache_dir)
+    out = []
+    for path, codes, *salt in jobs:
+        try:
+            with open(path, "rb") as handle:
+                data = handle.read()
+        except OSError:
+            out.append(engine.lint_path(path, codes, index))
+            continue
+        key = cache.key(path, data + b"\0" + (salt[0] if salt else b""), codes)
+        result = cache.get(key)
+        if not isinstance(result, FileResult):
+            result = engine.lint_bytes(data, path, codes, index)
+            cache.put(key, result)
+        out.append(result)
+    return out
 
 
-def _lint_all(work, workers: int, index=None) -> list[FileResult]:
+def _lint_all(work, workers: int, index=None, cache_dir: str | None = None) -> list[FileResult]:
     if workers > 1 and len(work) >= PARALLEL_THRESHOLD:
         chunk = max(1, min(64, len(work) // (workers * 4)))
         batches = [work[i:i + chunk] for i in range(0, len(work), chunk)]
         out: list[FileResult] = []
         with ProcessPoolExecutor(max_workers=workers) as pool:
-            for batch in pool.map(_lint_many, batches, [index] * len(batches)):
+            for batch in pool.map(_lint_many, batches, [index] * len(batches), [cache_dir] * len(batches)):
                 out.extend(batch)
         return out
-    return _lint_many(work, index)
+    return _lint_many(work, index, cache_dir)
 
 
-def _follow_calls_across_files(results: list[FileResult], work, workers: int) -> list[FileResult]:
+def _dependencies_digest(result: FileResult, index: ProjectIndex) -> bytes:
+    """What a file's second-phase result depends on besides its own text: the helpers it reaches."""
+    import hashlib
+    import pickle
+
+    resolved = []
+    for ref in sorted(result.summary.unresolved):
+        resolved.append((ref, index.resolve(ref, result.path), index.resolve_class(ref, result.path)))
+    return hashlib.sha256(pickle.dumps(resolved)).hexdigest().encode()
+
+
+def _follow_calls_across_files(results: list[FileResult], work, workers: int,
+                               cache_dir: str | None = None) -> list[FileResult]:
     """Second phase: re-lint the files that call helpers of other files with what those helpers do.
 
     The first phase gave every file's function summaries; only files with calls it
@@ -118,8 +151,9 @@ def _follow_calls_across_files(results: list[FileResult], work, workers: int) ->
     }
     if not again:
         return results
-    redo = [(path, codes) for path, codes in work if os.path.abspath(path) in again]
-    fresh = {os.path.abspath(r.path): r for r in _lint_all(redo, workers, index)}
+    salts = {os.path.abspath(r.path): _dependencies_digest(r, index) for r in results if os.path.abspath(r.path) in again}
+    redo = [(path, codes, salts[os.path.abspath(path)]) for path, codes in work if os.path.abspath(path) in again]
+    fresh = {os.path.abspath(r.path): r for r in _lint_all(redo, workers, index, cache_dir)}
     return [fresh.get(os.path.abspath(r.path), r) for r in results]
 
 
@@ -212,15 +246,15 @@ def _attach_foreign(results: list[FileResult]) -> None:
 
 
 def run_paths(paths: list[str], resolver: ConfigResolver, overrides: Overrides, force_exclude: bool = False,
-              jobs: int | None = None) -> RunResult:
+              jobs: int | None = None, cache_dir: str | None = None) -> RunResult:
     found = discover(paths, resolver, force_exclude=force_exclude)
     run = RunResult()
     for path, why in found.errors:
         run.results.append(engine._not_checked(path, IO_ERROR, why))
     work = [(path, codes_for(path, resolver.for_file(Path(path)), overrides)) for path in found.files]
     workers = jobs if jobs is not None else (os.cpu_count() or 1)
-    results = _lint_all(work, workers)
-    results = _follow_calls_across_files(results, work, workers)
+    results = _lint_all(work, workers, cache_dir=cache_dir)
+    results = _follow_calls_across_files(results, work, workers, cache_dir)
     _attach_foreign(results)
     _resolve_pending_positions(results)
     run.results.extend(results)
