@@ -31,7 +31,7 @@ def fix_files(run: RunResult, resolver, overrides: Overrides, unsafe: bool, writ
             report.problems.append(f"{path}: cannot read for fixing: {error}")
             continue
         codes = codes_for(path, resolver.for_file(Path(path)), overrides)
-        outcome = fixer.fix_text(source.text, path, codes, unsafe)
+        outcome = fixer.fix_text(source.text, path, codes, unsafe, first=result.findings)
         report.problems.extend(f"{path}: {why}" for why in outcome.dropped)
         if not outcome.changed:
             continue

@@ -79,11 +79,17 @@ def wanted(finding: Finding, unsafe: bool) -> bool:
     return finding.fix is not None and (finding.fix.applicability == "safe" or unsafe)
 
 
-def fix_text(text: str, path: str, codes: frozenset[str], unsafe: bool) -> FixOutcome:
+def fix_text(text: str, path: str, codes: frozenset[str], unsafe: bool,
+             first: list[Finding] | None = None) -> FixOutcome:
+    """Fix until stable. `first`: findings of this very text from a whole-project run, whose
+    cross-file fixes a lint of the file alone would not see."""
     outcome = FixOutcome(path, text, text)
-    for _ in range(MAX_ROUNDS):
-        result = engine.lint_source(outcome.fixed, path, codes)
-        fixes = [f for f in result.findings if wanted(f, unsafe)]
+    for round_number in range(MAX_ROUNDS):
+        if round_number == 0 and first is not None:
+            fixes = [f for f in first if wanted(f, unsafe)]
+        else:
+            result = engine.lint_source(outcome.fixed, path, codes)
+            fixes = [f for f in result.findings if wanted(f, unsafe)]
         if not fixes:
             break
         # One fix per finding, each finding's edits together, never overlapping another's.

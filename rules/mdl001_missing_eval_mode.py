@@ -7,7 +7,8 @@ import libcst as cst
 from modelint.facts import FileFacts
 from modelint.facts.summary import RemoteSite
 from modelint.finding import Location, Related
-from modelint.rule import Report, Rule, evidence
+from modelint.facts.flow import names_evaluation_data
+from modelint.rule import NodeEdit, NodeFix, Report, Rule, evidence
 
 
 class MissingEvalMode(Rule):
@@ -90,6 +91,7 @@ class MissingEvalMode(Rule):
                     f"`{forward.key}` is evaluated {context} while still in training mode: {_CONSEQUENCE}; "
                     f"call `{forward.key}.eval()` before evaluating",
                     stmt=site.site.stmt if site else None,
+                    fix=_insert_eval(facts, forward, site, trains_here) if site else None,
                     **evidence(mode.train_sites, f"`{forward.key}` is in training mode from here"),
                 )
             for helper in flow.helper_evaluations.values():
@@ -113,6 +115,29 @@ class MissingEvalMode(Rule):
                     where = facts.locate(helper.call)
                     related = (Related(facts.path, Location(where[0], where[1]), caller_note),) if where else ()
                     yield Report(None, message, related=related + proof["related"], elsewhere=(use.path, use.call))
+
+
+def _insert_eval(facts: FileFacts, forward, site, trains_here: bool) -> NodeFix | None:
+    """`model.eval()` above the evaluation region (the loop over validation data, else the
+    no_grad block, else the statement itself), and `model.train()` below it when it sits in
+    a loop of a function that goes on training."""
+    guards = list(site.site.guards)
+    region = site.site.stmt
+    with_statements = {item: where.stmt for item, where in facts.collector.with_items}
+    loops = [g for g in guards if isinstance(g, cst.For) and names_evaluation_data(g.iter)]
+    free_blocks = [with_statements[f] for f in forward.grad.free_sites if f in with_statements]
+    if loops:
+        region = loops[0]
+    elif free_blocks and free_blocks[0] in guards:
+        region = free_blocks[0]
+    if region is None or isinstance(region, (cst.FunctionDef, cst.ClassDef)):
+        return None
+    enclosing = guards[: guards.index(region)] if region in guards else guards
+    key = forward.key
+    edits = [NodeEdit(region, f"{key}.eval()", "line_before")]
+    if trains_here and any(isinstance(g, (cst.For, cst.While)) for g in enclosing):
+        edits.append(NodeEdit(region, f"{key}.train()", "line_after"))
+    return NodeFix(f"Call `{key}.eval()` before the evaluation", tuple(edits), applicability="unsafe")
 
 
 _CONSEQUENCE = "Dropout stays random and BatchNorm uses batch stats and overwrites its running stats"

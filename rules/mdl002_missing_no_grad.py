@@ -6,7 +6,7 @@ import libcst as cst
 
 from modelint.facts import FileFacts
 from modelint.facts.flow import grad_effect
-from modelint.rule import Report, Rule, evidence
+from modelint.rule import NodeEdit, NodeFix, Report, Rule, evidence
 
 
 class MissingNoGrad(Rule):
@@ -75,11 +75,19 @@ class MissingNoGrad(Rule):
                 site = facts.call_sites.get(forward.call)
                 if site is None or _inside_enable_grad(facts, site):
                     continue
+                fix = None
+                torch_name = next((k for k, v in facts.imports.bindings.items() if v == "torch"), None)
+                if function is not None and torch_name and facts.is_evaluation_function(function) \
+                        and function.outer is None:
+                    fix = NodeFix(f"Decorate `{function.name}` with `@{torch_name}.no_grad()`",
+                                  (NodeEdit(function.node, f"@{torch_name}.no_grad()", "line_before"),),
+                                  applicability="unsafe")
                 yield Report(
                     forward.call,
                     f"`{forward.key}` runs in eval mode with autograd on: the graph and every activation are kept "
                     f"for a backward pass that never comes; wrap the evaluation in `with torch.no_grad():`",
                     stmt=site.site.stmt,
+                    fix=fix,
                     **evidence(forward.mode.eval_sites, f"`{forward.key}` is put in eval mode here"),
                 )
 

@@ -8,7 +8,7 @@ import libcst as cst
 from modelint.facts import FileFacts
 from modelint.facts.names import dotted
 from modelint.facts.summary import RemoteSite
-from modelint.rule import Report, Rule, evidence
+from modelint.rule import NodeEdit, NodeFix, Report, Rule, evidence
 from modelint.textutil import code_of
 
 
@@ -72,11 +72,18 @@ class TrainingInEvalMode(Rule):
                         continue  # a model kept in eval on purpose (a teacher, a frozen encoder)
                     where = _describe(fact.eval_sites)
                     site = facts.call_sites.get(step.call)
+                    fix = None
+                    loops = [g for g in site.site.guards if isinstance(g, (cst.For, cst.While))] if site else []
+                    if loops and isinstance(loops[-1].body, cst.IndentedBlock) and loops[-1].body.body:
+                        fix = NodeFix(f"Call `{key}.train()` at the start of each training iteration",
+                                      (NodeEdit(loops[-1].body.body[0], f"{key}.train()", "line_before"),),
+                                      applicability="unsafe")
                     yield Report(
                         step.call,
                         f"`{key}` may still be in eval mode here ({where}, no `{key}.train()` since): training runs "
                         f"with Dropout off and BatchNorm statistics frozen; call `{key}.train()` after evaluating",
                         stmt=site.site.stmt if site else None,
+                        fix=fix,
                         **evidence(fact.eval_sites, f"`{key}` is put in eval mode here"),
                     )
                     break
