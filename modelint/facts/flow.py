@@ -457,7 +457,14 @@ def disables_grad(imports, expr: cst.BaseExpression) -> bool:
 
 
 def grad_effect(imports, expr: cst.BaseExpression) -> str | None:
-    """'free', 'enabled', 'unknown' for a grad-mode call; None for anything else."""
+    """'free', 'enabled', 'unknown' for a grad-mode call; None for anything else.
+
+    `with torch.no_grad:` (no call) counts as what its author meant: MDL004 reports
+    the TypeError, and nothing below it should be blamed on a missing no_grad.
+    """
+    if isinstance(expr, (cst.Name, cst.Attribute)):
+        qualified = imports.qualify(expr)
+        return "free" if qualified in api.GRAD_DISABLING else "enabled" if qualified in api.GRAD_ENABLING else None
     if not isinstance(expr, cst.Call):
         return None
     qualified = imports.qualify(expr.func)
@@ -549,7 +556,8 @@ class _Walker:
         if isinstance(node, cst.Expr):
             effect = self.flow.grad_effect(node.value)
             self.calls_of(node, state)
-            if effect is not None and self.flow.imports.qualify(node.value.func) in api.SET_GRAD_ENABLED:
+            if effect is not None and isinstance(node.value, cst.Call) and \
+                    self.flow.imports.qualify(node.value.func) in api.SET_GRAD_ENABLED:
                 state.grad = {"free": GradFact(free_sites=frozenset({node})), "enabled": GRAD_ENABLED,
                               "unknown": GRAD_UNKNOWN}[effect]
             return state
