@@ -435,6 +435,17 @@ class ModeFlow:
         return grad_effect(self.imports, expr)
 
 
+def _misspelled_no_grad(qualified: str | None) -> bool:
+    if not qualified or not qualified.startswith("torch.") or qualified.count(".") != 1:
+        return False
+    name = qualified[6:]
+    if name in api.TORCH_GRAD_API:
+        return False
+    from modelint.textutil import edit_distance
+
+    return name == "zero_grad" or any(edit_distance(name, real) <= 2 for real in ("no_grad", "inference_mode"))
+
+
 def _same_effects(a: dict[str, FunctionSummary], b: dict[str, FunctionSummary]) -> bool:
     return a.keys() == b.keys() and all(
         a[k].effects == b[k].effects and len(a[k].evaluates) == len(b[k].evaluates) for k in a
@@ -468,6 +479,8 @@ def grad_effect(imports, expr: cst.BaseExpression) -> str | None:
     if not isinstance(expr, cst.Call):
         return None
     qualified = imports.qualify(expr.func)
+    if _misspelled_no_grad(qualified):
+        return "free"  # `with torch.zero_grad():` / `torch.nograd()`: MDL011 reports the name
     if qualified in api.GRAD_DISABLING:
         return "enabled" if expr.args and literal_value(expr.args[0].value) is False else "free"
     if qualified in api.GRAD_ENABLING:
