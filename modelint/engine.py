@@ -16,11 +16,11 @@ import libcst as cst
 
 from modelint import source, suppression
 from modelint.facts import FileFacts
-from modelint.facts.summary import FileSummary
-from modelint.finding import IO_ERROR, NOT_CHECKED_NAMES, SYNTAX_ERROR, FileResult, Finding, Location, Related
+from modelint.summary import FileSummary
+from modelint.finding import (INTERNAL_ERROR, IO_ERROR, SYNTAX_ERROR, FileResult, Finding, Location, Related,
+                              not_checked)
 from modelint.registry import all_rules
 
-INTERNAL_ERROR = "MDL000"
 
 # A file that mentions none of these cannot produce any finding: it is only
 # checked for syntax errors (with the stdlib parser, ten times faster than libcst).
@@ -33,17 +33,11 @@ class Selection:
     per_file_ignores: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
 
-def _not_checked(path: str, code: str, message: str, row: int = 1, column: int = 1) -> FileResult:
-    location = Location(max(row, 1), max(column, 1))
-    finding = Finding(path, code, NOT_CHECKED_NAMES[code], message, "error", location, location)
-    return FileResult(path, [finding], checked=False)
-
-
 def lint_path(path: str, codes: frozenset[str], index=None) -> FileResult:
     try:
         text = source.read(path)
     except source.UnreadableSource as error:
-        return _not_checked(path, IO_ERROR, str(error))
+        return not_checked(path, IO_ERROR, str(error))
     return lint_source(text, path, codes, index)
 
 
@@ -51,7 +45,7 @@ def lint_bytes(data: bytes, path: str, codes: frozenset[str], index=None) -> Fil
     try:
         text = source.decode(data)
     except source.UnreadableSource as error:
-        return _not_checked(path, IO_ERROR, str(error))
+        return not_checked(path, IO_ERROR, str(error))
     return lint_source(text, path, codes, index)
 
 
@@ -62,7 +56,7 @@ FLOW_RULES = frozenset({"MDL001", "MDL002", "MDL003", "MDL007"})
 def lint_source(text: str, path: str, codes: frozenset[str], index=None) -> FileResult:
     """Every finding of the selected rules in one file's text."""
     if "\x00" in text:
-        return _not_checked(path, IO_ERROR, "file contains NUL bytes (binary file?)")
+        return not_checked(path, IO_ERROR, "file contains NUL bytes (binary file?)")
     file_noqa = suppression.file_noqa(text) if "modelint" in text else None
     if file_noqa == suppression.ALL:
         return FileResult(path)
@@ -71,11 +65,11 @@ def lint_source(text: str, path: str, codes: frozenset[str], index=None) -> File
     try:
         module = cst.parse_module(text)
     except cst.ParserSyntaxError as error:
-        return _not_checked(path, SYNTAX_ERROR, f"SyntaxError: {error.message}", error.raw_line, error.raw_column + 1)
+        return not_checked(path, SYNTAX_ERROR, f"SyntaxError: {error.message}", error.raw_line, error.raw_column + 1)
     except RecursionError:
-        return _not_checked(path, SYNTAX_ERROR, "file is nested too deeply to parse")
+        return not_checked(path, SYNTAX_ERROR, "file is nested too deeply to parse")
     except Exception as error:  # libcst's native parser raises a few other kinds
-        return _not_checked(path, SYNTAX_ERROR, f"cannot parse: {_one_line(error)}")
+        return not_checked(path, SYNTAX_ERROR, f"cannot parse: {_one_line(error)}")
     lines = text.splitlines()
     facts = FileFacts(module, path, index=index, lines=lines)
     reports = []
@@ -200,9 +194,9 @@ def _syntax_only(text: str, path: str, follow_calls: bool) -> FileResult:
     try:
         tree = ast.parse(text, filename=path)
     except SyntaxError as error:
-        return _not_checked(path, SYNTAX_ERROR, f"SyntaxError: {error.msg}", error.lineno or 1, error.offset or 1)
+        return not_checked(path, SYNTAX_ERROR, f"SyntaxError: {error.msg}", error.lineno or 1, error.offset or 1)
     except (ValueError, RecursionError, MemoryError) as error:
-        return _not_checked(path, SYNTAX_ERROR, f"cannot parse: {_one_line(error)}")
+        return not_checked(path, SYNTAX_ERROR, f"cannot parse: {_one_line(error)}")
     if not follow_calls:
         return FileResult(path)
     # It mentions nothing of torch itself, but it may build a project's model and hand
@@ -233,22 +227,3 @@ def _where(error: BaseException) -> str:
         return "?"
     frame = frames[-1]
     return f"{PurePath(frame.filename).name}:{frame.lineno}"
-
-
-def select_codes(select, ignore, extend_select, per_file_ignores, path: str, root) -> frozenset[str]:
-    """The codes in force for one file, ruff's way: select (default ALL) + extend - ignore."""
-    from modelint.registry import expand
-
-    codes = expand(select) if select is not None else set(all_rules())
-    codes |= expand(extend_select)
-    codes -= expand(ignore)
-    if per_file_ignores:
-        import pathspec
-        import os
-
-        relative = os.path.relpath(os.path.abspath(path), root).replace(os.sep, "/")
-        for pattern, ignored in per_file_ignores:
-            spec = pathspec.GitIgnoreSpec.from_lines([pattern])
-            if spec.match_file(relative) or spec.match_file(os.path.basename(path)):
-                codes -= expand(ignored)
-    return frozenset(codes)

@@ -59,9 +59,10 @@ class Finding:
         return (self.path, self.location.row, self.location.column, self.code)
 
 
-# Codes for files modelint could not check, as ruff spells them.
+# Codes for files modelint could not check, as ruff spells them, and for a rule that failed.
 SYNTAX_ERROR = "E999"
 IO_ERROR = "E902"
+INTERNAL_ERROR = "MDL000"
 NOT_CHECKED_NAMES = {SYNTAX_ERROR: "syntax-error", IO_ERROR: "io-error"}
 
 
@@ -70,7 +71,14 @@ class FileResult:
     path: str
     findings: list[Finding] = field(default_factory=list)
     checked: bool = True  # False: the file could not be read or parsed
-    # Function summaries for the project index (modelint.facts.summary.FileSummary).
+    # Function summaries for the project index (modelint.summary.FileSummary).
     summary: object = None
     # Findings this file's code proves about another file (a helper it calls).
     foreign: list[Finding] = field(default_factory=list)
+
+
+def not_checked(path: str, code: str, message: str, row: int = 1, column: int = 1) -> FileResult:
+    """The result for a file that could not be read or parsed: one error line, no findings."""
+    location = Location(max(row, 1), max(column, 1))
+    finding = Finding(path, code, NOT_CHECKED_NAMES[code], message, "error", location, location)
+    return FileResult(path, [finding], checked=False)

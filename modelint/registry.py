@@ -4,14 +4,35 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import re
 from functools import lru_cache
 
-from modelint.rule import Rule
+RULE_DOCS_URL = "https://github.com/modelint/modelint/blob/main/docs/rules.md#{code}"
+_MODULE_NAME = re.compile(r"^(mdl\d{3})_")
+
+
+def rule_url(code: str) -> str:
+    return RULE_DOCS_URL.format(code=code.lower())
 
 
 @lru_cache(maxsize=1)
-def all_rules() -> dict[str, type[Rule]]:
+def rule_codes() -> frozenset[str]:
+    """Codes of every rule, from the rule modules' names (`mdl001_missing_eval_mode.py`).
+
+    Selection and caching need only the codes; importing the rules (and libcst with
+    them) waits until a file must actually be linted.
+    """
     import modelint.rules as package
+
+    return frozenset(match.group(1).upper() for info in pkgutil.iter_modules(package.__path__)
+                     if (match := _MODULE_NAME.match(info.name)))
+
+
+@lru_cache(maxsize=1)
+def all_rules() -> dict:
+    """Code -> rule class, importing every rule module."""
+    import modelint.rules as package
+    from modelint.rule import Rule
 
     found: dict[str, type[Rule]] = {}
     for info in pkgutil.iter_modules(package.__path__):
@@ -28,7 +49,7 @@ class UnknownCode(ValueError):
 
 def expand(selectors: tuple[str, ...] | list[str]) -> set[str]:
     """Codes matched by selectors: exact codes, prefixes (`MDL00`), or `ALL`."""
-    codes = all_rules()
+    codes = rule_codes()
     out: set[str] = set()
     for selector in selectors:
         selector = selector.strip().upper()
@@ -42,3 +63,21 @@ def expand(selectors: tuple[str, ...] | list[str]) -> set[str]:
             raise UnknownCode(selector)
         out.update(matched)
     return out
+
+
+def select_codes(select, ignore, extend_select, per_file_ignores, path: str, root) -> frozenset[str]:
+    """The codes in force for one file, ruff's way: select (default ALL) + extend - ignore."""
+    import os
+
+    codes = expand(select) if select is not None else set(rule_codes())
+    codes |= expand(extend_select)
+    codes -= expand(ignore)
+    if per_file_ignores:
+        import pathspec
+
+        relative = os.path.relpath(os.path.abspath(path), root).replace(os.sep, "/")
+        for pattern, ignored in per_file_ignores:
+            spec = pathspec.GitIgnoreSpec.from_lines([pattern])
+            if spec.match_file(relative) or spec.match_file(os.path.basename(path)):
+                codes -= expand(ignored)
+    return frozenset(codes)

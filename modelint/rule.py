@@ -18,7 +18,6 @@ import libcst as cst
 from modelint.facts import FileFacts
 from modelint.finding import Fix, Location, Related
 
-RULE_DOCS_URL = "https://github.com/modelint/modelint/blob/main/docs/rules.md#{code}"
 
 
 @dataclass(frozen=True)
@@ -60,7 +59,7 @@ def evidence(sites, message: str, limit: int = 1) -> dict:
 
     Sites are nodes of this file or `RemoteSite`s in other functions and files.
     """
-    from modelint.facts.summary import RemoteSite
+    from modelint.summary import RemoteSite
 
     notes: list[tuple[cst.CSTNode, str]] = []
     related: list[Related] = []
@@ -91,4 +90,6 @@ class Rule:
 
     @classmethod
     def url(cls) -> str:
-        return RULE_DOCS_URL.format(code=cls.code.lower())
+        from modelint.registry import rule_url
+
+        return rule_url(cls.code)

@@ -11,11 +11,12 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from modelint import engine, source
+from modelint import source
 from modelint.config import ConfigResolver, Settings
 from modelint.discovery import discover, is_excluded
-from modelint.facts.summary import ProjectIndex
-from modelint.finding import IO_ERROR, FileResult, Finding, Location
+from modelint.summary import ProjectIndex
+from modelint.finding import INTERNAL_ERROR, IO_ERROR, FileResult, Finding, Location, not_checked
+from modelint.registry import select_codes
 
 # Below this many files a process pool costs more to start than it saves.
 PARALLEL_THRESHOLD = 24
@@ -51,12 +52,12 @@ class RunResult:
 
     @property
     def internal_errors(self) -> int:
-        return sum(1 for f in self.findings if f.code == engine.INTERNAL_ERROR)
+        return sum(1 for f in self.findings if f.code == INTERNAL_ERROR)
 
 
 def codes_for(path: str, settings: Settings, overrides: Overrides) -> frozenset[str]:
     select = overrides.select if overrides.select is not None else settings.select
-    return engine.select_codes(
+    return select_codes(
         select,
         (*settings.ignore, *overrides.ignore),
         (*settings.extend_select, *overrides.extend_select),
@@ -70,6 +71,8 @@ def _lint_many(jobs: list[tuple], index=None, cache_dir: str | None = None) -> l
     """Lint (path, codes[, salt]) jobs. The salt names what else a result depends on:
     in the second phase, the summaries of the helpers a file calls."""
     if cache_dir is None:
+        from modelint import engine
+
         return [engine.lint_path(job[0], job[1], index) for job in jobs]
     from modelint.cache import Cache
 
@@ -80,11 +83,17 @@ def _lint_many(jobs: list[tuple], index=None, cache_dir: str | None = None) -> l
             with open(path, "rb") as handle:
                 data = handle.read()
         except OSError:
+            data = None
+        if data is None:
+            from modelint import engine
+
             out.append(engine.lint_path(path, codes, index))
             continue
         key = cache.key(path, data + b"\0" + (salt[0] if salt else b""), codes)
         result = cache.get(key)
         if not isinstance(result, FileResult):
+            from modelint import engine  # libcst comes with it: only for files not in the cache
+
             result = engine.lint_bytes(data, path, codes, index)
             cache.put(key, result)
         out.append(result)
@@ -125,6 +134,8 @@ def _follow_calls_across_files(results: list[FileResult], work, workers: int,
     summaries = [r.summary for r in results if r.summary is not None]
     if not any(s.unresolved for s in summaries):
         return results
+    from modelint import engine
+
     index = ProjectIndex(summaries)
     # Helpers in files that were not asked for (pre-commit passes only changed files):
     # summarise them too, without reporting on them.
@@ -162,10 +173,15 @@ def _resolve_pending_positions(results: list[FileResult]) -> None:
     from modelint import suppression
 
     cache: dict[str, tuple | None] = {}
+    if not any(f.call is not None or any(r.call is not None for r in f.related) for res in results
+               for f in res.findings):
+        return
 
     def lookup(path: str, ordinal: int):
         key = os.path.abspath(path)
         if key not in cache:
+            from modelint import engine
+
             cache[key] = engine.call_positions(path)
         found = cache[key]
         if found is None or not 0 <= ordinal < len(found[0]):
@@ -250,7 +266,7 @@ def run_paths(paths: list[str], resolver: ConfigResolver, overrides: Overrides, 
     found = discover(paths, resolver, force_exclude=force_exclude)
     run = RunResult()
     for path, why in found.errors:
-        run.results.append(engine._not_checked(path, IO_ERROR, why))
+        run.results.append(not_checked(path, IO_ERROR, why))
     work = [(path, codes_for(path, resolver.for_file(Path(path)), overrides)) for path in found.files]
     workers = jobs if jobs is not None else (os.cpu_count() or 1)
     results = _lint_all(work, workers, cache_dir=cache_dir)
@@ -272,9 +288,11 @@ def run_text(text_or_bytes: str | bytes, filename: str, resolver: ConfigResolver
         try:
             text = source.decode(text_or_bytes)
         except source.UnreadableSource as error:
-            run.results.append(engine._not_checked(filename, IO_ERROR, str(error)))
+            run.results.append(not_checked(filename, IO_ERROR, str(error)))
             return run
     else:
         text = text_or_bytes
+    from modelint import engine
+
     run.results.append(engine.lint_source(text, filename, codes_for(filename, settings, overrides)))
     return run

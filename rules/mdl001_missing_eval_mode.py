@@ -5,7 +5,7 @@ from typing import Iterator
 import libcst as cst
 
 from modelint.facts import FileFacts
-from modelint.facts.summary import RemoteSite
+from modelint.summary import RemoteSite
 from modelint.finding import Location, Related
 from modelint.facts.flow import names_evaluation_data
 from modelint.rule import NodeEdit, NodeFix, Report, Rule, evidence

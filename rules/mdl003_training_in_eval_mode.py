@@ -7,7 +7,7 @@ import libcst as cst
 
 from modelint.facts import FileFacts
 from modelint.facts.names import dotted
-from modelint.facts.summary import RemoteSite
+from modelint.summary import RemoteSite
 from modelint.rule import NodeEdit, NodeFix, Report, Rule, evidence
 from modelint.textutil import code_of
 

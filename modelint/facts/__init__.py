@@ -18,7 +18,7 @@ from modelint.facts.collector import Collector, FunctionInfo, Site
 from modelint.facts.flow import ModeFlow, disables_grad, grad_effect, is_evaluation_name
 from modelint.facts.modules import ModuleTable
 from modelint.facts.names import ImportTable
-from modelint.facts.summary import ProjectIndex
+from modelint.summary import ProjectIndex
 
 
 class FileFacts:

@@ -25,7 +25,7 @@ from modelint.facts import torch_api as api
 from modelint.facts.collector import Collector, FunctionInfo
 from modelint.facts.modules import Dependence, ModuleTable
 from modelint.facts.names import dotted, literal_value, tokens
-from modelint.facts.summary import EvalUse, FileSummary, FunctionSummary, ProjectIndex, RemoteSite
+from modelint.summary import EvalUse, FileSummary, FunctionSummary, ProjectIndex, RemoteSite
 
 EVAL_WORDS = frozenset({"eval", "evaluate", "evaluation", "evaluating", "validate", "validation", "validating",
                         "valid", "val", "test", "testing", "predict", "prediction", "predictions", "infer",

@@ -13,9 +13,8 @@ def _location(location: Location) -> dict:
 
 
 def as_dict(finding: Finding) -> dict:
-    from modelint.registry import all_rules
+    from modelint.registry import rule_codes, rule_url
 
-    rule = all_rules().get(finding.code)
     fix = None
     if finding.fix is not None:
         fix = {
@@ -34,7 +33,7 @@ def as_dict(finding: Finding) -> dict:
         "filename": os.path.abspath(finding.path),
         "location": _location(finding.location),
         "end_location": _location(finding.end_location),
-        "url": rule.url() if rule is not None else None,
+        "url": rule_url(finding.code) if finding.code in rule_codes() else None,
         "fix": fix,
         "noqa_row": finding.location.row,
         "related": [
