@@ -57,6 +57,7 @@ class FunctionInfo:
     # Whether it calls a parameter (`model(x)`) or passes one on (`evaluate(model)`):
     # such functions get a summary for their callers.
     calls_params: bool = False
+    calls_self_attribute: bool = False  # `self.model(x)`: a trainer's method may evaluate its model
 
     @property
     def params(self) -> list[str]:
@@ -237,7 +238,10 @@ class Collector(FastVisitor):
             # Helpers that run or pass on a parameter (`model(x)`, `evaluate(model)`) get summaries;
             # `forward` methods and calls into torch itself never change a caller's mode.
             params = function.param_set
-            head = (dotted(func) or "").split(".")[0]
+            text = dotted(func) or ""
+            head = text.split(".")[0]
+            if head == "self" and text.count(".") >= 1:
+                function.calls_self_attribute = True
             if head in params and head not in ("self", "cls"):
                 function.calls_params = True
             elif not (self.imports.qualify(func) or "").startswith("torch") and any(

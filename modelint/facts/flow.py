@@ -259,7 +259,9 @@ class ModeFlow:
             if modules.module_expression(value)[0] is not None
         }
         self._targets: list[FunctionInfo | None] = [
-            f for f in collector.functions if f.mode_relevant or f.calls_params or f in constructing
+            f for f in collector.functions
+            if f.mode_relevant or f.calls_params or f in constructing
+            or (f.calls_self_attribute and f.cls is not None and not modules.is_module_class(f.cls))
         ]
         if collector.module_mode_relevant or None in constructing or collector.module_calls_functions:
             self._targets.append(None)
@@ -326,13 +328,17 @@ class ModeFlow:
                     summary.effect_sites[key] = site
         for forward in flow.forwards.values():
             param = forward.key
-            if param not in params or param in ("self", "cls") or forward.mode != ENTRY_MODE:
+            head = param.split(".")[0]
+            # A parameter, or a model attribute of `self` in a method (`Trainer.validate`).
+            if head not in params or param in ("self", "cls") or forward.mode != ENTRY_MODE:
+                continue
+            if "." in param and head != "self":
                 continue
             if forward.grad.definitely_free:
                 context = "under no_grad"
             elif forward.in_evaluation_loop:
                 context = "over validation/test data"
-            elif not flow.trains and is_evaluation_name(function.name, self.path):
+            elif not flow.trains and not function.uses_gradients and is_evaluation_name(function.name, self.path):
                 context = f"in {function.name}()"
             elif forward.grad.unknown and not forward.grad.free_sites:
                 context = None
@@ -378,6 +384,8 @@ class ModeFlow:
                 if remote is not None:
                     out.effect_sites[key] = remote
             for use in summary.evaluates:
+                if use.param.startswith("self."):
+                    continue
                 ordinal = self._call_ordinals.get(use.node)
                 if ordinal is not None:
                     out.evaluates.append(EvalUse(use.param, self.path, use.context, ordinal))
@@ -751,7 +759,12 @@ class _Walker:
             self.call(call, state)
 
     def _is_model(self, state: State, key: str) -> bool:
-        return key in state.models or key in self.params
+        if key in state.models or key in self.params:
+            return True
+        # `self.model(x)` in a trainer-like class: its mode comes from the other methods.
+        function = self.out.function
+        return (key.startswith("self.") and key.count(".") == 1 and function is not None
+                and function.cls is not None and not self.flow.modules.is_module_class(function.cls))
 
     def call(self, call: cst.Call, state: State) -> None:
         flow = self.flow
@@ -823,9 +836,11 @@ class _Walker:
         if self_receiver is not None:
             bound["self"] = self_receiver
         for use in summary.evaluates:
-            key = bound.get(use.param)
-            if key is None:
+            head, dot, rest = use.param.partition(".")
+            target = bound.get(head)
+            if target is None:
                 continue
+            key = f"{target}{dot}{rest}"
             fact = state.fact(key)
             if not fact.definitely_train or not fact.dependence.may_depend:
                 continue
