@@ -13,11 +13,10 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
-import tempfile
 from functools import lru_cache
 from pathlib import Path
 
-from modelint import __version__
+from modelint import __version__, atomic
 
 ENV_VAR = "MODELINT_CACHE_DIR"
 DEFAULT_DIR = ".modelint_cache"
@@ -84,14 +83,4 @@ class Cache:
 
     @staticmethod
     def _write(path: Path, data: bytes) -> None:
-        handle, temporary = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-        try:
-            with os.fdopen(handle, "wb") as out:
-                out.write(data)
-            os.replace(temporary, path)
-        except BaseException:
-            try:
-                os.unlink(temporary)
-            except OSError:
-                pass
-            raise
+        atomic.write_bytes(path, data)

@@ -14,13 +14,12 @@ import codecs
 import io
 import os
 import stat
-import tempfile
 import tokenize
 from dataclasses import dataclass, field
 
 import libcst as cst
 
-from modelint import engine
+from modelint import atomic, engine
 from modelint.finding import Edit, Finding, Location
 
 MAX_ROUNDS = 10
@@ -130,22 +129,8 @@ def read_for_fix(path: str) -> SourceFile:
 
 
 def write_atomically(path: str, source: SourceFile, text: str) -> None:
+    """Write fixed text back with the original encoding, BOM and permission bits."""
     data = text.encode(source.encoding)
     if source.bom:
         data = codecs.BOM_UTF8 + data
-    directory = os.path.dirname(os.path.abspath(path))
-    mode = stat.S_IMODE(os.stat(path).st_mode)
-    handle, temporary = tempfile.mkstemp(prefix=".modelint-", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(temporary, mode)
-        os.replace(temporary, path)
-    except BaseException:
-        try:
-            os.unlink(temporary)
-        except OSError:
-            pass
-        raise
+    atomic.write_bytes(path, data, mode=stat.S_IMODE(os.stat(path).st_mode), durable=True)

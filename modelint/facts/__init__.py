@@ -12,7 +12,6 @@ from functools import cached_property
 import libcst as cst
 from libcst.metadata import MetadataWrapper, PositionProvider
 
-from modelint import suppression
 
 from modelint.facts.collector import Collector, FunctionInfo, Site
 from modelint.facts.flow import ModeFlow, disables_grad, grad_effect, is_evaluation_name
@@ -43,14 +42,6 @@ class FileFacts:
             return None
         return span.start.line, span.start.column + 1, span.end.line, span.end.column + 1
 
-    def noqa_codes(self, row: int) -> frozenset:
-        if row > len(self.lines):
-            return frozenset()
-        codes = suppression.line_noqa(self.lines[row - 1])
-        if codes is None:
-            return frozenset()
-        return frozenset({"*"}) if codes == suppression.ALL else frozenset(codes)
-
     @property
     def imports(self) -> ImportTable:
         return self.collector.imports
@@ -61,8 +52,7 @@ class FileFacts:
 
     @cached_property
     def flow(self) -> ModeFlow:
-        return ModeFlow(self.collector, self.modules, self.path, index=self.index, locate=self.locate,
-                        noqa=self.noqa_codes)
+        return ModeFlow(self.collector, self.modules, self.path, index=self.index)
 
     @cached_property
     def call_sites(self) -> dict:

@@ -229,14 +229,12 @@ class ModeFlow:
     MAX_ROUNDS = 3
 
     def __init__(self, collector: Collector, modules: ModuleTable, path: str,
-                 index: ProjectIndex | None = None, locate=None, noqa=None) -> None:
+                 index: ProjectIndex | None = None) -> None:
         self.collector = collector
         self.modules = modules
         self.imports = collector.imports
         self.path = path
         self.index = index
-        self._locate = locate  # node -> (row, col, end_row, end_col), for summaries others read
-        self._noqa = noqa  # row -> frozenset of codes a `# noqa` covers
         self.flows: list[FunctionFlow] = []
         self.summaries: dict[str, FunctionSummary] = {}
         self.unresolved: set[str] = set()
@@ -346,9 +344,6 @@ class ModeFlow:
                 continue
             summary.evaluates.append(EvalUse(param, self.path, context, node=forward.call))
         return summary
-
-    def locate(self, node: cst.CSTNode):
-        return self._locate(node) if self._locate is not None else None
 
     @cached_property
     def _call_ordinals(self) -> dict[cst.Call, int]:
