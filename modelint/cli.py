@@ -18,7 +18,7 @@ from modelint import __version__
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 # Kept in step with modelint.formats.FORMATS (a test checks); listed here so that
 # `--help` does not import the formatters.
-FORMAT_NAMES = ["text", "concise", "json"]
+FORMAT_NAMES = ["text", "concise", "json", "sarif", "github", "lsp"]
 
 
 def _split(values: tuple[str, ...]) -> tuple[str, ...]:

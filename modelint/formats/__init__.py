@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Callable
 
 from modelint.finding import Finding
-from modelint.formats import json_format, text
+from modelint.formats import github, json_format, lsp_format, sarif, text
 
 Formatter = Callable[[list[Finding]], str]
 
@@ -17,4 +17,7 @@ FORMATS: dict[str, Formatter] = {
     "text": text.full,
     "concise": text.concise,
     "json": json_format.render,
+    "sarif": sarif.render,
+    "github": github.render,
+    "lsp": lsp_format.render,
 }
