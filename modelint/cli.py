@@ -208,6 +208,16 @@ def rule(code: str) -> None:
     click.echo(rule_class.docs())
 
 
+@main.command()
+def lsp() -> None:
+    """Run the Language Server over stdio (needs `pip install 'modelint[lsp]'`)."""
+    try:
+        from modelint.lsp.server import main as serve
+    except ImportError as error:
+        _fail(f"the language server needs pygls: pip install 'modelint[lsp]' ({error})")
+    serve()
+
+
 @main.command("rules")
 @click.option("--format", "output_format", default="text", type=click.Choice(["text", "json"]), show_default=True)
 def rules_command(output_format: str) -> None:

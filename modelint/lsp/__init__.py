@@ -1,0 +1,1 @@
+"""modelint as a Language Server (`modelint lsp`)."""
