@@ -16,7 +16,7 @@ from typing import ClassVar, Iterator
 import libcst as cst
 
 from modelint.facts import FileFacts
-from modelint.finding import Fix, Location, Related
+from modelint.finding import Location, Related
 
 
 

@@ -108,16 +108,7 @@ class ProjectIndex:
             return None
         candidates: list[tuple[FileSummary, str]] = []
         if module.startswith("."):
-            level = len(module) - len(module.lstrip("."))
-            base = os.path.dirname(os.path.abspath(from_path))
-            for _ in range(level - 1):
-                base = os.path.dirname(base)
-            rest = module.lstrip(".")
-            target = os.path.join(base, *rest.split(".")) if rest else base
-            for path in (target + ".py", os.path.join(target, "__init__.py")):
-                found = self.files.get(path)
-                if found is not None:
-                    candidates.append((found, name))
+            candidates = [(found, name) for found in self._candidates(module, from_path)]
         else:
             # `pkg.mod.func` or `pkg.mod.Class.method`: try each split into module + member.
             dotted_parts = reference.split(".")

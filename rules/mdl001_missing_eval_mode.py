@@ -5,9 +5,8 @@ from typing import Iterator
 import libcst as cst
 
 from modelint.facts import FileFacts
-from modelint.summary import RemoteSite
 from modelint.finding import Location, Related
-from modelint.facts.flow import names_evaluation_data
+from modelint.facts.flow import is_train_site, names_evaluation_data
 from modelint.rule import NodeEdit, NodeFix, Report, Rule, evidence
 
 
@@ -82,7 +81,7 @@ class MissingEvalMode(Rule):
                     context = f"in {forward.function.name}()"
                 else:
                     continue
-                explicit = any(_is_train_site(site) for site in mode.train_sites)
+                explicit = any(is_train_site(site) for site in mode.train_sites)
                 if explicit and not trains_here:
                     continue  # train() set on purpose for sampling (MC dropout, TTA)
                 site = facts.call_sites.get(forward.call)
@@ -141,9 +140,3 @@ def _insert_eval(facts: FileFacts, forward, site, trains_here: bool) -> NodeFix 
 
 
 _CONSEQUENCE = "Dropout stays random and BatchNorm uses batch stats and overwrites its running stats"
-
-
-def _is_train_site(site) -> bool:
-    if isinstance(site, RemoteSite):
-        return site.kind == "train"
-    return isinstance(site, cst.Call) and isinstance(site.func, cst.Attribute) and site.func.attr.value == "train"

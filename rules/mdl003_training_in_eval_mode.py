@@ -6,6 +6,7 @@ from typing import Iterator
 import libcst as cst
 
 from modelint.facts import FileFacts
+from modelint.facts.flow import is_train_site
 from modelint.facts.names import dotted
 from modelint.summary import RemoteSite
 from modelint.rule import NodeEdit, NodeFix, Report, Rule, evidence
@@ -67,7 +68,7 @@ class TrainingInEvalMode(Rule):
                 for key, fact in sorted(step.models.items()):
                     if not fact.eval_sites or fact.havoc or _parent_reported(key, step.models):
                         continue
-                    explicit_train = any(_is_train_site(s) for s in fact.train_sites)
+                    explicit_train = any(is_train_site(s) for s in fact.train_sites)
                     if key not in optimized and not explicit_train:
                         continue  # a model kept in eval on purpose (a teacher, a frozen encoder)
                     where = _describe(fact.eval_sites)
@@ -103,11 +104,6 @@ def _describe(sites) -> str:
         return f"set by `{code_of(site)}` earlier"
     return "set earlier"
 
-
-def _is_train_site(site) -> bool:
-    if isinstance(site, RemoteSite):
-        return site.kind == "train"
-    return isinstance(site, cst.Call) and isinstance(site.func, cst.Attribute) and site.func.attr.value == "train"
 
 
 def _optimized_models(facts: FileFacts) -> set[str]:

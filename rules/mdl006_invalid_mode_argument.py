@@ -75,7 +75,7 @@ class InvalidModeArgument(Rule):
             if value is NOT_LITERAL or isinstance(value, bool):
                 continue
             wanted = _intended(value)
-            advice = f"use `{receiver}.{wanted}()`" if wanted else f"pass True or False"
+            advice = f"use `{receiver}.{wanted}()`" if wanted else "pass True or False"
             fix = None
             if wanted:
                 fix = NodeFix(f"Replace with `{receiver}.{wanted}()`",

@@ -843,7 +843,7 @@ class _Walker:
                 continue  # a capitalised call we cannot tell from a processor or a config
             if use.context is None and not state.grad.definitely_free:
                 continue
-            explicit = any(_is_train_site(s) for s in fact.train_sites)
+            explicit = any(is_train_site(s) for s in fact.train_sites)
             record = HelperEvaluation(use, summary, call, self.out.function, key, fact, explicit)
             seen = self.out.helper_evaluations.get((use, call))
             if seen is not None:
@@ -926,7 +926,8 @@ class _Walker:
                 seen.grad_free_region = None
 
 
-def _is_train_site(site) -> bool:
+def is_train_site(site) -> bool:
+    """Was this mode set by an explicit `train()` (not by building the model)?"""
     if isinstance(site, RemoteSite):
         return site.kind == "train"
     return isinstance(site, cst.Call) and isinstance(site.func, cst.Attribute) and site.func.attr.value == "train"
