@@ -61,9 +61,10 @@ class IneffectiveGradModeCall(Rule):
                 fix = None
                 if isinstance(site.stmt, cst.SimpleStatementLine) and len(site.stmt.body) == 1:
                     fix = NodeFix(f"Remove `{text}` (it does nothing)", (NodeEdit(site.stmt, "", "delete_lines"),))
+                what = "creates a context manager and drops it" if isinstance(value, cst.Call) else "does nothing"
                 yield Report(
                     node,
-                    f"`{text}` as a statement creates a context manager and drops it: autograd is unchanged; "
+                    f"`{text}` as a statement {what}: autograd is unchanged; "
                     f"use `with {code_of(target)}():` around the code it should cover",
                     stmt=site.stmt,
                     fix=fix,
