@@ -10,7 +10,7 @@ import pathspec
 
 from modelint.config import ConfigResolver, Settings
 
-PYTHON_SUFFIXES = (".py", ".pyi")
+PYTHON_SUFFIXES = (".py", ".pyi", ".ipynb")
 
 
 @dataclass

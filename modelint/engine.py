@@ -34,6 +34,12 @@ class Selection:
 
 
 def lint_path(path: str, codes: frozenset[str], index=None) -> FileResult:
+    if path.endswith(".ipynb"):
+        try:
+            with open(path, "rb") as handle:
+                return lint_bytes(handle.read(), path, codes, index)
+        except OSError as error:
+            return not_checked(path, IO_ERROR, f"cannot read file: {error.strerror or error}")
     try:
         text = source.read(path)
     except source.UnreadableSource as error:
@@ -42,6 +48,10 @@ def lint_path(path: str, codes: frozenset[str], index=None) -> FileResult:
 
 
 def lint_bytes(data: bytes, path: str, codes: frozenset[str], index=None) -> FileResult:
+    if path.endswith(".ipynb"):
+        from modelint.notebook import lint_notebook
+
+        return lint_notebook(data, path, codes)
     try:
         text = source.decode(data)
     except source.UnreadableSource as error:

@@ -53,10 +53,11 @@ class Finding:
     noqa_row: int | None = None
     # Set while the location is still to be looked up: the n-th call of `path` (see runner).
     call: int | None = None
+    cell: int | None = None  # notebooks: the code cell (1-based); location is then cell-relative
 
     @property
     def sort_key(self) -> tuple:
-        return (self.path, self.location.row, self.location.column, self.code)
+        return (self.path, self.cell or 0, self.location.row, self.location.column, self.code)
 
 
 # Codes for files modelint could not check, as ruff spells them, and for a rule that failed.

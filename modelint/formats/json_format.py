@@ -41,6 +41,8 @@ def as_dict(finding: Finding) -> dict:
             for r in finding.related
         ],
     }
+    if finding.cell is not None:
+        data["cell"] = finding.cell
     if finding.runtime is not None:
         data["runtime"] = finding.runtime
     return data

@@ -6,7 +6,8 @@ from modelint.finding import Finding
 
 
 def header(finding: Finding, show_unsafe: bool = False) -> str:
-    where = f"{finding.path}:{finding.location.row}:{finding.location.column}"
+    cell = f"cell {finding.cell}:" if finding.cell is not None else ""
+    where = f"{finding.path}:{cell}{finding.location.row}:{finding.location.column}"
     fixable = finding.fix is not None and (finding.fix.applicability == "safe" or show_unsafe)
     return f"{where}: {finding.code}{' [*]' if fixable else ''} {finding.message}"
 

@@ -1,0 +1,85 @@
+"""Jupyter notebooks: code cells joined into one module, findings mapped back to cells.
+
+Cells are joined in order (state flows from one cell to the next, as when the
+notebook runs top to bottom). IPython syntax is neutralised without moving any
+line: a `%magic` / `!shell` line becomes `pass` at the same indentation, and a
+cell magic other than %%time/%%timeit/%%capture comments its whole cell out. A
+cell that does not parse is reported (E999 at that cell) and left out; the
+others are still linted.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+
+from modelint.finding import IO_ERROR, SYNTAX_ERROR, FileResult, Finding, Location, not_checked
+
+_LINE_MAGIC = re.compile(r"^(\s*)(%|!|\?)")
+_PYTHON_CELL_MAGICS = ("%%time", "%%timeit", "%%capture", "%%prun")
+
+
+def code_cells(data: bytes) -> list[list[str]]:
+    notebook = json.loads(data.decode("utf-8"))
+    cells = []
+    for cell in notebook.get("cells", []):
+        if cell.get("cell_type") != "code":
+            cells.append(None)
+            continue
+        source = cell.get("source", "")
+        text = "".join(source) if isinstance(source, list) else str(source)
+        cells.append(text.splitlines())
+    return cells
+
+
+def neutralise(lines: list[str]) -> list[str]:
+    if lines and lines[0].startswith("%%"):
+        if lines[0].split()[0] not in _PYTHON_CELL_MAGICS:
+            return ["# " + line for line in lines]
+        lines = ["pass"] + lines[1:]
+    out = []
+    for line in lines:
+        match = _LINE_MAGIC.match(line)
+        out.append(f"{match.group(1)}pass" if match else line)
+    return out
+
+
+def lint_notebook(data: bytes, path: str, codes: frozenset[str]) -> FileResult:
+    from modelint.engine import lint_source
+
+    try:
+        cells = code_cells(data)
+    except (ValueError, UnicodeDecodeError, AttributeError, TypeError) as error:
+        return not_checked(path, IO_ERROR, f"not a readable notebook: {error}")
+    joined: list[str] = []
+    line_map: list[tuple[int, int]] = []  # joined row -> (cell number, row in cell)
+    problems: list[Finding] = []
+    for number, lines in enumerate(cells, 1):
+        if lines is None:
+            continue
+        python = neutralise(lines)
+        try:
+            ast.parse("\n".join(python))
+        except SyntaxError as error:
+            location = Location(max(error.lineno or 1, 1), max(error.offset or 1, 1))
+            problems.append(Finding(path, SYNTAX_ERROR, "syntax-error", f"SyntaxError: {error.msg}", "error",
+                                    location, location, cell=number))
+            continue
+        for row, line in enumerate(python, 1):
+            joined.append(line)
+            line_map.append((number, row))
+    result = lint_source("\n".join(joined) + "\n", path, codes)
+    findings = list(problems)
+    for finding in result.findings:
+        if 0 < finding.location.row <= len(line_map):
+            cell, row = line_map[finding.location.row - 1]
+            end_cell, end_row = line_map[min(finding.end_location.row, len(line_map)) - 1]
+            finding.cell = cell
+            finding.location = Location(row, finding.location.column)
+            finding.end_location = Location(end_row if end_cell == cell else row, finding.end_location.column)
+        finding.fix = None  # edits are positions in the joined source, not in the notebook's JSON
+        finding.related = ()
+        findings.append(finding)
+    findings.sort(key=lambda f: (f.cell or 0, f.location.row, f.location.column, f.code))
+    return FileResult(path, findings, checked=not problems or bool(line_map))
