@@ -21,6 +21,10 @@ def test_finding_is_reported_at_its_cell_and_line() -> None:
     assert "fashion_mnist.ipynb:cell 4:4:21: MDL001" in result.stdout
     [finding] = json.loads(check("--format", "json", str(NOTEBOOKS / "fashion_mnist.ipynb")).stdout)
     assert (finding["cell"], finding["location"]["row"]) == (4, 4)
+    sarif = json.loads(check("--format", "sarif", str(NOTEBOOKS / "fashion_mnist.ipynb")).stdout)
+    [result] = sarif["runs"][0]["results"]
+    assert result["properties"]["cell"] == 4
+    assert result["locations"][0]["physicalLocation"]["region"]["startLine"] == 4
 
 
 def test_a_bad_cell_is_reported_and_the_others_are_linted() -> None:

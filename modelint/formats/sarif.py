@@ -71,6 +71,8 @@ def render(findings: list[Finding]) -> str:
         }
         if finding.code in index:
             result["ruleIndex"] = index[finding.code]
+        if finding.cell is not None:
+            result["properties"] = {"cell": finding.cell}  # notebooks: the region is within this cell
         if finding.related:
             result["relatedLocations"] = [
                 {"id": i, **_location(r.path, root, _region(r.location.row, r.location.column), r.message)}
