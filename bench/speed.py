@@ -1,130 +1,414 @@
 """How fast is modelint, against references measured in the same run on the same files.
 
-Run: python bench/speed.py [--files N] [--corpus DIR]
+Run: python bench/speed.py [--files N] [--corpus DIR] [--no-torchfix] [--repeat-small K]
 
 Without --corpus it downloads a pinned real corpus once (the transformers 4.46.3
-wheel from PyPI, ~1,800 Python files) into .bench-cache/. It prints, as seconds
-and as a ratio to the single-process libcst parse of the same files: stdlib
-`ast.parse`, modelint cold (no cache), warm (nothing changed), warm after one
-file changed, modelint with --jobs 1, TorchFix and `ruff check --select E,F` when
-they are installed, and one small file end to end. Peak RSS is that of the
-child processes. Machines here are noisy: compare ratios, not seconds.
+wheel from PyPI, ~1,800 Python files) into .bench-cache/ at the repository root
+and unpacks only `transformers/**/*.py`. Every run works on a fresh copy of those
+files in a temporary folder outside the repository (so no repository config or
+.gitignore applies, and touching a file never alters the pinned corpus). `--files N`
+takes a deterministic subset: every k-th file of the sorted list.
+
+It prints one markdown table, each row as seconds and as a ratio to the
+single-process libcst `parse_module` of the same files:
+
+- libcst `parse_module` and stdlib `ast.parse`, one process (parse loop only,
+  files already read; the child's interpreter start is not counted);
+- modelint cold (no cache, default --jobs), cold with --jobs 1, warm (cache,
+  nothing changed) and warm after one file changed -- the warm rows print
+  "n/a (no cache yet)" when this modelint has no --no-cache option;
+- TorchFix over the same tree (installed into its own virtual environment under
+  .bench-cache/, because it pins an older libcst than modelint's; "not available"
+  when it cannot be installed);
+- `ruff check --select E,F` for scale (its own cache off);
+- one small file end to end, process start to exit, median of 5.
+
+Peak RSS is measured for every row, which all run as child processes: "largest
+process" is the kernel's maximum resident set of the child and the processes it
+waited for (os.wait4), "all processes" is the sum over the child's process tree,
+sampled every 0.2 s from /proc (Linux only). Machines here are noisy: compare
+ratios, not seconds.
 """
 
 from __future__ import annotations
 
 import argparse
-import ast
 import os
-import resource
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import venv
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / ".bench-cache"
-PINNED = "transformers==4.46.3"
+VERSION = "4.46.3"
+PINNED = f"transformers=={VERSION}"
+TOOLS_VENV = CACHE / "tools-venv"
 
+# The floors run in a child process so that their memory is measured like every other row's.
+FLOOR_CHILD = r"""
+import sys, time
+kind, listing = sys.argv[1], sys.argv[2]
+texts = []
+for path in open(listing, encoding="utf-8").read().splitlines():
+    with open(path, encoding="utf-8") as handle:
+        texts.append(handle.read())
+if kind == "libcst":
+    import libcst
+    parse = libcst.parse_module
+else:
+    import ast
+    parse = ast.parse
+failed = 0
+start = time.perf_counter()
+for text in texts:
+    try:
+        parse(text)
+    except Exception:
+        failed += 1
+print(time.perf_counter() - start, failed)
+"""
+
+
+# --- corpus ---------------------------------------------------------------------------------------------------------
 
 def corpus() -> Path:
-    target = CACHE / "transformers-4.46.3"
-    if target.is_dir():
+    """The pinned corpus, downloaded and unpacked once."""
+    target = CACHE / f"transformers-{VERSION}"
+    done = target / ".complete"
+    if done.is_file():
         return target
     CACHE.mkdir(exist_ok=True)
-    subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", PINNED, "-d",
-                    str(CACHE), "-q"], check=True)
-    wheel = next(CACHE.glob("transformers-4.46.3-*.whl"))
-    with zipfile.ZipFile(wheel) as archive:
+    wheels = list(CACHE.glob(f"transformers-{VERSION}-*.whl"))
+    if not wheels:
+        print(f"downloading {PINNED} (once) into {CACHE} ...", file=sys.stderr)
+        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", PINNED,
+                        "-d", str(CACHE), "-q"], check=True)
+        wheels = list(CACHE.glob(f"transformers-{VERSION}-*.whl"))
+    shutil.rmtree(target, ignore_errors=True)
+    with zipfile.ZipFile(wheels[0]) as archive:
         for name in archive.namelist():
             if name.startswith("transformers/") and name.endswith(".py"):
                 archive.extract(name, target)
+    done.write_text("ok\n")
     return target
 
 
-def subset(root: Path, limit: int | None) -> Path:
-    files = sorted(root.rglob("*.py"))
-    if not limit or limit >= len(files):
-        return root
-    step = max(1, len(files) // limit)
+def working_copy(root: Path, limit: int | None) -> Path:
+    """A fresh copy of the corpus (or of every k-th file of it) in a temporary folder."""
+    files = sorted(p for p in root.rglob("*.py") if p.is_file())
+    if limit and limit < len(files):
+        step = max(1, len(files) // limit)
+        files = files[::step][:limit]
     out = Path(tempfile.mkdtemp(prefix="modelint-bench-"))
-    for path in files[::step][:limit]:
+    for path in files:
         dest = out / path.relative_to(root)
         dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(path, dest)
+        shutil.copyfile(path, dest)
     return out
 
 
-def timed(command: list[str], cwd: Path) -> tuple[float, float]:
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    start = time.perf_counter()
-    subprocess.run(command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    elapsed = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return elapsed, max(peak, before) / 1024
+# --- tools ----------------------------------------------------------------------------------------------------------
+
+def _tools_bin() -> Path:
+    return TOOLS_VENV / ("Scripts" if os.name == "nt" else "bin")
 
 
-def in_process(parse, files: list[Path]) -> float:
-    start = time.perf_counter()
-    for path in files:
+def tool(name: str, package: str) -> list[str] | None:
+    """A command for `name`: from PATH, else from the bench's own virtual environment (installed on first use)."""
+    found = shutil.which(name)
+    if found:
+        return [found]
+    exe = _tools_bin() / name
+    if not exe.exists():
         try:
-            parse(path.read_text(encoding="utf-8"))
-        except Exception:
-            pass
-    return time.perf_counter() - start
+            if not (_tools_bin() / "python").exists():
+                venv.create(TOOLS_VENV, with_pip=True)
+            print(f"installing {package} into {TOOLS_VENV} ...", file=sys.stderr)
+            subprocess.run([str(_tools_bin() / "python"), "-m", "pip", "install", "-q",
+                            "--disable-pip-version-check", package],
+                           check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=600)
+        except (OSError, subprocess.SubprocessError) as error:
+            print(f"cannot install {package}: {error}", file=sys.stderr)
+            return None
+    return [str(exe)] if exe.exists() else None
 
+
+def version_of(command: list[str]) -> str:
+    try:
+        out = subprocess.run([*command, "--version"], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+    return (out.stdout or out.stderr).strip().splitlines()[0] if (out.stdout or out.stderr).strip() else "?"
+
+
+# --- measuring ------------------------------------------------------------------------------------------------------
+
+@dataclass
+class Measured:
+    seconds: float
+    rss_largest: float | None  # MiB
+    rss_tree: float | None  # MiB
+    stdout: str
+    returncode: int
+    timed_out: bool = False
+
+
+def _tree_rss(root_pid: int) -> int | None:
+    """Sum of VmRSS (KiB) over root_pid and its descendants, from /proc."""
+    parents: dict[int, int] = {}
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return None
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as handle:
+                stat = handle.read()
+            parents[int(entry)] = int(stat[stat.rindex(b")") + 2:].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+    tree, frontier = {root_pid}, [root_pid]
+    children: dict[int, list[int]] = {}
+    for pid, ppid in parents.items():
+        children.setdefault(ppid, []).append(pid)
+    while frontier:
+        for child in children.get(frontier.pop(), ()):
+            if child not in tree:
+                tree.add(child)
+                frontier.append(child)
+    total = 0
+    for pid in tree:
+        try:
+            with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as handle:
+                for line in handle:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+                        break
+        except (OSError, ValueError):
+            continue
+    return total
+
+
+def measure(command: list[str], cwd: Path, timeout: float | None = None) -> Measured:
+    """Run a command to its end: wall time, peak RSS (largest process, process tree), stdout.
+
+    Past `timeout` seconds the command's whole process group is killed and `timed_out` is set.
+    """
+    with tempfile.TemporaryFile() as out:
+        start = time.perf_counter()
+        proc = subprocess.Popen(command, cwd=cwd, stdout=out, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+                                start_new_session=os.name == "posix")
+        peak_tree = [0]
+        stop = threading.Event()
+        expired = threading.Event()
+
+        def sample() -> None:
+            waited = 0.0
+            while not stop.wait(0.2):
+                waited += 0.2
+                if timeout is not None and waited >= timeout and not expired.is_set():
+                    expired.set()
+                    try:
+                        os.killpg(proc.pid, 9) if os.name == "posix" else proc.kill()
+                    except OSError:
+                        pass
+                found = _tree_rss(proc.pid)
+                if found is None:
+                    peak_tree[0] = -1
+                elif peak_tree[0] >= 0:
+                    peak_tree[0] = max(peak_tree[0], found)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        rss_largest = None
+        if hasattr(os, "wait4"):
+            _, status, usage = os.wait4(proc.pid, 0)
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            # Linux reports KiB, macOS bytes.
+            rss_largest = usage.ru_maxrss / (1024 * 1024 if sys.platform == "darwin" else 1024)
+        else:
+            proc.wait()
+        elapsed = time.perf_counter() - start
+        stop.set()
+        sampler.join()
+        if expired.is_set() and os.name == "posix":
+            try:
+                os.killpg(proc.pid, 9)  # workers left behind by the killed leader
+            except OSError:
+                pass
+        out.seek(0)
+        text = out.read().decode("utf-8", "replace")
+    tree = peak_tree[0] / 1024 if peak_tree[0] > 0 else None
+    return Measured(elapsed, rss_largest, tree, text, proc.returncode, expired.is_set())
+
+
+def floor(kind: str, files: list[Path], workdir: Path) -> Measured:
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", encoding="utf-8", delete=False) as listing:
+        listing.write("\n".join(str(p) for p in files))
+    try:
+        run = measure([sys.executable, "-c", FLOOR_CHILD, kind, listing.name], workdir)
+    finally:
+        os.unlink(listing.name)
+    try:
+        seconds, failed = run.stdout.split()
+        run.seconds = float(seconds)
+        run.stdout = failed
+    except ValueError:
+        raise SystemExit(f"the {kind} floor failed:\n{run.stdout}") from None
+    return run
+
+
+def findings_summary(statistics_output: str) -> str:
+    """`--statistics` lines (`count<TAB>code<TAB>name`) -> `N findings (E999: k, ...)`."""
+    counts = {}
+    for line in statistics_output.splitlines():
+        parts = line.split("\t")
+        if len(parts) >= 2 and parts[0].strip().isdigit():
+            counts[parts[1].strip()] = int(parts[0])
+    total = sum(counts.values())
+    detail = ", ".join(f"{code}: {n}" for code, n in sorted(counts.items()))
+    return f"{total} findings ({detail})" if detail else "0 findings"
+
+
+# --- main -----------------------------------------------------------------------------------------------------------
 
 def main() -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--files", type=int, default=None, help="a deterministic subset of N files")
-    parser.add_argument("--corpus", type=Path, default=None)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--files", type=int, default=None, help="a deterministic subset of N files (every k-th)")
+    parser.add_argument("--corpus", type=Path, default=None, help="use this folder instead of the pinned corpus")
+    parser.add_argument("--no-torchfix", action="store_true", help="skip TorchFix (slow: ~0.5-2 s per file)")
+    parser.add_argument("--torchfix-limit", type=float, default=1800,
+                        help="stop TorchFix after this many seconds and print a lower bound (default 1800)")
+    parser.add_argument("--repeat-small", type=int, default=5, help="runs of the small-file row (median)")
     args = parser.parse_args()
-    tree = subset(args.corpus or corpus(), args.files)
+
+    tree = working_copy(args.corpus or corpus(), args.files)
     files = sorted(tree.rglob("*.py"))
-    import libcst
+    lines = sum(len(p.read_bytes().splitlines()) for p in files)
+    print(f"corpus: {len(files)} files, {lines:,} lines (copied to {tree})", file=sys.stderr)
 
-    rows: list[tuple[str, float | None, float | None]] = []
-    floor = in_process(libcst.parse_module, files)
-    rows.append(("libcst parse_module, 1 process (floor)", floor, None))
-    rows.append(("stdlib ast.parse, 1 process", in_process(ast.parse, files), None))
-    modelint = [sys.executable, "-m", "modelint", "check", "-q", "--exit-zero"]
-    cache = Path(tempfile.mkdtemp(prefix="modelint-bench-cache-"))
-    rows.append(("modelint cold (no cache, all cores)", *timed([*modelint, "--no-cache", "."], tree)))
-    rows.append(("modelint cold, --jobs 1", *timed([*modelint, "--no-cache", "--jobs", "1", "."], tree)))
-    timed([*modelint, "--cache-dir", str(cache), "."], tree)
-    rows.append(("modelint warm (cache, nothing changed)", *timed([*modelint, "--cache-dir", str(cache), "."], tree)))
-    with open(files[len(files) // 2], "a", encoding="utf-8") as handle:
-        handle.write("\n# touched\n")
-    rows.append(("modelint warm, one file changed", *timed([*modelint, "--cache-dir", str(cache), "."], tree)))
-    if shutil.which("torchfix"):
-        rows.append(("TorchFix", *timed(["torchfix", "."], tree)))
-    else:
-        rows.append(("TorchFix (not installed: pip install torchfix)", None, None))
-    if shutil.which("ruff"):
-        rows.append(("ruff check --select E,F", *timed(["ruff", "check", "--select", "E,F", "--exit-zero", "."], tree)))
-    else:
-        rows.append(("ruff (not installed)", None, None))
-    small = Path(tempfile.mkdtemp()) / "small.py"
-    small.write_text("import torch\nmodel = torch.nn.Dropout()\nmodel.eval()\n")
-    starts = [timed([*modelint, "--no-cache", str(small)], small.parent)[0] for _ in range(5)]
-    rows.append(("one small file end to end (median of 5, cold)", statistics.median(starts), None))
-    warm = [timed([*modelint, "--cache-dir", str(cache), str(small)], small.parent)[0] for _ in range(5)]
-    rows.append(("one small file end to end (median of 5, cached)", statistics.median(warm), None))
+    rows: list[tuple[str, Measured | None, str]] = []  # (name, measured, note when not measured)
+    notes: list[str] = []
 
-    print(f"{len(files)} files, {sum(len(p.read_bytes().splitlines()) for p in files):,} lines; "
-          f"{os.cpu_count()} CPUs; Python {sys.version.split()[0]}\n")
-    print("| run | seconds | × libcst floor | peak RSS (MiB) |")
-    print("|---|---|---|---|")
-    for name, seconds, rss in rows:
-        if seconds is None:
-            print(f"| {name} | n/a | n/a | n/a |")
+    def row(name: str, measured: Measured | None, note: str = "") -> Measured | None:
+        rows.append((name, measured, note))
+        if measured is not None:
+            print(f"  {name}: {measured.seconds:.2f} s", file=sys.stderr)
+        return measured
+
+    libcst_floor = row("libcst `parse_module`, 1 process (floor)", floor("libcst", files, tree))
+    base = libcst_floor.seconds
+    if libcst_floor.stdout != "0":
+        notes.append(f"libcst could not parse {libcst_floor.stdout} file(s) of the corpus")
+    row("stdlib `ast.parse`, 1 process", floor("ast", files, tree))
+
+    modelint = [sys.executable, "-m", "modelint", "check", "--exit-zero", "--statistics"]
+    help_text = subprocess.run([sys.executable, "-m", "modelint", "check", "--help"], capture_output=True,
+                               text=True).stdout
+    has_cache = "--no-cache" in help_text
+    no_cache = ["--no-cache"] if has_cache else []
+    cold = row(f"modelint cold ({'no cache, ' if has_cache else ''}default --jobs = {os.cpu_count()})",
+               measure([*modelint, *no_cache, "."], tree))
+    notes.append(f"modelint cold run: {findings_summary(cold.stdout)}")
+    if cold.returncode != 0:
+        notes.append(f"modelint cold run exited {cold.returncode}")
+    row("modelint cold, `--jobs 1`", measure([*modelint, *no_cache, "--jobs", "1", "."], tree))
+    warm = None
+    cache_dir = Path(tempfile.mkdtemp(prefix="modelint-bench-cache-"))
+    if has_cache:
+        with_cache = [*modelint, "--cache-dir", str(cache_dir)]
+        measure([*with_cache, "."], tree)  # fill it
+        warm = row("modelint warm (cache, nothing changed)", measure([*with_cache, "."], tree))
+        touched = files[len(files) // 2]
+        with open(touched, "a", encoding="utf-8") as handle:
+            handle.write("\n# touched by bench/speed.py\n")
+        row("modelint warm, one file changed", measure([*with_cache, "."], tree))
+    else:
+        row("modelint warm (cache, nothing changed)", None, "n/a (no cache yet)")
+        row("modelint warm, one file changed", None, "n/a (no cache yet)")
+
+    torchfix_run = None
+    if args.no_torchfix:
+        row("TorchFix", None, "skipped (--no-torchfix)")
+    else:
+        torchfix = tool("torchfix", "torchfix")
+        if torchfix is None:
+            row("TorchFix", None, "not available")
         else:
-            print(f"| {name} | {seconds:.2f} | {seconds / floor:.2f} | {rss:.0f} |" if rss else
-                  f"| {name} | {seconds:.2f} | {seconds / floor:.2f} | |")
+            torchfix_run = row(f"TorchFix ({version_of(torchfix)}, default jobs)",
+                               measure([*torchfix, "."], tree, timeout=args.torchfix_limit))
+    ruff = tool("ruff", "ruff")
+    if ruff is None:
+        row("ruff check --select E,F", None, "not available")
+    else:
+        row(f"`ruff check --select E,F` ({version_of(ruff)}, no cache)",
+            measure([*ruff, "check", "--isolated", "--no-cache", "--select", "E,F", "--exit-zero", "--quiet", "."],
+                    tree))
+
+    small_dir = Path(tempfile.mkdtemp(prefix="modelint-bench-small-"))
+    small = small_dir / "small.py"
+    small.write_text("import torch\nimport torch.nn as nn\n\nmodel = nn.Sequential(nn.Linear(2, 2), nn.Dropout())\n"
+                     "model.eval()\nwith torch.no_grad():\n    y = model(torch.ones(1, 2))\n", encoding="utf-8")
+    script = shutil.which("modelint")
+    entry = [script] if script else [sys.executable, "-m", "modelint"]
+    small_runs = [measure([*entry, "check", *no_cache, "small.py"], small_dir) for _ in range(args.repeat_small)]
+    median = min(small_runs, key=lambda m: abs(m.seconds - statistics.median(r.seconds for r in small_runs)))
+    median.seconds = statistics.median(r.seconds for r in small_runs)
+    small_row = row(f"one small file end to end, `modelint check small.py` (median of {args.repeat_small})", median)
+    if has_cache:
+        cached_dir = ["--cache-dir", str(small_dir / "cache")]
+        measure([*entry, "check", *cached_dir, "small.py"], small_dir)
+        cached = [measure([*entry, "check", *cached_dir, "small.py"], small_dir) for _ in range(args.repeat_small)]
+        best = min(cached, key=lambda m: abs(m.seconds - statistics.median(r.seconds for r in cached)))
+        best.seconds = statistics.median(r.seconds for r in cached)
+        row(f"one small file end to end, cached (median of {args.repeat_small})", best)
+    else:
+        row("one small file end to end, cached", None, "n/a (no cache yet)")
+
+    from importlib.metadata import version
+
+    from modelint import __version__
+
+    print(f"{len(files)} files of transformers {VERSION}, {lines:,} lines"
+          f"{' (every k-th file: --files %d)' % args.files if args.files else ''}; "
+          f"{os.cpu_count()} CPU cores; Python {sys.version.split()[0]}; libcst {version('libcst')}; "
+          f"modelint {__version__}\n")
+    print("| run | seconds | × libcst floor | peak RSS, largest process (MiB) | peak RSS, all processes (MiB) |")
+    print("|---|---:|---:|---:|---:|")
+    for name, measured, note in rows:
+        if measured is None:
+            print(f"| {name} | {note} | | | |")
+            continue
+        largest = f"{measured.rss_largest:.0f}" if measured.rss_largest else ""
+        total = f"{measured.rss_tree:.0f}" if measured.rss_tree else ""
+        if measured.timed_out:
+            print(f"| {name} | > {measured.seconds:.0f} (stopped) | > {measured.seconds / base:.2f} | {largest} | {total} |")
+        else:
+            print(f"| {name} | {measured.seconds:.2f} | {measured.seconds / base:.2f} | {largest} | {total} |")
+    print()
+    targets = [f"cold / libcst floor = {cold.seconds / base:.2f} (target ≤ 1.0)"]
+    if torchfix_run is not None:
+        bound = "> " if torchfix_run.timed_out else ""
+        targets.append(f"TorchFix / cold = {bound}{torchfix_run.seconds / cold.seconds:.1f}× (target ≥ 10)")
+    if warm is not None:
+        targets.append(f"warm / cold = {warm.seconds / cold.seconds:.3f} (target ≤ 0.1)")
+    targets.append(f"small file = {small_row.seconds:.2f} s (target ≤ 0.3 s)")
+    print("Targets: " + "; ".join(targets) + ".")
+    for note in notes:
+        print(f"- {note}")
+    shutil.rmtree(tree, ignore_errors=True)
+    shutil.rmtree(cache_dir, ignore_errors=True)
+    shutil.rmtree(small_dir, ignore_errors=True)
     return 0
 
 

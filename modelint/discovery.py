@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,21 +99,28 @@ def discover(paths: list[str], resolver: ConfigResolver, force_exclude: bool = F
     seen: set[str] = set()
 
     def add(path: str) -> None:
-        key = os.path.normcase(os.path.abspath(path))
+        # The real path: a file reached twice (named and walked, or through a folder link) is linted once.
+        key = os.path.normcase(os.path.realpath(path))
         if key not in seen:
             seen.add(key)
             files.append(path)
 
+    def fail(path: str, why: str) -> None:
+        key = os.path.normcase(os.path.realpath(path))
+        if key not in seen:
+            seen.add(key)
+            errors.append((path, why))
+
     for raw in paths:
         path = Path(raw)
         if not os.path.lexists(raw):
-            errors.append((raw, "no such file or directory"))
+            fail(raw, "no such file or directory")
             continue
         if path.is_dir():
             settings = resolver.for_dir(path)
             if force_exclude and is_excluded(path, settings):
                 continue
-            _walk(path, raw, resolver, add, errors)
+            _walk(path, raw, resolver, add, fail)
         elif path.exists():
             if force_exclude:
                 settings = resolver.for_file(path)
@@ -123,8 +131,20 @@ def discover(paths: list[str], resolver: ConfigResolver, force_exclude: bool = F
                     continue
             add(raw)
         else:
-            errors.append((raw, "broken symbolic link"))
+            fail(raw, _dangling(raw))
     return Discovered(files, errors)
+
+
+def _dangling(path: str) -> str:
+    """Why a path that exists as a name cannot be followed: a broken link or a link loop."""
+    try:
+        os.stat(path)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            return "symbolic link loop"
+        if error.errno != errno.ENOENT:
+            return f"cannot read file: {error.strerror or error}"
+    return "broken symbolic link"
 
 
 def _is_below(path: Path, root: Path) -> bool:
@@ -135,7 +155,7 @@ def _is_below(path: Path, root: Path) -> bool:
     return path != root
 
 
-def _walk(start: Path, shown: str, resolver: ConfigResolver, add, errors) -> None:
+def _walk(start: Path, shown: str, resolver: ConfigResolver, add, fail) -> None:
     absolute_start = Path(os.path.abspath(start))
     base_specs = _parent_gitignores(absolute_start)
     visited: set[tuple[int, int]] = set()
@@ -144,7 +164,7 @@ def _walk(start: Path, shown: str, resolver: ConfigResolver, add, errors) -> Non
         try:
             stat = directory.stat()
         except OSError as error:
-            errors.append((display, f"cannot read folder: {error.strerror or error}"))
+            fail(display, f"cannot read folder: {error.strerror or error}")
             return
         identity = (stat.st_dev, stat.st_ino)
         if identity in visited:  # a symlink loop
@@ -157,15 +177,15 @@ def _walk(start: Path, shown: str, resolver: ConfigResolver, add, errors) -> Non
         try:
             entries = sorted(os.scandir(directory), key=lambda e: e.name)
         except OSError as error:
-            errors.append((display, f"cannot read folder: {error.strerror or error}"))
+            fail(display, f"cannot read folder: {error.strerror or error}")
             return
         for entry in entries:
             child = directory / entry.name
             child_display = os.path.normpath(os.path.join(display, entry.name))
             try:
                 is_dir = entry.is_dir()
-            except OSError:
-                continue
+            except OSError:  # a symbolic link loop: report it if it looks like a file to check
+                is_dir = False
             if is_dir:
                 if entry.name.startswith(".") or _is_venv(child) or is_excluded(child, settings, absolute_start):
                     continue
@@ -176,6 +196,9 @@ def _walk(start: Path, shown: str, resolver: ConfigResolver, add, errors) -> Non
                 if is_excluded(child, settings, absolute_start):
                     continue
                 if settings.respect_gitignore and _ignored(child, False, specs):
+                    continue
+                if entry.is_symlink() and not os.path.exists(child):
+                    fail(child_display, _dangling(str(child)))
                     continue
                 add(child_display)
 

@@ -73,7 +73,7 @@ def _lint_many(jobs: list[tuple], index=None, cache_dir: str | None = None) -> l
     if cache_dir is None:
         from modelint import engine
 
-        return [engine.lint_path(job[0], job[1], index) for job in jobs]
+        return [_guarded(job[0], engine.lint_path, job[0], job[1], index) for job in jobs]
     from modelint.cache import Cache
 
     cache = Cache(cache_dir)
@@ -87,17 +87,38 @@ def _lint_many(jobs: list[tuple], index=None, cache_dir: str | None = None) -> l
         if data is None:
             from modelint import engine
 
-            out.append(engine.lint_path(path, codes, index))
+            out.append(_guarded(path, engine.lint_path, path, codes, index))
             continue
         key = cache.key(path, data + b"\0" + (salt[0] if salt else b""), codes)
         result = cache.get(key)
         if not isinstance(result, FileResult):
             from modelint import engine  # libcst comes with it: only for files not in the cache
 
-            result = engine.lint_bytes(data, path, codes, index)
-            cache.put(key, result)
+            result = _guarded(path, engine.lint_bytes, data, path, codes, index)
+            if not _crashed(result):
+                cache.put(key, result)
         out.append(result)
     return out
+
+
+def _guarded(path: str, lint, *args) -> FileResult:
+    """`lint(*args)` for one file; if the engine itself fails on it, that file gets an MDL000 line and the run goes on."""
+    try:
+        return lint(*args)
+    except RecursionError:
+        why = "file is nested too deeply to analyse"
+    except Exception as error:  # noqa: BLE001 - one file must not take the whole run down
+        lines = str(error).strip().splitlines()
+        why = f"{type(error).__name__}: {lines[0] if lines else ''}".rstrip(": ")
+    location = Location(1, 1)
+    finding = Finding(path, INTERNAL_ERROR, "internal-error",
+                      f"modelint failed on this file ({why}); it was not checked. Please report this.",
+                      "error", location, location)
+    return FileResult(path, [finding], checked=False)
+
+
+def _crashed(result: FileResult) -> bool:
+    return not result.checked and any(f.code == INTERNAL_ERROR for f in result.findings)
 
 
 def _lint_all(work, workers: int, index=None, cache_dir: str | None = None) -> list[FileResult]:
@@ -294,5 +315,5 @@ def run_text(text_or_bytes: str | bytes, filename: str, resolver: ConfigResolver
         text = text_or_bytes
     from modelint import engine
 
-    run.results.append(engine.lint_source(text, filename, codes_for(filename, settings, overrides)))
+    run.results.append(_guarded(filename, engine.lint_source, text, filename, codes_for(filename, settings, overrides)))
     return run

@@ -16,6 +16,12 @@ def decode(data: bytes) -> str:
     try:
         encoding, _ = tokenize.detect_encoding(io.BytesIO(data).readline)
     except SyntaxError as error:
+        if error.msg.startswith("invalid or missing encoding declaration"):
+            # No cookie, and the first lines are not UTF-8: say so, not "bad declaration".
+            try:
+                data.decode("utf-8")
+            except UnicodeDecodeError as bad:
+                raise UnreadableSource(f"file is not valid utf-8: {bad.reason}") from None
         raise UnreadableSource(f"bad encoding declaration: {error.msg}") from None
     try:
         text = data.decode(encoding)

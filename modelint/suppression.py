@@ -24,9 +24,26 @@ def line_noqa(line: str) -> set[str] | str | None:
     return None if match is None else _codes(match.group("codes"))
 
 
+def _comment_rows(text: str) -> set[int] | None:
+    """Rows holding a real comment (not text inside a string); None if the text cannot be tokenized."""
+    import io
+    import tokenize
+
+    try:
+        return {token.start[0] for token in tokenize.generate_tokens(io.StringIO(text).readline)
+                if token.type == tokenize.COMMENT}
+    except Exception:  # a syntax error: the engine reports it; judge by the text alone
+        return None
+
+
 def file_noqa(text: str) -> set[str] | str | None:
     found: set[str] | str | None = None
+    if _FILE_NOQA.search(text) is None:
+        return None
+    rows = _comment_rows(text)  # a `# modelint: noqa` line inside a docstring is no directive
     for match in _FILE_NOQA.finditer(text):
+        if rows is not None and text.count("\n", 0, text.index("#", match.start())) + 1 not in rows:
+            continue
         codes = _codes(match.group("codes"))
         if codes == ALL:
             return ALL
