@@ -47,6 +47,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# modelint runs from this checkout, whatever copy is installed (the runs' folders are outside it).
+MODELINT_ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+                "MODELINT_CACHE_DIR": ""}
+MODELINT_ENV.pop("MODELINT_CACHE_DIR")
 CACHE = ROOT / ".bench-cache"
 VERSION = "4.46.3"
 PINNED = f"transformers=={VERSION}"
@@ -199,7 +203,7 @@ def _tree_rss(root_pid: int) -> int | None:
     return total
 
 
-def measure(command: list[str], cwd: Path, timeout: float | None = None) -> Measured:
+def measure(command: list[str], cwd: Path, timeout: float | None = None, env: dict | None = None) -> Measured:
     """Run a command to its end: wall time, peak RSS (largest process, process tree), stdout.
 
     Past `timeout` seconds the command's whole process group is killed and `timed_out` is set.
@@ -207,7 +211,7 @@ def measure(command: list[str], cwd: Path, timeout: float | None = None) -> Meas
     with tempfile.TemporaryFile() as out:
         start = time.perf_counter()
         proc = subprocess.Popen(command, cwd=cwd, stdout=out, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
-                                start_new_session=os.name == "posix")
+                                start_new_session=os.name == "posix", env=env)
         peak_tree = [0]
         stop = threading.Event()
         expired = threading.Event()
@@ -314,25 +318,25 @@ def main() -> int:
 
     modelint = [sys.executable, "-m", "modelint", "check", "--exit-zero", "--statistics"]
     help_text = subprocess.run([sys.executable, "-m", "modelint", "check", "--help"], capture_output=True,
-                               text=True).stdout
+                               text=True, env=MODELINT_ENV).stdout
     has_cache = "--no-cache" in help_text
     no_cache = ["--no-cache"] if has_cache else []
     cold = row(f"modelint cold ({'no cache, ' if has_cache else ''}default --jobs = {os.cpu_count()})",
-               measure([*modelint, *no_cache, "."], tree))
+               measure([*modelint, *no_cache, "."], tree, env=MODELINT_ENV))
     notes.append(f"modelint cold run: {findings_summary(cold.stdout)}")
     if cold.returncode != 0:
         notes.append(f"modelint cold run exited {cold.returncode}")
-    row("modelint cold, `--jobs 1`", measure([*modelint, *no_cache, "--jobs", "1", "."], tree))
+    row("modelint cold, `--jobs 1`", measure([*modelint, *no_cache, "--jobs", "1", "."], tree, env=MODELINT_ENV))
     warm = None
     cache_dir = Path(tempfile.mkdtemp(prefix="modelint-bench-cache-"))
     if has_cache:
         with_cache = [*modelint, "--cache-dir", str(cache_dir)]
-        measure([*with_cache, "."], tree)  # fill it
-        warm = row("modelint warm (cache, nothing changed)", measure([*with_cache, "."], tree))
+        measure([*with_cache, "."], tree, env=MODELINT_ENV)  # fill it
+        warm = row("modelint warm (cache, nothing changed)", measure([*with_cache, "."], tree, env=MODELINT_ENV))
         touched = files[len(files) // 2]
         with open(touched, "a", encoding="utf-8") as handle:
             handle.write("\n# touched by bench/speed.py\n")
-        row("modelint warm, one file changed", measure([*with_cache, "."], tree))
+        row("modelint warm, one file changed", measure([*with_cache, "."], tree, env=MODELINT_ENV))
     else:
         row("modelint warm (cache, nothing changed)", None, "n/a (no cache yet)")
         row("modelint warm, one file changed", None, "n/a (no cache yet)")
@@ -361,14 +365,16 @@ def main() -> int:
                      "model.eval()\nwith torch.no_grad():\n    y = model(torch.ones(1, 2))\n", encoding="utf-8")
     script = shutil.which("modelint")
     entry = [script] if script else [sys.executable, "-m", "modelint"]
-    small_runs = [measure([*entry, "check", *no_cache, "small.py"], small_dir) for _ in range(args.repeat_small)]
+    small_runs = [measure([*entry, "check", *no_cache, "small.py"], small_dir, env=MODELINT_ENV)
+                  for _ in range(args.repeat_small)]
     median = min(small_runs, key=lambda m: abs(m.seconds - statistics.median(r.seconds for r in small_runs)))
     median.seconds = statistics.median(r.seconds for r in small_runs)
     small_row = row(f"one small file end to end, `modelint check small.py` (median of {args.repeat_small})", median)
     if has_cache:
         cached_dir = ["--cache-dir", str(small_dir / "cache")]
-        measure([*entry, "check", *cached_dir, "small.py"], small_dir)
-        cached = [measure([*entry, "check", *cached_dir, "small.py"], small_dir) for _ in range(args.repeat_small)]
+        measure([*entry, "check", *cached_dir, "small.py"], small_dir, env=MODELINT_ENV)
+        cached = [measure([*entry, "check", *cached_dir, "small.py"], small_dir, env=MODELINT_ENV)
+                  for _ in range(args.repeat_small)]
         best = min(cached, key=lambda m: abs(m.seconds - statistics.median(r.seconds for r in cached)))
         best.seconds = statistics.median(r.seconds for r in cached)
         row(f"one small file end to end, cached (median of {args.repeat_small})", best)
@@ -377,6 +383,7 @@ def main() -> int:
 
     from importlib.metadata import version
 
+    sys.path.insert(0, str(ROOT))
     from modelint import __version__
 
     print(f"{len(files)} files of transformers {VERSION}, {lines:,} lines"

@@ -145,7 +145,7 @@ class ConfigResolver:
         found = None
         for name in CONFIG_FILES:
             candidate = directory / name
-            if candidate.is_file():
+            if os.path.isfile(candidate):  # not Path.is_file(): it raises in a folder we may not search
                 table = _read_table(candidate)
                 if table is not None:
                     found = settings_from_table(candidate, table)

@@ -46,7 +46,7 @@ def is_excluded(path: Path, settings: Settings, below: Path | None = None) -> bo
         relative = absolute.relative_to(root).as_posix()
     except ValueError:
         relative = absolute.as_posix().lstrip("/")
-    if absolute.is_dir():
+    if os.path.isdir(absolute):
         relative += "/"
     return spec.match_file(relative) or spec.match_file(absolute.name + ("/" if relative.endswith("/") else ""))
 
@@ -66,7 +66,7 @@ def _parent_gitignores(directory: Path) -> list[tuple[Path, pathspec.PathSpec]]:
     current = directory
     while True:
         parent = current.parent
-        if (current / ".git").exists() or parent == current:
+        if os.path.exists(current / ".git") or parent == current:
             break
         current = parent
         spec = _gitignore(current)
@@ -90,7 +90,8 @@ def _ignored(path: Path, is_dir: bool, specs: list[tuple[Path, pathspec.PathSpec
 
 
 def _is_venv(directory: Path) -> bool:
-    return (directory / "pyvenv.cfg").is_file()
+    # os.path, not Path: Path.is_file() raises PermissionError in a folder we may not search.
+    return os.path.isfile(directory / "pyvenv.cfg")
 
 
 def discover(paths: list[str], resolver: ConfigResolver, force_exclude: bool = False) -> Discovered:
@@ -116,12 +117,12 @@ def discover(paths: list[str], resolver: ConfigResolver, force_exclude: bool = F
         if not os.path.lexists(raw):
             fail(raw, "no such file or directory")
             continue
-        if path.is_dir():
+        if os.path.isdir(raw):
             settings = resolver.for_dir(path)
             if force_exclude and is_excluded(path, settings):
                 continue
             _walk(path, raw, resolver, add, fail)
-        elif path.exists():
+        elif os.path.exists(raw):
             if force_exclude:
                 settings = resolver.for_file(path)
                 if is_excluded(path, settings) or any(

@@ -75,7 +75,11 @@ def lint_source(text: str, path: str, codes: frozenset[str], index=None) -> File
     try:
         module = cst.parse_module(text)
     except cst.ParserSyntaxError as error:
-        return not_checked(path, SYNTAX_ERROR, f"SyntaxError: {error.message}", error.raw_line, error.raw_column + 1)
+        # libcst may point one past the end (a truncated file): keep the position inside the file.
+        lines = text.splitlines() or [""]
+        row = min(max(error.raw_line, 1), len(lines))
+        column = min(error.raw_column + 1, len(lines[row - 1]) + 1) if row == error.raw_line else len(lines[row - 1]) + 1
+        return not_checked(path, SYNTAX_ERROR, f"SyntaxError: {error.message}", row, column)
     except RecursionError:
         return not_checked(path, SYNTAX_ERROR, "file is nested too deeply to parse")
     except Exception as error:  # libcst's native parser raises a few other kinds
