@@ -28,6 +28,13 @@ def _split(values: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(out)
 
 
+def _runtime_options(command):
+    command = click.option("--runtime-timeout", type=click.FloatRange(min=1), default=60.0, show_default=True,
+                           help="Seconds one file's probes may take (import included).")(command)
+    return click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu", show_default=True,
+                        help="Where --runtime probes run (auto: CUDA when available).")(command)
+
+
 def _fail(message: str) -> None:
     click.echo(f"modelint: error: {message}", err=True)
     sys.exit(EXIT_ERROR)
@@ -61,9 +68,15 @@ def main() -> None:
 @click.option("--fix", is_flag=True, help="Apply safe fixes, then report what remains.")
 @click.option("--unsafe-fixes", is_flag=True, help="Also apply (with --fix) or show fixes that may change behaviour.")
 @click.option("--diff", is_flag=True, help="Print the fixes as a unified diff and write nothing (exit 1 if any).")
+@_runtime_options
+@click.option("--runtime", is_flag=True,
+              help="Run each confirmable finding's model in a subprocess to confirm it (needs torch; runs your code).")
 def check(paths, select, ignore, extend_select, output_format, statistics, exit_zero, quiet, stdin_filename,
-          force_exclude, config_path, jobs, no_cache, cache_dir, fix, unsafe_fixes, diff) -> None:
+          force_exclude, config_path, jobs, no_cache, cache_dir, fix, unsafe_fixes, diff, device, runtime_timeout,
+          runtime) -> None:
     """Lint PATHS (files or folders; default: the current folder)."""
+    if runtime:
+        _require_torch("--runtime")
     from modelint.config import ConfigError, ConfigResolver
     from modelint.registry import UnknownCode, expand
     from modelint.runner import Overrides, run_paths, run_text
@@ -105,6 +118,10 @@ def check(paths, select, ignore, extend_select, output_format, statistics, exit_
         _fail(str(error))
 
     findings = run.findings
+    if runtime:
+        from modelint.runtime import attach_verdicts
+
+        attach_verdicts(findings, device, runtime_timeout, jobs=jobs or 2)
     from modelint.formats import FORMATS
 
     if statistics:
@@ -191,6 +208,83 @@ def _print_statistics(findings, output_format: str) -> None:
     width = max((len(str(r["count"])) for r in rows), default=1)
     for row in rows:
         click.echo(f"{row['count']:>{width}}\t{row['code']}\t{row['name']}")
+
+
+@main.command()
+@click.argument("targets", nargs=-1, required=True)
+@_runtime_options
+@click.option("--format", "output_format", default="text", type=click.Choice(["text", "json"]), show_default=True)
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+              help="Use this pyproject.toml / modelint.toml instead of the nearest one.")
+def verify(targets, device, runtime_timeout, output_format, config_path) -> None:
+    """Confirm findings at run time: TARGETS are PATH or PATH:LINE (runs your code in a subprocess).
+
+    With a LINE, the finding(s) on that line are checked; a line without a finding is measured
+    as it stands (the mode modelint sees there), e.g. to show that a fix works. Exit 1 if
+    anything is confirmed, 0 otherwise, 2 on errors.
+    """
+    _require_torch("verify")
+    from modelint.config import ConfigError, ConfigResolver
+    from modelint.runner import Overrides, run_paths
+    from modelint.runtime import PROBED_CODES, attach_verdicts, summary_line
+
+    wanted: dict[str, set[int] | None] = {}
+    for target in targets:
+        path, line = _split_target(target)
+        if not Path(path).is_file():
+            _fail(f"{path}: not a file")
+        key = str(Path(path))
+        if line is None:
+            wanted[key] = None
+        elif wanted.get(key, set()) is not None:
+            wanted.setdefault(key, set()).add(line)
+    try:
+        resolver = ConfigResolver(Path(config_path) if config_path else None)
+        run = run_paths(list(wanted), resolver, Overrides(), jobs=1, cache_dir=None)
+    except ConfigError as error:
+        _fail(str(error))
+    chosen = []
+    for finding in run.findings:
+        lines = wanted.get(str(Path(finding.path)), set())
+        if finding.code in PROBED_CODES and (lines is None or finding.location.row in lines):
+            chosen.append(finding)
+    bare = {path: sorted(line for line in lines if not any(
+        f.location.row == line and str(Path(f.path)) == path for f in chosen))
+        for path, lines in wanted.items() if lines}
+    sites = attach_verdicts(chosen, device, runtime_timeout, lines={p: ls for p, ls in bare.items() if ls})
+    if output_format == "json":
+        from modelint.formats import FORMATS
+
+        rows = json.loads(FORMATS["json"](chosen) or "[]")
+        rows += [{"filename": site.path, "location": {"row": site.line, "column": 1}, "code": None,
+                  "runtime": site.runtime} for site in sites]
+        click.echo(json.dumps(rows, indent=2))
+    else:
+        from modelint.formats.text import full
+
+        if chosen:
+            click.echo(full(chosen))
+        for site in sites:
+            click.echo(f"{site.path}:{site.line}: no finding here; {summary_line(site.runtime)}")
+        if not chosen and not sites:
+            click.echo("Nothing to verify: no finding of a runtime-checkable rule "
+                       f"({', '.join(sorted(PROBED_CODES))}).")
+    verdicts = [f.runtime for f in chosen] + [site.runtime for site in sites]
+    sys.exit(EXIT_FINDINGS if any((v or {}).get("verdict") == "confirmed" for v in verdicts) else EXIT_CLEAN)
+
+
+def _split_target(target: str) -> tuple[str, int | None]:
+    head, sep, tail = target.rpartition(":")
+    if sep and tail.isdigit() and not Path(target).exists():
+        return head, int(tail)
+    return target, None
+
+
+def _require_torch(what: str) -> None:
+    from modelint.runtime import torch_available
+
+    if not torch_available():
+        _fail(f"{what} needs PyTorch, which is not installed here: pip install 'modelint[runtime]'")
 
 
 @main.command()

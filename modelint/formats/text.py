@@ -18,6 +18,10 @@ def full(findings: list[Finding], show_unsafe: bool = False) -> str:
         lines.append(header(finding, show_unsafe))
         for related in finding.related:
             lines.append(f"    note: {related.path}:{related.location.row}:{related.location.column}: {related.message}")
+        if finding.runtime:
+            from modelint.runtime import summary_line
+
+            lines.append(f"    {summary_line(finding.runtime)}")
     return "\n".join(lines)
 
 

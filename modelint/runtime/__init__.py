@@ -1,0 +1,92 @@
+"""The runtime checker's one door: findings in, verdicts out.
+
+`attach_verdicts` plans a probe for every probe-able finding (see `plan.py`), runs one
+child process per file (`launch.py` -> `probe.py`, the only code that imports torch) and
+sets `finding.runtime`. Nothing here imports torch or the user's code.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from modelint.finding import Finding
+
+PROBED_CODES = frozenset({"MDL001", "MDL002", "MDL003", "MDL008", "MDL009", "MDL010", "MDL012"})
+DEVICES = ("cpu", "cuda", "auto")
+
+
+def torch_available() -> bool:
+    """Is torch installed? Found without importing it (the lint path stays torch-free)."""
+    try:
+        return importlib.util.find_spec("torch") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+@dataclass
+class SiteVerdict:
+    """`modelint verify PATH:LINE` on a line without a finding: what the line's code does."""
+
+    path: str
+    line: int
+    runtime: dict = field(default_factory=dict)
+
+
+def attach_verdicts(findings: list[Finding], device: str = "cpu", timeout: float | None = None,
+                    lines: dict[str, list[int]] | None = None, jobs: int = 2) -> list[SiteVerdict]:
+    """Probe each finding of a PROBED_CODES rule (and each bare line of `lines`), one child per file.
+
+    Sets `finding.runtime`; returns the verdicts of the bare lines.
+    """
+    from modelint.runtime.launch import DEFAULT_TIMEOUT
+
+    by_path: dict[str, list[Finding]] = {}
+    for finding in findings:
+        if finding.code in PROBED_CODES and finding.cell is None:
+            by_path.setdefault(finding.path, []).append(finding)
+    for path in lines or {}:
+        by_path.setdefault(path, [])
+    sites: list[SiteVerdict] = []
+    work = [(path, items, (lines or {}).get(path, [])) for path, items in by_path.items()]
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        for path, items, bare, verdicts in pool.map(
+                lambda job: (*job, _probe_file(*job, device, timeout or DEFAULT_TIMEOUT)), work):
+            for number, finding in enumerate(items):
+                finding.runtime = verdicts.get(f"f{number}")
+            sites.extend(SiteVerdict(path, line, verdicts.get(f"l{line}", {})) for line in bare)
+    return sites
+
+
+def _probe_file(path: str, findings: list[Finding], lines: list[int], device: str, timeout: float) -> dict:
+    from modelint import source
+    from modelint.runtime.launch import not_run, run_plan
+    from modelint.runtime.plan import plan_file
+
+    def everything(reason: str) -> dict:
+        keys = [f"f{n}" for n in range(len(findings))] + [f"l{line}" for line in lines]
+        return {key: not_run(reason) for key in keys}
+
+    try:
+        with open(path, "rb") as handle:
+            text = source.decode(handle.read())
+    except (OSError, source.UnreadableSource) as error:
+        return everything(f"cannot read the file: {error}")
+    try:
+        plan = plan_file(path, text, findings, lines)
+    except SyntaxError as error:
+        return everything(f"the file does not parse: {error.msg}")
+    except RecursionError:
+        return everything("the file is nested too deeply to plan a probe")
+    return run_plan(plan, device, timeout)
+
+
+def summary_line(runtime: dict | None) -> str | None:
+    """`runtime: confirmed on cpu: ...` for text output."""
+    if not runtime:
+        return None
+    device = runtime.get("device_name") or runtime.get("device")
+    where = f" on {device}" if device else ""
+    reason = runtime.get("reason") or ""
+    return f"runtime: {runtime.get('verdict', 'not run')}{where}" + (f": {reason}" if reason else "")

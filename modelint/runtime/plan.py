@@ -1,0 +1,443 @@
+"""The parent side of the runtime checker: from a finding (or a bare line) to a probe.
+
+A probe says which module to build (candidates: a constructor and its arguments as
+source text, evaluated in the user's module by the child), and which two scenarios
+to compare: the mode the flagged code runs in, reproduced as operations on the live
+module (`eval()`, `train()`, `.training = x`), against the fixed mode or the file
+with the finding's fix applied. The mode at a forward pass or a training step comes
+from modelint's own flow facts; the child never executes the user's training loop.
+
+No torch here: this runs in the linting process.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from dataclasses import dataclass, field
+
+import libcst as cst
+
+from modelint.facts import FileFacts
+from modelint.facts.flow import ModeFact
+from modelint.finding import Finding
+
+# What each probe-able rule claims, and so how it is measured.
+PROBED_CODES = frozenset({"MDL001", "MDL002", "MDL003", "MDL008", "MDL009", "MDL010", "MDL012"})
+
+_HINT = re.compile(r"#\s*modelint:\s*probe\s+(?P<expr>[A-Za-z_][\w.]*\s*\(.*\))\s*$", re.IGNORECASE)
+_INPUT_HINT = re.compile(r"#\s*modelint:\s*probe-input\s+(?P<expr>.+?)\s*$", re.IGNORECASE)
+# Method calls that return the module itself (or a copy of it): `Net().to(device).eval()`.
+_CHAIN_METHODS = frozenset({"to", "cuda", "cpu", "eval", "train", "double", "float", "half", "bfloat16",
+                            "requires_grad_", "share_memory", "type"})
+
+
+def op_call(method: str, arg: bool | None = None, path: list[str] | None = None) -> dict:
+    op = {"op": "call", "method": method, "path": path or []}
+    if arg is not None:
+        op["arg"] = arg
+    return op
+
+
+EVAL = op_call("eval")
+TRAIN = op_call("train")
+
+
+def scenario(describe: str, ops: list[dict], grad: bool = False, source: str = "original") -> dict:
+    return {"describe": describe, "ops": ops, "grad": grad, "source": source}
+
+
+def variant(kind: str, flagged: dict, fixed: dict) -> dict:
+    return {"kind": kind, "flagged": flagged, "fixed": fixed}
+
+
+@dataclass
+class Probe:
+    id: str
+    code: str | None
+    line: int
+    candidates: list[dict] = field(default_factory=list)
+    variants: list[dict] = field(default_factory=list)
+    contains: str | None = None
+    not_run: str | None = None  # decided here already, without running anything
+
+    def request(self) -> dict:
+        return {"id": self.id, "code": self.code, "candidates": self.candidates, "variants": self.variants,
+                "contains": self.contains}
+
+
+@dataclass
+class FilePlan:
+    path: str
+    probes: list[Probe]
+    fixed_sources: dict[str, str]
+    input_hint: str | None
+
+
+class _Source:
+    """One file read once: ast for shapes (classes, assignments), modelint's facts for mode."""
+
+    def __init__(self, path: str, text: str) -> None:
+        self.path, self.text = path, text
+        self.lines = text.split("\n")
+        self.tree = ast.parse(text)
+        self._facts: FileFacts | None = None
+        self.classes = {node.name: node for node in ast.walk(self.tree) if isinstance(node, ast.ClassDef)}
+        self.module_classes = self._module_classes()
+
+    @property
+    def facts(self) -> FileFacts:
+        if self._facts is None:
+            self._facts = FileFacts(cst.parse_module(self.text), self.path)
+        return self._facts
+
+    def _module_classes(self) -> list[str]:
+        """Classes of this file that derive from nn.Module (directly or through each other)."""
+        known: set[str] = set()
+        changed = True
+        while changed:
+            changed = False
+            for name, node in self.classes.items():
+                if name in known:
+                    continue
+                for base in node.bases:
+                    text = ast.unparse(base)
+                    tail = text.rsplit(".", 1)[-1]
+                    if tail in known or text.endswith(("nn.Module", "Module")) or "LightningModule" in text:
+                        known.add(name)
+                        changed = True
+                        break
+        return [name for name in self.classes if name in known]
+
+    def hint(self) -> tuple[dict | None, str | None]:
+        probe_hint = input_hint = None
+        for line in self.lines:
+            if probe_hint is None and (match := _HINT.search(line)):
+                probe_hint = _constructor(_parse_expr(match["expr"]), hint=True)
+            if input_hint is None and (match := _INPUT_HINT.search(line)):
+                input_hint = match["expr"]
+        return probe_hint, input_hint
+
+    def enclosing_class(self, line: int) -> ast.ClassDef | None:
+        best = None
+        for node in self.classes.values():
+            if node.lineno <= line <= (node.end_lineno or node.lineno) and node.name in self.module_classes:
+                if best is None or node.lineno > best.lineno:
+                    best = node
+        return best
+
+    def outermost_classes(self) -> list[str]:
+        """Module classes, those that no other class of the file builds first (the whole model)."""
+        used: set[str] = set()
+        for name in self.module_classes:
+            for node in ast.walk(self.classes[name]):
+                if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id != name:
+                    used.add(node.func.id)
+        return sorted(self.module_classes, key=lambda n: (n in used, -self.classes[n].lineno))
+
+    def constructions_of(self, target: str, before: int) -> list[dict]:
+        """Constructor calls assigned to `target` (`model = Net(...)`, `self.model = Net(...)`), the
+        nearest one above `before` first."""
+        found = []
+        tail = target.rsplit(".", 1)[-1]
+        for node in ast.walk(self.tree):
+            if isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None:
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                for each in targets:
+                    text = ast.unparse(each)
+                    if text == target or (target.startswith("self.") and text.rsplit(".", 1)[-1] == tail):
+                        candidate = _constructor(node.value)
+                        if candidate is not None:
+                            candidate["site"] = node.lineno
+                            found.append(candidate)
+        found.sort(key=lambda c: (c["site"] > before, abs(before - c["site"])))
+        return found
+
+    def passed_as(self, function: str, position: int, name: str) -> list[str]:
+        """Names passed as parameter `name` (at `position`) in calls of `function` in this file."""
+        names = []
+        for node in ast.walk(self.tree):
+            if isinstance(node, ast.Call) and ast.unparse(node.func).rsplit(".", 1)[-1] == function:
+                args = [a for a in node.args if not isinstance(a, ast.Starred)]
+                value = args[position] if position < len(args) else next(
+                    (k.value for k in node.keywords if k.arg == name), None)
+                if value is not None:
+                    names.append(ast.unparse(value))
+        return names
+
+
+def _parse_expr(text: str) -> ast.expr | None:
+    try:
+        return ast.parse(text.strip(), mode="eval").body
+    except SyntaxError:
+        return None
+
+
+def _constructor(value: ast.expr | None, hint: bool = False) -> dict | None:
+    """`Net(3, p=0.5).to(device)` -> {"class": "Net", "args": ["3"], "kwargs": {"p": "0.5"}}."""
+    while isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute) and \
+            value.func.attr in _CHAIN_METHODS and isinstance(value.func.value, ast.Call):
+        value = value.func.value
+    if not isinstance(value, ast.Call):
+        return None
+    callee = ast.unparse(value.func)
+    if not re.fullmatch(r"[A-Za-z_][\w.]*", callee) or not callee.rsplit(".", 1)[-1][:1].isupper():
+        return None  # `build_model(cfg)`, `torch.load(...)`: not a constructor we can replay
+    if any(isinstance(a, ast.Starred) for a in value.args) or any(k.arg is None for k in value.keywords):
+        return None
+    return {"class": callee, "args": [ast.unparse(a) for a in value.args],
+            "kwargs": {k.arg: ast.unparse(k.value) for k in value.keywords}, "hint": hint}
+
+
+def _fact_mode(fact: ModeFact | None) -> str:
+    if fact is None:
+        return "unknown"
+    if fact.definitely_eval:
+        return "eval"
+    if fact.train_sites:
+        return "train"  # on at least one path: what a finding claims
+    if fact.eval_sites and not fact.havoc:
+        return "eval"
+    return "unknown"
+
+
+def _split_key(key: str) -> tuple[str, list[str]]:
+    """`self.net.encoder` -> ("self.net", ["encoder"]); `model` -> ("model", [])."""
+    parts = key.split(".")
+    count = 2 if parts[0] == "self" and len(parts) > 1 else 1
+    return ".".join(parts[:count]), parts[count:]
+
+
+class Planner:
+    def __init__(self, path: str, text: str) -> None:
+        self.source = _Source(path, text)
+        self.fixed_sources: dict[str, str] = {}
+        self.hint, self.input_hint = self.source.hint()
+
+    # --- where the module comes from ------------------------------------------------------------
+
+    def candidates_for_key(self, key: str, line: int, function: str | None, params: list[str]) -> list[dict]:
+        root, path = _split_key(key)
+        found = self.source.constructions_of(root, line)
+        if not found and function and root in params:
+            for name in self.source.passed_as(function, params.index(root), root):
+                found.extend(self.source.constructions_of(name, line))
+        for candidate in found:
+            candidate["path"] = path
+        fallback = [{"class": name, "args": [], "kwargs": {}, "path": [], "require_mode_dependent": True}
+                    for name in self.source.outermost_classes()]
+        return self._with_hint(found + fallback)
+
+    def candidates_for_class(self, node: ast.ClassDef) -> list[dict]:
+        name = node.name
+        subclasses = [n for n, c in self.source.classes.items()
+                      if n in self.source.module_classes and any(ast.unparse(b).rsplit(".", 1)[-1] == name
+                                                                 for b in c.bases)]
+        own = [{"class": n, "args": [], "kwargs": {}, "path": []} for n in [name, *subclasses]]
+        built = []
+        for n in [name, *subclasses]:
+            for node_ in ast.walk(self.source.tree):
+                if isinstance(node_, ast.Call) and ast.unparse(node_.func).rsplit(".", 1)[-1] == n:
+                    candidate = _constructor(node_)
+                    if candidate is not None and (candidate["args"] or candidate["kwargs"]):
+                        candidate["site"] = node_.lineno
+                        built.append(candidate)
+        containers = [{"class": n, "args": [], "kwargs": {}, "path": [], "require_mode_dependent": True}
+                      for n in self.source.outermost_classes() if n not in (name, *subclasses)]
+        return self._with_hint(own[:1] + built + own[1:] + containers)
+
+    def _with_hint(self, candidates: list[dict]) -> list[dict]:
+        unique, seen = [], set()
+        for candidate in ([dict(self.hint, path=[])] if self.hint else []) + candidates:
+            marker = (candidate["class"], tuple(candidate["args"]), tuple(sorted(candidate["kwargs"].items())),
+                      tuple(candidate.get("path", [])))
+            if marker not in seen:
+                seen.add(marker)
+                unique.append(candidate)
+        return unique
+
+    # --- what the line does ---------------------------------------------------------------------
+
+    def _facts_at(self, line: int):
+        flow = self.source.facts.flow
+        positions = self.source.facts.positions
+        forwards, steps = [], []
+        for function_flow in flow.flows:
+            for call, forward in function_flow.forwards.items():
+                if positions[call].start.line == line:
+                    forwards.append(forward)
+            for call, step in function_flow.steps.items():
+                if positions[call].start.line == line:
+                    steps.append(step)
+        return forwards, steps
+
+    def plan(self, probe_id: str, line: int, code: str | None, finding: Finding | None) -> Probe:
+        probe = Probe(probe_id, code, line)
+        try:
+            self._plan(probe, line, code, finding)
+        except RecursionError:
+            probe.not_run = "the file is nested too deeply to plan a probe"
+        if not probe.not_run and not probe.candidates:
+            probe.not_run = "no nn.Module to build: the model is not constructed in this file (add " \
+                            "`# modelint: probe ClassName(...)`)"
+        return probe
+
+    def _plan(self, probe: Probe, line: int, code: str | None, finding: Finding | None) -> None:
+        if code in ("MDL008", "MDL009", "MDL012") or (code is None and self._class_line(line)):
+            self._plan_class(probe, line, code, finding)
+            return
+        text = self.source.lines[line - 1] if 0 < line <= len(self.source.lines) else ""
+        if code == "MDL010" or (code is None and re.search(r"\.training\s*=[^=]", text)):
+            self._plan_flag(probe, line, text)
+            return
+        forwards, steps = self._facts_at(line)
+        if code in ("MDL001", "MDL002") or (code is None and forwards):
+            if not forwards:
+                probe.not_run = f"no forward pass of a tracked model at line {line}"
+                return
+            self._plan_forward(probe, forwards[0], code, line)
+            return
+        if code == "MDL003" or (code is None and steps):
+            if not steps:
+                probe.not_run = f"no training step at line {line}"
+                return
+            self._plan_step(probe, steps[0], code, line)
+            return
+        probe.not_run = f"nothing at line {line} that the runtime checker can measure (a forward pass, a " \
+                        f"training step, a `.training` assignment or an nn.Module class)"
+
+    def _class_line(self, line: int) -> bool:
+        return self.source.enclosing_class(line) is not None
+
+    def _function_of(self, forward_or_step) -> tuple[str | None, list[str]]:
+        function = forward_or_step.function
+        if function is None:
+            return None, []
+        return function.name, list(function.params)
+
+    def _plan_forward(self, probe: Probe, forward, code: str | None, line: int) -> None:
+        name, params = self._function_of(forward)
+        probe.candidates = self.candidates_for_key(forward.key, line, name, params)
+        root, path = _split_key(forward.key)
+        model = forward.key
+        if code == "MDL002":
+            grad = not forward.grad.definitely_free
+            probe.variants = [variant(
+                "memory",
+                scenario(f"{model}(...) in eval mode with autograd on", [EVAL], grad=grad),
+                scenario(f"the same under torch.no_grad()", [EVAL], grad=False))]
+            return
+        mode = "train" if code == "MDL001" else _fact_mode(forward.mode)
+        if mode == "unknown":
+            probe.not_run = f"modelint cannot tell the mode of `{model}` at line {line} (it comes from a caller)"
+            return
+        ops = [TRAIN] if mode == "train" else [EVAL]
+        probe.variants = [variant(
+            "stochastic",
+            scenario(f"{model}(...) in {'training' if mode == 'train' else 'eval'} mode, as at line {line}", ops),
+            scenario(f"after {root}.eval()", [EVAL]))]
+
+    def _plan_step(self, probe: Probe, step, code: str | None, line: int) -> None:
+        models = {key: fact for key, fact in step.models.items() if fact.train_sites or fact.eval_sites}
+        if not models:
+            probe.not_run = f"no tracked model at the training step on line {line}"
+            return
+        key = next((k for k, f in models.items() if f.eval_sites), next(iter(models)))
+        name, params = self._function_of(step)
+        probe.candidates = self.candidates_for_key(key, line, name, params)
+        mode = "eval" if code == "MDL003" else _fact_mode(models[key])
+        if mode == "unknown":
+            probe.not_run = f"modelint cannot tell the mode of `{key}` at line {line}"
+            return
+        ops = [EVAL] if mode == "eval" else [TRAIN]
+        root, _ = _split_key(key)
+        probe.variants = [variant(
+            "inert",
+            scenario(f"training step with {key} in {'eval' if mode == 'eval' else 'training'} mode, as at line "
+                     f"{line}", ops),
+            scenario(f"after {root}.train()", [TRAIN]))]
+
+    def _plan_flag(self, probe: Probe, line: int, text: str) -> None:
+        match = re.search(r"(?P<target>[A-Za-z_][\w.]*)\.training\s*=\s*(?P<value>True|False)\b", text)
+        if not match:
+            probe.not_run = f"line {line} does not assign True/False to `.training`"
+            return
+        target, value = match["target"], match["value"] == "True"
+        node = self.source.enclosing_class(line)
+        function = self._enclosing_function(line)
+        probe.candidates = self.candidates_for_key(target, line, function.name if function else None,
+                                                   [a.arg for a in function.args.args] if function else [])
+        root, path = _split_key(target)
+        if value:
+            probe.variants = [variant(
+                "inert",
+                scenario(f"{target}.training = True after eval(): only that flag changes", [
+                    EVAL, {"op": "flag", "path": path, "value": True}]),
+                scenario(f"{target}.train()", [EVAL, op_call("train", path=path)]))]
+        else:
+            probe.variants = [variant(
+                "stochastic",
+                scenario(f"{target}.training = False: only that flag changes",
+                         [{"op": "flag", "path": path, "value": False}]),
+                scenario(f"{target}.eval()", [op_call("eval", path=path)]))]
+        del node
+
+    def _enclosing_function(self, line: int):
+        best = None
+        for node in ast.walk(self.source.tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and \
+                    node.lineno <= line <= (node.end_lineno or node.lineno):
+                if best is None or node.lineno > best.lineno:
+                    best = node
+        return best
+
+    def _plan_class(self, probe: Probe, line: int, code: str | None, finding: Finding | None) -> None:
+        node = self.source.enclosing_class(line)
+        if node is None:
+            probe.not_run = f"line {line} is not inside an nn.Module class of this file"
+            return
+        probe.candidates = self.candidates_for_class(node)
+        overrides = {f.name for f in node.body if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))}
+        base_fix = scenario("every submodule switched to eval mode, as nn.Module.train(False) does",
+                            [{"op": "base", "value": False}])
+        if code == "MDL012" and "eval" in overrides and "train" not in overrides:
+            probe.variants = [variant(
+                "bypass",
+                scenario("model.train(False), which skips the eval() override", [op_call("train", False)]),
+                scenario("model.eval(), the override", [EVAL]))]
+        elif code == "MDL012":
+            probe.variants = [variant("stochastic", scenario("after model.eval(), through the train() override",
+                                                             [EVAL]), base_fix)]
+        elif code == "MDL009":
+            probe.variants = [variant("stochastic", scenario("after model.eval()", [EVAL]),
+                                      scenario("submodules registered (nn.ModuleList/ModuleDict), then eval()",
+                                               [{"op": "register"}, EVAL]))]
+        elif code == "MDL008":
+            fixed = "fix"
+            if finding is not None and finding.fix is not None:
+                from modelint.fixer import apply_edits
+
+                fixed = f"fix_{probe.id}"
+                self.fixed_sources[fixed] = apply_edits(self.source.text, list(finding.fix.edits))
+                fixed_eval = scenario("after model.eval(), with the fix applied", [EVAL], source=fixed)
+                fixed_train = scenario("after model.train(), with the fix applied", [TRAIN], source=fixed)
+            else:
+                fixed_eval = base_fix
+                fixed_train = None
+            probe.variants = [variant("stochastic", scenario("after model.eval()", [EVAL]), fixed_eval)]
+            if fixed_train is not None:
+                probe.variants.append(variant("inert", scenario("after model.train()", [TRAIN]), fixed_train))
+        else:  # a bare line in a class: how does it behave in eval mode?
+            probe.variants = [variant("stochastic", scenario("after model.eval()", [EVAL]), base_fix)]
+        probe.contains = node.name if code == "MDL012" else None
+
+
+def plan_file(path: str, text: str, findings: list[Finding], lines: list[int] | None = None) -> FilePlan:
+    """Probes for the probe-able findings of one file, and for bare `lines` (verify PATH:LINE)."""
+    planner = Planner(path, text)
+    probes = []
+    for number, finding in enumerate(findings):
+        probes.append(planner.plan(f"f{number}", finding.location.row, finding.code, finding))
+    for line in lines or []:
+        probes.append(planner.plan(f"l{line}", line, None, None))
+    return FilePlan(path, probes, planner.fixed_sources, planner.input_hint)

@@ -1,0 +1,800 @@
+"""The child side of the runtime checker: `python -m modelint.runtime.probe`.
+
+Reads one JSON request on stdin (one user file, the probes built for its
+findings), imports the file under a module name that is not `__main__`, runs
+each probe and writes one JSON line per probe on the protocol channel (the
+original stdout, which user code can no longer reach: its prints go to stderr).
+
+This is the only place in modelint that imports torch. It never runs in the
+linting process: `modelint.runtime.launch` starts it with a timeout.
+
+Request:  {"path", "device", "seed", "memory_limit", "input_hint", "fixed_sources": {key: text},
+           "probes": [{"id", "code", "candidates": [...], "contains", "variants": [...]}]}
+Answers:  {"event": "ready", "device": ...}, then {"id": ..., "runtime": {...}} per probe.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+import os
+import sys
+import time
+import traceback
+import types
+
+TOLERANCE = 1e-6
+MODULE_NAME = "modelint_probe_target"
+_PROTOCOL = None  # file object writing to the original stdout
+
+
+def _send(message: dict) -> None:
+    _PROTOCOL.write(json.dumps(message) + "\n")
+    _PROTOCOL.flush()
+
+
+# --- sandboxing -----------------------------------------------------------------------------------
+
+def _take_protocol_channel() -> None:
+    """Keep the real stdout for answers; everything user code prints goes to stderr."""
+    global _PROTOCOL
+    fd = os.dup(1)
+    os.dup2(2, 1)
+    _PROTOCOL = os.fdopen(fd, "w", encoding="utf-8")
+    sys.stdout = sys.stderr
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    sys.stdin = open(os.devnull, encoding="utf-8")
+
+
+def _refuse_network() -> str:
+    """No network for user code: a fresh network namespace where the OS allows it,
+    and a socket layer that refuses to connect or resolve in any case."""
+    how = "socket"
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            clone_newuser, clone_newnet = 0x10000000, 0x40000000
+            if libc.unshare(clone_newnet) == 0 or libc.unshare(clone_newuser | clone_newnet) == 0:
+                how = "namespace+socket"
+        except Exception:  # noqa: BLE001 - best effort
+            pass
+    import socket
+
+    def refused(*_args, **_kwargs):
+        raise OSError("network access is disabled by the modelint runtime checker")
+
+    socket.socket.connect = refused  # type: ignore[method-assign]
+    socket.socket.connect_ex = refused  # type: ignore[method-assign]
+    socket.create_connection = refused  # type: ignore[assignment]
+    socket.getaddrinfo = refused  # type: ignore[assignment]
+    socket.gethostbyname = refused  # type: ignore[assignment]
+    return how
+
+
+def _limit_memory(limit: int | None) -> None:
+    if not limit:
+        return
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+        if hard != resource.RLIM_INFINITY:
+            limit = min(limit, hard)
+        resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    except (ImportError, ValueError, OSError):
+        pass
+
+
+# --- loading user code ----------------------------------------------------------------------------
+
+def _import_user_file(path: str, name: str, text: str | None = None) -> types.ModuleType:
+    """Import `path` as module `name` (never `__main__`: scripts' main blocks do not run)."""
+    if text is None:
+        spec = importlib.util.spec_from_file_location(name, path)
+        if spec is None or spec.loader is None:
+            raise ImportError(f"cannot load {path}")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+        return module
+    module = types.ModuleType(name)
+    module.__file__ = path
+    sys.modules[name] = module
+    exec(compile(text, path, "exec"), module.__dict__)  # noqa: S102 - the user's own file, with the fix applied
+    return module
+
+
+def _describe_exception(error: BaseException) -> str:
+    if isinstance(error, SystemExit):
+        return f"sys.exit({error.code!r})"
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0][:200]}" if text else type(error).__name__
+
+
+def _user_frame(error: BaseException, path: str) -> str:
+    """` (file.py:12)`: the deepest frame of the user's file in the traceback."""
+    where = ""
+    for frame in traceback.extract_tb(error.__traceback__):
+        if os.path.abspath(frame.filename) == path:
+            where = f" ({os.path.basename(path)}:{frame.lineno})"
+    return where
+
+
+# --- torch helpers (torch is imported by main() before any of these run) --------------------------
+
+def _seed(torch, seed: int) -> None:
+    import random
+
+    random.seed(seed)
+    torch.manual_seed(seed)
+    try:
+        import numpy
+
+        numpy.random.seed(seed)
+    except ImportError:
+        pass
+
+
+def _deterministic(torch) -> None:
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+    try:
+        torch.set_num_threads(1)
+    except RuntimeError:
+        pass
+
+
+_MODULE_INTERNALS: frozenset = frozenset()
+
+
+def _internals(torch) -> frozenset:
+    global _MODULE_INTERNALS
+    if not _MODULE_INTERNALS:
+        _MODULE_INTERNALS = frozenset(vars(torch.nn.Module()))
+    return _MODULE_INTERNALS
+
+
+def _plain_children(torch, module):
+    """(attribute, value) pairs of modules kept in plain lists/tuples/dicts: unregistered."""
+    nn = torch.nn
+    for name, value in list(vars(module).items()):
+        if name in _internals(torch):
+            continue
+        if isinstance(value, (list, tuple)) and value and _all_modules_in(nn, value):
+            yield name, value
+        elif isinstance(value, dict) and value and all(isinstance(k, str) for k in value) and \
+                _all_modules_in(nn, list(value.values())):
+            yield name, value
+
+
+def _all_modules_in(nn, items) -> bool:
+    return all(isinstance(item, nn.Module) or (isinstance(item, (list, tuple)) and item and
+                                               _all_modules_in(nn, item)) for item in items)
+
+
+def _flatten_modules(nn, value):
+    if isinstance(value, nn.Module):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _flatten_modules(nn, item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _flatten_modules(nn, item)
+
+
+def every_module(torch, root):
+    """Registered submodules and those hidden in plain containers, at any depth."""
+    seen: set[int] = set()
+    stack = [root]
+    out = []
+    while stack:
+        module = stack.pop()
+        if id(module) in seen:
+            continue
+        seen.add(id(module))
+        out.append(module)
+        stack.extend(reversed(list(module.children())))
+        for _name, value in _plain_children(torch, module):
+            stack.extend(_flatten_modules(torch.nn, value))
+    return out
+
+
+def _register_plain_containers(torch, root) -> int:
+    """The MDL009 fix, applied to a live instance: plain lists/dicts of modules become
+    nn.ModuleList/nn.ModuleDict, so eval()/train()/.to() reach them."""
+    nn = torch.nn
+    count = 0
+
+    def wrap(value):
+        if isinstance(value, dict):
+            return nn.ModuleDict({k: wrap(v) for k, v in value.items()})
+        if isinstance(value, (list, tuple)):
+            return nn.ModuleList([wrap(v) for v in value])
+        return value
+
+    for module in every_module(torch, root):
+        for name, value in list(_plain_children(torch, module)):
+            module.__dict__.pop(name, None)
+            setattr(module, name, wrap(value))
+            count += 1
+    return count
+
+
+MODE_DEPENDENT = ("_DropoutNd", "AlphaDropout", "FeatureAlphaDropout", "_BatchNorm", "_InstanceNorm", "RReLU",
+                  "RNNBase", "MultiheadAttention", "TransformerEncoderLayer", "TransformerDecoderLayer")
+
+
+def _mode_dependent_layers(torch, root) -> list[str]:
+    nn = torch.nn
+    found = []
+    for module in every_module(torch, root):
+        if isinstance(module, (nn.modules.dropout._DropoutNd, nn.RReLU)):
+            found.append(type(module).__name__)
+        elif isinstance(module, nn.modules.batchnorm._BatchNorm):
+            found.append(type(module).__name__)
+        elif isinstance(module, nn.modules.instancenorm._InstanceNorm) and module.track_running_stats:
+            found.append(type(module).__name__)
+        elif isinstance(module, nn.modules.rnn.RNNBase) and module.dropout > 0 and module.num_layers > 1:
+            found.append(type(module).__name__)
+        elif isinstance(module, nn.MultiheadAttention) and module.dropout > 0:
+            found.append(type(module).__name__)
+    return found
+
+
+def _resolve(root, path: list[str]):
+    obj = root
+    for part in path:
+        obj = obj[int(part)] if part.isdigit() else getattr(obj, part)
+    return obj
+
+
+def _tensors(torch, value, out: list) -> list:
+    if isinstance(value, torch.Tensor):
+        out.append(value.detach())
+    elif isinstance(value, dict):
+        for item in value.values():
+            _tensors(torch, item, out)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            _tensors(torch, item, out)
+    elif hasattr(value, "__dict__") and not isinstance(value, type):
+        for item in vars(value).values():
+            _tensors(torch, item, out)
+    return out
+
+
+def _max_diff(torch, a, b) -> float | None:
+    """Largest |a - b| over the tensors of two outputs (inf if their shapes differ)."""
+    left, right = _tensors(torch, a, []), _tensors(torch, b, [])
+    if not left or len(left) != len(right):
+        return None if not left and not right else float("inf")
+    worst = 0.0
+    for x, y in zip(left, right):
+        if x.shape != y.shape:
+            return float("inf")
+        if x.numel() == 0:
+            continue
+        x, y = x.double(), y.double()
+        both_nan = torch.isnan(x) & torch.isnan(y)
+        diff = (x - y).abs().masked_fill(both_nan, 0.0)
+        value = float(diff.max())
+        if value != value:  # NaN on one side only
+            return float("inf")
+        worst = max(worst, value)
+    return worst
+
+
+def _buffers(torch, root) -> list:
+    out = []
+    for module in every_module(torch, root):
+        for buffer in module._buffers.values():
+            if buffer is not None:
+                out.append((buffer, buffer.detach().clone()))
+    return out
+
+
+def _drift(torch, snapshot) -> float:
+    worst = 0.0
+    for live, before in snapshot:
+        if live.shape != before.shape:
+            return float("inf")
+        if live.numel():
+            worst = max(worst, float((live.detach().double() - before.double()).abs().max()))
+    return worst
+
+
+# --- building the module and its input ------------------------------------------------------------
+
+class NotRun(Exception):
+    """A probe that cannot run: the reason is the message."""
+
+
+def _evaluate(source: str, namespace: dict):
+    return eval(compile(source, "<modelint probe>", "eval"), namespace)  # noqa: S307 - the user's own code
+
+
+def _construct(torch, module, candidate: dict, device):
+    """Build candidate["class"] with its arguments, given as source text from the call site: each is
+    evaluated in the user's module; one that cannot be (`args.hidden`) is left out, so its default
+    applies or the signature check below says what is missing."""
+    import inspect
+
+    namespace = vars(module)
+    name = candidate["class"]
+    try:
+        cls = _evaluate(name, namespace)
+    except Exception:  # noqa: BLE001
+        raise NotRun(f"{name} not found after importing the file") from None
+    args, kwargs, unresolved = [], {}, []
+    for source in candidate.get("args", []):
+        if unresolved:
+            break
+        try:
+            args.append(_evaluate(source, namespace))
+        except Exception:  # noqa: BLE001 - a name only the script's main block defines
+            unresolved.append(source)
+    for key, source in candidate.get("kwargs", {}).items():
+        try:
+            kwargs[key] = _evaluate(source, namespace)
+        except Exception:  # noqa: BLE001
+            unresolved.append(f"{key}={source}")
+    try:
+        signature = inspect.signature(cls)
+    except (TypeError, ValueError):
+        signature = None
+    if signature is not None:
+        try:
+            signature.bind(*args, **kwargs)
+        except TypeError:
+            bound = set(list(signature.parameters)[:len(args)]) | set(kwargs)
+            missing = [p for p, param in signature.parameters.items()
+                       if param.default is param.empty and param.kind in (param.POSITIONAL_ONLY,
+                                                                          param.POSITIONAL_OR_KEYWORD,
+                                                                          param.KEYWORD_ONLY) and p not in bound]
+            where = candidate.get("site")
+            detail = (f" (at line {where}, {', '.join(unresolved)} cannot be evaluated outside the script)"
+                      if unresolved and where else "")
+            raise NotRun(f"constructor needs arguments: {name}({', '.join(missing)}){detail}; add "
+                         f"`# modelint: probe {name.rsplit('.', 1)[-1]}(...)` with literal arguments") from None
+    _seed(torch, 0)
+    try:
+        with torch.device(device):
+            instance = cls(*args, **kwargs)
+    except NotRun:
+        raise
+    except BaseException as error:  # noqa: BLE001 - user code
+        raise NotRun(f"constructing {name} failed: {_describe_exception(error)}"
+                     f"{_user_frame(error, module.__file__)}") from None
+    if not isinstance(instance, torch.nn.Module):
+        raise NotRun(f"{name} is not an nn.Module")
+    instance.to(device)
+    for extra in every_module(torch, instance):  # unregistered modules miss .to(): move them for the probe
+        extra.to(device)
+    return instance
+
+
+def _input_candidates(torch, target, device, hint: str | None, batch: int = 4):
+    """Inputs to try, most likely first: the file's `# modelint: probe-input` hint,
+    then shapes inferred from the first layer that takes the input."""
+    nn = torch.nn
+    if hint:
+        try:
+            _seed(torch, 1)
+            with torch.device(device):
+                value = eval(hint, {"torch": torch, "nn": nn, "__builtins__": {}})  # noqa: S307 - the file's own hint
+            yield f"hint {hint}", value
+        except Exception as error:  # noqa: BLE001
+            yield f"hint {hint} failed: {_describe_exception(error)}", None
+    for layer in every_module(torch, target):
+        shapes = []
+        dtype = None
+        if isinstance(layer, nn.Linear):
+            shapes = [(batch, layer.in_features), (batch, 8, layer.in_features)]
+        elif isinstance(layer, nn.Bilinear):
+            continue
+        elif isinstance(layer, nn.Conv1d):
+            shapes = [(batch, layer.in_channels, n) for n in (32, 64, 128)]
+        elif isinstance(layer, nn.Conv2d):
+            shapes = [(batch, layer.in_channels, n, n) for n in (32, 28, 64, 224)]
+        elif isinstance(layer, nn.Conv3d):
+            shapes = [(batch, layer.in_channels, n, n, n) for n in (8, 16, 32)]
+        elif isinstance(layer, nn.Embedding):
+            dtype = torch.long
+            shapes = [(batch, 16), (batch,)]
+        elif isinstance(layer, nn.modules.rnn.RNNBase):
+            if layer.batch_first:
+                shapes = [(batch, 12, layer.input_size)]
+            else:
+                shapes = [(12, batch, layer.input_size)]
+        elif isinstance(layer, nn.modules.batchnorm._BatchNorm):
+            n = layer.num_features
+            shapes = {nn.BatchNorm1d: [(batch, n), (batch, n, 16)], nn.BatchNorm2d: [(batch, n, 16, 16)],
+                      nn.BatchNorm3d: [(batch, n, 8, 8, 8)]}.get(type(layer), [(batch, n)])
+        elif isinstance(layer, (nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)):
+            d = layer.self_attn.embed_dim
+            shapes = [(batch, 10, d)] if layer.self_attn.batch_first else [(10, batch, d)]
+        elif isinstance(layer, nn.LayerNorm):
+            shapes = [(batch, *layer.normalized_shape)]
+        else:
+            continue
+        for shape in shapes:
+            _seed(torch, 1)
+            if dtype is torch.long:
+                value = torch.randint(0, layer.num_embeddings, shape, device=device)
+            else:
+                value = torch.randn(*shape, device=device)
+            yield f"{type(layer).__name__} -> {tuple(shape)}", value
+        return
+
+
+def _pick_input(torch, instance, path, device, hint):
+    """The first candidate input that the module accepts (tried in eval mode, no grad)."""
+    trial = copy.deepcopy(instance)
+    for module in trial.modules():
+        module.training = False
+    target = _resolve(trial, path)
+    errors = []
+    for label, value in _input_candidates(torch, target, device, hint):
+        if value is None:
+            errors.append(label)
+            continue
+        try:
+            with torch.no_grad():
+                _call(target, value)
+            return label, value
+        except Exception as error:  # noqa: BLE001 - wrong shape: try the next one
+            errors.append(f"{label}: {_describe_exception(error)}")
+    tried = "; ".join(errors[:3]) or "no Linear/Conv/Embedding/RNN layer to infer it from"
+    raise NotRun(f"could not infer an input for {type(target).__name__} ({tried}); "
+                 f"add `# modelint: probe-input torch.randn(...)`")
+
+
+def _call(target, value):
+    if isinstance(value, tuple):
+        return target(*value)
+    if isinstance(value, dict):
+        return target(**value)
+    return target(value)
+
+
+# --- running one scenario -------------------------------------------------------------------------
+
+class _AmbientMode:
+    """While active, modules constructed (e.g. `nn.Dropout(p)(x)` inside forward) take
+    the probed module's mode, as a registered submodule would: the MDL009 fix."""
+
+    def __init__(self, torch, mode: bool) -> None:
+        self.torch, self.mode, self.original = torch, mode, None
+
+    def __enter__(self):
+        module_class = self.torch.nn.Module
+        self.original = module_class.__init__
+        original, mode = self.original, self.mode
+
+        def init(module, *args, **kwargs):
+            original(module, *args, **kwargs)
+            module.training = mode
+
+        module_class.__init__ = init
+        return self
+
+    def __exit__(self, *exc):
+        self.torch.nn.Module.__init__ = self.original
+        return False
+
+
+def _apply(torch, root, op: dict, notes: list) -> None:
+    kind = op["op"]
+    if kind == "call":
+        target = _resolve(root, op.get("path", []))
+        method = getattr(target, op["method"])
+        if "arg" in op:
+            method(op["arg"])
+        else:
+            method()
+    elif kind == "flag":
+        _resolve(root, op.get("path", [])).training = op["value"]
+    elif kind == "base":
+        for module in _resolve(root, op.get("path", [])).modules():
+            module.training = op["value"]
+    elif kind == "register":
+        count = _register_plain_containers(torch, root)
+        notes.append(f"registered {count} plain container(s)")
+    else:
+        raise ValueError(f"unknown op {kind}")
+
+
+def run_scenario(torch, instance, scenario: dict, path, value, seed: int) -> dict:
+    model = copy.deepcopy(instance)
+    notes: list[str] = []
+    for op in scenario.get("ops", []):
+        _apply(torch, model, op, notes)
+    target = _resolve(model, path)
+    ambient = any(op["op"] == "register" for op in scenario.get("ops", []))
+    snapshot = _buffers(torch, model)
+    saved = {"count": 0, "bytes": 0}
+
+    def pack(tensor):
+        saved["count"] += 1
+        saved["bytes"] += tensor.numel() * tensor.element_size()
+        return tensor
+
+    outputs = []
+    _seed(torch, seed)
+    for index in range(2):
+        with torch.set_grad_enabled(bool(scenario.get("grad"))):
+            hooks = torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t) if index == 0 else None
+            if hooks is not None:
+                hooks.__enter__()
+            try:
+                if ambient:
+                    with _AmbientMode(torch, target.training):
+                        outputs.append(_call(target, value))
+                else:
+                    outputs.append(_call(target, value))
+            finally:
+                if hooks is not None:
+                    hooks.__exit__(None, None, None)
+        if index == 0:
+            outputs[0] = _detached(torch, outputs[0])
+    return {
+        "self_diff": _max_diff(torch, outputs[0], outputs[1]),
+        "drift": _drift(torch, snapshot),
+        "saved_tensors": saved["count"],
+        "graph_bytes": saved["bytes"],
+        "output": outputs[0],
+        "modes": _mode_summary(torch, model),
+        "notes": notes,
+    }
+
+
+def _detached(torch, value):
+    if isinstance(value, torch.Tensor):
+        return value.detach().clone()
+    if isinstance(value, (list, tuple)):
+        items = [_detached(torch, v) for v in value]
+        return type(value)(items) if isinstance(value, list) or not hasattr(value, "_fields") else type(value)(*items)
+    if isinstance(value, dict):
+        return {k: _detached(torch, v) for k, v in value.items()}
+    return value
+
+
+def _mode_summary(torch, model) -> str:
+    modules = every_module(torch, model)
+    training = sum(1 for m in modules if m.training)
+    return f"{training}/{len(modules)} modules in training mode"
+
+
+# --- verdicts -------------------------------------------------------------------------------------
+
+def _active(result: dict) -> bool:
+    diff = result["self_diff"]
+    return (diff is not None and diff > TOLERANCE) or result["drift"] > 0
+
+
+def _stable(result: dict) -> bool:
+    diff = result["self_diff"]
+    return (diff is None or diff <= TOLERANCE) and result["drift"] == 0
+
+
+def _round(value):
+    if value is None:
+        return None
+    if value == float("inf"):
+        return "inf"
+    return float(f"{value:.6g}")
+
+
+def judge(torch, variant: dict, flagged: dict, fixed: dict) -> dict:
+    """One variant's verdict from the two scenarios it ran."""
+    kind = variant["kind"]
+    flagged_desc, fixed_desc = variant["flagged"]["describe"], variant["fixed"]["describe"]
+    cross = _max_diff(torch, flagged["output"], fixed["output"])
+    if kind == "memory":
+        extra = {"saved_tensors": flagged["saved_tensors"], "graph_bytes": flagged["graph_bytes"]}
+        same = cross is not None and cross <= TOLERANCE
+        if flagged["graph_bytes"] > 0 and fixed["graph_bytes"] == 0 and same:
+            return {"verdict": "confirmed", "max_abs_diff": _round(cross), "stat_drift": _round(flagged["drift"]),
+                    "reason": f"{flagged_desc}: autograd saved {flagged['saved_tensors']} tensors "
+                              f"({flagged['graph_bytes']} bytes) for a graph nobody uses; {fixed_desc}: none, "
+                              f"same outputs", **extra}
+        why = ("no tensor was saved for backward" if flagged["graph_bytes"] == 0 else
+               "the outputs differ between the two runs" if not same else "the fixed run still records a graph")
+        return {"verdict": "not reproduced", "max_abs_diff": _round(cross), "stat_drift": _round(flagged["drift"]),
+                "reason": f"{flagged_desc}: {why}", **extra}
+    if kind == "bypass":
+        # Both sides deterministic; the override only shows as a different output.
+        if not (_stable(flagged) and _stable(fixed)):
+            return {"verdict": "not reproduced", "max_abs_diff": _round(cross), "stat_drift": _round(flagged["drift"]),
+                    "reason": f"the outputs vary from one call to the next in {flagged_desc} or {fixed_desc}: "
+                              f"nothing to compare"}
+        if cross is not None and cross > TOLERANCE:
+            return {"verdict": "confirmed", "max_abs_diff": _round(cross), "stat_drift": 0.0,
+                    "reason": f"{flagged_desc} and {fixed_desc} give outputs that differ by up to {_round(cross)}"}
+        return {"verdict": "not reproduced", "max_abs_diff": _round(cross), "stat_drift": 0.0,
+                "reason": f"{flagged_desc} and {fixed_desc} give the same outputs"}
+    if kind == "stochastic":
+        if not _active(flagged):
+            return {"verdict": "not reproduced", "max_abs_diff": _round(flagged["self_diff"]), "stat_drift": 0.0,
+                    "reason": f"{flagged_desc}: two identical forward passes gave identical outputs and no "
+                              f"running statistic moved ({flagged['modes']})"}
+        if not _stable(fixed):
+            return {"verdict": "not reproduced", "max_abs_diff": _round(flagged["self_diff"]),
+                    "stat_drift": _round(flagged["drift"]),
+                    "reason": f"{flagged_desc} varies, but {fixed_desc} varies too (max |Δ| "
+                              f"{_round(fixed['self_diff'])}, stat drift {_round(fixed['drift'])}): the "
+                              f"difference is not caused by the mode"}
+        return {"verdict": "confirmed", "max_abs_diff": _round(flagged["self_diff"]),
+                "stat_drift": _round(flagged["drift"]),
+                "reason": f"{flagged_desc}: {_effect(flagged)} ({flagged['modes']}); {fixed_desc}: identical "
+                          f"outputs, statistics unchanged"}
+    # inert: the flagged code silently skips what the mode should switch on
+    if not _stable(flagged):
+        return {"verdict": "not reproduced", "max_abs_diff": _round(cross), "stat_drift": _round(flagged["drift"]),
+                "reason": f"{flagged_desc}: Dropout/BatchNorm are active already ({_effect(flagged)})"}
+    if not _active(fixed):
+        return {"verdict": "not reproduced", "max_abs_diff": _round(cross), "stat_drift": 0.0,
+                "reason": f"{fixed_desc} behaves the same (deterministic, statistics unchanged): the mode "
+                          f"does not matter for this module and input"}
+    return {"verdict": "confirmed", "max_abs_diff": _round(cross), "stat_drift": _round(fixed["drift"]),
+            "reason": f"{flagged_desc}: deterministic, running statistics frozen ({flagged['modes']}); "
+                      f"{fixed_desc}: {_effect(fixed)}; outputs differ by up to {_round(cross)}"}
+
+
+def _effect(result: dict) -> str:
+    parts = []
+    if result["self_diff"] is not None and result["self_diff"] > TOLERANCE:
+        parts.append(f"two identical forward passes differ by up to {_round(result['self_diff'])}")
+    if result["drift"] > 0:
+        parts.append(f"running statistics moved by up to {_round(result['drift'])}")
+    return " and ".join(parts) or "no effect"
+
+
+# --- one probe ------------------------------------------------------------------------------------
+
+def run_probe(torch, probe: dict, modules: dict, device, hint: str | None) -> dict:
+    code = probe["code"]
+    instance = label = value = candidate = None
+    primary_reason = None
+    for candidate in probe["candidates"]:
+        try:
+            instance = _construct(torch, modules["original"], candidate, device)
+            if probe.get("contains"):
+                wanted = getattr(modules["original"], probe["contains"], None)
+                if wanted is not None and not any(isinstance(m, wanted) for m in every_module(torch, instance)):
+                    raise NotRun(f"{candidate['class']} does not contain a {probe['contains']}")
+            if candidate.get("require_mode_dependent") and not _mode_dependent_layers(torch, instance):
+                raise NotRun(f"{candidate['class']} has no Dropout/BatchNorm layer")
+            path = candidate.get("path", [])
+            label, value = _pick_input(torch, instance, path, device, hint)
+            break
+        except NotRun as reason:
+            primary_reason = primary_reason or str(reason)
+            instance = None
+    if instance is None:
+        raise NotRun(primary_reason or "no nn.Module class in this file to probe")
+    path = candidate.get("path", [])
+    fixed_instances: dict[str, object] = {}
+    last = None
+    results = []
+    for variant in probe["variants"]:
+        ran = {}
+        for side in ("flagged", "fixed"):
+            scenario = variant[side]
+            source = scenario.get("source", "original")
+            model = instance
+            if source != "original":
+                if source not in fixed_instances:
+                    fixed_module = modules.get(source)
+                    if fixed_module is None:
+                        raise NotRun(f"importing the file with the fix applied failed: {modules.get(source + ':error')}")
+                    fixed_instances[source] = _construct(torch, fixed_module, candidate, device)
+                    try:
+                        fixed_instances[source].load_state_dict(instance.state_dict())
+                    except Exception:  # noqa: BLE001 - same seed, same init: fine without
+                        pass
+                model = fixed_instances[source]
+            try:
+                ran[side] = run_scenario(torch, model, scenario, path, value, seed=probe.get("seed", 1234))
+            except NotRun:
+                raise
+            except BaseException as error:  # noqa: BLE001 - user forward
+                if isinstance(error, KeyboardInterrupt):
+                    raise
+                raise NotRun(f"forward pass failed in {scenario['describe']}: {_describe_exception(error)}"
+                             f"{_user_frame(error, modules['original'].__file__)}") from None
+        verdict = judge(torch, variant, ran["flagged"], ran["fixed"])
+        results.append(verdict)
+        last = verdict
+        if verdict["verdict"] == "confirmed":
+            break
+    outcome = dict(last)
+    if outcome["verdict"] != "confirmed" and len(results) > 1:
+        outcome["reason"] = " / ".join(r["reason"] for r in results)
+    outcome.update({"module": candidate["class"] + ("." + ".".join(path) if path else ""), "input": label,
+                    "code": code})
+    return outcome
+
+
+def main(request_text: str) -> int:
+    _take_protocol_channel()
+    request = json.loads(request_text)
+    started = time.monotonic()
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    path = os.path.abspath(request["path"])
+    network = _refuse_network()
+    try:
+        import torch
+    except ImportError as error:
+        _send({"event": "fatal", "reason": f"PyTorch is not importable: {error}"})
+        return 0
+    wanted = request.get("device", "cpu")
+    cuda = torch.cuda.is_available()
+    if wanted == "auto":
+        wanted = "cuda" if cuda else "cpu"
+    if wanted.startswith("cuda") and not cuda:
+        _send({"event": "fatal", "device": wanted, "reason": "CUDA is not available on this machine"})
+        return 0
+    device = torch.device(wanted)
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    if device.type == "cpu":  # CUDA reserves far more address space than it uses: no RLIMIT_AS there
+        _limit_memory(request.get("memory_limit"))
+    _deterministic(torch)
+    _send({"event": "ready", "device": str(device), "device_name": device_name, "network": network,
+           "torch": torch.__version__})
+    folder = os.path.dirname(path)
+    os.chdir(folder)
+    sys.path.insert(0, folder)
+    sys.argv = [path]
+    modules: dict[str, object] = {}
+    try:
+        modules["original"] = _import_user_file(path, MODULE_NAME)
+    except BaseException as error:  # noqa: BLE001 - sys.exit, crash at import
+        if isinstance(error, KeyboardInterrupt):
+            raise
+        _send({"event": "fatal", "device": str(device),
+               "reason": f"importing {os.path.basename(path)} failed: {_describe_exception(error)}"
+                         f"{_user_frame(error, path)}"})
+        return 0
+    for key, text in (request.get("fixed_sources") or {}).items():
+        try:
+            modules[key] = _import_user_file(path, f"{MODULE_NAME}_{key}", text)
+        except BaseException as error:  # noqa: BLE001
+            modules[key + ":error"] = _describe_exception(error)
+    for probe in request["probes"]:
+        try:
+            runtime = run_probe(torch, probe, modules, device, request.get("input_hint"))
+        except NotRun as reason:
+            runtime = {"verdict": "not run", "max_abs_diff": None, "stat_drift": None, "reason": str(reason)}
+        except BaseException as error:  # noqa: BLE001 - sys.exit inside user code
+            if isinstance(error, KeyboardInterrupt):
+                raise
+            runtime = {"verdict": "not run", "max_abs_diff": None, "stat_drift": None,
+                       "reason": f"probe failed: {_describe_exception(error)}"}
+        runtime["device"] = str(device)
+        if device.type == "cuda":
+            runtime["device_name"] = device_name
+        _send({"id": probe["id"], "runtime": runtime})
+    _send({"event": "done", "seconds": round(time.monotonic() - started, 3)})
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        code = main(sys.stdin.read())
+    except BaseException as error:  # noqa: BLE001 - last line of defence: say why on the channel
+        if _PROTOCOL is not None:
+            _send({"event": "fatal", "reason": f"probe crashed: {_describe_exception(error)}"})
+        code = 0
+    finally:
+        if _PROTOCOL is not None:
+            _PROTOCOL.flush()
+    # Leave at once: threads or atexit handlers registered by user code must not keep us alive.
+    os._exit(code)
