@@ -217,6 +217,7 @@ class FunctionFlow:
     forwards: dict[cst.Call, Forward] = field(default_factory=dict)
     steps: dict[cst.Call, TrainingStep] = field(default_factory=dict)
     helper_evaluations: dict[tuple, HelperEvaluation] = field(default_factory=dict)
+    passed_modes: dict[cst.Call, ModeFact] = field(default_factory=dict)  # a helper's forward -> callers' mode
     exit_state: State | None = None
     trains: bool = False  # it has a training step (backward/step)
 
@@ -837,6 +838,9 @@ class _Walker:
                 continue
             key = f"{target}{dot}{rest}"
             fact = state.fact(key)
+            if use.node is not None:  # same file: what the helper's forward receives (runtime verify reads it)
+                known = self.out.passed_modes.get(use.node)
+                self.out.passed_modes[use.node] = fact if known is None else known.join(fact)
             if not fact.definitely_train or not fact.dependence.may_depend:
                 continue
             if not fact.certain and not self.flow.modules.is_module_name(key, self.out.function):

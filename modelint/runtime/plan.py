@@ -25,6 +25,8 @@ from modelint.finding import Finding
 # What each probe-able rule claims, and so how it is measured.
 PROBED_CODES = frozenset({"MDL001", "MDL002", "MDL003", "MDL008", "MDL009", "MDL010", "MDL012"})
 
+# `model.eval()`, `model.train()`, `model.train(False)` as a statement of its own.
+_MODE_CALL = re.compile(r"^\s*(?P<target>[A-Za-z_][\w.]*)\.(?P<method>eval|train)\((?P<arg>True|False)?\)\s*(#.*)?$")
 _HINT = re.compile(r"#\s*modelint:\s*probe\s+(?P<expr>[A-Za-z_][\w.]*\s*\(.*\))\s*$", re.IGNORECASE)
 _INPUT_HINT = re.compile(r"#\s*modelint:\s*probe-input\s+(?P<expr>.+?)\s*$", re.IGNORECASE)
 # Method calls that return the module itself (or a copy of it): `Net().to(device).eval()`.
@@ -290,6 +292,9 @@ class Planner:
         if code == "MDL010" or (code is None and re.search(r"\.training\s*=[^=]", text)):
             self._plan_flag(probe, line, text)
             return
+        if code is None and (match := _MODE_CALL.search(text)):
+            self._plan_mode_call(probe, line, match)
+            return
         forwards, steps = self._facts_at(line)
         if code in ("MDL001", "MDL002") or (code is None and forwards):
             if not forwards:
@@ -328,6 +333,14 @@ class Planner:
                 scenario(f"the same under torch.no_grad()", [EVAL], grad=False))]
             return
         mode = "train" if code == "MDL001" else _fact_mode(forward.mode)
+        if mode == "unknown" and forward.mode.entry and not forward.mode.havoc:
+            passed = [flow.passed_modes[forward.call] for flow in self.source.facts.flow.flows
+                      if forward.call in flow.passed_modes]
+            if passed:
+                joined = passed[0]
+                for fact in passed[1:]:
+                    joined = joined.join(fact)
+                mode = _fact_mode(joined)
         if mode == "unknown":
             probe.not_run = f"modelint cannot tell the mode of `{model}` at line {line} (it comes from a caller)"
             return
@@ -336,6 +349,12 @@ class Planner:
             "stochastic",
             scenario(f"{model}(...) in {'training' if mode == 'train' else 'eval'} mode, as at line {line}", ops),
             scenario(f"after {root}.eval()", [EVAL]))]
+        if code is None and mode == "eval":  # a bare line: is the graph it records wasted too?
+            grad = not forward.grad.definitely_free
+            probe.variants.append(variant(
+                "memory", scenario(f"{model}(...) with autograd {'on' if grad else 'off'}, as at line {line}",
+                                   [EVAL], grad=grad),
+                scenario("under torch.no_grad()", [EVAL], grad=False)))
 
     def _plan_step(self, probe: Probe, step, code: str | None, line: int) -> None:
         models = {key: fact for key, fact in step.models.items() if fact.train_sites or fact.eval_sites}
@@ -381,6 +400,23 @@ class Planner:
                          [{"op": "flag", "path": path, "value": False}]),
                 scenario(f"{target}.eval()", [op_call("eval", path=path)]))]
         del node
+
+    def _plan_mode_call(self, probe: Probe, line: int, match: re.Match) -> None:
+        """A line that sets the mode with a method call (the fixed twin of a `.training =` line)."""
+        target = match["target"]
+        to_eval = match["method"] == "eval" or match["arg"] == "False"
+        function = self._enclosing_function(line)
+        probe.candidates = self.candidates_for_key(target, line, function.name if function else None,
+                                                   [a.arg for a in function.args.args] if function else [])
+        _, path = _split_key(target)
+        call = op_call(match["method"], {"True": True, "False": False}.get(match["arg"] or ""), path)
+        statement = match.group(0).split("#")[0].strip()
+        if to_eval:
+            probe.variants = [variant("stochastic", scenario(statement, [call]),
+                                      scenario(f"{target}.eval()", [op_call("eval", path=path)]))]
+        else:
+            probe.variants = [variant("inert", scenario(f"{statement} after eval()", [EVAL, call]),
+                                      scenario(f"{target}.train()", [EVAL, op_call("train", path=path)]))]
 
     def _enclosing_function(self, line: int):
         best = None

@@ -200,9 +200,11 @@ def every_module(torch, root):
             continue
         seen.add(id(module))
         out.append(module)
+        # Registered children first, in definition order (the first layer gives the input shape);
+        # modules hidden in plain containers after them.
+        hidden = [m for _name, value in _plain_children(torch, module) for m in _flatten_modules(torch.nn, value)]
+        stack.extend(reversed(hidden))
         stack.extend(reversed(list(module.children())))
-        for _name, value in _plain_children(torch, module):
-            stack.extend(_flatten_modules(torch.nn, value))
     return out
 
 
@@ -294,8 +296,9 @@ def _max_diff(torch, a, b) -> float | None:
 def _buffers(torch, root) -> list:
     out = []
     for module in every_module(torch, root):
-        for buffer in module._buffers.values():
-            if buffer is not None:
+        for name, buffer in module._buffers.items():
+            # The batch counter moves with the statistics; its "drift" (a count) would only mislead.
+            if buffer is not None and name != "num_batches_tracked":
                 out.append((buffer, buffer.detach().clone()))
     return out
 
@@ -405,7 +408,7 @@ def _input_candidates(torch, target, device, hint: str | None, batch: int = 4):
             shapes = [(batch, layer.in_channels, n, n) for n in (32, 28, 64, 224)]
         elif isinstance(layer, nn.Conv3d):
             shapes = [(batch, layer.in_channels, n, n, n) for n in (8, 16, 32)]
-        elif isinstance(layer, nn.Embedding):
+        elif isinstance(layer, (nn.Embedding, nn.EmbeddingBag)):
             dtype = torch.long
             shapes = [(batch, 16), (batch,)]
         elif isinstance(layer, nn.modules.rnn.RNNBase):
@@ -617,9 +620,9 @@ def judge(torch, variant: dict, flagged: dict, fixed: dict) -> dict:
                               f"nothing to compare"}
         if cross is not None and cross > TOLERANCE:
             return {"verdict": "confirmed", "max_abs_diff": _round(cross), "stat_drift": 0.0,
-                    "reason": f"{flagged_desc} and {fixed_desc} give outputs that differ by up to {_round(cross)}"}
+                    "reason": f"{flagged_desc}; {fixed_desc}: the outputs differ by up to {_round(cross)}"}
         return {"verdict": "not reproduced", "max_abs_diff": _round(cross), "stat_drift": 0.0,
-                "reason": f"{flagged_desc} and {fixed_desc} give the same outputs"}
+                "reason": f"{flagged_desc}; {fixed_desc}: the same outputs"}
     if kind == "stochastic":
         if not _active(flagged):
             return {"verdict": "not reproduced", "max_abs_diff": _round(flagged["self_diff"]), "stat_drift": 0.0,

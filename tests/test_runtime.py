@@ -1,0 +1,214 @@
+"""The runtime checker on fixtures/runtime/: flagged files and their fixed twins.
+
+- every probe-able finding of a flagged file (`name.py`, not `notrun_*`) is `confirmed` on CPU;
+- every line marked `# fixed: CODE` in a twin (`name_fixed.py`) is `not reproduced`;
+- `notrun_*` files give `not run` with a reason, within the timeout;
+- the same on CUDA when there is one (skipped otherwise);
+- the static path never imports torch, and `--runtime` without torch is one line and exit 2.
+
+torch comes from the test extra (`pip install -e '.[test]'`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+torch = pytest.importorskip("torch", reason="the runtime checker's tests need torch (the test extra installs it)")
+
+from modelint import cli  # noqa: E402
+from modelint.runtime import PROBED_CODES  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+RUNTIME = REPO / "fixtures" / "runtime"
+FLAGGED = sorted(p for p in RUNTIME.glob("*.py") if not p.stem.endswith("_fixed") and not p.stem.startswith("notrun_"))
+TWINS = sorted(RUNTIME.glob("*_fixed.py"))
+NOT_RUN = sorted(RUNTIME.glob("notrun_*.py"))
+_FIXED = re.compile(r"#\s*fixed:\s*(MDL\d{3})")
+CUDA = torch.cuda.is_available()
+
+
+def modelint(*args: str, timeout: float = 600) -> tuple[int, str, str]:
+    completed = subprocess.run([sys.executable, "-m", "modelint", *args], cwd=REPO, capture_output=True, text=True,
+                               timeout=timeout, env={**os.environ, "NO_COLOR": "1"})
+    return completed.returncode, completed.stdout, completed.stderr
+
+
+def twin_lines(path: Path) -> list[int]:
+    return [row for row, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if _FIXED.search(line)]
+
+
+_CHECKED: dict[str, list[dict]] = {}
+
+
+def checked(device: str) -> list[dict]:
+    """`check --runtime` over the flagged and not-run fixtures, once per device."""
+    if device not in _CHECKED:
+        code, out, err = modelint("check", "--runtime", "--device", device, "--runtime-timeout", "20", "--no-cache",
+                                  "--format", "json", *(str(p.relative_to(REPO)) for p in FLAGGED + NOT_RUN))
+        assert code == 1, err
+        _CHECKED[device] = json.loads(out)
+    return _CHECKED[device]
+
+
+def probed(findings: list[dict], path: Path) -> list[dict]:
+    return [f for f in findings if Path(f["filename"]).name == path.name and f["code"] in PROBED_CODES]
+
+
+def test_fixture_set_is_complete() -> None:
+    assert len(FLAGGED) >= 15 and len(NOT_RUN) >= 3
+    assert {p.stem + "_fixed" for p in FLAGGED} == {p.stem for p in TWINS}
+    codes = {f"MDL{m}" for p in FLAGGED for m in re.findall(r"expect:\s*MDL(\d{3})", p.read_text())}
+    assert codes >= PROBED_CODES, sorted(PROBED_CODES - codes)
+    for twin in TWINS:
+        assert twin_lines(twin), f"{twin.name} marks no `# fixed: CODE` line"
+
+
+def _confirmed_share(device: str) -> None:
+    findings = checked(device)
+    verdicts = {}
+    for path in FLAGGED:
+        items = probed(findings, path)
+        assert items, f"{path.name}: no probe-able finding"
+        for finding in items:
+            runtime = finding["runtime"]
+            assert runtime["device"].startswith(device) or device == "auto"
+            verdicts[f"{path.name}:{finding['location']['row']} {finding['code']}"] = runtime
+    misses = {k: v["reason"] for k, v in verdicts.items() if v["verdict"] != "confirmed"}
+    share = 1 - len(misses) / len(verdicts)
+    assert share >= 0.95, f"{share:.0%} confirmed; not confirmed: {json.dumps(misses, indent=1)}"
+    for runtime in verdicts.values():
+        if runtime["verdict"] == "confirmed":
+            assert runtime["max_abs_diff"] is not None and runtime["reason"]
+
+
+def test_confirmable_fixtures_are_confirmed_on_cpu() -> None:
+    _confirmed_share("cpu")
+
+
+@pytest.mark.parametrize("twin", TWINS, ids=[p.stem for p in TWINS])
+def test_fixed_twin_is_not_reproduced(twin: Path) -> None:
+    targets = [f"{twin.relative_to(REPO)}:{line}" for line in twin_lines(twin)]
+    code, out, err = modelint("verify", "--format", "json", "--runtime-timeout", "20", *targets)
+    assert code == 0, out + err
+    rows = json.loads(out)
+    assert len(rows) == len(targets)
+    for row in rows:
+        assert row["runtime"]["verdict"] == "not reproduced", row["runtime"]
+
+
+def test_verify_confirms_a_flagged_line() -> None:
+    path = RUNTIME / "gat_functional_dropout.py"
+    line = next(r for r, text in enumerate(path.read_text().splitlines(), 1) if "expect: MDL008" in text)
+    code, out, _ = modelint("verify", f"{path.relative_to(REPO)}:{line}")
+    assert code == 1
+    assert f":{line}:" in out and "runtime: confirmed on cpu" in out
+
+
+def test_constructor_with_unknown_arguments_is_not_run() -> None:
+    [finding] = probed(checked("cpu"), RUNTIME / "notrun_config_constructor.py")
+    assert finding["runtime"]["verdict"] == "not run"
+    assert "constructor needs arguments: ConvNet(cfg)" in finding["runtime"]["reason"]
+
+
+def test_sys_exit_at_import_is_not_run() -> None:
+    [finding] = probed(checked("cpu"), RUNTIME / "notrun_sys_exit_at_import.py")
+    assert finding["runtime"]["verdict"] == "not run"
+    assert "sys.exit(" in finding["runtime"]["reason"]
+
+
+def test_endless_import_is_not_run_within_the_timeout() -> None:
+    started = time.monotonic()
+    code, out, _ = modelint("check", "--runtime", "--runtime-timeout", "5", "--no-cache", "--format", "json",
+                            str((RUNTIME / "notrun_serves_forever.py").relative_to(REPO)))
+    assert time.monotonic() - started < 60
+    [finding] = probed(json.loads(out), RUNTIME / "notrun_serves_forever.py")
+    assert finding["runtime"]["verdict"] == "not run"
+    assert "timed out after 5 s" in finding["runtime"]["reason"]
+
+
+def test_user_code_has_no_network(tmp_path: Path) -> None:
+    (tmp_path / "phones_home.py").write_text(
+        "import socket\nimport torch\nimport torch.nn as nn\n"
+        "socket.create_connection(('192.0.2.1', 80), timeout=1)\n"
+        "model = nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.5))\n"
+        "with torch.no_grad():\n    model(torch.randn(2, 4))\n")
+    code, out, _ = modelint("check", "--runtime", "--no-cache", "--format", "json", str(tmp_path / "phones_home.py"))
+    [finding] = json.loads(out)
+    assert finding["code"] == "MDL001"
+    assert finding["runtime"]["verdict"] == "not run"
+    assert "network access is disabled" in finding["runtime"]["reason"] or "Network is unreachable" in \
+        finding["runtime"]["reason"]
+
+
+def test_user_code_runs_only_when_asked(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    (tmp_path / "side_effect.py").write_text(
+        f"open({str(marker)!r}, 'w').close()\nimport torch\nimport torch.nn as nn\n"
+        "model = nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.5))\n"
+        "with torch.no_grad():\n    model(torch.randn(2, 4))\n")
+    code, _, _ = modelint("check", "--no-cache", str(tmp_path / "side_effect.py"))
+    assert code == 1 and not marker.exists()
+    code, _, _ = modelint("check", "--runtime", "--no-cache", str(tmp_path / "side_effect.py"))
+    assert code == 1 and marker.exists()
+
+
+def test_text_output_appends_the_verdict() -> None:
+    code, out, _ = modelint("check", "--runtime", "--no-cache", str((RUNTIME / "training_flag_false.py")
+                                                                       .relative_to(REPO)))
+    assert code == 1
+    lines = out.splitlines()
+    header = next(i for i, line in enumerate(lines) if ": MDL010 " in line)
+    assert any(line.startswith("    runtime: confirmed on cpu: ") for line in lines[header + 1:header + 4])
+
+
+def test_static_path_never_imports_torch() -> None:
+    script = ("import sys\nfrom modelint import cli\n"
+              "try:\n    cli.main(['check', '--no-cache', '--format', 'json', 'fixtures/runtime'])\n"
+              "except SystemExit:\n    pass\n"
+              "assert 'torch' not in sys.modules, 'torch was imported'\n")
+    completed = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True)
+    assert completed.returncode == 0, completed.stderr
+
+
+def test_runtime_without_torch_is_one_line_and_exit_2(monkeypatch) -> None:
+    monkeypatch.setattr("modelint.runtime.torch_available", lambda: False)
+    runner = CliRunner()
+    for args in (["check", "--runtime", str(RUNTIME / "training_flag_false.py")],
+                 ["verify", str(RUNTIME / "training_flag_false.py")]):
+        result = runner.invoke(cli.main, args)
+        assert result.exit_code == 2
+        assert result.output.strip().count("\n") == 0
+        assert "pip install 'modelint[runtime]'" in result.output
+
+
+@pytest.mark.skipif(CUDA, reason="this machine has CUDA")
+def test_cuda_requested_without_cuda_is_not_run() -> None:
+    code, out, _ = modelint("check", "--runtime", "--device", "cuda", "--no-cache", "--format", "json",
+                            str((RUNTIME / "training_flag_false.py").relative_to(REPO)))
+    [finding] = json.loads(out)
+    assert finding["runtime"]["verdict"] == "not run"
+    assert "CUDA is not available" in finding["runtime"]["reason"]
+
+
+@pytest.mark.skipif(not CUDA, reason="no CUDA device here")
+def test_confirmable_fixtures_are_confirmed_on_cuda() -> None:
+    _confirmed_share("cuda")
+
+
+@pytest.mark.skipif(not CUDA, reason="no CUDA device here")
+@pytest.mark.parametrize("twin", TWINS, ids=[p.stem for p in TWINS])
+def test_fixed_twin_is_not_reproduced_on_cuda(twin: Path) -> None:
+    targets = [f"{twin.relative_to(REPO)}:{line}" for line in twin_lines(twin)]
+    code, out, err = modelint("verify", "--device", "cuda", "--format", "json", *targets)
+    assert code == 0, out + err
+    for row in json.loads(out):
+        assert row["runtime"]["verdict"] == "not reproduced" and row["runtime"]["device"].startswith("cuda")
