@@ -215,6 +215,7 @@ class Planner:
         self.source = _Source(path, text)
         self.fixed_sources: dict[str, str] = {}
         self.hint, self.input_hint = self.source.hint()
+        self.functional_fixes: list = []  # the edits of every MDL008 finding of the file
 
     # --- where the module comes from ------------------------------------------------------------
 
@@ -418,6 +419,26 @@ class Planner:
             probe.variants = [variant("inert", scenario(f"{statement} after eval()", [EVAL, call]),
                                       scenario(f"{target}.train()", [EVAL, op_call("train", path=path)]))]
 
+    def gate_dropout_p(self, finding: Finding) -> list:
+        """The fix modelint does not offer for `scaled_dot_product_attention(..., dropout_p=p)`:
+        `dropout_p=(p if self.training else 0.0)`, so that the fixed twin can be measured."""
+        from modelint.finding import Edit, Location
+
+        for node in ast.walk(self.source.tree):
+            if isinstance(node, ast.Call) and node.lineno == finding.location.row and \
+                    node.col_offset + 1 == finding.location.column:
+                for keyword in node.keywords:
+                    if keyword.arg == "dropout_p" and keyword.value.end_lineno == keyword.value.lineno:
+                        value = keyword.value
+                        line = self.source.lines[value.lineno - 1]
+                        # ast columns count UTF-8 bytes; modelint's locations count characters.
+                        start = len(line.encode("utf-8")[:value.col_offset].decode("utf-8", "replace")) + 1
+                        end = len(line.encode("utf-8")[:value.end_col_offset].decode("utf-8", "replace")) + 1
+                        text = ast.unparse(value)
+                        return [Edit(Location(value.lineno, start), Location(value.lineno, end),
+                                     f"({text} if self.training else 0.0)")]
+        return []
+
     def _enclosing_function(self, line: int):
         best = None
         for node in ast.walk(self.source.tree):
@@ -449,20 +470,26 @@ class Planner:
                                       scenario("submodules registered (nn.ModuleList/ModuleDict), then eval()",
                                                [{"op": "register"}, EVAL]))]
         elif code == "MDL008":
-            fixed = "fix"
-            if finding is not None and finding.fix is not None:
+            # Every MDL008 fix of the file at once: a second functional call left as it was would keep
+            # the "fixed" module stochastic and hide the effect of this one.
+            if self.functional_fixes:
                 from modelint.fixer import apply_edits
 
-                fixed = f"fix_{probe.id}"
-                self.fixed_sources[fixed] = apply_edits(self.source.text, list(finding.fix.edits))
+                fixed = "fix_MDL008"
+                self.fixed_sources[fixed] = apply_edits(self.source.text, self.functional_fixes)
                 fixed_eval = scenario("after model.eval(), with the fix applied", [EVAL], source=fixed)
-                fixed_train = scenario("after model.train(), with the fix applied", [TRAIN], source=fixed)
+                # Only the class that makes the call in training mode: a BatchNorm elsewhere in the
+                # model would otherwise show training-mode effects on both sides.
+                owner_training = [EVAL, {"op": "flag_type", "type": node.name, "value": True}]
+                fixed_train = scenario(f"{node.name} in training mode, with the fix applied", owner_training,
+                                       source=fixed)
             else:
                 fixed_eval = base_fix
                 fixed_train = None
             probe.variants = [variant("stochastic", scenario("after model.eval()", [EVAL]), fixed_eval)]
             if fixed_train is not None:
-                probe.variants.append(variant("inert", scenario("after model.train()", [TRAIN]), fixed_train))
+                probe.variants.append(variant("inert", scenario(f"{node.name} in training mode", owner_training),
+                                              fixed_train))
         else:  # a bare line in a class: how does it behave in eval mode?
             probe.variants = [variant("stochastic", scenario("after model.eval()", [EVAL]), base_fix)]
         probe.contains = node.name if code == "MDL012" else None
@@ -471,6 +498,8 @@ class Planner:
 def plan_file(path: str, text: str, findings: list[Finding], lines: list[int] | None = None) -> FilePlan:
     """Probes for the probe-able findings of one file, and for bare `lines` (verify PATH:LINE)."""
     planner = Planner(path, text)
+    planner.functional_fixes = [edit for f in findings if f.code == "MDL008"
+                                for edit in (f.fix.edits if f.fix is not None else planner.gate_dropout_p(f))]
     probes = []
     for number, finding in enumerate(findings):
         probes.append(planner.plan(f"f{number}", finding.location.row, finding.code, finding))

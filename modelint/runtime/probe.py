@@ -507,6 +507,10 @@ def _apply(torch, root, op: dict, notes: list) -> None:
     elif kind == "base":
         for module in _resolve(root, op.get("path", [])).modules():
             module.training = op["value"]
+    elif kind == "flag_type":  # the modules of one class (wherever they sit) get this flag
+        for module in every_module(torch, root):
+            if type(module).__name__ == op["type"]:
+                module.training = op["value"]
     elif kind == "register":
         count = _register_plain_containers(torch, root)
         notes.append(f"registered {count} plain container(s)")
