@@ -73,6 +73,8 @@ def render(findings: list[Finding]) -> str:
             result["ruleIndex"] = index[finding.code]
         if finding.cell is not None:
             result["properties"] = {"cell": finding.cell}  # notebooks: the region is within this cell
+        if finding.runtime is not None:  # `check --runtime`: the verdict travels with the result
+            result.setdefault("properties", {})["runtime"] = finding.runtime
         if finding.related:
             result["relatedLocations"] = [
                 {"id": i, **_location(r.path, root, _region(r.location.row, r.location.column), r.message)}
