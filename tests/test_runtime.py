@@ -212,3 +212,22 @@ def test_fixed_twin_is_not_reproduced_on_cuda(twin: Path) -> None:
     assert code == 0, out + err
     for row in json.loads(out):
         assert row["runtime"]["verdict"] == "not reproduced" and row["runtime"]["device"].startswith("cuda")
+
+
+def test_file_inside_a_package_keeps_its_relative_imports(tmp_path: Path) -> None:
+    package = tmp_path / "project" / "models"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "layers.py").write_text(
+        "import torch.nn as nn\n\n\nclass Head(nn.Module):\n    def __init__(self, dim=8):\n        super().__init__()\n"
+        "        self.net = nn.Sequential(nn.Dropout(0.5), nn.Linear(dim, 2))\n\n"
+        "    def forward(self, x):\n        return self.net(x)\n")
+    (package / "predict.py").write_text(
+        "import torch\n\nfrom .layers import Head\n\n\ndef predict(batch):\n    head = Head(dim=8)\n"
+        "    with torch.no_grad():\n        return head(batch)\n")
+    completed = subprocess.run([sys.executable, "-m", "modelint", "check", "--runtime", "--no-cache", "--format",
+                                "json", "models/predict.py"], cwd=tmp_path / "project", capture_output=True,
+                               text=True, timeout=600)
+    [finding] = json.loads(completed.stdout)
+    assert finding["code"] == "MDL001"
+    assert finding["runtime"]["verdict"] == "confirmed", finding["runtime"]

@@ -92,19 +92,36 @@ def _limit_memory(limit: int | None) -> None:
 
 # --- loading user code ----------------------------------------------------------------------------
 
-def _import_user_file(path: str, name: str, text: str | None = None) -> types.ModuleType:
-    """Import `path` as module `name` (never `__main__`: scripts' main blocks do not run)."""
+def _package_of(path: str) -> tuple[str, str | None]:
+    """(the folder to put on sys.path, the file's package) for a file inside packages
+    (folders with __init__.py), so that its absolute and relative imports work."""
+    folder = os.path.dirname(path)
+    parts: list[str] = []
+    while os.path.isfile(os.path.join(folder, "__init__.py")) and os.path.basename(folder).isidentifier():
+        parts.insert(0, os.path.basename(folder))
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            break
+        folder = parent
+    return folder, ".".join(parts) or None
+
+
+def _import_user_file(path: str, name: str, text: str | None = None, package: str | None = None) -> types.ModuleType:
+    """Import `path` as module `name` (never `__main__`: scripts' main blocks do not run); inside a
+    package, as a member of it (`package.name`), so that relative imports resolve."""
+    qualified = f"{package}.{name}" if package else name
     if text is None:
-        spec = importlib.util.spec_from_file_location(name, path)
+        spec = importlib.util.spec_from_file_location(qualified, path)
         if spec is None or spec.loader is None:
             raise ImportError(f"cannot load {path}")
         module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
+        sys.modules[qualified] = module
         spec.loader.exec_module(module)
         return module
-    module = types.ModuleType(name)
+    module = types.ModuleType(qualified)
     module.__file__ = path
-    sys.modules[name] = module
+    module.__package__ = package or ""
+    sys.modules[qualified] = module
     exec(compile(text, path, "exec"), module.__dict__)  # noqa: S102 - the user's own file, with the fix applied
     return module
 
@@ -757,12 +774,16 @@ def main(request_text: str) -> int:
     _send({"event": "ready", "device": str(device), "device_name": device_name, "network": network,
            "torch": torch.__version__})
     folder = os.path.dirname(path)
+    root, package = _package_of(path)
     os.chdir(folder)
-    sys.path.insert(0, folder)
+    # The file's folder (scripts import their neighbours), its package root, and the folder modelint
+    # was run from (a project root: `from pkg.models import Net` in namespace packages).
+    search = [folder, root, request.get("project_root") or folder]
+    sys.path[:0] = [p for i, p in enumerate(search) if p not in search[:i]]
     sys.argv = [path]
     modules: dict[str, object] = {}
     try:
-        modules["original"] = _import_user_file(path, MODULE_NAME)
+        modules["original"] = _import_user_file(path, MODULE_NAME, package=package)
     except BaseException as error:  # noqa: BLE001 - sys.exit, crash at import
         if isinstance(error, KeyboardInterrupt):
             raise
@@ -772,7 +793,7 @@ def main(request_text: str) -> int:
         return 0
     for key, text in (request.get("fixed_sources") or {}).items():
         try:
-            modules[key] = _import_user_file(path, f"{MODULE_NAME}_{key}", text)
+            modules[key] = _import_user_file(path, f"{MODULE_NAME}_{key}", text, package=package)
         except BaseException as error:  # noqa: BLE001
             modules[key + ":error"] = _describe_exception(error)
     for probe in request["probes"]:
