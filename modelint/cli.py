@@ -29,10 +29,12 @@ def _split(values: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def _runtime_options(command):
-    command = click.option("--runtime-timeout", type=click.FloatRange(min=1), default=60.0, show_default=True,
-                           help="Seconds one file's probes may take (import included).")(command)
-    return click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu", show_default=True,
-                        help="Where --runtime probes run (auto: CUDA when available).")(command)
+    command = click.option("--runtime-timeout", type=click.FloatRange(min=1), default=None,
+                           help="Seconds one file's probes may take, import included (default: the config's "
+                                "runtime.timeout, else 60).")(command)
+    return click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default=None,
+                        help="Where probes run; auto: CUDA when available (default: the config's runtime.device, "
+                             "else cpu).")(command)
 
 
 def _fail(message: str) -> None:
@@ -121,7 +123,8 @@ def check(paths, select, ignore, extend_select, output_format, statistics, exit_
     if runtime:
         from modelint.runtime import attach_verdicts
 
-        attach_verdicts(findings, device, runtime_timeout, jobs=jobs or 2)
+        attach_verdicts(findings, device, runtime_timeout, jobs=jobs or 2,
+                        settings_for=_runtime_settings_for(resolver))
     from modelint.formats import FORMATS
 
     if statistics:
@@ -251,7 +254,8 @@ def verify(targets, device, runtime_timeout, output_format, config_path) -> None
     bare = {path: sorted(line for line in lines if not any(
         f.location.row == line and str(Path(f.path)) == path for f in chosen))
         for path, lines in wanted.items() if lines}
-    sites = attach_verdicts(chosen, device, runtime_timeout, lines={p: ls for p, ls in bare.items() if ls})
+    sites = attach_verdicts(chosen, device, runtime_timeout, lines={p: ls for p, ls in bare.items() if ls},
+                            settings_for=_runtime_settings_for(resolver))
     if output_format == "json":
         from modelint.formats import FORMATS
 
@@ -278,6 +282,20 @@ def _split_target(target: str) -> tuple[str, int | None]:
     if sep and tail.isdigit() and not Path(target).exists():
         return head, int(tail)
     return target, None
+
+
+def _runtime_settings_for(resolver):
+    """path -> the [tool.modelint.runtime] settings of its closest config (defaults if that one is broken:
+    the lint already said so)."""
+    from modelint.config import ConfigError, RuntimeSettings
+
+    def settings_for(path: str):
+        try:
+            return resolver.for_file(Path(path)).runtime
+        except ConfigError:
+            return RuntimeSettings()
+
+    return settings_for
 
 
 def _require_torch(what: str) -> None:

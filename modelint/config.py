@@ -27,7 +27,8 @@ DEFAULT_EXCLUDE = (
 )
 
 _LIST_KEYS = ("select", "ignore", "extend-select", "exclude", "extend-exclude", "eval-function-patterns")
-_KNOWN_KEYS = (*_LIST_KEYS, "per-file-ignores", "respect-gitignore")
+_KNOWN_KEYS = (*_LIST_KEYS, "per-file-ignores", "respect-gitignore", "runtime")
+_RUNTIME_KEYS = ("device", "timeout", "probes", "inputs")
 
 
 class ConfigError(Exception):
@@ -46,6 +47,17 @@ class Settings:
     extend_exclude: tuple[str, ...] = ()
     respect_gitignore: bool = True
     eval_function_patterns: tuple[str, ...] = field(default=())
+    runtime: "RuntimeSettings" = field(default_factory=lambda: RuntimeSettings())
+
+
+@dataclass(frozen=True)
+class RuntimeSettings:
+    """[tool.modelint.runtime]: how `--runtime` builds models it cannot build alone."""
+
+    device: str | None = None  # "cpu" | "cuda" | "auto"; the command line wins
+    timeout: float | None = None  # seconds per file
+    probes: tuple[tuple[str, str], ...] = ()  # class name -> constructor call, e.g. ("ConvNet", "ConvNet(3, 10)")
+    inputs: tuple[tuple[str, str], ...] = ()  # class name -> input expression, e.g. "torch.randn(2, 3, 32, 32)"
 
 
 def _read_table(path: Path) -> dict | None:
@@ -102,6 +114,7 @@ def settings_from_table(path: Path, table: dict) -> Settings:
         except UnknownCode as error:
             raise ConfigError(f"{path}: `per-file-ignores` names unknown rule code or prefix `{error}`") from None
         per_file.append((pattern, codes))
+    runtime = _runtime_settings(path, table.get("runtime", {}))
     respect = table.get("respect-gitignore", True)
     if not isinstance(respect, bool):
         raise ConfigError(f"{path}: `respect-gitignore` must be true or false")
@@ -116,7 +129,32 @@ def settings_from_table(path: Path, table: dict) -> Settings:
         extend_exclude=values.get("extend-exclude", ()),
         respect_gitignore=respect,
         eval_function_patterns=values.get("eval-function-patterns", ()),
+        runtime=runtime,
     )
+
+
+def _runtime_settings(path: Path, table: object) -> RuntimeSettings:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: `runtime` must be a table ([tool.modelint.runtime])")
+    for key in table:
+        if key not in _RUNTIME_KEYS:
+            hint = difflib.get_close_matches(key, _RUNTIME_KEYS, n=1)
+            suggestion = f" (did you mean `{hint[0]}`?)" if hint else ""
+            raise ConfigError(f"{path}: unknown key `{key}` in [tool.modelint.runtime]{suggestion}")
+    device = table.get("device")
+    if device is not None and device not in ("cpu", "cuda", "auto"):
+        raise ConfigError(f"{path}: `runtime.device` must be \"cpu\", \"cuda\" or \"auto\", got {device!r}")
+    timeout = table.get("timeout")
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
+        raise ConfigError(f"{path}: `runtime.timeout` must be a positive number of seconds, got {timeout!r}")
+    tables = {}
+    for key in ("probes", "inputs"):
+        raw = table.get(key, {})
+        if not isinstance(raw, dict) or not all(isinstance(v, str) for v in raw.values()):
+            raise ConfigError(f"{path}: `runtime.{key}` must be a table of class name = \"python expression\"")
+        tables[key] = tuple(raw.items())
+    return RuntimeSettings(device, float(timeout) if timeout is not None else None, tables["probes"],
+                           tables["inputs"])
 
 
 def load(path: Path) -> Settings:

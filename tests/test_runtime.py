@@ -231,3 +231,32 @@ def test_file_inside_a_package_keeps_its_relative_imports(tmp_path: Path) -> Non
     [finding] = json.loads(completed.stdout)
     assert finding["code"] == "MDL001"
     assert finding["runtime"]["verdict"] == "confirmed", finding["runtime"]
+
+
+def test_config_supplies_constructor_input_and_timeout(tmp_path: Path) -> None:
+    source = (RUNTIME / "notrun_config_constructor.py").read_text()
+    (tmp_path / "train.py").write_text(source)
+    (tmp_path / "pyproject.toml").write_text(
+        "[tool.modelint.runtime]\ntimeout = 120\n"
+        "probes = { ConvNet = \"ConvNet(argparse.Namespace(in_channels=3, width=8, dropout=0.5, classes=4))\" }\n"
+        "inputs = { ConvNet = \"torch.randn(3, 3, 20, 20)\" }\n")
+    completed = subprocess.run([sys.executable, "-m", "modelint", "check", "--runtime", "--no-cache", "--format",
+                                "json", "train.py"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    [finding] = json.loads(completed.stdout)
+    assert finding["runtime"]["verdict"] == "confirmed", finding["runtime"]
+    assert finding["runtime"]["input"] == "hint torch.randn(3, 3, 20, 20)"
+
+
+@pytest.mark.parametrize("table, complaint", [
+    ("devices = \"cpu\"", "unknown key `devices` in [tool.modelint.runtime] (did you mean `device`?)"),
+    ("device = \"tpu\"", "`runtime.device` must be"),
+    ("timeout = -1", "`runtime.timeout` must be a positive number"),
+    ("probes = [\"Net()\"]", "`runtime.probes` must be a table"),
+])
+def test_broken_runtime_config_is_one_line_and_exit_2(tmp_path: Path, table: str, complaint: str) -> None:
+    (tmp_path / "pyproject.toml").write_text(f"[tool.modelint.runtime]\n{table}\n")
+    (tmp_path / "a.py").write_text("import torch\n")
+    completed = subprocess.run([sys.executable, "-m", "modelint", "check", "--no-cache", "a.py"], cwd=tmp_path,
+                               capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 2
+    assert complaint in completed.stderr and completed.stderr.count("\n") == 1, completed.stderr

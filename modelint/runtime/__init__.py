@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Callable
 
 from modelint.finding import Finding
 
@@ -34,13 +35,19 @@ class SiteVerdict:
     runtime: dict = field(default_factory=dict)
 
 
-def attach_verdicts(findings: list[Finding], device: str = "cpu", timeout: float | None = None,
-                    lines: dict[str, list[int]] | None = None, jobs: int = 2) -> list[SiteVerdict]:
+def attach_verdicts(findings: list[Finding], device: str | None = None, timeout: float | None = None,
+                    lines: dict[str, list[int]] | None = None, jobs: int = 2,
+                    settings_for: Callable[[str], object] | None = None) -> list[SiteVerdict]:
     """Probe each finding of a PROBED_CODES rule (and each bare line of `lines`), one child per file.
 
-    Sets `finding.runtime`; returns the verdicts of the bare lines.
+    device / timeout: from the command line; where None, the file's [tool.modelint.runtime] (through
+    `settings_for(path)`, a RuntimeSettings), else cpu / 60 s. Sets `finding.runtime`; returns the
+    verdicts of the bare lines.
     """
-    from modelint.runtime.launch import DEFAULT_TIMEOUT
+    for finding in findings:
+        if finding.code in PROBED_CODES and finding.cell is not None:
+            finding.runtime = {"verdict": "not run", "device": None, "max_abs_diff": None, "stat_drift": None,
+                               "reason": "notebook cells are not probed (export the notebook to a .py file)"}
 
     by_path: dict[str, list[Finding]] = {}
     for finding in findings:
@@ -52,17 +59,24 @@ def attach_verdicts(findings: list[Finding], device: str = "cpu", timeout: float
     work = [(path, items, (lines or {}).get(path, [])) for path, items in by_path.items()]
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         for path, items, bare, verdicts in pool.map(
-                lambda job: (*job, _probe_file(*job, device, timeout or DEFAULT_TIMEOUT)), work):
+                lambda job: (*job, _probe_file(*job, device, timeout, settings_for)), work):
             for number, finding in enumerate(items):
                 finding.runtime = verdicts.get(f"f{number}")
             sites.extend(SiteVerdict(path, line, verdicts.get(f"l{line}", {})) for line in bare)
     return sites
 
 
-def _probe_file(path: str, findings: list[Finding], lines: list[int], device: str, timeout: float) -> dict:
+def _probe_file(path: str, findings: list[Finding], lines: list[int], device: str | None, timeout: float | None,
+                settings_for) -> dict:
     from modelint import source
-    from modelint.runtime.launch import not_run, run_plan
+    from modelint.runtime.launch import DEFAULT_TIMEOUT, not_run, run_plan
     from modelint.runtime.plan import plan_file
+
+    settings = settings_for(path) if settings_for is not None else None
+    device = device or getattr(settings, "device", None) or "cpu"
+    timeout = timeout or getattr(settings, "timeout", None) or DEFAULT_TIMEOUT
+    constructors = dict(getattr(settings, "probes", ()))
+    inputs = dict(getattr(settings, "inputs", ()))
 
     def everything(reason: str) -> dict:
         keys = [f"f{n}" for n in range(len(findings))] + [f"l{line}" for line in lines]
@@ -74,7 +88,7 @@ def _probe_file(path: str, findings: list[Finding], lines: list[int], device: st
     except (OSError, source.UnreadableSource) as error:
         return everything(f"cannot read the file: {error}")
     try:
-        plan = plan_file(path, text, findings, lines)
+        plan = plan_file(path, text, findings, lines, constructors, inputs)
     except SyntaxError as error:
         return everything(f"the file does not parse: {error.msg}")
     except RecursionError:

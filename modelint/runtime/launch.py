@@ -37,7 +37,7 @@ def run_plan(plan: FilePlan, device: str, timeout: float = DEFAULT_TIMEOUT,
     if not runnable:
         return verdicts
     request = {"path": os.path.abspath(plan.path), "project_root": os.getcwd(), "device": device, "seed": 0, "memory_limit": memory_limit,
-               "input_hint": plan.input_hint, "fixed_sources": plan.fixed_sources,
+               "input_hint": plan.input_hint, "input_hints": plan.input_hints, "fixed_sources": plan.fixed_sources,
                "probes": [probe.request() for probe in runnable]}
     answers, failure = _run_child(json.dumps(request), timeout)
     used_device = None

@@ -74,6 +74,7 @@ class FilePlan:
     probes: list[Probe]
     fixed_sources: dict[str, str]
     input_hint: str | None
+    input_hints: dict[str, str] = field(default_factory=dict)  # class name -> input, from the config
 
 
 class _Source:
@@ -211,8 +212,9 @@ def _split_key(key: str) -> tuple[str, list[str]]:
 
 
 class Planner:
-    def __init__(self, path: str, text: str) -> None:
+    def __init__(self, path: str, text: str, constructors: dict[str, str] | None = None) -> None:
         self.source = _Source(path, text)
+        self.constructors = constructors or {}  # class name -> constructor call, from the config
         self.fixed_sources: dict[str, str] = {}
         self.hint, self.input_hint = self.source.hint()
         self.functional_fixes: list = []  # the edits of every MDL008 finding of the file
@@ -250,8 +252,14 @@ class Planner:
         return self._with_hint(own[:1] + built + own[1:] + containers)
 
     def _with_hint(self, candidates: list[dict]) -> list[dict]:
+        configured = []
+        for candidate in candidates:  # the config's constructor for a class, before the file's own call
+            call = self.constructors.get(candidate["class"].rsplit(".", 1)[-1])
+            built = _constructor(_parse_expr(call)) if call else None
+            if built is not None:
+                configured.append(dict(built, path=candidate.get("path", []), hint=True))
         unique, seen = [], set()
-        for candidate in ([dict(self.hint, path=[])] if self.hint else []) + candidates:
+        for candidate in ([dict(self.hint, path=[])] if self.hint else []) + configured + candidates:
             marker = (candidate["class"], tuple(candidate["args"]), tuple(sorted(candidate["kwargs"].items())),
                       tuple(candidate.get("path", [])))
             if marker not in seen:
@@ -495,9 +503,13 @@ class Planner:
         probe.contains = node.name if code == "MDL012" else None
 
 
-def plan_file(path: str, text: str, findings: list[Finding], lines: list[int] | None = None) -> FilePlan:
-    """Probes for the probe-able findings of one file, and for bare `lines` (verify PATH:LINE)."""
-    planner = Planner(path, text)
+def plan_file(path: str, text: str, findings: list[Finding], lines: list[int] | None = None,
+              constructors: dict[str, str] | None = None, inputs: dict[str, str] | None = None) -> FilePlan:
+    """Probes for the probe-able findings of one file, and for bare `lines` (verify PATH:LINE).
+
+    constructors / inputs: [tool.modelint.runtime] probes / inputs, by class name.
+    """
+    planner = Planner(path, text, constructors)
     planner.functional_fixes = [edit for f in findings if f.code == "MDL008"
                                 for edit in (f.fix.edits if f.fix is not None else planner.gate_dropout_p(f))]
     probes = []
@@ -505,4 +517,4 @@ def plan_file(path: str, text: str, findings: list[Finding], lines: list[int] | 
         probes.append(planner.plan(f"f{number}", finding.location.row, finding.code, finding))
     for line in lines or []:
         probes.append(planner.plan(f"l{line}", line, None, None))
-    return FilePlan(path, probes, planner.fixed_sources, planner.input_hint)
+    return FilePlan(path, probes, planner.fixed_sources, planner.input_hint, dict(inputs or {}))

@@ -8,7 +8,8 @@ original stdout, which user code can no longer reach: its prints go to stderr).
 This is the only place in modelint that imports torch. It never runs in the
 linting process: `modelint.runtime.launch` starts it with a timeout.
 
-Request:  {"path", "device", "seed", "memory_limit", "input_hint", "fixed_sources": {key: text},
+Request:  {"path", "project_root", "device", "seed", "memory_limit", "input_hint", "input_hints": {class: expr},
+           "fixed_sources": {key: text},
            "probes": [{"id", "code", "candidates": [...], "contains", "variants": [...]}]}
 Answers:  {"event": "ready", "device": ...}, then {"id": ..., "runtime": {...}} per probe.
 """
@@ -400,7 +401,7 @@ def _construct(torch, module, candidate: dict, device):
     return instance
 
 
-def _input_candidates(torch, target, device, hint: str | None, batch: int = 4):
+def _input_candidates(torch, target, device, hint: str | None, batch: int = 4, namespace: dict | None = None):
     """Inputs to try, most likely first: the file's `# modelint: probe-input` hint,
     then shapes inferred from the first layer that takes the input."""
     nn = torch.nn
@@ -408,7 +409,7 @@ def _input_candidates(torch, target, device, hint: str | None, batch: int = 4):
         try:
             _seed(torch, 1)
             with torch.device(device):
-                value = eval(hint, {"torch": torch, "nn": nn, "__builtins__": {}})  # noqa: S307 - the file's own hint
+                value = _evaluate(hint, {**(namespace or {}), "torch": torch, "nn": nn})
             yield f"hint {hint}", value
         except Exception as error:  # noqa: BLE001
             yield f"hint {hint} failed: {_describe_exception(error)}", None
@@ -454,14 +455,14 @@ def _input_candidates(torch, target, device, hint: str | None, batch: int = 4):
         return
 
 
-def _pick_input(torch, instance, path, device, hint):
+def _pick_input(torch, instance, path, device, hint, namespace=None):
     """The first candidate input that the module accepts (tried in eval mode, no grad)."""
     trial = copy.deepcopy(instance)
     for module in trial.modules():
         module.training = False
     target = _resolve(trial, path)
     errors = []
-    for label, value in _input_candidates(torch, target, device, hint):
+    for label, value in _input_candidates(torch, target, device, hint, namespace=namespace):
         if value is None:
             errors.append(label)
             continue
@@ -683,7 +684,7 @@ def _effect(result: dict) -> str:
 
 # --- one probe ------------------------------------------------------------------------------------
 
-def run_probe(torch, probe: dict, modules: dict, device, hint: str | None) -> dict:
+def run_probe(torch, probe: dict, modules: dict, device, hint: str | None, hints: dict | None = None) -> dict:
     code = probe["code"]
     instance = label = value = candidate = None
     primary_reason = None
@@ -697,7 +698,9 @@ def run_probe(torch, probe: dict, modules: dict, device, hint: str | None) -> di
             if candidate.get("require_mode_dependent") and not _mode_dependent_layers(torch, instance):
                 raise NotRun(f"{candidate['class']} has no Dropout/BatchNorm layer")
             path = candidate.get("path", [])
-            label, value = _pick_input(torch, instance, path, device, hint)
+            wanted = (hints or {}).get(candidate["class"].rsplit(".", 1)[-1]) or \
+                (hints or {}).get(type(_resolve(instance, path)).__name__) or hint
+            label, value = _pick_input(torch, instance, path, device, wanted, vars(modules["original"]))
             break
         except NotRun as reason:
             primary_reason = primary_reason or str(reason)
@@ -798,7 +801,7 @@ def main(request_text: str) -> int:
             modules[key + ":error"] = _describe_exception(error)
     for probe in request["probes"]:
         try:
-            runtime = run_probe(torch, probe, modules, device, request.get("input_hint"))
+            runtime = run_probe(torch, probe, modules, device, request.get("input_hint"), request.get("input_hints"))
         except NotRun as reason:
             runtime = {"verdict": "not run", "max_abs_diff": None, "stat_drift": None, "reason": str(reason)}
         except BaseException as error:  # noqa: BLE001 - sys.exit inside user code
