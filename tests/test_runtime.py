@@ -260,3 +260,14 @@ def test_broken_runtime_config_is_one_line_and_exit_2(tmp_path: Path, table: str
                                capture_output=True, text=True, timeout=120)
     assert completed.returncode == 2
     assert complaint in completed.stderr and completed.stderr.count("\n") == 1, completed.stderr
+
+
+def test_memory_hungry_import_is_not_run(tmp_path: Path) -> None:
+    (tmp_path / "hungry.py").write_text(
+        "import torch\nimport torch.nn as nn\nCACHE = bytearray(64 << 30)\n"
+        "model = nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.5))\n"
+        "with torch.no_grad():\n    model(torch.randn(2, 4))\n")
+    code, out, _ = modelint("check", "--runtime", "--no-cache", "--format", "json", str(tmp_path / "hungry.py"))
+    [finding] = json.loads(out)
+    assert finding["runtime"]["verdict"] == "not run"
+    assert "MemoryError" in finding["runtime"]["reason"]
