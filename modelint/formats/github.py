@@ -20,5 +20,10 @@ def render(findings: list[Finding]) -> str:
         properties = (f"file={_escape_property(f.path)},line={f.location.row},col={f.location.column},"
                       f"endLine={f.end_location.row},endColumn={f.end_location.column},"
                       f"title={_escape_property(f'{f.code} ({f.name})')}")
-        lines.append(f"::{command} {properties}::{_escape_data(f'{f.code} {f.message}')}")
+        message = f"{f.code} {f.message}"
+        if f.runtime:  # an annotation has room for a second line: the runtime verdict
+            from modelint.runtime import summary_line
+
+            message += "\n" + summary_line(f.runtime)
+        lines.append(f"::{command} {properties}::{_escape_data(message)}")
     return "\n".join(lines)
