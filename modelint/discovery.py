@@ -7,7 +7,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import pathspec
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # imported where used: with typing_extensions it costs ~50 ms, which one named file never needs
+    import pathspec
 
 from modelint.config import ConfigResolver, Settings
 
@@ -21,6 +24,8 @@ class Discovered:
 
 
 def _exclude_spec(settings: Settings) -> pathspec.PathSpec:
+    import pathspec
+
     return pathspec.GitIgnoreSpec.from_lines((*settings.exclude, *settings.extend_exclude))
 
 
@@ -57,6 +62,8 @@ def _gitignore(directory: Path) -> pathspec.PathSpec | None:
         lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
     except OSError:
         return None
+    import pathspec
+
     return pathspec.GitIgnoreSpec.from_lines(lines)
 
 

@@ -7,7 +7,6 @@ the engine's internals.
 from __future__ import annotations
 
 import os
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -126,6 +125,8 @@ def _lint_all(work, workers: int, index=None, cache_dir: str | None = None) -> l
         chunk = max(1, min(64, len(work) // (workers * 4)))
         batches = [work[i:i + chunk] for i in range(0, len(work), chunk)]
         out: list[FileResult] = []
+        from concurrent.futures import ProcessPoolExecutor  # ~20 ms of imports a one-file run does not need
+
         with ProcessPoolExecutor(max_workers=workers) as pool:
             for batch in pool.map(_lint_many, batches, [index] * len(batches), [cache_dir] * len(batches)):
                 out.extend(batch)
