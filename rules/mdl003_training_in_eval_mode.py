@@ -8,6 +8,7 @@ import libcst as cst
 from modelint.facts import FileFacts
 from modelint.facts.flow import is_train_site
 from modelint.facts.names import dotted
+from modelint.facts.walk import iter_nodes
 from modelint.summary import RemoteSite
 from modelint.rule import NodeEdit, NodeFix, Report, Rule, evidence
 from modelint.textutil import code_of
@@ -113,14 +114,11 @@ def _optimized_models(facts: FileFacts) -> set[str]:
         qualified = site.qualified or ""
         if not qualified.startswith("torch.optim.") and "optim" not in (site.text or "").lower():
             continue
-
-        class _Params(cst.CSTVisitor):
-            def visit_Call(self, node: cst.Call) -> None:
-                if isinstance(node.func, cst.Attribute) and node.func.attr.value in ("parameters", "named_parameters"):
+        for arg in site.node.args:
+            for node in iter_nodes(arg.value):
+                if type(node) is cst.Call and isinstance(node.func, cst.Attribute) \
+                        and node.func.attr.value in ("parameters", "named_parameters"):
                     receiver = dotted(node.func.value)
                     if receiver:
                         found.add(receiver)
-
-        for arg in site.node.args:
-            arg.value.visit(_Params())
     return found

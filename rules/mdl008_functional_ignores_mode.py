@@ -7,6 +7,7 @@ import libcst as cst
 from modelint.facts import FileFacts
 from modelint.facts import torch_api as api
 from modelint.facts.names import argument, has_star_args, literal_value
+from modelint.facts.walk import iter_nodes
 from modelint.rule import NodeEdit, NodeFix, Report, Rule
 from modelint.textutil import code_of
 
@@ -101,12 +102,5 @@ def _add_flag(call: cst.Call, value: str) -> NodeFix | None:
 
 
 def _mentions_training(expr: cst.BaseExpression) -> bool:
-    found = False
-
-    class _Find(cst.CSTVisitor):
-        def visit_Name(self, node: cst.Name) -> None:
-            nonlocal found
-            found = found or "training" in node.value or node.value in ("train", "is_train")
-
-    expr.visit(_Find())
-    return found
+    return any(type(node) is cst.Name and ("training" in node.value or node.value in ("train", "is_train"))
+               for node in iter_nodes(expr))

@@ -6,6 +6,7 @@ import libcst as cst
 
 from modelint.facts import FileFacts
 from modelint.facts.names import dotted, literal_value
+from modelint.facts.walk import iter_nodes
 from modelint.rule import NodeEdit, NodeFix, Report, Rule
 from modelint.textutil import code_of
 
@@ -101,17 +102,13 @@ def _covers_every_module(facts: FileFacts, receiver: str, guards) -> bool:
 
 
 def _isinstance_leaf(test: cst.BaseExpression, receiver: str, facts: FileFacts) -> bool:
-    found = False
-
-    class _Find(cst.CSTVisitor):
-        def visit_Call(self, node: cst.Call) -> None:
-            nonlocal found
-            if dotted(node.func) == "isinstance" and len(node.args) == 2 and dotted(node.args[0].value) == receiver:
-                text = cst.Module(body=[]).code_for_node(node.args[1].value)
-                found = found or any(hint in text for hint in _LEAF_HINTS)
-
-    test.visit(_Find())
-    return found
+    for node in iter_nodes(test):
+        if type(node) is cst.Call and dotted(node.func) == "isinstance" and len(node.args) == 2 \
+                and dotted(node.args[0].value) == receiver:
+            text = cst.Module(body=[]).code_for_node(node.args[1].value)
+            if any(hint in text for hint in _LEAF_HINTS):
+                return True
+    return False
 
 
 def _leaf_layers(facts: FileFacts) -> set[str]:

@@ -6,6 +6,7 @@ import libcst as cst
 
 from modelint.facts import FileFacts
 from modelint.facts.names import dotted
+from modelint.facts.walk import iter_nodes
 from modelint.rule import Report, Rule
 
 
@@ -69,14 +70,8 @@ class ModeOverrideBypassed(Rule):
 
 
 def _calls(node: cst.CSTNode) -> list[cst.Call]:
-    found: list[cst.Call] = []
-
-    class _Find(cst.CSTVisitor):
-        def visit_Call(self, call: cst.Call) -> None:
-            found.append(call)
-
-    node.visit(_Find())
-    return found
+    """Every call under `node`, outer before inner, in source order (as libcst's visitor meets them)."""
+    return [inner for inner in iter_nodes(node, source_order=True) if type(inner) is cst.Call]
 
 
 def _propagates(method: cst.FunctionDef) -> bool:

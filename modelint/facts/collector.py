@@ -298,8 +298,11 @@ class Collector(FastVisitor):
             key = dotted(target)
             if key is not None:
                 self.call_assigns.append((key, value, self._site()))
-        if isinstance(target, cst.Attribute):
-            self.attribute_assigns.append(AttributeAssign(target, value, node, self._site()))
-        elif isinstance(target, (cst.Tuple, cst.List)):
-            for element in target.elements:
-                self._attribute_targets(element.value, None, node)
+        stack = [target]
+        while stack:  # `a.x, (b.y, c.z) = ...`: every attribute, left to right; only a lone one gets the value
+            current = stack.pop()
+            if isinstance(current, cst.Attribute):
+                self.attribute_assigns.append(AttributeAssign(current, value if current is target else None, node,
+                                                              self._site()))
+            elif isinstance(current, (cst.Tuple, cst.List)):
+                stack.extend(element.value for element in reversed(current.elements))

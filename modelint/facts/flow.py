@@ -25,6 +25,7 @@ from modelint.facts import torch_api as api
 from modelint.facts.collector import Collector, FunctionInfo
 from modelint.facts.modules import Dependence, ModuleTable
 from modelint.facts.names import dotted, literal_value, tokens
+from modelint.facts.walk import iter_nodes
 from modelint.summary import EvalUse, FileSummary, FunctionSummary, ProjectIndex, RemoteSite
 
 EVAL_WORDS = frozenset({"eval", "evaluate", "evaluation", "evaluating", "validate", "validation", "validating",
@@ -49,17 +50,13 @@ def is_evaluation_name(name: str, path: str = "") -> bool:
 def names_evaluation_data(expr: cst.BaseExpression) -> bool:
     """Does a loop's iterable name validation/test data (`val_loader`, `loaders["test"]`)?"""
     words: set[str] = set()
-
-    class _Words(cst.CSTVisitor):
-        def visit_Name(self, node: cst.Name) -> None:
+    for node in iter_nodes(expr):
+        if type(node) is cst.Name:
             words.update(tokens(node.value))
-
-        def visit_SimpleString(self, node: cst.SimpleString) -> None:
+        elif type(node) is cst.SimpleString:
             value = node.evaluated_value
             if isinstance(value, str) and len(value) < 40:
                 words.update(tokens(value))
-
-    expr.visit(_Words())
     return bool(words & (EVAL_WORDS - {"predict", "prediction", "predictions", "infer", "inference"})) and not (
         words & TRAIN_WORDS
     )
@@ -426,13 +423,18 @@ class ModeFlow:
         return self.index.resolve(qualified, self.path)
 
     def _class_and_bases(self, name: str) -> list[str]:
-        out = [name]
-        info = self.modules.classes.get(name)
-        if info is not None:
-            for base in info.bases:
-                base_name = dotted(base)
-                if base_name in self.modules.classes and base_name not in out:
-                    out.extend(self._class_and_bases(base_name))
+        """The class and its bases defined in this file, depth first (each once, whatever the cycles)."""
+        out: list[str] = []
+        stack = [name]
+        while stack:
+            current = stack.pop()
+            if current in out:
+                continue
+            out.append(current)
+            info = self.modules.classes.get(current)
+            if info is not None:
+                bases = [dotted(base) for base in info.bases]
+                stack.extend(b for b in reversed(bases) if b in self.modules.classes and b not in out)
         return out
 
     def grad_effect(self, expr: cst.BaseExpression) -> str | None:
@@ -534,24 +536,7 @@ class _Walker:
         if isinstance(stmt, cst.SimpleStatementLine):
             return self.small_statements(stmt.body, state)
         if isinstance(stmt, cst.If):
-            self.calls_of(stmt, state)
-            then = self.block(stmt.body, state.copy())
-            if stmt.orelse is None:
-                other = state
-            elif isinstance(stmt.orelse, cst.If):
-                other = self.statement(stmt.orelse, state.copy())
-            else:
-                other = self.block(stmt.orelse.body, state.copy())
-            merged = join(then, other)
-            if merged is not None and then is not None and other is not None and stmt.orelse is not None:
-                # `if training: model.train() else: model.eval()`: the mode follows a condition
-                # the code tests again later; which one holds is not ours to guess.
-                for key, fact in merged.models.items():
-                    a, b = then.fact(key), other.fact(key)
-                    if {a.definitely_train, b.definitely_train} == {True, False} and \
-                            {a.definitely_eval, b.definitely_eval} == {True, False} and not fact.havoc:
-                        merged.models[key] = replace(fact, havoc=True)
-            return merged
+            return self.if_(stmt, state)
         if isinstance(stmt, (cst.For, cst.While)):
             return self.loop(stmt, state)
         if isinstance(stmt, cst.With):
@@ -568,6 +553,33 @@ class _Walker:
             self.kill(state, stmt.name.value)
             return state
         return state
+
+    def if_(self, stmt: cst.If, state: State) -> State | None:
+        """An `if`/`elif`/`else` chain, in a loop: a file may have thousands of `elif`s."""
+        branches: list[tuple[cst.If, State | None]] = []  # each test's statement and its body's end state
+        while True:
+            self.calls_of(stmt, state)
+            branches.append((stmt, self.block(stmt.body, state.copy())))
+            if stmt.orelse is None:
+                other = state
+                break
+            if isinstance(stmt.orelse, cst.If):
+                stmt, state = stmt.orelse, state.copy()
+                continue
+            other = self.block(stmt.orelse.body, state.copy())
+            break
+        for stmt, then in reversed(branches):
+            merged = join(then, other)
+            if merged is not None and then is not None and other is not None and stmt.orelse is not None:
+                # `if training: model.train() else: model.eval()`: the mode follows a condition
+                # the code tests again later; which one holds is not ours to guess.
+                for key, fact in merged.models.items():
+                    a, b = then.fact(key), other.fact(key)
+                    if {a.definitely_train, b.definitely_train} == {True, False} and \
+                            {a.definitely_eval, b.definitely_eval} == {True, False} and not fact.havoc:
+                        merged.models[key] = replace(fact, havoc=True)
+            other = merged
+        return other
 
     def small(self, node: cst.BaseSmallStatement, state: State) -> State | None:
         if isinstance(node, cst.Expr):
@@ -986,11 +998,15 @@ def _is_optimizer_step(receiver: str, call: cst.Call) -> bool:
 
 
 def _flatten(target: cst.BaseExpression) -> list[cst.BaseExpression]:
-    if isinstance(target, (cst.Tuple, cst.List)):
-        out: list[cst.BaseExpression] = []
-        for element in target.elements:
-            out.extend(_flatten(element.value))
-        return out
-    if isinstance(target, cst.StarredElement):
-        return _flatten(target.value)
-    return [target]
+    """The names a (nested) tuple/list target binds, left to right."""
+    out: list[cst.BaseExpression] = []
+    stack = [target]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, (cst.Tuple, cst.List)):
+            stack.extend(element.value for element in reversed(node.elements))
+        elif isinstance(node, cst.StarredElement):
+            stack.append(node.value)
+        else:
+            out.append(node)
+    return out

@@ -20,6 +20,7 @@ import libcst as cst
 from modelint.facts import torch_api as api
 from modelint.facts.collector import ClassInfo, Collector, FunctionInfo
 from modelint.facts.names import argument, dotted, literal_value, NOT_LITERAL
+from modelint.facts.walk import iter_nodes
 
 
 class Dependence(enum.IntEnum):
@@ -203,17 +204,18 @@ class ModuleTable:
         return found
 
     def module_expression(self, expr: cst.BaseExpression) -> tuple[Construction | None, list[cst.Call]]:
+        """The module `expr` builds (through `.to(dev)`-like chains and wrappers such as DataParallel)."""
         base, applied = unwrap_chain(expr)
-        if isinstance(base, cst.Call):
+        outer = applied  # the chain applied to the whole expression, returned when nothing is built
+        while isinstance(base, cst.Call):
             built = self.construction(base)
             if built is not None:
                 return built, applied
-            qualified = self.imports.qualify(base.func)
-            if qualified in api.MODULE_WRAPPERS and base.args:
-                inner, more = self.module_expression(base.args[0].value)
-                if inner is not None:
-                    return inner, more + applied
-        return None, applied
+            if not (self.imports.qualify(base.func) in api.MODULE_WRAPPERS and base.args):
+                break
+            base, more = unwrap_chain(base.args[0].value)
+            applied = more + applied
+        return None, outer
 
     # -- names --------------------------------------------------------------
     def _module_names(self, collector: Collector) -> set[str]:
@@ -304,11 +306,4 @@ def _layer_dependence_by_name(layer: str, call: cst.Call | None) -> Dependence:
 
 
 def _calls_in(expr: cst.BaseExpression) -> list[cst.Call]:
-    found: list[cst.Call] = []
-
-    class _Calls(cst.CSTVisitor):
-        def visit_Call(self, node: cst.Call) -> None:
-            found.append(node)
-
-    expr.visit(_Calls())
-    return found
+    return [node for node in iter_nodes(expr, source_order=True) if type(node) is cst.Call]

@@ -39,19 +39,25 @@ def literal_value(node: cst.BaseExpression | None) -> object:
     """The Python value of a simple literal, or `NOT_LITERAL`."""
     if isinstance(node, cst.Name) and node.value in ("True", "False", "None"):
         return {"True": True, "False": False, "None": None}[node.value]
-    if isinstance(node, cst.Integer):
-        return int(node.value.replace("_", ""), 0)
-    if isinstance(node, cst.Float):
-        try:
-            return float(node.value.replace("_", ""))
+    if isinstance(node, (cst.Integer, cst.Float)):
+        try:  # a literal of more than 4,300 digits is a ValueError for int()
+            return (int(node.value.replace("_", ""), 0) if isinstance(node, cst.Integer)
+                    else float(node.value.replace("_", "")))
         except ValueError:
             return NOT_LITERAL
     if isinstance(node, cst.SimpleString):
         return node.evaluated_value
     if isinstance(node, cst.UnaryOperation) and isinstance(node.operator, cst.Minus):
-        inner = literal_value(node.expression)
+        # `-1`, `- -1`, ... (a loop, not a recursion: a file may stack thousands of them)
+        sign = 1
+        while isinstance(node, cst.UnaryOperation) and isinstance(node.operator, cst.Minus):
+            sign = -sign
+            node = node.expression
+        if isinstance(node, cst.UnaryOperation):
+            return NOT_LITERAL
+        inner = literal_value(node)
         if isinstance(inner, (int, float)) and not isinstance(inner, bool):
-            return -inner
+            return inner if sign == 1 else -inner
     return NOT_LITERAL
 
 

@@ -1,9 +1,13 @@
-"""A fast read-only walk over a libcst tree.
+"""A fast read-only walk over a libcst tree, with an explicit stack.
 
 libcst's own `visit()` rebuilds every node it passes (`_visit_and_replace_children`,
 with each node's validation), which costs several times the parse. modelint only
 reads the tree, so it walks the dataclass fields itself and skips whitespace and
-punctuation nodes: same nodes, same order, a fraction of the time.
+punctuation nodes: same nodes, a fraction of the time.
+
+Nothing here recurses: a file may nest thousands of levels deep (`a + a + ...`,
+`x.y.y.y...`, long `elif` chains), and a Python-level recursion per level would hit
+the interpreter's recursion limit long before the file stops being valid Python.
 """
 
 from __future__ import annotations
@@ -21,6 +25,20 @@ _SKIP_TYPES = frozenset(
 _SKIP_FIELDS = frozenset({"lpar", "rpar", "leading_lines", "lines_after_decorators", "header", "footer",
                           "whitespace_before", "whitespace_after", "semicolon", "comma", "trailing_whitespace"})
 _FIELDS: dict[type, tuple[str, ...]] = {}
+# Fields in reverse, for pushing children on a stack so that they pop in field order.
+_REVERSED: dict[type, tuple[str, ...]] = {}
+
+# Where the dataclass field order differs from the order libcst's visitor (and the
+# source text) has: `iter_nodes(..., source_order=True)` follows these.
+_SOURCE_ORDER: dict[type, tuple[str, ...]] = {
+    cst.Arg: ("keyword", "value"),
+    cst.IfExp: ("body", "test", "orelse"),
+    cst.FunctionDef: ("decorators", "asynchronous", "name", "type_parameters", "params", "returns", "body"),
+    cst.ClassDef: ("decorators", "name", "type_parameters", "bases", "keywords", "body"),
+    cst.ExceptHandler: ("type", "name", "body"),
+    cst.ExceptStarHandler: ("type", "name", "body"),
+}
+_REVERSED_SOURCE: dict[type, tuple[str, ...]] = {}
 
 
 def _fields(cls: type) -> tuple[str, ...]:
@@ -29,6 +47,26 @@ def _fields(cls: type) -> tuple[str, ...]:
         names = tuple(f.name for f in dataclasses.fields(cls)
                       if f.name not in _SKIP_FIELDS and not f.name.startswith("whitespace"))
         _FIELDS[cls] = names
+        _REVERSED[cls] = names[::-1]
+    return names
+
+
+def _reversed_fields(cls: type) -> tuple[str, ...]:
+    names = _REVERSED.get(cls)
+    if names is None:
+        _fields(cls)
+        names = _REVERSED[cls]
+    return names
+
+
+def _reversed_source_fields(cls: type) -> tuple[str, ...]:
+    names = _REVERSED_SOURCE.get(cls)
+    if names is None:
+        fields = _fields(cls)
+        order = _SOURCE_ORDER.get(cls, ())
+        rank = {name: i for i, name in enumerate(order)}
+        names = tuple(sorted(fields, key=lambda name: rank.get(name, len(order))))[::-1]
+        _REVERSED_SOURCE[cls] = names
     return names
 
 
@@ -59,34 +97,87 @@ def children(node: cst.CSTNode) -> Iterator[cst.CSTNode]:
                     yield item
 
 
-def iter_nodes(node: cst.CSTNode, skip_lambdas: bool = False) -> Iterator[cst.CSTNode]:
-    """Every node under `node` (itself included), parents before children."""
+def _push_children(stack: list, node: cst.CSTNode, reversed_fields: tuple[str, ...]) -> None:
+    """Push the children of `node` so that they pop first to last."""
+    push = stack.append
+    kinds = _KIND
+    for name in reversed_fields:
+        value = getattr(node, name)
+        kind = kinds.get(type(value)) or _kind(type(value))
+        if kind == 1:
+            push(value)
+        elif kind == 2 and value:
+            for item in reversed(value):
+                if (kinds.get(type(item)) or _kind(type(item))) == 1:
+                    push(item)
+
+
+def iter_nodes(node: cst.CSTNode, skip_lambdas: bool = False, source_order: bool = False) -> Iterator[cst.CSTNode]:
+    """Every node under `node` (itself included), parents before children.
+
+    Children come in dataclass field order, or with `source_order` in the order of the
+    source text (and of libcst's visitors: decorators before the function, an
+    argument's keyword before its value, `a if b else c` as a, b, c).
+    """
+    table, reversed_fields = (_REVERSED_SOURCE, _reversed_source_fields) if source_order else \
+        (_REVERSED, _reversed_fields)
     stack = [node]
+    pop = stack.pop
     while stack:
-        current = stack.pop()
-        if skip_lambdas and isinstance(current, cst.Lambda):
+        current = pop()
+        if skip_lambdas and type(current) is cst.Lambda:
             continue
         yield current
-        stack.extend(reversed(list(children(current))))
+        cls = type(current)
+        _push_children(stack, current, table.get(cls) or reversed_fields(cls))
 
 
 class FastVisitor:
-    """`visit_<Node>` / `leave_<Node>` / `on_visit` / `on_leave`, like cst.CSTVisitor, but read-only and fast."""
+    """`visit_<Node>` / `leave_<Node>` / `on_visit` / `on_leave`, like cst.CSTVisitor, but read-only and fast.
+
+    Children are visited in dataclass field order. `on_visit` returning False skips a
+    node (no leave calls); `visit_<Node>` returning False skips its children (its
+    `on_leave` still runs, its `leave_<Node>` does not).
+    """
 
     def walk(self, node: cst.CSTNode) -> None:
-        cls = type(node)
-        if self.on_visit(node) is False:
-            return
-        visit = _method(type(self), "visit_", cls)
-        if visit is not None and visit(self, node) is False:
-            self.on_leave(node)
-            return
-        for child in children(node):
-            self.walk(child)
-        leave = _method(type(self), "leave_", cls)
-        if leave is not None:
-            leave(self, node)
-        self.on_leave(node)
+        methods = _methods_of(type(self))
+        on_visit = self.on_visit
+        on_leave = self.on_leave
+        kinds = _KIND
+        reversed_fields = _REVERSED
+        stack: list = [node]
+        pop = stack.pop
+        push = stack.append
+        while stack:
+            current = pop()
+            if type(current) is tuple:  # (node, leave_<Node>): its children are done
+                current, leave = current
+                if leave is not None:
+                    leave(self, current)
+                on_leave(current)
+                continue
+            if on_visit(current) is False:
+                continue
+            cls = type(current)
+            pair = methods.get(cls)
+            if pair is None:
+                pair = methods[cls] = (getattr(type(self), "visit_" + cls.__name__, None),
+                                       getattr(type(self), "leave_" + cls.__name__, None))
+            visit, leave = pair
+            if visit is not None and visit(self, current) is False:
+                on_leave(current)
+                continue
+            push((current, leave))
+            for name in reversed_fields.get(cls) or _reversed_fields(cls):
+                value = getattr(current, name)
+                kind = kinds.get(type(value)) or _kind(type(value))
+                if kind == 1:
+                    push(value)
+                elif kind == 2 and value:
+                    for item in reversed(value):
+                        if (kinds.get(type(item)) or _kind(type(item))) == 1:
+                            push(item)
 
     def on_visit(self, node: cst.CSTNode) -> bool:
         return True
@@ -95,14 +186,12 @@ class FastVisitor:
         pass
 
 
-_METHODS: dict[tuple[type, str, type], object] = {}
+_METHODS: dict[type, dict[type, tuple]] = {}
 
 
-def _method(visitor_cls: type, prefix: str, node_cls: type):
-    key = (visitor_cls, prefix, node_cls)
-    try:
-        return _METHODS[key]
-    except KeyError:
-        found = getattr(visitor_cls, prefix + node_cls.__name__, None)
-        _METHODS[key] = found
-        return found
+def _methods_of(visitor_cls: type) -> dict[type, tuple]:
+    """Node class -> (visit_<Node>, leave_<Node>) of a visitor class, filled as node classes are met."""
+    methods = _METHODS.get(visitor_cls)
+    if methods is None:
+        methods = _METHODS[visitor_cls] = {}
+    return methods
