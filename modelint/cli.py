@@ -136,6 +136,8 @@ def check(paths, select, ignore, extend_select, output_format, statistics, exit_
             click.echo(rendered)
         if output_format in ("text", "concise") and not quiet:
             _print_summary(run, unsafe_fixes)
+            if runtime:
+                _print_runtime_summary(findings)
     if run.internal_errors:
         sys.exit(EXIT_ERROR)
     if run.results and run.files_checked == 0:
@@ -172,6 +174,15 @@ def _print_summary(run, unsafe_fixes: bool = False) -> None:
         if unsafe:
             line += f" ({unsafe} hidden fix{'es' if unsafe != 1 else ''} can be enabled with the `--unsafe-fixes` option)"
         click.echo(line + ".")
+
+
+def _print_runtime_summary(findings) -> None:
+    verdicts = Counter((f.runtime or {}).get("verdict") for f in findings if f.runtime)
+    if not verdicts:
+        click.echo("Runtime: no finding of a rule the runtime checker can measure.")
+        return
+    order = ("confirmed", "not reproduced", "not run")
+    click.echo("Runtime: " + ", ".join(f"{verdicts[v]} {v}" for v in order if verdicts[v]) + ".")
 
 
 def _fix_stdin(data: bytes, filename: str, resolver, overrides, unsafe: bool, diff: bool) -> None:
