@@ -14,17 +14,20 @@ from pathlib import PurePath
 
 import libcst as cst
 
-from modelint import source, suppression
+from modelint import limits, source, suppression
 from modelint.facts import FileFacts
 from modelint.summary import FileSummary
-from modelint.finding import (INTERNAL_ERROR, IO_ERROR, SYNTAX_ERROR, FileResult, Finding, Location, Related,
-                              not_checked)
+from modelint.finding import (INTERNAL_ERROR, IO_ERROR, NOT_ANALYSED, SYNTAX_ERROR, FileResult, Finding, Location,
+                              Related, not_checked)
 from modelint.registry import all_rules
+from modelint.source import physical_lines
 
 
 # A file that mentions none of these cannot produce any finding: it is only
 # checked for syntax errors (with the stdlib parser, ten times faster than libcst).
 _RELEVANT = re.compile(r"torch|\bnn\b|\.eval\b|\.train\b|\btrain\(|no_grad|inference_mode|grad|dropout|training|Module")
+# Only a file that says "modelint" (any case: `# MODELINT: NOQA`) can hold a file-level directive.
+_MENTIONS_MODELINT = re.compile("modelint", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -63,28 +66,68 @@ def lint_bytes(data: bytes, path: str, codes: frozenset[str], index=None) -> Fil
 FLOW_RULES = frozenset({"MDL001", "MDL002", "MDL003", "MDL007"})
 
 
+def parse(text: str, path: str) -> cst.Module:
+    """libcst's tree of `text`, or limits.Verdict: the line to report instead (E999, E903).
+
+    modelint.limits looks first (libcst's native parser crashes the process on some deep
+    files and takes minutes on huge ones); when libcst fails, CPython's parser gives the
+    message and position, as `python file.py` would.
+    """
+    verdict = limits.check(text, path)
+    if verdict is not None:
+        raise verdict
+    try:
+        return cst.parse_module(text)
+    except limits.Timeout:
+        raise
+    except Exception as error:  # ParserSyntaxError, and a few other kinds from the native parser
+        libcst_error = error
+    verdict = limits.cpython_parse(text, path)
+    if isinstance(verdict, limits.Verdict):
+        raise verdict
+    if isinstance(libcst_error, cst.ParserSyntaxError):
+        why = _one_line(libcst_error.message)
+        row, column = limits.clamp(text, libcst_error.raw_line, libcst_error.raw_column + 1)
+    else:
+        why, row, column = _one_line(libcst_error), 1, 1
+    raise limits.Verdict(NOT_ANALYSED, f"not checked: Python accepts this file but libcst, modelint's parser, "
+                                       f"does not ({why})", row, column)
+
+
 def lint_source(text: str, path: str, codes: frozenset[str], index=None) -> FileResult:
-    """Every finding of the selected rules in one file's text."""
+    """Every finding of the selected rules in one file's text.
+
+    Within the per-file time limit (modelint.limits): a file that takes longer gets one
+    E903 line instead of its findings.
+    """
     if "\x00" in text:
         return not_checked(path, IO_ERROR, "file contains NUL bytes (binary file?)")
-    file_noqa = suppression.file_noqa(text) if "modelint" in text else None
+    with limits.time_limit(limits.timeout_seconds(len(text))) as seconds:
+        try:
+            return _lint_source(text, path, codes, index)
+        except limits.Timeout:
+            return not_checked(path, NOT_ANALYSED, limits.timeout_message(seconds))
+
+
+def _lint_source(text: str, path: str, codes: frozenset[str], index) -> FileResult:
+    file_noqa = suppression.file_noqa(text) if _MENTIONS_MODELINT.search(text) else None
     if file_noqa == suppression.ALL:
         return FileResult(path)
     if index is None and not _RELEVANT.search(text):
         return _syntax_only(text, path, bool(codes & FLOW_RULES))
     try:
-        module = cst.parse_module(text)
-    except cst.ParserSyntaxError as error:
-        # libcst may point one past the end (a truncated file): keep the position inside the file.
-        lines = text.splitlines() or [""]
-        row = min(max(error.raw_line, 1), len(lines))
-        column = min(error.raw_column + 1, len(lines[row - 1]) + 1) if row == error.raw_line else len(lines[row - 1]) + 1
-        return not_checked(path, SYNTAX_ERROR, f"SyntaxError: {error.message}", row, column)
-    except RecursionError:
-        return not_checked(path, SYNTAX_ERROR, "file is nested too deeply to parse")
-    except Exception as error:  # libcst's native parser raises a few other kinds
-        return not_checked(path, SYNTAX_ERROR, f"cannot parse: {_one_line(error)}")
-    lines = text.splitlines()
+        module = parse(text, path)
+    except limits.Verdict as verdict:
+        return not_checked(path, verdict.code, verdict.message, verdict.row, verdict.column)
+    with limits.deep_recursion():
+        try:
+            return _analyse(module, text, path, codes, index, file_noqa)
+        except RecursionError:  # past what limits.check lets through: should not happen
+            return not_checked(path, NOT_ANALYSED, "not checked: the file is nested too deeply to analyse")
+
+
+def _analyse(module: cst.Module, text: str, path: str, codes: frozenset[str], index, file_noqa) -> FileResult:
+    lines = physical_lines(text)
     facts = FileFacts(module, path, index=index, lines=lines)
     reports = []
     internal: list[Finding] = []
@@ -181,16 +224,18 @@ def call_positions(path: str) -> tuple[list[tuple[Location, Location]], list[str
     """
     try:
         text = source.read(path)
-        module = cst.parse_module(text)
-    except Exception:
+        with limits.time_limit(limits.timeout_seconds(len(text))), limits.deep_recursion():
+            module = parse(text, path)
+            facts = FileFacts(module, path, lines=physical_lines(text))
+            positions = facts.positions
+            out = []
+            for site in facts.collector.calls:
+                span = positions[site.node]
+                out.append((Location(span.start.line, span.start.column + 1),
+                            Location(span.end.line, span.end.column + 1)))
+    except (Exception, limits.Timeout):
         return None
-    facts = FileFacts(module, path)
-    positions = facts.positions
-    out = []
-    for site in facts.collector.calls:
-        span = positions[site.node]
-        out.append((Location(span.start.line, span.start.column + 1), Location(span.end.line, span.end.column + 1)))
-    return out, text.splitlines()
+    return out, physical_lines(text)
 
 
 def _dedupe(findings: list[Finding]) -> list[Finding]:
@@ -205,12 +250,9 @@ def _dedupe(findings: list[Finding]) -> list[Finding]:
 
 
 def _syntax_only(text: str, path: str, follow_calls: bool) -> FileResult:
-    try:
-        tree = ast.parse(text, filename=path)
-    except SyntaxError as error:
-        return not_checked(path, SYNTAX_ERROR, f"SyntaxError: {error.msg}", error.lineno or 1, error.offset or 1)
-    except (ValueError, RecursionError, MemoryError) as error:
-        return not_checked(path, SYNTAX_ERROR, f"cannot parse: {_one_line(error)}")
+    tree = limits.cpython_parse(text, path)
+    if isinstance(tree, limits.Verdict):
+        return not_checked(path, tree.code, tree.message, tree.row, tree.column)
     if not follow_calls:
         return FileResult(path)
     # It mentions nothing of torch itself, but it may build a project's model and hand

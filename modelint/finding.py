@@ -63,8 +63,11 @@ class Finding:
 # Codes for files modelint could not check, as ruff spells them, and for a rule that failed.
 SYNTAX_ERROR = "E999"
 IO_ERROR = "E902"
+# Valid as far as CPython goes, but over one of modelint's limits (size, nesting, time; see
+# modelint.limits) or beyond libcst, its parser: reported, not analysed.
+NOT_ANALYSED = "E903"
 INTERNAL_ERROR = "MDL000"
-NOT_CHECKED_NAMES = {SYNTAX_ERROR: "syntax-error", IO_ERROR: "io-error"}
+NOT_CHECKED_NAMES = {SYNTAX_ERROR: "syntax-error", IO_ERROR: "io-error", NOT_ANALYSED: "not-analysed"}
 
 
 @dataclass

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from modelint import fixer
 from modelint.runner import Overrides, RunResult, codes_for
+from modelint.source import physical_lines
 
 
 @dataclass
@@ -44,6 +45,6 @@ def fix_files(run: RunResult, resolver, overrides: Overrides, unsafe: bool, writ
                 report.problems.append(f"{path}: cannot write the fixes: {error.strerror or error}")
         else:
             diffs.append("".join(difflib.unified_diff(
-                source.text.splitlines(True), outcome.fixed.splitlines(True), f"a/{path}", f"b/{path}")))
+                physical_lines(source.text, keepends=True), physical_lines(outcome.fixed, keepends=True), f"a/{path}", f"b/{path}")))
     report.diff = "".join(diffs)
     return report

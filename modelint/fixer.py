@@ -17,10 +17,9 @@ import stat
 import tokenize
 from dataclasses import dataclass, field
 
-import libcst as cst
-
-from modelint import atomic, engine
+from modelint import atomic, engine, limits
 from modelint.finding import Edit, Finding, Location
+from modelint.source import physical_lines
 
 MAX_ROUNDS = 10
 
@@ -39,8 +38,9 @@ class FixOutcome:
 
 
 def _offsets(text: str) -> list[int]:
+    """Where each line starts (Python's lines: \\n, \\r\\n, \\r), and the end of the text."""
     starts = [0]
-    for line in text.splitlines(keepends=True):
+    for line in physical_lines(text, keepends=True):
         starts.append(starts[-1] + len(line))
     return starts
 
@@ -99,10 +99,11 @@ def fix_text(text: str, path: str, codes: frozenset[str], unsafe: bool,
         if candidate == outcome.fixed:
             break
         try:
-            cst.parse_module(candidate)
+            engine.parse(candidate, path)
         except Exception as error:  # the fix would break the file: keep what we had
             codes_tried = ", ".join(sorted({f.code for f in fixes}))
-            outcome.dropped.append(f"fixes for {codes_tried} would leave invalid code ({type(error).__name__}); "
+            why = error.message if isinstance(error, limits.Verdict) else type(error).__name__
+            outcome.dropped.append(f"fixes for {codes_tried} would leave invalid code ({why}); "
                                    f"not applied")
             break
         outcome.applied += len(fixes)

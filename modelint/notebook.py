@@ -10,11 +10,12 @@ others are still linted.
 
 from __future__ import annotations
 
-import ast
 import json
 import re
 
-from modelint.finding import IO_ERROR, SYNTAX_ERROR, FileResult, Finding, Location, not_checked
+from modelint import limits
+from modelint.finding import IO_ERROR, NOT_CHECKED_NAMES, FileResult, Finding, Location, not_checked
+from modelint.source import physical_lines
 
 _LINE_MAGIC = re.compile(r"^(\s*)(%|!|\?)")
 _PYTHON_CELL_MAGICS = ("%%time", "%%timeit", "%%capture", "%%prun")
@@ -29,7 +30,7 @@ def code_cells(data: bytes) -> list[list[str]]:
             continue
         source = cell.get("source", "")
         text = "".join(source) if isinstance(source, list) else str(source)
-        cells.append(text.splitlines())
+        cells.append(physical_lines(text))
     return cells
 
 
@@ -59,11 +60,10 @@ def lint_notebook(data: bytes, path: str, codes: frozenset[str]) -> FileResult:
         if lines is None:
             continue
         python = neutralise(lines)
-        try:
-            ast.parse("\n".join(python))
-        except SyntaxError as error:
-            location = Location(max(error.lineno or 1, 1), max(error.offset or 1, 1))
-            problems.append(Finding(path, SYNTAX_ERROR, "syntax-error", f"SyntaxError: {error.msg}", "error",
+        verdict = limits.cpython_parse("\n".join(python), path)
+        if isinstance(verdict, limits.Verdict):
+            location = Location(verdict.row, verdict.column)
+            problems.append(Finding(path, verdict.code, NOT_CHECKED_NAMES[verdict.code], verdict.message, "error",
                                     location, location, cell=number))
             continue
         for row, line in enumerate(python, 1):

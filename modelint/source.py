@@ -3,7 +3,30 @@
 from __future__ import annotations
 
 import io
+import re
 import tokenize
+
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+
+
+def physical_lines(text: str, keepends: bool = False) -> list[str]:
+    """The lines of `text` as Python numbers them: broken at \\r\\n, \\r and \\n only.
+
+    str.splitlines() also breaks at \\x0b, \\x0c, \\x1c-\\x1e, \\x85, \\u2028 and \\u2029,
+    which Python takes for ordinary characters: after one of them, line numbers
+    from splitlines() are off by one. A text ending with a line break has no empty
+    last line here (as with splitlines()); "" has no lines.
+    """
+    if keepends:
+        lines = [match.group() for match in _LINE_KEEP.finditer(text)]
+    else:
+        lines = _LINE_BREAK.split(text)
+        if lines[-1] == "":
+            lines.pop()
+    return lines
+
+
+_LINE_KEEP = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+$")
 
 
 class UnreadableSource(Exception):

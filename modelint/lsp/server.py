@@ -18,6 +18,7 @@ from pygls.lsp.server import LanguageServer
 
 from modelint import __version__
 from modelint.formats.lsp_format import SEVERITY, utf16_column
+from modelint.source import physical_lines
 
 DEBOUNCE_SECONDS = 0.3
 _NOQA = re.compile(r"#\s*noqa(?::\s*(?P<codes>[A-Z]+[0-9]+(?:[\s,]+[A-Z]+[0-9]+)*))?", re.IGNORECASE)
@@ -50,7 +51,7 @@ class ModelintServer(LanguageServer):
 
         document = self.workspace.get_text_document(uri)
         path = _path(uri)
-        lines = document.source.splitlines()
+        lines = physical_lines(document.source)
         try:
             from modelint.runner import run_text
 
@@ -149,7 +150,7 @@ def did_close(ls: ModelintServer, params: types.DidCloseTextDocumentParams) -> N
 def code_action(ls: ModelintServer, params: types.CodeActionParams) -> list[types.CodeAction]:
     uri = params.text_document.uri
     document = ls.workspace.get_text_document(uri)
-    lines = document.source.splitlines()
+    lines = physical_lines(document.source)
     actions = []
     wanted = params.range
     for finding in ls.findings.get(uri, []):
