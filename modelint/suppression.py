@@ -1,13 +1,20 @@
-"""`# noqa`, `# noqa: MDL001` and file-level `# modelint: noqa`, read as ruff reads them."""
+"""`# noqa`, `# noqa: MDL001` and file-level `# modelint: noqa`, read as ruff and flake8 read them.
+
+Case does not matter (`# NOQA`, `# MODELINT: NOQA: mdl005`), as in both; codes are
+compared upper-cased.
+"""
 
 from __future__ import annotations
 
 import re
 
 _NOQA = re.compile(r"#\s*noqa(?::\s*(?P<codes>[A-Z]+[0-9]+(?:[\s,]+[A-Z]+[0-9]+)*))?", re.IGNORECASE)
-_FILE_NOQA = re.compile(r"^\s*#\s*modelint\s*:\s*noqa(?::\s*(?P<codes>[A-Z]+[0-9]+(?:[\s,]+[A-Z]+[0-9]+)*))?\s*$",
-                        re.IGNORECASE | re.MULTILINE)
+# A line of its own; lines end at \n, \r\n or \r (re's MULTILINE `^`/`$` know only \n).
+_FILE_NOQA = re.compile(r"(?:^|(?<=[\r\n]))[ \t\f]*#[ \t\f]*modelint[ \t\f]*:[ \t\f]*noqa"
+                        r"(?::[ \t\f]*(?P<codes>[A-Z]+[0-9]+(?:[ \t\f,]+[A-Z]+[0-9]+)*))?[ \t\f]*(?=[\r\n]|\Z)",
+                        re.IGNORECASE)
 ALL = "all"
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
 
 def _codes(text: str | None) -> set[str] | str:
@@ -29,8 +36,8 @@ def _comment_rows(text: str) -> set[int] | None:
     import io
     import tokenize
 
-    try:
-        return {token.start[0] for token in tokenize.generate_tokens(io.StringIO(text).readline)
+    try:  # newline=None: rows end at \r and \r\n too, as Python's lines do
+        return {token.start[0] for token in tokenize.generate_tokens(io.StringIO(text, newline=None).readline)
                 if token.type == tokenize.COMMENT}
     except Exception:  # a syntax error: the engine reports it; judge by the text alone
         return None
@@ -42,7 +49,7 @@ def file_noqa(text: str) -> set[str] | str | None:
         return None
     rows = _comment_rows(text)  # a `# modelint: noqa` line inside a docstring is no directive
     for match in _FILE_NOQA.finditer(text):
-        if rows is not None and text.count("\n", 0, text.index("#", match.start())) + 1 not in rows:
+        if rows is not None and len(_LINE_BREAK.findall(text, 0, text.index("#", match.start()))) + 1 not in rows:
             continue
         codes = _codes(match.group("codes"))
         if codes == ALL:
