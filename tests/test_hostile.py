@@ -278,6 +278,24 @@ def test_deep_nesting_inside_a_folder_run_with_worker_processes(tmp_path: Path) 
     assert run.returncode == 1
 
 
+def test_time_limit_in_worker_processes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file past its time limit (here 0.5 s per 500,000 characters) gets one E903 line; the others are intact."""
+    text, _ = big_file(20_000)
+    files: dict[str, str] = {f"pkg/sentinel_{i:02}.py": SENTINEL for i in range(30)}
+    files["pkg/slow.py"] = text
+    write(tmp_path, files)
+    monkeypatch.setenv("MODELINT_TIMEOUT", "0.5")
+    run = modelint("--jobs", "2", "pkg", cwd=tmp_path)
+    assert_no_internal_error(run)
+    found = run.by_file()
+    for i in range(30):
+        assert found[f"pkg/sentinel_{i:02}.py"] == [(4, 1, "MDL006")]
+    assert found["pkg/slow.py"] == [(1, 1, "E903")]
+    [message] = run.messages("pkg/slow.py")
+    assert "time limit" in message and "MODELINT_TIMEOUT" in message
+    assert run.returncode == 1
+
+
 # --- a 5 MB single-line file ----------------------------------------------------------------------------------------
 
 MB5 = 5 * 1024 * 1024

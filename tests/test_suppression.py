@@ -71,6 +71,10 @@ FILE_LEVEL = HEADER + MODEL + "model.eval\ntorch.no_grad()\nmodel.train(\"val\")
     ("# modelint: noqa: MDL005\n", {"MDL004", "MDL006"}),
     ("# modelint: noqa: MDL005, MDL006\n", {"MDL004"}),
     ("#modelint:noqa:MDL004\n", {"MDL005", "MDL006"}),
+    # Any case, as flake8's `# flake8: noqa` and ruff's `# ruff: noqa`; codes too.
+    ("# MODELINT: NOQA\n", set()),
+    ("# Modelint: NoQA: mdl005\n", {"MDL004", "MDL006"}),
+    ("  # modelint: noqa  \n", set()),
 ])
 def test_file_level_noqa(tmp_path: Path, directive: str, left: set[str]) -> None:
     # At the top, or anywhere on a line of its own.
@@ -80,6 +84,14 @@ def test_file_level_noqa(tmp_path: Path, directive: str, left: set[str]) -> None
     found = codes_by_path(result.stdout)
     assert found.get("top.py", set()) == left
     assert found.get("bottom.py", set()) == left
+
+
+@pytest.mark.parametrize("newline", ["\r\n", "\r"], ids=["crlf", "cr"])
+def test_file_level_noqa_with_other_line_ends(tmp_path: Path, newline: str) -> None:
+    source = (FILE_LEVEL + "# MODELINT: NOQA: MDL004\n").replace("\n", newline)
+    write(tmp_path, {"ends.py": source})
+    result = check("--jobs", "1", "ends.py", cwd=tmp_path)
+    assert codes_by_path(result.stdout) == {"ends.py": {"MDL005", "MDL006"}}
 
 
 def test_file_level_noqa_must_be_a_comment_of_its_own(tmp_path: Path) -> None:
