@@ -779,9 +779,10 @@ def main(request_text: str) -> int:
     folder = os.path.dirname(path)
     root, package = _package_of(path)
     os.chdir(folder)
-    # The file's folder (scripts import their neighbours), its package root, and the folder modelint
-    # was run from (a project root: `from pkg.models import Net` in namespace packages).
-    search = [folder, root, request.get("project_root") or folder]
+    # A script's folder (scripts import their neighbours), or a package member's package root only (its
+    # own folder first would let a neighbour such as `d2l/torch.py` shadow a top-level module); then the
+    # folder modelint was run from (a project root: `from pkg.models import Net` in namespace packages).
+    search = [root if package else folder, request.get("project_root") or folder]
     sys.path[:0] = [p for i, p in enumerate(search) if p not in search[:i]]
     sys.argv = [path]
     modules: dict[str, object] = {}
