@@ -78,8 +78,12 @@ class TrainingFlagAssigned(Rule):
             call = "eval()" if value is False else "train()" if value is True else "train(flag)"
             fix = None
             if isinstance(assign.node, cst.Assign) and len(assign.node.targets) == 1 and assign.value is not None:
-                replacement = call if value in (True, False) else f"train({code_of(assign.value, 200)})"
-                fix = NodeFix(f"Replace with `{receiver}.{replacement}`",
+                shown = call if value in (True, False) else f"train({code_of(assign.value, 200)})"
+                # The edit takes the value's own text: code_of shortens it and joins its lines (and a
+                # comment inside would swallow the rest), which is for messages only.
+                replacement = call if value in (True, False) else \
+                    f"train({cst.Module(body=[]).code_for_node(assign.value)})"
+                fix = NodeFix(f"Replace with `{receiver}.{shown}`",
                               (NodeEdit(assign.node, f"{receiver}.{replacement}", "replace"),))
             yield Report(assign.node, f"`{receiver}.training = ...` flips only this module's flag: its submodules "
                                       f"(Dropout, BatchNorm) keep their mode; call `{receiver}.{call}`",

@@ -149,8 +149,11 @@ class ModuleTable:
                 break
 
     # -- constructions ------------------------------------------------------
-    def construction(self, call: cst.Call) -> Construction | None:
-        """What module `call` builds, if it builds one."""
+    def construction(self, call: cst.Call, _nested: dict | None = None) -> Construction | None:
+        """What module `call` builds, if it builds one.
+
+        `_nested`: containers' dependences already worked out during this call (see _nested_dependence).
+        """
         func = call.func
         project = self.project_class(func)
         if project is not None:
@@ -170,7 +173,7 @@ class ModuleTable:
                 if not layer[:1].isupper() or qualified.startswith(("torch.nn.init", "torch.nn.utils", "torch.nn.Parameter")):
                     return None
                 if layer in api.CONTAINERS or layer in api.STACKS:
-                    return Construction(call, self._nested_dependence(call))
+                    return Construction(call, self._nested_dependence(call, {} if _nested is None else _nested))
                 return Construction(call, _layer_dependence_by_name(layer, call))
             if qualified.startswith(api.EXTERNAL_MODEL_PREFIXES):
                 return Construction(call, Dependence.DEPENDENT)
@@ -189,18 +192,27 @@ class ModuleTable:
             return Construction(call, Dependence.UNKNOWN, certain=False)
         return None
 
-    def _nested_dependence(self, call: cst.Call) -> Dependence:
-        """A container/stack is as dependent as the most dependent module built in its arguments."""
+    def _nested_dependence(self, call: cst.Call, known: dict) -> Dependence:
+        """A container/stack is as dependent as the most dependent module built in its arguments.
+
+        `known` keeps the containers met inside it: `nn.Sequential(nn.Sequential(...))` nested n deep
+        walks each one's arguments once (n**2 steps), not once per enclosing container (2**n).
+        """
+        found = known.get(call)
+        if found is not None:
+            return found
         found = Dependence.INDEPENDENT
         for arg in call.args:
             if arg.star:
-                return Dependence.UNKNOWN
+                found = Dependence.UNKNOWN
+                break
             for inner in _calls_in(arg.value):
-                built = self.construction(inner)
+                built = self.construction(inner, known)
                 if built is not None:
                     found = max(found, built.dependence)
             if isinstance(arg.value, (cst.Name, cst.Attribute)):
                 found = max(found, Dependence.UNKNOWN)  # a layer built elsewhere
+        known[call] = found
         return found
 
     def module_expression(self, expr: cst.BaseExpression) -> tuple[Construction | None, list[cst.Call]]:
