@@ -47,15 +47,13 @@ def _fields(cls: type) -> tuple[str, ...]:
         names = tuple(f.name for f in dataclasses.fields(cls)
                       if f.name not in _SKIP_FIELDS and not f.name.startswith("whitespace"))
         _FIELDS[cls] = names
-        _REVERSED[cls] = names[::-1]
     return names
 
 
 def _reversed_fields(cls: type) -> tuple[str, ...]:
     names = _REVERSED.get(cls)
     if names is None:
-        _fields(cls)
-        names = _REVERSED[cls]
+        names = _REVERSED[cls] = _fields(cls)[::-1]
     return names
 
 
@@ -97,18 +95,21 @@ def children(node: cst.CSTNode) -> Iterator[cst.CSTNode]:
                     yield item
 
 
-def _push_children(stack: list, node: cst.CSTNode, reversed_fields: tuple[str, ...]) -> None:
-    """Push the children of `node` so that they pop first to last."""
+def push_children(stack: list, node: cst.CSTNode, reversed_fields: tuple[str, ...]) -> None:
+    """Push the children of `node` (its fields given last to first) so that they pop first to last."""
     push = stack.append
     kinds = _KIND
     for name in reversed_fields:
         value = getattr(node, name)
-        kind = kinds.get(type(value)) or _kind(type(value))
+        kind = kinds.get(type(value))
+        if kind is None:
+            kind = _kind(type(value))
         if kind == 1:
             push(value)
-        elif kind == 2 and value:
+        elif kind == 2:
             for item in reversed(value):
-                if (kinds.get(type(item)) or _kind(type(item))) == 1:
+                kind = kinds.get(type(item))
+                if kind == 1 or (kind is None and _kind(type(item)) == 1):
                     push(item)
 
 
@@ -129,7 +130,7 @@ def iter_nodes(node: cst.CSTNode, skip_lambdas: bool = False, source_order: bool
             continue
         yield current
         cls = type(current)
-        _push_children(stack, current, table.get(cls) or reversed_fields(cls))
+        push_children(stack, current, table.get(cls) or reversed_fields(cls))
 
 
 class FastVisitor:
@@ -144,7 +145,6 @@ class FastVisitor:
         methods = _methods_of(type(self))
         on_visit = self.on_visit
         on_leave = self.on_leave
-        kinds = _KIND
         reversed_fields = _REVERSED
         stack: list = [node]
         pop = stack.pop
@@ -169,15 +169,7 @@ class FastVisitor:
                 on_leave(current)
                 continue
             push((current, leave))
-            for name in reversed_fields.get(cls) or _reversed_fields(cls):
-                value = getattr(current, name)
-                kind = kinds.get(type(value)) or _kind(type(value))
-                if kind == 1:
-                    push(value)
-                elif kind == 2 and value:
-                    for item in reversed(value):
-                        if (kinds.get(type(item)) or _kind(type(item))) == 1:
-                            push(item)
+            push_children(stack, current, reversed_fields.get(cls) or _reversed_fields(cls))
 
     def on_visit(self, node: cst.CSTNode) -> bool:
         return True
