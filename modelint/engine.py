@@ -122,8 +122,25 @@ def _lint_source(text: str, path: str, codes: frozenset[str], index) -> FileResu
     with limits.deep_recursion():
         try:
             return _analyse(module, text, path, codes, index, file_noqa)
-        except RecursionError:  # past what limits.check lets through: should not happen
-            return not_checked(path, NOT_ANALYSED, "not checked: the file is nested too deeply to analyse")
+        except Exception as error:
+            # libcst's code generation (positions, code in messages) recurses once per nesting level:
+            # Python 3.12 caps that at ~750 levels whatever the recursion limit (its C recursion
+            # limit), and libcst may turn the RecursionError into another error on the way out.
+            if not _from_recursion(error):
+                raise
+            return not_checked(path, NOT_ANALYSED, "not checked: the file is nested too deeply to analyse "
+                                                   "(this Python's recursion limit)")
+
+
+def _from_recursion(error: BaseException) -> bool:
+    """Was this raised by, or while handling, a RecursionError?"""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, RecursionError):
+            return True
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return False
 
 
 def _analyse(module: cst.Module, text: str, path: str, codes: frozenset[str], index, file_noqa) -> FileResult:
@@ -137,9 +154,9 @@ def _analyse(module: cst.Module, text: str, path: str, codes: frozenset[str], in
         try:
             for report in rule_class().check(facts):
                 reports.append((rule_class, report))
-        except RecursionError:
-            internal.append(_internal(path, code, "file is nested too deeply to analyse"))
         except Exception as error:
+            if _from_recursion(error):
+                raise  # too deep for this Python: the whole file gets one E903 line
             internal.append(_internal(path, code, f"{type(error).__name__}: {_one_line(error)} at {_where(error)}"))
     summary = None
     if codes & FLOW_RULES:
