@@ -267,7 +267,7 @@ def _dedupe(findings: list[Finding]) -> list[Finding]:
 
 
 def _syntax_only(text: str, path: str, follow_calls: bool) -> FileResult:
-    tree = limits.cpython_parse(text, path)
+    tree = limits.too_large(text) or limits.cpython_parse(text, path)
     if isinstance(tree, limits.Verdict):
         return not_checked(path, tree.code, tree.message, tree.row, tree.column)
     if not follow_calls:

@@ -137,6 +137,17 @@ def approximate_tokens(stripped: str, limit: int) -> int:
     return count
 
 
+def too_large(text: str, stripped: str | None = None) -> Verdict | None:
+    """The E903 line for a file of more than MAX_TOKENS tokens (counted only past MAX_TOKENS characters)."""
+    if len(text) <= MAX_TOKENS:
+        return None
+    if stripped is None:
+        stripped = _STRINGS_AND_COMMENTS.sub("_", text)
+    if approximate_tokens(stripped, MAX_TOKENS) <= MAX_TOKENS:
+        return None
+    return Verdict(NOT_ANALYSED, f"not checked: the file is too large to analyse (more than {MAX_TOKENS:,} tokens)")
+
+
 def check(text: str, path: str) -> Verdict | None:
     """None if libcst may parse `text`; else the line to report instead."""
     if len(text) <= SHORT:
@@ -144,11 +155,9 @@ def check(text: str, path: str) -> Verdict | None:
     seen = shape(text)
     if seen.ordinary and len(text) <= MAX_TOKENS:
         return None
-    if len(text) > MAX_TOKENS:
-        tokens = approximate_tokens(seen.stripped, MAX_TOKENS)
-        if tokens > MAX_TOKENS:
-            return Verdict(NOT_ANALYSED, f"not checked: the file is too large to analyse (more than "
-                                         f"{MAX_TOKENS:,} tokens)")
+    verdict = too_large(text, seen.stripped)
+    if verdict is not None:
+        return verdict
     tree = cpython_parse(text, path)
     if isinstance(tree, Verdict):
         return tree

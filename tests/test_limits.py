@@ -119,8 +119,9 @@ def test_cpython_message_and_position_when_libcst_fails() -> None:
     assert finding.message == f"SyntaxError: {expected.value.msg}"
 
 
-def test_too_many_tokens() -> None:
-    text = HEADER + "x = [" + "0, " * (limits.MAX_TOKENS // 2 + 10) + "]\n"
+@pytest.mark.parametrize("header", [HEADER, ""], ids=["torch", "no_torch"])  # libcst, or only CPython's parser
+def test_too_many_tokens(header: str) -> None:
+    text = header + "x = [" + "0, " * (limits.MAX_TOKENS // 2 + 10) + "]\n"
     start = time.perf_counter()
     [finding] = engine.lint_source(text, "big.py", CODES).findings
     assert finding.code == NOT_ANALYSED and "too large" in finding.message
