@@ -1,6 +1,6 @@
 """Shared helpers for the end-to-end CLI tests: run the real console script, write projects, read its lines.
 
-Imported by test_cli.py, test_config.py, test_bad_input.py and test_suppression.py
+Imported by test_cli.py, test_config.py, test_bad_input.py, test_suppression.py and test_hostile.py
 (pytest puts this folder on sys.path). Named helpers_cli so it clashes with no conftest.
 """
 
@@ -88,3 +88,12 @@ def lines_for(stdout: str, path: str) -> list[str]:
     """The output lines that report on `path` (forward slashes)."""
     return [line for line in stdout.splitlines()
             if (m := LINE.match(line)) and m["path"].replace(os.sep, "/") == path]
+
+
+def symlink(target: str, link: Path) -> bool:
+    """Make `link` point at `target`; False where symbolic links are not available."""
+    try:
+        os.symlink(target, link)
+    except (OSError, NotImplementedError):
+        return False
+    return True

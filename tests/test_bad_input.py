@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers_cli import CLEAN, EVAL_BUG, HEADER, TRAIN_BUG, check, codes_by_path, findings, lines_for, write
+from helpers_cli import (CLEAN, EVAL_BUG, HEADER, TRAIN_BUG, check, codes_by_path, findings, lines_for, symlink,
+                         write)
 
 BAD_FILES: dict[str, bytes] = {
     "syntax_torch.py": b"import torch\n\ndef evaluate(model:\n    model.eval()\n",
@@ -54,20 +55,12 @@ EXPECTED_GOOD = {
 }
 
 
-def _symlink(target: str, link: Path) -> bool:
-    try:
-        os.symlink(target, link)
-    except (OSError, NotImplementedError):
-        return False
-    return True
-
-
 @pytest.fixture(scope="module")
 def mixed(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("mixed")
     write(root, {**BAD_FILES, **GOOD_FILES})
-    links = _symlink("nowhere.py", root / "broken_link.py")
-    links = links and _symlink("loop_b.py", root / "loop_a.py") and _symlink("loop_a.py", root / "loop_b.py")
+    links = symlink("nowhere.py", root / "broken_link.py")
+    links = links and symlink("loop_b.py", root / "loop_a.py") and symlink("loop_a.py", root / "loop_b.py")
     result = check("--jobs", "1", ".", "missing.py", "missing_dir", cwd=root)
     return root, result, links
 
@@ -158,12 +151,12 @@ def test_exit_2_when_nothing_could_be_checked(tmp_path: Path) -> None:
 
 
 def test_explicit_symlink_loop_and_broken_link(tmp_path: Path) -> None:
-    if not (_symlink("loop2.py", tmp_path / "loop1.py") and _symlink("loop1.py", tmp_path / "loop2.py")
-            and _symlink("gone.py", tmp_path / "broken.py")):
+    if not (symlink("loop2.py", tmp_path / "loop1.py") and symlink("loop1.py", tmp_path / "loop2.py")
+            and symlink("gone.py", tmp_path / "broken.py")):
         pytest.skip("symbolic links are not available here")
     write(tmp_path, {"buggy.py": TRAIN_BUG})
     (tmp_path / "sub").mkdir()
-    _symlink("..", tmp_path / "sub" / "up")  # a folder loop: walked once
+    symlink("..", tmp_path / "sub" / "up")  # a folder loop: walked once
     result = check("--jobs", "1", "loop1.py", "broken.py", "buggy.py", "sub", cwd=tmp_path)
     assert result.returncode == 1
     found = {f[0]: f[3] for f in findings(result.stdout)}

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers_cli import symlink
+
 REPO = Path(__file__).resolve().parent.parent
 HEADER = "import torch\nimport torch.nn as nn\n"
 SENTINEL = HEADER + 'model = nn.Linear(2, 2)\nmodel.train("val")\n'  # MDL006 at 4:1
@@ -335,14 +337,6 @@ def _garbage(seed: int, size: int, alphabet: bytes | None = None) -> bytes:
     return bytes(rng.choice(alphabet) for _ in range(size))
 
 
-def _symlink(target: str, link: Path) -> bool:
-    try:
-        os.symlink(target, link)
-    except (OSError, NotImplementedError):
-        return False
-    return True
-
-
 BINARY = {
     "random_bytes.py": _garbage(1, 4096),  # NUL bytes among them
     "high_bytes.py": _garbage(2, 4096, bytes(range(0x80, 0x100))),  # no NUL, not UTF-8
@@ -374,14 +368,14 @@ def test_binary_files_with_py_names(tmp_path: Path) -> None:
 def test_symlink_loops_inside_a_walked_folder(tmp_path: Path) -> None:
     write(tmp_path, {"proj/sentinel.py": SENTINEL, "proj/pkg/mod.py": SENTINEL, "proj/pkg/clean.py": HEADER})
     proj = tmp_path / "proj"
-    if not (_symlink("..", proj / "pkg" / "up") and _symlink(".", proj / "pkg" / "here")
-            and _symlink("loop_b.py", proj / "loop_a.py") and _symlink("loop_a.py", proj / "loop_b.py")
-            and _symlink(str(proj), proj / "pkg" / "absolute_root") and _symlink("gone.py", proj / "broken.py")):
+    if not (symlink("..", proj / "pkg" / "up") and symlink(".", proj / "pkg" / "here")
+            and symlink("loop_b.py", proj / "loop_a.py") and symlink("loop_a.py", proj / "loop_b.py")
+            and symlink(str(proj), proj / "pkg" / "absolute_root") and symlink("gone.py", proj / "broken.py")):
         pytest.skip("symbolic links are not available here")
     (proj / "pkg" / "dir_a").mkdir()
-    _symlink("../dir_b", proj / "pkg" / "dir_a" / "to_b")
+    symlink("../dir_b", proj / "pkg" / "dir_a" / "to_b")
     (proj / "pkg" / "dir_b").mkdir()
-    _symlink("../dir_a", proj / "pkg" / "dir_b" / "to_a")
+    symlink("../dir_a", proj / "pkg" / "dir_b" / "to_a")
     run = modelint("proj", cwd=tmp_path)
     assert_no_internal_error(run)
     found = run.by_file()
