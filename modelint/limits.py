@@ -7,7 +7,8 @@ cheap look before libcst sees it:
 
 - the fast path, taken by ordinary code: bracket depth, the longest logical line
   (strings and comments count as one character) and the number of `elif`s, from
-  one regular-expression pass and one loop over the lines; small enough -> libcst;
+  one regular-expression pass and one loop over the lines; small enough -> libcst,
+  after a token count for files of more than MAX_TOKENS characters;
 - otherwise CPython's own parser decides first (`compile(..., PyCF_ONLY_AST)`): a
   file it rejects gets its SyntaxError, position included (E999: `too many nested
   parentheses` past 200 brackets, its recursion limit on very deep expressions); a
@@ -54,9 +55,9 @@ FAST_ELIFS = 500
 SHORT = 1_000
 # Python frames libcst's code generation needs per nesting level (about 3), with room to spare.
 RECURSION_LIMIT = 4 * MAX_DEPTH + 2_000
-# Seconds for one file (parse, facts, rules, positions), and as much again for every TIMEOUT_CHARS
-# characters past the first TIMEOUT_CHARS (a 50,000-line file, 1.3 million characters, takes ~30 s
-# on a 2-core development machine and gets 158 s). MODELINT_TIMEOUT overrides the 60; 0 turns it off.
+# Seconds for one file (parse, facts, rules, positions) per TIMEOUT_CHARS characters, and at least
+# that (a 50,000-line file, 1.3 million characters, takes ~30 s on a 2-core development machine and
+# gets 158 s). MODELINT_TIMEOUT overrides the 60; 0 turns the limit off.
 DEFAULT_TIMEOUT = 60.0
 TIMEOUT_CHARS = 500_000
 TIMEOUT_ENV = "MODELINT_TIMEOUT"
@@ -153,10 +154,8 @@ def check(text: str, path: str) -> Verdict | None:
     if len(text) <= SHORT:
         return None
     seen = shape(text)
-    if seen.ordinary and len(text) <= MAX_TOKENS:
-        return None
     verdict = too_large(text, seen.stripped)
-    if verdict is not None:
+    if verdict is not None or seen.ordinary:
         return verdict
     tree = cpython_parse(text, path)
     if isinstance(tree, Verdict):
