@@ -66,14 +66,14 @@ def lint_bytes(data: bytes, path: str, codes: frozenset[str], index=None) -> Fil
 FLOW_RULES = frozenset({"MDL001", "MDL002", "MDL003", "MDL007"})
 
 
-def parse(text: str, path: str) -> cst.Module:
+def parse(text: str) -> cst.Module:
     """libcst's tree of `text`, or limits.Verdict: the line to report instead (E999, E903).
 
     modelint.limits looks first (libcst's native parser crashes the process on some deep
     files and takes minutes on huge ones); when libcst fails, CPython's parser gives the
     message and position, as `python file.py` would.
     """
-    verdict = limits.check(text, path)
+    verdict = limits.check(text)
     if verdict is not None:
         raise verdict
     try:
@@ -82,7 +82,7 @@ def parse(text: str, path: str) -> cst.Module:
         raise
     except Exception as error:  # ParserSyntaxError, and a few other kinds from the native parser
         libcst_error = error
-    verdict = limits.cpython_parse(text, path)
+    verdict = limits.cpython_parse(text)
     if isinstance(verdict, limits.Verdict):
         raise verdict
     if isinstance(libcst_error, cst.ParserSyntaxError):
@@ -116,7 +116,7 @@ def _lint_source(text: str, path: str, codes: frozenset[str], index) -> FileResu
     if index is None and not _RELEVANT.search(text):
         return _syntax_only(text, path, bool(codes & FLOW_RULES))
     try:
-        module = parse(text, path)
+        module = parse(text)
     except limits.Verdict as verdict:
         return not_checked(path, verdict.code, verdict.message, verdict.row, verdict.column)
     with limits.deep_recursion():
@@ -242,7 +242,7 @@ def call_positions(path: str) -> tuple[list[tuple[Location, Location]], list[str
     try:
         text = source.read(path)
         with limits.time_limit(limits.timeout_seconds(len(text))), limits.deep_recursion():
-            module = parse(text, path)
+            module = parse(text)
             facts = FileFacts(module, path, lines=physical_lines(text))
             positions = facts.positions
             out = []
@@ -267,7 +267,7 @@ def _dedupe(findings: list[Finding]) -> list[Finding]:
 
 
 def _syntax_only(text: str, path: str, follow_calls: bool) -> FileResult:
-    tree = limits.too_large(text) or limits.cpython_parse(text, path)
+    tree = limits.too_large(text) or limits.cpython_parse(text)
     if isinstance(tree, limits.Verdict):
         return not_checked(path, tree.code, tree.message, tree.row, tree.column)
     if not follow_calls:

@@ -99,7 +99,7 @@ def fix_text(text: str, path: str, codes: frozenset[str], unsafe: bool,
         if candidate == outcome.fixed:
             break
         try:
-            engine.parse(candidate, path)
+            engine.parse(candidate)
         except Exception as error:  # the fix would break the file: keep what we had
             codes_tried = ", ".join(sorted({f.code for f in fixes}))
             why = error.message if isinstance(error, limits.Verdict) else type(error).__name__

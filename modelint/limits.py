@@ -149,7 +149,7 @@ def too_large(text: str, stripped: str | None = None) -> Verdict | None:
     return Verdict(NOT_ANALYSED, f"not checked: the file is too large to analyse (more than {MAX_TOKENS:,} tokens)")
 
 
-def check(text: str, path: str) -> Verdict | None:
+def check(text: str) -> Verdict | None:
     """None if libcst may parse `text`; else the line to report instead."""
     if len(text) <= SHORT:
         return None
@@ -157,7 +157,7 @@ def check(text: str, path: str) -> Verdict | None:
     verdict = too_large(text, seen.stripped)
     if verdict is not None or seen.ordinary:
         return verdict
-    tree = cpython_parse(text, path)
+    tree = cpython_parse(text)
     if isinstance(tree, Verdict):
         return tree
     depth = nesting(tree)
@@ -167,12 +167,14 @@ def check(text: str, path: str) -> Verdict | None:
     return None
 
 
-def cpython_parse(text: str, path: str) -> ast.AST | Verdict:
+def cpython_parse(text: str) -> ast.AST | Verdict:
     """CPython's parser on `text`: its tree, or its verdict as an E999 line inside the file."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # SyntaxWarning: invalid escape sequences and the like
-            return compile(text, path, "exec", ast.PyCF_ONLY_AST, dont_inherit=True)
+            # Not the file's name: given one that exists, CPython reads that file's line to place the
+            # error, which for a notebook, stdin or an editor's unsaved buffer is another text.
+            return compile(text, "<unknown>", "exec", ast.PyCF_ONLY_AST, dont_inherit=True)
     except SyntaxError as error:  # IndentationError and TabError among them
         kind = "SyntaxError" if type(error) is SyntaxError else type(error).__name__
         return Verdict(SYNTAX_ERROR, f"{kind}: {error.msg}", *clamp(text, error.lineno, error.offset))

@@ -60,7 +60,7 @@ def lint_notebook(data: bytes, path: str, codes: frozenset[str]) -> FileResult:
         if lines is None:
             continue
         python = neutralise(lines)
-        verdict = limits.cpython_parse("\n".join(python), path)
+        verdict = limits.cpython_parse("\n".join(python))
         if isinstance(verdict, limits.Verdict):
             location = Location(verdict.row, verdict.column)
             problems.append(Finding(path, verdict.code, NOT_CHECKED_NAMES[verdict.code], verdict.message, "error",

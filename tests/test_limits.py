@@ -106,7 +106,7 @@ def test_shape_ignores_brackets_in_strings_and_comments() -> None:
 def test_ordinary_files_take_the_fast_path(path: Path) -> None:
     text = path.read_text(encoding="utf-8")
     assert len(text) <= limits.SHORT or limits.shape(text).ordinary
-    assert limits.check(text, path.name) is None
+    assert limits.check(text) is None
 
 
 def test_cpython_message_and_position_when_libcst_fails() -> None:
@@ -117,6 +117,14 @@ def test_cpython_message_and_position_when_libcst_fails() -> None:
     assert finding.code == SYNTAX_ERROR
     assert (finding.location.row, finding.location.column) == (expected.value.lineno, expected.value.offset)
     assert finding.message == f"SyntaxError: {expected.value.msg}"
+
+
+def test_syntax_error_position_is_the_texts_not_the_files_on_disk(tmp_path: Path, monkeypatch) -> None:
+    """Given the name of a file that exists, CPython places the error on that file's line: not ours to read."""
+    (tmp_path / "cell.py").write_text('{\n "cells": [\n', encoding="utf-8")  # what a notebook looks like
+    monkeypatch.chdir(tmp_path)
+    [finding] = engine.lint_source("import torch\nfor epoch in range(3)\n    pass\n", "cell.py", CODES).findings
+    assert (finding.code, finding.location.row, finding.location.column) == (SYNTAX_ERROR, 2, 22)
 
 
 @pytest.mark.parametrize("header", [HEADER, ""], ids=["torch", "no_torch"])  # libcst, or only CPython's parser
