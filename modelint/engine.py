@@ -78,8 +78,6 @@ def parse(text: str) -> cst.Module:
         raise verdict
     try:
         return cst.parse_module(text)
-    except limits.Timeout:
-        raise
     except Exception as error:  # ParserSyntaxError, and a few other kinds from the native parser
         libcst_error = error
     verdict = limits.cpython_parse(text)
