@@ -68,6 +68,9 @@ IO_ERROR = "E902"
 NOT_ANALYSED = "E903"
 INTERNAL_ERROR = "MDL000"
 NOT_CHECKED_NAMES = {SYNTAX_ERROR: "syntax-error", IO_ERROR: "io-error", NOT_ANALYSED: "not-analysed"}
+# How an E903 for a file past its time limit starts (modelint.limits.timeout_message): such a
+# result depends on the machine's load, not only on the file, and is not cached.
+TIMED_OUT = "not checked: analysing the file took longer than its time limit"
 
 
 @dataclass

@@ -34,7 +34,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator
 
-from modelint.finding import NOT_ANALYSED, SYNTAX_ERROR
+from modelint.finding import NOT_ANALYSED, SYNTAX_ERROR, TIMED_OUT
 from modelint.source import physical_lines
 
 # A file of more than about this many tokens is not analysed (libcst needs ~2 KB of memory and
@@ -251,8 +251,8 @@ def timeout_seconds(size: int = 0) -> float:
 
 
 def timeout_message(seconds: float) -> str:
-    return (f"not checked: analysing the file took longer than its time limit, {seconds:.3g} s ({TIMEOUT_ENV} "
-            f"sets it: seconds per {TIMEOUT_CHARS:,} characters, {DEFAULT_TIMEOUT:g} by default)")
+    return (f"{TIMED_OUT}, {seconds:.3g} s ({TIMEOUT_ENV} sets it: seconds per {TIMEOUT_CHARS:,} characters, "
+            f"{DEFAULT_TIMEOUT:g} by default)")
 
 
 @contextmanager

@@ -14,7 +14,8 @@ from modelint import source
 from modelint.config import ConfigResolver, Settings
 from modelint.discovery import discover, is_excluded
 from modelint.summary import ProjectIndex
-from modelint.finding import INTERNAL_ERROR, IO_ERROR, FileResult, Finding, Location, not_checked
+from modelint.finding import (INTERNAL_ERROR, IO_ERROR, NOT_ANALYSED, TIMED_OUT, FileResult, Finding, Location,
+                              not_checked)
 from modelint.registry import select_codes
 
 # Below this many files a process pool costs more to start than it saves.
@@ -94,7 +95,7 @@ def _lint_many(jobs: list[tuple], index=None, cache_dir: str | None = None) -> l
             from modelint import engine  # libcst comes with it: only for files not in the cache
 
             result = _guarded(path, engine.lint_bytes, data, path, codes, index)
-            if not _crashed(result):
+            if not _crashed(result) and not _timed_out(result):
                 cache.put(key, result)
         out.append(result)
     return out
@@ -118,6 +119,12 @@ def _guarded(path: str, lint, *args) -> FileResult:
 
 def _crashed(result: FileResult) -> bool:
     return not result.checked and any(f.code == INTERNAL_ERROR for f in result.findings)
+
+
+def _timed_out(result: FileResult) -> bool:
+    """Past the per-file time limit: another run (a quieter machine) may finish it, so it is not cached."""
+    return not result.checked and any(f.code == NOT_ANALYSED and f.message.startswith(TIMED_OUT)
+                                      for f in result.findings)
 
 
 def _lint_all(work, workers: int, index=None, cache_dir: str | None = None) -> list[FileResult]:
