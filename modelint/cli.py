@@ -199,7 +199,8 @@ def _fix_stdin(data: bytes, filename: str, resolver, overrides, unsafe: bool, di
     codes = codes_for(filename, resolver.for_file(Path(filename)), overrides)
     outcome = fixer.fix_text(text, filename, codes, unsafe)
     if diff:
-        click.echo("".join(difflib.unified_diff(text.splitlines(True), outcome.fixed.splitlines(True),
+        click.echo("".join(difflib.unified_diff(source.physical_lines(text, keepends=True),
+                                                source.physical_lines(outcome.fixed, keepends=True),
                                                 f"a/{filename}", f"b/{filename}")), nl=False)
         sys.exit(EXIT_FINDINGS if outcome.changed else EXIT_CLEAN)
     click.echo(outcome.fixed, nl=False)

@@ -7,6 +7,7 @@ import os
 from collections import defaultdict
 
 from modelint.finding import Finding
+from modelint.source import physical_lines
 
 SEVERITY = {"error": 1, "warning": 2}
 
@@ -21,7 +22,7 @@ def _lines(path: str, cache: dict) -> list[str]:
     if path not in cache:
         try:
             with open(path, encoding="utf-8", errors="replace") as handle:
-                cache[path] = handle.read().lstrip("\ufeff").splitlines()
+                cache[path] = physical_lines(handle.read().lstrip("\ufeff"))
         except OSError:
             cache[path] = []
     return cache[path]
