@@ -22,9 +22,6 @@ from modelint.facts import FileFacts
 from modelint.facts.flow import ModeFact
 from modelint.finding import Finding
 
-# What each probe-able rule claims, and so how it is measured.
-PROBED_CODES = frozenset({"MDL001", "MDL002", "MDL003", "MDL008", "MDL009", "MDL010", "MDL012"})
-
 # `model.eval()`, `model.train()`, `model.train(False)` as a statement of its own.
 _MODE_CALL = re.compile(r"^\s*(?P<target>[A-Za-z_][\w.]*)\.(?P<method>eval|train)\((?P<arg>True|False)?\)\s*(#.*)?$")
 _HINT = re.compile(r"#\s*modelint:\s*probe\s+(?P<expr>[A-Za-z_][\w.]*\s*\(.*\))\s*$", re.IGNORECASE)
@@ -391,10 +388,7 @@ class Planner:
             probe.not_run = f"line {line} does not assign True/False to `.training`"
             return
         target, value = match["target"], match["value"] == "True"
-        node = self.source.enclosing_class(line)
-        function = self._enclosing_function(line)
-        probe.candidates = self.candidates_for_key(target, line, function.name if function else None,
-                                                   [a.arg for a in function.args.args] if function else [])
+        probe.candidates = self._candidates_at(target, line)
         root, path = _split_key(target)
         if value:
             probe.variants = [variant(
@@ -408,15 +402,12 @@ class Planner:
                 scenario(f"{target}.training = False: only that flag changes",
                          [{"op": "flag", "path": path, "value": False}]),
                 scenario(f"{target}.eval()", [op_call("eval", path=path)]))]
-        del node
 
     def _plan_mode_call(self, probe: Probe, line: int, match: re.Match) -> None:
         """A line that sets the mode with a method call (the fixed twin of a `.training =` line)."""
         target = match["target"]
         to_eval = match["method"] == "eval" or match["arg"] == "False"
-        function = self._enclosing_function(line)
-        probe.candidates = self.candidates_for_key(target, line, function.name if function else None,
-                                                   [a.arg for a in function.args.args] if function else [])
+        probe.candidates = self._candidates_at(target, line)
         _, path = _split_key(target)
         call = op_call(match["method"], {"True": True, "False": False}.get(match["arg"] or ""), path)
         statement = match.group(0).split("#")[0].strip()
@@ -446,6 +437,13 @@ class Planner:
                         return [Edit(Location(value.lineno, start), Location(value.lineno, end),
                                      f"({text} if self.training else 0.0)")]
         return []
+
+    def _candidates_at(self, target: str, line: int) -> list[dict]:
+        """Candidates for `target` as the function around `line` sees it (its parameters lead to callers)."""
+        function = self._enclosing_function(line)
+        if function is None:
+            return self.candidates_for_key(target, line, None, [])
+        return self.candidates_for_key(target, line, function.name, [a.arg for a in function.args.args])
 
     def _enclosing_function(self, line: int):
         best = None
