@@ -15,7 +15,6 @@ from typing import Callable
 from modelint.finding import Finding
 
 PROBED_CODES = frozenset({"MDL001", "MDL002", "MDL003", "MDL008", "MDL009", "MDL010", "MDL012"})
-DEVICES = ("cpu", "cuda", "auto")
 
 
 def torch_available() -> bool:

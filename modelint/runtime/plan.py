@@ -329,14 +329,14 @@ class Planner:
     def _plan_forward(self, probe: Probe, forward, code: str | None, line: int) -> None:
         name, params = self._function_of(forward)
         probe.candidates = self.candidates_for_key(forward.key, line, name, params)
-        root, path = _split_key(forward.key)
+        root, _ = _split_key(forward.key)
         model = forward.key
         if code == "MDL002":
             grad = not forward.grad.definitely_free
             probe.variants = [variant(
                 "memory",
                 scenario(f"{model}(...) in eval mode with autograd on", [EVAL], grad=grad),
-                scenario(f"the same under torch.no_grad()", [EVAL], grad=False))]
+                scenario("the same under torch.no_grad()", [EVAL], grad=False))]
             return
         mode = "train" if code == "MDL001" else _fact_mode(forward.mode)
         if mode == "unknown" and forward.mode.entry and not forward.mode.havoc:
@@ -389,7 +389,7 @@ class Planner:
             return
         target, value = match["target"], match["value"] == "True"
         probe.candidates = self._candidates_at(target, line)
-        root, path = _split_key(target)
+        _, path = _split_key(target)
         if value:
             probe.variants = [variant(
                 "inert",
