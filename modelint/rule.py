@@ -72,6 +72,31 @@ def evidence(sites, message: str, limit: int = 1) -> dict:
     return {"notes": tuple(notes), "related": tuple(related)}
 
 
+def helper_report(facts, record, message: str, caller_note: str, proof: dict) -> Report:
+    """A finding about a helper's forward or training step (`record.via`) that a caller's mode makes
+    wrong: reported at the helper's line, in this file or in the helper's, with the caller as a note."""
+    via = record.via
+    node = via.node if via.path == facts.path else None
+    if node is not None:
+        return Report(node, message, notes=((record.call, caller_note), *proof["notes"]), related=proof["related"])
+    where = facts.locate(record.call)
+    related = (Related(facts.path, Location(where[0], where[1]), caller_note),) if where else ()
+    return Report(None, message, related=related + proof["related"], elsewhere=(via.path, via.call))
+
+
+def wrapped_forward_notes(facts, forward, notes: tuple, related: tuple) -> tuple[tuple, tuple]:
+    """Notes for a call whose value is a helper's forward output: where that forward runs."""
+    via = forward.via
+    if via is None:
+        return notes, related
+    text = f"the forward pass runs here, in `{forward.callee.qualname}()`"
+    if via.node is not None and via.path == facts.path:
+        return ((via.node, text), *notes), related
+    if via.call >= 0:
+        return notes, (Related(via.path, Location(0, 0), text, call=via.call), *related)
+    return notes, related
+
+
 class Rule:
     code: ClassVar[str]
     name: ClassVar[str]

@@ -24,14 +24,40 @@ class RemoteSite:
 
 
 @dataclass(frozen=True)
-class EvalUse:
-    """A forward pass of a parameter whose mode comes from the caller."""
+class ForwardUse:
+    """A forward pass, in a helper, of a model the caller passes (a parameter, `self.<attr>`
+    or a module-level model): the caller's mode and grad mode decide whether it is a bug."""
+
+    param: str  # "model", "self.net", or a module-level name
+    path: str
+    # What the helper does with the output: "evaluation", "inference" (dropped/logged), "training",
+    # "returned" (up to the caller: the call is then a forward of the caller's model), "unknown".
+    intent: str
+    grad: str  # the helper's own grad mode at the forward: "free", "enabled", "entry" (the caller's)
+    context: str | None = None  # why the helper evaluates ("under no_grad", "in validate()"), if it does
+    call: int = -1  # ordinal of the forward call in its file, once the summary leaves the file
+    node: object = field(default=None, compare=False)  # the forward call, within its own file
+    method: bool = False  # the forward is a method wrapping it (`model.predict_step(x)`), not a call of the model
+
+
+@dataclass(frozen=True)
+class StepUse:
+    """A training step in a helper that trains a model the caller passes: the caller's mode decides."""
 
     param: str
     path: str
-    context: str | None  # why it is evaluation without help from the caller; None: only if the caller is grad-free
-    call: int = -1  # ordinal of the forward call in its file, once the summary leaves the file
-    node: object = field(default=None, compare=False)  # the forward call, within its own file
+    call: int = -1
+    node: object = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class ReturnFact:
+    """A function returns a module it built or loaded (a factory): the mode it leaves it in."""
+
+    mode: str | None  # "train" | "eval" | None (unknown)
+    dependence: int  # Dependence value: 0 independent, 1 unknown, 2 dependent
+    certain: bool = True
+    site: object = field(default=None, compare=False)  # where the mode was set: a node here or a RemoteSite
 
 
 @dataclass
@@ -44,13 +70,17 @@ class FunctionSummary:
     effects: dict[str, str] = field(default_factory=dict)
     # Where the effect happens: a node of the summary's own file, or a RemoteSite once exported.
     effect_sites: dict[str, object] = field(default_factory=dict)
-    evaluates: list[EvalUse] = field(default_factory=list)
+    forwards: list[ForwardUse] = field(default_factory=list)
+    steps: list[StepUse] = field(default_factory=list)
+    returns: ReturnFact | None = None
     is_method: bool = False
-    trains: bool = False  # it runs a training step itself (backward/optimizer.step)
+    trains: bool = False  # it runs a training step itself or through helpers (backward/optimizer.step)
+    globals: list[str] = field(default_factory=list)  # module-level models it uses, bound by name at calls
+    context_mode: str | None = None  # a context manager that puts its arguments in this mode, then restores it
 
     @property
     def trivial(self) -> bool:
-        return not self.effects and not self.evaluates
+        return not self.effects and not self.forwards and not self.steps and self.returns is None
 
 
 @dataclass

@@ -5,9 +5,11 @@ from typing import Iterator
 import libcst as cst
 
 from modelint.facts import FileFacts
-from modelint.finding import Location, Related
-from modelint.facts.flow import is_train_site, names_evaluation_data
-from modelint.rule import NodeEdit, NodeFix, Report, Rule, evidence
+from modelint.facts.evaluation import (effective_grad, evaluation_context, is_framework_hook, is_module,
+                                       returned_to_callers)
+from modelint.facts.lattice import is_train_site
+from modelint.facts.naming import names_evaluation_data
+from modelint.rule import NodeEdit, NodeFix, Report, Rule, evidence, helper_report, wrapped_forward_notes
 
 
 class MissingEvalMode(Rule):
@@ -62,58 +64,49 @@ class MissingEvalMode(Rule):
     fixtures = "MDL001_missing_eval_mode"
 
     def check(self, facts: FileFacts) -> Iterator[Report]:
-        flow_facts = facts.flow
-        for flow in flow_facts.flows:
-            trains_here = flow.trains or (
-                flow.function.uses_gradients if flow.function else facts.collector.module_uses_gradients
+        for flow in facts.flow.flows:
+            function = flow.function
+            if facts.is_test_function(function) or is_framework_hook(facts, function):
+                continue
+            trains_here = facts.flow.function_trains(function)
+            for forward in flow.all_forwards():
+                report = self._judge(facts, forward, trains_here)
+                if report is not None:
+                    yield report
+
+    def _judge(self, facts: FileFacts, forward, trains_here: bool) -> Report | None:
+        mode = forward.mode
+        if not mode.definitely_train or not mode.dependence.may_depend or not is_module(facts, forward):
+            return None
+        grad = effective_grad(facts, forward)
+        context = evaluation_context(facts, forward, grad)
+        if context is None or (forward.via is None and returned_to_callers(facts, forward)):
+            return None
+        if any(is_train_site(site) for site in mode.train_sites) and not trains_here:
+            return None  # train() set on purpose for sampling (MC dropout, TTA)
+        key = forward.key
+        proof = evidence(mode.train_sites, f"`{key}` is in training mode from here")
+        via = forward.via
+        if via is None or via.intent == "returned":
+            site = facts.call_sites.get(forward.call)
+            notes, related = wrapped_forward_notes(facts, forward, proof["notes"], proof["related"])
+            helper = f" (through `{forward.callee.qualname}()`)" if via is not None else ""
+            return Report(
+                forward.call,
+                f"`{key}` is evaluated {context}{helper} while still in training mode: {_CONSEQUENCE}; "
+                f"call `{key}.eval()` before evaluating",
+                stmt=site.site.stmt if site else None,
+                fix=_insert_eval(facts, forward, site, trains_here) if site and via is None else None,
+                notes=notes, related=related,
             )
-            for forward in flow.forwards.values():
-                mode = forward.mode
-                if not mode.definitely_train or not mode.dependence.may_depend:
-                    continue
-                if not mode.certain and not facts.modules.is_module_name(forward.key, forward.function):
-                    continue
-                if forward.grad.definitely_free:
-                    context = "under no_grad"
-                elif forward.in_evaluation_loop:
-                    context = "over validation/test data"
-                elif not trains_here and facts.is_evaluation_function(forward.function):
-                    context = f"in {forward.function.name}()"
-                else:
-                    continue
-                explicit = any(is_train_site(site) for site in mode.train_sites)
-                if explicit and not trains_here:
-                    continue  # train() set on purpose for sampling (MC dropout, TTA)
-                site = facts.call_sites.get(forward.call)
-                yield Report(
-                    forward.call,
-                    f"`{forward.key}` is evaluated {context} while still in training mode: {_CONSEQUENCE}; "
-                    f"call `{forward.key}.eval()` before evaluating",
-                    stmt=site.site.stmt if site else None,
-                    fix=_insert_eval(facts, forward, site, trains_here) if site else None,
-                    **evidence(mode.train_sites, f"`{forward.key}` is in training mode from here"),
-                )
-            for helper in flow.helper_evaluations.values():
-                if helper.explicit_train_without_training and not trains_here:
-                    continue
-                use = helper.use
-                caller = f"{helper.caller.name}()" if helper.caller is not None else "the module-level script"
-                callee = helper.callee.qualname
-                context = use.context or "under the caller's no_grad"
-                context = "" if context.startswith("in ") else f" {context}"
-                message = (f"`{use.param}` is evaluated{context} in `{callee}()`, but {caller} passes "
-                           f"`{helper.key}` in training mode: {_CONSEQUENCE}; call `{helper.key}.eval()` "
-                           f"before `{callee}(...)` or `{use.param}.eval()` inside it")
-                caller_note = f"{caller} calls `{callee}()` with `{helper.key}` in training mode"
-                proof = evidence(helper.mode.train_sites, f"`{helper.key}` is in training mode from here")
-                node = use.node if use.path == facts.path else None
-                if node is not None:
-                    yield Report(node, message, notes=((helper.call, caller_note), *proof["notes"]),
-                                 related=proof["related"])
-                else:
-                    where = facts.locate(helper.call)
-                    related = (Related(facts.path, Location(where[0], where[1]), caller_note),) if where else ()
-                    yield Report(None, message, related=related + proof["related"], elsewhere=(use.path, use.call))
+        caller = f"{forward.function.name}()" if forward.function is not None else "the module-level script"
+        callee = forward.callee.qualname
+        shown = "" if context.startswith("in ") else f" {context}"
+        message = (f"`{via.param}` is evaluated{shown} in `{callee}()`, but {caller} passes `{key}` in training "
+                   f"mode: {_CONSEQUENCE}; call `{key}.eval()` before `{callee}(...)` or `{via.param}.eval()` "
+                   f"inside it")
+        caller_note = f"{caller} calls `{callee}()` with `{key}` in training mode"
+        return helper_report(facts, forward, message, caller_note, proof)
 
 
 def _insert_eval(facts: FileFacts, forward, site, trains_here: bool) -> NodeFix | None:

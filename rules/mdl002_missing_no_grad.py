@@ -5,8 +5,9 @@ from typing import Iterator
 import libcst as cst
 
 from modelint.facts import FileFacts
-from modelint.facts.flow import grad_effect
-from modelint.rule import NodeEdit, NodeFix, Report, Rule, evidence
+from modelint.facts.evaluation import effective_grad, is_framework_hook, is_module, returned_to_callers
+from modelint.facts.regions import grad_effect
+from modelint.rule import NodeEdit, NodeFix, Report, Rule, evidence, helper_report, wrapped_forward_notes
 
 
 class MissingNoGrad(Rule):
@@ -57,39 +58,58 @@ class MissingNoGrad(Rule):
     def check(self, facts: FileFacts) -> Iterator[Report]:
         for flow in facts.flow.flows:
             function = flow.function
-            if function is not None:
-                if function.uses_gradients or (function.cls is not None and facts.modules.is_module_class(function.cls)):
-                    continue  # a module's method feeds its caller's graph
-                if facts.is_test_function(function):
-                    continue  # a unit test's forward is a check, not an evaluation loop
-                callers = facts.flow.call_grad.get(function.name)
-            else:
-                if facts.collector.module_uses_gradients:
-                    continue
-                callers = None
-            for forward in flow.forwards.values():
-                if not forward.mode.definitely_eval or forward.grad.free_sites:
-                    continue
-                if forward.grad.unknown and callers is not None and (callers.free_sites or callers.unknown):
-                    continue  # a caller in this file may run it under no_grad
-                site = facts.call_sites.get(forward.call)
-                if site is None or _inside_enable_grad(facts, site):
-                    continue
-                fix = None
-                torch_name = next((k for k, v in facts.imports.bindings.items() if v == "torch"), None)
-                if function is not None and torch_name and facts.is_evaluation_function(function) \
-                        and function.outer is None:
-                    fix = NodeFix(f"Decorate `{function.name}` with `@{torch_name}.no_grad()`",
-                                  (NodeEdit(function.node, f"@{torch_name}.no_grad()", "line_before"),),
-                                  applicability="unsafe")
-                yield Report(
-                    forward.call,
-                    f"`{forward.key}` runs in eval mode with autograd on: the graph and every activation are kept "
-                    f"for a backward pass that never comes; wrap the evaluation in `with torch.no_grad():`",
-                    stmt=site.site.stmt,
-                    fix=fix,
-                    **evidence(forward.mode.eval_sites, f"`{forward.key}` is put in eval mode here"),
-                )
+            if facts.is_test_function(function) or is_framework_hook(facts, function):
+                continue
+            if facts.uses_input_gradients(function):
+                continue  # saliency, adversarial examples: the outputs' gradients are the point
+            for forward in flow.all_forwards():
+                report = self._judge(facts, forward)
+                if report is not None:
+                    yield report
+
+    def _judge(self, facts: FileFacts, forward) -> Report | None:
+        if not is_module(facts, forward) or (forward.via is None and returned_to_callers(facts, forward)):
+            return None
+        grad = effective_grad(facts, forward)
+        if forward.grad_free or grad.free_sites:  # grad-free on every path, or on some (a conditional no_grad)
+            return None
+        site = facts.call_sites.get(forward.call)
+        if site is None or _inside_enable_grad(facts, site):
+            return None
+        intent = forward.intent
+        mode = forward.mode
+        function = forward.function
+        if intent in ("training", "unknown"):
+            return None
+        if forward.via is None and function is not None and function.cls is not None \
+                and facts.modules.is_module_class(function.cls) and forward.key.split(".")[0] == "self" \
+                and intent != "evaluation" and not (intent == "returned" and facts.is_evaluation_function(function)):
+            return None  # a module's own method: its output feeds the caller's graph
+        if intent == "evaluation" or (forward.via is not None and forward.via.intent == "evaluation"):
+            pass
+        elif intent == "returned":
+            if not (mode.definitely_eval or facts.is_evaluation_function(function)):
+                return None
+        elif not mode.definitely_eval:
+            return None  # dropped or logged only: an evaluation if the model is in eval mode
+        key = forward.key
+        message = (f"`{key}` runs for evaluation with autograd on: the graph and every activation are kept "
+                   f"for a backward pass that never comes; wrap the evaluation in `with torch.no_grad():`")
+        proof = evidence(mode.eval_sites, f"`{key}` is put in eval mode here")
+        via = forward.via
+        if via is not None and via.intent != "returned":
+            caller = f"{function.name}()" if function is not None else "the module-level script"
+            note = f"{caller} calls `{forward.callee.qualname}()` here with autograd on"
+            return helper_report(facts, forward, message, note, proof)
+        fix = None
+        torch_name = next((k for k, v in facts.imports.bindings.items() if v == "torch"), None)
+        if via is None and function is not None and torch_name and facts.is_evaluation_function(function) \
+                and function.outer is None:
+            fix = NodeFix(f"Decorate `{function.name}` with `@{torch_name}.no_grad()`",
+                          (NodeEdit(function.node, f"@{torch_name}.no_grad()", "line_before"),),
+                          applicability="unsafe")
+        notes, related = wrapped_forward_notes(facts, forward, proof["notes"], proof["related"])
+        return Report(forward.call, message, stmt=site.site.stmt, fix=fix, notes=notes, related=related)
 
 
 def _inside_enable_grad(facts: FileFacts, site) -> bool:

@@ -6,11 +6,11 @@ from typing import Iterator
 import libcst as cst
 
 from modelint.facts import FileFacts
-from modelint.facts.flow import is_train_site
+from modelint.facts.lattice import is_train_site
 from modelint.facts.names import dotted
 from modelint.facts.walk import iter_nodes
 from modelint.summary import RemoteSite
-from modelint.rule import NodeEdit, NodeFix, Report, Rule, evidence
+from modelint.rule import NodeEdit, NodeFix, Report, Rule, evidence, helper_report
 from modelint.textutil import code_of
 
 
@@ -67,28 +67,42 @@ class TrainingInEvalMode(Rule):
             steps = [s for s in flow.steps.values() if s.kind == "backward"] or list(flow.steps.values())
             for step in steps:
                 for key, fact in sorted(step.models.items()):
-                    if not fact.eval_sites or fact.havoc or _parent_reported(key, step.models):
+                    if not self._trained_in_eval(key, fact, step.models, optimized):
                         continue
-                    explicit_train = any(is_train_site(s) for s in fact.train_sites)
-                    if key not in optimized and not explicit_train:
-                        continue  # a model kept in eval on purpose (a teacher, a frozen encoder)
-                    where = _describe(fact.eval_sites)
                     site = facts.call_sites.get(step.call)
-                    fix = None
-                    loops = [g for g in site.site.guards if isinstance(g, (cst.For, cst.While))] if site else []
-                    if loops and isinstance(loops[-1].body, cst.IndentedBlock) and loops[-1].body.body:
-                        fix = NodeFix(f"Call `{key}.train()` at the start of each training iteration",
-                                      (NodeEdit(loops[-1].body.body[0], f"{key}.train()", "line_before"),),
-                                      applicability="unsafe")
-                    yield Report(
-                        step.call,
-                        f"`{key}` may still be in eval mode here ({where}, no `{key}.train()` since): training runs "
-                        f"with Dropout off and BatchNorm statistics frozen; call `{key}.train()` after evaluating",
-                        stmt=site.site.stmt if site else None,
-                        fix=fix,
-                        **evidence(fact.eval_sites, f"`{key}` is put in eval mode here"),
-                    )
+                    yield Report(step.call, _message(key, fact), stmt=site.site.stmt if site else None,
+                                 fix=_train_at_loop_top(site, key),
+                                 **evidence(fact.eval_sites, f"`{key}` is put in eval mode here"))
                     break
+            for step in flow.helper_steps.values():
+                key = step.trained_key
+                fact = step.models.get(key)
+                if fact is None or not self._trained_in_eval(key, fact, step.models, optimized):
+                    continue
+                caller = f"{step.function.name}()" if step.function is not None else "the module-level script"
+                note = f"{caller} calls `{step.callee.qualname}()` here with `{key}` possibly in eval mode"
+                proof = evidence(fact.eval_sites, f"`{key}` is put in eval mode here")
+                yield helper_report(facts, step, _message(key, fact), note, proof)
+
+    @staticmethod
+    def _trained_in_eval(key: str, fact, models: dict, optimized: set[str]) -> bool:
+        if not fact.eval_sites or fact.havoc or _parent_reported(key, models):
+            return False
+        # A model kept in eval on purpose (a teacher, a frozen encoder) is not trained here.
+        return key in optimized or any(is_train_site(s) for s in fact.train_sites)
+
+
+def _message(key: str, fact) -> str:
+    return (f"`{key}` may still be in eval mode here ({_describe(fact.eval_sites)}, no `{key}.train()` since): "
+            f"training runs with Dropout off and BatchNorm statistics frozen; call `{key}.train()` after evaluating")
+
+
+def _train_at_loop_top(site, key: str) -> NodeFix | None:
+    loops = [g for g in site.site.guards if isinstance(g, (cst.For, cst.While))] if site else []
+    if loops and isinstance(loops[-1].body, cst.IndentedBlock) and loops[-1].body.body:
+        return NodeFix(f"Call `{key}.train()` at the start of each training iteration",
+                       (NodeEdit(loops[-1].body.body[0], f"{key}.train()", "line_before"),), applicability="unsafe")
+    return None
 
 
 def _parent_reported(key: str, models: dict) -> bool:

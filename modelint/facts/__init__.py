@@ -14,7 +14,9 @@ from libcst.metadata import MetadataWrapper, PositionProvider
 
 
 from modelint.facts.collector import Collector, FunctionInfo, Site
-from modelint.facts.flow import ModeFlow, disables_grad, grad_effect, is_evaluation_name
+from modelint.facts.flow import ModeFlow
+from modelint.facts.naming import is_evaluation_name, is_test_file
+from modelint.facts.regions import disables_grad, grad_effect
 from modelint.facts.modules import ModuleTable
 from modelint.facts.names import ImportTable
 from modelint.source import physical_lines
@@ -77,11 +79,36 @@ class FileFacts:
         return False
 
     def is_test_function(self, function: FunctionInfo | None) -> bool:
-        """A pytest test (`test_*` in a test file): it checks the model, it does not evaluate it."""
-        from modelint.facts.flow import _TEST_FILE
+        """A unit test (pytest `test_*` in a test file, or a `unittest.TestCase` method): it checks the
+        model, it does not evaluate it."""
+        while function is not None:
+            if function.name.startswith("test") and is_test_file(self.path):
+                return True
+            if function.cls is not None and self._is_test_case(function.cls):
+                return True
+            function = function.outer
+        return False
 
-        return (function is not None and function.name.startswith("test")
-                and bool(_TEST_FILE.search(self.path.replace("\\", "/"))))
+    def _is_test_case(self, cls) -> bool:
+        seen = set()
+        while cls is not None and cls.name not in seen:
+            seen.add(cls.name)
+            for base in cls.bases:
+                qualified = self.imports.qualify(base) or ""
+                if qualified in ("unittest.TestCase", "unittest.case.TestCase") or qualified.endswith(".TestCase"):
+                    return True
+            bases = [self.modules.classes.get(getattr(b, "value", "")) for b in cls.bases]
+            cls = next((b for b in bases if b is not None), None)
+        return False
+
+    def uses_input_gradients(self, function: FunctionInfo | None) -> bool:
+        if function is None:
+            return self.collector.module_uses_input_gradients
+        while function is not None:
+            if function.uses_input_gradients:
+                return True
+            function = function.outer
+        return False
 
     def is_evaluation_function(self, function: FunctionInfo | None) -> bool:
         while function is not None:

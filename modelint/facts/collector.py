@@ -51,6 +51,9 @@ class FunctionInfo:
     cls: ClassInfo | None  # the class it is a method of (directly)
     outer: "FunctionInfo | None"
     uses_gradients: bool = False  # .backward(), autograd.grad, requires_grad_ ...
+    # Gradients with respect to inputs: requires_grad_(), retain_grad(), requires_grad=True, autograd.grad
+    # (saliency maps, adversarial examples), not merely a training step's backward().
+    uses_input_gradients: bool = False
     # Whether any call in it sets or reads mode, or runs a training step: only such
     # functions are worth the mode-flow analysis.
     mode_relevant: bool = False
@@ -119,6 +122,7 @@ class Collector(FastVisitor):
         # `name = <call>` / `self.x = <call>`: candidates for "this name is a module".
         self.call_assigns: list[tuple[str, cst.Call, Site]] = []
         self.module_uses_gradients = False
+        self.module_uses_input_gradients = False
         self.module_mode_relevant = False
         self.module_calls_functions = False  # module-level code passes names to calls
         self._stmts: list[cst.CSTNode] = []
@@ -228,7 +232,7 @@ class Collector(FastVisitor):
             cls.calls.append(node)
         attr = func.attr.value if isinstance(func, cst.Attribute) else None
         if attr in _GRADIENT_METHODS or (attr == "grad" and "autograd" in (dotted(func) or "")):
-            self._mark_gradients()
+            self._mark_gradients(inputs=attr != "backward")
         if attr in _MODE_METHODS or attr == "set_grad_enabled":
             self._mark_mode_relevant()
         function = site.function
@@ -240,7 +244,7 @@ class Collector(FastVisitor):
             params = function.param_set
             text = dotted(func) or ""
             head = text.split(".")[0]
-            if head == "self" and text.count(".") >= 1:
+            if head == "self":  # `self.model(x)`, `self.predict(x)`, `self(x)`
                 function.calls_self_attribute = True
             if head in params and head not in ("self", "cls"):
                 function.calls_params = True
@@ -252,7 +256,7 @@ class Collector(FastVisitor):
         for arg in node.args:
             if arg.keyword is not None and arg.keyword.value == "requires_grad":
                 if isinstance(arg.value, cst.Name) and arg.value.value == "True":
-                    self._mark_gradients()
+                    self._mark_gradients(inputs=True)
 
     def visit_Attribute(self, node: cst.Attribute) -> None:
         name = node.attr.value
@@ -263,12 +267,14 @@ class Collector(FastVisitor):
         elif name == "grad":
             self._mark_gradients()
 
-    def _mark_gradients(self) -> None:
+    def _mark_gradients(self, inputs: bool = False) -> None:
         function = self._function()
         if function is None:
             self.module_uses_gradients = True
+            self.module_uses_input_gradients = self.module_uses_input_gradients or inputs
         else:
             function.uses_gradients = True
+            function.uses_input_gradients = function.uses_input_gradients or inputs
 
     def _mark_mode_relevant(self) -> None:
         function = self._function()

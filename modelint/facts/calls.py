@@ -1,0 +1,299 @@
+"""What a call does to the abstract state.
+
+- `model.eval()` / `model.train(flag)` (also at the end of a chain, `model.to(d).eval()`):
+  the model's mode.
+- `model(x)`, `model.forward(x)`, a method that wraps the forward
+  (`model.predict_step(x)`, `model.generate(...)`): a `Forward`, with the mode and grad
+  mode here.
+- `loss.backward()`, `optimizer.step()`: a `TrainingStep` with every model's mode here.
+- a call of a function whose summary is known (this file, or another through the
+  project index): its effects on the models passed to it, the forwards and training
+  steps it runs on them (judged with the caller's mode), and whether it trains.
+- `with eval_mode(model):` — a context manager that puts its arguments in eval mode and
+  restores them on exit (a project function whose summary says so, or a known one).
+- any other call that receives a model may change its mode: the mode becomes unknown.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import libcst as cst
+
+from modelint.facts import torch_api as api
+from modelint.facts.lattice import ModeFact, mode_of_call
+from modelint.facts.names import dotted
+from modelint.facts.provenance import Fresh, receiver_key
+from modelint.facts.records import Forward, TrainingStep
+from modelint.facts.state import State
+from modelint.summary import FunctionSummary
+
+_NEUTRAL_BUILTINS = frozenset({"print", "len", "isinstance", "str", "repr", "type", "id", "hasattr", "getattr",
+                               "sum", "list", "tuple", "dict", "set", "sorted", "enumerate", "zip", "iter", "next",
+                               "vars", "format", "max", "min", "any", "all"})
+_NEUTRAL_METHODS = frozenset({"append", "extend", "format", "info", "debug", "warning", "log", "add_graph",
+                              "watch", "update", "write", "add_scalar"})
+# nn.Module methods that are not a forward pass, and never wrap one.
+_NOT_FORWARD = (api.MODULE_METHODS | frozenset({"load", "save", "freeze", "unfreeze", "reset_parameters",
+                                                "init_weights", "fuse", "summary", "info", "register_hook",
+                                                "named_modules", "items", "values", "keys", "get", "pop"})) \
+    - frozenset({"generate", "forward", "__call__"})
+# Context managers of libraries that evaluate their arguments and restore their mode.
+EVAL_MODE_CONTEXTS = frozenset({"torch_utils.evaluating", "fastai.torch_core.eval_mode"})
+
+
+class CallEffects:
+    def __init__(self, flow, out, params: set[str]) -> None:
+        self.flow = flow
+        self.out = out
+        self.params = params
+        self.evaluation_loops = 0
+
+    # -- what names are models ---------------------------------------------------
+    def follows(self, key: str, state: State | None = None) -> bool:
+        """Is `key` a module this function follows (built, set, passed in, an object's model)?"""
+        return key in self.params or key in self.flow.global_models or \
+            (state is not None and state.tracks(key)) or self._object_model(key)
+
+    def _object_model(self, key: str) -> bool:
+        """`self.model` in a method: an attribute the class shows is a module, or, in a class
+        that is no module itself (a trainer, a predictor), any attribute it calls."""
+        function = self.out.function
+        if not key.startswith("self.") or function is None or function.cls is None:
+            return False
+        if key.count(".") == 1 and not self.flow.modules.is_module_class(function.cls):
+            return not self.flow.is_method_name(function.cls, key[5:])
+        return self.flow.modules.is_module_name(key, function)
+
+    def _is_model(self, state: State, key: str) -> bool:
+        return key in state.models or self.follows(key)
+
+    # -- calls ------------------------------------------------------------------
+    def calls_of(self, owner: cst.CSTNode, state: State) -> None:
+        """Apply the calls made by a small statement or a compound statement's header, in order."""
+        for call in self.flow.collector.calls_by_owner.get(owner, ()):
+            self.call(call, state)
+
+    def call(self, call: cst.Call, state: State) -> None:
+        flow = self.flow
+        func = call.func
+        local = flow.local_callee(call, self.out.function)
+        if local is not None:
+            flow.record_call_site(local, self.out.function, state.grad)
+        key = dotted(func)
+        if key is not None:
+            canonical = state.canonical(key)
+            if self._is_model(state, canonical):
+                self.forward(call, canonical, state)
+        if isinstance(func, cst.Attribute):
+            method = func.attr.value
+            receiver = dotted(func.value)
+            if receiver is None and method in ("eval", "train"):
+                receiver = receiver_key(func.value, flow.imports)  # `model.to(device).eval()`
+            if receiver is not None:
+                receiver = state.canonical(receiver)
+                if method in ("eval", "train"):
+                    self.set_mode(state, receiver, call)
+                    return
+                if method == "forward" and self._is_model(state, receiver):
+                    self.forward(call, receiver, state)
+                elif method == "backward" or (method == "step" and _is_optimizer_step(receiver)):
+                    self.step(call, "backward" if method == "backward" else "step", state, receiver)
+                elif method == "apply" or (method in flow.mode_setting_methods and state.tracks(receiver)):
+                    self.havoc(state, receiver)
+                elif method not in _NOT_FORWARD and local is None and self._module_receiver(state, receiver):
+                    self.forward(call, receiver, state, method=method)
+        qualified = flow.imports.qualify(func)
+        if qualified in api.BACKWARD_FUNCTIONS:
+            self.step(call, "backward", state, None)
+        if qualified in api.MODE_NEUTRAL_FUNCTIONS or (isinstance(func, cst.Name) and func.value in _NEUTRAL_BUILTINS):
+            return
+        if isinstance(func, cst.Attribute) and func.attr.value in _NEUTRAL_METHODS | api.MODE_PRESERVING_METHODS:
+            return
+        flow.last_unresolved = None
+        summary, self_receiver = flow.resolve(call, self.out.function)
+        if summary is not None:
+            self.apply_summary(summary, call, state, self_receiver)
+            return
+        for arg in call.args:
+            arg_key = dotted(arg.value)
+            if arg_key is not None:
+                arg_key = state.canonical(arg_key)
+                if state.tracks(arg_key) or (arg_key in self.params and arg_key not in ("self", "cls")):
+                    self.havoc(state, arg_key)
+                    if flow.last_unresolved is not None:
+                        # Another file's helper may know what it does to this model.
+                        flow.unresolved.add(flow.last_unresolved)
+
+    def _module_receiver(self, state: State, key: str) -> bool:
+        """A receiver known to be an nn.Module, whose other methods may wrap its forward."""
+        fact = state.models.get(key)
+        if fact is not None and fact.certain and not fact.havoc:
+            return True
+        return self.flow.modules.is_module_name(key, self.out.function)
+
+    # -- mode -------------------------------------------------------------------
+    def set_mode(self, state: State, key: str, call: cst.Call) -> None:
+        mode = mode_of_call(call)
+        if mode is None:
+            self.havoc(state, key)
+            return
+        current = state.models.get(key)
+        state.put(key, (current if current is not None else ModeFact()).switched(mode, call))
+
+    def havoc(self, state: State, key: str) -> None:
+        state.havoc(key)
+
+    def mode_context(self, expr: cst.BaseExpression, state: State) -> list[tuple[str, ModeFact]]:
+        """`with eval_mode(model, head):`: the models it switches, with the fact to restore on exit."""
+        if not isinstance(expr, cst.Call):
+            return []
+        summary, _ = self.flow.resolve(expr, self.out.function)
+        switched = None
+        if summary is not None and summary.context_mode is not None:
+            switched = summary.context_mode
+        elif (self.flow.imports.qualify(expr.func) or "") in EVAL_MODE_CONTEXTS:
+            switched = "eval"
+        if switched is None:
+            return []
+        restore = []
+        for arg in expr.args:
+            key = dotted(arg.value)
+            if key is None or arg.keyword is not None:
+                continue
+            key = state.canonical(key)
+            restore.append((key, state.fact(key)))
+            state.put(key, state.fact(key).switched(switched, expr))
+        return restore
+
+    # -- forwards and training steps ---------------------------------------------
+    def forward(self, call: cst.Call, key: str, state: State, method: str | None = None, via=None,
+                callee: FunctionSummary | None = None, helper: bool = False) -> None:
+        table = self.out.helper_forwards if helper else self.out.forwards
+        slot = (call, via) if helper else call
+        seen = table.get(slot)
+        fact = state.fact(key)
+        if seen is None:
+            table[slot] = Forward(call, key, fact, state.grad, self.out.function, self.evaluation_loops > 0,
+                                  method=method, via=via, callee=callee)
+        else:
+            seen.mode = seen.mode.join(fact)
+            seen.grad = seen.grad.join(state.grad)
+            seen.in_evaluation_loop = seen.in_evaluation_loop or self.evaluation_loops > 0
+
+    def step(self, call: cst.Call, kind: str, state: State, receiver: str | None, via=None,
+             callee: FunctionSummary | None = None, trained_key: str | None = None) -> None:
+        table = self.out.helper_steps if via is not None else self.out.steps
+        slot = (call, via) if via is not None else call
+        seen = table.get(slot)
+        region = state.grad_free_values.get(receiver) if receiver is not None and kind == "backward" else None
+        if seen is None:
+            table[slot] = TrainingStep(call, kind, dict(state.models), state.grad, self.out.function,
+                                       receiver, region, via=via, callee=callee, trained_key=trained_key)
+        else:
+            for key in seen.models.keys() | state.models.keys():
+                seen.models[key] = seen.models.get(key, state.fact(key)).join(state.fact(key))
+            seen.grad = seen.grad.join(state.grad)
+            if region is None:
+                seen.grad_free_region = None
+
+    def returned_value(self, value: cst.BaseExpression | None, state: State) -> None:
+        """`return model` / `return Net()`: what a factory hands its caller."""
+        if value is None:
+            return
+        key = receiver_key(value, self.flow.imports)
+        if key is not None and state.tracks(state.canonical(key)):
+            fact = state.fact(state.canonical(key))
+        else:
+            bound = self.flow.provenance.bound_value(value, state, lambda k: False, self.out.function)
+            if not isinstance(bound, Fresh):
+                return
+            fact = bound.fact
+        self.out.returned = fact if self.out.returned is None else self.out.returned.join(fact)
+
+    # -- summaries ----------------------------------------------------------------
+    def apply_summary(self, summary: FunctionSummary, call: cst.Call, state: State, self_receiver: str | None) -> None:
+        bound, inline = self._bind_arguments(summary, call, state, self_receiver)
+        if summary.trains:
+            self.out.trains = True
+        for use in summary.forwards:
+            key = _rebind(use.param, bound)
+            if key is None:
+                continue
+            if use.node is not None:  # same file: what the helper's forward receives (runtime verify reads it)
+                known = self.out.passed_modes.get(use.node)
+                fact = state.fact(key)
+                self.out.passed_modes[use.node] = fact if known is None else known.join(fact)
+            if use.intent == "returned":
+                if call not in self.out.forwards:  # the call's value is that forward's output
+                    self.forward(call, key, state, via=use, callee=summary)
+            else:
+                self.forward(call, key, state, via=use, callee=summary, helper=True)
+        for use in summary.steps:
+            key = _rebind(use.param, bound)
+            if key is not None:
+                self.step(call, "backward", state, None, via=use, callee=summary, trained_key=key)
+        for param_key, effect in summary.effects.items():
+            key = _rebind(param_key, bound)
+            if key is None:
+                continue
+            site = summary.effect_sites.get(param_key)
+            current = state.fact(key)
+            if effect == "unknown" or site is None:
+                self.havoc(state, key)
+                continue
+            if "eval" in effect:
+                changed = current.switched("eval", site)
+            else:
+                # A training routine's train() is for training, not deliberate sampling (MC dropout):
+                # the call of the routine itself stands for it.
+                changed = current.switched("train", call if summary.trains else site)
+            if effect.startswith("may-"):
+                changed = changed.join(current)
+            state.put(key, changed)
+        for key in inline:
+            state.forget(key)
+
+    def _bind_arguments(self, summary: FunctionSummary, call: cst.Call, state: State,
+                        self_receiver: str | None) -> tuple[dict[str, str], list[str]]:
+        """Parameter -> the caller's key for it; models built inline as arguments get a temporary key."""
+        params = list(summary.params)
+        if summary.is_method and params and params[0] in ("self", "cls"):
+            params = params[1:]
+        bound: dict[str, str] = {name: name for name in summary.globals}
+        inline: list[str] = []
+        positional = 0
+        for arg in call.args:
+            if arg.star:
+                break
+            if arg.keyword is not None:
+                name = arg.keyword.value
+            elif positional < len(params):
+                name = params[positional]
+                positional += 1
+            else:
+                continue
+            arg_key = dotted(arg.value)
+            if arg_key is not None:
+                bound[name] = state.canonical(arg_key)
+            elif isinstance(arg.value, cst.Call):  # `evaluate(Net(), loader)`: a fresh module
+                fresh = self.flow.provenance.bound_value(arg.value, state, lambda k: False, self.out.function)
+                if isinstance(fresh, Fresh):
+                    key = f"{name}=<{summary.qualname}(...)>"
+                    state.models[key] = fresh.fact
+                    bound[name] = key
+                    inline.append(key)
+        if self_receiver is not None:
+            bound["self"] = self_receiver
+        return bound, inline
+
+
+def _rebind(param_key: str, bound: dict[str, str]) -> str | None:
+    head, dot, rest = param_key.partition(".")
+    target = bound.get(head)
+    return None if target is None else f"{target}{dot}{rest}"
+
+
+def _is_optimizer_step(receiver: str) -> bool:
+    last = receiver.rsplit(".", 1)[-1].lower()
+    return "optim" in last or last in ("opt", "scaler") or last.endswith("_opt") or last.startswith("opt_")

@@ -1,0 +1,80 @@
+"""Is a forward an evaluation? The judgement MDL001 and MDL002 share.
+
+A forward is for evaluation when its output is not used for training (it reaches no
+backward) and one of these holds, strongest first:
+- autograd is off for it on every path (here, in the helper that runs it, or in every
+  caller this file shows): "under no_grad";
+- it loops over validation/test data;
+- its output only feeds predictions and metrics (`.item()`, `argmax`, numpy...);
+- it is dropped, logged or returned by a function named for evaluation (`predict`,
+  `validate`) that trains nothing: the names break the tie data flow left.
+"""
+
+from __future__ import annotations
+
+from modelint.facts.lattice import GradFact
+from modelint.facts.naming import is_evaluation_name
+
+# Lightning runs these under no_grad in eval mode itself (RULES.md 3).
+FRAMEWORK_HOOKS = frozenset({"validation_step", "test_step", "predict_step", "validation_epoch_end",
+                             "test_epoch_end", "on_validation_batch_end", "on_test_batch_end"})
+
+
+def is_framework_hook(facts, function) -> bool:
+    return (function is not None and function.name in FRAMEWORK_HOOKS and function.cls is not None
+            and facts.modules.is_module_class(function.cls))
+
+
+def effective_grad(facts, forward) -> GradFact:
+    """The grad mode at a forward, with what its function's callers in this file do for the unknown part."""
+    grad = forward.grad
+    if grad.unknown:
+        grad = grad.at_entry(facts.flow.entry_grad(forward.function))
+    return grad
+
+
+def is_module(facts, forward) -> bool:
+    """Is the called thing surely an nn.Module (not a capitalised callable of unknown kind)?"""
+    mode = forward.mode
+    if mode.certain and (mode.train_sites or mode.eval_sites):
+        return True
+    return facts.modules.is_module_name(forward.key, forward.function) or (
+        forward.via is not None and mode.certain and not mode.entry and not mode.havoc)
+
+
+def evaluation_context(facts, forward, grad: GradFact) -> str | None:
+    """Why this forward is an evaluation, in a few words; None when it is not one (or we cannot tell)."""
+    intent = forward.intent
+    if intent == "training":
+        return None
+    via = forward.via
+    if via is not None and via.intent != "returned":
+        if via.grad == "free":
+            return via.context or "under no_grad"
+        if via.context is not None:
+            return via.context
+        if grad.definitely_free and via.grad == "entry":
+            return "under the caller's no_grad"
+        return None
+    if grad.definitely_free or (via is not None and via.grad == "free"):
+        return "under no_grad"  # (a helper returning it under no_grad: for training, the caller would say so)
+    if intent == "unknown":
+        return None
+    if forward.in_evaluation_loop:
+        return "over validation/test data"
+    if intent == "evaluation":
+        return "for predictions and metrics"
+    function = forward.function
+    if function is not None and is_evaluation_name(function.name, facts.path) \
+            and not facts.flow.function_trains(function):
+        return f"in {function.name}()"
+    return None
+
+
+def returned_to_callers(facts, forward) -> bool:
+    """A forward whose output its function returns, and whose callers in this file are judged instead."""
+    if forward.intent != "returned" or forward.function is None or not forward.mode.entry:
+        return False
+    from modelint.facts.summaries import qualname
+
+    return bool(facts.flow.call_sites.get(qualname(forward.function)))

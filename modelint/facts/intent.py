@@ -1,0 +1,289 @@
+"""What a forward is for, from where its output goes.
+
+The mode flow keeps, for every local name, the forward calls its value may derive
+from (`State.values`: name -> {(forward call, attached)}). `attached` is False once
+the value went through something that leaves autograd (`.item()`, `.detach()`,
+`.argmax()`, a comparison, numpy): such a value can no longer feed a backward pass.
+
+`OutputUses.expression` evaluates an expression bottom-up against that map and
+records, for each forward it reaches, how the output is used:
+
+- TRAIN: it reaches `.backward()` (of itself, of a loss, through `scaler.scale()`,
+  `accelerator.backward(loss)`) or `torch.autograd.grad`, even detached on the way
+  (a GAN's fakes for the discriminator, a teacher's targets).
+- EVAL: predictions and metrics: `.item()`, `.cpu().numpy()`, `argmax`, `softmax`,
+  comparisons, numpy.
+- RETURN: a graph-carrying value is returned: what it is for is up to the callers.
+- STORE: kept in an attribute, where another method may use it.
+- ESCAPE: handed to a call we cannot see into, whose result is dropped.
+- WEAK: printed, logged or handed to a metric/writer/list method.
+- DISCARD: the output is not used at all (warm-up, benchmark, calibration).
+
+`intent_of` turns the uses into "training", "returned", "unknown", "evaluation" or
+"inference" (only dropped, printed or logged). Shape checks (`.shape`, `.size()`,
+`len()`) are metadata: they are no use of the values.
+"""
+
+from __future__ import annotations
+
+import libcst as cst
+
+from modelint.facts.walk import iter_nodes
+
+TRAIN, EVAL, RETURN, STORE, ESCAPE, WEAK, DISCARD = "train", "eval", "return", "store", "escape", "weak", "discard"
+
+# Tensor methods whose result has left autograd, and that turn outputs into predictions/numbers.
+DETACHING_METHODS = frozenset({"item", "tolist", "numpy", "argmax", "argmin", "eq", "ne", "ge", "gt",
+                               "le", "lt", "long", "int", "bool", "byte", "sign", "round"})
+# A stop-gradient, not a use: a detached output may still feed a loss (a GAN's fakes for D).
+STOP_GRADIENT_METHODS = frozenset({"detach", "detach_"})
+# Methods that keep the graph but turn outputs into predictions or move them off the device.
+EVAL_METHODS = frozenset({"softmax", "sigmoid", "topk", "max", "min", "sort", "cpu", "log_softmax"})
+METADATA_METHODS = frozenset({"size", "dim", "numel", "nelement", "type", "get_device", "element_size",
+                              "is_contiguous", "stride", "data_ptr", "keys"})
+METADATA_ATTRIBUTES = frozenset({"shape", "dtype", "device", "ndim", "is_cuda", "requires_grad", "grad_fn",
+                                 "layout", "names"})
+DETACHING_ATTRIBUTES = frozenset({"data"})  # a stop-gradient too
+# Calls that consume a value for show: printing, logging, metrics, writers, containers.
+WEAK_CONSUMER_METHODS = frozenset({"update", "add_scalar", "add_scalars", "add_image", "add_images", "add_histogram",
+                                   "add_figure", "add_text", "log", "log_metrics", "log_dict", "info", "debug",
+                                   "warning", "write", "save", "append", "extend", "insert", "add", "put",
+                                   "record", "record_batch", "set_postfix", "set_description"})
+CONTAINER_METHODS = frozenset({"append", "extend", "insert", "add", "update", "setdefault", "appendleft"})
+BACKWARD_METHODS = frozenset({"backward", "manual_backward"})
+_DETACHING_BUILTINS = frozenset({"float", "int", "bool", "round", "abs"})
+_METADATA_BUILTINS = frozenset({"len", "isinstance", "type", "id", "hasattr", "callable"})
+_EVAL_FUNCTIONS = frozenset({"torch.argmax", "torch.argmin", "torch.max", "torch.min", "torch.topk", "torch.sort",
+                             "torch.softmax", "torch.sigmoid", "torch.nn.functional.softmax",
+                             "torch.nn.functional.sigmoid", "torch.nn.functional.log_softmax", "torch.round"})
+_GRADIENT_FUNCTIONS = frozenset({"torch.autograd.grad", "torch.autograd.backward"})
+
+Origins = frozenset  # of (forward call, attached: bool)
+NONE: Origins = frozenset()
+
+
+def detached(origins: Origins) -> Origins:
+    return frozenset((call, False) for call, _attached in origins)
+
+
+def attached_calls(origins: Origins) -> set:
+    return {call for call, attached in origins if attached}
+
+
+def intent_of(uses: set[str]) -> str:
+    """One word for what a forward's output is for (see the module docstring)."""
+    if TRAIN in uses:
+        return "training"
+    if RETURN in uses:
+        return "returned"
+    if STORE in uses:
+        return "unknown"
+    if EVAL in uses:
+        return "evaluation"
+    if ESCAPE in uses:
+        return "unknown"
+    return "inference"  # dropped, printed or logged only (or never used)
+
+
+class OutputUses:
+    """Evaluates expressions against the names' origins and records each forward's uses."""
+
+    def __init__(self, imports, forwards) -> None:
+        self.imports = imports
+        self.forwards = forwards  # call -> record, filled by the mode flow before the statement is evaluated
+        self.uses: dict[cst.Call, set[str]] = {}
+
+    def use(self, origins: Origins, kind: str, attached_only: bool = False) -> None:
+        for call, attached in origins:
+            if attached or not attached_only:
+                self.uses.setdefault(call, set()).add(kind)
+
+    def expression(self, expr: cst.BaseExpression | None, values: dict[str, Origins]) -> Origins:
+        """The origins of `expr`'s value; uses met inside it are recorded on the way."""
+        if expr is None:
+            return NONE
+        return self._evaluate(expr, values).get(expr, NONE)
+
+    def _evaluate(self, expr: cst.BaseExpression, values: dict[str, Origins]) -> dict[cst.CSTNode, Origins]:
+        """The origins of every value sub-expression of `expr` (empty when nothing can derive)."""
+        if not values and not self._has_forward(expr):
+            return {}
+        result: dict[cst.CSTNode, Origins] = {}
+        for node in reversed(list(_value_nodes(expr))):  # children before their parents
+            result[node] = self._node(node, result, values)
+        return result
+
+    def _has_forward(self, expr: cst.BaseExpression) -> bool:
+        if not self.forwards:
+            return False
+        if isinstance(expr, cst.Call) and expr in self.forwards:
+            return True
+        return any(type(node) is cst.Call and node in self.forwards for node in iter_nodes(expr, skip_lambdas=True))
+
+    def _children(self, node: cst.CSTNode, result: dict) -> Origins:
+        out: set = set()
+        for child in _value_children(node):
+            found = result.get(child)
+            if found:
+                out |= found
+        return frozenset(out)
+
+    def _node(self, node: cst.CSTNode, result: dict, values: dict[str, Origins]) -> Origins:
+        kind = type(node)
+        if kind is cst.Name:
+            return values.get(node.value, NONE)
+        if kind is cst.Attribute:
+            from modelint.facts.names import dotted
+
+            attr = node.attr.value
+            if attr in METADATA_ATTRIBUTES:
+                return NONE
+            key = dotted(node)
+            inner = values.get(key, NONE) if key is not None and key in values else result.get(node.value, NONE)
+            if attr in DETACHING_ATTRIBUTES and inner:
+                return detached(inner)
+            return inner
+        if kind is cst.Call:
+            return self._call(node, result)
+        if kind is cst.Comparison:
+            inner = self._children(node, result)
+            if inner:
+                self.use(inner, EVAL)
+            return detached(inner)
+        if kind is cst.Lambda:
+            return NONE
+        return self._children(node, result)
+
+    def _call(self, call: cst.Call, result: dict) -> Origins:
+        func = call.func
+        args = set()
+        for arg in call.args:
+            args |= result.get(arg.value, NONE)
+        args = frozenset(args)
+        if call in self.forwards:
+            return frozenset({(call, True)}) | args
+        if isinstance(func, cst.Attribute):
+            method = func.attr.value
+            receiver = result.get(func.value, NONE)
+            if method in BACKWARD_METHODS:
+                # Every output that fed the loss is part of training, detached or not (a GAN's fakes,
+                # a teacher's targets under no_grad).
+                self.use(receiver | args, TRAIN)
+                return NONE
+            if method in METADATA_METHODS:
+                return NONE
+            if method in DETACHING_METHODS:
+                self.use(receiver, EVAL)
+                return detached(receiver) | args
+            if method in STOP_GRADIENT_METHODS:
+                return detached(receiver) | args
+            if method in EVAL_METHODS:
+                self.use(receiver, EVAL)
+                return receiver | args
+            qualified = self.imports.qualify(func)
+            if qualified is not None and self._function(qualified, args):
+                return self._function_result(qualified, args)
+            return receiver | args
+        qualified = self.imports.qualify(func)
+        if isinstance(func, cst.Name) and qualified is None:
+            name = func.value
+            if name in _METADATA_BUILTINS:
+                return NONE
+            if name in _DETACHING_BUILTINS:
+                self.use(args, EVAL)
+                return detached(args)
+            if name == "print":
+                self.use(args, WEAK)
+                return NONE
+            return args
+        if qualified is not None and self._function(qualified, args):
+            return self._function_result(qualified, args)
+        return args
+
+    def _function(self, qualified: str, args: Origins) -> bool:
+        return bool(args) and (qualified in _GRADIENT_FUNCTIONS or qualified in _EVAL_FUNCTIONS
+                               or qualified.startswith("numpy."))
+
+    def _function_result(self, qualified: str, args: Origins) -> Origins:
+        if qualified in _GRADIENT_FUNCTIONS:
+            self.use(args, TRAIN)
+            return NONE
+        self.use(args, EVAL)
+        return detached(args) if qualified.startswith("numpy.") or qualified in ("torch.argmax", "torch.argmin") \
+            else args
+
+    # -- statements ---------------------------------------------------------------
+    def dropped(self, expr: cst.BaseExpression, values: dict[str, Origins]) -> Origins:
+        """An expression statement: its value is thrown away. Returns what a container method
+        (`preds.append(out)`) adds to its receiver, else nothing."""
+        result = self._evaluate(expr, values)
+        origins = result.get(expr, NONE)
+        if isinstance(expr, cst.Call):
+            if expr in self.forwards:
+                self.use(frozenset({(expr, True)}), DISCARD)
+                return NONE
+            consumed = NONE
+            for arg in expr.args:
+                consumed |= result.get(arg.value, NONE)
+            if not consumed:
+                return NONE
+            func = expr.func
+            method = func.attr.value if isinstance(func, cst.Attribute) else None
+            if method in CONTAINER_METHODS:
+                return consumed
+            if method in WEAK_CONSUMER_METHODS or self._weak_function(func):
+                self.use(consumed, WEAK)
+            else:
+                self.use(consumed, ESCAPE, attached_only=True)
+        elif origins:
+            self.use(origins, WEAK)
+        return NONE
+
+    def _weak_function(self, func: cst.BaseExpression) -> bool:
+        qualified = self.imports.qualify(func) or ""
+        return qualified.startswith(("logging.", "numpy.", "torch.save", "warnings.")) or \
+            (isinstance(func, cst.Name) and func.value == "print")
+
+    def returned(self, origins: Origins) -> None:
+        self.use(origins, RETURN, attached_only=True)
+        self.use(frozenset(o for o in origins if not o[1]), EVAL)
+
+    def stored(self, origins: Origins) -> None:
+        self.use(origins, STORE, attached_only=True)
+
+
+def _value_children(node: cst.CSTNode):
+    """The sub-expressions whose values make up `node`'s value (not attribute names or keywords)."""
+    from modelint.facts.walk import children
+
+    kind = type(node)
+    if kind is cst.Attribute:
+        yield node.value
+        return
+    if kind is cst.Arg:
+        yield node.value
+        return
+    if kind is cst.Lambda:
+        return
+    for child in children(node):
+        if type(child) in (cst.CompFor,):
+            yield from _comp_for_values(child)
+        else:
+            yield child
+
+
+def _comp_for_values(comp: cst.CompFor):
+    while comp is not None:
+        yield comp.iter
+        for condition in comp.ifs:
+            yield condition.test
+        comp = comp.inner_for_in
+
+
+def _value_nodes(expr: cst.BaseExpression):
+    """`expr` and its value sub-expressions, parents before children (no recursion)."""
+    stack = [expr]
+    while stack:
+        node = stack.pop()
+        yield node
+        stack.extend(_value_children(node))

@@ -1,0 +1,353 @@
+"""The walk over one function body (or the module-level script): statements in order.
+
+`if`/`match` branches are joined, loop bodies re-run until the state at the loop head
+is stable (so an `eval()` late in a body reaches the top of the next iteration),
+`try`/`finally`, `with` blocks that switch autograd, early `return`/`break`/`continue`.
+Each small statement first applies its calls (modelint.facts.calls), then binds its
+targets: which module a name now holds (modelint.facts.provenance) and which forward
+outputs its value derives from (modelint.facts.intent).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import libcst as cst
+
+from modelint.facts import torch_api as api
+from modelint.facts.calls import CallEffects
+from modelint.facts.intent import NONE, OutputUses
+from modelint.facts.lattice import GRAD_ENABLED, GRAD_UNKNOWN, GradFact
+from modelint.facts.names import dotted
+from modelint.facts.naming import names_evaluation_data
+from modelint.facts.provenance import Fresh, Same
+from modelint.facts.state import State, join
+
+
+class Interpreter(CallEffects):
+    def __init__(self, flow, out, params: set[str]) -> None:
+        super().__init__(flow, out, params)
+        self.uses = OutputUses(flow.imports, out.forwards)
+        self.loop_exits: list[tuple[list[State], list[State]]] = []  # (breaks, continues)
+        self.returns: list[State] = []
+
+    def run(self, body, state: State) -> State | None:
+        end = self.block(body, state) if not isinstance(body, (list, tuple)) else self.statements(body, state)
+        result = end
+        for returned in self.returns:
+            result = join(result, returned)
+        self.out.uses = self.uses.uses
+        return result
+
+    # -- statements -----------------------------------------------------------
+    def block(self, body: cst.BaseSuite, state: State | None) -> State | None:
+        if isinstance(body, cst.SimpleStatementSuite):
+            return self.small_statements(body.body, state)
+        return self.statements(body.body, state)
+
+    def statements(self, stmts, state: State | None) -> State | None:
+        for stmt in stmts:
+            if state is None:
+                return None
+            state = self.statement(stmt, state)
+        return state
+
+    def small_statements(self, smalls, state: State | None) -> State | None:
+        for small in smalls:
+            if state is None:
+                return None
+            state = self.small(small, state)
+        return state
+
+    def statement(self, stmt: cst.CSTNode, state: State) -> State | None:
+        if isinstance(stmt, cst.SimpleStatementLine):
+            return self.small_statements(stmt.body, state)
+        if isinstance(stmt, cst.If):
+            return self.if_(stmt, state)
+        if isinstance(stmt, (cst.For, cst.While)):
+            return self.loop(stmt, state)
+        if isinstance(stmt, cst.With):
+            return self.with_(stmt, state)
+        if isinstance(stmt, (cst.Try, cst.TryStar)):
+            return self.try_(stmt, state)
+        if isinstance(stmt, cst.Match):
+            self.calls_of(stmt, state)
+            self.uses.expression(stmt.subject, state.values)
+            result = state.copy()
+            for case in stmt.cases:
+                result = join(result, self.block(case.body, state.copy()))
+            return result
+        if isinstance(stmt, (cst.FunctionDef, cst.ClassDef)):
+            self.forget(state, stmt.name.value)
+            return state
+        return state
+
+    def if_(self, stmt: cst.If, state: State) -> State | None:
+        """An `if`/`elif`/`else` chain, in a loop: a file may have thousands of `elif`s."""
+        branches: list[tuple[cst.If, State | None]] = []  # each test's statement and its body's end state
+        while True:
+            self.calls_of(stmt, state)
+            self.uses.expression(stmt.test, state.values)
+            branches.append((stmt, self.block(stmt.body, state.copy())))
+            if stmt.orelse is None:
+                other = state
+                break
+            if isinstance(stmt.orelse, cst.If):
+                stmt, state = stmt.orelse, state.copy()
+                continue
+            other = self.block(stmt.orelse.body, state.copy())
+            break
+        for stmt, then in reversed(branches):
+            merged = join(then, other)
+            if merged is not None and then is not None and other is not None and stmt.orelse is not None:
+                # `if training: model.train() else: model.eval()`: the mode follows a condition
+                # the code tests again later; which one holds is not ours to guess.
+                for key, fact in merged.models.items():
+                    a, b = then.fact(key), other.fact(key)
+                    if {a.definitely_train, b.definitely_train} == {True, False} and \
+                            {a.definitely_eval, b.definitely_eval} == {True, False} and not fact.havoc:
+                        merged.models[key] = replace(fact, havoc=True)
+            other = merged
+        return other
+
+    def small(self, node: cst.BaseSmallStatement, state: State) -> State | None:
+        if isinstance(node, cst.Expr):
+            effect = self._statement_grad_effect(node.value)
+            self.calls_of(node, state)
+            if effect is not None:
+                state.grad = {"free": GradFact(free_sites=frozenset({node})), "enabled": GRAD_ENABLED,
+                              "unknown": GRAD_UNKNOWN}[effect]
+            self.expression_statement(node.value, state)
+            return state
+        if isinstance(node, cst.Assign):
+            self.calls_of(node, state)
+            origins = self.uses.expression(node.value, state.values)
+            for target in node.targets:
+                self.bind(target.target, node.value, origins, state)
+            return state
+        if isinstance(node, cst.AnnAssign):
+            self.calls_of(node, state)
+            origins = self.uses.expression(node.value, state.values)
+            self.bind(node.target, node.value, origins, state)
+            return state
+        if isinstance(node, cst.AugAssign):
+            self.calls_of(node, state)
+            origins = self.uses.expression(node.value, state.values) | self.uses.expression(node.target, state.values)
+            key = dotted(node.target)
+            if key is not None:
+                self._taint(state, key)
+                self._derive(state, node.target, origins)
+            return state
+        if isinstance(node, cst.Return):
+            self.calls_of(node, state)
+            self.uses.returned(self.uses.expression(node.value, state.values))
+            self.returned_value(node.value, state)
+            self.returns.append(state.copy())
+            return None
+        if isinstance(node, cst.Raise):
+            self.calls_of(node, state)
+            return None
+        if isinstance(node, (cst.Break, cst.Continue)):
+            if self.loop_exits:
+                breaks, continues = self.loop_exits[-1]
+                (breaks if isinstance(node, cst.Break) else continues).append(state)
+            return None
+        if isinstance(node, cst.Del):
+            for element in _flatten(node.target):
+                key = dotted(element)
+                if key is not None:
+                    self.forget(state, key)
+            return state
+        self.calls_of(node, state)  # assert, global, pass, import...
+        if isinstance(node, cst.Assert):
+            self.uses.expression(node.test, state.values)
+        return state
+
+    def _statement_grad_effect(self, value: cst.BaseExpression) -> str | None:
+        """`torch.set_grad_enabled(False)` as a statement, or `stack.enter_context(torch.no_grad())`
+        (an ExitStack: the region lasts until the enclosing `with` ends, which restores the grad mode)."""
+        if not isinstance(value, cst.Call):
+            return None
+        if self.flow.imports.qualify(value.func) in api.SET_GRAD_ENABLED:
+            return self.flow.grad_effect(value)
+        if isinstance(value.func, cst.Attribute) and value.func.attr.value == "enter_context" and value.args:
+            return self.flow.grad_effect(value.args[0].value)
+        return None
+
+    def expression_statement(self, value: cst.BaseExpression, state: State) -> None:
+        if isinstance(value, (cst.Yield, cst.Await)) and value.value is not None and \
+                not isinstance(value.value, cst.From):
+            inner = value.value
+            origins = self.uses.expression(inner, state.values)
+            if isinstance(value, cst.Yield):
+                self.uses.returned(origins)
+            return
+        added = self.uses.dropped(value, state.values)
+        if added and isinstance(value, cst.Call) and isinstance(value.func, cst.Attribute):
+            self._derive(state, value.func.value, added, extend=True)
+
+    def loop(self, stmt: cst.For | cst.While, state: State) -> State | None:
+        evaluation = False
+        iterated = NONE
+        if isinstance(stmt, cst.For):
+            self.calls_of(stmt, state)
+            iterated = self.uses.expression(stmt.iter, state.values)
+            evaluation = names_evaluation_data(stmt.iter)
+        head = state.copy()
+        exit_states: list[State] = [state.copy()]
+        self.evaluation_loops += evaluation
+        try:
+            for _ in range(4):
+                breaks: list[State] = []
+                continues: list[State] = []
+                self.loop_exits.append((breaks, continues))
+                body_state = head.copy()
+                if isinstance(stmt, cst.For):
+                    for element in _flatten(stmt.target):
+                        key = dotted(element)
+                        if key is not None:
+                            self.forget(state=body_state, key=key)
+                            if iterated:
+                                body_state.values[key] = iterated
+                else:
+                    self.calls_of(stmt, body_state)
+                    self.uses.expression(stmt.test, body_state.values)
+                end = self.block(stmt.body, body_state)
+                self.loop_exits.pop()
+                exit_states.extend(breaks)
+                new_head = head
+                for s in (end, *continues):
+                    new_head = join(new_head, s)
+                if new_head == head:
+                    break
+                head = new_head
+        finally:
+            self.evaluation_loops -= evaluation
+        result = None
+        for s in (head, *exit_states):
+            result = join(result, s)
+        if stmt.orelse is not None and result is not None:
+            result = self.block(stmt.orelse.body, result)
+        return result
+
+    def with_(self, stmt: cst.With, state: State) -> State | None:
+        before = state.grad
+        self.calls_of(stmt, state)
+        restored = []
+        for item in stmt.items:
+            effect = self.flow.grad_effect(item.item)
+            if effect == "free":
+                state.grad = GradFact(free_sites=frozenset({item}))
+            elif effect == "enabled":
+                state.grad = GRAD_ENABLED
+            elif effect == "unknown":
+                state.grad = GRAD_UNKNOWN
+            elif effect is None:
+                restored.extend(self.mode_context(item.item, state))
+            origins = self.uses.expression(item.item, state.values)
+            if item.asname is not None:
+                for element in _flatten(item.asname.name):
+                    key = dotted(element)
+                    if key is not None:
+                        self.forget(state, key)
+                        if origins:
+                            state.values[key] = origins
+        after = self.block(stmt.body, state)
+        if after is not None:
+            after.grad = before
+            for key, fact in restored:  # a context manager that switched mode restores it on exit
+                after.models[key] = fact
+        return after
+
+    def try_(self, stmt, state: State) -> State | None:
+        body = self.block(stmt.body, state.copy())
+        handler_entry = join(state, body)
+        result = body
+        if stmt.orelse is not None and body is not None:
+            result = self.block(stmt.orelse.body, body)
+        for handler in stmt.handlers:
+            result = join(result, self.block(handler.body, handler_entry.copy()))
+        if stmt.finalbody is not None:
+            entry = result if result is not None else handler_entry
+            finished = self.block(stmt.finalbody.body, entry.copy())
+            return finished if result is not None else None
+        return result
+
+    # -- bindings -----------------------------------------------------------
+    def forget(self, state: State, key: str) -> None:
+        state.forget(key)
+        self.params.discard(key)
+
+    def _taint(self, state: State, key: str) -> None:
+        if state.grad.definitely_free:
+            from modelint.facts.lattice import first_site
+
+            state.grad_free_values[key] = first_site(state.grad.free_sites)
+        else:
+            state.grad_free_values.pop(key, None)
+
+    def _derive(self, state: State, target: cst.BaseExpression, origins, extend: bool = False) -> None:
+        """`target` now holds a value derived from these forward outputs (added to what it held with `extend`)."""
+        key = dotted(target)
+        if key is None:
+            if isinstance(target, cst.Subscript):  # `preds[i] = out`: the container holds it
+                self._derive(state, target.value, origins, extend=True)
+            return
+        if isinstance(target, cst.Attribute) and origins:
+            self.uses.stored(origins)  # kept on an object: another method may train on it
+        if extend:
+            if origins:
+                state.values[key] = state.values.get(key, NONE) | origins
+        elif origins:
+            state.values[key] = origins
+        else:
+            state.values.pop(key, None)
+
+    def bind(self, target: cst.BaseExpression, value: cst.BaseExpression | None, origins, state: State) -> None:
+        key = dotted(target)
+        if key is None:
+            if isinstance(target, cst.Subscript):
+                self._derive(state, target, origins)
+                return
+            for element in _flatten(target):
+                inner = dotted(element)
+                if inner is not None:
+                    self.forget(state, inner)
+                    self._taint(state, inner)
+                    self._derive(state, element, origins)
+            return
+        key = state.canonical(key) if "." in key else key
+        if value is None:
+            self.forget(state, key)
+            return
+        bound = self.flow.provenance.bound_value(value, state, lambda k: self.follows(k, state), self.out.function)
+        if isinstance(bound, Fresh):
+            self.forget(state, key)
+            state.models[key] = bound.fact
+        elif isinstance(bound, Same):
+            if bound.key != key:
+                self.forget(state, key)
+                if "." not in key:
+                    state.aliases[key] = bound.key
+                else:
+                    state.models[key] = state.fact(bound.key)
+            return
+        else:
+            self.forget(state, key)
+            self._taint(state, key)
+        self._derive(state, target, origins)
+
+
+def _flatten(target: cst.BaseExpression) -> list[cst.BaseExpression]:
+    """The names a (nested) tuple/list target binds, left to right."""
+    out: list[cst.BaseExpression] = []
+    stack = [target]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, (cst.Tuple, cst.List)):
+            stack.extend(element.value for element in reversed(node.elements))
+        elif isinstance(node, cst.StarredElement):
+            stack.append(node.value)
+        else:
+            out.append(node)
+    return out

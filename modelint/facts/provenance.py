@@ -1,0 +1,110 @@
+"""Where a module value comes from, and so which mode it starts in (RULES.md 3a).
+
+`bound_value` answers, for the right-hand side of an assignment (or an argument):
+- a fresh module: a constructor (`Net(...)`, `nn.Sequential(...)`, torchvision/timm
+  builders: train mode), Hugging Face `from_pretrained` (eval mode), a project function
+  whose summary says it returns a module (`build_model(cfg)`, in this file or another),
+  `copy.deepcopy(m)` (the mode `m` has here); chains such as `Net().to(dev).eval()`
+  apply their mode calls;
+- the same module under another name: `model.to(device)`, `nn.DataParallel(model)`,
+  `model.cuda().train()` (chains that return self);
+- or nothing we follow.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import libcst as cst
+
+from modelint.facts import torch_api as api
+from modelint.facts.lattice import ModeFact, mode_of_call
+from modelint.facts.modules import Dependence, unwrap_chain
+from modelint.facts.names import dotted
+
+DEEPCOPY = frozenset({"copy.deepcopy"})
+
+
+@dataclass(frozen=True)
+class Fresh:
+    fact: ModeFact
+
+
+@dataclass(frozen=True)
+class Same:
+    key: str  # canonical key of the module this value is
+
+
+def apply_chain(fact: ModeFact, applied: list[cst.Call]) -> ModeFact | None:
+    """The fact after `.train()`/`.eval()` calls of a chain (None: a mode we cannot know)."""
+    for call in applied:
+        method = call.func.attr.value if isinstance(call.func, cst.Attribute) else None
+        if method in ("train", "eval"):
+            mode = mode_of_call(call)
+            if mode is None:
+                return None
+            fact = fact.switched(mode, call)
+    return fact
+
+
+def receiver_key(expr: cst.BaseExpression, imports) -> str | None:
+    """`model`, `model.to(dev)`, `nn.DataParallel(model)`, `model.cuda().eval()` -> "model"."""
+    base, _ = unwrap_chain(expr)
+    while isinstance(base, cst.Call) and imports.qualify(base.func) in api.MODULE_WRAPPERS and base.args:
+        base, _ = unwrap_chain(base.args[0].value)
+    return dotted(base)
+
+
+class Provenance:
+    def __init__(self, flow) -> None:
+        self.flow = flow
+        self.modules = flow.modules
+        self.imports = flow.imports
+
+    def bound_value(self, value: cst.BaseExpression, state, follows, enclosing) -> Fresh | Same | None:
+        """What binding `value` gives; `follows(key)` says whether a key names a module we follow."""
+        built, applied = self.modules.module_expression(value)
+        if built is not None:
+            fact = ModeFact(
+                train_sites=frozenset() if built.starts_in_eval else frozenset({built.call}),
+                eval_sites=frozenset({built.call}) if built.starts_in_eval else frozenset(),
+                dependence=built.dependence,
+                certain=built.certain,
+                origin=built.origin,
+            )
+            return Fresh(apply_chain(fact, applied) or fact.join(ModeFact(havoc=True)))
+        base, applied = unwrap_chain(value)
+        if isinstance(base, cst.Call):
+            fresh = self._from_call(base, state, follows, enclosing)
+            if fresh is not None:
+                fact = apply_chain(fresh, applied)
+                return Fresh(fact if fact is not None else fresh.join(ModeFact(havoc=True)))
+        source = receiver_key(value, self.imports)
+        if source is not None:
+            source = state.canonical(source)
+            if follows(source):
+                return Same(source)
+        return None
+
+    def _from_call(self, call: cst.Call, state, follows, enclosing) -> ModeFact | None:
+        qualified = self.imports.qualify(call.func)
+        if qualified in DEEPCOPY and call.args and not call.args[0].star:
+            source = receiver_key(call.args[0].value, self.imports)
+            if source is not None:
+                source = state.canonical(source)
+                if follows(source):
+                    return state.fact(source)
+            return None
+        summary, _receiver = self.flow.resolve(call, enclosing)
+        returned = summary.returns if summary is not None else None
+        if returned is None:
+            return None
+        site = returned.site if returned.site is not None else call
+        if returned.mode == "eval":
+            train, evaluation = frozenset(), frozenset({site})
+        elif returned.mode == "train":
+            train, evaluation = frozenset({site}), frozenset()
+        else:
+            return ModeFact(havoc=True, dependence=Dependence(returned.dependence), certain=returned.certain)
+        return ModeFact(train_sites=train, eval_sites=evaluation, dependence=Dependence(returned.dependence),
+                        certain=returned.certain)

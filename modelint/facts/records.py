@@ -1,0 +1,79 @@
+"""What the mode flow observes, for rules to read: forwards, training steps, per function.
+
+A `Forward` is a forward pass of one model at one call: the mode and grad mode there
+(joined over all paths), and what its output is for. When a helper runs the forward
+on a model the caller passes, the record sits in the caller with `via` (the helper's
+`ForwardUse`): the caller's mode is what counts. A helper whose output is returned
+(`via.intent == "returned"`) makes the call itself a forward of the caller's model,
+whose intent the caller's data flow decides.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import libcst as cst
+
+from modelint.facts.collector import FunctionInfo
+from modelint.facts.intent import intent_of
+from modelint.facts.lattice import GradFact, ModeFact
+from modelint.summary import ForwardUse, FunctionSummary, StepUse
+
+
+@dataclass
+class Forward:
+    call: cst.Call  # the forward call, or the call of the helper that runs it
+    key: str  # the model, as the caller names it
+    mode: ModeFact
+    grad: GradFact  # at the call, in the caller
+    function: FunctionInfo | None
+    in_evaluation_loop: bool
+    method: str | None = None  # a method wrapping the forward (`predict_step`), None for `model(x)`/`.forward`
+    via: ForwardUse | None = None
+    callee: FunctionSummary | None = None
+    uses: set[str] = field(default_factory=set)  # what the caller does with the output (modelint.facts.intent)
+
+    @property
+    def intent(self) -> str:
+        if self.via is not None and self.via.intent != "returned":
+            return self.via.intent
+        return intent_of(self.uses)
+
+    @property
+    def grad_free(self) -> bool:
+        """Autograd is off for this forward on every path (here, or inside the helper that runs it)."""
+        return self.grad.definitely_free or (self.via is not None and self.via.grad == "free")
+
+
+@dataclass
+class TrainingStep:
+    """`loss.backward()` / `optimizer.step()` with every tracked model's mode there."""
+
+    call: cst.Call  # the step, or the call of the helper that runs it
+    kind: str  # "backward" | "step"
+    models: dict[str, ModeFact]
+    grad: GradFact
+    function: FunctionInfo | None
+    receiver: str | None = None
+    grad_free_region: cst.CSTNode | None = None  # the loss was computed in this no_grad region
+    via: StepUse | None = None  # a helper's step on a model the caller passes
+    trained_key: str | None = None  # with `via`: the caller's model that step trains
+    callee: FunctionSummary | None = None
+
+
+@dataclass
+class FunctionFlow:
+    function: FunctionInfo | None
+    forwards: dict[cst.Call, Forward] = field(default_factory=dict)
+    helper_forwards: dict[tuple, Forward] = field(default_factory=dict)  # (call, ForwardUse) -> Forward
+    steps: dict[cst.Call, TrainingStep] = field(default_factory=dict)
+    helper_steps: dict[tuple, TrainingStep] = field(default_factory=dict)
+    passed_modes: dict[cst.Call, ModeFact] = field(default_factory=dict)  # a helper's forward -> callers' mode
+    uses: dict[cst.Call, set[str]] = field(default_factory=dict)
+    exit_state: object = None
+    returned: ModeFact | None = None  # the module it returns (a factory), joined over its returns
+    trains: bool = False  # it has a training step, itself or through a helper it calls
+
+    def all_forwards(self):
+        yield from self.forwards.values()
+        yield from self.helper_forwards.values()

@@ -1,0 +1,56 @@
+"""Grad-mode regions: which expressions switch autograd off or on.
+
+`with torch.no_grad():`, `@torch.inference_mode()`, `torch.set_grad_enabled(False)`
+as a statement, `with torch.set_grad_enabled(flag):` (unknown), and the misspellings
+MDL011 reports, which count as what their author meant so nothing below them is
+blamed twice.
+"""
+
+from __future__ import annotations
+
+import libcst as cst
+
+from modelint.facts import torch_api as api
+from modelint.facts.names import literal_value
+
+
+def misspelled_no_grad(qualified: str | None) -> bool:
+    if not qualified or not qualified.startswith("torch.") or qualified.count(".") != 1:
+        return False
+    name = qualified[6:]
+    if name in api.TORCH_GRAD_API:
+        return False
+    from modelint.textutil import edit_distance
+
+    return name == "zero_grad" or any(edit_distance(name, real) <= 2 for real in ("no_grad", "inference_mode"))
+
+
+def disables_grad(imports, expr: cst.BaseExpression) -> bool:
+    """Is this decorator/with-item a grad-free region (`@torch.no_grad`, `set_grad_enabled(False)`)?"""
+    if isinstance(expr, cst.Call):
+        return grad_effect(imports, expr) == "free"
+    return imports.qualify(expr) in api.GRAD_DISABLING
+
+
+def grad_effect(imports, expr: cst.BaseExpression) -> str | None:
+    """'free', 'enabled', 'unknown' for a grad-mode call; None for anything else.
+
+    `with torch.no_grad:` (no call) counts as what its author meant: MDL004 reports
+    the TypeError, and nothing below it should be blamed on a missing no_grad.
+    """
+    if isinstance(expr, (cst.Name, cst.Attribute)):
+        qualified = imports.qualify(expr)
+        return "free" if qualified in api.GRAD_DISABLING else "enabled" if qualified in api.GRAD_ENABLING else None
+    if not isinstance(expr, cst.Call):
+        return None
+    qualified = imports.qualify(expr.func)
+    if misspelled_no_grad(qualified):
+        return "free"  # `with torch.zero_grad():` / `torch.nograd()`: MDL011 reports the name
+    if qualified in api.GRAD_DISABLING:
+        return "enabled" if expr.args and literal_value(expr.args[0].value) is False else "free"
+    if qualified in api.GRAD_ENABLING:
+        return "enabled"
+    if qualified in api.SET_GRAD_ENABLED:
+        value = literal_value(expr.args[0].value) if expr.args else None
+        return "free" if value is False else "enabled" if value is True else "unknown"
+    return None

@@ -1,0 +1,96 @@
+"""The abstract state at one point of a function: a value per name, joined at branches.
+
+- `models`: model expression (`model`, `self.net.encoder`) -> its `ModeFact`.
+- `grad`: the `GradFact` here.
+- `aliases`: `m = model` makes `m` another name of `model`.
+- `grad_free_values`: names bound under no_grad on every path (MDL007), with the region.
+- `values`: names whose value may derive from forward outputs (modelint.facts.intent).
+
+Keys are dotted texts. Putting `self.net` in a mode reaches `self.net.encoder` too, and
+a parent whose child was switched alone is in no single mode any more.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import libcst as cst
+
+from modelint.facts.lattice import ENTRY_MODE, HAVOC_MODE, GradFact, ModeFact
+
+
+@dataclass
+class State:
+    models: dict[str, ModeFact]
+    grad: GradFact
+    aliases: dict[str, str] = field(default_factory=dict)
+    grad_free_values: dict[str, cst.CSTNode] = field(default_factory=dict)
+    values: dict[str, frozenset] = field(default_factory=dict)
+
+    def copy(self) -> "State":
+        return State(dict(self.models), self.grad, dict(self.aliases), dict(self.grad_free_values), dict(self.values))
+
+    def canonical(self, key: str) -> str:
+        head, dot, rest = key.partition(".")
+        target = self.aliases.get(head)
+        return f"{target}{dot}{rest}" if target else key
+
+    def fact(self, key: str) -> ModeFact:
+        return self.models.get(key, ENTRY_MODE)
+
+    def tracks(self, key: str) -> bool:
+        """Is `key`, or something inside it, a model this state follows?"""
+        return any(known == key or known.startswith(key + ".") for known in self.models)
+
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, State) and self.models == other.models and self.grad == other.grad
+                and self.aliases == other.aliases and self.grad_free_values == other.grad_free_values
+                and self.values == other.values)
+
+    # -- updates ------------------------------------------------------------------
+    def forget(self, key: str) -> None:
+        """`key` is rebound to something we do not follow."""
+        for known in [k for k in self.models if k == key or k.startswith(key + ".")]:
+            del self.models[known]
+        self.aliases.pop(key, None)
+        self.grad_free_values.pop(key, None)
+        self.values.pop(key, None)
+        for alias in [a for a, target in self.aliases.items() if target == key]:
+            del self.aliases[alias]
+
+    def put(self, key: str, updated: ModeFact) -> None:
+        """`key` is in the mode `updated` says; so are its children; its parents are mixed."""
+        for known in list(self.models):
+            if known.startswith(key + "."):
+                self.models[known] = replace(self.models[known], train_sites=updated.train_sites,
+                                             eval_sites=updated.eval_sites, entry=False, havoc=updated.havoc)
+        self.models[key] = updated
+        parts = key.split(".")
+        for i in range(1, len(parts)):
+            parent = ".".join(parts[:i])
+            if parent in self.models:
+                self.models[parent] = replace(self.models[parent], havoc=True)
+
+    def havoc(self, key: str) -> None:
+        """A call we cannot see into may have changed `key`'s mode."""
+        found = False
+        for known in list(self.models):
+            if known == key or known.startswith(key + "."):
+                self.models[known] = replace(self.models[known], havoc=True)
+                found = found or known == key
+        if not found:
+            self.models[key] = HAVOC_MODE
+
+
+def join(a: State | None, b: State | None) -> State | None:
+    if a is None:
+        return b.copy() if b is not None else None
+    if b is None:
+        return a.copy()
+    models = {key: a.fact(key).join(b.fact(key)) for key in a.models.keys() | b.models.keys()}
+    aliases = {k: v for k, v in a.aliases.items() if b.aliases.get(k) == v}
+    tainted = {k: v for k, v in a.grad_free_values.items() if k in b.grad_free_values}
+    values = dict(a.values)
+    for key, origins in b.values.items():
+        values[key] = values[key] | origins if key in values else origins
+    return State(models, a.grad.join(b.grad), aliases, tainted, values)

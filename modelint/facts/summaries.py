@@ -1,0 +1,130 @@
+"""A function's summary, from its flow: what callers need to know about it.
+
+- effects: the mode it leaves on the models it is given (`evaluate(model)` leaves
+  `model` in eval mode);
+- forwards: the forward passes it runs on those models with the caller's mode, and
+  what each is for (evaluation, training, or returned to the caller);
+- steps: the training steps it runs on them (MDL003 judges them with the caller's mode);
+- returns: the module it returns, and in which mode (a factory);
+- trains: whether it runs a training step, itself or through a helper;
+- context_mode: a `@contextmanager` that switches its arguments to eval mode and back.
+
+`export` turns a summary into its picklable form for other files: nodes become call
+ordinals, positioned only if a finding shows them.
+"""
+
+from __future__ import annotations
+
+import libcst as cst
+
+from modelint.facts.lattice import ENTRY_MODE, first_site
+from modelint.facts.naming import is_evaluation_name
+from modelint.summary import ForwardUse, FunctionSummary, ReturnFact, StepUse
+
+
+def qualname(function) -> str:
+    return f"{function.cls.name}.{function.name}" if function.cls is not None else function.name
+
+
+def summarise(flow, function_flow, globals_: frozenset[str]) -> FunctionSummary:
+    function = function_flow.function
+    params = function.params
+    heads = set(params) | globals_
+    summary = FunctionSummary(qualname(function), flow.path, params, is_method=function.cls is not None,
+                              trains=function_flow.trains)
+    summary.globals = sorted(globals_)
+
+    def caller_owned(key: str) -> bool:
+        head = key.split(".")[0]
+        if head not in heads or key in ("self", "cls"):
+            return False
+        return "." not in key or head == "self" or head in globals_
+
+    exit_state = function_flow.exit_state
+    if exit_state is not None:
+        for key, fact in exit_state.models.items():
+            if not caller_owned(key) and not (key.startswith(("self.", "cls.")) and "self" in heads):
+                continue
+            if key.split(".")[0] not in heads:
+                continue
+            effect = fact.exit_effect
+            if effect is None:
+                continue
+            summary.effects[key] = effect
+            site = first_site(fact.eval_sites if "eval" in effect else fact.train_sites)
+            if site is not None:
+                summary.effect_sites[key] = site
+    trains_keys: set[str] = set()
+    for forward in function_flow.all_forwards():
+        if not caller_owned(forward.key) or forward.mode != ENTRY_MODE:
+            continue
+        intent = forward.intent
+        if intent == "training":
+            trains_keys.add(forward.key)
+        use = _forward_use(flow, function, forward, intent)
+        if use is not None:
+            summary.forwards.append(use)
+    first_step = next((s for s in function_flow.steps.values() if s.kind == "backward"),
+                      next(iter(function_flow.steps.values()), None))
+    if first_step is not None:
+        for key in sorted(trains_keys):
+            summary.steps.append(StepUse(key, flow.path, node=first_step.call))
+    for step in function_flow.helper_steps.values():
+        key = step.trained_key
+        if key and caller_owned(key) and step.models.get(key, ENTRY_MODE) == ENTRY_MODE:
+            summary.steps.append(StepUse(key, step.via.path, step.via.call, node=step.via.node))
+    returned = function_flow.returned
+    if returned is not None and (returned.certain or returned.origin is None):
+        mode = "train" if returned.definitely_train else "eval" if returned.definitely_eval else None
+        site = first_site(returned.eval_sites if mode == "eval" else returned.train_sites)
+        summary.returns = ReturnFact(mode, int(returned.dependence), returned.certain, site)
+    summary.context_mode = _context_mode(flow, function)
+    return summary
+
+
+def _forward_use(flow, function, forward, intent: str) -> ForwardUse | None:
+    via = forward.via
+    grad = forward.grad
+    if via is not None and via.grad == "free":
+        grad_word = "free"
+    elif grad.definitely_free:
+        grad_word = "free"
+    elif grad.unknown and not grad.may_enabled and not grad.free_sites:
+        grad_word = "entry" if via is None or via.grad != "enabled" else "enabled"
+    else:
+        grad_word = "enabled"
+    context = via.context if via is not None and via.intent != "returned" else None
+    if context is None:
+        if grad_word == "free":
+            context = "under no_grad"
+        elif forward.in_evaluation_loop:
+            context = "over validation/test data"
+        elif intent == "evaluation":
+            context = "for predictions/metrics"
+        elif not flow.function_trains(function) and is_evaluation_name(function.name, flow.path) \
+                and intent not in ("training", "unknown"):
+            context = f"in {function.name}()"
+    node = via.node if via is not None else forward.call
+    ordinal = via.call if via is not None else -1
+    return ForwardUse(forward.key, via.path if via is not None else flow.path, intent, grad_word, context,
+                      ordinal, node=node, method=forward.method is not None or (via is not None and via.method))
+
+
+def _context_mode(flow, function) -> str | None:
+    """A `@contextmanager` that calls `.eval()` before its `yield` and restores a mode after it."""
+    if not any((flow.imports.qualify(d) or "").endswith("contextmanager") for d in function.decorators):
+        return None
+    seen_yield = False
+    evals = restores = False
+    from modelint.facts.walk import iter_nodes
+
+    for node in iter_nodes(function.node.body, source_order=True):
+        if type(node) is cst.Yield:
+            seen_yield = True
+        elif type(node) is cst.Call and isinstance(node.func, cst.Attribute):
+            method = node.func.attr.value
+            if method == "eval" and not seen_yield:
+                evals = True
+            elif method == "train" and seen_yield:
+                restores = True
+    return "eval" if evals and restores else None
