@@ -78,7 +78,9 @@ def helper_report(facts, record, message: str, caller_note: str, proof: dict) ->
     via = record.via
     node = via.node if via.path == facts.path else None
     if node is not None:
-        return Report(node, message, notes=((record.call, caller_note), *proof["notes"]), related=proof["related"])
+        hops = tuple((call, "reached through this call") for call in getattr(via, "chain", ()))
+        return Report(node, message, notes=((record.call, caller_note), *hops, *proof["notes"]),
+                      related=proof["related"])
     where = facts.locate(record.call)
     related = (Related(facts.path, Location(where[0], where[1]), caller_note),) if where else ()
     return Report(None, message, related=related + proof["related"], elsewhere=(via.path, via.call))
@@ -91,7 +93,8 @@ def wrapped_forward_notes(facts, forward, notes: tuple, related: tuple) -> tuple
         return notes, related
     text = f"the forward pass runs here, in `{forward.callee.qualname}()`"
     if via.node is not None and via.path == facts.path:
-        return ((via.node, text), *notes), related
+        hops = tuple((call, "reached through this call") for call in via.chain)
+        return ((via.node, text), *hops, *notes), related
     if via.call >= 0:
         return notes, (Related(via.path, Location(0, 0), text, call=via.call), *related)
     return notes, related

@@ -38,6 +38,8 @@ class ForwardUse:
     call: int = -1  # ordinal of the forward call in its file, once the summary leaves the file
     node: object = field(default=None, compare=False)  # the forward call, within its own file
     method: bool = False  # the forward is a method wrapping it (`model.predict_step(x)`), not a call of the model
+    # Within its own file: the calls through which the helper reaches `node` (a helper of the helper).
+    chain: tuple = field(default=(), compare=False)
 
 
 @dataclass(frozen=True)

@@ -33,11 +33,6 @@ _NEUTRAL_BUILTINS = frozenset({"print", "len", "isinstance", "str", "repr", "typ
                                "vars", "format", "max", "min", "any", "all"})
 _NEUTRAL_METHODS = frozenset({"append", "extend", "format", "info", "debug", "warning", "log", "add_graph",
                               "watch", "update", "write", "add_scalar"})
-# nn.Module methods that are not a forward pass, and never wrap one.
-_NOT_FORWARD = (api.MODULE_METHODS | frozenset({"load", "save", "freeze", "unfreeze", "reset_parameters",
-                                                "init_weights", "fuse", "summary", "info", "register_hook",
-                                                "named_modules", "items", "values", "keys", "get", "pop"})) \
-    - frozenset({"generate", "forward", "__call__"})
 # Context managers of libraries that evaluate their arguments and restore their mode.
 EVAL_MODE_CONTEXTS = frozenset({"torch_utils.evaluating", "fastai.torch_core.eval_mode"})
 
@@ -101,7 +96,7 @@ class CallEffects:
                     self.step(call, "backward" if method == "backward" else "step", state, receiver)
                 elif method == "apply" or (method in flow.mode_setting_methods and state.tracks(receiver)):
                     self.havoc(state, receiver)
-                elif method not in _NOT_FORWARD and local is None and self._module_receiver(state, receiver):
+                elif wraps_forward(method) and local is None and self._module_receiver(state, receiver):
                     self.forward(call, receiver, state, method=method)
         qualified = flow.imports.qualify(func)
         if qualified in api.BACKWARD_FUNCTIONS:
@@ -286,6 +281,13 @@ class CallEffects:
         if self_receiver is not None:
             bound["self"] = self_receiver
         return bound, inline
+
+
+def wraps_forward(method: str) -> bool:
+    """A method of a module, defined where we cannot see, that runs its forward pass: `forward_features`,
+    `predict_step`, `evaluation_step`, `generate` (Hugging Face). Other methods (`get_metrics`,
+    `freeze`, `predict` of a scikit-style wrapper that sets its own mode) are left alone."""
+    return method.startswith("forward") or method.endswith(("_forward", "_step")) or method == "generate"
 
 
 def _rebind(param_key: str, bound: dict[str, str]) -> str | None:

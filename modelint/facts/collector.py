@@ -39,6 +39,9 @@ class ClassInfo:
     calls: list[cst.Call] = field(default_factory=list)
     reads_training_flag: bool = False
 
+    def __repr__(self) -> str:
+        return f"<class {self.name}>"
+
     @property
     def bases(self) -> list[cst.BaseExpression]:
         return [arg.value for arg in self.node.bases if arg.keyword is None and not arg.star]
@@ -61,6 +64,9 @@ class FunctionInfo:
     # such functions get a summary for their callers.
     calls_params: bool = False
     calls_self_attribute: bool = False  # `self.model(x)`: a trainer's method may evaluate its model
+
+    def __repr__(self) -> str:
+        return f"<function {self.name}>"
 
     @property
     def params(self) -> list[str]:
@@ -100,10 +106,6 @@ class AttributeAssign:
     value: cst.BaseExpression | None  # None for augmented/annotated without value
     node: cst.CSTNode
     site: Site
-
-
-def _is_forward_like(name: str) -> bool:
-    return name == "forward" or name.startswith(("forward_", "_forward")) or name == "__init__"
 
 
 _GRADIENT_METHODS = frozenset({"backward", "requires_grad_", "retain_grad"})
@@ -238,9 +240,10 @@ class Collector(FastVisitor):
         function = site.function
         if function is None and not self.module_calls_functions:
             self.module_calls_functions = any(isinstance(arg.value, cst.Name) for arg in node.args)
-        if function is not None and not function.calls_params and not _is_forward_like(function.name):
-            # Helpers that run or pass on a parameter (`model(x)`, `evaluate(model)`) get summaries;
-            # `forward` methods and calls into torch itself never change a caller's mode.
+        if function is not None and not function.calls_params:
+            # Helpers that run or pass on a parameter (`model(x)`, `evaluate(model)`) get summaries
+            # (the mode flow leaves out modules' own `forward` methods); calls into torch itself never
+            # change a caller's mode.
             params = function.param_set
             text = dotted(func) or ""
             head = text.split(".")[0]

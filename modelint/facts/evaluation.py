@@ -36,6 +36,8 @@ def effective_grad(facts, forward) -> GradFact:
 def is_module(facts, forward) -> bool:
     """Is the called thing surely an nn.Module (not a capitalised callable of unknown kind)?"""
     mode = forward.mode
+    if mode.loss:
+        return False
     if mode.certain and (mode.train_sites or mode.eval_sites):
         return True
     return facts.modules.is_module_name(forward.key, forward.function) or (
@@ -58,7 +60,7 @@ def evaluation_context(facts, forward, grad: GradFact) -> str | None:
         return None
     if grad.definitely_free or (via is not None and via.grad == "free"):
         return "under no_grad"  # (a helper returning it under no_grad: for training, the caller would say so)
-    if intent == "unknown":
+    if intent in ("unknown", "escaped"):
         return None
     if forward.in_evaluation_loop:
         return "over validation/test data"

@@ -78,11 +78,13 @@ class ModeFlow:
                         if modules.module_expression(value)[0] is not None}
         using_globals = {site.site.function for site in collector.calls
                          if isinstance(site.node.func, cst.Name) and site.node.func.value in self.global_models}
+        def module_forward(f: FunctionInfo) -> bool:
+            return f.cls is not None and _is_forward_like(f.name) and modules.is_module_class(f.cls)
+
         targets: list[FunctionInfo | None] = [
             f for f in collector.functions
-            if f.mode_relevant or f.calls_params or f in constructing or f in using_globals
-            or (f.calls_self_attribute and f.cls is not None
-                and (not modules.is_module_class(f.cls) or not _is_forward_like(f.name)))
+            if f.mode_relevant or f in constructing or f in using_globals
+            or ((f.calls_params or (f.calls_self_attribute and f.cls is not None)) and not module_forward(f))
         ]
         if collector.module_mode_relevant or None in constructing or collector.module_calls_functions:
             targets.append(None)

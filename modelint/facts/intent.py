@@ -19,8 +19,8 @@ records, for each forward it reaches, how the output is used:
 - WEAK: printed, logged or handed to a metric/writer/list method.
 - DISCARD: the output is not used at all (warm-up, benchmark, calibration).
 
-`intent_of` turns the uses into "training", "returned", "unknown", "evaluation" or
-"inference" (only dropped, printed or logged). Shape checks (`.shape`, `.size()`,
+`intent_of` turns the uses into "training", "returned", "unknown", "escaped",
+"evaluation" or "inference" (only dropped, printed or logged). Shape checks (`.shape`, `.size()`,
 `len()`) are metadata: they are no use of the values.
 """
 
@@ -78,10 +78,10 @@ def intent_of(uses: set[str]) -> str:
         return "returned"
     if STORE in uses:
         return "unknown"
+    if ESCAPE in uses:
+        return "escaped"  # handed to a call we cannot see into: it may keep it for training
     if EVAL in uses:
         return "evaluation"
-    if ESCAPE in uses:
-        return "unknown"
     return "inference"  # dropped, printed or logged only (or never used)
 
 

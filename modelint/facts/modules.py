@@ -38,7 +38,7 @@ RETURNS_SELF = frozenset({"to", "cuda", "cpu", "half", "float", "double", "bfloa
                           "requires_grad_", "to_empty", "share_memory", "type"})
 # Calls that show their receiver is an nn.Module (tensors and optimizers lack them).
 EVIDENCE_METHODS = frozenset({"parameters", "named_parameters", "state_dict", "load_state_dict", "modules",
-                              "named_modules", "children", "named_children", "buffers", "named_buffers"})
+                              "named_modules", "children", "named_children", "buffers", "named_buffers", "forward"})
 _BUILTINS = frozenset(dir(builtins))
 _STDLIB = frozenset(getattr(sys, "stdlib_module_names", ()))
 
@@ -52,6 +52,7 @@ class Construction:
     starts_in_eval: bool = False  # Hugging Face `from_pretrained` returns eval mode
     certain: bool = True  # False: an unknown class that is only probably a module
     origin: str | None = None  # qualified name of an imported class this file cannot see
+    loss: bool = False  # a torch.nn loss (`nn.CrossEntropyLoss()`): no parameters, nothing to evaluate
 
 
 def unwrap_chain(expr: cst.BaseExpression) -> tuple[cst.BaseExpression, list[cst.Call]]:
@@ -174,7 +175,7 @@ class ModuleTable:
                     return None
                 if layer in api.CONTAINERS or layer in api.STACKS:
                     return Construction(call, self._nested_dependence(call, {} if _nested is None else _nested))
-                return Construction(call, _layer_dependence_by_name(layer, call))
+                return Construction(call, _layer_dependence_by_name(layer, call), loss=layer.endswith("Loss"))
             if qualified.startswith(api.EXTERNAL_MODEL_PREFIXES):
                 return Construction(call, Dependence.DEPENDENT)
             if qualified.startswith("torch."):

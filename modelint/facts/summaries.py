@@ -102,12 +102,14 @@ def _forward_use(flow, function, forward, intent: str) -> ForwardUse | None:
         elif intent == "evaluation":
             context = "for predictions/metrics"
         elif not flow.function_trains(function) and is_evaluation_name(function.name, flow.path) \
-                and intent not in ("training", "unknown"):
+                and intent not in ("training", "unknown", "escaped"):
             context = f"in {function.name}()"
     node = via.node if via is not None else forward.call
     ordinal = via.call if via is not None else -1
+    chain = (forward.call, *via.chain) if via is not None and via.path == flow.path else ()
     return ForwardUse(forward.key, via.path if via is not None else flow.path, intent, grad_word, context,
-                      ordinal, node=node, method=forward.method is not None or (via is not None and via.method))
+                      ordinal, node=node, method=forward.method is not None or (via is not None and via.method),
+                      chain=chain)
 
 
 def _context_mode(flow, function) -> str | None:
