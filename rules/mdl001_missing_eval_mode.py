@@ -5,8 +5,8 @@ from typing import Iterator
 import libcst as cst
 
 from modelint.facts import FileFacts
-from modelint.facts.evaluation import (effective_grad, evaluation_context, is_framework_hook, is_module,
-                                       returned_to_callers)
+from modelint.facts.evaluation import (effective_grad, effective_mode, evaluation_context, is_framework_hook,
+                                       is_module, returned_to_callers)
 from modelint.facts.lattice import is_train_site
 from modelint.facts.naming import names_evaluation_data
 from modelint.rule import NodeEdit, NodeFix, Report, Rule, evidence, helper_report, wrapped_forward_notes
@@ -75,8 +75,8 @@ class MissingEvalMode(Rule):
                     yield report
 
     def _judge(self, facts: FileFacts, forward, trains_here: bool) -> Report | None:
-        mode = forward.mode
-        if not mode.definitely_train or not mode.dependence.may_depend or not is_module(facts, forward):
+        mode = effective_mode(facts, forward)
+        if not mode.definitely_train or not mode.dependence.may_depend or not is_module(facts, forward, mode):
             return None
         grad = effective_grad(facts, forward)
         context = evaluation_context(facts, forward, grad)

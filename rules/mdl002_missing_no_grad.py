@@ -5,7 +5,8 @@ from typing import Iterator
 import libcst as cst
 
 from modelint.facts import FileFacts
-from modelint.facts.evaluation import effective_grad, is_framework_hook, is_module, returned_to_callers
+from modelint.facts.evaluation import (effective_grad, effective_mode, is_framework_hook, is_module,
+                                       returned_to_callers)
 from modelint.facts.regions import grad_effect
 from modelint.rule import NodeEdit, NodeFix, Report, Rule, evidence, helper_report, wrapped_forward_notes
 
@@ -68,7 +69,8 @@ class MissingNoGrad(Rule):
                     yield report
 
     def _judge(self, facts: FileFacts, forward) -> Report | None:
-        if not is_module(facts, forward) or (forward.via is None and returned_to_callers(facts, forward)):
+        mode = effective_mode(facts, forward)
+        if not is_module(facts, forward, mode) or (forward.via is None and returned_to_callers(facts, forward)):
             return None
         grad = effective_grad(facts, forward)
         if forward.grad_free or grad.free_sites:  # grad-free on every path, or on some (a conditional no_grad)
@@ -77,8 +79,9 @@ class MissingNoGrad(Rule):
         if site is None or _inside_enable_grad(facts, site):
             return None
         intent = forward.intent
-        mode = forward.mode
         function = forward.function
+        # Put in eval mode on some path here and never in training mode: the author means to evaluate.
+        eval_mode = bool(mode.eval_sites) and not mode.train_sites
         if intent in ("training", "unknown"):
             return None
         if forward.via is None and function is not None and function.cls is not None \
@@ -88,10 +91,10 @@ class MissingNoGrad(Rule):
         if intent == "evaluation" or (forward.via is not None and forward.via.intent == "evaluation"):
             pass
         elif intent == "returned":
-            if not (mode.definitely_eval or facts.is_evaluation_function(function)):
+            if not (eval_mode or facts.is_evaluation_function(function)):
                 return None
-        elif not mode.definitely_eval:
-            return None  # dropped or logged only: an evaluation if the model is in eval mode
+        elif not eval_mode:
+            return None  # dropped, logged or handed on: an evaluation if the model is in eval mode
         key = forward.key
         message = (f"`{key}` runs for evaluation with autograd on: the graph and every activation are kept "
                    f"for a backward pass that never comes; wrap the evaluation in `with torch.no_grad():`")

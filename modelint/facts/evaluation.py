@@ -12,7 +12,7 @@ backward) and one of these holds, strongest first:
 
 from __future__ import annotations
 
-from modelint.facts.lattice import GradFact
+from modelint.facts.lattice import ENTRY_MODE, GradFact, ModeFact
 from modelint.facts.naming import is_evaluation_name
 
 # Lightning runs these under no_grad in eval mode itself (RULES.md 3).
@@ -25,6 +25,16 @@ def is_framework_hook(facts, function) -> bool:
             and facts.modules.is_module_class(function.cls))
 
 
+def effective_mode(facts, forward) -> ModeFact:
+    """The mode at a forward, with what the object's other methods leave for a trainer's `self.model`."""
+    mode = forward.mode
+    if mode == ENTRY_MODE and forward.via is None:
+        found = facts.flow.objects.at_entry(forward.function, forward.key)
+        if found is not None:
+            return found
+    return mode
+
+
 def effective_grad(facts, forward) -> GradFact:
     """The grad mode at a forward, with what its function's callers in this file do for the unknown part."""
     grad = forward.grad
@@ -33,9 +43,8 @@ def effective_grad(facts, forward) -> GradFact:
     return grad
 
 
-def is_module(facts, forward) -> bool:
+def is_module(facts, forward, mode: ModeFact) -> bool:
     """Is the called thing surely an nn.Module (not a capitalised callable of unknown kind)?"""
-    mode = forward.mode
     if mode.loss:
         return False
     if mode.certain and (mode.train_sites or mode.eval_sites):

@@ -21,6 +21,7 @@ from modelint.facts.interpreter import Interpreter
 from modelint.facts.lattice import GRAD_ENABLED, GRAD_UNKNOWN, GradFact
 from modelint.facts.modules import ModuleTable
 from modelint.facts.names import dotted
+from modelint.facts.objects import ObjectModes
 from modelint.facts.provenance import Provenance
 from modelint.facts.records import FunctionFlow
 from modelint.facts.regions import disables_grad, grad_effect
@@ -64,6 +65,7 @@ class ModeFlow:
         self.global_models = self._global_models()
         self._targets = self._ordered(self._select_targets())
         self._run()
+        self.objects = ObjectModes(self)
 
     # -- which functions -----------------------------------------------------------
     def _global_models(self) -> frozenset[str]:
@@ -215,7 +217,7 @@ class ModeFlow:
         self.call_sites.setdefault(name, []).append((caller, grad))
 
     def is_method_name(self, cls, name: str) -> bool:
-        return any(f"{c}.{name}" in self.local_functions for c in self._class_and_bases(cls.name))
+        return any(f"{c}.{name}" in self.local_functions for c in self.class_and_bases(cls.name))
 
     def grad_effect(self, expr: cst.BaseExpression) -> str | None:
         return grad_effect(self.imports, expr)
@@ -241,7 +243,7 @@ class ModeFlow:
                 enclosing = enclosing.outer
                 cls = enclosing.cls
             if cls is not None:
-                for cls_name in self._class_and_bases(cls.name):
+                for cls_name in self.class_and_bases(cls.name):
                     key = f"{cls_name}.{func.attr.value}"
                     if key in self.local_functions:
                         return key
@@ -277,7 +279,7 @@ class ModeFlow:
             return None
         return self.index.resolve(qualified, self.path)
 
-    def _class_and_bases(self, name: str) -> list[str]:
+    def class_and_bases(self, name: str) -> list[str]:
         """The class and its bases defined in this file, depth first (each once, whatever the cycles)."""
         out: list[str] = []
         stack = [name]

@@ -1,9 +1,10 @@
 """What a forward is for, from where its output goes.
 
 The mode flow keeps, for every local name, the forward calls its value may derive
-from (`State.values`: name -> {(forward call, attached)}). `attached` is False once
-the value went through something that leaves autograd (`.item()`, `.detach()`,
-`.argmax()`, a comparison, numpy): such a value can no longer feed a backward pass.
+from (`State.values`: name -> {(forward call, level)}): DIRECT (the output, or tensor
+operations on it), OPAQUE (through a call we cannot see into: a metric, a helper) or
+DETACHED (through something that leaves autograd: `.item()`, `.detach()`, `.argmax()`,
+a comparison, numpy; such a value can no longer feed a backward pass).
 
 `OutputUses.expression` evaluates an expression bottom-up against that map and
 records, for each forward it reaches, how the output is used:
@@ -58,16 +59,18 @@ _EVAL_FUNCTIONS = frozenset({"torch.argmax", "torch.argmin", "torch.max", "torch
                              "torch.nn.functional.sigmoid", "torch.nn.functional.log_softmax", "torch.round"})
 _GRADIENT_FUNCTIONS = frozenset({"torch.autograd.grad", "torch.autograd.backward"})
 
-Origins = frozenset  # of (forward call, attached: bool)
+# Origins: a frozenset of (forward call, level). Level says how directly the value carries the output:
+DIRECT, OPAQUE, DETACHED = 2, 1, 0  # the output or tensor ops on it; through a call we cannot see; no graph
+Origins = frozenset
 NONE: Origins = frozenset()
 
 
 def detached(origins: Origins) -> Origins:
-    return frozenset((call, False) for call, _attached in origins)
+    return frozenset((call, DETACHED) for call, _level in origins)
 
 
-def attached_calls(origins: Origins) -> set:
-    return {call for call, attached in origins if attached}
+def opaque(origins: Origins) -> Origins:
+    return frozenset((call, min(level, OPAQUE)) for call, level in origins)
 
 
 def intent_of(uses: set[str]) -> str:
@@ -93,9 +96,10 @@ class OutputUses:
         self.forwards = forwards  # call -> record, filled by the mode flow before the statement is evaluated
         self.uses: dict[cst.Call, set[str]] = {}
 
-    def use(self, origins: Origins, kind: str, attached_only: bool = False) -> None:
-        for call, attached in origins:
-            if attached or not attached_only:
+    def use(self, origins: Origins, kind: str, level: int = DETACHED) -> None:
+        """Record `kind` for every forward reaching here at least this directly."""
+        for call, reached in origins:
+            if reached >= level:
                 self.uses.setdefault(call, set()).add(kind)
 
     def expression(self, expr: cst.BaseExpression | None, values: dict[str, Origins]) -> Origins:
@@ -161,15 +165,20 @@ class OutputUses:
             args |= result.get(arg.value, NONE)
         args = frozenset(args)
         if call in self.forwards:
-            return frozenset({(call, True)}) | args
+            return frozenset({(call, DIRECT)}) | args
+        qualified = self.imports.qualify(func)
+        if qualified is not None:  # a function of torch, numpy, a library or the project
+            return self._function_result(qualified, args) if args else NONE
         if isinstance(func, cst.Attribute):
-            method = func.attr.value
             receiver = result.get(func.value, NONE)
+            method = func.attr.value
             if method in BACKWARD_METHODS:
                 # Every output that fed the loss is part of training, detached or not (a GAN's fakes,
                 # a teacher's targets under no_grad).
                 self.use(receiver | args, TRAIN)
                 return NONE
+            if not receiver:  # a method of something else, given outputs: `metric(out)`, `self.loss(out, y)`
+                return opaque(args)
             if method in METADATA_METHODS:
                 return NONE
             if method in DETACHING_METHODS:
@@ -179,13 +188,8 @@ class OutputUses:
                 return detached(receiver) | args
             if method in EVAL_METHODS:
                 self.use(receiver, EVAL)
-                return receiver | args
-            qualified = self.imports.qualify(func)
-            if qualified is not None and self._function(qualified, args):
-                return self._function_result(qualified, args)
-            return receiver | args
-        qualified = self.imports.qualify(func)
-        if isinstance(func, cst.Name) and qualified is None:
+            return receiver | args  # a tensor method of the output
+        if isinstance(func, cst.Name):
             name = func.value
             if name in _METADATA_BUILTINS:
                 return NONE
@@ -195,22 +199,21 @@ class OutputUses:
             if name == "print":
                 self.use(args, WEAK)
                 return NONE
-            return args
-        if qualified is not None and self._function(qualified, args):
-            return self._function_result(qualified, args)
-        return args
-
-    def _function(self, qualified: str, args: Origins) -> bool:
-        return bool(args) and (qualified in _GRADIENT_FUNCTIONS or qualified in _EVAL_FUNCTIONS
-                               or qualified.startswith("numpy."))
+        return opaque(args)
 
     def _function_result(self, qualified: str, args: Origins) -> Origins:
         if qualified in _GRADIENT_FUNCTIONS:
             self.use(args, TRAIN)
             return NONE
-        self.use(args, EVAL)
-        return detached(args) if qualified.startswith("numpy.") or qualified in ("torch.argmax", "torch.argmin") \
-            else args
+        if qualified.startswith("numpy.") or qualified in ("torch.argmax", "torch.argmin"):
+            self.use(args, EVAL)
+            return detached(args)
+        if qualified in _EVAL_FUNCTIONS:
+            self.use(args, EVAL)
+            return args
+        if qualified.startswith("torch."):
+            return args  # a tensor operation keeps the graph
+        return opaque(args)
 
     # -- statements ---------------------------------------------------------------
     def dropped(self, expr: cst.BaseExpression, values: dict[str, Origins]) -> Origins:
@@ -220,7 +223,7 @@ class OutputUses:
         origins = result.get(expr, NONE)
         if isinstance(expr, cst.Call):
             if expr in self.forwards:
-                self.use(frozenset({(expr, True)}), DISCARD)
+                self.use(frozenset({(expr, DIRECT)}), DISCARD)
                 return NONE
             consumed = NONE
             for arg in expr.args:
@@ -229,12 +232,12 @@ class OutputUses:
                 return NONE
             func = expr.func
             method = func.attr.value if isinstance(func, cst.Attribute) else None
-            if method in CONTAINER_METHODS:
-                return consumed
             if method in WEAK_CONSUMER_METHODS or self._weak_function(func):
                 self.use(consumed, WEAK)
             else:
-                self.use(consumed, ESCAPE, attached_only=True)
+                self.use(consumed, ESCAPE, level=DIRECT)
+            if method in CONTAINER_METHODS:
+                return consumed
         elif origins:
             self.use(origins, WEAK)
         return NONE
@@ -245,11 +248,11 @@ class OutputUses:
             (isinstance(func, cst.Name) and func.value == "print")
 
     def returned(self, origins: Origins) -> None:
-        self.use(origins, RETURN, attached_only=True)
-        self.use(frozenset(o for o in origins if not o[1]), EVAL)
+        self.use(origins, RETURN, level=OPAQUE)
+        self.use(frozenset(o for o in origins if o[1] == DETACHED), EVAL)
 
     def stored(self, origins: Origins) -> None:
-        self.use(origins, STORE, attached_only=True)
+        self.use(origins, STORE, level=OPAQUE)
 
 
 def _value_children(node: cst.CSTNode):

@@ -1,0 +1,61 @@
+"""The mode of an object's models between its method calls (trainers, predictors, handlers).
+
+A method of a class that is no nn.Module itself (a trainer, an inference wrapper)
+sees `self.model` in whatever mode the object's other methods left it. Without a
+caller in view, that mode is the join of what every method of the class (and of its
+bases in the file) leaves on the attribute: an inference wrapper whose `__init__`
+calls `self.model.eval()` and whose other methods never call `train()` has its model
+in eval mode in every method; a trainer that builds `self.model = Net()` and never
+switches it runs it in training mode everywhere.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+import libcst as cst
+
+from modelint.facts.lattice import ENTRY_MODE, ModeFact
+from modelint.facts.modules import Dependence
+
+
+class ObjectModes:
+    def __init__(self, flow) -> None:
+        self.flow = flow
+
+    @cached_property
+    def _by_class(self) -> dict[str, dict[str, ModeFact]]:
+        flow = self.flow
+        out: dict[str, dict[str, ModeFact]] = {}
+        for name, summary in flow.summaries.items():
+            cls_name, _, method = name.rpartition(".")
+            if not cls_name:
+                continue
+            facts = out.setdefault(cls_name, {})
+            for key, effect in summary.effects.items():
+                if not key.startswith("self.") or key.count(".") != 1:
+                    continue
+                site = summary.effect_sites.get(key)
+                if effect in ("eval", "train") and site is not None:
+                    built = flow.modules.construction(site) if isinstance(site, cst.Call) else None
+                    fact = ModeFact(dependence=built.dependence if built is not None else Dependence.UNKNOWN,
+                                    loss=built is not None and built.loss).switched(effect, site)
+                    if method != "__init__":
+                        fact = fact.join(ENTRY_MODE)  # set by a method someone calls, at some point
+                else:
+                    fact = ModeFact(havoc=True) if effect == "unknown" else ENTRY_MODE
+                facts[key] = facts[key].join(fact) if key in facts else fact
+        return out
+
+    def at_entry(self, function, key: str) -> ModeFact | None:
+        """What the object's methods leave on `self.<attr>`, for a method of a class that is no module."""
+        if function is None or function.cls is None or not key.startswith("self.") or key.count(".") != 1:
+            return None
+        if self.flow.modules.is_module_class(function.cls):
+            return None
+        found = None
+        for cls_name in self.flow.class_and_bases(function.cls.name):
+            fact = self._by_class.get(cls_name, {}).get(key)
+            if fact is not None:
+                found = fact if found is None else found.join(fact)
+        return found
