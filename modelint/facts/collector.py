@@ -293,6 +293,9 @@ class Collector(FastVisitor):
         self.with_items.append((node, self._site()))
 
     def visit_Assign(self, node: cst.Assign) -> None:
+        if isinstance(node.value, (cst.Name, cst.Attribute)) and len(node.targets) == 1 and \
+                isinstance(node.targets[0].target, cst.Attribute):
+            self.imports.add_attribute_binding(node.targets[0].target, node.value)
         for target in node.targets:
             self._attribute_targets(target.target, node.value, node)
 

@@ -15,6 +15,9 @@ import libcst as cst
 _CAMEL = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|[0-9]+")
 
 
+_TORCH_MODULES = frozenset({"torch", "torch.nn", "torch.nn.functional", "torch.autograd"})
+
+
 def dotted(node: cst.BaseExpression) -> str | None:
     """`self.model.encoder` -> "self.model.encoder"; None for anything but names."""
     parts: list[str] = []
@@ -95,6 +98,8 @@ class ImportTable:
     """Local name -> fully qualified name, from every import in the file."""
 
     bindings: dict[str, str] = field(default_factory=dict)
+    # `self.torch = torch`: an imported module kept on an object, by the attribute's dotted text.
+    attribute_bindings: dict[str, str] = field(default_factory=dict)
 
     def add_import(self, node: cst.Import) -> None:
         for alias in node.names:
@@ -120,11 +125,23 @@ class ImportTable:
                 local = alias.asname.name.value
             self.bindings[local] = f"{module}.{name}" if module else name
 
+    def add_attribute_binding(self, target: cst.BaseExpression, value: cst.BaseExpression) -> None:
+        """`self.torch = torch` (or `= torch.nn.functional`): the attribute names that imported module."""
+        key = dotted(target)
+        qualified = self.qualify(value)
+        plain_import = isinstance(value, cst.Name) and self.bindings.get(value.value) == value.value
+        if key is not None and qualified is not None and (plain_import or qualified in _TORCH_MODULES):
+            self.attribute_bindings[key] = qualified
+
     def qualify(self, node: cst.BaseExpression) -> str | None:
         """Qualified name of a Name/Attribute chain (`nn.Dropout` -> "torch.nn.Dropout")."""
         text = dotted(node)
         if text is None:
             return None
+        if self.attribute_bindings and "." in text:
+            for prefix, bound in self.attribute_bindings.items():
+                if text.startswith(prefix + "."):
+                    return f"{bound}{text[len(prefix):]}"
         head, _, rest = text.partition(".")
         bound = self.bindings.get(head)
         if bound is None:

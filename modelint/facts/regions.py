@@ -25,15 +25,6 @@ def misspelled_no_grad(qualified: str | None) -> bool:
     return name == "zero_grad" or any(edit_distance(name, real) <= 2 for real in ("no_grad", "inference_mode"))
 
 
-def _torch_held_by_attribute(func: cst.BaseExpression) -> str | None:
-    """`self.torch.no_grad()`: torch kept on an object (`self.torch = torch`), which imports cannot name.
-    Only the grad-mode API is recognised this way: its names belong to torch."""
-    if isinstance(func, cst.Attribute) and isinstance(func.value, cst.Attribute) and \
-            func.attr.value in api.TORCH_GRAD_API and func.value.attr.value == "torch":
-        return f"torch.{func.attr.value}"
-    return None
-
-
 def disables_grad(imports, expr: cst.BaseExpression) -> bool:
     """Is this decorator/with-item a grad-free region (`@torch.no_grad`, `set_grad_enabled(False)`)?"""
     if isinstance(expr, cst.Call):
@@ -52,7 +43,7 @@ def grad_effect(imports, expr: cst.BaseExpression) -> str | None:
         return "free" if qualified in api.GRAD_DISABLING else "enabled" if qualified in api.GRAD_ENABLING else None
     if not isinstance(expr, cst.Call):
         return None
-    qualified = imports.qualify(expr.func) or _torch_held_by_attribute(expr.func)
+    qualified = imports.qualify(expr.func)
     if misspelled_no_grad(qualified):
         return "free"  # `with torch.zero_grad():` / `torch.nograd()`: MDL011 reports the name
     if qualified in api.GRAD_DISABLING:
