@@ -134,5 +134,7 @@ def _optimized_models(facts: FileFacts) -> set[str]:
                         and node.func.attr.value in ("parameters", "named_parameters"):
                     receiver = dotted(node.func.value)
                     if receiver:
-                        found.add(receiver)
+                        # `model.encoder.parameters()` trains `model` too (and `model.encoder`).
+                        parts = receiver.split(".")
+                        found.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
     return found

@@ -22,7 +22,8 @@ import libcst as cst
 
 from modelint.facts import torch_api as api
 from modelint.facts.lattice import ModeFact, mode_of_call
-from modelint.facts.names import dotted
+from modelint.facts.names import dotted, tokens
+from modelint.facts.naming import EVAL_WORDS, TRAIN_WORDS
 from modelint.facts.provenance import Fresh, receiver_key
 from modelint.facts.records import Forward, TrainingStep
 from modelint.facts.state import State
@@ -33,6 +34,8 @@ _NEUTRAL_BUILTINS = frozenset({"print", "len", "isinstance", "str", "repr", "typ
                                "vars", "format", "max", "min", "any", "all"})
 _NEUTRAL_METHODS = frozenset({"append", "extend", "format", "info", "debug", "warning", "log", "add_graph",
                               "watch", "update", "write", "add_scalar"})
+# Words of helpers that switch a mode: `set_mode`, `freeze_bn`, `enable_dropout`, `toggle_grad`.
+_MODE_WORDS = frozenset({"mode", "freeze", "unfreeze", "bn", "batchnorm", "dropout", "toggle", "requires"})
 # Context managers of libraries that evaluate their arguments and restore their mode.
 EVAL_MODE_CONTEXTS = frozenset({"torch_utils.evaluating", "fastai.torch_core.eval_mode"})
 
@@ -110,15 +113,36 @@ class CallEffects:
         if summary is not None:
             self.apply_summary(summary, call, state, self_receiver)
             return
+        may_switch = self._may_switch_mode(call)
         for arg in call.args:
             arg_key = dotted(arg.value)
             if arg_key is not None:
                 arg_key = state.canonical(arg_key)
                 if state.tracks(arg_key) or (arg_key in self.params and arg_key not in ("self", "cls")):
-                    self.havoc(state, arg_key)
+                    if may_switch:
+                        self.havoc(state, arg_key)
                     if flow.last_unresolved is not None:
                         # Another file's helper may know what it does to this model.
                         flow.unresolved.add(flow.last_unresolved)
+
+    def _may_switch_mode(self, call: cst.Call) -> bool:
+        """May a call we cannot see into change the mode of a model it is given?
+
+        A helper of this project (imported relatively, or defined here without a summary) may;
+        so may one whose name says it evaluates, trains or sets a mode (`evaluate(model, loader)`,
+        `trainer.fit(model)`, `set_bn_eval(model)`). Saving, logging, counting parameters,
+        profiling and wrapping (`save_checkpoint(model)`, `summary(model)`, `wandb.watch(model)`)
+        leave it as it is: assuming otherwise would forget every mode the code set.
+        """
+        func = call.func
+        name = func.attr.value if isinstance(func, cst.Attribute) else func.value if isinstance(func, cst.Name) else None
+        if name is None:
+            return True
+        qualified = self.flow.imports.qualify(func) or ""
+        if qualified.startswith(".") or (isinstance(func, cst.Name) and name in self.flow.local_functions):
+            return True
+        words = set(tokens(name))
+        return bool(words & (EVAL_WORDS | TRAIN_WORDS | _MODE_WORDS))
 
     def _module_receiver(self, state: State, key: str) -> bool:
         """A receiver known to be an nn.Module, whose other methods may wrap its forward."""
