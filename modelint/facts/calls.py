@@ -101,6 +101,8 @@ class CallEffects:
                     self.havoc(state, receiver)
                 elif wraps_forward(method) and local is None and self._module_receiver(state, receiver):
                     self.forward(call, receiver, state, method=method)
+            elif method == "backward":  # `scaler.scale(loss).backward()`
+                self.step(call, "backward", state, None)
         qualified = flow.imports.qualify(func)
         if qualified in api.BACKWARD_FUNCTIONS:
             self.step(call, "backward", state, None)

@@ -221,13 +221,15 @@ class ModuleTable:
         base, applied = unwrap_chain(expr)
         outer = applied  # the chain applied to the whole expression, returned when nothing is built
         while isinstance(base, cst.Call):
+            if self.imports.qualify(base.func) in api.MODULE_WRAPPERS and base.args:
+                # `nn.DataParallel(model)` wraps the module it is given: what it builds is that one's.
+                base, more = unwrap_chain(base.args[0].value)
+                applied = more + applied
+                continue
             built = self.construction(base)
             if built is not None:
                 return built, applied
-            if not (self.imports.qualify(base.func) in api.MODULE_WRAPPERS and base.args):
-                break
-            base, more = unwrap_chain(base.args[0].value)
-            applied = more + applied
+            break
         return None, outer
 
     # -- names --------------------------------------------------------------
