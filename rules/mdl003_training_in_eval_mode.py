@@ -64,10 +64,11 @@ class TrainingInEvalMode(Rule):
     def check(self, facts: FileFacts) -> Iterator[Report]:
         optimized = _optimized_models(facts)
         for flow in facts.flow.flows:
+            trained = optimized | flow.trained_keys()
             steps = [s for s in flow.steps.values() if s.kind == "backward"] or list(flow.steps.values())
             for step in steps:
                 for key, fact in sorted(step.models.items()):
-                    if not self._trained_in_eval(key, fact, step.models, optimized):
+                    if not self._trained_in_eval(key, fact, step.models, trained):
                         continue
                     site = facts.call_sites.get(step.call)
                     yield Report(step.call, _message(key, fact), stmt=site.site.stmt if site else None,
@@ -77,7 +78,8 @@ class TrainingInEvalMode(Rule):
             for step in flow.helper_steps.values():
                 key = step.trained_key
                 fact = step.models.get(key)
-                if fact is None or not self._trained_in_eval(key, fact, step.models, optimized):
+                # The helper's forward reaches its backward with the graph: `key` is trained there.
+                if fact is None or not self._trained_in_eval(key, fact, step.models, trained | {key}):
                     continue
                 caller = f"{step.function.name}()" if step.function is not None else "the module-level script"
                 note = f"{caller} calls `{step.callee.qualname}()` here with `{key}` possibly in eval mode"
@@ -85,11 +87,12 @@ class TrainingInEvalMode(Rule):
                 yield helper_report(facts, step, _message(key, fact), note, proof)
 
     @staticmethod
-    def _trained_in_eval(key: str, fact, models: dict, optimized: set[str]) -> bool:
+    def _trained_in_eval(key: str, fact, models: dict, trained: set[str]) -> bool:
         if not fact.eval_sites or fact.havoc or _parent_reported(key, models):
             return False
-        # A model kept in eval on purpose (a teacher, a frozen encoder) is not trained here.
-        return key in optimized or any(is_train_site(s) for s in fact.train_sites)
+        # A model kept in eval on purpose (a teacher, a frozen encoder) is not trained here: trained
+        # models are optimized, put in train() explicitly, or feed the backward with their graph.
+        return key in trained or any(is_train_site(s) for s in fact.train_sites)
 
 
 def _message(key: str, fact) -> str:

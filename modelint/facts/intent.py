@@ -32,6 +32,7 @@ import libcst as cst
 from modelint.facts.walk import iter_nodes
 
 TRAIN, EVAL, RETURN, STORE, ESCAPE, WEAK, DISCARD = "train", "eval", "return", "store", "escape", "weak", "discard"
+GRAPH = "graph"  # with TRAIN: the output reached the backward still attached (the model is being trained)
 
 # Tensor methods whose result has left autograd, and that turn outputs into predictions/numbers.
 DETACHING_METHODS = frozenset({"item", "tolist", "numpy", "argmax", "argmin", "eq", "ne", "ge", "gt",
@@ -176,6 +177,7 @@ class OutputUses:
                 # Every output that fed the loss is part of training, detached or not (a GAN's fakes,
                 # a teacher's targets under no_grad).
                 self.use(receiver | args, TRAIN)
+                self.use(receiver | args, GRAPH, level=OPAQUE)
                 return NONE
             if not receiver:  # a method of something else, given outputs: `metric(out)`, `self.loss(out, y)`
                 return opaque(args)
@@ -204,6 +206,7 @@ class OutputUses:
     def _function_result(self, qualified: str, args: Origins) -> Origins:
         if qualified in _GRADIENT_FUNCTIONS:
             self.use(args, TRAIN)
+            self.use(args, GRAPH, level=OPAQUE)
             return NONE
         if qualified.startswith("numpy.") or qualified in ("torch.argmax", "torch.argmin"):
             self.use(args, EVAL)

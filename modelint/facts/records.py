@@ -40,6 +40,14 @@ class Forward:
         return intent_of(self.uses)
 
     @property
+    def trains_model(self) -> bool:
+        """Its output reaches a backward pass with its graph: the model itself is being trained
+        (not a teacher or a target network whose output is only a target)."""
+        if self.via is not None and self.via.intent != "returned":
+            return self.via.intent == "training"
+        return "graph" in self.uses and not self.grad_free
+
+    @property
     def grad_free(self) -> bool:
         """Autograd is off for this forward on every path (here, or inside the helper that runs it)."""
         return self.grad.definitely_free or (self.via is not None and self.via.grad == "free")
@@ -73,6 +81,13 @@ class FunctionFlow:
     exit_state: object = None
     returned: ModeFact | None = None  # the module it returns (a factory), joined over its returns
     trains: bool = False  # it has a training step, itself or through a helper it calls
+
+    def trained_keys(self) -> set[str]:
+        """Models this function trains: their outputs reach a backward with the graph, and an optimizer
+        steps here (a backward alone may be for input gradients: Grad-CAM, saliency)."""
+        if not any(step.kind == "step" for step in self.steps.values()):
+            return set()
+        return {forward.key for forward in self.all_forwards() if forward.trains_model}
 
     def all_forwards(self):
         yield from self.forwards.values()

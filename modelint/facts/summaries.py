@@ -54,13 +54,14 @@ def summarise(flow, function_flow, globals_: frozenset[str]) -> FunctionSummary:
             site = first_site(fact.eval_sites if "eval" in effect else fact.train_sites)
             if site is not None:
                 summary.effect_sites[key] = site
-    trains_keys: set[str] = set()
+    trained = function_flow.trained_keys()
+    trains_keys: set[str] = set()  # models the caller passes, trained here in whatever mode the caller left
     for forward in function_flow.all_forwards():
         if not caller_owned(forward.key) or forward.mode != ENTRY_MODE:
             continue
-        intent = forward.intent
-        if intent == "training":
+        if forward.key in trained:
             trains_keys.add(forward.key)
+        intent = forward.intent
         use = _forward_use(flow, function, forward, intent)
         if use is not None:
             summary.forwards.append(use)
