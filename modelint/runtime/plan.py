@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import libcst as cst
 
 from modelint.facts import FileFacts
-from modelint.facts.flow import ModeFact
+from modelint.facts.lattice import ModeFact
 from modelint.finding import Finding
 
 # `model.eval()`, `model.train()`, `model.train(False)` as a statement of its own.
