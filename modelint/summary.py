@@ -36,7 +36,7 @@ class ForwardUse:
     grad: str  # the helper's own grad mode at the forward: "free", "enabled", "entry" (the caller's)
     context: str | None = None  # why the helper evaluates ("under no_grad", "in validate()"), if it does
     call: int = -1  # ordinal of the forward call in its file, once the summary leaves the file
-    node: object = field(default=None, compare=False)  # the forward call, within its own file
+    node: object = field(default=None)  # the forward call, within its own file (nodes compare by identity)
     method: bool = False  # the forward is a method wrapping it (`model.predict_step(x)`), not a call of the model
     # Within its own file: the calls through which the helper reaches `node` (a helper of the helper).
     chain: tuple = field(default=(), compare=False)

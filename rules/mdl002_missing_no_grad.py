@@ -8,6 +8,7 @@ from modelint.facts import FileFacts
 from modelint.facts.evaluation import (effective_grad, effective_mode, is_framework_hook, is_module,
                                        returned_to_callers)
 from modelint.facts.regions import grad_effect
+from modelint.textutil import code_of
 from modelint.rule import NodeEdit, NodeFix, Report, Rule, evidence, helper_report, wrapped_forward_notes
 
 
@@ -63,9 +64,11 @@ class MissingNoGrad(Rule):
                 continue
             if facts.uses_input_gradients(function):
                 continue  # saliency, adversarial examples: the outputs' gradients are the point
+            reported: list = []
             for forward in flow.all_forwards():
                 report = self._judge(facts, forward)
-                if report is not None:
+                if report is not None and not _follows_a_reported_forward(facts, forward, reported):
+                    reported.append(_reported_node(facts, forward))
                     yield report
 
     def _judge(self, facts: FileFacts, forward) -> Report | None:
@@ -113,6 +116,32 @@ class MissingNoGrad(Rule):
                           applicability="unsafe")
         notes, related = wrapped_forward_notes(facts, forward, proof["notes"], proof["related"])
         return Report(forward.call, message, stmt=site.site.stmt, fix=fix, notes=notes, related=related)
+
+
+def _follows_a_reported_forward(facts: FileFacts, forward, reported: list) -> bool:
+    """A second forward of the same model later in the same block as one already reported (the same
+    fix covers both): `d(fake)` then `d(real)` in one evaluation step gets one finding, not two."""
+    node = _reported_node(facts, forward)
+    site = facts.call_sites.get(node) if node is not None else None
+    if site is None:
+        return False
+    text = code_of(node.func)
+    for earlier in reported:
+        before = facts.call_sites.get(earlier)
+        if before is None or before.site.function is not site.site.function:
+            continue
+        if code_of(earlier.func) == text and site.site.guards == before.site.guards \
+                and before.site.stmt is not site.site.stmt:
+            return True
+    return False
+
+
+def _reported_node(facts: FileFacts, forward) -> cst.Call | None:
+    """The call a finding about this forward is shown at, when it is in this file."""
+    via = forward.via
+    if via is None or via.intent == "returned":
+        return forward.call
+    return via.node if via.path == facts.path else None
 
 
 def _inside_enable_grad(facts: FileFacts, site) -> bool:

@@ -22,7 +22,7 @@ import libcst as cst
 
 from modelint.facts import torch_api as api
 from modelint.facts.lattice import ModeFact, mode_of_call
-from modelint.facts.names import dotted, tokens
+from modelint.facts.names import tokens, value_key
 from modelint.facts.naming import EVAL_WORDS, TRAIN_WORDS
 from modelint.facts.provenance import Fresh, receiver_key
 from modelint.facts.records import Forward, TrainingStep
@@ -78,14 +78,14 @@ class CallEffects:
         local = flow.local_callee(call, self.out.function)
         if local is not None:
             flow.record_call_site(local, self.out.function, state.grad)
-        key = dotted(func)
+        key = value_key(func)
         if key is not None:
             canonical = state.canonical(key)
             if self._is_model(state, canonical):
                 self.forward(call, canonical, state)
         if isinstance(func, cst.Attribute):
             method = func.attr.value
-            receiver = dotted(func.value)
+            receiver = value_key(func.value)
             if receiver is None and method in ("eval", "train"):
                 receiver = receiver_key(func.value, flow.imports)  # `model.to(device).eval()`
             if receiver is not None:
@@ -117,7 +117,7 @@ class CallEffects:
             return
         may_switch = self._may_switch_mode(call)
         for arg in call.args:
-            arg_key = dotted(arg.value)
+            arg_key = value_key(arg.value)
             if arg_key is not None:
                 arg_key = state.canonical(arg_key)
                 if state.tracks(arg_key) or (arg_key in self.params and arg_key not in ("self", "cls")):
@@ -179,7 +179,7 @@ class CallEffects:
             return []
         restore = []
         for arg in expr.args:
-            key = dotted(arg.value)
+            key = value_key(arg.value)
             if key is None or arg.keyword is not None:
                 continue
             key = state.canonical(key)
@@ -294,7 +294,7 @@ class CallEffects:
                 positional += 1
             else:
                 continue
-            arg_key = dotted(arg.value)
+            arg_key = value_key(arg.value)
             if arg_key is not None:
                 bound[name] = state.canonical(arg_key)
             elif isinstance(arg.value, cst.Call):  # `evaluate(Net(), loader)`: a fresh module

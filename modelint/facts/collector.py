@@ -14,7 +14,7 @@ from functools import cached_property
 
 import libcst as cst
 
-from modelint.facts.names import ImportTable, dotted
+from modelint.facts.names import ImportTable, dotted, value_key
 from modelint.facts.walk import FastVisitor
 
 STATEMENT_TYPES = (
@@ -89,7 +89,7 @@ class Site:
     function: FunctionInfo | None
     cls: ClassInfo | None
     stmt: cst.CSTNode
-    guards: tuple[cst.CSTNode, ...]  # enclosing For/If/With nodes, outermost first
+    guards: tuple[cst.CSTNode, ...]  # enclosing For/If/Else/With nodes, outermost first
 
 
 @dataclass(eq=False)
@@ -218,6 +218,12 @@ class Collector(FastVisitor):
     def leave_If(self, original_node: cst.If) -> None:
         self._guards.pop()
 
+    def visit_Else(self, node: cst.Else) -> None:
+        self._guards.append(node)  # an `else` branch is not the `if` branch: code there is on other paths
+
+    def leave_Else(self, original_node: cst.Else) -> None:
+        self._guards.pop()
+
     def visit_With(self, node: cst.With) -> None:
         self._guards.append(node)
 
@@ -245,8 +251,8 @@ class Collector(FastVisitor):
             # (the mode flow leaves out modules' own `forward` methods); calls into torch itself never
             # change a caller's mode.
             params = function.param_set
-            text = dotted(func) or ""
-            head = text.split(".")[0]
+            text = value_key(func) or ""
+            head = text.split(".")[0].split("[")[0]
             if head == "self":  # `self.model(x)`, `self.predict(x)`, `self(x)`
                 function.calls_self_attribute = True
             if head in params and head not in ("self", "cls"):

@@ -18,7 +18,7 @@ from modelint.facts import torch_api as api
 from modelint.facts.calls import CallEffects
 from modelint.facts.intent import NONE, OutputUses
 from modelint.facts.lattice import GRAD_ENABLED, GRAD_UNKNOWN, GradFact
-from modelint.facts.names import dotted
+from modelint.facts.names import dotted, value_key
 from modelint.facts.naming import names_evaluation_data
 from modelint.facts.provenance import Fresh, Same
 from modelint.facts.state import State, join
@@ -304,9 +304,11 @@ class Interpreter(CallEffects):
             state.values.pop(key, None)
 
     def bind(self, target: cst.BaseExpression, value: cst.BaseExpression | None, origins, state: State) -> None:
-        key = dotted(target)
-        if key is None:
-            if isinstance(target, cst.Subscript):
+        key = value_key(target)
+        if key is None or (isinstance(target, cst.Subscript) and value is not None
+                           and self.flow.provenance.bound_value(value, state, lambda k: False,
+                                                                self.out.function) is None):
+            if isinstance(target, cst.Subscript):  # `preds[i] = out`: the container holds it
                 self._derive(state, target, origins)
                 return
             for element in _flatten(target):

@@ -19,7 +19,7 @@ import libcst as cst
 
 from modelint.facts import torch_api as api
 from modelint.facts.collector import ClassInfo, Collector, FunctionInfo
-from modelint.facts.names import argument, dotted, literal_value, NOT_LITERAL
+from modelint.facts.names import argument, dotted, literal_value, NOT_LITERAL, value_key
 from modelint.facts.walk import iter_nodes
 
 
@@ -257,7 +257,7 @@ class ModuleTable:
             func = site.node.func
             if not isinstance(func, cst.Attribute):
                 continue
-            receiver = dotted(func.value)
+            receiver = value_key(func.value)
             if receiver is None:
                 continue
             method = func.attr.value

@@ -30,6 +30,19 @@ def dotted(node: cst.BaseExpression) -> str | None:
     return None
 
 
+def value_key(node: cst.BaseExpression) -> str | None:
+    """Like `dotted`, with subscripts as one abstract element: `self.model["generator"]` and
+    `self.model[key]` are both "self.model[]" (a dict or list of models is followed as one)."""
+    suffix = ""
+    while isinstance(node, cst.Subscript):
+        suffix = "[]" + suffix
+        node = node.value
+    head = dotted(node)
+    if head is None:
+        return None
+    return head + suffix
+
+
 def tokens(name: str) -> list[str]:
     """Lower-case words of an identifier: `runValidation_epoch` -> run, validation, epoch."""
     out: list[str] = []

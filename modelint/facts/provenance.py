@@ -20,7 +20,7 @@ import libcst as cst
 from modelint.facts import torch_api as api
 from modelint.facts.lattice import ModeFact, mode_of_call
 from modelint.facts.modules import Dependence, unwrap_chain
-from modelint.facts.names import dotted
+from modelint.facts.names import value_key
 
 DEEPCOPY = frozenset({"copy.deepcopy"})
 
@@ -52,7 +52,7 @@ def receiver_key(expr: cst.BaseExpression, imports) -> str | None:
     base, _ = unwrap_chain(expr)
     while isinstance(base, cst.Call) and imports.qualify(base.func) in api.MODULE_WRAPPERS and base.args:
         base, _ = unwrap_chain(base.args[0].value)
-    return dotted(base)
+    return value_key(base)
 
 
 class Provenance:
