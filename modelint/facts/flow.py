@@ -63,6 +63,7 @@ class ModeFlow:
             elif function.cls is None:
                 self.nested_functions.setdefault((function.outer, function.name), function)
         self.global_models = self._global_models()
+        self._recursive = False
         self._targets = self._ordered(self._select_targets())
         self._run()
         self.objects = ObjectModes(self)
@@ -108,19 +109,25 @@ class ModeFlow:
                 edges[caller].append(callee)
         order: list = []
         done: set = set()
+        on_stack: set = set()
         for root in targets:
             if root in done:
                 continue
             stack = [(root, iter(edges[root]))]
             done.add(root)
+            on_stack.add(root)
             while stack:
                 node, children = stack[-1]
                 child = next(children, None)
                 if child is None:
                     stack.pop()
+                    on_stack.discard(node)
                     order.append(node)
+                elif child in on_stack:
+                    self._recursive = True  # a cycle: summaries need another round to settle
                 elif child not in done:
                     done.add(child)
+                    on_stack.add(child)
                     stack.append((child, iter(edges.get(child, ()))))
         return order
 
@@ -137,6 +144,8 @@ class ModeFlow:
                 if target is not None and target.outer is None:
                     summary = summarise(self, flow, self._globals_of(target))
                     self.summaries[summary.qualname] = summary
+            if not self._recursive:
+                break  # callees came first: every call already met its callee's final summary
             if previous is not None and _same_effects(previous, self.summaries):
                 break
             if not any(not s.trivial for s in self.summaries.values()):

@@ -175,13 +175,12 @@ class Interpreter(CallEffects):
         return None
 
     def expression_statement(self, value: cst.BaseExpression, state: State) -> None:
-        if isinstance(value, (cst.Yield, cst.Await)) and value.value is not None and \
-                not isinstance(value.value, cst.From):
-            inner = value.value
-            origins = self.uses.expression(inner, state.values)
-            if isinstance(value, cst.Yield):
-                self.uses.returned(origins)
+        if isinstance(value, cst.Yield):  # a generator hands the value to its consumer, as a return
+            if value.value is not None and not isinstance(value.value, cst.From):
+                self.uses.returned(self.uses.expression(value.value, state.values))
             return
+        if isinstance(value, cst.Await):
+            value = value.expression
         added = self.uses.dropped(value, state.values)
         if added and isinstance(value, cst.Call) and isinstance(value.func, cst.Attribute):
             self._derive(state, value.func.value, added, extend=True)
