@@ -46,6 +46,7 @@ class CallEffects:
         self.out = out
         self.params = params
         self.evaluation_loops = 0
+        self.tag: tuple = ()  # inside a phase loop: ((variable, value),), so each phase has its own forwards
 
     # -- what names are models ---------------------------------------------------
     def follows(self, key: str, state: State | None = None) -> bool:
@@ -77,7 +78,7 @@ class CallEffects:
         func = call.func
         local = flow.local_callee(call, self.out.function)
         if local is not None:
-            flow.record_call_site(local, self.out.function, state.grad)
+            flow.record_call_site(local, call, self.out.function, state)
         key = value_key(func)
         if key is not None:
             canonical = state.canonical(key)
@@ -191,12 +192,13 @@ class CallEffects:
     def forward(self, call: cst.Call, key: str, state: State, method: str | None = None, via=None,
                 callee: FunctionSummary | None = None, helper: bool = False) -> None:
         table = self.out.helper_forwards if helper else self.out.forwards
-        slot = (call, via) if helper else call
+        token = (call, self.tag) if self.tag else call  # what the output's origins name
+        slot = (token, via) if helper else token
         seen = table.get(slot)
         fact = state.fact(key)
         if seen is None:
             table[slot] = Forward(call, key, fact, state.grad, self.out.function, self.evaluation_loops > 0,
-                                  method=method, via=via, callee=callee)
+                                  method=method, via=via, callee=callee, token=token, phase=self.tag)
         else:
             seen.mode = seen.mode.join(fact)
             seen.grad = seen.grad.join(state.grad)
@@ -246,7 +248,7 @@ class CallEffects:
                 fact = state.fact(key)
                 self.out.passed_modes[use.node] = fact if known is None else known.join(fact)
             if use.intent == "returned":
-                if call not in self.out.forwards:  # the call's value is that forward's output
+                if ((call, self.tag) if self.tag else call) not in self.out.forwards:  # the call's value is that output
                     self.forward(call, key, state, via=use, callee=summary)
             else:
                 self.forward(call, key, state, via=use, callee=summary, helper=True)

@@ -29,7 +29,12 @@ def effective_mode(facts, forward) -> ModeFact:
     """The mode at a forward, with what the object's other methods leave for a trainer's `self.model`."""
     mode = forward.mode
     if mode == ENTRY_MODE and forward.via is None:
-        found = facts.flow.objects.at_entry(forward.function, forward.key)
+        objects = facts.flow.objects
+        found = objects.at_entry(forward.function, forward.key)
+        if found is None or not found.definitely_train:
+            left = objects.left_in_training(forward.function, forward.key)
+            if left is not None:
+                return ModeFact(train_sites=frozenset({left[1]}))
         if found is not None:
             return found
     return mode
@@ -55,6 +60,14 @@ def is_module(facts, forward, mode: ModeFact) -> bool:
 
 def evaluation_context(facts, forward, grad: GradFact) -> str | None:
     """Why this forward is an evaluation, in a few words; None when it is not one (or we cannot tell)."""
+    why = _evaluation_context(facts, forward, grad)
+    if why is not None and forward.phase:
+        name, value = forward.phase[-1]
+        why += f" (when `{name}` is {value!r})"
+    return why
+
+
+def _evaluation_context(facts, forward, grad: GradFact) -> str | None:
     intent = forward.intent
     if intent == "training":
         return None

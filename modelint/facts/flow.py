@@ -47,8 +47,8 @@ class ModeFlow:
         self.summaries: dict[str, FunctionSummary] = {}
         self.unresolved: set[str] = set()
         self.last_unresolved: str | None = None
-        # Calls of this file's own functions: qualname -> [(caller, grad at the call)].
-        self.call_sites: dict[str, list[tuple[FunctionInfo | None, GradFact]]] = {}
+        # Calls of this file's own functions: qualname -> {call: (caller, grad there, models' modes there)}.
+        self.call_sites: dict[str, dict[cst.Call, tuple]] = {}
         self.mode_setting_methods = {
             site.site.function.name
             for site in collector.calls
@@ -172,7 +172,7 @@ class ModeFlow:
 
     def _finish(self, flow: FunctionFlow, function: FunctionInfo | None) -> None:
         for forward in flow.forwards.values():
-            forward.uses = flow.uses.get(forward.call, set())
+            forward.uses = flow.uses.get(forward.token, set())
         flow.trains = flow.trains or bool(flow.steps) or bool(flow.helper_steps)
 
     def _globals_of(self, function: FunctionInfo) -> frozenset[str]:
@@ -210,20 +210,28 @@ class ModeFlow:
         if function is None:
             return GRAD_ENABLED
         if function.outer is not None and function.cls is None:
-            sites = self.call_sites.get(_nested_name(function), [])
+            sites = self.call_sites.get(_nested_name(function), {})
         else:
-            sites = self.call_sites.get(qualname(function), [])
+            sites = self.call_sites.get(qualname(function), {})
         if not sites or function in _seen:
             return GRAD_ENABLED
         result = None
-        for caller, grad in sites:
+        for caller, grad, _models in sites.values():
             if grad.unknown:
                 grad = grad.at_entry(self.entry_grad(caller, _seen | {function}))
             result = grad if result is None else result.join(grad)
         return result
 
-    def record_call_site(self, name: str, caller: FunctionInfo | None, grad: GradFact) -> None:
-        self.call_sites.setdefault(name, []).append((caller, grad))
+    def record_call_site(self, name: str, call: cst.Call, caller: FunctionInfo | None, state) -> None:
+        sites = self.call_sites.setdefault(name, {})
+        seen = sites.get(call)
+        if seen is None:
+            sites[call] = (caller, state.grad, dict(state.models))
+        else:  # met again (a loop body runs until stable): join what reaches it
+            models = dict(seen[2])
+            for key, fact in state.models.items():
+                models[key] = models[key].join(fact) if key in models else fact
+            sites[call] = (caller, seen[1].join(state.grad), models)
 
     def is_method_name(self, cls, name: str) -> bool:
         return any(f"{c}.{name}" in self.local_functions for c in self.class_and_bases(cls.name))

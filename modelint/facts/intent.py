@@ -94,8 +94,9 @@ class OutputUses:
 
     def __init__(self, imports, forwards) -> None:
         self.imports = imports
-        self.forwards = forwards  # call -> record, filled by the mode flow before the statement is evaluated
-        self.uses: dict[cst.Call, set[str]] = {}
+        self.forwards = forwards  # token -> record, filled by the mode flow before the statement is evaluated
+        self.uses: dict[object, set[str]] = {}  # by token: the forward call, or (call, phase) in a phase loop
+        self.tag: tuple = ()
 
     def use(self, origins: Origins, kind: str, level: int = DETACHED) -> None:
         """Record `kind` for every forward reaching here at least this directly."""
@@ -121,9 +122,9 @@ class OutputUses:
     def _has_forward(self, expr: cst.BaseExpression) -> bool:
         if not self.forwards:
             return False
-        if isinstance(expr, cst.Call) and expr in self.forwards:
-            return True
-        return any(type(node) is cst.Call and node in self.forwards for node in iter_nodes(expr, skip_lambdas=True))
+        tag = self.tag
+        return any(type(node) is cst.Call and ((node, tag) if tag else node) in self.forwards
+                   for node in iter_nodes(expr, skip_lambdas=True))
 
     def _children(self, node: cst.CSTNode, result: dict) -> Origins:
         out: set = set()
@@ -165,8 +166,9 @@ class OutputUses:
         for arg in call.args:
             args |= result.get(arg.value, NONE)
         args = frozenset(args)
-        if call in self.forwards:
-            return frozenset({(call, DIRECT)}) | args
+        token = (call, self.tag) if self.tag else call
+        if token in self.forwards:
+            return frozenset({(token, DIRECT)}) | args
         qualified = self.imports.qualify(func)
         if qualified is not None:  # a function of torch, numpy, a library or the project
             return self._function_result(qualified, args) if args else NONE
@@ -225,8 +227,9 @@ class OutputUses:
         result = self._evaluate(expr, values)
         origins = result.get(expr, NONE)
         if isinstance(expr, cst.Call):
-            if expr in self.forwards:
-                self.use(frozenset({(expr, DIRECT)}), DISCARD)
+            token = (expr, self.tag) if self.tag else expr
+            if token in self.forwards:
+                self.use(frozenset({(token, DIRECT)}), DISCARD)
                 return NONE
             consumed = NONE
             for arg in expr.args:

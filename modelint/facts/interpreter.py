@@ -20,6 +20,7 @@ from modelint.facts.intent import NONE, OutputUses
 from modelint.facts.lattice import GRAD_ENABLED, GRAD_UNKNOWN, GradFact
 from modelint.facts.names import dotted, value_key
 from modelint.facts.naming import names_evaluation_data
+from modelint.facts.phases import decide, literal_strings, names_evaluation_value, phase_values
 from modelint.facts.provenance import Fresh, Same
 from modelint.facts.state import State, join
 
@@ -30,6 +31,8 @@ class Interpreter(CallEffects):
         self.uses = OutputUses(flow.imports, out.forwards)
         self.loop_exits: list[tuple[list[State], list[State]]] = []  # (breaks, continues)
         self.returns: list[State] = []
+        # Names whose value is known here: a phase loop's variable, `phases = ("train", "val")`.
+        self.constants: dict[str, object] = {}
 
     def run(self, body, state: State) -> State | None:
         end = self.block(body, state) if not isinstance(body, (list, tuple)) else self.statements(body, state)
@@ -88,6 +91,19 @@ class Interpreter(CallEffects):
         while True:
             self.calls_of(stmt, state)
             self.uses.expression(stmt.test, state.values)
+            decided = decide(stmt.test, self.constants)
+            if decided is not None:  # `if phase == "train":` in a phase loop: one branch runs
+                if decided:
+                    other = self.block(stmt.body, state)
+                    break
+                if stmt.orelse is None:
+                    other = state
+                    break
+                if isinstance(stmt.orelse, cst.If):
+                    stmt = stmt.orelse
+                    continue
+                other = self.block(stmt.orelse.body, state)
+                break
             branches.append((stmt, self.block(stmt.body, state.copy())))
             if stmt.orelse is None:
                 other = state
@@ -124,6 +140,7 @@ class Interpreter(CallEffects):
             origins = self.uses.expression(node.value, state.values)
             for target in node.targets:
                 self.bind(target.target, node.value, origins, state)
+                self._remember_constant(target.target, node.value)
             return state
         if isinstance(node, cst.AnnAssign):
             self.calls_of(node, state)
@@ -174,6 +191,18 @@ class Interpreter(CallEffects):
             return self.flow.grad_effect(value.args[0].value)
         return None
 
+    def _remember_constant(self, target: cst.BaseExpression, value: cst.BaseExpression) -> None:
+        """`phases = ("train", "val")`, `is_train = phase == "train"`: values phase loops decide with."""
+        if not isinstance(target, cst.Name):
+            return
+        known = literal_strings(value, self.constants)
+        if known is None:
+            known = decide(value, self.constants)
+        if known is None:
+            self.constants.pop(target.value, None)
+        else:
+            self.constants[target.value] = known
+
     def expression_statement(self, value: cst.BaseExpression, state: State) -> None:
         if isinstance(value, cst.Yield):  # a generator hands the value to its consumer, as a return
             if value.value is not None and not isinstance(value.value, cst.From):
@@ -191,7 +220,10 @@ class Interpreter(CallEffects):
         if isinstance(stmt, cst.For):
             self.calls_of(stmt, state)
             iterated = self.uses.expression(stmt.iter, state.values)
-            evaluation = names_evaluation_data(stmt.iter)
+            phases = phase_values(stmt, self.constants)
+            if phases is not None:
+                return self.phase_loop(stmt, state, *phases)
+            evaluation = names_evaluation_data(stmt.iter) or names_evaluation_value(stmt.iter, self.constants)
         head = state.copy()
         exit_states: list[State] = [state.copy()]
         self.evaluation_loops += evaluation
@@ -229,12 +261,47 @@ class Interpreter(CallEffects):
             result = self.block(stmt.orelse.body, result)
         return result
 
+    def phase_loop(self, stmt: cst.For, state: State, name: str, values: tuple) -> State | None:
+        """`for phase in ("train", "val"):`: the body once per phase, in order, with `phase` known."""
+        exits: list[State] = []
+        current: State | None = state
+        outer_tag = self.tag
+        try:
+            for value in values:
+                if current is None:
+                    break
+                self.constants[name] = value
+                self.tag = self.uses.tag = (*outer_tag, (name, value))
+                breaks: list[State] = []
+                continues: list[State] = []
+                self.loop_exits.append((breaks, continues))
+                body_state = current.copy()
+                self.forget(body_state, name)
+                end = self.block(stmt.body, body_state)
+                self.loop_exits.pop()
+                exits.extend(breaks)
+                current = None
+                for s in (end, *continues):
+                    current = join(current, s)
+        finally:
+            self.tag = self.uses.tag = outer_tag
+            self.constants.pop(name, None)
+        result = current
+        for s in exits:
+            result = join(result, s)
+        if stmt.orelse is not None and result is not None:
+            result = self.block(stmt.orelse.body, result)
+        return result
+
     def with_(self, stmt: cst.With, state: State) -> State | None:
         before = state.grad
         self.calls_of(stmt, state)
         restored = []
         for item in stmt.items:
             effect = self.flow.grad_effect(item.item)
+            if effect == "unknown" and isinstance(item.item, cst.Call) and item.item.args:
+                decided = decide(item.item.args[0].value, self.constants)  # set_grad_enabled(phase == "train")
+                effect = effect if decided is None else "enabled" if decided else "free"
             if effect == "free":
                 state.grad = GradFact(free_sites=frozenset({item}))
             elif effect == "enabled":

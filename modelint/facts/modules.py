@@ -290,12 +290,13 @@ class ModuleTable:
             cls = function.cls if function is not None else None
             return cls is not None and (cls, key) in self.module_names
         scope = function
+        head = key.split(".")[0]
         while True:
             if (scope, key) in self.module_names:
                 return True
-            if scope is None:
-                return False
-            scope = scope.outer  # closures see the enclosing function's names
+            if scope is None or head in scope.param_set:
+                return False  # a parameter hides the names of the enclosing scopes
+            scope = scope.outer  # closures see the enclosing function's names (and the module's)
 
 
 def _layer_dependence_by_name(layer: str, call: cst.Call | None) -> Dependence:

@@ -6,7 +6,9 @@ caller in view, that mode is the join of what every method of the class (and of 
 bases in the file) leaves on the attribute: an inference wrapper whose `__init__`
 calls `self.model.eval()` and whose other methods never call `train()` has its model
 in eval mode in every method; a trainer that builds `self.model = Net()` and never
-switches it runs it in training mode everywhere.
+switches it runs it in training mode everywhere. A public method such as `predict()`,
+which nothing here calls, may run after `fit()` or `train_model()` has left the model
+in training mode: if it evaluates without calling `eval()`, that is the bug.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from functools import cached_property
 
 import libcst as cst
 
-from modelint.facts.lattice import ENTRY_MODE, ModeFact
+from modelint.facts.lattice import ENTRY_MODE, ModeFact, is_train_site
 from modelint.facts.modules import Dependence
 
 
@@ -46,6 +48,38 @@ class ObjectModes:
                     fact = ModeFact(havoc=True) if effect == "unknown" else ENTRY_MODE
                 facts[key] = facts[key].join(fact) if key in facts else fact
         return out
+
+    @cached_property
+    def _left_in_training(self) -> dict[str, dict[str, tuple[str, object]]]:
+        """class -> attribute -> (method, its `train()` call) for methods that may return with the
+        model in training mode after putting it there themselves (`fit()`, `train_model()`)."""
+        out: dict[str, dict[str, tuple[str, object]]] = {}
+        for name, summary in self.flow.summaries.items():
+            cls_name, _, method = name.rpartition(".")
+            if not cls_name:
+                continue
+            for key, effect in summary.effects.items():
+                site = summary.effect_sites.get(key)
+                if effect in ("train", "may-train", "unknown") and site is not None and is_train_site(site):
+                    out.setdefault(cls_name, {}).setdefault(key, (method, site))
+        return out
+
+    def left_in_training(self, function, key: str) -> tuple[str, object] | None:
+        """For a public method of a class that is no module, called from outside (no caller here, or one
+        that passes the mode through unchanged, like `predict()`): another method that may leave
+        `self.<attr>` in training mode, and where it puts it there."""
+        if function is None or function.cls is None or self.flow.modules.is_module_class(function.cls):
+            return None
+        if function.name.startswith("_"):
+            return None  # a private hook: a base class elsewhere calls it, in a mode we cannot see
+        sites = self.flow.call_sites.get(f"{function.cls.name}.{function.name}", {})
+        if sites and not any(models.get(key, ENTRY_MODE) == ENTRY_MODE for _c, _g, models in sites.values()):
+            return None  # every caller here sets the mode first: they decide it
+        for cls_name in self.flow.class_and_bases(function.cls.name):
+            found = self._left_in_training.get(cls_name, {}).get(key)
+            if found is not None and found[0] != function.name:
+                return found
+        return None
 
     def at_entry(self, function, key: str) -> ModeFact | None:
         """What the object's methods leave on `self.<attr>`, for a method of a class that is no module."""

@@ -32,6 +32,8 @@ class Forward:
     via: ForwardUse | None = None
     callee: FunctionSummary | None = None
     uses: set[str] = field(default_factory=set)  # what the caller does with the output (modelint.facts.intent)
+    token: object = None  # what the output's origins name: the call, or (call, phase) in a phase loop
+    phase: tuple = ()  # ((variable, value),) inside a phase loop
 
     @property
     def intent(self) -> str:
@@ -72,7 +74,7 @@ class TrainingStep:
 @dataclass
 class FunctionFlow:
     function: FunctionInfo | None
-    forwards: dict[cst.Call, Forward] = field(default_factory=dict)
+    forwards: dict[object, Forward] = field(default_factory=dict)  # by token: the call, or (call, phase)
     helper_forwards: dict[tuple, Forward] = field(default_factory=dict)  # (call, ForwardUse) -> Forward
     steps: dict[cst.Call, TrainingStep] = field(default_factory=dict)
     helper_steps: dict[tuple, TrainingStep] = field(default_factory=dict)
