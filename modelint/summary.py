@@ -19,7 +19,7 @@ class RemoteSite:
 
     path: str
     call: int  # ordinal of the call in its file's Collector.calls: positions are looked up only if shown
-    kind: str  # "eval" | "train"
+    kind: str  # "eval" | "train" (an explicit train()) | "built" (a constructor)
     text: str  # e.g. "model.eval()"
 
 

@@ -74,12 +74,6 @@ class MissingEvalMode(Rule):
                 if report is not None:
                     yield report
 
-    @staticmethod
-    def _in(facts: FileFacts, site, function) -> bool:
-        """Is this mode-setting call in `function` (or does it stand for a caller's, passed in)?"""
-        found = facts.call_sites.get(site)
-        return found is None or found.site.function is function
-
     def _judge(self, facts: FileFacts, forward, trains_here: bool) -> Report | None:
         mode = effective_mode(facts, forward)
         if not mode.definitely_train or not mode.dependence.may_depend or not is_module(facts, forward, mode):
@@ -88,9 +82,8 @@ class MissingEvalMode(Rule):
         context = evaluation_context(facts, forward, grad)
         if context is None or (forward.via is None and returned_to_callers(facts, forward)):
             return None
-        if not trains_here and any(is_train_site(site) and self._in(facts, site, forward.function)
-                                   for site in mode.train_sites):
-            return None  # train() set here on purpose for sampling (MC dropout, TTA)
+        if not trains_here and any(is_train_site(site) for site in forward.mode.train_sites):
+            return None  # train() set on the way here on purpose, for sampling (MC dropout, TTA)
         key = forward.key
         proof = evidence(mode.train_sites, f"`{key}` is in training mode from here")
         via = forward.via

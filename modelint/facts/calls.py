@@ -28,6 +28,7 @@ from modelint.facts.provenance import Fresh, receiver_key
 from modelint.facts.records import Forward, TrainingStep
 from modelint.facts.state import State
 from modelint.summary import FunctionSummary
+from modelint.textutil import code_of
 
 _NEUTRAL_BUILTINS = frozenset({"print", "len", "isinstance", "str", "repr", "type", "id", "hasattr", "getattr",
                                "sum", "list", "tuple", "dict", "set", "sorted", "enumerate", "zip", "iter", "next",
@@ -302,7 +303,7 @@ class CallEffects:
             elif isinstance(arg.value, cst.Call):  # `evaluate(Net(), loader)`: a fresh module
                 fresh = self.flow.provenance.bound_value(arg.value, state, lambda k: False, self.out.function)
                 if isinstance(fresh, Fresh):
-                    key = f"{name}=<{summary.qualname}(...)>"
+                    key = code_of(arg.value)  # named as written: "SmallResNet()"
                     state.models[key] = fresh.fact
                     bound[name] = key
                     inline.append(key)

@@ -18,7 +18,7 @@ import libcst as cst
 from modelint.facts import torch_api as api
 from modelint.facts.collector import Collector, FunctionInfo
 from modelint.facts.interpreter import Interpreter
-from modelint.facts.lattice import GRAD_ENABLED, GRAD_UNKNOWN, GradFact
+from modelint.facts.lattice import GRAD_ENABLED, GRAD_UNKNOWN, GradFact, is_train_site
 from modelint.facts.modules import ModuleTable
 from modelint.facts.names import dotted
 from modelint.facts.objects import ObjectModes
@@ -81,15 +81,20 @@ class ModeFlow:
                         if modules.module_expression(value)[0] is not None}
         using_globals = {site.site.function for site in collector.calls
                          if isinstance(site.node.func, cst.Name) and site.node.func.value in self.global_models}
+        # `gen = load_generator(path)` then `gen(z)`: a value a call returned is run as a model.
+        returned = {(site.function, key) for key, _value, site in collector.call_assigns}
+        calling_results = {site.site.function for site in collector.calls
+                           if (site.site.function, site.text) in returned}
         def module_forward(f: FunctionInfo) -> bool:
             return f.cls is not None and _is_forward_like(f.name) and modules.is_module_class(f.cls)
 
         targets: list[FunctionInfo | None] = [
             f for f in collector.functions
-            if f.mode_relevant or f in constructing or f in using_globals
+            if f.mode_relevant or f in constructing or f in using_globals or f in calling_results
             or ((f.calls_params or (f.calls_self_attribute and f.cls is not None)) and not module_forward(f))
         ]
-        if collector.module_mode_relevant or None in constructing or collector.module_calls_functions:
+        if collector.module_mode_relevant or None in constructing or collector.module_calls_functions \
+                or None in calling_results:
             targets.append(None)
         return targets
 
@@ -353,7 +358,8 @@ class ModeFlow:
                               trains=summary.trains, context_mode=summary.context_mode)
         for key in effects:
             site = summary.effect_sites.get(key)
-            remote = self.remote(site, "eval" if "eval" in effects[key] else "train") if site is not None else None
+            kind = "eval" if "eval" in effects[key] else "train" if is_train_site(site) else "built"
+            remote = self.remote(site, kind) if site is not None else None
             if remote is not None:
                 out.effect_sites[key] = remote
         for use in forwards:
@@ -367,7 +373,8 @@ class ModeFlow:
                 out.steps.append(StepUse(use.param, use.path, ordinal))
         if summary.returns is not None:
             returned = summary.returns
-            site = self.remote(returned.site, returned.mode or "train") if returned.site is not None else None
+            kind = "eval" if returned.mode == "eval" else "train" if is_train_site(returned.site) else "built"
+            site = self.remote(returned.site, kind) if returned.site is not None else None
             out.returns = ReturnFact(returned.mode, returned.dependence, returned.certain, site)
         return out
 

@@ -17,8 +17,8 @@ import libcst as cst
 from modelint.facts import torch_api as api
 from modelint.facts.calls import CallEffects
 from modelint.facts.intent import NONE, OutputUses
-from modelint.facts.lattice import GRAD_ENABLED, GRAD_UNKNOWN, GradFact
-from modelint.facts.names import dotted, value_key
+from modelint.facts.lattice import GRAD_ENABLED, GRAD_UNKNOWN, NO_MODULE, GradFact
+from modelint.facts.names import NOT_LITERAL, dotted, literal_value, value_key
 from modelint.facts.naming import names_evaluation_data
 from modelint.facts.phases import decide, literal_strings, names_evaluation_value, phase_values
 from modelint.facts.provenance import Fresh, Same
@@ -370,6 +370,12 @@ class Interpreter(CallEffects):
             state.values.pop(key, None)
 
     def bind(self, target: cst.BaseExpression, value: cst.BaseExpression | None, origins, state: State) -> None:
+        if isinstance(target, (cst.Tuple, cst.List)) and isinstance(value, (cst.Tuple, cst.List)) \
+                and len(target.elements) == len(value.elements) \
+                and not any(isinstance(e, (cst.StarredElement,)) for e in (*target.elements, *value.elements)):
+            for element, bound in zip(target.elements, value.elements):  # `best_loss, best = loss, deepcopy(m)`
+                self.bind(element.value, bound.value, origins, state)
+            return
         key = value_key(target)
         if key is None or (isinstance(target, cst.Subscript) and value is not None
                            and self.flow.provenance.bound_value(value, state, lambda k: False,
@@ -403,6 +409,8 @@ class Interpreter(CallEffects):
         else:
             self.forget(state, key)
             self._taint(state, key)
+            if literal_value(value) is not NOT_LITERAL:
+                state.models[key] = NO_MODULE
         self._derive(state, target, origins)
 
 

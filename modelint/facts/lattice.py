@@ -34,8 +34,10 @@ class ModeFact:
     loss: bool = False  # a torch.nn loss module: calling it is no forward pass of a model
 
     def join(self, other: "ModeFact") -> "ModeFact":
-        if self == other:
+        if self == other or other is NO_MODULE:
             return self
+        if self is NO_MODULE:
+            return other
         return ModeFact(
             self.train_sites | other.train_sites,
             self.eval_sites | other.eval_sites,
@@ -81,6 +83,9 @@ class ModeFact:
 
 
 ENTRY_MODE = ModeFact(entry=True)
+# A name bound to None or another literal on this path: no module, nothing to join (`best = None` before
+# the loop that keeps the best model).
+NO_MODULE = ModeFact(dependence=Dependence.INDEPENDENT)
 HAVOC_MODE = ModeFact(havoc=True)
 
 

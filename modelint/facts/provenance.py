@@ -96,7 +96,10 @@ class Provenance:
                 if follows(source):
                     return state.fact(source)
             return None
+        self.flow.last_unresolved = None
         summary, _receiver = self.flow.resolve(call, enclosing)
+        if summary is None and self.flow.last_unresolved is not None:
+            self.flow.unresolved.add(self.flow.last_unresolved)  # another file may say what it returns
         returned = summary.returns if summary is not None else None
         if returned is None:
             return None
