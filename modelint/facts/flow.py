@@ -15,10 +15,9 @@ from functools import cached_property
 
 import libcst as cst
 
-from modelint.facts import torch_api as api
 from modelint.facts.collector import Collector, FunctionInfo
 from modelint.facts.interpreter import Interpreter
-from modelint.facts.lattice import GRAD_ENABLED, GRAD_UNKNOWN, GradFact, is_train_site
+from modelint.facts.lattice import GRAD_ENABLED, GRAD_UNKNOWN, GradFact
 from modelint.facts.modules import ModuleTable
 from modelint.facts.names import dotted
 from modelint.facts.objects import ObjectModes
@@ -27,7 +26,7 @@ from modelint.facts.records import FunctionFlow
 from modelint.facts.regions import disables_grad, grad_effect
 from modelint.facts.state import State
 from modelint.facts.summaries import qualname, summarise
-from modelint.summary import FileSummary, ForwardUse, FunctionSummary, ProjectIndex, RemoteSite, ReturnFact, StepUse
+from modelint.summary import FileSummary, FunctionSummary, ProjectIndex
 
 _STDLIB = frozenset(getattr(sys, "stdlib_module_names", ()))
 
@@ -318,65 +317,15 @@ class ModeFlow:
 
     # -- other files ------------------------------------------------------------------
     @cached_property
-    def _call_ordinals(self) -> dict[cst.Call, int]:
+    def call_ordinals(self) -> dict[cst.Call, int]:
+        """Calls by their place in the collector's list: how other files name them."""
         return {site.node: i for i, site in enumerate(self.collector.calls)}
 
-    def remote(self, site, kind: str) -> RemoteSite | None:
-        if isinstance(site, RemoteSite):
-            return site
-        ordinal = self._call_ordinals.get(site)
-        if ordinal is None:
-            return None
-        text = cst.Module(body=[]).code_for_node(site)
-        return RemoteSite(self.path, ordinal, kind, " ".join(text.split())[:60])
-
     def file_summary(self) -> FileSummary:
-        """The picklable part other files need: positions are computed here, only for what leaves."""
-        from modelint.facts.modules import Dependence
+        """The picklable part other files need (modelint.facts.export)."""
+        from modelint.facts.export import file_summary
 
-        # An imported class matters when a model built from it is evaluated in training
-        # mode: the index may know it is a pure MLP, which mode cannot change.
-        refs = set(self.unresolved) | {
-            forward.mode.origin for flow in self.flows for forward in flow.forwards.values()
-            if forward.mode.origin and forward.mode.definitely_train and forward.mode.dependence is Dependence.UNKNOWN
-        }
-        exported: dict[str, FunctionSummary] = {}
-        for name, summary in self.summaries.items():
-            out = self._export(summary)
-            if out is not None:
-                exported[name] = out
-        return FileSummary(self.path, exported, refs, self.modules.class_summaries())
-
-    def _export(self, summary: FunctionSummary) -> FunctionSummary | None:
-        effects = {k: v for k, v in summary.effects.items() if not k.startswith(("self.", "cls."))}
-        forwards = [u for u in summary.forwards if not u.param.startswith("self.")]
-        steps = [u for u in summary.steps if not u.param.startswith("self.")]
-        if all(v == "unknown" for v in effects.values()) and not forwards and not steps \
-                and summary.returns is None and summary.context_mode is None:
-            return None  # callers already assume the worst of a helper they cannot see
-        out = FunctionSummary(summary.qualname, self.path, summary.params, effects, is_method=summary.is_method,
-                              trains=summary.trains, context_mode=summary.context_mode)
-        for key in effects:
-            site = summary.effect_sites.get(key)
-            kind = "eval" if "eval" in effects[key] else "train" if is_train_site(site) else "built"
-            remote = self.remote(site, kind) if site is not None else None
-            if remote is not None:
-                out.effect_sites[key] = remote
-        for use in forwards:
-            ordinal = use.call if use.call >= 0 else self._call_ordinals.get(use.node, -1)
-            if ordinal >= 0:
-                out.forwards.append(ForwardUse(use.param, use.path, use.intent, use.grad, use.context, ordinal,
-                                               method=use.method))
-        for use in steps:
-            ordinal = use.call if use.call >= 0 else self._call_ordinals.get(use.node, -1)
-            if ordinal >= 0:
-                out.steps.append(StepUse(use.param, use.path, ordinal))
-        if summary.returns is not None:
-            returned = summary.returns
-            kind = "eval" if returned.mode == "eval" else "train" if is_train_site(returned.site) else "built"
-            site = self.remote(returned.site, kind) if returned.site is not None else None
-            out.returns = ReturnFact(returned.mode, returned.dependence, returned.certain, site)
-        return out
+        return file_summary(self)
 
 
 def _nested_name(function: FunctionInfo) -> str:

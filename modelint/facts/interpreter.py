@@ -4,8 +4,8 @@
 is stable (so an `eval()` late in a body reaches the top of the next iteration),
 `try`/`finally`, `with` blocks that switch autograd, early `return`/`break`/`continue`.
 Each small statement first applies its calls (modelint.facts.calls), then binds its
-targets: which module a name now holds (modelint.facts.provenance) and which forward
-outputs its value derives from (modelint.facts.intent).
+targets (modelint.facts.bindings): which module a name now holds and which forward
+outputs its value derives from.
 """
 
 from __future__ import annotations
@@ -15,17 +15,17 @@ from dataclasses import replace
 import libcst as cst
 
 from modelint.facts import torch_api as api
+from modelint.facts.bindings import Bindings, flatten
 from modelint.facts.calls import CallEffects
 from modelint.facts.intent import NONE, OutputUses
-from modelint.facts.lattice import GRAD_ENABLED, GRAD_UNKNOWN, NO_MODULE, GradFact
-from modelint.facts.names import NOT_LITERAL, dotted, literal_value, value_key
+from modelint.facts.lattice import GRAD_ENABLED, GRAD_UNKNOWN, GradFact
+from modelint.facts.names import dotted
 from modelint.facts.naming import names_evaluation_data
-from modelint.facts.phases import decide, literal_strings, names_evaluation_value, phase_values
-from modelint.facts.provenance import Fresh, Same
+from modelint.facts.phases import decide, names_evaluation_value, phase_values
 from modelint.facts.state import State, join
 
 
-class Interpreter(CallEffects):
+class Interpreter(Bindings, CallEffects):
     def __init__(self, flow, out, params: set[str]) -> None:
         super().__init__(flow, out, params)
         self.uses = OutputUses(flow.imports, out.forwards)
@@ -170,7 +170,7 @@ class Interpreter(CallEffects):
                 (breaks if isinstance(node, cst.Break) else continues).append(state)
             return None
         if isinstance(node, cst.Del):
-            for element in _flatten(node.target):
+            for element in flatten(node.target):
                 key = dotted(element)
                 if key is not None:
                     self.forget(state, key)
@@ -190,18 +190,6 @@ class Interpreter(CallEffects):
         if isinstance(value.func, cst.Attribute) and value.func.attr.value == "enter_context" and value.args:
             return self.flow.grad_effect(value.args[0].value)
         return None
-
-    def _remember_constant(self, target: cst.BaseExpression, value: cst.BaseExpression) -> None:
-        """`phases = ("train", "val")`, `is_train = phase == "train"`: values phase loops decide with."""
-        if not isinstance(target, cst.Name):
-            return
-        known = literal_strings(value, self.constants)
-        if known is None:
-            known = decide(value, self.constants)
-        if known is None:
-            self.constants.pop(target.value, None)
-        else:
-            self.constants[target.value] = known
 
     def expression_statement(self, value: cst.BaseExpression, state: State) -> None:
         if isinstance(value, cst.Yield):  # a generator hands the value to its consumer, as a return
@@ -234,7 +222,7 @@ class Interpreter(CallEffects):
                 self.loop_exits.append((breaks, continues))
                 body_state = head.copy()
                 if isinstance(stmt, cst.For):
-                    for element in _flatten(stmt.target):
+                    for element in flatten(stmt.target):
                         key = dotted(element)
                         if key is not None:
                             self.forget(state=body_state, key=key)
@@ -312,7 +300,7 @@ class Interpreter(CallEffects):
                 restored.extend(self.mode_context(item.item, state))
             origins = self.uses.expression(item.item, state.values)
             if item.asname is not None:
-                for element in _flatten(item.asname.name):
+                for element in flatten(item.asname.name):
                     key = dotted(element)
                     if key is not None:
                         self.forget(state, key)
@@ -338,92 +326,3 @@ class Interpreter(CallEffects):
             finished = self.block(stmt.finalbody.body, entry.copy())
             return finished if result is not None else None
         return result
-
-    # -- bindings -----------------------------------------------------------
-    def forget(self, state: State, key: str) -> None:
-        state.forget(key)
-        self.params.discard(key)
-
-    def _taint(self, state: State, key: str) -> None:
-        if state.grad.definitely_free:
-            from modelint.facts.lattice import first_site
-
-            state.grad_free_values[key] = first_site(state.grad.free_sites)
-        else:
-            state.grad_free_values.pop(key, None)
-
-    def _derive(self, state: State, target: cst.BaseExpression, origins, extend: bool = False) -> None:
-        """`target` now holds a value derived from these forward outputs (added to what it held with `extend`)."""
-        key = dotted(target)
-        if key is None:
-            if isinstance(target, cst.Subscript):  # `preds[i] = out`: the container holds it
-                self._derive(state, target.value, origins, extend=True)
-            return
-        if isinstance(target, cst.Attribute) and origins:
-            self.uses.stored(origins)  # kept on an object: another method may train on it
-        if extend:
-            if origins:
-                state.values[key] = state.values.get(key, NONE) | origins
-        elif origins:
-            state.values[key] = origins
-        else:
-            state.values.pop(key, None)
-
-    def bind(self, target: cst.BaseExpression, value: cst.BaseExpression | None, origins, state: State) -> None:
-        if isinstance(target, (cst.Tuple, cst.List)) and isinstance(value, (cst.Tuple, cst.List)) \
-                and len(target.elements) == len(value.elements) \
-                and not any(isinstance(e, (cst.StarredElement,)) for e in (*target.elements, *value.elements)):
-            for element, bound in zip(target.elements, value.elements):  # `best_loss, best = loss, deepcopy(m)`
-                self.bind(element.value, bound.value, origins, state)
-            return
-        key = value_key(target)
-        if key is None or (isinstance(target, cst.Subscript) and value is not None
-                           and self.flow.provenance.bound_value(value, state, lambda k: False,
-                                                                self.out.function) is None):
-            if isinstance(target, cst.Subscript):  # `preds[i] = out`: the container holds it
-                self._derive(state, target, origins)
-                return
-            for element in _flatten(target):
-                inner = dotted(element)
-                if inner is not None:
-                    self.forget(state, inner)
-                    self._taint(state, inner)
-                    self._derive(state, element, origins)
-            return
-        key = state.canonical(key) if "." in key else key
-        if value is None:
-            self.forget(state, key)
-            return
-        bound = self.flow.provenance.bound_value(value, state, lambda k: self.follows(k, state), self.out.function)
-        if isinstance(bound, Fresh):
-            self.forget(state, key)
-            state.models[key] = bound.fact
-        elif isinstance(bound, Same):
-            if bound.key != key:
-                self.forget(state, key)
-                if "." not in key:
-                    state.aliases[key] = bound.key
-                else:
-                    state.models[key] = state.fact(bound.key)
-            return
-        else:
-            self.forget(state, key)
-            self._taint(state, key)
-            if literal_value(value) is not NOT_LITERAL:
-                state.models[key] = NO_MODULE
-        self._derive(state, target, origins)
-
-
-def _flatten(target: cst.BaseExpression) -> list[cst.BaseExpression]:
-    """The names a (nested) tuple/list target binds, left to right."""
-    out: list[cst.BaseExpression] = []
-    stack = [target]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, (cst.Tuple, cst.List)):
-            stack.extend(element.value for element in reversed(node.elements))
-        elif isinstance(node, cst.StarredElement):
-            stack.append(node.value)
-        else:
-            out.append(node)
-    return out

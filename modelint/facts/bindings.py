@@ -1,0 +1,125 @@
+"""Assignments: what a name holds after `target = value`.
+
+- the module it now names (modelint.facts.provenance): a fresh one, the same one under
+  another name (an alias), or nothing we follow;
+- the forward outputs its value derives from (modelint.facts.intent), kept on local
+  names, added to containers (`preds[i] = out`), reported as kept when stored on an
+  object (`self.out = out`, where another method may train on it);
+- whether it was computed under no_grad (MDL007);
+- a constant a phase loop can decide with (`phases = ("train", "val")`).
+"""
+
+from __future__ import annotations
+
+import libcst as cst
+
+from modelint.facts.intent import NONE
+from modelint.facts.lattice import NO_MODULE, first_site
+from modelint.facts.names import NOT_LITERAL, dotted, literal_value, value_key
+from modelint.facts.phases import decide, literal_strings
+from modelint.facts.provenance import Fresh, Same
+from modelint.facts.state import State
+
+
+class Bindings:
+    """Mixed into the interpreter: `self.flow`, `self.out`, `self.params`, `self.uses`, `self.constants`."""
+
+    def forget(self, state: State, key: str) -> None:
+        state.forget(key)
+        self.params.discard(key)
+
+    def _taint(self, state: State, key: str) -> None:
+        if state.grad.definitely_free:
+            state.grad_free_values[key] = first_site(state.grad.free_sites)
+        else:
+            state.grad_free_values.pop(key, None)
+
+    def _derive(self, state: State, target: cst.BaseExpression, origins, extend: bool = False) -> None:
+        """`target` now holds a value derived from these forward outputs (added to what it held with `extend`)."""
+        key = dotted(target)
+        if key is None:
+            if isinstance(target, cst.Subscript):  # `preds[i] = out`: the container holds it
+                self._derive(state, target.value, origins, extend=True)
+            return
+        if isinstance(target, cst.Attribute) and origins:
+            self.uses.stored(origins)  # kept on an object: another method may train on it
+        if extend:
+            if origins:
+                state.values[key] = state.values.get(key, NONE) | origins
+        elif origins:
+            state.values[key] = origins
+        else:
+            state.values.pop(key, None)
+
+    def bind(self, target: cst.BaseExpression, value: cst.BaseExpression | None, origins, state: State) -> None:
+        if isinstance(target, (cst.Tuple, cst.List)) and isinstance(value, (cst.Tuple, cst.List)) \
+                and len(target.elements) == len(value.elements) \
+                and not any(isinstance(e, (cst.StarredElement,)) for e in (*target.elements, *value.elements)):
+            for element, bound in zip(target.elements, value.elements):  # `best_loss, best = loss, deepcopy(m)`
+                self.bind(element.value, bound.value, origins, state)
+            return
+        key = value_key(target)
+        if key is None:
+            for element in flatten(target):
+                inner = dotted(element)
+                if inner is not None:
+                    self.forget(state, inner)
+                    self._taint(state, inner)
+                    self._derive(state, element, origins)
+            return
+        key = state.canonical(key) if "." in key else key
+        if value is None:
+            self.forget(state, key)
+            return
+        bound = self.flow.provenance.bound_value(value, state, lambda k: self.follows(k, state), self.out.function)
+        if isinstance(target, cst.Subscript):
+            # One element of a container: `models["gen"] = Net()` joins what its elements may hold;
+            # `preds[i] = out` adds the output to what the container holds.
+            if isinstance(bound, Fresh):
+                state.models[key] = state.models[key].join(bound.fact) if key in state.models else bound.fact
+            self._derive(state, target, origins)
+            return
+        if isinstance(bound, Fresh):
+            self.forget(state, key)
+            state.models[key] = bound.fact
+        elif isinstance(bound, Same):
+            if bound.key != key:
+                self.forget(state, key)
+                if "." not in key:
+                    state.aliases[key] = bound.key
+                else:
+                    state.models[key] = state.fact(bound.key)
+            return
+        else:
+            self.forget(state, key)
+            self._taint(state, key)
+            if literal_value(value) is not NOT_LITERAL:
+                state.models[key] = NO_MODULE
+        self._derive(state, target, origins)
+
+    def _remember_constant(self, target: cst.BaseExpression, value: cst.BaseExpression) -> None:
+        """`phases = ("train", "val")`, `is_train = phase == "train"`: values phase loops decide with."""
+        if not isinstance(target, cst.Name):
+            return
+        known = literal_strings(value, self.constants)
+        if known is None:
+            known = decide(value, self.constants)
+        if known is None:
+            self.constants.pop(target.value, None)
+        else:
+            self.constants[target.value] = known
+
+
+def flatten(target: cst.BaseExpression) -> list[cst.BaseExpression]:
+    """The names a (nested) tuple/list target binds, left to right."""
+    out: list[cst.BaseExpression] = []
+    stack = [target]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, (cst.Tuple, cst.List)):
+            stack.extend(element.value for element in reversed(node.elements))
+        elif isinstance(node, cst.StarredElement):
+            stack.append(node.value)
+        else:
+            out.append(node)
+    return out

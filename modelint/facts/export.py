@@ -1,0 +1,78 @@
+"""What other files need of this one: summaries in picklable form.
+
+Nodes become call ordinals (`RemoteSite`s, ordinals in `ForwardUse`/`StepUse`), so
+positions, a costly pass, are computed only for what a finding elsewhere shows.
+Effects on `self.` attributes stay in the file: a caller elsewhere holds another object.
+"""
+
+from __future__ import annotations
+
+import libcst as cst
+
+from modelint.facts.lattice import is_train_site
+from modelint.facts.modules import Dependence
+from modelint.summary import FileSummary, ForwardUse, FunctionSummary, RemoteSite, ReturnFact, StepUse
+
+
+def remote(flow, site, kind: str) -> RemoteSite | None:
+    if isinstance(site, RemoteSite):
+        return site
+    ordinal = flow.call_ordinals.get(site)
+    if ordinal is None:
+        return None
+    text = cst.Module(body=[]).code_for_node(site)
+    return RemoteSite(flow.path, ordinal, kind, " ".join(text.split())[:60])
+
+
+def file_summary(flow) -> FileSummary:
+    # An imported class matters when a model built from it is evaluated in training
+    # mode: the index may know it is a pure MLP, which mode cannot change.
+    refs = set(flow.unresolved) | {
+        forward.mode.origin for function_flow in flow.flows for forward in function_flow.forwards.values()
+        if forward.mode.origin and forward.mode.definitely_train and forward.mode.dependence is Dependence.UNKNOWN
+    }
+    exported: dict[str, FunctionSummary] = {}
+    for name, summary in flow.summaries.items():
+        out = _export(flow, summary)
+        if out is not None:
+            exported[name] = out
+    return FileSummary(flow.path, exported, refs, flow.modules.class_summaries())
+
+
+def _site_kind(effect: str, site) -> str:
+    return "eval" if "eval" in effect else "train" if is_train_site(site) else "built"
+
+
+def _ordinal(flow, use) -> int:
+    return use.call if use.call >= 0 else flow.call_ordinals.get(use.node, -1)
+
+
+def _export(flow, summary: FunctionSummary) -> FunctionSummary | None:
+    effects = {k: v for k, v in summary.effects.items() if not k.startswith(("self.", "cls."))}
+    forwards = [u for u in summary.forwards if not u.param.startswith("self.")]
+    steps = [u for u in summary.steps if not u.param.startswith("self.")]
+    if all(v == "unknown" for v in effects.values()) and not forwards and not steps \
+            and summary.returns is None and summary.context_mode is None:
+        return None  # callers already assume the worst of a helper they cannot see
+    out = FunctionSummary(summary.qualname, flow.path, summary.params, effects, is_method=summary.is_method,
+                          trains=summary.trains, context_mode=summary.context_mode)
+    for key in effects:
+        site = summary.effect_sites.get(key)
+        found = remote(flow, site, _site_kind(effects[key], site)) if site is not None else None
+        if found is not None:
+            out.effect_sites[key] = found
+    for use in forwards:
+        ordinal = _ordinal(flow, use)
+        if ordinal >= 0:
+            out.forwards.append(ForwardUse(use.param, use.path, use.intent, use.grad, use.context, ordinal,
+                                           method=use.method))
+    for use in steps:
+        ordinal = _ordinal(flow, use)
+        if ordinal >= 0:
+            out.steps.append(StepUse(use.param, use.path, ordinal))
+    if summary.returns is not None:
+        returned = summary.returns
+        site = remote(flow, returned.site, _site_kind(returned.mode or "train", returned.site)) \
+            if returned.site is not None else None
+        out.returns = ReturnFact(returned.mode, returned.dependence, returned.certain, site)
+    return out
