@@ -89,8 +89,8 @@ class MissingNoGrad(Rule):
             return None
         if forward.via is None and function is not None and function.cls is not None \
                 and facts.modules.is_module_class(function.cls) and forward.key.split(".")[0] == "self" \
-                and intent != "evaluation" and not (intent == "returned" and facts.is_evaluation_function(function)):
-            return None  # a module's own method: its output feeds the caller's graph
+                and intent in ("returned", "escaped") and not facts.is_evaluation_function(function):
+            return None  # a module's own method handing its output on: it feeds the caller's graph
         if intent == "evaluation" or (forward.via is not None and forward.via.intent == "evaluation"):
             pass
         elif intent == "returned":

@@ -36,7 +36,17 @@ class State:
         return f"{target}{dot}{rest}" if target else key
 
     def fact(self, key: str) -> ModeFact:
-        return self.models.get(key, ENTRY_MODE)
+        """The key's mode; a submodule not followed on its own is in its closest followed parent's mode
+        (`model.eval()` then `model.encoder(x)`)."""
+        found = self.models.get(key)
+        if found is not None:
+            return found
+        while "." in key:
+            key = key.rsplit(".", 1)[0]
+            found = self.models.get(key)
+            if found is not None:
+                return replace(found, loss=False) if found.loss else found
+        return ENTRY_MODE
 
     def tracks(self, key: str) -> bool:
         """Is `key`, or something inside it, a model this state follows?"""
