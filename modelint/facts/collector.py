@@ -77,6 +77,16 @@ class FunctionInfo:
     def param_set(self) -> frozenset[str]:
         return frozenset(self.params)
 
+    @cached_property
+    def enclosing_params(self) -> frozenset[str]:
+        """Parameters of the functions around a closure: it reads them as free variables."""
+        out: set[str] = set()
+        outer = self.outer
+        while outer is not None:
+            out.update(outer.params)
+            outer = outer.outer
+        return frozenset(out - self.param_set - {"self", "cls"})
+
     @property
     def decorators(self) -> list[cst.BaseExpression]:
         return [d.decorator for d in self.node.decorators]
@@ -250,7 +260,7 @@ class Collector(FastVisitor):
             # Helpers that run or pass on a parameter (`model(x)`, `evaluate(model)`) get summaries
             # (the mode flow leaves out modules' own `forward` methods); calls into torch itself never
             # change a caller's mode.
-            params = function.param_set
+            params = function.param_set | function.enclosing_params
             text = value_key(func) or ""
             head = text.split(".")[0].split("[")[0]
             if head == "self":  # `self.model(x)`, `self.predict(x)`, `self(x)`

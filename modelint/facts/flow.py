@@ -111,6 +111,9 @@ class ModeFlow:
             callee = self.local_functions.get(name) if name else None
             if callee is not None and callee in chosen and callee is not caller:
                 edges[caller].append(callee)
+        for target in targets:  # a closure runs on its enclosing function's behalf: analysed first
+            if target is not None and target.outer in edges and target.cls is None:
+                edges[target.outer].append(target)
         order: list = []
         done: set = set()
         on_stack: set = set()
@@ -146,7 +149,7 @@ class ModeFlow:
                 flow = self._run_function(target) if target is not None else self._run_module()
                 self.flows.append(flow)
                 if target is not None and target.outer is None:
-                    summary = summarise(self, flow, self._globals_of(target))
+                    summary = summarise(self, flow, self._globals_of(target), self._closure_flows(target))
                     self.summaries[summary.qualname] = summary
             if not self._recursive:
                 break  # callees came first: every call already met its callee's final summary
@@ -162,7 +165,8 @@ class ModeFlow:
         for decorator in function.decorators:
             if disables_grad(self.imports, decorator):
                 grad = GradFact(free_sites=frozenset({decorator}))
-        interpreter = Interpreter(self, flow, set(function.params) | self._globals_of(function))
+        interpreter = Interpreter(self, flow, set(function.params) | function.enclosing_params
+                                  | self._globals_of(function))
         flow.exit_state = interpreter.run(function.node.body, State({}, grad))
         self._finish(flow, function)
         return flow
@@ -178,6 +182,11 @@ class ModeFlow:
         for forward in flow.forwards.values():
             forward.uses = flow.uses.get(forward.token, set())
         flow.trains = flow.trains or bool(flow.steps) or bool(flow.helper_steps)
+
+    def _closure_flows(self, function: FunctionInfo) -> list[FunctionFlow]:
+        """Flows of the closures defined in a function (at any depth), analysed before it."""
+        return [flow for flow in self.flows if flow.function is not None and flow.function.cls is None
+                and _defined_in(flow.function, function)]
 
     def _globals_of(self, function: FunctionInfo) -> frozenset[str]:
         """The module-level models a function uses without binding them itself."""
@@ -326,6 +335,15 @@ class ModeFlow:
         from modelint.facts.export import file_summary
 
         return file_summary(self)
+
+
+def _defined_in(function: FunctionInfo, outer: FunctionInfo) -> bool:
+    scope = function.outer
+    while scope is not None:
+        if scope is outer:
+            return True
+        scope = scope.outer
+    return False
 
 
 def _nested_name(function: FunctionInfo) -> str:

@@ -26,7 +26,9 @@ def qualname(function) -> str:
     return f"{function.cls.name}.{function.name}" if function.cls is not None else function.name
 
 
-def summarise(flow, function_flow, globals_: frozenset[str]) -> FunctionSummary:
+def summarise(flow, function_flow, globals_: frozenset[str], closures=()) -> FunctionSummary:
+    """`closures`: flows of functions defined inside it, which run on its models (a callback handed to a
+    profiler, a `closure` for `optimizer.step`): their forwards of its parameters are its own."""
     function = function_flow.function
     params = function.params
     heads = set(params) | globals_
@@ -56,7 +58,9 @@ def summarise(flow, function_flow, globals_: frozenset[str]) -> FunctionSummary:
                 summary.effect_sites[key] = site
     trained = function_flow.trained_keys()
     trains_keys: set[str] = set()  # models the caller passes, trained here in whatever mode the caller left
-    for forward in function_flow.all_forwards():
+    closure_forwards = [f for closure in closures for f in closure.all_forwards()
+                        if f.key.split(".")[0] in function.param_set]
+    for forward in (*function_flow.all_forwards(), *closure_forwards):
         if not caller_owned(forward.key) or forward.mode != ENTRY_MODE:
             continue
         if forward.key in trained:
