@@ -19,7 +19,8 @@ from __future__ import annotations
 import libcst as cst
 
 from modelint.facts import torch_api as api
-from modelint.facts.lattice import ModeFact, mode_of_call
+from modelint.facts.intent import DETACHED, NONE
+from modelint.facts.lattice import ENTRY_MODE, ModeFact, mode_of_call
 from modelint.facts.names import tokens, value_key
 from modelint.facts.naming import EVAL_WORDS, TRAIN_WORDS
 from modelint.facts.provenance import Fresh, receiver_key
@@ -95,7 +96,7 @@ class CallEffects:
                     return
                 if method == "forward" and self._is_model(state, receiver):
                     self.forward(call, receiver, state)
-                elif method == "backward" or (method == "step" and _is_optimizer_step(receiver)):
+                elif method == "backward" or (method == "step" and is_optimizer_step(receiver)):
                     self.step(call, "backward" if method == "backward" else "step", state, receiver)
                 elif method == "apply" or (method in flow.mode_setting_methods and state.tracks(receiver)):
                     self.havoc(state, receiver)
@@ -218,6 +219,28 @@ class CallEffects:
             seen.grad = seen.grad.join(state.grad)
             if region is None:
                 seen.grad_free_region = None
+        if kind == "backward" and via is None:
+            self._trained_here(call, state)
+
+    def _trained_here(self, call: cst.Call, state: State) -> None:
+        """A model whose mode we do not know, trained here (its output reaches this backward with its graph,
+        and the function steps an optimizer), is in training mode from here on: training it in eval mode
+        would be the bug, so that is what the author means. The backward stands as the site; summaries do
+        not hand it to callers as an effect (nothing was switched)."""
+        if not self.flow.steps_optimizer(self.out.function):
+            return
+        func = call.func
+        reached = self.uses.expression(func.value, state.values) if isinstance(func, cst.Attribute) else NONE
+        for arg in call.args:
+            reached = reached | self.uses.expression(arg.value, state.values)
+        for token, level in reached:
+            forward = self.out.forwards.get(token)
+            if forward is None or level == DETACHED or forward.grad_free:
+                continue
+            key = forward.key
+            if state.fact(key) == ENTRY_MODE:
+                state.put(key, ModeFact(certain=False).switched("train", call))  # no proof it is a module
+                self.flow.assumed_sites.add(call)
 
     def returned_value(self, value: cst.BaseExpression | None, state: State) -> None:
         """`return model` / `return Net()`: what a factory hands its caller."""
@@ -323,6 +346,6 @@ def _rebind(param_key: str, bound: dict[str, str]) -> str | None:
     return None if target is None else f"{target}{dot}{rest}"
 
 
-def _is_optimizer_step(receiver: str) -> bool:
+def is_optimizer_step(receiver: str) -> bool:
     last = receiver.rsplit(".", 1)[-1].lower()
     return "optim" in last or last in ("opt", "scaler") or last.endswith("_opt") or last.startswith("opt_")

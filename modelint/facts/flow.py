@@ -63,6 +63,7 @@ class ModeFlow:
                 self.nested_functions.setdefault((function.outer, function.name), function)
         self.global_models = self._global_models()
         self._recursive = False
+        self.assumed_sites: set[cst.Call] = set()  # backward calls standing for "trained here, so in train mode"
         self._targets = self._ordered(self._select_targets())
         self._run()
         self.objects = ObjectModes(self)
@@ -217,6 +218,18 @@ class ModeFlow:
         if function is None:
             return self.collector.module_uses_gradients
         return function.uses_gradients
+
+    @cached_property
+    def _optimizer_steps(self) -> set:
+        """Functions that call `<optimizer>.step()` (or `step(closure)`) themselves."""
+        from modelint.facts.calls import is_optimizer_step
+
+        return {site.site.function for site in self.collector.calls
+                if isinstance(site.node.func, cst.Attribute) and site.node.func.attr.value == "step"
+                and site.text and is_optimizer_step(site.text.rsplit(".", 1)[0])}
+
+    def steps_optimizer(self, function: FunctionInfo | None) -> bool:
+        return function in self._optimizer_steps
 
     def entry_grad(self, function: FunctionInfo | None, _seen: frozenset = frozenset()) -> GradFact:
         """Autograd at a function's entry, from every call of it this file shows; enabled when none."""

@@ -49,6 +49,8 @@ def summarise(flow, function_flow, globals_: frozenset[str], closures=()) -> Fun
                 continue
             if key.split(".")[0] not in heads:
                 continue
+            if fact.train_sites and fact.train_sites <= flow.assumed_sites and not fact.eval_sites:
+                continue  # "trained here, so in training mode" is our assumption, not something the code set
             effect = fact.exit_effect
             if effect is None:
                 continue
@@ -60,8 +62,12 @@ def summarise(flow, function_flow, globals_: frozenset[str], closures=()) -> Fun
     trains_keys: set[str] = set()  # models the caller passes, trained here in whatever mode the caller left
     closure_forwards = [f for closure in closures for f in closure.all_forwards()
                         if f.key.split(".")[0] in function.param_set]
+    def from_caller(mode) -> bool:  # the mode the caller passes (or only our "trained here" guess of it)
+        return mode == ENTRY_MODE or (bool(mode.train_sites) and mode.train_sites <= flow.assumed_sites
+                                      and not mode.eval_sites and not mode.havoc)
+
     for forward in (*function_flow.all_forwards(), *closure_forwards):
-        if not caller_owned(forward.key) or forward.mode != ENTRY_MODE:
+        if not caller_owned(forward.key) or not from_caller(forward.mode):
             continue
         if forward.key in trained:
             trains_keys.add(forward.key)
