@@ -12,6 +12,8 @@ backward) and one of these holds, strongest first:
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from modelint.facts.lattice import ENTRY_MODE, GradFact, ModeFact
 from modelint.facts.naming import is_evaluation_name
 
@@ -28,6 +30,11 @@ def is_framework_hook(facts, function) -> bool:
 def effective_mode(facts, forward) -> ModeFact:
     """The mode at a forward, with what the object's other methods leave for a trainer's `self.model`."""
     mode = forward.mode
+    if mode.entry and mode.train_sites and not mode.eval_sites and not mode.havoc \
+            and mode.train_sites <= facts.flow.assumed_sites:
+        # Trained in a loop above (the loop may not run: then it is the mode the model came in, which
+        # a function that trains it expects to be training mode).
+        return replace(mode, entry=False)
     if mode == ENTRY_MODE and forward.via is None:
         objects = facts.flow.objects
         found = objects.at_entry(forward.function, forward.key)

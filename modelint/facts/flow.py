@@ -239,6 +239,8 @@ class ModeFlow:
             sites = self.call_sites.get(_nested_name(function), {})
         else:
             sites = self.call_sites.get(qualname(function), {})
+        if not sites and _is_private_hook(function):
+            return GRAD_UNKNOWN  # called by a base class elsewhere (a template method), in a grad mode we cannot see
         if not sites or function in _seen:
             return GRAD_ENABLED
         result = None
@@ -348,6 +350,11 @@ class ModeFlow:
         from modelint.facts.export import file_summary
 
         return file_summary(self)
+
+
+def _is_private_hook(function: FunctionInfo) -> bool:
+    """`_predict_proba` in a class: private, yet nothing here calls it, so its callers are elsewhere."""
+    return function.cls is not None and function.name.startswith("_") and not function.name.startswith("__")
 
 
 def _defined_in(function: FunctionInfo, outer: FunctionInfo) -> bool:
