@@ -58,6 +58,8 @@ def main() -> None:
 @click.option("--statistics", is_flag=True, help="Show a count per rule instead of the findings.")
 @click.option("--exit-zero", is_flag=True, help="Exit 0 even when there are findings.")
 @click.option("-q", "--quiet", is_flag=True, help="Print findings only, no summary.")
+@click.option("-v", "--verbose", is_flag=True,
+              help="Also say on stderr how many results came from the cache and how many were analysed.")
 @click.option("--stdin-filename", type=str, default=None,
               help="Read the source from stdin and report it under this file name.")
 @click.option("--force-exclude", is_flag=True, help="Apply exclusions to paths passed on the command line too.")
@@ -73,8 +75,8 @@ def main() -> None:
 @_runtime_options
 @click.option("--runtime", is_flag=True,
               help="Run each confirmable finding's model in a subprocess to confirm it (needs torch; runs your code).")
-def check(paths, select, ignore, extend_select, output_format, statistics, exit_zero, quiet, stdin_filename,
-          force_exclude, config_path, jobs, no_cache, cache_dir, fix, unsafe_fixes, diff, device, runtime_timeout,
+def check(paths, select, ignore, extend_select, output_format, statistics, exit_zero, quiet, verbose,
+          stdin_filename, force_exclude, config_path, jobs, no_cache, cache_dir, fix, unsafe_fixes, diff, device, runtime_timeout,
           runtime) -> None:
     """Lint PATHS (files or folders; default: the current folder)."""
     if runtime:
@@ -119,6 +121,8 @@ def check(paths, select, ignore, extend_select, output_format, statistics, exit_
     except ConfigError as error:
         _fail(str(error))
 
+    if verbose:
+        _print_cache_report(run)
     findings = run.findings
     if runtime:
         from modelint.runtime import attach_verdicts
@@ -174,6 +178,16 @@ def _print_summary(run, unsafe_fixes: bool = False) -> None:
         if unsafe:
             line += f" ({unsafe} hidden fix{'es' if unsafe != 1 else ''} can be enabled with the `--unsafe-fixes` option)"
         click.echo(line + ".")
+
+
+def _print_cache_report(run) -> None:
+    """One stderr line: did the cache serve this run? (Results of both phases and of helper files count.)"""
+    stats = run.cache
+    if stats.folder is None:
+        click.echo(f"modelint: no cache: {stats.analysed} analysed.", err=True)
+        return
+    click.echo(f"modelint: cache {stats.folder}: {stats.hits} from the cache, {stats.analysed} analysed "
+               f"(hit rate {stats.hit_rate:.0%}).", err=True)
 
 
 def _print_runtime_summary(findings) -> None:
