@@ -357,11 +357,15 @@ def lsp() -> None:
 
 
 @main.command("rules")
-@click.option("--format", "output_format", default="text", type=click.Choice(["text", "json"]), show_default=True)
+@click.option("--format", "output_format", default="text", type=click.Choice(["text", "json", "markdown"]),
+              show_default=True, help="markdown: the whole docs/rules.md page, every rule's documentation.")
 def rules_command(output_format: str) -> None:
     """List every rule."""
-    from modelint.registry import all_rules
+    from modelint.registry import all_rules, rules_markdown
 
+    if output_format == "markdown":
+        click.echo(rules_markdown(), nl=False)
+        return
     rules = all_rules()
     if output_format == "json":
         click.echo(json.dumps([
