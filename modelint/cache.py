@@ -17,7 +17,7 @@ import sys
 from functools import lru_cache
 from pathlib import Path
 
-from modelint import __version__, atomic
+from modelint import __version__
 
 ENV_VAR = "MODELINT_CACHE_DIR"
 DEFAULT_DIR = ".modelint_cache"
@@ -121,4 +121,6 @@ class Cache:
 
     @staticmethod
     def _write(path: Path, data: bytes) -> None:
+        from modelint import atomic  # tempfile comes with it: a run served from the cache writes nothing
+
         atomic.write_bytes(path, data)

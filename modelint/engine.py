@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ast
 import re
-import traceback
 from dataclasses import dataclass
 from pathlib import PurePath
 
@@ -293,6 +292,8 @@ def _one_line(error: BaseException) -> str:
 
 
 def _where(error: BaseException) -> str:
+    import traceback  # only when a rule failed
+
     frames = traceback.extract_tb(error.__traceback__)
     if not frames:
         return "?"
