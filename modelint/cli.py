@@ -76,8 +76,8 @@ def main() -> None:
 @click.option("--runtime", is_flag=True,
               help="Run each confirmable finding's model in a subprocess to confirm it (needs torch; runs your code).")
 def check(paths, select, ignore, extend_select, output_format, statistics, exit_zero, quiet, verbose,
-          stdin_filename, force_exclude, config_path, jobs, no_cache, cache_dir, fix, unsafe_fixes, diff, device, runtime_timeout,
-          runtime) -> None:
+          stdin_filename, force_exclude, config_path, jobs, no_cache, cache_dir, fix, unsafe_fixes, diff, device,
+          runtime_timeout, runtime) -> None:
     """Lint PATHS (files or folders; default: the current folder)."""
     if runtime:
         _require_torch("--runtime")
@@ -418,7 +418,7 @@ def _leave(code) -> None:
             if stream is not None:
                 stream.flush()
         except BrokenPipeError:
-            code = EXIT_CLEAN if stream is sys.stdout else code  # the reader left (`| head`), as above
+            code = EXIT_CLEAN  # the reader left (`| head`): as a BrokenPipeError during the run
         except (OSError, ValueError):
             pass
     os._exit(code)
