@@ -8,6 +8,9 @@ import re
 from functools import lru_cache
 
 RULE_DOCS_URL = "https://github.com/modelint/modelint/blob/main/docs/rules.md#{code}"
+# Rules whose facts come from the mode flow: only they make summaries worth computing. (Here, not
+# in the engine, so that a run served from the cache can name them without importing libcst.)
+FLOW_RULES = frozenset({"MDL001", "MDL002", "MDL003", "MDL007"})
 _MODULE_NAME = re.compile(r"^(mdl\d{3})_")
 
 

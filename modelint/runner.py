@@ -16,7 +16,7 @@ from modelint.discovery import discover, is_excluded
 from modelint.summary import ProjectIndex
 from modelint.finding import (INTERNAL_ERROR, IO_ERROR, NOT_ANALYSED, TIMED_OUT, FileResult, Finding, Location,
                               not_checked)
-from modelint.registry import select_codes
+from modelint.registry import FLOW_RULES, select_codes
 
 # Below this many files a process pool costs more to start than it saves.
 PARALLEL_THRESHOLD = 24
@@ -197,8 +197,6 @@ def _follow_calls_across_files(results: list[FileResult], work, workers: int,
             if index.resolve(ref, summary.path) is None and index.resolve_class(ref, summary.path) is None:
                 for candidate in _module_files(ref, summary.path):
                     if os.path.abspath(candidate) not in known:
-                        from modelint.engine import FLOW_RULES  # libcst comes with it: only when needed
-
                         known.add(os.path.abspath(candidate))
                         extra.append((candidate, FLOW_RULES))
     if extra:
