@@ -110,3 +110,15 @@ def test_source_files_are_named_as_installed_and_sorted() -> None:
     assert names == sorted(names) and len(names) == len(set(names))
     assert "modelint/cache.py" in names and "modelint/rules/__init__.py" in names
     assert any(re.fullmatch(r"modelint/rules/mdl001_\w+\.py", name) for name in names)
+
+
+def test_a_run_served_from_the_cache_never_imports_libcst(tmp_path: Path) -> None:
+    """Only train.py is named: helpers.py is found next to it and summarised, and that is cached too."""
+    project = write(tmp_path / "project", {"helpers.py": HELPERS, "train.py": TRAIN})
+    cache = ["--cache-dir", str(tmp_path / "cache")]
+    first = modelint("check", "--verbose", *cache, "train.py", cwd=project)
+    assert _report(first.stderr) == (0, 3)  # train.py, helpers.py, train.py with what evaluate() does
+    warm = subprocess.run([sys.executable, "-X", "importtime", "-m", "modelint", "check", "--verbose", "--statistics",
+                           *cache, "train.py"], cwd=project, capture_output=True, text=True)
+    assert _report(warm.stderr) == (3, 0), warm.stderr[-2000:]
+    assert "libcst" not in warm.stderr
