@@ -62,7 +62,7 @@ os._exit(0)  # as modelint's console entry leaves (modelint.cli.run)
 """
 STAGES = ("import click (the command line)", "import libcst (the parser)",
           "import modelint's modules (and the standard library they add)",
-          "import the 12 rule modules", "the run: config lookup, read, parse, analyse, print")
+          "import the rule modules", "the run: config lookup, read, parse, analyse, print")
 
 
 def write_small(folder: Path) -> Path:
