@@ -16,12 +16,17 @@ single-process libcst `parse_module` of the same files:
   files already read; the child's interpreter start is not counted);
 - modelint cold (no cache, default --jobs), cold with --jobs 1, warm (cache,
   nothing changed) and warm after one file changed -- the warm rows print
-  "n/a (no cache yet)" when this modelint has no --no-cache option;
+  "n/a (no cache yet)" when this modelint has no --no-cache option. Every run is a
+  new process with its own hash seed, as a user's are: the cache is filled by one
+  process and read by others, and `--verbose` says how many results each warm run
+  took from it (the hit rate) and how many it analysed;
 - TorchFix over the same tree (installed into its own virtual environment under
   .bench-cache/, because it pins an older libcst than modelint's; "not available"
   when it cannot be installed);
 - `ruff check --select E,F` for scale (its own cache off);
-- one small file end to end, process start to exit, median of 5.
+- one small file end to end, process start to exit, median of 5, cold and
+  cached, and where the cold run's time goes (bench/small_file.py: the imports in
+  stages and by `-X importtime`, the rule modules, the run itself).
 
 Peak RSS is measured for every row, which all run as child processes: "largest
 process" is the kernel's maximum resident set of the child and the processes it
@@ -34,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -46,11 +52,12 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import small_file
+from small_file import MODELINT_ENV  # this checkout's modelint; a hash seed of its own per process
+
 ROOT = Path(__file__).resolve().parent.parent
-# modelint runs from this checkout, whatever copy is installed (the runs' folders are outside it).
-MODELINT_ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-                "MODELINT_CACHE_DIR": ""}
-MODELINT_ENV.pop("MODELINT_CACHE_DIR")
+# `check --verbose`: "N from the cache, M analysed".
+CACHE_REPORT = re.compile(r"(\d+) from the cache, (\d+) analysed")
 CACHE = ROOT / ".bench-cache"
 VERSION = "4.46.3"
 PINNED = f"transformers=={VERSION}"
@@ -163,6 +170,7 @@ class Measured:
     stdout: str
     returncode: int
     timed_out: bool = False
+    stderr: str = ""
 
 
 def _tree_rss(root_pid: int) -> int | None:
@@ -204,13 +212,13 @@ def _tree_rss(root_pid: int) -> int | None:
 
 
 def measure(command: list[str], cwd: Path, timeout: float | None = None, env: dict | None = None) -> Measured:
-    """Run a command to its end: wall time, peak RSS (largest process, process tree), stdout.
+    """Run a command to its end: wall time, peak RSS (largest process, process tree), stdout, stderr.
 
     Past `timeout` seconds the command's whole process group is killed and `timed_out` is set.
     """
-    with tempfile.TemporaryFile() as out:
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         start = time.perf_counter()
-        proc = subprocess.Popen(command, cwd=cwd, stdout=out, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+        proc = subprocess.Popen(command, cwd=cwd, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
                                 start_new_session=os.name == "posix", env=env)
         peak_tree = [0]
         stop = threading.Event()
@@ -252,8 +260,27 @@ def measure(command: list[str], cwd: Path, timeout: float | None = None, env: di
                 pass
         out.seek(0)
         text = out.read().decode("utf-8", "replace")
+        err.seek(0)
+        errors = err.read().decode("utf-8", "replace")
     tree = peak_tree[0] / 1024 if peak_tree[0] > 0 else None
-    return Measured(elapsed, rss_largest, tree, text, proc.returncode, expired.is_set())
+    return Measured(elapsed, rss_largest, tree, text, proc.returncode, expired.is_set(), errors)
+
+
+def median_of(runs: list[Measured]) -> Measured:
+    """The run closest to the median, carrying the median's seconds."""
+    middle = statistics.median(r.seconds for r in runs)
+    chosen = min(runs, key=lambda m: abs(m.seconds - middle))
+    chosen.seconds = middle
+    return chosen
+
+
+def hit_rate(stderr: str) -> tuple[float, int, int] | None:
+    """(hit rate, results from the cache, results analysed) from `check --verbose`; None if it did not say."""
+    match = CACHE_REPORT.search(stderr)
+    if not match:
+        return None
+    hits, analysed = int(match.group(1)), int(match.group(2))
+    return (hits / (hits + analysed) if hits + analysed else 1.0), hits, analysed
 
 
 def floor(kind: str, files: list[Path], workdir: Path) -> Measured:
@@ -294,6 +321,7 @@ def main() -> int:
     parser.add_argument("--torchfix-limit", type=float, default=1800,
                         help="stop TorchFix after this many seconds and print a lower bound (default 1800)")
     parser.add_argument("--repeat-small", type=int, default=5, help="runs of the small-file row (median)")
+    parser.add_argument("--repeat-warm", type=int, default=3, help="warm runs, each a new process (median)")
     args = parser.parse_args()
 
     tree = working_copy(args.corpus or corpus(), args.files)
@@ -327,16 +355,30 @@ def main() -> int:
     if cold.returncode != 0:
         notes.append(f"modelint cold run exited {cold.returncode}")
     row("modelint cold, `--jobs 1`", measure([*modelint, *no_cache, "--jobs", "1", "."], tree, env=MODELINT_ENV))
-    warm = None
+    warm = warm_hits = None
     cache_dir = Path(tempfile.mkdtemp(prefix="modelint-bench-cache-"))
     if has_cache:
-        with_cache = [*modelint, "--cache-dir", str(cache_dir)]
-        measure([*with_cache, "."], tree, env=MODELINT_ENV)  # fill it
-        warm = row("modelint warm (cache, nothing changed)", measure([*with_cache, "."], tree, env=MODELINT_ENV))
+        verbose = ["--verbose"] if "--verbose" in help_text else []
+        with_cache = [*modelint, *verbose, "--cache-dir", str(cache_dir)]
+        measure([*with_cache, "."], tree, env=MODELINT_ENV)  # fill it, in a process of its own
+        runs = [measure([*with_cache, "."], tree, env=MODELINT_ENV) for _ in range(args.repeat_warm)]
+        warm = row(f"modelint warm (cache, nothing changed; median of {args.repeat_warm} new processes)",
+                   median_of(runs))
+        rates = [hit_rate(r.stderr) for r in runs]
+        if all(rates):
+            warm_hits = min(rate for rate, _, _ in rates)
+            notes.append("warm runs: " + "; ".join(f"{hits} results from the cache, {analysed} analysed"
+                                                    for _, hits, analysed in rates))
+        folders = [p.name for p in cache_dir.iterdir() if p.is_dir()]
+        notes.append(f"cache folder after the fill and {args.repeat_warm} warm runs: {len(folders)} fingerprint "
+                     f"folder{'s' if len(folders) != 1 else ''} ({', '.join(folders)})")
         touched = files[len(files) // 2]
         with open(touched, "a", encoding="utf-8") as handle:
             handle.write("\n# touched by bench/speed.py\n")
-        row("modelint warm, one file changed", measure([*with_cache, "."], tree, env=MODELINT_ENV))
+        changed = row("modelint warm, one file changed", measure([*with_cache, "."], tree, env=MODELINT_ENV))
+        if hit_rate(changed.stderr):
+            _, hits, analysed = hit_rate(changed.stderr)
+            notes.append(f"one file changed: {hits} results from the cache, {analysed} analysed")
     else:
         row("modelint warm (cache, nothing changed)", None, "n/a (no cache yet)")
         row("modelint warm, one file changed", None, "n/a (no cache yet)")
@@ -360,24 +402,19 @@ def main() -> int:
                     tree))
 
     small_dir = Path(tempfile.mkdtemp(prefix="modelint-bench-small-"))
-    small = small_dir / "small.py"
-    small.write_text("import torch\nimport torch.nn as nn\n\nmodel = nn.Sequential(nn.Linear(2, 2), nn.Dropout())\n"
-                     "model.eval()\nwith torch.no_grad():\n    y = model(torch.ones(1, 2))\n", encoding="utf-8")
-    script = shutil.which("modelint")
-    entry = [script] if script else [sys.executable, "-m", "modelint"]
+    small_file.write_small(small_dir)
+    entry = small_file.entry()
     small_runs = [measure([*entry, "check", *no_cache, "small.py"], small_dir, env=MODELINT_ENV)
                   for _ in range(args.repeat_small)]
-    median = min(small_runs, key=lambda m: abs(m.seconds - statistics.median(r.seconds for r in small_runs)))
-    median.seconds = statistics.median(r.seconds for r in small_runs)
-    small_row = row(f"one small file end to end, `modelint check small.py` (median of {args.repeat_small})", median)
+    small_row = row(f"one small file end to end, `modelint check small.py`, cold (median of {args.repeat_small})",
+                    median_of(small_runs))
+    small_fastest = min(r.seconds for r in small_runs)
     if has_cache:
         cached_dir = ["--cache-dir", str(small_dir / "cache")]
         measure([*entry, "check", *cached_dir, "small.py"], small_dir, env=MODELINT_ENV)
         cached = [measure([*entry, "check", *cached_dir, "small.py"], small_dir, env=MODELINT_ENV)
                   for _ in range(args.repeat_small)]
-        best = min(cached, key=lambda m: abs(m.seconds - statistics.median(r.seconds for r in cached)))
-        best.seconds = statistics.median(r.seconds for r in cached)
-        row(f"one small file end to end, cached (median of {args.repeat_small})", best)
+        row(f"one small file end to end, cached (median of {args.repeat_small})", median_of(cached))
     else:
         row("one small file end to end, cached", None, "n/a (no cache yet)")
 
@@ -408,11 +445,22 @@ def main() -> int:
         bound = "> " if torchfix_run.timed_out else ""
         targets.append(f"TorchFix / cold = {bound}{torchfix_run.seconds / cold.seconds:.1f}× (target ≥ 10)")
     if warm is not None:
-        targets.append(f"warm / cold = {warm.seconds / cold.seconds:.3f} (target ≤ 0.1)")
-    targets.append(f"small file = {small_row.seconds:.2f} s (target ≤ 0.3 s)")
+        targets.append(f"warm / cold = {warm.seconds / cold.seconds:.3f} (target ≤ 0.05)")
+        targets.append(f"warm hit rate = {warm_hits:.0%} (target 100 %)" if warm_hits is not None
+                       else "warm hit rate: not reported by this modelint (no --verbose)")
+    targets.append(f"small file cold = {small_row.seconds:.2f} s, fastest {small_fastest:.2f} s "
+                   f"(target ≤ {small_file.TARGET} s)")
     print("Targets: " + "; ".join(targets) + ".")
     for note in notes:
         print(f"- {note}")
+    print()
+    print(f"Where the small file's cold run goes (median of {args.repeat_small} fresh processes per stage):\n")
+    print("| stage | ms |")
+    print("|---|---:|")
+    for what, seconds in small_file.breakdown(small_dir, args.repeat_small):
+        print(f"| {what} | {seconds * 1000:.0f} |")
+    print(f"\n`-X importtime` (own time of the modules each group brought in, fastest of {args.repeat_small}): "
+          f"{small_file.importtime_summary(small_dir, args.repeat_small)}.")
     shutil.rmtree(tree, ignore_errors=True)
     shutil.rmtree(cache_dir, ignore_errors=True)
     shutil.rmtree(small_dir, ignore_errors=True)

@@ -13,10 +13,11 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import sys
 from functools import lru_cache
 from pathlib import Path
 
-from modelint import __version__, atomic
+from modelint import __version__
 
 ENV_VAR = "MODELINT_CACHE_DIR"
 DEFAULT_DIR = ".modelint_cache"
@@ -25,16 +26,53 @@ _TAG = "Signature: 8a477f597d28d172789f06886806bc55\n# This file is a cache dire
 
 @lru_cache(maxsize=1)
 def engine_fingerprint() -> str:
-    """modelint's version and the state of its own source files (a rule edited in place counts)."""
-    digest = hashlib.sha256(__version__.encode())
-    package = Path(__file__).resolve().parent
+    """The same string in every process that runs the same modelint on the same Python and libcst.
+
+    It hashes modelint's version, the Python version, libcst's version file and the
+    *contents* of modelint's own source files (a rule edited in place counts), taken in
+    the sorted order of their names inside the package. Neither the order of a `set`
+    (which changes with each process's hash seed) nor mtimes take part, so every run
+    finds the entries of the previous one and a reinstall of the same code keeps them.
+    """
+    digest = hashlib.sha256(f"modelint {__version__}\0python {sys.implementation.cache_tag} "
+                            f"{'.'.join(map(str, sys.version_info[:3]))}\0".encode())
+    for name, path in _source_files():
+        data = path.read_bytes()
+        digest.update(f"{name}\0{len(data)}\0".encode())
+        digest.update(data)
+    digest.update(_libcst_version())
+    return digest.hexdigest()[:16]
+
+
+def _source_files() -> list[tuple[str, Path]]:
+    """(name inside the installed package, file) for every module of modelint, sorted by name.
+
+    `modelint.rules` lives in `rules/` in a checkout and in `modelint/rules/` once
+    installed: either way a file is named as the installed package names it, once.
+    """
     import modelint.rules as rules
 
-    for folder in {package, Path(rules.__file__).resolve().parent}:
-        for path in sorted(folder.rglob("*.py")):
-            stat = path.stat()
-            digest.update(f"{path.relative_to(folder)}:{stat.st_size}:{stat.st_mtime_ns}".encode())
-    return digest.hexdigest()[:16]
+    package = Path(__file__).resolve().parent
+    rules_folder = Path(rules.__file__).resolve().parent
+    found: dict[str, Path] = {}
+    for folder, prefix in ((package, "modelint"), (rules_folder, "modelint/rules")):
+        for path in folder.rglob("*.py"):
+            name = f"{prefix}/{path.relative_to(folder).as_posix()}"
+            if not name.startswith("modelint/rules/") or folder == rules_folder:
+                found[name] = path
+    return sorted(found.items())
+
+
+def _libcst_version() -> bytes:
+    """libcst's own version file, read without importing libcst (a cached run never needs it)."""
+    from importlib.util import find_spec
+
+    try:
+        spec = find_spec("libcst")
+        origin = spec.origin if spec is not None else None
+        return Path(origin).with_name("_version.py").read_bytes() if origin else b"libcst: none"
+    except (OSError, ImportError, ValueError):
+        return b"libcst: unknown"
 
 
 class Cache:
@@ -83,4 +121,6 @@ class Cache:
 
     @staticmethod
     def _write(path: Path, data: bytes) -> None:
+        from modelint import atomic  # tempfile comes with it: a run served from the cache writes nothing
+
         atomic.write_bytes(path, data)

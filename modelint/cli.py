@@ -6,7 +6,7 @@ could be checked. This module must stay cheap to import and never import torch.
 
 from __future__ import annotations
 
-import json
+import os
 import sys
 from collections import Counter
 from pathlib import Path
@@ -58,6 +58,8 @@ def main() -> None:
 @click.option("--statistics", is_flag=True, help="Show a count per rule instead of the findings.")
 @click.option("--exit-zero", is_flag=True, help="Exit 0 even when there are findings.")
 @click.option("-q", "--quiet", is_flag=True, help="Print findings only, no summary.")
+@click.option("-v", "--verbose", is_flag=True,
+              help="Also say on stderr how many results came from the cache and how many were analysed.")
 @click.option("--stdin-filename", type=str, default=None,
               help="Read the source from stdin and report it under this file name.")
 @click.option("--force-exclude", is_flag=True, help="Apply exclusions to paths passed on the command line too.")
@@ -73,9 +75,9 @@ def main() -> None:
 @_runtime_options
 @click.option("--runtime", is_flag=True,
               help="Run each confirmable finding's model in a subprocess to confirm it (needs torch; runs your code).")
-def check(paths, select, ignore, extend_select, output_format, statistics, exit_zero, quiet, stdin_filename,
-          force_exclude, config_path, jobs, no_cache, cache_dir, fix, unsafe_fixes, diff, device, runtime_timeout,
-          runtime) -> None:
+def check(paths, select, ignore, extend_select, output_format, statistics, exit_zero, quiet, verbose,
+          stdin_filename, force_exclude, config_path, jobs, no_cache, cache_dir, fix, unsafe_fixes, diff, device,
+          runtime_timeout, runtime) -> None:
     """Lint PATHS (files or folders; default: the current folder)."""
     if runtime:
         _require_torch("--runtime")
@@ -119,6 +121,8 @@ def check(paths, select, ignore, extend_select, output_format, statistics, exit_
     except ConfigError as error:
         _fail(str(error))
 
+    if verbose:
+        _print_cache_report(run)
     findings = run.findings
     if runtime:
         from modelint.runtime import attach_verdicts
@@ -176,6 +180,16 @@ def _print_summary(run, unsafe_fixes: bool = False) -> None:
         click.echo(line + ".")
 
 
+def _print_cache_report(run) -> None:
+    """One stderr line: did the cache serve this run? (Results of both phases and of helper files count.)"""
+    stats = run.cache
+    if stats.folder is None:
+        click.echo(f"modelint: no cache: {stats.analysed} analysed.", err=True)
+        return
+    click.echo(f"modelint: cache {stats.folder}: {stats.hits} from the cache, {stats.analysed} analysed "
+               f"(hit rate {stats.hit_rate:.0%}).", err=True)
+
+
 def _print_runtime_summary(findings) -> None:
     verdicts = Counter((f.runtime or {}).get("verdict") for f in findings if f.runtime)
     if not verdicts:
@@ -208,16 +222,15 @@ def _fix_stdin(data: bytes, filename: str, resolver, overrides, unsafe: bool, di
 
 
 def _print_statistics(findings, output_format: str) -> None:
-    from modelint.finding import NOT_CHECKED_NAMES
-    from modelint.registry import all_rules
-
-    rules = all_rules()
+    # Each finding carries its rule's name: no need to import the rules (and libcst) for them.
+    names = {f.code: f.name for f in findings}
     counts = Counter(f.code for f in findings)
     rows = []
     for code, count in sorted(counts.items(), key=lambda item: (-item[1], item[0])):
-        name = rules[code].name if code in rules else NOT_CHECKED_NAMES.get(code, "internal-error")
-        rows.append({"code": code, "name": name, "count": count})
+        rows.append({"code": code, "name": names[code], "count": count})
     if output_format == "json":
+        import json
+
         click.echo(json.dumps(rows, indent=2))
         return
     width = max((len(str(r["count"])) for r in rows), default=1)
@@ -269,6 +282,8 @@ def verify(targets, device, runtime_timeout, output_format, config_path) -> None
     sites = attach_verdicts(chosen, device, runtime_timeout, lines={p: ls for p, ls in bare.items() if ls},
                             settings_for=_runtime_settings_for(resolver))
     if output_format == "json":
+        import json
+
         from modelint.formats import FORMATS
 
         rows = json.loads(FORMATS["json"](chosen) or "[]")
@@ -343,13 +358,19 @@ def lsp() -> None:
 
 
 @main.command("rules")
-@click.option("--format", "output_format", default="text", type=click.Choice(["text", "json"]), show_default=True)
+@click.option("--format", "output_format", default="text", type=click.Choice(["text", "json", "markdown"]),
+              show_default=True, help="markdown: the whole docs/rules.md page, every rule's documentation.")
 def rules_command(output_format: str) -> None:
     """List every rule."""
-    from modelint.registry import all_rules
+    from modelint.registry import all_rules, rules_markdown
 
+    if output_format == "markdown":
+        click.echo(rules_markdown(), nl=False)
+        return
     rules = all_rules()
     if output_format == "json":
+        import json
+
         click.echo(json.dumps([
             {"code": r.code, "name": r.name, "severity": r.severity, "summary": r.summary,
              "fix": r.fix_safety, "url": r.url(), "fixtures": r.fixtures, "explanation": r.docs()}
@@ -364,10 +385,37 @@ def run() -> None:
     """Console entry point with ruff's guarantees: no traceback reaches the user."""
     try:
         main(standalone_mode=True)
+        code = EXIT_CLEAN
+    except SystemExit as done:
+        code = done.code
     except KeyboardInterrupt:
-        sys.exit(130)
+        code = 130
     except BrokenPipeError:
-        sys.exit(EXIT_CLEAN)
+        code = EXIT_CLEAN
     except Exception as error:  # the last line of defence: one line, exit 2
         click.echo(f"modelint: internal error: {type(error).__name__}: {error}", err=True)
-        sys.exit(EXIT_ERROR)
+        code = EXIT_ERROR
+    _leave(code)
+
+
+def _leave(code) -> None:
+    """Exit without tearing the interpreter down, once the output is flushed (as mypy does).
+
+    Freeing libcst's hundreds of classes and every module one by one takes a cold
+    one-file run ~30 ms, a tenth of it; by now nothing is left to clean up (worker
+    pools and runtime probes have been waited for, files are closed).
+    """
+    if code is None:
+        code = EXIT_CLEAN
+    elif not isinstance(code, int):  # sys.exit("message"), as Python itself treats it
+        print(code, file=sys.stderr)
+        code = 1
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except BrokenPipeError:
+            code = EXIT_CLEAN  # the reader left (`| head`): as a BrokenPipeError during the run
+        except (OSError, ValueError):
+            pass
+    os._exit(code)

@@ -7,7 +7,6 @@ and what was expected, which the CLI turns into one line and exit code 2.
 
 from __future__ import annotations
 
-import difflib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,6 +89,8 @@ def settings_from_table(path: Path, table: dict) -> Settings:
 
     for key in table:
         if key not in _KNOWN_KEYS:
+            import difflib  # only for a misspelled key
+
             hint = difflib.get_close_matches(key.replace("_", "-"), _KNOWN_KEYS, n=1)
             suggestion = f" (did you mean `{hint[0]}`?)" if hint else ""
             raise ConfigError(f"{path}: unknown key `{key}` in [tool.modelint]{suggestion}")
@@ -138,6 +139,8 @@ def _runtime_settings(path: Path, table: object) -> RuntimeSettings:
         raise ConfigError(f"{path}: `runtime` must be a table ([tool.modelint.runtime])")
     for key in table:
         if key not in _RUNTIME_KEYS:
+            import difflib
+
             hint = difflib.get_close_matches(key, _RUNTIME_KEYS, n=1)
             suggestion = f" (did you mean `{hint[0]}`?)" if hint else ""
             raise ConfigError(f"{path}: unknown key `{key}` in [tool.modelint.runtime]{suggestion}")

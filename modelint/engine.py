@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ast
 import re
-import traceback
 from dataclasses import dataclass
 from pathlib import PurePath
 
@@ -19,7 +18,7 @@ from modelint.facts import FileFacts
 from modelint.summary import FileSummary
 from modelint.finding import (INTERNAL_ERROR, IO_ERROR, NOT_ANALYSED, SYNTAX_ERROR, FileResult, Finding, Location,
                               Related, not_checked)
-from modelint.registry import all_rules
+from modelint.registry import FLOW_RULES, all_rules
 from modelint.source import physical_lines
 
 
@@ -60,10 +59,6 @@ def lint_bytes(data: bytes, path: str, codes: frozenset[str], index=None) -> Fil
     except source.UnreadableSource as error:
         return not_checked(path, IO_ERROR, str(error))
     return lint_source(text, path, codes, index)
-
-
-# Rules whose facts come from the mode flow: only they make summaries worth computing.
-FLOW_RULES = frozenset({"MDL001", "MDL002", "MDL003", "MDL007"})
 
 
 def parse(text: str) -> cst.Module:
@@ -293,6 +288,8 @@ def _one_line(error: BaseException) -> str:
 
 
 def _where(error: BaseException) -> str:
+    import traceback  # only when a rule failed
+
     frames = traceback.extract_tb(error.__traceback__)
     if not frames:
         return "?"

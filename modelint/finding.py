@@ -82,6 +82,8 @@ class FileResult:
     summary: object = None
     # Findings this file's code proves about another file (a helper it calls).
     foreign: list[Finding] = field(default_factory=list)
+    # Served from the cache by the runner (not analysed in this run); never stored as True.
+    cached: bool = False
 
 
 def not_checked(path: str, code: str, message: str, row: int = 1, column: int = 1) -> FileResult:

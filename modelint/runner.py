@@ -16,7 +16,7 @@ from modelint.discovery import discover, is_excluded
 from modelint.summary import ProjectIndex
 from modelint.finding import (INTERNAL_ERROR, IO_ERROR, NOT_ANALYSED, TIMED_OUT, FileResult, Finding, Location,
                               not_checked)
-from modelint.registry import select_codes
+from modelint.registry import FLOW_RULES, select_codes
 
 # Below this many files a process pool costs more to start than it saves.
 PARALLEL_THRESHOLD = 24
@@ -32,9 +32,30 @@ class Overrides:
 
 
 @dataclass
+class CacheStats:
+    """What the cache saved in one run, counted over both phases and the helper files."""
+
+    hits: int = 0  # results served from the cache
+    analysed: int = 0  # results the engine computed in this run
+    folder: str | None = None  # the fingerprint folder in use; None without a cache
+
+    def count(self, results: list[FileResult]) -> None:
+        for result in results:
+            if result.cached:
+                self.hits += 1
+            else:
+                self.analysed += 1
+
+    @property
+    def hit_rate(self) -> float:
+        return self.hits / (self.hits + self.analysed) if self.hits + self.analysed else 1.0
+
+
+@dataclass
 class RunResult:
     results: list[FileResult] = field(default_factory=list)
     fixed: int = 0  # findings fixed by --fix before this result was taken
+    cache: CacheStats = field(default_factory=CacheStats)
 
     @property
     def findings(self) -> list[Finding]:
@@ -91,7 +112,9 @@ def _lint_many(jobs: list[tuple], index=None, cache_dir: str | None = None) -> l
             continue
         key = cache.key(path, data + b"\0" + (salt[0] if salt else b""), codes)
         result = cache.get(key)
-        if not isinstance(result, FileResult):
+        if isinstance(result, FileResult):
+            result.cached = True
+        else:
             from modelint import engine  # libcst comes with it: only for files not in the cache
 
             result = _guarded(path, engine.lint_bytes, data, path, codes, index)
@@ -153,7 +176,7 @@ def _dependencies_digest(result: FileResult, index: ProjectIndex) -> bytes:
 
 
 def _follow_calls_across_files(results: list[FileResult], work, workers: int,
-                               cache_dir: str | None = None) -> list[FileResult]:
+                               cache_dir: str | None = None, stats: CacheStats | None = None) -> list[FileResult]:
     """Second phase: re-lint the files that call helpers of other files with what those helpers do.
 
     The first phase gave every file's function summaries; only files with calls it
@@ -163,8 +186,7 @@ def _follow_calls_across_files(results: list[FileResult], work, workers: int,
     summaries = [r.summary for r in results if r.summary is not None]
     if not any(s.unresolved for s in summaries):
         return results
-    from modelint import engine
-
+    stats = stats if stats is not None else CacheStats()
     index = ProjectIndex(summaries)
     # Helpers in files that were not asked for (pre-commit passes only changed files):
     # summarise them too, without reporting on them.
@@ -176,9 +198,11 @@ def _follow_calls_across_files(results: list[FileResult], work, workers: int,
                 for candidate in _module_files(ref, summary.path):
                     if os.path.abspath(candidate) not in known:
                         known.add(os.path.abspath(candidate))
-                        extra.append((candidate, engine.FLOW_RULES))
+                        extra.append((candidate, FLOW_RULES))
     if extra:
-        summaries += [r.summary for r in _lint_all(extra, workers) if r.summary is not None]
+        helpers = _lint_all(extra, workers, cache_dir=cache_dir)
+        stats.count(helpers)
+        summaries += [r.summary for r in helpers if r.summary is not None]
         index = ProjectIndex(summaries)
     if not any(s.functions or s.classes for s in summaries):
         return results  # nothing anywhere that another file could use
@@ -193,7 +217,9 @@ def _follow_calls_across_files(results: list[FileResult], work, workers: int,
         return results
     salts = {os.path.abspath(r.path): _dependencies_digest(r, index) for r in results if os.path.abspath(r.path) in again}
     redo = [(path, codes, salts[os.path.abspath(path)]) for path, codes in work if os.path.abspath(path) in again]
-    fresh = {os.path.abspath(r.path): r for r in _lint_all(redo, workers, index, cache_dir)}
+    again_results = _lint_all(redo, workers, index, cache_dir)
+    stats.count(again_results)
+    fresh = {os.path.abspath(r.path): r for r in again_results}
     return [fresh.get(os.path.abspath(r.path), r) for r in results]
 
 
@@ -299,7 +325,12 @@ def run_paths(paths: list[str], resolver: ConfigResolver, overrides: Overrides, 
     work = [(path, codes_for(path, resolver.for_file(Path(path)), overrides)) for path in found.files]
     workers = jobs if jobs is not None else (os.cpu_count() or 1)
     results = _lint_all(work, workers, cache_dir=cache_dir)
-    results = _follow_calls_across_files(results, work, workers, cache_dir)
+    run.cache.count(results)
+    if cache_dir is not None:
+        from modelint.cache import engine_fingerprint
+
+        run.cache.folder = os.path.join(cache_dir, engine_fingerprint())
+    results = _follow_calls_across_files(results, work, workers, cache_dir, run.cache)
     _attach_foreign(results)
     _resolve_pending_positions(results)
     run.results.extend(results)
@@ -324,4 +355,5 @@ def run_text(text_or_bytes: str | bytes, filename: str, resolver: ConfigResolver
     from modelint import engine
 
     run.results.append(_guarded(filename, engine.lint_source, text, filename, codes_for(filename, settings, overrides)))
+    run.cache.count(run.results)
     return run
