@@ -15,11 +15,16 @@ from modelint.rule import NodeEdit, NodeFix, Report, Rule, evidence, helper_repo
 class MissingEvalMode(Rule):
     """
     ## What it does
-    Finds evaluation and inference (a forward pass under `torch.no_grad()` /
-    `torch.inference_mode()`, in a function that evaluates, validates, tests or
-    predicts, or in a loop over validation/test data) that runs a model still in
-    training mode: it was built or put in `train()` on every path, and nothing set
-    `eval()` since.
+    Finds evaluation and inference that runs a model still in training mode: it was
+    built, loaded by a factory, copied, trained or put in `train()` on every path,
+    and nothing set `eval()` since. A forward is an evaluation when its output never
+    reaches a backward pass and it runs under `torch.no_grad()` /
+    `torch.inference_mode()`, over validation/test data (a phase loop's "val" pass
+    included), or only feeds predictions and metrics. The mode follows calls: a
+    helper that evaluates the model it is given is reported with its caller, and a
+    trainer's methods see what its other methods leave. A generator's fakes for the
+    discriminator, a teacher's targets and other outputs that feed a training loss
+    are not evaluations.
 
     ## Why is this bad?
     In training mode Dropout zeroes random activations and BatchNorm normalises with

@@ -15,10 +15,15 @@ from modelint.rule import NodeEdit, NodeFix, Report, Rule, evidence, helper_repo
 class MissingNoGrad(Rule):
     """
     ## What it does
-    Finds a forward pass of a model in eval mode, for evaluation, that runs with
-    autograd on: no `torch.no_grad()` / `torch.inference_mode()` region around it, no
-    grad-disabling decorator, and no gradient use (`.backward()`,
-    `torch.autograd.grad`, `requires_grad_()`) in the surrounding function.
+    Finds a forward pass for evaluation that runs with autograd on. A forward is an
+    evaluation when its output only feeds predictions and metrics (`.item()`,
+    `argmax`, `softmax`, numpy, comparisons) and never a backward pass, or when the
+    model was put in eval mode and the output is dropped, logged or returned. Autograd
+    is on unless a `torch.no_grad()` / `torch.inference_mode()` region or decorator
+    covers the forward, here or in every caller this project shows; a helper's forward
+    is judged with its caller's mode and grad mode. Reported once per model and block.
+    Saliency maps and adversarial examples (`requires_grad_()`, `torch.autograd.grad`)
+    are left alone, and so are Lightning's `validation_step`-style hooks.
 
     ## Why is this bad?
     `model.eval()` does not disable autograd. Every forward pass still records the
