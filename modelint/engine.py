@@ -130,6 +130,21 @@ def _lint_source(text: str, path: str, codes: frozenset[str], index) -> FileResu
                                                    "(this Python's recursion limit)")
 
 
+def _with_class_shapes(facts: FileFacts, summary: FileSummary | None) -> FileSummary | None:
+    """Add the file's classes (and the imported classes its rules asked about) for the project index."""
+    if not facts.collector.classes and "receivers" not in facts.__dict__:
+        return summary
+    receivers = facts.receivers
+    shapes = receivers.shapes()
+    if summary is None:
+        if not shapes and not receivers.unresolved:
+            return None
+        summary = FileSummary(facts.path)
+    summary.shapes = shapes
+    summary.unresolved |= receivers.unresolved
+    return summary
+
+
 def _from_recursion(error: BaseException) -> bool:
     """Was this raised by, or while handling, a RecursionError?"""
     seen: set[int] = set()
@@ -162,6 +177,7 @@ def _analyse(module: cst.Module, text: str, path: str, codes: frozenset[str], in
             summary = facts.flow.file_summary()
         except Exception:  # a failed flow was already reported by the rules that need it
             summary = None
+    summary = _with_class_shapes(facts, summary)
     if not reports:
         return FileResult(path, internal, summary=summary)
     positions = facts.positions

@@ -148,7 +148,8 @@ def _dependencies_digest(result: FileResult, index: ProjectIndex) -> bytes:
 
     resolved = []
     for ref in sorted(result.summary.unresolved):
-        resolved.append((ref, index.resolve(ref, result.path), index.resolve_class(ref, result.path)))
+        resolved.append((ref, index.resolve(ref, result.path), index.resolve_class(ref, result.path),
+                         index.resolve_shape(ref, result.path)))
     return hashlib.sha256(pickle.dumps(resolved)).hexdigest().encode()
 
 
@@ -172,7 +173,8 @@ def _follow_calls_across_files(results: list[FileResult], work, workers: int,
     extra: list[tuple[str, frozenset[str]]] = []
     for summary in summaries:
         for ref in summary.unresolved:
-            if index.resolve(ref, summary.path) is None and index.resolve_class(ref, summary.path) is None:
+            if index.resolve(ref, summary.path) is None and index.resolve_class(ref, summary.path) is None \
+                    and index.resolve_shape(ref, summary.path) is None:
                 for candidate in _module_files(ref, summary.path):
                     if os.path.abspath(candidate) not in known:
                         known.add(os.path.abspath(candidate))
@@ -180,12 +182,13 @@ def _follow_calls_across_files(results: list[FileResult], work, workers: int,
     if extra:
         summaries += [r.summary for r in _lint_all(extra, workers) if r.summary is not None]
         index = ProjectIndex(summaries)
-    if not any(s.functions or s.classes for s in summaries):
+    if not any(s.functions or s.classes or s.shapes for s in summaries):
         return results  # nothing anywhere that another file could use
     again = {
         os.path.abspath(r.path) for r in results
         if r.summary is not None and any(
             index.resolve(ref, r.path) is not None or index.resolve_class(ref, r.path) is not None
+            or index.resolve_shape(ref, r.path) is not None
             for ref in r.summary.unresolved
         )
     }

@@ -76,13 +76,21 @@ class MisspelledModeApi(Rule):
             if not isinstance(func, cst.Attribute):
                 continue
             name = func.attr.value
-            if name in api.MODULE_METHODS or name in defined:
+            if name in api.MODULE_METHODS:
                 continue
             receiver = dotted(func.value)
-            if receiver is None or not facts.modules.is_module_name(receiver, site.site.function):
+            meant = _module_meant(name) if receiver is not None else None
+            if meant is None:
                 continue
-            meant = _module_meant(name)
-            if meant is not None:
+            facts_of = facts.receivers.of(func.value, site.site.function, site.site.stmt)
+            if name in api.MODULE_CONFUSIONS:
+                # `evaluate` is a real method of many frameworks' models, trainers and strategies:
+                # only a class known from end to end shows it is missing.
+                wrong = facts_of.lacks(name)
+            else:
+                wrong = facts_of.module is True and name not in facts_of.defines and (
+                    facts_of.complete or name not in defined)
+            if wrong:
                 yield Report(call, f"`{receiver}.{name}()` is not an nn.Module method (AttributeError at runtime); "
                                    f"did you mean `{receiver}.{meant}()`?", stmt=site.site.stmt,
                              fix=NodeFix(f"Replace with `{receiver}.{meant}()`", (NodeEdit(func.attr, meant, "replace"),)))
