@@ -8,7 +8,7 @@ from modelint.facts import FileFacts
 from modelint.facts import torch_api as api
 from modelint.facts.names import dotted
 from modelint.rule import NodeEdit, NodeFix, Report, Rule
-from modelint.textutil import edit_distance
+from modelint.textutil import code_of, edit_distance
 
 
 class MisspelledModeApi(Rule):
@@ -78,8 +78,8 @@ class MisspelledModeApi(Rule):
             name = func.attr.value
             if name in api.MODULE_METHODS:
                 continue
-            receiver = dotted(func.value)
-            meant = _module_meant(name) if receiver is not None else None
+            receiver = dotted(func.value) or code_of(func.value)
+            meant = _module_meant(name)
             if meant is None:
                 continue
             facts_of = facts.receivers.of(func.value, site.site.function, site.site.stmt)

@@ -102,7 +102,7 @@ def _bind_target(target: cst.BaseExpression, value, node, add) -> None:
 
 
 def statement_parents(scope: cst.FunctionDef | cst.Module) -> dict[cst.CSTNode, tuple[tuple, int, cst.CSTNode | None]]:
-    """Statement -> (the block it is in, its index there, the compound statement that owns the block)."""
+    """Statement (or small statement) -> (its block, its line's index there, the compound statement owning the block)."""
     out: dict = {}
     stack: list[tuple[cst.CSTNode | None, cst.CSTNode]] = [(None, scope.body if isinstance(scope, cst.FunctionDef)
                                                             else scope)]
@@ -111,6 +111,9 @@ def statement_parents(scope: cst.FunctionDef | cst.Module) -> dict[cst.CSTNode, 
         for block in _blocks(holder):
             for i, stmt in enumerate(block):
                 out[stmt] = (block, i, owner)
+                if isinstance(stmt, cst.SimpleStatementLine):
+                    for small in stmt.body:  # `x = x.to(dev)`: what reaches it is decided before its line
+                        out[small] = (block, i, owner)
                 if not isinstance(stmt, (cst.SimpleStatementLine, cst.FunctionDef, cst.ClassDef)):
                     stack.append((stmt, stmt))
     return out

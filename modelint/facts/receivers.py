@@ -96,7 +96,7 @@ class Receivers:
             return UNKNOWN
         expr, _ = unwrap_chain(expr)
         if isinstance(expr, cst.Call):
-            return self._built(expr, function, depth)
+            return self._built(expr, function, stmt, depth)
         if isinstance(expr, cst.Name):
             found = self._name(expr.value, function, stmt, depth)
         elif isinstance(expr, cst.Attribute) and isinstance(expr.value, cst.Name):
@@ -107,7 +107,7 @@ class Receivers:
             return MODULE_BY_EVIDENCE
         return found
 
-    def _built(self, call: cst.Call, function, depth: int) -> ReceiverFacts:
+    def _built(self, call: cst.Call, function, stmt, depth: int) -> ReceiverFacts:
         func = call.func
         project = self.modules.project_class(func)
         if project is not None:
@@ -119,7 +119,7 @@ class Receivers:
         if qualified is None:
             return UNKNOWN
         if qualified in ("copy.deepcopy", "torch.compile") and call.args:
-            return self.of(call.args[0].value, function, None, depth + 1)
+            return self.of(call.args[0].value, function, stmt, depth + 1)
         if qualified in api.MODULE_WRAPPERS:
             return TORCH_MODULE
         if qualified.startswith(api.EXTERNAL_MODEL_PREFIXES):
