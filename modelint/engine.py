@@ -141,7 +141,7 @@ def _with_class_shapes(facts: FileFacts, summary: FileSummary | None) -> FileSum
             return None
         summary = FileSummary(facts.path)
     summary.shapes = shapes
-    summary.unresolved |= receivers.unresolved
+    summary.asked_classes = set(receivers.unresolved)
     return summary
 
 

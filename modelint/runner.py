@@ -148,8 +148,9 @@ def _dependencies_digest(result: FileResult, index: ProjectIndex) -> bytes:
 
     resolved = []
     for ref in sorted(result.summary.unresolved):
-        resolved.append((ref, index.resolve(ref, result.path), index.resolve_class(ref, result.path),
-                         index.resolve_shape(ref, result.path)))
+        resolved.append((ref, index.resolve(ref, result.path), index.resolve_class(ref, result.path)))
+    for ref in sorted(result.summary.asked_classes):
+        resolved.append((ref, index.resolve_shape(ref, result.path)))
     return hashlib.sha256(pickle.dumps(resolved)).hexdigest().encode()
 
 
@@ -162,7 +163,7 @@ def _follow_calls_across_files(results: list[FileResult], work, workers: int,
     changes or relies on a model's mode, are analysed again.
     """
     summaries = [r.summary for r in results if r.summary is not None]
-    if not any(s.unresolved for s in summaries):
+    if not any(s.unresolved or s.asked_classes for s in summaries):
         return results
     from modelint import engine
 
@@ -172,7 +173,7 @@ def _follow_calls_across_files(results: list[FileResult], work, workers: int,
     known = set(index.files)
     extra: list[tuple[str, frozenset[str]]] = []
     for summary in summaries:
-        for ref in summary.unresolved:
+        for ref in summary.unresolved | summary.asked_classes:
             if index.resolve(ref, summary.path) is None and index.resolve_class(ref, summary.path) is None \
                     and index.resolve_shape(ref, summary.path) is None:
                 for candidate in _module_files(ref, summary.path):
@@ -186,11 +187,10 @@ def _follow_calls_across_files(results: list[FileResult], work, workers: int,
         return results  # nothing anywhere that another file could use
     again = {
         os.path.abspath(r.path) for r in results
-        if r.summary is not None and any(
+        if r.summary is not None and (any(
             index.resolve(ref, r.path) is not None or index.resolve_class(ref, r.path) is not None
-            or index.resolve_shape(ref, r.path) is not None
             for ref in r.summary.unresolved
-        )
+        ) or any(index.resolve_shape(ref, r.path) is not None for ref in r.summary.asked_classes))
     }
     if not again:
         return results

@@ -77,6 +77,8 @@ class FileSummary:
     classes: dict[str, int] = field(default_factory=dict)
     # Every class defined here, for receiver facts in other files (modelint.facts.receivers).
     shapes: dict[str, ClassShape] = field(default_factory=dict)
+    # Imported classes whose shape this file's rules asked for and could not see (qualified as imported).
+    asked_classes: set[str] = field(default_factory=set)
 
 
 def module_keys(path: str) -> list[str]:

@@ -17,7 +17,11 @@ class InvalidModeArgument(Rule):
     """
     ## What it does
     Finds `module.train(x)` with a literal that is not a bool (`"val"`, `0`, `1`,
-    `None`), and `module.eval(...)` called with any argument.
+    `None`) or a variable that only ever holds such literals (`for phase in
+    ("train", "val"): model.train(phase)`), and `module.eval(...)` called with any
+    argument. Only receivers known to be nn.Modules whose class does not define
+    its own `train`/`eval` are checked: a continual-learning strategy's
+    `eval(stream)` or an RL algorithm's `train(steps)` are theirs to define.
 
     ## Why is this bad?
     `nn.Module.train(mode)` checks its argument: anything but a bool raises

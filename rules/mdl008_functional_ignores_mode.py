@@ -23,6 +23,12 @@ class FunctionalIgnoresMode(Rule):
     `F.feature_alpha_dropout`, `F.rrelu`, `F.batch_norm`; and
     `F.scaled_dot_product_attention` with a `dropout_p` that is not switched off
     outside training. Outside a module, an always-on dropout in evaluation code.
+    A dropout that only runs in training mode or on the caller's request is left
+    alone: behind `if self.training and p > 0:`, after `if not self.training:
+    return x`, with a rate that is zero outside training (`p = self.p if
+    self.training else 0.0`), or under a flag parameter that is off by default
+    (`def forward(self, x, sample=False)`, MC dropout). `F.batch_norm` given
+    statistics computed from the batch itself needs no flag either.
 
     ## Why is this bad?
     Functional calls do not know the module's mode. `F.dropout` defaults to

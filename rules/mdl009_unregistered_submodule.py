@@ -15,9 +15,14 @@ class UnregisteredSubmodule(Rule):
     """
     ## What it does
     Finds `nn.Module`s stored in a plain `list`, `dict` or `tuple` attribute of a
-    module (`self.blocks = [Block() for _ in range(4)]`, or `self.layers = []`
-    followed by `self.layers.append(nn.Linear(...))`), and mode-dependent layers
-    (Dropout, BatchNorm) constructed inside `forward`.
+    module (`self.blocks = [Block() for _ in range(4)]`, `self.layers = []` followed
+    by `self.layers.append(nn.Linear(...))` or `self.tables[key] = nn.Embedding(...)`,
+    `self.stages = stages` for `*stages: nn.Module`), reported at the container's
+    assignment, where the fix goes; and mode-dependent layers (Dropout, BatchNorm)
+    constructed inside `forward` or a method it runs. Containers that only
+    `__init__` reads (a dict of candidate backbones, keyword arguments for the
+    blocks' constructors) or that are registered another way (`nn.Sequential(*layers)`)
+    are left alone.
 
     ## Why is this bad?
     Only direct attributes and `nn.ModuleList`/`nn.ModuleDict` register submodules.

@@ -19,7 +19,11 @@ class TrainingFlagAssigned(Rule):
     """
     ## What it does
     Finds `model.training = False` / `= True` on a module, other than `self` inside
-    the module's own `train()` override.
+    the module's own `train()` override. What the receiver is comes from its class
+    (built here, annotated, passed by the callers in this file, assigned to
+    `self.model`) or from calls only modules have; single layers (a BatchNorm has no
+    children) and a method that switches each child itself and then records its own
+    flag are left alone.
 
     ## Why is this bad?
     `training` is a plain attribute of each module. Assigning it changes that one

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Iterator
 
 import libcst as cst
@@ -76,8 +77,8 @@ class MisspelledModeApi(Rule):
             if not isinstance(func, cst.Attribute):
                 continue
             name = func.attr.value
-            if name in api.MODULE_METHODS:
-                continue
+            if name in api.MODULE_METHODS or (name in defined and name not in api.MODULE_CONFUSIONS):
+                continue  # a method some class here defines is no typo (`evaluate` is checked on the receiver)
             receiver = dotted(func.value) or code_of(func.value)
             meant = _module_meant(name)
             if meant is None:
@@ -88,8 +89,7 @@ class MisspelledModeApi(Rule):
                 # only a class known from end to end shows it is missing.
                 wrong = facts_of.lacks(name)
             else:
-                wrong = facts_of.module is True and name not in facts_of.defines and (
-                    facts_of.complete or name not in defined)
+                wrong = facts_of.module is True and name not in facts_of.defines
             if wrong:
                 yield Report(call, f"`{receiver}.{name}()` is not an nn.Module method (AttributeError at runtime); "
                                    f"did you mean `{receiver}.{meant}()`?", stmt=site.site.stmt,
@@ -107,6 +107,7 @@ def _torch_meant(name: str) -> str | None:
     return f"torch.{best}" if best else None
 
 
+@lru_cache(maxsize=4096)
 def _module_meant(name: str) -> str | None:
     if name in api.MODULE_CONFUSIONS:
         return api.MODULE_CONFUSIONS[name]
@@ -119,6 +120,8 @@ def _closest(name: str, targets) -> str | None:
     squashed = name.replace("_", "").lower()
     for target in sorted(targets):
         limit = 1 if len(target) <= 5 else 2
+        if abs(len(name) - len(target)) > limit and squashed != target.replace("_", ""):
+            continue  # more insertions or deletions than the limit allows
         if edit_distance(name, target) <= limit or squashed == target.replace("_", ""):
             return target
     return None
