@@ -199,3 +199,30 @@ def test_class_from_another_file(tmp_path) -> None:
     for paths in ([str(package)], [str(package / "use.py")]):
         run = run_paths(paths, ConfigResolver(), Overrides(), jobs=1)
         assert [(f.location.row, f.code) for f in run.findings] == [(5, "MDL011")]
+
+
+def test_recursion_and_placeholders_end() -> None:
+    facts = _facts(textwrap.dedent('''
+        import torch.nn as nn
+
+
+        def spin(m, n):
+            m.training = False
+            return spin(n, m)
+
+
+        class Runner:
+            def __init__(self):
+                self.model = None
+
+            def build(self):
+                self.model = nn.Sequential(nn.Linear(2, 2), nn.Dropout(0.1))
+
+            def freeze(self):
+                self.model.training = False
+    '''))
+    spin = _function(facts, "spin")
+    assert facts.receivers.of(cst.Name("m"), spin).module is None
+    freeze = _function(facts, "freeze")
+    target = facts.collector.attribute_assigns[-1].target.value
+    assert facts.receivers.of(target, freeze).module is True  # `None` until built

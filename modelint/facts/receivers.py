@@ -87,6 +87,9 @@ class Receivers:
         self.path = facts.path
         self.unresolved: set[str] = set()  # imported classes asked about that this file cannot see
         self._scopes: dict = {}
+        # (what, key) -> answer, for the questions that fan out over a whole file; UNKNOWN while
+        # one is being worked out, so a recursion (`def f(m): f(m)`) ends there.
+        self._memo: dict = {}
 
     # -- expressions --------------------------------------------------------
     def of(self, expr: cst.BaseExpression, function: FunctionInfo | None, stmt: cst.CSTNode | None = None,
@@ -159,7 +162,16 @@ class Receivers:
         method = instance_method(function, owner)
         if method is None:
             return UNKNOWN
-        cls = method.cls
+        return self._memoized(("attribute", method.cls, attr), lambda: self._assigned(method.cls, attr, depth))
+
+    def _memoized(self, key, compute) -> ReceiverFacts:
+        found = self._memo.get(key)
+        if found is None:
+            self._memo[key] = UNKNOWN
+            found = self._memo[key] = compute()
+        return found
+
+    def _assigned(self, cls, attr: str, depth: int) -> ReceiverFacts:
         values = []
         for assign in self.collector.attribute_assigns:
             target = assign.target
@@ -169,6 +181,8 @@ class Receivers:
                 continue
             if assign.value is None:
                 return UNKNOWN
+            if isinstance(assign.value, cst.Name) and assign.value.value == "None":
+                continue  # `self.model = None` until it is built: not what a method is called on
             values.append(self.of(assign.value, assign.site.function, assign.node, depth + 1))
         return _join(values)
 
@@ -176,6 +190,9 @@ class Receivers:
         """A parameter: what every call in this file passes for it (nothing seen: unknown)."""
         if function is None or name not in function.params:
             return UNKNOWN
+        return self._memoized(("callers", function, name), lambda: self._passed_by_callers(function, name, depth))
+
+    def _passed_by_callers(self, function, name: str, depth: int) -> ReceiverFacts:
         params = function.params
         position = params.index(name)
         method = function.cls is not None and not _is_static(function)
