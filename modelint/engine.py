@@ -16,7 +16,7 @@ import libcst as cst
 from modelint import limits, source, suppression
 from modelint.facts import FileFacts
 from modelint.summary import FileSummary
-from modelint.finding import (INTERNAL_ERROR, IO_ERROR, NOT_ANALYSED, SYNTAX_ERROR, FileResult, Finding, Location,
+from modelint.finding import (INTERNAL_ERROR, IO_ERROR, NOT_ANALYSED, FileResult, Finding, Location,
                               Related, not_checked)
 from modelint.registry import FLOW_RULES, all_rules
 from modelint.source import physical_lines
@@ -125,6 +125,21 @@ def _lint_source(text: str, path: str, codes: frozenset[str], index) -> FileResu
                                                    "(this Python's recursion limit)")
 
 
+def _with_class_shapes(facts: FileFacts, summary: FileSummary | None) -> FileSummary | None:
+    """Add the file's classes (and the imported classes its rules asked about) for the project index."""
+    if not facts.collector.classes and "receivers" not in facts.__dict__:
+        return summary
+    receivers = facts.receivers
+    shapes = receivers.shapes()
+    if summary is None:
+        if not shapes and not receivers.unresolved:
+            return None
+        summary = FileSummary(facts.path)
+    summary.shapes = shapes
+    summary.asked_classes = set(receivers.unresolved)
+    return summary
+
+
 def _from_recursion(error: BaseException) -> bool:
     """Was this raised by, or while handling, a RecursionError?"""
     seen: set[int] = set()
@@ -157,6 +172,7 @@ def _analyse(module: cst.Module, text: str, path: str, codes: frozenset[str], in
             summary = facts.flow.file_summary()
         except Exception:  # a failed flow was already reported by the rules that need it
             summary = None
+    summary = _with_class_shapes(facts, summary)
     if not reports:
         return FileResult(path, internal, summary=summary)
     positions = facts.positions

@@ -172,6 +172,8 @@ def _dependencies_digest(result: FileResult, index: ProjectIndex) -> bytes:
     resolved = []
     for ref in sorted(result.summary.unresolved):
         resolved.append((ref, index.resolve(ref, result.path), index.resolve_class(ref, result.path)))
+    for ref in sorted(result.summary.asked_classes):
+        resolved.append((ref, index.resolve_shape(ref, result.path)))
     return hashlib.sha256(pickle.dumps(resolved)).hexdigest().encode()
 
 
@@ -184,7 +186,7 @@ def _follow_calls_across_files(results: list[FileResult], work, workers: int,
     changes or relies on a model's mode, are analysed again.
     """
     summaries = [r.summary for r in results if r.summary is not None]
-    if not any(s.unresolved for s in summaries):
+    if not any(s.unresolved or s.asked_classes for s in summaries):
         return results
     stats = stats if stats is not None else CacheStats()
     index = ProjectIndex(summaries)
@@ -193,8 +195,9 @@ def _follow_calls_across_files(results: list[FileResult], work, workers: int,
     known = set(index.files)
     extra: list[tuple[str, frozenset[str]]] = []
     for summary in summaries:
-        for ref in summary.unresolved:
-            if index.resolve(ref, summary.path) is None and index.resolve_class(ref, summary.path) is None:
+        for ref in summary.unresolved | summary.asked_classes:
+            if index.resolve(ref, summary.path) is None and index.resolve_class(ref, summary.path) is None \
+                    and index.resolve_shape(ref, summary.path) is None:
                 for candidate in _module_files(ref, summary.path):
                     if os.path.abspath(candidate) not in known:
                         known.add(os.path.abspath(candidate))
@@ -204,14 +207,14 @@ def _follow_calls_across_files(results: list[FileResult], work, workers: int,
         stats.count(helpers)
         summaries += [r.summary for r in helpers if r.summary is not None]
         index = ProjectIndex(summaries)
-    if not any(s.functions or s.classes for s in summaries):
+    if not any(s.functions or s.classes or s.shapes for s in summaries):
         return results  # nothing anywhere that another file could use
     again = {
         os.path.abspath(r.path) for r in results
-        if r.summary is not None and any(
+        if r.summary is not None and (any(
             index.resolve(ref, r.path) is not None or index.resolve_class(ref, r.path) is not None
             for ref in r.summary.unresolved
-        )
+        ) or any(index.resolve_shape(ref, r.path) is not None for ref in r.summary.asked_classes))
     }
     if not again:
         return results

@@ -85,6 +85,20 @@ class FunctionSummary:
         return not self.effects and not self.forwards and not self.steps and self.returns is None
 
 
+@dataclass(frozen=True)
+class ClassShape:
+    """What another file needs to know about a class: is it an nn.Module, and which names it defines.
+
+    `bases` are spelled as the defining file names them: a qualified import (`torch.nn.Module`,
+    `.models.Backbone`), `:Name` for a class of the same file, or `?` for an expression that
+    names no class (`make_base()`).
+    """
+
+    bases: tuple[str, ...]
+    defines: frozenset[str]  # methods and class attributes of its own body
+    builds_modules: bool = False  # constructs layers itself (so it is no single leaf layer)
+
+
 @dataclass
 class FileSummary:
     path: str
@@ -93,6 +107,10 @@ class FileSummary:
     unresolved: set[str] = field(default_factory=set)
     # nn.Module classes defined here: name -> Dependence value (0 independent, 1 unknown, 2 dependent).
     classes: dict[str, int] = field(default_factory=dict)
+    # Every class defined here, for receiver facts in other files (modelint.facts.receivers).
+    shapes: dict[str, ClassShape] = field(default_factory=dict)
+    # Imported classes whose shape this file's rules asked for and could not see (qualified as imported).
+    asked_classes: set[str] = field(default_factory=set)
 
 
 def module_keys(path: str) -> list[str]:
@@ -120,6 +138,17 @@ class ProjectIndex:
         for found in self._candidates(module, from_path):
             if name in found.classes:
                 return found.classes[name]
+        return None
+
+    def resolve_shape(self, reference: str, from_path: str) -> tuple[ClassShape, str] | None:
+        """The shape of a project class imported as `reference`, and the file that defines it."""
+        module, _, name = reference.rpartition(".")
+        if not module:
+            return None
+        for found in self._candidates(module, from_path):
+            shape = found.shapes.get(name)
+            if shape is not None:
+                return shape, found.path
         return None
 
     def _candidates(self, module: str, from_path: str) -> list[FileSummary]:

@@ -6,10 +6,13 @@ import libcst as cst
 
 from modelint.facts import FileFacts
 from modelint.facts import torch_api as api
-from modelint.facts.names import argument, has_star_args, literal_value
-from modelint.facts.walk import iter_nodes
+from modelint.facts.names import argument, has_star_args
+from modelint.facts.gates import Gates
 from modelint.rule import NodeEdit, NodeFix, Report, Rule
 from modelint.textutil import code_of
+
+
+_BATCH_NORM = "torch.nn.functional.batch_norm"
 
 
 class FunctionalIgnoresMode(Rule):
@@ -20,6 +23,12 @@ class FunctionalIgnoresMode(Rule):
     `F.feature_alpha_dropout`, `F.rrelu`, `F.batch_norm`; and
     `F.scaled_dot_product_attention` with a `dropout_p` that is not switched off
     outside training. Outside a module, an always-on dropout in evaluation code.
+    A dropout that only runs in training mode or on the caller's request is left
+    alone: behind `if self.training and p > 0:`, after `if not self.training:
+    return x`, with a rate that is zero outside training (`p = self.p if
+    self.training else 0.0`), or under a flag parameter that is off by default
+    (`def forward(self, x, sample=False)`, MC dropout). `F.batch_norm` given
+    statistics computed from the batch itself needs no flag either.
 
     ## Why is this bad?
     Functional calls do not know the module's mode. `F.dropout` defaults to
@@ -56,6 +65,7 @@ class FunctionalIgnoresMode(Rule):
     fixtures = "MDL008_functional_ignores_mode"
 
     def check(self, facts: FileFacts) -> Iterator[Report]:
+        gates = None
         for site in facts.collector.calls:
             qualified = site.qualified
             if qualified not in api.FUNCTIONAL_TRAINING_FLAG and qualified != api.SDPA:
@@ -63,20 +73,32 @@ class FunctionalIgnoresMode(Rule):
             call = site.node
             if has_star_args(call):
                 continue
-            in_module = facts.in_module_class(site.site)
+            gates = gates or Gates(facts.receivers)
+            where = site.site
+            in_module = facts.in_module_class(where)
             short = code_of(call.func)
             if qualified == api.SDPA:
                 arg = argument(call, "dropout_p", api.SDPA_DROPOUT_INDEX)
-                if arg is None or literal_value(arg.value) in (0, 0.0) or _mentions_training(arg.value):
+                if arg is None or gates.zero_outside_mode(arg.value, where.function, where.stmt) \
+                        or gates.guarded(call, where):
                     continue
                 if in_module or self._evaluation(facts, site):
                     yield Report(call, f"`{short}` applies dropout_p in eval mode too: attention stays random "
                                        f"after eval(); pass `dropout_p=p if self.training else 0.0`",
-                                 stmt=site.site.stmt)
+                                 stmt=where.stmt)
                 continue
             index, default = api.FUNCTIONAL_TRAINING_FLAG[qualified]
             if argument(call, "training", index) is not None:
                 continue
+            if default:
+                # Always on unless told: fine where the module's mode (or the caller) already decides
+                # whether it runs, or its rate is zero outside training.
+                rate = argument(call, "p", 1)
+                if gates.guarded(call, where) or (
+                        rate is not None and gates.zero_outside_mode(rate.value, where.function, where.stmt)):
+                    continue
+            elif qualified == _BATCH_NORM and _explicit_statistics(facts, call, where):
+                continue  # normalising with statistics computed right here: the flag changes nothing
             if in_module:
                 if default:
                     message = (f"`{short}` defaults to training=True and keeps dropping in eval mode; "
@@ -84,11 +106,11 @@ class FunctionalIgnoresMode(Rule):
                 else:
                     message = (f"`{short}` defaults to training=False and never acts, even in training; "
                                f"pass `training=self.training`")
-                yield Report(call, message, stmt=site.site.stmt, fix=_add_flag(call, "self.training"))
+                yield Report(call, message, stmt=where.stmt, fix=_add_flag(call, "self.training"))
             elif default and self._evaluation(facts, site):
                 yield Report(call, f"`{short}` defaults to training=True: this evaluation code drops activations "
                                    f"at random; pass `training=False` or remove the dropout",
-                             stmt=site.site.stmt, fix=_add_flag(call, "False"))
+                             stmt=where.stmt, fix=_add_flag(call, "False"))
 
     @staticmethod
     def _evaluation(facts: FileFacts, site) -> bool:
@@ -101,6 +123,25 @@ def _add_flag(call: cst.Call, value: str) -> NodeFix | None:
     return NodeFix(f"Pass `training={value}`", (NodeEdit(call.args[-1].value, f", training={value}", "after"),))
 
 
-def _mentions_training(expr: cst.BaseExpression) -> bool:
-    return any(type(node) is cst.Name and ("training" in node.value or node.value in ("train", "is_train"))
-               for node in iter_nodes(expr))
+def _explicit_statistics(facts: FileFacts, call: cst.Call, where) -> bool:
+    """`F.batch_norm(x, mean, var)` with statistics computed in this function (`x.mean(0)`), not running
+    buffers (`self.running_mean`) or whatever a caller passes."""
+    bindings, _ = facts.receivers.scope(where.function)
+    for keyword, index in (("running_mean", 1), ("running_var", 2)):
+        arg = argument(call, keyword, index)
+        if arg is None:
+            return False
+        value = arg.value
+        if isinstance(value, cst.Name):
+            found = bindings.get(value.value) or []
+            if not found or any(b.kind != "assign" or not _computed(b.value) for b in found):
+                return False
+        elif not _computed(value):
+            return False
+    return True
+
+
+def _computed(value: cst.BaseExpression) -> bool:
+    """An expression that computes something (a call, arithmetic), not a stored attribute or a name."""
+    return isinstance(value, (cst.Call, cst.BinaryOperation, cst.Subscript)) and not (
+        isinstance(value, cst.Subscript) and isinstance(value.value, cst.Attribute))

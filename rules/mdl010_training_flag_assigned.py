@@ -6,6 +6,7 @@ import libcst as cst
 
 from modelint.facts import FileFacts
 from modelint.facts.names import dotted, literal_value
+from modelint.facts.receivers import instance_method
 from modelint.facts.walk import iter_nodes
 from modelint.rule import NodeEdit, NodeFix, Report, Rule
 from modelint.textutil import code_of
@@ -18,7 +19,11 @@ class TrainingFlagAssigned(Rule):
     """
     ## What it does
     Finds `model.training = False` / `= True` on a module, other than `self` inside
-    the module's own `train()` override.
+    the module's own `train()` override. What the receiver is comes from its class
+    (built here, annotated, passed by the callers in this file, assigned to
+    `self.model`) or from calls only modules have; single layers (a BatchNorm has no
+    children) and a method that switches each child itself and then records its own
+    flag are left alone.
 
     ## Why is this bad?
     `training` is a plain attribute of each module. Assigning it changes that one
@@ -61,13 +66,16 @@ class TrainingFlagAssigned(Rule):
                 continue
             site = assign.site
             function = site.function
-            if receiver == "self":
-                if site.cls is None or not facts.modules.is_module_class(site.cls):
-                    continue
-                if function is not None and function.name == "train":
-                    continue
-            elif not facts.modules.is_module_name(receiver, function):
+            # What the receiver is: an nn.Module by its class (built here, annotated, `self` of a module
+            # class, what `self.x` was assigned, what the callers pass) or by calls only modules have.
+            # A leaf layer (BatchNorm, Dropout) has no children to miss; a class of its own `training`
+            # (an agent, a config) is not the module flag.
+            known = facts.receivers.of(assign.target.value, function, site.stmt)
+            if known.module is not True or known.leaf or "training" in known.defines:
                 continue
+            own = instance_method(function, receiver)
+            if own is not None and (own.name == "train" or _children_follow(facts, own, receiver, assign.value)):
+                continue  # its own train(), or a mode switch that sets each child first and then its own flag
             if function is not None and function.name in applied:
                 continue  # model.apply(fn) visits every submodule
             if receiver in leaves:
@@ -88,6 +96,29 @@ class TrainingFlagAssigned(Rule):
             yield Report(assign.node, f"`{receiver}.training = ...` flips only this module's flag: its submodules "
                                       f"(Dropout, BatchNorm) keep their mode; call `{receiver}.{call}`",
                          stmt=site.stmt, fix=fix)
+
+
+def _children_follow(facts: FileFacts, method, owner: str, value) -> bool:
+    """Does `method` switch `owner`'s children itself (`self.net.train(mode)`, `self.q.set_mode(mode)`)?
+
+    A call on one of `owner`'s attributes that passes the same value, or any other module's
+    train()/eval() (`for m in self.children(): m.train(mode)`).
+    """
+    wanted = dotted(value) if value is not None else None
+    for site in facts.collector.calls:
+        if site.site.function is not method or not isinstance(site.node.func, cst.Attribute):
+            continue
+        target = dotted(site.node.func.value) or ""
+        if target == owner:
+            continue
+        if site.node.func.attr.value in ("train", "eval"):
+            return True
+        if target.startswith(owner + ".") and wanted is not None and any(
+                dotted(arg.value) == wanted or (literal_value(arg.value) is literal_value(value)
+                                                 and literal_value(value) in (True, False))
+                for arg in site.node.args):
+            return True
+    return False
 
 
 def _covers_every_module(facts: FileFacts, receiver: str, guards) -> bool:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Iterator
 
 import libcst as cst
@@ -8,7 +9,7 @@ from modelint.facts import FileFacts
 from modelint.facts import torch_api as api
 from modelint.facts.names import dotted
 from modelint.rule import NodeEdit, NodeFix, Report, Rule
-from modelint.textutil import edit_distance
+from modelint.textutil import code_of, edit_distance
 
 
 class MisspelledModeApi(Rule):
@@ -76,13 +77,20 @@ class MisspelledModeApi(Rule):
             if not isinstance(func, cst.Attribute):
                 continue
             name = func.attr.value
-            if name in api.MODULE_METHODS or name in defined:
-                continue
-            receiver = dotted(func.value)
-            if receiver is None or not facts.modules.is_module_name(receiver, site.site.function):
-                continue
+            if name in api.MODULE_METHODS or (name in defined and name not in api.MODULE_CONFUSIONS):
+                continue  # a method some class here defines is no typo (`evaluate` is checked on the receiver)
+            receiver = dotted(func.value) or code_of(func.value)
             meant = _module_meant(name)
-            if meant is not None:
+            if meant is None:
+                continue
+            facts_of = facts.receivers.of(func.value, site.site.function, site.site.stmt)
+            if name in api.MODULE_CONFUSIONS:
+                # `evaluate` is a real method of many frameworks' models, trainers and strategies:
+                # only a class known from end to end shows it is missing.
+                wrong = facts_of.lacks(name)
+            else:
+                wrong = facts_of.module is True and name not in facts_of.defines
+            if wrong:
                 yield Report(call, f"`{receiver}.{name}()` is not an nn.Module method (AttributeError at runtime); "
                                    f"did you mean `{receiver}.{meant}()`?", stmt=site.site.stmt,
                              fix=NodeFix(f"Replace with `{receiver}.{meant}()`", (NodeEdit(func.attr, meant, "replace"),)))
@@ -99,6 +107,7 @@ def _torch_meant(name: str) -> str | None:
     return f"torch.{best}" if best else None
 
 
+@lru_cache(maxsize=4096)
 def _module_meant(name: str) -> str | None:
     if name in api.MODULE_CONFUSIONS:
         return api.MODULE_CONFUSIONS[name]
@@ -111,6 +120,8 @@ def _closest(name: str, targets) -> str | None:
     squashed = name.replace("_", "").lower()
     for target in sorted(targets):
         limit = 1 if len(target) <= 5 else 2
+        if abs(len(name) - len(target)) > limit and squashed != target.replace("_", ""):
+            continue  # more insertions or deletions than the limit allows
         if edit_distance(name, target) <= limit or squashed == target.replace("_", ""):
             return target
     return None

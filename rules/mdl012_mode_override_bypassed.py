@@ -55,7 +55,11 @@ class ModeOverrideBypassed(Rule):
 
     def check(self, facts: FileFacts) -> Iterator[Report]:
         for cls in facts.collector.classes:
-            if not facts.modules.is_module_class(cls):
+            if "train" not in cls.methods and "eval" not in cls.methods:
+                continue
+            # Known to be an nn.Module through its bases: a class of some other framework with a
+            # `forward`, `train(experiences)` and `eval(stream)` (a continual-learning strategy) is not.
+            if facts.receivers.of_class(cls).module is not True:
                 continue
             train = cls.methods.get("train")
             if train is not None and not _propagates(train):
@@ -63,7 +67,7 @@ class ModeOverrideBypassed(Rule):
                                          f"train(): `eval()`/`train()` no longer reach its Dropout/BatchNorm; "
                                          f"call `super().train(mode)`", stmt=train)
             evaluate = cls.methods.get("eval")
-            if evaluate is not None and not _only_delegates(evaluate):
+            if evaluate is not None and not _only_delegates(evaluate) and not _reaches_children_only(facts, cls, evaluate):
                 yield Report(evaluate.name, f"`{cls.name}.eval()` is bypassed by `train(False)`, which a parent's "
                                             f"eval() calls on every child: move this logic into a `train(self, "
                                             f"mode=True)` override that calls `super().train(mode)`", stmt=evaluate)
@@ -100,3 +104,60 @@ def _only_delegates(method: cst.FunctionDef) -> bool:
         return False
     calls = _calls(statements[0])
     return len(calls) >= 1 and isinstance(calls[-1].func, cst.Attribute) and calls[-1].func.attr.value in ("train", "eval")
+
+
+def _reaches_children_only(facts: FileFacts, cls, method: cst.FunctionDef) -> bool:
+    """Does the eval() override only do what `train(False)` does anyway?
+
+    Every statement is an `eval()`/`train(False)` of a child (`self.net.eval()`), of the parent
+    (`super().eval()`), `return self`, or an `if` around such calls. A child is an attribute of
+    `self` not known to be something else; a deeper one (`self.backend.model.eval()`) is reached by
+    `train(False)` only if what holds it (`self.backend`) is known to be a module.
+    """
+    info = next((f for f in facts.collector.functions if f.node is method), None)
+    if info is None or not info.params:
+        return False
+    owner = info.params[0]
+    stack = list(_statements(method.body))
+    while stack:
+        statement = stack.pop()
+        if isinstance(statement, cst.If):
+            stack.extend(_statements(statement.body))
+            if statement.orelse is not None:
+                stack.extend(_statements(statement.orelse.body) if isinstance(statement.orelse, cst.Else)
+                             else [statement.orelse])
+            continue
+        if not isinstance(statement, cst.SimpleStatementLine):
+            return False
+        for small in statement.body:
+            if isinstance(small, cst.Expr) and isinstance(small.value, cst.SimpleString):
+                continue  # the docstring
+            value = small.value if isinstance(small, (cst.Expr, cst.Return)) else None
+            if isinstance(small, cst.Return) and dotted(value) == owner:
+                continue
+            if not isinstance(value, cst.Call) or not _switches_off(value):
+                return False
+            receiver = value.func.value
+            if isinstance(receiver, cst.Call) and dotted(receiver.func) == "super":
+                continue
+            parts = (dotted(receiver) or "").split(".")
+            if len(parts) < 2 or parts[0] != owner:
+                return False
+            holder = cst.Attribute(cst.Name(owner), cst.Name(parts[1]))
+            known = facts.receivers.of(holder, info)
+            if (len(parts) == 2 and known.module is False) or (len(parts) > 2 and known.module is not True):
+                return False
+    return True
+
+
+def _statements(body) -> list:
+    return list(body.body) if isinstance(body, (cst.IndentedBlock, cst.SimpleStatementSuite)) else []
+
+
+def _switches_off(call: cst.Call) -> bool:
+    func = call.func
+    if not isinstance(func, cst.Attribute):
+        return False
+    if func.attr.value == "eval" and not call.args:
+        return True
+    return func.attr.value == "train" and len(call.args) == 1 and dotted(call.args[0].value) == "False"

@@ -40,10 +40,12 @@ CASES = {
     "MDL009": (
         "from torch import nn\n\n\nclass M(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
         "        self.blocks = [nn.Linear(4, 4) for _ in range(3)]\n        self.heads = []\n"
-        "        self.heads.append(nn.Linear(4, 2))\n",
+        "        self.heads.append(nn.Linear(4, 2))\n\n    def forward(self, x):\n"
+        "        return [head(x) for head in self.heads] + [block(x) for block in self.blocks]\n",
         "from torch import nn\n\n\nclass M(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
         "        self.blocks = nn.ModuleList([nn.Linear(4, 4) for _ in range(3)])\n        self.heads = nn.ModuleList()\n"
-        "        self.heads.append(nn.Linear(4, 2))\n"),
+        "        self.heads.append(nn.Linear(4, 2))\n\n    def forward(self, x):\n"
+        "        return [head(x) for head in self.heads] + [block(x) for block in self.blocks]\n"),
     "MDL010": ("import torch.nn as nn\nmodel = nn.Sequential(nn.Linear(2, 2), nn.Dropout())\nmodel.training = False\n",
                "import torch.nn as nn\nmodel = nn.Sequential(nn.Linear(2, 2), nn.Dropout())\nmodel.eval()\n"),
     "MDL011": ("import torch\nimport torch.nn as nn\nmodel = nn.Sequential(nn.Linear(2, 2))\nmodel.trian()\n"

@@ -65,6 +65,13 @@ class FileFacts:
         return ModeFlow(self.collector, self.modules, self.path, index=self.index)
 
     @cached_property
+    def receivers(self):
+        """What a receiver is (an nn.Module? of which class?): see modelint.facts.receivers."""
+        from modelint.facts.receivers import Receivers
+
+        return Receivers(self)
+
+    @cached_property
     def call_sites(self) -> dict:
         """Call node -> its CallSite (where it sits)."""
         return {site.node: site for site in self.collector.calls}

@@ -1,0 +1,240 @@
+"""Plain containers of modules kept on an nn.Module (the facts behind MDL009).
+
+`plain_containers(facts)` finds, per nn.Module class, the attributes made plain
+`list`/`dict`/`tuple` containers (`self.layers = []`, `self.heads = {...}`,
+`self.blocks = modules` for `*modules: nn.Module`) that end up holding modules: built
+in the container itself, or put in later (`self.layers.append(Block())`,
+`self.tables[name] = nn.Embedding(...)`). Left out are containers registered some
+other way (`nn.Sequential(*self.layers)`, `add_module`), and containers no method
+but `__init__` ever reads: a dict of candidate backbones of which one is kept as a
+registered attribute holds nothing the module uses.
+
+A layer built from an imported class this file cannot see (`LSTMCell(...)` from a
+sibling file the run was not given) counts when the module calls the container's
+elements in a method, as it calls its layers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import libcst as cst
+
+from modelint.facts.collector import AttributeAssign, ClassInfo
+from modelint.facts.names import dotted
+from modelint.facts.receivers import instance_method
+from modelint.facts.walk import iter_nodes
+
+_FILLERS = ("append", "extend", "insert", "update", "setdefault")
+
+
+@dataclass(eq=False)
+class PlainContainer:
+    cls: ClassInfo
+    attr: str
+    assign: AttributeAssign  # where the container is made: the finding and the fix go here
+    kind: str  # "list" | "dict" | "tuple"
+    empty: bool  # `[]` / `{}` filled later
+    fills: list[cst.CSTNode] = field(default_factory=list)  # appends and item assignments that add modules
+
+
+def plain_containers(facts) -> list[PlainContainer]:
+    modules = facts.modules
+    found: list[PlainContainer] = []
+    by_class: dict[ClassInfo, list[AttributeAssign]] = {}
+    for assign in facts.collector.attribute_assigns:
+        cls = assign.site.cls
+        method = instance_method(assign.site.function, None)
+        if cls is None or method is None or method.cls is not cls or assign.value is None \
+                or dotted(assign.target.value) != method.params[0] or not modules.is_module_class(cls):
+            continue
+        by_class.setdefault(cls, []).append(assign)
+    for cls, assigns in by_class.items():
+        if not any(_empty_kind(a.value) or _container_kind(facts, a.value, a.site.function) for a in assigns) \
+                or _calls_add_module(facts, cls):
+            continue  # nothing that could be a plain container of modules
+        registered = {a.target.attr.value for a in assigns if _builds_module(facts, a.value)}
+        reads = _attribute_reads(facts, cls)
+        for assign in assigns:
+            attr = assign.target.attr.value
+            if attr in registered or attr in reads.passed_to_modules or attr not in reads.outside_init:
+                continue
+            value = assign.value
+            function = assign.site.function
+            empty = _empty_kind(value)
+            if empty is not None:
+                fills = [node for node, filled in reads.fills.get(attr, [])
+                         if _holds_modules(facts, filled, reads.functions.get(node), attr in reads.called)]
+                if fills:
+                    found.append(PlainContainer(cls, attr, assign, empty, True, fills))
+                continue
+            kind = _container_kind(facts, value, function)
+            if kind is not None and _holds_modules(facts, value, function, attr in reads.called):
+                found.append(PlainContainer(cls, attr, assign, kind, False))
+    return found
+
+
+@dataclass
+class _Reads:
+    outside_init: set[str] = field(default_factory=set)  # attributes read in a method other than __init__
+    passed_to_modules: set[str] = field(default_factory=set)  # `nn.Sequential(*self.x)`, `nn.ModuleList(self.x)`
+    called: set[str] = field(default_factory=set)  # `self.x[i](h)`, `for m in self.x: m(h)`
+    fills: dict[str, list] = field(default_factory=dict)  # attr -> [(statement node, value put in)]
+    functions: dict = field(default_factory=dict)  # fill node -> its function
+
+
+def _attribute_reads(facts, cls: ClassInfo) -> _Reads:
+    reads = _Reads()
+    for function in facts.collector.functions:
+        method = instance_method(function, None)
+        if method is None or function.cls is not cls:
+            continue
+        owner = method.params[0]
+        outside = function.name != "__init__"
+        body = function.node.body
+        for node in iter_nodes(body, skip_lambdas=False):
+            kind = type(node)
+            if kind is cst.Attribute and dotted(node.value) == owner:
+                if outside:
+                    reads.outside_init.add(node.attr.value)
+            elif kind is cst.Call:
+                _read_call(facts, node, owner, reads, function)
+            elif kind is cst.Assign:
+                for target in node.targets:
+                    attr = _item_of(target.target, owner)
+                    if attr is not None:
+                        reads.fills.setdefault(attr, []).append((node, node.value))
+                        reads.functions[node] = function
+            elif kind is cst.For:
+                attr = _iterated_attribute(node.iter, owner)
+                if attr is not None and _target_called(node):
+                    reads.called.add(attr)
+    # A subclass in this file reads the container in its own methods too.
+    for other in facts.collector.functions:
+        if other.cls is not None and other.cls is not cls and other.name != "__init__" \
+                and any(dotted(b) == cls.name for b in other.cls.bases):
+            owner_method = instance_method(other, None)
+            if owner_method is not None:
+                for node in iter_nodes(other.node.body):
+                    if type(node) is cst.Attribute and dotted(node.value) == owner_method.params[0]:
+                        reads.outside_init.add(node.attr.value)
+    return reads
+
+
+def _read_call(facts, call: cst.Call, owner: str, reads: _Reads, function) -> None:
+    func = call.func
+    if isinstance(func, cst.Attribute) and func.attr.value in _FILLERS and isinstance(func.value, cst.Attribute) \
+            and dotted(func.value.value) == owner:
+        for arg in call.args:
+            reads.fills.setdefault(func.value.attr.value, []).append((call, arg.value))
+            reads.functions[call] = function
+        return
+    if isinstance(func, cst.Subscript) and isinstance(func.value, cst.Attribute) and dotted(func.value.value) == owner:
+        reads.called.add(func.value.attr.value)
+        return
+    built = facts.modules.construction(call)
+    if built is not None and built.certain:
+        for arg in call.args:
+            inner = arg.value
+            if isinstance(inner, cst.Call) and dotted(inner.func) in ("list", "tuple") and inner.args:
+                inner = inner.args[0].value
+            if isinstance(inner, cst.Attribute) and dotted(inner.value) == owner:
+                reads.passed_to_modules.add(inner.attr.value)
+
+
+def _item_of(target: cst.BaseExpression, owner: str) -> str | None:
+    """`self.x[key] = ...` -> "x"."""
+    if isinstance(target, cst.Subscript) and isinstance(target.value, cst.Attribute) \
+            and dotted(target.value.value) == owner:
+        return target.value.attr.value
+    return None
+
+
+def _iterated_attribute(iterated: cst.BaseExpression, owner: str) -> str | None:
+    """`self.x`, `self.x.values()`, `enumerate(self.x)`, `zip(self.x, ...)` -> "x"."""
+    if isinstance(iterated, cst.Call):
+        if isinstance(iterated.func, cst.Attribute) and iterated.func.attr.value == "values":
+            iterated = iterated.func.value
+        elif dotted(iterated.func) in ("enumerate", "zip", "reversed") and iterated.args:
+            iterated = iterated.args[0].value
+    if isinstance(iterated, cst.Attribute) and dotted(iterated.value) == owner:
+        return iterated.attr.value
+    return None
+
+
+def _target_called(loop: cst.For) -> bool:
+    names = {dotted(e.value) for e in loop.target.elements} if isinstance(loop.target, cst.Tuple) \
+        else {dotted(loop.target)}
+    names.discard(None)
+    return any(type(node) is cst.Call and dotted(node.func) in names for node in iter_nodes(loop.body))
+
+
+def _calls_add_module(facts, cls: ClassInfo) -> bool:
+    for site in facts.collector.calls:
+        func = site.node.func
+        if site.site.cls is cls and isinstance(func, cst.Attribute) \
+                and func.attr.value in ("add_module", "register_module"):
+            return True
+    return False
+
+
+def _builds_module(facts, value: cst.BaseExpression) -> bool:
+    if not isinstance(value, cst.Call):
+        return False
+    built = facts.modules.construction(value)
+    return built is not None and built.certain
+
+
+def _empty_kind(value: cst.BaseExpression) -> str | None:
+    if isinstance(value, cst.List) and not value.elements:
+        return "list"
+    if isinstance(value, cst.Dict) and not value.elements:
+        return "dict"
+    if isinstance(value, cst.Call) and dotted(value.func) in ("list", "dict") and not value.args:
+        return dotted(value.func)
+    return None
+
+
+def _container_kind(facts, value: cst.BaseExpression, function) -> str | None:
+    if isinstance(value, (cst.List, cst.ListComp)):
+        return "list"
+    if isinstance(value, (cst.Dict, cst.DictComp)):
+        return "dict"
+    if isinstance(value, cst.Tuple):
+        return "tuple"
+    if isinstance(value, cst.Call) and dotted(value.func) in ("list", "tuple", "dict") and value.args:
+        return dotted(value.func)
+    if isinstance(value, cst.Name) and _star_modules(facts, value, function):
+        return "tuple"
+    return None
+
+
+def _star_modules(facts, name: cst.Name, function) -> bool:
+    """`*modules: nn.Module` (each extra positional argument a module): the tuple the method gets."""
+    if function is None:
+        return False
+    star = function.node.params.star_arg
+    if not isinstance(star, cst.Param) or star.name.value != name.value or star.annotation is None:
+        return False
+    return facts.receivers.of_annotation(star.annotation.annotation).module is True
+
+
+def _holds_modules(facts, value: cst.BaseExpression, function, elements_called: bool) -> bool:
+    """Does this value put modules in the container: built right there, bound to one in this method, or
+    the `*modules` of the method? `elements_called`: the module calls the container's elements, so an
+    imported class this file cannot see counts too."""
+    modules = facts.modules
+    local: dict[str, bool] = {}
+    for key, call, site in facts.collector.call_assigns:
+        if site.function is function and "." not in key:
+            built = modules.construction(call)
+            if built is not None and (built.certain or (elements_called and built.origin is not None)):
+                local[key] = True
+    for node in iter_nodes(value, skip_lambdas=True):
+        if isinstance(node, cst.Call):
+            built = modules.construction(node)
+            if built is not None and (built.certain or (elements_called and built.origin is not None)):
+                return True
+        elif isinstance(node, cst.Name) and (local.get(node.value) or _star_modules(facts, node, function)):
+            return True
+    return False

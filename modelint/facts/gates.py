@@ -1,0 +1,162 @@
+"""Mode gates: code that runs, and values that are non-zero, only in training mode or on the caller's request.
+
+A functional dropout needs no `training=` flag when the module's mode already
+decides whether it runs: `if self.training and p > 0: x = F.dropout(x, p)`, an
+early `if not self.training: return x`, `F.dropout(x, p) if self.training else x`,
+or a rate that is zero outside training (`p = self.p if self.training else 0.0`).
+A flag the caller passes (`def forward(self, x, mc=False)`, off unless asked) is the
+caller's explicit choice, which is how MC dropout is offered.
+"""
+
+from __future__ import annotations
+
+import libcst as cst
+
+from modelint.facts.name_values import reaching
+from modelint.facts.collector import FunctionInfo, Site
+from modelint.facts.names import literal_value
+from modelint.facts.walk import children, iter_nodes
+
+_EXITS = (cst.Return, cst.Raise)
+
+
+class Gates:
+    def __init__(self, receivers) -> None:
+        self.receivers = receivers  # for the bindings of a function's names
+
+    # -- tests --------------------------------------------------------------
+    def mode_test(self, test: cst.BaseExpression, function: FunctionInfo | None, depth: int = 0) -> bool:
+        """True only in training mode or when the caller asked: `self.training`, `self.training and p > 0`,
+        `self.training or mc`, a local holding such a test, a flag parameter that is off by default."""
+        if depth > 4:
+            return False
+        if isinstance(test, cst.BooleanOperation):
+            left = self.mode_test(test.left, function, depth + 1)
+            right = self.mode_test(test.right, function, depth + 1)
+            return (left or right) if isinstance(test.operator, cst.And) else (left and right)
+        if isinstance(test, cst.Attribute):
+            return test.attr.value == "training"
+        if isinstance(test, cst.Name) and function is not None:
+            bindings, _ = self.receivers.scope(function)
+            found = bindings.get(test.value) or []
+            if not found:
+                return False
+            for binding in found:
+                if binding.kind == "param":
+                    if binding.value is not None and literal_value(binding.value) not in (False, None, 0):
+                        return False  # on unless the caller says otherwise: not a request
+                elif binding.kind != "assign" or not self.mode_test(binding.value, function, depth + 1):
+                    return False
+            return True
+        return False
+
+    def exits_unless_mode(self, test: cst.BaseExpression, function: FunctionInfo | None) -> bool:
+        """`if not self.training or p == 0: return x`: going past it means training mode."""
+        operands = [test]
+        while operands and isinstance(operands[-1], cst.BooleanOperation) and isinstance(operands[-1].operator, cst.Or):
+            last = operands.pop()
+            operands.extend((last.left, last.right))
+        return any(isinstance(o, cst.UnaryOperation) and isinstance(o.operator, cst.Not)
+                   and self.mode_test(o.expression, function) for o in operands)
+
+    # -- code ---------------------------------------------------------------
+    def guarded(self, node: cst.CSTNode, site: Site) -> bool:
+        """Does `node` (in statement `site.stmt`) run only under a mode test?"""
+        function = site.function
+        for guard in site.guards:
+            if isinstance(guard, cst.If):
+                if _within(node, guard.body) and self.mode_test(guard.test, function):
+                    return True
+                if guard.orelse is not None and _within(node, guard.orelse) \
+                        and self.exits_unless_mode(guard.test, function):
+                    return True
+        for inner in iter_nodes(site.stmt):
+            if type(inner) is cst.IfExp and _within(node, inner.body) and self.mode_test(inner.test, function):
+                return True
+        return self._after_early_exit(site)
+
+    def _after_early_exit(self, site: Site) -> bool:
+        _, parents = self.receivers.scope(site.function)
+        current = site.stmt
+        while current in parents:
+            block, index, owner = parents[current]
+            for earlier in block[:index]:
+                if isinstance(earlier, cst.If) and earlier.orelse is None and _ends_in_exit(earlier.body) \
+                        and self.exits_unless_mode(earlier.test, site.function):
+                    return True
+            if owner is None or isinstance(owner, (cst.FunctionDef, cst.ClassDef)):
+                return False
+            current = owner
+        return False
+
+    # -- values -------------------------------------------------------------
+    def zero_outside_mode(self, value: cst.BaseExpression, function: FunctionInfo | None, stmt=None,
+                          depth: int = 0) -> bool:
+        """Is this rate zero unless in training mode (or asked for)? `p if self.training else 0.0`, a local
+        holding one, `0.0` overwritten under `if self.training:`."""
+        if depth > 4:
+            return False
+        if literal_value(value) in (0, 0.0):
+            return True
+        if isinstance(value, cst.IfExp):
+            if literal_value(value.orelse) in (0, 0.0) and self.mode_test(value.test, function):
+                return True
+            return literal_value(value.body) in (0, 0.0) and isinstance(value.test, cst.UnaryOperation) \
+                and isinstance(value.test.operator, cst.Not) and self.mode_test(value.test.expression, function)
+        if isinstance(value, cst.Name):
+            bindings, parents = self.receivers.scope(function)
+            found = bindings.get(value.value) or []
+            if stmt is not None:
+                found = reaching(found, stmt, parents) if found else found
+            if not found:
+                return False
+            for binding in found:
+                if binding.kind != "assign":
+                    return False
+                if self.zero_outside_mode(binding.value, function, None, depth + 1):
+                    continue
+                line = _statement_of(binding.node, parents)
+                guards = _enclosing_ifs(line, parents)
+                if not any(_within(binding.node, g.body) and self.mode_test(g.test, function) for g in guards):
+                    return False
+            return True
+        return False
+
+
+def _within(node: cst.CSTNode, container: cst.CSTNode) -> bool:
+    stack = [container]
+    while stack:
+        current = stack.pop()
+        if current is node:
+            return True
+        stack.extend(children(current))
+    return False
+
+
+def _ends_in_exit(body: cst.BaseSuite) -> bool:
+    statements = body.body if isinstance(body, (cst.IndentedBlock, cst.SimpleStatementSuite)) else ()
+    if not statements:
+        return False
+    last = statements[-1]
+    if isinstance(last, cst.SimpleStatementLine):
+        return isinstance(last.body[-1], _EXITS)
+    return isinstance(last, _EXITS)
+
+
+def _statement_of(node: cst.CSTNode, parents: dict) -> cst.CSTNode | None:
+    if node in parents:
+        return node
+    for stmt in parents:
+        if isinstance(stmt, cst.SimpleStatementLine) and any(small is node for small in stmt.body):
+            return stmt
+    return None
+
+
+def _enclosing_ifs(stmt: cst.CSTNode | None, parents: dict) -> list[cst.If]:
+    found = []
+    while stmt is not None and stmt in parents:
+        _, _, owner = parents[stmt]
+        if isinstance(owner, cst.If):
+            found.append(owner)
+        stmt = owner
+    return found
