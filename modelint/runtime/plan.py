@@ -16,11 +16,8 @@ import ast
 import re
 from dataclasses import dataclass, field
 
-import libcst as cst
-
-from modelint.facts import FileFacts
-from modelint.facts.flow import ModeFact
 from modelint.finding import Finding
+from modelint.runtime.static_facts import EVAL as EVAL_MODE, TRAIN as TRAIN_MODE, UNKNOWN, StaticFacts
 
 # `model.eval()`, `model.train()`, `model.train(False)` as a statement of its own.
 _MODE_CALL = re.compile(r"^\s*(?P<target>[A-Za-z_][\w.]*)\.(?P<method>eval|train)\((?P<arg>True|False)?\)\s*(#.*)?$")
@@ -81,15 +78,9 @@ class _Source:
         self.path, self.text = path, text
         self.lines = text.split("\n")
         self.tree = ast.parse(text)
-        self._facts: FileFacts | None = None
+        self.facts = StaticFacts(path, text)
         self.classes = {node.name: node for node in ast.walk(self.tree) if isinstance(node, ast.ClassDef)}
         self.module_classes = self._module_classes()
-
-    @property
-    def facts(self) -> FileFacts:
-        if self._facts is None:
-            self._facts = FileFacts(cst.parse_module(self.text), self.path)
-        return self._facts
 
     def _module_classes(self) -> list[str]:
         """Classes of this file that derive from nn.Module (directly or through each other)."""
@@ -189,18 +180,6 @@ def _constructor(value: ast.expr | None, hint: bool = False) -> dict | None:
             "kwargs": {k.arg: ast.unparse(k.value) for k in value.keywords}, "hint": hint}
 
 
-def _fact_mode(fact: ModeFact | None) -> str:
-    if fact is None:
-        return "unknown"
-    if fact.definitely_eval:
-        return "eval"
-    if fact.train_sites:
-        return "train"  # on at least one path: what a finding claims
-    if fact.eval_sites and not fact.havoc:
-        return "eval"
-    return "unknown"
-
-
 def _split_key(key: str) -> tuple[str, list[str]]:
     """`self.net.encoder` -> ("self.net", ["encoder"]); `model` -> ("model", [])."""
     parts = key.split(".")
@@ -266,19 +245,6 @@ class Planner:
 
     # --- what the line does ---------------------------------------------------------------------
 
-    def _facts_at(self, line: int):
-        flow = self.source.facts.flow
-        positions = self.source.facts.positions
-        forwards, steps = [], []
-        for function_flow in flow.flows:
-            for call, forward in function_flow.forwards.items():
-                if positions[call].start.line == line:
-                    forwards.append(forward)
-            for call, step in function_flow.steps.items():
-                if positions[call].start.line == line:
-                    steps.append(step)
-        return forwards, steps
-
     def plan(self, probe_id: str, line: int, code: str | None, finding: Finding | None) -> Probe:
         probe = Probe(probe_id, code, line)
         try:
@@ -301,7 +267,7 @@ class Planner:
         if code is None and (match := _MODE_CALL.search(text)):
             self._plan_mode_call(probe, line, match)
             return
-        forwards, steps = self._facts_at(line)
+        forwards, steps = self.source.facts.sites_at(line)
         if code in ("MDL001", "MDL002") or (code is None and forwards):
             if not forwards:
                 probe.not_run = f"no forward pass of a tracked model at line {line}"
@@ -320,65 +286,47 @@ class Planner:
     def _class_line(self, line: int) -> bool:
         return self.source.enclosing_class(line) is not None
 
-    def _function_of(self, forward_or_step) -> tuple[str | None, list[str]]:
-        function = forward_or_step.function
-        if function is None:
-            return None, []
-        return function.name, list(function.params)
-
     def _plan_forward(self, probe: Probe, forward, code: str | None, line: int) -> None:
-        name, params = self._function_of(forward)
-        probe.candidates = self.candidates_for_key(forward.key, line, name, params)
+        probe.candidates = self.candidates_for_key(forward.key, line, forward.function, list(forward.params))
         root, _ = _split_key(forward.key)
         model = forward.key
         if code == "MDL002":
-            grad = not forward.grad.definitely_free
             probe.variants = [variant(
                 "memory",
-                scenario(f"{model}(...) in eval mode with autograd on", [EVAL], grad=grad),
+                scenario(f"{model}(...) in eval mode with autograd on", [EVAL], grad=not forward.grad_free),
                 scenario("the same under torch.no_grad()", [EVAL], grad=False))]
             return
-        mode = "train" if code == "MDL001" else _fact_mode(forward.mode)
-        if mode == "unknown" and forward.mode.entry and not forward.mode.havoc:
-            passed = [flow.passed_modes[forward.call] for flow in self.source.facts.flow.flows
-                      if forward.call in flow.passed_modes]
-            if passed:
-                joined = passed[0]
-                for fact in passed[1:]:
-                    joined = joined.join(fact)
-                mode = _fact_mode(joined)
-        if mode == "unknown":
+        mode = TRAIN_MODE if code == "MDL001" else forward.mode
+        if mode == UNKNOWN:
             probe.not_run = f"modelint cannot tell the mode of `{model}` at line {line} (it comes from a caller)"
             return
-        ops = [TRAIN] if mode == "train" else [EVAL]
+        ops = [TRAIN] if mode == TRAIN_MODE else [EVAL]
         probe.variants = [variant(
             "stochastic",
-            scenario(f"{model}(...) in {'training' if mode == 'train' else 'eval'} mode, as at line {line}", ops),
+            scenario(f"{model}(...) in {'training' if mode == TRAIN_MODE else 'eval'} mode, as at line {line}", ops),
             scenario(f"after {root}.eval()", [EVAL]))]
-        if code is None and mode == "eval":  # a bare line: is the graph it records wasted too?
-            grad = not forward.grad.definitely_free
+        if code is None and mode == EVAL_MODE:  # a bare line: is the graph it records wasted too?
+            grad = not forward.grad_free
             probe.variants.append(variant(
                 "memory", scenario(f"{model}(...) with autograd {'on' if grad else 'off'}, as at line {line}",
                                    [EVAL], grad=grad),
                 scenario("under torch.no_grad()", [EVAL], grad=False)))
 
     def _plan_step(self, probe: Probe, step, code: str | None, line: int) -> None:
-        models = {key: fact for key, fact in step.models.items() if fact.train_sites or fact.eval_sites}
-        if not models:
+        if not step.models:
             probe.not_run = f"no tracked model at the training step on line {line}"
             return
-        key = next((k for k, f in models.items() if f.eval_sites), next(iter(models)))
-        name, params = self._function_of(step)
-        probe.candidates = self.candidates_for_key(key, line, name, params)
-        mode = "eval" if code == "MDL003" else _fact_mode(models[key])
-        if mode == "unknown":
+        key, fact_mode, _ = next((m for m in step.models if m[2]), step.models[0])
+        probe.candidates = self.candidates_for_key(key, line, step.function, list(step.params))
+        mode = EVAL_MODE if code == "MDL003" else fact_mode
+        if mode == UNKNOWN:
             probe.not_run = f"modelint cannot tell the mode of `{key}` at line {line}"
             return
-        ops = [EVAL] if mode == "eval" else [TRAIN]
+        ops = [EVAL] if mode == EVAL_MODE else [TRAIN]
         root, _ = _split_key(key)
         probe.variants = [variant(
             "inert",
-            scenario(f"training step with {key} in {'eval' if mode == 'eval' else 'training'} mode, as at line "
+            scenario(f"training step with {key} in {'eval' if mode == EVAL_MODE else 'training'} mode, as at line "
                      f"{line}", ops),
             scenario(f"after {root}.train()", [TRAIN]))]
 
