@@ -101,5 +101,9 @@ def summary_line(runtime: dict | None) -> str | None:
         return None
     device = runtime.get("device_name") or runtime.get("device")
     where = f" on {device}" if device else ""
+    built = runtime.get("constructed") or ""
+    if built and not built.endswith("()"):  # the arguments used, and which of them were guessed
+        guessed = runtime.get("guessed") or []
+        where += f" with {built}" + (f" (guessed: {', '.join(guessed)})" if guessed else "")
     reason = runtime.get("reason") or ""
     return f"runtime: {runtime.get('verdict', 'not run')}{where}" + (f": {reason}" if reason else "")

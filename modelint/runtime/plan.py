@@ -13,19 +13,20 @@ No torch here: this runs in the linting process.
 from __future__ import annotations
 
 import ast
+import json
 import re
 from dataclasses import dataclass, field
 
 from modelint.finding import Finding
+from modelint.runtime.project_scan import Project
+from modelint.runtime.provenance import Resolver, unwrap_chain
 from modelint.runtime.static_facts import EVAL as EVAL_MODE, TRAIN as TRAIN_MODE, UNKNOWN, StaticFacts
 
 # `model.eval()`, `model.train()`, `model.train(False)` as a statement of its own.
 _MODE_CALL = re.compile(r"^\s*(?P<target>[A-Za-z_][\w.]*)\.(?P<method>eval|train)\((?P<arg>True|False)?\)\s*(#.*)?$")
 _HINT = re.compile(r"#\s*modelint:\s*probe\s+(?P<expr>[A-Za-z_][\w.]*\s*\(.*\))\s*$", re.IGNORECASE)
 _INPUT_HINT = re.compile(r"#\s*modelint:\s*probe-input\s+(?P<expr>.+?)\s*$", re.IGNORECASE)
-# Method calls that return the module itself (or a copy of it): `Net().to(device).eval()`.
-_CHAIN_METHODS = frozenset({"to", "cuda", "cpu", "eval", "train", "double", "float", "half", "bfloat16",
-                            "requires_grad_", "share_memory", "type"})
+MAX_CANDIDATES = 8  # builds tried per probe (each with up to three sets of guesses)
 
 
 def op_call(method: str, arg: bool | None = None, path: list[str] | None = None) -> dict:
@@ -126,36 +127,6 @@ class _Source:
                     used.add(node.func.id)
         return sorted(self.module_classes, key=lambda n: (n in used, -self.classes[n].lineno))
 
-    def constructions_of(self, target: str, before: int) -> list[dict]:
-        """Constructor calls assigned to `target` (`model = Net(...)`, `self.model = Net(...)`), the
-        nearest one above `before` first."""
-        found = []
-        tail = target.rsplit(".", 1)[-1]
-        for node in ast.walk(self.tree):
-            if isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None:
-                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-                for each in targets:
-                    text = ast.unparse(each)
-                    if text == target or (target.startswith("self.") and text.rsplit(".", 1)[-1] == tail):
-                        candidate = _constructor(node.value)
-                        if candidate is not None:
-                            candidate["site"] = node.lineno
-                            found.append(candidate)
-        found.sort(key=lambda c: (c["site"] > before, abs(before - c["site"])))
-        return found
-
-    def passed_as(self, function: str, position: int, name: str) -> list[str]:
-        """Names passed as parameter `name` (at `position`) in calls of `function` in this file."""
-        names = []
-        for node in ast.walk(self.tree):
-            if isinstance(node, ast.Call) and ast.unparse(node.func).rsplit(".", 1)[-1] == function:
-                args = [a for a in node.args if not isinstance(a, ast.Starred)]
-                value = args[position] if position < len(args) else next(
-                    (k.value for k in node.keywords if k.arg == name), None)
-                if value is not None:
-                    names.append(ast.unparse(value))
-        return names
-
 
 def _parse_expr(text: str) -> ast.expr | None:
     try:
@@ -165,19 +136,22 @@ def _parse_expr(text: str) -> ast.expr | None:
 
 
 def _constructor(value: ast.expr | None, hint: bool = False) -> dict | None:
-    """`Net(3, p=0.5).to(device)` -> {"class": "Net", "args": ["3"], "kwargs": {"p": "0.5"}}."""
-    while isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute) and \
-            value.func.attr in _CHAIN_METHODS and isinstance(value.func.value, ast.Call):
-        value = value.func.value
+    """A hint's or the config's `Net(3, p=0.5)`: a build spec whose parts are evaluated in the user's file."""
+    value = unwrap_chain(value) if value is not None else None
     if not isinstance(value, ast.Call):
         return None
     callee = ast.unparse(value.func)
-    if not re.fullmatch(r"[A-Za-z_][\w.]*", callee) or not callee.rsplit(".", 1)[-1][:1].isupper():
-        return None  # `build_model(cfg)`, `torch.load(...)`: not a constructor we can replay
+    if not re.fullmatch(r"[A-Za-z_][\w.]*", callee):
+        return None
     if any(isinstance(a, ast.Starred) for a in value.args) or any(k.arg is None for k in value.keywords):
         return None
-    return {"class": callee, "args": [ast.unparse(a) for a in value.args],
-            "kwargs": {k.arg: ast.unparse(k.value) for k in value.keywords}, "hint": hint}
+    return {"callee": {"expr": callee, "name": callee}, "args": [{"expr": ast.unparse(a)} for a in value.args],
+            "kwargs": {k.arg: {"expr": ast.unparse(k.value)} for k in value.keywords}, "hint": hint,
+            "text": ast.unparse(value)[:200]}
+
+
+def class_name(candidate: dict) -> str:
+    return (candidate["callee"].get("name") or candidate["callee"].get("expr") or "").rsplit(".", 1)[-1]
 
 
 def _split_key(key: str) -> tuple[str, list[str]]:
@@ -194,19 +168,25 @@ class Planner:
         self.fixed_sources: dict[str, str] = {}
         self.hint, self.input_hint = self.source.hint()
         self.functional_fixes: list = []  # the edits of every MDL008 finding of the file
+        self.project = Project(path, self.source.tree)
+        self.index = self.project.index(path)
+        self.resolver = Resolver(self.project)
 
     # --- where the module comes from ------------------------------------------------------------
 
+    def _own(self, name: str, **extra) -> dict:
+        """A class of the flagged file, built with what its signature needs (guessed by the child)."""
+        return {"callee": {"file": self.project.flagged, "name": name}, "args": [], "kwargs": {}, "path": [],
+                "text": f"{name}(...)", **extra}
+
     def candidates_for_key(self, key: str, line: int, function: str | None, params: list[str]) -> list[dict]:
+        """Builds for the model `key` as the code at `line` sees it: where it was constructed (followed
+        through assignments, parameters and callers across the project), then the file's own classes."""
         root, path = _split_key(key)
-        found = self.source.constructions_of(root, line)
-        if not found and function and root in params:
-            for name in self.source.passed_as(function, params.index(root), root):
-                found.extend(self.source.constructions_of(name, line))
+        found = self.resolver.builds_at(self.index, root, line)
         for candidate in found:
             candidate["path"] = path
-        fallback = [{"class": name, "args": [], "kwargs": {}, "path": [], "require_mode_dependent": True}
-                    for name in self.source.outermost_classes()]
+        fallback = [self._own(name, require_mode_dependent=True) for name in self.source.outermost_classes()]
         return self._with_hint(found + fallback)
 
     def candidates_for_class(self, node: ast.ClassDef) -> list[dict]:
@@ -214,34 +194,32 @@ class Planner:
         subclasses = [n for n, c in self.source.classes.items()
                       if n in self.source.module_classes and any(ast.unparse(b).rsplit(".", 1)[-1] == name
                                                                  for b in c.bases)]
-        own = [{"class": n, "args": [], "kwargs": {}, "path": []} for n in [name, *subclasses]]
         built = []
         for n in [name, *subclasses]:
-            for node_ in ast.walk(self.source.tree):
-                if isinstance(node_, ast.Call) and ast.unparse(node_.func).rsplit(".", 1)[-1] == n:
-                    candidate = _constructor(node_)
-                    if candidate is not None and (candidate["args"] or candidate["kwargs"]):
-                        candidate["site"] = node_.lineno
-                        built.append(candidate)
-        containers = [{"class": n, "args": [], "kwargs": {}, "path": [], "require_mode_dependent": True}
+            for index, call in self.project.calls_of(self.project.flagged, n)[:8]:
+                spec = self.resolver.build(index, call)
+                if spec is not None and (spec["args"] or spec["kwargs"]):
+                    built.append(dict(spec, callee={"file": self.project.flagged, "name": n}, path=[]))
+        own = [self._own(n) for n in [name, *subclasses]]
+        containers = [self._own(n, require_mode_dependent=True)
                       for n in self.source.outermost_classes() if n not in (name, *subclasses)]
-        return self._with_hint(own[:1] + built + own[1:] + containers)
+        return self._with_hint(built + own + containers)
 
     def _with_hint(self, candidates: list[dict]) -> list[dict]:
         configured = []
         for candidate in candidates:  # the config's constructor for a class, before the file's own call
-            call = self.constructors.get(candidate["class"].rsplit(".", 1)[-1])
+            call = self.constructors.get(class_name(candidate))
             built = _constructor(_parse_expr(call)) if call else None
             if built is not None:
                 configured.append(dict(built, path=candidate.get("path", []), hint=True))
         unique, seen = [], set()
         for candidate in ([dict(self.hint, path=[])] if self.hint else []) + configured + candidates:
-            marker = (candidate["class"], tuple(candidate["args"]), tuple(sorted(candidate["kwargs"].items())),
-                      tuple(candidate.get("path", [])))
+            marker = json.dumps([candidate["callee"], candidate["args"], candidate["kwargs"],
+                                 candidate.get("path", [])], sort_keys=True)
             if marker not in seen:
                 seen.add(marker)
                 unique.append(candidate)
-        return unique
+        return unique[:MAX_CANDIDATES]
 
     # --- what the line does ---------------------------------------------------------------------
 
@@ -252,8 +230,9 @@ class Planner:
         except RecursionError:
             probe.not_run = "the file is nested too deeply to plan a probe"
         if not probe.not_run and not probe.candidates:
-            probe.not_run = "no nn.Module to build: the model is not constructed in this file (add " \
-                            "`# modelint: probe ClassName(...)`)"
+            followed = "; ".join(dict.fromkeys(self.resolver.notes)) or \
+                "no construction found in this file, its callers or the project files that import it"
+            probe.not_run = f"no nn.Module to build ({followed}); add `# modelint: probe ClassName(...)`"
         return probe
 
     def _plan(self, probe: Probe, line: int, code: str | None, finding: Finding | None) -> None:
