@@ -38,13 +38,34 @@ _GUESSES = (
 )
 
 
-def guess(parameter: inspect.Parameter, attempt: int):
+_MODULE_NAMES = r"^(backbone|encoder|decoder|model|net|network|module|body|trunk|base_model|base|features|" \
+                r"feature_extractor|submodule|block|layer|inner|wrapped)$"
+
+
+def stand_in(torch):
+    """For a parameter that takes a module (`backbone: nn.Module`): a shape-preserving module with a
+    Dropout, so that the wrapper's own mode handling can be observed. Always reported as guessed."""
+    class StandIn(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.dropout = torch.nn.Dropout(0.5)
+
+        def forward(self, x, *_rest, **_named):
+            return self.dropout(x)
+
+    return StandIn()
+
+
+def guess(parameter: inspect.Parameter, attempt: int, torch=None):
     """A value for a parameter nobody gave, from its name and annotation; NO_GUESS if neither says."""
     name = parameter.name.lower()
     annotation = parameter.annotation
     text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
     if text == "bool":
         return False
+    if torch is not None and (text in ("Module", "nn.Module", "torch.nn.Module") or
+                              (annotation is parameter.empty and re.search(_MODULE_NAMES, name))):
+        return stand_in(torch)
     for pattern, values in _GUESSES:
         if re.search(pattern, name):
             value = values[attempt % len(values)]
@@ -178,7 +199,7 @@ class Builder:
                 continue
             if param.default is not param.empty and (param.name not in missing or guess(param, attempt) is NO_GUESS):
                 continue  # its default; or given something we cannot compute that no guess replaces
-            value = guess(param, attempt)
+            value = guess(param, attempt, self.torch if spec.get("stand_ins") else None)
             if value is NO_GUESS:
                 site = f" at {spec['site']}" if spec.get("site") else ""
                 short = label.rsplit(".", 1)[-1]

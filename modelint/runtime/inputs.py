@@ -33,10 +33,15 @@ def _wants_indices(torch, param: inspect.Parameter | None) -> bool:
         bool(re.search(r"ids$|^idx|indices|tokens?$|^src$|^words?$|^sentences?$|^text$", param.name.lower()))
 
 
-def _extra(torch, param: inspect.Parameter, first, device):
-    """A value for a further required parameter of forward, given the first input."""
+def _extra(torch, param: inspect.Parameter, first, device, labels: int | None = None, scale: int = 1):
+    """A value for a further required parameter of forward, given the first input (a tensor like it,
+    `scale` times larger in its spatial dimensions: a U-Net's skip connection)."""
     name = param.name.lower()
     rows = first.shape[0] if first.dim() else 1
+    if name == "offsets":  # EmbeddingBag: one bag per pair of indices
+        return torch.arange(0, max(first.numel(), 1), 2, device=device)
+    if labels is not None and re.search(r"^y$|label|class|^cond|^c$|target_class", name):
+        return torch.randint(0, labels, (rows,), device=device)
     if "edge_index" in name:
         return torch.randint(0, rows, (2, 2 * rows), device=device)
     if name in ("adj", "adjacency", "a", "adj_matrix", "graph"):
@@ -49,7 +54,22 @@ def _extra(torch, param: inspect.Parameter, first, device):
         return None
     if "ratio" in name or "teacher" in name:
         return 0.0
+    if scale != 1 and first.dim() >= 3 and first.is_floating_point():
+        return torch.randn(*first.shape[:2], *[d * scale for d in first.shape[2:]], device=device)
     return first.clone()
+
+
+def _feature_list(torch, target, batch: int):
+    """Shapes for a `forward(self, features)` that takes one map per level (an FPN neck): the first
+    container of convolutions, one input per convolution, each level half the size of the one before."""
+    nn = torch.nn
+    containers = [*target._modules.values(), *(v for v in vars(target).values() if isinstance(v, (list, tuple)))]
+    for value in containers:
+        items = list(value) if isinstance(value, (list, tuple, nn.ModuleList)) else []
+        if len(items) > 1 and all(isinstance(item, nn.modules.conv._ConvNd) for item in items):
+            dims = len(items[0].kernel_size)
+            return [(batch, item.in_channels, *([max(32 >> level, 1)] * dims)) for level, item in enumerate(items)]
+    return None
 
 
 def _layer_shapes(torch, layer, batch: int):
@@ -57,6 +77,9 @@ def _layer_shapes(torch, layer, batch: int):
     nn = torch.nn
     if isinstance(layer, nn.Linear):
         return [(batch, layer.in_features), (batch, 8, layer.in_features)], None, None
+    if isinstance(layer, nn.modules.conv._ConvTransposeNd):  # a generator's latent code: (B, nz, 1, 1)
+        dims = {nn.ConvTranspose1d: 1, nn.ConvTranspose2d: 2, nn.ConvTranspose3d: 3}.get(type(layer), 2)
+        return [(batch, layer.in_channels, *([n] * dims)) for n in (1, 4, 8)], None, None
     if isinstance(layer, nn.Conv1d):
         return [(batch, layer.in_channels, n) for n in (32, 64, 128, 16)], None, None
     if isinstance(layer, nn.Conv2d):
@@ -107,7 +130,15 @@ def input_candidates(torch, target, device, hint: str | None, every_module, eval
             break
     if embeddings and _wants_indices(torch, first_param) and not any(p[2] is torch.long for p in plans[:1]):
         plans.insert(0, ("Embedding", [(batch, 16), (16, batch)], torch.long, min(embeddings)))
+    elif len(required) > 1 and not _wants_indices(torch, first_param):
+        # `forward(x, y)` with an Embedding for y: the tensor layers say what x is.
+        plans.sort(key=lambda plan: plan[2] is torch.long)
     plans.append(("no layer", [(batch, 16), (batch, 3, 32, 32), (batch, 8, 16)], None, None))
+    levels = _feature_list(torch, target, batch) if first_param is not None and re.search(
+        r"features|feats|inputs|^xs$|maps|levels|pyramid|_list$", first_param.name.lower()) else None
+    if levels:
+        seed(torch, 1)
+        yield f"a list of {len(levels)} feature maps", [torch.randn(*shape, device=device) for shape in levels]
     seen = set()
     for name, shapes, dtype, high in plans:
         for shape in shapes:
@@ -121,8 +152,10 @@ def input_candidates(torch, target, device, hint: str | None, every_module, eval
                 value = torch.randn(*shape, device=device)
             label = f"{name} -> {tuple(shape)}" if name != "no layer" else f"a plain tensor {tuple(shape)}"
             if len(required) > 1:
-                extras = tuple(_extra(torch, p, value, device) for p in required[1:])
                 names = ", ".join(p.name for p in required[1:])
-                yield f"{label} with {names}", (value, *extras)
+                for scale in (1, 2):
+                    extras = tuple(_extra(torch, p, value, device, min(embeddings) if embeddings else None, scale)
+                                   for p in required[1:])
+                    yield f"{label} with {names}" + (" (twice its size)" if scale == 2 else ""), (value, *extras)
             else:
                 yield label, value

@@ -315,8 +315,8 @@ class Planner:
             probe.not_run = f"line {line} does not assign True/False to `.training`"
             return
         target, value = match["target"], match["value"] == "True"
-        probe.candidates = self._candidates_at(target, line)
-        _, path = _split_key(target)
+        probe.candidates = [dict(c, stand_ins=True) for c in self._candidates_at(target, line)]
+        path = self._op_path(target, line)
         if value:
             probe.variants = [variant(
                 "inert",
@@ -335,7 +335,7 @@ class Planner:
         target = match["target"]
         to_eval = match["method"] == "eval" or match["arg"] == "False"
         probe.candidates = self._candidates_at(target, line)
-        _, path = _split_key(target)
+        path = self._op_path(target, line)
         call = op_call(match["method"], {"True": True, "False": False}.get(match["arg"] or ""), path)
         statement = match.group(0).split("#")[0].strip()
         if to_eval:
@@ -366,11 +366,23 @@ class Planner:
         return []
 
     def _candidates_at(self, target: str, line: int) -> list[dict]:
-        """Candidates for `target` as the function around `line` sees it (its parameters lead to callers)."""
+        """Candidates for `target` as the function around `line` sees it (its parameters lead to callers);
+        `self.encoder` inside an nn.Module class: that class (see `_op_path`)."""
+        owner = self.source.enclosing_class(line)
+        if owner is not None and target.split(".")[0] == "self":
+            path = self._op_path(target, line)  # the forward pass measures the submodule itself
+            return [dict(candidate, path=path) for candidate in self.candidates_for_class(owner)]
         function = self._enclosing_function(line)
         if function is None:
             return self.candidates_for_key(target, line, None, [])
         return self.candidates_for_key(target, line, function.name, [a.arg for a in function.args.args])
+
+    def _op_path(self, target: str, line: int) -> list[str]:
+        """Where a mode operation on `target` applies, from the module that is built: below `self` in
+        an nn.Module class (the class is built), below the built model elsewhere."""
+        if target.split(".")[0] == "self" and self.source.enclosing_class(line) is not None:
+            return target.split(".")[1:]
+        return _split_key(target)[1]
 
     def _enclosing_function(self, line: int):
         best = None
@@ -386,7 +398,9 @@ class Planner:
         if node is None:
             probe.not_run = f"line {line} is not inside an nn.Module class of this file"
             return
-        probe.candidates = self.candidates_for_class(node)
+        # A wrapper's module parameters (`backbone`) may get a stand-in: the class's own mode handling is
+        # what is measured. Never for a forward pass or a training step, whose effect is the model's.
+        probe.candidates = [dict(c, stand_ins=True) for c in self.candidates_for_class(node)]
         overrides = {f.name for f in node.body if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))}
         base_fix = scenario("every submodule switched to eval mode, as nn.Module.train(False) does",
                             [{"op": "base", "value": False}])
