@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import os
+import threading
 from dataclasses import dataclass, field
 
 _MARKERS = ("pyproject.toml", "setup.py", "setup.cfg", ".git")
@@ -114,35 +115,50 @@ class FileIndex:
         return self.parents.get(id(node))
 
 
+# The project's texts and indexes, shared by the planners of one run (one per flagged file).
+_SHARED: dict[str, tuple[dict, dict]] = {}
+_LOCK = threading.Lock()  # planners run in a thread pool
+
+
 class Project:
-    """The files around one flagged file; parsed on demand, each at most once."""
+    """The files around one flagged file; parsed on demand, each at most once per run."""
 
     def __init__(self, flagged_path: str, flagged_tree: ast.Module | None = None) -> None:
         self.flagged = os.path.abspath(flagged_path)
         self.root = project_root(self.flagged)
+        with _LOCK:
+            if len(_SHARED) > 8:
+                _SHARED.clear()
+            texts, self._indexes = _SHARED.setdefault(self.root, ({}, {}))
         self._texts: dict[str, str] | None = None
-        self._indexes: dict[str, FileIndex | None] = {}
+        self._shared_texts = texts
         if flagged_tree is not None:
             self._indexes[self.flagged] = FileIndex.build(self.flagged, flagged_tree)
 
     def _files(self) -> dict[str, str]:
         if self._texts is None:
-            self._texts = {}
-            for folder, dirs, names in os.walk(self.root):
-                dirs[:] = sorted(d for d in dirs if d not in _SKIP and not d.startswith("."))
-                for name in sorted(names):
-                    if not name.endswith(".py") or len(self._texts) >= MAX_FILES:
-                        continue
-                    path = os.path.join(folder, name)
-                    try:
-                        if os.path.getsize(path) > MAX_BYTES:
-                            continue
-                        with open(path, encoding="utf-8", errors="replace") as handle:
-                            self._texts[path] = handle.read()
-                    except OSError:
-                        continue
-            self._texts.setdefault(self.flagged, "")
+            with _LOCK:
+                if not self._shared_texts:
+                    self._walk(self._shared_texts)
+            self._texts = self._shared_texts
+        if self.flagged not in self._texts:
+            self._texts[self.flagged] = ""
         return self._texts
+
+    def _walk(self, texts: dict[str, str]) -> None:
+        for folder, dirs, names in os.walk(self.root):
+            dirs[:] = sorted(d for d in dirs if d not in _SKIP and not d.startswith("."))
+            for name in sorted(names):
+                if not name.endswith(".py") or len(texts) >= MAX_FILES:
+                    continue
+                path = os.path.join(folder, name)
+                try:
+                    if os.path.getsize(path) > MAX_BYTES:
+                        continue
+                    with open(path, encoding="utf-8", errors="replace") as handle:
+                        texts[path] = handle.read()
+                except OSError:
+                    continue
 
     def index(self, path: str) -> FileIndex | None:
         path = os.path.abspath(path)
