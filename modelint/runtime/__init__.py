@@ -92,6 +92,9 @@ def _probe_file(path: str, findings: list[Finding], lines: list[int], device: st
         return everything(f"the file does not parse: {error.msg}")
     except RecursionError:
         return everything("the file is nested too deeply to plan a probe")
+    except Exception as error:  # noqa: BLE001 - a bug in the planner must not cost the lint results
+        return everything(f"modelint could not plan a probe for this file (please report it): "
+                          f"{type(error).__name__}: {error}")
     return run_plan(plan, device, timeout)
 
 

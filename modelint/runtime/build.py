@@ -29,7 +29,7 @@ _GUESSES = (
     (r"kernel", (3, 3, 1)),
     (r"^stride$|^dilation$|^groups$", (1, 1, 1)),
     (r"^padding$", (1, 1, 0)),
-    (r"^(num_|n_|n)?layers$|^depth$|^(num_|n_)blocks$", (2, 1, 3)),
+    (r"^(num_|n_|n)?(layers|blocks|blks)$|^depth$", (2, 1, 3)),
     (r"seq_len|max_len|^block_size$|context|positions|max_length|max_seq", (64, 128, 32)),
     (r"vocab|^n?tokens?$|^n_tokens$|^num_tokens$|num_embeddings|^n_?words$|^num_words$|^input_dim$", (32, 64, 16)),
     (r"^in_?ch(annels|ans)?$|^n_?channels$|^channels$|^input_channels$|^img_channels$|^nc$", (3, 16, 1)),
@@ -114,8 +114,11 @@ class Builder:
             try:
                 value = getattr(value, part)
             except AttributeError:
-                raise BuildError(f"{ref.get('module') or os.path.basename(ref['file'])} has no "
-                                 f"`{ref['name']}`") from None
+                try:  # a submodule not imported yet: `pytorch_tabnet.tab_network`
+                    value = importlib.import_module(f"{value.__name__}.{part}")
+                except Exception:  # noqa: BLE001
+                    raise BuildError(f"{ref.get('module') or os.path.basename(ref['file'])} has no "
+                                     f"`{ref['name']}`") from None
         return value
 
     def _import_file(self, path: str):
@@ -195,6 +198,9 @@ class Builder:
         for key in dropped:
             kwargs[key] = _NO_WEIGHTS[key]
         for param in params:
+            if kwargs.get(param.name, 0) is None and param.default is param.empty and \
+                    guess(param, attempt) is not NO_GUESS:
+                del kwargs[param.name]  # a `None` placeholder (`input_dim: int = None`) for a size
             if param.name in kwargs or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
                 continue
             if param.default is not param.empty and (param.name not in missing or guess(param, attempt) is NO_GUESS):
@@ -225,7 +231,10 @@ class Builder:
             text = str(error).strip().splitlines()
             raise BuildError(f"constructing {label}({_describe(args, kwargs)}) failed: {type(error).__name__}"
                              + (f": {text[0][:160]}" if text else "")) from None
+        guessed = list(dict.fromkeys(guessed))
         description = f"{label.rsplit('.', 1)[-1]}({_describe(args, kwargs)})"
+        if len(description) > 240:
+            description = description[:236] + "...)"
         if dropped:
             description += " (without pretrained weights)"
         return instance, description, guessed

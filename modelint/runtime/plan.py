@@ -171,6 +171,10 @@ class Planner:
         self.project = Project(path, self.source.tree)
         self.index = self.project.index(path)
         self.resolver = Resolver(self.project)
+        # Classes whose nn.Module base is defined in another file of the project (`MessagePassing`).
+        self.source.module_classes += [name for name, node in self.source.classes.items()
+                                       if name not in self.source.module_classes and self.index is not None
+                                       and self.resolver.is_module_class(self.index, node)]
 
     # --- where the module comes from ------------------------------------------------------------
 

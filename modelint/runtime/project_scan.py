@@ -126,10 +126,12 @@ class Project:
     def __init__(self, flagged_path: str, flagged_tree: ast.Module | None = None) -> None:
         self.flagged = os.path.abspath(flagged_path)
         self.root = project_root(self.flagged)
+        # A package's own folder is what is read (not all of site-packages around an installed one).
+        self.scanned = self._top_package() or self.root
         with _LOCK:
             if len(_SHARED) > 8:
                 _SHARED.clear()
-            texts, self._indexes = _SHARED.setdefault(self.root, ({}, {}))
+            texts, self._indexes = _SHARED.setdefault(self.scanned, ({}, {}))
         self._texts: dict[str, str] | None = None
         self._shared_texts = texts
         if flagged_tree is not None:
@@ -145,8 +147,14 @@ class Project:
             self._texts[self.flagged] = ""
         return self._texts
 
+    def _top_package(self) -> str | None:
+        folder, top = os.path.dirname(self.flagged), None
+        while os.path.isfile(os.path.join(folder, "__init__.py")):
+            folder, top = os.path.dirname(folder), folder
+        return top
+
     def _walk(self, texts: dict[str, str]) -> None:
-        for folder, dirs, names in os.walk(self.root):
+        for folder, dirs, names in os.walk(self.scanned):
             dirs[:] = sorted(d for d in dirs if d not in _SKIP and not d.startswith("."))
             for name in sorted(names):
                 if not name.endswith(".py") or len(texts) >= MAX_FILES:
@@ -194,7 +202,12 @@ class Project:
                 folder = os.path.dirname(folder)
             bases = [folder]
         else:
-            bases = [folder, self.root]  # a script's own folder first, as Python's sys.path[0]
+            # A script's own folder first, as Python's sys.path[0]; then the project root and the folders
+            # above the importer (namespace packages and `src/` layouts have no __init__.py to follow).
+            bases = [folder, self.root]
+            for _ in range(4):
+                folder = os.path.dirname(folder)
+                bases.append(folder)
         parts = [p for p in module.split(".") if p]
         for base in bases:
             stem = os.path.join(base, *parts) if parts else base

@@ -148,11 +148,28 @@ class Resolver:
         return []
 
     def _self_values(self, index: FileIndex, attr: str, at: ast.AST):
-        """Values assigned to `self.<attr>` in the class around `at` (its `__init__` first)."""
+        """Values assigned to `self.<attr>` in the class around `at` and its project base classes (a
+        class's `__init__` first, then its other methods, then class attributes and dataclass fields)."""
         owner = self._class(index, at)
         if owner is None:
             return []
-        found = []
+        found, queue, seen = [], [(index, owner)], set()
+        while queue and len(seen) < 8:
+            where, klass = queue.pop(0)
+            if id(klass) in seen:
+                continue
+            seen.add(id(klass))
+            found += [(where, value, value) for value in self._class_assignments(klass, attr)]
+            for base in klass.bases:
+                name = base.id if isinstance(base, ast.Name) else None
+                found_base = self.project.definition(where, name) if name else None
+                if found_base is not None and isinstance(found_base[1], ast.ClassDef):
+                    queue.append(found_base)
+        return found
+
+    @staticmethod
+    def _class_assignments(owner: ast.ClassDef, attr: str) -> list[ast.expr]:
+        ranked = []
         for method in owner.body:
             if isinstance(method, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 for node in ast.walk(method):
@@ -160,14 +177,14 @@ class Resolver:
                         targets = node.targets if isinstance(node, ast.Assign) else [node.target]
                         if any(isinstance(t, ast.Attribute) and t.attr == attr and isinstance(t.value, ast.Name)
                                and t.value.id == "self" for t in targets):
-                            found.append((method.name != "__init__", node.value))
+                            ranked.append((0 if method.name == "__init__" else 1, node.value))
         for node in owner.body:  # dataclass fields and class attributes: `n_d: int = 8`
             if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.target.id == attr \
                     and node.value is not None:
-                found.append((True, node.value))
+                ranked.append((2, node.value))
             if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == attr for t in node.targets):
-                found.append((True, node.value))
-        return [(index, value, value) for _, value in sorted(found, key=lambda f: f[0])]
+                ranked.append((2, node.value))
+        return [value for _, value in sorted(ranked, key=lambda r: r[0])]
 
     # --- values --------------------------------------------------------------------------------
 
@@ -213,6 +230,14 @@ class Resolver:
                 raise
             except Exception:  # noqa: BLE001
                 raise Unresolved from None
+        if isinstance(expr, ast.Call) and ast.unparse(expr.func) in ("field", "dataclasses.field"):
+            keywords = {k.arg: k.value for k in expr.keywords}
+            if "default" in keywords:
+                return self.fold(index, keywords["default"], depth + 1)
+            factory = keywords.get("default_factory")
+            if isinstance(factory, ast.Name) and factory.id in ("list", "dict", "tuple", "set"):
+                return {"list": [], "dict": {}, "tuple": (), "set": set()}[factory.id]
+            raise Unresolved
         if isinstance(expr, ast.Subscript):
             base, key = self.fold(index, expr.value, depth + 1), self.fold(index, expr.slice, depth + 1)
             try:
@@ -238,11 +263,16 @@ class Resolver:
     def _fold_attribute(self, index: FileIndex, expr: ast.Attribute, depth: int):
         base = expr.value
         if isinstance(base, ast.Name) and base.id == "self":
+            computed = False  # set from data somewhere (`self.input_dim = X.shape[1]`)
             for where, value, _ in self._self_values(index, expr.attr, expr):
                 try:
-                    return self.fold(where, value, depth + 1)
+                    folded = self.fold(where, value, depth + 1)
                 except Unresolved:
+                    computed = True
                     continue
+                if folded is None and computed:
+                    raise Unresolved  # a `None` placeholder for what the data decides
+                return folded
             raise Unresolved
         if isinstance(base, ast.Name):
             # `cfg.hidden` where cfg = Config(...) / `Config.hidden`: the keyword or the class default.
@@ -343,7 +373,10 @@ class Resolver:
                 if builds:
                     return {"build": builds[0]}
             elif isinstance(expr, ast.Call):
-                spec = self.build(index, unwrap_chain(expr), depth + 1)
+                inner = unwrap_chain(expr)
+                if inner is not expr:  # `encoder.to(device)`
+                    return self.argument(index, inner, depth + 1)
+                spec = self.build(index, inner, depth + 1)
                 if spec is not None:
                     return {"build": spec}
         if os.path.abspath(index.path) == self.project.flagged:
@@ -398,3 +431,15 @@ class Resolver:
         if scope is not None:
             index.parents[id(expr)] = scope
         return self.builds_for(index, expr)
+
+    def is_module_class(self, index: FileIndex, klass: ast.ClassDef, depth: int = 0) -> bool:
+        """Does `klass` derive from nn.Module, through base classes defined anywhere in the project?"""
+        for base in klass.bases:
+            text = ast.unparse(base)
+            if text.endswith(("nn.Module", "Module")) or "LightningModule" in text:
+                return True
+            found = self.project.definition(index, text) if isinstance(base, ast.Name) and depth < 8 else None
+            if found is not None and isinstance(found[1], ast.ClassDef) and found[1] is not klass and \
+                    self.is_module_class(found[0], found[1], depth + 1):
+                return True
+        return False
