@@ -699,6 +699,9 @@ def run_probe(torch, probe: dict, modules: dict, device, hint: str | None, hints
     outcome = dict(last)
     if outcome["verdict"] != "confirmed" and len(results) > 1:
         outcome["reason"] = " / ".join(r["reason"] for r in results)
+    if candidate.get("require_mode_dependent") and outcome.get("reason"):
+        outcome["reason"] += (f" [measured on {description.split('(', 1)[0]}, a module class of the file: the model "
+                              f"at the line could not be traced to where it is built]")
     outcome.update({"module": description.split("(", 1)[0] + ("." + ".".join(path) if path else ""),
                     "constructed": description, "guessed": guessed, "input": label, "code": code})
     return outcome
