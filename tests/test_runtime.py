@@ -187,9 +187,9 @@ def test_user_code_has_no_network(tmp_path: Path) -> None:
     code, out, _ = modelint("check", "--runtime", "--no-cache", "--format", "json", str(tmp_path / "phones_home.py"))
     [finding] = json.loads(out)
     assert finding["code"] == "MDL001"
-    assert finding["runtime"]["verdict"] == "not run"
-    assert "network access is disabled" in finding["runtime"]["reason"] or "Network is unreachable" in \
-        finding["runtime"]["reason"]
+    # The connection fails at import; the probe goes on with the file's definitions and says why.
+    refused = finding["runtime"]["import"]
+    assert "network access is disabled" in refused or "Network is unreachable" in refused
 
 
 def test_user_code_runs_only_when_asked(tmp_path: Path) -> None:
@@ -305,12 +305,12 @@ def test_broken_runtime_config_is_one_line_and_exit_2(tmp_path: Path, table: str
     assert complaint in completed.stderr and completed.stderr.count("\n") == 1, completed.stderr
 
 
-def test_memory_hungry_import_is_not_run(tmp_path: Path) -> None:
+def test_memory_hungry_import_hits_the_limit(tmp_path: Path) -> None:
     (tmp_path / "hungry.py").write_text(
         "import torch\nimport torch.nn as nn\nCACHE = bytearray(64 << 30)\n"
         "model = nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.5))\n"
         "with torch.no_grad():\n    model(torch.randn(2, 4))\n")
     code, out, _ = modelint("check", "--runtime", "--no-cache", "--format", "json", str(tmp_path / "hungry.py"))
     [finding] = json.loads(out)
-    assert finding["runtime"]["verdict"] == "not run"
-    assert "MemoryError" in finding["runtime"]["reason"]
+    # The 64 GiB allocation fails under the limit; the probe goes on with the file's definitions.
+    assert "MemoryError" in finding["runtime"]["import"]
