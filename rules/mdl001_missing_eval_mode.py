@@ -92,7 +92,9 @@ class MissingEvalMode(Rule):
         key = forward.key
         proof = evidence(mode.train_sites, f"`{key}` is in training mode from here")
         via = forward.via
-        if via is None or via.intent == "returned":
+        # A helper returning its output computes it under its own no_grad: an evaluation helper, reported
+        # at its forward like the others; otherwise the caller's use of the value decided, at the call.
+        if via is None or (via.intent == "returned" and via.grad != "free"):
             site = facts.call_sites.get(forward.call)
             notes, related = wrapped_forward_notes(facts, forward, proof["notes"], proof["related"])
             helper = f" (through `{forward.callee.qualname}()`)" if via is not None else ""

@@ -116,13 +116,56 @@ def test_verify_confirms_a_flagged_line() -> None:
 def test_constructor_with_unknown_arguments_is_not_run() -> None:
     [finding] = probed(checked("cpu"), RUNTIME / "notrun_config_constructor.py")
     assert finding["runtime"]["verdict"] == "not run"
-    assert "constructor needs arguments: ConvNet(cfg)" in finding["runtime"]["reason"]
+    reason = finding["runtime"]["reason"]
+    assert "constructor needs arguments: ConvNet(cfg)" in reason and "# modelint: probe ConvNet(...)" in reason
 
 
-def test_sys_exit_at_import_is_not_run() -> None:
-    [finding] = probed(checked("cpu"), RUNTIME / "notrun_sys_exit_at_import.py")
+def test_model_only_passed_in_says_what_to_add() -> None:
+    [finding] = probed(checked("cpu"), RUNTIME / "notrun_model_is_a_parameter.py")
     assert finding["runtime"]["verdict"] == "not run"
-    assert "sys.exit(" in finding["runtime"]["reason"]
+    assert "no construction found" in finding["runtime"]["reason"]
+    assert "# modelint: probe ClassName(...)" in finding["runtime"]["reason"]
+
+
+def test_verdict_names_the_constructor_arguments_and_the_guesses() -> None:
+    findings = checked("cpu")
+    [from_defaults] = probed(findings, RUNTIME / "argparse_defaults_constructor.py")
+    assert from_defaults["runtime"]["constructed"] == "KeywordNet(n_mels=40, channels=32, n_classes=12, dropout=0.3)"
+    assert from_defaults["runtime"]["guessed"] == []
+    [guessed] = probed(findings, RUNTIME / "guessed_vocab_sizes.py")
+    assert guessed["runtime"]["guessed"] == ["vocab_size", "n_classes"]
+    code, out, _ = modelint("check", "--runtime", "--no-cache", str((RUNTIME / "guessed_vocab_sizes.py").relative_to(REPO)))
+    assert "runtime: confirmed on cpu with ReviewClassifier(vocab_size=" in out and "(guessed: vocab_size, n_classes)" in out
+
+
+def test_script_that_exits_at_import_is_probed_through_its_definitions() -> None:
+    [finding] = probed(checked("cpu"), RUNTIME / "script_exits_at_import.py")
+    assert finding["runtime"]["verdict"] == "confirmed"
+    assert "sys.exit(" in finding["runtime"]["import"] and "definitions only" in finding["runtime"]["reason"]
+
+
+def test_model_built_in_another_file_of_the_project(tmp_path: Path) -> None:
+    """The finding is in a helper; the model is built by its caller in another file, with a constant."""
+    (tmp_path / "nets.py").write_text(
+        "import torch.nn as nn\n\n\nclass Scorer(nn.Module):\n"
+        "    def __init__(self, n_features, hidden):\n        super().__init__()\n"
+        "        self.body = nn.Sequential(nn.Linear(n_features, hidden), nn.Dropout(0.5), nn.Linear(hidden, 1))\n\n"
+        "    def forward(self, x):\n        return self.body(x)\n")
+    (tmp_path / "helpers.py").write_text(
+        "import torch\n\n\ndef score(model, rows):\n    with torch.no_grad():\n"
+        "        return model(rows)  # expect: MDL001\n")
+    (tmp_path / "train.py").write_text(
+        "import torch\n\nfrom helpers import score\nfrom nets import Scorer\n\nWIDTH = 12\n\n\n"
+        "def main(rows, epochs=3):\n    model = Scorer(WIDTH, WIDTH * 4)\n"
+        "    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n    for _ in range(epochs):\n"
+        "        model.train()\n        optimizer.zero_grad()\n        model(rows).pow(2).mean().backward()\n"
+        "        optimizer.step()\n        print(score(model, rows))\n")
+    completed = subprocess.run([sys.executable, "-m", "modelint", "check", "--runtime", "--no-cache", "--format",
+                                "json", "."], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    [finding] = [f for f in json.loads(completed.stdout) if f["code"] == "MDL001"]
+    assert finding["filename"].endswith("helpers.py")
+    assert finding["runtime"]["verdict"] == "confirmed", finding["runtime"]
+    assert finding["runtime"]["constructed"] == "Scorer(n_features=12, hidden=48)"
 
 
 def test_endless_import_is_not_run_within_the_timeout() -> None:
@@ -144,9 +187,9 @@ def test_user_code_has_no_network(tmp_path: Path) -> None:
     code, out, _ = modelint("check", "--runtime", "--no-cache", "--format", "json", str(tmp_path / "phones_home.py"))
     [finding] = json.loads(out)
     assert finding["code"] == "MDL001"
-    assert finding["runtime"]["verdict"] == "not run"
-    assert "network access is disabled" in finding["runtime"]["reason"] or "Network is unreachable" in \
-        finding["runtime"]["reason"]
+    # The connection fails at import; the probe goes on with the file's definitions and says why.
+    refused = finding["runtime"]["import"]
+    assert "network access is disabled" in refused or "Network is unreachable" in refused
 
 
 def test_user_code_runs_only_when_asked(tmp_path: Path) -> None:
@@ -262,12 +305,12 @@ def test_broken_runtime_config_is_one_line_and_exit_2(tmp_path: Path, table: str
     assert complaint in completed.stderr and completed.stderr.count("\n") == 1, completed.stderr
 
 
-def test_memory_hungry_import_is_not_run(tmp_path: Path) -> None:
+def test_memory_hungry_import_hits_the_limit(tmp_path: Path) -> None:
     (tmp_path / "hungry.py").write_text(
         "import torch\nimport torch.nn as nn\nCACHE = bytearray(64 << 30)\n"
         "model = nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.5))\n"
         "with torch.no_grad():\n    model(torch.randn(2, 4))\n")
     code, out, _ = modelint("check", "--runtime", "--no-cache", "--format", "json", str(tmp_path / "hungry.py"))
     [finding] = json.loads(out)
-    assert finding["runtime"]["verdict"] == "not run"
-    assert "MemoryError" in finding["runtime"]["reason"]
+    # The 64 GiB allocation fails under the limit; the probe goes on with the file's definitions.
+    assert "MemoryError" in finding["runtime"]["import"]

@@ -92,6 +92,9 @@ def _probe_file(path: str, findings: list[Finding], lines: list[int], device: st
         return everything(f"the file does not parse: {error.msg}")
     except RecursionError:
         return everything("the file is nested too deeply to plan a probe")
+    except Exception as error:  # noqa: BLE001 - a bug in the planner must not cost the lint results
+        return everything(f"modelint could not plan a probe for this file (please report it): "
+                          f"{type(error).__name__}: {error}")
     return run_plan(plan, device, timeout)
 
 
@@ -101,5 +104,9 @@ def summary_line(runtime: dict | None) -> str | None:
         return None
     device = runtime.get("device_name") or runtime.get("device")
     where = f" on {device}" if device else ""
+    built = runtime.get("constructed") or ""
+    if built and not built.endswith("()"):  # the arguments used, and which of them were guessed
+        guessed = runtime.get("guessed") or []
+        where += f" with {built}" + (f" (guessed: {', '.join(guessed)})" if guessed else "")
     reason = runtime.get("reason") or ""
     return f"runtime: {runtime.get('verdict', 'not run')}{where}" + (f": {reason}" if reason else "")

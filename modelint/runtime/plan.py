@@ -13,22 +13,20 @@ No torch here: this runs in the linting process.
 from __future__ import annotations
 
 import ast
+import json
 import re
 from dataclasses import dataclass, field
 
-import libcst as cst
-
-from modelint.facts import FileFacts
-from modelint.facts.lattice import ModeFact
 from modelint.finding import Finding
+from modelint.runtime.project_scan import Project
+from modelint.runtime.provenance import Resolver, unwrap_chain
+from modelint.runtime.static_facts import EVAL as EVAL_MODE, TRAIN as TRAIN_MODE, UNKNOWN, StaticFacts
 
 # `model.eval()`, `model.train()`, `model.train(False)` as a statement of its own.
 _MODE_CALL = re.compile(r"^\s*(?P<target>[A-Za-z_][\w.]*)\.(?P<method>eval|train)\((?P<arg>True|False)?\)\s*(#.*)?$")
 _HINT = re.compile(r"#\s*modelint:\s*probe\s+(?P<expr>[A-Za-z_][\w.]*\s*\(.*\))\s*$", re.IGNORECASE)
 _INPUT_HINT = re.compile(r"#\s*modelint:\s*probe-input\s+(?P<expr>.+?)\s*$", re.IGNORECASE)
-# Method calls that return the module itself (or a copy of it): `Net().to(device).eval()`.
-_CHAIN_METHODS = frozenset({"to", "cuda", "cpu", "eval", "train", "double", "float", "half", "bfloat16",
-                            "requires_grad_", "share_memory", "type"})
+MAX_CANDIDATES = 8  # builds tried per probe (each with up to three sets of guesses)
 
 
 def op_call(method: str, arg: bool | None = None, path: list[str] | None = None) -> dict:
@@ -81,15 +79,9 @@ class _Source:
         self.path, self.text = path, text
         self.lines = text.split("\n")
         self.tree = ast.parse(text)
-        self._facts: FileFacts | None = None
+        self.facts = StaticFacts(path, text)
         self.classes = {node.name: node for node in ast.walk(self.tree) if isinstance(node, ast.ClassDef)}
         self.module_classes = self._module_classes()
-
-    @property
-    def facts(self) -> FileFacts:
-        if self._facts is None:
-            self._facts = FileFacts(cst.parse_module(self.text), self.path)
-        return self._facts
 
     def _module_classes(self) -> list[str]:
         """Classes of this file that derive from nn.Module (directly or through each other)."""
@@ -135,36 +127,6 @@ class _Source:
                     used.add(node.func.id)
         return sorted(self.module_classes, key=lambda n: (n in used, -self.classes[n].lineno))
 
-    def constructions_of(self, target: str, before: int) -> list[dict]:
-        """Constructor calls assigned to `target` (`model = Net(...)`, `self.model = Net(...)`), the
-        nearest one above `before` first."""
-        found = []
-        tail = target.rsplit(".", 1)[-1]
-        for node in ast.walk(self.tree):
-            if isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None:
-                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-                for each in targets:
-                    text = ast.unparse(each)
-                    if text == target or (target.startswith("self.") and text.rsplit(".", 1)[-1] == tail):
-                        candidate = _constructor(node.value)
-                        if candidate is not None:
-                            candidate["site"] = node.lineno
-                            found.append(candidate)
-        found.sort(key=lambda c: (c["site"] > before, abs(before - c["site"])))
-        return found
-
-    def passed_as(self, function: str, position: int, name: str) -> list[str]:
-        """Names passed as parameter `name` (at `position`) in calls of `function` in this file."""
-        names = []
-        for node in ast.walk(self.tree):
-            if isinstance(node, ast.Call) and ast.unparse(node.func).rsplit(".", 1)[-1] == function:
-                args = [a for a in node.args if not isinstance(a, ast.Starred)]
-                value = args[position] if position < len(args) else next(
-                    (k.value for k in node.keywords if k.arg == name), None)
-                if value is not None:
-                    names.append(ast.unparse(value))
-        return names
-
 
 def _parse_expr(text: str) -> ast.expr | None:
     try:
@@ -174,31 +136,22 @@ def _parse_expr(text: str) -> ast.expr | None:
 
 
 def _constructor(value: ast.expr | None, hint: bool = False) -> dict | None:
-    """`Net(3, p=0.5).to(device)` -> {"class": "Net", "args": ["3"], "kwargs": {"p": "0.5"}}."""
-    while isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute) and \
-            value.func.attr in _CHAIN_METHODS and isinstance(value.func.value, ast.Call):
-        value = value.func.value
+    """A hint's or the config's `Net(3, p=0.5)`: a build spec whose parts are evaluated in the user's file."""
+    value = unwrap_chain(value) if value is not None else None
     if not isinstance(value, ast.Call):
         return None
     callee = ast.unparse(value.func)
-    if not re.fullmatch(r"[A-Za-z_][\w.]*", callee) or not callee.rsplit(".", 1)[-1][:1].isupper():
-        return None  # `build_model(cfg)`, `torch.load(...)`: not a constructor we can replay
+    if not re.fullmatch(r"[A-Za-z_][\w.]*", callee):
+        return None
     if any(isinstance(a, ast.Starred) for a in value.args) or any(k.arg is None for k in value.keywords):
         return None
-    return {"class": callee, "args": [ast.unparse(a) for a in value.args],
-            "kwargs": {k.arg: ast.unparse(k.value) for k in value.keywords}, "hint": hint}
+    return {"callee": {"expr": callee, "name": callee}, "args": [{"expr": ast.unparse(a)} for a in value.args],
+            "kwargs": {k.arg: {"expr": ast.unparse(k.value)} for k in value.keywords}, "hint": hint,
+            "text": ast.unparse(value)[:200]}
 
 
-def _fact_mode(fact: ModeFact | None) -> str:
-    if fact is None:
-        return "unknown"
-    if fact.definitely_eval:
-        return "eval"
-    if fact.train_sites:
-        return "train"  # on at least one path: what a finding claims
-    if fact.eval_sites and not fact.havoc:
-        return "eval"
-    return "unknown"
+def class_name(candidate: dict) -> str:
+    return (candidate["callee"].get("name") or candidate["callee"].get("expr") or "").rsplit(".", 1)[-1]
 
 
 def _split_key(key: str) -> tuple[str, list[str]]:
@@ -215,19 +168,29 @@ class Planner:
         self.fixed_sources: dict[str, str] = {}
         self.hint, self.input_hint = self.source.hint()
         self.functional_fixes: list = []  # the edits of every MDL008 finding of the file
+        self.project = Project(path, self.source.tree)
+        self.index = self.project.index(path)
+        self.resolver = Resolver(self.project)
+        # Classes whose nn.Module base is defined in another file of the project (`MessagePassing`).
+        self.source.module_classes += [name for name, node in self.source.classes.items()
+                                       if name not in self.source.module_classes and self.index is not None
+                                       and self.resolver.is_module_class(self.index, node)]
 
     # --- where the module comes from ------------------------------------------------------------
 
+    def _own(self, name: str, **extra) -> dict:
+        """A class of the flagged file, built with what its signature needs (guessed by the child)."""
+        return {"callee": {"file": self.project.flagged, "name": name}, "args": [], "kwargs": {}, "path": [],
+                "text": f"{name}(...)", **extra}
+
     def candidates_for_key(self, key: str, line: int, function: str | None, params: list[str]) -> list[dict]:
+        """Builds for the model `key` as the code at `line` sees it: where it was constructed (followed
+        through assignments, parameters and callers across the project), then the file's own classes."""
         root, path = _split_key(key)
-        found = self.source.constructions_of(root, line)
-        if not found and function and root in params:
-            for name in self.source.passed_as(function, params.index(root), root):
-                found.extend(self.source.constructions_of(name, line))
+        found = self.resolver.builds_at(self.index, root, line)
         for candidate in found:
             candidate["path"] = path
-        fallback = [{"class": name, "args": [], "kwargs": {}, "path": [], "require_mode_dependent": True}
-                    for name in self.source.outermost_classes()]
+        fallback = [self._own(name, require_mode_dependent=True) for name in self.source.outermost_classes()]
         return self._with_hint(found + fallback)
 
     def candidates_for_class(self, node: ast.ClassDef) -> list[dict]:
@@ -235,49 +198,34 @@ class Planner:
         subclasses = [n for n, c in self.source.classes.items()
                       if n in self.source.module_classes and any(ast.unparse(b).rsplit(".", 1)[-1] == name
                                                                  for b in c.bases)]
-        own = [{"class": n, "args": [], "kwargs": {}, "path": []} for n in [name, *subclasses]]
         built = []
         for n in [name, *subclasses]:
-            for node_ in ast.walk(self.source.tree):
-                if isinstance(node_, ast.Call) and ast.unparse(node_.func).rsplit(".", 1)[-1] == n:
-                    candidate = _constructor(node_)
-                    if candidate is not None and (candidate["args"] or candidate["kwargs"]):
-                        candidate["site"] = node_.lineno
-                        built.append(candidate)
-        containers = [{"class": n, "args": [], "kwargs": {}, "path": [], "require_mode_dependent": True}
+            for index, call in self.project.calls_of(self.project.flagged, n)[:8]:
+                spec = self.resolver.build(index, call)
+                if spec is not None and (spec["args"] or spec["kwargs"]):
+                    built.append(dict(spec, callee={"file": self.project.flagged, "name": n}, path=[]))
+        own = [self._own(n) for n in [name, *subclasses]]
+        containers = [self._own(n, require_mode_dependent=True)
                       for n in self.source.outermost_classes() if n not in (name, *subclasses)]
-        return self._with_hint(own[:1] + built + own[1:] + containers)
+        return self._with_hint(built + own + containers)
 
     def _with_hint(self, candidates: list[dict]) -> list[dict]:
         configured = []
         for candidate in candidates:  # the config's constructor for a class, before the file's own call
-            call = self.constructors.get(candidate["class"].rsplit(".", 1)[-1])
+            call = self.constructors.get(class_name(candidate))
             built = _constructor(_parse_expr(call)) if call else None
             if built is not None:
                 configured.append(dict(built, path=candidate.get("path", []), hint=True))
         unique, seen = [], set()
         for candidate in ([dict(self.hint, path=[])] if self.hint else []) + configured + candidates:
-            marker = (candidate["class"], tuple(candidate["args"]), tuple(sorted(candidate["kwargs"].items())),
-                      tuple(candidate.get("path", [])))
+            marker = json.dumps([candidate["callee"], candidate["args"], candidate["kwargs"],
+                                 candidate.get("path", [])], sort_keys=True)
             if marker not in seen:
                 seen.add(marker)
                 unique.append(candidate)
-        return unique
+        return unique[:MAX_CANDIDATES]
 
     # --- what the line does ---------------------------------------------------------------------
-
-    def _facts_at(self, line: int):
-        flow = self.source.facts.flow
-        positions = self.source.facts.positions
-        forwards, steps = [], []
-        for function_flow in flow.flows:
-            for call, forward in function_flow.forwards.items():
-                if positions[call].start.line == line:
-                    forwards.append(forward)
-            for call, step in function_flow.steps.items():
-                if positions[call].start.line == line:
-                    steps.append(step)
-        return forwards, steps
 
     def plan(self, probe_id: str, line: int, code: str | None, finding: Finding | None) -> Probe:
         probe = Probe(probe_id, code, line)
@@ -286,8 +234,9 @@ class Planner:
         except RecursionError:
             probe.not_run = "the file is nested too deeply to plan a probe"
         if not probe.not_run and not probe.candidates:
-            probe.not_run = "no nn.Module to build: the model is not constructed in this file (add " \
-                            "`# modelint: probe ClassName(...)`)"
+            followed = "; ".join(dict.fromkeys(self.resolver.notes)) or \
+                "no construction found in this file, its callers or the project files that import it"
+            probe.not_run = f"no nn.Module to build ({followed}); add `# modelint: probe ClassName(...)`"
         return probe
 
     def _plan(self, probe: Probe, line: int, code: str | None, finding: Finding | None) -> None:
@@ -301,7 +250,7 @@ class Planner:
         if code is None and (match := _MODE_CALL.search(text)):
             self._plan_mode_call(probe, line, match)
             return
-        forwards, steps = self._facts_at(line)
+        forwards, steps = self.source.facts.sites_at(line)
         if code in ("MDL001", "MDL002") or (code is None and forwards):
             if not forwards:
                 probe.not_run = f"no forward pass of a tracked model at line {line}"
@@ -320,65 +269,47 @@ class Planner:
     def _class_line(self, line: int) -> bool:
         return self.source.enclosing_class(line) is not None
 
-    def _function_of(self, forward_or_step) -> tuple[str | None, list[str]]:
-        function = forward_or_step.function
-        if function is None:
-            return None, []
-        return function.name, list(function.params)
-
     def _plan_forward(self, probe: Probe, forward, code: str | None, line: int) -> None:
-        name, params = self._function_of(forward)
-        probe.candidates = self.candidates_for_key(forward.key, line, name, params)
+        probe.candidates = self.candidates_for_key(forward.key, line, forward.function, list(forward.params))
         root, _ = _split_key(forward.key)
         model = forward.key
         if code == "MDL002":
-            grad = not forward.grad.definitely_free
             probe.variants = [variant(
                 "memory",
-                scenario(f"{model}(...) in eval mode with autograd on", [EVAL], grad=grad),
+                scenario(f"{model}(...) in eval mode with autograd on", [EVAL], grad=not forward.grad_free),
                 scenario("the same under torch.no_grad()", [EVAL], grad=False))]
             return
-        mode = "train" if code == "MDL001" else _fact_mode(forward.mode)
-        if mode == "unknown" and forward.mode.entry and not forward.mode.havoc:
-            passed = [flow.passed_modes[forward.call] for flow in self.source.facts.flow.flows
-                      if forward.call in flow.passed_modes]
-            if passed:
-                joined = passed[0]
-                for fact in passed[1:]:
-                    joined = joined.join(fact)
-                mode = _fact_mode(joined)
-        if mode == "unknown":
+        mode = TRAIN_MODE if code == "MDL001" else forward.mode
+        if mode == UNKNOWN:
             probe.not_run = f"modelint cannot tell the mode of `{model}` at line {line} (it comes from a caller)"
             return
-        ops = [TRAIN] if mode == "train" else [EVAL]
+        ops = [TRAIN] if mode == TRAIN_MODE else [EVAL]
         probe.variants = [variant(
             "stochastic",
-            scenario(f"{model}(...) in {'training' if mode == 'train' else 'eval'} mode, as at line {line}", ops),
+            scenario(f"{model}(...) in {'training' if mode == TRAIN_MODE else 'eval'} mode, as at line {line}", ops),
             scenario(f"after {root}.eval()", [EVAL]))]
-        if code is None and mode == "eval":  # a bare line: is the graph it records wasted too?
-            grad = not forward.grad.definitely_free
+        if code is None and mode == EVAL_MODE:  # a bare line: is the graph it records wasted too?
+            grad = not forward.grad_free
             probe.variants.append(variant(
                 "memory", scenario(f"{model}(...) with autograd {'on' if grad else 'off'}, as at line {line}",
                                    [EVAL], grad=grad),
                 scenario("under torch.no_grad()", [EVAL], grad=False)))
 
     def _plan_step(self, probe: Probe, step, code: str | None, line: int) -> None:
-        models = {key: fact for key, fact in step.models.items() if fact.train_sites or fact.eval_sites}
-        if not models:
+        if not step.models:
             probe.not_run = f"no tracked model at the training step on line {line}"
             return
-        key = next((k for k, f in models.items() if f.eval_sites), next(iter(models)))
-        name, params = self._function_of(step)
-        probe.candidates = self.candidates_for_key(key, line, name, params)
-        mode = "eval" if code == "MDL003" else _fact_mode(models[key])
-        if mode == "unknown":
+        key, fact_mode, _ = next((m for m in step.models if m[2]), step.models[0])
+        probe.candidates = self.candidates_for_key(key, line, step.function, list(step.params))
+        mode = EVAL_MODE if code == "MDL003" else fact_mode
+        if mode == UNKNOWN:
             probe.not_run = f"modelint cannot tell the mode of `{key}` at line {line}"
             return
-        ops = [EVAL] if mode == "eval" else [TRAIN]
+        ops = [EVAL] if mode == EVAL_MODE else [TRAIN]
         root, _ = _split_key(key)
         probe.variants = [variant(
             "inert",
-            scenario(f"training step with {key} in {'eval' if mode == 'eval' else 'training'} mode, as at line "
+            scenario(f"training step with {key} in {'eval' if mode == EVAL_MODE else 'training'} mode, as at line "
                      f"{line}", ops),
             scenario(f"after {root}.train()", [TRAIN]))]
 
@@ -388,8 +319,8 @@ class Planner:
             probe.not_run = f"line {line} does not assign True/False to `.training`"
             return
         target, value = match["target"], match["value"] == "True"
-        probe.candidates = self._candidates_at(target, line)
-        _, path = _split_key(target)
+        probe.candidates = [dict(c, stand_ins=True) for c in self._candidates_at(target, line)]
+        path = self._op_path(target, line)
         if value:
             probe.variants = [variant(
                 "inert",
@@ -408,7 +339,7 @@ class Planner:
         target = match["target"]
         to_eval = match["method"] == "eval" or match["arg"] == "False"
         probe.candidates = self._candidates_at(target, line)
-        _, path = _split_key(target)
+        path = self._op_path(target, line)
         call = op_call(match["method"], {"True": True, "False": False}.get(match["arg"] or ""), path)
         statement = match.group(0).split("#")[0].strip()
         if to_eval:
@@ -439,11 +370,23 @@ class Planner:
         return []
 
     def _candidates_at(self, target: str, line: int) -> list[dict]:
-        """Candidates for `target` as the function around `line` sees it (its parameters lead to callers)."""
+        """Candidates for `target` as the function around `line` sees it (its parameters lead to callers);
+        `self.encoder` inside an nn.Module class: that class (see `_op_path`)."""
+        owner = self.source.enclosing_class(line)
+        if owner is not None and target.split(".")[0] == "self":
+            path = self._op_path(target, line)  # the forward pass measures the submodule itself
+            return [dict(candidate, path=path) for candidate in self.candidates_for_class(owner)]
         function = self._enclosing_function(line)
         if function is None:
             return self.candidates_for_key(target, line, None, [])
         return self.candidates_for_key(target, line, function.name, [a.arg for a in function.args.args])
+
+    def _op_path(self, target: str, line: int) -> list[str]:
+        """Where a mode operation on `target` applies, from the module that is built: below `self` in
+        an nn.Module class (the class is built), below the built model elsewhere."""
+        if target.split(".")[0] == "self" and self.source.enclosing_class(line) is not None:
+            return target.split(".")[1:]
+        return _split_key(target)[1]
 
     def _enclosing_function(self, line: int):
         best = None
@@ -459,7 +402,9 @@ class Planner:
         if node is None:
             probe.not_run = f"line {line} is not inside an nn.Module class of this file"
             return
-        probe.candidates = self.candidates_for_class(node)
+        # A wrapper's module parameters (`backbone`) may get a stand-in: the class's own mode handling is
+        # what is measured. Never for a forward pass or a training step, whose effect is the model's.
+        probe.candidates = [dict(c, stand_ins=True) for c in self.candidates_for_class(node)]
         overrides = {f.name for f in node.body if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))}
         base_fix = scenario("every submodule switched to eval mode, as nn.Module.train(False) does",
                             [{"op": "base", "value": False}])

@@ -1,0 +1,256 @@
+"""Child side: build a module from a build spec (see `provenance.py`), guessing what is missing.
+
+Runs only inside the probe child (`probe.py`), never in the linting process. Arguments that the
+parent resolved are used as given; those it could not (`len(vocab)`, a value only the script's
+main block computes) and required parameters nobody passed are guessed from their names and
+annotations when they say they are sizes, counts or rates, with a few alternatives per name for
+the retries. Pretrained weights are never fetched (the network is refused anyway): `weights`
+and `pretrained` are set to None/False.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import inspect
+import os
+import re
+import sys
+
+NO_GUESS = object()
+ATTEMPTS = 3  # guesses per name: the first set, then two alternatives
+_NO_WEIGHTS = {"pretrained": False, "pretrained_backbone": False, "weights": None, "weights_backbone": None}
+
+# (pattern over the parameter name, values for attempts 0, 1, 2), the first match wins.
+_GUESSES = (
+    (r"drop|^p$|_p$|_prob$", (0.5, 0.3, 0.5)),
+    (r"^n_?heads?$|^num_heads$|^heads$|^nhead$|_heads$", (2, 4, 1)),
+    (r"class|label|tagset|^n_?out(puts)?$|^num_outputs$|^n_tags$|^num_tags$", (4, 10, 2)),
+    (r"kernel", (3, 3, 1)),
+    (r"^stride$|^dilation$|^groups$", (1, 1, 1)),
+    (r"^padding$", (1, 1, 0)),
+    (r"^(num_|n_|n)?(layers|blocks|blks)$|^depth$", (2, 1, 3)),
+    (r"seq_len|max_len|^block_size$|context|positions|max_length|max_seq", (64, 128, 32)),
+    (r"vocab|^n?tokens?$|^n_tokens$|^num_tokens$|num_embeddings|^n_?words$|^num_words$|^input_dim$", (32, 64, 16)),
+    (r"^in_?ch(annels|ans)?$|^n_?channels$|^channels$|^input_channels$|^img_channels$|^nc$", (3, 16, 1)),
+    (r"_dim$|^dim$|_size$|^size$|hidden|^num_|^n_|^in_|^out_|features|channels|width|units|^d_|emb|^nin[pt]?$"
+     r"|^nhid$|^nout$|^ch$|_ch$|planes|^k$", (16, 32, 8)),
+)
+
+
+_MODULE_NAMES = r"^(backbone|encoder|decoder|model|net|network|module|body|trunk|base_model|base|features|" \
+                r"feature_extractor|submodule|block|layer|inner|wrapped)$"
+
+
+def stand_in(torch):
+    """For a parameter that takes a module (`backbone: nn.Module`): a shape-preserving module with a
+    Dropout, so that the wrapper's own mode handling can be observed. Always reported as guessed."""
+    class StandIn(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.dropout = torch.nn.Dropout(0.5)
+
+        def forward(self, x, *_rest, **_named):
+            return self.dropout(x)
+
+    return StandIn()
+
+
+def guess(parameter: inspect.Parameter, attempt: int, torch=None):
+    """A value for a parameter nobody gave, from its name and annotation; NO_GUESS if neither says."""
+    name = parameter.name.lower()
+    annotation = parameter.annotation
+    text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
+    if text == "bool":
+        return False
+    if torch is not None and (text in ("Module", "nn.Module", "torch.nn.Module") or
+                              (annotation is parameter.empty and re.search(_MODULE_NAMES, name))):
+        return stand_in(torch)
+    for pattern, values in _GUESSES:
+        if re.search(pattern, name):
+            value = values[attempt % len(values)]
+            return float(value) if text == "float" and isinstance(value, int) else value
+    if text == "int":
+        return (16, 32, 8)[attempt % 3]
+    if text == "float":
+        return 0.1
+    return NO_GUESS
+
+
+class Missing(Exception):
+    """An argument the child cannot compute: guessed, or the build fails with the reason."""
+
+
+class BuildError(Exception):
+    """The build spec cannot be turned into a module: the message says why and what to add."""
+
+
+class Builder:
+    def __init__(self, torch, flagged_module, flagged_path: str, device) -> None:
+        self.torch, self.flagged, self.flagged_path, self.device = torch, flagged_module, flagged_path, device
+
+    # --- names -----------------------------------------------------------------------------------
+
+    def reference(self, ref: dict):
+        if "expr" in ref:
+            try:
+                return eval(compile(ref["expr"], "<modelint probe>", "eval"), vars(self.flagged))  # noqa: S307
+            except Exception as error:  # noqa: BLE001
+                raise BuildError(f"{ref['expr']} not found after importing the file ({type(error).__name__})") \
+                    from None
+        if "file" in ref:
+            module = self.flagged if os.path.abspath(ref["file"]) == self.flagged_path else \
+                self._import_file(ref["file"])
+        else:
+            try:
+                module = importlib.import_module(ref["module"])
+            except ModuleNotFoundError as error:
+                raise BuildError(f"the package `{error.name}` is not installed here: pip install "
+                                 f"{(error.name or ref['module']).split('.')[0]}") from None
+            except Exception as error:  # noqa: BLE001
+                raise BuildError(f"importing {ref['module']} failed: {type(error).__name__}: {error}"[:200]) from None
+        value = module
+        for part in ref["name"].split(".") if ref["name"] else []:
+            try:
+                value = getattr(value, part)
+            except AttributeError:
+                try:  # a submodule not imported yet: `pytorch_tabnet.tab_network`
+                    value = importlib.import_module(f"{value.__name__}.{part}")
+                except Exception:  # noqa: BLE001
+                    raise BuildError(f"{ref.get('module') or os.path.basename(ref['file'])} has no "
+                                     f"`{ref['name']}`") from None
+        return value
+
+    def _import_file(self, path: str):
+        folder = os.path.dirname(path)
+        parts = [] if os.path.basename(path) == "__init__.py" else [os.path.splitext(os.path.basename(path))[0]]
+        while os.path.isfile(os.path.join(folder, "__init__.py")):
+            parts.insert(0, os.path.basename(folder))
+            folder = os.path.dirname(folder)
+        if folder not in sys.path:
+            sys.path.append(folder)
+        try:
+            return importlib.import_module(".".join(parts))
+        except BaseException as error:  # noqa: BLE001 - user code at import
+            if isinstance(error, KeyboardInterrupt):
+                raise
+            raise BuildError(f"importing {os.path.basename(path)} failed: {type(error).__name__}: "
+                             f"{str(error)[:150]}") from None
+
+    # --- arguments -------------------------------------------------------------------------------
+
+    def argument(self, spec, attempt: int, guessed: list[str]):
+        if isinstance(spec, str):
+            spec = {"expr": spec}
+        if "value" in spec:
+            return ast.literal_eval(spec["value"])
+        if "ref" in spec:
+            try:
+                return self.reference(spec["ref"])
+            except BuildError:
+                raise Missing from None
+        if "build" in spec:
+            try:
+                instance, _, inner = self.build(spec["build"], attempt)
+            except BuildError:
+                raise Missing from None
+            guessed.extend(inner)
+            return instance
+        if "expr" in spec:
+            try:
+                return eval(compile(spec["expr"], "<modelint probe>", "eval"), vars(self.flagged))  # noqa: S307
+            except Exception:  # noqa: BLE001 - a name only the script's main block defines
+                raise Missing from None
+        raise Missing
+
+    def build(self, spec: dict, attempt: int = 0):
+        """(instance, `Net(vocab_size=32, hidden=16)`, names guessed) for a build spec."""
+        callee = self.reference(spec["callee"])
+        label = spec["callee"].get("name") or spec["callee"].get("expr") or "?"
+        try:
+            signature = inspect.signature(callee)
+        except (TypeError, ValueError):
+            signature = None
+        guessed: list[str] = []
+        params = list(signature.parameters.values()) if signature is not None else []
+        positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        extra, kwargs, missing = [], {}, []
+        for number, item in enumerate(spec.get("args", [])):
+            try:
+                value = self.argument(item, attempt, guessed)
+            except Missing:
+                value = Missing
+            if number < len(positional):
+                if value is Missing:
+                    missing.append(positional[number].name)
+                else:
+                    kwargs[positional[number].name] = value
+            elif value is Missing:
+                raise BuildError(f"{label}: the argument {item.get('expr') or item} cannot be computed")
+            else:
+                extra.append(value)
+        for key, item in spec.get("kwargs", {}).items():
+            try:
+                kwargs[key] = self.argument(item, attempt, guessed)
+            except Missing:
+                missing.append(key)
+        dropped = [key for key in _NO_WEIGHTS if kwargs.get(key) not in (None, False) and key in kwargs]
+        for key in dropped:
+            kwargs[key] = _NO_WEIGHTS[key]
+        for param in params:
+            if kwargs.get(param.name, 0) is None and param.default is param.empty and \
+                    guess(param, attempt) is not NO_GUESS:
+                del kwargs[param.name]  # a `None` placeholder (`input_dim: int = None`) for a size
+            if param.name in kwargs or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+                continue
+            if param.default is not param.empty and (param.name not in missing or guess(param, attempt) is NO_GUESS):
+                continue  # its default; or given something we cannot compute that no guess replaces
+            value = guess(param, attempt, self.torch if spec.get("stand_ins") else None)
+            if value is NO_GUESS:
+                site = f" at {spec['site']}" if spec.get("site") else ""
+                short = label.rsplit(".", 1)[-1]
+                raise BuildError(f"constructor needs arguments: {short}({param.name}): `{param.name}` has no "
+                                 f"default{site} and is not a size, count or rate modelint can guess; add "
+                                 f"`# modelint: probe {short}(...)` or a [tool.modelint.runtime] probes entry")
+            kwargs[param.name] = value
+            guessed.append(param.name)
+        args = []
+        if extra or any(p.kind == p.POSITIONAL_ONLY for p in positional):
+            for param in positional:
+                if param.name not in kwargs:
+                    break
+                args.append(kwargs.pop(param.name))
+        args += extra
+        self.torch.manual_seed(0)
+        try:
+            with self.torch.device(self.device):
+                instance = callee(*args, **kwargs)
+        except BaseException as error:  # noqa: BLE001 - user code
+            if isinstance(error, KeyboardInterrupt):
+                raise
+            text = str(error).strip().splitlines()
+            raise BuildError(f"constructing {label}({_describe(args, kwargs)}) failed: {type(error).__name__}"
+                             + (f": {text[0][:160]}" if text else "")) from None
+        guessed = list(dict.fromkeys(guessed))
+        description = f"{label.rsplit('.', 1)[-1]}({_describe(args, kwargs)})"
+        if len(description) > 240:
+            description = description[:236] + "...)"
+        if dropped:
+            description += " (without pretrained weights)"
+        return instance, description, guessed
+
+
+def _short(value) -> str:
+    if isinstance(value, (int, float, bool, str, type(None))):
+        text = repr(value)
+    elif isinstance(value, type):
+        text = value.__name__
+    elif callable(value) and hasattr(value, "__name__"):
+        text = value.__name__
+    else:
+        text = f"{type(value).__name__}(...)"
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _describe(args, kwargs) -> str:
+    return ", ".join([_short(a) for a in args] + [f"{k}={_short(v)}" for k, v in kwargs.items()])
