@@ -9,9 +9,10 @@
 - a call of a function whose summary is known (this file, or another through the
   project index): its effects on the models passed to it, the forwards and training
   steps it runs on them (judged with the caller's mode), and whether it trains.
-- `with eval_mode(model):` — a context manager that puts its arguments in eval mode and
-  restores them on exit (a project function whose summary says so, or a known one).
-- any other call that receives a model may change its mode: the mode becomes unknown.
+- `with eval_mode(model):` — a context manager of the project that puts its arguments in
+  eval mode and restores them on exit (its summary says so).
+- any other call that receives a model may change its mode if it is a helper of the
+  project or its name says it evaluates, trains or sets a mode: the mode becomes unknown.
 """
 
 from __future__ import annotations
@@ -36,8 +37,6 @@ _NEUTRAL_METHODS = frozenset({"append", "extend", "format", "info", "debug", "wa
                               "watch", "update", "write", "add_scalar"})
 # Words of helpers that switch a mode: `set_mode`, `freeze_bn`, `enable_dropout`, `toggle_grad`.
 _MODE_WORDS = frozenset({"mode", "freeze", "unfreeze", "bn", "batchnorm", "dropout", "toggle", "requires"})
-# Context managers of libraries that evaluate their arguments and restore their mode.
-EVAL_MODE_CONTEXTS = frozenset({"torch_utils.evaluating", "fastai.torch_core.eval_mode"})
 
 
 class CallEffects:
@@ -171,11 +170,7 @@ class CallEffects:
         if not isinstance(expr, cst.Call):
             return []
         summary, _ = self.flow.resolve(expr, self.out.function)
-        switched = None
-        if summary is not None and summary.context_mode is not None:
-            switched = summary.context_mode
-        elif (self.flow.imports.qualify(expr.func) or "") in EVAL_MODE_CONTEXTS:
-            switched = "eval"
+        switched = summary.context_mode if summary is not None else None
         if switched is None:
             return []
         restore = []

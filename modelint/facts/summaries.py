@@ -45,10 +45,8 @@ def summarise(flow, function_flow, globals_: frozenset[str], closures=()) -> Fun
     exit_state = function_flow.exit_state
     if exit_state is not None:
         for key, fact in exit_state.models.items():
-            if not caller_owned(key) and not (key.startswith(("self.", "cls.")) and "self" in heads):
-                continue
-            if key.split(".")[0] not in heads:
-                continue
+            if key.split(".")[0] not in heads or key in ("self", "cls"):
+                continue  # the function's own locals, or the object itself
             if fact.train_sites and fact.train_sites <= flow.assumed_sites and not fact.eval_sites:
                 continue  # "trained here, so in training mode" is our assumption, not something the code set
             effect = fact.exit_effect
@@ -62,6 +60,7 @@ def summarise(flow, function_flow, globals_: frozenset[str], closures=()) -> Fun
     trains_keys: set[str] = set()  # models the caller passes, trained here in whatever mode the caller left
     closure_forwards = [f for closure in closures for f in closure.all_forwards()
                         if f.key.split(".")[0] in function.param_set]
+
     def from_caller(mode) -> bool:  # the mode the caller passes (or only our "trained here" guess of it)
         return mode == ENTRY_MODE or (bool(mode.train_sites) and mode.train_sites <= flow.assumed_sites
                                       and not mode.eval_sites and not mode.havoc)
