@@ -101,7 +101,9 @@ class MissingNoGrad(Rule):
         if intent == "evaluation" or (forward.via is not None and forward.via.intent == "evaluation"):
             pass
         elif intent == "returned":
-            if not (eval_mode or facts.is_evaluation_function(function)):
+            # Handed to the caller: evaluation if the model was put in eval mode, or if the function is
+            # named for it and turned the output into predictions first (`softmax`, `argmax`).
+            if not (eval_mode or ("eval" in forward.uses and facts.is_evaluation_function(function))):
                 return None
         elif not eval_mode:
             return None  # dropped, logged or handed on: an evaluation if the model is in eval mode

@@ -55,12 +55,13 @@ class CallEffects:
 
     def _object_model(self, key: str) -> bool:
         """`self.model` in a method: an attribute the class shows is a module, or, in a class
-        that is no module itself (a trainer, a predictor), any attribute it calls."""
+        that is no module itself (a trainer, a predictor), any attribute it sets and calls."""
         function = self.out.function
         if not key.startswith("self.") or function is None or function.cls is None:
             return False
-        if key.count(".") == 1 and not self.flow.modules.is_module_class(function.cls):
-            return not self.flow.is_method_name(function.cls, key[5:])
+        if key.count(".") == 1 and not self.flow.modules.is_module_class(function.cls) \
+                and self.flow.assigned_attribute(function.cls, key):
+            return True  # set somewhere in the class (an inherited method from a base elsewhere is not)
         return self.flow.modules.is_module_name(key, function)
 
     def _is_model(self, state: State, key: str) -> bool:

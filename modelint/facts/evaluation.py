@@ -61,8 +61,7 @@ def is_module(facts, forward, mode: ModeFact) -> bool:
         return False
     if mode.certain and (mode.train_sites or mode.eval_sites):
         return True
-    return facts.modules.is_module_name(forward.key, forward.function) or (
-        forward.via is not None and mode.certain and not mode.entry and not mode.havoc)
+    return facts.modules.is_module_name(forward.key, forward.function)
 
 
 def evaluation_context(facts, forward, grad: GradFact) -> str | None:
@@ -95,6 +94,8 @@ def _evaluation_context(facts, forward, grad: GradFact) -> str | None:
         return "over validation/test data"
     if intent == "evaluation":
         return "for predictions and metrics"
+    if intent == "returned" and "eval" not in forward.uses:
+        return None  # handed to the caller as it is: a name alone does not make it an evaluation
     function = forward.function
     if function is not None and is_evaluation_name(function.name, facts.path) \
             and not facts.flow.function_trains(function):

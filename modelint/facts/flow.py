@@ -261,8 +261,14 @@ class ModeFlow:
                 models[key] = models[key].join(fact) if key in models else fact
             sites[call] = (caller, seen[1].join(state.grad), models)
 
-    def is_method_name(self, cls, name: str) -> bool:
-        return any(f"{c}.{name}" in self.local_functions for c in self.class_and_bases(cls.name))
+    @cached_property
+    def _assigned_attributes(self) -> set[tuple[str, str]]:
+        """(class name, `self.x`) for every `self.x = ...` in a method of the class."""
+        return {(a.site.cls.name, key) for a in self.collector.attribute_assigns
+                if a.site.cls is not None and (key := dotted(a.target)) is not None and key.startswith("self.")}
+
+    def assigned_attribute(self, cls, key: str) -> bool:
+        return any((name, key) in self._assigned_attributes for name in self.class_and_bases(cls.name))
 
     def grad_effect(self, expr: cst.BaseExpression) -> str | None:
         return grad_effect(self.imports, expr)

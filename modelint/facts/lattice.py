@@ -85,7 +85,7 @@ class ModeFact:
 ENTRY_MODE = ModeFact(entry=True)
 # A name bound to None or another literal on this path: no module, nothing to join (`best = None` before
 # the loop that keeps the best model).
-NO_MODULE = ModeFact(dependence=Dependence.INDEPENDENT)
+NO_MODULE = ModeFact(dependence=Dependence.INDEPENDENT, certain=False)
 HAVOC_MODE = ModeFact(havoc=True)
 
 
