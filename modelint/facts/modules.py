@@ -131,8 +131,8 @@ class ModuleTable:
                     is_module = is_module or base_module
                     unknown_base = unknown_base or (not base_module and base_dependence is Dependence.UNKNOWN)
                     dependence = max(dependence, base_dependence)
-                if not is_module and unknown_base and "forward" in info.methods:
-                    is_module = True  # a subclass of some project-external module base
+                if not is_module and unknown_base and ("forward" in info.methods or self._holds_layers(info)):
+                    is_module = True  # a subclass of some module base defined elsewhere
                 if is_module:
                     if info.reads_training_flag:
                         dependence = Dependence.DEPENDENT
@@ -148,6 +148,19 @@ class ModuleTable:
                     changed = True
             if not changed:
                 break
+
+    def _holds_layers(self, info: ClassInfo) -> bool:
+        """It builds modules into its own attributes and no optimizer: a model (a VQ-VAE with
+        `encode`/`decode`, a pipeline of sub-models), not a trainer that owns one."""
+        builds = False
+        for call in info.calls:
+            qualified = self.imports.qualify(call.func) or ""
+            if qualified.startswith("torch.optim."):
+                return False
+            if not builds and (qualified.startswith("torch.nn.") or self.project_class(call.func) is not None):
+                built = self.construction(call)
+                builds = built is not None and built.certain and not built.loss
+        return builds
 
     # -- constructions ------------------------------------------------------
     def construction(self, call: cst.Call, _nested: dict | None = None) -> Construction | None:
