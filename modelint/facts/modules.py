@@ -78,6 +78,7 @@ class ModuleTable:
         for info in collector.classes:
             self.classes.setdefault(info.name, info)
         self._is_module: dict[str, bool] = {}
+        self._foreign_base: dict[str, bool] = {}  # derives from a class defined elsewhere (through this file's too)
         self._dependence: dict[str, Dependence] = {}
         self._solve()
         self.module_names = self._module_names(collector)
@@ -130,7 +131,11 @@ class ModuleTable:
                     base_module, base_dependence = self._base_kind(base)
                     is_module = is_module or base_module
                     unknown_base = unknown_base or (not base_module and base_dependence is Dependence.UNKNOWN)
+                    project = self.project_class(base)
+                    if project is not None and self._foreign_base.get(project.name):
+                        unknown_base = True  # a base of this file that itself derives from a class elsewhere
                     dependence = max(dependence, base_dependence)
+                self._foreign_base[name] = unknown_base
                 if not is_module and unknown_base and ("forward" in info.methods or self._holds_layers(info)):
                     is_module = True  # a subclass of some module base defined elsewhere
                 if is_module:

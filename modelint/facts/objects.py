@@ -41,6 +41,7 @@ class ObjectModes:
                 if effect in ("eval", "train") and site is not None:
                     built = flow.modules.construction(site) if isinstance(site, cst.Call) else None
                     fact = ModeFact(dependence=built.dependence if built is not None else Dependence.UNKNOWN,
+                                    certain=built is None or built.certain,
                                     loss=built is not None and built.loss).switched(effect, site)
                     if method != "__init__":
                         fact = fact.join(ENTRY_MODE)  # set by a method someone calls, at some point
