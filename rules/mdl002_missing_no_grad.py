@@ -78,8 +78,9 @@ class MissingNoGrad(Rule):
 
     def _judge(self, facts: FileFacts, forward) -> Report | None:
         mode = effective_mode(facts, forward)
-        if not is_module(facts, forward, mode) or (forward.via is None and returned_to_callers(facts, forward)):
-            return None
+        if mode.parameterless or not is_module(facts, forward, mode) \
+                or (forward.via is None and returned_to_callers(facts, forward)):
+            return None  # (a loss, an activation, a padding layer: no weights, no graph worth a finding)
         grad = effective_grad(facts, forward)
         if forward.grad_free or grad.free_sites:  # grad-free on every path, or on some (a conditional no_grad)
             return None
@@ -96,8 +97,11 @@ class MissingNoGrad(Rule):
             return None
         if forward.via is None and function is not None and function.cls is not None \
                 and facts.modules.is_module_class(function.cls) and forward.key.split(".")[0] == "self" \
-                and intent in ("returned", "escaped") and not facts.is_evaluation_function(function):
-            return None  # a module's own method handing its output on: it feeds the caller's graph
+                and (facts.flow.has_callers(function)
+                     or intent in ("returned", "escaped") and not facts.is_evaluation_function(function)):
+            # A module's own method that its other methods call (part of its forward computation), or
+            # that hands its output on: it feeds the caller's graph.
+            return None
         if intent == "evaluation" or (forward.via is not None and forward.via.intent == "evaluation"):
             pass
         elif intent == "returned":

@@ -57,8 +57,6 @@ def effective_grad(facts, forward) -> GradFact:
 
 def is_module(facts, forward, mode: ModeFact) -> bool:
     """Is the called thing surely an nn.Module (not a capitalised callable of unknown kind)?"""
-    if mode.loss:
-        return False
     if mode.certain and (mode.train_sites or mode.eval_sites):
         return True
     return facts.modules.is_module_name(forward.key, forward.function)

@@ -39,6 +39,10 @@ def file_summary(flow) -> FileSummary:
     return FileSummary(flow.path, exported, refs, flow.modules.class_summaries())
 
 
+def _of_the_object(key: str) -> bool:
+    return key in ("self", "cls") or key.startswith(("self.", "cls.", "self["))
+
+
 def _site_kind(effect: str, site) -> str:
     return "eval" if "eval" in effect else "train" if is_train_site(site) else "built"
 
@@ -48,9 +52,9 @@ def _ordinal(flow, use) -> int:
 
 
 def _export(flow, summary: FunctionSummary) -> FunctionSummary | None:
-    effects = {k: v for k, v in summary.effects.items() if not k.startswith(("self.", "cls."))}
-    forwards = [u for u in summary.forwards if not u.param.startswith("self.")]
-    steps = [u for u in summary.steps if not u.param.startswith("self.")]
+    effects = {k: v for k, v in summary.effects.items() if not _of_the_object(k)}
+    forwards = [u for u in summary.forwards if not _of_the_object(u.param)]
+    steps = [u for u in summary.steps if not _of_the_object(u.param)]
     if all(v == "unknown" for v in effects.values()) and not forwards and not steps \
             and summary.returns is None and summary.context_mode is None:
         return None  # callers already assume the worst of a helper they cannot see

@@ -250,6 +250,11 @@ class ModeFlow:
             result = grad if result is None else result.join(grad)
         return result
 
+    def has_callers(self, function: FunctionInfo) -> bool:
+        """Does this file call it (not counting recursion)?"""
+        name = _nested_name(function) if function.outer is not None and function.cls is None else qualname(function)
+        return any(caller is not function for caller, _grad, _models in self.call_sites.get(name, {}).values())
+
     def record_call_site(self, name: str, call: cst.Call, caller: FunctionInfo | None, state) -> None:
         sites = self.call_sites.setdefault(name, {})
         seen = sites.get(call)

@@ -31,7 +31,7 @@ class ModeFact:
     dependence: Dependence = Dependence.UNKNOWN
     certain: bool = True  # known to be an nn.Module (not merely a capitalised call)
     origin: str | None = None  # the imported class it was built from, when this file cannot see it
-    loss: bool = False  # a torch.nn loss module: calling it is no forward pass of a model
+    parameterless: bool = False  # a torch.nn loss, activation, padding...: calling it is no model's forward
 
     def join(self, other: "ModeFact") -> "ModeFact":
         if self == other or other is NO_MODULE:
@@ -46,7 +46,7 @@ class ModeFact:
             max(self.dependence, other.dependence),
             self.certain and other.certain,
             self.origin if self.origin == other.origin else None,
-            self.loss and other.loss,
+            self.parameterless and other.parameterless,
         )
 
     @property

@@ -52,7 +52,7 @@ class Construction:
     starts_in_eval: bool = False  # Hugging Face `from_pretrained` returns eval mode
     certain: bool = True  # False: an unknown class that is only probably a module
     origin: str | None = None  # qualified name of an imported class this file cannot see
-    loss: bool = False  # a torch.nn loss (`nn.CrossEntropyLoss()`): no parameters, nothing to evaluate
+    parameterless: bool = False  # a torch.nn loss, activation, pooling or padding: nothing to evaluate
 
 
 def unwrap_chain(expr: cst.BaseExpression) -> tuple[cst.BaseExpression, list[cst.Call]]:
@@ -164,7 +164,7 @@ class ModuleTable:
                 return False
             if not builds and (qualified.startswith("torch.nn.") or self.project_class(call.func) is not None):
                 built = self.construction(call)
-                builds = built is not None and built.certain and not built.loss
+                builds = built is not None and built.certain and not built.parameterless
         return builds
 
     # -- constructions ------------------------------------------------------
@@ -193,7 +193,8 @@ class ModuleTable:
                     return None
                 if layer in api.CONTAINERS or layer in api.STACKS:
                     return Construction(call, self._nested_dependence(call, {} if _nested is None else _nested))
-                return Construction(call, _layer_dependence_by_name(layer, call), loss=layer.endswith("Loss"))
+                return Construction(call, _layer_dependence_by_name(layer, call),
+                                    parameterless=bool(api.PARAMETERLESS_LAYER.fullmatch(layer)))
             if qualified.startswith(api.EXTERNAL_MODEL_PREFIXES):
                 return Construction(call, Dependence.DEPENDENT)
             if qualified.startswith("torch."):

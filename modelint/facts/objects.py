@@ -42,7 +42,7 @@ class ObjectModes:
                     built = flow.modules.construction(site) if isinstance(site, cst.Call) else None
                     fact = ModeFact(dependence=built.dependence if built is not None else Dependence.UNKNOWN,
                                     certain=built is None or built.certain,
-                                    loss=built is not None and built.loss).switched(effect, site)
+                                    parameterless=built is not None and built.parameterless).switched(effect, site)
                     if method != "__init__":
                         fact = fact.join(ENTRY_MODE)  # set by a method someone calls, at some point
                 else:

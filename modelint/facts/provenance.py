@@ -71,7 +71,7 @@ class Provenance:
                 dependence=built.dependence,
                 certain=built.certain,
                 origin=built.origin,
-                loss=built.loss,
+                parameterless=built.parameterless,
             )
             return Fresh(apply_chain(fact, applied) or fact.join(ModeFact(havoc=True)))
         base, applied = unwrap_chain(value)

@@ -45,7 +45,7 @@ class State:
             key = key.rsplit(".", 1)[0]
             found = self.models.get(key)
             if found is not None:
-                return replace(found, loss=False) if found.loss else found
+                return replace(found, parameterless=False) if found.parameterless else found
         return ENTRY_MODE
 
     def tracks(self, key: str) -> bool:

@@ -38,15 +38,15 @@ def summarise(flow, function_flow, globals_: frozenset[str], closures=()) -> Fun
 
     def caller_owned(key: str) -> bool:
         head = key.split(".")[0]
-        if head not in heads or key in ("self", "cls"):
+        if head not in heads or key == "cls":
             return False
         return "." not in key or head == "self" or head in globals_
 
     exit_state = function_flow.exit_state
     if exit_state is not None:
         for key, fact in exit_state.models.items():
-            if key.split(".")[0] not in heads or key in ("self", "cls"):
-                continue  # the function's own locals, or the object itself
+            if key.split(".")[0] not in heads or key == "cls":
+                continue  # the function's own locals
             if fact.train_sites and fact.train_sites <= flow.assumed_sites and not fact.eval_sites:
                 continue  # "trained here, so in training mode" is our assumption, not something the code set
             effect = fact.exit_effect

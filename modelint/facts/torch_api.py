@@ -7,6 +7,8 @@ the facts pass and the rules rely on. Names are fully qualified the way
 
 from __future__ import annotations
 
+import re
+
 NN = "torch.nn"
 FUNCTIONAL = "torch.nn.functional"
 
@@ -41,6 +43,15 @@ INSTANCE_NORMS = frozenset(
     {"InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d", "LazyInstanceNorm1d", "LazyInstanceNorm2d", "LazyInstanceNorm3d"}
 )
 CONTAINERS = frozenset({"Sequential", "ModuleList", "ModuleDict"})
+# torch.nn layers without parameters: losses, activations, pooling, padding, reshaping, dropout.
+# Running one records no graph of weights: there is no model to evaluate.
+PARAMETERLESS_LAYER = re.compile(
+    r".*Loss|(Zero|Constant|Reflection|Replication|Circular)Pad[123]d|(Adaptive)?(Max|Avg|LP)Pool[123]d"
+    r"|FractionalMaxPool[23]d|MaxUnpool[123]d|ReLU6?|LeakyReLU|ELU|SELU|CELU|GELU|SiLU|Mish|Sigmoid|Tanh"
+    r"|Softmax2?d?|LogSoftmax|Softmin|Softplus|Softsign|Softshrink|Hardshrink|Hardtanh|Hardswish|Hardsigmoid"
+    r"|Tanhshrink|Threshold|GLU|Identity|Flatten|Unflatten|Upsample|Upsampling(Nearest|Bilinear)2d"
+    r"|Pixel(Un)?[Ss]huffle|ChannelShuffle|Fold|Unfold|CosineSimilarity|PairwiseDistance"
+    r"|(Feature)?(Alpha)?Dropout[123]?d?")
 # Everything else under torch.nn that is constructed is a mode-independent layer
 # (Linear, Conv*, ReLU, LayerNorm, GroupNorm, Embedding, losses, pooling...).
 
