@@ -93,7 +93,7 @@ class MissingNoGrad(Rule):
         function = forward.function
         # Put in eval mode on some path here and never in training mode: the author means to evaluate.
         eval_mode = bool(mode.eval_sites) and not mode.train_sites
-        if intent in ("training", "unknown"):
+        if intent in ("training", "unknown", "shape"):
             return None
         if forward.via is None and function is not None and function.cls is not None \
                 and facts.modules.is_module_class(function.cls) and forward.key.split(".")[0] == "self" \

@@ -17,14 +17,8 @@ from dataclasses import replace
 from modelint.facts.lattice import ENTRY_MODE, GradFact, ModeFact
 from modelint.facts.naming import is_evaluation_name
 
-# Lightning runs these under no_grad in eval mode itself (RULES.md 3).
-FRAMEWORK_HOOKS = frozenset({"validation_step", "test_step", "predict_step", "validation_epoch_end",
-                             "test_epoch_end", "on_validation_batch_end", "on_test_batch_end"})
-
-
 def is_framework_hook(facts, function) -> bool:
-    return (function is not None and function.name in FRAMEWORK_HOOKS and function.cls is not None
-            and facts.modules.is_module_class(function.cls))
+    return facts.flow.is_framework_hook(function)
 
 
 def effective_mode(facts, forward) -> ModeFact:
@@ -73,7 +67,7 @@ def evaluation_context(facts, forward, grad: GradFact) -> str | None:
 
 def _evaluation_context(facts, forward, grad: GradFact) -> str | None:
     intent = forward.intent
-    if intent == "training":
+    if intent in ("training", "shape"):
         return None
     via = forward.via
     if via is not None and via.intent != "returned":
@@ -84,6 +78,8 @@ def _evaluation_context(facts, forward, grad: GradFact) -> str | None:
         if grad.definitely_free and via.grad == "entry":
             return "under the caller's no_grad"
         return None
+    if forward.method is not None and intent in ("unknown", "escaped", "returned"):
+        return None  # a method named like a forward (`forward_parameters`) whose output we lose: no evidence
     if grad.definitely_free or (via is not None and via.grad == "free"):
         return "under no_grad"  # (a helper returning it under no_grad: for training, the caller would say so)
     if intent in ("unknown", "escaped"):

@@ -15,7 +15,9 @@ from functools import cached_property
 
 import libcst as cst
 
+from modelint.facts import torch_api as api
 from modelint.facts.collector import Collector, FunctionInfo
+from modelint.facts.intent import DIRECT
 from modelint.facts.interpreter import Interpreter
 from modelint.facts.lattice import GRAD_ENABLED, GRAD_UNKNOWN, GradFact
 from modelint.facts.modules import ModuleTable
@@ -168,7 +170,10 @@ class ModeFlow:
                 grad = GradFact(free_sites=frozenset({decorator}))
         interpreter = Interpreter(self, flow, set(function.params) | function.enclosing_params
                                   | self._globals_of(function))
-        flow.exit_state = interpreter.run(function.node.body, State({}, grad))
+        state = State({}, grad)
+        if function.uses_gradients:  # which parameters reach its backward: their values are origins too
+            state.values = {p: frozenset({(("param", p), DIRECT)}) for p in function.params if p not in ("self", "cls")}
+        flow.exit_state = interpreter.run(function.node.body, state)
         self._finish(flow, function)
         return flow
 
@@ -228,6 +233,13 @@ class ModeFlow:
                 if isinstance(site.node.func, cst.Attribute) and site.node.func.attr.value == "step"
                 and site.text and is_optimizer_step(site.text.rsplit(".", 1)[0])}
 
+    @cached_property
+    def backprop_callees(self) -> set:
+        """Calls of this file's functions that run backward() themselves: they may back-propagate an argument."""
+        backward_functions = {qualname(f) for f in self.collector.functions if f.uses_gradients and f.outer is None}
+        return {site.node for site in self.collector.calls
+                if self.local_callee(site.node, site.site.function) in backward_functions}
+
     def steps_optimizer(self, function: FunctionInfo | None) -> bool:
         return function in self._optimizer_steps
 
@@ -239,6 +251,8 @@ class ModeFlow:
             sites = self.call_sites.get(_nested_name(function), {})
         else:
             sites = self.call_sites.get(qualname(function), {})
+        if self.is_framework_hook(function):
+            return GradFact(free_sites=frozenset({function.node}))  # Lightning wraps it in no_grad
         if not sites and _is_private_hook(function):
             return GRAD_UNKNOWN  # called by a base class elsewhere (a template method), in a grad mode we cannot see
         if not sites or function in _seen:
@@ -249,6 +263,11 @@ class ModeFlow:
                 grad = grad.at_entry(self.entry_grad(caller, _seen | {function}))
             result = grad if result is None else result.join(grad)
         return result
+
+    def is_framework_hook(self, function: FunctionInfo | None) -> bool:
+        """A Lightning evaluation hook of a module class: the framework sets eval mode and no_grad for it."""
+        return (function is not None and function.name in api.LIGHTNING_EVAL_HOOKS and function.cls is not None
+                and self.modules.is_module_class(function.cls))
 
     def has_callers(self, function: FunctionInfo) -> bool:
         """Does this file call it (not counting recursion)?"""

@@ -21,7 +21,9 @@ records, for each forward it reaches, how the output is used:
 - DISCARD: the output is not used at all (warm-up, benchmark, calibration).
 
 `intent_of` turns the uses into "training", "returned", "unknown", "escaped",
-"evaluation" or "inference" (only dropped, printed or logged). Shape checks (`.shape`, `.size()`,
+"shape" (only its shape read), "evaluation" or "inference" (only dropped, printed or
+logged). A function's parameters that reach a backward are found the same way (their
+values are origins too), so a call of `backward(loss, scaler)` trains on `loss`. Shape checks (`.shape`, `.size()`,
 `len()`) are metadata: they are no use of the values.
 """
 
@@ -33,6 +35,7 @@ from modelint.facts.walk import iter_nodes
 
 TRAIN, EVAL, RETURN, STORE, ESCAPE, WEAK, DISCARD = "train", "eval", "return", "store", "escape", "weak", "discard"
 GRAPH = "graph"  # with TRAIN: the output reached the backward still attached (the model is being trained)
+META = "meta"  # only its shape, dtype or length was read: mode cannot change those
 
 # Tensor methods whose result has left autograd, and that turn outputs into predictions/numbers.
 DETACHING_METHODS = frozenset({"item", "tolist", "numpy", "argmax", "argmin", "eq", "ne", "ge", "gt",
@@ -82,6 +85,8 @@ def intent_of(uses: set[str]) -> str:
         return "returned"
     if STORE in uses:
         return "unknown"
+    if META in uses and uses <= {META, DISCARD}:
+        return "shape"  # a shape probe (`self.net(dummy).shape[1]`): no evaluation
     if ESCAPE in uses:
         return "escaped"  # handed to a call we cannot see into: it may keep it for training
     if EVAL in uses:
@@ -97,6 +102,8 @@ class OutputUses:
         self.forwards = forwards  # token -> record, filled by the mode flow before the statement is evaluated
         self.uses: dict[object, set[str]] = {}  # by token: the forward call, or (call, phase) in a phase loop
         self.tag: tuple = ()
+        # The arguments of a call that its callee back-propagates (set by the interpreter, from summaries).
+        self.backprop_args = lambda call: ()
 
     def use(self, origins: Origins, kind: str, level: int = DETACHED) -> None:
         """Record `kind` for every forward reaching here at least this directly."""
@@ -143,6 +150,7 @@ class OutputUses:
 
             attr = node.attr.value
             if attr in METADATA_ATTRIBUTES:
+                self.use(result.get(node.value, NONE), META)
                 return NONE
             key = dotted(node)
             inner = values.get(key, NONE) if key is not None and key in values else result.get(node.value, NONE)
@@ -169,6 +177,9 @@ class OutputUses:
         token = (call, self.tag) if self.tag else call
         if token in self.forwards:
             return frozenset({(token, DIRECT)}) | args
+        for arg in self.backprop_args(call):  # a helper that runs backward() on what it is given
+            self.use(result.get(arg, NONE), TRAIN)
+            self.use(result.get(arg, NONE), GRAPH, level=OPAQUE)
         qualified = self.imports.qualify(func)
         if qualified is not None:  # a function of torch, numpy, a library or the project
             return self._function_result(qualified, args) if args else NONE
@@ -184,6 +195,7 @@ class OutputUses:
             if not receiver:  # a method of something else, given outputs: `metric(out)`, `self.loss(out, y)`
                 return opaque(args)
             if method in METADATA_METHODS:
+                self.use(receiver, META)
                 return NONE
             if method in DETACHING_METHODS:
                 self.use(receiver, EVAL)
@@ -196,6 +208,7 @@ class OutputUses:
         if isinstance(func, cst.Name):
             name = func.value
             if name in _METADATA_BUILTINS:
+                self.use(args, META)
                 return NONE
             if name in _DETACHING_BUILTINS:
                 self.use(args, EVAL)

@@ -29,10 +29,33 @@ class Interpreter(Bindings, CallEffects):
     def __init__(self, flow, out, params: set[str]) -> None:
         super().__init__(flow, out, params)
         self.uses = OutputUses(flow.imports, out.forwards)
+        self.uses.backprop_args = self._backprop_args
         self.loop_exits: list[tuple[list[State], list[State]]] = []  # (breaks, continues)
         self.returns: list[State] = []
         # Names whose value is known here: a phase loop's variable, `phases = ("train", "val")`.
         self.constants: dict[str, object] = {}
+
+    def _backprop_args(self, call: cst.Call) -> list[cst.BaseExpression]:
+        """The arguments a call's callee back-propagates (`backward(total_loss, scaler)`)."""
+        if call not in self._backprop_callees:
+            return []
+        summary, _receiver = self.flow.resolve(call, self.out.function)
+        if summary is None or not summary.backprops:
+            return []
+        params = list(summary.params)
+        if summary.is_method and params and params[0] in ("self", "cls"):
+            params = params[1:]
+        out = []
+        for i, arg in enumerate(call.args):
+            name = arg.keyword.value if arg.keyword is not None else params[i] if i < len(params) and not arg.star \
+                else None
+            if name in summary.backprops:
+                out.append(arg.value)
+        return out
+
+    @property
+    def _backprop_callees(self) -> set:
+        return self.flow.backprop_callees
 
     def run(self, body, state: State) -> State | None:
         end = self.block(body, state) if not isinstance(body, (list, tuple)) else self.statements(body, state)

@@ -162,7 +162,7 @@ class ModuleTable:
             qualified = self.imports.qualify(call.func) or ""
             if qualified.startswith("torch.optim."):
                 return False
-            if not builds and (qualified.startswith("torch.nn.") or self.project_class(call.func) is not None):
+            if not builds:
                 built = self.construction(call)
                 builds = built is not None and built.certain and not built.parameterless
         return builds

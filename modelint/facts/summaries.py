@@ -89,6 +89,7 @@ def summarise(flow, function_flow, globals_: frozenset[str], closures=()) -> Fun
         site = first_site(returned.eval_sites if mode == "eval" else returned.train_sites)
         summary.returns = ReturnFact(mode, int(returned.dependence), returned.certain, site)
     summary.context_mode = _context_mode(flow, function)
+    summary.backprops = [p for p in params if "train" in function_flow.uses.get(("param", p), ())]
     return summary
 
 
@@ -112,7 +113,7 @@ def _forward_use(flow, function, forward, intent: str) -> ForwardUse | None:
         elif intent == "evaluation":
             context = "for predictions/metrics"
         elif not flow.function_trains(function) and is_evaluation_name(function.name, flow.path) \
-                and intent not in ("training", "unknown", "escaped"):
+                and intent not in ("training", "unknown", "escaped", "shape"):
             context = f"in {function.name}()"
     node = via.node if via is not None else forward.call
     ordinal = via.call if via is not None else -1

@@ -103,6 +103,10 @@ MODULE_METHODS = MODE_PRESERVING_METHODS | frozenset(
     {"train", "eval", "forward", "apply", "training", "__call__", "register_forward_hook"}
 )
 
+# Lightning runs these hooks in eval mode under no_grad itself (RULES.md 3).
+LIGHTNING_EVAL_HOOKS = frozenset({"validation_step", "test_step", "predict_step", "validation_epoch_end",
+                                  "test_epoch_end", "on_validation_batch_end", "on_test_batch_end"})
+
 # Calls that switch autograd off for the region they govern.
 GRAD_DISABLING = frozenset({"torch.no_grad", "torch.inference_mode", "torch.autograd.no_grad",
                             "torch.autograd.grad_mode.no_grad", "torch.autograd.grad_mode.inference_mode"})
