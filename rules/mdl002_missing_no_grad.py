@@ -95,7 +95,8 @@ class MissingNoGrad(Rule):
         eval_mode = bool(mode.eval_sites) and not mode.train_sites
         if intent in ("training", "unknown", "shape"):
             return None
-        if forward.via is None and function is not None and function.cls is not None \
+        if (forward.via is None or forward.via.intent == "returned") and function is not None \
+                and function.cls is not None \
                 and facts.modules.is_module_class(function.cls) and forward.key.split(".")[0] == "self" \
                 and (facts.flow.has_callers(function)
                      or intent in ("returned", "escaped") and not facts.is_evaluation_function(function)):

@@ -17,6 +17,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import libcst as cst
 
 from modelint.facts import torch_api as api
@@ -291,6 +293,8 @@ class CallEffects:
                 changed = current.switched("train", call if summary.trains else site)
             if effect.startswith("may-"):
                 changed = changed.join(current)
+            else:
+                changed = replace(changed, certain=True)  # the helper switched it: it is a module
             state.put(key, changed)
         for key in inline:
             state.forget(key)

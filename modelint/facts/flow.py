@@ -81,6 +81,12 @@ class ModeFlow:
         collector, modules = self.collector, self.modules
         constructing = {site.function for _key, value, site in collector.call_assigns
                         if modules.module_expression(value)[0] is not None}
+        # `return nn.Sequential(...)`: a factory, whose summary says what it hands out.
+        constructing.update(site.site.function for site in collector.calls
+                            if isinstance(site.site.stmt, cst.SimpleStatementLine)
+                            and any(isinstance(small, cst.Return) and small.value is site.node
+                                    for small in site.site.stmt.body)
+                            and modules.module_expression(site.node)[0] is not None)
         using_globals = {site.site.function for site in collector.calls
                          if isinstance(site.node.func, cst.Name) and site.node.func.value in self.global_models}
         # `gen = load_generator(path)` then `gen(z)`: a value a call returned is run as a model.

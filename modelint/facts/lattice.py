@@ -82,11 +82,11 @@ class ModeFact:
         return replace(self, train_sites=sites, eval_sites=frozenset(), entry=False, havoc=False)
 
 
-ENTRY_MODE = ModeFact(entry=True)
+ENTRY_MODE = ModeFact(entry=True, certain=False)  # what the caller passed: not even known to be a module
 # A name bound to None or another literal on this path: no module, nothing to join (`best = None` before
 # the loop that keeps the best model).
 NO_MODULE = ModeFact(dependence=Dependence.INDEPENDENT, certain=False)
-HAVOC_MODE = ModeFact(havoc=True)
+HAVOC_MODE = ModeFact(havoc=True, certain=False)
 
 
 @dataclass(frozen=True)

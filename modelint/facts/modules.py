@@ -109,6 +109,8 @@ class ModuleTable:
             return True, Dependence.INDEPENDENT
         if qualified.startswith("torch.nn."):
             return True, _layer_dependence_by_name(qualified.rsplit(".", 1)[-1], None)
+        if qualified.startswith("torch.") and not qualified.startswith("torch.nn."):
+            return False, Dependence.INDEPENDENT  # torch.utils.data.Dataset and friends: known, no module
         if qualified.startswith(api.MODULE_BASE_PREFIXES):
             # LightningModule adds no layers; a transformers/timm base brings its own.
             lightning = qualified.startswith(("pytorch_lightning.", "lightning."))
@@ -160,8 +162,9 @@ class ModuleTable:
         builds = False
         for call in info.calls:
             qualified = self.imports.qualify(call.func) or ""
-            if qualified.startswith("torch.optim."):
-                return False
+            method = call.func.attr.value if isinstance(call.func, cst.Attribute) else ""
+            if qualified.startswith("torch.optim.") or method in ("backward", "zero_grad", "step"):
+                return False  # it trains something: a trainer
             if not builds:
                 built = self.construction(call)
                 builds = built is not None and built.certain and not built.parameterless

@@ -25,8 +25,24 @@ def misspelled_no_grad(qualified: str | None) -> bool:
     return name == "zero_grad" or any(edit_distance(name, real) <= 2 for real in ("no_grad", "inference_mode"))
 
 
+def _library_grad_wrapper(imports, expr: cst.BaseExpression) -> bool:
+    """`smart_inference_mode()`, `maybe_no_grad`: not torch's, named after what they return."""
+    target = expr.func if isinstance(expr, cst.Call) else expr
+    if imports.is_torch_name(imports.qualify(target)):
+        return False
+    name = target.attr.value if isinstance(target, cst.Attribute) else target.value \
+        if isinstance(target, cst.Name) else ""
+    switched_off = isinstance(expr, cst.Call) and expr.args and literal_value(expr.args[0].value) is False
+    return name.endswith(("no_grad", "inference_mode")) and not switched_off
+
+
 def disables_grad(imports, expr: cst.BaseExpression) -> bool:
-    """Is this decorator/with-item a grad-free region (`@torch.no_grad`, `set_grad_enabled(False)`)?"""
+    """Is this decorator/with-item a grad-free region (`@torch.no_grad`, `set_grad_enabled(False)`)?
+
+    A library's own wrapper named after the API it wraps counts too (`@smart_inference_mode()`,
+    `@maybe_no_grad`): such helpers return `torch.no_grad`/`torch.inference_mode`."""
+    if _library_grad_wrapper(imports, expr):
+        return True
     if isinstance(expr, cst.Call):
         return grad_effect(imports, expr) == "free"
     return imports.qualify(expr) in api.GRAD_DISABLING
@@ -43,6 +59,8 @@ def grad_effect(imports, expr: cst.BaseExpression) -> str | None:
         return "free" if qualified in api.GRAD_DISABLING else "enabled" if qualified in api.GRAD_ENABLING else None
     if not isinstance(expr, cst.Call):
         return None
+    if _library_grad_wrapper(imports, expr):
+        return "free"
     qualified = imports.qualify(expr.func)
     if misspelled_no_grad(qualified):
         return "free"  # `with torch.zero_grad():` / `torch.nograd()`: MDL011 reports the name
