@@ -97,7 +97,7 @@ class MissingNoGrad(Rule):
             return None
         if (forward.via is None or forward.via.intent == "returned") and function is not None \
                 and function.cls is not None \
-                and facts.modules.is_module_class(function.cls) and forward.key.split(".")[0] == "self" \
+                and facts.is_module_class(function.cls) and forward.key.split(".")[0] == "self" \
                 and (facts.flow.has_callers(function)
                      or intent in ("returned", "escaped") and not facts.is_evaluation_function(function)):
             # A module's own method that its other methods call (part of its forward computation), or

@@ -62,7 +62,7 @@ class FileFacts:
 
     @cached_property
     def flow(self) -> ModeFlow:
-        return ModeFlow(self.collector, self.modules, self.path, index=self.index)
+        return ModeFlow(self.collector, self.modules, self.path, index=self.index, module_class=self.is_module_class)
 
     @cached_property
     def receivers(self):
@@ -70,6 +70,13 @@ class FileFacts:
         from modelint.facts.receivers import Receivers
 
         return Receivers(self)
+
+    def is_module_class(self, cls) -> bool:
+        """Is this class of the file an nn.Module? Its bases in this file, or, for a base defined elsewhere
+        (`class Emu3VQVAE(PreTrainedModel)`), what the project index knows of it."""
+        if self.modules.is_module_class(cls):
+            return True
+        return self.modules.has_foreign_base(cls) and self.receivers.of_class(cls).module is True
 
     @cached_property
     def call_sites(self) -> dict:

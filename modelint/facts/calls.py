@@ -61,7 +61,7 @@ class CallEffects:
         function = self.out.function
         if not key.startswith("self.") or function is None or function.cls is None:
             return False
-        if key.count(".") == 1 and not self.flow.modules.is_module_class(function.cls) \
+        if key.count(".") == 1 and not self.flow.is_module_class(function.cls) \
                 and self.flow.assigned_attribute(function.cls, key):
             return True  # set somewhere in the class (an inherited method from a base elsewhere is not)
         return self.flow.modules.is_module_name(key, function)

@@ -37,9 +37,11 @@ class ModeFlow:
     MAX_ROUNDS = 3
 
     def __init__(self, collector: Collector, modules: ModuleTable, path: str,
-                 index: ProjectIndex | None = None) -> None:
+                 index: ProjectIndex | None = None, module_class=None) -> None:
         self.collector = collector
         self.modules = modules
+        # Is a class of this file an nn.Module (its bases elsewhere included, when the index knows them)?
+        self.is_module_class = module_class or modules.is_module_class
         self.imports = collector.imports
         self.path = path
         self.index = index
@@ -94,7 +96,7 @@ class ModeFlow:
         calling_results = {site.site.function for site in collector.calls
                            if (site.site.function, site.text) in returned}
         def module_forward(f: FunctionInfo) -> bool:
-            return f.cls is not None and _is_forward_like(f.name) and modules.is_module_class(f.cls)
+            return f.cls is not None and _is_forward_like(f.name) and self.is_module_class(f.cls)
 
         targets: list[FunctionInfo | None] = [
             f for f in collector.functions
@@ -273,7 +275,7 @@ class ModeFlow:
     def is_framework_hook(self, function: FunctionInfo | None) -> bool:
         """A Lightning evaluation hook of a module class: the framework sets eval mode and no_grad for it."""
         return (function is not None and function.name in api.LIGHTNING_EVAL_HOOKS and function.cls is not None
-                and self.modules.is_module_class(function.cls))
+                and self.is_module_class(function.cls))
 
     def has_callers(self, function: FunctionInfo) -> bool:
         """Does this file call it (not counting recursion)?"""

@@ -138,7 +138,7 @@ class ModuleTable:
                         unknown_base = True  # a base of this file that itself derives from a class elsewhere
                     dependence = max(dependence, base_dependence)
                 self._foreign_base[name] = unknown_base
-                if not is_module and unknown_base and ("forward" in info.methods or self._holds_layers(info)):
+                if not is_module and unknown_base and "forward" in info.methods:
                     is_module = True  # a subclass of some module base defined elsewhere
                 if is_module:
                     if info.reads_training_flag:
@@ -156,19 +156,9 @@ class ModuleTable:
             if not changed:
                 break
 
-    def _holds_layers(self, info: ClassInfo) -> bool:
-        """It builds modules into its own attributes and no optimizer: a model (a VQ-VAE with
-        `encode`/`decode`, a pipeline of sub-models), not a trainer that owns one."""
-        builds = False
-        for call in info.calls:
-            qualified = self.imports.qualify(call.func) or ""
-            method = call.func.attr.value if isinstance(call.func, cst.Attribute) else ""
-            if qualified.startswith("torch.optim.") or method in ("backward", "zero_grad", "step"):
-                return False  # it trains something: a trainer
-            if not builds:
-                built = self.construction(call)
-                builds = built is not None and built.certain and not built.parameterless
-        return builds
+    def has_foreign_base(self, info: ClassInfo) -> bool:
+        """It derives (maybe through this file's classes) from a class defined elsewhere, which may be a module."""
+        return self._foreign_base.get(info.name, False)
 
     # -- constructions ------------------------------------------------------
     def construction(self, call: cst.Call, _nested: dict | None = None) -> Construction | None:
