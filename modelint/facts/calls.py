@@ -96,7 +96,7 @@ class CallEffects:
                 if method in ("eval", "train"):
                     self.set_mode(state, receiver, call)
                     return
-                if method == "forward" and self._is_model(state, receiver):
+                if method == "forward":  # an explicit forward pass, whatever the receiver turns out to be
                     self.forward(call, receiver, state)
                 elif method == "backward" or (method == "step" and is_optimizer_step(receiver)):
                     self.step(call, "backward" if method == "backward" else "step", state, receiver)

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import libcst as cst
+
 from modelint.facts.lattice import ENTRY_MODE, GradFact, ModeFact
 from modelint.facts.naming import is_evaluation_name
 
@@ -53,6 +55,9 @@ def is_module(facts, forward, mode: ModeFact) -> bool:
     """Is the called thing surely an nn.Module (not a capitalised callable of unknown kind)?"""
     if mode.certain and (mode.train_sites or mode.eval_sites):
         return True
+    func = forward.call.func
+    if forward.via is None and isinstance(func, cst.Attribute) and func.attr.value == "forward":
+        return True  # `self.model.forward(x)`: whatever holds the weights, running it records a graph
     return facts.modules.is_module_name(forward.key, forward.function)
 
 

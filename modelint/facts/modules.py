@@ -38,7 +38,7 @@ RETURNS_SELF = frozenset({"to", "cuda", "cpu", "half", "float", "double", "bfloa
                           "requires_grad_", "to_empty", "share_memory", "type"})
 # Calls that show their receiver is an nn.Module (tensors and optimizers lack them).
 EVIDENCE_METHODS = frozenset({"parameters", "named_parameters", "state_dict", "load_state_dict", "modules",
-                              "named_modules", "children", "named_children", "buffers", "named_buffers", "forward"})
+                              "named_modules", "children", "named_children", "buffers", "named_buffers"})
 _BUILTINS = frozenset(dir(builtins))
 _STDLIB = frozenset(getattr(sys, "stdlib_module_names", ()))
 
