@@ -98,10 +98,10 @@ class MissingNoGrad(Rule):
         if (forward.via is None or forward.via.intent == "returned") and function is not None \
                 and function.cls is not None \
                 and facts.is_module_class(function.cls) and forward.key.split(".")[0] == "self" \
-                and (facts.flow.has_callers(function)
-                     or intent in ("returned", "escaped") and not facts.is_evaluation_function(function)):
-            # A module's own method that its other methods call (part of its forward computation), or
-            # that hands its output on: it feeds the caller's graph.
+                and (facts.flow.has_callers(function) or not (eval_mode or facts.is_evaluation_function(function))):
+            # A module's own method is part of its forward computation (masks, routing, selection), which
+            # feeds the caller's graph: only a method that evaluates (`predict()`, or one that calls
+            # `self.eval()`) and that nothing here calls is an evaluation of its own.
             return None
         if intent == "evaluation" or (forward.via is not None and forward.via.intent == "evaluation"):
             pass

@@ -65,11 +65,16 @@ class ObjectModes:
                     out.setdefault(cls_name, {}).setdefault(key, (method, site))
         return out
 
+    def _plain_object(self, cls) -> bool:
+        """A class known to be no module: a base elsewhere that may be one (a model mixin whose mode its
+        users set) leaves the object's mode to whoever holds it."""
+        return not self.flow.is_module_class(cls) and not self.flow.modules.has_foreign_base(cls)
+
     def left_in_training(self, function, key: str) -> tuple[str, object] | None:
         """For a public method of a class that is no module, called from outside (no caller here, or one
         that passes the mode through unchanged, like `predict()`): another method that may leave
         `self.<attr>` in training mode, and where it puts it there."""
-        if function is None or function.cls is None or self.flow.is_module_class(function.cls):
+        if function is None or function.cls is None or not self._plain_object(function.cls):
             return None
         if function.name.startswith("_"):
             return None  # a private hook: a base class elsewhere calls it, in a mode we cannot see
@@ -86,7 +91,7 @@ class ObjectModes:
         """What the object's methods leave on `self.<attr>`, for a method of a class that is no module."""
         if function is None or function.cls is None or not key.startswith("self.") or key.count(".") != 1:
             return None
-        if self.flow.is_module_class(function.cls):
+        if not self._plain_object(function.cls):
             return None
         found = None
         for cls_name in self.flow.class_and_bases(function.cls.name):
