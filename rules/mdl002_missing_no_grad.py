@@ -97,9 +97,11 @@ class MissingNoGrad(Rule):
             return None
         if (forward.via is None or forward.via.intent == "returned") and function is not None \
                 and function.cls is not None \
-                and facts.is_module_class(function.cls) and forward.key.split(".")[0] == "self" \
+                and facts.may_be_module_class(function.cls) \
+                and forward.key.split(".")[0] == "self" \
                 and (facts.flow.has_callers(function) or not (eval_mode or facts.is_evaluation_function(function))):
-            # A module's own method is part of its forward computation (masks, routing, selection), which
+            # A module's own method (or one of a class whose base elsewhere may be a module) is part of
+            # its forward computation (masks, routing, selection), which
             # feeds the caller's graph: only a method that evaluates (`predict()`, or one that calls
             # `self.eval()`) and that nothing here calls is an evaluation of its own.
             return None

@@ -62,7 +62,8 @@ class FileFacts:
 
     @cached_property
     def flow(self) -> ModeFlow:
-        return ModeFlow(self.collector, self.modules, self.path, index=self.index, module_class=self.is_module_class)
+        return ModeFlow(self.collector, self.modules, self.path, index=self.index, module_class=self.is_module_class,
+                        maybe_module_class=self.may_be_module_class)
 
     @cached_property
     def receivers(self):
@@ -77,6 +78,11 @@ class FileFacts:
         if self.modules.is_module_class(cls):
             return True
         return self.modules.has_foreign_base(cls) and self.receivers.of_class(cls).module is True
+
+    def may_be_module_class(self, cls) -> bool:
+        """A module class, or one whose base elsewhere may be one (the index does not say it is not)."""
+        return self.is_module_class(cls) or (self.modules.has_foreign_base(cls)
+                                             and self.receivers.of_class(cls).module is not False)
 
     @cached_property
     def call_sites(self) -> dict:

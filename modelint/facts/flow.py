@@ -37,11 +37,13 @@ class ModeFlow:
     MAX_ROUNDS = 3
 
     def __init__(self, collector: Collector, modules: ModuleTable, path: str,
-                 index: ProjectIndex | None = None, module_class=None) -> None:
+                 index: ProjectIndex | None = None, module_class=None, maybe_module_class=None) -> None:
         self.collector = collector
         self.modules = modules
         # Is a class of this file an nn.Module (its bases elsewhere included, when the index knows them)?
         self.is_module_class = module_class or modules.is_module_class
+        # ... or may it be one (a base elsewhere the index does not know)?
+        self.may_be_module_class = maybe_module_class or self.is_module_class
         self.imports = collector.imports
         self.path = path
         self.index = index

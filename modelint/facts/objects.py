@@ -68,7 +68,7 @@ class ObjectModes:
     def _plain_object(self, cls) -> bool:
         """A class known to be no module: a base elsewhere that may be one (a model mixin whose mode its
         users set) leaves the object's mode to whoever holds it."""
-        return not self.flow.is_module_class(cls) and not self.flow.modules.has_foreign_base(cls)
+        return not self.flow.may_be_module_class(cls)
 
     def left_in_training(self, function, key: str) -> tuple[str, object] | None:
         """For a public method of a class that is no module, called from outside (no caller here, or one

@@ -353,6 +353,8 @@ def _library_class(qualified: str) -> ReceiverFacts | None:
         return replace(TORCH_MODULE, leaf=not container, name=tail)
     if head == "torch":
         return NOT_MODULE  # Optimizer, Dataset, autograd.Function ...
+    if head in ("sklearn", "numpy", "pandas", "scipy"):
+        return NOT_MODULE  # estimators and arrays of the scientific stack: never an nn.Module
     if tail == "LightningModule" and head in ("pytorch_lightning", "lightning"):
         return replace(TORCH_MODULE, name=tail)
     if head in ("transformers", "diffusers") and (tail in ("PreTrainedModel", "ModelMixin") or (
