@@ -99,7 +99,8 @@ class MissingNoGrad(Rule):
                 and function.cls is not None \
                 and facts.may_be_module_class(function.cls) \
                 and forward.key.split(".")[0] == "self" \
-                and (facts.flow.has_callers(function) or not (eval_mode or facts.is_evaluation_function(function))):
+                and (facts.flow.has_callers(function) or function.name in ("forward", "__call__")
+                     or not (eval_mode or facts.is_evaluation_function(function))):
             # A module's own method (or one of a class whose base elsewhere may be a module) is part of
             # its forward computation (masks, routing, selection), which
             # feeds the caller's graph: only a method that evaluates (`predict()`, or one that calls
