@@ -89,6 +89,8 @@ class MissingEvalMode(Rule):
             return None
         if not trains_here and any(is_train_site(site) for site in forward.mode.train_sites):
             return None  # train() set on the way here on purpose, for sampling (MC dropout, TTA)
+        if mode.train_sites <= facts.flow.assumed_sites and not context.startswith(("under", "over")):
+            return None  # in training mode only because it was trained above: needs no_grad or test data too
         key = forward.key
         proof = evidence(mode.train_sites, f"`{key}` is in training mode from here")
         via = forward.via

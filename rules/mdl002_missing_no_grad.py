@@ -95,16 +95,7 @@ class MissingNoGrad(Rule):
         eval_mode = bool(mode.eval_sites) and not mode.train_sites
         if intent in ("training", "unknown", "shape"):
             return None
-        if (forward.via is None or forward.via.intent == "returned") and function is not None \
-                and function.cls is not None \
-                and facts.may_be_module_class(function.cls) \
-                and forward.key.split(".")[0] == "self" \
-                and (facts.flow.has_callers(function) or function.name in ("forward", "__call__")
-                     or not (eval_mode or facts.is_evaluation_function(function))):
-            # A module's own method (or one of a class whose base elsewhere may be a module) is part of
-            # its forward computation (masks, routing, selection), which
-            # feeds the caller's graph: only a method that evaluates (`predict()`, or one that calls
-            # `self.eval()`) and that nothing here calls is an evaluation of its own.
+        if _part_of_a_modules_forward(facts, forward, mode):
             return None
         if intent == "evaluation" or (forward.via is not None and forward.via.intent == "evaluation"):
             pass
@@ -133,6 +124,22 @@ class MissingNoGrad(Rule):
                           applicability="unsafe")
         notes, related = wrapped_forward_notes(facts, forward, proof["notes"], proof["related"])
         return Report(forward.call, message, stmt=site.site.stmt, fix=fix, notes=notes, related=related)
+
+
+def _part_of_a_modules_forward(facts: FileFacts, forward, mode) -> bool:
+    """A module's own method (or one of a class whose base elsewhere may be a module) computes part of its
+    forward (masks, routing, selection), which feeds the caller's graph. Only a method that evaluates
+    (named for it, like `predict()`, or calling `self.eval()` itself) and that nothing here calls is an
+    evaluation of its own."""
+    function = forward.function
+    if function is None or function.cls is None or forward.key.split(".")[0] != "self" \
+            or not facts.may_be_module_class(function.cls):
+        return False
+    if facts.flow.has_callers(function) or function.name in ("forward", "__call__"):
+        return True
+    switched_here = any(facts.call_sites.get(site) is not None and facts.call_sites[site].site.function is function
+                        for site in mode.eval_sites if not mode.train_sites)
+    return not (switched_here or facts.is_evaluation_function(function))
 
 
 def _follows_a_reported_forward(facts: FileFacts, forward, reported: list) -> bool:

@@ -38,8 +38,10 @@ class ObjectModes:
                 if not key.startswith("self.") or key.count(".") != 1:
                     continue
                 site = summary.effect_sites.get(key)
-                if effect in ("eval", "train") and site is not None:
-                    built = flow.modules.construction(site) if isinstance(site, cst.Call) else None
+                built = flow.modules.construction(site) if isinstance(site, cst.Call) else None
+                if effect == "train" and built is not None and not built.certain:
+                    fact = ENTRY_MODE  # a class we cannot see may set its own mode (a wrapper calling eval())
+                elif effect in ("eval", "train") and site is not None:
                     fact = ModeFact(dependence=built.dependence if built is not None else Dependence.UNKNOWN,
                                     certain=built is None or built.certain,
                                     parameterless=built is not None and built.parameterless).switched(effect, site)
