@@ -80,6 +80,7 @@ class FunctionSummary:
     globals: list[str] = field(default_factory=list)  # module-level models it uses, bound by name at calls
     context_mode: str | None = None  # a context manager that puts its arguments in this mode, then restores it
     backprops: list[str] = field(default_factory=list)  # parameters it runs backward() on (`backward(loss)`)
+    hands_on: list[str] = field(default_factory=list)  # parameters it passes to calls we cannot see into
 
     @property
     def trivial(self) -> bool:

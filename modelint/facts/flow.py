@@ -10,6 +10,7 @@ summaries change (recursion). Rules read `flows` (forwards, training steps) and 
 
 from __future__ import annotations
 
+import builtins
 import sys
 from functools import cached_property
 
@@ -31,6 +32,7 @@ from modelint.facts.summaries import qualname, summarise
 from modelint.summary import FileSummary, FunctionSummary, ProjectIndex
 
 _STDLIB = frozenset(getattr(sys, "stdlib_module_names", ()))
+_BUILTIN_NAMES = frozenset(dir(builtins))
 
 
 class ModeFlow:
@@ -244,11 +246,33 @@ class ModeFlow:
                 and site.text and is_optimizer_step(site.text.rsplit(".", 1)[0])}
 
     @cached_property
-    def backprop_callees(self) -> set:
-        """Calls of this file's functions that run backward() themselves: they may back-propagate an argument."""
-        backward_functions = {qualname(f) for f in self.collector.functions if f.uses_gradients and f.outer is None}
+    def _handed_on(self) -> dict[FunctionInfo, set[str]]:
+        """Parameters a function passes, as they are, to a call we cannot see into (`op(batch)` for a hook
+        registered elsewhere): whatever the caller gives there may be trained on."""
+        out: dict[FunctionInfo, set[str]] = {}
+        for site in self.collector.calls:
+            function = site.site.function
+            if function is None or not function.calls_params:
+                continue
+            qualified = site.qualified or ""
+            if qualified.startswith(("torch.", "numpy.")) or self.local_callee(site.node, function) is not None:
+                continue
+            if isinstance(site.node.func, cst.Name) and site.node.func.value in _BUILTIN_NAMES:
+                continue
+            for arg in site.node.args:
+                if isinstance(arg.value, cst.Name) and arg.value.value in function.param_set \
+                        and arg.value.value not in ("self", "cls"):
+                    out.setdefault(function, set()).add(arg.value.value)
+        return out
+
+    def handed_on(self, function: FunctionInfo) -> set[str]:
+        return self._handed_on.get(function, set())
+
+    @cached_property
+    def local_calls(self) -> set:
+        """Calls of this file's functions (whose summaries may say what they do with their arguments)."""
         return {site.node for site in self.collector.calls
-                if self.local_callee(site.node, site.site.function) in backward_functions}
+                if self.local_callee(site.node, site.site.function) in self.local_functions}
 
     def steps_optimizer(self, function: FunctionInfo | None) -> bool:
         return function in self._optimizer_steps

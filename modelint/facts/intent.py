@@ -103,7 +103,7 @@ class OutputUses:
         self.uses: dict[object, set[str]] = {}  # by token: the forward call, or (call, phase) in a phase loop
         self.tag: tuple = ()
         # The arguments of a call that its callee back-propagates (set by the interpreter, from summaries).
-        self.backprop_args = lambda call: ()
+        self.backprop_args = lambda call: ((), ())
 
     def use(self, origins: Origins, kind: str, level: int = DETACHED) -> None:
         """Record `kind` for every forward reaching here at least this directly."""
@@ -177,9 +177,12 @@ class OutputUses:
         token = (call, self.tag) if self.tag else call
         if token in self.forwards:
             return frozenset({(token, DIRECT)}) | args
-        for arg in self.backprop_args(call):  # a helper that runs backward() on what it is given
+        trained, handed = self.backprop_args(call)
+        for arg in trained:  # a helper that runs backward() on what it is given
             self.use(result.get(arg, NONE), TRAIN)
             self.use(result.get(arg, NONE), GRAPH, level=OPAQUE)
+        for arg in handed:  # a helper that hands it on to a call we cannot see into (a registered hook)
+            self.use(result.get(arg, NONE), ESCAPE, level=OPAQUE)
         qualified = self.imports.qualify(func)
         if qualified is not None:  # a function of torch, numpy, a library or the project
             return self._function_result(qualified, args) if args else NONE

@@ -35,27 +35,30 @@ class Interpreter(Bindings, CallEffects):
         # Names whose value is known here: a phase loop's variable, `phases = ("train", "val")`.
         self.constants: dict[str, object] = {}
 
-    def _backprop_args(self, call: cst.Call) -> list[cst.BaseExpression]:
-        """The arguments a call's callee back-propagates (`backward(total_loss, scaler)`)."""
-        if call not in self._backprop_callees:
-            return []
+    def _backprop_args(self, call: cst.Call) -> tuple[list, list]:
+        """The arguments a call's callee back-propagates (`backward(total_loss, scaler)`), and those it hands
+        on to calls we cannot see into (`self._optimizer_hook(losses)`)."""
+        if call not in self._local_calls:
+            return [], []
         summary, _receiver = self.flow.resolve(call, self.out.function)
-        if summary is None or not summary.backprops:
-            return []
+        if summary is None or not (summary.backprops or summary.hands_on):
+            return [], []
         params = list(summary.params)
         if summary.is_method and params and params[0] in ("self", "cls"):
             params = params[1:]
-        out = []
+        trained, handed = [], []
         for i, arg in enumerate(call.args):
             name = arg.keyword.value if arg.keyword is not None else params[i] if i < len(params) and not arg.star \
                 else None
             if name in summary.backprops:
-                out.append(arg.value)
-        return out
+                trained.append(arg.value)
+            elif name in summary.hands_on:
+                handed.append(arg.value)
+        return trained, handed
 
     @property
-    def _backprop_callees(self) -> set:
-        return self.flow.backprop_callees
+    def _local_calls(self) -> set:
+        return self.flow.local_calls
 
     def run(self, body, state: State) -> State | None:
         end = self.block(body, state) if not isinstance(body, (list, tuple)) else self.statements(body, state)

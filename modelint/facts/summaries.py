@@ -90,6 +90,7 @@ def summarise(flow, function_flow, globals_: frozenset[str], closures=()) -> Fun
         summary.returns = ReturnFact(mode, int(returned.dependence), returned.certain, site)
     summary.context_mode = _context_mode(flow, function)
     summary.backprops = [p for p in params if "train" in function_flow.uses.get(("param", p), ())]
+    summary.hands_on = sorted(flow.handed_on(function))
     return summary
 
 
