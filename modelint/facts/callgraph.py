@@ -1,0 +1,197 @@
+"""The calls between this file's functions: who calls whom, and what that tells a function.
+
+- the order of analysis: callees before callers (a closure before its enclosing function);
+- each call of a function of this file, with the grad mode and the models' modes there:
+  autograd at a function's entry is on unless every call of it shows it under no_grad
+  (a Lightning evaluation hook is run under no_grad by the framework; a private method
+  nobody here calls is a hook a base class elsewhere calls, in a grad mode we cannot see);
+- which functions step an optimizer, and which parameters they hand on to calls we
+  cannot see into.
+"""
+
+from __future__ import annotations
+
+import builtins
+from functools import cached_property
+
+import libcst as cst
+
+from modelint.facts import torch_api as api
+from modelint.facts.collector import FunctionInfo
+from modelint.facts.lattice import GRAD_ENABLED, GRAD_UNKNOWN, GradFact
+from modelint.facts.summaries import qualname
+
+_BUILTIN_NAMES = frozenset(dir(builtins))
+
+
+class CallGraph:
+    """Mixed into ModeFlow: `self.collector`, `self.local_functions`, `self.nested_functions`,
+    `self.call_sites`, `self.imports` and `self.is_module_class` come from there."""
+
+    def _ordered(self, targets: list) -> list:
+        """Callees before their callers (depth-first post-order over this file's calls)."""
+        chosen = set(targets)
+        edges: dict = {t: [] for t in targets}
+        for site in self.collector.calls:
+            caller = site.site.function
+            while caller is not None and caller not in chosen:
+                caller = caller.outer
+            if caller not in edges:
+                continue
+            name = self.local_callee(site.node, site.site.function)
+            callee = self.local_functions.get(name) if name else None
+            if callee is not None and callee in chosen and callee is not caller:
+                edges[caller].append(callee)
+        for target in targets:  # a closure runs on its enclosing function's behalf: analysed first
+            if target is not None and target.outer in edges and target.cls is None:
+                edges[target.outer].append(target)
+        order: list = []
+        done: set = set()
+        on_stack: set = set()
+        for root in targets:
+            if root in done:
+                continue
+            stack = [(root, iter(edges[root]))]
+            done.add(root)
+            on_stack.add(root)
+            while stack:
+                node, children = stack[-1]
+                child = next(children, None)
+                if child is None:
+                    stack.pop()
+                    on_stack.discard(node)
+                    order.append(node)
+                elif child in on_stack:
+                    self._recursive = True  # a cycle: summaries need another round to settle
+                elif child not in done:
+                    done.add(child)
+                    on_stack.add(child)
+                    stack.append((child, iter(edges.get(child, ()))))
+        return order
+
+    @cached_property
+    def _optimizer_steps(self) -> set:
+        """Functions that call `<optimizer>.step()` (or `step(closure)`) themselves."""
+        from modelint.facts.calls import is_optimizer_step
+
+        return {site.site.function for site in self.collector.calls
+                if isinstance(site.node.func, cst.Attribute) and site.node.func.attr.value == "step"
+                and site.text and is_optimizer_step(site.text.rsplit(".", 1)[0])}
+
+    @cached_property
+    def _handed_on(self) -> dict[FunctionInfo, set[str]]:
+        """Parameters a function passes, as they are, to a call we cannot see into (`op(batch)` for a hook
+        registered elsewhere): whatever the caller gives there may be trained on."""
+        out: dict[FunctionInfo, set[str]] = {}
+        for site in self.collector.calls:
+            function = site.site.function
+            if function is None or not function.calls_params:
+                continue
+            qualified = site.qualified or ""
+            if qualified.startswith(("torch.", "numpy.")) or self.local_callee(site.node, function) is not None:
+                continue
+            if isinstance(site.node.func, cst.Name) and site.node.func.value in _BUILTIN_NAMES:
+                continue
+            for arg in site.node.args:
+                if isinstance(arg.value, cst.Name) and arg.value.value in function.param_set \
+                        and arg.value.value not in ("self", "cls"):
+                    out.setdefault(function, set()).add(arg.value.value)
+        return out
+
+    def handed_on(self, function: FunctionInfo) -> set[str]:
+        return self._handed_on.get(function, set())
+
+    @cached_property
+    def local_calls(self) -> set:
+        """Calls of this file's functions (whose summaries may say what they do with their arguments)."""
+        return {site.node for site in self.collector.calls
+                if self.local_callee(site.node, site.site.function) in self.local_functions}
+
+    def steps_optimizer(self, function: FunctionInfo | None) -> bool:
+        return function in self._optimizer_steps
+
+    def entry_grad(self, function: FunctionInfo | None, _seen: frozenset = frozenset()) -> GradFact:
+        """Autograd at a function's entry, from every call of it this file shows; enabled when none."""
+        if function is None:
+            return GRAD_ENABLED
+        if function.outer is not None and function.cls is None:
+            sites = self.call_sites.get(_nested_name(function), {})
+        else:
+            sites = self.call_sites.get(qualname(function), {})
+        if self.is_framework_hook(function):
+            return GradFact(free_sites=frozenset({function.node}))  # Lightning wraps it in no_grad
+        if not sites and _is_private_hook(function):
+            return GRAD_UNKNOWN  # called by a base class elsewhere (a template method), in a grad mode we cannot see
+        if not sites or function in _seen:
+            return GRAD_ENABLED
+        result = None
+        for caller, grad, _models in sites.values():
+            if grad.unknown:
+                grad = grad.at_entry(self.entry_grad(caller, _seen | {function}))
+            result = grad if result is None else result.join(grad)
+        return result
+
+    def is_framework_hook(self, function: FunctionInfo | None) -> bool:
+        """A Lightning evaluation hook of a module class: the framework sets eval mode and no_grad for it."""
+        return (function is not None and function.name in api.LIGHTNING_EVAL_HOOKS and function.cls is not None
+                and self.is_module_class(function.cls))
+
+    def has_callers(self, function: FunctionInfo) -> bool:
+        """Does this file call it (not counting recursion)?"""
+        name = _nested_name(function) if function.outer is not None and function.cls is None else qualname(function)
+        return any(caller is not function for caller, _grad, _models in self.call_sites.get(name, {}).values())
+
+    def record_call_site(self, name: str, call: cst.Call, caller: FunctionInfo | None, state) -> None:
+        sites = self.call_sites.setdefault(name, {})
+        seen = sites.get(call)
+        if seen is None:
+            sites[call] = (caller, state.grad, dict(state.models))
+        else:  # met again (a loop body runs until stable): join what reaches it
+            models = dict(seen[2])
+            for key, fact in state.models.items():
+                models[key] = models[key].join(fact) if key in models else fact
+            sites[call] = (caller, seen[1].join(state.grad), models)
+
+    def local_callee(self, call: cst.Call, enclosing: FunctionInfo | None) -> str | None:
+        """The qualname of this file's function a call runs (`evaluate`, `Trainer.validate`)."""
+        func = call.func
+        if isinstance(func, cst.Name):
+            name = func.value
+            scope = enclosing
+            while scope is not None:
+                nested = self.nested_functions.get((scope, name))
+                if nested is not None:
+                    return _nested_name(nested)
+                scope = scope.outer
+            if name in self.local_functions and name not in self.imports.bindings:
+                return name
+            return None
+        if isinstance(func, cst.Attribute) and isinstance(func.value, cst.Name) and func.value.value == "self":
+            cls = enclosing.cls if enclosing is not None else None
+            while cls is None and enclosing is not None and enclosing.outer is not None:
+                enclosing = enclosing.outer
+                cls = enclosing.cls
+            if cls is not None:
+                for cls_name in self.class_and_bases(cls.name):
+                    key = f"{cls_name}.{func.attr.value}"
+                    if key in self.local_functions:
+                        return key
+        return None
+
+
+def _is_private_hook(function: FunctionInfo) -> bool:
+    """`_predict_proba` in a class: private, yet nothing here calls it, so its callers are elsewhere."""
+    return function.cls is not None and function.name.startswith("_") and not function.name.startswith("__")
+
+
+def _defined_in(function: FunctionInfo, outer: FunctionInfo) -> bool:
+    scope = function.outer
+    while scope is not None:
+        if scope is outer:
+            return True
+        scope = scope.outer
+    return False
+
+
+def _nested_name(function: FunctionInfo) -> str:
+    return f"{qualname(function.outer) if function.outer.outer is None else function.outer.name}.<locals>.{function.name}"
