@@ -37,11 +37,6 @@ def is_evaluation_name(name: str, path: str = "") -> bool:
     return bool(words & EVAL_WORDS) and not (words & TRAIN_WORDS)
 
 
-def is_training_name(name: str) -> bool:
-    words = set(tokens(name))
-    return bool(words & TRAIN_WORDS) and not (words & EVAL_WORDS)
-
-
 def names_evaluation_data(expr: cst.BaseExpression) -> bool:
     """Does a loop's iterable name validation/test data (`val_loader`, `loaders["test"]`)?"""
     words: set[str] = set()
