@@ -17,6 +17,7 @@ gets a false report it did not have.
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 from collections import Counter
@@ -112,7 +113,7 @@ def baseline_of(result: Score) -> dict:
         "format": 1,
         "matched": sorted([f, line, kind] for f, line, kind in result.matched),
         "false_reports": dict(sorted(false_by_file.items())),
-        "recall": round(result.recall()[0] / max(result.recall()[1], 1), 3),
+        "recall": math.floor(1000 * result.recall()[0] / max(result.recall()[1], 1)) / 1000,  # a floor to guard
     }
 
 
