@@ -174,7 +174,23 @@ def _dependencies_digest(result: FileResult, index: ProjectIndex) -> bytes:
         resolved.append((ref, index.resolve(ref, result.path), index.resolve_class(ref, result.path)))
     for ref in sorted(result.summary.asked_classes):
         resolved.append((ref, index.resolve_shape(ref, result.path)))
-    return hashlib.sha256(pickle.dumps(resolved)).hexdigest().encode()
+    # Sets are pickled in hash order, which changes with every process's hash seed: sort them first.
+    return hashlib.sha256(pickle.dumps(_canonical(resolved))).hexdigest().encode()
+
+
+def _canonical(value):
+    """`value` with every set (and dataclass field holding one) turned into a sorted tuple."""
+    import dataclasses
+
+    if isinstance(value, (set, frozenset)):
+        return tuple(sorted((_canonical(v) for v in value), key=repr))
+    if isinstance(value, (list, tuple)):
+        return tuple(_canonical(v) for v in value)
+    if isinstance(value, dict):
+        return tuple(sorted(((_canonical(k), _canonical(v)) for k, v in value.items()), key=repr))
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return (type(value).__name__,) + tuple(_canonical(getattr(value, f.name)) for f in dataclasses.fields(value))
+    return value
 
 
 def _follow_calls_across_files(results: list[FileResult], work, workers: int,

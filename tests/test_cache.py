@@ -7,6 +7,7 @@ second run did from `--verbose` and from the cache folder itself (no timing invo
 
 from __future__ import annotations
 
+import pickle
 import os
 import re
 import subprocess
@@ -122,3 +123,15 @@ def test_a_run_served_from_the_cache_never_imports_libcst(tmp_path: Path) -> Non
                            *cache, "train.py"], cwd=project, capture_output=True, text=True)
     assert _report(warm.stderr) == (3, 0), warm.stderr[-2000:]
     assert "libcst" not in warm.stderr
+
+
+def test_second_phase_key_does_not_depend_on_set_order() -> None:
+    """The second phase's cache key pickles what a file's helpers are; sets in it (a class shape's names)
+    come out in hash order, which changes with each process's hash seed, unless made canonical."""
+    from modelint.runner import _canonical
+    from modelint.summary import ClassShape
+
+    names = ["forward", "eval", "train", "predict", "encode", "decode", "reset"]
+    one = ClassShape(("torch.nn.Module",), frozenset(names))
+    other = ClassShape(("torch.nn.Module",), frozenset(reversed(names)))
+    assert pickle.dumps(_canonical([("ref", one)])) == pickle.dumps(_canonical([("ref", other)]))
