@@ -5,8 +5,8 @@ from typing import Iterator
 import libcst as cst
 
 from modelint.facts import FileFacts
-from modelint.facts.evaluation import (effective_grad, effective_mode, evaluation_context, is_framework_hook,
-                                       is_module, returned_to_callers)
+from modelint.facts.evaluation import (effective_grad, effective_mode, evaluation_context, is_module,
+                                       returned_to_callers)
 from modelint.facts.lattice import is_train_site
 from modelint.facts.naming import names_evaluation_data
 from modelint.rule import NodeEdit, NodeFix, Report, Rule, evidence, helper_report, wrapped_forward_notes
@@ -71,7 +71,7 @@ class MissingEvalMode(Rule):
     def check(self, facts: FileFacts) -> Iterator[Report]:
         for flow in facts.flow.flows:
             function = flow.function
-            if facts.is_test_function(function) or is_framework_hook(facts, function):
+            if facts.is_test_function(function) or facts.flow.is_framework_hook(function):
                 continue
             trains_here = facts.flow.function_trains(function)
             for forward in flow.all_forwards():

@@ -5,8 +5,7 @@ from typing import Iterator
 import libcst as cst
 
 from modelint.facts import FileFacts
-from modelint.facts.evaluation import (effective_grad, effective_mode, is_framework_hook, is_module,
-                                       returned_to_callers)
+from modelint.facts.evaluation import (effective_grad, effective_mode, is_module, returned_to_callers)
 from modelint.facts.regions import grad_effect
 from modelint.textutil import code_of
 from modelint.rule import NodeEdit, NodeFix, Report, Rule, evidence, helper_report, wrapped_forward_notes
@@ -65,7 +64,7 @@ class MissingNoGrad(Rule):
     def check(self, facts: FileFacts) -> Iterator[Report]:
         for flow in facts.flow.flows:
             function = flow.function
-            if facts.is_test_function(function) or is_framework_hook(facts, function):
+            if facts.is_test_function(function) or facts.flow.is_framework_hook(function):
                 continue
             if facts.uses_input_gradients(function):
                 continue  # saliency, adversarial examples: the outputs' gradients are the point

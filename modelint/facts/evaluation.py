@@ -19,9 +19,6 @@ import libcst as cst
 from modelint.facts.lattice import ENTRY_MODE, GradFact, ModeFact
 from modelint.facts.naming import is_evaluation_name
 
-def is_framework_hook(facts, function) -> bool:
-    return facts.flow.is_framework_hook(function)
-
 
 def effective_mode(facts, forward) -> ModeFact:
     """The mode at a forward, with what the object's other methods leave for a trainer's `self.model`."""
@@ -106,6 +103,4 @@ def returned_to_callers(facts, forward) -> bool:
     """A forward whose output its function returns, and whose callers in this file are judged instead."""
     if forward.intent != "returned" or forward.function is None or not forward.mode.entry:
         return False
-    from modelint.facts.summaries import qualname
-
-    return bool(facts.flow.call_sites.get(qualname(forward.function)))
+    return facts.flow.has_callers(forward.function)

@@ -185,10 +185,8 @@ class ModeFlow(CallGraph):
     # -- what rules ask ---------------------------------------------------------------
     def function_trains(self, function: FunctionInfo | None) -> bool:
         """Does it train: a training step, itself or through a helper, or gradients used?"""
-        for flow in self.flows:
-            if flow.function is function:
-                if flow.trains:
-                    return True
+        if any(flow.function is function and flow.trains for flow in self.flows):  # flows so far, during a run
+            return True
         if function is None:
             return self.collector.module_uses_gradients
         return function.uses_gradients

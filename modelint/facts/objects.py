@@ -17,7 +17,7 @@ from functools import cached_property
 
 import libcst as cst
 
-from modelint.facts.lattice import ENTRY_MODE, ModeFact, is_train_site
+from modelint.facts.lattice import ENTRY_MODE, HAVOC_MODE, ModeFact, is_train_site
 from modelint.facts.modules import Dependence
 
 
@@ -48,7 +48,7 @@ class ObjectModes:
                     if method != "__init__":
                         fact = fact.join(ENTRY_MODE)  # set by a method someone calls, at some point
                 else:
-                    fact = ModeFact(havoc=True) if effect == "unknown" else ENTRY_MODE
+                    fact = HAVOC_MODE if effect == "unknown" else ENTRY_MODE
                 facts[key] = facts[key].join(fact) if key in facts else fact
         return out
 
