@@ -94,7 +94,7 @@ class MissingNoGrad(Rule):
         eval_mode = bool(mode.eval_sites) and not mode.train_sites
         if intent in ("training", "unknown", "shape"):
             return None
-        if _part_of_a_modules_forward(facts, forward, mode):
+        if _part_of_a_modules_forward(facts, forward, mode) or _library_generate(facts, forward):
             return None
         if intent == "evaluation" or (forward.via is not None and forward.via.intent == "evaluation"):
             pass
@@ -139,6 +139,18 @@ def _part_of_a_modules_forward(facts: FileFacts, forward, mode) -> bool:
     switched_here = any(facts.call_sites.get(site) is not None and facts.call_sites[site].site.function is function
                         for site in mode.eval_sites if not mode.train_sites)
     return not (switched_here or facts.is_evaluation_function(function))
+
+
+def _library_generate(facts: FileFacts, forward) -> bool:
+    """`model.generate(...)` of a class this file does not define: Hugging Face's `generate()` is
+    decorated with `torch.no_grad()` itself (its mode still matters: MDL001 applies)."""
+    via = forward.via
+    call = forward.call if via is None or via.intent == "returned" else via.node
+    if not isinstance(call, cst.Call) or not isinstance(call.func, cst.Attribute) \
+            or call.func.attr.value != "generate":
+        return False
+    return not any(function.name == "generate" and function.cls is not None
+                   for function in facts.collector.functions)
 
 
 def _follows_a_reported_forward(facts: FileFacts, forward, reported: list) -> bool:

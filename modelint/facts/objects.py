@@ -8,7 +8,9 @@ calls `self.model.eval()` and whose other methods never call `train()` has its m
 in eval mode in every method; a trainer that builds `self.model = Net()` and never
 switches it runs it in training mode everywhere. A public method such as `predict()`,
 which nothing here calls, may run after `fit()` or `train_model()` has left the model
-in training mode: if it evaluates without calling `eval()`, that is the bug.
+in training mode: if it evaluates without calling `eval()`, that is the bug, even when
+the object's own scoring calls it right after `eval()`. Training left by a step method
+(`train_epoch()`) that every caller here follows with `eval()` never reaches the users.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from functools import cached_property
 
 import libcst as cst
 
-from modelint.facts.lattice import ENTRY_MODE, HAVOC_MODE, ModeFact, is_train_site
+from modelint.facts.lattice import ENTRY_MODE, HAVOC_MODE, ModeFact, first_site, is_train_site
 from modelint.facts.modules import Dependence
 
 
@@ -57,14 +59,19 @@ class ObjectModes:
         """class -> attribute -> (method, its `train()` call) for methods that may return with the
         model in training mode after putting it there themselves (`fit()`, `train_model()`)."""
         out: dict[str, dict[str, tuple[str, object]]] = {}
-        for name, summary in self.flow.summaries.items():
-            cls_name, _, method = name.rpartition(".")
-            if not cls_name:
+        for function_flow in self.flow.flows:
+            function = function_flow.function
+            exit_state = function_flow.exit_state
+            if function is None or function.cls is None or exit_state is None:
                 continue
-            for key, effect in summary.effects.items():
-                site = summary.effect_sites.get(key)
-                if effect in ("train", "may-train", "unknown") and site is not None and is_train_site(site):
-                    out.setdefault(cls_name, {}).setdefault(key, (method, site))
+            for key, fact in exit_state.models.items():
+                if not key.startswith("self.") or fact.havoc:
+                    continue
+                # An explicit train() that may reach the return, even when an evaluation on another path
+                # leaves eval mode (`train()` evaluating only every n epochs).
+                site = first_site(frozenset(s for s in fact.train_sites if is_train_site(s)))
+                if site is not None and not self._absorbed(function, key):
+                    out.setdefault(function.cls.name, {}).setdefault(key, (function.name, site))
         return out
 
     def _plain_object(self, cls) -> bool:
@@ -73,16 +80,15 @@ class ObjectModes:
         return not self.flow.may_be_module_class(cls)
 
     def left_in_training(self, function, key: str) -> tuple[str, object] | None:
-        """For a public method of a class that is no module, called from outside (no caller here, or one
-        that passes the mode through unchanged, like `predict()`): another method that may leave
-        `self.<attr>` in training mode, and where it puts it there."""
+        """For a public method of a class that is no module (users call it, whatever its callers here
+        do first): another method that may hand `self.<attr>` back to the object's users in training
+        mode, and where it puts it there."""
         if function is None or function.cls is None or not self._plain_object(function.cls):
             return None
         if function.name.startswith("_"):
             return None  # a private hook: a base class elsewhere calls it, in a mode we cannot see
-        sites = self.flow.call_sites.get(f"{function.cls.name}.{function.name}", {})
-        if sites and not any(models.get(key, ENTRY_MODE) == ENTRY_MODE for _c, _g, models in sites.values()):
-            return None  # every caller here sets the mode first: they decide it
+        # Callers here that set the mode first do not decide it: a public method is also called from
+        # outside, after whatever the object's other methods left (`predict()` after `train_model()`).
         for cls_name in self.flow.class_and_bases(function.cls.name):
             found = self._left_in_training.get(cls_name, {}).get(key)
             if found is not None and found[0] != function.name:
@@ -101,3 +107,24 @@ class ObjectModes:
             if fact is not None:
                 found = fact if found is None else found.join(fact)
         return found
+
+    @cached_property
+    def _exits(self) -> dict:
+        return {f.function: f.exit_state for f in self.flow.flows if f.function is not None}
+
+    def _absorbed(self, function, key: str) -> bool:
+        """Does every caller of this method in the class put `key` back in a known mode before it
+        returns (`fit()` calls `train_epoch()`, then `eval()` and `validate()`)? Then the training
+        mode it leaves never reaches the object's users; a method nobody here calls is an entry point."""
+        exits = self._exits
+        callers = [caller for caller, _grad, _models in
+                   self.flow.call_sites.get(f"{function.cls.name}.{function.name}", {}).values()
+                   if caller is not function]
+        if not callers:
+            return False
+        for caller in callers:
+            exit_state = exits.get(caller) if caller is not None else None
+            fact = exit_state.models.get(key) if exit_state is not None else None
+            if fact is None or fact.havoc or fact.train_sites:
+                return False  # (a callee's training shows in its caller as a train site at the call)
+        return True
