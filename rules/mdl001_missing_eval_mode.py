@@ -75,9 +75,31 @@ class MissingEvalMode(Rule):
                 continue
             trains_here = facts.flow.function_trains(function)
             for forward in flow.all_forwards():
-                report = self._judge(facts, forward, trains_here)
+                report = self._judge(facts, forward, trains_here) or self._idle_restore(facts, flow, forward)
                 if report is not None:
                     yield report
+
+    def _idle_restore(self, facts: FileFacts, flow, forward) -> Report | None:
+        """`was_training = m.training`, an evaluation of `m`, `m.train(was_training)`, and no `m.eval()`
+        in between: the mode is saved and restored around an evaluation that never switches it."""
+        restore = flow.idle_restores.get(forward.key)
+        mode = forward.mode
+        if restore is None or forward.via is not None or mode.train_sites or mode.eval_sites or mode.havoc:
+            return None
+        grad = effective_grad(facts, forward)
+        context = evaluation_context(facts, forward, grad)
+        if context is None and not grad.definitely_free:
+            return None
+        key = forward.key
+        site = facts.call_sites.get(forward.call)
+        return Report(
+            forward.call,
+            f"`{key}` is evaluated {context or 'under no_grad'} in whatever mode it was left in: its mode is saved "
+            f"and restored around this call, but `{key}.eval()` is never called in between: {_CONSEQUENCE} when "
+            f"it is in training mode; call `{key}.eval()` before evaluating",
+            stmt=site.site.stmt if site else None,
+            notes=((restore, f"`{key}`'s saved mode is restored here, unchanged"),),
+        )
 
     def _judge(self, facts: FileFacts, forward, trains_here: bool) -> Report | None:
         mode = effective_mode(facts, forward)

@@ -71,6 +71,11 @@ class Bindings:
         if value is None:
             self.forget(state, key)
             return
+        saved = _saved_mode(value, state)
+        if saved is not None and isinstance(target, cst.Name):
+            self.forget(state, key)
+            state.saved[key] = saved
+            return
         bound = self.flow.provenance.bound_value(value, state, lambda k: self.follows(k, state), self.out.function)
         if isinstance(target, cst.Subscript):
             # One element of a container: `models["gen"] = Net()` joins what its elements may hold;
@@ -123,3 +128,14 @@ def flatten(target: cst.BaseExpression) -> list[cst.BaseExpression]:
         else:
             out.append(node)
     return out
+
+
+def _saved_mode(value: cst.BaseExpression, state: State):
+    """`model.training` (the value of `was_training = model.training`): the model and its mode now."""
+    if not isinstance(value, cst.Attribute) or value.attr.value != "training":
+        return None
+    key = dotted(value.value)
+    if key is None:
+        return None
+    key = state.canonical(key)
+    return key, state.fact(key)

@@ -160,13 +160,29 @@ class CallEffects:
     def set_mode(self, state: State, key: str, call: cst.Call) -> None:
         mode = mode_of_call(call)
         if mode is None:
-            self.havoc(state, key)
+            restored = self._restored_mode(state, key, call)
+            if restored is None:
+                self.havoc(state, key)
+                return
+            if state.fact(key) == restored:  # saved, then restored, never switched in between
+                self.out.idle_restores[key] = call
+            elif self.out.idle_restores.get(key) is call:
+                del self.out.idle_restores[key]  # (a later pass over a loop switched it after all)
+            state.put(key, restored)
             return
         current = state.models.get(key)
         state.put(key, (current if current is not None else ModeFact()).switched(mode, call))
 
     def havoc(self, state: State, key: str) -> None:
         state.havoc(key)
+
+    @staticmethod
+    def _restored_mode(state: State, key: str, call: cst.Call) -> ModeFact | None:
+        """`model.train(was_training)` after `was_training = model.training`: the mode it had then."""
+        if len(call.args) != 1 or not isinstance(call.args[0].value, cst.Name):
+            return None
+        saved = state.saved.get(call.args[0].value.value)
+        return saved[1] if saved is not None and saved[0] == key else None
 
     def mode_context(self, expr: cst.BaseExpression, state: State) -> list[tuple[str, ModeFact]]:
         """`with eval_mode(model, head):`: the models it switches, with the fact to restore on exit."""

@@ -83,6 +83,8 @@ class FunctionFlow:
     exit_state: object = None
     returned: ModeFact | None = None  # the module it returns (a factory), joined over its returns
     trains: bool = False  # it has a training step, itself or through a helper it calls
+    # `model.train(was_training)` restoring a mode saved here with no switch in between: model -> the call
+    idle_restores: dict[str, cst.Call] = field(default_factory=dict)
 
     def trained_keys(self) -> set[str]:
         """Models this function trains: their outputs reach a backward with the graph, and an optimizer

@@ -5,6 +5,8 @@
 - `aliases`: `m = model` makes `m` another name of `model`.
 - `grad_free_values`: names bound under no_grad on every path (MDL007), with the region.
 - `values`: names whose value may derive from forward outputs (modelint.facts.intent).
+- `saved`: `was_training = model.training` keeps `model`'s mode in a name, for the
+  `model.train(was_training)` that restores it.
 
 Keys are dotted texts. Putting `self.net` in a mode reaches `self.net.encoder` too, and
 a parent whose child was switched alone is in no single mode any more.
@@ -26,9 +28,11 @@ class State:
     aliases: dict[str, str] = field(default_factory=dict)
     grad_free_values: dict[str, cst.CSTNode] = field(default_factory=dict)
     values: dict[str, frozenset] = field(default_factory=dict)
+    saved: dict[str, tuple[str, ModeFact]] = field(default_factory=dict)  # name -> (model, its mode then)
 
     def copy(self) -> "State":
-        return State(dict(self.models), self.grad, dict(self.aliases), dict(self.grad_free_values), dict(self.values))
+        return State(dict(self.models), self.grad, dict(self.aliases), dict(self.grad_free_values), dict(self.values),
+                     dict(self.saved))
 
     def canonical(self, key: str) -> str:
         head, dot, rest = key.partition(".")
@@ -55,7 +59,7 @@ class State:
     def __eq__(self, other: object) -> bool:
         return (isinstance(other, State) and self.models == other.models and self.grad == other.grad
                 and self.aliases == other.aliases and self.grad_free_values == other.grad_free_values
-                and self.values == other.values)
+                and self.values == other.values and self.saved == other.saved)
 
     # -- updates ------------------------------------------------------------------
     def forget(self, key: str) -> None:
@@ -65,6 +69,7 @@ class State:
         self.aliases.pop(key, None)
         self.grad_free_values.pop(key, None)
         self.values.pop(key, None)
+        self.saved.pop(key, None)
         for alias in [a for a, target in self.aliases.items() if target == key]:
             del self.aliases[alias]
 
@@ -103,4 +108,9 @@ def join(a: State | None, b: State | None) -> State | None:
     values = dict(a.values)
     for key, origins in b.values.items():
         values[key] = values[key] | origins if key in values else origins
-    return State(models, a.grad.join(b.grad), aliases, tainted, values)
+    saved = {}
+    for name, (key, fact) in a.saved.items():
+        other = b.saved.get(name)
+        if other is not None and other[0] == key:
+            saved[name] = (key, fact.join(other[1]))
+    return State(models, a.grad.join(b.grad), aliases, tainted, values, saved)
