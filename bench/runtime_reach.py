@@ -26,6 +26,9 @@ REPO = Path(__file__).resolve().parent.parent
 PROBED = "MDL001,MDL002,MDL003,MDL008,MDL009,MDL010,MDL012"
 PACKAGES = {"pytorch_tabnet": "pytorch-tabnet", "skorch": "skorch", "torch_geometric": "torch-geometric",
             "d2l": "d2l"}
+# What the fixtures import besides torch, installed in the venv too: a fixture is a project "whose
+# dependencies are installed". (transformers models come from the hub, which a probe cannot reach.)
+FIXTURE_PACKAGES = ["torchvision", "timm", "pandas", "scikit-learn"]
 # Grouping of `not run` reasons: the first pattern that matches names the group.
 GROUPS = (
     (r"notebook cells", "notebook cell (export to .py)"),
@@ -87,11 +90,12 @@ def make_venv(folder: Path, packages: list[str]) -> str:
         return str(python)
     import torch  # the version to pin, so that pip does not fetch another build
 
-    subprocess.run([sys.executable, "-m", "venv", str(folder)], check=True)
+    # This interpreter's torch is seen from the venv (no second download of a multi-GB wheel); the
+    # constraint keeps pip from replacing it when a package asks for another version.
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(folder)], check=True)
     constraint = folder / "constraints.txt"
-    constraint.write_text(f"torch=={torch.__version__.split('+')[0]}\n")
+    constraint.write_text(f"torch=={torch.__version__}\n")
     pip = [str(python), "-m", "pip", "install", "-q", "-c", str(constraint)]
-    subprocess.run([*pip, f"torch=={torch.__version__.split('+')[0]}"], check=True)
     subprocess.run([*pip, *packages], check=True)
     subprocess.run([*pip, "-e", str(REPO)], check=True)
     return str(python)
@@ -112,7 +116,8 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=120, help="seconds per file (import included)")
     args = parser.parse_args()
     modules = [m for m in args.packages.split(",") if m]
-    python = make_venv(args.venv, [PACKAGES.get(m, m) for m in modules]) if args.venv else args.python
+    wanted = [PACKAGES.get(m, m) for m in modules] + FIXTURE_PACKAGES
+    python = make_venv(args.venv, wanted) if args.venv else args.python
     summary = {}
     if args.only != "packages":
         findings = run_check(python, ["fixtures"], REPO, args.timeout)

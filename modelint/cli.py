@@ -128,7 +128,7 @@ def check(paths, select, ignore, extend_select, output_format, statistics, exit_
         from modelint.runtime import attach_verdicts
 
         attach_verdicts(findings, device, runtime_timeout, jobs=jobs or 2,
-                        settings_for=_runtime_settings_for(resolver))
+                        settings_for=_runtime_settings_for(resolver), index=run.index)
     from modelint.formats import FORMATS
 
     if statistics:
@@ -280,7 +280,7 @@ def verify(targets, device, runtime_timeout, output_format, config_path) -> None
         f.location.row == line and str(Path(f.path)) == path for f in chosen))
         for path, lines in wanted.items() if lines}
     sites = attach_verdicts(chosen, device, runtime_timeout, lines={p: ls for p, ls in bare.items() if ls},
-                            settings_for=_runtime_settings_for(resolver))
+                            settings_for=_runtime_settings_for(resolver), index=run.index)
     if output_format == "json":
         import json
 

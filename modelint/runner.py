@@ -56,6 +56,9 @@ class RunResult:
     results: list[FileResult] = field(default_factory=list)
     fixed: int = 0  # findings fixed by --fix before this result was taken
     cache: CacheStats = field(default_factory=CacheStats)
+    # Every function summary of the run (helper files included): the runtime checker reads the
+    # static facts of a flagged file again, and needs what its calls into other files do.
+    index: ProjectIndex | None = None
 
     @property
     def findings(self) -> list[Finding]:
@@ -194,7 +197,8 @@ def _canonical(value):
 
 
 def _follow_calls_across_files(results: list[FileResult], work, workers: int,
-                               cache_dir: str | None = None, stats: CacheStats | None = None) -> list[FileResult]:
+                               cache_dir: str | None = None, stats: CacheStats | None = None
+                               ) -> tuple[list[FileResult], ProjectIndex]:
     """Second phase: re-lint the files that call helpers of other files with what those helpers do.
 
     The first phase gave every file's function summaries; only files with calls it
@@ -203,7 +207,7 @@ def _follow_calls_across_files(results: list[FileResult], work, workers: int,
     """
     summaries = [r.summary for r in results if r.summary is not None]
     if not any(s.unresolved or s.asked_classes for s in summaries):
-        return results
+        return results, ProjectIndex(summaries)
     stats = stats if stats is not None else CacheStats()
     index = ProjectIndex(summaries)
     # Helpers in files that were not asked for (pre-commit passes only changed files):
@@ -224,7 +228,7 @@ def _follow_calls_across_files(results: list[FileResult], work, workers: int,
         summaries += [r.summary for r in helpers if r.summary is not None]
         index = ProjectIndex(summaries)
     if not any(s.functions or s.classes or s.shapes for s in summaries):
-        return results  # nothing anywhere that another file could use
+        return results, index  # nothing anywhere that another file could use
     again = {
         os.path.abspath(r.path) for r in results
         if r.summary is not None and (any(
@@ -233,13 +237,13 @@ def _follow_calls_across_files(results: list[FileResult], work, workers: int,
         ) or any(index.resolve_shape(ref, r.path) is not None for ref in r.summary.asked_classes))
     }
     if not again:
-        return results
+        return results, index
     salts = {os.path.abspath(r.path): _dependencies_digest(r, index) for r in results if os.path.abspath(r.path) in again}
     redo = [(path, codes, salts[os.path.abspath(path)]) for path, codes in work if os.path.abspath(path) in again]
     again_results = _lint_all(redo, workers, index, cache_dir)
     stats.count(again_results)
     fresh = {os.path.abspath(r.path): r for r in again_results}
-    return [fresh.get(os.path.abspath(r.path), r) for r in results]
+    return [fresh.get(os.path.abspath(r.path), r) for r in results], index
 
 
 def _resolve_pending_positions(results: list[FileResult]) -> None:
@@ -349,7 +353,7 @@ def run_paths(paths: list[str], resolver: ConfigResolver, overrides: Overrides, 
         from modelint.cache import engine_fingerprint
 
         run.cache.folder = os.path.join(cache_dir, engine_fingerprint())
-    results = _follow_calls_across_files(results, work, workers, cache_dir, run.cache)
+    results, run.index = _follow_calls_across_files(results, work, workers, cache_dir, run.cache)
     _attach_foreign(results)
     _resolve_pending_positions(results)
     run.results.extend(results)

@@ -36,12 +36,13 @@ class SiteVerdict:
 
 def attach_verdicts(findings: list[Finding], device: str | None = None, timeout: float | None = None,
                     lines: dict[str, list[int]] | None = None, jobs: int = 2,
-                    settings_for: Callable[[str], object] | None = None) -> list[SiteVerdict]:
+                    settings_for: Callable[[str], object] | None = None, index=None) -> list[SiteVerdict]:
     """Probe each finding of a PROBED_CODES rule (and each bare line of `lines`), one child per file.
 
     device / timeout: from the command line; where None, the file's [tool.modelint.runtime] (through
     `settings_for(path)`, a RuntimeSettings), else cpu / 60 s. Sets `finding.runtime`; returns the
-    verdicts of the bare lines.
+    verdicts of the bare lines. index: the run's ProjectIndex, so that the planner sees what calls
+    into other files do, as the findings did.
     """
     for finding in findings:
         if finding.code in PROBED_CODES and finding.cell is not None:
@@ -58,7 +59,7 @@ def attach_verdicts(findings: list[Finding], device: str | None = None, timeout:
     work = [(path, items, (lines or {}).get(path, [])) for path, items in by_path.items()]
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         for path, items, bare, verdicts in pool.map(
-                lambda job: (*job, _probe_file(*job, device, timeout, settings_for)), work):
+                lambda job: (*job, _probe_file(*job, device, timeout, settings_for, index)), work):
             for number, finding in enumerate(items):
                 finding.runtime = verdicts.get(f"f{number}")
             sites.extend(SiteVerdict(path, line, verdicts.get(f"l{line}", {})) for line in bare)
@@ -66,7 +67,7 @@ def attach_verdicts(findings: list[Finding], device: str | None = None, timeout:
 
 
 def _probe_file(path: str, findings: list[Finding], lines: list[int], device: str | None, timeout: float | None,
-                settings_for) -> dict:
+                settings_for, index=None) -> dict:
     from modelint import source
     from modelint.runtime.launch import DEFAULT_TIMEOUT, not_run, run_plan
     from modelint.runtime.plan import plan_file
@@ -87,7 +88,7 @@ def _probe_file(path: str, findings: list[Finding], lines: list[int], device: st
     except (OSError, source.UnreadableSource) as error:
         return everything(f"cannot read the file: {error}")
     try:
-        plan = plan_file(path, text, findings, lines, constructors, inputs)
+        plan = plan_file(path, text, findings, lines, constructors, inputs, index=index)
     except SyntaxError as error:
         return everything(f"the file does not parse: {error.msg}")
     except RecursionError:

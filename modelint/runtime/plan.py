@@ -75,11 +75,11 @@ class FilePlan:
 class _Source:
     """One file read once: ast for shapes (classes, assignments), modelint's facts for mode."""
 
-    def __init__(self, path: str, text: str) -> None:
+    def __init__(self, path: str, text: str, index=None) -> None:
         self.path, self.text = path, text
         self.lines = text.split("\n")
         self.tree = ast.parse(text)
-        self.facts = StaticFacts(path, text)
+        self.facts = StaticFacts(path, text, index)
         self.classes = {node.name: node for node in ast.walk(self.tree) if isinstance(node, ast.ClassDef)}
         self.module_classes = self._module_classes()
 
@@ -162,8 +162,8 @@ def _split_key(key: str) -> tuple[str, list[str]]:
 
 
 class Planner:
-    def __init__(self, path: str, text: str, constructors: dict[str, str] | None = None) -> None:
-        self.source = _Source(path, text)
+    def __init__(self, path: str, text: str, constructors: dict[str, str] | None = None, index=None) -> None:
+        self.source = _Source(path, text, index)
         self.constructors = constructors or {}  # class name -> constructor call, from the config
         self.fixed_sources: dict[str, str] = {}
         self.hint, self.input_hint = self.source.hint()
@@ -447,12 +447,14 @@ class Planner:
 
 
 def plan_file(path: str, text: str, findings: list[Finding], lines: list[int] | None = None,
-              constructors: dict[str, str] | None = None, inputs: dict[str, str] | None = None) -> FilePlan:
+              constructors: dict[str, str] | None = None, inputs: dict[str, str] | None = None,
+              index=None) -> FilePlan:
     """Probes for the probe-able findings of one file, and for bare `lines` (verify PATH:LINE).
 
-    constructors / inputs: [tool.modelint.runtime] probes / inputs, by class name.
+    constructors / inputs: [tool.modelint.runtime] probes / inputs, by class name. index: the run's
+    ProjectIndex (what calls into other files do), for the static facts.
     """
-    planner = Planner(path, text, constructors)
+    planner = Planner(path, text, constructors, index)
     planner.functional_fixes = [edit for f in findings if f.code == "MDL008"
                                 for edit in (f.fix.edits if f.fix is not None else planner.gate_dropout_p(f))]
     probes = []

@@ -58,8 +58,9 @@ def _function(site) -> tuple[str | None, tuple[str, ...]]:
 class StaticFacts:
     """One file's static facts, computed on first use (one libcst parse)."""
 
-    def __init__(self, path: str, text: str) -> None:
+    def __init__(self, path: str, text: str, index=None) -> None:
         self.path, self.text = path, text
+        self.index = index  # the run's ProjectIndex: calls into other files, as the findings saw them
         self._facts = None
 
     @property
@@ -67,7 +68,7 @@ class StaticFacts:
         if self._facts is None:
             from modelint.facts import FileFacts
 
-            self._facts = FileFacts(cst.parse_module(self.text), self.path)
+            self._facts = FileFacts(cst.parse_module(self.text), self.path, self.index)
         return self._facts
 
     def sites_at(self, line: int) -> tuple[list[ForwardSite], list[StepSite]]:
