@@ -73,11 +73,13 @@ class Resolver:
                 continue
             if isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None:
                 targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-                if any(isinstance(t, ast.Name) and t.id == name for t in targets):
-                    found.append(node)
+                for target in targets:
+                    value = _element_for(target, node.value, name)
+                    if value is not None:
+                        found.append((node.lineno, value))
             stack.extend(ast.iter_child_nodes(node))
-        found.sort(key=lambda n: (before is not None and n.lineno >= before, -n.lineno))
-        return [n.value for n in found]
+        found.sort(key=lambda n: (before is not None and n[0] >= before, -n[0]))
+        return [value for _line, value in found]
 
     def _function(self, index: FileIndex, node: ast.AST):
         scope = index.enclosing(node)
@@ -443,3 +445,18 @@ class Resolver:
                     self.is_module_class(found[0], found[1], depth + 1):
                 return True
         return False
+
+
+def _element_for(target: ast.expr, value: ast.expr, name: str) -> ast.expr | None:
+    """What `name` gets from `target = value`: the value for `name = value`, the matching element for
+    `best_loss, best = loss, copy.deepcopy(model)`; None when it binds no `name` we can follow."""
+    if isinstance(target, ast.Name):
+        return value if target.id == name else None
+    if isinstance(target, (ast.Tuple, ast.List)) and isinstance(value, (ast.Tuple, ast.List)) \
+            and len(target.elts) == len(value.elts) \
+            and not any(isinstance(e, ast.Starred) for e in (*target.elts, *value.elts)):
+        for element, bound in zip(target.elts, value.elts):
+            found = _element_for(element, bound, name)
+            if found is not None:
+                return found
+    return None
