@@ -4,8 +4,11 @@ from typing import Iterator
 
 import libcst as cst
 
+from modelint.facts import torch_api as api
+
 from modelint.facts import FileFacts
 from modelint.facts.evaluation import (effective_grad, effective_mode, is_module, returned_to_callers)
+from modelint.facts.lattice import is_train_site
 from modelint.facts.regions import grad_effect
 from modelint.textutil import code_of
 from modelint.rule import NodeEdit, NodeFix, Report, Rule, evidence, helper_report, wrapped_forward_notes
@@ -103,11 +106,20 @@ class MissingNoGrad(Rule):
             # named for it and turned the output into predictions first (`softmax`, `argmax`).
             if not (eval_mode or ("eval" in forward.uses and facts.is_evaluation_function(function))):
                 return None
+        elif forward.uses == {"discard"} and forward.via is None and not _trains(facts, forward) \
+                and not any(is_train_site(s) for s in mode.train_sites) and not _dummy_input(facts, forward):
+            # Run only for its side effects (calibration hooks, warm-up) and not put in train() for them
+            # (BatchNorm re-estimation is still a kind of training): nobody needs its graph.
+            pass
         elif not eval_mode:
-            return None  # dropped, logged or handed on: an evaluation if the model is in eval mode
+            return None  # printed, logged or handed on: an evaluation if the model is in eval mode
         key = forward.key
-        message = (f"`{key}` runs for evaluation with autograd on: the graph and every activation are kept "
-                   f"for a backward pass that never comes; wrap the evaluation in `with torch.no_grad():`")
+        if forward.uses == {"discard"} and not eval_mode:
+            message = (f"`{key}` runs with autograd on and its output is dropped: the graph and every activation "
+                       f"are recorded for nothing; run it under `with torch.no_grad():`")
+        else:
+            message = (f"`{key}` runs for evaluation with autograd on: the graph and every activation are kept "
+                       f"for a backward pass that never comes; wrap the evaluation in `with torch.no_grad():`")
         proof = evidence(mode.eval_sites, f"`{key}` is put in eval mode here")
         via = forward.via
         if via is not None and via.intent != "returned":
@@ -139,6 +151,29 @@ def _part_of_a_modules_forward(facts: FileFacts, forward, mode) -> bool:
     switched_here = any(facts.call_sites.get(site) is not None and facts.call_sites[site].site.function is function
                         for site in mode.eval_sites if not mode.train_sites)
     return not (switched_here or facts.is_evaluation_function(function))
+
+
+def _trains(facts: FileFacts, forward) -> bool:
+    """Does the forward's function train (a hook may keep activations for its backward)?"""
+    function = forward.function
+    if function is None:
+        return any(flow.function is None and flow.trains for flow in facts.flow.flows)
+    return facts.flow.function_trains(function)
+
+
+def _dummy_input(facts: FileFacts, forward) -> bool:
+    """`model(torch.empty(1, n))`: a tensor made from nothing, to trace hooks or shapes."""
+    bindings, _ = facts.receivers.scope(forward.function)
+
+    def dummy(expr, depth=0) -> bool:
+        if isinstance(expr, cst.Call):
+            return facts.imports.qualify(expr.func) in api.DUMMY_TENSOR_FACTORIES
+        if isinstance(expr, cst.Name) and depth < 3:
+            found = bindings.get(expr.value) or []
+            return bool(found) and all(b.kind == "assign" and dummy(b.value, depth + 1) for b in found)
+        return False
+
+    return any(dummy(arg.value) for arg in forward.call.args)
 
 
 def _library_generate(facts: FileFacts, forward) -> bool:

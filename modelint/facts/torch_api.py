@@ -166,3 +166,9 @@ MODULE_WRAPPERS = frozenset(
     {"torch.nn.DataParallel", "torch.nn.parallel.DistributedDataParallel", "torch.compile",
      "torch.nn.parallel.DataParallel"}
 )
+
+# Tensors made from nothing: a forward on one is a probe (shapes, hooks, lazy layers), not an evaluation.
+DUMMY_TENSOR_FACTORIES = frozenset({
+    "torch.empty", "torch.zeros", "torch.ones", "torch.rand", "torch.randn", "torch.randint", "torch.full",
+    "torch.arange",
+})
