@@ -106,10 +106,7 @@ class MissingNoGrad(Rule):
             # named for it and turned the output into predictions first (`softmax`, `argmax`).
             if not (eval_mode or ("eval" in forward.uses and facts.is_evaluation_function(function))):
                 return None
-        elif forward.uses == {"discard"} and forward.via is None and not _trains(facts, forward) \
-                and not any(is_train_site(s) for s in mode.train_sites) and not _dummy_input(facts, forward):
-            # Run only for its side effects (calibration hooks, warm-up) and not put in train() for them
-            # (BatchNorm re-estimation is still a kind of training): nobody needs its graph.
+        elif _run_for_side_effects(facts, forward, mode):
             pass
         elif not eval_mode:
             return None  # printed, logged or handed on: an evaluation if the model is in eval mode
@@ -151,6 +148,24 @@ def _part_of_a_modules_forward(facts: FileFacts, forward, mode) -> bool:
     switched_here = any(facts.call_sites.get(site) is not None and facts.call_sites[site].site.function is function
                         for site in mode.eval_sites if not mode.train_sites)
     return not (switched_here or facts.is_evaluation_function(function))
+
+
+def _run_for_side_effects(facts: FileFacts, forward, mode) -> bool:
+    """A model called over and over in a loop, its output dropped (calibration through forward hooks,
+    warm-up runs), in code that trains nothing and did not put it in train() for this (BatchNorm
+    re-estimation is a kind of training): nobody needs the graph autograd records. A single call on a
+    tensor made in place is a trace (hooks, shapes, lazy layers), a method call may be no forward at
+    all (`set_chunk_feed_forward`), and a class calling itself is its own business."""
+    if forward.uses != {"discard"} or forward.via is not None or forward.method is not None or forward.key == "self":
+        return False
+    if isinstance(forward.call.func, cst.Attribute) and forward.call.func.attr.value == "forward" \
+            and not mode.certain:
+        return False  # `backend.forward(arrays)`: an ONNX or TensorRT runner records no graph
+    site = facts.call_sites.get(forward.call)
+    if site is None or not any(isinstance(g, (cst.For, cst.While)) for g in site.site.guards):
+        return False
+    return not _trains(facts, forward) and not any(is_train_site(s) for s in mode.train_sites) \
+        and not _dummy_input(facts, forward)
 
 
 def _trains(facts: FileFacts, forward) -> bool:
