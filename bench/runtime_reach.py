@@ -97,8 +97,30 @@ def make_venv(folder: Path, packages: list[str]) -> str:
     constraint.write_text(f"torch=={torch.__version__}\n")
     pip = [str(python), "-m", "pip", "install", "-q", "-c", str(constraint)]
     subprocess.run([*pip, *packages], check=True)
+    _torchvision_without_ops(str(python))
     subprocess.run([*pip, "-e", str(REPO)], check=True)
     return str(python)
+
+
+def _torchvision_without_ops(python: str) -> None:
+    """PyPI's torchvision is built against PyPI's CUDA torch; next to a CPU build of torch its C++ ops
+    fail to register and `import torchvision` raises. Without the extension file torchvision imports
+    and runs its models and transforms (only ops such as nms are missing), which is all a probe needs."""
+    check = [python, "-c", "import torchvision"]
+    if subprocess.run(check, capture_output=True).returncode == 0:
+        return
+    found = subprocess.run([python, "-c", "import importlib.util as u; s = u.find_spec('torchvision'); "
+                            "print(s.submodule_search_locations[0] if s else '')"], capture_output=True, text=True)
+    folder = Path(found.stdout.strip()) if found.stdout.strip() else None
+    for extension in folder.glob("_C*.so") if folder else ():
+        extension.unlink()
+    # ... and it registers fake kernels for those ops unconditionally: only when they exist.
+    meta = folder / "_meta_registrations.py" if folder else None
+    if meta is not None and meta.is_file():
+        text = meta.read_text()
+        text = re.sub(r'@torch\.library\.register_fake\(("torchvision::\w+")\)',
+                      r'@(torch.library.register_fake(\1) if torchvision.extension._has_ops() else (lambda f: f))', text)
+        meta.write_text(text)
 
 
 def package_folder(python: str, module: str) -> str | None:
