@@ -1,0 +1,256 @@
+"""The rooms of the mode flow (modelint.facts), each on a small piece of code.
+
+The fixtures test what the rules report; these pin down the facts the rules read: the
+lattices, where a model comes from, what a forward is for, what a call does to a mode,
+and what an object's methods leave on its model.
+"""
+
+from __future__ import annotations
+
+import textwrap
+
+import libcst as cst
+
+from modelint.engine import parse
+from modelint.facts import FileFacts
+from modelint.facts.intent import intent_of
+from modelint.facts.lattice import ENTRY_MODE, GRAD_ENABLED, GradFact, ModeFact, mode_of_call
+from modelint.facts.state import State, join
+
+
+def facts_of(source: str, path: str = "train.py") -> FileFacts:
+    return FileFacts(parse(textwrap.dedent(source)), path)
+
+
+def forwards(facts: FileFacts) -> dict[int, object]:
+    """Line -> the forward recorded there (the last one if several)."""
+    out = {}
+    for flow in facts.flow.flows:
+        for forward in flow.all_forwards():
+            out[facts.positions[forward.call].start.line] = forward
+    return out
+
+
+def call(text: str) -> cst.Call:
+    return cst.parse_expression(text)
+
+
+# -- lattice.py ---------------------------------------------------------------------------------
+
+def test_mode_fact_join_and_exit_effect() -> None:
+    built, switched = call("Net()"), call("model.eval()")
+    train = ModeFact(train_sites=frozenset({built}))
+    evaluated = train.switched("eval", switched)
+    assert train.definitely_train and evaluated.definitely_eval
+    both = train.join(evaluated)
+    assert not both.definitely_train and not both.definitely_eval and both.exit_effect == "unknown"
+    assert evaluated.join(ENTRY_MODE).exit_effect == "may-eval"
+    assert ENTRY_MODE.unknown and not ENTRY_MODE.certain
+
+
+def test_grad_fact_entry_is_replaced_by_the_callers() -> None:
+    free = GradFact(free_sites=frozenset({call("torch.no_grad()")}))
+    inside_helper = GradFact(unknown=True)
+    assert inside_helper.at_entry(free).definitely_free
+    assert not inside_helper.at_entry(GRAD_ENABLED).definitely_free
+
+
+def test_mode_of_call() -> None:
+    assert mode_of_call(call("m.eval()")) == "eval"
+    assert mode_of_call(call("m.train()")) == "train"
+    assert mode_of_call(call("m.train(False)")) == "eval"
+    assert mode_of_call(call("m.train(mode=True)")) == "train"
+    assert mode_of_call(call("m.train(flag)")) is None
+    assert mode_of_call(call("m.eval(x)")) is None
+
+
+# -- state.py -------------------------------------------------------------------------------------
+
+def test_state_submodule_takes_its_parents_mode_and_join_keeps_both_paths() -> None:
+    site = call("model.eval()")
+    a = State({"model": ModeFact().switched("eval", site)}, GRAD_ENABLED)
+    assert a.fact("model.encoder").definitely_eval
+    b = State({"model": ModeFact(train_sites=frozenset({call("Net()")}))}, GRAD_ENABLED)
+    joined = join(a, b)
+    assert joined.fact("model").train_sites and joined.fact("model").eval_sites
+
+
+def test_saved_mode_is_restored_and_an_idle_restore_is_recorded() -> None:
+    facts = facts_of('''
+        import torch
+
+        def embed(model, batches):
+            was_training = model.training
+            model.eval()
+            out = [model(b) for b in batches]
+            model.train(was_training)
+            return out
+
+        def peek(model, batch):
+            training = model.training
+            with torch.no_grad():
+                out = model(batch)
+            model.train(training)
+            return out
+    ''')
+    summaries = facts.flow.summaries
+    assert "model" not in summaries["embed"].effects  # handed back as it came: no effect for the caller
+    flows = {flow.function.name: flow for flow in facts.flow.flows if flow.function is not None}
+    assert not flows["embed"].idle_restores
+    assert set(flows["peek"].idle_restores) == {"model"}
+
+
+# -- provenance.py / bindings.py --------------------------------------------------------------------
+
+def test_provenance_of_chains_factories_and_copies() -> None:
+    facts = facts_of('''
+        import copy
+        import torch.nn as nn
+
+        def build():
+            return nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.5))
+
+        def main(x):
+            a = nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.5)).to("cpu").eval()
+            a(x)
+            b = build()
+            b(x)
+            b.eval()
+            c = copy.deepcopy(b)
+            c(x)
+            best, score = copy.deepcopy(a), 0.0
+            best(x)
+    ''')
+    seen = forwards(facts)
+    assert seen[10].mode.definitely_eval  # the chain returns the module itself
+    assert seen[12].mode.definitely_train  # a factory's fresh module, through its return summary
+    assert seen[15].mode.definitely_eval  # a copy has the mode of the original when copied
+    assert seen[17].mode.definitely_eval  # tuple-to-tuple assignment binds element by element
+
+
+# -- intent.py ----------------------------------------------------------------------------------------
+
+def test_intent_words() -> None:
+    assert intent_of({"train", "eval"}) == "training"
+    assert intent_of({"return"}) == "returned"
+    assert intent_of({"eval"}) == "evaluation"
+    assert intent_of({"escape", "eval"}) == "escaped"
+    assert intent_of({"meta"}) == "shape"
+    assert intent_of({"discard"}) == "inference"
+
+
+def test_intent_follows_the_output() -> None:
+    facts = facts_of('''
+        import torch.nn.functional as F
+
+        def step(gen, disc, opt, z, real):
+            fake = gen(z)
+            loss = F.binary_cross_entropy(disc(fake.detach()), real)
+            loss.backward()
+            opt.step()
+
+        def score(model, x, y):
+            return (model(x).argmax(1) == y).float().mean().item()
+    ''')
+    seen = forwards(facts)
+    assert seen[6].intent == "training"  # the discriminator's output reaches the backward
+    assert seen[11].intent == "evaluation"  # argmax, comparison, item()
+
+
+# -- calls.py / summaries.py --------------------------------------------------------------------------
+
+def test_summaries_say_what_a_helper_does_to_its_arguments() -> None:
+    facts = facts_of('''
+        import torch
+
+        def validate(model, loader):
+            model.eval()
+            with torch.no_grad():
+                return sum(model(x).argmax(1).eq(y).sum().item() for x, y in loader)
+
+        def predict(model, x):
+            return model(x).softmax(-1)
+    ''')
+    summaries = facts.flow.summaries
+    assert summaries["validate"].effects == {"model": "eval"}
+    assert [(u.param, u.intent) for u in summaries["predict"].forwards] == [("model", "returned")]
+
+
+def test_callers_decide_a_helpers_grad_mode() -> None:
+    facts = facts_of('''
+        import torch
+
+        def infer(model, x):
+            return model(x).argmax(1).tolist()
+
+        def main(model, x):
+            model.eval()
+            with torch.no_grad():
+                print(infer(model, x))
+    ''')
+    infer = next(f for f in facts.collector.functions if f.name == "infer")
+    assert facts.flow.entry_grad(infer).definitely_free
+
+
+# -- objects.py -------------------------------------------------------------------------------------------
+
+TRAINER = '''
+    import torch
+    import torch.nn.functional as F
+
+
+    class Trainer:
+        def __init__(self, model, opt):
+            self.model, self.opt = model, opt
+
+        def train_epoch(self, loader):
+            self.model.train()
+            for x, y in loader:
+                F.cross_entropy(self.model(x), y).backward()
+                self.opt.step()
+
+        def fit(self, loader, val, epochs):
+            for _ in range(epochs):
+                self.train_epoch(loader)
+                {after}
+
+        @torch.no_grad()
+        def validate(self, val):
+            return [self.model(x).argmax(1) for x, _ in val]
+'''
+
+
+def test_training_left_by_a_step_method_is_absorbed_when_its_callers_switch_back() -> None:
+    facts = facts_of(TRAINER.format(after="self.model.eval(); self.validate(val)"))
+    validate = next(f for f in facts.collector.functions if f.name == "validate")
+    assert facts.flow.objects.left_in_training(validate, "self.model") is None
+
+
+def test_an_entry_point_that_leaves_training_reaches_the_public_methods() -> None:
+    facts = facts_of(TRAINER.format(after="pass"))
+    validate = next(f for f in facts.collector.functions if f.name == "validate")
+    found = facts.flow.objects.left_in_training(validate, "self.model")
+    assert found is not None and found[0] == "train_epoch"
+
+
+# -- regions.py / phases.py ---------------------------------------------------------------------------
+
+def test_grad_free_regions_and_phase_loops() -> None:
+    facts = facts_of('''
+        import torch
+
+        def run(model, loaders, opt):
+            for phase in ("train", "val"):
+                if phase == "train":
+                    model.train()
+                else:
+                    model.eval()
+                with torch.set_grad_enabled(phase == "train"):
+                    for x, y in loaders[phase]:
+                        out = model(x)
+                        if phase == "train":
+                            out.sum().backward()
+                            opt.step()
+    ''')
+    by_phase = {f.phase[-1][1]: f for flow in facts.flow.flows for f in flow.all_forwards() if f.phase}
+    assert by_phase["train"].mode.definitely_train and by_phase["val"].mode.definitely_eval
