@@ -223,7 +223,9 @@ def _follow_calls_across_files(results: list[FileResult], work, workers: int,
                         known.add(os.path.abspath(candidate))
                         extra.append((candidate, FLOW_RULES))
     if extra:
-        helpers = _lint_all(extra, workers, cache_dir=cache_dir)
+        # With the index: a helper file that never names torch (a plain base class, `class IModel(ABC)`)
+        # is analysed all the same, for the class shapes other files asked about.
+        helpers = _lint_all(extra, workers, index, cache_dir=cache_dir)
         stats.count(helpers)
         summaries += [r.summary for r in helpers if r.summary is not None]
         index = ProjectIndex(summaries)
@@ -301,9 +303,13 @@ def _module_files(reference: str, from_path: str, max_up: int = 3) -> list[str]:
     else:
         roots, parts = [], module.split(".")
         current = base
-        for _ in range(max_up + 1):
+        # Up a few folders, and always up to the folder that holds the file's top-level package
+        # (`cvu/detector/yolov5/backends/x.py` imports `cvu.interface.model`).
+        for step in range(12):
             roots.append(current)
             if os.path.isdir(os.path.join(current, ".git")) or os.path.dirname(current) == current:
+                break
+            if step >= max_up and not os.path.isfile(os.path.join(current, "__init__.py")):
                 break
             current = os.path.dirname(current)
     found: list[str] = []

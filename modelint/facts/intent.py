@@ -17,6 +17,9 @@ records, for each forward it reaches, how the output is used:
 - RETURN: a graph-carrying value is returned: what it is for is up to the callers.
 - STORE: kept in an attribute, where another method may use it.
 - ESCAPE: handed to a call we cannot see into, whose result is dropped.
+- HANDED: handed to a helper that hands it on to a call we cannot see into, and the
+  helper's result goes on (`self._postprocess(out)[0].cpu().numpy()`): the uses of
+  that result decide; with none of them, it counts as escaped.
 - WEAK: printed, logged or handed to a metric/writer/list method.
 - DISCARD: the output is not used at all (warm-up, benchmark, calibration).
 
@@ -34,6 +37,7 @@ import libcst as cst
 from modelint.facts.walk import iter_nodes
 
 TRAIN, EVAL, RETURN, STORE, ESCAPE, WEAK, DISCARD = "train", "eval", "return", "store", "escape", "weak", "discard"
+HANDED = "handed"
 GRAPH = "graph"  # with TRAIN: the output reached the backward still attached (the model is being trained)
 META = "meta"  # only its shape, dtype or length was read: mode cannot change those
 
@@ -87,7 +91,7 @@ def intent_of(uses: set[str]) -> str:
         return "unknown"
     if META in uses and uses <= {META, DISCARD}:
         return "shape"  # a shape probe (`self.net(dummy).shape[1]`): no evaluation
-    if ESCAPE in uses:
+    if ESCAPE in uses or (HANDED in uses and EVAL not in uses):
         return "escaped"  # handed to a call we cannot see into: it may keep it for training
     if EVAL in uses:
         return "evaluation"
@@ -182,7 +186,7 @@ class OutputUses:
             self.use(result.get(arg, NONE), TRAIN)
             self.use(result.get(arg, NONE), GRAPH, level=OPAQUE)
         for arg in handed:  # a helper that hands it on to a call we cannot see into (a registered hook)
-            self.use(result.get(arg, NONE), ESCAPE, level=OPAQUE)
+            self.use(result.get(arg, NONE), HANDED, level=OPAQUE)
         qualified = self.imports.qualify(func)
         if qualified is not None:  # a function of torch, numpy, a library or the project
             return self._function_result(qualified, args) if args else NONE
