@@ -76,7 +76,8 @@ class Bindings:
             self.forget(state, key)
             state.saved[key] = saved
             return
-        bound = self.flow.provenance.bound_value(value, state, lambda k: self.follows(k, state), self.out.function)
+        bound = self.flow.provenance.bound_value(
+            value, state, lambda k: self.follows(k, state) or self.held_by_param(k), self.out.function)
         if isinstance(target, cst.Subscript):
             # One element of a container: `models["gen"] = Net()` joins what its elements may hold;
             # `preds[i] = out` adds the output to what the container holds.

@@ -55,6 +55,12 @@ class CallEffects:
         return key in self.params or key in self.flow.global_models or \
             (state is not None and state.tracks(key)) or self._object_model(key)
 
+    def held_by_param(self, key: str) -> bool:
+        """`model = context.model`: an attribute of an object the caller passes, named again here; it is
+        followed under its full name (`self.` attributes are the object's own, see `_object_model`)."""
+        head, dot, _rest = key.partition(".")
+        return bool(dot) and head in self.params and head not in ("self", "cls")
+
     def _object_model(self, key: str) -> bool:
         """`self.model` in a method: an attribute the class shows is a module, or, in a class
         that is no module itself (a trainer, a predictor), any attribute it sets and calls."""

@@ -268,10 +268,10 @@ class Collector(FastVisitor):
             if head in params and head not in ("self", "cls"):
                 function.calls_params = True
             elif not (self.imports.qualify(func) or "").startswith("torch") and any(
-                isinstance(arg.value, cst.Name) and arg.value.value in params and arg.value.value not in ("self", "cls")
+                _param_head(arg.value) in params and _param_head(arg.value) not in ("self", "cls")
                 for arg in node.args
             ):
-                function.calls_params = True
+                function.calls_params = True  # (`evaluate(ctx.model)` passes on what `ctx` holds)
         for arg in node.args:
             if arg.keyword is not None and arg.keyword.value == "requires_grad":
                 if isinstance(arg.value, cst.Name) and arg.value.value == "True":
@@ -334,3 +334,10 @@ class Collector(FastVisitor):
                                                               self._site()))
             elif isinstance(current, (cst.Tuple, cst.List)):
                 stack.extend(element.value for element in reversed(current.elements))
+
+
+def _param_head(expr: cst.BaseExpression) -> str | None:
+    """`model` for `model` and `ctx.model` (a name, or an attribute of one)."""
+    while isinstance(expr, cst.Attribute):
+        expr = expr.value
+    return expr.value if isinstance(expr, cst.Name) else None

@@ -292,7 +292,12 @@ class ModuleTable:
         if project is not None:
             return self.is_module_class(project)
         qualified = self.imports.qualify(annotation)
-        return qualified is not None and qualified.startswith("torch.nn.") and qualified.rsplit(".", 1)[-1][:1].isupper()
+        if qualified is None:
+            return False
+        from modelint.facts.receivers import library_class  # (receivers builds on this table)
+
+        known = library_class(qualified)  # `nn.Module`, `VisionEncoderDecoderModel`, a timm model...
+        return bool(known is not None and known.module)
 
     def is_module_name(self, key: str, function: FunctionInfo | None) -> bool:
         """Is `key`, as seen in `function`, shown to be an nn.Module there (or in its class)?"""

@@ -255,7 +255,7 @@ class Receivers:
 
     def of_qualified(self, qualified: str, from_path: str, depth: int = 0) -> ReceiverFacts:
         """A class named by its qualified import (`torch.nn.Linear`, `.models.Net`) in `from_path`."""
-        known = _library_class(qualified)
+        known = library_class(qualified)
         if known is not None:
             return known
         if self.index is not None and depth <= _DEPTH:
@@ -320,7 +320,7 @@ class Receivers:
                     targets = [t.target for t in small.targets] if isinstance(small, cst.Assign) else \
                         [small.target] if isinstance(small, cst.AnnAssign) else []
                     defines.update(t.value for t in targets if isinstance(t, cst.Name))
-        torch_layer = any(b.startswith("torch.nn.") and _library_class(b) is not None and _library_class(b).leaf
+        torch_layer = any(b.startswith("torch.nn.") and library_class(b) is not None and library_class(b).leaf
                           for b in bases)
         builds = torch_layer and any(self.modules.construction(call) is not None for call in info.calls)
         return ClassShape(tuple(bases), frozenset(defines), builds)
@@ -335,7 +335,7 @@ class Receivers:
         return found
 
 
-def _library_class(qualified: str) -> ReceiverFacts | None:
+def library_class(qualified: str) -> ReceiverFacts | None:
     """Classes of torch and of well-known libraries; None: not one we know."""
     head = qualified.lstrip(".").split(".")[0]
     tail = qualified.rsplit(".", 1)[-1]

@@ -37,10 +37,9 @@ def summarise(flow, function_flow, globals_: frozenset[str], closures=()) -> Fun
     summary.globals = sorted(globals_)
 
     def caller_owned(key: str) -> bool:
+        # A parameter, an attribute of one (`self.model`, `context.model`, `args.net`) or a global model.
         head = key.split(".")[0]
-        if head not in heads or key == "cls":
-            return False
-        return "." not in key or head == "self" or head in globals_
+        return head in heads and key != "cls"
 
     exit_state = function_flow.exit_state
     if exit_state is not None:
