@@ -45,6 +45,13 @@ def decode(data: bytes) -> str:
                 data.decode("utf-8")
             except UnicodeDecodeError as bad:
                 raise UnreadableSource(f"file is not valid utf-8: {bad.reason}") from None
+        if error.msg.startswith("unknown encoding"):
+            # A codec this Python does not have, usually a source transformer such as
+            # `# -*- coding: future_fstrings -*-` over plain modern Python: read it as UTF-8 if it is.
+            try:
+                return data.decode("utf-8").lstrip("\ufeff")
+            except UnicodeDecodeError:
+                pass
         raise UnreadableSource(f"bad encoding declaration: {error.msg}") from None
     try:
         text = data.decode(encoding)

@@ -23,7 +23,8 @@ BAD_FILES: dict[str, bytes] = {
     "not_utf8_line1.py": b"x = '\xff'\nimport torch\n",
     "nul.py": b"import torch\nx = 1\x00\n",
     "binary.py": b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x01\x00",
-    "bad_cookie.py": b"# -*- coding: no-such-codec -*-\nimport torch\n",
+    # Not UTF-8 and its declared codec does not exist: nothing to read it with.
+    "bad_cookie.py": b"# -*- coding: no-such-codec -*-\nimport torch\nx = '\xff'\n",
 }
 
 GOOD_FILES: dict[str, bytes] = {
@@ -40,6 +41,9 @@ GOOD_FILES: dict[str, bytes] = {
     "unicode.py": (HEADER + "modèl = nn.Linear(2, 2)\ns = \"日本語\"; modèl.eval\n").encode(),
     "astral.py": (HEADER + "model = nn.Linear(2, 2)\ns = \"🙂🙂\"; model.eval\n").encode(),
     "deep_parens.py": (HEADER + "x = " + "(" * 1000 + "1" + ")" * 1000 + "\n").encode(),
+    # A codec this Python lacks, over plain UTF-8 (future-fstrings, in older repositories): read as UTF-8.
+    "codec_cookie.py": b"# -*- coding: future_fstrings -*-\n" + HEADER.encode() + b"model = nn.Linear(2, 2)\n"
+                       + b"model.eval\n",
 }
 
 # file -> (row, column, code) of the one line it must get.
@@ -52,6 +56,7 @@ EXPECTED_GOOD = {
     "tabs.py": (5, 2, "MDL005"),
     "unicode.py": (4, 12, "MDL005"),
     "astral.py": (4, 11, "MDL005"),
+    "codec_cookie.py": (5, 1, "MDL005"),
 }
 
 

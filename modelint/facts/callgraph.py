@@ -179,6 +179,30 @@ class CallGraph:
         return None
 
 
+    def overriders(self, call: cst.Call, enclosing: FunctionInfo | None) -> list[str]:
+        """`self._valid_epoch()` in a base class: the subclasses' methods of that name in this file, which
+        the call runs on their instances (a template method and its hooks)."""
+        func = call.func
+        if not (isinstance(func, cst.Attribute) and isinstance(func.value, cst.Name) and func.value.value == "self"):
+            return []
+        while enclosing is not None and enclosing.cls is None:
+            enclosing = enclosing.outer
+        if enclosing is None:
+            return []
+        name = func.attr.value
+        return [f"{sub}.{name}" for sub in self._subclasses.get(enclosing.cls.name, ())
+                if f"{sub}.{name}" in self.local_functions]
+
+    @cached_property
+    def _subclasses(self) -> dict[str, list[str]]:
+        """class -> the classes of this file that derive from it, at any depth."""
+        out: dict[str, list[str]] = {}
+        for name in self.modules.classes:
+            for base in self.class_and_bases(name)[1:]:
+                out.setdefault(base, []).append(name)
+        return out
+
+
 def _is_private_hook(function: FunctionInfo) -> bool:
     """`_predict_proba` in a class: private, yet nothing here calls it, so its callers are elsewhere."""
     return function.cls is not None and function.name.startswith("_") and not function.name.startswith("__")

@@ -87,6 +87,9 @@ class CallEffects:
         local = flow.local_callee(call, self.out.function)
         if local is not None:
             flow.record_call_site(local, call, self.out.function, state)
+        for override in flow.overriders(call, self.out.function):  # a template method calling its hook
+            if override != local:
+                flow.record_call_site(override, call, self.out.function, state)
         key = value_key(func)
         if key is not None:
             canonical = state.canonical(key)
