@@ -33,6 +33,8 @@ def file_summary(flow) -> FileSummary:
     }
     exported: dict[str, FunctionSummary] = {}
     for name, summary in flow.summaries.items():
+        if ".<locals>." in name:
+            continue  # a closure: no other file can call it
         out = _export(flow, summary)
         if out is not None:
             exported[name] = out

@@ -15,7 +15,7 @@ from functools import cached_property
 
 import libcst as cst
 
-from modelint.facts.callgraph import CallGraph, _defined_in
+from modelint.facts.callgraph import CallGraph, _defined_in, _nested_name
 from modelint.facts.collector import Collector, FunctionInfo
 from modelint.facts.intent import DIRECT
 from modelint.facts.interpreter import Interpreter
@@ -123,6 +123,11 @@ class ModeFlow(CallGraph):
                 if target is not None and target.outer is None:
                     summary = summarise(self, flow, self._globals_of(target), self._closure_flows(target))
                     self.summaries[summary.qualname] = summary
+                elif target is not None and target.cls is None:
+                    # A closure called by its enclosing function or a sibling (`_train_epoch()` calling
+                    # `_eval_epoch()` in `main()`): what it does to the enclosing function's models.
+                    summary = summarise(self, flow, self._free_models(target), self._closure_flows(target))
+                    self.summaries[_nested_name(target)] = summary
             if not self._recursive:
                 break  # callees came first: every call already met its callee's final summary
             if previous is not None and _same_effects(previous, self.summaries):
@@ -138,7 +143,7 @@ class ModeFlow(CallGraph):
             if disables_grad(self.imports, decorator):
                 grad = GradFact(free_sites=frozenset({decorator}))
         interpreter = Interpreter(self, flow, set(function.params) | function.enclosing_params
-                                  | self._globals_of(function))
+                                  | self._globals_of(function) | self._free_models(function))
         state = State({}, grad)
         if function.uses_gradients:  # which parameters reach its backward: their values are origins too
             state.values = {p: frozenset({(("param", p), DIRECT)}) for p in function.params if p not in ("self", "cls")}
@@ -168,6 +173,32 @@ class ModeFlow(CallGraph):
         if not self.global_models:
             return frozenset()
         return self._global_uses.get(function, frozenset())
+
+    def _free_models(self, function: FunctionInfo) -> frozenset[str]:
+        """The names a closure calls or calls methods of (`model(x)`, `model.eval()`) that an enclosing
+        function binds: the enclosing function's models, bound by name when the closure is called."""
+        if function.outer is None or function.cls is not None:
+            return frozenset()
+        return self._free_uses.get(function, frozenset())
+
+    @cached_property
+    def _free_uses(self) -> dict[FunctionInfo, frozenset[str]]:
+        bound = {(site.function, key) for key, _value, site in self.collector.call_assigns}
+        used: dict[FunctionInfo, set[str]] = {}
+        for site in self.collector.calls:
+            function = site.site.function
+            if function is None or function.outer is None or function.cls is not None:
+                continue
+            head = (site.text or "").split(".")[0]
+            if not head or head in function.param_set or (function, head) in bound:
+                continue
+            scope = function.outer
+            while scope is not None:
+                if head in scope.param_set or (scope, head) in bound:
+                    used.setdefault(function, set()).add(head)
+                    break
+                scope = scope.outer
+        return {f: frozenset(names) for f, names in used.items()}
 
     @cached_property
     def _global_uses(self) -> dict[FunctionInfo, frozenset[str]]:
