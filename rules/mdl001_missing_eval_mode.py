@@ -9,6 +9,7 @@ from modelint.facts.evaluation import (effective_grad, effective_mode, evaluatio
                                        returned_to_callers)
 from modelint.facts.lattice import is_train_site
 from modelint.facts.naming import names_evaluation_data
+from modelint.facts.walk import iter_nodes
 from modelint.rule import NodeEdit, NodeFix, Report, Rule, evidence, helper_report, wrapped_forward_notes
 
 
@@ -109,8 +110,9 @@ class MissingEvalMode(Rule):
         context = evaluation_context(facts, forward, grad)
         if context is None or (forward.via is None and returned_to_callers(facts, forward)):
             return None
-        if not trains_here and any(is_train_site(site) for site in forward.mode.train_sites):
-            return None  # train() set on the way here on purpose, for sampling (MC dropout, TTA)
+        if not trains_here and any(is_train_site(site) for site in forward.mode.train_sites) \
+                and _repeated_sample(facts, forward):
+            return None  # train() set on the way here on purpose, to sample (MC dropout)
         if mode.train_sites <= facts.flow.assumed_sites and not context.startswith(("under", "over")):
             return None  # in training mode only because it was trained above: needs no_grad or test data too
         key = forward.key
@@ -164,3 +166,34 @@ def _insert_eval(facts: FileFacts, forward, site, trains_here: bool) -> NodeFix 
 
 
 _CONSEQUENCE = "Dropout stays random and BatchNorm uses batch stats and overwrites its running stats"
+
+
+def _repeated_sample(facts: FileFacts, forward) -> bool:
+    """Is the forward repeated on the same input, as Monte Carlo sampling is (`[model(x) for _ in
+    range(n)]`)? A loop that binds one of its inputs anew (each frame of a video, each batch) is
+    inference over data, which `train()` does not make deliberate."""
+    site = facts.call_sites.get(forward.call)
+    if site is None:
+        return False
+    inputs = {node.value for arg in forward.call.args for node in iter_nodes(arg.value) if type(node) is cst.Name}
+    loops = [node for node in iter_nodes(site.site.stmt)
+             if isinstance(node, (cst.ListComp, cst.GeneratorExp, cst.SetComp, cst.DictComp))
+             and any(inner is forward.call for inner in iter_nodes(node))]
+    loops += [g for g in site.site.guards if isinstance(g, (cst.For, cst.While))]
+    return any(not (inputs & _bound_in(loop)) for loop in loops)
+
+
+def _bound_in(loop: cst.CSTNode) -> set[str]:
+    """Names a loop (or comprehension) binds: its targets and what its body assigns."""
+    names: set[str] = set()
+    for node in iter_nodes(loop):
+        targets = []
+        if isinstance(node, (cst.For, cst.CompFor)):
+            targets.append(node.target)
+        elif isinstance(node, cst.Assign):
+            targets.extend(t.target for t in node.targets)
+        elif isinstance(node, (cst.AugAssign, cst.AnnAssign)):
+            targets.append(node.target)
+        for target in targets:
+            names.update(n.value for n in iter_nodes(target) if type(n) is cst.Name)
+    return names
