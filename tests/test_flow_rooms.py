@@ -254,3 +254,55 @@ def test_grad_free_regions_and_phase_loops() -> None:
     ''')
     by_phase = {f.phase[-1][1]: f for flow in facts.flow.flows for f in flow.all_forwards() if f.phase}
     assert by_phase["train"].mode.definitely_train and by_phase["val"].mode.definitely_eval
+
+
+# -- callgraph.py: what an optimizer built here steps; gradient transforms ------------------------------
+
+def test_optimizers_built_here_say_what_they_train() -> None:
+    facts = facts_of('''
+        import torch
+
+        class Explainer(torch.nn.Module):
+            def explain(self, model, x):
+                optimizer = torch.optim.Adam(self.parameters(), lr=0.01)
+                extra = torch.optim.RMSprop([self.temperature], lr=0.01)
+
+        def fit(model, params):
+            opt = torch.optim.SGD(params, lr=0.1)
+
+        def fine_tune(model):
+            opt = torch.optim.AdamW(model.encoder.parameters())
+    ''')
+    functions = {f.name: f for f in facts.collector.functions}
+    assert facts.flow.optimized_here(functions["explain"]) == {"self", "self.temperature"}
+    assert facts.flow.optimized_here(functions["fit"]) is None  # a list built elsewhere: anything
+    assert facts.flow.optimized_here(functions["fine_tune"]) == {"model", "model.encoder"}
+
+
+def test_a_frozen_model_behind_a_trained_explainer_is_not_assumed_in_training() -> None:
+    facts = facts_of('''
+        import torch
+
+        def explain(model, x, mask, target):
+            optimizer = torch.optim.Adam([mask], lr=0.01)
+            for _ in range(10):
+                loss = torch.nn.functional.cross_entropy(model(x * mask), target)
+                loss.backward()
+                optimizer.step()
+    ''')
+    assert not facts.flow.assumed_sites  # the model's output reaches the backward, but only the mask is stepped
+
+
+def test_gradient_transforms_mark_input_gradients() -> None:
+    facts = facts_of('''
+        from torch.autograd.functional import jacobian
+
+        def influence(model, x):
+            def f(features):
+                return model(features)
+            return jacobian(f, x).abs().sum()
+    ''')
+    influence = next(f for f in facts.collector.functions if f.name == "influence")
+    assert facts.uses_input_gradients(influence)
+    summary = facts.flow.summaries.get("influence")
+    assert summary is None or all(u.intent == "training" for u in summary.forwards)

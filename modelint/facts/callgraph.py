@@ -16,6 +16,9 @@ from functools import cached_property
 
 import libcst as cst
 
+from modelint.facts.names import dotted
+from modelint.facts.walk import iter_nodes
+
 from modelint.facts import torch_api as api
 from modelint.facts.collector import FunctionInfo
 from modelint.facts.lattice import GRAD_ENABLED, GRAD_UNKNOWN, GradFact
@@ -109,6 +112,34 @@ class CallGraph:
 
     def steps_optimizer(self, function: FunctionInfo | None) -> bool:
         return function in self._optimizer_steps
+
+    def optimized_here(self, function: FunctionInfo | None) -> set[str] | None:
+        """What the optimizers built in this function optimize (`Adam(self.parameters())` -> {"self"},
+        `model.encoder.parameters()` -> {"model", "model.encoder"}); None when it builds none."""
+        return self._optimized_by_function.get(function)
+
+    @cached_property
+    def _optimized_by_function(self) -> dict:
+        out: dict = {}
+        unknown: set = set()
+        for site in self.collector.calls:
+            if not (site.qualified or "").startswith("torch.optim.") or "lr_scheduler" in (site.qualified or ""):
+                continue
+            params = next((a.value for a in site.node.args if a.keyword is None or a.keyword.value == "params"), None)
+            receivers = {dotted(node.func.value) for node in iter_nodes(params) if type(node) is cst.Call
+                         and isinstance(node.func, cst.Attribute)
+                         and node.func.attr.value in ("parameters", "named_parameters")} if params is not None else set()
+            if isinstance(params, (cst.List, cst.Tuple)):  # `[self.log_temperature]`: tensors named one by one
+                receivers.update(dotted(e.value) for e in params.elements if not isinstance(e, cst.StarredElement))
+            receivers.discard(None)
+            if not receivers:
+                unknown.add(site.site.function)  # a list built above, a generator: it may hold anything
+                continue
+            found = out.setdefault(site.site.function, set())
+            for receiver in receivers:
+                parts = receiver.split(".")
+                found.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
+        return {function: found for function, found in out.items() if function not in unknown}
 
     def entry_grad(self, function: FunctionInfo | None, _seen: frozenset = frozenset()) -> GradFact:
         """Autograd at a function's entry, from every call of it this file shows; enabled when none."""

@@ -256,11 +256,15 @@ class CallEffects:
         reached = self.uses.expression(func.value, state.values) if isinstance(func, cst.Attribute) else NONE
         for arg in call.args:
             reached = reached | self.uses.expression(arg.value, state.values)
+        optimized = self.flow.optimized_here(self.out.function)
         for token, level in reached:
             forward = self.out.forwards.get(token)
             if forward is None or level == DETACHED or forward.grad_free:
                 continue
             key = forward.key
+            parts = key.split(".")
+            if optimized is not None and not optimized & {".".join(parts[:i]) for i in range(1, len(parts) + 1)}:
+                continue  # the optimizers built here step something else (an explainer's masks, a probe)
             if state.fact(key) == ENTRY_MODE:
                 state.put(key, ModeFact(certain=False).switched("train", call))  # no proof it is a module
                 self.flow.assumed_sites.add(call)

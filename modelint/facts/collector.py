@@ -119,6 +119,7 @@ class AttributeAssign:
 
 
 _GRADIENT_METHODS = frozenset({"backward", "requires_grad_", "retain_grad"})
+_GRADIENT_TRANSFORMS = ("torch.autograd.grad", "torch.autograd.functional.", "torch.func.", "functorch.")
 _MODE_METHODS = frozenset({"eval", "train", "step", "backward", "from_pretrained"})
 
 
@@ -251,6 +252,8 @@ class Collector(FastVisitor):
         attr = func.attr.value if isinstance(func, cst.Attribute) else None
         if attr in _GRADIENT_METHODS or (attr == "grad" and "autograd" in (dotted(func) or "")):
             self._mark_gradients(inputs=attr != "backward")
+        elif (self.imports.qualify(func) or "").startswith(_GRADIENT_TRANSFORMS):
+            self._mark_gradients(inputs=True)  # `jacobian(f, x)`, `torch.func.grad(f)(x)`: gradients of a forward
         if attr in _MODE_METHODS or attr == "set_grad_enabled":
             self._mark_mode_relevant()
         function = site.function

@@ -70,6 +70,8 @@ def summarise(flow, function_flow, globals_: frozenset[str], closures=()) -> Fun
         if forward.key in trained:
             trains_keys.add(forward.key)
         intent = forward.intent
+        if _takes_gradients(forward.function):
+            intent = "training"  # its outputs' gradients are the point (a Jacobian, saliency): never an evaluation
         use = _forward_use(flow, function, forward, intent)
         if use is not None:
             summary.forwards.append(use)
@@ -91,6 +93,14 @@ def summarise(flow, function_flow, globals_: frozenset[str], closures=()) -> Fun
     summary.backprops = [p for p in params if "train" in function_flow.uses.get(("param", p), ())]
     summary.hands_on = sorted(flow.handed_on(function))
     return summary
+
+
+def _takes_gradients(function) -> bool:
+    while function is not None:
+        if function.uses_input_gradients:
+            return True
+        function = function.outer
+    return False
 
 
 def _forward_use(flow, function, forward, intent: str) -> ForwardUse | None:
