@@ -306,3 +306,29 @@ def test_gradient_transforms_mark_input_gradients() -> None:
     assert facts.uses_input_gradients(influence)
     summary = facts.flow.summaries.get("influence")
     assert summary is None or all(u.intent == "training" for u in summary.forwards)
+
+
+def test_helpers_that_only_evaluate_what_they_are_given() -> None:
+    facts = facts_of('''
+        import torch
+        from torchvision.utils import save_image
+
+        def save_grid(samples, path):
+            save_image(samples.detach().clamp(-1, 1), path)
+
+        def accuracy(logits, labels):
+            return (logits.argmax(1) == labels).float().mean().item()
+
+        def keep(out, bucket):
+            bucket.store = out
+
+        def sample(gen, z, y):
+            save_grid(gen(z), "grid.png")
+            print(accuracy(gen(z), y))
+    ''')
+    summaries = facts.flow.summaries
+    assert "samples" in summaries["save_grid"].evaluates
+    assert summaries["accuracy"].evaluates == ["logits", "labels"]
+    assert "keep" not in summaries or summaries["keep"].evaluates == []
+    intents = [f.intent for f in forwards(facts).values()]
+    assert intents == ["evaluation", "evaluation"]  # a saved grid, a printed accuracy

@@ -145,8 +145,8 @@ class ModeFlow(CallGraph):
         interpreter = Interpreter(self, flow, set(function.params) | function.enclosing_params
                                   | self._globals_of(function) | self._free_models(function))
         state = State({}, grad)
-        if function.uses_gradients:  # which parameters reach its backward: their values are origins too
-            state.values = {p: frozenset({(("param", p), DIRECT)}) for p in function.params if p not in ("self", "cls")}
+        # What it does with its parameters' values (back-propagates them, evaluates them): origins too.
+        state.values = {p: frozenset({(("param", p), DIRECT)}) for p in function.params if p not in ("self", "cls")}
         flow.exit_state = interpreter.run(function.node.body, state)
         self._finish(flow, function)
         return flow

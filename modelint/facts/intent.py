@@ -38,6 +38,12 @@ from modelint.facts.walk import iter_nodes
 
 TRAIN, EVAL, RETURN, STORE, ESCAPE, WEAK, DISCARD = "train", "eval", "return", "store", "escape", "weak", "discard"
 HANDED = "handed"
+# Functions that write what they are given to a file: images, arrays, plots.
+FILE_WRITERS = frozenset({
+    "torchvision.utils.save_image", "cv2.imwrite", "imageio.imwrite", "imageio.imsave", "imageio.mimsave",
+    "matplotlib.pyplot.imsave", "matplotlib.pyplot.imshow", "numpy.save", "numpy.savez", "numpy.savetxt",
+    "skimage.io.imsave", "scipy.io.wavfile.write", "soundfile.write", "torchaudio.save",
+})
 GRAPH = "graph"  # with TRAIN: the output reached the backward still attached (the model is being trained)
 META = "meta"  # only its shape, dtype or length was read: mode cannot change those
 
@@ -107,7 +113,8 @@ class OutputUses:
         self.uses: dict[object, set[str]] = {}  # by token: the forward call, or (call, phase) in a phase loop
         self.tag: tuple = ()
         # The arguments of a call that its callee back-propagates (set by the interpreter, from summaries).
-        self.backprop_args = lambda call: ((), ())
+        # What a local callee does with its arguments (see Interpreter._backprop_args); None: no summary.
+        self.backprop_args = lambda call: None
 
     def use(self, origins: Origins, kind: str, level: int = DETACHED) -> None:
         """Record `kind` for every forward reaching here at least this directly."""
@@ -181,12 +188,14 @@ class OutputUses:
         token = (call, self.tag) if self.tag else call
         if token in self.forwards:
             return frozenset({(token, DIRECT)}) | args
-        trained, handed = self.backprop_args(call)
+        trained, handed, evaluated = self.backprop_args(call) or ((), (), ())
         for arg in trained:  # a helper that runs backward() on what it is given
             self.use(result.get(arg, NONE), TRAIN)
             self.use(result.get(arg, NONE), GRAPH, level=OPAQUE)
         for arg in handed:  # a helper that hands it on to a call we cannot see into (a registered hook)
             self.use(result.get(arg, NONE), HANDED, level=OPAQUE)
+        for arg in evaluated:  # a helper that turns it into metrics, a saved image, a printout
+            self.use(result.get(arg, NONE), EVAL)
         qualified = self.imports.qualify(func)
         if qualified is not None:  # a function of torch, numpy, a library or the project
             return self._function_result(qualified, args) if args else NONE
@@ -258,8 +267,12 @@ class OutputUses:
                 return NONE
             func = expr.func
             method = func.attr.value if isinstance(func, cst.Attribute) else None
-            if method in WEAK_CONSUMER_METHODS or self._weak_function(func):
+            if self._writes_files(func):
+                self.use(consumed, EVAL)  # `save_image(fake, path)`: what the output is for is a file
+            elif method in WEAK_CONSUMER_METHODS or self._weak_function(func):
                 self.use(consumed, WEAK)
+            elif self.backprop_args(expr) is not None:
+                pass  # a helper of this file: its summary said above what it does with each argument
             else:
                 self.use(consumed, ESCAPE, level=DIRECT)
             if method in CONTAINER_METHODS:
@@ -267,6 +280,10 @@ class OutputUses:
         elif origins:
             self.use(origins, WEAK)
         return NONE
+
+    def _writes_files(self, func: cst.BaseExpression) -> bool:
+        qualified = self.imports.qualify(func) or ""
+        return qualified in FILE_WRITERS
 
     def _weak_function(self, func: cst.BaseExpression) -> bool:
         qualified = self.imports.qualify(func) or ""

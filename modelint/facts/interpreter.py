@@ -35,18 +35,19 @@ class Interpreter(Bindings, CallEffects):
         # Names whose value is known here: a phase loop's variable, `phases = ("train", "val")`.
         self.constants: dict[str, object] = {}
 
-    def _backprop_args(self, call: cst.Call) -> tuple[list, list]:
-        """The arguments a call's callee back-propagates (`backward(total_loss, scaler)`), and those it hands
-        on to calls we cannot see into (`self._optimizer_hook(losses)`)."""
+    def _backprop_args(self, call: cst.Call) -> tuple[list, list, list] | None:
+        """What a local callee does with its arguments: those it back-propagates (`backward(total_loss,
+        scaler)`), those it hands on to calls we cannot see into (`self._optimizer_hook(losses)`) and those
+        it only evaluates (`self.save_grid(samples)`). None: not a call we have a summary of."""
         if call not in self._local_calls:
-            return [], []
+            return None
         summary, _receiver = self.flow.resolve(call, self.out.function)
-        if summary is None or not (summary.backprops or summary.hands_on):
-            return [], []
+        if summary is None:
+            return None
         params = list(summary.params)
         if summary.is_method and params and params[0] in ("self", "cls"):
             params = params[1:]
-        trained, handed = [], []
+        trained, handed, evaluated = [], [], []
         for i, arg in enumerate(call.args):
             name = arg.keyword.value if arg.keyword is not None else params[i] if i < len(params) and not arg.star \
                 else None
@@ -54,7 +55,9 @@ class Interpreter(Bindings, CallEffects):
                 trained.append(arg.value)
             elif name in summary.hands_on:
                 handed.append(arg.value)
-        return trained, handed
+            elif name in summary.evaluates:
+                evaluated.append(arg.value)
+        return trained, handed, evaluated
 
     @property
     def _local_calls(self) -> set:

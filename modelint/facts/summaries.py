@@ -91,8 +91,14 @@ def summarise(flow, function_flow, globals_: frozenset[str], closures=()) -> Fun
         summary.returns = ReturnFact(mode, int(returned.dependence), returned.certain, site)
     summary.context_mode = _context_mode(flow, function)
     summary.backprops = [p for p in params if "train" in function_flow.uses.get(("param", p), ())]
+    summary.evaluates = [p for p in params if _only_evaluated(function_flow.uses.get(("param", p), ()))]
     summary.hands_on = sorted(flow.handed_on(function))
     return summary
+
+
+def _only_evaluated(uses) -> bool:
+    """Turned into predictions, metrics, files or prints, and nothing that may keep its graph."""
+    return "eval" in uses and not uses & {"train", "graph", "return", "store", "escape", "handed"}
 
 
 def _takes_gradients(function) -> bool:
