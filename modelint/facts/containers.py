@@ -63,8 +63,9 @@ def plain_containers(facts) -> list[PlainContainer]:
             function = assign.site.function
             empty = _empty_kind(value)
             if empty is not None:
+                declared = any(_declares_modules(facts, a) for a in assigns if a.target.attr.value == attr)
                 fills = [node for node, filled in reads.fills.get(attr, [])
-                         if _holds_modules(facts, filled, reads.functions.get(node), attr in reads.called)]
+                         if declared or _holds_modules(facts, filled, reads.functions.get(node), attr in reads.called)]
                 if fills:
                     found.append(PlainContainer(cls, attr, assign, empty, True, fills))
                 continue
@@ -174,6 +175,19 @@ def _calls_add_module(facts, cls: ClassInfo) -> bool:
         func = site.node.func
         if site.site.cls is cls and isinstance(func, cst.Attribute) \
                 and func.attr.value in ("add_module", "register_module"):
+            return True
+    return False
+
+
+def _declares_modules(facts, assign: AttributeAssign) -> bool:
+    """`self.layers: List[nn.Module] = []` (or `Optional[Dict[str, nn.Module]]`): the author says what the
+    container holds."""
+    node = assign.node
+    if not isinstance(node, cst.AnnAssign) or not isinstance(node.annotation.annotation, cst.Subscript):
+        return False
+    for inner in iter_nodes(node.annotation.annotation):
+        if isinstance(inner, (cst.Name, cst.Attribute)) and not isinstance(inner, cst.Subscript) \
+                and facts.receivers.of_annotation(inner).module is True:
             return True
     return False
 
