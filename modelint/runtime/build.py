@@ -201,6 +201,12 @@ class Builder:
             if kwargs.get(param.name, 0) is None and param.default is param.empty and \
                     guess(param, attempt) is not NO_GUESS:
                 del kwargs[param.name]  # a `None` placeholder (`input_dim: int = None`) for a size
+            if param.kind == param.VAR_POSITIONAL and not extra and spec.get("stand_ins"):
+                stand = guess(param, attempt, self.torch)  # `*stages: nn.Module`: a wrapper of modules
+                if stand is not NO_GUESS and isinstance(stand, self.torch.nn.Module):
+                    extra += [stand, stand_in(self.torch)]
+                    guessed.append(f"*{param.name}")
+                continue
             if param.name in kwargs or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
                 continue
             if param.default is not param.empty and (param.name not in missing or guess(param, attempt) is NO_GUESS):
