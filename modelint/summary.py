@@ -81,6 +81,7 @@ class FunctionSummary:
     context_mode: str | None = None  # a context manager that puts its arguments in this mode, then restores it
     backprops: list[str] = field(default_factory=list)  # parameters it runs backward() on (`backward(loss)`)
     hands_on: list[str] = field(default_factory=list)  # parameters it passes to calls we cannot see into
+    transforms: list[str] = field(default_factory=list)  # those of `hands_on` only named functions receive
     # Parameters it only turns into predictions, metrics, files or prints (`save_grid(samples)`, `accuracy(out, y)`).
     evaluates: list[str] = field(default_factory=list)
 

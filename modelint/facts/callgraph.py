@@ -82,10 +82,12 @@ class CallGraph:
                 and site.text and is_optimizer_step(site.text.rsplit(".", 1)[0])}
 
     @cached_property
-    def _handed_on(self) -> dict[FunctionInfo, set[str]]:
-        """Parameters a function passes, as they are, to a call we cannot see into (`op(batch)` for a hook
-        registered elsewhere): whatever the caller gives there may be trained on."""
-        out: dict[FunctionInfo, set[str]] = {}
+    def _handed_on(self) -> dict[FunctionInfo, dict[str, bool]]:
+        """Parameters a function passes, as they are, to a call we cannot see into, each with whether the
+        callee is a named function of a library or another file (`non_max_suppression(out)`: it transforms
+        it) rather than a callable it holds (`op(batch)` for a hook registered elsewhere, which may train on
+        whatever the caller gives)."""
+        out: dict[FunctionInfo, dict[str, bool]] = {}
         for site in self.collector.calls:
             function = site.site.function
             if function is None or not function.calls_params:
@@ -95,14 +97,20 @@ class CallGraph:
                 continue
             if isinstance(site.node.func, cst.Name) and site.node.func.value in _BUILTIN_NAMES:
                 continue
+            named = bool(qualified) and isinstance(site.node.func, cst.Name)
             for arg in site.node.args:
                 if isinstance(arg.value, cst.Name) and arg.value.value in function.param_set \
                         and arg.value.value not in ("self", "cls"):
-                    out.setdefault(function, set()).add(arg.value.value)
+                    found = out.setdefault(function, {})
+                    found[arg.value.value] = found.get(arg.value.value, True) and named
         return out
 
     def handed_on(self, function: FunctionInfo) -> set[str]:
-        return self._handed_on.get(function, set())
+        return set(self._handed_on.get(function, {}))
+
+    def handed_to_functions(self, function: FunctionInfo) -> set[str]:
+        """The parameters of `handed_on` that only named functions receive (transforms, not hooks)."""
+        return {name for name, named in self._handed_on.get(function, {}).items() if named}
 
     @cached_property
     def local_calls(self) -> set:

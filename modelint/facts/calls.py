@@ -214,6 +214,8 @@ class CallEffects:
     # -- forwards and training steps ---------------------------------------------
     def forward(self, call: cst.Call, key: str, state: State, method: str | None = None, via=None,
                 callee: FunctionSummary | None = None, helper: bool = False) -> None:
+        if "." in key and key.rsplit(".", 1)[1] in api.MODE_PRESERVING_METHODS:
+            return  # `pp()` for `pp = model.parameters`: a bound method of a module, not a module
         table = self.out.helper_forwards if helper else self.out.forwards
         token = (call, self.tag) if self.tag else call  # what the output's origins name
         slot = (token, via) if helper else token

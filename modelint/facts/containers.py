@@ -180,16 +180,29 @@ def _calls_add_module(facts, cls: ClassInfo) -> bool:
 
 
 def _declares_modules(facts, assign: AttributeAssign) -> bool:
-    """`self.layers: List[nn.Module] = []` (or `Optional[Dict[str, nn.Module]]`): the author says what the
-    container holds."""
+    """`self.layers: List[nn.Module] = []` (or `Optional[Dict[str, nn.Module]]`): the author says the
+    container's elements are modules (not `Dict[str, Tuple[nn.Module, Tensor]]`, which holds pairs)."""
     node = assign.node
-    if not isinstance(node, cst.AnnAssign) or not isinstance(node.annotation.annotation, cst.Subscript):
+    if not isinstance(node, cst.AnnAssign):
         return False
-    for inner in iter_nodes(node.annotation.annotation):
-        if isinstance(inner, (cst.Name, cst.Attribute)) and not isinstance(inner, cst.Subscript) \
-                and facts.receivers.of_annotation(inner).module is True:
-            return True
-    return False
+    return _element_is_module(facts, node.annotation.annotation, 0)
+
+
+_WRAPPERS = {"Optional": -1, "Union": -1, "List": 0, "list": 0, "Sequence": 0, "MutableSequence": 0,
+             "Iterable": 0, "Set": 0, "set": 0, "Dict": 1, "dict": 1, "Mapping": 1, "MutableMapping": 1}
+
+
+def _element_is_module(facts, annotation: cst.BaseExpression, depth: int) -> bool:
+    if not isinstance(annotation, cst.Subscript):
+        return depth > 0 and facts.receivers.of_annotation(annotation).module is True
+    name = (dotted(annotation.value) or "").rsplit(".", 1)[-1]
+    position = _WRAPPERS.get(name)
+    if position is None or depth > 3:
+        return False
+    elements = [e.slice.value for e in annotation.slice if isinstance(e.slice, cst.Index)]
+    if position == -1:  # Optional[X], Union[X, None]: any of them
+        return any(_element_is_module(facts, e, depth) for e in elements if dotted(e) != "None")
+    return len(elements) > position and _element_is_module(facts, elements[position], depth + 1)
 
 
 def _builds_module(facts, value: cst.BaseExpression) -> bool:

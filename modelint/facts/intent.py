@@ -17,9 +17,10 @@ records, for each forward it reaches, how the output is used:
 - RETURN: a graph-carrying value is returned: what it is for is up to the callers.
 - STORE: kept in an attribute, where another method may use it.
 - ESCAPE: handed to a call we cannot see into, whose result is dropped.
-- HANDED: handed to a helper that hands it on to a call we cannot see into, and the
-  helper's result goes on (`self._postprocess(out)[0].cpu().numpy()`): the uses of
-  that result decide; with none of them, it counts as escaped.
+- HANDED: handed to a helper that hands it on to a library function (a transform:
+  `self._postprocess(out)` running NMS), and the helper's result goes on
+  (`[0].cpu().numpy()`): the uses of that result decide; with none, it counts as
+  escaped. A helper handing it to a callable it holds (a hook) makes it ESCAPE.
 - WEAK: printed, logged or handed to a metric/writer/list method.
 - DISCARD: the output is not used at all (warm-up, benchmark, calibration).
 
@@ -188,12 +189,14 @@ class OutputUses:
         token = (call, self.tag) if self.tag else call
         if token in self.forwards:
             return frozenset({(token, DIRECT)}) | args
-        trained, handed, evaluated = self.backprop_args(call) or ((), (), ())
+        trained, handed, evaluated, hooked = self.backprop_args(call) or ((), (), (), ())
         for arg in trained:  # a helper that runs backward() on what it is given
             self.use(result.get(arg, NONE), TRAIN)
             self.use(result.get(arg, NONE), GRAPH, level=OPAQUE)
-        for arg in handed:  # a helper that hands it on to a call we cannot see into (a registered hook)
+        for arg in handed:  # a helper that hands it on to a library function (a transform: NMS, decoding)
             self.use(result.get(arg, NONE), HANDED, level=OPAQUE)
+        for arg in hooked:  # a helper that hands it to a callable it holds (a registered hook: may train)
+            self.use(result.get(arg, NONE), ESCAPE, level=OPAQUE)
         for arg in evaluated:  # a helper that turns it into metrics, a saved image, a printout
             self.use(result.get(arg, NONE), EVAL)
         qualified = self.imports.qualify(func)

@@ -35,10 +35,11 @@ class Interpreter(Bindings, CallEffects):
         # Names whose value is known here: a phase loop's variable, `phases = ("train", "val")`.
         self.constants: dict[str, object] = {}
 
-    def _backprop_args(self, call: cst.Call) -> tuple[list, list, list] | None:
+    def _backprop_args(self, call: cst.Call) -> tuple[list, list, list, list] | None:
         """What a local callee does with its arguments: those it back-propagates (`backward(total_loss,
-        scaler)`), those it hands on to calls we cannot see into (`self._optimizer_hook(losses)`) and those
-        it only evaluates (`self.save_grid(samples)`). None: not a call we have a summary of."""
+        scaler)`), hands on to a library function (`self._postprocess(out)` running NMS), only evaluates
+        (`self.save_grid(samples)`) or hands to a callable it holds (`self._optimizer_hook(losses)`, which
+        may train on them). None: not a call we have a summary of."""
         if call not in self._local_calls:
             return None
         summary, _receiver = self.flow.resolve(call, self.out.function)
@@ -47,17 +48,17 @@ class Interpreter(Bindings, CallEffects):
         params = list(summary.params)
         if summary.is_method and params and params[0] in ("self", "cls"):
             params = params[1:]
-        trained, handed, evaluated = [], [], []
+        trained, handed, evaluated, hooked = [], [], [], []
         for i, arg in enumerate(call.args):
             name = arg.keyword.value if arg.keyword is not None else params[i] if i < len(params) and not arg.star \
                 else None
             if name in summary.backprops:
                 trained.append(arg.value)
             elif name in summary.hands_on:
-                handed.append(arg.value)
+                (handed if name in summary.transforms else hooked).append(arg.value)
             elif name in summary.evaluates:
                 evaluated.append(arg.value)
-        return trained, handed, evaluated
+        return trained, handed, evaluated, hooked
 
     @property
     def _local_calls(self) -> set:

@@ -93,6 +93,7 @@ def summarise(flow, function_flow, globals_: frozenset[str], closures=()) -> Fun
     summary.backprops = [p for p in params if "train" in function_flow.uses.get(("param", p), ())]
     summary.evaluates = [p for p in params if _only_evaluated(function_flow.uses.get(("param", p), ()))]
     summary.hands_on = sorted(flow.handed_on(function))
+    summary.transforms = sorted(flow.handed_to_functions(function))
     return summary
 
 
