@@ -121,6 +121,13 @@ def input_candidates(torch, target, device, hint: str | None, every_module, eval
     required = _required(target.forward)
     first_param = required[0] if required else None
     embeddings = [m.num_embeddings for m in every_module(torch, target) if isinstance(m, (nn.Embedding, nn.EmbeddingBag))]
+    if first_param is not None and "edge_index" in first_param.name.lower():
+        # A graph model over its own node embeddings (LightGCN): the input is the graph itself.
+        nodes = min(embeddings) if embeddings else 8
+        seed(torch, 1)
+        edges = torch.randint(0, nodes, (2, 4 * nodes), device=device)
+        yield f"edge_index over {nodes} nodes", (edges,) if len(required) == 1 else \
+            (edges, *(_extra(torch, p, edges, device) for p in required[1:]))
     plans = []
     for layer in every_module(torch, target):
         found = _layer_shapes(torch, layer, batch)

@@ -187,6 +187,10 @@ class Planner:
         """Builds for the model `key` as the code at `line` sees it: where it was constructed (followed
         through assignments, parameters and callers across the project), then the file's own classes."""
         root, path = _split_key(key)
+        owner = self.source.enclosing_class(line)
+        if key.split(".")[0] == "self" and owner is not None:
+            # A module's own method: the model is that class (or a subclass of it in the file).
+            return [dict(c, path=self._op_path(key, line)) for c in self.candidates_for_class(owner)]
         found = self.resolver.builds_at(self.index, root, line)
         for candidate in found:
             candidate["path"] = path
@@ -274,6 +278,8 @@ class Planner:
         root, _ = _split_key(forward.key)
         model = forward.key
         if code == "MDL002":
+            # Memory, not mode, is measured: a model without Dropout/BatchNorm shows it as well.
+            probe.candidates = [{k: v for k, v in c.items() if k != "require_mode_dependent"} for c in probe.candidates]
             probe.variants = [variant(
                 "memory",
                 scenario(f"{model}(...) in eval mode with autograd on", [EVAL], grad=not forward.grad_free),
