@@ -70,6 +70,8 @@ class CallEffects:
         if key.count(".") == 1 and not self.flow.is_module_class(function.cls) \
                 and self.flow.assigned_attribute(function.cls, key):
             return True  # set somewhere in the class (an inherited method from a base elsewhere is not)
+        if key == api.SERVING_HANDLER_MODEL and self.flow.serving_handler(function.cls):
+            return True  # the model TorchServe's BaseHandler loads
         return self.flow.modules.is_module_name(key, function)
 
     def _is_model(self, state: State, key: str) -> bool:

@@ -15,6 +15,7 @@ from functools import cached_property
 
 import libcst as cst
 
+from modelint.facts import torch_api as api
 from modelint.facts.callgraph import CallGraph, _defined_in, _nested_name
 from modelint.facts.collector import Collector, FunctionInfo
 from modelint.facts.intent import DIRECT
@@ -227,6 +228,17 @@ class ModeFlow(CallGraph):
         """(class name, `self.x`) for every `self.x = ...` in a method of the class."""
         return {(a.site.cls.name, key) for a in self.collector.attribute_assigns
                 if a.site.cls is not None and (key := dotted(a.target)) is not None and key.startswith("self.")}
+
+    def serving_handler(self, cls) -> bool:
+        """A TorchServe handler class (a base of it, at any depth here, comes from `ts.torch_handler`)."""
+        if cls is None:
+            return False
+        for name in self.class_and_bases(cls.name):
+            info = self.modules.classes.get(name)
+            for base in info.bases if info is not None else ():
+                if (self.imports.qualify(base) or "").startswith(api.SERVING_HANDLER_PREFIXES):
+                    return True
+        return False
 
     def assigned_attribute(self, cls, key: str) -> bool:
         return any((name, key) in self._assigned_attributes for name in self.class_and_bases(cls.name))

@@ -19,6 +19,7 @@ from functools import cached_property
 
 import libcst as cst
 
+from modelint.facts import torch_api as api
 from modelint.facts.lattice import ENTRY_MODE, HAVOC_MODE, ModeFact, first_site, is_train_site
 from modelint.facts.modules import Dependence
 
@@ -99,6 +100,11 @@ class ObjectModes:
         """What the object's methods leave on `self.<attr>`, for a method of a class that is no module."""
         if function is None or function.cls is None or not key.startswith("self.") or key.count(".") != 1:
             return None
+        if key == api.SERVING_HANDLER_MODEL and self.flow.serving_handler(function.cls) \
+                and not self.flow.assigned_attribute(function.cls, key):
+            # Loaded and put in eval mode by TorchServe's BaseHandler.initialize(); the class line stands
+            # for that site.
+            return ModeFact().switched("eval", function.cls.node)
         if not self._plain_object(function.cls):
             return None
         found = None

@@ -107,6 +107,11 @@ MODULE_METHODS = MODE_PRESERVING_METHODS | frozenset(
 LIGHTNING_EVAL_HOOKS = frozenset({"validation_step", "test_step", "predict_step", "validation_epoch_end",
                                   "test_epoch_end", "on_validation_batch_end", "on_test_batch_end"})
 
+# TorchServe handlers: `BaseHandler.initialize()` loads `self.model` and puts it in eval mode before any
+# request; an `inference()` override runs with autograd on unless it turns it off.
+SERVING_HANDLER_PREFIXES = ("ts.torch_handler.",)
+SERVING_HANDLER_MODEL = "self.model"
+
 # Calls that switch autograd off for the region they govern.
 GRAD_DISABLING = frozenset({"torch.no_grad", "torch.inference_mode", "torch.autograd.no_grad",
                             "torch.autograd.grad_mode.no_grad", "torch.autograd.grad_mode.inference_mode"})
