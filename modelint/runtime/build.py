@@ -77,6 +77,18 @@ def guess(parameter: inspect.Parameter, attempt: int, torch=None):
     return NO_GUESS
 
 
+def _module_list(torch, annotation) -> bool:
+    """`List[nn.Module]`, `Optional[Sequence[nn.Module]]` (typing objects, not strings)."""
+    import typing
+
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Union:
+        return any(_module_list(torch, a) for a in args if a is not type(None))
+    names = {getattr(origin, "__name__", "")}
+    return bool(names & {"list", "Sequence", "MutableSequence", "Iterable", "tuple"}) and bool(args) and \
+        isinstance(args[0], type) and issubclass(args[0], torch.nn.Module)
+
+
 class Missing(Exception):
     """An argument the child cannot compute: guessed, or the build fails with the reason."""
 
@@ -208,6 +220,11 @@ class Builder:
                     guessed.append(f"*{param.name}")
                 continue
             if param.name in kwargs or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+                continue
+            if param.default is None and spec.get("stand_ins") and _module_list(self.torch, param.annotation):
+                # `layers: Optional[List[nn.Module]] = None`: a container class measured with two stand-ins.
+                kwargs[param.name] = [stand_in(self.torch), stand_in(self.torch)]
+                guessed.append(param.name)
                 continue
             if param.default is not param.empty and (param.name not in missing or guess(param, attempt) is NO_GUESS):
                 continue  # its default; or given something we cannot compute that no guess replaces
