@@ -114,8 +114,8 @@ class OutputUses:
         self.uses: dict[object, set[str]] = {}  # by token: the forward call, or (call, phase) in a phase loop
         self.tag: tuple = ()
         # The arguments of a call that its callee back-propagates (set by the interpreter, from summaries).
-        # What a local callee does with its arguments (see Interpreter._backprop_args); None: no summary.
-        self.backprop_args = lambda call: None
+        # What a local callee does with its arguments (see Interpreter._argument_uses); None: no summary.
+        self.argument_uses = lambda call: None
 
     def use(self, origins: Origins, kind: str, level: int = DETACHED) -> None:
         """Record `kind` for every forward reaching here at least this directly."""
@@ -189,7 +189,7 @@ class OutputUses:
         token = (call, self.tag) if self.tag else call
         if token in self.forwards:
             return frozenset({(token, DIRECT)}) | args
-        trained, handed, evaluated, hooked = self.backprop_args(call) or ((), (), (), ())
+        trained, handed, evaluated, hooked = self.argument_uses(call) or ((), (), (), ())
         for arg in trained:  # a helper that runs backward() on what it is given
             self.use(result.get(arg, NONE), TRAIN)
             self.use(result.get(arg, NONE), GRAPH, level=OPAQUE)
@@ -274,7 +274,7 @@ class OutputUses:
                 self.use(consumed, EVAL)  # `save_image(fake, path)`: what the output is for is a file
             elif method in WEAK_CONSUMER_METHODS or self._weak_function(func):
                 self.use(consumed, WEAK)
-            elif self.backprop_args(expr) is not None:
+            elif self.argument_uses(expr) is not None:
                 pass  # a helper of this file: its summary said above what it does with each argument
             else:
                 self.use(consumed, ESCAPE, level=DIRECT)

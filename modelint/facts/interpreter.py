@@ -29,13 +29,13 @@ class Interpreter(Bindings, CallEffects):
     def __init__(self, flow, out, params: set[str]) -> None:
         super().__init__(flow, out, params)
         self.uses = OutputUses(flow.imports, out.forwards)
-        self.uses.backprop_args = self._backprop_args
+        self.uses.argument_uses = self._argument_uses
         self.loop_exits: list[tuple[list[State], list[State]]] = []  # (breaks, continues)
         self.returns: list[State] = []
         # Names whose value is known here: a phase loop's variable, `phases = ("train", "val")`.
         self.constants: dict[str, object] = {}
 
-    def _backprop_args(self, call: cst.Call) -> tuple[list, list, list, list] | None:
+    def _argument_uses(self, call: cst.Call) -> tuple[list, list, list, list] | None:
         """What a local callee does with its arguments: those it back-propagates (`backward(total_loss,
         scaler)`), hands on to a library function (`self._postprocess(out)` running NMS), only evaluates
         (`self.save_grid(samples)`) or hands to a callable it holds (`self._optimizer_hook(losses)`, which
