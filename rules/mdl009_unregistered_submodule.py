@@ -78,7 +78,7 @@ class UnregisteredSubmodule(Rule):
                                       f".to() and parameters() miss them; use `{wrapper}(...)`",
                          stmt=assign.site.stmt, fix=_wrap(assign.value, kind, nn))
         modules = facts.modules
-        reachable = _forward_reachable(facts)
+        reachable = facts.forward_reachable
         for call_site in facts.collector.calls:
             site = call_site.site
             if site.function is None or site.function not in reachable:
@@ -91,36 +91,6 @@ class UnregisteredSubmodule(Rule):
                 yield Report(call_site.node, f"`nn.{layer}` built inside {where} is a new layer at every call, always "
                                              f"in training mode and unseen by eval(); create it in __init__ as "
                                              f"`self.<name>`", stmt=site.stmt)
-
-
-def _forward_reachable(facts: FileFacts) -> set:
-    """Methods of nn.Module classes that `forward` runs: itself and the methods it calls on `self`, transitively."""
-    methods: dict = {}
-    for function in facts.collector.functions:
-        cls = function.cls
-        if cls is not None and facts.modules.is_module_class(cls):
-            methods.setdefault(cls, {})[function.name] = function
-    if not methods:
-        return set()
-    calls_in: dict = {}
-    for site in facts.collector.calls:
-        calls_in.setdefault(site.site.function, []).append(site.node)
-    reachable: set = set()
-    for cls, named in methods.items():
-        todo = [named["forward"]] if "forward" in named else []
-        while todo:
-            function = todo.pop()
-            if function in reachable:
-                continue
-            reachable.add(function)
-            owner = function.params[0] if function.params else None
-            for call in calls_in.get(function, ()):
-                func = call.func
-                if isinstance(func, cst.Attribute) \
-                        and dotted(func.value) == owner and func.attr.value in named \
-                        and func.attr.value != "__init__":
-                    todo.append(named[func.attr.value])
-    return reachable
 
 
 def _nn_name(facts: FileFacts) -> str | None:

@@ -18,7 +18,7 @@ from modelint.facts.flow import ModeFlow
 from modelint.facts.naming import is_evaluation_name, is_test_file
 from modelint.facts.regions import disables_grad, grad_effect
 from modelint.facts.modules import ModuleTable
-from modelint.facts.names import ImportTable
+from modelint.facts.names import ImportTable, dotted
 from modelint.source import physical_lines
 from modelint.summary import ProjectIndex
 
@@ -97,6 +97,44 @@ class FileFacts:
                 return True
             cls = cls.outer
         return False
+
+    @cached_property
+    def forward_reachable(self) -> set:
+        """Methods of nn.Module classes that `forward` runs: itself and the methods it calls on `self`, transitively."""
+        return self._reachable_from_forward(self.modules.is_module_class)
+
+    @cached_property
+    def maybe_forward_reachable(self) -> set:
+        """The same for classes that may be modules (a base elsewhere may be one)."""
+        return self._reachable_from_forward(self.may_be_module_class)
+
+    def _reachable_from_forward(self, module_class) -> set:
+        methods: dict = {}
+        for function in self.collector.functions:
+            cls = function.cls
+            if cls is not None and module_class(cls):
+                methods.setdefault(cls, {})[function.name] = function
+        if not methods:
+            return set()
+        calls_in: dict = {}
+        for site in self.collector.calls:
+            calls_in.setdefault(site.site.function, []).append(site.node)
+        reachable: set = set()
+        for cls, named in methods.items():
+            todo = [named[name] for name in ("forward", "__call__") if name in named]
+            while todo:
+                function = todo.pop()
+                if function in reachable:
+                    continue
+                reachable.add(function)
+                owner = function.params[0] if function.params else None
+                for call in calls_in.get(function, ()):
+                    func = call.func
+                    if isinstance(func, cst.Attribute) \
+                            and dotted(func.value) == owner and func.attr.value in named \
+                            and func.attr.value != "__init__":
+                        todo.append(named[func.attr.value])
+        return reachable
 
     def is_test_function(self, function: FunctionInfo | None) -> bool:
         """A unit test (pytest `test_*` in a test file, or a `unittest.TestCase` method): it checks the
