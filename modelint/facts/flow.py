@@ -146,8 +146,11 @@ class ModeFlow(CallGraph):
         interpreter = Interpreter(self, flow, set(function.params) | function.enclosing_params
                                   | self._globals_of(function) | self._free_models(function))
         state = State({}, grad)
-        # What it does with its parameters' values (back-propagates them, evaluates them): origins too.
-        state.values = {p: frozenset({(("param", p), DIRECT)}) for p in function.params if p not in ("self", "cls")}
+        if function.uses_gradients or function in self._called_here:
+            # What it does with its parameters' values (back-propagates them, evaluates them), for the
+            # calls of it in this file: origins too.
+            state.values = {p: frozenset({(("param", p), DIRECT)}) for p in function.params
+                            if p not in ("self", "cls")}
         flow.exit_state = interpreter.run(function.node.body, state)
         self._finish(flow, function)
         return flow
@@ -174,6 +177,17 @@ class ModeFlow(CallGraph):
         if not self.global_models:
             return frozenset()
         return self._global_uses.get(function, frozenset())
+
+    @cached_property
+    def _called_here(self) -> set[FunctionInfo]:
+        """This file's functions that this file calls."""
+        called = set()
+        for site in self.collector.calls:
+            name = self.local_callee(site.node, site.site.function)
+            callee = self.local_functions.get(name) if name else None
+            if callee is not None:
+                called.add(callee)
+        return called
 
     def _free_models(self, function: FunctionInfo) -> frozenset[str]:
         """The names a closure calls or calls methods of (`model(x)`, `model.eval()`) that an enclosing
