@@ -136,20 +136,20 @@ class MissingNoGrad(Rule):
 
 def _part_of_a_modules_forward(facts: FileFacts, forward, mode) -> bool:
     """A module's own method (or one of a class whose base elsewhere may be a module) computes part of its
-    forward (masks, routing, selection), which feeds the caller's graph. A method the forward does not run
-    evaluates on its own when it turns the output into predictions or metrics itself, calls `self.eval()`,
-    or is named for it (`predict()`) and nothing here calls it."""
+    forward (masks, routing, selection), which feeds the caller's graph. Only a method that evaluates
+    (named for it, like `predict()`, or calling `self.eval()` itself) and that nothing here calls is an
+    evaluation of its own. (Judging the others by what their output feeds found AutoGPTQ-like calibration
+    helpers, but also flagged Hugging Face's public `get_codebook_indices()`, which callers in other classes
+    run under no_grad: left alone.)"""
     function = forward.function
     if function is None or function.cls is None or forward.key.split(".")[0] != "self" \
             or not facts.may_be_module_class(function.cls):
         return False
-    if function in facts.maybe_forward_reachable:
-        return True  # run by the module's forward: masks, routing, a head's logits
-    if facts.flow.has_callers(function) and forward.intent != "evaluation":
-        return True  # a helper of the module's other methods, whose output they may train on
+    if facts.flow.has_callers(function) or function in facts.maybe_forward_reachable:
+        return True
     switched_here = any(facts.call_sites.get(site) is not None and facts.call_sites[site].site.function is function
                         for site in mode.eval_sites if not mode.train_sites)
-    return not (switched_here or forward.intent == "evaluation" or facts.is_evaluation_function(function))
+    return not (switched_here or facts.is_evaluation_function(function))
 
 
 def _run_for_side_effects(facts: FileFacts, forward, mode) -> bool:
