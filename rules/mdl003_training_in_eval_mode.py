@@ -7,8 +7,7 @@ import libcst as cst
 
 from modelint.facts import FileFacts
 from modelint.facts.lattice import is_train_site
-from modelint.facts.names import dotted
-from modelint.facts.walk import iter_nodes
+from modelint.facts.names import parameter_owners
 from modelint.summary import RemoteSite
 from modelint.rule import NodeEdit, NodeFix, Report, Rule, evidence, helper_report
 from modelint.textutil import code_of
@@ -132,12 +131,5 @@ def _optimized_models(facts: FileFacts) -> set[str]:
         if not qualified.startswith("torch.optim.") and "optim" not in (site.text or "").lower():
             continue
         for arg in site.node.args:
-            for node in iter_nodes(arg.value):
-                if type(node) is cst.Call and isinstance(node.func, cst.Attribute) \
-                        and node.func.attr.value in ("parameters", "named_parameters"):
-                    receiver = dotted(node.func.value)
-                    if receiver:
-                        # `model.encoder.parameters()` trains `model` too (and `model.encoder`).
-                        parts = receiver.split(".")
-                        found.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
+            found |= parameter_owners(arg.value)  # `model.encoder.parameters()` trains `model` too
     return found

@@ -5,9 +5,8 @@ from typing import Iterator
 import libcst as cst
 
 from modelint.facts import FileFacts
-from modelint.facts.modules import Dependence
-from modelint.facts.names import dotted
 from modelint.facts.containers import plain_containers
+from modelint.facts.modules import Dependence
 from modelint.rule import NodeEdit, NodeFix, Report, Rule
 
 

@@ -162,11 +162,7 @@ class FileFacts:
     def uses_input_gradients(self, function: FunctionInfo | None) -> bool:
         if function is None:
             return self.collector.module_uses_input_gradients
-        while function is not None:
-            if function.uses_input_gradients:
-                return True
-            function = function.outer
-        return False
+        return function.takes_input_gradients
 
     def is_evaluation_function(self, function: FunctionInfo | None) -> bool:
         while function is not None:

@@ -16,8 +16,7 @@ from functools import cached_property
 
 import libcst as cst
 
-from modelint.facts.names import dotted
-from modelint.facts.walk import iter_nodes
+from modelint.facts.names import dotted, key_prefixes, parameter_owners
 
 from modelint.facts import torch_api as api
 from modelint.facts.collector import FunctionInfo
@@ -113,10 +112,25 @@ class CallGraph:
         return {name for name, named in self._handed_on.get(function, {}).items() if named}
 
     @cached_property
-    def local_calls(self) -> set:
+    def _local_callees(self) -> dict:
+        """Each call of one of this file's top-level functions or methods -> that function."""
+        out = {}
+        for site in self.collector.calls:
+            name = self.local_callee(site.node, site.site.function)
+            callee = self.local_functions.get(name) if name else None
+            if callee is not None:
+                out[site.node] = callee
+        return out
+
+    @property
+    def local_calls(self):
         """Calls of this file's functions (whose summaries may say what they do with their arguments)."""
-        return {site.node for site in self.collector.calls
-                if self.local_callee(site.node, site.site.function) in self.local_functions}
+        return self._local_callees.keys()
+
+    @cached_property
+    def called_here(self) -> set[FunctionInfo]:
+        """This file's functions that this file calls."""
+        return set(self._local_callees.values())
 
     def steps_optimizer(self, function: FunctionInfo | None) -> bool:
         return function in self._optimizer_steps
@@ -134,19 +148,14 @@ class CallGraph:
             if not (site.qualified or "").startswith("torch.optim.") or "lr_scheduler" in (site.qualified or ""):
                 continue
             params = next((a.value for a in site.node.args if a.keyword is None or a.keyword.value == "params"), None)
-            receivers = {dotted(node.func.value) for node in iter_nodes(params) if type(node) is cst.Call
-                         and isinstance(node.func, cst.Attribute)
-                         and node.func.attr.value in ("parameters", "named_parameters")} if params is not None else set()
+            owners = parameter_owners(params) if params is not None else set()
             if isinstance(params, (cst.List, cst.Tuple)):  # `[self.log_temperature]`: tensors named one by one
-                receivers.update(dotted(e.value) for e in params.elements if not isinstance(e, cst.StarredElement))
-            receivers.discard(None)
-            if not receivers:
+                named = (dotted(e.value) for e in params.elements if not isinstance(e, cst.StarredElement))
+                owners.update(prefix for key in named if key for prefix in key_prefixes(key))
+            if not owners:
                 unknown.add(site.site.function)  # a list built above, a generator: it may hold anything
                 continue
-            found = out.setdefault(site.site.function, set())
-            for receiver in receivers:
-                parts = receiver.split(".")
-                found.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
+            out.setdefault(site.site.function, set()).update(owners)
         return {function: found for function, found in out.items() if function not in unknown}
 
     def entry_grad(self, function: FunctionInfo | None, _seen: frozenset = frozenset()) -> GradFact:

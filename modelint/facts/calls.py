@@ -24,7 +24,7 @@ import libcst as cst
 from modelint.facts import torch_api as api
 from modelint.facts.intent import DETACHED, NONE
 from modelint.facts.lattice import ENTRY_MODE, ModeFact, mode_of_call
-from modelint.facts.names import tokens, value_key
+from modelint.facts.names import key_prefixes, tokens, value_key
 from modelint.facts.naming import EVAL_WORDS, TRAIN_WORDS
 from modelint.facts.provenance import Fresh, receiver_key
 from modelint.facts.records import Forward, TrainingStep
@@ -266,8 +266,7 @@ class CallEffects:
             if forward is None or level == DETACHED or forward.grad_free:
                 continue
             key = forward.key
-            parts = key.split(".")
-            if optimized is not None and not optimized & {".".join(parts[:i]) for i in range(1, len(parts) + 1)}:
+            if optimized is not None and not optimized & key_prefixes(key):
                 continue  # the optimizers built here step something else (an explainer's masks, a probe)
             if state.fact(key) == ENTRY_MODE:
                 state.put(key, ModeFact(certain=False).switched("train", call))  # no proof it is a module

@@ -77,6 +77,16 @@ class FunctionInfo:
     def param_set(self) -> frozenset[str]:
         return frozenset(self.params)
 
+    @property
+    def takes_input_gradients(self) -> bool:
+        """It, or a function it is defined in, uses gradients with respect to inputs."""
+        function = self
+        while function is not None:
+            if function.uses_input_gradients:
+                return True
+            function = function.outer
+        return False
+
     @cached_property
     def enclosing_params(self) -> frozenset[str]:
         """Parameters of the functions around a closure: it reads them as free variables."""

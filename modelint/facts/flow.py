@@ -146,7 +146,7 @@ class ModeFlow(CallGraph):
         interpreter = Interpreter(self, flow, set(function.params) | function.enclosing_params
                                   | self._globals_of(function) | self._free_models(function))
         state = State({}, grad)
-        if function.uses_gradients or function in self._called_here:
+        if function.uses_gradients or function in self.called_here:
             # What it does with its parameters' values (back-propagates them, evaluates them), for the
             # calls of it in this file: origins too.
             state.values = {p: frozenset({(("param", p), DIRECT)}) for p in function.params
@@ -178,17 +178,6 @@ class ModeFlow(CallGraph):
             return frozenset()
         return self._global_uses.get(function, frozenset())
 
-    @cached_property
-    def _called_here(self) -> set[FunctionInfo]:
-        """This file's functions that this file calls."""
-        called = set()
-        for site in self.collector.calls:
-            name = self.local_callee(site.node, site.site.function)
-            callee = self.local_functions.get(name) if name else None
-            if callee is not None:
-                called.add(callee)
-        return called
-
     def _free_models(self, function: FunctionInfo) -> frozenset[str]:
         """The names a closure calls or calls methods of (`model(x)`, `model.eval()`) that an enclosing
         function binds: the enclosing function's models, bound by name when the closure is called."""
@@ -197,8 +186,13 @@ class ModeFlow(CallGraph):
         return self._free_uses.get(function, frozenset())
 
     @cached_property
+    def _bound_by_calls(self) -> set[tuple]:
+        """(function, name) for every `name = <call>` in it (None: module level)."""
+        return {(site.function, key) for key, _value, site in self.collector.call_assigns}
+
+    @cached_property
     def _free_uses(self) -> dict[FunctionInfo, frozenset[str]]:
-        bound = {(site.function, key) for key, _value, site in self.collector.call_assigns}
+        bound = self._bound_by_calls
         used: dict[FunctionInfo, set[str]] = {}
         for site in self.collector.calls:
             function = site.site.function
@@ -218,7 +212,7 @@ class ModeFlow(CallGraph):
     @cached_property
     def _global_uses(self) -> dict[FunctionInfo, frozenset[str]]:
         used: dict[FunctionInfo, set[str]] = {}
-        bound = {(site.function, key) for key, _value, site in self.collector.call_assigns}
+        bound = self._bound_by_calls
         for site in self.collector.calls:
             function = site.site.function
             if function is None:

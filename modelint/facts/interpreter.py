@@ -61,7 +61,7 @@ class Interpreter(Bindings, CallEffects):
         return trained, handed, evaluated, hooked
 
     @property
-    def _local_calls(self) -> set:
+    def _local_calls(self):
         return self.flow.local_calls
 
     def run(self, body, state: State) -> State | None:

@@ -30,6 +30,27 @@ def dotted(node: cst.BaseExpression) -> str | None:
     return None
 
 
+def key_prefixes(key: str) -> set[str]:
+    """`model.encoder.head` -> {"model", "model.encoder", "model.encoder.head"}: the key and its parents."""
+    parts = key.split(".")
+    return {".".join(parts[:i]) for i in range(1, len(parts) + 1)}
+
+
+def parameter_owners(expr: cst.BaseExpression) -> set[str]:
+    """Whose parameters `expr` hands over (`model.encoder.parameters()`: the encoder's, so the model's
+    too): the receivers of `.parameters()` / `.named_parameters()` calls in it, with their parents."""
+    from modelint.facts.walk import iter_nodes
+
+    found: set[str] = set()
+    for node in iter_nodes(expr):
+        if type(node) is cst.Call and isinstance(node.func, cst.Attribute) \
+                and node.func.attr.value in ("parameters", "named_parameters"):
+            receiver = dotted(node.func.value)
+            if receiver:
+                found |= key_prefixes(receiver)
+    return found
+
+
 def value_key(node: cst.BaseExpression) -> str | None:
     """Like `dotted`, with subscripts as one abstract element: `self.model["generator"]` and
     `self.model[key]` are both "self.model[]" (a dict or list of models is followed as one)."""

@@ -70,7 +70,7 @@ def summarise(flow, function_flow, globals_: frozenset[str], closures=()) -> Fun
         if forward.key in trained:
             trains_keys.add(forward.key)
         intent = forward.intent
-        if _takes_gradients(forward.function):
+        if forward.function is not None and forward.function.takes_input_gradients:
             intent = "training"  # its outputs' gradients are the point (a Jacobian, saliency): never an evaluation
         use = _forward_use(flow, function, forward, intent)
         if use is not None:
@@ -100,14 +100,6 @@ def summarise(flow, function_flow, globals_: frozenset[str], closures=()) -> Fun
 def _only_evaluated(uses) -> bool:
     """Turned into predictions, metrics, files or prints, and nothing that may keep its graph."""
     return "eval" in uses and not uses & {"train", "graph", "return", "store", "escape", "handed"}
-
-
-def _takes_gradients(function) -> bool:
-    while function is not None:
-        if function.uses_input_gradients:
-            return True
-        function = function.outer
-    return False
 
 
 def _forward_use(flow, function, forward, intent: str) -> ForwardUse | None:
