@@ -203,7 +203,8 @@ def _analyse(module: cst.Module, text: str, path: str, codes: frozenset[str], in
         )
         findings.append(
             Finding(path, rule_class.code, rule_class.name, report.message, rule_class.severity, start, end,
-                    fix=_resolve_fix(report.fix, positions, lines), related=notes + report.related)
+                    fix=_resolve_fix(report.fix, positions, lines), related=notes + report.related,
+                    unless_called=report.unless_called)
         )
     findings.extend(internal)
     findings.sort(key=lambda f: f.sort_key)

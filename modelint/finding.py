@@ -54,6 +54,7 @@ class Finding:
     # Set while the location is still to be looked up: the n-th call of `path` (see runner).
     call: int | None = None
     cell: int | None = None  # notebooks: the code cell (1-based); location is then cell-relative
+    unless_called: str | None = None  # dropped when another file calls this function (see Report)
 
     @property
     def sort_key(self) -> tuple:

@@ -52,6 +52,9 @@ class Report:
     related: tuple[Related, ...] = ()  # places in other files, already positioned
     # A finding about a call in another file: (path, ordinal of the call there).
     elsewhere: tuple[str, int] | None = None
+    # A guess about callers no one can see (a helper's qualname): the runner drops it when another
+    # file of the run calls that function, whose caller is then judged with the helper's summary.
+    unless_called: str | None = None
 
 
 def evidence(sites, message: str, limit: int = 1) -> dict:

@@ -196,6 +196,18 @@ def _canonical(value):
     return value
 
 
+def _drop_guesses_about_callers(results: list[FileResult], index: ProjectIndex) -> None:
+    """A finding that guessed a helper's callers (none could be seen in its file) goes when another
+    file of the run calls that helper: that caller is judged with the helper's summary instead."""
+    if not any(f.unless_called for r in results for f in r.findings):
+        return
+    called = index.called_from_other_files()
+    for result in results:
+        path = os.path.abspath(result.path)
+        result.findings = [f for f in result.findings
+                           if f.unless_called is None or (path, f.unless_called) not in called]
+
+
 def _follow_calls_across_files(results: list[FileResult], work, workers: int,
                                cache_dir: str | None = None, stats: CacheStats | None = None
                                ) -> tuple[list[FileResult], ProjectIndex]:
@@ -360,6 +372,7 @@ def run_paths(paths: list[str], resolver: ConfigResolver, overrides: Overrides, 
 
         run.cache.folder = os.path.join(cache_dir, engine_fingerprint())
     results, run.index = _follow_calls_across_files(results, work, workers, cache_dir, run.cache)
+    _drop_guesses_about_callers(results, run.index)
     _attach_foreign(results)
     _resolve_pending_positions(results)
     run.results.extend(results)

@@ -137,6 +137,16 @@ class ProjectIndex:
             for key in module_keys(summary.path):
                 self.by_module.setdefault(key, []).append(summary)
 
+    def called_from_other_files(self) -> set[tuple[str, str]]:
+        """(absolute path, qualname) of every function another file of the index calls."""
+        called: set[tuple[str, str]] = set()
+        for path, summary in self.files.items():
+            for reference in summary.unresolved:
+                found = self.resolve(reference, summary.path)
+                if found is not None and os.path.abspath(found.path) != path:
+                    called.add((os.path.abspath(found.path), found.qualname))
+        return called
+
     def resolve_class(self, reference: str, from_path: str) -> int | None:
         """Mode-dependence of a project class imported as `reference`, if the index has it."""
         module, _, name = reference.rpartition(".")

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from typing import Iterator
 
 import libcst as cst
@@ -7,8 +8,9 @@ import libcst as cst
 from modelint.facts import FileFacts
 from modelint.facts.evaluation import (effective_grad, effective_mode, evaluation_context, is_module,
                                        returned_to_callers)
-from modelint.facts.lattice import is_train_site
+from modelint.facts.lattice import ENTRY_MODE, is_train_site
 from modelint.facts.naming import names_evaluation_data
+from modelint.facts.summaries import qualname
 from modelint.facts.walk import iter_nodes
 from modelint.rule import NodeEdit, NodeFix, Report, Rule, evidence, helper_report, wrapped_forward_notes
 
@@ -76,9 +78,42 @@ class MissingEvalMode(Rule):
                 continue
             trains_here = facts.flow.function_trains(function)
             for forward in flow.all_forwards():
-                report = self._judge(facts, forward, trains_here) or self._idle_restore(facts, flow, forward)
+                report = (self._judge(facts, forward, trains_here) or self._idle_restore(facts, flow, forward)
+                          or self._unseen_callers(facts, forward, trains_here))
                 if report is not None:
                     yield report
+
+    def _unseen_callers(self, facts: FileFacts, forward, trains_here: bool) -> Report | None:
+        """A helper that evaluates a model its caller passes, batch after batch, sets no mode at all, and
+        has no caller in sight: it runs in whatever mode its caller left, and the fix commits of real
+        projects put `model.eval()` in such helpers. Each batch drawn from data and fed to the parameter
+        is what shows it is a model (a callback or a transform gets another forward's output). When
+        another file of the run calls the helper, the runner drops this guess: that caller is judged."""
+        function = forward.function
+        mode = forward.mode
+        if function is None or forward.via is not None or trains_here or mode != ENTRY_MODE:
+            return None
+        head = forward.key.split(".")[0]
+        if head not in function.param_set or head in ("self", "cls") or facts.flow.has_callers(function) \
+                or _optional_or_callable(facts, function, head):
+            return None
+        grad = effective_grad(facts, forward)
+        context = evaluation_context(facts, forward, grad)
+        if context is None or context.startswith("in "):
+            return None
+        if not _over_batches(facts, forward) or _minds_modes(function):
+            return None
+        key = forward.key
+        site = facts.call_sites.get(forward.call)
+        return Report(
+            forward.call,
+            f"`{key}` is evaluated {context} in `{function.name}()`, which never sets its mode, and no caller of "
+            f"`{function.name}()` can be seen: it runs in whatever mode the caller left, training mode after a "
+            f"training step: {_CONSEQUENCE}; call `{key}.eval()` before evaluating",
+            stmt=site.site.stmt if site else None,
+            fix=_insert_eval(facts, forward, site, False) if site else None,
+            unless_called=qualname(function),
+        )
 
     def _idle_restore(self, facts: FileFacts, flow, forward) -> Report | None:
         """`was_training = m.training`, an evaluation of `m`, `m.train(was_training)`, and no `m.eval()`
@@ -181,6 +216,87 @@ def _repeated_sample(facts: FileFacts, forward) -> bool:
              and any(inner is forward.call for inner in iter_nodes(node))]
     loops += [g for g in site.site.guards if isinstance(g, (cst.For, cst.While))]
     return any(not (inputs & _bound_in(loop)) for loop in loops)
+
+
+def _optional_or_callable(facts: FileFacts, function, name: str) -> bool:
+    """A parameter that defaults to None (an optional hook: `callback=None`), or is annotated as a
+    callable or a class known not to be a module (a `Protocol`): not the model a helper evaluates."""
+    params = function.node.params
+    for param in (*params.posonly_params, *params.params, *params.kwonly_params):
+        if param.name.value != name:
+            continue
+        if isinstance(param.default, cst.Name) and param.default.value == "None":
+            return True
+        if param.annotation is None:
+            return False
+        annotation = param.annotation.annotation
+        return any(isinstance(n, cst.Name) and n.value == "Callable" for n in iter_nodes(annotation)) \
+            or facts.receivers.of_annotation(annotation).module is False
+    return False
+
+
+def _minds_modes(function) -> bool:
+    """Does the function deal with modes itself: a `.eval`/`.train` of anything (called or, by mistake,
+    not: MDL005 reports that), or a docstring stating who sets the mode (`the caller calls model.eval()`)?"""
+    for node in iter_nodes(function.node.body):
+        if isinstance(node, cst.Attribute) and node.attr.value in ("eval", "train"):
+            return True
+    docstring = function.node.get_docstring() or ""
+    return _MODE_CONTRACT.search(docstring) is not None
+
+
+_MODE_CONTRACT = re.compile(r"\beval\(\)|\beval[- ]mode|\bevaluation mode|\binference mode", re.IGNORECASE)
+
+
+def _over_batches(facts: FileFacts, forward) -> bool:
+    """Is the forward run on each batch a loop draws from a dataset (`for x, y in loader`: inputs
+    with their labels or indices), on the inputs themselves or those moved and cast (`x = x.to(device)`),
+    not on another forward's output?"""
+    site = facts.call_sites.get(forward.call)
+    if site is None:
+        return False
+    inputs = {node.value for arg in forward.call.args for node in iter_nodes(arg.value) if type(node) is cst.Name}
+    return any(inputs & _batch_names(facts, loop) for loop in site.site.guards
+               if isinstance(loop, cst.For) and _destructured_batch(loop) is not None)
+
+
+def _destructured_batch(loop: cst.For) -> cst.BaseExpression | None:
+    """The loop's target when each item is taken apart (`x, y`; `i, (x, y)` over `enumerate`), else None."""
+    target = loop.target
+    iterable = loop.iter
+    if isinstance(iterable, cst.Call) and isinstance(iterable.func, cst.Name) and iterable.func.value == "enumerate" \
+            and isinstance(target, (cst.Tuple, cst.List)) and len(target.elements) == 2:
+        target = target.elements[1].value  # the index is no data
+    if isinstance(target, (cst.Tuple, cst.List)) and len(target.elements) >= 2:
+        return target
+    return None
+
+
+def _batch_names(facts: FileFacts, loop: cst.For) -> set[str]:
+    """The loop's targets, and names the body assigns from them by preparing data only: method calls on
+    them (`.to()`, `.cuda()`) and library functions (`Variable(x)`, `torch.stack(xs)`)."""
+    batch = {n.value for n in iter_nodes(_destructured_batch(loop) or loop.target) if type(n) is cst.Name}
+    for node in iter_nodes(loop.body):
+        if not isinstance(node, cst.Assign):
+            continue
+        names = {n.value for n in iter_nodes(node.value) if type(n) is cst.Name}
+        if not names & batch:
+            continue
+        if all(_prepares(facts, call, batch) for call in iter_nodes(node.value) if isinstance(call, cst.Call)):
+            for target in node.targets:
+                batch.update(n.value for n in iter_nodes(target.target) if type(n) is cst.Name)
+    return batch
+
+
+def _prepares(facts: FileFacts, call: cst.Call, batch: set[str]) -> bool:
+    func = call.func
+    if isinstance(func, cst.Attribute):
+        base = func.value
+        while isinstance(base, (cst.Attribute, cst.Call, cst.Subscript)):
+            base = base.func if isinstance(base, cst.Call) else base.value
+        if isinstance(base, cst.Name) and base.value in batch:
+            return True
+    return facts.imports.qualify(func) is not None  # a library function, not a callable of the project
 
 
 def _bound_in(loop: cst.CSTNode) -> set[str]:

@@ -99,3 +99,14 @@ def test_cross_file_mdl003_note_points_at_helper() -> None:
     [note] = finding.related
     assert note.path.endswith("helpers.py")
     assert "model.eval()" in helpers[note.location.row - 1]
+
+
+def test_helper_guess_dropped_when_another_file_calls_it() -> None:
+    """Alone, `top1()` has no caller in sight and is reported; with the package, run.py calls it after
+    `model.eval()`, and that caller decides."""
+    metrics = FIXTURES / "cross_file" / "scoring_pkg" / "metrics.py"
+    alone = run_paths([str(metrics)], ConfigResolver(), Overrides(), jobs=1)
+    assert [(f.code, f.location.row) for f in alone.findings] == [("MDL001", 10)]
+    assert alone.findings[0].unless_called == "top1"
+    whole = run_paths([str(metrics.parent)], ConfigResolver(), Overrides(), jobs=1)
+    assert not [f for f in whole.findings if f.path.endswith("metrics.py")]
