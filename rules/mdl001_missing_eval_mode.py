@@ -9,6 +9,7 @@ from modelint.facts import FileFacts
 from modelint.facts.evaluation import (effective_grad, effective_mode, evaluation_context, is_module,
                                        returned_to_callers)
 from modelint.facts.lattice import ENTRY_MODE, is_train_site
+from modelint.facts.modules import Dependence
 from modelint.facts.naming import names_evaluation_data
 from modelint.facts.summaries import qualname
 from modelint.facts.walk import iter_nodes
@@ -79,7 +80,8 @@ class MissingEvalMode(Rule):
             trains_here = facts.flow.function_trains(function)
             for forward in flow.all_forwards():
                 report = (self._judge(facts, forward, trains_here) or self._idle_restore(facts, flow, forward)
-                          or self._unseen_callers(facts, forward, trains_here))
+                          or self._unseen_callers(facts, forward, trains_here)
+                          or self._own_evaluation(facts, forward))
                 if report is not None:
                     yield report
 
@@ -114,6 +116,35 @@ class MissingEvalMode(Rule):
             fix=_insert_eval(facts, forward, site, False) if site else None,
             unless_called=qualname(function),
         )
+
+    def _own_evaluation(self, facts: FileFacts, forward) -> Report | None:
+        """A module's own public inference method (`predict`, `embed`) that evaluates `self` when no method
+        of its class ever calls `self.eval()`: a module is built in training mode, and nothing between
+        its construction or its training and this call switches it."""
+        function = forward.function
+        if function is None or function.cls is None or forward.key != "self" or forward.mode != ENTRY_MODE:
+            return None
+        if function.name.startswith("_") or function.name in ("forward", "__call__") \
+                or not facts.is_module_class(function.cls) or facts.flow.has_callers(function) \
+                or _minds_modes(function) or _class_sets_own_mode(facts, function.cls):
+            return None
+        if facts.modules.class_dependence(function.cls) is not Dependence.DEPENDENT or _repeated_sample(facts, forward):
+            return None  # a Dropout or BatchNorm of its own, and no Monte Carlo sampling (the same input again)
+        grad = effective_grad(facts, forward)
+        context = evaluation_context(facts, forward, grad)
+        if context is None or not context.startswith("for predictions") or forward.grad_free:
+            # A method its author put under no_grad (`@torch.no_grad() def generate`) was written for
+            # inference, and libraries leave the mode to the caller there (`from_pretrained` gives eval).
+            return None
+        cls = function.cls.name
+        message = (f"`self` is evaluated {context} in `{cls}.{function.name}()`, and no method of `{cls}` calls "
+                   f"`self.eval()`: a `{cls}` runs here in training mode after it is built or trained: "
+                   f"{_CONSEQUENCE}; call `self.eval()` at the start of `{function.name}()`")
+        if forward.via is None:
+            site = facts.call_sites.get(forward.call)
+            return Report(forward.call, message, stmt=site.site.stmt if site else None)
+        return helper_report(facts, forward, message, f"`{function.name}()` reaches the forward pass here",
+                             {"notes": (), "related": ()})
 
     def _idle_restore(self, facts: FileFacts, flow, forward) -> Report | None:
         """`was_training = m.training`, an evaluation of `m`, `m.train(was_training)`, and no `m.eval()`
@@ -218,6 +249,16 @@ def _repeated_sample(facts: FileFacts, forward) -> bool:
     return any(not (inputs & _bound_in(loop)) for loop in loops)
 
 
+def _class_sets_own_mode(facts: FileFacts, cls) -> bool:
+    """Does a method of the class switch the object's own mode (`self.eval()`, `self.train(False)`)?"""
+    for site in facts.collector.calls:
+        func = site.node.func
+        if site.site.cls is cls and isinstance(func, cst.Attribute) and func.attr.value in ("eval", "train") \
+                and isinstance(func.value, cst.Name) and func.value.value == "self":
+            return True
+    return False
+
+
 def _optional_or_callable(facts: FileFacts, function, name: str) -> bool:
     """A parameter that defaults to None (an optional hook: `callback=None`), or is annotated as a
     callable or a class known not to be a module (a `Protocol`): not the model a helper evaluates."""
@@ -241,6 +282,9 @@ def _minds_modes(function) -> bool:
     for node in iter_nodes(function.node.body):
         if isinstance(node, cst.Attribute) and node.attr.value in ("eval", "train"):
             return True
+        if isinstance(node, cst.Assign) and any(
+                isinstance(t.target, cst.Attribute) and t.target.attr.value == "training" for t in node.targets):
+            return True  # `self.training = False`: MDL010's
     docstring = function.node.get_docstring() or ""
     return _MODE_CONTRACT.search(docstring) is not None
 
