@@ -305,7 +305,8 @@ def _over_batches(facts: FileFacts, forward) -> bool:
 
 
 def _destructured_batch(loop: cst.For) -> cst.BaseExpression | None:
-    """The loop's target when each item is taken apart (`x, y`; `i, (x, y)` over `enumerate`), else None."""
+    """The loop's target when each item is taken apart into inputs and labels (`x, y`; `i, (x, y)` over
+    `enumerate`; `b[0]` and `b[1]`, `batch["image"]` and `batch["mask"]` in the body), else None."""
     target = loop.target
     iterable = loop.iter
     if isinstance(iterable, cst.Call) and isinstance(iterable.func, cst.Name) and iterable.func.value == "enumerate" \
@@ -313,6 +314,14 @@ def _destructured_batch(loop: cst.For) -> cst.BaseExpression | None:
         target = target.elements[1].value  # the index is no data
     if isinstance(target, (cst.Tuple, cst.List)) and len(target.elements) >= 2:
         return target
+    if isinstance(target, cst.Name):
+        parts = {cst.Module(body=[]).code_for_node(node.slice[0]) for node in iter_nodes(loop.body)
+                 if isinstance(node, cst.Subscript) and isinstance(node.value, cst.Name)
+                 and node.value.value == target.value and len(node.slice) == 1
+                 and isinstance(node.slice[0].slice, cst.Index)
+                 and isinstance(node.slice[0].slice.value, (cst.Integer, cst.SimpleString))}
+        if len(parts) >= 2:
+            return target
     return None
 
 
