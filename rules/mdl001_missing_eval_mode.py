@@ -342,14 +342,15 @@ def _batch_names(facts: FileFacts, loop: cst.For) -> set[str]:
 
 
 def _prepares(facts: FileFacts, call: cst.Call, batch: set[str]) -> bool:
-    func = call.func
-    if isinstance(func, cst.Attribute):
-        base = func.value
-        while isinstance(base, (cst.Attribute, cst.Call, cst.Subscript)):
-            base = base.func if isinstance(base, cst.Call) else base.value
-        if isinstance(base, cst.Name) and base.value in batch:
-            return True
-    return facts.imports.qualify(func) is not None  # a library function, not a callable of the project
+    """A call that only prepares data: a method of the batch (`x.cuda()`), or a chain that starts at a
+    library (`torch.from_numpy(b[0]).unsqueeze(0)`, `Variable(x)`), not a callable of the project."""
+    root = call.func
+    while isinstance(root, (cst.Attribute, cst.Call, cst.Subscript)):
+        root = root.func if isinstance(root, cst.Call) else root.value
+    if not isinstance(root, cst.Name):
+        return False
+    return root.value in batch or (root.value in facts.imports.bindings and root is not call.func) \
+        or facts.imports.qualify(call.func) is not None
 
 
 def _bound_in(loop: cst.CSTNode) -> set[str]:
