@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import re
 from typing import Iterator
 
 import libcst as cst
@@ -8,7 +7,9 @@ import libcst as cst
 from modelint.facts import FileFacts
 from modelint.facts.evaluation import (effective_grad, effective_mode, evaluation_context, is_module,
                                        returned_to_callers)
+from modelint.facts.batches import over_batches
 from modelint.facts.lattice import ENTRY_MODE, is_train_site
+from modelint.facts.mode_handling import class_sets_own_mode, minds_modes, optional_or_callable
 from modelint.facts.modules import Dependence
 from modelint.facts.naming import names_evaluation_data
 from modelint.facts.summaries import qualname
@@ -29,6 +30,18 @@ class MissingEvalMode(Rule):
     trainer's methods see what its other methods leave. A generator's fakes for the
     discriminator, a teacher's targets and other outputs that feed a training loss
     are not evaluations.
+
+    Two cases are reported without seeing the training that precedes them, because
+    the code leaves nobody else to set the mode:
+    - a helper that runs a model it is given over each batch of a dataset (`for x, y
+      in loader`, or `b[0]`/`b[1]` of each item) for predictions or metrics, sets no
+      mode at all, says nothing of it in its docstring, and has no caller in the
+      checked files (when another checked file calls it, that caller is judged
+      instead and this finding is dropped);
+    - a module's own public method (`predict()`) that turns `self(...)` into
+      predictions with autograd on, in a class with Dropout or BatchNorm of its own
+      whose methods never call `self.eval()`: a module is built in training mode and
+      stays there after training.
 
     ## Why is this bad?
     In training mode Dropout zeroes random activations and BatchNorm normalises with
@@ -97,13 +110,13 @@ class MissingEvalMode(Rule):
             return None
         head = forward.key.split(".")[0]
         if head not in function.param_set or head in ("self", "cls") or facts.flow.has_callers(function) \
-                or _optional_or_callable(facts, function, head):
+                or optional_or_callable(facts, function, head):
             return None
         grad = effective_grad(facts, forward)
         context = evaluation_context(facts, forward, grad)
         if context is None or context.startswith("in "):
             return None
-        if not _over_batches(facts, forward) or _minds_modes(function):
+        if not over_batches(facts, forward) or minds_modes(function):
             return None
         key = forward.key
         site = facts.call_sites.get(forward.call)
@@ -126,7 +139,7 @@ class MissingEvalMode(Rule):
             return None
         if function.name.startswith("_") or function.name in ("forward", "__call__") \
                 or not facts.is_module_class(function.cls) or facts.flow.has_callers(function) \
-                or _minds_modes(function) or _class_sets_own_mode(facts, function.cls):
+                or minds_modes(function) or class_sets_own_mode(facts, function.cls):
             return None
         if facts.modules.class_dependence(function.cls) is not Dependence.DEPENDENT or _repeated_sample(facts, forward):
             return None  # a Dropout or BatchNorm of its own, and no Monte Carlo sampling (the same input again)
@@ -247,110 +260,6 @@ def _repeated_sample(facts: FileFacts, forward) -> bool:
              and any(inner is forward.call for inner in iter_nodes(node))]
     loops += [g for g in site.site.guards if isinstance(g, (cst.For, cst.While))]
     return any(not (inputs & _bound_in(loop)) for loop in loops)
-
-
-def _class_sets_own_mode(facts: FileFacts, cls) -> bool:
-    """Does a method of the class switch the object's own mode (`self.eval()`, `self.train(False)`)?"""
-    for site in facts.collector.calls:
-        func = site.node.func
-        if site.site.cls is cls and isinstance(func, cst.Attribute) and func.attr.value in ("eval", "train") \
-                and isinstance(func.value, cst.Name) and func.value.value == "self":
-            return True
-    return False
-
-
-def _optional_or_callable(facts: FileFacts, function, name: str) -> bool:
-    """A parameter that defaults to None (an optional hook: `callback=None`), or is annotated as a
-    callable or a class known not to be a module (a `Protocol`): not the model a helper evaluates."""
-    params = function.node.params
-    for param in (*params.posonly_params, *params.params, *params.kwonly_params):
-        if param.name.value != name:
-            continue
-        if isinstance(param.default, cst.Name) and param.default.value == "None":
-            return True
-        if param.annotation is None:
-            return False
-        annotation = param.annotation.annotation
-        return any(isinstance(n, cst.Name) and n.value == "Callable" for n in iter_nodes(annotation)) \
-            or facts.receivers.of_annotation(annotation).module is False
-    return False
-
-
-def _minds_modes(function) -> bool:
-    """Does the function deal with modes itself: a `.eval`/`.train` of anything (called or, by mistake,
-    not: MDL005 reports that), or a docstring stating who sets the mode (`the caller calls model.eval()`)?"""
-    for node in iter_nodes(function.node.body):
-        if isinstance(node, cst.Attribute) and node.attr.value in ("eval", "train"):
-            return True
-        if isinstance(node, cst.Assign) and any(
-                isinstance(t.target, cst.Attribute) and t.target.attr.value == "training" for t in node.targets):
-            return True  # `self.training = False`: MDL010's
-    docstring = function.node.get_docstring() or ""
-    return _MODE_CONTRACT.search(docstring) is not None
-
-
-_MODE_CONTRACT = re.compile(r"\beval\(\)|\beval[- ]mode|\bevaluation mode|\binference mode", re.IGNORECASE)
-
-
-def _over_batches(facts: FileFacts, forward) -> bool:
-    """Is the forward run on each batch a loop draws from a dataset (`for x, y in loader`: inputs
-    with their labels or indices), on the inputs themselves or those moved and cast (`x = x.to(device)`),
-    not on another forward's output?"""
-    site = facts.call_sites.get(forward.call)
-    if site is None:
-        return False
-    inputs = {node.value for arg in forward.call.args for node in iter_nodes(arg.value) if type(node) is cst.Name}
-    return any(inputs & _batch_names(facts, loop) for loop in site.site.guards
-               if isinstance(loop, cst.For) and _destructured_batch(loop) is not None)
-
-
-def _destructured_batch(loop: cst.For) -> cst.BaseExpression | None:
-    """The loop's target when each item is taken apart into inputs and labels (`x, y`; `i, (x, y)` over
-    `enumerate`; `b[0]` and `b[1]`, `batch["image"]` and `batch["mask"]` in the body), else None."""
-    target = loop.target
-    iterable = loop.iter
-    if isinstance(iterable, cst.Call) and isinstance(iterable.func, cst.Name) and iterable.func.value == "enumerate" \
-            and isinstance(target, (cst.Tuple, cst.List)) and len(target.elements) == 2:
-        target = target.elements[1].value  # the index is no data
-    if isinstance(target, (cst.Tuple, cst.List)) and len(target.elements) >= 2:
-        return target
-    if isinstance(target, cst.Name):
-        parts = {cst.Module(body=[]).code_for_node(node.slice[0]) for node in iter_nodes(loop.body)
-                 if isinstance(node, cst.Subscript) and isinstance(node.value, cst.Name)
-                 and node.value.value == target.value and len(node.slice) == 1
-                 and isinstance(node.slice[0].slice, cst.Index)
-                 and isinstance(node.slice[0].slice.value, (cst.Integer, cst.SimpleString))}
-        if len(parts) >= 2:
-            return target
-    return None
-
-
-def _batch_names(facts: FileFacts, loop: cst.For) -> set[str]:
-    """The loop's targets, and names the body assigns from them by preparing data only: method calls on
-    them (`.to()`, `.cuda()`) and library functions (`Variable(x)`, `torch.stack(xs)`)."""
-    batch = {n.value for n in iter_nodes(_destructured_batch(loop) or loop.target) if type(n) is cst.Name}
-    for node in iter_nodes(loop.body):
-        if not isinstance(node, cst.Assign):
-            continue
-        names = {n.value for n in iter_nodes(node.value) if type(n) is cst.Name}
-        if not names & batch:
-            continue
-        if all(_prepares(facts, call, batch) for call in iter_nodes(node.value) if isinstance(call, cst.Call)):
-            for target in node.targets:
-                batch.update(n.value for n in iter_nodes(target.target) if type(n) is cst.Name)
-    return batch
-
-
-def _prepares(facts: FileFacts, call: cst.Call, batch: set[str]) -> bool:
-    """A call that only prepares data: a method of the batch (`x.cuda()`), or a chain that starts at a
-    library (`torch.from_numpy(b[0]).unsqueeze(0)`, `Variable(x)`), not a callable of the project."""
-    root = call.func
-    while isinstance(root, (cst.Attribute, cst.Call, cst.Subscript)):
-        root = root.func if isinstance(root, cst.Call) else root.value
-    if not isinstance(root, cst.Name):
-        return False
-    return root.value in batch or (root.value in facts.imports.bindings and root is not call.func) \
-        or facts.imports.qualify(call.func) is not None
 
 
 def _bound_in(loop: cst.CSTNode) -> set[str]:

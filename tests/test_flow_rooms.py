@@ -332,3 +332,64 @@ def test_helpers_that_only_evaluate_what_they_are_given() -> None:
     assert "keep" not in summaries or summaries["keep"].evaluates == []
     intents = [f.intent for f in forwards(facts).values()]
     assert intents == ["evaluation", "evaluation"]  # a saved grid, a printed accuracy
+
+
+# -- batches.py, mode_handling.py ----------------------------------------------------------------
+
+def test_forward_over_destructured_batches() -> None:
+    from modelint.facts.batches import over_batches
+
+    facts = facts_of("""
+        import torch
+
+        def score(model, loader, hook, frames):
+            for x, y in loader:
+                x = torch.as_tensor(x).to("cpu")
+                out = model(x)
+                hook(out)
+            for i, item in enumerate(loader):
+                model(item[0]), item[1]
+            for i, t in enumerate(frames):
+                hook(t)
+            for batch in loader:
+                model(batch)
+    """)
+    found = {line: over_batches(facts, f) for line, f in forwards(facts).items()}
+    assert found.get(7) is True  # `x, y`, x prepared by library calls
+    assert found.get(8) is not True  # another forward's output
+    assert found.get(10) is True  # item[0] and item[1]: taken apart by index
+    assert found.get(12) is not True  # an enumerate index and one value
+    assert found.get(14) is not True  # a batch never taken apart
+
+
+def test_functions_and_classes_that_handle_modes() -> None:
+    from modelint.facts.mode_handling import class_sets_own_mode, minds_modes, optional_or_callable
+
+    facts = facts_of('''
+        from typing import Callable, Optional
+        import torch.nn as nn
+
+        def a(model, loader):
+            """Accuracy; the caller puts `model` in eval mode."""
+
+        def b(model, loader):
+            model.eval
+
+        def c(model, callback=None, fn: Optional[Callable] = None, net=None):
+            pass
+
+        class Head(nn.Module):
+            def fit(self):
+                self.train()
+
+        class Other(nn.Module):
+            def predict(self, x):
+                return self(x)
+    ''')
+    functions = {f.name: f for f in facts.collector.functions}
+    assert minds_modes(functions["a"]) and minds_modes(functions["b"]) and not minds_modes(functions["c"])
+    assert optional_or_callable(facts, functions["c"], "callback")
+    assert optional_or_callable(facts, functions["c"], "fn")
+    assert not optional_or_callable(facts, functions["c"], "model")
+    assert class_sets_own_mode(facts, functions["fit"].cls)
+    assert not class_sets_own_mode(facts, functions["predict"].cls)

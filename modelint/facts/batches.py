@@ -1,0 +1,75 @@
+"""Is a forward run on the batches of a dataset?
+
+A helper that feeds a parameter each batch a loop draws from data, taken apart into
+inputs and labels (`for x, y in loader`, `b[0]` and `b[1]` of each item), is running
+a model over a dataset: a callback or a transform gets one value, or another
+forward's output. Data flows from the loop's target to the call through statements
+that only prepare it (moved, cast, wrapped by a library function).
+"""
+
+from __future__ import annotations
+
+import libcst as cst
+
+from modelint.facts.walk import iter_nodes
+
+
+def over_batches(facts, forward) -> bool:
+    """Is the forward run on each batch a loop draws from a dataset (`for x, y in loader`: inputs
+    with their labels or indices), on the inputs themselves or those moved and cast (`x = x.to(device)`),
+    not on another forward's output?"""
+    site = facts.call_sites.get(forward.call)
+    if site is None:
+        return False
+    inputs = {node.value for arg in forward.call.args for node in iter_nodes(arg.value) if type(node) is cst.Name}
+    return any(inputs & batch_names(facts, loop) for loop in site.site.guards
+               if isinstance(loop, cst.For) and destructured_batch(loop) is not None)
+
+
+def destructured_batch(loop: cst.For) -> cst.BaseExpression | None:
+    """The loop's target when each item is taken apart into inputs and labels (`x, y`; `i, (x, y)` over
+    `enumerate`; `b[0]` and `b[1]`, `batch["image"]` and `batch["mask"]` in the body), else None."""
+    target = loop.target
+    iterable = loop.iter
+    if isinstance(iterable, cst.Call) and isinstance(iterable.func, cst.Name) and iterable.func.value == "enumerate" \
+            and isinstance(target, (cst.Tuple, cst.List)) and len(target.elements) == 2:
+        target = target.elements[1].value  # the index is no data
+    if isinstance(target, (cst.Tuple, cst.List)) and len(target.elements) >= 2:
+        return target
+    if isinstance(target, cst.Name):
+        parts = {cst.Module(body=[]).code_for_node(node.slice[0]) for node in iter_nodes(loop.body)
+                 if isinstance(node, cst.Subscript) and isinstance(node.value, cst.Name)
+                 and node.value.value == target.value and len(node.slice) == 1
+                 and isinstance(node.slice[0].slice, cst.Index)
+                 and isinstance(node.slice[0].slice.value, (cst.Integer, cst.SimpleString))}
+        if len(parts) >= 2:
+            return target
+    return None
+
+
+def batch_names(facts, loop: cst.For) -> set[str]:
+    """The loop's targets, and names the body assigns from them by preparing data only: method calls on
+    them (`.to()`, `.cuda()`) and library functions (`Variable(x)`, `torch.stack(xs)`)."""
+    batch = {n.value for n in iter_nodes(destructured_batch(loop) or loop.target) if type(n) is cst.Name}
+    for node in iter_nodes(loop.body):
+        if not isinstance(node, cst.Assign):
+            continue
+        names = {n.value for n in iter_nodes(node.value) if type(n) is cst.Name}
+        if not names & batch:
+            continue
+        if all(prepares(facts, call, batch) for call in iter_nodes(node.value) if isinstance(call, cst.Call)):
+            for target in node.targets:
+                batch.update(n.value for n in iter_nodes(target.target) if type(n) is cst.Name)
+    return batch
+
+
+def prepares(facts, call: cst.Call, batch: set[str]) -> bool:
+    """A call that only prepares data: a method of the batch (`x.cuda()`), or a chain that starts at a
+    library (`torch.from_numpy(b[0]).unsqueeze(0)`, `Variable(x)`), not a callable of the project."""
+    root = call.func
+    while isinstance(root, (cst.Attribute, cst.Call, cst.Subscript)):
+        root = root.func if isinstance(root, cst.Call) else root.value
+    if not isinstance(root, cst.Name):
+        return False
+    return root.value in batch or (root.value in facts.imports.bindings and root is not call.func) \
+        or facts.imports.qualify(call.func) is not None

@@ -1,0 +1,60 @@
+"""Does a function or a class take care of modes itself?
+
+Two MDL001 findings are reported without seeing the training before them, and only
+where the code leaves nobody else to set the mode. These are the facts that show
+someone does: a `.eval`/`.train` of anything in the function (called or not), a
+`self.training` flag set, a docstring stating who switches the mode, a class whose
+methods switch their own object, and parameters that cannot be the model a helper
+exists to evaluate (an optional hook, a callable, a class known not to be a module).
+"""
+
+from __future__ import annotations
+
+import re
+
+import libcst as cst
+
+from modelint.facts.walk import iter_nodes
+
+
+def class_sets_own_mode(facts, cls) -> bool:
+    """Does a method of the class switch the object's own mode (`self.eval()`, `self.train(False)`)?"""
+    for site in facts.collector.calls:
+        func = site.node.func
+        if site.site.cls is cls and isinstance(func, cst.Attribute) and func.attr.value in ("eval", "train") \
+                and isinstance(func.value, cst.Name) and func.value.value == "self":
+            return True
+    return False
+
+
+def optional_or_callable(facts, function, name: str) -> bool:
+    """A parameter that defaults to None (an optional hook: `callback=None`), or is annotated as a
+    callable or a class known not to be a module (a `Protocol`): not the model a helper evaluates."""
+    params = function.node.params
+    for param in (*params.posonly_params, *params.params, *params.kwonly_params):
+        if param.name.value != name:
+            continue
+        if isinstance(param.default, cst.Name) and param.default.value == "None":
+            return True
+        if param.annotation is None:
+            return False
+        annotation = param.annotation.annotation
+        return any(isinstance(n, cst.Name) and n.value == "Callable" for n in iter_nodes(annotation)) \
+            or facts.receivers.of_annotation(annotation).module is False
+    return False
+
+
+def minds_modes(function) -> bool:
+    """Does the function deal with modes itself: a `.eval`/`.train` of anything (called or, by mistake,
+    not: MDL005 reports that), or a docstring stating who sets the mode (`the caller calls model.eval()`)?"""
+    for node in iter_nodes(function.node.body):
+        if isinstance(node, cst.Attribute) and node.attr.value in ("eval", "train"):
+            return True
+        if isinstance(node, cst.Assign) and any(
+                isinstance(t.target, cst.Attribute) and t.target.attr.value == "training" for t in node.targets):
+            return True  # `self.training = False`: MDL010's
+    docstring = function.node.get_docstring() or ""
+    return _MODE_CONTRACT.search(docstring) is not None
+
+
+_MODE_CONTRACT = re.compile(r"\beval\(\)|\beval[- ]mode|\bevaluation mode|\binference mode", re.IGNORECASE)
