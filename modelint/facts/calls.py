@@ -304,10 +304,12 @@ class CallEffects:
                     self.forward(call, key, state, via=use, callee=summary)
             else:
                 self.forward(call, key, state, via=use, callee=summary, helper=True)
+        trained: list[str] = []
         for use in summary.steps:
             key = _rebind(use.param, bound)
             if key is not None:
                 self.step(call, "backward", state, None, via=use, callee=summary, trained_key=key)
+                trained.append(key)
         for param_key, effect in summary.effects.items():
             key = _rebind(param_key, bound)
             if key is None:
@@ -328,6 +330,13 @@ class CallEffects:
             else:
                 changed = replace(changed, certain=True)  # the helper switched it: it is a module
             state.put(key, changed)
+        for key in trained:
+            # A model of unknown mode that the helper trains (`self._train_epoch()` stepping an optimizer
+            # over `self.model`) is in training mode after it, as a model trained here is (see
+            # `_trained_here`); the call stands as the site.
+            if summary.trains and state.fact(key) == ENTRY_MODE:
+                state.put(key, ModeFact(certain=False).switched("train", call))
+                self.flow.assumed_sites.add(call)
         for key in inline:
             state.forget(key)
 
