@@ -74,6 +74,10 @@ class TrainingInEvalMode(Rule):
                                  fix=_train_at_loop_top(site, key),
                                  **evidence(fact.eval_sites, f"`{key}` is put in eval mode here"))
                     break
+                else:
+                    report = self._left_by_another_method(facts, flow, step, trained)
+                    if report is not None:
+                        yield report
             for step in flow.helper_steps.values():
                 key = step.trained_key
                 fact = step.models.get(key)
@@ -84,6 +88,26 @@ class TrainingInEvalMode(Rule):
                 note = f"{caller} calls `{step.callee.qualname}()` here with `{key}` possibly in eval mode"
                 proof = evidence(fact.eval_sites, f"`{key}` is put in eval mode here")
                 yield helper_report(facts, step, _message(key, fact), note, proof)
+
+    @staticmethod
+    def _left_by_another_method(facts: FileFacts, flow, step, trained: set[str]) -> Report | None:
+        """A public training method of an object that never calls `train()` on its model, while another
+        public method may leave it in eval mode: `predict()` then `fit()` trains in eval mode."""
+        for key, fact in sorted(step.models.items()):
+            if fact.eval_sites or fact.havoc or not fact.train_sites <= facts.flow.assumed_sites \
+                    or key not in trained or not key.startswith("self."):
+                continue  # (only "trained here, so in train mode": no train() call of its own)
+            left = facts.flow.objects.left_in_eval(flow.function, key)
+            if left is None:
+                continue
+            method, site = left
+            message = (f"`{key}` may be in eval mode here: `{method}()` may leave it in eval mode, and "
+                       f"`{flow.function.name}()` never calls `{key}.train()` before training: training runs with "
+                       f"Dropout off and BatchNorm statistics frozen; call `{key}.train()` before the training loop")
+            where = facts.call_sites.get(step.call)
+            return Report(step.call, message, stmt=where.site.stmt if where else None,
+                          **evidence(frozenset({site}), f"`{method}()` puts `{key}` in eval mode here"))
+        return None
 
     @staticmethod
     def _trained_in_eval(key: str, fact, models: dict, trained: set[str]) -> bool:

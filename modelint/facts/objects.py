@@ -22,6 +22,7 @@ import libcst as cst
 from modelint.facts import torch_api as api
 from modelint.facts.lattice import ENTRY_MODE, HAVOC_MODE, ModeFact, first_site, is_train_site
 from modelint.facts.modules import Dependence
+from modelint.facts.names import dotted
 
 
 class ObjectModes:
@@ -74,6 +75,49 @@ class ObjectModes:
                 if site is not None and not self._absorbed(function, key):
                     out.setdefault(function.cls.name, {}).setdefault(key, (function.name, site))
         return out
+
+    @cached_property
+    def _left_in_eval(self) -> dict[str, dict[str, tuple[str, object]]]:
+        """class -> attribute -> (method, its `eval()` call) for public methods that may return with the
+        model in eval mode and never switch it back (`predict()` calling `eval()` and no `train()`: the
+        join of two `if eval_:` branches is no evidence, a restore that never runs is)."""
+        out: dict[str, dict[str, tuple[str, object]]] = {}
+        for function_flow in self.flow.flows:
+            function = function_flow.function
+            exit_state = function_flow.exit_state
+            if function is None or function.cls is None or exit_state is None or function.name.startswith("_"):
+                continue
+            for key, fact in exit_state.models.items():
+                if key.startswith("self.") and not fact.havoc and fact.eval_sites \
+                        and not any(is_train_site(s) for s in fact.train_sites) \
+                        and not self._switches_back(function, key):
+                    out.setdefault(function.cls.name, {}).setdefault(key, (function.name, first_site(fact.eval_sites)))
+        return out
+
+    def _switches_back(self, function, key: str) -> bool:
+        for site in self.flow.collector.calls:
+            func = site.node.func
+            if site.site.function is function and isinstance(func, cst.Attribute) and func.attr.value == "train" \
+                    and dotted(func.value) == key:
+                return True
+        return False
+
+    def left_in_eval(self, function, key: str) -> tuple[str, object] | None:
+        """For a public method of a class that is no module, which trains `self.<attr>` without calling
+        `train()` first, and whose callers here (if any) do not call it either: another public method that
+        may hand the model back to the object's users in eval mode."""
+        if function is None or function.cls is None or function.name.startswith("_") \
+                or not self._plain_object(function.cls):
+            return None
+        calls = self.flow.call_sites.get(f"{function.cls.name}.{function.name}", {}).values()
+        if any(caller is not function and key in models and (models[key].eval_sites or models[key].havoc or any(
+                is_train_site(s) for s in models[key].train_sites)) for caller, _grad, models in calls):
+            return None  # a caller switches it first (`train()` then `train_epoch()`)
+        for cls_name in self.flow.class_and_bases(function.cls.name):
+            found = self._left_in_eval.get(cls_name, {}).get(key)
+            if found is not None and found[0] != function.name:
+                return found
+        return None
 
     def _plain_object(self, cls) -> bool:
         """A class known to be no module: a base elsewhere that may be one (a model mixin whose mode its
