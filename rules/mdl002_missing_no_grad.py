@@ -119,7 +119,8 @@ class MissingNoGrad(Rule):
                        f"for a backward pass that never comes; wrap the evaluation in `with torch.no_grad():`")
         proof = evidence(mode.eval_sites, f"`{key}` is put in eval mode here")
         via = forward.via
-        if via is not None and via.intent != "returned":
+        if via is not None and (via.intent != "returned" or (via.context or "").startswith("for predictions")):
+            # (a helper that turns the output into metrics itself, whatever it returns: reported there)
             caller = f"{function.name}()" if function is not None else "the module-level script"
             note = f"{caller} calls `{forward.callee.qualname}()` here with autograd on"
             return helper_report(facts, forward, message, note, proof)

@@ -119,7 +119,7 @@ def _forward_use(flow, function, forward, intent: str) -> ForwardUse | None:
             context = "under no_grad"
         elif forward.in_evaluation_loop:
             context = "over validation/test data"
-        elif intent == "evaluation":
+        elif intent == "evaluation" or (intent == "returned" and "eval" in forward.uses):
             context = "for predictions/metrics"
         elif not flow.function_trains(function) and is_evaluation_name(function.name, flow.path) \
                 and intent not in ("training", "unknown", "escaped", "shape"):
