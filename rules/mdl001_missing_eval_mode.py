@@ -112,9 +112,12 @@ class MissingEvalMode(Rule):
         if head not in function.param_set or head in ("self", "cls") or facts.flow.has_callers(function) \
                 or optional_or_callable(facts, function, head):
             return None
-        grad = effective_grad(facts, forward)
-        context = evaluation_context(facts, forward, grad)
-        if context is None or context.startswith("in "):
+        # From data flow only: the names of the function or of the data are no evidence here.
+        if effective_grad(facts, forward).definitely_free:
+            context = "under no_grad"
+        elif forward.intent == "evaluation":
+            context = "for predictions and metrics"
+        else:
             return None
         if not over_batches(facts, forward) or minds_modes(function):
             return None

@@ -22,8 +22,24 @@ def over_batches(facts, forward) -> bool:
     if site is None:
         return False
     inputs = {node.value for arg in forward.call.args for node in iter_nodes(arg.value) if type(node) is cst.Name}
-    return any(inputs & batch_names(facts, loop) for loop in site.site.guards
-               if isinstance(loop, cst.For) and destructured_batch(loop) is not None)
+    for loop in site.site.guards:
+        if not isinstance(loop, cst.For) or destructured_batch(loop) is None:
+            continue
+        batch = batch_names(facts, loop)
+        # Every input the loop makes is part of the batch: a loss fed the model's output is not a model.
+        if inputs & batch and not (inputs & _assigned_in(loop.body)) - batch:
+            return True
+    return False
+
+
+def _assigned_in(body: cst.CSTNode) -> set[str]:
+    names: set[str] = set()
+    for node in iter_nodes(body):
+        targets = [t.target for t in node.targets] if isinstance(node, cst.Assign) else \
+            [node.target] if isinstance(node, (cst.AugAssign, cst.AnnAssign, cst.For)) else []
+        for target in targets:
+            names.update(n.value for n in iter_nodes(target) if type(n) is cst.Name)
+    return names
 
 
 def destructured_batch(loop: cst.For) -> cst.BaseExpression | None:
