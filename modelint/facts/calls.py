@@ -333,8 +333,9 @@ class CallEffects:
         for key in trained:
             # A model of unknown mode that the helper trains (`self._train_epoch()` stepping an optimizer
             # over `self.model`) is in training mode after it, as a model trained here is (see
-            # `_trained_here`); the call stands as the site.
-            if summary.trains and state.fact(key) == ENTRY_MODE:
+            # `_trained_here`); the call stands as the site. Not the elements of a container we cannot see
+            # into (an explainer's `self.gates[i]`: masks and norms whose mode may change nothing).
+            if summary.trains and state.fact(key) == ENTRY_MODE and "[]" not in key:
                 state.put(key, ModeFact(certain=False).switched("train", call))
                 self.flow.assumed_sites.add(call)
         for key in inline:
