@@ -7,7 +7,7 @@ import libcst as cst
 
 from modelint.facts import FileFacts
 from modelint.facts.lattice import is_train_site
-from modelint.facts.names import parameter_owners
+from modelint.facts.names import key_prefixes, parameter_owners
 from modelint.summary import RemoteSite
 from modelint.rule import NodeEdit, NodeFix, Report, Rule, evidence, helper_report
 from modelint.textutil import code_of
@@ -61,9 +61,14 @@ class TrainingInEvalMode(Rule):
     fixtures = "MDL003_training_in_eval_mode"
 
     def check(self, facts: FileFacts) -> Iterator[Report]:
-        optimized = _optimized_models(facts)
+        optimized, complete = _optimized_models(facts)
         for flow in facts.flow.flows:
-            trained = optimized | flow.trained_keys()
+            fed = flow.trained_keys()
+            if complete and optimized:
+                # Every optimizer here says whose parameters it steps: a network whose output only feeds the
+                # loss (a frozen VGG for a perceptual loss, a teacher) is not trained, whatever its mode.
+                fed = {key for key in fed if key_prefixes(key) & optimized}
+            trained = optimized | fed
             steps = [s for s in flow.steps.values() if s.kind == "backward"] or list(flow.steps.values())
             for step in steps:
                 for key, fact in sorted(step.models.items()):
@@ -147,13 +152,19 @@ def _describe(sites) -> str:
 
 
 
-def _optimized_models(facts: FileFacts) -> set[str]:
-    """Models whose parameters go to an optimizer built in this file."""
+def _optimized_models(facts: FileFacts) -> tuple[set[str], bool]:
+    """Models whose parameters go to an optimizer built in this file, and whether every optimizer built
+    here names them (`Adam(model.parameters())`, not `Adam(params)`)."""
     found: set[str] = set()
+    complete = True
     for site in facts.collector.calls:
         qualified = site.qualified or ""
         if not qualified.startswith("torch.optim.") and "optim" not in (site.text or "").lower():
             continue
+        owners: set[str] = set()
         for arg in site.node.args:
-            found |= parameter_owners(arg.value)  # `model.encoder.parameters()` trains `model` too
-    return found
+            owners |= parameter_owners(arg.value)  # `model.encoder.parameters()` trains `model` too
+        if qualified.startswith("torch.optim.") and "lr_scheduler" not in qualified and not owners:
+            complete = False
+        found |= owners
+    return found, complete
