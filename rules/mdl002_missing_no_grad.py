@@ -4,10 +4,9 @@ from typing import Iterator
 
 import libcst as cst
 
-from modelint.facts import torch_api as api
 
 from modelint.facts import FileFacts
-from modelint.facts.evaluation import (effective_grad, effective_mode, is_module, returned_to_callers)
+from modelint.facts.evaluation import dummy_input, effective_grad, effective_mode, is_module, returned_to_callers
 from modelint.facts.lattice import is_train_site
 from modelint.facts.regions import grad_effect
 from modelint.textutil import code_of
@@ -168,7 +167,7 @@ def _run_for_side_effects(facts: FileFacts, forward, mode) -> bool:
     if site is None or not any(isinstance(g, (cst.For, cst.While)) for g in site.site.guards):
         return False
     return not _trains(facts, forward) and not any(is_train_site(s) for s in mode.train_sites) \
-        and not _dummy_input(facts, forward)
+        and not dummy_input(facts, forward)
 
 
 def _trains(facts: FileFacts, forward) -> bool:
@@ -177,21 +176,6 @@ def _trains(facts: FileFacts, forward) -> bool:
     if function is None:
         return any(flow.function is None and flow.trains for flow in facts.flow.flows)
     return facts.flow.function_trains(function)
-
-
-def _dummy_input(facts: FileFacts, forward) -> bool:
-    """`model(torch.empty(1, n))`: a tensor made from nothing, to trace hooks or shapes."""
-    bindings, _ = facts.receivers.scope(forward.function)
-
-    def dummy(expr, depth=0) -> bool:
-        if isinstance(expr, cst.Call):
-            return facts.imports.qualify(expr.func) in api.DUMMY_TENSOR_FACTORIES
-        if isinstance(expr, cst.Name) and depth < 3:
-            found = bindings.get(expr.value) or []
-            return bool(found) and all(b.kind == "assign" and dummy(b.value, depth + 1) for b in found)
-        return False
-
-    return any(dummy(arg.value) for arg in forward.call.args)
 
 
 def _library_generate(facts: FileFacts, forward) -> bool:

@@ -16,6 +16,7 @@ from dataclasses import replace
 
 import libcst as cst
 
+from modelint.facts import torch_api as api
 from modelint.facts.lattice import ENTRY_MODE, GradFact, ModeFact
 from modelint.facts.naming import is_evaluation_name
 
@@ -104,3 +105,24 @@ def returned_to_callers(facts, forward) -> bool:
     if forward.intent != "returned" or forward.function is None or not forward.mode.entry:
         return False
     return facts.flow.has_callers(forward.function)
+
+
+def dummy_input(facts, forward) -> bool:
+    """`model(torch.empty(1, n))`: a tensor made from nothing, to trace hooks or shapes."""
+    bindings, _ = facts.receivers.scope(forward.function)
+
+    def dummy(expr, depth=0) -> bool:
+        if isinstance(expr, cst.Call):
+            qualified = facts.imports.qualify(expr.func)
+            if qualified == "torch.autograd.Variable" and expr.args and depth < 3:
+                return dummy(expr.args[0].value, depth + 1)  # `Variable(torch.randn(...))`
+            if isinstance(expr.func, cst.Attribute) and expr.func.attr.value in ("to", "cuda", "float", "half") \
+                    and depth < 3:
+                return dummy(expr.func.value, depth + 1)  # `torch.randn(...).to(device)`
+            return qualified in api.DUMMY_TENSOR_FACTORIES
+        if isinstance(expr, cst.Name) and depth < 3:
+            found = bindings.get(expr.value) or []
+            return bool(found) and all(b.kind == "assign" and dummy(b.value, depth + 1) for b in found)
+        return False
+
+    return any(dummy(arg.value) for arg in forward.call.args)
