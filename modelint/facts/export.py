@@ -28,7 +28,7 @@ def file_summary(flow) -> FileSummary:
     # An imported class matters when a model built from it is evaluated in training
     # mode: the index may know it is a pure MLP, which mode cannot change.
     refs = set(flow.unresolved) | {
-        forward.mode.origin for function_flow in flow.flows for forward in function_flow.forwards.values()
+        forward.mode.origin for function_flow in flow.flows for forward in function_flow.all_forwards()
         if forward.mode.origin and forward.mode.definitely_train and forward.mode.dependence is Dependence.UNKNOWN
     }
     exported: dict[str, FunctionSummary] = {}
