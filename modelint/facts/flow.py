@@ -168,9 +168,12 @@ class ModeFlow(CallGraph):
         flow.trains = flow.trains or bool(flow.steps) or bool(flow.helper_steps)
 
     def _closure_flows(self, function: FunctionInfo) -> list[FunctionFlow]:
-        """Flows of the closures defined in a function (at any depth), analysed before it."""
+        """Flows of the closures defined in a function (at any depth), analysed before it, that it hands
+        on rather than calls (a callback for a profiler, a `closure` for `optimizer.step`): a closure it calls
+        already ran, through its summary, in the mode the function had set at that call (`model.eval()`
+        then `run_validate(loader)`)."""
         return [flow for flow in self.flows if flow.function is not None and flow.function.cls is None
-                and _defined_in(flow.function, function)]
+                and _defined_in(flow.function, function) and not self.has_callers(flow.function)]
 
     def _globals_of(self, function: FunctionInfo) -> frozenset[str]:
         """The module-level models a function uses without binding them itself."""
