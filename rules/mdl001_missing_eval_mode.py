@@ -189,6 +189,8 @@ class MissingEvalMode(Rule):
         mode = effective_mode(facts, forward)
         if not mode.definitely_train or not mode.dependence.may_depend or not is_module(facts, forward, mode):
             return None
+        if facts.flow.objects.attribute_dependence(forward.function, forward.key) is Dependence.INDEPENDENT:
+            return None  # every model the class puts there has no Dropout or BatchNorm
         grad = effective_grad(facts, forward)
         context = evaluation_context(facts, forward, grad)
         if context is None or (forward.via is None and returned_to_callers(facts, forward)):

@@ -30,6 +30,10 @@ def file_summary(flow) -> FileSummary:
     refs = set(flow.unresolved) | {
         forward.mode.origin for function_flow in flow.flows for forward in function_flow.all_forwards()
         if forward.mode.origin and forward.mode.definitely_train and forward.mode.dependence is Dependence.UNKNOWN
+    } | {  # a trainer's `self.model = Net()`: its methods see the model's mode through the object
+        built.origin for key, value, _site in flow.collector.call_assigns if key.startswith("self.")
+        and (built := flow.modules.module_expression(value)[0]) is not None and built.origin
+        and built.dependence is Dependence.UNKNOWN
     }
     exported: dict[str, FunctionSummary] = {}
     for name, summary in flow.summaries.items():

@@ -119,6 +119,21 @@ class ObjectModes:
                 return found
         return None
 
+    def attribute_dependence(self, function, key: str) -> Dependence:
+        """Can the mode of `self.<attr>` change its output, from every construction the class assigns to it
+        (`self.model = SuperResolutionNet()`, a class the project index knows has no Dropout or BatchNorm)?"""
+        if function is None or function.cls is None or not key.startswith("self.") or key.count(".") != 1:
+            return Dependence.UNKNOWN
+        found = None
+        for assigned, value, site in self.flow.collector.call_assigns:
+            if assigned != key or site.cls is not function.cls:
+                continue
+            built = self.flow.modules.module_expression(value)[0]
+            if built is None:
+                return Dependence.UNKNOWN
+            found = built.dependence if found is None else max(found, built.dependence)
+        return found if found is not None else Dependence.UNKNOWN
+
     def _plain_object(self, cls) -> bool:
         """A class known to be no module: a base elsewhere that may be one (a model mixin whose mode its
         users set) leaves the object's mode to whoever holds it."""
