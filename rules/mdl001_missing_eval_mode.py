@@ -146,7 +146,7 @@ class MissingEvalMode(Rule):
                 or minds_modes(function) or class_sets_own_mode(facts, function.cls):
             return None
         if facts.modules.class_dependence(function.cls) is not Dependence.DEPENDENT or _repeated_sample(facts, forward):
-            return None  # a Dropout or BatchNorm of its own, and no Monte Carlo sampling (the same input again)
+            return None  # it needs a Dropout or BatchNorm of its own, and no Monte Carlo sampling (one input again)
         grad = effective_grad(facts, forward)
         context = evaluation_context(facts, forward, grad)
         if context is None or not context.startswith("for predictions") or forward.grad_free:
