@@ -30,8 +30,9 @@ def file_summary(flow) -> FileSummary:
     refs = set(flow.unresolved) | {
         forward.mode.origin for function_flow in flow.flows for forward in function_flow.all_forwards()
         if forward.mode.origin and forward.mode.definitely_train and forward.mode.dependence is Dependence.UNKNOWN
-    } | {  # a trainer's `self.model = Net()`: its methods see the model's mode through the object
-        built.origin for key, value, _site in flow.collector.call_assigns if key.startswith("self.")
+    } | {  # a trainer's `self.model = Net()` (not a module's own layers): its methods see it through the object
+        built.origin for key, value, site in flow.collector.call_assigns if key.startswith("self.")
+        and site.cls is not None and not flow.is_module_class(site.cls)
         and (built := flow.modules.module_expression(value)[0]) is not None and built.origin
         and built.dependence is Dependence.UNKNOWN
     }
