@@ -124,15 +124,25 @@ class ObjectModes:
         (`self.model = SuperResolutionNet()`, a class the project index knows has no Dropout or BatchNorm)?"""
         if function is None or function.cls is None or not key.startswith("self.") or key.count(".") != 1:
             return Dependence.UNKNOWN
-        found = None
+        known = self._attribute_dependences.get(function.cls, {})
+        return known.get(key, Dependence.UNKNOWN)
+
+    @cached_property
+    def _attribute_dependences(self) -> dict:
+        """class -> `self.<attr>` -> the join of the dependences of the models assigned to it."""
+        out: dict = {}
+        unknown: set = set()
         for assigned, value, site in self.flow.collector.call_assigns:
-            if assigned != key or site.cls is not function.cls:
+            if site.cls is None or not assigned.startswith("self.") or (site.cls, assigned) in unknown:
                 continue
             built = self.flow.modules.module_expression(value)[0]
+            facts = out.setdefault(site.cls, {})
             if built is None:
-                return Dependence.UNKNOWN
-            found = built.dependence if found is None else max(found, built.dependence)
-        return found if found is not None else Dependence.UNKNOWN
+                unknown.add((site.cls, assigned))
+                facts[assigned] = Dependence.UNKNOWN
+            else:
+                facts[assigned] = max(facts.get(assigned, built.dependence), built.dependence)
+        return out
 
     def _plain_object(self, cls) -> bool:
         """A class known to be no module: a base elsewhere that may be one (a model mixin whose mode its
