@@ -22,7 +22,6 @@ import libcst as cst
 from modelint.facts import torch_api as api
 from modelint.facts.lattice import ENTRY_MODE, HAVOC_MODE, ModeFact, first_site, is_train_site
 from modelint.facts.modules import Dependence
-from modelint.facts.names import dotted
 
 
 class ObjectModes:
@@ -79,8 +78,8 @@ class ObjectModes:
     @cached_property
     def _left_in_eval(self) -> dict[str, dict[str, tuple[str, object]]]:
         """class -> attribute -> (method, its `eval()` call) for public methods that may return with the
-        model in eval mode and never switch it back (`predict()` calling `eval()` and no `train()`: the
-        join of two `if eval_:` branches is no evidence, a restore that never runs is)."""
+        model in eval mode and no `train()` of theirs reaches the return (`predict()` calling `eval()` and
+        never switching back; a restore under `if eval_:`, joined with the path that skips it, still does)."""
         out: dict[str, dict[str, tuple[str, object]]] = {}
         for function_flow in self.flow.flows:
             function = function_flow.function
@@ -89,18 +88,9 @@ class ObjectModes:
                 continue
             for key, fact in exit_state.models.items():
                 if key.startswith("self.") and not fact.havoc and fact.eval_sites \
-                        and not any(is_train_site(s) for s in fact.train_sites) \
-                        and not self._switches_back(function, key):
+                        and not any(is_train_site(s) for s in fact.train_sites):
                     out.setdefault(function.cls.name, {}).setdefault(key, (function.name, first_site(fact.eval_sites)))
         return out
-
-    def _switches_back(self, function, key: str) -> bool:
-        for site in self.flow.collector.calls:
-            func = site.node.func
-            if site.site.function is function and isinstance(func, cst.Attribute) and func.attr.value == "train" \
-                    and dotted(func.value) == key:
-                return True
-        return False
 
     def left_in_eval(self, function, key: str) -> tuple[str, object] | None:
         """For a public method of a class that is no module, which trains `self.<attr>` without calling
@@ -131,17 +121,13 @@ class ObjectModes:
     def _attribute_dependences(self) -> dict:
         """class -> `self.<attr>` -> the join of the dependences of the models assigned to it."""
         out: dict = {}
-        unknown: set = set()
         for assigned, value, site in self.flow.collector.call_assigns:
-            if site.cls is None or not assigned.startswith("self.") or (site.cls, assigned) in unknown:
+            if site.cls is None or not assigned.startswith("self."):
                 continue
             built = self.flow.modules.module_expression(value)[0]
-            facts = out.setdefault(site.cls, {})
-            if built is None:
-                unknown.add((site.cls, assigned))
-                facts[assigned] = Dependence.UNKNOWN
-            else:
-                facts[assigned] = max(facts.get(assigned, built.dependence), built.dependence)
+            dependence = built.dependence if built is not None else Dependence.UNKNOWN  # (not a model we know)
+            known = out.setdefault(site.cls, {})
+            known[assigned] = max(known.get(assigned, dependence), dependence)
         return out
 
     def _plain_object(self, cls) -> bool:
