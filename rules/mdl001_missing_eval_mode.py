@@ -202,6 +202,8 @@ class MissingEvalMode(Rule):
             return None  # in training mode only because it was trained above: needs no_grad or test data too
         if not trains_here and _smoke_test(facts, forward, mode):
             return None
+        if trains_here and _fitted_input(facts, forward):
+            return None
         key = forward.key
         proof = evidence(mode.train_sites, f"`{key}` is in training mode from here")
         via = forward.via
@@ -271,6 +273,33 @@ def _smoke_test(facts: FileFacts, forward, mode) -> bool:
     return not any(site.site.function is function and isinstance(site.node.func, cst.Attribute)
                    and site.node.func.attr.value.startswith("load") and value_key(site.node.func.value) == key
                    for site in facts.collector.calls)
+
+
+def _fitted_input(facts: FileFacts, forward) -> bool:
+    """The output for the very tensor the function's training loop fitted the model to, again and again
+    (one image segmented by a network trained on it, a deep image prior), of a model whose only
+    mode-dependent layers are BatchNorms: training mode normalises with that tensor's own statistics,
+    the ones it was fitted with; no other data is being evaluated."""
+    inputs = _input_names(forward.call)
+    modules = facts.modules
+    built = [modules.module_expression(value)[0] for key, value, site in facts.collector.call_assigns
+             if key == forward.key and site.function is forward.function]
+    built = [construction.call for construction in built if construction is not None]
+    if forward.via is not None or not inputs or not built or any(map(modules.may_sample, built)):
+        return False  # a Dropout makes the output random whatever data it was fitted on
+    others = [other for flow in facts.flow.flows if flow.function is forward.function for other in flow.all_forwards()]
+    for other in others:
+        if other is forward or other.key != forward.key or other.via is not None or not other.trains_model:
+            continue
+        site = facts.call_sites.get(other.call)
+        loops = [g for g in site.site.guards if isinstance(g, (cst.For, cst.While))] if site else []
+        if loops and inputs <= _input_names(other.call) and not any(inputs & _bound_in(loop) for loop in loops):
+            return True
+    return False
+
+
+def _input_names(call: cst.Call) -> set[str]:
+    return {node.value for arg in call.args for node in iter_nodes(arg.value) if type(node) is cst.Name}
 
 
 def _repeated_sample(facts: FileFacts, forward) -> bool:

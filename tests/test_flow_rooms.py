@@ -14,6 +14,7 @@ import libcst as cst
 from modelint.engine import parse
 from modelint.facts import FileFacts
 from modelint.facts.intent import intent_of
+from modelint.facts.modules import Dependence
 from modelint.facts.lattice import ENTRY_MODE, GRAD_ENABLED, GradFact, ModeFact, mode_of_call
 from modelint.facts.state import State, join
 
@@ -393,3 +394,42 @@ def test_functions_and_classes_that_handle_modes() -> None:
     assert not optional_or_callable(facts, functions["c"], "model")
     assert class_sets_own_mode(facts, functions["fit"].cls)
     assert not class_sets_own_mode(facts, functions["predict"].cls)
+
+
+def test_builder_functions_and_what_a_module_may_sample() -> None:
+    facts = facts_of("""
+        import torch.nn as nn
+        import torch.nn.functional as F
+
+        def conv_bn(c_in, c_out):
+            layers = [nn.Conv2d(c_in, c_out, 3)]
+            layers.append(nn.BatchNorm2d(c_out))
+            return nn.Sequential(*layers)
+
+        def head(c):
+            return nn.Sequential(nn.Linear(c, c), nn.Dropout(0.1))
+
+        class Normed(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.body = nn.Sequential(conv_bn(3, 8), conv_bn(8, 8))
+
+        class Sampled(Normed):
+            def __init__(self):
+                super().__init__()
+                self.head = head(8)
+
+        class Gated(nn.Module):
+            def forward(self, x):
+                return F.dropout(x, 0.5, self.training)
+
+        a, b, c = Normed(), Sampled(), Gated()
+        """)
+    modules = facts.modules
+    classes = {info.name: info for info in facts.collector.classes}
+    # A layer made by a function of the file counts, even through a list spread into a container.
+    assert modules.class_dependence(classes["Normed"]) is Dependence.DEPENDENT
+    calls = [site.node for site in facts.collector.calls
+             if isinstance(site.node.func, cst.Name) and site.node.func.value in classes]
+    sampled = {node.func.value: modules.may_sample(node) for node in calls}
+    assert sampled == {"Normed": False, "Sampled": True, "Gated": True}

@@ -80,6 +80,9 @@ class ModuleTable:
         self._is_module: dict[str, bool] = {}
         self._foreign_base: dict[str, bool] = {}  # derives from a class defined elsewhere (through this file's too)
         self._dependence: dict[str, Dependence] = {}
+        self._builders = _builder_functions(collector)
+        self._built: dict[str, Dependence | None] = {}
+        self._samples: dict[str, bool] = {}
         self._solve()
         self.module_names = self._module_names(collector)
 
@@ -144,9 +147,9 @@ class ModuleTable:
                     if info.reads_training_flag:
                         dependence = Dependence.DEPENDENT
                     for call in info.calls:
-                        built = self.construction(call)
+                        built = self.layer_dependence(call)
                         if built is not None:
-                            dependence = max(dependence, built.dependence)
+                            dependence = max(dependence, built)
                 else:
                     dependence = Dependence.INDEPENDENT
                 if self._is_module.get(name) != is_module or self._dependence.get(name) != dependence:
@@ -220,13 +223,83 @@ class ModuleTable:
                 found = Dependence.UNKNOWN
                 break
             for inner in _calls_in(arg.value):
-                built = self.construction(inner, known)
+                built = self.layer_dependence(inner, known)
                 if built is not None:
-                    found = max(found, built.dependence)
+                    found = max(found, built)
             if isinstance(arg.value, (cst.Name, cst.Attribute)):
                 found = max(found, Dependence.UNKNOWN)  # a layer built elsewhere
         known[call] = found
         return found
+
+    def layer_dependence(self, call: cst.Call, known: dict | None = None) -> Dependence | None:
+        """How the layer a model's definition builds with `call` depends on the mode: a construction's,
+        or a builder function's of this file (`def conv_bn(c_in, c_out): return nn.Sequential(...)`)."""
+        built = self.construction(call, known)
+        if built is not None:
+            return built.dependence
+        func = call.func
+        if isinstance(func, cst.Name) and func.value in self._builders and func.value not in self.imports.bindings:
+            return self._builder_dependence(func.value)
+        return None
+
+    def _builder_dependence(self, name: str) -> Dependence | None:
+        """A function that returns a module it builds (`return nn.Sequential(*layers)`) holds every layer
+        it builds; None when it returns no module it builds (then it is no builder)."""
+        if name in self._built:
+            return self._built[name]
+        self._built[name] = None  # recursion guard: a builder calling itself adds nothing
+        returned: Dependence | None = None
+        inside = Dependence.INDEPENDENT
+        for call, is_return in self._builders[name]:
+            dependence = self.layer_dependence(call)
+            if dependence is None:
+                continue
+            if is_return:
+                returned = dependence if returned is None else max(returned, dependence)
+            else:
+                inside = max(inside, dependence)
+        if returned is Dependence.UNKNOWN and inside is Dependence.DEPENDENT:
+            returned = Dependence.DEPENDENT  # `layers.append(nn.BatchNorm2d(c))` ... `nn.Sequential(*layers)`
+        self._built[name] = returned
+        return returned
+
+    def may_sample(self, call: cst.Call, in_scan: bool = False) -> bool:
+        """Can the module `call` builds be random in training mode (a Dropout, an RReLU, a recurrent or
+        attention layer with dropout), as opposed to only normalising with batch statistics? True where
+        this file cannot see its layers. `in_scan`: every call of the enclosing class or builder is being
+        looked at, so layers put in a container by name (`nn.Sequential(*layers)`) are seen where built."""
+        func = call.func
+        project = self.project_class(func)
+        if project is not None:
+            return self._class_samples(project)
+        if isinstance(func, cst.Name) and func.value in self._builders and func.value not in self.imports.bindings:
+            return self._scope_samples("def " + func.value, (c for c, _ in self._builders[func.value]))
+        qualified = self.imports.qualify(func) or ""
+        if qualified.startswith(api.FUNCTIONAL + "."):
+            return "dropout" in qualified or "rrelu" in qualified
+        built = self.construction(call)
+        if built is None:
+            return False
+        if not qualified.startswith(api.NN + "."):
+            return True
+        layer = qualified.rsplit(".", 1)[-1]
+        if layer in api.CONTAINERS or layer in api.STACKS:
+            return any((not in_scan and (arg.star or isinstance(arg.value, (cst.Name, cst.Attribute))))
+                       or any(self.may_sample(inner, in_scan) for inner in _calls_in(arg.value)) for arg in call.args)
+        return built.dependence is not Dependence.INDEPENDENT and not api.NORMALISING.fullmatch(layer)
+
+    def _class_samples(self, info: ClassInfo) -> bool:
+        if info.reads_training_flag or self._foreign_base.get(info.name):
+            return True  # `F.dropout(x, training=self.training)`, or layers of a base we cannot see
+        bases = [base for base in map(self.project_class, info.bases) if base is not None]
+        return self._scope_samples("class " + info.name, info.calls, bases)
+
+    def _scope_samples(self, name: str, calls, bases=()) -> bool:
+        if name not in self._samples:
+            self._samples[name] = False  # recursion guard: a builder or class reached again adds nothing
+            self._samples[name] = any(map(self._class_samples, bases)) \
+                or any(self.may_sample(call, in_scan=True) for call in calls)
+        return self._samples[name]
 
     def module_expression(self, expr: cst.BaseExpression) -> tuple[Construction | None, list[cst.Call]]:
         """The module `expr` builds (through `.to(dev)`-like chains and wrappers such as DataParallel)."""
@@ -336,6 +409,21 @@ def _layer_dependence_by_name(layer: str, call: cst.Call | None) -> Dependence:
                 return Dependence.DEPENDENT
             return Dependence.DEPENDENT if value else Dependence.INDEPENDENT
     return Dependence.INDEPENDENT
+
+
+def _builder_functions(collector: Collector) -> dict[str, list[tuple[cst.Call, bool]]]:
+    """Module-level functions of the file, with the calls in their bodies: (call, returned directly)."""
+    functions = {f: f.name for f in collector.functions if f.outer is None and f.cls is None}
+    calls: dict[str, list[tuple[cst.Call, bool]]] = {name: [] for name in functions.values()}
+    for site in collector.calls:
+        name = functions.get(site.site.function)
+        if name is None:
+            continue
+        stmt = site.site.stmt
+        returned = isinstance(stmt, cst.SimpleStatementLine) and any(
+            isinstance(small, cst.Return) and small.value is site.node for small in stmt.body)
+        calls[name].append((site.node, returned))
+    return calls
 
 
 def _calls_in(expr: cst.BaseExpression) -> list[cst.Call]:

@@ -42,6 +42,8 @@ STACKS = frozenset({"TransformerEncoder", "TransformerDecoder"})
 INSTANCE_NORMS = frozenset(
     {"InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d", "LazyInstanceNorm1d", "LazyInstanceNorm2d", "LazyInstanceNorm3d"}
 )
+# Mode-dependent layers that are not random in training mode: they normalise with the batch's statistics.
+NORMALISING = re.compile(r"(Sync|Lazy)?BatchNorm[123]?d?|(Lazy)?InstanceNorm[123]d")
 CONTAINERS = frozenset({"Sequential", "ModuleList", "ModuleDict"})
 # torch.nn layers without parameters: losses, activations, pooling, padding, reshaping, dropout.
 # Running one records no graph of weights: there is no model to evaluate.
