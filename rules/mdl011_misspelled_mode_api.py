@@ -57,6 +57,7 @@ class MisspelledModeApi(Rule):
     fixtures = "MDL011_misspelled_mode_api"
 
     def check(self, facts: FileFacts) -> Iterator[Report]:
+        yield from self._misspelled_receivers(facts)
         defined = {name for cls in facts.collector.classes for name in cls.methods}
         defined |= {function.name for function in facts.collector.functions}
         for site in facts.collector.calls:
@@ -94,6 +95,31 @@ class MisspelledModeApi(Rule):
                 yield Report(call, f"`{receiver}.{name}()` is not an nn.Module method (AttributeError at runtime); "
                                    f"did you mean `{receiver}.{meant}()`?", stmt=site.site.stmt,
                              fix=NodeFix(f"Replace with `{receiver}.{meant}()`", (NodeEdit(func.attr, meant, "replace"),)))
+
+    def _misspelled_receivers(self, facts: FileFacts) -> Iterator[Report]:
+        """`mode.train()` where no `mode` exists anywhere in the file and a model `model` does: a NameError
+        at the first epoch, and the model the author meant is never switched."""
+        sites = [site for site in facts.collector.calls if isinstance(site.node.func, cst.Attribute)
+                 and site.node.func.attr.value in ("train", "eval") and type(site.node.func.value) is cst.Name]
+        bound = facts.bound_names if sites else None
+        if not bound:
+            return
+        for site in sites:
+            func = site.node.func
+            name = func.value.value
+            if name in bound or len(name) < 3:
+                continue
+            limit = 1 if len(name) <= 5 else 2
+            meant = sorted(other for other in bound if abs(len(other) - len(name)) <= limit
+                           and edit_distance(name, other) <= limit
+                           and facts.modules.is_module_name(other, site.site.function))
+            if len(meant) != 1:
+                continue  # no model, or several, near that name: not ours to guess
+            call = f"{meant[0]}.{func.attr.value}()"
+            yield Report(site.node, f"`{name}` is not defined anywhere in this file: `{name}.{func.attr.value}()` "
+                                    f"raises NameError and `{meant[0]}` never changes mode; did you mean `{call}`?",
+                         stmt=site.site.stmt,
+                         fix=NodeFix(f"Replace with `{call}`", (NodeEdit(func.value, meant[0], "replace"),)))
 
 
 def _torch_meant(name: str) -> str | None:

@@ -72,6 +72,13 @@ class FileFacts:
 
         return Receivers(self)
 
+    @cached_property
+    def bound_names(self) -> frozenset[str] | None:
+        """Every name the file binds (None: a star import may bind any): see modelint.facts.scope_names."""
+        from modelint.facts.scope_names import bound_names
+
+        return bound_names(self.module)
+
     def is_module_class(self, cls) -> bool:
         """Is this class of the file an nn.Module? Its bases in this file, or, for a base defined elsewhere
         (`class Emu3VQVAE(PreTrainedModel)`), what the project index knows of it."""

@@ -1,0 +1,54 @@
+"""Which names a file ever binds: to tell an undefined name (`mode.train()` where `model` was meant)
+from a name defined somewhere in the file. A name bound anywhere counts as bound everywhere; a
+star import makes every name possibly bound."""
+
+from __future__ import annotations
+
+import builtins
+
+import libcst as cst
+
+from modelint.facts.names import dotted
+from modelint.facts.walk import iter_nodes
+
+_BUILTINS = frozenset(dir(builtins)) | {"__file__", "__name__", "__doc__", "__spec__", "__builtins__"}
+
+
+def bound_names(module: cst.Module) -> frozenset[str] | None:
+    """Every name the file binds, with the builtins; None when `from x import *` may bind any."""
+    names: set[str] = set(_BUILTINS)
+    for node in iter_nodes(module):
+        kind = type(node)
+        if kind in (cst.AssignTarget, cst.AnnAssign, cst.AugAssign, cst.NamedExpr):
+            names.update(_target_names(node.target))
+        elif kind in (cst.For, cst.CompFor):
+            names.update(_target_names(node.target))
+        elif kind is cst.AsName:
+            names.update(_target_names(node.name))
+        elif kind in (cst.Param, cst.FunctionDef, cst.ClassDef):
+            names.add(node.name.value)
+        elif kind is cst.Import:
+            for alias in node.names:
+                names.add(alias.asname.name.value if alias.asname else (dotted(alias.name) or "").split(".")[0])
+        elif kind is cst.ImportFrom:
+            if isinstance(node.names, cst.ImportStar):
+                return None
+            for alias in node.names:
+                names.add(alias.asname.name.value if alias.asname else dotted(alias.name) or "")
+        elif kind in (cst.Global, cst.Nonlocal):
+            names.update(item.name.value for item in node.names)
+        elif kind in (cst.MatchAs, cst.MatchStar) and node.name is not None:
+            names.add(node.name.value)
+        elif kind is cst.MatchMapping and node.rest is not None:
+            names.add(node.rest.value)
+    return frozenset(names)
+
+
+def _target_names(target: cst.BaseExpression) -> list[str]:
+    if isinstance(target, cst.Name):
+        return [target.value]
+    if isinstance(target, (cst.Tuple, cst.List)):
+        return [name for element in target.elements for name in _target_names(element.value)]
+    if isinstance(target, cst.StarredElement):
+        return _target_names(target.value)
+    return []
