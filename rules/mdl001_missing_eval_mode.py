@@ -285,7 +285,7 @@ def _fitted_input(facts: FileFacts, forward) -> bool:
     built = [modules.module_expression(value)[0] for key, value, site in facts.collector.call_assigns
              if key == forward.key and site.function is forward.function]
     built = [construction.call for construction in built if construction is not None]
-    if forward.via is not None or not inputs or not built or any(map(modules.may_sample, built)):
+    if forward.via is not None or not inputs or not built or any(map(modules.kinds.may_sample, built)):
         return False  # a Dropout makes the output random whatever data it was fitted on
     others = [other for flow in facts.flow.flows if flow.function is forward.function for other in flow.all_forwards()]
     for other in others:

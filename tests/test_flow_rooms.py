@@ -431,5 +431,42 @@ def test_builder_functions_and_what_a_module_may_sample() -> None:
     assert modules.class_dependence(classes["Normed"]) is Dependence.DEPENDENT
     calls = [site.node for site in facts.collector.calls
              if isinstance(site.node.func, cst.Name) and site.node.func.value in classes]
-    sampled = {node.func.value: modules.may_sample(node) for node in calls}
+    sampled = {node.func.value: modules.kinds.may_sample(node) for node in calls}
     assert sampled == {"Normed": False, "Sampled": True, "Gated": True}
+
+
+def test_module_classes_without_weights() -> None:
+    facts = facts_of("""
+        import torch
+        import torch.nn as nn
+
+        class DiceLoss(nn.Module):
+            def __init__(self, smooth=1.0):
+                super().__init__()
+                self.smooth = smooth
+                self.edges = torch.linspace(0, 1, 11)
+
+            def forward(self, logits, target):
+                return 1 - (2 * (logits * target).sum() + self.smooth) / (logits + target).sum()
+
+        class Scaled(DiceLoss):
+            pass
+
+        class Temperature(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.t = nn.Parameter(torch.ones(1))
+
+        class Holder(nn.Module):
+            def __init__(self, inner):
+                super().__init__()
+                self.inner = inner
+
+        class Headed(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.head = nn.Linear(4, 2)
+        """)
+    classes = {info.name: info for info in facts.collector.classes}
+    weightless = {name: facts.modules.kinds.holds_no_weights(info) for name, info in classes.items()}
+    assert weightless == {"DiceLoss": True, "Scaled": True, "Temperature": False, "Holder": False, "Headed": False}

@@ -77,10 +77,15 @@ class ModeFlow(CallGraph):
 
     # -- which functions -----------------------------------------------------------
     def _global_models(self) -> frozenset[str]:
-        """Module-level names bound to a module (`net = Net()` at the top of a script)."""
-        return frozenset(key for key, value, site in self.collector.call_assigns
-                         if site.function is None and site.cls is None and "." not in key
-                         and self.modules.module_expression(value)[0] is not None)
+        """Module-level names bound to a module (`net = Net()` at the top of a script); not a loss or
+        another module without weights (`criterion = nn.CrossEntropyLoss()`): running it is no forward."""
+        weightless: dict[str, bool] = {}
+        for key, value, site in self.collector.call_assigns:
+            if site.function is None and site.cls is None and "." not in key:
+                construction = self.modules.module_expression(value)[0]
+                if construction is not None:
+                    weightless[key] = weightless.get(key, True) and construction.parameterless
+        return frozenset(key for key, none in weightless.items() if not none)
 
     def _select_targets(self) -> list[FunctionInfo | None]:
         collector, modules = self.collector, self.modules

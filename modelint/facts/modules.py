@@ -82,8 +82,12 @@ class ModuleTable:
         self._dependence: dict[str, Dependence] = {}
         self._builders = _builder_functions(collector)
         self._built: dict[str, Dependence | None] = {}
-        self._samples: dict[str, bool] = {}
+        self._solved = False
         self._solve()
+        self._solved = True
+        from modelint.facts.layer_kinds import LayerKinds  # (it reads this table's answers)
+
+        self.kinds = LayerKinds(self, collector)
         self.module_names = self._module_names(collector)
 
     # -- classes ------------------------------------------------------------
@@ -174,7 +178,8 @@ class ModuleTable:
         if project is not None:
             if not self._is_module.get(project.name, False):
                 return None
-            return Construction(call, self._dependence.get(project.name, Dependence.INDEPENDENT))
+            return Construction(call, self._dependence.get(project.name, Dependence.INDEPENDENT),
+                                parameterless=self._solved and self.kinds.holds_no_weights(project))
         if isinstance(func, cst.Attribute) and func.attr.value == "from_pretrained":
             owner = dotted(func.value) or ""
             tail = owner.rsplit(".", 1)[-1]
@@ -242,6 +247,12 @@ class ModuleTable:
             return self._builder_dependence(func.value)
         return None
 
+    def builder_calls(self, func: cst.BaseExpression) -> list[cst.Call] | None:
+        """The calls in the body of the file's function `func` names, if it names one."""
+        if isinstance(func, cst.Name) and func.value in self._builders and func.value not in self.imports.bindings:
+            return [call for call, _returned in self._builders[func.value]]
+        return None
+
     def _builder_dependence(self, name: str) -> Dependence | None:
         """A function that returns a module it builds (`return nn.Sequential(*layers)`) holds every layer
         it builds; None when it returns no module it builds (then it is no builder)."""
@@ -262,44 +273,6 @@ class ModuleTable:
             returned = Dependence.DEPENDENT  # `layers.append(nn.BatchNorm2d(c))` ... `nn.Sequential(*layers)`
         self._built[name] = returned
         return returned
-
-    def may_sample(self, call: cst.Call, in_scan: bool = False) -> bool:
-        """Can the module `call` builds be random in training mode (a Dropout, an RReLU, a recurrent or
-        attention layer with dropout), as opposed to only normalising with batch statistics? True where
-        this file cannot see its layers. `in_scan`: every call of the enclosing class or builder is being
-        looked at, so layers put in a container by name (`nn.Sequential(*layers)`) are seen where built."""
-        func = call.func
-        project = self.project_class(func)
-        if project is not None:
-            return self._class_samples(project)
-        if isinstance(func, cst.Name) and func.value in self._builders and func.value not in self.imports.bindings:
-            return self._scope_samples("def " + func.value, (c for c, _ in self._builders[func.value]))
-        qualified = self.imports.qualify(func) or ""
-        if qualified.startswith(api.FUNCTIONAL + "."):
-            return "dropout" in qualified or "rrelu" in qualified
-        built = self.construction(call)
-        if built is None:
-            return False
-        if not qualified.startswith(api.NN + "."):
-            return True
-        layer = qualified.rsplit(".", 1)[-1]
-        if layer in api.CONTAINERS or layer in api.STACKS:
-            return any((not in_scan and (arg.star or isinstance(arg.value, (cst.Name, cst.Attribute))))
-                       or any(self.may_sample(inner, in_scan) for inner in _calls_in(arg.value)) for arg in call.args)
-        return built.dependence is not Dependence.INDEPENDENT and not api.NORMALISING.fullmatch(layer)
-
-    def _class_samples(self, info: ClassInfo) -> bool:
-        if info.reads_training_flag or self._foreign_base.get(info.name):
-            return True  # `F.dropout(x, training=self.training)`, or layers of a base we cannot see
-        bases = [base for base in map(self.project_class, info.bases) if base is not None]
-        return self._scope_samples("class " + info.name, info.calls, bases)
-
-    def _scope_samples(self, name: str, calls, bases=()) -> bool:
-        if name not in self._samples:
-            self._samples[name] = False  # recursion guard: a builder or class reached again adds nothing
-            self._samples[name] = any(map(self._class_samples, bases)) \
-                or any(self.may_sample(call, in_scan=True) for call in calls)
-        return self._samples[name]
 
     def module_expression(self, expr: cst.BaseExpression) -> tuple[Construction | None, list[cst.Call]]:
         """The module `expr` builds (through `.to(dev)`-like chains and wrappers such as DataParallel)."""

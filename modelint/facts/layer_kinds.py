@@ -1,0 +1,150 @@
+"""What the layers a module builds say about it, beyond whether its mode matters (modules.py):
+
+- `may_sample`: can it be random in training mode (a Dropout, an RReLU, a recurrent or attention
+  layer with dropout), or does it only normalise with the batch's statistics (BatchNorm)? The
+  output of a BatchNorm-only model for the very batch it was fitted on is what training saw.
+- `holds_no_weights`: a module class of the file with no weights (a loss, a metric written as an
+  `nn.Module`): calling it is no model's forward; its graph is the graph of its inputs.
+
+Both look through the file's classes, their project bases and the file's builder functions; what
+the file cannot see counts as "may sample" and "may hold weights".
+"""
+
+from __future__ import annotations
+
+import builtins
+
+import libcst as cst
+
+from modelint.facts import torch_api as api
+from modelint.facts.collector import ClassInfo, Collector
+from modelint.facts.names import NOT_LITERAL, literal_value
+from modelint.facts.walk import iter_nodes
+
+_WEIGHT_CALLS = frozenset({"torch.nn.Parameter", "torch.nn.parameter.Parameter"})
+_REGISTERING = frozenset({"register_parameter", "register_module", "add_module"})
+_BUILTINS = frozenset(dir(builtins))
+_MODULE_RETURNING = frozenset({"torch.load", "torch.compile"})  # `torch.ones(...)` and the like make tensors
+
+
+class LayerKinds:
+    def __init__(self, table, collector: Collector) -> None:
+        self.table = table
+        self.imports = collector.imports
+        self._samples: dict[str, bool] = {}
+        self._weightless: dict[str, bool] = {}
+        # class name -> (value, method) of every `self.attribute = value` in the class's methods
+        self._stored: dict[str, list[tuple[cst.BaseExpression | None, object]]] = {}
+        for assign in collector.attribute_assigns:
+            target = assign.target
+            if assign.site.cls is not None and isinstance(target.value, cst.Name) and target.value.value == "self":
+                self._stored.setdefault(assign.site.cls.name, []).append((assign.value, assign.site.function))
+
+    # -- random in training mode ------------------------------------------------------
+    def may_sample(self, call: cst.Call, in_scan: bool = False) -> bool:
+        """Can the module `call` builds be random in training mode? True where this file cannot see
+        its layers. `in_scan`: every call of the enclosing class or builder is being looked at, so
+        layers put in a container by name (`nn.Sequential(*layers)`) are seen where they are built."""
+        from modelint.facts.modules import Dependence
+
+        table = self.table
+        project = table.project_class(call.func)
+        if project is not None:
+            return self._class_samples(project)
+        inside = table.builder_calls(call.func)
+        if inside is not None:
+            return self._scope_samples("def " + call.func.value, inside)
+        qualified = self.imports.qualify(call.func) or ""
+        if qualified.startswith(api.FUNCTIONAL + "."):
+            return "dropout" in qualified or "rrelu" in qualified
+        built = table.construction(call)
+        if built is None:
+            return False
+        if not qualified.startswith(api.NN + "."):
+            return True
+        layer = qualified.rsplit(".", 1)[-1]
+        if layer in api.CONTAINERS or layer in api.STACKS:
+            return any((not in_scan and (arg.star or isinstance(arg.value, (cst.Name, cst.Attribute))))
+                       or any(self.may_sample(inner, in_scan) for inner in _calls_in(arg.value)) for arg in call.args)
+        return built.dependence is not Dependence.INDEPENDENT and not api.NORMALISING.fullmatch(layer)
+
+    def _class_samples(self, info: ClassInfo) -> bool:
+        if info.reads_training_flag or self.table.has_foreign_base(info):
+            return True  # `F.dropout(x, training=self.training)`, or layers of a base we cannot see
+        bases = [base for base in map(self.table.project_class, info.bases) if base is not None]
+        return self._scope_samples("class " + info.name, info.calls, bases)
+
+    def _scope_samples(self, name: str, calls, bases=()) -> bool:
+        if name not in self._samples:
+            self._samples[name] = False  # recursion guard: a builder or class reached again adds nothing
+            self._samples[name] = any(map(self._class_samples, bases)) \
+                or any(self.may_sample(call, in_scan=True) for call in calls)
+        return self._samples[name]
+
+    # -- no weights -------------------------------------------------------------------
+    def holds_no_weights(self, info: ClassInfo) -> bool:
+        """A module class whose bases are `nn.Module` or such classes of the file, that builds no layer
+        with weights, makes no `nn.Parameter`, and stores nothing on itself that may be a module."""
+        name = info.name
+        if name not in self._weightless:
+            self._weightless[name] = False  # recursion guard
+            self._weightless[name] = self._weightless_now(info)
+        return self._weightless[name]
+
+    def _weightless_now(self, info: ClassInfo) -> bool:
+        table = self.table
+        if not table.is_module_class(info) or table.has_foreign_base(info):
+            return False
+        for base in info.bases:
+            project = table.project_class(base)
+            if project is not None:
+                if not self.holds_no_weights(project):
+                    return False
+            elif self.imports.qualify(base) not in ("torch.nn.Module", "torch.nn.modules.module.Module"):
+                return False
+        for call in info.calls:
+            func = call.func
+            if self.imports.qualify(func) in _WEIGHT_CALLS or \
+                    (isinstance(func, cst.Attribute) and func.attr.value in _REGISTERING):
+                return False
+            if not self._weightless_layer(call):
+                return False
+        # Whatever it stores that may be a module is a submodule, with its weights (`self.module = m`).
+        return not any(self._may_be_module(value, method) for value, method in self._stored.get(info.name, ()))
+
+    def _may_be_module(self, value: cst.BaseExpression | None, method) -> bool:
+        """A parameter without a literal default (or an attribute of one), or a call of something other
+        than torch's tensor functions and the builtins: it may hand a module over."""
+        head = value
+        while isinstance(head, cst.Attribute):
+            head = head.value
+        if isinstance(head, cst.Name) and method is not None:
+            return head.value in method.param_set and not _literal_default(method, head.value)
+        if isinstance(value, cst.Call):
+            qualified = self.imports.qualify(value.func) or ""
+            if self.table.construction(value) is not None or self.table.builder_calls(value.func) is not None:
+                return not self._weightless_layer(value)
+            tensor_function = (qualified.startswith("torch.") and qualified.count(".") == 1
+                               and qualified not in _MODULE_RETURNING) or qualified.startswith(api.FUNCTIONAL + ".")
+            return not (tensor_function or (isinstance(value.func, cst.Name) and value.func.value in _BUILTINS))
+        return False
+
+    def _weightless_layer(self, call: cst.Call) -> bool:
+        """A call in the class body: no construction, or one of a layer without weights."""
+        if self.table.builder_calls(call.func) is not None:
+            return self.table.layer_dependence(call) is None  # a builder of modules builds weights
+        built = self.table.construction(call)
+        return built is None or built.parameterless
+
+
+def _literal_default(method, name: str) -> bool:
+    """`gamma=2.0`, `reduction="mean"`: a parameter whose default is a literal other than None."""
+    for param in (*method.node.params.params, *method.node.params.kwonly_params):
+        if param.name.value == name and param.default is not None:
+            value = literal_value(param.default)
+            return value is not NOT_LITERAL and value is not None
+    return False
+
+
+def _calls_in(expr: cst.BaseExpression) -> list[cst.Call]:
+    return [node for node in iter_nodes(expr, source_order=True) if type(node) is cst.Call]
