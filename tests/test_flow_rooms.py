@@ -466,7 +466,12 @@ def test_module_classes_without_weights() -> None:
             def __init__(self):
                 super().__init__()
                 self.head = nn.Linear(4, 2)
+
+        class Stub(nn.Module):  # an exercise's model, layers still to write: one input, not a loss
+            def forward(self, x):
+                return x
         """)
     classes = {info.name: info for info in facts.collector.classes}
     weightless = {name: facts.modules.kinds.holds_no_weights(info) for name, info in classes.items()}
-    assert weightless == {"DiceLoss": True, "Scaled": True, "Temperature": False, "Holder": False, "Headed": False}
+    assert weightless == {"DiceLoss": True, "Scaled": True, "Temperature": False, "Holder": False, "Headed": False,
+                          "Stub": False}

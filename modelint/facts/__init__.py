@@ -16,7 +16,7 @@ from libcst.metadata import MetadataWrapper, PositionProvider
 from modelint.facts.collector import Collector, FunctionInfo, Site
 from modelint.facts.flow import ModeFlow
 from modelint.facts.naming import is_evaluation_name, is_test_file
-from modelint.facts.regions import disables_grad, grad_effect
+from modelint.facts.regions import disables_grad, grad_effect, grad_wrappers
 from modelint.facts.modules import ModuleTable
 from modelint.facts.names import ImportTable, dotted
 from modelint.source import physical_lines
@@ -63,7 +63,7 @@ class FileFacts:
     @cached_property
     def flow(self) -> ModeFlow:
         return ModeFlow(self.collector, self.modules, self.path, index=self.index, module_class=self.is_module_class,
-                        maybe_module_class=self.may_be_module_class)
+                        maybe_module_class=self.may_be_module_class, grad_wrappers=self.grad_wrappers)
 
     @cached_property
     def receivers(self):
@@ -71,6 +71,11 @@ class FileFacts:
         from modelint.facts.receivers import Receivers
 
         return Receivers(self)
+
+    @cached_property
+    def grad_wrappers(self) -> frozenset[str]:
+        """The file's own decorators that run what they wrap under no_grad (`@nograd`)."""
+        return grad_wrappers(self.collector)
 
     @cached_property
     def bound_names(self) -> frozenset[str] | None:
@@ -187,7 +192,7 @@ class FileFacts:
                 return True
         function = site.function
         while function is not None:
-            if any(disables_grad(self.imports, d) for d in function.decorators):
+            if any(disables_grad(self.imports, d, self.grad_wrappers) for d in function.decorators):
                 return True
             function = function.outer
         return False

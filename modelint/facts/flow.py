@@ -38,7 +38,8 @@ class ModeFlow(CallGraph):
     MAX_ROUNDS = 3
 
     def __init__(self, collector: Collector, modules: ModuleTable, path: str,
-                 index: ProjectIndex | None = None, module_class=None, maybe_module_class=None) -> None:
+                 index: ProjectIndex | None = None, module_class=None, maybe_module_class=None,
+                 grad_wrappers: frozenset[str] = frozenset()) -> None:
         self.collector = collector
         self.modules = modules
         # Is a class of this file an nn.Module (its bases elsewhere included, when the index knows them)?
@@ -46,6 +47,7 @@ class ModeFlow(CallGraph):
         # ... or may it be one (a base elsewhere the index does not know)?
         self.may_be_module_class = maybe_module_class or self.is_module_class
         self.imports = collector.imports
+        self.grad_wrappers = grad_wrappers  # the file's own `@nograd` decorators
         self.path = path
         self.index = index
         self.provenance = Provenance(self)
@@ -146,7 +148,7 @@ class ModeFlow(CallGraph):
         flow = FunctionFlow(function)
         grad = GRAD_UNKNOWN
         for decorator in function.decorators:
-            if disables_grad(self.imports, decorator):
+            if disables_grad(self.imports, decorator, self.grad_wrappers):
                 grad = GradFact(free_sites=frozenset({decorator}))
         interpreter = Interpreter(self, flow, set(function.params) | function.enclosing_params
                                   | self._globals_of(function) | self._free_models(function))

@@ -3,8 +3,9 @@
 - `may_sample`: can it be random in training mode (a Dropout, an RReLU, a recurrent or attention
   layer with dropout), or does it only normalise with the batch's statistics (BatchNorm)? The
   output of a BatchNorm-only model for the very batch it was fitted on is what training saw.
-- `holds_no_weights`: a module class of the file with no weights (a loss, a metric written as an
-  `nn.Module`): calling it is no model's forward; its graph is the graph of its inputs.
+- `holds_no_weights`: a module class of the file with no weights whose forward compares two inputs
+  (a loss, a metric written as an `nn.Module`): calling it is no model's forward; its graph is the
+  graph of its inputs.
 
 Both look through the file's classes, their project bases and the file's builder functions; what
 the file cannot see counts as "may sample" and "may hold weights".
@@ -93,7 +94,7 @@ class LayerKinds:
 
     def _weightless_now(self, info: ClassInfo) -> bool:
         table = self.table
-        if not table.is_module_class(info) or table.has_foreign_base(info):
+        if not table.is_module_class(info) or table.has_foreign_base(info) or not self._compares(info):
             return False
         for base in info.bases:
             project = table.project_class(base)
@@ -111,6 +112,20 @@ class LayerKinds:
                 return False
         # Whatever it stores that may be a module is a submodule, with its weights (`self.module = m`).
         return not any(self._may_be_module(value, method) for value, method in self._stored.get(info.name, ()))
+
+    def _compares(self, info: ClassInfo) -> bool:
+        """Its forward takes two inputs or more, as a loss or a metric compares an output with a target
+        (an exercise's `class Net` whose layers are still to be written takes one, and is a model)."""
+        seen = set()
+        while info is not None and info.name not in seen:
+            seen.add(info.name)
+            forward = info.methods.get("forward")
+            if forward is not None:
+                params = forward.params
+                return isinstance(params.star_arg, cst.Param) \
+                    or len([*params.posonly_params, *params.params]) >= 3  # self, prediction, target
+            info = next(filter(None, map(self.table.project_class, info.bases)), None)
+        return False
 
     def _may_be_module(self, value: cst.BaseExpression | None, method) -> bool:
         """A parameter without a literal default (or an attribute of one), or a call of something other

@@ -36,12 +36,15 @@ def _library_grad_wrapper(imports, expr: cst.BaseExpression) -> bool:
     return name.endswith(("no_grad", "inference_mode")) and not switched_off
 
 
-def disables_grad(imports, expr: cst.BaseExpression) -> bool:
+def disables_grad(imports, expr: cst.BaseExpression, wrappers: frozenset[str] = frozenset()) -> bool:
     """Is this decorator/with-item a grad-free region (`@torch.no_grad`, `set_grad_enabled(False)`)?
 
     A library's own wrapper named after the API it wraps counts too (`@smart_inference_mode()`,
-    `@maybe_no_grad`): such helpers return `torch.no_grad`/`torch.inference_mode`."""
+    `@maybe_no_grad`): such helpers return `torch.no_grad`/`torch.inference_mode`. So does a
+    decorator of the file that calls what it wraps under no_grad (`wrappers`, see grad_wrappers)."""
     if _library_grad_wrapper(imports, expr):
+        return True
+    if isinstance(expr, cst.Name) and expr.value in wrappers and expr.value not in imports.bindings:
         return True
     if isinstance(expr, cst.Call):
         return grad_effect(imports, expr) == "free"
@@ -72,3 +75,29 @@ def grad_effect(imports, expr: cst.BaseExpression) -> str | None:
         value = literal_value(expr.args[0].value) if expr.args else None
         return "free" if value is False else "enabled" if value is True else "unknown"
     return None
+
+
+def grad_wrappers(collector) -> frozenset[str]:
+    """Module-level functions of the file that call their first parameter under no_grad: decorators
+    such as
+
+        def nograd(f):
+            def wrapped(*args, **kwargs):
+                with torch.no_grad():
+                    return f(*args, **kwargs)
+            return wrapped
+    """
+    names = set()
+    for site in collector.calls:
+        function = site.site.function
+        if function is None or type(site.node.func) is not cst.Name:
+            continue
+        outer = function
+        while outer.outer is not None:
+            outer = outer.outer
+        if outer.cls is not None or not outer.params or site.node.func.value != outer.params[0]:
+            continue
+        if any(isinstance(guard, cst.With) and any(grad_effect(collector.imports, item.item) == "free"
+                                                   for item in guard.items) for guard in site.site.guards):
+            names.add(outer.name)
+    return frozenset(names)
