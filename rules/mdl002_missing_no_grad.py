@@ -8,6 +8,8 @@ import libcst as cst
 from modelint.facts import FileFacts
 from modelint.facts.evaluation import dummy_input, effective_grad, effective_mode, is_module, returned_to_callers
 from modelint.facts.lattice import is_train_site
+from modelint.facts.names import literal_value
+from modelint.facts.walk import iter_nodes
 from modelint.facts.regions import grad_effect
 from modelint.textutil import code_of
 from modelint.rule import NodeEdit, NodeFix, Report, Rule, evidence, helper_report, wrapped_forward_notes
@@ -110,14 +112,16 @@ class MissingNoGrad(Rule):
         elif not eval_mode:
             return None  # printed, logged or handed on: an evaluation if the model is in eval mode
         key = forward.key
+        via = forward.via
         if forward.uses == {"discard"} and not eval_mode:
             message = (f"`{key}` runs with autograd on and its output is dropped: the graph and every activation "
                        f"are recorded for nothing; run it under `with torch.no_grad():`")
         else:
             message = (f"`{key}` runs for evaluation with autograd on: the graph and every activation are kept "
                        f"for a backward pass that never comes; wrap the evaluation in `with torch.no_grad():`")
+        if via is None and _volatile_input(facts, forward):
+            message += " (`Variable(..., volatile=True)` has been ignored since PyTorch 0.4)"
         proof = evidence(mode.eval_sites, f"`{key}` is put in eval mode here")
-        via = forward.via
         if via is not None and (via.intent != "returned" or (via.context or "").startswith("for predictions")):
             # (a helper that turns the output into metrics itself, whatever it returns: reported there)
             caller = f"{function.name}()" if function is not None else "the module-level script"
@@ -132,6 +136,28 @@ class MissingNoGrad(Rule):
                           applicability="unsafe")
         notes, related = wrapped_forward_notes(facts, forward, proof["notes"], proof["related"])
         return Report(forward.call, message, stmt=site.site.stmt, fix=fix, notes=notes, related=related)
+
+
+def _volatile_input(facts: FileFacts, forward) -> bool:
+    """An input made by `Variable(x, volatile=True)`, here or through a name assigned in the same function:
+    the pre-0.4 way to switch autograd off, which torch now ignores with a warning."""
+    def volatile(node) -> bool:
+        return isinstance(node, cst.Call) and facts.imports.qualify(node.func) in _VARIABLE and any(
+            arg.keyword is not None and arg.keyword.value == "volatile" and literal_value(arg.value) is True
+            for arg in node.args)
+
+    names = set()
+    for arg in forward.call.args:
+        for node in iter_nodes(arg.value):
+            if volatile(node):
+                return True
+            if type(node) is cst.Name:
+                names.add(node.value)
+    return any(key in names and site.function is forward.function and any(map(volatile, iter_nodes(value)))
+               for key, value, site in facts.collector.call_assigns)
+
+
+_VARIABLE = frozenset({"torch.autograd.Variable", "torch.autograd.variable.Variable"})
 
 
 def _part_of_a_modules_forward(facts: FileFacts, forward, mode) -> bool:

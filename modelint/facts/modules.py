@@ -81,14 +81,23 @@ class ModuleTable:
         self._foreign_base: dict[str, bool] = {}  # derives from a class defined elsewhere (through this file's too)
         self._dependence: dict[str, Dependence] = {}
         self._builders = _builder_functions(collector)
+        # `self.x = value` in any class of the file, by attribute name (classes rarely share one).
+        self._self_attributes: dict[str, list] = {}
+        self._following: set[str] = set()
+        for assign in collector.attribute_assigns:
+            target = assign.target
+            if assign.site.cls is not None and isinstance(target.value, cst.Name) and target.value.value == "self":
+                self._self_attributes.setdefault(target.attr.value, []).append(assign.value)
         self._built: dict[str, Dependence | None] = {}
         self._solved = False
         self._solve()
         self._solved = True
-        from modelint.facts.layer_kinds import LayerKinds  # (it reads this table's answers)
+        from modelint.facts.layer_kinds import LayerKinds  # (both read this table's answers)
+        from modelint.facts.module_names import ModuleNames
 
         self.kinds = LayerKinds(self, collector)
-        self.module_names = self._module_names(collector)
+
+        self.names = ModuleNames(self, collector)
 
     # -- classes ------------------------------------------------------------
     def project_class(self, func: cst.BaseExpression) -> ClassInfo | None:
@@ -232,9 +241,30 @@ class ModuleTable:
                 if built is not None:
                     found = max(found, built)
             if isinstance(arg.value, (cst.Name, cst.Attribute)):
-                found = max(found, Dependence.UNKNOWN)  # a layer built elsewhere
+                found = max(found, self._own_layer(arg.value))
         known[call] = found
         return found
+
+    def _own_layer(self, value: cst.BaseExpression) -> Dependence:
+        """`self.blur_h` put in a container: what the class assigns to that attribute, when every
+        assignment builds a layer; else a layer built elsewhere (unknown)."""
+        if not (isinstance(value, cst.Attribute) and isinstance(value.value, cst.Name) and value.value.value == "self"):
+            return Dependence.UNKNOWN
+        name = value.attr.value
+        assigned = self._self_attributes.get(name)
+        if not assigned or name in self._following:
+            return Dependence.UNKNOWN  # (`self.a = nn.Sequential(self.a, ...)`: not followed again)
+        self._following.add(name)
+        try:
+            found = Dependence.INDEPENDENT
+            for assigned_value in assigned:
+                built = self.construction(assigned_value) if isinstance(assigned_value, cst.Call) else None
+                if built is None:
+                    return Dependence.UNKNOWN
+                found = max(found, built.dependence)
+            return found
+        finally:
+            self._following.discard(name)
 
     def layer_dependence(self, call: cst.Call, known: dict | None = None) -> Dependence | None:
         """How the layer a model's definition builds with `call` depends on the mode: a construction's,
@@ -291,75 +321,9 @@ class ModuleTable:
         return None, outer
 
     # -- names --------------------------------------------------------------
-    def _module_names(self, collector: Collector) -> set[str]:
-        """Dotted names the file shows to be nn.Modules, each with the scope it was seen in.
-
-        Entries are `(scope, key)`: a function (or None for module level) for plain
-        names, the class for `self.` attributes (set in __init__, used in forward).
-        The same name in another function is another variable.
-        """
-        names: set = set()
-
-        def add(key: str, site) -> None:
-            if key.startswith("self.") and site.cls is not None:
-                names.add((site.cls, key))
-            else:
-                names.add((site.function, key))
-            names.add(key)  # the bare key, for rules that only need "a module somewhere"
-
-        for key, value, site in collector.call_assigns:
-            built, _ = self.module_expression(value)
-            if built is not None and built.certain:
-                add(key, site)
-        for site in collector.calls:
-            func = site.node.func
-            if not isinstance(func, cst.Attribute):
-                continue
-            receiver = value_key(func.value)
-            if receiver is None:
-                continue
-            method = func.attr.value
-            if method in EVIDENCE_METHODS or (method == "eval" and not site.node.args):
-                add(receiver, site.site)
-            elif method == "train" and (not site.node.args or isinstance(literal_value(site.node.args[0].value), bool)):
-                if "trainer" not in receiver.lower() and "tokenizer" not in receiver.lower():
-                    add(receiver, site.site)
-        for function in collector.functions:
-            for param in (*function.node.params.params, *function.node.params.kwonly_params):
-                if param.annotation is not None and self._annotation_is_module(param.annotation.annotation):
-                    names.add((function, param.name.value))
-                    names.add(param.name.value)
-        return names
-
-    def _annotation_is_module(self, annotation: cst.BaseExpression) -> bool:
-        if isinstance(annotation, cst.SimpleString):
-            return False
-        project = self.project_class(annotation)
-        if project is not None:
-            return self.is_module_class(project)
-        qualified = self.imports.qualify(annotation)
-        if qualified is None:
-            return False
-        from modelint.facts.receivers import library_class  # (receivers builds on this table)
-
-        known = library_class(qualified)  # `nn.Module`, `VisionEncoderDecoderModel`, a timm model...
-        return bool(known is not None and known.module)
-
     def is_module_name(self, key: str, function: FunctionInfo | None) -> bool:
         """Is `key`, as seen in `function`, shown to be an nn.Module there (or in its class)?"""
-        if key == "self":
-            return function is not None and function.cls is not None and self.is_module_class(function.cls)
-        if key.startswith("self."):
-            cls = function.cls if function is not None else None
-            return cls is not None and (cls, key) in self.module_names
-        scope = function
-        head = key.split(".")[0]
-        while True:
-            if (scope, key) in self.module_names:
-                return True
-            if scope is None or head in scope.param_set:
-                return False  # a parameter hides the names of the enclosing scopes
-            scope = scope.outer  # closures see the enclosing function's names (and the module's)
+        return self.names.is_module_name(key, function)
 
 
 def _layer_dependence_by_name(layer: str, call: cst.Call | None) -> Dependence:
