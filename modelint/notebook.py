@@ -46,30 +46,51 @@ def neutralise(lines: list[str]) -> list[str]:
     return out
 
 
+class Joined:
+    """A notebook's code cells as one module: the text, where each of its rows came from, and the cells
+    that do not parse (left out)."""
+
+    def __init__(self, cells: list[list[str] | None], path: str) -> None:
+        joined: list[str] = []
+        self.line_map: list[tuple[int, int]] = []  # joined row -> (cell number, row in cell)
+        self.problems: list[Finding] = []
+        for number, lines in enumerate(cells, 1):
+            if lines is None:
+                continue
+            python = neutralise(lines)
+            verdict = limits.cpython_parse("\n".join(python))
+            if isinstance(verdict, limits.Verdict):
+                location = Location(verdict.row, verdict.column)
+                self.problems.append(Finding(path, verdict.code, NOT_CHECKED_NAMES[verdict.code], verdict.message,
+                                             "error", location, location, cell=number))
+                continue
+            for row, line in enumerate(python, 1):
+                joined.append(line)
+                self.line_map.append((number, row))
+        self.text = "\n".join(joined) + "\n"
+
+    def row_of(self, cell: int, row: int) -> int | None:
+        """The joined row of a cell's row (the runtime checker probes the joined module)."""
+        try:
+            return self.line_map.index((cell, row)) + 1
+        except ValueError:
+            return None
+
+
+def joined_source(data: bytes, path: str) -> Joined:
+    """Raises ValueError (and friends) for a file that is no readable notebook."""
+    return Joined(code_cells(data), path)
+
+
 def lint_notebook(data: bytes, path: str, codes: frozenset[str]) -> FileResult:
     from modelint.engine import lint_source
 
     try:
-        cells = code_cells(data)
+        joined = joined_source(data, path)
     except (ValueError, UnicodeDecodeError, AttributeError, TypeError) as error:
         return not_checked(path, IO_ERROR, f"not a readable notebook: {error}")
-    joined: list[str] = []
-    line_map: list[tuple[int, int]] = []  # joined row -> (cell number, row in cell)
-    problems: list[Finding] = []
-    for number, lines in enumerate(cells, 1):
-        if lines is None:
-            continue
-        python = neutralise(lines)
-        verdict = limits.cpython_parse("\n".join(python))
-        if isinstance(verdict, limits.Verdict):
-            location = Location(verdict.row, verdict.column)
-            problems.append(Finding(path, verdict.code, NOT_CHECKED_NAMES[verdict.code], verdict.message, "error",
-                                    location, location, cell=number))
-            continue
-        for row, line in enumerate(python, 1):
-            joined.append(line)
-            line_map.append((number, row))
-    result = lint_source("\n".join(joined) + "\n", path, codes)
+    line_map, problems = joined.line_map, joined.problems
+    result = lint_source(joined.text, path, codes)
     findings = list(problems)
     for finding in result.findings:
         if 0 < finding.location.row <= len(line_map):

@@ -314,3 +314,15 @@ def test_memory_hungry_import_hits_the_limit(tmp_path: Path) -> None:
     [finding] = json.loads(out)
     # The 64 GiB allocation fails under the limit; the probe goes on with the file's definitions.
     assert "MemoryError" in finding["runtime"]["import"]
+
+
+def test_notebook_cells_are_probed_as_the_module_the_linter_read() -> None:
+    """A notebook's finding is probed on its joined cells, and the verdict speaks of cells, not of the
+    joined module's rows."""
+    code, out, err = modelint("check", "--runtime", "--runtime-timeout", "60", "--no-cache", "--format", "json",
+                              "fixtures/notebooks/fashion_mnist.ipynb")
+    assert code == 1, err
+    finding = next(f for f in json.loads(out) if f["code"] == "MDL001")
+    runtime = finding["runtime"]
+    assert runtime["verdict"] == "confirmed", runtime
+    assert "cell 4, line 4" in runtime["reason"], runtime["reason"]

@@ -44,14 +44,9 @@ def attach_verdicts(findings: list[Finding], device: str | None = None, timeout:
     verdicts of the bare lines. index: the run's ProjectIndex, so that the planner sees what calls
     into other files do, as the findings did.
     """
-    for finding in findings:
-        if finding.code in PROBED_CODES and finding.cell is not None:
-            finding.runtime = {"verdict": "not run", "device": None, "max_abs_diff": None, "stat_drift": None,
-                               "reason": "notebook cells are not probed (export the notebook to a .py file)"}
-
     by_path: dict[str, list[Finding]] = {}
     for finding in findings:
-        if finding.code in PROBED_CODES and finding.cell is None:
+        if finding.code in PROBED_CODES:
             by_path.setdefault(finding.path, []).append(finding)
     for path in lines or {}:
         by_path.setdefault(path, [])
@@ -82,11 +77,23 @@ def _probe_file(path: str, findings: list[Finding], lines: list[int], device: st
         keys = [f"f{n}" for n in range(len(findings))] + [f"l{line}" for line in lines]
         return {key: not_run(reason) for key in keys}
 
+    notebook = any(finding.cell is not None for finding in findings)
     try:
         with open(path, "rb") as handle:
-            text = source.decode(handle.read())
+            data = handle.read()
+        if notebook:
+            # The cells run as one module, as the linter read them: the child is given that text.
+            from modelint.notebook import joined_source
+
+            joined = joined_source(data, path)
+            text, lines = joined.text, []
+            findings = [_in_joined(finding, joined) for finding in findings]
+        else:
+            text = source.decode(data)
     except (OSError, source.UnreadableSource) as error:
         return everything(f"cannot read the file: {error}")
+    except (ValueError, UnicodeDecodeError, AttributeError, TypeError) as error:
+        return everything(f"not a readable notebook: {error}")
     try:
         plan = plan_file(path, text, findings, lines, constructors, inputs, index=index)
     except SyntaxError as error:
@@ -96,7 +103,35 @@ def _probe_file(path: str, findings: list[Finding], lines: list[int], device: st
     except Exception as error:  # noqa: BLE001 - a bug in the planner must not cost the lint results
         return everything(f"modelint could not plan a probe for this file (please report it): "
                           f"{type(error).__name__}: {error}")
-    return run_plan(plan, device, timeout)
+    verdicts = run_plan(plan, device, timeout, source=text if notebook else None)
+    if notebook:
+        for runtime in verdicts.values():
+            for field_name in ("reason", "import"):
+                if runtime.get(field_name):
+                    runtime[field_name] = _in_cells(runtime[field_name], joined)
+    return verdicts
+
+
+def _in_joined(finding: Finding, joined) -> Finding:
+    """The finding as a line of the notebook's joined module (where the planner and the child look)."""
+    from dataclasses import replace
+
+    from modelint.finding import Location
+
+    row = joined.row_of(finding.cell, finding.location.row)
+    return replace(finding, location=Location(row or 0, finding.location.column), cell=None, fix=None, related=())
+
+
+def _in_cells(text: str, joined) -> str:
+    """`line 27` and `nb.ipynb:27` of the joined module, as the notebook's reader sees them."""
+    import re
+
+    def where(row: str) -> str | None:
+        number = int(row)
+        return None if not 0 < number <= len(joined.line_map) else "cell {}, line {}".format(*joined.line_map[number - 1])
+
+    text = re.sub(r"\bline (\d+)\b", lambda m: where(m[1]) or m[0], text)
+    return re.sub(r"\.ipynb:(\d+)\b", lambda m: f".ipynb {where(m[1])}" if where(m[1]) else m[0], text)
 
 
 def summary_line(runtime: dict | None) -> str | None:

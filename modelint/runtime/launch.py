@@ -25,8 +25,9 @@ def not_run(reason: str, device: str | None = None) -> dict:
 
 
 def run_plan(plan: FilePlan, device: str, timeout: float = DEFAULT_TIMEOUT,
-             memory_limit: int = DEFAULT_MEMORY_LIMIT) -> dict[str, dict]:
-    """probe id -> runtime verdict, for every probe of the plan."""
+             memory_limit: int = DEFAULT_MEMORY_LIMIT, source: str | None = None) -> dict[str, dict]:
+    """probe id -> runtime verdict, for every probe of the plan. source: the module's text when the file
+    is not Python itself (a notebook's joined cells)."""
     verdicts: dict[str, dict] = {}
     runnable = []
     for probe in plan.probes:
@@ -38,7 +39,7 @@ def run_plan(plan: FilePlan, device: str, timeout: float = DEFAULT_TIMEOUT,
         return verdicts
     request = {"path": os.path.abspath(plan.path), "project_root": os.getcwd(), "device": device, "seed": 0, "memory_limit": memory_limit,
                "input_hint": plan.input_hint, "input_hints": plan.input_hints, "fixed_sources": plan.fixed_sources,
-               "probes": [probe.request() for probe in runnable]}
+               "probes": [probe.request() for probe in runnable], "source": source}
     answers, failure = _run_child(json.dumps(request), timeout)
     used_device = None
     for answer in answers:

@@ -10,7 +10,8 @@ linting process: `modelint.runtime.launch` starts it with a timeout.
 
 Request:  {"path", "project_root", "device", "seed", "memory_limit", "input_hint", "input_hints": {class: expr},
            "fixed_sources": {key: text},
-           "probes": [{"id", "code", "candidates": [...], "contains", "variants": [...]}]}
+           "probes": [{"id", "code", "candidates": [...], "contains", "variants": [...]}],
+           "source": the module's text when `path` is no Python file (a notebook's joined cells), else null}
 Answers:  {"event": "ready", "device": ...}, then {"id": ..., "runtime": {...}} per probe.
 """
 
@@ -755,7 +756,7 @@ def main(request_text: str) -> int:
     modules: dict[str, object] = {}
     note = None
     try:
-        modules["original"] = _import_user_file(path, MODULE_NAME, package=package)
+        modules["original"] = _import_user_file(path, MODULE_NAME, request.get("source"), package=package)
     except BaseException as error:  # noqa: BLE001 - sys.exit, crash at import
         if isinstance(error, KeyboardInterrupt):
             raise
@@ -763,7 +764,8 @@ def main(request_text: str) -> int:
         if isinstance(error, ModuleNotFoundError) and error.name:
             failure += f" (install the package that provides `{error.name.split('.')[0]}`)"
         try:
-            modules["original"], skipped = _import_definitions(path, MODULE_NAME + "_definitions", package=package)
+            modules["original"], skipped = _import_definitions(path, MODULE_NAME + "_definitions",
+                                                               request.get("source"), package=package)
         except BaseException as second:  # noqa: BLE001 - does not even parse as a module of its own
             if isinstance(second, KeyboardInterrupt):
                 raise
