@@ -114,10 +114,18 @@ def test_verify_confirms_a_flagged_line() -> None:
 
 
 def test_constructor_with_unknown_arguments_is_not_run() -> None:
-    [finding] = probed(checked("cpu"), RUNTIME / "notrun_config_constructor.py")
+    [finding] = probed(checked("cpu"), RUNTIME / "notrun_tag_mapping_constructor.py")
     assert finding["runtime"]["verdict"] == "not run"
     reason = finding["runtime"]["reason"]
-    assert "constructor needs arguments: ConvNet(cfg)" in reason and "# modelint: probe ConvNet(...)" in reason
+    assert "constructor needs arguments: BiLSTMTagger(tag_to_ix)" in reason
+    assert "# modelint: probe BiLSTMTagger(...)" in reason
+
+
+def test_a_configuration_argument_is_guessed_field_by_field() -> None:
+    [finding] = probed(checked("cpu"), RUNTIME / "config_constructor_guessed.py")
+    runtime = finding["runtime"]
+    assert runtime["verdict"] == "confirmed", runtime
+    assert "cfg" in runtime["guessed"] and "config(in_channels=3" in runtime["constructed"], runtime
 
 
 def test_model_only_passed_in_says_what_to_add() -> None:
@@ -277,7 +285,7 @@ def test_file_inside_a_package_keeps_its_relative_imports(tmp_path: Path) -> Non
 
 
 def test_config_supplies_constructor_input_and_timeout(tmp_path: Path) -> None:
-    source = (RUNTIME / "notrun_config_constructor.py").read_text()
+    source = (RUNTIME / "config_constructor_guessed.py").read_text()
     (tmp_path / "train.py").write_text(source)
     (tmp_path / "pyproject.toml").write_text(
         "[tool.modelint.runtime]\ntimeout = 120\n"

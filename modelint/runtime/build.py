@@ -77,6 +77,62 @@ def guess(parameter: inspect.Parameter, attempt: int, torch=None):
     return NO_GUESS
 
 
+_CONFIG_NAMES = r"^(cfg|config|conf|args|opts?|hparams|hp|h?params|hyperparams|settings|options)$|_(cfg|config|args|opts?)$"
+
+
+class GuessedConfig:
+    """For a parameter that holds a configuration (`Net(cfg)`, `Model(args)`): each field the constructor
+    reads is guessed from its name, as a size, count or rate parameter would be (`cfg.hidden_dim` 16,
+    `cfg.dropout` 0.5); a field no name rule covers is missing (AttributeError, as for a real config
+    without it). `get(key, default)` keeps the constructor's default. The fields read are reported."""
+
+    def __init__(self, attempt: int) -> None:
+        object.__setattr__(self, "_modelint_attempt", attempt)
+        object.__setattr__(self, "_modelint_fields", {})
+
+    def _field(self, name: str):
+        fields = object.__getattribute__(self, "_modelint_fields")
+        if name not in fields:
+            if name in _NO_WEIGHTS:
+                value = _NO_WEIGHTS[name]
+            else:
+                value = guess(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY),
+                              object.__getattribute__(self, "_modelint_attempt"))
+            if value is NO_GUESS:
+                raise AttributeError(f"modelint cannot guess the configuration field `{name}`")
+            fields[name] = value
+        return fields[name]
+
+    def __getattr__(self, name: str):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return self._field(name)
+
+    def __setattr__(self, name: str, value) -> None:
+        object.__getattribute__(self, "_modelint_fields")[name] = value
+
+    def __getitem__(self, name):
+        try:
+            return self._field(str(name))
+        except AttributeError as error:
+            raise KeyError(name) from error
+
+    def get(self, name, default=None):
+        fields = object.__getattribute__(self, "_modelint_fields")
+        return fields[name] if name in fields else default
+
+    def __contains__(self, name) -> bool:
+        try:
+            self._field(str(name))
+        except AttributeError:
+            return False
+        return True
+
+    def describe(self) -> str:
+        fields = object.__getattribute__(self, "_modelint_fields")
+        return "config(" + ", ".join(f"{k}={v!r}" for k, v in fields.items()) + ")"
+
+
 def _module_list(torch, annotation) -> bool:
     """`List[nn.Module]`, `Optional[Sequence[nn.Module]]` (typing objects, not strings)."""
     import typing
@@ -229,6 +285,8 @@ class Builder:
             if param.default is not param.empty and (param.name not in missing or guess(param, attempt) is NO_GUESS):
                 continue  # its default; or given something we cannot compute that no guess replaces
             value = guess(param, attempt, self.torch if spec.get("stand_ins") else None)
+            if value is NO_GUESS and re.search(_CONFIG_NAMES, param.name.lower()):
+                value = GuessedConfig(attempt)
             if value is NO_GUESS:
                 site = f" at {spec['site']}" if spec.get("site") else ""
                 short = label.rsplit(".", 1)[-1]
@@ -264,6 +322,8 @@ class Builder:
 
 
 def _short(value) -> str:
+    if isinstance(value, GuessedConfig):
+        return value.describe()
     if isinstance(value, (int, float, bool, str, type(None))):
         text = repr(value)
     elif isinstance(value, type):
@@ -272,7 +332,7 @@ def _short(value) -> str:
         text = value.__name__
     else:
         text = f"{type(value).__name__}(...)"
-    return text if len(text) <= 40 else text[:37] + "..."
+    return text if len(text) <= 40 or isinstance(value, GuessedConfig) else text[:37] + "..."
 
 
 def _describe(args, kwargs) -> str:
