@@ -72,7 +72,8 @@ class TrainingInEvalMode(Rule):
             steps = [s for s in flow.steps.values() if s.kind == "backward"] or list(flow.steps.values())
             for step in steps:
                 for key, fact in sorted(step.models.items()):
-                    if not self._trained_in_eval(key, fact, step.models, trained):
+                    if not self._trained_in_eval(key, fact, step.models, trained) \
+                            or _frozen_features_protocol(facts, key, fact, step):
                         continue
                     site = facts.call_sites.get(step.call)
                     yield Report(step.call, _message(key, fact), stmt=site.site.stmt if site else None,
@@ -121,6 +122,22 @@ class TrainingInEvalMode(Rule):
         # A model kept in eval on purpose (a teacher, a frozen encoder) is not trained here: trained
         # models are optimized, put in train() explicitly, or feed the backward with their graph.
         return key in trained or any(is_train_site(s) for s in fact.train_sites)
+
+
+def _frozen_features_protocol(facts: FileFacts, key: str, fact, step) -> bool:
+    """Linear probing on frozen features: the file freezes the model's parameters, and the training function
+    itself puts it in eval before its loop, so that BatchNorm statistics of the frozen part stay as they are
+    while the head trains. (A validation's `eval()` inside the loop, or a helper's, is still reported.)"""
+    if key.split(".")[0] not in facts.frozen_models and not any(key.startswith(f + ".") or key == f
+                                                                  for f in facts.frozen_models):
+        return False
+    here = facts.call_sites.get(step.call)
+    loops = {g for g in here.site.guards if isinstance(g, (cst.For, cst.While))} if here else set()
+    for site in fact.eval_sites:
+        where = facts.call_sites.get(site) if isinstance(site, cst.Call) else None
+        if where is None or where.site.function is not step.function or loops & set(where.site.guards):
+            return False
+    return bool(fact.eval_sites)
 
 
 def _message(key: str, fact) -> str:

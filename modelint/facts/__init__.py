@@ -73,6 +73,13 @@ class FileFacts:
         return Receivers(self)
 
     @cached_property
+    def frozen_models(self) -> frozenset[str]:
+        """Models whose parameters the file freezes: see modelint.facts.mode_handling."""
+        from modelint.facts.mode_handling import frozen_models
+
+        return frozen_models(self)
+
+    @cached_property
     def grad_wrappers(self) -> frozenset[str]:
         """The file's own decorators that run what they wrap under no_grad (`@nograd`)."""
         return grad_wrappers(self.collector)

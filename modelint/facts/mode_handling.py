@@ -6,6 +6,8 @@ someone does: a `.eval`/`.train` of anything in the function (called or not), a
 `self.training` flag set, a docstring stating who switches the mode, a class whose
 methods switch their own object, and parameters that cannot be the model a helper
 exists to evaluate (an optional hook, a callable, a class known not to be a module).
+Frozen parameters (`p.requires_grad = False` over a model's parameters) show fine-tuning on
+frozen features, where keeping the model in eval while its head trains is the protocol.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import re
 
 import libcst as cst
 
+from modelint.facts.names import literal_value
 from modelint.facts.walk import iter_nodes
 
 
@@ -58,3 +61,43 @@ def minds_modes(function) -> bool:
 
 
 _MODE_CONTRACT = re.compile(r"\beval\(\)|\beval[- ]mode|\bevaluation mode|\binference mode", re.IGNORECASE)
+
+
+_PARAMETER_LISTS = frozenset({"parameters", "named_parameters"})
+
+
+def frozen_models(facts) -> frozenset[str]:
+    """The names (first part of the key) of models the file freezes, whole or in part:
+    `for name, p in model.named_parameters(): p.requires_grad = False`, `model.encoder.requires_grad_(False)`."""
+    found = set()
+    for site in facts.collector.calls:
+        func = site.node.func
+        if isinstance(func, cst.Attribute) and func.attr.value == "requires_grad_" and site.node.args \
+                and literal_value(site.node.args[0].value) is False:
+            head = _head(func.value)
+            if head:
+                found.add(head)
+    for assign in facts.collector.attribute_assigns:
+        if assign.target.attr.value != "requires_grad" or assign.value is None \
+                or literal_value(assign.value) is not False or not isinstance(assign.target.value, cst.Name):
+            continue
+        variable = assign.target.value.value
+        for guard in assign.site.guards:
+            if isinstance(guard, cst.For) and isinstance(guard.iter, cst.Call) \
+                    and isinstance(guard.iter.func, cst.Attribute) and guard.iter.func.attr.value in _PARAMETER_LISTS \
+                    and variable in {n.value for n in iter_nodes(guard.target) if type(n) is cst.Name}:
+                head = _head(guard.iter.func.value)
+                if head:
+                    found.add(head)
+    return frozenset(found)
+
+
+def _head(expr: cst.BaseExpression) -> str | None:
+    """`model` of `model.encoder.layer1`, `self.model` of `self.model.backbone`."""
+    parts = []
+    while isinstance(expr, cst.Attribute):
+        parts.append(expr.attr.value)
+        expr = expr.value
+    if not isinstance(expr, cst.Name):
+        return None
+    return f"self.{parts[-1]}" if expr.value == "self" and parts else expr.value
