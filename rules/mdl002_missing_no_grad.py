@@ -7,6 +7,7 @@ import libcst as cst
 
 from modelint.facts import FileFacts
 from modelint.facts.evaluation import dummy_input, effective_grad, effective_mode, is_module, returned_to_callers
+from modelint.facts.intent import DETACH, ESCAPE, HANDED, RETURN, STORE, TRAIN
 from modelint.facts.lattice import is_train_site
 from modelint.facts.names import literal_value
 from modelint.facts.walk import iter_nodes
@@ -107,7 +108,7 @@ class MissingNoGrad(Rule):
             # named for it and turned the output into predictions first (`softmax`, `argmax`).
             if not (eval_mode or ("eval" in forward.uses and facts.is_evaluation_function(function))):
                 return None
-        elif _run_for_side_effects(facts, forward, mode):
+        elif _run_for_side_effects(facts, forward, mode) or _detached_at_once(forward):
             pass
         elif not eval_mode:
             return None  # printed, logged or handed on: an evaluation if the model is in eval mode
@@ -171,11 +172,20 @@ def _part_of_a_modules_forward(facts: FileFacts, forward, mode) -> bool:
     if function is None or function.cls is None or forward.key.split(".")[0] != "self" \
             or not facts.may_be_module_class(function.cls):
         return False
+    if _detached_at_once(forward):
+        return False  # cut from its graph before it goes anywhere: no part of a differentiable forward
     if facts.flow.has_callers(function) or function in facts.maybe_forward_reachable:
         return True
     switched_here = any(facts.call_sites.get(site) is not None and facts.call_sites[site].site.function is function
                         for site in mode.eval_sites if not mode.train_sites)
     return not (switched_here or facts.is_evaluation_function(function))
+
+
+def _detached_at_once(forward) -> bool:
+    """Its output is cut from the graph (`.detach()`, `.data`) before it goes anywhere that could still use
+    the graph: whoever wrote it knew autograd was recording, and did not want what it recorded."""
+    return DETACH in forward.uses and not forward.uses & {TRAIN, RETURN, STORE, ESCAPE, HANDED} \
+        and forward.via is None and not forward.fed  # (a loss of another forward's output: that one's graph)
 
 
 def _run_for_side_effects(facts: FileFacts, forward, mode) -> bool:

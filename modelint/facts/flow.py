@@ -18,7 +18,7 @@ import libcst as cst
 from modelint.facts import torch_api as api
 from modelint.facts.callgraph import CallGraph, _defined_in, _nested_name
 from modelint.facts.collector import Collector, FunctionInfo
-from modelint.facts.intent import DIRECT
+from modelint.facts.intent import DIRECT, FED
 from modelint.facts.interpreter import Interpreter
 from modelint.facts.lattice import GRAD_ENABLED, GRAD_UNKNOWN, GradFact
 from modelint.facts.modules import ModuleTable
@@ -171,7 +171,9 @@ class ModeFlow(CallGraph):
 
     def _finish(self, flow: FunctionFlow, function: FunctionInfo | None) -> None:
         for forward in flow.forwards.values():
-            forward.uses = flow.uses.get(forward.token, set())
+            uses = flow.uses.get(forward.token, set())
+            forward.fed = FED in uses  # (a fact about its input, kept apart from what its output is used for)
+            forward.uses = uses - {FED}
         flow.trains = flow.trains or bool(flow.steps) or bool(flow.helper_steps)
 
     def _closure_flows(self, function: FunctionInfo) -> list[FunctionFlow]:

@@ -23,6 +23,10 @@ records, for each forward it reaches, how the output is used:
   escaped. A helper handing it to a callable it holds (a hook) makes it ESCAPE.
 - WEAK: printed, logged or handed to a metric/writer/list method.
 - DISCARD: the output is not used at all (warm-up, benchmark, calibration).
+- DETACH (with the others): cut from its graph on purpose (`.detach()`, `.data`) while it
+  still carried it: whoever wrote it knew autograd was recording, and did not want it.
+- FED (not a use): the forward's input is another forward's output: a loss, a head, a
+  second stage, whose graph continues the first one's.
 
 `intent_of` turns the uses into "training", "returned", "unknown", "escaped",
 "shape" (only its shape read), "evaluation" or "inference" (only dropped, printed or
@@ -46,6 +50,8 @@ FILE_WRITERS = frozenset({
     "skimage.io.imsave", "scipy.io.wavfile.write", "soundfile.write", "torchaudio.save",
 })
 GRAPH = "graph"  # with TRAIN: the output reached the backward still attached (the model is being trained)
+DETACH = "detach"  # cut from its graph on purpose (`.detach()`, `.data`) while it still carried it
+FED = "fed"  # not a use of the output: its input is another forward's output (a loss, a head, a second stage)
 META = "meta"  # only its shape, dtype or length was read: mode cannot change those
 
 # Tensor methods whose result has left autograd, and that turn outputs into predictions/numbers.
@@ -96,7 +102,7 @@ def intent_of(uses: set[str]) -> str:
         return "returned"
     if STORE in uses:
         return "unknown"
-    if META in uses and uses <= {META, DISCARD}:
+    if META in uses and uses <= {META, DISCARD, DETACH}:
         return "shape"  # a shape probe (`self.net(dummy).shape[1]`): no evaluation
     if ESCAPE in uses or (HANDED in uses and EVAL not in uses):
         return "escaped"  # handed to a call we cannot see into: it may keep it for training
@@ -167,6 +173,7 @@ class OutputUses:
             key = dotted(node)
             inner = values.get(key, NONE) if key is not None and key in values else result.get(node.value, NONE)
             if attr in DETACHING_ATTRIBUTES and inner:
+                self.use(inner, DETACH, DIRECT)
                 return detached(inner)
             return inner
         if kind is cst.Call:
@@ -188,6 +195,9 @@ class OutputUses:
         args = frozenset(args)
         token = (call, self.tag) if self.tag else call
         if token in self.forwards:
+            if any(level == DIRECT and origin != token and not (isinstance(origin, tuple) and origin[0] == "param")
+                   for origin, level in args):  # (not its own earlier output, as in generation; not a parameter)
+                self.uses.setdefault(token, set()).add(FED)
             return frozenset({(token, DIRECT)}) | args
         trained, handed, evaluated, hooked = self.argument_uses(call) or ((), (), (), ())
         for arg in trained:  # a helper that runs backward() on what it is given
@@ -220,6 +230,7 @@ class OutputUses:
                 self.use(receiver, EVAL)
                 return detached(receiver) | args
             if method in STOP_GRADIENT_METHODS:
+                self.use(receiver, DETACH, DIRECT)
                 return detached(receiver) | args
             if method in EVAL_METHODS:
                 self.use(receiver, EVAL)

@@ -36,8 +36,8 @@ class ModuleNames:
 
         for key, value, site in collector.call_assigns:
             built, _ = self.table.module_expression(value)
-            if built is not None and built.certain:
-                add(key, site)
+            if built is not None and built.certain or _switched(value):
+                add(key, site)  # (`self.net = torch.load(path).eval()`: only a module has a mode to switch)
         for site in collector.calls:
             func = site.node.func
             if not isinstance(func, cst.Attribute):
@@ -87,3 +87,12 @@ class ModuleNames:
             if scope is None or head in scope.param_set:
                 return False  # a parameter hides the names of the enclosing scopes
             scope = scope.outer  # closures see the enclosing function's names (and the module's)
+
+
+def _switched(value: cst.Call) -> bool:
+    """`<anything>.eval()`, `<anything>.train()` / `.train(False)`: a module handing itself back."""
+    func = value.func
+    if not isinstance(func, cst.Attribute) or func.attr.value not in ("eval", "train"):
+        return False
+    return not value.args if func.attr.value == "eval" else \
+        (not value.args or isinstance(literal_value(value.args[0].value), bool))

@@ -32,6 +32,7 @@ class Forward:
     via: ForwardUse | None = None
     callee: FunctionSummary | None = None
     uses: set[str] = field(default_factory=set)  # what the caller does with the output (modelint.facts.intent)
+    fed: bool = False  # its input is another forward's output (a loss, a head): that forward's graph goes on
     token: object = None  # what the output's origins name: the call, or (call, phase) in a phase loop
     phase: tuple = ()  # ((variable, value),) inside a phase loop
 
