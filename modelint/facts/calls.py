@@ -23,6 +23,7 @@ import libcst as cst
 
 from modelint.facts import torch_api as api
 from modelint.facts.intent import DETACHED, NONE
+from modelint.facts.phases import decide
 from modelint.facts.lattice import ENTRY_MODE, ModeFact, mode_of_call
 from modelint.facts.names import key_prefixes, tokens, value_key
 from modelint.facts.naming import EVAL_WORDS, TRAIN_WORDS
@@ -105,6 +106,10 @@ class CallEffects:
             if receiver is not None:
                 receiver = state.canonical(receiver)
                 if method in ("eval", "train"):
+                    owner = self.parts.get(receiver)
+                    if owner is not None:  # some submodules of `owner` switched (BatchNorms only, say)
+                        self.havoc(state, state.canonical(owner))
+                        return
                     self.set_mode(state, receiver, call)
                     return
                 if method == "forward":  # an explicit forward pass, whatever the receiver turns out to be
@@ -170,6 +175,10 @@ class CallEffects:
     # -- mode -------------------------------------------------------------------
     def set_mode(self, state: State, key: str, call: cst.Call) -> None:
         mode = mode_of_call(call)
+        if mode is None and isinstance(call.func, cst.Attribute) and call.func.attr.value == "train" \
+                and len(call.args) == 1:
+            decided = decide(call.args[0].value, self.constants)  # `model.train(mode=is_train)` in a phase
+            mode = None if decided is None else "train" if decided else "eval"
         if mode is None:
             restored = self._restored_mode(state, key, call)
             if restored is None:

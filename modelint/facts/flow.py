@@ -26,6 +26,7 @@ from modelint.facts.names import dotted
 from modelint.facts.objects import ObjectModes
 from modelint.facts.provenance import Provenance
 from modelint.facts.records import FunctionFlow
+from modelint.facts.phases import phase_parameter
 from modelint.facts.regions import disables_grad, grad_effect
 from modelint.facts.state import State
 from modelint.facts.summaries import qualname, summarise
@@ -158,7 +159,7 @@ class ModeFlow(CallGraph):
             # calls of it in this file: origins too.
             state.values = {p: frozenset({(("param", p), DIRECT)}) for p in function.params
                             if p not in ("self", "cls")}
-        flow.exit_state = interpreter.run(function.node.body, state)
+        flow.exit_state = interpreter.run(function.node.body, state, phase_parameter(function))
         self._finish(flow, function)
         return flow
 

@@ -19,10 +19,13 @@ from modelint.facts.bindings import Bindings, flatten
 from modelint.facts.calls import CallEffects
 from modelint.facts.intent import NONE, OutputUses
 from modelint.facts.lattice import GRAD_ENABLED, GRAD_UNKNOWN, GradFact
-from modelint.facts.names import dotted
+from modelint.facts.names import dotted, value_key
 from modelint.facts.naming import names_evaluation_data
 from modelint.facts.phases import decide, names_evaluation_value, phase_values
 from modelint.facts.state import State, join
+
+
+_SUBMODULE_LISTS = frozenset({"modules", "children", "named_modules", "named_children"})
 
 
 class Interpreter(Bindings, CallEffects):
@@ -34,6 +37,8 @@ class Interpreter(Bindings, CallEffects):
         self.returns: list[State] = []
         # Names whose value is known here: a phase loop's variable, `phases = ("train", "val")`.
         self.constants: dict[str, object] = {}
+        # `for m in net.modules():` while its body runs: m -> net (switching m switches part of net)
+        self.parts: dict[str, str] = {}
 
     def _argument_uses(self, call: cst.Call) -> tuple[list, list, list, list] | None:
         """What a local callee does with its arguments: those it back-propagates (`backward(total_loss,
@@ -64,8 +69,23 @@ class Interpreter(Bindings, CallEffects):
     def _local_calls(self):
         return self.flow.local_calls
 
-    def run(self, body, state: State) -> State | None:
-        end = self.block(body, state) if not isinstance(body, (list, tuple)) else self.statements(body, state)
+    def run(self, body, state: State, phases: tuple[str, tuple] | None = None) -> State | None:
+        """The function body (or the module's statements); with `phases`, once per value of a parameter
+        that decides between training and evaluation, each pass with its value known and its forwards
+        told apart (see modelint.facts.phases)."""
+        if phases is None:
+            end = self.block(body, state) if not isinstance(body, (list, tuple)) else self.statements(body, state)
+        else:
+            name, values = phases
+            end = None
+            try:
+                for value in values:
+                    self.constants[name] = value
+                    self.tag = self.uses.tag = ((name, value),)
+                    end = join(end, self.block(body, state.copy()))
+            finally:
+                self.tag = self.uses.tag = ()
+                self.constants.pop(name, None)
         result = end
         for returned in self.returns:
             result = join(result, returned)
@@ -216,6 +236,10 @@ class Interpreter(Bindings, CallEffects):
         if not isinstance(value, cst.Call):
             return None
         if self.flow.imports.qualify(value.func) in api.SET_GRAD_ENABLED:
+            if len(value.args) == 1:
+                decided = decide(value.args[0].value, self.constants)  # set_grad_enabled(is_train) in a phase
+                if decided is not None:
+                    return "enabled" if decided else "free"
             return self.flow.grad_effect(value)
         if isinstance(value.func, cst.Attribute) and value.func.attr.value == "enter_context" and value.args:
             return self.flow.grad_effect(value.args[0].value)
@@ -245,6 +269,8 @@ class Interpreter(Bindings, CallEffects):
         head = state.copy()
         exit_states: list[State] = [state.copy()]
         self.evaluation_loops += evaluation
+        parts = self._submodule_loop(stmt)
+        self.parts.update(parts)
         try:
             for _ in range(4):
                 breaks: list[State] = []
@@ -272,12 +298,26 @@ class Interpreter(Bindings, CallEffects):
                 head = new_head
         finally:
             self.evaluation_loops -= evaluation
+            for name in parts:
+                self.parts.pop(name, None)
         result = None
         for s in (head, *exit_states):
             result = join(result, s)
         if stmt.orelse is not None and result is not None:
             result = self.block(stmt.orelse.body, result)
         return result
+
+    @staticmethod
+    def _submodule_loop(stmt) -> dict[str, str]:
+        """`for m in net.modules():` / `for name, m in net.named_children():`: the loop variable -> `net`."""
+        if not isinstance(stmt, cst.For) or not isinstance(stmt.iter, cst.Call) \
+                or not isinstance(stmt.iter.func, cst.Attribute) or stmt.iter.func.attr.value not in _SUBMODULE_LISTS:
+            return {}
+        owner = value_key(stmt.iter.func.value)
+        target = stmt.target
+        if isinstance(target, cst.Tuple) and len(target.elements) == 2:  # (name, module)
+            target = target.elements[1].value
+        return {target.value: owner} if owner and isinstance(target, cst.Name) else {}
 
     def phase_loop(self, stmt: cst.For, state: State, name: str, values: tuple) -> State | None:
         """`for phase in ("train", "val"):`: the body once per phase, in order, with `phase` known."""

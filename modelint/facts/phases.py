@@ -1,10 +1,14 @@
-"""Phase loops: `for phase in ("train", "val"):` with one body for both phases.
+"""Phase loops: `for phase in ("train", "val"):` with one body for both phases; and phase
+parameters: `def run_epoch(model, loader, is_train)` with one body for training and validation.
 
 The body tests the phase (`if phase == "train": loss.backward()`), picks the data
 (`loaders[phase]`) and often the modes (`model.train() if phase == "train" else
 model.eval()`, `torch.set_grad_enabled(phase == "train")`). The interpreter runs such
 a body once per value, with the loop variable known: the tests are decided, and the
-forwards of the "val" pass are told apart from those of the "train" pass.
+forwards of the "val" pass are told apart from those of the "train" pass. A function
+whose parameter decides between training and evaluation (`if is_train: loss.backward()`,
+`model.train(mode=is_train)`, `torch.set_grad_enabled(is_train)`) is run the same way,
+once per value of that parameter.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import libcst as cst
 
 from modelint.facts.names import literal_value, tokens
+from modelint.facts.walk import iter_nodes
 from modelint.facts.naming import EVAL_WORDS, TRAIN_WORDS
 
 _MAX_VALUES = 6
@@ -97,5 +102,56 @@ def names_evaluation_value(expr: cst.BaseExpression, constants: dict[str, object
         if type(node) is cst.Name and isinstance(constants.get(node.value), str):
             words = set(tokens(constants[node.value]))
             if words & EVAL_WORDS and not words & TRAIN_WORDS:
+                return True
+    return False
+
+
+_MODE_METHODS = frozenset({"train", "eval", "backward", "step", "zero_grad"})
+_GRAD_SWITCHES = frozenset({"no_grad", "enable_grad", "set_grad_enabled", "inference_mode"})
+
+
+def phase_parameter(function) -> tuple[str, tuple] | None:
+    """(parameter, its values) when a parameter of `function` decides whether it trains or evaluates:
+    a flag tested by an `if` whose branches set a mode, step or switch autograd, or handed to `train()`
+    or `set_grad_enabled()` itself; a string compared with literals naming both phases."""
+    params = set(function.params) - {"self", "cls"}
+    if not params:
+        return None
+    strings: dict[str, set] = {}
+    for node in iter_nodes(function.node.body):
+        if isinstance(node, cst.If):
+            name = _flag(node.test, params)
+            if name is not None and any(_mode_relevant(branch) for branch in (node.body, node.orelse) if branch):
+                return name, (True, False)
+        elif isinstance(node, cst.Call) and node.args and type(node.args[0].value) is cst.Name \
+                and node.args[0].value.value in params and len(node.args) == 1:
+            func = node.func
+            method = func.attr.value if isinstance(func, cst.Attribute) else func.value if isinstance(func, cst.Name) else ""
+            if method in ("train", "set_grad_enabled"):
+                return node.args[0].value.value, (True, False)
+        elif isinstance(node, cst.Comparison) and type(node.left) is cst.Name and node.left.value in params \
+                and len(node.comparisons) == 1 and isinstance(node.comparisons[0].operator, (cst.Equal, cst.NotEqual)):
+            value = literal_value(node.comparisons[0].comparator)
+            if isinstance(value, str):
+                strings.setdefault(node.left.value, set()).add(value)
+    for name, values in strings.items():
+        words = {word for value in values for word in tokens(value)}
+        if words & EVAL_WORDS and words & TRAIN_WORDS and 1 < len(values) <= _MAX_VALUES:
+            return name, tuple(sorted(values))
+    return None
+
+
+def _flag(test: cst.BaseExpression, params: set) -> str | None:
+    if isinstance(test, cst.UnaryOperation) and isinstance(test.operator, cst.Not):
+        test = test.expression
+    return test.value if type(test) is cst.Name and test.value in params else None
+
+
+def _mode_relevant(branch) -> bool:
+    for node in iter_nodes(branch):
+        if isinstance(node, cst.Call):
+            func = node.func
+            name = func.attr.value if isinstance(func, cst.Attribute) else func.value if isinstance(func, cst.Name) else ""
+            if name in _MODE_METHODS or name in _GRAD_SWITCHES:
                 return True
     return False
