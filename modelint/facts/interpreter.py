@@ -204,6 +204,8 @@ class Interpreter(Bindings, CallEffects):
             if key is not None:
                 self._taint(state, key)
                 self._derive(state, node.target, origins)
+            elif isinstance(node.target, cst.Subscript):  # `totals["loss"] += loss.detach()`: the container
+                self._derive(state, node.target, origins)
             return state
         if isinstance(node, cst.Return):
             self.calls_of(node, state)
