@@ -132,8 +132,31 @@ class ObjectModes:
 
     def _plain_object(self, cls) -> bool:
         """A class known to be no module: a base elsewhere that may be one (a model mixin whose mode its
-        users set) leaves the object's mode to whoever holds it."""
-        return not self.flow.may_be_module_class(cls)
+        users set) leaves the object's mode to whoever holds it, unless the class shows what it is: a
+        trainer (`class SegTrainer(BaseTrainer)`) switches the models it holds (`self.model.train()`) and
+        has no forward pass of its own."""
+        if not self.flow.may_be_module_class(cls):
+            return True
+        if self.flow.is_module_class(cls):
+            return False
+        return cls.name in self._trainers
+
+    @cached_property
+    def _trainers(self) -> frozenset[str]:
+        """Classes of the file with a base elsewhere that switch a model attribute's mode and define no
+        `forward` (themselves or through their bases here)."""
+        switching = set()
+        for site in self.flow.collector.calls:
+            func = site.node.func
+            cls = site.site.cls
+            if cls is not None and isinstance(func, cst.Attribute) and func.attr.value in ("train", "eval") \
+                    and isinstance(func.value, cst.Attribute) and isinstance(func.value.value, cst.Name) \
+                    and func.value.value.value == "self":
+                switching.add(cls.name)
+        classes = self.flow.modules.classes
+        return frozenset(name for name in switching if not any(
+            "forward" in classes[c].methods or "__call__" in classes[c].methods
+            for c in self.flow.class_and_bases(name) if c in classes))
 
     def left_in_training(self, function, key: str) -> tuple[str, object] | None:
         """For a public method of a class that is no module (users call it, whatever its callers here
