@@ -108,8 +108,8 @@ class MissingNoGrad(Rule):
             # named for it and turned the output into predictions first (`softmax`, `argmax`).
             if not (eval_mode or ("eval" in forward.uses and facts.is_evaluation_function(function))):
                 return None
-        elif _run_for_side_effects(facts, forward, mode) or _detached_at_once(forward):
-            pass
+        elif _run_for_side_effects(facts, forward, mode) or (_detached_at_once(forward) and not _trains(facts, forward)):
+            pass  # (in a training function a detached output is a target or the next stage's input)
         elif not eval_mode:
             return None  # printed, logged or handed on: an evaluation if the model is in eval mode
         key = forward.key
@@ -172,7 +172,7 @@ def _part_of_a_modules_forward(facts: FileFacts, forward, mode) -> bool:
     if function is None or function.cls is None or forward.key.split(".")[0] != "self" \
             or not facts.may_be_module_class(function.cls):
         return False
-    if _detached_at_once(forward):
+    if _detached_at_once(forward) and not _trains(facts, forward):
         return False  # cut from its graph before it goes anywhere: no part of a differentiable forward
     if facts.flow.has_callers(function) or function in facts.maybe_forward_reachable:
         return True
