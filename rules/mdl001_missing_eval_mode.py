@@ -202,6 +202,8 @@ class MissingEvalMode(Rule):
             return None  # in training mode only because it was trained above: needs no_grad or test data too
         if not trains_here and _smoke_test(facts, forward, mode):
             return None
+        if not trains_here and _mode_chosen_by_caller(forward, mode):
+            return None
         if trains_here and _fitted_input(facts, forward):
             return None
         key = forward.key
@@ -273,6 +275,15 @@ def _smoke_test(facts: FileFacts, forward, mode) -> bool:
     return not any(site.site.function is function and isinstance(site.node.func, cst.Attribute)
                    and site.node.func.attr.value.startswith("load") and value_key(site.node.func.value) == key
                    for site in facts.collector.calls)
+
+
+def _mode_chosen_by_caller(forward, mode) -> bool:
+    """In a pass of a function whose parameter picks the mode (`if training: model.train()`, as in an
+    exporter's `training=True`), where nothing is trained: training mode is what the caller asked for."""
+    function = forward.function
+    if function is None or not forward.phase or forward.phase[0][0] not in function.param_set:
+        return False
+    return bool(mode.train_sites) and all(is_train_site(site) for site in mode.train_sites)
 
 
 def _fitted_input(facts: FileFacts, forward) -> bool:
