@@ -73,6 +73,7 @@ class ModeFlow(CallGraph):
                 self.nested_functions.setdefault((function.outer, function.name), function)
         self.global_models = self._global_models()
         self._recursive = False
+        self._phase_parameters: dict[FunctionInfo, tuple | None] = {}  # (once per function, not per round)
         self.assumed_sites: set[cst.Call] = set()  # backward calls standing for "trained here, so in train mode"
         self._targets = self._ordered(self._select_targets())
         self._run()
@@ -159,7 +160,9 @@ class ModeFlow(CallGraph):
             # calls of it in this file: origins too.
             state.values = {p: frozenset({(("param", p), DIRECT)}) for p in function.params
                             if p not in ("self", "cls")}
-        flow.exit_state = interpreter.run(function.node.body, state, phase_parameter(function))
+        if function not in self._phase_parameters:
+            self._phase_parameters[function] = phase_parameter(function)
+        flow.exit_state = interpreter.run(function.node.body, state, self._phase_parameters[function])
         self._finish(flow, function)
         return flow
 
