@@ -475,3 +475,53 @@ def test_module_classes_without_weights() -> None:
     weightless = {name: facts.modules.kinds.holds_no_weights(info) for name, info in classes.items()}
     assert weightless == {"DiceLoss": True, "Scaled": True, "Temperature": False, "Holder": False, "Headed": False,
                           "Stub": False}
+
+
+def test_phase_parameters_frozen_models_grad_wrappers_and_bound_names() -> None:
+    from modelint.facts.mode_handling import frozen_models
+    from modelint.facts.phases import phase_parameter
+    from modelint.facts.regions import grad_wrappers
+
+    facts = facts_of("""
+        import torch
+        from .stuff import *
+
+        def nograd(fn):
+            def run(*args, **kwargs):
+                with torch.no_grad():
+                    return fn(*args, **kwargs)
+            return run
+
+        def run_epoch(model, loader, is_train, verbose=False):
+            if verbose:
+                print("epoch")
+            if is_train:
+                model.train()
+            for x, y in loader:
+                loss = model(x).sum()
+                if is_train:
+                    loss.backward()
+
+        def step(model, batch, phase):
+            if phase == "train":
+                model.train()
+            elif phase == "val":
+                model.eval()
+
+        def report(model, verbose):
+            if verbose:
+                print(model)
+
+        def freeze(net):
+            for name, p in net.named_parameters():
+                p.requires_grad = False
+            net.head.requires_grad_(False)
+        """)
+    functions = {f.name: f for f in facts.collector.functions}
+    assert phase_parameter(functions["run_epoch"]) == ("is_train", (True, False))  # not `verbose`
+    assert phase_parameter(functions["step"]) == ("phase", ("train", "val"))
+    assert phase_parameter(functions["report"]) is None
+    assert frozen_models(facts) == {"net"}
+    assert grad_wrappers(facts.collector) == {"nograd"}
+    assert facts.bound_names is None  # a star import may bind any name
+    assert "mode" not in facts_of("model = 1\n").bound_names
