@@ -320,7 +320,7 @@ def _repeated_sample(facts: FileFacts, forward) -> bool:
     site = facts.call_sites.get(forward.call)
     if site is None:
         return False
-    inputs = {node.value for arg in forward.call.args for node in iter_nodes(arg.value) if type(node) is cst.Name}
+    inputs = _input_names(forward.call)
     loops = [node for node in iter_nodes(site.site.stmt)
              if isinstance(node, (cst.ListComp, cst.GeneratorExp, cst.SetComp, cst.DictComp))
              and any(inner is forward.call for inner in iter_nodes(node))]

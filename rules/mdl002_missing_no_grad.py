@@ -108,8 +108,8 @@ class MissingNoGrad(Rule):
             # named for it and turned the output into predictions first (`softmax`, `argmax`).
             if not (eval_mode or ("eval" in forward.uses and facts.is_evaluation_function(function))):
                 return None
-        elif _run_for_side_effects(facts, forward, mode) or (_detached_at_once(forward) and not _trains(facts, forward)):
-            pass  # (in a training function a detached output is a target or the next stage's input)
+        elif _run_for_side_effects(facts, forward, mode) or _detached_at_once(facts, forward):
+            pass
         elif not eval_mode:
             return None  # printed, logged or handed on: an evaluation if the model is in eval mode
         key = forward.key
@@ -172,7 +172,7 @@ def _part_of_a_modules_forward(facts: FileFacts, forward, mode) -> bool:
     if function is None or function.cls is None or forward.key.split(".")[0] != "self" \
             or not facts.may_be_module_class(function.cls):
         return False
-    if _detached_at_once(forward) and not _trains(facts, forward):
+    if _detached_at_once(facts, forward):
         return False  # cut from its graph before it goes anywhere: no part of a differentiable forward
     if facts.flow.has_callers(function) or function in facts.maybe_forward_reachable:
         return True
@@ -181,11 +181,13 @@ def _part_of_a_modules_forward(facts: FileFacts, forward, mode) -> bool:
     return not (switched_here or facts.is_evaluation_function(function))
 
 
-def _detached_at_once(forward) -> bool:
+def _detached_at_once(facts: FileFacts, forward) -> bool:
     """Its output is cut from the graph (`.detach()`, `.data`) before it goes anywhere that could still use
-    the graph: whoever wrote it knew autograd was recording, and did not want what it recorded."""
+    the graph: whoever wrote it knew autograd was recording, and did not want what it recorded. Not a
+    loss of another forward's output (that one's graph), nor in a function that trains (there a detached
+    output is a target or the next stage's input)."""
     return DETACH in forward.uses and not forward.uses & {TRAIN, RETURN, STORE, ESCAPE, HANDED} \
-        and forward.via is None and not forward.fed  # (a loss of another forward's output: that one's graph)
+        and forward.via is None and not forward.fed and not _trains(facts, forward)
 
 
 def _run_for_side_effects(facts: FileFacts, forward, mode) -> bool:

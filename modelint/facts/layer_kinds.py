@@ -19,8 +19,8 @@ import libcst as cst
 
 from modelint.facts import torch_api as api
 from modelint.facts.collector import ClassInfo, Collector
+from modelint.facts.modules import calls_in
 from modelint.facts.names import NOT_LITERAL, literal_value
-from modelint.facts.walk import iter_nodes
 
 _WEIGHT_CALLS = frozenset({"torch.nn.Parameter", "torch.nn.parameter.Parameter"})
 _REGISTERING = frozenset({"register_parameter", "register_module", "add_module"})
@@ -36,10 +36,8 @@ class LayerKinds:
         self._weightless: dict[str, bool] = {}
         # class name -> (value, method) of every `self.attribute = value` in the class's methods
         self._stored: dict[str, list[tuple[cst.BaseExpression | None, object]]] = {}
-        for assign in collector.attribute_assigns:
-            target = assign.target
-            if assign.site.cls is not None and isinstance(target.value, cst.Name) and target.value.value == "self":
-                self._stored.setdefault(assign.site.cls.name, []).append((assign.value, assign.site.function))
+        for assign in table.self_assigns:
+            self._stored.setdefault(assign.site.cls.name, []).append((assign.value, assign.site.function))
 
     # -- random in training mode ------------------------------------------------------
     def may_sample(self, call: cst.Call, in_scan: bool = False) -> bool:
@@ -66,7 +64,7 @@ class LayerKinds:
         layer = qualified.rsplit(".", 1)[-1]
         if layer in api.CONTAINERS or layer in api.STACKS:
             return any((not in_scan and (arg.star or isinstance(arg.value, (cst.Name, cst.Attribute))))
-                       or any(self.may_sample(inner, in_scan) for inner in _calls_in(arg.value)) for arg in call.args)
+                       or any(self.may_sample(inner, in_scan) for inner in calls_in(arg.value)) for arg in call.args)
         return built.dependence is not Dependence.INDEPENDENT and not api.NORMALISING.fullmatch(layer)
 
     def _class_samples(self, info: ClassInfo) -> bool:
@@ -159,7 +157,3 @@ def _literal_default(method, name: str) -> bool:
             value = literal_value(param.default)
             return value is not NOT_LITERAL and value is not None
     return False
-
-
-def _calls_in(expr: cst.BaseExpression) -> list[cst.Call]:
-    return [node for node in iter_nodes(expr, source_order=True) if type(node) is cst.Call]

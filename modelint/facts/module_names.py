@@ -8,6 +8,7 @@ from __future__ import annotations
 import libcst as cst
 
 from modelint.facts.collector import Collector, FunctionInfo
+from modelint.facts.lattice import mode_of_call
 from modelint.facts.modules import EVIDENCE_METHODS
 from modelint.facts.names import literal_value, value_key
 
@@ -36,7 +37,7 @@ class ModuleNames:
 
         for key, value, site in collector.call_assigns:
             built, _ = self.table.module_expression(value)
-            if built is not None and built.certain or _switched(value):
+            if built is not None and built.certain or mode_of_call(value) is not None:
                 add(key, site)  # (`self.net = torch.load(path).eval()`: only a module has a mode to switch)
         for site in collector.calls:
             func = site.node.func
@@ -88,11 +89,3 @@ class ModuleNames:
                 return False  # a parameter hides the names of the enclosing scopes
             scope = scope.outer  # closures see the enclosing function's names (and the module's)
 
-
-def _switched(value: cst.Call) -> bool:
-    """`<anything>.eval()`, `<anything>.train()` / `.train(False)`: a module handing itself back."""
-    func = value.func
-    if not isinstance(func, cst.Attribute) or func.attr.value not in ("eval", "train"):
-        return False
-    return not value.args if func.attr.value == "eval" else \
-        (not value.args or isinstance(literal_value(value.args[0].value), bool))

@@ -81,13 +81,14 @@ class ModuleTable:
         self._foreign_base: dict[str, bool] = {}  # derives from a class defined elsewhere (through this file's too)
         self._dependence: dict[str, Dependence] = {}
         self._builders = _builder_functions(collector)
-        # `self.x = value` in any class of the file, by attribute name (classes rarely share one).
+        # `self.x = value` in the classes' methods, once for every reader (see own_layer, layer_kinds).
+        self.self_assigns = [assign for assign in collector.attribute_assigns if assign.site.cls is not None
+                             and isinstance(assign.target.value, cst.Name) and assign.target.value.value == "self"]
+        # ... by attribute name, in any class of the file (classes rarely share one).
         self._self_attributes: dict[str, list] = {}
         self._following: set[str] = set()
-        for assign in collector.attribute_assigns:
-            target = assign.target
-            if assign.site.cls is not None and isinstance(target.value, cst.Name) and target.value.value == "self":
-                self._self_attributes.setdefault(target.attr.value, []).append(assign.value)
+        for assign in self.self_assigns:
+            self._self_attributes.setdefault(assign.target.attr.value, []).append(assign.value)
         self._built: dict[str, Dependence | None] = {}
         self._solved = False
         self._solve()
@@ -236,7 +237,7 @@ class ModuleTable:
             if arg.star:
                 found = Dependence.UNKNOWN
                 break
-            for inner in _calls_in(arg.value):
+            for inner in calls_in(arg.value):
                 built = self.layer_dependence(inner, known)
                 if built is not None:
                     found = max(found, built)
@@ -272,15 +273,18 @@ class ModuleTable:
         built = self.construction(call, known)
         if built is not None:
             return built.dependence
-        func = call.func
-        if isinstance(func, cst.Name) and func.value in self._builders and func.value not in self.imports.bindings:
-            return self._builder_dependence(func.value)
-        return None
+        name = self._builder_name(call.func)
+        return self._builder_dependence(name) if name is not None else None
 
     def builder_calls(self, func: cst.BaseExpression) -> list[cst.Call] | None:
         """The calls in the body of the file's function `func` names, if it names one."""
+        name = self._builder_name(func)
+        return [call for call, _returned in self._builders[name]] if name is not None else None
+
+    def _builder_name(self, func: cst.BaseExpression) -> str | None:
+        """The name of a module-level function of this file that `func` calls (not an import)."""
         if isinstance(func, cst.Name) and func.value in self._builders and func.value not in self.imports.bindings:
-            return [call for call, _returned in self._builders[func.value]]
+            return func.value
         return None
 
     def _builder_dependence(self, name: str) -> Dependence | None:
@@ -363,5 +367,5 @@ def _builder_functions(collector: Collector) -> dict[str, list[tuple[cst.Call, b
     return calls
 
 
-def _calls_in(expr: cst.BaseExpression) -> list[cst.Call]:
+def calls_in(expr: cst.BaseExpression) -> list[cst.Call]:
     return [node for node in iter_nodes(expr, source_order=True) if type(node) is cst.Call]
