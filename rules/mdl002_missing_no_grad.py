@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Iterator
 
 import libcst as cst
@@ -73,12 +74,22 @@ class MissingNoGrad(Rule):
                 continue
             if facts.uses_input_gradients(function):
                 continue  # saliency, adversarial examples: the outputs' gradients are the point
-            reported: list = []
+            reported: list = []  # (the call shown, its report), in order
             for forward in flow.all_forwards():
                 report = self._judge(facts, forward)
-                if report is not None and not _follows_a_reported_forward(facts, forward, reported):
-                    reported.append(_reported_node(facts, forward))
-                    yield report
+                if report is None:
+                    continue
+                earlier = _follows_a_reported_forward(facts, forward, [node for node, _ in reported])
+                if earlier is None:
+                    reported.append((_reported_node(facts, forward), report))
+                    continue
+                # The same fix covers it: one finding, which shows it too (so does a label there).
+                i = next(i for i, (node, _) in enumerate(reported) if node is earlier)
+                first = reported[i][1]
+                again = (_reported_node(facts, forward), f"`{forward.key}` runs again here, in the same block")
+                reported[i] = (earlier, replace(first, notes=(*first.notes, again)))
+            for _node, report in reported:
+                yield report
 
     def _judge(self, facts: FileFacts, forward) -> Report | None:
         mode = effective_mode(facts, forward)
@@ -228,13 +239,13 @@ def _library_generate(facts: FileFacts, forward) -> bool:
                    for function in facts.collector.functions)
 
 
-def _follows_a_reported_forward(facts: FileFacts, forward, reported: list) -> bool:
-    """A second forward of the same model later in the same block as one already reported (the same
-    fix covers both): `d(fake)` then `d(real)` in one evaluation step gets one finding, not two."""
+def _follows_a_reported_forward(facts: FileFacts, forward, reported: list) -> cst.Call | None:
+    """The reported call that a second forward of the same model later in the same block follows (the
+    same fix covers both): `d(fake)` then `d(real)` in one evaluation step get one finding, not two."""
     node = _reported_node(facts, forward)
     site = facts.call_sites.get(node) if node is not None else None
     if site is None:
-        return False
+        return None
     text = code_of(node.func)
     for earlier in reported:
         before = facts.call_sites.get(earlier)
@@ -242,8 +253,8 @@ def _follows_a_reported_forward(facts: FileFacts, forward, reported: list) -> bo
             continue
         if code_of(earlier.func) == text and site.site.guards == before.site.guards \
                 and before.site.stmt is not site.site.stmt:
-            return True
-    return False
+            return earlier
+    return None
 
 
 def _reported_node(facts: FileFacts, forward) -> cst.Call | None:

@@ -525,3 +525,43 @@ def test_phase_parameters_frozen_models_grad_wrappers_and_bound_names() -> None:
     assert grad_wrappers(facts.collector) == {"nograd"}
     assert facts.bound_names is None  # a star import may bind any name
     assert "mode" not in facts_of("model = 1\n").bound_names
+
+
+def test_optimizers_by_binding_trained_models_and_one_finding_per_block() -> None:
+    from modelint.engine import lint_source
+    from modelint.registry import rule_codes
+
+    facts = facts_of("""
+        import torch, somelib
+        net = somelib.Pipeline(somelib.Featurizer(), somelib.Head())
+        AdamW = torch.optim.AdamW(somelib.params_of(net))
+        sched = torch.optim.lr_scheduler.StepLR(AdamW, 10)
+
+        def fit(loader):
+            for x, y in loader:
+                loss = ((net(x) - y) ** 2).mean()
+                loss.backward()
+                AdamW.step()
+                sched.step()
+    """)
+    assert facts.flow.is_optimizer("AdamW") and not facts.flow.is_optimizer("sched")
+    fit = next(f for f in facts.collector.functions if f.name == "fit")
+    assert facts.flow.is_trained_model(fit, "net") and facts.flow.is_trained_model(None, "net")
+    assert not facts.flow.is_trained_model(fit, "loss")
+    # Two forwards of one model in one evaluation block: one finding, which shows the second as a note.
+    source = textwrap.dedent("""
+        import torch
+
+        def validate(model: torch.nn.Module, pairs):
+            model.eval()
+            scores = []
+            for a, b in pairs:
+                fa = model(a)
+                fb = model(b)
+                scores.append(torch.cosine_similarity(fa, fb).mean().item())
+            return scores
+    """)
+    result = lint_source(source, "validate.py", frozenset(rule_codes()))
+    found = [f for f in result.findings if f.code == "MDL002"]
+    assert [f.location.row for f in found] == [8]
+    assert 9 in {r.location.row for r in found[0].related}

@@ -74,11 +74,26 @@ class CallGraph:
     @cached_property
     def _optimizer_steps(self) -> set:
         """Functions that call `<optimizer>.step()` (or `step(closure)`) themselves."""
-        from modelint.facts.calls import is_optimizer_step
-
         return {site.site.function for site in self.collector.calls
                 if isinstance(site.node.func, cst.Attribute) and site.node.func.attr.value == "step"
-                and site.text and is_optimizer_step(site.text.rsplit(".", 1)[0])}
+                and site.text and self.is_optimizer(site.text.rsplit(".", 1)[0])}
+
+    @cached_property
+    def _optimizers(self) -> frozenset[str]:
+        """Names bound to a `torch.optim` optimizer (`AdamW = torch.optim.AdamW(...)`), whatever they are called."""
+        names = set()
+        for key, value, _site in self.collector.call_assigns:
+            qualified = self.imports.qualify(value.func) if isinstance(value, cst.Call) else None
+            if qualified and qualified.startswith("torch.optim.") and ".lr_scheduler." not in qualified \
+                    and ".swa_utils." not in qualified:
+                names.add(key)
+        return frozenset(names)
+
+    def is_optimizer(self, receiver: str) -> bool:
+        """Does `receiver.step()` step an optimizer: named like one, or bound to one here?"""
+        from modelint.facts.calls import is_optimizer_step
+
+        return is_optimizer_step(receiver) or receiver in self._optimizers
 
     @cached_property
     def _handed_on(self) -> dict[FunctionInfo, dict[str, bool]]:

@@ -114,7 +114,7 @@ class CallEffects:
                     return
                 if method == "forward":  # an explicit forward pass, whatever the receiver turns out to be
                     self.forward(call, receiver, state)
-                elif method == "backward" or (method == "step" and is_optimizer_step(receiver)):
+                elif method == "backward" or (method == "step" and flow.is_optimizer(receiver)):
                     self.step(call, "backward" if method == "backward" else "step", state, receiver)
                 elif method == "apply" or (method in flow.mode_setting_methods and state.tracks(receiver)):
                     self.havoc(state, receiver)

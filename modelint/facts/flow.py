@@ -248,6 +248,24 @@ class ModeFlow(CallGraph):
         return function.uses_gradients
 
     @cached_property
+    def trained_models(self) -> frozenset[tuple]:
+        """(function, key) of every model a function of the file trains from data: its output reaches a
+        backward with the graph while an optimizer steps, and its input is no other forward's output (a
+        loss is fed). Whatever its constructor (`torchani.nn.Sequential(...)`), it has weights."""
+        return frozenset((flow.function, forward.key) for flow in self.flows
+                         if any(step.kind == "step" for step in flow.steps.values())
+                         for forward in flow.all_forwards() if forward.trains_model and not forward.fed)
+
+    def is_trained_model(self, function: FunctionInfo | None, key: str) -> bool:
+        """Is `key`, as `function` sees it, a model the file trains (there, or as the same global)?"""
+        trained = self.trained_models
+        if (function, key) in trained:
+            return True
+        if key not in self.global_models or (function is not None and key not in self._globals_of(function)):
+            return False
+        return any(k == key and (f is None or key in self._globals_of(f)) for f, k in trained)
+
+    @cached_property
     def _assigned_attributes(self) -> set[tuple[str, str]]:
         """(class name, `self.x`) for every `self.x = ...` in a method of the class."""
         return {(a.site.cls.name, key) for a in self.collector.attribute_assigns
