@@ -181,8 +181,8 @@ def _part_of_a_modules_forward(facts: FileFacts, forward, mode) -> bool:
     run under no_grad: left alone.)"""
     function = forward.function
     if function is None or function.cls is None or forward.key.split(".")[0] != "self" \
-            or not facts.may_be_module_class(function.cls):
-        return False
+            or not facts.may_be_module_class(function.cls) or facts.flow.objects.plain_object(function.cls):
+        return False  # (a trainer on a base elsewhere, switching the model it holds, has no forward)
     if _detached_at_once(facts, forward):
         return False  # cut from its graph before it goes anywhere: no part of a differentiable forward
     if facts.flow.has_callers(function) or function in facts.maybe_forward_reachable:

@@ -97,7 +97,7 @@ class ObjectModes:
         `train()` first, and whose callers here (if any) do not call it either: another public method that
         may hand the model back to the object's users in eval mode."""
         if function is None or function.cls is None or function.name.startswith("_") \
-                or not self._plain_object(function.cls):
+                or not self.plain_object(function.cls):
             return None
         calls = self.flow.call_sites.get(f"{function.cls.name}.{function.name}", {}).values()
         if any(caller is not function and key in models and (models[key].eval_sites or models[key].havoc or any(
@@ -130,7 +130,7 @@ class ObjectModes:
             known[assigned] = max(known.get(assigned, dependence), dependence)
         return out
 
-    def _plain_object(self, cls) -> bool:
+    def plain_object(self, cls) -> bool:
         """A class known to be no module: a base elsewhere that may be one (a model mixin whose mode its
         users set) leaves the object's mode to whoever holds it, unless the class shows what it is: a
         trainer (`class SegTrainer(BaseTrainer)`) switches the models it holds (`self.model.train()`) and
@@ -162,7 +162,7 @@ class ObjectModes:
         """For a public method of a class that is no module (users call it, whatever its callers here
         do first): another method that may hand `self.<attr>` back to the object's users in training
         mode, and where it puts it there."""
-        if function is None or function.cls is None or not self._plain_object(function.cls):
+        if function is None or function.cls is None or not self.plain_object(function.cls):
             return None
         if function.name.startswith("_"):
             return None  # a private hook: a base class elsewhere calls it, in a mode we cannot see
@@ -183,7 +183,7 @@ class ObjectModes:
             # Loaded and put in eval mode by TorchServe's BaseHandler.initialize(); the class line stands
             # for that site.
             return ModeFact().switched("eval", function.cls.node)
-        if not self._plain_object(function.cls):
+        if not self.plain_object(function.cls):
             return None
         found = None
         for cls_name in self.flow.class_and_bases(function.cls.name):
