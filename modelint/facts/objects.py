@@ -144,7 +144,7 @@ class ObjectModes:
     @cached_property
     def _trainers(self) -> frozenset[str]:
         """Classes of the file with a base elsewhere that switch a model attribute's mode and define no
-        `forward` (themselves or through their bases here)."""
+        `forward` (themselves or through their bases here): trainers, predictors, inference wrappers."""
         switching = set()
         for site in self.flow.collector.calls:
             func = site.node.func
@@ -154,9 +154,10 @@ class ObjectModes:
                     and func.value.value.value == "self":
                 switching.add(cls.name)
         classes = self.flow.modules.classes
+        # (`__call__` does not make it one: an nn.Module subclass defines `forward`, and a detector
+        # wrapper's `__call__` runs the model it holds.)
         return frozenset(name for name in switching if not any(
-            "forward" in classes[c].methods or "__call__" in classes[c].methods
-            for c in self.flow.class_and_bases(name) if c in classes))
+            "forward" in classes[c].methods for c in self.flow.class_and_bases(name) if c in classes))
 
     def left_in_training(self, function, key: str) -> tuple[str, object] | None:
         """For a public method of a class that is no module (users call it, whatever its callers here
