@@ -124,14 +124,20 @@ class FileFacts:
 
     @cached_property
     def maybe_forward_reachable(self) -> set:
-        """The same for classes that may be modules (a base elsewhere may be one)."""
-        return self._reachable_from_forward(self.may_be_module_class)
+        """The same for classes that may be modules (a base elsewhere may be one; one that defines
+        `forward` is taken for one without asking the index about its base)."""
+        return self._reachable_from_forward(lambda cls: "forward" in cls.methods or self.may_be_module_class(cls))
 
     def _reachable_from_forward(self, module_class) -> set:
         methods: dict = {}
+        judged: dict = {}  # class -> module_class(class), asked once and only for a class with a forward
         for function in self.collector.functions:
             cls = function.cls
-            if cls is not None and module_class(cls):
+            if cls is None or not ("forward" in cls.methods or "__call__" in cls.methods):
+                continue
+            if cls not in judged:
+                judged[cls] = module_class(cls)
+            if judged[cls]:
                 methods.setdefault(cls, {})[function.name] = function
         if not methods:
             return set()

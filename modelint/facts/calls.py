@@ -68,8 +68,8 @@ class CallEffects:
         function = self.out.function
         if not key.startswith("self.") or function is None or function.cls is None:
             return False
-        if key.count(".") == 1 and not self.flow.is_module_class(function.cls) \
-                and self.flow.assigned_attribute(function.cls, key):
+        if key.count(".") == 1 and self.flow.assigned_attribute(function.cls, key) \
+                and not self.flow.defines_forward(function.cls) and not self.flow.is_module_class(function.cls):
             return True  # set somewhere in the class (an inherited method from a base elsewhere is not)
         if key == api.SERVING_HANDLER_MODEL and self.flow.serving_handler(function.cls):
             return True  # the model TorchServe's BaseHandler loads

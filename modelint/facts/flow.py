@@ -108,7 +108,15 @@ class ModeFlow(CallGraph):
         calling_results = {site.site.function for site in collector.calls
                            if (site.site.function, site.text) in returned}
         def module_forward(f: FunctionInfo) -> bool:
-            return f.cls is not None and _is_forward_like(f.name) and self.is_module_class(f.cls)
+            if f.cls is None or not _is_forward_like(f.name):
+                return False
+            if self.defines_forward(f.cls):
+                return True  # a module, or one in all but name (no need to ask the index about its base)
+            if f.name == "__init__":
+                # What this file shows, without asking the index about a base elsewhere: a constructor
+                # that builds nothing worth a second pass over the file once the base is known.
+                return self.modules.is_module_class(f.cls)
+            return self.is_module_class(f.cls)
 
         targets: list[FunctionInfo | None] = [
             f for f in collector.functions
@@ -270,6 +278,12 @@ class ModeFlow(CallGraph):
         """(class name, `self.x`) for every `self.x = ...` in a method of the class."""
         return {(a.site.cls.name, key) for a in self.collector.attribute_assigns
                 if a.site.cls is not None and (key := dotted(a.target)) is not None and key.startswith("self.")}
+
+    def defines_forward(self, cls) -> bool:
+        """Does the class define `forward`, itself or through its bases in this file? A module, or one in
+        all but name: what the index says of a base elsewhere would change nothing about it."""
+        classes = self.modules.classes
+        return any("forward" in classes[c].methods for c in self.class_and_bases(cls.name) if c in classes)
 
     def serving_handler(self, cls) -> bool:
         """A TorchServe handler class (a base of it, at any depth here, comes from `ts.torch_handler`)."""

@@ -135,6 +135,8 @@ class ObjectModes:
         users set) leaves the object's mode to whoever holds it, unless the class shows what it is: a
         trainer (`class SegTrainer(BaseTrainer)`) switches the models it holds (`self.model.train()`) and
         has no forward pass of its own."""
+        if self.flow.defines_forward(cls):
+            return False  # a module, or one in all but name: asking the index about its base changes nothing
         if not self.flow.may_be_module_class(cls):
             return True
         if self.flow.is_module_class(cls):
@@ -156,8 +158,7 @@ class ObjectModes:
         classes = self.flow.modules.classes
         # (`__call__` does not make it one: an nn.Module subclass defines `forward`, and a detector
         # wrapper's `__call__` runs the model it holds.)
-        return frozenset(name for name in switching if not any(
-            "forward" in classes[c].methods for c in self.flow.class_and_bases(name) if c in classes))
+        return frozenset(name for name in switching if name in classes and not self.flow.defines_forward(classes[name]))
 
     def left_in_training(self, function, key: str) -> tuple[str, object] | None:
         """For a public method of a class that is no module (users call it, whatever its callers here

@@ -355,6 +355,8 @@ def library_class(qualified: str) -> ReceiverFacts | None:
         return NOT_MODULE  # Optimizer, Dataset, autograd.Function ...
     if head in ("sklearn", "numpy", "pandas", "scipy"):
         return NOT_MODULE  # estimators and arrays of the scientific stack: never an nn.Module
+    if head in ("tensorflow", "keras", "flax", "jax", "haiku", "tf_keras"):
+        return NOT_MODULE  # the other frameworks' layers and models: no torch mode to misuse
     if tail == "LightningModule" and head in ("pytorch_lightning", "lightning"):
         return replace(TORCH_MODULE, name=tail)
     if head in ("transformers", "diffusers") and (tail in ("PreTrainedModel", "ModelMixin") or (
