@@ -25,6 +25,10 @@ from modelint.source import physical_lines
 # A file that mentions none of these cannot produce any finding: it is only
 # checked for syntax errors (with the stdlib parser, ten times faster than libcst).
 _RELEVANT = re.compile(r"torch|\bnn\b|\.eval\b|\.train\b|\btrain\(|no_grad|inference_mode|grad|dropout|training|Module")
+# A file of another framework (it imports TensorFlow, Keras, Flax or JAX, and never torch): its models
+# have no torch modes to misuse, and no torch file subclasses its classes. Checked for syntax only.
+_OTHER_FRAMEWORK = re.compile(r"^[ \t]*(?:import|from)[ \t]+(?:tensorflow|keras|tf_keras|flax|jax|haiku)\b", re.M)
+_IMPORTS_TORCH = re.compile(r"^[ \t]*(?:import|from)[ \t]+torch\b", re.M)
 # Only a file that says "modelint" (any case: `# MODELINT: NOQA`) can hold a file-level directive.
 _MENTIONS_MODELINT = re.compile("modelint", re.IGNORECASE)
 
@@ -108,6 +112,8 @@ def _lint_source(text: str, path: str, codes: frozenset[str], index) -> FileResu
         return FileResult(path)
     if index is None and not _RELEVANT.search(text):
         return _syntax_only(text, path, bool(codes & FLOW_RULES))
+    if _OTHER_FRAMEWORK.search(text) and not _IMPORTS_TORCH.search(text):
+        return _syntax_only(text, path, False)
     try:
         module = parse(text)
     except limits.Verdict as verdict:

@@ -565,3 +565,64 @@ def test_optimizers_by_binding_trained_models_and_one_finding_per_block() -> Non
     found = [f for f in result.findings if f.code == "MDL002"]
     assert [f.location.row for f in found] == [8]
     assert 9 in {r.location.row for r in found[0].related}
+
+
+def test_what_a_class_on_a_base_elsewhere_is_without_asking_the_index() -> None:
+    facts = facts_of("""
+        import torch
+        from .base import BaseModel, BaseTrainer, Interface
+        from keras.layers import Layer
+
+        class Classifier(BaseModel):
+            def __init__(self, encoder):
+                super().__init__()
+                self.encoder = encoder
+
+            def forward(self, x):
+                return self.encoder(x)
+
+        class Trainer(BaseTrainer):
+            def fit(self, loader):
+                self.model.train()
+
+        class Backend(Interface):
+            def __init__(self, path):
+                self.net = torch.jit.load(path)
+                self.net.eval()
+
+            def __call__(self, x):
+                return self.net(x)
+
+        class Dense(Layer):
+            def call(self, x):
+                return self.kernel(x)
+    """, path="pkg/models.py")
+    classes = facts.modules.classes
+    objects = facts.flow.objects
+    assert facts.flow.defines_forward(classes["Classifier"]) and not objects.plain_object(classes["Classifier"])
+    assert objects.plain_object(classes["Trainer"]) and objects.plain_object(classes["Backend"])
+    assert objects.plain_object(classes["Dense"])  # a Keras layer is no torch module
+    # Only the classes whose answer could matter were asked about (none of these: no index, nothing to ask).
+    assert "keras.layers.Layer" not in facts.receivers.unresolved
+    assert ".base.BaseModel" not in facts.receivers.unresolved
+
+
+def test_a_file_of_another_framework_is_checked_for_syntax_only() -> None:
+    from modelint.engine import lint_source
+    from modelint.registry import rule_codes
+
+    body = """
+        class Head(keras.layers.Layer):
+            def call(self, x, training=False):
+                return self.dropout(self.dense(x), training=training)
+
+        def evaluate(model, batches):
+            return [model(x) for x in batches]
+    """
+    keras_only = textwrap.dedent("import tensorflow as tf\nfrom tensorflow import keras\n" + textwrap.dedent(body))
+    both = textwrap.dedent("import torch\nimport tensorflow as tf\nfrom tensorflow import keras\n" + textwrap.dedent(body))
+    codes = frozenset(rule_codes())
+    assert lint_source(keras_only, "modeling_tf_head.py", codes).summary is None
+    assert lint_source(both, "convert_head.py", codes).summary is not None
+    broken = lint_source("import jax\ndef f(:\n", "broken.py", codes)
+    assert not broken.checked  # a syntax error is still reported
