@@ -79,13 +79,12 @@ class MissingNoGrad(Rule):
                 report = self._judge(facts, forward)
                 if report is None:
                     continue
-                earlier = _follows_a_reported_forward(facts, forward, [node for node, _ in reported])
-                if earlier is None:
+                i = _follows_a_reported_forward(facts, forward, [node for node, _ in reported])
+                if i is None:
                     reported.append((_reported_node(facts, forward), report))
                     continue
                 # The same fix covers it: one finding, which shows it too (so does a label there).
-                i = next(i for i, (node, _) in enumerate(reported) if node is earlier)
-                first = reported[i][1]
+                earlier, first = reported[i]
                 again = (_reported_node(facts, forward), f"`{forward.key}` runs again here, in the same block")
                 reported[i] = (earlier, replace(first, notes=(*first.notes, again)))
             for _node, report in reported:
@@ -239,21 +238,22 @@ def _library_generate(facts: FileFacts, forward) -> bool:
                    for function in facts.collector.functions)
 
 
-def _follows_a_reported_forward(facts: FileFacts, forward, reported: list) -> cst.Call | None:
-    """The reported call that a second forward of the same model later in the same block follows (the
-    same fix covers both): `d(fake)` then `d(real)` in one evaluation step get one finding, not two."""
+def _follows_a_reported_forward(facts: FileFacts, forward, reported: list) -> int | None:
+    """The position in `reported` of the call that a second forward of the same model later in the same
+    block follows (the same fix covers both): `d(fake)` then `d(real)` in one evaluation step get one
+    finding, not two."""
     node = _reported_node(facts, forward)
     site = facts.call_sites.get(node) if node is not None else None
     if site is None:
         return None
     text = code_of(node.func)
-    for earlier in reported:
+    for i, earlier in enumerate(reported):
         before = facts.call_sites.get(earlier)
         if before is None or before.site.function is not site.site.function:
             continue
         if code_of(earlier.func) == text and site.site.guards == before.site.guards \
                 and before.site.stmt is not site.site.stmt:
-            return earlier
+            return i
     return None
 
 

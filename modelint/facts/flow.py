@@ -261,8 +261,7 @@ class ModeFlow(CallGraph):
         backward with the graph while an optimizer steps, and its input is no other forward's output (a
         loss is fed). Whatever its constructor (`torchani.nn.Sequential(...)`), it has weights."""
         return frozenset((flow.function, forward.key) for flow in self.flows
-                         if any(step.kind == "step" for step in flow.steps.values())
-                         for forward in flow.all_forwards() if forward.trains_model and not forward.fed)
+                         for forward in flow.training_forwards() if not forward.fed)
 
     def is_trained_model(self, function: FunctionInfo | None, key: str) -> bool:
         """Is `key`, as `function` sees it, a model the file trains (there, or as the same global)?"""

@@ -90,9 +90,13 @@ class FunctionFlow:
     def trained_keys(self) -> set[str]:
         """Models this function trains: their outputs reach a backward with the graph, and an optimizer
         steps here (a backward alone may be for input gradients: Grad-CAM, saliency)."""
+        return {forward.key for forward in self.training_forwards()}
+
+    def training_forwards(self) -> list:
+        """The forwards whose outputs reach a backward with the graph, when an optimizer steps here."""
         if not any(step.kind == "step" for step in self.steps.values()):
-            return set()
-        return {forward.key for forward in self.all_forwards() if forward.trains_model}
+            return []
+        return [forward for forward in self.all_forwards() if forward.trains_model]
 
     def all_forwards(self):
         yield from self.forwards.values()
