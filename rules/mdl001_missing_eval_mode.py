@@ -9,7 +9,7 @@ from modelint.facts.evaluation import (dummy_input, effective_grad, effective_mo
                                        returned_to_callers)
 from modelint.facts.batches import over_batches
 from modelint.facts.lattice import ENTRY_MODE, is_train_site
-from modelint.facts.mode_handling import class_sets_own_mode, minds_modes, optional_or_callable
+from modelint.facts.mode_handling import class_sets_own_mode, minds_modes, optional_or_callable, states_mode_contract
 from modelint.facts.modules import Dependence
 from modelint.facts.names import value_key
 from modelint.facts.naming import names_evaluation_data
@@ -95,7 +95,8 @@ class MissingEvalMode(Rule):
             for forward in flow.all_forwards():
                 report = (self._judge(facts, forward, trains_here) or self._idle_restore(facts, flow, forward)
                           or self._unseen_callers(facts, forward, trains_here)
-                          or self._own_evaluation(facts, forward))
+                          or self._own_evaluation(facts, forward)
+                          or self._handed_to_a_wrapper(facts, forward))
                 if report is not None:
                     yield report
 
@@ -162,6 +163,50 @@ class MissingEvalMode(Rule):
             return Report(forward.call, message, stmt=site.site.stmt if site else None)
         return helper_report(facts, forward, message, f"`{function.name}()` reaches the forward pass here",
                              {"notes": (), "related": ()})
+
+    def _handed_to_a_wrapper(self, facts: FileFacts, forward) -> Report | None:
+        """An inference wrapper (a predictor, an evaluator: no module, never trains) stores the model its
+        creator hands it and evaluates it, and no method of the class ever sets its mode: it runs in
+        whatever mode the creator left, training mode right after training. The fix commits of real
+        projects put `self.model.eval()` in the wrapper."""
+        function = forward.function
+        if function is None or forward.via is not None or forward.fed or forward.mode != ENTRY_MODE \
+                or function.name in ("__init__", "forward"):
+            return None
+        stored_in = facts.flow.objects.handed_in(function, forward.key)
+        if stored_in is None or effective_mode(facts, forward) != ENTRY_MODE or minds_modes(function) \
+                or states_mode_contract(function.cls.node) \
+                or any(minds_modes(f) for f in facts.collector.functions if f.cls is function.cls and f.name == stored_in):
+            return None  # (a wrapper documented to take a model already in eval mode leaves it to its creator)
+        key = forward.key
+        cls = function.cls.name
+        site = facts.call_sites.get(forward.call)
+        grad = effective_grad(facts, forward)
+        sibling = facts.flow.objects.evaluated_in_eval_mode(function, key)
+        if sibling is not None and forward.method is None and forward.intent in ("evaluation", "returned"):
+            # (whatever it hands back: the class's author evaluates this model, in eval mode, elsewhere)
+            method, switch = sibling
+            message = (f"`{key}` runs in `{cls}.{function.name}()` in whatever mode `{cls}`'s creator left it, "
+                       f"while `{method}()` puts it in eval mode first: after training, {_CONSEQUENCE}; call "
+                       f"`{key}.eval()` here too (saving and restoring its mode as `{method}()` does)")
+            return Report(forward.call, message, stmt=site.site.stmt if site else None,
+                          notes=((switch, f"`{method}()` puts `{key}` in eval mode here"),),
+                          fix=_insert_eval(facts, forward, site, False) if site else None)
+        if grad.definitely_free:
+            context = "under no_grad"
+        elif forward.intent == "evaluation" and forward.method is None:
+            context = "for predictions and metrics"  # (turned into predictions: tensors, so a model's)
+        else:
+            return None
+        return Report(
+            forward.call,
+            f"`{key}` is evaluated {context} in `{cls}.{function.name}()`, and no method of `{cls}` sets the mode "
+            f"of the model handed to `{stored_in}()`: it runs in whatever mode its creator left, training mode "
+            f"right after training: {_CONSEQUENCE}; call `{key}.eval()` where `{cls}` stores it or before "
+            f"evaluating",
+            stmt=site.site.stmt if site else None,
+            fix=_insert_eval(facts, forward, site, False) if site else None,
+        )
 
     def _idle_restore(self, facts: FileFacts, flow, forward) -> Report | None:
         """`was_training = m.training`, an evaluation of `m`, `m.train(was_training)`, and no `m.eval()`

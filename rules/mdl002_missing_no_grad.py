@@ -116,7 +116,8 @@ class MissingNoGrad(Rule):
         elif intent == "returned":
             # Handed to the caller: evaluation if the model was put in eval mode, or if the function is
             # named for it and turned the output into predictions first (`softmax`, `argmax`).
-            if not (eval_mode or ("eval" in forward.uses and facts.is_evaluation_function(function))):
+            if not (eval_mode or ("eval" in forward.uses and facts.is_evaluation_function(function))
+                    or _wrapper_evaluates_it_elsewhere(facts, forward)):
                 return None
         elif _run_for_side_effects(facts, forward, mode) or _detached_at_once(facts, forward):
             pass
@@ -147,6 +148,15 @@ class MissingNoGrad(Rule):
                           applicability="unsafe")
         notes, related = wrapped_forward_notes(facts, forward, proof["notes"], proof["related"])
         return Report(forward.call, message, stmt=site.site.stmt, fix=fix, notes=notes, related=related)
+
+
+def _wrapper_evaluates_it_elsewhere(facts: FileFacts, forward) -> bool:
+    """An inference wrapper (no module, never trains) holding the model it was handed, whose other method
+    evaluates that model in eval mode: what this method hands back is an inference result too."""
+    objects = facts.flow.objects
+    return forward.via is None and forward.method is None \
+        and objects.handed_in(forward.function, forward.key) is not None \
+        and objects.evaluated_in_eval_mode(forward.function, forward.key) is not None
 
 
 def _volatile_input(facts: FileFacts, forward) -> bool:

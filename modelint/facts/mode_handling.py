@@ -56,8 +56,12 @@ def minds_modes(function) -> bool:
         if isinstance(node, cst.Assign) and any(
                 isinstance(t.target, cst.Attribute) and t.target.attr.value == "training" for t in node.targets):
             return True  # `self.training = False`: MDL010's
-    docstring = function.node.get_docstring() or ""
-    return _MODE_CONTRACT.search(docstring) is not None
+    return states_mode_contract(function.node)
+
+
+def states_mode_contract(node: cst.FunctionDef | cst.ClassDef) -> bool:
+    """Does its docstring say who sets the mode (`the model must already be in eval mode`)?"""
+    return _MODE_CONTRACT.search(node.get_docstring() or "") is not None
 
 
 _MODE_CONTRACT = re.compile(r"\beval\(\)|\beval[- ]mode|\bevaluation mode|\binference mode", re.IGNORECASE)

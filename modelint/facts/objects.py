@@ -22,6 +22,8 @@ import libcst as cst
 from modelint.facts import torch_api as api
 from modelint.facts.lattice import ENTRY_MODE, HAVOC_MODE, ModeFact, first_site, is_train_site
 from modelint.facts.modules import Dependence
+from modelint.facts.names import dotted
+from modelint.facts.provenance import receiver_key
 
 
 class ObjectModes:
@@ -193,6 +195,61 @@ class ObjectModes:
             if fact is not None:
                 found = fact if found is None else found.join(fact)
         return found
+
+    def handed_in(self, function, key: str) -> str | None:
+        """For a method of a class that is no module and never trains: the method that stores the model
+        a caller hands it in `self.<attr>` (`def __init__(self, model): self.model = model.to(device)`),
+        when no method of the class (or of its bases here) ever switches that attribute's mode. Such an
+        inference wrapper (a predictor, an evaluator) runs the model in whatever mode its creator left."""
+        if function is None or function.cls is None or not key.startswith("self.") or key.count(".") != 1 \
+                or not self.plain_object(function.cls):
+            return None
+        classes = set(self.flow.class_and_bases(function.cls.name))
+        if self._constructed_here(function.cls):
+            return None  # its creator is in view (`StreamModel(from_pretrained(...), tok)`): not a guess to make
+        if any(f.function is not None and f.function.cls is not None and f.function.cls.name in classes
+               and self.flow.function_trains(f.function) for f in self.flow.flows):
+            return None  # a trainer: its methods' mode flow says what it leaves
+        storing = None
+        for assign in self.flow.collector.attribute_assigns:
+            method = assign.site.function
+            if method is None or method.cls is None or method.cls.name not in classes \
+                    or dotted(assign.target) != key:
+                continue
+            source = receiver_key(assign.value, self.flow.imports) if assign.value is not None else None
+            head = source.split(".")[0].split("[")[0] if source is not None else None
+            if head is None or head in ("self", "cls") or head not in method.param_set:
+                return None  # also built, loaded or set from elsewhere: not only what a caller hands in
+            storing = method.name
+        if storing is None or any(self._by_class.get(name, {}).get(key, ENTRY_MODE) != ENTRY_MODE
+                                  for name in classes):
+            return None
+        return storing
+
+    def evaluated_in_eval_mode(self, function, key: str):
+        """Another method of the class (or of its bases here) that runs `key` after putting it in eval mode
+        itself (`batch_evaluation()`: `self.model.eval()`, forward, restore): (its name, the `eval()` call).
+        The class's author treats that model's forward passes as evaluation."""
+        if function is None or function.cls is None:
+            return None
+        classes = set(self.flow.class_and_bases(function.cls.name))
+        for other in self.flow.flows:
+            method = other.function
+            if method is None or method is function or method.cls is None or method.cls.name not in classes:
+                continue
+            for forward in other.all_forwards():
+                if forward.key == key and forward.mode.eval_sites and not forward.mode.train_sites:
+                    return method.name, first_site(forward.mode.eval_sites)
+        return None
+
+    def _constructed_here(self, cls) -> bool:
+        """Does the file build an instance of the class: `Predictor(...)`, or `cls(...)` in its own methods?"""
+        for site in self.flow.collector.calls:
+            func = site.node.func
+            if isinstance(func, cst.Name) and (func.value == cls.name or (
+                    func.value == "cls" and site.site.cls is cls)):
+                return True
+        return False
 
     @cached_property
     def _exits(self) -> dict:
