@@ -175,6 +175,7 @@ class MissingEvalMode(Rule):
             return None
         stored_in = facts.flow.objects.handed_in(function, forward.key)
         if stored_in is None or effective_mode(facts, forward) != ENTRY_MODE or minds_modes(function) \
+                or not is_module(facts, forward, forward.mode) \
                 or states_mode_contract(function.cls.node) \
                 or any(minds_modes(f) for f in facts.collector.functions if f.cls is function.cls and f.name == stored_in):
             return None  # (a wrapper documented to take a model already in eval mode leaves it to its creator)

@@ -202,8 +202,8 @@ class ObjectModes:
         when no method of the class (or of its bases here) ever switches that attribute's mode. Such an
         inference wrapper (a predictor, an evaluator) runs the model in whatever mode its creator left."""
         if function is None or function.cls is None or not key.startswith("self.") or key.count(".") != 1 \
-                or not self.plain_object(function.cls):
-            return None
+                or not self.plain_object(function.cls) or self.flow.modules.has_foreign_base(function.cls):
+            return None  # (a base elsewhere may train it or set its mode: an RL algorithm, a framework's runner)
         classes = set(self.flow.class_and_bases(function.cls.name))
         if self._constructed_here(function.cls):
             return None  # its creator is in view (`StreamModel(from_pretrained(...), tok)`): not a guess to make
