@@ -7,8 +7,7 @@
   mode here.
 - `loss.backward()`, `optimizer.step()`: a `TrainingStep` with every model's mode here.
 - a call of a function whose summary is known (this file, or another through the
-  project index): its effects on the models passed to it, the forwards and training
-  steps it runs on them (judged with the caller's mode), and whether it trains.
+  project index): see modelint.facts.summary_effects.
 - `with eval_mode(model):` — a context manager of the project that puts its arguments in
   eval mode and restores them on exit (its summary says so).
 - any other call that receives a model may change its mode if it is a helper of the
@@ -17,21 +16,19 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import libcst as cst
 
 from modelint.facts import torch_api as api
-from modelint.facts.intent import DETACHED, NONE
+from modelint.facts.intent import DETACHED, FED, NONE
 from modelint.facts.phases import decide
 from modelint.facts.lattice import ENTRY_MODE, ModeFact, mode_of_call
-from modelint.facts.names import key_prefixes, tokens, value_key
+from modelint.facts.names import key_prefixes, key_root, tokens, value_key
 from modelint.facts.naming import EVAL_WORDS, TRAIN_WORDS
 from modelint.facts.provenance import Fresh, receiver_key
 from modelint.facts.records import Forward, TrainingStep
 from modelint.facts.state import State
+from modelint.facts.summary_effects import SummaryEffects
 from modelint.summary import FunctionSummary
-from modelint.textutil import code_of
 
 _NEUTRAL_BUILTINS = frozenset({"print", "len", "isinstance", "str", "repr", "type", "id", "hasattr", "getattr",
                                "sum", "list", "tuple", "dict", "set", "sorted", "enumerate", "zip", "iter", "next",
@@ -42,7 +39,7 @@ _NEUTRAL_METHODS = frozenset({"append", "extend", "format", "info", "debug", "wa
 _MODE_WORDS = frozenset({"mode", "freeze", "unfreeze", "bn", "batchnorm", "dropout", "toggle", "requires"})
 
 
-class CallEffects:
+class CallEffects(SummaryEffects):
     def __init__(self, flow, out, params: set[str]) -> None:
         self.flow = flow
         self.out = out
@@ -52,15 +49,22 @@ class CallEffects:
 
     # -- what names are models ---------------------------------------------------
     def follows(self, key: str, state: State | None = None) -> bool:
-        """Is `key` a module this function follows (built, set, passed in, an object's model)?"""
+        """Is `key` a module this function follows (built, set, passed in, an element of a container passed
+        in, an object's model)?"""
         return key in self.params or key in self.flow.global_models or \
-            (state is not None and state.tracks(key)) or self._object_model(key)
+            (state is not None and state.tracks(key)) or self._object_model(key) or self._passed_element(key)
+
+    def _passed_element(self, key: str) -> bool:
+        """`args["model"]` (`args[]`): an element of a dict or list the caller passes, as the caller
+        filled it (`test_args["model"] = model`); the summary of this function takes it back there."""
+        return key.endswith("[]") and "." not in key and key_root(key) in self.params \
+            and key_root(key) not in ("self", "cls")
 
     def held_by_param(self, key: str) -> bool:
         """`model = context.model`: an attribute of an object the caller passes, named again here; it is
         followed under its full name (`self.` attributes are the object's own, see `_object_model`)."""
         head, dot, _rest = key.partition(".")
-        return bool(dot) and head in self.params and head not in ("self", "cls")
+        return (bool(dot) and head in self.params and head not in ("self", "cls")) or self._passed_element(key)
 
     def _object_model(self, key: str) -> bool:
         """`self.model` in a method: an attribute the class shows is a module, or, in a class
@@ -278,7 +282,10 @@ class CallEffects:
             if optimized is not None and not optimized & key_prefixes(key):
                 continue  # the optimizers built here step something else (an explainer's masks, a probe)
             if state.fact(key) == ENTRY_MODE:
-                state.put(key, ModeFact(certain=False).switched("train", call))  # no proof it is a module
+                # Trained from data (its input is no other forward's output, as a loss's is): it has weights,
+                # a module whatever built it (see ModeFlow.trained_models); a loss function is no proof.
+                fed = FED in self.uses.uses.get(token, ())
+                state.put(key, ModeFact(certain=not fed).switched("train", call))
                 self.flow.assumed_sites.add(call)
 
     def returned_value(self, value: cst.BaseExpression | None, state: State) -> None:
@@ -295,106 +302,11 @@ class CallEffects:
             fact = bound.fact
         self.out.returned = fact if self.out.returned is None else self.out.returned.join(fact)
 
-    # -- summaries ----------------------------------------------------------------
-    def apply_summary(self, summary: FunctionSummary, call: cst.Call, state: State, self_receiver: str | None) -> None:
-        bound, inline = self._bind_arguments(summary, call, state, self_receiver)
-        if summary.trains:
-            self.out.trains = True
-        for use in summary.forwards:
-            key = _rebind(use.param, bound)
-            if key is None:
-                continue
-            if use.node is not None:  # same file: what the helper's forward receives (runtime verify reads it)
-                known = self.out.passed_modes.get(use.node)
-                fact = state.fact(key)
-                self.out.passed_modes[use.node] = fact if known is None else known.join(fact)
-            if use.intent == "returned":
-                if ((call, self.tag) if self.tag else call) not in self.out.forwards:  # the call's value is that output
-                    self.forward(call, key, state, via=use, callee=summary)
-            else:
-                self.forward(call, key, state, via=use, callee=summary, helper=True)
-        trained: list[str] = []
-        for use in summary.steps:
-            key = _rebind(use.param, bound)
-            if key is not None:
-                self.step(call, "backward", state, None, via=use, callee=summary, trained_key=key)
-                trained.append(key)
-        for param_key, effect in summary.effects.items():
-            key = _rebind(param_key, bound)
-            if key is None:
-                continue
-            site = summary.effect_sites.get(param_key)
-            current = state.fact(key)
-            if effect == "unknown" or site is None:
-                self.havoc(state, key)
-                continue
-            if "eval" in effect:
-                changed = current.switched("eval", site)
-            else:
-                # A training routine's train() is for training, not deliberate sampling (MC dropout):
-                # the call of the routine itself stands for it.
-                changed = current.switched("train", call if summary.trains else site)
-            if effect.startswith("may-"):
-                changed = changed.join(current)
-            else:
-                changed = replace(changed, certain=True)  # the helper switched it: it is a module
-            state.put(key, changed)
-        for key in trained:
-            # A model of unknown mode that the helper trains (`self._train_epoch()` stepping an optimizer
-            # over `self.model`) is in training mode after it, as a model trained here is (see
-            # `_trained_here`); the call stands as the site. Not the elements of a container we cannot see
-            # into (an explainer's `self.gates[i]`: masks and norms whose mode may change nothing).
-            if summary.trains and state.fact(key) == ENTRY_MODE and "[]" not in key:
-                state.put(key, ModeFact(certain=False).switched("train", call))
-                self.flow.assumed_sites.add(call)
-        for key in inline:
-            state.forget(key)
-
-    def _bind_arguments(self, summary: FunctionSummary, call: cst.Call, state: State,
-                        self_receiver: str | None) -> tuple[dict[str, str], list[str]]:
-        """Parameter -> the caller's key for it; models built inline as arguments get a temporary key."""
-        params = list(summary.params)
-        if summary.is_method and params and params[0] in ("self", "cls"):
-            params = params[1:]
-        bound: dict[str, str] = {name: name for name in summary.globals}
-        inline: list[str] = []
-        positional = 0
-        for arg in call.args:
-            if arg.star:
-                break
-            if arg.keyword is not None:
-                name = arg.keyword.value
-            elif positional < len(params):
-                name = params[positional]
-                positional += 1
-            else:
-                continue
-            arg_key = value_key(arg.value)
-            if arg_key is not None:
-                bound[name] = state.canonical(arg_key)
-            elif isinstance(arg.value, cst.Call):  # `evaluate(Net(), loader)`: a fresh module
-                fresh = self.flow.provenance.bound_value(arg.value, state, lambda k: False, self.out.function)
-                if isinstance(fresh, Fresh):
-                    key = code_of(arg.value)  # named as written: "SmallResNet()"
-                    state.models[key] = fresh.fact
-                    bound[name] = key
-                    inline.append(key)
-        if self_receiver is not None:
-            bound["self"] = self_receiver
-        return bound, inline
-
-
 def wraps_forward(method: str) -> bool:
     """A method of a module, defined where we cannot see, that runs its forward pass: `forward_features`,
     `predict_step`, `evaluation_step`, `generate` (Hugging Face). Other methods (`get_metrics`,
     `freeze`, `predict` of a scikit-style wrapper that sets its own mode) are left alone."""
     return method.startswith("forward") or method.endswith(("_forward", "_step")) or method == "generate"
-
-
-def _rebind(param_key: str, bound: dict[str, str]) -> str | None:
-    head, dot, rest = param_key.partition(".")
-    target = bound.get(head)
-    return None if target is None else f"{target}{dot}{rest}"
 
 
 def is_optimizer_step(receiver: str) -> bool:

@@ -1,0 +1,123 @@
+"""What a call of a function whose summary is known does where it is called.
+
+The callee's summary speaks of its parameters (`model`, `args[]`, `self.net`); at the call
+they are bound to the caller's keys (`evaluate(self.model, loader)`: `model` is
+`self.model`), and then, in the caller's state:
+- each forward the callee runs on a parameter is a forward of the caller's model, judged
+  with the caller's mode and grad mode (or, when the callee returns the output, the
+  call's value is that output);
+- each training step on a parameter is a training step of the caller's model;
+- each mode the callee leaves on a parameter (`eval`, `train`, `may-train`, unknown) is
+  the caller's model's mode after the call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import libcst as cst
+
+from modelint.facts.lattice import ENTRY_MODE, ModeFact
+from modelint.facts.names import key_root, value_key
+from modelint.facts.provenance import Fresh
+from modelint.facts.state import State
+from modelint.summary import FunctionSummary
+from modelint.textutil import code_of
+
+
+class SummaryEffects:
+    """Mixed into the interpreter's call effects: `self.flow`, `self.out`, `self.tag`, `self.forward`,
+    `self.step`, `self.havoc`."""
+
+    def apply_summary(self, summary: FunctionSummary, call: cst.Call, state: State, self_receiver: str | None) -> None:
+        bound, inline = self._bind_arguments(summary, call, state, self_receiver)
+        if summary.trains:
+            self.out.trains = True
+        for use in summary.forwards:
+            key = _rebind(use.param, bound)
+            if key is None:
+                continue
+            if use.node is not None:  # same file: what the helper's forward receives (runtime verify reads it)
+                known = self.out.passed_modes.get(use.node)
+                fact = state.fact(key)
+                self.out.passed_modes[use.node] = fact if known is None else known.join(fact)
+            if use.intent == "returned":
+                if ((call, self.tag) if self.tag else call) not in self.out.forwards:  # the call's value is that output
+                    self.forward(call, key, state, via=use, callee=summary)
+            else:
+                self.forward(call, key, state, via=use, callee=summary, helper=True)
+        trained: list[str] = []
+        for use in summary.steps:
+            key = _rebind(use.param, bound)
+            if key is not None:
+                self.step(call, "backward", state, None, via=use, callee=summary, trained_key=key)
+                trained.append(key)
+        for param_key, effect in summary.effects.items():
+            key = _rebind(param_key, bound)
+            if key is None:
+                continue
+            site = summary.effect_sites.get(param_key)
+            current = state.fact(key)
+            if effect == "unknown" or site is None:
+                self.havoc(state, key)
+                continue
+            if "eval" in effect:
+                changed = current.switched("eval", site)
+            else:
+                # A training routine's train() is for training, not deliberate sampling (MC dropout):
+                # the call of the routine itself stands for it.
+                changed = current.switched("train", call if summary.trains else site)
+            if effect.startswith("may-"):
+                changed = changed.join(current)
+            else:
+                changed = replace(changed, certain=True)  # the helper switched it: it is a module
+            state.put(key, changed)
+        for key in trained:
+            # A model of unknown mode that the helper trains (`self._train_epoch()` stepping an optimizer
+            # over `self.model`) is in training mode after it, as a model trained here is (see
+            # `_trained_here`); the call stands as the site. Not the elements of a container we cannot see
+            # into (an explainer's `self.gates[i]`: masks and norms whose mode may change nothing).
+            if summary.trains and state.fact(key) == ENTRY_MODE and "[]" not in key:
+                state.put(key, ModeFact(certain=False).switched("train", call))
+                self.flow.assumed_sites.add(call)
+        for key in inline:
+            state.forget(key)
+
+    def _bind_arguments(self, summary: FunctionSummary, call: cst.Call, state: State,
+                        self_receiver: str | None) -> tuple[dict[str, str], list[str]]:
+        """Parameter -> the caller's key for it; models built inline as arguments get a temporary key."""
+        params = list(summary.params)
+        if summary.is_method and params and params[0] in ("self", "cls"):
+            params = params[1:]
+        bound: dict[str, str] = {name: name for name in summary.globals}
+        inline: list[str] = []
+        positional = 0
+        for arg in call.args:
+            if arg.star:
+                break
+            if arg.keyword is not None:
+                name = arg.keyword.value
+            elif positional < len(params):
+                name = params[positional]
+                positional += 1
+            else:
+                continue
+            arg_key = value_key(arg.value)
+            if arg_key is not None:
+                bound[name] = state.canonical(arg_key)
+            elif isinstance(arg.value, cst.Call):  # `evaluate(Net(), loader)`: a fresh module
+                fresh = self.flow.provenance.bound_value(arg.value, state, lambda k: False, self.out.function)
+                if isinstance(fresh, Fresh):
+                    key = code_of(arg.value)  # named as written: "SmallResNet()"
+                    state.models[key] = fresh.fact
+                    bound[name] = key
+                    inline.append(key)
+        if self_receiver is not None:
+            bound["self"] = self_receiver
+        return bound, inline
+
+
+def _rebind(param_key: str, bound: dict[str, str]) -> str | None:
+    head = key_root(param_key)
+    target = bound.get(head)
+    return None if target is None else f"{target}{param_key[len(head):]}"
