@@ -188,7 +188,7 @@ def _analyse(module: cst.Module, text: str, path: str, codes: frozenset[str], in
         if report.elsewhere is not None:
             # Positioned (and checked for `# noqa`) by the runner, which can read that file.
             other, ordinal = report.elsewhere
-            foreign.append(Finding(other, rule_class.code, rule_class.name, report.message, rule_class.severity,
+            foreign.append(Finding(other, rule_class.code, rule_class.name, _shown(report.message), rule_class.severity,
                                    Location(0, 0), Location(0, 0), related=report.related, call=ordinal))
             continue
         span = positions[report.node]
@@ -204,11 +204,11 @@ def _analyse(module: cst.Module, text: str, path: str, codes: frozenset[str], in
         if noqa_row is not None:
             continue
         notes = tuple(
-            Related(path, Location(positions[node].start.line, positions[node].start.column + 1), message)
+            Related(path, Location(positions[node].start.line, positions[node].start.column + 1), _shown(message))
             for node, message in report.notes
         )
         findings.append(
-            Finding(path, rule_class.code, rule_class.name, report.message, rule_class.severity, start, end,
+            Finding(path, rule_class.code, rule_class.name, _shown(report.message), rule_class.severity, start, end,
                     fix=_resolve_fix(report.fix, positions, lines), related=notes + report.related,
                     unless_called=report.unless_called)
         )
@@ -280,6 +280,15 @@ def _dedupe(findings: list[Finding]) -> list[Finding]:
             seen.add(key)
             out.append(finding)
     return out
+
+
+def _shown(message: str) -> str:
+    """The analysis names an element of a container as `args[]` (every subscript one abstract element);
+    a reader sees `args[...]`."""
+    return _ELEMENT.sub("[...]", message) if "[]" in message else message
+
+
+_ELEMENT = re.compile(r"(?<=[\w\])])\[\](?=[\w.\[`])")
 
 
 def _syntax_only(text: str, path: str, follow_calls: bool) -> FileResult:

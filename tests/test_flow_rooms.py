@@ -626,3 +626,38 @@ def test_a_file_of_another_framework_is_checked_for_syntax_only() -> None:
     assert lint_source(both, "convert_head.py", codes).summary is not None
     broken = lint_source("import jax\ndef f(:\n", "broken.py", codes)
     assert not broken.checked  # a syntax error is still reported
+
+
+def test_a_model_carried_in_a_container_its_caller_fills() -> None:
+    from modelint.facts.names import key_root
+
+    assert key_root("args[]") == "args" and key_root("model.encoder") == "model" and key_root("a[].b") == "a"
+    # What the caller passed is one object on every path: what one path proved of it holds after a join.
+    trained = ModeFact(certain=True).switched("train", None)
+    assert ENTRY_MODE.join(trained).certain and trained.join(ENTRY_MODE).certain
+    assert not ModeFact(certain=False).switched("train", None).join(trained).certain
+    facts = facts_of("""
+        import torch
+        import torch.nn.functional as F
+
+        def score(args):
+            model = args["model"]
+            with torch.no_grad():
+                return [model(x).argmax(1) for x in args["loader"]]
+
+        def fit(args):
+            net, opt = args["net"], args["opt"]
+            for x, y in args["loader"]:
+                loss = F.cross_entropy(net(x), y)
+                loss.backward()
+                opt.step()
+            ctx = {"loader": args["val"]}
+            ctx["model"] = net
+            return score(ctx)
+    """)
+    found = forwards(facts)
+    assert found[8].key == "args[]"  # an element of a container the caller passes is followed
+    summary = facts.flow.summaries["score"]
+    assert [use.param for use in summary.forwards] == ["args[]"]  # ... and handed back to the callers
+    helper = found[18]  # the caller's container holds the trained model, in training mode
+    assert helper.key == "ctx[]" and helper.via is not None and helper.mode.train_sites

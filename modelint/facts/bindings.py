@@ -79,10 +79,12 @@ class Bindings:
         bound = self.flow.provenance.bound_value(
             value, state, lambda k: self.follows(k, state) or self.held_by_param(k), self.out.function)
         if isinstance(target, cst.Subscript):
-            # One element of a container: `models["gen"] = Net()` joins what its elements may hold;
-            # `preds[i] = out` adds the output to what the container holds.
-            if isinstance(bound, Fresh):
-                state.models[key] = state.models[key].join(bound.fact) if key in state.models else bound.fact
+            # One element of a container: `models["gen"] = Net()` or `test_args["model"] = model` joins what
+            # its elements may hold; `preds[i] = out` adds the output to what the container holds.
+            held = bound.fact if isinstance(bound, Fresh) else state.fact(bound.key) if isinstance(bound, Same) \
+                and bound.key != key and state.tracks(bound.key) else None
+            if held is not None:
+                state.models[key] = state.models[key].join(held) if key in state.models else held
             self._derive(state, target, origins)
             return
         if isinstance(bound, Fresh):

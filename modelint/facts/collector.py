@@ -64,6 +64,8 @@ class FunctionInfo:
     # such functions get a summary for their callers.
     calls_params: bool = False
     calls_self_attribute: bool = False  # `self.model(x)`: a trainer's method may evaluate its model
+    # Local names bound to what a parameter holds (`model = args["model"]`, `net = ctx.net`).
+    param_aliases: set = field(default_factory=set)
 
     def __repr__(self) -> str:
         return f"<function {self.name}>"
@@ -273,7 +275,7 @@ class Collector(FastVisitor):
             # Helpers that run or pass on a parameter (`model(x)`, `evaluate(model)`) get summaries
             # (the mode flow leaves out modules' own `forward` methods); calls into torch itself never
             # change a caller's mode.
-            params = function.param_set | function.enclosing_params
+            params = function.param_set | function.enclosing_params | function.param_aliases
             text = value_key(func) or ""
             head = text.split(".")[0].split("[")[0]
             if head == "self":  # `self.model(x)`, `self.predict(x)`, `self(x)`
@@ -322,6 +324,12 @@ class Collector(FastVisitor):
         self.with_items.append((node, self._site()))
 
     def visit_Assign(self, node: cst.Assign) -> None:
+        function = self._function()
+        if function is not None and len(node.targets) == 1 and isinstance(node.targets[0].target, cst.Name) \
+                and isinstance(node.value, (cst.Subscript, cst.Attribute)):
+            root = _param_head(node.value)
+            if root is not None and root not in ("self", "cls") and root in function.param_set:
+                function.param_aliases.add(node.targets[0].target.value)
         if isinstance(node.value, (cst.Name, cst.Attribute)) and len(node.targets) == 1 and \
                 isinstance(node.targets[0].target, cst.Attribute):
             self.imports.add_attribute_binding(node.targets[0].target, node.value)
@@ -350,7 +358,7 @@ class Collector(FastVisitor):
 
 
 def _param_head(expr: cst.BaseExpression) -> str | None:
-    """`model` for `model` and `ctx.model` (a name, or an attribute of one)."""
-    while isinstance(expr, cst.Attribute):
+    """`model` for `model`, `ctx.model` and `args["model"]` (a name, or an attribute or element of one)."""
+    while isinstance(expr, (cst.Attribute, cst.Subscript)):
         expr = expr.value
     return expr.value if isinstance(expr, cst.Name) else None

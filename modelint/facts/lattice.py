@@ -44,7 +44,9 @@ class ModeFact:
             self.entry or other.entry,
             self.havoc or other.havoc,
             max(self.dependence, other.dependence),
-            self.certain and other.certain,
+            # What the caller passed is the same object on every path: what one path proved it is
+            # (trained from data, switched) holds on the path that left it alone.
+            self.certain if other == ENTRY_MODE else other.certain if self == ENTRY_MODE else self.certain and other.certain,
             self.origin if self.origin == other.origin else None,
             self.parameterless and other.parameterless,
         )

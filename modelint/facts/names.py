@@ -64,6 +64,11 @@ def value_key(node: cst.BaseExpression) -> str | None:
     return head + suffix
 
 
+def key_root(key: str) -> str:
+    """The variable a value key starts from: "model" for "model", "model.encoder" and "args[].net"."""
+    return key.split(".", 1)[0].split("[", 1)[0]
+
+
 def tokens(name: str) -> list[str]:
     """Lower-case words of an identifier: `runValidation_epoch` -> run, validation, epoch."""
     out: list[str] = []

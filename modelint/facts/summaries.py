@@ -18,6 +18,7 @@ from __future__ import annotations
 import libcst as cst
 
 from modelint.facts.lattice import ENTRY_MODE, first_site
+from modelint.facts.names import key_root
 from modelint.facts.naming import is_evaluation_name
 from modelint.summary import ForwardUse, FunctionSummary, ReturnFact, StepUse
 
@@ -37,14 +38,13 @@ def summarise(flow, function_flow, globals_: frozenset[str], closures=()) -> Fun
     summary.globals = sorted(globals_)
 
     def caller_owned(key: str) -> bool:
-        # A parameter, an attribute of one (`self.model`, `context.model`, `args.net`) or a global model.
-        head = key.split(".")[0]
-        return head in heads and key != "cls"
+        # A parameter, an attribute or element of one (`self.model`, `args.net`, `args["net"]`) or a global model.
+        return key_root(key) in heads and key != "cls"
 
     exit_state = function_flow.exit_state
     if exit_state is not None:
         for key, fact in exit_state.models.items():
-            if key.split(".")[0] not in heads or key == "cls":
+            if not caller_owned(key):
                 continue  # the function's own locals
             if fact.train_sites and fact.train_sites <= flow.assumed_sites and not fact.eval_sites:
                 continue  # "trained here, so in training mode" is our assumption, not something the code set
@@ -58,7 +58,7 @@ def summarise(flow, function_flow, globals_: frozenset[str], closures=()) -> Fun
     trained = function_flow.trained_keys()
     trains_keys: set[str] = set()  # models the caller passes, trained here in whatever mode the caller left
     closure_forwards = [f for closure in closures for f in closure.all_forwards()
-                        if f.key.split(".")[0] in function.param_set]
+                        if key_root(f.key) in function.param_set]
 
     def from_caller(mode) -> bool:  # the mode the caller passes (or only our "trained here" guess of it)
         return mode == ENTRY_MODE or (bool(mode.train_sites) and mode.train_sites <= flow.assumed_sites
