@@ -4,7 +4,9 @@
   on a stand-in tensor, against modelint's fix;
 - an MDL009 finding is measured on its own container: another plain container with a Dropout in the
   same class cannot confirm it;
-- a constructor parameter annotated as a dict gets a guessed mapping, reported as guessed.
+- a constructor parameter annotated as a dict gets a guessed mapping, reported as guessed;
+- `model.training = False` on a helper's parameter that nothing builds is shown on a stand-in, and the
+  verdict says so.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ FILES = {
     "evaluate": FIXTURES / "MDL008_functional_ignores_mode" / "bug_eval_function_dropout.py",
     "fpn": FIXTURES / "MDL009_unregistered_submodule" / "bug_fpn_lateral_tuple.py",
     "heads": FIXTURES / "MDL009_unregistered_submodule" / "bug_heads_dict_and_append.py",
+    "flag": FIXTURES / "MDL010_training_flag_assigned" / "bug_predict_helper_flag.py",
 }
 _RESULT: list[dict] = []
 
@@ -38,7 +41,7 @@ def checked() -> list[dict]:
     if not _RESULT:
         completed = subprocess.run(
             [sys.executable, "-m", "modelint", "check", "--runtime", "--no-cache", "--format", "json",
-             "--select", "MDL008,MDL009", "--runtime-timeout", "60", *(str(p.relative_to(REPO)) for p in FILES.values())],
+             "--select", "MDL008,MDL009,MDL010", "--runtime-timeout", "60", *(str(p.relative_to(REPO)) for p in FILES.values())],
             cwd=REPO, capture_output=True, text=True, timeout=600, env={**os.environ, "NO_COLOR": "1"})
         assert completed.returncode == 1, completed.stderr
         _RESULT.extend(json.loads(completed.stdout))
@@ -87,3 +90,10 @@ def test_a_guessed_mapping_holds_what_was_read() -> None:
     with pytest.raises(AttributeError):
         mapping.hidden_dim  # noqa: B018 - a mapping, not a namespace
     assert GuessedMapping(1)["cls"] == 8
+
+
+def test_a_flag_on_a_helper_parameter_is_shown_on_a_stand_in() -> None:
+    runtime = runtime_at("flag", 13)
+    assert runtime["verdict"] == "confirmed", runtime
+    assert runtime["constructed"].startswith("StandIn(") and runtime["guessed"] == ["model (a stand-in)"]
+    assert "measured on a stand-in" in runtime["reason"] and "not how much it changes your model" in runtime["reason"]

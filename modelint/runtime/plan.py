@@ -328,6 +328,12 @@ class Planner:
         target, value = match["target"], match["value"] == "True"
         probe.candidates = [dict(c, stand_ins=True) for c in self._candidates_at(target, line)]
         path = self._op_path(target, line)
+        if not probe.candidates and not path and not target.startswith("self."):
+            # Nothing builds the model (it is a parameter of a helper). The statement's effect does not
+            # depend on the model: `.training = x` sets one flag and no submodule's. It is shown on a
+            # stand-in holding one Dropout, and the verdict says that it was (see probe.STAND_IN_NOTE).
+            probe.candidates = [{"callee": {"stand_in": "module"}, "args": [], "kwargs": {}, "path": [],
+                                 "text": "StandIn()", "stand_in_model": target}]
         if value:
             probe.variants = [variant(
                 "inert",

@@ -634,6 +634,9 @@ def _effect(result: dict) -> str:
 
 # --- one probe ------------------------------------------------------------------------------------
 
+STAND_IN_NOTE = (" [measured on a stand-in, a module holding one Dropout: nothing in the project builds `{model}`. "
+                 "It shows what the statement itself does to any model whose Dropout/BatchNorm layers are "
+                 "submodules, not how much it changes your model's outputs]")
 CALL_INPUTS = ((2, 4, 8, 8), (4, 16), (2, 4, 16))  # activations a functional call is tried on
 
 
@@ -753,6 +756,8 @@ def run_probe(torch, probe: dict, modules: dict, device, hint: str | None, hints
     outcome = dict(last)
     if outcome["verdict"] != "confirmed" and len(results) > 1:
         outcome["reason"] = " / ".join(r["reason"] for r in results)
+    if candidate.get("stand_in_model") and outcome.get("reason"):
+        outcome["reason"] += STAND_IN_NOTE.format(model=candidate["stand_in_model"])
     if candidate.get("require_mode_dependent") and outcome.get("reason"):
         outcome["reason"] += (f" [measured on {description.split('(', 1)[0]}, a module class of the file: the model "
                               f"at the line could not be traced to where it is built]")
