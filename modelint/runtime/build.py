@@ -133,6 +133,63 @@ class GuessedConfig:
         return "config(" + ", ".join(f"{k}={v!r}" for k, v in fields.items()) + ")"
 
 
+class GuessedMapping(GuessedConfig):
+    """For a parameter annotated as a dict (`tasks: dict`, `Dict[str, int]`): a mapping whose entries are
+    made up as the constructor reads them, each guessed from its key like a configuration field, and a
+    key no name rule covers gets a small count (`tasks["cls"]` 4); iterating it gives the keys read so far.
+    Nothing is invented for a mapping that is only iterated: it stays empty. Reported as guessed."""
+
+    def _field(self, name: str):
+        fields = object.__getattribute__(self, "_modelint_fields")
+        if name not in fields:
+            try:
+                return super()._field(name)
+            except AttributeError:
+                fields[name] = (4, 8, 2)[object.__getattribute__(self, "_modelint_attempt") % 3]
+        return fields[name]
+
+    def __getattr__(self, name: str):
+        raise AttributeError(name)  # a mapping: entries by key only
+
+    def __iter__(self):
+        return iter(list(object.__getattribute__(self, "_modelint_fields")))
+
+    def __len__(self) -> int:
+        return len(object.__getattribute__(self, "_modelint_fields"))
+
+    def keys(self):
+        return list(object.__getattribute__(self, "_modelint_fields"))
+
+    def values(self):
+        return list(object.__getattribute__(self, "_modelint_fields").values())
+
+    def items(self):
+        return list(object.__getattribute__(self, "_modelint_fields").items())
+
+    def describe(self) -> str:
+        fields = object.__getattribute__(self, "_modelint_fields")
+        return "{" + ", ".join(f"{k!r}: {v!r}" for k, v in fields.items()) + "}"
+
+
+_MAPPING_ANNOTATIONS = ("dict", "Dict", "Mapping", "MutableMapping", "OrderedDict", "typing.Dict", "typing.Mapping")
+
+
+def _mapping_annotation(annotation) -> bool:
+    """`dict`, `Dict[str, int]`, `Mapping[str, int]`, `"dict[str, int]"` (a string under postponed annotations)."""
+    import typing
+
+    if isinstance(annotation, str):
+        return annotation.split("[", 1)[0].strip() in _MAPPING_ANNOTATIONS
+    if annotation is dict:
+        return True
+    origin = typing.get_origin(annotation)
+    if origin is typing.Union:
+        return any(_mapping_annotation(a) for a in typing.get_args(annotation) if a is not type(None))
+    import collections.abc
+
+    return isinstance(origin, type) and issubclass(origin, (dict, collections.abc.Mapping))
+
+
 def _module_list(torch, annotation) -> bool:
     """`List[nn.Module]`, `Optional[Sequence[nn.Module]]` (typing objects, not strings)."""
     import typing
@@ -233,6 +290,12 @@ class Builder:
 
     def build(self, spec: dict, attempt: int = 0):
         """(instance, `Net(vocab_size=32, hidden=16)`, names guessed) for a build spec."""
+        if spec["callee"].get("stand_in"):  # the whole model is a stand-in (plan._plan_flag says when)
+            self.torch.manual_seed(0)
+            with self.torch.device(self.device):
+                instance = stand_in(self.torch)
+            return instance, "StandIn(dropout=Dropout(p=0.5))", [f"{spec.get('stand_in_model') or 'the model'} "
+                                                                 f"(a stand-in)"]
         callee = self.reference(spec["callee"])
         label = spec["callee"].get("name") or spec["callee"].get("expr") or "?"
         try:
@@ -284,7 +347,10 @@ class Builder:
                 continue
             if param.default is not param.empty and (param.name not in missing or guess(param, attempt) is NO_GUESS):
                 continue  # its default; or given something we cannot compute that no guess replaces
-            value = guess(param, attempt, self.torch if spec.get("stand_ins") else None)
+            if _mapping_annotation(param.annotation):  # the annotation says dict, whatever the name says
+                value = GuessedMapping(attempt)
+            else:
+                value = guess(param, attempt, self.torch if spec.get("stand_ins") else None)
             if value is NO_GUESS and re.search(_CONFIG_NAMES, param.name.lower()):
                 value = GuessedConfig(attempt)
             if value is NO_GUESS:
@@ -322,7 +388,7 @@ class Builder:
 
 
 def _short(value) -> str:
-    if isinstance(value, GuessedConfig):
+    if isinstance(value, GuessedConfig):  # and GuessedMapping
         return value.describe()
     if isinstance(value, (int, float, bool, str, type(None))):
         text = repr(value)

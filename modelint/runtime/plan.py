@@ -57,10 +57,11 @@ class Probe:
     variants: list[dict] = field(default_factory=list)
     contains: str | None = None
     not_run: str | None = None  # decided here already, without running anything
+    call: dict | None = None  # a functional call outside any module, measured on its own (see _plan_call)
 
     def request(self) -> dict:
         return {"id": self.id, "code": self.code, "candidates": self.candidates, "variants": self.variants,
-                "contains": self.contains}
+                "contains": self.contains, "call": self.call, "line": self.line}
 
 
 @dataclass
@@ -237,7 +238,7 @@ class Planner:
             self._plan(probe, line, code, finding)
         except RecursionError:
             probe.not_run = "the file is nested too deeply to plan a probe"
-        if not probe.not_run and not probe.candidates:
+        if not probe.not_run and not probe.candidates and probe.call is None:
             followed = "; ".join(dict.fromkeys(self.resolver.notes)) or \
                 "no construction found in this file, its callers or the project files that import it"
             probe.not_run = f"no nn.Module to build ({followed}); add `# modelint: probe ClassName(...)`"
@@ -327,6 +328,12 @@ class Planner:
         target, value = match["target"], match["value"] == "True"
         probe.candidates = [dict(c, stand_ins=True) for c in self._candidates_at(target, line)]
         path = self._op_path(target, line)
+        if not probe.candidates and not path and not target.startswith("self."):
+            # Nothing builds the model (it is a parameter of a helper). The statement's effect does not
+            # depend on the model: `.training = x` sets one flag and no submodule's. It is shown on a
+            # stand-in holding one Dropout, and the verdict says that it was (see probe.STAND_IN_NOTE).
+            probe.candidates = [{"callee": {"stand_in": "module"}, "args": [], "kwargs": {}, "path": [],
+                                 "text": "StandIn()", "stand_in_model": target}]
         if value:
             probe.variants = [variant(
                 "inert",
@@ -394,6 +401,65 @@ class Planner:
             return target.split(".")[1:]
         return _split_key(target)[1]
 
+    def _call_at(self, tree: ast.AST, row: int, column: int) -> ast.Call | None:
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and node.lineno == row and node.col_offset + 1 == column:
+                return node
+        return None
+
+    def _plan_call(self, probe: Probe, finding: Finding) -> None:
+        """MDL008 outside any nn.Module class (an evaluation function, a functional model): no module
+        to build, so the flagged call itself is run, twice, on a stand-in tensor for its first argument
+        (the activations), its other arguments as the function's defaults and the file's names give
+        them; then the call as modelint's fix writes it. What is measured is the user's own call."""
+        row, column = finding.location.row, finding.location.column
+        call = self._call_at(self.source.tree, row, column)
+        where = f"line {row} is not inside an nn.Module class of this file"
+        if call is None or not call.args or isinstance(call.args[0], ast.Starred):
+            probe.not_run = f"{where}, and its call has no tensor argument to stand in for"
+            return
+        if finding.fix is None or not finding.fix.edits:
+            probe.not_run = f"{where}, and modelint offers no fix to compare the call with"
+            return
+        from modelint.fixer import apply_edits
+
+        try:
+            fixed_call = self._call_at(ast.parse(apply_edits(self.source.text, finding.fix.edits)), row, column)
+        except SyntaxError:
+            fixed_call = None
+        if fixed_call is None or not fixed_call.args:
+            probe.not_run = f"{where}, and the fixed call could not be located"
+            return
+        placeholder = ast.Name(id="__modelint_input__", ctx=ast.Load())
+
+        def text(node: ast.Call) -> str:
+            copy = ast.Call(func=node.func, args=[placeholder, *node.args[1:]], keywords=node.keywords)
+            return ast.unparse(copy)
+
+        defaults: dict[str, str] = {}
+        function = self._enclosing_function(row)
+        if function is not None:
+            arguments = function.args
+            positional = arguments.posonlyargs + arguments.args
+            for arg, default in zip(positional[len(positional) - len(arguments.defaults):], arguments.defaults):
+                defaults[arg.arg] = ast.unparse(default)
+            for arg, default in zip(arguments.kwonlyargs, arguments.kw_defaults):
+                if default is not None:
+                    defaults[arg.arg] = ast.unparse(default)
+        probe.call = {"flagged": text(call), "fixed": text(fixed_call), "defaults": defaults,
+                      "shown": ast.unparse(call)[:120], "fix": finding.fix.message or "the fix"}
+
+    def _container_at(self, line: int) -> str | None:
+        """`X` of a `self.X = ...` statement that starts at `line` (the container an MDL009 finding names)."""
+        for node in ast.walk(self.source.tree):
+            if isinstance(node, (ast.Assign, ast.AnnAssign)) and node.lineno == line:
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                for target in targets:
+                    if isinstance(target, ast.Attribute) and isinstance(target.value, ast.Name) and \
+                            target.value.id == "self":
+                        return target.attr
+        return None
+
     def _enclosing_function(self, line: int):
         best = None
         for node in ast.walk(self.source.tree):
@@ -405,6 +471,9 @@ class Planner:
 
     def _plan_class(self, probe: Probe, line: int, code: str | None, finding: Finding | None) -> None:
         node = self.source.enclosing_class(line)
+        if node is None and code == "MDL008" and finding is not None:
+            self._plan_call(probe, finding)
+            return
         if node is None:
             probe.not_run = f"line {line} is not inside an nn.Module class of this file"
             return
@@ -423,7 +492,16 @@ class Planner:
             probe.variants = [variant("stochastic", scenario("after model.eval(), through the train() override",
                                                              [EVAL]), base_fix)]
         elif code == "MDL009":
-            probe.variants = [variant("stochastic", scenario("after model.eval()", [EVAL]),
+            attr = self._container_at(line)
+            if attr is not None:
+                # The one container of the finding, isolated: the other plain containers (and modules built
+                # in forward) are registered on both sides, so that a Dropout elsewhere cannot confirm it.
+                flagged = scenario(f"after model.eval(), `self.{attr}` left unregistered (any other plain "
+                                   f"container registered)", [{"op": "register", "keep": attr, "owner": node.name},
+                                                              EVAL])
+            else:
+                flagged = scenario("after model.eval()", [EVAL])
+            probe.variants = [variant("stochastic", flagged,
                                       scenario("submodules registered (nn.ModuleList/ModuleDict), then eval()",
                                                [{"op": "register"}, EVAL]))]
         elif code == "MDL008":

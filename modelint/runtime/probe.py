@@ -259,9 +259,10 @@ def every_module(torch, root):
     return out
 
 
-def _register_plain_containers(torch, root) -> int:
+def _register_plain_containers(torch, root, keep: str | None = None, owner: str | None = None) -> int:
     """The MDL009 fix, applied to a live instance: plain lists/dicts of modules become
-    nn.ModuleList/nn.ModuleDict, so eval()/train()/.to() reach them."""
+    nn.ModuleList/nn.ModuleDict, so eval()/train()/.to() reach them. keep: an attribute left
+    plain on the instances of class `owner` (the one container a finding is about, isolated from the others)."""
     nn = torch.nn
     count = 0
 
@@ -274,6 +275,8 @@ def _register_plain_containers(torch, root) -> int:
 
     for module in every_module(torch, root):
         for name, value in list(_plain_children(torch, module)):
+            if name == keep and (owner is None or any(c.__name__ == owner for c in type(module).__mro__)):
+                continue
             module.__dict__.pop(name, None)
             setattr(module, name, wrap(value))
             count += 1
@@ -475,7 +478,7 @@ def _apply(torch, root, op: dict, notes: list) -> None:
             if type(module).__name__ == op["type"]:
                 module.training = op["value"]
     elif kind == "register":
-        count = _register_plain_containers(torch, root)
+        count = _register_plain_containers(torch, root, op.get("keep"), op.get("owner"))
         notes.append(f"registered {count} plain container(s)")
     else:
         raise ValueError(f"unknown op {kind}")
@@ -631,8 +634,61 @@ def _effect(result: dict) -> str:
 
 # --- one probe ------------------------------------------------------------------------------------
 
+STAND_IN_NOTE = (" [measured on a stand-in, a module holding one Dropout: nothing in the project builds `{model}`. "
+                 "It shows what the statement itself does to any model whose Dropout/BatchNorm layers are "
+                 "submodules, not how much it changes your model's outputs]")
+CALL_INPUTS = ((2, 4, 8, 8), (4, 16), (2, 4, 16))  # activations a functional call is tried on
+
+
+def run_call_probe(torch, probe: dict, module, device) -> dict:
+    """A functional call outside any module (see plan._plan_call): the flagged call and the fixed one,
+    each twice on the same stand-in activations (ones), in the user's namespace with the enclosing
+    function's defaults. No module is built: the verdict is about the call the user wrote."""
+    call = probe["call"]
+    namespace = dict(vars(module))
+    for name, source in call.get("defaults", {}).items():
+        try:
+            namespace[name] = _evaluate(source, vars(module))
+        except Exception:  # noqa: BLE001 - a default only the caller's context gives
+            pass
+    errors = []
+    for shape in CALL_INPUTS:
+        value = torch.ones(*shape, device=device)
+        results = {}
+        try:
+            for side in ("flagged", "fixed"):
+                outputs = []
+                _seed(torch, probe.get("seed", 1234))
+                for _ in range(2):
+                    with torch.no_grad():
+                        outputs.append(_evaluate(call[side], dict(namespace, __modelint_input__=value.clone())))
+                results[side] = {"self_diff": _max_diff(torch, outputs[0], outputs[1]), "drift": 0.0,
+                                 "output": outputs[0], "modes": "a plain function call, no module",
+                                 "saved_tensors": 0, "graph_bytes": 0, "notes": []}
+        except Exception as error:  # noqa: BLE001 - a wrong shape, or an argument only the function computes
+            errors.append(f"{shape}: {_describe_exception(error)}")
+            if isinstance(error, NameError):
+                break
+            continue
+        label = f"a stand-in tensor of ones {tuple(shape)} for its first argument"
+        variant = {"kind": "stochastic",
+                   "flagged": {"describe": f"`{call['shown']}` called twice as at line {probe.get('line', '?')}, "
+                                           f"on {label}"},
+                   "fixed": {"describe": f"the call with modelint's fix ({call['fix']})"}}
+        outcome = judge(torch, variant, results["flagged"], results["fixed"])
+        outcome["reason"] = outcome["reason"].replace("two identical forward passes", "the two calls") \
+            .replace(", statistics unchanged", "").replace(" and no running statistic moved", "")
+        outcome.update({"module": call["shown"].split("(", 1)[0], "constructed": None, "guessed": [],
+                        "input": f"torch.ones{tuple(shape)} (stand-in activations)", "code": probe["code"]})
+        return outcome
+    raise NotRun(f"the functional call at line {probe.get('line', '?')} (outside any nn.Module class) could not "
+                 f"be run on its own: {'; '.join(errors[:2])}")
+
+
 def run_probe(torch, probe: dict, modules: dict, device, hint: str | None, hints: dict | None = None) -> dict:
     code = probe["code"]
+    if probe.get("call"):
+        return run_call_probe(torch, probe, modules["original"], device)
     instance = label = value = candidate = description = None
     guessed: list[str] = []
     reasons: list[str] = []
@@ -700,6 +756,8 @@ def run_probe(torch, probe: dict, modules: dict, device, hint: str | None, hints
     outcome = dict(last)
     if outcome["verdict"] != "confirmed" and len(results) > 1:
         outcome["reason"] = " / ".join(r["reason"] for r in results)
+    if candidate.get("stand_in_model") and outcome.get("reason"):
+        outcome["reason"] += STAND_IN_NOTE.format(model=candidate["stand_in_model"])
     if candidate.get("require_mode_dependent") and outcome.get("reason"):
         outcome["reason"] += (f" [measured on {description.split('(', 1)[0]}, a module class of the file: the model "
                               f"at the line could not be traced to where it is built]")
