@@ -24,7 +24,9 @@ from modelint.source import physical_lines
 
 # A file that mentions none of these cannot produce any finding: it is only
 # checked for syntax errors (with the stdlib parser, ten times faster than libcst).
-_RELEVANT = re.compile(r"torch|\bnn\b|\.eval\b|\.train\b|\btrain\(|no_grad|inference_mode|grad|dropout|training|Module")
+# ("dropout" alone is no reason: a model configuration names its dropout rates, and a
+# functional dropout that could ignore the mode comes from torch, which the file names.)
+_RELEVANT = re.compile(r"torch|\bnn\b|\.eval\b|\.train\b|\btrain\(|no_grad|inference_mode|grad|training|Module")
 # A file of another framework (it imports TensorFlow, Keras, Flax or JAX, and never torch): its models
 # have no torch modes to misuse, and no torch file subclasses its classes. Checked for syntax only.
 _OTHER_FRAMEWORK = re.compile(r"^[ \t]*(?:import|from)[ \t]+(?:tensorflow|keras|tf_keras|flax|jax|haiku)\b", re.M)
