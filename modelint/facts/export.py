@@ -32,9 +32,11 @@ def file_summary(flow) -> FileSummary:
         if forward.mode.origin and forward.mode.definitely_train and forward.mode.dependence is Dependence.UNKNOWN
     } | {  # a trainer's `self.model = Net()` (not a module's own layers): its methods see it through the object
         built.origin for key, value, site in flow.collector.call_assigns if key.startswith("self.")
-        and site.cls is not None and not flow.is_module_class(site.cls)
-        and (built := flow.modules.module_expression(value)[0]) is not None and built.origin
-        and built.dependence is Dependence.UNKNOWN
+        and site.cls is not None and (built := flow.modules.module_expression(value)[0]) is not None
+        and built.origin and built.dependence is Dependence.UNKNOWN
+        # (what the file shows of the class: asking the index about a base elsewhere would send every
+        # tokenizer with a `self.sp_model = SentencePieceProcessor()` to the second pass for nothing)
+        and not flow.modules.is_module_class(site.cls) and not flow.defines_forward(site.cls)
     }
     exported: dict[str, FunctionSummary] = {}
     for name, summary in flow.summaries.items():
