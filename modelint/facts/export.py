@@ -64,8 +64,11 @@ def _export(flow, summary: FunctionSummary) -> FunctionSummary | None:
     effects = {k: v for k, v in summary.effects.items() if not _of_the_object(k)}
     forwards = [u for u in summary.forwards if not _of_the_object(u.param)]
     steps = [u for u in summary.steps if not _of_the_object(u.param)]
+    returns = summary.returns
+    if returns is not None and returns.mode is None and not returns.certain:
+        returns = None  # "something, in some mode, maybe a module": what a caller assumes of any call
     if all(v == "unknown" for v in effects.values()) and not forwards and not steps \
-            and summary.returns is None and summary.context_mode is None:
+            and returns is None and summary.context_mode is None:
         return None  # callers already assume the worst of a helper they cannot see
     out = FunctionSummary(summary.qualname, flow.path, summary.params, effects, is_method=summary.is_method,
                           trains=summary.trains, context_mode=summary.context_mode)
@@ -83,8 +86,8 @@ def _export(flow, summary: FunctionSummary) -> FunctionSummary | None:
         ordinal = _ordinal(flow, use)
         if ordinal >= 0:
             out.steps.append(StepUse(use.param, use.path, ordinal))
-    if summary.returns is not None:
-        returned = summary.returns
+    if returns is not None:
+        returned = returns
         site = remote(flow, returned.site, _site_kind(returned.mode or "train", returned.site)) \
             if returned.site is not None else None
         out.returns = ReturnFact(returned.mode, returned.dependence, returned.certain, site)
