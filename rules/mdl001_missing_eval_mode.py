@@ -32,7 +32,7 @@ class MissingEvalMode(Rule):
     discriminator, a teacher's targets and other outputs that feed a training loss
     are not evaluations.
 
-    Two cases are reported without seeing the training that precedes them, because
+    Three cases are reported without seeing the training that precedes them, because
     the code leaves nobody else to set the mode:
     - a helper that runs a model it is given over each batch of a dataset (`for x, y
       in loader`, or `b[0]`/`b[1]` of each item) for predictions or metrics, sets no
@@ -42,7 +42,12 @@ class MissingEvalMode(Rule):
     - a module's own public method (`predict()`) that turns `self(...)` into
       predictions with autograd on, in a class with Dropout or BatchNorm of its own
       whose methods never call `self.eval()`: a module is built in training mode and
-      stays there after training.
+      stays there after training;
+    - an inference wrapper (a `Predictor`: no module, never trains) that stores the
+      module its creator hands it (`self.model = model`) and evaluates it, when none
+      of its methods sets that model's mode and the file does not build the wrapper
+      itself; if another of its methods evaluates the model after `eval()`, any
+      forward of it elsewhere in the class counts as an evaluation.
 
     ## Why is this bad?
     In training mode Dropout zeroes random activations and BatchNorm normalises with

@@ -8,7 +8,7 @@ import libcst as cst
 
 from modelint.facts import FileFacts
 from modelint.facts.evaluation import dummy_input, effective_grad, effective_mode, is_module, returned_to_callers
-from modelint.facts.intent import DETACH, ESCAPE, HANDED, RETURN, STORE, TRAIN
+from modelint.facts.intent import DETACH, ESCAPE, GIVEN_BACK, HANDED, RETURN, STORE, TRAIN
 from modelint.facts.lattice import is_train_site
 from modelint.facts.names import literal_value
 from modelint.facts.walk import iter_nodes
@@ -198,7 +198,13 @@ def _part_of_a_modules_forward(facts: FileFacts, forward, mode) -> bool:
         return True
     switched_here = any(facts.call_sites.get(site) is not None and facts.call_sites[site].site.function is function
                         for site in mode.eval_sites if not mode.train_sites)
-    return not (switched_here or facts.is_evaluation_function(function))
+    # Turned into predictions or metrics here and nothing of it leaves the method (fitting a calibration,
+    # scoring a support set), in a method that trains nothing: no caller's graph can use it. (A method
+    # returning its argmax, such as `get_codebook_indices()`, gives a result back: the module's users
+    # call it, and they run it under no_grad.)
+    consumed_here = forward.via is None and forward.intent == "evaluation" \
+        and not forward.uses & {TRAIN, RETURN, STORE, ESCAPE, HANDED, GIVEN_BACK} and not _trains(facts, forward)
+    return not (switched_here or facts.is_evaluation_function(function) or consumed_here)
 
 
 def _detached_at_once(facts: FileFacts, forward) -> bool:

@@ -53,6 +53,7 @@ GRAPH = "graph"  # with TRAIN: the output reached the backward still attached (t
 DETACH = "detach"  # cut from its graph on purpose (`.detach()`, `.data`) while it still carried it
 FED = "fed"  # not a use of the output: its input is another forward's output (a loss, a head, a second stage)
 META = "meta"  # only its shape, dtype or length was read: mode cannot change those
+GIVEN_BACK = "given-back"  # something cut from it (its argmax, its indices) is returned: the caller gets a result
 
 # Tensor methods whose result has left autograd, and that turn outputs into predictions/numbers.
 DETACHING_METHODS = frozenset({"item", "tolist", "numpy", "argmax", "argmin", "eq", "ne", "ge", "gt",
@@ -306,7 +307,9 @@ class OutputUses:
 
     def returned(self, origins: Origins) -> None:
         self.use(origins, RETURN, level=OPAQUE)
-        self.use(frozenset(o for o in origins if o[1] == DETACHED), EVAL)
+        detached = frozenset(o for o in origins if o[1] == DETACHED)
+        self.use(detached, EVAL)
+        self.use(detached, GIVEN_BACK)
 
     def stored(self, origins: Origins) -> None:
         self.use(origins, STORE, level=OPAQUE)
