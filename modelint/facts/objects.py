@@ -22,7 +22,7 @@ import libcst as cst
 from modelint.facts import torch_api as api
 from modelint.facts.lattice import ENTRY_MODE, HAVOC_MODE, ModeFact, first_site, is_train_site
 from modelint.facts.modules import Dependence
-from modelint.facts.names import dotted
+from modelint.facts.names import dotted, key_root
 from modelint.facts.provenance import receiver_key
 
 
@@ -217,7 +217,7 @@ class ObjectModes:
                     or dotted(assign.target) != key:
                 continue
             source = receiver_key(assign.value, self.flow.imports) if assign.value is not None else None
-            head = source.split(".")[0].split("[")[0] if source is not None else None
+            head = key_root(source) if source is not None else None
             if head is None or head in ("self", "cls") or head not in method.param_set:
                 return None  # also built, loaded or set from elsewhere: not only what a caller hands in
             storing = method.name
