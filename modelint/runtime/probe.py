@@ -828,6 +828,9 @@ def main(request_text: str) -> int:
     request = json.loads(request_text)
     started = time.monotonic()
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    # The network is refused anyway: the Hugging Face libraries then look in their cache at once
+    # instead of retrying a download (a checkpoint never comes from the hub in a probe).
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     path = os.path.abspath(request["path"])
     network = _refuse_network()
     try:
