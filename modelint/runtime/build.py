@@ -358,6 +358,12 @@ class Builder:
             if value is NO_GUESS:
                 site = f" at {spec['site']}" if spec.get("site") else ""
                 short = label.rsplit(".", 1)[-1]
+                if guess(param, attempt, self.torch) is not NO_GUESS:  # it takes a module: whose is unknown
+                    raise BuildError(f"constructor needs arguments: {short}({param.name}): `{param.name}` takes a "
+                                     f"module and nothing in the project passes one{site}; the forward pass "
+                                     f"measured is that module's, so a stand-in would only measure itself: add "
+                                     f"`# modelint: probe {short}(YourNet(...))` or a [tool.modelint.runtime] "
+                                     f"probes entry")
                 raise BuildError(f"constructor needs arguments: {short}({param.name}): `{param.name}` has no "
                                  f"default{site} and is not a size, count or rate modelint can guess; add "
                                  f"`# modelint: probe {short}(...)` or a [tool.modelint.runtime] probes entry")
