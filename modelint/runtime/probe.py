@@ -79,7 +79,7 @@ def _refuse_network() -> str:
 
 
 WEIGHTS_NOTE = "pretrained weights not downloaded: measured with random weights"
-_SKIPPED_WEIGHTS: list[str] = []  # the URLs whose download failed, in order
+_SKIPPED_WEIGHTS: list[str] = []  # the URLs whose download failed, and each load of them skipped
 
 
 def _random_weights_for_downloads(torch) -> None:
@@ -106,7 +106,8 @@ def _random_weights_for_downloads(torch) -> None:
             return RandomWeights()
 
     def load_state_dict(module, state_dict, *args, **kwargs):
-        if isinstance(state_dict, RandomWeights):
+        if isinstance(state_dict, RandomWeights):  # (fetched at import, say: the build is told here too)
+            _SKIPPED_WEIGHTS.append("load_state_dict")
             return torch.nn.modules.module._IncompatibleKeys([], [])
         return original_load(module, state_dict, *args, **kwargs)
 
