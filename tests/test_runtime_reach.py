@@ -6,7 +6,11 @@
   same class cannot confirm it;
 - a constructor parameter annotated as a dict gets a guessed mapping, reported as guessed;
 - `model.training = False` on a helper's parameter that nothing builds is shown on a stand-in, and the
-  verdict says so.
+  verdict says so;
+- pretrained weights that cannot be downloaded leave the module with random weights, and the verdict says so;
+- a transformers `from_pretrained` checkpoint is built from a small configuration of the same class (or,
+  without transformers, the reason names the package);
+- a constructor parameter that takes a module nobody passes is not replaced by a stand-in for a forward pass.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="the runtime checker's tests need torch (the test extra installs it)")
 
-from modelint.runtime.build import GuessedMapping, _mapping_annotation  # noqa: E402
+from modelint.runtime.build import GuessedMapping, _mapping_annotation, _type_in_name  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = REPO / "fixtures"
@@ -97,3 +101,62 @@ def test_a_flag_on_a_helper_parameter_is_shown_on_a_stand_in() -> None:
     assert runtime["verdict"] == "confirmed", runtime
     assert runtime["constructed"].startswith("StandIn(") and runtime["guessed"] == ["model (a stand-in)"]
     assert "measured on a stand-in" in runtime["reason"] and "not how much it changes your model" in runtime["reason"]
+
+
+def run_modelint(*args: str, cwd: Path = REPO, env: dict | None = None) -> tuple[int, str, str]:
+    completed = subprocess.run([sys.executable, "-m", "modelint", *args], cwd=cwd, capture_output=True, text=True,
+                               timeout=300, env={**os.environ, "NO_COLOR": "1", **(env or {})})
+    return completed.returncode, completed.stdout, completed.stderr
+
+
+def test_pretrained_weights_that_cannot_be_downloaded_are_left_random(tmp_path: Path) -> None:
+    script = tmp_path / "scorer.py"
+    script.write_text(
+        "import torch\nfrom torch import nn\n\n\nclass Scorer(nn.Module):\n    def __init__(self):\n"
+        "        super().__init__()\n        self.body = nn.Sequential(nn.Linear(8, 8), nn.Dropout(0.5))\n"
+        "        self.load_state_dict(torch.hub.load_state_dict_from_url('https://weights.invalid/scorer.pth'))\n\n"
+        "    def forward(self, x):\n        return self.body(x)\n\n\n"
+        "def score(x):\n    model = Scorer()\n    model.train()\n    return model(x)\n")
+    code, out, err = run_modelint("verify", f"{script}:18", "--format", "json", env={"TORCH_HOME": str(tmp_path)})
+    [site] = json.loads(out)
+    runtime = site["runtime"]
+    assert runtime["verdict"] == "confirmed", (runtime, err)
+    assert "pretrained weights not downloaded: measured with random weights" in runtime["reason"]
+    assert "pretrained weights (random)" in runtime["guessed"]
+
+
+def test_the_model_type_is_read_from_a_checkpoint_name() -> None:
+    types = ["bert", "distilbert", "roberta", "xlm-roberta", "t5", "bart", "gpt2"]
+    assert _type_in_name("distilbert-base-uncased-finetuned-sst-2-english", types) == "distilbert"
+    assert _type_in_name("FacebookAI/roberta-base", types) == "roberta"
+    assert _type_in_name("xlm-roberta-large", types) == "xlm-roberta"
+    assert _type_in_name("google/flan-t5-base", types) == "t5"
+    assert _type_in_name("gpt2-medium", types) == "gpt2"
+    assert _type_in_name("sentence-transformers/all-MiniLM-L6-v2", types) is None
+
+
+def test_a_hugging_face_checkpoint_is_built_from_a_small_config() -> None:
+    path = FIXTURES / "MDL002_missing_no_grad" / "bug_sentence_embeddings_hf.py"
+    code, out, err = run_modelint("check", "--runtime", "--no-cache", "--format", "json", "--select", "MDL002",
+                                  str(path.relative_to(REPO)))
+    [finding] = json.loads(out)
+    runtime = finding["runtime"]
+    try:
+        import transformers  # noqa: F401
+    except ImportError:
+        assert runtime["verdict"] == "not run" and "`transformers` is not installed" in runtime["reason"], runtime
+        return
+    assert runtime["verdict"] == "confirmed", runtime
+    assert "BertModel built from a small config of the same class" in runtime["constructed"], runtime
+    assert "random weights" in runtime["constructed"] and runtime["guessed"][0].startswith("the checkpoint")
+
+
+def test_a_module_parameter_nobody_passes_is_not_a_stand_in_for_a_forward_pass() -> None:
+    path = FIXTURES / "MDL001_missing_eval_mode" / "bug_saved_mode_restored_without_eval.py"
+    code, out, err = run_modelint("check", "--runtime", "--no-cache", "--format", "json", "--select", "MDL001",
+                                  str(path.relative_to(REPO)))
+    [finding] = json.loads(out)
+    runtime = finding["runtime"]
+    assert runtime["verdict"] == "not run", runtime
+    assert "`student` takes a module and nothing in the project passes one" in runtime["reason"]
+    assert "# modelint: probe MeanTeacher(YourNet(...))" in runtime["reason"]

@@ -290,6 +290,8 @@ class Builder:
 
     def build(self, spec: dict, attempt: int = 0):
         """(instance, `Net(vocab_size=32, hidden=16)`, names guessed) for a build spec."""
+        if spec.get("loader") == "from_pretrained":
+            return self.from_pretrained(spec, attempt)
         if spec["callee"].get("stand_in"):  # the whole model is a stand-in (plan._plan_flag says when)
             self.torch.manual_seed(0)
             with self.torch.device(self.device):
@@ -356,6 +358,12 @@ class Builder:
             if value is NO_GUESS:
                 site = f" at {spec['site']}" if spec.get("site") else ""
                 short = label.rsplit(".", 1)[-1]
+                if guess(param, attempt, self.torch) is not NO_GUESS:  # it takes a module: whose is unknown
+                    raise BuildError(f"constructor needs arguments: {short}({param.name}): `{param.name}` takes a "
+                                     f"module and nothing in the project passes one{site}; the forward pass "
+                                     f"measured is that module's, so a stand-in would only measure itself: add "
+                                     f"`# modelint: probe {short}(YourNet(...))` or a [tool.modelint.runtime] "
+                                     f"probes entry")
                 raise BuildError(f"constructor needs arguments: {short}({param.name}): `{param.name}` has no "
                                  f"default{site} and is not a size, count or rate modelint can guess; add "
                                  f"`# modelint: probe {short}(...)` or a [tool.modelint.runtime] probes entry")
@@ -385,6 +393,104 @@ class Builder:
         if dropped:
             description += " (without pretrained weights)"
         return instance, description, guessed
+
+
+    # --- Hugging Face checkpoints ------------------------------------------------------------
+
+    def from_pretrained(self, spec: dict, attempt: int):
+        """`AutoModelForSequenceClassification.from_pretrained(name)`: the checkpoint cannot be fetched (no
+        network), so the same class is built from a small configuration of its model type (hidden 32, 2
+        layers, 2 heads), with random weights and in eval mode as from_pretrained returns it. The model type
+        is the class's own, or for an Auto class the one the checkpoint's name says (`distilbert-base-...`),
+        else a common one the Auto class supports. Always reported as guessed: Dropout/BatchNorm act by
+        mode whatever the weights and sizes, but it is not the user's checkpoint."""
+        callee = self.reference(spec["callee"])  # BuildError naming transformers if it is not installed
+        label = spec["callee"].get("name") or "?"
+        try:
+            import transformers
+        except ImportError:
+            raise BuildError("the package `transformers` is not installed here: pip install transformers") from None
+        guessed: list[str] = []
+        name = None
+        if spec.get("args"):
+            try:
+                name = self.argument(spec["args"][0], attempt, guessed)
+            except Missing:
+                name = None
+        options = {}
+        for key, item in spec.get("kwargs", {}).items():
+            if key in _LOADER_OPTIONS:
+                continue
+            try:
+                value = self.argument(item, attempt, guessed)
+            except Missing:
+                continue
+            if isinstance(value, (int, float, bool, str, type(None), dict, list, tuple)):
+                options[key] = value
+        config_class = getattr(callee, "config_class", None)
+        model_type = getattr(config_class, "model_type", None) if config_class is not None else None
+        auto = not model_type
+        if auto:
+            mapping = getattr(callee, "_model_mapping", None)
+            supported = list(getattr(mapping, "_model_mapping", {}) or {})
+            if not supported:
+                raise BuildError(f"{label}.from_pretrained: modelint cannot tell which model class it loads; "
+                                 f"add `# modelint: probe ...`")
+            model_type = _type_in_name(name, supported) if isinstance(name, str) else None
+            if model_type is None:
+                model_type = next((t for t in ("bert", "bart", "gpt2") if t in supported), supported[0])
+                guessed.append(f"the model type ({model_type}: "
+                               + (f"not named by {name!r})" if isinstance(name, str) else "checkpoint unknown)"))
+            config = transformers.AutoConfig.for_model(model_type)
+        else:
+            config = config_class()
+        fields = config.to_dict()
+        small = {key: value for key, value in _SMALL_CONFIG.items() if key in fields}
+        if "vocab_size" in small and any(isinstance(v, int) and v >= small["vocab_size"]
+                                         for k, v in fields.items() if k.endswith("token_id")):
+            del small["vocab_size"]
+        for key, value in {**small, **options}.items():
+            setattr(config, key, value)
+        self.torch.manual_seed(0)
+        try:
+            with self.torch.device(self.device):
+                instance = callee.from_config(config) if auto else callee(config)
+        except BaseException as error:  # noqa: BLE001 - library code on a made-up configuration
+            if isinstance(error, KeyboardInterrupt):
+                raise
+            raise BuildError(f"{label}.from_pretrained({name!r}) could not be built from a small {model_type} "
+                             f"configuration: {type(error).__name__}: {str(error)[:160]}") from None
+        instance.eval()  # as from_pretrained returns it
+        shown = ", ".join(f"{k}={v!r}" for k, v in small.items())
+        guessed.insert(0, f"the checkpoint {name!r}" if isinstance(name, str) else "the checkpoint")
+        description = (f"{label.rsplit('.', 1)[-1]}.from_pretrained -> {type(instance).__name__} built from a "
+                       f"small config of the same class ({model_type}: {shown}), random weights")
+        return instance, description, guessed
+
+
+# from_pretrained's options that say how to load, not what the model is.
+_LOADER_OPTIONS = frozenset({"cache_dir", "revision", "torch_dtype", "dtype", "device_map", "trust_remote_code",
+                             "local_files_only", "token", "use_auth_token", "low_cpu_mem_usage", "config",
+                             "from_tf", "from_flax", "force_download", "resume_download", "proxies", "subfolder",
+                             "load_in_8bit", "load_in_4bit", "quantization_config", "use_safetensors", "variant",
+                             "output_loading_info", "ignore_mismatched_sizes", "max_memory", "offload_folder",
+                             "attn_implementation", "state_dict", "mirror", "_fast_init"})
+# Small sizes, under each name configurations use for them.
+_SMALL_CONFIG = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 2,
+                 "intermediate_size": 64, "vocab_size": 128, "embedding_size": 32, "d_model": 32,
+                 "encoder_layers": 2, "decoder_layers": 2, "encoder_attention_heads": 2,
+                 "decoder_attention_heads": 2, "encoder_ffn_dim": 64, "decoder_ffn_dim": 64, "num_layers": 2,
+                 "num_decoder_layers": 2, "num_heads": 2, "d_ff": 64, "d_kv": 16, "n_embd": 32, "n_layer": 2,
+                 "n_head": 2, "n_inner": 64, "dim": 32, "n_layers": 2, "n_heads": 2, "hidden_dim": 64}
+
+
+def _type_in_name(name: str, supported: list[str]) -> str | None:
+    """The model type a checkpoint's name says (`distilbert-base-uncased` -> distilbert, `google/flan-t5-base`
+    -> t5), the longest that matches as a whole word of the name."""
+    text = name.lower()
+    found = [t for t in supported
+             if re.search(rf"(^|[/_.\-]){re.escape(t.lower()).replace('_', '[_-]')}($|[/_.\-]|\d)", text)]
+    return max(found, key=len) if found else None
 
 
 def _short(value) -> str:

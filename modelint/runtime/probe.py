@@ -78,6 +78,49 @@ def _refuse_network() -> str:
     return how
 
 
+WEIGHTS_NOTE = "pretrained weights not downloaded: measured with random weights"
+_SKIPPED_WEIGHTS: list[str] = []  # the URLs whose download failed, and each load of them skipped
+
+
+def _random_weights_for_downloads(torch) -> None:
+    """Pretrained weights that would be downloaded (`resnet18(weights="DEFAULT")` inside a constructor):
+    the download is tried as usual (a file already in the local cache is used), and when it fails (the
+    network is refused) the module keeps its random initialisation instead of the constructor raising.
+    Whether Dropout/BatchNorm act depends on the mode, not on the weights' values; the verdict says it
+    was measured with random weights (WEIGHTS_NOTE)."""
+
+    class RandomWeights(dict):
+        """An empty state dict standing for weights that could not be downloaded."""
+
+        def pop(self, key, *default):
+            return default[0] if default else None
+
+    original_download = torch.hub.load_state_dict_from_url
+    original_load = torch.nn.Module.load_state_dict
+
+    def load_state_dict_from_url(url, *args, **kwargs):
+        try:
+            return original_download(url, *args, **kwargs)
+        except OSError:  # the refused network (URLError is an OSError), no cache folder
+            _SKIPPED_WEIGHTS.append(str(url))
+            return RandomWeights()
+
+    def load_state_dict(module, state_dict, *args, **kwargs):
+        if isinstance(state_dict, RandomWeights):  # (fetched at import, say: the build is told here too)
+            _SKIPPED_WEIGHTS.append("load_state_dict")
+            return torch.nn.modules.module._IncompatibleKeys([], [])
+        return original_load(module, state_dict, *args, **kwargs)
+
+    torch.hub.load_state_dict_from_url = load_state_dict_from_url
+    torch.nn.Module.load_state_dict = load_state_dict
+    try:
+        import torch.utils.model_zoo as model_zoo
+
+        model_zoo.load_url = load_state_dict_from_url
+    except ImportError:
+        pass
+
+
 def _limit_memory(limit: int | None) -> None:
     if not limit:
         return
@@ -388,10 +431,13 @@ def _construct(torch, module, candidate: dict, device, attempt: int = 0):
     from modelint.runtime.build import Builder, BuildError
 
     builder = Builder(torch, module, os.path.abspath(module.__file__), device)
+    skipped = len(_SKIPPED_WEIGHTS)
     try:
         instance, description, guessed = builder.build(candidate, attempt)
     except BuildError as error:
         raise NotRun(str(error)) from None
+    if len(_SKIPPED_WEIGHTS) > skipped:
+        guessed = [*guessed, "pretrained weights (random)"]
     if not isinstance(instance, torch.nn.Module):
         raise NotRun(f"{description} is not an nn.Module")
     instance.to(device)
@@ -758,6 +804,8 @@ def run_probe(torch, probe: dict, modules: dict, device, hint: str | None, hints
         outcome["reason"] = " / ".join(r["reason"] for r in results)
     if candidate.get("stand_in_model") and outcome.get("reason"):
         outcome["reason"] += STAND_IN_NOTE.format(model=candidate["stand_in_model"])
+    if "pretrained weights (random)" in guessed and outcome.get("reason"):
+        outcome["reason"] += f" [{WEIGHTS_NOTE}]"
     if candidate.get("require_mode_dependent") and outcome.get("reason"):
         outcome["reason"] += (f" [measured on {description.split('(', 1)[0]}, a module class of the file: the model "
                               f"at the line could not be traced to where it is built]")
@@ -781,6 +829,9 @@ def main(request_text: str) -> int:
     request = json.loads(request_text)
     started = time.monotonic()
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    # The network is refused anyway: the Hugging Face libraries then look in their cache at once
+    # instead of retrying a download (a checkpoint never comes from the hub in a probe).
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     path = os.path.abspath(request["path"])
     network = _refuse_network()
     try:
@@ -800,6 +851,7 @@ def main(request_text: str) -> int:
     if device.type == "cpu":  # CUDA reserves far more address space than it uses: no RLIMIT_AS there
         _limit_memory(request.get("memory_limit"))
     _deterministic(torch)
+    _random_weights_for_downloads(torch)
     _send({"event": "ready", "device": str(device), "device_name": device_name, "network": network,
            "torch": torch.__version__})
     folder = os.path.dirname(path)

@@ -396,7 +396,8 @@ class Resolver:
             text = ast.unparse(expr.func)
             if text.endswith(_LOADERS) or text.rsplit(".", 1)[-1] in ("load", "load_state_dict"):
                 self.notes.append(f"{os.path.basename(index.path)}:{expr.lineno} loads it (`{text}(...)`)")
-                return []
+                checkpoint = self._hugging_face(index, expr, depth)
+                return [checkpoint] if checkpoint is not None else []
             if text in ("copy.deepcopy", "deepcopy") and expr.args:
                 return self.builds_for(index, expr.args[0], depth + 1, seen)
             spec = self.build(index, expr, depth)
@@ -412,6 +413,21 @@ class Resolver:
                 if spec not in found:
                     found.append(spec)
         return found
+
+    def _hugging_face(self, index: FileIndex, call: ast.Call, depth: int) -> dict | None:
+        """`AutoModel.from_pretrained(name, num_labels=2)` of a transformers class: a build spec that the
+        child turns into the same class built from a small configuration (see build.Builder.from_pretrained)."""
+        if not (isinstance(call.func, ast.Attribute) and call.func.attr == "from_pretrained"):
+            return None
+        callee = self.reference(index, call.func.value)
+        if callee is None or (callee.get("module") or "").split(".")[0] != "transformers":
+            return None
+        if any(isinstance(a, ast.Starred) for a in call.args) or any(k.arg is None for k in call.keywords):
+            return None
+        return {"callee": callee, "args": [self.argument(index, a, depth + 1) for a in call.args[:1]],
+                "kwargs": {k.arg: self.argument(index, k.value, depth + 1) for k in call.keywords},
+                "loader": "from_pretrained", "site": f"{os.path.basename(index.path)}:{call.lineno}",
+                "text": ast.unparse(call)[:200]}
 
     def builds_at(self, index: FileIndex, text: str, line: int) -> list[dict]:
         """Build specs for the model expression `text` (`model`, `self.model`) as seen at `line`."""
