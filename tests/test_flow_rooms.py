@@ -629,9 +629,13 @@ def test_a_file_of_another_framework_is_checked_for_syntax_only() -> None:
 
 
 def test_a_model_carried_in_a_container_its_caller_fills() -> None:
-    from modelint.facts.names import key_root
+    from modelint.facts.names import any_element, key_root, value_key
 
     assert key_root("args[]") == "args" and key_root("model.encoder") == "model" and key_root("a[].b") == "a"
+    assert value_key(cst.parse_expression('args["model"]')) == "args['model']"  # a named element, kept apart
+    assert value_key(cst.parse_expression("models[k]")) == "models[]"  # any other index: one abstract element
+    assert value_key(cst.parse_expression('m["a b"]')) == "m[]"
+    assert any_element("args['model']") == "args[]" and any_element("args[]") is None
     # What the caller passed is one object on every path: what one path proved of it holds after a join.
     trained = ModeFact(certain=True).switched("train", None)
     assert ENTRY_MODE.join(trained).certain and trained.join(ENTRY_MODE).certain
@@ -656,8 +660,21 @@ def test_a_model_carried_in_a_container_its_caller_fills() -> None:
             return score(ctx)
     """)
     found = forwards(facts)
-    assert found[8].key == "args[]"  # an element of a container the caller passes is followed
+    assert found[8].key == "args['model']"  # an element of a container the caller passes is followed
     summary = facts.flow.summaries["score"]
-    assert [use.param for use in summary.forwards] == ["args[]"]  # ... and handed back to the callers
+    assert [use.param for use in summary.forwards] == ["args['model']"]  # ... and handed back to the callers
     helper = found[18]  # the caller's container holds the trained model, in training mode
-    assert helper.key == "ctx[]" and helper.via is not None and helper.mode.train_sites
+    assert helper.key == "ctx['model']" and helper.via is not None and helper.mode.train_sites
+    # A cast of the output (`.type(torch.DoubleTensor)`) is the output still: the loss it feeds is fed.
+    cast = facts_of("""
+        import torch
+
+        def fit(args):
+            model, criterion, opt = args["model"], args["criterion"], args["opt"]
+            for x, y in args["loader"]:
+                loss = criterion(model(x).type(torch.DoubleTensor), y)
+                loss.backward()
+                opt.step()
+    """)
+    loss_forward = forwards(cast)[7]  # (the criterion's: the last forward of the line)
+    assert loss_forward.key == "args['criterion']" and loss_forward.fed and not loss_forward.mode.certain

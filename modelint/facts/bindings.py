@@ -15,7 +15,7 @@ import libcst as cst
 
 from modelint.facts.intent import NONE
 from modelint.facts.lattice import NO_MODULE, first_site
-from modelint.facts.names import NOT_LITERAL, dotted, literal_value, value_key
+from modelint.facts.names import NOT_LITERAL, any_element, dotted, literal_value, value_key
 from modelint.facts.phases import decide, literal_strings
 from modelint.facts.provenance import Fresh, Same
 from modelint.facts.state import State
@@ -84,7 +84,9 @@ class Bindings:
             held = bound.fact if isinstance(bound, Fresh) else state.fact(bound.key) if isinstance(bound, Same) \
                 and bound.key != key and state.tracks(bound.key) else None
             if held is not None:
-                state.models[key] = state.models[key].join(held) if key in state.models else held
+                # (the named element, and the abstract one a loop over the container reads)
+                for element in filter(None, (key, any_element(key))):
+                    state.models[element] = state.models[element].join(held) if element in state.models else held
             self._derive(state, target, origins)
             return
         if isinstance(bound, Fresh):

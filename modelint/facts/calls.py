@@ -55,9 +55,9 @@ class CallEffects(SummaryEffects):
             (state is not None and state.tracks(key)) or self._object_model(key) or self._passed_element(key)
 
     def _passed_element(self, key: str) -> bool:
-        """`args["model"]` (`args[]`): an element of a dict or list the caller passes, as the caller
+        """`args["model"]`, `args[i]`: an element of a dict or list the caller passes, as the caller
         filled it (`test_args["model"] = model`); the summary of this function takes it back there."""
-        return key.endswith("[]") and "." not in key and key_root(key) in self.params \
+        return key.endswith("]") and "." not in key and key_root(key) in self.params \
             and key_root(key) not in ("self", "cls")
 
     def held_by_param(self, key: str) -> bool:

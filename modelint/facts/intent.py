@@ -224,7 +224,7 @@ class OutputUses:
                 return NONE
             if not receiver:  # a method of something else, given outputs: `metric(out)`, `self.loss(out, y)`
                 return opaque(args)
-            if method in METADATA_METHODS:
+            if method in METADATA_METHODS and not (method == "type" and call.args):  # (`.type(torch.DoubleTensor)` casts)
                 self.use(receiver, META)
                 return NONE
             if method in DETACHING_METHODS:

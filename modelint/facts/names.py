@@ -52,16 +52,36 @@ def parameter_owners(expr: cst.BaseExpression) -> set[str]:
 
 
 def value_key(node: cst.BaseExpression) -> str | None:
-    """Like `dotted`, with subscripts as one abstract element: `self.model["generator"]` and
-    `self.model[key]` are both "self.model[]" (a dict or list of models is followed as one)."""
+    """Like `dotted`, with subscripts: a name's element `args["model"]` is "args['model']" (a dict of
+    settings keeps its model apart from its loss and its loader); any other subscript is one abstract
+    element, `self.models[k]` and `self.models[0]` both "self.models[]" (a list of models is followed as
+    one, and it stands for every element: see Bindings.bind)."""
     suffix = ""
     while isinstance(node, cst.Subscript):
-        suffix = "[]" + suffix
+        suffix = _element(node) + suffix
         node = node.value
     head = dotted(node)
     if head is None:
         return None
     return head + suffix
+
+
+def _element(node: cst.Subscript) -> str:
+    if len(node.slice) == 1 and isinstance(node.slice[0].slice, cst.Index):
+        index = node.slice[0].slice.value
+        if isinstance(index, cst.SimpleString) and _IDENTIFIER.fullmatch(str(index.evaluated_value)):
+            return f"['{index.evaluated_value}']"
+    return "[]"
+
+
+_IDENTIFIER = re.compile(r"[A-Za-z_]\w*")
+
+
+def any_element(key: str) -> str | None:
+    """"args[]" for "args['model']": the abstract element that stands for every element of the container."""
+    if not key.endswith("']"):
+        return None
+    return key[:key.rindex("['")] + "[]"
 
 
 def key_root(key: str) -> str:

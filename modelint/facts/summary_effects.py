@@ -77,7 +77,7 @@ class SummaryEffects:
             # over `self.model`) is in training mode after it, as a model trained here is (see
             # `_trained_here`); the call stands as the site. Not the elements of a container we cannot see
             # into (an explainer's `self.gates[i]`: masks and norms whose mode may change nothing).
-            if summary.trains and state.fact(key) == ENTRY_MODE and "[]" not in key:
+            if summary.trains and state.fact(key) == ENTRY_MODE and "[" not in key:
                 state.put(key, ModeFact(certain=False).switched("train", call))
                 self.flow.assumed_sites.add(call)
         for key in inline:
