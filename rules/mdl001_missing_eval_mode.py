@@ -181,8 +181,7 @@ class MissingEvalMode(Rule):
         stored_in = facts.flow.objects.handed_in(function, forward.key)
         if stored_in is None or effective_mode(facts, forward) != ENTRY_MODE or minds_modes(function) \
                 or not is_module(facts, forward, forward.mode) \
-                or states_mode_contract(function.cls.node) \
-                or any(minds_modes(f) for f in facts.collector.functions if f.cls is function.cls and f.name == stored_in):
+                or states_mode_contract(function.cls.node) or minds_modes(stored_in):
             return None  # (a wrapper documented to take a model already in eval mode leaves it to its creator)
         key = forward.key
         cls = function.cls.name
@@ -207,7 +206,7 @@ class MissingEvalMode(Rule):
         return Report(
             forward.call,
             f"`{key}` is evaluated {context} in `{cls}.{function.name}()`, and no method of `{cls}` sets the mode "
-            f"of the model handed to `{stored_in}()`: it runs in whatever mode its creator left, training mode "
+            f"of the model handed to `{stored_in.name}()`: it runs in whatever mode its creator left, training mode "
             f"right after training: {_CONSEQUENCE}; call `{key}.eval()` where `{cls}` stores it or before "
             f"evaluating",
             stmt=site.site.stmt if site else None,

@@ -196,7 +196,7 @@ class ObjectModes:
                 found = fact if found is None else found.join(fact)
         return found
 
-    def handed_in(self, function, key: str) -> str | None:
+    def handed_in(self, function, key: str):
         """For a method of a class that is no module and never trains: the method that stores the model
         a caller hands it in `self.<attr>` (`def __init__(self, model): self.model = model.to(device)`),
         when no method of the class (or of its bases here) ever switches that attribute's mode. Such an
@@ -220,7 +220,7 @@ class ObjectModes:
             head = key_root(source) if source is not None else None
             if head is None or head in ("self", "cls") or head not in method.param_set:
                 return None  # also built, loaded or set from elsewhere: not only what a caller hands in
-            storing = method.name
+            storing = method
         if storing is None or any(self._by_class.get(name, {}).get(key, ENTRY_MODE) != ENTRY_MODE
                                   for name in classes):
             return None
