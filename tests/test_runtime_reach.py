@@ -109,6 +109,14 @@ def run_modelint(*args: str, cwd: Path = REPO, env: dict | None = None) -> tuple
     return completed.returncode, completed.stdout, completed.stderr
 
 
+def runtime_of(path: Path, code: str) -> dict:
+    """The runtime verdict of the one `code` finding of a fixture, checked alone."""
+    _code, out, _err = run_modelint("check", "--runtime", "--no-cache", "--format", "json", "--select", code,
+                                    str(path.relative_to(REPO)))
+    [finding] = json.loads(out)
+    return finding["runtime"]
+
+
 def test_pretrained_weights_that_cannot_be_downloaded_are_left_random(tmp_path: Path) -> None:
     script = tmp_path / "scorer.py"
     script.write_text(
@@ -136,11 +144,7 @@ def test_the_model_type_is_read_from_a_checkpoint_name() -> None:
 
 
 def test_a_hugging_face_checkpoint_is_built_from_a_small_config() -> None:
-    path = FIXTURES / "MDL002_missing_no_grad" / "bug_sentence_embeddings_hf.py"
-    code, out, err = run_modelint("check", "--runtime", "--no-cache", "--format", "json", "--select", "MDL002",
-                                  str(path.relative_to(REPO)))
-    [finding] = json.loads(out)
-    runtime = finding["runtime"]
+    runtime = runtime_of(FIXTURES / "MDL002_missing_no_grad" / "bug_sentence_embeddings_hf.py", "MDL002")
     try:
         import transformers  # noqa: F401
     except ImportError:
@@ -152,11 +156,7 @@ def test_a_hugging_face_checkpoint_is_built_from_a_small_config() -> None:
 
 
 def test_a_module_parameter_nobody_passes_is_not_a_stand_in_for_a_forward_pass() -> None:
-    path = FIXTURES / "MDL001_missing_eval_mode" / "bug_saved_mode_restored_without_eval.py"
-    code, out, err = run_modelint("check", "--runtime", "--no-cache", "--format", "json", "--select", "MDL001",
-                                  str(path.relative_to(REPO)))
-    [finding] = json.loads(out)
-    runtime = finding["runtime"]
+    runtime = runtime_of(FIXTURES / "MDL001_missing_eval_mode" / "bug_saved_mode_restored_without_eval.py", "MDL001")
     assert runtime["verdict"] == "not run", runtime
     assert "`student` takes a module and nothing in the project passes one" in runtime["reason"]
     assert "# modelint: probe MeanTeacher(YourNet(...))" in runtime["reason"]
