@@ -175,8 +175,9 @@ class MissingEvalMode(Rule):
         whatever mode the creator left, training mode right after training. The fix commits of real
         projects put `self.model.eval()` in the wrapper."""
         function = forward.function
-        if function is None or forward.via is not None or forward.fed or forward.mode != ENTRY_MODE \
-                or function.name in ("__init__", "forward"):
+        via = forward.via  # (a helper of the class that runs the model and returns the output: the same)
+        if function is None or (via is not None and via.intent != "returned") or forward.fed \
+                or forward.mode != ENTRY_MODE or function.name in ("__init__", "forward"):
             return None
         stored_in = facts.flow.objects.handed_in(function, forward.key)
         if stored_in is None or effective_mode(facts, forward) != ENTRY_MODE or minds_modes(function) \
@@ -194,8 +195,8 @@ class MissingEvalMode(Rule):
             message = (f"`{key}` runs in `{cls}.{function.name}()` in whatever mode `{cls}`'s creator left it, "
                        f"while `{method}()` puts it in eval mode first: after training, {_CONSEQUENCE}; call "
                        f"`{key}.eval()` here too (saving and restoring its mode as `{method}()` does)")
-            return Report(forward.call, message, stmt=site.site.stmt if site else None,
-                          notes=((switch, f"`{method}()` puts `{key}` in eval mode here"),),
+            notes, related = wrapped_forward_notes(facts, forward, ((switch, f"`{method}()` puts `{key}` in eval mode here"),), ())
+            return Report(forward.call, message, stmt=site.site.stmt if site else None, notes=notes, related=related,
                           fix=_insert_eval(facts, forward, site, False) if site else None)
         if grad.definitely_free:
             context = "under no_grad"
@@ -203,13 +204,14 @@ class MissingEvalMode(Rule):
             context = "for predictions and metrics"  # (turned into predictions: tensors, so a model's)
         else:
             return None
+        notes, related = wrapped_forward_notes(facts, forward, (), ())
         return Report(
             forward.call,
             f"`{key}` is evaluated {context} in `{cls}.{function.name}()`, and no method of `{cls}` sets the mode "
             f"of the model handed to `{stored_in.name}()`: it runs in whatever mode its creator left, training mode "
             f"right after training: {_CONSEQUENCE}; call `{key}.eval()` where `{cls}` stores it or before "
             f"evaluating",
-            stmt=site.site.stmt if site else None,
+            stmt=site.site.stmt if site else None, notes=notes, related=related,
             fix=_insert_eval(facts, forward, site, False) if site else None,
         )
 

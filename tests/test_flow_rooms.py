@@ -678,3 +678,33 @@ def test_a_model_carried_in_a_container_its_caller_fills() -> None:
     """)
     loss_forward = forwards(cast)[7]  # (the criterion's: the last forward of the line)
     assert loss_forward.key == "args['criterion']" and loss_forward.fed and not loss_forward.mode.certain
+
+
+# -- module_names.py: a parameter every call fills with a module --------------------------------------------
+
+def test_a_parameter_every_call_fills_with_a_module_is_one() -> None:
+    facts = facts_of("""
+        import torch.nn as nn
+
+        def run(net, x):
+            return net.predict_step(x)
+
+        def score(loss_fn, out, y):
+            return loss_fn(out, y)
+
+        def opaque(thing, x):
+            return thing.forward_features(x)
+
+        model = Net()
+        model.eval()
+        criterion = nn.CrossEntropyLoss()
+        run(model, 1)
+        score(criterion, 1, 2)
+        opaque(model, 1)
+        opaque(make_something(), 1)
+    """)
+    functions = {f.name: f for f in facts.flow.collector.functions}
+    names = facts.modules.names
+    assert names.is_module_name("net", functions["run"])  # `model.eval()` shows the caller's is one
+    assert not names.is_module_name("loss_fn", functions["score"])  # a loss: a module with nothing to evaluate
+    assert not names.is_module_name("thing", functions["opaque"])  # one call passes something unknown

@@ -27,6 +27,7 @@ class ModuleNames:
         The same name in another function is another variable.
         """
         names: set = set()
+        weightless: set = set()  # names of losses and activations: modules, but nothing to evaluate
 
         def add(key: str, site) -> None:
             if key.startswith("self.") and site.cls is not None:
@@ -38,7 +39,9 @@ class ModuleNames:
         for key, value, site in collector.call_assigns:
             built, _ = self.table.module_expression(value)
             if built is not None and built.certain or mode_of_call(value) is not None:
-                add(key, site)  # (`self.net = torch.load(path).eval()`: only a module has a mode to switch)
+                add(key, site)
+                if built is not None and built.parameterless:
+                    weightless.add((site.function, key))  # (`self.net = torch.load(path).eval()`: only a module has a mode to switch)
         for site in collector.calls:
             func = site.node.func
             if not isinstance(func, cst.Attribute):
@@ -57,7 +60,45 @@ class ModuleNames:
                 if param.annotation is not None and self._annotation_is_module(param.annotation.annotation):
                     names.add((function, param.name.value))
                     names.add(param.name.value)
+        self._passed_modules(collector, names, weightless)
         return names
+
+    def _passed_modules(self, collector: Collector, names: set, weightless: set) -> None:
+        """A parameter that every call of its function in this file fills with a name shown to be a module
+        there (`self._predict(self.model, batch)` where `self.model.eval()` is seen) is a module too:
+        the helper's `model.predict_step(x)` runs the caller's model. Repeated until nothing new, for
+        helpers that hand the model on to helpers. A loss built by torch.nn is passed as a module too,
+        but a helper's `criterion(out, y)` is no model to evaluate: not followed."""
+        calls = _calls_of_functions(collector)
+        while True:
+            found = set()
+            for function, sites in calls.items():
+                for index, param in enumerate(_positional(function)):
+                    if (function, param) in names or param in ("self", "cls"):
+                        continue
+                    passed = [_argument(call, index, param) for call, _caller in sites]
+                    if all(arg is not None and self._shown_module(names - weightless, arg, caller)
+                           for arg, (_call, caller) in zip(passed, sites)):
+                        found.add((function, param))
+            if not found:
+                return
+            names.update(found)
+
+    def _shown_module(self, names: set, value: cst.BaseExpression, caller: FunctionInfo | None) -> bool:
+        key = value_key(value)
+        if key is None:
+            return False
+        if key.startswith("self."):
+            cls = caller.cls if caller is not None else None
+            return cls is not None and (cls, key) in names
+        scope = caller
+        head = key.split(".")[0]
+        while True:
+            if (scope, key) in names:
+                return True
+            if scope is None or head in scope.param_set:
+                return False
+            scope = scope.outer
 
     def _annotation_is_module(self, annotation: cst.BaseExpression) -> bool:
         if isinstance(annotation, cst.SimpleString):
@@ -89,3 +130,46 @@ class ModuleNames:
                 return False  # a parameter hides the names of the enclosing scopes
             scope = scope.outer  # closures see the enclosing function's names (and the module's)
 
+
+
+def _positional(function: FunctionInfo) -> list[str]:
+    p = function.node.params
+    return [x.name.value for x in (*p.posonly_params, *p.params)]
+
+
+def _argument(call: cst.Call, index: int, name: str) -> cst.BaseExpression | None:
+    """What a call passes for the parameter at `index` (counting `self`) named `name`."""
+    for arg in call.args:
+        if arg.keyword is not None and arg.keyword.value == name:
+            return arg.value
+    positional = [arg for arg in call.args if arg.keyword is None]
+    if any(arg.star for arg in positional):
+        return None
+    return positional[index].value if index < len(positional) else None
+
+
+def _calls_of_functions(collector: Collector) -> dict:
+    """This file's functions called in it, each with its calls: (call with `self` counted as the first
+    argument, calling function). Only calls that surely reach the function: `name(...)` of a top-level
+    function and `self.name(...)` of a method of the caller's own class."""
+    top = {f.name: f for f in collector.functions if f.outer is None and f.cls is None}
+    methods = {(f.cls, f.name): f for f in collector.functions if f.cls is not None}
+    shadowed = set(collector.imports.bindings)
+    out: dict = {}
+    for site in collector.calls:
+        func = site.node.func
+        caller = site.site.function
+        if isinstance(func, cst.Name) and func.value in top and func.value not in shadowed:
+            callee = top[func.value]
+            call = site.node
+        elif isinstance(func, cst.Attribute) and isinstance(func.value, cst.Name) and func.value.value == "self" \
+                and caller is not None and caller.cls is not None and (caller.cls, func.attr.value) in methods:
+            callee = methods[(caller.cls, func.attr.value)]
+            # (as if `self` were passed first, so indexes match the method's parameters)
+            call = site.node.with_changes(args=(cst.Arg(func.value), *site.node.args))
+        else:
+            continue
+        out.setdefault(callee, []).append((call, caller))
+    # A function some call reaches with `*args`/`**kwargs` hands on what we cannot see: left alone.
+    return {f: sites for f, sites in out.items()
+            if not any(arg.star for call, _ in sites for arg in call.args)}
