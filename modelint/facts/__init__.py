@@ -119,7 +119,8 @@ class FileFacts:
 
     @cached_property
     def forward_reachable(self) -> set:
-        """Methods of nn.Module classes that `forward` runs: itself and the methods it calls on `self`, transitively."""
+        """Methods of nn.Module classes that `forward` runs: itself and the methods it calls on `self`, and
+        the file's module-level functions it calls, transitively."""
         return self._reachable_from_forward(self.modules.is_module_class)
 
     @cached_property
@@ -144,6 +145,9 @@ class FileFacts:
         calls_in: dict = {}
         for site in self.collector.calls:
             calls_in.setdefault(site.site.function, []).append(site.node)
+        # The file's module-level helpers a forward calls (`_calculate_mask(x, self.head)`) compute part of it.
+        helpers = {f.name: f for f in self.collector.functions if f.cls is None and f.outer is None
+                   and f.name not in self.imports.bindings}
         reachable: set = set()
         for cls, named in methods.items():
             todo = [named[name] for name in ("forward", "__call__") if name in named]
@@ -159,6 +163,8 @@ class FileFacts:
                             and dotted(func.value) == owner and func.attr.value in named \
                             and func.attr.value != "__init__":
                         todo.append(named[func.attr.value])
+                    elif isinstance(func, cst.Name) and func.value in helpers:
+                        todo.append(helpers[func.value])
         return reachable
 
     def is_test_function(self, function: FunctionInfo | None) -> bool:
