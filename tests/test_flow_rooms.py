@@ -708,3 +708,23 @@ def test_a_parameter_every_call_fills_with_a_module_is_one() -> None:
     assert names.is_module_name("net", functions["run"])  # `model.eval()` shows the caller's is one
     assert not names.is_module_name("loss_fn", functions["score"])  # a loss: a module with nothing to evaluate
     assert not names.is_module_name("thing", functions["opaque"])  # one call passes something unknown
+
+
+def test_an_attribute_that_wraps_another_is_another_name_for_it() -> None:
+    facts = facts_of("""
+        import torch.nn as nn
+
+        class Learner:
+            def __init__(self, opt):
+                self.network = Net(opt)
+                self.mnetwork = nn.DataParallel(self.network) if opt.multi_gpu else self.network
+                self.head = Head() if opt.head else self.network
+
+            def predict(self, x):
+                self.network.eval()
+                out = self.mnetwork(x)
+                return self.head(out).argmax(1)
+    """)
+    seen = forwards(facts)
+    assert seen[12].key == "self.network" and seen[12].mode.definitely_eval  # DataParallel(self.network) or itself
+    assert seen[13].key == "self.head"  # sometimes another module: a name of its own

@@ -76,8 +76,9 @@ class ModeFlow(CallGraph):
         self._phase_parameters: dict[FunctionInfo, tuple | None] = {}  # (once per function, not per round)
         self.assumed_sites: set[cst.Call] = set()  # backward calls standing for "trained here, so in train mode"
         self._targets = self._ordered(self._select_targets())
-        self._run()
+        # Built before the run for its attribute aliases (syntax only); the rest reads the finished summaries.
         self.objects = ObjectModes(self)
+        self._run()
 
     # -- which functions -----------------------------------------------------------
     def _global_models(self) -> frozenset[str]:
@@ -162,7 +163,7 @@ class ModeFlow(CallGraph):
                 grad = GradFact(free_sites=frozenset({decorator}))
         interpreter = Interpreter(self, flow, set(function.params) | function.enclosing_params
                                   | self._globals_of(function) | self._free_models(function))
-        state = State({}, grad)
+        state = State({}, grad, aliases=dict(self.objects.attribute_aliases.get(_owner_class(function), {})))
         if function.uses_gradients or function in self.called_here:
             # What it does with its parameters' values (back-propagates them, evaluates them), for the
             # calls of it in this file: origins too.
@@ -371,3 +372,10 @@ def _same_effects(a: dict[str, FunctionSummary], b: dict[str, FunctionSummary]) 
         and len(a[k].steps) == len(b[k].steps) and a[k].returns == b[k].returns and a[k].trains == b[k].trains
         for k in a
     )
+
+
+def _owner_class(function: FunctionInfo):
+    """The class whose `self` a function sees (a method's, or an enclosing method's for a closure)."""
+    while function is not None and function.cls is None:
+        function = function.outer
+    return function.cls if function is not None else None

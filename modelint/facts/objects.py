@@ -11,6 +11,9 @@ which nothing here calls, may run after `fit()` or `train_model()` has left the 
 in training mode: if it evaluates without calling `eval()`, that is the bug, even when
 the object's own scoring calls it right after `eval()`. Training left by a step method
 (`train_epoch()`) that every caller here follows with `eval()` never reaches the users.
+
+An attribute that only ever wraps another (`self.mnetwork = DataParallel(self.network)`)
+is another name of it: `self.network.eval()` puts `self.mnetwork`'s forward in eval mode.
 """
 
 from __future__ import annotations
@@ -29,6 +32,35 @@ from modelint.facts.provenance import receiver_key
 class ObjectModes:
     def __init__(self, flow) -> None:
         self.flow = flow
+
+    @cached_property
+    def attribute_aliases(self) -> dict:
+        """class -> {`self.mnetwork`: `self.network`}: an attribute that every assignment in the class sets
+        to another attribute of the object, or to a DataParallel-like wrapper of it (`self.mnetwork =
+        DataParallel(self.network) if multi_gpu else self.network`). Its forward runs that module, in the
+        mode `self.network.eval()` sets."""
+        targets: dict = {}
+        for assign in self.flow.collector.attribute_assigns:
+            cls = assign.site.cls
+            key = dotted(assign.target)
+            if cls is None or key is None or key.count(".") != 1 or not key.startswith("self."):
+                continue
+            targets.setdefault((cls, key), set()).add(self._wrapped_attribute(assign.value))
+        out: dict = {}
+        for (cls, key), seen in targets.items():
+            if len(seen) == 1 and None not in seen and key not in seen:
+                out.setdefault(cls, {})[key] = seen.pop()
+        return out
+
+    def _wrapped_attribute(self, value) -> str | None:
+        """`self.net`, `DataParallel(self.net)`, or a conditional choosing between them: `self.net`."""
+        if isinstance(value, cst.IfExp):
+            body, orelse = self._wrapped_attribute(value.body), self._wrapped_attribute(value.orelse)
+            return body if body == orelse else None
+        if isinstance(value, cst.Call) and value.args and self.flow.imports.qualify(value.func) in api.MODULE_WRAPPERS:
+            value = value.args[0].value
+        key = dotted(value) if value is not None else None
+        return key if key is not None and key.count(".") == 1 and key.startswith("self.") else None
 
     @cached_property
     def _by_class(self) -> dict[str, dict[str, ModeFact]]:

@@ -36,6 +36,9 @@ class State:
 
     def canonical(self, key: str) -> str:
         head, dot, rest = key.partition(".")
+        if head == "self" and rest:  # `self.mnetwork`, another name of `self.network` (ObjectModes.attribute_aliases)
+            attribute, dot, rest = rest.partition(".")
+            head = f"self.{attribute}"
         target = self.aliases.get(head)
         return f"{target}{dot}{rest}" if target else key
 
