@@ -72,13 +72,14 @@ class ModuleNames:
         calls = _calls_of_functions(collector)
         while True:
             found = set()
+            shown = names - weightless
             for function, sites in calls.items():
                 for index, param in enumerate(_positional(function)):
                     if (function, param) in names or param in ("self", "cls"):
                         continue
-                    passed = [_argument(call, index, param) for call, _caller in sites]
-                    if all(arg is not None and self._shown_module(names - weightless, arg, caller)
-                           for arg, (_call, caller) in zip(passed, sites)):
+                    passed = [_argument(call, index - skipped, param) for call, _caller, skipped in sites]
+                    if all(arg is not None and self._shown_module(shown, arg, caller)
+                           for arg, (_call, caller, _skipped) in zip(passed, sites)):
                         found.add((function, param))
             if not found:
                 return
@@ -138,20 +139,18 @@ def _positional(function: FunctionInfo) -> list[str]:
 
 
 def _argument(call: cst.Call, index: int, name: str) -> cst.BaseExpression | None:
-    """What a call passes for the parameter at `index` (counting `self`) named `name`."""
+    """What a call passes for the parameter at `index` (among the arguments the call writes) named `name`."""
     for arg in call.args:
         if arg.keyword is not None and arg.keyword.value == name:
             return arg.value
     positional = [arg for arg in call.args if arg.keyword is None]
-    if any(arg.star for arg in positional):
-        return None
-    return positional[index].value if index < len(positional) else None
+    return positional[index].value if 0 <= index < len(positional) else None
 
 
 def _calls_of_functions(collector: Collector) -> dict:
-    """This file's functions called in it, each with its calls: (call with `self` counted as the first
-    argument, calling function). Only calls that surely reach the function: `name(...)` of a top-level
-    function and `self.name(...)` of a method of the caller's own class."""
+    """This file's functions called in it, each with its calls: (call, calling function, how many leading
+    parameters the call does not write: 1 for `self`). Only calls that surely reach the function:
+    `name(...)` of a top-level function and `self.name(...)` of a method of the caller's own class."""
     top = {f.name: f for f in collector.functions if f.outer is None and f.cls is None}
     methods = {(f.cls, f.name): f for f in collector.functions if f.cls is not None}
     shadowed = set(collector.imports.bindings)
@@ -160,16 +159,13 @@ def _calls_of_functions(collector: Collector) -> dict:
         func = site.node.func
         caller = site.site.function
         if isinstance(func, cst.Name) and func.value in top and func.value not in shadowed:
-            callee = top[func.value]
-            call = site.node
+            callee, skipped = top[func.value], 0
         elif isinstance(func, cst.Attribute) and isinstance(func.value, cst.Name) and func.value.value == "self" \
                 and caller is not None and caller.cls is not None and (caller.cls, func.attr.value) in methods:
-            callee = methods[(caller.cls, func.attr.value)]
-            # (as if `self` were passed first, so indexes match the method's parameters)
-            call = site.node.with_changes(args=(cst.Arg(func.value), *site.node.args))
+            callee, skipped = methods[(caller.cls, func.attr.value)], 1
         else:
             continue
-        out.setdefault(callee, []).append((call, caller))
+        out.setdefault(callee, []).append((site.node, caller, skipped))
     # A function some call reaches with `*args`/`**kwargs` hands on what we cannot see: left alone.
     return {f: sites for f, sites in out.items()
-            if not any(arg.star for call, _ in sites for arg in call.args)}
+            if not any(arg.star for call, _caller, _skipped in sites for arg in call.args)}
