@@ -195,9 +195,10 @@ class MissingEvalMode(Rule):
             message = (f"`{key}` runs in `{cls}.{function.name}()` in whatever mode `{cls}`'s creator left it, "
                        f"while `{method}()` puts it in eval mode first: after training, {_CONSEQUENCE}; call "
                        f"`{key}.eval()` here too (saving and restoring its mode as `{method}()` does)")
-            notes, related = wrapped_forward_notes(facts, forward, ((switch, f"`{method}()` puts `{key}` in eval mode here"),), ())
-            return Report(forward.call, message, stmt=site.site.stmt if site else None, notes=notes, related=related,
-                          fix=_insert_eval(facts, forward, site, False) if site else None)
+            switched = ((switch, f"`{method}()` puts `{key}` in eval mode here"),)
+            notes, related = wrapped_forward_notes(facts, forward, switched, ())
+            return Report(forward.call, message, stmt=site.site.stmt if site else None, notes=notes,
+                          related=related, fix=_insert_eval(facts, forward, site, False) if site else None)
         if grad.definitely_free:
             context = "under no_grad"
         elif forward.intent == "evaluation" and forward.method is None:

@@ -39,9 +39,9 @@ class ModuleNames:
         for key, value, site in collector.call_assigns:
             built, _ = self.table.module_expression(value)
             if built is not None and built.certain or mode_of_call(value) is not None:
-                add(key, site)
+                add(key, site)  # (`self.net = torch.load(path).eval()`: only a module has a mode to switch)
                 if built is not None and built.parameterless:
-                    weightless.add((site.function, key))  # (`self.net = torch.load(path).eval()`: only a module has a mode to switch)
+                    weightless.add((site.function, key))
         for site in collector.calls:
             func = site.node.func
             if not isinstance(func, cst.Attribute):
@@ -78,28 +78,13 @@ class ModuleNames:
                     if (function, param) in names or param in ("self", "cls"):
                         continue
                     passed = [_argument(call, index - skipped, param) for call, _caller, skipped in sites]
-                    if all(arg is not None and self._shown_module(shown, arg, caller)
-                           for arg, (_call, caller, _skipped) in zip(passed, sites)):
+                    keys = [value_key(arg) if arg is not None else None for arg in passed]
+                    if all(key is not None and _named_in(shown, key, caller)
+                           for key, (_call, caller, _skipped) in zip(keys, sites)):
                         found.add((function, param))
             if not found:
                 return
             names.update(found)
-
-    def _shown_module(self, names: set, value: cst.BaseExpression, caller: FunctionInfo | None) -> bool:
-        key = value_key(value)
-        if key is None:
-            return False
-        if key.startswith("self."):
-            cls = caller.cls if caller is not None else None
-            return cls is not None and (cls, key) in names
-        scope = caller
-        head = key.split(".")[0]
-        while True:
-            if (scope, key) in names:
-                return True
-            if scope is None or head in scope.param_set:
-                return False
-            scope = scope.outer
 
     def _annotation_is_module(self, annotation: cst.BaseExpression) -> bool:
         if isinstance(annotation, cst.SimpleString):
@@ -119,18 +104,23 @@ class ModuleNames:
         """Is `key`, as seen in `function`, shown to be an nn.Module there (or in its class)?"""
         if key == "self":
             return function is not None and function.cls is not None and self.table.is_module_class(function.cls)
-        if key.startswith("self."):
-            cls = function.cls if function is not None else None
-            return cls is not None and (cls, key) in self.module_names
-        scope = function
-        head = key.split(".")[0]
-        while True:
-            if (scope, key) in self.module_names:
-                return True
-            if scope is None or head in scope.param_set:
-                return False  # a parameter hides the names of the enclosing scopes
-            scope = scope.outer  # closures see the enclosing function's names (and the module's)
+        return _named_in(self.module_names, key, function)
 
+
+def _named_in(names: set, key: str, function: FunctionInfo | None) -> bool:
+    """Is `key` in `names` as `function` sees it: a `self.` attribute of its class, or a name of its scope
+    or of an enclosing one that no parameter hides?"""
+    if key.startswith("self."):
+        cls = function.cls if function is not None else None
+        return cls is not None and (cls, key) in names
+    scope = function
+    head = key.split(".")[0]
+    while True:
+        if (scope, key) in names:
+            return True
+        if scope is None or head in scope.param_set:
+            return False  # a parameter hides the names of the enclosing scopes
+        scope = scope.outer  # closures see the enclosing function's names (and the module's)
 
 
 def _positional(function: FunctionInfo) -> list[str]:
