@@ -79,6 +79,17 @@ class CallEffects(SummaryEffects):
             return True  # the model TorchServe's BaseHandler loads
         return self.flow.modules.is_module_name(key, function)
 
+    def _inherited_attribute(self, key: str) -> bool:
+        """`self.model(x)` in a class that is no module and gets `self.model` from a base in another file
+        (a serving handler, a project's trainer): maybe a model. Its forward counts only if the caller
+        detaches the output (`.detach()`, `.data`): whoever cuts a graph knows one was built."""
+        function = self.out.function
+        if function is None or function.cls is None or key.count(".") != 1 or not key.startswith("self."):
+            return False
+        cls = function.cls
+        return self.flow.modules.has_foreign_base(cls) and not self.flow.defines_forward(cls) \
+            and not self.flow.assigned_attribute(cls, key) and not self.flow.has_method(cls, key.split(".")[1])
+
     def _is_model(self, state: State, key: str) -> bool:
         return key in state.models or self.follows(key)
 
@@ -102,6 +113,8 @@ class CallEffects(SummaryEffects):
             canonical = state.canonical(key)
             if self._is_model(state, canonical):
                 self.forward(call, canonical, state)
+            elif self._inherited_attribute(canonical):
+                self.forward(call, canonical, state, shown_by_detach=True)
         if isinstance(func, cst.Attribute):
             method = func.attr.value
             receiver = value_key(func.value)
@@ -228,7 +241,7 @@ class CallEffects(SummaryEffects):
 
     # -- forwards and training steps ---------------------------------------------
     def forward(self, call: cst.Call, key: str, state: State, method: str | None = None, via=None,
-                callee: FunctionSummary | None = None, helper: bool = False) -> None:
+                callee: FunctionSummary | None = None, helper: bool = False, shown_by_detach: bool = False) -> None:
         if "." in key and key.rsplit(".", 1)[1] in api.MODE_PRESERVING_METHODS:
             return  # `pp()` for `pp = model.parameters`: a bound method of a module, not a module
         table = self.out.helper_forwards if helper else self.out.forwards
@@ -238,7 +251,8 @@ class CallEffects(SummaryEffects):
         fact = state.fact(key)
         if seen is None:
             table[slot] = Forward(call, key, fact, state.grad, self.out.function, self.evaluation_loops > 0,
-                                  method=method, via=via, callee=callee, token=token, phase=self.tag)
+                                  method=method, via=via, callee=callee, token=token, phase=self.tag,
+                                  shown_by_detach=shown_by_detach)
         else:
             seen.mode = seen.mode.join(fact)
             seen.grad = seen.grad.join(state.grad)

@@ -56,6 +56,8 @@ def is_module(facts, forward, mode: ModeFact) -> bool:
     func = forward.call.func
     if forward.via is None and isinstance(func, cst.Attribute) and func.attr.value == "forward":
         return True  # `self.model.forward(x)`: whatever holds the weights, running it records a graph
+    if forward.shown_by_detach:
+        return True  # an inherited `self.model(x)` whose output the caller detaches: it recorded a graph
     return facts.modules.is_module_name(forward.key, forward.function) \
         or facts.flow.is_trained_model(forward.function, forward.key)
 

@@ -18,7 +18,7 @@ import libcst as cst
 from modelint.facts import torch_api as api
 from modelint.facts.callgraph import CallGraph, _defined_in, _nested_name
 from modelint.facts.collector import Collector, FunctionInfo
-from modelint.facts.intent import DIRECT, FED
+from modelint.facts.intent import DETACH, DIRECT, FED
 from modelint.facts.interpreter import Interpreter
 from modelint.facts.lattice import GRAD_ENABLED, GRAD_UNKNOWN, GradFact
 from modelint.facts.modules import ModuleTable
@@ -90,7 +90,21 @@ class ModeFlow(CallGraph):
                 construction = self.modules.module_expression(value)[0]
                 if construction is not None:
                     weightless[key] = weightless.get(key, True) and construction.parameterless
+                elif self._used_as_module_globally(key):
+                    # `model = project_models.Net(...).to(device)`, built where this file cannot see,
+                    # then `optim.Adam(model.parameters())` or `model.eval()` in a function using it.
+                    weightless.setdefault(key, False)
         return frozenset(key for key, none in weightless.items() if not none)
+
+    def _used_as_module_globally(self, key: str) -> bool:
+        """Is a module-level name used as an nn.Module at module level, or in a function that neither binds
+        it nor takes it as a parameter (so it is the global)?"""
+        names = self.modules.names.module_names
+        if (None, key) in names:
+            return True
+        binding = {f for f, name in self._bound_by_calls if name == key}
+        return any(isinstance(scope, FunctionInfo) and name == key and key not in scope.param_set
+                   and scope not in binding for scope, name in (e for e in names if isinstance(e, tuple)))
 
     def _select_targets(self) -> list[FunctionInfo | None]:
         collector, modules = self.collector, self.modules
@@ -183,8 +197,11 @@ class ModeFlow(CallGraph):
         return flow
 
     def _finish(self, flow: FunctionFlow, function: FunctionInfo | None) -> None:
-        for forward in flow.forwards.values():
+        for slot, forward in list(flow.forwards.items()):
             uses = flow.uses.get(forward.token, set())
+            if forward.shown_by_detach and DETACH not in uses:
+                del flow.forwards[slot]
+                continue
             forward.fed = FED in uses  # (a fact about its input, kept apart from what its output is used for)
             forward.uses = uses - {FED}
         flow.trains = flow.trains or bool(flow.steps) or bool(flow.helper_steps)
@@ -279,11 +296,15 @@ class ModeFlow(CallGraph):
         return {(a.site.cls.name, key) for a in self.collector.attribute_assigns
                 if a.site.cls is not None and (key := dotted(a.target)) is not None and key.startswith("self.")}
 
+    def has_method(self, cls, name: str) -> bool:
+        """Does the class define method `name`, itself or through its bases in this file?"""
+        classes = self.modules.classes
+        return any(name in classes[c].methods for c in self.class_and_bases(cls.name) if c in classes)
+
     def defines_forward(self, cls) -> bool:
         """Does the class define `forward`, itself or through its bases in this file? A module, or one in
         all but name: what the index says of a base elsewhere would change nothing about it."""
-        classes = self.modules.classes
-        return any("forward" in classes[c].methods for c in self.class_and_bases(cls.name) if c in classes)
+        return self.has_method(cls, "forward")
 
     def serving_handler(self, cls) -> bool:
         """A TorchServe handler class (a base of it, at any depth here, comes from `ts.torch_handler`)."""

@@ -35,6 +35,7 @@ class Forward:
     fed: bool = False  # its input is another forward's output (a loss, a head): that forward's graph goes on
     token: object = None  # what the output's origins name: the call, or (call, phase) in a phase loop
     phase: tuple = ()  # ((variable, value),) inside a phase loop
+    shown_by_detach: bool = False  # nothing else shows the callee is a model: kept only if its output is detached
 
     @property
     def intent(self) -> str:
