@@ -7,7 +7,8 @@ import libcst as cst
 
 
 from modelint.facts import FileFacts
-from modelint.facts.evaluation import dummy_input, effective_grad, effective_mode, is_module, returned_to_callers
+from modelint.facts.evaluation import (dummy_input, effective_grad, effective_mode, is_module, left_to_subclasses,
+                                       returned_to_callers)
 from modelint.facts.intent import DETACH, ESCAPE, GIVEN_BACK, HANDED, RETURN, STORE, TRAIN
 from modelint.facts.lattice import is_train_site
 from modelint.facts.names import literal_value
@@ -95,6 +96,8 @@ class MissingNoGrad(Rule):
         if mode.parameterless or not is_module(facts, forward, mode) \
                 or (forward.via is None and returned_to_callers(facts, forward)):
             return None  # (a loss, an activation, a padding layer: no weights, no graph worth a finding)
+        if left_to_subclasses(facts, forward):
+            return None  # `self.predict_proba(X)` left abstract: a subclass may well run it under no_grad
         grad = effective_grad(facts, forward)
         if forward.grad_free or grad.free_sites:  # grad-free on every path, or on some (a conditional no_grad)
             return None

@@ -294,6 +294,52 @@ def test_a_frozen_model_behind_a_trained_explainer_is_not_assumed_in_training() 
     assert not facts.flow.assumed_sites  # the model's output reaches the backward, but only the mask is stepped
 
 
+def test_an_optimizer_from_a_method_of_the_same_object_trains_self() -> None:
+    facts = facts_of('''
+        import torch
+
+        class Classifier(torch.nn.Module):
+            def _make_optimizer(self):
+                return torch.optim.Adam(self.parameters())
+
+            def fit(self, loader, loss_fn):
+                optimizer = self._make_optimizer()
+                for x, y in loader:
+                    loss = loss_fn(x, y)
+                    loss.backward()
+                    optimizer.step()
+    ''')
+    functions = {f.name: f for f in facts.collector.functions}
+    assert facts.flow.optimized_here(functions["fit"]) == {"self"}
+    assert facts.flow.assumed_sites  # the loss comes from a callable, but the optimizer steps `self`
+
+
+def test_a_method_left_to_subclasses_is_abstract() -> None:
+    facts = facts_of('''
+        import abc
+        import torch
+
+        class Base(torch.nn.Module):
+            def predict_proba(self, x):
+                """Soft labels."""
+                raise NotImplementedError("subclasses")
+
+            @abc.abstractmethod
+            def encode(self, x):
+                ...
+
+            def reset(self):
+                pass
+
+            def check(self, x):
+                if x is None:
+                    raise NotImplementedError
+                return x
+    ''')
+    abstract = {f.name: f.is_abstract for f in facts.collector.functions}
+    assert abstract == {"predict_proba": True, "encode": True, "reset": False, "check": False}
+
+
 def test_gradient_transforms_mark_input_gradients() -> None:
     facts = facts_of('''
         from torch.autograd.functional import jacobian

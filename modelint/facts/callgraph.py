@@ -171,6 +171,19 @@ class CallGraph:
                 unknown.add(site.site.function)  # a list built above, a generator: it may hold anything
                 continue
             out.setdefault(site.site.function, set()).update(owners)
+        built = {function: found for function, found in out.items() if function not in unknown}
+        # `optimizer = self._set_optimizer(cfg)`: a method of the same object builds it over `self`'s
+        # parameters, and this one steps it.
+        for site in self.collector.calls:
+            caller = site.site.function
+            func = site.node.func
+            if caller in built or caller in unknown or not self.steps_optimizer(caller) \
+                    or not (isinstance(func, cst.Attribute) and isinstance(func.value, cst.Name)
+                            and func.value.value == "self"):
+                continue
+            owners = {key for key in built.get(self._local_callees.get(site.node), ()) if key.split(".")[0] == "self"}
+            if owners:
+                out.setdefault(caller, set()).update(owners)
         return {function: found for function, found in out.items() if function not in unknown}
 
     def entry_grad(self, function: FunctionInfo | None, _seen: frozenset = frozenset()) -> GradFact:

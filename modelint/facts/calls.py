@@ -23,7 +23,7 @@ from modelint.facts.intent import DETACHED, FED, NONE
 from modelint.facts.phases import decide
 from modelint.facts.lattice import ENTRY_MODE, ModeFact, mode_of_call
 from modelint.facts.names import key_prefixes, key_root, tokens, value_key
-from modelint.facts.naming import EVAL_WORDS, TRAIN_WORDS
+from modelint.facts.naming import EVAL_WORDS, TRAIN_WORDS, names_evaluation_data
 from modelint.facts.provenance import Fresh, receiver_key
 from modelint.facts.records import Forward, TrainingStep
 from modelint.facts.state import State
@@ -137,6 +137,10 @@ class CallEffects(SummaryEffects):
                     self.havoc(state, receiver)
                 elif wraps_forward(method) and local is None and self._module_receiver(state, receiver):
                     self.forward(call, receiver, state, method=method)
+                elif local is not None and call.args and flow.local_functions[local].is_abstract \
+                        and self._module_receiver(state, receiver):
+                    # `self.predict_proba(X)` left to subclasses of a module: they run its layers on X.
+                    self.forward(call, receiver, state, method=method)
             elif method == "backward":  # `scaler.scale(loss).backward()`
                 self.step(call, "backward", state, None)
         qualified = flow.imports.qualify(func)
@@ -249,14 +253,16 @@ class CallEffects(SummaryEffects):
         slot = (token, via) if helper else token
         seen = table.get(slot)
         fact = state.fact(key)
+        # A helper evaluating what the caller hands it, handed held-out data (`self.score(dev_loader)`).
+        in_loop = self.evaluation_loops > 0 or (via is not None and _passes_evaluation_data(call))
         if seen is None:
-            table[slot] = Forward(call, key, fact, state.grad, self.out.function, self.evaluation_loops > 0,
+            table[slot] = Forward(call, key, fact, state.grad, self.out.function, in_loop,
                                   method=method, via=via, callee=callee, token=token, phase=self.tag,
                                   shown_by_detach=shown_by_detach)
         else:
             seen.mode = seen.mode.join(fact)
             seen.grad = seen.grad.join(state.grad)
-            seen.in_evaluation_loop = seen.in_evaluation_loop or self.evaluation_loops > 0
+            seen.in_evaluation_loop = seen.in_evaluation_loop or in_loop
 
     def step(self, call: cst.Call, kind: str, state: State, receiver: str | None, via=None,
              callee: FunctionSummary | None = None, trained_key: str | None = None) -> None:
@@ -301,6 +307,12 @@ class CallEffects(SummaryEffects):
                 fed = FED in self.uses.uses.get(token, ())
                 state.put(key, ModeFact(certain=not fed).switched("train", call))
                 self.flow.assumed_sites.add(call)
+        for key in _innermost(optimized or ()):
+            # `Adam(self.parameters())` here, the loss from a callable we cannot see into (`loss_fn(*batch)`):
+            # the optimizer shows what is trained (a module's parameters, not tensors named one by one).
+            if state.fact(key) == ENTRY_MODE and self.follows(key, state) and self._module_receiver(state, key):
+                state.put(key, ModeFact(certain=True).switched("train", call))
+                self.flow.assumed_sites.add(call)
 
     def returned_value(self, value: cst.BaseExpression | None, state: State) -> None:
         """`return model` / `return Net()`: what a factory hands its caller."""
@@ -315,6 +327,18 @@ class CallEffects(SummaryEffects):
                 return
             fact = bound.fact
         self.out.returned = fact if self.out.returned is None else self.out.returned.join(fact)
+
+def _passes_evaluation_data(call: cst.Call) -> bool:
+    """A positional argument naming held-out data (`val_loader`, `self.dev_set`, `loaders["test"]`)."""
+    return any(arg.keyword is None and not arg.star
+               and isinstance(arg.value, (cst.Name, cst.Attribute, cst.Subscript))
+               and names_evaluation_data(arg.value) for arg in call.args)
+
+
+def _innermost(keys) -> list[str]:
+    """`{"model", "model.encoder"}` (from `model.encoder.parameters()`) -> `["model.encoder"]`."""
+    return [key for key in keys if not any(other.startswith(key + ".") for other in keys)]
+
 
 def wraps_forward(method: str) -> bool:
     """A method of a module, defined where we cannot see, that runs its forward pass: `forward_features`,

@@ -103,6 +103,23 @@ class FunctionInfo:
     def decorators(self) -> list[cst.BaseExpression]:
         return [d.decorator for d in self.node.decorators]
 
+    @cached_property
+    def is_abstract(self) -> bool:
+        """Left to subclasses: `@abstractmethod`, or a body that only raises NotImplementedError."""
+        if any(dotted(d) in ("abstractmethod", "abc.abstractmethod") for d in self.decorators):
+            return True
+        body = self.node.body
+        statements = list(body.body) if isinstance(body, cst.IndentedBlock) else [body]
+        lines = [small for statement in statements
+                 for small in (statement.body if isinstance(statement, cst.SimpleStatementLine) else [statement])]
+        if lines and isinstance(lines[0], cst.Expr) and isinstance(lines[0].value, (cst.SimpleString,
+                                                                                   cst.ConcatenatedString)):
+            lines = lines[1:]  # the docstring
+        if len(lines) != 1 or not isinstance(lines[0], cst.Raise) or lines[0].exc is None:
+            return False
+        raised = lines[0].exc.func if isinstance(lines[0].exc, cst.Call) else lines[0].exc
+        return dotted(raised) == "NotImplementedError"
+
 
 @dataclass(eq=False)
 class Site:

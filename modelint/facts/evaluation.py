@@ -80,6 +80,8 @@ def _evaluation_context(facts, forward, grad: GradFact) -> str | None:
         if via.grad == "free":
             return via.context or "under no_grad"
         if via.context is not None:
+            if forward.in_evaluation_loop and not via.context.startswith(("under", "over")):
+                return "over validation/test data"  # (the caller's loop, or the data it hands the helper)
             return via.context
         if grad.definitely_free and via.grad == "entry":
             return "under the caller's no_grad"
@@ -101,6 +103,16 @@ def _evaluation_context(facts, forward, grad: GradFact) -> str | None:
             and not facts.flow.function_trains(function):
         return f"in {function.name}()"
     return None
+
+
+def left_to_subclasses(facts, forward) -> bool:
+    """The forward is a call of a method this file leaves abstract (`raise NotImplementedError`): which
+    layers run, and under which grad mode, is the subclasses' business."""
+    node = forward.via.node if forward.via is not None and forward.via.node is not None else forward.call
+    site = facts.call_sites.get(node)
+    name = facts.flow.local_callee(node, site.site.function) if site is not None else None
+    function = facts.flow.local_functions.get(name) if name else None
+    return function is not None and function.is_abstract
 
 
 def returned_to_callers(facts, forward) -> bool:

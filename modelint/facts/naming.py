@@ -19,6 +19,8 @@ EVAL_WORDS = frozenset({"eval", "evaluate", "evaluation", "evaluating", "validat
                         "valid", "val", "test", "testing", "predict", "prediction", "predictions", "infer",
                         "inference", "inferring"})
 TRAIN_WORDS = frozenset({"train", "training", "fit", "finetune", "optimize", "backward", "learn"})
+# Splits of a dataset held out for evaluation ("dev" is the NLP name of the validation set).
+_EVALUATION_DATA_WORDS = (EVAL_WORDS - {"predict", "prediction", "predictions", "infer", "inference"}) | {"dev", "heldout"}
 TEST_FILE = re.compile(r"(^|/)(test_[^/]*|[^/]*_test|conftest)\.py$|(^|/)tests?/")
 
 
@@ -47,6 +49,4 @@ def names_evaluation_data(expr: cst.BaseExpression) -> bool:
             value = node.evaluated_value
             if isinstance(value, str) and len(value) < 40:
                 words.update(tokens(value))
-    return bool(words & (EVAL_WORDS - {"predict", "prediction", "predictions", "infer", "inference"})) and not (
-        words & TRAIN_WORDS
-    )
+    return bool(words & _EVALUATION_DATA_WORDS) and not (words & TRAIN_WORDS)
