@@ -99,20 +99,16 @@ class MisspelledModeApi(Rule):
     def _misspelled_receivers(self, facts: FileFacts) -> Iterator[Report]:
         """`mode.train()` where no `mode` exists anywhere in the file and a model `model` does: a NameError
         at the first epoch, and the model the author meant is never switched."""
-        collector = facts.collector
-        sites = [site for site in collector.calls if isinstance(site.node.func, cst.Attribute)
-                 and site.node.func.attr.value in ("train", "eval") and type(site.node.func.value) is cst.Name]
-        if sites:  # most receivers are bound where the collector already looked: no walk of the file for them
-            seen = {key for key, _value, _site in collector.call_assigns} | set(collector.imports.bindings)
-            seen.update(name for function in collector.functions for name in (function.name, *function.params))
-            sites = [site for site in sites if site.node.func.value.value not in seen]
-        bound = facts.bound_names if sites else None
-        if not bound:
+        unbound = facts.unbound_mode_receivers
+        if not unbound:
             return
-        for site in sites:
+        bound = facts.bound_names
+        for site in facts.collector.calls:
+            if site.node not in unbound:
+                continue
             func = site.node.func
             name = func.value.value
-            if name in bound or len(name) < 3:
+            if len(name) < 3:
                 continue
             limit = 1 if len(name) <= 5 else 2
             meant = sorted(other for other in bound if abs(len(other) - len(name)) <= limit

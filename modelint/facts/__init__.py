@@ -63,7 +63,8 @@ class FileFacts:
     @cached_property
     def flow(self) -> ModeFlow:
         return ModeFlow(self.collector, self.modules, self.path, index=self.index, module_class=self.is_module_class,
-                        maybe_module_class=self.may_be_module_class, grad_wrappers=self.grad_wrappers)
+                        maybe_module_class=self.may_be_module_class, grad_wrappers=self.grad_wrappers,
+                        raising_calls=self.unbound_mode_receivers)
 
     @cached_property
     def receivers(self):
@@ -90,6 +91,13 @@ class FileFacts:
         from modelint.facts.scope_names import bound_names
 
         return bound_names(self.module)
+
+    @cached_property
+    def unbound_mode_receivers(self) -> frozenset:
+        """`mode.train()` on a name the file binds nowhere: see modelint.facts.scope_names."""
+        from modelint.facts.scope_names import unbound_mode_receivers
+
+        return unbound_mode_receivers(self.collector, self.module)
 
     def is_module_class(self, cls) -> bool:
         """Is this class of the file an nn.Module? Its bases in this file, or, for a base defined elsewhere

@@ -40,7 +40,7 @@ class ModeFlow(CallGraph):
 
     def __init__(self, collector: Collector, modules: ModuleTable, path: str,
                  index: ProjectIndex | None = None, module_class=None, maybe_module_class=None,
-                 grad_wrappers: frozenset[str] = frozenset()) -> None:
+                 grad_wrappers: frozenset[str] = frozenset(), raising_calls: frozenset = frozenset()) -> None:
         self.collector = collector
         self.modules = modules
         # Is a class of this file an nn.Module (its bases elsewhere included, when the index knows them)?
@@ -49,6 +49,7 @@ class ModeFlow(CallGraph):
         self.may_be_module_class = maybe_module_class or self.is_module_class
         self.imports = collector.imports
         self.grad_wrappers = grad_wrappers  # the file's own `@nograd` decorators
+        self.raising_calls = raising_calls  # `mode.train()` on a name bound nowhere: NameError, the path ends
         self.path = path
         self.index = index
         self.provenance = Provenance(self)

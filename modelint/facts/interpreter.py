@@ -184,7 +184,7 @@ class Interpreter(Bindings, CallEffects):
                 state.grad = {"free": GradFact(free_sites=frozenset({node})), "enabled": GRAD_ENABLED,
                               "unknown": GRAD_UNKNOWN}[effect]
             self.expression_statement(node.value, state)
-            return state
+            return None if node.value in self.flow.raising_calls else state
         if isinstance(node, cst.Assign):
             self.calls_of(node, state)
             origins = self.uses.expression(node.value, state.values)

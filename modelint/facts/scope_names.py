@@ -52,3 +52,18 @@ def _target_names(target: cst.BaseExpression) -> list[str]:
     if isinstance(target, cst.StarredElement):
         return _target_names(target.value)
     return []
+
+
+def unbound_mode_receivers(collector, module: cst.Module) -> frozenset[cst.Call]:
+    """`mode.train()` / `net.eval()` whose receiver the file binds nowhere: each raises NameError, so
+    nothing after it in its block runs (and MDL011 looks for the model that was meant)."""
+    sites = [site for site in collector.calls if isinstance(site.node.func, cst.Attribute)
+             and site.node.func.attr.value in ("train", "eval") and type(site.node.func.value) is cst.Name]
+    if sites:  # most receivers are bound where the collector already looked: no walk of the file for them
+        seen = {key for key, _value, _site in collector.call_assigns} | set(collector.imports.bindings)
+        seen.update(name for function in collector.functions for name in (function.name, *function.params))
+        sites = [site for site in sites if site.node.func.value.value not in seen]
+    bound = bound_names(module) if sites else None
+    if not bound:
+        return frozenset()
+    return frozenset(site.node for site in sites if site.node.func.value.value not in bound)
