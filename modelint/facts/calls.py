@@ -90,6 +90,19 @@ class CallEffects(SummaryEffects):
         return self.flow.modules.has_foreign_base(cls) and not self.flow.defines_forward(cls) \
             and not self.flow.assigned_attribute(cls, key) and not self.flow.has_method(cls, key.split(".")[1])
 
+    def _made_from_nothing(self, call: cst.Call) -> bool:
+        """`self._icdf(torch.ones_like(x) * q)`: its inputs are constant tensors, no data and no noise: the
+        callee computes a function of constants (a quantile, a grid), which says nothing of a model."""
+        def constant(expr) -> bool:
+            if isinstance(expr, cst.BinaryOperation):
+                return constant(expr.left) or constant(expr.right)
+            if isinstance(expr, cst.Call):
+                qualified = self.flow.imports.qualify(expr.func) or ""
+                return qualified in api.CONSTANT_TENSOR_FACTORIES
+            return False
+
+        return bool(call.args) and all(constant(arg.value) for arg in call.args)
+
     def _is_model(self, state: State, key: str) -> bool:
         return key in state.models or self.follows(key)
 
@@ -113,7 +126,7 @@ class CallEffects(SummaryEffects):
             canonical = state.canonical(key)
             if self._is_model(state, canonical):
                 self.forward(call, canonical, state)
-            elif self._inherited_attribute(canonical):
+            elif self._inherited_attribute(canonical) and not self._made_from_nothing(call):
                 self.forward(call, canonical, state, shown_by_detach=True)
         if isinstance(func, cst.Attribute):
             method = func.attr.value

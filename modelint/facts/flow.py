@@ -18,7 +18,8 @@ import libcst as cst
 from modelint.facts import torch_api as api
 from modelint.facts.callgraph import CallGraph, _defined_in, _nested_name
 from modelint.facts.collector import Collector, FunctionInfo
-from modelint.facts.intent import DETACH, DIRECT, FED
+from modelint.facts.free_models import FreeModels
+from modelint.facts.intent import DETACH, DIRECT, FED, FEEDS
 from modelint.facts.interpreter import Interpreter
 from modelint.facts.lattice import GRAD_ENABLED, GRAD_UNKNOWN, GradFact
 from modelint.facts.modules import ModuleTable
@@ -72,7 +73,8 @@ class ModeFlow(CallGraph):
                 self.local_functions.setdefault(qualname(function), function)
             elif function.cls is None:
                 self.nested_functions.setdefault((function.outer, function.name), function)
-        self.global_models = self._global_models()
+        self.free = FreeModels(collector, modules)  # globals and enclosing functions' names a function uses
+        self.global_models = self.free.global_models
         self._recursive = False
         self._phase_parameters: dict[FunctionInfo, tuple | None] = {}  # (once per function, not per round)
         self.assumed_sites: set[cst.Call] = set()  # backward calls standing for "trained here, so in train mode"
@@ -82,31 +84,6 @@ class ModeFlow(CallGraph):
         self._run()
 
     # -- which functions -----------------------------------------------------------
-    def _global_models(self) -> frozenset[str]:
-        """Module-level names bound to a module (`net = Net()` at the top of a script); not a loss or
-        another module without weights (`criterion = nn.CrossEntropyLoss()`): running it is no forward."""
-        weightless: dict[str, bool] = {}
-        for key, value, site in self.collector.call_assigns:
-            if site.function is None and site.cls is None and "." not in key:
-                construction = self.modules.module_expression(value)[0]
-                if construction is not None:
-                    weightless[key] = weightless.get(key, True) and construction.parameterless
-                elif self._used_as_module_globally(key):
-                    # `model = project_models.Net(...).to(device)`, built where this file cannot see,
-                    # then `optim.Adam(model.parameters())` or `model.eval()` in a function using it.
-                    weightless.setdefault(key, False)
-        return frozenset(key for key, none in weightless.items() if not none)
-
-    def _used_as_module_globally(self, key: str) -> bool:
-        """Is a module-level name used as an nn.Module at module level, or in a function that neither binds
-        it nor takes it as a parameter (so it is the global)?"""
-        names = self.modules.names.module_names
-        if (None, key) in names:
-            return True
-        binding = {f for f, name in self._bound_by_calls if name == key}
-        return any(isinstance(scope, FunctionInfo) and name == key and key not in scope.param_set
-                   and scope not in binding for scope, name in (e for e in names if isinstance(e, tuple)))
-
     def _select_targets(self) -> list[FunctionInfo | None]:
         collector, modules = self.collector, self.modules
         constructing = {site.function for _key, value, site in collector.call_assigns
@@ -155,12 +132,12 @@ class ModeFlow(CallGraph):
                 flow = self._run_function(target) if target is not None else self._run_module()
                 self.flows.append(flow)
                 if target is not None and target.outer is None:
-                    summary = summarise(self, flow, self._globals_of(target), self._closure_flows(target))
+                    summary = summarise(self, flow, self.free.globals_of(target), self._closure_flows(target))
                     self.summaries[summary.qualname] = summary
                 elif target is not None and target.cls is None:
                     # A closure called by its enclosing function or a sibling (`_train_epoch()` calling
                     # `_eval_epoch()` in `main()`): what it does to the enclosing function's models.
-                    summary = summarise(self, flow, self._free_models(target), self._closure_flows(target))
+                    summary = summarise(self, flow, self.free.free_models(target), self._closure_flows(target))
                     self.summaries[_nested_name(target)] = summary
             if not self._recursive:
                 break  # callees came first: every call already met its callee's final summary
@@ -177,7 +154,7 @@ class ModeFlow(CallGraph):
             if disables_grad(self.imports, decorator, self.grad_wrappers):
                 grad = GradFact(free_sites=frozenset({decorator}))
         interpreter = Interpreter(self, flow, set(function.params) | function.enclosing_params
-                                  | self._globals_of(function) | self._free_models(function))
+                                  | self.free.globals_of(function) | self.free.free_models(function))
         state = State({}, grad, aliases=dict(self.objects.attribute_aliases.get(_owner_class(function), {})))
         if function.uses_gradients or function in self.called_here:
             # What it does with its parameters' values (back-propagates them, evaluates them), for the
@@ -200,11 +177,11 @@ class ModeFlow(CallGraph):
     def _finish(self, flow: FunctionFlow, function: FunctionInfo | None) -> None:
         for slot, forward in list(flow.forwards.items()):
             uses = flow.uses.get(forward.token, set())
-            if forward.shown_by_detach and DETACH not in uses:
-                del flow.forwards[slot]
+            if forward.shown_by_detach and (DETACH not in uses or FEEDS in uses):
+                del flow.forwards[slot]  # (a detach downstream of what it feeds is that forward's)
                 continue
             forward.fed = FED in uses  # (a fact about its input, kept apart from what its output is used for)
-            forward.uses = uses - {FED}
+            forward.uses = uses - {FED, FEEDS}
         flow.trains = flow.trains or bool(flow.steps) or bool(flow.helper_steps)
 
     def _closure_flows(self, function: FunctionInfo) -> list[FunctionFlow]:
@@ -214,56 +191,6 @@ class ModeFlow(CallGraph):
         then `run_validate(loader)`)."""
         return [flow for flow in self.flows if flow.function is not None and flow.function.cls is None
                 and _defined_in(flow.function, function) and not self.has_callers(flow.function)]
-
-    def _globals_of(self, function: FunctionInfo) -> frozenset[str]:
-        """The module-level models a function uses without binding them itself."""
-        if not self.global_models:
-            return frozenset()
-        return self._global_uses.get(function, frozenset())
-
-    def _free_models(self, function: FunctionInfo) -> frozenset[str]:
-        """The names a closure calls or calls methods of (`model(x)`, `model.eval()`) that an enclosing
-        function binds: the enclosing function's models, bound by name when the closure is called."""
-        if function.outer is None or function.cls is not None:
-            return frozenset()
-        return self._free_uses.get(function, frozenset())
-
-    @cached_property
-    def _bound_by_calls(self) -> set[tuple]:
-        """(function, name) for every `name = <call>` in it (None: module level)."""
-        return {(site.function, key) for key, _value, site in self.collector.call_assigns}
-
-    @cached_property
-    def _free_uses(self) -> dict[FunctionInfo, frozenset[str]]:
-        bound = self._bound_by_calls
-        used: dict[FunctionInfo, set[str]] = {}
-        for site in self.collector.calls:
-            function = site.site.function
-            if function is None or function.outer is None or function.cls is not None:
-                continue
-            head = (site.text or "").split(".")[0]
-            if not head or head in function.param_set or (function, head) in bound:
-                continue
-            scope = function.outer
-            while scope is not None:
-                if head in scope.param_set or (scope, head) in bound:
-                    used.setdefault(function, set()).add(head)
-                    break
-                scope = scope.outer
-        return {f: frozenset(names) for f, names in used.items()}
-
-    @cached_property
-    def _global_uses(self) -> dict[FunctionInfo, frozenset[str]]:
-        used: dict[FunctionInfo, set[str]] = {}
-        bound = self._bound_by_calls
-        for site in self.collector.calls:
-            function = site.site.function
-            if function is None:
-                continue
-            head = (site.text or "").split(".")[0]
-            if head in self.global_models and head not in function.param_set and (function, head) not in bound:
-                used.setdefault(function, set()).add(head)
-        return {f: frozenset(names) for f, names in used.items()}
 
     # -- what rules ask ---------------------------------------------------------------
     def function_trains(self, function: FunctionInfo | None) -> bool:
@@ -287,9 +214,9 @@ class ModeFlow(CallGraph):
         trained = self.trained_models
         if (function, key) in trained:
             return True
-        if key not in self.global_models or (function is not None and key not in self._globals_of(function)):
+        if key not in self.global_models or (function is not None and key not in self.free.globals_of(function)):
             return False
-        return any(k == key and (f is None or key in self._globals_of(f)) for f, k in trained)
+        return any(k == key and (f is None or key in self.free.globals_of(f)) for f, k in trained)
 
     @cached_property
     def _assigned_attributes(self) -> set[tuple[str, str]]:

@@ -25,6 +25,7 @@ records, for each forward it reaches, how the output is used:
 - DISCARD: the output is not used at all (warm-up, benchmark, calibration).
 - DETACH (with the others): cut from its graph on purpose (`.detach()`, `.data`) while it
   still carried it: whoever wrote it knew autograd was recording, and did not want it.
+- FEEDS (not a use): its output, as it is, is another forward's input.
 - FED (not a use): the forward's input is another forward's output: a loss, a head, a
   second stage, whose graph continues the first one's.
 
@@ -52,6 +53,7 @@ FILE_WRITERS = frozenset({
 GRAPH = "graph"  # with TRAIN: the output reached the backward still attached (the model is being trained)
 DETACH = "detach"  # cut from its graph on purpose (`.detach()`, `.data`) while it still carried it
 FED = "fed"  # not a use of the output: its input is another forward's output (a loss, a head, a second stage)
+FEEDS = "feeds"  # not a use either: its output is, as it is, another forward's input (preprocessing, a first stage)
 META = "meta"  # only its shape, dtype or length was read: mode cannot change those
 GIVEN_BACK = "given-back"  # something cut from it (its argmax, its indices) is returned: the caller gets a result
 
@@ -196,9 +198,12 @@ class OutputUses:
         args = frozenset(args)
         token = (call, self.tag) if self.tag else call
         if token in self.forwards:
-            if any(level == DIRECT and origin != token and not (isinstance(origin, tuple) and origin[0] == "param")
-                   for origin, level in args):  # (not its own earlier output, as in generation; not a parameter)
+            feeding = [origin for origin, level in args if level == DIRECT and origin != token
+                       and not (isinstance(origin, tuple) and origin[0] == "param")]
+            if feeding:  # (not its own earlier output, as in generation; not a parameter)
                 self.uses.setdefault(token, set()).add(FED)
+                for origin in feeding:
+                    self.uses.setdefault(origin, set()).add(FEEDS)
             return frozenset({(token, DIRECT)}) | args
         trained, handed, evaluated, hooked = self.argument_uses(call) or ((), (), (), ())
         for arg in trained:  # a helper that runs backward() on what it is given

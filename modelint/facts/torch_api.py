@@ -179,3 +179,6 @@ DUMMY_TENSOR_FACTORIES = frozenset({
     "torch.empty", "torch.zeros", "torch.ones", "torch.rand", "torch.randn", "torch.randint", "torch.full",
     "torch.arange",
 })
+# Tensors filled with a constant (a grid, a quantile level): no data, and no noise a generator samples from.
+CONSTANT_TENSOR_FACTORIES = frozenset({"torch.empty", "torch.zeros", "torch.ones", "torch.full", "torch.arange",
+                                       "torch.ones_like", "torch.zeros_like", "torch.full_like", "torch.empty_like"})

@@ -1,0 +1,107 @@
+"""Models a function uses without binding them: module-level globals and an enclosing function's names.
+
+A script builds `net = Net()` at the top and `def evaluate(): ... net(x)` reaches it as a
+global; a closure `def step(): model(x)` reaches its enclosing function's `model`. The
+mode flow follows such names through the function's summary, as if they were parameters
+bound by name at each call.
+
+A module-level name counts as a global model when its constructor is known to build a
+module with weights, or, built where this file cannot see (`project_models.Net(...)`),
+when the script or a function reaching it as the global uses it as a module
+(`model.parameters()`, `model.eval()`).
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+from modelint.facts.collector import Collector, FunctionInfo
+from modelint.facts.modules import ModuleTable
+
+
+class FreeModels:
+    def __init__(self, collector: Collector, modules: ModuleTable) -> None:
+        self.collector = collector
+        self.modules = modules
+
+    @cached_property
+    def global_models(self) -> frozenset[str]:
+        """Module-level names bound to a module (`net = Net()` at the top of a script); not a loss or
+        another module without weights (`criterion = nn.CrossEntropyLoss()`): running it is no forward."""
+        weightless: dict[str, bool] = {}
+        for key, value, site in self.collector.call_assigns:
+            if site.function is None and site.cls is None and "." not in key:
+                construction = self.modules.module_expression(value)[0]
+                if construction is not None:
+                    weightless[key] = weightless.get(key, True) and construction.parameterless
+                elif key in self._used_as_modules_globally:
+                    # `model = project_models.Net(...).to(device)`, built where this file cannot see,
+                    # then `optim.Adam(model.parameters())` or `model.eval()` in a function using it.
+                    weightless.setdefault(key, False)
+        return frozenset(key for key, none in weightless.items() if not none)
+
+    @cached_property
+    def _used_as_modules_globally(self) -> frozenset[str]:
+        """Names used as an nn.Module at module level, or in a function that neither binds them nor takes
+        them as a parameter (so there they are the global)."""
+        bound = self.bound_by_calls
+        out: set[str] = set()
+        for entry in self.modules.names.module_names:
+            if not isinstance(entry, tuple):
+                continue
+            scope, name = entry
+            if scope is None or (isinstance(scope, FunctionInfo) and name not in scope.param_set
+                                 and (scope, name) not in bound):
+                out.add(name)
+        return frozenset(out)
+
+    def globals_of(self, function: FunctionInfo) -> frozenset[str]:
+        """The module-level models a function uses without binding them itself."""
+        if not self.global_models:
+            return frozenset()
+        return self._global_uses.get(function, frozenset())
+
+    def free_models(self, function: FunctionInfo) -> frozenset[str]:
+        """The names a closure calls or calls methods of (`model(x)`, `model.eval()`) that an enclosing
+        function binds: the enclosing function's models, bound by name when the closure is called."""
+        if function.outer is None or function.cls is not None:
+            return frozenset()
+        return self._free_uses.get(function, frozenset())
+
+    @cached_property
+    def bound_by_calls(self) -> set[tuple]:
+        """(function, name) for every `name = <call>` in it (None: module level)."""
+        return {(site.function, key) for key, _value, site in self.collector.call_assigns}
+
+    @cached_property
+    def _free_uses(self) -> dict[FunctionInfo, frozenset[str]]:
+        bound = self.bound_by_calls
+        used: dict[FunctionInfo, set[str]] = {}
+        for site in self.collector.calls:
+            function = site.site.function
+            if function is None or function.outer is None or function.cls is not None:
+                continue
+            head = (site.text or "").split(".")[0]
+            if not head or head in function.param_set or (function, head) in bound:
+                continue
+            scope = function.outer
+            while scope is not None:
+                if head in scope.param_set or (scope, head) in bound:
+                    used.setdefault(function, set()).add(head)
+                    break
+                scope = scope.outer
+        return {f: frozenset(names) for f, names in used.items()}
+
+    @cached_property
+    def _global_uses(self) -> dict[FunctionInfo, frozenset[str]]:
+        used: dict[FunctionInfo, set[str]] = {}
+        bound = self.bound_by_calls
+        models = self.global_models
+        for site in self.collector.calls:
+            function = site.site.function
+            if function is None:
+                continue
+            head = (site.text or "").split(".")[0]
+            if head in models and head not in function.param_set and (function, head) not in bound:
+                used.setdefault(function, set()).add(head)
+        return {f: frozenset(names) for f, names in used.items()}
