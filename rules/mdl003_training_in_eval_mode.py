@@ -71,7 +71,8 @@ class TrainingInEvalMode(Rule):
             trained = optimized | fed
             steps = [s for s in flow.steps.values() if s.kind == "backward"] or list(flow.steps.values())
             for step in steps:
-                for key, fact in sorted(step.models.items()):
+                # (the models this backward trains first: whose outputs reach it)
+                for key, fact in sorted(step.models.items(), key=lambda item: (item[0] not in step.reached, item[0])):
                     if not self._trained_in_eval(key, fact, step.models, trained) \
                             or _frozen_features_protocol(facts, key, fact, step):
                         continue

@@ -340,6 +340,38 @@ def test_a_method_left_to_subclasses_is_abstract() -> None:
     assert abstract == {"predict_proba": True, "encode": True, "reset": False, "check": False}
 
 
+def test_a_helper_switching_each_model_of_a_list_by_a_named_phase() -> None:
+    facts = facts_of('''
+        def set_mode(mode, models):
+            for m in models:
+                if m is None:
+                    continue
+                if mode == "train":
+                    m.train()
+                if mode == "eval":
+                    m.eval()
+    ''')
+    summary = facts.flow.summaries["set_mode"]
+    assert summary.phase_param == "mode"
+    assert summary.phase_effects["eval"][0] == {"models[]": "eval"}
+    assert summary.phase_effects["train"][0] == {"models[]": "train"}
+
+
+def test_a_loop_over_a_tuple_of_models_switches_each() -> None:
+    facts = facts_of('''
+        import torch.nn as nn
+
+        def run(loader):
+            encoder, head = nn.Dropout(0.1), nn.BatchNorm1d(4)
+            for m in (encoder, head):
+                m.eval()
+            for x in loader:
+                head(encoder(x))
+    ''')
+    modes = {f.key: f.mode for flow in facts.flow.flows for f in flow.all_forwards()}
+    assert modes["encoder"].definitely_eval and modes["head"].definitely_eval
+
+
 def test_gradient_transforms_mark_input_gradients() -> None:
     facts = facts_of('''
         from torch.autograd.functional import jacobian

@@ -293,19 +293,26 @@ class CallEffects(SummaryEffects):
             if region is None:
                 seen.grad_free_region = None
         if kind == "backward" and via is None:
-            self._trained_here(call, state)
+            reached = self._reaching(call, state)
+            table[slot].reached.update(forward.key for token, level in reached if level != DETACHED
+                                       and (forward := self.out.forwards.get(token)) is not None)
+            self._trained_here(call, state, reached)
 
-    def _trained_here(self, call: cst.Call, state: State) -> None:
+    def _reaching(self, call: cst.Call, state: State):
+        """The origins of what `loss.backward()` (or `backward(loss)`) back-propagates."""
+        func = call.func
+        reached = self.uses.expression(func.value, state.values) if isinstance(func, cst.Attribute) else NONE
+        for arg in call.args:
+            reached = reached | self.uses.expression(arg.value, state.values)
+        return reached
+
+    def _trained_here(self, call: cst.Call, state: State, reached) -> None:
         """A model whose mode we do not know, trained here (its output reaches this backward with its graph,
         and the function steps an optimizer), is in training mode from here on: training it in eval mode
         would be the bug, so that is what the author means. The backward stands as the site; summaries do
         not hand it to callers as an effect (nothing was switched)."""
         if not self.flow.steps_optimizer(self.out.function):
             return
-        func = call.func
-        reached = self.uses.expression(func.value, state.values) if isinstance(func, cst.Attribute) else NONE
-        for arg in call.args:
-            reached = reached | self.uses.expression(arg.value, state.values)
         optimized = self.flow.optimized_here(self.out.function)
         for token, level in reached:
             forward = self.out.forwards.get(token)

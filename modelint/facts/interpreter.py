@@ -17,18 +17,15 @@ import libcst as cst
 from modelint.facts import torch_api as api
 from modelint.facts.bindings import Bindings, flatten
 from modelint.facts.calls import CallEffects
-from modelint.facts.intent import NONE, OutputUses
+from modelint.facts.intent import OutputUses
 from modelint.facts.lattice import GRAD_ENABLED, GRAD_UNKNOWN, GradFact
-from modelint.facts.names import dotted, value_key
-from modelint.facts.naming import names_evaluation_data
-from modelint.facts.phases import decide, names_evaluation_value, phase_values
+from modelint.facts.loops import Loops
+from modelint.facts.names import dotted
+from modelint.facts.phases import decide
 from modelint.facts.state import State, join
 
 
-_SUBMODULE_LISTS = frozenset({"modules", "children", "named_modules", "named_children"})
-
-
-class Interpreter(Bindings, CallEffects):
+class Interpreter(Loops, Bindings, CallEffects):
     def __init__(self, flow, out, params: set[str]) -> None:
         super().__init__(flow, out, params)
         self.uses = OutputUses(flow.imports, out.forwards)
@@ -77,12 +74,18 @@ class Interpreter(Bindings, CallEffects):
             end = self.block(body, state) if not isinstance(body, (list, tuple)) else self.statements(body, state)
         else:
             name, values = phases
+            self.out.phase_param = name
             end = None
             try:
                 for value in values:
                     self.constants[name] = value
                     self.tag = self.uses.tag = ((name, value),)
-                    end = join(end, self.block(body, state.copy()))
+                    returned = len(self.returns)
+                    this_end = self.block(body, state.copy())
+                    for s in self.returns[returned:]:
+                        this_end = join(this_end, s)
+                    self.out.phase_exits[value] = this_end  # (a caller naming the value gets this one)
+                    end = join(end, this_end)
             finally:
                 self.tag = self.uses.tag = ()
                 self.constants.pop(name, None)
@@ -257,101 +260,6 @@ class Interpreter(Bindings, CallEffects):
         added = self.uses.dropped(value, state.values)
         if added and isinstance(value, cst.Call) and isinstance(value.func, cst.Attribute):
             self._derive(state, value.func.value, added, extend=True)
-
-    def loop(self, stmt: cst.For | cst.While, state: State) -> State | None:
-        evaluation = False
-        iterated = NONE
-        if isinstance(stmt, cst.For):
-            self.calls_of(stmt, state)
-            iterated = self.uses.expression(stmt.iter, state.values)
-            phases = phase_values(stmt, self.constants)
-            if phases is not None:
-                return self.phase_loop(stmt, state, *phases)
-            evaluation = names_evaluation_data(stmt.iter) or names_evaluation_value(stmt.iter, self.constants)
-        head = state.copy()
-        exit_states: list[State] = [state.copy()]
-        self.evaluation_loops += evaluation
-        parts = self._submodule_loop(stmt)
-        self.parts.update(parts)
-        try:
-            for _ in range(4):
-                breaks: list[State] = []
-                continues: list[State] = []
-                self.loop_exits.append((breaks, continues))
-                body_state = head.copy()
-                if isinstance(stmt, cst.For):
-                    for element in flatten(stmt.target):
-                        key = dotted(element)
-                        if key is not None:
-                            self.forget(state=body_state, key=key)
-                            if iterated:
-                                body_state.values[key] = iterated
-                else:
-                    self.calls_of(stmt, body_state)
-                    self.uses.expression(stmt.test, body_state.values)
-                end = self.block(stmt.body, body_state)
-                self.loop_exits.pop()
-                exit_states.extend(breaks)
-                new_head = head
-                for s in (end, *continues):
-                    new_head = join(new_head, s)
-                if new_head == head:
-                    break
-                head = new_head
-        finally:
-            self.evaluation_loops -= evaluation
-            for name in parts:
-                self.parts.pop(name, None)
-        result = None
-        for s in (head, *exit_states):
-            result = join(result, s)
-        if stmt.orelse is not None and result is not None:
-            result = self.block(stmt.orelse.body, result)
-        return result
-
-    @staticmethod
-    def _submodule_loop(stmt) -> dict[str, str]:
-        """`for m in net.modules():` / `for name, m in net.named_children():`: the loop variable -> `net`."""
-        if not isinstance(stmt, cst.For) or not isinstance(stmt.iter, cst.Call) \
-                or not isinstance(stmt.iter.func, cst.Attribute) or stmt.iter.func.attr.value not in _SUBMODULE_LISTS:
-            return {}
-        owner = value_key(stmt.iter.func.value)
-        target = stmt.target
-        if isinstance(target, cst.Tuple) and len(target.elements) == 2:  # (name, module)
-            target = target.elements[1].value
-        return {target.value: owner} if owner and isinstance(target, cst.Name) else {}
-
-    def phase_loop(self, stmt: cst.For, state: State, name: str, values: tuple) -> State | None:
-        """`for phase in ("train", "val"):`: the body once per phase, in order, with `phase` known."""
-        exits: list[State] = []
-        current: State | None = state
-        outer_tag = self.tag
-        try:
-            for value in values:
-                if current is None:
-                    break
-                self.constants[name] = value
-                self.tag = self.uses.tag = (*outer_tag, (name, value))
-                breaks: list[State] = []
-                continues: list[State] = []
-                self.loop_exits.append((breaks, continues))
-                body_state = current.copy()
-                self.forget(body_state, name)
-                end = self.block(stmt.body, body_state)
-                self.loop_exits.pop()
-                exits.extend(breaks)
-                current = None
-                for s in (end, *continues):
-                    current = join(current, s)
-        finally:
-            self.tag = self.uses.tag = outer_tag
-            self.constants.pop(name, None)
-        result = current
-        for s in exits:
-            result = join(result, s)
-        if stmt.orelse is not None and result is not None:
-            result = self.block(stmt.orelse.body, result)
-        return result
 
     def with_(self, stmt: cst.With, state: State) -> State | None:
         before = state.grad

@@ -87,6 +87,8 @@ _UNKNOWN = object()
 def _known(expr: cst.BaseExpression, constants: dict[str, object]):
     if isinstance(expr, cst.Name) and expr.value in constants:
         return constants[expr.value]
+    if isinstance(expr, cst.Name) and expr.value == "None":
+        return None
     values = literal_strings(expr, {})
     if values is not None:
         return values

@@ -71,6 +71,7 @@ class TrainingStep:
     via: StepUse | None = None  # a helper's step on a model the caller passes
     trained_key: str | None = None  # with `via`: the caller's model that step trains
     callee: FunctionSummary | None = None
+    reached: set[str] = field(default_factory=set)  # models whose output this backward back-propagates
 
 
 @dataclass
@@ -83,6 +84,8 @@ class FunctionFlow:
     passed_modes: dict[cst.Call, ModeFact] = field(default_factory=dict)  # a helper's forward -> callers' mode
     uses: dict[cst.Call, set[str]] = field(default_factory=dict)
     exit_state: object = None
+    phase_param: str | None = None  # a parameter that picks training or evaluation (modelint.facts.phases)
+    phase_exits: dict = field(default_factory=dict)  # each value of it -> the exit state then
     returned: ModeFact | None = None  # the module it returns (a factory), joined over its returns
     trains: bool = False  # it has a training step, itself or through a helper it calls
     # `model.train(was_training)` restoring a mode saved here with no switch in between: model -> the call

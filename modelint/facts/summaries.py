@@ -41,20 +41,11 @@ def summarise(flow, function_flow, globals_: frozenset[str], closures=()) -> Fun
         # A parameter, an attribute or element of one (`self.model`, `args.net`, `args["net"]`) or a global model.
         return key_root(key) in heads and key != "cls"
 
-    exit_state = function_flow.exit_state
-    if exit_state is not None:
-        for key, fact in exit_state.models.items():
-            if not caller_owned(key):
-                continue  # the function's own locals
-            if fact.train_sites and fact.train_sites <= flow.assumed_sites and not fact.eval_sites:
-                continue  # "trained here, so in training mode" is our assumption, not something the code set
-            effect = fact.exit_effect
-            if effect is None:
-                continue
-            summary.effects[key] = effect
-            site = first_site(fact.eval_sites if "eval" in effect else fact.train_sites)
-            if site is not None:
-                summary.effect_sites[key] = site
+    summary.effects, summary.effect_sites = _effects(flow, function_flow.exit_state, caller_owned)
+    if function_flow.phase_param is not None and function_flow.phase_param not in globals_:
+        summary.phase_param = function_flow.phase_param
+        summary.phase_effects = {value: _effects(flow, state, caller_owned)
+                                 for value, state in function_flow.phase_exits.items()}
     trained = function_flow.trained_keys()
     trains_keys: set[str] = set()  # models the caller passes, trained here in whatever mode the caller left
     closure_forwards = [f for closure in closures for f in closure.all_forwards()
@@ -95,6 +86,27 @@ def summarise(flow, function_flow, globals_: frozenset[str], closures=()) -> Fun
     summary.hands_on = sorted(flow.handed_on(function))
     summary.transforms = sorted(flow.handed_to_functions(function))
     return summary
+
+
+def _effects(flow, exit_state, caller_owned) -> tuple[dict, dict]:
+    """The mode a function leaves on each model its caller owns, and where it set it."""
+    effects: dict[str, str] = {}
+    sites: dict[str, object] = {}
+    if exit_state is None:
+        return effects, sites
+    for key, fact in exit_state.models.items():
+        if not caller_owned(key):
+            continue  # the function's own locals
+        if fact.train_sites and fact.train_sites <= flow.assumed_sites and not fact.eval_sites:
+            continue  # "trained here, so in training mode" is our assumption, not something the code set
+        effect = fact.exit_effect
+        if effect is None:
+            continue
+        effects[key] = effect
+        site = first_site(fact.eval_sites if "eval" in effect else fact.train_sites)
+        if site is not None:
+            sites[key] = site
+    return effects, sites
 
 
 def _only_evaluated(uses) -> bool:

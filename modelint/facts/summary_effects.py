@@ -18,7 +18,7 @@ from dataclasses import replace
 import libcst as cst
 
 from modelint.facts.lattice import ENTRY_MODE, ModeFact
-from modelint.facts.names import key_root, value_key
+from modelint.facts.names import key_root, literal_value, value_key
 from modelint.facts.provenance import Fresh
 from modelint.facts.state import State
 from modelint.summary import FunctionSummary
@@ -52,11 +52,9 @@ class SummaryEffects:
             if key is not None:
                 self.step(call, "backward", state, None, via=use, callee=summary, trained_key=key)
                 trained.append(key)
-        for param_key, effect in summary.effects.items():
-            key = _rebind(param_key, bound)
-            if key is None:
-                continue
-            site = summary.effect_sites.get(param_key)
+        effects, sites = _effects_for(summary, call, self._arguments(summary, call))
+        for param_key, effect, key in self._effect_targets(effects, bound, call):
+            site = sites.get(param_key)
             current = state.fact(key)
             if effect == "unknown" or site is None:
                 self.havoc(state, key)
@@ -82,6 +80,52 @@ class SummaryEffects:
                 self.flow.assumed_sites.add(call)
         for key in inline:
             state.forget(key)
+
+    def _effect_targets(self, effects: dict, bound: dict, call: cst.Call):
+        """(the summary's key, its effect, the caller's key) for each effect: `models[]`, what the helper
+        leaves on each element of a list parameter, reaches every model the call lists (`[enc, head]`)."""
+        listed = self._listed_models(call)
+        for param_key, effect in effects.items():
+            root = key_root(param_key)
+            element = f"{root}[]"
+            if param_key.startswith(element) and root in listed:
+                for model in listed[root]:
+                    yield param_key, effect, model + param_key[len(element):]
+                continue
+            key = _rebind(param_key, bound)
+            if key is not None:
+                yield param_key, effect, key
+
+    def _listed_models(self, call: cst.Call) -> dict[str, list[str]]:
+        """Parameter -> the names a list or tuple written in the call gives it (`set_mode("eval", [g, d])`)."""
+        out: dict[str, list[str]] = {}
+        for name, value in self._arguments(self.flow.resolve(call, self.out.function)[0], call).items():
+            if isinstance(value, (cst.List, cst.Tuple)):
+                keys = [value_key(e.value) for e in value.elements if not isinstance(e, cst.StarredElement)
+                        and not (isinstance(e.value, cst.Name) and e.value.value == "None")]
+                if keys and None not in keys:
+                    out[name] = keys
+        return out
+
+    @staticmethod
+    def _arguments(summary: FunctionSummary | None, call: cst.Call) -> dict[str, cst.BaseExpression]:
+        """Parameter name -> the expression the call passes (up to the first `*args`)."""
+        if summary is None:
+            return {}
+        params = list(summary.params)
+        if summary.is_method and params and params[0] in ("self", "cls"):
+            params = params[1:]
+        out: dict[str, cst.BaseExpression] = {}
+        positional = 0
+        for arg in call.args:
+            if arg.star:
+                break
+            if arg.keyword is not None:
+                out[arg.keyword.value] = arg.value
+            elif positional < len(params):
+                out[params[positional]] = arg.value
+                positional += 1
+        return out
 
     def _bind_arguments(self, summary: FunctionSummary, call: cst.Call, state: State,
                         self_receiver: str | None) -> tuple[dict[str, str], list[str]]:
@@ -115,6 +159,16 @@ class SummaryEffects:
         if self_receiver is not None:
             bound["self"] = self_receiver
         return bound, inline
+
+
+def _effects_for(summary: FunctionSummary, call: cst.Call, arguments: dict) -> tuple[dict, dict]:
+    """The effects of this call: those of the phase the call names (`set_mode("eval", ...)`), when it does."""
+    if summary.phase_param is not None and summary.phase_effects:
+        value = arguments.get(summary.phase_param)
+        literal = literal_value(value) if value is not None else None
+        if isinstance(literal, (str, bool)) and literal in summary.phase_effects:
+            return summary.phase_effects[literal]
+    return summary.effects, summary.effect_sites
 
 
 def _rebind(param_key: str, bound: dict[str, str]) -> str | None:

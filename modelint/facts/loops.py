@@ -1,0 +1,205 @@
+"""How a loop's body runs in the mode flow.
+
+- a plain loop: the body again and again until the state at its head is stable, so an
+  `eval()` late in the body reaches the top of the next iteration;
+- a phase loop (`for phase in ("train", "val"):`): the body once per phase, in order,
+  with the phase known (modelint.facts.phases);
+- a loop over models that switches each one's mode (`for m in (encoder, head): m.eval()`,
+  or, in a helper, `for m in models: m.train()` over a parameter): the body once per
+  model, in order, with the loop variable naming it; over a parameter, once for "each
+  element" (`models[]`), which the summary hands to the models a caller lists.
+"""
+
+from __future__ import annotations
+
+import libcst as cst
+
+from modelint.facts.bindings import flatten
+from modelint.facts.intent import NONE
+from modelint.facts.names import dotted, value_key
+from modelint.facts.naming import names_evaluation_data
+from modelint.facts.phases import names_evaluation_value, phase_values
+from modelint.facts.state import State, join
+from modelint.facts.walk import iter_nodes
+
+_SUBMODULE_LISTS = frozenset({"modules", "children", "named_modules", "named_children"})
+
+
+class _ModelElement:
+    """The value of a loop variable over models: no literal (`m is None` is False, `m == "x"` too)."""
+
+    def __repr__(self) -> str:
+        return "<a model>"
+
+
+MODEL_ELEMENT = _ModelElement()
+
+
+class Loops:
+    """Mixed into the interpreter: `self.block`, `self.calls_of`, `self.forget`, `self.uses`,
+    `self.constants`, `self.loop_exits`, `self.parts`, `self.params` come from there."""
+
+    def loop(self, stmt: cst.For | cst.While, state: State) -> State | None:
+        evaluation = False
+        iterated = NONE
+        if isinstance(stmt, cst.For):
+            self.calls_of(stmt, state)
+            iterated = self.uses.expression(stmt.iter, state.values)
+            phases = phase_values(stmt, self.constants)
+            if phases is not None:
+                return self.phase_loop(stmt, state, *phases)
+            elements = self._switched_models(stmt, state)
+            if elements is not None:
+                return self.element_loop(stmt, state, *elements)
+            evaluation = names_evaluation_data(stmt.iter) or names_evaluation_value(stmt.iter, self.constants)
+        head = state.copy()
+        exit_states: list[State] = [state.copy()]
+        self.evaluation_loops += evaluation
+        parts = self._submodule_loop(stmt)
+        self.parts.update(parts)
+        try:
+            for _ in range(4):
+                breaks: list[State] = []
+                continues: list[State] = []
+                self.loop_exits.append((breaks, continues))
+                body_state = head.copy()
+                if isinstance(stmt, cst.For):
+                    for element in flatten(stmt.target):
+                        key = dotted(element)
+                        if key is not None:
+                            self.forget(state=body_state, key=key)
+                            if iterated:
+                                body_state.values[key] = iterated
+                else:
+                    self.calls_of(stmt, body_state)
+                    self.uses.expression(stmt.test, body_state.values)
+                end = self.block(stmt.body, body_state)
+                self.loop_exits.pop()
+                exit_states.extend(breaks)
+                new_head = head
+                for s in (end, *continues):
+                    new_head = join(new_head, s)
+                if new_head == head:
+                    break
+                head = new_head
+        finally:
+            self.evaluation_loops -= evaluation
+            for name in parts:
+                self.parts.pop(name, None)
+        result = None
+        for s in (head, *exit_states):
+            result = join(result, s)
+        if stmt.orelse is not None and result is not None:
+            result = self.block(stmt.orelse.body, result)
+        return result
+
+    @staticmethod
+    def _submodule_loop(stmt) -> dict[str, str]:
+        """`for m in net.modules():` / `for name, m in net.named_children():`: the loop variable -> `net`."""
+        if not isinstance(stmt, cst.For) or not isinstance(stmt.iter, cst.Call) \
+                or not isinstance(stmt.iter.func, cst.Attribute) or stmt.iter.func.attr.value not in _SUBMODULE_LISTS:
+            return {}
+        owner = value_key(stmt.iter.func.value)
+        target = stmt.target
+        if isinstance(target, cst.Tuple) and len(target.elements) == 2:  # (name, module)
+            target = target.elements[1].value
+        return {target.value: owner} if owner and isinstance(target, cst.Name) else {}
+
+    def phase_loop(self, stmt: cst.For, state: State, name: str, values: tuple) -> State | None:
+        """`for phase in ("train", "val"):`: the body once per phase, in order, with `phase` known."""
+        exits: list[State] = []
+        current: State | None = state
+        outer_tag = self.tag
+        try:
+            for value in values:
+                if current is None:
+                    break
+                self.constants[name] = value
+                self.tag = self.uses.tag = (*outer_tag, (name, value))
+                breaks: list[State] = []
+                continues: list[State] = []
+                self.loop_exits.append((breaks, continues))
+                body_state = current.copy()
+                self.forget(body_state, name)
+                end = self.block(stmt.body, body_state)
+                self.loop_exits.pop()
+                exits.extend(breaks)
+                current = None
+                for s in (end, *continues):
+                    current = join(current, s)
+        finally:
+            self.tag = self.uses.tag = outer_tag
+            self.constants.pop(name, None)
+        result = current
+        for s in exits:
+            result = join(result, s)
+        if stmt.orelse is not None and result is not None:
+            result = self.block(stmt.orelse.body, result)
+        return result
+
+
+    def _switched_models(self, stmt: cst.For, state: State) -> tuple[str, list[str], bool] | None:
+        """(loop variable, the models it takes in order, over a parameter?) when the body switches the
+        loop variable's mode and it runs over a literal list of models or over a parameter."""
+        target = stmt.target
+        if stmt.orelse is not None or not isinstance(target, cst.Name) or not _switches(stmt.body, target.value):
+            return None
+        if isinstance(stmt.iter, (cst.List, cst.Tuple)):
+            keys = []
+            for element in stmt.iter.elements:
+                if isinstance(element, cst.StarredElement):
+                    return None
+                if isinstance(element.value, cst.Name) and element.value.value == "None":
+                    continue
+                key = value_key(element.value)
+                if key is None:
+                    return None
+                keys.append(state.canonical(key))
+            return (target.value, keys, False) if keys else None
+        if isinstance(stmt.iter, cst.Name) and stmt.iter.value in self.params and stmt.iter.value not in ("self", "cls"):
+            return target.value, [f"{stmt.iter.value}[]"], True
+        return None
+
+    def element_loop(self, stmt: cst.For, state: State, name: str, keys: list[str], each: bool) -> State | None:
+        """The body once per model, in order, the loop variable another name of it. Over a parameter
+        (`each`), one run for every element: the elements' modes after it hold whether the list has one
+        element or many, and vacuously for none; what else the body changes may not have happened."""
+        exits: list[State] = []
+        current: State | None = state
+        try:
+            for key in keys:
+                if current is None:
+                    break
+                self.constants[name] = MODEL_ELEMENT  # (`if m is None: continue` skips no model)
+                breaks: list[State] = []
+                continues: list[State] = []
+                self.loop_exits.append((breaks, continues))
+                body_state = current.copy()
+                self.forget(body_state, name)
+                body_state.aliases[name] = key
+                end = self.block(stmt.body, body_state)
+                self.loop_exits.pop()
+                exits.extend(breaks)
+                current = None
+                for s in (end, *continues):
+                    current = join(current, s)
+        finally:
+            self.constants.pop(name, None)
+        result = current
+        for s in exits:
+            result = join(result, s)
+        if each and result is not None:
+            element = keys[0]
+            none_run = state.copy()
+            for key, fact in result.models.items():
+                if key == element or key.startswith(element + "."):
+                    none_run.models[key] = fact
+            result = join(result, none_run)
+        return result
+
+
+def _switches(body: cst.BaseSuite, name: str) -> bool:
+    """Does the body call `name.train(...)` or `name.eval()`?"""
+    return any(type(node) is cst.Call and isinstance(node.func, cst.Attribute)
+               and node.func.attr.value in ("train", "eval") and type(node.func.value) is cst.Name
+               and node.func.value.value == name for node in iter_nodes(body))
