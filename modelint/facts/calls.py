@@ -36,6 +36,8 @@ _NEUTRAL_BUILTINS = frozenset({"print", "len", "isinstance", "str", "repr", "typ
 _NEUTRAL_METHODS = frozenset({"append", "extend", "format", "info", "debug", "warning", "log", "add_graph",
                               "watch", "update", "write", "add_scalar"})
 # Words of helpers that switch a mode: `set_mode`, `freeze_bn`, `enable_dropout`, `toggle_grad`.
+# Words that, with a phase's name, make a method name a switch: `val_start`, `set_train`, `eval_mode`.
+_SWITCH_WORDS = frozenset({"start", "begin", "mode", "set", "switch", "to", "enter", "enable"})
 _MODE_WORDS = frozenset({"mode", "freeze", "unfreeze", "bn", "batchnorm", "dropout", "toggle", "requires"})
 
 
@@ -148,6 +150,8 @@ class CallEffects(SummaryEffects):
                     self.step(call, "backward" if method == "backward" else "step", state, receiver)
                 elif method == "apply" or (method in flow.mode_setting_methods and state.tracks(receiver)):
                     self.havoc(state, receiver)
+                elif local is None and not call.args and _names_a_mode_switch(method) and self.follows(receiver, state):
+                    self.havoc(state, receiver)  # `model.val_start()` of a wrapper we cannot see into
                 elif wraps_forward(method) and local is None and self._module_receiver(state, receiver):
                     self.forward(call, receiver, state, method=method)
                 elif local is not None and call.args and flow.local_functions[local].is_abstract \
@@ -347,6 +351,12 @@ class CallEffects(SummaryEffects):
                 return
             fact = bound.fact
         self.out.returned = fact if self.out.returned is None else self.out.returned.join(fact)
+
+def _names_a_mode_switch(method: str) -> bool:
+    """`val_start`, `set_eval`, `train_mode`, `switch_to_eval`: a method named for switching to a phase."""
+    words = set(tokens(method))
+    return bool(words & (EVAL_WORDS | TRAIN_WORDS)) and bool(words & _SWITCH_WORDS) and not wraps_forward(method)
+
 
 def _passes_evaluation_data(call: cst.Call) -> bool:
     """A positional argument naming held-out data (`val_loader`, `self.dev_set`, `loaders["test"]`)."""
