@@ -80,13 +80,14 @@ class MissingNoGrad(Rule):
                 report = self._judge(facts, forward)
                 if report is None:
                     continue
-                i = _follows_a_reported_forward(facts, forward, [node for node, _ in reported])
-                if i is None:
+                follows = _follows_a_reported_forward(facts, forward, [node for node, _ in reported])
+                if follows is None:
                     reported.append((_reported_node(facts, forward), report))
                     continue
                 # The same fix covers it: one finding, which shows it too (so does a label there).
+                i, how = follows
                 earlier, first = reported[i]
-                again = (_reported_node(facts, forward), f"`{forward.key}` runs again here, in the same block")
+                again = (_reported_node(facts, forward), f"`{forward.key}` runs {how}, in the same block")
                 reported[i] = (earlier, replace(first, notes=(*first.notes, again)))
             for _node, report in reported:
                 yield report
@@ -260,10 +261,10 @@ def _library_generate(facts: FileFacts, forward) -> bool:
                    for function in facts.collector.functions)
 
 
-def _follows_a_reported_forward(facts: FileFacts, forward, reported: list) -> int | None:
+def _follows_a_reported_forward(facts: FileFacts, forward, reported: list) -> tuple[int, str] | None:
     """The position in `reported` of the call that a second forward of the same model later in the same
-    block follows (the same fix covers both): `d(fake)` then `d(real)` in one evaluation step get one
-    finding, not two."""
+    block follows, or that a forward fed by an output follows in the same block or one inside it (the same
+    fix covers both): `d(fake)` then `d(real)` in one evaluation step get one finding, not two."""
     node = _reported_node(facts, forward)
     site = facts.call_sites.get(node) if node is not None else None
     if site is None:
@@ -271,11 +272,13 @@ def _follows_a_reported_forward(facts: FileFacts, forward, reported: list) -> in
     text = code_of(node.func)
     for i, earlier in enumerate(reported):
         before = facts.call_sites.get(earlier)
-        if before is None or before.site.function is not site.site.function:
+        if before is None or before.site.function is not site.site.function or before.site.stmt is site.site.stmt:
             continue
-        if code_of(earlier.func) == text and site.site.guards == before.site.guards \
-                and before.site.stmt is not site.site.stmt:
-            return i
+        if code_of(earlier.func) == text and site.site.guards == before.site.guards:
+            return i, "again here"
+        guards = before.site.guards
+        if forward.fed and forward.via is None and site.site.guards[:len(guards)] == guards:
+            return i, "here on an output computed above"  # (a loss, a head on features: the same no_grad)
     return None
 
 
