@@ -24,6 +24,7 @@ from modelint.facts.phases import decide
 from modelint.facts.lattice import ENTRY_MODE, ModeFact, mode_of_call
 from modelint.facts.names import key_prefixes, key_root, tokens, value_key
 from modelint.facts.naming import EVAL_WORDS, TRAIN_WORDS, names_evaluation_data
+from modelint.facts.modules import unwrap_chain
 from modelint.facts.provenance import Fresh, receiver_key
 from modelint.facts.records import Forward, TrainingStep
 from modelint.facts.state import State
@@ -144,6 +145,8 @@ class CallEffects(SummaryEffects):
                         return
                     self.set_mode(state, receiver, call)
                     return
+                if method == "load_state_dict":
+                    self._loaded_after_building(state, receiver)
                 if method == "forward":  # an explicit forward pass, whatever the receiver turns out to be
                     self.forward(call, receiver, state)
                 elif method == "backward" or (method == "step" and flow.is_optimizer(receiver)):
@@ -202,6 +205,22 @@ class CallEffects(SummaryEffects):
             return True
         words = set(tokens(name))
         return bool(words & (EVAL_WORDS | TRAIN_WORDS | _MODE_WORDS))
+
+    def _loaded_after_building(self, state: State, key: str) -> None:
+        """`model = vgg19()` from a factory this file cannot see into, then `model.load_state_dict(...)`:
+        weights are loaded into a module just built, and a module is built in training mode. (A name
+        bound once, here, by that call; `torch.load`, `from_pretrained` and the like say their own mode.)"""
+        if "." in key or key in self.params or key in state.models:
+            return
+        function = self.out.function
+        values = [value for name, value, site in self.flow.collector.call_assigns
+                  if name == key and site.function is function]
+        if len(values) != 1:
+            return
+        built, _chain = unwrap_chain(values[0])
+        if not isinstance(built, cst.Call) or (self.flow.imports.qualify(built.func) or "").startswith("torch."):
+            return
+        state.put(key, ModeFact(certain=True, train_sites=frozenset({built})))
 
     def _module_receiver(self, state: State, key: str) -> bool:
         """A receiver known to be an nn.Module, whose other methods may wrap its forward."""
