@@ -29,9 +29,15 @@ def effective_mode(facts, forward) -> ModeFact:
         # Trained in a loop above (the loop may not run: then it is the mode the model came in, which
         # a function that trains it expects to be training mode).
         return replace(mode, entry=False)
-    if mode == ENTRY_MODE and forward.via is None:
+    if mode == ENTRY_MODE:
         objects = facts.flow.objects
         found = objects.at_entry(forward.function, forward.key)
+        if forward.via is not None and found is not None and (facts.flow.has_callers(forward.function)
+                                                               or objects.ever_switched_to_eval(forward.function.cls,
+                                                                                                forward.key)):
+            # A helper's forward is judged by its caller's mode: what the object's methods leave counts only for
+            # a caller nobody here calls, when none of them ever puts the model in eval mode.
+            return mode
         if found is None or not found.definitely_train:
             left = objects.left_in_training(forward.function, forward.key)
             if left is not None:

@@ -23,7 +23,7 @@ from functools import cached_property
 import libcst as cst
 
 from modelint.facts import torch_api as api
-from modelint.facts.lattice import ENTRY_MODE, HAVOC_MODE, ModeFact, first_site, is_train_site
+from modelint.facts.lattice import ENTRY_MODE, HAVOC_MODE, ModeFact, first_site, is_train_site, mode_of_call
 from modelint.facts.modules import Dependence
 from modelint.facts.names import dotted, key_root
 from modelint.facts.provenance import receiver_key
@@ -227,6 +227,18 @@ class ObjectModes:
             if fact is not None:
                 found = fact if found is None else found.join(fact)
         return found
+
+    def ever_switched_to_eval(self, cls, key: str) -> bool:
+        """Does a method of the class (or of its bases here) call `<key>.eval()` or `<key>.train(False)`?"""
+        classes = set(self.flow.class_and_bases(cls.name))
+        for site in self.flow.collector.calls:
+            func = site.node.func
+            if site.site.cls is None or site.site.cls.name not in classes or not isinstance(func, cst.Attribute) \
+                    or func.attr.value not in ("eval", "train") or dotted(func.value) != key:
+                continue
+            if mode_of_call(site.node) != "train":
+                return True
+        return False
 
     def handed_in(self, function, key: str):
         """For a method of a class that is no module and never trains: the method that stores the model
