@@ -44,7 +44,9 @@ class ClassInfo:
 
     @property
     def bases(self) -> list[cst.BaseExpression]:
-        return [arg.value for arg in self.node.bases if arg.keyword is None and not arg.star]
+        """The base classes as written, a generic's parameters left out (`Model[DT]` is `Model`)."""
+        return [arg.value.value if isinstance(arg.value, cst.Subscript) else arg.value
+                for arg in self.node.bases if arg.keyword is None and not arg.star]
 
 
 @dataclass(eq=False)
