@@ -21,7 +21,7 @@ def over_batches(facts, forward) -> bool:
     site = facts.call_sites.get(forward.call)
     if site is None:
         return False
-    inputs = {node.value for arg in forward.call.args for node in iter_nodes(arg.value) if type(node) is cst.Name}
+    inputs = set().union(*(_data_names(arg.value) for arg in forward.call.args))
     for loop in site.site.guards:
         if not isinstance(loop, cst.For) or destructured_batch(loop) is None:
             continue
@@ -30,6 +30,35 @@ def over_batches(facts, forward) -> bool:
         if inputs & batch and not (inputs & _assigned_in(loop.body)) - batch:
             return True
     return False
+
+
+_METADATA = frozenset({"size", "shape", "dim", "ndim", "ndimension", "numel", "dtype", "device", "__len__"})
+
+
+def _data_names(expr: cst.BaseExpression) -> set[str]:
+    """The names whose values reach `expr`: not those only measured (`x.size(-1)`, `len(x)`, `x.shape`),
+    which hand a length, not the data (`get_out_len(torch.as_tensor(wav.size(-1)))`)."""
+    if isinstance(expr, cst.Name):
+        return {expr.value}
+    if isinstance(expr, cst.Attribute):
+        return set() if expr.attr.value in _METADATA else _data_names(expr.value)
+    if isinstance(expr, cst.Call):
+        func = expr.func
+        if (isinstance(func, cst.Attribute) and func.attr.value in _METADATA) \
+                or (isinstance(func, cst.Name) and func.value == "len"):
+            return set()
+        names = _data_names(func.value) if isinstance(func, cst.Attribute) else set()
+        for arg in expr.args:
+            names |= _data_names(arg.value)
+        return names
+    return _names_below(expr)
+
+
+def _names_below(node: cst.CSTNode) -> set[str]:
+    names: set[str] = set()
+    for child in node.children:
+        names |= _data_names(child) if isinstance(child, cst.BaseExpression) else _names_below(child)
+    return names
 
 
 def _assigned_in(body: cst.CSTNode) -> set[str]:
