@@ -84,8 +84,9 @@ class CallEffects(SummaryEffects):
 
     def _inherited_attribute(self, key: str) -> bool:
         """`self.model(x)` in a class that is no module and gets `self.model` from a base in another file
-        (a serving handler, a project's trainer): maybe a model. Its forward counts only if the caller
-        detaches the output (`.detach()`, `.data`): whoever cuts a graph knows one was built."""
+        (a serving handler, a project's trainer): maybe a model. Its forward counts only if it is given
+        something (`self.one_batch()` is a method) and the caller detaches the output (`.detach()`,
+        `.data`): whoever cuts a graph knows one was built."""
         function = self.out.function
         if function is None or function.cls is None or key.count(".") != 1 or not key.startswith("self."):
             return False
@@ -129,7 +130,7 @@ class CallEffects(SummaryEffects):
             canonical = state.canonical(key)
             if self._is_model(state, canonical):
                 self.forward(call, canonical, state)
-            elif self._inherited_attribute(canonical) and not self._made_from_nothing(call):
+            elif call.args and self._inherited_attribute(canonical) and not self._made_from_nothing(call):
                 self.forward(call, canonical, state, shown_by_detach=True)
         if isinstance(func, cst.Attribute):
             method = func.attr.value
