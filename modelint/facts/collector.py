@@ -362,6 +362,9 @@ class Collector(FastVisitor):
         self._attribute_targets(node.target, None, node)
 
     def _attribute_targets(self, target: cst.BaseExpression, value, node) -> None:
+        if isinstance(target, cst.Attribute) and target.attr.value == "requires_grad" \
+                and isinstance(value, cst.Name) and value.value == "True":
+            self._mark_gradients(inputs=True)  # `x.requires_grad = True`, as `x.requires_grad_()`
         if isinstance(value, cst.Call):
             key = dotted(target)
             if key is not None:
