@@ -193,6 +193,9 @@ def _part_of_a_modules_forward(facts: FileFacts, forward, mode) -> bool:
     helpers, but also flagged Hugging Face's public `get_codebook_indices()`, which callers in other classes
     run under no_grad: left alone.)"""
     function = forward.function
+    if function is not None and function.cls is not None and function.name == "forward" \
+            and facts.may_be_module_class(function.cls):
+        return True  # a module's own forward: its output is the module's, whose callers decide the grad mode
     if function is not None and function.cls is None and function in facts.maybe_forward_reachable \
             and forward.key.split(".")[0] in function.param_set:
         return True  # a module-level helper of a module's forward, running a submodule that forward hands it
