@@ -23,6 +23,7 @@ from modelint.facts.loops import Loops
 from modelint.facts.names import dotted
 from modelint.facts.phases import decide
 from modelint.facts.state import State, join
+from modelint.facts.summary_effects import arguments_of
 
 
 class Interpreter(Loops, Bindings, CallEffects):
@@ -47,19 +48,14 @@ class Interpreter(Loops, Bindings, CallEffects):
         summary, _receiver = self.flow.resolve(call, self.out.function)
         if summary is None:
             return None
-        params = list(summary.params)
-        if summary.is_method and params and params[0] in ("self", "cls"):
-            params = params[1:]
         trained, handed, evaluated, hooked = [], [], [], []
-        for i, arg in enumerate(call.args):
-            name = arg.keyword.value if arg.keyword is not None else params[i] if i < len(params) and not arg.star \
-                else None
+        for name, value in arguments_of(summary, call).items():
             if name in summary.backprops:
-                trained.append(arg.value)
+                trained.append(value)
             elif name in summary.hands_on:
-                (handed if name in summary.transforms else hooked).append(arg.value)
+                (handed if name in summary.transforms else hooked).append(value)
             elif name in summary.evaluates:
-                evaluated.append(arg.value)
+                evaluated.append(value)
         return trained, handed, evaluated, hooked
 
     @property

@@ -30,7 +30,8 @@ class SummaryEffects:
     `self.step`, `self.havoc`."""
 
     def apply_summary(self, summary: FunctionSummary, call: cst.Call, state: State, self_receiver: str | None) -> None:
-        bound, inline = self._bind_arguments(summary, call, state, self_receiver)
+        arguments = arguments_of(summary, call)
+        bound, inline = self._bind_arguments(summary, arguments, state, self_receiver)
         if summary.trains:
             self.out.trains = True
         for use in summary.forwards:
@@ -52,8 +53,8 @@ class SummaryEffects:
             if key is not None:
                 self.step(call, "backward", state, None, via=use, callee=summary, trained_key=key)
                 trained.append(key)
-        effects, sites = _effects_for(summary, call, self._arguments(summary, call))
-        for param_key, effect, key in self._effect_targets(effects, bound, call):
+        effects, sites = _effects_for(summary, arguments)
+        for param_key, effect, key in _effect_targets(effects, bound, _listed_models(arguments)):
             site = sites.get(param_key)
             current = state.fact(key)
             if effect == "unknown" or site is None:
@@ -81,78 +82,19 @@ class SummaryEffects:
         for key in inline:
             state.forget(key)
 
-    def _effect_targets(self, effects: dict, bound: dict, call: cst.Call):
-        """(the summary's key, its effect, the caller's key) for each effect: `models[]`, what the helper
-        leaves on each element of a list parameter, reaches every model the call lists (`[enc, head]`)."""
-        listed = self._listed_models(call)
-        for param_key, effect in effects.items():
-            root = key_root(param_key)
-            element = f"{root}[]"
-            if param_key.startswith(element) and root in listed:
-                for model in listed[root]:
-                    yield param_key, effect, model + param_key[len(element):]
-                continue
-            key = _rebind(param_key, bound)
-            if key is not None:
-                yield param_key, effect, key
-
-    def _listed_models(self, call: cst.Call) -> dict[str, list[str]]:
-        """Parameter -> the names a list or tuple written in the call gives it (`set_mode("eval", [g, d])`)."""
-        out: dict[str, list[str]] = {}
-        for name, value in self._arguments(self.flow.resolve(call, self.out.function)[0], call).items():
-            if isinstance(value, (cst.List, cst.Tuple)):
-                keys = [value_key(e.value) for e in value.elements if not isinstance(e, cst.StarredElement)
-                        and not (isinstance(e.value, cst.Name) and e.value.value == "None")]
-                if keys and None not in keys:
-                    out[name] = keys
-        return out
-
-    @staticmethod
-    def _arguments(summary: FunctionSummary | None, call: cst.Call) -> dict[str, cst.BaseExpression]:
-        """Parameter name -> the expression the call passes (up to the first `*args`)."""
-        if summary is None:
-            return {}
-        params = list(summary.params)
-        if summary.is_method and params and params[0] in ("self", "cls"):
-            params = params[1:]
-        out: dict[str, cst.BaseExpression] = {}
-        positional = 0
-        for arg in call.args:
-            if arg.star:
-                break
-            if arg.keyword is not None:
-                out[arg.keyword.value] = arg.value
-            elif positional < len(params):
-                out[params[positional]] = arg.value
-                positional += 1
-        return out
-
-    def _bind_arguments(self, summary: FunctionSummary, call: cst.Call, state: State,
+    def _bind_arguments(self, summary: FunctionSummary, arguments: dict[str, cst.BaseExpression], state: State,
                         self_receiver: str | None) -> tuple[dict[str, str], list[str]]:
         """Parameter -> the caller's key for it; models built inline as arguments get a temporary key."""
-        params = list(summary.params)
-        if summary.is_method and params and params[0] in ("self", "cls"):
-            params = params[1:]
         bound: dict[str, str] = {name: name for name in summary.globals}
         inline: list[str] = []
-        positional = 0
-        for arg in call.args:
-            if arg.star:
-                break
-            if arg.keyword is not None:
-                name = arg.keyword.value
-            elif positional < len(params):
-                name = params[positional]
-                positional += 1
-            else:
-                continue
-            arg_key = value_key(arg.value)
+        for name, value in arguments.items():
+            arg_key = value_key(value)
             if arg_key is not None:
                 bound[name] = state.canonical(arg_key)
-            elif isinstance(arg.value, cst.Call):  # `evaluate(Net(), loader)`: a fresh module
-                fresh = self.flow.provenance.bound_value(arg.value, state, lambda k: False, self.out.function)
+            elif isinstance(value, cst.Call):  # `evaluate(Net(), loader)`: a fresh module
+                fresh = self.flow.provenance.bound_value(value, state, lambda k: False, self.out.function)
                 if isinstance(fresh, Fresh):
-                    key = code_of(arg.value)  # named as written: "SmallResNet()"
+                    key = code_of(value)  # named as written: "SmallResNet()"
                     state.models[key] = fresh.fact
                     bound[name] = key
                     inline.append(key)
@@ -161,7 +103,52 @@ class SummaryEffects:
         return bound, inline
 
 
-def _effects_for(summary: FunctionSummary, call: cst.Call, arguments: dict) -> tuple[dict, dict]:
+def arguments_of(summary: FunctionSummary, call: cst.Call) -> dict[str, cst.BaseExpression]:
+    """Parameter name -> the expression the call passes (up to the first `*args`)."""
+    params = list(summary.params)
+    if summary.is_method and params and params[0] in ("self", "cls"):
+        params = params[1:]
+    out: dict[str, cst.BaseExpression] = {}
+    positional = 0
+    for arg in call.args:
+        if arg.star:
+            break
+        if arg.keyword is not None:
+            out[arg.keyword.value] = arg.value
+        elif positional < len(params):
+            out[params[positional]] = arg.value
+            positional += 1
+    return out
+
+
+def _listed_models(arguments: dict[str, cst.BaseExpression]) -> dict[str, list[str]]:
+    """Parameter -> the names a list or tuple written in the call gives it (`set_mode("eval", [g, d])`)."""
+    out: dict[str, list[str]] = {}
+    for name, value in arguments.items():
+        if isinstance(value, (cst.List, cst.Tuple)):
+            keys = [value_key(e.value) for e in value.elements if not isinstance(e, cst.StarredElement)
+                    and not (isinstance(e.value, cst.Name) and e.value.value == "None")]
+            if keys and None not in keys:
+                out[name] = keys
+    return out
+
+
+def _effect_targets(effects: dict, bound: dict, listed: dict[str, list[str]]):
+    """(the summary's key, its effect, the caller's key) for each effect: `models[]`, what the helper leaves
+    on each element of a list parameter, reaches every model the call lists (`[enc, head]`)."""
+    for param_key, effect in effects.items():
+        root = key_root(param_key)
+        element = f"{root}[]"
+        if param_key.startswith(element) and root in listed:
+            for model in listed[root]:
+                yield param_key, effect, model + param_key[len(element):]
+            continue
+        key = _rebind(param_key, bound)
+        if key is not None:
+            yield param_key, effect, key
+
+
+def _effects_for(summary: FunctionSummary, arguments: dict) -> tuple[dict, dict]:
     """The effects of this call: those of the phase the call names (`set_mode("eval", ...)`), when it does."""
     if summary.phase_param is not None and summary.phase_effects:
         value = arguments.get(summary.phase_param)
