@@ -12,6 +12,8 @@
   eval mode and restores them on exit (its summary says so).
 - any other call that receives a model may change its mode if it is a helper of the
   project or its name says it evaluates, trains or sets a mode: the mode becomes unknown.
+
+Which names are models at all is modelint.facts.followed's question.
 """
 
 from __future__ import annotations
@@ -22,11 +24,11 @@ from modelint.facts import torch_api as api
 from modelint.facts.intent import DETACHED, FED, NONE
 from modelint.facts.phases import decide
 from modelint.facts.lattice import ENTRY_MODE, ModeFact, mode_of_call
-from modelint.facts.names import key_prefixes, key_root, tokens, value_key
+from modelint.facts.names import key_prefixes, tokens, value_key
 from modelint.facts.naming import EVAL_WORDS, TRAIN_WORDS, names_evaluation_data
-from modelint.facts.modules import unwrap_chain
 from modelint.facts.provenance import Fresh, receiver_key
 from modelint.facts.records import Forward, TrainingStep
+from modelint.facts.followed import FollowedNames
 from modelint.facts.state import State
 from modelint.facts.summary_effects import SummaryEffects
 from modelint.summary import FunctionSummary
@@ -42,73 +44,13 @@ _SWITCH_WORDS = frozenset({"start", "begin", "mode", "set", "switch", "to", "ent
 _MODE_WORDS = frozenset({"mode", "freeze", "unfreeze", "bn", "batchnorm", "dropout", "toggle", "requires"})
 
 
-class CallEffects(SummaryEffects):
+class CallEffects(FollowedNames, SummaryEffects):
     def __init__(self, flow, out, params: set[str]) -> None:
         self.flow = flow
         self.out = out
         self.params = params
         self.evaluation_loops = 0
         self.tag: tuple = ()  # inside a phase loop: ((variable, value),), so each phase has its own forwards
-
-    # -- what names are models ---------------------------------------------------
-    def follows(self, key: str, state: State | None = None) -> bool:
-        """Is `key` a module this function follows (built, set, passed in, an element of a container passed
-        in, an object's model)?"""
-        return key in self.params or key in self.flow.global_models or \
-            (state is not None and state.tracks(key)) or self._object_model(key) or self._passed_element(key)
-
-    def _passed_element(self, key: str) -> bool:
-        """`args["model"]`, `args[i]`: an element of a dict or list the caller passes, as the caller
-        filled it (`test_args["model"] = model`); the summary of this function takes it back there."""
-        return key.endswith("]") and "." not in key and key_root(key) in self.params \
-            and key_root(key) not in ("self", "cls")
-
-    def held_by_param(self, key: str) -> bool:
-        """`model = context.model`: an attribute of an object the caller passes, named again here; it is
-        followed under its full name (`self.` attributes are the object's own, see `_object_model`)."""
-        head, dot, _rest = key.partition(".")
-        return (bool(dot) and head in self.params and head not in ("self", "cls")) or self._passed_element(key)
-
-    def _object_model(self, key: str) -> bool:
-        """`self.model` in a method: an attribute the class shows is a module, or, in a class
-        that is no module itself (a trainer, a predictor), any attribute it sets and calls."""
-        function = self.out.function
-        if not key.startswith("self.") or function is None or function.cls is None:
-            return False
-        if key.count(".") == 1 and self.flow.assigned_attribute(function.cls, key) \
-                and not self.flow.defines_forward(function.cls) and not self.flow.is_module_class(function.cls):
-            return True  # set somewhere in the class (an inherited method from a base elsewhere is not)
-        if key == api.SERVING_HANDLER_MODEL and self.flow.serving_handler(function.cls):
-            return True  # the model TorchServe's BaseHandler loads
-        return self.flow.modules.is_module_name(key, function)
-
-    def _inherited_attribute(self, key: str) -> bool:
-        """`self.model(x)` in a class that is no module and gets `self.model` from a base in another file
-        (a serving handler, a project's trainer): maybe a model. Its forward counts only if it is given
-        something (`self.one_batch()` is a method) and the caller detaches the output (`.detach()`,
-        `.data`): whoever cuts a graph knows one was built."""
-        function = self.out.function
-        if function is None or function.cls is None or key.count(".") != 1 or not key.startswith("self."):
-            return False
-        cls = function.cls
-        return self.flow.modules.has_foreign_base(cls) and not self.flow.defines_forward(cls) \
-            and not self.flow.assigned_attribute(cls, key) and not self.flow.has_method(cls, key.split(".")[1])
-
-    def _made_from_nothing(self, call: cst.Call) -> bool:
-        """`self._icdf(torch.ones_like(x) * q)`: its inputs are constant tensors, no data and no noise: the
-        callee computes a function of constants (a quantile, a grid), which says nothing of a model."""
-        def constant(expr) -> bool:
-            if isinstance(expr, cst.BinaryOperation):
-                return constant(expr.left) or constant(expr.right)
-            if isinstance(expr, cst.Call):
-                qualified = self.flow.imports.qualify(expr.func) or ""
-                return qualified in api.CONSTANT_TENSOR_FACTORIES
-            return False
-
-        return bool(call.args) and all(constant(arg.value) for arg in call.args)
-
-    def _is_model(self, state: State, key: str) -> bool:
-        return key in state.models or self.follows(key)
 
     # -- calls ------------------------------------------------------------------
     def calls_of(self, owner: cst.CSTNode, state: State) -> None:
@@ -206,29 +148,6 @@ class CallEffects(SummaryEffects):
             return True
         words = set(tokens(name))
         return bool(words & (EVAL_WORDS | TRAIN_WORDS | _MODE_WORDS))
-
-    def _loaded_after_building(self, state: State, key: str) -> None:
-        """`model = vgg19()` from a factory this file cannot see into, then `model.load_state_dict(...)`:
-        weights are loaded into a module just built, and a module is built in training mode. (A name
-        bound once, here, by that call; `torch.load`, `from_pretrained` and the like say their own mode.)"""
-        if "." in key or key in self.params or key in state.models:
-            return
-        function = self.out.function
-        values = [value for name, value, site in self.flow.collector.call_assigns
-                  if name == key and site.function is function]
-        if len(values) != 1:
-            return
-        built, _chain = unwrap_chain(values[0])
-        if not isinstance(built, cst.Call) or (self.flow.imports.qualify(built.func) or "").startswith("torch."):
-            return
-        state.put(key, ModeFact(certain=True, train_sites=frozenset({built})))
-
-    def _module_receiver(self, state: State, key: str) -> bool:
-        """A receiver known to be an nn.Module, whose other methods may wrap its forward."""
-        fact = state.models.get(key)
-        if fact is not None and fact.certain and not fact.havoc:
-            return True
-        return self.flow.modules.is_module_name(key, self.out.function)
 
     # -- mode -------------------------------------------------------------------
     def set_mode(self, state: State, key: str, call: cst.Call) -> None:
