@@ -372,6 +372,25 @@ def test_a_loop_over_a_tuple_of_models_switches_each() -> None:
     assert modes["encoder"].definitely_eval and modes["head"].definitely_eval
 
 
+def test_a_context_manager_switching_in_its_yield_under_no_grad() -> None:
+    facts = facts_of('''
+        from contextlib import contextmanager
+        import torch
+
+        @contextmanager
+        def eval_mode(*nets):
+            training = [n for n in nets if n.training]
+            try:
+                with torch.no_grad():
+                    yield [n.eval() for n in nets]
+            finally:
+                for n in training:
+                    n.train()
+    ''')
+    summary = facts.flow.summaries["eval_mode"]
+    assert (summary.context_mode, summary.context_grad) == ("eval", "free")
+
+
 def test_gradient_transforms_mark_input_gradients() -> None:
     facts = facts_of('''
         from torch.autograd.functional import jacobian

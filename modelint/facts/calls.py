@@ -23,7 +23,7 @@ import libcst as cst
 from modelint.facts import torch_api as api
 from modelint.facts.intent import DETACHED, FED, NONE
 from modelint.facts.phases import decide
-from modelint.facts.lattice import ENTRY_MODE, ModeFact, mode_of_call
+from modelint.facts.lattice import ENTRY_MODE, GradFact, ModeFact, mode_of_call
 from modelint.facts.names import key_prefixes, tokens, value_key
 from modelint.facts.naming import EVAL_WORDS, TRAIN_WORDS, names_evaluation_data
 from modelint.facts.provenance import Fresh, receiver_key
@@ -181,11 +181,18 @@ class CallEffects(FollowedNames, SummaryEffects):
         saved = state.saved.get(call.args[0].value.value)
         return saved[1] if saved is not None and saved[0] == key else None
 
-    def mode_context(self, expr: cst.BaseExpression, state: State) -> list[tuple[str, ModeFact]]:
-        """`with eval_mode(model, head):`: the models it switches, with the fact to restore on exit."""
+    def mode_context(self, item: cst.WithItem, state: State) -> list[tuple[str, ModeFact]]:
+        """`with eval_mode(model, head):`: the models it switches, with the fact to restore on exit; and the
+        grad mode of its body, when the context manager runs it under no_grad."""
+        expr = item.item
         if not isinstance(expr, cst.Call):
             return []
+        self.flow.last_unresolved = None
         summary, _ = self.flow.resolve(expr, self.out.function)
+        if summary is None and self.flow.last_unresolved is not None:
+            self.flow.unresolved.add(self.flow.last_unresolved)  # another file's context manager may say
+        if summary is not None and summary.context_grad == "free":
+            state.grad = GradFact(free_sites=frozenset({item}))
         switched = summary.context_mode if summary is not None else None
         if switched is None:
             return []

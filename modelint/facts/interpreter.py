@@ -273,7 +273,7 @@ class Interpreter(Loops, Bindings, CallEffects):
             elif effect == "unknown":
                 state.grad = GRAD_UNKNOWN
             elif effect is None:
-                restored.extend(self.mode_context(item.item, state))
+                restored.extend(self.mode_context(item, state))
             origins = self.uses.expression(item.item, state.values)
             if item.asname is not None:
                 for element in flatten(item.asname.name):

@@ -7,7 +7,8 @@
 - steps: the training steps it runs on them (MDL003 judges them with the caller's mode);
 - returns: the module it returns, and in which mode (a factory);
 - trains: whether it runs a training step, itself or through a helper;
-- context_mode: a `@contextmanager` that switches its arguments to eval mode and back.
+- context_mode, context_grad: a `@contextmanager` that switches its arguments to eval mode
+  and back, or runs its body under no_grad.
 
 `export` turns a summary into its picklable form for other files: nodes become call
 ordinals, positioned only if a finding shows them.
@@ -80,7 +81,7 @@ def summarise(flow, function_flow, globals_: frozenset[str], closures=()) -> Fun
         mode = "train" if returned.definitely_train else "eval" if returned.definitely_eval else None
         site = first_site(returned.eval_sites if mode == "eval" else returned.train_sites)
         summary.returns = ReturnFact(mode, int(returned.dependence), returned.certain, site)
-    summary.context_mode = _context_mode(flow, function)
+    summary.context_mode, summary.context_grad = _context_effects(flow, function)
     summary.backprops = [p for p in params if "train" in function_flow.uses.get(("param", p), ())]
     summary.evaluates = [p for p in params if _only_evaluated(function_flow.uses.get(("param", p), ()))]
     summary.hands_on = sorted(flow.handed_on(function))
@@ -144,21 +145,29 @@ def _forward_use(flow, function, forward, intent: str) -> ForwardUse | None:
                       chain=chain)
 
 
-def _context_mode(flow, function) -> str | None:
-    """A `@contextmanager` that calls `.eval()` before its `yield` and restores a mode after it."""
+def _context_effects(flow, function) -> tuple[str | None, str | None]:
+    """A `@contextmanager`: ("eval", ...) when it calls `.eval()` before its `yield` (or in the yielded
+    value: `yield [n.eval() for n in nets]`) and restores a mode after it; (..., "free") when it yields
+    inside `with torch.no_grad():` (monai's `eval_mode(*nets)` does both)."""
     if not any((flow.imports.qualify(d) or "").endswith("contextmanager") for d in function.decorators):
-        return None
-    seen_yield = False
-    evals = restores = False
+        return None, None
     from modelint.facts.walk import iter_nodes
 
+    def switches(node, method: str) -> bool:
+        return type(node) is cst.Call and isinstance(node.func, cst.Attribute) and node.func.attr.value == method
+
+    seen_yield = False
+    evals = restores = grad_free = False
     for node in iter_nodes(function.node.body, source_order=True):
+        if type(node) is cst.With and any(flow.grad_effect(item.item) == "free" for item in node.items) \
+                and any(type(inner) is cst.Yield for inner in iter_nodes(node.body)):
+            grad_free = True
         if type(node) is cst.Yield:
+            evals = evals or (not seen_yield and node.value is not None
+                              and any(switches(inner, "eval") for inner in iter_nodes(node.value)))
             seen_yield = True
-        elif type(node) is cst.Call and isinstance(node.func, cst.Attribute):
-            method = node.func.attr.value
-            if method == "eval" and not seen_yield:
-                evals = True
-            elif method == "train" and seen_yield:
-                restores = True
-    return "eval" if evals and restores else None
+        elif switches(node, "eval") and not seen_yield:
+            evals = True
+        elif switches(node, "train") and seen_yield:
+            restores = True
+    return ("eval" if evals and restores else None), ("free" if grad_free else None)
