@@ -192,7 +192,9 @@ class FileFacts:
             seen.add(cls.name)
             for base in cls.bases:
                 qualified = self.imports.qualify(base) or ""
-                if qualified in ("unittest.TestCase", "unittest.case.TestCase") or qualified.endswith(".TestCase"):
+                # unittest's, or a project's base named as unittest names them (`AllenNlpTestCase`,
+                # `TorchTestCase`): the naming is what pytest and unittest themselves go by
+                if qualified in ("unittest.TestCase", "unittest.case.TestCase") or qualified.endswith("TestCase"):
                     return True
             bases = [self.modules.classes.get(getattr(b, "value", "")) for b in cls.bases]
             cls = next((b for b in bases if b is not None), None)
