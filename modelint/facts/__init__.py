@@ -178,11 +178,20 @@ class FileFacts:
     def is_test_function(self, function: FunctionInfo | None) -> bool:
         """A unit test (pytest `test_*` in a test file, or a `unittest.TestCase` method): it checks the
         model, it does not evaluate it."""
+        return self._is_test_function(function, frozenset())
+
+    def _is_test_function(self, function: FunctionInfo | None, seen: frozenset) -> bool:
         while function is not None:
             if function.name.startswith("test") and is_test_file(self.path):
                 return True
             if function.cls is not None and self._is_test_case(function.cls):
                 return True
+            if is_test_file(self.path) and function not in seen:
+                # A helper of a test file that only tests call (`compare_2d()` of `test_training()`).
+                callers = self.flow.syntactic_callers(function)
+                if callers and None not in callers and all(self._is_test_function(c, seen | {function})
+                                                           for c in callers):
+                    return True
             function = function.outer
         return False
 

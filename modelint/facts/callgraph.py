@@ -212,6 +212,10 @@ class CallGraph:
         return (function is not None and function.name in api.LIGHTNING_EVAL_HOOKS and function.cls is not None
                 and self.is_module_class(function.cls))
 
+    def syntactic_callers(self, function: FunctionInfo) -> set:
+        """The functions whose code calls this one (None: module level), interpreted or not."""
+        return {site.site.function for site in self.collector.calls if self._local_callees.get(site.node) is function}
+
     def has_callers(self, function: FunctionInfo) -> bool:
         """Does this file call it (not counting recursion)?"""
         name = _nested_name(function) if function.outer is not None and function.cls is None else qualname(function)
