@@ -107,36 +107,43 @@ class Loops:
 
     def phase_loop(self, stmt: cst.For, state: State, name: str, values: tuple) -> State | None:
         """`for phase in ("train", "val"):`: the body once per phase, in order, with `phase` known."""
-        exits: list[State] = []
-        current: State | None = state
         outer_tag = self.tag
+
+        def enter(value, body_state: State) -> None:
+            self.constants[name] = value
+            self.tag = self.uses.tag = (*outer_tag, (name, value))
+            self.forget(body_state, name)
+
         try:
-            for value in values:
-                if current is None:
-                    break
-                self.constants[name] = value
-                self.tag = self.uses.tag = (*outer_tag, (name, value))
-                breaks: list[State] = []
-                continues: list[State] = []
-                self.loop_exits.append((breaks, continues))
-                body_state = current.copy()
-                self.forget(body_state, name)
-                end = self.block(stmt.body, body_state)
-                self.loop_exits.pop()
-                exits.extend(breaks)
-                current = None
-                for s in (end, *continues):
-                    current = join(current, s)
+            result = self._in_order(stmt, state, values, enter)
         finally:
             self.tag = self.uses.tag = outer_tag
             self.constants.pop(name, None)
-        result = current
-        for s in exits:
-            result = join(result, s)
         if stmt.orelse is not None and result is not None:
             result = self.block(stmt.orelse.body, result)
         return result
 
+    def _in_order(self, stmt: cst.For, state: State, values, enter) -> State | None:
+        """The body once per value, in order, `enter(value, state)` preparing each pass; breaks leave."""
+        exits: list[State] = []
+        current: State | None = state
+        for value in values:
+            if current is None:
+                break
+            breaks: list[State] = []
+            continues: list[State] = []
+            self.loop_exits.append((breaks, continues))
+            body_state = current.copy()
+            enter(value, body_state)
+            end = self.block(stmt.body, body_state)
+            self.loop_exits.pop()
+            exits.extend(breaks)
+            current = None
+            for s in (end, *continues):
+                current = join(current, s)
+        for s in exits:
+            current = join(current, s)
+        return current
 
     def _switched_models(self, stmt: cst.For, state: State) -> tuple[str, list[str], bool] | None:
         """(loop variable, the models it takes in order, over a parameter?) when the body switches the
@@ -164,30 +171,15 @@ class Loops:
         """The body once per model, in order, the loop variable another name of it. Over a parameter
         (`each`), one run for every element: the elements' modes after it hold whether the list has one
         element or many, and vacuously for none; what else the body changes may not have happened."""
-        exits: list[State] = []
-        current: State | None = state
+        def enter(key: str, body_state: State) -> None:
+            self.forget(body_state, name)
+            body_state.aliases[name] = key
+
+        self.constants[name] = MODEL_ELEMENT  # (`if m is None: continue` skips no model)
         try:
-            for key in keys:
-                if current is None:
-                    break
-                self.constants[name] = MODEL_ELEMENT  # (`if m is None: continue` skips no model)
-                breaks: list[State] = []
-                continues: list[State] = []
-                self.loop_exits.append((breaks, continues))
-                body_state = current.copy()
-                self.forget(body_state, name)
-                body_state.aliases[name] = key
-                end = self.block(stmt.body, body_state)
-                self.loop_exits.pop()
-                exits.extend(breaks)
-                current = None
-                for s in (end, *continues):
-                    current = join(current, s)
+            result = self._in_order(stmt, state, keys, enter)
         finally:
             self.constants.pop(name, None)
-        result = current
-        for s in exits:
-            result = join(result, s)
         if each and result is not None:
             element = keys[0]
             none_run = state.copy()
