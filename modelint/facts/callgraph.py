@@ -214,7 +214,16 @@ class CallGraph:
 
     def syntactic_callers(self, function: FunctionInfo) -> set:
         """The functions whose code calls this one (None: module level), interpreted or not."""
-        return {site.site.function for site in self.collector.calls if self._local_callees.get(site.node) is function}
+        return self._syntactic_callers.get(function, set())
+
+    @cached_property
+    def _syntactic_callers(self) -> dict:
+        out: dict = {}
+        for site in self.collector.calls:
+            callee = self._local_callees.get(site.node)
+            if callee is not None:
+                out.setdefault(callee, set()).add(site.site.function)
+        return out
 
     def has_callers(self, function: FunctionInfo) -> bool:
         """Does this file call it (not counting recursion)?"""
