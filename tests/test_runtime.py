@@ -94,15 +94,22 @@ def test_confirmable_fixtures_are_confirmed_on_cpu() -> None:
     _confirmed_share("cpu")
 
 
-@pytest.mark.parametrize("twin", TWINS, ids=[p.stem for p in TWINS])
-def test_fixed_twin_is_not_reproduced(twin: Path) -> None:
-    targets = [f"{twin.relative_to(REPO)}:{line}" for line in twin_lines(twin)]
-    code, out, err = modelint("verify", "--format", "json", "--runtime-timeout", "20", *targets)
+def _twins_verified(*options: str) -> dict[str, dict]:
+    """`verify` over every fixed twin's `# fixed:` lines in one run (one torch import per child, two
+    children at a time), as `file:line` -> runtime verdict."""
+    targets = [f"{twin.relative_to(REPO)}:{line}" for twin in TWINS for line in twin_lines(twin)]
+    code, out, err = modelint("verify", "--format", "json", "--runtime-timeout", "20", *options, *targets)
     assert code == 0, out + err
     rows = json.loads(out)
     assert len(rows) == len(targets)
-    for row in rows:
-        assert row["runtime"]["verdict"] == "not reproduced", row["runtime"]
+    return {f"{Path(row['filename']).name}:{row['location']['row']}": row["runtime"] for row in rows}
+
+
+def test_fixed_twins_are_not_reproduced() -> None:
+    verdicts = _twins_verified()
+    assert {name.split(":")[0] for name in verdicts} == {twin.name for twin in TWINS}
+    wrong = {name: runtime for name, runtime in verdicts.items() if runtime["verdict"] != "not reproduced"}
+    assert not wrong, json.dumps(wrong, indent=1)
 
 
 def test_verify_confirms_a_flagged_line() -> None:
@@ -256,13 +263,11 @@ def test_confirmable_fixtures_are_confirmed_on_cuda() -> None:
 
 
 @pytest.mark.skipif(not CUDA, reason="no CUDA device here")
-@pytest.mark.parametrize("twin", TWINS, ids=[p.stem for p in TWINS])
-def test_fixed_twin_is_not_reproduced_on_cuda(twin: Path) -> None:
-    targets = [f"{twin.relative_to(REPO)}:{line}" for line in twin_lines(twin)]
-    code, out, err = modelint("verify", "--device", "cuda", "--format", "json", *targets)
-    assert code == 0, out + err
-    for row in json.loads(out):
-        assert row["runtime"]["verdict"] == "not reproduced" and row["runtime"]["device"].startswith("cuda")
+def test_fixed_twins_are_not_reproduced_on_cuda() -> None:
+    verdicts = _twins_verified("--device", "cuda")
+    wrong = {name: runtime for name, runtime in verdicts.items()
+             if runtime["verdict"] != "not reproduced" or not runtime["device"].startswith("cuda")}
+    assert not wrong, json.dumps(wrong, indent=1)
 
 
 def test_file_inside_a_package_keeps_its_relative_imports(tmp_path: Path) -> None:

@@ -235,7 +235,13 @@ def _seed(torch, seed: int) -> None:
 
 
 def _deterministic(torch) -> None:
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    # The eager switch itself: torch.use_deterministic_algorithms() also imports torch._inductor.config
+    # (2 s, half a probe's start) for torch.compile, which the probe never runs.
+    setter = getattr(getattr(torch, "_C", None), "_set_deterministic_algorithms", None)
+    if setter is not None:
+        setter(True, warn_only=True)
+    else:
+        torch.use_deterministic_algorithms(True, warn_only=True)
     torch.backends.cudnn.deterministic = True
     torch.backends.cudnn.benchmark = False
     try:
