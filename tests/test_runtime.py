@@ -135,11 +135,21 @@ def test_a_configuration_argument_is_guessed_field_by_field() -> None:
     assert "cfg" in runtime["guessed"] and "config(in_channels=3" in runtime["constructed"], runtime
 
 
-def test_model_only_passed_in_says_what_to_add() -> None:
-    [finding] = probed(checked("cpu"), RUNTIME / "notrun_model_is_a_parameter.py")
+def test_model_built_from_an_argument_says_what_to_add() -> None:
+    [finding] = probed(checked("cpu"), RUNTIME / "notrun_model_built_by_a_factory_argument.py")
     assert finding["runtime"]["verdict"] == "not run"
     assert "no construction found" in finding["runtime"]["reason"]
     assert "# modelint: probe ClassName(...)" in finding["runtime"]["reason"]
+
+
+def test_model_only_passed_in_is_witnessed_on_a_stand_in() -> None:
+    # Nothing builds the model: the function is called with a stand-in and the line watched, and the
+    # verdict says that it checks the code path, not the user's model.
+    for name in ("model_is_a_parameter.py", "model_used_by_a_closure.py"):
+        [finding] = probed(checked("cpu"), RUNTIME / name)
+        runtime = finding["runtime"]
+        assert runtime["verdict"] == "confirmed", runtime
+        assert "was in training mode" in runtime["reason"] and "not your model" in runtime["reason"], runtime
 
 
 def test_verdict_names_the_constructor_arguments_and_the_guesses() -> None:

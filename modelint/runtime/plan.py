@@ -5,7 +5,9 @@ source text, evaluated in the user's module by the child), and which two scenari
 to compare: the mode the flagged code runs in, reproduced as operations on the live
 module (`eval()`, `train()`, `.training = x`), against the fixed mode or the file
 with the finding's fix applied. The mode at a forward pass or a training step comes
-from modelint's own flow facts; the child never executes the user's training loop.
+from modelint's own flow facts; the child never executes the user's training loop, except
+when nothing builds the model: then the function around the line is called with a stand-in
+module and the line is watched (witness_plan.py, witness.py).
 
 No torch here: this runs in the linting process.
 """
@@ -21,6 +23,7 @@ from modelint.finding import Finding
 from modelint.runtime.project_scan import Project
 from modelint.runtime.provenance import Resolver, unwrap_chain
 from modelint.runtime.static_facts import EVAL as EVAL_MODE, TRAIN as TRAIN_MODE, UNKNOWN, StaticFacts
+from modelint.runtime.witness_plan import witness_spec
 
 # `model.eval()`, `model.train()`, `model.train(False)` as a statement of its own.
 _MODE_CALL = re.compile(r"^\s*(?P<target>[A-Za-z_][\w.]*)\.(?P<method>eval|train)\((?P<arg>True|False)?\)\s*(#.*)?$")
@@ -58,10 +61,13 @@ class Probe:
     contains: str | None = None
     not_run: str | None = None  # decided here already, without running anything
     call: dict | None = None  # a functional call outside any module, measured on its own (see _plan_call)
+    witness: dict | None = None  # no module to build: the function is called with stand-ins (witness.py)
+    witness_key: str | None = None  # the model whose mode the witness watches,
+    witness_claim: str = "training"  # and what the finding says of it at the line (witness_plan.py)
 
     def request(self) -> dict:
         return {"id": self.id, "code": self.code, "candidates": self.candidates, "variants": self.variants,
-                "contains": self.contains, "call": self.call, "line": self.line}
+                "contains": self.contains, "call": self.call, "line": self.line, "witness": self.witness}
 
 
 @dataclass
@@ -241,7 +247,10 @@ class Planner:
         if not probe.not_run and not probe.candidates and probe.call is None:
             followed = "; ".join(dict.fromkeys(self.resolver.notes)) or \
                 "no construction found in this file, its callers or the project files that import it"
-            probe.not_run = f"no nn.Module to build ({followed}); add `# modelint: probe ClassName(...)`"
+            probe.witness = witness_spec(self.source.tree, line, probe.witness_key, probe.witness_claim, code,
+                                         followed) if probe.witness_key else None
+            if probe.witness is None:
+                probe.not_run = f"no nn.Module to build ({followed}); add `# modelint: probe ClassName(...)`"
         return probe
 
     def _plan(self, probe: Probe, line: int, code: str | None, finding: Finding | None) -> None:
@@ -276,6 +285,7 @@ class Planner:
 
     def _plan_forward(self, probe: Probe, forward, code: str | None, line: int) -> None:
         probe.candidates = self.candidates_for_key(forward.key, line, forward.function, list(forward.params))
+        probe.witness_key, probe.witness_claim = forward.key, "grad" if code == "MDL002" else "training"
         root, _ = _split_key(forward.key)
         model = forward.key
         if code == "MDL002":
@@ -308,6 +318,7 @@ class Planner:
             return
         key, fact_mode, _ = next((m for m in step.models if m[2]), step.models[0])
         probe.candidates = self.candidates_for_key(key, line, step.function, list(step.params))
+        probe.witness_key, probe.witness_claim = key, "eval"
         mode = EVAL_MODE if code == "MDL003" else fact_mode
         if mode == UNKNOWN:
             probe.not_run = f"modelint cannot tell the mode of `{key}` at line {line}"

@@ -741,6 +741,10 @@ def run_probe(torch, probe: dict, modules: dict, device, hint: str | None, hints
     code = probe["code"]
     if probe.get("call"):
         return run_call_probe(torch, probe, modules["original"], device)
+    if probe.get("witness"):
+        from modelint.runtime.witness import witness
+
+        return witness(torch, probe["witness"], modules["original"])
     instance = label = value = candidate = description = None
     guessed: list[str] = []
     reasons: list[str] = []
