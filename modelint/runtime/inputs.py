@@ -83,7 +83,7 @@ def _layer_shapes(torch, layer, batch: int):
     if isinstance(layer, nn.Conv1d):
         return [(batch, layer.in_channels, n) for n in (32, 64, 128, 16)], None, None
     if isinstance(layer, nn.Conv2d):
-        return [(batch, layer.in_channels, n, n) for n in (32, 28, 64, 224)], None, None
+        return [(batch, layer.in_channels, n, n) for n in (32, 28, 64, 224, 299)], None, None  # 299: Inception
     if isinstance(layer, nn.Conv3d):
         return [(batch, layer.in_channels, n, n, n) for n in (8, 16, 32)], None, None
     if isinstance(layer, (nn.Embedding, nn.EmbeddingBag)):

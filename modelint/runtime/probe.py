@@ -200,6 +200,16 @@ def _import_definitions(path: str, name: str, text: str | None = None,
             if isinstance(error, KeyboardInterrupt):
                 raise
             skipped.append(f"line {node.lineno}: {_describe_exception(error)}"[:120])
+            if isinstance(error, ImportError) and isinstance(node, (ast.Import, ast.ImportFrom)):
+                # What it would have bound becomes a stand-in class, so that the definitions that use it
+                # (a base class from a sibling module, a decorator) still exist; said in the verdict.
+                from modelint.runtime.witness import unavailable
+
+                names = [(a.asname or a.name.split(".")[0]) for a in node.names if a.name != "*"]
+                for name in names:
+                    module.__dict__.setdefault(name, unavailable(name))
+                if names:
+                    skipped[-1] += f" (stand-ins for {', '.join(names)})"
     return module, skipped
 
 
@@ -453,14 +463,15 @@ def _construct(torch, module, candidate: dict, device, attempt: int = 0):
 
 
 def _pick_input(torch, instance, path, device, hint, namespace=None):
-    """The first candidate input that the module accepts (tried in eval mode, no grad)."""
+    """The first candidate input that the module accepts in both modes (no grad): some branches run
+    only in training mode (Inception's auxiliary head needs a larger image). Failing that, the first
+    one it accepts in eval mode."""
     from modelint.runtime.inputs import input_candidates
 
     trial = copy.deepcopy(instance)
-    for module in trial.modules():
-        module.training = False
     target = _resolve(trial, path)
     errors = []
+    eval_only = None
     for label, value in input_candidates(torch, target, device, hint, every_module, _evaluate, _seed,
                                          namespace=namespace):
         if value is None:
@@ -468,13 +479,30 @@ def _pick_input(torch, instance, path, device, hint, namespace=None):
             continue
         try:
             with torch.no_grad():
+                _set_flags(trial, False)
                 _call(target, value)
-            return label, value
         except Exception as error:  # noqa: BLE001 - wrong shape: try the next one
             errors.append(f"{label}: {_describe_exception(error)}")
+            continue
+        try:
+            with torch.no_grad():
+                _set_flags(trial, True)
+                _call(target, value)
+            return label, value
+        except Exception as error:  # noqa: BLE001 - a training-only branch refuses it: look further
+            errors.append(f"{label} (training mode): {_describe_exception(error)}")
+            eval_only = eval_only or (label, value)
+    if eval_only is not None:
+        return eval_only
     tried = "; ".join(errors[:3]) + (f"; and {len(errors) - 3} more shapes" if len(errors) > 3 else "")
     raise NotRun(f"could not infer an input for {type(target).__name__} (tried {tried}); "
                  f"add `# modelint: probe-input torch.randn(...)`")
+
+
+def _set_flags(root, training: bool) -> None:
+    """Every module's flag set directly: an overridden train()/eval() of the user's must not decide."""
+    for module in root.modules():
+        module.training = training
 
 
 def _call(target, value):

@@ -39,6 +39,24 @@ def _spans(node: ast.AST, line: int) -> bool:
     return node.lineno <= line <= (node.end_lineno or node.lineno)
 
 
+# Methods only a module has: what a function does with a name says that the name holds a module.
+_MODULE_METHODS = frozenset({"eval", "train", "parameters", "named_parameters", "modules", "named_modules",
+                             "children", "state_dict", "load_state_dict", "requires_grad_", "buffers"})
+
+
+def _used_as_modules(scope: ast.AST, names: list[str]) -> list[str]:
+    """`netD` / `self.netD` among `names` that `scope` calls module-only methods on."""
+    found = []
+    for node in ast.walk(scope):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and \
+                node.func.attr in _MODULE_METHODS:
+            receiver = node.func.value
+            text = ast.unparse(receiver) if isinstance(receiver, (ast.Name, ast.Attribute)) else ""
+            if text in names and text not in found:
+                found.append(text)
+    return found
+
+
 def _parameters(function: ast.FunctionDef) -> list[str]:
     return [a.arg for a in function.args.posonlyargs + function.args.args + function.args.kwonlyargs]
 
@@ -67,5 +85,14 @@ def witness_spec(tree: ast.Module, line: int, key: str, claim: str, code: str | 
             return None
         root, path = parts[0], parts[1:]
     function = functions[0]
+    # The function's other models (a GAN's discriminator next to the watched generator) get stand-ins
+    # too: an optimizer over their parameters, their own eval()/train(), must work for the line to run.
+    candidates = _parameters(function)
+    scope: ast.AST = function
+    if owner is not None:
+        scope = owner
+        candidates = candidates[1:] + sorted({ast.unparse(n) for n in ast.walk(owner) if isinstance(n, ast.Attribute)
+                                              and isinstance(n.value, ast.Name) and n.value.id == "self"})
+    others = [name for name in _used_as_modules(scope, candidates) if name != root]
     return {"function": function.name, "owner": owner.name if owner is not None else None, "line": line,
-            "root": root, "path": path, "claim": claim, "code": code, "why": why}
+            "root": root, "path": path, "claim": claim, "code": code, "why": why, "modules": others}
