@@ -43,6 +43,8 @@ class Anything:
     def __getattr__(self, name: str):
         if name.startswith("__"):
             raise AttributeError(name)
+        if name in _SIZES:  # a tensor's sizes are plain ints: torch's factories take no stand-in
+            return _SIZES[name]()
         return Anything(f"{self._name}.{name}")
 
     def __setattr__(self, name, value) -> None:
@@ -125,6 +127,17 @@ def unavailable(name: str) -> type:
     return _UnavailableType(name, (Unavailable,), {})
 
 
+def _size(dim=None):
+    return Anything.arity if dim is not None else (Anything.arity,) * Anything.arity
+
+
+# Tensor attributes that give sizes (`x.size(0)`, `x.shape[0]`, `b, c = x.shape`, `x.dim()`): ints, so that
+# `torch.randn(x.size(0), latent_dim)` runs (torch's factories refuse an object with __torch_function__).
+_SIZES = {"size": lambda: _size, "shape": lambda: _size(), "numel": lambda: lambda: Anything.arity,
+          "dim": lambda: lambda: Anything.arity, "ndim": lambda: Anything.arity,
+          "ndimension": lambda: lambda: Anything.arity}
+
+
 def _anything(self, *args, **kwargs):
     return Anything(self._name)
 
@@ -146,12 +159,16 @@ def stand_in_model(torch):
     class StandInModel(nn.Module):
         def __init__(self):
             super().__init__()
-            self.body = nn.Sequential(nn.Linear(8, 8), nn.BatchNorm1d(8), nn.Dropout(0.5), nn.Linear(8, 2))
-            self.register_buffer("probe_input", torch.linspace(-1, 1, 32).reshape(4, 8))
+            self.body = nn.Sequential(nn.Linear(8, 8), nn.BatchNorm1d(8), nn.Dropout(0.5), nn.Linear(8, 1))
+            self.register_buffer("probe_input", torch.linspace(-1, 1, 64).reshape(8, 8))
             self.ready = True  # from here on, unknown attributes are the module itself
 
         def forward(self, *args, **kwargs):
-            return self.body(self.probe_input)
+            # One score per item of a stand-in batch (as many as iterating a stand-in yields), so that
+            # `bce(model(x), torch.ones(x.size(0), 1))` runs; computed over a batch of at least two
+            # (BatchNorm in training mode needs it).
+            rows = Anything.arity
+            return self.body(self.probe_input[:max(rows, 2)])[:rows]
 
         def __getattr__(self, name):
             try:
@@ -193,17 +210,29 @@ def _target(module, spec: dict):
 
 def _instance(torch, owner):
     """An object of the user's class built without its __init__ (whose arguments nobody knows):
-    attributes it never got are stand-ins."""
-    if issubclass(owner, torch.nn.Module):
-        raise _NotWitnessed(f"{owner.__name__} is an nn.Module whose constructor could not be satisfied")
+    attributes it never got are stand-ins. A module (an explainer holding the model it explains)
+    gets nn.Module's own __init__, so that its parameters, buffers and submodules work."""
+    module = issubclass(owner, torch.nn.Module)
+    base_getattr = torch.nn.Module.__getattr__ if module else None
 
     def missing(self, name):
-        if name.startswith("__"):
+        if base_getattr is not None:
+            try:
+                return base_getattr(self, name)
+            except AttributeError:
+                pass
+        if name.startswith("__") or (module and name.startswith("_")):
             raise AttributeError(name)
         return Anything(f"self.{name}")
 
     probe_class = type(owner.__name__, (owner,), {"__getattr__": missing})
-    return object.__new__(probe_class)
+    try:
+        instance = object.__new__(probe_class)
+        if module:
+            torch.nn.Module.__init__(instance)
+    except Exception as error:  # noqa: BLE001 - a class with its own __new__ or slots
+        raise _NotWitnessed(f"{owner.__name__} cannot be created without its constructor: {error}") from None
+    return instance
 
 
 class _NotWitnessed(Exception):
