@@ -137,6 +137,10 @@ class CallGraph:
                 out[site.node] = callee
         return out
 
+    def callee_of(self, call: cst.Call) -> FunctionInfo | None:
+        """This file's function that `call` runs, if it is one (found once per file)."""
+        return self._local_callees.get(call)
+
     @property
     def local_calls(self):
         """Calls of this file's functions (whose summaries may say what they do with their arguments)."""

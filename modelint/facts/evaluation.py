@@ -115,9 +115,7 @@ def left_to_subclasses(facts, forward) -> bool:
     """The forward is a call of a method this file leaves abstract (`raise NotImplementedError`): which
     layers run, and under which grad mode, is the subclasses' business."""
     node = forward.via.node if forward.via is not None and forward.via.node is not None else forward.call
-    site = facts.call_sites.get(node)
-    name = facts.flow.local_callee(node, site.site.function) if site is not None else None
-    function = facts.flow.local_functions.get(name) if name else None
+    function = facts.flow.callee_of(node)
     return function is not None and function.is_abstract
 
 

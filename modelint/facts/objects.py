@@ -230,15 +230,20 @@ class ObjectModes:
 
     def ever_switched_to_eval(self, cls, key: str) -> bool:
         """Does a method of the class (or of its bases here) call `<key>.eval()` or `<key>.train(False)`?"""
-        classes = set(self.flow.class_and_bases(cls.name))
+        switched = self._switched_to_eval
+        return any(key in switched.get(name, ()) for name in self.flow.class_and_bases(cls.name))
+
+    @cached_property
+    def _switched_to_eval(self) -> dict[str, set[str]]:
+        """Class name -> the receivers its methods call `eval()` / `train(False)` on (one pass per file)."""
+        out: dict[str, set[str]] = {}
         for site in self.flow.collector.calls:
             func = site.node.func
-            if site.site.cls is None or site.site.cls.name not in classes or not isinstance(func, cst.Attribute) \
-                    or func.attr.value not in ("eval", "train") or dotted(func.value) != key:
+            if site.site.cls is None or not isinstance(func, cst.Attribute) or func.attr.value not in ("eval", "train"):
                 continue
             if mode_of_call(site.node) != "train":
-                return True
-        return False
+                out.setdefault(site.site.cls.name, set()).add(dotted(func.value))
+        return out
 
     def handed_in(self, function, key: str):
         """For a method of a class that is no module and never trains: the method that stores the model
