@@ -305,14 +305,5 @@ def _is_private_hook(function: FunctionInfo) -> bool:
     return function.cls is not None and function.name.startswith("_") and not function.name.startswith("__")
 
 
-def _defined_in(function: FunctionInfo, outer: FunctionInfo) -> bool:
-    scope = function.outer
-    while scope is not None:
-        if scope is outer:
-            return True
-        scope = scope.outer
-    return False
-
-
 def _nested_name(function: FunctionInfo) -> str:
     return f"{qualname(function.outer) if function.outer.outer is None else function.outer.name}.<locals>.{function.name}"

@@ -16,7 +16,7 @@ from functools import cached_property
 import libcst as cst
 
 from modelint.facts import torch_api as api
-from modelint.facts.callgraph import CallGraph, _defined_in, _nested_name
+from modelint.facts.callgraph import CallGraph, _nested_name
 from modelint.facts.collector import Collector, FunctionInfo
 from modelint.facts.free_models import FreeModels
 from modelint.facts.intent import DETACH, DIRECT, FED, FEEDS
@@ -55,6 +55,8 @@ class ModeFlow(CallGraph):
         self.index = index
         self.provenance = Provenance(self)
         self.flows: list[FunctionFlow] = []
+        self._training_functions: set[FunctionInfo | None] = set()  # of self.flows, indexed (_add_flow)
+        self._closures_in: dict[FunctionInfo, list[FunctionFlow]] = {}
         self.summaries: dict[str, FunctionSummary] = {}
         self.unresolved: set[str] = set()
         self.last_unresolved: str | None = None
@@ -128,9 +130,11 @@ class ModeFlow(CallGraph):
             self.call_sites = {}
             self.unresolved = set()
             self.flows = []
+            self._training_functions = set()
+            self._closures_in = {}
             for target in self._targets:
                 flow = self._run_function(target) if target is not None else self._run_module()
-                self.flows.append(flow)
+                self._add_flow(flow)
                 if target is not None and target.outer is None:
                     summary = summarise(self, flow, self.free.globals_of(target), self._closure_flows(target))
                     self.summaries[summary.qualname] = summary
@@ -184,18 +188,29 @@ class ModeFlow(CallGraph):
             forward.uses = uses - {FED, FEEDS}
         flow.trains = flow.trains or bool(flow.steps) or bool(flow.helper_steps)
 
+    def _add_flow(self, flow: FunctionFlow) -> None:
+        """A finished flow, indexed for the questions asked while the round goes on (asked once per
+        function: a scan of the flows so far each time made a 5,000-function file quadratic)."""
+        self.flows.append(flow)
+        if flow.trains:
+            self._training_functions.add(flow.function)
+        if flow.function is not None and flow.function.cls is None:
+            scope = flow.function.outer
+            while scope is not None:
+                self._closures_in.setdefault(scope, []).append(flow)
+                scope = scope.outer
+
     def _closure_flows(self, function: FunctionInfo) -> list[FunctionFlow]:
         """Flows of the closures defined in a function (at any depth), analysed before it, that it hands
         on rather than calls (a callback for a profiler, a `closure` for `optimizer.step`): a closure it calls
         already ran, through its summary, in the mode the function had set at that call (`model.eval()`
         then `run_validate(loader)`)."""
-        return [flow for flow in self.flows if flow.function is not None and flow.function.cls is None
-                and _defined_in(flow.function, function) and not self.has_callers(flow.function)]
+        return [flow for flow in self._closures_in.get(function, ()) if not self.has_callers(flow.function)]
 
     # -- what rules ask ---------------------------------------------------------------
     def function_trains(self, function: FunctionInfo | None) -> bool:
         """Does it train: a training step, itself or through a helper, or gradients used?"""
-        if any(flow.function is function and flow.trains for flow in self.flows):  # flows so far, during a run
+        if function in self._training_functions:  # flows so far, during a run
             return True
         if function is None:
             return self.collector.module_uses_gradients
