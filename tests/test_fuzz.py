@@ -209,7 +209,7 @@ def corpus() -> list[str]:
 
 
 # Default run: CORPUS_PROGRAMS stored programs and LIVE_GRAMMAR + LIVE_NODE generated now, each in ~10 variants.
-CORPUS_PROGRAMS, LIVE_GRAMMAR, LIVE_NODE, MIN_PROGRAMS = 3000, 100, 10, 2000
+CORPUS_PROGRAMS, LIVE_GRAMMAR, LIVE_NODE, MIN_PROGRAMS = 2100, 100, 10, 2000
 
 
 def _fuzz(corpus_programs: int | None, live_factor: int) -> Counter:
