@@ -1,8 +1,9 @@
 """The runtime checker's one door: findings in, verdicts out.
 
 `attach_verdicts` plans a probe for every probe-able finding (see `plan.py`), runs one
-child process per file (`launch.py` -> `probe.py`, the only code that imports torch) and
-sets `finding.runtime`. Nothing here imports torch or the user's code.
+child process per file (`launch.py` -> `probe.py`, the only code that imports torch; on CPU
+forked from one server per run, `forkserver.py`) and sets `finding.runtime`. Nothing here
+imports torch or the user's code.
 """
 
 from __future__ import annotations
@@ -52,17 +53,23 @@ def attach_verdicts(findings: list[Finding], device: str | None = None, timeout:
         by_path.setdefault(path, [])
     sites: list[SiteVerdict] = []
     work = [(path, items, (lines or {}).get(path, [])) for path, items in by_path.items()]
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        for path, items, bare, verdicts in pool.map(
-                lambda job: (*job, _probe_file(*job, device, timeout, settings_for, index)), work):
-            for number, finding in enumerate(items):
-                finding.runtime = verdicts.get(f"f{number}")
-            sites.extend(SiteVerdict(path, line, verdicts.get(f"l{line}", {})) for line in bare)
+    from modelint.runtime.launch import ForkServer
+
+    server = ForkServer()  # started by the first CPU probe (none started when nothing runs)
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+            for path, items, bare, verdicts in pool.map(
+                    lambda job: (*job, _probe_file(*job, device, timeout, settings_for, index, server)), work):
+                for number, finding in enumerate(items):
+                    finding.runtime = verdicts.get(f"f{number}")
+                sites.extend(SiteVerdict(path, line, verdicts.get(f"l{line}", {})) for line in bare)
+    finally:
+        server.close()
     return sites
 
 
 def _probe_file(path: str, findings: list[Finding], lines: list[int], device: str | None, timeout: float | None,
-                settings_for, index=None) -> dict:
+                settings_for, index=None, server=None) -> dict:
     from modelint import source
     from modelint.runtime.launch import DEFAULT_TIMEOUT, not_run, run_plan
     from modelint.runtime.plan import plan_file
@@ -103,7 +110,9 @@ def _probe_file(path: str, findings: list[Finding], lines: list[int], device: st
     except Exception as error:  # noqa: BLE001 - a bug in the planner must not cost the lint results
         return everything(f"modelint could not plan a probe for this file (please report it): "
                           f"{type(error).__name__}: {error}")
-    verdicts = run_plan(plan, device, timeout, source=text if notebook else None)
+    # CPU only through the fork server: a process that touched CUDA cannot fork one that works.
+    verdicts = run_plan(plan, device, timeout, source=text if notebook else None,
+                        server=server if device == "cpu" else None)
     if notebook:
         for runtime in verdicts.values():
             for field_name in ("reason", "import"):

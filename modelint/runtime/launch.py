@@ -2,22 +2,28 @@
 
 The child (`python -m modelint.runtime.probe`) gets one JSON request on stdin and answers
 one JSON line per probe. It runs in its own session so that a timeout kills everything
-it started; answers that arrived before a crash or a timeout are kept.
+it started; answers that arrived before a crash or a timeout are kept. On CPU the child is
+a worker forked from one `ForkServer` per run (torch imported once, see forkserver.py), with
+the same session, timeout and memory limit.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 
 from modelint.runtime.plan import FilePlan
 
 DEFAULT_TIMEOUT = 60.0
 DEFAULT_MEMORY_LIMIT = 16 << 30  # address space on CPU; torch alone maps a few GiB
+READY_TIMEOUT = 120.0  # for the fork server's torch import
 
 
 def not_run(reason: str, device: str | None = None) -> dict:
@@ -25,9 +31,11 @@ def not_run(reason: str, device: str | None = None) -> dict:
 
 
 def run_plan(plan: FilePlan, device: str, timeout: float = DEFAULT_TIMEOUT,
-             memory_limit: int = DEFAULT_MEMORY_LIMIT, source: str | None = None) -> dict[str, dict]:
+             memory_limit: int = DEFAULT_MEMORY_LIMIT, source: str | None = None,
+             server: "ForkServer | None" = None) -> dict[str, dict]:
     """probe id -> runtime verdict, for every probe of the plan. source: the module's text when the file
-    is not Python itself (a notebook's joined cells)."""
+    is not Python itself (a notebook's joined cells). server: a started fork server (CPU runs), whose
+    worker replaces the child process."""
     verdicts: dict[str, dict] = {}
     runnable = []
     for probe in plan.probes:
@@ -40,7 +48,8 @@ def run_plan(plan: FilePlan, device: str, timeout: float = DEFAULT_TIMEOUT,
     request = {"path": os.path.abspath(plan.path), "project_root": os.getcwd(), "device": device, "seed": 0, "memory_limit": memory_limit,
                "input_hint": plan.input_hint, "input_hints": plan.input_hints, "fixed_sources": plan.fixed_sources,
                "probes": [probe.request() for probe in runnable], "source": source}
-    answers, failure = _run_child(json.dumps(request), timeout)
+    ran = server.run(json.dumps(request), timeout) if server is not None else None
+    answers, failure = ran if ran is not None else _run_child(json.dumps(request), timeout)
     used_device = None
     for answer in answers:
         if answer.get("event") == "ready":
@@ -77,13 +86,121 @@ def _run_child(request: str, timeout: float) -> tuple[list[dict], str | None]:
             tail = stderr.read()[-2000:].decode("utf-8", "replace").strip().splitlines()
             why = f"signal {-child.returncode}" if child.returncode < 0 else f"exit code {child.returncode}"
             failure = f"the probe process died ({why})" + (f": {tail[-1][:200]}" if tail else "")
+    return _answers(out), failure
+
+
+class ForkServer:
+    """`modelint.runtime.forkserver`, started on first use and shared by the run's threads: each file's
+    probe is a worker forked from it, torch already imported. Anything odd (it cannot start, it died)
+    makes `run` return None, and the caller starts a child of its own as before."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._process: subprocess.Popen | None = None
+        self._broken = False
+        self._folder = tempfile.TemporaryDirectory(prefix="modelint-probe-")
+        self._jobs = 0
+
+    def _start(self) -> bool:
+        if self._process is None and not self._broken:
+            try:
+                self._process = subprocess.Popen([sys.executable, "-m", "modelint.runtime.forkserver"],
+                                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                                 stderr=subprocess.DEVNULL, start_new_session=True, env=_child_env())
+                ready = json.loads(_line(self._process, READY_TIMEOUT) or "{}")
+            except (OSError, ValueError):
+                ready = {}
+            if ready.get("event") != "ready":
+                self._broken = True  # (no torch: the child started per file says so in its own words)
+                self.close()
+        return self._process is not None and not self._broken
+
+    def _fork(self, request: str) -> tuple[int, str, str] | None:
+        with self._lock:
+            if not self._start():
+                return None
+            self._jobs += 1
+            base = os.path.join(self._folder.name, str(self._jobs))
+            job = {"request": base + ".json", "answers": base + ".out", "stderr": base + ".err"}
+            with open(job["request"], "w", encoding="utf-8") as handle:
+                handle.write(request)
+            try:
+                self._process.stdin.write((json.dumps(job) + "\n").encode("utf-8"))
+                self._process.stdin.flush()
+                pid = int(json.loads(_line(self._process, 30) or "{}")["pid"])
+            except (OSError, ValueError, KeyError, TypeError):
+                self._broken = True
+                self.close()
+                return None
+            return pid, job["answers"], job["stderr"]
+
+    def run(self, request: str, timeout: float) -> tuple[list[dict], str | None] | None:
+        forked = self._fork(request)
+        if forked is None:
+            return None
+        pid, answers_path, stderr_path = forked
+        deadline = time.monotonic() + timeout
+        failure = None
+        while _group_alive(pid):
+            if time.monotonic() > deadline:
+                _kill_group(pid)
+                failure = f"timed out after {timeout:g} s (import or forward pass did not finish)"
+                break
+            time.sleep(0.02)
+        answers = _answers(_read(answers_path))
+        if failure is None and not any(a.get("event") in ("done", "fatal") for a in answers):
+            tail = _read(stderr_path)[-2000:].decode("utf-8", "replace").strip().splitlines()
+            failure = "the probe process died" + (f": {tail[-1][:200]}" if tail else "")
+        return answers, failure
+
+    def close(self) -> None:
+        if self._process is not None:
+            _kill(self._process)
+            self._process.wait()
+            self._process = None
+        self._folder.cleanup()
+
+
+def _read(path: str) -> bytes:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except OSError:
+        return b""
+
+
+def _line(process: subprocess.Popen, timeout: float) -> bytes | None:
+    """The server's next line, or None when it says nothing for `timeout` seconds."""
+    ready, _, _ = select.select([process.stdout], [], [], timeout)
+    return process.stdout.readline() if ready else None
+
+
+def _group_alive(pid: int) -> bool:
+    """The worker (before its setsid() its group is not yet its own), or anything it started, still runs."""
+    for probe in (os.kill, os.killpg):
+        try:
+            probe(pid, 0)
+            return True
+        except (ProcessLookupError, PermissionError):
+            continue
+    return False
+
+
+def _kill_group(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _answers(out: bytes) -> list[dict]:
     answers = []
     for line in out.decode("utf-8", "replace").splitlines():
         try:
             answers.append(json.loads(line))
         except json.JSONDecodeError:
             continue
-    return answers, failure
+    return answers
 
 
 def _child_env() -> dict[str, str]:

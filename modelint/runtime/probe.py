@@ -862,7 +862,8 @@ def _tried(candidates: list[dict], reasons: list[str]) -> str:
     return reasons[0] + more
 
 
-def main(request_text: str) -> int:
+def main(request_text: str, network: str | None = None) -> int:
+    """network: how the network was already refused (a fork server's worker), else refused here."""
     _take_protocol_channel()
     request = json.loads(request_text)
     started = time.monotonic()
@@ -871,7 +872,7 @@ def main(request_text: str) -> int:
     # instead of retrying a download (a checkpoint never comes from the hub in a probe).
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     path = os.path.abspath(request["path"])
-    network = _refuse_network()
+    network = network or _refuse_network()
     try:
         import torch
     except ImportError as error:
