@@ -93,6 +93,7 @@ def check(paths, select, ignore, extend_select, output_format, statistics, exit_
         _fail(f"unknown rule code or prefix `{error}` (see `modelint rules`)")
     try:
         resolver = ConfigResolver(Path(config_path) if config_path else None)
+        server = None
         if stdin_filename is not None or list(paths) == ["-"]:
             data = sys.stdin.buffer.read() if sys.stdin is not None else b""
             if fix or diff:
@@ -101,6 +102,7 @@ def check(paths, select, ignore, extend_select, output_format, statistics, exit_
         else:
             targets = list(paths) or ["."]
             cache = None if no_cache else (cache_dir or ".modelint_cache")
+            server = _probe_server_started(device) if runtime else None
             run = run_paths(targets, resolver, overrides, force_exclude=force_exclude, jobs=jobs, cache_dir=cache)
             if fix or diff:
                 from modelint.fix_command import fix_files
@@ -128,7 +130,7 @@ def check(paths, select, ignore, extend_select, output_format, statistics, exit_
         from modelint.runtime import attach_verdicts
 
         attach_verdicts(findings, device, runtime_timeout, jobs=jobs or 2,
-                        settings_for=_runtime_settings_for(resolver), index=run.index)
+                        settings_for=_runtime_settings_for(resolver), index=run.index, server=server)
     from modelint.formats import FORMATS
 
     if statistics:
@@ -266,6 +268,7 @@ def verify(targets, device, runtime_timeout, output_format, config_path) -> None
             wanted[key] = None
         elif wanted.get(key, set()) is not None:
             wanted.setdefault(key, set()).add(line)
+    server = _probe_server_started(device)
     try:
         resolver = ConfigResolver(Path(config_path) if config_path else None)
         run = run_paths(list(wanted), resolver, Overrides(), jobs=1, cache_dir=None)
@@ -280,7 +283,7 @@ def verify(targets, device, runtime_timeout, output_format, config_path) -> None
         f.location.row == line and str(Path(f.path)) == path for f in chosen))
         for path, lines in wanted.items() if lines}
     sites = attach_verdicts(chosen, device, runtime_timeout, lines={p: ls for p, ls in bare.items() if ls},
-                            settings_for=_runtime_settings_for(resolver), index=run.index)
+                            settings_for=_runtime_settings_for(resolver), index=run.index, server=server)
     if output_format == "json":
         import json
 
@@ -309,6 +312,18 @@ def _split_target(target: str) -> tuple[str, int | None]:
     if sep and tail.isdigit() and not Path(target).exists():
         return head, int(tail)
     return target, None
+
+
+def _probe_server_started(device: str | None):
+    """The CPU probes' fork server, its torch import started now so that it overlaps the linting;
+    None for `--device cuda/auto` (a child per file there)."""
+    if device not in (None, "cpu"):
+        return None
+    from modelint.runtime.launch import ForkServer
+
+    server = ForkServer()
+    server.start_soon()
+    return server
 
 
 def _runtime_settings_for(resolver):

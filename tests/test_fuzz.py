@@ -296,7 +296,7 @@ def fixture_mutations(text: str, rng: random.Random, count: int) -> list[str]:
     return out
 
 
-MUTATIONS_PER_FIXTURE = 16
+MUTATIONS_PER_FIXTURE = 8
 
 
 @pytest.mark.parametrize("path", FIXTURES, ids=lambda p: f"{p.parent.name}/{p.name}")

@@ -37,13 +37,15 @@ class SiteVerdict:
 
 def attach_verdicts(findings: list[Finding], device: str | None = None, timeout: float | None = None,
                     lines: dict[str, list[int]] | None = None, jobs: int = 2,
-                    settings_for: Callable[[str], object] | None = None, index=None) -> list[SiteVerdict]:
+                    settings_for: Callable[[str], object] | None = None, index=None,
+                    server=None) -> list[SiteVerdict]:
     """Probe each finding of a PROBED_CODES rule (and each bare line of `lines`), one child per file.
 
     device / timeout: from the command line; where None, the file's [tool.modelint.runtime] (through
     `settings_for(path)`, a RuntimeSettings), else cpu / 60 s. Sets `finding.runtime`; returns the
     verdicts of the bare lines. index: the run's ProjectIndex, so that the planner sees what calls
-    into other files do, as the findings did.
+    into other files do, as the findings did. server: a ForkServer the caller started early (its torch
+    import overlapping the linting); closed here in any case.
     """
     by_path: dict[str, list[Finding]] = {}
     for finding in findings:
@@ -55,7 +57,7 @@ def attach_verdicts(findings: list[Finding], device: str | None = None, timeout:
     work = [(path, items, (lines or {}).get(path, [])) for path, items in by_path.items()]
     from modelint.runtime.launch import ForkServer
 
-    server = ForkServer()  # started by the first CPU probe (none started when nothing runs)
+    server = server or ForkServer()  # started by the first CPU probe, unless already starting
     try:
         with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
             for path, items, bare, verdicts in pool.map(

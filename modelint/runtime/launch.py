@@ -95,25 +95,45 @@ class ForkServer:
     makes `run` return None, and the caller starts a child of its own as before."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # one job handed over at a time
+        self._state = threading.Lock()  # the process's birth and death (held briefly)
         self._process: subprocess.Popen | None = None
-        self._broken = False
+        self._ready = False
+        self._closed = False
         self._folder = tempfile.TemporaryDirectory(prefix="modelint-probe-")
         self._jobs = 0
 
     def _start(self) -> bool:
-        if self._process is None and not self._broken:
+        with self._state:
+            if self._closed:
+                return False
+            if self._process is None:
+                try:
+                    self._process = subprocess.Popen([sys.executable, "-m", "modelint.runtime.forkserver"],
+                                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                                     stderr=subprocess.DEVNULL, start_new_session=True,
+                                                     env=_child_env())
+                except OSError:
+                    self._closed = True
+                    return False
+            process = self._process
+        if not self._ready:  # (waiting here, not holding _state: close() can kill it meanwhile)
             try:
-                self._process = subprocess.Popen([sys.executable, "-m", "modelint.runtime.forkserver"],
-                                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                                 stderr=subprocess.DEVNULL, start_new_session=True, env=_child_env())
-                ready = json.loads(_line(self._process, READY_TIMEOUT) or "{}")
-            except (OSError, ValueError):
-                ready = {}
-            if ready.get("event") != "ready":
-                self._broken = True  # (no torch: the child started per file says so in its own words)
-                self.close()
-        return self._process is not None and not self._broken
+                self._ready = json.loads(_line(process, READY_TIMEOUT) or "{}").get("event") == "ready"
+            except ValueError:
+                self._ready = False
+            if not self._ready:  # (no torch: the child started per file says so in its own words)
+                self._stop()
+        return self._ready
+
+    def start_soon(self) -> None:
+        """Start the server (its torch import) in the background: what the caller does meanwhile
+        (linting) overlaps it."""
+        def start() -> None:
+            with self._lock:
+                self._start()
+
+        threading.Thread(target=start, daemon=True).start()
 
     def _fork(self, request: str) -> tuple[int, str, str] | None:
         with self._lock:
@@ -128,9 +148,8 @@ class ForkServer:
                 self._process.stdin.write((json.dumps(job) + "\n").encode("utf-8"))
                 self._process.stdin.flush()
                 pid = int(json.loads(_line(self._process, 30) or "{}")["pid"])
-            except (OSError, ValueError, KeyError, TypeError):
-                self._broken = True
-                self.close()
+            except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                self._stop()
                 return None
             return pid, job["answers"], job["stderr"]
 
@@ -154,11 +173,17 @@ class ForkServer:
         return answers, failure
 
     def close(self) -> None:
-        if self._process is not None:
-            _kill(self._process)
-            self._process.wait()
-            self._process = None
+        """Kill the server (a start in progress too) and remove the jobs' files."""
+        self._stop()
         self._folder.cleanup()
+
+    def _stop(self) -> None:
+        with self._state:
+            self._closed = True
+            process, self._process = self._process, None
+        if process is not None:
+            _kill(process)
+            process.wait()
 
 
 def _read(path: str) -> bytes:
