@@ -24,7 +24,6 @@ import tempfile
 MAX_LINES = 50_000      # line events in the user's file before the call is given up
 MAX_REACHES = 20        # times the flagged line is seen without the claim holding
 ARITIES = (2, 3, 1, 4)  # items yielded when a stand-in is iterated or unpacked (`for x, y in loader`)
-CLAIMS = {"training": "in training mode", "eval": "in eval mode", "grad": "with autograd on"}
 
 
 class _Stop(BaseException):
