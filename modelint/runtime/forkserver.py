@@ -33,17 +33,7 @@ def _worker(job: dict, network: str) -> None:
     os.close(errors)
     sys.stdout = os.fdopen(1, "w", encoding="utf-8", closefd=False)
     sys.stderr = os.fdopen(2, "w", encoding="utf-8", closefd=False)
-    try:
-        probe.main(request, network=network)
-    except BaseException as error:  # noqa: BLE001 - last line of defence, as in probe's __main__
-        if probe._PROTOCOL is not None:
-            probe._send({"event": "fatal", "reason": f"probe crashed: {probe._describe_exception(error)}"})
-    finally:
-        for stream in (probe._PROTOCOL, sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except Exception:  # noqa: BLE001 - closed by user code
-                pass
+    probe.run_guarded(request, network=network)
 
 
 def serve() -> int:

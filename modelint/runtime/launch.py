@@ -80,12 +80,11 @@ def _run_child(request: str, timeout: float) -> tuple[list[dict], str | None]:
         except subprocess.TimeoutExpired:
             _kill(child)
             out, _ = child.communicate()
-            failure = f"timed out after {timeout:g} s (import or forward pass did not finish)"
+            failure = _timed_out(timeout)
         if failure is None and child.returncode not in (0, None):
             stderr.seek(0)
-            tail = stderr.read()[-2000:].decode("utf-8", "replace").strip().splitlines()
             why = f"signal {-child.returncode}" if child.returncode < 0 else f"exit code {child.returncode}"
-            failure = f"the probe process died ({why})" + (f": {tail[-1][:200]}" if tail else "")
+            failure = _died(stderr.read(), f" ({why})")
     return _answers(out), failure
 
 
@@ -163,13 +162,12 @@ class ForkServer:
         while _group_alive(pid):
             if time.monotonic() > deadline:
                 _kill_group(pid)
-                failure = f"timed out after {timeout:g} s (import or forward pass did not finish)"
+                failure = _timed_out(timeout)
                 break
             time.sleep(0.02)
         answers = _answers(_read(answers_path))
         if failure is None and not any(a.get("event") in ("done", "fatal") for a in answers):
-            tail = _read(stderr_path)[-2000:].decode("utf-8", "replace").strip().splitlines()
-            failure = "the probe process died" + (f": {tail[-1][:200]}" if tail else "")
+            failure = _died(_read(stderr_path))  # (the server reaps it: its exit status is not ours to read)
         return answers, failure
 
     def close(self) -> None:
@@ -211,11 +209,23 @@ def _group_alive(pid: int) -> bool:
     return False
 
 
-def _kill_group(pid: int) -> None:
+def _kill_group(pid: int) -> bool:
+    """SIGKILL to the process group `pid` leads; False where there is none (or no killpg)."""
     try:
         os.killpg(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
+        return True
+    except (ProcessLookupError, PermissionError, AttributeError):
+        return False
+
+
+def _timed_out(timeout: float) -> str:
+    return f"timed out after {timeout:g} s (import or forward pass did not finish)"
+
+
+def _died(stderr: bytes, why: str = "") -> str:
+    """`the probe process died (signal 9): <the last line it wrote on stderr>`."""
+    tail = stderr[-2000:].decode("utf-8", "replace").strip().splitlines()
+    return f"the probe process died{why}" + (f": {tail[-1][:200]}" if tail else "")
 
 
 def _answers(out: bytes) -> list[dict]:
@@ -237,7 +247,5 @@ def _child_env() -> dict[str, str]:
 
 
 def _kill(child: subprocess.Popen) -> None:
-    try:
-        os.killpg(child.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError, AttributeError):
+    if not _kill_group(child.pid):
         child.kill()

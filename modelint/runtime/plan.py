@@ -23,7 +23,7 @@ from modelint.finding import Finding
 from modelint.runtime.project_scan import Project
 from modelint.runtime.provenance import Resolver, unwrap_chain
 from modelint.runtime.static_facts import EVAL as EVAL_MODE, TRAIN as TRAIN_MODE, UNKNOWN, StaticFacts
-from modelint.runtime.witness_plan import witness_spec
+from modelint.runtime.witness_plan import no_module_reason, witness_spec
 
 # `model.eval()`, `model.train()`, `model.train(False)` as a statement of its own.
 _MODE_CALL = re.compile(r"^\s*(?P<target>[A-Za-z_][\w.]*)\.(?P<method>eval|train)\((?P<arg>True|False)?\)\s*(#.*)?$")
@@ -250,7 +250,7 @@ class Planner:
             probe.witness = witness_spec(self.source.tree, line, probe.witness_key, probe.witness_claim, code,
                                          followed) if probe.witness_key else None
             if probe.witness is None:
-                probe.not_run = f"no nn.Module to build ({followed}); add `# modelint: probe ClassName(...)`"
+                probe.not_run = no_module_reason(followed)
         return probe
 
     def _plan(self, probe: Probe, line: int, code: str | None, finding: Finding | None) -> None:

@@ -950,15 +950,25 @@ def main(request_text: str, network: str | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def run_guarded(request_text: str, network: str | None = None) -> int:
+    """main(), with the last line of defence: whatever escapes is said on the channel, and what was
+    written is flushed (the caller leaves with os._exit, which flushes nothing)."""
     try:
-        code = main(sys.stdin.read())
+        code = main(request_text, network=network)
     except BaseException as error:  # noqa: BLE001 - last line of defence: say why on the channel
         if _PROTOCOL is not None:
             _send({"event": "fatal", "reason": f"probe crashed: {_describe_exception(error)}"})
         code = 0
     finally:
-        if _PROTOCOL is not None:
-            _PROTOCOL.flush()
+        for stream in (_PROTOCOL, sys.stderr):
+            try:
+                if stream is not None:
+                    stream.flush()
+            except Exception:  # noqa: BLE001 - closed by user code
+                pass
+    return code
+
+
+if __name__ == "__main__":
     # Leave at once: threads or atexit handlers registered by user code must not keep us alive.
-    os._exit(code)
+    os._exit(run_guarded(sys.stdin.read()))

@@ -21,6 +21,8 @@ import re
 import sys
 import tempfile
 
+from modelint.runtime.witness_plan import no_module_reason
+
 MAX_LINES = 50_000      # line events in the user's file before the call is given up
 MAX_REACHES = 20        # times the flagged line is seen without the claim holding
 ARITIES = (2, 3, 1, 4)  # items yielded when a stand-in is iterated or unpacked (`for x, y in loader`)
@@ -359,9 +361,8 @@ def _shown(spec: dict) -> str:
 
 
 def _not_run(spec: dict, reason: str) -> dict:
-    return {"verdict": "not run", "max_abs_diff": None, "stat_drift": None,
-            "reason": f"no nn.Module to build ({spec.get('why') or 'nothing in the project builds the model'}); "
-                      f"{reason}; add `# modelint: probe ClassName(...)`"}
+    why = spec.get("why") or "nothing in the project builds the model"
+    return {"verdict": "not run", "max_abs_diff": None, "stat_drift": None, "reason": no_module_reason(why, reason)}
 
 
 def _verdict(torch, spec: dict, verdict: str, seen: list[dict]) -> dict:

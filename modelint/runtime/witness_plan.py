@@ -13,6 +13,12 @@ import ast
 
 
 
+def no_module_reason(why: str, tried: str = "") -> str:
+    """The `not run` reason when no module could be built (and, if it ran, what the witness met)."""
+    return f"no nn.Module to build ({why}); " + (f"{tried}; " if tried else "") + \
+        "add `# modelint: probe ClassName(...)`"
+
+
 def _enclosing_functions(tree: ast.Module, line: int) -> tuple[list[ast.AST], ast.ClassDef | None]:
     """The functions around `line`, outermost first, when the outermost can be called from the module
     (a top-level function, or a method of a top-level class), and that class; ([], None) otherwise."""
