@@ -161,7 +161,7 @@ def _from_recursion(error: BaseException) -> bool:
 
 def _analyse(module: cst.Module, text: str, path: str, codes: frozenset[str], index, file_noqa) -> FileResult:
     lines = physical_lines(text)
-    facts = FileFacts(module, path, index=index, lines=lines)
+    facts = FileFacts(module, path, index=index, lines=lines, text=text)
     reports = []
     internal: list[Finding] = []
     for code, rule_class in all_rules().items():
@@ -184,6 +184,9 @@ def _analyse(module: cst.Module, text: str, path: str, codes: frozenset[str], in
     if not reports:
         return FileResult(path, internal, summary=summary)
     positions = facts.positions
+    positions.prepare(node for _, report in reports if report.elsewhere is None
+                      for node in (report.node, report.stmt, *(note for note, _ in report.notes),
+                                   *(edit.node for edit in (report.fix.edits if report.fix else ()))))
     findings: list[Finding] = []
     foreign: list[Finding] = []
     for rule_class, report in reports:
@@ -261,8 +264,9 @@ def call_positions(path: str) -> tuple[list[tuple[Location, Location]], list[str
         text = source.read(path)
         with limits.time_limit(limits.timeout_seconds(len(text))), limits.deep_recursion():
             module = parse(text)
-            facts = FileFacts(module, path, lines=physical_lines(text))
+            facts = FileFacts(module, path, lines=physical_lines(text), text=text)
             positions = facts.positions
+            positions.everything()
             out = []
             for site in facts.collector.calls:
                 span = positions[site.node]

@@ -10,14 +10,13 @@ from __future__ import annotations
 from functools import cached_property
 
 import libcst as cst
-from libcst.metadata import MetadataWrapper, PositionProvider
-
 
 from modelint.facts.collector import Collector, FunctionInfo, Site
 from modelint.facts.flow import ModeFlow
 from modelint.facts.naming import is_evaluation_name, is_test_file
 from modelint.facts.regions import disables_grad, grad_effect, grad_wrappers
 from modelint.facts.modules import ModuleTable
+from modelint.facts.positions import Positions
 from modelint.facts.names import ImportTable, dotted
 from modelint.source import physical_lines
 from modelint.summary import ProjectIndex
@@ -25,8 +24,9 @@ from modelint.summary import ProjectIndex
 
 class FileFacts:
     def __init__(self, module: cst.Module, path: str, index: ProjectIndex | None = None,
-                 lines: list[str] | None = None) -> None:
+                 lines: list[str] | None = None, text: str | None = None) -> None:
         self.module = module
+        self.text = text
         self.path = path
         self.index = index
         self.lines = lines if lines is not None else physical_lines(module.code)
@@ -35,16 +35,9 @@ class FileFacts:
         self.collector.module_node = module
 
     @cached_property
-    def positions(self):
-        """libcst positions, computed only when something must be located."""
-        provider = PositionProvider()
-        try:
-            # What MetadataWrapper.resolve(PositionProvider) runs, without the empty visit of the
-            # whole tree it adds for batchable providers (there are none here): a third of its time.
-            provider._gen_impl(self.module)
-            return provider._computed
-        except AttributeError:  # a libcst without these internals
-            return MetadataWrapper(self.module, unsafe_skip_copy=True).resolve(PositionProvider)
+    def positions(self) -> Positions:
+        """Where nodes are (libcst `CodeRange`s), placed only when something must be located."""
+        return Positions(self.module, self.module.code if self.text is None else self.text)
 
     def locate(self, node: cst.CSTNode) -> tuple[int, int, int, int] | None:
         span = self.positions.get(node)

@@ -68,11 +68,12 @@ class StaticFacts:
         if self._facts is None:
             from modelint.facts import FileFacts
 
-            self._facts = FileFacts(cst.parse_module(self.text), self.path, self.index)
+            self._facts = FileFacts(cst.parse_module(self.text), self.path, self.index, text=self.text)
         return self._facts
 
     def sites_at(self, line: int) -> tuple[list[ForwardSite], list[StepSite]]:
         flow, positions = self._file.flow, self._file.positions
+        positions.everything()  # (every forward and step is compared with the line)
         forwards, steps = [], []
         for function_flow in flow.flows:
             for forward in function_flow.forwards.values():  # keyed by call, or (call, phase) in a phase loop
