@@ -40,6 +40,9 @@ class ForwardUse:
     method: bool = False  # the forward is a method wrapping it (`model.predict_step(x)`), not a call of the model
     # Within its own file: the calls through which the helper reaches `node` (a helper of the helper).
     chain: tuple = field(default=(), compare=False)
+    # The helper puts the model in eval mode itself before this forward (a node of its file, a RemoteSite
+    # once exported): the caller's mode does not matter there, only the caller's grad mode does.
+    eval_site: object = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from modelint.facts.lattice import is_train_site
 from modelint.facts.names import literal_value
 from modelint.facts.walk import iter_nodes
 from modelint.facts.regions import grad_effect
+from modelint.facts.summaries import qualname
 from modelint.textutil import code_of
 from modelint.rule import NodeEdit, NodeFix, Report, Rule, evidence, helper_report, wrapped_forward_notes
 
@@ -151,7 +152,20 @@ class MissingNoGrad(Rule):
                           (NodeEdit(function.node, f"@{torch_name}.no_grad()", "line_before"),),
                           applicability="unsafe")
         notes, related = wrapped_forward_notes(facts, forward, proof["notes"], proof["related"])
-        return Report(forward.call, message, stmt=site.site.stmt, fix=fix, notes=notes, related=related)
+        return Report(forward.call, message, stmt=site.site.stmt, fix=fix, notes=notes, related=related,
+                      unless_called=_callers_decide(facts, forward))
+
+
+def _callers_decide(facts: FileFacts, forward) -> str | None:
+    """A function of this file that nothing here calls, whose forward has autograd on only because its
+    callers are assumed to leave it on: when another file of the run calls it, the finding goes, and
+    that caller is judged with the function's summary instead (silent when it calls under no_grad)."""
+    function = forward.function
+    grad = forward.grad
+    if function is None or not grad.unknown or grad.may_enabled or grad.free_sites \
+            or facts.flow.has_callers(function):
+        return None
+    return qualname(function)
 
 
 def _wrapper_evaluates_it_elsewhere(facts: FileFacts, forward) -> bool:

@@ -110,3 +110,20 @@ def test_helper_guess_dropped_when_another_file_calls_it() -> None:
     assert alone.findings[0].unless_called == "top1"
     whole = run_paths([str(metrics.parent)], ConfigResolver(), Overrides(), jobs=1)
     assert not [f for f in whole.findings if f.path.endswith("metrics.py")]
+
+
+def test_callers_in_other_files_decide_the_grad_mode_of_a_helper() -> None:
+    """`extract_features()` puts the model in eval mode itself and leaves autograd to its callers. Alone,
+    no caller is seen: autograd is on. With benchmark.py, whose calls run under no_grad, it is clean;
+    with export.py, which calls it with autograd on, it is reported with that caller as a note."""
+    package = FIXTURES / "cross_file" / "features_pkg"
+    features, benchmark, export = (str(package / name) for name in ("features.py", "benchmark.py", "export.py"))
+
+    def found(*paths: str) -> list[tuple[str, int, str, tuple[str, ...]]]:
+        run = run_paths(list(paths), ConfigResolver(), Overrides(), jobs=1)
+        return [(Path(f.path).name, f.location.row, f.code, tuple(Path(r.path).name for r in f.related))
+                for f in run.findings]
+
+    assert found(features) == [("features.py", 11, "MDL002", ("features.py",))]
+    assert found(features, benchmark) == []
+    assert found(features, benchmark, export) == [("features.py", 11, "MDL002", ("export.py", "features.py"))]

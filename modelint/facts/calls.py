@@ -208,14 +208,15 @@ class CallEffects(FollowedNames, SummaryEffects):
 
     # -- forwards and training steps ---------------------------------------------
     def forward(self, call: cst.Call, key: str, state: State, method: str | None = None, via=None,
-                callee: FunctionSummary | None = None, helper: bool = False, shown_by_detach: bool = False) -> None:
+                callee: FunctionSummary | None = None, helper: bool = False, shown_by_detach: bool = False,
+                fact=None) -> None:
         if "." in key and key.rsplit(".", 1)[1] in api.MODE_PRESERVING_METHODS:
             return  # `pp()` for `pp = model.parameters`: a bound method of a module, not a module
         table = self.out.helper_forwards if helper else self.out.forwards
         token = (call, self.tag) if self.tag else call  # what the output's origins name
         slot = (token, via) if helper else token
         seen = table.get(slot)
-        fact = state.fact(key)
+        fact = state.fact(key) if fact is None else fact
         # A helper evaluating what the caller hands it, handed held-out data (`self.score(dev_loader)`).
         in_loop = self.evaluation_loops > 0 or (via is not None and _passes_evaluation_data(call))
         if seen is None:

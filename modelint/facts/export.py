@@ -81,8 +81,11 @@ def _export(flow, summary: FunctionSummary) -> FunctionSummary | None:
     for use in forwards:
         ordinal = _ordinal(flow, use)
         if ordinal >= 0:
+            eval_site = remote(flow, use.eval_site, "eval") if use.eval_site is not None else None
+            if use.eval_site is not None and eval_site is None:
+                continue  # (a forward whose eval() cannot be named elsewhere would read as the caller's mode)
             out.forwards.append(ForwardUse(use.param, use.path, use.intent, use.grad, use.context, ordinal,
-                                           method=use.method))
+                                           method=use.method, eval_site=eval_site))
     for use in steps:
         ordinal = _ordinal(flow, use)
         if ordinal >= 0:

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import libcst as cst
 
+from dataclasses import replace
+
 from modelint.facts.lattice import ENTRY_MODE, first_site
 from modelint.facts.names import key_root
 from modelint.facts.naming import is_evaluation_name
@@ -57,7 +59,12 @@ def summarise(flow, function_flow, globals_: frozenset[str], closures=()) -> Fun
                                       and not mode.eval_sites and not mode.havoc)
 
     for forward in (*function_flow.all_forwards(), *closure_forwards):
-        if not caller_owned(forward.key) or not from_caller(forward.mode):
+        if not caller_owned(forward.key):
+            continue
+        if not from_caller(forward.mode):
+            use = _grad_only_use(flow, function, forward)
+            if use is not None:
+                summary.forwards.append(use)
             continue
         if forward.key in trained:
             trains_keys.add(forward.key)
@@ -113,6 +120,21 @@ def _effects(flow, exit_state, caller_owned) -> tuple[dict, dict]:
 def _only_evaluated(uses) -> bool:
     """Turned into predictions, metrics, files or prints, and nothing that may keep its graph."""
     return "eval" in uses and not uses & {"train", "graph", "return", "store", "escape", "handed"}
+
+
+def _grad_only_use(flow, function, forward) -> ForwardUse | None:
+    """A forward of the caller's model that the function puts in eval mode first, with autograd left as
+    the caller has it: only the caller's grad mode decides (an `extract_features(model, loader)` that
+    calls `model.eval()` itself, called under no_grad in one script and without it in another)."""
+    mode = forward.mode
+    if not mode.definitely_eval or mode.havoc or forward.intent in ("training", "unknown", "shape"):
+        return None
+    if forward.function is not None and forward.function.takes_input_gradients:
+        return None
+    use = _forward_use(flow, function, forward, forward.intent)
+    if use is None or use.grad != "entry":
+        return None
+    return replace(use, eval_site=first_site(mode.eval_sites))
 
 
 def _forward_use(flow, function, forward, intent: str) -> ForwardUse | None:

@@ -36,17 +36,20 @@ class SummaryEffects:
             self.out.trains = True
         for use in summary.forwards:
             key = _rebind(use.param, bound)
-            if key is None:
-                continue
+            if key is None or (use.eval_site is not None and use.node is not None):
+                continue  # (a helper of this file that sets eval() itself is judged with its callers' grad)
+            # (a helper that switches the model to eval itself runs it in eval mode, whatever the caller's)
+            fact = state.fact(key)
+            if use.eval_site is not None:  # (and it is a module: the helper called `eval()` on it)
+                fact = replace(fact.switched("eval", use.eval_site), certain=True)
             if use.node is not None:  # same file: what the helper's forward receives (runtime verify reads it)
                 known = self.out.passed_modes.get(use.node)
-                fact = state.fact(key)
                 self.out.passed_modes[use.node] = fact if known is None else known.join(fact)
             if use.intent == "returned":
                 if ((call, self.tag) if self.tag else call) not in self.out.forwards:  # the call's value is that output
-                    self.forward(call, key, state, via=use, callee=summary)
+                    self.forward(call, key, state, via=use, callee=summary, fact=fact)
             else:
-                self.forward(call, key, state, via=use, callee=summary, helper=True)
+                self.forward(call, key, state, via=use, callee=summary, helper=True, fact=fact)
         trained: list[str] = []
         for use in summary.steps:
             key = _rebind(use.param, bound)
