@@ -10,7 +10,9 @@ from modelint.facts import FileFacts
 from modelint.facts.evaluation import (dummy_input, effective_grad, effective_mode, is_module, left_to_subclasses,
                                        returned_to_callers)
 from modelint.facts.intent import DETACH, ESCAPE, GIVEN_BACK, HANDED, RETURN, STORE, TRAIN
+from modelint.facts.batches import over_batches
 from modelint.facts.lattice import is_train_site
+from modelint.facts.mode_handling import optional_or_callable
 from modelint.facts.names import literal_value
 from modelint.facts.walk import iter_nodes
 from modelint.facts.regions import grad_effect
@@ -95,7 +97,7 @@ class MissingNoGrad(Rule):
 
     def _judge(self, facts: FileFacts, forward) -> Report | None:
         mode = effective_mode(facts, forward)
-        if mode.parameterless or not is_module(facts, forward, mode) \
+        if mode.parameterless or not (is_module(facts, forward, mode) or _fed_batches(facts, forward)) \
                 or (forward.via is None and returned_to_callers(facts, forward)):
             return None  # (a loss, an activation, a padding layer: no weights, no graph worth a finding)
         if left_to_subclasses(facts, forward):
@@ -166,6 +168,16 @@ def _callers_decide(facts: FileFacts, forward) -> str | None:
             or facts.flow.has_callers(function):
         return None
     return qualname(function)
+
+
+def _fed_batches(facts: FileFacts, forward) -> bool:
+    """A parameter run on each batch a loop draws from a dataset, its output made into predictions:
+    a model, as MDL001 judges it (an optional hook or a `Callable` is not)."""
+    function = forward.function
+    head = forward.key.split(".")[0]
+    return function is not None and forward.via is None and forward.method is None \
+        and forward.intent == "evaluation" and head in function.param_set and head not in ("self", "cls") \
+        and not optional_or_callable(facts, function, head) and over_batches(facts, forward)
 
 
 def _wrapper_evaluates_it_elsewhere(facts: FileFacts, forward) -> bool:

@@ -65,7 +65,7 @@ class MisspelledModeApi(Rule):
             qualified = site.qualified
             if qualified is not None and qualified.startswith("torch.") and qualified.count(".") == 1:
                 name = qualified.split(".", 1)[1]
-                meant = _torch_meant(name)
+                meant = api.torch_meant(name)
                 if meant is not None:
                     fix = None
                     if meant.startswith("torch.") and isinstance(call.func, cst.Attribute):
@@ -123,32 +123,8 @@ class MisspelledModeApi(Rule):
                          fix=NodeFix(f"Replace with `{call}`", (NodeEdit(func.value, meant[0], "replace"),)))
 
 
-def _torch_meant(name: str) -> str | None:
-    if name in api.TORCH_GRAD_API:
-        return None
-    if name in api.TORCH_CONFUSIONS:
-        return api.TORCH_CONFUSIONS[name]
-    if name.startswith("_"):
-        return None
-    best = _closest(name, api.TORCH_GRAD_API)
-    return f"torch.{best}" if best else None
-
-
 @lru_cache(maxsize=4096)
 def _module_meant(name: str) -> str | None:
     if name in api.MODULE_CONFUSIONS:
         return api.MODULE_CONFUSIONS[name]
-    return _closest(name, api.MODULE_NEAR_MISS_TARGETS)
-
-
-def _closest(name: str, targets) -> str | None:
-    if len(name) < 4:
-        return None  # `val`, `evl`: too short to tell a typo from another API
-    squashed = name.replace("_", "").lower()
-    for target in sorted(targets):
-        limit = 1 if len(target) <= 5 else 2
-        if abs(len(name) - len(target)) > limit and squashed != target.replace("_", ""):
-            continue  # more insertions or deletions than the limit allows
-        if edit_distance(name, target) <= limit or squashed == target.replace("_", ""):
-            return target
-    return None
+    return api.closest(name, api.MODULE_NEAR_MISS_TARGETS)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers_cli import (CLEAN, EVAL_BUG, HEADER, TRAIN_BUG, check, codes_by_path, findings, lines_for, symlink,
+from helpers_cli import (CLEAN, EVAL_BUG, HEADER, TRAIN_BUG, check, findings, lines_for, symlink,
                          write)
 
 BAD_FILES: dict[str, bytes] = {

@@ -57,7 +57,7 @@ class FileFacts:
     def flow(self) -> ModeFlow:
         return ModeFlow(self.collector, self.modules, self.path, index=self.index, module_class=self.is_module_class,
                         maybe_module_class=self.may_be_module_class, grad_wrappers=self.grad_wrappers,
-                        raising_calls=self.unbound_mode_receivers)
+                        raising_calls=self.raising_calls)
 
     @cached_property
     def receivers(self):
@@ -84,6 +84,14 @@ class FileFacts:
         from modelint.facts.scope_names import bound_names
 
         return bound_names(self.module)
+
+    @cached_property
+    def raising_calls(self) -> frozenset:
+        """Statements that always raise, so the path ends there: a mode call on a name bound nowhere,
+        a torch function that does not exist."""
+        from modelint.facts.scope_names import misspelled_torch_calls
+
+        return self.unbound_mode_receivers | misspelled_torch_calls(self.collector)
 
     @cached_property
     def unbound_mode_receivers(self) -> frozenset:

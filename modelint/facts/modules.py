@@ -19,7 +19,7 @@ import libcst as cst
 
 from modelint.facts import torch_api as api
 from modelint.facts.collector import ClassInfo, Collector, FunctionInfo
-from modelint.facts.names import argument, dotted, literal_value, NOT_LITERAL, value_key
+from modelint.facts.names import argument, dotted, literal_value, NOT_LITERAL
 from modelint.facts.walk import iter_nodes
 
 

@@ -9,6 +9,7 @@ import builtins
 import libcst as cst
 
 from modelint.facts.names import dotted
+from modelint.facts.torch_api import torch_meant
 from modelint.facts.walk import iter_nodes
 
 _BUILTINS = frozenset(dir(builtins)) | {"__file__", "__name__", "__doc__", "__spec__", "__builtins__"}
@@ -67,3 +68,11 @@ def unbound_mode_receivers(collector, module: cst.Module) -> frozenset[cst.Call]
     if not bound:
         return frozenset()
     return frozenset(site.node for site in sites if site.node.func.value.value not in bound)
+
+
+def misspelled_torch_calls(collector) -> frozenset[cst.Call]:
+    """`torch.set_grad_enable(False)`, `torch.zero_grad()`: a name torch does not have raises
+    AttributeError, so nothing after it in its block runs (MDL011 reports the call itself)."""
+    return frozenset(site.node for site in collector.calls
+                     if site.qualified is not None and site.qualified.startswith("torch.")
+                     and site.qualified.count(".") == 1 and torch_meant(site.qualified[6:]) is not None)

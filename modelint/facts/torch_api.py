@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import re
 
+from modelint.textutil import edit_distance
+
 NN = "torch.nn"
 FUNCTIONAL = "torch.nn.functional"
 
@@ -182,3 +184,29 @@ DUMMY_TENSOR_FACTORIES = frozenset({
 # Tensors filled with a constant (a grid, a quantile level): no data, and no noise a generator samples from.
 CONSTANT_TENSOR_FACTORIES = frozenset({"torch.empty", "torch.zeros", "torch.ones", "torch.full", "torch.arange",
                                        "torch.ones_like", "torch.zeros_like", "torch.full_like", "torch.empty_like"})
+
+
+def torch_meant(name: str) -> str | None:
+    """`torch.<name>` that does not exist, and what was meant (`zero_grad` -> `torch.no_grad`), or None."""
+    if name in TORCH_GRAD_API:
+        return None
+    if name in TORCH_CONFUSIONS:
+        return TORCH_CONFUSIONS[name]
+    if name.startswith("_"):
+        return None
+    best = closest(name, TORCH_GRAD_API)
+    return f"torch.{best}" if best else None
+
+
+def closest(name: str, targets) -> str | None:
+    """The name in `targets` that `name` is a near miss of (an edit or two, or `_` and case), if any."""
+    if len(name) < 4:
+        return None  # `val`, `evl`: too short to tell a typo from another API
+    squashed = name.replace("_", "").lower()
+    for target in sorted(targets):
+        limit = 1 if len(target) <= 5 else 2
+        if abs(len(name) - len(target)) > limit and squashed != target.replace("_", ""):
+            continue  # more insertions or deletions than the limit allows
+        if edit_distance(name, target) <= limit or squashed == target.replace("_", ""):
+            return target
+    return None
