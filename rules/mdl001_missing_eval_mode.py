@@ -126,7 +126,7 @@ class MissingEvalMode(Rule):
             context = "for predictions and metrics"
         else:
             return None
-        if not over_batches(facts, forward) or minds_modes(function):
+        if not over_batches(facts, forward, batch_only=True) or minds_modes(function):
             return None
         key = forward.key
         site = facts.call_sites.get(forward.call)

@@ -177,7 +177,7 @@ def _fed_batches(facts: FileFacts, forward) -> bool:
     head = forward.key.split(".")[0]
     return function is not None and forward.via is None and forward.method is None \
         and forward.intent == "evaluation" and head in function.param_set and head not in ("self", "cls") \
-        and not optional_or_callable(facts, function, head) and over_batches(facts, forward)
+        and not optional_or_callable(facts, function, head) and over_batches(facts, forward, batch_only=True)
 
 
 def _wrapper_evaluates_it_elsewhere(facts: FileFacts, forward) -> bool:

@@ -14,10 +14,11 @@ import libcst as cst
 from modelint.facts.walk import iter_nodes
 
 
-def over_batches(facts, forward) -> bool:
+def over_batches(facts, forward, batch_only: bool = False) -> bool:
     """Is the forward run on each batch a loop draws from a dataset (`for x, y in loader`: inputs
     with their labels or indices), on the inputs themselves or those moved and cast (`x = x.to(device)`),
-    not on another forward's output?"""
+    not on another forward's output? With `batch_only`, on nothing but the batch (a callable also
+    handed a state and a codec is no model's forward)."""
     site = facts.call_sites.get(forward.call)
     if site is None:
         return False
@@ -27,7 +28,7 @@ def over_batches(facts, forward) -> bool:
             continue
         batch = batch_names(facts, loop)
         # Every input the loop makes is part of the batch: a loss fed the model's output is not a model.
-        if inputs & batch and not (inputs & _assigned_in(loop.body)) - batch:
+        if inputs & batch and not (inputs & _assigned_in(loop.body)) - batch and (not batch_only or inputs <= batch):
             return True
     return False
 
