@@ -68,6 +68,9 @@ class FunctionInfo:
     calls_self_attribute: bool = False  # `self.model(x)`: a trainer's method may evaluate its model
     # Local names bound to what a parameter holds (`model = args["model"]`, `net = ctx.net`).
     param_aliases: set = field(default_factory=set)
+    # Names that may pick a phase here or in a nested function (`if train:`, `phase == "val"`,
+    # `model.train(flag)`): only a parameter among them can be a phase parameter (see phases.py).
+    phase_names: set = field(default_factory=set)
 
     def __repr__(self) -> str:
         return f"<function {self.name}>"
@@ -256,6 +259,20 @@ class Collector(FastVisitor):
 
     def visit_If(self, node: cst.If) -> None:
         self._guards.append(node)
+        test = node.test
+        if isinstance(test, cst.UnaryOperation) and isinstance(test.operator, cst.Not):
+            test = test.expression
+        if type(test) is cst.Name:
+            self._phase_name(test.value)
+
+    def visit_Comparison(self, node: cst.Comparison) -> None:
+        if type(node.left) is cst.Name and len(node.comparisons) == 1:
+            self._phase_name(node.left.value)
+
+    def _phase_name(self, name: str) -> None:
+        for scope in self._scopes:
+            if isinstance(scope, FunctionInfo):
+                scope.phase_names.add(name)
 
     def leave_If(self, original_node: cst.If) -> None:
         self._guards.pop()
@@ -287,6 +304,8 @@ class Collector(FastVisitor):
             self._mark_gradients(inputs=True)  # `jacobian(f, x)`, `torch.func.grad(f)(x)`: gradients of a forward
         if attr in _MODE_METHODS or attr == "set_grad_enabled":
             self._mark_mode_relevant()
+        if len(node.args) == 1 and type(node.args[0].value) is cst.Name:
+            self._phase_name(node.args[0].value.value)  # (`model.train(flag)`, `set_grad_enabled(flag)`)
         function = site.function
         if function is None and not self.module_calls_functions:
             self.module_calls_functions = any(isinstance(arg.value, cst.Name) for arg in node.args)

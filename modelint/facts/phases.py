@@ -116,7 +116,7 @@ def phase_parameter(function) -> tuple[str, tuple] | None:
     """(parameter, its values) when a parameter of `function` decides whether it trains or evaluates:
     a flag tested by an `if` whose branches set a mode, step or switch autograd, or handed to `train()`
     or `set_grad_enabled()` itself; a string compared with literals naming both phases."""
-    params = set(function.params) - {"self", "cls"}
+    params = (set(function.params) - {"self", "cls"}) & function.phase_names  # (the collector's candidates)
     if not params:
         return None
     strings: dict[str, set] = {}
