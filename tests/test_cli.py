@@ -293,3 +293,19 @@ def test_duplicates_are_linted_once(tree: Path) -> None:
     found = findings(result.stdout)
     assert len(found) == 2, result.stdout
     assert "Found 2 findings." in result.stdout
+
+
+def test_the_pool_gets_the_biggest_files_first_and_every_file_once(tmp_path) -> None:
+    from modelint.runner import _balanced_batches
+
+    sizes = [100, 50_000, 300, 20_000, 10, 0, 700] * 5
+    work = []
+    for i, size in enumerate(sizes):
+        path = tmp_path / f"m{i}.py"
+        path.write_text("x" * size)
+        work.append((str(path), frozenset()))
+    work.append((str(tmp_path / "gone.py"), frozenset()))  # (deleted since discovery: size 0, still linted)
+    batches = _balanced_batches(work, 2)
+    assert sorted(i for batch in batches for i in batch) == list(range(len(work)))
+    assert batches[0] == [sizes.index(50_000)]  # the biggest file first, alone
+    assert all(len(batch) <= 64 for batch in batches)
