@@ -293,14 +293,15 @@ class Collector(FastVisitor):
     def visit_Call(self, node: cst.Call) -> None:
         site = self._site()
         func = node.func
-        self.calls.append(CallSite(node, self.imports.qualify(func), dotted(func), site))
+        qualified = self.imports.qualify(func)
+        self.calls.append(CallSite(node, qualified, dotted(func), site))
         cls = site.cls
         if cls is not None:
             cls.calls.append(node)
         attr = func.attr.value if isinstance(func, cst.Attribute) else None
         if attr in _GRADIENT_METHODS or (attr == "grad" and "autograd" in (dotted(func) or "")):
             self._mark_gradients(inputs=attr != "backward")
-        elif (self.imports.qualify(func) or "").startswith(_GRADIENT_TRANSFORMS):
+        elif (qualified or "").startswith(_GRADIENT_TRANSFORMS):
             self._mark_gradients(inputs=True)  # `jacobian(f, x)`, `torch.func.grad(f)(x)`: gradients of a forward
         if attr in _MODE_METHODS or attr == "set_grad_enabled":
             self._mark_mode_relevant()
