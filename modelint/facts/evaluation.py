@@ -92,6 +92,9 @@ def _evaluation_context(facts, forward, grad: GradFact) -> str | None:
         if grad.definitely_free and via.grad == "entry":
             return "under the caller's no_grad"
         return None
+    if via is not None and (via.context or "").startswith(("for predictions", "over ")):
+        # The helper made predictions or metrics of it (over held-out data) and returns them.
+        return "over validation/test data" if forward.in_evaluation_loop else via.context
     if forward.method is not None and intent in ("unknown", "escaped", "returned"):
         return None  # a method named like a forward (`forward_parameters`) whose output we lose: no evidence
     if grad.definitely_free or (via is not None and via.grad == "free"):

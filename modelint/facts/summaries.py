@@ -137,6 +137,10 @@ def _grad_only_use(flow, function, forward) -> ForwardUse | None:
     return replace(use, eval_site=first_site(mode.eval_sites))
 
 
+def _evidence(context: str | None) -> bool:
+    return context is not None and context.startswith(("for predictions", "under no_grad", "over "))
+
+
 def _forward_use(flow, function, forward, intent: str) -> ForwardUse | None:
     via = forward.via
     grad = forward.grad
@@ -148,7 +152,9 @@ def _forward_use(flow, function, forward, intent: str) -> ForwardUse | None:
         grad_word = "entry" if via is None or via.grad != "enabled" else "enabled"
     else:
         grad_word = "enabled"
-    context = via.context if via is not None and via.intent != "returned" else None
+    # What a helper returns after turning the output into predictions, computing it under no_grad or over
+    # held-out data stays an evaluation's product up the chain; a name-based reason does not travel.
+    context = via.context if via is not None and (via.intent != "returned" or _evidence(via.context)) else None
     if context is None:
         if grad_word == "free":
             context = "under no_grad"
