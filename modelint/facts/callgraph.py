@@ -269,7 +269,44 @@ class CallGraph:
                     key = f"{cls_name}.{func.attr.value}"
                     if key in self.local_functions:
                         return key
+        held = self.held_object_class(call, enclosing)
+        if held is not None:
+            for cls_name in self.class_and_bases(held):
+                key = f"{cls_name}.{func.attr.value}"
+                if key in self.local_functions:
+                    return key
         return None
+
+    def held_object_class(self, call: cst.Call, enclosing: FunctionInfo | None) -> str | None:
+        """`self.policy_old.act(state)`: the class of this file that every assignment of `self.policy_old`
+        in the enclosing class builds (`self.policy_old = ActorCritic(...)`), if there is exactly one."""
+        func = call.func
+        if not (isinstance(func, cst.Attribute) and isinstance(func.value, cst.Attribute)
+                and isinstance(func.value.value, cst.Name) and func.value.value.value == "self"):
+            return None
+        while enclosing is not None and enclosing.cls is None:
+            enclosing = enclosing.outer
+        if enclosing is None:
+            return None
+        built = self._held_classes.get((enclosing.cls.name, func.value.attr.value))
+        return next(iter(built)) if built is not None and len(built) == 1 else None
+
+    @cached_property
+    def _held_classes(self) -> dict[tuple[str, str], set]:
+        """(class, attribute) -> the classes of this file its methods construct into `self.<attribute>`
+        (`None` among them for anything else assigned there)."""
+        held: dict[tuple[str, str], set] = {}
+        for key, value, site in self.collector.call_assigns:
+            cls = site.function.cls if site.function is not None else None
+            if cls is None or not key.startswith("self.") or key.count(".") != 1:
+                continue
+            node = value
+            while isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute) \
+                    and node.func.attr.value in ("to", "cuda", "cpu", "float", "double", "half"):
+                node = node.func.value  # `ActorCritic(...).to(device)`
+            name = node.func.value if isinstance(node, cst.Call) and isinstance(node.func, cst.Name) else None
+            held.setdefault((cls.name, key[5:]), set()).add(name if name in self.modules.classes else None)
+        return held
 
 
     def overriders(self, call: cst.Call, enclosing: FunctionInfo | None) -> list[str]:
