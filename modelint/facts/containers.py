@@ -86,12 +86,13 @@ class _Reads:
 
 def _attribute_reads(facts, cls: ClassInfo) -> _Reads:
     reads = _Reads()
+    built_by = _construction_helpers(facts, cls)
     for function in facts.collector.functions:
         method = instance_method(function, None)
         if method is None or function.cls is not cls:
             continue
         owner = method.params[0]
-        outside = function.name != "__init__"
+        outside = function.name != "__init__" and function not in built_by
         body = function.node.body
         for node in iter_nodes(body, skip_lambdas=False):
             kind = type(node)
@@ -120,6 +121,21 @@ def _attribute_reads(facts, cls: ClassInfo) -> _Reads:
                     if type(node) is cst.Attribute and dotted(node.value) == owner_method.params[0]:
                         reads.outside_init.add(node.attr.value)
     return reads
+
+
+def _construction_helpers(facts, cls: ClassInfo) -> set:
+    """Private methods (`_get_basemodel`) that only `__init__` calls, as `self._x(...)`: they run while the
+    module is built, so what they read of a container is read at construction, as `__init__`'s reads are."""
+    callers: dict[str, set] = {}
+    for site in facts.collector.calls:
+        func = site.node.func
+        function = site.site.function
+        if isinstance(func, cst.Attribute) and isinstance(func.value, cst.Name) and func.value.value == "self" \
+                and function is not None and function.cls is cls:
+            callers.setdefault(func.attr.value, set()).add(function.name)
+    return {function for function in facts.collector.functions
+            if function.cls is cls and function.name.startswith("_") and not function.name.startswith("__")
+            and callers.get(function.name, set()) == {"__init__"}}
 
 
 def _read_call(facts, call: cst.Call, owner: str, reads: _Reads, function) -> None:
