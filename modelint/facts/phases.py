@@ -52,7 +52,10 @@ def literal_strings(expr: cst.BaseExpression, constants: dict[str, object]) -> t
 
 
 def decide(test: cst.BaseExpression, constants: dict[str, object]) -> bool | None:
-    """The value of a test that only compares known loop variables with literals; None otherwise."""
+    """The value of a test that only compares known loop variables with literals, or is a literal
+    (`if True:` around a block whose `else` is dead code); None otherwise."""
+    if isinstance(test, cst.Name) and test.value in ("True", "False"):
+        return test.value == "True"
     if not constants:
         return None
     if isinstance(test, cst.Name):
