@@ -114,7 +114,7 @@ class MissingNoGrad(Rule):
         function = forward.function
         # Put in eval mode on some path here and never in training mode: the author means to evaluate.
         eval_mode = bool(mode.eval_sites) and not mode.train_sites
-        if intent in ("training", "unknown", "shape"):
+        if intent in ("training", "unknown", "shape", "built"):
             return None
         if _part_of_a_modules_forward(facts, forward, mode) or _library_generate(facts, forward):
             return None

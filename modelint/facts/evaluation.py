@@ -79,7 +79,7 @@ def evaluation_context(facts, forward, grad: GradFact) -> str | None:
 
 def _evaluation_context(facts, forward, grad: GradFact) -> str | None:
     intent = forward.intent
-    if intent in ("training", "shape"):
+    if intent in ("training", "shape", "built"):
         return None
     via = forward.via
     if via is not None and via.intent != "returned":

@@ -55,6 +55,7 @@ DETACH = "detach"  # cut from its graph on purpose (`.detach()`, `.data`) while 
 FED = "fed"  # not a use of the output: its input is another forward's output (a loss, a head, a second stage)
 FEEDS = "feeds"  # not a use either: its output is, as it is, another forward's input (preprocessing, a first stage)
 META = "meta"  # only its shape, dtype or length was read: mode cannot change those
+BUILT = "built"  # a module's own methods were called on it (`load_state_dict`, `eval()`): the call built a module
 GIVEN_BACK = "given-back"  # something cut from it (its argmax, its indices) is returned: the caller gets a result
 
 # Tensor methods whose result has left autograd, and that turn outputs into predictions/numbers.
@@ -66,6 +67,10 @@ STOP_GRADIENT_METHODS = frozenset({"detach", "detach_"})
 EVAL_METHODS = frozenset({"softmax", "sigmoid", "topk", "max", "min", "sort", "cpu", "log_softmax"})
 METADATA_METHODS = frozenset({"size", "dim", "numel", "nelement", "type", "get_device", "element_size",
                               "is_contiguous", "stride", "data_ptr", "keys"})
+# Methods only an nn.Module has (no tensor, no model output): a call whose value gets one built a module.
+MODULE_ONLY_METHODS = frozenset({"load_state_dict", "state_dict", "eval", "parameters", "named_parameters", "modules",
+                                 "named_modules", "children", "named_children", "register_forward_hook",
+                                 "register_forward_pre_hook"})
 METADATA_ATTRIBUTES = frozenset({"shape", "dtype", "device", "ndim", "is_cuda", "requires_grad", "grad_fn",
                                  "layout", "names"})
 DETACHING_ATTRIBUTES = frozenset({"data"})  # a stop-gradient too
@@ -99,6 +104,8 @@ def opaque(origins: Origins) -> Origins:
 
 def intent_of(uses: set[str]) -> str:
     """One word for what a forward's output is for (see the module docstring)."""
+    if BUILT in uses:
+        return "built"  # (`agent = Model(envs)` for a parameter annotated as a module: a class, called)
     if TRAIN in uses:
         return "training"
     if RETURN in uses:
@@ -229,6 +236,9 @@ class OutputUses:
                 return NONE
             if not receiver:  # a method of something else, given outputs: `metric(out)`, `self.loss(out, y)`
                 return opaque(args)
+            if method in MODULE_ONLY_METHODS:
+                self.use(receiver, BUILT)
+                return NONE
             if method in METADATA_METHODS and not (method == "type" and call.args):  # (`.type(torch.DoubleTensor)` casts)
                 self.use(receiver, META)
                 return NONE

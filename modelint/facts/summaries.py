@@ -127,7 +127,7 @@ def _grad_only_use(flow, function, forward) -> ForwardUse | None:
     the caller has it: only the caller's grad mode decides (an `extract_features(model, loader)` that
     calls `model.eval()` itself, called under no_grad in one script and without it in another)."""
     mode = forward.mode
-    if not mode.definitely_eval or mode.havoc or forward.intent in ("training", "unknown", "shape"):
+    if not mode.definitely_eval or mode.havoc or forward.intent in ("training", "unknown", "shape", "built"):
         return None
     if forward.function is not None and forward.function.takes_input_gradients:
         return None
@@ -163,7 +163,7 @@ def _forward_use(flow, function, forward, intent: str) -> ForwardUse | None:
         elif intent == "evaluation" or (intent == "returned" and "eval" in forward.uses):
             context = "for predictions/metrics"
         elif not flow.function_trains(function) and is_evaluation_name(function.name, flow.path) \
-                and intent not in ("training", "unknown", "escaped", "shape"):
+                and intent not in ("training", "unknown", "escaped", "shape", "built"):
             context = f"in {function.name}()"
     node = via.node if via is not None else forward.call
     ordinal = via.call if via is not None else -1
