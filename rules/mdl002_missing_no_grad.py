@@ -164,9 +164,12 @@ def _callers_decide(facts: FileFacts, forward) -> str | None:
     that caller is judged with the function's summary instead (silent when it calls under no_grad)."""
     function = forward.function
     grad = forward.grad
+    head = forward.key.split(".")[0].split("[")[0]
     if function is None or not grad.unknown or grad.may_enabled or grad.free_sites \
             or facts.flow.has_callers(function):
         return None
+    if head not in function.param_set or head in ("self", "cls"):
+        return None  # (a model of its own or of its object: a caller elsewhere is not told of it, so cannot judge)
     return qualname(function)
 
 

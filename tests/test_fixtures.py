@@ -127,3 +127,14 @@ def test_callers_in_other_files_decide_the_grad_mode_of_a_helper() -> None:
     assert found(features) == [("features.py", 11, "MDL002", ("features.py",))]
     assert found(features, benchmark) == []
     assert found(features, benchmark, export) == [("features.py", 11, "MDL002", ("export.py", "features.py"))]
+
+
+def test_a_helper_evaluating_its_own_model_keeps_its_finding_when_another_file_calls_it(tmp_path: Path) -> None:
+    """The caller in another file cannot judge a model it never sees: the helper's finding stays."""
+    (tmp_path / "scoring.py").write_text(
+        "import torch\nimport torch.nn as nn\n\n\ndef score(x):\n"
+        "    net = nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.2))\n"
+        "    net.load_state_dict(torch.load('net.pt'))\n    net.eval()\n    return net(x).argmax(1).tolist()\n")
+    (tmp_path / "main.py").write_text("import torch\n\nfrom scoring import score\n\nprint(score(torch.randn(2, 4)))\n")
+    run = run_paths([str(tmp_path)], ConfigResolver(), Overrides(), jobs=1)
+    assert [(Path(f.path).name, f.location.row, f.code) for f in run.findings] == [("scoring.py", 9, "MDL002")]
