@@ -65,7 +65,7 @@ class MisspelledModeApi(Rule):
             qualified = site.qualified
             if qualified is not None and qualified.startswith("torch.") and qualified.count(".") == 1:
                 name = qualified.split(".", 1)[1]
-                meant = api.torch_meant(name)
+                meant = facts.misspelled_torch_calls.get(call)
                 if meant is not None:
                     fix = None
                     if meant.startswith("torch.") and isinstance(call.func, cst.Attribute):

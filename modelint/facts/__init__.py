@@ -89,9 +89,14 @@ class FileFacts:
     def raising_calls(self) -> frozenset:
         """Statements that always raise, so the path ends there: a mode call on a name bound nowhere,
         a torch function that does not exist."""
+        return self.unbound_mode_receivers | frozenset(self.misspelled_torch_calls)
+
+    @cached_property
+    def misspelled_torch_calls(self) -> dict:
+        """`torch.<near miss>(...)` call -> the torch name meant: see modelint.facts.scope_names."""
         from modelint.facts.scope_names import misspelled_torch_calls
 
-        return self.unbound_mode_receivers | misspelled_torch_calls(self.collector)
+        return misspelled_torch_calls(self.collector)
 
     @cached_property
     def unbound_mode_receivers(self) -> frozenset:

@@ -70,9 +70,14 @@ def unbound_mode_receivers(collector, module: cst.Module) -> frozenset[cst.Call]
     return frozenset(site.node for site in sites if site.node.func.value.value not in bound)
 
 
-def misspelled_torch_calls(collector) -> frozenset[cst.Call]:
-    """`torch.set_grad_enable(False)`, `torch.zero_grad()`: a name torch does not have raises
-    AttributeError, so nothing after it in its block runs (MDL011 reports the call itself)."""
-    return frozenset(site.node for site in collector.calls
-                     if site.qualified is not None and site.qualified.startswith("torch.")
-                     and site.qualified.count(".") == 1 and torch_meant(site.qualified[6:]) is not None)
+def misspelled_torch_calls(collector) -> dict[cst.Call, str]:
+    """`torch.set_grad_enable(False)` -> "torch.set_grad_enabled": a name torch does not have raises
+    AttributeError, so nothing after it in its block runs (MDL011 reports the call, with what was meant)."""
+    out: dict[cst.Call, str] = {}
+    for site in collector.calls:
+        qualified = site.qualified
+        if qualified is not None and qualified.startswith("torch.") and qualified.count(".") == 1:
+            meant = torch_meant(qualified[6:])
+            if meant is not None:
+                out[site.node] = meant
+    return out

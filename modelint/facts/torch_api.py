@@ -8,6 +8,7 @@ the facts pass and the rules rely on. Names are fully qualified the way
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 from modelint.textutil import edit_distance
 
@@ -186,6 +187,7 @@ CONSTANT_TENSOR_FACTORIES = frozenset({"torch.empty", "torch.zeros", "torch.ones
                                        "torch.ones_like", "torch.zeros_like", "torch.full_like", "torch.empty_like"})
 
 
+@lru_cache(maxsize=4096)
 def torch_meant(name: str) -> str | None:
     """`torch.<name>` that does not exist, and what was meant (`zero_grad` -> `torch.no_grad`), or None."""
     if name in TORCH_GRAD_API:
