@@ -13,7 +13,7 @@ from modelint.facts.intent import DETACH, ESCAPE, GIVEN_BACK, HANDED, RETURN, ST
 from modelint.facts.batches import over_batches
 from modelint.facts.lattice import is_train_site
 from modelint.facts.mode_handling import optional_or_callable
-from modelint.facts.names import literal_value
+from modelint.facts.names import key_root, literal_value
 from modelint.facts.walk import iter_nodes
 from modelint.facts.regions import grad_effect
 from modelint.facts.summaries import qualname
@@ -164,7 +164,7 @@ def _callers_decide(facts: FileFacts, forward) -> str | None:
     that caller is judged with the function's summary instead (silent when it calls under no_grad)."""
     function = forward.function
     grad = forward.grad
-    head = forward.key.split(".")[0].split("[")[0]
+    head = key_root(forward.key)
     if function is None or not grad.unknown or grad.may_enabled or grad.free_sites \
             or facts.flow.has_callers(function):
         return None
@@ -177,7 +177,7 @@ def _fed_batches(facts: FileFacts, forward) -> bool:
     """A parameter run on each batch a loop draws from a dataset, its output made into predictions:
     a model, as MDL001 judges it (an optional hook or a `Callable` is not)."""
     function = forward.function
-    head = forward.key.split(".")[0]
+    head = key_root(forward.key)
     return function is not None and forward.via is None and forward.method is None \
         and forward.intent == "evaluation" and head in function.param_set and head not in ("self", "cls") \
         and not optional_or_callable(facts, function, head) and over_batches(facts, forward, batch_only=True)

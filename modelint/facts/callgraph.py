@@ -21,6 +21,7 @@ from modelint.facts.names import dotted, key_prefixes, parameter_owners
 from modelint.facts import torch_api as api
 from modelint.facts.collector import FunctionInfo
 from modelint.facts.lattice import GRAD_ENABLED, GRAD_UNKNOWN, GradFact
+from modelint.facts.modules import unwrap_chain
 from modelint.facts.summaries import qualname
 
 _BUILTIN_NAMES = frozenset(dir(builtins))
@@ -297,15 +298,11 @@ class CallGraph:
         (`None` among them for anything else assigned there)."""
         held: dict[tuple[str, str], set] = {}
         for key, value, site in self.collector.call_assigns:
-            cls = site.function.cls if site.function is not None else None
-            if cls is None or not key.startswith("self.") or key.count(".") != 1:
+            if site.cls is None or not key.startswith("self.") or key.count(".") != 1:
                 continue
-            node = value
-            while isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute) \
-                    and node.func.attr.value in ("to", "cuda", "cpu", "float", "double", "half"):
-                node = node.func.value  # `ActorCritic(...).to(device)`
+            node, _chain = unwrap_chain(value)  # `ActorCritic(...).to(device)`
             name = node.func.value if isinstance(node, cst.Call) and isinstance(node.func, cst.Name) else None
-            held.setdefault((cls.name, key[5:]), set()).add(name if name in self.modules.classes else None)
+            held.setdefault((site.cls.name, key[5:]), set()).add(name if name in self.modules.classes else None)
         return held
 
 

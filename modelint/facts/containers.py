@@ -127,9 +127,9 @@ def _construction_helpers(facts, cls: ClassInfo) -> set:
     """Private methods (`_get_basemodel`) that only `__init__` calls, as `self._x(...)`: they run while the
     module is built, so what they read of a container is read at construction, as `__init__`'s reads are."""
     callers: dict[str, set] = {}
-    for site in facts.collector.calls:
-        func = site.node.func
-        function = site.site.function
+    for call in cls.calls:  # (the calls in its own methods)
+        func = call.func
+        function = facts.call_sites[call].site.function
         if isinstance(func, cst.Attribute) and isinstance(func.value, cst.Name) and func.value.value == "self" \
                 and function is not None and function.cls is cls:
             callers.setdefault(func.attr.value, set()).add(function.name)

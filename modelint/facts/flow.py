@@ -272,11 +272,9 @@ class ModeFlow(CallGraph):
         func = call.func
         local = self.local_callee(call, enclosing)
         if local is not None:
-            if not isinstance(func, cst.Attribute):
-                return self.summaries.get(local), None
-            # (`self.policy_old.act(x)`: the method's `self` is `self.policy_old`)
-            held = self.held_object_class(call, enclosing) is not None and dotted(func.value) != "self"
-            return self.summaries.get(local), (dotted(func.value) if held else "self")
+            # A method's `self` is its receiver: `self` for `self.validate()`, `self.policy_old` for
+            # `self.policy_old.act(x)` (the only attribute calls local_callee resolves).
+            return self.summaries.get(local), (dotted(func.value) if isinstance(func, cst.Attribute) else None)
         if isinstance(func, cst.Name):
             qualified = self.imports.bindings.get(func.value)
             if qualified is not None:

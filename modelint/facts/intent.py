@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import libcst as cst
 
+from modelint.facts.modules import EVIDENCE_METHODS
 from modelint.facts.walk import iter_nodes
 
 TRAIN, EVAL, RETURN, STORE, ESCAPE, WEAK, DISCARD = "train", "eval", "return", "store", "escape", "weak", "discard"
@@ -68,9 +69,9 @@ EVAL_METHODS = frozenset({"softmax", "sigmoid", "topk", "max", "min", "sort", "c
 METADATA_METHODS = frozenset({"size", "dim", "numel", "nelement", "type", "get_device", "element_size",
                               "is_contiguous", "stride", "data_ptr", "keys"})
 # Methods only an nn.Module has (no tensor, no model output): a call whose value gets one built a module.
-MODULE_ONLY_METHODS = frozenset({"load_state_dict", "state_dict", "eval", "parameters", "named_parameters", "modules",
-                                 "named_modules", "children", "named_children", "register_forward_hook",
-                                 "register_forward_pre_hook"})
+# `eval()` counts here, unlike for an unknown receiver (another framework's `x.eval(stream)`): a forward's
+# output has no such method either.
+MODULE_ONLY_METHODS = EVIDENCE_METHODS | {"eval", "register_forward_hook", "register_forward_pre_hook"}
 METADATA_ATTRIBUTES = frozenset({"shape", "dtype", "device", "ndim", "is_cuda", "requires_grad", "grad_fn",
                                  "layout", "names"})
 DETACHING_ATTRIBUTES = frozenset({"data"})  # a stop-gradient too
