@@ -214,6 +214,19 @@ def _volatile_input(facts: FileFacts, forward) -> bool:
 _VARIABLE = frozenset({"torch.autograd.Variable", "torch.autograd.variable.Variable"})
 
 
+def _called_by_its_own_class(facts: FileFacts, function) -> bool:
+    """Called here by a method of its class (a base or a subclass of it included): a step of the module's
+    own computation. Callers elsewhere (`acc = model.predict(x)` in a script) use the module instead."""
+    flow = facts.flow
+    family = set(flow.class_and_bases(function.cls.name)) | set(flow._subclasses.get(function.cls.name, ()))
+    for caller in flow.syntactic_callers(function):
+        while caller is not None and caller.cls is None:
+            caller = caller.outer
+        if caller is not None and caller is not function and caller.cls.name in family:
+            return True
+    return False
+
+
 def _part_of_a_modules_forward(facts: FileFacts, forward, mode) -> bool:
     """A module's own method (or one of a class whose base elsewhere may be a module) computes part of its
     forward (masks, routing, selection), which feeds the caller's graph. Only a method that evaluates
@@ -233,7 +246,7 @@ def _part_of_a_modules_forward(facts: FileFacts, forward, mode) -> bool:
         return False  # (a trainer on a base elsewhere, switching the model it holds, has no forward)
     if _detached_at_once(facts, forward):
         return False  # cut from its graph before it goes anywhere: no part of a differentiable forward
-    if facts.flow.has_callers(function) or function in facts.maybe_forward_reachable:
+    if _called_by_its_own_class(facts, function) or function in facts.maybe_forward_reachable:
         return True
     switched_here = any(facts.call_sites.get(site) is not None and facts.call_sites[site].site.function is function
                         for site in mode.eval_sites if not mode.train_sites)

@@ -22,6 +22,7 @@ from modelint.facts import torch_api as api
 from modelint.facts.collector import FunctionInfo
 from modelint.facts.lattice import GRAD_ENABLED, GRAD_UNKNOWN, GradFact
 from modelint.facts.modules import unwrap_chain
+from modelint.facts.name_values import scope_bindings
 from modelint.facts.summaries import qualname
 
 _BUILTIN_NAMES = frozenset(dir(builtins))
@@ -270,7 +271,7 @@ class CallGraph:
                     key = f"{cls_name}.{func.attr.value}"
                     if key in self.local_functions:
                         return key
-        held = self.held_object_class(call, enclosing)
+        held = self.held_object_class(call, enclosing) or self.bound_object_class(call, enclosing)
         if held is not None:
             for cls_name in self.class_and_bases(held):
                 key = f"{cls_name}.{func.attr.value}"
@@ -291,6 +292,39 @@ class CallGraph:
             return None
         built = self._held_classes.get((enclosing.cls.name, func.value.attr.value))
         return next(iter(built)) if built is not None and len(built) == 1 else None
+
+    def bound_object_class(self, call: cst.Call, enclosing: FunctionInfo | None) -> str | None:
+        """`model.predict(x)` with `model = Classifier(10)`: the class of this file that every binding of
+        the name, in the scope Python finds it in (the function, an enclosing one, the module), builds."""
+        func = call.func
+        if not (isinstance(func, cst.Attribute) and isinstance(func.value, cst.Name)) \
+                or func.value.value == "self":
+            return None
+        name = func.value.value
+        scope = enclosing
+        while True:
+            bindings = self._scope_bindings(scope).get(name)
+            if bindings:
+                break
+            if scope is None:
+                return None
+            scope = scope.outer
+        classes = set()
+        for binding in bindings:
+            node = unwrap_chain(binding.value)[0] if binding.kind == "assign" else None
+            if not (isinstance(node, cst.Call) and isinstance(node.func, cst.Name)
+                    and node.func.value in self.modules.classes):
+                return None  # a parameter, a loop variable, anything else: not one class we know
+            classes.add(node.func.value)
+        return classes.pop() if len(classes) == 1 else None
+
+    def _scope_bindings(self, function: FunctionInfo | None) -> dict:
+        cache = self.__dict__.setdefault("_bindings_by_scope", {})
+        found = cache.get(function)
+        if found is None:
+            found = cache[function] = scope_bindings(function.node if function is not None
+                                                     else self.collector.module_node)
+        return found
 
     @cached_property
     def _held_classes(self) -> dict[tuple[str, str], set]:

@@ -229,6 +229,11 @@ class ModeFlow(CallGraph):
         trained = self.trained_models
         if (function, key) in trained:
             return True
+        attribute = _instance_attribute(function, key)
+        if attribute is not None:
+            # `self.q(s)` in `act()` is the `self.q` that `learn()` trains: one object's attribute.
+            return any(f is not None and f.cls is function.cls and _instance_attribute(f, k) == attribute
+                       for f, k in trained)
         if key not in self.global_models or (function is not None and key not in self.free.globals_of(function)):
             return False
         return any(k == key and (f is None or key in self.free.globals_of(f)) for f, k in trained)
@@ -345,3 +350,12 @@ def _owner_class(function: FunctionInfo):
     while function is not None and function.cls is None:
         function = function.outer
     return function.cls if function is not None else None
+
+
+def _instance_attribute(function: FunctionInfo | None, key: str) -> str | None:
+    """`self.q` read in a method of a class: the attribute path after the method's `self` ("q")."""
+    if function is None or function.cls is None or not function.params or "." not in key \
+            or any(dotted(d) in ("staticmethod", "classmethod") for d in function.decorators):
+        return None
+    root, attribute = key.split(".", 1)
+    return attribute if root == function.params[0] else None

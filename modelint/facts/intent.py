@@ -23,6 +23,9 @@ records, for each forward it reaches, how the output is used:
   escaped. A helper handing it to a callable it holds (a hook) makes it ESCAPE.
 - WEAK: printed, logged or handed to a metric/writer/list method.
 - DISCARD: the output is not used at all (warm-up, benchmark, calibration).
+- SAMPLED: a distribution it parametrises is sampled (`Categorical(probs).sample()`): a policy
+  acting or a generator drawing data. A draw is no prediction or metric of the model, and
+  whether the draws feed training later (a rollout's experience) is beyond the data flow.
 - DETACH (with the others): cut from its graph on purpose (`.detach()`, `.data`) while it
   still carried it: whoever wrote it knew autograd was recording, and did not want it.
 - FEEDS (not a use): its output, as it is, is another forward's input.
@@ -45,6 +48,7 @@ from modelint.facts.walk import iter_nodes
 
 TRAIN, EVAL, RETURN, STORE, ESCAPE, WEAK, DISCARD = "train", "eval", "return", "store", "escape", "weak", "discard"
 HANDED = "handed"
+SAMPLED = "sampled"
 # Functions that write what they are given to a file: images, arrays, plots.
 FILE_WRITERS = frozenset({
     "torchvision.utils.save_image", "cv2.imwrite", "imageio.imwrite", "imageio.imsave", "imageio.mimsave",
@@ -111,7 +115,7 @@ def intent_of(uses: set[str]) -> str:
         return "training"
     if RETURN in uses:
         return "returned"
-    if STORE in uses:
+    if STORE in uses or SAMPLED in uses:
         return "unknown"
     if META in uses and uses <= {META, DISCARD, DETACH}:
         return "shape"  # a shape probe (`self.net(dummy).shape[1]`): no evaluation
@@ -245,6 +249,9 @@ class OutputUses:
                 return NONE
             if method in DETACHING_METHODS:
                 self.use(receiver, EVAL)
+                return detached(receiver) | args
+            if method == "sample":  # (not `rsample()`: reparameterised draws carry the graph on)
+                self.use(receiver, SAMPLED)
                 return detached(receiver) | args
             if method in STOP_GRADIENT_METHODS:
                 self.use(receiver, DETACH, DIRECT)

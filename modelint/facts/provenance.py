@@ -22,7 +22,9 @@ from modelint.facts.lattice import ModeFact, mode_of_call
 from modelint.facts.modules import Dependence, unwrap_chain
 from modelint.facts.names import value_key
 
-DEEPCOPY = frozenset({"copy.deepcopy"})
+# Calls that return a deep copy of their first argument, in the mode it has then (SWA's averaged model
+# copies the module it is given; it is not put in eval mode).
+DEEPCOPY = frozenset({"copy.deepcopy", "torch.optim.swa_utils.AveragedModel"})
 
 
 @dataclass(frozen=True)

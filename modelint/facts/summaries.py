@@ -71,7 +71,7 @@ def summarise(flow, function_flow, globals_: frozenset[str], closures=()) -> Fun
         intent = forward.intent
         if forward.function is not None and forward.function.takes_input_gradients:
             intent = "training"  # its outputs' gradients are the point (a Jacobian, saliency): never an evaluation
-        use = _forward_use(flow, function, forward, intent)
+        use = _forward_use(flow, function, forward, intent, _trained_with(forward.key, trained))
         if use is not None:
             summary.forwards.append(use)
     first_step = next((s for s in function_flow.steps.values() if s.kind == "backward"),
@@ -141,7 +141,12 @@ def _evidence(context: str | None) -> bool:
     return context is not None and context.startswith(("for predictions", "under no_grad", "over "))
 
 
-def _forward_use(flow, function, forward, intent: str) -> ForwardUse | None:
+def _trained_with(key: str, trained) -> bool:
+    """Is the model, or a model it is part of or holds, trained in the function?"""
+    return any(key == t or key.startswith(t + ".") or t.startswith(key + ".") for t in trained)
+
+
+def _forward_use(flow, function, forward, intent: str, trained_here: bool = False) -> ForwardUse | None:
     via = forward.via
     grad = forward.grad
     if via is not None and via.grad == "free":
@@ -160,7 +165,11 @@ def _forward_use(flow, function, forward, intent: str) -> ForwardUse | None:
             context = "under no_grad"
         elif forward.in_evaluation_loop:
             context = "over validation/test data"
-        elif intent == "evaluation" or (intent == "returned" and "eval" in forward.uses):
+        elif trained_here and intent == "evaluation":
+            # What a function makes of a model it trains itself, on no held-out data and with autograd on, is
+            # part of the fitting (the codes a layer-wise `fit()` hands the next layer): its callers' to use.
+            intent = "unknown"
+        elif intent == "evaluation" or (intent == "returned" and "eval" in forward.uses and not trained_here):
             context = "for predictions/metrics"
         elif not flow.function_trains(function) and is_evaluation_name(function.name, flow.path) \
                 and intent not in ("training", "unknown", "escaped", "shape", "built"):

@@ -169,7 +169,10 @@ MODE_NEUTRAL_FUNCTIONS = frozenset(
      "torch.save", "torch.nn.utils.clip_grad_norm_", "torch.nn.utils.clip_grad_value_",
      "torch.nn.utils.parameters_to_vector", "copy.deepcopy", "logging.info", "summary",
      "torch.nn.DataParallel", "torch.nn.parallel.DistributedDataParallel", "torch.compile",
-     "torch.jit.script", "torch.jit.trace", "torch.onnx.export", "wandb.watch"}
+     "torch.jit.script", "torch.jit.trace", "torch.onnx.export", "wandb.watch",
+     # (`update_bn` switches to train() for its pass and restores the mode it found; SWA's averaged
+     # copy leaves the source alone)
+     "torch.optim.swa_utils.update_bn", "torch.optim.swa_utils.AveragedModel"}
 )
 # Wrappers that return a module sharing the wrapped module's mode.
 MODULE_WRAPPERS = frozenset(
