@@ -68,7 +68,12 @@ class CallEffects(FollowedNames, SummaryEffects):
             if override != local:
                 flow.record_call_site(override, call, self.out.function, state)
         key = value_key(func)
-        if key is not None:
+        steps = local is None and self._updates_with(call, state)
+        if steps:
+            # `loss_scaler(loss, optimizer, parameters=model.parameters())`: no model takes an optimizer;
+            # whatever gets one runs the update (backward and step) on what it is given with it.
+            self.step(call, "backward", state, None)
+        elif key is not None:
             canonical = state.canonical(key)
             if self._is_model(state, canonical):
                 self.forward(call, canonical, state)
@@ -129,6 +134,30 @@ class CallEffects(FollowedNames, SummaryEffects):
                     if flow.last_unresolved is not None:
                         # Another file's helper may know what it does to this model.
                         flow.unresolved.add(flow.last_unresolved)
+
+    def _updates_with(self, call: cst.Call, state: State) -> bool:
+        """Does the call run an update step on what it is handed: an optimizer and a value that carries a
+        forward's graph, and no model (`save_checkpoint(model, optimizer, metrics)` saves)?"""
+        if not self._hands_an_optimizer(call) or self._hands_a_model(call, state):
+            return False
+        return any(level != DETACHED for arg in call.args
+                   for _origin, level in self.uses.expression(arg.value, state.values))
+
+    def _hands_a_model(self, call: cst.Call, state: State | None) -> bool:
+        for arg in call.args:
+            key = value_key(arg.value)
+            if key is not None and ((state is not None and state.tracks(state.canonical(key)))
+                                    or self.flow.modules.is_module_name(key, self.out.function)):
+                return True
+        return False
+
+    def _hands_an_optimizer(self, call: cst.Call) -> bool:
+        """Is an optimizer among the call's arguments (`step_fn(loss, optimizer)`)?"""
+        for arg in call.args:
+            key = value_key(arg.value)
+            if key is not None and self.flow.is_optimizer(key):
+                return True
+        return False
 
     def _may_switch_mode(self, call: cst.Call) -> bool:
         """May a call we cannot see into change the mode of a model it is given?

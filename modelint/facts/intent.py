@@ -137,6 +137,9 @@ class OutputUses:
         # The arguments of a call that its callee back-propagates (set by the interpreter, from summaries).
         # What a local callee does with its arguments (see Interpreter._argument_uses); None: no summary.
         self.argument_uses = lambda call: None
+        # Is an optimizer among a call's arguments (one we cannot see into)? Then it runs the update on
+        # the graph it is handed with it (`loss_scaler(loss, optimizer)`); set by the interpreter.
+        self.hands_an_optimizer = lambda call: False
 
     def use(self, origins: Origins, kind: str, level: int = DETACHED) -> None:
         """Record `kind` for every forward reaching here at least this directly."""
@@ -227,6 +230,10 @@ class OutputUses:
             self.use(result.get(arg, NONE), ESCAPE, level=OPAQUE)
         for arg in evaluated:  # a helper that turns it into metrics, a saved image, a printout
             self.use(result.get(arg, NONE), EVAL)
+        if any(level != DETACHED for _origin, level in args) and self.hands_an_optimizer(call):
+            self.use(args, TRAIN)
+            self.use(args, GRAPH, level=OPAQUE)
+            return NONE
         qualified = self.imports.qualify(func)
         if qualified is not None:  # a function of torch, numpy, a library or the project
             return self._function_result(qualified, args) if args else NONE
