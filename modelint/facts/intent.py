@@ -86,6 +86,9 @@ WEAK_CONSUMER_METHODS = frozenset({"update", "add_scalar", "add_scalars", "add_i
                                    "record", "record_batch", "set_postfix", "set_description"})
 CONTAINER_METHODS = frozenset({"append", "extend", "insert", "add", "update", "setdefault", "appendleft"})
 BACKWARD_METHODS = frozenset({"backward", "manual_backward"})
+# Tensor methods that return a view of their receiver's storage: an in-place op on one writes the receiver.
+VIEW_METHODS = frozenset({"view", "view_as", "reshape", "narrow", "select", "squeeze", "unsqueeze", "flatten",
+                          "transpose", "permute", "t", "expand", "expand_as", "diagonal", "unflatten"})
 _DETACHING_BUILTINS = frozenset({"float", "int", "bool", "round", "abs"})
 _METADATA_BUILTINS = frozenset({"len", "isinstance", "type", "id", "hasattr", "callable"})
 _EVAL_FUNCTIONS = frozenset({"torch.argmax", "torch.argmin", "torch.max", "torch.min", "torch.topk", "torch.sort",
@@ -318,6 +321,10 @@ class OutputUses:
                 self.use(consumed, WEAK)
             elif self.argument_uses(expr) is not None:
                 pass  # a helper of this file: its summary said above what it does with each argument
+            elif in_place(method):
+                # `m.view(-1).index_add_(0, idx, out)`: the tensor now holds it (a distributional
+                # target built in place, then used in the loss)
+                return consumed
             else:
                 self.use(consumed, ESCAPE, level=DIRECT)
             if method in CONTAINER_METHODS:
@@ -343,6 +350,22 @@ class OutputUses:
 
     def stored(self, origins: Origins) -> None:
         self.use(origins, STORE, level=OPAQUE)
+
+
+def in_place(method: str | None) -> bool:
+    """A tensor's in-place method (`add_`, `index_add_`, `copy_`, `masked_fill_`)."""
+    return method is not None and method.endswith("_") and not method.startswith("_")
+
+
+def storage_owner(expr: cst.BaseExpression) -> cst.BaseExpression:
+    """`m.view(-1)`, `m[idx]`, `m.t()`: the tensor whose storage an in-place op on it writes (`m`)."""
+    while True:
+        if isinstance(expr, cst.Subscript):
+            expr = expr.value
+        elif isinstance(expr, cst.Call) and isinstance(expr.func, cst.Attribute) and expr.func.attr.value in VIEW_METHODS:
+            expr = expr.func.value
+        else:
+            return expr
 
 
 def _value_children(node: cst.CSTNode):

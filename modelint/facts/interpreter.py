@@ -17,7 +17,7 @@ import libcst as cst
 from modelint.facts import torch_api as api
 from modelint.facts.bindings import Bindings, flatten
 from modelint.facts.calls import CallEffects
-from modelint.facts.intent import OutputUses
+from modelint.facts.intent import OutputUses, in_place, storage_owner
 from modelint.facts.lattice import GRAD_ENABLED, GRAD_UNKNOWN, GradFact
 from modelint.facts.loops import Loops
 from modelint.facts.names import dotted
@@ -257,7 +257,9 @@ class Interpreter(Loops, Bindings, CallEffects):
             value = value.expression
         added = self.uses.dropped(value, state.values)
         if added and isinstance(value, cst.Call) and isinstance(value.func, cst.Attribute):
-            self._derive(state, value.func.value, added, extend=True)
+            receiver = value.func.value
+            self._derive(state, storage_owner(receiver) if in_place(value.func.attr.value) else receiver, added,
+                         extend=True)
 
     def with_(self, stmt: cst.With, state: State) -> State | None:
         before = state.grad

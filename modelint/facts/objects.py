@@ -202,6 +202,8 @@ class ObjectModes:
             return None
         if function.name.startswith("_"):
             return None  # a private hook: a base class elsewhere calls it, in a mode we cannot see
+        if self._mode_switched_by_users(function.cls, key):
+            return None  # `agent.eval()` before `agent.act(s)`: the object hands the switch to its users
         # Callers here that set the mode first do not decide it: a public method is also called from
         # outside, after whatever the object's other methods left (`predict()` after `train_model()`).
         for cls_name in self.flow.class_and_bases(function.cls.name):
@@ -209,6 +211,26 @@ class ObjectModes:
             if found is not None and found[0] != function.name:
                 return found
         return None
+
+    def _mode_switched_by_users(self, cls, key: str) -> bool:
+        """Does the class have a public method that only switches `self.<attr>` to eval mode (`def eval(self):
+        self.online_net.eval()`), running none of its forwards? Its users choose the mode, then."""
+        setters = self._eval_setters
+        return any(key in setters.get(name, ()) for name in self.flow.class_and_bases(cls.name))
+
+    @cached_property
+    def _eval_setters(self) -> dict[str, set[str]]:
+        out: dict[str, set[str]] = {}
+        for function_flow in self.flow.flows:
+            function = function_flow.function
+            if function is None or function.cls is None or function.name.startswith("_") \
+                    or function_flow.exit_state is None or not _only_switches_modes(function.node):
+                continue
+            for key in self._left_in_eval.get(function.cls.name, {}):
+                exit_fact = function_flow.exit_state.models.get(key)
+                if exit_fact is not None and exit_fact.eval_sites:
+                    out.setdefault(function.cls.name, set()).add(key)
+        return out
 
     def at_entry(self, function, key: str) -> ModeFact | None:
         """What the object's methods leave on `self.<attr>`, for a method of a class that is no module."""
@@ -320,3 +342,21 @@ class ObjectModes:
             if fact is None or fact.havoc or fact.train_sites:
                 return False  # (a callee's training shows in its caller as a train site at the call)
         return True
+
+
+def _only_switches_modes(node: cst.FunctionDef) -> bool:
+    """A body of nothing but `x.eval()` / `x.train(...)` calls (a docstring, `return self` aside)."""
+    body = node.body.body if isinstance(node.body, cst.IndentedBlock) else [node.body]
+    switched = False
+    for statement in body:
+        smalls = statement.body if isinstance(statement, cst.SimpleStatementLine) else None
+        if smalls is None:
+            return False
+        for small in smalls:
+            if isinstance(small, cst.Expr) and isinstance(small.value, cst.Call) \
+                    and isinstance(small.value.func, cst.Attribute) and small.value.func.attr.value in ("eval", "train"):
+                switched = True
+            elif not (isinstance(small, (cst.Pass, cst.Return)) or
+                      (isinstance(small, cst.Expr) and isinstance(small.value, (cst.SimpleString, cst.ConcatenatedString)))):
+                return False
+    return switched
