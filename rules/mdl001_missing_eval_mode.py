@@ -5,7 +5,8 @@ from typing import Iterator
 import libcst as cst
 
 from modelint.facts import FileFacts
-from modelint.facts.evaluation import (dummy_input, effective_grad, effective_mode, evaluation_context, is_module,
+from modelint.facts.evaluation import (dummy_input, effective_grad, effective_mode, evaluation_context,
+                                       initialises_lazy_modules, is_module,
                                        returned_to_callers)
 from modelint.facts.batches import over_batches
 from modelint.facts.lattice import ENTRY_MODE, is_train_site
@@ -246,7 +247,8 @@ class MissingEvalMode(Rule):
             return None  # every model the class puts there has no Dropout or BatchNorm
         grad = effective_grad(facts, forward)
         context = evaluation_context(facts, forward, grad)
-        if context is None or (forward.via is None and returned_to_callers(facts, forward)):
+        if context is None or (forward.via is None and returned_to_callers(facts, forward)) \
+                or initialises_lazy_modules(facts, forward):
             return None
         if not trains_here and any(is_train_site(site) for site in forward.mode.train_sites) \
                 and _repeated_sample(facts, forward):

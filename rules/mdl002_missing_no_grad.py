@@ -7,7 +7,8 @@ import libcst as cst
 
 
 from modelint.facts import FileFacts
-from modelint.facts.evaluation import (dummy_input, effective_grad, effective_mode, is_module, left_to_subclasses,
+from modelint.facts.evaluation import (dummy_input, effective_grad, effective_mode, initialises_lazy_modules,
+                                       is_module, left_to_subclasses,
                                        returned_to_callers)
 from modelint.facts.intent import DETACH, ESCAPE, GIVEN_BACK, HANDED, RETURN, STORE, TRAIN
 from modelint.facts.batches import over_batches
@@ -100,7 +101,7 @@ class MissingNoGrad(Rule):
         if mode.parameterless or not (is_module(facts, forward, mode) or _fed_batches(facts, forward)) \
                 or (forward.via is None and returned_to_callers(facts, forward)):
             return None  # (a loss, an activation, a padding layer: no weights, no graph worth a finding)
-        if left_to_subclasses(facts, forward):
+        if left_to_subclasses(facts, forward) or initialises_lazy_modules(facts, forward):
             return None  # `self.predict_proba(X)` left abstract: a subclass may well run it under no_grad
         grad = effective_grad(facts, forward)
         if forward.grad_free or grad.free_sites:  # grad-free on every path, or on some (a conditional no_grad)

@@ -18,7 +18,9 @@ import libcst as cst
 
 from modelint.facts import torch_api as api
 from modelint.facts.lattice import ENTRY_MODE, GradFact, ModeFact
+from modelint.facts.names import dotted
 from modelint.facts.naming import is_evaluation_name
+from modelint.facts.walk import iter_nodes
 
 
 def effective_mode(facts, forward) -> ModeFact:
@@ -148,3 +150,44 @@ def dummy_input(facts, forward) -> bool:
         return False
 
     return any(dummy(arg.value) for arg in forward.call.args)
+
+
+def initialises_lazy_modules(facts, forward) -> bool:
+    """A forward whose output nothing uses, followed in the same body by an optimizer built over the
+    model's parameters (`model(data.x_dict, ...)` under no_grad, then `Adam(model.parameters())`): it
+    materialises lazy layers (`in_channels=-1`) before the optimizer sees them; nothing is evaluated."""
+    if forward.via is None and not forward.uses <= {"discard"}:
+        return False
+    if forward.via is not None and not _dropped(facts, forward.call):
+        return False  # (a helper's result: what the caller does with it is not tracked)
+    function = forward.function
+    body = function.node.body.body if function is not None else facts.collector.module_node.body
+    later = None
+    for i, statement in enumerate(body):
+        if any(node is forward.call for node in iter_nodes(statement)):
+            later = body[i + 1:]
+            break
+    for statement in later or ():
+        for node in iter_nodes(statement):
+            if isinstance(node, cst.Call) and _optimizer_over(facts, node, forward.key):
+                return True
+    return False
+
+
+def _dropped(facts, call: cst.Call) -> bool:
+    site = facts.call_sites.get(call)
+    statement = site.site.stmt if site is not None else None
+    return isinstance(statement, cst.SimpleStatementLine) and any(
+        isinstance(small, cst.Expr) and small.value is call for small in statement.body)
+
+
+def _optimizer_over(facts, call: cst.Call, key: str) -> bool:
+    """`Adam(model.parameters())`, or a trainer's `fit(model, ...)`: the model's weights are trained next."""
+    if isinstance(call.func, cst.Attribute) and call.func.attr.value == "fit":
+        return any(dotted(arg.value) == key for arg in call.args)
+    qualified = facts.imports.qualify(call.func) or ""
+    if not qualified.startswith("torch.optim.") or ".lr_scheduler." in qualified:
+        return False
+    return any(isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute)
+               and node.func.attr.value in ("parameters", "named_parameters") and dotted(node.func.value) == key
+               for arg in call.args for node in iter_nodes(arg.value))
