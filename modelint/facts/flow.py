@@ -221,8 +221,17 @@ class ModeFlow(CallGraph):
         """(function, key) of every model a function of the file trains from data: its output reaches a
         backward with the graph while an optimizer steps, and its input is no other forward's output (a
         loss is fed). Whatever its constructor (`torchani.nn.Sequential(...)`), it has weights."""
-        return frozenset((flow.function, forward.key) for flow in self.flows
-                         for forward in flow.training_forwards() if not forward.fed)
+        found = set()
+        for flow in self.flows:
+            trained = flow.training_forwards()
+            first = flow.first_stages(trained)
+            for forward in trained:
+                if forward.fed:
+                    continue
+                if forward.token in first and not self.modules.is_module_name(forward.key, flow.function):
+                    continue  # a first stage of a kind we cannot see (a data transform): the next one is trained
+                found.add((flow.function, forward.key))
+        return frozenset(found)
 
     def is_trained_model(self, function: FunctionInfo | None, key: str) -> bool:
         """Is `key`, as `function` sees it, a model the file trains (there, or as the same global)?"""

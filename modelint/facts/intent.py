@@ -136,6 +136,7 @@ class OutputUses:
         self.imports = imports
         self.forwards = forwards  # token -> record, filled by the mode flow before the statement is evaluated
         self.uses: dict[object, set[str]] = {}  # by token: the forward call, or (call, phase) in a phase loop
+        self.feeds_into: dict[object, set] = {}  # token -> the forwards whose input its output is
         self.tag: tuple = ()
         # The arguments of a call that its callee back-propagates (set by the interpreter, from summaries).
         # What a local callee does with its arguments (see Interpreter._argument_uses); None: no summary.
@@ -222,6 +223,7 @@ class OutputUses:
                 self.uses.setdefault(token, set()).add(FED)
                 for origin in feeding:
                     self.uses.setdefault(origin, set()).add(FEEDS)
+                    self.feeds_into.setdefault(origin, set()).add(token)
             return frozenset({(token, DIRECT)}) | args
         trained, handed, evaluated, hooked = self.argument_uses(call) or ((), (), (), ())
         for arg in trained:  # a helper that runs backward() on what it is given

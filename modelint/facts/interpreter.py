@@ -91,6 +91,7 @@ class Interpreter(Loops, Bindings, CallEffects):
         for returned in self.returns:
             result = join(result, returned)
         self.out.uses = self.uses.uses
+        self.out.feeds_into = self.uses.feeds_into
         return result
 
     # -- statements -----------------------------------------------------------

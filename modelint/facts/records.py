@@ -88,6 +88,7 @@ class FunctionFlow:
     phase_exits: dict = field(default_factory=dict)  # each value of it -> the exit state then
     returned: ModeFact | None = None  # the module it returns (a factory), joined over its returns
     trains: bool = False  # it has a training step, itself or through a helper it calls
+    feeds_into: dict = field(default_factory=dict)  # forward token -> the forwards its output is the input of
     # `model.train(was_training)` restoring a mode saved here with no switch in between: model -> the call
     idle_restores: dict[str, cst.Call] = field(default_factory=dict)
 
@@ -101,6 +102,13 @@ class FunctionFlow:
         if not any(step.kind == "step" for step in self.steps.values()):
             return []
         return [forward for forward in self.all_forwards() if forward.trains_model]
+
+    def first_stages(self, forwards) -> set:
+        """Tokens of the forwards whose output is the input of another of these forwards (one with
+        weights): `data = transform(data)` before `model(data.x)`."""
+        models = {forward.token for forward in forwards if not forward.mode.parameterless}
+        return {forward.token for forward in forwards
+                if self.feeds_into.get(forward.token, set()) & (models - {forward.token})}
 
     def all_forwards(self):
         yield from self.forwards.values()
