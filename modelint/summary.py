@@ -63,6 +63,7 @@ class ReturnFact:
     dependence: int  # Dependence value: 0 independent, 1 unknown, 2 dependent
     certain: bool = True
     site: object = field(default=None, compare=False)  # where the mode was set: a node here or a RemoteSite
+    parameterless: bool = False  # a module without weights (`nn.MSELoss()` from `_select_criterion()`)
 
 
 @dataclass

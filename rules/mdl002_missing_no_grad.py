@@ -179,7 +179,7 @@ def _fed_batches(facts: FileFacts, forward) -> bool:
     a model, as MDL001 judges it (an optional hook or a `Callable` is not)."""
     function = forward.function
     head = key_root(forward.key)
-    return function is not None and forward.via is None and forward.method is None \
+    return function is not None and forward.via is None and forward.method is None and not forward.after_forward \
         and forward.intent == "evaluation" and head in function.param_set and head not in ("self", "cls") \
         and not optional_or_callable(facts, function, head) and over_batches(facts, forward, batch_only=True)
 

@@ -94,5 +94,6 @@ def _export(flow, summary: FunctionSummary) -> FunctionSummary | None:
         returned = returns
         site = remote(flow, returned.site, _site_kind(returned.mode or "train", returned.site)) \
             if returned.site is not None else None
-        out.returns = ReturnFact(returned.mode, returned.dependence, returned.certain, site)
+        out.returns = ReturnFact(returned.mode, returned.dependence, returned.certain, site,
+                                 parameterless=returned.parameterless)
     return out

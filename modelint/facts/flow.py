@@ -19,7 +19,7 @@ from modelint.facts import torch_api as api
 from modelint.facts.callgraph import CallGraph, _nested_name
 from modelint.facts.collector import Collector, FunctionInfo
 from modelint.facts.free_models import FreeModels
-from modelint.facts.intent import DETACH, DIRECT, FED, FEEDS
+from modelint.facts.intent import AFTER, DETACH, DIRECT, FED, FEEDS
 from modelint.facts.interpreter import Interpreter
 from modelint.facts.lattice import GRAD_ENABLED, GRAD_UNKNOWN, GradFact
 from modelint.facts.modules import ModuleTable
@@ -185,7 +185,8 @@ class ModeFlow(CallGraph):
                 del flow.forwards[slot]  # (a detach downstream of what it feeds is that forward's)
                 continue
             forward.fed = FED in uses  # (a fact about its input, kept apart from what its output is used for)
-            forward.uses = uses - {FED, FEEDS}
+            forward.after_forward = AFTER in uses
+            forward.uses = uses - {FED, FEEDS, AFTER}
         flow.trains = flow.trains or bool(flow.steps) or bool(flow.helper_steps)
 
     def _add_flow(self, flow: FunctionFlow) -> None:

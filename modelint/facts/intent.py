@@ -58,6 +58,7 @@ FILE_WRITERS = frozenset({
 GRAPH = "graph"  # with TRAIN: the output reached the backward still attached (the model is being trained)
 DETACH = "detach"  # cut from its graph on purpose (`.detach()`, `.data`) while it still carried it
 FED = "fed"  # not a use of the output: its input is another forward's output (a loss, a head, a second stage)
+AFTER = "after"  # not a use: its input derives from another forward's output, even detached (`loss(pred.cpu(), y)`)
 FEEDS = "feeds"  # not a use either: its output is, as it is, another forward's input (preprocessing, a first stage)
 META = "meta"  # only its shape, dtype or length was read: mode cannot change those
 BUILT = "built"  # a module's own methods were called on it (`load_state_dict`, `eval()`): the call built a module
@@ -219,6 +220,8 @@ class OutputUses:
         if token in self.forwards:
             feeding = [origin for origin, level in args if level == DIRECT and origin != token
                        and not (isinstance(origin, tuple) and origin[0] == "param")]
+            if any(origin != token and not (isinstance(origin, tuple) and origin[0] == "param") for origin, _ in args):
+                self.uses.setdefault(token, set()).add(AFTER)
             if feeding:  # (not its own earlier output, as in generation; not a parameter)
                 self.uses.setdefault(token, set()).add(FED)
                 for origin in feeding:

@@ -111,6 +111,7 @@ class Provenance:
         elif returned.mode == "train":
             train, evaluation = frozenset({site}), frozenset()
         else:
-            return ModeFact(havoc=True, dependence=Dependence(returned.dependence), certain=returned.certain)
+            return ModeFact(havoc=True, dependence=Dependence(returned.dependence), certain=returned.certain,
+                            parameterless=returned.parameterless)
         return ModeFact(train_sites=train, eval_sites=evaluation, dependence=Dependence(returned.dependence),
-                        certain=returned.certain)
+                        certain=returned.certain, parameterless=returned.parameterless)

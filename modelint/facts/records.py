@@ -33,6 +33,7 @@ class Forward:
     callee: FunctionSummary | None = None
     uses: set[str] = field(default_factory=set)  # what the caller does with the output (modelint.facts.intent)
     fed: bool = False  # its input is another forward's output (a loss, a head): that forward's graph goes on
+    after_forward: bool = False  # its input derives from another forward's output, even cut from its graph
     token: object = None  # what the output's origins name: the call, or (call, phase) in a phase loop
     phase: tuple = ()  # ((variable, value),) inside a phase loop
     shown_by_detach: bool = False  # nothing else shows the callee is a model: kept only if its output is detached

@@ -87,7 +87,8 @@ def summarise(flow, function_flow, globals_: frozenset[str], closures=()) -> Fun
     if returned is not None and (returned.certain or returned.origin is None):
         mode = "train" if returned.definitely_train else "eval" if returned.definitely_eval else None
         site = first_site(returned.eval_sites if mode == "eval" else returned.train_sites)
-        summary.returns = ReturnFact(mode, int(returned.dependence), returned.certain, site)
+        summary.returns = ReturnFact(mode, int(returned.dependence), returned.certain, site,
+                                     parameterless=returned.parameterless)
     summary.context_mode, summary.context_grad = _context_effects(flow, function)
     summary.backprops = [p for p in params if "train" in function_flow.uses.get(("param", p), ())]
     summary.evaluates = [p for p in params if _only_evaluated(function_flow.uses.get(("param", p), ()))]
