@@ -134,6 +134,17 @@ class ModuleTable:
             return True, Dependence.INDEPENDENT if lightning else Dependence.DEPENDENT
         return False, Dependence.UNKNOWN if self._is_foreign(qualified) else Dependence.INDEPENDENT
 
+    def _defines_own(self, owner: cst.BaseExpression, method: str) -> bool:
+        """Is `owner` a class of the project (this file, or another one the index knows) defining `method`?"""
+        local = self.project_class(owner)
+        if local is not None:
+            return method in local.methods
+        qualified = self.imports.qualify(owner)
+        if qualified is None or self.index is None:
+            return False
+        found = self.index.resolve_shape(qualified, self.path)
+        return found is not None and method in found[0].defines
+
     def _is_foreign(self, qualified: str) -> bool:
         """Imported from outside the stdlib: we cannot see what it holds."""
         head = qualified.lstrip(".").split(".")[0]
@@ -191,6 +202,8 @@ class ModuleTable:
             return Construction(call, self._dependence.get(project.name, Dependence.INDEPENDENT),
                                 parameterless=self._solved and self.kinds.holds_no_weights(project))
         if isinstance(func, cst.Attribute) and func.attr.value == "from_pretrained":
+            if self._defines_own(func.value, "from_pretrained"):
+                return None  # the project's own classmethod (nanoGPT's `GPT.from_pretrained`): its summary says
             owner = dotted(func.value) or ""
             tail = owner.rsplit(".", 1)[-1]
             if re.search(api.FROM_PRETRAINED_MODEL, tail) and not re.search(api.FROM_PRETRAINED_NOT_MODEL, tail):
