@@ -43,6 +43,8 @@ class ForwardUse:
     # The helper puts the model in eval mode itself before this forward (a node of its file, a RemoteSite
     # once exported): the caller's mode does not matter there, only the caller's grad mode does.
     eval_site: object = field(default=None, compare=False)
+    # Run only when the helper's phase parameter has this value (`actor_pick_action(s, eval=False)`).
+    phase_value: object = None
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,7 @@ class FunctionSummary:
     # A parameter that picks the phase (`set_mode("eval", models)`): its literal value -> (effects, effect_sites)
     # when the caller names it, in this file.
     phase_param: str | None = None
+    phase_default: object = None  # its default, when a literal (`eval=False`)
     phase_effects: dict = field(default_factory=dict)
 
     @property

@@ -73,28 +73,38 @@ class MissingNoGrad(Rule):
     fixtures = "MDL002_missing_no_grad"
 
     def check(self, facts: FileFacts) -> Iterator[Report]:
+        found = list(self._reports(facts))
+        anchors = {report.node for _path, report in found}
+        for path, report in found:
+            # A helper's forward reported for a caller whose call of it (or a call on the way) is itself
+            # reported: the same missing no_grad, already shown at that call.
+            if not any(node in anchors and node is not report.node for node in path):
+                yield report
+
+    def _reports(self, facts: FileFacts) -> Iterator[Report]:
         for flow in facts.flow.flows:
             function = flow.function
             if facts.is_test_function(function) or facts.flow.is_framework_hook(function):
                 continue
             if facts.uses_input_gradients(function):
                 continue  # saliency, adversarial examples: the outputs' gradients are the point
-            reported: list = []  # (the call shown, its report), in order
+            reported: list = []  # (the call shown, its report, the calls it goes through), in order
             for forward in flow.all_forwards():
                 report = self._judge(facts, forward)
                 if report is None:
                     continue
-                follows = _follows_a_reported_forward(facts, forward, [node for node, _ in reported])
+                follows = _follows_a_reported_forward(facts, forward, [node for node, _, _ in reported])
                 if follows is None:
-                    reported.append((_reported_node(facts, forward), report))
+                    path = (forward.call, *forward.via.chain) if forward.via is not None else ()
+                    reported.append((_reported_node(facts, forward), report, path))
                     continue
                 # The same fix covers it: one finding, which shows it too (so does a label there).
                 i, how = follows
-                earlier, first = reported[i]
+                earlier, first, path = reported[i]
                 again = (_reported_node(facts, forward), f"`{forward.key}` runs {how}, in the same block")
-                reported[i] = (earlier, replace(first, notes=(*first.notes, again)))
-            for _node, report in reported:
-                yield report
+                reported[i] = (earlier, replace(first, notes=(*first.notes, again)), path)
+            for _node, report, path in reported:
+                yield path, report
 
     def _judge(self, facts: FileFacts, forward) -> Report | None:
         mode = effective_mode(facts, forward)

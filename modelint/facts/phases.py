@@ -147,8 +147,13 @@ def phase_parameter(function) -> tuple[str, tuple] | None:
 
 
 def _flag(test: cst.BaseExpression, params: set) -> str | None:
+    """`if flag:`, `if not flag:`, `if flag == False:`, `if flag is True:`: the parameter tested."""
     if isinstance(test, cst.UnaryOperation) and isinstance(test.operator, cst.Not):
         test = test.expression
+    if isinstance(test, cst.Comparison) and len(test.comparisons) == 1 \
+            and isinstance(test.comparisons[0].operator, (cst.Equal, cst.NotEqual, cst.Is, cst.IsNot)) \
+            and isinstance(literal_value(test.comparisons[0].comparator), bool):
+        test = test.left
     return test.value if type(test) is cst.Name and test.value in params else None
 
 

@@ -21,7 +21,7 @@ import libcst as cst
 from dataclasses import replace
 
 from modelint.facts.lattice import ENTRY_MODE, first_site
-from modelint.facts.names import key_root
+from modelint.facts.names import key_root, literal_value
 from modelint.facts.naming import is_evaluation_name
 from modelint.summary import ForwardUse, FunctionSummary, ReturnFact, StepUse
 
@@ -47,6 +47,7 @@ def summarise(flow, function_flow, globals_: frozenset[str], closures=()) -> Fun
     summary.effects, summary.effect_sites = _effects(flow, function_flow.exit_state, caller_owned)
     if function_flow.phase_param is not None and function_flow.phase_param not in globals_:
         summary.phase_param = function_flow.phase_param
+        summary.phase_default = _literal_default(function, function_flow.phase_param)
         summary.phase_effects = {value: _effects(flow, state, caller_owned)
                                  for value, state in function_flow.phase_exits.items()}
     trained = function_flow.trained_keys()
@@ -142,6 +143,15 @@ def _evidence(context: str | None) -> bool:
     return context is not None and context.startswith(("for predictions", "under no_grad", "over "))
 
 
+def _literal_default(function, name: str):
+    p = function.node.params
+    for param in (*p.posonly_params, *p.params, *p.kwonly_params):
+        if param.name.value == name and param.default is not None:
+            value = literal_value(param.default)
+            return value if isinstance(value, (bool, str)) else None
+    return None
+
+
 def _trained_with(key: str, trained) -> bool:
     """Is the model, or a model it is part of or holds, trained in the function?"""
     return any(key == t or key.startswith(t + ".") or t.startswith(key + ".") for t in trained)
@@ -178,9 +188,10 @@ def _forward_use(flow, function, forward, intent: str, trained_here: bool = Fals
     node = via.node if via is not None else forward.call
     ordinal = via.call if via is not None else -1
     chain = (forward.call, *via.chain) if via is not None and via.path == flow.path else ()
+    phase_value = forward.phase[0][1] if forward.phase and forward.phase[0][0] in function.param_set else None
     return ForwardUse(forward.key, via.path if via is not None else flow.path, intent, grad_word, context,
                       ordinal, node=node, method=forward.method is not None or (via is not None and via.method),
-                      chain=chain)
+                      chain=chain, phase_value=phase_value)
 
 
 def _context_effects(flow, function) -> tuple[str | None, str | None]:

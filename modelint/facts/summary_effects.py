@@ -34,7 +34,10 @@ class SummaryEffects:
         bound, inline = self._bind_arguments(summary, arguments, state, self_receiver)
         if summary.trains:
             self.out.trains = True
+        phase = _phase_passed(summary, arguments)
         for use in summary.forwards:
+            if phase is not None and use.phase_value is not None and use.phase_value != phase:
+                continue  # run only for the other value of the helper's phase parameter
             key = _rebind(use.param, bound)
             if key is None or (use.eval_site is not None and use.node is not None):
                 continue  # (a helper of this file that sets eval() itself is judged with its callers' grad)
@@ -104,6 +107,16 @@ class SummaryEffects:
         if self_receiver is not None:
             bound["self"] = self_receiver
         return bound, inline
+
+
+def _phase_passed(summary: FunctionSummary, arguments: dict[str, cst.BaseExpression]):
+    """The literal the call passes for the helper's phase parameter (`eval=True`), if it passes one."""
+    if summary.phase_param is None:
+        return None
+    if summary.phase_param not in arguments:
+        return summary.phase_default
+    value = literal_value(arguments[summary.phase_param])
+    return value if isinstance(value, (bool, str)) else None
 
 
 def arguments_of(summary: FunctionSummary, call: cst.Call) -> dict[str, cst.BaseExpression]:
