@@ -63,6 +63,10 @@ class TrainingInEvalMode(Rule):
     def check(self, facts: FileFacts) -> Iterator[Report]:
         optimized, complete = _optimized_models(facts)
         for flow in facts.flow.flows:
+            if facts.is_test_function(flow.function):
+                continue  # a unit test switching modes on purpose (gradients of BatchNorm in eval mode)
+            if facts.uses_input_gradients(flow.function) and not any(s.kind == "step" for s in flow.steps.values()):
+                continue  # gradients of the inputs (saliency, a gradient check): nothing is trained
             fed = flow.trained_keys()
             if complete and optimized:
                 # Every optimizer here says whose parameters it steps: a network whose output only feeds the
