@@ -53,11 +53,12 @@ def plain_containers(facts) -> list[PlainContainer]:
         if not any(_empty_kind(a.value) or _container_kind(facts, a.value, a.site.function) for a in assigns) \
                 or _calls_add_module(facts, cls):
             continue  # nothing that could be a plain container of modules
-        registered = {a.target.attr.value for a in assigns if _builds_module(facts, a.value)}
+        registering = [a for a in assigns if _builds_module(facts, a.value)]
         reads = _attribute_reads(facts, cls)
-        for assign in assigns:
+        for position, assign in enumerate(assigns):
             attr = assign.target.attr.value
-            if attr in registered or attr in reads.passed_to_modules or attr not in reads.outside_init:
+            if _registered_after(assign, position, assigns, registering) or attr in reads.passed_to_modules \
+                    or attr not in reads.outside_init:
                 continue
             value = assign.value
             function = assign.site.function
@@ -73,6 +74,22 @@ def plain_containers(facts) -> list[PlainContainer]:
             if kind is not None and _holds_modules(facts, value, function, attr in reads.called):
                 found.append(PlainContainer(cls, attr, assign, kind, False))
     return found
+
+
+def _registered_after(assign: AttributeAssign, position: int, assigns: list, registering: list) -> bool:
+    """Is the attribute made a module elsewhere: in another method (a `build()` replacing it), or later
+    in this one on every path through it (`self.layers = nn.ModuleList(self.layers)`)? A module
+    assigned in another branch (`self.head = Head()` if one level, a list of heads if several) leaves
+    the list unregistered on its own path."""
+    attr = assign.target.attr.value
+    for other in registering:
+        if other.target.attr.value != attr or other is assign:
+            continue
+        if other.site.function is not assign.site.function:
+            return True
+        if assigns.index(other) > position and set(other.site.guards) <= set(assign.site.guards):
+            return True
+    return False
 
 
 @dataclass
@@ -110,6 +127,11 @@ def _attribute_reads(facts, cls: ClassInfo) -> _Reads:
             elif kind is cst.For:
                 attr = _iterated_attribute(node.iter, owner)
                 if attr is not None and _target_called(node):
+                    reads.called.add(attr)
+            elif kind in (cst.ListComp, cst.GeneratorExp, cst.SetComp):  # `[gen(x) for gen in self.gens]`
+                comp = node.for_in
+                attr = _iterated_attribute(comp.iter, owner)
+                if attr is not None and _names_called(comp.target, node.elt):
                     reads.called.add(attr)
     # A subclass in this file reads the container in its own methods too.
     for other in facts.collector.functions:
@@ -180,10 +202,14 @@ def _iterated_attribute(iterated: cst.BaseExpression, owner: str) -> str | None:
 
 
 def _target_called(loop: cst.For) -> bool:
-    names = {dotted(e.value) for e in loop.target.elements} if isinstance(loop.target, cst.Tuple) \
-        else {dotted(loop.target)}
+    return _names_called(loop.target, loop.body)
+
+
+def _names_called(target: cst.BaseExpression, body: cst.CSTNode) -> bool:
+    """Is a name the loop binds (`gen`, or one of `gen, s, d`) called in the body?"""
+    names = {dotted(e.value) for e in target.elements} if isinstance(target, cst.Tuple) else {dotted(target)}
     names.discard(None)
-    return any(type(node) is cst.Call and dotted(node.func) in names for node in iter_nodes(loop.body))
+    return any(type(node) is cst.Call and dotted(node.func) in names for node in iter_nodes(body))
 
 
 def _calls_add_module(facts, cls: ClassInfo) -> bool:
