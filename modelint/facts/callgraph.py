@@ -204,6 +204,10 @@ class CallGraph:
             return GradFact(free_sites=frozenset({function.node}))  # Lightning wraps it in no_grad
         if not sites and _is_private_hook(function):
             return GRAD_UNKNOWN  # called by a base class elsewhere (a template method), in a grad mode we cannot see
+        if not sites and self._called_only_in_lambdas(function):
+            # Called only inside lambdas (`Evaluator(eval_func=lambda x, y: test(model, x, y))`): whoever
+            # calls the lambda decides the grad mode, and a library's evaluator runs it under no_grad.
+            return GRAD_UNKNOWN
         if not sites or function in _seen:
             return GRAD_ENABLED
         result = None
@@ -212,6 +216,18 @@ class CallGraph:
                 grad = grad.at_entry(self.entry_grad(caller, _seen | {function}))
             result = grad if result is None else result.join(grad)
         return result
+
+    def _called_only_in_lambdas(self, function: FunctionInfo) -> bool:
+        calls = self._calls_of.get(function, ())
+        return bool(calls) and all(call in self.collector.calls_in_lambdas for call in calls)
+
+    @cached_property
+    def _calls_of(self) -> dict:
+        """function -> the calls of it in this file."""
+        out: dict = {}
+        for call, callee in self._local_callees.items():
+            out.setdefault(callee, []).append(call)
+        return out
 
     def is_framework_hook(self, function: FunctionInfo | None) -> bool:
         """A Lightning evaluation hook of a module class: the framework sets eval mode and no_grad for it."""

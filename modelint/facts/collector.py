@@ -177,6 +177,7 @@ class Collector(FastVisitor):
         self.calls_by_owner: dict[cst.CSTNode, list[cst.Call]] = {}
         self._owners: list[cst.CSTNode] = []
         self._lambdas = 0
+        self.calls_in_lambdas: set[cst.Call] = set()
         self._guards: list[cst.CSTNode] = []
         self._scopes: list[ClassInfo | FunctionInfo] = []
 
@@ -221,6 +222,8 @@ class Collector(FastVisitor):
         # Post-order (arguments before the call), as the mode flow evaluates them.
         if not self._lambdas and self._owners:
             self.calls_by_owner.setdefault(self._owners[-1], []).append(original_node)
+        elif self._lambdas:
+            self.calls_in_lambdas.add(original_node)  # run when the lambda is, by whoever calls it
 
     # -- imports ------------------------------------------------------------
     def visit_Import(self, node: cst.Import) -> None:
