@@ -109,11 +109,24 @@ def _evaluation_context(facts, forward, grad: GradFact) -> str | None:
         return "for predictions and metrics"
     if intent == "returned" and "eval" not in forward.uses:
         return None  # handed to the caller as it is: a name alone does not make it an evaluation
+    if intent == "inference" and "weak" in forward.uses and _runs_loaded_weights(facts, forward):
+        return "on the weights it loads"  # an inference script printing what a checkpoint predicts
     function = forward.function
     if function is not None and is_evaluation_name(function.name, facts.path) \
             and not facts.flow.function_trains(function):
         return f"in {function.name}()"
     return None
+
+
+def _runs_loaded_weights(facts, forward) -> bool:
+    """The function loads the model's weights (`model.load_state_dict(...)`) and trains nothing."""
+    function = forward.function
+    if forward.via is not None or facts.flow.function_trains(function) \
+            or facts.flow.is_trained_model(function, forward.key):
+        return False
+    return any(site.site.function is function and isinstance(site.node.func, cst.Attribute)
+               and site.node.func.attr.value == "load_state_dict" and dotted(site.node.func.value) == forward.key
+               for site in facts.collector.calls)
 
 
 def left_to_subclasses(facts, forward) -> bool:
