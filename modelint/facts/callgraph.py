@@ -317,6 +317,8 @@ class CallGraph:
                 or func.value.value == "self":
             return None
         name = func.value.value
+        if name not in self._names_built_from_classes:
+            return None  # (most receivers: no need to list a scope's bindings)
         scope = enclosing
         while True:
             bindings = self._scope_bindings(scope).get(name)
@@ -333,6 +335,17 @@ class CallGraph:
                 return None  # a parameter, a loop variable, anything else: not one class we know
             classes.add(node.func.value)
         return classes.pop() if len(classes) == 1 else None
+
+    @cached_property
+    def _names_built_from_classes(self) -> frozenset[str]:
+        """Plain names some assignment of this file binds to a constructor of one of its classes."""
+        names = set()
+        for key, value, _site in self.collector.call_assigns:
+            node = unwrap_chain(value)[0]
+            if "." not in key and isinstance(node, cst.Call) and isinstance(node.func, cst.Name) \
+                    and node.func.value in self.modules.classes:
+                names.add(key)
+        return frozenset(names)
 
     def _scope_bindings(self, function: FunctionInfo | None) -> dict:
         cache = self.__dict__.setdefault("_bindings_by_scope", {})
