@@ -78,7 +78,7 @@ class TrainingInEvalMode(Rule):
                 # (the models this backward trains first: whose outputs reach it)
                 for key, fact in sorted(step.models.items(), key=lambda item: (item[0] not in step.reached, item[0])):
                     if not self._trained_in_eval(key, fact, step.models, trained) \
-                            or _frozen_features_protocol(facts, key, fact, step):
+                            or _frozen_features_protocol(facts, key, fact, step) or _other_model_trained(key, step):
                         continue
                     site = facts.call_sites.get(step.call)
                     yield Report(step.call, _message(key, fact), stmt=site.site.stmt if site else None,
@@ -127,6 +127,13 @@ class TrainingInEvalMode(Rule):
         # A model kept in eval on purpose (a teacher, a frozen encoder) is not trained here: trained
         # models are optimized, put in train() explicitly, or feed the backward with their graph.
         return key in trained or any(is_train_site(s) for s in fact.train_sites)
+
+
+def _other_model_trained(key: str, step) -> bool:
+    """The backward's loss is seen to come from other models only (`model_1`'s, in a notebook that
+    trained and evaluated `model_0` above): `key`, part of none of them, is not what this step trains."""
+    reached = step.reached
+    return bool(reached) and not any(key == r or key.startswith(r + ".") or r.startswith(key + ".") for r in reached)
 
 
 def _frozen_features_protocol(facts: FileFacts, key: str, fact, step) -> bool:

@@ -140,8 +140,8 @@ class CallEffects(FollowedNames, SummaryEffects):
         forward's graph, and no model (`save_checkpoint(model, optimizer, metrics)` saves)?"""
         if not self._hands_an_optimizer(call) or self._hands_a_model(call, state):
             return False
-        return any(level != DETACHED for arg in call.args
-                   for _origin, level in self.uses.expression(arg.value, state.values))
+        return any(level != DETACHED and not (isinstance(origin, tuple) and origin[0] == "param")
+                   for arg in call.args for origin, level in self.uses.expression(arg.value, state.values))
 
     def _hands_a_model(self, call: cst.Call, state: State | None) -> bool:
         for arg in call.args:

@@ -238,7 +238,8 @@ class OutputUses:
             self.use(result.get(arg, NONE), ESCAPE, level=OPAQUE)
         for arg in evaluated:  # a helper that turns it into metrics, a saved image, a printout
             self.use(result.get(arg, NONE), EVAL)
-        if any(level != DETACHED for _origin, level in args) and self.hands_an_optimizer(call):
+        if any(level != DETACHED and not (isinstance(origin, tuple) and origin[0] == "param") for origin, level in args) \
+                and self.hands_an_optimizer(call):
             self.use(args, TRAIN)
             self.use(args, GRAPH, level=OPAQUE)
             return NONE
