@@ -6,7 +6,7 @@ import libcst as cst
 
 from modelint.facts import FileFacts
 from modelint.facts.evaluation import (dummy_input, effective_grad, effective_mode, evaluation_context,
-                                       initialises_lazy_modules, is_module,
+                                       fed_by_a_model_in_eval_mode, initialises_lazy_modules, is_module,
                                        returned_to_callers)
 from modelint.facts.batches import over_batches
 from modelint.facts.lattice import ENTRY_MODE, is_train_site
@@ -248,7 +248,7 @@ class MissingEvalMode(Rule):
         grad = effective_grad(facts, forward)
         context = evaluation_context(facts, forward, grad)
         if context is None or (forward.via is None and returned_to_callers(facts, forward)) \
-                or initialises_lazy_modules(facts, forward):
+                or initialises_lazy_modules(facts, forward) or fed_by_a_model_in_eval_mode(facts, forward):
             return None
         if not trains_here and any(is_train_site(site) for site in forward.mode.train_sites) \
                 and _repeated_sample(facts, forward):

@@ -18,6 +18,7 @@ import libcst as cst
 
 from modelint.facts import torch_api as api
 from modelint.facts.lattice import ENTRY_MODE, GradFact, ModeFact
+from modelint.facts.modules import Dependence
 from modelint.facts.names import dotted
 from modelint.facts.naming import is_evaluation_name
 from modelint.facts.walk import iter_nodes
@@ -127,6 +128,24 @@ def _runs_loaded_weights(facts, forward) -> bool:
     return any(site.site.function is function and isinstance(site.node.func, cst.Attribute)
                and site.node.func.attr.value == "load_state_dict" and dotted(site.node.func.value) == forward.key
                for site in facts.collector.calls)
+
+
+def fed_by_a_model_in_eval_mode(facts, forward) -> bool:
+    """`loss_fn(model(X), y)` after `model.eval()`: a forward of unknown kind whose input is the output of
+    a model the function put in eval mode. A loss or a metric taking the outputs: the author evaluates that
+    model, and has no mode to set on this one (a loss annotated `nn.Module` is still a loss)."""
+    if forward.mode.dependence is not Dependence.UNKNOWN:
+        return False
+    node = forward.via.node if forward.via is not None else forward.call  # (a helper's: judged where it runs)
+    for flow in facts.flow.flows:
+        record = flow.forwards.get(node)
+        if record is None or record.via is not None or not record.fed:
+            continue
+        for token, fed in flow.feeds_into.items():
+            feeding = flow.forwards.get(token)
+            if record.token in fed and feeding is not None and effective_mode(facts, feeding).definitely_eval:
+                return True
+    return False
 
 
 def left_to_subclasses(facts, forward) -> bool:
