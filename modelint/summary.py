@@ -45,6 +45,9 @@ class ForwardUse:
     eval_site: object = field(default=None, compare=False)
     # Run only when the helper's phase parameter has this value (`actor_pick_action(s, eval=False)`).
     phase_value: object = None
+    # The helper returns a result cut from the output (`target_net(s).detach().max(1)[0]`): what the
+    # callers do with the call's value may still make it part of training (a TD target in their loss).
+    given_back: bool = False
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import libcst as cst
 
 from modelint.facts import torch_api as api
-from modelint.facts.intent import DETACHED, FED, NONE
+from modelint.facts.intent import DETACHED, FED, NONE, graph_handed_to_update
 from modelint.facts.phases import decide
 from modelint.facts.lattice import ENTRY_MODE, GradFact, ModeFact, mode_of_call
 from modelint.facts.names import key_prefixes, tokens, value_key
@@ -138,10 +138,17 @@ class CallEffects(FollowedNames, SummaryEffects):
     def _updates_with(self, call: cst.Call, state: State) -> bool:
         """Does the call run an update step on what it is handed: an optimizer and a value that carries a
         forward's graph, and no model (`save_checkpoint(model, optimizer, metrics)` saves)?"""
-        if not self._hands_an_optimizer(call) or self._hands_a_model(call, state):
+        if not self._hands_an_optimizer(call):
             return False
-        return any(level != DETACHED and not (isinstance(origin, tuple) and origin[0] == "param")
-                   for arg in call.args for origin, level in self.uses.expression(arg.value, state.values))
+        origins = [origin for arg in call.args for origin in self.uses.expression(arg.value, state.values)]
+        return graph_handed_to_update(origins, self._hands_a_model(call, state))
+
+    def update_call(self, call: cst.Call) -> str | None:
+        """For the output uses: "optimizer" when a call we cannot see into is handed an optimizer, "optimizer
+        and model" when a model comes with it (`take_optimisation_step(optimizer, net, loss)`)."""
+        if call in self.flow.local_calls or not self._hands_an_optimizer(call):
+            return None
+        return "optimizer and model" if self._hands_a_model(call, None) else "optimizer"
 
     def _hands_a_model(self, call: cst.Call, state: State | None) -> bool:
         for arg in call.args:

@@ -157,7 +157,11 @@ def left_to_subclasses(facts, forward) -> bool:
 
 
 def returned_to_callers(facts, forward) -> bool:
-    """A forward whose output its function returns, and whose callers in this file are judged instead."""
+    """A forward whose output its function returns, and whose callers in this file are judged instead; or
+    whose result, cut from the graph, a caller up the chain feeds to its loss (a target network's values
+    made into a TD target by helpers: part of training, not an evaluation)."""
+    if forward.via is None and "given-back" in forward.uses and forward.call in facts.flow.given_back_for_training:
+        return True
     if forward.intent != "returned" or forward.function is None or not forward.mode.entry:
         return False
     return facts.flow.has_callers(forward.function)

@@ -187,6 +187,9 @@ class ModeFlow(CallGraph):
             forward.fed = FED in uses  # (a fact about its input, kept apart from what its output is used for)
             forward.after_forward = AFTER in uses
             forward.uses = uses - {FED, FEEDS, AFTER}
+        for forward in flow.helper_forwards.values():
+            if forward.via.given_back:
+                forward.caller_uses = flow.uses.get(forward.token, set()) - {FED, FEEDS, AFTER}
         flow.trains = flow.trains or bool(flow.steps) or bool(flow.helper_steps)
 
     def _add_flow(self, flow: FunctionFlow) -> None:
@@ -233,6 +236,12 @@ class ModeFlow(CallGraph):
                     continue  # a first stage of a kind we cannot see (a data transform): the next one is trained
                 found.add((flow.function, forward.key))
         return frozenset(found)
+
+    @cached_property
+    def given_back_for_training(self) -> frozenset:
+        """Forward calls whose result a helper gives back and a caller (at some remove) trains on."""
+        return frozenset(forward.via.node for flow in self.flows for forward in flow.helper_forwards.values()
+                         if forward.via.given_back and "train" in forward.caller_uses)
 
     def is_trained_model(self, function: FunctionInfo | None, key: str) -> bool:
         """Is `key`, as `function` sees it, a model the file trains (there, or as the same global)?"""

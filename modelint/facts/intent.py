@@ -138,13 +138,14 @@ class OutputUses:
         self.forwards = forwards  # token -> record, filled by the mode flow before the statement is evaluated
         self.uses: dict[object, set[str]] = {}  # by token: the forward call, or (call, phase) in a phase loop
         self.feeds_into: dict[object, set] = {}  # token -> the forwards whose input its output is
+        self.given_back: set = set()  # calls of helpers that give back a result cut from a forward's output
         self.tag: tuple = ()
         # The arguments of a call that its callee back-propagates (set by the interpreter, from summaries).
         # What a local callee does with its arguments (see Interpreter._argument_uses); None: no summary.
         self.argument_uses = lambda call: None
-        # Is an optimizer among a call's arguments (one we cannot see into)? Then it runs the update on
-        # the graph it is handed with it (`loss_scaler(loss, optimizer)`); set by the interpreter.
-        self.hands_an_optimizer = lambda call: False
+        # Is an optimizer among a call's arguments (one we cannot see into), and a model with it? Then it
+        # may run the update on the graph it is handed (`loss_scaler(loss, optimizer)`); see the interpreter.
+        self.update_call = lambda call: None
 
     def use(self, origins: Origins, kind: str, level: int = DETACHED) -> None:
         """Record `kind` for every forward reaching here at least this directly."""
@@ -211,6 +212,13 @@ class OutputUses:
         return self._children(node, result)
 
     def _call(self, call: cst.Call, result: dict) -> Origins:
+        value = self._call_value(call, result)
+        token = (call, self.tag) if self.tag else call
+        if token in self.given_back:  # a helper's result cut from its forward's output (see ForwardUse)
+            value = value | {(token, DETACHED)}
+        return value
+
+    def _call_value(self, call: cst.Call, result: dict) -> Origins:
         func = call.func
         args = set()
         for arg in call.args:
@@ -238,8 +246,8 @@ class OutputUses:
             self.use(result.get(arg, NONE), ESCAPE, level=OPAQUE)
         for arg in evaluated:  # a helper that turns it into metrics, a saved image, a printout
             self.use(result.get(arg, NONE), EVAL)
-        if any(level != DETACHED and not (isinstance(origin, tuple) and origin[0] == "param") for origin, level in args) \
-                and self.hands_an_optimizer(call):
+        update = self.update_call(call)
+        if update is not None and graph_handed_to_update(args, update == "optimizer and model"):
             self.use(args, TRAIN)
             self.use(args, GRAPH, level=OPAQUE)
             return NONE
@@ -356,6 +364,14 @@ class OutputUses:
 
     def stored(self, origins: Origins) -> None:
         self.use(origins, STORE, level=OPAQUE)
+
+
+def graph_handed_to_update(origins, with_a_model: bool) -> bool:
+    """Does a call handed an optimizer get a forward's graph to step on: any value carrying one, or, when a
+    model comes with it (`take_optimisation_step(optimizer, net, loss)` but also `save_checkpoint(model,
+    optimizer, metrics)`), the output itself or tensor operations on it, not a value through a call."""
+    needed = DIRECT if with_a_model else OPAQUE
+    return any(level >= needed and not (isinstance(origin, tuple) and origin[0] == "param") for origin, level in origins)
 
 
 def in_place(method: str | None) -> bool:

@@ -31,8 +31,7 @@ class Interpreter(Loops, Bindings, CallEffects):
         super().__init__(flow, out, params)
         self.uses = OutputUses(flow.imports, out.forwards)
         self.uses.argument_uses = self._argument_uses
-        self.uses.hands_an_optimizer = lambda call: call not in self._local_calls and self._hands_an_optimizer(call) \
-            and not self._hands_a_model(call, None)
+        self.uses.update_call = self.update_call
         self.loop_exits: list[tuple[list[State], list[State]]] = []  # (breaks, continues)
         self.returns: list[State] = []
         # Names whose value is known here: a phase loop's variable, `phases = ("train", "val")`.

@@ -37,10 +37,14 @@ class Forward:
     token: object = None  # what the output's origins name: the call, or (call, phase) in a phase loop
     phase: tuple = ()  # ((variable, value),) inside a phase loop
     shown_by_detach: bool = False  # nothing else shows the callee is a model: kept only if its output is detached
+    # For a helper's forward whose result the helper gives back: what the caller does with the call's value.
+    caller_uses: set[str] = field(default_factory=set)
 
     @property
     def intent(self) -> str:
         if self.via is not None and self.via.intent != "returned":
+            if "train" in self.caller_uses:
+                return "training"  # a result the helper gives back feeds the caller's loss (a TD target)
             return self.via.intent
         return intent_of(self.uses)
 

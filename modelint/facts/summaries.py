@@ -189,9 +189,13 @@ def _forward_use(flow, function, forward, intent: str, trained_here: bool = Fals
     ordinal = via.call if via is not None else -1
     chain = (forward.call, *via.chain) if via is not None and via.path == flow.path else ()
     phase_value = forward.phase[0][1] if forward.phase and forward.phase[0][0] in function.param_set else None
+    if via is None:
+        given_back = "given-back" in forward.uses
+    else:  # (a helper's result this function hands on in turn)
+        given_back = via.given_back and bool(forward.caller_uses & {"return", "given-back"})
     return ForwardUse(forward.key, via.path if via is not None else flow.path, intent, grad_word, context,
                       ordinal, node=node, method=forward.method is not None or (via is not None and via.method),
-                      chain=chain, phase_value=phase_value)
+                      chain=chain, phase_value=phase_value, given_back=given_back)
 
 
 def _context_effects(flow, function) -> tuple[str | None, str | None]:

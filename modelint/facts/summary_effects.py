@@ -53,6 +53,8 @@ class SummaryEffects:
                     self.forward(call, key, state, via=use, callee=summary, fact=fact)
             else:
                 self.forward(call, key, state, via=use, callee=summary, helper=True, fact=fact)
+                if use.given_back:
+                    self.uses.given_back.add((call, self.tag) if self.tag else call)
         trained: list[str] = []
         for use in summary.steps:
             key = _rebind(use.param, bound)
