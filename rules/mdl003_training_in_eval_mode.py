@@ -6,6 +6,7 @@ from typing import Iterator
 import libcst as cst
 
 from modelint.facts import FileFacts
+from modelint.facts.modules import Dependence
 from modelint.facts.lattice import is_train_site
 from modelint.facts.names import key_prefixes, parameter_owners
 from modelint.summary import RemoteSite
@@ -124,6 +125,8 @@ class TrainingInEvalMode(Rule):
     def _trained_in_eval(key: str, fact, models: dict, trained: set[str]) -> bool:
         if not fact.eval_sites or fact.havoc or _parent_reported(key, models):
             return False
+        if fact.dependence is Dependence.INDEPENDENT:
+            return False  # no Dropout or BatchNorm at any depth: the mode changes nothing (RULES §3)
         # A model kept in eval on purpose (a teacher, a frozen encoder) is not trained here: trained
         # models are optimized, put in train() explicitly, or feed the backward with their graph.
         return key in trained or any(is_train_site(s) for s in fact.train_sites)
