@@ -58,7 +58,7 @@ def plain_containers(facts) -> list[PlainContainer]:
         for position, assign in enumerate(assigns):
             attr = assign.target.attr.value
             if _registered_after(assign, position, assigns, registering) or attr in reads.passed_to_modules \
-                    or attr not in reads.outside_init:
+                    or attr not in reads.outside_init or _elements_registered_by_hand(facts, cls, attr):
                 continue
             value = assign.value
             function = assign.site.function
@@ -213,11 +213,41 @@ def _names_called(target: cst.BaseExpression, body: cst.CSTNode) -> bool:
 
 
 def _calls_add_module(facts, cls: ClassInfo) -> bool:
+    """Does the class register modules by hand: `add_module`, or `setattr(self, f"fc{i}", fc)` (the
+    layers a plain list also holds are attributes then)?"""
     for site in facts.collector.calls:
         func = site.node.func
-        if site.site.cls is cls and isinstance(func, cst.Attribute) \
-                and func.attr.value in ("add_module", "register_module"):
+        if site.site.cls is not cls:
+            continue
+        if isinstance(func, cst.Attribute) and func.attr.value in ("add_module", "register_module"):
             return True
+        method = instance_method(site.site.function, None)
+        if isinstance(func, cst.Name) and func.value == "setattr" and method is not None and site.node.args \
+                and dotted(site.node.args[0].value) == method.params[0]:
+            return True
+    return False
+
+
+def _elements_registered_by_hand(facts, cls: ClassInfo, attr: str) -> bool:
+    """`for i, m in enumerate(self.linear): self._add_to_parameters(m.parameters(), ...)`: each element's
+    parameters are handed to a method of the object, which registers them one by one."""
+    for function in facts.collector.functions:
+        method = instance_method(function, None)
+        if method is None or function.cls is not cls:
+            continue
+        owner = method.params[0]
+        for node in iter_nodes(function.node.body):
+            if not isinstance(node, cst.For) or _iterated_attribute(node.iter, owner) != attr:
+                continue
+            names = {dotted(e.value) for e in node.target.elements} if isinstance(node.target, cst.Tuple) \
+                else {dotted(node.target)}
+            for call in iter_nodes(node.body):
+                if isinstance(call, cst.Call) and isinstance(call.func, cst.Attribute) \
+                        and dotted(call.func.value) == owner and any(
+                            isinstance(arg.value, cst.Call) and isinstance(arg.value.func, cst.Attribute)
+                            and arg.value.func.attr.value == "parameters" and dotted(arg.value.func.value) in names
+                            for arg in call.args):
+                    return True
     return False
 
 
