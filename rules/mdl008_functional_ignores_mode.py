@@ -94,8 +94,9 @@ class FunctionalIgnoresMode(Rule):
                 # Always on unless told: fine where the module's mode (or the caller) already decides
                 # whether it runs, or its rate is zero outside training.
                 rate = argument(call, "p", 1)
-                if gates.guarded(call, where) or (
-                        rate is not None and gates.zero_outside_mode(rate.value, where.function, where.stmt)):
+                if gates.guarded(call, where) or (rate is not None and (
+                        gates.zero_outside_mode(rate.value, where.function, where.stmt)
+                        or _rate_every_caller_passes(rate.value, where.function))):
                     continue
             elif qualified == _BATCH_NORM and _explicit_statistics(facts, call, where):
                 continue  # normalising with statistics computed right here: the flag changes nothing
@@ -145,3 +146,13 @@ def _computed(value: cst.BaseExpression) -> bool:
     """An expression that computes something (a call, arithmetic), not a stored attribute or a name."""
     return isinstance(value, (cst.Call, cst.BinaryOperation, cst.Subscript)) and not (
         isinstance(value, cst.Subscript) and isinstance(value.value, cst.Attribute))
+
+
+def _rate_every_caller_passes(rate: cst.BaseExpression, function) -> bool:
+    """`F.dropout(x, drop_prob)` with `drop_prob` a parameter without default: every call of the function
+    chooses the rate (0 when validating), by design, whatever the module's mode."""
+    if function is None or not isinstance(rate, cst.Name):
+        return False
+    params = function.node.params
+    return any(param.name.value == rate.value and param.default is None
+               for param in (*params.posonly_params, *params.params, *params.kwonly_params))
