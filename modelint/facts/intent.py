@@ -49,6 +49,7 @@ from modelint.facts.walk import iter_nodes
 TRAIN, EVAL, RETURN, STORE, ESCAPE, WEAK, DISCARD = "train", "eval", "return", "store", "escape", "weak", "discard"
 HANDED = "handed"
 SAMPLED = "sampled"
+CHECKED = "checked"  # reaches an `assert`: the code tests the module (a self-test, a unit test)
 # Functions that write what they are given to a file: images, arrays, plots.
 FILE_WRITERS = frozenset({
     "torchvision.utils.save_image", "cv2.imwrite", "imageio.imwrite", "imageio.imsave", "imageio.mimsave",
@@ -123,6 +124,8 @@ def intent_of(uses: set[str]) -> str:
         return "unknown"
     if META in uses and uses <= {META, DISCARD, DETACH}:
         return "shape"  # a shape probe (`self.net(dummy).shape[1]`): no evaluation
+    if CHECKED in uses:
+        return "shape"  # asserted on (`assert run1 != run2`): a self-test of the module, no evaluation
     if ESCAPE in uses or (HANDED in uses and EVAL not in uses):
         return "escaped"  # handed to a call we cannot see into: it may keep it for training
     if EVAL in uses:

@@ -17,7 +17,7 @@ import libcst as cst
 from modelint.facts import torch_api as api
 from modelint.facts.bindings import Bindings, flatten
 from modelint.facts.calls import CallEffects
-from modelint.facts.intent import OutputUses, in_place, storage_owner
+from modelint.facts.intent import CHECKED, OutputUses, in_place, storage_owner
 from modelint.facts.lattice import GRAD_ENABLED, GRAD_UNKNOWN, GradFact
 from modelint.facts.loops import Loops
 from modelint.facts.names import dotted
@@ -230,7 +230,7 @@ class Interpreter(Loops, Bindings, CallEffects):
             return state
         self.calls_of(node, state)  # assert, global, pass, import...
         if isinstance(node, cst.Assert):
-            self.uses.expression(node.test, state.values)
+            self.uses.use(self.uses.expression(node.test, state.values), CHECKED)
         return state
 
     def _statement_grad_effect(self, value: cst.BaseExpression) -> str | None:
