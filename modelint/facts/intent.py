@@ -43,19 +43,17 @@ from __future__ import annotations
 
 import libcst as cst
 
-from modelint.facts.modules import EVIDENCE_METHODS
+from modelint.facts.value_calls import (BACKWARD_METHODS, CONTAINER_METHODS, DETACHING_ATTRIBUTES,
+                                        DETACHING_METHODS, EVAL_METHODS, FILE_WRITERS, METADATA_ATTRIBUTES,
+                                        METADATA_METHODS, MODULE_ONLY_METHODS, STOP_GRADIENT_METHODS,
+                                        WEAK_CONSUMER_METHODS, DETACHING_BUILTINS, EVAL_FUNCTIONS,
+                                        GRADIENT_FUNCTIONS, METADATA_BUILTINS, in_place)
 from modelint.facts.walk import iter_nodes
 
 TRAIN, EVAL, RETURN, STORE, ESCAPE, WEAK, DISCARD = "train", "eval", "return", "store", "escape", "weak", "discard"
 HANDED = "handed"
 SAMPLED = "sampled"
 CHECKED = "checked"  # reaches an `assert`: the code tests the module (a self-test, a unit test)
-# Functions that write what they are given to a file: images, arrays, plots.
-FILE_WRITERS = frozenset({
-    "torchvision.utils.save_image", "cv2.imwrite", "imageio.imwrite", "imageio.imsave", "imageio.mimsave",
-    "matplotlib.pyplot.imsave", "matplotlib.pyplot.imshow", "numpy.save", "numpy.savez", "numpy.savetxt",
-    "skimage.io.imsave", "scipy.io.wavfile.write", "soundfile.write", "torchaudio.save",
-})
 GRAPH = "graph"  # with TRAIN: the output reached the backward still attached (the model is being trained)
 DETACH = "detach"  # cut from its graph on purpose (`.detach()`, `.data`) while it still carried it
 FED = "fed"  # not a use of the output: its input is another forward's output (a loss, a head, a second stage)
@@ -65,38 +63,6 @@ META = "meta"  # only its shape, dtype or length was read: mode cannot change th
 BUILT = "built"  # a module's own methods were called on it (`load_state_dict`, `eval()`): the call built a module
 GIVEN_BACK = "given-back"  # something cut from it (its argmax, its indices) is returned: the caller gets a result
 
-# Tensor methods whose result has left autograd, and that turn outputs into predictions/numbers.
-DETACHING_METHODS = frozenset({"item", "tolist", "numpy", "argmax", "argmin", "eq", "ne", "ge", "gt",
-                               "le", "lt", "long", "int", "bool", "byte", "sign", "round"})
-# A stop-gradient, not a use: a detached output may still feed a loss (a GAN's fakes for D).
-STOP_GRADIENT_METHODS = frozenset({"detach", "detach_"})
-# Methods that keep the graph but turn outputs into predictions or move them off the device.
-EVAL_METHODS = frozenset({"softmax", "sigmoid", "topk", "max", "min", "sort", "cpu", "log_softmax"})
-METADATA_METHODS = frozenset({"size", "dim", "numel", "nelement", "type", "get_device", "element_size",
-                              "is_contiguous", "stride", "data_ptr", "keys"})
-# Methods only an nn.Module has (no tensor, no model output): a call whose value gets one built a module.
-# `eval()` counts here, unlike for an unknown receiver (another framework's `x.eval(stream)`): a forward's
-# output has no such method either.
-MODULE_ONLY_METHODS = EVIDENCE_METHODS | {"eval", "register_forward_hook", "register_forward_pre_hook"}
-METADATA_ATTRIBUTES = frozenset({"shape", "dtype", "device", "ndim", "is_cuda", "requires_grad", "grad_fn",
-                                 "layout", "names"})
-DETACHING_ATTRIBUTES = frozenset({"data"})  # a stop-gradient too
-# Calls that consume a value for show: printing, logging, metrics, writers, containers.
-WEAK_CONSUMER_METHODS = frozenset({"update", "add_scalar", "add_scalars", "add_image", "add_images", "add_histogram",
-                                   "add_figure", "add_text", "log", "log_metrics", "log_dict", "info", "debug",
-                                   "warning", "write", "save", "append", "extend", "insert", "add", "put",
-                                   "record", "record_batch", "set_postfix", "set_description"})
-CONTAINER_METHODS = frozenset({"append", "extend", "insert", "add", "update", "setdefault", "appendleft"})
-BACKWARD_METHODS = frozenset({"backward", "manual_backward"})
-# Tensor methods that return a view of their receiver's storage: an in-place op on one writes the receiver.
-VIEW_METHODS = frozenset({"view", "view_as", "reshape", "narrow", "select", "squeeze", "unsqueeze", "flatten",
-                          "transpose", "permute", "t", "expand", "expand_as", "diagonal", "unflatten"})
-_DETACHING_BUILTINS = frozenset({"float", "int", "bool", "round", "abs"})
-_METADATA_BUILTINS = frozenset({"len", "isinstance", "type", "id", "hasattr", "callable"})
-_EVAL_FUNCTIONS = frozenset({"torch.argmax", "torch.argmin", "torch.max", "torch.min", "torch.topk", "torch.sort",
-                             "torch.softmax", "torch.sigmoid", "torch.nn.functional.softmax",
-                             "torch.nn.functional.sigmoid", "torch.nn.functional.log_softmax", "torch.round"})
-_GRADIENT_FUNCTIONS = frozenset({"torch.autograd.grad", "torch.autograd.backward"})
 
 # Origins: a frozenset of (forward call, level). Level says how directly the value carries the output:
 DIRECT, OPAQUE, DETACHED = 2, 1, 0  # the output or tensor ops on it; through a call we cannot see; no graph
@@ -288,10 +254,10 @@ class OutputUses:
             return receiver | args  # a tensor method of the output
         if isinstance(func, cst.Name):
             name = func.value
-            if name in _METADATA_BUILTINS:
+            if name in METADATA_BUILTINS:
                 self.use(args, META)
                 return NONE
-            if name in _DETACHING_BUILTINS:
+            if name in DETACHING_BUILTINS:
                 self.use(args, EVAL)
                 return detached(args)
             if name == "print":
@@ -300,14 +266,14 @@ class OutputUses:
         return opaque(args)
 
     def _function_result(self, qualified: str, args: Origins) -> Origins:
-        if qualified in _GRADIENT_FUNCTIONS:
+        if qualified in GRADIENT_FUNCTIONS:
             self.use(args, TRAIN)
             self.use(args, GRAPH, level=OPAQUE)
             return NONE
         if qualified.startswith("numpy.") or qualified in ("torch.argmax", "torch.argmin"):
             self.use(args, EVAL)
             return detached(args)
-        if qualified in _EVAL_FUNCTIONS:
+        if qualified in EVAL_FUNCTIONS:
             self.use(args, EVAL)
             return args
         if qualified.startswith("torch."):
@@ -375,22 +341,6 @@ def graph_handed_to_update(origins, with_a_model: bool) -> bool:
     optimizer, metrics)`), the output itself or tensor operations on it, not a value through a call."""
     needed = DIRECT if with_a_model else OPAQUE
     return any(level >= needed and not (isinstance(origin, tuple) and origin[0] == "param") for origin, level in origins)
-
-
-def in_place(method: str | None) -> bool:
-    """A tensor's in-place method (`add_`, `index_add_`, `copy_`, `masked_fill_`)."""
-    return method is not None and method.endswith("_") and not method.startswith("_")
-
-
-def storage_owner(expr: cst.BaseExpression) -> cst.BaseExpression:
-    """`m.view(-1)`, `m[idx]`, `m.t()`: the tensor whose storage an in-place op on it writes (`m`)."""
-    while True:
-        if isinstance(expr, cst.Subscript):
-            expr = expr.value
-        elif isinstance(expr, cst.Call) and isinstance(expr.func, cst.Attribute) and expr.func.attr.value in VIEW_METHODS:
-            expr = expr.func.value
-        else:
-            return expr
 
 
 def _value_children(node: cst.CSTNode):

@@ -17,7 +17,8 @@ import libcst as cst
 from modelint.facts import torch_api as api
 from modelint.facts.bindings import Bindings, flatten
 from modelint.facts.calls import CallEffects
-from modelint.facts.intent import CHECKED, OutputUses, in_place, storage_owner
+from modelint.facts.intent import CHECKED, OutputUses
+from modelint.facts.value_calls import in_place, storage_owner
 from modelint.facts.lattice import GRAD_ENABLED, GRAD_UNKNOWN, GradFact
 from modelint.facts.loops import Loops
 from modelint.facts.names import dotted
