@@ -137,7 +137,8 @@ class CallEffects(FollowedNames, SummaryEffects):
 
     def _updates_with(self, call: cst.Call, state: State) -> bool:
         """Does the call run an update step on what it is handed: an optimizer and a value that carries a
-        forward's graph, and no model (`save_checkpoint(model, optimizer, metrics)` saves)?"""
+        forward's graph (the loss itself when a model comes with them: `save_checkpoint(model, optimizer,
+        metrics)` saves, `take_optimisation_step(optimizer, net, loss)` steps)?"""
         if not self._hands_an_optimizer(call):
             return False
         origins = [origin for arg in call.args for origin in self.uses.expression(arg.value, state.values)]

@@ -346,10 +346,12 @@ class ObjectModes:
 
 def _only_switches_modes(node: cst.FunctionDef) -> bool:
     """A body of nothing but `x.eval()` / `x.train(...)` calls (a docstring, `return self` aside)."""
-    body = node.body.body if isinstance(node.body, cst.IndentedBlock) else [node.body]
+    if isinstance(node.body, cst.SimpleStatementSuite):  # `def eval(self): self.net.eval()`
+        lines = [node.body.body]
+    else:
+        lines = [s.body if isinstance(s, cst.SimpleStatementLine) else None for s in node.body.body]
     switched = False
-    for statement in body:
-        smalls = statement.body if isinstance(statement, cst.SimpleStatementLine) else None
+    for smalls in lines:
         if smalls is None:
             return False
         for small in smalls:
