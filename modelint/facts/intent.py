@@ -23,6 +23,7 @@ records, for each forward it reaches, how the output is used:
   escaped. A helper handing it to a callable it holds (a hook) makes it ESCAPE.
 - WEAK: printed, logged or handed to a metric/writer/list method.
 - DISCARD: the output is not used at all (warm-up, benchmark, calibration).
+- CHECKED: it reaches an `assert` (a self-test of the module: no evaluation).
 - SAMPLED: a distribution it parametrises is sampled (`Categorical(probs).sample()`): a policy
   acting or a generator drawing data. A draw is no prediction or metric of the model, and
   whether the draws feed training later (a rollout's experience) is beyond the data flow.
