@@ -229,7 +229,7 @@ def _called_by_its_own_class(facts: FileFacts, function) -> bool:
     """Called here by a method of its class (a base or a subclass of it included): a step of the module's
     own computation. Callers elsewhere (`acc = model.predict(x)` in a script) use the module instead."""
     flow = facts.flow
-    family = set(flow.class_and_bases(function.cls.name)) | set(flow._subclasses.get(function.cls.name, ()))
+    family = flow.class_family(function.cls.name)
     for caller in flow.syntactic_callers(function):
         while caller is not None and caller.cls is None:
             caller = caller.outer

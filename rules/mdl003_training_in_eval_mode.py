@@ -8,7 +8,7 @@ import libcst as cst
 from modelint.facts import FileFacts
 from modelint.facts.modules import Dependence
 from modelint.facts.lattice import is_train_site
-from modelint.facts.names import key_prefixes, parameter_owners
+from modelint.facts.names import key_prefixes, parameter_owners, same_or_nested
 from modelint.summary import RemoteSite
 from modelint.rule import NodeEdit, NodeFix, Report, Rule, evidence, helper_report
 from modelint.textutil import code_of
@@ -136,7 +136,7 @@ def _other_model_trained(key: str, step) -> bool:
     """The backward's loss is seen to come from other models only (`model_1`'s, in a notebook that
     trained and evaluated `model_0` above): `key`, part of none of them, is not what this step trains."""
     reached = step.reached
-    return bool(reached) and not any(key == r or key.startswith(r + ".") or r.startswith(key + ".") for r in reached)
+    return bool(reached) and not any(same_or_nested(key, r) for r in reached)
 
 
 def _frozen_features_protocol(facts: FileFacts, key: str, fact, step) -> bool:

@@ -153,6 +153,5 @@ def _rate_every_caller_passes(rate: cst.BaseExpression, function) -> bool:
     chooses the rate (0 when validating), by design, whatever the module's mode."""
     if function is None or not isinstance(rate, cst.Name):
         return False
-    params = function.node.params
-    return any(param.name.value == rate.value and param.default is None
-               for param in (*params.posonly_params, *params.params, *params.kwonly_params))
+    param = function.param(rate.value)
+    return param is not None and param.default is None

@@ -86,8 +86,7 @@ class CallGraph:
         names = set()
         for key, value, _site in self.collector.call_assigns:
             qualified = self.imports.qualify(value.func) if isinstance(value, cst.Call) else None
-            if qualified and qualified.startswith("torch.optim.") and ".lr_scheduler." not in qualified \
-                    and ".swa_utils." not in qualified:
+            if qualified and api.is_optimizer_class(qualified):
                 names.add(key)
         return frozenset(names)
 
@@ -386,6 +385,10 @@ class CallGraph:
     @cached_property
     def _closures_by_name(self) -> dict[str, FunctionInfo]:
         return {_nested_name(f): f for f in self.nested_functions.values() if f.cls is None}
+
+    def class_family(self, name: str) -> set[str]:
+        """The class, its bases in this file and the classes of this file that derive from it."""
+        return set(self.class_and_bases(name)) | set(self._subclasses.get(name, ()))
 
     @cached_property
     def _subclasses(self) -> dict[str, list[str]]:

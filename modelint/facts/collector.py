@@ -77,8 +77,16 @@ class FunctionInfo:
 
     @property
     def params(self) -> list[str]:
+        return [x.name.value for x in self._named_params]
+
+    def param(self, name: str) -> cst.Param | None:
+        """The parameter (not `*args`/`**kwargs`) of that name, with its default and annotation."""
+        return next((x for x in self._named_params if x.name.value == name), None)
+
+    @property
+    def _named_params(self) -> tuple:
         p = self.node.params
-        return [x.name.value for x in (*p.posonly_params, *p.params, *p.kwonly_params)]
+        return (*p.posonly_params, *p.params, *p.kwonly_params)
 
     @cached_property
     def param_set(self) -> frozenset[str]:

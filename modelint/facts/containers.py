@@ -207,9 +207,15 @@ def _target_called(loop: cst.For) -> bool:
 
 def _names_called(target: cst.BaseExpression, body: cst.CSTNode) -> bool:
     """Is a name the loop binds (`gen`, or one of `gen, s, d`) called in the body?"""
+    names = _loop_names(target)
+    return any(type(node) is cst.Call and dotted(node.func) in names for node in iter_nodes(body))
+
+
+def _loop_names(target: cst.BaseExpression) -> set[str]:
+    """The names a loop binds: `gen`, or those of `i, (gen, s)`'s first level."""
     names = {dotted(e.value) for e in target.elements} if isinstance(target, cst.Tuple) else {dotted(target)}
     names.discard(None)
-    return any(type(node) is cst.Call and dotted(node.func) in names for node in iter_nodes(body))
+    return names
 
 
 def _calls_add_module(facts, cls: ClassInfo) -> bool:
@@ -239,8 +245,7 @@ def _elements_registered_by_hand(facts, cls: ClassInfo, attr: str) -> bool:
         for node in iter_nodes(function.node.body):
             if not isinstance(node, cst.For) or _iterated_attribute(node.iter, owner) != attr:
                 continue
-            names = {dotted(e.value) for e in node.target.elements} if isinstance(node.target, cst.Tuple) \
-                else {dotted(node.target)}
+            names = _loop_names(node.target)
             for call in iter_nodes(node.body):
                 if isinstance(call, cst.Call) and isinstance(call.func, cst.Attribute) \
                         and dotted(call.func.value) == owner and any(

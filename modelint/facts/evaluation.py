@@ -221,8 +221,7 @@ def _optimizer_over(facts, call: cst.Call, key: str) -> bool:
     """`Adam(model.parameters())`, or a trainer's `fit(model, ...)`: the model's weights are trained next."""
     if isinstance(call.func, cst.Attribute) and call.func.attr.value == "fit":
         return any(dotted(arg.value) == key for arg in call.args)
-    qualified = facts.imports.qualify(call.func) or ""
-    if not qualified.startswith("torch.optim.") or ".lr_scheduler." in qualified:
+    if not api.is_optimizer_class(facts.imports.qualify(call.func) or ""):
         return False
     return any(isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute)
                and node.func.attr.value in ("parameters", "named_parameters") and dotted(node.func.value) == key

@@ -26,6 +26,7 @@ from modelint.facts.modules import ModuleTable
 from modelint.facts.names import dotted
 from modelint.facts.objects import ObjectModes
 from modelint.facts.provenance import Provenance
+from modelint.facts.receivers import instance_method
 from modelint.facts.records import FunctionFlow
 from modelint.facts.phases import phase_parameter
 from modelint.facts.regions import disables_grad, grad_effect
@@ -372,9 +373,9 @@ def _owner_class(function: FunctionInfo):
 
 
 def _instance_attribute(function: FunctionInfo | None, key: str) -> str | None:
-    """`self.q` read in a method of a class: the attribute path after the method's `self` ("q")."""
-    if function is None or function.cls is None or not function.params or "." not in key \
-            or any(dotted(d) in ("staticmethod", "classmethod") for d in function.decorators):
+    """`self.q` read in a method of a class (itself, not a closure in it): the attribute path after the
+    method's `self` ("q")."""
+    if function is None or function.cls is None or "." not in key:
         return None
     root, attribute = key.split(".", 1)
-    return attribute if root == function.params[0] else None
+    return attribute if instance_method(function, root) is function else None

@@ -71,6 +71,11 @@ Origins = frozenset
 NONE: Origins = frozenset()
 
 
+def is_parameter(origin) -> bool:
+    """An origin that is a function's parameter (`("param", name)`), not a forward's output."""
+    return isinstance(origin, tuple) and origin[0] == "param"
+
+
 def detached(origins: Origins) -> Origins:
     return frozenset((call, DETACHED) for call, _level in origins)
 
@@ -197,8 +202,8 @@ class OutputUses:
         token = (call, self.tag) if self.tag else call
         if token in self.forwards:
             feeding = [origin for origin, level in args if level == DIRECT and origin != token
-                       and not (isinstance(origin, tuple) and origin[0] == "param")]
-            if any(origin != token and not (isinstance(origin, tuple) and origin[0] == "param") for origin, _ in args):
+                       and not is_parameter(origin)]
+            if any(origin != token and not is_parameter(origin) for origin, _ in args):
                 self.uses.setdefault(token, set()).add(AFTER)
             if feeding:  # (not its own earlier output, as in generation; not a parameter)
                 self.uses.setdefault(token, set()).add(FED)
@@ -341,7 +346,7 @@ def graph_handed_to_update(origins, with_a_model: bool) -> bool:
     model comes with it (`take_optimisation_step(optimizer, net, loss)` but also `save_checkpoint(model,
     optimizer, metrics)`), the output itself or tensor operations on it, not a value through a call."""
     needed = DIRECT if with_a_model else OPAQUE
-    return any(level >= needed and not (isinstance(origin, tuple) and origin[0] == "param") for origin, level in origins)
+    return any(level >= needed and not is_parameter(origin) for origin, level in origins)
 
 
 def _value_children(node: cst.CSTNode):

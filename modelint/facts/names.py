@@ -36,6 +36,11 @@ def key_prefixes(key: str) -> set[str]:
     return {".".join(parts[:i]) for i in range(1, len(parts) + 1)}
 
 
+def same_or_nested(a: str, b: str) -> bool:
+    """Is `a` the model `b`, a part of it (`b.encoder`) or a model it holds (`a` a prefix of `b`)?"""
+    return a in key_prefixes(b) or b in key_prefixes(a)
+
+
 def parameter_owners(expr: cst.BaseExpression) -> set[str]:
     """Whose parameters `expr` hands over (`model.encoder.parameters()`: the encoder's, so the model's
     too): the receivers of `.parameters()` / `.named_parameters()` calls in it, with their parents."""

@@ -21,7 +21,7 @@ import libcst as cst
 from dataclasses import replace
 
 from modelint.facts.lattice import ENTRY_MODE, first_site
-from modelint.facts.names import key_root, literal_value
+from modelint.facts.names import key_root, literal_value, same_or_nested
 from modelint.facts.naming import is_evaluation_name
 from modelint.summary import ForwardUse, FunctionSummary, ReturnFact, StepUse
 
@@ -144,17 +144,14 @@ def _evidence(context: str | None) -> bool:
 
 
 def _literal_default(function, name: str):
-    p = function.node.params
-    for param in (*p.posonly_params, *p.params, *p.kwonly_params):
-        if param.name.value == name and param.default is not None:
-            value = literal_value(param.default)
-            return value if isinstance(value, (bool, str)) else None
-    return None
+    param = function.param(name)
+    value = literal_value(param.default) if param is not None and param.default is not None else None
+    return value if isinstance(value, (bool, str)) else None
 
 
 def _trained_with(key: str, trained) -> bool:
     """Is the model, or a model it is part of or holds, trained in the function?"""
-    return any(key == t or key.startswith(t + ".") or t.startswith(key + ".") for t in trained)
+    return any(same_or_nested(key, t) for t in trained)
 
 
 def _forward_use(flow, function, forward, intent: str, trained_here: bool = False) -> ForwardUse | None:

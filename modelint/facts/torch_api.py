@@ -163,6 +163,11 @@ GRADIENT_FUNCTIONS = frozenset({"torch.autograd.grad", "torch.autograd.functiona
                                 "torch.autograd.functional.hessian", "torch.func.grad", "torch.func.vjp",
                                 "torch.func.jacrev", "torch.func.jacfwd"})
 
+def is_optimizer_class(qualified: str) -> bool:
+    """A `torch.optim` optimizer (not a learning-rate scheduler, not SWA's averaging helpers)."""
+    return qualified.startswith("torch.optim.") and ".lr_scheduler." not in qualified and ".swa_utils." not in qualified
+
+
 # Calls that take a model but never change its mode.
 MODE_NEUTRAL_FUNCTIONS = frozenset(
     {"print", "len", "isinstance", "str", "repr", "type", "id", "hasattr", "getattr", "sum", "list",
