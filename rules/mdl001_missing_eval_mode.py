@@ -295,18 +295,18 @@ def _insert_eval(facts: FileFacts, forward, site, trains_here: bool) -> NodeFix 
     guards = list(site.site.guards)
     region = site.site.stmt
     with_statements = {item: where.stmt for item, where in facts.collector.with_items}
-    loops = [g for g in guards if isinstance(g, cst.For) and names_evaluation_data(g.iter)]
+    loops = [g for g in guards if type(g) is cst.For and names_evaluation_data(g.iter)]
     free_blocks = [with_statements[f] for f in forward.grad.free_sites if f in with_statements]
     if loops:
         region = loops[0]
     elif free_blocks and free_blocks[0] in guards:
         region = free_blocks[0]
-    if region is None or isinstance(region, (cst.FunctionDef, cst.ClassDef)):
+    if region is None or type(region) in (cst.FunctionDef, cst.ClassDef):
         return None
     enclosing = guards[: guards.index(region)] if region in guards else guards
     key = forward.key
     edits = [NodeEdit(region, f"{key}.eval()", "line_before")]
-    if trains_here and any(isinstance(g, (cst.For, cst.While)) for g in enclosing):
+    if trains_here and any(type(g) in (cst.For, cst.While) for g in enclosing):
         edits.append(NodeEdit(region, f"{key}.train()", "line_after"))
     return NodeFix(f"Call `{key}.eval()` before the evaluation", tuple(edits), applicability="unsafe")
 
@@ -327,7 +327,7 @@ def _smoke_test(facts: FileFacts, forward, mode) -> bool:
     if function is None or head in function.param_set or head in function.enclosing_params \
             or head in ("self", "cls") or head in facts.flow.global_models:
         return False  # not built here: it may be trained or loaded elsewhere
-    return not any(site.site.function is function and isinstance(site.node.func, cst.Attribute)
+    return not any(site.site.function is function and type(site.node.func) is cst.Attribute
                    and site.node.func.attr.value.startswith("load") and value_key(site.node.func.value) == key
                    for site in facts.collector.calls)
 
@@ -358,7 +358,7 @@ def _fitted_input(facts: FileFacts, forward) -> bool:
         if other is forward or other.key != forward.key or other.via is not None or not other.trains_model:
             continue
         site = facts.call_sites.get(other.call)
-        loops = [g for g in site.site.guards if isinstance(g, (cst.For, cst.While))] if site else []
+        loops = [g for g in site.site.guards if type(g) in (cst.For, cst.While)] if site else []
         if loops and inputs <= _input_names(other.call) and not any(inputs & _bound_in(loop) for loop in loops):
             return True
     return False
@@ -377,9 +377,9 @@ def _repeated_sample(facts: FileFacts, forward) -> bool:
         return False
     inputs = _input_names(forward.call)
     loops = [node for node in iter_nodes(site.site.stmt)
-             if isinstance(node, (cst.ListComp, cst.GeneratorExp, cst.SetComp, cst.DictComp))
+             if type(node) in (cst.ListComp, cst.GeneratorExp, cst.SetComp, cst.DictComp)
              and any(inner is forward.call for inner in iter_nodes(node))]
-    loops += [g for g in site.site.guards if isinstance(g, (cst.For, cst.While))]
+    loops += [g for g in site.site.guards if type(g) in (cst.For, cst.While)]
     return any(not (inputs & _bound_in(loop)) for loop in loops)
 
 
@@ -388,11 +388,11 @@ def _bound_in(loop: cst.CSTNode) -> set[str]:
     names: set[str] = set()
     for node in iter_nodes(loop):
         targets = []
-        if isinstance(node, (cst.For, cst.CompFor)):
+        if type(node) in (cst.For, cst.CompFor):
             targets.append(node.target)
-        elif isinstance(node, cst.Assign):
+        elif type(node) is cst.Assign:
             targets.extend(t.target for t in node.targets)
-        elif isinstance(node, (cst.AugAssign, cst.AnnAssign)):
+        elif type(node) in (cst.AugAssign, cst.AnnAssign):
             targets.append(node.target)
         for target in targets:
             names.update(n.value for n in iter_nodes(target) if type(n) is cst.Name)

@@ -207,7 +207,7 @@ def _volatile_input(facts: FileFacts, forward) -> bool:
     """An input made by `Variable(x, volatile=True)`, here or through a name assigned in the same function:
     the pre-0.4 way to switch autograd off, which torch now ignores with a warning."""
     def volatile(node) -> bool:
-        return isinstance(node, cst.Call) and facts.imports.qualify(node.func) in _VARIABLE and any(
+        return type(node) is cst.Call and facts.imports.qualify(node.func) in _VARIABLE and any(
             arg.keyword is not None and arg.keyword.value == "volatile" and literal_value(arg.value) is True
             for arg in node.args)
 
@@ -287,11 +287,11 @@ def _run_for_side_effects(facts: FileFacts, forward, mode) -> bool:
     all (`set_chunk_feed_forward`), and a class calling itself is its own business."""
     if forward.uses != {"discard"} or forward.via is not None or forward.method is not None or forward.key == "self":
         return False
-    if isinstance(forward.call.func, cst.Attribute) and forward.call.func.attr.value == "forward" \
+    if type(forward.call.func) is cst.Attribute and forward.call.func.attr.value == "forward" \
             and not mode.certain:
         return False  # `backend.forward(arrays)`: an ONNX or TensorRT runner records no graph
     site = facts.call_sites.get(forward.call)
-    if site is None or not any(isinstance(g, (cst.For, cst.While)) for g in site.site.guards):
+    if site is None or not any(type(g) in (cst.For, cst.While) for g in site.site.guards):
         return False
     return not _trains(facts, forward) and not any(is_train_site(s) for s in mode.train_sites) \
         and not dummy_input(facts, forward)
@@ -310,7 +310,7 @@ def _library_generate(facts: FileFacts, forward) -> bool:
     decorated with `torch.no_grad()` itself (its mode still matters: MDL001 applies)."""
     via = forward.via
     call = forward.call if via is None or via.intent == "returned" else via.node
-    if not isinstance(call, cst.Call) or not isinstance(call.func, cst.Attribute) \
+    if type(call) is not cst.Call or type(call.func) is not cst.Attribute \
             or call.func.attr.value != "generate":
         return False
     return not any(function.name == "generate" and function.cls is not None
@@ -348,7 +348,7 @@ def _reported_node(facts: FileFacts, forward) -> cst.Call | None:
 
 def _inside_enable_grad(facts: FileFacts, site) -> bool:
     for guard in site.site.guards:
-        if isinstance(guard, cst.With) and any(grad_effect(facts.imports, i.item) in ("enabled", "unknown")
+        if type(guard) is cst.With and any(grad_effect(facts.imports, i.item) in ("enabled", "unknown")
                                                for i in guard.items):
             return True
     return False

@@ -147,9 +147,9 @@ def _frozen_features_protocol(facts: FileFacts, key: str, fact, step) -> bool:
                                                                   for f in facts.frozen_models):
         return False
     here = facts.call_sites.get(step.call)
-    loops = {g for g in here.site.guards if isinstance(g, (cst.For, cst.While))} if here else set()
+    loops = {g for g in here.site.guards if type(g) in (cst.For, cst.While)} if here else set()
     for site in fact.eval_sites:
-        where = facts.call_sites.get(site) if isinstance(site, cst.Call) else None
+        where = facts.call_sites.get(site) if type(site) is cst.Call else None
         if where is None or where.site.function is not step.function or loops & set(where.site.guards):
             return False
     return bool(fact.eval_sites)
@@ -161,7 +161,7 @@ def _message(key: str, fact) -> str:
 
 
 def _train_at_loop_top(site, key: str) -> NodeFix | None:
-    loops = [g for g in site.site.guards if isinstance(g, (cst.For, cst.While))] if site else []
+    loops = [g for g in site.site.guards if type(g) in (cst.For, cst.While)] if site else []
     if loops and isinstance(loops[-1].body, cst.IndentedBlock) and loops[-1].body.body:
         return NodeFix(f"Call `{key}.train()` at the start of each training iteration",
                        (NodeEdit(loops[-1].body.body[0], f"{key}.train()", "line_before"),), applicability="unsafe")

@@ -54,14 +54,14 @@ class IneffectiveGradModeCall(Rule):
         imports = facts.imports
         for node, site in facts.collector.expression_statements:
             value = node.value
-            target = value.func if isinstance(value, cst.Call) else value
+            target = value.func if type(value) is cst.Call else value
             qualified = imports.qualify(target)
             if qualified in api.GRAD_MODE_CONTEXT_MANAGERS:
                 text = code_of(value)
                 fix = None
-                if isinstance(site.stmt, cst.SimpleStatementLine) and len(site.stmt.body) == 1:
+                if type(site.stmt) is cst.SimpleStatementLine and len(site.stmt.body) == 1:
                     fix = NodeFix(f"Remove `{text}` (it does nothing)", (NodeEdit(site.stmt, "", "delete_lines"),))
-                what = "creates a context manager and drops it" if isinstance(value, cst.Call) else "does nothing"
+                what = "creates a context manager and drops it" if type(value) is cst.Call else "does nothing"
                 yield Report(
                     node,
                     f"`{text}` as a statement {what}: autograd is unchanged; "
@@ -70,7 +70,7 @@ class IneffectiveGradModeCall(Rule):
                     fix=fix,
                 )
         for item, site in facts.collector.with_items:
-            if isinstance(item.item, (cst.Name, cst.Attribute)):
+            if type(item.item) in (cst.Name, cst.Attribute):
                 qualified = imports.qualify(item.item)
                 if qualified in api.GRAD_MODE_CONTEXT_MANAGERS or qualified in api.SET_GRAD_ENABLED:
                     text = code_of(item.item)

@@ -48,7 +48,7 @@ class ModeMethodNotCalled(Rule):
     def check(self, facts: FileFacts) -> Iterator[Report]:
         for node, site in facts.collector.expression_statements:
             value = node.value
-            if isinstance(value, cst.Attribute) and value.attr.value in ("eval", "train"):
+            if type(value) is cst.Attribute and value.attr.value in ("eval", "train"):
                 text = code_of(value)
                 mode = "eval" if value.attr.value == "eval" else "training"
                 yield Report(

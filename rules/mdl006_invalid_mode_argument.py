@@ -60,7 +60,7 @@ class InvalidModeArgument(Rule):
         for site in facts.collector.calls:
             call = site.node
             func = call.func
-            if not isinstance(func, cst.Attribute) or func.attr.value not in ("train", "eval") or not call.args:
+            if type(func) is not cst.Attribute or func.attr.value not in ("train", "eval") or not call.args:
                 continue
             receiver = dotted(func.value)
             if receiver is None:
@@ -81,7 +81,7 @@ class InvalidModeArgument(Rule):
             if arg.keyword is not None and arg.keyword.value != "mode":
                 continue
             value = literal_value(arg.value)
-            if isinstance(arg.value, cst.Name) and value is NOT_LITERAL:
+            if type(arg.value) is cst.Name and value is NOT_LITERAL:
                 report = self._variable(facts, call, receiver, arg.value.value, site.site)
                 if report is not None:
                     yield report

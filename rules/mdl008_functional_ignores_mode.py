@@ -133,7 +133,7 @@ def _explicit_statistics(facts: FileFacts, call: cst.Call, where) -> bool:
         if arg is None:
             return False
         value = arg.value
-        if isinstance(value, cst.Name):
+        if type(value) is cst.Name:
             found = bindings.get(value.value) or []
             if not found or any(b.kind != "assign" or not _computed(b.value) for b in found):
                 return False
@@ -144,14 +144,14 @@ def _explicit_statistics(facts: FileFacts, call: cst.Call, where) -> bool:
 
 def _computed(value: cst.BaseExpression) -> bool:
     """An expression that computes something (a call, arithmetic), not a stored attribute or a name."""
-    return isinstance(value, (cst.Call, cst.BinaryOperation, cst.Subscript)) and not (
-        isinstance(value, cst.Subscript) and isinstance(value.value, cst.Attribute))
+    return type(value) in (cst.Call, cst.BinaryOperation, cst.Subscript) and not (
+        type(value) is cst.Subscript and type(value.value) is cst.Attribute)
 
 
 def _rate_every_caller_passes(rate: cst.BaseExpression, function) -> bool:
     """`F.dropout(x, drop_prob)` with `drop_prob` a parameter without default: every call of the function
     chooses the rate (0 when validating), by design, whatever the module's mode."""
-    if function is None or not isinstance(rate, cst.Name):
+    if function is None or type(rate) is not cst.Name:
         return False
     param = function.param(rate.value)
     return param is not None and param.default is None

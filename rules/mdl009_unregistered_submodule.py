@@ -106,14 +106,14 @@ def _wrap(value: cst.BaseExpression, kind: str, nn: str | None) -> NodeFix | Non
     if nn is None:
         return None
     if kind == "dict":
-        if isinstance(value, cst.Dict) and not all(
-            isinstance(e, cst.DictElement) and isinstance(e.key, cst.SimpleString) for e in value.elements
+        if type(value) is cst.Dict and not all(
+            type(e) is cst.DictElement and type(e.key) is cst.SimpleString for e in value.elements
         ):
             return None  # ModuleDict needs string keys
         wrapper = f"{nn}.ModuleDict"
     else:
         wrapper = f"{nn}.ModuleList"
-    if isinstance(value, cst.Tuple) and not value.lpar:
+    if type(value) is cst.Tuple and not value.lpar:
         return None
     return NodeFix(f"Wrap in `{wrapper}(...)`", (NodeEdit(value, f"{wrapper}(", "before"), NodeEdit(value, ")", "after")))
 

@@ -85,7 +85,7 @@ class TrainingFlagAssigned(Rule):
             value = literal_value(assign.value) if assign.value is not None else None
             call = "eval()" if value is False else "train()" if value is True else "train(flag)"
             fix = None
-            if isinstance(assign.node, cst.Assign) and len(assign.node.targets) == 1 and assign.value is not None:
+            if type(assign.node) is cst.Assign and len(assign.node.targets) == 1 and assign.value is not None:
                 shown = call if value in (True, False) else f"train({code_of(assign.value, 200)})"
                 # The edit takes the value's own text: code_of shortens it and joins its lines (and a
                 # comment inside would swallow the rest), which is for messages only.
@@ -106,7 +106,7 @@ def _children_follow(facts: FileFacts, method, owner: str, value) -> bool:
     """
     wanted = dotted(value) if value is not None else None
     for site in facts.collector.calls:
-        if site.site.function is not method or not isinstance(site.node.func, cst.Attribute):
+        if site.site.function is not method or type(site.node.func) is not cst.Attribute:
             continue
         target = dotted(site.node.func.value) or ""
         if target == owner:
@@ -123,15 +123,15 @@ def _children_follow(facts: FileFacts, method, owner: str, value) -> bool:
 
 def _covers_every_module(facts: FileFacts, receiver: str, guards) -> bool:
     for guard in guards:
-        if isinstance(guard, cst.For) and dotted(guard.target) == receiver or (
-            isinstance(guard, cst.For) and isinstance(guard.target, cst.Tuple)
+        if type(guard) is cst.For and dotted(guard.target) == receiver or (
+            type(guard) is cst.For and type(guard.target) is cst.Tuple
             and any(dotted(e.value) == receiver for e in guard.target.elements)
         ):
             iterated = guard.iter
-            if isinstance(iterated, cst.Call) and isinstance(iterated.func, cst.Attribute) and \
+            if type(iterated) is cst.Call and type(iterated.func) is cst.Attribute and \
                     iterated.func.attr.value in ("modules", "named_modules", "children", "named_children"):
                 return True
-        if isinstance(guard, cst.If) and _isinstance_leaf(guard.test, receiver, facts):
+        if type(guard) is cst.If and _isinstance_leaf(guard.test, receiver, facts):
             return True
     return False
 
@@ -164,7 +164,7 @@ def _functions_passed_to_apply(facts: FileFacts) -> set[str]:
     names: set[str] = set()
     for site in facts.collector.calls:
         func = site.node.func
-        if isinstance(func, cst.Attribute) and func.attr.value == "apply" and site.node.args:
+        if type(func) is cst.Attribute and func.attr.value == "apply" and site.node.args:
             name = dotted(site.node.args[0].value)
             if name:
                 names.add(name.rsplit(".", 1)[-1])

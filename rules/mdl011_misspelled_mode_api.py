@@ -68,14 +68,14 @@ class MisspelledModeApi(Rule):
                 meant = facts.misspelled_torch_calls.get(call)
                 if meant is not None:
                     fix = None
-                    if meant.startswith("torch.") and isinstance(call.func, cst.Attribute):
+                    if meant.startswith("torch.") and type(call.func) is cst.Attribute:
                         fix = NodeFix(f"Replace with `{meant}`",
                                       (NodeEdit(call.func.attr, meant.split(".", 1)[1], "replace"),))
                     yield Report(call, f"`torch.{name}` does not exist (AttributeError at runtime); "
                                        f"did you mean `{meant}`?", stmt=site.site.stmt, fix=fix)
                 continue
             func = call.func
-            if not isinstance(func, cst.Attribute):
+            if type(func) is not cst.Attribute:
                 continue
             name = func.attr.value
             if name in api.MODULE_METHODS or (name in defined and name not in api.MODULE_CONFUSIONS):

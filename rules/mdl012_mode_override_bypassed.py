@@ -81,11 +81,11 @@ def _calls(node: cst.CSTNode) -> list[cst.Call]:
 def _propagates(method: cst.FunctionDef) -> bool:
     for call in _calls(method.body):
         func = call.func
-        if not isinstance(func, cst.Attribute):
+        if type(func) is not cst.Attribute:
             continue
         if func.attr.value == "train":
             receiver = func.value
-            if isinstance(receiver, cst.Call) and dotted(receiver.func) == "super":
+            if type(receiver) is cst.Call and dotted(receiver.func) == "super":
                 return True
             if dotted(receiver) not in (None, "self"):
                 return True  # for m in self.children(): m.train(mode)
@@ -97,9 +97,9 @@ def _propagates(method: cst.FunctionDef) -> bool:
 
 
 def _only_delegates(method: cst.FunctionDef) -> bool:
-    body = method.body.body if isinstance(method.body, cst.IndentedBlock) else method.body.body
-    statements = [s for s in body if not (isinstance(s, cst.SimpleStatementLine) and
-                                          isinstance(s.body[0], cst.Expr) and isinstance(s.body[0].value, cst.SimpleString))]
+    body = method.body.body if type(method.body) is cst.IndentedBlock else method.body.body
+    statements = [s for s in body if not (type(s) is cst.SimpleStatementLine and
+                                          type(s.body[0]) is cst.Expr and type(s.body[0].value) is cst.SimpleString)]
     if len(statements) != 1:
         return False
     calls = _calls(statements[0])
@@ -121,24 +121,24 @@ def _reaches_children_only(facts: FileFacts, cls, method: cst.FunctionDef) -> bo
     stack = list(_statements(method.body))
     while stack:
         statement = stack.pop()
-        if isinstance(statement, cst.If):
+        if type(statement) is cst.If:
             stack.extend(_statements(statement.body))
             if statement.orelse is not None:
-                stack.extend(_statements(statement.orelse.body) if isinstance(statement.orelse, cst.Else)
+                stack.extend(_statements(statement.orelse.body) if type(statement.orelse) is cst.Else
                              else [statement.orelse])
             continue
-        if not isinstance(statement, cst.SimpleStatementLine):
+        if type(statement) is not cst.SimpleStatementLine:
             return False
         for small in statement.body:
-            if isinstance(small, cst.Expr) and isinstance(small.value, cst.SimpleString):
+            if type(small) is cst.Expr and type(small.value) is cst.SimpleString:
                 continue  # the docstring
-            value = small.value if isinstance(small, (cst.Expr, cst.Return)) else None
-            if isinstance(small, cst.Return) and dotted(value) == owner:
+            value = small.value if type(small) in (cst.Expr, cst.Return) else None
+            if type(small) is cst.Return and dotted(value) == owner:
                 continue
-            if not isinstance(value, cst.Call) or not _switches_off(value):
+            if type(value) is not cst.Call or not _switches_off(value):
                 return False
             receiver = value.func.value
-            if isinstance(receiver, cst.Call) and dotted(receiver.func) == "super":
+            if type(receiver) is cst.Call and dotted(receiver.func) == "super":
                 continue
             parts = (dotted(receiver) or "").split(".")
             if len(parts) < 2 or parts[0] != owner:
@@ -151,12 +151,12 @@ def _reaches_children_only(facts: FileFacts, cls, method: cst.FunctionDef) -> bo
 
 
 def _statements(body) -> list:
-    return list(body.body) if isinstance(body, (cst.IndentedBlock, cst.SimpleStatementSuite)) else []
+    return list(body.body) if type(body) in (cst.IndentedBlock, cst.SimpleStatementSuite) else []
 
 
 def _switches_off(call: cst.Call) -> bool:
     func = call.func
-    if not isinstance(func, cst.Attribute):
+    if type(func) is not cst.Attribute:
         return False
     if func.attr.value == "eval" and not call.args:
         return True

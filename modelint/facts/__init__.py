@@ -173,11 +173,11 @@ class FileFacts:
                 owner = function.params[0] if function.params else None
                 for call in calls_in.get(function, ()):
                     func = call.func
-                    if isinstance(func, cst.Attribute) \
+                    if type(func) is cst.Attribute \
                             and dotted(func.value) == owner and func.attr.value in named \
                             and func.attr.value != "__init__":
                         todo.append(named[func.attr.value])
-                    elif isinstance(func, cst.Name) and func.value in helpers:
+                    elif type(func) is cst.Name and func.value in helpers:
                         todo.append(helpers[func.value])
         return reachable
 
@@ -230,7 +230,7 @@ class FileFacts:
     def in_grad_free_region(self, site: Site) -> bool:
         """Lexically inside `with torch.no_grad()` or a grad-disabling decorator."""
         for guard in site.guards:
-            if isinstance(guard, cst.With) and any(
+            if type(guard) is cst.With and any(
                 grad_effect(self.imports, item.item) == "free" for item in guard.items
             ):
                 return True

@@ -24,7 +24,7 @@ def over_batches(facts, forward, batch_only: bool = False) -> bool:
         return False
     inputs = set().union(*(_data_names(arg.value) for arg in forward.call.args))
     for loop in site.site.guards:
-        if not isinstance(loop, cst.For) or destructured_batch(loop) is None:
+        if type(loop) is not cst.For or destructured_batch(loop) is None:
             continue
         batch = batch_names(facts, loop)
         # Every input the loop makes is part of the batch: a loss fed the model's output is not a model.
@@ -39,16 +39,16 @@ _METADATA = frozenset({"size", "shape", "dim", "ndim", "ndimension", "numel", "d
 def _data_names(expr: cst.BaseExpression) -> set[str]:
     """The names whose values reach `expr`: not those only measured (`x.size(-1)`, `len(x)`, `x.shape`),
     which hand a length, not the data (`get_out_len(torch.as_tensor(wav.size(-1)))`)."""
-    if isinstance(expr, cst.Name):
+    if type(expr) is cst.Name:
         return {expr.value}
-    if isinstance(expr, cst.Attribute):
+    if type(expr) is cst.Attribute:
         return set() if expr.attr.value in _METADATA else _data_names(expr.value)
-    if isinstance(expr, cst.Call):
+    if type(expr) is cst.Call:
         func = expr.func
-        if (isinstance(func, cst.Attribute) and func.attr.value in _METADATA) \
-                or (isinstance(func, cst.Name) and func.value == "len"):
+        if (type(func) is cst.Attribute and func.attr.value in _METADATA) \
+                or (type(func) is cst.Name and func.value == "len"):
             return set()
-        names = _data_names(func.value) if isinstance(func, cst.Attribute) else set()
+        names = _data_names(func.value) if type(func) is cst.Attribute else set()
         for arg in expr.args:
             names |= _data_names(arg.value)
         return names
@@ -65,8 +65,8 @@ def _names_below(node: cst.CSTNode) -> set[str]:
 def _assigned_in(body: cst.CSTNode) -> set[str]:
     names: set[str] = set()
     for node in iter_nodes(body):
-        targets = [t.target for t in node.targets] if isinstance(node, cst.Assign) else \
-            [node.target] if isinstance(node, (cst.AugAssign, cst.AnnAssign, cst.For)) else []
+        targets = [t.target for t in node.targets] if type(node) is cst.Assign else \
+            [node.target] if type(node) in (cst.AugAssign, cst.AnnAssign, cst.For) else []
         for target in targets:
             names.update(n.value for n in iter_nodes(target) if type(n) is cst.Name)
     return names
@@ -77,17 +77,17 @@ def destructured_batch(loop: cst.For) -> cst.BaseExpression | None:
     `enumerate`; `b[0]` and `b[1]`, `batch["image"]` and `batch["mask"]` in the body), else None."""
     target = loop.target
     iterable = loop.iter
-    if isinstance(iterable, cst.Call) and isinstance(iterable.func, cst.Name) and iterable.func.value == "enumerate" \
-            and isinstance(target, (cst.Tuple, cst.List)) and len(target.elements) == 2:
+    if type(iterable) is cst.Call and type(iterable.func) is cst.Name and iterable.func.value == "enumerate" \
+            and type(target) in (cst.Tuple, cst.List) and len(target.elements) == 2:
         target = target.elements[1].value  # the index is no data
-    if isinstance(target, (cst.Tuple, cst.List)) and len(target.elements) >= 2:
+    if type(target) in (cst.Tuple, cst.List) and len(target.elements) >= 2:
         return target
-    if isinstance(target, cst.Name):
+    if type(target) is cst.Name:
         parts = {cst.Module(body=[]).code_for_node(node.slice[0]) for node in iter_nodes(loop.body)
-                 if isinstance(node, cst.Subscript) and isinstance(node.value, cst.Name)
+                 if type(node) is cst.Subscript and type(node.value) is cst.Name
                  and node.value.value == target.value and len(node.slice) == 1
-                 and isinstance(node.slice[0].slice, cst.Index)
-                 and isinstance(node.slice[0].slice.value, (cst.Integer, cst.SimpleString))}
+                 and type(node.slice[0].slice) is cst.Index
+                 and type(node.slice[0].slice.value) in (cst.Integer, cst.SimpleString)}
         if len(parts) >= 2:
             return target
     return None
@@ -98,12 +98,12 @@ def batch_names(facts, loop: cst.For) -> set[str]:
     them (`.to()`, `.cuda()`) and library functions (`Variable(x)`, `torch.stack(xs)`)."""
     batch = {n.value for n in iter_nodes(destructured_batch(loop) or loop.target) if type(n) is cst.Name}
     for node in iter_nodes(loop.body):
-        if not isinstance(node, cst.Assign):
+        if type(node) is not cst.Assign:
             continue
         names = {n.value for n in iter_nodes(node.value) if type(n) is cst.Name}
         if not names & batch:
             continue
-        if all(prepares(facts, call, batch) for call in iter_nodes(node.value) if isinstance(call, cst.Call)):
+        if all(prepares(facts, call, batch) for call in iter_nodes(node.value) if type(call) is cst.Call):
             for target in node.targets:
                 batch.update(n.value for n in iter_nodes(target.target) if type(n) is cst.Name)
     return batch
@@ -113,9 +113,9 @@ def prepares(facts, call: cst.Call, batch: set[str]) -> bool:
     """A call that only prepares data: a method of the batch (`x.cuda()`), or a chain that starts at a
     library (`torch.from_numpy(b[0]).unsqueeze(0)`, `Variable(x)`), not a callable of the project."""
     root = call.func
-    while isinstance(root, (cst.Attribute, cst.Call, cst.Subscript)):
-        root = root.func if isinstance(root, cst.Call) else root.value
-    if not isinstance(root, cst.Name):
+    while type(root) in (cst.Attribute, cst.Call, cst.Subscript):
+        root = root.func if type(root) is cst.Call else root.value
+    if type(root) is not cst.Name:
         return False
     return root.value in batch or (root.value in facts.imports.bindings and root is not call.func) \
         or facts.imports.qualify(call.func) is not None

@@ -38,10 +38,10 @@ class Bindings:
         """`target` now holds a value derived from these forward outputs (added to what it held with `extend`)."""
         key = dotted(target)
         if key is None:
-            if isinstance(target, cst.Subscript):  # `preds[i] = out`: the container holds it
+            if type(target) is cst.Subscript:  # `preds[i] = out`: the container holds it
                 self._derive(state, target.value, origins, extend=True)
             return
-        if isinstance(target, cst.Attribute) and origins:
+        if type(target) is cst.Attribute and origins:
             self.uses.stored(origins)  # kept on an object: another method may train on it
         if extend:
             if origins:
@@ -52,7 +52,7 @@ class Bindings:
             state.values.pop(key, None)
 
     def bind(self, target: cst.BaseExpression, value: cst.BaseExpression | None, origins, state: State) -> None:
-        if isinstance(target, (cst.Tuple, cst.List)) and isinstance(value, (cst.Tuple, cst.List)) \
+        if type(target) in (cst.Tuple, cst.List) and type(value) in (cst.Tuple, cst.List) \
                 and len(target.elements) == len(value.elements) \
                 and not any(isinstance(e, (cst.StarredElement,)) for e in (*target.elements, *value.elements)):
             for element, bound in zip(target.elements, value.elements):  # `best_loss, best = loss, deepcopy(m)`
@@ -72,13 +72,13 @@ class Bindings:
             self.forget(state, key)
             return
         saved = _saved_mode(value, state)
-        if saved is not None and isinstance(target, cst.Name):
+        if saved is not None and type(target) is cst.Name:
             self.forget(state, key)
             state.saved[key] = saved
             return
         bound = self.flow.provenance.bound_value(
             value, state, lambda k: self.follows(k, state) or self.held_by_param(k), self.out.function)
-        if isinstance(target, cst.Subscript):
+        if type(target) is cst.Subscript:
             # One element of a container: `models["gen"] = Net()` or `test_args["model"] = model` joins what
             # its elements may hold; `preds[i] = out` adds the output to what the container holds.
             held = bound.fact if isinstance(bound, Fresh) else state.fact(bound.key) if isinstance(bound, Same) \
@@ -109,7 +109,7 @@ class Bindings:
 
     def _remember_constant(self, target: cst.BaseExpression, value: cst.BaseExpression) -> None:
         """`phases = ("train", "val")`, `is_train = phase == "train"`: values phase loops decide with."""
-        if not isinstance(target, cst.Name):
+        if type(target) is not cst.Name:
             return
         known = literal_strings(value, self.constants)
         if known is None:
@@ -126,9 +126,9 @@ def flatten(target: cst.BaseExpression) -> list[cst.BaseExpression]:
     stack = [target]
     while stack:
         node = stack.pop()
-        if isinstance(node, (cst.Tuple, cst.List)):
+        if type(node) in (cst.Tuple, cst.List):
             stack.extend(element.value for element in reversed(node.elements))
-        elif isinstance(node, cst.StarredElement):
+        elif type(node) is cst.StarredElement:
             stack.append(node.value)
         else:
             out.append(node)
@@ -137,7 +137,7 @@ def flatten(target: cst.BaseExpression) -> list[cst.BaseExpression]:
 
 def _saved_mode(value: cst.BaseExpression, state: State):
     """`model.training` (the value of `was_training = model.training`): the model and its mode now."""
-    if not isinstance(value, cst.Attribute) or value.attr.value != "training":
+    if type(value) is not cst.Attribute or value.attr.value != "training":
         return None
     key = dotted(value.value)
     if key is None:

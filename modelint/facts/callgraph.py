@@ -77,7 +77,7 @@ class CallGraph:
     def _optimizer_steps(self) -> set:
         """Functions that call `<optimizer>.step()` (or `step(closure)`) themselves."""
         return {site.site.function for site in self.collector.calls
-                if isinstance(site.node.func, cst.Attribute) and site.node.func.attr.value == "step"
+                if type(site.node.func) is cst.Attribute and site.node.func.attr.value == "step"
                 and site.text and self.is_optimizer(site.text.rsplit(".", 1)[0])}
 
     @cached_property
@@ -85,7 +85,7 @@ class CallGraph:
         """Names bound to a `torch.optim` optimizer (`AdamW = torch.optim.AdamW(...)`), whatever they are called."""
         names = set()
         for key, value, _site in self.collector.call_assigns:
-            qualified = self.imports.qualify(value.func) if isinstance(value, cst.Call) else None
+            qualified = self.imports.qualify(value.func) if type(value) is cst.Call else None
             if qualified and api.is_optimizer_class(qualified):
                 names.add(key)
         return frozenset(names)
@@ -110,11 +110,11 @@ class CallGraph:
             qualified = site.qualified or ""
             if qualified.startswith(("torch.", "numpy.")) or self.local_callee(site.node, function) is not None:
                 continue
-            if isinstance(site.node.func, cst.Name) and site.node.func.value in _BUILTIN_NAMES:
+            if type(site.node.func) is cst.Name and site.node.func.value in _BUILTIN_NAMES:
                 continue
-            named = bool(qualified) and isinstance(site.node.func, cst.Name)
+            named = bool(qualified) and type(site.node.func) is cst.Name
             for arg in site.node.args:
-                if isinstance(arg.value, cst.Name) and arg.value.value in function.param_set \
+                if type(arg.value) is cst.Name and arg.value.value in function.param_set \
                         and arg.value.value not in ("self", "cls"):
                     found = out.setdefault(function, {})
                     found[arg.value.value] = found.get(arg.value.value, True) and named
@@ -169,8 +169,8 @@ class CallGraph:
                 continue
             params = next((a.value for a in site.node.args if a.keyword is None or a.keyword.value == "params"), None)
             owners = parameter_owners(params) if params is not None else set()
-            if isinstance(params, (cst.List, cst.Tuple)):  # `[self.log_temperature]`: tensors named one by one
-                named = (dotted(e.value) for e in params.elements if not isinstance(e, cst.StarredElement))
+            if type(params) in (cst.List, cst.Tuple):  # `[self.log_temperature]`: tensors named one by one
+                named = (dotted(e.value) for e in params.elements if type(e) is not cst.StarredElement)
                 owners.update(prefix for key in named if key for prefix in key_prefixes(key))
             if not owners:
                 unknown.add(site.site.function)  # a list built above, a generator: it may hold anything
@@ -183,7 +183,7 @@ class CallGraph:
             caller = site.site.function
             func = site.node.func
             if caller in built or caller in unknown or not self.steps_optimizer(caller) \
-                    or not (isinstance(func, cst.Attribute) and isinstance(func.value, cst.Name)
+                    or not (type(func) is cst.Attribute and type(func.value) is cst.Name
                             and func.value.value == "self"):
                 continue
             owners = {key for key in built.get(self._local_callees.get(site.node), ()) if key.split(".")[0] == "self"}
@@ -265,7 +265,7 @@ class CallGraph:
     def local_callee(self, call: cst.Call, enclosing: FunctionInfo | None) -> str | None:
         """The qualname of this file's function a call runs (`evaluate`, `Trainer.validate`)."""
         func = call.func
-        if isinstance(func, cst.Name):
+        if type(func) is cst.Name:
             name = func.value
             scope = enclosing
             while scope is not None:
@@ -276,7 +276,7 @@ class CallGraph:
             if name in self.local_functions and name not in self.imports.bindings:
                 return name
             return None
-        if isinstance(func, cst.Attribute) and isinstance(func.value, cst.Name) and func.value.value == "self":
+        if type(func) is cst.Attribute and type(func.value) is cst.Name and func.value.value == "self":
             cls = enclosing.cls if enclosing is not None else None
             while cls is None and enclosing is not None and enclosing.outer is not None:
                 enclosing = enclosing.outer
@@ -298,8 +298,8 @@ class CallGraph:
         """`self.policy_old.act(state)`: the class of this file that every assignment of `self.policy_old`
         in the enclosing class builds (`self.policy_old = ActorCritic(...)`), if there is exactly one."""
         func = call.func
-        if not (isinstance(func, cst.Attribute) and isinstance(func.value, cst.Attribute)
-                and isinstance(func.value.value, cst.Name) and func.value.value.value == "self"):
+        if not (type(func) is cst.Attribute and type(func.value) is cst.Attribute
+                and type(func.value.value) is cst.Name and func.value.value.value == "self"):
             return None
         while enclosing is not None and enclosing.cls is None:
             enclosing = enclosing.outer
@@ -312,7 +312,7 @@ class CallGraph:
         """`model.predict(x)` with `model = Classifier(10)`: the class of this file that every binding of
         the name, in the scope Python finds it in (the function, an enclosing one, the module), builds."""
         func = call.func
-        if not (isinstance(func, cst.Attribute) and isinstance(func.value, cst.Name)) \
+        if not (type(func) is cst.Attribute and type(func.value) is cst.Name) \
                 or func.value.value == "self":
             return None
         name = func.value.value
@@ -329,7 +329,7 @@ class CallGraph:
         classes = set()
         for binding in bindings:
             node = unwrap_chain(binding.value)[0] if binding.kind == "assign" else None
-            if not (isinstance(node, cst.Call) and isinstance(node.func, cst.Name)
+            if not (type(node) is cst.Call and type(node.func) is cst.Name
                     and node.func.value in self.modules.classes):
                 return None  # a parameter, a loop variable, anything else: not one class we know
             classes.add(node.func.value)
@@ -341,7 +341,7 @@ class CallGraph:
         names = set()
         for key, value, _site in self.collector.call_assigns:
             node = unwrap_chain(value)[0]
-            if "." not in key and isinstance(node, cst.Call) and isinstance(node.func, cst.Name) \
+            if "." not in key and type(node) is cst.Call and type(node.func) is cst.Name \
                     and node.func.value in self.modules.classes:
                 names.add(key)
         return frozenset(names)
@@ -363,7 +363,7 @@ class CallGraph:
             if site.cls is None or not key.startswith("self.") or key.count(".") != 1:
                 continue
             node, _chain = unwrap_chain(value)  # `ActorCritic(...).to(device)`
-            name = node.func.value if isinstance(node, cst.Call) and isinstance(node.func, cst.Name) else None
+            name = node.func.value if type(node) is cst.Call and type(node.func) is cst.Name else None
             held.setdefault((site.cls.name, key[5:]), set()).add(name if name in self.modules.classes else None)
         return held
 
@@ -372,7 +372,7 @@ class CallGraph:
         """`self._valid_epoch()` in a base class: the subclasses' methods of that name in this file, which
         the call runs on their instances (a template method and its hooks)."""
         func = call.func
-        if not (isinstance(func, cst.Attribute) and isinstance(func.value, cst.Name) and func.value.value == "self"):
+        if not (type(func) is cst.Attribute and type(func.value) is cst.Name and func.value.value == "self"):
             return []
         while enclosing is not None and enclosing.cls is None:
             enclosing = enclosing.outer

@@ -79,7 +79,7 @@ class CallEffects(FollowedNames, SummaryEffects):
                 self.forward(call, canonical, state)
             elif call.args and self._inherited_attribute(canonical) and not self._made_from_nothing(call):
                 self.forward(call, canonical, state, shown_by_detach=True)
-        if isinstance(func, cst.Attribute):
+        if type(func) is cst.Attribute:
             method = func.attr.value
             receiver = value_key(func.value)
             if receiver is None and method in ("eval", "train"):
@@ -114,9 +114,9 @@ class CallEffects(FollowedNames, SummaryEffects):
         qualified = flow.imports.qualify(func)
         if qualified in api.BACKWARD_FUNCTIONS:
             self.step(call, "backward", state, None)
-        if qualified in api.MODE_NEUTRAL_FUNCTIONS or (isinstance(func, cst.Name) and func.value in _NEUTRAL_BUILTINS):
+        if qualified in api.MODE_NEUTRAL_FUNCTIONS or (type(func) is cst.Name and func.value in _NEUTRAL_BUILTINS):
             return
-        if isinstance(func, cst.Attribute) and func.attr.value in _NEUTRAL_METHODS | api.MODE_PRESERVING_METHODS:
+        if type(func) is cst.Attribute and func.attr.value in _NEUTRAL_METHODS | api.MODE_PRESERVING_METHODS:
             return
         flow.last_unresolved = None
         summary, self_receiver = flow.resolve(call, self.out.function)
@@ -177,11 +177,11 @@ class CallEffects(FollowedNames, SummaryEffects):
         leave it as it is: assuming otherwise would forget every mode the code set.
         """
         func = call.func
-        name = func.attr.value if isinstance(func, cst.Attribute) else func.value if isinstance(func, cst.Name) else None
+        name = func.attr.value if type(func) is cst.Attribute else func.value if type(func) is cst.Name else None
         if name is None:
             return True
         qualified = self.flow.imports.qualify(func) or ""
-        if qualified.startswith(".") or (isinstance(func, cst.Name) and name in self.flow.local_functions):
+        if qualified.startswith(".") or (type(func) is cst.Name and name in self.flow.local_functions):
             return True
         words = set(tokens(name))
         return bool(words & (EVAL_WORDS | TRAIN_WORDS | _MODE_WORDS))
@@ -189,7 +189,7 @@ class CallEffects(FollowedNames, SummaryEffects):
     # -- mode -------------------------------------------------------------------
     def set_mode(self, state: State, key: str, call: cst.Call) -> None:
         mode = mode_of_call(call)
-        if mode is None and isinstance(call.func, cst.Attribute) and call.func.attr.value == "train" \
+        if mode is None and type(call.func) is cst.Attribute and call.func.attr.value == "train" \
                 and len(call.args) == 1:
             decided = decide(call.args[0].value, self.constants)  # `model.train(mode=is_train)` in a phase
             mode = None if decided is None else "train" if decided else "eval"
@@ -213,7 +213,7 @@ class CallEffects(FollowedNames, SummaryEffects):
     @staticmethod
     def _restored_mode(state: State, key: str, call: cst.Call) -> ModeFact | None:
         """`model.train(was_training)` after `was_training = model.training`: the mode it had then."""
-        if len(call.args) != 1 or not isinstance(call.args[0].value, cst.Name):
+        if len(call.args) != 1 or type(call.args[0].value) is not cst.Name:
             return None
         saved = state.saved.get(call.args[0].value.value)
         return saved[1] if saved is not None and saved[0] == key else None
@@ -222,7 +222,7 @@ class CallEffects(FollowedNames, SummaryEffects):
         """`with eval_mode(model, head):`: the models it switches, with the fact to restore on exit; and the
         grad mode of its body, when the context manager runs it under no_grad."""
         expr = item.item
-        if not isinstance(expr, cst.Call):
+        if type(expr) is not cst.Call:
             return []
         self.flow.last_unresolved = None
         summary, _ = self.flow.resolve(expr, self.out.function)
@@ -289,7 +289,7 @@ class CallEffects(FollowedNames, SummaryEffects):
     def _reaching(self, call: cst.Call, state: State):
         """The origins of what `loss.backward()` (or `backward(loss)`) back-propagates."""
         func = call.func
-        reached = self.uses.expression(func.value, state.values) if isinstance(func, cst.Attribute) else NONE
+        reached = self.uses.expression(func.value, state.values) if type(func) is cst.Attribute else NONE
         for arg in call.args:
             reached = reached | self.uses.expression(arg.value, state.values)
         return reached
@@ -345,7 +345,7 @@ def _names_a_mode_switch(method: str) -> bool:
 def _passes_evaluation_data(call: cst.Call) -> bool:
     """A positional argument naming held-out data (`val_loader`, `self.dev_set`, `loaders["test"]`)."""
     return any(arg.keyword is None and not arg.star
-               and isinstance(arg.value, (cst.Name, cst.Attribute, cst.Subscript))
+               and type(arg.value) in (cst.Name, cst.Attribute, cst.Subscript)
                and names_evaluation_data(arg.value) for arg in call.args)
 
 

@@ -45,7 +45,7 @@ class ClassInfo:
     @property
     def bases(self) -> list[cst.BaseExpression]:
         """The base classes as written, a generic's parameters left out (`Model[DT]` is `Model`)."""
-        return [arg.value.value if isinstance(arg.value, cst.Subscript) else arg.value
+        return [arg.value.value if type(arg.value) is cst.Subscript else arg.value
                 for arg in self.node.bases if arg.keyword is None and not arg.star]
 
 
@@ -122,15 +122,15 @@ class FunctionInfo:
         if any(dotted(d) in ("abstractmethod", "abc.abstractmethod") for d in self.decorators):
             return True
         body = self.node.body
-        statements = list(body.body) if isinstance(body, cst.IndentedBlock) else [body]
+        statements = list(body.body) if type(body) is cst.IndentedBlock else [body]
         lines = [small for statement in statements
-                 for small in (statement.body if isinstance(statement, cst.SimpleStatementLine) else [statement])]
-        if lines and isinstance(lines[0], cst.Expr) and isinstance(lines[0].value, (cst.SimpleString,
+                 for small in (statement.body if type(statement) is cst.SimpleStatementLine else [statement])]
+        if lines and type(lines[0]) is cst.Expr and isinstance(lines[0].value, (cst.SimpleString,
                                                                                    cst.ConcatenatedString)):
             lines = lines[1:]  # the docstring
-        if len(lines) != 1 or not isinstance(lines[0], cst.Raise) or lines[0].exc is None:
+        if len(lines) != 1 or type(lines[0]) is not cst.Raise or lines[0].exc is None:
             return False
-        raised = lines[0].exc.func if isinstance(lines[0].exc, cst.Call) else lines[0].exc
+        raised = lines[0].exc.func if type(lines[0].exc) is cst.Call else lines[0].exc
         return dotted(raised) == "NotImplementedError"
 
 
@@ -271,7 +271,7 @@ class Collector(FastVisitor):
     def visit_If(self, node: cst.If) -> None:
         self._guards.append(node)
         test = node.test
-        if isinstance(test, cst.UnaryOperation) and isinstance(test.operator, cst.Not):
+        if type(test) is cst.UnaryOperation and type(test.operator) is cst.Not:
             test = test.expression
         if type(test) is cst.Name:
             self._phase_name(test.value)
@@ -309,7 +309,7 @@ class Collector(FastVisitor):
         cls = site.cls
         if cls is not None:
             cls.calls.append(node)
-        attr = func.attr.value if isinstance(func, cst.Attribute) else None
+        attr = func.attr.value if type(func) is cst.Attribute else None
         if attr in _GRADIENT_METHODS or (attr == "grad" and "autograd" in (dotted(func) or "")):
             self._mark_gradients(inputs=attr != "backward")
         elif (qualified or "").startswith(_GRADIENT_TRANSFORMS):
@@ -320,7 +320,7 @@ class Collector(FastVisitor):
             self._phase_name(node.args[0].value.value)  # (`model.train(flag)`, `set_grad_enabled(flag)`)
         function = site.function
         if function is None and not self.module_calls_functions:
-            self.module_calls_functions = any(isinstance(arg.value, cst.Name) for arg in node.args)
+            self.module_calls_functions = any(type(arg.value) is cst.Name for arg in node.args)
         if function is not None and not function.calls_params:
             # Helpers that run or pass on a parameter (`model(x)`, `evaluate(model)`) get summaries
             # (the mode flow leaves out modules' own `forward` methods); calls into torch itself never
@@ -339,12 +339,12 @@ class Collector(FastVisitor):
                 function.calls_params = True  # (`evaluate(ctx.model)` passes on what `ctx` holds)
         for arg in node.args:
             if arg.keyword is not None and arg.keyword.value == "requires_grad":
-                if isinstance(arg.value, cst.Name) and arg.value.value == "True":
+                if type(arg.value) is cst.Name and arg.value.value == "True":
                     self._mark_gradients(inputs=True)
 
     def visit_Attribute(self, node: cst.Attribute) -> None:
         name = node.attr.value
-        if name == "training" and isinstance(node.value, cst.Name) and node.value.value == "self":
+        if name == "training" and type(node.value) is cst.Name and node.value.value == "self":
             cls = self._class()
             if cls is not None:
                 cls.reads_training_flag = True
@@ -375,13 +375,13 @@ class Collector(FastVisitor):
 
     def visit_Assign(self, node: cst.Assign) -> None:
         function = self._function()
-        if function is not None and len(node.targets) == 1 and isinstance(node.targets[0].target, cst.Name) \
-                and isinstance(node.value, (cst.Subscript, cst.Attribute)):
+        if function is not None and len(node.targets) == 1 and type(node.targets[0].target) is cst.Name \
+                and type(node.value) in (cst.Subscript, cst.Attribute):
             root = _param_head(node.value)
             if root is not None and root not in ("self", "cls") and root in function.param_set:
                 function.param_aliases.add(node.targets[0].target.value)
-        if isinstance(node.value, (cst.Name, cst.Attribute)) and len(node.targets) == 1 and \
-                isinstance(node.targets[0].target, cst.Attribute):
+        if type(node.value) in (cst.Name, cst.Attribute) and len(node.targets) == 1 and \
+                type(node.targets[0].target) is cst.Attribute:
             self.imports.add_attribute_binding(node.targets[0].target, node.value)
         for target in node.targets:
             self._attribute_targets(target.target, node.value, node)
@@ -393,25 +393,25 @@ class Collector(FastVisitor):
         self._attribute_targets(node.target, None, node)
 
     def _attribute_targets(self, target: cst.BaseExpression, value, node) -> None:
-        if isinstance(target, cst.Attribute) and target.attr.value == "requires_grad" \
-                and isinstance(value, cst.Name) and value.value == "True":
+        if type(target) is cst.Attribute and target.attr.value == "requires_grad" \
+                and type(value) is cst.Name and value.value == "True":
             self._mark_gradients(inputs=True)  # `x.requires_grad = True`, as `x.requires_grad_()`
-        if isinstance(value, cst.Call):
+        if type(value) is cst.Call:
             key = dotted(target)
             if key is not None:
                 self.call_assigns.append((key, value, self._site()))
         stack = [target]
         while stack:  # `a.x, (b.y, c.z) = ...`: every attribute, left to right; only a lone one gets the value
             current = stack.pop()
-            if isinstance(current, cst.Attribute):
+            if type(current) is cst.Attribute:
                 self.attribute_assigns.append(AttributeAssign(current, value if current is target else None, node,
                                                               self._site()))
-            elif isinstance(current, (cst.Tuple, cst.List)):
+            elif type(current) in (cst.Tuple, cst.List):
                 stack.extend(element.value for element in reversed(current.elements))
 
 
 def _param_head(expr: cst.BaseExpression) -> str | None:
     """`model` for `model`, `ctx.model` and `args["model"]` (a name, or an attribute or element of one)."""
-    while isinstance(expr, (cst.Attribute, cst.Subscript)):
+    while type(expr) in (cst.Attribute, cst.Subscript):
         expr = expr.value
-    return expr.value if isinstance(expr, cst.Name) else None
+    return expr.value if type(expr) is cst.Name else None

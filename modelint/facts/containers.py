@@ -152,7 +152,7 @@ def _construction_helpers(facts, cls: ClassInfo) -> set:
     for call in cls.calls:  # (the calls in its own methods)
         func = call.func
         function = facts.call_sites[call].site.function
-        if isinstance(func, cst.Attribute) and isinstance(func.value, cst.Name) and func.value.value == "self" \
+        if type(func) is cst.Attribute and type(func.value) is cst.Name and func.value.value == "self" \
                 and function is not None and function.cls is cls:
             callers.setdefault(func.attr.value, set()).add(function.name)
     return {function for function in facts.collector.functions
@@ -162,28 +162,28 @@ def _construction_helpers(facts, cls: ClassInfo) -> set:
 
 def _read_call(facts, call: cst.Call, owner: str, reads: _Reads, function) -> None:
     func = call.func
-    if isinstance(func, cst.Attribute) and func.attr.value in _FILLERS and isinstance(func.value, cst.Attribute) \
+    if type(func) is cst.Attribute and func.attr.value in _FILLERS and type(func.value) is cst.Attribute \
             and dotted(func.value.value) == owner:
         for arg in call.args:
             reads.fills.setdefault(func.value.attr.value, []).append((call, arg.value))
             reads.functions[call] = function
         return
-    if isinstance(func, cst.Subscript) and isinstance(func.value, cst.Attribute) and dotted(func.value.value) == owner:
+    if type(func) is cst.Subscript and type(func.value) is cst.Attribute and dotted(func.value.value) == owner:
         reads.called.add(func.value.attr.value)
         return
     built = facts.modules.construction(call)
     if built is not None and built.certain:
         for arg in call.args:
             inner = arg.value
-            if isinstance(inner, cst.Call) and dotted(inner.func) in ("list", "tuple") and inner.args:
+            if type(inner) is cst.Call and dotted(inner.func) in ("list", "tuple") and inner.args:
                 inner = inner.args[0].value
-            if isinstance(inner, cst.Attribute) and dotted(inner.value) == owner:
+            if type(inner) is cst.Attribute and dotted(inner.value) == owner:
                 reads.passed_to_modules.add(inner.attr.value)
 
 
 def _item_of(target: cst.BaseExpression, owner: str) -> str | None:
     """`self.x[key] = ...` -> "x"."""
-    if isinstance(target, cst.Subscript) and isinstance(target.value, cst.Attribute) \
+    if type(target) is cst.Subscript and type(target.value) is cst.Attribute \
             and dotted(target.value.value) == owner:
         return target.value.attr.value
     return None
@@ -191,12 +191,12 @@ def _item_of(target: cst.BaseExpression, owner: str) -> str | None:
 
 def _iterated_attribute(iterated: cst.BaseExpression, owner: str) -> str | None:
     """`self.x`, `self.x.values()`, `enumerate(self.x)`, `zip(self.x, ...)` -> "x"."""
-    if isinstance(iterated, cst.Call):
-        if isinstance(iterated.func, cst.Attribute) and iterated.func.attr.value == "values":
+    if type(iterated) is cst.Call:
+        if type(iterated.func) is cst.Attribute and iterated.func.attr.value == "values":
             iterated = iterated.func.value
         elif dotted(iterated.func) in ("enumerate", "zip", "reversed") and iterated.args:
             iterated = iterated.args[0].value
-    if isinstance(iterated, cst.Attribute) and dotted(iterated.value) == owner:
+    if type(iterated) is cst.Attribute and dotted(iterated.value) == owner:
         return iterated.attr.value
     return None
 
@@ -213,7 +213,7 @@ def _names_called(target: cst.BaseExpression, body: cst.CSTNode) -> bool:
 
 def _loop_names(target: cst.BaseExpression) -> set[str]:
     """The names a loop binds: `gen`, or those of `i, (gen, s)`'s first level."""
-    names = {dotted(e.value) for e in target.elements} if isinstance(target, cst.Tuple) else {dotted(target)}
+    names = {dotted(e.value) for e in target.elements} if type(target) is cst.Tuple else {dotted(target)}
     names.discard(None)
     return names
 
@@ -225,10 +225,10 @@ def _calls_add_module(facts, cls: ClassInfo) -> bool:
         func = site.node.func
         if site.site.cls is not cls:
             continue
-        if isinstance(func, cst.Attribute) and func.attr.value in ("add_module", "register_module"):
+        if type(func) is cst.Attribute and func.attr.value in ("add_module", "register_module"):
             return True
         method = instance_method(site.site.function, None)
-        if isinstance(func, cst.Name) and func.value == "setattr" and method is not None and site.node.args \
+        if type(func) is cst.Name and func.value == "setattr" and method is not None and site.node.args \
                 and dotted(site.node.args[0].value) == method.params[0]:
             return True
     return False
@@ -243,13 +243,13 @@ def _elements_registered_by_hand(facts, cls: ClassInfo, attr: str) -> bool:
             continue
         owner = method.params[0]
         for node in iter_nodes(function.node.body):
-            if not isinstance(node, cst.For) or _iterated_attribute(node.iter, owner) != attr:
+            if type(node) is not cst.For or _iterated_attribute(node.iter, owner) != attr:
                 continue
             names = _loop_names(node.target)
             for call in iter_nodes(node.body):
-                if isinstance(call, cst.Call) and isinstance(call.func, cst.Attribute) \
+                if type(call) is cst.Call and type(call.func) is cst.Attribute \
                         and dotted(call.func.value) == owner and any(
-                            isinstance(arg.value, cst.Call) and isinstance(arg.value.func, cst.Attribute)
+                            type(arg.value) is cst.Call and type(arg.value.func) is cst.Attribute
                             and arg.value.func.attr.value == "parameters" and dotted(arg.value.func.value) in names
                             for arg in call.args):
                     return True
@@ -260,7 +260,7 @@ def _declares_modules(facts, assign: AttributeAssign) -> bool:
     """`self.layers: List[nn.Module] = []` (or `Optional[Dict[str, nn.Module]]`): the author says the
     container's elements are modules (not `Dict[str, Tuple[nn.Module, Tensor]]`, which holds pairs)."""
     node = assign.node
-    if not isinstance(node, cst.AnnAssign):
+    if type(node) is not cst.AnnAssign:
         return False
     return _element_is_module(facts, node.annotation.annotation, 0)
 
@@ -270,45 +270,45 @@ _WRAPPERS = {"Optional": -1, "Union": -1, "List": 0, "list": 0, "Sequence": 0, "
 
 
 def _element_is_module(facts, annotation: cst.BaseExpression, depth: int) -> bool:
-    if not isinstance(annotation, cst.Subscript):
+    if type(annotation) is not cst.Subscript:
         return depth > 0 and facts.receivers.of_annotation(annotation).module is True
     name = (dotted(annotation.value) or "").rsplit(".", 1)[-1]
     position = _WRAPPERS.get(name)
     if position is None or depth > 3:
         return False
-    elements = [e.slice.value for e in annotation.slice if isinstance(e.slice, cst.Index)]
+    elements = [e.slice.value for e in annotation.slice if type(e.slice) is cst.Index]
     if position == -1:  # Optional[X], Union[X, None]: any of them
         return any(_element_is_module(facts, e, depth) for e in elements if dotted(e) != "None")
     return len(elements) > position and _element_is_module(facts, elements[position], depth + 1)
 
 
 def _builds_module(facts, value: cst.BaseExpression) -> bool:
-    if not isinstance(value, cst.Call):
+    if type(value) is not cst.Call:
         return False
     built = facts.modules.construction(value)
     return built is not None and built.certain
 
 
 def _empty_kind(value: cst.BaseExpression) -> str | None:
-    if isinstance(value, cst.List) and not value.elements:
+    if type(value) is cst.List and not value.elements:
         return "list"
-    if isinstance(value, cst.Dict) and not value.elements:
+    if type(value) is cst.Dict and not value.elements:
         return "dict"
-    if isinstance(value, cst.Call) and dotted(value.func) in ("list", "dict") and not value.args:
+    if type(value) is cst.Call and dotted(value.func) in ("list", "dict") and not value.args:
         return dotted(value.func)
     return None
 
 
 def _container_kind(facts, value: cst.BaseExpression, function) -> str | None:
-    if isinstance(value, (cst.List, cst.ListComp)):
+    if type(value) in (cst.List, cst.ListComp):
         return "list"
-    if isinstance(value, (cst.Dict, cst.DictComp)):
+    if type(value) in (cst.Dict, cst.DictComp):
         return "dict"
-    if isinstance(value, cst.Tuple):
+    if type(value) is cst.Tuple:
         return "tuple"
-    if isinstance(value, cst.Call) and dotted(value.func) in ("list", "tuple", "dict") and value.args:
+    if type(value) is cst.Call and dotted(value.func) in ("list", "tuple", "dict") and value.args:
         return dotted(value.func)
-    if isinstance(value, cst.Name) and _star_modules(facts, value, function):
+    if type(value) is cst.Name and _star_modules(facts, value, function):
         return "tuple"
     return None
 
@@ -318,7 +318,7 @@ def _star_modules(facts, name: cst.Name, function) -> bool:
     if function is None:
         return False
     star = function.node.params.star_arg
-    if not isinstance(star, cst.Param) or star.name.value != name.value or star.annotation is None:
+    if type(star) is not cst.Param or star.name.value != name.value or star.annotation is None:
         return False
     return facts.receivers.of_annotation(star.annotation.annotation).module is True
 
@@ -335,10 +335,10 @@ def _holds_modules(facts, value: cst.BaseExpression, function, elements_called: 
             if built is not None and (built.certain or (elements_called and built.origin is not None)):
                 local[key] = True
     for node in iter_nodes(value, skip_lambdas=True):
-        if isinstance(node, cst.Call):
+        if type(node) is cst.Call:
             built = modules.construction(node)
             if built is not None and (built.certain or (elements_called and built.origin is not None)):
                 return True
-        elif isinstance(node, cst.Name) and (local.get(node.value) or _star_modules(facts, node, function)):
+        elif type(node) is cst.Name and (local.get(node.value) or _star_modules(facts, node, function)):
             return True
     return False

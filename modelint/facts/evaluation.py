@@ -63,7 +63,7 @@ def is_module(facts, forward, mode: ModeFact) -> bool:
     if mode.certain and (mode.train_sites or mode.eval_sites):
         return True
     func = forward.call.func
-    if forward.via is None and isinstance(func, cst.Attribute) and func.attr.value == "forward":
+    if forward.via is None and type(func) is cst.Attribute and func.attr.value == "forward":
         return True  # `self.model.forward(x)`: whatever holds the weights, running it records a graph
     if forward.shown_by_detach:
         return True  # an inherited `self.model(x)` whose output the caller detaches: it recorded a graph
@@ -125,7 +125,7 @@ def _runs_loaded_weights(facts, forward) -> bool:
     if forward.via is not None or facts.flow.function_trains(function) \
             or facts.flow.is_trained_model(function, forward.key):
         return False
-    return any(site.site.function is function and isinstance(site.node.func, cst.Attribute)
+    return any(site.site.function is function and type(site.node.func) is cst.Attribute
                and site.node.func.attr.value == "load_state_dict" and dotted(site.node.func.value) == forward.key
                for site in facts.collector.calls)
 
@@ -172,15 +172,15 @@ def dummy_input(facts, forward) -> bool:
     bindings, _ = facts.receivers.scope(forward.function)
 
     def dummy(expr, depth=0) -> bool:
-        if isinstance(expr, cst.Call):
+        if type(expr) is cst.Call:
             qualified = facts.imports.qualify(expr.func)
             if qualified == "torch.autograd.Variable" and expr.args and depth < 3:
                 return dummy(expr.args[0].value, depth + 1)  # `Variable(torch.randn(...))`
-            if isinstance(expr.func, cst.Attribute) and expr.func.attr.value in ("to", "cuda", "float", "half") \
+            if type(expr.func) is cst.Attribute and expr.func.attr.value in ("to", "cuda", "float", "half") \
                     and depth < 3:
                 return dummy(expr.func.value, depth + 1)  # `torch.randn(...).to(device)`
             return qualified in api.DUMMY_TENSOR_FACTORIES
-        if isinstance(expr, cst.Name) and depth < 3:
+        if type(expr) is cst.Name and depth < 3:
             found = bindings.get(expr.value) or []
             return bool(found) and all(b.kind == "assign" and dummy(b.value, depth + 1) for b in found)
         return False
@@ -205,7 +205,7 @@ def initialises_lazy_modules(facts, forward) -> bool:
             break
     for statement in later or ():
         for node in iter_nodes(statement):
-            if isinstance(node, cst.Call) and _optimizer_over(facts, node, forward.key):
+            if type(node) is cst.Call and _optimizer_over(facts, node, forward.key):
                 return True
     return False
 
@@ -213,16 +213,16 @@ def initialises_lazy_modules(facts, forward) -> bool:
 def _dropped(facts, call: cst.Call) -> bool:
     site = facts.call_sites.get(call)
     statement = site.site.stmt if site is not None else None
-    return isinstance(statement, cst.SimpleStatementLine) and any(
-        isinstance(small, cst.Expr) and small.value is call for small in statement.body)
+    return type(statement) is cst.SimpleStatementLine and any(
+        type(small) is cst.Expr and small.value is call for small in statement.body)
 
 
 def _optimizer_over(facts, call: cst.Call, key: str) -> bool:
     """`Adam(model.parameters())`, or a trainer's `fit(model, ...)`: the model's weights are trained next."""
-    if isinstance(call.func, cst.Attribute) and call.func.attr.value == "fit":
+    if type(call.func) is cst.Attribute and call.func.attr.value == "fit":
         return any(dotted(arg.value) == key for arg in call.args)
     if not api.is_optimizer_class(facts.imports.qualify(call.func) or ""):
         return False
-    return any(isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute)
+    return any(type(node) is cst.Call and type(node.func) is cst.Attribute
                and node.func.attr.value in ("parameters", "named_parameters") and dotted(node.func.value) == key
                for arg in call.args for node in iter_nodes(arg.value))

@@ -67,7 +67,7 @@ class ModeFlow(CallGraph):
             site.site.function.name
             for site in collector.calls
             if site.site.function is not None and site.site.function.cls is not None
-            and isinstance(site.node.func, cst.Attribute) and site.node.func.attr.value in ("eval", "train")
+            and type(site.node.func) is cst.Attribute and site.node.func.attr.value in ("eval", "train")
         }
         self.local_functions: dict[str, FunctionInfo] = {}
         self.nested_functions: dict[tuple[FunctionInfo, str], FunctionInfo] = {}
@@ -93,12 +93,12 @@ class ModeFlow(CallGraph):
                         if modules.module_expression(value)[0] is not None}
         # `return nn.Sequential(...)`: a factory, whose summary says what it hands out.
         constructing.update(site.site.function for site in collector.calls
-                            if isinstance(site.site.stmt, cst.SimpleStatementLine)
-                            and any(isinstance(small, cst.Return) and small.value is site.node
+                            if type(site.site.stmt) is cst.SimpleStatementLine
+                            and any(type(small) is cst.Return and small.value is site.node
                                     for small in site.site.stmt.body)
                             and modules.module_expression(site.node)[0] is not None)
         using_globals = {site.site.function for site in collector.calls
-                         if isinstance(site.node.func, cst.Name) and site.node.func.value in self.global_models}
+                         if type(site.node.func) is cst.Name and site.node.func.value in self.global_models}
         # `gen = load_generator(path)` then `gen(z)`: a value a call returned is run as a model.
         returned = {(site.function, key) for key, _value, site in collector.call_assigns}
         calling_results = {site.site.function for site in collector.calls
@@ -299,13 +299,13 @@ class ModeFlow(CallGraph):
         if local is not None:
             # A method's `self` is its receiver: `self` for `self.validate()`, `self.policy_old` for
             # `self.policy_old.act(x)` (the only attribute calls local_callee resolves).
-            return self.summaries.get(local), (dotted(func.value) if isinstance(func, cst.Attribute) else None)
-        if isinstance(func, cst.Name):
+            return self.summaries.get(local), (dotted(func.value) if type(func) is cst.Attribute else None)
+        if type(func) is cst.Name:
             qualified = self.imports.bindings.get(func.value)
             if qualified is not None:
                 return self._resolve_imported(qualified), None
             return None, None
-        if isinstance(func, cst.Attribute):
+        if type(func) is cst.Attribute:
             receiver = dotted(func.value)
             if receiver is not None and receiver != "self":
                 qualified = self.imports.qualify(func)

@@ -69,9 +69,9 @@ class FollowedNames:
         """`self._icdf(torch.ones_like(x) * q)`: its inputs are constant tensors, no data and no noise: the
         callee computes a function of constants (a quantile, a grid), which says nothing of a model."""
         def constant(expr) -> bool:
-            if isinstance(expr, cst.BinaryOperation):
+            if type(expr) is cst.BinaryOperation:
                 return constant(expr.left) or constant(expr.right)
-            if isinstance(expr, cst.Call):
+            if type(expr) is cst.Call:
                 qualified = self.flow.imports.qualify(expr.func) or ""
                 return qualified in api.CONSTANT_TENSOR_FACTORIES
             return False
@@ -93,7 +93,7 @@ class FollowedNames:
         if len(values) != 1:
             return
         built, _chain = unwrap_chain(values[0])
-        if not isinstance(built, cst.Call) or (self.flow.imports.qualify(built.func) or "").startswith("torch."):
+        if type(built) is not cst.Call or (self.flow.imports.qualify(built.func) or "").startswith("torch."):
             return
         state.put(key, ModeFact(certain=True, train_sites=frozenset({built})))
 

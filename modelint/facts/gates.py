@@ -30,13 +30,13 @@ class Gates:
         `self.training or mc`, a local holding such a test, a flag parameter that is off by default."""
         if depth > 4:
             return False
-        if isinstance(test, cst.BooleanOperation):
+        if type(test) is cst.BooleanOperation:
             left = self.mode_test(test.left, function, depth + 1)
             right = self.mode_test(test.right, function, depth + 1)
-            return (left or right) if isinstance(test.operator, cst.And) else (left and right)
-        if isinstance(test, cst.Attribute):
+            return (left or right) if type(test.operator) is cst.And else (left and right)
+        if type(test) is cst.Attribute:
             return test.attr.value == "training"
-        if isinstance(test, cst.Name) and function is not None:
+        if type(test) is cst.Name and function is not None:
             bindings, _ = self.receivers.scope(function)
             found = bindings.get(test.value) or []
             if not found:
@@ -56,7 +56,7 @@ class Gates:
         while operands and isinstance(operands[-1], cst.BooleanOperation) and isinstance(operands[-1].operator, cst.Or):
             last = operands.pop()
             operands.extend((last.left, last.right))
-        return any(isinstance(o, cst.UnaryOperation) and isinstance(o.operator, cst.Not)
+        return any(type(o) is cst.UnaryOperation and type(o.operator) is cst.Not
                    and self.mode_test(o.expression, function) for o in operands)
 
     # -- code ---------------------------------------------------------------
@@ -64,7 +64,7 @@ class Gates:
         """Does `node` (in statement `site.stmt`) run only under a mode test?"""
         function = site.function
         for guard in site.guards:
-            if isinstance(guard, cst.If):
+            if type(guard) is cst.If:
                 if _within(node, guard.body) and self.mode_test(guard.test, function):
                     return True
                 if guard.orelse is not None and _within(node, guard.orelse) \
@@ -81,10 +81,10 @@ class Gates:
         while current in parents:
             block, index, owner = parents[current]
             for earlier in block[:index]:
-                if isinstance(earlier, cst.If) and earlier.orelse is None and _ends_in_exit(earlier.body) \
+                if type(earlier) is cst.If and earlier.orelse is None and _ends_in_exit(earlier.body) \
                         and self.exits_unless_mode(earlier.test, site.function):
                     return True
-            if owner is None or isinstance(owner, (cst.FunctionDef, cst.ClassDef)):
+            if owner is None or type(owner) in (cst.FunctionDef, cst.ClassDef):
                 return False
             current = owner
         return False
@@ -98,12 +98,12 @@ class Gates:
             return False
         if literal_value(value) in (0, 0.0):
             return True
-        if isinstance(value, cst.IfExp):
+        if type(value) is cst.IfExp:
             if literal_value(value.orelse) in (0, 0.0) and self.mode_test(value.test, function):
                 return True
-            return literal_value(value.body) in (0, 0.0) and isinstance(value.test, cst.UnaryOperation) \
-                and isinstance(value.test.operator, cst.Not) and self.mode_test(value.test.expression, function)
-        if isinstance(value, cst.Name):
+            return literal_value(value.body) in (0, 0.0) and type(value.test) is cst.UnaryOperation \
+                and type(value.test.operator) is cst.Not and self.mode_test(value.test.expression, function)
+        if type(value) is cst.Name:
             bindings, parents = self.receivers.scope(function)
             found = bindings.get(value.value) or []
             if stmt is not None:
@@ -134,11 +134,11 @@ def _within(node: cst.CSTNode, container: cst.CSTNode) -> bool:
 
 
 def _ends_in_exit(body: cst.BaseSuite) -> bool:
-    statements = body.body if isinstance(body, (cst.IndentedBlock, cst.SimpleStatementSuite)) else ()
+    statements = body.body if type(body) in (cst.IndentedBlock, cst.SimpleStatementSuite) else ()
     if not statements:
         return False
     last = statements[-1]
-    if isinstance(last, cst.SimpleStatementLine):
+    if type(last) is cst.SimpleStatementLine:
         return isinstance(last.body[-1], _EXITS)
     return isinstance(last, _EXITS)
 
@@ -147,7 +147,7 @@ def _statement_of(node: cst.CSTNode, parents: dict) -> cst.CSTNode | None:
     if node in parents:
         return node
     for stmt in parents:
-        if isinstance(stmt, cst.SimpleStatementLine) and any(small is node for small in stmt.body):
+        if type(stmt) is cst.SimpleStatementLine and any(small is node for small in stmt.body):
             return stmt
     return None
 
@@ -156,7 +156,7 @@ def _enclosing_ifs(stmt: cst.CSTNode | None, parents: dict) -> list[cst.If]:
     found = []
     while stmt is not None and stmt in parents:
         _, _, owner = parents[stmt]
-        if isinstance(owner, cst.If):
+        if type(owner) is cst.If:
             found.append(owner)
         stmt = owner
     return found

@@ -229,7 +229,7 @@ class OutputUses:
         qualified = self.imports.qualify(func)
         if qualified is not None:  # a function of torch, numpy, a library or the project
             return self._function_result(qualified, args) if args else NONE
-        if isinstance(func, cst.Attribute):
+        if type(func) is cst.Attribute:
             receiver = result.get(func.value, NONE)
             method = func.attr.value
             if method in BACKWARD_METHODS:
@@ -258,7 +258,7 @@ class OutputUses:
             if method in EVAL_METHODS:
                 self.use(receiver, EVAL)
             return receiver | args  # a tensor method of the output
-        if isinstance(func, cst.Name):
+        if type(func) is cst.Name:
             name = func.value
             if name in METADATA_BUILTINS:
                 self.use(args, META)
@@ -292,7 +292,7 @@ class OutputUses:
         (`preds.append(out)`) adds to its receiver, else nothing."""
         result = self._evaluate(expr, values)
         origins = result.get(expr, NONE)
-        if isinstance(expr, cst.Call):
+        if type(expr) is cst.Call:
             token = (expr, self.tag) if self.tag else expr
             if token in self.forwards:
                 self.use(frozenset({(token, DIRECT)}), DISCARD)
@@ -303,7 +303,7 @@ class OutputUses:
             if not consumed:
                 return NONE
             func = expr.func
-            method = func.attr.value if isinstance(func, cst.Attribute) else None
+            method = func.attr.value if type(func) is cst.Attribute else None
             if self._writes_files(func):
                 self.use(consumed, EVAL)  # `save_image(fake, path)`: what the output is for is a file
             elif method in WEAK_CONSUMER_METHODS or self._weak_function(func):
@@ -329,7 +329,7 @@ class OutputUses:
     def _weak_function(self, func: cst.BaseExpression) -> bool:
         qualified = self.imports.qualify(func) or ""
         return qualified.startswith(("logging.", "numpy.", "torch.save", "warnings.")) or \
-            (isinstance(func, cst.Name) and func.value == "print")
+            (type(func) is cst.Name and func.value == "print")
 
     def returned(self, origins: Origins) -> None:
         self.use(origins, RETURN, level=OPAQUE)

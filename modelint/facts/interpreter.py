@@ -96,7 +96,7 @@ class Interpreter(Loops, Bindings, CallEffects):
 
     # -- statements -----------------------------------------------------------
     def block(self, body: cst.BaseSuite, state: State | None) -> State | None:
-        if isinstance(body, cst.SimpleStatementSuite):
+        if type(body) is cst.SimpleStatementSuite:
             return self.small_statements(body.body, state)
         return self.statements(body.body, state)
 
@@ -115,24 +115,24 @@ class Interpreter(Loops, Bindings, CallEffects):
         return state
 
     def statement(self, stmt: cst.CSTNode, state: State) -> State | None:
-        if isinstance(stmt, cst.SimpleStatementLine):
+        if type(stmt) is cst.SimpleStatementLine:
             return self.small_statements(stmt.body, state)
-        if isinstance(stmt, cst.If):
+        if type(stmt) is cst.If:
             return self.if_(stmt, state)
-        if isinstance(stmt, (cst.For, cst.While)):
+        if type(stmt) in (cst.For, cst.While):
             return self.loop(stmt, state)
-        if isinstance(stmt, cst.With):
+        if type(stmt) is cst.With:
             return self.with_(stmt, state)
-        if isinstance(stmt, (cst.Try, cst.TryStar)):
+        if type(stmt) in (cst.Try, cst.TryStar):
             return self.try_(stmt, state)
-        if isinstance(stmt, cst.Match):
+        if type(stmt) is cst.Match:
             self.calls_of(stmt, state)
             self.uses.expression(stmt.subject, state.values)
             result = state.copy()
             for case in stmt.cases:
                 result = join(result, self.block(case.body, state.copy()))
             return result
-        if isinstance(stmt, (cst.FunctionDef, cst.ClassDef)):
+        if type(stmt) in (cst.FunctionDef, cst.ClassDef):
             self.forget(state, stmt.name.value)
             return state
         return state
@@ -151,7 +151,7 @@ class Interpreter(Loops, Bindings, CallEffects):
                 if stmt.orelse is None:
                     other = state
                     break
-                if isinstance(stmt.orelse, cst.If):
+                if type(stmt.orelse) is cst.If:
                     stmt = stmt.orelse
                     continue
                 other = self.block(stmt.orelse.body, state)
@@ -160,7 +160,7 @@ class Interpreter(Loops, Bindings, CallEffects):
             if stmt.orelse is None:
                 other = state
                 break
-            if isinstance(stmt.orelse, cst.If):
+            if type(stmt.orelse) is cst.If:
                 stmt, state = stmt.orelse, state.copy()
                 continue
             other = self.block(stmt.orelse.body, state.copy())
@@ -179,7 +179,7 @@ class Interpreter(Loops, Bindings, CallEffects):
         return other
 
     def small(self, node: cst.BaseSmallStatement, state: State) -> State | None:
-        if isinstance(node, cst.Expr):
+        if type(node) is cst.Expr:
             effect = self._statement_grad_effect(node.value)
             self.calls_of(node, state)
             if effect is not None:
@@ -187,57 +187,57 @@ class Interpreter(Loops, Bindings, CallEffects):
                               "unknown": GRAD_UNKNOWN}[effect]
             self.expression_statement(node.value, state)
             return None if node.value in self.flow.raising_calls else state
-        if isinstance(node, cst.Assign):
+        if type(node) is cst.Assign:
             self.calls_of(node, state)
             origins = self.uses.expression(node.value, state.values)
             for target in node.targets:
                 self.bind(target.target, node.value, origins, state)
                 self._remember_constant(target.target, node.value)
             return state
-        if isinstance(node, cst.AnnAssign):
+        if type(node) is cst.AnnAssign:
             self.calls_of(node, state)
             origins = self.uses.expression(node.value, state.values)
             self.bind(node.target, node.value, origins, state)
             return state
-        if isinstance(node, cst.AugAssign):
+        if type(node) is cst.AugAssign:
             self.calls_of(node, state)
             origins = self.uses.expression(node.value, state.values) | self.uses.expression(node.target, state.values)
             key = dotted(node.target)
             if key is not None:
                 self._taint(state, key)
                 self._derive(state, node.target, origins)
-            elif isinstance(node.target, cst.Subscript):  # `totals["loss"] += loss.detach()`: the container
+            elif type(node.target) is cst.Subscript:  # `totals["loss"] += loss.detach()`: the container
                 self._derive(state, node.target, origins)
             return state
-        if isinstance(node, cst.Return):
+        if type(node) is cst.Return:
             self.calls_of(node, state)
             self.uses.returned(self.uses.expression(node.value, state.values))
             self.returned_value(node.value, state)
             self.returns.append(state.copy())
             return None
-        if isinstance(node, cst.Raise):
+        if type(node) is cst.Raise:
             self.calls_of(node, state)
             return None
-        if isinstance(node, (cst.Break, cst.Continue)):
+        if type(node) in (cst.Break, cst.Continue):
             if self.loop_exits:
                 breaks, continues = self.loop_exits[-1]
-                (breaks if isinstance(node, cst.Break) else continues).append(state)
+                (breaks if type(node) is cst.Break else continues).append(state)
             return None
-        if isinstance(node, cst.Del):
+        if type(node) is cst.Del:
             for element in flatten(node.target):
                 key = dotted(element)
                 if key is not None:
                     self.forget(state, key)
             return state
         self.calls_of(node, state)  # assert, global, pass, import...
-        if isinstance(node, cst.Assert):
+        if type(node) is cst.Assert:
             self.uses.use(self.uses.expression(node.test, state.values), CHECKED)
         return state
 
     def _statement_grad_effect(self, value: cst.BaseExpression) -> str | None:
         """`torch.set_grad_enabled(False)` as a statement, or `stack.enter_context(torch.no_grad())`
         (an ExitStack: the region lasts until the enclosing `with` ends, which restores the grad mode)."""
-        if not isinstance(value, cst.Call):
+        if type(value) is not cst.Call:
             return None
         if self.flow.imports.qualify(value.func) in api.SET_GRAD_ENABLED:
             if len(value.args) == 1:
@@ -245,19 +245,19 @@ class Interpreter(Loops, Bindings, CallEffects):
                 if decided is not None:
                     return "enabled" if decided else "free"
             return self.flow.grad_effect(value)
-        if isinstance(value.func, cst.Attribute) and value.func.attr.value == "enter_context" and value.args:
+        if type(value.func) is cst.Attribute and value.func.attr.value == "enter_context" and value.args:
             return self.flow.grad_effect(value.args[0].value)
         return None
 
     def expression_statement(self, value: cst.BaseExpression, state: State) -> None:
-        if isinstance(value, cst.Yield):  # a generator hands the value to its consumer, as a return
-            if value.value is not None and not isinstance(value.value, cst.From):
+        if type(value) is cst.Yield:  # a generator hands the value to its consumer, as a return
+            if value.value is not None and type(value.value) is not cst.From:
                 self.uses.returned(self.uses.expression(value.value, state.values))
             return
-        if isinstance(value, cst.Await):
+        if type(value) is cst.Await:
             value = value.expression
         added = self.uses.dropped(value, state.values)
-        if added and isinstance(value, cst.Call) and isinstance(value.func, cst.Attribute):
+        if added and type(value) is cst.Call and type(value.func) is cst.Attribute:
             receiver = value.func.value
             self._derive(state, storage_owner(receiver) if in_place(value.func.attr.value) else receiver, added,
                          extend=True)
@@ -268,7 +268,7 @@ class Interpreter(Loops, Bindings, CallEffects):
         restored = []
         for item in stmt.items:
             effect = self.flow.grad_effect(item.item)
-            if effect == "unknown" and isinstance(item.item, cst.Call) and item.item.args:
+            if effect == "unknown" and type(item.item) is cst.Call and item.item.args:
                 decided = decide(item.item.args[0].value, self.constants)  # set_grad_enabled(phase == "train")
                 effect = effect if decided is None else "enabled" if decided else "free"
             if effect == "free":

@@ -121,7 +121,7 @@ GRAD_UNKNOWN = GradFact(unknown=True)
 def mode_of_call(call: cst.Call) -> str | None:
     """"train" / "eval" for `.train()`, `.train(True/False)`, `.eval()`; None when unknowable
     (`eval(x)` raises, `train(flag)` follows a value we do not know)."""
-    method = call.func.attr.value if isinstance(call.func, cst.Attribute) else None
+    method = call.func.attr.value if type(call.func) is cst.Attribute else None
     if method == "eval":
         return None if call.args else "eval"
     if method == "train":
@@ -140,7 +140,7 @@ def is_train_site(site) -> bool:
     """Was this mode set by an explicit `train()` (not by building the model)?"""
     if isinstance(site, RemoteSite):
         return site.kind == "train"
-    return isinstance(site, cst.Call) and isinstance(site.func, cst.Attribute) and site.func.attr.value == "train"
+    return type(site) is cst.Call and type(site.func) is cst.Attribute and site.func.attr.value == "train"
 
 
 def first_site(sites: frozenset):

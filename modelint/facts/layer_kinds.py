@@ -63,7 +63,7 @@ class LayerKinds:
             return True
         layer = qualified.rsplit(".", 1)[-1]
         if layer in api.CONTAINERS or layer in api.STACKS:
-            return any((not in_scan and (arg.star or isinstance(arg.value, (cst.Name, cst.Attribute))))
+            return any((not in_scan and (arg.star or type(arg.value) in (cst.Name, cst.Attribute)))
                        or any(self.may_sample(inner, in_scan) for inner in calls_in(arg.value)) for arg in call.args)
         return built.dependence is not Dependence.INDEPENDENT and not api.NORMALISING.fullmatch(layer)
 
@@ -104,7 +104,7 @@ class LayerKinds:
         for call in info.calls:
             func = call.func
             if self.imports.qualify(func) in _WEIGHT_CALLS or \
-                    (isinstance(func, cst.Attribute) and func.attr.value in _REGISTERING):
+                    (type(func) is cst.Attribute and func.attr.value in _REGISTERING):
                 return False
             if not self._weightless_layer(call):
                 return False
@@ -120,7 +120,7 @@ class LayerKinds:
             forward = info.methods.get("forward")
             if forward is not None:
                 params = forward.params
-                return isinstance(params.star_arg, cst.Param) \
+                return type(params.star_arg) is cst.Param \
                     or len([*params.posonly_params, *params.params]) >= 3  # self, prediction, target
             info = next(filter(None, map(self.table.project_class, info.bases)), None)
         return False
@@ -129,17 +129,17 @@ class LayerKinds:
         """A parameter without a literal default (or an attribute of one), or a call of something other
         than torch's tensor functions and the builtins: it may hand a module over."""
         head = value
-        while isinstance(head, cst.Attribute):
+        while type(head) is cst.Attribute:
             head = head.value
-        if isinstance(head, cst.Name) and method is not None:
+        if type(head) is cst.Name and method is not None:
             return head.value in method.param_set and not _literal_default(method, head.value)
-        if isinstance(value, cst.Call):
+        if type(value) is cst.Call:
             qualified = self.imports.qualify(value.func) or ""
             if self.table.construction(value) is not None or self.table.builder_calls(value.func) is not None:
                 return not self._weightless_layer(value)
             tensor_function = (qualified.startswith("torch.") and qualified.count(".") == 1
                                and qualified not in _MODULE_RETURNING) or qualified.startswith(api.FUNCTIONAL + ".")
-            return not (tensor_function or (isinstance(value.func, cst.Name) and value.func.value in _BUILTINS))
+            return not (tensor_function or (type(value.func) is cst.Name and value.func.value in _BUILTINS))
         return False
 
     def _weightless_layer(self, call: cst.Call) -> bool:

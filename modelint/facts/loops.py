@@ -42,7 +42,7 @@ class Loops:
     def loop(self, stmt: cst.For | cst.While, state: State) -> State | None:
         evaluation = False
         iterated = NONE
-        if isinstance(stmt, cst.For):
+        if type(stmt) is cst.For:
             self.calls_of(stmt, state)
             iterated = self.uses.expression(stmt.iter, state.values)
             phases = phase_values(stmt, self.constants)
@@ -63,7 +63,7 @@ class Loops:
                 continues: list[State] = []
                 self.loop_exits.append((breaks, continues))
                 body_state = head.copy()
-                if isinstance(stmt, cst.For):
+                if type(stmt) is cst.For:
                     for element in flatten(stmt.target):
                         key = dotted(element)
                         if key is not None:
@@ -96,14 +96,14 @@ class Loops:
     @staticmethod
     def _submodule_loop(stmt) -> dict[str, str]:
         """`for m in net.modules():` / `for name, m in net.named_children():`: the loop variable -> `net`."""
-        if not isinstance(stmt, cst.For) or not isinstance(stmt.iter, cst.Call) \
-                or not isinstance(stmt.iter.func, cst.Attribute) or stmt.iter.func.attr.value not in _SUBMODULE_LISTS:
+        if type(stmt) is not cst.For or type(stmt.iter) is not cst.Call \
+                or type(stmt.iter.func) is not cst.Attribute or stmt.iter.func.attr.value not in _SUBMODULE_LISTS:
             return {}
         owner = value_key(stmt.iter.func.value)
         target = stmt.target
-        if isinstance(target, cst.Tuple) and len(target.elements) == 2:  # (name, module)
+        if type(target) is cst.Tuple and len(target.elements) == 2:  # (name, module)
             target = target.elements[1].value
-        return {target.value: owner} if owner and isinstance(target, cst.Name) else {}
+        return {target.value: owner} if owner and type(target) is cst.Name else {}
 
     def phase_loop(self, stmt: cst.For, state: State, name: str, values: tuple) -> State | None:
         """`for phase in ("train", "val"):`: the body once per phase, in order, with `phase` known."""
@@ -149,21 +149,21 @@ class Loops:
         """(loop variable, the models it takes in order, over a parameter?) when the body switches the
         loop variable's mode and it runs over a literal list of models or over a parameter."""
         target = stmt.target
-        if stmt.orelse is not None or not isinstance(target, cst.Name) or not _switches(stmt.body, target.value):
+        if stmt.orelse is not None or type(target) is not cst.Name or not _switches(stmt.body, target.value):
             return None
-        if isinstance(stmt.iter, (cst.List, cst.Tuple)):
+        if type(stmt.iter) in (cst.List, cst.Tuple):
             keys = []
             for element in stmt.iter.elements:
-                if isinstance(element, cst.StarredElement):
+                if type(element) is cst.StarredElement:
                     return None
-                if isinstance(element.value, cst.Name) and element.value.value == "None":
+                if type(element.value) is cst.Name and element.value.value == "None":
                     continue
                 key = value_key(element.value)
                 if key is None:
                     return None
                 keys.append(state.canonical(key))
             return (target.value, keys, False) if keys else None
-        if isinstance(stmt.iter, cst.Name) and stmt.iter.value in self.params and stmt.iter.value not in ("self", "cls"):
+        if type(stmt.iter) is cst.Name and stmt.iter.value in self.params and stmt.iter.value not in ("self", "cls"):
             return target.value, [f"{stmt.iter.value}[]"], True
         return None
 
@@ -192,6 +192,6 @@ class Loops:
 
 def _switches(body: cst.BaseSuite, name: str) -> bool:
     """Does the body call `name.train(...)` or `name.eval()`?"""
-    return any(type(node) is cst.Call and isinstance(node.func, cst.Attribute)
+    return any(type(node) is cst.Call and type(node.func) is cst.Attribute
                and node.func.attr.value in ("train", "eval") and type(node.func.value) is cst.Name
                and node.func.value.value == name for node in iter_nodes(body))

@@ -24,8 +24,8 @@ def class_sets_own_mode(facts, cls) -> bool:
     """Does a method of the class switch the object's own mode (`self.eval()`, `self.train(False)`)?"""
     for site in facts.collector.calls:
         func = site.node.func
-        if site.site.cls is cls and isinstance(func, cst.Attribute) and func.attr.value in ("eval", "train") \
-                and isinstance(func.value, cst.Name) and func.value.value == "self":
+        if site.site.cls is cls and type(func) is cst.Attribute and func.attr.value in ("eval", "train") \
+                and type(func.value) is cst.Name and func.value.value == "self":
             return True
     return False
 
@@ -37,12 +37,12 @@ def optional_or_callable(facts, function, name: str) -> bool:
     for param in (*params.posonly_params, *params.params, *params.kwonly_params):
         if param.name.value != name:
             continue
-        if isinstance(param.default, cst.Name) and param.default.value == "None":
+        if type(param.default) is cst.Name and param.default.value == "None":
             return True
         if param.annotation is None:
             return False
         annotation = param.annotation.annotation
-        return any(isinstance(n, cst.Name) and n.value == "Callable" for n in iter_nodes(annotation)) \
+        return any(type(n) is cst.Name and n.value == "Callable" for n in iter_nodes(annotation)) \
             or facts.receivers.of_annotation(annotation).module is False
     return False
 
@@ -51,10 +51,10 @@ def minds_modes(function) -> bool:
     """Does the function deal with modes itself: a `.eval`/`.train` of anything (called or, by mistake,
     not: MDL005 reports that), or a docstring stating who sets the mode (`the caller calls model.eval()`)?"""
     for node in iter_nodes(function.node.body):
-        if isinstance(node, cst.Attribute) and node.attr.value in ("eval", "train"):
+        if type(node) is cst.Attribute and node.attr.value in ("eval", "train"):
             return True
-        if isinstance(node, cst.Assign) and any(
-                isinstance(t.target, cst.Attribute) and t.target.attr.value == "training" for t in node.targets):
+        if type(node) is cst.Assign and any(
+                type(t.target) is cst.Attribute and t.target.attr.value == "training" for t in node.targets):
             return True  # `self.training = False`: MDL010's
     return states_mode_contract(function.node)
 
@@ -76,19 +76,19 @@ def frozen_models(facts) -> frozenset[str]:
     found = set()
     for site in facts.collector.calls:
         func = site.node.func
-        if isinstance(func, cst.Attribute) and func.attr.value == "requires_grad_" and site.node.args \
+        if type(func) is cst.Attribute and func.attr.value == "requires_grad_" and site.node.args \
                 and literal_value(site.node.args[0].value) is False:
             head = _head(func.value)
             if head:
                 found.add(head)
     for assign in facts.collector.attribute_assigns:
         if assign.target.attr.value != "requires_grad" or assign.value is None \
-                or literal_value(assign.value) is not False or not isinstance(assign.target.value, cst.Name):
+                or literal_value(assign.value) is not False or type(assign.target.value) is not cst.Name:
             continue
         variable = assign.target.value.value
         for guard in assign.site.guards:
-            if isinstance(guard, cst.For) and isinstance(guard.iter, cst.Call) \
-                    and isinstance(guard.iter.func, cst.Attribute) and guard.iter.func.attr.value in _PARAMETER_LISTS \
+            if type(guard) is cst.For and type(guard.iter) is cst.Call \
+                    and type(guard.iter.func) is cst.Attribute and guard.iter.func.attr.value in _PARAMETER_LISTS \
                     and variable in {n.value for n in iter_nodes(guard.target) if type(n) is cst.Name}:
                 head = _head(guard.iter.func.value)
                 if head:
@@ -99,9 +99,9 @@ def frozen_models(facts) -> frozenset[str]:
 def _head(expr: cst.BaseExpression) -> str | None:
     """`model` of `model.encoder.layer1`, `self.model` of `self.model.backbone`."""
     parts = []
-    while isinstance(expr, cst.Attribute):
+    while type(expr) is cst.Attribute:
         parts.append(expr.attr.value)
         expr = expr.value
-    if not isinstance(expr, cst.Name):
+    if type(expr) is not cst.Name:
         return None
     return f"self.{parts[-1]}" if expr.value == "self" and parts else expr.value

@@ -44,7 +44,7 @@ class ModuleNames:
                     weightless.add((site.function, key))
         for site in collector.calls:
             func = site.node.func
-            if not isinstance(func, cst.Attribute):
+            if type(func) is not cst.Attribute:
                 continue
             receiver = value_key(func.value)
             if receiver is None:
@@ -87,7 +87,7 @@ class ModuleNames:
             names.update(found)
 
     def _annotation_is_module(self, annotation: cst.BaseExpression) -> bool:
-        if isinstance(annotation, cst.SimpleString):
+        if type(annotation) is cst.SimpleString:
             return False
         project = self.table.project_class(annotation)
         if project is not None:
@@ -148,9 +148,9 @@ def _calls_of_functions(collector: Collector) -> dict:
     for site in collector.calls:
         func = site.node.func
         caller = site.site.function
-        if isinstance(func, cst.Name) and func.value in top and func.value not in shadowed:
+        if type(func) is cst.Name and func.value in top and func.value not in shadowed:
             callee, skipped = top[func.value], 0
-        elif isinstance(func, cst.Attribute) and isinstance(func.value, cst.Name) and func.value.value == "self" \
+        elif type(func) is cst.Attribute and type(func.value) is cst.Name and func.value.value == "self" \
                 and caller is not None and caller.cls is not None and (caller.cls, func.attr.value) in methods:
             callee, skipped = methods[(caller.cls, func.attr.value)], 1
         else:

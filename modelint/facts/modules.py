@@ -59,8 +59,8 @@ def unwrap_chain(expr: cst.BaseExpression) -> tuple[cst.BaseExpression, list[cst
     """`Net().to(dev).eval()` -> (`Net()`, [`.to(dev)`, `.eval()`] innermost first)."""
     applied: list[cst.Call] = []
     while (
-        isinstance(expr, cst.Call)
-        and isinstance(expr.func, cst.Attribute)
+        type(expr) is cst.Call
+        and type(expr.func) is cst.Attribute
         and expr.func.attr.value in RETURNS_SELF
     ):
         applied.append(expr)
@@ -83,7 +83,7 @@ class ModuleTable:
         self._builders = _builder_functions(collector)
         # `self.x = value` in the classes' methods, once for every reader (see own_layer, layer_kinds).
         self.self_assigns = [assign for assign in collector.attribute_assigns if assign.site.cls is not None
-                             and isinstance(assign.target.value, cst.Name) and assign.target.value.value == "self"]
+                             and type(assign.target.value) is cst.Name and assign.target.value.value == "self"]
         # ... by attribute name, in any class of the file (classes rarely share one).
         self._self_attributes: dict[str, list] = {}
         self._following: set[str] = set()
@@ -102,7 +102,7 @@ class ModuleTable:
 
     # -- classes ------------------------------------------------------------
     def project_class(self, func: cst.BaseExpression) -> ClassInfo | None:
-        if isinstance(func, cst.Name) and func.value not in self.imports.bindings:
+        if type(func) is cst.Name and func.value not in self.imports.bindings:
             return self.classes.get(func.value)
         return None
 
@@ -201,7 +201,7 @@ class ModuleTable:
                 return None
             return Construction(call, self._dependence.get(project.name, Dependence.INDEPENDENT),
                                 parameterless=self._solved and self.kinds.holds_no_weights(project))
-        if isinstance(func, cst.Attribute) and func.attr.value == "from_pretrained":
+        if type(func) is cst.Attribute and func.attr.value == "from_pretrained":
             if self._defines_own(func.value, "from_pretrained"):
                 return None  # the project's own classmethod (nanoGPT's `GPT.from_pretrained`): its summary says
             owner = dotted(func.value) or ""
@@ -232,7 +232,7 @@ class ModuleTable:
                 return Construction(call, Dependence.UNKNOWN, certain=False, origin=qualified)
             return None
         name = dotted(func)
-        if isinstance(func, cst.Name) and name not in _BUILTINS and name[:1].isupper() and name not in self.classes:
+        if type(func) is cst.Name and name not in _BUILTINS and name[:1].isupper() and name not in self.classes:
             return Construction(call, Dependence.UNKNOWN, certain=False)
         return None
 
@@ -254,7 +254,7 @@ class ModuleTable:
                 built = self.layer_dependence(inner, known)
                 if built is not None:
                     found = max(found, built)
-            if isinstance(arg.value, (cst.Name, cst.Attribute)):
+            if type(arg.value) in (cst.Name, cst.Attribute):
                 found = max(found, self._own_layer(arg.value))
         known[call] = found
         return found
@@ -262,7 +262,7 @@ class ModuleTable:
     def _own_layer(self, value: cst.BaseExpression) -> Dependence:
         """`self.blur_h` put in a container: what the class assigns to that attribute, when every
         assignment builds a layer; else a layer built elsewhere (unknown)."""
-        if not (isinstance(value, cst.Attribute) and isinstance(value.value, cst.Name) and value.value.value == "self"):
+        if not (type(value) is cst.Attribute and type(value.value) is cst.Name and value.value.value == "self"):
             return Dependence.UNKNOWN
         name = value.attr.value
         assigned = self._self_attributes.get(name)
@@ -272,7 +272,7 @@ class ModuleTable:
         try:
             found = Dependence.INDEPENDENT
             for assigned_value in assigned:
-                built = self.construction(assigned_value) if isinstance(assigned_value, cst.Call) else None
+                built = self.construction(assigned_value) if type(assigned_value) is cst.Call else None
                 if built is None:
                     return Dependence.UNKNOWN
                 found = max(found, built.dependence)
@@ -296,7 +296,7 @@ class ModuleTable:
 
     def _builder_name(self, func: cst.BaseExpression) -> str | None:
         """The name of a module-level function of this file that `func` calls (not an import)."""
-        if isinstance(func, cst.Name) and func.value in self._builders and func.value not in self.imports.bindings:
+        if type(func) is cst.Name and func.value in self._builders and func.value not in self.imports.bindings:
             return func.value
         return None
 
@@ -325,7 +325,7 @@ class ModuleTable:
         """The module `expr` builds (through `.to(dev)`-like chains and wrappers such as DataParallel)."""
         base, applied = unwrap_chain(expr)
         outer = applied  # the chain applied to the whole expression, returned when nothing is built
-        while isinstance(base, cst.Call):
+        while type(base) is cst.Call:
             if self.imports.qualify(base.func) in api.MODULE_WRAPPERS and base.args:
                 # `nn.DataParallel(model)` wraps the module it is given: what it builds is that one's.
                 base, more = unwrap_chain(base.args[0].value)
@@ -374,8 +374,8 @@ def _builder_functions(collector: Collector) -> dict[str, list[tuple[cst.Call, b
         if name is None:
             continue
         stmt = site.site.stmt
-        returned = isinstance(stmt, cst.SimpleStatementLine) and any(
-            isinstance(small, cst.Return) and small.value is site.node for small in stmt.body)
+        returned = type(stmt) is cst.SimpleStatementLine and any(
+            type(small) is cst.Return and small.value is site.node for small in stmt.body)
         calls[name].append((site.node, returned))
     return calls
 

@@ -38,13 +38,13 @@ def scope_bindings(scope: cst.FunctionDef | cst.Module) -> dict[str, list[Bindin
     def add(name: str, binding: Binding) -> None:
         found.setdefault(name, []).append(binding)
 
-    if isinstance(scope, cst.FunctionDef):
+    if type(scope) is cst.FunctionDef:
         p = scope.params
         for param in (*p.posonly_params, *p.params, *p.kwonly_params):
             add(param.name.value, Binding("param", param.default, param,
                                           param.annotation.annotation if param.annotation else None))
         for param in (p.star_arg, p.star_kwarg):
-            if isinstance(param, cst.Param):
+            if type(param) is cst.Param:
                 add(param.name.value, Binding("other", None, param,
                                               param.annotation.annotation if param.annotation else None))
         body = [scope.body]
@@ -63,7 +63,7 @@ def scope_bindings(scope: cst.FunctionDef | cst.Module) -> dict[str, list[Bindin
             for target in node.targets:
                 _bind_target(target.target, node.value, node, add)
         elif kind is cst.AnnAssign:
-            if isinstance(node.target, cst.Name):
+            if type(node.target) is cst.Name:
                 add(node.target.value, Binding("assign" if node.value is not None else "other", node.value, node,
                                                node.annotation.annotation))
         elif kind is cst.AugAssign:
@@ -71,7 +71,7 @@ def scope_bindings(scope: cst.FunctionDef | cst.Module) -> dict[str, list[Bindin
         elif kind is cst.NamedExpr:
             _bind_target(node.target, node.value, node, add)
         elif kind is cst.For:
-            if isinstance(node.target, cst.Name):
+            if type(node.target) is cst.Name:
                 add(node.target.value, Binding("for", node.iter, node))
             else:
                 _bind_target(node.target, None, node, add)
@@ -82,68 +82,68 @@ def scope_bindings(scope: cst.FunctionDef | cst.Module) -> dict[str, list[Bindin
                 add(item.name.value, Binding("other", None, node))
         elif kind is cst.ImportAlias and node.asname is None:
             name = node.name
-            while isinstance(name, cst.Attribute):
+            while type(name) is cst.Attribute:
                 name = name.value
-            if isinstance(name, cst.Name):
+            if type(name) is cst.Name:
                 add(name.value, Binding("other", None, node))
         stack.extend(reversed(list(children(node))))
     return found
 
 
 def _bind_target(target: cst.BaseExpression, value, node, add) -> None:
-    if isinstance(target, cst.Name):
+    if type(target) is cst.Name:
         add(target.value, Binding("assign" if value is not None else "other", value, node))
         return
-    if isinstance(target, (cst.Tuple, cst.List)):
+    if type(target) in (cst.Tuple, cst.List):
         for element in target.elements:
             _bind_target(element.value, None, node, add)
-    elif isinstance(target, cst.StarredElement):
+    elif type(target) is cst.StarredElement:
         _bind_target(target.value, None, node, add)
 
 
 def statement_parents(scope: cst.FunctionDef | cst.Module) -> dict[cst.CSTNode, tuple[tuple, int, cst.CSTNode | None]]:
     """Statement (or small statement) -> (its block, its line's index there, the compound statement owning the block)."""
     out: dict = {}
-    stack: list[tuple[cst.CSTNode | None, cst.CSTNode]] = [(None, scope.body if isinstance(scope, cst.FunctionDef)
+    stack: list[tuple[cst.CSTNode | None, cst.CSTNode]] = [(None, scope.body if type(scope) is cst.FunctionDef
                                                             else scope)]
     while stack:
         owner, holder = stack.pop()
         for block in _blocks(holder):
             for i, stmt in enumerate(block):
                 out[stmt] = (block, i, owner)
-                if isinstance(stmt, cst.SimpleStatementLine):
+                if type(stmt) is cst.SimpleStatementLine:
                     for small in stmt.body:  # `x = x.to(dev)`: what reaches it is decided before its line
                         out[small] = (block, i, owner)
-                if not isinstance(stmt, (cst.SimpleStatementLine, cst.FunctionDef, cst.ClassDef)):
+                if type(stmt) not in (cst.SimpleStatementLine, cst.FunctionDef, cst.ClassDef):
                     stack.append((stmt, stmt))
     return out
 
 
 def _blocks(node: cst.CSTNode) -> list[tuple]:
     """The statement blocks directly inside a compound statement (or a module / indented block)."""
-    if isinstance(node, cst.Module):
+    if type(node) is cst.Module:
         return [tuple(node.body)]
-    if isinstance(node, (cst.IndentedBlock, cst.SimpleStatementSuite)):
-        return [tuple(node.body)] if isinstance(node, cst.IndentedBlock) else []
+    if type(node) in (cst.IndentedBlock, cst.SimpleStatementSuite):
+        return [tuple(node.body)] if type(node) is cst.IndentedBlock else []
     blocks = []
     for name in ("body", "orelse", "finalbody"):
         part = getattr(node, name, None)
         while part is not None:
-            if isinstance(part, cst.IndentedBlock):
+            if type(part) is cst.IndentedBlock:
                 blocks.append(tuple(part.body))
                 break
-            if isinstance(part, (cst.If, cst.Else, cst.Finally)):  # elif chains, else / finally clauses
+            if type(part) in (cst.If, cst.Else, cst.Finally):  # elif chains, else / finally clauses
                 inner = part.body
-                if isinstance(inner, cst.IndentedBlock):
+                if type(inner) is cst.IndentedBlock:
                     blocks.append(tuple(inner.body))
                 part = getattr(part, "orelse", None)
                 continue
             break
     for handler in getattr(node, "handlers", ()) or ():
-        if isinstance(handler.body, cst.IndentedBlock):
+        if type(handler.body) is cst.IndentedBlock:
             blocks.append(tuple(handler.body.body))
     for case in getattr(node, "cases", ()) or ():
-        if isinstance(case.body, cst.IndentedBlock):
+        if type(case.body) is cst.IndentedBlock:
             blocks.append(tuple(case.body.body))
     return blocks
 
@@ -160,7 +160,7 @@ def reaching(bindings: list[Binding], stmt: cst.CSTNode, parents: dict) -> list[
     while current in parents:
         block, index, owner = parents[current]
         for earlier in reversed(block[:index]):
-            if isinstance(earlier, cst.SimpleStatementLine):
+            if type(earlier) is cst.SimpleStatementLine:
                 for small in reversed(earlier.body):
                     if small in owners and owners[small].kind == "assign":
                         return [owners[small]]
@@ -203,12 +203,12 @@ def literal_choices(bindings: dict[str, list[Binding]], name: str, literal) -> l
                 values.append(literal(binding.value))
             elif binding.kind == "for":
                 iterated = binding.value
-                if isinstance(iterated, cst.Name):
+                if type(iterated) is cst.Name:
                     sources = bindings.get(iterated.value) or []
                     if len(sources) != 1 or sources[0].kind != "assign":
                         return None
                     iterated = sources[0].value
-                if not isinstance(iterated, (cst.Tuple, cst.List, cst.Set)) or not iterated.elements:
+                if type(iterated) not in (cst.Tuple, cst.List, cst.Set) or not iterated.elements:
                     return None
                 values.extend(literal(element.value) for element in iterated.elements)
             else:

@@ -21,10 +21,10 @@ _TORCH_MODULES = frozenset({"torch", "torch.nn", "torch.nn.functional", "torch.a
 def dotted(node: cst.BaseExpression) -> str | None:
     """`self.model.encoder` -> "self.model.encoder"; None for anything but names."""
     parts: list[str] = []
-    while isinstance(node, cst.Attribute):
+    while type(node) is cst.Attribute:
         parts.append(node.attr.value)
         node = node.value
-    if isinstance(node, cst.Name):
+    if type(node) is cst.Name:
         parts.append(node.value)
         return ".".join(reversed(parts))
     return None
@@ -48,7 +48,7 @@ def parameter_owners(expr: cst.BaseExpression) -> set[str]:
 
     found: set[str] = set()
     for node in iter_nodes(expr):
-        if type(node) is cst.Call and isinstance(node.func, cst.Attribute) \
+        if type(node) is cst.Call and type(node.func) is cst.Attribute \
                 and node.func.attr.value in ("parameters", "named_parameters"):
             receiver = dotted(node.func.value)
             if receiver:
@@ -62,7 +62,7 @@ def value_key(node: cst.BaseExpression) -> str | None:
     element, `self.models[k]` and `self.models[0]` both "self.models[]" (a list of models is followed as
     one, and it stands for every element: see Bindings.bind)."""
     suffix = ""
-    while isinstance(node, cst.Subscript):
+    while type(node) is cst.Subscript:
         suffix = _element(node) + suffix
         node = node.value
     head = dotted(node)
@@ -72,9 +72,9 @@ def value_key(node: cst.BaseExpression) -> str | None:
 
 
 def _element(node: cst.Subscript) -> str:
-    if len(node.slice) == 1 and isinstance(node.slice[0].slice, cst.Index):
+    if len(node.slice) == 1 and type(node.slice[0].slice) is cst.Index:
         index = node.slice[0].slice.value
-        if isinstance(index, cst.SimpleString) and _IDENTIFIER.fullmatch(str(index.evaluated_value)):
+        if type(index) is cst.SimpleString and _IDENTIFIER.fullmatch(str(index.evaluated_value)):
             return f"['{index.evaluated_value}']"
     return "[]"
 
@@ -104,23 +104,23 @@ def tokens(name: str) -> list[str]:
 
 def literal_value(node: cst.BaseExpression | None) -> object:
     """The Python value of a simple literal, or `NOT_LITERAL`."""
-    if isinstance(node, cst.Name) and node.value in ("True", "False", "None"):
+    if type(node) is cst.Name and node.value in ("True", "False", "None"):
         return {"True": True, "False": False, "None": None}[node.value]
-    if isinstance(node, (cst.Integer, cst.Float)):
+    if type(node) in (cst.Integer, cst.Float):
         try:  # a literal of more than 4,300 digits is a ValueError for int()
-            return (int(node.value.replace("_", ""), 0) if isinstance(node, cst.Integer)
+            return (int(node.value.replace("_", ""), 0) if type(node) is cst.Integer
                     else float(node.value.replace("_", "")))
         except ValueError:
             return NOT_LITERAL
-    if isinstance(node, cst.SimpleString):
+    if type(node) is cst.SimpleString:
         return node.evaluated_value
-    if isinstance(node, cst.UnaryOperation) and isinstance(node.operator, cst.Minus):
+    if type(node) is cst.UnaryOperation and type(node.operator) is cst.Minus:
         # `-1`, `- -1`, ... (a loop, not a recursion: a file may stack thousands of them)
         sign = 1
-        while isinstance(node, cst.UnaryOperation) and isinstance(node.operator, cst.Minus):
+        while type(node) is cst.UnaryOperation and type(node.operator) is cst.Minus:
             sign = -sign
             node = node.expression
-        if isinstance(node, cst.UnaryOperation):
+        if type(node) is cst.UnaryOperation:
             return NOT_LITERAL
         inner = literal_value(node)
         if isinstance(inner, (int, float)) and not isinstance(inner, bool):
@@ -170,7 +170,7 @@ class ImportTable:
             full = dotted(alias.name)
             if full is None:
                 continue
-            if alias.asname is not None and isinstance(alias.asname.name, cst.Name):
+            if alias.asname is not None and type(alias.asname.name) is cst.Name:
                 self.bindings[alias.asname.name.value] = full
             else:
                 head = full.split(".")[0]
@@ -178,14 +178,14 @@ class ImportTable:
 
     def add_import_from(self, node: cst.ImportFrom) -> None:
         module = "." * len(node.relative) + ((dotted(node.module) or "") if node.module else "")
-        if isinstance(node.names, cst.ImportStar):
+        if type(node.names) is cst.ImportStar:
             return
         for alias in node.names:
             name = dotted(alias.name)
             if name is None:
                 continue
             local = name
-            if alias.asname is not None and isinstance(alias.asname.name, cst.Name):
+            if alias.asname is not None and type(alias.asname.name) is cst.Name:
                 local = alias.asname.name.value
             self.bindings[local] = f"{module}.{name}" if module else name
 
@@ -193,7 +193,7 @@ class ImportTable:
         """`self.torch = torch` (or `= torch.nn.functional`): the attribute names that imported module."""
         key = dotted(target)
         qualified = self.qualify(value)
-        plain_import = isinstance(value, cst.Name) and self.bindings.get(value.value) == value.value
+        plain_import = type(value) is cst.Name and self.bindings.get(value.value) == value.value
         if key is not None and qualified is not None and (plain_import or qualified in _TORCH_MODULES):
             self.attribute_bindings[key] = qualified
 

@@ -54,10 +54,10 @@ class ObjectModes:
 
     def _wrapped_attribute(self, value) -> str | None:
         """`self.net`, `DataParallel(self.net)`, or a conditional choosing between them: `self.net`."""
-        if isinstance(value, cst.IfExp):
+        if type(value) is cst.IfExp:
             body, orelse = self._wrapped_attribute(value.body), self._wrapped_attribute(value.orelse)
             return body if body == orelse else None
-        if isinstance(value, cst.Call) and value.args and self.flow.imports.qualify(value.func) in api.MODULE_WRAPPERS:
+        if type(value) is cst.Call and value.args and self.flow.imports.qualify(value.func) in api.MODULE_WRAPPERS:
             value = value.args[0].value
         key = dotted(value) if value is not None else None
         return key if key is not None and key.count(".") == 1 and key.startswith("self.") else None
@@ -75,7 +75,7 @@ class ObjectModes:
                 if not key.startswith("self.") or key.count(".") != 1:
                     continue
                 site = summary.effect_sites.get(key)
-                built = flow.modules.construction(site) if isinstance(site, cst.Call) else None
+                built = flow.modules.construction(site) if type(site) is cst.Call else None
                 if effect == "train" and built is not None and not built.certain:
                     fact = ENTRY_MODE  # a class we cannot see may set its own mode (a wrapper calling eval())
                 elif effect in ("eval", "train") and site is not None:
@@ -185,8 +185,8 @@ class ObjectModes:
         for site in self.flow.collector.calls:
             func = site.node.func
             cls = site.site.cls
-            if cls is not None and isinstance(func, cst.Attribute) and func.attr.value in ("train", "eval") \
-                    and isinstance(func.value, cst.Attribute) and isinstance(func.value.value, cst.Name) \
+            if cls is not None and type(func) is cst.Attribute and func.attr.value in ("train", "eval") \
+                    and type(func.value) is cst.Attribute and type(func.value.value) is cst.Name \
                     and func.value.value.value == "self":
                 switching.add(cls.name)
         classes = self.flow.modules.classes
@@ -261,7 +261,7 @@ class ObjectModes:
         out: dict[str, set[str]] = {}
         for site in self.flow.collector.calls:
             func = site.node.func
-            if site.site.cls is None or not isinstance(func, cst.Attribute) or func.attr.value not in ("eval", "train"):
+            if site.site.cls is None or type(func) is not cst.Attribute or func.attr.value not in ("eval", "train"):
                 continue
             if mode_of_call(site.node) != "train":
                 out.setdefault(site.site.cls.name, set()).add(dotted(func.value))
@@ -317,7 +317,7 @@ class ObjectModes:
         """Does the file build an instance of the class: `Predictor(...)`, or `cls(...)` in its own methods?"""
         for site in self.flow.collector.calls:
             func = site.node.func
-            if isinstance(func, cst.Name) and (func.value == cls.name or (
+            if type(func) is cst.Name and (func.value == cls.name or (
                     func.value == "cls" and site.site.cls is cls)):
                 return True
         return False
@@ -346,19 +346,19 @@ class ObjectModes:
 
 def _only_switches_modes(node: cst.FunctionDef) -> bool:
     """A body of nothing but `x.eval()` / `x.train(...)` calls (a docstring, `return self` aside)."""
-    if isinstance(node.body, cst.SimpleStatementSuite):  # `def eval(self): self.net.eval()`
+    if type(node.body) is cst.SimpleStatementSuite:  # `def eval(self): self.net.eval()`
         lines = [node.body.body]
     else:
-        lines = [s.body if isinstance(s, cst.SimpleStatementLine) else None for s in node.body.body]
+        lines = [s.body if type(s) is cst.SimpleStatementLine else None for s in node.body.body]
     switched = False
     for smalls in lines:
         if smalls is None:
             return False
         for small in smalls:
-            if isinstance(small, cst.Expr) and isinstance(small.value, cst.Call) \
-                    and isinstance(small.value.func, cst.Attribute) and small.value.func.attr.value in ("eval", "train"):
+            if type(small) is cst.Expr and type(small.value) is cst.Call \
+                    and type(small.value.func) is cst.Attribute and small.value.func.attr.value in ("eval", "train"):
                 switched = True
-            elif not (isinstance(small, (cst.Pass, cst.Return)) or
-                      (isinstance(small, cst.Expr) and isinstance(small.value, (cst.SimpleString, cst.ConcatenatedString)))):
+            elif not (type(small) in (cst.Pass, cst.Return) or
+                      (type(small) is cst.Expr and type(small.value) in (cst.SimpleString, cst.ConcatenatedString))):
                 return False
     return switched

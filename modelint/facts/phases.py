@@ -24,7 +24,7 @@ _MAX_VALUES = 6
 
 def phase_values(stmt: cst.For, constants: dict[str, object]) -> tuple[str, tuple] | None:
     """(loop variable, its values) for `for name in ("train", "val")` (or a name bound to such a tuple)."""
-    if not isinstance(stmt.target, cst.Name):
+    if type(stmt.target) is not cst.Name:
         return None
     values = literal_strings(stmt.iter, constants)
     if values is None or not 1 < len(values) <= _MAX_VALUES:
@@ -38,12 +38,12 @@ def phase_values(stmt: cst.For, constants: dict[str, object]) -> tuple[str, tupl
 
 
 def literal_strings(expr: cst.BaseExpression, constants: dict[str, object]) -> tuple | None:
-    if isinstance(expr, cst.Name) and isinstance(constants.get(expr.value), tuple):
+    if type(expr) is cst.Name and isinstance(constants.get(expr.value), tuple):
         return constants[expr.value]
-    if isinstance(expr, (cst.Tuple, cst.List)):
+    if type(expr) in (cst.Tuple, cst.List):
         values = []
         for element in expr.elements:
-            value = literal_value(element.value) if isinstance(element, cst.Element) else None
+            value = literal_value(element.value) if type(element) is cst.Element else None
             if not isinstance(value, str):
                 return None
             values.append(value)
@@ -54,33 +54,33 @@ def literal_strings(expr: cst.BaseExpression, constants: dict[str, object]) -> t
 def decide(test: cst.BaseExpression, constants: dict[str, object]) -> bool | None:
     """The value of a test that only compares known loop variables with literals, or is a literal
     (`if True:` around a block whose `else` is dead code); None otherwise."""
-    if isinstance(test, cst.Name) and test.value in ("True", "False"):
+    if type(test) is cst.Name and test.value in ("True", "False"):
         return test.value == "True"
     if not constants:
         return None
-    if isinstance(test, cst.Name):
+    if type(test) is cst.Name:
         value = constants.get(test.value)
         return value if isinstance(value, bool) else None
-    if isinstance(test, cst.UnaryOperation) and isinstance(test.operator, cst.Not):
+    if type(test) is cst.UnaryOperation and type(test.operator) is cst.Not:
         inner = decide(test.expression, constants)
         return None if inner is None else not inner
-    if isinstance(test, cst.BooleanOperation):
+    if type(test) is cst.BooleanOperation:
         left, right = decide(test.left, constants), decide(test.right, constants)
-        if isinstance(test.operator, cst.And):
+        if type(test.operator) is cst.And:
             return False if False in (left, right) else (None if None in (left, right) else True)
         return True if True in (left, right) else (None if None in (left, right) else False)
-    if isinstance(test, cst.Comparison) and len(test.comparisons) == 1:
+    if type(test) is cst.Comparison and len(test.comparisons) == 1:
         target = test.comparisons[0]
         left, right = _known(test.left, constants), _known(target.comparator, constants)
         operator = target.operator
         if left is _UNKNOWN or right is _UNKNOWN:
             return None
-        if isinstance(operator, (cst.Equal, cst.Is)):
+        if type(operator) in (cst.Equal, cst.Is):
             return left == right
-        if isinstance(operator, (cst.NotEqual, cst.IsNot)):
+        if type(operator) in (cst.NotEqual, cst.IsNot):
             return left != right
-        if isinstance(operator, (cst.In, cst.NotIn)) and isinstance(right, tuple):
-            return (left in right) == isinstance(operator, cst.In)
+        if type(operator) in (cst.In, cst.NotIn) and isinstance(right, tuple):
+            return (left in right) == (type(operator) is cst.In)
     return None
 
 
@@ -88,9 +88,9 @@ _UNKNOWN = object()
 
 
 def _known(expr: cst.BaseExpression, constants: dict[str, object]):
-    if isinstance(expr, cst.Name) and expr.value in constants:
+    if type(expr) is cst.Name and expr.value in constants:
         return constants[expr.value]
-    if isinstance(expr, cst.Name) and expr.value == "None":
+    if type(expr) is cst.Name and expr.value == "None":
         return None
     values = literal_strings(expr, {})
     if values is not None:
@@ -124,18 +124,18 @@ def phase_parameter(function) -> tuple[str, tuple] | None:
         return None
     strings: dict[str, set] = {}
     for node in iter_nodes(function.node.body):
-        if isinstance(node, cst.If):
+        if type(node) is cst.If:
             name = _flag(node.test, params)
             if name is not None and any(_mode_relevant(branch) for branch in (node.body, node.orelse) if branch):
                 return name, (True, False)
-        elif isinstance(node, cst.Call) and node.args and type(node.args[0].value) is cst.Name \
+        elif type(node) is cst.Call and node.args and type(node.args[0].value) is cst.Name \
                 and node.args[0].value.value in params and len(node.args) == 1:
             func = node.func
-            method = func.attr.value if isinstance(func, cst.Attribute) else func.value if isinstance(func, cst.Name) else ""
+            method = func.attr.value if type(func) is cst.Attribute else func.value if type(func) is cst.Name else ""
             if method in ("train", "set_grad_enabled"):
                 return node.args[0].value.value, (True, False)
-        elif isinstance(node, cst.Comparison) and type(node.left) is cst.Name and node.left.value in params \
-                and len(node.comparisons) == 1 and isinstance(node.comparisons[0].operator, (cst.Equal, cst.NotEqual)):
+        elif type(node) is cst.Comparison and type(node.left) is cst.Name and node.left.value in params \
+                and len(node.comparisons) == 1 and type(node.comparisons[0].operator) in (cst.Equal, cst.NotEqual):
             value = literal_value(node.comparisons[0].comparator)
             if isinstance(value, str):
                 strings.setdefault(node.left.value, set()).add(value)
@@ -148,10 +148,10 @@ def phase_parameter(function) -> tuple[str, tuple] | None:
 
 def _flag(test: cst.BaseExpression, params: set) -> str | None:
     """`if flag:`, `if not flag:`, `if flag == False:`, `if flag is True:`: the parameter tested."""
-    if isinstance(test, cst.UnaryOperation) and isinstance(test.operator, cst.Not):
+    if type(test) is cst.UnaryOperation and type(test.operator) is cst.Not:
         test = test.expression
-    if isinstance(test, cst.Comparison) and len(test.comparisons) == 1 \
-            and isinstance(test.comparisons[0].operator, (cst.Equal, cst.NotEqual, cst.Is, cst.IsNot)) \
+    if type(test) is cst.Comparison and len(test.comparisons) == 1 \
+            and type(test.comparisons[0].operator) in (cst.Equal, cst.NotEqual, cst.Is, cst.IsNot) \
             and isinstance(literal_value(test.comparisons[0].comparator), bool):
         test = test.left
     return test.value if type(test) is cst.Name and test.value in params else None
@@ -159,9 +159,9 @@ def _flag(test: cst.BaseExpression, params: set) -> str | None:
 
 def _mode_relevant(branch) -> bool:
     for node in iter_nodes(branch):
-        if isinstance(node, cst.Call):
+        if type(node) is cst.Call:
             func = node.func
-            name = func.attr.value if isinstance(func, cst.Attribute) else func.value if isinstance(func, cst.Name) else ""
+            name = func.attr.value if type(func) is cst.Attribute else func.value if type(func) is cst.Name else ""
             if name in _MODE_METHODS or name in _GRAD_SWITCHES:
                 return True
     return False

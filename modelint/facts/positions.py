@@ -171,7 +171,7 @@ def _statement_starts(module: cst.Module, text: str) -> dict[cst.BaseStatement, 
             if i >= len(nodes):
                 return None
             node = nodes[i]
-            if isinstance(statement, cst.SimpleStatementLine):
+            if type(statement) is cst.SimpleStatementLine:
                 if isinstance(node, _COMPOUND_AST):
                     return None
                 i += len(statement.body)
@@ -185,7 +185,7 @@ def _statement_starts(module: cst.Module, text: str) -> dict[cst.BaseStatement, 
                 if pairs is None:
                     return None
                 for block, inner in pairs:
-                    if isinstance(block, cst.IndentedBlock):
+                    if type(block) is cst.IndentedBlock:
                         todo.append((block.body, inner, indents + (default if block.indent is None else block.indent,)))
             if first is None:
                 return None
@@ -225,7 +225,7 @@ def _blocks(statement: cst.BaseCompoundStatement, node: ast.stmt) -> list[tuple[
             orelse = statement.orelse
             if orelse is None:
                 return pairs
-            if isinstance(orelse, cst.Else):
+            if type(orelse) is cst.Else:
                 pairs.append((orelse.body, node.orelse))
                 return pairs
             if len(node.orelse) != 1:

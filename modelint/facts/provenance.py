@@ -40,7 +40,7 @@ class Same:
 def apply_chain(fact: ModeFact, applied: list[cst.Call]) -> ModeFact | None:
     """The fact after `.train()`/`.eval()` calls of a chain (None: a mode we cannot know)."""
     for call in applied:
-        method = call.func.attr.value if isinstance(call.func, cst.Attribute) else None
+        method = call.func.attr.value if type(call.func) is cst.Attribute else None
         if method in ("train", "eval"):
             mode = mode_of_call(call)
             if mode is None:
@@ -52,7 +52,7 @@ def apply_chain(fact: ModeFact, applied: list[cst.Call]) -> ModeFact | None:
 def receiver_key(expr: cst.BaseExpression, imports) -> str | None:
     """`model`, `model.to(dev)`, `nn.DataParallel(model)`, `model.cuda().eval()` -> "model"."""
     base, _ = unwrap_chain(expr)
-    while isinstance(base, cst.Call) and imports.qualify(base.func) in api.MODULE_WRAPPERS and base.args:
+    while type(base) is cst.Call and imports.qualify(base.func) in api.MODULE_WRAPPERS and base.args:
         base, _ = unwrap_chain(base.args[0].value)
     return value_key(base)
 
@@ -77,7 +77,7 @@ class Provenance:
             )
             return Fresh(apply_chain(fact, applied) or fact.join(ModeFact(havoc=True)))
         base, applied = unwrap_chain(value)
-        if isinstance(base, cst.Call):
+        if type(base) is cst.Call:
             fresh = self._from_call(base, state, follows, enclosing)
             if fresh is not None:
                 fact = apply_chain(fresh, applied)

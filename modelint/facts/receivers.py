@@ -98,11 +98,11 @@ class Receivers:
         if depth > _DEPTH:
             return UNKNOWN
         expr, _ = unwrap_chain(expr)
-        if isinstance(expr, cst.Call):
+        if type(expr) is cst.Call:
             return self._built(expr, function, stmt, depth)
-        if isinstance(expr, cst.Name):
+        if type(expr) is cst.Name:
             found = self._name(expr.value, function, stmt, depth)
-        elif isinstance(expr, cst.Attribute) and isinstance(expr.value, cst.Name):
+        elif type(expr) is cst.Attribute and type(expr.value) is cst.Name:
             found = self._instance_attribute(expr.value.value, expr.attr.value, function, depth)
         else:
             found = UNKNOWN
@@ -115,7 +115,7 @@ class Receivers:
         project = self.modules.project_class(func)
         if project is not None:
             return self.of_class(project)
-        if isinstance(func, cst.Attribute) and func.attr.value == "from_pretrained":
+        if type(func) is cst.Attribute and func.attr.value == "from_pretrained":
             built = self.modules.construction(call)
             return TORCH_MODULE if built is not None else UNKNOWN
         qualified = self.imports.qualify(func)
@@ -181,7 +181,7 @@ class Receivers:
                 continue
             if assign.value is None:
                 return UNKNOWN
-            if isinstance(assign.value, cst.Name) and assign.value.value == "None":
+            if type(assign.value) is cst.Name and assign.value.value == "None":
                 continue  # `self.model = None` until it is built: not what a method is called on
             values.append(self.of(assign.value, assign.site.function, assign.node, depth + 1))
         return _join(values)
@@ -204,11 +204,11 @@ class Receivers:
             if function.name == "__init__" and function.cls is not None:
                 hit = self.modules.project_class(func) is function.cls
             elif method:
-                hit = isinstance(func, cst.Attribute) and func.attr.value == function.name \
+                hit = type(func) is cst.Attribute and func.attr.value == function.name \
                     and instance_method(site.site.function, dotted(func.value)) is not None \
                     and site.site.cls is function.cls
             else:
-                hit = isinstance(func, cst.Name) and func.value == function.name \
+                hit = type(func) is cst.Name and func.value == function.name \
                     and func.value not in self.imports.bindings
             if hit:
                 calls.append(site)
@@ -230,7 +230,7 @@ class Receivers:
         method = instance_method(function, key.split(".")[0]) if "." in key else None
         for site in self.collector.calls:
             func = site.node.func
-            if not (isinstance(func, cst.Attribute) and func.attr.value in EVIDENCE_METHODS
+            if not (type(func) is cst.Attribute and func.attr.value in EVIDENCE_METHODS
                     and dotted(func.value) == key):
                 continue
             if site.site.function is function:
@@ -242,7 +242,7 @@ class Receivers:
 
     # -- classes ------------------------------------------------------------
     def of_annotation(self, annotation: cst.BaseExpression, depth: int = 0) -> ReceiverFacts:
-        if isinstance(annotation, cst.Subscript):  # Optional[Net]
+        if type(annotation) is cst.Subscript:  # Optional[Net]
             return UNKNOWN
         project = self.modules.project_class(annotation)
         if project is not None:
@@ -314,12 +314,12 @@ class Receivers:
             text = dotted(base)
             bases.append(qualified or (text if text in _BUILTINS else "?"))
         defines = set(info.methods)
-        for statement in info.node.body.body if isinstance(info.node.body, cst.IndentedBlock) else ():
-            if isinstance(statement, cst.SimpleStatementLine):
+        for statement in info.node.body.body if type(info.node.body) is cst.IndentedBlock else ():
+            if type(statement) is cst.SimpleStatementLine:
                 for small in statement.body:
-                    targets = [t.target for t in small.targets] if isinstance(small, cst.Assign) else \
-                        [small.target] if isinstance(small, cst.AnnAssign) else []
-                    defines.update(t.value for t in targets if isinstance(t, cst.Name))
+                    targets = [t.target for t in small.targets] if type(small) is cst.Assign else \
+                        [small.target] if type(small) is cst.AnnAssign else []
+                    defines.update(t.value for t in targets if type(t) is cst.Name)
         torch_layer = any(b.startswith("torch.nn.") and library_class(b) is not None and library_class(b).leaf
                           for b in bases)
         builds = torch_layer and any(self.modules.construction(call) is not None for call in info.calls)

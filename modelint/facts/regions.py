@@ -27,12 +27,12 @@ def misspelled_no_grad(qualified: str | None) -> bool:
 
 def _library_grad_wrapper(imports, expr: cst.BaseExpression) -> bool:
     """`smart_inference_mode()`, `maybe_no_grad`: not torch's, named after what they return."""
-    target = expr.func if isinstance(expr, cst.Call) else expr
+    target = expr.func if type(expr) is cst.Call else expr
     if imports.is_torch_name(imports.qualify(target)):
         return False
-    name = target.attr.value if isinstance(target, cst.Attribute) else target.value \
-        if isinstance(target, cst.Name) else ""
-    switched_off = isinstance(expr, cst.Call) and expr.args and literal_value(expr.args[0].value) is False
+    name = target.attr.value if type(target) is cst.Attribute else target.value \
+        if type(target) is cst.Name else ""
+    switched_off = type(expr) is cst.Call and expr.args and literal_value(expr.args[0].value) is False
     return name.endswith(("no_grad", "inference_mode")) and not switched_off
 
 
@@ -44,9 +44,9 @@ def disables_grad(imports, expr: cst.BaseExpression, wrappers: frozenset[str] = 
     decorator of the file that calls what it wraps under no_grad (`wrappers`, see grad_wrappers)."""
     if _library_grad_wrapper(imports, expr):
         return True
-    if isinstance(expr, cst.Name) and expr.value in wrappers and expr.value not in imports.bindings:
+    if type(expr) is cst.Name and expr.value in wrappers and expr.value not in imports.bindings:
         return True
-    if isinstance(expr, cst.Call):
+    if type(expr) is cst.Call:
         return grad_effect(imports, expr) == "free"
     return imports.qualify(expr) in api.GRAD_DISABLING
 
@@ -57,10 +57,10 @@ def grad_effect(imports, expr: cst.BaseExpression) -> str | None:
     `with torch.no_grad:` (no call) counts as what its author meant: MDL004 reports
     the TypeError, and nothing below it should be blamed on a missing no_grad.
     """
-    if isinstance(expr, (cst.Name, cst.Attribute)):
+    if type(expr) in (cst.Name, cst.Attribute):
         qualified = imports.qualify(expr)
         return "free" if qualified in api.GRAD_DISABLING else "enabled" if qualified in api.GRAD_ENABLING else None
-    if not isinstance(expr, cst.Call):
+    if type(expr) is not cst.Call:
         return None
     if _library_grad_wrapper(imports, expr):
         return "free"
@@ -97,7 +97,7 @@ def grad_wrappers(collector) -> frozenset[str]:
             outer = outer.outer
         if outer.cls is not None or not outer.params or site.node.func.value != outer.params[0]:
             continue
-        if any(isinstance(guard, cst.With) and any(grad_effect(collector.imports, item.item) == "free"
+        if any(type(guard) is cst.With and any(grad_effect(collector.imports, item.item) == "free"
                                                    for item in guard.items) for guard in site.site.guards):
             names.add(outer.name)
     return frozenset(names)

@@ -32,7 +32,7 @@ def bound_names(module: cst.Module) -> frozenset[str] | None:
             for alias in node.names:
                 names.add(alias.asname.name.value if alias.asname else (dotted(alias.name) or "").split(".")[0])
         elif kind is cst.ImportFrom:
-            if isinstance(node.names, cst.ImportStar):
+            if type(node.names) is cst.ImportStar:
                 return None
             for alias in node.names:
                 names.add(alias.asname.name.value if alias.asname else dotted(alias.name) or "")
@@ -46,11 +46,11 @@ def bound_names(module: cst.Module) -> frozenset[str] | None:
 
 
 def _target_names(target: cst.BaseExpression) -> list[str]:
-    if isinstance(target, cst.Name):
+    if type(target) is cst.Name:
         return [target.value]
-    if isinstance(target, (cst.Tuple, cst.List)):
+    if type(target) in (cst.Tuple, cst.List):
         return [name for element in target.elements for name in _target_names(element.value)]
-    if isinstance(target, cst.StarredElement):
+    if type(target) is cst.StarredElement:
         return _target_names(target.value)
     return []
 
@@ -58,7 +58,7 @@ def _target_names(target: cst.BaseExpression) -> list[str]:
 def unbound_mode_receivers(collector, module: cst.Module) -> frozenset[cst.Call]:
     """`mode.train()` / `net.eval()` whose receiver the file binds nowhere: each raises NameError, so
     nothing after it in its block runs (and MDL011 looks for the model that was meant)."""
-    sites = [site for site in collector.calls if isinstance(site.node.func, cst.Attribute)
+    sites = [site for site in collector.calls if type(site.node.func) is cst.Attribute
              and site.node.func.attr.value in ("train", "eval") and type(site.node.func.value) is cst.Name]
     if sites:  # most receivers are bound where the collector already looked: no walk of the file for them
         seen = {key for key, _value, _site in collector.call_assigns} | set(collector.imports.bindings)

@@ -204,7 +204,7 @@ def _context_effects(flow, function) -> tuple[str | None, str | None]:
     from modelint.facts.walk import iter_nodes
 
     def switches(node, method: str) -> bool:
-        return type(node) is cst.Call and isinstance(node.func, cst.Attribute) and node.func.attr.value == method
+        return type(node) is cst.Call and type(node.func) is cst.Attribute and node.func.attr.value == method
 
     seen_yield = False
     evals = restores = grad_free = False

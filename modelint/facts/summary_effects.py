@@ -99,7 +99,7 @@ class SummaryEffects:
             arg_key = value_key(value)
             if arg_key is not None:
                 bound[name] = state.canonical(arg_key)
-            elif isinstance(value, cst.Call):  # `evaluate(Net(), loader)`: a fresh module
+            elif type(value) is cst.Call:  # `evaluate(Net(), loader)`: a fresh module
                 fresh = self.flow.provenance.bound_value(value, state, lambda k: False, self.out.function)
                 if isinstance(fresh, Fresh):
                     key = code_of(value)  # named as written: "SmallResNet()"
@@ -143,9 +143,9 @@ def _listed_models(arguments: dict[str, cst.BaseExpression]) -> dict[str, list[s
     """Parameter -> the names a list or tuple written in the call gives it (`set_mode("eval", [g, d])`)."""
     out: dict[str, list[str]] = {}
     for name, value in arguments.items():
-        if isinstance(value, (cst.List, cst.Tuple)):
-            keys = [value_key(e.value) for e in value.elements if not isinstance(e, cst.StarredElement)
-                    and not (isinstance(e.value, cst.Name) and e.value.value == "None")]
+        if type(value) in (cst.List, cst.Tuple):
+            keys = [value_key(e.value) for e in value.elements if type(e) is not cst.StarredElement
+                    and not (type(e.value) is cst.Name and e.value.value == "None")]
             if keys and None not in keys:
                 out[name] = keys
     return out

@@ -62,9 +62,9 @@ def in_place(method: str | None) -> bool:
 def storage_owner(expr: cst.BaseExpression) -> cst.BaseExpression:
     """`m.view(-1)`, `m[idx]`, `m.t()`: the tensor whose storage an in-place op on it writes (`m`)."""
     while True:
-        if isinstance(expr, cst.Subscript):
+        if type(expr) is cst.Subscript:
             expr = expr.value
-        elif isinstance(expr, cst.Call) and isinstance(expr.func, cst.Attribute) and expr.func.attr.value in VIEW_METHODS:
+        elif type(expr) is cst.Call and type(expr.func) is cst.Attribute and expr.func.attr.value in VIEW_METHODS:
             expr = expr.func.value
         else:
             return expr
