@@ -264,7 +264,20 @@ class CallGraph:
 
     def local_callee(self, call: cst.Call, enclosing: FunctionInfo | None) -> str | None:
         """The qualname of this file's function a call runs (`evaluate`, `Trainer.validate`)."""
+        named = self.local_reference(call.func, enclosing)
+        if named is not None or type(call.func) is cst.Name:
+            return named
         func = call.func
+        held = self.held_object_class(call, enclosing) or self.bound_object_class(call, enclosing)
+        if held is not None:
+            for cls_name in self.class_and_bases(held):
+                key = f"{cls_name}.{func.attr.value}"
+                if key in self.local_functions:
+                    return key
+        return None
+
+    def local_reference(self, func: cst.BaseExpression, enclosing: FunctionInfo | None) -> str | None:
+        """The qualname of this file's function that a name or `self.<method>` refers to, in `enclosing`."""
         if type(func) is cst.Name:
             name = func.value
             scope = enclosing
@@ -286,12 +299,6 @@ class CallGraph:
                     key = f"{cls_name}.{func.attr.value}"
                     if key in self.local_functions:
                         return key
-        held = self.held_object_class(call, enclosing) or self.bound_object_class(call, enclosing)
-        if held is not None:
-            for cls_name in self.class_and_bases(held):
-                key = f"{cls_name}.{func.attr.value}"
-                if key in self.local_functions:
-                    return key
         return None
 
     def held_object_class(self, call: cst.Call, enclosing: FunctionInfo | None) -> str | None:

@@ -30,6 +30,7 @@ from modelint.facts.provenance import Fresh, receiver_key
 from modelint.facts.records import Forward, TrainingStep
 from modelint.facts.followed import FollowedNames
 from modelint.facts.state import State
+from modelint.facts.walk import iter_nodes
 from modelint.facts.summary_effects import SummaryEffects
 from modelint.summary import FunctionSummary
 
@@ -99,7 +100,8 @@ class CallEffects(FollowedNames, SummaryEffects):
                     self.forward(call, receiver, state)
                 elif method == "backward" or (method == "step" and flow.is_optimizer(receiver)):
                     self.step(call, "backward" if method == "backward" else "step", state, receiver)
-                elif method == "apply" or (method in flow.mode_setting_methods and state.tracks(receiver)):
+                elif (method == "apply" and not self._applies_a_mode_neutral_function(call)) \
+                        or (method in flow.mode_setting_methods and state.tracks(receiver)):
                     self.havoc(state, receiver)
                 elif local is None and not call.args and _names_a_mode_switch(method) and self.follows(receiver, state):
                     self.havoc(state, receiver)  # `model.val_start()` of a wrapper we cannot see into
@@ -166,6 +168,41 @@ class CallEffects(FollowedNames, SummaryEffects):
             if key is not None and self.flow.is_optimizer(key):
                 return True
         return False
+
+    def _applies_a_mode_neutral_function(self, call: cst.Call) -> bool:
+        """`net.apply(weights_init)` with a function of this file that cannot change a module's mode: it
+        switches none, touches no `training` flag and hands its module to no call we cannot see into
+        (initialising weights: `m.weight.data.normal_()`, `nn.init.zeros_(m.bias)`)."""
+        if len(call.args) != 1:
+            return False
+        flow = self.flow
+        name = flow.local_reference(call.args[0].value, self.out.function)
+        function = flow.local_functions.get(name) or flow._closures_by_name.get(name) if name else None
+        if function is None or function.mode_relevant or not function.params:
+            return False
+        module = function.params[0]
+        for node in iter_nodes(function.node.body):
+            if type(node) is cst.Attribute and node.attr.value in ("training", "apply"):
+                return False
+            if type(node) is cst.Call and not self._keeps_mode_of(node, module):
+                return False
+        return True
+
+    def _keeps_mode_of(self, call: cst.Call, module: str) -> bool:
+        """Does a call in an applied function leave `module`'s mode alone: a method of one of its parts
+        (`m.weight.data.normal_()`), a torch function, or a call not handed the module?"""
+        func = call.func
+        if type(func) is cst.Attribute:
+            receiver = value_key(func.value) or ""
+            if receiver.split(".")[0] == module and receiver != module:
+                return True  # `m.weight.data.normal_(0, 0.02)`, `m.bias.data.fill_(0)`
+            if receiver == module and func.attr.value in api.MODE_PRESERVING_METHODS | {"reset_parameters"}:
+                return True
+        if (self.flow.imports.qualify(func) or "").startswith("torch.") \
+                or (type(func) is cst.Name and func.value in _NEUTRAL_BUILTINS):
+            return True  # `nn.init.normal_(m.weight)`, `isinstance(m, nn.Conv2d)`
+        return all((value_key(arg.value) or "").split(".")[0] != module for arg in call.args) \
+            and (value_key(func) or "").split(".")[0] != module
 
     def _may_switch_mode(self, call: cst.Call) -> bool:
         """May a call we cannot see into change the mode of a model it is given?
