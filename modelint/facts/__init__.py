@@ -88,8 +88,10 @@ class FileFacts:
     @cached_property
     def raising_calls(self) -> frozenset:
         """Statements that always raise, so the path ends there: a mode call on a name bound nowhere,
-        a torch function that does not exist."""
-        return self.unbound_mode_receivers | frozenset(self.misspelled_torch_calls)
+        a torch function that does not exist, a call that ends the process."""
+        from modelint.facts.scope_names import process_exits
+
+        return self.unbound_mode_receivers | frozenset(self.misspelled_torch_calls) | process_exits(self.collector)
 
     @cached_property
     def misspelled_torch_calls(self) -> dict:

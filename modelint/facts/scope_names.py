@@ -81,3 +81,22 @@ def misspelled_torch_calls(collector) -> dict[cst.Call, str]:
             if meant is not None:
                 out[site.node] = meant
     return out
+
+
+_PROCESS_EXITS = frozenset({"sys.exit", "os._exit", "os.abort"})
+
+
+def process_exits(collector) -> frozenset[cst.Call]:
+    """`sys.exit()`, `os._exit(1)`, and the builtins `exit()` / `quit()` where the file does not define
+    those names itself: the process ends there, so nothing after them on their path runs (a test-only
+    branch that calls `model.eval()` and then `quit()` leaves no eval mode behind)."""
+    out = set()
+    for site in collector.calls:
+        if site.qualified in _PROCESS_EXITS:
+            out.add(site.node)
+        elif site.qualified is None and site.text in ("exit", "quit"):
+            out.add(site.node)
+    if any(type(site.node.func) is cst.Name for site in collector.calls if site.node in out):
+        local = {function.name for function in collector.functions} | {key for key, _v, _s in collector.call_assigns}
+        out = {call for call in out if type(call.func) is not cst.Name or call.func.value not in local}
+    return frozenset(out)
