@@ -9,6 +9,7 @@ from modelint.facts import FileFacts
 from modelint.facts.modules import Dependence
 from modelint.facts.lattice import is_train_site
 from modelint.facts.names import key_prefixes, parameter_owners, same_or_nested
+from modelint.facts.phases import mode_picked_by_callers
 from modelint.summary import RemoteSite
 from modelint.rule import NodeEdit, NodeFix, Report, Rule, evidence, helper_report
 from modelint.textutil import code_of
@@ -79,7 +80,8 @@ class TrainingInEvalMode(Rule):
                 # (the models this backward trains first: whose outputs reach it)
                 for key, fact in sorted(step.models.items(), key=lambda item: (item[0] not in step.reached, item[0])):
                     if not self._trained_in_eval(key, fact, step.models, trained) \
-                            or _frozen_features_protocol(facts, key, fact, step) or _other_model_trained(key, step):
+                            or _frozen_features_protocol(facts, key, fact, step) or _other_model_trained(key, step) \
+                            or mode_picked_by_callers(facts.flow, flow, fact.eval_sites):
                         continue
                     site = facts.call_sites.get(step.call)
                     yield Report(step.call, _message(key, fact), stmt=site.site.stmt if site else None,

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import libcst as cst
 
-from modelint.facts.names import literal_value, tokens
+from modelint.facts.names import NOT_LITERAL, literal_value, tokens
 from modelint.facts.walk import iter_nodes
 from modelint.facts.naming import EVAL_WORDS, TRAIN_WORDS
 
@@ -165,3 +165,32 @@ def _mode_relevant(branch) -> bool:
             if name in _MODE_METHODS or name in _GRAD_SWITCHES:
                 return True
     return False
+
+
+def mode_picked_by_callers(mode_flow, function_flow, eval_sites) -> bool:
+    """Is the eval mode at a training step the one its callers ask for: set only by `model.train(flag)`
+    with the function's phase parameter, whose default trains, while no caller in this file passes a
+    false literal for it? (`train_one_epoch(..., set_training_mode=args.train_mode)`: fine-tuning with
+    frozen BatchNorm on purpose.) A caller that passes `False` makes the training step a bug again."""
+    from modelint.facts.summaries import qualname
+
+    name, function = function_flow.phase_param, function_flow.function
+    if name is None or function is None or not eval_sites:
+        return False
+    for site in eval_sites:
+        if not (type(site) is cst.Call and type(site.func) is cst.Attribute and site.func.attr.value == "train"
+                and len(site.args) == 1 and type(site.args[0].value) is cst.Name and site.args[0].value.value == name):
+            return False
+    param = function.param(name)
+    if param is None or (param.default is not None and literal_value(param.default) is not True):
+        return False
+    params = [p for p in function.params if p not in ("self", "cls")] if function.cls is not None else function.params
+    for call in mode_flow.call_sites.get(qualname(function), {}):
+        passed = next((arg.value for arg in call.args if arg.keyword is not None and arg.keyword.value == name), None)
+        if passed is None and name in params:
+            positional = [arg for arg in call.args if arg.keyword is None and not arg.star]
+            index = params.index(name)
+            passed = positional[index].value if index < len(positional) else None
+        if passed is not None and literal_value(passed) is not True and literal_value(passed) is not NOT_LITERAL:
+            return False
+    return True
