@@ -359,9 +359,14 @@ def _layer_dependence_by_name(layer: str, call: cst.Call | None) -> Dependence:
             if arg is None:
                 return Dependence.DEPENDENT if default_nonzero else Dependence.INDEPENDENT
             value = literal_value(arg.value)
-            if value is NOT_LITERAL:
-                return Dependence.DEPENDENT
-            return Dependence.DEPENDENT if value else Dependence.INDEPENDENT
+            if value is not NOT_LITERAL and not value:
+                return Dependence.INDEPENDENT
+            if layer in api.RECURRENT_LAYERS:
+                # Their dropout acts between stacked layers only: one layer (the default) has none.
+                layers = argument(call, "num_layers", 2)
+                if layers is None or literal_value(layers.value) == 1:
+                    return Dependence.INDEPENDENT
+            return Dependence.DEPENDENT
     return Dependence.INDEPENDENT
 
 

@@ -39,6 +39,7 @@ DROPOUT_DEFAULT_ZERO = {
     "GRU": 5,
     "RNN": 6,
 }
+RECURRENT_LAYERS = frozenset({"LSTM", "GRU", "RNN"})  # (`num_layers` is their third argument)
 # Stacks whose mode-dependence is that of the layer they are built from.
 STACKS = frozenset({"TransformerEncoder", "TransformerDecoder"})
 # InstanceNorm behaves like BatchNorm only with track_running_stats=True (index 4).
