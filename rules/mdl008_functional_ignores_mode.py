@@ -6,7 +6,7 @@ import libcst as cst
 
 from modelint.facts import FileFacts
 from modelint.facts import torch_api as api
-from modelint.facts.names import argument, has_star_args
+from modelint.facts.names import argument, has_star_args, literal_value
 from modelint.facts.gates import Gates
 from modelint.rule import NodeEdit, NodeFix, Report, Rule
 from modelint.textutil import code_of
@@ -149,9 +149,14 @@ def _computed(value: cst.BaseExpression) -> bool:
 
 
 def _rate_every_caller_passes(rate: cst.BaseExpression, function) -> bool:
-    """`F.dropout(x, drop_prob)` with `drop_prob` a parameter without default: every call of the function
-    chooses the rate (0 when validating), by design, whatever the module's mode."""
-    if function is None or type(rate) is not cst.Name:
+    """`F.dropout(x, drop_prob)` with `drop_prob` a parameter without default, or one that is zero by
+    default (a sampler's `noise_dropout=0.`): each call of the function chooses the rate (none unless it
+    asks), by design, whatever the module's mode."""
+    if type(rate) is not cst.Name:
         return False
-    param = function.param(rate.value)
-    return param is not None and param.default is None
+    param = None
+    while function is not None and param is None:  # (a closure reads its enclosing function's parameter)
+        param = function.param(rate.value)
+        function = function.outer
+    return param is not None and (param.default is None or literal_value(param.default) in (0, 0.0)
+                                  and literal_value(param.default) is not False)
