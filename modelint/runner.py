@@ -346,7 +346,22 @@ def _resolve_pending_positions(results: list[FileResult]) -> None:
                                        *finding.related[i + 1:])
             kept.append(finding)
         kept.sort(key=lambda f: f.sort_key)
-        result.findings = kept
+        result.findings = _merge_duplicates(kept)
+
+
+def _merge_duplicates(findings: list[Finding]) -> list[Finding]:
+    """One finding per code and position: the file's own report and the one a caller in another file
+    proved about it (attached before its position was known) become one, with the fix and both notes."""
+    merged: dict[tuple, Finding] = {}
+    for finding in findings:
+        key = (finding.code, finding.cell, finding.location)
+        first = merged.get(key)
+        if first is None:
+            merged[key] = finding
+            continue
+        first.fix = first.fix or finding.fix
+        first.related = (*first.related, *(r for r in finding.related if r not in first.related))
+    return list(merged.values())
 
 
 def _module_files(reference: str, from_path: str, max_up: int = 3) -> list[str]:

@@ -138,3 +138,19 @@ def test_a_helper_evaluating_its_own_model_keeps_its_finding_when_another_file_c
     (tmp_path / "main.py").write_text("import torch\n\nfrom scoring import score\n\nprint(score(torch.randn(2, 4)))\n")
     run = run_paths([str(tmp_path)], ConfigResolver(), Overrides(), jobs=1)
     assert [(Path(f.path).name, f.location.row, f.code) for f in run.findings] == [("scoring.py", 9, "MDL002")]
+
+
+def test_a_report_proved_from_another_file_merges_with_the_files_own() -> None:
+    """The helper's own MDL002 (with its fix) and the one a caller in another file proves at the same
+    forward (attached before its position was known) are printed once, with the caller's note."""
+    from modelint.finding import Finding, Fix, Location, Related
+    from modelint.runner import _merge_duplicates
+
+    at = Location(317, 19)
+    own = Finding("training.py", "MDL002", "missing-no-grad", "m", "warning", at, at, fix=Fix("decorate", ()))
+    note = Related("report.py", Location(44, 25), "report() calls `test()` here with autograd on")
+    proved = Finding("training.py", "MDL002", "missing-no-grad", "m", "warning", at, at, related=(note,))
+    other = Finding("training.py", "MDL001", "missing-eval-mode", "m", "error", at, at)
+    [first, second] = _merge_duplicates([proved, own, other])
+    assert (first.code, first.fix, first.related) == ("MDL002", own.fix, (note,))
+    assert second is other
