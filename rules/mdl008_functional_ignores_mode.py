@@ -26,8 +26,10 @@ class FunctionalIgnoresMode(Rule):
     A dropout that only runs in training mode or on the caller's request is left
     alone: behind `if self.training and p > 0:`, after `if not self.training:
     return x`, with a rate that is zero outside training (`p = self.p if
-    self.training else 0.0`), or under a flag parameter that is off by default
-    (`def forward(self, x, sample=False)`, MC dropout). `F.batch_norm` given
+    self.training else 0.0`), under a flag parameter that is off by default
+    (`def forward(self, x, sample=False)`, MC dropout), or at a rate the caller
+    passes (a parameter without default, or zero by default: a sampler's
+    `noise_dropout=0.`). `F.batch_norm` given
     statistics computed from the batch itself needs no flag either.
 
     ## Why is this bad?
