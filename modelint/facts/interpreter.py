@@ -21,7 +21,7 @@ from modelint.facts.intent import CHECKED, OutputUses
 from modelint.facts.value_calls import in_place, storage_owner
 from modelint.facts.lattice import GRAD_ENABLED, GRAD_UNKNOWN, GradFact
 from modelint.facts.loops import Loops
-from modelint.facts.names import dotted
+from modelint.facts.names import dotted, literal_value
 from modelint.facts.phases import decide
 from modelint.facts.state import State, join
 from modelint.facts.summary_effects import arguments_of
@@ -165,15 +165,19 @@ class Interpreter(Loops, Bindings, CallEffects):
                 continue
             other = self.block(stmt.orelse.body, state.copy())
             break
+        before = state  # (the state the tests ran in: what each branch started from)
         for stmt, then in reversed(branches):
             merged = join(then, other)
             if merged is not None and then is not None and other is not None and stmt.orelse is not None:
                 # `if training: model.train() else: model.eval()`: the mode follows a condition
-                # the code tests again later; which one holds is not ours to guess.
+                # the code tests again later; which one holds is not ours to guess. Only when both
+                # branches switch it: a branch that validates (eval) beside one that saves a checkpoint
+                # leaves training in eval mode on the first path.
                 for key, fact in merged.models.items():
-                    a, b = then.fact(key), other.fact(key)
+                    a, b, entry = then.fact(key), other.fact(key), before.fact(key)
                     if {a.definitely_train, b.definitely_train} == {True, False} and \
-                            {a.definitely_eval, b.definitely_eval} == {True, False} and not fact.havoc:
+                            {a.definitely_eval, b.definitely_eval} == {True, False} and not fact.havoc \
+                            and a != entry and b != entry:
                         merged.models[key] = replace(fact, havoc=True)
             other = merged
         return other
@@ -232,6 +236,8 @@ class Interpreter(Loops, Bindings, CallEffects):
         self.calls_of(node, state)  # assert, global, pass, import...
         if type(node) is cst.Assert:
             self.uses.use(self.uses.expression(node.test, state.values), CHECKED)
+            if literal_value(node.test) is False:
+                return None  # `else: assert False`: the path ends, like a raise
         return state
 
     def _statement_grad_effect(self, value: cst.BaseExpression) -> str | None:
