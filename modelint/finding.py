@@ -55,6 +55,7 @@ class Finding:
     call: int | None = None
     cell: int | None = None  # notebooks: the code cell (1-based); location is then cell-relative
     unless_called: str | None = None  # dropped when another file calls this function (see Report)
+    method_callers_unseen: str | None = None  # (see Report)
 
     @property
     def sort_key(self) -> tuple:

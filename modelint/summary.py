@@ -131,6 +131,9 @@ class FileSummary:
     shapes: dict[str, ClassShape] = field(default_factory=dict)
     # Imported classes whose shape this file's rules asked for and could not see (qualified as imported).
     asked_classes: set[str] = field(default_factory=set)
+    # Methods called here on objects this file cannot place (`generator.module.infer(x)`): name -> True
+    # when every such call is lexically under no_grad.
+    method_calls: dict[str, bool] = field(default_factory=dict)
 
 
 def module_keys(path: str) -> list[str]:
@@ -161,6 +164,13 @@ class ProjectIndex:
                 if found is not None and os.path.abspath(found.path) != path:
                     called.add((os.path.abspath(found.path), found.qualname))
         return called
+
+    def method_called_only_without_grad(self, name: str, defined_in: str) -> bool:
+        """Do other files call a method of this name on objects they cannot place, and always under
+        no_grad? (The method's own file has no caller in sight: these may be its callers.)"""
+        calls = [summary.method_calls[name] for path, summary in self.files.items()
+                 if path != os.path.abspath(defined_in) and name in summary.method_calls]
+        return bool(calls) and all(calls)
 
     def resolve_class(self, reference: str, from_path: str) -> int | None:
         """Mode-dependence of a project class imported as `reference`, if the index has it."""

@@ -166,7 +166,18 @@ class MissingNoGrad(Rule):
                           applicability="unsafe")
         notes, related = wrapped_forward_notes(facts, forward, proof["notes"], proof["related"])
         return Report(forward.call, message, stmt=site.site.stmt, fix=fix, notes=notes, related=related,
-                      unless_called=_callers_decide(facts, forward))
+                      unless_called=_callers_decide(facts, forward),
+                      method_callers_unseen=_method_callers_unseen(facts, forward))
+
+
+def _method_callers_unseen(facts: FileFacts, forward) -> str | None:
+    """A method's name, when its autograd is on only because no caller is in sight (`SynthesizerTrn.infer`
+    that a training script calls as `generator.module.infer(x)`): see Report.method_callers_unseen."""
+    function, grad = forward.function, forward.grad
+    if function is None or function.cls is None or function.outer is not None or not grad.unknown \
+            or grad.may_enabled or grad.free_sites or facts.flow.has_callers(function):
+        return None
+    return function.name
 
 
 def _callers_decide(facts: FileFacts, forward) -> str | None:

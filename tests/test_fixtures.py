@@ -154,3 +154,26 @@ def test_a_report_proved_from_another_file_merges_with_the_files_own() -> None:
     [first, second] = _merge_duplicates([proved, own, other])
     assert (first.code, first.fix, first.related) == ("MDL002", own.fix, (note,))
     assert second is other
+
+
+def test_method_guess_dropped_when_other_files_call_that_method_only_under_no_grad(tmp_path: Path) -> None:
+    """`Synth.infer()` has no caller in its file, so autograd is guessed on. The training script calls
+    `generator.module.infer(x)` on a parameter it cannot place, under no_grad: that is taken as its
+    caller. A second script calling `.infer()` with autograd on keeps the report."""
+    (tmp_path / "models.py").write_text(
+        "import torch.nn as nn\n\n\nclass Synth(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+        "        self.enc = nn.Linear(4, 4)\n        self.dec = nn.Linear(4, 4)\n\n    def forward(self, x):\n"
+        "        return self.dec(self.enc(x))\n\n    def infer(self, x):\n        steps = self.enc(x).argmax(-1)\n"
+        "        return self.dec(x), steps\n")
+    (tmp_path / "train.py").write_text(
+        "import torch\n\n\ndef evaluate(generator, loader, writer):\n    with torch.no_grad():\n"
+        "        for x in loader:\n            audio = generator.module.infer(x)\n            writer.add_audio('gen', audio)\n")
+
+    def found(*names: str) -> list[tuple[str, int, str]]:
+        run = run_paths([str(tmp_path / n) for n in names], ConfigResolver(), Overrides(), jobs=1)
+        return [(Path(f.path).name, f.location.row, f.code) for f in run.findings]
+
+    assert found("models.py") == [("models.py", 14, "MDL002")]
+    assert found("models.py", "train.py") == []
+    (tmp_path / "demo.py").write_text("import torch\n\n\ndef show(net, x):\n    print(net.infer(torch.as_tensor(x)))\n")
+    assert found("models.py", "train.py", "demo.py") == [("models.py", 14, "MDL002")]

@@ -14,7 +14,7 @@ import libcst as cst
 from modelint.facts.collector import Collector, FunctionInfo, Site
 from modelint.facts.flow import ModeFlow
 from modelint.facts.naming import is_evaluation_name, is_test_file
-from modelint.facts.regions import disables_grad, grad_effect, grad_wrappers
+from modelint.facts.regions import grad_wrappers, lexically_grad_free
 from modelint.facts.modules import ModuleTable
 from modelint.facts.positions import Positions
 from modelint.facts.names import ImportTable, dotted
@@ -231,14 +231,4 @@ class FileFacts:
 
     def in_grad_free_region(self, site: Site) -> bool:
         """Lexically inside `with torch.no_grad()` or a grad-disabling decorator."""
-        for guard in site.guards:
-            if type(guard) is cst.With and any(
-                grad_effect(self.imports, item.item) == "free" for item in guard.items
-            ):
-                return True
-        function = site.function
-        while function is not None:
-            if any(disables_grad(self.imports, d, self.grad_wrappers) for d in function.decorators):
-                return True
-            function = function.outer
-        return False
+        return lexically_grad_free(self.imports, site, self.grad_wrappers)

@@ -11,6 +11,7 @@ import libcst as cst
 
 from modelint.facts.lattice import is_train_site
 from modelint.facts.modules import Dependence
+from modelint.facts.regions import lexically_grad_free
 from modelint.summary import FileSummary, ForwardUse, FunctionSummary, RemoteSite, ReturnFact, StepUse
 
 
@@ -45,7 +46,21 @@ def file_summary(flow) -> FileSummary:
         out = _export(flow, summary)
         if out is not None:
             exported[name] = out
-    return FileSummary(flow.path, exported, refs, flow.modules.class_summaries())
+    return FileSummary(flow.path, exported, refs, flow.modules.class_summaries(), method_calls=_method_calls(flow))
+
+
+def _method_calls(flow) -> dict[str, bool]:
+    """Methods this file calls on objects it cannot place (not `self`, no function of this file), and
+    whether every such call is under no_grad: a method elsewhere with no caller in sight may be one."""
+    out: dict[str, bool] = {}
+    for site in flow.collector.calls:
+        func = site.node.func
+        if type(func) is not cst.Attribute or site.qualified is not None or (site.text or "").startswith("self."):
+            continue
+        name = func.attr.value
+        grad_free = lexically_grad_free(flow.imports, site.site, flow.grad_wrappers)
+        out[name] = out.get(name, True) and grad_free
+    return out
 
 
 def _of_the_object(key: str) -> bool:

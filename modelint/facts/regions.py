@@ -101,3 +101,16 @@ def grad_wrappers(collector) -> frozenset[str]:
                                                    for item in guard.items) for guard in site.site.guards):
             names.add(outer.name)
     return frozenset(names)
+
+
+def lexically_grad_free(imports, site, wrappers: frozenset[str] = frozenset()) -> bool:
+    """Is a site lexically inside `with torch.no_grad()` or a function with a grad-disabling decorator?"""
+    for guard in site.guards:
+        if type(guard) is cst.With and any(grad_effect(imports, item.item) == "free" for item in guard.items):
+            return True
+    function = site.function
+    while function is not None:
+        if any(disables_grad(imports, d, wrappers) for d in function.decorators):
+            return True
+        function = function.outer
+    return False
