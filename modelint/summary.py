@@ -131,6 +131,9 @@ class FileSummary:
     shapes: dict[str, ClassShape] = field(default_factory=dict)
     # Imported classes whose shape this file's rules asked for and could not see (qualified as imported).
     asked_classes: set[str] = field(default_factory=set)
+    # nn.Module classes defined here that build no layer and run what their constructor loads (their
+    # mode is the loader's: modelint.facts.loaded_parts).
+    loaded_classes: set[str] = field(default_factory=set)
     # Methods called here on objects this file cannot place (`generator.module.infer(x)`): name -> True
     # when every such call is lexically under no_grad.
     method_calls: dict[str, bool] = field(default_factory=dict)
@@ -179,6 +182,12 @@ class ProjectIndex:
             if name in found.classes:
                 return found.classes[name]
         return None
+
+    def runs_loaded_modules(self, reference: str, from_path: str) -> bool:
+        """Is the project class imported as `reference` a wrapper of what its constructor loads?"""
+        module, _, name = reference.rpartition(".")
+        return any(name in found.classes and name in found.loaded_classes
+                   for found in self._candidates(module, from_path))
 
     def resolve_shape(self, reference: str, from_path: str) -> tuple[ClassShape, str] | None:
         """The shape of a project class imported as `reference`, and the file that defines it."""

@@ -177,3 +177,27 @@ def test_method_guess_dropped_when_other_files_call_that_method_only_under_no_gr
     assert found("models.py", "train.py") == []
     (tmp_path / "demo.py").write_text("import torch\n\n\ndef show(net, x):\n    print(net.infer(torch.as_tensor(x)))\n")
     assert found("models.py", "train.py", "demo.py") == [("models.py", 14, "MDL002")]
+
+
+def test_wrapper_of_a_loaded_model_defined_in_another_file_has_the_loaders_mode(tmp_path: Path) -> None:
+    """detect.py builds `Backend(weights)` from models.py (summarised for it even when not asked for): a
+    module that builds no layer and runs what its constructor loads is in the loader's mode. Once the
+    wrapper builds a head with Dropout of its own, the evaluation in training mode is reported."""
+    (tmp_path / "models.py").write_text(
+        "import torch\nimport torch.nn as nn\n\nfrom loading import attempt_load\n\n\nclass Backend(nn.Module):\n"
+        "    def __init__(self, weights):\n        super().__init__()\n        model = attempt_load(weights)\n"
+        "        self.model = model\n\n    def forward(self, im):\n        return self.model(im)\n")
+    (tmp_path / "detect.py").write_text(
+        "import torch\n\nfrom models import Backend\n\n\n@torch.no_grad()\ndef run(weights, images):\n"
+        "    model = Backend(weights)\n    for im in images:\n        print(model(im).argmax(1).tolist())\n")
+
+    def found(*names: str) -> list[tuple[str, int, str]]:
+        run = run_paths([str(tmp_path / n) for n in names], ConfigResolver(), Overrides(), jobs=1)
+        return [(Path(f.path).name, f.location.row, f.code) for f in run.findings]
+
+    assert found("detect.py") == found("detect.py", "models.py") == []
+    models = (tmp_path / "models.py").read_text()
+    (tmp_path / "models.py").write_text(models.replace(
+        "        self.model = model\n", "        self.model = model\n        self.head = nn.Dropout(0.5)\n").replace(
+        "return self.model(im)", "return self.head(self.model(im))"))
+    assert found("detect.py") == [("detect.py", 10, "MDL001")]

@@ -46,7 +46,8 @@ def file_summary(flow) -> FileSummary:
         out = _export(flow, summary)
         if out is not None:
             exported[name] = out
-    return FileSummary(flow.path, exported, refs, flow.modules.class_summaries(), method_calls=_method_calls(flow))
+    return FileSummary(flow.path, exported, refs, flow.modules.class_summaries(), method_calls=_method_calls(flow),
+                       loaded_classes=set(flow.modules.loaded_classes))
 
 
 def _method_calls(flow) -> dict[str, bool]:

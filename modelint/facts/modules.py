@@ -53,6 +53,7 @@ class Construction:
     certain: bool = True  # False: an unknown class that is only probably a module
     origin: str | None = None  # qualified name of an imported class this file cannot see
     parameterless: bool = False  # a torch.nn loss, activation, pooling or padding: nothing to evaluate
+    runs_loaded: bool = False  # it runs a module its constructor loads, in whatever mode (loaded_parts.py)
 
 
 def unwrap_chain(expr: cst.BaseExpression) -> tuple[cst.BaseExpression, list[cst.Call]]:
@@ -91,6 +92,7 @@ class ModuleTable:
             self._self_attributes.setdefault(assign.target.attr.value, []).append(assign.value)
         self._built: dict[str, Dependence | None] = {}
         self._solved = False
+        self.loaded_classes: frozenset[str] = frozenset()  # (see loaded_parts; known once the rest is)
         self._solve()
         self._solved = True
         from modelint.facts.layer_kinds import LayerKinds  # (both read this table's answers)
@@ -99,6 +101,9 @@ class ModuleTable:
         self.kinds = LayerKinds(self, collector)
 
         self.names = ModuleNames(self, collector)
+        from modelint.facts.loaded_parts import classes_running_loaded_modules
+
+        self.loaded_classes = classes_running_loaded_modules(self, collector)
 
     # -- classes ------------------------------------------------------------
     def project_class(self, func: cst.BaseExpression) -> ClassInfo | None:
@@ -200,7 +205,8 @@ class ModuleTable:
             if not self._is_module.get(project.name, False):
                 return None
             return Construction(call, self._dependence.get(project.name, Dependence.INDEPENDENT),
-                                parameterless=self._solved and self.kinds.holds_no_weights(project))
+                                parameterless=self._solved and self.kinds.holds_no_weights(project),
+                                runs_loaded=project.name in self.loaded_classes)
         if type(func) is cst.Attribute and func.attr.value == "from_pretrained":
             if self._defines_own(func.value, "from_pretrained"):
                 return None  # the project's own classmethod (nanoGPT's `GPT.from_pretrained`): its summary says
@@ -228,7 +234,8 @@ class ModuleTable:
                 if self.index is not None:
                     known = self.index.resolve_class(qualified, self.path)
                     if known is not None:
-                        return Construction(call, Dependence(known))
+                        return Construction(call, Dependence(known),
+                                            runs_loaded=self.index.runs_loaded_modules(qualified, self.path))
                 return Construction(call, Dependence.UNKNOWN, certain=False, origin=qualified)
             return None
         name = dotted(func)

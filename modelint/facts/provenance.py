@@ -66,6 +66,10 @@ class Provenance:
     def bound_value(self, value: cst.BaseExpression, state, follows, enclosing) -> Fresh | Same | None:
         """What binding `value` gives; `follows(key)` says whether a key names a module we follow."""
         built, applied = self.modules.module_expression(value)
+        if built is not None and built.runs_loaded:
+            # (a wrapper of what its constructor loads: its mode is the loader's, unknown here)
+            fact = ModeFact(havoc=True, dependence=built.dependence, certain=built.certain, origin=built.origin)
+            return Fresh(apply_chain(fact, applied) or fact)
         if built is not None:
             fact = ModeFact(
                 train_sites=frozenset() if built.starts_in_eval else frozenset({built.call}),
