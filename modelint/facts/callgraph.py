@@ -43,7 +43,7 @@ class CallGraph:
             if caller not in edges:
                 continue
             name = self.local_callee(site.node, site.site.function)
-            callee = (self.local_functions.get(name) or self._closures_by_name.get(name)) if name else None
+            callee = (self.local_functions.get(name) or self.closures_by_name.get(name)) if name else None
             if callee is not None and callee in chosen and callee is not caller:
                 edges[caller].append(callee)
         for target in targets:  # a closure runs on its enclosing function's behalf: analysed first
@@ -390,7 +390,7 @@ class CallGraph:
                 if f"{sub}.{name}" in self.local_functions]
 
     @cached_property
-    def _closures_by_name(self) -> dict[str, FunctionInfo]:
+    def closures_by_name(self) -> dict[str, FunctionInfo]:
         return {_nested_name(f): f for f in self.nested_functions.values() if f.cls is None}
 
     def class_family(self, name: str) -> set[str]:

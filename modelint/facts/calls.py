@@ -21,6 +21,7 @@ from __future__ import annotations
 import libcst as cst
 
 from modelint.facts import torch_api as api
+from modelint.facts.applied import NEUTRAL_BUILTINS, applies_a_mode_neutral_function
 from modelint.facts.intent import DETACHED, FED, NONE, graph_handed_to_update
 from modelint.facts.phases import decide
 from modelint.facts.lattice import ENTRY_MODE, GradFact, ModeFact, mode_of_call
@@ -30,13 +31,9 @@ from modelint.facts.provenance import Fresh, receiver_key
 from modelint.facts.records import Forward, TrainingStep
 from modelint.facts.followed import FollowedNames
 from modelint.facts.state import State
-from modelint.facts.walk import iter_nodes
 from modelint.facts.summary_effects import SummaryEffects
 from modelint.summary import FunctionSummary
 
-_NEUTRAL_BUILTINS = frozenset({"print", "len", "isinstance", "str", "repr", "type", "id", "hasattr", "getattr",
-                               "sum", "list", "tuple", "dict", "set", "sorted", "enumerate", "zip", "iter", "next",
-                               "vars", "format", "max", "min", "any", "all"})
 _NEUTRAL_METHODS = frozenset({"append", "extend", "format", "info", "debug", "warning", "log", "add_graph",
                               "watch", "update", "write", "add_scalar"})
 # Words of helpers that switch a mode: `set_mode`, `freeze_bn`, `enable_dropout`, `toggle_grad`.
@@ -100,7 +97,7 @@ class CallEffects(FollowedNames, SummaryEffects):
                     self.forward(call, receiver, state)
                 elif method == "backward" or (method == "step" and flow.is_optimizer(receiver)):
                     self.step(call, "backward" if method == "backward" else "step", state, receiver)
-                elif (method == "apply" and not self._applies_a_mode_neutral_function(call)) \
+                elif (method == "apply" and not applies_a_mode_neutral_function(flow, call, self.out.function)) \
                         or (method in flow.mode_setting_methods and state.tracks(receiver)):
                     self.havoc(state, receiver)
                 elif local is None and not call.args and _names_a_mode_switch(method) and self.follows(receiver, state):
@@ -116,7 +113,7 @@ class CallEffects(FollowedNames, SummaryEffects):
         qualified = flow.imports.qualify(func)
         if qualified in api.BACKWARD_FUNCTIONS:
             self.step(call, "backward", state, None)
-        if qualified in api.MODE_NEUTRAL_FUNCTIONS or (type(func) is cst.Name and func.value in _NEUTRAL_BUILTINS):
+        if qualified in api.MODE_NEUTRAL_FUNCTIONS or (type(func) is cst.Name and func.value in NEUTRAL_BUILTINS):
             return
         if type(func) is cst.Attribute and func.attr.value in _NEUTRAL_METHODS | api.MODE_PRESERVING_METHODS:
             return
@@ -168,41 +165,6 @@ class CallEffects(FollowedNames, SummaryEffects):
             if key is not None and self.flow.is_optimizer(key):
                 return True
         return False
-
-    def _applies_a_mode_neutral_function(self, call: cst.Call) -> bool:
-        """`net.apply(weights_init)` with a function of this file that cannot change a module's mode: it
-        switches none, touches no `training` flag and hands its module to no call we cannot see into
-        (initialising weights: `m.weight.data.normal_()`, `nn.init.zeros_(m.bias)`)."""
-        if len(call.args) != 1:
-            return False
-        flow = self.flow
-        name = flow.local_reference(call.args[0].value, self.out.function)
-        function = flow.local_functions.get(name) or flow._closures_by_name.get(name) if name else None
-        if function is None or function.mode_relevant or not function.params:
-            return False
-        module = function.params[0]
-        for node in iter_nodes(function.node.body):
-            if type(node) is cst.Attribute and node.attr.value in ("training", "apply"):
-                return False
-            if type(node) is cst.Call and not self._keeps_mode_of(node, module):
-                return False
-        return True
-
-    def _keeps_mode_of(self, call: cst.Call, module: str) -> bool:
-        """Does a call in an applied function leave `module`'s mode alone: a method of one of its parts
-        (`m.weight.data.normal_()`), a torch function, or a call not handed the module?"""
-        func = call.func
-        if type(func) is cst.Attribute:
-            receiver = value_key(func.value) or ""
-            if receiver.split(".")[0] == module and receiver != module:
-                return True  # `m.weight.data.normal_(0, 0.02)`, `m.bias.data.fill_(0)`
-            if receiver == module and func.attr.value in api.MODE_PRESERVING_METHODS | {"reset_parameters"}:
-                return True
-        if (self.flow.imports.qualify(func) or "").startswith("torch.") \
-                or (type(func) is cst.Name and func.value in _NEUTRAL_BUILTINS):
-            return True  # `nn.init.normal_(m.weight)`, `isinstance(m, nn.Conv2d)`
-        return all((value_key(arg.value) or "").split(".")[0] != module for arg in call.args) \
-            and (value_key(func) or "").split(".")[0] != module
 
     def _may_switch_mode(self, call: cst.Call) -> bool:
         """May a call we cannot see into change the mode of a model it is given?
