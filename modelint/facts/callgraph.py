@@ -233,6 +233,11 @@ class CallGraph:
         return (function is not None and function.name in api.LIGHTNING_EVAL_HOOKS and function.cls is not None
                 and self.is_module_class(function.cls))
 
+    def is_training_hook(self, function: FunctionInfo | None) -> bool:
+        """Lightning's `training_step` of a module class: the framework back-propagates what it returns."""
+        return (function is not None and function.name in api.LIGHTNING_TRAIN_HOOKS and function.cls is not None
+                and self.is_module_class(function.cls))
+
     def syntactic_callers(self, function: FunctionInfo) -> set:
         """The functions whose code calls this one (None: module level), interpreted or not."""
         return self._syntactic_callers.get(function, set())

@@ -337,6 +337,11 @@ class OutputUses:
         self.use(detached, EVAL)
         self.use(detached, GIVEN_BACK)
 
+    def trained_by_the_framework(self, origins: Origins) -> None:
+        """Returned from Lightning's `training_step`: the framework runs the backward on it."""
+        self.use(origins, TRAIN)
+        self.use(origins, GRAPH, level=OPAQUE)
+
     def stored(self, origins: Origins) -> None:
         self.use(origins, STORE, level=OPAQUE)
 

@@ -215,7 +215,10 @@ class Interpreter(Loops, Bindings, CallEffects):
             return state
         if type(node) is cst.Return:
             self.calls_of(node, state)
-            self.uses.returned(self.uses.expression(node.value, state.values))
+            origins = self.uses.expression(node.value, state.values)
+            self.uses.returned(origins)
+            if self.flow.is_training_hook(self.out.function):
+                self.uses.trained_by_the_framework(origins)
             self.returned_value(node.value, state)
             self.returns.append(state.copy())
             return None

@@ -113,6 +113,9 @@ MODULE_METHODS = MODE_PRESERVING_METHODS | frozenset(
 LIGHTNING_EVAL_HOOKS = frozenset({"validation_step", "test_step", "predict_step", "validation_epoch_end",
                                   "test_epoch_end", "on_validation_batch_end", "on_test_batch_end"})
 
+# ... and back-propagates what this one returns (a loss, or a dict holding one under "loss").
+LIGHTNING_TRAIN_HOOKS = frozenset({"training_step"})
+
 # TorchServe handlers: `BaseHandler.initialize()` loads `self.model` and puts it in eval mode before any
 # request; an `inference()` override runs with autograd on unless it turns it off.
 SERVING_HANDLER_PREFIXES = ("ts.torch_handler.",)
