@@ -94,7 +94,8 @@ class CallEffects(FollowedNames, SummaryEffects):
                 if method == "load_state_dict":
                     self._loaded_after_building(state, receiver)
                 if method == "forward":  # an explicit forward pass, whatever the receiver turns out to be
-                    self.forward(call, receiver, state)
+                    if receiver not in flow.imports.modules:  # (not a compiled extension's `forward()` function)
+                        self.forward(call, receiver, state)
                 elif method == "backward" or (method == "step" and flow.is_optimizer(receiver)):
                     self.step(call, "backward" if method == "backward" else "step", state, receiver)
                 elif (method == "apply" and not applies_a_mode_neutral_function(flow, call, self.out.function)) \

@@ -164,6 +164,8 @@ class ImportTable:
     bindings: dict[str, str] = field(default_factory=dict)
     # `self.torch = torch`: an imported module kept on an object, by the attribute's dotted text.
     attribute_bindings: dict[str, str] = field(default_factory=dict)
+    # What `import x`, `import x.y` and `import x.y as z` bind: names (and dotted texts) of modules.
+    modules: set[str] = field(default_factory=set)
 
     def add_import(self, node: cst.Import) -> None:
         for alias in node.names:
@@ -172,9 +174,11 @@ class ImportTable:
                 continue
             if alias.asname is not None and type(alias.asname.name) is cst.Name:
                 self.bindings[alias.asname.name.value] = full
+                self.modules.add(alias.asname.name.value)
             else:
                 head = full.split(".")[0]
                 self.bindings[head] = head
+                self.modules.update(".".join(full.split(".")[:i]) for i in range(1, full.count(".") + 2))
 
     def add_import_from(self, node: cst.ImportFrom) -> None:
         module = "." * len(node.relative) + ((dotted(node.module) or "") if node.module else "")
