@@ -15,7 +15,9 @@ class ModeOverrideBypassed(Rule):
     ## What it does
     Finds an `nn.Module` subclass that overrides `train(self, mode=True)` without
     calling `super().train(mode)` or passing the mode on to its children, and one
-    that overrides `eval()`.
+    that overrides `eval()`. A `train()` override that does nothing at all (`pass`,
+    `return self`) refuses mode switches on purpose (a frozen pretrained part kept
+    in the mode it was loaded in) and is left alone.
 
     ## Why is this bad?
     `nn.Module.train(mode)` sets `self.training` and recurses into every child;
@@ -62,7 +64,7 @@ class ModeOverrideBypassed(Rule):
             if facts.receivers.of_class(cls).module is not True:
                 continue
             train = cls.methods.get("train")
-            if train is not None and not _propagates(train):
+            if train is not None and not _propagates(train) and not _does_nothing(train):
                 yield Report(train.name, f"`{cls.name}.train()` never calls `super().train(mode)` or its children's "
                                          f"train(): `eval()`/`train()` no longer reach its Dropout/BatchNorm; "
                                          f"call `super().train(mode)`", stmt=train)
@@ -96,10 +98,29 @@ def _propagates(method: cst.FunctionDef) -> bool:
     return False
 
 
-def _only_delegates(method: cst.FunctionDef) -> bool:
+def _does_nothing(method: cst.FunctionDef) -> bool:
+    """`def train(self, mode=True): pass` (or `return self`): the class refuses mode switches on purpose,
+    keeping a pretrained part in the mode it was loaded in (flair's frozen character language model)."""
+    for statement in _body_statements(method):
+        if type(statement) is not cst.SimpleStatementLine:
+            return False
+        for small in statement.body:
+            if type(small) is cst.Pass or (type(small) is cst.Return and (
+                    small.value is None or (type(small.value) is cst.Name and small.value.value == "self"))):
+                continue
+            return False
+    return True
+
+
+def _body_statements(method: cst.FunctionDef) -> list:
+    """The body's statements, its docstring left out."""
     body = method.body.body if type(method.body) is cst.IndentedBlock else method.body.body
-    statements = [s for s in body if not (type(s) is cst.SimpleStatementLine and
-                                          type(s.body[0]) is cst.Expr and type(s.body[0].value) is cst.SimpleString)]
+    return [s for s in body if not (type(s) is cst.SimpleStatementLine and
+                                    type(s.body[0]) is cst.Expr and type(s.body[0].value) is cst.SimpleString)]
+
+
+def _only_delegates(method: cst.FunctionDef) -> bool:
+    statements = _body_statements(method)
     if len(statements) != 1:
         return False
     calls = _calls(statements[0])
