@@ -29,7 +29,7 @@ from modelint.facts.provenance import Provenance
 from modelint.facts.receivers import instance_method
 from modelint.facts.records import FunctionFlow
 from modelint.facts.phases import phase_parameter
-from modelint.facts.regions import disables_grad, grad_effect
+from modelint.facts.regions import disables_grad, grad_effect, lexically_grad_free
 from modelint.facts.state import State
 from modelint.facts.summaries import qualname, summarise
 from modelint.summary import FileSummary, FunctionSummary, ProjectIndex
@@ -122,6 +122,15 @@ class ModeFlow(CallGraph):
         if collector.module_mode_relevant or None in constructing or collector.module_calls_functions \
                 or None in calling_results:
             targets.append(None)
+        # Whoever calls one of them under no_grad (`with torch.no_grad(): detect(images)` in `main()`) runs too:
+        # the grad mode at that call is what the callee's forwards run with.
+        chosen = set(targets)
+        for site in collector.calls:
+            caller = site.site.function
+            if caller not in chosen and self._local_callees.get(site.node) in chosen \
+                    and lexically_grad_free(self.imports, site.site, self.grad_wrappers):
+                chosen.add(caller)
+                targets.append(caller)
         return targets
 
     # -- rounds ---------------------------------------------------------------------
