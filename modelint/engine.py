@@ -15,6 +15,7 @@ import libcst as cst
 
 from modelint import limits, source, suppression
 from modelint.facts import FileFacts
+from modelint.facts.torch_api import OTHER_FRAMEWORKS
 from modelint.summary import FileSummary
 from modelint.finding import (INTERNAL_ERROR, IO_ERROR, NOT_ANALYSED, FileResult, Finding, Location,
                               Related, not_checked)
@@ -27,9 +28,9 @@ from modelint.source import physical_lines
 # ("dropout" alone is no reason: a model configuration names its dropout rates, and a
 # functional dropout that could ignore the mode comes from torch, which the file names.)
 _RELEVANT = re.compile(r"torch|\bnn\b|\.eval\b|\.train\b|\btrain\(|no_grad|inference_mode|grad|training|Module")
-# A file of another framework (it imports TensorFlow, Keras, Flax or JAX, and never torch): its models
+# A file of another framework (it imports TensorFlow, JAX, MegEngine, Paddle..., and never torch): its models
 # have no torch modes to misuse, and no torch file subclasses its classes. Checked for syntax only.
-_OTHER_FRAMEWORK = re.compile(r"^[ \t]*(?:import|from)[ \t]+(?:tensorflow|keras|tf_keras|flax|jax|haiku)\b", re.M)
+_OTHER_FRAMEWORK = re.compile(r"^[ \t]*(?:import|from)[ \t]+(?:%s)\b" % "|".join(OTHER_FRAMEWORKS), re.M)
 _IMPORTS_TORCH = re.compile(r"^[ \t]*(?:import|from)[ \t]+torch\b", re.M)
 # Only a file that says "modelint" (any case: `# MODELINT: NOQA`) can hold a file-level directive.
 _MENTIONS_MODELINT = re.compile("modelint", re.IGNORECASE)

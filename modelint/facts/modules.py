@@ -131,8 +131,9 @@ class ModuleTable:
             return True, Dependence.INDEPENDENT
         if qualified.startswith("torch.nn."):
             return True, _layer_dependence_by_name(qualified.rsplit(".", 1)[-1], None)
-        if qualified.startswith("torch.") and not qualified.startswith("torch.nn."):
-            return False, Dependence.INDEPENDENT  # torch.utils.data.Dataset and friends: known, no module
+        if qualified.startswith("torch.") and not qualified.startswith("torch.nn.") \
+                or qualified.startswith(api.OTHER_FRAMEWORK_PREFIXES):
+            return False, Dependence.INDEPENDENT  # torch.utils.data.Dataset and friends, MegEngine's M.Module
         if qualified.startswith(api.MODULE_BASE_PREFIXES):
             # LightningModule adds no layers; a transformers/timm base brings its own.
             lightning = qualified.startswith(("pytorch_lightning.", "lightning."))

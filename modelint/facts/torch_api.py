@@ -88,6 +88,12 @@ MODULE_BASE_PREFIXES = (
     "timm.",
     "torchvision.models.",
 )
+# Other frameworks, some with module classes that mirror nn.Module's API (MegEngine registers plain lists
+# of modules; none records a graph outside its own gradient tape): their classes are no PyTorch modules,
+# and a file that imports one of them and never torch is not PyTorch code (see modelint.engine).
+OTHER_FRAMEWORKS = ("tensorflow", "keras", "tf_keras", "flax", "jax", "haiku", "equinox", "megengine", "paddle",
+                    "mindspore", "oneflow", "jittor", "mxnet", "tinygrad")
+OTHER_FRAMEWORK_PREFIXES = tuple(name + "." for name in OTHER_FRAMEWORKS)
 
 # Methods of nn.Module that neither change nor depend on train/eval mode.
 MODE_PRESERVING_METHODS = frozenset(
