@@ -2,10 +2,10 @@
 
 Cells are joined in order (state flows from one cell to the next, as when the
 notebook runs top to bottom). IPython syntax is neutralised without moving any
-line: a `%magic` / `!shell` line becomes `pass` at the same indentation, and a
-cell magic other than %%time/%%timeit/%%capture comments its whole cell out. A
-cell that does not parse is reported (E999 at that cell) and left out; the
-others are still linted.
+line: a `%magic` / `!shell` line becomes `pass` at the same indentation (the
+lines it continues with a backslash become blank), and a cell magic other than
+%%time/%%timeit/%%capture comments its whole cell out. A cell that does not
+parse is reported (E999 at that cell) and left out; the others are still linted.
 """
 
 from __future__ import annotations
@@ -40,9 +40,16 @@ def neutralise(lines: list[str]) -> list[str]:
             return ["# " + line for line in lines]
         lines = ["pass"] + lines[1:]
     out = []
+    continued = False  # inside a magic continued with a backslash (`!python export.py \\`): blank lines
     for line in lines:
-        match = _LINE_MAGIC.match(line)
-        out.append(f"{match.group(1)}pass" if match else line)
+        if continued:
+            out.append("")
+        else:
+            match = _LINE_MAGIC.match(line)
+            out.append(f"{match.group(1)}pass" if match else line)
+            if not match:
+                continue
+        continued = line.rstrip().endswith("\\")
     return out
 
 

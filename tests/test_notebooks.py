@@ -40,3 +40,6 @@ def test_magics_do_not_shift_lines() -> None:
     assert neutralise(["%matplotlib inline", "  !pip install x", "x = 1"]) == ["pass", "  pass", "x = 1"]
     assert neutralise(["%%time", "y = 2"]) == ["pass", "y = 2"]
     assert neutralise(["%%bash", "echo hi"]) == ["# %%bash", "# echo hi"]
+    # A shell line continued with backslashes (its indented tail would be an IndentationError).
+    assert neutralise(["!python export.py \\", "        --grid \\", "        --img 640", "x = \\", "  1"]) == \
+        ["pass", "", "", "x = \\", "  1"]
