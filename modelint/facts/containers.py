@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import libcst as cst
 
 from modelint.facts.collector import AttributeAssign, ClassInfo
+from modelint.facts.modules import Dependence
 from modelint.facts.names import dotted
 from modelint.facts.receivers import instance_method
 from modelint.facts.walk import iter_nodes
@@ -323,6 +324,12 @@ def _star_modules(facts, name: cst.Name, function) -> bool:
     return facts.receivers.of_annotation(star.annotation.annotation).module is True
 
 
+def _inert(built) -> bool:
+    """A module with no weights and no mode (pooling, an activation, a wrapper of one): left out of
+    eval(), .to() and parameters(), it loses nothing."""
+    return built.parameterless and built.dependence is Dependence.INDEPENDENT
+
+
 def _holds_modules(facts, value: cst.BaseExpression, function, elements_called: bool) -> bool:
     """Does this value put modules in the container: built right there, bound to one in this method, or
     the `*modules` of the method? `elements_called`: the module calls the container's elements, so an
@@ -332,12 +339,14 @@ def _holds_modules(facts, value: cst.BaseExpression, function, elements_called: 
     for key, call, site in facts.collector.call_assigns:
         if site.function is function and "." not in key:
             built = modules.construction(call)
-            if built is not None and (built.certain or (elements_called and built.origin is not None)):
+            if built is not None and not _inert(built) \
+                    and (built.certain or (elements_called and built.origin is not None)):
                 local[key] = True
     for node in iter_nodes(value, skip_lambdas=True):
         if type(node) is cst.Call:
             built = modules.construction(node)
-            if built is not None and (built.certain or (elements_called and built.origin is not None)):
+            if built is not None and not _inert(built) \
+                    and (built.certain or (elements_called and built.origin is not None)):
                 return True
         elif type(node) is cst.Name and (local.get(node.value) or _star_modules(facts, node, function)):
             return True
