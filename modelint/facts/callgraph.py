@@ -138,15 +138,6 @@ class CallGraph:
                 out[site.node] = callee
         return out
 
-    def site_of(self, call: cst.Call):
-        """Where a call of this file sits (its Site), found once per file."""
-        found = self._sites_of_calls.get(call)
-        return found.site if found is not None else None
-
-    @cached_property
-    def _sites_of_calls(self) -> dict:
-        return {site.node: site for site in self.collector.calls}
-
     def callee_of(self, call: cst.Call) -> FunctionInfo | None:
         """This file's function that `call` runs, if it is one (found once per file)."""
         return self._local_callees.get(call)

@@ -105,8 +105,6 @@ class CallEffects(FollowedNames, SummaryEffects):
                     self.havoc(state, receiver)  # `model.val_start()` of a wrapper we cannot see into
                 elif wraps_forward(method) and local is None and self._module_receiver(state, receiver):
                     self.forward(call, receiver, state, method=method)
-                elif local is None and self._runs_layers_in_eval_mode(call, method, receiver, state):
-                    self.forward(call, receiver, state, method=method)
                 elif local is not None and call.args and flow.local_functions[local].is_abstract \
                         and self._module_receiver(state, receiver):
                     # `self.predict_proba(X)` left to subclasses of a module: they run its layers on X.
@@ -168,24 +166,6 @@ class CallEffects(FollowedNames, SummaryEffects):
             if key is not None and self.flow.is_optimizer(key):
                 return True
         return False
-
-    def _runs_layers_in_eval_mode(self, call: cst.Call, method: str, receiver: str, state: State) -> bool:
-        """A method we cannot see into (`model.get_action(obs)`), of a module this function put in eval mode
-        itself, handed a value: after `model.eval()` here, the model is being evaluated, and what such a
-        method makes of its argument comes from running its layers."""
-        if not call.args or method in api.MODE_PRESERVING_METHODS or method in _NEUTRAL_METHODS \
-                or method in ("train", "eval", "apply") or receiver in ("self", "cls"):
-            return False  # (`self.tokenizer(text)` calls an attribute: its own forwards are followed as such)
-        fact = state.models.get(receiver)
-        if fact is None or not fact.definitely_eval or fact.havoc or not (
-                fact.certain or self.flow.modules.is_module_name(receiver, self.out.function)):
-            return False
-        where = self.flow.site_of(call)
-        if where is None or (type(where.stmt) is cst.SimpleStatementLine
-                             and any(type(s) is cst.Expr and s.value is call for s in where.stmt.body)):
-            return False  # (its result dropped: `model.save_pretrained(path)`)
-        return any((switch := self.flow.site_of(site)) is not None and switch.function is where.function
-                   for site in fact.eval_sites if type(site) is cst.Call)
 
     def _may_switch_mode(self, call: cst.Call) -> bool:
         """May a call we cannot see into change the mode of a model it is given?
