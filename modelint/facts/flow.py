@@ -17,6 +17,7 @@ import libcst as cst
 
 from modelint.facts import torch_api as api
 from modelint.facts.callgraph import CallGraph, _nested_name
+from modelint.facts.optimizers import Optimizers
 from modelint.facts.collector import Collector, FunctionInfo
 from modelint.facts.free_models import FreeModels
 from modelint.facts.intent import AFTER, DETACH, DIRECT, FED, FEEDS
@@ -37,7 +38,7 @@ from modelint.summary import FileSummary, FunctionSummary, ProjectIndex
 _STDLIB = frozenset(getattr(sys, "stdlib_module_names", ()))
 
 
-class ModeFlow(CallGraph):
+class ModeFlow(CallGraph, Optimizers):
     MAX_ROUNDS = 3
 
     def __init__(self, collector: Collector, modules: ModuleTable, path: str,

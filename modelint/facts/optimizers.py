@@ -1,0 +1,79 @@
+"""The optimizers of a file: which names step one, which functions step one, and whose parameters
+the optimizers a function builds update (`Adam(self.parameters())` -> `self`)."""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+import libcst as cst
+
+from modelint.facts import torch_api as api
+from modelint.facts.collector import FunctionInfo
+from modelint.facts.names import dotted, key_prefixes, parameter_owners
+
+
+class Optimizers:
+    """Mixed into ModeFlow (with CallGraph): `self.collector`, `self.imports` and `self._local_callees`
+    come from there."""
+
+    @cached_property
+    def _optimizer_steps(self) -> set:
+        """Functions that call `<optimizer>.step()` (or `step(closure)`) themselves."""
+        return {site.site.function for site in self.collector.calls
+                if type(site.node.func) is cst.Attribute and site.node.func.attr.value == "step"
+                and site.text and self.is_optimizer(site.text.rsplit(".", 1)[0])}
+
+    @cached_property
+    def _optimizers(self) -> frozenset[str]:
+        """Names bound to a `torch.optim` optimizer (`AdamW = torch.optim.AdamW(...)`), whatever they are called."""
+        names = set()
+        for key, value, _site in self.collector.call_assigns:
+            qualified = self.imports.qualify(value.func) if type(value) is cst.Call else None
+            if qualified and api.is_optimizer_class(qualified):
+                names.add(key)
+        return frozenset(names)
+
+    def is_optimizer(self, receiver: str) -> bool:
+        """Does `receiver.step()` step an optimizer: named like one, or bound to one here?"""
+        from modelint.facts.calls import is_optimizer_step
+
+        return is_optimizer_step(receiver) or receiver in self._optimizers
+
+    def steps_optimizer(self, function: FunctionInfo | None) -> bool:
+        return function in self._optimizer_steps
+
+    def optimized_here(self, function: FunctionInfo | None) -> set[str] | None:
+        """What the optimizers built in this function optimize (`Adam(self.parameters())` -> {"self"},
+        `model.encoder.parameters()` -> {"model", "model.encoder"}); None when it builds none."""
+        return self._optimized_by_function.get(function)
+
+    @cached_property
+    def _optimized_by_function(self) -> dict:
+        out: dict = {}
+        unknown: set = set()
+        for site in self.collector.calls:
+            if not (site.qualified or "").startswith("torch.optim.") or "lr_scheduler" in (site.qualified or ""):
+                continue
+            params = next((a.value for a in site.node.args if a.keyword is None or a.keyword.value == "params"), None)
+            owners = parameter_owners(params) if params is not None else set()
+            if type(params) in (cst.List, cst.Tuple):  # `[self.log_temperature]`: tensors named one by one
+                named = (dotted(e.value) for e in params.elements if type(e) is not cst.StarredElement)
+                owners.update(prefix for key in named if key for prefix in key_prefixes(key))
+            if not owners:
+                unknown.add(site.site.function)  # a list built above, a generator: it may hold anything
+                continue
+            out.setdefault(site.site.function, set()).update(owners)
+        built = {function: found for function, found in out.items() if function not in unknown}
+        # `optimizer = self._set_optimizer(cfg)`: a method of the same object builds it over `self`'s
+        # parameters, and this one steps it.
+        for site in self.collector.calls:
+            caller = site.site.function
+            func = site.node.func
+            if caller in built or caller in unknown or not self.steps_optimizer(caller) \
+                    or not (type(func) is cst.Attribute and type(func.value) is cst.Name
+                            and func.value.value == "self"):
+                continue
+            owners = {key for key in built.get(self._local_callees.get(site.node), ()) if key.split(".")[0] == "self"}
+            if owners:
+                out.setdefault(caller, set()).update(owners)
+        return {function: found for function, found in out.items() if function not in unknown}
