@@ -156,6 +156,12 @@ def test_a_report_proved_from_another_file_merges_with_the_files_own() -> None:
     assert second is other
 
 
+def _found_in(folder: Path, *names: str) -> list[tuple[str, int, str]]:
+    """(file name, row, code) of every finding of one run over these files of `folder`."""
+    run = run_paths([str(folder / n) for n in names], ConfigResolver(), Overrides(), jobs=1)
+    return [(Path(f.path).name, f.location.row, f.code) for f in run.findings]
+
+
 def test_method_guess_dropped_when_other_files_call_that_method_only_under_no_grad(tmp_path: Path) -> None:
     """`Synth.infer()` has no caller in its file, so autograd is guessed on. The training script calls
     `generator.module.infer(x)` on a parameter it cannot place, under no_grad: that is taken as its
@@ -170,8 +176,7 @@ def test_method_guess_dropped_when_other_files_call_that_method_only_under_no_gr
         "        for x in loader:\n            audio = generator.module.infer(x)\n            writer.add_audio('gen', audio)\n")
 
     def found(*names: str) -> list[tuple[str, int, str]]:
-        run = run_paths([str(tmp_path / n) for n in names], ConfigResolver(), Overrides(), jobs=1)
-        return [(Path(f.path).name, f.location.row, f.code) for f in run.findings]
+        return _found_in(tmp_path, *names)
 
     assert found("models.py") == [("models.py", 14, "MDL002")]
     assert found("models.py", "train.py") == []
@@ -192,8 +197,7 @@ def test_wrapper_of_a_loaded_model_defined_in_another_file_has_the_loaders_mode(
         "    model = Backend(weights)\n    for im in images:\n        print(model(im).argmax(1).tolist())\n")
 
     def found(*names: str) -> list[tuple[str, int, str]]:
-        run = run_paths([str(tmp_path / n) for n in names], ConfigResolver(), Overrides(), jobs=1)
-        return [(Path(f.path).name, f.location.row, f.code) for f in run.findings]
+        return _found_in(tmp_path, *names)
 
     assert found("detect.py") == found("detect.py", "models.py") == []
     models = (tmp_path / "models.py").read_text()
