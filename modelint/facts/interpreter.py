@@ -145,8 +145,9 @@ class Interpreter(Loops, Bindings, CallEffects):
             self.uses.expression(stmt.test, state.values)
             decided = decide(stmt.test, self.constants)
             if decided is not None:  # `if phase == "train":` in a phase loop: one branch runs
+                run_in = state.copy() if branches else state  # (earlier branches compare with `state`)
                 if decided:
-                    other = self.block(stmt.body, state)
+                    other = self.block(stmt.body, run_in)
                     break
                 if stmt.orelse is None:
                     other = state
@@ -154,7 +155,7 @@ class Interpreter(Loops, Bindings, CallEffects):
                 if type(stmt.orelse) is cst.If:
                     stmt = stmt.orelse
                     continue
-                other = self.block(stmt.orelse.body, state)
+                other = self.block(stmt.orelse.body, run_in)
                 break
             branches.append((stmt, self.block(stmt.body, state.copy())))
             if stmt.orelse is None:
