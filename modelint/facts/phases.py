@@ -173,6 +173,7 @@ def mode_picked_by_callers(mode_flow, function_flow, eval_sites) -> bool:
     false literal for it? (`train_one_epoch(..., set_training_mode=args.train_mode)`: fine-tuning with
     frozen BatchNorm on purpose.) A caller that passes `False` makes the training step a bug again."""
     from modelint.facts.summaries import qualname
+    from modelint.facts.summary_effects import bind_arguments
 
     name, function = function_flow.phase_param, function_flow.function
     if name is None or function is None or not eval_sites:
@@ -184,13 +185,8 @@ def mode_picked_by_callers(mode_flow, function_flow, eval_sites) -> bool:
     param = function.param(name)
     if param is None or (param.default is not None and literal_value(param.default) is not True):
         return False
-    params = [p for p in function.params if p not in ("self", "cls")] if function.cls is not None else function.params
     for call in mode_flow.call_sites.get(qualname(function), {}):
-        passed = next((arg.value for arg in call.args if arg.keyword is not None and arg.keyword.value == name), None)
-        if passed is None and name in params:
-            positional = [arg for arg in call.args if arg.keyword is None and not arg.star]
-            index = params.index(name)
-            passed = positional[index].value if index < len(positional) else None
+        passed = bind_arguments(function.params, function.cls is not None, call).get(name)
         if passed is not None and literal_value(passed) is not True and literal_value(passed) is not NOT_LITERAL:
             return False
     return True

@@ -123,8 +123,14 @@ def _phase_passed(summary: FunctionSummary, arguments: dict[str, cst.BaseExpress
 
 def arguments_of(summary: FunctionSummary, call: cst.Call) -> dict[str, cst.BaseExpression]:
     """Parameter name -> the expression the call passes (up to the first `*args`)."""
-    params = list(summary.params)
-    if summary.is_method and params and params[0] in ("self", "cls"):
+    return bind_arguments(summary.params, summary.is_method, call)
+
+
+def bind_arguments(params: list[str], is_method: bool, call: cst.Call) -> dict[str, cst.BaseExpression]:
+    """Parameter name -> the expression `call` passes for it (up to the first `*args`); a method's `self`
+    is bound by its receiver."""
+    params = list(params)
+    if is_method and params and params[0] in ("self", "cls"):
         params = params[1:]
     out: dict[str, cst.BaseExpression] = {}
     positional = 0
