@@ -173,9 +173,8 @@ class MissingNoGrad(Rule):
 def _method_callers_unseen(facts: FileFacts, forward) -> str | None:
     """A method's name, when its autograd is on only because no caller is in sight (`SynthesizerTrn.infer`
     that a training script calls as `generator.module.infer(x)`): see Report.method_callers_unseen."""
-    function, grad = forward.function, forward.grad
-    if function is None or function.cls is None or function.outer is not None or not grad.unknown \
-            or grad.may_enabled or grad.free_sites or facts.flow.has_callers(function):
+    function = forward.function
+    if not _grad_guessed_from_unseen_callers(facts, forward) or function.cls is None or function.outer is not None:
         return None
     return function.name
 
@@ -184,15 +183,21 @@ def _callers_decide(facts: FileFacts, forward) -> str | None:
     """A function of this file that nothing here calls, whose forward has autograd on only because its
     callers are assumed to leave it on: when another file of the run calls it, the finding goes, and
     that caller is judged with the function's summary instead (silent when it calls under no_grad)."""
-    function = forward.function
-    grad = forward.grad
-    head = key_root(forward.key)
-    if function is None or not grad.unknown or grad.may_enabled or grad.free_sites \
-            or facts.flow.has_callers(function):
+    if not _grad_guessed_from_unseen_callers(facts, forward):
         return None
+    function = forward.function
+    head = key_root(forward.key)
     if head not in function.param_set or head in ("self", "cls"):
         return None  # (a model of its own or of its object: a caller elsewhere is not told of it, so cannot judge)
     return qualname(function)
+
+
+def _grad_guessed_from_unseen_callers(facts: FileFacts, forward) -> bool:
+    """Is autograd on at the forward only because the function's callers, none of them in this file, are
+    assumed to leave it on (no no_grad of its own reaches it)?"""
+    function, grad = forward.function, forward.grad
+    return function is not None and grad.unknown and not grad.may_enabled and not grad.free_sites \
+        and not facts.flow.has_callers(function)
 
 
 def _fed_batches(facts: FileFacts, forward) -> bool:
