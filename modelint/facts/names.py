@@ -178,7 +178,7 @@ class ImportTable:
             else:
                 head = full.split(".")[0]
                 self.bindings[head] = head
-                self.modules.update(".".join(full.split(".")[:i]) for i in range(1, full.count(".") + 2))
+                self.modules.update(key_prefixes(full))
 
     def add_import_from(self, node: cst.ImportFrom) -> None:
         module = "." * len(node.relative) + ((dotted(node.module) or "") if node.module else "")
