@@ -177,17 +177,18 @@ class ProjectIndex:
 
     def resolve_class(self, reference: str, from_path: str) -> int | None:
         """Mode-dependence of a project class imported as `reference`, if the index has it."""
-        module, _, name = reference.rpartition(".")
-        for found in self._candidates(module, from_path):
-            if name in found.classes:
-                return found.classes[name]
-        return None
+        found = self._defining(reference, from_path)
+        return found.classes[reference.rpartition(".")[2]] if found is not None else None
 
     def runs_loaded_modules(self, reference: str, from_path: str) -> bool:
         """Is the project class imported as `reference` a wrapper of what its constructor loads?"""
+        found = self._defining(reference, from_path)
+        return found is not None and reference.rpartition(".")[2] in found.loaded_classes
+
+    def _defining(self, reference: str, from_path: str) -> FileSummary | None:
+        """The summary of the file that defines the nn.Module class imported as `reference`."""
         module, _, name = reference.rpartition(".")
-        return any(name in found.classes and name in found.loaded_classes
-                   for found in self._candidates(module, from_path))
+        return next((found for found in self._candidates(module, from_path) if name in found.classes), None)
 
     def resolve_shape(self, reference: str, from_path: str) -> tuple[ClassShape, str] | None:
         """The shape of a project class imported as `reference`, and the file that defines it."""
