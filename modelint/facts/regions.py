@@ -97,17 +97,21 @@ def grad_wrappers(collector) -> frozenset[str]:
             outer = outer.outer
         if outer.cls is not None or not outer.params or site.node.func.value != outer.params[0]:
             continue
-        if any(type(guard) is cst.With and any(grad_effect(collector.imports, item.item) == "free"
-                                                   for item in guard.items) for guard in site.site.guards):
+        if in_no_grad_block(collector.imports, site.site):
             names.add(outer.name)
     return frozenset(names)
 
 
+def in_no_grad_block(imports, site) -> bool:
+    """Is a site lexically inside a `with torch.no_grad():` (or another grad-disabling `with`)?"""
+    return any(type(guard) is cst.With and any(grad_effect(imports, item.item) == "free" for item in guard.items)
+               for guard in site.guards)
+
+
 def lexically_grad_free(imports, site, wrappers: frozenset[str] = frozenset()) -> bool:
     """Is a site lexically inside `with torch.no_grad()` or a function with a grad-disabling decorator?"""
-    for guard in site.guards:
-        if type(guard) is cst.With and any(grad_effect(imports, item.item) == "free" for item in guard.items):
-            return True
+    if in_no_grad_block(imports, site):
+        return True
     function = site.function
     while function is not None:
         if any(disables_grad(imports, d, wrappers) for d in function.decorators):
