@@ -59,8 +59,8 @@ def _method_calls(flow) -> dict[str, bool]:
         if type(func) is not cst.Attribute or site.qualified is not None or (site.text or "").startswith("self."):
             continue
         name = func.attr.value
-        grad_free = lexically_grad_free(flow.imports, site.site, flow.grad_wrappers)
-        out[name] = out.get(name, True) and grad_free
+        if out.get(name, True):  # (one call with autograd on settles the name)
+            out[name] = lexically_grad_free(flow.imports, site.site, flow.grad_wrappers)
     return out
 
 
