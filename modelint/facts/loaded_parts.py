@@ -18,16 +18,18 @@ def classes_running_loaded_modules(table, collector) -> frozenset[str]:
     """Names of this file's module classes whose constructor stores, under an attribute the class calls
     as a model, the result of a call that builds no module (a loader), and that build no layer anywhere."""
     found = set()
+    # `model = attempt_load(w)` in each class's constructor: class -> local name -> the calls bound to it.
+    bound_in_init: dict = {}
+    for key, value, site in collector.call_assigns:
+        if site.cls is not None and site.function is not None and site.function.name == "__init__":
+            bound_in_init.setdefault(site.cls, {}).setdefault(key, []).append(value)
     for name, info in table.classes.items():
         if not table.is_module_class(info) or _builds_layers(table, info):
             continue
         called = _attributes_called(info)
         if not called:
             continue
-        locals_from_calls: dict[str, list[cst.Call]] = {}
-        for key, value, site in collector.call_assigns:
-            if site.cls is info and site.function is not None and site.function.name == "__init__":
-                locals_from_calls.setdefault(key, []).append(value)
+        locals_from_calls = bound_in_init.get(info, {})
         for assign in table.self_assigns:
             site = assign.site
             if site.cls is not info or site.function is None or site.function.name != "__init__" \
