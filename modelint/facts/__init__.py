@@ -11,7 +11,8 @@ from functools import cached_property
 
 import libcst as cst
 
-from modelint.facts.collector import Collector, FunctionInfo, Site
+from modelint.facts.collector import Collector
+from modelint.facts.scopes import FunctionInfo, Site
 from modelint.facts.flow import ModeFlow
 from modelint.facts.naming import is_evaluation_name, is_test_file
 from modelint.facts.regions import grad_wrappers, lexically_grad_free

@@ -17,7 +17,7 @@ from functools import cached_property
 import libcst as cst
 
 from modelint.facts import torch_api as api
-from modelint.facts.collector import FunctionInfo
+from modelint.facts.scopes import FunctionInfo
 from modelint.facts.lattice import GRAD_ENABLED, GRAD_UNKNOWN, GradFact
 from modelint.facts.modules import unwrap_chain
 from modelint.facts.name_values import scope_bindings

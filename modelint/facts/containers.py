@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import libcst as cst
 
-from modelint.facts.collector import AttributeAssign, ClassInfo
+from modelint.facts.scopes import AttributeAssign, ClassInfo
 from modelint.facts.modules import Dependence
 from modelint.facts.names import dotted
 from modelint.facts.receivers import instance_method

@@ -18,7 +18,8 @@ import libcst as cst
 from modelint.facts import torch_api as api
 from modelint.facts.callgraph import CallGraph, _nested_name
 from modelint.facts.optimizers import Optimizers
-from modelint.facts.collector import Collector, FunctionInfo
+from modelint.facts.collector import Collector
+from modelint.facts.scopes import FunctionInfo
 from modelint.facts.free_models import FreeModels
 from modelint.facts.intent import AFTER, DETACH, DIRECT, FED, FEEDS
 from modelint.facts.interpreter import Interpreter

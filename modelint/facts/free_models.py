@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from functools import cached_property
 
-from modelint.facts.collector import Collector, FunctionInfo
+from modelint.facts.collector import Collector
+from modelint.facts.scopes import FunctionInfo
 from modelint.facts.modules import ModuleTable
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import libcst as cst
 
 from modelint.facts.name_values import reaching
-from modelint.facts.collector import FunctionInfo, Site
+from modelint.facts.scopes import FunctionInfo, Site
 from modelint.facts.names import literal_value
 from modelint.facts.walk import children, iter_nodes
 

@@ -18,7 +18,8 @@ import builtins
 import libcst as cst
 
 from modelint.facts import torch_api as api
-from modelint.facts.collector import ClassInfo, Collector
+from modelint.facts.collector import Collector
+from modelint.facts.scopes import ClassInfo
 from modelint.facts.modules import calls_in
 from modelint.facts.names import NOT_LITERAL, literal_value
 

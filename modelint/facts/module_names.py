@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import libcst as cst
 
-from modelint.facts.collector import Collector, FunctionInfo
+from modelint.facts.collector import Collector
+from modelint.facts.scopes import FunctionInfo
 from modelint.facts.lattice import mode_of_call
 from modelint.facts.modules import EVIDENCE_METHODS
 from modelint.facts.names import literal_value, value_key

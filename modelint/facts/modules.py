@@ -18,7 +18,8 @@ from dataclasses import dataclass
 import libcst as cst
 
 from modelint.facts import torch_api as api
-from modelint.facts.collector import ClassInfo, Collector, FunctionInfo
+from modelint.facts.collector import Collector
+from modelint.facts.scopes import ClassInfo, FunctionInfo
 from modelint.facts.names import argument, dotted, literal_value, NOT_LITERAL
 from modelint.facts.walk import iter_nodes
 

@@ -8,7 +8,7 @@ from functools import cached_property
 import libcst as cst
 
 from modelint.facts import torch_api as api
-from modelint.facts.collector import FunctionInfo
+from modelint.facts.scopes import FunctionInfo
 from modelint.facts.names import dotted, key_prefixes, parameter_owners
 
 

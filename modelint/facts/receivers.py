@@ -33,7 +33,7 @@ import libcst as cst
 
 from modelint.facts import torch_api as api
 from modelint.facts.name_values import Binding, reaching, scope_bindings, statement_parents
-from modelint.facts.collector import ClassInfo, FunctionInfo
+from modelint.facts.scopes import ClassInfo, FunctionInfo
 from modelint.facts.modules import EVIDENCE_METHODS, unwrap_chain
 from modelint.facts.names import dotted
 from modelint.summary import ClassShape

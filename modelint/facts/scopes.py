@@ -1,0 +1,148 @@
+"""The places the collector files a node under: its class, its function, its statement.
+
+`ClassInfo` and `FunctionInfo` are a file's classes and functions with what the one
+pass noticed about each (a method calling `self.model(x)`, a function using input
+gradients, names that may pick a phase); `Site` is where a node sits (enclosing
+function, class, statement and the `for`/`if`/`with` guards around it); `CallSite`
+and `AttributeAssign` are a call and a `self.x = value` at their site.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import libcst as cst
+
+from modelint.facts.names import dotted
+
+
+@dataclass(eq=False)
+class ClassInfo:
+    node: cst.ClassDef
+    name: str
+    outer: "ClassInfo | None"
+    methods: dict[str, cst.FunctionDef] = field(default_factory=dict)
+    # Every call made anywhere in the class body: constructions of layers among them.
+    calls: list[cst.Call] = field(default_factory=list)
+    reads_training_flag: bool = False
+
+    def __repr__(self) -> str:
+        return f"<class {self.name}>"
+
+    @property
+    def bases(self) -> list[cst.BaseExpression]:
+        """The base classes as written, a generic's parameters left out (`Model[DT]` is `Model`)."""
+        return [arg.value.value if type(arg.value) is cst.Subscript else arg.value
+                for arg in self.node.bases if arg.keyword is None and not arg.star]
+
+
+@dataclass(eq=False)
+class FunctionInfo:
+    node: cst.FunctionDef
+    name: str
+    cls: ClassInfo | None  # the class it is a method of (directly)
+    outer: "FunctionInfo | None"
+    uses_gradients: bool = False  # .backward(), autograd.grad, requires_grad_ ...
+    # Gradients with respect to inputs: requires_grad_(), retain_grad(), requires_grad=True, autograd.grad
+    # (saliency maps, adversarial examples), not merely a training step's backward().
+    uses_input_gradients: bool = False
+    # Whether any call in it sets or reads mode, or runs a training step: only such
+    # functions are worth the mode-flow analysis.
+    mode_relevant: bool = False
+    # Whether it calls a parameter (`model(x)`) or passes one on (`evaluate(model)`):
+    # such functions get a summary for their callers.
+    calls_params: bool = False
+    calls_self_attribute: bool = False  # `self.model(x)`: a trainer's method may evaluate its model
+    # Local names bound to what a parameter holds (`model = args["model"]`, `net = ctx.net`).
+    param_aliases: set = field(default_factory=set)
+    # Names that may pick a phase here or in a nested function (`if train:`, `phase == "val"`,
+    # `model.train(flag)`): only a parameter among them can be a phase parameter (see phases.py).
+    phase_names: set = field(default_factory=set)
+
+    def __repr__(self) -> str:
+        return f"<function {self.name}>"
+
+    @property
+    def params(self) -> list[str]:
+        return [x.name.value for x in self._named_params]
+
+    def param(self, name: str) -> cst.Param | None:
+        """The parameter (not `*args`/`**kwargs`) of that name, with its default and annotation."""
+        return next((x for x in self._named_params if x.name.value == name), None)
+
+    @property
+    def _named_params(self) -> tuple:
+        p = self.node.params
+        return (*p.posonly_params, *p.params, *p.kwonly_params)
+
+    @cached_property
+    def param_set(self) -> frozenset[str]:
+        return frozenset(self.params)
+
+    @property
+    def takes_input_gradients(self) -> bool:
+        """It, or a function it is defined in, uses gradients with respect to inputs."""
+        function = self
+        while function is not None:
+            if function.uses_input_gradients:
+                return True
+            function = function.outer
+        return False
+
+    @cached_property
+    def enclosing_params(self) -> frozenset[str]:
+        """Parameters of the functions around a closure: it reads them as free variables."""
+        out: set[str] = set()
+        outer = self.outer
+        while outer is not None:
+            out.update(outer.params)
+            outer = outer.outer
+        return frozenset(out - self.param_set - {"self", "cls"})
+
+    @property
+    def decorators(self) -> list[cst.BaseExpression]:
+        return [d.decorator for d in self.node.decorators]
+
+    @cached_property
+    def is_abstract(self) -> bool:
+        """Left to subclasses: `@abstractmethod`, or a body that only raises NotImplementedError."""
+        if any(dotted(d) in ("abstractmethod", "abc.abstractmethod") for d in self.decorators):
+            return True
+        body = self.node.body
+        statements = list(body.body) if type(body) is cst.IndentedBlock else [body]
+        lines = [small for statement in statements
+                 for small in (statement.body if type(statement) is cst.SimpleStatementLine else [statement])]
+        if lines and type(lines[0]) is cst.Expr and isinstance(lines[0].value, (cst.SimpleString,
+                                                                                   cst.ConcatenatedString)):
+            lines = lines[1:]  # the docstring
+        if len(lines) != 1 or type(lines[0]) is not cst.Raise or lines[0].exc is None:
+            return False
+        raised = lines[0].exc.func if type(lines[0].exc) is cst.Call else lines[0].exc
+        return dotted(raised) == "NotImplementedError"
+
+
+@dataclass(eq=False)
+class Site:
+    """Where a node sits: the enclosing function (None: module level), class and statement."""
+
+    function: FunctionInfo | None
+    cls: ClassInfo | None
+    stmt: cst.CSTNode
+    guards: tuple[cst.CSTNode, ...]  # enclosing For/If/Else/With nodes, outermost first
+
+
+@dataclass(eq=False)
+class CallSite:
+    node: cst.Call
+    qualified: str | None  # callee's qualified name, if it names an import
+    text: str | None  # callee's dotted text (`self.model.eval`)
+    site: Site
+
+
+@dataclass(eq=False)
+class AttributeAssign:
+    target: cst.Attribute
+    value: cst.BaseExpression | None  # None for augmented/annotated without value
+    node: cst.CSTNode
+    site: Site
