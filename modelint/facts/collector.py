@@ -55,6 +55,10 @@ class Collector(FastVisitor):
         self.calls_in_lambdas: set[cst.Call] = set()
         self._guards: list[cst.CSTNode] = []
         self._scopes: list[ClassInfo | FunctionInfo] = []
+        # `model.eval()` / `model.train` read as a truth value (`if self.eval():`), with the `not` around it
+        # (or None): a mode switch that always passes the test (MDL013).
+        self.mode_tests: list[tuple[cst.BaseExpression, cst.UnaryOperation | None, Site]] = []
+        self._tested: set[cst.CSTNode] = set()
 
     # -- where are we -------------------------------------------------------
     def _function(self) -> FunctionInfo | None:
@@ -137,6 +141,7 @@ class Collector(FastVisitor):
 
     def visit_If(self, node: cst.If) -> None:
         self._guards.append(node)
+        self._truth_test(node.test)
         test = node.test
         if type(test) is cst.UnaryOperation and type(test.operator) is cst.Not:
             test = test.expression
@@ -166,6 +171,42 @@ class Collector(FastVisitor):
 
     def leave_With(self, original_node: cst.With) -> None:
         self._guards.pop()
+
+    # -- truth tests --------------------------------------------------------
+    def visit_While(self, node: cst.While) -> None:
+        self._truth_test(node.test)
+
+    def visit_IfExp(self, node: cst.IfExp) -> None:
+        self._truth_test(node.test)
+
+    def visit_Assert(self, node: cst.Assert) -> None:
+        self._truth_test(node.test)
+
+    def visit_CompIf(self, node: cst.CompIf) -> None:
+        self._truth_test(node.test)
+
+    def visit_BooleanOperation(self, node: cst.BooleanOperation) -> None:
+        # Only the left operand is always tested: `flag and model.eval()` is a conditional call, a
+        # statement written for its effect, unless the whole operation is itself a test.
+        self._truth_test(node.left)
+
+    def visit_UnaryOperation(self, node: cst.UnaryOperation) -> None:
+        if type(node.operator) is cst.Not:
+            self._truth_test(node)
+
+    def _truth_test(self, expr: cst.BaseExpression, negation: cst.UnaryOperation | None = None) -> None:
+        """`expr` is read as a truth value: keep it when it is a mode method, called or not."""
+        kind = type(expr)
+        if kind is cst.BooleanOperation:
+            self._truth_test(expr.left)
+            self._truth_test(expr.right)
+        elif kind is cst.UnaryOperation and type(expr.operator) is cst.Not:
+            self._truth_test(expr.expression, expr)
+        else:
+            method = expr.func if kind is cst.Call else expr
+            if type(method) is cst.Attribute and method.attr.value in ("eval", "train") and expr not in self._tested:
+                self._tested.add(expr)
+                self.mode_tests.append((expr, negation, self._site()))
 
     # -- facts --------------------------------------------------------------
     def visit_Call(self, node: cst.Call) -> None:
