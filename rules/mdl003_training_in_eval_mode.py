@@ -109,8 +109,8 @@ class TrainingInEvalMode(Rule):
         public method may leave it in eval mode: `predict()` then `fit()` trains in eval mode."""
         for key, fact in sorted(step.models.items()):
             if fact.eval_sites or fact.havoc or not fact.train_sites <= facts.flow.assumed_sites \
-                    or key not in trained or not key.startswith("self."):
-                continue  # (only "trained here, so in train mode": no train() call of its own)
+                    or key not in trained or not key.startswith("self.") or _other_model_trained(key, step):
+                continue  # (only "trained here, so in train mode": no train() call of its own; and by this step)
             left = facts.flow.objects.left_in_eval(flow.function, key)
             if left is None:
                 continue

@@ -82,12 +82,32 @@ class ObjectModes:
                     fact = ModeFact(dependence=built.dependence if built is not None else Dependence.UNKNOWN,
                                     certain=built is None or built.certain,
                                     parameterless=built is not None and built.parameterless).switched(effect, site)
-                    if method != "__init__":
+                    if method != "__init__" and key not in self._built_by_methods.get(cls_name, ()):
                         fact = fact.join(ENTRY_MODE)  # set by a method someone calls, at some point
                 else:
                     fact = HAVOC_MODE if effect == "unknown" else ENTRY_MODE
                 facts[key] = facts[key].join(fact) if key in facts else fact
         return out
+
+    @cached_property
+    def _built_by_methods(self) -> dict[str, frozenset[str]]:
+        """class -> attributes that every assignment in the class sets to a module it builds in training mode
+        (`self.generator = Generator(...)` in `fit()`): before the method that builds it runs there is no such
+        attribute, so whatever mode it has later is what the class's own methods leave, not an unknown one."""
+        built: dict[str, set[str]] = {}
+        other: set[tuple[str, str]] = set()
+        for assign in self.flow.collector.attribute_assigns:
+            cls = assign.site.cls
+            key = dotted(assign.target)
+            if cls is None or key is None or key.count(".") != 1 or not key.startswith("self."):
+                continue
+            made = self.flow.modules.module_expression(assign.value)[0] if assign.value is not None else None
+            if made is not None and made.certain and not made.starts_in_eval and not made.runs_loaded \
+                    and type(assign.node) is cst.Assign:
+                built.setdefault(cls.name, set()).add(key)
+            else:
+                other.add((cls.name, key))
+        return {name: frozenset(key for key in keys if (name, key) not in other) for name, keys in built.items()}
 
     @cached_property
     def _left_in_training(self) -> dict[str, dict[str, tuple[str, object]]]:
