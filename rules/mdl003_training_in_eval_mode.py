@@ -6,6 +6,7 @@ from typing import Iterator
 import libcst as cst
 
 from modelint.facts import FileFacts
+from modelint.facts.gates import runs_only_in_training
 from modelint.facts.modules import Dependence
 from modelint.facts.lattice import is_train_site
 from modelint.facts.names import key_prefixes, parameter_owners, same_or_nested
@@ -79,11 +80,12 @@ class TrainingInEvalMode(Rule):
             for step in steps:
                 # (the models this backward trains first: whose outputs reach it)
                 for key, fact in sorted(step.models.items(), key=lambda item: (item[0] not in step.reached, item[0])):
+                    site = facts.call_sites.get(step.call)
                     if not self._trained_in_eval(key, fact, step.models, trained) \
                             or _frozen_features_protocol(facts, key, fact, step) or _other_model_trained(key, step) \
-                            or mode_picked_by_callers(facts.flow, flow, fact.eval_sites):
+                            or mode_picked_by_callers(facts.flow, flow, fact.eval_sites) \
+                            or (site is not None and runs_only_in_training(site.site, key, step.call)):
                         continue
-                    site = facts.call_sites.get(step.call)
                     yield Report(step.call, _message(key, fact), stmt=site.site.stmt if site else None,
                                  fix=_train_at_loop_top(site, key),
                                  **evidence(fact.eval_sites, f"`{key}` is put in eval mode here"))
@@ -111,6 +113,9 @@ class TrainingInEvalMode(Rule):
             if fact.eval_sites or fact.havoc or not fact.train_sites <= facts.flow.assumed_sites \
                     or key not in trained or not key.startswith("self.") or _other_model_trained(key, step):
                 continue  # (only "trained here, so in train mode": no train() call of its own; and by this step)
+            where = facts.call_sites.get(step.call)
+            if where is not None and runs_only_in_training(where.site, key, step.call):
+                continue  # `if self.model.training: loss.backward()`: never in eval mode
             left = facts.flow.objects.left_in_eval(flow.function, key)
             if left is None:
                 continue
@@ -118,7 +123,6 @@ class TrainingInEvalMode(Rule):
             message = (f"`{key}` may be in eval mode here: `{method}()` may leave it in eval mode, and "
                        f"`{flow.function.name}()` never calls `{key}.train()` before training: training runs with "
                        f"Dropout off and BatchNorm statistics frozen; call `{key}.train()` before the training loop")
-            where = facts.call_sites.get(step.call)
             return Report(step.call, message, stmt=where.site.stmt if where else None,
                           **evidence(frozenset({site}), f"`{method}()` puts `{key}` in eval mode here"))
         return None

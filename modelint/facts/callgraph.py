@@ -157,6 +157,11 @@ class CallGraph:
         return bool(calls) and all(call in self.collector.calls_in_lambdas for call in calls)
 
     @cached_property
+    def site_of_call(self) -> dict:
+        """Call node -> its CallSite (where it sits: function, statement, guards)."""
+        return {site.node: site for site in self.collector.calls}
+
+    @cached_property
     def _calls_of(self) -> dict:
         """function -> the calls of it in this file."""
         out: dict = {}

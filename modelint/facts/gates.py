@@ -14,7 +14,7 @@ import libcst as cst
 
 from modelint.facts.name_values import reaching
 from modelint.facts.scopes import FunctionInfo, Site
-from modelint.facts.names import literal_value
+from modelint.facts.names import dotted, literal_value, same_or_nested
 from modelint.facts.walk import children, iter_nodes
 
 _EXITS = (cst.Return, cst.Raise)
@@ -160,3 +160,24 @@ def _enclosing_ifs(stmt: cst.CSTNode | None, parents: dict) -> list[cst.If]:
             found.append(owner)
         stmt = owner
     return found
+
+
+def runs_only_in_training(site: Site, key: str, node: cst.CSTNode) -> bool:
+    """Is `node` (at `site`) in the body of an `if` that requires `key`'s training flag (`if self.model.training:`,
+    `if model.training and step % k == 0:`)? It cannot run with that model in eval mode."""
+    for guard in site.guards:
+        if type(guard) is not cst.If:
+            continue
+        flags = [dotted(test.value) for test in _conjuncts(guard.test)
+                 if type(test) is cst.Attribute and test.attr.value == "training"]
+        if any(flag is not None and same_or_nested(flag, key) for flag in flags) \
+                and any(inner is node for inner in iter_nodes(guard.body)):
+            return True
+    return False
+
+
+def _conjuncts(test: cst.BaseExpression):
+    while type(test) is cst.BooleanOperation and type(test.operator) is cst.And:
+        yield from _conjuncts(test.left)
+        test = test.right
+    yield test

@@ -20,6 +20,7 @@ import libcst as cst
 
 from dataclasses import replace
 
+from modelint.facts.gates import runs_only_in_training
 from modelint.facts.lattice import ENTRY_MODE, first_site
 from modelint.facts.names import key_root, literal_value, same_or_nested
 from modelint.facts.naming import is_evaluation_name
@@ -75,11 +76,12 @@ def summarise(flow, function_flow, globals_: frozenset[str], closures=()) -> Fun
         use = _forward_use(flow, function, forward, intent, _trained_with(forward.key, trained))
         if use is not None:
             summary.forwards.append(use)
-    first_step = next((s for s in function_flow.steps.values() if s.kind == "backward"),
-                      next(iter(function_flow.steps.values()), None))
-    if first_step is not None:
-        for key in sorted(trains_keys):
-            summary.steps.append(StepUse(key, flow.path, node=first_step.call))
+    steps = [s for s in function_flow.steps.values() if s.kind == "backward"] or list(function_flow.steps.values())
+    for key in sorted(trains_keys):
+        # (a step under `if model.training:` never trains the caller's model in eval mode)
+        step = next((s for s in steps if not _only_in_training(flow, s.call, key)), None)
+        if step is not None:
+            summary.steps.append(StepUse(key, flow.path, node=step.call))
     for step in function_flow.helper_steps.values():
         key = step.trained_key
         if key and caller_owned(key) and step.models.get(key, ENTRY_MODE) == ENTRY_MODE:
@@ -221,3 +223,8 @@ def _context_effects(flow, function) -> tuple[str | None, str | None]:
         elif switches(node, "train") and seen_yield:
             restores = True
     return ("eval" if evals and restores else None), ("free" if grad_free else None)
+
+
+def _only_in_training(flow, call, key: str) -> bool:
+    site = flow.site_of_call.get(call)
+    return site is not None and runs_only_in_training(site.site, key, call)
