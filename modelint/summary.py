@@ -127,6 +127,8 @@ class FileSummary:
     unresolved: set[str] = field(default_factory=set)
     # nn.Module classes defined here: name -> Dependence value (0 independent, 1 unknown, 2 dependent).
     classes: dict[str, int] = field(default_factory=dict)
+    # Those of unknown dependence only because they build classes imported from elsewhere: those imports.
+    classes_waiting: dict[str, tuple[str, ...]] = field(default_factory=dict)
     # Every class defined here, for receiver facts in other files (modelint.facts.receivers).
     shapes: dict[str, ClassShape] = field(default_factory=dict)
     # Imported classes whose shape this file's rules asked for and could not see (qualified as imported).
@@ -175,10 +177,20 @@ class ProjectIndex:
                  if path != os.path.abspath(defined_in) and name in summary.method_calls]
         return bool(calls) and all(calls)
 
-    def resolve_class(self, reference: str, from_path: str) -> int | None:
-        """Mode-dependence of a project class imported as `reference`, if the index has it."""
+    def resolve_class(self, reference: str, from_path: str, _seen: frozenset = frozenset()) -> int | None:
+        """Mode-dependence of a project class imported as `reference`, if the index has it. A class that
+        its own file could not settle because it builds classes of other files (a generator made of the
+        blocks in `layers.py`) is as dependent as the most dependent of them, when the index knows them all."""
         found = self._defining(reference, from_path)
-        return found.classes[reference.rpartition(".")[2]] if found is not None else None
+        if found is None:
+            return None
+        name = reference.rpartition(".")[2]
+        dependence = found.classes[name]
+        waiting = found.classes_waiting.get(name)
+        if dependence != 1 or not waiting or (found.path, name) in _seen or len(_seen) > 16:
+            return dependence
+        resolved = [self.resolve_class(imported, found.path, _seen | {(found.path, name)}) for imported in waiting]
+        return 1 if any(r is None for r in resolved) else max(resolved)
 
     def runs_loaded_modules(self, reference: str, from_path: str) -> bool:
         """Is the project class imported as `reference` a wrapper of what its constructor loads?"""

@@ -47,7 +47,8 @@ def file_summary(flow) -> FileSummary:
         if out is not None:
             exported[name] = out
     return FileSummary(flow.path, exported, refs, flow.modules.class_summaries(), method_calls=_method_calls(flow),
-                       loaded_classes=set(flow.modules.loaded_classes))
+                       loaded_classes=set(flow.modules.loaded_classes),
+                       classes_waiting=flow.modules.waiting_on_imports() if flow.index is None else {})
 
 
 def _method_calls(flow) -> dict[str, bool]:

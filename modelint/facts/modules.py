@@ -10,7 +10,6 @@ from elsewhere, which may hold anything and so counts as "may be dependent").
 from __future__ import annotations
 
 import builtins
-import enum
 import re
 import sys
 from dataclasses import dataclass
@@ -19,19 +18,11 @@ import libcst as cst
 
 from modelint.facts import torch_api as api
 from modelint.facts.collector import Collector
+from modelint.facts.imported_classes import WaitingOnImports
 from modelint.facts.scopes import ClassInfo, FunctionInfo
-from modelint.facts.names import argument, dotted, literal_value, NOT_LITERAL
+from modelint.facts.names import dotted
+from modelint.facts.torch_layers import Dependence, layer_dependence_by_name
 from modelint.facts.walk import iter_nodes
-
-
-class Dependence(enum.IntEnum):
-    INDEPENDENT = 0
-    UNKNOWN = 1
-    DEPENDENT = 2
-
-    @property
-    def may_depend(self) -> bool:
-        return self is not Dependence.INDEPENDENT
 
 
 # Methods that return the module they are called on.
@@ -71,7 +62,7 @@ def unwrap_chain(expr: cst.BaseExpression) -> tuple[cst.BaseExpression, list[cst
     return expr, applied
 
 
-class ModuleTable:
+class ModuleTable(WaitingOnImports):
     def __init__(self, collector: Collector, index=None, path: str = "") -> None:
         self.index = index
         self.path = path
@@ -92,6 +83,7 @@ class ModuleTable:
         for assign in self.self_assigns:
             self._self_attributes.setdefault(assign.target.attr.value, []).append(assign.value)
         self._built: dict[str, Dependence | None] = {}
+        self._assumed: set[str] | None = None  # (see waiting_on_imports: classes of other files, taken as independent)
         self._solved = False
         self.loaded_classes: frozenset[str] = frozenset()  # (see loaded_parts; known once the rest is)
         self._solve()
@@ -131,7 +123,7 @@ class ModuleTable:
         if qualified in ("torch.nn.Module", "torch.nn.modules.module.Module"):
             return True, Dependence.INDEPENDENT
         if qualified.startswith("torch.nn."):
-            return True, _layer_dependence_by_name(qualified.rsplit(".", 1)[-1], None)
+            return True, layer_dependence_by_name(qualified.rsplit(".", 1)[-1], None)
         if qualified.startswith("torch.") and not qualified.startswith("torch.nn.") \
                 or qualified.startswith(api.OTHER_FRAMEWORK_PREFIXES):
             return False, Dependence.INDEPENDENT  # torch.utils.data.Dataset and friends, MegEngine's M.Module
@@ -225,7 +217,7 @@ class ModuleTable:
                     return None
                 if layer in api.CONTAINERS or layer in api.STACKS:
                     return Construction(call, self._nested_dependence(call, {} if _nested is None else _nested))
-                return Construction(call, _layer_dependence_by_name(layer, call),
+                return Construction(call, layer_dependence_by_name(layer, call),
                                     parameterless=bool(api.PARAMETERLESS_LAYER.fullmatch(layer)))
             if qualified.startswith(api.EXTERNAL_MODEL_PREFIXES):
                 return Construction(call, Dependence.DEPENDENT)
@@ -233,11 +225,13 @@ class ModuleTable:
                 return None
             tail = qualified.rsplit(".", 1)[-1]
             if tail[:1].isupper() and self._is_foreign(qualified):
-                if self.index is not None:
-                    known = self.index.resolve_class(qualified, self.path)
-                    if known is not None:
-                        return Construction(call, Dependence(known),
-                                            runs_loaded=self.index.runs_loaded_modules(qualified, self.path))
+                known = self.index.resolve_class(qualified, self.path) if self.index is not None else None
+                if known is not None and (known != Dependence.UNKNOWN or self._assumed is None):
+                    return Construction(call, Dependence(known),
+                                        runs_loaded=self.index.runs_loaded_modules(qualified, self.path))
+                if self._assumed is not None:
+                    self._assumed.add(qualified)
+                    return Construction(call, Dependence.INDEPENDENT, certain=False, origin=qualified)
                 return Construction(call, Dependence.UNKNOWN, certain=False, origin=qualified)
             return None
         name = dotted(func)
@@ -350,33 +344,6 @@ class ModuleTable:
     def is_module_name(self, key: str, function: FunctionInfo | None) -> bool:
         """Is `key`, as seen in `function`, shown to be an nn.Module there (or in its class)?"""
         return self.names.is_module_name(key, function)
-
-
-def _layer_dependence_by_name(layer: str, call: cst.Call | None) -> Dependence:
-    if layer in api.ALWAYS_MODE_DEPENDENT:
-        return Dependence.DEPENDENT
-    if layer in api.INSTANCE_NORMS:
-        if call is None:
-            return Dependence.UNKNOWN
-        arg = argument(call, "track_running_stats", 4)
-        return Dependence.DEPENDENT if arg is not None and literal_value(arg.value) is not False else Dependence.INDEPENDENT
-    for table, default_nonzero in ((api.DROPOUT_DEFAULT_NONZERO, True), (api.DROPOUT_DEFAULT_ZERO, False)):
-        if layer in table:
-            if call is None:
-                return Dependence.UNKNOWN
-            arg = argument(call, "dropout", table[layer])
-            if arg is None:
-                return Dependence.DEPENDENT if default_nonzero else Dependence.INDEPENDENT
-            value = literal_value(arg.value)
-            if value is not NOT_LITERAL and not value:
-                return Dependence.INDEPENDENT
-            if layer in api.RECURRENT_LAYERS:
-                # Their dropout acts between stacked layers only: one layer (the default) has none.
-                layers = argument(call, "num_layers", 2)
-                if layers is None or literal_value(layers.value) == 1:
-                    return Dependence.INDEPENDENT
-            return Dependence.DEPENDENT
-    return Dependence.INDEPENDENT
 
 
 def _builder_functions(collector: Collector) -> dict[str, list[tuple[cst.Call, bool]]]:

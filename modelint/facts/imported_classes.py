@@ -1,0 +1,74 @@
+"""Module classes that wait on other files: what the project index must settle.
+
+A class built of blocks defined in another file of the project (`self.blocks =
+nn.ModuleList(UpBlock(c, c) for ...)` with `UpBlock` from `layers.py`) has an
+unknown mode-dependence in its own file's first pass. Its users two files away see
+it only through the project index, which was made from those first passes. So the
+file exports, for each such class, the imports it builds (its own, its builders',
+those of the classes of its file it derives from or builds) when taking every
+imported class as mode-independent settles it; the index then settles it as the
+most dependent of them (ProjectIndex.resolve_class).
+"""
+
+from __future__ import annotations
+
+from modelint.facts.torch_layers import Dependence
+
+
+class WaitingOnImports:
+    """Mixed into ModuleTable: `classes`, `_is_module`, `_dependence`, `_foreign_base`, `_built`, `_assumed`,
+    `_solve()`, `layer_dependence()`, `builder_calls()`, `project_class()` come from there."""
+
+    def waiting_on_imports(self) -> dict[str, tuple[str, ...]]:
+        """Module classes whose dependence is unknown only because they build classes imported from elsewhere
+        (`self.block = GenInitialBlock(c)` from the project's layers file), each with every such import of
+        this file: the project index settles them once it knows those classes (ProjectIndex.resolve_class)."""
+        unknown = [name for name, dependence in self._dependence.items()
+                   if dependence is Dependence.UNKNOWN and self._is_module.get(name)]
+        if not unknown:
+            return {}
+        saved = self._is_module, self._dependence, self._foreign_base, self._built
+        self._is_module, self._dependence, self._foreign_base, self._built = {}, {}, {}, {}
+        self._assumed = set()
+        try:
+            self._solve()  # again, every imported class taken as mode-independent
+            settled = [name for name in unknown if self._dependence.get(name) is Dependence.INDEPENDENT]
+            direct: dict[str, set[str]] = {}
+            for name in settled:  # which imports each one builds itself (its builders' included)
+                self._assumed, self._built = set(), {}
+                for call in self.classes[name].calls:
+                    self.layer_dependence(call)
+                direct[name] = self._assumed
+            out = {}
+            for name in settled:
+                imports: set[str] = set()
+                for used in self._local_classes_used(name):
+                    if used not in direct:
+                        self._assumed, self._built = set(), {}
+                        for call in self.classes[used].calls:
+                            self.layer_dependence(call)
+                        direct[used] = self._assumed
+                    imports |= direct[used]
+                if imports:
+                    out[name] = tuple(sorted(imports))
+            return out
+        finally:
+            self._is_module, self._dependence, self._foreign_base, self._built = saved
+            self._assumed = None
+
+    def _local_classes_used(self, name: str) -> set[str]:
+        """The class, and the classes of this file it derives from or builds (and theirs), transitively."""
+        seen, stack = set(), [name]
+        while stack:
+            info = self.classes[stack.pop()]
+            if info.name in seen:
+                continue
+            seen.add(info.name)
+            calls = list(info.calls)
+            for call in info.calls:
+                calls += self.builder_calls(call.func) or ()
+            for expr in (*info.bases, *(call.func for call in calls)):
+                used = self.project_class(expr)
+                if used is not None and used.name not in seen:
+                    stack.append(used.name)
+        return seen
