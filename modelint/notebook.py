@@ -2,8 +2,10 @@
 
 Cells are joined in order (state flows from one cell to the next, as when the
 notebook runs top to bottom). IPython syntax is neutralised without moving any
-line: a `%magic` / `!shell` line becomes `pass` at the same indentation (the
-lines it continues with a backslash become blank), and a cell magic other than
+line: a `%magic` / `!shell` / `?obj` / `obj?` line that starts a statement (not one
+inside brackets or a string: `%(a, b))` continuing a format is Python) becomes
+`pass` at the same indentation (the lines it continues with a backslash become
+blank), and a cell magic other than
 %%time/%%timeit/%%capture comments its whole cell out. A cell that does not
 parse is reported (E999 at that cell) and left out; the others are still linted.
 """
@@ -41,16 +43,54 @@ def neutralise(lines: list[str]) -> list[str]:
         lines = ["pass"] + lines[1:]
     out = []
     continued = False  # inside a magic continued with a backslash (`!python export.py \\`): blank lines
+    depth, quote, python_continued = 0, None, False  # where the Python so far leaves the next line
     for line in lines:
         if continued:
             out.append("")
         else:
-            match = _LINE_MAGIC.match(line)
+            # Only a line that starts a statement can be IPython's: `%(a, b))` continuing a call is Python.
+            starts = depth == 0 and quote is None and not python_continued
+            match = _LINE_MAGIC.match(line) if starts else None
+            depth, quote, python_continued, last = _scan(line, depth, quote)
+            if match is None and starts and last == "?" and line.strip() not in ("?", "??"):
+                match = _LINE_MAGIC.match(" " * (len(line) - len(line.lstrip())) + "?")  # `obj?`, `obj??`: help
+                depth, quote, python_continued = 0, None, False
             out.append(f"{match.group(1)}pass" if match else line)
             if not match:
                 continue
+            depth, quote, python_continued = 0, None, False
         continued = line.rstrip().endswith("\\")
     return out
+
+
+def _scan(line: str, depth: int, quote: str | None) -> tuple[int, str | None, bool, str]:
+    """Read one line of Python on from (open brackets, open triple-quoted string): the same after it,
+    whether a backslash continues it, and its last character outside strings and comments."""
+    i, n, last = 0, len(line), ""
+    while i < n:
+        if quote is not None:
+            end = line.find(quote, i)
+            while end > 0 and line[end - 1] == "\\" and (end - len(line[:end].rstrip("\\"))) % 2:
+                end = line.find(quote, end + 1)
+            if end < 0:
+                return depth, (quote if len(quote) == 3 else None), len(quote) != 3 and line.endswith("\\"), last
+            i, quote, last = end + len(quote), None, quote[0]
+            continue
+        char = line[i]
+        if char == "#":
+            break
+        if char in "\"'":
+            quote = char * 3 if line.startswith(char * 3, i) else char
+            i += len(quote)
+            continue
+        if char in "([{":
+            depth += 1
+        elif char in ")]}":
+            depth = max(depth - 1, 0)
+        if not char.isspace():
+            last = char
+        i += 1
+    return depth, quote, last == "\\", last
 
 
 class Joined:

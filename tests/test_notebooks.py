@@ -43,3 +43,15 @@ def test_magics_do_not_shift_lines() -> None:
     # A shell line continued with backslashes (its indented tail would be an IndentationError).
     assert neutralise(["!python export.py \\", "        --grid \\", "        --img 640", "x = \\", "  1"]) == \
         ["pass", "", "", "x = \\", "  1"]
+
+
+def test_only_a_line_that_starts_a_statement_is_ipython() -> None:
+    from modelint.notebook import neutralise
+
+    # `%(...)` continuing a format call, and `%` lines inside brackets or a string, are Python.
+    cell = ["print('Epoch: %03d | Cost: %.4f'", "      %(epoch, cost))", 's = """', "%not a magic", '"""',
+            "x = (1 +", "     2)", "%time run()"]
+    assert neutralise(cell) == cell[:-1] + ["pass"]
+    # IPython's help: `obj?`, `obj??`, `?obj`; a question in a comment is no help request.
+    assert neutralise(["torch.nn.Module?", "  torch.nn.Module??", "?torch.load", "x = 1  # why?"]) \
+        == ["pass", "  pass", "pass", "x = 1  # why?"]
