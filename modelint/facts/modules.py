@@ -19,6 +19,7 @@ import libcst as cst
 from modelint.facts import torch_api as api
 from modelint.facts.collector import Collector
 from modelint.facts.imported_classes import WaitingOnImports
+from modelint.facts.local_layers import LocalLayers
 from modelint.facts.scopes import ClassInfo, FunctionInfo
 from modelint.facts.names import dotted
 from modelint.facts.torch_layers import Dependence, layer_dependence_by_name
@@ -62,10 +63,11 @@ def unwrap_chain(expr: cst.BaseExpression) -> tuple[cst.BaseExpression, list[cst
     return expr, applied
 
 
-class ModuleTable(WaitingOnImports):
+class ModuleTable(WaitingOnImports, LocalLayers):
     def __init__(self, collector: Collector, index=None, path: str = "") -> None:
         self.index = index
         self.path = path
+        self._collector = collector
         self.imports = collector.imports
         self.classes: dict[str, ClassInfo] = {}
         for info in collector.classes:
@@ -211,6 +213,8 @@ class ModuleTable(WaitingOnImports):
             return None
         qualified = self.imports.qualify(func)
         if qualified is not None:
+            if qualified in api.MODULE_WRAPPERS:  # `weight_norm(nn.Conv1d(...))`, `DataParallel(Net())`
+                return self.module_expression(call.args[0].value)[0] if call.args else None
             if qualified.startswith("torch.nn.") and not qualified.startswith("torch.nn.functional"):
                 layer = qualified.rsplit(".", 1)[-1]
                 if not layer[:1].isupper() or qualified.startswith(("torch.nn.init", "torch.nn.utils", "torch.nn.Parameter")):
@@ -235,7 +239,8 @@ class ModuleTable(WaitingOnImports):
                 return Construction(call, Dependence.UNKNOWN, certain=False, origin=qualified)
             return None
         name = dotted(func)
-        if type(func) is cst.Name and name not in _BUILTINS and name[:1].isupper() and name not in self.classes:
+        if type(func) is cst.Name and name not in _BUILTINS and name[:1].isupper() and name not in self.classes \
+                and (name not in self._builders or name in self.imports.bindings):  # (`def WNConv1d(...)`: a builder)
             return Construction(call, Dependence.UNKNOWN, certain=False)
         return None
 
@@ -250,6 +255,9 @@ class ModuleTable(WaitingOnImports):
             return found
         found = Dependence.INDEPENDENT
         for arg in call.args:
+            if type(arg.value) is cst.Name and arg.star != "**":
+                found = max(found, self.local_layers(arg.value.value, call))  # `nn.Sequential(*layers)`
+                continue
             if arg.star:
                 found = Dependence.UNKNOWN
                 break
@@ -257,7 +265,7 @@ class ModuleTable(WaitingOnImports):
                 built = self.layer_dependence(inner, known)
                 if built is not None:
                     found = max(found, built)
-            if type(arg.value) in (cst.Name, cst.Attribute):
+            if type(arg.value) is cst.Attribute:
                 found = max(found, self._own_layer(arg.value))
         known[call] = found
         return found

@@ -192,7 +192,11 @@ MODE_NEUTRAL_FUNCTIONS = frozenset(
 # Wrappers that return a module sharing the wrapped module's mode.
 MODULE_WRAPPERS = frozenset(
     {"torch.nn.DataParallel", "torch.nn.parallel.DistributedDataParallel", "torch.compile",
-     "torch.nn.parallel.DataParallel"}
+     "torch.nn.parallel.DataParallel",
+     # reparametrisations that return the very module they are given
+     "torch.nn.utils.weight_norm", "torch.nn.utils.spectral_norm", "torch.nn.utils.weight_norm.weight_norm",
+     "torch.nn.utils.spectral_norm.spectral_norm", "torch.nn.utils.parametrizations.weight_norm",
+     "torch.nn.utils.parametrizations.spectral_norm", "torch.nn.utils.parametrizations.orthogonal"}
 )
 
 # Tensors made from nothing: a forward on one is a probe (shapes, hooks, lazy layers), not an evaluation.
