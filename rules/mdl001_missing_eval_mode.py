@@ -250,8 +250,8 @@ class MissingEvalMode(Rule):
         if context is None or (forward.via is None and returned_to_callers(facts, forward)) \
                 or initialises_lazy_modules(facts, forward) or fed_by_a_model_in_eval_mode(facts, forward):
             return None
-        if not trains_here and any(is_train_site(site) for site in forward.mode.train_sites) \
-                and _repeated_sample(facts, forward):
+        if (not trains_here or _switched_after_training(facts, forward)) \
+                and any(is_train_site(site) for site in forward.mode.train_sites) and _repeated_sample(facts, forward):
             return None  # train() set on the way here on purpose, to sample (MC dropout)
         if mode.train_sites <= facts.flow.assumed_sites and not context.startswith(("under", "over")):
             return None  # in training mode only because it was trained above: needs no_grad or test data too
@@ -366,6 +366,20 @@ def _fitted_input(facts: FileFacts, forward) -> bool:
 
 def _input_names(call: cst.Call) -> set[str]:
     return {node.value for arg in call.args for node in iter_nodes(arg.value) if type(node) is cst.Name}
+
+
+def _switched_after_training(facts: FileFacts, forward) -> bool:
+    """Every explicit `train()` reaching the forward comes after the last training step of its function
+    (a notebook that trains, then switches dropout back on to sample): no step runs between the switch and
+    the sampling."""
+    flow = next((f for f in facts.flow.flows if f.function is forward.function), None)
+    steps = [facts.locate(step.call) for step in flow.steps.values()] if flow is not None else []
+    switches = [facts.locate(site) for site in forward.mode.train_sites if is_train_site(site)]
+    if not steps or not switches or None in steps or None in switches:
+        return False
+    last = max(step[2:] for step in steps)
+    here = facts.locate(forward.call)
+    return here is not None and all(last < switch[:2] < here[:2] for switch in switches)
 
 
 def _repeated_sample(facts: FileFacts, forward) -> bool:
