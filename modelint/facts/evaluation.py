@@ -63,12 +63,33 @@ def is_module(facts, forward, mode: ModeFact) -> bool:
     if mode.certain and (mode.train_sites or mode.eval_sites):
         return True
     func = forward.call.func
+    if forward.key == "self" and forward.via is None and _hand_written_model(facts, forward.function):
+        return False  # a plain class of plain tensors (a perceptron with its own update rule): no graph
     if forward.via is None and type(func) is cst.Attribute and func.attr.value == "forward":
         return True  # `self.model.forward(x)`: whatever holds the weights, running it records a graph
     if forward.shown_by_detach:
         return True  # an inherited `self.model(x)` whose output the caller detaches: it recorded a graph
     return facts.modules.is_module_name(forward.key, forward.function) \
         or facts.flow.is_trained_model(forward.function, forward.key)
+
+
+def _hand_written_model(facts, function) -> bool:
+    """A method of a class with no base at all whose body builds no module, no parameter and no tensor that
+    requires grad: a model written out in plain tensors with its own update rule records no autograd graph."""
+    cls = function.cls if function is not None else None
+    if cls is None or cls.node.bases:
+        return False
+    for call in cls.calls:
+        name = dotted(call.func) or ""
+        if facts.modules.construction(call) is not None or name.endswith(_GRAD_MAKERS) \
+                or any(arg.keyword is not None and arg.keyword.value == "requires_grad" for arg in call.args):
+            return False
+        if name.startswith("self.") and (name.count(".") > 1 or name[5:] not in cls.methods):
+            return False  # it runs an object it holds (a model handed to its constructor)
+    return True
+
+
+_GRAD_MAKERS = ("requires_grad_", "Parameter", "retain_grad")
 
 
 def evaluation_context(facts, forward, grad: GradFact) -> str | None:
