@@ -4,8 +4,8 @@
   layer with dropout), or does it only normalise with the batch's statistics (BatchNorm)? The
   output of a BatchNorm-only model for the very batch it was fitted on is what training saw.
 - `holds_no_weights`: a module class of the file with no weights whose forward compares two inputs
-  (a loss, a metric written as an `nn.Module`): calling it is no model's forward; its graph is the
-  graph of its inputs.
+  (a loss, a metric written as an `nn.Module`) or that keeps fixed buffers (a mel spectrogram):
+  calling it is no model's forward; its graph is the graph of its inputs.
 
 Both look through the file's classes, their project bases and the file's builder functions; what
 the file cannot see counts as "may sample" and "may hold weights".
@@ -93,7 +93,8 @@ class LayerKinds:
 
     def _weightless_now(self, info: ClassInfo) -> bool:
         table = self.table
-        if not table.is_module_class(info) or table.has_foreign_base(info) or not self._compares(info):
+        if not table.is_module_class(info) or table.has_foreign_base(info) \
+                or not (self._compares(info) or _registers_buffers(info)):
             return False
         for base in info.bases:
             project = table.project_class(base)
@@ -149,6 +150,12 @@ class LayerKinds:
             return self.table.layer_dependence(call) is None  # a builder of modules builds weights
         built = self.table.construction(call)
         return built is None or built.parameterless
+
+
+def _registers_buffers(info: ClassInfo) -> bool:
+    """It keeps fixed tensors as buffers (a mel filterbank, a window, normalisation constants): a transform
+    written as a module, whatever number of inputs its forward takes."""
+    return any(type(call.func) is cst.Attribute and call.func.attr.value == "register_buffer" for call in info.calls)
 
 
 def _literal_default(method, name: str) -> bool:
