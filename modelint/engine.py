@@ -60,7 +60,7 @@ def lint_bytes(data: bytes, path: str, codes: frozenset[str], index=None) -> Fil
     if path.endswith(".ipynb"):
         from modelint.notebook import lint_notebook
 
-        return lint_notebook(data, path, codes)
+        return lint_notebook(data, path, codes, index)
     try:
         text = source.decode(data)
     except source.UnreadableSource as error:

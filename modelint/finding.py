@@ -36,6 +36,7 @@ class Related:
     message: str
     # Set while the location is still to be looked up: the n-th call of `path` (see runner).
     call: int | None = None
+    cell: int | None = None  # in a notebook: the location is within this code cell
 
 
 @dataclass

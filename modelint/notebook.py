@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 
 from modelint import limits
-from modelint.finding import IO_ERROR, NOT_CHECKED_NAMES, FileResult, Finding, Location, not_checked
+from modelint.finding import IO_ERROR, NOT_CHECKED_NAMES, FileResult, Finding, Location, Related, not_checked
 from modelint.source import physical_lines
+from modelint.summary import FileSummary
 
 _LINE_MAGIC = re.compile(r"^(\s*)(%|!|\?)")
 _PYTHON_CELL_MAGICS = ("%%time", "%%timeit", "%%capture", "%%prun")
@@ -129,7 +131,7 @@ def joined_source(data: bytes, path: str) -> Joined:
     return Joined(code_cells(data), path)
 
 
-def lint_notebook(data: bytes, path: str, codes: frozenset[str]) -> FileResult:
+def lint_notebook(data: bytes, path: str, codes: frozenset[str], index=None) -> FileResult:
     from modelint.engine import lint_source
 
     try:
@@ -137,7 +139,7 @@ def lint_notebook(data: bytes, path: str, codes: frozenset[str]) -> FileResult:
     except (ValueError, UnicodeDecodeError, AttributeError, TypeError) as error:
         return not_checked(path, IO_ERROR, f"not a readable notebook: {error}")
     line_map, problems = joined.line_map, joined.problems
-    result = lint_source(joined.text, path, codes)
+    result = lint_source(joined.text, path, codes, index)
     findings = list(problems)
     for finding in result.findings:
         if 0 < finding.location.row <= len(line_map):
@@ -150,4 +152,21 @@ def lint_notebook(data: bytes, path: str, codes: frozenset[str]) -> FileResult:
         finding.related = ()
         findings.append(finding)
     findings.sort(key=lambda f: (f.cell or 0, f.location.row, f.location.column, f.code))
-    return FileResult(path, findings, checked=not problems or bool(line_map))
+    # What the notebook calls in the project's .py files (a helper run after `model.eval()` here has a caller),
+    # and what it asks of their classes; its own functions are no one's to import.
+    for finding in result.foreign:  # reported in a .py helper: its notes here point into cells
+        finding.related = tuple(_in_cells(related, path, line_map) for related in finding.related)
+    summary = result.summary
+    if summary is not None:
+        summary = FileSummary(path, unresolved=summary.unresolved, asked_classes=summary.asked_classes)
+    return FileResult(path, findings, checked=not problems or bool(line_map), summary=summary,
+                      foreign=result.foreign)
+
+
+def _in_cells(related: Related, path: str, line_map: list[tuple[int, int]]) -> Related:
+    """A note about the joined notebook, at its cell and row there."""
+    row = related.location.row
+    if related.path != path or related.call is not None or not 0 < row <= len(line_map):
+        return related
+    cell, cell_row = line_map[row - 1]
+    return replace(related, location=Location(cell_row, related.location.column), cell=cell)

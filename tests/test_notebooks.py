@@ -55,3 +55,27 @@ def test_only_a_line_that_starts_a_statement_is_ipython() -> None:
     # IPython's help: `obj?`, `obj??`, `?obj`; a question in a comment is no help request.
     assert neutralise(["torch.nn.Module?", "  torch.nn.Module??", "?torch.load", "x = 1  # why?"]) \
         == ["pass", "  pass", "pass", "x = 1  # why?"]
+
+
+def _notebook(path: Path, *cells: str) -> None:
+    path.write_text(json.dumps({"cells": [{"cell_type": "code", "source": c, "metadata": {}, "outputs": [],
+                                           "execution_count": None} for c in cells],
+                                "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
+
+
+def test_a_notebook_is_a_caller_of_the_projects_helpers(tmp_path: Path) -> None:
+    (tmp_path / "helpers.py").write_text(
+        "import torch\n\n\ndef accuracy(model, batches):\n    hits = 0\n    with torch.no_grad():\n"
+        "        for x, y in batches:\n            hits += (model(x).argmax(1) == y).sum().item()\n    return hits\n")
+    setup = "import torch\nfrom torch import nn\nfrom helpers import accuracy\n" \
+            "model = nn.Sequential(nn.Linear(4, 8), nn.Dropout(0.5), nn.Linear(8, 3))\n" \
+            "batches = [(torch.randn(2, 4), torch.tensor([0, 1]))]\n"
+    # The notebook switches to eval mode before calling the helper: the helper's guess about callers it
+    # cannot see gives way to the caller it now sees.
+    _notebook(tmp_path / "report.ipynb", setup, "model.eval()\nprint(accuracy(model, batches))\n")
+    assert "MDL001" not in check(str(tmp_path)).stdout
+    # Calling it in training mode is reported at the helper, with the notebook's cell as the note.
+    _notebook(tmp_path / "report.ipynb", setup, "model.train()\nprint(accuracy(model, batches))\n")
+    out = check(str(tmp_path)).stdout
+    assert "helpers.py:8:" in out and "MDL001" in out
+    assert "report.ipynb:cell 2:2:" in out

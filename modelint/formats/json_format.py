@@ -37,7 +37,8 @@ def as_dict(finding: Finding) -> dict:
         "fix": fix,
         "noqa_row": finding.location.row,
         "related": [
-            {"filename": os.path.abspath(r.path), "location": _location(r.location), "message": r.message}
+            {"filename": os.path.abspath(r.path), "location": _location(r.location), "message": r.message,
+             **({"cell": r.cell} if r.cell is not None else {})}
             for r in finding.related
         ],
     }

@@ -77,7 +77,8 @@ def render(findings: list[Finding]) -> str:
             result.setdefault("properties", {})["runtime"] = finding.runtime
         if finding.related:
             result["relatedLocations"] = [
-                {"id": i, **_location(r.path, root, _region(r.location.row, r.location.column), r.message)}
+                {"id": i, **_location(r.path, root, _region(r.location.row, r.location.column), r.message),
+                 **({"properties": {"cell": r.cell}} if r.cell is not None else {})}
                 for i, r in enumerate(finding.related)
             ]
         results.append(result)

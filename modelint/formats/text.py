@@ -17,7 +17,9 @@ def full(findings: list[Finding], show_unsafe: bool = False) -> str:
     for finding in findings:
         lines.append(header(finding, show_unsafe))
         for related in finding.related:
-            lines.append(f"    note: {related.path}:{related.location.row}:{related.location.column}: {related.message}")
+            cell = f"cell {related.cell}:" if related.cell is not None else ""
+            lines.append(f"    note: {related.path}:{cell}{related.location.row}:{related.location.column}: "
+                         f"{related.message}")
         if finding.runtime:
             from modelint.runtime import summary_line
 
