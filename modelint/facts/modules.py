@@ -129,6 +129,9 @@ class ModuleTable(WaitingOnImports, LocalLayers):
         if qualified.startswith("torch.") and not qualified.startswith("torch.nn.") \
                 or qualified.startswith(api.OTHER_FRAMEWORK_PREFIXES):
             return False, Dependence.INDEPENDENT  # torch.utils.data.Dataset and friends, MegEngine's M.Module
+        if qualified.startswith(api.MODULE_BASE_PREFIXES) and not qualified.startswith("torch.") \
+                and api.NOT_MODULE_BASE.search(qualified.rsplit(".", 1)[-1]):
+            return False, Dependence.INDEPENDENT  # `transformers.Trainer`, `pl.Callback`: no module
         if qualified.startswith(api.MODULE_BASE_PREFIXES):
             # LightningModule adds no layers; a transformers/timm base brings its own.
             lightning = qualified.startswith(("pytorch_lightning.", "lightning."))

@@ -88,6 +88,10 @@ MODULE_BASE_PREFIXES = (
     "timm.",
     "torchvision.models.",
 )
+# ... except the classes of those libraries that are no modules: trainers, callbacks, configs, tokenizers,
+# pipelines, schedulers, data modules (a `class MyTrainer(transformers.Trainer)` holds models, it is none).
+NOT_MODULE_BASE = re.compile(r"(Trainer|Callback|Arguments|Args|Config|Tokenizer\w*|Processor|Pipeline|"
+                             r"Scheduler\w*|DataModule|Dataset|Collator|Mixin|Sampler|Logger|Strategy|Loop)")
 # Other frameworks, some with module classes that mirror nn.Module's API (MegEngine registers plain lists
 # of modules; none records a graph outside its own gradient tape): their classes are no PyTorch modules,
 # and a file that imports one of them and never torch is not PyTorch code (see modelint.engine).
