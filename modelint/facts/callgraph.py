@@ -152,6 +152,18 @@ class CallGraph:
             result = grad if result is None else result.join(grad)
         return result
 
+    def caller_with_autograd(self, function: FunctionInfo | None) -> tuple | None:
+        """(caller, call) in this file whose call of `function` surely runs with autograd on (while another
+        may run it under no_grad: `train()` validating under no_grad, `test()` without)."""
+        if function is None or (function.outer is not None and function.cls is None):
+            return None
+        for call, (caller, grad, _models) in self.call_sites.get(qualname(function), {}).items():
+            if grad.unknown:
+                grad = grad.at_entry(self.entry_grad(caller, frozenset({function})))
+            if grad.may_enabled and not grad.free_sites and not grad.unknown:
+                return caller, call
+        return None
+
     def _called_only_in_lambdas(self, function: FunctionInfo) -> bool:
         calls = self._calls_of.get(function, ())
         return bool(calls) and all(call in self.collector.calls_in_lambdas for call in calls)
