@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import libcst as cst
 
+from modelint.facts import torch_api as api
 from modelint.facts.collector import Collector
 from modelint.facts.scopes import FunctionInfo
 from modelint.facts.lattice import mode_of_call
@@ -61,6 +62,9 @@ class ModuleNames:
                 if param.annotation is not None and self._annotation_is_module(param.annotation.annotation):
                     names.add((function, param.name.value))
                     names.add(param.name.value)
+                    qualified = self.imports.qualify(param.annotation.annotation) or ""
+                    if qualified.startswith("torch.nn.") and api.PARAMETERLESS_LAYER.fullmatch(qualified.rsplit(".", 1)[-1]):
+                        weightless.add((function, param.name.value))  # `criterion: _Loss`: nothing to evaluate
         self._passed_modules(collector, names, weightless)
         return names
 
@@ -71,9 +75,13 @@ class ModuleNames:
         helpers that hand the model on to helpers. A loss built by torch.nn is passed as a module too,
         but a helper's `criterion(out, y)` is no model to evaluate: not followed."""
         calls = _calls_of_functions(collector)
+        stored = _stored_parameters(collector)
         while True:
             found = set()
             shown = names - weightless
+            for (cls, key), params in stored.items():  # `self.model = model` in __init__, given a module
+                if (cls, key) not in names and all((function, param) in shown for function, param in params):
+                    found.add((cls, key))
             for function, sites in calls.items():
                 for index, param in enumerate(_positional(function)):
                     if (function, param) in names or param in ("self", "cls"):
@@ -144,6 +152,8 @@ def _calls_of_functions(collector: Collector) -> dict:
     `name(...)` of a top-level function and `self.name(...)` of a method of the caller's own class."""
     top = {f.name: f for f in collector.functions if f.outer is None and f.cls is None}
     methods = {(f.cls, f.name): f for f in collector.functions if f.cls is not None}
+    constructors = {f.cls.name: f for f in collector.functions if f.name == "__init__" and f.cls is not None
+                    and f.cls.outer is None}
     shadowed = set(collector.imports.bindings)
     out: dict = {}
     for site in collector.calls:
@@ -151,6 +161,8 @@ def _calls_of_functions(collector: Collector) -> dict:
         caller = site.site.function
         if type(func) is cst.Name and func.value in top and func.value not in shadowed:
             callee, skipped = top[func.value], 0
+        elif type(func) is cst.Name and func.value in constructors and func.value not in shadowed:
+            callee, skipped = constructors[func.value], 1  # `EvalUtility(batch, model)` runs its __init__
         elif type(func) is cst.Attribute and type(func.value) is cst.Name and func.value.value == "self" \
                 and caller is not None and caller.cls is not None and (caller.cls, func.attr.value) in methods:
             callee, skipped = methods[(caller.cls, func.attr.value)], 1
@@ -160,3 +172,22 @@ def _calls_of_functions(collector: Collector) -> dict:
     # A function some call reaches with `*args`/`**kwargs` hands on what we cannot see: left alone.
     return {f: sites for f, sites in out.items()
             if not any(arg.star for call, _caller, _skipped in sites for arg in call.args)}
+
+
+def _stored_parameters(collector: Collector) -> dict:
+    """(class, `self.x`) -> the (__init__, parameter) pairs it is assigned from, for attributes that every
+    assignment in the class sets to a parameter of the constructor as it is (`self.model = model`)."""
+    out: dict = {}
+    other: set = set()
+    for assign in collector.attribute_assigns:
+        cls, function = assign.site.cls, assign.site.function
+        key = value_key(assign.target)
+        if cls is None or key is None or not key.startswith("self.") or key.count(".") != 1:
+            continue
+        value = assign.value
+        if function is not None and function.name == "__init__" and type(value) is cst.Name \
+                and value.value in function.param_set and type(assign.node) is cst.Assign:
+            out.setdefault((cls, key), []).append((function, value.value))
+        else:
+            other.add((cls, key))
+    return {key: params for key, params in out.items() if key not in other}
