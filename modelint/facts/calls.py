@@ -357,8 +357,15 @@ def _innermost(keys) -> list[str]:
 def wraps_forward(method: str) -> bool:
     """A method of a module, defined where we cannot see, that runs its forward pass: `forward_features`,
     `predict_step`, `evaluation_step`, `generate` (Hugging Face). Other methods (`get_metrics`,
-    `freeze`, `predict` of a scikit-style wrapper that sets its own mode) are left alone."""
+    `freeze`, `predict` of a scikit-style wrapper that sets its own mode) are left alone, and so are
+    accessors and optimisation hooks that only end like one (`get_step`, `optimizer_step`)."""
+    if method.startswith(_NOT_FORWARD_PREFIXES):
+        return False
     return method.startswith("forward") or method.endswith(("_forward", "_step")) or method == "generate"
+
+
+_NOT_FORWARD_PREFIXES = ("get_", "set_", "reset_", "is_", "has_", "num_", "increment_", "update_", "optimizer_",
+                         "lr_scheduler_", "scheduler_", "on_", "zero_", "log_")
 
 
 def is_optimizer_step(receiver: str) -> bool:
