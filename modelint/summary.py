@@ -136,6 +136,9 @@ class FileSummary:
     # nn.Module classes defined here that build no layer and run what their constructor loads (their
     # mode is the loader's: modelint.facts.loaded_parts).
     loaded_classes: set[str] = field(default_factory=set)
+    # Every top-level function defined here, summarised or not (`def masked_mae(...)`): a name another
+    # file stores on an object (`self.loss = util.masked_mae`) is a function, not a model.
+    plain_functions: set[str] = field(default_factory=set)
     # Methods called here on objects this file cannot place (`generator.module.infer(x)`): name -> True
     # when every such call is lexically under no_grad.
     method_calls: dict[str, bool] = field(default_factory=dict)
@@ -223,6 +226,11 @@ class ProjectIndex:
             target = os.path.join(base, *rest.split(".")) if rest else base
             return [self.files[p] for p in (target + ".py", os.path.join(target, "__init__.py")) if p in self.files]
         return list(self.by_module.get(module, []))
+
+    def names_function(self, reference: str, from_path: str) -> bool:
+        """Is `reference` (`util.masked_mae`, `.losses.dice`) a top-level function of a file of the index?"""
+        module, _, name = reference.rpartition(".")
+        return bool(module) and any(name in found.plain_functions for found in self._candidates(module, from_path))
 
     def resolve(self, reference: str, from_path: str) -> FunctionSummary | None:
         """`.helpers.evaluate` / `utils.evaluate` / `pkg.mod.Class.method` seen from `from_path`."""

@@ -261,6 +261,10 @@ class ModeFlow(CallGraph, Optimizers):
         if (function, key) in trained:
             return True
         attribute = _instance_attribute(function, key)
+        if attribute is not None and self.modules.names.holds_a_function(function.cls, key):
+            return False  # `self.loss = util.masked_mae`: a function, whatever its output reaches
+        if attribute is not None and self.index is None:
+            self.unresolved |= self.modules.names.referenced(function.cls, key)  # (the index may know it)
         if attribute is not None:
             # `self.q(s)` in `act()` is the `self.q` that `learn()` trains: one object's attribute.
             return any(f is not None and f.cls is function.cls and _instance_attribute(f, k) == attribute

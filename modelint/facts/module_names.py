@@ -19,7 +19,44 @@ class ModuleNames:
     def __init__(self, table, collector: Collector) -> None:
         self.table = table
         self.imports = collector.imports
+        self.collector = collector
         self.module_names = self._collect(collector)
+
+    def holds_a_function(self, cls, key: str) -> bool:
+        """Does every assignment of `self.<attr>` in the class store a function, not call one (`self.loss =
+        util.masked_mae`, a function of this file or of another file of the project)? Calling it is no
+        forward, whatever its output feeds."""
+        found = self.__dict__.get("_function_attributes")
+        if found is None:
+            found = self.__dict__["_function_attributes"] = self._function_attributes()
+        return (cls, key) in found
+
+    def referenced(self, cls, key: str) -> set[str]:
+        """What the index must be asked about to tell whether `self.<attr>` holds a function (first pass)."""
+        self.holds_a_function(cls, key)
+        return self.__dict__["_references"].get((cls, key), set())
+
+    def _function_attributes(self) -> set:
+        local = {f.name for f in self.collector.functions if f.outer is None and f.cls is None}
+        index = self.table.index
+        stored, other = set(), set()
+        references = self.__dict__["_references"] = {}
+        for assign in self.collector.attribute_assigns:
+            key = value_key(assign.target)
+            if assign.site.cls is None or key is None or not key.startswith("self."):
+                continue
+            value = assign.value
+            if type(value) is cst.Name and value.value in local and value.value not in self.imports.bindings:
+                stored.add((assign.site.cls, key))
+                continue
+            qualified = self.imports.qualify(value) if type(value) in (cst.Name, cst.Attribute) else None
+            if qualified is not None and index is not None and index.names_function(qualified, self.table.path):
+                stored.add((assign.site.cls, key))
+                continue
+            if qualified is not None and not qualified.startswith("torch"):
+                references.setdefault((assign.site.cls, key), set()).add(qualified)
+            other.add((assign.site.cls, key))
+        return stored - other
 
     def _collect(self, collector: Collector) -> set:
         """Dotted names the file shows to be nn.Modules, each with the scope it was seen in.

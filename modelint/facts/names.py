@@ -191,7 +191,9 @@ class ImportTable:
             local = name
             if alias.asname is not None and type(alias.asname.name) is cst.Name:
                 local = alias.asname.name.value
-            self.bindings[local] = f"{module}.{name}" if module else name
+            # (`from . import helpers` binds `.helpers`, not `..helpers`, which would be the parent package's)
+            self.bindings[local] = (f"{module}{name}" if module.strip(".") == "" else f"{module}.{name}") if module \
+                else name
 
     def add_attribute_binding(self, target: cst.BaseExpression, value: cst.BaseExpression) -> None:
         """`self.torch = torch` (or `= torch.nn.functional`): the attribute names that imported module."""
