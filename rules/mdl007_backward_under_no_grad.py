@@ -2,7 +2,10 @@ from __future__ import annotations
 
 from typing import Iterator
 
+import libcst as cst
+
 from modelint.facts import FileFacts
+from modelint.facts.names import dotted
 from modelint.rule import Report, Rule
 
 
@@ -54,6 +57,8 @@ class BackwardUnderNoGrad(Rule):
                 if step.kind != "backward" or step.grad_free_region is None:
                     continue
                 site = facts.call_sites.get(step.call)
+                if site is not None and _error_expected(facts, site.site):
+                    continue  # `try: z.backward() except RuntimeError as e: print(e)`: a demonstration
                 yield Report(
                     step.call,
                     f"`{step.receiver}` was computed under no_grad and has no graph: `{step.receiver}.backward()` "
@@ -61,3 +66,27 @@ class BackwardUnderNoGrad(Rule):
                     stmt=site.site.stmt if site else None,
                     notes=((step.grad_free_region, f"`{step.receiver}` is computed in this grad-free region"),),
                 )
+
+
+_CATCHING = frozenset({"RuntimeError", "Exception", "BaseException"})
+
+
+def _error_expected(facts: FileFacts, site) -> bool:
+    """Is the statement in the body of a `try` whose handlers catch the RuntimeError backward() raises?"""
+    _bindings, parents = facts.receivers.scope(site.function)
+    stmt = site.stmt
+    for _ in range(64):
+        found = parents.get(stmt)
+        if found is None:
+            return False
+        block, _index, owner = found
+        if type(owner) is cst.Try and block is owner.body.body:
+            for handler in owner.handlers:
+                caught = handler.type
+                names = [e.value for e in caught.elements] if type(caught) is cst.Tuple else [caught]
+                if caught is None or any((dotted(n) or "").rsplit(".", 1)[-1] in _CATCHING for n in names):
+                    return True
+        if owner is None:
+            return False
+        stmt = owner
+    return False
