@@ -71,11 +71,19 @@ class TrainingInEvalMode(Rule):
             if facts.uses_input_gradients(flow.function) and not any(s.kind == "step" for s in flow.steps.values()):
                 continue  # gradients of the inputs (saliency, a gradient check): nothing is trained
             fed = flow.trained_keys()
-            if complete and optimized:
+            stepped = facts.flow.stepped_owners(flow.function)
+            if stepped is not None:
+                # The optimizers this function steps say whose parameters it trains (linear evaluation steps
+                # the head's optimizer only, over a backbone kept in eval mode): the others are not trained.
+                fed = {key for key in fed if key_prefixes(key) & stepped}
+                trained = stepped | fed
+            elif complete and optimized:
                 # Every optimizer here says whose parameters it steps: a network whose output only feeds the
                 # loss (a frozen VGG for a perceptual loss, a teacher) is not trained, whatever its mode.
                 fed = {key for key in fed if key_prefixes(key) & optimized}
-            trained = optimized | fed
+                trained = optimized | fed
+            else:
+                trained = optimized | fed
             steps = [s for s in flow.steps.values() if s.kind == "backward"] or list(flow.steps.values())
             for step in steps:
                 # (the models this backward trains first: whose outputs reach it)

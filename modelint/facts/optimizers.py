@@ -77,3 +77,35 @@ class Optimizers:
             if owners:
                 out.setdefault(caller, set()).update(owners)
         return {function: found for function, found in out.items() if function not in unknown}
+
+    def stepped_owners(self, function: FunctionInfo | None) -> set[str] | None:
+        """Whose parameters the optimizers `function` itself steps update (`self.optimizer_lineval.step()`,
+        bound to `Adam(self.classifier.parameters())`), when each of them is bound here to a torch.optim
+        constructor naming them; None otherwise."""
+        stepped = {site.text.rsplit(".", 1)[0] for site in self.collector.calls
+                   if site.site.function is function and type(site.node.func) is cst.Attribute
+                   and site.node.func.attr.value == "step" and site.text and "." in site.text
+                   and self.is_optimizer(site.text.rsplit(".", 1)[0])}
+        owners: set[str] = set()
+        for receiver in stepped:
+            known = self._optimizer_owners.get(receiver)
+            if not known:
+                return None
+            owners |= known
+        return owners or None
+
+    @cached_property
+    def _optimizer_owners(self) -> dict[str, set[str]]:
+        """Optimizer name -> whose parameters every constructor bound to it names (empty: not all known)."""
+        out: dict[str, set[str]] = {}
+        for key, value, _site in self.collector.call_assigns:
+            qualified = self.imports.qualify(value.func) if type(value) is cst.Call else None
+            if not qualified or not api.is_optimizer_class(qualified):
+                continue
+            params = next((a.value for a in value.args if a.keyword is None or a.keyword.value == "params"), None)
+            owners = parameter_owners(params) if params is not None else set()
+            if key in out and not out[key] or not owners:
+                out[key] = set()
+            else:
+                out.setdefault(key, set()).update(owners)
+        return out
