@@ -221,7 +221,7 @@ def _dependencies_digest(result: FileResult, index: ProjectIndex) -> bytes:
     resolved = []
     for ref in sorted(result.summary.unresolved):
         resolved.append((ref, index.resolve(ref, result.path), index.resolve_class(ref, result.path),
-                         index.names_function(ref, result.path)))
+                         index.names_function(ref, result.path), index.resolve_shape(ref, result.path)))
     for ref in sorted(result.summary.asked_classes):
         resolved.append((ref, index.resolve_shape(ref, result.path)))
     # Sets are pickled in hash order, which changes with every process's hash seed: sort them first.
@@ -296,7 +296,8 @@ def _follow_calls_across_files(results: list[FileResult], work, workers: int,
         os.path.abspath(r.path) for r in results
         if r.summary is not None and (any(
             index.resolve(ref, r.path) is not None or index.resolve_class(ref, r.path) is not None
-            or index.names_function(ref, r.path) for ref in r.summary.unresolved
+            or index.names_function(ref, r.path) or index.resolve_shape(ref, r.path) is not None
+            for ref in r.summary.unresolved
         ) or any(index.resolve_shape(ref, r.path) is not None for ref in r.summary.asked_classes))
     }
     if not again:

@@ -117,6 +117,9 @@ class ClassShape:
     bases: tuple[str, ...]
     defines: frozenset[str]  # methods and class attributes of its own body
     builds_modules: bool = False  # constructs layers itself (so it is no single leaf layer)
+    switches: frozenset[str] = frozenset()  # `self.<attr>` whose mode its methods set (`self.model.eval()`)
+    # (name, under no_grad) for each call of a method on `self` in its methods: a template's hooks
+    hook_calls: frozenset[tuple[str, bool]] = frozenset()
 
 
 @dataclass

@@ -17,6 +17,7 @@ from functools import cached_property
 import libcst as cst
 
 from modelint.facts import torch_api as api
+from modelint.facts.base_shapes import grad_of_calls_by_bases
 from modelint.facts.scopes import FunctionInfo
 from modelint.facts.lattice import GRAD_ENABLED, GRAD_UNKNOWN, GradFact
 from modelint.facts.modules import unwrap_chain
@@ -137,6 +138,10 @@ class CallGraph:
             sites = self.call_sites.get(qualname(function), {})
         if self.is_framework_hook(function):
             return GradFact(free_sites=frozenset({function.node}))  # Lightning wraps it in no_grad
+        if not sites and function.cls is not None:
+            by_bases = grad_of_calls_by_bases(self, function)  # a base elsewhere calls this hook of its template
+            if by_bases is not None:
+                return GradFact(free_sites=frozenset({function.node})) if by_bases else GRAD_ENABLED
         if not sites and _is_private_hook(function):
             return GRAD_UNKNOWN  # called by a base class elsewhere (a template method), in a grad mode we cannot see
         if not sites and self._called_only_in_lambdas(function):

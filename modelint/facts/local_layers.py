@@ -95,6 +95,11 @@ class LocalLayers:
                     found.setdefault((site.site.function, func.value.value), []).append(added)
         return found
 
+    def _bound_to_a_function(self, name: str) -> bool:
+        """Is the module-level `name` only ever bound to a lambda (`Variable = lambda *a: ...cuda()`)?"""
+        bindings = self._bindings_of(None).get(name)
+        return bool(bindings) and all(b.kind == "assign" and type(b.value) is cst.Lambda for b in bindings)
+
     def _bindings_of(self, function) -> dict:
         cache = self.__dict__.setdefault("_bindings_by_function", {})
         found = cache.get(function)

@@ -243,7 +243,8 @@ class ModuleTable(WaitingOnImports, LocalLayers):
             return None
         name = dotted(func)
         if type(func) is cst.Name and name not in _BUILTINS and name[:1].isupper() and name not in self.classes \
-                and (name not in self._builders or name in self.imports.bindings):  # (`def WNConv1d(...)`: a builder)
+                and (name not in self._builders or name in self.imports.bindings) \
+                and not self._bound_to_a_function(name):  # (`def WNConv1d(...)`: a builder; `Variable = lambda ...`)
             return Construction(call, Dependence.UNKNOWN, certain=False)
         return None
 

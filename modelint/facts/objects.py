@@ -23,6 +23,7 @@ from functools import cached_property
 import libcst as cst
 
 from modelint.facts import torch_api as api
+from modelint.facts.base_shapes import switched_by_bases_elsewhere
 from modelint.facts.lattice import ENTRY_MODE, HAVOC_MODE, ModeFact, first_site, is_train_site, mode_of_call
 from modelint.facts.modules import Dependence
 from modelint.facts.names import dotted, key_root
@@ -107,7 +108,10 @@ class ObjectModes:
                 built.setdefault(cls.name, set()).add(key)
             else:
                 other.add((cls.name, key))
-        return {name: frozenset(key for key in keys if (name, key) not in other) for name, keys in built.items()}
+        classes = self.flow.modules.classes
+        return {name: frozenset(key for key in keys if (name, key) not in other
+                                and not switched_by_bases_elsewhere(self.flow, classes[name], key))
+                for name, keys in built.items() if name in classes}
 
     @cached_property
     def _left_in_training(self) -> dict[str, dict[str, tuple[str, object]]]:
@@ -382,3 +386,4 @@ def _only_switches_modes(node: cst.FunctionDef) -> bool:
                       (type(small) is cst.Expr and type(small.value) in (cst.SimpleString, cst.ConcatenatedString))):
                 return False
     return switched
+

@@ -295,35 +295,17 @@ class Receivers:
 
     @cached_property
     def _local_shapes(self) -> dict[str, ClassShape]:
+        from modelint.facts.base_shapes import shape_of
+
         shapes: dict[str, ClassShape] = {}
+        hooks = _hook_calls(self.collector, self.imports)
         for info in self.collector.classes:
-            shapes.setdefault(info.name, self._shape(info))
+            shapes.setdefault(info.name, shape_of(self, info, hooks.get(info, frozenset())))
         return shapes
 
     def shapes(self) -> dict[str, ClassShape]:
         """The classes of this file, for the project index."""
         return dict(self._local_shapes)
-
-    def _shape(self, info: ClassInfo) -> ClassShape:
-        bases = []
-        for base in info.bases:
-            if self.modules.project_class(base) is not None:
-                bases.append(f":{base.value}")
-                continue
-            qualified = self.imports.qualify(base)
-            text = dotted(base)
-            bases.append(qualified or (text if text in _BUILTINS else "?"))
-        defines = set(info.methods)
-        for statement in info.node.body.body if type(info.node.body) is cst.IndentedBlock else ():
-            if type(statement) is cst.SimpleStatementLine:
-                for small in statement.body:
-                    targets = [t.target for t in small.targets] if type(small) is cst.Assign else \
-                        [small.target] if type(small) is cst.AnnAssign else []
-                    defines.update(t.value for t in targets if type(t) is cst.Name)
-        torch_layer = any(b.startswith("torch.nn.") and library_class(b) is not None and library_class(b).leaf
-                          for b in bases)
-        builds = torch_layer and any(self.modules.construction(call) is not None for call in info.calls)
-        return ClassShape(tuple(bases), frozenset(defines), builds)
 
     # -- scopes -------------------------------------------------------------
     def scope(self, function: FunctionInfo | None) -> tuple[dict, dict]:
@@ -396,3 +378,14 @@ def _passed(call: cst.Call, name: str, position: int) -> cst.BaseExpression | No
     return None
 
 
+def _hook_calls(collector, imports) -> dict:
+    """class -> {(method, under no_grad)} for every `self.<method>(...)` call in its methods."""
+    from modelint.facts.regions import lexically_grad_free
+
+    out: dict = {}
+    for site in collector.calls:
+        func = site.node.func
+        if site.site.cls is not None and type(func) is cst.Attribute and type(func.value) is cst.Name \
+                and func.value.value == "self":
+            out.setdefault(site.site.cls, set()).add((func.attr.value, lexically_grad_free(imports, site.site)))
+    return {cls: frozenset(calls) for cls, calls in out.items()}

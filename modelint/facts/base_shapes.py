@@ -1,0 +1,103 @@
+"""What the bases of a class that are defined in other files show about it.
+
+A subclass's method may run inside a template method of a base in another file
+(pyod's `BaseDetector.decision_function()` puts `self.model` in eval mode and calls
+the subclass's `evaluating_forward()` under no_grad; deepdyn's `NNTrainer.test()`
+calls `self.evaluate()` without). The project index keeps each class's shape
+(modelint.summary.ClassShape): which `self.<attr>` its methods switch, and which of
+its own methods it calls, under no_grad or not. A base the index cannot show
+(a library's, or on the first pass) is unknown; on the first pass it is asked for,
+so that the file is analysed again with the index.
+"""
+
+from __future__ import annotations
+
+import builtins
+import os
+
+import libcst as cst
+
+from modelint.facts.names import dotted
+from modelint.summary import ClassShape
+
+_BUILTINS = frozenset(dir(builtins))
+_PLAIN_BASES = frozenset({"object", "abc.ABC", "ABC", "typing.Generic", "abc.ABCMeta"})
+
+
+def base_shapes_elsewhere(flow, cls) -> list | None:
+    """The shapes of every base of `cls` (and of its bases in this file) defined in another file, through
+    their own bases; None when one of them cannot be seen."""
+    classes = flow.modules.classes
+    pending = [(flow.imports.qualify(base) or _text(base), flow.path)
+               for name in flow.class_and_bases(cls.name) if name in classes
+               for base in classes[name].bases if flow.modules.project_class(base) is None]
+    shapes = []
+    for _ in range(16):
+        if not pending:
+            return shapes
+        reference, path = pending.pop()
+        if reference in _PLAIN_BASES:
+            continue
+        if reference.startswith(":"):  # a class of the same file as the base that names it
+            summary = flow.index.files.get(os.path.abspath(path)) if flow.index is not None else None
+            shape = summary.shapes.get(reference[1:]) if summary is not None else None
+            found = (shape, path) if shape is not None else None
+        else:
+            found = flow.index.resolve_shape(reference, path) if flow.index is not None else None
+        if found is None:
+            if flow.index is None and reference != "?":
+                flow.unresolved.add(reference)  # the second pass may see it
+            return None
+        shape, where = found
+        shapes.append(shape)
+        pending += [(base, where) for base in shape.bases]
+    return None
+
+
+def switched_by_bases_elsewhere(flow, cls, key: str) -> bool:
+    """May a base class defined elsewhere set the mode of `self.<attr>`? Yes unless the project index
+    shows every such base, and none of them does."""
+    shapes = base_shapes_elsewhere(flow, cls)
+    return shapes is None or any(key in shape.switches for shape in shapes)
+
+
+def grad_of_calls_by_bases(flow, function) -> bool | None:
+    """How bases defined elsewhere call this method on `self`: True when every such call is under no_grad,
+    False when one is not, None when they make none (or cannot be seen)."""
+    if function is None or function.cls is None or function.outer is not None:
+        return None
+    shapes = base_shapes_elsewhere(flow, function.cls)
+    calls = [free for shape in shapes or () for name, free in shape.hook_calls if name == function.name]
+    return all(calls) if calls else None
+
+
+def _text(base) -> str:
+    return dotted(base) or "?"
+
+
+def shape_of(receivers, info, hook_calls: frozenset = frozenset()) -> ClassShape:
+    """The shape of a class of this file, for the project index (see modelint.summary.ClassShape)."""
+    bases = []
+    for base in info.bases:
+        if receivers.modules.project_class(base) is not None:
+            bases.append(f":{base.value}")
+            continue
+        qualified = receivers.imports.qualify(base)
+        text = dotted(base)
+        bases.append(qualified or (text if text in _BUILTINS else "?"))
+    defines = set(info.methods)
+    for statement in info.node.body.body if type(info.node.body) is cst.IndentedBlock else ():
+        if type(statement) is cst.SimpleStatementLine:
+            for small in statement.body:
+                targets = [t.target for t in small.targets] if type(small) is cst.Assign else \
+                    [small.target] if type(small) is cst.AnnAssign else []
+                defines.update(t.value for t in targets if type(t) is cst.Name)
+    from modelint.facts.receivers import library_class  # (receivers builds the shapes with this)
+
+    torch_layer = any(b.startswith("torch.nn.") and library_class(b) is not None and library_class(b).leaf
+                      for b in bases)
+    builds = torch_layer and any(receivers.modules.construction(call) is not None for call in info.calls)
+    switches = frozenset(key for call in info.calls if type(call.func) is cst.Attribute
+                         and call.func.attr.value in ("eval", "train")
+                         and (key := dotted(call.func.value)) is not None and key.startswith("self."))
+    return ClassShape(tuple(bases), frozenset(defines), builds, switches, hook_calls)
