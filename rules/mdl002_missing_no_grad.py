@@ -148,8 +148,10 @@ class MissingNoGrad(Rule):
             message = (f"`{key}` runs with autograd on and its output is dropped: the graph and every activation "
                        f"are recorded for nothing; run it under `with torch.no_grad():`")
         else:
-            message = (f"`{key}` runs for evaluation with autograd on: the graph and every activation are kept "
-                       f"for a backward pass that never comes; wrap the evaluation in `with torch.no_grad():`")
+            through = f" (through `{forward.callee.qualname}()`)" if via is not None and forward.callee is not None \
+                and via.intent == "returned" else ""
+            message = (f"`{key}`{through} runs for evaluation with autograd on: the graph and every activation are "
+                       f"kept for a backward pass that never comes; wrap the evaluation in `with torch.no_grad():`")
         if via is None and _volatile_input(facts, forward):
             message += " (`Variable(..., volatile=True)` has been ignored since PyTorch 0.4)"
         proof = evidence(mode.eval_sites, f"`{key}` is put in eval mode here")

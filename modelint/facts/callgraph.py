@@ -19,6 +19,7 @@ import libcst as cst
 from modelint.facts import torch_api as api
 from modelint.facts.base_shapes import grad_of_calls_by_bases
 from modelint.facts.scopes import FunctionInfo
+from modelint.facts.names import dotted
 from modelint.facts.lattice import GRAD_ENABLED, GRAD_UNKNOWN, GradFact
 from modelint.facts.modules import unwrap_chain
 from modelint.facts.name_values import scope_bindings
@@ -237,7 +238,29 @@ class CallGraph:
                 key = f"{cls_name}.{func.attr.value}"
                 if key in self.local_functions:
                     return key
-        return None
+            return None
+        return self._only_module_method(func, enclosing)
+
+    def _only_module_method(self, func: cst.BaseExpression, enclosing: FunctionInfo | None) -> str | None:
+        """`model.score_sp_po(s, p, o)` on a name shown to be a module here (`model.eval()`), of a method that
+        one module class of this file defines and no other class does: that method."""
+        if type(func) is not cst.Attribute or func.attr.value.startswith("__"):
+            return None
+        receiver = dotted(func.value)
+        defining = self._method_owners.get(func.attr.value)
+        if receiver is None or receiver.split(".")[0] in ("self", "cls") or not defining or len(defining) != 1 \
+                or not self.modules.is_module_name(receiver, enclosing):
+            return None
+        return f"{defining[0]}.{func.attr.value}"
+
+    @cached_property
+    def _method_owners(self) -> dict[str, list[str]]:
+        """Method name -> the classes of this file defining it (module classes only when all are)."""
+        owners: dict[str, list[str]] = {}
+        for info in self.modules.classes.values():
+            for name in info.methods:
+                owners.setdefault(name, []).append(info.name if self.modules.is_module_class(info) else "?")
+        return {name: found for name, found in owners.items() if "?" not in found and name not in _MODULE_API}
 
     def local_reference(self, func: cst.BaseExpression, enclosing: FunctionInfo | None) -> str | None:
         """The qualname of this file's function that a name or `self.<method>` refers to, in `enclosing`."""
@@ -385,3 +408,10 @@ def _is_private_hook(function: FunctionInfo) -> bool:
 
 def _nested_name(function: FunctionInfo) -> str:
     return f"{qualname(function.outer) if function.outer.outer is None else function.outer.name}.<locals>.{function.name}"
+
+
+# nn.Module's own methods, which a class may override but every module has: `model.eval()` is not a
+# call of the one class here that overrides it.
+_MODULE_API = frozenset({"forward", "train", "eval", "to", "cuda", "cpu", "parameters", "named_parameters",
+                         "state_dict", "load_state_dict", "modules", "children", "apply", "zero_grad",
+                         "extra_repr", "reset_parameters", "half", "float", "double", "requires_grad_"})
