@@ -25,6 +25,7 @@ from modelint.facts.intent import AFTER, DETACH, DIRECT, FED, FEEDS
 from modelint.facts.interpreter import Interpreter
 from modelint.facts.lattice import GRAD_ENABLED, GRAD_UNKNOWN, GradFact
 from modelint.facts.modules import ModuleTable
+from modelint.facts.name_values import unbound_at_entry
 from modelint.facts.names import dotted
 from modelint.facts.objects import ObjectModes
 from modelint.facts.provenance import Provenance
@@ -171,7 +172,8 @@ class ModeFlow(CallGraph, Optimizers):
                 grad = GradFact(free_sites=frozenset({decorator}))
         interpreter = Interpreter(self, flow, set(function.params) | function.enclosing_params
                                   | self.free.globals_of(function) | self.free.free_models(function))
-        state = State({}, grad, aliases=dict(self.objects.attribute_aliases.get(_owner_class(function), {})))
+        state = State({}, grad, aliases=dict(self.objects.attribute_aliases.get(_owner_class(function), {})),
+                      unbound=unbound_at_entry(self._scope_bindings(function), interpreter.params))
         if function.uses_gradients or function in self.called_here:
             # What it does with its parameters' values (back-propagates them, evaluates them), for the
             # calls of it in this file: origins too.
@@ -186,7 +188,8 @@ class ModeFlow(CallGraph, Optimizers):
     def _run_module(self) -> FunctionFlow:
         flow = FunctionFlow(None)
         interpreter = Interpreter(self, flow, set())
-        flow.exit_state = interpreter.run(self.collector.module_node.body, State({}, GRAD_ENABLED))
+        flow.exit_state = interpreter.run(self.collector.module_node.body,
+                                          State({}, GRAD_ENABLED, unbound=unbound_at_entry(self._scope_bindings(None), set())))
         self._finish(flow, None)
         return flow
 

@@ -7,6 +7,9 @@
 - `values`: names whose value may derive from forward outputs (modelint.facts.intent).
 - `saved`: `was_training = model.training` keeps `model`'s mode in a name, for the
   `model.train(was_training)` that restores it.
+- `unbound`: local names no assignment has reached yet on this path. A path on which
+  `model` is still unbound adds nothing to the join (`if name == "gin": model = GIN()`
+  without an `else`, then `return model`: the other path raises NameError).
 
 Keys are dotted texts. Putting `self.net` in a mode reaches `self.net.encoder` too, and
 a parent whose child was switched alone is in no single mode any more.
@@ -29,10 +32,11 @@ class State:
     grad_free_values: dict[str, cst.CSTNode] = field(default_factory=dict)
     values: dict[str, frozenset] = field(default_factory=dict)
     saved: dict[str, tuple[str, ModeFact]] = field(default_factory=dict)  # name -> (model, its mode then)
+    unbound: frozenset[str] = frozenset()
 
     def copy(self) -> "State":
         return State(dict(self.models), self.grad, dict(self.aliases), dict(self.grad_free_values), dict(self.values),
-                     dict(self.saved))
+                     dict(self.saved), self.unbound)
 
     def canonical(self, key: str) -> str:
         head, dot, rest = key.partition(".")
@@ -62,11 +66,13 @@ class State:
     def __eq__(self, other: object) -> bool:
         return (isinstance(other, State) and self.models == other.models and self.grad == other.grad
                 and self.aliases == other.aliases and self.grad_free_values == other.grad_free_values
-                and self.values == other.values and self.saved == other.saved)
+                and self.values == other.values and self.saved == other.saved and self.unbound == other.unbound)
 
     # -- updates ------------------------------------------------------------------
     def forget(self, key: str) -> None:
         """`key` is rebound to something we do not follow."""
+        if key in self.unbound:
+            self.unbound = self.unbound - {key}
         for known in [k for k in self.models if k == key or k.startswith(key + ".")]:
             del self.models[known]
         self.aliases.pop(key, None)
@@ -78,6 +84,8 @@ class State:
 
     def put(self, key: str, updated: ModeFact) -> None:
         """`key` is in the mode `updated` says; so are its children; its parents are mixed."""
+        if key in self.unbound:
+            self.unbound = self.unbound - {key}
         for known in list(self.models):
             if known.startswith(key + "."):
                 self.models[known] = replace(self.models[known], train_sites=updated.train_sites,
@@ -105,7 +113,7 @@ def join(a: State | None, b: State | None) -> State | None:
         return b.copy() if b is not None else None
     if b is None:
         return a.copy()
-    models = {key: a.fact(key).join(b.fact(key)) for key in a.models.keys() | b.models.keys()}
+    models = {key: _join_fact(a, b, key) for key in a.models.keys() | b.models.keys()}
     aliases = {k: v for k, v in a.aliases.items() if b.aliases.get(k) == v}
     tainted = {k: v for k, v in a.grad_free_values.items() if k in b.grad_free_values}
     values = dict(a.values)
@@ -116,4 +124,13 @@ def join(a: State | None, b: State | None) -> State | None:
         other = b.saved.get(name)
         if other is not None and other[0] == key:
             saved[name] = (key, fact.join(other[1]))
-    return State(models, a.grad.join(b.grad), aliases, tainted, values, saved)
+    return State(models, a.grad.join(b.grad), aliases, tainted, values, saved, a.unbound & b.unbound)
+
+
+def _join_fact(a: State, b: State, key: str) -> ModeFact:
+    """A name still unbound on one path has no mode there: the other path's mode is the name's."""
+    if key not in b.models and key in b.unbound:
+        return a.fact(key)
+    if key not in a.models and key in a.unbound:
+        return b.fact(key)
+    return a.fact(key).join(b.fact(key))
