@@ -69,6 +69,7 @@ class ReturnFact:
     certain: bool = True
     site: object = field(default=None, compare=False)  # where the mode was set: a node here or a RemoteSite
     parameterless: bool = False  # a module without weights (`nn.MSELoss()` from `_select_criterion()`)
+    param: str | None = None  # it hands back this parameter as it came (`load_checkpoint(path, model)`)
 
 
 @dataclass

@@ -327,6 +327,10 @@ class CallEffects(FollowedNames, SummaryEffects):
         if value is None:
             return
         key = receiver_key(value, self.flow.imports)
+        function = self.out.function
+        passed = function is not None and key in function.param_set and key not in ("self", "cls") \
+            and state.fact(key) == ENTRY_MODE
+        self.out.returned_param = key if passed and self.out.returned_param in (None, key) else ""
         if key is not None and state.tracks(state.canonical(key)):
             fact = state.fact(state.canonical(key))
         else:

@@ -113,5 +113,5 @@ def _export(flow, summary: FunctionSummary) -> FunctionSummary | None:
         site = remote(flow, returned.site, _site_kind(returned.mode or "train", returned.site)) \
             if returned.site is not None else None
         out.returns = ReturnFact(returned.mode, returned.dependence, returned.certain, site,
-                                 parameterless=returned.parameterless)
+                                 parameterless=returned.parameterless, param=returned.param)
     return out

@@ -109,6 +109,15 @@ class Provenance:
         returned = summary.returns if summary is not None else None
         if returned is None:
             return None
+        if returned.param is not None:  # `model = load_checkpoint(path, model)`: the same module, as it came
+            params = summary.params[1:] if summary.is_method and summary.params[:1] in (["self"], ["cls"]) \
+                else summary.params
+            given = _argument_for(call, params, returned.param)
+            bound = self.bound_value(given, state, lambda k: state.tracks(k) or follows(k), enclosing) \
+                if given is not None else None
+            if isinstance(bound, Fresh):  # `load_checkpoint(path, Encoder())`
+                return bound.fact
+            return state.fact(bound.key) if isinstance(bound, Same) else None
         site = returned.site if returned.site is not None else call
         if returned.mode == "eval":
             train, evaluation = frozenset(), frozenset({site})
@@ -119,3 +128,16 @@ class Provenance:
                             parameterless=returned.parameterless)
         return ModeFact(train_sites=train, eval_sites=evaluation, dependence=Dependence(returned.dependence),
                         certain=returned.certain, parameterless=returned.parameterless)
+
+
+def _argument_for(call: cst.Call, params: list[str], name: str) -> cst.BaseExpression | None:
+    """What `call` passes for the parameter `name` of a function with these parameters (`self` left out by
+    the caller of a method is not among `params` as the summary lists them)."""
+    for arg in call.args:
+        if arg.keyword is not None and arg.keyword.value == name:
+            return arg.value
+    positional = [arg for arg in call.args if arg.keyword is None]
+    if any(arg.star for arg in positional) or name not in params:
+        return None
+    index = params.index(name)
+    return positional[index].value if index < len(positional) else None

@@ -92,6 +92,9 @@ class FunctionFlow:
     phase_param: str | None = None  # a parameter that picks training or evaluation (modelint.facts.phases)
     phase_exits: dict = field(default_factory=dict)  # each value of it -> the exit state then
     returned: ModeFact | None = None  # the module it returns (a factory), joined over its returns
+    # The parameter every return hands back untouched (`return model` after `model.load_state_dict(...)`);
+    # "" once a return hands back anything else.
+    returned_param: str | None = None
     trains: bool = False  # it has a training step, itself or through a helper it calls
     feeds_into: dict = field(default_factory=dict)  # forward token -> the forwards its output is the input of
     # `model.train(was_training)` restoring a mode saved here with no switch in between: model -> the call

@@ -87,7 +87,9 @@ def summarise(flow, function_flow, globals_: frozenset[str], closures=()) -> Fun
         if key and caller_owned(key) and step.models.get(key, ENTRY_MODE) == ENTRY_MODE:
             summary.steps.append(StepUse(key, step.via.path, step.via.call, node=step.via.node))
     returned = function_flow.returned
-    if returned is not None and (returned.certain or returned.origin is None):
+    if function_flow.returned_param:
+        summary.returns = ReturnFact(None, 1, False, param=function_flow.returned_param)
+    elif returned is not None and (returned.certain or returned.origin is None):
         mode = "train" if returned.definitely_train else "eval" if returned.definitely_eval else None
         site = first_site(returned.eval_sites if mode == "eval" else returned.train_sites)
         summary.returns = ReturnFact(mode, int(returned.dependence), returned.certain, site,
