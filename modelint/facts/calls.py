@@ -84,7 +84,10 @@ class CallEffects(FollowedNames, SummaryEffects):
                 receiver = receiver_key(func.value, flow.imports)  # `model.to(device).eval()`
             if receiver is not None:
                 receiver = state.canonical(receiver)
-                if method in ("eval", "train"):
+                callee = flow.local_functions.get(local) if local is not None else None
+                # (`trainer.train(loader)`: a method of a class of this file that is no module, whose summary says)
+                plain = callee is not None and callee.cls is not None and not flow.is_module_class(callee.cls)
+                if method in ("eval", "train") and not plain:
                     owner = self.parts.get(receiver)
                     if owner is not None:  # some submodules of `owner` switched (BatchNorms only, say)
                         self.havoc(state, state.canonical(owner))
