@@ -5,14 +5,13 @@ from typing import Iterator
 import libcst as cst
 
 from modelint.facts import FileFacts
-from modelint.facts.evaluation import (dummy_input, effective_grad, effective_mode, evaluation_context,
+from modelint.facts.evaluation import (smoke_test, effective_grad, effective_mode, evaluation_context,
                                        fed_by_a_model_in_eval_mode, initialises_lazy_modules, is_module,
                                        returned_to_callers)
 from modelint.facts.batches import over_batches
 from modelint.facts.lattice import ENTRY_MODE, is_train_site
 from modelint.facts.mode_handling import class_sets_own_mode, minds_modes, optional_or_callable, states_mode_contract
 from modelint.facts.modules import Dependence
-from modelint.facts.names import value_key
 from modelint.facts.naming import names_evaluation_data
 from modelint.facts.summaries import qualname
 from modelint.facts.walk import iter_nodes
@@ -255,7 +254,7 @@ class MissingEvalMode(Rule):
             return None  # train() set on the way here on purpose, to sample (MC dropout)
         if mode.train_sites <= facts.flow.assumed_sites and not context.startswith(("under", "over")):
             return None  # in training mode only because it was trained above: needs no_grad or test data too
-        if not trains_here and _smoke_test(facts, forward, mode):
+        if not trains_here and smoke_test(facts, forward, mode):
             return None
         if not trains_here and _mode_chosen_by_caller(forward, mode):
             return None
@@ -312,24 +311,6 @@ def _insert_eval(facts: FileFacts, forward, site, trains_here: bool) -> NodeFix 
 
 
 _CONSEQUENCE = "Dropout stays random and BatchNorm uses batch stats and overwrites its running stats"
-
-
-def _smoke_test(facts: FileFacts, forward, mode) -> bool:
-    """A model built in this very function, neither trained nor loaded here, run on a tensor made from
-    nothing, its output only printed or measured (`net = densenet_cifar(); print(net(torch.randn(1, 3, 32,
-    32)))`): a shape check, whose output means nothing in either mode."""
-    function = forward.function
-    if forward.via is not None or "eval" in forward.uses or any(is_train_site(s) for s in mode.train_sites) \
-            or not dummy_input(facts, forward):
-        return False  # (samples saved or scored, like a generator's from noise, are no shape check)
-    key = forward.key
-    head = key.split(".")[0].split("[")[0]
-    if function is None or head in function.param_set or head in function.enclosing_params \
-            or head in ("self", "cls") or head in facts.flow.global_models:
-        return False  # not built here: it may be trained or loaded elsewhere
-    return not any(site.site.function is function and type(site.node.func) is cst.Attribute
-                   and site.node.func.attr.value.startswith("load") and value_key(site.node.func.value) == key
-                   for site in facts.collector.calls)
 
 
 def _mode_chosen_by_caller(forward, mode) -> bool:

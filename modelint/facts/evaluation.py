@@ -17,9 +17,9 @@ from dataclasses import replace
 import libcst as cst
 
 from modelint.facts import torch_api as api
-from modelint.facts.lattice import ENTRY_MODE, GradFact, ModeFact
+from modelint.facts.lattice import ENTRY_MODE, GradFact, ModeFact, is_train_site
 from modelint.facts.modules import Dependence
-from modelint.facts.names import dotted
+from modelint.facts.names import dotted, value_key
 from modelint.facts.naming import is_evaluation_name
 from modelint.facts.walk import iter_nodes
 
@@ -247,3 +247,28 @@ def _optimizer_over(facts, call: cst.Call, key: str) -> bool:
     return any(type(node) is cst.Call and type(node.func) is cst.Attribute
                and node.func.attr.value in ("parameters", "named_parameters") and dotted(node.func.value) == key
                for arg in call.args for node in iter_nodes(arg.value))
+
+
+def smoke_test(facts, forward, mode) -> bool:
+    """A model built in this very function, neither trained nor loaded here, run on a tensor made from
+    nothing, its output only printed or measured (`net = densenet_cifar(); print(net(torch.randn(1, 3, 32,
+    32)))`): a shape check, whose output means nothing in either mode."""
+    function = forward.function
+    if forward.via is not None or any(is_train_site(s) for s in mode.train_sites) or not dummy_input(facts, forward):
+        return False
+    key = forward.key
+    head = key.split(".")[0].split("[")[0]
+    if (function is not None and (head in function.param_set or head in function.enclosing_params)) \
+            or head in ("self", "cls") or (head in facts.flow.global_models and (function is not None or any(
+                head in facts.flow.free.globals_of(other) for other in facts.collector.functions))):
+        return False  # not built here, or a global some function uses: it may be trained or loaded elsewhere
+    if not all(type(s) is cst.Call and facts.modules.construction(s) is not None
+               and (where := facts.call_sites.get(s)) is not None and where.site.function is function
+               for s in mode.train_sites):
+        return False  # trained here (a training step put it in this mode), or built elsewhere (and loaded there)
+    if "eval" in forward.uses and any(site.site.function is function and any(
+            value_key(arg.value) == key for arg in site.node.args) for site in facts.collector.calls):
+        return False  # handed to a call that may train it (a generator scored after `fit(gen, data)`)
+    return not any(site.site.function is function and type(site.node.func) is cst.Attribute
+                   and site.node.func.attr.value.startswith("load") and value_key(site.node.func.value) == key
+                   for site in facts.collector.calls)
