@@ -64,8 +64,9 @@ class TrainingInEvalMode(Rule):
     fixtures = "MDL003_training_in_eval_mode"
 
     def check(self, facts: FileFacts) -> Iterator[Report]:
-        optimized, complete = _optimized_models(facts)
+        by_scope = _optimized_models(facts)
         for flow in facts.flow.flows:
+            optimized, complete = _in_scope(facts, by_scope, flow.function)
             if facts.is_test_function(flow.function):
                 continue  # a unit test switching modes on purpose (gradients of BatchNorm in eval mode)
             if facts.uses_input_gradients(flow.function) and not any(s.kind == "step" for s in flow.steps.values()):
@@ -198,11 +199,10 @@ def _describe(sites) -> str:
 
 
 
-def _optimized_models(facts: FileFacts) -> tuple[set[str], bool]:
-    """Models whose parameters go to an optimizer built in this file, and whether every optimizer built
-    here names them (`Adam(model.parameters())`, not `Adam(params)`)."""
-    found: set[str] = set()
-    complete = True
+def _optimized_models(facts: FileFacts) -> dict:
+    """Function (None: module level) -> (models whose parameters go to an optimizer built there, whether every
+    optimizer built there names them: `Adam(model.parameters())`, not `Adam(params)`)."""
+    found: dict = {}
     for site in facts.collector.calls:
         qualified = site.qualified or ""
         if not qualified.startswith("torch.optim.") and "optim" not in (site.text or "").lower():
@@ -210,7 +210,27 @@ def _optimized_models(facts: FileFacts) -> tuple[set[str], bool]:
         owners: set[str] = set()
         for arg in site.node.args:
             owners |= parameter_owners(arg.value)  # `model.encoder.parameters()` trains `model` too
+        known, complete = found.setdefault(site.site.function, (set(), True))
         if qualified.startswith("torch.optim.") and "lr_scheduler" not in qualified and not owners:
             complete = False
-        found |= owners
-    return found, complete
+        found[site.site.function] = (known | owners, complete)
+    return found
+
+
+def _in_scope(facts: FileFacts, by_scope: dict, function) -> tuple[set[str], bool]:
+    """The optimized models a function's names can mean: its own optimizers', its object's (`self.` of the same
+    class), the module level's (globals). A `model` another function optimizes is another variable."""
+    optimized: set[str] = set()
+    complete = True
+    for where, (owners, whole) in by_scope.items():
+        if where is function:
+            keys = owners
+        elif where is None:
+            keys = {key for key in owners if function is None or key.split(".")[0] in facts.flow.free.globals_of(function)}
+        elif function is not None and where.cls is not None and where.cls is function.cls:
+            keys = {key for key in owners if key.startswith("self.") or key == "self"}
+        else:
+            continue
+        optimized |= keys
+        complete = complete and whole
+    return optimized, complete
