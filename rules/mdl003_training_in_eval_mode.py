@@ -9,7 +9,7 @@ from modelint.facts import FileFacts
 from modelint.facts.gates import runs_only_in_training
 from modelint.facts.modules import Dependence
 from modelint.facts.lattice import is_train_site
-from modelint.facts.names import key_prefixes, parameter_owners, same_or_nested
+from modelint.facts.names import dotted, key_prefixes, parameter_owners, same_or_nested
 from modelint.facts.phases import mode_picked_by_callers
 from modelint.summary import RemoteSite
 from modelint.rule import NodeEdit, NodeFix, Report, Rule, evidence, helper_report
@@ -92,6 +92,7 @@ class TrainingInEvalMode(Rule):
                     site = facts.call_sites.get(step.call)
                     if not self._trained_in_eval(key, fact, step.models, trained) \
                             or _frozen_features_protocol(facts, key, fact, step) or _other_model_trained(key, step) \
+                            or _part_frozen_after_train(facts, fact, step) \
                             or mode_picked_by_callers(facts.flow, flow, fact.eval_sites) \
                             or (site is not None and runs_only_in_training(site.site, key, step.call)):
                         continue
@@ -152,6 +153,32 @@ def _other_model_trained(key: str, step) -> bool:
     trained and evaluated `model_0` above): `key`, part of none of them, is not what this step trains."""
     reached = step.reached
     return bool(reached) and not any(same_or_nested(key, r) for r in reached)
+
+
+def _part_frozen_after_train(facts: FileFacts, fact, step) -> bool:
+    """`self.train()` and then `self.encoder.eval()` (or `if self.encoder.frozen: self.encoder.eval()`), both
+    in the training function before its step: a part of the model kept in eval mode on purpose (frozen
+    BatchNorm statistics), not a validation that forgot to switch back."""
+    if not fact.eval_sites:
+        return False
+    switches = [(site, dotted(site.node.func.value)) for site in facts.collector.calls
+                if site.site.function is step.function and type(site.node.func) is cst.Attribute
+                and site.node.func.attr.value == "train" and not site.node.args]
+    here = facts.locate(step.call)
+    stepping = facts.call_sites.get(step.call)
+    step_loops = {g for g in stepping.site.guards if type(g) in (cst.For, cst.While)} if stepping else set()
+    for site in fact.eval_sites:
+        where = facts.call_sites.get(site) if type(site) is cst.Call else None
+        if where is None or where.site.function is not step.function or here is None \
+                or step_loops & set(where.site.guards):
+            return False  # (in the loop that trains: a validation of that part between steps)
+        part = dotted(site.func.value)
+        at = facts.locate(site)
+        if part is None or at is None or at[:2] > here[:2] or not any(
+                key is not None and part.startswith(key + ".") and facts.locate(train.node)[:2] < at[:2]
+                for train, key in switches):
+            return False
+    return True
 
 
 def _frozen_features_protocol(facts: FileFacts, key: str, fact, step) -> bool:
