@@ -310,8 +310,9 @@ def _syntax_only(text: str, path: str, follow_calls: bool) -> FileResult:
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom):
             module = "." * node.level + (node.module or "")
-            imported.update(f"{module}.{alias.name}" if module else alias.name for alias in node.names)
-    return FileResult(path, summary=FileSummary(path, unresolved=imported) if imported else None)
+            imported.update((f"{module}{alias.name}" if module.strip(".") == "" else f"{module}.{alias.name}")
+                            if module else alias.name for alias in node.names)
+    return FileResult(path, summary=FileSummary(path, unresolved=imported, syntax_only=True) if imported else None)
 
 
 def _internal(path: str, code: str, why: str) -> Finding:

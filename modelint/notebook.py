@@ -149,7 +149,10 @@ def lint_notebook(data: bytes, path: str, codes: frozenset[str], index=None) -> 
             finding.location = Location(row, finding.location.column)
             finding.end_location = Location(end_row if end_cell == cell else row, finding.end_location.column)
         finding.fix = None  # edits are positions in the joined source, not in the notebook's JSON
-        finding.related = ()
+        # (its notes here move to their cells; a position still to be looked up in the notebook cannot be)
+        finding.related = tuple(_in_cells(related, path, line_map) for related in finding.related
+                                if related.path != path
+                                or (related.call is None and 0 < related.location.row <= len(line_map)))
         findings.append(finding)
     findings.sort(key=lambda f: (f.cell or 0, f.location.row, f.location.column, f.code))
     # What the notebook calls in the project's .py files (a helper run after `model.eval()` here has a caller),

@@ -296,7 +296,8 @@ def _follow_calls_across_files(results: list[FileResult], work, workers: int,
         os.path.abspath(r.path) for r in results
         if r.summary is not None and (any(
             index.resolve(ref, r.path) is not None or index.resolve_class(ref, r.path) is not None
-            or index.names_function(ref, r.path) or index.resolve_shape(ref, r.path) is not None
+            or (not r.summary.syntax_only and (index.names_function(ref, r.path)
+                                               or index.resolve_shape(ref, r.path) is not None))
             for ref in r.summary.unresolved
         ) or any(index.resolve_shape(ref, r.path) is not None for ref in r.summary.asked_classes))
     }

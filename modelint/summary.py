@@ -143,6 +143,9 @@ class FileSummary:
     # Every top-level function defined here, summarised or not (`def masked_mae(...)`): a name another
     # file stores on an object (`self.loss = util.masked_mae`) is a function, not a model.
     plain_functions: set[str] = field(default_factory=set)
+    # Only its imports: a file that names nothing of torch, analysed again only if it calls a helper or
+    # builds a model class of the project (not for every project name it imports).
+    syntax_only: bool = False
     # Methods called here on objects this file cannot place (`generator.module.infer(x)`): name -> True
     # when every such call is lexically under no_grad.
     method_calls: dict[str, bool] = field(default_factory=dict)

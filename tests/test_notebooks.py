@@ -19,6 +19,7 @@ def test_finding_is_reported_at_its_cell_and_line() -> None:
     result = check(str(NOTEBOOKS / "fashion_mnist.ipynb"))
     assert result.returncode == 1
     assert "fashion_mnist.ipynb:cell 4:4:21: MDL001" in result.stdout
+    assert "note: " in result.stdout and "fashion_mnist.ipynb:cell 2:10:9:" in result.stdout  # its note, in its cell
     [finding] = json.loads(check("--format", "json", str(NOTEBOOKS / "fashion_mnist.ipynb")).stdout)
     assert (finding["cell"], finding["location"]["row"]) == (4, 4)
     sarif = json.loads(check("--format", "sarif", str(NOTEBOOKS / "fashion_mnist.ipynb")).stdout)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import libcst as cst
 
+from modelint.facts.base_shapes import base_shapes_elsewhere
 from modelint.facts import torch_api as api
 from modelint.facts.lattice import ModeFact
 from modelint.facts.modules import unwrap_chain
@@ -62,8 +63,12 @@ class FollowedNames:
         if function is None or function.cls is None or key.count(".") != 1 or not key.startswith("self."):
             return False
         cls = function.cls
-        return self.flow.modules.has_foreign_base(cls) and not self.flow.defines_forward(cls) \
-            and not self.flow.assigned_attribute(cls, key) and not self.flow.has_method(cls, key.split(".")[1])
+        name = key.split(".")[1]
+        if not self.flow.modules.has_foreign_base(cls) or self.flow.defines_forward(cls) \
+                or self.flow.assigned_attribute(cls, key) or self.flow.has_method(cls, name):
+            return False
+        shapes = base_shapes_elsewhere(self.flow, cls)  # (`self.get_task(timeout)`: a method of the base)
+        return not any(name in shape.defines for shape in shapes or ())
 
     def _made_from_nothing(self, call: cst.Call) -> bool:
         """`self._icdf(torch.ones_like(x) * q)`: its inputs are constant tensors, no data and no noise: the
