@@ -17,6 +17,7 @@ from modelint.facts.name_values import scope_bindings
 from modelint.facts.torch_layers import Dependence
 
 _MUTATORS = frozenset({"append", "extend", "insert"})
+_RECORD_FACTORIES = frozenset({"collections.namedtuple", "typing.NamedTuple", "dataclasses.make_dataclass"})
 _DISPLAYS = (cst.List, cst.Tuple)
 
 
@@ -96,9 +97,11 @@ class LocalLayers:
         return found
 
     def _bound_to_a_function(self, name: str) -> bool:
-        """Is the module-level `name` only ever bound to a lambda (`Variable = lambda *a: ...cuda()`)?"""
+        """Is the module-level `name` only ever bound to a lambda (`Variable = lambda *a: ...cuda()`) or a
+        named tuple (`ModelPrediction = namedtuple(...)`): a callable that builds no module?"""
         bindings = self._bindings_of(None).get(name)
-        return bool(bindings) and all(b.kind == "assign" and type(b.value) is cst.Lambda for b in bindings)
+        return bool(bindings) and all(b.kind == "assign" and (type(b.value) is cst.Lambda or (
+            type(b.value) is cst.Call and self.imports.qualify(b.value.func) in _RECORD_FACTORIES)) for b in bindings)
 
     def _bindings_of(self, function) -> dict:
         cache = self.__dict__.setdefault("_bindings_by_function", {})

@@ -228,3 +228,52 @@ def _stored_parameters(collector: Collector) -> dict:
         else:
             other.add((cls, key))
     return {key: params for key, params in out.items() if key not in other}
+
+
+def passed_dependences(flow) -> dict:
+    """(class, `self.x`) -> how mode-dependent the modules its constructions in this file hand to the
+    constructor parameter stored there are (`GaussianDiffusion(model)` with `model = Unet(...)`): UNKNOWN
+    for anything we cannot see built."""
+    from modelint.facts.modules import Dependence
+
+    collector = flow.collector
+    stored = _stored_parameters(collector)
+    if not stored:
+        return {}
+    constructions: dict = {}
+    for site in collector.calls:
+        if type(site.node.func) is cst.Name and site.node.func.value in flow.modules.classes \
+                and site.node.func.value not in collector.imports.bindings:
+            constructions.setdefault(site.node.func.value, []).append(site)
+    out: dict = {}
+    for (cls, key), params in stored.items():
+        sites = constructions.get(cls.name, [])
+        found = Dependence.INDEPENDENT if sites else Dependence.UNKNOWN
+        for init, param in params:
+            index = _positional(init).index(param) - 1 if param in _positional(init) else -1
+            for site in sites:
+                value = _argument(site.node, index, param)
+                found = max(found, _dependence_of(flow, value, site.site.function))
+        out[(cls, key)] = found
+    return out
+
+
+def _dependence_of(flow, value, function):
+    """The dependence of the module an argument is: built right there, or bound to a construction in the
+    caller's scope."""
+    from modelint.facts.modules import Dependence
+
+    if value is None:
+        return Dependence.UNKNOWN
+    if type(value) is cst.Name:
+        bindings = flow._scope_bindings(function).get(value.value) or []
+        values = [b.value for b in bindings if b.kind == "assign"]
+        if not values or len(values) != len(bindings):
+            return Dependence.UNKNOWN
+    else:
+        values = [value]
+    found = Dependence.INDEPENDENT
+    for item in values:
+        built = flow.modules.module_expression(item)[0]
+        found = max(found, built.dependence if built is not None else Dependence.UNKNOWN)
+    return found

@@ -228,6 +228,8 @@ class ModuleTable(WaitingOnImports, LocalLayers):
                                     parameterless=bool(api.PARAMETERLESS_LAYER.fullmatch(layer)))
             if qualified.startswith(api.EXTERNAL_MODEL_PREFIXES):
                 return Construction(call, Dependence.DEPENDENT)
+            if qualified.startswith(api.MODE_FREE_LIBRARY_LAYERS):
+                return Construction(call, Dependence.INDEPENDENT)
             if qualified.startswith("torch."):
                 return None
             tail = qualified.rsplit(".", 1)[-1]

@@ -24,6 +24,7 @@ import libcst as cst
 
 from modelint.facts import torch_api as api
 from modelint.facts.base_shapes import switched_by_bases_elsewhere
+from modelint.facts.module_names import passed_dependences
 from modelint.facts.lattice import ENTRY_MODE, HAVOC_MODE, ModeFact, first_site, is_train_site, mode_of_call
 from modelint.facts.modules import Dependence
 from modelint.facts.names import dotted, key_root
@@ -186,6 +187,9 @@ class ObjectModes:
             dependence = built.dependence if built is not None else Dependence.UNKNOWN  # (not a model we know)
             known = out.setdefault(site.cls, {})
             known[assigned] = max(known.get(assigned, dependence), dependence)
+        for (cls, key), dependence in passed_dependences(self.flow).items():  # `self.model = model`, given a Unet
+            known = out.setdefault(cls, {})
+            known[key] = max(known.get(key, dependence), dependence)
         return out
 
     def plain_object(self, cls) -> bool:

@@ -72,6 +72,10 @@ EXTERNAL_MODEL_PREFIXES = (
     "torchaudio.models.",
     "open_clip.create_model",
 )
+# Layers of other libraries that do the same in either mode: einops' rearrangements (and its EinMix,
+# a linear map), torchvision's frozen BatchNorm (fixed statistics).
+MODE_FREE_LIBRARY_LAYERS = ("einops.layers.", "torchvision.ops.misc.FrozenBatchNorm2d",
+                            "torchvision.ops.FrozenBatchNorm2d")
 # `X.from_pretrained(...)` builds a model (in eval mode) when X names a model class;
 # tokenizers, processors, configs, pipelines and schedulers are not nn.Modules.
 FROM_PRETRAINED_MODEL = r"(Model|For[A-Z]|Net|Transformer|UNet|VAE|Encoder|Decoder|GPT|Bert|LM)"
