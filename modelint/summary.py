@@ -207,12 +207,28 @@ class ProjectIndex:
         found = self._defining(reference, from_path)
         return found is not None and reference.rpartition(".")[2] in found.loaded_classes
 
-    def _defining(self, reference: str, from_path: str) -> FileSummary | None:
+    def _defining(self, reference: str, from_path: str, depth: int = 0) -> FileSummary | None:
         """The summary of the file that defines the nn.Module class imported as `reference`."""
         module, _, name = reference.rpartition(".")
-        return next((found for found in self._candidates(module, from_path) if name in found.classes), None)
+        found = next((found for found in self._candidates(module, from_path) if name in found.classes), None)
+        if found is None and depth < 3:
+            onward = self._reexported(reference, from_path)
+            return self._defining(*onward, depth + 1) if onward is not None else None
+        return found
 
-    def resolve_shape(self, reference: str, from_path: str) -> tuple[ClassShape, str] | None:
+    def _reexported(self, reference: str, from_path: str) -> tuple[str, str] | None:
+        """`models.LogReg` where `models/__init__.py` only does `from .logreg import LogReg`: the import it
+        re-exports, and the file that does."""
+        module, _, name = reference.rpartition(".")
+        if not module:
+            return None
+        for found in self._candidates(module, from_path):
+            onward = next((ref for ref in sorted(found.unresolved) if ref.rpartition(".")[2] == name), None)
+            if onward is not None and onward != reference:
+                return onward, found.path
+        return None
+
+    def resolve_shape(self, reference: str, from_path: str, depth: int = 0) -> tuple[ClassShape, str] | None:
         """The shape of a project class imported as `reference`, and the file that defines it."""
         module, _, name = reference.rpartition(".")
         if not module:
@@ -221,7 +237,8 @@ class ProjectIndex:
             shape = found.shapes.get(name)
             if shape is not None:
                 return shape, found.path
-        return None
+        onward = self._reexported(reference, from_path) if depth < 3 else None
+        return self.resolve_shape(*onward, depth + 1) if onward is not None else None
 
     def _candidates(self, module: str, from_path: str) -> list[FileSummary]:
         if module.startswith("."):
@@ -234,12 +251,15 @@ class ProjectIndex:
             return [self.files[p] for p in (target + ".py", os.path.join(target, "__init__.py")) if p in self.files]
         return list(self.by_module.get(module, []))
 
-    def names_function(self, reference: str, from_path: str) -> bool:
+    def names_function(self, reference: str, from_path: str, depth: int = 0) -> bool:
         """Is `reference` (`util.masked_mae`, `.losses.dice`) a top-level function of a file of the index?"""
         module, _, name = reference.rpartition(".")
-        return bool(module) and any(name in found.plain_functions for found in self._candidates(module, from_path))
+        if module and any(name in found.plain_functions for found in self._candidates(module, from_path)):
+            return True
+        onward = self._reexported(reference, from_path) if module and depth < 3 else None
+        return onward is not None and self.names_function(*onward, depth + 1)
 
-    def resolve(self, reference: str, from_path: str) -> FunctionSummary | None:
+    def resolve(self, reference: str, from_path: str, depth: int = 0) -> FunctionSummary | None:
         """`.helpers.evaluate` / `utils.evaluate` / `pkg.mod.Class.method` seen from `from_path`."""
         module, _, name = reference.rpartition(".")
         if not module:
@@ -257,15 +277,14 @@ class ProjectIndex:
                     candidates.append((found, member))
                 if candidates:
                     break
-        if not candidates:
-            return None
         here = os.path.dirname(os.path.abspath(from_path))
         candidates.sort(key=lambda c: _distance(here, os.path.dirname(os.path.abspath(c[0].path))))
         for found, member in candidates:
             summary = found.functions.get(member)
             if summary is not None:
                 return summary
-        return None
+        onward = self._reexported(reference, from_path) if depth < 3 else None  # a package's __init__ re-export
+        return self.resolve(*onward, depth + 1) if onward is not None else None
 
 
 def _distance(a: str, b: str) -> int:
