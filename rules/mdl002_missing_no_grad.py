@@ -9,6 +9,7 @@ import libcst as cst
 from modelint.facts import FileFacts
 from modelint.facts.evaluation import (dummy_input, effective_grad, effective_mode, initialises_lazy_modules,
                                        is_module, left_to_subclasses, returned_to_callers, smoke_test)
+from modelint.facts.mode_handling import frozen_whole
 from modelint.facts.intent import DETACH, ESCAPE, GIVEN_BACK, HANDED, RETURN, STORE, TRAIN
 from modelint.facts.batches import over_batches
 from modelint.facts.lattice import is_train_site
@@ -114,6 +115,8 @@ class MissingNoGrad(Rule):
             return None  # `self.predict_proba(X)` left abstract: a subclass may well run it under no_grad
         if smoke_test(facts, forward, mode):
             return None  # a network just built, run once on made-up input: a shape check, not an evaluation
+        if forward.via is None and forward.key in frozen_whole(facts, forward.function):
+            return None  # every parameter frozen here first: no graph of its own to record
         grad = effective_grad(facts, forward)
         if forward.grad_free or grad.free_sites:  # grad-free on every path, or on some (a conditional no_grad)
             if forward.grad_free or forward.grad.free_sites or facts.flow.caller_with_autograd(forward.function) is None:

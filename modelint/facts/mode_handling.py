@@ -16,7 +16,7 @@ import re
 
 import libcst as cst
 
-from modelint.facts.names import literal_value
+from modelint.facts.names import literal_value, dotted
 from modelint.facts.walk import iter_nodes
 
 
@@ -93,6 +93,31 @@ def frozen_models(facts) -> frozenset[str]:
                 head = _head(guard.iter.func.value)
                 if head:
                     found.add(head)
+    return frozenset(found)
+
+
+def frozen_whole(facts, function) -> frozenset[str]:
+    """Models `function` freezes whole itself (`model.requires_grad_(False)`, or `p.requires_grad = False`
+    for every `p` of `model.parameters()`): with no parameter that requires grad, their forwards record no
+    graph of their own."""
+    found = set()
+    for site in facts.collector.calls:
+        func = site.node.func
+        if site.site.function is function and type(func) is cst.Attribute and func.attr.value == "requires_grad_" \
+                and site.node.args and literal_value(site.node.args[0].value) is False and dotted(func.value):
+            found.add(dotted(func.value))
+    for assign in facts.collector.attribute_assigns:
+        if assign.site.function is not function or assign.target.attr.value != "requires_grad" \
+                or assign.value is None or literal_value(assign.value) is not False \
+                or type(assign.target.value) is not cst.Name:
+            continue
+        variable = assign.target.value.value
+        for guard in assign.site.guards:
+            if type(guard) is cst.For and type(guard.iter) is cst.Call and type(guard.iter.func) is cst.Attribute \
+                    and guard.iter.func.attr.value == "parameters" and not guard.iter.args \
+                    and variable in {n.value for n in iter_nodes(guard.target) if type(n) is cst.Name} \
+                    and dotted(guard.iter.func.value):
+                found.add(dotted(guard.iter.func.value))
     return frozenset(found)
 
 
