@@ -19,16 +19,16 @@ import libcst as cst
 from modelint.facts import torch_api as api
 from modelint.facts.base_shapes import grad_of_calls_by_bases
 from modelint.facts.scopes import FunctionInfo
+from modelint.facts.method_targets import MethodTargets
 from modelint.facts.names import dotted
 from modelint.facts.lattice import GRAD_ENABLED, GRAD_UNKNOWN, GradFact
-from modelint.facts.modules import unwrap_chain
 from modelint.facts.name_values import scope_bindings
 from modelint.facts.summaries import qualname
 
 _BUILTIN_NAMES = frozenset(dir(builtins))
 
 
-class CallGraph:
+class CallGraph(MethodTargets):
     """Mixed into ModeFlow: `self.collector`, `self.local_functions`, `self.nested_functions`,
     `self.call_sites`, `self.imports` and `self.is_module_class` come from there."""
 
@@ -241,27 +241,6 @@ class CallGraph:
             return None
         return self._only_module_method(func, enclosing)
 
-    def _only_module_method(self, func: cst.BaseExpression, enclosing: FunctionInfo | None) -> str | None:
-        """`model.score_sp_po(s, p, o)` on a name shown to be a module here (`model.eval()`), of a method that
-        one module class of this file defines and no other class does: that method."""
-        if type(func) is not cst.Attribute or func.attr.value.startswith("__"):
-            return None
-        receiver = dotted(func.value)
-        defining = self._method_owners.get(func.attr.value)
-        if receiver is None or receiver.split(".")[0] in ("self", "cls") or not defining or len(defining) != 1 \
-                or not self.modules.is_module_name(receiver, enclosing):
-            return None
-        return f"{defining[0]}.{func.attr.value}"
-
-    @cached_property
-    def _method_owners(self) -> dict[str, list[str]]:
-        """Method name -> the classes of this file defining it (module classes only when all are)."""
-        owners: dict[str, list[str]] = {}
-        for info in self.modules.classes.values():
-            for name in info.methods:
-                owners.setdefault(name, []).append(info.name if self.modules.is_module_class(info) else "?")
-        return {name: found for name, found in owners.items() if "?" not in found and name not in _MODULE_API}
-
     def local_reference(self, func: cst.BaseExpression, enclosing: FunctionInfo | None) -> str | None:
         """The qualname of this file's function that a name or `self.<method>` refers to, in `enclosing`."""
         if type(func) is cst.Name:
@@ -287,66 +266,6 @@ class CallGraph:
                         return key
         return None
 
-    def held_object_class(self, call: cst.Call, enclosing: FunctionInfo | None) -> str | None:
-        """`self.policy_old.act(state)`: the class of this file that every assignment of `self.policy_old`
-        in the enclosing class builds (`self.policy_old = ActorCritic(...)`), if there is exactly one."""
-        func = call.func
-        if not (type(func) is cst.Attribute and type(func.value) is cst.Attribute
-                and type(func.value.value) is cst.Name and func.value.value.value == "self"):
-            return None
-        while enclosing is not None and enclosing.cls is None:
-            enclosing = enclosing.outer
-        if enclosing is None:
-            return None
-        built = self._held_classes.get((enclosing.cls.name, func.value.attr.value))
-        return next(iter(built)) if built is not None and len(built) == 1 else None
-
-    def bound_object_class(self, call: cst.Call, enclosing: FunctionInfo | None) -> str | None:
-        """`model.predict(x)` with `model = Classifier(10)`: the class of this file that every binding of
-        the name, in the scope Python finds it in (the function, an enclosing one, the module), builds."""
-        func = call.func
-        if not (type(func) is cst.Attribute and type(func.value) is cst.Name) \
-                or func.value.value == "self":
-            return None
-        name = func.value.value
-        if name not in self._names_built_from_classes:
-            return None  # (most receivers: no need to list a scope's bindings)
-        scope = enclosing
-        while True:
-            bindings = self._scope_bindings(scope).get(name)
-            if bindings:
-                break
-            if scope is None:
-                return None
-            scope = scope.outer
-        classes = set()
-        for binding in bindings:
-            node = unwrap_chain(binding.value)[0] if binding.kind == "assign" else None
-            if self._rewraps(node, name):
-                continue  # `ic = ic.cuda()`, `ic = DataParallel(ic)`: the same object, or one without its methods
-            if not (type(node) is cst.Call and type(node.func) is cst.Name
-                    and node.func.value in self.modules.classes):
-                return None  # a parameter, a loop variable, anything else: not one class we know
-            classes.add(node.func.value)
-        return classes.pop() if len(classes) == 1 else None
-
-    def _rewraps(self, value: cst.BaseExpression | None, name: str) -> bool:
-        """`name` itself (after `.to()`-like calls), or a DataParallel-like wrapper of it."""
-        if type(value) is cst.Call and value.args and self.imports.qualify(value.func) in api.MODULE_WRAPPERS:
-            value = unwrap_chain(value.args[0].value)[0]
-        return type(value) is cst.Name and value.value == name
-
-    @cached_property
-    def _names_built_from_classes(self) -> frozenset[str]:
-        """Plain names some assignment of this file binds to a constructor of one of its classes."""
-        names = set()
-        for key, value, _site in self.collector.call_assigns:
-            node = unwrap_chain(value)[0]
-            if "." not in key and type(node) is cst.Call and type(node.func) is cst.Name \
-                    and node.func.value in self.modules.classes:
-                names.add(key)
-        return frozenset(names)
-
     def _scope_bindings(self, function: FunctionInfo | None) -> dict:
         cache = self.__dict__.setdefault("_bindings_by_scope", {})
         found = cache.get(function)
@@ -354,20 +273,6 @@ class CallGraph:
             found = cache[function] = scope_bindings(function.node if function is not None
                                                      else self.collector.module_node)
         return found
-
-    @cached_property
-    def _held_classes(self) -> dict[tuple[str, str], set]:
-        """(class, attribute) -> the classes of this file its methods construct into `self.<attribute>`
-        (`None` among them for anything else assigned there)."""
-        held: dict[tuple[str, str], set] = {}
-        for key, value, site in self.collector.call_assigns:
-            if site.cls is None or not key.startswith("self.") or key.count(".") != 1:
-                continue
-            node, _chain = unwrap_chain(value)  # `ActorCritic(...).to(device)`
-            name = node.func.value if type(node) is cst.Call and type(node.func) is cst.Name else None
-            held.setdefault((site.cls.name, key[5:]), set()).add(name if name in self.modules.classes else None)
-        return held
-
 
     def overriders(self, call: cst.Call, enclosing: FunctionInfo | None) -> list[str]:
         """`self._valid_epoch()` in a base class: the subclasses' methods of that name in this file, which
@@ -387,6 +292,22 @@ class CallGraph:
     def closures_by_name(self) -> dict[str, FunctionInfo]:
         return {_nested_name(f): f for f in self.nested_functions.values() if f.cls is None}
 
+    def class_and_bases(self, name: str) -> list[str]:
+        """The class and its bases defined in this file, depth first (each once, whatever the cycles)."""
+        out: list[str] = []
+        stack = [name]
+        while stack:
+            current = stack.pop()
+            if current in out:
+                continue
+            out.append(current)
+            info = self.modules.classes.get(current)
+            if info is not None:
+                bases = [dotted(base) for base in info.bases]
+                stack.extend(b for b in reversed(bases) if b in self.modules.classes and b not in out)
+        return out
+
+    # -- other files ------------------------------------------------------------------
     def class_family(self, name: str) -> set[str]:
         """The class, its bases in this file and the classes of this file that derive from it."""
         return set(self.class_and_bases(name)) | set(self._subclasses.get(name, ()))
@@ -408,10 +329,3 @@ def _is_private_hook(function: FunctionInfo) -> bool:
 
 def _nested_name(function: FunctionInfo) -> str:
     return f"{qualname(function.outer) if function.outer.outer is None else function.outer.name}.<locals>.{function.name}"
-
-
-# nn.Module's own methods, which a class may override but every module has: `model.eval()` is not a
-# call of the one class here that overrides it.
-_MODULE_API = frozenset({"forward", "train", "eval", "to", "cuda", "cpu", "parameters", "named_parameters",
-                         "state_dict", "load_state_dict", "modules", "children", "apply", "zero_grad",
-                         "extra_repr", "reset_parameters", "half", "float", "double", "requires_grad_"})

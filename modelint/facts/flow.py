@@ -172,7 +172,9 @@ class ModeFlow(CallGraph, Optimizers):
                 grad = GradFact(free_sites=frozenset({decorator}))
         interpreter = Interpreter(self, flow, set(function.params) | function.enclosing_params
                                   | self.free.globals_of(function) | self.free.free_models(function))
-        state = State({}, grad, aliases=dict(self.objects.attribute_aliases.get(_owner_class(function), {})),
+        aliases = {**self.objects.attribute_aliases.get(_owner_class(function), {}),
+                   **self.free.parameters_holding_globals(function, self._calls_of.get(function, ()))}
+        state = State({}, grad, aliases=aliases,
                       unbound=unbound_at_entry(self._scope_bindings(function), interpreter.params))
         if function.uses_gradients or function in self.called_here:
             # What it does with its parameters' values (back-propagates them, evaluates them), for the
@@ -342,22 +344,6 @@ class ModeFlow(CallGraph, Optimizers):
             return None
         return self.index.resolve(qualified, self.path)
 
-    def class_and_bases(self, name: str) -> list[str]:
-        """The class and its bases defined in this file, depth first (each once, whatever the cycles)."""
-        out: list[str] = []
-        stack = [name]
-        while stack:
-            current = stack.pop()
-            if current in out:
-                continue
-            out.append(current)
-            info = self.modules.classes.get(current)
-            if info is not None:
-                bases = [dotted(base) for base in info.bases]
-                stack.extend(b for b in reversed(bases) if b in self.modules.classes and b not in out)
-        return out
-
-    # -- other files ------------------------------------------------------------------
     @cached_property
     def call_ordinals(self) -> dict[cst.Call, int]:
         """Calls by their place in the collector's list: how other files name them."""

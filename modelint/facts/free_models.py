@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from functools import cached_property
 
+import libcst as cst
+
 from modelint.facts.collector import Collector
 from modelint.facts.scopes import FunctionInfo
 from modelint.facts.modules import ModuleTable
@@ -61,6 +63,25 @@ class FreeModels:
         if not self.global_models:
             return frozenset()
         return self._global_uses.get(function, frozenset())
+
+    def parameters_holding_globals(self, function: FunctionInfo, calls) -> dict[str, str]:
+        """`def val(net, data)` that uses the global `crnn` too, where every call here is `val(crnn, ...)`:
+        `net` is another name of `crnn` (its `net.eval()` puts the global in eval mode)."""
+        used = self.globals_of(function) if function.outer is None and function.cls is None else frozenset()
+        if not used or not calls:
+            return {}
+        positional = [p.name.value for p in (*function.node.params.posonly_params, *function.node.params.params)]
+        out = {}
+        for index, param in enumerate(positional):
+            passed = set()
+            for call in calls:
+                args = [a for a in call.args if a.keyword is None and not a.star]
+                keyword = next((a for a in call.args if a.keyword is not None and a.keyword.value == param), None)
+                value = keyword.value if keyword is not None else args[index].value if index < len(args) else None
+                passed.add(value.value if type(value) is cst.Name else None)
+            if len(passed) == 1 and (name := passed.pop()) in used and name != param:
+                out[param] = name
+        return out
 
     def free_models(self, function: FunctionInfo) -> frozenset[str]:
         """The names a closure calls or calls methods of (`model(x)`, `model.eval()`) that an enclosing

@@ -1,0 +1,125 @@
+"""Which method of this file's classes a call on an object runs.
+
+`self.policy_old.act(state)` where every assignment of `self.policy_old` builds one class of
+the file (held_object_class); `model.predict(x)` where every binding of `model`, in the
+scope Python finds it in, builds one (bound_object_class; `model = DataParallel(model)`
+keeps it); `model.score_sp_po(s, p, o)` on a name shown to be a module, of a method that
+exactly one class of the file defines, all of them modules (_only_module_method).
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+import libcst as cst
+
+from modelint.facts import torch_api as api
+from modelint.facts.modules import unwrap_chain
+from modelint.facts.names import dotted
+from modelint.facts.scopes import FunctionInfo
+
+
+class MethodTargets:
+    """Mixed into CallGraph: `self.modules`, `self.imports`, `self.collector`, `self.local_functions`,
+    `self.class_and_bases()` and `self._scope_bindings()` come from there."""
+
+    def _only_module_method(self, func: cst.BaseExpression, enclosing: FunctionInfo | None) -> str | None:
+        """`model.score_sp_po(s, p, o)` on a name shown to be a module here (`model.eval()`), of a method that
+        one module class of this file defines and no other class does: that method."""
+        if type(func) is not cst.Attribute or func.attr.value.startswith("__"):
+            return None
+        receiver = dotted(func.value)
+        defining = self._method_owners.get(func.attr.value)
+        if receiver is None or receiver.split(".")[0] in ("self", "cls") or not defining or len(defining) != 1 \
+                or not self.modules.is_module_name(receiver, enclosing):
+            return None
+        return f"{defining[0]}.{func.attr.value}"
+
+    @cached_property
+    def _method_owners(self) -> dict[str, list[str]]:
+        """Method name -> the classes of this file defining it (module classes only when all are)."""
+        owners: dict[str, list[str]] = {}
+        for info in self.modules.classes.values():
+            for name in info.methods:
+                owners.setdefault(name, []).append(info.name if self.modules.is_module_class(info) else "?")
+        return {name: found for name, found in owners.items() if "?" not in found and name not in _MODULE_API}
+
+    def held_object_class(self, call: cst.Call, enclosing: FunctionInfo | None) -> str | None:
+        """`self.policy_old.act(state)`: the class of this file that every assignment of `self.policy_old`
+        in the enclosing class builds (`self.policy_old = ActorCritic(...)`), if there is exactly one."""
+        func = call.func
+        if not (type(func) is cst.Attribute and type(func.value) is cst.Attribute
+                and type(func.value.value) is cst.Name and func.value.value.value == "self"):
+            return None
+        while enclosing is not None and enclosing.cls is None:
+            enclosing = enclosing.outer
+        if enclosing is None:
+            return None
+        built = self._held_classes.get((enclosing.cls.name, func.value.attr.value))
+        return next(iter(built)) if built is not None and len(built) == 1 else None
+
+    def bound_object_class(self, call: cst.Call, enclosing: FunctionInfo | None) -> str | None:
+        """`model.predict(x)` with `model = Classifier(10)`: the class of this file that every binding of
+        the name, in the scope Python finds it in (the function, an enclosing one, the module), builds."""
+        func = call.func
+        if not (type(func) is cst.Attribute and type(func.value) is cst.Name) \
+                or func.value.value == "self":
+            return None
+        name = func.value.value
+        if name not in self._names_built_from_classes:
+            return None  # (most receivers: no need to list a scope's bindings)
+        scope = enclosing
+        while True:
+            bindings = self._scope_bindings(scope).get(name)
+            if bindings:
+                break
+            if scope is None:
+                return None
+            scope = scope.outer
+        classes = set()
+        for binding in bindings:
+            node = unwrap_chain(binding.value)[0] if binding.kind == "assign" else None
+            if self._rewraps(node, name):
+                continue  # `ic = ic.cuda()`, `ic = DataParallel(ic)`: the same object, or one without its methods
+            if not (type(node) is cst.Call and type(node.func) is cst.Name
+                    and node.func.value in self.modules.classes):
+                return None  # a parameter, a loop variable, anything else: not one class we know
+            classes.add(node.func.value)
+        return classes.pop() if len(classes) == 1 else None
+
+    def _rewraps(self, value: cst.BaseExpression | None, name: str) -> bool:
+        """`name` itself (after `.to()`-like calls), or a DataParallel-like wrapper of it."""
+        if type(value) is cst.Call and value.args and self.imports.qualify(value.func) in api.MODULE_WRAPPERS:
+            value = unwrap_chain(value.args[0].value)[0]
+        return type(value) is cst.Name and value.value == name
+
+    @cached_property
+    def _names_built_from_classes(self) -> frozenset[str]:
+        """Plain names some assignment of this file binds to a constructor of one of its classes."""
+        names = set()
+        for key, value, _site in self.collector.call_assigns:
+            node = unwrap_chain(value)[0]
+            if "." not in key and type(node) is cst.Call and type(node.func) is cst.Name \
+                    and node.func.value in self.modules.classes:
+                names.add(key)
+        return frozenset(names)
+
+    @cached_property
+    def _held_classes(self) -> dict[tuple[str, str], set]:
+        """(class, attribute) -> the classes of this file its methods construct into `self.<attribute>`
+        (`None` among them for anything else assigned there)."""
+        held: dict[tuple[str, str], set] = {}
+        for key, value, site in self.collector.call_assigns:
+            if site.cls is None or not key.startswith("self.") or key.count(".") != 1:
+                continue
+            node, _chain = unwrap_chain(value)  # `ActorCritic(...).to(device)`
+            name = node.func.value if type(node) is cst.Call and type(node.func) is cst.Name else None
+            held.setdefault((site.cls.name, key[5:]), set()).add(name if name in self.modules.classes else None)
+        return held
+
+
+# nn.Module's own methods, which a class may override but every module has: `model.eval()` is not a
+# call of the one class here that overrides it.
+_MODULE_API = frozenset({"forward", "train", "eval", "to", "cuda", "cpu", "parameters", "named_parameters",
+                         "state_dict", "load_state_dict", "modules", "children", "apply", "zero_grad",
+                         "extra_repr", "reset_parameters", "half", "float", "double", "requires_grad_"})
