@@ -223,10 +223,20 @@ class ProjectIndex:
         if not module:
             return None
         for found in self._candidates(module, from_path):
-            onward = next((ref for ref in sorted(found.unresolved) if ref.rpartition(".")[2] == name), None)
+            onward = self._imported_names(found).get(name)
             if onward is not None and onward != reference:
                 return onward, found.path
         return None
+
+    def _imported_names(self, summary: FileSummary) -> dict[str, str]:
+        """Last name -> the import it comes from, for a file's recorded imports (once per file)."""
+        cache = self.__dict__.setdefault("_imports_by_file", {})
+        found = cache.get(summary.path)
+        if found is None:
+            found = cache[summary.path] = {}
+            for ref in sorted(summary.unresolved):
+                found.setdefault(ref.rpartition(".")[2], ref)
+        return found
 
     def resolve_shape(self, reference: str, from_path: str, depth: int = 0) -> tuple[ClassShape, str] | None:
         """The shape of a project class imported as `reference`, and the file that defines it."""

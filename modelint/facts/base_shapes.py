@@ -26,7 +26,17 @@ _PLAIN_BASES = frozenset({"object", "abc.ABC", "ABC", "typing.Generic", "abc.ABC
 
 def base_shapes_elsewhere(flow, cls) -> list | None:
     """The shapes of every base of `cls` (and of its bases in this file) defined in another file, through
-    their own bases; None when one of them cannot be seen."""
+    their own bases; None when one of them cannot be seen. (Once per class and pass.)"""
+    cache = flow.__dict__.setdefault("_base_shapes", {})
+    if cls not in cache:
+        asked: set[str] = set()
+        cache[cls] = (_base_shapes(flow, cls, asked), asked)
+    shapes, asked = cache[cls]
+    flow.unresolved |= asked  # (asked again in every round: the rounds start their list afresh)
+    return shapes
+
+
+def _base_shapes(flow, cls, asked: set) -> list | None:
     classes = flow.modules.classes
     pending = [(flow.imports.qualify(base) or _text(base), flow.path)
                for name in flow.class_and_bases(cls.name) if name in classes
@@ -46,7 +56,7 @@ def base_shapes_elsewhere(flow, cls) -> list | None:
             found = flow.index.resolve_shape(reference, path) if flow.index is not None else None
         if found is None:
             if flow.index is None and reference != "?":
-                flow.unresolved.add(reference)  # the second pass may see it
+                asked.add(reference)  # the second pass may see it
             return None
         shape, where = found
         shapes.append(shape)
