@@ -113,10 +113,6 @@ class MissingNoGrad(Rule):
             return None  # (a loss, an activation, a padding layer: no weights, no graph worth a finding)
         if left_to_subclasses(facts, forward) or initialises_lazy_modules(facts, forward):
             return None  # `self.predict_proba(X)` left abstract: a subclass may well run it under no_grad
-        if smoke_test(facts, forward, mode):
-            return None  # a network just built, run once on made-up input: a shape check, not an evaluation
-        if forward.via is None and forward.key in frozen_whole(facts, forward.function):
-            return None  # every parameter frozen here first: no graph of its own to record
         grad = effective_grad(facts, forward)
         if forward.grad_free or grad.free_sites:  # grad-free on every path, or on some (a conditional no_grad)
             if forward.grad_free or forward.grad.free_sites or facts.flow.caller_with_autograd(forward.function) is None:
@@ -146,6 +142,10 @@ class MissingNoGrad(Rule):
             pass
         elif not eval_mode:
             return None  # printed, logged or handed on: an evaluation if the model is in eval mode
+        if smoke_test(facts, forward, mode):
+            return None  # a network just built, run once on made-up input: a shape check, not an evaluation
+        if forward.via is None and forward.key in frozen_whole(facts, forward.function):
+            return None  # every parameter frozen here first: no graph of its own to record
         key = forward.key
         via = forward.via
         if forward.uses == {"discard"} and not eval_mode:

@@ -294,6 +294,12 @@ class CallGraph(MethodTargets):
 
     def class_and_bases(self, name: str) -> list[str]:
         """The class and its bases defined in this file, depth first (each once, whatever the cycles)."""
+        cache = self.__dict__.setdefault("_bases_by_class", {})
+        if name not in cache:
+            cache[name] = self._class_and_bases(name)
+        return cache[name]
+
+    def _class_and_bases(self, name: str) -> list[str]:
         out: list[str] = []
         stack = [name]
         while stack:

@@ -58,6 +58,7 @@ class Collector(FastVisitor):
         # `model.eval()` / `model.train` read as a truth value (`if self.eval():`), with the `not` around it
         # (or None): a mode switch that always passes the test (MDL013).
         self.mode_tests: list[tuple[cst.BaseExpression, cst.UnaryOperation | None, Site]] = []
+        self.declared_elsewhere: dict[FunctionInfo | None, set[str]] = {}  # `global x` / `nonlocal x` names
         self._tested: set[cst.CSTNode] = set()
 
     # -- where are we -------------------------------------------------------
@@ -171,6 +172,12 @@ class Collector(FastVisitor):
 
     def leave_With(self, original_node: cst.With) -> None:
         self._guards.pop()
+
+    def visit_Global(self, node: cst.Global) -> None:
+        self.declared_elsewhere.setdefault(self._function(), set()).update(item.name.value for item in node.names)
+
+    def visit_Nonlocal(self, node: cst.Nonlocal) -> None:
+        self.declared_elsewhere.setdefault(self._function(), set()).update(item.name.value for item in node.names)
 
     # -- truth tests --------------------------------------------------------
     def visit_While(self, node: cst.While) -> None:

@@ -25,7 +25,6 @@ from modelint.facts.intent import AFTER, DETACH, DIRECT, FED, FEEDS
 from modelint.facts.interpreter import Interpreter
 from modelint.facts.lattice import GRAD_ENABLED, GRAD_UNKNOWN, GradFact
 from modelint.facts.modules import ModuleTable
-from modelint.facts.name_values import unbound_at_entry
 from modelint.facts.names import dotted
 from modelint.facts.objects import ObjectModes
 from modelint.facts.provenance import Provenance
@@ -175,7 +174,7 @@ class ModeFlow(CallGraph, Optimizers):
         aliases = {**self.objects.attribute_aliases.get(_owner_class(function), {}),
                    **self.free.parameters_holding_globals(function, self._calls_of.get(function, ()))}
         state = State({}, grad, aliases=aliases,
-                      unbound=unbound_at_entry(self._scope_bindings(function), interpreter.params))
+                      unbound=self._assigned_names.get(function, frozenset()) - interpreter.params)
         if function.uses_gradients or function in self.called_here:
             # What it does with its parameters' values (back-propagates them, evaluates them), for the
             # calls of it in this file: origins too.
@@ -187,11 +186,22 @@ class ModeFlow(CallGraph, Optimizers):
         self._finish(flow, function)
         return flow
 
+    @cached_property
+    def _assigned_names(self) -> dict:
+        """function (None: module level) -> plain names it binds to a call's result (`model = GIN()`): unbound
+        until that runs (see State.unbound). Names it declares global or nonlocal are the enclosing scope's."""
+        out: dict = {}
+        for key, _value, site in self.collector.call_assigns:
+            if "." not in key and "[" not in key:
+                out.setdefault(site.function, set()).add(key)
+        declared = self.collector.declared_elsewhere
+        return {function: frozenset(names - declared.get(function, set())) for function, names in out.items()}
+
     def _run_module(self) -> FunctionFlow:
         flow = FunctionFlow(None)
         interpreter = Interpreter(self, flow, set())
         flow.exit_state = interpreter.run(self.collector.module_node.body,
-                                          State({}, GRAD_ENABLED, unbound=unbound_at_entry(self._scope_bindings(None), set())))
+                                          State({}, GRAD_ENABLED, unbound=self._assigned_names.get(None, frozenset())))
         self._finish(flow, None)
         return flow
 

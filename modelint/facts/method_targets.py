@@ -26,10 +26,10 @@ class MethodTargets:
     def _only_module_method(self, func: cst.BaseExpression, enclosing: FunctionInfo | None) -> str | None:
         """`model.score_sp_po(s, p, o)` on a name shown to be a module here (`model.eval()`), of a method that
         one module class of this file defines and no other class does: that method."""
-        if type(func) is not cst.Attribute or func.attr.value.startswith("__"):
+        defining = self._method_owners.get(func.attr.value) if type(func) is cst.Attribute else None
+        if not defining or func.attr.value.startswith("__"):
             return None
         receiver = dotted(func.value)
-        defining = self._method_owners.get(func.attr.value)
         if receiver is None or receiver.split(".")[0] in ("self", "cls") or not defining or len(defining) != 1 \
                 or not self.modules.is_module_name(receiver, enclosing):
             return None

@@ -99,7 +99,14 @@ def frozen_models(facts) -> frozenset[str]:
 def frozen_whole(facts, function) -> frozenset[str]:
     """Models `function` freezes whole itself (`model.requires_grad_(False)`, or `p.requires_grad = False`
     for every `p` of `model.parameters()`): with no parameter that requires grad, their forwards record no
-    graph of their own."""
+    graph of their own. (Once per function.)"""
+    cache = facts.__dict__.setdefault("_frozen_whole", {})
+    if function not in cache:
+        cache[function] = _frozen_whole(facts, function)
+    return cache[function]
+
+
+def _frozen_whole(facts, function) -> frozenset[str]:
     found = set()
     for site in facts.collector.calls:
         func = site.node.func

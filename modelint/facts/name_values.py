@@ -90,13 +90,6 @@ def scope_bindings(scope: cst.FunctionDef | cst.Module) -> dict[str, list[Bindin
     return found
 
 
-def unbound_at_entry(bindings: dict[str, list[Binding]], outer: set) -> frozenset[str]:
-    """Plain names a scope binds itself (no parameter, no `global`/`nonlocal`, none of `outer`): unbound
-    when it starts running."""
-    return frozenset(name for name, found in bindings.items() if name not in outer
-                     and all(b.kind != "param" and type(b.node) not in (cst.Global, cst.Nonlocal) for b in found))
-
-
 def _bind_target(target: cst.BaseExpression, value, node, add) -> None:
     if type(target) is cst.Name:
         add(target.value, Binding("assign" if value is not None else "other", value, node))

@@ -82,10 +82,7 @@ class Optimizers:
         """Whose parameters the optimizers `function` itself steps update (`self.optimizer_lineval.step()`,
         bound to `Adam(self.classifier.parameters())`), when each of them is bound here to a torch.optim
         constructor naming them; None otherwise."""
-        stepped = {site.text.rsplit(".", 1)[0] for site in self.collector.calls
-                   if site.site.function is function and type(site.node.func) is cst.Attribute
-                   and site.node.func.attr.value == "step" and site.text and "." in site.text
-                   and self.is_optimizer(site.text.rsplit(".", 1)[0])}
+        stepped = self._stepped_receivers.get(function, ())
         owners: set[str] = set()
         for receiver in stepped:
             known = self._optimizer_owners.get(receiver)
@@ -93,6 +90,16 @@ class Optimizers:
                 return None
             owners |= known
         return owners or None
+
+    @cached_property
+    def _stepped_receivers(self) -> dict:
+        """function -> the optimizers it calls `.step()` on itself."""
+        out: dict = {}
+        for site in self.collector.calls:
+            if type(site.node.func) is cst.Attribute and site.node.func.attr.value == "step" and site.text \
+                    and "." in site.text and self.is_optimizer(site.text.rsplit(".", 1)[0]):
+                out.setdefault(site.site.function, set()).add(site.text.rsplit(".", 1)[0])
+        return out
 
     @cached_property
     def _optimizer_owners(self) -> dict[str, set[str]]:
