@@ -252,9 +252,12 @@ def _optimizer_over(facts, call: cst.Call, key: str) -> bool:
 def smoke_test(facts, forward, mode) -> bool:
     """A model built in this very function, neither trained nor loaded here, run on a tensor made from
     nothing, its output only printed or measured (`net = densenet_cifar(); print(net(torch.randn(1, 3, 32,
-    32)))`): a shape check, whose output means nothing in either mode."""
+    32)))`): a shape check, whose output means nothing in either mode. At module level, only a model
+    file's own `if __name__ == "__main__":` self-test (a script's top level is its main job)."""
     function = forward.function
     if forward.via is not None or any(is_train_site(s) for s in mode.train_sites):
+        return False
+    if function is None and not _in_main_guard(facts, forward):
         return False
     key = forward.key
     head = key.split(".")[0].split("[")[0]
@@ -272,3 +275,11 @@ def smoke_test(facts, forward, mode) -> bool:
     return not any(site.site.function is function and type(site.node.func) is cst.Attribute
                    and site.node.func.attr.value.startswith("load") and value_key(site.node.func.value) == key
                    for site in facts.collector.calls) and dummy_input(facts, forward)
+
+
+def _in_main_guard(facts, forward) -> bool:
+    """Is the forward under `if __name__ == "__main__":`?"""
+    site = facts.call_sites.get(forward.call)
+    return site is not None and any(
+        type(guard) is cst.If and type(guard.test) is cst.Comparison and dotted(guard.test.left) == "__name__"
+        for guard in site.site.guards)
