@@ -255,8 +255,9 @@ def smoke_test(facts, forward, mode) -> bool:
     32)))`): a shape check, whose output means nothing in either mode. At module level, only a model
     file's own `if __name__ == "__main__":` self-test (a script's top level is its main job)."""
     function = forward.function
-    if forward.via is not None or any(is_train_site(s) for s in mode.train_sites):
-        return False
+    if forward.via is not None or not mode.train_sites or mode.eval_sites \
+            or any(is_train_site(s) for s in mode.train_sites):
+        return False  # (a model put in eval mode is a real one, loaded or pretrained: not a shape check)
     if function is None and not _in_main_guard(facts, forward):
         return False
     key = forward.key
