@@ -267,7 +267,8 @@ def smoke_test(facts, forward, mode) -> bool:
                 head in facts.flow.free.globals_of(other) for other in facts.collector.functions))):
         return False  # not built here, or a global some function uses: it may be trained or loaded elsewhere
     if not all(type(s) is cst.Call and facts.modules.construction(s) is not None
-               and (where := facts.call_sites.get(s)) is not None and where.site.function is function
+               and (where := facts.call_sites.get(s)) is not None
+               and (where.site.function is function or _plain_builder(facts, where.site.function))
                for s in mode.train_sites):
         return False  # trained here (a training step put it in this mode), or built elsewhere (and loaded there)
     if "eval" in forward.uses and any(site.site.function is function and any(
@@ -284,3 +285,14 @@ def _in_main_guard(facts, forward) -> bool:
     return site is not None and any(
         type(guard) is cst.If and type(guard.test) is cst.Comparison and dotted(guard.test.left) == "__name__"
         for guard in site.site.guards)
+
+
+def _plain_builder(facts, function) -> bool:
+    """A top-level function of this file that builds a module and loads nothing (`def ShuffleV1(**kwargs):
+    return ShuffleNet(cfg, **kwargs)`): what it returns is as untrained as a constructor's."""
+    if function is None or function.cls is not None or function.outer is not None:
+        return False
+    return not any(site.site.function is function and (
+        ((site.qualified or "") in ("torch.load", "torch.hub.load", "torch.hub.load_state_dict_from_url"))
+        or (type(site.node.func) is cst.Attribute and site.node.func.attr.value.startswith(("load", "from_pretrained"))))
+        for site in facts.collector.calls)
