@@ -73,14 +73,31 @@ _PARAMETER_LISTS = frozenset({"parameters", "named_parameters"})
 def frozen_models(facts) -> frozenset[str]:
     """The names (first part of the key) of models the file freezes, whole or in part:
     `for name, p in model.named_parameters(): p.requires_grad = False`, `model.encoder.requires_grad_(False)`."""
-    found = set()
+    return frozenset(head for _function, receiver, _whole in _freezings(facts) if (head := _head(receiver)))
+
+
+def frozen_whole(facts, function) -> frozenset[str]:
+    """Models `function` freezes whole itself (`model.requires_grad_(False)`, or `p.requires_grad = False`
+    for every `p` of `model.parameters()`): with no parameter that requires grad, their forwards record no
+    graph of their own."""
+    by_function = facts.__dict__.get("_frozen_whole")
+    if by_function is None:
+        by_function = facts.__dict__["_frozen_whole"] = {}
+        for where, receiver, whole in _freezings(facts):
+            if whole and (key := dotted(receiver)):
+                by_function.setdefault(where, set()).add(key)
+    return frozenset(by_function.get(function, ()))
+
+
+def _freezings(facts):
+    """(function, the module expression, whether all of its parameters) for each freezing in the file:
+    `x.requires_grad_(False)`, or `p.requires_grad = False` in a loop over `x.parameters()` (whole) or
+    `x.named_parameters()` and the like."""
     for site in facts.collector.calls:
         func = site.node.func
         if type(func) is cst.Attribute and func.attr.value == "requires_grad_" and site.node.args \
                 and literal_value(site.node.args[0].value) is False:
-            head = _head(func.value)
-            if head:
-                found.add(head)
+            yield site.site.function, func.value, True
     for assign in facts.collector.attribute_assigns:
         if assign.target.attr.value != "requires_grad" or assign.value is None \
                 or literal_value(assign.value) is not False or type(assign.target.value) is not cst.Name:
@@ -90,42 +107,8 @@ def frozen_models(facts) -> frozenset[str]:
             if type(guard) is cst.For and type(guard.iter) is cst.Call \
                     and type(guard.iter.func) is cst.Attribute and guard.iter.func.attr.value in _PARAMETER_LISTS \
                     and variable in {n.value for n in iter_nodes(guard.target) if type(n) is cst.Name}:
-                head = _head(guard.iter.func.value)
-                if head:
-                    found.add(head)
-    return frozenset(found)
-
-
-def frozen_whole(facts, function) -> frozenset[str]:
-    """Models `function` freezes whole itself (`model.requires_grad_(False)`, or `p.requires_grad = False`
-    for every `p` of `model.parameters()`): with no parameter that requires grad, their forwards record no
-    graph of their own. (Once per function.)"""
-    cache = facts.__dict__.setdefault("_frozen_whole", {})
-    if function not in cache:
-        cache[function] = _frozen_whole(facts, function)
-    return cache[function]
-
-
-def _frozen_whole(facts, function) -> frozenset[str]:
-    found = set()
-    for site in facts.collector.calls:
-        func = site.node.func
-        if site.site.function is function and type(func) is cst.Attribute and func.attr.value == "requires_grad_" \
-                and site.node.args and literal_value(site.node.args[0].value) is False and dotted(func.value):
-            found.add(dotted(func.value))
-    for assign in facts.collector.attribute_assigns:
-        if assign.site.function is not function or assign.target.attr.value != "requires_grad" \
-                or assign.value is None or literal_value(assign.value) is not False \
-                or type(assign.target.value) is not cst.Name:
-            continue
-        variable = assign.target.value.value
-        for guard in assign.site.guards:
-            if type(guard) is cst.For and type(guard.iter) is cst.Call and type(guard.iter.func) is cst.Attribute \
-                    and guard.iter.func.attr.value == "parameters" and not guard.iter.args \
-                    and variable in {n.value for n in iter_nodes(guard.target) if type(n) is cst.Name} \
-                    and dotted(guard.iter.func.value):
-                found.add(dotted(guard.iter.func.value))
-    return frozenset(found)
+                whole = guard.iter.func.attr.value == "parameters" and not guard.iter.args
+                yield assign.site.function, guard.iter.func.value, whole
 
 
 def _head(expr: cst.BaseExpression) -> str | None:
