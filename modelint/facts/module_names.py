@@ -20,6 +20,10 @@ class ModuleNames:
         self.table = table
         self.imports = collector.imports
         self.collector = collector
+        # This file's functions with the calls that surely reach them, and the attributes set only from a
+        # constructor's parameters (see below): for the names passed along, and for passed_dependences().
+        self.calls_of_functions = _calls_of_functions(collector)
+        self.stored_parameters = _stored_parameters(collector)
         self.module_names = self._collect(collector)
 
     def holds_a_function(self, cls, key: str) -> bool:
@@ -111,8 +115,8 @@ class ModuleNames:
         the helper's `model.predict_step(x)` runs the caller's model. Repeated until nothing new, for
         helpers that hand the model on to helpers. A loss built by torch.nn is passed as a module too,
         but a helper's `criterion(out, y)` is no model to evaluate: not followed."""
-        calls = _calls_of_functions(collector)
-        stored = _stored_parameters(collector)
+        calls = self.calls_of_functions
+        stored = self.stored_parameters
         while True:
             found = set()
             shown = names - weightless
@@ -236,24 +240,16 @@ def passed_dependences(flow) -> dict:
     for anything we cannot see built."""
     from modelint.facts.modules import Dependence
 
-    collector = flow.collector
-    stored = _stored_parameters(collector)
-    if not stored:
-        return {}
-    constructions: dict = {}
-    for site in collector.calls:
-        if type(site.node.func) is cst.Name and site.node.func.value in flow.modules.classes \
-                and site.node.func.value not in collector.imports.bindings:
-            constructions.setdefault(site.node.func.value, []).append(site)
+    names = flow.modules.names
     out: dict = {}
-    for (cls, key), params in stored.items():
-        sites = constructions.get(cls.name, [])
+    for (cls, key), params in names.stored_parameters.items():
+        init = params[0][0]  # (every such assignment is in the class's __init__)
+        sites = names.calls_of_functions.get(init, [])  # `GaussianDiffusion(model, ...)` runs its __init__
         found = Dependence.INDEPENDENT if sites else Dependence.UNKNOWN
-        for init, param in params:
-            index = _positional(init).index(param) - 1 if param in _positional(init) else -1
-            for site in sites:
-                value = _argument(site.node, index, param)
-                found = max(found, _dependence_of(flow, value, site.site.function))
+        for _init, param in params:
+            index = _positional(init).index(param) if param in _positional(init) else -1
+            for call, caller, skipped in sites:
+                found = max(found, _dependence_of(flow, _argument(call, index - skipped, param), caller))
         out[(cls, key)] = found
     return out
 
