@@ -331,10 +331,16 @@ class OutputUses:
         return qualified.startswith(("logging.", "numpy.", "torch.save", "warnings.")) or \
             (type(func) is cst.Name and func.value == "print")
 
-    def returned(self, origins: Origins) -> None:
+    def returned(self, origins: Origins, whole: bool = False) -> None:
+        """`whole`: the value is one tensor, not a tuple or a dict of several results."""
         self.use(origins, RETURN, level=OPAQUE)
         detached = frozenset(o for o in origins if o[1] == DETACHED)
-        self.use(detached, EVAL)
+        if whole and any(level >= OPAQUE and not is_parameter(o) for o, level in origins):
+            # One term of a value that carries another forward's graph on (a regulariser on detached
+            # embeddings added to a loss): handed back with it, for the callers to use.
+            self.use(detached, RETURN)
+        else:
+            self.use(detached, EVAL)  # cut from the graph and handed back: the caller gets a result
         self.use(detached, GIVEN_BACK)
 
     def trained_by_the_framework(self, origins: Origins) -> None:

@@ -26,7 +26,9 @@ DETACHING_METHODS = frozenset({"item", "tolist", "numpy", "argmax", "argmin", "e
 # A stop-gradient, not a use: a detached output may still feed a loss (a GAN's fakes for D).
 STOP_GRADIENT_METHODS = frozenset({"detach", "detach_"})
 # Methods that keep the graph but turn outputs into predictions or move them off the device.
-EVAL_METHODS = frozenset({"softmax", "sigmoid", "topk", "max", "min", "sort", "cpu", "log_softmax"})
+# (Not `log_softmax`: log-probabilities are what NLL and KL losses take; a prediction made of them goes on to
+# `argmax`, which says so.)
+EVAL_METHODS = frozenset({"softmax", "sigmoid", "topk", "max", "min", "sort", "cpu"})
 METADATA_METHODS = frozenset({"size", "dim", "numel", "nelement", "type", "get_device", "element_size",
                               "is_contiguous", "stride", "data_ptr", "keys"})
 # Methods only an nn.Module has (no tensor, no model output): a call whose value gets one built a module.
@@ -50,7 +52,7 @@ DETACHING_BUILTINS = frozenset({"float", "int", "bool", "round", "abs"})
 METADATA_BUILTINS = frozenset({"len", "isinstance", "type", "id", "hasattr", "callable"})
 EVAL_FUNCTIONS = frozenset({"torch.argmax", "torch.argmin", "torch.max", "torch.min", "torch.topk", "torch.sort",
                              "torch.softmax", "torch.sigmoid", "torch.nn.functional.softmax",
-                             "torch.nn.functional.sigmoid", "torch.nn.functional.log_softmax", "torch.round"})
+                             "torch.nn.functional.sigmoid", "torch.round"})
 GRADIENT_FUNCTIONS = frozenset({"torch.autograd.grad", "torch.autograd.backward"})
 
 
