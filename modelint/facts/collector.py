@@ -147,16 +147,19 @@ class Collector(FastVisitor):
         if type(test) is cst.UnaryOperation and type(test.operator) is cst.Not:
             test = test.expression
         if type(test) is cst.Name:
-            self._phase_name(test.value)
+            self._phase_name(test.value, node)
+        elif type(test) is cst.Comparison and type(test.left) is cst.Name and len(test.comparisons) == 1:
+            self._phase_name(test.left.value, node)  # (`if flag == False:`; the comparison is filed too)
 
     def visit_Comparison(self, node: cst.Comparison) -> None:
         if type(node.left) is cst.Name and len(node.comparisons) == 1:
-            self._phase_name(node.left.value)
+            self._phase_name(node.left.value, node)
 
-    def _phase_name(self, name: str) -> None:
+    def _phase_name(self, name: str, node: cst.CSTNode) -> None:
         for scope in self._scopes:
             if isinstance(scope, FunctionInfo):
                 scope.phase_names.add(name)
+                scope.phase_nodes.append(node)
 
     def leave_If(self, original_node: cst.If) -> None:
         self._guards.pop()
@@ -231,8 +234,9 @@ class Collector(FastVisitor):
             self._mark_gradients(inputs=True)  # `jacobian(f, x)`, `torch.func.grad(f)(x)`: gradients of a forward
         if attr in _MODE_METHODS or attr == "set_grad_enabled":
             self._mark_mode_relevant()
-        if len(node.args) == 1 and type(node.args[0].value) is cst.Name:
-            self._phase_name(node.args[0].value.value)  # (`model.train(flag)`, `set_grad_enabled(flag)`)
+        if len(node.args) == 1 and type(node.args[0].value) is cst.Name \
+                and (attr or (func.value if type(func) is cst.Name else "")) in ("train", "set_grad_enabled"):
+            self._phase_name(node.args[0].value.value, node)  # (`model.train(flag)`, `set_grad_enabled(flag)`)
         function = site.function
         if function is None and not self.module_calls_functions:
             self.module_calls_functions = any(type(arg.value) is cst.Name for arg in node.args)

@@ -123,7 +123,7 @@ def phase_parameter(function) -> tuple[str, tuple] | None:
     if not params:
         return None
     strings: dict[str, set] = {}
-    for node in iter_nodes(function.node.body):
+    for node in function.phase_nodes:  # (the collector's `if`s, comparisons and calls naming candidates)
         if type(node) is cst.If:
             name = _flag(node.test, params)
             if name is not None and any(_mode_relevant(branch) for branch in (node.body, node.orelse) if branch):

@@ -59,6 +59,7 @@ class FunctionInfo:
     # Names that may pick a phase here or in a nested function (`if train:`, `phase == "val"`,
     # `model.train(flag)`): only a parameter among them can be a phase parameter (see phases.py).
     phase_names: set = field(default_factory=set)
+    phase_nodes: list = field(default_factory=list)  # the `if`s, comparisons and calls that name them, in order
 
     def __repr__(self) -> str:
         return f"<function {self.name}>"
