@@ -13,6 +13,7 @@ from modelint.facts.lattice import ENTRY_MODE, is_train_site
 from modelint.facts.mode_handling import class_sets_own_mode, minds_modes, optional_or_callable, states_mode_contract
 from modelint.facts.modules import Dependence
 from modelint.facts.naming import names_evaluation_data
+from modelint.facts.names import dotted
 from modelint.facts.summaries import qualname
 from modelint.facts.walk import iter_nodes
 from modelint.rule import NodeEdit, NodeFix, Report, Rule, evidence, helper_report, wrapped_forward_notes
@@ -157,8 +158,11 @@ class MissingEvalMode(Rule):
         context = evaluation_context(facts, forward, grad)
         if context is None or not context.startswith("for predictions") or forward.grad_free:
             # A method its author put under no_grad (`@torch.no_grad() def generate`) was written for
-            # inference, and libraries leave the mode to the caller there (`from_pretrained` gives eval).
-            return None
+            # inference, and libraries leave the mode to the caller there (`from_pretrained` gives eval);
+            # not a plain `nn.Module` of this file turning its output into predictions (`argmax`) there.
+            if context is None or forward.intent != "evaluation" or not _plain_torch_module(facts, function.cls):
+                return None
+            context = "for predictions"
         cls = function.cls.name
         message = (f"`self` is evaluated {context} in `{cls}.{function.name}()`, and no method of `{cls}` calls "
                    f"`self.eval()`: a `{cls}` runs here in training mode after it is built or trained: "
@@ -392,3 +396,22 @@ def _bound_in(loop: cst.CSTNode) -> set[str]:
         for target in targets:
             names.update(n.value for n in iter_nodes(target) if type(n) is cst.Name)
     return names
+
+
+def _plain_torch_module(facts: FileFacts, cls) -> bool:
+    """A class deriving from `torch.nn.Module` itself, maybe through classes of this file: no library
+    model base (`PreTrainedModel`) whose loaders hand it over in eval mode."""
+    seen: set[str] = set()
+    stack = [cls.name]
+    while stack:
+        info = facts.modules.classes.get(stack.pop())
+        if info is None or info.name in seen:
+            continue
+        seen.add(info.name)
+        for base in info.bases:
+            local = dotted(base)
+            if local in facts.modules.classes:
+                stack.append(local)
+            elif facts.imports.qualify(base) not in ("torch.nn.Module", "torch.nn.modules.module.Module"):
+                return False
+    return bool(seen)

@@ -825,3 +825,16 @@ def test_an_attribute_that_wraps_another_is_another_name_for_it() -> None:
     seen = forwards(facts)
     assert seen[12].key == "self.network" and seen[12].mode.definitely_eval  # DataParallel(self.network) or itself
     assert seen[13].key == "self.head"  # sometimes another module: a name of its own
+
+
+def test_state_join_and_summary_effects_do_not_depend_on_the_hash_seed() -> None:
+    from modelint.facts.summary_effects import _effect_targets
+
+    # What a helper leaves: `self` as a whole may change (havoc), `self.model` surely ends in eval mode. The
+    # general effect comes first and the specific one refines it, whatever order the summary's dict has.
+    effects = {"self.model": "eval", "self": "unknown"}
+    order = [key for _param, _effect, key in _effect_targets(effects, {"self": "self"}, {})]
+    assert order == ["self", "self.model"]
+    a = State({"b": ENTRY_MODE, "a": ENTRY_MODE}, GRAD_ENABLED)
+    b = State({"c": ENTRY_MODE, "a": ENTRY_MODE}, GRAD_ENABLED)
+    assert list(join(a, b).models) == ["b", "a", "c"]  # a's keys in a's order, then b's new ones

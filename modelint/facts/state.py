@@ -113,7 +113,8 @@ def join(a: State | None, b: State | None) -> State | None:
         return b.copy() if b is not None else None
     if b is None:
         return a.copy()
-    models = {key: _join_fact(a, b, key) for key in a.models.keys() | b.models.keys()}
+    # (In a fixed order, not a set's: what reads these dicts in order must not depend on the hash seed.)
+    models = {key: _join_fact(a, b, key) for key in (*a.models, *(k for k in b.models if k not in a.models))}
     aliases = {k: v for k, v in a.aliases.items() if b.aliases.get(k) == v}
     tainted = {k: v for k, v in a.grad_free_values.items() if k in b.grad_free_values}
     values = dict(a.values)

@@ -160,7 +160,9 @@ def _listed_models(arguments: dict[str, cst.BaseExpression]) -> dict[str, list[s
 def _effect_targets(effects: dict, bound: dict, listed: dict[str, list[str]]):
     """(the summary's key, its effect, the caller's key) for each effect: `models[]`, what the helper leaves
     on each element of a list parameter, reaches every model the call lists (`[enc, head]`)."""
-    for param_key, effect in effects.items():
+    # Parents before their parts: what the helper may do to `self` as a whole (havoc) comes first, and what
+    # it surely leaves on `self.model` refines it; never the dict's order, which follows joins of states.
+    for param_key, effect in sorted(effects.items(), key=lambda item: (item[0].count("."), item[0])):
         root = key_root(param_key)
         element = f"{root}[]"
         if param_key.startswith(element) and root in listed:
