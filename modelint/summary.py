@@ -58,6 +58,7 @@ class StepUse:
     path: str
     call: int = -1
     node: object = field(default=None, compare=False)
+    phase_value: object = None  # run only for this value of the helper's phase parameter (None: for any)
 
 
 @dataclass(frozen=True)

@@ -115,7 +115,7 @@ class MissingNoGrad(Rule):
             return None  # `self.predict_proba(X)` left abstract: a subclass may well run it under no_grad
         grad = effective_grad(facts, forward)
         if forward.grad_free or grad.free_sites:  # grad-free on every path, or on some (a conditional no_grad)
-            if forward.grad_free or forward.grad.free_sites or facts.flow.caller_with_autograd(forward.function) is None:
+            if forward.grad_free or forward.grad.free_sites or facts.flow.caller_with_autograd(forward.function, forward.phase) is None:
                 return None  # (unless only some callers run it under no_grad, and another surely does not)
         if grad.unknown and not grad.may_enabled:
             return None  # only callers we cannot see run it (a private hook of a base class elsewhere)
@@ -173,7 +173,7 @@ class MissingNoGrad(Rule):
                           applicability="unsafe")
         notes, related = wrapped_forward_notes(facts, forward, proof["notes"], proof["related"])
         if via is None and grad.free_sites:  # some callers run it under no_grad: the one that does not
-            caller, call = facts.flow.caller_with_autograd(function)
+            caller, call = facts.flow.caller_with_autograd(function, forward.phase)
             name = f"{caller.name}()" if caller is not None else "the module-level script"
             notes = ((call, f"{name} calls `{function.name}()` here with autograd on"), *notes)
         return Report(forward.call, message, stmt=site.site.stmt, fix=fix, notes=notes, related=related,

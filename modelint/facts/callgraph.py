@@ -21,6 +21,7 @@ from modelint.facts.base_shapes import grad_of_calls_by_bases
 from modelint.facts.scopes import FunctionInfo
 from modelint.facts.method_targets import MethodTargets
 from modelint.facts.names import dotted
+from modelint.facts.phases import call_picks_other_phase
 from modelint.facts.lattice import GRAD_ENABLED, GRAD_UNKNOWN, GradFact
 from modelint.facts.name_values import scope_bindings
 from modelint.facts.summaries import qualname
@@ -129,14 +130,17 @@ class CallGraph(MethodTargets):
         """This file's functions that this file calls."""
         return set(self._local_callees.values())
 
-    def entry_grad(self, function: FunctionInfo | None, _seen: frozenset = frozenset()) -> GradFact:
-        """Autograd at a function's entry, from every call of it this file shows; enabled when none."""
+    def entry_grad(self, function: FunctionInfo | None, _seen: frozenset = frozenset(), phase: tuple = ()) -> GradFact:
+        """Autograd at a function's entry, from every call of it this file shows; enabled when none. With
+        `phase` ((parameter, value),), only from the calls that pick that value of its phase parameter."""
         if function is None:
             return GRAD_ENABLED
         if function.outer is not None and function.cls is None:
             sites = self.call_sites.get(_nested_name(function), {})
         else:
             sites = self.call_sites.get(qualname(function), {})
+        if phase:
+            sites = {call: site for call, site in sites.items() if not call_picks_other_phase(function, call, phase)}
         if self.is_framework_hook(function):
             return GradFact(free_sites=frozenset({function.node}))  # Lightning wraps it in no_grad
         if not sites and function.cls is not None:
@@ -158,12 +162,15 @@ class CallGraph(MethodTargets):
             result = grad if result is None else result.join(grad)
         return result
 
-    def caller_with_autograd(self, function: FunctionInfo | None) -> tuple | None:
+    def caller_with_autograd(self, function: FunctionInfo | None, phase: tuple = ()) -> tuple | None:
         """(caller, call) in this file whose call of `function` surely runs with autograd on (while another
-        may run it under no_grad: `train()` validating under no_grad, `test()` without)."""
+        may run it under no_grad: `train()` validating under no_grad, `test()` without); with `phase`, among
+        the calls that pick that value of its phase parameter."""
         if function is None or (function.outer is not None and function.cls is None):
             return None
         for call, (caller, grad, _models) in self.call_sites.get(qualname(function), {}).items():
+            if phase and call_picks_other_phase(function, call, phase):
+                continue
             if grad.unknown:
                 grad = grad.at_entry(self.entry_grad(caller, frozenset({function})))
             if grad.may_enabled and not grad.free_sites and not grad.unknown:

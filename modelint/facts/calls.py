@@ -283,6 +283,8 @@ class CallEffects(FollowedNames, SummaryEffects):
             seen.grad = seen.grad.join(state.grad)
             if region is None:
                 seen.grad_free_region = None
+        if self.tag:
+            table[slot].phases.add(self.tag[0][1])
         if kind == "backward" and via is None:
             reached = self._reaching(call, state)
             table[slot].reached.update(forward.key for token, level in reached if level != DETACHED

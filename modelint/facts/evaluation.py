@@ -21,6 +21,7 @@ from modelint.facts.lattice import ENTRY_MODE, GradFact, ModeFact, is_train_site
 from modelint.facts.modules import Dependence
 from modelint.facts.names import dotted, value_key
 from modelint.facts.naming import is_evaluation_name
+from modelint.facts.phases import describe_value
 from modelint.facts.walk import iter_nodes
 
 
@@ -54,7 +55,7 @@ def effective_grad(facts, forward) -> GradFact:
     """The grad mode at a forward, with what its function's callers in this file do for the unknown part."""
     grad = forward.grad
     if grad.unknown:
-        grad = grad.at_entry(facts.flow.entry_grad(forward.function))
+        grad = grad.at_entry(facts.flow.entry_grad(forward.function, phase=forward.phase))
     return grad
 
 
@@ -97,7 +98,7 @@ def evaluation_context(facts, forward, grad: GradFact) -> str | None:
     why = _evaluation_context(facts, forward, grad)
     if why is not None and forward.phase:
         name, value = forward.phase[-1]
-        why += f" (when `{name}` is {value!r})"
+        why += f" (when `{name}` is {describe_value(value)})"
     return why
 
 

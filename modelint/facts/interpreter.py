@@ -25,6 +25,7 @@ from modelint.facts.names import dotted, literal_value
 from modelint.facts.phases import decide
 from modelint.facts.state import State, join
 from modelint.facts.summary_effects import arguments_of
+from modelint.facts.walk import iter_nodes
 
 
 class Interpreter(Loops, Bindings, CallEffects):
@@ -37,6 +38,9 @@ class Interpreter(Loops, Bindings, CallEffects):
         self.returns: list[State] = []
         # Names whose value is known here: a phase loop's variable, `phases = ("train", "val")`.
         self.constants: dict[str, object] = {}
+        # Names bound to a grad context picked by a test (`ctx = nullcontext() if training else torch.no_grad()`):
+        # what entering them does ("free", "enabled", "unknown"; "keep" for a context that changes nothing).
+        self.grad_choices: dict[str, str] = {}
         # `for m in net.modules():` while its body runs: m -> net (switching m switches part of net)
         self.parts: dict[str, str] = {}
 
@@ -168,22 +172,36 @@ class Interpreter(Loops, Bindings, CallEffects):
             break
         before = state  # (the state the tests ran in: what each branch started from)
         for stmt, then in reversed(branches):
-            merged = join(then, other)
-            if merged is not None and then is not None and other is not None and stmt.orelse is not None:
-                # `if training: model.train() else: model.eval()`: the mode follows a condition
-                # the code tests again later; which one holds is not ours to guess. Only when both
-                # branches switch it: a branch that validates (eval) beside one that saves a checkpoint
-                # leaves training in eval mode on the first path.
-                for key, fact in merged.models.items():
-                    a, b, entry = then.fact(key), other.fact(key), before.fact(key)
-                    if {a.definitely_train, b.definitely_train} == {True, False} and \
-                            {a.definitely_eval, b.definitely_eval} == {True, False} and not fact.havoc \
-                            and a != entry and b != entry:
-                        merged.models[key] = replace(fact, havoc=True)
-            other = merged
+            other = _join_branches(before, then, other, stmt.orelse is not None)
         return other
 
+    def conditional_switch(self, node: cst.Expr, state: State) -> State:
+        """`net.train() if is_train else net.eval()` as a statement: an `if`/`else` of two calls."""
+        expr = node.value
+        parts = {}
+        for part in (expr.body, expr.orelse):
+            for inner in iter_nodes(part):
+                if type(inner) is cst.Call:
+                    parts[inner] = part
+        calls = self.flow.collector.calls_by_owner.get(node, ())
+        for call in calls:
+            if call not in parts:
+                self.call(call, state)  # the test's calls run first, whatever their place in the text
+        decided = decide(expr.test, self.constants)  # (a phase's pass knows its test)
+        then, other = state.copy(), state.copy()
+        for call in calls:
+            if call in parts:
+                self.call(call, then if parts[call] is expr.body else other)
+        if decided is not None:
+            return then if decided else other
+        return _join_branches(state, then, other, True)
+
     def small(self, node: cst.BaseSmallStatement, state: State) -> State | None:
+        if type(node) is cst.Expr and type(node.value) is cst.IfExp \
+                and type(node.value.body) is cst.Call and type(node.value.orelse) is cst.Call:
+            state = self.conditional_switch(node, state)
+            self.expression_statement(node.value, state)
+            return state
         if type(node) is cst.Expr:
             effect = self._statement_grad_effect(node.value)
             self.calls_of(node, state)
@@ -198,6 +216,7 @@ class Interpreter(Loops, Bindings, CallEffects):
             for target in node.targets:
                 self.bind(target.target, node.value, origins, state)
                 self._remember_constant(target.target, node.value)
+                self._remember_grad_choice(target.target, node.value)
             return state
         if type(node) is cst.AnnAssign:
             self.calls_of(node, state)
@@ -244,6 +263,28 @@ class Interpreter(Loops, Bindings, CallEffects):
                 return None  # `else: assert False`: the path ends, like a raise
         return state
 
+    def _remember_grad_choice(self, target: cst.BaseExpression, value: cst.BaseExpression) -> None:
+        if type(target) is not cst.Name:
+            return
+        self.grad_choices.pop(target.value, None)
+        if type(value) is not cst.IfExp:
+            return
+        effects = [self._context_effect(branch) for branch in (value.body, value.orelse)]
+        if None in effects:
+            return
+        decided = decide(value.test, self.constants)
+        if decided is not None:
+            self.grad_choices[target.value] = effects[0] if decided else effects[1]
+        else:
+            self.grad_choices[target.value] = effects[0] if effects[0] == effects[1] else "unknown"
+
+    def _context_effect(self, expr: cst.BaseExpression) -> str | None:
+        """What entering `expr` does to autograd: a grad-mode context, or one that changes nothing."""
+        if type(expr) is cst.Call and self.flow.imports.qualify(expr.func) in ("contextlib.nullcontext",
+                                                                             "contextlib.suppress"):
+            return "keep"
+        return self.flow.grad_effect(expr)
+
     def _statement_grad_effect(self, value: cst.BaseExpression) -> str | None:
         """`torch.set_grad_enabled(False)` as a statement, or `stack.enter_context(torch.no_grad())`
         (an ExitStack: the region lasts until the enclosing `with` ends, which restores the grad mode)."""
@@ -277,7 +318,10 @@ class Interpreter(Loops, Bindings, CallEffects):
         self.calls_of(stmt, state)
         restored = []
         for item in stmt.items:
-            effect = self.flow.grad_effect(item.item)
+            effect = (self.grad_choices.get(item.item.value) if type(item.item) is cst.Name else None) \
+                or self.flow.grad_effect(item.item)
+            if effect == "keep":
+                continue
             if effect == "unknown" and type(item.item) is cst.Call and item.item.args:
                 decided = decide(item.item.args[0].value, self.constants)  # set_grad_enabled(phase == "train")
                 effect = effect if decided is None else "enabled" if decided else "free"
@@ -317,3 +361,19 @@ class Interpreter(Loops, Bindings, CallEffects):
             finished = self.block(stmt.finalbody.body, entry.copy())
             return finished if result is not None else None
         return result
+
+
+def _join_branches(before: State, then: State | None, other: State | None, has_else: bool) -> State | None:
+    """The state after an `if` whose branch ends in `then` and whose `else` (or the fall-through) ends in
+    `other`. `if training: model.train() else: model.eval()`: the mode follows a condition the code tests
+    again later; which one holds is not ours to guess. Only when both branches switch it: a branch that
+    validates (eval) beside one that saves a checkpoint leaves training in eval mode on the first path."""
+    merged = join(then, other)
+    if merged is not None and then is not None and other is not None and has_else:
+        for key, fact in merged.models.items():
+            a, b, entry = then.fact(key), other.fact(key), before.fact(key)
+            if {a.definitely_train, b.definitely_train} == {True, False} and \
+                    {a.definitely_eval, b.definitely_eval} == {True, False} and not fact.havoc \
+                    and a != entry and b != entry:
+                merged.models[key] = replace(fact, havoc=True)
+    return merged

@@ -20,6 +20,9 @@ from modelint.facts.walk import iter_nodes
 from modelint.facts.naming import EVAL_WORDS, TRAIN_WORDS
 
 _MAX_VALUES = 6
+# The two values of an optional parameter that picks the phase (`def run_epoch(model, loader, optimizer=None)`:
+# given, it trains; None, it evaluates). Strings, so summaries keep them across processes; no real literal.
+GIVEN, OMITTED = "<given>", "<None>"
 
 
 def phase_values(stmt: cst.For, constants: dict[str, object]) -> tuple[str, tuple] | None:
@@ -60,6 +63,8 @@ def decide(test: cst.BaseExpression, constants: dict[str, object]) -> bool | Non
         return None
     if type(test) is cst.Name:
         value = constants.get(test.value)
+        if value in (GIVEN, OMITTED):
+            return value == GIVEN  # (an optimizer, say: given or None)
         return value if isinstance(value, bool) else None
     if type(test) is cst.UnaryOperation and type(test.operator) is cst.Not:
         inner = decide(test.expression, constants)
@@ -85,11 +90,15 @@ def decide(test: cst.BaseExpression, constants: dict[str, object]) -> bool | Non
 
 
 _UNKNOWN = object()
+_Given = object()  # what an optional parameter holds when it is given: no literal compares equal to it
 
 
 def _known(expr: cst.BaseExpression, constants: dict[str, object]):
     if type(expr) is cst.Name and expr.value in constants:
-        return constants[expr.value]
+        value = constants[expr.value]
+        if value == GIVEN:
+            return _Given  # equal to no literal, `None` included
+        return None if value == OMITTED else value
     if type(expr) is cst.Name and expr.value == "None":
         return None
     values = literal_strings(expr, {})
@@ -143,7 +152,90 @@ def phase_parameter(function) -> tuple[str, tuple] | None:
         words = {word for value in values for word in tokens(value)}
         if words & EVAL_WORDS and words & TRAIN_WORDS and 1 < len(values) <= _MAX_VALUES:
             return name, tuple(sorted(values))
+    optional = _optional_phase(function, params)
+    return (optional, (GIVEN, OMITTED)) if optional is not None else None
+
+
+def _optional_phase(function, params: set) -> str | None:
+    """A parameter defaulting to None whose being given decides whether the body trains: `if optimizer is
+    not None: loss.backward()`, or through a local (`is_train = optimizer is not None; if is_train:`)."""
+    optional = {name for name in params
+                if (param := function.param(name)) is not None and type(param.default) is cst.Name
+                and param.default.value == "None"}
+    if not optional:
+        return None
+    derived: dict[str, str] = {}  # local -> the optional parameter it tests
+    for node in iter_nodes(function.node.body):
+        if type(node) is cst.Assign and len(node.targets) == 1 and type(node.targets[0].target) is cst.Name:
+            tested = _tests_given(node.value, optional)
+            if tested is not None:
+                derived[node.targets[0].target.value] = tested
+    for node in function.phase_nodes:
+        if type(node) is not cst.If:
+            continue
+        tested = _tests_given(node.test, optional)
+        if tested is None and type(node.test) in (cst.Name, cst.UnaryOperation):
+            inner = node.test.expression if type(node.test) is cst.UnaryOperation else node.test
+            tested = derived.get(inner.value) if type(inner) is cst.Name else None
+        if tested is not None and any(_trains_or_switches(branch) for branch in (node.body, node.orelse) if branch):
+            return tested
     return None
+
+
+def _tests_given(test: cst.BaseExpression, optional: set) -> str | None:
+    """`p is None`, `p is not None`, `p`, `not p` for an optional parameter `p`: `p`."""
+    if type(test) is cst.UnaryOperation and type(test.operator) is cst.Not:
+        test = test.expression
+    if type(test) is cst.Name:
+        return test.value if test.value in optional else None
+    if type(test) is cst.Comparison and len(test.comparisons) == 1 and type(test.left) is cst.Name \
+            and test.left.value in optional and type(test.comparisons[0].operator) in (cst.Is, cst.IsNot) \
+            and type(test.comparisons[0].comparator) is cst.Name and test.comparisons[0].comparator.value == "None":
+        return test.left.value
+    return None
+
+
+def _trains_or_switches(branch) -> bool:
+    """A branch that runs a backward pass or switches a mode (not a scheduler's `step()`)."""
+    for node in iter_nodes(branch):
+        if type(node) is cst.Call and type(node.func) is cst.Attribute \
+                and node.func.attr.value in ("backward", "train", "eval", "zero_grad"):
+            return True
+    return False
+
+
+def argument_phase(values, passed: cst.BaseExpression | None, default):
+    """The phase value a call picks for a helper's phase parameter: the literal it passes (`eval=True`),
+    for an optional one whether it passes something (None and nothing are `OMITTED`); None: unknown."""
+    if GIVEN in values:
+        if passed is None:
+            return OMITTED
+        return OMITTED if type(passed) is cst.Name and passed.value == "None" else GIVEN
+    if passed is None:
+        return default
+    value = literal_value(passed)
+    return value if isinstance(value, (bool, str)) else None
+
+
+def call_picks_other_phase(function, call: cst.Call, phase: tuple) -> bool:
+    """Does `call` of `function` pick another value of its phase parameter than `phase` ((name, value),)
+    names? (`loss_batch(model, xb, yb)` with no optimizer, for the pass that steps one.)"""
+    from modelint.facts.summary_effects import bind_arguments
+
+    if not phase or phase[0][0] not in function.param_set:
+        return False
+    name, value = phase[0]
+    param = function.param(name)
+    default = literal_value(param.default) if param is not None and param.default is not None else None
+    values = (GIVEN, OMITTED) if value in (GIVEN, OMITTED) else ()
+    passed = bind_arguments(function.params, function.cls is not None, call).get(name)
+    picked = argument_phase(values, passed, default if isinstance(default, (bool, str)) else None)
+    return picked is not None and picked != value
+
+
+def describe_value(value) -> str:
+    """How a finding names a phase value: `'val'`, `False`, `None`, `given`."""
+    return "None" if value == OMITTED else "given" if value == GIVEN else repr(value)
 
 
 def _flag(test: cst.BaseExpression, params: set) -> str | None:

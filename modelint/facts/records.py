@@ -77,6 +77,7 @@ class TrainingStep:
     trained_key: str | None = None  # with `via`: the caller's model that step trains
     callee: FunctionSummary | None = None
     reached: set[str] = field(default_factory=set)  # models whose output this backward back-propagates
+    phases: set = field(default_factory=set)  # the values of the function's phase parameter it runs in
 
 
 @dataclass

@@ -81,7 +81,8 @@ def summarise(flow, function_flow, globals_: frozenset[str], closures=()) -> Fun
         # (a step under `if model.training:` never trains the caller's model in eval mode)
         step = next((s for s in steps if not _only_in_training(flow, s.call, key)), None)
         if step is not None:
-            summary.steps.append(StepUse(key, flow.path, node=step.call))
+            phase_value = next(iter(step.phases)) if len(step.phases) == 1 and function_flow.phase_param else None
+            summary.steps.append(StepUse(key, flow.path, node=step.call, phase_value=phase_value))
     for step in function_flow.helper_steps.values():
         key = step.trained_key
         if key and caller_owned(key) and step.models.get(key, ENTRY_MODE) == ENTRY_MODE:

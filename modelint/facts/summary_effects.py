@@ -18,7 +18,8 @@ from dataclasses import replace
 import libcst as cst
 
 from modelint.facts.lattice import ENTRY_MODE, ModeFact
-from modelint.facts.names import key_root, literal_value, value_key
+from modelint.facts.names import key_root, value_key
+from modelint.facts.phases import GIVEN, argument_phase
 from modelint.facts.provenance import Fresh
 from modelint.facts.state import State
 from modelint.summary import FunctionSummary
@@ -57,6 +58,8 @@ class SummaryEffects:
                     self.uses.given_back.add((call, self.tag) if self.tag else call)
         trained: list[str] = []
         for use in summary.steps:
+            if phase is not None and use.phase_value is not None and use.phase_value != phase:
+                continue  # (`loss.backward()` only when the helper is handed an optimizer, and this call hands none)
             key = _rebind(use.param, bound)
             if key is not None:
                 self.step(call, "backward", state, None, via=use, callee=summary, trained_key=key)
@@ -115,10 +118,7 @@ def _phase_passed(summary: FunctionSummary, arguments: dict[str, cst.BaseExpress
     """The literal the call passes for the helper's phase parameter (`eval=True`), if it passes one."""
     if summary.phase_param is None:
         return None
-    if summary.phase_param not in arguments:
-        return summary.phase_default
-    value = literal_value(arguments[summary.phase_param])
-    return value if isinstance(value, (bool, str)) else None
+    return argument_phase(summary.phase_effects, arguments.get(summary.phase_param), summary.phase_default)
 
 
 def arguments_of(summary: FunctionSummary, call: cst.Call) -> dict[str, cst.BaseExpression]:
@@ -178,9 +178,10 @@ def _effects_for(summary: FunctionSummary, arguments: dict) -> tuple[dict, dict]
     """The effects of this call: those of the phase the call names (`set_mode("eval", ...)`), when it does."""
     if summary.phase_param is not None and summary.phase_effects:
         value = arguments.get(summary.phase_param)
-        literal = literal_value(value) if value is not None else None
-        if isinstance(literal, (str, bool)) and literal in summary.phase_effects:
-            return summary.phase_effects[literal]
+        picked = argument_phase(summary.phase_effects, value, None) if value is not None or \
+            GIVEN in summary.phase_effects else None
+        if picked is not None and picked in summary.phase_effects:
+            return summary.phase_effects[picked]
     return summary.effects, summary.effect_sites
 
 
