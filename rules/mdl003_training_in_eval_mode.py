@@ -92,7 +92,7 @@ class TrainingInEvalMode(Rule):
                     site = facts.call_sites.get(step.call)
                     if not self._trained_in_eval(key, fact, step.models, trained) \
                             or _frozen_features_protocol(facts, key, fact, step) or _other_model_trained(key, step) \
-                            or _part_frozen_after_train(facts, fact, step) \
+                            or _part_frozen_after_train(facts, fact, step) or _toggled_around_step(facts, key, fact, step) \
                             or mode_picked_by_callers(facts.flow, flow, fact.eval_sites) \
                             or (site is not None and runs_only_in_training(site.site, key, step.call)):
                         continue
@@ -179,6 +179,33 @@ def _part_frozen_after_train(facts: FileFacts, fact, step) -> bool:
                 for train, key in switches):
             return False
     return True
+
+
+def _toggled_around_step(facts: FileFacts, key: str, fact, step) -> bool:
+    """`disc.eval()`, the generator's loss back-propagated through it, then `disc.train()` for its own update,
+    all in one pass of the training loop: the author scopes the critic's eval mode to this part of the step
+    (a validation that forgot to switch back has no `train()` right after the step in the same pass)."""
+    here = facts.call_sites.get(step.call)
+    at = facts.locate(step.call)
+    if here is None or at is None or not fact.eval_sites:
+        return False
+    loops = [g for g in here.site.guards if type(g) in (cst.For, cst.While)]
+    if not loops:
+        return False
+    loop = loops[-1]  # (the innermost loop around the step)
+
+    def in_pass(site) -> bool:
+        where = facts.call_sites.get(site) if type(site) is cst.Call else None
+        return where is not None and where.site.function is step.function and loop in where.site.guards
+
+    for site in fact.eval_sites:
+        place = facts.locate(site) if type(site) is cst.Call else None
+        if not in_pass(site) or place is None or place[:2] > at[:2] or dotted(site.func.value) != key:
+            return False
+    return any(type(call.node.func) is cst.Attribute and call.node.func.attr.value == "train" and not call.node.args
+               and dotted(call.node.func.value) == key and in_pass(call.node)
+               and (after := facts.locate(call.node)) is not None and after[:2] > at[:2]
+               for call in facts.collector.calls)
 
 
 def _frozen_features_protocol(facts: FileFacts, key: str, fact, step) -> bool:
