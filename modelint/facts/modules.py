@@ -20,6 +20,7 @@ from modelint.facts import torch_api as api
 from modelint.facts.collector import Collector
 from modelint.facts.imported_classes import WaitingOnImports
 from modelint.facts.local_layers import LocalLayers
+from modelint.facts.registries import Registries
 from modelint.facts.scopes import ClassInfo, FunctionInfo
 from modelint.facts.names import dotted
 from modelint.facts.torch_layers import Dependence, layer_dependence_by_name
@@ -63,7 +64,7 @@ def unwrap_chain(expr: cst.BaseExpression) -> tuple[cst.BaseExpression, list[cst
     return expr, applied
 
 
-class ModuleTable(WaitingOnImports, LocalLayers):
+class ModuleTable(WaitingOnImports, LocalLayers, Registries):
     def __init__(self, collector: Collector, index=None, path: str = "") -> None:
         self.index = index
         self.path = path
@@ -243,6 +244,8 @@ class ModuleTable(WaitingOnImports, LocalLayers):
                     return Construction(call, Dependence.INDEPENDENT, certain=False, origin=qualified)
                 return Construction(call, Dependence.UNKNOWN, certain=False, origin=qualified)
             return None
+        if type(func) is cst.Subscript:
+            return self.registered(call)  # `ARCHS[cfg["type"]](cfg)`
         name = dotted(func)
         if type(func) is cst.Name and name not in _BUILTINS and name[:1].isupper() and name not in self.classes \
                 and (name not in self._builders or name in self.imports.bindings) \
