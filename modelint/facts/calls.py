@@ -231,9 +231,10 @@ class CallEffects(FollowedNames, SummaryEffects):
         summary, _ = self.flow.resolve(expr, self.out.function)
         if summary is None and self.flow.last_unresolved is not None:
             self.flow.unresolved.add(self.flow.last_unresolved)  # another file's context manager may say
-        if summary is not None and summary.context_grad == "free":
+        library = api.MODE_CONTEXTS.get(self.flow.imports.qualify(expr.func) or "") if summary is None else None
+        if (summary is not None and summary.context_grad == "free") or (library is not None and library[1]):
             state.grad = GradFact(free_sites=frozenset({item}))
-        switched = summary.context_mode if summary is not None else None
+        switched = summary.context_mode if summary is not None else library[0] if library is not None else None
         if switched is None:
             return []
         restore = []

@@ -298,6 +298,8 @@ class Interpreter(Loops, Bindings, CallEffects):
             return self.flow.grad_effect(value)
         if type(value.func) is cst.Attribute and value.func.attr.value == "enter_context" and value.args:
             return self.flow.grad_effect(value.args[0].value)
+        if type(value.func) is cst.Attribute and value.func.attr.value == "__enter__" and not value.args:
+            return self.flow.grad_effect(value.func.value)  # `torch.no_grad().__enter__()`: off from here on
         return None
 
     def expression_statement(self, value: cst.BaseExpression, state: State) -> None:

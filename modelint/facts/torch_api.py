@@ -71,6 +71,10 @@ EXTERNAL_MODEL_PREFIXES = (
     "torch.hub.load",
     "torchaudio.models.",
     "open_clip.create_model",
+    # OpenMMLab's registry builders: a fresh detector/segmentor/classifier, in training mode
+    "mmdet.models.build_detector",
+    "mmseg.models.build_segmentor",
+    "mmcls.models.build_classifier",
 )
 # Layers of other libraries that do the same in either mode: einops' rearrangements (and its EinMix,
 # a linear map), torchvision's frozen BatchNorm (fixed statistics).
@@ -139,6 +143,11 @@ SERVING_HANDLER_MODEL = "self.model"
 GRAD_DISABLING = frozenset({"torch.no_grad", "torch.inference_mode", "torch.autograd.no_grad",
                             "torch.autograd.grad_mode.no_grad", "torch.autograd.grad_mode.inference_mode"})
 GRAD_ENABLING = frozenset({"torch.enable_grad", "torch.autograd.enable_grad"})
+# Library context managers that switch the modules they are given and restore their modes on exit:
+# qualified name -> (the mode, whether the body also runs under no_grad). MONAI's `eval_mode(*nets)`
+# is `net.eval()` for each and `torch.no_grad()`; its `train_mode(*nets)` leaves autograd alone.
+MODE_CONTEXTS = {"monai.networks.utils.eval_mode": ("eval", True), "monai.networks.eval_mode": ("eval", True),
+                 "monai.networks.utils.train_mode": ("train", False), "monai.networks.train_mode": ("train", False)}
 SET_GRAD_ENABLED = frozenset({"torch.set_grad_enabled", "torch.autograd.set_grad_enabled"})
 # Context managers that are no-ops unless entered (MDL004).
 GRAD_MODE_CONTEXT_MANAGERS = GRAD_DISABLING | GRAD_ENABLING
@@ -201,6 +210,7 @@ MODE_NEUTRAL_FUNCTIONS = frozenset(
 MODULE_WRAPPERS = frozenset(
     {"torch.nn.DataParallel", "torch.nn.parallel.DistributedDataParallel", "torch.compile",
      "torch.nn.parallel.DataParallel",
+     "mmcv.parallel.MMDataParallel", "mmcv.parallel.MMDistributedDataParallel",
      # reparametrisations that return the very module they are given
      "torch.nn.utils.weight_norm", "torch.nn.utils.spectral_norm", "torch.nn.utils.weight_norm.weight_norm",
      "torch.nn.utils.spectral_norm.spectral_norm", "torch.nn.utils.parametrizations.weight_norm",
