@@ -24,12 +24,14 @@ from modelint.facts import torch_api as api
 from modelint.facts.applied import NEUTRAL_BUILTINS, applies_a_mode_neutral_function
 from modelint.facts.intent import DETACHED, FED, NONE, graph_handed_to_update
 from modelint.facts.phases import decide
-from modelint.facts.lattice import ENTRY_MODE, GradFact, ModeFact, mode_of_call
+from modelint.facts.lattice import ENTRY_MODE, ModeFact, mode_of_call
 from modelint.facts.names import key_prefixes, tokens, value_key
+from modelint.facts.modules import Dependence
 from modelint.facts.naming import EVAL_WORDS, TRAIN_WORDS, names_evaluation_data
 from modelint.facts.provenance import Fresh, receiver_key
 from modelint.facts.records import Forward, TrainingStep
 from modelint.facts.followed import FollowedNames
+from modelint.facts.mode_contexts import ModeContexts
 from modelint.facts.state import State
 from modelint.facts.summary_effects import SummaryEffects
 from modelint.summary import FunctionSummary
@@ -42,7 +44,7 @@ _SWITCH_WORDS = frozenset({"start", "begin", "mode", "set", "switch", "to", "ent
 _MODE_WORDS = frozenset({"mode", "freeze", "unfreeze", "bn", "batchnorm", "dropout", "toggle", "requires"})
 
 
-class CallEffects(FollowedNames, SummaryEffects):
+class CallEffects(FollowedNames, SummaryEffects, ModeContexts):
     def __init__(self, flow, out, params: set[str]) -> None:
         self.flow = flow
         self.out = out
@@ -74,7 +76,12 @@ class CallEffects(FollowedNames, SummaryEffects):
         elif key is not None:
             canonical = state.canonical(key)
             if self._is_model(state, canonical):
-                self.forward(call, canonical, state)
+                # An object of a class we cannot see, handed a model this function switches or trains
+                # (`inferer(inputs=x, diffusion_model=unet)`): a runner of that model, which is what runs.
+                handed = _handed_known_model(call, canonical, state) \
+                    if state.fact(canonical).dependence is Dependence.UNKNOWN \
+                    and not self._own_parameter(canonical) else None
+                self.forward(call, handed or canonical, state)
             elif call.args and self._inherited_attribute(canonical) and not self._made_from_nothing(call):
                 self.forward(call, canonical, state, shown_by_detach=True)
         if type(func) is cst.Attribute:
@@ -221,31 +228,11 @@ class CallEffects(FollowedNames, SummaryEffects):
         saved = state.saved.get(call.args[0].value.value)
         return saved[1] if saved is not None and saved[0] == key else None
 
-    def mode_context(self, item: cst.WithItem, state: State) -> list[tuple[str, ModeFact]]:
-        """`with eval_mode(model, head):`: the models it switches, with the fact to restore on exit; and the
-        grad mode of its body, when the context manager runs it under no_grad."""
-        expr = item.item
-        if type(expr) is not cst.Call:
-            return []
-        self.flow.last_unresolved = None
-        summary, _ = self.flow.resolve(expr, self.out.function)
-        if summary is None and self.flow.last_unresolved is not None:
-            self.flow.unresolved.add(self.flow.last_unresolved)  # another file's context manager may say
-        library = api.MODE_CONTEXTS.get(self.flow.imports.qualify(expr.func) or "") if summary is None else None
-        if (summary is not None and summary.context_grad == "free") or (library is not None and library[1]):
-            state.grad = GradFact(free_sites=frozenset({item}))
-        switched = summary.context_mode if summary is not None else library[0] if library is not None else None
-        if switched is None:
-            return []
-        restore = []
-        for arg in expr.args:
-            key = value_key(arg.value)
-            if key is None or arg.keyword is not None:
-                continue
-            key = state.canonical(key)
-            restore.append((key, state.fact(key)))
-            state.put(key, state.fact(key).switched(switched, expr))
-        return restore
+    def _own_parameter(self, key: str) -> bool:
+        """Is `key` (or what it is part of) one of the function's own parameters, `self` or `cls`?"""
+        function = self.out.function
+        head = key.split(".")[0]
+        return head in ("self", "cls") or (function is not None and head in function.param_set)
 
     # -- forwards and training steps ---------------------------------------------
     def forward(self, call: cst.Call, key: str, state: State, method: str | None = None, via=None,
@@ -381,3 +368,17 @@ _NOT_FORWARD_PREFIXES = ("get_", "set_", "reset_", "is_", "has_", "num_", "incre
 def is_optimizer_step(receiver: str) -> bool:
     last = receiver.rsplit(".", 1)[-1].lower()
     return "optim" in last or last in ("opt", "scaler") or last.endswith("_opt") or last.startswith("opt_")
+
+
+def _handed_known_model(call: cst.Call, key: str, state: State) -> str | None:
+    """The keyword argument that is a model whose mode this function switched (or a helper set), if one is
+    (`diffusion_model=unet`: named as what the callee runs; a positional one may be anything's input)."""
+    for arg in call.args:
+        handed = value_key(arg.value) if arg.keyword is not None else None
+        if handed is None or handed == key:
+            continue
+        handed = state.canonical(handed)
+        fact = state.models.get(handed)
+        if fact is not None and (fact.train_sites or fact.eval_sites):
+            return handed
+    return None
