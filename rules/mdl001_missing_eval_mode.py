@@ -383,9 +383,21 @@ def _repeated_sample(facts: FileFacts, forward) -> bool:
 
 
 def _bound_in(loop: cst.CSTNode) -> set[str]:
-    """Names a loop (or comprehension) binds: its targets and what its body assigns."""
+    """Names a loop (or comprehension) binds anew in each of its passes: its targets and what its body
+    assigns, but not what an inner loop over the same data in every pass binds (`for _ in range(n_drop):
+    for x, y in loader: model(x)` replays the loader's batches: each pass sees the same inputs)."""
+    inner = [node for node in iter_nodes(loop) if node is not loop and type(node) in (cst.For, cst.While)]
+    skipped = {id(node) for loop_ in inner for node in iter_nodes(loop_)}
+    names = _targets_of(node for node in iter_nodes(loop) if id(node) not in skipped)
+    for nested in inner:
+        if type(nested) is not cst.For or {n.value for n in iter_nodes(nested.iter) if type(n) is cst.Name} & names:
+            names |= _targets_of(iter_nodes(nested))  # (data that changes from pass to pass)
+    return names
+
+
+def _targets_of(nodes) -> set[str]:
     names: set[str] = set()
-    for node in iter_nodes(loop):
+    for node in nodes:
         targets = []
         if type(node) in (cst.For, cst.CompFor):
             targets.append(node.target)
