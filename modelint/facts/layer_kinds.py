@@ -22,6 +22,7 @@ from modelint.facts.collector import Collector
 from modelint.facts.scopes import ClassInfo
 from modelint.facts.modules import calls_in
 from modelint.facts.names import NOT_LITERAL, literal_value
+from modelint.facts.walk import iter_nodes
 
 _WEIGHT_CALLS = frozenset({"torch.nn.Parameter", "torch.nn.parameter.Parameter"})
 _REGISTERING = frozenset({"register_parameter", "register_module", "add_module"})
@@ -94,8 +95,9 @@ class LayerKinds:
     def _weightless_now(self, info: ClassInfo) -> bool:
         table = self.table
         if not table.is_module_class(info) or table.has_foreign_base(info) \
-                or not (self._compares(info) or _registers_buffers(info)):
-            return False
+                or not (self._compares(info) or _registers_buffers(info)
+                        or any(table.construction(call) is not None for call in info.calls)):
+            return False  # (a `class Net` of an exercise, its layers still to be written, is a model)
         for base in info.bases:
             project = table.project_class(base)
             if project is not None:
@@ -127,6 +129,15 @@ class LayerKinds:
             info = next(filter(None, map(self.table.project_class, info.bases)), None)
         return False
 
+    def _layer_setting(self, name: str, method) -> bool:
+        """Does the method hand the parameter to a torch.nn layer it builds (`nn.AvgPool1d(kernel_size=
+        kernel_size)`)? Then it is a setting of that layer (a size, a rate), not a module."""
+        for call in iter_nodes(method.node.body):
+            if type(call) is cst.Call and (self.imports.qualify(call.func) or "").startswith("torch.nn.") \
+                    and any(type(arg.value) is cst.Name and arg.value.value == name for arg in call.args):
+                return True
+        return False
+
     def _may_be_module(self, value: cst.BaseExpression | None, method) -> bool:
         """A parameter without a literal default (or an attribute of one), or a call of something other
         than torch's tensor functions and the builtins: it may hand a module over."""
@@ -134,7 +145,8 @@ class LayerKinds:
         while type(head) is cst.Attribute:
             head = head.value
         if type(head) is cst.Name and method is not None:
-            return head.value in method.param_set and not _literal_default(method, head.value)
+            return head.value in method.param_set and not _literal_default(method, head.value) \
+                and not self._layer_setting(head.value, method)
         if type(value) is cst.Call:
             qualified = self.imports.qualify(value.func) or ""
             if self.table.construction(value) is not None or self.table.builder_calls(value.func) is not None:
