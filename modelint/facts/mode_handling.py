@@ -120,3 +120,40 @@ def _head(expr: cst.BaseExpression) -> str | None:
     if type(expr) is not cst.Name:
         return None
     return f"self.{parts[-1]}" if expr.value == "self" and parts else expr.value
+
+
+def only_switches_modes(node: cst.FunctionDef) -> bool:
+    """A body of nothing but `x.eval()` / `x.train(...)` calls (a docstring, `return self` aside), maybe
+    picked by an `if`/`else` on a flag (`def set_mode_train(self, train=True): if train: ... else: ...`)."""
+    return _switches_only(node.body) is True
+
+
+def _switches_only(body) -> bool | None:
+    """True: only mode switches (at least one); None: nothing at all; False: something else."""
+    if type(body) is cst.SimpleStatementSuite:  # `def eval(self): self.net.eval()`
+        statements = [body]
+    else:
+        statements = list(body.body)
+    switched = None
+    for statement in statements:
+        if type(statement) is cst.If:
+            parts = [_switches_only(statement.body)]
+            orelse = statement.orelse
+            if orelse is not None:
+                parts.append(_switches_only(orelse.body) if type(orelse) is cst.Else
+                             else _switches_only(cst.IndentedBlock(body=[orelse])))
+            if False in parts:
+                return False
+            switched = switched or (True in parts) or None
+            continue
+        smalls = statement.body if type(statement) in (cst.SimpleStatementLine, cst.SimpleStatementSuite) else None
+        if smalls is None:
+            return False
+        for small in smalls:
+            if type(small) is cst.Expr and type(small.value) is cst.Call \
+                    and type(small.value.func) is cst.Attribute and small.value.func.attr.value in ("eval", "train"):
+                switched = True
+            elif not (type(small) in (cst.Pass, cst.Return) or
+                      (type(small) is cst.Expr and type(small.value) in (cst.SimpleString, cst.ConcatenatedString))):
+                return False
+    return switched

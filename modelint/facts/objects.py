@@ -27,6 +27,7 @@ from modelint.facts.base_shapes import switched_by_bases_elsewhere
 from modelint.facts.module_names import passed_dependences
 from modelint.facts.lattice import ENTRY_MODE, HAVOC_MODE, ModeFact, first_site, is_train_site, mode_of_call
 from modelint.facts.modules import Dependence
+from modelint.facts.mode_handling import only_switches_modes
 from modelint.facts.names import dotted, key_root
 from modelint.facts.provenance import receiver_key
 
@@ -252,11 +253,11 @@ class ObjectModes:
         for function_flow in self.flow.flows:
             function = function_flow.function
             if function is None or function.cls is None or function.name.startswith("_") \
-                    or function_flow.exit_state is None or not _only_switches_modes(function.node):
+                    or function_flow.exit_state is None or not only_switches_modes(function.node):
                 continue
-            for key in self._left_in_eval.get(function.cls.name, {}):
-                exit_fact = function_flow.exit_state.models.get(key)
-                if exit_fact is not None and exit_fact.eval_sites:
+            for key, exit_fact in function_flow.exit_state.models.items():
+                # (`set_mode_train(self, train=True)` switching either way by its flag counts too)
+                if key.startswith("self.") and key.count(".") == 1 and exit_fact.eval_sites:
                     out.setdefault(function.cls.name, set()).add(key)
         return out
 
@@ -370,24 +371,4 @@ class ObjectModes:
             if fact is None or fact.havoc or fact.train_sites:
                 return False  # (a callee's training shows in its caller as a train site at the call)
         return True
-
-
-def _only_switches_modes(node: cst.FunctionDef) -> bool:
-    """A body of nothing but `x.eval()` / `x.train(...)` calls (a docstring, `return self` aside)."""
-    if type(node.body) is cst.SimpleStatementSuite:  # `def eval(self): self.net.eval()`
-        lines = [node.body.body]
-    else:
-        lines = [s.body if type(s) is cst.SimpleStatementLine else None for s in node.body.body]
-    switched = False
-    for smalls in lines:
-        if smalls is None:
-            return False
-        for small in smalls:
-            if type(small) is cst.Expr and type(small.value) is cst.Call \
-                    and type(small.value.func) is cst.Attribute and small.value.func.attr.value in ("eval", "train"):
-                switched = True
-            elif not (type(small) in (cst.Pass, cst.Return) or
-                      (type(small) is cst.Expr and type(small.value) in (cst.SimpleString, cst.ConcatenatedString))):
-                return False
-    return switched
 
