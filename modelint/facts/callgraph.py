@@ -177,6 +177,30 @@ class CallGraph(MethodTargets):
                 return caller, call
         return None
 
+    def entry_dependence(self, function: FunctionInfo | None, param: str, _seen: frozenset = frozenset()):
+        """How much a parameter's model depends on the mode, from what every call of the function in this file
+        hands it (`train(net, ...)` with `net = get_net()`, a Linear-only factory): INDEPENDENT only when every
+        caller hands an independent one; UNKNOWN when any call hands something unknown, or there is no call."""
+        from modelint.facts.modules import Dependence
+        from modelint.facts.names import value_key
+        from modelint.facts.summary_effects import bind_arguments
+
+        if function is None or function in _seen or param not in function.param_set:
+            return Dependence.UNKNOWN
+        sites = self.call_sites.get(qualname(function), {})
+        found = None
+        for call, (caller, _grad, models) in sites.items():
+            passed = bind_arguments(function.params, function.cls is not None, call).get(param)
+            key = value_key(passed) if passed is not None else None
+            fact = models.get(key) if key is not None else None
+            dependence = fact.dependence if fact is not None else Dependence.UNKNOWN
+            if dependence is Dependence.UNKNOWN and key is not None and caller is not None and "." not in key:
+                dependence = self.entry_dependence(caller, key, _seen | {function})
+            found = dependence if found is None else max(found, dependence)
+            if found is not Dependence.INDEPENDENT:
+                return found
+        return found if found is not None else Dependence.UNKNOWN
+
     def _called_only_in_lambdas(self, function: FunctionInfo) -> bool:
         calls = self._calls_of.get(function, ())
         return bool(calls) and all(call in self.collector.calls_in_lambdas for call in calls)

@@ -27,6 +27,15 @@ from modelint.facts.walk import iter_nodes
 
 def effective_mode(facts, forward) -> ModeFact:
     """The mode at a forward, with what the object's other methods leave for a trainer's `self.model`."""
+    mode = _effective_mode(facts, forward)
+    function = forward.function
+    if mode.dependence is Dependence.UNKNOWN and function is not None and forward.key in function.param_set \
+            and facts.flow.entry_dependence(function, forward.key) is Dependence.INDEPENDENT:
+        return replace(mode, dependence=Dependence.INDEPENDENT)  # every caller hands a model without mode layers
+    return mode
+
+
+def _effective_mode(facts, forward) -> ModeFact:
     mode = forward.mode
     if mode.entry and mode.train_sites and not mode.eval_sites and not mode.havoc \
             and (mode.train_sites <= facts.flow.assumed_sites
