@@ -76,7 +76,8 @@ class TrainingInEvalMode(Rule):
             if stepped is not None:
                 # The optimizers this function steps say whose parameters it trains (linear evaluation steps
                 # the head's optimizer only, over a backbone kept in eval mode): the others are not trained.
-                fed = {key for key in fed if key_prefixes(key) & stepped}
+                # (a model fed to the loss trains when the stepped parts are in it or it is in one of them)
+                fed = {key for key in fed if any(same_or_nested(key, part) for part in stepped)}
                 trained = stepped | fed
             elif complete and optimized:
                 # Every optimizer here says whose parameters it steps: a network whose output only feeds the
@@ -91,6 +92,7 @@ class TrainingInEvalMode(Rule):
                 for key, fact in sorted(step.models.items(), key=lambda item: (item[0] not in step.reached, item[0])):
                     site = facts.call_sites.get(step.call)
                     if not self._trained_in_eval(key, fact, step.models, trained) \
+                            or facts.flow.objects.attribute_dependence(flow.function, key) is Dependence.INDEPENDENT \
                             or _frozen_features_protocol(facts, key, fact, step) or _other_model_trained(key, step) \
                             or _part_frozen_after_train(facts, fact, step) or _toggled_around_step(facts, key, fact, step) \
                             or mode_picked_by_callers(facts.flow, flow, fact.eval_sites) \

@@ -41,9 +41,10 @@ def same_or_nested(a: str, b: str) -> bool:
     return a in key_prefixes(b) or b in key_prefixes(a)
 
 
-def parameter_owners(expr: cst.BaseExpression) -> set[str]:
+def parameter_owners(expr: cst.BaseExpression, parents: bool = True) -> set[str]:
     """Whose parameters `expr` hands over (`model.encoder.parameters()`: the encoder's, so the model's
-    too): the receivers of `.parameters()` / `.named_parameters()` calls in it, with their parents."""
+    too): the receivers of `.parameters()` / `.named_parameters()` calls in it, with their parents
+    (without them: only the parts whose parameters these are)."""
     from modelint.facts.walk import iter_nodes
 
     found: set[str] = set()
@@ -52,7 +53,7 @@ def parameter_owners(expr: cst.BaseExpression) -> set[str]:
                 and node.func.attr.value in ("parameters", "named_parameters"):
             receiver = dotted(node.func.value)
             if receiver:
-                found |= key_prefixes(receiver)
+                found |= key_prefixes(receiver) if parents else {receiver}
     return found
 
 

@@ -81,7 +81,8 @@ class Optimizers:
     def stepped_owners(self, function: FunctionInfo | None) -> set[str] | None:
         """Whose parameters the optimizers `function` itself steps update (`self.optimizer_lineval.step()`,
         bound to `Adam(self.classifier.parameters())`), when each of them is bound here to a torch.optim
-        constructor naming them; None otherwise."""
+        constructor naming them; None otherwise. Only those parts: stepping `self.net.classifier`'s optimizer
+        trains no BatchNorm of `self.net`'s body (a head warmed up on features of a net kept in eval mode)."""
         stepped = self._stepped_receivers.get(function, ())
         owners: set[str] = set()
         for receiver in stepped:
@@ -110,7 +111,7 @@ class Optimizers:
             if not qualified or not api.is_optimizer_class(qualified):
                 continue
             params = next((a.value for a in value.args if a.keyword is None or a.keyword.value == "params"), None)
-            owners = parameter_owners(params) if params is not None else set()
+            owners = parameter_owners(params, parents=False) if params is not None else set()
             if key in out and not out[key] or not owners:
                 out[key] = set()
             else:
