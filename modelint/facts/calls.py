@@ -333,6 +333,7 @@ class CallEffects(FollowedNames, SummaryEffects, ModeContexts):
             fact = bound.fact
         self.out.returned = fact if self.out.returned is None else self.out.returned.join(fact)
 
+
 def _names_a_mode_switch(method: str) -> bool:
     """`val_start`, `set_eval`, `train_mode`, `switch_to_eval`: a method named for switching to a phase."""
     words = set(tokens(method))

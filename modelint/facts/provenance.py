@@ -66,6 +66,11 @@ class Provenance:
     def bound_value(self, value: cst.BaseExpression, state, follows, enclosing) -> Fresh | Same | None:
         """What binding `value` gives; `follows(key)` says whether a key names a module we follow."""
         built, applied = self.modules.module_expression(value)
+        if built is not None:
+            source = self._regrouped(built.call, state, follows)
+            if source is not None:  # `nn.Sequential(*list(vgg.children())[:31])`: vgg's own layers, in vgg's mode
+                fact = state.fact(source)
+                return Fresh(apply_chain(fact, applied) or fact)
         if built is not None and built.runs_loaded:
             # (a wrapper of what its constructor loads: its mode is the loader's, unknown here)
             fact = ModeFact(havoc=True, dependence=built.dependence, certain=built.certain, origin=built.origin)
@@ -92,6 +97,23 @@ class Provenance:
             if follows(source):
                 return Same(source)
         return None
+
+    def _regrouped(self, call: cst.Call, state, follows) -> str | None:
+        """The model whose own submodules a container gathers, every argument starred from its `children()`,
+        `modules()` or one of its parts (`*list(vgg.children())[:31]`, `*encoder.features`): no new layer is
+        built, so the container is in that model's mode."""
+        if self.imports.qualify(call.func) not in _REGROUPING or not call.args:
+            return None
+        sources = set()
+        for arg in call.args:
+            if arg.star != "*":
+                return None
+            source = _gathered_from(arg.value)
+            if source is None:
+                return None
+            sources.add(state.canonical(source))
+        source = sources.pop() if len(sources) == 1 else None
+        return source if source is not None and (follows(source) or state.tracks(source)) else None
 
     def _from_call(self, call: cst.Call, state, follows, enclosing) -> ModeFact | None:
         qualified = self.imports.qualify(call.func)
@@ -141,3 +163,24 @@ def _argument_for(call: cst.Call, params: list[str], name: str) -> cst.BaseExpre
         return None
     index = params.index(name)
     return positional[index].value if index < len(positional) else None
+
+
+_REGROUPING = frozenset({"torch.nn.Sequential", "torch.nn.ModuleList"})
+
+
+def _gathered_from(expr: cst.BaseExpression) -> str | None:
+    """`list(vgg.children())[:31]`, `vgg.children()`, `vgg.features`, `list(vgg.features)[:k]`: `vgg`(`.features`)."""
+    while True:
+        if type(expr) is cst.Subscript:
+            expr = expr.value
+        elif type(expr) is cst.Call and type(expr.func) is cst.Name and expr.func.value in ("list", "tuple") \
+                and len(expr.args) == 1:
+            expr = expr.args[0].value
+        else:
+            break
+    if type(expr) is cst.Call and type(expr.func) is cst.Attribute and not expr.args \
+            and expr.func.attr.value in ("children", "modules"):
+        return value_key(expr.func.value)
+    if type(expr) is cst.Attribute:
+        return value_key(expr)
+    return None
