@@ -182,11 +182,22 @@ class CallGraph(MethodTargets):
         hands it (`train(net, ...)` with `net = get_net()`, a Linear-only factory): INDEPENDENT only when every
         caller hands an independent one; UNKNOWN when any call hands something unknown, or there is no call."""
         from modelint.facts.modules import Dependence
-        from modelint.facts.names import value_key
-        from modelint.facts.summary_effects import bind_arguments
 
         if function is None or function in _seen or param not in function.param_set:
             return Dependence.UNKNOWN
+        cache = self.__dict__.setdefault("_entry_dependences", {})
+        if not _seen and (function, param) in cache:
+            return cache[function, param]
+        found = self._entry_dependence(function, param, _seen)
+        if not _seen:
+            cache[function, param] = found
+        return found
+
+    def _entry_dependence(self, function: FunctionInfo, param: str, _seen: frozenset):
+        from modelint.facts.modules import Dependence
+        from modelint.facts.names import value_key
+        from modelint.facts.summary_effects import bind_arguments
+
         sites = self.call_sites.get(qualname(function), {})
         found = None
         for call, (caller, _grad, models) in sites.items():
