@@ -373,13 +373,17 @@ def is_optimizer_step(receiver: str) -> bool:
 
 def _handed_known_model(call: cst.Call, key: str, state: State) -> str | None:
     """The keyword argument that is a model whose mode this function switched (or a helper set), if one is
-    (`diffusion_model=unet`: named as what the callee runs; a positional one may be anything's input)."""
+    (`diffusion_model=unet`: named as what the callee runs; a positional one may be anything's input). Of
+    several (`autoencoder_model=vae, diffusion_model=unet`), one not in eval mode: the frozen one is no
+    concern of a training step, and a validation that forgot `eval()` forgot it on that one."""
+    handed = []
     for arg in call.args:
-        handed = value_key(arg.value) if arg.keyword is not None else None
-        if handed is None or handed == key:
+        name = value_key(arg.value) if arg.keyword is not None else None
+        if name is None or name == key:
             continue
-        handed = state.canonical(handed)
-        fact = state.models.get(handed)
+        name = state.canonical(name)
+        fact = state.models.get(name)
         if fact is not None and (fact.train_sites or fact.eval_sites):
-            return handed
-    return None
+            handed.append((name, fact))
+    live = [name for name, fact in handed if not fact.definitely_eval]
+    return live[0] if live else handed[0][0] if handed else None

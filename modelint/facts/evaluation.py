@@ -72,6 +72,10 @@ def effective_grad(facts, forward) -> GradFact:
 
 def is_module(facts, forward, mode: ModeFact) -> bool:
     """Is the called thing surely an nn.Module (not a capitalised callable of unknown kind)?"""
+    via = forward.via
+    if via is not None and via.param.startswith("self.") and via.param.count(".") == 1 \
+            and facts.modules.attribute_parameterless(via.param[5:]):
+        return False  # a helper method's `self.act(a)`, an `nn.ReLU()`: nothing to evaluate, no graph of its own
     if mode.certain and (mode.train_sites or mode.eval_sites):
         return True
     func = forward.call.func

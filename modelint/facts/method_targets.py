@@ -113,6 +113,8 @@ class MethodTargets:
             if site.cls is None or not key.startswith("self.") or key.count(".") != 1:
                 continue
             node, _chain = unwrap_chain(value)  # `ActorCritic(...).to(device)`
+            if _chain and dotted(node) == key:
+                continue  # `self.ar = self.ar.cuda()`: the same object, moved
             name = node.func.value if type(node) is cst.Call and type(node.func) is cst.Name else None
             held.setdefault((site.cls.name, key[5:]), set()).add(name if name in self.modules.classes else None)
         return held

@@ -113,6 +113,12 @@ class ModuleTable(WaitingOnImports, LocalLayers, Registries):
     def class_dependence(self, info: ClassInfo) -> Dependence:
         return self._dependence.get(info.name, Dependence.INDEPENDENT)
 
+    def attribute_parameterless(self, name: str) -> bool:
+        """Is every `self.<name> = ...` of the file's classes a layer without weights or mode (`nn.ReLU()`)?"""
+        values = self._self_attributes.get(name)
+        return bool(values) and all(type(v) is cst.Call and (built := self.construction(v)) is not None
+                                    and built.parameterless for v in values)
+
     def class_summaries(self) -> dict[str, int]:
         return {name: int(self._dependence[name]) for name in self.classes if self._is_module.get(name)}
 

@@ -262,9 +262,11 @@ class ObjectModes:
         return out
 
     def at_entry(self, function, key: str) -> ModeFact | None:
-        """What the object's methods leave on `self.<attr>`, for a method of a class that is no module."""
-        if function is None or function.cls is None or not key.startswith("self.") or key.count(".") != 1:
+        """What the object's methods leave on `self.<attr>`, for a method of a class that is no module (a
+        part of it, `self.ar.enc` run by `self.ar.get_conditioning()`, is in the same mode)."""
+        if function is None or function.cls is None or not key.startswith("self.") or "[" in key:
             return None
+        key = ".".join(key.split(".")[:2])
         if key == api.SERVING_HANDLER_MODEL and self.flow.serving_handler(function.cls) \
                 and not self.flow.assigned_attribute(function.cls, key):
             # Loaded and put in eval mode by TorchServe's BaseHandler.initialize(); the class line stands
