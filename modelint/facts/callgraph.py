@@ -140,7 +140,8 @@ class CallGraph(MethodTargets):
         else:
             sites = self.call_sites.get(qualname(function), {})
         if phase:
-            sites = {call: site for call, site in sites.items() if not call_picks_other_phase(function, call, phase)}
+            sites = {call: site for call, site in sites.items()
+                     if not call_picks_other_phase(function, call, phase, site[0])}
         if self.is_framework_hook(function):
             return GradFact(free_sites=frozenset({function.node}))  # Lightning wraps it in no_grad
         if not sites and function.cls is not None:
@@ -169,7 +170,7 @@ class CallGraph(MethodTargets):
         if function is None or (function.outer is not None and function.cls is None):
             return None
         for call, (caller, grad, _models) in self.call_sites.get(qualname(function), {}).items():
-            if phase and call_picks_other_phase(function, call, phase):
+            if phase and call_picks_other_phase(function, call, phase, caller):
                 continue
             if grad.unknown:
                 grad = grad.at_entry(self.entry_grad(caller, frozenset({function})))

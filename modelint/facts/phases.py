@@ -196,20 +196,26 @@ def _tests_given(test: cst.BaseExpression, optional: set) -> str | None:
 
 
 def _trains_or_switches(branch) -> bool:
-    """A branch that runs a backward pass or switches a mode (not a scheduler's `step()`)."""
+    """A branch that runs a backward pass or puts a model in training mode (not a scheduler's `step()`,
+    not an `eval()` before encoding an optional prompt)."""
     for node in iter_nodes(branch):
         if type(node) is cst.Call and type(node.func) is cst.Attribute \
-                and node.func.attr.value in ("backward", "train", "eval", "zero_grad"):
+                and node.func.attr.value in ("backward", "train", "zero_grad"):
             return True
     return False
 
 
-def argument_phase(values, passed: cst.BaseExpression | None, default):
+def argument_phase(values, passed: cst.BaseExpression | None, default, caller=None):
     """The phase value a call picks for a helper's phase parameter: the literal it passes (`eval=True`),
-    for an optional one whether it passes something (None and nothing are `OMITTED`); None: unknown."""
+    for an optional one whether it passes something (None and nothing are `OMITTED`; the caller's own
+    optional parameter, which may hold None, is unknown); None: unknown."""
     if GIVEN in values:
         if passed is None:
             return OMITTED
+        if type(passed) is cst.Name and caller is not None and passed.value in caller.param_set \
+                and (param := caller.param(passed.value)) is not None and type(param.default) is cst.Name \
+                and param.default.value == "None":
+            return None  # (`negative_prompt=negative_prompt`, handed on from the caller's `negative_prompt=None`)
         return OMITTED if type(passed) is cst.Name and passed.value == "None" else GIVEN
     if passed is None:
         return default
@@ -217,7 +223,7 @@ def argument_phase(values, passed: cst.BaseExpression | None, default):
     return value if isinstance(value, (bool, str)) else None
 
 
-def call_picks_other_phase(function, call: cst.Call, phase: tuple) -> bool:
+def call_picks_other_phase(function, call: cst.Call, phase: tuple, caller=None) -> bool:
     """Does `call` of `function` pick another value of its phase parameter than `phase` ((name, value),)
     names? (`loss_batch(model, xb, yb)` with no optimizer, for the pass that steps one.)"""
     from modelint.facts.summary_effects import bind_arguments
@@ -229,7 +235,7 @@ def call_picks_other_phase(function, call: cst.Call, phase: tuple) -> bool:
     default = literal_value(param.default) if param is not None and param.default is not None else None
     values = (GIVEN, OMITTED) if value in (GIVEN, OMITTED) else ()
     passed = bind_arguments(function.params, function.cls is not None, call).get(name)
-    picked = argument_phase(values, passed, default if isinstance(default, (bool, str)) else None)
+    picked = argument_phase(values, passed, default if isinstance(default, (bool, str)) else None, caller)
     return picked is not None and picked != value
 
 
