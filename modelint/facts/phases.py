@@ -164,22 +164,30 @@ def _optional_phase(function, params: set) -> str | None:
                 and param.default.value == "None"}
     if not optional:
         return None
-    derived: dict[str, str] = {}  # local -> the optional parameter it tests
-    for node in iter_nodes(function.node.body):
-        if type(node) is cst.Assign and len(node.targets) == 1 and type(node.targets[0].target) is cst.Name:
-            tested = _tests_given(node.value, optional)
-            if tested is not None:
-                derived[node.targets[0].target.value] = tested
+    derived: dict[str, str] | None = None  # local -> the optional parameter it tests (found when first needed)
     for node in function.phase_nodes:
         if type(node) is not cst.If:
             continue
         tested = _tests_given(node.test, optional)
         if tested is None and type(node.test) in (cst.Name, cst.UnaryOperation):
             inner = node.test.expression if type(node.test) is cst.UnaryOperation else node.test
-            tested = derived.get(inner.value) if type(inner) is cst.Name else None
+            if type(inner) is cst.Name:
+                derived = _derived_tests(function, optional) if derived is None else derived
+                tested = derived.get(inner.value)
         if tested is not None and any(_trains_or_switches(branch) for branch in (node.body, node.orelse) if branch):
             return tested
     return None
+
+
+def _derived_tests(function, optional: set) -> dict[str, str]:
+    """`is_train = optimizer is not None`: local -> the optional parameter it tests."""
+    derived: dict[str, str] = {}
+    for node in iter_nodes(function.node.body):
+        if type(node) is cst.Assign and len(node.targets) == 1 and type(node.targets[0].target) is cst.Name:
+            tested = _tests_given(node.value, optional)
+            if tested is not None:
+                derived[node.targets[0].target.value] = tested
+    return derived
 
 
 def _tests_given(test: cst.BaseExpression, optional: set) -> str | None:
