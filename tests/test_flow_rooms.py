@@ -838,3 +838,42 @@ def test_state_join_and_summary_effects_do_not_depend_on_the_hash_seed() -> None
     a = State({"b": ENTRY_MODE, "a": ENTRY_MODE}, GRAD_ENABLED)
     b = State({"c": ENTRY_MODE, "a": ENTRY_MODE}, GRAD_ENABLED)
     assert list(join(a, b).models) == ["b", "a", "c"]  # a's keys in a's order, then b's new ones
+
+
+# -- registries.py ------------------------------------------------------------------------------
+
+def test_registry_dict_of_module_classes_builds_a_module() -> None:
+    facts = facts_of('''
+        import torch.nn as nn
+
+        class Small(nn.Module):
+            def __init__(self, n):
+                super().__init__()
+                self.net = nn.Sequential(nn.Linear(n, n), nn.Dropout(0.1))
+
+        ARCHS = {"small": Small, "linear": nn.Linear}
+        LOSSES = {"ce": nn.CrossEntropyLoss, "data": dict}
+
+        def build(cfg):
+            return ARCHS[cfg["arch"]](cfg["n"])
+    ''')
+    assert set(facts.modules.registries) == {"ARCHS"}  # (LOSSES holds `dict`: not every value names a class)
+    built = [facts.modules.construction(site.node) for site in facts.collector.calls
+             if type(site.node.func) is cst.Subscript]
+    assert len(built) == 1 and built[0] is not None and built[0].dependence is Dependence.DEPENDENT
+
+
+# -- mode_contexts.py ---------------------------------------------------------------------------
+
+def test_library_eval_mode_context_switches_and_turns_off_autograd() -> None:
+    facts = facts_of('''
+        import torch.nn as nn
+        from monai.networks.utils import eval_mode
+
+        def validate(net, batches):
+            net.train()
+            with eval_mode(net):
+                return [net(x).argmax(1) for x in batches]
+    ''')
+    forward = forwards(facts)[8]
+    assert forward.mode.definitely_eval and forward.grad.definitely_free
