@@ -109,8 +109,10 @@ class TrainingInEvalMode(Rule):
             for step in flow.helper_steps.values():
                 key = step.trained_key
                 fact = step.models.get(key)
-                # The helper's forward reaches its backward with the graph: `key` is trained there.
-                if fact is None or not self._trained_in_eval(key, fact, step.models, trained | {key}):
+                # The helper's forward reaches its backward with the graph: `key` is trained there, unless the
+                # file freezes its parameters (a teacher whose targets feed the student's loss).
+                if fact is None or not self._trained_in_eval(key, fact, step.models, trained | {key}) \
+                        or key in facts.frozen_models:
                     continue
                 caller = f"{step.function.name}()" if step.function is not None else "the module-level script"
                 note = f"{caller} calls `{step.callee.qualname}()` here with `{key}` possibly in eval mode"

@@ -105,7 +105,20 @@ class Bindings:
             self._taint(state, key)
             if literal_value(value) is not NOT_LITERAL:
                 state.models[key] = NO_MODULE
+            elif type(target) is cst.Name and type(value) is cst.Dict:
+                self._alias_entries(key, value, state)
         self._derive(state, target, origins)
+
+    def _alias_entries(self, name: str, value: cst.Dict, state: State) -> None:
+        """`nets = {"teacher": teacher, ...}`: `nets["teacher"]` is another name of the model `teacher` (its
+        `eval()` through either name switches the same object)."""
+        for element in value.elements:
+            if type(element) is not cst.DictElement:
+                continue
+            entry = literal_value(element.key)
+            held = value_key(element.value)
+            if isinstance(entry, str) and held is not None and state.tracks(state.canonical(held)):
+                state.aliases[f"{name}[{entry!r}]"] = state.canonical(held)
 
     def _remember_constant(self, target: cst.BaseExpression, value: cst.BaseExpression) -> None:
         """`phases = ("train", "val")`, `is_train = phase == "train"`: values phase loops decide with."""

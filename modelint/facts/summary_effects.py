@@ -39,7 +39,7 @@ class SummaryEffects:
         for use in summary.forwards:
             if phase is not None and use.phase_value is not None and use.phase_value != phase:
                 continue  # run only for the other value of the helper's phase parameter
-            key = _rebind(use.param, bound)
+            key = _rebind(use.param, bound, state)
             if key is None or (use.eval_site is not None and use.node is not None):
                 continue  # (a helper of this file that sets eval() itself is judged with its callers' grad)
             # (a helper that switches the model to eval itself runs it in eval mode, whatever the caller's)
@@ -60,12 +60,13 @@ class SummaryEffects:
         for use in summary.steps:
             if phase is not None and use.phase_value is not None and use.phase_value != phase:
                 continue  # (`loss.backward()` only when the helper is handed an optimizer, and this call hands none)
-            key = _rebind(use.param, bound)
+            key = _rebind(use.param, bound, state)
             if key is not None:
                 self.step(call, "backward", state, None, via=use, callee=summary, trained_key=key)
                 trained.append(key)
         effects, sites = _effects_for(summary, arguments)
         for param_key, effect, key in _effect_targets(effects, bound, _listed_models(arguments)):
+            key = state.canonical(key)  # (`nets["teacher"]` for `nets = {"teacher": teacher}`: `teacher`)
             site = sites.get(param_key)
             current = state.fact(key)
             if effect == "unknown" or site is None:
@@ -185,7 +186,10 @@ def _effects_for(summary: FunctionSummary, arguments: dict) -> tuple[dict, dict]
     return summary.effects, summary.effect_sites
 
 
-def _rebind(param_key: str, bound: dict[str, str]) -> str | None:
+def _rebind(param_key: str, bound: dict[str, str], state: State | None = None) -> str | None:
     head = key_root(param_key)
     target = bound.get(head)
-    return None if target is None else f"{target}{param_key[len(head):]}"
+    if target is None:
+        return None
+    key = f"{target}{param_key[len(head):]}"
+    return state.canonical(key) if state is not None else key
