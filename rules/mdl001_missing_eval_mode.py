@@ -11,6 +11,7 @@ from modelint.facts.evaluation import (smoke_test, effective_grad, effective_mod
 from modelint.facts.batches import over_batches
 from modelint.facts.lattice import ENTRY_MODE, is_train_site
 from modelint.facts.mode_handling import class_sets_own_mode, minds_modes, optional_or_callable, states_mode_contract
+from modelint.facts import torch_api as api
 from modelint.facts.modules import Dependence
 from modelint.facts.naming import names_evaluation_data
 from modelint.facts.names import dotted
@@ -424,6 +425,6 @@ def _plain_torch_module(facts: FileFacts, cls) -> bool:
             local = dotted(base)
             if local in facts.modules.classes:
                 stack.append(local)
-            elif facts.imports.qualify(base) not in ("torch.nn.Module", "torch.nn.modules.module.Module"):
+            elif facts.imports.qualify(base) not in api.NN_MODULE:
                 return False
     return bool(seen)

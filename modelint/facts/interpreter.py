@@ -280,8 +280,7 @@ class Interpreter(Loops, Bindings, CallEffects):
 
     def _context_effect(self, expr: cst.BaseExpression) -> str | None:
         """What entering `expr` does to autograd: a grad-mode context, or one that changes nothing."""
-        if type(expr) is cst.Call and self.flow.imports.qualify(expr.func) in ("contextlib.nullcontext",
-                                                                             "contextlib.suppress"):
+        if type(expr) is cst.Call and self.flow.imports.qualify(expr.func) in api.NEUTRAL_CONTEXTS:
             return "keep"
         return self.flow.grad_effect(expr)
 

@@ -103,7 +103,7 @@ class LayerKinds:
             if project is not None:
                 if not self.holds_no_weights(project):
                     return False
-            elif self.imports.qualify(base) not in ("torch.nn.Module", "torch.nn.modules.module.Module"):
+            elif self.imports.qualify(base) not in api.NN_MODULE:
                 return False
         for call in info.calls:
             func = call.func

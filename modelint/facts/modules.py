@@ -129,7 +129,7 @@ class ModuleTable(WaitingOnImports, LocalLayers, Registries):
         qualified = self.imports.qualify(base)
         if qualified is None:
             return False, Dependence.INDEPENDENT
-        if qualified in ("torch.nn.Module", "torch.nn.modules.module.Module", "torch.jit.ScriptModule"):
+        if qualified in api.MODULE_BASES:
             return True, Dependence.INDEPENDENT  # (a ScriptModule is a Module whose methods TorchScript compiles)
         if qualified.startswith("torch.nn."):
             return True, layer_dependence_by_name(qualified.rsplit(".", 1)[-1], None)

@@ -325,7 +325,7 @@ def library_class(qualified: str) -> ReceiverFacts | None:
         return None
     if qualified in _BUILTINS or head in _STDLIB:
         return NOT_MODULE
-    if qualified in ("torch.nn.Module", "torch.nn.modules.module.Module", "torch.jit.ScriptModule"):
+    if qualified in api.MODULE_BASES:
         return TORCH_MODULE
     if qualified.startswith(("torch.nn.parallel.", "torch.nn.DataParallel")):
         return TORCH_MODULE

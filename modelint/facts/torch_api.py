@@ -140,6 +140,12 @@ SERVING_HANDLER_PREFIXES = ("ts.torch_handler.",)
 SERVING_HANDLER_MODEL = "self.model"
 
 # Calls that switch autograd off for the region they govern.
+# torch.nn.Module itself (its two import paths), and with the scripted kind: what a model class derives from
+# when nothing else gives it layers.
+NN_MODULE = frozenset({"torch.nn.Module", "torch.nn.modules.module.Module"})
+MODULE_BASES = NN_MODULE | {"torch.jit.ScriptModule"}
+# Context managers that change nothing (`ctx = nullcontext() if training else torch.no_grad()`).
+NEUTRAL_CONTEXTS = frozenset({"contextlib.nullcontext", "contextlib.suppress"})
 GRAD_DISABLING = frozenset({"torch.no_grad", "torch.inference_mode", "torch.autograd.no_grad",
                             "torch.autograd.grad_mode.no_grad", "torch.autograd.grad_mode.inference_mode"})
 GRAD_ENABLING = frozenset({"torch.enable_grad", "torch.autograd.enable_grad"})
