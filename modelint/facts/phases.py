@@ -156,12 +156,23 @@ def phase_parameter(function) -> tuple[str, tuple] | None:
     return (optional, (GIVEN, OMITTED)) if optional is not None else None
 
 
+def phase_default(function, name: str):
+    """The literal default of a phase parameter (`is_train=True`, `mode="train"`), None when it has none."""
+    param = function.param(name)
+    value = literal_value(param.default) if param is not None and param.default is not None else None
+    return value if isinstance(value, (bool, str)) else None
+
+
+def _defaults_to_none(function, name: str) -> bool:
+    """`optimizer=None`: a parameter the caller may leave out."""
+    param = function.param(name) if name in function.param_set else None
+    return param is not None and type(param.default) is cst.Name and param.default.value == "None"
+
+
 def _optional_phase(function, params: set) -> str | None:
     """A parameter defaulting to None whose being given decides whether the body trains: `if optimizer is
     not None: loss.backward()`, or through a local (`is_train = optimizer is not None; if is_train:`)."""
-    optional = {name for name in params
-                if (param := function.param(name)) is not None and type(param.default) is cst.Name
-                and param.default.value == "None"}
+    optional = {name for name in params if _defaults_to_none(function, name)}
     if not optional:
         return None
     derived: dict[str, str] | None = None  # local -> the optional parameter it tests (found when first needed)
@@ -220,9 +231,7 @@ def argument_phase(values, passed: cst.BaseExpression | None, default, caller=No
     if GIVEN in values:
         if passed is None:
             return OMITTED
-        if type(passed) is cst.Name and caller is not None and passed.value in caller.param_set \
-                and (param := caller.param(passed.value)) is not None and type(param.default) is cst.Name \
-                and param.default.value == "None":
+        if type(passed) is cst.Name and caller is not None and _defaults_to_none(caller, passed.value):
             return None  # (`negative_prompt=negative_prompt`, handed on from the caller's `negative_prompt=None`)
         return OMITTED if type(passed) is cst.Name and passed.value == "None" else GIVEN
     if passed is None:
@@ -239,11 +248,9 @@ def call_picks_other_phase(function, call: cst.Call, phase: tuple, caller=None) 
     if not phase or phase[0][0] not in function.param_set:
         return False
     name, value = phase[0]
-    param = function.param(name)
-    default = literal_value(param.default) if param is not None and param.default is not None else None
     values = (GIVEN, OMITTED) if value in (GIVEN, OMITTED) else ()
     passed = bind_arguments(function.params, function.cls is not None, call).get(name)
-    picked = argument_phase(values, passed, default if isinstance(default, (bool, str)) else None, caller)
+    picked = argument_phase(values, passed, phase_default(function, name), caller)
     return picked is not None and picked != value
 
 

@@ -22,8 +22,9 @@ from dataclasses import replace
 
 from modelint.facts.gates import runs_only_in_training
 from modelint.facts.lattice import ENTRY_MODE, first_site
-from modelint.facts.names import key_root, literal_value, same_or_nested
+from modelint.facts.names import key_root, same_or_nested
 from modelint.facts.naming import is_evaluation_name
+from modelint.facts.phases import phase_default
 from modelint.summary import ForwardUse, FunctionSummary, ReturnFact, StepUse
 
 
@@ -48,7 +49,7 @@ def summarise(flow, function_flow, globals_: frozenset[str], closures=()) -> Fun
     summary.effects, summary.effect_sites = _effects(flow, function_flow.exit_state, caller_owned)
     if function_flow.phase_param is not None and function_flow.phase_param not in globals_:
         summary.phase_param = function_flow.phase_param
-        summary.phase_default = _literal_default(function, function_flow.phase_param)
+        summary.phase_default = phase_default(function, function_flow.phase_param)
         summary.phase_effects = {value: _effects(flow, state, caller_owned)
                                  for value, state in function_flow.phase_exits.items()}
     trained = function_flow.trained_keys()
@@ -146,12 +147,6 @@ def _grad_only_use(flow, function, forward) -> ForwardUse | None:
 
 def _evidence(context: str | None) -> bool:
     return context is not None and context.startswith(("for predictions", "under no_grad", "over "))
-
-
-def _literal_default(function, name: str):
-    param = function.param(name)
-    value = literal_value(param.default) if param is not None and param.default is not None else None
-    return value if isinstance(value, (bool, str)) else None
 
 
 def _trained_with(key: str, trained) -> bool:
