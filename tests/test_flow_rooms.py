@@ -827,6 +827,35 @@ def test_an_attribute_that_wraps_another_is_another_name_for_it() -> None:
     assert seen[13].key == "self.head"  # sometimes another module: a name of its own
 
 
+def test_an_object_built_with_a_model_holds_that_very_model() -> None:
+    facts = facts_of("""
+        import torch
+
+        class Scorer:
+            def __init__(self, lm, limit):
+                self.lm = lm
+                self.limit = limit
+
+            def score(self, x):
+                return self.lm(x[: self.limit])
+
+        def main(x):
+            lm = LM()
+            scorer = Scorer(lm, 8)
+            lm.eval()
+            first = scorer.score(x)
+            scorer.lm = LM()
+            second = scorer.score(x)
+    """)
+    seen = forwards(facts)
+    assert seen[16].key == "lm" and seen[16].mode.definitely_eval  # `scorer.lm` is `lm`, switched after
+    assert seen[18].key == "scorer.lm" and not seen[18].mode.eval_sites  # rebound: a model of its own
+    state = State({"lm": ModeFact()}, GRAD_ENABLED, aliases={"scorer.lm": "lm"})
+    assert state.canonical("scorer.lm.encoder") == "lm.encoder"
+    state.forget("scorer")
+    assert state.canonical("scorer.lm") == "scorer.lm"
+
+
 def test_state_join_and_summary_effects_do_not_depend_on_the_hash_seed() -> None:
     from modelint.facts.summary_effects import _effect_targets
 

@@ -19,6 +19,7 @@ from modelint.facts.names import NOT_LITERAL, any_element, dotted, literal_value
 from modelint.facts.phases import decide, literal_strings
 from modelint.facts.provenance import Fresh, Same
 from modelint.facts.state import State
+from modelint.facts.summary_effects import bind_arguments
 
 
 class Bindings:
@@ -67,6 +68,8 @@ class Bindings:
                     self._taint(state, inner)
                     self._derive(state, element, origins)
             return
+        if key in state.aliases and type(target) is cst.Attribute and not key.startswith("self."):
+            del state.aliases[key]  # `scorer._model = other`: no longer the module handed in
         key = state.canonical(key) if "." in key else key
         if value is None:
             self.forget(state, key)
@@ -107,6 +110,8 @@ class Bindings:
                 state.models[key] = NO_MODULE
             elif type(target) is cst.Name and type(value) is cst.Dict:
                 self._alias_entries(key, value, state)
+            elif type(target) is cst.Name and type(value) is cst.Call:
+                self._alias_held_arguments(key, value, state)
         self._derive(state, target, origins)
 
     def _alias_entries(self, name: str, value: cst.Dict, state: State) -> None:
@@ -119,6 +124,21 @@ class Bindings:
             held = value_key(element.value)
             if isinstance(entry, str) and held is not None and state.tracks(state.canonical(held)):
                 state.aliases[f"{name}[{entry!r}]"] = state.canonical(held)
+
+    def _alias_held_arguments(self, name: str, call: cst.Call, state: State) -> None:
+        """`scorer = Scorer(model)`, a plain class of this file whose `__init__` keeps `self._model = model`:
+        `scorer._model` is another name of `model`, so `model.eval()` before or after reaches the forward
+        in `scorer.score(x)`, and a method of the object switching `self._model` switches `model`."""
+        func = call.func
+        stores = self.flow.objects.constructor_stores.get(func.value) if type(func) is cst.Name else None
+        if stores is None or func.value in self.flow.imports.bindings:
+            return
+        init, kept = stores
+        for param, value in bind_arguments(init.params, True, call).items():
+            held = value_key(value)
+            attribute = kept.get(param)
+            if attribute is not None and held is not None and state.tracks(state.canonical(held)):
+                state.aliases[f"{name}{attribute[4:]}"] = state.canonical(held)
 
     def _remember_constant(self, target: cst.BaseExpression, value: cst.BaseExpression) -> None:
         """`phases = ("train", "val")`, `is_train = phase == "train"`: values phase loops decide with."""

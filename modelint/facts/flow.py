@@ -171,8 +171,10 @@ class ModeFlow(CallGraph, Optimizers):
                 grad = GradFact(free_sites=frozenset({decorator}))
         interpreter = Interpreter(self, flow, set(function.params) | function.enclosing_params
                                   | self.free.globals_of(function) | self.free.free_models(function))
+        calls = self._calls_of.get(function, ())
         aliases = {**self.objects.attribute_aliases.get(_owner_class(function), {}),
-                   **self.free.parameters_holding_globals(function, self._calls_of.get(function, ()))}
+                   **self.free.parameters_holding_globals(function, calls),
+                   **self.free.parameters_defaulting_to_models(function, calls)}
         state = State({}, grad, aliases=aliases,
                       unbound=self._assigned_names.get(function, frozenset()) - interpreter.params)
         if function.uses_gradients or function in self.called_here:

@@ -20,6 +20,7 @@ import libcst as cst
 from modelint.facts.collector import Collector
 from modelint.facts.scopes import FunctionInfo
 from modelint.facts.modules import ModuleTable
+from modelint.facts.names import dotted
 
 
 class FreeModels:
@@ -81,6 +82,33 @@ class FreeModels:
                 passed.add(value.value if type(value) is cst.Name else None)
             if len(passed) == 1 and (name := passed.pop()) in used and name != param:
                 out[param] = name
+        return out
+
+    def parameters_defaulting_to_models(self, function: FunctionInfo, calls) -> dict[str, str]:
+        """`def train_metrics(self, model=None): if model is None: model = self.model`, where no call here
+        hands a model: `model` is another name of `self.model` (its `model.eval()` switches the object's)."""
+        from modelint.facts.phases import _defaults_to_none
+        from modelint.facts.summary_effects import bind_arguments
+
+        out = {}
+        body = function.node.body.body if type(function.node.body) is cst.IndentedBlock else ()
+        for statement in body:
+            if type(statement) is not cst.If or statement.orelse is not None or len(statement.body.body) != 1:
+                continue
+            test, inner = statement.test, statement.body.body[0]
+            assigned = inner.body[0] if type(inner) is cst.SimpleStatementLine and len(inner.body) == 1 else None
+            if not (type(test) is cst.Comparison and type(test.left) is cst.Name and len(test.comparisons) == 1
+                    and type(test.comparisons[0].operator) is cst.Is and dotted(test.comparisons[0].comparator) == "None"
+                    and type(assigned) is cst.Assign and len(assigned.targets) == 1
+                    and dotted(assigned.targets[0].target) == test.left.value):
+                continue
+            param, default = test.left.value, dotted(assigned.value)
+            if default is None or not _defaults_to_none(function, param) or any(
+                    dotted(passed) != "None" for call in calls
+                    if (passed := bind_arguments(function.params, function.cls is not None, call).get(param))
+                    is not None):
+                continue
+            out[param] = default
         return out
 
     def free_models(self, function: FunctionInfo) -> frozenset[str]:

@@ -44,6 +44,10 @@ class State:
             attribute, dot, rest = rest.partition(".")
             head = f"self.{attribute}"
         target = self.aliases.get(head)
+        if target is None and rest:
+            # `scorer._model`, another name of the module its creator handed in (Bindings._alias_held_arguments)
+            attribute, dot, rest = rest.partition(".")
+            target = self.aliases.get(f"{head}.{attribute}")
         return f"{target}{dot}{rest}" if target else key
 
     def fact(self, key: str) -> ModeFact:
@@ -75,7 +79,8 @@ class State:
             self.unbound = self.unbound - {key}
         for known in [k for k in self.models if k == key or k.startswith(key + ".")]:
             del self.models[known]
-        self.aliases.pop(key, None)
+        for alias in [a for a in self.aliases if a == key or a.startswith(key + ".")]:
+            del self.aliases[alias]
         self.grad_free_values.pop(key, None)
         self.values.pop(key, None)
         self.saved.pop(key, None)
