@@ -141,6 +141,9 @@ class FileSummary:
     # nn.Module classes defined here that build no layer and run what their constructor loads (their
     # mode is the loader's: modelint.facts.loaded_parts).
     loaded_classes: set[str] = field(default_factory=set)
+    # nn.Module classes defined here that hold no weights (buffers, activations, a loss): calling one runs
+    # no model (modelint.facts.layer_kinds.holds_no_weights).
+    weightless_classes: set[str] = field(default_factory=set)
     # Every top-level function defined here, summarised or not (`def masked_mae(...)`): a name another
     # file stores on an object (`self.loss = util.masked_mae`) is a function, not a model.
     plain_functions: set[str] = field(default_factory=set)
@@ -207,6 +210,11 @@ class ProjectIndex:
         """Is the project class imported as `reference` a wrapper of what its constructor loads?"""
         found = self._defining(reference, from_path)
         return found is not None and reference.rpartition(".")[2] in found.loaded_classes
+
+    def holds_no_weights(self, reference: str, from_path: str) -> bool:
+        """Is the project class imported as `reference` a module without weights (a mel filterbank of buffers)?"""
+        found = self._defining(reference, from_path)
+        return found is not None and reference.rpartition(".")[2] in found.weightless_classes
 
     def _defining(self, reference: str, from_path: str, depth: int = 0) -> FileSummary | None:
         """The summary of the file that defines the nn.Module class imported as `reference`."""

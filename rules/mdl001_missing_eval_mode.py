@@ -247,6 +247,8 @@ class MissingEvalMode(Rule):
         mode = effective_mode(facts, forward)
         if not mode.definitely_train or not mode.dependence.may_depend or not is_module(facts, forward, mode):
             return None
+        if mode.parameterless:
+            return None  # a lone Dropout, no weights: applied as it is for its randomness (a random mask)
         if facts.flow.objects.attribute_dependence(forward.function, forward.key) is Dependence.INDEPENDENT:
             return None  # every model the class puts there has no Dropout or BatchNorm
         grad = effective_grad(facts, forward)

@@ -95,6 +95,7 @@ class TrainingInEvalMode(Rule):
                             or facts.flow.objects.attribute_dependence(flow.function, key) is Dependence.INDEPENDENT \
                             or _frozen_features_protocol(facts, key, fact, step) or _other_model_trained(key, step) \
                             or _part_frozen_after_train(facts, fact, step) or _toggled_around_step(facts, key, fact, step) \
+                            or _gradients_read_in_eval(facts, flow, fact, step) \
                             or mode_picked_by_callers(facts.flow, flow, fact.eval_sites) \
                             or (site is not None and runs_only_in_training(site.site, key, step.call)):
                         continue
@@ -123,9 +124,18 @@ class TrainingInEvalMode(Rule):
     def _left_by_another_method(facts: FileFacts, flow, step, trained: set[str]) -> Report | None:
         """A public training method of an object that never calls `train()` on its model, while another
         public method may leave it in eval mode: `predict()` then `fit()` trains in eval mode."""
-        for key, fact in sorted(step.models.items()):
+        # (a model of unknown mode is taken to train from the step on: the optimizer step after the backward
+        # holds it when the backward itself does not yet)
+        candidates = dict(step.models)
+        for other in flow.steps.values():
+            for key, fact in other.models.items():
+                candidates.setdefault(key, fact)
+        for key, fact in sorted(candidates.items()):
             if fact.eval_sites or fact.havoc or not fact.train_sites <= facts.flow.assumed_sites \
-                    or key not in trained or not key.startswith("self.") or _other_model_trained(key, step):
+                    or key not in trained or not key.startswith("self.") or _other_model_trained(key, step) \
+                    or key in facts.frozen_models \
+                    or Dependence.INDEPENDENT in (fact.dependence,
+                                                  facts.flow.objects.attribute_dependence(flow.function, key)):
                 continue  # (only "trained here, so in train mode": no train() call of its own; and by this step)
             where = facts.call_sites.get(step.call)
             if where is not None and runs_only_in_training(where.site, key, step.call):
@@ -210,6 +220,20 @@ def _toggled_around_step(facts: FileFacts, key: str, fact, step) -> bool:
                and dotted(call.node.func.value) == key and in_pass(call.node)
                and (after := facts.locate(call.node)) is not None and after[:2] > at[:2]
                for call in facts.collector.calls)
+
+
+def _gradients_read_in_eval(facts: FileFacts, flow, fact, step) -> bool:
+    """`model.eval()`, then per-batch `loss.backward()` whose `p.grad` the function reads, and no optimizer
+    step here: gradients measured in eval mode on purpose (Fisher information, importance scores, gradient
+    norms), nothing trained. A training step that follows elsewhere is another finding."""
+    function = step.function
+    if function is None or not function.reads_grads or any(s.kind == "step" for s in flow.steps.values()):
+        return False
+    for site in fact.eval_sites:
+        where = facts.call_sites.get(site) if type(site) is cst.Call else None
+        if where is None or where.site.function is not function:
+            return False
+    return bool(fact.eval_sites)
 
 
 def _frozen_features_protocol(facts: FileFacts, key: str, fact, step) -> bool:

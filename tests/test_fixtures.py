@@ -184,6 +184,28 @@ def test_method_guess_dropped_when_other_files_call_that_method_only_under_no_gr
     assert found("models.py", "train.py", "demo.py") == [("models.py", 14, "MDL002")]
 
 
+def test_module_of_buffers_defined_in_another_file_runs_no_model(tmp_path: Path) -> None:
+    """audio.py's `MelSpectrogram` keeps a window and a filterbank as buffers, no weights: scoring test
+    clips with it in train.py records no graph worth reporting (as in one file). Once it learns a
+    projection, the same evaluation without no_grad is reported."""
+    audio = ("import torch\nimport torch.nn as nn\n\n\nclass MelSpectrogram(nn.Module):\n"
+             "    def __init__(self, n_fft=1024, n_mels=80):\n        super().__init__()\n"
+             "        self.register_buffer(\"window\", torch.hann_window(n_fft))\n"
+             "        self.register_buffer(\"mel\", torch.rand(n_mels, n_fft // 2 + 1))\n        self.n_fft = n_fft\n\n"
+             "    def forward(self, audio):\n"
+             "        spec = torch.stft(audio, self.n_fft, window=self.window, return_complex=True).abs()\n"
+             "        return torch.log(torch.clamp(self.mel @ spec, min=1e-5))\n")
+    (tmp_path / "audio.py").write_text(audio)
+    (tmp_path / "train.py").write_text(
+        "import torch\n\nfrom audio import MelSpectrogram\n\n\ndef reference_mels(test_clips):\n"
+        "    fft = MelSpectrogram().cuda()\n    mels = []\n    for clip in test_clips:\n"
+        "        mels.append(fft(clip).cpu().numpy())\n    return mels\n")
+    assert _found_in(tmp_path, "train.py", "audio.py") == []
+    (tmp_path / "audio.py").write_text(audio.replace(
+        "        self.n_fft = n_fft\n", "        self.n_fft = n_fft\n        self.proj = nn.Linear(n_mels, n_mels)\n"))
+    assert _found_in(tmp_path, "train.py", "audio.py") == [("train.py", 10, "MDL002")]
+
+
 def test_wrapper_of_a_loaded_model_defined_in_another_file_has_the_loaders_mode(tmp_path: Path) -> None:
     """detect.py builds `Backend(weights)` from models.py (summarised for it even when not asked for): a
     module that builds no layer and runs what its constructor loads is in the loader's mode. Once the

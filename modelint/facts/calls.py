@@ -33,6 +33,7 @@ from modelint.facts.records import Forward, TrainingStep
 from modelint.facts.followed import FollowedNames
 from modelint.facts.mode_contexts import ModeContexts
 from modelint.facts.state import State
+from modelint.facts.value_calls import BACKWARD_METHODS
 from modelint.facts.summary_effects import SummaryEffects
 from modelint.summary import FunctionSummary
 
@@ -193,6 +194,8 @@ class CallEffects(FollowedNames, SummaryEffects, ModeContexts):
         qualified = self.flow.imports.qualify(func) or ""
         if qualified.startswith(".") or (type(func) is cst.Name and name in self.flow.local_functions):
             return True
+        if name in BACKWARD_METHODS or (name.startswith("optimizer_") and self._hands_an_optimizer(call)):
+            return False  # the update itself (`strategy.backward(loss, model, optimizer)`): no mode switch
         words = set(tokens(name))
         return bool(words & (EVAL_WORDS | TRAIN_WORDS | _MODE_WORDS))
 

@@ -269,6 +269,9 @@ class Collector(FastVisitor):
                 cls.reads_training_flag = True
         elif name == "grad":
             self._mark_gradients()
+            function = self._function()
+            if function is not None and dotted(node.value) not in ("torch.autograd", "autograd"):
+                function.reads_grads = True  # `p.grad`: gradients read, not only stepped
 
     def _mark_gradients(self, inputs: bool = False) -> None:
         function = self._function()

@@ -337,17 +337,22 @@ def _holds_modules(facts, value: cst.BaseExpression, function, elements_called: 
     modules = facts.modules
     local: dict[str, bool] = {}
     for key, call, site in facts.collector.call_assigns:
-        if site.function is function and "." not in key:
-            built = modules.construction(call)
-            if built is not None and not _inert(built) \
-                    and (built.certain or (elements_called and built.origin is not None)):
-                local[key] = True
+        if site.function is function and "." not in key and _puts_module(modules, call, elements_called):
+            local[key] = True
     for node in iter_nodes(value, skip_lambdas=True):
         if type(node) is cst.Call:
-            built = modules.construction(node)
-            if built is not None and not _inert(built) \
-                    and (built.certain or (elements_called and built.origin is not None)):
+            if _puts_module(modules, node, elements_called):
                 return True
         elif type(node) is cst.Name and (local.get(node.value) or _star_modules(facts, node, function)):
             return True
     return False
+
+
+def _puts_module(modules, call: cst.Call, elements_called: bool) -> bool:
+    """A module built by the call, or a mode-dependent one returned by a builder function of this file
+    (`make_member()`: `return nn.Sequential(..., nn.Dropout(p), ...)`; a builder of activations, whose
+    modules hold nothing a container could lose, is left alone)."""
+    built = modules.construction(call)
+    if built is None:
+        return modules.builder_returns_mode_dependent(call)
+    return not _inert(built) and (built.certain or (elements_called and built.origin is not None))

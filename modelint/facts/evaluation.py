@@ -29,8 +29,12 @@ def effective_mode(facts, forward) -> ModeFact:
     """The mode at a forward, with what the object's other methods leave for a trainer's `self.model`."""
     mode = _effective_mode(facts, forward)
     function = forward.function
-    if mode.dependence is Dependence.UNKNOWN and function is not None and forward.key in function.param_set \
-            and facts.flow.entry_dependence(function, forward.key) is Dependence.INDEPENDENT:
+    key = forward.key
+    if not mode.parameterless and key.startswith("self.") and key.count(".") == 1 \
+            and facts.modules.attribute_parameterless(key[5:]):
+        return replace(mode, parameterless=True)  # `self.evaluateL1 = nn.L1Loss()`, whatever mode it is in
+    if mode.dependence is Dependence.UNKNOWN and function is not None and key in function.param_set \
+            and facts.flow.entry_dependence(function, key) is Dependence.INDEPENDENT:
         return replace(mode, dependence=Dependence.INDEPENDENT)  # every caller hands a model without mode layers
     return mode
 

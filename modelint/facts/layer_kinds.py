@@ -33,6 +33,7 @@ _MODULE_RETURNING = frozenset({"torch.load", "torch.compile"})  # `torch.ones(..
 class LayerKinds:
     def __init__(self, table, collector: Collector) -> None:
         self.table = table
+        self.collector = collector
         self.imports = collector.imports
         self._samples: dict[str, bool] = {}
         self._weightless: dict[str, bool] = {}
@@ -145,8 +146,10 @@ class LayerKinds:
         while type(head) is cst.Attribute:
             head = head.value
         if type(head) is cst.Name and method is not None:
-            return head.value in method.param_set and not _literal_default(method, head.value) \
-                and not self._layer_setting(head.value, method)
+            if head.value not in method.param_set:  # a local: what the method binds it to (`model = load(w)`)
+                return any(self._may_be_module(bound, method) for key, bound, site in self.collector.call_assigns
+                           if key == head.value and site.function is method and bound is not value)
+            return not _literal_default(method, head.value) and not self._layer_setting(head.value, method)
         if type(value) is cst.Call:
             qualified = self.imports.qualify(value.func) or ""
             if self.table.construction(value) is not None or self.table.builder_calls(value.func) is not None:

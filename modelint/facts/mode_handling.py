@@ -93,11 +93,17 @@ def _freezings(facts):
     """(function, the module expression, whether all of its parameters) for each freezing in the file:
     `x.requires_grad_(False)`, or `p.requires_grad = False` in a loop over `x.parameters()` (whole) or
     `x.named_parameters()` and the like."""
+    from modelint.facts.modules import unwrap_chain
+
     for site in facts.collector.calls:
         func = site.node.func
         if type(func) is cst.Attribute and func.attr.value == "requires_grad_" and site.node.args \
                 and literal_value(site.node.args[0].value) is False:
-            yield site.site.function, func.value, True
+            yield site.site.function, unwrap_chain(func.value)[0], True  # (`teacher.eval().requires_grad_(False)`)
+            stmt = site.site.stmt  # `self.teacher = teacher.eval().requires_grad_(False)`: the name it is kept as
+            for small in stmt.body if type(stmt) is cst.SimpleStatementLine else ():
+                if type(small) is cst.Assign and small.value is site.node and len(small.targets) == 1:
+                    yield site.site.function, small.targets[0].target, True
     for assign in facts.collector.attribute_assigns:
         if assign.target.attr.value != "requires_grad" or assign.value is None \
                 or literal_value(assign.value) is not False or type(assign.target.value) is not cst.Name:

@@ -116,8 +116,13 @@ class ModuleTable(WaitingOnImports, LocalLayers, Registries):
     def attribute_parameterless(self, name: str) -> bool:
         """Is every `self.<name> = ...` of the file's classes a layer without weights or mode (`nn.ReLU()`)?"""
         values = self._self_attributes.get(name)
-        return bool(values) and all(type(v) is cst.Call and (built := self.construction(v)) is not None
-                                    and built.parameterless for v in values)
+        return bool(values) and all(type(v) is cst.Call and (built := self.module_expression(v)[0]) is not None
+                                    and built.parameterless for v in values)  # (`nn.L1Loss().cuda()` too)
+
+    def weightless_classes(self) -> set[str]:
+        """The module classes of the file that hold no weights, for other files' constructions of them."""
+        return {name for name, info in self.classes.items()
+                if self._is_module.get(name) and self.kinds.holds_no_weights(info)}
 
     def class_summaries(self) -> dict[str, int]:
         return {name: int(self._dependence[name]) for name in self.classes if self._is_module.get(name)}
@@ -244,7 +249,8 @@ class ModuleTable(WaitingOnImports, LocalLayers, Registries):
                 known = self.index.resolve_class(qualified, self.path) if self.index is not None else None
                 if known is not None and (known != Dependence.UNKNOWN or self._assumed is None):
                     return Construction(call, Dependence(known),
-                                        runs_loaded=self.index.runs_loaded_modules(qualified, self.path))
+                                        runs_loaded=self.index.runs_loaded_modules(qualified, self.path),
+                                        parameterless=self.index.holds_no_weights(qualified, self.path))
                 if self._assumed is not None:
                     self._assumed.add(qualified)
                     return Construction(call, Dependence.INDEPENDENT, certain=False, origin=qualified)
@@ -319,6 +325,12 @@ class ModuleTable(WaitingOnImports, LocalLayers, Registries):
         """The calls in the body of the file's function `func` names, if it names one."""
         name = self._builder_name(func)
         return [call for call, _returned in self._builders[name]] if name is not None else None
+
+    def builder_returns_mode_dependent(self, call: cst.Call) -> bool:
+        """Does `call` run a function of this file that returns a module it builds with Dropout or
+        BatchNorm in it (`make_member()`: `return nn.Sequential(..., nn.Dropout(p), ...)`)?"""
+        name = self._builder_name(call.func)
+        return name is not None and self._builder_dependence(name) is Dependence.DEPENDENT
 
     def _builder_name(self, func: cst.BaseExpression) -> str | None:
         """The name of a module-level function of this file that `func` calls (not an import)."""

@@ -144,8 +144,9 @@ class ObjectModes:
         for function_flow in self.flow.flows:
             function = function_flow.function
             exit_state = function_flow.exit_state
-            if function is None or function.cls is None or exit_state is None or function.name.startswith("_"):
-                continue
+            if function is None or function.cls is None or exit_state is None or function.name.startswith("_") \
+                    or only_switches_modes(function.node):
+                continue  # (`def eval(self): self.net.eval()` hands the switch to the users, and its undoing)
             for key, fact in exit_state.models.items():
                 if key.startswith("self.") and not fact.havoc and fact.eval_sites \
                         and not any(is_train_site(s) for s in fact.train_sites):
@@ -191,6 +192,19 @@ class ObjectModes:
         for (cls, key), dependence in passed_dependences(self.flow).items():  # `self.model = model`, given a Unet
             known = out.setdefault(cls, {})
             known[key] = max(known.get(key, dependence), dependence)
+        return out
+
+    @cached_property
+    def constructor_stores(self) -> dict[str, tuple]:
+        """Plain class of the file -> (its `__init__`, {parameter: `self.<attr>`}) for attributes that every
+        assignment in the class sets to that constructor parameter as it is (`self._model = model`): the
+        object's attribute is the very module its creator hands in (an adapter, an evaluator, a sampler)."""
+        out: dict = {}
+        for (cls, key), params in self.flow.modules.names.stored_parameters.items():
+            init, param = params[0]
+            if len(params) != 1 or cls.outer is not None or not self.plain_object(cls):
+                continue
+            out.setdefault(cls.name, (init, {}))[1][param] = key
         return out
 
     def plain_object(self, cls) -> bool:

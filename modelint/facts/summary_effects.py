@@ -19,7 +19,7 @@ import libcst as cst
 
 from modelint.facts.lattice import ENTRY_MODE, ModeFact
 from modelint.facts.names import key_root, value_key
-from modelint.facts.phases import GIVEN, argument_phase
+from modelint.facts.phases import argument_phase
 from modelint.facts.provenance import Fresh
 from modelint.facts.state import State
 from modelint.summary import FunctionSummary
@@ -64,7 +64,7 @@ class SummaryEffects:
             if key is not None:
                 self.step(call, "backward", state, None, via=use, callee=summary, trained_key=key)
                 trained.append(key)
-        effects, sites = _effects_for(summary, arguments)
+        effects, sites = _effects_for(summary, phase)
         for param_key, effect, key in _effect_targets(effects, bound, _listed_models(arguments)):
             key = state.canonical(key)  # (`nets["teacher"]` for `nets = {"teacher": teacher}`: `teacher`)
             site = sites.get(param_key)
@@ -175,14 +175,11 @@ def _effect_targets(effects: dict, bound: dict, listed: dict[str, list[str]]):
             yield param_key, effect, key
 
 
-def _effects_for(summary: FunctionSummary, arguments: dict) -> tuple[dict, dict]:
-    """The effects of this call: those of the phase the call names (`set_mode("eval", ...)`), when it does."""
-    if summary.phase_param is not None and summary.phase_effects:
-        value = arguments.get(summary.phase_param)
-        picked = argument_phase(summary.phase_effects, value, None) if value is not None or \
-            GIVEN in summary.phase_effects else None
-        if picked is not None and picked in summary.phase_effects:
-            return summary.phase_effects[picked]
+def _effects_for(summary: FunctionSummary, phase) -> tuple[dict, dict]:
+    """The effects of this call: those of the phase it picks (`set_mode("eval", ...)`, a default it leaves
+    as it is, an optimizer it hands or not), when it picks one the helper's phases know; else all of them."""
+    if phase is not None and phase in summary.phase_effects:
+        return summary.phase_effects[phase]
     return summary.effects, summary.effect_sites
 
 
