@@ -153,8 +153,11 @@ class MissingEvalMode(Rule):
                 or not facts.is_module_class(function.cls) or facts.flow.has_callers(function) \
                 or minds_modes(function) or class_sets_own_mode(facts, function.cls):
             return None
-        if facts.modules.class_dependence(function.cls) is not Dependence.DEPENDENT or _repeated_sample(facts, forward):
-            return None  # it needs a Dropout or BatchNorm of its own, and no Monte Carlo sampling (one input again)
+        if facts.modules.class_dependence(function.cls) is not Dependence.DEPENDENT or _repeated_sample(facts, forward) \
+                or not facts.modules.kinds.holds_library_mode_layers(function.cls):
+            # It needs a Dropout or BatchNorm of its own (not only a layer of the file choosing by `self.training`
+            # what to do, as a NoisyNet's exploration noise), and no Monte Carlo sampling (one input again).
+            return None
         grad = effective_grad(facts, forward)
         context = evaluation_context(facts, forward, grad)
         if context is None or not context.startswith("for predictions") or forward.grad_free:

@@ -37,6 +37,7 @@ class LayerKinds:
         self.imports = collector.imports
         self._samples: dict[str, bool] = {}
         self._weightless: dict[str, bool] = {}
+        self._library_mode: dict[str, bool] = {}
         # class name -> (value, method) of every `self.attribute = value` in the class's methods
         self._stored: dict[str, list[tuple[cst.BaseExpression | None, object]]] = {}
         for assign in table.self_assigns:
@@ -82,6 +83,37 @@ class LayerKinds:
             self._samples[name] = any(map(self._class_samples, bases)) \
                 or any(self.may_sample(call, in_scan=True) for call in calls)
         return self._samples[name]
+
+    # -- torch's own mode layers ---------------------------------------------------------
+    def holds_library_mode_layers(self, info: ClassInfo) -> bool:
+        """Does the class hold a Dropout or BatchNorm of torch (or a layer we cannot see), at any depth? Not
+        when its only mode dependence is a layer of this file reading `self.training` for a purpose of its
+        own (a NoisyNet layer's exploration noise)."""
+        name = info.name
+        if name not in self._library_mode:
+            self._library_mode[name] = False  # recursion guard
+            self._library_mode[name] = self.table.has_foreign_base(info) or any(
+                self.holds_library_mode_layers(base) for base in map(self.table.project_class, info.bases)
+                if base is not None) or any(map(self._library_mode_layer, info.calls))
+        return self._library_mode[name]
+
+    def _library_mode_layer(self, call: cst.Call) -> bool:
+        from modelint.facts.modules import Dependence
+
+        project = self.table.project_class(call.func)
+        if project is not None:
+            return self.holds_library_mode_layers(project)
+        inside = self.table.builder_calls(call.func)
+        if inside is not None:
+            return any(map(self._library_mode_layer, inside))
+        built = self.table.construction(call)
+        if built is None or built.dependence is Dependence.INDEPENDENT:
+            return False
+        layer = (self.imports.qualify(call.func) or "").rsplit(".", 1)[-1]
+        if layer in api.CONTAINERS or layer in api.STACKS:
+            return any(self._library_mode_layer(inner) for arg in call.args for inner in calls_in(arg.value)) \
+                or any(arg.star or type(arg.value) in (cst.Name, cst.Attribute) for arg in call.args)
+        return True
 
     # -- no weights -------------------------------------------------------------------
     def holds_no_weights(self, info: ClassInfo) -> bool:
