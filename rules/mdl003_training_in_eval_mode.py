@@ -86,7 +86,11 @@ class TrainingInEvalMode(Rule):
                 trained = optimized | fed
             else:
                 trained = optimized | fed
-            steps = [s for s in flow.steps.values() if s.kind == "backward"] or list(flow.steps.values())
+            steps = [s for s in flow.steps.values() if s.kind == "backward"]
+            if not steps and not flow.backward_in_helpers:
+                # (the step stands for the backward only where none runs: the mode matters to the forward
+                # passes of the backward, which a helper runs and is judged at, not to `optimizer.step()`)
+                steps = list(flow.steps.values())
             for step in steps:
                 # (the models this backward trains first: whose outputs reach it)
                 for key, fact in sorted(step.models.items(), key=lambda item: (item[0] not in step.reached, item[0])):

@@ -208,6 +208,7 @@ class ModeFlow(CallGraph, Optimizers):
         return flow
 
     def _finish(self, flow: FunctionFlow, function: FunctionInfo | None) -> None:
+        flow.stepped_elsewhere = bool(flow.steps) and self.stepped_for(function)
         for slot, forward in list(flow.forwards.items()):
             uses = flow.uses.get(forward.token, set())
             if forward.shown_by_detach and (DETACH not in uses or FEEDS in uses):

@@ -42,6 +42,19 @@ class Optimizers:
     def steps_optimizer(self, function: FunctionInfo | None) -> bool:
         return function in self._optimizer_steps
 
+    def stepped_for(self, function: FunctionInfo | None) -> bool:
+        """Does an optimizer step for this function's backward elsewhere: in a function that calls it, or
+        in another method of its class (a trainer's `training_step()` back-propagates, `fit()` steps)?
+        Not for a function that computes gradients for their own sake: of its inputs (saliency,
+        adversarial examples) or read from its parameters (Fisher information, gradient norms)."""
+        if function is None or function in self._optimizer_steps or function.uses_input_gradients \
+                or function.reads_grads:
+            return False
+        if function.cls is not None and any(other is not None and other.cls is function.cls
+                                            for other in self._optimizer_steps):
+            return True
+        return any(caller in self._optimizer_steps for caller in self.syntactic_callers(function))
+
     def optimized_here(self, function: FunctionInfo | None) -> set[str] | None:
         """What the optimizers built in this function optimize (`Adam(self.parameters())` -> {"self"},
         `model.encoder.parameters()` -> {"model", "model.encoder"}); None when it builds none."""

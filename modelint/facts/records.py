@@ -97,18 +97,24 @@ class FunctionFlow:
     # "" once a return hands back anything else.
     returned_param: str | None = None
     trains: bool = False  # it has a training step, itself or through a helper it calls
+    backward_in_helpers: bool = False  # a helper it calls trains (runs the backward its `optimizer.step()` uses)
     feeds_into: dict = field(default_factory=dict)  # forward token -> the forwards its output is the input of
     # `model.train(was_training)` restoring a mode saved here with no switch in between: model -> the call
     idle_restores: dict[str, cst.Call] = field(default_factory=dict)
 
+    # An optimizer steps in a caller or another method of the same object, and this function computes no
+    # gradient for its own sake: its backward is a training step (a micro-batch of gradient accumulation).
+    stepped_elsewhere: bool = False
+
     def trained_keys(self) -> set[str]:
         """Models this function trains: their outputs reach a backward with the graph, and an optimizer
-        steps here (a backward alone may be for input gradients: Grad-CAM, saliency)."""
+        steps here or for it (a backward alone may be for input gradients: Grad-CAM, saliency)."""
         return {forward.key for forward in self.training_forwards()}
 
     def training_forwards(self) -> list:
-        """The forwards whose outputs reach a backward with the graph, when an optimizer steps here."""
-        if not any(step.kind == "step" for step in self.steps.values()):
+        """The forwards whose outputs reach a backward with the graph, when an optimizer steps here or
+        for it."""
+        if not self.stepped_elsewhere and not any(step.kind == "step" for step in self.steps.values()):
             return []
         return [forward for forward in self.all_forwards() if forward.trains_model]
 

@@ -34,7 +34,7 @@ class SummaryEffects:
         arguments = arguments_of(summary, call)
         bound, inline = self._bind_arguments(summary, arguments, state, self_receiver)
         if summary.trains:
-            self.out.trains = True
+            self.out.trains = self.out.backward_in_helpers = True
         phase = _phase_passed(summary, arguments, self.out.function)
         for use in summary.forwards:
             if phase is not None and use.phase_value is not None and use.phase_value != phase:
