@@ -111,6 +111,8 @@ class MissingNoGrad(Rule):
         if mode.parameterless or not (is_module(facts, forward, mode) or _fed_batches(facts, forward)) \
                 or (forward.via is None and returned_to_callers(facts, forward)):
             return None  # (a loss, an activation, a padding layer: no weights, no graph worth a finding)
+        if facts.flow.phase_never_picked(forward.function, forward.phase):
+            return None  # a pass of the function that no call here asks for
         if left_to_subclasses(facts, forward) or initialises_lazy_modules(facts, forward):
             return None  # `self.predict_proba(X)` left abstract: a subclass may well run it under no_grad
         grad = effective_grad(facts, forward)

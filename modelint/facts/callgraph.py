@@ -163,6 +163,17 @@ class CallGraph(MethodTargets):
             result = grad if result is None else result.join(grad)
         return result
 
+    def phase_never_picked(self, function: FunctionInfo | None, phase: tuple) -> bool:
+        """Is `function` called here, and does every call pick another value of its phase parameter than
+        `phase` names (`run_epoch(model, opt, loader)` alone, for the `is_train=False` pass)? Then that
+        pass runs nowhere in sight: what it would evaluate is no finding."""
+        if function is None or not phase or phase[0][0] not in function.param_set \
+                or (function.outer is not None and function.cls is None):
+            return False
+        sites = self.call_sites.get(qualname(function), {})
+        return bool(sites) and all(call_picks_other_phase(function, call, phase, caller)
+                                   for call, (caller, _grad, _models) in sites.items())
+
     def caller_with_autograd(self, function: FunctionInfo | None, phase: tuple = ()) -> tuple | None:
         """(caller, call) in this file whose call of `function` surely runs with autograd on (while another
         may run it under no_grad: `train()` validating under no_grad, `test()` without); with `phase`, among

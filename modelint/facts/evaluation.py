@@ -114,6 +114,8 @@ _GRAD_MAKERS = ("requires_grad_", "Parameter", "retain_grad")
 
 def evaluation_context(facts, forward, grad: GradFact) -> str | None:
     """Why this forward is an evaluation, in a few words; None when it is not one (or we cannot tell)."""
+    if facts.flow.phase_never_picked(forward.function, forward.phase):
+        return None  # a pass of the function that no call here asks for
     why = _evaluation_context(facts, forward, grad)
     if why is not None and forward.phase:
         name, value = forward.phase[-1]

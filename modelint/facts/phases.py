@@ -23,6 +23,9 @@ _MAX_VALUES = 6
 # The two values of an optional parameter that picks the phase (`def run_epoch(model, loader, optimizer=None)`:
 # given, it trains; None, it evaluates). Strings, so summaries keep them across processes; no real literal.
 GIVEN, OMITTED = "<given>", "<None>"
+# A string parameter compared with the training phase's name only (`if phase == "train": loss.backward()`,
+# called with "train" and with "valid"): every other value, which the comparisons all treat alike.
+OTHER = "<other>"
 
 
 def phase_values(stmt: cst.For, constants: dict[str, object]) -> tuple[str, tuple] | None:
@@ -152,8 +155,27 @@ def phase_parameter(function) -> tuple[str, tuple] | None:
         words = {word for value in values for word in tokens(value)}
         if words & EVAL_WORDS and words & TRAIN_WORDS and 1 < len(values) <= _MAX_VALUES:
             return name, tuple(sorted(values))
+    for name, values in strings.items():
+        if tokens_of(values) <= TRAIN_WORDS and name in _tested_around_training(function, params):
+            return name, (*sorted(values), OTHER)  # `if phase == "train": loss.backward()`: "train" or not
     optional = _optional_phase(function, params)
     return (optional, (GIVEN, OMITTED)) if optional is not None else None
+
+
+def tokens_of(values) -> set:
+    return {word for value in values for word in tokens(value)}
+
+
+def _tested_around_training(function, params: set) -> set:
+    """String parameters compared with a literal by an `if` whose branches run a backward pass or an
+    optimizer step (`if phase == "train":`)."""
+    found = set()
+    for node in function.phase_nodes:
+        test = node.test if type(node) is cst.If else None
+        if type(test) is cst.Comparison and type(test.left) is cst.Name and test.left.value in params \
+                and any(_trains_or_switches(branch) for branch in (node.body, node.orelse) if branch):
+            found.add(test.left.value)
+    return found
 
 
 def phase_default(function, name: str):
@@ -224,7 +246,7 @@ def _trains_or_switches(branch) -> bool:
     return False
 
 
-def argument_phase(values, passed: cst.BaseExpression | None, default, caller=None):
+def argument_phase(values, passed: cst.BaseExpression | None, default, caller=None, constants=None):
     """The phase value a call picks for a helper's phase parameter: the literal it passes (`eval=True`),
     for an optional one whether it passes something (None and nothing are `OMITTED`; the caller's own
     optional parameter, which may hold None, is unknown); None: unknown."""
@@ -237,7 +259,11 @@ def argument_phase(values, passed: cst.BaseExpression | None, default, caller=No
     if passed is None:
         return default
     value = literal_value(passed)
-    return value if isinstance(value, (bool, str)) else None
+    if value is NOT_LITERAL and type(passed) is cst.Name and constants:
+        value = constants.get(passed.value, NOT_LITERAL)  # `step(model, phase)` in the caller's phase loop
+    if OTHER in values and isinstance(value, str) and value not in values:
+        return OTHER
+    return value if isinstance(value, (bool, str)) and value not in (GIVEN, OMITTED, OTHER) else None
 
 
 def call_picks_other_phase(function, call: cst.Call, phase: tuple, caller=None) -> bool:
@@ -255,8 +281,9 @@ def call_picks_other_phase(function, call: cst.Call, phase: tuple, caller=None) 
 
 
 def describe_value(value) -> str:
-    """How a finding names a phase value: `'val'`, `False`, `None`, `given`."""
-    return "None" if value == OMITTED else "given" if value == GIVEN else repr(value)
+    """How a finding names a phase value: `'val'`, `False`, `None`, `given`, `another phase`."""
+    return "None" if value == OMITTED else "given" if value == GIVEN else \
+        "not the training phase" if value == OTHER else repr(value)
 
 
 def _flag(test: cst.BaseExpression, params: set) -> str | None:

@@ -35,7 +35,7 @@ class SummaryEffects:
         bound, inline = self._bind_arguments(summary, arguments, state, self_receiver)
         if summary.trains:
             self.out.trains = self.out.backward_in_helpers = True
-        phase = _phase_passed(summary, arguments, self.out.function)
+        phase = _phase_passed(summary, arguments, self.out.function, self.constants)
         for use in summary.forwards:
             if phase is not None and use.phase_value is not None and use.phase_value != phase:
                 continue  # run only for the other value of the helper's phase parameter
@@ -115,11 +115,14 @@ class SummaryEffects:
         return bound, inline
 
 
-def _phase_passed(summary: FunctionSummary, arguments: dict[str, cst.BaseExpression], caller=None):
-    """The literal the call passes for the helper's phase parameter (`eval=True`), if it passes one."""
+def _phase_passed(summary: FunctionSummary, arguments: dict[str, cst.BaseExpression], caller=None,
+                  constants=None):
+    """The literal the call passes for the helper's phase parameter (`eval=True`, or the value of the
+    caller's own phase loop variable), if it passes one."""
     if summary.phase_param is None:
         return None
-    return argument_phase(summary.phase_effects, arguments.get(summary.phase_param), summary.phase_default, caller)
+    return argument_phase(summary.phase_effects, arguments.get(summary.phase_param), summary.phase_default,
+                          caller, constants)
 
 
 def arguments_of(summary: FunctionSummary, call: cst.Call) -> dict[str, cst.BaseExpression]:
