@@ -85,8 +85,9 @@ class FreeModels:
         return out
 
     def parameters_defaulting_to_models(self, function: FunctionInfo, calls) -> dict[str, str]:
-        """`def train_metrics(self, model=None): if model is None: model = self.model`, where no call here
-        hands a model: `model` is another name of `self.model` (its `model.eval()` switches the object's)."""
+        """`def train_metrics(self, model=None): if model is None: model = self.model` (or `== None`), where
+        no call here hands a model: `model` is another name of `self.model` (its `model.eval()` switches
+        the object's)."""
         from modelint.facts.phases import _defaults_to_none
         from modelint.facts.summary_effects import bind_arguments
 
@@ -98,7 +99,8 @@ class FreeModels:
             test, inner = statement.test, statement.body.body[0]
             assigned = inner.body[0] if type(inner) is cst.SimpleStatementLine and len(inner.body) == 1 else None
             if not (type(test) is cst.Comparison and type(test.left) is cst.Name and len(test.comparisons) == 1
-                    and type(test.comparisons[0].operator) is cst.Is and dotted(test.comparisons[0].comparator) == "None"
+                    and type(test.comparisons[0].operator) in (cst.Is, cst.Equal)
+                    and dotted(test.comparisons[0].comparator) == "None"
                     and type(assigned) is cst.Assign and len(assigned.targets) == 1
                     and dotted(assigned.targets[0].target) == test.left.value):
                 continue
