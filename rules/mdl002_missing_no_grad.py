@@ -9,7 +9,7 @@ import libcst as cst
 from modelint.facts import FileFacts
 from modelint.facts.evaluation import (dummy_input, effective_grad, effective_mode, initialises_lazy_modules,
                                        is_module, left_to_subclasses, returned_to_callers, smoke_test)
-from modelint.facts.mode_handling import frozen_whole
+from modelint.facts.mode_handling import frozen_attributes, frozen_whole
 from modelint.facts.intent import DETACH, ESCAPE, GIVEN_BACK, HANDED, RETURN, STORE, TRAIN
 from modelint.facts.batches import over_batches
 from modelint.facts.lattice import is_train_site
@@ -146,8 +146,9 @@ class MissingNoGrad(Rule):
             return None  # printed, logged or handed on: an evaluation if the model is in eval mode
         if smoke_test(facts, forward, mode):
             return None  # a network just built, run once on made-up input: a shape check, not an evaluation
-        if forward.via is None and forward.key in frozen_whole(facts, forward.function):
-            return None  # every parameter frozen here first: no graph of its own to record
+        if forward.key in frozen_whole(facts, forward.function) or (
+                function is not None and forward.key in frozen_attributes(facts, function.cls)):
+            return None  # every parameter frozen here first (or by the object's constructor): no graph of its own
         key = forward.key
         via = forward.via
         if forward.uses == {"discard"} and not eval_mode:

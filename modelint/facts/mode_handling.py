@@ -89,6 +89,36 @@ def frozen_whole(facts, function) -> frozenset[str]:
     return frozenset(by_function.get(function, ()))
 
 
+def frozen_attributes(facts, cls) -> frozenset[str]:
+    """`self.<attr>` models that the class's `__init__` freezes whole (`for p in self.teacher.parameters():
+    p.requires_grad = False`) when nothing in the class turns gradients back on: an EMA teacher, a fixed
+    feature extractor. Their forwards record no graph of their own in any method."""
+    if cls is None:
+        return frozenset()
+    cache = facts.__dict__.setdefault("_frozen_attributes", {})
+    if cls not in cache:
+        cache[cls] = _frozen_by_constructor(facts, cls)
+    return cache[cls]
+
+
+def _frozen_by_constructor(facts, cls) -> frozenset[str]:
+    init = next((f for f in facts.collector.functions if f.cls is cls and f.name == "__init__"), None)
+    frozen = {key for key in frozen_whole(facts, init) if key.startswith("self.")} if init is not None else set()
+    if frozen and any(_unfreezes(site.node) for site in facts.collector.calls if site.site.cls is cls) \
+            or any(assign.site.cls is cls and assign.target.attr.value == "requires_grad"
+                   and assign.value is not None and literal_value(assign.value) is not False
+                   for assign in facts.collector.attribute_assigns):
+        return frozenset()  # (`unfreeze()`: gradients back on somewhere)
+    return frozenset(frozen)
+
+
+def _unfreezes(call: cst.Call) -> bool:
+    """`x.requires_grad_()`, `x.requires_grad_(True)`."""
+    func = call.func
+    return type(func) is cst.Attribute and func.attr.value == "requires_grad_" and (
+        not call.args or literal_value(call.args[0].value) is not False)
+
+
 def _freezings(facts):
     """(function, the module expression, whether all of its parameters) for each freezing in the file:
     `x.requires_grad_(False)`, or `p.requires_grad = False` in a loop over `x.parameters()` (whole) or
