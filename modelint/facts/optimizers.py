@@ -12,6 +12,11 @@ from modelint.facts.scopes import FunctionInfo
 from modelint.facts.names import dotted, key_prefixes, parameter_owners
 
 
+# What an optimizer over tensors the function made steps (no model's parameters).
+MADE_TENSORS = "<tensors>"
+_TENSOR_COPIES = frozenset({"clone", "detach", "requires_grad_", "detach_"})
+
+
 class Optimizers:
     """Mixed into ModeFlow (with CallGraph): `self.collector`, `self.imports` and `self._local_callees`
     come from there."""
@@ -115,6 +120,30 @@ class Optimizers:
                 out.setdefault(site.site.function, set()).add(site.text.rsplit(".", 1)[0])
         return out
 
+    def _made_tensors(self, params, function) -> bool:
+        """`[mask, delta]`: names this function binds to tensors it makes (`torch.zeros(..., requires_grad=True)`,
+        `image.clone()`): an input, a mask or a perturbation being optimized, not a model."""
+        if type(params) not in (cst.List, cst.Tuple) or not params.elements:
+            return False
+        made = self._tensors_made.get(function, set())
+        return all(type(e) is cst.Element and type(e.value) is cst.Name and e.value.value in made
+                   for e in params.elements)
+
+    @cached_property
+    def _tensors_made(self) -> dict:
+        """function -> plain names it binds to a torch tensor function's result or a copy of a tensor."""
+        out: dict = {}
+        for key, value, site in self.collector.call_assigns:
+            if "." in key or type(value) is not cst.Call:
+                continue
+            func = value.func
+            qualified = self.imports.qualify(func) or ""
+            tensor = qualified.startswith("torch.") and qualified.count(".") == 1 and qualified[6:7].islower()
+            copied = type(func) is cst.Attribute and func.attr.value in _TENSOR_COPIES
+            if tensor or copied:
+                out.setdefault(site.function, set()).add(key)
+        return out
+
     @cached_property
     def _optimizer_owners(self) -> dict[str, set[str]]:
         """Optimizer name -> whose parameters every constructor bound to it names (empty: not all known)."""
@@ -125,6 +154,8 @@ class Optimizers:
                 continue
             params = next((a.value for a in value.args if a.keyword is None or a.keyword.value == "params"), None)
             owners = parameter_owners(params, parents=False) if params is not None else set()
+            if not owners and self._made_tensors(params, _site.function):
+                owners = {MADE_TENSORS}  # `Adam([mask])`: it steps tensors made here, no model's parameters
             if key in out and not out[key] or not owners:
                 out[key] = set()
             else:
