@@ -116,6 +116,8 @@ class MissingNoGrad(Rule):
         if left_to_subclasses(facts, forward) or initialises_lazy_modules(facts, forward):
             return None  # `self.predict_proba(X)` left abstract: a subclass may well run it under no_grad
         grad = effective_grad(facts, forward)
+        if forward.via is not None and forward.via.grad == "some":
+            return None  # the helper runs it under a conditional no_grad (`set_grad_enabled(flag)`)
         if forward.grad_free or grad.free_sites:  # grad-free on every path, or on some (a conditional no_grad)
             if forward.grad_free or forward.grad.free_sites or facts.flow.caller_with_autograd(forward.function, forward.phase) is None:
                 return None  # (unless only some callers run it under no_grad, and another surely does not)

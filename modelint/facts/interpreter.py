@@ -331,7 +331,9 @@ class Interpreter(Loops, Bindings, CallEffects):
             elif effect == "enabled":
                 state.grad = GRAD_ENABLED
             elif effect == "unknown":
-                state.grad = GRAD_UNKNOWN
+                # `set_grad_enabled(self.model.training)`, `set_grad_enabled(cfg.finetune)`: autograd on or off as
+                # the author chose, on each path; a forward there is under a (conditional) no_grad, not left on
+                state.grad = GradFact(free_sites=frozenset({item}), may_enabled=True)
             elif effect is None:
                 restored.extend(self.mode_context(item, state))
             origins = self.uses.expression(item.item, state.values)

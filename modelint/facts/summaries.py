@@ -163,6 +163,8 @@ def _forward_use(flow, function, forward, intent: str, trained_here: bool = Fals
         grad_word = "free"
     elif grad.unknown and not grad.may_enabled and not grad.free_sites:
         grad_word = "entry" if via is None or via.grad != "enabled" else "enabled"
+    elif (grad.free_sites and not grad.unknown) or (via is not None and via.grad == "some"):
+        grad_word = "some"  # off on some paths only (`set_grad_enabled(self.model.training)`): the author's choice
     else:
         grad_word = "enabled"
     # What a helper returns after turning the output into predictions, computing it under no_grad or over
