@@ -184,6 +184,28 @@ def test_method_guess_dropped_when_other_files_call_that_method_only_under_no_gr
     assert found("models.py", "train.py", "demo.py") == [("models.py", 14, "MDL002")]
 
 
+def test_model_on_a_base_class_of_another_file_is_as_mode_dependent_as_its_layers(tmp_path: Path) -> None:
+    """net.py's `Net(BaseModule)`, the base an empty helper class in base.py: a Conv/LeakyReLU net evaluated
+    in training mode in infer.py changes nothing (as when the base is in the same file); with a Dropout
+    in the base, it does."""
+    base = ("import torch.nn as nn\n\n\nclass BaseModule(nn.Module):\n    def nparams(self):\n"
+            "        return sum(p.numel() for p in self.parameters())\n")
+    (tmp_path / "base.py").write_text(base)
+    (tmp_path / "net.py").write_text(
+        "import torch.nn as nn\n\nfrom base import BaseModule\n\n\nclass Net(BaseModule):\n    def __init__(self):\n"
+        "        super().__init__()\n        self.conv = nn.Conv1d(1, 1, 3, padding=1)\n"
+        "        self.act = nn.LeakyReLU(0.2)\n\n"
+        "    def forward(self, x):\n        return self.act(self.conv(x))\n")
+    (tmp_path / "infer.py").write_text(
+        "import torch\n\nfrom net import Net\n\nmodel = Net()\nmodel.load_state_dict(torch.load(\"ckpt.pt\"))\n"
+        "with torch.no_grad():\n    print(model(torch.randn(1, 1, 16)).numpy())\n")
+    assert _found_in(tmp_path, "infer.py", "net.py", "base.py") == []
+    (tmp_path / "base.py").write_text(base.replace(
+        "class BaseModule(nn.Module):\n", "class BaseModule(nn.Module):\n    def __init__(self):\n"
+        "        super().__init__()\n        self.drop = nn.Dropout(0.1)\n\n"))
+    assert _found_in(tmp_path, "infer.py", "net.py", "base.py") == [("infer.py", 8, "MDL001")]
+
+
 def test_module_of_buffers_defined_in_another_file_runs_no_model(tmp_path: Path) -> None:
     """audio.py's `MelSpectrogram` keeps a window and a filterbank as buffers, no weights: scoring test
     clips with it in train.py records no graph worth reporting (as in one file). Once it learns a

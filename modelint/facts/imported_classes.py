@@ -20,9 +20,10 @@ class WaitingOnImports:
     `_solve()`, `layer_dependence()`, `builder_calls()`, `project_class()` come from there."""
 
     def waiting_on_imports(self) -> dict[str, tuple[str, ...]]:
-        """Module classes whose dependence is unknown only because they build classes imported from elsewhere
-        (`self.block = GenInitialBlock(c)` from the project's layers file), each with every such import of
-        this file: the project index settles them once it knows those classes (ProjectIndex.resolve_class)."""
+        """Module classes whose dependence is unknown only because they build or derive from classes
+        imported from elsewhere (`self.block = GenInitialBlock(c)` from the project's layers file), each
+        with every such import of this file: the project index settles them once it knows those classes
+        (ProjectIndex.resolve_class)."""
         unknown = [name for name, dependence in self._dependence.items()
                    if dependence is Dependence.UNKNOWN and self._is_module.get(name)]
         if not unknown:
@@ -36,8 +37,7 @@ class WaitingOnImports:
             direct: dict[str, set[str]] = {}
             for name in settled:  # which imports each one builds itself (its builders' included)
                 self._assumed, self._built = set(), {}
-                for call in self.classes[name].calls:
-                    self.layer_dependence(call)
+                self._assume_imports_of(self.classes[name])
                 direct[name] = self._assumed
             out = {}
             for name in settled:
@@ -45,8 +45,7 @@ class WaitingOnImports:
                 for used in self._local_classes_used(name):
                     if used not in direct:
                         self._assumed, self._built = set(), {}
-                        for call in self.classes[used].calls:
-                            self.layer_dependence(call)
+                        self._assume_imports_of(self.classes[used])
                         direct[used] = self._assumed
                     imports |= direct[used]
                 if imports:
@@ -55,6 +54,13 @@ class WaitingOnImports:
         finally:
             self._is_module, self._dependence, self._foreign_base, self._built = saved
             self._assumed = None
+
+    def _assume_imports_of(self, info) -> None:
+        """Note in `self._assumed` the imported classes the class builds and derives from."""
+        for call in info.calls:
+            self.layer_dependence(call)
+        for base in info.bases:
+            self._base_kind(base)  # (`class Net(BaseModule)`, the base in the project's base.py)
 
     def _local_classes_used(self, name: str) -> set[str]:
         """The class, and the classes of this file it derives from or builds (and theirs), transitively."""

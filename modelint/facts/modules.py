@@ -148,7 +148,17 @@ class ModuleTable(WaitingOnImports, LocalLayers, Registries):
             # LightningModule adds no layers; a transformers/timm base brings its own.
             lightning = qualified.startswith(("pytorch_lightning.", "lightning."))
             return True, Dependence.INDEPENDENT if lightning else Dependence.DEPENDENT
-        return False, Dependence.UNKNOWN if self._is_foreign(qualified) else Dependence.INDEPENDENT
+        if not self._is_foreign(qualified):
+            return False, Dependence.INDEPENDENT
+        # A base of another file of the project (`class Net(BaseModule)`): the index knows it, or this
+        # file's summary waits on it (ProjectIndex.resolve_class settles the class once it does).
+        known = self.index.resolve_class(qualified, self.path) if self.index is not None else None
+        if known is not None:
+            return True, Dependence(known)
+        if self._assumed is not None:
+            self._assumed.add(qualified)
+            return True, Dependence.INDEPENDENT
+        return False, Dependence.UNKNOWN
 
     def _defines_own(self, owner: cst.BaseExpression, method: str) -> bool:
         """Is `owner` a class of the project (this file, or another one the index knows) defining `method`?"""
