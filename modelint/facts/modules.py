@@ -252,6 +252,8 @@ class ModuleTable(WaitingOnImports, LocalLayers, Registries):
                 return Construction(call, Dependence.DEPENDENT)
             if qualified.startswith(api.MODE_FREE_LIBRARY_LAYERS):
                 return Construction(call, Dependence.INDEPENDENT)
+            if qualified.startswith(api.WEIGHTLESS_LIBRARY_LAYERS) and qualified.rsplit(".", 1)[-1][:1].isupper():
+                return Construction(call, Dependence.INDEPENDENT, parameterless=True)
             if qualified.startswith("torch."):
                 return None
             tail = qualified.rsplit(".", 1)[-1]

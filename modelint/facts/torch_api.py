@@ -80,6 +80,9 @@ EXTERNAL_MODEL_PREFIXES = (
 # a linear map), torchvision's frozen BatchNorm (fixed statistics).
 MODE_FREE_LIBRARY_LAYERS = ("einops.layers.", "torchvision.ops.misc.FrozenBatchNorm2d",
                             "torchvision.ops.FrozenBatchNorm2d")
+# Data transforms written as modules: no weights, and the same in either mode (a mel spectrogram, a
+# normalisation, a resize; a random augmentation is random in eval mode too).
+WEIGHTLESS_LIBRARY_LAYERS = ("torchvision.transforms.", "torchaudio.transforms.")
 # `X.from_pretrained(...)` builds a model (in eval mode) when X names a model class;
 # tokenizers, processors, configs, pipelines and schedulers are not nn.Modules.
 FROM_PRETRAINED_MODEL = r"(Model|For[A-Z]|Net|Transformer|UNet|VAE|Encoder|Decoder|GPT|Bert|LM)"
