@@ -77,9 +77,11 @@ def effective_grad(facts, forward) -> GradFact:
 def is_module(facts, forward, mode: ModeFact) -> bool:
     """Is the called thing surely an nn.Module (not a capitalised callable of unknown kind)?"""
     via = forward.via
-    if via is not None and via.param.startswith("self.") and via.param.count(".") == 1 \
-            and facts.modules.attribute_parameterless(via.param[5:]):
-        return False  # a helper method's `self.act(a)`, an `nn.ReLU()`: nothing to evaluate, no graph of its own
+    if via is not None and via.param.startswith("self.") \
+            and facts.modules.attribute_parameterless(via.param.rsplit(".", 1)[1]):
+        # A helper method's `self.act(a)` (or `self.model.act(a)` a level up), every such attribute of the
+        # file an `nn.ReLU()`: nothing to evaluate, no graph of its own.
+        return False
     if mode.certain and (mode.train_sites or mode.eval_sites):
         return True
     func = forward.call.func
