@@ -286,6 +286,9 @@ class CallGraph(MethodTargets):
         if named is not None or type(call.func) is cst.Name:
             return named
         func = call.func
+        class_level = self._class_level_method(func)
+        if class_level is not None:
+            return class_level
         held = self.held_object_class(call, enclosing) or self.bound_object_class(call, enclosing)
         if held is not None:
             for cls_name in self.class_and_bases(held):
@@ -294,6 +297,18 @@ class CallGraph(MethodTargets):
                     return key
             return None
         return self._only_module_method(func, enclosing)
+
+    def _class_level_method(self, func: cst.BaseExpression) -> str | None:
+        """`Wrapper.from_pretrained(path)`: a classmethod or staticmethod of this file's class (or its bases)."""
+        if not (type(func) is cst.Attribute and type(func.value) is cst.Name) \
+                or func.value.value not in self.modules.classes or func.value.value in self.imports.bindings:
+            return None
+        for cls_name in self.class_and_bases(func.value.value):
+            function = self.local_functions.get(f"{cls_name}.{func.attr.value}")
+            if function is not None:
+                kinds = {dotted(d) for d in function.decorators}
+                return f"{cls_name}.{func.attr.value}" if kinds & {"classmethod", "staticmethod"} else None
+        return None
 
     def local_reference(self, func: cst.BaseExpression, enclosing: FunctionInfo | None) -> str | None:
         """The qualname of this file's function that a name or `self.<method>` refers to, in `enclosing`."""
