@@ -84,7 +84,14 @@ class FollowedNames:
         return bool(call.args) and all(constant(arg.value) for arg in call.args)
 
     def _is_model(self, state: State, key: str) -> bool:
-        return key in state.models or self.follows(key)
+        return key in state.models or self.follows(key) or self._submodule(state, key)
+
+    def _submodule(self, state: State, key: str) -> bool:
+        """`model.encoder(x)`, `self.model.text_encoder(ids)`: a part of a followed model that the file's
+        classes build as a module (`self.encoder = Encoder()`); it runs in its parent's mode."""
+        parent, dot, name = key.rpartition(".")
+        return bool(dot) and "[" not in name and (state.tracks(parent) or self.follows(parent, state)) \
+            and self.flow.modules.submodule_dependence(name) is not None
 
     def _loaded_after_building(self, state: State, key: str) -> None:
         """`model = vgg19()` from a factory this file cannot see into, then `model.load_state_dict(...)`:

@@ -119,6 +119,18 @@ class ModuleTable(WaitingOnImports, LocalLayers, Registries):
         return bool(values) and all(type(v) is cst.Call and (built := self.module_expression(v)[0]) is not None
                                     and built.parameterless for v in values)  # (`nn.L1Loss().cuda()` too)
 
+    def submodule_dependence(self, name: str) -> Dependence | None:
+        """When every `self.<name> = ...` of the file's classes builds a module with weights (`self.encoder =
+        Encoder()`), how mode-dependent those are: `model.encoder(x)` runs that submodule. None otherwise."""
+        values = self._self_attributes.get(name)
+        found = None
+        for value in values or ():
+            built = self.module_expression(value)[0] if type(value) is cst.Call else None
+            if built is None or not built.certain or built.parameterless:
+                return None
+            found = built.dependence if found is None else max(found, built.dependence)
+        return found
+
     def weightless_classes(self) -> set[str]:
         """The module classes of the file that hold no weights, for other files' constructions of them."""
         return {name for name, info in self.classes.items()
