@@ -281,6 +281,9 @@ class ModuleTable(WaitingOnImports, LocalLayers, Registries):
                 return Construction(call, Dependence.UNKNOWN, certain=False, origin=qualified)
             return None
         if type(func) is cst.Subscript:
+            library = self._library_namespace(func)
+            if library is not None:  # `models.__dict__[args.arch](pretrained=True)`: a torchvision model
+                return Construction(call, Dependence.DEPENDENT)
             return self.registered(call)  # `ARCHS[cfg["type"]](cfg)`
         name = dotted(func)
         if type(func) is cst.Name and name not in _BUILTINS and name[:1].isupper() and name not in self.classes \
@@ -288,6 +291,19 @@ class ModuleTable(WaitingOnImports, LocalLayers, Registries):
                 and not self._bound_to_a_function(name):  # (`def WNConv1d(...)`: a builder; `Variable = lambda ...`)
             return Construction(call, Dependence.UNKNOWN, certain=False)
         return None
+
+    def _library_namespace(self, func: cst.Subscript) -> str | None:
+        """`models.__dict__[name]`, `vars(models)[name]` of a model library's namespace (torchvision.models):
+        the library's name."""
+        owner = func.value
+        if type(owner) is cst.Attribute and owner.attr.value == "__dict__":
+            owner = owner.value
+        elif type(owner) is cst.Call and dotted(owner.func) == "vars" and len(owner.args) == 1:
+            owner = owner.args[0].value
+        else:
+            return None
+        qualified = self.imports.qualify(owner) or ""
+        return qualified if (qualified + ".").startswith(api.EXTERNAL_MODEL_PREFIXES) else None
 
     def _nested_dependence(self, call: cst.Call, known: dict) -> Dependence:
         """A container/stack is as dependent as the most dependent module built in its arguments.
