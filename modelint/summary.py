@@ -144,6 +144,9 @@ class FileSummary:
     # nn.Module classes defined here that hold no weights (buffers, activations, a loss): calling one runs
     # no model (modelint.facts.layer_kinds.holds_no_weights).
     weightless_classes: set[str] = field(default_factory=set)
+    # Mode-dependent nn.Module classes defined here whose only mode dependence is their own reading of
+    # `self.training` (a NoisyNet layer), with no Dropout or BatchNorm of torch's at any depth.
+    own_mode_classes: set[str] = field(default_factory=set)
     # Every top-level function defined here, summarised or not (`def masked_mae(...)`): a name another
     # file stores on an object (`self.loss = util.masked_mae`) is a function, not a model.
     plain_functions: set[str] = field(default_factory=set)
@@ -215,6 +218,11 @@ class ProjectIndex:
         """Is the project class imported as `reference` a module without weights (a mel filterbank of buffers)?"""
         found = self._defining(reference, from_path)
         return found is not None and reference.rpartition(".")[2] in found.weightless_classes
+
+    def sets_its_own_mode_only(self, reference: str, from_path: str) -> bool:
+        """Is the project class imported as `reference` mode-dependent only by reading `self.training`?"""
+        found = self._defining(reference, from_path)
+        return found is not None and reference.rpartition(".")[2] in found.own_mode_classes
 
     def _defining(self, reference: str, from_path: str, depth: int = 0) -> FileSummary | None:
         """The summary of the file that defines the nn.Module class imported as `reference`."""

@@ -49,6 +49,7 @@ def file_summary(flow) -> FileSummary:
     return FileSummary(flow.path, exported, refs, flow.modules.class_summaries(), method_calls=_method_calls(flow),
                        loaded_classes=set(flow.modules.loaded_classes),
                        weightless_classes=flow.modules.weightless_classes(),
+                       own_mode_classes=flow.modules.own_mode_classes(),
                        classes_waiting=flow.modules.waiting_on_imports() if flow.index is None else {},
                        plain_functions={f.name for f in flow.collector.functions if f.outer is None and f.cls is None})
 

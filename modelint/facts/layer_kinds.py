@@ -109,7 +109,12 @@ class LayerKinds:
         built = self.table.construction(call)
         if built is None or built.dependence is Dependence.INDEPENDENT:
             return False
-        layer = (self.imports.qualify(call.func) or "").rsplit(".", 1)[-1]
+        qualified = self.imports.qualify(call.func) or ""
+        index = self.table.index
+        if index is not None and not qualified.startswith("torch.") \
+                and index.sets_its_own_mode_only(qualified, self.table.path):
+            return False  # (`from common.layers import NoisyLinear`)
+        layer = qualified.rsplit(".", 1)[-1]
         if layer in api.CONTAINERS or layer in api.STACKS:
             return any(self._library_mode_layer(inner) for arg in call.args for inner in calls_in(arg.value)) \
                 or any(arg.star or type(arg.value) in (cst.Name, cst.Attribute) for arg in call.args)

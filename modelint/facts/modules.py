@@ -131,6 +131,13 @@ class ModuleTable(WaitingOnImports, LocalLayers, Registries):
             found = built.dependence if found is None else max(found, built.dependence)
         return found
 
+    def own_mode_classes(self) -> set[str]:
+        """The mode-dependent module classes of the file whose only mode dependence is their own reading
+        of `self.training` (see LayerKinds.holds_library_mode_layers), for other files."""
+        return {name for name, info in self.classes.items()
+                if self._is_module.get(name) and self._dependence.get(name) is Dependence.DEPENDENT
+                and not self.kinds.holds_library_mode_layers(info)}
+
     def weightless_classes(self) -> set[str]:
         """The module classes of the file that hold no weights, for other files' constructions of them."""
         return {name for name, info in self.classes.items()
@@ -319,8 +326,8 @@ class ModuleTable(WaitingOnImports, LocalLayers, Registries):
             if type(arg.value) is cst.Name and arg.star != "**":
                 found = max(found, self.local_layers(arg.value.value, call))  # `nn.Sequential(*layers)`
                 continue
-            if arg.star:
-                found = Dependence.UNKNOWN
+            if arg.star and not _literal_list(arg.value):
+                found = Dependence.UNKNOWN  # (`*make_layers(cfg)`: built where we do not look)
                 break
             for inner in calls_in(arg.value):
                 built = self.layer_dependence(inner, known)
@@ -434,6 +441,13 @@ def _builder_functions(collector: Collector) -> dict[str, list[tuple[cst.Call, b
             type(small) is cst.Return and small.value is site.node for small in stmt.body)
         calls[name].append((site.node, returned))
     return calls
+
+
+def _literal_list(expr: cst.BaseExpression) -> bool:
+    """`[Block(c), ...]`, `[Block(c) for c in cs]`, or a sum of such lists: every element written here."""
+    if type(expr) is cst.BinaryOperation and type(expr.operator) is cst.Add:
+        return _literal_list(expr.left) and _literal_list(expr.right)
+    return type(expr) in (cst.List, cst.ListComp, cst.Tuple)
 
 
 def calls_in(expr: cst.BaseExpression) -> list[cst.Call]:
