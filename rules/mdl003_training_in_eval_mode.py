@@ -99,7 +99,7 @@ class TrainingInEvalMode(Rule):
                             or facts.flow.objects.attribute_dependence(flow.function, key) is Dependence.INDEPENDENT \
                             or _frozen_features_protocol(facts, key, fact, step) or _other_model_trained(key, step) \
                             or _part_frozen_after_train(facts, fact, step) or _toggled_around_step(facts, key, fact, step) \
-                            or _gradients_read_in_eval(facts, flow, fact, step) \
+                            or _gradients_measured_in_eval(facts, flow, fact, step) \
                             or mode_picked_by_callers(facts.flow, flow, fact.eval_sites) \
                             or (site is not None and runs_only_in_training(site.site, key, step.call)):
                         continue
@@ -226,12 +226,12 @@ def _toggled_around_step(facts: FileFacts, key: str, fact, step) -> bool:
                for call in facts.collector.calls)
 
 
-def _gradients_read_in_eval(facts: FileFacts, flow, fact, step) -> bool:
-    """`model.eval()`, then per-batch `loss.backward()` whose `p.grad` the function reads, and no optimizer
-    step here: gradients measured in eval mode on purpose (Fisher information, importance scores, gradient
-    norms), nothing trained. A training step that follows elsewhere is another finding."""
+def _gradients_measured_in_eval(facts: FileFacts, flow, fact, step) -> bool:
+    """`model.eval()` in this function, then `loss.backward()`, and no optimizer step here: gradients measured
+    in eval mode on purpose (Fisher information, importance scores, a sample's gradient for selection),
+    nothing trained. A training step that follows elsewhere is another finding."""
     function = step.function
-    if function is None or not function.reads_grads or any(s.kind == "step" for s in flow.steps.values()):
+    if function is None or any(s.kind == "step" for s in flow.steps.values()):
         return False
     for site in fact.eval_sites:
         where = facts.call_sites.get(site) if type(site) is cst.Call else None
