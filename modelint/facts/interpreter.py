@@ -344,11 +344,14 @@ class Interpreter(Loops, Bindings, CallEffects):
                         self.forget(state, key)
                         if origins:
                             state.values[key] = origins
+        returned = len(self.returns)
         after = self.block(stmt.body, state)
+        # A context manager that switched mode restores it on exit, a `return` inside the block included.
+        for exit_state in ([after] if after is not None else []) + self.returns[returned:]:
+            for key, fact in restored:
+                exit_state.models[key] = fact
         if after is not None:
             after.grad = before
-            for key, fact in restored:  # a context manager that switched mode restores it on exit
-                after.models[key] = fact
         return after
 
     def try_(self, stmt, state: State) -> State | None:
