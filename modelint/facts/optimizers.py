@@ -9,7 +9,7 @@ import libcst as cst
 
 from modelint.facts import torch_api as api
 from modelint.facts.scopes import FunctionInfo
-from modelint.facts.names import dotted, key_prefixes, parameter_owners
+from modelint.facts.names import dotted, key_prefixes, literal_value, parameter_owners
 
 
 # What an optimizer over tensors the function made steps (no model's parameters).
@@ -122,12 +122,12 @@ class Optimizers:
 
     def _made_tensors(self, params, function) -> bool:
         """`[mask, delta]`: names this function binds to tensors it makes (`torch.zeros(..., requires_grad=True)`,
-        `image.clone()`): an input, a mask or a perturbation being optimized, not a model."""
+        `image.clone()`) or marks as leaves (`self.mask.requires_grad = True`): an input, a mask or a
+        perturbation being optimized, not a model."""
         if type(params) not in (cst.List, cst.Tuple) or not params.elements:
             return False
         made = self._tensors_made.get(function, set())
-        return all(type(e) is cst.Element and type(e.value) is cst.Name and e.value.value in made
-                   for e in params.elements)
+        return all(type(e) is cst.Element and dotted(e.value) in made for e in params.elements)
 
     @cached_property
     def _tensors_made(self) -> dict:
@@ -142,6 +142,10 @@ class Optimizers:
             copied = type(func) is cst.Attribute and func.attr.value in _TENSOR_COPIES
             if tensor or copied:
                 out.setdefault(site.function, set()).add(key)
+        for assign in self.collector.attribute_assigns:  # `self.mask_tensor.requires_grad = True`: a leaf tensor
+            if assign.target.attr.value == "requires_grad" and assign.value is not None \
+                    and literal_value(assign.value) is True and (owner := dotted(assign.target.value)) is not None:
+                out.setdefault(assign.site.function, set()).add(owner)
         return out
 
     @cached_property
