@@ -122,8 +122,9 @@ class ModeFlow(CallGraph, Optimizers):
             or ((f.calls_params or (f.calls_self_attribute and f.cls is not None)) and not module_forward(f))
         ]
         if collector.module_mode_relevant or None in constructing or collector.module_calls_functions \
-                or None in calling_results:
-            targets.append(None)
+                or None in calling_results or any(site.site.function is None and site.node in self._local_callees
+                                                  for site in collector.calls):
+            targets.append(None)  # (a script calling this file's functions and methods: their order is in view)
         # Whoever calls one of them under no_grad (`with torch.no_grad(): detect(images)` in `main()`) runs too:
         # the grad mode at that call is what the callee's forwards run with.
         chosen = set(targets)

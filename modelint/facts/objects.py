@@ -160,15 +160,34 @@ class ObjectModes:
         if function is None or function.cls is None or function.name.startswith("_") \
                 or not self.plain_object(function.cls):
             return None
-        calls = self.flow.call_sites.get(f"{function.cls.name}.{function.name}", {}).values()
+        sites = self.flow.call_sites.get(f"{function.cls.name}.{function.name}", {})
+        calls = sites.values()
         if any(caller is not function and key in models and (models[key].eval_sites or models[key].havoc or any(
                 is_train_site(s) for s in models[key].train_sites)) for caller, _grad, models in calls):
             return None  # a caller switches it first (`train()` then `train_epoch()`)
+        if self._users_in_view_never_leave_eval(sites, key):
+            return None
         for cls_name in self.flow.class_and_bases(function.cls.name):
             found = self._left_in_eval.get(cls_name, {}).get(key)
             if found is not None and found[0] != function.name:
                 return found
         return None
+
+    @staticmethod
+    def _users_in_view_never_leave_eval(sites: dict, key: str) -> bool:
+        """The object's users in this file (`trainer.update(x)` in the script) call the method, and at every
+        such call their own state shows the model in no eval mode (`trainer.load_model()` comes only later,
+        in the test branch): the order the object's methods run in is in sight."""
+        seen = False
+        for call, (_caller, _grad, models) in sites.items():
+            receiver = dotted(call.func.value) if type(call.func) is cst.Attribute else None
+            if receiver is None or receiver.split(".")[0] in ("self", "cls"):
+                continue
+            seen = True
+            fact = models.get(receiver + key[4:])
+            if fact is None or fact.eval_sites or fact.havoc:
+                return False
+        return seen
 
     def attribute_dependence(self, function, key: str) -> Dependence:
         """Can the mode of `self.<attr>` change its output, from every construction the class assigns to it
