@@ -65,7 +65,10 @@ class LocalLayers:
         a name holding them."""
         kind = type(value)
         if kind is cst.Call:
-            return self.layer_dependence(value)
+            built = self.layer_dependence(value)
+            if built is None and type(value.func) is cst.Name:
+                built = self._class_handed_in(value.func.value, function)  # `act()`, `act = activation`
+            return built
         if kind is cst.Name:
             held = self._held(value.value, function)
             return None if held is Dependence.UNKNOWN else held
@@ -79,6 +82,61 @@ class LocalLayers:
             return found
         if kind in (cst.ListComp, cst.GeneratorExp):
             return self._layers_in(value.elt, function)
+        return None
+
+    def _class_handed_in(self, name: str, function, depth: int = 0) -> Dependence | None:
+        """`act()` where `act` is a parameter of this builder (or a local picking one: `act = activation if
+        j < n else output_activation`) that its default and every call of it here fill with a layer class
+        (`mlp(sizes, nn.ReLU, nn.Identity)`): the most mode-dependent of those classes."""
+        if function is None or function.cls is not None or function.outer is not None or depth > 2:
+            return None
+        if name not in function.param_set:
+            bindings = self._bindings_of(function).get(name) or []
+            if not bindings or any(b.kind != "assign" for b in bindings):
+                return None
+            found = Dependence.INDEPENDENT
+            for binding in bindings:
+                value = binding.value
+                picked = (value.body, value.orelse) if type(value) is cst.IfExp else (value,)
+                for option in picked:
+                    held = self._class_handed_in(option.value, function, depth + 1) \
+                        if type(option) is cst.Name else None
+                    if held is None:
+                        return None
+                    found = max(found, held)
+            return found
+        from modelint.facts.summary_effects import bind_arguments
+
+        param = function.param(name)
+        passed = [param.default] if param is not None and param.default is not None else []
+        for site in self._collector.calls:
+            if type(site.node.func) is cst.Name and site.node.func.value == function.name:
+                if any(arg.star for arg in site.node.args):
+                    return None
+                given = bind_arguments(function.params, False, site.node).get(name)
+                if given is not None or not passed:  # (left out: the default, already counted)
+                    passed.append(given)
+        found = None
+        for value in passed:
+            held = self._class_dependence(value)
+            if held is None:
+                return None
+            found = held if found is None else max(found, held)
+        return found
+
+    def _class_dependence(self, value) -> Dependence | None:
+        """`nn.ReLU`, `torch.nn.Dropout`, a module class of this file: how its instances depend on the mode."""
+        from modelint.facts.torch_layers import layer_dependence_by_name
+
+        if value is None:
+            return None
+        local = self.classes.get(value.value) if type(value) is cst.Name else None
+        if local is not None:
+            return self._dependence.get(local.name) if self._is_module.get(local.name) else None
+        qualified = self.imports.qualify(value) or ""
+        layer = qualified.rsplit(".", 1)[-1]
+        if qualified.startswith("torch.nn.") and layer[:1].isupper() and qualified.count(".") == 2:
+            return layer_dependence_by_name(layer, None)
         return None
 
     @property
