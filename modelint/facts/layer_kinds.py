@@ -133,7 +133,7 @@ class LayerKinds:
     def _weightless_now(self, info: ClassInfo) -> bool:
         table = self.table
         if not table.is_module_class(info) or table.has_foreign_base(info) \
-                or not (self._compares(info) or _registers_buffers(info)
+                or not (self._compares(info) or _registers_buffers(info) or self._loss_base(info)
                         or any(table.construction(call) is not None for call in info.calls)):
             return False  # (a `class Net` of an exercise, its layers still to be written, is a model)
         for base in info.bases:
@@ -141,7 +141,7 @@ class LayerKinds:
             if project is not None:
                 if not self.holds_no_weights(project):
                     return False
-            elif self.imports.qualify(base) not in api.NN_MODULE:
+            elif self.imports.qualify(base) not in api.NN_MODULE and not self._loss_base_expr(base):
                 return False
         for call in info.calls:
             func = call.func
@@ -195,6 +195,16 @@ class LayerKinds:
                                and qualified not in _MODULE_RETURNING) or qualified.startswith(api.FUNCTIONAL + ".")
             return not (tensor_function or (type(value.func) is cst.Name and value.func.value in _BUILTINS))
         return False
+
+    def _loss_base(self, info: ClassInfo) -> bool:
+        """A subclass of one of torch's losses (`nn.modules.loss._Loss`, `nn.MSELoss`): a loss, not a model
+        whose layers are still to be written."""
+        return any(map(self._loss_base_expr, info.bases))
+
+    def _loss_base_expr(self, base: cst.BaseExpression) -> bool:
+        qualified = self.imports.qualify(base) or ""
+        return qualified.startswith("torch.nn.modules.loss.") or (
+            qualified.startswith("torch.nn.") and qualified.endswith("Loss"))
 
     def _weightless_layer(self, call: cst.Call) -> bool:
         """A call in the class body: no construction, or one of a layer without weights."""
