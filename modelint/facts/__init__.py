@@ -191,8 +191,9 @@ class FileFacts:
 
     def _is_test_function(self, function: FunctionInfo | None, seen: frozenset) -> bool:
         while function is not None:
-            if function.name.startswith("test") and is_test_file(self.path):
-                return True
+            if function.name.startswith("test") and (is_test_file(self.path) or (
+                    function.name.startswith("test_") and not function.params and _asserts(function))):
+                return True  # (a pytest-style `test_tagger()` checking shapes with `assert`, wherever it lives)
             if function.cls is not None and self._is_test_case(function.cls):
                 return True
             if is_test_file(self.path) and function not in seen:
@@ -233,3 +234,14 @@ class FileFacts:
     def in_grad_free_region(self, site: Site) -> bool:
         """Lexically inside `with torch.no_grad()` or a grad-disabling decorator."""
         return lexically_grad_free(self.imports, site, self.grad_wrappers)
+
+
+def _asserts(function: FunctionInfo) -> bool:
+    """Does the function's own body check something with `assert` (a test written pytest-style)?"""
+    found = function.__dict__.get("_asserts")
+    if found is None:
+        from modelint.facts.walk import iter_nodes
+
+        found = function.__dict__["_asserts"] = function.cls is None and any(
+            type(node) is cst.Assert for node in iter_nodes(function.node.body, skip_lambdas=True))
+    return found
