@@ -21,7 +21,7 @@ from modelint.facts import torch_api as api
 from modelint.facts.collector import Collector
 from modelint.facts.scopes import ClassInfo
 from modelint.facts.modules import calls_in
-from modelint.facts.names import NOT_LITERAL, literal_value
+from modelint.facts.names import NOT_LITERAL, dotted, literal_value
 from modelint.facts.walk import iter_nodes
 
 _WEIGHT_CALLS = frozenset({"torch.nn.Parameter", "torch.nn.parameter.Parameter"})
@@ -186,7 +186,8 @@ class LayerKinds:
             if head.value not in method.param_set:  # a local: what the method binds it to (`model = load(w)`)
                 return any(self._may_be_module(bound, method) for key, bound, site in self.collector.call_assigns
                            if key == head.value and site.function is method and bound is not value)
-            return not _literal_default(method, head.value) and not self._layer_setting(head.value, method)
+            return not _literal_default(method, head.value) and not self._layer_setting(head.value, method) \
+                and not _annotated_as_a_value(method, head.value)
         if type(value) is cst.Call:
             qualified = self.imports.qualify(value.func) or ""
             if self.table.construction(value) is not None or self.table.builder_calls(value.func) is not None:
@@ -227,3 +228,16 @@ def _literal_default(method, name: str) -> bool:
             value = literal_value(param.default)
             return value is not NOT_LITERAL and value is not None
     return False
+
+
+_VALUE_TYPES = frozenset({"int", "float", "str", "bool", "complex", "bytes"})
+
+
+def _annotated_as_a_value(method, name: str) -> bool:
+    """`m: float`, `name: str`, `k: Optional[int]`: a parameter annotated with a plain value type."""
+    param = method.param(name)
+    annotation = param.annotation.annotation if param is not None and param.annotation is not None else None
+    if type(annotation) is cst.Subscript and dotted(annotation.value) in ("Optional", "typing.Optional") \
+            and len(annotation.slice) == 1 and type(annotation.slice[0].slice) is cst.Index:
+        annotation = annotation.slice[0].slice.value
+    return dotted(annotation) in _VALUE_TYPES if annotation is not None else False
