@@ -298,18 +298,6 @@ class CallGraph(MethodTargets):
             return None
         return self._only_module_method(func, enclosing)
 
-    def _class_level_method(self, func: cst.BaseExpression) -> str | None:
-        """`Wrapper.from_pretrained(path)`: a classmethod or staticmethod of this file's class (or its bases)."""
-        if not (type(func) is cst.Attribute and type(func.value) is cst.Name) \
-                or func.value.value not in self.modules.classes or func.value.value in self.imports.bindings:
-            return None
-        for cls_name in self.class_and_bases(func.value.value):
-            function = self.local_functions.get(f"{cls_name}.{func.attr.value}")
-            if function is not None:
-                kinds = {dotted(d) for d in function.decorators}
-                return f"{cls_name}.{func.attr.value}" if kinds & {"classmethod", "staticmethod"} else None
-        return None
-
     def local_reference(self, func: cst.BaseExpression, enclosing: FunctionInfo | None) -> str | None:
         """The qualname of this file's function that a name or `self.<method>` refers to, in `enclosing`."""
         if type(func) is cst.Name:

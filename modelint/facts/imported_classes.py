@@ -78,3 +78,19 @@ class WaitingOnImports:
                 if used is not None and used.name not in seen:
                     stack.append(used.name)
         return seen
+
+    # -- what other files need to know of this file's classes (modelint.facts.export) ------
+    def own_mode_classes(self) -> set[str]:
+        """The mode-dependent module classes of the file whose only mode dependence is their own reading
+        of `self.training` (see LayerKinds.holds_library_mode_layers), for other files."""
+        return {name for name, info in self.classes.items()
+                if self._is_module.get(name) and self._dependence.get(name) is Dependence.DEPENDENT
+                and not self.kinds.holds_library_mode_layers(info)}
+
+    def weightless_classes(self) -> set[str]:
+        """The module classes of the file that hold no weights, for other files' constructions of them."""
+        return {name for name, info in self.classes.items()
+                if self._is_module.get(name) and self.kinds.holds_no_weights(info)}
+
+    def class_summaries(self) -> dict[str, int]:
+        return {name: int(self._dependence[name]) for name in self.classes if self._is_module.get(name)}

@@ -4,7 +4,8 @@
 the file (held_object_class); `model.predict(x)` where every binding of `model`, in the
 scope Python finds it in, builds one (bound_object_class; `model = DataParallel(model)`
 keeps it); `model.score_sp_po(s, p, o)` on a name shown to be a module, of a method that
-exactly one class of the file defines, all of them modules (_only_module_method).
+exactly one class of the file defines, all of them modules (_only_module_method);
+`Wrapper.from_pretrained(path)`, a classmethod or staticmethod called on the class.
 """
 
 from __future__ import annotations
@@ -43,6 +44,18 @@ class MethodTargets:
             for name in info.methods:
                 owners.setdefault(name, []).append(info.name if self.modules.is_module_class(info) else "?")
         return {name: found for name, found in owners.items() if "?" not in found and name not in _MODULE_API}
+
+    def _class_level_method(self, func: cst.BaseExpression) -> str | None:
+        """`Wrapper.from_pretrained(path)`: a classmethod or staticmethod of this file's class (or its bases)."""
+        if not (type(func) is cst.Attribute and type(func.value) is cst.Name) \
+                or func.value.value not in self.modules.classes or func.value.value in self.imports.bindings:
+            return None
+        for cls_name in self.class_and_bases(func.value.value):
+            function = self.local_functions.get(f"{cls_name}.{func.attr.value}")
+            if function is not None:
+                kinds = {dotted(d) for d in function.decorators}
+                return f"{cls_name}.{func.attr.value}" if kinds & {"classmethod", "staticmethod"} else None
+        return None
 
     def held_object_class(self, call: cst.Call, enclosing: FunctionInfo | None) -> str | None:
         """`self.policy_old.act(state)`: the class of this file that every assignment of `self.policy_old`

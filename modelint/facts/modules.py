@@ -19,7 +19,9 @@ import libcst as cst
 from modelint.facts import torch_api as api
 from modelint.facts.collector import Collector
 from modelint.facts.imported_classes import WaitingOnImports
+from modelint.facts.builders import Builders, builder_functions
 from modelint.facts.local_layers import LocalLayers
+from modelint.facts.module_attributes import ModuleAttributes
 from modelint.facts.registries import Registries
 from modelint.facts.scopes import ClassInfo, FunctionInfo
 from modelint.facts.names import dotted
@@ -64,7 +66,7 @@ def unwrap_chain(expr: cst.BaseExpression) -> tuple[cst.BaseExpression, list[cst
     return expr, applied
 
 
-class ModuleTable(WaitingOnImports, LocalLayers, Registries):
+class ModuleTable(WaitingOnImports, LocalLayers, Registries, ModuleAttributes, Builders):
     def __init__(self, collector: Collector, index=None, path: str = "") -> None:
         self.index = index
         self.path = path
@@ -76,7 +78,7 @@ class ModuleTable(WaitingOnImports, LocalLayers, Registries):
         self._is_module: dict[str, bool] = {}
         self._foreign_base: dict[str, bool] = {}  # derives from a class defined elsewhere (through this file's too)
         self._dependence: dict[str, Dependence] = {}
-        self._builders = _builder_functions(collector)
+        self._builders = builder_functions(collector)
         # `self.x = value` in the classes' methods, once for every reader (see own_layer, layer_kinds).
         self.self_assigns = [assign for assign in collector.attribute_assigns if assign.site.cls is not None
                              and type(assign.target.value) is cst.Name and assign.target.value.value == "self"]
@@ -112,39 +114,6 @@ class ModuleTable(WaitingOnImports, LocalLayers, Registries):
 
     def class_dependence(self, info: ClassInfo) -> Dependence:
         return self._dependence.get(info.name, Dependence.INDEPENDENT)
-
-    def attribute_parameterless(self, name: str) -> bool:
-        """Is every `self.<name> = ...` of the file's classes a layer without weights or mode (`nn.ReLU()`)?"""
-        values = self._self_attributes.get(name)
-        return bool(values) and all(type(v) is cst.Call and (built := self.module_expression(v)[0]) is not None
-                                    and built.parameterless for v in values)  # (`nn.L1Loss().cuda()` too)
-
-    def submodule_dependence(self, name: str) -> Dependence | None:
-        """When every `self.<name> = ...` of the file's classes builds a module with weights (`self.encoder =
-        Encoder()`), how mode-dependent those are: `model.encoder(x)` runs that submodule. None otherwise."""
-        values = self._self_attributes.get(name)
-        found = None
-        for value in values or ():
-            built = self.module_expression(value)[0] if type(value) is cst.Call else None
-            if built is None or not built.certain or built.parameterless:
-                return None
-            found = built.dependence if found is None else max(found, built.dependence)
-        return found
-
-    def own_mode_classes(self) -> set[str]:
-        """The mode-dependent module classes of the file whose only mode dependence is their own reading
-        of `self.training` (see LayerKinds.holds_library_mode_layers), for other files."""
-        return {name for name, info in self.classes.items()
-                if self._is_module.get(name) and self._dependence.get(name) is Dependence.DEPENDENT
-                and not self.kinds.holds_library_mode_layers(info)}
-
-    def weightless_classes(self) -> set[str]:
-        """The module classes of the file that hold no weights, for other files' constructions of them."""
-        return {name for name, info in self.classes.items()
-                if self._is_module.get(name) and self.kinds.holds_no_weights(info)}
-
-    def class_summaries(self) -> dict[str, int]:
-        return {name: int(self._dependence[name]) for name in self.classes if self._is_module.get(name)}
 
     def _base_kind(self, base: cst.BaseExpression) -> tuple[bool, Dependence]:
         project = self.project_class(base)
@@ -368,44 +337,6 @@ class ModuleTable(WaitingOnImports, LocalLayers, Registries):
         name = self._builder_name(call.func)
         return self._builder_dependence(name) if name is not None else None
 
-    def builder_calls(self, func: cst.BaseExpression) -> list[cst.Call] | None:
-        """The calls in the body of the file's function `func` names, if it names one."""
-        name = self._builder_name(func)
-        return [call for call, _returned in self._builders[name]] if name is not None else None
-
-    def builder_returns_mode_dependent(self, call: cst.Call) -> bool:
-        """Does `call` run a function of this file that returns a module it builds with Dropout or
-        BatchNorm in it (`make_member()`: `return nn.Sequential(..., nn.Dropout(p), ...)`)?"""
-        name = self._builder_name(call.func)
-        return name is not None and self._builder_dependence(name) is Dependence.DEPENDENT
-
-    def _builder_name(self, func: cst.BaseExpression) -> str | None:
-        """The name of a module-level function of this file that `func` calls (not an import)."""
-        if type(func) is cst.Name and func.value in self._builders and func.value not in self.imports.bindings:
-            return func.value
-        return None
-
-    def _builder_dependence(self, name: str) -> Dependence | None:
-        """A function that returns a module it builds (`return nn.Sequential(*layers)`) holds every layer
-        it builds; None when it returns no module it builds (then it is no builder)."""
-        if name in self._built:
-            return self._built[name]
-        self._built[name] = None  # recursion guard: a builder calling itself adds nothing
-        returned: Dependence | None = None
-        inside = Dependence.INDEPENDENT
-        for call, is_return in self._builders[name]:
-            dependence = self.layer_dependence(call)
-            if dependence is None:
-                continue
-            if is_return:
-                returned = dependence if returned is None else max(returned, dependence)
-            else:
-                inside = max(inside, dependence)
-        if returned is Dependence.UNKNOWN and inside is Dependence.DEPENDENT:
-            returned = Dependence.DEPENDENT  # `layers.append(nn.BatchNorm2d(c))` ... `nn.Sequential(*layers)`
-        self._built[name] = returned
-        return returned
-
     def module_expression(self, expr: cst.BaseExpression) -> tuple[Construction | None, list[cst.Call]]:
         """The module `expr` builds (through `.to(dev)`-like chains and wrappers such as DataParallel)."""
         base, applied = unwrap_chain(expr)
@@ -426,21 +357,6 @@ class ModuleTable(WaitingOnImports, LocalLayers, Registries):
     def is_module_name(self, key: str, function: FunctionInfo | None) -> bool:
         """Is `key`, as seen in `function`, shown to be an nn.Module there (or in its class)?"""
         return self.names.is_module_name(key, function)
-
-
-def _builder_functions(collector: Collector) -> dict[str, list[tuple[cst.Call, bool]]]:
-    """Module-level functions of the file, with the calls in their bodies: (call, returned directly)."""
-    functions = {f: f.name for f in collector.functions if f.outer is None and f.cls is None}
-    calls: dict[str, list[tuple[cst.Call, bool]]] = {name: [] for name in functions.values()}
-    for site in collector.calls:
-        name = functions.get(site.site.function)
-        if name is None:
-            continue
-        stmt = site.site.stmt
-        returned = type(stmt) is cst.SimpleStatementLine and any(
-            type(small) is cst.Return and small.value is site.node for small in stmt.body)
-        calls[name].append((site.node, returned))
-    return calls
 
 
 def _literal_list(expr: cst.BaseExpression) -> bool:

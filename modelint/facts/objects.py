@@ -14,6 +14,7 @@ the object's own scoring calls it right after `eval()`. Training left by a step 
 
 An attribute that only ever wraps another (`self.mnetwork = DataParallel(self.network)`)
 is another name of it: `self.network.eval()` puts `self.mnetwork`'s forward in eval mode.
+What the public methods hand back to the object's users: modelint.facts.object_exits.
 """
 
 from __future__ import annotations
@@ -25,14 +26,14 @@ import libcst as cst
 from modelint.facts import torch_api as api
 from modelint.facts.base_shapes import switched_by_bases_elsewhere
 from modelint.facts.module_names import passed_dependences
-from modelint.facts.lattice import ENTRY_MODE, HAVOC_MODE, ModeFact, first_site, is_train_site, mode_of_call
+from modelint.facts.lattice import ENTRY_MODE, HAVOC_MODE, ModeFact, first_site, mode_of_call
 from modelint.facts.modules import Dependence
-from modelint.facts.mode_handling import only_switches_modes
 from modelint.facts.names import dotted, key_root
+from modelint.facts.object_exits import ObjectExits
 from modelint.facts.provenance import receiver_key
 
 
-class ObjectModes:
+class ObjectModes(ObjectExits):
     def __init__(self, flow) -> None:
         self.flow = flow
 
@@ -115,80 +116,6 @@ class ObjectModes:
                                 and not switched_by_bases_elsewhere(self.flow, classes[name], key))
                 for name, keys in built.items() if name in classes}
 
-    @cached_property
-    def _left_in_training(self) -> dict[str, dict[str, tuple[str, object]]]:
-        """class -> attribute -> (method, its `train()` call) for methods that may return with the
-        model in training mode after putting it there themselves (`fit()`, `train_model()`)."""
-        out: dict[str, dict[str, tuple[str, object]]] = {}
-        for function_flow in self.flow.flows:
-            function = function_flow.function
-            exit_state = function_flow.exit_state
-            if function is None or function.cls is None or exit_state is None:
-                continue
-            for key, fact in exit_state.models.items():
-                if not key.startswith("self.") or fact.havoc:
-                    continue
-                # An explicit train() that may reach the return, even when an evaluation on another path
-                # leaves eval mode (`train()` evaluating only every n epochs).
-                site = first_site(frozenset(s for s in fact.train_sites if is_train_site(s)))
-                if site is not None and not self._absorbed(function, key):
-                    out.setdefault(function.cls.name, {}).setdefault(key, (function.name, site))
-        return out
-
-    @cached_property
-    def _left_in_eval(self) -> dict[str, dict[str, tuple[str, object]]]:
-        """class -> attribute -> (method, its `eval()` call) for public methods that may return with the
-        model in eval mode and no `train()` of theirs reaches the return (`predict()` calling `eval()` and
-        never switching back; a restore under `if eval_:`, joined with the path that skips it, still does)."""
-        out: dict[str, dict[str, tuple[str, object]]] = {}
-        for function_flow in self.flow.flows:
-            function = function_flow.function
-            exit_state = function_flow.exit_state
-            if function is None or function.cls is None or exit_state is None or function.name.startswith("_") \
-                    or only_switches_modes(function.node):
-                continue  # (`def eval(self): self.net.eval()` hands the switch to the users, and its undoing)
-            for key, fact in exit_state.models.items():
-                if key.startswith("self.") and not fact.havoc and fact.eval_sites \
-                        and not any(is_train_site(s) for s in fact.train_sites):
-                    out.setdefault(function.cls.name, {}).setdefault(key, (function.name, first_site(fact.eval_sites)))
-        return out
-
-    def left_in_eval(self, function, key: str) -> tuple[str, object] | None:
-        """For a public method of a class that is no module, which trains `self.<attr>` without calling
-        `train()` first, and whose callers here (if any) do not call it either: another public method that
-        may hand the model back to the object's users in eval mode."""
-        if function is None or function.cls is None or function.name.startswith("_") \
-                or not self.plain_object(function.cls):
-            return None
-        sites = self.flow.call_sites.get(f"{function.cls.name}.{function.name}", {})
-        calls = sites.values()
-        if any(caller is not function and key in models and (models[key].eval_sites or models[key].havoc or any(
-                is_train_site(s) for s in models[key].train_sites)) for caller, _grad, models in calls):
-            return None  # a caller switches it first (`train()` then `train_epoch()`)
-        if self._users_in_view_never_leave_eval(sites, key):
-            return None
-        for cls_name in self.flow.class_and_bases(function.cls.name):
-            found = self._left_in_eval.get(cls_name, {}).get(key)
-            if found is not None and found[0] != function.name:
-                return found
-        return None
-
-    @staticmethod
-    def _users_in_view_never_leave_eval(sites: dict, key: str) -> bool:
-        """The object's users in this file (`trainer.update(x)` in the script) call the method, and at every
-        such call their own state shows the model in no eval mode (`trainer.load_model()` comes only later,
-        in the test branch): the order the object's methods run in is in sight."""
-        seen = False
-        for call, (_caller, _grad, models) in sites.items():
-            receiver = dotted(call.func.value) if type(call.func) is cst.Attribute else None
-            if receiver is None or receiver.split(".")[0] in ("self", "cls"):
-                continue
-            seen = True
-            fact = models.get(receiver + key[4:])
-            if fact is None or fact.eval_sites or fact.havoc:
-                return False
-        return seen
-
     def attribute_dependence(self, function, key: str) -> Dependence:
         """Can the mode of `self.<attr>` change its output, from every construction the class assigns to it
         (`self.model = SuperResolutionNet()`, a class the project index knows has no Dropout or BatchNorm)?"""
@@ -255,44 +182,6 @@ class ObjectModes:
         # (`__call__` does not make it one: an nn.Module subclass defines `forward`, and a detector
         # wrapper's `__call__` runs the model it holds.)
         return frozenset(name for name in switching if name in classes and not self.flow.defines_forward(classes[name]))
-
-    def left_in_training(self, function, key: str) -> tuple[str, object] | None:
-        """For a public method of a class that is no module (users call it, whatever its callers here
-        do first): another method that may hand `self.<attr>` back to the object's users in training
-        mode, and where it puts it there."""
-        if function is None or function.cls is None or not self.plain_object(function.cls):
-            return None
-        if function.name.startswith("_"):
-            return None  # a private hook: a base class elsewhere calls it, in a mode we cannot see
-        if self._mode_switched_by_users(function.cls, key):
-            return None  # `agent.eval()` before `agent.act(s)`: the object hands the switch to its users
-        # Callers here that set the mode first do not decide it: a public method is also called from
-        # outside, after whatever the object's other methods left (`predict()` after `train_model()`).
-        for cls_name in self.flow.class_and_bases(function.cls.name):
-            found = self._left_in_training.get(cls_name, {}).get(key)
-            if found is not None and found[0] != function.name:
-                return found
-        return None
-
-    def _mode_switched_by_users(self, cls, key: str) -> bool:
-        """Does the class have a public method that only switches `self.<attr>` to eval mode (`def eval(self):
-        self.online_net.eval()`), running none of its forwards? Its users choose the mode, then."""
-        setters = self._eval_setters
-        return any(key in setters.get(name, ()) for name in self.flow.class_and_bases(cls.name))
-
-    @cached_property
-    def _eval_setters(self) -> dict[str, set[str]]:
-        out: dict[str, set[str]] = {}
-        for function_flow in self.flow.flows:
-            function = function_flow.function
-            if function is None or function.cls is None or function.name.startswith("_") \
-                    or function_flow.exit_state is None or not only_switches_modes(function.node):
-                continue
-            for key, exit_fact in function_flow.exit_state.models.items():
-                # (`set_mode_train(self, train=True)` switching either way by its flag counts too)
-                if key.startswith("self.") and key.count(".") == 1 and exit_fact.eval_sites:
-                    out.setdefault(function.cls.name, set()).add(key)
-        return out
 
     def at_entry(self, function, key: str) -> ModeFact | None:
         """What the object's methods leave on `self.<attr>`, for a method of a class that is no module (a
@@ -385,25 +274,3 @@ class ObjectModes:
                     func.value == "cls" and site.site.cls is cls)):
                 return True
         return False
-
-    @cached_property
-    def _exits(self) -> dict:
-        return {f.function: f.exit_state for f in self.flow.flows if f.function is not None}
-
-    def _absorbed(self, function, key: str) -> bool:
-        """Does every caller of this method in the class put `key` back in a known mode before it
-        returns (`fit()` calls `train_epoch()`, then `eval()` and `validate()`)? Then the training
-        mode it leaves never reaches the object's users; a method nobody here calls is an entry point."""
-        exits = self._exits
-        callers = [caller for caller, _grad, _models in
-                   self.flow.call_sites.get(f"{function.cls.name}.{function.name}", {}).values()
-                   if caller is not function]
-        if not callers:
-            return False
-        for caller in callers:
-            exit_state = exits.get(caller) if caller is not None else None
-            fact = exit_state.models.get(key) if exit_state is not None else None
-            if fact is None or fact.havoc or fact.train_sites:
-                return False  # (a callee's training shows in its caller as a train site at the call)
-        return True
-

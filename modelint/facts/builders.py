@@ -1,0 +1,71 @@
+"""Functions of the file that build modules: `def conv_bn(c_in, c_out): return nn.Sequential(...)`.
+
+A model's definition often calls such a builder instead of a constructor; what the
+builder returns is as mode-dependent as the layers it builds (a layer built and kept
+in a list it then registers counts too), and a call of it is as good as a construction
+of what it returns.
+"""
+
+from __future__ import annotations
+
+import libcst as cst
+
+from modelint.facts.collector import Collector
+from modelint.facts.torch_layers import Dependence
+
+
+class Builders:
+    """Mixed into ModuleTable: `_builders`, `_built`, `imports`, `layer_dependence()` come from there."""
+
+    def builder_calls(self, func: cst.BaseExpression) -> list[cst.Call] | None:
+        """The calls in the body of the file's function `func` names, if it names one."""
+        name = self._builder_name(func)
+        return [call for call, _returned in self._builders[name]] if name is not None else None
+
+    def builder_returns_mode_dependent(self, call: cst.Call) -> bool:
+        """Does `call` run a function of this file that returns a module it builds with Dropout or
+        BatchNorm in it (`make_member()`: `return nn.Sequential(..., nn.Dropout(p), ...)`)?"""
+        name = self._builder_name(call.func)
+        return name is not None and self._builder_dependence(name) is Dependence.DEPENDENT
+
+    def _builder_name(self, func: cst.BaseExpression) -> str | None:
+        """The name of a module-level function of this file that `func` calls (not an import)."""
+        if type(func) is cst.Name and func.value in self._builders and func.value not in self.imports.bindings:
+            return func.value
+        return None
+
+    def _builder_dependence(self, name: str) -> Dependence | None:
+        """A function that returns a module it builds (`return nn.Sequential(*layers)`) holds every layer
+        it builds; None when it returns no module it builds (then it is no builder)."""
+        if name in self._built:
+            return self._built[name]
+        self._built[name] = None  # recursion guard: a builder calling itself adds nothing
+        returned: Dependence | None = None
+        inside = Dependence.INDEPENDENT
+        for call, is_return in self._builders[name]:
+            dependence = self.layer_dependence(call)
+            if dependence is None:
+                continue
+            if is_return:
+                returned = dependence if returned is None else max(returned, dependence)
+            else:
+                inside = max(inside, dependence)
+        if returned is Dependence.UNKNOWN and inside is Dependence.DEPENDENT:
+            returned = Dependence.DEPENDENT  # `layers.append(nn.BatchNorm2d(c))` ... `nn.Sequential(*layers)`
+        self._built[name] = returned
+        return returned
+
+
+def builder_functions(collector: Collector) -> dict[str, list[tuple[cst.Call, bool]]]:
+    """Module-level functions of the file, with the calls in their bodies: (call, returned directly)."""
+    functions = {f: f.name for f in collector.functions if f.outer is None and f.cls is None}
+    calls: dict[str, list[tuple[cst.Call, bool]]] = {name: [] for name in functions.values()}
+    for site in collector.calls:
+        name = functions.get(site.site.function)
+        if name is None:
+            continue
+        stmt = site.site.stmt
+        returned = type(stmt) is cst.SimpleStatementLine and any(
+            type(small) is cst.Return and small.value is site.node for small in stmt.body)
+        calls[name].append((site.node, returned))
+    return calls
