@@ -90,8 +90,8 @@ class FollowedNames:
         """`model.encoder(x)`, `self.model.text_encoder(ids)`: a part of a followed model that the file's
         classes build as a module (`self.encoder = Encoder()`); it runs in its parent's mode."""
         parent, dot, name = key.rpartition(".")
-        return bool(dot) and "[" not in name and (state.tracks(parent) or self.follows(parent, state)) \
-            and self.flow.modules.submodule_dependence(name) is not None
+        return bool(dot) and "[" not in name and self.flow.modules.submodule_dependence(name) is not None \
+            and (state.tracks(parent) or self.follows(parent, state))
 
     def _loaded_after_building(self, state: State, key: str) -> None:
         """`model = vgg19()` from a factory this file cannot see into, then `model.load_state_dict(...)`:

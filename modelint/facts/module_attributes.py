@@ -17,18 +17,23 @@ class ModuleAttributes:
 
     def attribute_parameterless(self, name: str) -> bool:
         """Is every `self.<name> = ...` of the file's classes a layer without weights or mode (`nn.ReLU()`)?"""
-        values = self._self_attributes.get(name)
-        return bool(values) and all(type(v) is cst.Call and (built := self.module_expression(v)[0]) is not None
-                                    and built.parameterless for v in values)  # (`nn.L1Loss().cuda()` too)
+        return self._attribute_facts(name)[0]
 
     def submodule_dependence(self, name: str) -> Dependence | None:
         """When every `self.<name> = ...` of the file's classes builds a module with weights (`self.encoder =
         Encoder()`), how mode-dependent those are: `model.encoder(x)` runs that submodule. None otherwise."""
-        values = self._self_attributes.get(name)
-        found = None
-        for value in values or ():
-            built = self.module_expression(value)[0] if type(value) is cst.Call else None
-            if built is None or not built.certain or built.parameterless:
-                return None
-            found = built.dependence if found is None else max(found, built.dependence)
+        return self._attribute_facts(name)[1]
+
+    def _attribute_facts(self, name: str) -> tuple[bool, Dependence | None]:
+        """(parameterless, submodule dependence) of the attribute, worked out once per name."""
+        cache = self.__dict__.setdefault("_attribute_fact_cache", {})
+        found = cache.get(name)
+        if found is None:
+            values = self._self_attributes.get(name)
+            built = [self.module_expression(v)[0] if type(v) is cst.Call else None for v in values or ()]
+            parameterless = bool(built) and all(b is not None and b.parameterless for b in built)  # (`.cuda()` too)
+            dependence = None
+            if built and all(b is not None and b.certain and not b.parameterless for b in built):
+                dependence = max(b.dependence for b in built)
+            found = cache[name] = (parameterless, dependence)
         return found
