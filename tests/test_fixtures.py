@@ -206,6 +206,22 @@ def test_model_on_a_base_class_of_another_file_is_as_mode_dependent_as_its_layer
     assert _found_in(tmp_path, "infer.py", "net.py", "base.py") == [("infer.py", 8, "MDL001")]
 
 
+def test_capitalised_builder_function_of_another_file_is_followed_as_a_factory(tmp_path: Path) -> None:
+    """models.py's `def Encoder(...)` (named like a class) returns a Linear-only encoder: main.py's evaluation of
+    what it built, in training mode, changes nothing; once the encoder has Dropout, it is reported."""
+    models = ("import torch.nn as nn\n\n\nclass MLPEncoder(nn.Module):\n    def __init__(self, n_in, n_out):\n"
+              "        super().__init__()\n        self.fc = nn.Linear(n_in, n_out)\n\n    def forward(self, x):\n"
+              "        return self.fc(x).relu()\n\n\ndef Encoder(n_in, n_out):\n    return MLPEncoder(n_in, n_out)\n")
+    (tmp_path / "models.py").write_text(models)
+    (tmp_path / "main.py").write_text(
+        "import torch\n\nfrom models import Encoder\n\nencoder = Encoder(8, 4)\n"
+        "with torch.no_grad():\n    print(encoder(torch.randn(2, 8)).argmax(1))\n")
+    assert _found_in(tmp_path, "main.py", "models.py") == []
+    (tmp_path / "models.py").write_text(models.replace("return self.fc(x).relu()",
+                                                       "return nn.functional.dropout(self.fc(x), 0.5, self.training)"))
+    assert _found_in(tmp_path, "main.py", "models.py") == [("main.py", 7, "MDL001")]
+
+
 def test_module_of_buffers_defined_in_another_file_runs_no_model(tmp_path: Path) -> None:
     """audio.py's `MelSpectrogram` keeps a window and a filterbank as buffers, no weights: scoring test
     clips with it in train.py records no graph worth reporting (as in one file). Once it learns a
