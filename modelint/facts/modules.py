@@ -24,7 +24,7 @@ from modelint.facts.local_layers import LocalLayers
 from modelint.facts.module_attributes import ModuleAttributes
 from modelint.facts.registries import Registries
 from modelint.facts.scopes import ClassInfo, FunctionInfo
-from modelint.facts.names import dotted
+from modelint.facts.names import dotted, literal_value
 from modelint.facts.torch_layers import Dependence, layer_dependence_by_name
 from modelint.facts.walk import iter_nodes
 
@@ -240,6 +240,10 @@ class ModuleTable(WaitingOnImports, LocalLayers, Registries, ModuleAttributes, B
                 return Construction(call, Dependence.DEPENDENT)
             if qualified.startswith(api.MODE_FREE_LIBRARY_LAYERS):
                 return Construction(call, Dependence.INDEPENDENT)
+            if qualified.startswith("torch_geometric.nn."):
+                built = self._geometric_layer(call, qualified.rsplit(".", 1)[-1])
+                if built is not None:
+                    return built
             if qualified.startswith(api.WEIGHTLESS_LIBRARY_LAYERS) and qualified.rsplit(".", 1)[-1][:1].isupper():
                 return Construction(call, Dependence.INDEPENDENT, parameterless=True)
             if qualified.startswith("torch."):
@@ -268,6 +272,20 @@ class ModuleTable(WaitingOnImports, LocalLayers, Registries, ModuleAttributes, B
                 and (name not in self._builders or name in self.imports.bindings) \
                 and not self._bound_to_a_function(name):  # (`def WNConv1d(...)`: a builder; `Variable = lambda ...`)
             return Construction(call, Dependence.UNKNOWN, certain=False)
+        return None
+
+    def _geometric_layer(self, call: cst.Call, layer: str) -> Construction | None:
+        """A PyTorch Geometric layer (see torch_api.GEOMETRIC_*); None for one not in those tables."""
+        if layer in api.GEOMETRIC_MODE_FREE:
+            return Construction(call, Dependence.INDEPENDENT)
+        if layer in api.GEOMETRIC_MODE_DEPENDENT:
+            return Construction(call, Dependence.DEPENDENT)
+        if layer in api.GEOMETRIC_DROPOUT_RATE:
+            rate = next((a.value for a in call.args if a.keyword is not None and a.keyword.value == "dropout"), None)
+            free = rate is None or literal_value(rate) in (0, 0.0)
+            return Construction(call, Dependence.INDEPENDENT if free else Dependence.DEPENDENT)
+        if layer in api.GEOMETRIC_WRAPPING:
+            return Construction(call, self._nested_dependence(call, {}))
         return None
 
     def _library_namespace(self, func: cst.Subscript) -> str | None:

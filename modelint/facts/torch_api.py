@@ -80,6 +80,22 @@ EXTERNAL_MODEL_PREFIXES = (
 # a linear map), torchvision's frozen BatchNorm (fixed statistics).
 MODE_FREE_LIBRARY_LAYERS = ("einops.layers.", "torchvision.ops.misc.FrozenBatchNorm2d",
                             "torchvision.ops.FrozenBatchNorm2d")
+# PyTorch Geometric's layers (torch_geometric.nn): message passing with weights and no mode of its own;
+# those given a `dropout` rate drop attention or propagation terms in training mode only; those given a
+# network (`GINConv(nn.Sequential(...))`) are as mode-dependent as it; its BatchNorm/InstanceNorm/Dropout
+# wrappers are mode-dependent like torch's.
+GEOMETRIC_MODE_FREE = frozenset({
+    "GCNConv", "SAGEConv", "GraphConv", "ChebConv", "SGConv", "TAGConv", "GatedGraphConv", "LEConv",
+    "ClusterGCNConv", "GCN2Conv", "FeaStConv", "SplineConv", "GMMConv", "ResGatedGraphConv", "CGConv", "EGConv",
+    "FiLMConv", "HypergraphConv", "RGCNConv", "FastRGCNConv", "HeteroConv", "Linear", "HeteroLinear",
+    "MetaPath2Vec", "Node2Vec", "LightGCN", "GraphUNet", "MessagePassing", "Sequential", "LayerNorm",
+    "GraphNorm", "PairNorm", "MeanAggregation", "SumAggregation", "MaxAggregation",
+})
+GEOMETRIC_DROPOUT_RATE = frozenset({"GATConv", "GATv2Conv", "TransformerConv", "SuperGATConv", "APPNP", "ARMAConv",
+                                    "GENConv", "HGTConv", "HANConv", "GPSConv"})
+GEOMETRIC_WRAPPING = frozenset({"GINConv", "GINEConv", "NNConv", "EdgeConv", "DynamicEdgeConv", "PointNetConv",
+                                "PointConv", "PPFConv", "XConv"})
+GEOMETRIC_MODE_DEPENDENT = frozenset({"BatchNorm", "InstanceNorm", "MessageNorm", "DiffGroupNorm"})
 # Data transforms written as modules: no weights, and the same in either mode (a mel spectrogram, a
 # normalisation, a resize; a random augmentation is random in eval mode too).
 WEIGHTLESS_LIBRARY_LAYERS = ("torchvision.transforms.", "torchaudio.transforms.")
