@@ -88,7 +88,7 @@ class FreeModels:
         """`def train_metrics(self, model=None): if model is None: model = self.model` (or `== None`), where
         no call here hands a model: `model` is another name of `self.model` (its `model.eval()` switches
         the object's)."""
-        from modelint.facts.phases import _defaults_to_none
+        from modelint.facts.phases import defaults_to_none
         from modelint.facts.summary_effects import bind_arguments
 
         out = {}
@@ -105,7 +105,7 @@ class FreeModels:
                     and dotted(assigned.targets[0].target) == test.left.value):
                 continue
             param, default = test.left.value, dotted(assigned.value)
-            if default is None or not _defaults_to_none(function, param) or any(
+            if default is None or not defaults_to_none(function, param) or any(
                     dotted(passed) != "None" for call in calls
                     if (passed := bind_arguments(function.params, function.cls is not None, call).get(param))
                     is not None):

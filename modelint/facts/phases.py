@@ -185,7 +185,7 @@ def phase_default(function, name: str):
     return value if isinstance(value, (bool, str)) else None
 
 
-def _defaults_to_none(function, name: str) -> bool:
+def defaults_to_none(function, name: str) -> bool:
     """`optimizer=None`: a parameter the caller may leave out."""
     param = function.param(name) if name in function.param_set else None
     return param is not None and type(param.default) is cst.Name and param.default.value == "None"
@@ -194,7 +194,7 @@ def _defaults_to_none(function, name: str) -> bool:
 def _optional_phase(function, params: set) -> str | None:
     """A parameter defaulting to None whose being given decides whether the body trains: `if optimizer is
     not None: loss.backward()`, or through a local (`is_train = optimizer is not None; if is_train:`)."""
-    optional = {name for name in params if _defaults_to_none(function, name)}
+    optional = {name for name in params if defaults_to_none(function, name)}
     if not optional:
         return None
     derived: dict[str, str] | None = None  # local -> the optional parameter it tests (found when first needed)
@@ -253,7 +253,7 @@ def argument_phase(values, passed: cst.BaseExpression | None, default, caller=No
     if GIVEN in values:
         if passed is None:
             return OMITTED
-        if type(passed) is cst.Name and caller is not None and _defaults_to_none(caller, passed.value):
+        if type(passed) is cst.Name and caller is not None and defaults_to_none(caller, passed.value):
             return None  # (`negative_prompt=negative_prompt`, handed on from the caller's `negative_prompt=None`)
         return OMITTED if type(passed) is cst.Name and passed.value == "None" else GIVEN
     if passed is None:

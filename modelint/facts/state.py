@@ -2,7 +2,8 @@
 
 - `models`: model expression (`model`, `self.net.encoder`) -> its `ModeFact`.
 - `grad`: the `GradFact` here.
-- `aliases`: `m = model` makes `m` another name of `model`.
+- `aliases`: `m = model` makes `m` another name of `model`; `scorer = Scorer(lm)` makes
+  `scorer.lm` one (Bindings._alias_held_arguments).
 - `grad_free_values`: names bound under no_grad on every path (MDL007), with the region.
 - `values`: names whose value may derive from forward outputs (modelint.facts.intent).
 - `saved`: `was_training = model.training` keeps `model`'s mode in a name, for the
