@@ -23,7 +23,11 @@ class TrainingInEvalMode(Rule):
     backward) that may run while the model being trained is in eval mode: `eval()`
     was set earlier on some path — directly, or inside a helper such as
     `evaluate(model)` or a mid-epoch validation — and nothing called `train()` in
-    between.
+    between. A backward whose optimizer steps elsewhere (gradient accumulation)
+    counts; one right after the function's own `eval()` with no optimizer step
+    (Fisher information, importance scores), or one whose optimizer updates only
+    tensors the code made (an adversarial mask, a style-transfer image), trains no
+    model and is left alone.
 
     ## Why is this bad?
     After `eval()`, Dropout is off and BatchNorm normalises with frozen running
