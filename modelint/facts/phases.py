@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import libcst as cst
 
-from modelint.facts.names import NOT_LITERAL, literal_value, tokens
+from modelint.facts.names import NOT_LITERAL, dotted, literal_value, tokens
 from modelint.facts.walk import iter_nodes
 from modelint.facts.naming import EVAL_WORDS, TRAIN_WORDS
 
@@ -318,6 +318,8 @@ def mode_picked_by_callers(mode_flow, function_flow, eval_sites) -> bool:
     name, function = function_flow.phase_param, function_flow.function
     if name is None or function is None or not eval_sites:
         return False
+    if all(_switch_picked_by_flag(mode_flow, site, name) for site in eval_sites):
+        return True  # `if update_head_only: model.eval()  else: model.train()`: the flag picks, on purpose
     for site in eval_sites:
         if not (type(site) is cst.Call and type(site.func) is cst.Attribute and site.func.attr.value == "train"
                 and len(site.args) == 1 and type(site.args[0].value) is cst.Name and site.args[0].value.value == name):
@@ -330,3 +332,29 @@ def mode_picked_by_callers(mode_flow, function_flow, eval_sites) -> bool:
         if passed is not None and literal_value(passed) is not True and literal_value(passed) is not NOT_LITERAL:
             return False
     return True
+
+
+def _switch_picked_by_flag(mode_flow, site, name: str) -> bool:
+    """`model.eval()` in the branch of an `if <flag>:` (or `if not <flag>:`) on the phase parameter whose other
+    branch calls `model.train()`."""
+    if not (type(site) is cst.Call and type(site.func) is cst.Attribute and site.func.attr.value == "eval"):
+        return False
+    sites = mode_flow.__dict__.get("_sites_by_call")
+    if sites is None:
+        sites = mode_flow.__dict__["_sites_by_call"] = {c.node: c.site for c in mode_flow.collector.calls}
+    where = sites.get(site)
+    receiver = _receiver(site)
+    for guard in reversed(where.guards if where is not None else ()):
+        if type(guard) is not cst.If:
+            continue
+        test = guard.test.expression if type(guard.test) is cst.UnaryOperation else guard.test
+        if not (type(test) is cst.Name and test.value == name) or guard.orelse is None:
+            return False
+        return any(type(node) is cst.Call and type(node.func) is cst.Attribute and node.func.attr.value == "train"
+                   and not node.args and _receiver(node) == receiver
+                   for branch in (guard.body, guard.orelse) for node in iter_nodes(branch))
+    return False
+
+
+def _receiver(call: cst.Call) -> str | None:
+    return dotted(call.func.value)
