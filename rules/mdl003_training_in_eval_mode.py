@@ -104,6 +104,7 @@ class TrainingInEvalMode(Rule):
                             or _frozen_features_protocol(facts, key, fact, step) or _other_model_trained(key, step) \
                             or _part_frozen_after_train(facts, fact, step) or _toggled_around_step(facts, key, fact, step) \
                             or _gradients_measured_in_eval(facts, flow, fact, step) \
+                            or _no_update_follows(facts, flow, step) \
                             or mode_picked_by_callers(facts.flow, flow, fact.eval_sites) \
                             or (site is not None and runs_only_in_training(site.site, key, step.call)):
                         continue
@@ -242,6 +243,27 @@ def _gradients_measured_in_eval(facts: FileFacts, flow, fact, step) -> bool:
         if where is None or where.site.function is not function:
             return False
     return bool(fact.eval_sites)
+
+
+def _no_update_follows(facts: FileFacts, flow, step) -> bool:
+    """The function steps optimizers, but none in a loop around this backward nor after it: the backward
+    is for gradients someone reads (Grad-CAM in a notebook that also trains), not for an update."""
+    updates = [s for s in flow.steps.values() if s.kind == "step"]
+    here = facts.call_sites.get(step.call)
+    if not updates or step.kind != "backward" or here is None:
+        return False
+    at = facts.locate(step.call)
+    loops = {g for g in here.site.guards if type(g) in (cst.For, cst.While)}
+    for update in updates:
+        where = facts.call_sites.get(update.call)
+        if where is None:
+            return False
+        if loops & set(where.site.guards):
+            return False  # an update in the same loop (every k batches, or after the inner loop)
+        after = facts.locate(update.call)
+        if at is None or after is None or after[:2] > at[:2]:
+            return False  # an update later on
+    return True
 
 
 def _frozen_features_protocol(facts: FileFacts, key: str, fact, step) -> bool:
