@@ -41,6 +41,9 @@ class LocalLayers:
 
     def _bound_layers(self, name: str, function) -> Dependence:
         bindings = self._bindings_of(function).get(name)
+        if not bindings and function is not None and name not in function.param_set \
+                and self._bindings_of(None).get(name):
+            return self._held(name, None)  # a module-level layer (`swish = Swish()`) put in a class's container
         if not bindings:
             return Dependence.UNKNOWN
         values = list(self._mutations.get((function, name), ()))  # `layers.append(nn.ReLU())`
