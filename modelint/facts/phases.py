@@ -152,17 +152,18 @@ def phase_parameter(function) -> tuple[str, tuple] | None:
             if isinstance(value, str):
                 strings.setdefault(node.left.value, set()).add(value)
     for name, values in strings.items():
-        words = {word for value in values for word in tokens(value)}
+        words = _tokens_of(values)
         if words & EVAL_WORDS and words & TRAIN_WORDS and 1 < len(values) <= _MAX_VALUES:
             return name, tuple(sorted(values))
     for name, values in strings.items():
-        if tokens_of(values) <= TRAIN_WORDS and name in _tested_around_training(function, params):
+        if _tokens_of(values) <= TRAIN_WORDS and name in _tested_around_training(function, params):
             return name, (*sorted(values), OTHER)  # `if phase == "train": loss.backward()`: "train" or not
     optional = _optional_phase(function, params)
     return (optional, (GIVEN, OMITTED)) if optional is not None else None
 
 
-def tokens_of(values) -> set:
+def _tokens_of(values) -> set:
+    """The words of a phase parameter's compared literals (`"train_step"`: train, step)."""
     return {word for value in values for word in tokens(value)}
 
 
@@ -339,22 +340,15 @@ def _switch_picked_by_flag(mode_flow, site, name: str) -> bool:
     branch calls `model.train()`."""
     if not (type(site) is cst.Call and type(site.func) is cst.Attribute and site.func.attr.value == "eval"):
         return False
-    sites = mode_flow.__dict__.get("_sites_by_call")
-    if sites is None:
-        sites = mode_flow.__dict__["_sites_by_call"] = {c.node: c.site for c in mode_flow.collector.calls}
-    where = sites.get(site)
-    receiver = _receiver(site)
-    for guard in reversed(where.guards if where is not None else ()):
+    where = mode_flow.site_of_call.get(site)
+    receiver = dotted(site.func.value)
+    for guard in reversed(where.site.guards if where is not None else ()):
         if type(guard) is not cst.If:
             continue
         test = guard.test.expression if type(guard.test) is cst.UnaryOperation else guard.test
         if not (type(test) is cst.Name and test.value == name) or guard.orelse is None:
             return False
         return any(type(node) is cst.Call and type(node.func) is cst.Attribute and node.func.attr.value == "train"
-                   and not node.args and _receiver(node) == receiver
+                   and not node.args and dotted(node.func.value) == receiver
                    for branch in (guard.body, guard.orelse) for node in iter_nodes(branch))
     return False
-
-
-def _receiver(call: cst.Call) -> str | None:
-    return dotted(call.func.value)
