@@ -14,8 +14,7 @@ from functools import cached_property
 
 import libcst as cst
 
-from modelint.facts import torch_api as api
-from modelint.facts.modules import unwrap_chain
+from modelint.facts.modules import rewraps, unwrap_chain
 from modelint.facts.names import dotted
 from modelint.facts.scopes import FunctionInfo
 
@@ -92,19 +91,13 @@ class MethodTargets:
         classes = set()
         for binding in bindings:
             node = unwrap_chain(binding.value)[0] if binding.kind == "assign" else None
-            if self._rewraps(node, name):
+            if rewraps(self.imports, node, name):
                 continue  # `ic = ic.cuda()`, `ic = DataParallel(ic)`: the same object, or one without its methods
             if not (type(node) is cst.Call and type(node.func) is cst.Name
                     and node.func.value in self.modules.classes):
                 return None  # a parameter, a loop variable, anything else: not one class we know
             classes.add(node.func.value)
         return classes.pop() if len(classes) == 1 else None
-
-    def _rewraps(self, value: cst.BaseExpression | None, name: str) -> bool:
-        """`name` itself (after `.to()`-like calls), or a DataParallel-like wrapper of it."""
-        if type(value) is cst.Call and value.args and self.imports.qualify(value.func) in api.MODULE_WRAPPERS:
-            value = unwrap_chain(value.args[0].value)[0]
-        return type(value) is cst.Name and value.value == name
 
     @cached_property
     def _names_built_from_classes(self) -> frozenset[str]:

@@ -66,6 +66,15 @@ def unwrap_chain(expr: cst.BaseExpression) -> tuple[cst.BaseExpression, list[cst
     return expr, applied
 
 
+def rewraps(imports, value: cst.BaseExpression | None, key: str) -> bool:
+    """Is `value` the module `key` names itself, moved (`.cuda()`, `.to(dev)`) or wrapped (`DataParallel(...)`)?
+    (`ic = DataParallel(ic)`, `self.net = self.net.cuda()`: the same object.)"""
+    base = unwrap_chain(value)[0]
+    if type(base) is cst.Call and base.args and imports.qualify(base.func) in api.MODULE_WRAPPERS:
+        base = unwrap_chain(base.args[0].value)[0]
+    return dotted(base) == key
+
+
 class ModuleTable(WaitingOnImports, LocalLayers, Registries, ModuleAttributes, Builders):
     def __init__(self, collector: Collector, index=None, path: str = "") -> None:
         self.index = index

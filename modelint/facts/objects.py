@@ -27,7 +27,7 @@ from modelint.facts import torch_api as api
 from modelint.facts.base_shapes import switched_by_bases_elsewhere
 from modelint.facts.module_names import passed_dependences
 from modelint.facts.lattice import ENTRY_MODE, HAVOC_MODE, ModeFact, first_site, mode_of_call
-from modelint.facts.modules import Dependence, unwrap_chain
+from modelint.facts.modules import Dependence, rewraps
 from modelint.facts.names import dotted, key_root
 from modelint.facts.object_exits import ObjectExits
 from modelint.facts.provenance import receiver_key
@@ -105,7 +105,7 @@ class ObjectModes(ObjectExits):
             key = dotted(assign.target)
             if cls is None or key is None or key.count(".") != 1 or not key.startswith("self."):
                 continue
-            if assign.value is not None and self._rewraps(assign.value, key):
+            if assign.value is not None and rewraps(self.flow.imports, assign.value, key):
                 continue  # `self.net = nn.DataParallel(self.net)`, `self.net = self.net.cuda()`: the same module
             made = self.flow.modules.module_expression(assign.value)[0] if assign.value is not None else None
             if made is not None and made.certain and not made.starts_in_eval and not made.runs_loaded \
@@ -117,13 +117,6 @@ class ObjectModes(ObjectExits):
         return {name: frozenset(key for key in keys if (name, key) not in other
                                 and not switched_by_bases_elsewhere(self.flow, classes[name], key))
                 for name, keys in built.items() if name in classes}
-
-    def _rewraps(self, value, key: str) -> bool:
-        """The attribute itself, moved (`.cuda()`) or wrapped (`DataParallel(...)`)."""
-        base = unwrap_chain(value)[0]
-        if type(base) is cst.Call and base.args and self.flow.imports.qualify(base.func) in api.MODULE_WRAPPERS:
-            base = unwrap_chain(base.args[0].value)[0]
-        return dotted(base) == key
 
     def attribute_dependence(self, function, key: str) -> Dependence:
         """Can the mode of `self.<attr>` change its output, from every construction the class assigns to it
