@@ -189,7 +189,7 @@ def _part_frozen_after_train(facts: FileFacts, fact, step) -> bool:
                 and site.node.func.attr.value == "train" and not site.node.args]
     here = facts.locate(step.call)
     stepping = facts.call_sites.get(step.call)
-    step_loops = {g for g in stepping.site.guards if type(g) in (cst.For, cst.While)} if stepping else set()
+    step_loops = set(_loops_around(stepping))
     for site in fact.eval_sites:
         where = facts.call_sites.get(site) if type(site) is cst.Call else None
         if where is None or where.site.function is not step.function or here is None \
@@ -212,7 +212,7 @@ def _toggled_around_step(facts: FileFacts, key: str, fact, step) -> bool:
     at = facts.locate(step.call)
     if here is None or at is None or not fact.eval_sites:
         return False
-    loops = [g for g in here.site.guards if type(g) in (cst.For, cst.While)]
+    loops = _loops_around(here)
     if not loops:
         return False
     loop = loops[-1]  # (the innermost loop around the step)
@@ -253,7 +253,7 @@ def _no_update_follows(facts: FileFacts, flow, step) -> bool:
     if not updates or step.kind != "backward" or here is None:
         return False
     at = facts.locate(step.call)
-    loops = {g for g in here.site.guards if type(g) in (cst.For, cst.While)}
+    loops = set(_loops_around(here))
     for update in updates:
         where = facts.call_sites.get(update.call)
         if where is None:
@@ -274,12 +274,17 @@ def _frozen_features_protocol(facts: FileFacts, key: str, fact, step) -> bool:
                                                                   for f in facts.frozen_models):
         return False
     here = facts.call_sites.get(step.call)
-    loops = {g for g in here.site.guards if type(g) in (cst.For, cst.While)} if here else set()
+    loops = set(_loops_around(here))
     for site in fact.eval_sites:
         where = facts.call_sites.get(site) if type(site) is cst.Call else None
         if where is None or where.site.function is not step.function or loops & set(where.site.guards):
             return False
     return bool(fact.eval_sites)
+
+
+def _loops_around(site) -> list:
+    """The `for`/`while` loops around a call site, outermost first (none for an unknown site)."""
+    return [g for g in site.site.guards if type(g) in (cst.For, cst.While)] if site is not None else []
 
 
 def _message(key: str, fact) -> str:
@@ -288,7 +293,7 @@ def _message(key: str, fact) -> str:
 
 
 def _train_at_loop_top(site, key: str) -> NodeFix | None:
-    loops = [g for g in site.site.guards if type(g) in (cst.For, cst.While)] if site else []
+    loops = _loops_around(site)
     if loops and isinstance(loops[-1].body, cst.IndentedBlock) and loops[-1].body.body:
         return NodeFix(f"Call `{key}.train()` at the start of each training iteration",
                        (NodeEdit(loops[-1].body.body[0], f"{key}.train()", "line_before"),), applicability="unsafe")
