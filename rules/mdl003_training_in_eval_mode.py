@@ -238,11 +238,7 @@ def _gradients_measured_in_eval(facts: FileFacts, flow, fact, step) -> bool:
     function = step.function
     if function is None or any(s.kind == "step" for s in flow.steps.values()):
         return False
-    for site in fact.eval_sites:
-        where = facts.call_sites.get(site) if type(site) is cst.Call else None
-        if where is None or where.site.function is not function:
-            return False
-    return bool(fact.eval_sites)
+    return _eval_set_here(facts, fact, function)
 
 
 def _no_update_follows(facts: FileFacts, flow, step) -> bool:
@@ -273,11 +269,14 @@ def _frozen_features_protocol(facts: FileFacts, key: str, fact, step) -> bool:
     if key.split(".")[0] not in facts.frozen_models and not any(key.startswith(f + ".") or key == f
                                                                   for f in facts.frozen_models):
         return False
-    here = facts.call_sites.get(step.call)
-    loops = set(_loops_around(here))
+    return _eval_set_here(facts, fact, step.function, set(_loops_around(facts.call_sites.get(step.call))))
+
+
+def _eval_set_here(facts: FileFacts, fact, function, outside: set = frozenset()) -> bool:
+    """Is every `eval()` that reaches the step a call in `function` itself, in none of the loops `outside`?"""
     for site in fact.eval_sites:
         where = facts.call_sites.get(site) if type(site) is cst.Call else None
-        if where is None or where.site.function is not step.function or loops & set(where.site.guards):
+        if where is None or where.site.function is not function or outside & set(where.site.guards):
             return False
     return bool(fact.eval_sites)
 
