@@ -13,6 +13,7 @@ import libcst as cst
 
 from modelint.engine import parse
 from modelint.facts import FileFacts
+from modelint.facts.evaluation import effective_mode
 from modelint.facts.intent import intent_of
 from modelint.facts.modules import Dependence
 from modelint.facts.lattice import ENTRY_MODE, GRAD_ENABLED, GradFact, ModeFact, mode_of_call
@@ -906,3 +907,37 @@ def test_library_eval_mode_context_switches_and_turns_off_autograd() -> None:
     ''')
     forward = forwards(facts)[8]
     assert forward.mode.definitely_eval and forward.grad.definitely_free
+
+
+def test_a_model_loaded_whole_over_one_built_here_is_that_kind_of_model_and_training_decides_its_mode() -> None:
+    facts = facts_of("""
+        import torch
+        import torch.nn as nn
+
+        class Net(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.body = nn.Sequential(nn.Linear(8, 8), nn.BatchNorm1d(8))
+
+            def forward(self, x):
+                return self.body(x)
+
+        def main(resume, train_loader, test_loader):
+            model = Net()
+            if resume:
+                model = torch.load(resume)
+            before = model(test_loader)
+            for x in train_loader:
+                loss = model(x).sum()
+                loss.backward()
+                opt.step()
+            after = model(test_loader)
+    """)
+    seen = forwards(facts)
+    # The pickled copy keeps the built model's kind; its mode, the one it was saved in, is unknown ...
+    assert seen[17].mode.entry and seen[17].mode.certain and seen[17].mode.undecided
+    assert seen[17].mode.dependence is Dependence.DEPENDENT
+    # ... until the training here says which (training in eval mode would be the bug; the loop may not run,
+    # and then it is the mode a function that trains it expects).
+    assert effective_mode(facts, seen[22]).definitely_train
+    assert not ModeFact(entry=True, eval_sites=frozenset({"eval()"})).undecided

@@ -14,7 +14,7 @@ from __future__ import annotations
 import libcst as cst
 
 from modelint.facts.intent import NONE
-from modelint.facts.lattice import NO_MODULE, first_site
+from modelint.facts.lattice import NO_MODULE, ModeFact, first_site
 from modelint.facts.names import NOT_LITERAL, any_element, dotted, literal_value, value_key
 from modelint.facts.phases import decide, literal_strings
 from modelint.facts.provenance import Fresh, Same
@@ -104,15 +104,30 @@ class Bindings:
                     state.models[key] = state.fact(bound.key)
             return
         else:
+            resumed = self._resumed(key, value, state)
             self.forget(state, key)
             self._taint(state, key)
-            if literal_value(value) is not NOT_LITERAL:
+            if resumed is not None:
+                state.models[key] = resumed
+            elif literal_value(value) is not NOT_LITERAL:
                 state.models[key] = NO_MODULE
             elif type(target) is cst.Name and type(value) is cst.Dict:
                 self._alias_entries(key, value, state)
             elif type(target) is cst.Name and type(value) is cst.Call:
                 self._alias_held_arguments(key, value, state)
         self._derive(state, target, origins)
+
+    def _resumed(self, key: str, value: cst.BaseExpression, state: State) -> ModeFact | None:
+        """`model = torch.load(path)` where `model` holds a module built here (`model = Net()` first, then
+        `if resume:` or a `try:`): what comes back is presumably that model saved earlier, the same kind of
+        module, in the mode it was pickled in (unknown)."""
+        if type(value) is not cst.Call or self.flow.imports.qualify(value.func) != "torch.load" \
+                or not state.tracks(key):
+            return None
+        held = state.fact(key)
+        if not (held.train_sites or held.eval_sites) or not held.certain or held.parameterless:
+            return None
+        return ModeFact(entry=True, dependence=held.dependence, certain=True, origin=held.origin)
 
     def _alias_entries(self, name: str, value: cst.Dict, state: State) -> None:
         """`nets = {"teacher": teacher, ...}`: `nets["teacher"]` is another name of the model `teacher` (its

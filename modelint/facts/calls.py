@@ -18,6 +18,8 @@ Which names are models at all is modelint.facts.followed's question.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import libcst as cst
 
 from modelint.facts import torch_api as api
@@ -306,17 +308,21 @@ class CallEffects(FollowedNames, SummaryEffects, ModeContexts):
             key = forward.key
             if optimized is not None and not optimized & key_prefixes(key):
                 continue  # the optimizers built here step something else (an explainer's masks, a probe)
-            if state.fact(key) == ENTRY_MODE:
+            fact = state.fact(key)
+            if fact.undecided:
                 # Trained from data (its input is no other forward's output, as a loss's is): it has weights,
                 # a module whatever built it (see ModeFlow.trained_models); a loss function is no proof.
+                # (Also a model built here on one path and loaded whole on another, `torch.load` keeping the
+                # mode it was saved in: the training here says which.)
                 fed = FED in self.uses.uses.get(token, ())
-                state.put(key, ModeFact(certain=not fed).switched("train", call))
+                certain = not fed or (fact != ENTRY_MODE and fact.certain)
+                state.put(key, replace(fact, certain=certain).switched("train", call))
                 self.flow.assumed_sites.add(call)
         for key in _innermost(optimized or ()):
             # `Adam(self.parameters())` here, the loss from a callable we cannot see into (`loss_fn(*batch)`):
             # the optimizer shows what is trained (a module's parameters, not tensors named one by one).
-            if state.fact(key) == ENTRY_MODE and self.follows(key, state) and self._module_receiver(state, key):
-                state.put(key, ModeFact(certain=True).switched("train", call))
+            if state.fact(key).undecided and self.follows(key, state) and self._module_receiver(state, key):
+                state.put(key, replace(state.fact(key), certain=True).switched("train", call))
                 self.flow.assumed_sites.add(call)
 
     def returned_value(self, value: cst.BaseExpression | None, state: State) -> None:

@@ -47,7 +47,7 @@ def effective_mode(facts, forward) -> ModeFact:
 def _effective_mode(facts, forward) -> ModeFact:
     mode = forward.mode
     if mode.entry and mode.train_sites and not mode.eval_sites and not mode.havoc \
-            and (mode.train_sites <= facts.flow.assumed_sites
+            and (mode.train_sites & facts.flow.assumed_sites
                  or (all(is_train_site(s) for s in mode.train_sites) and facts.flow.function_trains(forward.function))):
         # Trained in a loop above, or put in train() at the top of each pass of the loop that trains it (the
         # loop may not run: then it is the mode the model came in, which a function that trains it expects

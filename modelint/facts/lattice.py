@@ -56,6 +56,12 @@ class ModeFact:
         return self.entry or self.havoc
 
     @property
+    def undecided(self) -> bool:
+        """The mode it came in (or a call we cannot see into left) may reach here, and no eval() does: what
+        the function goes on to do with it (train it) says which mode the author means."""
+        return self.unknown and not self.eval_sites
+
+    @property
     def definitely_train(self) -> bool:
         return bool(self.train_sites) and not self.eval_sites and not self.unknown
 
