@@ -7,7 +7,11 @@ inside brackets or a string: `%(a, b))` continuing a format is Python) becomes
 `pass` at the same indentation (the lines it continues with a backslash become
 blank), and a cell magic other than
 %%time/%%timeit/%%capture comments its whole cell out. A cell that does not
-parse is reported (E999 at that cell) and left out; the others are still linted.
+parse is reported (E999 at that cell); each statement CPython stops in is then blanked
+in place (`pass`, or `if True:` for a line opening a block), a few times at most, so
+that an exercise cell (`h = <YOUR CODE>` in a class's `forward`) still defines its
+class and switches its modes for the cells after it, though nothing is reported in it
+(what it computes is not written yet); a cell that still does not parse is left out.
 """
 
 from __future__ import annotations
@@ -95,6 +99,46 @@ def _scan(line: str, depth: int, quote: str | None) -> tuple[int, str | None, bo
     return depth, quote, last == "\\", last
 
 
+_MOST_BLANKED = 8  # lines blanked in one cell before giving it up
+
+
+def blank_errors(lines: list[str], verdict: limits.Verdict) -> list[str] | None:
+    """The cell with each statement CPython stops in blanked in place (rows do not move), or None when that
+    does not make it parse: the rest of an exercise cell (its layers, its `train(False)`) is what the
+    notebook runs once the student fills the gap in."""
+    lines = list(lines)
+    for _ in range(_MOST_BLANKED):
+        if not 0 < verdict.row <= len(lines) or verdict.code != limits.SYNTAX_ERROR:
+            return None
+        first, last = _statement_around(lines, verdict.row - 1)
+        indent = lines[first][: len(lines[first]) - len(lines[first].lstrip())]
+        opens_block = lines[last].split("#")[0].rstrip().endswith(":")
+        blank = [f"{indent}if True:" if opens_block else f"{indent}pass"] + [""] * (last - first)
+        if lines[first:last + 1] == blank:
+            return None  # (an indentation error at a line already blanked: the structure itself is broken)
+        lines[first:last + 1] = blank
+        verdict = limits.cpython_parse("\n".join(lines))
+        if not isinstance(verdict, limits.Verdict):
+            return lines
+    return None
+
+
+def _statement_around(lines: list[str], row: int) -> tuple[int, int]:
+    """The rows (0-based, inclusive) of the logical line holding `row`: from where the brackets, strings and
+    backslashes open before it to where they close after it (`f(a,\n <YOUR CODE>\n b)`)."""
+    starts, depth, quote, continued = [], 0, None, False
+    for line in lines:
+        starts.append(depth == 0 and quote is None and not continued)
+        depth, quote, continued, _ = _scan(line, depth, quote)
+    first = row
+    while first > 0 and not starts[first]:
+        first -= 1
+    last = row
+    while last + 1 < len(lines) and not starts[last + 1]:
+        last += 1
+    return first, last
+
+
 class Joined:
     """A notebook's code cells as one module: the text, where each of its rows came from, and the cells
     that do not parse (left out)."""
@@ -103,6 +147,7 @@ class Joined:
         joined: list[str] = []
         self.line_map: list[tuple[int, int]] = []  # joined row -> (cell number, row in cell)
         self.problems: list[Finding] = []
+        self.blanked: set[int] = set()  # cells read with their broken statements blanked
         for number, lines in enumerate(cells, 1):
             if lines is None:
                 continue
@@ -112,7 +157,10 @@ class Joined:
                 location = Location(verdict.row, verdict.column)
                 self.problems.append(Finding(path, verdict.code, NOT_CHECKED_NAMES[verdict.code], verdict.message,
                                              "error", location, location, cell=number))
-                continue
+                python = blank_errors(python, verdict)
+                if python is None:
+                    continue
+                self.blanked.add(number)
             for row, line in enumerate(python, 1):
                 joined.append(line)
                 self.line_map.append((number, row))
@@ -144,6 +192,8 @@ def lint_notebook(data: bytes, path: str, codes: frozenset[str], index=None) -> 
     for finding in result.findings:
         if 0 < finding.location.row <= len(line_map):
             cell, row = line_map[finding.location.row - 1]
+            if cell in joined.blanked:
+                continue  # what a cell with gaps computes is not written yet: it only tells the others its names
             end_cell, end_row = line_map[min(finding.end_location.row, len(line_map)) - 1]
             finding.cell = cell
             finding.location = Location(row, finding.location.column)

@@ -80,3 +80,28 @@ def test_a_notebook_is_a_caller_of_the_projects_helpers(tmp_path: Path) -> None:
     out = check(str(tmp_path)).stdout
     assert "helpers.py:8:" in out and "MDL001" in out
     assert "report.ipynb:cell 2:2:" in out
+
+
+def test_an_exercise_cell_with_gaps_still_defines_its_class_for_the_cells_after_it() -> None:
+    # The class's cell has `h_next = <YOUR CODE HERE>`: reported (E999), then read with that statement blanked,
+    # so its layers are known: Embedding and Linear only, whose mode changes nothing ...
+    result = check("--select", "MDL", str(NOTEBOOKS / "exercise_with_gaps.ipynb"))
+    assert "exercise_with_gaps.ipynb:cell 3:12:18: E999" in result.stdout
+    assert "MDL001" not in result.stdout, result.stdout
+    # ... and with a Dropout, sampling in training mode is reported in the cell that does it.
+    result = check("--select", "MDL", str(NOTEBOOKS / "exercise_with_gaps_and_dropout.ipynb"))
+    assert "exercise_with_gaps_and_dropout.ipynb:cell 5:7:28: MDL001" in result.stdout
+    assert "Traceback" not in result.stderr
+
+
+def test_blanking_keeps_rows_and_gives_up_on_a_broken_structure() -> None:
+    from modelint import limits
+    from modelint.notebook import blank_errors
+
+    cell = ["class A(nn.Module):", "    def forward(self, x):", "        y = f(", "            <YOUR CODE>",
+            "            is_causal=True)", "        return <OUT>", "for epoch in range(<N>):", "    model.train(False)"]
+    blanked = blank_errors(cell, limits.cpython_parse("\n".join(cell)))
+    assert blanked == ["class A(nn.Module):", "    def forward(self, x):", "        pass", "", "", "        pass",
+                       "if True:", "    model.train(False)"]
+    broken = ["for epoch in range(3)", "    pass"]
+    assert blank_errors(broken, limits.cpython_parse("\n".join(broken))) is None
