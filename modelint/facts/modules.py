@@ -389,10 +389,11 @@ class ModuleTable(WaitingOnImports, LocalLayers, Registries, ModuleAttributes, B
 
 
 def _literal_list(expr: cst.BaseExpression) -> bool:
-    """`[Block(c), ...]`, `[Block(c) for c in cs]`, or a sum of such lists: every element written here."""
+    """`[Block(c), ...]`, `[Block(c) for c in cs]`, `(Block(c) for c in cs)`, or a sum of such lists: every
+    element written here."""
     if type(expr) is cst.BinaryOperation and type(expr.operator) is cst.Add:
         return _literal_list(expr.left) and _literal_list(expr.right)
-    return type(expr) in (cst.List, cst.ListComp, cst.Tuple)
+    return type(expr) in (cst.List, cst.ListComp, cst.Tuple, cst.GeneratorExp)
 
 
 def calls_in(expr: cst.BaseExpression) -> list[cst.Call]:
