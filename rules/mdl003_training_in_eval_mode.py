@@ -153,6 +153,8 @@ class TrainingInEvalMode(Rule):
             if left is None:
                 continue
             method, site = left
+            if _reference_kept_in_eval(facts, flow, key, site):
+                continue
             message = (f"`{key}` may be in eval mode here: `{method}()` may leave it in eval mode, and "
                        f"`{flow.function.name}()` never calls `{key}.train()` before training: training runs with "
                        f"Dropout off and BatchNorm statistics frozen; call `{key}.train()` before the training loop")
@@ -169,6 +171,27 @@ class TrainingInEvalMode(Rule):
         # A model kept in eval on purpose (a teacher, a frozen encoder) is not trained here: trained
         # models are optimized, put in train() explicitly, or feed the backward with their graph.
         return key in trained or any(is_train_site(s) for s in fact.train_sites)
+
+
+def _reference_kept_in_eval(facts: FileFacts, flow, key: str, site) -> bool:
+    """`self.model_old = deepcopy(self.model)` then `self.model_old.eval()` in the method that leaves it in eval
+    mode, and a training method that puts its own model in `train()` but never this one: a reference (the
+    previous task's model, a teacher) made in eval mode on purpose, not a model a validation forgot to switch
+    back (a validation does not bind the model it validates)."""
+    where = facts.call_sites.get(site) if type(site) is cst.Call else None
+    at = facts.locate(site) if where is not None else None
+    if at is None:
+        return False
+    method = where.site.function
+    if not any(assign.site.function is method and dotted(assign.target) == key
+               and (made := facts.locate(assign.node)) is not None and made[:2] < at[:2]
+               for assign in facts.collector.attribute_assigns):
+        return False
+    switched = [(call.site.function, dotted(call.node.func.value)) for call in facts.collector.calls
+                if type(call.node.func) is cst.Attribute and call.node.func.attr.value == "train"]
+    return not any(part is not None and same_or_nested(part, key) for _function, part in switched) \
+        and any(function is flow.function and part is not None and not same_or_nested(part, key)
+                for function, part in switched)
 
 
 def _other_model_trained(key: str, step) -> bool:
