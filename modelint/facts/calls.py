@@ -27,7 +27,7 @@ from modelint.facts.applied import NEUTRAL_BUILTINS, applies_a_mode_neutral_func
 from modelint.facts.intent import DETACHED, FED, NONE, graph_handed_to_update
 from modelint.facts.phases import decide
 from modelint.facts.lattice import ENTRY_MODE, ModeFact, mode_of_call
-from modelint.facts.names import key_prefixes, tokens, value_key
+from modelint.facts.names import dotted, key_prefixes, tokens, value_key
 from modelint.facts.modules import Dependence
 from modelint.facts.naming import EVAL_WORDS, TRAIN_WORDS, names_evaluation_data
 from modelint.facts.provenance import Fresh, receiver_key
@@ -107,7 +107,9 @@ class CallEffects(FollowedNames, SummaryEffects, ModeContexts):
                 if method == "load_state_dict":
                     self._loaded_after_building(state, receiver)
                 if method == "forward":  # an explicit forward pass, whatever the receiver turns out to be
-                    if receiver not in flow.imports.modules:  # (not a compiled extension's `forward()` function)
+                    # (not a compiled extension's `forward()` function, nor the method of a model written by hand
+                    # on plain tensors, run through its summary)
+                    if receiver not in flow.imports.modules and not (plain and _hand_written_on_plain_tensors(callee.cls)):
                         self.forward(call, receiver, state)
                 elif method == "backward" or (method == "step" and flow.is_optimizer(receiver)):
                     self.step(call, "backward" if method == "backward" else "step", state, receiver)
@@ -360,6 +362,22 @@ def _passes_evaluation_data(call: cst.Call) -> bool:
 def _innermost(keys) -> list[str]:
     """`{"model", "model.encoder"}` (from `model.encoder.parameters()`) -> `["model.encoder"]`."""
     return [key for key in keys if not any(other.startswith(key + ".") for other in keys)]
+
+
+def _hand_written_on_plain_tensors(cls) -> bool:
+    """A class of this file with no base at all whose code asks autograd for nothing (no `requires_grad`,
+    `Parameter`, `backward()` or `autograd.grad`): a model written by hand, its gradients derived by hand, with
+    no mode and no graph; its `self.forward(x)` is an ordinary method."""
+    if any(dotted(base) != "object" for base in cls.bases):
+        return False
+    for call in cls.calls:
+        if type(call.func) is cst.Attribute and call.func.attr.value in cls.methods and dotted(call.func.value) == "self":
+            continue  # (its own `self.backward(x, y, probas)`: the gradients derived by hand)
+        name = call.func.attr.value if type(call.func) is cst.Attribute else dotted(call.func) or ""
+        if name in ("backward", "requires_grad_", "grad", "Parameter") or name.endswith(".Parameter") \
+                or any(arg.keyword is not None and arg.keyword.value == "requires_grad" for arg in call.args):
+            return False
+    return True
 
 
 def wraps_forward(method: str) -> bool:
