@@ -265,3 +265,24 @@ def test_wrapper_of_a_loaded_model_defined_in_another_file_has_the_loaders_mode(
         "        self.model = model\n", "        self.model = model\n        self.head = nn.Dropout(0.5)\n").replace(
         "return self.model(im)", "return self.head(self.model(im))"))
     assert found("detect.py") == [("detect.py", 10, "MDL001")]
+
+
+def test_helper_of_another_file_back_propagating_the_loss_it_is_handed(tmp_path: Path) -> None:
+    """train_utils.py's `batch_backward(info)` runs `info["loss"].backward()`: in executor.py the backward is the
+    call, on the loss the loop computed; after `cv()` leaves the model in eval mode it trains in eval mode, until
+    the loop puts it back in training mode."""
+    (tmp_path / "train_utils.py").write_text(
+        "def batch_backward(info, accum_grad=1):\n    (info[\"loss\"] / accum_grad).backward()\n    return info\n")
+    executor = ("import torch\n\nfrom train_utils import batch_backward\n\n\n"
+                "def train(model, optimizer, train_loader, cv_loader):\n    model.train()\n"
+                "    for step, (x, y) in enumerate(train_loader):\n"
+                "        info = {\"loss\": torch.nn.functional.cross_entropy(model(x), y)}\n"
+                "        batch_backward(info)\n        optimizer.step()\n        optimizer.zero_grad()\n"
+                "        if step % 100 == 0:\n            cv(model, cv_loader)\n\n\n"
+                "def cv(model, cv_loader):\n    model.eval()\n    with torch.no_grad():\n"
+                "        return sum(model(x).argmax(1).eq(y).sum().item() for x, y in cv_loader)\n")
+    (tmp_path / "executor.py").write_text(executor)
+    assert ("executor.py", 10, "MDL003") in _found_in(tmp_path, "executor.py", "train_utils.py")
+    (tmp_path / "executor.py").write_text(executor.replace("cv(model, cv_loader)\n\n", "cv(model, cv_loader)\n"
+                                                           "            model.train()\n\n"))
+    assert _found_in(tmp_path, "executor.py", "train_utils.py") == []

@@ -150,6 +150,9 @@ class CallEffects(FollowedNames, SummaryEffects, ModeContexts):
                     if flow.last_unresolved is not None:
                         # Another file's helper may know what it does to this model.
                         flow.unresolved.add(flow.last_unresolved)
+        if flow.last_unresolved is not None and any(
+                level != DETACHED for arg in call.args for _token, level in self.uses.expression(arg.value, state.values)):
+            flow.unresolved.add(flow.last_unresolved)  # (or whether it back-propagates the loss it is handed)
 
     def _updates_with(self, call: cst.Call, state: State) -> bool:
         """Does the call run an update step on what it is handed: an optimizer and a value that carries a
@@ -265,7 +268,8 @@ class CallEffects(FollowedNames, SummaryEffects, ModeContexts):
             seen.in_evaluation_loop = seen.in_evaluation_loop or in_loop
 
     def step(self, call: cst.Call, kind: str, state: State, receiver: str | None, via=None,
-             callee: FunctionSummary | None = None, trained_key: str | None = None) -> None:
+             callee: FunctionSummary | None = None, trained_key: str | None = None,
+             backpropagated: list | None = None) -> None:
         table = self.out.helper_steps if via is not None else self.out.steps
         slot = (call, via) if via is not None else call
         seen = table.get(slot)
@@ -282,13 +286,19 @@ class CallEffects(FollowedNames, SummaryEffects, ModeContexts):
         if self.tag:
             table[slot].phases.add(self.tag[0][1])
         if kind == "backward" and via is None:
-            reached = self._reaching(call, state)
+            reached = self._reaching(call, state, backpropagated)
             table[slot].reached.update(forward.key for token, level in reached if level != DETACHED
                                        and (forward := self.out.forwards.get(token)) is not None)
             self._trained_here(call, state, reached)
 
-    def _reaching(self, call: cst.Call, state: State):
-        """The origins of what `loss.backward()` (or `backward(loss)`) back-propagates."""
+    def _reaching(self, call: cst.Call, state: State, backpropagated: list | None = None):
+        """The origins of what `loss.backward()` (or `backward(loss)`, or a helper handed `backpropagated`)
+        back-propagates."""
+        if backpropagated is not None:
+            reached = NONE
+            for value in backpropagated:
+                reached = reached | self.uses.expression(value, state.values)
+            return reached
         func = call.func
         reached = self.uses.expression(func.value, state.values) if type(func) is cst.Attribute else NONE
         for arg in call.args:

@@ -87,12 +87,13 @@ def _export(flow, summary: FunctionSummary) -> FunctionSummary | None:
     returns = summary.returns
     if returns is not None and returns.mode is None and not returns.certain:
         returns = None  # "something, in some mode, maybe a module": what a caller assumes of any call
-    if all(v == "unknown" for v in effects.values()) and not forwards and not steps \
+    backprops = [p for p in summary.backprops if not _of_the_object(p)]
+    if all(v == "unknown" for v in effects.values()) and not forwards and not steps and not backprops \
             and returns is None and summary.context_mode is None and summary.context_grad is None:
         return None  # callers already assume the worst of a helper they cannot see
     out = FunctionSummary(summary.qualname, flow.path, summary.params, effects, is_method=summary.is_method,
                           trains=summary.trains, context_mode=summary.context_mode,
-                          context_grad=summary.context_grad)
+                          context_grad=summary.context_grad, backprops=backprops)
     for key in effects:
         site = summary.effect_sites.get(key)
         found = remote(flow, site, _site_kind(effects[key], site)) if site is not None else None

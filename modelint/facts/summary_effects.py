@@ -17,6 +17,7 @@ from dataclasses import replace
 
 import libcst as cst
 
+from modelint.facts.intent import DETACHED
 from modelint.facts.lattice import ENTRY_MODE, ModeFact
 from modelint.facts.names import key_root, value_key
 from modelint.facts.phases import argument_phase
@@ -64,6 +65,13 @@ class SummaryEffects:
             if key is not None:
                 self.step(call, "backward", state, None, via=use, callee=summary, trained_key=key)
                 trained.append(key)
+        backpropagated = [arguments[name] for name in summary.backprops if name in arguments]
+        if backpropagated and not summary.steps and any(
+                level != DETACHED and token in self.out.forwards
+                for value in backpropagated for token, level in self.uses.expression(value, state.values)):
+            # `backward(info["loss"])`, a helper back-propagating a loss this function computed: the backward
+            # runs here, at the call (the models whose outputs reach it train in the mode they have here).
+            self.step(call, "backward", state, None, backpropagated=backpropagated)
         effects, sites = _effects_for(summary, phase)
         for param_key, effect, key in _effect_targets(effects, bound, _listed_models(arguments)):
             key = state.canonical(key)  # (`nets["teacher"]` for `nets = {"teacher": teacher}`: `teacher`)
