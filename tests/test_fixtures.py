@@ -286,3 +286,24 @@ def test_helper_of_another_file_back_propagating_the_loss_it_is_handed(tmp_path:
     (tmp_path / "executor.py").write_text(executor.replace("cv(model, cv_loader)\n\n", "cv(model, cv_loader)\n"
                                                            "            model.train()\n\n"))
     assert _found_in(tmp_path, "executor.py", "train_utils.py") == []
+
+
+def test_method_of_a_model_class_of_another_file_switches_its_receiver(tmp_path: Path) -> None:
+    """model.py's `CRNN.predict()` calls `self.eval()`: train.py, which builds a CRNN and calls `model.predict(x)`
+    after each step to log accuracy, trains the next batches in eval mode; with `model.train()` at the top of the
+    step it does not."""
+    (tmp_path / "model.py").write_text(
+        "import torch\nfrom torch import nn\n\n\nclass CRNN(nn.Module):\n    def __init__(self):\n"
+        "        super().__init__()\n        self.cnn = nn.Sequential(nn.Conv2d(1, 8, 3), nn.BatchNorm2d(8), nn.ReLU())\n"
+        "        self.fc = nn.Linear(8, 37)\n\n    def forward(self, x):\n"
+        "        return self.fc(self.cnn(x).mean((2, 3)))\n\n    def predict(self, x):\n        self.eval()\n"
+        "        with torch.no_grad():\n            return self.forward(x).argmax(1)\n")
+    train = ("import torch\n\nfrom model import CRNN\n\nmodel = CRNN()\noptimizer = torch.optim.Adam(model.parameters())\n"
+             "model.train()\nfor images, labels in loader:\n    optimizer.zero_grad()\n"
+             "    loss = torch.nn.functional.cross_entropy(model(images), labels)\n    loss.backward()\n"
+             "    optimizer.step()\n    print((model.predict(images) == labels).float().mean().item())\n")
+    (tmp_path / "train.py").write_text(train)
+    assert ("train.py", 11, "MDL003") in _found_in(tmp_path, "train.py", "model.py")
+    (tmp_path / "train.py").write_text(train.replace("    optimizer.zero_grad()\n",
+                                                     "    model.train()\n    optimizer.zero_grad()\n"))
+    assert _found_in(tmp_path, "train.py", "model.py") == []

@@ -81,7 +81,8 @@ def _ordinal(flow, use) -> int:
 
 
 def _export(flow, summary: FunctionSummary) -> FunctionSummary | None:
-    effects = {k: v for k, v in summary.effects.items() if not _of_the_object(k)}
+    # (a method's effect on `self` itself is its receiver's at a call from another file: `model.predict(x)`)
+    effects = {k: v for k, v in summary.effects.items() if not _of_the_object(k) or (k == "self" and summary.is_method)}
     forwards = [u for u in summary.forwards if not _of_the_object(u.param)]
     steps = [u for u in summary.steps if not _of_the_object(u.param)]
     returns = summary.returns

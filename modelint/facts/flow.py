@@ -349,6 +349,11 @@ class ModeFlow(CallGraph, Optimizers):
                         return self._resolve_imported(qualified), None
         return None, None
 
+    def resolve_method_of(self, origin: str, method: str) -> FunctionSummary | None:
+        """`model.predict(x)` on a model built from an imported class (`origin`): that class's method, as
+        its own file summarises it (`self` is the receiver)."""
+        return self._resolve_imported(f"{origin}.{method}")
+
     def _resolve_imported(self, qualified: str) -> FunctionSummary | None:
         head = qualified.lstrip(".").split(".")[0]
         if qualified.startswith("torch") or (not qualified.startswith(".") and head in _STDLIB):

@@ -47,7 +47,7 @@ class Construction:
     dependence: Dependence
     starts_in_eval: bool = False  # Hugging Face `from_pretrained` returns eval mode
     certain: bool = True  # False: an unknown class that is only probably a module
-    origin: str | None = None  # qualified name of an imported class this file cannot see
+    origin: str | None = None  # qualified name of the imported class (whose methods another file summarises)
     parameterless: bool = False  # a torch.nn loss, activation, pooling or padding: nothing to evaluate
     runs_loaded: bool = False  # it runs a module its constructor loads, in whatever mode (loaded_parts.py)
 
@@ -265,7 +265,8 @@ class ModuleTable(WaitingOnImports, LocalLayers, Registries, ModuleAttributes, B
                 if known is not None and (known != Dependence.UNKNOWN or self._assumed is None):
                     return Construction(call, Dependence(known),
                                         runs_loaded=self.index.runs_loaded_modules(qualified, self.path),
-                                        parameterless=self.index.holds_no_weights(qualified, self.path))
+                                        parameterless=self.index.holds_no_weights(qualified, self.path),
+                                        origin=qualified)
                 if self._assumed is not None:
                     self._assumed.add(qualified)
                     return Construction(call, Dependence.INDEPENDENT, certain=False, origin=qualified)
