@@ -257,6 +257,9 @@ def _drop_guesses_about_callers(results: list[FileResult], index: ProjectIndex) 
                                 or not index.method_called_only_without_grad(f.method_callers_unseen, f.path))]
 
 
+_MOST_ROUNDS = 3  # analyses of a file with what other files' helpers do
+
+
 def _follow_calls_across_files(results: list[FileResult], work, workers: int,
                                cache_dir: str | None = None, stats: CacheStats | None = None
                                ) -> tuple[list[FileResult], ProjectIndex]:
@@ -303,12 +306,30 @@ def _follow_calls_across_files(results: list[FileResult], work, workers: int,
     }
     if not again:
         return results, index
-    salts = {os.path.abspath(r.path): _dependencies_digest(r, index) for r in results if os.path.abspath(r.path) in again}
-    redo = [(path, codes, salts[os.path.abspath(path)]) for path, codes in work if os.path.abspath(path) in again]
-    again_results = _lint_all(redo, workers, index, cache_dir)
-    stats.count(again_results)
-    fresh = {os.path.abspath(r.path): r for r in again_results}
-    return [fresh.get(os.path.abspath(r.path), r) for r in results], index
+    helpers_only = summaries[len([r for r in results if r.summary is not None]):]
+    salts: dict[str, bytes] = {}
+    for _round in range(_MOST_ROUNDS):
+        # A file analysed again may say more of its helpers (a factory returning a class of a third file, which
+        # it now sees): the files whose helpers' summaries changed are analysed once more, a few rounds at most.
+        current = {os.path.abspath(r.path): r for r in results}
+        changed = {path: digest for path in sorted(again)
+                   if (digest := _dependencies_digest(current[path], index)) != salts.get(path)}
+        if not changed:
+            break
+        salts.update(changed)
+        redo = [(path, codes, changed[os.path.abspath(path)]) for path, codes in work if os.path.abspath(path) in changed]
+        again_results = _lint_all(redo, workers, index, cache_dir)
+        stats.count(again_results)
+        for result in again_results:
+            # (what the first phase could not resolve stays recorded: what the file calls in other files)
+            first = current[os.path.abspath(result.path)].summary
+            if result.summary is not None and first is not None:
+                result.summary = replace(result.summary, unresolved=first.unresolved | result.summary.unresolved,
+                                         asked_classes=first.asked_classes | result.summary.asked_classes)
+        fresh = {os.path.abspath(r.path): r for r in again_results}
+        results = [fresh.get(os.path.abspath(r.path), r) for r in results]
+        index = ProjectIndex([r.summary for r in results if r.summary is not None] + helpers_only)
+    return results, index
 
 
 def _resolve_pending_positions(results: list[FileResult]) -> None:

@@ -307,3 +307,22 @@ def test_method_of_a_model_class_of_another_file_switches_its_receiver(tmp_path:
     (tmp_path / "train.py").write_text(train.replace("    optimizer.zero_grad()\n",
                                                      "    model.train()\n    optimizer.zero_grad()\n"))
     assert _found_in(tmp_path, "train.py", "model.py") == []
+
+
+def test_factory_of_another_file_returning_a_class_of_a_third(tmp_path: Path) -> None:
+    """embed.py calls pretrain.py's `load_pretrained()`, which builds gin.py's GIN (Dropout, BatchNorm): the
+    factory's summary needs gin.py, and embed.py needs the factory's; the embeddings computed in training
+    mode are reported, and not once the script calls `model.eval()`."""
+    (tmp_path / "gin.py").write_text(
+        "import torch\nfrom torch import nn\n\n\nclass GIN(nn.Module):\n    def __init__(self, dim=16):\n"
+        "        super().__init__()\n        self.mlp = nn.Sequential(nn.Linear(dim, dim), nn.BatchNorm1d(dim), nn.Dropout(0.5))\n\n"
+        "    def forward(self, x):\n        return torch.relu(self.mlp(x))\n")
+    (tmp_path / "pretrain.py").write_text(
+        "import torch\n\nfrom gin import GIN\n\n\ndef load_pretrained(path):\n    model = GIN()\n"
+        "    model.load_state_dict(torch.load(path)['model_state_dict'])\n    return model\n")
+    embed = ("import torch\n\nfrom pretrain import load_pretrained\n\nmodel = load_pretrained('gin.pth')\n"
+             "with torch.no_grad():\n    embeddings = [model(x).mean(0) for x in loader]\n")
+    (tmp_path / "embed.py").write_text(embed)
+    assert ("embed.py", 7, "MDL001") in _found_in(tmp_path, "embed.py", "pretrain.py", "gin.py")
+    (tmp_path / "embed.py").write_text(embed.replace("with torch", "model.eval()\nwith torch"))
+    assert _found_in(tmp_path, "embed.py", "pretrain.py", "gin.py") == []

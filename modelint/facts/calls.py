@@ -354,9 +354,22 @@ class CallEffects(FollowedNames, SummaryEffects, ModeContexts):
         else:
             bound = self.flow.provenance.bound_value(value, state, lambda k: False, self.out.function)
             if not isinstance(bound, Fresh):
+                self._ask_about_built(key)
                 return
             fact = bound.fact
+        if fact.origin and not fact.certain and self.flow.index is None:
+            self.flow.unresolved.add(fact.origin)  # (`return GIN(...)`: the index may say it is a module)
         self.out.returned = fact if self.out.returned is None else self.out.returned.join(fact)
+
+    def _ask_about_built(self, key: str | None) -> None:
+        """`model = GIN(...)` of another file, not followed here, then `return model`: first pass only, the
+        index is asked about that class, so that this factory's callers learn what it returns."""
+        if key is None or self.flow.index is not None:
+            return
+        for name, call, site in self.flow.collector.call_assigns:
+            built = self.flow.modules.construction(call) if name == key and site.function is self.out.function else None
+            if built is not None and built.origin:
+                self.flow.unresolved.add(built.origin)
 
 
 def _names_a_mode_switch(method: str) -> bool:
