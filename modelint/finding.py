@@ -57,6 +57,7 @@ class Finding:
     cell: int | None = None  # notebooks: the code cell (1-based); location is then cell-relative
     unless_called: str | None = None  # dropped when another file calls this function (see Report)
     method_callers_unseen: str | None = None  # (see Report)
+    method_callers_switch: str | None = None  # (see Report)
 
     @property
     def sort_key(self) -> tuple:

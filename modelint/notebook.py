@@ -206,12 +206,14 @@ def lint_notebook(data: bytes, path: str, codes: frozenset[str], index=None) -> 
         findings.append(finding)
     findings.sort(key=lambda f: (f.cell or 0, f.location.row, f.location.column, f.code))
     # What the notebook calls in the project's .py files (a helper run after `model.eval()` here has a caller),
-    # and what it asks of their classes; its own functions are no one's to import.
+    # the methods it calls on objects it cannot place (under no_grad? after eval()?), and what it asks of
+    # their classes; its own functions are no one's to import.
     for finding in result.foreign:  # reported in a .py helper: its notes here point into cells
         finding.related = tuple(_in_cells(related, path, line_map) for related in finding.related)
     summary = result.summary
     if summary is not None:
-        summary = FileSummary(path, unresolved=summary.unresolved, asked_classes=summary.asked_classes)
+        summary = FileSummary(path, unresolved=summary.unresolved, asked_classes=summary.asked_classes,
+                              method_calls=summary.method_calls, method_calls_in_eval=summary.method_calls_in_eval)
     return FileResult(path, findings, checked=not problems or bool(line_map), summary=summary,
                       foreign=result.foreign)
 

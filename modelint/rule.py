@@ -58,6 +58,9 @@ class Report:
     # A method no caller of which is in sight: the runner drops the report when the run's other files call
     # a method of this name (on objects they cannot place) only under no_grad: likely its callers.
     method_callers_unseen: str | None = None
+    # A module's own inference method whose class never calls `self.eval()`: the runner drops the report when
+    # the run's other files call a method of this name only after putting its receiver in eval mode.
+    method_callers_switch: str | None = None
 
 
 def evidence(sites, message: str, limit: int = 1) -> dict:

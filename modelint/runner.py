@@ -246,7 +246,8 @@ def _canonical(value):
 def _drop_guesses_about_callers(results: list[FileResult], index: ProjectIndex) -> None:
     """A finding that guessed a helper's callers (none could be seen in its file) goes when another
     file of the run calls that helper: that caller is judged with the helper's summary instead."""
-    if not any(f.unless_called or f.method_callers_unseen for r in results for f in r.findings):
+    if not any(f.unless_called or f.method_callers_unseen or f.method_callers_switch
+               for r in results for f in r.findings):
         return
     called = index.called_from_other_files()
     for result in results:
@@ -254,7 +255,9 @@ def _drop_guesses_about_callers(results: list[FileResult], index: ProjectIndex) 
         result.findings = [f for f in result.findings
                            if (f.unless_called is None or (path, f.unless_called) not in called)
                            and (f.method_callers_unseen is None
-                                or not index.method_called_only_without_grad(f.method_callers_unseen, f.path))]
+                                or not index.method_called_only_without_grad(f.method_callers_unseen, f.path))
+                           and (f.method_callers_switch is None
+                                or not index.method_called_only_in_eval(f.method_callers_switch, f.path))]
 
 
 _MOST_ROUNDS = 3  # analyses of a file with what other files' helpers do

@@ -156,6 +156,9 @@ class FileSummary:
     # Methods called here on objects this file cannot place (`generator.module.infer(x)`): name -> True
     # when every such call is lexically under no_grad.
     method_calls: dict[str, bool] = field(default_factory=dict)
+    # The same calls: name -> True when every one comes after the function put the receiver (or an object
+    # holding it) in eval mode (`model.eval()`, then `model.encoder.get_embeddings(loader)`).
+    method_calls_in_eval: dict[str, bool] = field(default_factory=dict)
 
 
 def module_keys(path: str) -> list[str]:
@@ -192,6 +195,13 @@ class ProjectIndex:
         no_grad? (The method's own file has no caller in sight: these may be its callers.)"""
         calls = [summary.method_calls[name] for path, summary in self.files.items()
                  if path != os.path.abspath(defined_in) and name in summary.method_calls]
+        return bool(calls) and all(calls)
+
+    def method_called_only_in_eval(self, name: str, defined_in: str) -> bool:
+        """Do other files call a method of this name on objects they cannot place, and always after
+        putting the receiver in eval mode? (Its own class never does: these may be its callers.)"""
+        calls = [summary.method_calls_in_eval[name] for path, summary in self.files.items()
+                 if path != os.path.abspath(defined_in) and name in summary.method_calls_in_eval]
         return bool(calls) and all(calls)
 
     def resolve_class(self, reference: str, from_path: str, _seen: frozenset = frozenset()) -> int | None:

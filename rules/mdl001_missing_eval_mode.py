@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Iterator
 
 import libcst as cst
@@ -173,9 +174,11 @@ class MissingEvalMode(Rule):
                    f"{_CONSEQUENCE}; call `self.eval()` at the start of `{function.name}()`")
         if forward.via is None:
             site = facts.call_sites.get(forward.call)
-            return Report(forward.call, message, stmt=site.site.stmt if site else None)
-        return helper_report(facts, forward, message, f"`{function.name}()` reaches the forward pass here",
-                             {"notes": (), "related": ()})
+            return Report(forward.call, message, stmt=site.site.stmt if site else None,
+                          method_callers_switch=function.name)
+        report = helper_report(facts, forward, message, f"`{function.name}()` reaches the forward pass here",
+                               {"notes": (), "related": ()})
+        return replace(report, method_callers_switch=function.name) if report is not None else None
 
     def _handed_to_a_wrapper(self, facts: FileFacts, forward) -> Report | None:
         """An inference wrapper (a predictor, an evaluator: no module, never trains) stores the model its

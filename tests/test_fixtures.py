@@ -326,3 +326,23 @@ def test_factory_of_another_file_returning_a_class_of_a_third(tmp_path: Path) ->
     assert ("embed.py", 7, "MDL001") in _found_in(tmp_path, "embed.py", "pretrain.py", "gin.py")
     (tmp_path / "embed.py").write_text(embed.replace("with torch", "model.eval()\nwith torch"))
     assert _found_in(tmp_path, "embed.py", "pretrain.py", "gin.py") == []
+
+
+def test_own_inference_method_called_by_other_files_only_after_eval(tmp_path: Path) -> None:
+    """gin.py's `Encoder.get_embeddings()` evaluates `self` and no method of Encoder calls `self.eval()`: alone it
+    is reported. The training scripts call it as `model.encoder.get_embeddings(loader)` right after
+    `model.eval()`: those are its callers, and the finding goes; one call without the switch keeps it."""
+    (tmp_path / "gin.py").write_text(
+        "import torch\nfrom torch import nn\n\n\nclass Encoder(nn.Module):\n    def __init__(self, dim=16):\n"
+        "        super().__init__()\n        self.mlp = nn.Sequential(nn.Linear(dim, dim), nn.BatchNorm1d(dim))\n\n"
+        "    def forward(self, x):\n        return self.mlp(x)\n\n    def get_embeddings(self, loader):\n"
+        "        ret = []\n        with torch.no_grad():\n            for x in loader:\n"
+        "                ret.append(self.forward(x).cpu().numpy())\n        return ret\n")
+    assert _found_in(tmp_path, "gin.py") == [("gin.py", 17, "MDL001")]
+    train = ("import torch\n\n\ndef evaluate(model, loader):\n    model.eval()\n"
+             "    emb = model.encoder.get_embeddings(loader)\n    return emb.mean()\n")
+    (tmp_path / "train.py").write_text(train)
+    assert _found_in(tmp_path, "gin.py", "train.py") == []
+    (tmp_path / "probe.py").write_text("import torch\n\n\ndef probe(model, loader):\n"
+                                       "    return torch.tensor(model.encoder.get_embeddings(loader))\n")
+    assert _found_in(tmp_path, "gin.py", "train.py", "probe.py") == [("gin.py", 17, "MDL001")]

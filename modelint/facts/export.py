@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import libcst as cst
 
-from modelint.facts.lattice import is_train_site
+from modelint.facts.lattice import is_train_site, mode_of_call
 from modelint.facts.modules import Dependence
+from modelint.facts.names import dotted, key_prefixes
 from modelint.facts.regions import lexically_grad_free
 from modelint.summary import FileSummary, ForwardUse, FunctionSummary, RemoteSite, ReturnFact, StepUse
 
@@ -47,6 +48,7 @@ def file_summary(flow) -> FileSummary:
         if out is not None:
             exported[name] = out
     return FileSummary(flow.path, exported, refs, flow.modules.class_summaries(), method_calls=_method_calls(flow),
+                       method_calls_in_eval=_method_calls_in_eval(flow),
                        loaded_classes=set(flow.modules.loaded_classes),
                        weightless_classes=flow.modules.weightless_classes(),
                        own_mode_classes=flow.modules.own_mode_classes(),
@@ -65,6 +67,31 @@ def _method_calls(flow) -> dict[str, bool]:
         name = func.attr.value
         if out.get(name, True):  # (one call with autograd on settles the name)
             out[name] = lexically_grad_free(flow.imports, site.site, flow.grad_wrappers)
+    return out
+
+
+def _method_calls_in_eval(flow) -> dict[str, bool]:
+    """The same calls as `_method_calls`: whether each comes, in its function, after an `eval()` of its receiver
+    or of an object holding it, with no `train()` of either between (in the order the calls are written)."""
+    out: dict[str, bool] = {}
+    switches: dict[object, list[tuple[int, str, str]]] = {}  # function -> (ordinal, receiver, "eval"|"train")
+    for ordinal, site in enumerate(flow.collector.calls):
+        mode = mode_of_call(site.node)
+        receiver = dotted(site.node.func.value) if mode is not None else None
+        if receiver is not None:
+            switches.setdefault(site.site.function, []).append((ordinal, receiver, mode))
+    for ordinal, site in enumerate(flow.collector.calls):
+        func = site.node.func
+        if type(func) is not cst.Attribute or site.qualified is not None or (site.text or "").startswith("self.") \
+                or func.attr.value in ("eval", "train"):
+            continue
+        receiver = dotted(func.value)
+        last = None
+        for at, switched, mode in switches.get(site.site.function, ()):
+            if at < ordinal and receiver is not None and switched in key_prefixes(receiver):
+                last = mode
+        name = func.attr.value
+        out[name] = out.get(name, True) and last == "eval"
     return out
 
 
