@@ -24,7 +24,7 @@ from modelint.facts.free_models import FreeModels
 from modelint.facts.intent import AFTER, DETACH, DIRECT, FED, FEEDS
 from modelint.facts.interpreter import Interpreter
 from modelint.facts.lattice import GRAD_ENABLED, GRAD_UNKNOWN, GradFact
-from modelint.facts.modules import ModuleTable
+from modelint.facts.modules import ModuleTable, returned_parameter
 from modelint.facts.names import dotted
 from modelint.facts.objects import ObjectModes
 from modelint.facts.provenance import Provenance
@@ -120,6 +120,7 @@ class ModeFlow(CallGraph, Optimizers):
             f for f in collector.functions
             if f.mode_relevant or f in constructing or f in using_globals or f in calling_results
             or ((f.calls_params or (f.calls_self_attribute and f.cls is not None)) and not module_forward(f))
+            or (f.cls is None and f.outer is None and returned_parameter(self.imports, f) is not None)
         ]
         if collector.module_mode_relevant or None in constructing or collector.module_calls_functions \
                 or None in calling_results or any(site.site.function is None and site.node in self._local_callees

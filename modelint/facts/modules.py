@@ -75,6 +75,16 @@ def rewraps(imports, value: cst.BaseExpression | None, key: str) -> bool:
     return dotted(base) == key
 
 
+def returned_parameter(imports, function) -> str | None:
+    """The first parameter, when every `return` of the function hands it back, moved or wrapped (`return
+    model`, `return DistributedDataParallel(model, ...)`): a helper that wraps what it is given."""
+    returns = [node for node in iter_nodes(function.node.body) if type(node) is cst.Return]
+    for param in function.params[:1]:
+        if returns and all(rewraps(imports, r.value, param) for r in returns):
+            return param
+    return None
+
+
 class ModuleTable(WaitingOnImports, LocalLayers, Registries, ModuleAttributes, Builders):
     def __init__(self, collector: Collector, index=None, path: str = "") -> None:
         self.index = index

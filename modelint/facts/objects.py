@@ -27,10 +27,10 @@ from modelint.facts import torch_api as api
 from modelint.facts.base_shapes import switched_by_bases_elsewhere
 from modelint.facts.module_names import passed_dependences
 from modelint.facts.lattice import ENTRY_MODE, HAVOC_MODE, ModeFact, first_site, mode_of_call
-from modelint.facts.modules import Dependence, rewraps
+from modelint.facts.modules import Dependence, returned_parameter, rewraps
 from modelint.facts.names import dotted, key_root
 from modelint.facts.object_exits import ObjectExits
-from modelint.facts.provenance import receiver_key
+from modelint.facts.provenance import argument_for, receiver_key
 
 
 class ObjectModes(ObjectExits):
@@ -49,22 +49,44 @@ class ObjectModes(ObjectExits):
             key = dotted(assign.target)
             if cls is None or key is None or key.count(".") != 1 or not key.startswith("self."):
                 continue
-            targets.setdefault((cls, key), set()).add(self._wrapped_attribute(assign.value))
+            targets.setdefault((cls, key), set()).add(self._wrapped_attribute(assign.value, assign.site.function))
         out: dict = {}
         for (cls, key), seen in targets.items():
             if len(seen) == 1 and None not in seen and key not in seen:
                 out.setdefault(cls, {})[key] = seen.pop()
         return out
 
-    def _wrapped_attribute(self, value) -> str | None:
-        """`self.net`, `DataParallel(self.net)`, or a conditional choosing between them: `self.net`."""
+    def _wrapped_attribute(self, value, method) -> str | None:
+        """`self.net`, `DataParallel(self.net)`, or a conditional choosing between them: `self.net`. Also the
+        constructor's parameter that another attribute keeps (`self.model = model`, `self.dmodel =
+        distrib.wrap(model)` with a helper returning its argument, wrapped or not): `self.model`."""
         if type(value) is cst.IfExp:
-            body, orelse = self._wrapped_attribute(value.body), self._wrapped_attribute(value.orelse)
+            body, orelse = self._wrapped_attribute(value.body, method), self._wrapped_attribute(value.orelse, method)
             return body if body == orelse else None
         if type(value) is cst.Call and value.args and self.flow.imports.qualify(value.func) in api.MODULE_WRAPPERS:
             value = value.args[0].value
+        elif type(value) is cst.Call and method is not None:
+            value = self._argument_handed_back(value, method)
         key = dotted(value) if value is not None else None
+        if key is not None and method is not None and key in method.param_set and key not in ("self", "cls"):
+            kept = {dotted(a.target) for a in self.flow.collector.attribute_assigns
+                    if a.site.function is method and type(a.value) is cst.Name and a.value.value == key}
+            key = kept.pop() if len(kept) == 1 else None
         return key if key is not None and key.count(".") == 1 and key.startswith("self.") else None
+
+    def _argument_handed_back(self, call: cst.Call, method) -> cst.BaseExpression | None:
+        """`wrap(model)`, a helper (here or in another file) whose summary returns the parameter it is
+        handed, moved or wrapped: what this call hands it."""
+        local = self.flow.local_functions.get(self.flow.local_callee(call, method) or "")
+        if local is not None and local.cls is None:
+            param = returned_parameter(self.flow.imports, local)
+            return argument_for(call, local.params, param) if param is not None else None
+        summary, _receiver = self.flow.resolve(call, method)
+        param = summary.returns.param if summary is not None and summary.returns is not None else None
+        if not param:
+            return None
+        params = summary.params[1:] if summary.is_method and summary.params[:1] in (["self"], ["cls"]) else summary.params
+        return argument_for(call, params, param)
 
     @cached_property
     def _by_class(self) -> dict[str, dict[str, ModeFact]]:
@@ -276,3 +298,4 @@ class ObjectModes(ObjectExits):
                     func.value == "cls" and site.site.cls is cls)):
                 return True
         return False
+

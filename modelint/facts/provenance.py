@@ -134,7 +134,7 @@ class Provenance:
         if returned.param is not None:  # `model = load_checkpoint(path, model)`: the same module, as it came
             params = summary.params[1:] if summary.is_method and summary.params[:1] in (["self"], ["cls"]) \
                 else summary.params
-            given = _argument_for(call, params, returned.param)
+            given = argument_for(call, params, returned.param)
             bound = self.bound_value(given, state, lambda k: state.tracks(k) or follows(k), enclosing) \
                 if given is not None else None
             if isinstance(bound, Fresh):  # `load_checkpoint(path, Encoder())`
@@ -152,7 +152,7 @@ class Provenance:
                         certain=returned.certain, parameterless=returned.parameterless)
 
 
-def _argument_for(call: cst.Call, params: list[str], name: str) -> cst.BaseExpression | None:
+def argument_for(call: cst.Call, params: list[str], name: str) -> cst.BaseExpression | None:
     """What `call` passes for the parameter `name` of a function with these parameters (`self` left out by
     the caller of a method is not among `params` as the summary lists them)."""
     for arg in call.args:

@@ -234,7 +234,8 @@ MODE_NEUTRAL_FUNCTIONS = frozenset(
 # Wrappers that return a module sharing the wrapped module's mode.
 MODULE_WRAPPERS = frozenset(
     {"torch.nn.DataParallel", "torch.nn.parallel.DistributedDataParallel", "torch.compile",
-     "torch.nn.parallel.DataParallel",
+     "torch.nn.parallel.DataParallel", "torch.nn.parallel.distributed.DistributedDataParallel",
+     "torch.nn.parallel.data_parallel.DataParallel",
      "mmcv.parallel.MMDataParallel", "mmcv.parallel.MMDistributedDataParallel",
      # reparametrisations that return the very module they are given
      "torch.nn.utils.weight_norm", "torch.nn.utils.spectral_norm", "torch.nn.utils.weight_norm.weight_norm",
