@@ -271,7 +271,7 @@ class MissingEvalMode(Rule):
             return None
         if not trains_here and _mode_chosen_by_caller(forward, mode):
             return None
-        if trains_here and _fitted_input(facts, forward):
+        if trains_here and (_fitted_input(facts, forward) or _training_batch_statistic(facts, forward, context)):
             return None
         key = forward.key
         proof = evidence(mode.train_sites, f"`{key}` is in training mode from here")
@@ -356,6 +356,55 @@ def _fitted_input(facts: FileFacts, forward) -> bool:
         if loops and inputs <= _input_names(other.call) and not any(inputs & _bound_in(loop) for loop in loops):
             return True
     return False
+
+
+def _training_batch_statistic(facts: FileFacts, forward, context: str, depth: int = 0) -> bool:
+    """The model run again, in the very pass of the loop that trains it, on the same values its training
+    forward got there (`fake_img = netG(z)` after the discriminator's backward, only to log D(G(z))): a
+    statistic of the training step, which runs in training mode by design, not an evaluation. (A test
+    batch drawn into the same names in between, `points, target = next(test_iter)`, is other data.)"""
+    inputs = _input_names(forward.call)
+    site = facts.call_sites.get(forward.call)
+    at = facts.locate(forward.call)
+    if forward.via is not None or not inputs or site is None or at is None or context.startswith("over"):
+        return False
+    loops = [guard for guard in site.site.guards if type(guard) in (cst.For, cst.While)]
+    if not loops or not inputs & _bound_in(loops[-1]):
+        return False  # (in the loop's pass: the batch it draws, or what the pass computes from it)
+    for flow in facts.flow.flows:
+        if flow.function is not forward.function:
+            continue
+        for other in flow.all_forwards():
+            where = facts.call_sites.get(other.call)
+            before = facts.locate(other.call)
+            if other is forward or other.key != forward.key or other.via is not None or not other.trains_model \
+                    or where is None or before is None or before[:2] >= at[:2] or not inputs <= _input_names(other.call) \
+                    or [g for g in where.site.guards if type(g) in (cst.For, cst.While)][-1:] != loops[-1:]:
+                continue
+            rebound = _bound_between(facts, loops[-1], inputs, before[0], at[0])
+            if all(depth == 0 and type(value) is cst.Call and any(
+                    f.call is value and _training_batch_statistic(facts, f, context, depth + 1)
+                    for f in flow.all_forwards()) for value in rebound):
+                return True  # (`fake_img = netG(z)` in between: itself such a statistic)
+    return False
+
+
+def _bound_between(facts: FileFacts, loop: cst.CSTNode, names: set[str], first: int, last: int) -> list:
+    """The values the loop's statements on rows strictly between `first` and `last` bind to these names
+    (None for a binding whose value is not a single expression: unpacking, augmented assignment)."""
+    values = []
+    for node in iter_nodes(loop):
+        if type(node) not in (cst.Assign, cst.AugAssign, cst.AnnAssign):
+            continue
+        where = facts.locate(node)
+        if where is None or not first < where[0] < last:
+            continue
+        targets = [t.target for t in node.targets] if type(node) is cst.Assign else [node.target]
+        bound = {n.value for t in targets for n in iter_nodes(t) if type(n) is cst.Name}
+        if bound & names:
+            single = type(node) is cst.Assign and all(type(t) is cst.Name for t in targets)
+            values.append(node.value if single else None)
+    return values
 
 
 def _input_names(call: cst.Call) -> set[str]:
