@@ -66,11 +66,12 @@ class SummaryEffects:
                 self.step(call, "backward", state, None, via=use, callee=summary, trained_key=key)
                 trained.append(key)
         backpropagated = [arguments[name] for name in summary.backprops if name in arguments]
-        if backpropagated and not summary.steps and any(
+        if backpropagated and summary.trains and not summary.steps and any(
                 level != DETACHED and token in self.out.forwards
                 for value in backpropagated for token, level in self.uses.expression(value, state.values)):
             # `backward(info["loss"])`, a helper back-propagating a loss this function computed: the backward
             # runs here, at the call (the models whose outputs reach it train in the mode they have here).
+            # (Not a helper that only takes gradients, `autograd.grad(kl, params)`: no training step.)
             self.step(call, "backward", state, None, backpropagated=backpropagated)
         effects, sites = _effects_for(summary, phase)
         for param_key, effect, key in _effect_targets(effects, bound, _listed_models(arguments)):
