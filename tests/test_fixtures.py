@@ -346,3 +346,29 @@ def test_own_inference_method_called_by_other_files_only_after_eval(tmp_path: Pa
     (tmp_path / "probe.py").write_text("import torch\n\n\ndef probe(model, loader):\n"
                                        "    return torch.tensor(model.encoder.get_embeddings(loader))\n")
     assert _found_in(tmp_path, "gin.py", "train.py", "probe.py") == [("gin.py", 17, "MDL001")]
+
+
+def test_checkpoint_helper_of_another_file_handed_the_optimizer_and_loss_is_no_update_step(tmp_path: Path) -> None:
+    """util.py's `save_checkpoint(epoch, model, optimizer, loss, path)` only saves state dicts: called after
+    val.py's helper left the model in eval mode (train() comes back before the next step), it trains nothing.
+    A helper of that file that does step (`backward()` and `optimizer.step()`) is still an update step."""
+    for name, text in {
+        "val.py": "import torch\n\n\ndef test_single_volume(image, label, net):\n    net.eval()\n"
+                  "    with torch.no_grad():\n        return (net(image).argmax(1) == label).float().mean().item()\n",
+        "util.py": "import torch\n\n\ndef save_checkpoint(epoch, model, optimizer, loss, path):\n"
+                   "    torch.save({'epoch': epoch, 'model': model.state_dict(), 'loss': loss.item()}, path)\n",
+        "train.py": "import torch\n\nimport util\nfrom val import test_single_volume\n\n\n"
+                    "def train(model, optimizer, loader, val_loader):\n    model.train()\n    best = 0.0\n"
+                    "    for i, (x, y) in enumerate(loader):\n"
+                    "        loss = torch.nn.functional.cross_entropy(model(x), y)\n        optimizer.zero_grad()\n"
+                    "        loss.backward()\n        optimizer.step()\n        if i % 200 == 0:\n"
+                    "            score = sum(test_single_volume(v, t, model) for v, t in val_loader)\n"
+                    "            if score > best:\n                best = score\n"
+                    "                util.save_checkpoint(i, model, optimizer, loss, 'best.pth')\n"
+                    "            model.train()\n",
+    }.items():
+        (tmp_path / name).write_text(text)
+    assert _found_in(tmp_path, "train.py", "util.py", "val.py") == []
+    (tmp_path / "util.py").write_text(
+        "def save_checkpoint(epoch, model, optimizer, loss, path):\n    loss.backward()\n    optimizer.step()\n")
+    assert ("train.py", 19, "MDL003") in _found_in(tmp_path, "train.py", "util.py", "val.py")

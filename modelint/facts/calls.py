@@ -164,7 +164,19 @@ class CallEffects(FollowedNames, SummaryEffects, ModeContexts):
         if not self._hands_an_optimizer(call):
             return False
         origins = [origin for arg in call.args for origin in self.uses.expression(arg.value, state.values)]
-        return graph_handed_to_update(origins, self._hands_a_model(call, state))
+        if not graph_handed_to_update(origins, self._hands_a_model(call, state)):
+            return False
+        qualified = self.flow.imports.qualify(call.func)
+        if qualified is None or self.flow.imports.is_torch_name(qualified):
+            return True
+        index = self.flow.index
+        if index is None:
+            self.flow.unresolved.add(qualified)  # (another file of the project may say what it does)
+            return True
+        # A function of another file of the run that trains nothing (`util.save_checkpoint(epoch, model,
+        # optimizer, loss, path)` saving state dicts): no update step.
+        return not index.names_function(qualified, self.flow.path) \
+            or bool((summary := index.resolve(qualified, self.flow.path)) is not None and summary.trains)
 
     def update_call(self, call: cst.Call) -> str | None:
         """For the output uses: "optimizer" when a call we cannot see into is handed an optimizer, "optimizer
