@@ -16,7 +16,7 @@ from modelint.facts.lattice import is_train_site
 from modelint.facts.mode_handling import optional_or_callable
 from modelint.facts.names import key_root, literal_value
 from modelint.facts.walk import iter_nodes
-from modelint.facts.regions import grad_effect
+from modelint.facts.regions import built_with_grad_free_forward, grad_effect
 from modelint.facts.summaries import qualname
 from modelint.textutil import code_of
 from modelint.rule import NodeEdit, NodeFix, Report, Rule, evidence, helper_report, wrapped_forward_notes
@@ -115,6 +115,8 @@ class MissingNoGrad(Rule):
             return None  # a pass of the function that no call here asks for
         if left_to_subclasses(facts, forward) or initialises_lazy_modules(facts, forward):
             return None  # `self.predict_proba(X)` left abstract: a subclass may well run it under no_grad
+        if built_with_grad_free_forward(facts, forward):
+            return None  # its class's own `forward` is decorated `@torch.no_grad()`: no graph is recorded
         grad = effective_grad(facts, forward)
         if forward.via is not None and forward.via.grad == "some":
             return None  # the helper runs it under a conditional no_grad (`set_grad_enabled(flag)`)

@@ -372,3 +372,19 @@ def test_checkpoint_helper_of_another_file_handed_the_optimizer_and_loss_is_no_u
     (tmp_path / "util.py").write_text(
         "def save_checkpoint(epoch, model, optimizer, loss, path):\n    loss.backward()\n    optimizer.step()\n")
     assert ("train.py", 19, "MDL003") in _found_in(tmp_path, "train.py", "util.py", "val.py")
+
+
+def test_model_class_of_another_file_whose_forward_turns_autograd_off(tmp_path: Path) -> None:
+    """vc.py's `DiffVC.forward` is decorated `@torch.no_grad()`: infer.py's call of a DiffVC it built records no
+    graph. Without the decorator, the same script is reported."""
+    model = ("import torch\nfrom torch import nn\n\n\nclass DiffVC(nn.Module):\n    def __init__(self):\n"
+             "        super().__init__()\n        self.net = nn.Sequential(nn.Linear(80, 80), nn.SiLU(), nn.Linear(80, 80))\n\n"
+             "    @torch.no_grad()\n    def forward(self, mel):\n        return self.net(mel)\n")
+    (tmp_path / "vc.py").write_text(model)
+    (tmp_path / "infer.py").write_text(
+        "import torch\n\nfrom vc import DiffVC\n\ngenerator = DiffVC()\ngenerator.load_state_dict(torch.load('vc.pt'))\n"
+        "generator = generator.cuda()\ngenerator.eval()\nmel = generator(torch.randn(1, 80).cuda())\n"
+        "torch.save(mel.cpu(), 'out.pt')\n")
+    assert _found_in(tmp_path, "infer.py", "vc.py") == []
+    (tmp_path / "vc.py").write_text(model.replace("    @torch.no_grad()\n", ""))
+    assert _found_in(tmp_path, "infer.py", "vc.py") == [("infer.py", 9, "MDL002")]

@@ -12,7 +12,7 @@ import libcst as cst
 from modelint.facts.lattice import is_train_site, mode_of_call
 from modelint.facts.modules import Dependence
 from modelint.facts.names import dotted, key_prefixes
-from modelint.facts.regions import lexically_grad_free
+from modelint.facts.regions import disables_grad, lexically_grad_free
 from modelint.summary import FileSummary, ForwardUse, FunctionSummary, RemoteSite, ReturnFact, StepUse
 
 
@@ -27,11 +27,12 @@ def remote(flow, site, kind: str) -> RemoteSite | None:
 
 
 def file_summary(flow) -> FileSummary:
-    # An imported class matters when a model built from it is evaluated in training
-    # mode: the index may know it is a pure MLP, which mode cannot change.
+    # An imported class matters when a model built from it is evaluated in training mode (the index may know
+    # it is a pure MLP, which mode cannot change) or with autograd on (its `forward` may turn autograd off).
     refs = set(flow.unresolved) | {
         forward.mode.origin for function_flow in flow.flows for forward in function_flow.all_forwards()
-        if forward.mode.origin and forward.mode.definitely_train and forward.mode.dependence is Dependence.UNKNOWN
+        if forward.mode.origin and forward.mode.dependence is Dependence.UNKNOWN and (
+            forward.mode.definitely_train or (not forward.grad_free and forward.intent in ("evaluation", "inference")))
     } | {  # a trainer's `self.model = Net()` (not a module's own layers): its methods see it through the object
         built.origin for key, value, site in flow.collector.call_assigns if key.startswith("self.")
         and site.cls is not None and (built := flow.modules.module_expression(value)[0]) is not None
@@ -51,6 +52,7 @@ def file_summary(flow) -> FileSummary:
                        method_calls_in_eval=_method_calls_in_eval(flow),
                        loaded_classes=set(flow.modules.loaded_classes),
                        weightless_classes=flow.modules.weightless_classes(),
+                       grad_free_forward_classes=grad_free_forward_classes(flow),
                        own_mode_classes=flow.modules.own_mode_classes(),
                        classes_waiting=flow.modules.waiting_on_imports() if flow.index is None else {},
                        plain_functions={f.name for f in flow.collector.functions if f.outer is None and f.cls is None})
@@ -68,6 +70,14 @@ def _method_calls(flow) -> dict[str, bool]:
         if out.get(name, True):  # (one call with autograd on settles the name)
             out[name] = lexically_grad_free(flow.imports, site.site, flow.grad_wrappers)
     return out
+
+
+def grad_free_forward_classes(flow) -> set[str]:
+    """Module classes of this file whose own `forward` is decorated `@torch.no_grad()` (an inference-only
+    model, a frozen target encoder): calling one records no graph."""
+    return {name for name, info in flow.modules.classes.items() if flow.modules.is_module_class(info)
+            and (forward := info.methods.get("forward")) is not None
+            and any(disables_grad(flow.imports, d.decorator, flow.grad_wrappers) for d in forward.decorators)}
 
 
 def _method_calls_in_eval(flow) -> dict[str, bool]:

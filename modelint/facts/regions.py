@@ -11,7 +11,8 @@ from __future__ import annotations
 import libcst as cst
 
 from modelint.facts import torch_api as api
-from modelint.facts.names import literal_value
+from modelint.facts.modules import rewraps
+from modelint.facts.names import dotted, literal_value
 
 
 def misspelled_no_grad(qualified: str | None) -> bool:
@@ -118,3 +119,38 @@ def lexically_grad_free(imports, site, wrappers: frozenset[str] = frozenset()) -
             return True
         function = function.outer
     return False
+
+
+def built_with_grad_free_forward(facts, forward) -> bool:
+    """Is the model a forward runs built, wherever this function (or, for `self.<attr>`, its class) builds it,
+    from a module class whose own `forward` is decorated `@torch.no_grad()` (this file's, or another's the
+    index knows)? Calling such a module records no graph, whatever the caller's grad mode."""
+    key, function = forward.key, forward.function
+    if "." in key and not key.startswith("self."):
+        return False
+    if key.startswith("self."):
+        cls = function.cls if function is not None else None
+        values = [a.value for a in facts.collector.attribute_assigns
+                  if cls is not None and a.site.cls is cls and dotted(a.target) == key]
+    else:
+        values = [call for name, call, site in facts.collector.call_assigns
+                  if name == key and (site.function is function or site.function is None)]
+    values = [value for value in values if not rewraps(facts.imports, value, key)]  # (`g = g.cuda()`: the same)
+    if not values:
+        return False
+    for value in values:
+        call = value if type(value) is cst.Call else None
+        if call is None:
+            return False
+        local = facts.modules.classes.get(call.func.value) if type(call.func) is cst.Name else None
+        if local is not None:
+            forward_def = local.methods.get("forward")
+            if forward_def is None or not any(disables_grad(facts.imports, d.decorator, facts.grad_wrappers)
+                                              for d in forward_def.decorators):
+                return False
+            continue
+        qualified = facts.imports.qualify(call.func)
+        index = facts.flow.index
+        if qualified is None or index is None or not index.forward_without_grad(qualified, facts.path):
+            return False
+    return True
