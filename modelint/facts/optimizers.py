@@ -140,7 +140,10 @@ class Optimizers:
             qualified = self.imports.qualify(func) or ""
             tensor = qualified.startswith("torch.") and qualified.count(".") == 1 and qualified[6:7].islower()
             copied = type(func) is cst.Attribute and func.attr.value in _TENSOR_COPIES
-            if tensor or copied:
+            # (`Variable(delta.data, requires_grad=True)`: the pre-0.4 spelling of a leaf tensor)
+            leaf = qualified in ("torch.autograd.Variable", "torch.autograd.variable.Variable") and any(
+                arg.keyword is not None and arg.keyword.value == "requires_grad" for arg in value.args)
+            if tensor or copied or leaf:
                 out.setdefault(site.function, set()).add(key)
         for assign in self.collector.attribute_assigns:  # `self.mask_tensor.requires_grad = True`: a leaf tensor
             if assign.target.attr.value == "requires_grad" and assign.value is not None \
