@@ -252,8 +252,14 @@ def _volatile_input(facts: FileFacts, forward) -> bool:
                 return True
             if type(node) is cst.Name:
                 names.add(node.value)
-    return any(key in names and site.function is forward.function and any(map(volatile, iter_nodes(value)))
-               for key, value, site in facts.collector.call_assigns)
+    if any(key in names and site.function is forward.function and any(map(volatile, iter_nodes(value)))
+           for key, value, site in facts.collector.call_assigns):
+        return True
+    # `data, target = Variable(data, volatile=True), Variable(target)`: an unpacking in the same function
+    scope = forward.function.node if forward.function is not None else facts.module
+    return any(type(node) is cst.Assign and any(
+        type(n) is cst.Name and n.value in names for t in node.targets for n in iter_nodes(t.target))
+        and any(map(volatile, iter_nodes(node.value))) for node in iter_nodes(scope))
 
 
 _VARIABLE = frozenset({"torch.autograd.Variable", "torch.autograd.variable.Variable"})

@@ -388,3 +388,16 @@ def test_model_class_of_another_file_whose_forward_turns_autograd_off(tmp_path: 
     assert _found_in(tmp_path, "infer.py", "vc.py") == []
     (tmp_path / "vc.py").write_text(model.replace("    @torch.no_grad()\n", ""))
     assert _found_in(tmp_path, "infer.py", "vc.py") == [("infer.py", 9, "MDL002")]
+
+
+def test_volatile_input_unpacked_with_the_target_is_named_in_the_message(tmp_path: Path) -> None:
+    """`data, target = Variable(data, volatile=True), Variable(target)`: the pre-0.4 idiom the author relied on
+    is named in the finding, as for `data = Variable(data, volatile=True)`."""
+    (tmp_path / "main.py").write_text(
+        "import torch.nn.functional as F\nfrom torch.autograd import Variable\n\n\ndef test(model, test_loader):\n"
+        "    model.eval()\n    correct = 0\n    for data, target in test_loader:\n"
+        "        data, target = Variable(data, volatile=True), Variable(target)\n        output = model(data)\n"
+        "        correct += output.data.max(1)[1].eq(target.data).sum()\n    return correct\n")
+    run = run_paths([str(tmp_path / "main.py")], ConfigResolver(), Overrides(), jobs=1)
+    [finding] = [f for f in run.findings if f.code == "MDL002"]
+    assert finding.location.row == 10 and "volatile=True" in finding.message
