@@ -118,8 +118,8 @@ class ObjectModes(ObjectExits):
     @cached_property
     def _built_by_methods(self) -> dict[str, frozenset[str]]:
         """class -> attributes that every assignment in the class sets to a module it builds in training mode
-        (`self.generator = Generator(...)` in `fit()`): before the method that builds it runs there is no such
-        attribute, so whatever mode it has later is what the class's own methods leave, not an unknown one."""
+        (`self.generator = Generator(...)` in `fit()`, None before): before the method that builds it runs there
+        is no such module, so whatever mode it has later is what the class's own methods leave, not an unknown one."""
         built: dict[str, set[str]] = {}
         other: set[tuple[str, str]] = set()
         for assign in self.flow.collector.attribute_assigns:
@@ -129,6 +129,8 @@ class ObjectModes(ObjectExits):
                 continue
             if assign.value is not None and rewraps(self.flow.imports, assign.value, key):
                 continue  # `self.net = nn.DataParallel(self.net)`, `self.net = self.net.cuda()`: the same module
+            if type(assign.value) is cst.Name and assign.value.value == "None":
+                continue  # `self._generator = None` in `__init__`: a placeholder, no module yet
             made = self.flow.modules.module_expression(assign.value)[0] if assign.value is not None else None
             if made is not None and made.certain and not made.starts_in_eval and not made.runs_loaded \
                     and type(assign.node) is cst.Assign:
