@@ -941,3 +941,42 @@ def test_a_model_loaded_whole_over_one_built_here_is_that_kind_of_model_and_trai
     # and then it is the mode a function that trains it expects).
     assert effective_mode(facts, seen[22]).definitely_train
     assert not ModeFact(entry=True, eval_sites=frozenset({"eval()"})).undecided
+
+
+def test_a_module_running_a_network_handed_to_its_constructor_is_as_dependent_as_what_it_is_handed() -> None:
+    facts = facts_of("""
+        import torch.nn as nn
+
+        class Noisy(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.body = nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.1))
+
+        class Plain(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.body = nn.Linear(4, 4)
+
+        class Wrapper(nn.Module):
+            def __init__(self, net, scale=1.0):
+                super().__init__()
+                self.net = net
+                self.scale = scale
+
+            def forward(self, x):
+                return self.net(x) * self.scale
+
+        class Keeper(nn.Module):
+            def __init__(self, net):
+                super().__init__()
+                self.net = net
+
+            def forward(self, x):
+                return self.net(x)
+
+        noisy = Wrapper(net=Noisy())
+        plain = Keeper(Plain())
+    """)
+    classes = {c.name: c for c in facts.collector.classes}
+    assert facts.modules.class_dependence(classes["Wrapper"]) is Dependence.DEPENDENT
+    assert facts.modules.class_dependence(classes["Keeper"]) is Dependence.INDEPENDENT
