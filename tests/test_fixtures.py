@@ -401,3 +401,23 @@ def test_volatile_input_unpacked_with_the_target_is_named_in_the_message(tmp_pat
     run = run_paths([str(tmp_path / "main.py")], ConfigResolver(), Overrides(), jobs=1)
     [finding] = [f for f in run.findings if f.code == "MDL002"]
     assert finding.location.row == 10 and "volatile=True" in finding.message
+
+
+def test_helper_of_a_star_imported_module_meets_its_caller(tmp_path: Path) -> None:
+    """run_glue.py does `from util import *` and calls `do_eval(model, loader)` mid-epoch with the model in
+    training mode: util.py's evaluation is reported with that caller; with `model.eval()` before the call, not."""
+    (tmp_path / "util.py").write_text(
+        "import torch\n\n\ndef do_eval(model, eval_dataloader):\n    correct = 0\n    for x, y in eval_dataloader:\n"
+        "        with torch.no_grad():\n            correct += (model(x).argmax(-1) == y).sum().item()\n"
+        "    return correct\n")
+    run = ("import torch\nfrom torch import nn\nfrom util import *\n\n\n"
+           "def main(model, optimizer, train_dataloader, eval_dataloader):\n    for epoch in range(3):\n"
+           "        model.train()\n        for step, (x, y) in enumerate(train_dataloader):\n"
+           "            nn.functional.cross_entropy(model(x), y).backward()\n            optimizer.step()\n"
+           "            optimizer.zero_grad()\n            if step % 100 == 0:\n"
+           "                print(do_eval(model, eval_dataloader))\n")
+    (tmp_path / "run_glue.py").write_text(run)
+    assert ("util.py", 8, "MDL001") in _found_in(tmp_path, "run_glue.py", "util.py")
+    (tmp_path / "run_glue.py").write_text(run.replace("                print(do_eval", "                model.eval()\n"
+                                                      "                print(do_eval"))
+    assert ("util.py", 8, "MDL001") not in _found_in(tmp_path, "run_glue.py", "util.py")

@@ -10,6 +10,7 @@ summaries change (recursion). Rules read `flows` (forwards, training steps) and 
 
 from __future__ import annotations
 
+import builtins
 import sys
 from functools import cached_property
 
@@ -339,7 +340,7 @@ class ModeFlow(CallGraph, Optimizers):
             qualified = self.imports.bindings.get(func.value)
             if qualified is not None:
                 return self._resolve_imported(qualified), None
-            return None, None
+            return self._resolve_star_imported(func.value), None
         if type(func) is cst.Attribute:
             receiver = dotted(func.value)
             if receiver is not None and receiver != "self":
@@ -349,6 +350,20 @@ class ModeFlow(CallGraph, Optimizers):
                     if self.imports.bindings.get(head, "").split(".")[-1] == head or "." in receiver:
                         return self._resolve_imported(qualified), None
         return None, None
+
+    def _resolve_star_imported(self, name: str) -> FunctionSummary | None:
+        """`do_eval(...)` after `from util import *`: the star-imported module that defines it, if the index
+        knows one (first pass: each is asked about)."""
+        if not self.imports.star_modules or name in self.local_functions or name in self.modules.classes \
+                or name in _BUILTIN_NAMES:
+            return None
+        for module in self.imports.star_modules:
+            summary = self._resolve_imported(f"{module}.{name}")
+            if summary is not None:
+                return summary
+            if self.index is None:
+                self.unresolved.add(f"{module}.{name}")
+        return None
 
     def resolve_method_of(self, origin: str, method: str) -> FunctionSummary | None:
         """`model.predict(x)` on a model built from an imported class (`origin`): that class's method, as
@@ -374,6 +389,9 @@ class ModeFlow(CallGraph, Optimizers):
         from modelint.facts.export import file_summary
 
         return file_summary(self)
+
+
+_BUILTIN_NAMES = frozenset(dir(builtins))
 
 
 def _is_forward_like(name: str) -> bool:

@@ -167,6 +167,8 @@ class ImportTable:
     attribute_bindings: dict[str, str] = field(default_factory=dict)
     # What `import x`, `import x.y` and `import x.y as z` bind: names (and dotted texts) of modules.
     modules: set[str] = field(default_factory=set)
+    # `from util import *`: the modules whose names come in unseen, in the order the file imports them.
+    star_modules: list[str] = field(default_factory=list)
 
     def add_import(self, node: cst.Import) -> None:
         for alias in node.names:
@@ -184,6 +186,8 @@ class ImportTable:
     def add_import_from(self, node: cst.ImportFrom) -> None:
         module = "." * len(node.relative) + ((dotted(node.module) or "") if node.module else "")
         if type(node.names) is cst.ImportStar:
+            if module and not module.startswith("torch"):
+                self.star_modules.append(module)
             return
         for alias in node.names:
             name = dotted(alias.name)
