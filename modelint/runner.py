@@ -315,8 +315,8 @@ def _follow_calls_across_files(results: list[FileResult], work, workers: int,
         # A file analysed again may say more of its helpers (a factory returning a class of a third file, which
         # it now sees): the files whose helpers' summaries changed are analysed once more, a few rounds at most.
         current = {os.path.abspath(r.path): r for r in results}
-        changed = {path: digest for path in sorted(again)
-                   if (digest := _dependencies_digest(current[path], index)) != salts.get(path)}
+        changed = {path: digest for path in sorted(again) if current[path].summary is not None
+                   and (digest := _dependencies_digest(current[path], index)) != salts.get(path)}
         if not changed:
             break
         salts.update(changed)

@@ -267,3 +267,31 @@ def test_very_deep_nesting_does_not_crash(tmp_path: Path) -> None:
     assert ("buggy.py", 4, 1, "MDL006") in findings(result.stdout)
     [line] = lines_for(result.stdout, "deep.py")
     assert findings(line)[0][3] == "E999" and "too many nested parentheses" in line
+
+
+def test_a_file_without_summary_in_a_later_round_loses_no_finding(tmp_path, monkeypatch) -> None:
+    """A file analysed again with what other files' helpers do may come back without a summary (it timed out,
+    or failed, that time): the rounds go on without it, and the run keeps every file's findings."""
+    from dataclasses import replace
+
+    from modelint import runner
+    from modelint.config import ConfigResolver
+
+    (tmp_path / "helpers.py").write_text(
+        "import torch\n\n\ndef evaluate(model, loader):\n    with torch.no_grad():\n"
+        "        return [model(x).argmax(1) for x in loader]\n")
+    (tmp_path / "train.py").write_text(
+        "import torch\n\nfrom helpers import evaluate\n\n\ndef main(model, loader):\n    model.train()\n"
+        "    print(evaluate(model, loader))\n")
+    real = runner._lint_all
+    calls = []
+
+    def lint_all(work, workers, index=None, cache_dir=None):
+        results = real(work, workers, index, cache_dir)
+        calls.append(index)
+        return [replace(r, summary=None) if index is not None else r for r in results]
+
+    monkeypatch.setattr(runner, "_lint_all", lint_all)
+    run = runner.run_paths([str(tmp_path)], ConfigResolver(), runner.Overrides(), jobs=1)
+    assert any(index is not None for index in calls)  # (a second round ran)
+    assert [(f.path.rsplit("/", 1)[-1], f.code) for f in run.findings] == [("helpers.py", "MDL001")]
