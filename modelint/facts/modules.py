@@ -220,9 +220,8 @@ class ModuleTable(WaitingOnImports, LocalLayers, Registries, ModuleAttributes, B
 
     def _handed_in_dependence(self, info: ClassInfo) -> Dependence:
         """`self.net = net` in `__init__`, then `self.net(x)`: a module handed to the constructor runs inside
-        this one. As dependent as what this file's constructions of the class build for it there
-        (`Prior(net=PriorNet())`); a value from elsewhere (`QNet(s2v_module)`) is not taken for a
-        mode-dependent one: the class's own layers decide, as they did."""
+        this one. As dependent as what this file's constructions of the class hand it (`Prior(net=PriorNet())`),
+        unknown when one hands something else or none can be seen."""
         init = info.methods.get("__init__")
         if init is None:
             return Dependence.INDEPENDENT
@@ -234,18 +233,15 @@ class ModuleTable(WaitingOnImports, LocalLayers, Registries, ModuleAttributes, B
         handed = {param for key, param in held.items() if key in run}
         if not handed:
             return Dependence.INDEPENDENT
-        sites = [(site.node, site.site.function) for site in self._collector.calls
-                 if self.project_class(site.node.func) is info]
+        sites = [site.node for site in self._collector.calls if self.project_class(site.node.func) is info]
+        if not sites:
+            return Dependence.UNKNOWN
         found = Dependence.INDEPENDENT
-        for call, function in sites:
+        for call in sites:
             for param in handed:
                 given = _given(call, params[1:], param)
-                if type(given) is cst.Name:  # `prior_net = PriorNet(dim)` first, in the same function
-                    made = [value for key, value, site in self._collector.call_assigns
-                            if key == given.value and site.function is function]
-                    given = made[0] if len(made) == 1 else None
                 built = self.layer_dependence(given) if type(given) is cst.Call else None
-                found = max(found, built if built is not None else Dependence.INDEPENDENT)
+                found = max(found, built if built is not None else Dependence.UNKNOWN)
         return found
 
     def has_foreign_base(self, info: ClassInfo) -> bool:
