@@ -208,7 +208,6 @@ class ModuleTable(WaitingOnImports, LocalLayers, Registries, ModuleAttributes, B
                         built = self.layer_dependence(call)
                         if built is not None:
                             dependence = max(dependence, built)
-                    dependence = max(dependence, self._handed_in_dependence(info))
                 else:
                     dependence = Dependence.INDEPENDENT
                 if self._is_module.get(name) != is_module or self._dependence.get(name) != dependence:
@@ -217,32 +216,6 @@ class ModuleTable(WaitingOnImports, LocalLayers, Registries, ModuleAttributes, B
                     changed = True
             if not changed:
                 break
-
-    def _handed_in_dependence(self, info: ClassInfo) -> Dependence:
-        """`self.net = net` in `__init__`, then `self.net(x)`: a module handed to the constructor runs inside
-        this one. As dependent as what this file's constructions of the class hand it (`Prior(net=PriorNet())`),
-        unknown when one hands something else or none can be seen."""
-        init = info.methods.get("__init__")
-        if init is None:
-            return Dependence.INDEPENDENT
-        params = [p.name.value for p in (*init.params.posonly_params, *init.params.params, *init.params.kwonly_params)]
-        run = {dotted(call.func) for call in info.calls}
-        held = {dotted(a.target): a.value.value for a in self.self_assigns if a.site.cls is info
-                and a.site.function is not None and a.site.function.name == "__init__"
-                and type(a.value) is cst.Name and a.value.value in params[1:]}
-        handed = {param for key, param in held.items() if key in run}
-        if not handed:
-            return Dependence.INDEPENDENT
-        sites = [site.node for site in self._collector.calls if self.project_class(site.node.func) is info]
-        if not sites:
-            return Dependence.UNKNOWN
-        found = Dependence.INDEPENDENT
-        for call in sites:
-            for param in handed:
-                given = _given(call, params[1:], param)
-                built = self.layer_dependence(given) if type(given) is cst.Call else None
-                found = max(found, built if built is not None else Dependence.UNKNOWN)
-        return found
 
     def has_foreign_base(self, info: ClassInfo) -> bool:
         """It derives (maybe through this file's classes) from a class defined elsewhere, which may be a module."""
@@ -424,18 +397,6 @@ class ModuleTable(WaitingOnImports, LocalLayers, Registries, ModuleAttributes, B
     def is_module_name(self, key: str, function: FunctionInfo | None) -> bool:
         """Is `key`, as seen in `function`, shown to be an nn.Module there (or in its class)?"""
         return self.names.is_module_name(key, function)
-
-
-def _given(call: cst.Call, params: list[str], name: str) -> cst.BaseExpression | None:
-    """What `call` passes for the parameter `name` (by keyword, or by position among `params`)."""
-    for arg in call.args:
-        if arg.keyword is not None and arg.keyword.value == name:
-            return arg.value
-    positional = [arg for arg in call.args if arg.keyword is None]
-    if any(arg.star for arg in positional) or name not in params:
-        return None
-    index = params.index(name)
-    return positional[index].value if index < len(positional) else None
 
 
 def _literal_list(expr: cst.BaseExpression) -> bool:
