@@ -10,13 +10,12 @@ summaries change (recursion). Rules read `flows` (forwards, training steps) and 
 
 from __future__ import annotations
 
-import builtins
-import sys
 from functools import cached_property
 
 import libcst as cst
 
 from modelint.facts import torch_api as api
+from modelint.facts.call_resolution import CallResolution
 from modelint.facts.callgraph import CallGraph, _nested_name
 from modelint.facts.optimizers import Optimizers
 from modelint.facts.collector import Collector
@@ -37,10 +36,9 @@ from modelint.facts.state import State
 from modelint.facts.summaries import qualname, summarise
 from modelint.summary import FileSummary, FunctionSummary, ProjectIndex
 
-_STDLIB = frozenset(getattr(sys, "stdlib_module_names", ()))
 
 
-class ModeFlow(CallGraph, Optimizers):
+class ModeFlow(CallGraph, Optimizers, CallResolution):
     MAX_ROUNDS = 3
 
     def __init__(self, collector: Collector, modules: ModuleTable, path: str,
@@ -327,58 +325,6 @@ class ModeFlow(CallGraph, Optimizers):
     def grad_effect(self, expr: cst.BaseExpression) -> str | None:
         return grad_effect(self.imports, expr)
 
-    # -- calls ------------------------------------------------------------------------
-    def resolve(self, call: cst.Call, enclosing: FunctionInfo | None) -> tuple[FunctionSummary | None, str | None]:
-        """The summary of the function a call runs, and the receiver its `self` maps to."""
-        func = call.func
-        local = self.local_callee(call, enclosing)
-        if local is not None:
-            # A method's `self` is its receiver: `self` for `self.validate()`, `self.policy_old` for
-            # `self.policy_old.act(x)` (the only attribute calls local_callee resolves).
-            return self.summaries.get(local), (dotted(func.value) if type(func) is cst.Attribute else None)
-        if type(func) is cst.Name:
-            qualified = self.imports.bindings.get(func.value)
-            if qualified is not None:
-                return self._resolve_imported(qualified), None
-            return self._resolve_star_imported(func.value), None
-        if type(func) is cst.Attribute:
-            receiver = dotted(func.value)
-            if receiver is not None and receiver != "self":
-                qualified = self.imports.qualify(func)
-                if qualified is not None and not self.imports.is_torch_name(qualified):
-                    head = receiver.split(".")[0]
-                    if self.imports.bindings.get(head, "").split(".")[-1] == head or "." in receiver:
-                        return self._resolve_imported(qualified), None
-        return None, None
-
-    def _resolve_star_imported(self, name: str) -> FunctionSummary | None:
-        """`do_eval(...)` after `from util import *`: the star-imported module that defines it, if the index
-        knows one (first pass: each is asked about)."""
-        if not self.imports.star_modules or name in self.local_functions or name in self.modules.classes \
-                or name in _BUILTIN_NAMES:
-            return None
-        for module in self.imports.star_modules:
-            summary = self._resolve_imported(f"{module}.{name}")
-            if summary is not None:
-                return summary
-            if self.index is None:
-                self.unresolved.add(f"{module}.{name}")
-        return None
-
-    def resolve_method_of(self, origin: str, method: str) -> FunctionSummary | None:
-        """`model.predict(x)` on a model built from an imported class (`origin`): that class's method, as
-        its own file summarises it (`self` is the receiver)."""
-        return self._resolve_imported(f"{origin}.{method}")
-
-    def _resolve_imported(self, qualified: str) -> FunctionSummary | None:
-        head = qualified.lstrip(".").split(".")[0]
-        if qualified.startswith("torch") or (not qualified.startswith(".") and head in _STDLIB):
-            return None
-        self.last_unresolved = qualified
-        if self.index is None:
-            return None
-        return self.index.resolve(qualified, self.path)
-
     @cached_property
     def call_ordinals(self) -> dict[cst.Call, int]:
         """Calls by their place in the collector's list: how other files name them."""
@@ -390,8 +336,6 @@ class ModeFlow(CallGraph, Optimizers):
 
         return file_summary(self)
 
-
-_BUILTIN_NAMES = frozenset(dir(builtins))
 
 
 def _is_forward_like(name: str) -> bool:

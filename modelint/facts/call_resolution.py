@@ -1,0 +1,82 @@
+"""Which function a call runs, from what the file imports and what the project index knows.
+
+- a function or method of this file (`evaluate(...)`, `self.validate()`): its summary here,
+  its `self` the call's receiver;
+- an imported function (`from utils import evaluate`, `utils.evaluate(...)`), or one a star
+  import brings in (`from util import *`): the index's summary of the file that defines it;
+- a method of a model built from an imported class (`model.predict(x)`): that class's
+  method, as its own file summarises it.
+
+In the first pass (no index yet) what could not be resolved is recorded, so that the runner
+analyses the file again once the other files are summarised.
+"""
+
+from __future__ import annotations
+
+import builtins
+import sys
+
+import libcst as cst
+
+from modelint.facts.names import dotted
+from modelint.facts.scopes import FunctionInfo
+from modelint.summary import FunctionSummary
+
+_STDLIB = frozenset(getattr(sys, "stdlib_module_names", ()))
+_BUILTIN_NAMES = frozenset(dir(builtins))
+
+
+class CallResolution:
+    """Mixed into ModeFlow: `self.imports`, `self.index`, `self.path`, `self.summaries`, `self.local_functions`,
+    `self.modules`, `self.unresolved`, `self.last_unresolved`, `self.local_callee`."""
+
+    def resolve(self, call: cst.Call, enclosing: FunctionInfo | None) -> tuple[FunctionSummary | None, str | None]:
+        """The summary of the function a call runs, and the receiver its `self` maps to."""
+        func = call.func
+        local = self.local_callee(call, enclosing)
+        if local is not None:
+            # A method's `self` is its receiver: `self` for `self.validate()`, `self.policy_old` for
+            # `self.policy_old.act(x)` (the only attribute calls local_callee resolves).
+            return self.summaries.get(local), (dotted(func.value) if type(func) is cst.Attribute else None)
+        if type(func) is cst.Name:
+            qualified = self.imports.bindings.get(func.value)
+            if qualified is not None:
+                return self._resolve_imported(qualified), None
+            return self._resolve_star_imported(func.value), None
+        if type(func) is cst.Attribute:
+            receiver = dotted(func.value)
+            if receiver is not None and receiver != "self":
+                qualified = self.imports.qualify(func)
+                if qualified is not None and not self.imports.is_torch_name(qualified):
+                    head = receiver.split(".")[0]
+                    if self.imports.bindings.get(head, "").split(".")[-1] == head or "." in receiver:
+                        return self._resolve_imported(qualified), None
+        return None, None
+
+    def _resolve_star_imported(self, name: str) -> FunctionSummary | None:
+        """`do_eval(...)` after `from util import *`: the star-imported module that defines it, if the index
+        knows one (first pass: each is asked about)."""
+        if not self.imports.star_modules or name in self.local_functions or name in self.modules.classes \
+                or name in _BUILTIN_NAMES:
+            return None
+        for module in self.imports.star_modules:
+            summary = self._resolve_imported(f"{module}.{name}")
+            if summary is not None:
+                return summary
+            if self.index is None:
+                self.unresolved.add(f"{module}.{name}")
+        return None
+
+    def resolve_method_of(self, origin: str, method: str) -> FunctionSummary | None:
+        """`model.predict(x)` on a model built from an imported class (`origin`): that class's method, as
+        its own file summarises it (`self` is the receiver)."""
+        return self._resolve_imported(f"{origin}.{method}")
+
+    def _resolve_imported(self, qualified: str) -> FunctionSummary | None:
+        head = qualified.lstrip(".").split(".")[0]
+        if qualified.startswith("torch") or (not qualified.startswith(".") and head in _STDLIB):
+            return None
+        self.last_unresolved = qualified
+        if self.index is None:
+            return None
+        return self.index.resolve(qualified, self.path)
