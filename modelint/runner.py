@@ -335,6 +335,19 @@ def _follow_calls_across_files(results: list[FileResult], work, workers: int,
     return results, index
 
 
+def _drop_repeats(results: list[FileResult]) -> None:
+    """One finding per code and position: several callers in other files may prove the same one."""
+    for result in results:
+        seen: set[tuple] = set()
+        kept = []
+        for finding in result.findings:
+            key = (finding.code, finding.cell, finding.location.row, finding.location.column)
+            if key not in seen:
+                seen.add(key)
+                kept.append(finding)
+        result.findings = kept
+
+
 def _resolve_pending_positions(results: list[FileResult]) -> None:
     """Give cross-file findings and notes their positions (and honour `# noqa` there)."""
     from modelint import suppression
@@ -441,7 +454,9 @@ def _attach_foreign(results: list[FileResult]) -> None:
             if target is None:
                 continue
             finding.path = target.path
-            if all((f.code, f.location) != (finding.code, finding.location) for f in target.findings):
+            # (a finding whose position is still to be looked up is told apart by the call it stands at)
+            if all((f.code, f.location, f.call) != (finding.code, finding.location, finding.call)
+                   for f in target.findings):
                 target.findings.append(finding)
                 target.findings.sort(key=lambda f: f.sort_key)
         result.foreign = []
@@ -465,6 +480,7 @@ def run_paths(paths: list[str], resolver: ConfigResolver, overrides: Overrides, 
     _drop_guesses_about_callers(results, run.index)
     _attach_foreign(results)
     _resolve_pending_positions(results)
+    _drop_repeats(results)
     run.results.extend(results)
     return run
 

@@ -421,3 +421,24 @@ def test_helper_of_a_star_imported_module_meets_its_caller(tmp_path: Path) -> No
     (tmp_path / "run_glue.py").write_text(run.replace("                print(do_eval", "                model.eval()\n"
                                                       "                print(do_eval"))
     assert ("util.py", 8, "MDL001") not in _found_in(tmp_path, "run_glue.py", "util.py")
+
+
+def test_two_helpers_of_one_file_proved_by_a_caller_in_another_are_both_reported(tmp_path: Path) -> None:
+    """main.py and base.py call evaluation helpers of update.py with autograd on: each helper's forward is
+    reported once (their positions are looked up after the run, and neither may be taken for the other before)."""
+    (tmp_path / "update.py").write_text(
+        "import torch\n\n\nclass LocalUpdate:\n    def __init__(self, loader):\n        self.loader = loader\n\n"
+        "    def inference(self, model):\n        model.eval()\n        correct = 0\n        for x, y in self.loader:\n"
+        "            correct += (model(x).argmax(1) == y).sum().item()\n        return correct\n\n\n"
+        "def test_inference(model, loader):\n    model.eval()\n"
+        "    return sum((model(x).argmax(1) == y).sum().item() for x, y in loader)\n")
+    (tmp_path / "main.py").write_text(
+        "import torch\n\nfrom update import LocalUpdate, test_inference\n\nglobal_model = torch.load('model.pt')\n"
+        "for loader in loaders:\n    local = LocalUpdate(loader)\n    print(local.inference(model=global_model))\n"
+        "print(test_inference(global_model, test_loader))\n")
+    (tmp_path / "base.py").write_text(
+        "import torch\n\nfrom update import test_inference\n\nmodel = torch.load('base.pt')\n"
+        "print(test_inference(model, test_loader))\n")
+    found = [(name, row, code) for name, row, code in _found_in(tmp_path, "base.py", "main.py", "update.py")
+             if code == "MDL002"]
+    assert found == [("update.py", 12, "MDL002"), ("update.py", 18, "MDL002")]
