@@ -19,7 +19,6 @@ Which names are models at all is modelint.facts.followed's question.
 
 from __future__ import annotations
 
-
 import libcst as cst
 
 from modelint.facts import torch_api as api
