@@ -941,3 +941,21 @@ def test_a_model_loaded_whole_over_one_built_here_is_that_kind_of_model_and_trai
     # and then it is the mode a function that trains it expects).
     assert effective_mode(facts, seen[22]).definitely_train
     assert not ModeFact(entry=True, eval_sites=frozenset({"eval()"})).undecided
+
+
+def test_a_closure_free_name_bound_to_a_loss_module_runs_no_model() -> None:
+    facts = facts_of("""
+        import torch.nn as nn
+
+        def train(features, labels, optimizer_fn):
+            net = nn.Sequential(nn.Linear(4, 1))
+            loss = nn.MSELoss()
+            optimizer = optimizer_fn(net.parameters())
+
+            def eval_loss():
+                return loss(net(features).view(-1), labels).item() / 2
+
+            return eval_loss()
+    """)
+    seen = forwards(facts)
+    assert seen[10].key == "loss" and seen[10].mode.parameterless  # the enclosing function's MSELoss

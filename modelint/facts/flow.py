@@ -23,8 +23,8 @@ from modelint.facts.scopes import FunctionInfo
 from modelint.facts.free_models import FreeModels
 from modelint.facts.intent import AFTER, DETACH, DIRECT, FED, FEEDS
 from modelint.facts.interpreter import Interpreter
-from modelint.facts.lattice import GRAD_ENABLED, GRAD_UNKNOWN, GradFact
-from modelint.facts.modules import ModuleTable, returned_parameter
+from modelint.facts.lattice import GRAD_ENABLED, GRAD_UNKNOWN, GradFact, ModeFact
+from modelint.facts.modules import Dependence, ModuleTable, returned_parameter
 from modelint.facts.names import dotted
 from modelint.facts.objects import ObjectModes
 from modelint.facts.provenance import Provenance
@@ -176,7 +176,7 @@ class ModeFlow(CallGraph, Optimizers, CallResolution):
         aliases = {**self.objects.attribute_aliases.get(_owner_class(function), {}),
                    **self.free.parameters_holding_globals(function, calls),
                    **self.free.parameters_defaulting_to_models(function, calls)}
-        state = State({}, grad, aliases=aliases,
+        state = State(self._weightless_free_names(function), grad, aliases=aliases,
                       unbound=self._assigned_names.get(function, frozenset()) - interpreter.params)
         if function.uses_gradients or function in self.called_here:
             # What it does with its parameters' values (back-propagates them, evaluates them), for the
@@ -188,6 +188,17 @@ class ModeFlow(CallGraph, Optimizers, CallResolution):
         flow.exit_state = interpreter.run(function.node.body, state, self._phase_parameters[function])
         self._finish(flow, function)
         return flow
+
+    def _weightless_free_names(self, function: FunctionInfo) -> dict:
+        """A closure's free names that the enclosing functions bind only to modules without weights
+        (`loss = nn.MSELoss()`, then `def eval_loss(): return loss(net(x), y).item()`): no model runs there."""
+        out = {}
+        for name in self.free.free_models(function):
+            built = [self.modules.module_expression(value)[0] for key, value, site in self.collector.call_assigns
+                     if key == name and site.function is not None and site.function is function.outer]
+            if built and all(b is not None and b.parameterless for b in built):
+                out[name] = ModeFact(dependence=Dependence.INDEPENDENT, parameterless=True)
+        return out
 
     @cached_property
     def _assigned_names(self) -> dict:
