@@ -99,7 +99,7 @@ def _scan(line: str, depth: int, quote: str | None) -> tuple[int, str | None, bo
     return depth, quote, last == "\\", last
 
 
-_MOST_BLANKED = 8  # lines blanked in one cell before giving it up
+_MOST_BLANKED = 8  # statements blanked in one cell before giving it up
 
 
 def blank_errors(lines: list[str], verdict: limits.Verdict) -> list[str] | None:
