@@ -16,6 +16,7 @@ from modelint.facts import torch_api as api
 from modelint.facts.modules import Dependence
 from modelint.facts.naming import names_evaluation_data
 from modelint.facts.names import dotted
+from modelint.facts.scopes import loops_around
 from modelint.facts.summaries import qualname
 from modelint.facts.walk import iter_nodes
 from modelint.rule import NodeEdit, NodeFix, Report, Rule, evidence, helper_report, wrapped_forward_notes
@@ -352,7 +353,7 @@ def _fitted_input(facts: FileFacts, forward) -> bool:
         if other is forward or other.key != forward.key or other.via is not None or not other.trains_model:
             continue
         site = facts.call_sites.get(other.call)
-        loops = [g for g in site.site.guards if type(g) in (cst.For, cst.While)] if site else []
+        loops = loops_around(site)
         if loops and inputs <= _input_names(other.call) and not any(inputs & _bound_in(loop) for loop in loops):
             return True
     return False
@@ -368,7 +369,7 @@ def _training_batch_statistic(facts: FileFacts, forward, context: str, depth: in
     at = facts.locate(forward.call)
     if forward.via is not None or not inputs or site is None or at is None or context.startswith("over"):
         return False
-    loops = [guard for guard in site.site.guards if type(guard) in (cst.For, cst.While)]
+    loops = loops_around(site)
     if not loops or not inputs & _bound_in(loops[-1]):
         return False  # (in the loop's pass: the batch it draws, or what the pass computes from it)
     for flow in facts.flow.flows:
@@ -379,7 +380,7 @@ def _training_batch_statistic(facts: FileFacts, forward, context: str, depth: in
             before = facts.locate(other.call)
             if other is forward or other.key != forward.key or other.via is not None or not other.trains_model \
                     or where is None or before is None or before[:2] >= at[:2] or not inputs <= _input_names(other.call) \
-                    or [g for g in where.site.guards if type(g) in (cst.For, cst.While)][-1:] != loops[-1:]:
+                    or loops_around(where)[-1:] != loops[-1:]:
                 continue
             rebound = _bound_between(facts, loops[-1], inputs, before[0], at[0])
             if all(depth == 0 and type(value) is cst.Call and any(
@@ -436,7 +437,7 @@ def _repeated_sample(facts: FileFacts, forward) -> bool:
     loops = [node for node in iter_nodes(site.site.stmt)
              if type(node) in (cst.ListComp, cst.GeneratorExp, cst.SetComp, cst.DictComp)
              and any(inner is forward.call for inner in iter_nodes(node))]
-    loops += [g for g in site.site.guards if type(g) in (cst.For, cst.While)]
+    loops += loops_around(site)
     return any(not (inputs & _bound_in(loop)) for loop in loops)
 
 

@@ -17,6 +17,7 @@ from modelint.facts.mode_handling import optional_or_callable
 from modelint.facts.names import key_root, literal_value
 from modelint.facts.walk import iter_nodes
 from modelint.facts.regions import built_with_grad_free_forward, grad_effect
+from modelint.facts.scopes import loops_around
 from modelint.facts.summaries import qualname
 from modelint.textutil import code_of
 from modelint.rule import NodeEdit, NodeFix, Report, Rule, evidence, helper_report, wrapped_forward_notes
@@ -331,7 +332,7 @@ def _run_for_side_effects(facts: FileFacts, forward, mode) -> bool:
             and not mode.certain:
         return False  # `backend.forward(arrays)`: an ONNX or TensorRT runner records no graph
     site = facts.call_sites.get(forward.call)
-    if site is None or not any(type(g) in (cst.For, cst.While) for g in site.site.guards):
+    if not loops_around(site):
         return False
     return not _trains(facts, forward) and not any(is_train_site(s) for s in mode.train_sites) \
         and not dummy_input(facts, forward)

@@ -11,6 +11,7 @@ from modelint.facts.modules import Dependence
 from modelint.facts.lattice import is_train_site
 from modelint.facts.names import dotted, key_prefixes, parameter_owners, same_or_nested
 from modelint.facts.phases import mode_picked_by_callers
+from modelint.facts.scopes import loops_around
 from modelint.summary import RemoteSite
 from modelint.rule import NodeEdit, NodeFix, Report, Rule, evidence, helper_report
 from modelint.textutil import code_of
@@ -212,7 +213,7 @@ def _part_frozen_after_train(facts: FileFacts, fact, step) -> bool:
                 and site.node.func.attr.value == "train" and not site.node.args]
     here = facts.locate(step.call)
     stepping = facts.call_sites.get(step.call)
-    step_loops = set(_loops_around(stepping))
+    step_loops = set(loops_around(stepping))
     for site in fact.eval_sites:
         where = facts.call_sites.get(site) if type(site) is cst.Call else None
         if where is None or where.site.function is not step.function or here is None \
@@ -235,7 +236,7 @@ def _toggled_around_step(facts: FileFacts, key: str, fact, step) -> bool:
     at = facts.locate(step.call)
     if here is None or at is None or not fact.eval_sites:
         return False
-    loops = _loops_around(here)
+    loops = loops_around(here)
     if not loops:
         return False
     loop = loops[-1]  # (the innermost loop around the step)
@@ -272,7 +273,7 @@ def _no_update_follows(facts: FileFacts, flow, step) -> bool:
     if not updates or step.kind != "backward" or here is None:
         return False
     at = facts.locate(step.call)
-    loops = set(_loops_around(here))
+    loops = set(loops_around(here))
     for update in updates:
         where = facts.call_sites.get(update.call)
         if where is None:
@@ -292,7 +293,7 @@ def _frozen_features_protocol(facts: FileFacts, key: str, fact, step) -> bool:
     if key.split(".")[0] not in facts.frozen_models and not any(key.startswith(f + ".") or key == f
                                                                   for f in facts.frozen_models):
         return False
-    return _eval_set_here(facts, fact, step.function, set(_loops_around(facts.call_sites.get(step.call))))
+    return _eval_set_here(facts, fact, step.function, set(loops_around(facts.call_sites.get(step.call))))
 
 
 def _eval_set_here(facts: FileFacts, fact, function, outside: set = frozenset()) -> bool:
@@ -304,18 +305,13 @@ def _eval_set_here(facts: FileFacts, fact, function, outside: set = frozenset())
     return bool(fact.eval_sites)
 
 
-def _loops_around(site) -> list:
-    """The `for`/`while` loops around a call site, outermost first (none for an unknown site)."""
-    return [g for g in site.site.guards if type(g) in (cst.For, cst.While)] if site is not None else []
-
-
 def _message(key: str, fact) -> str:
     return (f"`{key}` may still be in eval mode here ({_describe(fact.eval_sites)}, no `{key}.train()` since): "
             f"training runs with Dropout off and BatchNorm statistics frozen; call `{key}.train()` after evaluating")
 
 
 def _train_at_loop_top(site, key: str) -> NodeFix | None:
-    loops = _loops_around(site)
+    loops = loops_around(site)
     if loops and isinstance(loops[-1].body, cst.IndentedBlock) and loops[-1].body.body:
         return NodeFix(f"Call `{key}.train()` at the start of each training iteration",
                        (NodeEdit(loops[-1].body.body[0], f"{key}.train()", "line_before"),), applicability="unsafe")

@@ -148,3 +148,8 @@ class AttributeAssign:
     value: cst.BaseExpression | None  # None for augmented/annotated without value
     node: cst.CSTNode
     site: Site
+
+
+def loops_around(site: "CallSite | None") -> list:
+    """The `for`/`while` loops around a call site, outermost first (none for an unknown site)."""
+    return [g for g in site.site.guards if type(g) in (cst.For, cst.While)] if site is not None else []
