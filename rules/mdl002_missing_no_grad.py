@@ -7,6 +7,7 @@ import libcst as cst
 
 
 from modelint.facts import FileFacts
+from modelint.facts import torch_api as api
 from modelint.facts.evaluation import (dummy_input, effective_grad, effective_mode, initialises_lazy_modules,
                                        is_module, left_to_subclasses, returned_to_callers, smoke_test)
 from modelint.facts.mode_handling import frozen_attributes, frozen_whole
@@ -242,7 +243,7 @@ def _volatile_input(facts: FileFacts, forward) -> bool:
     """An input made by `Variable(x, volatile=True)`, here or through a name assigned in the same function:
     the pre-0.4 way to switch autograd off, which torch now ignores with a warning."""
     def volatile(node) -> bool:
-        return type(node) is cst.Call and facts.imports.qualify(node.func) in _VARIABLE and any(
+        return type(node) is cst.Call and facts.imports.qualify(node.func) in api.VARIABLE_CLASSES and any(
             arg.keyword is not None and arg.keyword.value == "volatile" and literal_value(arg.value) is True
             for arg in node.args)
 
@@ -261,9 +262,6 @@ def _volatile_input(facts: FileFacts, forward) -> bool:
     return any(type(node) is cst.Assign and any(
         type(n) is cst.Name and n.value in names for t in node.targets for n in iter_nodes(t.target))
         and any(map(volatile, iter_nodes(node.value))) for node in iter_nodes(scope))
-
-
-_VARIABLE = frozenset({"torch.autograd.Variable", "torch.autograd.variable.Variable"})
 
 
 def _called_by_its_own_class(facts: FileFacts, function) -> bool:

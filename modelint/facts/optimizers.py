@@ -141,7 +141,7 @@ class Optimizers:
             tensor = qualified.startswith("torch.") and qualified.count(".") == 1 and qualified[6:7].islower()
             copied = type(func) is cst.Attribute and func.attr.value in _TENSOR_COPIES
             # (`Variable(delta.data, requires_grad=True)`: the pre-0.4 spelling of a leaf tensor)
-            leaf = qualified in ("torch.autograd.Variable", "torch.autograd.variable.Variable") and any(
+            leaf = qualified in api.VARIABLE_CLASSES and any(
                 arg.keyword is not None and arg.keyword.value == "requires_grad" for arg in value.args)
             if tensor or copied or leaf:
                 out.setdefault(site.function, set()).add(key)

@@ -278,3 +278,6 @@ def closest(name: str, targets) -> str | None:
         if edit_distance(name, target) <= limit or squashed == target.replace("_", ""):
             return target
     return None
+
+# `torch.autograd.Variable`, the pre-0.4 tensor wrapper (`volatile=True`, `requires_grad=True`), as imported.
+VARIABLE_CLASSES = frozenset({"torch.autograd.Variable", "torch.autograd.variable.Variable"})
