@@ -12,7 +12,7 @@ import libcst as cst
 from modelint.facts.lattice import is_train_site, mode_of_call
 from modelint.facts.modules import Dependence
 from modelint.facts.names import dotted, key_prefixes
-from modelint.facts.regions import disables_grad, lexically_grad_free
+from modelint.facts.regions import forward_turns_grad_off, lexically_grad_free
 from modelint.summary import FileSummary, ForwardUse, FunctionSummary, RemoteSite, ReturnFact, StepUse
 
 
@@ -76,8 +76,7 @@ def grad_free_forward_classes(flow) -> set[str]:
     """Module classes of this file whose own `forward` is decorated `@torch.no_grad()` (an inference-only
     model, a frozen target encoder): calling one records no graph."""
     return {name for name, info in flow.modules.classes.items() if flow.modules.is_module_class(info)
-            and (forward := info.methods.get("forward")) is not None
-            and any(disables_grad(flow.imports, d.decorator, flow.grad_wrappers) for d in forward.decorators)}
+            and forward_turns_grad_off(flow.imports, info, flow.grad_wrappers)}
 
 
 def _method_calls_in_eval(flow) -> dict[str, bool]:

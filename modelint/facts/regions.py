@@ -121,6 +121,12 @@ def lexically_grad_free(imports, site, wrappers: frozenset[str] = frozenset()) -
     return False
 
 
+def forward_turns_grad_off(imports, cls, wrappers: frozenset[str] = frozenset()) -> bool:
+    """Is this class's own `forward` decorated `@torch.no_grad()` (or the like)?"""
+    forward = cls.methods.get("forward")
+    return forward is not None and any(disables_grad(imports, d.decorator, wrappers) for d in forward.decorators)
+
+
 def built_with_grad_free_forward(facts, forward) -> bool:
     """Is the model a forward runs built, wherever this function (or, for `self.<attr>`, its class) builds it,
     from a module class whose own `forward` is decorated `@torch.no_grad()` (this file's, or another's the
@@ -144,9 +150,7 @@ def built_with_grad_free_forward(facts, forward) -> bool:
             return False
         local = facts.modules.classes.get(call.func.value) if type(call.func) is cst.Name else None
         if local is not None:
-            forward_def = local.methods.get("forward")
-            if forward_def is None or not any(disables_grad(facts.imports, d.decorator, facts.grad_wrappers)
-                                              for d in forward_def.decorators):
+            if not forward_turns_grad_off(facts.imports, local, facts.grad_wrappers):
                 return False
             continue
         qualified = facts.imports.qualify(call.func)
