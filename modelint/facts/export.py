@@ -62,14 +62,19 @@ def _method_calls(flow) -> dict[str, bool]:
     """Methods this file calls on objects it cannot place (not `self`, no function of this file), and
     whether every such call is under no_grad: a method elsewhere with no caller in sight may be one."""
     out: dict[str, bool] = {}
-    for site in flow.collector.calls:
-        func = site.node.func
-        if type(func) is not cst.Attribute or site.qualified is not None or (site.text or "").startswith("self."):
-            continue
-        name = func.attr.value
+    for _ordinal, site, name in _calls_on_unplaced_objects(flow):
         if out.get(name, True):  # (one call with autograd on settles the name)
             out[name] = lexically_grad_free(flow.imports, site.site, flow.grad_wrappers)
     return out
+
+
+def _calls_on_unplaced_objects(flow):
+    """(ordinal, call site, method name) for each method call on an object this file cannot place (not
+    `self`, no function or import of this file), in the order the calls are written."""
+    for ordinal, site in enumerate(flow.collector.calls):
+        func = site.node.func
+        if type(func) is cst.Attribute and site.qualified is None and not (site.text or "").startswith("self."):
+            yield ordinal, site, func.attr.value
 
 
 def grad_free_forward_classes(flow) -> set[str]:
@@ -89,17 +94,14 @@ def _method_calls_in_eval(flow) -> dict[str, bool]:
         receiver = dotted(site.node.func.value) if mode is not None else None
         if receiver is not None:
             switches.setdefault(site.site.function, []).append((ordinal, receiver, mode))
-    for ordinal, site in enumerate(flow.collector.calls):
-        func = site.node.func
-        if type(func) is not cst.Attribute or site.qualified is not None or (site.text or "").startswith("self.") \
-                or func.attr.value in ("eval", "train"):
+    for ordinal, site, name in _calls_on_unplaced_objects(flow):
+        if name in ("eval", "train"):
             continue
-        receiver = dotted(func.value)
+        receiver = dotted(site.node.func.value)
         last = None
         for at, switched, mode in switches.get(site.site.function, ()):
             if at < ordinal and receiver is not None and switched in key_prefixes(receiver):
                 last = mode
-        name = func.attr.value
         out[name] = out.get(name, True) and last == "eval"
     return out
 
