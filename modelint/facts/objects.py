@@ -30,7 +30,7 @@ from modelint.facts.lattice import ENTRY_MODE, HAVOC_MODE, ModeFact, first_site,
 from modelint.facts.modules import Dependence, returned_parameter, rewraps
 from modelint.facts.names import dotted, key_root
 from modelint.facts.object_exits import ObjectExits
-from modelint.facts.provenance import argument_for, receiver_key
+from modelint.facts.provenance import argument_for, receiver_key, returned_argument
 
 
 class ObjectModes(ObjectExits):
@@ -82,11 +82,7 @@ class ObjectModes(ObjectExits):
             param = returned_parameter(self.flow.imports, local)
             return argument_for(call, local.params, param) if param is not None else None
         summary, _receiver = self.flow.resolve(call, method)
-        param = summary.returns.param if summary is not None and summary.returns is not None else None
-        if not param:
-            return None
-        params = summary.params[1:] if summary.is_method and summary.params[:1] in (["self"], ["cls"]) else summary.params
-        return argument_for(call, params, param)
+        return returned_argument(call, summary) if summary is not None else None
 
     @cached_property
     def _by_class(self) -> dict[str, dict[str, ModeFact]]:

@@ -132,9 +132,7 @@ class Provenance:
         if returned is None:
             return None
         if returned.param is not None:  # `model = load_checkpoint(path, model)`: the same module, as it came
-            params = summary.params[1:] if summary.is_method and summary.params[:1] in (["self"], ["cls"]) \
-                else summary.params
-            given = argument_for(call, params, returned.param)
+            given = returned_argument(call, summary)
             bound = self.bound_value(given, state, lambda k: state.tracks(k) or follows(k), enclosing) \
                 if given is not None else None
             if isinstance(bound, Fresh):  # `load_checkpoint(path, Encoder())`
@@ -150,6 +148,16 @@ class Provenance:
                             parameterless=returned.parameterless)
         return ModeFact(train_sites=train, eval_sites=evaluation, dependence=Dependence(returned.dependence),
                         certain=returned.certain, parameterless=returned.parameterless)
+
+
+def returned_argument(call: cst.Call, summary) -> cst.BaseExpression | None:
+    """What `call` hands the parameter the function's summary says it returns (`load_checkpoint(path, model)`:
+    `model`), a method's `self` left out as its callers leave it out."""
+    param = summary.returns.param if summary.returns is not None else None
+    if not param:
+        return None
+    params = summary.params[1:] if summary.is_method and summary.params[:1] in (["self"], ["cls"]) else summary.params
+    return argument_for(call, params, param)
 
 
 def argument_for(call: cst.Call, params: list[str], name: str) -> cst.BaseExpression | None:
