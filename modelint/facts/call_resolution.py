@@ -33,7 +33,7 @@ class CallResolution:
     def resolve(self, call: cst.Call, enclosing: FunctionInfo | None) -> tuple[FunctionSummary | None, str | None]:
         """The summary of the function a call runs, and the receiver its `self` maps to."""
         func = call.func
-        local = self.local_callee(call, enclosing)
+        local = self.runs_local(call, enclosing)
         if local is not None:
             # A method's `self` is its receiver: `self` for `self.validate()`, `self.policy_old` for
             # `self.policy_old.act(x)` (the only attribute calls local_callee resolves).

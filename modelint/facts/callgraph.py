@@ -43,7 +43,7 @@ class CallGraph(MethodTargets):
                 caller = caller.outer
             if caller not in edges:
                 continue
-            name = self.local_callee(site.node, site.site.function)
+            name = self.runs_local(site.node, site.site.function)
             callee = (self.local_functions.get(name) or self.closures_by_name.get(name)) if name else None
             if callee is not None and callee in chosen and callee is not caller:
                 edges[caller].append(callee)
@@ -279,6 +279,18 @@ class CallGraph(MethodTargets):
             for key, fact in state.models.items():
                 models[key] = models[key].join(fact) if key in models else fact
             sites[call] = (caller, seen[1].join(state.grad), models)
+
+    def runs_local(self, call: cst.Call, enclosing: FunctionInfo | None) -> str | None:
+        """The qualname of this file's function whose summary the call runs: its `local_callee`, or for a
+        template method's hook left to subclasses (`self.train_epoch()` in a base class whose own raises
+        NotImplementedError, or has none), the one subclass of the file that writes it."""
+        local = self.local_callee(call, enclosing)
+        function = self.local_functions.get(local) if local is not None else None
+        if local is None or (function is not None and function.is_abstract):
+            overrides = self.overriders(call, enclosing)
+            if len(overrides) == 1:
+                return overrides[0]
+        return local
 
     def local_callee(self, call: cst.Call, enclosing: FunctionInfo | None) -> str | None:
         """The qualname of this file's function a call runs (`evaluate`, `Trainer.validate`)."""

@@ -111,7 +111,8 @@ class CallEffects(FollowedNames, SummaryEffects, ModeContexts, TrainingSteps):
                     # on plain tensors, run through its summary)
                     if receiver not in flow.imports.modules and not (plain and _hand_written_on_plain_tensors(callee.cls)):
                         self.forward(call, receiver, state)
-                elif method == "backward" or (method == "step" and flow.is_optimizer(receiver)):
+                elif (method == "backward" and local is None) or (method == "step" and flow.is_optimizer(receiver)):
+                    # (a method of this file named `backward`, `self.backward(loss)`: its summary says what it runs)
                     self.step(call, "backward" if method == "backward" else "step", state, receiver)
                 elif (method == "apply" and not applies_a_mode_neutral_function(flow, call, self.out.function)) \
                         or (method in flow.mode_setting_methods and state.tracks(receiver)):

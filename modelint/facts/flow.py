@@ -296,12 +296,19 @@ class ModeFlow(CallGraph, Optimizers, CallResolution):
         if attribute is not None and self.index is None:
             self.unresolved |= self.modules.names.referenced(function.cls, key)  # (the index may know it)
         if attribute is not None:
-            # `self.q(s)` in `act()` is the `self.q` that `learn()` trains: one object's attribute.
-            return any(f is not None and f.cls is function.cls and _instance_attribute(f, k) == attribute
-                       for f, k in trained)
+            # `self.q(s)` in `act()` is the `self.q` that `learn()` trains: one object's attribute (also
+            # a base class's template method and its subclass's hook).
+            return any(f is not None and f.cls is not None and self._one_object(f.cls, function.cls)
+                       and _instance_attribute(f, k) == attribute for f, k in trained)
         if key not in self.global_models or (function is not None and key not in self.free.globals_of(function)):
             return False
         return any(k == key and (f is None or key in self.free.globals_of(f)) for f, k in trained)
+
+    def _one_object(self, cls, other) -> bool:
+        """May methods of these two classes of the file run on one object (the same class, or one a base of
+        the other)?"""
+        return cls is other or cls.name in self.class_and_bases(other.name) \
+            or other.name in self.class_and_bases(cls.name)
 
     @cached_property
     def _assigned_attributes(self) -> set[tuple[str, str]]:

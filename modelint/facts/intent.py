@@ -71,6 +71,15 @@ Origins = frozenset
 NONE: Origins = frozenset()
 
 
+def _beside_other_data(call: cst.Call, result: dict) -> bool:
+    """Does the call get, among its positional arguments, one that is no forward's output at all (a batch's
+    targets) beside the one that is (`crit(y_pred, labels)`): a criterion, scoring an output against data."""
+    positional = [arg.value for arg in call.args if arg.keyword is None and not arg.star]
+    if len(positional) < 2:
+        return False
+    return any(not any(not is_parameter(origin) for origin, _ in result.get(value, NONE)) for value in positional)
+
+
 def is_parameter(origin) -> bool:
     """An origin that is a function's parameter (`("param", name)`), not a forward's output."""
     return isinstance(origin, tuple) and origin[0] == "param"
@@ -113,6 +122,7 @@ class OutputUses:
         self.forwards = forwards  # token -> record, filled by the mode flow before the statement is evaluated
         self.uses: dict[object, set[str]] = {}  # by token: the forward call, or (call, phase) in a phase loop
         self.feeds_into: dict[object, set] = {}  # token -> the forwards whose input its output is
+        self.compares: set = set()  # tokens of forwards that set another forward's output beside other data
         self.given_back: set = set()  # calls of helpers that give back a result cut from a forward's output
         self.tag: tuple = ()
         # The arguments of a call that its callee back-propagates (set by the interpreter, from summaries).
@@ -207,6 +217,8 @@ class OutputUses:
                 self.uses.setdefault(token, set()).add(AFTER)
             if feeding:  # (not its own earlier output, as in generation; not a parameter)
                 self.uses.setdefault(token, set()).add(FED)
+                if _beside_other_data(call, result):
+                    self.compares.add(token)
                 for origin in feeding:
                     self.uses.setdefault(origin, set()).add(FEEDS)
                     self.feeds_into.setdefault(origin, set()).add(token)

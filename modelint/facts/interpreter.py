@@ -96,6 +96,7 @@ class Interpreter(Loops, Bindings, CallEffects):
             result = join(result, returned)
         self.out.uses = self.uses.uses
         self.out.feeds_into = self.uses.feeds_into
+        self.out.compares = self.uses.compares
         return result
 
     # -- statements -----------------------------------------------------------

@@ -75,7 +75,7 @@ class TrainingStep:
     grad_free_region: cst.CSTNode | None = None  # the loss was computed in this no_grad region
     via: StepUse | None = None  # a helper's step on a model the caller passes
     trained_key: str | None = None  # with `via`: the caller's model that step trains
-    callee: FunctionSummary | None = None
+    callee: FunctionSummary | None = None  # the helper that runs it (handed the caller's model or its loss)
     reached: set[str] = field(default_factory=set)  # models whose output this backward back-propagates
     phases: set = field(default_factory=set)  # the values of the function's phase parameter it runs in
 
@@ -99,6 +99,7 @@ class FunctionFlow:
     trains: bool = False  # it has a training step, itself or through a helper it calls
     backward_in_helpers: bool = False  # a helper it calls trains (runs the backward its `optimizer.step()` uses)
     feeds_into: dict = field(default_factory=dict)  # forward token -> the forwards its output is the input of
+    compares: set = field(default_factory=set)  # tokens of forwards scoring another's output against data (a loss)
     # `model.train(was_training)` restoring a mode saved here with no switch in between: model -> the call
     idle_restores: dict[str, cst.Call] = field(default_factory=dict)
 
@@ -114,14 +115,18 @@ class FunctionFlow:
     def training_forwards(self) -> list:
         """The forwards whose outputs reach a backward with the graph, when an optimizer steps here or
         for it."""
-        if not self.stepped_elsewhere and not any(step.kind == "step" for step in self.steps.values()):
+        # (a helper handed the loss, `self.backward(loss)`, that steps the optimizer itself counts)
+        if not self.stepped_elsewhere and not any(step.kind == "step" or (step.callee is not None and step.callee.trains)
+                                                  for step in self.steps.values()):
             return []
         return [forward for forward in self.all_forwards() if forward.trains_model]
 
     def first_stages(self, forwards) -> set:
         """Tokens of the forwards whose output is the input of another of these forwards (one with
-        weights): `data = transform(data)` before `model(data.x)`."""
-        models = {forward.token for forward in forwards if not forward.mode.parameterless}
+        weights): `data = transform(data)` before `model(data.x)`. Not a model whose output a criterion
+        scores against the batch (`self.crit(self.model(x), y)`, both handed to a trainer's constructor)."""
+        models = {forward.token for forward in forwards
+                  if not forward.mode.parameterless and forward.token not in self.compares}
         return {forward.token for forward in forwards
                 if self.feeds_into.get(forward.token, set()) & (models - {forward.token})}
 

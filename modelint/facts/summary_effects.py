@@ -72,7 +72,7 @@ class SummaryEffects:
             # `backward(info["loss"])`, a helper back-propagating a loss this function computed: the backward
             # runs here, at the call (the models whose outputs reach it train in the mode they have here).
             # (Not a helper that only takes gradients, `autograd.grad(kl, params)`: no training step.)
-            self.step(call, "backward", state, None, backpropagated=backpropagated)
+            self.step(call, "backward", state, None, callee=summary, backpropagated=backpropagated)
         effects, sites = _effects_for(summary, phase)
         for param_key, effect, key in _effect_targets(effects, bound, _listed_models(arguments)):
             key = state.canonical(key)  # (`nets["teacher"]` for `nets = {"teacher": teacher}`: `teacher`)

@@ -96,7 +96,8 @@ class TrainingSteps:
             reached = self._reaching(call, state, backpropagated)
             table[slot].reached.update(forward.key for token, level in reached if level != DETACHED
                                        and (forward := self.out.forwards.get(token)) is not None)
-            self._trained_here(call, state, reached)
+            # (a helper handed the loss, `self.backward(loss)`, steps the optimizer itself: its summary trains)
+            self._trained_here(call, state, reached, stepped=backpropagated is not None)
 
     def _reaching(self, call: cst.Call, state: State, backpropagated: list | None = None):
         """The origins of what `loss.backward()` (or `backward(loss)`, or a helper handed `backpropagated`)
@@ -112,12 +113,12 @@ class TrainingSteps:
             reached = reached | self.uses.expression(arg.value, state.values)
         return reached
 
-    def _trained_here(self, call: cst.Call, state: State, reached) -> None:
+    def _trained_here(self, call: cst.Call, state: State, reached, stepped: bool = False) -> None:
         """A model whose mode we do not know, trained here (its output reaches this backward with its graph,
         and the function steps an optimizer), is in training mode from here on: training it in eval mode
         would be the bug, so that is what the author means. The backward stands as the site; summaries do
         not hand it to callers as an effect (nothing was switched)."""
-        if not self.flow.steps_optimizer(self.out.function):
+        if not stepped and not self.flow.steps_optimizer(self.out.function):
             return
         optimized = self.flow.optimized_here(self.out.function)
         for token, level in reached:
