@@ -257,10 +257,21 @@ class ProjectIndex:
         if not module:
             return None
         for found in self._candidates(module, from_path):
-            onward = self._imported_names(found).get(name)
+            onward = self._imported_names(found).get(name) or self._star_exported(found, name)
             if onward is not None and onward != reference:
                 return onward, found.path
         return None
+
+    def _star_exported(self, summary: FileSummary, name: str) -> str | None:
+        """`from .models import *` in a package's `__init__`: `.models.<name>`, from the star-imported module
+        that defines the name (the first one, when none of them is in the index)."""
+        stars = [ref[:-1] + name for ref in sorted(summary.unresolved) if ref.endswith(".*")]
+        for onward in stars:
+            module = onward.rpartition(".")[0]
+            if any(name in found.functions or name in found.classes or name in found.shapes
+                   or name in found.plain_functions for found in self._candidates(module, summary.path)):
+                return onward
+        return stars[0] if stars else None
 
     def _imported_names(self, summary: FileSummary) -> dict[str, str]:
         """Last name -> the import it comes from, for a file's recorded imports (once per file)."""

@@ -442,3 +442,43 @@ def test_two_helpers_of_one_file_proved_by_a_caller_in_another_are_both_reported
     found = [(name, row, code) for name, row, code in _found_in(tmp_path, "base.py", "main.py", "update.py")
              if code == "MDL002"]
     assert found == [("update.py", 12, "MDL002"), ("update.py", 18, "MDL002")]
+
+
+def test_factory_re_exported_by_a_package_star_import(tmp_path: Path) -> None:
+    """train.py does `from nets import *`, whose `__init__` only does `from .blocks import *`; the factory
+    there builds a model with Dropout, which the script scores every few steps without eval(): reported."""
+    (tmp_path / "nets").mkdir()
+    (tmp_path / "nets" / "__init__.py").write_text("from .blocks import *\n")
+    (tmp_path / "nets" / "blocks.py").write_text(
+        "from torch import nn\n\n\nclass Tagger(nn.Module):\n    def __init__(self, width, p):\n"
+        "        super().__init__()\n        self.body = nn.Sequential(nn.Linear(width, width), nn.Dropout(p))\n\n"
+        "    def forward(self, x):\n        return self.body(x)\n\n\ndef build_tagger(width=16, p=0.2):\n"
+        "    return Tagger(width, p)\n")
+    script = ("import torch\nfrom nets import *\n\n\ndef main(batches, held_out):\n    tagger = build_tagger()\n"
+              "    optimizer = torch.optim.SGD(tagger.parameters(), lr=0.1)\n"
+              "    for step, (x, y) in enumerate(batches):\n"
+              "        loss = torch.nn.functional.mse_loss(tagger(x), y)\n        optimizer.zero_grad()\n"
+              "        loss.backward()\n        optimizer.step()\n        if step % 50 == 0:\n"
+              "            with torch.no_grad():\n                print(tagger(held_out).mean().item())\n")
+    (tmp_path / "train.py").write_text(script)
+    files = ("train.py", "nets/__init__.py", "nets/blocks.py")
+    assert ("train.py", 15, "MDL001") in _found_in(tmp_path, *files)
+    (tmp_path / "train.py").write_text(script.replace("            with torch.no_grad():\n",
+                                                      "            tagger.eval()\n            with torch.no_grad():\n"))
+    assert not [f for f in _found_in(tmp_path, *files) if f[2] == "MDL001"]
+
+
+def test_grad_switch_of_a_torch_alias_brought_in_by_a_star_import(tmp_path: Path) -> None:
+    """`from common import *`, where common.py does `import torch as T`: `with T.set_grad_enabled(False):`
+    turns autograd off like torch's own (no MDL002 for the evaluation inside; without it, reported)."""
+    (tmp_path / "common.py").write_text("import torch as T\nfrom torch import nn\n")
+    script = ("import torch\nfrom common import *\n\n\ndef main(batches, held_out):\n"
+              "    net = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Dropout(0.1))\n"
+              "    optimizer = torch.optim.Adam(net.parameters())\n    for step, (x, y) in enumerate(batches):\n"
+              "        torch.nn.functional.mse_loss(net(x), y).backward()\n        optimizer.step()\n"
+              "        if step % 10 == 0:\n            net.eval()\n            with T.set_grad_enabled(False):\n"
+              "                print(net(held_out).mean().item())\n            net.train()\n")
+    (tmp_path / "train.py").write_text(script)
+    assert not [f for f in _found_in(tmp_path, "train.py", "common.py") if f[2] == "MDL002"]
+    (tmp_path / "train.py").write_text(script.replace("with T.set_grad_enabled(False):", "if True:"))
+    assert ("train.py", 14, "MDL002") in _found_in(tmp_path, "train.py", "common.py")

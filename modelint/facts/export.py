@@ -29,7 +29,8 @@ def remote(flow, site, kind: str) -> RemoteSite | None:
 def file_summary(flow) -> FileSummary:
     # An imported class matters when a model built from it is evaluated in training mode (the index may know
     # it is a pure MLP, which mode cannot change) or with autograd on (its `forward` may turn autograd off).
-    refs = set(flow.unresolved) | {
+    # (`from .models import *` re-exports what that module defines: `.models.*`, for the index)
+    refs = set(flow.unresolved) | {f"{module}.*" for module in flow.imports.star_modules} | {
         forward.mode.origin for function_flow in flow.flows for forward in function_flow.all_forwards()
         if forward.mode.origin and forward.mode.dependence is Dependence.UNKNOWN and (
             forward.mode.definitely_train or (not forward.grad_free and forward.intent in ("evaluation", "inference")))

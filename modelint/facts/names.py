@@ -220,11 +220,16 @@ class ImportTable:
         head, _, rest = text.partition(".")
         bound = self.bindings.get(head)
         if bound is None:
-            # `torch` used without an import (notebook cells, star imports) is still torch.
-            if head != "torch":
+            # `torch` used without an import (notebook cells, star imports) is still torch; so is whatever
+            # a star import brings in whose grad-mode switch is called (`T.set_grad_enabled(False)` after
+            # `from modules import *`, where modules did `import torch as T`).
+            if head != "torch" and not (self.star_modules and rest in _GRAD_MODE_SWITCHES):
                 return None
             bound = "torch"
         return f"{bound}.{rest}" if rest else bound
 
     def is_torch_name(self, qualified: str | None) -> bool:
         return qualified is not None and (qualified == "torch" or qualified.startswith("torch."))
+
+
+_GRAD_MODE_SWITCHES = frozenset({"no_grad", "enable_grad", "set_grad_enabled", "inference_mode"})
