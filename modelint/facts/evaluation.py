@@ -68,6 +68,9 @@ def _effective_mode(facts, forward) -> ModeFact:
                 return ModeFact(train_sites=frozenset({left[1]}))
         if found is not None:
             return found
+        left = facts.flow.left_by_the_script(forward.function, forward.key) if forward.via is None else None
+        if left is not None:
+            return left
     return mode
 
 

@@ -34,7 +34,9 @@ class FreeModels:
         another module without weights (`criterion = nn.CrossEntropyLoss()`): running it is no forward."""
         weightless: dict[str, bool] = {}
         for key, value, site in self.collector.call_assigns:
-            if site.function is None and site.cls is None and "." not in key:
+            # (also one a function binds for the module, `global model` then `model = Net()`: a loader)
+            if ((site.function is None and site.cls is None) or self._declared_global(site.function, key)) \
+                    and "." not in key:
                 construction = self.modules.module_expression(value)[0]
                 if construction is not None:
                     weightless[key] = weightless.get(key, True) and construction.parameterless
@@ -43,6 +45,11 @@ class FreeModels:
                     # then `optim.Adam(model.parameters())` or `model.eval()` in a function using it.
                     weightless.setdefault(key, False)
         return frozenset(key for key, none in weightless.items() if not none)
+
+    def _declared_global(self, function: FunctionInfo | None, name: str) -> bool:
+        """Does a top-level function declare `global name`: what it binds to `name` is the module's?"""
+        return function is not None and function.outer is None and function.cls is None \
+            and name in self.collector.declared_elsewhere.get(function, ())
 
     @cached_property
     def _used_as_modules_globally(self) -> frozenset[str]:
@@ -154,6 +161,7 @@ class FreeModels:
             if function is None:
                 continue
             head = (site.text or "").split(".")[0]
-            if head in models and head not in function.param_set and (function, head) not in bound:
+            if head in models and head not in function.param_set \
+                    and ((function, head) not in bound or self._declared_global(function, head)):
                 used.setdefault(function, set()).add(head)
         return {f: frozenset(names) for f, names in used.items()}
