@@ -279,8 +279,11 @@ def _follow_calls_across_files(results: list[FileResult], work, workers: int,
     index = ProjectIndex(summaries)
     # Helpers in files that were not asked for (pre-commit passes only changed files):
     # summarise them too, without reporting on them.
-    known = set(index.files)
+    # (a file read only for its imports, naming nothing of torch, may still hold the helper asked about:
+    # `do_eval(args, model, loader)` in a util.py that imports only `datasets`)
+    known = {path for path, summary in index.files.items() if not summary.syntax_only}
     extra: list[tuple[str, frozenset[str]]] = []
+    redone: set[str] = set()  # files summarised again as helpers
     for summary in summaries:
         for ref in summary.unresolved | summary.asked_classes:
             if index.resolve(ref, summary.path) is None and index.resolve_class(ref, summary.path) is None \
@@ -294,7 +297,9 @@ def _follow_calls_across_files(results: list[FileResult], work, workers: int,
         # is analysed all the same, for the class shapes other files asked about.
         helpers = _lint_all(extra, workers, index, cache_dir=cache_dir)
         stats.count(helpers)
-        summaries += [r.summary for r in helpers if r.summary is not None]
+        helper_summaries = [r.summary for r in helpers if r.summary is not None]
+        redone = {os.path.abspath(summary.path) for summary in helper_summaries}
+        summaries = [s for s in summaries if os.path.abspath(s.path) not in redone] + helper_summaries
         index = ProjectIndex(summaries)
     if not any(s.functions or s.classes or s.shapes for s in summaries):
         return results, index  # nothing anywhere that another file could use
@@ -309,7 +314,7 @@ def _follow_calls_across_files(results: list[FileResult], work, workers: int,
     }
     if not again:
         return results, index
-    helpers_only = summaries[len([r for r in results if r.summary is not None]):]
+    helpers_only = [summary for summary in summaries if os.path.abspath(summary.path) in redone]
     salts: dict[str, bytes] = {}
     for _round in range(_MOST_ROUNDS):
         # A file analysed again may say more of its helpers (a factory returning a class of a third file, which
@@ -331,7 +336,8 @@ def _follow_calls_across_files(results: list[FileResult], work, workers: int,
                                          asked_classes=first.asked_classes | result.summary.asked_classes)
         fresh = {os.path.abspath(r.path): r for r in again_results}
         results = [fresh.get(os.path.abspath(r.path), r) for r in results]
-        index = ProjectIndex([r.summary for r in results if r.summary is not None] + helpers_only)
+        index = ProjectIndex([r.summary for r in results if r.summary is not None
+                              and os.path.abspath(r.path) not in redone] + helpers_only)
     return results, index
 
 

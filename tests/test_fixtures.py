@@ -482,3 +482,20 @@ def test_grad_switch_of_a_torch_alias_brought_in_by_a_star_import(tmp_path: Path
     assert not [f for f in _found_in(tmp_path, "train.py", "common.py") if f[2] == "MDL002"]
     (tmp_path / "train.py").write_text(script.replace("with T.set_grad_enabled(False):", "if True:"))
     assert ("train.py", 14, "MDL002") in _found_in(tmp_path, "train.py", "common.py")
+
+
+def test_helper_in_a_file_that_never_names_torch_meets_its_caller(tmp_path: Path) -> None:
+    """metrics.py imports only `datasets` (no torch): it is read for its imports first, then analysed as the
+    helper the training script calls mid-epoch with the model in training mode (reported there)."""
+    (tmp_path / "metrics.py").write_text(
+        "from datasets import load_metric\n\n\ndef evaluate_glue(task, model, loader):\n"
+        "    metric = load_metric(\"glue\", task)\n    for batch in loader:\n        outputs = model(**batch)\n"
+        "        metric.add_batch(predictions=outputs.logits.argmax(dim=-1), references=batch[\"labels\"])\n"
+        "    return metric.compute()\n")
+    (tmp_path / "train.py").write_text(
+        "import torch\nfrom metrics import evaluate_glue\n\n\ndef main(model, optimizer, train_loader, dev_loader):\n"
+        "    for epoch in range(3):\n        model.train()\n        for step, batch in enumerate(train_loader):\n"
+        "            model(**batch).loss.backward()\n            optimizer.step()\n            optimizer.zero_grad()\n"
+        "            if step % 500 == 0:\n                print(evaluate_glue(\"mrpc\", model, dev_loader))\n")
+    found = _found_in(tmp_path, "train.py", "metrics.py")
+    assert ("metrics.py", 7, "MDL001") in found
