@@ -58,6 +58,7 @@ class Finding:
     unless_called: str | None = None  # dropped when another file calls this function (see Report)
     method_callers_unseen: str | None = None  # (see Report)
     method_callers_switch: str | None = None  # (see Report)
+    held_from_creators: tuple | None = None  # (see Report)
 
     @property
     def sort_key(self) -> tuple:

@@ -61,6 +61,10 @@ class Report:
     # A module's own inference method whose class never calls `self.eval()`: the runner drops the report when
     # the run's other files call a method of this name only after putting its receiver in eval mode.
     method_callers_switch: str | None = None
+    # A model its class's creators hand to the constructor (`self.model = model`): (the classes, the parameter,
+    # its position). The runner drops the report when every creator in the run's other files hands a model
+    # without Dropout or BatchNorm there.
+    held_from_creators: tuple | None = None
 
 
 def evidence(sites, message: str, limit: int = 1) -> dict:

@@ -260,6 +260,32 @@ def _drop_guesses_about_callers(results: list[FileResult], index: ProjectIndex) 
                                 or not index.method_called_only_in_eval(f.method_callers_switch, f.path))]
 
 
+def _drop_models_without_mode_layers(results: list[FileResult], index: ProjectIndex) -> None:
+    """A finding about the model a class's creators hand to its constructor goes when the run's other files
+    build that class, and every one of them hands there a model whose mode changes nothing (no Dropout, no
+    BatchNorm): what this file could not see."""
+    marked = [f for r in results for f in r.findings if f.held_from_creators is not None]
+    if not marked:
+        return
+    handed: dict[tuple[str, str], list[dict]] = {}  # (defining file, class) -> the slots of each construction
+    for path, summary in index.files.items():
+        for reference, slots in summary.handed_models.items():
+            found = index.resolve_shape(reference, path)
+            if found is not None and os.path.abspath(found[1]) != path:
+                handed.setdefault((os.path.abspath(found[1]), reference.rpartition(".")[2]), []).append(slots)
+    if not handed:
+        return
+
+    def without_mode_layers(finding: Finding) -> bool:
+        classes, param, position = finding.held_from_creators
+        constructions = [slots for cls in classes for slots in handed.get((os.path.abspath(finding.path), cls), ())]
+        passed = [slots.get(param, slots.get(str(position))) for slots in constructions]
+        return bool(passed) and all(value == 0 for value in passed)  # (0: Dependence.INDEPENDENT)
+
+    for result in results:
+        result.findings = [f for f in result.findings if f.held_from_creators is None or not without_mode_layers(f)]
+
+
 _MOST_ROUNDS = 3  # analyses of a file with what other files' helpers do
 
 
@@ -484,6 +510,7 @@ def run_paths(paths: list[str], resolver: ConfigResolver, overrides: Overrides, 
         run.cache.folder = os.path.join(cache_dir, engine_fingerprint())
     results, run.index = _follow_calls_across_files(results, work, workers, cache_dir, run.cache)
     _drop_guesses_about_callers(results, run.index)
+    _drop_models_without_mode_layers(results, run.index)
     _attach_foreign(results)
     _resolve_pending_positions(results)
     _drop_repeats(results)

@@ -161,6 +161,9 @@ class FileSummary:
     # The same calls: name -> True when every one comes after the function put the receiver (or an object
     # holding it) in eval mode (`model.eval()`, then `model.encoder.get_embeddings(loader)`).
     method_calls_in_eval: dict[str, bool] = field(default_factory=dict)
+    # Callables imported from other files (as imported) handed a model here: argument slot (position or
+    # keyword) -> Dependence value of the models handed there (see ModeFlow.handed_models).
+    handed_models: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 def module_keys(path: str) -> list[str]:

@@ -107,7 +107,7 @@ class MissingEvalMode(Rule):
                           or self._own_evaluation(facts, forward)
                           or self._handed_to_a_wrapper(facts, forward))
                 if report is not None:
-                    yield report
+                    yield _with_creators(facts, forward, report)
 
     def _unseen_callers(self, facts: FileFacts, forward, trains_here: bool) -> Report | None:
         """A helper that evaluates a model its caller passes, batch after batch, sets no mode at all, and
@@ -299,6 +299,14 @@ class MissingEvalMode(Rule):
                    f"inside it")
         caller_note = f"{caller} calls `{callee}()` with `{key}` in training mode"
         return helper_report(facts, forward, message, caller_note, proof)
+
+
+def _with_creators(facts: FileFacts, forward, report: Report) -> Report:
+    """The report, marked for the runner when the model is the one the class's creators hand in."""
+    if report.elsewhere is not None or report.held_from_creators is not None:
+        return report
+    held = facts.flow.objects.creators_argument(forward.function, forward.key)
+    return replace(report, held_from_creators=held) if held is not None else report
 
 
 def _insert_eval(facts: FileFacts, forward, site, trains_here: bool) -> NodeFix | None:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from dataclasses import replace
+
 import os
 from typing import Iterator
 
@@ -111,6 +113,7 @@ class TrainingInEvalMode(Rule):
                         continue
                     yield Report(step.call, _message(key, fact), stmt=site.site.stmt if site else None,
                                  fix=_train_at_loop_top(site, key),
+                                 held_from_creators=facts.flow.objects.creators_argument(flow.function, key),
                                  **evidence(fact.eval_sites, f"`{key}` is put in eval mode here"))
                     break
                 else:
@@ -128,7 +131,11 @@ class TrainingInEvalMode(Rule):
                 caller = f"{step.function.name}()" if step.function is not None else "the module-level script"
                 note = f"{caller} calls `{step.callee.qualname}()` here with `{key}` possibly in eval mode"
                 proof = evidence(fact.eval_sites, f"`{key}` is put in eval mode here")
-                yield helper_report(facts, step, _message(key, fact), note, proof)
+                report = helper_report(facts, step, _message(key, fact), note, proof)
+                if report is not None and report.elsewhere is None:
+                    report = replace(report, held_from_creators=facts.flow.objects.creators_argument(flow.function, key))
+                if report is not None:
+                    yield report
 
     @staticmethod
     def _left_by_another_method(facts: FileFacts, flow, step, trained: set[str]) -> Report | None:

@@ -499,3 +499,20 @@ def test_helper_in_a_file_that_never_names_torch_meets_its_caller(tmp_path: Path
         "            if step % 500 == 0:\n                print(evaluate_glue(\"mrpc\", model, dev_loader))\n")
     found = _found_in(tmp_path, "train.py", "metrics.py")
     assert ("metrics.py", 7, "MDL001") in found
+
+
+def test_trainer_class_whose_creators_hand_only_models_without_mode_layers(tmp_path: Path) -> None:
+    """learner.py stores the model its creator hands in and validates it without eval(): reported while the
+    script in another file hands it a network with BatchNorm, not once every creator hands a plain MLP."""
+    learner = FIXTURES / "MDL001_missing_eval_mode" / "bug_template_learner_validates_the_model_its_caller_hands_in.py"
+    (tmp_path / "learner.py").write_text(learner.read_text(encoding="utf-8"))
+    script = ("import torch\nfrom torch import nn\n\nfrom learner import ClassifierLearner\n\n\n"
+              "def main(train_loader, val_loader):\n"
+              "    net = nn.Sequential(nn.Linear(20, 64), nn.BatchNorm1d(64), nn.ReLU(), nn.Linear(64, 3))\n"
+              "    optimizer = torch.optim.SGD(net.parameters(), lr=0.01)\n"
+              "    learner = ClassifierLearner(net, optimizer, nn.CrossEntropyLoss(), train_loader, val_loader)\n"
+              "    learner.fit(epochs=10)\n")
+    (tmp_path / "run.py").write_text(script)
+    assert ("learner.py", 51, "MDL001") in _found_in(tmp_path, "learner.py", "run.py")
+    (tmp_path / "run.py").write_text(script.replace("nn.BatchNorm1d(64), ", ""))
+    assert not [f for f in _found_in(tmp_path, "learner.py", "run.py") if f[2] == "MDL001"]

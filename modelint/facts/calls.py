@@ -70,6 +70,8 @@ class CallEffects(FollowedNames, SummaryEffects, ModeContexts, TrainingSteps):
         for override in flow.overriders(call, self.out.function):  # a template method calling its hook
             if override != local:
                 flow.record_call_site(override, call, self.out.function, state)
+        if local is None and call.args:
+            self._record_handed_models(call, state)
         key = value_key(func)
         steps = local is None and self._updates_with(call, state)
         if steps:
@@ -157,6 +159,23 @@ class CallEffects(FollowedNames, SummaryEffects, ModeContexts, TrainingSteps):
         if flow.last_unresolved is not None and any(
                 level != DETACHED for arg in call.args for _token, level in self.uses.expression(arg.value, state.values)):
             flow.unresolved.add(flow.last_unresolved)  # (or whether it back-propagates the loss it is handed)
+
+    def _record_handed_models(self, call: cst.Call, state: State) -> None:
+        """A callable of another file of the project handed a model (`ClassifierLearner(model=net, ...)`):
+        what each argument slot gets, for the file that stores it (modelint.runner: a trainer class whose
+        every creator hands a model without Dropout or BatchNorm)."""
+        qualified = self.flow.imports.qualify(call.func)
+        if qualified is None or self.flow.imports.is_torch_name(qualified):
+            return
+        for position, arg in enumerate(call.args):
+            if arg.star:
+                return  # (`*args`: the positions after it are unknown)
+            key = value_key(arg.value)
+            if key is None or not state.tracks(key := state.canonical(key)):
+                continue
+            slot = arg.keyword.value if arg.keyword is not None else str(position)
+            slots = self.flow.handed_models.setdefault(qualified, {})
+            slots[slot] = max(slots.get(slot, 0), int(state.fact(key).dependence))
 
     def _may_switch_mode(self, call: cst.Call) -> bool:
         """May a call we cannot see into change the mode of a model it is given?

@@ -61,6 +61,9 @@ class ModeFlow(CallGraph, Optimizers, CallResolution):
         self._closures_in: dict[FunctionInfo, list[FunctionFlow]] = {}
         self.summaries: dict[str, FunctionSummary] = {}
         self.unresolved: set[str] = set()
+        # Callables of other files handed a model here (`Learner(model=net)`): name as imported -> argument
+        # slot (position or keyword) -> how much the models handed there depend on the mode (the join).
+        self.handed_models: dict[str, dict[str, int]] = {}
         self.last_unresolved: str | None = None
         # Calls of this file's own functions: qualname -> {call: (caller, grad there, models' modes there)}.
         self.call_sites: dict[str, dict[cst.Call, tuple]] = {}
@@ -142,6 +145,7 @@ class ModeFlow(CallGraph, Optimizers, CallResolution):
         for _ in range(self.MAX_ROUNDS):
             self.call_sites = {}
             self.unresolved = set()
+            self.handed_models = {}
             self.flows = []
             self._training_functions = set()
             self._closures_in = {}

@@ -162,6 +162,30 @@ class ObjectModes(ObjectExits):
             known[key] = max(known.get(key, dependence), dependence)
         return out
 
+    def creators_argument(self, function, key: str) -> tuple | None:
+        """`self.model` that every assignment sets to a constructor parameter as it is (`def __init__(self,
+        model): self.model = model`), in a class this file never builds: (the classes whose instances run
+        `function`, that parameter, its position after `self`), for the runner to ask what the creators in
+        other files hand there. None when this file knows the model (`attribute_dependence`)."""
+        if function is None or function.cls is None or not key.startswith("self.") or key.count(".") != 1 \
+                or self.attribute_dependence(function, key) is not Dependence.UNKNOWN:
+            return None
+        stored = self.flow.modules.names.stored_parameters
+        for name in self.flow.class_and_bases(function.cls.name):
+            params = next((p for (c, k), p in stored.items() if k == key and c.name == name), None)
+            if params is None:
+                continue
+            if len(params) != 1:
+                return None
+            init, param = params[0]
+            node = init.node.params
+            positional = [p.name.value for p in (*node.posonly_params, *node.params)][1:]  # (after `self`)
+            position = positional.index(param) if param in positional else -1
+            classes = tuple(sorted(c for c in self.flow.modules.classes
+                                   if function.cls.name in self.flow.class_and_bases(c)))
+            return classes, param, position
+        return None
+
     @cached_property
     def constructor_stores(self) -> dict[str, tuple]:
         """Plain class of the file -> (its `__init__`, {parameter: `self.<attr>`}) for attributes that every
