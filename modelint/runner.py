@@ -323,7 +323,11 @@ def _follow_calls_across_files(results: list[FileResult], work, workers: int,
         # is analysed all the same, for the class shapes other files asked about.
         helpers = _lint_all(extra, workers, index, cache_dir=cache_dir)
         stats.count(helpers)
-        helper_summaries = [r.summary for r in helpers if r.summary is not None]
+        # (what a file read only for its imports imports stays recorded: a package's `__init__` re-exports it)
+        first = {os.path.abspath(summary.path): summary for summary in summaries}
+        helper_summaries = [replace(r.summary, unresolved=r.summary.unresolved | first[path].unresolved)
+                            if (path := os.path.abspath(r.path)) in first else r.summary
+                            for r in helpers if r.summary is not None]
         redone = {os.path.abspath(summary.path) for summary in helper_summaries}
         summaries = [s for s in summaries if os.path.abspath(s.path) not in redone] + helper_summaries
         index = ProjectIndex(summaries)

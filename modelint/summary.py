@@ -120,8 +120,9 @@ class ClassShape:
     defines: frozenset[str]  # methods and class attributes of its own body
     builds_modules: bool = False  # constructs layers itself (so it is no single leaf layer)
     switches: frozenset[str] = frozenset()  # `self.<attr>` whose mode its methods set (`self.model.eval()`)
-    # (name, under no_grad) for each call of a method on `self` in its methods: a template's hooks
-    hook_calls: frozenset[tuple[str, bool]] = frozenset()
+    # (name, under no_grad, after an eval() of `self` or a part) for each call of a method on `self` in its
+    # methods: a template's hooks
+    hook_calls: frozenset[tuple[str, bool, bool]] = frozenset()
 
 
 @dataclass
@@ -259,22 +260,29 @@ class ProjectIndex:
         module, _, name = reference.rpartition(".")
         if not module:
             return None
-        for found in self._candidates(module, from_path):
-            onward = self._imported_names(found).get(name) or self._star_exported(found, name)
+        candidates = self._candidates(module, from_path)
+        # An import of that name first, then `from .models import *` of a module that defines it, then (a
+        # chain of star imports) the first star import of the only candidate.
+        for found in candidates:
+            onward = self._imported_names(found).get(name)
+            if onward is not None and onward != reference:
+                return onward, found.path
+        for found in candidates:
+            onward = self._star_exported(found, name, defined_only=len(candidates) > 1)
             if onward is not None and onward != reference:
                 return onward, found.path
         return None
 
-    def _star_exported(self, summary: FileSummary, name: str) -> str | None:
+    def _star_exported(self, summary: FileSummary, name: str, defined_only: bool) -> str | None:
         """`from .models import *` in a package's `__init__`: `.models.<name>`, from the star-imported module
-        that defines the name (the first one, when none of them is in the index)."""
+        that defines the name (else the first one, unless `defined_only`)."""
         stars = [ref[:-1] + name for ref in sorted(summary.unresolved) if ref.endswith(".*")]
         for onward in stars:
             module = onward.rpartition(".")[0]
             if any(name in found.functions or name in found.classes or name in found.shapes
                    or name in found.plain_functions for found in self._candidates(module, summary.path)):
                 return onward
-        return stars[0] if stars else None
+        return stars[0] if stars and not defined_only else None
 
     def _imported_names(self, summary: FileSummary) -> dict[str, str]:
         """Last name -> the import it comes from, for a file's recorded imports (once per file)."""

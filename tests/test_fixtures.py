@@ -516,3 +516,46 @@ def test_trainer_class_whose_creators_hand_only_models_without_mode_layers(tmp_p
     assert ("learner.py", 51, "MDL001") in _found_in(tmp_path, "learner.py", "run.py")
     (tmp_path / "run.py").write_text(script.replace("nn.BatchNorm1d(64), ", ""))
     assert not [f for f in _found_in(tmp_path, "learner.py", "run.py") if f[2] == "MDL001"]
+
+
+def test_named_re_export_wins_over_another_package_of_that_name_star_importing(tmp_path: Path) -> None:
+    """Two packages called `model`: tts/model re-exports `Synth` by name (its forward is `@torch.no_grad()`),
+    avc/model only star-imports a module of its own. `from model import Synth` in tts/infer.py is tts's
+    class: its forward records no graph (no MDL002)."""
+    for folder in ("tts/model", "avc/model"):
+        (tmp_path / folder).mkdir(parents=True)
+    (tmp_path / "tts/model/__init__.py").write_text("from .synth import Synth\n")
+    (tmp_path / "tts/model/synth.py").write_text(
+        "import torch\nfrom torch import nn\n\n\nclass Synth(nn.Module):\n    def __init__(self):\n"
+        "        super().__init__()\n        self.body = nn.Sequential(nn.Linear(8, 8), nn.Dropout(0.1))\n\n"
+        "    @torch.no_grad()\n    def forward(self, x):\n        return self.body(x)\n")
+    (tmp_path / "avc/model/__init__.py").write_text("from .convert import *\n")
+    (tmp_path / "avc/model/convert.py").write_text(
+        "from torch import nn\n\n\nclass Converter(nn.Module):\n    def forward(self, x):\n        return x\n")
+    (tmp_path / "tts/infer.py").write_text(
+        "import torch\nfrom model import Synth\n\nsynth = Synth()\nsynth.load_state_dict(torch.load('synth.pt'))\n"
+        "synth.eval()\nmel = synth.forward(torch.randn(1, 8))\nprint(mel.numpy())\n")
+    files = ("avc/model/__init__.py", "avc/model/convert.py", "tts/model/__init__.py", "tts/model/synth.py",
+             "tts/infer.py")
+    assert not [f for f in _found_in(tmp_path, *files) if f[2] == "MDL002"]
+
+
+def test_hook_run_by_a_base_elsewhere_that_sets_modes_itself(tmp_path: Path) -> None:
+    """base.py's template puts the learner in eval mode (`self.eval()`, which switches `self._network`) before
+    calling the `_eval_task` hook; the subclass in learner.py builds its network and evaluates it there
+    without eval(): no MDL001 (the base chooses the mode). Without the base's switch, reported."""
+    base = ("import abc\n\n\nclass Learner(abc.ABC):\n    def eval_task(self, loader):\n        self.eval()\n"
+            "        return self._eval_task(loader)\n\n    def train_task(self, loader):\n        self.train()\n"
+            "        self._train_task(loader)\n\n    def eval(self):\n        self._network.eval()\n\n"
+            "    def train(self):\n        self._network.train()\n")
+    (tmp_path / "base.py").write_text(base)
+    (tmp_path / "learner.py").write_text(
+        "import torch\nfrom torch import nn\n\nfrom base import Learner\n\n\nclass Classifier(Learner):\n"
+        "    def __init__(self):\n        self._network = nn.Sequential(nn.Linear(8, 8), nn.BatchNorm1d(8))\n\n"
+        "    def _eval_task(self, loader):\n        with torch.no_grad():\n"
+        "            return [self._network(x).argmax(1).cpu().numpy() for x in loader]\n")
+    assert not [f for f in _found_in(tmp_path, "base.py", "learner.py") if f[2] == "MDL001"]
+    (tmp_path / "base.py").write_text(base.replace("        self._network.eval()\n", "        pass\n")
+                                      .replace("        self._network.train()\n", "        pass\n")
+                                      .replace("        self.eval()\n", "").replace("        self.train()\n", ""))
+    assert ("learner.py", 13, "MDL001") in _found_in(tmp_path, "base.py", "learner.py")

@@ -77,8 +77,20 @@ def grad_of_calls_by_bases(flow, function) -> bool | None:
     if function is None or function.cls is None or function.outer is not None:
         return None
     shapes = base_shapes_elsewhere(flow, function.cls)
-    calls = [free for shape in shapes or () for name, free in shape.hook_calls if name == function.name]
+    calls = [free for shape in shapes or () for name, free, _evaluated in shape.hook_calls if name == function.name]
     return all(calls) if calls else None
+
+
+def called_by_bases_that_switch_modes(flow, function) -> bool:
+    """Do bases defined elsewhere call this method on `self`, and do their methods set modes themselves
+    (`eval_task()`: `self.eval()`, then `self._eval_task(loader)`; `after_task()` reaching it through
+    another hook)? Then the mode it runs in is theirs to choose: nothing this file shows."""
+    if function is None or function.cls is None or function.outer is not None:
+        return False
+    shapes = base_shapes_elsewhere(flow, function.cls) or ()
+    called = any(name == function.name for shape in shapes for name, _free, _evaluated in shape.hook_calls)
+    return called and any(shape.switches or any(evaluated for _n, _f, evaluated in shape.hook_calls)
+                          for shape in shapes)
 
 
 def _text(base) -> str:

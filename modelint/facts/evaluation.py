@@ -17,6 +17,7 @@ from dataclasses import replace
 import libcst as cst
 
 from modelint.facts import torch_api as api
+from modelint.facts.base_shapes import called_by_bases_that_switch_modes
 from modelint.facts.lattice import ENTRY_MODE, GradFact, ModeFact, is_train_site
 from modelint.facts.modules import Dependence
 from modelint.facts.names import dotted, value_key
@@ -53,6 +54,9 @@ def _effective_mode(facts, forward) -> ModeFact:
         # loop may not run: then it is the mode the model came in, which a function that trains it expects
         # to be training mode).
         return replace(mode, entry=False)
+    if mode == ENTRY_MODE and forward.via is None and not facts.flow.has_callers(forward.function) \
+            and called_by_bases_that_switch_modes(facts.flow, forward.function):
+        return mode  # a template's hook, which its base elsewhere runs in the modes it sets (`self.eval()`)
     if mode == ENTRY_MODE:
         objects = facts.flow.objects
         found = objects.at_entry(forward.function, forward.key)
