@@ -86,6 +86,8 @@ class FunctionSummary:
     forwards: list[ForwardUse] = field(default_factory=list)
     steps: list[StepUse] = field(default_factory=list)
     returns: ReturnFact | None = None
+    # A factory returning a tuple (`return model, optimizer`): what each position holds (None: no module we know).
+    returns_items: tuple = ()
     is_method: bool = False
     trains: bool = False  # it runs a training step itself or through helpers (backward/optimizer.step)
     globals: list[str] = field(default_factory=list)  # module-level models it uses, bound by name at calls
@@ -104,7 +106,8 @@ class FunctionSummary:
 
     @property
     def trivial(self) -> bool:
-        return not self.effects and not self.forwards and not self.steps and self.returns is None
+        return not self.effects and not self.forwards and not self.steps and self.returns is None \
+            and not self.returns_items
 
 
 @dataclass(frozen=True)

@@ -60,6 +60,20 @@ class Bindings:
                 self.bind(element.value, bound.value, origins, state)
             return
         key = value_key(target)
+        unpacked = self.flow.provenance.unpacked(value, self.out.function) \
+            if key is None and type(target) in (cst.Tuple, cst.List) else None
+        if unpacked is not None and len(unpacked) == len(target.elements) \
+                and not any(type(e) is cst.StarredElement for e in target.elements):
+            # `model, optimizer = get_model()`: each name holds what the factory returns at its position
+            for element, fact in zip(target.elements, unpacked):
+                inner = value_key(element.value)
+                if inner is not None:
+                    self.forget(state, inner)
+                    self._taint(state, inner)
+                    self._derive(state, element.value, origins)
+                    if fact is not None and type(element.value) is cst.Name:
+                        state.models[inner] = fact
+            return
         if key is None:
             for element in flatten(target):
                 inner = dotted(element)

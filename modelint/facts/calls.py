@@ -260,6 +260,7 @@ class CallEffects(FollowedNames, SummaryEffects, ModeContexts, TrainingSteps):
 
     def returned_value(self, value: cst.BaseExpression | None, state: State) -> None:
         """`return model` / `return Net()`: what a factory hands its caller."""
+        self._returned_items(value, state)
         if value is None:
             return
         key = receiver_key(value, self.flow.imports)
@@ -278,6 +279,31 @@ class CallEffects(FollowedNames, SummaryEffects, ModeContexts, TrainingSteps):
         if fact.origin and not fact.certain and self.flow.index is None:
             self.flow.unresolved.add(fact.origin)  # (`return GIN(...)`: the index may say it is a module)
         self.out.returned = fact if self.out.returned is None else self.out.returned.join(fact)
+
+    def _returned_items(self, value: cst.BaseExpression | None, state: State) -> None:
+        """`return model, optimizer`: the module each position holds, joined with the other returns."""
+        if self.out.returned_items == "":
+            return
+        if type(value) not in (cst.Tuple, cst.List) or any(type(e) is cst.StarredElement for e in value.elements):
+            self.out.returned_items = ""
+            return
+        items = [self._module_value(element.value, state) for element in value.elements]
+        seen = self.out.returned_items
+        if seen is None:
+            self.out.returned_items = items
+        elif len(seen) != len(items):
+            self.out.returned_items = ""
+        else:
+            self.out.returned_items = [a.join(b) if a is not None and b is not None else None
+                                       for a, b in zip(seen, items)]
+
+    def _module_value(self, value: cst.BaseExpression, state: State) -> ModeFact | None:
+        """The module an expression is here (a model it tracks, or one built right there), if any."""
+        key = receiver_key(value, self.flow.imports)
+        if key is not None and state.tracks(state.canonical(key)):
+            return state.fact(state.canonical(key))
+        bound = self.flow.provenance.bound_value(value, state, lambda k: False, self.out.function)
+        return bound.fact if isinstance(bound, Fresh) else None
 
     def _ask_about_built(self, key: str | None) -> None:
         """`model = GIN(...)` of another file, not followed here, then `return model`: first pass only, the

@@ -129,8 +129,11 @@ def _export(flow, summary: FunctionSummary) -> FunctionSummary | None:
     if returns is not None and returns.mode is None and not returns.certain:
         returns = None  # "something, in some mode, maybe a module": what a caller assumes of any call
     backprops = [p for p in summary.backprops if not _of_the_object(p)]
+    items = tuple(_exported_return(flow, item) if item is not None and (item.mode is not None or item.certain)
+                  else None for item in summary.returns_items)
+    items = items if any(item is not None for item in items) else ()
     if all(v == "unknown" for v in effects.values()) and not forwards and not steps and not backprops \
-            and returns is None and summary.context_mode is None and summary.context_grad is None:
+            and returns is None and not items and summary.context_mode is None and summary.context_grad is None:
         return None  # callers already assume the worst of a helper they cannot see
     out = FunctionSummary(summary.qualname, flow.path, summary.params, effects, is_method=summary.is_method,
                           trains=summary.trains, context_mode=summary.context_mode,
@@ -153,9 +156,13 @@ def _export(flow, summary: FunctionSummary) -> FunctionSummary | None:
         if ordinal >= 0:
             out.steps.append(StepUse(use.param, use.path, ordinal))
     if returns is not None:
-        returned = returns
-        site = remote(flow, returned.site, _site_kind(returned.mode or "train", returned.site)) \
-            if returned.site is not None else None
-        out.returns = ReturnFact(returned.mode, returned.dependence, returned.certain, site,
-                                 parameterless=returned.parameterless, param=returned.param)
+        out.returns = _exported_return(flow, returns)
+    out.returns_items = items
     return out
+
+
+def _exported_return(flow, returned: ReturnFact) -> ReturnFact:
+    site = remote(flow, returned.site, _site_kind(returned.mode or "train", returned.site)) \
+        if returned.site is not None else None
+    return ReturnFact(returned.mode, returned.dependence, returned.certain, site,
+                      parameterless=returned.parameterless, param=returned.param)

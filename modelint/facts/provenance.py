@@ -138,16 +138,31 @@ class Provenance:
             if isinstance(bound, Fresh):  # `load_checkpoint(path, Encoder())`
                 return bound.fact
             return state.fact(bound.key) if isinstance(bound, Same) else None
-        site = returned.site if returned.site is not None else call
-        if returned.mode == "eval":
-            train, evaluation = frozenset(), frozenset({site})
-        elif returned.mode == "train":
-            train, evaluation = frozenset({site}), frozenset()
-        else:
-            return ModeFact(havoc=True, dependence=Dependence(returned.dependence), certain=returned.certain,
-                            parameterless=returned.parameterless)
-        return ModeFact(train_sites=train, eval_sites=evaluation, dependence=Dependence(returned.dependence),
-                        certain=returned.certain, parameterless=returned.parameterless)
+        return _handed_back(returned, call)
+
+    def unpacked(self, call: cst.Call, enclosing) -> list | None:
+        """`model, optimizer = get_model()`: the module each position of the tuple a factory returns holds
+        (None where it holds none we know), from its summary."""
+        if type(call) is not cst.Call:
+            return None
+        summary, _receiver = self.flow.resolve(call, enclosing)
+        if summary is None or not summary.returns_items:
+            return None
+        return [_handed_back(item, call) if item is not None else None for item in summary.returns_items]
+
+
+def _handed_back(returned, call: cst.Call) -> ModeFact:
+    """The module a call of a factory hands back, as its summary's ReturnFact says."""
+    site = returned.site if returned.site is not None else call
+    if returned.mode == "eval":
+        train, evaluation = frozenset(), frozenset({site})
+    elif returned.mode == "train":
+        train, evaluation = frozenset({site}), frozenset()
+    else:
+        return ModeFact(havoc=True, dependence=Dependence(returned.dependence), certain=returned.certain,
+                        parameterless=returned.parameterless)
+    return ModeFact(train_sites=train, eval_sites=evaluation, dependence=Dependence(returned.dependence),
+                    certain=returned.certain, parameterless=returned.parameterless)
 
 
 def returned_argument(call: cst.Call, summary) -> cst.BaseExpression | None:

@@ -91,17 +91,26 @@ def summarise(flow, function_flow, globals_: frozenset[str], closures=()) -> Fun
     returned = function_flow.returned
     if function_flow.returned_param:
         summary.returns = ReturnFact(None, 1, False, param=function_flow.returned_param)
-    elif returned is not None and (returned.certain or returned.origin is None):
-        mode = "train" if returned.definitely_train else "eval" if returned.definitely_eval else None
-        site = first_site(returned.eval_sites if mode == "eval" else returned.train_sites)
-        summary.returns = ReturnFact(mode, int(returned.dependence), returned.certain, site,
-                                     parameterless=returned.parameterless)
+    elif returned is not None:
+        summary.returns = _return_fact(returned)
+    items = function_flow.returned_items
+    if items and any(item is not None for item in items):
+        summary.returns_items = tuple(_return_fact(item) if item is not None else None for item in items)
     summary.context_mode, summary.context_grad = _context_effects(flow, function)
     summary.backprops = [p for p in params if "train" in function_flow.uses.get(("param", p), ())]
     summary.evaluates = [p for p in params if _only_evaluated(function_flow.uses.get(("param", p), ()))]
     summary.hands_on = sorted(flow.handed_on(function))
     summary.transforms = sorted(flow.handed_to_functions(function))
     return summary
+
+
+def _return_fact(returned) -> ReturnFact | None:
+    """What a factory hands back, for its callers: the mode it surely left the module in, and its kind."""
+    if not (returned.certain or returned.origin is None):
+        return None
+    mode = "train" if returned.definitely_train else "eval" if returned.definitely_eval else None
+    site = first_site(returned.eval_sites if mode == "eval" else returned.train_sites)
+    return ReturnFact(mode, int(returned.dependence), returned.certain, site, parameterless=returned.parameterless)
 
 
 def _effects(flow, exit_state, caller_owned) -> tuple[dict, dict]:
