@@ -139,7 +139,8 @@ def phase_parameter(function) -> tuple[str, tuple] | None:
         if type(node) is cst.If:
             name = _flag(node.test, params)
             if name is not None and any(_mode_relevant(branch) for branch in (node.body, node.orelse) if branch):
-                return name, (True, False)
+                # (`if optimizer:` of an `optimizer=None`: given or None, so that `optimizer is None` decides too)
+                return name, ((GIVEN, OMITTED) if defaults_to_none(function, name) else (True, False))
         elif type(node) is cst.Call and node.args and type(node.args[0].value) is cst.Name \
                 and node.args[0].value.value in params and len(node.args) == 1:
             func = node.func
