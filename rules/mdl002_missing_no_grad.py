@@ -348,9 +348,10 @@ def _library_generate(facts: FileFacts, forward) -> bool:
     """`model.generate(...)` of a class this file does not define: Hugging Face's `generate()` is
     decorated with `torch.no_grad()` itself (its mode still matters: MDL001 applies)."""
     via = forward.via
-    call = forward.call if via is None or via.intent == "returned" else via.node
-    if type(call) is not cst.Call or type(call.func) is not cst.Attribute \
-            or call.func.attr.value != "generate":
+    # (the call here, or the helper's own call of the model, whatever the helper does with the output)
+    calls = (forward.call,) if via is None else (forward.call, via.node)
+    if not any(type(call) is cst.Call and type(call.func) is cst.Attribute and call.func.attr.value == "generate"
+               for call in calls):
         return False
     return not any(function.name == "generate" and function.cls is not None
                    for function in facts.collector.functions)

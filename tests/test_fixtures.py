@@ -559,3 +559,19 @@ def test_hook_run_by_a_base_elsewhere_that_sets_modes_itself(tmp_path: Path) -> 
                                       .replace("        self._network.train()\n", "        pass\n")
                                       .replace("        self.eval()\n", "").replace("        self.train()\n", ""))
     assert ("learner.py", 13, "MDL001") in _found_in(tmp_path, "base.py", "learner.py")
+
+
+def test_explicit_forward_of_a_plain_class_of_another_file(tmp_path: Path) -> None:
+    """`priorbox.forward()` on a `PriorBox(object)` of the project (anchor boxes, no module) is no model's
+    forward: no MDL001 after `PriorBox(cfg)`."""
+    (tmp_path / "anchors").mkdir()
+    (tmp_path / "anchors" / "__init__.py").write_text("from .prior_box import PriorBox\n")
+    prior_box = ("import torch\nfrom torch import nn\n\n\nclass PriorBox(object):\n    def __init__(self, cfg):\n"
+                 "        self.sizes = cfg['sizes']\n\n    def forward(self):\n"
+                 "        return torch.tensor(self.sizes).clamp(max=1.0)\n")
+    (tmp_path / "anchors" / "prior_box.py").write_text(prior_box)
+    (tmp_path / "detect.py").write_text(
+        "import torch\nfrom anchors import PriorBox\n\npriorbox = PriorBox({'sizes': [0.1, 0.2]})\n"
+        "with torch.no_grad():\n    priors = priorbox.forward()\nprint(priors.numpy())\n")
+    files = ("anchors/__init__.py", "anchors/prior_box.py", "detect.py")
+    assert not [f for f in _found_in(tmp_path, *files) if f[2] == "MDL001"]

@@ -96,6 +96,8 @@ def is_module(facts, forward, mode: ModeFact) -> bool:
         return False
     if mode.certain and (mode.train_sites or mode.eval_sites):
         return True
+    if mode.origin and facts.receivers.of_qualified(mode.origin, facts.path).module is False:
+        return False  # built from a plain class of another file (`PriorBox(object)` with a `forward()` method)
     func = forward.call.func
     if forward.key == "self" and forward.via is None and _hand_written_model(facts, forward.function):
         return False  # a plain class of plain tensors (a perceptron with its own update rule): no graph

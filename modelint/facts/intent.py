@@ -48,7 +48,8 @@ from modelint.facts.value_calls import (BACKWARD_METHODS, CONTAINER_METHODS, DET
                                         DETACHING_METHODS, EVAL_METHODS, FILE_WRITERS, METADATA_ATTRIBUTES,
                                         METADATA_METHODS, MODULE_ONLY_METHODS, STOP_GRADIENT_METHODS,
                                         WEAK_CONSUMER_METHODS, DETACHING_BUILTINS, EVAL_FUNCTIONS,
-                                        GRADIENT_FUNCTIONS, METADATA_BUILTINS, DATASET_CONSUMERS, in_place)
+                                        GRADIENT_FUNCTIONS, GRAPH_READERS, METADATA_BUILTINS, DATASET_CONSUMERS,
+                                        in_place)
 from modelint.facts.walk import iter_nodes
 
 TRAIN, EVAL, RETURN, STORE, ESCAPE, WEAK, DISCARD = "train", "eval", "return", "store", "escape", "weak", "discard"
@@ -287,7 +288,8 @@ class OutputUses:
         if qualified in DATASET_CONSUMERS:
             self.use(args, BUILT)  # `DataLoader(self.handler(X, Y))`: what the call made is a dataset, no output
             return NONE
-        if qualified in GRADIENT_FUNCTIONS:
+        if qualified in GRADIENT_FUNCTIONS or qualified in GRAPH_READERS:
+            # (`make_dot(y)` renders the graph itself: it needs autograd on, like a gradient does)
             self.use(args, TRAIN)
             self.use(args, GRAPH, level=OPAQUE)
             return NONE

@@ -54,6 +54,8 @@ EVAL_FUNCTIONS = frozenset({"torch.argmax", "torch.argmin", "torch.max", "torch.
                              "torch.softmax", "torch.sigmoid", "torch.nn.functional.softmax",
                              "torch.nn.functional.sigmoid", "torch.round"})
 GRADIENT_FUNCTIONS = frozenset({"torch.autograd.grad", "torch.autograd.backward"})
+# What draws the autograd graph an output carries (torchviz): the graph is the point, whatever the mode.
+GRAPH_READERS = frozenset({"torchviz.make_dot", "torchviz.make_dot_from_trace", "torchviz.dot.make_dot"})
 # What takes a dataset: a value handed to one was built as a dataset, not computed by a model.
 DATASET_CONSUMERS = frozenset({"torch.utils.data.DataLoader", "torch.utils.data.dataloader.DataLoader",
                                "torch.utils.data.Subset", "torch.utils.data.ConcatDataset",
