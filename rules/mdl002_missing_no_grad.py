@@ -10,7 +10,7 @@ from modelint.facts import FileFacts
 from modelint.facts import torch_api as api
 from modelint.facts.evaluation import (dummy_input, effective_grad, effective_mode, initialises_lazy_modules,
                                        is_module, left_to_subclasses, returned_to_callers, smoke_test)
-from modelint.facts.mode_handling import frozen_attributes, frozen_whole
+from modelint.facts.mode_handling import frozen_attributes, frozen_by_every_caller, frozen_whole
 from modelint.facts.intent import DETACH, ESCAPE, GIVEN_BACK, HANDED, RETURN, STORE, TRAIN
 from modelint.facts.batches import over_batches
 from modelint.facts.lattice import is_train_site
@@ -153,7 +153,8 @@ class MissingNoGrad(Rule):
         if smoke_test(facts, forward, mode):
             return None  # a network just built, run once on made-up input: a shape check, not an evaluation
         if forward.key in frozen_whole(facts, forward.function) or (
-                function is not None and forward.key in frozen_attributes(facts, function.cls)):
+                function is not None and forward.key in frozen_attributes(facts, function.cls)) \
+                or frozen_by_every_caller(facts, function, forward.key):
             return None  # every parameter frozen here first (or by the object's constructor): no graph of its own
         key = forward.key
         via = forward.via

@@ -140,7 +140,39 @@ def frozen_whole(facts, function) -> frozenset[str]:
         for where, receiver, whole in _freezings(facts):
             if whole and (key := dotted(receiver)):
                 by_function.setdefault(where, set()).add(key)
+        _add_freezing_helpers(facts, by_function)
     return frozenset(by_function.get(function, ()))
+
+
+def _add_freezing_helpers(facts, by_function: dict) -> None:
+    """`freeze_model(model)` with a helper of this file that freezes its parameter whole: the caller's
+    model is frozen whole too (one level of helpers)."""
+    from modelint.facts.summaries import qualname
+    from modelint.facts.summary_effects import bind_arguments
+
+    helpers = {function: keys & set(function.params) for function, keys in list(by_function.items())
+               if function is not None and keys & set(function.params)}
+    for helper, params in helpers.items():
+        for call, (caller, _grad, _models) in facts.flow.call_sites.get(qualname(helper), {}).items():
+            bound = bind_arguments(helper.params, helper.cls is not None, call)
+            for param in params:
+                key = dotted(bound[param]) if param in bound else None
+                if key is not None:
+                    by_function.setdefault(caller, set()).add(key)
+
+
+def frozen_by_every_caller(facts, function, name: str) -> bool:
+    """Does every call of the function in this file hand the parameter a model its caller froze whole
+    (`freeze_model(model)`, then `preprocessed_dataset(model, loader)`)? Its forwards record no graph."""
+    from modelint.facts.summaries import qualname
+    from modelint.facts.summary_effects import bind_arguments
+
+    if function is None or name not in function.param_set:
+        return False
+    sites = facts.flow.call_sites.get(qualname(function), {})
+    return bool(sites) and all(
+        (key := dotted(bind_arguments(function.params, function.cls is not None, call).get(name))) is not None
+        and key in frozen_whole(facts, caller) for call, (caller, _grad, _models) in sites.items())
 
 
 def frozen_attributes(facts, cls) -> frozenset[str]:
