@@ -295,3 +295,20 @@ def test_a_file_without_summary_in_a_later_round_loses_no_finding(tmp_path, monk
     run = runner.run_paths([str(tmp_path)], ConfigResolver(), runner.Overrides(), jobs=1)
     assert any(index is not None for index in calls)  # (a second round ran)
     assert [(f.path.rsplit("/", 1)[-1], f.code) for f in run.findings] == [("helpers.py", "MDL001")]
+
+
+def test_script_forward_of_an_unbound_name_beside_a_module_class_raises_nothing(tmp_path: Path) -> None:
+    """A notebook-like script: a module class whose `__init__` runs its layers over a loop, then a module-level
+    `model.forward(x)` of a name bound nowhere, under no_grad. Found by a precision set: the rule asked
+    whether the script had callers and failed with an internal error (MDL000)."""
+    from modelint import engine
+    from modelint.registry import all_rules
+
+    path = tmp_path / "darknet.py"
+    path.write_text(
+        "import torch\nimport torch.nn as nn\n\n\nclass Darknet(nn.Module):\n    def __init__(self, blocks):\n"
+        "        for block, module in zip(blocks, self.module_list):\n            x = module(x)\n"
+        "            x = torch.cat([outputs[int(i)] for i in block.split(',')], 1)\n\n\n"
+        "with torch.no_grad():\n    out = model.forward(dummy_img)\n")
+    result = engine.lint_path(str(path), frozenset(all_rules()))
+    assert not [f for f in result.findings if f.code == "MDL000"]

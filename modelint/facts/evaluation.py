@@ -54,7 +54,8 @@ def _effective_mode(facts, forward) -> ModeFact:
         # loop may not run: then it is the mode the model came in, which a function that trains it expects
         # to be training mode).
         return replace(mode, entry=False)
-    if mode == ENTRY_MODE and forward.via is None and not facts.flow.has_callers(forward.function) \
+    if mode == ENTRY_MODE and forward.via is None and forward.function is not None \
+            and not facts.flow.has_callers(forward.function) \
             and called_by_bases_that_switch_modes(facts.flow, forward.function):
         return mode  # a template's hook, which its base elsewhere runs in the modes it sets (`self.eval()`)
     if mode == ENTRY_MODE:
