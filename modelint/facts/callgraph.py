@@ -217,6 +217,9 @@ class CallGraph(MethodTargets):
             key = value_key(passed) if passed is not None else None
             fact = models.get(key) if key is not None else None
             dependence = fact.dependence if fact is not None else Dependence.UNKNOWN
+            if fact is None and type(passed) is cst.Call:  # `nll_epoch(MLPPlain(4, 8), loader)`: built right there
+                built = self.modules.module_expression(passed)[0]
+                dependence = built.dependence if built is not None else Dependence.UNKNOWN
             if dependence is Dependence.UNKNOWN and key is not None and caller is not None and "." not in key:
                 dependence = self.entry_dependence(caller, key, _seen | {function})
             found = dependence if found is None else max(found, dependence)

@@ -225,11 +225,16 @@ def _freezings(facts):
                 or literal_value(assign.value) is not False or type(assign.target.value) is not cst.Name:
             continue
         variable = assign.target.value.value
-        for guard in assign.site.guards:
+        guards = assign.site.guards
+        for depth, guard in enumerate(guards):
             if type(guard) is cst.For and type(guard.iter) is cst.Call \
                     and type(guard.iter.func) is cst.Attribute and guard.iter.func.attr.value in _PARAMETER_LISTS \
                     and variable in {n.value for n in iter_nodes(guard.target) if type(n) is cst.Name}:
-                whole = guard.iter.func.attr.value == "parameters" and not guard.iter.args
+                # Every parameter: `parameters()`, or `for k, v in model.named_parameters(): v.requires_grad =
+                # False` with no test in between (a test on the name picks some).
+                listing = guard.iter.func.attr.value
+                whole = not guard.iter.args and (listing == "parameters" or (
+                    listing == "named_parameters" and not any(type(inner) is cst.If for inner in guards[depth + 1:])))
                 yield assign.site.function, guard.iter.func.value, whole
 
 

@@ -19,6 +19,7 @@ import libcst as cst
 
 from modelint.facts.intent import DETACHED
 from modelint.facts.lattice import ENTRY_MODE, ModeFact
+from modelint.facts.modules import Dependence
 from modelint.facts.names import key_root, value_key
 from modelint.facts.phases import argument_phase
 from modelint.facts.provenance import Fresh
@@ -117,6 +118,8 @@ class SummaryEffects:
                 if isinstance(fresh, Fresh):
                     key = code_of(value)  # named as written: "SmallResNet()"
                     state.models[key] = fresh.fact
+                    if fresh.fact.origin and fresh.fact.dependence is Dependence.UNKNOWN and self.flow.index is None:
+                        self.flow.unresolved.add(fresh.fact.origin)  # (the index may know that class's layers)
                     bound[name] = key
                     inline.append(key)
         if self_receiver is not None:
