@@ -575,3 +575,18 @@ def test_explicit_forward_of_a_plain_class_of_another_file(tmp_path: Path) -> No
         "with torch.no_grad():\n    priors = priorbox.forward()\nprint(priors.numpy())\n")
     files = ("anchors/__init__.py", "anchors/prior_box.py", "detect.py")
     assert not [f for f in _found_in(tmp_path, *files) if f[2] == "MDL001"]
+
+
+def test_class_of_a_star_imported_module_is_looked_up(tmp_path: Path) -> None:
+    """`from nets import *` brings in a Linear-only class: sampling it in training mode changes nothing (no
+    MDL001); the same class with Dropout is reported."""
+    nets = ("from torch import nn\n\n\nclass EdgeMLP(nn.Module):\n    def __init__(self, width):\n"
+            "        super().__init__()\n        self.body = nn.Sequential(nn.Linear(width, width), nn.ReLU())\n\n"
+            "    def forward(self, x):\n        return self.body(x)\n")
+    (tmp_path / "nets.py").write_text(nets)
+    (tmp_path / "sample.py").write_text(
+        "import torch\nfrom nets import *\n\nmlp = EdgeMLP(8)\nmlp.load_state_dict(torch.load('mlp.pt'))\n"
+        "with torch.no_grad():\n    print(mlp(torch.rand(4, 8)).argmax(1).tolist())\n")
+    assert not [f for f in _found_in(tmp_path, "nets.py", "sample.py") if f[2] == "MDL001"]
+    (tmp_path / "nets.py").write_text(nets.replace("nn.ReLU())", "nn.Dropout(0.5))"))
+    assert ("sample.py", 7, "MDL001") in _found_in(tmp_path, "nets.py", "sample.py")

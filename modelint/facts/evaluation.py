@@ -39,9 +39,11 @@ def effective_mode(facts, forward) -> ModeFact:
         built = facts.modules.submodule_dependence(part)
         if built is not None and built < mode.dependence:  # `model.head(x)`, a Linear of a model with Dropout
             return replace(mode, dependence=built)
-    if mode.dependence is Dependence.UNKNOWN and function is not None and key in function.param_set \
-            and facts.flow.entry_dependence(function, key) is Dependence.INDEPENDENT:
-        return replace(mode, dependence=Dependence.INDEPENDENT)  # every caller hands a model without mode layers
+    head = key.split(".")[0]
+    if mode.dependence is Dependence.UNKNOWN and function is not None and head in function.param_set \
+            and "[" not in key and facts.flow.entry_dependence(function, head) is Dependence.INDEPENDENT:
+        # every caller hands a model without mode layers (so are its parts: `model.m_uv_1(h)`)
+        return replace(mode, dependence=Dependence.INDEPENDENT)
     return mode
 
 

@@ -291,7 +291,23 @@ class ModuleTable(WaitingOnImports, LocalLayers, Registries, ModuleAttributes, B
         if type(func) is cst.Name and name not in _BUILTINS and name[:1].isupper() and name not in self.classes \
                 and (name not in self._builders or name in self.imports.bindings) \
                 and not self._bound_to_a_function(name):  # (`def WNConv1d(...)`: a builder; `Variable = lambda ...`)
-            return Construction(call, Dependence.UNKNOWN, certain=False)
+            return self._star_imported(call, name) or Construction(call, Dependence.UNKNOWN, certain=False)
+        return None
+
+    def _star_imported(self, call: cst.Call, name: str) -> Construction | None:
+        """`DGM_graphs(...)` after `from model import *`: the class of a star-imported module of the project
+        that defines it, as the index knows it (first pass: named after the first star import, to ask)."""
+        stars = [module for module in self.imports.star_modules if not module.startswith("torch")]
+        if not stars:
+            return None
+        if self.index is None:
+            return Construction(call, Dependence.UNKNOWN, certain=False, origin=f"{stars[0]}.{name}")
+        for module in stars:
+            qualified = f"{module}.{name}"
+            known = self.index.resolve_class(qualified, self.path)
+            if known is not None:
+                return Construction(call, Dependence(known), runs_loaded=self.index.runs_loaded_modules(qualified, self.path),
+                                    parameterless=self.index.holds_no_weights(qualified, self.path), origin=qualified)
         return None
 
     def _geometric_layer(self, call: cst.Call, layer: str) -> Construction | None:
