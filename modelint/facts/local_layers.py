@@ -158,11 +158,21 @@ class LocalLayers:
         return found
 
     def _bound_to_a_function(self, name: str) -> bool:
-        """Is the module-level `name` only ever bound to a lambda (`Variable = lambda *a: ...cuda()`) or a
-        named tuple (`ModelPrediction = namedtuple(...)`): a callable that builds no module?"""
+        """Is the module-level `name` only ever bound to a lambda (`Variable = lambda *a: ...cuda()`), a
+        named tuple (`ModelPrediction = namedtuple(...)`) or a tensor type of torch's (`LongTensor =
+        torch.cuda.LongTensor if USE_CUDA else torch.LongTensor`): a callable that builds no module?"""
         bindings = self._bindings_of(None).get(name)
         return bool(bindings) and all(b.kind == "assign" and (type(b.value) is cst.Lambda or (
-            type(b.value) is cst.Call and self.imports.qualify(b.value.func) in _RECORD_FACTORIES)) for b in bindings)
+            type(b.value) is cst.Call and self.imports.qualify(b.value.func) in _RECORD_FACTORIES)
+            or self._tensor_types(b.value)) for b in bindings)
+
+    def _tensor_types(self, value: cst.BaseExpression) -> bool:
+        """`torch.LongTensor`, or either branch of a conditional between such types: no `torch.nn` class."""
+        if type(value) is cst.IfExp:
+            return self._tensor_types(value.body) and self._tensor_types(value.orelse)
+        qualified = self.imports.qualify(value) if type(value) in (cst.Name, cst.Attribute) else None
+        return qualified is not None and qualified.startswith("torch.") and qualified.endswith("Tensor") \
+            and not qualified.startswith("torch.nn.")
 
     def _bindings_of(self, function) -> dict:
         cache = self.__dict__.setdefault("_bindings_by_function", {})
