@@ -111,6 +111,15 @@ class ObjectModes(ObjectExits):
                 facts[key] = facts[key].join(fact) if key in facts else fact
         return out
 
+    def _factory_builds(self, value, function) -> bool:
+        """Is `value` a call of a function of this file (a method of the object, say) whose summary says it
+        returns a module it builds, in training mode?"""
+        if type(value) is not cst.Call:
+            return False
+        summary, _receiver = self.flow.resolve(value, function)
+        returned = summary.returns if summary is not None else None
+        return returned is not None and returned.mode == "train" and returned.certain and returned.param is None
+
     @cached_property
     def _built_by_methods(self) -> dict[str, frozenset[str]]:
         """class -> attributes that every assignment in the class sets to a module it builds in training mode
@@ -131,6 +140,8 @@ class ObjectModes(ObjectExits):
             if made is not None and made.certain and not made.starts_in_eval and not made.runs_loaded \
                     and type(assign.node) is cst.Assign:
                 built.setdefault(cls.name, set()).add(key)
+            elif type(assign.node) is cst.Assign and self._factory_builds(assign.value, assign.site.function):
+                built.setdefault(cls.name, set()).add(key)  # `self.network = self._get_network()`
             else:
                 other.add((cls.name, key))
         classes = self.flow.modules.classes
