@@ -146,8 +146,8 @@ class Provenance:
         if type(call) is not cst.Call:
             return None
         summary, _receiver = self.flow.resolve(call, enclosing)
-        if summary is None or not summary.returns_items:
-            return None
+        if summary is None or not summary.returns_items or self.flow.defined_again(summary.qualname):
+            return None  # (a notebook defining `get_model()` anew for each section: which one runs is unclear)
         return [_handed_back(item, call) if item is not None else None for item in summary.returns_items]
 
 
