@@ -164,18 +164,19 @@ class CallEffects(FollowedNames, SummaryEffects, ModeContexts, TrainingSteps):
         """A callable of another file of the project handed a model (`ClassifierLearner(model=net, ...)`):
         what each argument slot gets, for the file that stores it (modelint.runner: a trainer class whose
         every creator hands a model without Dropout or BatchNorm)."""
-        qualified = self.flow.imports.qualify(call.func)
-        if qualified is None or self.flow.imports.is_torch_name(qualified):
-            return
+        handed = {}
         for position, arg in enumerate(call.args):
             if arg.star:
                 return  # (`*args`: the positions after it are unknown)
             key = value_key(arg.value)
-            if key is None or not state.tracks(key := state.canonical(key)):
-                continue
-            slot = arg.keyword.value if arg.keyword is not None else str(position)
-            slots = self.flow.handed_models.setdefault(qualified, {})
-            slots[slot] = max(slots.get(slot, 0), int(state.fact(key).dependence))
+            if key is not None and state.tracks(key := state.canonical(key)):
+                handed[arg.keyword.value if arg.keyword is not None else str(position)] = int(state.fact(key).dependence)
+        qualified = self.flow.imports.qualify(call.func) if handed else None
+        if qualified is None or self.flow.imports.is_torch_name(qualified):
+            return
+        slots = self.flow.handed_models.setdefault(qualified, {})
+        for slot, dependence in handed.items():
+            slots[slot] = max(slots.get(slot, 0), dependence)
 
     def _may_switch_mode(self, call: cst.Call) -> bool:
         """May a call we cannot see into change the mode of a model it is given?

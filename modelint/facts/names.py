@@ -20,6 +20,11 @@ _TORCH_MODULES = frozenset({"torch", "torch.nn", "torch.nn.functional", "torch.a
 
 def dotted(node: cst.BaseExpression) -> str | None:
     """`self.model.encoder` -> "self.model.encoder"; None for anything but names."""
+    kind = type(node)
+    if kind is cst.Name:
+        return node.value  # (most calls: a plain name, no list to build)
+    if kind is not cst.Attribute:
+        return None
     parts: list[str] = []
     while type(node) is cst.Attribute:
         parts.append(node.attr.value)
