@@ -5,7 +5,9 @@
 - an imported function (`from utils import evaluate`, `utils.evaluate(...)`), or one a star
   import brings in (`from util import *`): the index's summary of the file that defines it;
 - a method of a model built from an imported class (`model.predict(x)`): that class's
-  method, as its own file summarises it.
+  method, as its own file summarises it;
+- a template method's hook left to subclasses (`self.train_epoch()` in a base class): the one
+  subclass of the file that writes it.
 
 In the first pass (no index yet) what could not be resolved is recorded, so that the runner
 analyses the file again once the other files are summarised.
@@ -20,6 +22,7 @@ import libcst as cst
 
 from modelint.facts.names import dotted
 from modelint.facts.scopes import FunctionInfo
+from modelint.facts.summaries import qualname
 from modelint.summary import FunctionSummary
 
 _STDLIB = frozenset(getattr(sys, "stdlib_module_names", ()))
@@ -28,7 +31,44 @@ _BUILTIN_NAMES = frozenset(dir(builtins))
 
 class CallResolution:
     """Mixed into ModeFlow: `self.imports`, `self.index`, `self.path`, `self.summaries`, `self.local_functions`,
-    `self.modules`, `self.unresolved`, `self.last_unresolved`, `self.local_callee`."""
+    `self.modules`, `self.unresolved`, `self.last_unresolved`, `self.local_callee`, `self.collector`,
+    `self._subclasses`."""
+
+    def defined_again(self, name: str) -> bool:
+        """Is a top-level function or method of this name defined more than once in the file?"""
+        counts = self.__dict__.get("_definition_counts")
+        if counts is None:
+            counts = self.__dict__["_definition_counts"] = {}
+            for function in self.collector.functions:
+                if function.outer is None:
+                    counts[qualname(function)] = counts.get(qualname(function), 0) + 1
+        return counts.get(name, 0) > 1
+
+    def runs_local(self, call: cst.Call, enclosing: FunctionInfo | None) -> str | None:
+        """The qualname of this file's function whose summary the call runs: its `local_callee`, or for a
+        template method's hook left to subclasses (`self.train_epoch()` in a base class whose own raises
+        NotImplementedError, or has none), the one subclass of the file that writes it."""
+        local = self.local_callee(call, enclosing)
+        function = self.local_functions.get(local) if local is not None else None
+        if local is None or (function is not None and function.is_abstract):
+            overrides = self.overriders(call, enclosing)
+            if len(overrides) == 1:
+                return overrides[0]
+        return local
+
+    def overriders(self, call: cst.Call, enclosing: FunctionInfo | None) -> list[str]:
+        """`self._valid_epoch()` in a base class: the subclasses' methods of that name in this file, which
+        the call runs on their instances (a template method and its hooks)."""
+        func = call.func
+        if not (type(func) is cst.Attribute and type(func.value) is cst.Name and func.value.value == "self"):
+            return []
+        while enclosing is not None and enclosing.cls is None:
+            enclosing = enclosing.outer
+        if enclosing is None:
+            return []
+        name = func.attr.value
+        return [f"{sub}.{name}" for sub in self._subclasses.get(enclosing.cls.name, ())
+                if f"{sub}.{name}" in self.local_functions]
 
     def resolve(self, call: cst.Call, enclosing: FunctionInfo | None) -> tuple[FunctionSummary | None, str | None]:
         """The summary of the function a call runs, and the receiver its `self` maps to."""

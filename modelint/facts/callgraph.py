@@ -283,28 +283,6 @@ class CallGraph(MethodTargets):
                 models[key] = models[key].join(fact) if key in models else fact
             sites[call] = (caller, seen[1].join(state.grad), models)
 
-    def defined_again(self, name: str) -> bool:
-        """Is a top-level function or method of this name defined more than once in the file?"""
-        counts = self.__dict__.get("_definition_counts")
-        if counts is None:
-            counts = self.__dict__["_definition_counts"] = {}
-            for function in self.collector.functions:
-                if function.outer is None:
-                    counts[qualname(function)] = counts.get(qualname(function), 0) + 1
-        return counts.get(name, 0) > 1
-
-    def runs_local(self, call: cst.Call, enclosing: FunctionInfo | None) -> str | None:
-        """The qualname of this file's function whose summary the call runs: its `local_callee`, or for a
-        template method's hook left to subclasses (`self.train_epoch()` in a base class whose own raises
-        NotImplementedError, or has none), the one subclass of the file that writes it."""
-        local = self.local_callee(call, enclosing)
-        function = self.local_functions.get(local) if local is not None else None
-        if local is None or (function is not None and function.is_abstract):
-            overrides = self.overriders(call, enclosing)
-            if len(overrides) == 1:
-                return overrides[0]
-        return local
-
     def local_callee(self, call: cst.Call, enclosing: FunctionInfo | None) -> str | None:
         """The qualname of this file's function a call runs (`evaluate`, `Trainer.validate`)."""
         named = self.local_reference(call.func, enclosing)
@@ -355,20 +333,6 @@ class CallGraph(MethodTargets):
             found = cache[function] = scope_bindings(function.node if function is not None
                                                      else self.collector.module_node)
         return found
-
-    def overriders(self, call: cst.Call, enclosing: FunctionInfo | None) -> list[str]:
-        """`self._valid_epoch()` in a base class: the subclasses' methods of that name in this file, which
-        the call runs on their instances (a template method and its hooks)."""
-        func = call.func
-        if not (type(func) is cst.Attribute and type(func.value) is cst.Name and func.value.value == "self"):
-            return []
-        while enclosing is not None and enclosing.cls is None:
-            enclosing = enclosing.outer
-        if enclosing is None:
-            return []
-        name = func.attr.value
-        return [f"{sub}.{name}" for sub in self._subclasses.get(enclosing.cls.name, ())
-                if f"{sub}.{name}" in self.local_functions]
 
     @cached_property
     def closures_by_name(self) -> dict[str, FunctionInfo]:

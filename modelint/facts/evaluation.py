@@ -18,6 +18,7 @@ import libcst as cst
 
 from modelint.facts import torch_api as api
 from modelint.facts.base_shapes import called_by_bases_that_switch_modes
+from modelint.facts.free_models import left_by_the_script
 from modelint.facts.lattice import ENTRY_MODE, GradFact, ModeFact, is_train_site
 from modelint.facts.modules import Dependence
 from modelint.facts.names import dotted, value_key
@@ -75,7 +76,7 @@ def _effective_mode(facts, forward) -> ModeFact:
                 return ModeFact(train_sites=frozenset({left[1]}))
         if found is not None:
             return found
-        left = facts.flow.left_by_the_script(forward.function, forward.key) if forward.via is None else None
+        left = left_by_the_script(facts.flow, forward.function, forward.key) if forward.via is None else None
         if left is not None:
             return left
     return mode

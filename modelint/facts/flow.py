@@ -25,7 +25,7 @@ from modelint.facts.intent import AFTER, DETACH, DIRECT, FED, FEEDS
 from modelint.facts.interpreter import Interpreter
 from modelint.facts.lattice import GRAD_ENABLED, GRAD_UNKNOWN, GradFact, ModeFact
 from modelint.facts.modules import Dependence, ModuleTable, returned_parameter
-from modelint.facts.names import dotted, key_root
+from modelint.facts.names import dotted
 from modelint.facts.objects import ObjectModes
 from modelint.facts.provenance import Provenance
 from modelint.facts.receivers import instance_method
@@ -307,24 +307,6 @@ class ModeFlow(CallGraph, Optimizers, CallResolution):
         if key not in self.global_models or (function is not None and key not in self.free.globals_of(function)):
             return False
         return any(k == key and (f is None or key in self.free.globals_of(f)) for f, k in trained)
-
-    def left_by_the_script(self, function: FunctionInfo | None, key: str) -> ModeFact | None:
-        """A global model as the module-level code leaves it, for a top-level function nothing here calls (a
-        demo's `predict(image)` handed to a UI, a callback): it runs after the script has set up its globals.
-        Only a mode the script surely left (built, loaded, switched), and no function here switches it."""
-        if function is None or function.cls is not None or function.outer is not None or self.has_callers(function):
-            return None
-        head = key_root(key)
-        if head not in self.free.globals_of(function) or head in function.param_set:
-            return None
-        script = next((flow for flow in self.flows if flow.function is None), None)
-        if script is None or script.exit_state is None:
-            return None
-        fact = script.exit_state.models.get(key) or script.exit_state.models.get(head)
-        if fact is None or not (fact.definitely_train or fact.definitely_eval) \
-                or any(head in summary.effects for summary in self.summaries.values()):
-            return None
-        return fact
 
     def _one_object(self, cls, other) -> bool:
         """May methods of these two classes of the file run on one object (the same class, or one a base of

@@ -20,7 +20,7 @@ import libcst as cst
 from modelint.facts.collector import Collector
 from modelint.facts.scopes import FunctionInfo
 from modelint.facts.modules import ModuleTable
-from modelint.facts.names import dotted
+from modelint.facts.names import dotted, key_root
 
 
 class FreeModels:
@@ -165,3 +165,22 @@ class FreeModels:
                     and ((function, head) not in bound or self._declared_global(function, head)):
                 used.setdefault(function, set()).add(head)
         return {f: frozenset(names) for f, names in used.items()}
+
+
+def left_by_the_script(flow, function: FunctionInfo | None, key: str):
+    """A global model as the module-level code leaves it, for a top-level function nothing here calls (a
+    demo's `predict(image)` handed to a UI, a callback): it runs after the script has set up its globals.
+    Only a mode the script surely left (built, loaded, switched), and no function here switches it."""
+    if function is None or function.cls is not None or function.outer is not None or flow.has_callers(function):
+        return None
+    head = key_root(key)
+    if head not in flow.free.globals_of(function) or head in function.param_set:
+        return None
+    script = next((other for other in flow.flows if other.function is None), None)
+    if script is None or script.exit_state is None:
+        return None
+    fact = script.exit_state.models.get(key) or script.exit_state.models.get(head)
+    if fact is None or not (fact.definitely_train or fact.definitely_eval) \
+            or any(head in summary.effects for summary in flow.summaries.values()):
+        return None
+    return fact

@@ -12,12 +12,34 @@ most dependent of them (ProjectIndex.resolve_class).
 
 from __future__ import annotations
 
+import libcst as cst
+
 from modelint.facts.torch_layers import Dependence
 
 
 class WaitingOnImports:
     """Mixed into ModuleTable: `classes`, `_is_module`, `_dependence`, `_foreign_base`, `_built`, `_assumed`,
-    `_solve()`, `layer_dependence()`, `builder_calls()`, `project_class()` come from there."""
+    `_solve()`, `layer_dependence()`, `builder_calls()`, `project_class()`, `imports`, `index`, `path` come
+    from there."""
+
+    def _star_imported(self, call: cst.Call, name: str):
+        """`DGM_graphs(...)` after `from model import *`: the class of a star-imported module of the project
+        that defines it, as the index knows it (first pass: named after the first star import, to ask)."""
+        from modelint.facts.modules import Construction
+
+        stars = [module for module in self.imports.star_modules if not module.startswith("torch")]
+        if not stars:
+            return None
+        if self.index is None:
+            return Construction(call, Dependence.UNKNOWN, certain=False, origin=f"{stars[0]}.{name}")
+        for module in stars:
+            qualified = f"{module}.{name}"
+            known = self.index.resolve_class(qualified, self.path)
+            if known is not None:
+                return Construction(call, Dependence(known), origin=qualified,
+                                    runs_loaded=self.index.runs_loaded_modules(qualified, self.path),
+                                    parameterless=self.index.holds_no_weights(qualified, self.path))
+        return None
 
     def waiting_on_imports(self) -> dict[str, tuple[str, ...]]:
         """Module classes whose dependence is unknown only because they build or derive from classes
@@ -94,3 +116,4 @@ class WaitingOnImports:
 
     def class_summaries(self) -> dict[str, int]:
         return {name: int(self._dependence[name]) for name in self.classes if self._is_module.get(name)}
+

@@ -294,22 +294,6 @@ class ModuleTable(WaitingOnImports, LocalLayers, Registries, ModuleAttributes, B
             return self._star_imported(call, name) or Construction(call, Dependence.UNKNOWN, certain=False)
         return None
 
-    def _star_imported(self, call: cst.Call, name: str) -> Construction | None:
-        """`DGM_graphs(...)` after `from model import *`: the class of a star-imported module of the project
-        that defines it, as the index knows it (first pass: named after the first star import, to ask)."""
-        stars = [module for module in self.imports.star_modules if not module.startswith("torch")]
-        if not stars:
-            return None
-        if self.index is None:
-            return Construction(call, Dependence.UNKNOWN, certain=False, origin=f"{stars[0]}.{name}")
-        for module in stars:
-            qualified = f"{module}.{name}"
-            known = self.index.resolve_class(qualified, self.path)
-            if known is not None:
-                return Construction(call, Dependence(known), runs_loaded=self.index.runs_loaded_modules(qualified, self.path),
-                                    parameterless=self.index.holds_no_weights(qualified, self.path), origin=qualified)
-        return None
-
     def _geometric_layer(self, call: cst.Call, layer: str) -> Construction | None:
         """A PyTorch Geometric layer (see torch_api.GEOMETRIC_*); None for one not in those tables."""
         if layer in api.GEOMETRIC_MODE_FREE:
