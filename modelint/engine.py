@@ -313,7 +313,10 @@ def _syntax_only(text: str, path: str, follow_calls: bool) -> FileResult:
             module = "." * node.level + (node.module or "")
             imported.update((f"{module}{alias.name}" if module.strip(".") == "" else f"{module}.{alias.name}")
                             if module else alias.name for alias in node.names)
-    return FileResult(path, summary=FileSummary(path, unresolved=imported, syntax_only=True) if imported else None)
+    # (its functions: a helper another file calls, `do_eval(model, loader)`, is analysed once that call is seen)
+    functions = {node.name for node in tree.body if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    return FileResult(path, summary=FileSummary(path, unresolved=imported, syntax_only=True,
+                                                plain_functions=functions) if imported else None)
 
 
 def _internal(path: str, code: str, why: str) -> Finding:

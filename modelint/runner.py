@@ -315,6 +315,9 @@ def _follow_calls_across_files(results: list[FileResult], work, workers: int,
             if index.resolve(ref, summary.path) is None and index.resolve_class(ref, summary.path) is None \
                     and index.resolve_shape(ref, summary.path) is None:
                 for candidate in _module_files(ref, summary.path):
+                    read = index.files.get(os.path.abspath(candidate))
+                    if read is not None and ref.rpartition(".")[2] not in read.plain_functions:
+                        continue  # (read for its imports only, and no function of it is asked for)
                     if os.path.abspath(candidate) not in known:
                         known.add(os.path.abspath(candidate))
                         extra.append((candidate, FLOW_RULES))
