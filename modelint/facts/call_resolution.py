@@ -48,12 +48,16 @@ class CallResolution:
         """The qualname of this file's function whose summary the call runs: its `local_callee`, or for a
         template method's hook left to subclasses (`self.train_epoch()` in a base class whose own raises
         NotImplementedError, or has none), the one subclass of the file that writes it."""
+        cache = self.__dict__.setdefault("_runs_local", {})  # (asked for each call, in every round)
+        if call in cache:
+            return cache[call]
         local = self.local_callee(call, enclosing)
         function = self.local_functions.get(local) if local is not None else None
         if local is None or (function is not None and function.is_abstract):
             overrides = self.overriders(call, enclosing)
             if len(overrides) == 1:
-                return overrides[0]
+                local = overrides[0]
+        cache[call] = local
         return local
 
     def overriders(self, call: cst.Call, enclosing: FunctionInfo | None) -> list[str]:
