@@ -78,7 +78,7 @@ class FreeModels:
         used = self.globals_of(function) if function.outer is None and function.cls is None else frozenset()
         if not used or not calls:
             return {}
-        positional = [p.name.value for p in (*function.node.params.posonly_params, *function.node.params.params)]
+        positional = function.positional_params
         out = {}
         for index, param in enumerate(positional):
             passed = set()

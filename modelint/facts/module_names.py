@@ -124,7 +124,7 @@ class ModuleNames:
                 if (cls, key) not in names and all((function, param) in shown for function, param in params):
                     found.add((cls, key))
             for function, sites in calls.items():
-                for index, param in enumerate(_positional(function)):
+                for index, param in enumerate(function.positional_params):
                     if (function, param) in names or param in ("self", "cls"):
                         continue
                     passed = [_argument(call, index - skipped, param) for call, _caller, skipped in sites]
@@ -171,11 +171,6 @@ def _named_in(names: set, key: str, function: FunctionInfo | None) -> bool:
         if scope is None or head in scope.param_set:
             return False  # a parameter hides the names of the enclosing scopes
         scope = scope.outer  # closures see the enclosing function's names (and the module's)
-
-
-def _positional(function: FunctionInfo) -> list[str]:
-    p = function.node.params
-    return [x.name.value for x in (*p.posonly_params, *p.params)]
 
 
 def _argument(call: cst.Call, index: int, name: str) -> cst.BaseExpression | None:
@@ -247,7 +242,7 @@ def passed_dependences(flow) -> dict:
         sites = names.calls_of_functions.get(init, [])  # `GaussianDiffusion(model, ...)` runs its __init__
         found = Dependence.INDEPENDENT if sites else Dependence.UNKNOWN
         for _init, param in params:
-            index = _positional(init).index(param) if param in _positional(init) else -1
+            index = init.positional_params.index(param) if param in init.positional_params else -1
             for call, caller, skipped in sites:
                 found = max(found, _dependence_of(flow, _argument(call, index - skipped, param), caller))
         out[(cls, key)] = found

@@ -189,8 +189,7 @@ class ObjectModes(ObjectExits):
             if len(params) != 1:
                 return None
             init, param = params[0]
-            node = init.node.params
-            positional = [p.name.value for p in (*node.posonly_params, *node.params)][1:]  # (after `self`)
+            positional = init.positional_params[1:]  # (after `self`)
             position = positional.index(param) if param in positional else -1
             classes = tuple(sorted(c for c in self.flow.modules.classes
                                    if function.cls.name in self.flow.class_and_bases(c)))

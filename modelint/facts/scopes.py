@@ -69,6 +69,12 @@ class FunctionInfo:
     def params(self) -> list[str]:
         return [x.name.value for x in self._named_params]
 
+    @property
+    def positional_params(self) -> list[str]:
+        """The parameters a call may pass by position (`self` included for a method)."""
+        p = self.node.params
+        return [x.name.value for x in (*p.posonly_params, *p.params)]
+
     def param(self, name: str) -> cst.Param | None:
         """The parameter (not `*args`/`**kwargs`) of that name, with its default and annotation."""
         return next((x for x in self._named_params if x.name.value == name), None)
