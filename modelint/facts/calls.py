@@ -269,14 +269,10 @@ class CallEffects(FollowedNames, SummaryEffects, ModeContexts, TrainingSteps):
         passed = function is not None and key in function.param_set and key not in ("self", "cls") \
             and state.fact(key) == ENTRY_MODE
         self.out.returned_param = key if passed and self.out.returned_param in (None, key) else ""
-        if key is not None and state.tracks(state.canonical(key)):
-            fact = state.fact(state.canonical(key))
-        else:
-            bound = self.flow.provenance.bound_value(value, state, lambda k: False, self.out.function)
-            if not isinstance(bound, Fresh):
-                self._ask_about_built(key)
-                return
-            fact = bound.fact
+        fact = self._module_value(value, state)
+        if fact is None:
+            self._ask_about_built(key)
+            return
         if fact.origin and not fact.certain and self.flow.index is None:
             self.flow.unresolved.add(fact.origin)  # (`return GIN(...)`: the index may say it is a module)
         self.out.returned = fact if self.out.returned is None else self.out.returned.join(fact)
