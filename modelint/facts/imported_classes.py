@@ -36,10 +36,16 @@ class WaitingOnImports:
             qualified = f"{module}.{name}"
             known = self.index.resolve_class(qualified, self.path)
             if known is not None:
-                return Construction(call, Dependence(known), origin=qualified,
-                                    runs_loaded=self.index.runs_loaded_modules(qualified, self.path),
-                                    parameterless=self.index.holds_no_weights(qualified, self.path))
+                return self.indexed_construction(call, qualified, known)
         return None
+
+    def indexed_construction(self, call: cst.Call, qualified: str, known: int):
+        """`call` builds the project class imported as `qualified`, of the dependence the index settled."""
+        from modelint.facts.modules import Construction
+
+        return Construction(call, Dependence(known), origin=qualified,
+                            runs_loaded=self.index.runs_loaded_modules(qualified, self.path),
+                            parameterless=self.index.holds_no_weights(qualified, self.path))
 
     def waiting_on_imports(self) -> dict[str, tuple[str, ...]]:
         """Module classes whose dependence is unknown only because they build or derive from classes

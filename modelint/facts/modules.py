@@ -273,10 +273,7 @@ class ModuleTable(WaitingOnImports, LocalLayers, Registries, ModuleAttributes, B
             if tail[:1].isupper() and self._is_foreign(qualified):
                 known = self.index.resolve_class(qualified, self.path) if self.index is not None else None
                 if known is not None and (known != Dependence.UNKNOWN or self._assumed is None):
-                    return Construction(call, Dependence(known),
-                                        runs_loaded=self.index.runs_loaded_modules(qualified, self.path),
-                                        parameterless=self.index.holds_no_weights(qualified, self.path),
-                                        origin=qualified)
+                    return self.indexed_construction(call, qualified, known)
                 if self._assumed is not None:
                     self._assumed.add(qualified)
                     return Construction(call, Dependence.INDEPENDENT, certain=False, origin=qualified)
