@@ -209,15 +209,20 @@ class CallGraph(MethodTargets):
             cache[function, param] = found
         return found
 
+    def passed_at_calls(self, function: FunctionInfo, param: str) -> list[tuple]:
+        """(caller, what the call hands `param` or None, the models at the call) for every call of the function
+        this file shows."""
+        from modelint.facts.summary_effects import bind_arguments
+
+        return [(caller, bind_arguments(function.params, function.cls is not None, call).get(param), models)
+                for call, (caller, _grad, models) in self.call_sites.get(qualname(function), {}).items()]
+
     def _entry_dependence(self, function: FunctionInfo, param: str, _seen: frozenset):
         from modelint.facts.modules import Dependence
         from modelint.facts.names import value_key
-        from modelint.facts.summary_effects import bind_arguments
 
-        sites = self.call_sites.get(qualname(function), {})
         found = None
-        for call, (caller, _grad, models) in sites.items():
-            passed = bind_arguments(function.params, function.cls is not None, call).get(param)
+        for caller, passed, models in self.passed_at_calls(function, param):
             key = value_key(passed) if passed is not None else None
             fact = models.get(key) if key is not None else None
             dependence = fact.dependence if fact is not None else Dependence.UNKNOWN

@@ -53,17 +53,9 @@ def handed_only_functions(facts, function, name: str) -> bool:
     """Does every call of the function in this file hand the parameter a function: a `def` of the file, a
     lambda, or what a factory returns that hands back a function it defines (`val_step_fn =
     make_val_step_fn(model, loss_fn)`, then `mini_batch(device, val_loader, val_step_fn)`)?"""
-    from modelint.facts.summaries import qualname
-    from modelint.facts.summary_effects import bind_arguments
-
-    sites = facts.flow.call_sites.get(qualname(function), {})
-    if not sites:
-        return False
-    for call, (caller, _grad, _models) in sites.items():
-        passed = bind_arguments(function.params, function.cls is not None, call).get(name)
-        if passed is None or not _a_function(facts, passed, caller):
-            return False
-    return True
+    passed = facts.flow.passed_at_calls(function, name)
+    return bool(passed) and all(value is not None and _a_function(facts, value, caller)
+                                for caller, value, _models in passed)
 
 
 def _a_function(facts, expr: cst.BaseExpression, scope) -> bool:
@@ -147,32 +139,23 @@ def frozen_whole(facts, function) -> frozenset[str]:
 def _add_freezing_helpers(facts, by_function: dict) -> None:
     """`freeze_model(model)` with a helper of this file that freezes its parameter whole: the caller's
     model is frozen whole too (one level of helpers)."""
-    from modelint.facts.summaries import qualname
-    from modelint.facts.summary_effects import bind_arguments
-
     helpers = {function: keys & set(function.params) for function, keys in list(by_function.items())
                if function is not None and keys & set(function.params)}
     for helper, params in helpers.items():
-        for call, (caller, _grad, _models) in facts.flow.call_sites.get(qualname(helper), {}).items():
-            bound = bind_arguments(helper.params, helper.cls is not None, call)
-            for param in params:
-                key = dotted(bound[param]) if param in bound else None
-                if key is not None:
+        for param in params:
+            for caller, passed, _models in facts.flow.passed_at_calls(helper, param):
+                if (key := dotted(passed)) is not None:
                     by_function.setdefault(caller, set()).add(key)
 
 
 def frozen_by_every_caller(facts, function, name: str) -> bool:
     """Does every call of the function in this file hand the parameter a model its caller froze whole
     (`freeze_model(model)`, then `preprocessed_dataset(model, loader)`)? Its forwards record no graph."""
-    from modelint.facts.summaries import qualname
-    from modelint.facts.summary_effects import bind_arguments
-
     if function is None or name not in function.param_set:
         return False
-    sites = facts.flow.call_sites.get(qualname(function), {})
-    return bool(sites) and all(
-        (key := dotted(bind_arguments(function.params, function.cls is not None, call).get(name))) is not None
-        and key in frozen_whole(facts, caller) for call, (caller, _grad, _models) in sites.items())
+    passed = facts.flow.passed_at_calls(function, name)
+    return bool(passed) and all((key := dotted(value)) is not None and key in frozen_whole(facts, caller)
+                                for caller, value, _models in passed)
 
 
 def frozen_attributes(facts, cls) -> frozenset[str]:
