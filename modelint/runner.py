@@ -15,7 +15,7 @@ from pathlib import Path
 from modelint import source
 from modelint.config import ConfigResolver, Settings
 from modelint.discovery import discover, is_excluded
-from modelint.summary import ProjectIndex
+from modelint.summary import FileSummary, ProjectIndex
 from modelint.finding import (INTERNAL_ERROR, IO_ERROR, NOT_ANALYSED, TIMED_OUT, FileResult, Finding, Location,
                               not_checked)
 from modelint.registry import FLOW_RULES, select_codes
@@ -328,8 +328,7 @@ def _follow_calls_across_files(results: list[FileResult], work, workers: int,
         stats.count(helpers)
         # (what a file read only for its imports imports stays recorded: a package's `__init__` re-exports it)
         first = {os.path.abspath(summary.path): summary for summary in summaries}
-        helper_summaries = [replace(r.summary, unresolved=r.summary.unresolved | first[path].unresolved)
-                            if (path := os.path.abspath(r.path)) in first else r.summary
+        helper_summaries = [_with_first_references(r.summary, first.get(os.path.abspath(r.path)))
                             for r in helpers if r.summary is not None]
         redone = {os.path.abspath(summary.path) for summary in helper_summaries}
         summaries = [s for s in summaries if os.path.abspath(s.path) not in redone] + helper_summaries
@@ -363,15 +362,21 @@ def _follow_calls_across_files(results: list[FileResult], work, workers: int,
         stats.count(again_results)
         for result in again_results:
             # (what the first phase could not resolve stays recorded: what the file calls in other files)
-            first = current[os.path.abspath(result.path)].summary
-            if result.summary is not None and first is not None:
-                result.summary = replace(result.summary, unresolved=first.unresolved | result.summary.unresolved,
-                                         asked_classes=first.asked_classes | result.summary.asked_classes)
+            if result.summary is not None:
+                result.summary = _with_first_references(result.summary, current[os.path.abspath(result.path)].summary)
         fresh = {os.path.abspath(r.path): r for r in again_results}
         results = [fresh.get(os.path.abspath(r.path), r) for r in results]
         index = ProjectIndex([r.summary for r in results if r.summary is not None
                               and os.path.abspath(r.path) not in redone] + helpers_only)
     return results, index
+
+
+def _with_first_references(summary: FileSummary, first: FileSummary | None) -> FileSummary:
+    """A file's summary from a later analysis, still recording what its first analysis referred to."""
+    if first is None:
+        return summary
+    return replace(summary, unresolved=first.unresolved | summary.unresolved,
+                   asked_classes=first.asked_classes | summary.asked_classes)
 
 
 def _drop_repeats(results: list[FileResult]) -> None:
