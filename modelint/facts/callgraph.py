@@ -242,7 +242,7 @@ class CallGraph(MethodTargets):
         cache = self.__dict__.setdefault("_grad_off_by_constructor", {})
         if cls not in cache:
             cache[cls] = None
-            init = next((f for f in self.collector.functions if f.cls is cls and f.name == "__init__"), None)
+            init = self.collector.constructor(cls)
             body = init.node.body.body if init is not None and type(init.node.body) is cst.IndentedBlock else ()
             for statement in body:
                 for small in statement.body if type(statement) is cst.SimpleStatementLine else ():

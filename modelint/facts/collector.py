@@ -62,6 +62,10 @@ class Collector(FastVisitor):
         self._tested: set[cst.CSTNode] = set()
 
     # -- where are we -------------------------------------------------------
+    def constructor(self, cls: ClassInfo) -> FunctionInfo | None:
+        """The class's own `__init__`, if it writes one."""
+        return next((f for f in self.functions if f.cls is cls and f.name == "__init__"), None)
+
     def _function(self) -> FunctionInfo | None:
         for scope in reversed(self._scopes):
             if isinstance(scope, FunctionInfo):

@@ -171,7 +171,7 @@ def frozen_attributes(facts, cls) -> frozenset[str]:
 
 
 def _frozen_by_constructor(facts, cls) -> frozenset[str]:
-    init = next((f for f in facts.collector.functions if f.cls is cls and f.name == "__init__"), None)
+    init = facts.collector.constructor(cls)
     frozen = {key for key in frozen_whole(facts, init) if key.startswith("self.")} if init is not None else set()
     if frozen and any(_unfreezes(site.node) for site in facts.collector.calls if site.site.cls is cls) \
             or any(assign.site.cls is cls and assign.target.attr.value == "requires_grad"
