@@ -22,6 +22,7 @@ from modelint.facts.scopes import FunctionInfo
 from modelint.facts.method_targets import MethodTargets
 from modelint.facts.names import dotted
 from modelint.facts.phases import call_picks_other_phase
+from modelint.facts.regions import constructor_turns_grad_off
 from modelint.facts.lattice import GRAD_ENABLED, GRAD_UNKNOWN, GradFact
 from modelint.facts.name_values import scope_bindings
 from modelint.facts.summaries import qualname
@@ -144,7 +145,7 @@ class CallGraph(MethodTargets):
                      if not call_picks_other_phase(function, call, phase, site[0])}
         if self.is_framework_hook(function):
             return GradFact(free_sites=frozenset({function.node}))  # Lightning wraps it in no_grad
-        switched_off = self._constructor_turns_grad_off(function.cls) if function.cls is not None \
+        switched_off = constructor_turns_grad_off(self, function.cls) if function.cls is not None \
             and function.name != "__init__" and function.outer is None else None
         if switched_off is not None:
             return GradFact(free_sites=frozenset({switched_off}))
@@ -235,23 +236,6 @@ class CallGraph(MethodTargets):
             if found is not Dependence.INDEPENDENT:
                 return found
         return found if found is not None else Dependence.UNKNOWN
-
-    def _constructor_turns_grad_off(self, cls) -> cst.Call | None:
-        """`torch.set_grad_enabled(False)` as a statement of the class's own `__init__`: autograd is off for
-        the whole process once an object exists, so in every method that object runs (an inference wrapper)."""
-        cache = self.__dict__.setdefault("_grad_off_by_constructor", {})
-        if cls not in cache:
-            cache[cls] = None
-            init = self.collector.constructor(cls)
-            body = init.node.body.body if init is not None and type(init.node.body) is cst.IndentedBlock else ()
-            for statement in body:
-                for small in statement.body if type(statement) is cst.SimpleStatementLine else ():
-                    call = small.value if type(small) is cst.Expr else None
-                    if type(call) is cst.Call and len(call.args) == 1 \
-                            and self.imports.qualify(call.func) in _PROCESS_GRAD_SWITCHES \
-                            and type(call.args[0].value) is cst.Name and call.args[0].value.value == "False":
-                        cache[cls] = call
-        return cache[cls]
 
     def _called_only_in_lambdas(self, function: FunctionInfo) -> bool:
         calls = self._calls_of.get(function, ())
@@ -407,7 +391,3 @@ def _is_private_hook(function: FunctionInfo) -> bool:
 
 def _nested_name(function: FunctionInfo) -> str:
     return f"{qualname(function.outer) if function.outer.outer is None else function.outer.name}.<locals>.{function.name}"
-
-
-_PROCESS_GRAD_SWITCHES = frozenset({"torch.set_grad_enabled", "torch.autograd.set_grad_enabled",
-                                    "torch.autograd.grad_mode.set_grad_enabled"})

@@ -158,3 +158,21 @@ def built_with_grad_free_forward(facts, forward) -> bool:
         if qualified is None or index is None or not index.forward_without_grad(qualified, facts.path):
             return False
     return True
+
+
+def constructor_turns_grad_off(flow, cls) -> cst.Call | None:
+    """`torch.set_grad_enabled(False)` as a statement of the class's own `__init__`: autograd is off for
+    the whole process once an object exists, so in every method that object runs (an inference wrapper)."""
+    cache = flow.__dict__.setdefault("_grad_off_by_constructor", {})
+    if cls not in cache:
+        cache[cls] = None
+        init = flow.collector.constructor(cls)
+        body = init.node.body.body if init is not None and type(init.node.body) is cst.IndentedBlock else ()
+        for statement in body:
+            for small in statement.body if type(statement) is cst.SimpleStatementLine else ():
+                call = small.value if type(small) is cst.Expr else None
+                if type(call) is cst.Call and len(call.args) == 1 \
+                        and flow.imports.qualify(call.func) in api.SET_GRAD_ENABLED \
+                        and literal_value(call.args[0].value) is False:
+                    cache[cls] = call
+    return cache[cls]
