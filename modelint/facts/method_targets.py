@@ -72,14 +72,18 @@ class MethodTargets:
 
     def bound_object_class(self, call: cst.Call, enclosing: FunctionInfo | None) -> str | None:
         """`model.predict(x)` with `model = Classifier(10)`: the class of this file that every binding of
-        the name, in the scope Python finds it in (the function, an enclosing one, the module), builds."""
+        the name, in the scope Python finds it in (the function, an enclosing one, the module), builds;
+        through an alias too (`m = model.to(device)`, then `m.generate(idx)`)."""
         func = call.func
         if not (type(func) is cst.Attribute and type(func.value) is cst.Name) \
                 or func.value.value == "self":
             return None
-        name = func.value.value
-        if name not in self._names_built_from_classes:
+        return self._class_bound_to(func.value.value, enclosing, set())
+
+    def _class_bound_to(self, name: str, enclosing: FunctionInfo | None, seen: set) -> str | None:
+        if name not in self._names_built_from_classes or name in seen:
             return None  # (most receivers: no need to list a scope's bindings)
+        seen.add(name)
         scope = enclosing
         while True:
             bindings = self._scope_bindings(scope).get(name)
@@ -93,6 +97,12 @@ class MethodTargets:
             node = unwrap_chain(binding.value)[0] if binding.kind == "assign" else None
             if rewraps(self.imports, node, name):
                 continue  # `ic = ic.cuda()`, `ic = DataParallel(ic)`: the same object, or one without its methods
+            if type(node) is cst.Name:  # `m = model.to(device)`: the object `model` holds, moved
+                aliased = self._class_bound_to(node.value, scope, seen)
+                if aliased is None:
+                    return None
+                classes.add(aliased)
+                continue
             if not (type(node) is cst.Call and type(node.func) is cst.Name
                     and node.func.value in self.modules.classes):
                 return None  # a parameter, a loop variable, anything else: not one class we know
@@ -108,7 +118,14 @@ class MethodTargets:
             if "." not in key and type(node) is cst.Call and type(node.func) is cst.Name \
                     and node.func.value in self.modules.classes:
                 names.add(key)
-        return frozenset(names)
+        aliases = [(key, node.value) for key, node in
+                   ((key, unwrap_chain(value)[0]) for key, value, _site in self.collector.call_assigns)
+                   if "." not in key and type(node) is cst.Name]
+        while True:  # `m = model.to(device)`: a name bound to such a name, moved
+            added = {key for key, source in aliases if source in names and key not in names}
+            if not added:
+                return frozenset(names)
+            names |= added
 
     @cached_property
     def _held_classes(self) -> dict[tuple[str, str], set]:
