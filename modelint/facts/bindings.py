@@ -129,6 +129,7 @@ class Bindings:
                 self._alias_entries(key, value, state)
             elif type(target) is cst.Name and type(value) is cst.Call:
                 self._alias_held_arguments(key, value, state)
+                self._constructed_models(key, value, state)
         self._derive(state, target, origins)
 
     def _resumed(self, key: str, value: cst.BaseExpression, state: State) -> ModeFact | None:
@@ -168,6 +169,18 @@ class Bindings:
             attribute = kept.get(param)
             if attribute is not None and held is not None and state.tracks(state.canonical(held)):
                 state.aliases[f"{name}{attribute[4:]}"] = state.canonical(held)
+
+    def _constructed_models(self, name: str, call: cst.Call, state: State) -> None:
+        """`eval_model = LoadEvalModel(device)`, a plain class of this file whose `__init__` builds
+        `self.model = inception_v3()`: `eval_model.model` is that module, in training mode, until a method of
+        the object (`eval_model.eval()`) or the caller switches it."""
+        func = call.func
+        if type(func) is not cst.Name or func.value in self.flow.imports.bindings:
+            return
+        for attribute, fact in self.flow.objects.constructor_builds(func.value).items():
+            key = f"{name}{attribute[4:]}"
+            if key not in state.aliases:
+                state.models[key] = fact
 
     def _remember_constant(self, target: cst.BaseExpression, value: cst.BaseExpression) -> None:
         """`phases = ("train", "val")`, `is_train = phase == "train"`: values phase loops decide with."""

@@ -302,7 +302,8 @@ class CallGraph(MethodTargets):
         class_level = self._class_level_method(func)
         if class_level is not None:
             return class_level
-        held = self.held_object_class(call, enclosing) or self.bound_object_class(call, enclosing)
+        held = self.held_object_class(call, enclosing) or self.bound_object_class(call, enclosing) \
+            or self.handed_object_class(call, enclosing)
         if held is not None:
             for cls_name in self.class_and_bases(held):
                 key = f"{cls_name}.{func.attr.value}"

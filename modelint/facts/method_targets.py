@@ -109,6 +109,45 @@ class MethodTargets:
             classes.add(node.func.value)
         return classes.pop() if len(classes) == 1 else None
 
+    def handed_object_class(self, call: cst.Call, enclosing: FunctionInfo | None) -> str | None:
+        """`eval_model.get_outputs(x)` where `eval_model` is a parameter of the enclosing function and every
+        call of it in this file hands an object of one class of the file (`calculate_moments(loader,
+        eval_model)` with `eval_model = LoadEvalModel(device)`, or the constructor written in the call)."""
+        from modelint.facts.summary_effects import bind_arguments
+
+        func = call.func
+        if enclosing is None or not (type(func) is cst.Attribute and type(func.value) is cst.Name):
+            return None
+        name = func.value.value
+        if name not in enclosing.param_set or name in ("self", "cls") \
+                or any(b.kind != "param" for b in self._scope_bindings(enclosing).get(name, ())):
+            return None
+        calls = self._plain_calls_of.get(enclosing)
+        if not calls:
+            return None
+        classes = set()
+        for node, caller in calls:
+            passed = unwrap_chain(bind_arguments(enclosing.params, enclosing.cls is not None, node).get(name))[0]
+            if type(passed) is cst.Call and type(passed.func) is cst.Name and passed.func.value in self.modules.classes:
+                classes.add(passed.func.value)
+            elif type(passed) is cst.Name and passed.value not in (caller.param_set if caller else ()):
+                classes.add(self._class_bound_to(passed.value, caller, set()))
+            else:
+                return None
+        return classes.pop() if len(classes) == 1 and None not in classes else None
+
+    @cached_property
+    def _plain_calls_of(self) -> dict:
+        """Function of this file -> (call, caller) for each call that names it (`evaluate(...)`, `self.validate(
+        ...)`): the calls found without knowing what any object is."""
+        out: dict = {}
+        for site in self.collector.calls:
+            named = self.local_reference(site.node.func, site.site.function)
+            callee = self.local_functions.get(named) if named is not None else None
+            if callee is not None:
+                out.setdefault(callee, []).append((site.node, site.site.function))
+        return out
+
     @cached_property
     def _names_built_from_classes(self) -> frozenset[str]:
         """Plain names some assignment of this file binds to a constructor of one of its classes."""

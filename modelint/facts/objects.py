@@ -209,6 +209,26 @@ class ObjectModes(ObjectExits):
             out.setdefault(cls.name, (init, {}))[1][param] = key
         return out
 
+    def constructor_builds(self, cls_name: str) -> dict[str, ModeFact]:
+        """`self.<attr>` -> the mode of the module the `__init__` of a plain class of the file (or of its
+        first base here that writes one) builds there (`self.model = inception_v3().to(device)`): what a new
+        object holds, before any of its methods runs. Not a module of a class we cannot see, which may set
+        its own mode."""
+        info = self.flow.modules.classes.get(cls_name)
+        if info is None or info.outer is not None or not self.plain_object(info):
+            return {}
+        summary = next(filter(None, (self.flow.summaries.get(f"{name}.__init__")
+                                     for name in self.flow.class_and_bases(cls_name))), None)
+        out: dict[str, ModeFact] = {}
+        for key, effect in (summary.effects.items() if summary is not None else ()):
+            site = summary.effect_sites.get(key)
+            built = self.flow.modules.construction(site) if type(site) is cst.Call else None
+            if key.startswith("self.") and key.count(".") == 1 and effect in ("eval", "train") \
+                    and built is not None and built.certain:
+                out[key] = ModeFact(dependence=built.dependence, parameterless=built.parameterless,
+                                    origin=built.origin).switched(effect, site)
+        return out
+
     def plain_object(self, cls) -> bool:
         """A class known to be no module: a base elsewhere that may be one (a model mixin whose mode its
         users set) leaves the object's mode to whoever holds it, unless the class shows what it is: a
