@@ -17,6 +17,7 @@ import libcst as cst
 from modelint.facts.modules import rewraps, unwrap_chain
 from modelint.facts.names import dotted
 from modelint.facts.scopes import FunctionInfo
+from modelint.facts.walk import iter_nodes
 
 
 class MethodTargets:
@@ -177,9 +178,24 @@ class MethodTargets:
             node, _chain = unwrap_chain(value)  # `ActorCritic(...).to(device)`
             if _chain and dotted(node) == key:
                 continue  # `self.ar = self.ar.cuda()`: the same object, moved
-            name = node.func.value if type(node) is cst.Call and type(node.func) is cst.Name else None
+            name = node.func.value if type(node) is cst.Call and type(node.func) is cst.Name \
+                else self._factory_method_class(node, site.function)
             held.setdefault((site.cls.name, key[5:]), set()).add(name if name in self.modules.classes else None)
         return held
+
+    def _factory_method_class(self, node: cst.BaseExpression, enclosing: FunctionInfo | None) -> str | None:
+        """`self.build_model()`, a method of the object (or the one subclass here that writes a hook its base
+        leaves abstract) every `return` of which builds one class of this file (`return Parser(args)`)."""
+        if not (type(node) is cst.Call and type(node.func) is cst.Attribute and dotted(node.func.value) == "self"):
+            return None
+        local = self.runs_local(node, enclosing)
+        function = self.local_functions.get(local) if local is not None else None
+        if function is None:
+            return None
+        returned = {unwrap_chain(r.value)[0] if r.value is not None else None
+                    for r in iter_nodes(function.node.body) if type(r) is cst.Return}
+        names = {n.func.value if type(n) is cst.Call and type(n.func) is cst.Name else None for n in returned}
+        return names.pop() if len(names) == 1 else None
 
 
 # nn.Module's own methods, which a class may override but every module has: `model.eval()` is not a
