@@ -4,7 +4,8 @@
   layer with dropout), or does it only normalise with the batch's statistics (BatchNorm)? The
   output of a BatchNorm-only model for the very batch it was fitted on is what training saw.
 - `holds_no_weights`: a module class of the file with no weights whose forward compares two inputs
-  (a loss, a metric written as an `nn.Module`) or that keeps fixed buffers (a mel spectrogram):
+  (a loss, a metric written as an `nn.Module`), keeps fixed buffers (a mel spectrogram) or fills
+  tensors it makes (a label-smoothing target):
   calling it is no model's forward; its graph is the graph of its inputs.
 
 Both look through the file's classes, their project bases and the file's builder functions; what
@@ -39,9 +40,10 @@ class LayerKinds:
         self._weightless: dict[str, bool] = {}
         self._library_mode: dict[str, bool] = {}
         # class name -> (value, method) of every `self.attribute = value` in the class's methods
-        self._stored: dict[str, list[tuple[cst.BaseExpression | None, object]]] = {}
+        self._stored: dict[str, list[tuple[cst.BaseExpression, cst.BaseExpression | None, object]]] = {}
         for assign in table.self_assigns:
-            self._stored.setdefault(assign.site.cls.name, []).append((assign.value, assign.site.function))
+            self._stored.setdefault(assign.site.cls.name, []).append(
+                (assign.target, assign.value, assign.site.function))
 
     # -- random in training mode ------------------------------------------------------
     def may_sample(self, call: cst.Call, in_scan: bool = False) -> bool:
@@ -134,6 +136,7 @@ class LayerKinds:
         table = self.table
         if not table.is_module_class(info) or table.has_foreign_base(info) \
                 or not (self._compares(info) or _registers_buffers(info) or self._loss_base(info)
+                        or self._makes_constant_tensors(info)
                         or any(table.construction(call) is not None for call in info.calls)):
             return False  # (a `class Net` of an exercise, its layers still to be written, is a model)
         for base in info.bases:
@@ -151,7 +154,9 @@ class LayerKinds:
             if not self._weightless_layer(call):
                 return False
         # Whatever it stores that may be a module is a submodule, with its weights (`self.module = m`).
-        return not any(self._may_be_module(value, method) for value, method in self._stored.get(info.name, ()))
+        numbers = _computed_with(info)
+        return not any(self._may_be_module(value, method) and dotted(target) not in numbers
+                       for target, value, method in self._stored.get(info.name, ()))
 
     def _compares(self, info: ClassInfo) -> bool:
         """Its forward takes two inputs or more, as a loss or a metric compares an output with a target
@@ -197,6 +202,14 @@ class LayerKinds:
             return not (tensor_function or (type(value.func) is cst.Name and value.func.value in _BUILTINS))
         return False
 
+    def _makes_constant_tensors(self, info: ClassInfo) -> bool:
+        """Its `forward` fills tensors it makes itself (`torch.zeros(...)`, then `scatter_`): a one-hot or
+        label-smoothing target written as a module, not a model whose layers are still to be written."""
+        forward = info.methods.get("forward")
+        return forward is not None and any(
+            type(node) is cst.Call and self.imports.qualify(node.func) in api.CONSTANT_TENSOR_FACTORIES
+            for node in iter_nodes(forward.body))
+
     def _loss_base(self, info: ClassInfo) -> bool:
         """A subclass of one of torch's losses (`nn.modules.loss._Loss`, `nn.MSELoss`): a loss, not a model
         whose layers are still to be written."""
@@ -213,6 +226,39 @@ class LayerKinds:
             return self.table.layer_dependence(call) is None  # a builder of modules builds weights
         built = self.table.construction(call)
         return built is None or built.parameterless
+
+
+def _computed_with(info: ClassInfo) -> set[str]:
+    """The attributes the class's code only computes with: operands (`self.smoothing / (self.size - 2)`,
+    `ids == self.pad_id`), indices (`dist[:, self.pad_id]`), keyword values (`device=self.device`), sizes
+    in a tuple, never called or handed on: numbers and settings, whatever its constructor was handed."""
+    seen: dict[str, int] = {}
+    plain: dict[str, int] = {}
+    for node in iter_nodes(info.node.body):
+        kind = type(node)
+        if kind is cst.Attribute and type(node.value) is cst.Name and node.value.value == "self":
+            seen[node.attr.value] = seen.get(node.attr.value, 0) + 1
+            continue
+        if kind is cst.BinaryOperation:
+            operands = (node.left, node.right)
+        elif kind is cst.Comparison:
+            operands = (node.left, *(target.comparator for target in node.comparisons))
+        elif kind is cst.UnaryOperation:
+            operands = (node.expression,)
+        elif kind is cst.SubscriptElement and type(node.slice) is cst.Index:
+            operands = (node.slice.value,)
+        elif kind is cst.Arg and node.keyword is not None:
+            operands = (node.value,)
+        elif kind is cst.Element:  # `torch.zeros((n, self.vocab_size))`
+            operands = (node.value,)
+        elif kind is cst.AssignTarget:
+            operands = (node.target,)
+        else:
+            continue
+        for operand in operands:
+            if type(operand) is cst.Attribute and type(operand.value) is cst.Name and operand.value.value == "self":
+                plain[operand.attr.value] = plain.get(operand.attr.value, 0) + 1
+    return {f"self.{name}" for name, count in plain.items() if count == seen.get(name)}
 
 
 def _registers_buffers(info: ClassInfo) -> bool:
