@@ -324,7 +324,8 @@ class CallGraph(MethodTargets):
                 scope = scope.outer
             if name in self.local_functions and name not in self.imports.bindings:
                 return name
-            return None
+            closure = self.returned_closure(name, enclosing)
+            return _nested_name(closure) if closure is not None else None
         if type(func) is cst.Attribute and type(func.value) is cst.Name and func.value.value == "self":
             cls = enclosing.cls if enclosing is not None else None
             while cls is None and enclosing is not None and enclosing.outer is not None:
