@@ -590,3 +590,25 @@ def test_class_of_a_star_imported_module_is_looked_up(tmp_path: Path) -> None:
     assert not [f for f in _found_in(tmp_path, "nets.py", "sample.py") if f[2] == "MDL001"]
     (tmp_path / "nets.py").write_text(nets.replace("nn.ReLU())", "nn.Dropout(0.5))"))
     assert ("sample.py", 7, "MDL001") in _found_in(tmp_path, "nets.py", "sample.py")
+
+
+def test_evaluation_helper_nested_in_a_test_folder_script_is_no_unit_test(tmp_path: Path) -> None:
+    """A training script under `test/` (an integration run) defines `test_loop_fn` inside its `train_mnist()`:
+    pytest never collects a nested function, so its evaluation with autograd on is reported; a module-level
+    `test_*` function of the same folder is a unit test and is not."""
+    (tmp_path / "test").mkdir()
+    (tmp_path / "test" / "test_train_mnist.py").write_text(
+        "import torch\nfrom torch import nn\n\n\ndef train_mnist(loader, test_loader):\n"
+        "    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 64), nn.Dropout(0.5), nn.Linear(64, 10))\n"
+        "    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)\n\n"
+        "    def test_loop_fn(loader):\n        model.eval()\n        correct = 0\n        for x, y in loader:\n"
+        "            output = model(x)\n            correct += output.argmax(1).eq(y).sum().item()\n"
+        "        return correct\n\n"
+        "    for x, y in loader:\n        model.train()\n        nn.functional.cross_entropy(model(x), y).backward()\n"
+        "        optimizer.step()\n        optimizer.zero_grad()\n    return test_loop_fn(test_loader)\n")
+    assert ("test_train_mnist.py", 13, "MDL002") in _found_in(tmp_path / "test", "test_train_mnist.py")
+    (tmp_path / "test" / "test_model.py").write_text(
+        "import torch\n\n\ndef test_accuracy(model, loader):\n    model.eval()\n    correct = 0\n"
+        "    for x, y in loader:\n        output = model(x)\n        correct += output.argmax(1).eq(y).sum().item()\n"
+        "    assert correct > 0\n")
+    assert not _found_in(tmp_path / "test", "test_model.py")
