@@ -297,10 +297,12 @@ def _part_of_a_modules_forward(facts: FileFacts, forward, mode) -> bool:
         return False  # (a trainer on a base elsewhere, switching the model it holds, has no forward)
     if _detached_at_once(facts, forward):
         return False  # cut from its graph before it goes anywhere: no part of a differentiable forward
-    if _called_by_its_own_class(facts, function) or function in facts.maybe_forward_reachable:
+    if function in facts.maybe_forward_reachable:
         return True
     switched_here = any(facts.call_sites.get(site) is not None and facts.call_sites[site].site.function is function
                         for site in mode.eval_sites if not mode.train_sites)
+    if _called_by_its_own_class(facts, function) and not switched_here:
+        return True  # (`predict_proba()` calling `self.eval()` itself is an evaluation, whoever calls it)
     # Turned into predictions or metrics here and nothing of it leaves the method (fitting a calibration,
     # scoring a support set), in a method that trains nothing: no caller's graph can use it. (A method
     # returning its argmax, such as `get_codebook_indices()`, gives a result back: the module's users
