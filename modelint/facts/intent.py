@@ -286,7 +286,9 @@ class OutputUses:
 
     def _function_result(self, qualified: str, args: Origins) -> Origins:
         if qualified in DATASET_CONSUMERS:
-            self.use(args, BUILT)  # `DataLoader(self.handler(X, Y))`: what the call made is a dataset, no output
+            # `DataLoader(self.handler(X, Y))`: what the call made is a dataset, no output. (Features a forward
+            # computed, cut from its graph and put in a dataset, were still computed by that forward.)
+            self.use(args, BUILT, level=OPAQUE)
             return NONE
         if qualified in GRADIENT_FUNCTIONS or qualified in GRAPH_READERS:
             # (`make_dot(y)` renders the graph itself: it needs autograd on, like a gradient does)
