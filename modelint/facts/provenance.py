@@ -13,7 +13,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import libcst as cst
 
@@ -91,6 +91,15 @@ class Provenance:
             if fresh is not None:
                 fact = apply_chain(fresh, applied)
                 return Fresh(fact if fact is not None else fresh.join(ModeFact(havoc=True)))
+        if type(base) is cst.Attribute and type(unwrap_chain(base.value)[0]) is cst.Call:
+            # `densenet121(pretrained=True).features`: a part of a model built right here, in its mode (what
+            # the part holds is not known: the classifier of a model with BatchNorm may have none)
+            whole = self.bound_value(base.value, state, follows, enclosing)
+            if isinstance(whole, Fresh):
+                part = replace(whole.fact, origin=None, dependence=Dependence.INDEPENDENT
+                               if whole.fact.dependence is Dependence.INDEPENDENT else Dependence.UNKNOWN)
+                fact = apply_chain(part, applied)
+                return Fresh(fact if fact is not None else part.join(ModeFact(havoc=True)))
         source = receiver_key(value, self.imports)
         if source is not None:
             source = state.canonical(source)
