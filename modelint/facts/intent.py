@@ -50,6 +50,7 @@ from modelint.facts.value_calls import (BACKWARD_METHODS, CONTAINER_METHODS, DET
                                         WEAK_CONSUMER_METHODS, DETACHING_BUILTINS, EVAL_FUNCTIONS,
                                         GRADIENT_FUNCTIONS, GRAPH_READERS, METADATA_BUILTINS, DATASET_CONSUMERS,
                                         in_place)
+from modelint.facts.value_nodes import COMPREHENSIONS, value_children, value_nodes
 from modelint.facts.walk import iter_nodes
 
 TRAIN, EVAL, RETURN, STORE, ESCAPE, WEAK, DISCARD = "train", "eval", "return", "store", "escape", "weak", "discard"
@@ -149,10 +150,27 @@ class OutputUses:
         """The origins of every value sub-expression of `expr` (empty when nothing can derive)."""
         if not values and not self._has_forward(expr):
             return {}
+        nodes = list(value_nodes(expr))
+        if any(type(node) in COMPREHENSIONS for node in nodes):
+            values = self._comprehension_targets(nodes, values)
         result: dict[cst.CSTNode, Origins] = {}
-        for node in reversed(list(_value_nodes(expr))):  # children before their parents
+        for node in reversed(nodes):  # children before their parents
             result[node] = self._node(node, result, values)
         return result
+
+    def _comprehension_targets(self, nodes: list, values: dict[str, Origins]) -> dict[str, Origins]:
+        """`[p.detach().numpy() for p in predicted]`: each name a comprehension binds holds what its iterable
+        derives from (outer comprehensions first: an inner one may iterate over an outer one's name)."""
+        values = dict(values)
+        for comprehension in (node for node in nodes if type(node) in COMPREHENSIONS):
+            clause = comprehension.for_in
+            while clause is not None:
+                origins = self.expression(clause.iter, values)
+                for target in iter_nodes(clause.target):
+                    if type(target) is cst.Name:
+                        values[target.value] = origins
+                clause = clause.inner_for_in
+        return values
 
     def _has_forward(self, expr: cst.BaseExpression) -> bool:
         if not self.forwards:
@@ -163,7 +181,7 @@ class OutputUses:
 
     def _children(self, node: cst.CSTNode, result: dict) -> Origins:
         out: set = set()
-        for child in _value_children(node):
+        for child in value_children(node):
             found = result.get(child)
             if found:
                 out |= found
@@ -377,40 +395,3 @@ def graph_handed_to_update(origins, with_a_model: bool) -> bool:
     optimizer, metrics)`), the output itself or tensor operations on it, not a value through a call."""
     needed = DIRECT if with_a_model else OPAQUE
     return any(level >= needed and not is_parameter(origin) for origin, level in origins)
-
-
-def _value_children(node: cst.CSTNode):
-    """The sub-expressions whose values make up `node`'s value (not attribute names or keywords)."""
-    from modelint.facts.walk import children
-
-    kind = type(node)
-    if kind is cst.Attribute:
-        yield node.value
-        return
-    if kind is cst.Arg:
-        yield node.value
-        return
-    if kind is cst.Lambda:
-        return
-    for child in children(node):
-        if type(child) in (cst.CompFor,):
-            yield from _comp_for_values(child)
-        else:
-            yield child
-
-
-def _comp_for_values(comp: cst.CompFor):
-    while comp is not None:
-        yield comp.iter
-        for condition in comp.ifs:
-            yield condition.test
-        comp = comp.inner_for_in
-
-
-def _value_nodes(expr: cst.BaseExpression):
-    """`expr` and its value sub-expressions, parents before children (no recursion)."""
-    stack = [expr]
-    while stack:
-        node = stack.pop()
-        yield node
-        stack.extend(_value_children(node))
