@@ -55,8 +55,9 @@ class Report:
     # A guess about callers no one can see (a helper's qualname): the runner drops it when another
     # file of the run calls that function, whose caller is then judged with the helper's summary.
     unless_called: str | None = None
-    # A method no caller of which is in sight: the runner drops the report when the run's other files call
-    # a method of this name (on objects they cannot place) only under no_grad: likely its callers.
+    # A method no caller of which is in sight (or only methods of its class that nothing here calls): the
+    # runner drops the report when the run's files call a method of these names (comma-separated) on objects
+    # they cannot place, and only under no_grad: likely its callers.
     method_callers_unseen: str | None = None
     # A module's own inference method whose class never calls `self.eval()`: the runner drops the report when
     # the run's other files call a method of this name only after putting its receiver in eval mode.

@@ -200,10 +200,12 @@ class ProjectIndex:
         return called
 
     def method_called_only_without_grad(self, name: str, defined_in: str) -> bool:
-        """Do other files call a method of this name on objects they cannot place, and always under
-        no_grad? (The method's own file has no caller in sight: these may be its callers.)"""
-        calls = [summary.method_calls[name] for path, summary in self.files.items()
-                 if path != os.path.abspath(defined_in) and name in summary.method_calls]
+        """Do the files of the run call a method of this name on objects they cannot place, and always under
+        no_grad? (The method's own class has no caller in sight: these may be its callers; its own file's
+        too, `m.predict(x)` for each `m` of a list of models.)"""
+        methods = name.split(",")  # (several: each method of its class that reaches it, see Report)
+        calls = [summary.method_calls[method] for summary in self.files.values() for method in methods
+                 if method in summary.method_calls]
         return bool(calls) and all(calls)
 
     def method_called_only_in_eval(self, name: str, defined_in: str) -> bool:
