@@ -612,3 +612,21 @@ def test_evaluation_helper_nested_in_a_test_folder_script_is_no_unit_test(tmp_pa
         "    for x, y in loader:\n        output = model(x)\n        correct += output.argmax(1).eq(y).sum().item()\n"
         "    assert correct > 0\n")
     assert not _found_in(tmp_path / "test", "test_model.py")
+
+
+def test_lowercase_module_class_of_another_file_is_asked_of_the_index(tmp_path: Path) -> None:
+    """`from models import net` (an RL repo's Linear-only policy class, named in lower case): the index says
+    what the class holds, so the greedy action under no_grad is no MDL001; with a Dropout it is one."""
+    models = ("import torch.nn as nn\nimport torch.nn.functional as F\n\n\nclass net(nn.Module):\n"
+              "    def __init__(self, obs, actions):\n        super().__init__()\n        self.fc1 = nn.Linear(obs, 64)\n"
+              "        self.fc2 = nn.Linear(64, actions)\n\n    def forward(self, x):\n"
+              "        return self.fc2(F.relu(self.fc1(x)))\n")
+    (tmp_path / "models.py").write_text(models)
+    (tmp_path / "demo.py").write_text(
+        "import torch\nfrom models import net\n\nnetwork = net(4, 2)\nnetwork.load_state_dict(torch.load('model.pt'))\n"
+        "obs = torch.zeros(1, 4)\nwith torch.no_grad():\n    action = network(obs).argmax(-1).item()\nprint(action)\n")
+    assert not [f for f in _found_in(tmp_path, "models.py", "demo.py") if f[2] == "MDL001"]
+    (tmp_path / "models.py").write_text(models.replace("self.fc2(F.relu(self.fc1(x)))",
+                                                       "self.fc2(self.drop(F.relu(self.fc1(x))))").replace(
+        "        self.fc2 = nn.Linear(64, actions)\n", "        self.fc2 = nn.Linear(64, actions)\n        self.drop = nn.Dropout(0.5)\n"))
+    assert ("demo.py", 8, "MDL001") in _found_in(tmp_path, "models.py", "demo.py")

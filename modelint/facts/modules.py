@@ -268,9 +268,13 @@ class ModuleTable(WaitingOnImports, LocalLayers, Registries, ModuleAttributes, B
             if qualified.startswith("torch."):
                 return None
             tail = qualified.rsplit(".", 1)[-1]
-            if tail[:1].isupper() and self.index is not None and self.index.names_function(qualified, self.path):
+            if not tail[:1].isupper():  # a function, as a rule; a class the index knows (`class net(nn.Module)`)
+                known = self.index.resolve_class(qualified, self.path) \
+                    if self.index is not None and self._is_foreign(qualified) else None
+                return self.indexed_construction(call, qualified, known) if known is not None else None
+            if self.index is not None and self.index.names_function(qualified, self.path):
                 return None  # `Encoder(...)`, a builder function of another file: its summary says what it returns
-            if tail[:1].isupper() and self._is_foreign(qualified):
+            if self._is_foreign(qualified):
                 known = self.index.resolve_class(qualified, self.path) if self.index is not None else None
                 if known is not None and (known != Dependence.UNKNOWN or self._assumed is None):
                     return self.indexed_construction(call, qualified, known)
