@@ -162,8 +162,8 @@ class ObjectModes(ObjectExits):
         """class -> `self.<attr>` -> the join of the dependences of the models assigned to it."""
         out: dict = {}
         for assigned, value, site in self.flow.collector.call_assigns:
-            if site.cls is None or not assigned.startswith("self."):
-                continue
+            if site.cls is None or not assigned.startswith("self.") or rewraps(self.flow.imports, value, assigned):
+                continue  # (`self.net = nn.DataParallel(self.net)`: the same model, whatever it holds)
             built = self.flow.modules.module_expression(value)[0]
             dependence = built.dependence if built is not None else Dependence.UNKNOWN  # (not a model we know)
             known = out.setdefault(site.cls, {})
