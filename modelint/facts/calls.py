@@ -27,7 +27,7 @@ from modelint.facts.intent import DETACHED
 from modelint.facts.phases import decide
 from modelint.facts.lattice import ENTRY_MODE, ModeFact, mode_of_call
 from modelint.facts.names import dotted, tokens, value_key
-from modelint.facts.modules import Dependence
+from modelint.facts.modules import Dependence, unwrap_chain
 from modelint.facts.naming import EVAL_WORDS, TRAIN_WORDS, names_evaluation_data
 from modelint.facts.provenance import Fresh, receiver_key
 from modelint.facts.records import Forward
@@ -73,6 +73,8 @@ class CallEffects(FollowedNames, SummaryEffects, ModeContexts, TrainingSteps):
         if local is None and call.args:
             self._record_handed_models(call, state)
         key = value_key(func)
+        if key is None and type(func) is cst.Call and unwrap_chain(func)[1]:
+            key = value_key(unwrap_chain(func)[0])  # `model.to(device)(x)`: the model itself, moved
         steps = local is None and self._updates_with(call, state)
         if steps:
             # `loss_scaler(loss, optimizer, parameters=model.parameters())`: no model takes an optimizer;
