@@ -15,7 +15,7 @@ from modelint.facts.names import dotted
 
 
 class Registries:
-    """Mixed into ModuleTable (which provides `_collector` and `construction`)."""
+    """Mixed into ModuleTable (which provides `_collector`, `construction` and the builders' lookups)."""
 
     @cached_property
     def registries(self) -> dict[str, list[cst.BaseExpression]]:
@@ -37,19 +37,43 @@ class Registries:
                     found[name] = values
         return {name: values for name, values in found.items() if bound[name] == 1}
 
+    @cached_property
+    def held_registries(self) -> dict[str, list[cst.BaseExpression]]:
+        """`self.edition = [resnet18, resnet50]` (a list, tuple or dict of names), the one assignment of that
+        attribute in the file -> those names: a class's choice of backbone builders, picked by an index."""
+        found: dict[str, list[cst.BaseExpression]] = {}
+        bound: dict[str, int] = {}
+        for assign in self._collector.attribute_assigns:
+            key = dotted(assign.target)
+            if key is None or not key.startswith("self.") or assign.site.cls is None:
+                continue
+            bound[key] = bound.get(key, 0) + 1
+            values = _listed_names(assign.value)
+            if values:
+                found[key] = values
+        return {key: values for key, values in found.items() if bound[key] == 1}
+
     def registered(self, call: cst.Call):
-        """The module `ARCHS[key](...)` builds, when every class the registry holds builds one."""
+        """The module `ARCHS[key](...)` (or `self.edition[phi](...)`) builds, when every class or builder the
+        registry holds builds one."""
         func = call.func
-        if type(func) is not cst.Subscript or type(func.value) is not cst.Name:
-            return None
-        classes = self.registries.get(func.value.value)
-        if not classes:
-            return None
-        built = [self.construction(cst.Call(func=cls, args=call.args)) for cls in classes]
-        if any(b is None for b in built):
+        if type(func) is not cst.Subscript:
             return None
         from modelint.facts.modules import Construction
 
+        if type(func.value) is cst.Name:
+            classes = self.registries.get(func.value.value)
+        else:
+            classes = self.held_registries.get(dotted(func.value) or "")
+        built = []
+        for cls in classes or ():
+            made = self.construction(cst.Call(func=cls, args=call.args))
+            builder = self._builder_name(cls) if made is None else None
+            if builder is not None and self._builder_dependence(builder) is not None:
+                made = Construction(call, self._builder_dependence(builder))  # `resnet18`, a builder of this file
+            built.append(made)
+        if not classes or any(b is None for b in built):
+            return None
         return Construction(call, max(b.dependence for b in built), certain=all(b.certain for b in built),
                             parameterless=all(b.parameterless for b in built),
                             runs_loaded=any(b.runs_loaded for b in built))
@@ -69,3 +93,18 @@ def _class_values(value: cst.BaseExpression) -> list[cst.BaseExpression]:
     if not values or any(n is None or not n.rsplit(".", 1)[-1][:1].isupper() for n in names):
         return []
     return values
+
+
+def _listed_names(value: cst.BaseExpression | None) -> list[cst.BaseExpression]:
+    """The names a list, tuple or dict literal holds, when it holds nothing else."""
+    if type(value) in (cst.List, cst.Tuple):
+        values = [element.value for element in value.elements if type(element) is cst.Element]
+        if len(values) != len(value.elements):
+            return []
+    elif type(value) is cst.Dict:
+        values = [element.value for element in value.elements if type(element) is cst.DictElement]
+        if len(values) != len(value.elements):
+            return []
+    else:
+        return []
+    return values if values and all(dotted(v) is not None for v in values) else []
