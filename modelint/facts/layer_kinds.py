@@ -21,9 +21,8 @@ import libcst as cst
 from modelint.facts import torch_api as api
 from modelint.facts.collector import Collector
 from modelint.facts.scopes import ClassInfo
-from modelint.facts.modules import calls_in
 from modelint.facts.names import NOT_LITERAL, dotted, literal_value
-from modelint.facts.walk import iter_nodes
+from modelint.facts.walk import calls_in, iter_nodes
 
 _WEIGHT_CALLS = frozenset({"torch.nn.Parameter", "torch.nn.parameter.Parameter"})
 _REGISTERING = frozenset({"register_parameter", "register_module", "add_module"})

@@ -26,7 +26,7 @@ from modelint.facts.registries import Registries
 from modelint.facts.scopes import ClassInfo, FunctionInfo
 from modelint.facts.names import dotted, literal_value
 from modelint.facts.torch_layers import Dependence, layer_dependence_by_name
-from modelint.facts.walk import iter_nodes
+from modelint.facts.walk import calls_in, iter_nodes
 
 
 # Methods that return the module they are called on.
@@ -406,7 +406,3 @@ def _literal_list(expr: cst.BaseExpression) -> bool:
     if type(expr) is cst.BinaryOperation and type(expr.operator) is cst.Add:
         return _literal_list(expr.left) and _literal_list(expr.right)
     return type(expr) in (cst.List, cst.ListComp, cst.Tuple, cst.GeneratorExp)
-
-
-def calls_in(expr: cst.BaseExpression) -> list[cst.Call]:
-    return [node for node in iter_nodes(expr, source_order=True) if type(node) is cst.Call]

@@ -187,3 +187,8 @@ def _methods_of(visitor_cls: type) -> dict[type, tuple]:
     if methods is None:
         methods = _METHODS[visitor_cls] = {}
     return methods
+
+
+def calls_in(expr: cst.BaseExpression) -> list[cst.Call]:
+    """The calls in an expression, in source order."""
+    return [node for node in iter_nodes(expr, source_order=True) if type(node) is cst.Call]
