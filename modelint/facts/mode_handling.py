@@ -59,38 +59,9 @@ def handed_only_functions(facts, function, name: str) -> bool:
 
 
 def _a_function(facts, expr: cst.BaseExpression, scope) -> bool:
-    if type(expr) is cst.Lambda:
-        return True
-    if type(expr) is not cst.Name:
-        return False
-    if facts.flow.local_reference(expr, scope) is not None:
-        return True
-    bindings = facts.flow._scope_bindings(scope).get(expr.value) or []
-    values = [binding.value for binding in bindings if binding.kind == "assign"]
-    return bool(values) and len(values) == len(bindings) and all(
-        type(value) is cst.Call and _hands_back_a_function(facts, value, scope) for value in values)
-
-
-def _hands_back_a_function(facts, call: cst.Call, scope) -> bool:
-    """Is the call's callee a function of this file whose every return hands back a function it defines?"""
-    callee = facts.flow.local_functions.get(facts.flow.local_callee(call, scope) or "")
-    if callee is None:
-        return False
-    defined = {statement.name.value for statement in _body(callee.node) if type(statement) is cst.FunctionDef}
-    returns = [node for node in _own_nodes(callee.node.body) if type(node) is cst.Return]
-    return bool(returns) and all(type(r.value) is cst.Name and r.value.value in defined for r in returns)
-
-
-def _body(node: cst.FunctionDef) -> list:
-    return list(node.body.body) if type(node.body) is cst.IndentedBlock else []
-
-
-def _own_nodes(node: cst.CSTNode):
-    """The nodes of a function's body, not those of functions or classes defined in it."""
-    for child in node.children:
-        yield child
-        if type(child) not in (cst.FunctionDef, cst.ClassDef, cst.Lambda):
-            yield from _own_nodes(child)
+    """A lambda, or a name that calls a function of this file (a def, or the closure a factory of the file
+    hands back: `val_step_fn = make_val_step_fn(model, loss_fn)`)."""
+    return type(expr) is cst.Lambda or (type(expr) is cst.Name and facts.flow.local_reference(expr, scope) is not None)
 
 
 def minds_modes(function) -> bool:
