@@ -272,7 +272,8 @@ class MissingEvalMode(Rule):
             return None
         if not trains_here and _mode_chosen_by_caller(forward, mode):
             return None
-        if trains_here and (_fitted_input(facts, forward) or _training_batch_statistic(facts, forward, context)):
+        if trains_here and (_fitted_input(facts, forward) or _training_batch_statistic(facts, forward, context)
+                            or _objective_on_the_training_batch(facts, forward, context)):
             return None
         key = forward.key
         proof = evidence(mode.train_sites, f"`{key}` is in training mode from here")
@@ -369,8 +370,9 @@ def _fitted_input(facts: FileFacts, forward) -> bool:
 
 def _training_batch_statistic(facts: FileFacts, forward, context: str, depth: int = 0) -> bool:
     """The model run again, in the very pass of the loop that trains it, on the same values its training
-    forward got there (`fake_img = netG(z)` after the discriminator's backward, only to log D(G(z))): a
-    statistic of the training step, which runs in training mode by design, not an evaluation. (A test
+    forward gets there (`fake_img = netG(z)` after the discriminator's backward, only to log D(G(z)); a PPO
+    update logging its losses on the minibatch before its steps): a statistic of the training step, which
+    runs in training mode by design, not an evaluation. (A test
     batch drawn into the same names in between, `points, target = next(test_iter)`, is other data.)"""
     inputs = _input_names(forward.call)
     site = facts.call_sites.get(forward.call)
@@ -387,10 +389,15 @@ def _training_batch_statistic(facts: FileFacts, forward, context: str, depth: in
             where = facts.call_sites.get(other.call)
             before = facts.locate(other.call)
             if other is forward or other.key != forward.key or other.via is not None or not other.trains_model \
-                    or where is None or before is None or before[:2] >= at[:2] or not inputs <= _input_names(other.call) \
-                    or loops_around(where)[-1:] != loops[-1:]:
+                    or where is None or before is None or before[:2] == at[:2] or not inputs <= _input_names(other.call):
                 continue
-            rebound = _bound_between(facts, loops[-1], inputs, before[0], at[0])
+            rebound = _bound_between(facts, loops[-1], inputs, *sorted((before[0], at[0])))
+            if before[:2] > at[:2]:  # (the loss logged before the steps, in this pass or a loop inside it)
+                if not rebound and loops[-1] in loops_around(where):
+                    return True
+                continue
+            if loops_around(where)[-1:] != loops[-1:]:
+                continue
             if all(depth == 0 and type(value) is cst.Call and any(
                     f.call is value and _training_batch_statistic(facts, f, context, depth + 1)
                     for f in flow.all_forwards()) for value in rebound):
@@ -414,6 +421,24 @@ def _bound_between(facts: FileFacts, loop: cst.CSTNode, names: set[str], first: 
             single = type(node) is cst.Assign and all(type(t) is cst.Name for t in targets)
             values.append(node.value if single else None)
     return values
+
+
+def _objective_on_the_training_batch(facts: FileFacts, forward, context: str) -> bool:
+    """The model run, before the steps that train it on them, on the very arguments of its function that
+    those steps get (an RL `update(obs, adv)` logging the loss first): the training objective, measured in
+    the mode it is trained in, not an evaluation of other data. (A prediction after the last step is one.)"""
+    inputs = _input_names(forward.call)
+    function = forward.function
+    at = facts.locate(forward.call)
+    if forward.via is not None or not inputs or function is None or at is None or context.startswith("over") \
+            or not inputs <= function.param_set:
+        return False
+    bindings, _ = facts.receivers.scope(function)
+    if any(binding.kind != "param" for name in inputs for binding in bindings.get(name, ())):
+        return False  # (a batch drawn again into the same name is other data)
+    return any(other.key == forward.key and other.via is None and other.trains_model
+               and (facts.locate(other.call) or at)[:2] > at[:2] and inputs <= _input_names(other.call)
+               for flow in facts.flow.flows if flow.function is function for other in flow.all_forwards())
 
 
 def _input_names(call: cst.Call) -> set[str]:
