@@ -255,7 +255,7 @@ def _drop_guesses_about_callers(results: list[FileResult], index: ProjectIndex) 
         result.findings = [f for f in result.findings
                            if (f.unless_called is None or (path, f.unless_called) not in called)
                            and (f.method_callers_unseen is None
-                                or not index.method_called_only_without_grad(f.method_callers_unseen, f.path))
+                                or not index.method_called_only_without_grad(f.method_callers_unseen))
                            and (f.method_callers_switch is None
                                 or not index.method_called_only_in_eval(f.method_callers_switch, f.path))]
 

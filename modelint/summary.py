@@ -199,7 +199,7 @@ class ProjectIndex:
                     called.add((os.path.abspath(found.path), found.qualname))
         return called
 
-    def method_called_only_without_grad(self, name: str, defined_in: str) -> bool:
+    def method_called_only_without_grad(self, name: str) -> bool:
         """Do the files of the run call a method of this name on objects they cannot place, and always under
         no_grad? (The method's own class has no caller in sight: these may be its callers; its own file's
         too, `m.predict(x)` for each `m` of a list of models.)"""

@@ -195,10 +195,10 @@ def _method_callers_unseen(facts: FileFacts, forward) -> str | None:
     """A method's name, when its autograd is on only because no caller is in sight (`SynthesizerTrn.infer`
     that a training script calls as `generator.module.infer(x)`): see Report.method_callers_unseen."""
     function = forward.function
-    if not _grad_guessed_from_unseen_callers(facts, forward, within_its_class=True) or function.cls is None \
-            or function.outer is not None:
+    if function is None or function.cls is None or function.outer is not None or not _grad_left_to_callers(forward):
         return None
-    return ",".join(dict.fromkeys(_unseen_entries(facts, function, frozenset())))
+    entries = _unseen_entries(facts, function, frozenset())
+    return ",".join(dict.fromkeys(entries)) if entries is not None else None
 
 
 def _callers_decide(facts: FileFacts, forward) -> str | None:
@@ -214,21 +214,23 @@ def _callers_decide(facts: FileFacts, forward) -> str | None:
     return qualname(function)
 
 
-def _grad_guessed_from_unseen_callers(facts: FileFacts, forward, within_its_class: bool = False) -> bool:
+def _grad_guessed_from_unseen_callers(facts: FileFacts, forward) -> bool:
     """Is autograd on at the forward only because the function's callers, none of them in this file, are
-    assumed to leave it on (no no_grad of its own reaches it)? `within_its_class`: callers among the methods
-    of its own class, themselves called by no one here, count as none (`get_accuracy()` calling `predict()`)."""
-    function, grad = forward.function, forward.grad
-    if function is None or not grad.unknown or grad.may_enabled or grad.free_sites:
-        return False
-    if within_its_class and function.cls is not None:
-        return _unseen_entries(facts, function, frozenset()) is not None
-    return not facts.flow.has_callers(function)
+    assumed to leave it on (no no_grad of its own reaches it)?"""
+    return forward.function is not None and _grad_left_to_callers(forward) \
+        and not facts.flow.has_callers(forward.function)
+
+
+def _grad_left_to_callers(forward) -> bool:
+    """No no_grad of its own function reaches the forward: its grad mode is whatever the callers leave."""
+    grad = forward.grad
+    return grad.unknown and not grad.may_enabled and not grad.free_sites
 
 
 def _unseen_entries(facts: FileFacts, function, seen: frozenset) -> list[str] | None:
     """The methods through which callers this file cannot place reach a method: itself, and the methods of
-    its class that call it, up to those nothing here calls; None when a caller outside the class is seen."""
+    its class that call it, up to those nothing here calls (`get_accuracy()` calling `predict()`); None when
+    a caller outside the class is seen."""
     if not facts.flow.has_callers(function):
         return [function.name]
     found = [function.name]  # (public too: `m.predict(x)` may call it directly)

@@ -73,8 +73,9 @@ class CallEffects(FollowedNames, SummaryEffects, ModeContexts, TrainingSteps):
         if local is None and call.args:
             self._record_handed_models(call, state)
         key = value_key(func)
-        if key is None and type(func) is cst.Call and unwrap_chain(func)[1]:
-            key = value_key(unwrap_chain(func)[0])  # `model.to(device)(x)`: the model itself, moved
+        if key is None and type(func) is cst.Call:
+            moved, chain = unwrap_chain(func)
+            key = value_key(moved) if chain else None  # `model.to(device)(x)`: the model itself, moved
         steps = local is None and self._updates_with(call, state)
         if steps:
             # `loss_scaler(loss, optimizer, parameters=model.parameters())`: no model takes an optimizer;

@@ -69,9 +69,8 @@ class Registries:
         for cls in classes or ():
             made = self.construction(cst.Call(func=cls, args=call.args))
             builder = self._builder_name(cls) if made is None else None
-            if builder is not None and self._builder_dependence(builder) is not None:
-                made = Construction(call, self._builder_dependence(builder))  # `resnet18`, a builder of this file
-            built.append(made)
+            dependence = self._builder_dependence(builder) if builder is not None else None
+            built.append(made if dependence is None else Construction(call, dependence))  # `resnet18`: a builder here
         if not classes or any(b is None for b in built):
             return None
         return Construction(call, max(b.dependence for b in built), certain=all(b.certain for b in built),
