@@ -171,8 +171,7 @@ def constructor_turns_grad_off(flow, cls) -> cst.Call | None:
         for statement in body:
             for small in statement.body if type(statement) is cst.SimpleStatementLine else ():
                 call = small.value if type(small) is cst.Expr else None
-                if type(call) is cst.Call and len(call.args) == 1 \
-                        and flow.imports.qualify(call.func) in api.SET_GRAD_ENABLED \
-                        and literal_value(call.args[0].value) is False:
+                if type(call) is cst.Call and flow.imports.qualify(call.func) in api.SET_GRAD_ENABLED \
+                        and grad_effect(flow.imports, call) == "free":
                     cache[cls] = call
     return cache[cls]
