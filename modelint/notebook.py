@@ -5,7 +5,7 @@ notebook runs top to bottom). IPython syntax is neutralised without moving any
 line: a `%magic` / `!shell` / `?obj` / `obj?` line that starts a statement (not one
 inside brackets or a string: `%(a, b))` continuing a format is Python) becomes
 `pass` at the same indentation (the lines it continues with a backslash become
-blank), and a cell magic other than
+blank), a capture (`files = !ls`) binds its names to `...`, and a cell magic other than
 %%time/%%timeit/%%capture comments its whole cell out. A cell that does not
 parse is reported (E999 at that cell); each statement CPython stops in is then blanked
 in place (`pass`, or `if True:` for a line opening a block), a few times at most, so
@@ -26,6 +26,9 @@ from modelint.source import physical_lines
 from modelint.summary import FileSummary
 
 _LINE_MAGIC = re.compile(r"^(\s*)(%|!|\?)")
+# `files = !ls logs`, `t = %timeit -o f()`: never Python (`!` and `%` cannot start an expression); the name
+# stays bound, to a value the analysis knows nothing about.
+_CAPTURE_MAGIC = re.compile(r"^(\s*[A-Za-z_][\w.]*(?:\s*,\s*[A-Za-z_][\w.]*)*\s*)=\s*[%!]")
 _PYTHON_CELL_MAGICS = ("%%time", "%%timeit", "%%capture", "%%prun")
 
 
@@ -61,7 +64,12 @@ def neutralise(lines: list[str]) -> list[str]:
             if match is None and starts and last == "?" and line.strip() not in ("?", "??"):
                 match = _LINE_MAGIC.match(" " * (len(line) - len(line.lstrip())) + "?")  # `obj?`, `obj??`: help
                 depth, quote, python_continued = 0, None, False
-            out.append(f"{match.group(1)}pass" if match else line)
+            capture = _CAPTURE_MAGIC.match(line) if starts and match is None else None
+            if capture is not None:
+                match = capture
+                out.append(f"{capture.group(1).rstrip()} = ...")
+            else:
+                out.append(f"{match.group(1)}pass" if match else line)
             if not match:
                 continue
             depth, quote, python_continued = 0, None, False

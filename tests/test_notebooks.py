@@ -44,6 +44,9 @@ def test_magics_do_not_shift_lines() -> None:
     # A shell line continued with backslashes (its indented tail would be an IndentationError).
     assert neutralise(["!python export.py \\", "        --grid \\", "        --img 640", "x = \\", "  1"]) == \
         ["pass", "", "", "x = \\", "  1"]
+    # A capture keeps its names bound; `!=` and a remainder are Python.
+    assert neutralise(["files = !ls logs", "  t, u = %sx pwd", "a != b", "r = 7 % 2"]) == \
+        ["files = ...", "  t, u = ...", "a != b", "r = 7 % 2"]
 
 
 def test_only_a_line_that_starts_a_statement_is_ipython() -> None:
