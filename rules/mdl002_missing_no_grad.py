@@ -88,10 +88,12 @@ class MissingNoGrad(Rule):
             function = flow.function
             if facts.is_test_function(function) or facts.flow.is_framework_hook(function):
                 continue
-            if facts.uses_input_gradients(function):
+            if function is not None and facts.uses_input_gradients(function):
                 continue  # saliency, adversarial examples: the outputs' gradients are the point
             reported: list = []  # (the call shown, its report, the calls it goes through), in order
             for forward in flow.all_forwards():
+                if function is None and facts.uses_input_gradients(None, forward.call):
+                    continue
                 report = self._judge(facts, forward)
                 if report is None:
                     continue

@@ -19,6 +19,7 @@ from modelint.facts.regions import grad_wrappers, lexically_grad_free
 from modelint.facts.modules import ModuleTable
 from modelint.facts.positions import Positions
 from modelint.facts.names import ImportTable, dotted
+from modelint.facts.walk import iter_nodes
 from modelint.source import physical_lines
 from modelint.summary import ProjectIndex
 
@@ -220,10 +221,20 @@ class FileFacts:
             cls = next((b for b in bases if b is not None), None)
         return False
 
-    def uses_input_gradients(self, function: FunctionInfo | None) -> bool:
-        if function is None:
-            return self.collector.module_uses_input_gradients
-        return function.takes_input_gradients
+    def uses_input_gradients(self, function: FunctionInfo | None, call: cst.Call | None = None) -> bool:
+        """Whether `function` asks autograd for gradients with respect to inputs (saliency, adversarial
+        examples). Module-level code, for `call` in it: only the top-level statement that asks, and calls
+        handed a tensor it marked (`x.requires_grad_()` in one cell, `model(x)` in the next)."""
+        if function is not None:
+            return function.takes_input_gradients
+        marks = self.collector.module_input_gradient_marks
+        if call is None or not marks:
+            return bool(marks)
+        marked = {name for _stmt, name in marks if name is not None}
+        if marked and any(dotted(node) in marked for arg in call.args for node in iter_nodes(arg.value)
+                          if type(node) in (cst.Name, cst.Attribute)):
+            return True
+        return any(node is call for stmt in {stmt for stmt, _name in marks} for node in iter_nodes(stmt))
 
     def is_evaluation_function(self, function: FunctionInfo | None) -> bool:
         while function is not None:

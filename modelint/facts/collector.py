@@ -45,6 +45,9 @@ class Collector(FastVisitor):
         self.call_assigns: list[tuple[str, cst.Call, Site]] = []
         self.module_uses_gradients = False
         self.module_uses_input_gradients = False
+        # Where module-level code asks for input gradients: (its top-level statement, the name it marks or
+        # None). A script or notebook draws a saliency map in one place and evaluates in another.
+        self.module_input_gradient_marks: list[tuple[cst.CSTNode, str | None]] = []
         self.module_mode_relevant = False
         self.module_calls_functions = False  # module-level code passes names to calls
         self._stmts: list[cst.CSTNode] = []
@@ -233,7 +236,7 @@ class Collector(FastVisitor):
             cls.calls.append(node)
         attr = func.attr.value if type(func) is cst.Attribute else None
         if attr in _GRADIENT_METHODS or (attr == "grad" and "autograd" in (dotted(func) or "")):
-            self._mark_gradients(inputs=attr != "backward")
+            self._mark_gradients(inputs=attr != "backward", name=dotted(func.value) if attr != "grad" else None)
         elif (qualified or "").startswith(_GRADIENT_TRANSFORMS):
             self._mark_gradients(inputs=True)  # `jacobian(f, x)`, `torch.func.grad(f)(x)`: gradients of a forward
         if attr in _MODE_METHODS or attr == "set_grad_enabled":
@@ -263,7 +266,9 @@ class Collector(FastVisitor):
         for arg in node.args:
             if arg.keyword is not None and arg.keyword.value == "requires_grad":
                 if type(arg.value) is cst.Name and arg.value.value == "True":
-                    self._mark_gradients(inputs=True)
+                    owner = self._owners[-1] if self._owners else None
+                    targets = owner.targets if type(owner) is cst.Assign else ()
+                    self._mark_gradients(inputs=True, name=dotted(targets[0].target) if len(targets) == 1 else None)
 
     def visit_Attribute(self, node: cst.Attribute) -> None:
         name = node.attr.value
@@ -277,11 +282,13 @@ class Collector(FastVisitor):
             if function is not None and dotted(node.value) not in ("torch.autograd", "autograd"):
                 function.reads_grads = True  # `p.grad`: gradients read, not only stepped
 
-    def _mark_gradients(self, inputs: bool = False) -> None:
+    def _mark_gradients(self, inputs: bool = False, name: str | None = None) -> None:
         function = self._function()
         if function is None:
             self.module_uses_gradients = True
             self.module_uses_input_gradients = self.module_uses_input_gradients or inputs
+            if inputs and self._stmts:
+                self.module_input_gradient_marks.append((self._stmts[0], name))
         else:
             function.uses_gradients = True
             function.uses_input_gradients = function.uses_input_gradients or inputs
@@ -321,7 +328,7 @@ class Collector(FastVisitor):
     def _attribute_targets(self, target: cst.BaseExpression, value, node) -> None:
         if type(target) is cst.Attribute and target.attr.value == "requires_grad" \
                 and type(value) is cst.Name and value.value == "True":
-            self._mark_gradients(inputs=True)  # `x.requires_grad = True`, as `x.requires_grad_()`
+            self._mark_gradients(inputs=True, name=dotted(target.value))  # as `x.requires_grad_()`
         if type(value) is cst.Call:
             key = dotted(target)
             if key is not None:
