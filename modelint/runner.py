@@ -312,8 +312,9 @@ def _follow_calls_across_files(results: list[FileResult], work, workers: int,
     redone: set[str] = set()  # files summarised again as helpers
     for summary in summaries:
         for ref in summary.unresolved | summary.asked_classes:
-            if index.resolve(ref, summary.path) is None and index.resolve_class(ref, summary.path) is None \
-                    and index.resolve_shape(ref, summary.path) is None:
+            if index.imports_a_nested_namesake(ref, summary.path) or (
+                    index.resolve(ref, summary.path) is None and index.resolve_class(ref, summary.path) is None
+                    and index.resolve_shape(ref, summary.path) is None):
                 for candidate in _module_files(ref, summary.path):
                     read = index.files.get(os.path.abspath(candidate))
                     if read is not None and ref.rpartition(".")[2] not in read.plain_functions:

@@ -320,7 +320,17 @@ class ProjectIndex:
             rest = module.lstrip(".")
             target = os.path.join(base, *rest.split(".")) if rest else base
             return [self.files[p] for p in (target + ".py", os.path.join(target, "__init__.py")) if p in self.files]
-        return list(self.by_module.get(module, []))
+        found = self.by_module.get(module, [])
+        rooted = [summary for summary in found if _rooted(summary.path, module, from_path)]
+        return rooted or list(found)
+
+    def imports_a_nested_namesake(self, reference: str, from_path: str) -> bool:
+        """Does `reference`'s module name only files of the index that Python would not import from here
+        (`models/vendor/models/base.py` for `from models.base import X` in `models/train.py`)? Then the file
+        it does import (`models/base.py`, a plain class naming no torch) may be missing from the index."""
+        module = reference.rpartition(".")[0]
+        found = self.by_module.get(module, []) if module and not module.startswith(".") else []
+        return bool(found) and not any(_rooted(summary.path, module, from_path) for summary in found)
 
     def names_function(self, reference: str, from_path: str, depth: int = 0) -> bool:
         """Is `reference` (`util.masked_mae`, `.losses.dice`) a top-level function of a file of the index?"""
@@ -356,6 +366,16 @@ class ProjectIndex:
                 return summary
         onward = self._reexported(reference, from_path) if depth < 3 else None  # a package's __init__ re-export
         return self.resolve(*onward, depth + 1) if onward is not None else None
+
+
+def _rooted(path: str, module: str, from_path: str) -> bool:
+    """Is `path` the file `import module` finds from `from_path`, with the root of the module's package
+    (or the folder of the module) a folder that holds `from_path` (a script's folder, a project root)?"""
+    parts = os.path.normpath(os.path.abspath(path)).split(os.sep)
+    depth = len(module.split(".")) + (1 if parts[-1] == "__init__.py" else 0)
+    root = os.sep.join(parts[:-depth]) or os.sep
+    here = os.path.dirname(os.path.abspath(from_path))
+    return here == root or here.startswith(root.rstrip(os.sep) + os.sep)
 
 
 def _distance(a: str, b: str) -> int:

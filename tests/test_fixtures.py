@@ -630,3 +630,25 @@ def test_lowercase_module_class_of_another_file_is_asked_of_the_index(tmp_path: 
                                                        "self.fc2(self.drop(F.relu(self.fc1(x))))").replace(
         "        self.fc2 = nn.Linear(64, actions)\n", "        self.fc2 = nn.Linear(64, actions)\n        self.drop = nn.Dropout(0.5)\n"))
     assert ("demo.py", 8, "MDL001") in _found_in(tmp_path, "models.py", "demo.py")
+
+
+def test_an_import_finds_the_file_python_imports_not_a_nested_namesake(tmp_path: Path) -> None:
+    """`from models.base import Estimator` in `models/mlp.py` imports `models/base.py` (a plain class that
+    names no torch), not the vendored `models/vendor/models/base.py` (an nn.Module of the same names): the
+    estimator's `self.model` stays a model it cannot see, evaluated with autograd on."""
+    (tmp_path / "models" / "vendor" / "models").mkdir(parents=True)
+    (tmp_path / "models" / "base.py").write_text(
+        "class Estimator:\n    def __init__(self, params):\n        self.params = params\n        self.model = None\n")
+    (tmp_path / "models" / "vendor" / "models" / "base.py").write_text(
+        "import torch.nn as nn\n\n\nclass Estimator(nn.Module):\n    def __init__(self, columns):\n"
+        "        super().__init__()\n        self.columns = columns\n")
+    (tmp_path / "models" / "mlp.py").write_text(
+        "import torch\nimport torch.nn as nn\n\nfrom models.base import Estimator\n\n\n"
+        "class TorchEstimator(Estimator):\n    def fit(self, train_loader, val_loader):\n"
+        "        optimizer = torch.optim.Adam(self.model.parameters())\n"
+        "        for x, y in train_loader:\n            loss = nn.functional.mse_loss(self.model(x), y)\n"
+        "            optimizer.zero_grad()\n            loss.backward()\n            optimizer.step()\n"
+        "        val_loss = 0.0\n        for x, y in val_loader:\n"
+        "            val_loss += nn.functional.mse_loss(self.model(x), y).item()\n        return val_loss\n")
+    found = _found_in(tmp_path, "models/base.py", "models/vendor/models/base.py", "models/mlp.py")
+    assert ("mlp.py", 17, "MDL002") in found
