@@ -102,6 +102,12 @@ class CallEffects(FollowedNames, SummaryEffects, ModeContexts, TrainingSteps):
                 callee = flow.local_functions.get(local) if local is not None else None
                 # (`trainer.train(loader)`: a method of a class of this file that is no module, whose summary says)
                 plain = callee is not None and callee.cls is not None and not flow.is_module_class(callee.cls)
+                if local is None and set(tokens(method)) & EVAL_WORDS:
+                    # `trainer = Trainer(model, ...)`, then `trainer.evaluate()`: an object of a class we cannot
+                    # see, built holding the model, evaluates it, and may leave it in eval mode (HF's Trainer
+                    # does). (Its `train()` is left alone: a model trained by it is in training mode after.)
+                    for held in self._handed_to_builder_of(receiver, state):
+                        self.havoc(state, held)
                 if method in ("eval", "train") and not plain:
                     owner = self.parts.get(receiver)
                     if owner is not None:  # some submodules of `owner` switched (BatchNorms only, say)
@@ -162,6 +168,24 @@ class CallEffects(FollowedNames, SummaryEffects, ModeContexts, TrainingSteps):
         if flow.last_unresolved is not None and any(
                 level != DETACHED for arg in call.args for _token, level in self.uses.expression(arg.value, state.values)):
             flow.unresolved.add(flow.last_unresolved)  # (or whether it back-propagates the loss it is handed)
+
+    def _handed_to_builder_of(self, receiver: str, state: State) -> list[str]:
+        """The models this function hands the call it binds `receiver` to (`trainer = Trainer(model, args)`)."""
+        built = self.flow.__dict__.setdefault("_bound_calls", {})
+        if not built:
+            for name, value, site in self.flow.collector.call_assigns:
+                built.setdefault((site.function, name), []).append(value)
+            built[None] = []
+        held = []
+        values = built.get((self.out.function, receiver), ())
+        if any((built := self.flow.modules.construction(value)) is not None and built.certain for value in values):
+            return []  # (a module wrapping the model, `DataParallel(model)`: its own mode is the model's)
+        for value in values:
+            for arg in value.args:
+                key = value_key(arg.value)
+                if key is not None and state.tracks(key := state.canonical(key)):
+                    held.append(key)
+        return held
 
     def _record_handed_models(self, call: cst.Call, state: State) -> None:
         """A callable of another file of the project handed a model (`ClassifierLearner(model=net, ...)`):
