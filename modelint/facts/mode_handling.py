@@ -17,6 +17,7 @@ import re
 import libcst as cst
 
 from modelint.facts.names import literal_value, dotted
+from modelint.facts.naming import names_a_function
 from modelint.facts.walk import iter_nodes
 
 
@@ -32,7 +33,11 @@ def class_sets_own_mode(facts, cls) -> bool:
 
 def optional_or_callable(facts, function, name: str) -> bool:
     """A parameter that defaults to None (an optional hook: `callback=None`), or is annotated as a
-    callable or a class known not to be a module (a `Protocol`): not the model a helper evaluates."""
+    callable or a class known not to be a module (a `Protocol`): not the model a helper evaluates. With
+    no caller in sight, a name that says function (`func`, `score_fn`) breaks the tie: data run through a
+    distance function is no evidence of a model."""
+    if names_a_function(name):
+        return True
     params = function.node.params
     for param in (*params.posonly_params, *params.params, *params.kwonly_params):
         if param.name.value != name:

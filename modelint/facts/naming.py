@@ -24,6 +24,14 @@ _EVALUATION_DATA_WORDS = (EVAL_WORDS - {"predict", "prediction", "predictions", 
 TEST_FILE = re.compile(r"(^|/)(test_[^/]*|[^/]*_test|conftest)\.py$|(^|/)tests?/")
 
 
+# Parameter names that say "a function" (`func`, `fn`, `metric_fn`, `score_func`, `callback`).
+_FUNCTION_NAME = re.compile(r"(f|fn|func|function|callback|callable)|\w+_(fn|func|function|callback)")
+
+
+def names_a_function(name: str) -> bool:
+    return _FUNCTION_NAME.fullmatch(name) is not None
+
+
 def is_test_file(path: str) -> bool:
     return bool(TEST_FILE.search(path.replace("\\", "/")))
 

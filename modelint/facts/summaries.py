@@ -179,6 +179,8 @@ def _forward_use(flow, function, forward, intent: str, trained_here: bool = Fals
     # What a helper returns after turning the output into predictions, computing it under no_grad or over
     # held-out data stays an evaluation's product up the chain; a name-based reason does not travel.
     context = via.context if via is not None and (via.intent != "returned" or _evidence(via.context)) else None
+    if via is None and intent == "unknown" and "store" in forward.uses and not forward.in_evaluation_loop:
+        return None  # kept on an object: for whoever reads it (see evaluation._evaluation_context)
     if context is None:
         if grad_word == "free":
             context = "under no_grad"
