@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ast
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import PurePath
 
 import libcst as cst
@@ -120,7 +120,38 @@ def _lint_source(text: str, path: str, codes: frozenset[str], index) -> FileResu
     try:
         module = parse(text)
     except limits.Verdict as verdict:
-        return not_checked(path, verdict.code, verdict.message, verdict.row, verdict.column)
+        legacy = _legacy_async(text) if verdict.code == limits.SYNTAX_ERROR else None
+        if legacy is None:
+            return not_checked(path, verdict.code, verdict.message, verdict.row, verdict.column)
+        # Reported all the same (Python 3.7+ refuses the file), and the rest is checked as PyTorch read it.
+        module, text = legacy
+        result = _lint_parsed(module, text, path, codes, index, file_noqa)
+        result.findings = [replace(f, fix=None) if f.fix is not None else f for f in result.findings]  # (no
+        # fix is offered: the file does not parse before or after it)
+        error = not_checked(path, verdict.code, verdict.message + _LEGACY_ASYNC_NOTE, verdict.row, verdict.column)
+        result.findings[:0] = error.findings
+        return result
+    return _lint_parsed(module, text, path, codes, index, file_noqa)
+
+
+# `x.cuda(async=True)`: PyTorch's name for `non_blocking=` before 0.4, a keyword since Python 3.7. Read as
+# another name of the same length, so that every line and column stays where it is.
+_ASYNC_ARGUMENT = re.compile(r"([(,]\s*)async(\s*=(?!=))")
+_LEGACY_ASYNC_NOTE = " (`async=` is `non_blocking=` since PyTorch 0.4; the rest of the file was checked)"
+
+
+def _legacy_async(text: str) -> tuple[cst.Module, str] | None:
+    """The file's tree with each `async=` keyword argument renamed, when that is all that keeps it from parsing."""
+    patched = _ASYNC_ARGUMENT.sub(r"\1_asyn\2", text) if "async" in text else text
+    if patched == text:
+        return None
+    try:
+        return parse(patched), patched
+    except limits.Verdict:
+        return None
+
+
+def _lint_parsed(module: cst.Module, text: str, path: str, codes: frozenset[str], index, file_noqa) -> FileResult:
     with limits.deep_recursion():
         try:
             return _analyse(module, text, path, codes, index, file_noqa)

@@ -312,3 +312,17 @@ def test_script_forward_of_an_unbound_name_beside_a_module_class_raises_nothing(
         "with torch.no_grad():\n    out = model.forward(dummy_img)\n")
     result = engine.lint_path(str(path), frozenset(all_rules()))
     assert not [f for f in result.findings if f.code == "MDL000"]
+
+
+def test_pre_python37_async_keyword_is_reported_and_the_rest_checked(tmp_path: Path) -> None:
+    """`x.cuda(async=True)` (PyTorch's `non_blocking=` before 0.4) no longer parses: E999 at it, and the file's
+    evaluation is still checked, with no fix offered (the file does not parse either way)."""
+    source = (HEADER + "\n\ndef evaluate(model, loader):\n    model.eval()\n    for x, y in loader:\n"
+              "        x = x.cuda(async=True)\n        print((model(x).argmax(1) == y).float().mean().item())\n")
+    write(tmp_path, {"old_eval.py": source})
+    result = check("--select", "MDL002", "--fix", "--unsafe-fixes", cwd=tmp_path)
+    found = [(row, code) for _path, row, _col, code in findings(result.stdout)]
+    rows = source.splitlines()
+    assert found == [(rows.index("        x = x.cuda(async=True)") + 1, "E999"),
+                     (rows.index("        print((model(x).argmax(1) == y).float().mean().item())") + 1, "MDL002")]
+    assert (tmp_path / "old_eval.py").read_text() == source and "Traceback" not in result.stderr
