@@ -12,7 +12,7 @@ from __future__ import annotations
 import builtins
 import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import libcst as cst
 
@@ -235,6 +235,12 @@ class ModuleTable(WaitingOnImports, LocalLayers, Registries, ModuleAttributes, B
             return Construction(call, self._dependence.get(project.name, Dependence.INDEPENDENT),
                                 parameterless=self._solved and self.kinds.holds_no_weights(project),
                                 runs_loaded=project.name in self.loaded_classes)
+        if type(func) is cst.Attribute and func.attr.value == "load_from_checkpoint" \
+                and not self._defines_own(func.value, "load_from_checkpoint"):
+            # Lightning's classmethod builds the class (`cls(**hparams)`, in training mode) and loads its weights:
+            # what calling the class builds.
+            built = self.construction(call.with_changes(func=func.value), _nested)
+            return replace(built, call=call) if built is not None else None
         if type(func) is cst.Attribute and func.attr.value == "from_pretrained":
             if self._defines_own(func.value, "from_pretrained"):
                 return None  # the project's own classmethod (nanoGPT's `GPT.from_pretrained`): its summary says
