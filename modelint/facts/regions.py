@@ -134,14 +134,30 @@ def built_with_grad_free_forward(facts, forward) -> bool:
     key, function = forward.key, forward.function
     if "." in key and not key.startswith("self."):
         return False
-    if key.startswith("self."):
+    if function is not None and key in function.param_set and key not in ("self", "cls"):
+        # A parameter: what every call of the function in this file hands it (`evaluate(FrozenFeatures(), ...)`).
+        passed = facts.flow.passed_at_calls(function, key)
+        return bool(passed) and all(
+            _built_grad_free(facts, caller, call=value) if type(value) is cst.Call
+            else type(value) is cst.Name and _built_grad_free(facts, caller, key=value.value)
+            for caller, value, _models in passed)
+    return _built_grad_free(facts, function, key=key)
+
+
+def _built_grad_free(facts, function, key: str | None = None, call: cst.Call | None = None) -> bool:
+    """Is `call`, or every value `function` (or, for `self.<attr>`, its class) binds `key` to, a module class's
+    construction whose own `forward` turns autograd off?"""
+    if call is not None:
+        values = [call]
+    elif key.startswith("self."):
         cls = function.cls if function is not None else None
         values = [a.value for a in facts.collector.attribute_assigns
                   if cls is not None and a.site.cls is cls and dotted(a.target) == key]
     else:
         values = [call for name, call, site in facts.collector.call_assigns
                   if name == key and (site.function is function or site.function is None)]
-    values = [value for value in values if not rewraps(facts.imports, value, key)]  # (`g = g.cuda()`: the same)
+    if key is not None:
+        values = [value for value in values if not rewraps(facts.imports, value, key)]  # (`g = g.cuda()`: the same)
     if not values:
         return False
     for value in values:
