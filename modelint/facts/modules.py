@@ -258,7 +258,13 @@ class ModuleTable(WaitingOnImports, LocalLayers, Registries, ModuleAttributes, B
                 if not layer[:1].isupper() or qualified.startswith(("torch.nn.init", "torch.nn.utils", "torch.nn.Parameter")):
                     return None
                 if layer in api.CONTAINERS or layer in api.STACKS:
-                    return Construction(call, self._nested_dependence(call, {} if _nested is None else _nested))
+                    nested = {} if _nested is None else _nested
+                    # (`nn.Sequential(RandomHorizontalFlip(), Normalize(...))`: a pipeline of transforms, no weights)
+                    parameterless = layer == "Sequential" and bool(call.args) and all(
+                        arg.keyword is None and not arg.star and type(arg.value) is cst.Call
+                        and (built := self.construction(arg.value, nested)) is not None and built.parameterless
+                        for arg in call.args)
+                    return Construction(call, self._nested_dependence(call, nested), parameterless=parameterless)
                 return Construction(call, layer_dependence_by_name(layer, call),
                                     parameterless=bool(api.PARAMETERLESS_LAYER.fullmatch(layer)))
             if qualified.startswith(api.EXTERNAL_MODEL_PREFIXES):

@@ -97,8 +97,10 @@ GEOMETRIC_WRAPPING = frozenset({"GINConv", "GINEConv", "NNConv", "EdgeConv", "Dy
                                 "PointConv", "PPFConv", "XConv"})
 GEOMETRIC_MODE_DEPENDENT = frozenset({"BatchNorm", "InstanceNorm", "MessageNorm", "DiffGroupNorm"})
 # Data transforms written as modules: no weights, and the same in either mode (a mel spectrogram, a
-# normalisation, a resize; a random augmentation is random in eval mode too).
-WEIGHTLESS_LIBRARY_LAYERS = ("torchvision.transforms.", "torchaudio.transforms.")
+# normalisation, a resize; a random augmentation is random in eval mode too: kornia's and
+# torch-audiomentations' never read `self.training`).
+WEIGHTLESS_LIBRARY_LAYERS = ("torchvision.transforms.", "torchaudio.transforms.", "kornia.augmentation.",
+                             "torch_audiomentations.")
 # `X.from_pretrained(...)` builds a model (in eval mode) when X names a model class;
 # tokenizers, processors, configs, pipelines and schedulers are not nn.Modules.
 FROM_PRETRAINED_MODEL = r"(Model|For[A-Z]|Net|Transformer|UNet|VAE|Encoder|Decoder|GPT|Bert|LM)"
