@@ -43,6 +43,9 @@ class Collector(FastVisitor):
         self.attribute_assigns: list[AttributeAssign] = []
         # `name = <call>` / `self.x = <call>`: candidates for "this name is a module".
         self.call_assigns: list[tuple[str, cst.Call, Site]] = []
+        # `model = checkpoint["model"]`: a name bound to an item picked by a literal key (a module pickled whole
+        # into a checkpoint dict, once the name is called: modelint.facts.free_models).
+        self.item_assigns: list[tuple[str, cst.Subscript, Site]] = []
         self.module_uses_gradients = False
         self.module_uses_input_gradients = False
         # Where module-level code asks for input gradients: (its top-level statement, the name it marks or
@@ -318,6 +321,10 @@ class Collector(FastVisitor):
             self.imports.add_attribute_binding(node.targets[0].target, node.value)
         for target in node.targets:
             self._attribute_targets(target.target, node.value, node)
+        if len(node.targets) == 1 and type(node.targets[0].target) is cst.Name and type(node.value) is cst.Subscript \
+                and len(node.value.slice) == 1 and type(node.value.slice[0].slice) is cst.Index \
+                and type(node.value.slice[0].slice.value) is cst.SimpleString:
+            self.item_assigns.append((node.targets[0].target.value, node.value, self._site()))
 
     def visit_AnnAssign(self, node: cst.AnnAssign) -> None:
         self._attribute_targets(node.target, node.value, node)

@@ -109,6 +109,10 @@ def is_module(facts, forward, mode: ModeFact) -> bool:
         return True  # `self.model.forward(x)`: whatever holds the weights, running it records a graph
     if forward.shown_by_detach:
         return True  # an inherited `self.model(x)` whose output the caller detaches: it recorded a graph
+    loaded = facts.flow.free.loaded_modules
+    if loaded and ((forward.function, forward.key) in loaded
+                   or ((None, forward.key) in loaded and forward.key in facts.flow.global_models)):
+        return True  # unpickled whole by `torch.load` and called: a module (the global, where no local hides it)
     return facts.modules.is_module_name(forward.key, forward.function) \
         or facts.flow.is_trained_model(forward.function, forward.key)
 

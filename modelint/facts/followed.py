@@ -27,7 +27,8 @@ class FollowedNames:
         """Is `key` a module this function follows (built, set, passed in, an element of a container passed
         in, an object's model)?"""
         return key in self.params or key in self.flow.global_models or \
-            (state is not None and state.tracks(key)) or self._object_model(key) or self._passed_element(key)
+            (state is not None and state.tracks(key)) or self._object_model(key) or self._passed_element(key) \
+            or (self.out.function, key) in self.flow.free.loaded_modules
 
     def _passed_element(self, key: str) -> bool:
         """`args["model"]`, `args[i]`: an element of a dict or list the caller passes, as the caller

@@ -29,6 +29,30 @@ class FreeModels:
         self.modules = modules
 
     @cached_property
+    def loaded_modules(self) -> frozenset[tuple]:
+        """(scope, name) for names bound to what `torch.load` unpickles (`model = torch.load(path)`), or to
+        an item of it picked by a literal key (`decoder = checkpoint["decoder"]`), that the code calls on
+        something: a callable unpickled whole is a module, in whatever mode it was saved. (A checkpoint of
+        state dicts is never called.)"""
+        loads = {(site.function, key) for key, value, site in self.collector.call_assigns
+                 if "." not in key and self.collector.imports.qualify(value.func) == "torch.load"}
+        bound = set(loads)
+        for key, item, site in self.collector.item_assigns:
+            base = item.value
+            if (type(base) is cst.Call and self.collector.imports.qualify(base.func) == "torch.load") or (
+                    type(base) is cst.Name and (site.function, base.value) in loads):
+                bound.add((site.function, key))
+        called = {(site.site.function, site.node.func.value) for site in self.collector.calls
+                  if type(site.node.func) is cst.Name and site.node.args}
+        out = set()
+        for scope, name in bound:
+            if (scope, name) in called or (scope is None and any(
+                    function is not None and called_name == name and name not in function.param_set
+                    for function, called_name in called)):
+                out.add((scope, name))
+        return frozenset(out)
+
+    @cached_property
     def global_models(self) -> frozenset[str]:
         """Module-level names bound to a module (`net = Net()` at the top of a script); not a loss or
         another module without weights (`criterion = nn.CrossEntropyLoss()`): running it is no forward."""
@@ -44,7 +68,8 @@ class FreeModels:
                     # `model = project_models.Net(...).to(device)`, built where this file cannot see,
                     # then `optim.Adam(model.parameters())` or `model.eval()` in a function using it.
                     weightless.setdefault(key, False)
-        return frozenset(key for key, none in weightless.items() if not none)
+        loaded = {name for scope, name in self.loaded_modules if scope is None}
+        return frozenset(key for key, none in weightless.items() if not none) | loaded
 
     def _declared_global(self, function: FunctionInfo | None, name: str) -> bool:
         """Does a top-level function declare `global name`: what it binds to `name` is the module's?"""
