@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import libcst as cst
 
-from modelint.facts.names import ImportTable, dotted, value_key
+from modelint.facts.names import ImportTable, dotted, literal_value, value_key
 from modelint.facts.scopes import AttributeAssign, CallSite, ClassInfo, FunctionInfo, Site
-from modelint.facts.walk import FastVisitor
+from modelint.facts.walk import FastVisitor, iter_nodes
 
 STATEMENT_TYPES = (
     cst.SimpleStatementLine, cst.If, cst.For, cst.While, cst.With, cst.Try, cst.TryStar,
@@ -239,7 +239,11 @@ class Collector(FastVisitor):
             cls.calls.append(node)
         attr = func.attr.value if type(func) is cst.Attribute else None
         if attr in _GRADIENT_METHODS or (attr == "grad" and "autograd" in (dotted(func) or "")):
-            self._mark_gradients(inputs=attr != "backward", name=dotted(func.value) if attr != "grad" else None)
+            name = dotted(func.value) if attr != "grad" else None
+            # (`p.requires_grad_(False)`, or on each `p` of `net.parameters()`: freezing, unfreezing weights)
+            weights = attr == "requires_grad_" and (
+                (node.args and literal_value(node.args[0].value) is False) or self._a_parameter(name))
+            self._mark_gradients(inputs=attr != "backward" and not weights, name=name)
         elif (qualified or "").startswith(_GRADIENT_TRANSFORMS):
             self._mark_gradients(inputs=True)  # `jacobian(f, x)`, `torch.func.grad(f)(x)`: gradients of a forward
         if attr in _MODE_METHODS or attr == "set_grad_enabled":
@@ -284,6 +288,18 @@ class Collector(FastVisitor):
             function = self._function()
             if function is not None and dotted(node.value) not in ("torch.autograd", "autograd"):
                 function.reads_grads = True  # `p.grad`: gradients read, not only stepped
+
+    def _a_parameter(self, name: str | None) -> bool:
+        """Is `name` the variable of an enclosing loop over a module's parameters (`for p in net.parameters()`,
+        `for n, p in net.named_parameters()`)?"""
+        for guard in self._guards:
+            if type(guard) is cst.For and any(type(node) is cst.Name and node.value == name
+                                              for node in iter_nodes(guard.target)) \
+                    and any(type(node) is cst.Call and type(node.func) is cst.Attribute
+                            and node.func.attr.value in ("parameters", "named_parameters")
+                            for node in iter_nodes(guard.iter)):
+                return True
+        return False
 
     def _mark_gradients(self, inputs: bool = False, name: str | None = None) -> None:
         function = self._function()
@@ -335,7 +351,8 @@ class Collector(FastVisitor):
     def _attribute_targets(self, target: cst.BaseExpression, value, node) -> None:
         if type(target) is cst.Attribute and target.attr.value == "requires_grad" \
                 and type(value) is cst.Name and value.value == "True":
-            self._mark_gradients(inputs=True, name=dotted(target.value))  # as `x.requires_grad_()`
+            name = dotted(target.value)
+            self._mark_gradients(inputs=not self._a_parameter(name), name=name)  # as `x.requires_grad_()`
         if type(value) is cst.Call:
             key = dotted(target)
             if key is not None:
