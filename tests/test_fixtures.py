@@ -652,3 +652,16 @@ def test_an_import_finds_the_file_python_imports_not_a_nested_namesake(tmp_path:
         "            val_loss += nn.functional.mse_loss(self.model(x), y).item()\n        return val_loss\n")
     found = _found_in(tmp_path, "models/base.py", "models/vendor/models/base.py", "models/mlp.py")
     assert ("mlp.py", 17, "MDL002") in found
+
+
+def test_a_method_of_a_module_class_nested_in_a_function_is_no_internal_error(tmp_path: Path) -> None:
+    """`box.sharded_state_dict()` where the one class defining that method is a module class nested in a test
+    method: its qualname is not `Leaf.sharded_state_dict`, and the call is no forward either."""
+    (tmp_path / "test_dicts.py").write_text(
+        "import torch.nn as nn\n\n\nclass TestHelpers:\n    def test_module_dict(self):\n"
+        "        class Leaf(nn.Module):\n            def __init__(self, name):\n                super().__init__()\n"
+        "                self.name = name\n\n            def sharded_state_dict(self, prefix=''):\n"
+        "                return {prefix + self.name: self.name}\n\n"
+        "        box = nn.ModuleDict({'a': Leaf('a'), 'b': Leaf('b')})\n"
+        "        out = box.sharded_state_dict(prefix='x.')\n        assert 'x.a' in out\n")
+    assert _found_in(tmp_path, "test_dicts.py") == []

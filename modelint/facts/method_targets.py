@@ -34,7 +34,8 @@ class MethodTargets:
         if receiver is None or receiver.split(".")[0] in ("self", "cls") or not defining or len(defining) != 1 \
                 or not self.modules.is_module_name(receiver, enclosing):
             return None
-        return f"{defining[0]}.{func.attr.value}"
+        found = f"{defining[0]}.{func.attr.value}"
+        return found if found in self.local_functions else None  # (a class nested in a function is named otherwise)
 
     @cached_property
     def _method_owners(self) -> dict[str, list[str]]:
