@@ -23,6 +23,10 @@ from modelint.facts.modules import ModuleTable
 from modelint.facts.names import dotted, key_root
 
 
+# What unpickles a module saved whole (`torch.save(model, path)`) or a TorchScript module: in its saved mode.
+_LOADERS = frozenset({"torch.load", "torch.jit.load"})
+
+
 class FreeModels:
     def __init__(self, collector: Collector, modules: ModuleTable) -> None:
         self.collector = collector
@@ -30,16 +34,16 @@ class FreeModels:
 
     @cached_property
     def loaded_modules(self) -> frozenset[tuple]:
-        """(scope, name) for names bound to what `torch.load` unpickles (`model = torch.load(path)`), or to
-        an item of it picked by a literal key (`decoder = checkpoint["decoder"]`), that the code calls on
-        something: a callable unpickled whole is a module, in whatever mode it was saved. (A checkpoint of
-        state dicts is never called.)"""
+        """(scope, name) for names bound to what `torch.load` unpickles (`model = torch.load(path)`; a
+        TorchScript module from `torch.jit.load`), or to an item of it picked by a literal key (`decoder =
+        checkpoint["decoder"]`), that the code calls on something: a callable unpickled whole is a module, in
+        whatever mode it was saved. (A checkpoint of state dicts is never called.)"""
         loads = {(site.function, key) for key, value, site in self.collector.call_assigns
-                 if "." not in key and self.collector.imports.qualify(value.func) == "torch.load"}
+                 if "." not in key and self.collector.imports.qualify(value.func) in _LOADERS}
         bound = set(loads)
         for key, item, site in self.collector.item_assigns:
             base = item.value
-            if (type(base) is cst.Call and self.collector.imports.qualify(base.func) == "torch.load") or (
+            if (type(base) is cst.Call and self.collector.imports.qualify(base.func) in _LOADERS) or (
                     type(base) is cst.Name and (site.function, base.value) in loads):
                 bound.add((site.function, key))
         called = {(site.site.function, site.node.func.value) for site in self.collector.calls
