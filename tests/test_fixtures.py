@@ -665,3 +665,18 @@ def test_a_method_of_a_module_class_nested_in_a_function_is_no_internal_error(tm
         "        box = nn.ModuleDict({'a': Leaf('a'), 'b': Leaf('b')})\n"
         "        out = box.sharded_state_dict(prefix='x.')\n        assert 'x.a' in out\n")
     assert _found_in(tmp_path, "test_dicts.py") == []
+
+
+def test_a_context_manager_that_takes_the_mode_as_an_argument(tmp_path: Path) -> None:
+    """`_in_mode(model, train=False)` calls `model.train(mode=train)` before its yield and restores after: the
+    caller's argument decides the mode of the body, also through `in_eval_mode()` built on it."""
+    helpers = ("import contextlib\n\nimport torch\n\n\n@contextlib.contextmanager\ndef _in_mode(model, train):\n"
+               "    original = model.training\n    try:\n        model.train(mode=train)\n        yield\n"
+               "    finally:\n        model.train(mode=original)\n\n\n@contextlib.contextmanager\n"
+               "def in_eval_mode(model):\n    with _in_mode(model, train=False):\n        yield\n\n\n"
+               "def probe(model, x):\n    model.train()\n    with CONTEXT, torch.no_grad():\n"
+               "        y = model(x)\n    return y.argmax().item()\n")
+    for context, reported in (("in_eval_mode(model)", False), ("_in_mode(model, train=False)", False),
+                              ("_in_mode(model, train=True)", True), ("_in_mode(model, flag)", False)):
+        (tmp_path / "probe.py").write_text(helpers.replace("CONTEXT", context))
+        assert (("probe.py", 25, "MDL001") in _found_in(tmp_path, "probe.py")) is reported, context

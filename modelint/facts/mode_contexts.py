@@ -13,6 +13,7 @@ from modelint.facts import torch_api as api
 from modelint.facts.lattice import GradFact, ModeFact
 from modelint.facts.names import value_key
 from modelint.facts.state import State
+from modelint.facts.summaries import context_mode_of
 
 
 class ModeContexts:
@@ -31,7 +32,7 @@ class ModeContexts:
         library = api.MODE_CONTEXTS.get(self.flow.imports.qualify(expr.func) or "") if summary is None else None
         if (summary is not None and summary.context_grad == "free") or (library is not None and library[1]):
             state.grad = GradFact(free_sites=frozenset({item}))
-        switched = summary.context_mode if summary is not None else library[0] if library is not None else None
+        switched = context_mode_of(summary, expr) if summary is not None else library[0] if library is not None else None
         if switched is None:
             return []
         restore = []
@@ -41,5 +42,8 @@ class ModeContexts:
                 continue
             key = state.canonical(key)
             restore.append((key, state.fact(key)))
-            state.put(key, state.fact(key).switched(switched, expr))
+            if switched == "unknown":  # (a mode the caller's argument picks, and we cannot read it)
+                state.havoc(key)
+            else:
+                state.put(key, state.fact(key).switched(switched, expr))
         return restore

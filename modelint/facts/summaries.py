@@ -22,7 +22,7 @@ from dataclasses import replace
 
 from modelint.facts.gates import runs_only_in_training
 from modelint.facts.lattice import ENTRY_MODE, first_site
-from modelint.facts.names import key_root, same_or_nested
+from modelint.facts.names import key_root, literal_value, same_or_nested
 from modelint.facts.naming import is_evaluation_name
 from modelint.facts.phases import phase_default
 from modelint.summary import ForwardUse, FunctionSummary, ReturnFact, StepUse
@@ -209,9 +209,11 @@ def _forward_use(flow, function, forward, intent: str, trained_here: bool = Fals
 
 
 def _context_effects(flow, function) -> tuple[str | None, str | None]:
-    """A `@contextmanager`: ("eval", ...) when it calls `.eval()` before its `yield` (or in the yielded
-    value: `yield [n.eval() for n in nets]`) and restores a mode after it; (..., "free") when it yields
-    inside `with torch.no_grad():` (monai's `eval_mode(*nets)` does both)."""
+    """A `@contextmanager`: ("eval", ...) when it calls `.eval()` (or `.train(False)`) before its `yield` (or
+    in the yielded value: `yield [n.eval() for n in nets]`), or yields inside another context manager that
+    puts its models in eval mode, and restores a mode after it; ("by:<param>", ...) when the mode it sets
+    is its parameter's (`model.train(mode=train)`: the caller's argument decides, see context_mode_of());
+    (..., "free") when it yields inside `with torch.no_grad():` (monai's `eval_mode(*nets)` does both)."""
     if not any((flow.imports.qualify(d) or "").endswith("contextmanager") for d in function.decorators):
         return None, None
     from modelint.facts.walk import iter_nodes
@@ -219,21 +221,56 @@ def _context_effects(flow, function) -> tuple[str | None, str | None]:
     def switches(node, method: str) -> bool:
         return type(node) is cst.Call and type(node.func) is cst.Attribute and node.func.attr.value == method
 
+    def train_argument(node) -> cst.BaseExpression | None:
+        args = [arg for arg in node.args if arg.keyword is None or arg.keyword.value == "mode"]
+        return args[0].value if len(node.args) == 1 and args else None
+
     seen_yield = False
     evals = restores = grad_free = False
+    chosen_by = None
     for node in iter_nodes(function.node.body, source_order=True):
-        if type(node) is cst.With and any(flow.grad_effect(item.item) == "free" for item in node.items) \
-                and any(type(inner) is cst.Yield for inner in iter_nodes(node.body)):
-            grad_free = True
+        if type(node) is cst.With and any(type(inner) is cst.Yield for inner in iter_nodes(node.body)):
+            if any(flow.grad_effect(item.item) == "free" for item in node.items):
+                grad_free = True
+            if any(_nested_context_mode(flow, item.item, function) == "eval" for item in node.items):
+                evals = restores = True  # (`with _in_mode(model, train=False): yield`)
         if type(node) is cst.Yield:
             evals = evals or (not seen_yield and node.value is not None
                               and any(switches(inner, "eval") for inner in iter_nodes(node.value)))
             seen_yield = True
         elif switches(node, "eval") and not seen_yield:
             evals = True
+        elif switches(node, "train") and not seen_yield and (argument := train_argument(node)) is not None:
+            if literal_value(argument) is False:
+                evals = True
+            elif type(argument) is cst.Name and argument.value in function.param_set:
+                chosen_by = argument.value
         elif switches(node, "train") and seen_yield:
             restores = True
+    if chosen_by is not None and restores and not evals:
+        return f"by:{chosen_by}", ("free" if grad_free else None)
     return ("eval" if evals and restores else None), ("free" if grad_free else None)
+
+
+def _nested_context_mode(flow, expr: cst.BaseExpression, function) -> str | None:
+    """The mode a context manager of the project puts its models in, for this call of it."""
+    if type(expr) is not cst.Call:
+        return None
+    summary, _ = flow.resolve(expr, function)
+    return context_mode_of(summary, expr) if summary is not None else None
+
+
+def context_mode_of(summary, call: cst.Call) -> str | None:
+    """`summary.context_mode` for this call: "by:<param>" is read from the argument the call passes it
+    (`_in_mode(model, train=False)`: eval; a value we cannot read: "unknown")."""
+    mode = summary.context_mode
+    if mode is None or not mode.startswith("by:"):
+        return mode
+    from modelint.facts.summary_effects import bind_arguments
+
+    passed = bind_arguments(summary.params, summary.is_method, call).get(mode[3:])
+    flag = literal_value(passed) if passed is not None else None
+    return "unknown" if not isinstance(flag, bool) else "train" if flag else "eval"
 
 
 def _only_in_training(flow, call, key: str) -> bool:
