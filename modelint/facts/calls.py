@@ -171,16 +171,11 @@ class CallEffects(FollowedNames, SummaryEffects, ModeContexts, TrainingSteps):
 
     def _handed_to_builder_of(self, receiver: str, state: State) -> list[str]:
         """The models this function hands the call it binds `receiver` to (`trainer = Trainer(model, args)`)."""
-        built = self.flow.__dict__.setdefault("_bound_calls", {})
-        if not built:
-            for name, value, site in self.flow.collector.call_assigns:
-                built.setdefault((site.function, name), []).append(value)
-            built[None] = []
-        held = []
-        values = built.get((self.out.function, receiver), ())
-        if any((built := self.flow.modules.construction(value)) is not None and built.certain for value in values):
+        bound = _calls_bound_by_name(self.flow).get((self.out.function, receiver), ())
+        if any((made := self.flow.modules.construction(value)) is not None and made.certain for value in bound):
             return []  # (a module wrapping the model, `DataParallel(model)`: its own mode is the model's)
-        for value in values:
+        held = []
+        for value in bound:
             for arg in value.args:
                 key = value_key(arg.value)
                 if key is not None and state.tracks(key := state.canonical(key)):
@@ -338,6 +333,16 @@ class CallEffects(FollowedNames, SummaryEffects, ModeContexts, TrainingSteps):
             built = self.flow.modules.construction(call) if name == key and site.function is self.out.function else None
             if built is not None and built.origin:
                 self.flow.unresolved.add(built.origin)
+
+
+def _calls_bound_by_name(flow) -> dict:
+    """(function, name) -> the calls the function binds the name to (`trainer = Trainer(...)`), once per file."""
+    found = flow.__dict__.get("_calls_bound_by_name")
+    if found is None:
+        found = flow.__dict__["_calls_bound_by_name"] = {}
+        for name, value, site in flow.collector.call_assigns:
+            found.setdefault((site.function, name), []).append(value)
+    return found
 
 
 def _names_a_mode_switch(method: str) -> bool:

@@ -32,7 +32,8 @@ class ModeContexts:
         library = api.MODE_CONTEXTS.get(self.flow.imports.qualify(expr.func) or "") if summary is None else None
         if (summary is not None and summary.context_grad == "free") or (library is not None and library[1]):
             state.grad = GradFact(free_sites=frozenset({item}))
-        switched = context_mode_of(summary, expr) if summary is not None else library[0] if library is not None else None
+        switched = context_mode_of(summary, expr) if summary is not None \
+            else library[0] if library is not None else None
         if switched is None:
             return []
         restore = []
