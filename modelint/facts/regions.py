@@ -154,7 +154,7 @@ def _built_grad_free(facts, function, key: str | None = None, call: cst.Call | N
         values = [a.value for a in facts.collector.attribute_assigns
                   if cls is not None and a.site.cls is cls and dotted(a.target) == key]
     else:
-        values = [call for name, call, site in facts.collector.call_assigns
+        values = [value for name, value, site in facts.collector.call_assigns
                   if name == key and (site.function is function or site.function is None)]
     if key is not None:
         values = [value for value in values if not rewraps(facts.imports, value, key)]  # (`g = g.cuda()`: the same)
