@@ -12,7 +12,8 @@
 - `with eval_mode(model):` — a context manager of the project that puts its arguments in
   eval mode and restores them on exit (its summary says so).
 - any other call that receives a model may change its mode if it is a helper of the
-  project or its name says it evaluates, trains or sets a mode: the mode becomes unknown.
+  project or its name says it evaluates, trains or sets a mode: the mode becomes unknown;
+  objects built holding a model, and other files' callables handed one: modelint.facts.handed_models.
 
 Which names are models at all is modelint.facts.followed's question.
 """
@@ -32,6 +33,7 @@ from modelint.facts.naming import EVAL_WORDS, TRAIN_WORDS, names_evaluation_data
 from modelint.facts.provenance import Fresh, receiver_key
 from modelint.facts.records import Forward
 from modelint.facts.followed import FollowedNames
+from modelint.facts.handed_models import HandedModels, handed_known_model
 from modelint.facts.mode_contexts import ModeContexts
 from modelint.facts.state import State
 from modelint.facts.value_calls import BACKWARD_METHODS
@@ -47,7 +49,7 @@ _SWITCH_WORDS = frozenset({"start", "begin", "mode", "set", "switch", "to", "ent
 _MODE_WORDS = frozenset({"mode", "freeze", "unfreeze", "bn", "batchnorm", "dropout", "toggle", "requires"})
 
 
-class CallEffects(FollowedNames, SummaryEffects, ModeContexts, TrainingSteps):
+class CallEffects(FollowedNames, SummaryEffects, ModeContexts, TrainingSteps, HandedModels):
     def __init__(self, flow, out, params: set[str]) -> None:
         self.flow = flow
         self.out = out
@@ -86,7 +88,7 @@ class CallEffects(FollowedNames, SummaryEffects, ModeContexts, TrainingSteps):
             if self._is_model(state, canonical):
                 # An object of a class we cannot see, handed a model this function switches or trains
                 # (`inferer(inputs=x, diffusion_model=unet)`): a runner of that model, which is what runs.
-                handed = _handed_known_model(call, canonical, state) \
+                handed = handed_known_model(call, canonical, state) \
                     if state.fact(canonical).dependence is Dependence.UNKNOWN \
                     and not self._own_parameter(canonical) else None
                 self.forward(call, handed or canonical, state)
@@ -168,37 +170,6 @@ class CallEffects(FollowedNames, SummaryEffects, ModeContexts, TrainingSteps):
         if flow.last_unresolved is not None and any(
                 level != DETACHED for arg in call.args for _token, level in self.uses.expression(arg.value, state.values)):
             flow.unresolved.add(flow.last_unresolved)  # (or whether it back-propagates the loss it is handed)
-
-    def _handed_to_builder_of(self, receiver: str, state: State) -> list[str]:
-        """The models this function hands the call it binds `receiver` to (`trainer = Trainer(model, args)`)."""
-        bound = _calls_bound_by_name(self.flow).get((self.out.function, receiver), ())
-        if any((made := self.flow.modules.construction(value)) is not None and made.certain for value in bound):
-            return []  # (a module wrapping the model, `DataParallel(model)`: its own mode is the model's)
-        held = []
-        for value in bound:
-            for arg in value.args:
-                key = value_key(arg.value)
-                if key is not None and state.tracks(key := state.canonical(key)):
-                    held.append(key)
-        return held
-
-    def _record_handed_models(self, call: cst.Call, state: State) -> None:
-        """A callable of another file of the project handed a model (`ClassifierLearner(model=net, ...)`):
-        what each argument slot gets, for the file that stores it (modelint.runner: a trainer class whose
-        every creator hands a model without Dropout or BatchNorm)."""
-        handed = {}
-        for position, arg in enumerate(call.args):
-            if arg.star:
-                return  # (`*args`: the positions after it are unknown)
-            key = value_key(arg.value)
-            if key is not None and state.tracks(key := state.canonical(key)):
-                handed[arg.keyword.value if arg.keyword is not None else str(position)] = int(state.fact(key).dependence)
-        qualified = self.flow.imports.qualify(call.func) if handed else None
-        if qualified is None or self.flow.imports.is_torch_name(qualified):
-            return
-        slots = self.flow.handed_models.setdefault(qualified, {})
-        for slot, dependence in handed.items():
-            slots[slot] = max(slots.get(slot, 0), dependence)
 
     def _may_switch_mode(self, call: cst.Call) -> bool:
         """May a call we cannot see into change the mode of a model it is given?
@@ -335,16 +306,6 @@ class CallEffects(FollowedNames, SummaryEffects, ModeContexts, TrainingSteps):
                 self.flow.unresolved.add(built.origin)
 
 
-def _calls_bound_by_name(flow) -> dict:
-    """(function, name) -> the calls the function binds the name to (`trainer = Trainer(...)`), once per file."""
-    found = flow.__dict__.get("_calls_bound_by_name")
-    if found is None:
-        found = flow.__dict__["_calls_bound_by_name"] = {}
-        for name, value, site in flow.collector.call_assigns:
-            found.setdefault((site.function, name), []).append(value)
-    return found
-
-
 def _names_a_mode_switch(method: str) -> bool:
     """`val_start`, `set_eval`, `train_mode`, `switch_to_eval`: a method named for switching to a phase."""
     words = set(tokens(method))
@@ -391,21 +352,3 @@ _NOT_FORWARD_PREFIXES = ("get_", "set_", "reset_", "is_", "has_", "num_", "incre
 def is_optimizer_step(receiver: str) -> bool:
     last = receiver.rsplit(".", 1)[-1].lower()
     return "optim" in last or last in ("opt", "scaler") or last.endswith("_opt") or last.startswith("opt_")
-
-
-def _handed_known_model(call: cst.Call, key: str, state: State) -> str | None:
-    """The keyword argument that is a model whose mode this function switched (or a helper set), if one is
-    (`diffusion_model=unet`: named as what the callee runs; a positional one may be anything's input). Of
-    several (`autoencoder_model=vae, diffusion_model=unet`), one not in eval mode: the frozen one is no
-    concern of a training step, and a validation that forgot `eval()` forgot it on that one."""
-    handed = []
-    for arg in call.args:
-        name = value_key(arg.value) if arg.keyword is not None else None
-        if name is None or name == key:
-            continue
-        name = state.canonical(name)
-        fact = state.models.get(name)
-        if fact is not None and (fact.train_sites or fact.eval_sites):
-            handed.append((name, fact))
-    live = [name for name, fact in handed if not fact.definitely_eval]
-    return live[0] if live else handed[0][0] if handed else None

@@ -25,7 +25,7 @@ class WaitingOnImports:
     def _star_imported(self, call: cst.Call, name: str):
         """`DGM_graphs(...)` after `from model import *`: the class of a star-imported module of the project
         that defines it, as the index knows it (first pass: named after the first star import, to ask)."""
-        from modelint.facts.modules import Construction
+        from modelint.facts.torch_layers import Construction
 
         stars = [module for module in self.imports.star_modules if not module.startswith("torch")]
         if not stars:
@@ -41,7 +41,7 @@ class WaitingOnImports:
 
     def indexed_construction(self, call: cst.Call, qualified: str, known: int):
         """`call` builds the project class imported as `qualified`, of the dependence the index settled."""
-        from modelint.facts.modules import Construction
+        from modelint.facts.torch_layers import Construction
 
         return Construction(call, Dependence(known), origin=qualified,
                             runs_loaded=self.index.runs_loaded_modules(qualified, self.path),

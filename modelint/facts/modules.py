@@ -12,7 +12,7 @@ from __future__ import annotations
 import builtins
 import re
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import libcst as cst
 
@@ -24,9 +24,10 @@ from modelint.facts.local_layers import LocalLayers
 from modelint.facts.module_attributes import ModuleAttributes
 from modelint.facts.registries import Registries
 from modelint.facts.scopes import ClassInfo, FunctionInfo
-from modelint.facts.names import dotted, literal_value
-from modelint.facts.torch_layers import Dependence, layer_dependence_by_name
-from modelint.facts.walk import calls_in, iter_nodes
+from modelint.facts.names import dotted
+from modelint.facts.library_layers import LibraryLayers
+from modelint.facts.torch_layers import Construction, Dependence, layer_dependence_by_name
+from modelint.facts.walk import iter_nodes
 
 
 # Methods that return the module they are called on.
@@ -37,19 +38,6 @@ EVIDENCE_METHODS = frozenset({"parameters", "named_parameters", "state_dict", "l
                               "named_modules", "children", "named_children", "buffers", "named_buffers"})
 _BUILTINS = frozenset(dir(builtins))
 _STDLIB = frozenset(getattr(sys, "stdlib_module_names", ()))
-
-
-@dataclass(frozen=True)
-class Construction:
-    """A call that builds a module: what it is and what mode it starts in."""
-
-    call: cst.Call
-    dependence: Dependence
-    starts_in_eval: bool = False  # Hugging Face `from_pretrained` returns eval mode
-    certain: bool = True  # False: an unknown class that is only probably a module
-    origin: str | None = None  # qualified name of the imported class (whose methods another file summarises)
-    parameterless: bool = False  # a torch.nn loss, activation, pooling or padding: nothing to evaluate
-    runs_loaded: bool = False  # it runs a module its constructor loads, in whatever mode (loaded_parts.py)
 
 
 def unwrap_chain(expr: cst.BaseExpression) -> tuple[cst.BaseExpression, list[cst.Call]]:
@@ -85,7 +73,7 @@ def returned_parameter(imports, function) -> str | None:
     return None
 
 
-class ModuleTable(WaitingOnImports, LocalLayers, Registries, ModuleAttributes, Builders):
+class ModuleTable(WaitingOnImports, LocalLayers, Registries, ModuleAttributes, Builders, LibraryLayers):
     def __init__(self, collector: Collector, index=None, path: str = "") -> None:
         self.index = index
         self.path = path
@@ -253,30 +241,9 @@ class ModuleTable(WaitingOnImports, LocalLayers, Registries, ModuleAttributes, B
         if qualified is not None:
             if qualified in api.MODULE_WRAPPERS:  # `weight_norm(nn.Conv1d(...))`, `DataParallel(Net())`
                 return self.module_expression(call.args[0].value)[0] if call.args else None
-            if qualified.startswith("torch.nn.") and not qualified.startswith("torch.nn.functional"):
-                layer = qualified.rsplit(".", 1)[-1]
-                if not layer[:1].isupper() or qualified.startswith(("torch.nn.init", "torch.nn.utils", "torch.nn.Parameter")):
-                    return None
-                if layer in api.CONTAINERS or layer in api.STACKS:
-                    nested = {} if _nested is None else _nested
-                    # (`nn.Sequential(RandomHorizontalFlip(), Normalize(...))`: a pipeline of transforms, no weights)
-                    parameterless = layer == "Sequential" and bool(call.args) and all(
-                        arg.keyword is None and not arg.star and type(arg.value) is cst.Call
-                        and (built := self.construction(arg.value, nested)) is not None and built.parameterless
-                        for arg in call.args)
-                    return Construction(call, self._nested_dependence(call, nested), parameterless=parameterless)
-                return Construction(call, layer_dependence_by_name(layer, call),
-                                    parameterless=bool(api.PARAMETERLESS_LAYER.fullmatch(layer)))
-            if qualified.startswith(api.EXTERNAL_MODEL_PREFIXES):
-                return Construction(call, Dependence.DEPENDENT)
-            if qualified.startswith(api.MODE_FREE_LIBRARY_LAYERS):
-                return Construction(call, Dependence.INDEPENDENT)
-            if qualified.startswith("torch_geometric.nn."):
-                built = self._geometric_layer(call, qualified.rsplit(".", 1)[-1])
-                if built is not None:
-                    return built
-            if qualified.startswith(api.WEIGHTLESS_LIBRARY_LAYERS) and qualified.rsplit(".", 1)[-1][:1].isupper():
-                return Construction(call, Dependence.INDEPENDENT, parameterless=True)
+            handled, built = self.library_layer(call, qualified, _nested)
+            if handled:
+                return built
             if qualified.startswith("torch."):
                 return None
             tail = qualified.rsplit(".", 1)[-1]
@@ -307,80 +274,6 @@ class ModuleTable(WaitingOnImports, LocalLayers, Registries, ModuleAttributes, B
             return self._star_imported(call, name) or Construction(call, Dependence.UNKNOWN, certain=False)
         return None
 
-    def _geometric_layer(self, call: cst.Call, layer: str) -> Construction | None:
-        """A PyTorch Geometric layer (see torch_api.GEOMETRIC_*); None for one not in those tables."""
-        if layer in api.GEOMETRIC_MODE_FREE:
-            return Construction(call, Dependence.INDEPENDENT)
-        if layer in api.GEOMETRIC_MODE_DEPENDENT:
-            return Construction(call, Dependence.DEPENDENT)
-        if layer in api.GEOMETRIC_DROPOUT_RATE:
-            rate = next((a.value for a in call.args if a.keyword is not None and a.keyword.value == "dropout"), None)
-            free = rate is None or literal_value(rate) in (0, 0.0)
-            return Construction(call, Dependence.INDEPENDENT if free else Dependence.DEPENDENT)
-        if layer in api.GEOMETRIC_WRAPPING:
-            return Construction(call, self._nested_dependence(call, {}))
-        return None
-
-    def _library_namespace(self, func: cst.Subscript) -> str | None:
-        """`models.__dict__[name]`, `vars(models)[name]` of a model library's namespace (torchvision.models):
-        the library's name."""
-        owner = func.value
-        if type(owner) is cst.Attribute and owner.attr.value == "__dict__":
-            owner = owner.value
-        elif type(owner) is cst.Call and dotted(owner.func) == "vars" and len(owner.args) == 1:
-            owner = owner.args[0].value
-        else:
-            return None
-        qualified = self.imports.qualify(owner) or ""
-        return qualified if (qualified + ".").startswith(api.EXTERNAL_MODEL_PREFIXES) else None
-
-    def _nested_dependence(self, call: cst.Call, known: dict) -> Dependence:
-        """A container/stack is as dependent as the most dependent module built in its arguments.
-
-        `known` keeps the containers met inside it: `nn.Sequential(nn.Sequential(...))` nested n deep
-        walks each one's arguments once (n**2 steps), not once per enclosing container (2**n).
-        """
-        found = known.get(call)
-        if found is not None:
-            return found
-        found = Dependence.INDEPENDENT
-        for arg in call.args:
-            if type(arg.value) is cst.Name and arg.star != "**":
-                found = max(found, self.local_layers(arg.value.value, call))  # `nn.Sequential(*layers)`
-                continue
-            if arg.star and not _literal_list(arg.value):
-                found = Dependence.UNKNOWN  # (`*make_layers(cfg)`: built where we do not look)
-                break
-            for inner in calls_in(arg.value):
-                built = self.layer_dependence(inner, known)
-                if built is not None:
-                    found = max(found, built)
-            if type(arg.value) is cst.Attribute:
-                found = max(found, self._own_layer(arg.value))
-        known[call] = found
-        return found
-
-    def _own_layer(self, value: cst.BaseExpression) -> Dependence:
-        """`self.blur_h` put in a container: what the class assigns to that attribute, when every
-        assignment builds a layer; else a layer built elsewhere (unknown)."""
-        if not (type(value) is cst.Attribute and type(value.value) is cst.Name and value.value.value == "self"):
-            return Dependence.UNKNOWN
-        name = value.attr.value
-        assigned = self._self_attributes.get(name)
-        if not assigned or name in self._following:
-            return Dependence.UNKNOWN  # (`self.a = nn.Sequential(self.a, ...)`: not followed again)
-        self._following.add(name)
-        try:
-            found = Dependence.INDEPENDENT
-            for assigned_value in assigned:
-                built = self.construction(assigned_value) if type(assigned_value) is cst.Call else None
-                if built is None:
-                    return Dependence.UNKNOWN
-                found = max(found, built.dependence)
-            return found
-        finally:
-            self._following.discard(name)
-
     def layer_dependence(self, call: cst.Call, known: dict | None = None) -> Dependence | None:
         """How the layer a model's definition builds with `call` depends on the mode: a construction's,
         or a builder function's of this file (`def conv_bn(c_in, c_out): return nn.Sequential(...)`)."""
@@ -410,11 +303,3 @@ class ModuleTable(WaitingOnImports, LocalLayers, Registries, ModuleAttributes, B
     def is_module_name(self, key: str, function: FunctionInfo | None) -> bool:
         """Is `key`, as seen in `function`, shown to be an nn.Module there (or in its class)?"""
         return self.names.is_module_name(key, function)
-
-
-def _literal_list(expr: cst.BaseExpression) -> bool:
-    """`[Block(c), ...]`, `[Block(c) for c in cs]`, `(Block(c) for c in cs)`, or a sum of such lists: every
-    element written here."""
-    if type(expr) is cst.BinaryOperation and type(expr.operator) is cst.Add:
-        return _literal_list(expr.left) and _literal_list(expr.right)
-    return type(expr) in (cst.List, cst.ListComp, cst.Tuple, cst.GeneratorExp)

@@ -59,7 +59,7 @@ class Registries:
         func = call.func
         if type(func) is not cst.Subscript:
             return None
-        from modelint.facts.modules import Construction
+        from modelint.facts.torch_layers import Construction
 
         if type(func.value) is cst.Name:
             classes = self.registries.get(func.value.value)

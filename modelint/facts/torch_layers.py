@@ -10,6 +10,7 @@ anything and so counts as "may be dependent").
 from __future__ import annotations
 
 import enum
+from dataclasses import dataclass
 
 import libcst as cst
 
@@ -52,3 +53,16 @@ def layer_dependence_by_name(layer: str, call: cst.Call | None) -> Dependence:
                     return Dependence.INDEPENDENT
             return Dependence.DEPENDENT
     return Dependence.INDEPENDENT
+
+
+@dataclass(frozen=True)
+class Construction:
+    """A call that builds a module: what it is and what mode it starts in."""
+
+    call: cst.Call
+    dependence: Dependence
+    starts_in_eval: bool = False  # Hugging Face `from_pretrained` returns eval mode
+    certain: bool = True  # False: an unknown class that is only probably a module
+    origin: str | None = None  # qualified name of the imported class (whose methods another file summarises)
+    parameterless: bool = False  # a torch.nn loss, activation, pooling or padding: nothing to evaluate
+    runs_loaded: bool = False  # it runs a module its constructor loads, in whatever mode (loaded_parts.py)

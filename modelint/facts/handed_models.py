@@ -1,0 +1,78 @@
+"""Models handed to calls we cannot see into: objects built holding them, and other files' callables.
+
+- `trainer = Trainer(model, args)`, then `trainer.evaluate()`: the object evaluates the model it holds in a
+  mode of its choosing (HF's Trainer leaves it in eval mode).
+- `inferer(inputs=x, diffusion_model=unet)`: an object handed, by keyword, a model this function switched
+  runs that model.
+- `ClassifierLearner(model=net, ...)` of another file: what each argument slot gets, for that file.
+"""
+
+from __future__ import annotations
+
+import libcst as cst
+
+from modelint.facts.names import value_key
+from modelint.facts.state import State
+
+
+class HandedModels:
+    """Mixed into CallEffects (which provides `flow` and `out`)."""
+
+    def _handed_to_builder_of(self, receiver: str, state: State) -> list[str]:
+        """The models this function hands the call it binds `receiver` to (`trainer = Trainer(model, args)`)."""
+        bound = _calls_bound_by_name(self.flow).get((self.out.function, receiver), ())
+        if any((made := self.flow.modules.construction(value)) is not None and made.certain for value in bound):
+            return []  # (a module wrapping the model, `DataParallel(model)`: its own mode is the model's)
+        held = []
+        for value in bound:
+            for arg in value.args:
+                key = value_key(arg.value)
+                if key is not None and state.tracks(key := state.canonical(key)):
+                    held.append(key)
+        return held
+
+    def _record_handed_models(self, call: cst.Call, state: State) -> None:
+        """A callable of another file of the project handed a model (`ClassifierLearner(model=net, ...)`):
+        what each argument slot gets, for the file that stores it (modelint.runner: a trainer class whose
+        every creator hands a model without Dropout or BatchNorm)."""
+        handed = {}
+        for position, arg in enumerate(call.args):
+            if arg.star:
+                return  # (`*args`: the positions after it are unknown)
+            key = value_key(arg.value)
+            if key is not None and state.tracks(key := state.canonical(key)):
+                handed[arg.keyword.value if arg.keyword is not None else str(position)] = int(state.fact(key).dependence)
+        qualified = self.flow.imports.qualify(call.func) if handed else None
+        if qualified is None or self.flow.imports.is_torch_name(qualified):
+            return
+        slots = self.flow.handed_models.setdefault(qualified, {})
+        for slot, dependence in handed.items():
+            slots[slot] = max(slots.get(slot, 0), dependence)
+
+
+def _calls_bound_by_name(flow) -> dict:
+    """(function, name) -> the calls the function binds the name to (`trainer = Trainer(...)`), once per file."""
+    found = flow.__dict__.get("_calls_bound_by_name")
+    if found is None:
+        found = flow.__dict__["_calls_bound_by_name"] = {}
+        for name, value, site in flow.collector.call_assigns:
+            found.setdefault((site.function, name), []).append(value)
+    return found
+
+
+def handed_known_model(call: cst.Call, key: str, state: State) -> str | None:
+    """The keyword argument that is a model whose mode this function switched (or a helper set), if one is
+    (`diffusion_model=unet`: named as what the callee runs; a positional one may be anything's input). Of
+    several (`autoencoder_model=vae, diffusion_model=unet`), one not in eval mode: the frozen one is no
+    concern of a training step, and a validation that forgot `eval()` forgot it on that one."""
+    handed = []
+    for arg in call.args:
+        name = value_key(arg.value) if arg.keyword is not None else None
+        if name is None or name == key:
+            continue
+        name = state.canonical(name)
+        fact = state.models.get(name)
+        if fact is not None and (fact.train_sites or fact.eval_sites):
+            handed.append((name, fact))
+    live = [name for name, fact in handed if not fact.definitely_eval]
+    return live[0] if live else handed[0][0] if handed else None

@@ -1,0 +1,132 @@
+"""Modules that libraries build: torch.nn's layers and containers, PyTorch Geometric's layers, data
+transforms written as modules, and model zoos' constructors.
+
+A container (`nn.Sequential(...)`, `nn.ModuleList([...])`) is as mode-dependent as the most dependent
+module built in its arguments, and holds no weights when none of them does (a pipeline of transforms).
+"""
+
+from __future__ import annotations
+
+import libcst as cst
+
+from modelint.facts import torch_api as api
+from modelint.facts.names import dotted, literal_value
+from modelint.facts.torch_layers import Construction, Dependence, layer_dependence_by_name
+from modelint.facts.walk import calls_in
+
+
+class LibraryLayers:
+    """Mixed into ModuleTable (which provides `construction`, `imports`, `local_layers`, `layer_dependence`
+    and the class's own attributes)."""
+
+    def library_layer(self, call: cst.Call, qualified: str, _nested: dict | None) \
+            -> tuple[bool, Construction | None]:
+        """(whether a library's table decides, what `call` builds then) for a call of `qualified`."""
+        if qualified.startswith("torch.nn.") and not qualified.startswith("torch.nn.functional"):
+            layer = qualified.rsplit(".", 1)[-1]
+            if not layer[:1].isupper() \
+                    or qualified.startswith(("torch.nn.init", "torch.nn.utils", "torch.nn.Parameter")):
+                return True, None
+            if layer in api.CONTAINERS or layer in api.STACKS:
+                nested = {} if _nested is None else _nested
+                # (`nn.Sequential(RandomHorizontalFlip(), Normalize(...))`: a pipeline of transforms, no weights)
+                parameterless = layer == "Sequential" and bool(call.args) and all(
+                    arg.keyword is None and not arg.star and type(arg.value) is cst.Call
+                    and (built := self.construction(arg.value, nested)) is not None and built.parameterless
+                    for arg in call.args)
+                return True, Construction(call, self._nested_dependence(call, nested), parameterless=parameterless)
+            return True, Construction(call, layer_dependence_by_name(layer, call),
+                                      parameterless=bool(api.PARAMETERLESS_LAYER.fullmatch(layer)))
+        if qualified.startswith(api.EXTERNAL_MODEL_PREFIXES):
+            return True, Construction(call, Dependence.DEPENDENT)
+        if qualified.startswith(api.MODE_FREE_LIBRARY_LAYERS):
+            return True, Construction(call, Dependence.INDEPENDENT)
+        if qualified.startswith("torch_geometric.nn."):
+            built = self._geometric_layer(call, qualified.rsplit(".", 1)[-1])
+            if built is not None:
+                return True, built
+        if qualified.startswith(api.WEIGHTLESS_LIBRARY_LAYERS) and qualified.rsplit(".", 1)[-1][:1].isupper():
+            return True, Construction(call, Dependence.INDEPENDENT, parameterless=True)
+        return False, None
+
+    def _geometric_layer(self, call: cst.Call, layer: str) -> Construction | None:
+        """A PyTorch Geometric layer (see torch_api.GEOMETRIC_*); None for one not in those tables."""
+        if layer in api.GEOMETRIC_MODE_FREE:
+            return Construction(call, Dependence.INDEPENDENT)
+        if layer in api.GEOMETRIC_MODE_DEPENDENT:
+            return Construction(call, Dependence.DEPENDENT)
+        if layer in api.GEOMETRIC_DROPOUT_RATE:
+            rate = next((a.value for a in call.args if a.keyword is not None and a.keyword.value == "dropout"), None)
+            free = rate is None or literal_value(rate) in (0, 0.0)
+            return Construction(call, Dependence.INDEPENDENT if free else Dependence.DEPENDENT)
+        if layer in api.GEOMETRIC_WRAPPING:
+            return Construction(call, self._nested_dependence(call, {}))
+        return None
+
+    def _library_namespace(self, func: cst.Subscript) -> str | None:
+        """`models.__dict__[name]`, `vars(models)[name]` of a model library's namespace (torchvision.models):
+        the library's name."""
+        owner = func.value
+        if type(owner) is cst.Attribute and owner.attr.value == "__dict__":
+            owner = owner.value
+        elif type(owner) is cst.Call and dotted(owner.func) == "vars" and len(owner.args) == 1:
+            owner = owner.args[0].value
+        else:
+            return None
+        qualified = self.imports.qualify(owner) or ""
+        return qualified if (qualified + ".").startswith(api.EXTERNAL_MODEL_PREFIXES) else None
+
+    def _nested_dependence(self, call: cst.Call, known: dict) -> Dependence:
+        """A container/stack is as dependent as the most dependent module built in its arguments.
+
+        `known` keeps the containers met inside it: `nn.Sequential(nn.Sequential(...))` nested n deep
+        walks each one's arguments once (n**2 steps), not once per enclosing container (2**n).
+        """
+        found = known.get(call)
+        if found is not None:
+            return found
+        found = Dependence.INDEPENDENT
+        for arg in call.args:
+            if type(arg.value) is cst.Name and arg.star != "**":
+                found = max(found, self.local_layers(arg.value.value, call))  # `nn.Sequential(*layers)`
+                continue
+            if arg.star and not _literal_list(arg.value):
+                found = Dependence.UNKNOWN  # (`*make_layers(cfg)`: built where we do not look)
+                break
+            for inner in calls_in(arg.value):
+                built = self.layer_dependence(inner, known)
+                if built is not None:
+                    found = max(found, built)
+            if type(arg.value) is cst.Attribute:
+                found = max(found, self._own_layer(arg.value))
+        known[call] = found
+        return found
+
+    def _own_layer(self, value: cst.BaseExpression) -> Dependence:
+        """`self.blur_h` put in a container: what the class assigns to that attribute, when every
+        assignment builds a layer; else a layer built elsewhere (unknown)."""
+        if not (type(value) is cst.Attribute and type(value.value) is cst.Name and value.value.value == "self"):
+            return Dependence.UNKNOWN
+        name = value.attr.value
+        assigned = self._self_attributes.get(name)
+        if not assigned or name in self._following:
+            return Dependence.UNKNOWN  # (`self.a = nn.Sequential(self.a, ...)`: not followed again)
+        self._following.add(name)
+        try:
+            found = Dependence.INDEPENDENT
+            for assigned_value in assigned:
+                built = self.construction(assigned_value) if type(assigned_value) is cst.Call else None
+                if built is None:
+                    return Dependence.UNKNOWN
+                found = max(found, built.dependence)
+            return found
+        finally:
+            self._following.discard(name)
+
+
+def _literal_list(expr: cst.BaseExpression) -> bool:
+    """`[Block(c), ...]`, `[Block(c) for c in cs]`, `(Block(c) for c in cs)`, or a sum of such lists: every
+    element written here."""
+    if type(expr) is cst.BinaryOperation and type(expr.operator) is cst.Add:
+        return _literal_list(expr.left) and _literal_list(expr.right)
+    return type(expr) in (cst.List, cst.ListComp, cst.Tuple, cst.GeneratorExp)
