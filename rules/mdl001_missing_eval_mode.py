@@ -270,8 +270,8 @@ class MissingEvalMode(Rule):
             return None  # in training mode only because it was trained above: needs no_grad or test data too
         if not trains_here and smoke_test(facts, forward, mode):
             return None
-        if not trains_here and _mode_chosen_by_caller(forward, mode):
-            return None
+        if _mode_chosen_by_caller(forward, mode) and (not trains_here or forward.function.takes_input_gradients):
+            return None  # (an attack's backward computes input gradients: no training either)
         if trains_here and (_fitted_input(facts, forward) or _training_batch_statistic(facts, forward, context)
                             or _objective_on_the_training_batch(facts, forward, context)):
             return None
