@@ -181,6 +181,8 @@ def _forward_use(flow, function, forward, intent: str, trained_here: bool = Fals
     context = via.context if via is not None and (via.intent != "returned" or _evidence(via.context)) else None
     if via is None and intent == "unknown" and "store" in forward.uses and not forward.in_evaluation_loop:
         return None  # kept on an object: for whoever reads it (see evaluation._evaluation_context)
+    if via is None and _only_in_training(flow, forward.call, forward.key):
+        return None  # `if model.training: logits = model(x)`: never runs for a caller that evaluates
     if context is None:
         if grad_word == "free":
             context = "under no_grad"
