@@ -115,24 +115,30 @@ class MethodTargets:
         """`eval_model.get_outputs(x)` where `eval_model` is a parameter of the enclosing function and every
         call of it in this file hands an object of one class of the file (`calculate_moments(loader,
         eval_model)` with `eval_model = LoadEvalModel(device)`, or the constructor written in the call)."""
-        from modelint.facts.summary_effects import bind_arguments
-
         func = call.func
         if enclosing is None or not (type(func) is cst.Attribute and type(func.value) is cst.Name):
             return None
-        name = func.value.value
-        if name not in enclosing.param_set or name in ("self", "cls") \
-                or any(b.kind != "param" for b in self._scope_bindings(enclosing).get(name, ())):
+        return self._handed_class(enclosing, func.value.value)
+
+    def _handed_class(self, function: FunctionInfo, name: str, depth: int = 0) -> str | None:
+        """The one class of this file whose objects every call of `function` hands its parameter `name`, the
+        caller's own parameter followed up a few calls (`train(Retrieval())` -> `encode_data(model, loader)`)."""
+        from modelint.facts.summary_effects import bind_arguments
+
+        if name not in function.param_set or name in ("self", "cls") or depth > 3 \
+                or any(b.kind != "param" for b in self._scope_bindings(function).get(name, ())):
             return None
-        calls = self._plain_calls_of.get(enclosing)
+        calls = self._plain_calls_of.get(function)
         if not calls:
             return None
         classes = set()
         for node, caller in calls:
-            passed = unwrap_chain(bind_arguments(enclosing.params, enclosing.cls is not None, node).get(name))[0]
+            passed = unwrap_chain(bind_arguments(function.params, function.cls is not None, node).get(name))[0]
             if type(passed) is cst.Call and type(passed.func) is cst.Name and passed.func.value in self.modules.classes:
                 classes.add(passed.func.value)
-            elif type(passed) is cst.Name and passed.value not in (caller.param_set if caller else ()):
+            elif type(passed) is cst.Name and caller is not None and passed.value in caller.param_set:
+                classes.add(self._handed_class(caller, passed.value, depth + 1))
+            elif type(passed) is cst.Name:
                 classes.add(self._class_bound_to(passed.value, caller, set()))
             else:
                 return None
