@@ -109,6 +109,10 @@ def is_module(facts, forward, mode: ModeFact) -> bool:
         return True  # `self.model.forward(x)`: whatever holds the weights, running it records a graph
     if forward.shown_by_detach:
         return True  # an inherited `self.model(x)` whose output the caller detaches: it recorded a graph
+    callee = facts.flow.local_functions.get(forward.callee.qualname) \
+        if via is not None and forward.callee is not None and via.path == facts.path else None
+    if callee is not None and facts.modules.is_module_name(via.param, callee):
+        return True  # a helper of this file runs it as the module it is there (`self.embed = nn.Embedding(...)`)
     loaded = facts.flow.free.loaded_modules
     if loaded and ((forward.function, forward.key) in loaded
                    or ((None, forward.key) in loaded and forward.key in facts.flow.global_models)):
