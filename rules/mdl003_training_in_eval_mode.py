@@ -12,7 +12,7 @@ from modelint.facts.gates import runs_only_in_training
 from modelint.facts.modules import Dependence
 from modelint.facts.lattice import is_train_site
 from modelint.facts.names import dotted, key_prefixes, parameter_owners, same_or_nested
-from modelint.facts.phases import mode_picked_by_callers
+from modelint.facts.phases import eval_branch_not_taken, mode_picked_by_callers
 from modelint.facts.scopes import loops_around
 from modelint.summary import RemoteSite
 from modelint.rule import NodeEdit, NodeFix, Report, Rule, evidence, helper_report
@@ -109,6 +109,7 @@ class TrainingInEvalMode(Rule):
                             or _gradients_measured_in_eval(facts, flow, fact, step) \
                             or _no_update_follows(facts, flow, step) \
                             or mode_picked_by_callers(facts.flow, flow, fact.eval_sites) \
+                            or eval_branch_not_taken(facts.flow, flow, fact.eval_sites, step.phases) \
                             or (site is not None and runs_only_in_training(site.site, key, step.call)):
                         continue
                     yield Report(step.call, _message(key, fact), stmt=site.site.stmt if site else None,

@@ -353,3 +353,51 @@ def _switch_picked_by_flag(mode_flow, site, name: str) -> bool:
                    and not node.args and dotted(node.func.value) == receiver
                    for branch in (guard.body, guard.orelse) for node in iter_nodes(branch))
     return False
+
+
+def eval_branch_not_taken(mode_flow, function_flow, eval_sites, phases: set) -> bool:
+    """Does every call here that runs these phases of the function pass another string than the one whose
+    branch puts the model in eval mode? (`do_epoch("train", net, loader, optimizer=opt)` and `do_epoch("val",
+    net, loader)` of a `do_epoch(mode, net, loader, optimizer=None)` stepping only `if optimizer:`: the call
+    that steps never takes `elif mode == "val": net.eval()`.)"""
+    from modelint.facts.summaries import qualname
+    from modelint.facts.summary_effects import bind_arguments
+
+    function, name = function_flow.function, function_flow.phase_param
+    if function is None or name is None or not eval_sites or not phases:
+        return False
+    calls = [bind_arguments(function.params, function.cls is not None, call)
+             for call in mode_flow.call_sites.get(qualname(function), {})]
+    running = [passed for passed in calls if _phase_of_call(function, name, passed.get(name)) in phases]
+    if not running:
+        return False
+    for site in eval_sites:
+        branch = _string_branch(function, site)
+        if branch is None:
+            return False
+        param, literal = branch
+        for passed in running:
+            value = passed.get(param)
+            given = phase_default(function, param) if value is None else literal_value(value)
+            if given == literal or not isinstance(given, str):
+                return False
+    return True
+
+
+def _phase_of_call(function, name: str, passed):
+    """The value of the phase parameter a call runs with (GIVEN/OMITTED for an optional one)."""
+    if defaults_to_none(function, name):
+        return OMITTED if passed is None or dotted(passed) == "None" else GIVEN
+    return phase_default(function, name) if passed is None else literal_value(passed)
+
+
+def _string_branch(function, site) -> tuple[str, str] | None:
+    """(parameter, literal) of the `if param == "literal":` (or `elif`) whose body holds `site`."""
+    for node in iter_nodes(function.node.body):
+        if type(node) is cst.If and type(node.test) is cst.Comparison and type(node.test.left) is cst.Name \
+                and node.test.left.value in function.param_set and len(node.test.comparisons) == 1 \
+                and type(node.test.comparisons[0].operator) is cst.Equal \
+                and isinstance(literal := literal_value(node.test.comparisons[0].comparator), str) \
+                and any(inner is site for inner in iter_nodes(node.body)):
+            return node.test.left.value, literal
+    return None
