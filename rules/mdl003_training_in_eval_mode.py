@@ -12,7 +12,7 @@ from modelint.facts.gates import runs_only_in_training
 from modelint.facts.modules import Dependence
 from modelint.facts.lattice import is_train_site
 from modelint.facts.names import dotted, key_prefixes, parameter_owners, same_or_nested
-from modelint.facts.phases import eval_branch_not_taken, mode_picked_by_callers
+from modelint.facts.phase_callers import eval_branch_not_taken, mode_picked_by_callers
 from modelint.facts.scopes import loops_around
 from modelint.summary import RemoteSite
 from modelint.rule import NodeEdit, NodeFix, Report, Rule, evidence, helper_report
