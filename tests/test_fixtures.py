@@ -680,3 +680,35 @@ def test_a_context_manager_that_takes_the_mode_as_an_argument(tmp_path: Path) ->
                               ("_in_mode(model, train=True)", True), ("_in_mode(model, flag)", False)):
         (tmp_path / "probe.py").write_text(helpers.replace("CONTEXT", context))
         assert (("probe.py", 25, "MDL001") in _found_in(tmp_path, "probe.py")) is reported, context
+
+
+def test_a_factory_of_another_file_returning_plain_wrapper_objects(tmp_path: Path) -> None:
+    """`build_detector(cfg)` hands back one of two plain classes of other files (each running its own network
+    in eval mode under no_grad): the tracker calling the object runs no model of its own. Were one of them
+    an nn.Module with BatchNorm, that call would be an evaluation in training mode."""
+    (tmp_path / "detector").mkdir()
+    (tmp_path / "detector" / "mmdet_wrapper.py").write_text(
+        "from mmdet.apis import inference_detector, init_detector\n\n\nclass MMDetWrapper(object):\n"
+        "    def __init__(self, cfg, checkpoint):\n        self.net = init_detector(cfg, checkpoint)\n\n"
+        "    def __call__(self, img):\n        return inference_detector(self.net, img)\n")
+    torch_wrapper = ("import torch\nimport torch.nn as nn\n\n\nclass TorchWrapper(object):\n"
+                     "    def __init__(self, weights):\n"
+                     "        self.net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8))\n"
+                     "        self.net.load_state_dict(torch.load(weights))\n        self.net.eval()\n\n"
+                     "    def __call__(self, img):\n        with torch.no_grad():\n            return self.net(img)\n")
+    (tmp_path / "detector" / "torch_wrapper.py").write_text(torch_wrapper)
+    (tmp_path / "detector" / "__init__.py").write_text(
+        "from .mmdet_wrapper import MMDetWrapper\nfrom .torch_wrapper import TorchWrapper\n\n\n"
+        "def build_detector(cfg):\n    if cfg['use_mmdet']:\n        return MMDetWrapper(cfg['config'], cfg['checkpoint'])\n"
+        "    return TorchWrapper(cfg['weights'])\n")
+    (tmp_path / "track.py").write_text(
+        "import torch\n\nfrom detector import build_detector\n\n\nclass Tracker:\n    def __init__(self, cfg):\n"
+        "        self.detector = build_detector(cfg)\n\n    def run(self, frames):\n        for frame in frames:\n"
+        "            boxes = self.detector(frame)\n            print(boxes[boxes[:, 4] > 0.7].tolist())\n")
+    files = ("track.py", "detector/__init__.py", "detector/mmdet_wrapper.py", "detector/torch_wrapper.py")
+    assert _found_in(tmp_path, *files) == []
+    (tmp_path / "detector" / "torch_wrapper.py").write_text(
+        torch_wrapper.replace("class TorchWrapper(object):", "class TorchWrapper(nn.Module):").replace(
+            "    def __init__(self, weights):\n", "    def __init__(self, weights):\n        super().__init__()\n").replace(
+            "        self.net.eval()\n", ""))
+    assert ("track.py", 12, "MDL001") in _found_in(tmp_path, *files)

@@ -166,6 +166,11 @@ class ModuleTable(WaitingOnImports, LocalLayers, Registries, ModuleAttributes, B
         found = self.index.resolve_shape(qualified, self.path)
         return found is not None and method in found[0].defines
 
+    def _plain_class_elsewhere(self, qualified: str) -> bool:
+        """Is `qualified` a class another file of the run defines with no base but `object`?"""
+        found = self.index.resolve_shape(qualified, self.path) if self.index is not None else None
+        return found is not None and all(base in ("object", "builtins.object") for base in found[0].bases)
+
     def _is_foreign(self, qualified: str) -> bool:
         """Imported from outside the stdlib: we cannot see what it holds."""
         head = qualified.lstrip(".").split(".")[0]
@@ -257,6 +262,8 @@ class ModuleTable(WaitingOnImports, LocalLayers, Registries, ModuleAttributes, B
                 known = self.index.resolve_class(qualified, self.path) if self.index is not None else None
                 if known is not None and (known != Dependence.UNKNOWN or self._assumed is None):
                     return self.indexed_construction(call, qualified, known)
+                if known is None and self._plain_class_elsewhere(qualified):
+                    return None  # (`MMDetWrapper(cfg)`, a class of another file with no base: an object, no module)
                 if self._assumed is not None:
                     self._assumed.add(qualified)
                     return Construction(call, Dependence.INDEPENDENT, certain=False, origin=qualified)
