@@ -26,12 +26,13 @@ from modelint.facts import torch_api as api
 from modelint.facts.applied import NEUTRAL_BUILTINS, applies_a_mode_neutral_function
 from modelint.facts.intent import DETACHED
 from modelint.facts.phases import decide
-from modelint.facts.lattice import ENTRY_MODE, ModeFact, mode_of_call
+from modelint.facts.lattice import ENTRY_MODE, GradFact, ModeFact, mode_of_call
 from modelint.facts.names import dotted, tokens, value_key
 from modelint.facts.modules import Dependence, unwrap_chain
 from modelint.facts.naming import EVAL_WORDS, TRAIN_WORDS, names_evaluation_data
 from modelint.facts.provenance import Fresh, receiver_key
 from modelint.facts.records import Forward
+from modelint.facts.regions import constructor_turns_grad_off
 from modelint.facts.followed import FollowedNames
 from modelint.facts.handed_models import HandedModels, handed_known_model
 from modelint.facts.mode_contexts import ModeContexts
@@ -74,6 +75,10 @@ class CallEffects(FollowedNames, SummaryEffects, ModeContexts, TrainingSteps, Ha
                 flow.record_call_site(override, call, self.out.function, state)
         if local is None and call.args:
             self._record_handed_models(call, state)
+        built = flow.modules.classes.get(func.value) if type(func) is cst.Name else None
+        switched_off = constructor_turns_grad_off(flow, built) if built is not None else None
+        if switched_off is not None:  # `Inferer(path)` whose `__init__` calls `torch.set_grad_enabled(False)`
+            state.grad = GradFact(free_sites=frozenset({switched_off}))
         key = value_key(func)
         if key is None and type(func) is cst.Call:
             moved, chain = unwrap_chain(func)
