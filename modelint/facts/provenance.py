@@ -67,7 +67,7 @@ class Provenance:
         """What binding `value` gives; `follows(key)` says whether a key names a module we follow."""
         built, applied = self.modules.module_expression(value)
         if built is not None:
-            source = self._regrouped(built.call, state, follows)
+            source = self._regrouped(built.call, state, follows, enclosing)
             if source is not None:  # `nn.Sequential(*list(vgg.children())[:31])`: vgg's own layers, in vgg's mode
                 fact = state.fact(source)
                 return Fresh(apply_chain(fact, applied) or fact)
@@ -107,17 +107,21 @@ class Provenance:
                 return Same(source)
         return None
 
-    def _regrouped(self, call: cst.Call, state, follows) -> str | None:
+    def _regrouped(self, call: cst.Call, state, follows, enclosing) -> str | None:
         """The model whose own submodules a container gathers, every argument starred from its `children()`,
-        `modules()` or one of its parts (`*list(vgg.children())[:31]`, `*encoder.features`): no new layer is
-        built, so the container is in that model's mode."""
+        `modules()` or one of its parts (`*list(vgg.children())[:31]`, `*encoder.features`, or a name bound
+        once to such a list): no new layer is built, so the container is in that model's mode."""
         if self.imports.qualify(call.func) not in _REGROUPING or not call.args:
             return None
         sources = set()
         for arg in call.args:
             if arg.star != "*":
                 return None
-            source = _gathered_from(arg.value)
+            value = arg.value
+            if type(value) is cst.Name:  # `modules = list(model.children())[:-1]`, then `nn.Sequential(*modules)`
+                bound = self.flow._scope_bindings(enclosing).get(value.value, ())
+                value = bound[0].value if len(bound) == 1 and bound[0].kind == "assign" else value
+            source = _gathered_from(value)
             if source is None:
                 return None
             sources.add(state.canonical(source))
