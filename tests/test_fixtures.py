@@ -712,3 +712,27 @@ def test_a_factory_of_another_file_returning_plain_wrapper_objects(tmp_path: Pat
             "    def __init__(self, weights):\n", "    def __init__(self, weights):\n        super().__init__()\n").replace(
             "        self.net.eval()\n", ""))
     assert ("track.py", 12, "MDL001") in _found_in(tmp_path, *files)
+
+
+def test_a_base_of_another_file_whose_fit_ends_in_eval_mode(tmp_path: Path) -> None:
+    """`NeuMF.predict()` evaluates `self`, and the recommender's base in another file trains it in `fit()`,
+    which ends every epoch with `self.eval()`: the class does set its own mode (no MDL001); the graph its
+    `predict()` keeps is still MDL002. A base that never switches modes leaves the MDL001."""
+    base = ("import torch\nimport torch.nn as nn\n\n\nclass GeneralRecommender(nn.Module):\n"
+            "    def fit(self, loader, epochs=3):\n        opt = torch.optim.Adam(self.parameters())\n"
+            "        for _ in range(epochs):\n            self.train()\n            for users, items, labels in loader:\n"
+            "                opt.zero_grad()\n                nn.functional.mse_loss(self(users, items), labels).backward()\n"
+            "                opt.step()\n            self.eval()\n")
+    (tmp_path / "base.py").write_text(base)
+    (tmp_path / "neumf.py").write_text(
+        "import torch\nimport torch.nn as nn\n\nfrom base import GeneralRecommender\n\n\n"
+        "class NeuMF(GeneralRecommender):\n    def __init__(self, users, items, dim=16):\n        super().__init__()\n"
+        "        self.users = nn.Embedding(users, dim)\n        self.items = nn.Embedding(items, dim)\n"
+        "        self.mlp = nn.Sequential(nn.Linear(2 * dim, dim), nn.ReLU(), nn.Dropout(0.3), nn.Linear(dim, 1))\n\n"
+        "    def forward(self, u, i):\n        return self.mlp(torch.cat([self.users(u), self.items(i)], -1)).view(-1)\n\n"
+        "    def predict(self, u, i):\n        return self.forward(torch.tensor([u]), torch.tensor([i])).cpu().item()\n")
+    found = [code for name, row, code in _found_in(tmp_path, "base.py", "neumf.py") if name == "neumf.py"]
+    assert found == ["MDL002"]
+    (tmp_path / "base.py").write_text(base.replace("            self.eval()\n", "").replace("            self.train()\n", ""))
+    found = [code for name, row, code in _found_in(tmp_path, "base.py", "neumf.py") if name == "neumf.py"]
+    assert sorted(found) == ["MDL001", "MDL002"]

@@ -36,6 +36,31 @@ def base_shapes_elsewhere(flow, cls) -> list | None:
     return shapes
 
 
+def a_visible_base_elsewhere_switches(flow, cls, key: str) -> bool:
+    """Does a base of `cls` defined in another file that the index shows set the mode of `key` (`"self"`:
+    `fit()` ending in `self.eval()`)? Bases it cannot see (torch's, a library's) say nothing."""
+    classes = flow.modules.classes
+    pending = [(flow.imports.qualify(base) or _text(base), flow.path)
+               for name in flow.class_and_bases(cls.name) if name in classes
+               for base in classes[name].bases if flow.modules.project_class(base) is None]
+    for _ in range(16):
+        if not pending or flow.index is None:
+            return False
+        reference, path = pending.pop()
+        if reference.startswith(":"):  # a class of the same file as the base that names it
+            summary = flow.index.files.get(os.path.abspath(path))
+            shape = summary.shapes.get(reference[1:]) if summary is not None else None
+            found = (shape, path) if shape is not None else None
+        else:
+            found = flow.index.resolve_shape(reference, path) if reference != "?" else None
+        if found is not None:
+            shape, where = found
+            if key in shape.switches:
+                return True
+            pending += [(base, where) for base in shape.bases]
+    return False
+
+
 def _base_shapes(flow, cls, asked: set) -> list | None:
     classes = flow.modules.classes
     pending = [(flow.imports.qualify(base) or _text(base), flow.path)
@@ -121,5 +146,6 @@ def shape_of(receivers, info, hook_calls: frozenset = frozenset()) -> ClassShape
     builds = torch_layer and any(receivers.modules.construction(call) is not None for call in info.calls)
     switches = frozenset(key for call in info.calls if type(call.func) is cst.Attribute
                          and call.func.attr.value in ("eval", "train")
-                         and (key := dotted(call.func.value)) is not None and key.startswith("self."))
+                         and (key := dotted(call.func.value)) is not None
+                         and (key == "self" or key.startswith("self.")))
     return ClassShape(tuple(bases), frozenset(defines), builds, switches, hook_calls)

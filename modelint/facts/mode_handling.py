@@ -16,19 +16,22 @@ import re
 
 import libcst as cst
 
+from modelint.facts.base_shapes import a_visible_base_elsewhere_switches
 from modelint.facts.names import literal_value, dotted
 from modelint.facts.naming import names_a_function
 from modelint.facts.walk import iter_nodes
 
 
 def class_sets_own_mode(facts, cls) -> bool:
-    """Does a method of the class switch the object's own mode (`self.eval()`, `self.train(False)`)?"""
+    """Does a method of the class, or of a base it inherits (here, or in another file the index shows),
+    switch the object's own mode (`self.eval()`, `self.train(False)`: a `fit()` ending in `self.eval()`)?"""
+    lineage = set(facts.flow.class_and_bases(cls.name))
     for site in facts.collector.calls:
         func = site.node.func
-        if site.site.cls is cls and type(func) is cst.Attribute and func.attr.value in ("eval", "train") \
-                and type(func.value) is cst.Name and func.value.value == "self":
+        if site.site.cls is not None and site.site.cls.name in lineage and type(func) is cst.Attribute \
+                and func.attr.value in ("eval", "train") and type(func.value) is cst.Name and func.value.value == "self":
             return True
-    return False
+    return a_visible_base_elsewhere_switches(facts.flow, cls, "self")
 
 
 def optional_or_callable(facts, function, name: str) -> bool:
