@@ -736,3 +736,25 @@ def test_a_base_of_another_file_whose_fit_ends_in_eval_mode(tmp_path: Path) -> N
     (tmp_path / "base.py").write_text(base.replace("            self.eval()\n", "").replace("            self.train()\n", ""))
     found = [code for name, row, code in _found_in(tmp_path, "base.py", "neumf.py") if name == "neumf.py"]
     assert sorted(found) == ["MDL001", "MDL002"]
+
+
+def test_a_modules_own_ranking_method_called_from_another_file(tmp_path: Path) -> None:
+    """`model.rank(test_loader)` in the experiment script runs the recommender's own forward (`self.forward`)
+    after `fit()` left it in eval mode, with autograd on: the method's forward of `self` is the caller's
+    model's, across files as within one (MDL002 at the forward, no MDL001)."""
+    (tmp_path / "neural.py").write_text(
+        "import torch\nimport torch.nn as nn\n\n\nclass NeuralRec(nn.Module):\n    def __init__(self, users, items, dim=16):\n"
+        "        super().__init__()\n        self.users = nn.Embedding(users, dim)\n        self.items = nn.Embedding(items, dim)\n"
+        "        self.mlp = nn.Sequential(nn.Linear(dim, dim), nn.Dropout(0.2), nn.Linear(dim, 1))\n\n"
+        "    def forward(self, u, i):\n        return self.mlp(self.users(u) * self.items(i)).squeeze(-1)\n\n"
+        "    def fit(self, loader):\n        opt = torch.optim.Adam(self.parameters())\n        self.train()\n"
+        "        for u, i, y in loader:\n            loss = nn.functional.binary_cross_entropy_with_logits(self(u, i), y)\n"
+        "            opt.zero_grad()\n            loss.backward()\n            opt.step()\n        self.eval()\n\n"
+        "    def rank(self, test_loader, k=10):\n        found = []\n        for users, candidates in test_loader:\n"
+        "            scores = self.forward(users.unsqueeze(1).expand_as(candidates), candidates)\n"
+        "            found.append(torch.gather(candidates, 1, scores.argsort(descending=True))[:, :k])\n"
+        "        return torch.cat(found).cpu().numpy()\n")
+    (tmp_path / "run.py").write_text(
+        "from neural import NeuralRec\n\n\ndef run(train_loader, test_loader, hits):\n    model = NeuralRec(100, 500)\n"
+        "    model.fit(train_loader)\n    preds = model.rank(test_loader)\n    return (preds == hits[:, None]).any(1).mean()\n")
+    assert _found_in(tmp_path, "neural.py", "run.py") == [("neural.py", 26, "MDL002")]

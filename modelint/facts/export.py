@@ -123,7 +123,8 @@ def _ordinal(flow, use) -> int:
 def _export(flow, summary: FunctionSummary) -> FunctionSummary | None:
     # (a method's effect on `self` itself is its receiver's at a call from another file: `model.predict(x)`)
     effects = {k: v for k, v in summary.effects.items() if not _of_the_object(k) or (k == "self" and summary.is_method)}
-    forwards = [u for u in summary.forwards if not _of_the_object(u.param)]
+    # (and its forward of `self`: `model.rank(test_loader)` from another file evaluates `model`)
+    forwards = [u for u in summary.forwards if not _of_the_object(u.param) or (u.param == "self" and summary.is_method)]
     steps = [u for u in summary.steps if not _of_the_object(u.param)]
     returns = summary.returns
     if returns is not None and returns.mode is None and not returns.certain:
