@@ -757,4 +757,4 @@ def test_a_modules_own_ranking_method_called_from_another_file(tmp_path: Path) -
     (tmp_path / "run.py").write_text(
         "from neural import NeuralRec\n\n\ndef run(train_loader, test_loader, hits):\n    model = NeuralRec(100, 500)\n"
         "    model.fit(train_loader)\n    preds = model.rank(test_loader)\n    return (preds == hits[:, None]).any(1).mean()\n")
-    assert _found_in(tmp_path, "neural.py", "run.py") == [("neural.py", 26, "MDL002")]
+    assert _found_in(tmp_path, "neural.py", "run.py") == [("neural.py", 28, "MDL002")]
