@@ -122,9 +122,21 @@ def lexically_grad_free(imports, site, wrappers: frozenset[str] = frozenset()) -
 
 
 def forward_turns_grad_off(imports, cls, wrappers: frozenset[str] = frozenset()) -> bool:
-    """Is this class's own `forward` decorated `@torch.no_grad()` (or the like)?"""
+    """Is this class's own `forward` decorated `@torch.no_grad()` (or the like), or one `return` handing over
+    to a method of the class that is (`def forward(self, cond): return self.sample(cond)`)?"""
     forward = cls.methods.get("forward")
-    return forward is not None and any(disables_grad(imports, d.decorator, wrappers) for d in forward.decorators)
+    if forward is None:
+        return False
+    if any(disables_grad(imports, d.decorator, wrappers) for d in forward.decorators):
+        return True
+    body = forward.body.body if type(forward.body) is cst.IndentedBlock else ()
+    only = body[0].body[0] if len(body) == 1 and type(body[0]) is cst.SimpleStatementLine \
+        and len(body[0].body) == 1 else None
+    value = only.value if type(only) is cst.Return else None
+    func = value.func if type(value) is cst.Call else None
+    target = cls.methods.get(func.attr.value) if type(func) is cst.Attribute and dotted(func.value) == "self" else None
+    return target is not None and target is not forward \
+        and any(disables_grad(imports, d.decorator, wrappers) for d in target.decorators)
 
 
 def built_with_grad_free_forward(facts, forward) -> bool:
