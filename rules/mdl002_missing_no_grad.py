@@ -136,7 +136,7 @@ class MissingNoGrad(Rule):
         function = forward.function
         # Put in eval mode on some path here and never in training mode: the author means to evaluate.
         eval_mode = bool(mode.eval_sites) and not mode.train_sites
-        if intent in ("training", "unknown", "shape", "built"):
+        if intent in ("training", "unknown", "shape", "built") and not _kept_after_switching_to_eval(facts, forward, mode):
             return None
         if _part_of_a_modules_forward(facts, forward, mode) or _library_generate(facts, forward):
             return None
@@ -191,6 +191,17 @@ class MissingNoGrad(Rule):
         return Report(forward.call, message, stmt=site.site.stmt, fix=fix, notes=notes, related=related,
                       unless_called=_callers_decide(facts, forward),
                       method_callers_unseen=_method_callers_unseen(facts, forward))
+
+
+def _kept_after_switching_to_eval(facts: FileFacts, forward, mode) -> bool:
+    """`self.netG.eval(); self.fake_H = self.netG(self.var_L)`: an output only kept on an object, by a
+    function that put the model in eval mode itself for it (a wrapper's `test()`): an evaluation, whose
+    graph the attribute keeps alive."""
+    if forward.intent != "unknown" or forward.via is not None or "store" not in forward.uses \
+            or not forward.uses <= {"store", "eval", "weak", "detach", "given-back"} or mode.train_sites:
+        return False
+    return any((site := facts.call_sites.get(node)) is not None and site.site.function is forward.function
+               for node in mode.eval_sites if type(node) is cst.Call)
 
 
 def _method_callers_unseen(facts: FileFacts, forward) -> str | None:
