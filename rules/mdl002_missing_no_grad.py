@@ -119,7 +119,7 @@ class MissingNoGrad(Rule):
             return None  # a pass of the function that no call here asks for
         if left_to_subclasses(facts, forward) or initialises_lazy_modules(facts, forward):
             return None  # `self.predict_proba(X)` left abstract: a subclass may well run it under no_grad
-        if built_with_grad_free_forward(facts, forward):
+        if built_with_grad_free_forward(facts, forward, in_eval=mode.definitely_eval):
             return None  # its class's own `forward` is decorated `@torch.no_grad()`: no graph is recorded
         grad = effective_grad(facts, forward)
         if forward.via is not None and forward.via.grad == "some":

@@ -122,43 +122,69 @@ def lexically_grad_free(imports, site, wrappers: frozenset[str] = frozenset()) -
 
 
 def forward_turns_grad_off(imports, cls, wrappers: frozenset[str] = frozenset()) -> bool:
-    """Is this class's own `forward` decorated `@torch.no_grad()` (or the like), or one `return` handing over
-    to a method of the class that is (`def forward(self, cond): return self.sample(cond)`)?"""
+    """Does calling a module of this class record no graph, whatever the caller's grad mode?"""
+    return forward_grad(imports, cls, wrappers) == "free"
+
+
+def forward_grad(imports, cls, wrappers: frozenset[str] = frozenset()) -> str | None:
+    """What the class's own `forward` does to autograd: "free" when it is decorated `@torch.no_grad()` (or the
+    like), runs its whole body in `with torch.no_grad():`, or is one `return` handing over to a method of the
+    class that is decorated so (`def forward(self, cond): return self.sample(cond)`); "mode" when its body
+    runs in `with torch.set_grad_enabled(self.training):` (no graph in eval mode); else None."""
     forward = cls.methods.get("forward")
     if forward is None:
-        return False
+        return None
     if any(disables_grad(imports, d.decorator, wrappers) for d in forward.decorators):
-        return True
-    body = forward.body.body if type(forward.body) is cst.IndentedBlock else ()
+        return "free"
+    body = [statement for statement in (forward.body.body if type(forward.body) is cst.IndentedBlock else ())
+            if not _docstring(statement)]
+    if len(body) == 1 and type(body[0]) is cst.With and len(body[0].items) == 1:
+        item = body[0].items[0].item
+        if grad_effect(imports, item) == "free":
+            return "free"
+        if type(item) is cst.Call and imports.qualify(item.func) in api.SET_GRAD_ENABLED and len(item.args) == 1 \
+                and dotted(item.args[0].value) == "self.training":
+            return "mode"
+        return None
     only = body[0].body[0] if len(body) == 1 and type(body[0]) is cst.SimpleStatementLine \
         and len(body[0].body) == 1 else None
     value = only.value if type(only) is cst.Return else None
     func = value.func if type(value) is cst.Call else None
     target = cls.methods.get(func.attr.value) if type(func) is cst.Attribute and dotted(func.value) == "self" else None
-    return target is not None and target is not forward \
-        and any(disables_grad(imports, d.decorator, wrappers) for d in target.decorators)
+    return "free" if target is not None and target is not forward \
+        and any(disables_grad(imports, d.decorator, wrappers) for d in target.decorators) else None
 
 
-def built_with_grad_free_forward(facts, forward) -> bool:
+def _docstring(statement) -> bool:
+    return type(statement) is cst.SimpleStatementLine and len(statement.body) == 1 \
+        and type(statement.body[0]) is cst.Expr and type(statement.body[0].value) in (cst.SimpleString,
+                                                                                      cst.ConcatenatedString)
+
+
+def built_with_grad_free_forward(facts, forward, in_eval: bool = False) -> bool:
     """Is the model a forward runs built, wherever this function (or, for `self.<attr>`, its class) builds it,
-    from a module class whose own `forward` is decorated `@torch.no_grad()` (this file's, or another's the
-    index knows)? Calling such a module records no graph, whatever the caller's grad mode."""
+    from a module class whose own `forward` records no graph (this file's, or another's the index knows)?
+    Calling such a module records no graph, whatever the caller's grad mode; with `in_eval` (the model is in
+    eval mode there), one whose `forward` runs under `set_grad_enabled(self.training)` records none either."""
     key, function = forward.key, forward.function
     if "." in key and not key.startswith("self."):
         return False
     if function is not None and key in function.param_set and key not in ("self", "cls"):
         # A parameter: what every call of the function in this file hands it (`evaluate(FrozenFeatures(), ...)`).
+        # (in eval mode there: the model the call hands, as the caller has it)
         passed = facts.flow.passed_at_calls(function, key)
         return bool(passed) and all(
-            _built_grad_free(facts, caller, call=value) if type(value) is cst.Call
-            else type(value) is cst.Name and _built_grad_free(facts, caller, key=value.value)
-            for caller, value, _models in passed)
-    return _built_grad_free(facts, function, key=key)
+            _built_grad_free(facts, caller, in_eval, call=value) if type(value) is cst.Call
+            else type(value) is cst.Name and _built_grad_free(
+                facts, caller, in_eval or ((fact := models.get(value.value)) is not None and fact.definitely_eval),
+                key=value.value)
+            for caller, value, models in passed)
+    return _built_grad_free(facts, function, in_eval, key=key)
 
 
-def _built_grad_free(facts, function, key: str | None = None, call: cst.Call | None = None) -> bool:
+def _built_grad_free(facts, function, in_eval: bool, key: str | None = None, call: cst.Call | None = None) -> bool:
     """Is `call`, or every value `function` (or, for `self.<attr>`, its class) binds `key` to, a module class's
-    construction whose own `forward` turns autograd off?"""
+    construction whose own `forward` turns autograd off (in eval mode, with `in_eval`)?"""
     if call is not None:
         values = [call]
     elif key.startswith("self."):
@@ -178,7 +204,8 @@ def _built_grad_free(facts, function, key: str | None = None, call: cst.Call | N
             return False
         local = facts.modules.classes.get(call.func.value) if type(call.func) is cst.Name else None
         if local is not None:
-            if not forward_turns_grad_off(facts.imports, local, facts.grad_wrappers):
+            grad = forward_grad(facts.imports, local, facts.grad_wrappers)
+            if not (grad == "free" or (grad == "mode" and in_eval)):
                 return False
             continue
         qualified = facts.imports.qualify(call.func)
