@@ -115,6 +115,11 @@ class CallEffects(FollowedNames, SummaryEffects, ModeContexts, TrainingSteps, Ha
                     # does). (Its `train()` is left alone: a model trained by it is in training mode after.)
                     for held in self._handed_to_builder_of(receiver, state):
                         self.havoc(state, held)
+                if method in ("eval", "train"):
+                    # `models = Models({"G": G, "C": C})`, then `models.eval()`: an object that holds models and
+                    # has a module's mode API switches them
+                    for held in self._handed_to_builder_of(receiver, state):
+                        self.set_mode(state, held, call)
                 if method in ("eval", "train") and not plain:
                     owner = self.parts.get(receiver)
                     if owner is not None:  # some submodules of `owner` switched (BatchNorms only, say)

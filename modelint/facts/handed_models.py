@@ -19,16 +19,22 @@ class HandedModels:
     """Mixed into CallEffects (which provides `flow` and `out`)."""
 
     def _handed_to_builder_of(self, receiver: str, state: State) -> list[str]:
-        """The models this function hands the call it binds `receiver` to (`trainer = Trainer(model, args)`)."""
-        bound = _calls_bound_by_name(self.flow).get((self.out.function, receiver), ())
+        """The models this function (or the module, for a global it does not bind) hands the call it binds
+        `receiver` to (`trainer = Trainer(model, args)`, `models = Models({"G": G, "C": C})`)."""
+        by_name = _calls_bound_by_name(self.flow)
+        bound = by_name.get((self.out.function, receiver)) or by_name.get((None, receiver), ())
         if any((made := self.flow.modules.construction(value)) is not None and made.certain for value in bound):
             return []  # (a module wrapping the model, `DataParallel(model)`: its own mode is the model's)
         held = []
         for value in bound:
             for arg in value.args:
-                key = value_key(arg.value)
-                if key is not None and state.tracks(key := state.canonical(key)):
-                    held.append(key)
+                values = [arg.value]
+                if type(arg.value) in (cst.Dict, cst.List, cst.Tuple):  # (a container written in the call)
+                    values = [element.value for element in arg.value.elements if hasattr(element, "value")]
+                for item in values:
+                    key = value_key(item)
+                    if key is not None and state.tracks(key := state.canonical(key)):
+                        held.append(key)
         return held
 
     def _record_handed_models(self, call: cst.Call, state: State) -> None:
