@@ -14,6 +14,7 @@ from functools import cached_property
 
 import libcst as cst
 
+from modelint.facts import torch_api as api
 from modelint.facts.modules import rewraps, unwrap_chain
 from modelint.facts.names import dotted
 from modelint.facts.scopes import FunctionInfo
@@ -76,11 +77,10 @@ class MethodTargets:
         """`model.predict(x)` with `model = Classifier(10)`: the class of this file that every binding of
         the name, in the scope Python finds it in (the function, an enclosing one, the module), builds;
         through an alias too (`m = model.to(device)`, then `m.generate(idx)`)."""
-        func = call.func
-        if not (type(func) is cst.Attribute and type(func.value) is cst.Name) \
-                or func.value.value == "self":
+        name = _object_name(call.func)
+        if name is None or name == "self":
             return None
-        return self._class_bound_to(func.value.value, enclosing, set())
+        return self._class_bound_to(name, enclosing, set())
 
     def _class_bound_to(self, name: str, enclosing: FunctionInfo | None, seen: set) -> str | None:
         if name not in self._names_built_from_classes or name in seen:
@@ -99,6 +99,7 @@ class MethodTargets:
             node = unwrap_chain(binding.value)[0] if binding.kind == "assign" else None
             if rewraps(self.imports, node, name):
                 continue  # `ic = ic.cuda()`, `ic = DataParallel(ic)`: the same object, or one without its methods
+            node = self._wrapped(node)  # (`net = DataParallel(RCNN())`: its methods are `net.module`'s)
             if type(node) is cst.Name:  # `m = model.to(device)`: the object `model` holds, moved
                 aliased = self._class_bound_to(node.value, scope, seen)
                 if aliased is None:
@@ -111,14 +112,20 @@ class MethodTargets:
             classes.add(node.func.value)
         return classes.pop() if len(classes) == 1 else None
 
+    def _wrapped(self, node):
+        """The module a wrapper call wraps (`nn.DataParallel(RCNN())` -> `RCNN()`), else `node` itself."""
+        while type(node) is cst.Call and node.args and self.imports.qualify(node.func) in api.MODULE_WRAPPERS:
+            node = unwrap_chain(node.args[0].value)[0]
+        return node
+
     def handed_object_class(self, call: cst.Call, enclosing: FunctionInfo | None) -> str | None:
         """`eval_model.get_outputs(x)` where `eval_model` is a parameter of the enclosing function and every
         call of it in this file hands an object of one class of the file (`calculate_moments(loader,
         eval_model)` with `eval_model = LoadEvalModel(device)`, or the constructor written in the call)."""
-        func = call.func
-        if enclosing is None or not (type(func) is cst.Attribute and type(func.value) is cst.Name):
+        name = _object_name(call.func)
+        if enclosing is None or name is None:
             return None
-        return self._handed_class(enclosing, func.value.value)
+        return self._handed_class(enclosing, name)
 
     def _handed_class(self, function: FunctionInfo, name: str, depth: int = 0) -> str | None:
         """The one class of this file whose objects every call of `function` hands its parameter `name`, the
@@ -133,7 +140,7 @@ class MethodTargets:
             return None
         classes = set()
         for node, caller in calls:
-            passed = unwrap_chain(bind_arguments(function.params, function.cls is not None, node).get(name))[0]
+            passed = self._wrapped(unwrap_chain(bind_arguments(function.params, function.cls is not None, node).get(name))[0])
             if type(passed) is cst.Call and type(passed.func) is cst.Name and passed.func.value in self.modules.classes:
                 classes.add(passed.func.value)
             elif type(passed) is cst.Name and caller is not None and passed.value in caller.param_set:
@@ -198,7 +205,7 @@ class MethodTargets:
         """Plain names some assignment of this file binds to a constructor of one of its classes."""
         names = set()
         for key, value, _site in self.collector.call_assigns:
-            node = unwrap_chain(value)[0]
+            node = self._wrapped(unwrap_chain(value)[0])
             if "." not in key and type(node) is cst.Call and type(node.func) is cst.Name \
                     and node.func.value in self.modules.classes:
                 names.add(key)
@@ -257,3 +264,14 @@ def _own_statements(node: cst.FunctionDef):
         yield child
         if type(child) not in (cst.FunctionDef, cst.ClassDef, cst.Lambda):
             stack.extend(child.children)
+
+
+def _object_name(func: cst.BaseExpression) -> str | None:
+    """`model` for `model.predict(x)`, and for `model.module.mask_net(feat)` (a DataParallel's wrapped module:
+    no wrapper forwards the methods of what it wraps, so they are reached through `.module`)."""
+    if type(func) is not cst.Attribute:
+        return None
+    owner = func.value
+    if type(owner) is cst.Attribute and owner.attr.value == "module":
+        owner = owner.value
+    return owner.value if type(owner) is cst.Name else None
