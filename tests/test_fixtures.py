@@ -758,3 +758,18 @@ def test_a_modules_own_ranking_method_called_from_another_file(tmp_path: Path) -
         "from neural import NeuralRec\n\n\ndef run(train_loader, test_loader, hits):\n    model = NeuralRec(100, 500)\n"
         "    model.fit(train_loader)\n    preds = model.rank(test_loader)\n    return (preds == hits[:, None]).any(1).mean()\n")
     assert _found_in(tmp_path, "neural.py", "run.py") == [("neural.py", 28, "MDL002")]
+
+
+def test_a_method_of_a_plain_class_of_another_file_evaluating_a_handed_model(tmp_path: Path) -> None:
+    """`local = LocalUpdate(args)` (a plain class of another file: an object, no module), then
+    `local.inference(model=global_model)`: its method runs the model it is handed, after the server put it in
+    eval mode, with autograd on."""
+    (tmp_path / "update.py").write_text(
+        "import torch\n\n\nclass LocalUpdate(object):\n    def __init__(self, loader):\n        self.loader = loader\n\n"
+        "    def inference(self, model):\n        model.eval()\n        correct = 0\n        for images, labels in self.loader:\n"
+        "            correct += (model(images).argmax(1) == labels).sum().item()\n        return correct\n")
+    (tmp_path / "server.py").write_text(
+        "import torch.nn as nn\n\nfrom update import LocalUpdate\n\n\ndef rounds(loaders):\n"
+        "    global_model = nn.Sequential(nn.Linear(784, 64), nn.Dropout(0.5), nn.Linear(64, 10))\n"
+        "    for loader in loaders:\n        local = LocalUpdate(loader)\n        print(local.inference(model=global_model))\n")
+    assert ("update.py", 12, "MDL002") in _found_in(tmp_path, "update.py", "server.py")

@@ -160,9 +160,11 @@ class CallEffects(FollowedNames, SummaryEffects, ModeContexts, TrainingSteps, Ha
             return  # (not a method of this file's class of that name: `search.generate(x)` runs its summary)
         flow.last_unresolved = None
         summary, self_receiver = flow.resolve(call, self.out.function)
-        if summary is None and type(func) is cst.Attribute and (receiver := value_key(func.value)) is not None \
-                and state.tracks(receiver := state.canonical(receiver)) and state.fact(receiver).origin:
-            summary, self_receiver = flow.resolve_method_of(state.fact(receiver).origin, func.attr.value), receiver
+        if summary is None and type(func) is cst.Attribute and (receiver := value_key(func.value)) is not None:
+            receiver = state.canonical(receiver)
+            origin = state.fact(receiver).origin if state.tracks(receiver) else self._imported_class_of(receiver)
+            if origin:  # (`local = LocalUpdate(args)`, a plain class of another file: `local.inference(model=m)`)
+                summary, self_receiver = flow.resolve_method_of(origin, func.attr.value), receiver
         if summary is not None:
             self.apply_summary(summary, call, state, self_receiver)
             return

@@ -37,6 +37,13 @@ class HandedModels:
                         held.append(key)
         return held
 
+    def _imported_class_of(self, receiver: str) -> str | None:
+        """The imported class (as qualified) every call this function binds `receiver` to builds."""
+        bound = _calls_bound_by_name(self.flow).get((self.out.function, receiver), ())
+        classes = {self.flow.imports.qualify(value.func) for value in bound}
+        found = classes.pop() if len(classes) == 1 else None
+        return found if found and found.rpartition(".")[2][:1].isupper() else None
+
     def _record_handed_models(self, call: cst.Call, state: State) -> None:
         """A callable of another file of the project handed a model (`ClassifierLearner(model=net, ...)`):
         what each argument slot gets, for the file that stores it (modelint.runner: a trainer class whose
