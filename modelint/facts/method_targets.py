@@ -71,7 +71,22 @@ class MethodTargets:
         if enclosing is None:
             return None
         built = self._held_classes.get((enclosing.cls.name, func.value.attr.value))
-        return next(iter(built)) if built is not None and len(built) == 1 else None
+        if built is None:  # `self.model = model` in `__init__`, every `Agent(ResNetLike(), ...)` here handing one
+            return self._stored_parameter_class(enclosing.cls, func.value.attr.value)
+        return next(iter(built)) if len(built) == 1 else None
+
+    def _stored_parameter_class(self, cls, attribute: str) -> str | None:
+        """The one class of this file whose objects every construction of `cls` here hands the `__init__`
+        parameter it stores as `self.<attribute>` (and stores nothing else there)."""
+        init = self.collector.constructor(cls)
+        stored = [a.value for a in self.collector.attribute_assigns
+                  if a.site.cls is cls and dotted(a.target) == f"self.{attribute}"]
+        if init is None or len(stored) != 1 or type(stored[0]) is not cst.Name \
+                or stored[0].value not in init.param_set:
+            return None
+        calls = [(site.node, site.site.function) for site in self.collector.calls
+                 if type(site.node.func) is cst.Name and site.node.func.value == cls.name]
+        return self._handed_class(init, stored[0].value, calls=calls)
 
     def bound_object_class(self, call: cst.Call, enclosing: FunctionInfo | None) -> str | None:
         """`model.predict(x)` with `model = Classifier(10)`: the class of this file that every binding of
@@ -127,15 +142,16 @@ class MethodTargets:
             return None
         return self._handed_class(enclosing, name)
 
-    def _handed_class(self, function: FunctionInfo, name: str, depth: int = 0) -> str | None:
-        """The one class of this file whose objects every call of `function` hands its parameter `name`, the
-        caller's own parameter followed up a few calls (`train(Retrieval())` -> `encode_data(model, loader)`)."""
+    def _handed_class(self, function: FunctionInfo, name: str, depth: int = 0, calls=None) -> str | None:
+        """The one class of this file whose objects every call of `function` (or each of `calls`) hands its
+        parameter `name`, the caller's own parameter followed up a few calls (`train(Retrieval())` ->
+        `encode_data(model, loader)`)."""
         from modelint.facts.summary_effects import bind_arguments
 
         if name not in function.param_set or name in ("self", "cls") or depth > 3 \
                 or any(b.kind != "param" for b in self._scope_bindings(function).get(name, ())):
             return None
-        calls = self._plain_calls_of.get(function)
+        calls = self._plain_calls_of.get(function) if calls is None else calls
         if not calls:
             return None
         classes = set()
