@@ -92,12 +92,15 @@ class MethodTargets:
         """`model.predict(x)` with `model = Classifier(10)`: the class of this file that every binding of
         the name, in the scope Python finds it in (the function, an enclosing one, the module), builds;
         through an alias too (`m = model.to(device)`, then `m.generate(idx)`)."""
-        name = _object_name(call.func)
+        name, through_module = _object_name(call.func)
         if name is None or name == "self":
             return None
-        return self._class_bound_to(name, enclosing, set())
+        return self._class_bound_to(name, enclosing, set(), through_module)
 
-    def _class_bound_to(self, name: str, enclosing: FunctionInfo | None, seen: set) -> str | None:
+    def _class_bound_to(self, name: str, enclosing: FunctionInfo | None, seen: set,
+                        through_module: bool = False) -> str | None:
+        """The one class of this file every binding of `name` builds (wrapped in DataParallel and the like,
+        `through_module`: reached as `name.module`)."""
         if name not in self._names_built_from_classes or name in seen:
             return None  # (most receivers: no need to list a scope's bindings)
         seen.add(name)
@@ -114,7 +117,10 @@ class MethodTargets:
             node = unwrap_chain(binding.value)[0] if binding.kind == "assign" else None
             if rewraps(self.imports, node, name):
                 continue  # `ic = ic.cuda()`, `ic = DataParallel(ic)`: the same object, or one without its methods
-            node = self._wrapped(node)  # (`net = DataParallel(RCNN())`: its methods are `net.module`'s)
+            inner = self._wrapped(node)  # (`net = DataParallel(RCNN())`: its methods are `net.module`'s)
+            if through_module and inner is node:
+                return None
+            node = inner
             if type(node) is cst.Name:  # `m = model.to(device)`: the object `model` holds, moved
                 aliased = self._class_bound_to(node.value, scope, seen)
                 if aliased is None:
@@ -137,15 +143,16 @@ class MethodTargets:
         """`eval_model.get_outputs(x)` where `eval_model` is a parameter of the enclosing function and every
         call of it in this file hands an object of one class of the file (`calculate_moments(loader,
         eval_model)` with `eval_model = LoadEvalModel(device)`, or the constructor written in the call)."""
-        name = _object_name(call.func)
+        name, through_module = _object_name(call.func)
         if enclosing is None or name is None:
             return None
-        return self._handed_class(enclosing, name)
+        return self._handed_class(enclosing, name, through_module=through_module)
 
-    def _handed_class(self, function: FunctionInfo, name: str, depth: int = 0, calls=None) -> str | None:
+    def _handed_class(self, function: FunctionInfo, name: str, depth: int = 0, calls=None,
+                      through_module: bool = False) -> str | None:
         """The one class of this file whose objects every call of `function` (or each of `calls`) hands its
         parameter `name`, the caller's own parameter followed up a few calls (`train(Retrieval())` ->
-        `encode_data(model, loader)`)."""
+        `encode_data(model, loader)`); wrapped in DataParallel and the like when reached `through_module`."""
         from modelint.facts.summary_effects import bind_arguments
 
         if name not in function.param_set or name in ("self", "cls") or depth > 3 \
@@ -156,13 +163,14 @@ class MethodTargets:
             return None
         classes = set()
         for node, caller in calls:
-            passed = self._wrapped(unwrap_chain(bind_arguments(function.params, function.cls is not None, node).get(name))[0])
+            given = unwrap_chain(bind_arguments(function.params, function.cls is not None, node).get(name))[0]
+            passed = self._wrapped(given)
             if type(passed) is cst.Call and type(passed.func) is cst.Name and passed.func.value in self.modules.classes:
-                classes.add(passed.func.value)
+                classes.add(passed.func.value if passed is not given or not through_module else None)
             elif type(passed) is cst.Name and caller is not None and passed.value in caller.param_set:
-                classes.add(self._handed_class(caller, passed.value, depth + 1))
+                classes.add(self._handed_class(caller, passed.value, depth + 1, through_module=through_module))
             elif type(passed) is cst.Name:
-                classes.add(self._class_bound_to(passed.value, caller, set()))
+                classes.add(self._class_bound_to(passed.value, caller, set(), through_module))
             else:
                 return None
         return classes.pop() if len(classes) == 1 and None not in classes else None
@@ -282,12 +290,14 @@ def _own_statements(node: cst.FunctionDef):
             stack.extend(child.children)
 
 
-def _object_name(func: cst.BaseExpression) -> str | None:
-    """`model` for `model.predict(x)`, and for `model.module.mask_net(feat)` (a DataParallel's wrapped module:
-    no wrapper forwards the methods of what it wraps, so they are reached through `.module`)."""
+def _object_name(func: cst.BaseExpression) -> tuple[str | None, bool]:
+    """(`model`, False) for `model.predict(x)`; (`model`, True) for `model.module.mask_net(feat)`: a
+    DataParallel's wrapped module (no wrapper forwards the methods of what it wraps: they are reached through
+    `.module`)."""
     if type(func) is not cst.Attribute:
-        return None
+        return None, False
     owner = func.value
-    if type(owner) is cst.Attribute and owner.attr.value == "module":
+    through_module = type(owner) is cst.Attribute and owner.attr.value == "module"
+    if through_module:
         owner = owner.value
-    return owner.value if type(owner) is cst.Name else None
+    return (owner.value if type(owner) is cst.Name else None), through_module
