@@ -150,6 +150,8 @@ class FileSummary:
     weightless_classes: set[str] = field(default_factory=set)
     # Module classes whose own `forward` is decorated `@torch.no_grad()` (or the like): calling one records no graph.
     grad_free_forward_classes: set[str] = field(default_factory=set)
+    # Module classes whose `forward` runs under `set_grad_enabled(self.training)`: no graph in eval mode.
+    grad_follows_mode_classes: set[str] = field(default_factory=set)
     # Mode-dependent nn.Module classes defined here whose only mode dependence is their own reading of
     # `self.training` (a NoisyNet layer), with no Dropout or BatchNorm of torch's at any depth.
     own_mode_classes: set[str] = field(default_factory=set)
@@ -244,6 +246,11 @@ class ProjectIndex:
         """Is the project class imported as `reference` a module whose `forward` turns autograd off itself?"""
         found = self._defining(reference, from_path)
         return found is not None and reference.rpartition(".")[2] in found.grad_free_forward_classes
+
+    def forward_without_grad_in_eval(self, reference: str, from_path: str) -> bool:
+        """Is the project class imported as `reference` a module whose `forward` turns autograd off in eval mode?"""
+        found = self._defining(reference, from_path)
+        return found is not None and reference.rpartition(".")[2] in found.grad_follows_mode_classes
 
     def sets_its_own_mode_only(self, reference: str, from_path: str) -> bool:
         """Is the project class imported as `reference` mode-dependent only by reading `self.training`?"""

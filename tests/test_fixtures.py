@@ -773,3 +773,22 @@ def test_a_method_of_a_plain_class_of_another_file_evaluating_a_handed_model(tmp
         "    global_model = nn.Sequential(nn.Linear(784, 64), nn.Dropout(0.5), nn.Linear(64, 10))\n"
         "    for loader in loaders:\n        local = LocalUpdate(loader)\n        print(local.inference(model=global_model))\n")
     assert ("update.py", 12, "MDL002") in _found_in(tmp_path, "update.py", "server.py")
+
+
+def test_a_forward_gated_by_its_training_flag_in_another_file(tmp_path: Path) -> None:
+    """The detector's class (another file) runs its forward under `set_grad_enabled(self.training)`: the
+    evaluation script, which puts it in eval mode, records no graph; without the gate it does (MDL002)."""
+    model = ("import torch\nfrom torch import nn\n\n\nclass RCNN(nn.Module):\n    def __init__(self):\n"
+             "        super().__init__()\n        self.body = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8))\n\n"
+             "    def forward(self, img):\n        with torch.set_grad_enabled(self.training):\n"
+             "            return self.body(img).mean(dim=(2, 3))\n")
+    (tmp_path / "model.py").write_text(model)
+    (tmp_path / "evaluate_net.py").write_text(
+        "import torch\n\nfrom model import RCNN\n\n\ndef im_detect(model, img):\n    scores = model(img)\n"
+        "    return scores.softmax(-1).cpu().numpy()\n\n\ndef evaluate_net(images):\n    net = RCNN()\n"
+        "    net.load_state_dict(torch.load('model.pt'))\n    net.eval()\n"
+        "    return [im_detect(net, im) for im in images]\n")
+    assert _found_in(tmp_path, "model.py", "evaluate_net.py") == []
+    (tmp_path / "model.py").write_text(model.replace(
+        "        with torch.set_grad_enabled(self.training):\n            return", "        return"))
+    assert _found_in(tmp_path, "model.py", "evaluate_net.py") == [("evaluate_net.py", 7, "MDL002")]

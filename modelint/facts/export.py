@@ -12,7 +12,7 @@ import libcst as cst
 from modelint.facts.lattice import is_train_site, mode_of_call
 from modelint.facts.modules import Dependence
 from modelint.facts.names import dotted, key_prefixes
-from modelint.facts.regions import forward_turns_grad_off, lexically_grad_free
+from modelint.facts.regions import forward_grad, lexically_grad_free
 from modelint.summary import FileSummary, ForwardUse, FunctionSummary, RemoteSite, ReturnFact, StepUse
 
 
@@ -55,6 +55,7 @@ def file_summary(flow) -> FileSummary:
                        loaded_classes=set(flow.modules.loaded_classes),
                        weightless_classes=flow.modules.weightless_classes(),
                        grad_free_forward_classes=grad_free_forward_classes(flow),
+                       grad_follows_mode_classes=grad_free_forward_classes(flow, "mode"),
                        own_mode_classes=flow.modules.own_mode_classes(),
                        classes_waiting=flow.modules.waiting_on_imports() if flow.index is None else {},
                        plain_functions={f.name for f in flow.collector.functions if f.outer is None and f.cls is None})
@@ -79,11 +80,12 @@ def _calls_on_unplaced_objects(flow):
             yield ordinal, site, func.attr.value
 
 
-def grad_free_forward_classes(flow) -> set[str]:
-    """Module classes of this file whose own `forward` is decorated `@torch.no_grad()` (an inference-only
-    model, a frozen target encoder): calling one records no graph."""
+def grad_free_forward_classes(flow, mode: str = "free") -> set[str]:
+    """Module classes of this file whose own `forward` records no graph (decorated `@torch.no_grad()`: an
+    inference-only model, a frozen target encoder); with `mode="mode"`, none once in eval mode
+    (`set_grad_enabled(self.training)` around its body). See modelint.facts.regions.forward_grad."""
     return {name for name, info in flow.modules.classes.items() if flow.modules.is_module_class(info)
-            and forward_turns_grad_off(flow.imports, info, flow.grad_wrappers)}
+            and forward_grad(flow.imports, info, flow.grad_wrappers) == mode}
 
 
 def _method_calls_in_eval(flow) -> dict[str, bool]:

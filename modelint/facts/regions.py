@@ -210,7 +210,8 @@ def _built_grad_free(facts, function, in_eval: bool, key: str | None = None, cal
             continue
         qualified = facts.imports.qualify(call.func)
         index = facts.flow.index
-        if qualified is None or index is None or not index.forward_without_grad(qualified, facts.path):
+        if qualified is None or index is None or not (index.forward_without_grad(qualified, facts.path) or (
+                in_eval and index.forward_without_grad_in_eval(qualified, facts.path))):
             return False
     return True
 
