@@ -303,7 +303,7 @@ class CallGraph(MethodTargets):
         if class_level is not None:
             return class_level
         held = self.held_object_class(call, enclosing) or self.bound_object_class(call, enclosing) \
-            or self.handed_object_class(call, enclosing)
+            or self.handed_object_class(call, enclosing) or self.element_class(call, enclosing)
         if held is not None:
             for cls_name in self.class_and_bases(held):
                 key = f"{cls_name}.{func.attr.value}"

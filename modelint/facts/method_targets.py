@@ -133,6 +133,47 @@ class MethodTargets:
             classes.add(node.func.value)
         return classes.pop() if len(classes) == 1 else None
 
+    def element_class(self, call: cst.Call, enclosing: FunctionInfo | None) -> str | None:
+        """`for flow in reversed(self.flows): z = flow.infer(z)` in a method, where every assignment of
+        `self.flows` in the class is a container of one class of this file (`nn.ModuleList([FlowStep(d) for _ in
+        range(n)])`): that class."""
+        name, through_module = _object_name(call.func)
+        if name is None or through_module or enclosing is None or enclosing.cls is None:
+            return None
+        loops = [b.value for b in self._scope_bindings(enclosing).get(name, ())]
+        if len(loops) != 1 or not all(b.kind == "for" for b in self._scope_bindings(enclosing).get(name, ())):
+            return None
+        source = loops[0]
+        while type(source) is cst.Call and type(source.func) is cst.Name and source.func.value in ("reversed", "list") \
+                and len(source.args) == 1:
+            source = source.args[0].value
+        key = dotted(source)
+        if key is None or not key.startswith("self.") or key.count(".") != 1:
+            return None
+        found = set()
+        for assign in self.collector.attribute_assigns:
+            if assign.site.cls is enclosing.cls and dotted(assign.target) == key:
+                found.add(self._element_of(assign.value))
+        return found.pop() if len(found) == 1 and None not in found else None
+
+    def _element_of(self, value) -> str | None:
+        """The one class of this file a container written here holds (`nn.ModuleList([Block(c) for c in cs])`,
+        `[Head(), Head()]`)."""
+        if type(value) is cst.Call and value.args and self.imports.qualify(value.func) in ("torch.nn.ModuleList",
+                                                                                          "torch.nn.Sequential"):
+            value = value.args[0].value if len(value.args) == 1 else cst.List([cst.Element(a.value) for a in value.args])
+        if type(value) in (cst.ListComp, cst.GeneratorExp):
+            items = [value.elt]
+        elif type(value) in (cst.List, cst.Tuple):
+            items = [element.value for element in value.elements]
+        else:
+            return None
+        if not items or not all(type(item) is cst.Call and type(item.func) is cst.Name for item in items):
+            return None
+        classes = {item.func.value for item in items}
+        found = classes.pop() if len(classes) == 1 else None
+        return found if found in self.modules.classes else None
+
     def _wrapped(self, node):
         """The module a wrapper call wraps (`nn.DataParallel(RCNN())` -> `RCNN()`), else `node` itself."""
         while type(node) is cst.Call and node.args and self.imports.qualify(node.func) in api.MODULE_WRAPPERS:
