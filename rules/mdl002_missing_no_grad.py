@@ -136,7 +136,8 @@ class MissingNoGrad(Rule):
         function = forward.function
         # Put in eval mode on some path here and never in training mode: the author means to evaluate.
         eval_mode = bool(mode.eval_sites) and not mode.train_sites
-        if intent in ("training", "unknown", "shape", "built") and not _kept_after_switching_to_eval(facts, forward, mode):
+        if intent in ("training", "unknown", "shape", "built") \
+                and not _kept_after_switching_to_eval(facts, forward, mode):
             return None
         if _part_of_a_modules_forward(facts, forward, mode) or _library_generate(facts, forward):
             return None

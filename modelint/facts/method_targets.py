@@ -161,7 +161,8 @@ class MethodTargets:
         `[Head(), Head()]`)."""
         if type(value) is cst.Call and value.args and self.imports.qualify(value.func) in ("torch.nn.ModuleList",
                                                                                           "torch.nn.Sequential"):
-            value = value.args[0].value if len(value.args) == 1 else cst.List([cst.Element(a.value) for a in value.args])
+            value = value.args[0].value if len(value.args) == 1 \
+                else cst.List([cst.Element(a.value) for a in value.args])
         if type(value) in (cst.ListComp, cst.GeneratorExp):
             items = [value.elt]
         elif type(value) in (cst.List, cst.Tuple):

@@ -29,7 +29,8 @@ def class_sets_own_mode(facts, cls) -> bool:
     for site in facts.collector.calls:
         func = site.node.func
         if site.site.cls is not None and site.site.cls.name in lineage and type(func) is cst.Attribute \
-                and func.attr.value in ("eval", "train") and type(func.value) is cst.Name and func.value.value == "self":
+                and func.attr.value in ("eval", "train") and type(func.value) is cst.Name \
+                and func.value.value == "self":
             return True
     return a_visible_base_elsewhere_switches(facts.flow, cls, "self")
 
