@@ -242,8 +242,8 @@ def returned_to_callers(facts, forward) -> bool:
     return facts.flow.has_callers(forward.function)
 
 
-def dummy_input(facts, forward) -> bool:
-    """`model(torch.empty(1, n))`: a tensor made from nothing, to trace hooks or shapes."""
+def dummy_input(facts, forward, only=None) -> bool:
+    """`model(torch.empty(1, n))`: a tensor made from nothing, to trace hooks or shapes (in argument `only`)."""
     bindings, _ = facts.receivers.scope(forward.function)
 
     def dummy(expr, depth=0) -> bool:
@@ -260,7 +260,7 @@ def dummy_input(facts, forward) -> bool:
             return bool(found) and all(b.kind == "assign" and dummy(b.value, depth + 1) for b in found)
         return False
 
-    return any(dummy(arg.value) for arg in forward.call.args)
+    return any(dummy(arg.value) for arg in (forward.call.args if only is None else (only,)))
 
 
 def initialises_lazy_modules(facts, forward) -> bool:
@@ -309,9 +309,11 @@ def smoke_test(facts, forward, mode) -> bool:
     32)))`): a shape check, whose output means nothing in either mode. At module level, only a model
     file's own `if __name__ == "__main__":` self-test (a script's top level is its main job)."""
     function = forward.function
-    if forward.via is not None or not mode.train_sites or mode.eval_sites \
-            or any(is_train_site(s) for s in mode.train_sites):
+    if not mode.train_sites or mode.eval_sites or any(is_train_site(s) for s in mode.train_sites):
         return False  # (a model put in eval mode is a real one, loaded or pretrained: not a shape check)
+    if forward.via is not None and not all(value_key(arg.value) == forward.key or dummy_input(facts, forward, arg)
+                                           for arg in forward.call.args):
+        return False  # (a helper handed the model and real data: `scored(table, ids, queries)` only on made-up ones)
     if function is None and not _in_main_guard(facts, forward):
         return False
     key = forward.key
@@ -325,7 +327,7 @@ def smoke_test(facts, forward, mode) -> bool:
                and (where.site.function is function or _plain_builder(facts, where.site.function))
                for s in mode.train_sites):
         return False  # trained here (a training step put it in this mode), or built elsewhere (and loaded there)
-    if "eval" in forward.uses and any(site.site.function is function and any(
+    if "eval" in forward.uses and any(site.site.function is function and site.node is not forward.call and any(
             value_key(arg.value) == key for arg in site.node.args) for site in facts.collector.calls):
         return False  # handed to a call that may train it (a generator scored after `fit(gen, data)`)
     return not any(site.site.function is function and type(site.node.func) is cst.Attribute
