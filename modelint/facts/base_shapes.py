@@ -39,37 +39,36 @@ def base_shapes_elsewhere(flow, cls) -> list | None:
 def a_visible_base_elsewhere_switches(flow, cls, key: str) -> bool:
     """Does a base of `cls` defined in another file that the index shows set the mode of `key` (`"self"`:
     `fit()` ending in `self.eval()`)? Bases it cannot see (torch's, a library's) say nothing."""
-    classes = flow.modules.classes
-    pending = [(flow.imports.qualify(base) or _text(base), flow.path)
-               for name in flow.class_and_bases(cls.name) if name in classes
-               for base in classes[name].bases if flow.modules.project_class(base) is None]
-    for _ in range(16):
-        if not pending or flow.index is None:
-            return False
-        reference, path = pending.pop()
-        if reference.startswith(":"):  # a class of the same file as the base that names it
-            summary = flow.index.files.get(os.path.abspath(path))
-            shape = summary.shapes.get(reference[1:]) if summary is not None else None
-            found = (shape, path) if shape is not None else None
-        else:
-            found = flow.index.resolve_shape(reference, path) if reference != "?" else None
-        if found is not None:
-            shape, where = found
-            if key in shape.switches:
-                return True
-            pending += [(base, where) for base in shape.bases]
-    return False
+    return any(found is not None and key in found[0].switches for _reference, found in _bases_elsewhere(flow, cls))
 
 
 def _base_shapes(flow, cls, asked: set) -> list | None:
+    shapes = []
+    for reference, found in _bases_elsewhere(flow, cls):
+        if reference is None:
+            return None  # (more bases than the walk follows)
+        if found is None:
+            if flow.index is None and reference != "?":
+                asked.add(reference)  # the second pass may see it
+            return None
+        shapes.append(found[0])
+    return shapes
+
+
+_MOST_BASES = 16  # bases followed through other files, per class
+
+
+def _bases_elsewhere(flow, cls):
+    """(reference, (shape, its file) or None where the index does not show it) for each base of `cls` (and of its
+    bases in this file) defined in another file, then for their own bases, a walk of _MOST_BASES steps at
+    most; (None, None) when it stops with bases left."""
     classes = flow.modules.classes
     pending = [(flow.imports.qualify(base) or _text(base), flow.path)
                for name in flow.class_and_bases(cls.name) if name in classes
                for base in classes[name].bases if flow.modules.project_class(base) is None]
-    shapes = []
-    for _ in range(16):
+    for _ in range(_MOST_BASES):
         if not pending:
-            return shapes
+            return
         reference, path = pending.pop()
         if reference in _PLAIN_BASES:
             continue
@@ -79,14 +78,10 @@ def _base_shapes(flow, cls, asked: set) -> list | None:
             found = (shape, path) if shape is not None else None
         else:
             found = flow.index.resolve_shape(reference, path) if flow.index is not None else None
-        if found is None:
-            if flow.index is None and reference != "?":
-                asked.add(reference)  # the second pass may see it
-            return None
-        shape, where = found
-        shapes.append(shape)
-        pending += [(base, where) for base in shape.bases]
-    return None
+        yield reference, found
+        if found is not None:
+            pending += [(base, found[1]) for base in found[0].bases]
+    yield None, None
 
 
 def switched_by_bases_elsewhere(flow, cls, key: str) -> bool:

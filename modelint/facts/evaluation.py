@@ -171,7 +171,7 @@ def _evaluation_context(facts, forward, grad: GradFact) -> str | None:
         return "over validation/test data" if forward.in_evaluation_loop else via.context
     if forward.method is not None and intent in ("unknown", "escaped", "returned"):
         return None  # a method named like a forward (`forward_parameters`) whose output we lose: no evidence
-    if via is None and intent == "unknown" and "store" in forward.uses and not forward.in_evaluation_loop:
+    if forward.kept_on_an_object:
         # Its output kept on an object under no_grad (a rollout's values, a replay target): what it is for is
         # up to the code that reads it. (A helper's metrics kept as the best score so far say evaluation.)
         return None

@@ -49,6 +49,12 @@ class Forward:
         return intent_of(self.uses)
 
     @property
+    def kept_on_an_object(self) -> bool:
+        """Its output only kept on an object (`storage.values[step] = value`, `self.phi = ...`), outside any loop
+        over held-out data: what it is for is up to the code that reads it there."""
+        return self.via is None and "store" in self.uses and self.intent == "unknown" and not self.in_evaluation_loop
+
+    @property
     def trains_model(self) -> bool:
         """Its output reaches a backward pass with its graph: the model itself is being trained
         (not a teacher or a target network whose output is only a target)."""
