@@ -234,7 +234,13 @@ class FileFacts:
         if marked and any(dotted(node) in marked for arg in call.args for node in iter_nodes(arg.value)
                           if type(node) in (cst.Name, cst.Attribute)):
             return True
-        return any(node is call for stmt in {stmt for stmt, _name in marks} for node in iter_nodes(stmt))
+        return call in self._calls_beside_input_gradients
+
+    @cached_property
+    def _calls_beside_input_gradients(self) -> frozenset:
+        """The calls of the module-level statements that ask for input gradients (walked once per file)."""
+        statements = {id(stmt): stmt for stmt, _name in self.collector.module_input_gradient_marks}
+        return frozenset(node for stmt in statements.values() for node in iter_nodes(stmt) if type(node) is cst.Call)
 
     def is_evaluation_function(self, function: FunctionInfo | None) -> bool:
         while function is not None:
