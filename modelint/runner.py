@@ -6,9 +6,7 @@ the engine's internals.
 
 from __future__ import annotations
 
-import gc
 import os
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -16,13 +14,10 @@ from modelint import source
 from modelint.config import ConfigResolver, Settings
 from modelint.discovery import discover, is_excluded
 from modelint.summary import FileSummary, ProjectIndex
-from modelint.finding import (INTERNAL_ERROR, IO_ERROR, NOT_ANALYSED, TIMED_OUT, FileResult, Finding, Location,
+from modelint.finding import (INTERNAL_ERROR, IO_ERROR, FileResult, Finding, Location,
                               not_checked)
 from modelint.registry import FLOW_RULES, select_codes
-
-# Below this many files a process pool costs more to start than it saves.
-PARALLEL_THRESHOLD = 24
-
+from modelint.workers import Workers, guarded
 
 @dataclass
 class Overrides:
@@ -91,126 +86,6 @@ def codes_for(path: str, settings: Settings, overrides: Overrides) -> frozenset[
         path,
         settings.root,
     )
-
-
-@contextmanager
-def _fewer_collections():
-    """libcst builds millions of small nodes per file, nearly all freed by reference counting: at CPython's
-    default threshold (a young-generation pass every 700 allocations) the cycle collector spends about a
-    sixth of a cold run walking them. Raised while linting and restored after (mypy does the same)."""
-    before = gc.get_threshold()
-    gc.set_threshold(50_000, 20, 20)
-    try:
-        yield
-    finally:
-        gc.set_threshold(*before)
-
-
-def _lint_many(jobs: list[tuple], index=None, cache_dir: str | None = None) -> list[FileResult]:
-    """Lint (path, codes[, salt]) jobs. The salt names what else a result depends on:
-    in the second phase, the summaries of the helpers a file calls."""
-    with _fewer_collections():
-        return _lint_jobs(jobs, index, cache_dir)
-
-
-def _lint_jobs(jobs: list[tuple], index=None, cache_dir: str | None = None) -> list[FileResult]:
-    if cache_dir is None:
-        from modelint import engine
-
-        return [_guarded(job[0], engine.lint_path, job[0], job[1], index) for job in jobs]
-    from modelint.cache import Cache
-
-    cache = Cache(cache_dir)
-    out = []
-    for path, codes, *salt in jobs:
-        try:
-            with open(path, "rb") as handle:
-                data = handle.read()
-        except OSError:
-            data = None
-        if data is None:
-            from modelint import engine
-
-            out.append(_guarded(path, engine.lint_path, path, codes, index))
-            continue
-        key = cache.key(path, data + b"\0" + (salt[0] if salt else b""), codes)
-        result = cache.get(key)
-        if isinstance(result, FileResult):
-            result.cached = True
-        else:
-            from modelint import engine  # libcst comes with it: only for files not in the cache
-
-            result = _guarded(path, engine.lint_bytes, data, path, codes, index)
-            if not _crashed(result) and not _timed_out(result):
-                cache.put(key, result)
-        out.append(result)
-    return out
-
-
-def _guarded(path: str, lint, *args) -> FileResult:
-    """`lint(*args)` for one file; if the engine itself fails on it, that file gets an MDL000 line and the run goes on."""
-    try:
-        return lint(*args)
-    except RecursionError:
-        why = "file is nested too deeply to analyse"
-    except Exception as error:  # noqa: BLE001 - one file must not take the whole run down
-        lines = str(error).strip().splitlines()
-        why = f"{type(error).__name__}: {lines[0] if lines else ''}".rstrip(": ")
-    location = Location(1, 1)
-    finding = Finding(path, INTERNAL_ERROR, "internal-error",
-                      f"modelint failed on this file ({why}); it was not checked. Please report this.",
-                      "error", location, location)
-    return FileResult(path, [finding], checked=False)
-
-
-def _crashed(result: FileResult) -> bool:
-    return not result.checked and any(f.code == INTERNAL_ERROR for f in result.findings)
-
-
-def _timed_out(result: FileResult) -> bool:
-    """Past the per-file time limit: another run (a quieter machine) may finish it, so it is not cached."""
-    return not result.checked and any(f.code == NOT_ANALYSED and f.message.startswith(TIMED_OUT)
-                                      for f in result.findings)
-
-
-def _lint_all(work, workers: int, index=None, cache_dir: str | None = None) -> list[FileResult]:
-    if workers > 1 and len(work) >= PARALLEL_THRESHOLD:
-        batches = _balanced_batches(work, workers)
-        results: dict[int, FileResult] = {}
-        from concurrent.futures import ProcessPoolExecutor  # ~20 ms of imports a one-file run does not need
-
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            jobs = [[work[i] for i in batch] for batch in batches]
-            for batch, done in zip(batches, pool.map(_lint_many, jobs, [index] * len(jobs), [cache_dir] * len(jobs))):
-                results.update(zip(batch, done))
-        return [results[i] for i in range(len(work))]
-    return _lint_many(work, index, cache_dir)
-
-
-def _balanced_batches(work, workers: int) -> list[list[int]]:
-    """Indexes of `work` in batches, largest files first, each batch about an eighth of a worker's share
-    of the bytes (a big file alone): a worker that draws the last batches is not left alone with a
-    2,000-line file while the others wait."""
-    sizes = []
-    for job in work:
-        try:
-            sizes.append(os.path.getsize(job[0]))
-        except OSError:
-            sizes.append(0)
-    order = sorted(range(len(work)), key=lambda i: -sizes[i])
-    target = max(1, sum(sizes) // (workers * 8))
-    batches: list[list[int]] = []
-    current: list[int] = []
-    weight = 0
-    for i in order:
-        current.append(i)
-        weight += sizes[i]
-        if weight >= target or len(current) >= 64:
-            batches.append(current)
-            current, weight = [], 0
-    if current:
-        batches.append(current)
-    return batches
 
 
 def _dependencies_digest(result: FileResult, index: ProjectIndex) -> bytes:
@@ -289,7 +164,11 @@ def _drop_models_without_mode_layers(results: list[FileResult], index: ProjectIn
 _MOST_ROUNDS = 3  # analyses of a file with what other files' helpers do
 
 
-def _follow_calls_across_files(results: list[FileResult], work, workers: int,
+def _lint_all(work, workers: Workers, index=None, cache_dir: str | None = None) -> list[FileResult]:
+    return workers.lint(work, index, cache_dir)
+
+
+def _follow_calls_across_files(results: list[FileResult], work, workers: Workers,
                                cache_dir: str | None = None, stats: CacheStats | None = None
                                ) -> tuple[list[FileResult], ProjectIndex]:
     """Second phase: re-lint the files that call helpers of other files with what those helpers do.
@@ -514,14 +393,14 @@ def run_paths(paths: list[str], resolver: ConfigResolver, overrides: Overrides, 
     for path, why in found.errors:
         run.results.append(not_checked(path, IO_ERROR, why))
     work = [(path, codes_for(path, resolver.for_file(Path(path)), overrides)) for path in found.files]
-    workers = jobs if jobs is not None else (os.cpu_count() or 1)
-    results = _lint_all(work, workers, cache_dir=cache_dir)
-    run.cache.count(results)
-    if cache_dir is not None:
-        from modelint.cache import engine_fingerprint
+    with Workers(jobs if jobs is not None else (os.cpu_count() or 1)) as workers:
+        results = _lint_all(work, workers, cache_dir=cache_dir)
+        run.cache.count(results)
+        if cache_dir is not None:
+            from modelint.cache import engine_fingerprint
 
-        run.cache.folder = os.path.join(cache_dir, engine_fingerprint())
-    results, run.index = _follow_calls_across_files(results, work, workers, cache_dir, run.cache)
+            run.cache.folder = os.path.join(cache_dir, engine_fingerprint())
+        results, run.index = _follow_calls_across_files(results, work, workers, cache_dir, run.cache)
     _drop_guesses_about_callers(results, run.index)
     _drop_models_without_mode_layers(results, run.index)
     _attach_foreign(results)
@@ -548,6 +427,6 @@ def run_text(text_or_bytes: str | bytes, filename: str, resolver: ConfigResolver
         text = text_or_bytes
     from modelint import engine
 
-    run.results.append(_guarded(filename, engine.lint_source, text, filename, codes_for(filename, settings, overrides)))
+    run.results.append(guarded(filename, engine.lint_source, text, filename, codes_for(filename, settings, overrides)))
     run.cache.count(run.results)
     return run

@@ -319,6 +319,16 @@ class ProjectIndex:
         return self.resolve_shape(*onward, depth + 1) if onward is not None else None
 
     def _candidates(self, module: str, from_path: str) -> list[FileSummary]:
+        """The files of the index that `import module` may mean in `from_path`, nearest first."""
+        # Asked many times over for the same imports of a file: kept per (module, file).
+        cache = self.__dict__.setdefault("_candidates_by_file", {})
+        key = (module, from_path)
+        found = cache.get(key)
+        if found is None:
+            found = cache[key] = self._find_candidates(module, from_path)
+        return found
+
+    def _find_candidates(self, module: str, from_path: str) -> list[FileSummary]:
         if module.startswith("."):
             level = len(module) - len(module.lstrip("."))
             base = os.path.dirname(os.path.abspath(from_path))

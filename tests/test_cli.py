@@ -296,7 +296,7 @@ def test_duplicates_are_linted_once(tree: Path) -> None:
 
 
 def test_the_pool_gets_the_biggest_files_first_and_every_file_once(tmp_path) -> None:
-    from modelint.runner import _balanced_batches
+    from modelint.workers import balanced_batches
 
     sizes = [100, 50_000, 300, 20_000, 10, 0, 700] * 5
     work = []
@@ -305,7 +305,30 @@ def test_the_pool_gets_the_biggest_files_first_and_every_file_once(tmp_path) -> 
         path.write_text("x" * size)
         work.append((str(path), frozenset()))
     work.append((str(tmp_path / "gone.py"), frozenset()))  # (deleted since discovery: size 0, still linted)
-    batches = _balanced_batches(work, 2)
+    batches = balanced_batches(work, 2)
     assert sorted(i for batch in batches for i in batch) == list(range(len(work)))
     assert batches[0] == [sizes.index(50_000)]  # the biggest file first, alone
     assert all(len(batch) <= 64 for batch in batches)
+
+
+
+def test_the_pool_started_for_the_first_phase_serves_the_later_small_ones(tmp_path) -> None:
+    """The files a later phase analyses again (one big script, often) go to processes that have the
+    engine imported, not to this one, which would import it first (modelint.workers)."""
+    from modelint.workers import PARALLEL_THRESHOLD, Workers
+
+    work = []
+    for i in range(PARALLEL_THRESHOLD):
+        path = tmp_path / f"m{i}.py"
+        path.write_text(EVAL_BUG if i == 0 else CLEAN)
+        work.append((str(path), frozenset({"MDL005"})))
+    with Workers(2) as workers:
+        first = workers.lint(work)
+        pool = workers._pool
+        assert pool is not None
+        real_map, batches = pool.map, []
+        pool.map = lambda *args: batches.append(args[1]) or real_map(*args)
+        [again] = workers.lint(work[:1])
+        assert batches == [[work[:1]]]
+    assert workers._pool is None  # (closed with the run)
+    assert [f.code for f in first[0].findings] == [f.code for f in again.findings] == ["MDL005"]

@@ -209,7 +209,7 @@ def test_a_timed_out_file_is_not_cached(tmp_path: Path, monkeypatch: pytest.Monk
     """How long a file takes depends on the machine's load: the next run tries again."""
     if not hasattr(signal, "setitimer"):
         pytest.skip("no SIGALRM here")
-    from modelint import runner
+    from modelint import workers
 
     path = tmp_path / "m.py"
     path.write_text(HEADER + "model = nn.Linear(2, 2)\nmodel.eval\n", encoding="utf-8")
@@ -221,8 +221,8 @@ def test_a_timed_out_file_is_not_cached(tmp_path: Path, monkeypatch: pytest.Monk
 
     monkeypatch.setenv(limits.TIMEOUT_ENV, "0.3")
     monkeypatch.setattr(engine, "_analyse", forever)
-    [first] = runner._lint_many([(str(path), CODES)], cache_dir=str(tmp_path / "cache"))
+    [first] = workers.lint_many([(str(path), CODES)], cache_dir=str(tmp_path / "cache"))
     assert [f.code for f in first.findings] == [NOT_ANALYSED]
     monkeypatch.setattr(engine, "_analyse", real)
-    [second] = runner._lint_many([(str(path), CODES)], cache_dir=str(tmp_path / "cache"))
+    [second] = workers.lint_many([(str(path), CODES)], cache_dir=str(tmp_path / "cache"))
     assert [f.code for f in second.findings] == ["MDL005"]

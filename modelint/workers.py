@@ -1,0 +1,187 @@
+"""Where a run's files are linted: in this process, or in a pool of processes kept for the whole run.
+
+A run lints in phases (every file; then the helper files other files call; then the files whose
+helpers' summaries changed). The pool starts for the first batch big enough to pay for starting
+it and then serves every later phase, however small: its processes have libcst and the engine
+imported already, while this process would have to import them (a fifth of a second) to lint a
+handful of files alone on one core.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+from contextlib import contextmanager
+
+from modelint.finding import INTERNAL_ERROR, NOT_ANALYSED, TIMED_OUT, FileResult, Finding, Location
+
+# Below this many files a process pool costs more to start than it saves.
+PARALLEL_THRESHOLD = 24
+
+
+class Workers:
+    """`count` processes at most, started on first need; use as a context manager (it closes the pool)."""
+
+    def __init__(self, count: int) -> None:
+        self.count = max(1, count)
+        self._pool = None
+
+    def __enter__(self) -> Workers:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+
+    def lint(self, work: list[tuple], index=None, cache_dir: str | None = None) -> list[FileResult]:
+        """A FileResult for every (path, codes[, salt]) job of `work`, in order.
+
+        Results the cache holds are read here: a run the cache serves whole starts no process."""
+        results = cached_results(work, cache_dir) if cache_dir is not None else {}
+        missing = [i for i in range(len(work)) if i not in results]
+        for i, result in zip(missing, self._analyse([work[i] for i in missing], index, cache_dir)):
+            results[i] = result
+        return [results[i] for i in range(len(work))]
+
+    def _analyse(self, work: list[tuple], index, cache_dir: str | None) -> list[FileResult]:
+        if not work:
+            return []  # (the engine, and libcst with it, is imported only to analyse a file)
+        if self.count == 1 or (self._pool is None and len(work) < PARALLEL_THRESHOLD):
+            return lint_many(work, index, cache_dir)
+        if self._pool is None:
+            from concurrent.futures import ProcessPoolExecutor  # ~20 ms of imports a one-file run does not need
+
+            self._pool = ProcessPoolExecutor(max_workers=self.count)
+        batches = balanced_batches(work, self.count)
+        jobs = [[work[i] for i in batch] for batch in batches]
+        results: dict[int, FileResult] = {}
+        for batch, done in zip(batches, self._pool.map(lint_many, jobs, [index] * len(jobs),
+                                                       [cache_dir] * len(jobs))):
+            results.update(zip(batch, done))
+        return [results[i] for i in range(len(work))]
+
+
+def balanced_batches(work, workers: int) -> list[list[int]]:
+    """Indexes of `work` in batches, largest files first, each batch about an eighth of a worker's share
+    of the bytes (a big file alone): a worker that draws the last batches is not left alone with a
+    2,000-line file while the others wait."""
+    sizes = []
+    for job in work:
+        try:
+            sizes.append(os.path.getsize(job[0]))
+        except OSError:
+            sizes.append(0)
+    order = sorted(range(len(work)), key=lambda i: -sizes[i])
+    target = max(1, sum(sizes) // (workers * 8))
+    batches: list[list[int]] = []
+    current: list[int] = []
+    weight = 0
+    for i in order:
+        current.append(i)
+        weight += sizes[i]
+        if weight >= target or len(current) >= 64:
+            batches.append(current)
+            current, weight = [], 0
+    if current:
+        batches.append(current)
+    return batches
+
+
+@contextmanager
+def _fewer_collections():
+    """libcst builds millions of small nodes per file, nearly all freed by reference counting: at CPython's
+    default threshold (a young-generation pass every 700 allocations) the cycle collector spends about a
+    sixth of a cold run walking them. Raised while linting and restored after (mypy does the same)."""
+    before = gc.get_threshold()
+    gc.set_threshold(50_000, 20, 20)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
+
+
+def lint_many(jobs: list[tuple], index=None, cache_dir: str | None = None) -> list[FileResult]:
+    """Lint (path, codes[, salt]) jobs in this process. The salt names what else a result depends on:
+    in the later phases, the summaries of the helpers a file calls."""
+    with _fewer_collections():
+        return _lint_jobs(jobs, index, cache_dir)
+
+
+def cached_results(jobs: list[tuple], cache_dir: str) -> dict[int, FileResult]:
+    """The results the cache holds for (path, codes[, salt]) jobs, by their index in `jobs`."""
+    from modelint.cache import Cache
+
+    cache = Cache(cache_dir)
+    found = {}
+    for i, (path, codes, *salt) in enumerate(jobs):
+        data = _read(path)
+        result = cache.get(cache.key(path, data + b"\0" + (salt[0] if salt else b""), codes)) \
+            if data is not None else None
+        if isinstance(result, FileResult):
+            result.cached = True
+            found[i] = result
+    return found
+
+
+def _lint_jobs(jobs: list[tuple], index=None, cache_dir: str | None = None) -> list[FileResult]:
+    from modelint import engine
+
+    if cache_dir is None:
+        return [guarded(job[0], engine.lint_path, job[0], job[1], index) for job in jobs]
+    from modelint.cache import Cache
+
+    cache = Cache(cache_dir)
+    out = []
+    for path, codes, *salt in jobs:
+        data = _read(path)
+        if data is None:
+            out.append(guarded(path, engine.lint_path, path, codes, index))
+            continue
+        key = cache.key(path, data + b"\0" + (salt[0] if salt else b""), codes)
+        result = cache.get(key)
+        if isinstance(result, FileResult):  # (another process filled it since)
+            result.cached = True
+        else:
+            result = guarded(path, engine.lint_bytes, data, path, codes, index)
+            if not _crashed(result) and not _timed_out(result):
+                cache.put(key, result)
+        out.append(result)
+    return out
+
+
+def _read(path: str) -> bytes | None:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except OSError:
+        return None  # (the engine says why, as it reads it again)
+
+
+def guarded(path: str, lint, *args) -> FileResult:
+    """`lint(*args)` for one file; if the engine itself fails on it, that file gets an MDL000 line and the run goes on."""
+    try:
+        return lint(*args)
+    except RecursionError:
+        why = "file is nested too deeply to analyse"
+    except Exception as error:  # noqa: BLE001 - one file must not take the whole run down
+        lines = str(error).strip().splitlines()
+        why = f"{type(error).__name__}: {lines[0] if lines else ''}".rstrip(": ")
+    location = Location(1, 1)
+    finding = Finding(path, INTERNAL_ERROR, "internal-error",
+                      f"modelint failed on this file ({why}); it was not checked. Please report this.",
+                      "error", location, location)
+    return FileResult(path, [finding], checked=False)
+
+
+def _crashed(result: FileResult) -> bool:
+    return not result.checked and any(f.code == INTERNAL_ERROR for f in result.findings)
+
+
+def _timed_out(result: FileResult) -> bool:
+    """Past the per-file time limit: another run (a quieter machine) may finish it, so it is not cached."""
+    return not result.checked and any(f.code == NOT_ANALYSED and f.message.startswith(TIMED_OUT)
+                                      for f in result.findings)
