@@ -52,17 +52,68 @@ class Workers:
             return []  # (the engine, and libcst with it, is imported only to analyse a file)
         if self.count == 1 or (self._pool is None and len(work) < PARALLEL_THRESHOLD):
             return lint_many(work, index, cache_dir)
-        if self._pool is None:
-            from concurrent.futures import ProcessPoolExecutor  # ~20 ms of imports a one-file run does not need
+        from concurrent.futures import ProcessPoolExecutor, as_completed  # (~20 ms a one-file run does not need)
+        from concurrent.futures.process import BrokenProcessPool
 
+        if self._pool is None:
             self._pool = ProcessPoolExecutor(max_workers=self.count)
-        batches = balanced_batches(work, self.count)
-        jobs = [[work[i] for i in batch] for batch in batches]
         results: dict[int, FileResult] = {}
-        for batch, done in zip(batches, self._pool.map(lint_many, jobs, [index] * len(jobs),
-                                                       [cache_dir] * len(jobs))):
-            results.update(zip(batch, done))
+        pending = {self._pool.submit(lint_many, [work[i] for i in batch], index, cache_dir): batch
+                   for batch in balanced_batches(work, self.count)}
+        broken = False
+        for future in as_completed(pending):
+            try:
+                results.update(zip(pending[future], future.result()))
+            except BrokenProcessPool:
+                broken = True  # (every batch still running or waiting fails with it)
+        if broken:
+            # A process died (the native parser crashed on a file, the kernel killed it for memory): the files
+            # it left are analysed again, each in a process of its own, so that only the culprit is lost.
+            self._pool.shutdown(wait=False)
+            self._pool = None
+            left = [i for i in range(len(work)) if i not in results]
+            results.update(zip(left, _one_process_each([work[i] for i in left], index, cache_dir, self.count)))
         return [results[i] for i in range(len(work))]
+
+
+def _one_process_each(work: list[tuple], index, cache_dir: str | None, at_once: int) -> list[FileResult]:
+    """Lint each job in a process of its own, `at_once` at a time; a job whose process dies gets an MDL000 line."""
+    import multiprocessing
+    from multiprocessing.connection import wait
+
+    results: dict[int, FileResult] = {}
+    waiting = list(range(len(work)))[::-1]
+    running: dict = {}  # reading end of its pipe -> (job index, process)
+    while waiting or running:
+        while waiting and len(running) < at_once:
+            i = waiting.pop()
+            reader, writer = multiprocessing.Pipe(duplex=False)
+            process = multiprocessing.Process(target=_lint_and_send, args=(work[i], index, cache_dir, writer),
+                                              daemon=True)
+            process.start()
+            writer.close()
+            running[reader] = (i, process)
+        for reader in wait(list(running)):
+            i, process = running.pop(reader)
+            try:
+                results[i] = reader.recv()
+            except (EOFError, OSError):
+                process.join()
+                results[i] = _died(work[i][0], process.exitcode)
+            reader.close()
+            process.join()
+    return [results[i] for i in range(len(work))]
+
+
+def _lint_and_send(job: tuple, index, cache_dir: str | None, writer) -> None:
+    [result] = lint_many([job], index, cache_dir)
+    writer.send(result)
+    writer.close()
+
+
+def _died(path: str, exitcode: int | None) -> FileResult:
+    how = f"killed by signal {-exitcode}" if exitcode is not None and exitcode < 0 else f"exit status {exitcode}"
+    return _internal_error(path, f"the process analysing this file died ({how})")
 
 
 def balanced_batches(work, workers: int) -> list[list[int]]:
@@ -170,9 +221,13 @@ def guarded(path: str, lint, *args) -> FileResult:
     except Exception as error:  # noqa: BLE001 - one file must not take the whole run down
         lines = str(error).strip().splitlines()
         why = f"{type(error).__name__}: {lines[0] if lines else ''}".rstrip(": ")
+    return _internal_error(path, f"modelint failed on this file ({why})")
+
+
+def _internal_error(path: str, what: str) -> FileResult:
+    """The file's one MDL000 line: it was not checked."""
     location = Location(1, 1)
-    finding = Finding(path, INTERNAL_ERROR, "internal-error",
-                      f"modelint failed on this file ({why}); it was not checked. Please report this.",
+    finding = Finding(path, INTERNAL_ERROR, "internal-error", f"{what}; it was not checked. Please report this.",
                       "error", location, location)
     return FileResult(path, [finding], checked=False)
 

@@ -326,3 +326,35 @@ def test_pre_python37_async_keyword_is_reported_and_the_rest_checked(tmp_path: P
     assert found == [(rows.index("        x = x.cuda(async=True)") + 1, "E999"),
                      (rows.index("        print((model(x).argmax(1) == y).float().mean().item())") + 1, "MDL002")]
     assert (tmp_path / "old_eval.py").read_text() == source and "Traceback" not in result.stderr
+
+
+@pytest.mark.skipif(__import__("multiprocessing").get_context().get_start_method() != "fork",
+                    reason="the patched engine reaches the workers only through fork")
+def test_a_worker_process_that_dies_loses_only_its_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker killed on one file (the native parser crashing, the kernel out of memory) breaks the whole
+    pool: the other files are analysed again and reported, the culprit gets one MDL000 line."""
+    from modelint import workers
+
+    real, parent = workers._lint_jobs, os.getpid()
+
+    def lint_jobs(jobs, index=None, cache_dir=None):
+        if os.getpid() != parent and any(job[0].endswith("culprit.py") for job in jobs):
+            os.kill(os.getpid(), 9)
+        return real(jobs, index, cache_dir)
+
+    monkeypatch.setattr(workers, "_lint_jobs", lint_jobs)
+    work = []
+    for i in range(workers.PARALLEL_THRESHOLD):
+        path = tmp_path / ("culprit.py" if i == 5 else f"m{i}.py")
+        path.write_text(EVAL_BUG)
+        work.append((str(path), frozenset({"MDL005"})))
+    with workers.Workers(2) as pool:
+        results = pool.lint(work)
+    assert [r.path for r in results] == [job[0] for job in work]
+    for result in results:
+        codes = [f.code for f in result.findings]
+        if result.path.endswith("culprit.py"):
+            assert codes == ["MDL000"] and not result.checked
+            assert "died (killed by signal 9)" in result.findings[0].message
+        else:
+            assert codes == ["MDL005"] and result.checked
