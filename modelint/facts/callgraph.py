@@ -108,11 +108,12 @@ class CallGraph(MethodTargets):
 
     @cached_property
     def _local_callees(self) -> dict:
-        """Each call of one of this file's top-level functions or methods -> that function."""
+        """Each call of one of this file's functions, methods or closures -> that function."""
         out = {}
+        closures = self.closures_by_name
         for site in self.collector.calls:
             name = self.local_callee(site.node, site.site.function)
-            callee = self.local_functions.get(name) if name else None
+            callee = (self.local_functions.get(name) or closures.get(name)) if name else None
             if callee is not None:
                 out[site.node] = callee
         return out

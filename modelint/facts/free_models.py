@@ -169,15 +169,18 @@ class FreeModels:
             function = site.site.function
             if function is None or function.outer is None or function.cls is not None:
                 continue
-            head = (site.text or "").split(".")[0]
-            if not head or head in function.param_set or (function, head) in bound:
-                continue
-            scope = function.outer
-            while scope is not None:
-                if head in scope.param_set or (scope, head) in bound:
-                    used.setdefault(function, set()).add(head)
-                    break
-                scope = scope.outer
+            # What it calls (`model(x)`, `model.eval()`), and what it hands a call (`predict(model, x)`).
+            heads = [(site.text or "").split(".")[0]]
+            heads.extend(arg.value.value for arg in site.node.args if type(arg.value) is cst.Name)
+            for head in heads:
+                if not head or head in function.param_set or (function, head) in bound:
+                    continue
+                scope = function.outer
+                while scope is not None:
+                    if head in scope.param_set or (scope, head) in bound:
+                        used.setdefault(function, set()).add(head)
+                        break
+                    scope = scope.outer
         return {f: frozenset(names) for f, names in used.items()}
 
     @cached_property
