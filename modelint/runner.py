@@ -99,6 +99,8 @@ def _dependencies_digest(result: FileResult, index: ProjectIndex) -> bytes:
                          index.names_function(ref, result.path), index.resolve_shape(ref, result.path)))
     for ref in sorted(result.summary.asked_classes):
         resolved.append((ref, index.resolve_shape(ref, result.path)))
+    for name in sorted(result.summary.asked_submodules):
+        resolved.append((name, index.submodule_dependence(name)))
     # Sets are pickled in hash order, which changes with every process's hash seed: sort them first.
     return hashlib.sha256(pickle.dumps(_canonical(resolved))).hexdigest().encode()
 
@@ -178,7 +180,7 @@ def _follow_calls_across_files(results: list[FileResult], work, workers: Workers
     changes or relies on a model's mode, are analysed again.
     """
     summaries = [r.summary for r in results if r.summary is not None]
-    if not any(s.unresolved or s.asked_classes for s in summaries):
+    if not any(s.unresolved or s.asked_classes or s.asked_submodules for s in summaries):
         return results, ProjectIndex(summaries)
     stats = stats if stats is not None else CacheStats()
     index = ProjectIndex(summaries)
@@ -222,7 +224,8 @@ def _follow_calls_across_files(results: list[FileResult], work, workers: Workers
             or (not r.summary.syntax_only and (index.names_function(ref, r.path)
                                                or index.resolve_shape(ref, r.path) is not None))
             for ref in r.summary.unresolved
-        ) or any(index.resolve_shape(ref, r.path) is not None for ref in r.summary.asked_classes))
+        ) or any(index.resolve_shape(ref, r.path) is not None for ref in r.summary.asked_classes)
+            or any(index.submodule_dependence(name) is not None for name in r.summary.asked_submodules))
     }
     if not again:
         return results, index
@@ -256,7 +259,8 @@ def _with_first_references(summary: FileSummary, first: FileSummary | None) -> F
     if first is None:
         return summary
     return replace(summary, unresolved=first.unresolved | summary.unresolved,
-                   asked_classes=first.asked_classes | summary.asked_classes)
+                   asked_classes=first.asked_classes | summary.asked_classes,
+                   asked_submodules=first.asked_submodules | summary.asked_submodules)
 
 
 def _drop_repeats(results: list[FileResult]) -> None:

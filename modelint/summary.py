@@ -170,6 +170,11 @@ class FileSummary:
     # Callables imported from other files (as imported) handed a model here: argument slot (position or
     # keyword) -> Dependence value of the models handed there (see ModeFlow.handed_models).
     handed_models: dict[str, dict[str, int]] = field(default_factory=dict)
+    # `self.<name> = Encoder()` in this file's classes, every one a module with weights: name -> Dependence value
+    # (another file's `model.encoder(x)`, on a model of a class it cannot see, runs that submodule).
+    submodules: dict[str, int] = field(default_factory=dict)
+    # Names called as parts of a followed model here (`model.encoder(x)`) that no class of this file sets.
+    asked_submodules: set[str] = field(default_factory=set)
 
 
 def module_keys(path: str) -> list[str]:
@@ -190,6 +195,17 @@ class ProjectIndex:
             self.files[os.path.abspath(summary.path)] = summary
             for key in module_keys(summary.path):
                 self.by_module.setdefault(key, []).append(summary)
+
+    def submodule_dependence(self, name: str) -> int | None:
+        """How mode-dependent the modules the project's classes keep on `self.<name>` are, when some class of
+        the index builds one there (the most dependent); None when none does."""
+        cache = self.__dict__.get("_submodules")
+        if cache is None:
+            cache = self.__dict__["_submodules"] = {}
+            for summary in self.files.values():
+                for attribute, dependence in summary.submodules.items():
+                    cache[attribute] = max(dependence, cache.get(attribute, dependence))
+        return cache.get(name)
 
     def called_from_other_files(self) -> set[tuple[str, str]]:
         """(absolute path, qualname) of every function another file of the index calls."""

@@ -58,7 +58,8 @@ def file_summary(flow) -> FileSummary:
                        grad_follows_mode_classes=grad_free_forward_classes(flow, "mode"),
                        own_mode_classes=flow.modules.own_mode_classes(),
                        classes_waiting=flow.modules.waiting_on_imports() if flow.index is None else {},
-                       plain_functions={f.name for f in flow.collector.functions if f.outer is None and f.cls is None})
+                       plain_functions={f.name for f in flow.collector.functions if f.outer is None and f.cls is None},
+                       submodules=flow.modules.submodules(), asked_submodules=set(flow.asked_submodules))
 
 
 def _method_calls(flow) -> dict[str, bool]:

@@ -61,6 +61,7 @@ class ModeFlow(CallGraph, Optimizers, CallResolution):
         self._closures_in: dict[FunctionInfo, list[FunctionFlow]] = {}
         self.summaries: dict[str, FunctionSummary] = {}
         self.unresolved: set[str] = set()
+        self.asked_submodules: set[str] = set()  # parts of followed models no class of this file sets
         # Callables of other files handed a model here (`Learner(model=net)`): name as imported -> argument
         # slot (position or keyword) -> how much the models handed there depend on the mode (the join).
         self.handed_models: dict[str, dict[str, int]] = {}

@@ -24,6 +24,19 @@ class ModuleAttributes:
         Encoder()`), how mode-dependent those are: `model.encoder(x)` runs that submodule. None otherwise."""
         return self._attribute_facts(name)[1]
 
+    def submodules(self) -> dict[str, int]:
+        """Every attribute name the file's classes set only to modules with weights -> their dependence."""
+        out = {}
+        for name in self._self_attributes:
+            dependence = self.submodule_dependence(name)
+            if dependence is not None:
+                out[name] = dependence.value
+        return out
+
+    def sets_attribute(self, name: str) -> bool:
+        """Does a class of the file set `self.<name>` at all?"""
+        return name in self._self_attributes
+
     def _attribute_facts(self, name: str) -> tuple[bool, Dependence | None]:
         """(parameterless, submodule dependence) of the attribute, worked out once per name."""
         cache = self.__dict__.setdefault("_attribute_fact_cache", {})
