@@ -127,12 +127,16 @@ def _drop_guesses_about_callers(results: list[FileResult], index: ProjectIndex) 
                for r in results for f in r.findings):
         return
     called = index.called_from_other_files()
+    # (a method another file calls on an object of its class: `self.actor = Actor()`, `self.actor.act(s)`)
+    methods_called = {(path, qualname.rpartition(".")[2]) for path, qualname in called if "." in qualname}
     for result in results:
         path = os.path.abspath(result.path)
         result.findings = [f for f in result.findings
                            if (f.unless_called is None or (path, f.unless_called) not in called)
                            and (f.method_callers_unseen is None
-                                or not index.method_called_only_without_grad(f.method_callers_unseen))
+                                or not (index.method_called_only_without_grad(f.method_callers_unseen)
+                                        or any((path, name) in methods_called
+                                               for name in f.method_callers_unseen.split(","))))
                            and (f.method_callers_switch is None
                                 or not index.method_called_only_in_eval(f.method_callers_switch, f.path))]
 

@@ -380,7 +380,14 @@ class ProjectIndex:
             return None
         candidates: list[tuple[FileSummary, str]] = []
         if module.startswith("."):
-            candidates = [(found, name) for found in self._candidates(module, from_path)]
+            # `.helpers.evaluate`, or `.networks.Actor.act`: a method of a class of `.networks`
+            dots = len(module) - len(module.lstrip("."))
+            parts = reference[dots:].split(".")
+            for cut in range(len(parts) - 1, 0, -1):
+                candidates = [(found, ".".join(parts[cut:]))
+                              for found in self._candidates("." * dots + ".".join(parts[:cut]), from_path)]
+                if candidates:
+                    break
         else:
             # `pkg.mod.func` or `pkg.mod.Class.method`: try each split into module + member.
             dotted_parts = reference.split(".")

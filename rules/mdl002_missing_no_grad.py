@@ -155,7 +155,7 @@ class MissingNoGrad(Rule):
             return None  # printed, logged or handed on: an evaluation if the model is in eval mode
         if smoke_test(facts, forward, mode):
             return None  # a network just built, run once on made-up input: a shape check, not an evaluation
-        if forward.key in frozen_whole(facts, forward.function) or (
+        if _part_of(forward.key, frozen_whole(facts, forward.function)) or (
                 function is not None and forward.key in frozen_attributes(facts, function.cls)) \
                 or frozen_by_every_caller(facts, function, forward.key):
             return None  # every parameter frozen here first (or by the object's constructor): no graph of its own
@@ -432,3 +432,8 @@ def _inside_enable_grad(facts: FileFacts, site) -> bool:
                                                for i in guard.items):
             return True
     return False
+
+
+def _part_of(key: str, models: frozenset[str]) -> bool:
+    """Is `key` one of `models`, or a part of one (`G.synthesis` of a frozen `G`)?"""
+    return key in models or any(key.startswith(model + ".") for model in models)

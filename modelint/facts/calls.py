@@ -83,6 +83,9 @@ class CallEffects(FollowedNames, SummaryEffects, ModeContexts, TrainingSteps, Ha
         if key is None and type(func) is cst.Call:
             moved, chain = unwrap_chain(func)
             key = value_key(moved) if chain else None  # `model.to(device)(x)`: the model itself, moved
+        elif len(call.args) > 1 and call.args[0].keyword is None \
+                and flow.imports.qualify(func) in api.MODULE_RUNNERS:
+            key = value_key(call.args[0].value)  # `data_parallel(netG, noise, gpus)`: netG's forward
         steps = local is None and self._updates_with(call, state)
         if steps:
             # `loss_scaler(loss, optimizer, parameters=model.parameters())`: no model takes an optimizer;
@@ -162,9 +165,12 @@ class CallEffects(FollowedNames, SummaryEffects, ModeContexts, TrainingSteps, Ha
         summary, self_receiver = flow.resolve(call, self.out.function)
         if summary is None and type(func) is cst.Attribute and (receiver := value_key(func.value)) is not None:
             receiver = state.canonical(receiver)
-            origin = state.fact(receiver).origin if state.tracks(receiver) else self._imported_class_of(receiver)
+            origin = (state.fact(receiver).origin if state.tracks(receiver) else None) \
+                or self._imported_class_of(receiver)
             if origin:  # (`local = LocalUpdate(args)`, a plain class of another file: `local.inference(model=m)`)
                 summary, self_receiver = flow.resolve_method_of(origin, func.attr.value), receiver
+                if summary is None and flow.last_unresolved is not None and flow.index is None:
+                    flow.unresolved.add(flow.last_unresolved)  # (what the method does to its object, for the index)
         if summary is not None:
             self.apply_summary(summary, call, state, self_receiver)
             return

@@ -37,7 +37,7 @@ def effective_mode(facts, forward) -> ModeFact:
         return replace(mode, parameterless=True)  # `self.evaluateL1 = nn.L1Loss()`, whatever mode it is in
     part = key.rpartition(".")[2] if "." in key and "[" not in key else None
     if part is not None and mode.dependence is not Dependence.INDEPENDENT:
-        built = facts.modules.submodule_dependence(part)
+        built = facts.modules.part_dependence(part)
         if built is not None and built < mode.dependence:  # `model.head(x)`, a Linear of a model with Dropout
             return replace(mode, dependence=built)
     head = key.split(".")[0]

@@ -7,6 +7,8 @@ Effects on `self.` attributes stay in the file: a caller elsewhere holds another
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import libcst as cst
 
 from modelint.facts.lattice import is_train_site, mode_of_call
@@ -111,6 +113,11 @@ def _method_calls_in_eval(flow) -> dict[str, bool]:
     return out
 
 
+def _of_a_module_class(flow, qualname: str) -> bool:
+    function = flow.local_functions.get(qualname)
+    return function is not None and function.cls is not None and flow.is_module_class(function.cls)
+
+
 def _of_the_object(key: str) -> bool:
     return key in ("self", "cls") or key.startswith(("self.", "cls.", "self["))
 
@@ -126,8 +133,12 @@ def _ordinal(flow, use) -> int:
 def _export(flow, summary: FunctionSummary) -> FunctionSummary | None:
     # (a method's effect on `self` itself is its receiver's at a call from another file: `model.predict(x)`)
     effects = {k: v for k, v in summary.effects.items() if not _of_the_object(k) or (k == "self" and summary.is_method)}
-    # (and its forward of `self`: `model.rank(test_loader)` from another file evaluates `model`)
-    forwards = [u for u in summary.forwards if not _of_the_object(u.param) or (u.param == "self" and summary.is_method)]
+    # (and its forward of `self`: `model.rank(test_loader)` from another file evaluates `model`; so do a module's
+    # forwards of its own parts, `self.head(self.enc(x))` in `model.predict_subject(x)`: they run in its mode)
+    own_parts = summary.is_method and _of_a_module_class(flow, summary.qualname)
+    forwards = [replace(u, param="self") if own_parts and u.param.startswith("self.") and "[" not in u.param else u
+                for u in summary.forwards]
+    forwards = [u for u in forwards if not _of_the_object(u.param) or (u.param == "self" and summary.is_method)]
     steps = [u for u in summary.steps if not _of_the_object(u.param)]
     returns = summary.returns
     if returns is not None and returns.mode is None and not returns.certain:

@@ -95,18 +95,16 @@ class FollowedNames:
         if not dot or "[" in name or not (state.tracks(parent) or self.follows(parent, state)):
             return False
         modules = self.flow.modules
-        if modules.submodule_dependence(name) is not None:
-            return True
-        if modules.sets_attribute(name) or name in api.MODE_PRESERVING_METHODS or parent in ("self", "cls") \
+        if modules.sets_attribute(name):
+            return modules.submodule_dependence(name) is not None
+        if name in api.MODE_PRESERVING_METHODS or parent in ("self", "cls") \
                 or not (parent in state.models or self._object_model(parent) or parent in self.flow.global_models):
             # (what `self` holds is its class's to say, here or in its bases' files; a parameter never shown to
             # be a model may be a tensor: `x.view(...)`)
             return False
-        index = self.flow.index
-        if index is None:
+        if self.flow.index is None:
             self.flow.asked_submodules.add(name)  # (the second phase knows the other files' classes)
-            return False
-        return index.submodule_dependence(name) is not None
+        return modules.part_dependence(name) is not None
 
     def _loaded_after_building(self, state: State, key: str) -> None:
         """`model = vgg19()` from a factory this file cannot see into, then `model.load_state_dict(...)`:

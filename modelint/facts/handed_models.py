@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import libcst as cst
 
-from modelint.facts.names import value_key
+from modelint.facts.modules import unwrap_chain
+from modelint.facts.names import dotted, value_key
 from modelint.facts.state import State
 
 
@@ -38,8 +39,17 @@ class HandedModels:
         return held
 
     def _imported_class_of(self, receiver: str) -> str | None:
-        """The imported class (as qualified) every call this function binds `receiver` to builds."""
-        bound = _calls_bound_by_name(self.flow).get((self.out.function, receiver), ())
+        """The imported class (as qualified) every call this function binds `receiver` to builds; for an
+        attribute of `self`, every assignment of it in the class's methods (`self.actor = Actor(4, 2)` in
+        `__init__`, then `self.actor.act(state)` in another method)."""
+        function = self.out.function
+        if receiver.startswith("self.") and receiver.count(".") == 1 and function is not None \
+                and function.cls is not None:
+            values = [unwrap_chain(assign.value)[0] for assign in self.flow.collector.attribute_assigns
+                      if assign.site.cls is function.cls and dotted(assign.target) == receiver]
+            bound = values if all(type(value) is cst.Call for value in values) else ()
+        else:
+            bound = _calls_bound_by_name(self.flow).get((function, receiver), ())
         classes = {self.flow.imports.qualify(value.func) for value in bound}
         found = classes.pop() if len(classes) == 1 else None
         return found if found and found.rpartition(".")[2][:1].isupper() else None

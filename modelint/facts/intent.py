@@ -257,7 +257,10 @@ class OutputUses:
             self.use(args, TRAIN)
             self.use(args, GRAPH, level=OPAQUE)
             return NONE
-        qualified = self.imports.qualify(func)
+        # (a receiver holding outputs is a local value, whatever module an import of the same name binds:
+        # `loss = dice + ce`, then `loss.backward()` beside `from utils import loss`)
+        holds_outputs = type(func) is cst.Attribute and bool(result.get(func.value, NONE))
+        qualified = self.imports.qualify(func) if not holds_outputs else None
         if qualified is not None:  # a function of torch, numpy, a library or the project
             return self._function_result(qualified, args) if args else NONE
         if type(func) is cst.Attribute:

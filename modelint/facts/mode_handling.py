@@ -181,7 +181,7 @@ def _freezings(facts):
             yield site.site.function, unwrap_chain(func.value)[0], True  # (`teacher.eval().requires_grad_(False)`)
             stmt = site.site.stmt  # `self.teacher = teacher.eval().requires_grad_(False)`: the name it is kept as
             for small in stmt.body if type(stmt) is cst.SimpleStatementLine else ():
-                if type(small) is cst.Assign and small.value is site.node and len(small.targets) == 1:
+                if type(small) is cst.Assign and _ends_with(small.value, site.node) and len(small.targets) == 1:
                     yield site.site.function, small.targets[0].target, True
     for assign in facts.collector.attribute_assigns:
         if assign.target.attr.value != "requires_grad" or assign.value is None \
@@ -199,6 +199,16 @@ def _freezings(facts):
                 whole = not guard.iter.args and (listing == "parameters" or (
                     listing == "named_parameters" and not any(type(inner) is cst.If for inner in guards[depth + 1:])))
                 yield assign.site.function, guard.iter.func.value, whole
+
+
+def _ends_with(value: cst.BaseExpression, call: cst.Call) -> bool:
+    """Is `value` the call, or the call moved or cast after it (`...requires_grad_(False).to(device)`)?"""
+    from modelint.facts.torch_api import MODE_PRESERVING_METHODS
+
+    while value is not call and type(value) is cst.Call and type(value.func) is cst.Attribute \
+            and value.func.attr.value in MODE_PRESERVING_METHODS | {"eval"}:
+        value = value.func.value
+    return value is call
 
 
 def _head(expr: cst.BaseExpression) -> str | None:

@@ -13,7 +13,7 @@ from modelint.facts.torch_layers import Dependence
 
 
 class ModuleAttributes:
-    """Mixed into ModuleTable: `_self_attributes`, `module_expression()` come from there."""
+    """Mixed into ModuleTable: `_self_attributes`, `index`, `module_expression()` come from there."""
 
     def attribute_parameterless(self, name: str) -> bool:
         """Is every `self.<name> = ...` of the file's classes a layer without weights or mode (`nn.ReLU()`)?"""
@@ -23,6 +23,14 @@ class ModuleAttributes:
         """When every `self.<name> = ...` of the file's classes builds a module with weights (`self.encoder =
         Encoder()`), how mode-dependent those are: `model.encoder(x)` runs that submodule. None otherwise."""
         return self._attribute_facts(name)[1]
+
+    def part_dependence(self, name: str) -> Dependence | None:
+        """`submodule_dependence`, or where no class of the file sets `self.<name>`, what the project's other
+        files' classes build there (the index, in the second phase)."""
+        if name in self._self_attributes:
+            return self.submodule_dependence(name)
+        found = self.index.submodule_dependence(name) if self.index is not None else None
+        return Dependence(found) if found is not None else None
 
     def submodules(self) -> dict[str, int]:
         """Every attribute name the file's classes set only to modules with weights -> their dependence."""

@@ -77,6 +77,18 @@ def value_key(node: cst.BaseExpression) -> str | None:
     return head + suffix
 
 
+def unwrapped_key(node: cst.BaseExpression) -> str | None:
+    """`value_key`, also of `model.module if hasattr(model, "module") else model` (either the model or what its
+    DataParallel wrapper holds: the same module, whichever branch runs): "model"."""
+    if type(node) is not cst.IfExp:
+        return value_key(node)
+    keys = {value_key(node.body), value_key(node.orelse)}
+    if None in keys:
+        return None
+    bases = {key[:-len(".module")] if key.endswith(".module") else key for key in keys}
+    return bases.pop() if len(bases) == 1 else None
+
+
 def _element(node: cst.Subscript) -> str:
     if len(node.slice) == 1 and type(node.slice[0].slice) is cst.Index:
         index = node.slice[0].slice.value

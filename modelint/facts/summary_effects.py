@@ -20,7 +20,7 @@ import libcst as cst
 from modelint.facts.intent import DETACHED
 from modelint.facts.lattice import ENTRY_MODE, ModeFact
 from modelint.facts.modules import Dependence
-from modelint.facts.names import key_root, value_key
+from modelint.facts.names import key_root, unwrapped_key, value_key
 from modelint.facts.phases import argument_phase
 from modelint.facts.provenance import Fresh
 from modelint.facts.state import State
@@ -110,7 +110,7 @@ class SummaryEffects:
         bound: dict[str, str] = {name: name for name in summary.globals}
         inline: list[str] = []
         for name, value in arguments.items():
-            arg_key = value_key(value)
+            arg_key = unwrapped_key(value)
             if arg_key is not None:
                 bound[name] = state.canonical(arg_key)
             elif type(value) is cst.Call:  # `evaluate(Net(), loader)`: a fresh module

@@ -213,6 +213,8 @@ SDPA_DROPOUT_INDEX = 4
 
 # Calls that run a training step (MDL003 / MDL007 anchors).
 BACKWARD_FUNCTIONS = frozenset({"torch.autograd.backward"})
+# Functions that run the module they are given as their first argument on the rest: its forward pass.
+MODULE_RUNNERS = frozenset({"torch.nn.parallel.data_parallel", "torch.nn.parallel.data_parallel.data_parallel"})
 GRADIENT_FUNCTIONS = frozenset({"torch.autograd.grad", "torch.autograd.functional.jacobian",
                                 "torch.autograd.functional.hessian", "torch.func.grad", "torch.func.vjp",
                                 "torch.func.jacrev", "torch.func.jacfwd"})
