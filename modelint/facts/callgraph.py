@@ -348,6 +348,11 @@ class CallGraph(MethodTargets):
         return found
 
     @cached_property
+    def method_names(self) -> frozenset[str]:
+        """The names of the methods the file's classes define."""
+        return frozenset(f.name for f in self.collector.functions if f.cls is not None)
+
+    @cached_property
     def closures_by_name(self) -> dict[str, FunctionInfo]:
         return {_nested_name(f): f for f in self.nested_functions.values() if f.cls is None}
 

@@ -97,10 +97,10 @@ class FollowedNames:
         modules = self.flow.modules
         if modules.sets_attribute(name):
             return modules.submodule_dependence(name) is not None
-        if name in api.MODE_PRESERVING_METHODS or parent in ("self", "cls") \
+        if name in api.MODE_PRESERVING_METHODS or parent in ("self", "cls") or name in self.flow.method_names \
                 or not (parent in state.models or self._object_model(parent) or parent in self.flow.global_models):
-            # (what `self` holds is its class's to say, here or in its bases' files; a parameter never shown to
-            # be a model may be a tensor: `x.view(...)`)
+            # (what `self` holds is its class's to say, here or in its bases' files; a method of a class of this
+            # file is no part; a parameter never shown to be a model may be a tensor: `x.view(...)`)
             return False
         if self.flow.index is None:
             self.flow.asked_submodules.add(name)  # (the second phase knows the other files' classes)
