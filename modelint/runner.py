@@ -268,14 +268,17 @@ def _with_first_references(summary: FileSummary, first: FileSummary | None) -> F
 
 
 def _drop_repeats(results: list[FileResult]) -> None:
-    """One finding per code and position: several callers in other files may prove the same one."""
+    """One finding per code and position: several callers in other files may prove the same one. And one per
+    line for the same message: a caller's model evaluated through a method that runs two of its parts on
+    one line (`self.head(self.encoder(x))`) is one mistake."""
     for result in results:
         seen: set[tuple] = set()
         kept = []
         for finding in result.findings:
             key = (finding.code, finding.cell, finding.location.row, finding.location.column)
-            if key not in seen:
-                seen.add(key)
+            said = (finding.code, finding.cell, finding.location.row, finding.message)
+            if key not in seen and said not in seen:
+                seen.update((key, said))
                 kept.append(finding)
         result.findings = kept
 

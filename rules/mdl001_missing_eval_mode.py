@@ -268,6 +268,8 @@ class MissingEvalMode(Rule):
             return None  # train() set on the way here on purpose, to sample (MC dropout)
         if mode.train_sites <= facts.flow.assumed_sites and not context.startswith(("under", "over")):
             return None  # in training mode only because it was trained above: needs no_grad or test data too
+        if _every_caller_switched_it(facts, forward):
+            return None
         if not trains_here and smoke_test(facts, forward, mode):
             return None
         if _mode_chosen_by_caller(forward, mode) and (not trains_here or forward.function.takes_input_gradients):
@@ -519,3 +521,21 @@ def _plain_torch_module(facts: FileFacts, cls) -> bool:
             elif facts.imports.qualify(base) not in api.NN_MODULE:
                 return False
     return bool(seen)
+
+
+def _every_caller_switched_it(facts: FileFacts, forward) -> bool:
+    """`self.net(x)` in `DQN.choose_action`, where every call of it here comes after the caller put that
+    attribute of the receiver in eval mode (`self.agent.net.eval()`, then `self.agent.choose_action(s)`)."""
+    function, key = forward.function, forward.key
+    if function is None or function.cls is None or function.outer is not None or not key.startswith("self.") \
+            or forward.via is not None:
+        return False
+    sites = facts.flow.call_sites.get(f"{function.cls.name}.{function.name}", {})
+    if not sites:
+        return False
+    for call, (_caller, _grad, models) in sites.items():
+        receiver = dotted(call.func.value) if type(call.func) is cst.Attribute else None
+        fact = models.get(receiver + key[4:]) if receiver is not None and receiver != "self" else None
+        if fact is None or not fact.definitely_eval:
+            return False
+    return True

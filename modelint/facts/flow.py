@@ -104,6 +104,10 @@ class ModeFlow(CallGraph, Optimizers, CallResolution):
                             and modules.module_expression(site.node)[0] is not None)
         using_globals = {site.site.function for site in collector.calls
                          if type(site.node.func) is cst.Name and site.node.func.value in self.global_models}
+        if self.global_models:
+            # (and through this file's helpers: `calc_loss(sent)` calling `calc_scores(hist)`, which runs `model`)
+            self.free.propagate_globals(self._syntactic_callers)
+            using_globals.update(f for f in collector.functions if self.free.globals_of(f))
         # `gen = load_generator(path)` then `gen(z)`: a value a call returned is run as a model.
         returned = {(site.function, key) for key, _value, site in collector.call_assigns}
         calling_results = {site.site.function for site in collector.calls

@@ -101,6 +101,23 @@ class FreeModels:
             return frozenset()
         return self._global_uses.get(function, frozenset())
 
+    def propagate_globals(self, callers_of: dict) -> None:
+        """A function that calls one of this file's functions using a global model uses it too, unless it binds
+        that name itself (`calc_loss(sent)` calling `calc_scores(hist)`, which runs the global `model`)."""
+        uses = self._global_uses
+        bound = self.bound_by_calls
+        waiting = list(uses)
+        while waiting:
+            callee = waiting.pop()
+            for caller in callers_of.get(callee, ()):
+                if caller is None or caller is callee:
+                    continue
+                names = {name for name in uses.get(callee, ()) if name not in caller.param_set
+                         and ((caller, name) not in bound or self._declared_global(caller, name))}
+                if not names <= uses.get(caller, frozenset()):
+                    uses[caller] = uses.get(caller, frozenset()) | names
+                    waiting.append(caller)
+
     def parameters_holding_globals(self, function: FunctionInfo, calls) -> dict[str, str]:
         """`def val(net, data)` that uses the global `crnn` too, where every call here is `val(crnn, ...)`:
         `net` is another name of `crnn` (its `net.eval()` puts the global in eval mode)."""
