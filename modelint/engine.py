@@ -248,7 +248,8 @@ def _analyse(module: cst.Module, text: str, path: str, codes: frozenset[str], in
             Finding(path, rule_class.code, rule_class.name, _shown(report.message), rule_class.severity, start, end,
                     fix=_resolve_fix(report.fix, positions, lines), related=notes + report.related,
                     unless_called=report.unless_called, method_callers_unseen=report.method_callers_unseen,
-                    method_callers_switch=report.method_callers_switch, held_from_creators=report.held_from_creators)
+                    method_callers_switch=report.method_callers_switch, held_from_creators=report.held_from_creators,
+                    model_class_unseen=report.model_class_unseen)
         )
     findings.extend(internal)
     findings.sort(key=lambda f: f.sort_key)

@@ -66,6 +66,10 @@ class Report:
     # its position). The runner drops the report when every creator in the run's other files hands a model
     # without Dropout or BatchNorm there.
     held_from_creators: tuple | None = None
+    # A model of a class this file cannot see (a parameter, an attribute handed in): the runner drops an
+    # evaluation-with-autograd report when a module class of the run takes input gradients in its `forward`
+    # (forces as -dE/dx): such a project's models may need autograd to run at all.
+    model_class_unseen: bool = False
 
 
 def evidence(sites, message: str, limit: int = 1) -> dict:

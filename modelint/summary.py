@@ -152,6 +152,8 @@ class FileSummary:
     grad_free_forward_classes: set[str] = field(default_factory=set)
     # Module classes whose `forward` runs under `set_grad_enabled(self.training)`: no graph in eval mode.
     grad_follows_mode_classes: set[str] = field(default_factory=set)
+    # Module classes whose `forward` takes gradients with respect to its inputs: running one needs autograd.
+    input_gradient_classes: set[str] = field(default_factory=set)
     # Mode-dependent nn.Module classes defined here whose only mode dependence is their own reading of
     # `self.training` (a NoisyNet layer), with no Dropout or BatchNorm of torch's at any depth.
     own_mode_classes: set[str] = field(default_factory=set)
@@ -267,6 +269,11 @@ class ProjectIndex:
         """Is the project class imported as `reference` a module whose `forward` turns autograd off in eval mode?"""
         found = self._defining(reference, from_path)
         return found is not None and reference.rpartition(".")[2] in found.grad_follows_mode_classes
+
+    def needs_input_gradients(self, reference: str, from_path: str) -> bool:
+        """Does the project class imported as `reference` take input gradients in its `forward`?"""
+        found = self._defining(reference, from_path)
+        return found is not None and reference.rpartition(".")[2] in found.input_gradient_classes
 
     def sets_its_own_mode_only(self, reference: str, from_path: str) -> bool:
         """Is the project class imported as `reference` mode-dependent only by reading `self.training`?"""

@@ -17,7 +17,8 @@ from modelint.facts.lattice import is_train_site
 from modelint.facts.mode_handling import optional_or_callable
 from modelint.facts.names import key_root, literal_value
 from modelint.facts.walk import iter_nodes
-from modelint.facts.regions import built_with_grad_free_forward, grad_effect
+from modelint.facts.regions import (built_with_grad_free_forward, grad_effect, model_class_unseen,
+                                    needs_input_gradients)
 from modelint.facts.scopes import loops_around
 from modelint.facts.summaries import qualname
 from modelint.textutil import code_of
@@ -97,6 +98,8 @@ class MissingNoGrad(Rule):
                 report = self._judge(facts, forward)
                 if report is None:
                     continue
+                if model_class_unseen(facts, forward):
+                    report = replace(report, model_class_unseen=True)
                 follows = _follows_a_reported_forward(facts, forward, [node for node, _, _ in reported])
                 if follows is None:
                     path = (forward.call, *forward.via.chain) if forward.via is not None else ()
@@ -121,6 +124,8 @@ class MissingNoGrad(Rule):
             return None  # `self.predict_proba(X)` left abstract: a subclass may well run it under no_grad
         if built_with_grad_free_forward(facts, forward, in_eval=mode.definitely_eval):
             return None  # its class's own `forward` is decorated `@torch.no_grad()`: no graph is recorded
+        if needs_input_gradients(facts, forward):
+            return None  # its `forward` differentiates with respect to its inputs (forces): no_grad would break it
         grad = effective_grad(facts, forward)
         if forward.via is not None and forward.via.grad == "some":
             return None  # the helper runs it under a conditional no_grad (`set_grad_enabled(flag)`)

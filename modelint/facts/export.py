@@ -14,7 +14,7 @@ import libcst as cst
 from modelint.facts.lattice import is_train_site, mode_of_call
 from modelint.facts.modules import Dependence
 from modelint.facts.names import dotted, key_prefixes
-from modelint.facts.regions import forward_grad, lexically_grad_free
+from modelint.facts.regions import forward_grad, input_gradient_classes, lexically_grad_free
 from modelint.summary import FileSummary, ForwardUse, FunctionSummary, RemoteSite, ReturnFact, StepUse
 
 
@@ -58,6 +58,7 @@ def file_summary(flow) -> FileSummary:
                        weightless_classes=flow.modules.weightless_classes(),
                        grad_free_forward_classes=grad_free_forward_classes(flow),
                        grad_follows_mode_classes=grad_free_forward_classes(flow, "mode"),
+                       input_gradient_classes=input_gradient_classes(flow),
                        own_mode_classes=flow.modules.own_mode_classes(),
                        classes_waiting=flow.modules.waiting_on_imports() if flow.index is None else {},
                        plain_functions={f.name for f in flow.collector.functions if f.outer is None and f.cls is None},

@@ -216,6 +216,57 @@ def _built_grad_free(facts, function, in_eval: bool, key: str | None = None, cal
     return True
 
 
+def input_gradient_classes(flow) -> set[str]:
+    """Module classes of this file whose own `forward` takes gradients with respect to its inputs (forces as
+    -dE/dx of a predicted energy, a gradient penalty): running one needs autograd, in eval mode too."""
+    return {f.cls.name for f in flow.collector.functions if f.name == "forward" and f.cls is not None
+            and f.uses_input_gradients and flow.modules.is_module_class(f.cls)}
+
+
+def needs_input_gradients(facts, forward) -> bool:
+    """Does the model a forward runs need autograd to run at all: built from a class whose `forward` takes
+    input gradients (this file's, or another's the index knows), or, for a parameter, handed by callers this
+    file cannot see, in a file whose module classes do?"""
+    key, function = forward.key, forward.function
+    here = facts.__dict__.get("_input_gradient_classes")
+    if here is None:
+        here = facts.__dict__["_input_gradient_classes"] = input_gradient_classes(facts.flow)
+    index = facts.flow.index
+    if function is not None and key in function.param_set and key not in ("self", "cls"):
+        return bool(here)
+    values = [value for name, value, site in facts.collector.call_assigns
+              if name == key and (site.function is function or site.function is None)] if "." not in key else []
+    if not values:
+        return False
+    for value in values:
+        func = value.func if type(value) is cst.Call else None
+        if type(func) is cst.Name and func.value in facts.modules.classes:
+            if func.value not in here:
+                return False
+            continue
+        qualified = facts.imports.qualify(func) if func is not None else None
+        if qualified is None or index is None or not index.needs_input_gradients(qualified, facts.path):
+            return False
+    return True
+
+
+def model_class_unseen(facts, forward) -> bool:
+    """Is the model a forward runs of a class no one here builds: a parameter, a module unpickled whole, or
+    `self.<attr>` of an object whose class only stores what its creators hand it?"""
+    key, function = forward.key, forward.function
+    head = key.split(".")[0].split("[")[0]
+    if function is not None and head in function.param_set and head not in ("self", "cls"):
+        return True
+    if (function, head) in facts.flow.free.loaded_modules:
+        return True  # (unpickled whole by `torch.load`: whatever class was saved)
+    if key.startswith("self.") and function is not None and function.cls is not None:
+        attribute = key.split(".")[1].split("[")[0]
+        values = [a.value for a in facts.collector.attribute_assigns
+                  if a.site.cls is function.cls and dotted(a.target) == f"self.{attribute}"]
+        return bool(values) and all(type(v) is not cst.Call for v in values)
+    return False
+
+
 def constructor_turns_grad_off(flow, cls) -> cst.Call | None:
     """`torch.set_grad_enabled(False)` as a statement of the class's own `__init__`: autograd is off for
     the whole process once an object exists, so in every method that object runs (an inference wrapper)."""
