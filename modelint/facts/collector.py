@@ -281,7 +281,10 @@ class Collector(FastVisitor):
         name = node.attr.value
         if name == "training" and type(node.value) is cst.Name and node.value.value == "self":
             cls = self._class()
-            if cls is not None:
+            owner = self._owners[-1] if self._owners else None
+            # (`self.training = False` in `__init__` only sets the flag: the layers still decide)
+            written = type(owner) is cst.Assign and any(target.target is node for target in owner.targets)
+            if cls is not None and not written:
                 cls.reads_training_flag = True
         elif name == "grad":
             self._mark_gradients()
