@@ -112,6 +112,7 @@ class ModeFlow(CallGraph, Optimizers, CallResolution):
         returned = {(site.function, key) for key, _value, site in collector.call_assigns}
         calling_results = {site.site.function for site in collector.calls
                            if (site.site.function, site.text) in returned}
+        calling_results.update(scope for scope, _name in self.free.loaded_modules)  # (`model.forward(x)` too)
         def module_forward(f: FunctionInfo) -> bool:
             if f.cls is None or not _is_forward_like(f.name):
                 return False

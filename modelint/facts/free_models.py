@@ -46,8 +46,11 @@ class FreeModels:
             if (type(base) is cst.Call and self.collector.imports.qualify(base.func) in _LOADERS) or (
                     type(base) is cst.Name and (site.function, base.value) in loads):
                 bound.add((site.function, key))
-        called = {(site.site.function, site.node.func.value) for site in self.collector.calls
-                  if type(site.node.func) is cst.Name and site.node.args}
+        # (`model(x)`, or `model.forward(x)` written out)
+        called = {(site.site.function, func.value if type(func) is cst.Name else func.value.value)
+                  for site in self.collector.calls if site.node.args and (
+                      type(func := site.node.func) is cst.Name
+                      or (type(func) is cst.Attribute and func.attr.value == "forward" and type(func.value) is cst.Name))}
         out = set()
         for scope, name in bound:
             if (scope, name) in called or (scope is None and any(
