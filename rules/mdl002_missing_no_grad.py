@@ -360,7 +360,7 @@ def _detached_at_once(facts: FileFacts, forward) -> bool:
     loss of another forward's output (that one's graph), nor in a function that trains (there a detached
     output is a target or the next stage's input)."""
     return DETACH in forward.uses and not forward.uses & {TRAIN, RETURN, STORE, ESCAPE, HANDED} \
-        and forward.via is None and not forward.fed and not _trains(facts, forward)
+        and forward.via is None and (not forward.fed or forward.fed_by_its_own_object) and not _trains(facts, forward)
 
 
 def _run_for_side_effects(facts: FileFacts, forward, mode) -> bool:

@@ -237,6 +237,11 @@ class ModeFlow(CallGraph, Optimizers, CallResolution):
                 del flow.forwards[slot]  # (a detach downstream of what it feeds is that forward's)
                 continue
             forward.fed = FED in uses  # (a fact about its input, kept apart from what its output is used for)
+            if forward.fed and forward.key.startswith("self."):
+                feeders = [other for other in (*flow.forwards.values(), *flow.helper_forwards.values())
+                           if forward.token in flow.feeds_into.get(other.token, ())]
+                forward.fed_by_its_own_object = bool(feeders) and all(
+                    other.key == "self" or other.key.startswith("self.") for other in feeders)
             forward.after_forward = AFTER in uses
             forward.uses = uses - {FED, FEEDS, AFTER}
         for forward in flow.helper_forwards.values():

@@ -33,6 +33,8 @@ class Forward:
     callee: FunctionSummary | None = None
     uses: set[str] = field(default_factory=set)  # what the caller does with the output (modelint.facts.intent)
     fed: bool = False  # its input is another forward's output (a loss, a head): that forward's graph goes on
+    # ... and every such forward runs a part of the same object (`self.fc3(self.vdb.get_mean(x))`): one chain
+    fed_by_its_own_object: bool = False
     after_forward: bool = False  # its input derives from another forward's output, even cut from its graph
     token: object = None  # what the output's origins name: the call, or (call, phase) in a phase loop
     phase: tuple = ()  # ((variable, value),) inside a phase loop
