@@ -193,8 +193,11 @@ class FileFacts:
     def _is_test_function(self, function: FunctionInfo | None, seen: frozenset) -> bool:
         while function is not None:
             # (pytest collects module-level functions and methods, not a `test_loop_fn` nested in a script's main)
-            if function.name.startswith("test") and function.outer is None and (is_test_file(self.path) or (
-                    function.name.startswith("test_") and not function.params and _asserts(function))):
+            # (pytest collects `test*` methods of `Test*` classes only: `TranslatorTest.test()` runs inference)
+            collected = function.cls is None or function.cls.name.startswith("Test")
+            if function.name.startswith("test") and function.outer is None and collected and (
+                    is_test_file(self.path) or (function.name.startswith("test_") and not function.params
+                                                and _asserts(function))):
                 return True  # (a pytest-style `test_tagger()` checking shapes with `assert`, wherever it lives)
             if function.cls is not None and self._is_test_case(function.cls):
                 return True
