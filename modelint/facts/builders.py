@@ -12,6 +12,7 @@ import libcst as cst
 
 from modelint.facts.collector import Collector
 from modelint.facts.torch_layers import Dependence
+from modelint.facts.walk import iter_nodes
 
 
 class Builders:
@@ -60,6 +61,9 @@ def builder_functions(collector: Collector) -> dict[str, list[tuple[cst.Call, bo
     """Module-level functions of the file, with the calls in their bodies: (call, returned directly)."""
     functions = {f: f.name for f in collector.functions if f.outer is None and f.cls is None}
     calls: dict[str, list[tuple[cst.Call, bool]]] = {name: [] for name in functions.values()}
+    # A module built into a name the function returns, alone or in a tuple (`module_list = nn.ModuleList()`,
+    # ..., `return net_info, module_list`), is returned too.
+    held = {value: key for key, value, site in collector.call_assigns if site.function in functions}
     for site in collector.calls:
         name = functions.get(site.site.function)
         if name is None:
@@ -67,5 +71,20 @@ def builder_functions(collector: Collector) -> dict[str, list[tuple[cst.Call, bo
         stmt = site.site.stmt
         returned = type(stmt) is cst.SimpleStatementLine and any(
             type(small) is cst.Return and small.value is site.node for small in stmt.body)
+        if not returned and site.node in held:
+            returned = held[site.node] in _returned_names(site.site.function)
         calls[name].append((site.node, returned))
     return calls
+
+
+def _returned_names(function) -> set[str]:
+    """The names a function returns, alone or as items of a returned tuple."""
+    cache = function.__dict__.setdefault("_returned_names", None)
+    if cache is None:
+        cache = set()
+        for node in iter_nodes(function.node.body):
+            if type(node) is cst.Return and node.value is not None:
+                values = [e.value for e in node.value.elements] if type(node.value) is cst.Tuple else [node.value]
+                cache.update(v.value for v in values if type(v) is cst.Name)
+        function.__dict__["_returned_names"] = cache
+    return cache

@@ -41,8 +41,10 @@ class LayerKinds:
         # class name -> (value, method) of every `self.attribute = value` in the class's methods
         self._stored: dict[str, list[tuple[cst.BaseExpression, cst.BaseExpression | None, object]]] = {}
         for assign in table.self_assigns:
-            self._stored.setdefault(assign.site.cls.name, []).append(
-                (assign.target, assign.value, assign.site.function))
+            value = assign.value
+            if value is None and type(assign.node) is cst.Assign and type(assign.node.value) is cst.Call:
+                value = assign.node.value  # `self.info, self.layers = create_modules(cfg)`: one item of what it returns
+            self._stored.setdefault(assign.site.cls.name, []).append((assign.target, value, assign.site.function))
 
     # -- random in training mode ------------------------------------------------------
     def may_sample(self, call: cst.Call, in_scan: bool = False) -> bool:

@@ -73,6 +73,10 @@ class MethodTargets:
         built = self._held_classes.get((enclosing.cls.name, func.value.attr.value))
         if built is None:  # `self.model = model` in `__init__`, every `Agent(ResNetLike(), ...)` here handing one
             return self._stored_parameter_class(enclosing.cls, func.value.attr.value)
+        if len(built) > 1:
+            # `self.actor = ActorBeta()` or `ActorGaussian()`: `self.actor.mean(s)` runs the one that has `mean`
+            built = {name for name in built if any(f"{cls_name}.{func.attr.value}" in self.local_functions
+                                                   for cls_name in self.class_and_bases(name))}
         return next(iter(built)) if len(built) == 1 else None
 
     def _stored_parameter_class(self, cls, attribute: str) -> str | None:
