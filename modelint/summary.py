@@ -411,6 +411,9 @@ class ProjectIndex:
             summary = found.functions.get(member)
             if summary is not None:
                 return summary
+            owner = member.split(".")[0]
+            if owner in found.shapes or owner in found.plain_functions:
+                return None  # the nearest file that defines it has nothing to say: not a namesake farther off
         onward = self._reexported(reference, from_path) if depth < 3 else None  # a package's __init__ re-export
         return self.resolve(*onward, depth + 1) if onward is not None else None
 

@@ -80,7 +80,10 @@ def _calls_on_unplaced_objects(flow):
     `self`, no function or import of this file), in the order the calls are written."""
     for ordinal, site in enumerate(flow.collector.calls):
         func = site.node.func
-        if type(func) is cst.Attribute and site.qualified is None and not (site.text or "").startswith("self."):
+        if type(func) is cst.Attribute and site.qualified is None and (
+                not (site.text or "").startswith("self.")
+                # (`self.actor.act(s)`: a method of an object it holds, of no class of this file)
+                or ((site.text or "").count(".") >= 2 and func.attr.value not in flow.method_names)):
             yield ordinal, site, func.attr.value
 
 
