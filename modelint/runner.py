@@ -168,28 +168,23 @@ def _drop_models_without_mode_layers(results: list[FileResult], index: ProjectIn
 
 
 def _drop_when_models_take_input_gradients(results: list[FileResult], index: ProjectIndex) -> None:
-    """A model of a class the file cannot see, run with autograd on, in a package where some module class takes
-    gradients with respect to its inputs in its `forward` (an interatomic potential's forces): the model may be
-    one of those, or hold one, and need autograd to run at all (modelint.facts.regions.needs_input_gradients)."""
+    """A model of a class the file cannot see, run with autograd on, in a file importing one whose module class
+    takes gradients with respect to its inputs in its `forward` (an interatomic potential's forces): the model
+    may be one of those, or hold one, and need autograd to run at all (see
+    modelint.facts.regions.needs_input_gradients)."""
     if not any(f.model_class_unseen for r in results for f in r.findings):
         return
-    packages = {_package_root(path) for path, summary in index.files.items() if summary.input_gradient_classes}
-    if not packages:
+    defining = {path for path, summary in index.files.items() if summary.input_gradient_classes}
+    if not defining:
         return
     for result in results:
-        if _package_root(os.path.abspath(result.path)) in packages:
+        if not any(f.model_class_unseen for f in result.findings):
+            continue
+        path = os.path.abspath(result.path)
+        refs = result.summary.imported | result.summary.unresolved if result.summary is not None else ()
+        if any(os.path.abspath(found.path) in defining for ref in refs for module in (ref, ref.rpartition(".")[0])
+               if module for found in index._candidates(module, path)):
             result.findings = [f for f in result.findings if not f.model_class_unseen]
-
-
-def _package_root(path: str) -> str:
-    """The outermost package folder holding the file; the file itself when its folder is no package (a folder
-    of scripts may hold several projects' worth)."""
-    folder = os.path.dirname(path)
-    if not os.path.isfile(os.path.join(folder, "__init__.py")):
-        return path
-    while os.path.dirname(folder) != folder and os.path.isfile(os.path.join(os.path.dirname(folder), "__init__.py")):
-        folder = os.path.dirname(folder)
-    return folder
 
 
 _MOST_ROUNDS = 3  # analyses of a file with what other files' helpers do

@@ -177,6 +177,8 @@ class FileSummary:
     submodules: dict[str, int] = field(default_factory=dict)
     # Names called as parts of a followed model here (`model.encoder(x)`) that no class of this file sets.
     asked_submodules: set[str] = field(default_factory=set)
+    # What its imports bind, qualified as imported (`.heads.ForceHead`, `schnetpack.atomistic`).
+    imported: set[str] = field(default_factory=set)
 
 
 def module_keys(path: str) -> list[str]:

@@ -62,7 +62,8 @@ def file_summary(flow) -> FileSummary:
                        own_mode_classes=flow.modules.own_mode_classes(),
                        classes_waiting=flow.modules.waiting_on_imports() if flow.index is None else {},
                        plain_functions={f.name for f in flow.collector.functions if f.outer is None and f.cls is None},
-                       submodules=flow.modules.submodules(), asked_submodules=set(flow.asked_submodules))
+                       submodules=flow.modules.submodules(), asked_submodules=set(flow.asked_submodules),
+                       imported=set(flow.imports.bindings.values()))
 
 
 def _method_calls(flow) -> dict[str, bool]:

@@ -261,9 +261,11 @@ def model_class_unseen(facts, forward) -> bool:
         return True  # (unpickled whole by `torch.load`: whatever class was saved)
     if key.startswith("self.") and function is not None and function.cls is not None:
         attribute = key.split(".")[1].split("[")[0]
-        values = [a.value for a in facts.collector.attribute_assigns
-                  if a.site.cls is function.cls and dotted(a.target) == f"self.{attribute}"]
-        return bool(values) and all(type(v) is not cst.Call for v in values)
+        from modelint.facts.modules import unwrap_chain
+
+        values = [unwrap_chain(a.value)[0] for a in facts.collector.attribute_assigns
+                  if a.site.cls is function.cls and dotted(a.target) == f"self.{attribute}" and a.value is not None]
+        return bool(values) and all(type(v) is not cst.Call for v in values)  # (`model.to(device)`: the model)
     return False
 
 
