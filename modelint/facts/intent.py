@@ -252,7 +252,7 @@ class OutputUses:
             self.use(result.get(arg, NONE), ESCAPE, level=OPAQUE)
         for arg in evaluated:  # a helper that turns it into metrics, a saved image, a printout
             self.use(result.get(arg, NONE), EVAL)
-        if evaluated and not (trained or handed or hooked) \
+        if evaluated and type(func) is cst.Name and not (trained or handed or hooked) \
                 and all(arg.value in evaluated for arg in call.args if result.get(arg.value)):
             return detached(args)  # (what it gives back, `get_numpy(out)`, carries no graph)
         update = self.update_call(call)
