@@ -792,3 +792,13 @@ def test_a_forward_gated_by_its_training_flag_in_another_file(tmp_path: Path) ->
     (tmp_path / "model.py").write_text(model.replace(
         "        with torch.set_grad_enabled(self.training):\n            return", "        return"))
     assert _found_in(tmp_path, "model.py", "evaluate_net.py") == [("evaluate_net.py", 7, "MDL002")]
+
+
+@pytest.mark.parametrize("select", [("MDL003",), ("MDL001", "MDL002", "MDL003")])
+def test_a_model_class_of_another_file_trained_after_eval_is_asked_about(select) -> None:
+    """runner.py alone trains on after `score.eval()`; the network, in networks.py, has no Dropout or BatchNorm
+    (InstanceNorm without running statistics). The training step asks the index about the class whatever
+    rules are selected, so networks.py is read and nothing is reported (once only with MDL002 selected)."""
+    runner = FIXTURES / "cross_file" / "score_net_pkg" / "runner.py"
+    run = run_paths([str(runner)], ConfigResolver(), Overrides(select=select), jobs=1)
+    assert run.findings == []

@@ -36,6 +36,11 @@ def file_summary(flow) -> FileSummary:
         forward.mode.origin for function_flow in flow.flows for forward in function_flow.all_forwards()
         if forward.mode.origin and forward.mode.dependence is Dependence.UNKNOWN and (
             forward.mode.definitely_train or (not forward.grad_free and forward.intent in ("evaluation", "inference")))
+    } | {  # a training step with a model that may be in eval mode: a pure MLP of another file would not matter
+        fact.origin for function_flow in flow.flows
+        for step in (*function_flow.steps.values(), *function_flow.helper_steps.values())
+        for fact in step.models.values()
+        if fact.origin and fact.dependence is Dependence.UNKNOWN and fact.eval_sites
     } | {  # a trainer's `self.model = Net()` (not a module's own layers): its methods see it through the object
         built.origin for key, value, site in flow.collector.call_assigns if key.startswith("self.")
         and site.cls is not None and (built := flow.modules.module_expression(value)[0]) is not None
