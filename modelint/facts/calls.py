@@ -277,8 +277,10 @@ class CallEffects(FollowedNames, SummaryEffects, ModeContexts, TrainingSteps, Ha
             return
         key = receiver_key(value, self.flow.imports)
         function = self.out.function
-        passed = function is not None and key in function.param_set and key not in ("self", "cls") \
-            and state.fact(key) == ENTRY_MODE
+        regrouped = self.flow.provenance.regrouped_parameter(value, state, function)
+        passed = regrouped is not None or (function is not None and key in function.param_set
+                                           and key not in ("self", "cls") and state.fact(key) == ENTRY_MODE)
+        key = regrouped or key
         self.out.returned_param = key if passed and self.out.returned_param in (None, key) else ""
         fact = self._module_value(value, state)
         if fact is None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 import libcst as cst
 
 from modelint.facts import torch_api as api
-from modelint.facts.lattice import ModeFact, mode_of_call
+from modelint.facts.lattice import ENTRY_MODE, ModeFact, mode_of_call
 from modelint.facts.modules import Dependence, unwrap_chain
 from modelint.facts.names import value_key
 
@@ -106,6 +106,28 @@ class Provenance:
             if follows(source):
                 return Same(source)
         return None
+
+    def regrouped_parameter(self, value: cst.BaseExpression, state, function) -> str | None:
+        """`return nn.Sequential(*list(net.children())[:k])`, or a name bound once to that, where `net` is a
+        parameter still as the caller handed it: the container holds the caller's own layers, in their mode
+        (not a fresh model in training mode), as if the function handed `net` back."""
+        if function is None:
+            return None
+        values = [value]
+        if type(value) is cst.Name:  # `cut = nn.Sequential(*...)` (on each branch), then `return cut`
+            bound = self.flow._scope_bindings(function).get(value.value, ())
+            if not bound or any(binding.kind != "assign" for binding in bound):
+                return None
+            values = [binding.value for binding in bound]
+        params = function.param_set - {"self", "cls"}
+        sources = set()
+        for value in values:
+            built, applied = self.modules.module_expression(value)
+            if built is None or apply_chain(ModeFact(), applied) != ModeFact():
+                return None  # (`nn.Sequential(*layers).eval()`: the mode is the chain's)
+            sources.add(self._regrouped(built.call, state, lambda k: k in params, function))
+        source = sources.pop() if len(sources) == 1 else None
+        return source if source in params and state.fact(source) == ENTRY_MODE else None
 
     def _regrouped(self, call: cst.Call, state, follows, enclosing) -> str | None:
         """The model whose own submodules a container gathers, every argument starred from its `children()`,
