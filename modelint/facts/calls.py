@@ -137,7 +137,9 @@ class CallEffects(FollowedNames, SummaryEffects, ModeContexts, TrainingSteps, Ha
                     # on plain tensors, run through its summary)
                     if receiver not in flow.imports.modules and not (plain and _hand_written_on_plain_tensors(callee.cls)):
                         self.forward(call, receiver, state)
-                elif (method == "backward" and local is None) or (method == "step" and flow.is_optimizer(receiver)):
+                elif (method == "backward" and local is None) or (method == "step" and (
+                        flow.is_optimizer(receiver) or (local is None and flow.handed_one_optimizer(call)))):
+                    # (`self.grad_scaler.step(self.optimizer)`: a loss scaler of a class we cannot see steps it)
                     # (a method of this file named `backward`, `self.backward(loss)`: its summary says what it runs)
                     self.step(call, "backward" if method == "backward" else "step", state, receiver)
                 elif (method == "apply" and not applies_a_mode_neutral_function(flow, call, self.out.function)) \

@@ -19,7 +19,7 @@ from modelint.facts.bindings import Bindings, flatten
 from modelint.facts.calls import CallEffects
 from modelint.facts.intent import CHECKED, OutputUses
 from modelint.facts.value_calls import in_place, storage_owner
-from modelint.facts.lattice import GRAD_ENABLED, GRAD_UNKNOWN, GradFact
+from modelint.facts.lattice import GRAD_ENABLED, GRAD_UNKNOWN, GradFact, ModeFact
 from modelint.facts.loops import Loops
 from modelint.facts.names import dotted, literal_value
 from modelint.facts.phases import decide
@@ -162,14 +162,14 @@ class Interpreter(Loops, Bindings, CallEffects):
                     continue
                 other = self.block(stmt.orelse.body, run_in)
                 break
-            branches.append((stmt, self.block(stmt.body, state.copy())))
+            branches.append((stmt, self.block(stmt.body, _knowing_the_flag(state.copy(), stmt, True))))
             if stmt.orelse is None:
-                other = state
+                other = _knowing_the_flag(state, stmt, False)
                 break
             if type(stmt.orelse) is cst.If:
-                stmt, state = stmt.orelse, state.copy()
+                stmt, state = stmt.orelse, _knowing_the_flag(state.copy(), stmt, False)
                 continue
-            other = self.block(stmt.orelse.body, state.copy())
+            other = self.block(stmt.orelse.body, _knowing_the_flag(state.copy(), stmt, False))
             break
         before = state  # (the state the tests ran in: what each branch started from)
         for stmt, then in reversed(branches):
@@ -368,6 +368,33 @@ class Interpreter(Loops, Bindings, CallEffects):
             finished = self.block(stmt.finalbody.body, entry.copy())
             return finished if result is not None else None
         return result
+
+
+def _knowing_the_flag(state: State, stmt: cst.If, holds: bool) -> State:
+    """`if not model.training: model.train()`: where the test came out `holds`, a model whose own flag it reads
+    is in the mode the flag says (the guard's fall-through is in training mode too). The model is one the state
+    follows or one the branch switches; a module's own `self.training` in its `forward` is no model here."""
+    test = stmt.test
+    if type(test) is cst.UnaryOperation and type(test.operator) is cst.Not:
+        test, holds = test.expression, not holds
+    if type(test) is not cst.Attribute or test.attr.value != "training":
+        return state
+    key = dotted(test.value)
+    if key is None or key in ("self", "cls"):
+        return state
+    if state.canonical(key) not in state.models and not _switches(stmt.body, key):
+        return state
+    key = state.canonical(key)
+    current = state.models.get(key)
+    state.put(key, (current if current is not None else ModeFact()).switched("train" if holds else "eval", test))
+    return state
+
+
+def _switches(body: cst.BaseSuite, key: str) -> bool:
+    """Does the block call `key.train()` or `key.eval()`?"""
+    return any(type(node) is cst.Call and type(node.func) is cst.Attribute
+               and node.func.attr.value in ("train", "eval") and dotted(node.func.value) == key
+               for node in iter_nodes(body))
 
 
 def _join_branches(before: State, then: State | None, other: State | None, has_else: bool) -> State | None:

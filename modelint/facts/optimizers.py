@@ -9,7 +9,7 @@ import libcst as cst
 
 from modelint.facts import torch_api as api
 from modelint.facts.scopes import FunctionInfo
-from modelint.facts.names import dotted, key_prefixes, literal_value, parameter_owners
+from modelint.facts.names import dotted, key_prefixes, literal_value, parameter_owners, value_key
 
 
 # What an optimizer over tensors the function made steps (no model's parameters).
@@ -23,10 +23,18 @@ class Optimizers:
 
     @cached_property
     def _optimizer_steps(self) -> set:
-        """Functions that call `<optimizer>.step()` (or `step(closure)`) themselves."""
+        """Functions that call `<optimizer>.step()` (or `step(closure)`) themselves, or hand the optimizer to
+        a loss scaler's `step` (`scaler.step(optimizer)`)."""
         return {site.site.function for site in self.collector.calls
                 if type(site.node.func) is cst.Attribute and site.node.func.attr.value == "step"
-                and site.text and self.is_optimizer(site.text.rsplit(".", 1)[0])}
+                and site.text and (self.is_optimizer(site.text.rsplit(".", 1)[0]) or self.handed_one_optimizer(site.node))}
+
+    def handed_one_optimizer(self, call: cst.Call) -> bool:
+        """`scaler.step(optimizer)`: handed one optimizer and nothing else."""
+        if len(call.args) != 1 or call.args[0].keyword is not None or call.args[0].star:
+            return False
+        key = value_key(call.args[0].value)
+        return key is not None and self.is_optimizer(key)
 
     @cached_property
     def _optimizers(self) -> frozenset[str]:
