@@ -58,8 +58,10 @@ class Builders:
 
 
 def builder_functions(collector: Collector) -> dict[str, list[tuple[cst.Call, bool]]]:
-    """Module-level functions of the file, with the calls in their bodies: (call, returned directly)."""
-    functions = {f: f.name for f in collector.functions if f.outer is None and f.cls is None}
+    """Functions of the file that are no methods (module-level, or nested in a constructor as in
+    `def block(c_in, c_out): ...` inside `__init__`), with the calls in their bodies: (call, returned
+    directly). Namesakes share one entry: a call of the name builds what any of them builds."""
+    functions = {f: f.name for f in collector.functions if f.cls is None}
     calls: dict[str, list[tuple[cst.Call, bool]]] = {name: [] for name in functions.values()}
     # A module built into a name the function returns, alone or in a tuple (`module_list = nn.ModuleList()`,
     # ..., `return net_info, module_list`), is returned too.
@@ -73,6 +75,10 @@ def builder_functions(collector: Collector) -> dict[str, list[tuple[cst.Call, bo
             type(small) is cst.Return and small.value is site.node for small in stmt.body)
         if not returned and site.node in held:
             returned = held[site.node] in _returned_names(site.site.function)
+        if not returned:
+            # `layers = [nn.Conv2d(...), nn.LeakyReLU(0.2)]`, `layers.append(nn.BatchNorm2d(c))`, `return layers`:
+            # a function returning a list it fills returns every layer it builds
+            returned = bool(_returned_names(site.site.function) & _list_names(site.site.function))
         calls[name].append((site.node, returned))
     return calls
 
@@ -87,4 +93,15 @@ def _returned_names(function) -> set[str]:
                 values = [e.value for e in node.value.elements] if type(node.value) is cst.Tuple else [node.value]
                 cache.update(v.value for v in values if type(v) is cst.Name)
         function.__dict__["_returned_names"] = cache
+    return cache
+
+
+def _list_names(function) -> set[str]:
+    """The names a function binds to a list display or comprehension (`layers = []`)."""
+    cache = function.__dict__.get("_list_names")
+    if cache is None:
+        cache = {target.target.value for node in iter_nodes(function.node.body)
+                 if type(node) is cst.Assign and type(node.value) in (cst.List, cst.ListComp)
+                 for target in node.targets if type(target.target) is cst.Name}
+        function.__dict__["_list_names"] = cache
     return cache

@@ -91,8 +91,15 @@ class LibraryLayers:
                 found = max(found, self.local_layers(arg.value.value, call))  # `nn.Sequential(*layers)`
                 continue
             if arg.star and not _literal_list(arg.value):
-                found = Dependence.UNKNOWN  # (`*make_layers(cfg)`: built where we do not look)
-                break
+                # `*block(c_in, c_out)`, a function of this file returning the layers it builds; else built where
+                # we do not look (`*make_layers(cfg)` of another file)
+                name = self._builder_name(arg.value.func) if type(arg.value) is cst.Call else None
+                built = self._builder_dependence(name) if name is not None else None
+                if built is None:
+                    found = Dependence.UNKNOWN
+                    break
+                found = max(found, built)
+                continue
             for inner in calls_in(arg.value):
                 built = self.layer_dependence(inner, known)
                 if built is not None:
