@@ -173,6 +173,9 @@ class CallEffects(FollowedNames, SummaryEffects, ModeContexts, TrainingSteps, Ha
                 summary, self_receiver = flow.resolve_method_of(origin, func.attr.value), receiver
                 if summary is None and flow.last_unresolved is not None and flow.index is None:
                     flow.unresolved.add(flow.last_unresolved)  # (what the method does to its object, for the index)
+            elif not state.tracks(receiver) or state.fact(receiver).origin is None:
+                summary = self._method_of_alike_classes(receiver, func.attr.value)
+                self_receiver = receiver if summary is not None else self_receiver
         if summary is not None:
             self.apply_summary(summary, call, state, self_receiver)
             return

@@ -42,6 +42,13 @@ class HandedModels:
         """The imported class (as qualified) every call this function binds `receiver` to builds; for an
         attribute of `self`, every assignment of it in the class's methods (`self.actor = Actor(4, 2)` in
         `__init__`, then `self.actor.act(state)` in another method)."""
+        classes = self._imported_classes_of(receiver)
+        return next(iter(classes)) if len(classes) == 1 else None
+
+    def _imported_classes_of(self, receiver: str) -> set[str]:
+        """The imported classes (as qualified) the calls this function binds `receiver` to build (see
+        `_imported_class_of`), when each of them is one (`self.policy = GaussianPolicy(...)` on one branch,
+        `DeterministicPolicy(...)` on the other)."""
         function = self.out.function
         if receiver.startswith("self.") and receiver.count(".") == 1 and function is not None \
                 and function.cls is not None:
@@ -51,8 +58,26 @@ class HandedModels:
         else:
             bound = _calls_bound_by_name(self.flow).get((function, receiver), ())
         classes = {self.flow.imports.qualify(value.func) for value in bound}
-        found = classes.pop() if len(classes) == 1 else None
-        return found if found and found.rpartition(".")[2][:1].isupper() else None
+        return classes if all(found and found.rpartition(".")[2][:1].isupper() for found in classes) else set()
+
+    def _method_of_alike_classes(self, receiver: str, method: str):
+        """`self.policy.sample(s)` where `self.policy` is built as one of several imported classes: the summary
+        of their `method` when every one of them has it and does the same to the model and the grad mode
+        (two policies' `sample`, each a forward of `self`); None when they differ or one is unknown."""
+        classes = sorted(self._imported_classes_of(receiver))
+        if len(classes) < 2:
+            return None
+        summaries = []
+        for origin in classes:
+            self.flow.last_unresolved = None
+            summary = self.flow.resolve_method_of(origin, method)
+            if summary is None:
+                if self.flow.last_unresolved is not None and self.flow.index is None:
+                    self.flow.unresolved.add(self.flow.last_unresolved)
+                return None
+            summaries.append(summary)
+        shapes = {_shape(summary) for summary in summaries}
+        return summaries[0] if len(shapes) == 1 else None
 
     def _record_handed_models(self, call: cst.Call, state: State) -> None:
         """A callable of another file of the project handed a model (`ClassifierLearner(model=net, ...)`):
@@ -99,3 +124,12 @@ def handed_known_model(call: cst.Call, key: str, state: State) -> str | None:
             handed.append((name, fact))
     live = [name for name, fact in handed if not fact.definitely_eval]
     return live[0] if live else handed[0][0] if handed else None
+
+
+def _shape(summary) -> tuple:
+    """What a method does that its callers' findings read: its effects on models, its forwards (whose, for
+    what, under which grad mode), whether it trains, what it returns and the context it makes."""
+    return (tuple(sorted(summary.effects.items())),
+            tuple(sorted((f.param, f.intent, f.grad, f.method) for f in summary.forwards)),
+            summary.trains, summary.returns is None, summary.context_mode, summary.context_grad,
+            tuple(summary.evaluates), tuple(summary.backprops))

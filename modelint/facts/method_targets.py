@@ -77,7 +77,17 @@ class MethodTargets:
             # `self.actor = ActorBeta()` or `ActorGaussian()`: `self.actor.mean(s)` runs the one that has `mean`
             built = {name for name in built if any(f"{cls_name}.{func.attr.value}" in self.local_functions
                                                    for cls_name in self.class_and_bases(name))}
+        if len(built) > 1:
+            # `GaussianPolicy()` or `DeterministicPolicy()`, each with a `sample` that runs its own forward the
+            # same way: either one stands for both
+            methods = [self._method_of(name, func.attr.value) for name in sorted(built)]
+            if all(m is not None for m in methods) and len({_grad_and_mode_calls(m) for m in methods}) == 1:
+                return sorted(built)[0]
         return next(iter(built)) if len(built) == 1 else None
+
+    def _method_of(self, cls_name: str, method: str) -> FunctionInfo | None:
+        return next((self.local_functions[key] for name in self.class_and_bases(cls_name)
+                     if (key := f"{name}.{method}") in self.local_functions), None)
 
     def _stored_parameter_class(self, cls, attribute: str) -> str | None:
         """The one class of this file whose objects every construction of `cls` here hands the `__init__`
@@ -347,3 +357,21 @@ def _object_name(func: cst.BaseExpression) -> tuple[str | None, bool]:
     if through_module:
         owner = owner.value
     return (owner.value if type(owner) is cst.Name else None), through_module
+
+
+_GRAD_AND_MODE_NAMES = frozenset({"no_grad", "inference_mode", "enable_grad", "set_grad_enabled", "eval", "train",
+                                  "backward", "step", "detach", "requires_grad_", "forward"})
+
+
+def _grad_and_mode_calls(function: FunctionInfo) -> tuple:
+    """What a method's text says about grad and mode: its decorators, the grad/mode calls it makes, and
+    whether it runs its own object (`self(x)`)."""
+    decorators = tuple(sorted(dotted(d.func if type(d) is cst.Call else d) or "?" for d in function.decorators))
+    names = set()
+    for node in iter_nodes(function.node.body):
+        if type(node) is cst.Call:
+            name = node.func.attr.value if type(node.func) is cst.Attribute else \
+                node.func.value if type(node.func) is cst.Name else None
+            if name in _GRAD_AND_MODE_NAMES or name == "self":
+                names.add(name)
+    return decorators, tuple(sorted(names))
