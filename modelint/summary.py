@@ -327,7 +327,9 @@ class ProjectIndex:
         found = cache.get(summary.path)
         if found is None:
             found = cache[summary.path] = {}
-            for ref in sorted(summary.unresolved):
+            # (what it could not resolve first: the imports its calls name; then every import it binds, a
+            # package's `from .trainer import Trainer` that nothing in it calls)
+            for ref in (*sorted(summary.unresolved), *sorted(summary.imported)):
                 found.setdefault(ref.rpartition(".")[2], ref)
         return found
 

@@ -802,3 +802,18 @@ def test_a_model_class_of_another_file_trained_after_eval_is_asked_about(select)
     runner = FIXTURES / "cross_file" / "score_net_pkg" / "runner.py"
     run = run_paths([str(runner)], ConfigResolver(), Overrides(select=select), jobs=1)
     assert run.findings == []
+
+
+def test_a_base_class_re_exported_by_its_package_is_seen_by_subclasses_elsewhere() -> None:
+    """`from hooks_pkg import Trainer`, where `hooks_pkg/__init__.py` only imports it from `trainer.py`: the
+    subclass's file finds the base's shape through that import (the base's `train_epoch_start()` switches
+    `self.model`, so the hooks' starting mode is the base's choice)."""
+    from modelint.summary import ProjectIndex
+
+    package = FIXTURES / "cross_file" / "hooks_pkg"
+    paths = [package / "__init__.py", package / "trainer.py", package / "examples" / "detection_trainer.py"]
+    summaries = [engine.lint_path(str(p), frozenset(all_rules())).summary for p in paths]
+    index = ProjectIndex([s for s in summaries if s is not None])
+    found = index.resolve_shape("hooks_pkg.Trainer", str(paths[2]))
+    assert found is not None and Path(found[1]).name == "trainer.py"
+    assert "self.model" in found[0].switches
