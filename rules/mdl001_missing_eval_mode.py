@@ -472,8 +472,18 @@ def _repeated_sample(facts: FileFacts, forward) -> bool:
     loops = [node for node in iter_nodes(site.site.stmt)
              if type(node) in (cst.ListComp, cst.GeneratorExp, cst.SetComp, cst.DictComp)
              and any(inner is forward.call for inner in iter_nodes(node))]
-    loops += loops_around(site)
+    # (an epoch loop that trains the model between its passes does not repeat one model's forward: the
+    # validation inside it, `model.train()` before each batch included, sees new weights every pass)
+    loops += [loop for loop in loops_around(site) if not _trains_in(facts, loop)]
     return any(not (inputs & _bound_in(loop)) for loop in loops)
+
+
+def _trains_in(facts: FileFacts, loop: cst.CSTNode) -> bool:
+    """Does the loop run a backward pass or an optimizer step?"""
+    return any(type(node) is cst.Call and type(node.func) is cst.Attribute and (
+        node.func.attr.value == "backward" or (node.func.attr.value == "step" and (
+            facts.flow.is_optimizer(dotted(node.func.value) or "") or facts.flow.handed_one_optimizer(node))))
+        for node in iter_nodes(loop))
 
 
 def _bound_in(loop: cst.CSTNode) -> set[str]:
