@@ -283,6 +283,24 @@ class CallGraph(MethodTargets):
         name = _nested_name(function) if function.outer is not None and function.cls is None else qualname(function)
         return any(caller is not function for caller, _grad, _models in self.call_sites.get(name, {}).values())
 
+    def mode_from_callers(self, function: FunctionInfo, key: str):
+        """A private `self._predict_batch(X)` called only by methods of its class, each having put `self.<attr>` in
+        a mode we know at the call (`self.network.eval()` first): the mode it starts in, joined over them;
+        None when a caller is elsewhere or does not know it, and for a public method (`predict()`), which the
+        object's users may call after any other method."""
+        if function.cls is None or not key.startswith("self.") or not function.name.startswith("_") \
+                or function.name.startswith("__"):
+            return None
+        sites = [site for site in self.call_sites.get(qualname(function), {}).values() if site[0] is not function]
+        found = None
+        for caller, _grad, models in sites:
+            fact = models.get(key)
+            if caller is None or caller.cls is not function.cls or fact is None or fact.entry or fact.havoc \
+                    or not (fact.train_sites or fact.eval_sites):
+                return None
+            found = fact if found is None else found.join(fact)
+        return found
+
     def record_call_site(self, name: str, call: cst.Call, caller: FunctionInfo | None, state) -> None:
         sites = self.call_sites.setdefault(name, {})
         seen = sites.get(call)
