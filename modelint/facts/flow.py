@@ -129,6 +129,9 @@ class ModeFlow(CallGraph, Optimizers, CallResolution):
             if f.mode_relevant or f in constructing or f in using_globals or f in calling_results
             or ((f.calls_params or (f.calls_self_attribute and f.cls is not None)) and not module_forward(f))
             or (f.cls is None and f.outer is None and returned_parameter(self.imports, f) is not None)
+            # (`def grad_of(self, loss): torch.autograd.grad(loss, self.params)`: its summary says it
+            # differentiates what it is handed, so the forward feeding it is no evaluation)
+            or (f.uses_gradients and len(f.params) > (1 if f.cls is not None else 0))
         ]
         if collector.module_mode_relevant or None in constructing or collector.module_calls_functions \
                 or None in calling_results or any(site.site.function is None and site.node in self._local_callees
