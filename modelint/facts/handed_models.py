@@ -57,6 +57,10 @@ class HandedModels:
             bound = values if all(type(value) is cst.Call for value in values) else ()
         else:
             bound = _calls_bound_by_name(self.flow).get((function, receiver), ())
+            if not bound and function is not None and "." not in receiver and receiver not in function.param_set \
+                    and receiver not in self.flow._scope_bindings(function):
+                # `model = Attention()` at the top of the script, `model.calculate_objective(x, y)` in `test()`
+                bound = _calls_bound_by_name(self.flow).get((None, receiver), ())
         classes = {self.flow.imports.qualify(value.func) for value in bound}
         return classes if all(found and found.rpartition(".")[2][:1].isupper() for found in classes) else set()
 
