@@ -225,8 +225,10 @@ class ModuleTable(WaitingOnImports, LocalLayers, Registries, ModuleAttributes, B
         if project is not None:
             if not self._is_module.get(project.name, False):
                 return None
-            return Construction(call, self._dependence.get(project.name, Dependence.INDEPENDENT),
-                                parameterless=self._solved and self.kinds.holds_no_weights(project),
+            dependence = self._dependence.get(project.name, Dependence.INDEPENDENT)
+            handed = self._handed_layers(project, call, _nested) if dependence is not Dependence.DEPENDENT else None
+            return Construction(call, dependence if handed is None else max(dependence, handed),
+                                parameterless=handed is None and self._solved and self.kinds.holds_no_weights(project),
                                 runs_loaded=project.name in self.loaded_classes)
         if type(func) is cst.Attribute and func.attr.value == "load_from_checkpoint" \
                 and not self._defines_own(func.value, "load_from_checkpoint"):
@@ -280,6 +282,30 @@ class ModuleTable(WaitingOnImports, LocalLayers, Registries, ModuleAttributes, B
                 and not self._bound_to_a_function(name):  # (`def WNConv1d(...)`: a builder; `Variable = lambda ...`)
             return self._star_imported(call, name) or Construction(call, Dependence.UNKNOWN, certain=False)
         return None
+
+    def _handed_layers(self, project: ClassInfo, call: cst.Call, known: dict | None) -> Dependence | None:
+        """`VGG(make_layers(cfg, batch_norm=True))` for `def __init__(self, features): self.features = features`:
+        the layers the call hands to a constructor parameter the class keeps as an attribute (None: none)."""
+        cache = self.__dict__.setdefault("_kept_parameters", {})
+        if project.name not in cache:
+            init = self._collector.constructor(project)
+            cache[project.name] = (init.params[1:], sorted({
+                assign.value.value for assign in self.self_assigns if assign.site.function is init
+                and type(assign.value) is cst.Name and assign.value.value in init.param_set})) if init is not None else ([], [])
+        params, kept = cache[project.name]
+        if not kept:
+            return None
+        positional = [arg for arg in call.args if arg.keyword is None]
+        found = None
+        for param in kept:
+            arg = next((a.value for a in call.args if a.keyword is not None and a.keyword.value == param), None)
+            if arg is None and param in params and params.index(param) < len(positional) \
+                    and not any(a.star for a in positional[:params.index(param) + 1]):
+                arg = positional[params.index(param)].value
+            built = self.layer_dependence(arg, known) if type(arg) is cst.Call else None
+            if built is not None:
+                found = built if found is None else max(found, built)
+        return found
 
     def layer_dependence(self, call: cst.Call, known: dict | None = None) -> Dependence | None:
         """How the layer a model's definition builds with `call` depends on the mode: a construction's,
