@@ -337,6 +337,9 @@ def smoke_test(facts, forward, mode) -> bool:
                and (where.site.function is function or _plain_builder(facts, where.site.function))
                for s in mode.train_sites):
         return False  # trained here (a training step put it in this mode), or built elsewhere (and loaded there)
+    if any(key in step.reached for flow in facts.flow.flows if flow.function is function
+           for step in flow.steps.values()):
+        return False  # its outputs reach a backward here: a generator trained in this loop, sampled from noise
     if "eval" in forward.uses and any(site.site.function is function and site.node is not forward.call and any(
             value_key(arg.value) == key for arg in site.node.args) for site in facts.collector.calls):
         return False  # handed to a call that may train it (a generator scored after `fit(gen, data)`)
