@@ -213,6 +213,11 @@ class OutputUses:
             return detached(inner)
         if kind is cst.Lambda:
             return NONE
+        if kind in COMPREHENSIONS:
+            # `[x.detach().numpy() for x in scores]`: the elements, which hold what the iterable gives through
+            # the names bound to it (the iterable itself is not in the value: the list holds no graph here)
+            elements = (node.key, node.value) if kind is cst.DictComp else (node.elt,)
+            return frozenset().union(*(result.get(element, NONE) for element in elements))
         return self._children(node, result)
 
     def _call(self, call: cst.Call, result: dict) -> Origins:
