@@ -370,6 +370,13 @@ def _fitted_input(facts: FileFacts, forward) -> bool:
     return False
 
 
+def _of_the_model(forward) -> bool:
+    """A call of the model, or of one of its own methods (`model.calculate_objective(x, y)`), whose arguments
+    are the model's inputs (not a helper handed the model and, say, an epoch number)."""
+    func = forward.call.func
+    return forward.via is None or (type(func) is cst.Attribute and dotted(func.value) == forward.key)
+
+
 def _training_batch_statistic(facts: FileFacts, forward, context: str, depth: int = 0) -> bool:
     """The model run again, in the very pass of the loop that trains it, on the same values its training
     forward gets there (`fake_img = netG(z)` after the discriminator's backward, only to log D(G(z)); a PPO
@@ -379,8 +386,8 @@ def _training_batch_statistic(facts: FileFacts, forward, context: str, depth: in
     inputs = _input_names(forward.call)
     site = facts.call_sites.get(forward.call)
     at = facts.locate(forward.call)
-    if forward.via is not None or not inputs or site is None or at is None or context.startswith("over"):
-        return False
+    if not inputs or site is None or at is None or context.startswith("over") or not _of_the_model(forward):
+        return False  # (through a method of the model too: `model.calculate_error(x, y)` beside its loss method)
     loops = loops_around(site)
     if not loops or not inputs & _bound_in(loops[-1]):
         return False  # (in the loop's pass: the batch it draws, or what the pass computes from it)
@@ -390,7 +397,7 @@ def _training_batch_statistic(facts: FileFacts, forward, context: str, depth: in
         for other in flow.all_forwards():
             where = facts.call_sites.get(other.call)
             before = facts.locate(other.call)
-            if other is forward or other.key != forward.key or other.via is not None or not other.trains_model \
+            if other is forward or other.key != forward.key or not _of_the_model(other) or not other.trains_model \
                     or where is None or before is None or before[:2] == at[:2] or not inputs <= _input_names(other.call):
                 continue
             rebound = _bound_between(facts, loops[-1], inputs, *sorted((before[0], at[0])))
