@@ -60,7 +60,7 @@ class Bindings:
                 self.bind(element.value, bound.value, origins, state)
             return
         key = value_key(target)
-        unpacked = self.flow.provenance.unpacked(value, self.out.function) \
+        unpacked = self.flow.provenance.unpacked(value, self.out.function, state) \
             if key is None and type(target) in (cst.Tuple, cst.List) else None
         if unpacked is not None and len(unpacked) == len(target.elements) \
                 and not any(type(e) is cst.StarredElement for e in target.elements):

@@ -129,6 +129,20 @@ class Provenance:
         source = sources.pop() if len(sources) == 1 else None
         return source if source in params and state.fact(source) == ENTRY_MODE else None
 
+    def _hands_back_its_arguments(self, call: cst.Call, enclosing) -> bool:
+        """`amp.initialize(model, opt)`, or `accelerator.prepare(model, opt, loader)` on an `Accelerator()`."""
+        if self.imports.qualify(call.func) in _PREPARING:
+            return True
+        func = call.func
+        if type(func) is not cst.Attribute or func.attr.value != "prepare" or type(func.value) is not cst.Name:
+            return False
+        scope = enclosing
+        while scope is not None and func.value.value not in self.flow._scope_bindings(scope):
+            scope = scope.outer
+        bound = self.flow._scope_bindings(scope).get(func.value.value, ())
+        return bool(bound) and all(b.kind == "assign" and type(b.value) is cst.Call
+                                   and self.imports.qualify(b.value.func) == "accelerate.Accelerator" for b in bound)
+
     def _regrouped(self, call: cst.Call, state, follows, enclosing) -> str | None:
         """The model whose own submodules a container gathers, every argument starred from its `children()`,
         `modules()` or one of its parts (`*list(vgg.children())[:31]`, `*encoder.features`, or a name bound
@@ -175,15 +189,25 @@ class Provenance:
             return state.fact(bound.key) if isinstance(bound, Same) else None
         return _handed_back(returned, call)
 
-    def unpacked(self, call: cst.Call, enclosing) -> list | None:
+    def unpacked(self, call: cst.Call, enclosing, state=None) -> list | None:
         """`model, optimizer = get_model()`: the module each position of the tuple a factory returns holds
-        (None where it holds none we know), from its summary."""
+        (None where it holds none we know), from its summary; `model, opt = amp.initialize(model, opt)`: what
+        it is handed, position by position."""
         if type(call) is not cst.Call:
             return None
+        if state is not None and self._hands_back_its_arguments(call, enclosing):
+            keys = [receiver_key(arg.value, self.imports) if not arg.star else None
+                    for arg in call.args if arg.keyword is None]
+            return [state.fact(state.canonical(key)) if key is not None and state.tracks(state.canonical(key))
+                    else None for key in keys]
         summary, _receiver = self.flow.resolve(call, enclosing)
         if summary is None or not summary.returns_items or self.flow.defined_again(summary.qualname):
             return None  # (a notebook defining `get_model()` anew for each section: which one runs is unclear)
         return [_handed_back(item, call) if item is not None else None for item in summary.returns_items]
+
+
+# Calls that hand back what they are given, prepared for mixed precision or devices, in the same order.
+_PREPARING = frozenset({"apex.amp.initialize"})
 
 
 def _handed_back(returned, call: cst.Call) -> ModeFact:
