@@ -52,7 +52,9 @@ def summarise(flow, function_flow, globals_: frozenset[str], closures=()) -> Fun
         summary.phase_default = phase_default(function, function_flow.phase_param)
         summary.phase_effects = {value: _effects(flow, state, caller_owned)
                                  for value, state in function_flow.phase_exits.items()}
-    trained = function_flow.trained_keys()
+    # (not a callable handed in that is only ever fed another forward's output: `self.loss_fn(pred, y)`, a loss)
+    trained = {forward.key for forward in function_flow.training_forwards()
+               if not forward.fed or forward.mode != ENTRY_MODE or flow.modules.is_module_name(forward.key, function)}
     trains_keys: set[str] = set()  # models the caller passes, trained here in whatever mode the caller left
     closure_forwards = [f for closure in closures for f in closure.all_forwards()
                         if key_root(f.key) in function.param_set]

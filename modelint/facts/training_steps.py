@@ -135,6 +135,8 @@ class TrainingSteps:
                 # (Also a model built here on one path and loaded whole on another, `torch.load` keeping the
                 # mode it was saved in: the training here says which.)
                 fed = FED in self.uses.uses.get(token, ())
+                if fed and fact == ENTRY_MODE and not self.flow.modules.is_module_name(key, self.out.function):
+                    continue  # `self.loss_fn(pred, y)`, a callable handed in, fed the model's output: a loss
                 certain = not fed or (fact != ENTRY_MODE and fact.certain)
                 state.put(key, replace(fact, certain=certain).switched("train", call))
                 self.flow.assumed_sites.add(call)
