@@ -126,6 +126,9 @@ class ClassShape:
     # (name, under no_grad, after an eval() of `self` or a part) for each call of a method on `self` in its
     # methods: a template's hooks
     hook_calls: frozenset[tuple[str, bool, bool]] = frozenset()
+    # (parameter, position after `self` or -1, `self.<attr>`) for each constructor parameter the class keeps as
+    # it is (`def __init__(self, model): self.model = model`): an object built holding its creator's model
+    stores: tuple[tuple[str, int, str], ...] = ()
 
 
 @dataclass

@@ -162,12 +162,39 @@ class Bindings:
         func = call.func
         stores = self.flow.objects.constructor_stores.get(func.value) if type(func) is cst.Name else None
         if stores is None or func.value in self.flow.imports.bindings:
+            self._alias_held_by_a_class_elsewhere(name, call, state)
             return
         init, kept = stores
         for param, value in bind_arguments(init.params, True, call).items():
             held = value_key(value)
             attribute = kept.get(param)
             if attribute is not None and held is not None and state.tracks(state.canonical(held)):
+                state.aliases[f"{name}{attribute[4:]}"] = state.canonical(held)
+
+    def _alias_held_by_a_class_elsewhere(self, name: str, call: cst.Call, state: State) -> None:
+        """`predictor = Predictor(model)`, a plain class of another file of the project that keeps the model
+        it is handed (`self.model = model`): `predictor.model` is `model` (the index says what it keeps)."""
+        handed = [arg for arg in call.args if not arg.star and (key := value_key(arg.value)) is not None
+                  and state.tracks(state.canonical(key))]
+        qualified = self.flow.imports.qualify(call.func) if handed else None
+        if qualified is None or self.flow.imports.is_torch_name(qualified) \
+                or not qualified.rpartition(".")[2][:1].isupper():
+            return
+        index = self.flow.index
+        if index is None:
+            self.flow.unresolved.add(qualified)  # (the second pass may know what it keeps)
+            return
+        found = index.resolve_shape(qualified, self.flow.path)
+        if found is None or not found[0].stores or index.resolve_class(qualified, self.flow.path) is not None:
+            return  # (unknown, or a module class: a wrapper module is a model of its own)
+        positional = [arg for arg in call.args if arg.keyword is None]
+        for param, position, attribute in found[0].stores:
+            arg = next((a for a in call.args if a.keyword is not None and a.keyword.value == param), None)
+            if arg is None and 0 <= position < len(positional) \
+                    and not any(a.star for a in positional[:position + 1]):
+                arg = positional[position]
+            held = value_key(arg.value) if arg is not None else None
+            if held is not None and state.tracks(state.canonical(held)):
                 state.aliases[f"{name}{attribute[4:]}"] = state.canonical(held)
 
     def _constructed_models(self, name: str, call: cst.Call, state: State) -> None:

@@ -112,7 +112,8 @@ class CallEffects(FollowedNames, SummaryEffects, ModeContexts, TrainingSteps, Ha
                 callee = flow.local_functions.get(local) if local is not None else None
                 # (`trainer.train(loader)`: a method of a class of this file that is no module, whose summary says)
                 plain = callee is not None and callee.cls is not None and not flow.is_module_class(callee.cls)
-                if local is None and set(tokens(method)) & EVAL_WORDS:
+                if local is None and set(tokens(method)) & EVAL_WORDS \
+                        and not self._plain_class_setting_no_mode(self._imported_class_of(receiver)):
                     # `trainer = Trainer(model, ...)`, then `trainer.evaluate()`: an object of a class we cannot
                     # see, built holding the model, evaluates it, and may leave it in eval mode (HF's Trainer
                     # does). (Its `train()` is left alone: a model trained by it is in training mode after.)
@@ -194,6 +195,15 @@ class CallEffects(FollowedNames, SummaryEffects, ModeContexts, TrainingSteps, Ha
                 level != DETACHED for arg in call.args for _token, level in self.uses.expression(arg.value, state.values)):
             flow.unresolved.add(flow.last_unresolved)  # (or whether it back-propagates the loss it is handed)
 
+    def _plain_class_setting_no_mode(self, qualified: str | None) -> bool:
+        """Is `qualified` a class of another file that the index shows is no module and whose methods call no
+        `eval()`/`train()` (`Predictor`, keeping the model it is handed and running it)?"""
+        index = self.flow.index
+        if index is None or not qualified:
+            return False
+        found = index.resolve_shape(qualified, self.flow.path)
+        return found is not None and not found[0].switches and index.resolve_class(qualified, self.flow.path) is None
+
     def _may_switch_mode(self, call: cst.Call) -> bool:
         """May a call we cannot see into change the mode of a model it is given?
 
@@ -208,6 +218,8 @@ class CallEffects(FollowedNames, SummaryEffects, ModeContexts, TrainingSteps, Ha
         if name is None:
             return True
         qualified = self.flow.imports.qualify(func) or ""
+        if type(func) is cst.Name and name[:1].isupper() and self._plain_class_setting_no_mode(qualified):
+            return False  # `Predictor(model)`, a plain class of another file whose methods set no mode
         if qualified.startswith(".") or (type(func) is cst.Name and name in self.flow.local_functions):
             return True
         if name in BACKWARD_METHODS or (name.startswith("optimizer_") and self._hands_an_optimizer(call)):

@@ -128,6 +128,15 @@ def _of_a_module_class(flow, qualname: str) -> bool:
     return function is not None and function.cls is not None and flow.is_module_class(function.cls)
 
 
+def _kept_from_the_creator(flow, qualname: str) -> frozenset[str]:
+    """`self.<attr>` a method's class keeps from its constructor's parameter, as it is."""
+    function = flow.local_functions.get(qualname)
+    if function is None or function.cls is None:
+        return frozenset()
+    return frozenset(key for (cls, key), params in flow.modules.names.stored_parameters.items()
+                     if cls is function.cls and len(params) == 1)
+
+
 def _of_the_object(key: str) -> bool:
     return key in ("self", "cls") or key.startswith(("self.", "cls.", "self["))
 
@@ -148,7 +157,11 @@ def _export(flow, summary: FunctionSummary) -> FunctionSummary | None:
     own_parts = summary.is_method and _of_a_module_class(flow, summary.qualname)
     forwards = [replace(u, param="self") if own_parts and u.param.startswith("self.") and "[" not in u.param else u
                 for u in summary.forwards]
-    forwards = [u for u in forwards if not _of_the_object(u.param) or (u.param == "self" and summary.is_method)]
+    # (and a plain object's forwards of the model its creator handed it, `self.model = model` in `__init__`:
+    # the caller's `predictor.model` is its own model, ClassShape.stores)
+    kept = _kept_from_the_creator(flow, summary.qualname) if summary.is_method and not own_parts else frozenset()
+    forwards = [u for u in forwards if not _of_the_object(u.param) or (u.param == "self" and summary.is_method)
+                or u.param in kept]
     steps = [u for u in summary.steps if not _of_the_object(u.param)]
     returns = summary.returns
     if returns is not None and returns.mode is None and not returns.certain:
