@@ -959,3 +959,43 @@ def test_a_closure_free_name_bound_to_a_loss_module_runs_no_model() -> None:
     """)
     seen = forwards(facts)
     assert seen[10].key == "loss" and seen[10].mode.parameterless  # the enclosing function's MSELoss
+
+
+# -- branches.py: what each side of an `if` knows ---------------------------------------------------
+
+def test_a_guard_on_the_models_own_flag_leaves_it_in_training_mode_on_both_paths() -> None:
+    facts = facts_of("""
+        import torch.nn.functional as F
+
+        class Runner:
+            def train_step(self, x, y):
+                if not self.net.training:
+                    self.net.train()
+                loss = F.mse_loss(self.net(x), y)
+                return loss.item()
+    """)
+    [forward] = forwards(facts).values()
+    assert forward.mode.definitely_train  # (the fall-through knows the flag was already True)
+
+
+# -- caller_entry.py: what a function starts with, from its calls here ------------------------------
+
+def test_a_private_method_starts_in_the_mode_its_callers_set() -> None:
+    facts = facts_of("""
+        import torch
+
+        class Scorer:
+            def score(self, loader):
+                self.net.eval()
+                with torch.no_grad():
+                    out = [self._batch(x) for x in loader]
+                self.net.train()
+                return out
+
+            def _batch(self, x):
+                return self.net(x).argmax(1).tolist()
+    """)
+    function = next(f for f in facts.collector.functions if f.name == "_batch")
+    assert facts.flow.mode_from_callers(function, "self.net").definitely_eval
+    public = next(f for f in facts.collector.functions if f.name == "score")
+    assert facts.flow.mode_from_callers(public, "self.net") is None  # (its callers are the object's users)

@@ -16,7 +16,8 @@ import libcst as cst
 
 from modelint.facts import torch_api as api
 from modelint.facts.call_resolution import CallResolution
-from modelint.facts.callgraph import CallGraph, _nested_name
+from modelint.facts.caller_entry import nested_name
+from modelint.facts.callgraph import CallGraph
 from modelint.facts.optimizers import Optimizers
 from modelint.facts.collector import Collector
 from modelint.facts.scopes import FunctionInfo
@@ -168,7 +169,7 @@ class ModeFlow(CallGraph, Optimizers, CallResolution):
                     # A closure called by its enclosing function or a sibling (`_train_epoch()` calling
                     # `_eval_epoch()` in `main()`): what it does to the enclosing function's models.
                     summary = summarise(self, flow, self.free.free_models(target), self._closure_flows(target))
-                    self.summaries[_nested_name(target)] = summary
+                    self.summaries[nested_name(target)] = summary
             if not self._recursive:
                 break  # callees came first: every call already met its callee's final summary
             if previous is not None and _same_effects(previous, self.summaries):

@@ -10,16 +10,16 @@ outputs its value derives from.
 
 from __future__ import annotations
 
-from dataclasses import replace
 
 import libcst as cst
 
 from modelint.facts import torch_api as api
 from modelint.facts.bindings import Bindings, flatten
+from modelint.facts.branches import join_branches, knowing_the_flag
 from modelint.facts.calls import CallEffects
 from modelint.facts.intent import CHECKED, OutputUses
 from modelint.facts.value_calls import in_place, storage_owner
-from modelint.facts.lattice import GRAD_ENABLED, GRAD_UNKNOWN, GradFact, ModeFact
+from modelint.facts.lattice import GRAD_ENABLED, GRAD_UNKNOWN, GradFact
 from modelint.facts.loops import Loops
 from modelint.facts.names import dotted, literal_value
 from modelint.facts.phases import decide
@@ -162,18 +162,18 @@ class Interpreter(Loops, Bindings, CallEffects):
                     continue
                 other = self.block(stmt.orelse.body, run_in)
                 break
-            branches.append((stmt, self.block(stmt.body, _knowing_the_flag(state.copy(), stmt, True))))
+            branches.append((stmt, self.block(stmt.body, knowing_the_flag(state.copy(), stmt, True))))
             if stmt.orelse is None:
-                other = _knowing_the_flag(state, stmt, False)
+                other = knowing_the_flag(state, stmt, False)
                 break
             if type(stmt.orelse) is cst.If:
-                stmt, state = stmt.orelse, _knowing_the_flag(state.copy(), stmt, False)
+                stmt, state = stmt.orelse, knowing_the_flag(state.copy(), stmt, False)
                 continue
-            other = self.block(stmt.orelse.body, _knowing_the_flag(state.copy(), stmt, False))
+            other = self.block(stmt.orelse.body, knowing_the_flag(state.copy(), stmt, False))
             break
         before = state  # (the state the tests ran in: what each branch started from)
         for stmt, then in reversed(branches):
-            other = _join_branches(before, then, other, stmt.orelse is not None)
+            other = join_branches(before, then, other, stmt.orelse is not None)
         return other
 
     def conditional_switch(self, node: cst.Expr, state: State) -> State:
@@ -195,7 +195,7 @@ class Interpreter(Loops, Bindings, CallEffects):
                 self.call(call, then if parts[call] is expr.body else other)
         if decided is not None:
             return then if decided else other
-        return _join_branches(state, then, other, True)
+        return join_branches(state, then, other, True)
 
     def small(self, node: cst.BaseSmallStatement, state: State) -> State | None:
         if type(node) is cst.Expr and type(node.value) is cst.IfExp \
@@ -368,46 +368,3 @@ class Interpreter(Loops, Bindings, CallEffects):
             finished = self.block(stmt.finalbody.body, entry.copy())
             return finished if result is not None else None
         return result
-
-
-def _knowing_the_flag(state: State, stmt: cst.If, holds: bool) -> State:
-    """`if not model.training: model.train()`: where the test came out `holds`, a model whose own flag it reads
-    is in the mode the flag says (the guard's fall-through is in training mode too). The model is one the state
-    follows or one the branch switches; a module's own `self.training` in its `forward` is no model here."""
-    test = stmt.test
-    if type(test) is cst.UnaryOperation and type(test.operator) is cst.Not:
-        test, holds = test.expression, not holds
-    if type(test) is not cst.Attribute or test.attr.value != "training":
-        return state
-    key = dotted(test.value)
-    if key is None or key in ("self", "cls"):
-        return state
-    if state.canonical(key) not in state.models and not _switches(stmt.body, key):
-        return state
-    key = state.canonical(key)
-    current = state.models.get(key)
-    state.put(key, (current if current is not None else ModeFact()).switched("train" if holds else "eval", test))
-    return state
-
-
-def _switches(body: cst.BaseSuite, key: str) -> bool:
-    """Does the block call `key.train()` or `key.eval()`?"""
-    return any(type(node) is cst.Call and type(node.func) is cst.Attribute
-               and node.func.attr.value in ("train", "eval") and dotted(node.func.value) == key
-               for node in iter_nodes(body))
-
-
-def _join_branches(before: State, then: State | None, other: State | None, has_else: bool) -> State | None:
-    """The state after an `if` whose branch ends in `then` and whose `else` (or the fall-through) ends in
-    `other`. `if training: model.train() else: model.eval()`: the mode follows a condition the code tests
-    again later; which one holds is not ours to guess. Only when both branches switch it: a branch that
-    validates (eval) beside one that saves a checkpoint leaves training in eval mode on the first path."""
-    merged = join(then, other)
-    if merged is not None and then is not None and other is not None and has_else:
-        for key, fact in merged.models.items():
-            a, b, entry = then.fact(key), other.fact(key), before.fact(key)
-            if {a.definitely_train, b.definitely_train} == {True, False} and \
-                    {a.definitely_eval, b.definitely_eval} == {True, False} and not fact.havoc \
-                    and a != entry and b != entry:
-                merged.models[key] = replace(fact, havoc=True)
-    return merged

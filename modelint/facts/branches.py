@@ -1,0 +1,57 @@
+"""What the branches of an `if` know, and what holds after it: a test on a model's own flag
+(`if not model.training: model.train()`) says its mode on each side; branches that switch a model one way
+and the other leave it to a condition we do not follow."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import libcst as cst
+
+from modelint.facts.lattice import ModeFact
+from modelint.facts.names import dotted
+from modelint.facts.state import State, join
+from modelint.facts.walk import iter_nodes
+
+
+def knowing_the_flag(state: State, stmt: cst.If, holds: bool) -> State:
+    """`if not model.training: model.train()`: where the test came out `holds`, a model whose own flag it reads
+    is in the mode the flag says (the guard's fall-through is in training mode too). The model is one the state
+    follows or one the branch switches; a module's own `self.training` in its `forward` is no model here."""
+    test = stmt.test
+    if type(test) is cst.UnaryOperation and type(test.operator) is cst.Not:
+        test, holds = test.expression, not holds
+    if type(test) is not cst.Attribute or test.attr.value != "training":
+        return state
+    key = dotted(test.value)
+    if key is None or key in ("self", "cls"):
+        return state
+    if state.canonical(key) not in state.models and not _switches(stmt.body, key):
+        return state
+    key = state.canonical(key)
+    current = state.models.get(key)
+    state.put(key, (current if current is not None else ModeFact()).switched("train" if holds else "eval", test))
+    return state
+
+
+def _switches(body: cst.BaseSuite, key: str) -> bool:
+    """Does the block call `key.train()` or `key.eval()`?"""
+    return any(type(node) is cst.Call and type(node.func) is cst.Attribute
+               and node.func.attr.value in ("train", "eval") and dotted(node.func.value) == key
+               for node in iter_nodes(body))
+
+
+def join_branches(before: State, then: State | None, other: State | None, has_else: bool) -> State | None:
+    """The state after an `if` whose branch ends in `then` and whose `else` (or the fall-through) ends in
+    `other`. `if training: model.train() else: model.eval()`: the mode follows a condition the code tests
+    again later; which one holds is not ours to guess. Only when both branches switch it: a branch that
+    validates (eval) beside one that saves a checkpoint leaves training in eval mode on the first path."""
+    merged = join(then, other)
+    if merged is not None and then is not None and other is not None and has_else:
+        for key, fact in merged.models.items():
+            a, b, entry = then.fact(key), other.fact(key), before.fact(key)
+            if {a.definitely_train, b.definitely_train} == {True, False} and \
+                    {a.definitely_eval, b.definitely_eval} == {True, False} and not fact.havoc \
+                    and a != entry and b != entry:
+                merged.models[key] = replace(fact, havoc=True)
+    return merged

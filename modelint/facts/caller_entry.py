@@ -1,0 +1,173 @@
+"""What a function of this file starts with, from the calls of it that this file shows: autograd at its
+entry (on unless every call shows it under no_grad; a Lightning evaluation hook runs under no_grad; a private
+method nobody here calls is a hook a base class elsewhere calls, in a grad mode we cannot see), the modules
+its parameters get, and the mode a private method's `self.<attr>` is in at every call (see CallGraph)."""
+
+from __future__ import annotations
+
+import libcst as cst
+
+from modelint.facts.base_shapes import grad_of_calls_by_bases
+from modelint.facts.lattice import GRAD_ENABLED, GRAD_UNKNOWN, GradFact
+from modelint.facts.phases import call_picks_other_phase
+from modelint.facts.regions import constructor_turns_grad_off
+from modelint.facts.scopes import FunctionInfo
+from modelint.facts.summaries import qualname
+
+
+class CallerEntry:
+    """Mixed into CallGraph: `self.call_sites`, `self._calls_of`, `self._local_callees`, `self.collector`,
+    `self.modules`, `self.is_framework_hook()` and `self.syntactic_callers()` come from there."""
+
+    def entry_grad(self, function: FunctionInfo | None, _seen: frozenset = frozenset(), phase: tuple = ()) -> GradFact:
+        """Autograd at a function's entry, from every call of it this file shows; enabled when none. With
+        `phase` ((parameter, value),), only from the calls that pick that value of its phase parameter."""
+        if function is None:
+            return GRAD_ENABLED
+        if function.outer is not None and function.cls is None:
+            sites = self.call_sites.get(nested_name(function), {})
+        else:
+            sites = self.call_sites.get(qualname(function), {})
+        if phase:
+            sites = {call: site for call, site in sites.items()
+                     if not call_picks_other_phase(function, call, phase, site[0])}
+        if self.is_framework_hook(function):
+            return GradFact(free_sites=frozenset({function.node}))  # Lightning wraps it in no_grad
+        switched_off = constructor_turns_grad_off(self, function.cls) if function.cls is not None \
+            and function.name != "__init__" and function.outer is None else None
+        if switched_off is not None:
+            return GradFact(free_sites=frozenset({switched_off}))
+        if not sites and function.cls is not None:
+            by_bases = grad_of_calls_by_bases(self, function)  # a base elsewhere calls this hook of its template
+            if by_bases is not None:
+                return GradFact(free_sites=frozenset({function.node})) if by_bases else GRAD_ENABLED
+        if not sites and _is_private_hook(function):
+            return GRAD_UNKNOWN  # called by a base class elsewhere (a template method), in a grad mode we cannot see
+        if not sites and self._called_only_in_lambdas(function):
+            # Called only inside lambdas (`Evaluator(eval_func=lambda x, y: test(model, x, y))`): whoever
+            # calls the lambda decides the grad mode, and a library's evaluator runs it under no_grad.
+            return GRAD_UNKNOWN
+        if not sites or function in _seen:
+            return GRAD_ENABLED
+        result = None
+        for caller, grad, _models in sites.values():
+            if grad.unknown:
+                grad = grad.at_entry(self.entry_grad(caller, _seen | {function}))
+            result = grad if result is None else result.join(grad)
+        return result
+
+    def phase_never_picked(self, function: FunctionInfo | None, phase: tuple) -> bool:
+        """Is `function` called here, and does every call pick another value of its phase parameter than
+        `phase` names (`run_epoch(model, opt, loader)` alone, for the `is_train=False` pass)? Then that
+        pass runs nowhere in sight: what it would evaluate is no finding."""
+        if function is None or not phase or phase[0][0] not in function.param_set \
+                or (function.outer is not None and function.cls is None):
+            return False
+        sites = self.call_sites.get(qualname(function), {})
+        return bool(sites) and all(call_picks_other_phase(function, call, phase, caller)
+                                   for call, (caller, _grad, _models) in sites.items())
+
+    def caller_with_autograd(self, function: FunctionInfo | None, phase: tuple = ()) -> tuple | None:
+        """(caller, call) in this file whose call of `function` surely runs with autograd on (while another
+        may run it under no_grad: `train()` validating under no_grad, `test()` without); with `phase`, among
+        the calls that pick that value of its phase parameter."""
+        if function is None or (function.outer is not None and function.cls is None):
+            return None
+        for call, (caller, grad, _models) in self.call_sites.get(qualname(function), {}).items():
+            if phase and call_picks_other_phase(function, call, phase, caller):
+                continue
+            if grad.unknown:
+                grad = grad.at_entry(self.entry_grad(caller, frozenset({function})))
+            if grad.may_enabled and not grad.free_sites and not grad.unknown:
+                return caller, call
+        return None
+
+    def entry_dependence(self, function: FunctionInfo | None, param: str, _seen: frozenset = frozenset()):
+        """How much a parameter's model depends on the mode, from what every call of the function in this file
+        hands it (`train(net, ...)` with `net = get_net()`, a Linear-only factory): INDEPENDENT only when every
+        caller hands an independent one; UNKNOWN when any call hands something unknown, or there is no call."""
+        from modelint.facts.modules import Dependence
+
+        if function is None or function in _seen or param not in function.param_set:
+            return Dependence.UNKNOWN
+        cache = self.__dict__.setdefault("_entry_dependences", {})
+        if not _seen and (function, param) in cache:
+            return cache[function, param]
+        found = self._entry_dependence(function, param, _seen)
+        if not _seen:
+            cache[function, param] = found
+        return found
+
+    def passed_at_calls(self, function: FunctionInfo, param: str) -> list[tuple]:
+        """(caller, what the call hands `param` or None, the models at the call) for every call of the function
+        this file shows."""
+        from modelint.facts.summary_effects import bind_arguments
+
+        return [(caller, bind_arguments(function.params, function.cls is not None, call).get(param), models)
+                for call, (caller, _grad, models) in self.call_sites.get(qualname(function), {}).items()]
+
+    def _entry_dependence(self, function: FunctionInfo, param: str, _seen: frozenset):
+        from modelint.facts.modules import Dependence
+        from modelint.facts.names import value_key
+
+        found = None
+        for caller, passed, models in self.passed_at_calls(function, param):
+            key = value_key(passed) if passed is not None else None
+            fact = models.get(key) if key is not None else None
+            dependence = fact.dependence if fact is not None else Dependence.UNKNOWN
+            if fact is None and type(passed) is cst.Call:  # `nll_epoch(MLPPlain(4, 8), loader)`: built right there
+                built = self.modules.module_expression(passed)[0]
+                dependence = built.dependence if built is not None else Dependence.UNKNOWN
+            if dependence is Dependence.UNKNOWN and key is not None and caller is not None and "." not in key:
+                dependence = self.entry_dependence(caller, key, _seen | {function})
+            found = dependence if found is None else max(found, dependence)
+            if found is not Dependence.INDEPENDENT:
+                return found
+        return found if found is not None else Dependence.UNKNOWN
+
+    def _called_only_in_lambdas(self, function: FunctionInfo) -> bool:
+        calls = self._calls_of.get(function, ())
+        return bool(calls) and all(call in self.collector.calls_in_lambdas for call in calls)
+
+    def has_callers(self, function: FunctionInfo) -> bool:
+        """Does this file call it (not counting recursion)?"""
+        name = nested_name(function) if function.outer is not None and function.cls is None else qualname(function)
+        return any(caller is not function for caller, _grad, _models in self.call_sites.get(name, {}).values())
+
+    def mode_from_callers(self, function: FunctionInfo, key: str):
+        """A private `self._predict_batch(X)` called only by methods of its class, each having put `self.<attr>` in
+        a mode we know at the call (`self.network.eval()` first): the mode it starts in, joined over them;
+        None when a caller is elsewhere or does not know it, and for a public method (`predict()`), which the
+        object's users may call after any other method."""
+        if function.cls is None or not key.startswith("self.") or not function.name.startswith("_") \
+                or function.name.startswith("__"):
+            return None
+        sites = [site for site in self.call_sites.get(qualname(function), {}).values() if site[0] is not function]
+        found = None
+        for caller, _grad, models in sites:
+            fact = models.get(key)
+            if caller is None or caller.cls is not function.cls or fact is None or fact.entry or fact.havoc \
+                    or not (fact.train_sites or fact.eval_sites):
+                return None
+            found = fact if found is None else found.join(fact)
+        return found
+
+    def record_call_site(self, name: str, call: cst.Call, caller: FunctionInfo | None, state) -> None:
+        sites = self.call_sites.setdefault(name, {})
+        seen = sites.get(call)
+        if seen is None:
+            sites[call] = (caller, state.grad, dict(state.models))
+        else:  # met again (a loop body runs until stable): join what reaches it
+            models = dict(seen[2])
+            for key, fact in state.models.items():
+                models[key] = models[key].join(fact) if key in models else fact
+            sites[call] = (caller, seen[1].join(state.grad), models)
+
+
+def _is_private_hook(function: FunctionInfo) -> bool:
+    """`_predict_proba` in a class: private, yet nothing here calls it, so its callers are elsewhere."""
+    return function.cls is not None and function.name.startswith("_") and not function.name.startswith("__")
+
+
+def nested_name(function: FunctionInfo) -> str:
+    return f"{qualname(function.outer) if function.outer.outer is None else function.outer.name}.<locals>.{function.name}"
