@@ -53,8 +53,10 @@ def summarise(flow, function_flow, globals_: frozenset[str], closures=()) -> Fun
         summary.phase_effects = {value: _effects(flow, state, caller_owned)
                                  for value, state in function_flow.phase_exits.items()}
     # (not a callable handed in that is only ever fed another forward's output: `self.loss_fn(pred, y)`, a loss)
-    trained = {forward.key for forward in function_flow.training_forwards()
-               if not forward.fed or forward.mode != ENTRY_MODE or flow.modules.is_module_name(forward.key, function)}
+    def handed_loss(forward) -> bool:  # `self.loss_fn(pred, y)`: a callable handed in, fed a forward's output
+        return forward.fed and forward.mode == ENTRY_MODE and not flow.modules.is_module_name(forward.key, function)
+
+    trained = {forward.key for forward in function_flow.training_forwards() if not handed_loss(forward)}
     trains_keys: set[str] = set()  # models the caller passes, trained here in whatever mode the caller left
     closure_forwards = [f for closure in closures for f in closure.all_forwards()
                         if key_root(f.key) in function.param_set]
@@ -64,8 +66,8 @@ def summarise(flow, function_flow, globals_: frozenset[str], closures=()) -> Fun
                                       and not mode.eval_sites and not mode.havoc)
 
     for forward in (*function_flow.all_forwards(), *closure_forwards):
-        if not caller_owned(forward.key):
-            continue
+        if not caller_owned(forward.key) or handed_loss(forward):
+            continue  # (a loss: the forward that fed it is the one its callers judge)
         if not from_caller(forward.mode):
             use = _grad_only_use(flow, function, forward)
             if use is not None:
