@@ -22,7 +22,7 @@ from dataclasses import replace
 
 from modelint.facts.gates import runs_only_in_training
 from modelint.facts.lattice import ENTRY_MODE, first_site
-from modelint.facts.names import key_root, literal_value, same_or_nested
+from modelint.facts.names import key_root, literal_value, same_or_nested, value_key
 from modelint.facts.naming import is_evaluation_name
 from modelint.facts.phases import phase_default
 from modelint.summary import ForwardUse, FunctionSummary, ReturnFact, StepUse
@@ -53,8 +53,11 @@ def summarise(flow, function_flow, globals_: frozenset[str], closures=()) -> Fun
         summary.phase_effects = {value: _effects(flow, state, caller_owned)
                                  for value, state in function_flow.phase_exits.items()}
     # (not a callable handed in that is only ever fed another forward's output: `self.loss_fn(pred, y)`, a loss)
-    def handed_loss(forward) -> bool:  # `self.loss_fn(pred, y)`: a callable handed in, fed a forward's output
-        return forward.fed and forward.mode == ENTRY_MODE and not flow.modules.is_module_name(forward.key, function)
+    def handed_loss(forward) -> bool:
+        """`self.loss_fn(pred, y)`: a callable handed in, called on a forward's output and something else (the
+        targets), not a method of a model (`model.module.mask_net(features)`, a head run on its features)."""
+        return forward.fed and forward.mode == ENTRY_MODE and forward.via is None and len(forward.call.args) >= 2 \
+            and value_key(forward.call.func) == forward.key and not flow.modules.is_module_name(forward.key, function)
 
     trained = {forward.key for forward in function_flow.training_forwards() if not handed_loss(forward)}
     trains_keys: set[str] = set()  # models the caller passes, trained here in whatever mode the caller left
