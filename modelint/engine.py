@@ -297,7 +297,15 @@ def call_positions(path: str) -> tuple[list[tuple[Location, Location]], list[str
     try:
         text = source.read(path)
         with limits.time_limit(limits.timeout_seconds(len(text))), limits.deep_recursion():
-            module = parse(text)
+            try:
+                module = parse(text)
+            except limits.Verdict as verdict:
+                # (a pre-0.4 `x.cuda(async=True)` file is checked as read with the keyword renamed: its calls
+                # are counted on that tree, at the same lines and columns)
+                legacy = _legacy_async(text) if verdict.code == limits.SYNTAX_ERROR else None
+                if legacy is None:
+                    raise
+                module, text = legacy
             facts = FileFacts(module, path, lines=physical_lines(text), text=text)
             positions = facts.positions
             positions.everything()

@@ -328,6 +328,24 @@ def test_pre_python37_async_keyword_is_reported_and_the_rest_checked(tmp_path: P
     assert (tmp_path / "old_eval.py").read_text() == source and "Traceback" not in result.stderr
 
 
+def test_a_finding_a_caller_proves_in_a_pre_python37_async_file_keeps_its_position(tmp_path: Path) -> None:
+    """train.py calls `evaluate()` of an `async=True` file with autograd on: the finding it proves there is
+    placed on that file's tree as read with the keyword renamed, not lost because the file does not parse."""
+    helper = (HEADER + "\n\ndef evaluate(model, loader):\n    model.eval()\n    for x, y in loader:\n"
+              "        x = x.cuda(async=True)\n        print((model(x).argmax(1) == y).float().mean().item())\n")
+    caller = ("import torch\nfrom old_eval import evaluate\n\n\ndef main(model, opt, train, val):\n"
+              "    for x, y in train:\n        model.train()\n"
+              "        loss = torch.nn.functional.cross_entropy(model(x), y)\n"
+              "        opt.zero_grad()\n        loss.backward()\n        opt.step()\n        evaluate(model, val)\n")
+    write(tmp_path, {"old_eval.py": helper, "train.py": caller})
+    result = check("--select", "MDL002", cwd=tmp_path)
+    found = [(Path(path).name, row, code) for path, row, _col, code in findings(result.stdout)]
+    rows = helper.splitlines()
+    assert ("old_eval.py", rows.index("        print((model(x).argmax(1) == y).float().mean().item())") + 1,
+            "MDL002") in found
+    assert "Traceback" not in result.stderr
+
+
 @pytest.mark.skipif(__import__("multiprocessing").get_context().get_start_method() != "fork",
                     reason="the patched engine reaches the workers only through fork")
 def test_a_worker_process_that_dies_loses_only_its_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
