@@ -52,9 +52,14 @@ class HandedModels:
         function = self.out.function
         if receiver.startswith("self.") and receiver.count(".") == 1 and function is not None \
                 and function.cls is not None:
-            values = [unwrap_chain(assign.value)[0] for assign in self.flow.collector.attribute_assigns
-                      if assign.site.cls is function.cls and dotted(assign.target) == receiver]
+            assigns = [assign for assign in self.flow.collector.attribute_assigns
+                       if assign.site.cls is function.cls and dotted(assign.target) == receiver]
+            values = [unwrap_chain(assign.value)[0] for assign in assigns]
             bound = values if all(type(value) is cst.Call for value in values) else ()
+            if not bound and assigns:
+                # `self.model: Tagger = model`, or `def __init__(self, model: Tagger)`: the class it is annotated with
+                annotated = {self._annotated_class(assign) for assign in assigns}
+                return annotated if None not in annotated else set()
         else:
             bound = _calls_bound_by_name(self.flow).get((function, receiver), ())
             if not bound and function is not None and "." not in receiver and receiver not in function.param_set \
@@ -63,6 +68,18 @@ class HandedModels:
                 bound = _calls_bound_by_name(self.flow).get((None, receiver), ())
         classes = {self.flow.imports.qualify(value.func) for value in bound}
         return classes if all(found and found.rpartition(".")[2][:1].isupper() for found in classes) else set()
+
+    def _annotated_class(self, assign) -> str | None:
+        """The imported class an attribute assignment is annotated with, on the target or on the `__init__`
+        parameter it stores (`self.model: Tagger = model`, `def __init__(self, model: Tagger)`)."""
+        annotation = assign.node.annotation.annotation if type(assign.node) is cst.AnnAssign else None
+        function = assign.site.function
+        if annotation is None and type(assign.value) is cst.Name and function is not None:
+            param = next((p for p in function.node.params.params if p.name.value == assign.value.value), None)
+            annotation = param.annotation.annotation if param is not None and param.annotation is not None else None
+        qualified = self.flow.imports.qualify(annotation) if annotation is not None else None
+        return qualified if qualified and qualified.rpartition(".")[2][:1].isupper() \
+            and not self.flow.imports.is_torch_name(qualified) else None
 
     def _method_of_alike_classes(self, receiver: str, method: str):
         """`self.policy.sample(s)` where `self.policy` is built as one of several imported classes: the summary
