@@ -62,6 +62,9 @@ class HandedModels:
                 return annotated if None not in annotated else set()
         else:
             bound = _calls_bound_by_name(self.flow).get((function, receiver), ())
+            if not bound and function is not None and receiver in function.param_set:
+                found = self._annotated_parameter(function, receiver)  # `def evaluate(model: Tagger, loader)`
+                return {found} if found is not None else set()
             if not bound and function is not None and "." not in receiver and receiver not in function.param_set \
                     and receiver not in self.flow._scope_bindings(function):
                 # `model = Attention()` at the top of the script, `model.calculate_objective(x, y)` in `test()`
@@ -72,12 +75,21 @@ class HandedModels:
     def _annotated_class(self, assign) -> str | None:
         """The imported class an attribute assignment is annotated with, on the target or on the `__init__`
         parameter it stores (`self.model: Tagger = model`, `def __init__(self, model: Tagger)`)."""
-        annotation = assign.node.annotation.annotation if type(assign.node) is cst.AnnAssign else None
+        if type(assign.node) is cst.AnnAssign:
+            return self._imported_class_named(assign.node.annotation.annotation)
         function = assign.site.function
-        if annotation is None and type(assign.value) is cst.Name and function is not None:
-            param = next((p for p in function.node.params.params if p.name.value == assign.value.value), None)
-            annotation = param.annotation.annotation if param is not None and param.annotation is not None else None
-        qualified = self.flow.imports.qualify(annotation) if annotation is not None else None
+        if type(assign.value) is cst.Name and function is not None:
+            return self._annotated_parameter(function, assign.value.value)
+        return None
+
+    def _annotated_parameter(self, function, name: str) -> str | None:
+        param = next((p for p in function.node.params.params if p.name.value == name), None)
+        return self._imported_class_named(param.annotation.annotation) \
+            if param is not None and param.annotation is not None else None
+
+    def _imported_class_named(self, annotation: cst.BaseExpression) -> str | None:
+        """`Tagger`, imported from another file of the project (not torch's `nn.Module`, not `Optional[...]`)."""
+        qualified = self.flow.imports.qualify(annotation)
         return qualified if qualified and qualified.rpartition(".")[2][:1].isupper() \
             and not self.flow.imports.is_torch_name(qualified) else None
 
