@@ -17,7 +17,7 @@ from dataclasses import replace
 import libcst as cst
 
 from modelint.facts import torch_api as api
-from modelint.facts.base_shapes import a_visible_base_elsewhere_switches, called_by_bases_that_switch_modes
+from modelint.facts.base_shapes import called_by_bases_that_switch_modes
 from modelint.facts.free_models import left_by_the_script
 from modelint.facts.lattice import ENTRY_MODE, GradFact, ModeFact, is_train_site
 from modelint.facts.modules import Dependence
@@ -68,11 +68,11 @@ def _effective_mode(facts, forward) -> ModeFact:
     if mode == ENTRY_MODE:
         objects = facts.flow.objects
         found = objects.at_entry(forward.function, forward.key)
-        if found is not None and forward.function.cls is not None and a_visible_base_elsewhere_switches(
-                facts.flow, forward.function.cls, ".".join(forward.key.split(".")[:2])):
-            # A trainer's hooks (`calculate_train_batch_loss()`, `calculate_eval_batch_loss()`) run in the modes
-            # its base in another file sets around them (`self.model.train()` in `train_epoch_start()`): what
-            # this file's methods leave is not the mode they start in.
+        if found is not None and called_by_bases_that_switch_modes(facts.flow, forward.function):
+            # A trainer's hooks (`calculate_train_batch_loss()`, which its base in another file calls after
+            # `self.model.train()` in `train_epoch_start()`) run in the modes the base sets around them: what
+            # this file's methods leave is not the mode they start in. (Not a method the base never calls, a
+            # `predict()` users call after `fit()`: the object's methods decide that one.)
             return mode
         if forward.via is not None and found is not None and (facts.flow.has_callers(forward.function)
                                                                or objects.ever_switched_to_eval(forward.function.cls,
