@@ -125,7 +125,12 @@ class ModuleTable(WaitingOnImports, LocalLayers, Registries, ModuleAttributes, B
     def _base_kind(self, base: cst.BaseExpression) -> tuple[bool, Dependence]:
         project = self.project_class(base)
         if project is not None:
-            return self._is_module.get(project.name, False), self._dependence.get(project.name, Dependence.INDEPENDENT)
+            if not self._is_module.get(project.name, False):
+                # `class LoRALinearRef(nn.Linear, LoRALayer)`: a plain mixin of this file whose `__init__` builds
+                # `self.lora_dropout = nn.Dropout(p)` adds its layers to the module that derives from it
+                built = (self.layer_dependence(call) for call in project.calls)
+                return False, Dependence.DEPENDENT if Dependence.DEPENDENT in built else Dependence.INDEPENDENT
+            return True, self._dependence.get(project.name, Dependence.INDEPENDENT)
         qualified = self.imports.qualify(base)
         if qualified is None:
             return False, Dependence.INDEPENDENT
