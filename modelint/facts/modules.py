@@ -139,7 +139,7 @@ class ModuleTable(WaitingOnImports, LocalLayers, Registries, ModuleAttributes, B
         if qualified.startswith("torch.nn."):
             return True, layer_dependence_by_name(qualified.rsplit(".", 1)[-1], None)
         if qualified.startswith("torch.") and not qualified.startswith("torch.nn.") \
-                or qualified.startswith(api.OTHER_FRAMEWORK_PREFIXES):
+                or qualified.startswith((*api.OTHER_FRAMEWORK_PREFIXES, *api.NOT_MODULE_LIBRARY_PREFIXES)):
             return False, Dependence.INDEPENDENT  # torch.utils.data.Dataset and friends, MegEngine's M.Module
         if qualified.startswith(api.MODULE_BASE_PREFIXES) and not qualified.startswith("torch.") \
                 and api.NOT_MODULE_BASE.search(qualified.rsplit(".", 1)[-1]):

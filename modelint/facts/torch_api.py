@@ -127,6 +127,9 @@ NOT_MODULE_BASE = re.compile(r"(Trainer|Callback|Arguments|Args|Config|Tokenizer
 OTHER_FRAMEWORKS = ("tensorflow", "keras", "tf_keras", "flax", "jax", "haiku", "equinox", "megengine", "paddle",
                     "mindspore", "oneflow", "jittor", "mxnet", "tinygrad")
 OTHER_FRAMEWORK_PREFIXES = tuple(name + "." for name in OTHER_FRAMEWORKS)
+# Libraries whose classes are never torch modules, though a class deriving from one may define `forward`
+# (skorch's `NeuralNet(BaseEstimator)` wraps a module and calls it in its own `forward()`).
+NOT_MODULE_LIBRARY_PREFIXES = ("sklearn.",)
 
 # Methods of nn.Module that neither change nor depend on train/eval mode.
 MODE_PRESERVING_METHODS = frozenset(
