@@ -139,8 +139,7 @@ class CallerEntry:
         a mode we know at the call (`self.network.eval()` first): the mode it starts in, joined over them;
         None when a caller is elsewhere or does not know it, and for a public method (`predict()`), which the
         object's users may call after any other method."""
-        if function.cls is None or not key.startswith("self.") or not function.name.startswith("_") \
-                or function.name.startswith("__"):
+        if not _is_private_hook(function) or not key.startswith("self."):
             return None
         sites = [site for site in self.call_sites.get(qualname(function), {}).values() if site[0] is not function]
         found = None
