@@ -144,9 +144,7 @@ def shape_of(receivers, info, hook_calls: frozenset = frozenset()) -> ClassShape
                          and (key := dotted(call.func.value)) is not None
                          and (key == "self" or key.startswith("self.")))
     stores = []
-    for (cls, key), params in receivers.modules.names.stored_parameters.items():
-        if cls is info and len(params) == 1:
-            init, param = params[0]
-            positional = init.positional_params[1:]
-            stores.append((param, positional.index(param) if param in positional else -1, key))
+    for key, (init, param) in receivers.modules.names.kept_from_the_creator(info).items():
+        positional = init.positional_params[1:]
+        stores.append((param, positional.index(param) if param in positional else -1, key))
     return ClassShape(tuple(bases), frozenset(defines), builds, switches, hook_calls, tuple(sorted(stores)))

@@ -15,7 +15,7 @@ import libcst as cst
 
 from modelint.facts.intent import NONE
 from modelint.facts.lattice import NO_MODULE, ModeFact, first_site
-from modelint.facts.names import NOT_LITERAL, any_element, dotted, literal_value, value_key
+from modelint.facts.names import NOT_LITERAL, any_element, dotted, handed_at, literal_value, value_key
 from modelint.facts.phases import decide, literal_strings
 from modelint.facts.provenance import Fresh, Same
 from modelint.facts.state import State
@@ -187,13 +187,9 @@ class Bindings:
         found = index.resolve_shape(qualified, self.flow.path)
         if found is None or not found[0].stores or index.resolve_class(qualified, self.flow.path) is not None:
             return  # (unknown, or a module class: a wrapper module is a model of its own)
-        positional = [arg for arg in call.args if arg.keyword is None]
         for param, position, attribute in found[0].stores:
-            arg = next((a for a in call.args if a.keyword is not None and a.keyword.value == param), None)
-            if arg is None and 0 <= position < len(positional) \
-                    and not any(a.star for a in positional[:position + 1]):
-                arg = positional[position]
-            held = value_key(arg.value) if arg is not None else None
+            arg = handed_at(call, param, position)
+            held = value_key(arg) if arg is not None else None
             if held is not None and state.tracks(state.canonical(held)):
                 state.aliases[f"{name}{attribute[4:]}"] = state.canonical(held)
 

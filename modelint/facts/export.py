@@ -133,8 +133,7 @@ def _kept_from_the_creator(flow, qualname: str) -> frozenset[str]:
     function = flow.local_functions.get(qualname)
     if function is None or function.cls is None:
         return frozenset()
-    return frozenset(key for (cls, key), params in flow.modules.names.stored_parameters.items()
-                     if cls is function.cls and len(params) == 1)
+    return frozenset(flow.modules.names.kept_from_the_creator(function.cls))
 
 
 def _of_the_object(key: str) -> bool:

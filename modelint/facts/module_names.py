@@ -26,6 +26,15 @@ class ModuleNames:
         self.stored_parameters = _stored_parameters(collector)
         self.module_names = self._collect(collector)
 
+    def kept_from_the_creator(self, cls) -> dict[str, tuple]:
+        """`self.<attr>` -> (its `__init__`, the parameter) for each attribute of the class that every assignment
+        sets to one constructor parameter as it is (`def __init__(self, model): self.model = model`)."""
+        cache = self.__dict__.setdefault("_kept_by_class", {})
+        if cls not in cache:
+            cache[cls] = {key: params[0] for (owner, key), params in self.stored_parameters.items()
+                          if owner is cls and len(params) == 1}
+        return cache[cls]
+
     def holds_a_function(self, cls, key: str) -> bool:
         """Does every assignment of `self.<attr>` in the class store a function, not call one (`self.loss =
         util.masked_mae`, a function of this file or of another file of the project)? Calling it is no

@@ -24,7 +24,7 @@ from modelint.facts.local_layers import LocalLayers
 from modelint.facts.module_attributes import ModuleAttributes
 from modelint.facts.registries import Registries
 from modelint.facts.scopes import ClassInfo, FunctionInfo
-from modelint.facts.names import dotted
+from modelint.facts.names import dotted, handed_at
 from modelint.facts.library_layers import LibraryLayers
 from modelint.facts.torch_layers import Construction, Dependence, layer_dependence_by_name
 from modelint.facts.walk import iter_nodes
@@ -300,13 +300,9 @@ class ModuleTable(WaitingOnImports, LocalLayers, Registries, ModuleAttributes, B
         params, kept = cache[project.name]
         if not kept:
             return None
-        positional = [arg for arg in call.args if arg.keyword is None]
         found = None
         for param in kept:
-            arg = next((a.value for a in call.args if a.keyword is not None and a.keyword.value == param), None)
-            if arg is None and param in params and params.index(param) < len(positional) \
-                    and not any(a.star for a in positional[:params.index(param) + 1]):
-                arg = positional[params.index(param)].value
+            arg = handed_at(call, param, params.index(param) if param in params else -1)
             built = self.layer_dependence(arg, known) if type(arg) is cst.Call else None
             if built is not None:
                 found = built if found is None else max(found, built)

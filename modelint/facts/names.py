@@ -250,3 +250,13 @@ class ImportTable:
 
 
 _GRAD_MODE_SWITCHES = frozenset({"no_grad", "enable_grad", "set_grad_enabled", "inference_mode"})
+
+
+def handed_at(call: cst.Call, param: str, position: int) -> cst.BaseExpression | None:
+    """What `call` hands the parameter `param`, by keyword or at `position` among the positional arguments
+    (-1: keyword only), when no `*args` comes before it."""
+    found = next((arg.value for arg in call.args if arg.keyword is not None and arg.keyword.value == param), None)
+    positional = [arg for arg in call.args if arg.keyword is None]
+    if found is None and 0 <= position < len(positional) and not any(arg.star for arg in positional[:position + 1]):
+        found = positional[position].value
+    return found
