@@ -68,6 +68,16 @@ class Collector(FastVisitor):
         self._tested: set[cst.CSTNode] = set()
 
     # -- where are we -------------------------------------------------------
+    def assigns_to(self, cls: ClassInfo | None, target: str) -> list[AttributeAssign]:
+        """The assignments of `target` (`self.model`) in the methods of `cls`, in order (indexed once, after the
+        walk: rules and the interpreter ask for every call they meet)."""
+        index = self.__dict__.get("_assigns_by_target")
+        if index is None:
+            index = self.__dict__["_assigns_by_target"] = {}
+            for assign in self.attribute_assigns:
+                index.setdefault((assign.site.cls, dotted(assign.target)), []).append(assign)
+        return index.get((cls, target), []) if cls is not None else []
+
     def constructor(self, cls: ClassInfo) -> FunctionInfo | None:
         """The class's own `__init__`, if it writes one."""
         return next((f for f in self.functions if f.cls is cls and f.name == "__init__"), None)

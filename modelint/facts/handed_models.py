@@ -12,7 +12,7 @@ from __future__ import annotations
 import libcst as cst
 
 from modelint.facts.modules import unwrap_chain
-from modelint.facts.names import dotted, value_key
+from modelint.facts.names import value_key
 from modelint.facts.state import State
 
 
@@ -52,8 +52,7 @@ class HandedModels:
         function = self.out.function
         if receiver.startswith("self.") and receiver.count(".") == 1 and function is not None \
                 and function.cls is not None:
-            assigns = [assign for assign in self.flow.collector.attribute_assigns
-                       if assign.site.cls is function.cls and dotted(assign.target) == receiver]
+            assigns = self.flow.collector.assigns_to(function.cls, receiver)
             values = [unwrap_chain(assign.value)[0] for assign in assigns]
             bound = values if all(type(value) is cst.Call for value in values) else ()
             if not bound and assigns:

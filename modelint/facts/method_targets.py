@@ -93,8 +93,7 @@ class MethodTargets:
         """The one class of this file whose objects every construction of `cls` here hands the `__init__`
         parameter it stores as `self.<attribute>` (and stores nothing else there)."""
         init = self.collector.constructor(cls)
-        stored = [a.value for a in self.collector.attribute_assigns
-                  if a.site.cls is cls and dotted(a.target) == f"self.{attribute}"]
+        stored = [a.value for a in self.collector.assigns_to(cls, f"self.{attribute}")]
         if init is None or len(stored) != 1 or type(stored[0]) is not cst.Name \
                 or stored[0].value not in init.param_set:
             return None

@@ -189,8 +189,7 @@ def _built_grad_free(facts, function, in_eval: bool, key: str | None = None, cal
         values = [call]
     elif key.startswith("self."):
         cls = function.cls if function is not None else None
-        values = [a.value for a in facts.collector.attribute_assigns
-                  if cls is not None and a.site.cls is cls and dotted(a.target) == key]
+        values = [a.value for a in facts.collector.assigns_to(cls, key)]
     else:
         values = [value for name, value, site in facts.collector.call_assigns
                   if name == key and (site.function is function or site.function is None)]
@@ -263,8 +262,8 @@ def model_class_unseen(facts, forward) -> bool:
         attribute = key.split(".")[1].split("[")[0]
         from modelint.facts.modules import unwrap_chain
 
-        values = [unwrap_chain(a.value)[0] for a in facts.collector.attribute_assigns
-                  if a.site.cls is function.cls and dotted(a.target) == f"self.{attribute}" and a.value is not None]
+        values = [unwrap_chain(a.value)[0] for a in facts.collector.assigns_to(function.cls, f"self.{attribute}")
+                  if a.value is not None]
         return bool(values) and all(type(v) is not cst.Call for v in values)  # (`model.to(device)`: the model)
     return False
 
