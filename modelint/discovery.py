@@ -163,8 +163,13 @@ def _is_below(path: Path, root: Path) -> bool:
     return path != root
 
 
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
 def _walk(start: Path, shown: str, resolver: ConfigResolver, add, fail) -> None:
     absolute_start = Path(os.path.abspath(start))
+    real_start = os.path.realpath(absolute_start)
     base_specs = _parent_gitignores(absolute_start)
     visited: set[tuple[int, int]] = set()
 
@@ -197,6 +202,8 @@ def _walk(start: Path, shown: str, resolver: ConfigResolver, add, fail) -> None:
             if is_dir:
                 if entry.name.startswith(".") or _is_venv(child) or is_excluded(child, settings, absolute_start):
                     continue
+                if entry.is_symlink() and _inside(os.path.realpath(child), real_start):
+                    continue  # (`probing/src -> ../src`: linted under its real name, where the walk finds it too)
                 if settings.respect_gitignore and _ignored(child, True, specs):
                     continue
                 walk(child, child_display, specs)

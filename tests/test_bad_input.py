@@ -173,6 +173,18 @@ def test_explicit_symlink_loop_and_broken_link(tmp_path: Path) -> None:
     assert lines_for(result.stdout, "sub/up/broken.py") == []
 
 
+def test_a_linked_folder_inside_the_tree_is_reported_under_its_real_name(tmp_path: Path) -> None:
+    write(tmp_path, {"src/buggy.py": TRAIN_BUG})
+    (tmp_path / "probing").mkdir()
+    if not symlink(os.path.join("..", "src"), tmp_path / "probing" / "src"):
+        pytest.skip("symbolic links are not available here")
+    result = check("--jobs", "1", ".", cwd=tmp_path)
+    assert [f[0] for f in findings(result.stdout) if f[3] == "MDL006"] == ["src/buggy.py"]
+    # Named on its own, the link's folder is linted under the name given.
+    named = check("--jobs", "1", "probing", cwd=tmp_path)
+    assert [f[0] for f in findings(named.stdout) if f[3] == "MDL006"] == ["probing/src/buggy.py"]
+
+
 def test_stdin_that_is_not_utf8(tmp_path: Path) -> None:
     result = check("--stdin-filename", "piped.py", cwd=tmp_path, stdin=b"\xff\xfeimport torch\n")
     assert result.returncode == 2
