@@ -123,8 +123,8 @@ class Bindings:
             self._taint(state, key)
             if resumed is not None:
                 state.models[key] = resumed
-            elif literal_value(value) is not NOT_LITERAL:
-                state.models[key] = NO_MODULE
+            elif literal_value(value) is not NOT_LITERAL or type(value) is cst.Lambda:
+                state.models[key] = NO_MODULE  # (`fn = lambda x: x` on one branch, `fn = nn.Sigmoid()` on the other)
             elif type(target) is cst.Name and type(value) is cst.Dict:
                 self._alias_entries(key, value, state)
             elif type(target) is cst.Name and type(value) is cst.Call:

@@ -137,7 +137,7 @@ class LayerKinds:
         table = self.table
         if not table.is_module_class(info) or table.has_foreign_base(info) \
                 or not (self._compares(info) or _registers_buffers(info) or self._loss_base(info)
-                        or self._makes_constant_tensors(info)
+                        or self._makes_constant_tensors(info) or self._applies_tensor_functions(info)
                         or any(table.construction(call) is not None for call in info.calls)):
             return False  # (a `class Net` of an exercise, its layers still to be written, is a model)
         for base in info.bases:
@@ -210,6 +210,27 @@ class LayerKinds:
         return forward is not None and any(
             type(node) is cst.Call and self.imports.qualify(node.func) in api.CONSTANT_TENSOR_FACTORIES
             for node in iter_nodes(forward.body))
+
+    def _applies_tensor_functions(self, info: ClassInfo) -> bool:
+        """Its `forward` applies torch's tensor functions (`x * torch.sigmoid(x)`, `F.gelu(x)`) and calls nothing
+        of its own (`self.fc(x)`): an activation written as a module, not a model whose layers are still to be
+        written."""
+        forward = info.methods.get("forward")
+        if forward is None:
+            return False
+        applies = False
+        for node in iter_nodes(forward.body):
+            if type(node) is not cst.Call:
+                continue
+            func = node.func
+            while type(func) is cst.Attribute:
+                func = func.value
+            if type(func) is cst.Name and func.value == "self":
+                return False
+            qualified = self.imports.qualify(node.func) or ""
+            applies = applies or (qualified.startswith("torch.") and qualified.count(".") == 1) \
+                or qualified.startswith(api.FUNCTIONAL + ".")
+        return applies
 
     def _loss_base(self, info: ClassInfo) -> bool:
         """A subclass of one of torch's losses (`nn.modules.loss._Loss`, `nn.MSELoss`): a loss, not a model
