@@ -94,7 +94,7 @@ class LibraryLayers:
                 # `*block(c_in, c_out)`, a function of this file returning the layers it builds; else built where
                 # we do not look (`*make_layers(cfg)` of another file)
                 name = self._builder_name(arg.value.func) if type(arg.value) is cst.Call else None
-                built = self._builder_dependence(name) if name is not None else None
+                built = self._builder_dependence(name, arg.value) if name is not None else None
                 if built is None:
                     found = Dependence.UNKNOWN
                     break

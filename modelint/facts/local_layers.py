@@ -22,7 +22,7 @@ _DISPLAYS = (cst.List, cst.Tuple)
 
 
 class LocalLayers:
-    """Mixed into ModuleTable: `_collector`, `layer_dependence()` come from there."""
+    """Mixed into ModuleTable: `_collector`, `layer_dependence()` come from there, `unbuilt_calls` from Builders."""
 
     def local_layers(self, name: str, call: cst.Call) -> Dependence:
         """What the local `name`, used in `call`'s arguments, holds: the layers its function binds to it."""
@@ -67,6 +67,8 @@ class LocalLayers:
         """The layers an expression builds: a constructor, a list or tuple of them, a comprehension of them,
         a name holding them."""
         kind = type(value)
+        if kind is cst.Call and value in self.unbuilt_calls:
+            return Dependence.INDEPENDENT  # (`if batch_norm:` in a builder called without it)
         if kind is cst.Call:
             built = self.layer_dependence(value)
             if built is None and type(value.func) is cst.Name:

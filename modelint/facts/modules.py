@@ -37,6 +37,7 @@ RETURNS_SELF = frozenset({"to", "cuda", "cpu", "half", "float", "double", "bfloa
 EVIDENCE_METHODS = frozenset({"parameters", "named_parameters", "state_dict", "load_state_dict", "modules",
                               "named_modules", "children", "named_children", "buffers", "named_buffers"})
 _BUILTINS = frozenset(dir(builtins))
+_LAYER_CONTAINERS = frozenset({"torch.nn.ModuleList", "torch.nn.Sequential"})
 _STDLIB = frozenset(getattr(sys, "stdlib_module_names", ()))
 
 
@@ -202,7 +203,10 @@ class ModuleTable(WaitingOnImports, LocalLayers, Registries, ModuleAttributes, B
                 if is_module:
                     if info.reads_training_flag:
                         dependence = Dependence.DEPENDENT
+                    contained = self._containers_of_parameters(info)
                     for call in info.calls:
+                        if call in contained:
+                            continue  # (what each construction hands it: _handed_layers)
                         built = self.layer_dependence(call)
                         if built is not None:
                             dependence = max(dependence, built)
@@ -295,8 +299,8 @@ class ModuleTable(WaitingOnImports, LocalLayers, Registries, ModuleAttributes, B
         if project.name not in cache:
             init = self._collector.constructor(project)
             cache[project.name] = (init.params[1:], sorted({
-                assign.value.value for assign in self.self_assigns if assign.site.function is init
-                and type(assign.value) is cst.Name and assign.value.value in init.param_set})) if init is not None else ([], [])
+                kept for assign in self.self_assigns if assign.site.function is init
+                and (kept := self._kept_parameter(assign.value, init)) is not None})) if init is not None else ([], [])
         params, kept = cache[project.name]
         if not kept:
             return None
@@ -304,9 +308,37 @@ class ModuleTable(WaitingOnImports, LocalLayers, Registries, ModuleAttributes, B
         for param in kept:
             arg = handed_at(call, param, params.index(param) if param in params else -1)
             built = self.layer_dependence(arg, known) if type(arg) is cst.Call else None
+            if built is None and param in self._contained_parameters(project):
+                built = Dependence.UNKNOWN  # (`SSD(phase, base_)`: layers built where we do not look)
             if built is not None:
                 found = built if found is None else max(found, built)
         return found
+
+    def _containers_of_parameters(self, project: ClassInfo) -> frozenset:
+        """The container calls of `_contained_parameters` (`nn.ModuleList(base)`)."""
+        init = self._collector.constructor(project)
+        if init is None:
+            return frozenset()
+        return frozenset(assign.value for assign in self.self_assigns if assign.site.function is init
+                         and type(assign.value) is cst.Call and self._kept_parameter(assign.value, init) is not None)
+
+    def _contained_parameters(self, project: ClassInfo) -> frozenset[str]:
+        """The constructor parameters the class keeps in a torch container (`self.vgg = nn.ModuleList(base)`):
+        that container is as mode-dependent as what each construction hands it, not the class itself."""
+        init = self._collector.constructor(project)
+        if init is None:
+            return frozenset()
+        return frozenset(kept for assign in self.self_assigns if assign.site.function is init
+                         and type(assign.value) is cst.Call
+                         and (kept := self._kept_parameter(assign.value, init)) is not None)
+
+    def _kept_parameter(self, value: cst.BaseExpression | None, init) -> str | None:
+        """The constructor parameter an attribute keeps: `self.features = features`, or its layers in a torch
+        container (`self.vgg = nn.ModuleList(base)`, `nn.Sequential(*layers)`)."""
+        if type(value) is cst.Call and len(value.args) == 1 and value.args[0].star != "**" \
+                and self.imports.qualify(value.func) in _LAYER_CONTAINERS:
+            value = value.args[0].value
+        return value.value if type(value) is cst.Name and value.value in init.param_set else None
 
     def layer_dependence(self, call: cst.Call, known: dict | None = None) -> Dependence | None:
         """How the layer a model's definition builds with `call` depends on the mode: a construction's,
@@ -315,7 +347,7 @@ class ModuleTable(WaitingOnImports, LocalLayers, Registries, ModuleAttributes, B
         if built is not None:
             return built.dependence
         name = self._builder_name(call.func)
-        return self._builder_dependence(name) if name is not None else None
+        return self._builder_dependence(name, call) if name is not None else None
 
     def module_expression(self, expr: cst.BaseExpression) -> tuple[Construction | None, list[cst.Call]]:
         """The module `expr` builds (through `.to(dev)`-like chains and wrappers such as DataParallel)."""
