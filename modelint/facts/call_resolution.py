@@ -20,7 +20,7 @@ import sys
 
 import libcst as cst
 
-from modelint.facts.names import dotted
+from modelint.facts.names import dotted, is_super_call
 from modelint.facts.scopes import FunctionInfo
 from modelint.facts.summaries import qualname
 from modelint.summary import FunctionSummary
@@ -81,7 +81,10 @@ class CallResolution:
         if local is not None:
             # A method's `self` is its receiver: `self` for `self.validate()`, `self.policy_old` for
             # `self.policy_old.act(x)` (the only attribute calls local_callee resolves).
-            return self.summaries.get(local), (dotted(func.value) if type(func) is cst.Attribute else None)
+            receiver = ("self" if is_super_call(func.value) else dotted(func.value)) if type(func) is cst.Attribute else None
+            return self.summaries.get(local), receiver
+        if type(func) is cst.Attribute and is_super_call(func.value):
+            return self._resolve_inherited(func.attr.value, enclosing), "self"
         if type(func) is cst.Name:
             qualified = self.imports.bindings.get(func.value)
             if qualified is not None:
@@ -96,6 +99,27 @@ class CallResolution:
                     if self.imports.bindings.get(head, "").split(".")[-1] == head or "." in receiver:
                         return self._resolve_imported(qualified), None
         return None, None
+
+    def _resolve_inherited(self, method: str, enclosing: FunctionInfo | None) -> FunctionSummary | None:
+        """`super().predict_data_mgr(loader)` in a class deriving from another file's `Predictor`: that base's
+        method, as its file summarises it (its `self` is this object)."""
+        while enclosing is not None and enclosing.cls is None:
+            enclosing = enclosing.outer
+        if enclosing is None:
+            return None
+        for cls_name in self.class_and_bases(enclosing.cls.name):
+            info = self.modules.classes.get(cls_name)
+            for base in info.bases if info is not None else ():
+                qualified = self.imports.qualify(base)
+                if qualified is None or self.modules.project_class(base) is not None \
+                        or self.imports.is_torch_name(qualified):
+                    continue
+                summary = self.resolve_method_of(qualified, method)
+                if summary is not None:
+                    return summary
+                if self.index is None and self.last_unresolved is not None:
+                    self.unresolved.add(self.last_unresolved)  # (the index may know that base)
+        return None
 
     def _resolve_star_imported(self, name: str) -> FunctionSummary | None:
         """`do_eval(...)` after `from util import *`: the star-imported module that defines it, if the index

@@ -18,7 +18,7 @@ from modelint.facts import torch_api as api
 from modelint.facts.scopes import FunctionInfo
 from modelint.facts.caller_entry import CallerEntry, nested_name
 from modelint.facts.method_targets import MethodTargets
-from modelint.facts.names import dotted
+from modelint.facts.names import dotted, is_super_call
 from modelint.facts.name_values import scope_bindings
 
 _BUILTIN_NAMES = frozenset(dir(builtins))
@@ -204,13 +204,15 @@ class CallGraph(MethodTargets, CallerEntry):
                 return name
             closure = self.returned_closure(name, enclosing)
             return nested_name(closure) if closure is not None else None
-        if type(func) is cst.Attribute and type(func.value) is cst.Name and func.value.value == "self":
+        through_super = type(func) is cst.Attribute and is_super_call(func.value)
+        if type(func) is cst.Attribute and (through_super or type(func.value) is cst.Name and func.value.value == "self"):
             cls = enclosing.cls if enclosing is not None else None
             while cls is None and enclosing is not None and enclosing.outer is not None:
                 enclosing = enclosing.outer
                 cls = enclosing.cls
             if cls is not None:
-                for cls_name in self.class_and_bases(cls.name):
+                # (`super().predict(x)`: the first base of the file defining it, not the class's own)
+                for cls_name in self.class_and_bases(cls.name)[1 if through_super else 0:]:
                     key = f"{cls_name}.{func.attr.value}"
                     if key in self.local_functions:
                         return key

@@ -77,9 +77,20 @@ def value_key(node: cst.BaseExpression) -> str | None:
     return head + suffix
 
 
+def is_super_call(node: cst.BaseExpression) -> bool:
+    """`super()` or `super(Cls, self)`: the object itself, seen as an instance of its bases."""
+    return type(node) is cst.Call and type(node.func) is cst.Name and node.func.value == "super"
+
+
 def unwrapped_key(node: cst.BaseExpression) -> str | None:
     """`value_key`, also of `model.module if hasattr(model, "module") else model` (either the model or what its
-    DataParallel wrapper holds: the same module, whichever branch runs): "model"."""
+    DataParallel wrapper holds: the same module, whichever branch runs): "model"; and of `model.to(dev).eval()`,
+    a chain handing back its receiver."""
+    if type(node) is cst.Call:
+        from modelint.facts.modules import unwrap_chain
+
+        base, chain = unwrap_chain(node)  # `demo(net.eval(), frames)`: net itself, switched first (post-order)
+        return value_key(base) if chain else None
     if type(node) is not cst.IfExp:
         return value_key(node)
     keys = {value_key(node.body), value_key(node.orelse)}

@@ -299,12 +299,14 @@ class ObjectModes(ObjectExits):
     def handed_in(self, function, key: str):
         """For a method of a class that is no module and never trains: the method that stores the model
         a caller hands it in `self.<attr>` (`def __init__(self, model): self.model = model.to(device)`),
-        when no method of the class (or of its bases here) ever switches that attribute's mode. Such an
+        when no method of the class (or of its bases or subclasses here) ever switches that attribute's mode. Such an
         inference wrapper (a predictor, an evaluator) runs the model in whatever mode its creator left."""
         if function is None or function.cls is None or not key.startswith("self.") or key.count(".") != 1 \
                 or not self.plain_object(function.cls) or self.flow.modules.has_foreign_base(function.cls):
             return None  # (a base elsewhere may train it or set its mode: an RL algorithm, a framework's runner)
-        classes = set(self.flow.class_and_bases(function.cls.name))
+        # (and the subclasses here: `PyTorchTrainer(Predictor)` trains `self.module` and switches it)
+        classes = set(self.flow.class_and_bases(function.cls.name)) | {
+            name for name in self.flow.modules.classes if function.cls.name in self.flow.class_and_bases(name)}
         if self._constructed_here(function.cls):
             return None  # its creator is in view (`StreamModel(from_pretrained(...), tok)`): not a guess to make
         if any(f.function is not None and f.function.cls is not None and f.function.cls.name in classes

@@ -206,7 +206,8 @@ def _forward_use(flow, function, forward, intent: str, trained_here: bool = Fals
             context = f"in {function.name}()"
     node = via.node if via is not None else forward.call
     ordinal = via.call if via is not None else -1
-    chain = (forward.call, *via.chain) if via is not None and via.path == flow.path else ()
+    # (a helper of another file reached from here: the call here is still a hop, which a finding there anchors)
+    chain = () if via is None else (forward.call, *via.chain) if via.path == flow.path else (forward.call,)
     phase_value = forward.phase[0][1] if forward.phase and forward.phase[0][0] in function.param_set else None
     if via is None:
         given_back = "given-back" in forward.uses
