@@ -20,7 +20,7 @@ import sys
 
 import libcst as cst
 
-from modelint.facts.names import dotted, is_super_call
+from modelint.facts.names import dotted, is_super_call, is_torch_module
 from modelint.facts.scopes import FunctionInfo
 from modelint.facts.summaries import qualname
 from modelint.summary import FunctionSummary
@@ -142,7 +142,7 @@ class CallResolution:
 
     def _resolve_imported(self, qualified: str) -> FunctionSummary | None:
         head = qualified.lstrip(".").split(".")[0]
-        if qualified.startswith("torch") or (not qualified.startswith(".") and head in _STDLIB):
+        if is_torch_module(qualified) or (not qualified.startswith(".") and head in _STDLIB):
             return None
         self.last_unresolved = qualified
         if self.index is None:

@@ -275,7 +275,7 @@ class Collector(FastVisitor):
                 function.calls_self_attribute = True
             if head in params and head not in ("self", "cls"):
                 function.calls_params = True
-            elif not (self.imports.qualify(func) or "").startswith("torch") and any(
+            elif not self.imports.is_torch_name(self.imports.qualify(func)) and any(
                 _param_head(arg.value) in params and _param_head(arg.value) not in ("self", "cls")
                 for arg in node.args
             ):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import libcst as cst
 
+from modelint.facts.names import is_torch_module
 from modelint.facts.torch_layers import Dependence
 
 
@@ -27,7 +28,7 @@ class WaitingOnImports:
         that defines it, as the index knows it (first pass: named after the first star import, to ask)."""
         from modelint.facts.torch_layers import Construction
 
-        stars = [module for module in self.imports.star_modules if not module.startswith("torch")]
+        stars = [module for module in self.imports.star_modules if not is_torch_module(module)]
         if not stars:
             return None
         if self.index is None:

@@ -12,7 +12,7 @@ from modelint.facts.collector import Collector
 from modelint.facts.scopes import FunctionInfo
 from modelint.facts.lattice import mode_of_call
 from modelint.facts.modules import EVIDENCE_METHODS
-from modelint.facts.names import literal_value, value_key
+from modelint.facts.names import is_torch_module, literal_value, value_key
 
 
 class ModuleNames:
@@ -66,7 +66,7 @@ class ModuleNames:
             if qualified is not None and index is not None and index.names_function(qualified, self.table.path):
                 stored.add((assign.site.cls, key))
                 continue
-            if qualified is not None and not qualified.startswith("torch"):
+            if qualified is not None and not is_torch_module(qualified):
                 references.setdefault((assign.site.cls, key), set()).add(qualified)
             other.add((assign.site.cls, key))
         return stored - other

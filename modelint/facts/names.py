@@ -77,6 +77,11 @@ def value_key(node: cst.BaseExpression) -> str | None:
     return head + suffix
 
 
+def is_torch_module(name: str) -> bool:
+    """`torch` or one of its submodules; not a package merely named like it (`torch_geometric_temporal`, `torchvision`)."""
+    return name == "torch" or name.startswith("torch.")
+
+
 def is_super_call(node: cst.BaseExpression) -> bool:
     """`super()` or `super(Cls, self)`: the object itself, seen as an instance of its bases."""
     return type(node) is cst.Call and type(node.func) is cst.Name and node.func.value == "super"
@@ -214,7 +219,7 @@ class ImportTable:
     def add_import_from(self, node: cst.ImportFrom) -> None:
         module = "." * len(node.relative) + ((dotted(node.module) or "") if node.module else "")
         if type(node.names) is cst.ImportStar:
-            if module and not module.startswith("torch"):
+            if module and not is_torch_module(module):
                 self.star_modules.append(module)
             return
         for alias in node.names:
@@ -257,7 +262,7 @@ class ImportTable:
         return f"{bound}.{rest}" if rest else bound
 
     def is_torch_name(self, qualified: str | None) -> bool:
-        return qualified is not None and (qualified == "torch" or qualified.startswith("torch."))
+        return qualified is not None and is_torch_module(qualified)
 
 
 _GRAD_MODE_SWITCHES = frozenset({"no_grad", "enable_grad", "set_grad_enabled", "inference_mode"})
