@@ -128,7 +128,20 @@ def is_module(facts, forward, mode: ModeFact) -> bool:
                    or ((None, forward.key) in loaded and forward.key in facts.flow.global_models)):
         return True  # unpickled whole by `torch.load` and called: a module (the global, where no local hides it)
     return facts.modules.is_module_name(forward.key, forward.function) \
-        or facts.flow.is_trained_model(forward.function, forward.key)
+        or facts.flow.is_trained_model(forward.function, forward.key) \
+        or _annotated_as_a_module(facts, forward.function, forward.key)
+
+
+def _annotated_as_a_module(facts, function, key: str) -> bool:
+    """`def evaluate(model: SASRec, ...)`: a parameter annotated with a module class (of this file, of the project
+    or of a library)."""
+    if function is None or key not in function.param_set:
+        return False
+    params = function.node.params
+    param = next((p for p in (*params.posonly_params, *params.params, *params.kwonly_params)
+                  if p.name.value == key), None)
+    return param is not None and param.annotation is not None \
+        and facts.receivers.of_annotation(param.annotation.annotation).module is True
 
 
 def _hand_written_model(facts, function) -> bool:
@@ -279,8 +292,8 @@ def initialises_lazy_modules(facts, forward) -> bool:
     materialises lazy layers (`in_channels=-1`) before the optimizer sees them; nothing is evaluated."""
     if forward.via is None and not forward.uses <= {"discard"}:
         return False
-    if forward.via is not None and not _dropped(facts, forward.call):
-        return False  # (a helper's result: what the caller does with it is not tracked)
+    if forward.via is not None and (not _dropped(facts, forward.call) or forward.via.intent == "evaluation"):
+        return False  # (a helper's result: what the caller does with it is not tracked; a helper scoring it evaluates)
     function = forward.function
     body = function.node.body.body if function is not None else facts.collector.module_node.body
     later = None
