@@ -135,9 +135,11 @@ class LayerKinds:
 
     def _weightless_now(self, info: ClassInfo) -> bool:
         table = self.table
-        if not table.is_module_class(info) or table.has_foreign_base(info) \
+        if not table.is_module_class(info) \
+                or (table.has_foreign_base(info) and not any(map(self._weightless_library_base, info.bases))) \
                 or not (self._compares(info) or _registers_buffers(info) or self._loss_base(info)
                         or self._makes_constant_tensors(info) or self._applies_tensor_functions(info)
+                        or any(map(self._weightless_library_base, info.bases))
                         or any(table.construction(call) is not None for call in info.calls)):
             return False  # (a `class Net` of an exercise, its layers still to be written, is a model)
         for base in info.bases:
@@ -145,7 +147,8 @@ class LayerKinds:
             if project is not None:
                 if not self.holds_no_weights(project):
                     return False
-            elif self.imports.qualify(base) not in api.NN_MODULE and not self._loss_base_expr(base):
+            elif self.imports.qualify(base) not in api.NN_MODULE and not self._loss_base_expr(base) \
+                    and not self._weightless_library_base(base):
                 return False
         for call in info.calls:
             func = call.func
@@ -231,6 +234,11 @@ class LayerKinds:
             applies = applies or (qualified.startswith("torch.") and qualified.count(".") == 1) \
                 or qualified.startswith(api.FUNCTIONAL + ".")
         return applies
+
+    def _weightless_library_base(self, base: cst.BaseExpression) -> bool:
+        """A library layer without weights (`torchaudio.transforms.MelSpectrogram`: buffers only) as a base."""
+        qualified = self.imports.qualify(base) or ""
+        return qualified.startswith(api.WEIGHTLESS_LIBRARY_LAYERS) and qualified.rsplit(".", 1)[-1][:1].isupper()
 
     def _loss_base(self, info: ClassInfo) -> bool:
         """A subclass of one of torch's losses (`nn.modules.loss._Loss`, `nn.MSELoss`): a loss, not a model
