@@ -138,9 +138,17 @@ class ModeFlow(CallGraph, Optimizers, CallResolution):
                 or None in calling_results or any(site.site.function is None and site.node in self._local_callees
                                                   for site in collector.calls):
             targets.append(None)  # (a script calling this file's functions and methods: their order is in view)
+        # The function a chosen closure is defined in runs too: its calls of the closure carry the grad mode and
+        # the models' modes the closure starts with (`predict(frame)` in `cv2_demo()`, called under no_grad).
+        chosen = set(targets)
+        for function in list(targets):
+            enclosing = function.outer if function is not None and function.cls is None else None
+            while enclosing is not None and enclosing not in chosen:
+                chosen.add(enclosing)
+                targets.append(enclosing)
+                enclosing = enclosing.outer if enclosing.cls is None else None
         # Whoever calls one of them under no_grad (`with torch.no_grad(): detect(images)` in `main()`) runs too:
         # the grad mode at that call is what the callee's forwards run with.
-        chosen = set(targets)
         for site in collector.calls:
             caller = site.site.function
             if caller not in chosen and self._local_callees.get(site.node) in chosen \
