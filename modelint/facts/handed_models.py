@@ -22,7 +22,7 @@ class HandedModels:
     def _handed_to_builder_of(self, receiver: str, state: State) -> list[str]:
         """The models this function (or the module, for a global it does not bind) hands the call it binds
         `receiver` to (`trainer = Trainer(model, args)`, `models = Models({"G": G, "C": C})`)."""
-        by_name = _calls_bound_by_name(self.flow)
+        by_name = calls_bound_by_name(self.flow)
         bound = by_name.get((self.out.function, receiver)) or by_name.get((None, receiver), ())
         if any((made := self.flow.modules.construction(value)) is not None and made.certain for value in bound):
             return []  # (a module wrapping the model, `DataParallel(model)`: its own mode is the model's)
@@ -60,14 +60,14 @@ class HandedModels:
                 annotated = {self._annotated_class(assign) for assign in assigns}
                 return annotated if None not in annotated else set()
         else:
-            bound = _calls_bound_by_name(self.flow).get((function, receiver), ())
+            bound = calls_bound_by_name(self.flow).get((function, receiver), ())
             if not bound and function is not None and receiver in function.param_set:
                 found = self._annotated_parameter(function, receiver)  # `def evaluate(model: Tagger, loader)`
                 return {found} if found is not None else set()
             if not bound and function is not None and "." not in receiver and receiver not in function.param_set \
                     and receiver not in self.flow._scope_bindings(function):
                 # `model = Attention()` at the top of the script, `model.calculate_objective(x, y)` in `test()`
-                bound = _calls_bound_by_name(self.flow).get((None, receiver), ())
+                bound = calls_bound_by_name(self.flow).get((None, receiver), ())
         classes = {self.flow.imports.qualify(value.func) for value in bound}
         return classes if all(found and found.rpartition(".")[2][:1].isupper() for found in classes) else set()
 
@@ -130,11 +130,11 @@ class HandedModels:
             slots[slot] = max(slots.get(slot, 0), dependence)
 
 
-def _calls_bound_by_name(flow) -> dict:
+def calls_bound_by_name(flow) -> dict:
     """(function, name) -> the calls the function binds the name to (`trainer = Trainer(...)`), once per file."""
-    found = flow.__dict__.get("_calls_bound_by_name")
+    found = flow.__dict__.get("calls_bound_by_name")
     if found is None:
-        found = flow.__dict__["_calls_bound_by_name"] = {}
+        found = flow.__dict__["calls_bound_by_name"] = {}
         for name, value, site in flow.collector.call_assigns:
             found.setdefault((site.function, name), []).append(value)
     return found

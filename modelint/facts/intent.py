@@ -50,6 +50,7 @@ from modelint.facts.value_calls import (BACKWARD_METHODS, CONTAINER_METHODS, DET
                                         WEAK_CONSUMER_METHODS, DETACHING_BUILTINS, EVAL_FUNCTIONS,
                                         GRADIENT_FUNCTIONS, GRAPH_READERS, METADATA_BUILTINS, DATASET_CONSUMERS,
                                         in_place)
+from modelint.facts.names import key_root
 from modelint.facts.value_nodes import COMPREHENSIONS, value_children, value_nodes
 from modelint.facts.walk import iter_nodes
 
@@ -57,6 +58,7 @@ TRAIN, EVAL, RETURN, STORE, ESCAPE, WEAK, DISCARD = "train", "eval", "return", "
 HANDED = "handed"
 SAMPLED = "sampled"
 CHECKED = "checked"  # reaches an `assert`: the code tests the module (a self-test, a unit test)
+HOOKED = "hooked"  # handed to an object built holding the model (a Grad-CAM extractor): it may back-propagate
 GRAPH = "graph"  # with TRAIN: the output reached the backward still attached (the model is being trained)
 DETACH = "detach"  # cut from its graph on purpose (`.detach()`, `.data`) while it still carried it
 FED = "fed"  # not a use of the output: its input is another forward's output (a loss, a head, a second stage)
@@ -103,7 +105,7 @@ def intent_of(uses: set[str]) -> str:
         return "training"
     if RETURN in uses:
         return "returned"
-    if STORE in uses or SAMPLED in uses:
+    if STORE in uses or SAMPLED in uses or HOOKED in uses:
         return "unknown"
     if META in uses and uses <= {META, DISCARD, DETACH}:
         return "shape"  # a shape probe (`self.net(dummy).shape[1]`): no evaluation
@@ -133,6 +135,9 @@ class OutputUses:
         # Is an optimizer among a call's arguments (one we cannot see into), and a model with it? Then it
         # may run the update on the graph it is handed (`loss_scaler(loss, optimizer)`); see the interpreter.
         self.update_call = lambda call: None
+        # The models the object a call runs was built with (see the interpreter): outputs of theirs handed to
+        # it may be back-propagated by its hooks (a Grad-CAM extractor).
+        self.models_held_by = lambda call: frozenset()
 
     def use(self, origins: Origins, kind: str, level: int = DETACHED) -> None:
         """Record `kind` for every forward reaching here at least this directly."""
@@ -220,6 +225,15 @@ class OutputUses:
             return frozenset().union(*(result.get(element, NONE) for element in elements))
         return self._children(node, result)
 
+    def _escape_to_holder(self, call: cst.Call, result: dict) -> None:
+        """`cam(class_idx, scores)` for `cam = GradCAM(model, ...)` and `scores = model(x)`: the object holding the
+        model may back-propagate through its output (its hooks on the model), so that output escapes."""
+        held = self.models_held_by(call)
+        for arg in call.args if held else ():
+            origins = result.get(arg.value, NONE)
+            if any(token in self.forwards and key_root(self.forwards[token].key) in held for token, _ in origins):
+                self.use(origins, HOOKED, level=OPAQUE)
+
     def _call(self, call: cst.Call, result: dict) -> Origins:
         value = self._call_value(call, result)
         token = (call, self.tag) if self.tag else call
@@ -239,6 +253,7 @@ class OutputUses:
                        and not is_parameter(origin)]
             if any(origin != token and not is_parameter(origin) for origin, _ in args):
                 self.uses.setdefault(token, set()).add(AFTER)
+            self._escape_to_holder(call, result)
             if feeding:  # (not its own earlier output, as in generation; not a parameter)
                 self.uses.setdefault(token, set()).add(FED)
                 if _beside_other_data(call, result):
@@ -257,6 +272,8 @@ class OutputUses:
             self.use(result.get(arg, NONE), ESCAPE, level=OPAQUE)
         for arg in evaluated:  # a helper that turns it into metrics, a saved image, a printout
             self.use(result.get(arg, NONE), EVAL)
+        if not (trained or handed or evaluated or hooked):
+            self._escape_to_holder(call, result)
         if evaluated and type(func) is cst.Name and not (trained or handed or hooked) \
                 and all(arg.value in evaluated for arg in call.args if result.get(arg.value)):
             return detached(args)  # (what it gives back, `get_numpy(out)`, carries no graph)

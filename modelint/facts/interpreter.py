@@ -17,11 +17,12 @@ from modelint.facts import torch_api as api
 from modelint.facts.bindings import Bindings, flatten
 from modelint.facts.branches import join_branches, knowing_the_flag
 from modelint.facts.calls import CallEffects
+from modelint.facts.handed_models import calls_bound_by_name
 from modelint.facts.intent import CHECKED, OutputUses
 from modelint.facts.value_calls import in_place, storage_owner
 from modelint.facts.lattice import GRAD_ENABLED, GRAD_UNKNOWN, GradFact
 from modelint.facts.loops import Loops
-from modelint.facts.names import dotted, literal_value
+from modelint.facts.names import dotted, literal_value, value_key
 from modelint.facts.phases import decide
 from modelint.facts.state import State, join
 from modelint.facts.summary_effects import arguments_of
@@ -34,6 +35,7 @@ class Interpreter(Loops, Bindings, CallEffects):
         self.uses = OutputUses(flow.imports, out.forwards)
         self.uses.argument_uses = self._argument_uses
         self.uses.update_call = self.update_call
+        self.uses.models_held_by = self._models_held_by
         self.loop_exits: list[tuple[list[State], list[State]]] = []  # (breaks, continues)
         self.returns: list[State] = []
         # Names whose value is known here: a phase loop's variable, `phases = ("train", "val")`.
@@ -63,6 +65,17 @@ class Interpreter(Loops, Bindings, CallEffects):
             elif name in summary.evaluates:
                 evaluated.append(value)
         return trained, handed, evaluated, hooked
+
+    def _models_held_by(self, call: cst.Call) -> frozenset[str]:
+        """The models that the object a call runs was built with, in this function or at module level (`cam =
+        GradCAM(model, "layer4")`, then `cam(class_idx, scores)`): such an object hooks into them and may
+        back-propagate through what it is handed."""
+        name = value_key(call.func)
+        if name is None or "." in name or call in self._local_calls:
+            return frozenset()
+        by_name = calls_bound_by_name(self.flow)
+        bound = by_name.get((self.out.function, name)) or by_name.get((None, name), ())
+        return frozenset(key for value in bound for arg in value.args if (key := value_key(arg.value)) is not None)
 
     @property
     def _local_calls(self):
