@@ -34,6 +34,46 @@ def knowing_the_flag(state: State, stmt: cst.If, holds: bool) -> State:
     return state
 
 
+def knowing_the_condition(state: State, stmt: cst.If, holds: bool, made_under) -> State:
+    """`if args.inference_only: model.eval()`, later `if args.inference_only: break` before training: where a
+    test of the same flag (a name or an attribute chain nothing here assigns) came out `holds`, the switches
+    made where it came out the other way did not happen. `made_under(site)`: the (flag, outcome) pairs the
+    `if`s around a call require."""
+    test = stmt.test
+    if type(test) is cst.UnaryOperation and type(test.operator) is cst.Not:
+        test, holds = test.expression, not holds
+    flag = dotted(test) if type(test) in (cst.Name, cst.Attribute) else None
+    if flag is None or flag.endswith(".training"):
+        return state
+    for key, fact in list(state.models.items()):
+        dropped = {site for site in fact.train_sites | fact.eval_sites
+                   if type(site) is cst.Call and (flag, not holds) in made_under(site)}
+        if dropped:
+            state.models[key] = replace(fact, train_sites=fact.train_sites - dropped,
+                                        eval_sites=fact.eval_sites - dropped)
+    return state
+
+
+def flag_outcomes(guards: tuple, unchanging) -> frozenset:
+    """The (flag, outcome) pairs a site's enclosing `if`s require (`if flag:` body: True; its `else`, an
+    `elif` after it, or `if not flag:` body: False), for flags `unchanging(flag)` says nothing reassigns."""
+    found = set()
+    for position, guard in enumerate(guards):
+        if type(guard) is not cst.If:
+            continue
+        test, outcome = guard.test, True
+        if type(test) is cst.UnaryOperation and type(test.operator) is cst.Not:
+            test, outcome = test.expression, False
+        flag = dotted(test) if type(test) in (cst.Name, cst.Attribute) else None
+        if flag is None or not unchanging(flag):
+            continue
+        following = guards[position + 1] if position + 1 < len(guards) else None
+        if following is not None and following is guard.orelse:
+            outcome = not outcome
+        found.add((flag, outcome))
+    return frozenset(found)
+
+
 def _switches(body: cst.BaseSuite, key: str) -> bool:
     """Does the block call `key.train()` or `key.eval()`?"""
     return any(type(node) is cst.Call and type(node.func) is cst.Attribute

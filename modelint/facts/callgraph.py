@@ -20,6 +20,7 @@ from modelint.facts.caller_entry import CallerEntry, nested_name
 from modelint.facts.method_targets import MethodTargets
 from modelint.facts.names import dotted, is_super_call
 from modelint.facts.name_values import scope_bindings
+from modelint.facts.walk import iter_nodes
 
 _BUILTIN_NAMES = frozenset(dir(builtins))
 
@@ -130,6 +131,33 @@ class CallGraph(MethodTargets, CallerEntry):
     def site_of_call(self) -> dict:
         """Call node -> its CallSite (where it sits: function, statement, guards)."""
         return {site.node: site for site in self.collector.calls}
+
+    def unchanging_flag(self, flag: str) -> bool:
+        """Does nothing in the file rebind `flag` (`args.eval_only`: no `args.eval_only = ...`, `args` bound
+        once, or a parameter; `EVAL_ONLY`: bound once)? Then two tests of it agree."""
+        counts = self.__dict__.get("_binding_counts")
+        if counts is None:
+            counts = self.__dict__["_binding_counts"] = {}
+            for node in iter_nodes(self.collector.module_node):
+                kind = type(node)
+                if kind is cst.Assign:
+                    targets = [target.target for target in node.targets]
+                elif kind in (cst.AugAssign, cst.AnnAssign, cst.For):
+                    targets = [node.target]
+                elif kind is cst.AsName:
+                    targets = [node.name]
+                else:
+                    continue
+                while targets:
+                    target = targets.pop()
+                    if type(target) in (cst.Tuple, cst.List):
+                        targets.extend(element.value for element in target.elements)
+                    elif type(target) is cst.StarredElement:
+                        targets.append(target.value)
+                    elif (name := dotted(target)) is not None:
+                        counts[name] = counts.get(name, 0) + (2 if kind is cst.For else 1)
+        root = flag.split(".")[0]
+        return counts.get(root, 0) <= 1 and ("." not in flag or counts.get(flag, 0) == 0)
 
     @cached_property
     def _calls_of(self) -> dict:

@@ -15,7 +15,7 @@ import libcst as cst
 
 from modelint.facts import torch_api as api
 from modelint.facts.bindings import Bindings, flatten
-from modelint.facts.branches import join_branches, knowing_the_flag
+from modelint.facts.branches import flag_outcomes, join_branches, knowing_the_condition, knowing_the_flag
 from modelint.facts.calls import CallEffects
 from modelint.facts.handed_models import calls_bound_by_name
 from modelint.facts.intent import CHECKED, OutputUses
@@ -175,19 +175,28 @@ class Interpreter(Loops, Bindings, CallEffects):
                     continue
                 other = self.block(stmt.orelse.body, run_in)
                 break
-            branches.append((stmt, self.block(stmt.body, knowing_the_flag(state.copy(), stmt, True))))
+            branches.append((stmt, self.block(stmt.body, self._knowing(state.copy(), stmt, True))))
             if stmt.orelse is None:
-                other = knowing_the_flag(state, stmt, False)
+                other = self._knowing(state, stmt, False)
                 break
             if type(stmt.orelse) is cst.If:
-                stmt, state = stmt.orelse, knowing_the_flag(state.copy(), stmt, False)
+                stmt, state = stmt.orelse, self._knowing(state.copy(), stmt, False)
                 continue
-            other = self.block(stmt.orelse.body, knowing_the_flag(state.copy(), stmt, False))
+            other = self.block(stmt.orelse.body, self._knowing(state.copy(), stmt, False))
             break
         before = state  # (the state the tests ran in: what each branch started from)
         for stmt, then in reversed(branches):
             other = join_branches(before, then, other, stmt.orelse is not None)
         return other
+
+    def _knowing(self, state: State, stmt: cst.If, holds: bool) -> State:
+        """What a branch of `stmt` knows: a model's own flag (`if not m.training`), and the outcome of a flag
+        tested before (`if args.eval_only:` again)."""
+        return knowing_the_condition(knowing_the_flag(state, stmt, holds), stmt, holds, self._made_under)
+
+    def _made_under(self, call: cst.Call) -> frozenset:
+        site = self.flow.site_of_call.get(call)
+        return flag_outcomes(site.site.guards, self.flow.unchanging_flag) if site is not None else frozenset()
 
     def conditional_switch(self, node: cst.Expr, state: State) -> State:
         """`net.train() if is_train else net.eval()` as a statement: an `if`/`else` of two calls."""
