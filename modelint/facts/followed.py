@@ -19,6 +19,10 @@ from modelint.facts.modules import unwrap_chain
 from modelint.facts.names import key_root
 from modelint.facts.state import State
 
+# Methods of Python's containers and strings: on an object not shown to be a module, `x.items()` is one of them.
+_BUILTIN_METHODS = frozenset(name for kind in (dict, list, set, str, tuple) for name in dir(kind)
+                             if not name.startswith("_"))
+
 
 class FollowedNames:
     """Mixed into the call effects: `self.flow`, `self.out`, `self.params` come from there."""
@@ -98,7 +102,10 @@ class FollowedNames:
         if modules.sets_attribute(name):
             return modules.submodule_dependence(name) is not None
         if name in api.MODE_PRESERVING_METHODS or parent in ("self", "cls") or name in self.flow.method_names \
-                or not (parent in state.models or self._object_model(parent) or parent in self.flow.global_models):
+                or not (parent in state.models or self._object_model(parent) or parent in self.flow.global_models) \
+                or (name in _BUILTIN_METHODS and not (state.tracks(parent) and state.fact(parent).certain)):
+            # (`self.key_mapping.items()`: a dict's method, whatever `self.items = nn.Embedding(...)` another
+            # file's class builds; on a model shown to be one, `model.values(x)` is that part)
             # (what `self` holds is its class's to say, here or in its bases' files; a method of a class of this
             # file is no part; a parameter never shown to be a model may be a tensor: `x.view(...)`)
             return False
