@@ -93,14 +93,20 @@ def _dependencies_digest(result: FileResult, index: ProjectIndex) -> bytes:
     import hashlib
     import pickle
 
+    # (a file naming no torch has no summary of its own: the one it got as a helper says what it asks)
+    summary = result.summary or index.files[os.path.abspath(result.path)]
     resolved = []
-    for ref in sorted(result.summary.unresolved):
+    for ref in sorted(summary.unresolved):
         resolved.append((ref, index.resolve(ref, result.path), index.resolve_class(ref, result.path),
                          index.names_function(ref, result.path), index.resolve_shape(ref, result.path)))
-    for ref in sorted(result.summary.asked_classes):
+    for ref in sorted(summary.asked_classes):
         resolved.append((ref, index.resolve_shape(ref, result.path)))
-    for name in sorted(result.summary.asked_submodules):
+    for name in sorted(summary.asked_submodules):
         resolved.append((name, index.submodule_dependence(name)))
+    for asked in sorted(summary.asked_handed):  # (`evaluate|model|0|predict`: the class handed, its method)
+        function, param, position, method = asked.split("|")
+        handed = index.class_handed(result.path, function, param, int(position))
+        resolved.append((asked, handed, index.resolve(f"{handed[0]}.{method}", handed[1]) if handed else None))
     # Sets are pickled in hash order, which changes with every process's hash seed: sort them first.
     return hashlib.sha256(pickle.dumps(_canonical(resolved))).hexdigest().encode()
 
@@ -204,7 +210,7 @@ def _follow_calls_across_files(results: list[FileResult], work, workers: Workers
     changes or relies on a model's mode, are analysed again.
     """
     summaries = [r.summary for r in results if r.summary is not None]
-    if not any(s.unresolved or s.asked_classes or s.asked_submodules for s in summaries):
+    if not any(s.unresolved or s.asked_classes or s.asked_submodules or s.asked_handed for s in summaries):
         return results, ProjectIndex(summaries)
     stats = stats if stats is not None else CacheStats()
     index = ProjectIndex(summaries)
@@ -250,16 +256,19 @@ def _follow_calls_across_files(results: list[FileResult], work, workers: Workers
             for ref in r.summary.unresolved
         ) or any(index.resolve_shape(ref, r.path) is not None for ref in r.summary.asked_classes)
             or any(index.submodule_dependence(name) is not None for name in r.summary.asked_submodules))
+        or _handed_classes_answer(r.path, index)
     }
     if not again:
         return results, index
     helpers_only = [summary for summary in summaries if os.path.abspath(summary.path) in redone]
     salts: dict[str, bytes] = {}
+    relinted: set[str] = set()
     for _round in range(_MOST_ROUNDS):
         # A file analysed again may say more of its helpers (a factory returning a class of a third file, which
         # it now sees): the files whose helpers' summaries changed are analysed once more, a few rounds at most.
         current = {os.path.abspath(r.path): r for r in results}
-        changed = {path: digest for path in sorted(again) if current[path].summary is not None
+        changed = {path: digest for path in sorted(again)
+                   if (current[path].summary is not None or path in index.files)
                    and (digest := _dependencies_digest(current[path], index)) != salts.get(path)}
         if not changed:
             break
@@ -273,9 +282,21 @@ def _follow_calls_across_files(results: list[FileResult], work, workers: Workers
                 result.summary = _with_first_references(result.summary, current[os.path.abspath(result.path)].summary)
         fresh = {os.path.abspath(r.path): r for r in again_results}
         results = [fresh.get(os.path.abspath(r.path), r) for r in results]
+        # (a file summarised as a helper first, analysed again here with the index: this summary knows more)
+        relinted.update(path for path, result in fresh.items() if result.summary is not None)
         index = ProjectIndex([r.summary for r in results if r.summary is not None
-                              and os.path.abspath(r.path) not in redone] + helpers_only)
+                              and (os.path.abspath(r.path) not in redone or os.path.abspath(r.path) in relinted)]
+                             + [s for s in helpers_only if os.path.abspath(s.path) not in relinted])
     return results, index
+
+
+def _handed_classes_answer(path: str, index: ProjectIndex) -> bool:
+    """Does a file call methods on a parameter that other files' calls hand models of one class? (As its
+    latest summary says: a file naming no torch is summarised as a helper first, `model.predict(x)` in a
+    `utils.py` importing only numpy.)"""
+    summary = index.files.get(os.path.abspath(path))
+    return summary is not None and any(index.hands_classes_to(path, asked.split("|")[0])
+                                       for asked in summary.asked_handed)
 
 
 def _with_first_references(summary: FileSummary, first: FileSummary | None) -> FileSummary:

@@ -175,6 +175,12 @@ class FileSummary:
     # Callables imported from other files (as imported) handed a model here: argument slot (position or
     # keyword) -> Dependence value of the models handed there (see ModeFlow.handed_models).
     handed_models: dict[str, dict[str, int]] = field(default_factory=dict)
+    # The same calls: argument slot -> the imported class (as imported here) the model handed there was built
+    # from, "?" when the calls hand models of different or unknown classes (see ModeFlow.handed_classes).
+    handed_classes: dict[str, dict[str, str]] = field(default_factory=dict)
+    # Methods called on a parameter of no class seen here, as "function|parameter|position|method"
+    # (`model.predict(x)` in `evaluate(model, ...)`): the class other files' calls hand it may say what they run.
+    asked_handed: set[str] = field(default_factory=set)
     # `self.<name> = Encoder()` in this file's classes, every one a module with weights: name -> Dependence value
     # (another file's `model.encoder(x)`, on a model of a class it cannot see, runs that submodule).
     submodules: dict[str, int] = field(default_factory=dict)
@@ -223,6 +229,53 @@ class ProjectIndex:
                 if found is not None and os.path.abspath(found.path) != path:
                     called.add((os.path.abspath(found.path), found.qualname))
         return called
+
+    def class_handed(self, path: str, qualname: str, param: str, position: int) -> tuple[str, str] | None:
+        """(class as imported, the importing file) that every call in the run's other files hands the
+        parameter `param` (at `position` among the positional arguments) of the function `qualname` of
+        `path`, when they all hand one class and at least one call is seen; None otherwise."""
+        found: tuple[str, str] | None = None
+        identity = None
+        for slots, from_path in self._calls_handing_classes().get((os.path.abspath(path), qualname), ()):
+            origin = slots.get(param, slots.get(str(position)))
+            shape = self.resolve_shape(origin, from_path) if origin not in (None, "?") else None
+            # (one class: the same defining file, the same name; re-exports name it as they like)
+            this = (os.path.abspath(shape[1]), origin.rpartition(".")[2]) if shape is not None else None
+            if this is None or (identity is not None and identity != this):
+                return None
+            identity = this
+            found = found or (origin, from_path)
+        return found
+
+    def hands_classes_to(self, path: str, qualname: str) -> bool:
+        """Do other files of the run call the function `qualname` of `path`, handing it models (see class_handed)?"""
+        return (os.path.abspath(path), qualname) in self._calls_handing_classes()
+
+    def _calls_handing_classes(self) -> dict:
+        """(callee's file, qualname) -> (the classes each slot gets, the calling file), for every such call."""
+        cache = self.__dict__.get("_handing")
+        if cache is None:
+            cache = self.__dict__["_handing"] = {}
+            for path, summary in self.files.items():
+                for reference, slots in summary.handed_classes.items():
+                    callee = self._function_named(reference, summary.path)
+                    if callee is not None and callee[0] != path:
+                        cache.setdefault(callee, []).append((slots, summary.path))
+        return cache
+
+    def _function_named(self, reference: str, from_path: str) -> tuple[str, str] | None:
+        """(file, qualname) of the project function `reference` names, summarised or not (a helper in a file
+        that names no torch has no summary of its functions yet)."""
+        found = self.resolve(reference, from_path)
+        if found is not None:
+            return os.path.abspath(found.path), found.qualname
+        module, _, name = reference.rpartition(".")
+        if not module:
+            return None
+        for candidate in self._candidates(module, from_path):
+            if name in candidate.plain_functions or name in candidate.functions:
+                return os.path.abspath(candidate.path), name
+        return None
 
     def method_called_only_without_grad(self, name: str) -> bool:
         """Do the files of the run call a method of this name on objects they cannot place, and always under

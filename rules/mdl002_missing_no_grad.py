@@ -15,7 +15,7 @@ from modelint.facts.intent import DETACH, ESCAPE, GIVEN_BACK, HANDED, RETURN, ST
 from modelint.facts.batches import over_batches
 from modelint.facts.lattice import is_train_site
 from modelint.facts.mode_handling import optional_or_callable
-from modelint.facts.names import key_root, literal_value
+from modelint.facts.names import key_root, literal_value, value_key
 from modelint.facts.walk import iter_nodes
 from modelint.facts.regions import (built_with_grad_free_forward, grad_effect, model_class_unseen,
                                     needs_input_gradients)
@@ -281,7 +281,9 @@ def _detached_by_its_caller(facts: FileFacts, forward) -> bool:
     head = key_root(forward.key)
     return function is not None and forward.via is None and forward.method is None \
         and forward.intent == "evaluation" and "detach" in forward.uses and head in function.param_set \
-        and head not in ("self", "cls") and not optional_or_callable(facts, function, head)
+        and head not in ("self", "cls") and not optional_or_callable(facts, function, head) \
+        and not any(facts.modules.is_module_name(key, function) for arg in forward.call.args
+                    if (key := value_key(arg.value)) is not None)  # (`step(module, x)`: a step run on a model)
 
 
 def _wrapper_evaluates_it_elsewhere(facts: FileFacts, forward) -> bool:

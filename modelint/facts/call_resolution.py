@@ -135,16 +135,30 @@ class CallResolution:
                 self.unresolved.add(f"{module}.{name}")
         return None
 
-    def resolve_method_of(self, origin: str, method: str) -> FunctionSummary | None:
-        """`model.predict(x)` on a model built from an imported class (`origin`): that class's method, as
-        its own file summarises it (`self` is the receiver)."""
-        return self._resolve_imported(f"{origin}.{method}")
+    def resolve_method_of(self, origin: str, method: str, from_path: str | None = None) -> FunctionSummary | None:
+        """`model.predict(x)` on a model built from an imported class (`origin`, as imported here or in
+        `from_path`): that class's method, as its own file summarises it (`self` is the receiver)."""
+        return self._resolve_imported(f"{origin}.{method}", from_path)
 
-    def _resolve_imported(self, qualified: str) -> FunctionSummary | None:
+    def class_handed_to(self, function: FunctionInfo | None, param: str, method: str) -> tuple[str, str] | None:
+        """(class, as imported in the file calling it) of the models every call in other files hands this
+        top-level function's parameter (`evaluate(model, ...)` called with a `SASRec` by train.py), whose
+        `method` it calls; None where unknown. Each pass notes what it asks (`evaluate|model|predict`), for the
+        second phase and for what its result depends on."""
+        if function is None or function.outer is not None or param not in function.param_set \
+                or param in ("self", "cls"):
+            return None
+        position = function.params.index(param)
+        self.asked_handed.add(f"{qualname(function)}|{param}|{position}|{method}")
+        if self.index is None:
+            return None
+        return self.index.class_handed(self.path, qualname(function), param, position)
+
+    def _resolve_imported(self, qualified: str, from_path: str | None = None) -> FunctionSummary | None:
         head = qualified.lstrip(".").split(".")[0]
         if is_torch_module(qualified) or (not qualified.startswith(".") and head in _STDLIB):
             return None
         self.last_unresolved = qualified
         if self.index is None:
             return None
-        return self.index.resolve(qualified, self.path)
+        return self.index.resolve(qualified, from_path or self.path)

@@ -177,6 +177,11 @@ class CallEffects(FollowedNames, SummaryEffects, ModeContexts, TrainingSteps, Ha
             elif not state.tracks(receiver) or state.fact(receiver).origin is None:
                 summary = self._method_of_alike_classes(receiver, func.attr.value)
                 self_receiver = receiver if summary is not None else self_receiver
+            if summary is None and not origin:
+                # `model.predict(x)` on a parameter: the class other files' calls hand it, when they agree
+                handed = flow.class_handed_to(self.out.function, receiver, func.attr.value)
+                if handed is not None:
+                    summary, self_receiver = flow.resolve_method_of(handed[0], func.attr.value, handed[1]), receiver
         if summary is not None:
             self.apply_summary(summary, call, state, self_receiver)
             return

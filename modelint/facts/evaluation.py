@@ -24,6 +24,7 @@ from modelint.facts.modules import Dependence
 from modelint.facts.names import dotted, value_key
 from modelint.facts.naming import is_evaluation_name
 from modelint.facts.phases import describe_value
+from modelint.facts.summaries import qualname
 from modelint.facts.walk import iter_nodes
 
 
@@ -129,7 +130,16 @@ def is_module(facts, forward, mode: ModeFact) -> bool:
         return True  # unpickled whole by `torch.load` and called: a module (the global, where no local hides it)
     return facts.modules.is_module_name(forward.key, forward.function) \
         or facts.flow.is_trained_model(forward.function, forward.key) \
-        or _annotated_as_a_module(facts, forward.function, forward.key)
+        or _annotated_as_a_module(facts, forward.function, forward.key) \
+        or _handed_a_module(facts, forward.function, forward.key)
+
+
+def _handed_a_module(facts, function, key: str) -> bool:
+    """`evaluate(model, ...)` that every call in the run's other files hands a model of one module class."""
+    if facts.flow.index is None or function is None or function.outer is not None or key not in function.param_set:
+        return False
+    handed = facts.flow.index.class_handed(facts.path, qualname(function), key, function.params.index(key))
+    return handed is not None and facts.receivers.of_qualified(*handed).module is True
 
 
 def _annotated_as_a_module(facts, function, key: str) -> bool:

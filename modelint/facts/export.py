@@ -59,6 +59,8 @@ def file_summary(flow) -> FileSummary:
     return FileSummary(flow.path, exported, refs, flow.modules.class_summaries(), method_calls=_method_calls(flow),
                        method_calls_in_eval=_method_calls_in_eval(flow),
                        handed_models={name: dict(slots) for name, slots in flow.handed_models.items()},
+                       handed_classes={name: dict(slots) for name, slots in flow.handed_classes.items()},
+                       asked_handed=set(flow.asked_handed),
                        loaded_classes=set(flow.modules.loaded_classes),
                        weightless_classes=flow.modules.weightless_classes(),
                        grad_free_forward_classes=grad_free_forward_classes(flow),

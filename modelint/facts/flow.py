@@ -66,6 +66,8 @@ class ModeFlow(CallGraph, Optimizers, CallResolution):
         # Callables of other files handed a model here (`Learner(model=net)`): name as imported -> argument
         # slot (position or keyword) -> how much the models handed there depend on the mode (the join).
         self.handed_models: dict[str, dict[str, int]] = {}
+        self.handed_classes: dict[str, dict[str, str]] = {}  # ... and the classes they were built from
+        self.asked_handed: set[str] = set()  # functions calling methods of parameters of classes unseen here
         self.last_unresolved: str | None = None
         # Calls of this file's own functions: qualname -> {call: (caller, grad there, models' modes there)}.
         self.call_sites: dict[str, dict[cst.Call, tuple]] = {}
@@ -164,6 +166,8 @@ class ModeFlow(CallGraph, Optimizers, CallResolution):
             self.call_sites = {}
             self.unresolved = set()
             self.handed_models = {}
+            self.handed_classes = {}
+            self.asked_handed = set()
             self.flows = []
             self._training_functions = set()
             self._closures_in = {}

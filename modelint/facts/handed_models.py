@@ -115,19 +115,37 @@ class HandedModels:
         """A callable of another file of the project handed a model (`ClassifierLearner(model=net, ...)`):
         what each argument slot gets, for the file that stores it (modelint.runner: a trainer class whose
         every creator hands a model without Dropout or BatchNorm)."""
-        handed = {}
+        handed, origins = {}, {}
         for position, arg in enumerate(call.args):
             if arg.star:
                 return  # (`*args`: the positions after it are unknown)
             key = value_key(arg.value)
             if key is not None and state.tracks(key := state.canonical(key)):
-                handed[arg.keyword.value if arg.keyword is not None else str(position)] = int(state.fact(key).dependence)
+                slot = arg.keyword.value if arg.keyword is not None else str(position)
+                handed[slot] = int(state.fact(key).dependence)
+                origins[slot] = state.fact(key).origin or "?"  # (a class of this file: not named for others)
         qualified = self.flow.imports.qualify(call.func) if handed else None
+        if qualified is None and handed and type(call.func) is cst.Name:
+            # (`evaluate(model, ...)` after `from utils import *`: named after each star import, for the index)
+            for module in self._star_modules_for(call.func.value):
+                self._record_handed_classes(f"{module}.{call.func.value}", origins)
         if qualified is None or self.flow.imports.is_torch_name(qualified):
             return
         slots = self.flow.handed_models.setdefault(qualified, {})
         for slot, dependence in handed.items():
             slots[slot] = max(slots.get(slot, 0), dependence)
+        self._record_handed_classes(qualified, origins)
+
+    def _record_handed_classes(self, reference: str, origins: dict[str, str]) -> None:
+        classes = self.flow.handed_classes.setdefault(reference, {})
+        for slot, origin in origins.items():
+            classes[slot] = origin if classes.get(slot, origin) == origin else "?"
+
+    def _star_modules_for(self, name: str) -> list[str]:
+        flow = self.flow
+        if name in flow.local_functions or name in flow.modules.classes or name in flow.imports.bindings:
+            return []
+        return list(flow.imports.star_modules)
 
 
 def calls_bound_by_name(flow) -> dict:

@@ -208,12 +208,19 @@ def _forward_use(flow, function, forward, intent: str, trained_here: bool = Fals
     ordinal = via.call if via is not None else -1
     # (a helper of another file reached from here: the call here is still a hop, which a finding there anchors)
     chain = () if via is None else (forward.call, *via.chain) if via.path == flow.path else (forward.call,)
+    path = via.path if via is not None else flow.path
+    if via is not None and via.path != flow.path and forward.callee is not None and forward.callee.is_method \
+            and not forward.callee.qualname.rpartition(".")[2].startswith("_"):
+        # `model.predict(x)`, a public method of the model's class in another file: the forward is shown here,
+        # at the call (where its users put a no_grad), not inside the class (a private `_predict_batch` is the
+        # class's own business: shown where it runs)
+        path, node, ordinal, chain = flow.path, forward.call, -1, ()
     phase_value = forward.phase[0][1] if forward.phase and forward.phase[0][0] in function.param_set else None
     if via is None:
         given_back = "given-back" in forward.uses
     else:  # (a helper's result this function hands on in turn)
         given_back = via.given_back and bool(forward.caller_uses & {"return", "given-back"})
-    return ForwardUse(forward.key, via.path if via is not None else flow.path, intent, grad_word, context,
+    return ForwardUse(forward.key, path, intent, grad_word, context,
                       ordinal, node=node, method=forward.method is not None or (via is not None and via.method),
                       chain=chain, phase_value=phase_value, given_back=given_back)
 
