@@ -253,7 +253,8 @@ class OutputUses:
                        and not is_parameter(origin)]
             if any(origin != token and not is_parameter(origin) for origin, _ in args):
                 self.uses.setdefault(token, set()).add(AFTER)
-            self._escape_to_holder(call, result)
+            if not self.forwards[token].mode.certain:  # (a module of ours is a second stage, not an extractor)
+                self._escape_to_holder(call, result)
             if feeding:  # (not its own earlier output, as in generation; not a parameter)
                 self.uses.setdefault(token, set()).add(FED)
                 if _beside_other_data(call, result):

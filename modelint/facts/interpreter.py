@@ -75,7 +75,9 @@ class Interpreter(Loops, Bindings, CallEffects):
             return frozenset()
         by_name = calls_bound_by_name(self.flow)
         bound = by_name.get((self.out.function, name)) or by_name.get((None, name), ())
-        return frozenset(key for value in bound for arg in value.args if (key := value_key(arg.value)) is not None)
+        # (built by a class: `GradCAMpp(model)`; not made by a method from it, `Decoder.pinv_of(encoder)`)
+        return frozenset(key for value in bound if (dotted(value.func) or "").rpartition(".")[2][:1].isupper()
+                         for arg in value.args if (key := value_key(arg.value)) is not None)
 
     @property
     def _local_calls(self):
