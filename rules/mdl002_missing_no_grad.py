@@ -11,7 +11,7 @@ from modelint.facts import torch_api as api
 from modelint.facts.evaluation import (dummy_input, effective_grad, effective_mode, initialises_lazy_modules,
                                        is_module, left_to_subclasses, returned_to_callers, smoke_test)
 from modelint.facts.mode_handling import frozen_attributes, frozen_by_every_caller, frozen_whole
-from modelint.facts.intent import DETACH, ESCAPE, GIVEN_BACK, HANDED, RETURN, STORE, TRAIN
+from modelint.facts.uses import DETACH, ESCAPE, GIVEN_BACK, HANDED, RETURN, STORE, TRAIN
 from modelint.facts.batches import over_batches
 from modelint.facts.lattice import is_train_site
 from modelint.facts.mode_handling import optional_or_callable

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import libcst as cst
 
-from modelint.facts.intent import NONE
+from modelint.facts.uses import NONE
 from modelint.facts.lattice import NO_MODULE, ModeFact, first_site
 from modelint.facts.names import NOT_LITERAL, any_element, dotted, handed_at, literal_value, value_key
 from modelint.facts.phases import decide, literal_strings

@@ -24,7 +24,7 @@ import libcst as cst
 
 from modelint.facts import torch_api as api
 from modelint.facts.applied import NEUTRAL_BUILTINS, applies_a_mode_neutral_function
-from modelint.facts.intent import DETACHED
+from modelint.facts.uses import DETACHED
 from modelint.facts.phases import decide
 from modelint.facts.lattice import ENTRY_MODE, GradFact, ModeFact, mode_of_call
 from modelint.facts.names import dotted, tokens, value_key

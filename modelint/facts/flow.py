@@ -1,7 +1,7 @@
 """Mode flow of one file: every function that touches a model, callees first.
 
-`ModeFlow` picks the functions worth interpreting (they set or read a mode, run a
-training step, build a model, or hand one to a helper), runs the interpreter
+`ModeFlow` picks the functions worth interpreting (modelint.facts.targets: they set or read
+a mode, run a training step, build a model, or hand one to a helper), runs the interpreter
 (modelint.facts.interpreter) over each — callees before callers, so a call meets the
 summary of the function it runs (modelint.facts.summaries) — and again while those
 summaries change (recursion). Rules read `flows` (forwards, training steps) and ask
@@ -22,19 +22,20 @@ from modelint.facts.optimizers import Optimizers
 from modelint.facts.collector import Collector
 from modelint.facts.scopes import FunctionInfo
 from modelint.facts.free_models import FreeModels
-from modelint.facts.intent import AFTER, DETACH, DIRECT, FED, FEEDS
+from modelint.facts.uses import AFTER, DETACH, DIRECT, FED, FEEDS
 from modelint.facts.interpreter import Interpreter
 from modelint.facts.lattice import GRAD_ENABLED, GRAD_UNKNOWN, GradFact, ModeFact
-from modelint.facts.modules import Dependence, ModuleTable, returned_parameter
+from modelint.facts.modules import Dependence, ModuleTable
 from modelint.facts.names import dotted
 from modelint.facts.objects import ObjectModes
 from modelint.facts.provenance import Provenance
 from modelint.facts.receivers import instance_method
 from modelint.facts.records import FunctionFlow
 from modelint.facts.phases import phase_parameter
-from modelint.facts.regions import disables_grad, grad_effect, lexically_grad_free
+from modelint.facts.regions import disables_grad, grad_effect
 from modelint.facts.state import State
 from modelint.facts.summaries import qualname, summarise
+from modelint.facts.targets import select_targets
 from modelint.summary import FileSummary, FunctionSummary, ProjectIndex
 
 
@@ -89,75 +90,10 @@ class ModeFlow(CallGraph, Optimizers, CallResolution):
         self._recursive = False
         self._phase_parameters: dict[FunctionInfo, tuple | None] = {}  # (once per function, not per round)
         self.assumed_sites: set[cst.Call] = set()  # backward calls standing for "trained here, so in train mode"
-        self._targets = self._ordered(self._select_targets())
+        self._targets = self._ordered(select_targets(self))
         # Built before the run for its attribute aliases (syntax only); the rest reads the finished summaries.
         self.objects = ObjectModes(self)
         self._run()
-
-    # -- which functions -----------------------------------------------------------
-    def _select_targets(self) -> list[FunctionInfo | None]:
-        collector, modules = self.collector, self.modules
-        constructing = {site.function for _key, value, site in collector.call_assigns
-                        if modules.module_expression(value)[0] is not None}
-        # `return nn.Sequential(...)`: a factory, whose summary says what it hands out.
-        constructing.update(site.site.function for site in collector.calls
-                            if type(site.site.stmt) is cst.SimpleStatementLine
-                            and any(type(small) is cst.Return and small.value is site.node
-                                    for small in site.site.stmt.body)
-                            and modules.module_expression(site.node)[0] is not None)
-        using_globals = {site.site.function for site in collector.calls
-                         if type(site.node.func) is cst.Name and site.node.func.value in self.global_models}
-        if self.global_models:
-            # (and through this file's helpers: `calc_loss(sent)` calling `calc_scores(hist)`, which runs `model`)
-            self.free.propagate_globals(self._syntactic_callers)
-            using_globals.update(f for f in collector.functions if self.free.globals_of(f))
-        # `gen = load_generator(path)` then `gen(z)`: a value a call returned is run as a model.
-        returned = {(site.function, key) for key, _value, site in collector.call_assigns}
-        calling_results = {site.site.function for site in collector.calls
-                           if (site.site.function, site.text) in returned}
-        calling_results.update(scope for scope, _name in self.free.loaded_modules)  # (`model.forward(x)` too)
-        def module_forward(f: FunctionInfo) -> bool:
-            if f.cls is None or not _is_forward_like(f.name):
-                return False
-            if self.defines_forward(f.cls):
-                return True  # a module, or one in all but name (no need to ask the index about its base)
-            if f.name == "__init__":
-                # What this file shows, without asking the index about a base elsewhere: a constructor
-                # that builds nothing worth a second pass over the file once the base is known.
-                return self.modules.is_module_class(f.cls)
-            return self.is_module_class(f.cls)
-
-        targets: list[FunctionInfo | None] = [
-            f for f in collector.functions
-            if f.mode_relevant or f in constructing or f in using_globals or f in calling_results
-            or ((f.calls_params or (f.calls_self_attribute and f.cls is not None)) and not module_forward(f))
-            or (f.cls is None and f.outer is None and returned_parameter(self.imports, f) is not None)
-            # (`def grad_of(self, loss): torch.autograd.grad(loss, self.params)`: its summary says it
-            # differentiates what it is handed, so the forward feeding it is no evaluation)
-            or (f.uses_gradients and len(f.params) > (1 if f.cls is not None else 0))
-        ]
-        if collector.module_mode_relevant or None in constructing or collector.module_calls_functions \
-                or None in calling_results or any(site.site.function is None and site.node in self._local_callees
-                                                  for site in collector.calls):
-            targets.append(None)  # (a script calling this file's functions and methods: their order is in view)
-        # The function a chosen closure is defined in runs too: its calls of the closure carry the grad mode and
-        # the models' modes the closure starts with (`predict(frame)` in `cv2_demo()`, called under no_grad).
-        chosen = set(targets)
-        for function in list(targets):
-            enclosing = function.outer if function is not None and function.cls is None else None
-            while enclosing is not None and enclosing not in chosen:
-                chosen.add(enclosing)
-                targets.append(enclosing)
-                enclosing = enclosing.outer if enclosing.cls is None else None
-        # Whoever calls one of them under no_grad (`with torch.no_grad(): detect(images)` in `main()`) runs too:
-        # the grad mode at that call is what the callee's forwards run with.
-        for site in collector.calls:
-            caller = site.site.function
-            if caller not in chosen and self._local_callees.get(site.node) in chosen \
-                    and lexically_grad_free(self.imports, site.site, self.grad_wrappers):
-                chosen.add(caller)
-                targets.append(caller)
-        return targets
 
     # -- rounds ---------------------------------------------------------------------
     def _run(self) -> None:
@@ -385,10 +321,6 @@ class ModeFlow(CallGraph, Optimizers, CallResolution):
 
         return file_summary(self)
 
-
-
-def _is_forward_like(name: str) -> bool:
-    return name == "forward" or name.startswith(("forward_", "_forward")) or name in ("__init__", "__call__")
 
 
 def _same_effects(a: dict[str, FunctionSummary], b: dict[str, FunctionSummary]) -> bool:

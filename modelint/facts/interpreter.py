@@ -18,7 +18,8 @@ from modelint.facts.bindings import Bindings, flatten
 from modelint.facts.branches import flag_outcomes, join_branches, knowing_the_condition, knowing_the_flag
 from modelint.facts.calls import CallEffects
 from modelint.facts.handed_models import calls_bound_by_name
-from modelint.facts.intent import CHECKED, OutputUses
+from modelint.facts.intent import OutputUses
+from modelint.facts.uses import CHECKED
 from modelint.facts.value_calls import in_place, storage_owner
 from modelint.facts.lattice import GRAD_ENABLED, GRAD_UNKNOWN, GradFact
 from modelint.facts.loops import Loops

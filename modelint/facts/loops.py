@@ -15,7 +15,7 @@ from __future__ import annotations
 import libcst as cst
 
 from modelint.facts.bindings import flatten
-from modelint.facts.intent import NONE
+from modelint.facts.uses import NONE
 from modelint.facts.names import dotted, value_key
 from modelint.facts.naming import names_evaluation_data
 from modelint.facts.phases import names_evaluation_value, phase_values

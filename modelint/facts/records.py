@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import libcst as cst
 
 from modelint.facts.scopes import FunctionInfo
-from modelint.facts.intent import intent_of
+from modelint.facts.uses import intent_of
 from modelint.facts.lattice import GradFact, ModeFact
 from modelint.summary import ForwardUse, FunctionSummary, StepUse
 

@@ -17,7 +17,7 @@ from dataclasses import replace
 
 import libcst as cst
 
-from modelint.facts.intent import DETACHED
+from modelint.facts.uses import DETACHED
 from modelint.facts.lattice import ENTRY_MODE, ModeFact
 from modelint.facts.modules import Dependence
 from modelint.facts.names import key_root, unwrapped_key, value_key

@@ -1,0 +1,88 @@
+"""Which functions of a file the mode flow interprets (modelint.facts.flow).
+
+Most functions of a model file never touch a mode: a module's own `forward`, its
+constructor, tokenisers, shape helpers. The flow interprets only the functions whose
+code can set, read or depend on a mode or a grad mode, and those whose interpretation
+gives the others what they start with (a closure's enclosing function, a caller that
+runs one of them under no_grad).
+"""
+
+from __future__ import annotations
+
+import libcst as cst
+
+from modelint.facts.modules import returned_parameter
+from modelint.facts.regions import lexically_grad_free
+from modelint.facts.scopes import FunctionInfo
+
+
+def select_targets(flow) -> list[FunctionInfo | None]:
+    """The functions worth interpreting: they set or read a mode, train, build a model, run what a call
+    returned, use a global model, hand one on; the functions their closures live in; the callers that run
+    them under no_grad (None: the module-level script)."""
+    collector, modules = flow.collector, flow.modules
+    constructing = {site.function for _key, value, site in collector.call_assigns
+                    if modules.module_expression(value)[0] is not None}
+    # `return nn.Sequential(...)`: a factory, whose summary says what it hands out.
+    constructing.update(site.site.function for site in collector.calls
+                        if type(site.site.stmt) is cst.SimpleStatementLine
+                        and any(type(small) is cst.Return and small.value is site.node
+                                for small in site.site.stmt.body)
+                        and modules.module_expression(site.node)[0] is not None)
+    using_globals = {site.site.function for site in collector.calls
+                     if type(site.node.func) is cst.Name and site.node.func.value in flow.global_models}
+    if flow.global_models:
+        # (and through this file's helpers: `calc_loss(sent)` calling `calc_scores(hist)`, which runs `model`)
+        flow.free.propagate_globals(flow._syntactic_callers)
+        using_globals.update(f for f in collector.functions if flow.free.globals_of(f))
+    # `gen = load_generator(path)` then `gen(z)`: a value a call returned is run as a model.
+    returned = {(site.function, key) for key, _value, site in collector.call_assigns}
+    calling_results = {site.site.function for site in collector.calls
+                       if (site.site.function, site.text) in returned}
+    calling_results.update(scope for scope, _name in flow.free.loaded_modules)  # (`model.forward(x)` too)
+    def module_forward(f: FunctionInfo) -> bool:
+        if f.cls is None or not _is_forward_like(f.name):
+            return False
+        if flow.defines_forward(f.cls):
+            return True  # a module, or one in all but name (no need to ask the index about its base)
+        if f.name == "__init__":
+            # What this file shows, without asking the index about a base elsewhere: a constructor
+            # that builds nothing worth a second pass over the file once the base is known.
+            return flow.modules.is_module_class(f.cls)
+        return flow.is_module_class(f.cls)
+
+    targets: list[FunctionInfo | None] = [
+        f for f in collector.functions
+        if f.mode_relevant or f in constructing or f in using_globals or f in calling_results
+        or ((f.calls_params or (f.calls_self_attribute and f.cls is not None)) and not module_forward(f))
+        or (f.cls is None and f.outer is None and returned_parameter(flow.imports, f) is not None)
+        # (`def grad_of(self, loss): torch.autograd.grad(loss, flow.params)`: its summary says it
+        # differentiates what it is handed, so the forward feeding it is no evaluation)
+        or (f.uses_gradients and len(f.params) > (1 if f.cls is not None else 0))
+    ]
+    if collector.module_mode_relevant or None in constructing or collector.module_calls_functions \
+            or None in calling_results or any(site.site.function is None and site.node in flow._local_callees
+                                              for site in collector.calls):
+        targets.append(None)  # (a script calling this file's functions and methods: their order is in view)
+    # The function a chosen closure is defined in runs too: its calls of the closure carry the grad mode and
+    # the models' modes the closure starts with (`predict(frame)` in `cv2_demo()`, called under no_grad).
+    chosen = set(targets)
+    for function in list(targets):
+        enclosing = function.outer if function is not None and function.cls is None else None
+        while enclosing is not None and enclosing not in chosen:
+            chosen.add(enclosing)
+            targets.append(enclosing)
+            enclosing = enclosing.outer if enclosing.cls is None else None
+    # Whoever calls one of them under no_grad (`with torch.no_grad(): detect(images)` in `main()`) runs too:
+    # the grad mode at that call is what the callee's forwards run with.
+    for site in collector.calls:
+        caller = site.site.function
+        if caller not in chosen and flow._local_callees.get(site.node) in chosen \
+                and lexically_grad_free(flow.imports, site.site, flow.grad_wrappers):
+            chosen.add(caller)
+            targets.append(caller)
+    return targets
+
+
+def _is_forward_like(name: str) -> bool:
+    return name == "forward" or name.startswith(("forward_", "_forward")) or name in ("__init__", "__call__")

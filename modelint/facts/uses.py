@@ -1,0 +1,61 @@
+"""The words for what a forward's output is used for, and how directly a value carries an output.
+
+The interpreter (modelint.facts.intent) records these words per forward; `intent_of` turns a forward's
+words into one intent ("training", "evaluation", "returned", ...), which rules and summaries read.
+"""
+
+from __future__ import annotations
+
+TRAIN, EVAL, RETURN, STORE, ESCAPE, WEAK, DISCARD = "train", "eval", "return", "store", "escape", "weak", "discard"
+HANDED = "handed"
+SAMPLED = "sampled"
+CHECKED = "checked"  # reaches an `assert`: the code tests the module (a self-test, a unit test)
+HOOKED = "hooked"  # handed to an object built holding the model (a Grad-CAM extractor): it may back-propagate
+GRAPH = "graph"  # with TRAIN: the output reached the backward still attached (the model is being trained)
+DETACH = "detach"  # cut from its graph on purpose (`.detach()`, `.data`) while it still carried it
+FED = "fed"  # not a use of the output: its input is another forward's output (a loss, a head, a second stage)
+AFTER = "after"  # not a use: its input derives from another forward's output, even detached (`loss(pred.cpu(), y)`)
+FEEDS = "feeds"  # not a use either: its output is, as it is, another forward's input (preprocessing, a first stage)
+META = "meta"  # only its shape, dtype or length was read: mode cannot change those
+BUILT = "built"  # a module's own methods were called on it (`load_state_dict`, `eval()`): the call built a module
+GIVEN_BACK = "given-back"  # something cut from it (its argmax, its indices) is returned: the caller gets a result
+
+
+# Origins: a frozenset of (forward call, level). Level says how directly the value carries the output:
+DIRECT, OPAQUE, DETACHED = 2, 1, 0  # the output or tensor ops on it; through a call we cannot see; no graph
+Origins = frozenset
+NONE: Origins = frozenset()
+
+
+def is_parameter(origin) -> bool:
+    """An origin that is a function's parameter (`("param", name)`), not a forward's output."""
+    return isinstance(origin, tuple) and origin[0] == "param"
+
+
+def detached(origins: Origins) -> Origins:
+    return frozenset((call, DETACHED) for call, _level in origins)
+
+
+def opaque(origins: Origins) -> Origins:
+    return frozenset((call, min(level, OPAQUE)) for call, level in origins)
+
+
+def intent_of(uses: set[str]) -> str:
+    """One word for what a forward's output is for (see the module docstring)."""
+    if BUILT in uses:
+        return "built"  # (`agent = Model(envs)` for a parameter annotated as a module: a class, called)
+    if TRAIN in uses:
+        return "training"
+    if RETURN in uses:
+        return "returned"
+    if STORE in uses or SAMPLED in uses or HOOKED in uses:
+        return "unknown"
+    if META in uses and uses <= {META, DISCARD, DETACH}:
+        return "shape"  # a shape probe (`self.net(dummy).shape[1]`): no evaluation
+    if CHECKED in uses:
+        return "shape"  # asserted on (`assert run1 != run2`): a self-test of the module, no evaluation
+    if ESCAPE in uses or (HANDED in uses and EVAL not in uses):
+        return "escaped"  # handed to a call we cannot see into: it may keep it for training
+    if EVAL in uses:
+        return "evaluation"
+    return "inference"  # dropped, printed or logged only (or never used)
