@@ -15,7 +15,7 @@ from modelint.facts.uses import DETACH, ESCAPE, GIVEN_BACK, HANDED, RETURN, STOR
 from modelint.facts.batches import over_batches
 from modelint.facts.lattice import is_train_site
 from modelint.facts.mode_handling import optional_or_callable
-from modelint.facts.names import key_root, literal_value, value_key
+from modelint.facts.names import key_root, literal_value
 from modelint.facts.walk import iter_nodes
 from modelint.facts.regions import (built_with_grad_free_forward, grad_effect, model_class_unseen,
                                     needs_input_gradients)
@@ -115,8 +115,7 @@ class MissingNoGrad(Rule):
 
     def _judge(self, facts: FileFacts, forward) -> Report | None:
         mode = effective_mode(facts, forward)
-        if mode.parameterless or not (is_module(facts, forward, mode) or _fed_batches(facts, forward)
-                                      or _detached_by_its_caller(facts, forward)) \
+        if mode.parameterless or not (is_module(facts, forward, mode) or _fed_batches(facts, forward)) \
                 or (forward.via is None and returned_to_callers(facts, forward)):
             return None  # (a loss, an activation, a padding layer: no weights, no graph worth a finding)
         if facts.flow.phase_never_picked(forward.function, forward.phase):
@@ -272,18 +271,6 @@ def _fed_batches(facts: FileFacts, forward) -> bool:
     return function is not None and forward.via is None and forward.method is None and not forward.after_forward \
         and forward.intent == "evaluation" and head in function.param_set and head not in ("self", "cls") \
         and not optional_or_callable(facts, function, head) and over_batches(facts, forward, batch_only=True)
-
-
-def _detached_by_its_caller(facts: FileFacts, forward) -> bool:
-    """A parameter called for an evaluation whose output the function detaches itself (`model(ids).logits
-    .cpu().detach().numpy()`): the author shows the call records a graph, whatever was handed in."""
-    function = forward.function
-    head = key_root(forward.key)
-    return function is not None and forward.via is None and forward.method is None \
-        and forward.intent == "evaluation" and "detach" in forward.uses and head in function.param_set \
-        and head not in ("self", "cls") and not optional_or_callable(facts, function, head) \
-        and not any(facts.modules.is_module_name(key, function) for arg in forward.call.args
-                    if (key := value_key(arg.value)) is not None)  # (`step(module, x)`: a step run on a model)
 
 
 def _wrapper_evaluates_it_elsewhere(facts: FileFacts, forward) -> bool:
