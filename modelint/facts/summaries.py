@@ -206,8 +206,7 @@ def _forward_use(flow, function, forward, intent: str, trained_here: bool = Fals
             context = f"in {function.name}()"
     node = via.node if via is not None else forward.call
     ordinal = via.call if via is not None else -1
-    # (a helper of another file reached from here: the call here is still a hop, which a finding there anchors)
-    chain = () if via is None else (forward.call, *via.chain) if via.path == flow.path else (forward.call,)
+    chain = (forward.call, *via.chain) if via is not None and via.path == flow.path else ()
     path = via.path if via is not None else flow.path
     if via is not None and via.path != flow.path and forward.callee is not None and forward.callee.is_method \
             and not forward.callee.qualname.rpartition(".")[2].startswith("_"):
