@@ -81,7 +81,8 @@ class CallResolution:
         if local is not None:
             # A method's `self` is its receiver: `self` for `self.validate()`, `self.policy_old` for
             # `self.policy_old.act(x)` (the only attribute calls local_callee resolves).
-            receiver = ("self" if is_super_call(func.value) else dotted(func.value)) if type(func) is cst.Attribute else None
+            receiver = None if type(func) is not cst.Attribute else "self" if is_super_call(func.value) \
+                else dotted(func.value)
             return self.summaries.get(local), receiver
         if type(func) is cst.Attribute and is_super_call(func.value):
             return self._resolve_inherited(func.attr.value, enclosing), "self"
@@ -143,7 +144,7 @@ class CallResolution:
     def class_handed_to(self, function: FunctionInfo | None, param: str, method: str) -> tuple[str, str] | None:
         """(class, as imported in the file calling it) of the models every call in other files hands this
         top-level function's parameter (`evaluate(model, ...)` called with a `SASRec` by train.py), whose
-        `method` it calls; None where unknown. Each pass notes what it asks (`evaluate|model|predict`), for the
+        `method` it calls; None where unknown. Each pass notes what it asks (`evaluate|model|0|predict`), for the
         second phase and for what its result depends on."""
         if function is None or function.outer is not None or param not in function.param_set \
                 or param in ("self", "cls"):

@@ -233,7 +233,8 @@ class CallGraph(MethodTargets, CallerEntry):
             closure = self.returned_closure(name, enclosing)
             return nested_name(closure) if closure is not None else None
         through_super = type(func) is cst.Attribute and is_super_call(func.value)
-        if type(func) is cst.Attribute and (through_super or type(func.value) is cst.Name and func.value.value == "self"):
+        if type(func) is cst.Attribute and (through_super or (type(func.value) is cst.Name
+                                                              and func.value.value == "self")):
             cls = enclosing.cls if enclosing is not None else None
             while cls is None and enclosing is not None and enclosing.outer is not None:
                 enclosing = enclosing.outer

@@ -78,7 +78,8 @@ def value_key(node: cst.BaseExpression) -> str | None:
 
 
 def is_torch_module(name: str) -> bool:
-    """`torch` or one of its submodules; not a package merely named like it (`torch_geometric_temporal`, `torchvision`)."""
+    """`torch` or one of its submodules; not a package merely named like it (`torch_geometric_temporal`,
+    `torchvision`)."""
     return name == "torch" or name.startswith("torch.")
 
 
