@@ -54,26 +54,6 @@ def knowing_the_condition(state: State, stmt: cst.If, holds: bool, made_under) -
     return state
 
 
-def flag_outcomes(guards: tuple, unchanging) -> frozenset:
-    """The (flag, outcome) pairs a site's enclosing `if`s require (`if flag:` body: True; its `else`, an
-    `elif` after it, or `if not flag:` body: False), for flags `unchanging(flag)` says nothing reassigns."""
-    found = set()
-    for position, guard in enumerate(guards):
-        if type(guard) is not cst.If:
-            continue
-        test, outcome = guard.test, True
-        if type(test) is cst.UnaryOperation and type(test.operator) is cst.Not:
-            test, outcome = test.expression, False
-        flag = dotted(test) if type(test) in (cst.Name, cst.Attribute) else None
-        if flag is None or not unchanging(flag):
-            continue
-        following = guards[position + 1] if position + 1 < len(guards) else None
-        if following is not None and following is guard.orelse:
-            outcome = not outcome
-        found.add((flag, outcome))
-    return frozenset(found)
-
-
 def _switches(body: cst.BaseSuite, key: str) -> bool:
     """Does the block call `key.train()` or `key.eval()`?"""
     return any(type(node) is cst.Call and type(node.func) is cst.Attribute

@@ -12,6 +12,7 @@ import libcst as cst
 
 from modelint.facts.collector import Collector
 from modelint.facts.names import NOT_LITERAL, literal_value
+from modelint.facts.scopes import flag_outcomes
 from modelint.facts.torch_layers import Dependence
 from modelint.facts.walk import iter_nodes
 
@@ -125,28 +126,10 @@ def builder_functions(collector: Collector) -> dict[str, list[tuple[cst.Call, bo
             # `layers = [nn.Conv2d(...), nn.LeakyReLU(0.2)]`, `layers.append(nn.BatchNorm2d(c))`, `return layers`:
             # a function returning a list it fills returns every layer it builds
             returned = bool(_returned_names(site.site.function) & _list_names(site.site.function))
-        calls[name].append((site.node, returned, _flag_tests(site.site.guards, site.site.function)))
+        # (`if batch_norm: layers += [conv, nn.BatchNorm2d(v)]`: the outcomes of its parameters' tests it needs)
+        function = site.site.function
+        calls[name].append((site.node, returned, flag_outcomes(site.site.guards, function.param_set.__contains__)))
     return calls
-
-
-def _flag_tests(guards: tuple, function) -> tuple[tuple[str, bool], ...]:
-    """(parameter, truth the branch needs) for each `if flag:` / `if not flag:` around a call on one of the
-    function's parameters (`if batch_norm: layers += [conv, nn.BatchNorm2d(v)]`); an `else` (or `elif`) branch
-    needs the opposite."""
-    tests = []
-    for position, guard in enumerate(guards):
-        if type(guard) is not cst.If:
-            continue
-        test, wanted = guard.test, True
-        if type(test) is cst.UnaryOperation and type(test.operator) is cst.Not:
-            test, wanted = test.expression, False
-        if type(test) is not cst.Name or test.value not in function.param_set:
-            continue
-        following = guards[position + 1] if position + 1 < len(guards) else None
-        if following is not None and following is guard.orelse:
-            wanted = not wanted
-        tests.append((test.value, wanted))
-    return tuple(tests)
 
 
 def _returned_names(function) -> set[str]:

@@ -199,7 +199,7 @@ class CallGraph(MethodTargets, CallerEntry):
         return cache[key]
 
     def _local_callee(self, call: cst.Call, enclosing: FunctionInfo | None) -> str | None:
-        if type(call.func) is cst.Attribute and call.func.attr.value not in self._local_method_names:
+        if type(call.func) is cst.Attribute and call.func.attr.value not in self.method_names:
             return None  # (`x.view(...)`, `torch.cat(...)`: no method of this file has that name)
         named = self.local_reference(call.func, enclosing)
         if named is not None or type(call.func) is cst.Name:
@@ -254,11 +254,6 @@ class CallGraph(MethodTargets, CallerEntry):
             found = cache[function] = scope_bindings(function.node if function is not None
                                                      else self.collector.module_node)
         return found
-
-    @cached_property
-    def _local_method_names(self) -> frozenset[str]:
-        """The names after the dot of this file's `Class.method` qualnames: all an attribute call can run here."""
-        return frozenset(name.rpartition(".")[2] for name in self.local_functions if "." in name)
 
     @cached_property
     def method_names(self) -> frozenset[str]:

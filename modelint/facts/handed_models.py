@@ -22,8 +22,7 @@ class HandedModels:
     def _handed_to_builder_of(self, receiver: str, state: State) -> list[str]:
         """The models this function (or the module, for a global it does not bind) hands the call it binds
         `receiver` to (`trainer = Trainer(model, args)`, `models = Models({"G": G, "C": C})`)."""
-        by_name = calls_bound_by_name(self.flow)
-        bound = by_name.get((self.out.function, receiver)) or by_name.get((None, receiver), ())
+        bound = calls_binding(self.flow, self.out.function, receiver)
         if any((made := self.flow.modules.construction(value)) is not None and made.certain for value in bound):
             return []  # (a module wrapping the model, `DataParallel(model)`: its own mode is the model's)
         held = []
@@ -156,6 +155,12 @@ def calls_bound_by_name(flow) -> dict:
         for name, value, site in flow.collector.call_assigns:
             found.setdefault((site.function, name), []).append(value)
     return found
+
+
+def calls_binding(flow, function, name: str) -> list:
+    """The calls `function` binds `name` to, or, for a name it does not bind, the module level's."""
+    by_name = calls_bound_by_name(flow)
+    return by_name.get((function, name)) or by_name.get((None, name), [])
 
 
 def handed_known_model(call: cst.Call, key: str, state: State) -> str | None:

@@ -15,9 +15,9 @@ import libcst as cst
 
 from modelint.facts import torch_api as api
 from modelint.facts.bindings import Bindings, flatten
-from modelint.facts.branches import flag_outcomes, join_branches, knowing_the_condition, knowing_the_flag
+from modelint.facts.branches import join_branches, knowing_the_condition, knowing_the_flag
 from modelint.facts.calls import CallEffects
-from modelint.facts.handed_models import calls_bound_by_name
+from modelint.facts.handed_models import calls_binding
 from modelint.facts.intent import OutputUses
 from modelint.facts.uses import CHECKED
 from modelint.facts.value_calls import in_place, storage_owner
@@ -25,6 +25,7 @@ from modelint.facts.lattice import GRAD_ENABLED, GRAD_UNKNOWN, GradFact
 from modelint.facts.loops import Loops
 from modelint.facts.names import dotted, literal_value, value_key
 from modelint.facts.phases import decide
+from modelint.facts.scopes import flag_outcomes
 from modelint.facts.state import State, join
 from modelint.facts.summary_effects import arguments_of
 from modelint.facts.walk import iter_nodes
@@ -74,8 +75,7 @@ class Interpreter(Loops, Bindings, CallEffects):
         name = value_key(call.func)
         if name is None or "." in name or call in self._local_calls:
             return frozenset()
-        by_name = calls_bound_by_name(self.flow)
-        bound = by_name.get((self.out.function, name)) or by_name.get((None, name), ())
+        bound = calls_binding(self.flow, self.out.function, name)
         # (built by a class: `GradCAMpp(model)`; not made by a method from it, `Decoder.pinv_of(encoder)`)
         return frozenset(key for value in bound if (dotted(value.func) or "").rpartition(".")[2][:1].isupper()
                          for arg in value.args if (key := value_key(arg.value)) is not None)
@@ -198,8 +198,11 @@ class Interpreter(Loops, Bindings, CallEffects):
         return knowing_the_condition(knowing_the_flag(state, stmt, holds), stmt, holds, self._made_under)
 
     def _made_under(self, call: cst.Call) -> frozenset:
-        site = self.flow.site_of_call.get(call)
-        return flag_outcomes(site.site.guards, self.flow.unchanging_flag) if site is not None else frozenset()
+        cache = self.flow.__dict__.setdefault("_flag_outcomes", {})  # (asked at every `if` for every site)
+        if call not in cache:
+            site = self.flow.site_of_call.get(call)
+            cache[call] = flag_outcomes(site.site.guards, self.flow.unchanging_flag) if site is not None else frozenset()
+        return cache[call]
 
     def conditional_switch(self, node: cst.Expr, state: State) -> State:
         """`net.train() if is_train else net.eval()` as a statement: an `if`/`else` of two calls."""

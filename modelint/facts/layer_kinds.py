@@ -237,8 +237,7 @@ class LayerKinds:
 
     def _weightless_library_base(self, base: cst.BaseExpression) -> bool:
         """A library layer without weights (`torchaudio.transforms.MelSpectrogram`: buffers only) as a base."""
-        qualified = self.imports.qualify(base) or ""
-        return qualified.startswith(api.WEIGHTLESS_LIBRARY_LAYERS) and qualified.rsplit(".", 1)[-1][:1].isupper()
+        return api.is_weightless_library_layer(self.imports.qualify(base) or "")
 
     def _loss_base(self, info: ClassInfo) -> bool:
         """A subclass of one of torch's losses (`nn.modules.loss._Loss`, `nn.MSELoss`): a loss, not a model

@@ -45,7 +45,7 @@ class LibraryLayers:
             built = self._geometric_layer(call, qualified.rsplit(".", 1)[-1])
             if built is not None:
                 return True, built
-        if qualified.startswith(api.WEIGHTLESS_LIBRARY_LAYERS) and qualified.rsplit(".", 1)[-1][:1].isupper():
+        if api.is_weightless_library_layer(qualified):
             return True, Construction(call, Dependence.INDEPENDENT, parameterless=True)
         return False, None
 

@@ -203,7 +203,7 @@ class ModuleTable(WaitingOnImports, LocalLayers, Registries, ModuleAttributes, B
                 if is_module:
                     if info.reads_training_flag:
                         dependence = Dependence.DEPENDENT
-                    contained = self._containers_of_parameters(info)
+                    contained = self._parameter_containers(info)
                     for call in info.calls:
                         if call in contained:
                             continue  # (what each construction hands it: _handed_layers)
@@ -308,29 +308,23 @@ class ModuleTable(WaitingOnImports, LocalLayers, Registries, ModuleAttributes, B
         for param in kept:
             arg = handed_at(call, param, params.index(param) if param in params else -1)
             built = self.layer_dependence(arg, known) if type(arg) is cst.Call else None
-            if built is None and param in self._contained_parameters(project):
+            if built is None and param in self._parameter_containers(project).values():
                 built = Dependence.UNKNOWN  # (`SSD(phase, base_)`: layers built where we do not look)
             if built is not None:
                 found = built if found is None else max(found, built)
         return found
 
-    def _containers_of_parameters(self, project: ClassInfo) -> frozenset:
-        """The container calls of `_contained_parameters` (`nn.ModuleList(base)`)."""
-        init = self._collector.constructor(project)
-        if init is None:
-            return frozenset()
-        return frozenset(assign.value for assign in self.self_assigns if assign.site.function is init
-                         and type(assign.value) is cst.Call and self._kept_parameter(assign.value, init) is not None)
-
-    def _contained_parameters(self, project: ClassInfo) -> frozenset[str]:
-        """The constructor parameters the class keeps in a torch container (`self.vgg = nn.ModuleList(base)`):
-        that container is as mode-dependent as what each construction hands it, not the class itself."""
-        init = self._collector.constructor(project)
-        if init is None:
-            return frozenset()
-        return frozenset(kept for assign in self.self_assigns if assign.site.function is init
-                         and type(assign.value) is cst.Call
-                         and (kept := self._kept_parameter(assign.value, init)) is not None)
+    def _parameter_containers(self, project: ClassInfo) -> dict:
+        """The torch containers the class keeps a constructor parameter in (`self.vgg = nn.ModuleList(base)`),
+        each with that parameter: such a container is as mode-dependent as what each construction hands it,
+        not the class itself (once per class)."""
+        cache = self.__dict__.setdefault("_containers_by_class", {})
+        if project.name not in cache:
+            init = self._collector.constructor(project)
+            cache[project.name] = {} if init is None else {
+                assign.value: kept for assign in self.self_assigns if assign.site.function is init
+                and type(assign.value) is cst.Call and (kept := self._kept_parameter(assign.value, init)) is not None}
+        return cache[project.name]
 
     def _kept_parameter(self, value: cst.BaseExpression | None, init) -> str | None:
         """The constructor parameter an attribute keeps: `self.features = features`, or its layers in a torch

@@ -159,3 +159,24 @@ class AttributeAssign:
 def loops_around(site: "CallSite | None") -> list:
     """The `for`/`while` loops around a call site, outermost first (none for an unknown site)."""
     return [g for g in site.site.guards if type(g) in (cst.For, cst.While)] if site is not None else []
+
+
+def flag_outcomes(guards: tuple, unchanging) -> frozenset:
+    """The (flag, outcome) pairs a site's enclosing `if`s require (`if flag:` body: True; its `else`, an
+    `elif` after it, or `if not flag:` body: False), for the flags `unchanging(flag)` accepts: a name or an
+    attribute chain nothing reassigns (modelint.facts.branches), a builder's parameter (builders)."""
+    found = set()
+    for position, guard in enumerate(guards):
+        if type(guard) is not cst.If:
+            continue
+        test, outcome = guard.test, True
+        if type(test) is cst.UnaryOperation and type(test.operator) is cst.Not:
+            test, outcome = test.expression, False
+        flag = dotted(test) if type(test) in (cst.Name, cst.Attribute) else None
+        if flag is None or not unchanging(flag):
+            continue
+        following = guards[position + 1] if position + 1 < len(guards) else None
+        if following is not None and following is guard.orelse:
+            outcome = not outcome
+        found.add((flag, outcome))
+    return frozenset(found)

@@ -288,3 +288,9 @@ def closest(name: str, targets) -> str | None:
 
 # `torch.autograd.Variable`, the pre-0.4 tensor wrapper (`volatile=True`, `requires_grad=True`), as imported.
 VARIABLE_CLASSES = frozenset({"torch.autograd.Variable", "torch.autograd.variable.Variable"})
+
+
+def is_weightless_library_layer(qualified: str) -> bool:
+    """A class of the WEIGHTLESS_LIBRARY_LAYERS libraries (`torchaudio.transforms.MelSpectrogram`), not one of their
+    functions."""
+    return qualified.startswith(WEIGHTLESS_LIBRARY_LAYERS) and qualified.rsplit(".", 1)[-1][:1].isupper()
