@@ -11,7 +11,7 @@ from modelint.facts import FileFacts
 from modelint.facts.gates import runs_only_in_training
 from modelint.facts.modules import Dependence
 from modelint.facts.lattice import is_train_site
-from modelint.facts.names import dotted, key_prefixes, parameter_owners, same_or_nested
+from modelint.facts.names import NOT_LITERAL, dotted, key_prefixes, literal_value, parameter_owners, same_or_nested
 from modelint.facts.phase_callers import eval_branch_not_taken, mode_picked_by_callers
 from modelint.facts.scopes import loops_around
 from modelint.summary import RemoteSite
@@ -213,10 +213,11 @@ def _other_model_trained(key: str, step) -> bool:
 def _part_frozen_after_train(facts: FileFacts, fact, step) -> bool:
     """`self.train()` and then `self.encoder.eval()` (or `if self.encoder.frozen: self.encoder.eval()`), both
     in the training function before its step: a part of the model kept in eval mode on purpose (frozen
-    BatchNorm statistics), not a validation that forgot to switch back."""
+    BatchNorm statistics), not a validation that forgot to switch back. The parts of a list of modules are
+    its elements: `for m in nets: m.train()`, then `nets[-1].eval()` (a teacher kept in the same list)."""
     if not fact.eval_sites:
         return False
-    switches = [(site, dotted(site.node.func.value)) for site in facts.collector.calls
+    switches = [(site, _switched_whole(site)) for site in facts.collector.calls
                 if site.site.function is step.function and type(site.node.func) is cst.Attribute
                 and site.node.func.attr.value == "train" and not site.node.args]
     here = facts.locate(step.call)
@@ -227,13 +228,37 @@ def _part_frozen_after_train(facts: FileFacts, fact, step) -> bool:
         if where is None or where.site.function is not step.function or here is None \
                 or step_loops & set(where.site.guards):
             return False  # (in the loop that trains: a validation of that part between steps)
-        part = dotted(site.func.value)
+        part = _part_name(site.func.value)
         at = facts.locate(site)
         if part is None or at is None or at[:2] > here[:2] or not any(
-                key is not None and part.startswith(key + ".") and facts.locate(train.node)[:2] < at[:2]
+                key is not None and part.startswith((key + ".", key + "[].")) and facts.locate(train.node)[:2] < at[:2]
                 for train, key in switches):
             return False
     return True
+
+
+def _switched_whole(site) -> str | None:
+    """What a `train()` call switches as a whole: its receiver, or for the variable of a loop over a container
+    (`for module in module_list: module.train()`) the container's elements, "module_list[]"."""
+    receiver = site.node.func.value
+    name = dotted(receiver)
+    if type(receiver) is cst.Name:
+        for guard in reversed(site.site.guards):
+            if type(guard) is cst.For and type(guard.target) is cst.Name and guard.target.value == name:
+                container = dotted(guard.iter)
+                return f"{container}[]" if container is not None else name
+    return name
+
+
+def _part_name(receiver: cst.BaseExpression) -> str | None:
+    """The dotted name of a switched part; an element picked by a constant index (`nets[-1]`, `nets["t"]`)
+    is a part of the container's elements, "nets[].-1" (so both `nets.train()` and a loop switching each
+    element cover it)."""
+    if type(receiver) is cst.Subscript and len(receiver.slice) == 1 and type(receiver.slice[0].slice) is cst.Index \
+            and literal_value(receiver.slice[0].slice.value) is not NOT_LITERAL:
+        container = dotted(receiver.value)
+        return f"{container}[].{code_of(receiver.slice[0].slice.value)}" if container is not None else None
+    return dotted(receiver)
 
 
 def _toggled_around_step(facts: FileFacts, key: str, fact, step) -> bool:
