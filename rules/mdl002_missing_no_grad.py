@@ -162,7 +162,7 @@ class MissingNoGrad(Rule):
             return None  # a network just built, run once on made-up input: a shape check, not an evaluation
         if _part_of(forward.key, frozen_whole(facts, forward.function)) or (
                 function is not None and forward.key in frozen_attributes(facts, function.cls)) \
-                or frozen_by_every_caller(facts, function, forward.key):
+                or frozen_by_every_caller(facts, function, forward.key) or _frozen_in_the_callee(facts, forward):
             return None  # every parameter frozen here first (or by the object's constructor): no graph of its own
         key = forward.key
         via = forward.via
@@ -429,6 +429,16 @@ def _reported_node(facts: FileFacts, forward) -> cst.Call | None:
     if via is None or via.intent == "returned":
         return forward.call
     return via.node if via.path == facts.path else None
+
+
+def _frozen_in_the_callee(facts: FileFacts, forward) -> bool:
+    """A method of this file runs its object's model, which the class's constructor froze whole
+    (`teacher(x)` with `EMATeacher.__call__` running `self.teacher`, frozen in `__init__`)."""
+    via = forward.via
+    if via is None or forward.callee is None or via.path != facts.path or not via.param.startswith("self."):
+        return False
+    callee = facts.flow.local_functions.get(forward.callee.qualname)
+    return callee is not None and callee.cls is not None and via.param in frozen_attributes(facts, callee.cls)
 
 
 def _inside_enable_grad(facts: FileFacts, site) -> bool:

@@ -197,7 +197,8 @@ class FileFacts:
             collected = function.cls is None or function.cls.name.startswith("Test")
             if function.name.startswith("test") and function.outer is None and collected and (
                     is_test_file(self.path) or (function.name.startswith("test_") and not function.params
-                                                and _asserts(function))):
+                                                and _asserts(function))) \
+                    and (_asserts(function) or not self._run_by_the_script(function, seen)):
                 return True  # (a pytest-style `test_tagger()` checking shapes with `assert`, wherever it lives)
             if function.cls is not None and self._is_test_case(function.cls):
                 return True
@@ -209,6 +210,15 @@ class FileFacts:
                     return True
             function = function.outer
         return False
+
+    def _run_by_the_script(self, function: FunctionInfo, seen: frozenset) -> bool:
+        """`test()` that the file's own script or `main()` calls each epoch (a `*_test.py` training script of
+        a benchmark), asserting nothing: a helper of that script, not a test pytest collects (pytest calls
+        those, the file does not; a check that asserts stays a check, whoever runs it)."""
+        if function in seen:
+            return False
+        callers = self.flow.syntactic_callers(function)
+        return any(caller is None or not self._is_test_function(caller, seen | {function}) for caller in callers)
 
     def _is_test_case(self, cls) -> bool:
         seen = set()

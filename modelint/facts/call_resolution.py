@@ -81,7 +81,9 @@ class CallResolution:
         if local is not None:
             # A method's `self` is its receiver: `self` for `self.validate()`, `self.policy_old` for
             # `self.policy_old.act(x)` (the only attribute calls local_callee resolves).
-            receiver = None if type(func) is not cst.Attribute else "self" if is_super_call(func.value) \
+            # (`teacher(x)` running `EMATeacher.__call__`: the object called is its `self`)
+            receiver = (func.value if local.endswith(".__call__") else None) if type(func) is cst.Name \
+                else None if type(func) is not cst.Attribute else "self" if is_super_call(func.value) \
                 else dotted(func.value)
             return self.summaries.get(local), receiver
         if type(func) is cst.Attribute and is_super_call(func.value):

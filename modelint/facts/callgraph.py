@@ -202,8 +202,10 @@ class CallGraph(MethodTargets, CallerEntry):
         if type(call.func) is cst.Attribute and call.func.attr.value not in self.method_names:
             return None  # (`x.view(...)`, `torch.cat(...)`: no method of this file has that name)
         named = self.local_reference(call.func, enclosing)
-        if named is not None or type(call.func) is cst.Name:
+        if named is not None:
             return named
+        if type(call.func) is cst.Name:
+            return self._called_object(call.func.value, enclosing)
         func = call.func
         class_level = self._class_level_method(func)
         if class_level is not None:
@@ -217,6 +219,18 @@ class CallGraph(MethodTargets, CallerEntry):
                     return key
             return None
         return self._only_module_method(func, enclosing)
+
+    def _called_object(self, name: str, enclosing: FunctionInfo | None) -> str | None:
+        """`teacher(x)` with `teacher = EMATeacher(model)`, a plain class of this file defining `__call__`: that
+        method (a module class's call runs its forward, which the flow follows as a forward)."""
+        if "__call__" not in self.method_names:
+            return None
+        cls_name = self._class_bound_to(name, enclosing, set())
+        if cls_name is None or cls_name not in self.modules.classes \
+                or self.may_be_module_class(self.modules.classes[cls_name]):
+            return None
+        return next((key for owner in self.class_and_bases(cls_name)
+                     if (key := f"{owner}.__call__") in self.local_functions), None)
 
     def local_reference(self, func: cst.BaseExpression, enclosing: FunctionInfo | None) -> str | None:
         """The qualname of this file's function that a name or `self.<method>` refers to, in `enclosing`."""

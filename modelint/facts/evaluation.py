@@ -228,14 +228,18 @@ def _evaluation_context(facts, forward, grad: GradFact) -> str | None:
 
 
 def _runs_loaded_weights(facts, forward) -> bool:
-    """The function loads the model's weights (`model.load_state_dict(...)`) and trains nothing."""
+    """The function loads the model's weights (`model.load_state_dict(...)`) before the forward, and trains
+    nothing. (A load further down, a notebook's checkpoint section, says nothing of a smoke test above it.)"""
     function = forward.function
     if forward.via is not None or facts.flow.function_trains(function) \
             or facts.flow.is_trained_model(function, forward.key):
         return False
-    return any(site.site.function is function and type(site.node.func) is cst.Attribute
-               and site.node.func.attr.value == "load_state_dict" and dotted(site.node.func.value) == forward.key
-               for site in facts.collector.calls)
+    here = facts.locate(forward.call)
+    return here is not None and any(
+        site.site.function is function and type(site.node.func) is cst.Attribute
+        and site.node.func.attr.value == "load_state_dict" and dotted(site.node.func.value) == forward.key
+        and (loaded := facts.locate(site.node)) is not None and loaded[:2] < here[:2]
+        for site in facts.collector.calls)
 
 
 def fed_by_a_model_in_eval_mode(facts, forward) -> bool:

@@ -167,7 +167,19 @@ class FreeModels:
                     is not None):
                 continue
             out[param] = default
+        for param, default in self._defaults_naming_globals(function).items():
+            if not any(bind_arguments(function.params, function.cls is not None, call).get(param) is not None
+                       for call in calls):
+                out[param] = default  # `def predict(seq, network=shared_network)`, never handed another one
         return out
+
+    def _defaults_naming_globals(self, function: FunctionInfo) -> dict[str, str]:
+        """Parameters whose default value is a module-level model (`network=shared_network`)."""
+        if not self.global_models:
+            return {}
+        params = function.node.params
+        return {p.name.value: p.default.value for p in (*params.params, *params.kwonly_params)
+                if type(p.default) is cst.Name and p.default.value in self.global_models}
 
     def free_models(self, function: FunctionInfo) -> frozenset[str]:
         """The names a closure calls or calls methods of (`model(x)`, `model.eval()`) that an enclosing
@@ -216,6 +228,10 @@ class FreeModels:
             if head in models and head not in function.param_set \
                     and ((function, head) not in bound or self._declared_global(function, head)):
                 used.setdefault(function, set()).add(head)
+        for function in self.collector.functions:
+            defaults = set(self._defaults_naming_globals(function).values())
+            if defaults:
+                used.setdefault(function, set()).update(defaults)
         return {f: frozenset(names) for f, names in used.items()}
 
 

@@ -118,7 +118,11 @@ def frozen_whole(facts, function) -> frozenset[str]:
 
 def _add_freezing_helpers(facts, by_function: dict) -> None:
     """`freeze_model(model)` with a helper of this file that freezes its parameter whole: the caller's
-    model is frozen whole too (one level of helpers)."""
+    model is frozen whole too (one level of helpers). So is `set_requires_grad(model, False)` with a helper
+    that sets each parameter's `requires_grad` to its flag, where the call passes False (or the default is)."""
+    from modelint.facts.summaries import qualname
+    from modelint.facts.summary_effects import bind_arguments
+
     helpers = {function: keys & set(function.params) for function, keys in list(by_function.items())
                if function is not None and keys & set(function.params)}
     for helper, params in helpers.items():
@@ -126,6 +130,30 @@ def _add_freezing_helpers(facts, by_function: dict) -> None:
             for caller, passed, _models in facts.flow.passed_at_calls(helper, param):
                 if (key := dotted(passed)) is not None:
                     by_function.setdefault(caller, set()).add(key)
+    for helper, param, flag in _flag_freezings(facts):
+        defaults = {p.name.value: p.default for p in (*helper.node.params.params, *helper.node.params.kwonly_params)}
+        for call, (caller, _grad, _models) in facts.flow.call_sites.get(qualname(helper), {}).items():
+            passed = bind_arguments(helper.params, helper.cls is not None, call)
+            if literal_value(passed.get(flag, defaults.get(flag))) is False \
+                    and (key := dotted(passed.get(param))) is not None:
+                by_function.setdefault(caller, set()).add(key)
+
+
+def _flag_freezings(facts):
+    """(helper, model parameter, flag parameter) for `for p in net.parameters(): p.requires_grad = flag` in a
+    helper taking both `net` and `flag`: it freezes `net` whole when it is handed False."""
+    for assign in facts.collector.attribute_assigns:
+        function = assign.site.function
+        if function is None or assign.target.attr.value != "requires_grad" or type(assign.value) is not cst.Name \
+                or assign.value.value not in function.param_set or type(assign.target.value) is not cst.Name:
+            continue
+        variable = assign.target.value.value
+        for guard in assign.site.guards:
+            if type(guard) is cst.For and type(guard.target) is cst.Name and guard.target.value == variable \
+                    and type(guard.iter) is cst.Call and not guard.iter.args \
+                    and type(guard.iter.func) is cst.Attribute and guard.iter.func.attr.value == "parameters" \
+                    and type(guard.iter.func.value) is cst.Name and guard.iter.func.value.value in function.param_set:
+                yield function, guard.iter.func.value.value, assign.value.value
 
 
 def frozen_by_every_caller(facts, function, name: str) -> bool:

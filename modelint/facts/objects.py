@@ -27,7 +27,7 @@ from modelint.facts import torch_api as api
 from modelint.facts.base_shapes import switched_by_bases_elsewhere
 from modelint.facts.module_names import passed_dependences
 from modelint.facts.lattice import ENTRY_MODE, HAVOC_MODE, ModeFact, first_site, mode_of_call
-from modelint.facts.modules import Dependence, returned_parameter, rewraps
+from modelint.facts.modules import Dependence, returned_parameter, rewraps, unwrap_chain
 from modelint.facts.names import dotted, key_root
 from modelint.facts.object_exits import ObjectExits
 from modelint.facts.provenance import argument_for, receiver_key, returned_argument
@@ -292,8 +292,8 @@ class ObjectModes(ObjectExits):
             func = site.node.func
             if site.site.cls is None or type(func) is not cst.Attribute or func.attr.value not in ("eval", "train"):
                 continue
-            if mode_of_call(site.node) != "train":
-                out.setdefault(site.site.cls.name, set()).add(dotted(func.value))
+            if mode_of_call(site.node) != "train":  # (`self.net.to(device).eval()`: `self.net`)
+                out.setdefault(site.site.cls.name, set()).add(dotted(unwrap_chain(func.value)[0]))
         return out
 
     def handed_in(self, function, key: str):

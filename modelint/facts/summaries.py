@@ -22,6 +22,7 @@ from dataclasses import replace
 
 from modelint.facts.gates import runs_only_in_training
 from modelint.facts.lattice import ENTRY_MODE, first_site
+from modelint.facts.modules import Dependence
 from modelint.facts.names import key_root, literal_value, same_or_nested, value_key
 from modelint.facts.naming import is_evaluation_name
 from modelint.facts.phases import phase_default
@@ -68,7 +69,21 @@ def summarise(flow, function_flow, globals_: frozenset[str], closures=()) -> Fun
         return mode == ENTRY_MODE or (bool(mode.train_sites) and mode.train_sites <= flow.assumed_sites
                                       and not mode.eval_sites and not mode.havoc)
 
-    for forward in (*function_flow.all_forwards(), *closure_forwards):
+    def weights_rank(forward) -> int:
+        """0: a model with weights (put in a mode, here or by a method of the object, or its output detached:
+        it recorded a graph); 2: surely none (a transform pipeline); 1: unknown. (What the file's text shows:
+        the other methods' summaries may not be finished yet.)"""
+        mode = forward.mode
+        if mode.parameterless or mode.dependence is Dependence.INDEPENDENT:
+            return 2
+        if (mode.certain and not mode.entry) or "detach" in forward.uses:
+            return 0
+        return 0 if function.cls is not None and flow.objects.ever_switched_to_eval(function.cls, forward.key) else 1
+
+    # (models first: a call's value is the first output the function returns, `self.model(images)` rather than
+    # the `self.transform(data)` that prepared its input)
+    forwards = sorted((*function_flow.all_forwards(), *closure_forwards), key=weights_rank)
+    for forward in forwards:
         if not caller_owned(forward.key) or handed_loss(forward):
             continue  # (a loss: the forward that fed it is the one its callers judge)
         if not from_caller(forward.mode):
