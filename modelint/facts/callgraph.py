@@ -211,7 +211,8 @@ class CallGraph(MethodTargets, CallerEntry):
         if class_level is not None:
             return class_level
         held = self.held_object_class(call, enclosing) or self.bound_object_class(call, enclosing) \
-            or self.handed_object_class(call, enclosing) or self.element_class(call, enclosing)
+            or self.handed_object_class(call, enclosing) or self.element_class(call, enclosing) \
+            or (self.constructed_inline(func.value) if type(func) is cst.Attribute else None)
         if held is not None:
             for cls_name in self.class_and_bases(held):
                 key = f"{cls_name}.{func.attr.value}"
@@ -219,6 +220,13 @@ class CallGraph(MethodTargets, CallerEntry):
                     return key
             return None
         return self._only_module_method(func, enclosing)
+
+    def constructed_inline(self, receiver: cst.BaseExpression) -> str | None:
+        """`Evaluator(model, loader).get_scores()`: the class of this file built right there."""
+        if type(receiver) is cst.Call and type(receiver.func) is cst.Name and receiver.func.value in self.modules.classes \
+                and receiver.func.value not in self.imports.bindings:
+            return receiver.func.value
+        return None
 
     def _called_object(self, name: str, enclosing: FunctionInfo | None) -> str | None:
         """`teacher(x)` with `teacher = EMATeacher(model)`, a plain class of this file defining `__call__`: that

@@ -50,6 +50,10 @@ _SWITCH_WORDS = frozenset({"start", "begin", "mode", "set", "switch", "to", "ent
 _MODE_WORDS = frozenset({"mode", "freeze", "unfreeze", "bn", "batchnorm", "dropout", "toggle", "requires"})
 
 
+# The receiver an object built in the call itself stands for while its method's summary applies.
+INLINE_OBJECT = "<object>"
+
+
 class CallEffects(FollowedNames, SummaryEffects, ModeContexts, TrainingSteps, HandedModels):
     def __init__(self, flow, out, params: set[str]) -> None:
         self.flow = flow
@@ -63,6 +67,14 @@ class CallEffects(FollowedNames, SummaryEffects, ModeContexts, TrainingSteps, Ha
         """Apply the calls made by a small statement or a compound statement's header, in order."""
         for call in self.flow.collector.calls_by_owner.get(owner, ()):
             self.call(call, state)
+
+    def _method_of_inline_object(self, func: cst.Attribute):
+        """The summary of `method` in `Cls(...).method()`, `Cls` a class another file of the project defines."""
+        qualified = self.flow.imports.qualify(func.value.func)
+        if qualified is None or self.flow.imports.is_torch_name(qualified) \
+                or not qualified.rpartition(".")[2][:1].isupper():
+            return None
+        return self.flow.resolve_method_of(qualified, func.attr.value)
 
     def call(self, call: cst.Call, state: State) -> None:
         flow = self.flow
@@ -183,8 +195,19 @@ class CallEffects(FollowedNames, SummaryEffects, ModeContexts, TrainingSteps, Ha
                 handed = flow.class_handed_to(self.out.function, receiver, func.attr.value)
                 if handed is not None:
                     summary, self_receiver = flow.resolve_method_of(handed[0], func.attr.value, handed[1]), receiver
+        inline = None
+        built_here = summary is not None and type(func) is cst.Attribute and type(func.value) is cst.Call \
+            and flow.constructed_inline(func.value) is not None
+        if built_here or (summary is None and type(func) is cst.Attribute and type(func.value) is cst.Call
+                          and (summary := self._method_of_inline_object(func)) is not None):
+            # `Evaluator(self.model, loader).get_scores()`: an object built right there, holding what it is
+            # handed; its method's effects on `self.model` are on the model handed in
+            inline = self_receiver = INLINE_OBJECT
+            self._alias_held_arguments(inline, func.value, state)
         if summary is not None:
             self.apply_summary(summary, call, state, self_receiver)
+            if inline is not None:
+                state.forget(inline)
             return
         may_switch = self._may_switch_mode(call)
         for arg in call.args:

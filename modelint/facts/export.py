@@ -151,16 +151,18 @@ def _ordinal(flow, use) -> int:
 
 
 def _export(flow, summary: FunctionSummary) -> FunctionSummary | None:
-    # (a method's effect on `self` itself is its receiver's at a call from another file: `model.predict(x)`)
-    effects = {k: v for k, v in summary.effects.items() if not _of_the_object(k) or (k == "self" and summary.is_method)}
     # (and its forward of `self`: `model.rank(test_loader)` from another file evaluates `model`; so do a module's
     # forwards of its own parts, `self.head(self.enc(x))` in `model.predict_subject(x)`: they run in its mode)
     own_parts = summary.is_method and _of_a_module_class(flow, summary.qualname)
-    forwards = [replace(u, param="self") if own_parts and u.param.startswith("self.") and "[" not in u.param else u
-                for u in summary.forwards]
     # (and a plain object's forwards of the model its creator handed it, `self.model = model` in `__init__`:
     # the caller's `predictor.model` is its own model, ClassShape.stores)
     kept = _kept_from_the_creator(flow, summary.qualname) if summary.is_method and not own_parts else frozenset()
+    # (a method's effect on `self` itself is its receiver's at a call from another file: `model.predict(x)`; so is
+    # its effect on the model its creator handed it: `evaluator.get_scores()` puts the trainer's model in eval mode)
+    effects = {k: v for k, v in summary.effects.items()
+               if not _of_the_object(k) or (k == "self" and summary.is_method) or k in kept}
+    forwards = [replace(u, param="self") if own_parts and u.param.startswith("self.") and "[" not in u.param else u
+                for u in summary.forwards]
     forwards = [u for u in forwards if not _of_the_object(u.param) or (u.param == "self" and summary.is_method)
                 or u.param in kept]
     steps = [u for u in summary.steps if not _of_the_object(u.param)]
