@@ -12,15 +12,13 @@ so that the file is analysed again with the index.
 
 from __future__ import annotations
 
-import builtins
 import os
 
 import libcst as cst
 
-from modelint.facts.names import dotted
+from modelint.facts.names import BUILTIN_NAMES, dotted
 from modelint.summary import ClassShape
 
-_BUILTINS = frozenset(dir(builtins))
 _PLAIN_BASES = frozenset({"object", "abc.ABC", "ABC", "typing.Generic", "abc.ABCMeta"})
 
 
@@ -126,7 +124,7 @@ def shape_of(receivers, info, hook_calls: frozenset = frozenset()) -> ClassShape
             continue
         qualified = receivers.imports.qualify(base)
         text = dotted(base)
-        bases.append(qualified or (text if text in _BUILTINS else "?"))
+        bases.append(qualified or (text if text in BUILTIN_NAMES else "?"))
     defines = set(info.methods)
     for statement in info.node.body.body if type(info.node.body) is cst.IndentedBlock else ():
         if type(statement) is cst.SimpleStatementLine:

@@ -15,18 +15,16 @@ analyses the file again once the other files are summarised.
 
 from __future__ import annotations
 
-import builtins
 import sys
 
 import libcst as cst
 
-from modelint.facts.names import dotted, is_super_call, is_torch_module
+from modelint.facts.names import BUILTIN_NAMES, dotted, is_super_call, is_torch_module
 from modelint.facts.scopes import FunctionInfo
 from modelint.facts.summaries import qualname
 from modelint.summary import FunctionSummary
 
 _STDLIB = frozenset(getattr(sys, "stdlib_module_names", ()))
-_BUILTIN_NAMES = frozenset(dir(builtins))
 
 
 class CallResolution:
@@ -128,7 +126,7 @@ class CallResolution:
         """`do_eval(...)` after `from util import *`: the star-imported module that defines it, if the index
         knows one (first pass: each is asked about)."""
         if not self.imports.star_modules or name in self.local_functions or name in self.modules.classes \
-                or name in _BUILTIN_NAMES:
+                or name in BUILTIN_NAMES:
             return None
         for module in self.imports.star_modules:
             summary = self._resolve_imported(f"{module}.{name}")

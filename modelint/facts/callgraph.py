@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import builtins
 from functools import cached_property
 
 import libcst as cst
@@ -18,11 +17,10 @@ from modelint.facts import torch_api as api
 from modelint.facts.scopes import FunctionInfo
 from modelint.facts.caller_entry import CallerEntry, nested_name
 from modelint.facts.method_targets import MethodTargets
-from modelint.facts.names import dotted, is_super_call
+from modelint.facts.names import BUILTIN_NAMES, dotted, is_super_call
 from modelint.facts.name_values import scope_bindings
 from modelint.facts.walk import iter_nodes
 
-_BUILTIN_NAMES = frozenset(dir(builtins))
 
 
 class CallGraph(MethodTargets, CallerEntry):
@@ -84,7 +82,7 @@ class CallGraph(MethodTargets, CallerEntry):
             qualified = site.qualified or ""
             if qualified.startswith(("torch.", "numpy.")) or self.local_callee(site.node, function) is not None:
                 continue
-            if type(site.node.func) is cst.Name and site.node.func.value in _BUILTIN_NAMES:
+            if type(site.node.func) is cst.Name and site.node.func.value in BUILTIN_NAMES:
                 continue
             named = bool(qualified) and type(site.node.func) is cst.Name
             for arg in site.node.args:

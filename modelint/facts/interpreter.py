@@ -10,7 +10,6 @@ outputs its value derives from.
 
 from __future__ import annotations
 
-
 import libcst as cst
 
 from modelint.facts import torch_api as api

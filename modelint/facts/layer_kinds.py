@@ -14,19 +14,16 @@ the file cannot see counts as "may sample" and "may hold weights".
 
 from __future__ import annotations
 
-import builtins
-
 import libcst as cst
 
 from modelint.facts import torch_api as api
 from modelint.facts.collector import Collector
 from modelint.facts.scopes import ClassInfo
-from modelint.facts.names import NOT_LITERAL, dotted, literal_value
+from modelint.facts.names import BUILTIN_NAMES, NOT_LITERAL, dotted, literal_value
 from modelint.facts.walk import calls_in, iter_nodes
 
 _WEIGHT_CALLS = frozenset({"torch.nn.Parameter", "torch.nn.parameter.Parameter"})
 _REGISTERING = frozenset({"register_parameter", "register_module", "add_module"})
-_BUILTINS = frozenset(dir(builtins))
 _MODULE_RETURNING = frozenset({"torch.load", "torch.compile"})  # `torch.ones(...)` and the like make tensors
 
 
@@ -203,7 +200,7 @@ class LayerKinds:
                 return not self._weightless_layer(value)
             tensor_function = (qualified.startswith("torch.") and qualified.count(".") == 1
                                and qualified not in _MODULE_RETURNING) or qualified.startswith(api.FUNCTIONAL + ".")
-            return not (tensor_function or (type(value.func) is cst.Name and value.func.value in _BUILTINS))
+            return not (tensor_function or (type(value.func) is cst.Name and value.func.value in BUILTIN_NAMES))
         return False
 
     def _makes_constant_tensors(self, info: ClassInfo) -> bool:

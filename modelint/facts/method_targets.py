@@ -16,7 +16,7 @@ import libcst as cst
 
 from modelint.facts import torch_api as api
 from modelint.facts.modules import rewraps, unwrap_chain
-from modelint.facts.names import dotted
+from modelint.facts.names import BUILTIN_NAMES, dotted
 from modelint.facts.scopes import FunctionInfo
 from modelint.facts.walk import iter_nodes
 
@@ -140,11 +140,32 @@ class MethodTargets:
                     return None
                 classes.add(aliased)
                 continue
-            if not (type(node) is cst.Call and type(node.func) is cst.Name
-                    and node.func.value in self.modules.classes):
+            built = self._class_called(node, scope)
+            if built is None:
                 return None  # a parameter, a loop variable, anything else: not one class we know
-            classes.add(node.func.value)
+            classes.add(built)
         return classes.pop() if len(classes) == 1 else None
+
+    def _class_called(self, node, scope: FunctionInfo | None) -> str | None:
+        """The class of this file a call constructs: `Trainer(...)`, or `model_type(...)` after
+        `model_type = GraphTrainer` (a class picked at run time, here the only one)."""
+        if type(node) is not cst.Call or type(node.func) is not cst.Name:
+            return None
+        name = node.func.value
+        if name in self.modules.classes:
+            return name
+        if name in self.local_functions or name in self.imports.bindings or name in BUILTIN_NAMES:
+            return None
+        while True:
+            bindings = self._scope_bindings(scope).get(name)
+            if bindings:
+                break
+            if scope is None:
+                return None
+            scope = scope.outer
+        named = {b.value.value if b.kind == "assign" and type(b.value) is cst.Name else None for b in bindings}
+        return named.pop() if len(named) == 1 and None not in named and next(iter(named)) in self.modules.classes \
+            else None
 
     def element_class(self, call: cst.Call, enclosing: FunctionInfo | None) -> str | None:
         """`for flow in reversed(self.flows): z = flow.infer(z)` in a method, where every assignment of
@@ -283,10 +304,9 @@ class MethodTargets:
     def _names_built_from_classes(self) -> frozenset[str]:
         """Plain names some assignment of this file binds to a constructor of one of its classes."""
         names = set()
-        for key, value, _site in self.collector.call_assigns:
+        for key, value, site in self.collector.call_assigns:
             node = self._wrapped(unwrap_chain(value)[0])
-            if "." not in key and type(node) is cst.Call and type(node.func) is cst.Name \
-                    and node.func.value in self.modules.classes:
+            if "." not in key and self._class_called(node, site.function) is not None:
                 names.add(key)
         aliases = [(key, node.value) for key, node in
                    ((key, unwrap_chain(value)[0]) for key, value, _site in self.collector.call_assigns)

@@ -7,6 +7,7 @@ a file that rebinds `torch` locally is rare enough to accept being wrong about.
 
 from __future__ import annotations
 
+import builtins
 import re
 from dataclasses import dataclass, field
 
@@ -14,6 +15,9 @@ import libcst as cst
 
 _CAMEL = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|[0-9]+")
 
+
+# The names Python binds before any code of a file runs (`len`, `print`, `object`).
+BUILTIN_NAMES = frozenset(dir(builtins))
 
 _TORCH_MODULES = frozenset({"torch", "torch.nn", "torch.nn.functional", "torch.autograd"})
 

@@ -22,7 +22,6 @@ method stay silent unless the class is complete.
 
 from __future__ import annotations
 
-import builtins
 import os
 import re
 import sys
@@ -35,10 +34,9 @@ from modelint.facts import torch_api as api
 from modelint.facts.name_values import Binding, reaching, scope_bindings, statement_parents
 from modelint.facts.scopes import ClassInfo, FunctionInfo
 from modelint.facts.modules import EVIDENCE_METHODS, unwrap_chain
-from modelint.facts.names import dotted
+from modelint.facts.names import BUILTIN_NAMES, dotted
 from modelint.summary import ClassShape
 
-_BUILTINS = frozenset(dir(builtins))
 _STDLIB = frozenset(getattr(sys, "stdlib_module_names", ()))
 _DEPTH = 6  # how many bindings, bases and call sites one question may follow
 
@@ -323,7 +321,7 @@ def library_class(qualified: str) -> ReceiverFacts | None:
     tail = qualified.rsplit(".", 1)[-1]
     if qualified.startswith("."):
         return None
-    if qualified in _BUILTINS or head in _STDLIB:
+    if qualified in BUILTIN_NAMES or head in _STDLIB:
         return NOT_MODULE
     if qualified in api.MODULE_BASES:
         return TORCH_MODULE

@@ -4,15 +4,13 @@ star import makes every name possibly bound."""
 
 from __future__ import annotations
 
-import builtins
-
 import libcst as cst
 
-from modelint.facts.names import dotted
+from modelint.facts.names import BUILTIN_NAMES, dotted
 from modelint.facts.torch_api import torch_meant
 from modelint.facts.walk import iter_nodes
 
-_BUILTINS = frozenset(dir(builtins)) | {"__file__", "__name__", "__doc__", "__spec__", "__builtins__"}
+_BUILTINS = BUILTIN_NAMES | {"__file__", "__name__", "__doc__", "__spec__", "__builtins__"}
 
 
 def bound_names(module: cst.Module) -> frozenset[str] | None:
