@@ -362,6 +362,13 @@ class Collector(FastVisitor):
         self._attribute_targets(node.target, None, node)
 
     def _attribute_targets(self, target: cst.BaseExpression, value, node) -> None:
+        if type(target) in (cst.Tuple, cst.List) and type(value) in (cst.Tuple, cst.List) \
+                and len(target.elements) == len(value.elements) \
+                and not any(type(e) is cst.StarredElement for e in (*target.elements, *value.elements)):
+            # `self.net, self.stage = net, stage`: each attribute gets its own value
+            for element, assigned in zip(target.elements, value.elements):
+                self._attribute_targets(element.value, assigned.value, node)
+            return
         if type(target) is cst.Attribute and target.attr.value == "requires_grad" \
                 and type(value) is cst.Name and value.value == "True":
             name = dotted(target.value)

@@ -100,11 +100,11 @@ class State:
         parts = key.split(".")
         for i in range(1, len(parts)):
             parent = ".".join(parts[:i])
-            if parent in self.models:
+            if parent in self.models and not _same_single_mode(self.models[parent], updated):
                 self.models[parent] = replace(self.models[parent], havoc=True)
 
     def havoc(self, key: str) -> None:
-        """A call we cannot see into may have changed `key`'s mode."""
+        """A call we cannot see into may have changed `key`'s mode (and so its parents': a part of them)."""
         found = False
         for known in list(self.models):
             if known == key or known.startswith(key + "."):
@@ -112,6 +112,17 @@ class State:
                 found = found or known == key
         if not found:
             self.models[key] = HAVOC_MODE
+        parts = key.split(".")
+        for i in range(1, len(parts)):
+            parent = ".".join(parts[:i])
+            if parent in self.models:
+                self.models[parent] = replace(self.models[parent], havoc=True)
+
+
+def _same_single_mode(parent: ModeFact, part: ModeFact) -> bool:
+    """A part put in the mode its whole is surely in already (`model.net.train()` on a model in training
+    mode): the whole is still in that one mode."""
+    return (parent.definitely_train and part.definitely_train) or (parent.definitely_eval and part.definitely_eval)
 
 
 def join(a: State | None, b: State | None) -> State | None:
