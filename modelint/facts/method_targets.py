@@ -140,6 +140,10 @@ class MethodTargets:
                     return None
                 classes.add(aliased)
                 continue
+            held = self._attribute_class(node, scope) if not through_module else None
+            if held is not None:  # `model = self.model`
+                classes.add(held)
+                continue
             built = self._class_called(node, scope)
             if built is None:
                 return None  # a parameter, a loop variable, anything else: not one class we know
@@ -246,10 +250,32 @@ class MethodTargets:
             elif type(passed) is cst.Name and caller is not None and passed.value in caller.param_set:
                 classes.add(self._handed_class(caller, passed.value, depth + 1, through_module=through_module))
             elif type(passed) is cst.Name:
-                classes.add(self._class_bound_to(passed.value, caller, set(), through_module))
+                classes.add(self._class_bound_to(passed.value, caller, set(), through_module)
+                            or (self._attribute_alias_class(passed.value, caller) if not through_module else None))
+            elif (held := self._attribute_class(passed, caller)) is not None and passed is given:
+                classes.add(held)  # `self._generate_predictions(self.model, loader)`
             else:
                 return None
         return classes.pop() if len(classes) == 1 and None not in classes else None
+
+    def _attribute_alias_class(self, name: str, scope: FunctionInfo | None) -> str | None:
+        """`model = self.model` in a method, the only binding of `model` there: the class held there."""
+        if scope is None or scope.cls is None:
+            return None
+        bindings = self._scope_bindings(scope).get(name, ())
+        if len(bindings) != 1 or bindings[0].kind != "assign":
+            return None
+        return self._attribute_class(unwrap_chain(bindings[0].value)[0], scope)
+
+    def _attribute_class(self, node: cst.BaseExpression, scope: FunctionInfo | None) -> str | None:
+        """`self.model` in a method of a class that builds one class of this file there, whatever method
+        assigns it (`self.model = Net()` in `__init__`)."""
+        if not (type(node) is cst.Attribute and type(node.value) is cst.Name and node.value.value == "self"):
+            return None
+        while scope is not None and scope.cls is None:
+            scope = scope.outer
+        built = self._held_classes.get((scope.cls.name, node.attr.value)) if scope is not None else None
+        return next(iter(built)) if built is not None and len(built) == 1 and None not in built else None
 
     def returned_closure(self, name: str, enclosing: FunctionInfo | None) -> FunctionInfo | None:
         """`loop = get_train_val_loop(model, optimizer)`, then `loop(is_train=False)`: the function defined in
