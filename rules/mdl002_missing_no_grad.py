@@ -9,7 +9,8 @@ import libcst as cst
 from modelint.facts import FileFacts
 from modelint.facts import torch_api as api
 from modelint.facts.evaluation import (dummy_input, effective_grad, effective_mode, initialises_lazy_modules,
-                                       is_module, left_to_subclasses, returned_to_callers, smoke_test)
+                                       is_module, left_to_subclasses, result_back_propagated, returned_to_callers,
+                                       smoke_test)
 from modelint.facts.mode_handling import frozen_attributes, frozen_by_every_caller, frozen_whole
 from modelint.facts.uses import DETACH, ESCAPE, GIVEN_BACK, HANDED, RETURN, STORE, TRAIN
 from modelint.facts.batches import over_batches
@@ -148,6 +149,8 @@ class MissingNoGrad(Rule):
             return None
         if intent == "evaluation" or (forward.via is not None and forward.via.intent == "evaluation"):
             pass
+        elif intent == "returned" and result_back_propagated(facts, function):
+            return None  # a loss its callers back-propagate (a target network's values in a TD loss): training
         elif intent == "returned":
             # Handed to the caller: evaluation if the model was put in eval mode, or if the function is
             # named for it and turned the output into predictions first (`softmax`, `argmax`).

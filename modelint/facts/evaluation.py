@@ -279,6 +279,41 @@ def returned_to_callers(facts, forward) -> bool:
     return facts.flow.has_callers(forward.function)
 
 
+def result_back_propagated(facts, function) -> bool:
+    """Does every call of the function in this file bind its result and back-propagate it (`loss =
+    agent.compute_loss(batch)`, then `loss.backward()`)? What it returns is a loss: its forwards, a target
+    network's among them, are part of training."""
+    from modelint.facts.summaries import qualname
+    from modelint.facts.value_calls import BACKWARD_METHODS
+
+    if function is None:
+        return False
+    name = qualname(function)
+    calls = {call: caller for call, (caller, _grad, _models) in facts.flow.call_sites.get(name, {}).items()}
+    if function.cls is not None:
+        # (and `agent.compute_loss(...)` on an object this file cannot place: a method of that name)
+        calls.update((site.node, site.site.function) for site in facts.collector.calls
+                     if type(site.node.func) is cst.Attribute and site.node.func.attr.value == function.name
+                     and facts.flow.local_callee(site.node, site.site.function) in (None, name))
+    if not calls:
+        return False
+    for call, caller in calls.items():
+        site = facts.call_sites.get(call)
+        stmt = site.site.stmt if site is not None else None
+        small = stmt.body[0] if type(stmt) is cst.SimpleStatementLine and len(stmt.body) == 1 else None
+        if not (type(small) is cst.Assign and small.value is call and len(small.targets) == 1
+                and type(small.targets[0].target) is cst.Name):
+            return False
+        name = small.targets[0].target.value
+        if not any(other.site.function is caller and type(other.node.func) is cst.Attribute
+                   and other.node.func.attr.value in BACKWARD_METHODS
+                   and (dotted(other.node.func.value) == name
+                        or any(type(arg.value) is cst.Name and arg.value.value == name for arg in other.node.args))
+                   for other in facts.collector.calls):
+            return False
+    return True
+
+
 def dummy_input(facts, forward, only=None) -> bool:
     """`model(torch.empty(1, n))`: a tensor made from nothing, to trace hooks or shapes (in argument `only`)."""
     bindings, _ = facts.receivers.scope(forward.function)
