@@ -214,11 +214,20 @@ class FileFacts:
     def _run_by_the_script(self, function: FunctionInfo, seen: frozenset) -> bool:
         """`test()` that the file's own script or `main()` calls each epoch (a `*_test.py` training script of
         a benchmark), asserting nothing: a helper of that script, not a test pytest collects (pytest calls
-        those, the file does not; a check that asserts stays a check, whoever runs it)."""
-        if function in seen:
-            return False
+        those, the file does not; a check that asserts stays a check, whoever runs it, and so does one in a
+        file that trains nothing)."""
+        if function in seen or not self._file_trains:
+            return False  # (a test file running its own checks at the bottom trains nothing)
         callers = self.flow.syntactic_callers(function)
         return any(caller is None or not self._is_test_function(caller, seen | {function}) for caller in callers)
+
+    @cached_property
+    def _file_trains(self) -> bool:
+        """Does the file back-propagate anywhere (`loss.backward()`)?"""
+        from modelint.facts.value_calls import BACKWARD_METHODS
+
+        return any(type(site.node.func) is cst.Attribute and site.node.func.attr.value in BACKWARD_METHODS
+                   for site in self.collector.calls)
 
     def _is_test_case(self, cls) -> bool:
         seen = set()
