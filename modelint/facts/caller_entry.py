@@ -118,6 +118,8 @@ class CallerEntry:
             if fact is None and type(passed) is cst.Call:  # `nll_epoch(MLPPlain(4, 8), loader)`: built right there
                 built = self.modules.module_expression(passed)[0]
                 dependence = built.dependence if built is not None else Dependence.UNKNOWN
+            elif fact is None and type(passed) is cst.Name and self.local_reference(passed, caller) is not None:
+                dependence = Dependence.INDEPENDENT  # `train(net, ...)` with `def net(X)`: a function has no mode
             if dependence is Dependence.UNKNOWN and key is not None and caller is not None and "." not in key:
                 dependence = self.entry_dependence(caller, key, _seen | {function})
             found = dependence if found is None else max(found, dependence)

@@ -87,6 +87,9 @@ class LocalLayers:
             return found
         if kind in (cst.ListComp, cst.GeneratorExp):
             return self._layers_in(value.elt, function)
+        if kind is cst.IfExp:  # `activation = nn.GLU(1) if glu else nn.ReLU()`: either one
+            body, orelse = self._layers_in(value.body, function), self._layers_in(value.orelse, function)
+            return None if body is None or orelse is None else max(body, orelse)
         return None
 
     def _class_handed_in(self, name: str, function, depth: int = 0) -> Dependence | None:
