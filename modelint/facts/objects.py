@@ -171,6 +171,17 @@ class ObjectModes(ObjectExits):
         for (cls, key), dependence in passed_dependences(self.flow).items():  # `self.model = model`, given a Unet
             known = out.setdefault(cls, {})
             known[key] = max(known.get(key, dependence), dependence)
+        for assign in self.flow.collector.attribute_assigns:
+            # `self.encoder_layer = self.model_self.input_layer`: another name of a part, as dependent as it is
+            value, cls = assign.value, assign.site.cls
+            part = dotted(value) if type(value) is cst.Attribute and cls is not None else None
+            if part is None or not part.startswith("self.") or part.count(".") < 2:
+                continue
+            found = self.flow.modules.part_dependence(part.rpartition(".")[2])
+            dependence = found if found is not None else Dependence.UNKNOWN
+            key = dotted(assign.target)
+            known = out.setdefault(cls, {})
+            known[key] = max(known.get(key, dependence), dependence)
         return out
 
     def creators_argument(self, function, key: str) -> tuple | None:
