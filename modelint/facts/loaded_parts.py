@@ -4,20 +4,29 @@
 checkpoint already in eval mode, or a TorchScript or ONNX program) and calls it in `forward`.
 `nn.Module.__init__` sets `training` on the wrapper alone, so a fresh wrapper runs its model in the
 mode the loader left it in: what the construction is in, this file cannot say. A wrapper that
-builds layers (`self.head = nn.Linear(...)`) starts in training mode like any other module.
+builds layers (`self.head = nn.Linear(...)`) starts in training mode like any other module, unless its
+constructor switches its own mode (`if pretrained: ...; self.eval()`).
 """
 
 from __future__ import annotations
 
 import libcst as cst
 
+from modelint.facts.lattice import mode_of_call
 from modelint.facts.names import dotted
 
 
 def classes_running_loaded_modules(table, collector) -> frozenset[str]:
-    """Names of this file's module classes whose constructor stores, under an attribute the class calls
-    as a model, the result of a call that builds no module (a loader), and that build no layer anywhere."""
-    found = set()
+    """Names of this file's module classes whose mode once built is not that of a fresh module: their
+    constructor stores, under an attribute the class calls as a model, the result of a call that builds no
+    module (a loader), and they build no layer anywhere; or their constructor switches the object's own mode
+    (`self.eval()` once pretrained weights are loaded, maybe only for some arguments)."""
+    found = {site.site.cls.name for site in collector.calls
+             if site.site.cls is not None and site.site.function is not None and site.site.function.name == "__init__"
+             and type(site.node.func) is cst.Attribute and type(site.node.func.value) is cst.Name
+             and site.node.func.value.value == "self" and site.node.func.attr.value in ("eval", "train")
+             and mode_of_call(site.node) != "train"
+             and table.is_module_class(site.site.cls)}
     # `model = attempt_load(w)` in each class's constructor: class -> local name -> the calls bound to it.
     bound_in_init: dict = {}
     for key, value, site in collector.call_assigns:
