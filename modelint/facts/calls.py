@@ -362,15 +362,24 @@ class CallEffects(FollowedNames, SummaryEffects, ModeContexts, TrainingSteps, Ha
         if type(value) not in (cst.Tuple, cst.List) or any(type(e) is cst.StarredElement for e in value.elements):
             self.out.returned_items = ""
             return
-        items = [self._module_value(element.value, state) for element in value.elements]
+        items = [self._handed_back_parameter(element.value, state) or self._module_value(element.value, state)
+                 for element in value.elements]
         seen = self.out.returned_items
         if seen is None:
             self.out.returned_items = items
         elif len(seen) != len(items):
             self.out.returned_items = ""
         else:
-            self.out.returned_items = [a.join(b) if a is not None and b is not None else None
-                                       for a, b in zip(seen, items)]
+            self.out.returned_items = [_join_item(a, b) for a, b in zip(seen, items)]
+
+    def _handed_back_parameter(self, value: cst.BaseExpression, state: State) -> str | None:
+        """`return model, msg` after `model.load_state_dict(...)`: the parameter handed back as it came."""
+        function = self.out.function
+        key = value.value if type(value) is cst.Name else None
+        if function is None or key not in function.param_set or key in ("self", "cls") \
+                or state.fact(state.canonical(key)) != ENTRY_MODE:
+            return None
+        return key
 
     def _module_value(self, value: cst.BaseExpression, state: State) -> ModeFact | None:
         """The module an expression is here (a model it tracks, or one built right there), if any."""
@@ -437,3 +446,10 @@ _NOT_FORWARD_PREFIXES = ("get_", "set_", "reset_", "is_", "has_", "num_", "incre
 def is_optimizer_step(receiver: str) -> bool:
     last = receiver.rsplit(".", 1)[-1].lower()
     return "optim" in last or last in ("opt", "scaler") or last.endswith("_opt") or last.startswith("opt_")
+
+
+def _join_item(a, b):
+    """Two returns' items at one position: the module both hold (joined), or the parameter both hand back."""
+    if isinstance(a, str) or isinstance(b, str):
+        return a if a == b else None
+    return a.join(b) if a is not None and b is not None else None

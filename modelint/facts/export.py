@@ -170,7 +170,8 @@ def _export(flow, summary: FunctionSummary) -> FunctionSummary | None:
     if returns is not None and returns.mode is None and not returns.certain:
         returns = None  # "something, in some mode, maybe a module": what a caller assumes of any call
     backprops = [p for p in summary.backprops if not _of_the_object(p)]
-    items = tuple(_exported_return(flow, item) if item is not None and (item.mode is not None or item.certain)
+    items = tuple(_exported_return(flow, item)
+                  if item is not None and (item.mode is not None or item.certain or item.param is not None)
                   else None for item in summary.returns_items)
     items = items if any(item is not None for item in items) else ()
     if all(v == "unknown" for v in effects.values()) and not forwards and not steps and not backprops \

@@ -203,7 +203,18 @@ class Provenance:
         summary, _receiver = self.flow.resolve(call, enclosing)
         if summary is None or not summary.returns_items or self.flow.defined_again(summary.qualname):
             return None  # (a notebook defining `get_model()` anew for each section: which one runs is unclear)
-        return [_handed_back(item, call) if item is not None else None for item in summary.returns_items]
+        return [self._handed_back_argument(item.param, summary, call, state) if item is not None and item.param
+                else _handed_back(item, call) if item is not None else None for item in summary.returns_items]
+
+    def _handed_back_argument(self, param: str, summary, call: cst.Call, state) -> ModeFact | None:
+        """`model, msg = load_checkpoint(model, path)`: the module the call hands the parameter it gives back."""
+        from modelint.facts.summary_effects import bind_arguments
+
+        arg = bind_arguments(summary.params, summary.is_method, call).get(param)
+        key = receiver_key(arg, self.imports) if arg is not None else None
+        if state is None or key is None or not state.tracks(state.canonical(key)):
+            return None
+        return state.fact(state.canonical(key))
 
 
 # Calls that hand back what they are given, prepared for mixed precision or devices, in the same order.

@@ -101,8 +101,9 @@ class FunctionFlow:
     phase_param: str | None = None  # a parameter that picks training or evaluation (modelint.facts.phases)
     phase_exits: dict = field(default_factory=dict)  # each value of it -> the exit state then
     returned: ModeFact | None = None  # the module it returns (a factory), joined over its returns
-    # A tuple it returns (`return model, optimizer`): the module at each position (None: none known), joined over
-    # its returns; "" once two returns disagree in length or one returns something else.
+    # A tuple it returns (`return model, optimizer`): the module at each position (None: none known; a parameter's
+    # name: that parameter handed back as it came), joined over its returns; "" once two returns disagree in
+    # length or one returns something else.
     returned_items: list | str | None = None
     # The parameter every return hands back untouched (`return model` after `model.load_state_dict(...)`);
     # "" once a return hands back anything else.
