@@ -55,8 +55,9 @@ class HandedModels:
             values = [unwrap_chain(assign.value)[0] for assign in assigns]
             bound = values if all(type(value) is cst.Call for value in values) else ()
             if not bound and assigns:
-                # `self.model: Tagger = model`, or `def __init__(self, model: Tagger)`: the class it is annotated with
-                annotated = {self._annotated_class(assign) for assign in assigns}
+                # `self.model: Tagger = model`, or `def __init__(self, model: Tagger)`: the class it is annotated with;
+                # or the one every construction here hands that parameter (`Trainer(BPRMF(n_users, n_items))`)
+                annotated = {self._annotated_class(assign) or self._handed_at_construction(assign) for assign in assigns}
                 return annotated if None not in annotated else set()
         else:
             bound = calls_bound_by_name(self.flow).get((function, receiver), ())
@@ -79,6 +80,23 @@ class HandedModels:
         if type(assign.value) is cst.Name and function is not None:
             return self._annotated_parameter(function, assign.value.value)
         return None
+
+    def _handed_at_construction(self, assign) -> str | None:
+        """`self.model = model` in `__init__`, where every construction of the class in this file hands that
+        parameter an object of one imported class: that class (as qualified)."""
+        from modelint.facts.summary_effects import bind_arguments
+
+        function, cls = assign.site.function, assign.site.cls
+        if function is None or cls is None or function.name != "__init__" or type(assign.value) is not cst.Name \
+                or assign.value.value not in function.param_set:
+            return None
+        classes = set()
+        for site in self.flow.collector.calls:
+            if type(site.node.func) is cst.Name and site.node.func.value == cls.name:
+                given = bind_arguments(function.params, True, site.node).get(assign.value.value)
+                value = unwrap_chain(given)[0] if given is not None else None
+                classes.add(self._imported_class_named(value.func) if type(value) is cst.Call else None)
+        return classes.pop() if len(classes) == 1 else None
 
     def _annotated_parameter(self, function, name: str) -> str | None:
         param = next((p for p in function.node.params.params if p.name.value == name), None)
