@@ -28,6 +28,23 @@ class LocalLayers:
         """What the local `name`, used in `call`'s arguments, holds: the layers its function binds to it."""
         return self._held(name, self._function_of_call.get(call))
 
+    def part_built_for(self, name: str, call: cst.Call) -> Dependence | None:
+        """A local name bound to layers built for this call alone (`ff = FeedForward(d, h, dropout)`, handed
+        only to `Transformer(ff, ...)`): what it holds. None for a name used anywhere else: a model of its own
+        that the constructor wraps (`TimeShiftTTA(net)`, with `net.eval()` and `net(x)` elsewhere)."""
+        from modelint.facts.walk import iter_nodes
+
+        function = self._function_of_call.get(call)
+        bindings = self._bindings_of(function).get(name) or []
+        if not bindings or any(b.kind != "assign" for b in bindings):
+            return None
+        scope = function.node if function is not None else self._collector.module_node
+        uses = sum(1 for node in iter_nodes(scope) if type(node) is cst.Name and node.value == name)
+        if uses != len(bindings) + 1:
+            return None
+        held = self._held(name, function)
+        return held if held is not Dependence.UNKNOWN else None
+
     def _held(self, name: str, function) -> Dependence:
         key = (function, name)
         following = self.__dict__.setdefault("_following_names", set())

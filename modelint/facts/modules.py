@@ -308,6 +308,8 @@ class ModuleTable(WaitingOnImports, LocalLayers, Registries, ModuleAttributes, B
         for param in kept:
             arg = handed_at(call, param, params.index(param) if param in params else -1)
             built = self.layer_dependence(arg, known) if type(arg) is cst.Call else None
+            if type(arg) is cst.Name:  # `ff = FeedForward(d, h, dropout)`, then `Transformer(ff, ...)`
+                built = self.part_built_for(arg.value, call)
             if built is None and param in self._parameter_containers(project).values():
                 built = Dependence.UNKNOWN  # (`SSD(phase, base_)`: layers built where we do not look)
             if built is not None:
