@@ -89,6 +89,8 @@ class LocalLayers:
         if kind is cst.Call:
             built = self.layer_dependence(value)
             if built is None and type(value.func) is cst.Name:
+                built = self._partial_layer(value, function)
+            if built is None and type(value.func) is cst.Name:
                 built = self._class_handed_in(value.func.value, function)  # `act()`, `act = activation`
             return built
         if kind is cst.Name:
@@ -108,6 +110,21 @@ class LocalLayers:
             body, orelse = self._layers_in(value.body, function), self._layers_in(value.orelse, function)
             return None if body is None or orelse is None else max(body, orelse)
         return None
+
+    def _partial_layer(self, call: cst.Call, function) -> Dependence | None:
+        """`norm_layer(c)` after `norm_layer = functools.partial(nn.InstanceNorm2d, affine=False)`: the layer
+        the partial builds with the arguments of both."""
+        bindings = self._bindings_of(function).get(call.func.value) or []
+        if len(bindings) != 1 or bindings[0].kind != "assign":
+            return None
+        made = bindings[0].value
+        if type(made) is not cst.Call or not made.args or made.args[0].keyword is not None \
+                or self.imports.qualify(made.func) != "functools.partial":
+            return None
+        args = (*made.args[1:], *call.args)
+        positional = [arg for arg in args if arg.keyword is None and not arg.star]
+        rest = [arg for arg in args if arg.keyword is not None or arg.star]
+        return self.layer_dependence(call.with_changes(func=made.args[0].value, args=(*positional, *rest)))
 
     def _class_handed_in(self, name: str, function, depth: int = 0) -> Dependence | None:
         """`act()` where `act` is a parameter of this builder (or a local picking one: `act = activation if
