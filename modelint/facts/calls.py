@@ -296,8 +296,8 @@ class CallEffects(FollowedNames, SummaryEffects, ModeContexts, TrainingSteps, Ha
         current = state.models.get(key)
         state.put(key, (current if current is not None else ModeFact()).switched(mode, call))
 
-    def havoc(self, state: State, key: str) -> None:
-        state.havoc(key)
+    def havoc(self, state: State, key: str, part: bool = False) -> None:
+        state.havoc(key, part)
 
     @staticmethod
     def _restored_mode(state: State, key: str, call: cst.Call) -> ModeFact | None:

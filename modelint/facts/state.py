@@ -103,8 +103,9 @@ class State:
             if parent in self.models and not _same_single_mode(self.models[parent], updated):
                 self.models[parent] = replace(self.models[parent], havoc=True)
 
-    def havoc(self, key: str) -> None:
-        """A call we cannot see into may have changed `key`'s mode (and so its parents': a part of them)."""
+    def havoc(self, key: str, part: bool = False) -> None:
+        """A call we cannot see into may have changed `key`'s mode; where `key` is a module's part (`part`), its
+        parents are in no single mode any more either."""
         found = False
         for known in list(self.models):
             if known == key or known.startswith(key + "."):
@@ -112,6 +113,8 @@ class State:
                 found = found or known == key
         if not found:
             self.models[key] = HAVOC_MODE
+        if not part:
+            return
         parts = key.split(".")
         for i in range(1, len(parts)):
             parent = ".".join(parts[:i])

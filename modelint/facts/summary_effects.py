@@ -80,7 +80,8 @@ class SummaryEffects:
             site = sites.get(param_key)
             current = state.fact(key)
             if effect == "unknown" or site is None:
-                self.havoc(state, key)
+                # (`model.fit()` leaving `self.net` in an unknown mode: `model`, which runs it, is in none either)
+                self.havoc(state, key, part=_module_part(self.flow, summary, param_key))
                 continue
             if "eval" in effect:
                 changed = current.switched("eval", site)
@@ -171,6 +172,13 @@ def _listed_models(arguments: dict[str, cst.BaseExpression]) -> dict[str, list[s
             if keys and None not in keys:
                 out[name] = keys
     return out
+
+
+def _module_part(flow, summary: FunctionSummary, param_key: str) -> bool:
+    """Is `param_key` (`self.net`) a module its method's class of this file holds?"""
+    function = flow.local_functions.get(summary.qualname) if summary.path == flow.path else None
+    return function is not None and function.cls is not None and param_key.startswith("self.") \
+        and param_key.count(".") == 1 and flow.modules.is_module_name(param_key, function)
 
 
 def _effect_targets(effects: dict, bound: dict, listed: dict[str, list[str]]):
