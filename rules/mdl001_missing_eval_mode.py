@@ -6,9 +6,9 @@ from typing import Iterator
 import libcst as cst
 
 from modelint.facts import FileFacts
-from modelint.facts.evaluation import (smoke_test, effective_grad, effective_mode, evaluation_context,
-                                       fed_by_a_model_in_eval_mode, initialises_lazy_modules, is_module,
-                                       returned_to_callers)
+from modelint.facts.evaluation import (effective_grad, effective_mode, evaluation_context,
+                                       fed_by_a_model_in_eval_mode, is_module, returned_to_callers)
+from modelint.facts.smoke_tests import initialises_lazy_modules, smoke_test
 from modelint.facts.batches import over_batches
 from modelint.facts.lattice import ENTRY_MODE, is_train_site
 from modelint.facts.mode_handling import class_sets_own_mode, minds_modes, optional_or_callable, states_mode_contract

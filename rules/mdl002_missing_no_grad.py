@@ -8,9 +8,9 @@ import libcst as cst
 
 from modelint.facts import FileFacts
 from modelint.facts import torch_api as api
-from modelint.facts.evaluation import (dummy_input, effective_grad, effective_mode, initialises_lazy_modules,
-                                       is_module, left_to_subclasses, result_back_propagated, returned_to_callers,
-                                       smoke_test)
+from modelint.facts.evaluation import (effective_grad, effective_mode, is_module, left_to_subclasses,
+                                       result_back_propagated, returned_to_callers)
+from modelint.facts.smoke_tests import dummy_input, initialises_lazy_modules, smoke_test
 from modelint.facts.mode_handling import frozen_attributes, frozen_by_every_caller, frozen_whole
 from modelint.facts.uses import DETACH, ESCAPE, GIVEN_BACK, HANDED, RETURN, STORE, TRAIN
 from modelint.facts.batches import over_batches

@@ -26,12 +26,13 @@ from modelint.facts import torch_api as api
 from modelint.facts.applied import NEUTRAL_BUILTINS, applies_a_mode_neutral_function
 from modelint.facts.uses import DETACHED
 from modelint.facts.phases import decide
-from modelint.facts.lattice import ENTRY_MODE, GradFact, ModeFact, mode_of_call
+from modelint.facts.lattice import GradFact, ModeFact, mode_of_call
 from modelint.facts.names import dotted, tokens, value_key
 from modelint.facts.modules import Dependence, unwrap_chain
 from modelint.facts.naming import EVAL_WORDS, TRAIN_WORDS, names_evaluation_data
-from modelint.facts.provenance import Fresh, receiver_key
+from modelint.facts.provenance import receiver_key
 from modelint.facts.records import Forward
+from modelint.facts.returns import ReturnedValues
 from modelint.facts.regions import constructor_turns_grad_off
 from modelint.facts.followed import FollowedNames
 from modelint.facts.handed_models import HandedModels, handed_known_model
@@ -54,7 +55,7 @@ _MODE_WORDS = frozenset({"mode", "freeze", "unfreeze", "bn", "batchnorm", "dropo
 INLINE_OBJECT = "<object>"
 
 
-class CallEffects(FollowedNames, SummaryEffects, ModeContexts, TrainingSteps, HandedModels):
+class CallEffects(FollowedNames, SummaryEffects, ModeContexts, TrainingSteps, HandedModels, ReturnedValues):
     def __init__(self, flow, out, params: set[str]) -> None:
         self.flow = flow
         self.out = out
@@ -335,71 +336,6 @@ class CallEffects(FollowedNames, SummaryEffects, ModeContexts, TrainingSteps, Ha
             seen.grad = seen.grad.join(state.grad)
             seen.in_evaluation_loop = seen.in_evaluation_loop or in_loop
 
-    def returned_value(self, value: cst.BaseExpression | None, state: State) -> None:
-        """`return model` / `return Net()`: what a factory hands its caller."""
-        self._returned_items(value, state)
-        if value is None:
-            return
-        key = receiver_key(value, self.flow.imports)
-        function = self.out.function
-        regrouped = self.flow.provenance.regrouped_parameter(value, state, function)
-        passed = regrouped is not None or (function is not None and key in function.param_set
-                                           and key not in ("self", "cls") and state.fact(key) == ENTRY_MODE)
-        key = regrouped or key
-        self.out.returned_param = key if passed and self.out.returned_param in (None, key) else ""
-        fact = self._module_value(value, state)
-        if fact is None:
-            self._ask_about_built(key)
-            return
-        if fact.origin and not fact.certain and self.flow.index is None:
-            self.flow.unresolved.add(fact.origin)  # (`return GIN(...)`: the index may say it is a module)
-        self.out.returned = fact if self.out.returned is None else self.out.returned.join(fact)
-
-    def _returned_items(self, value: cst.BaseExpression | None, state: State) -> None:
-        """`return model, optimizer`: the module each position holds, joined with the other returns."""
-        if self.out.returned_items == "":
-            return
-        if type(value) not in (cst.Tuple, cst.List) or any(type(e) is cst.StarredElement for e in value.elements):
-            self.out.returned_items = ""
-            return
-        items = [self._handed_back_parameter(element.value, state) or self._module_value(element.value, state)
-                 for element in value.elements]
-        seen = self.out.returned_items
-        if seen is None:
-            self.out.returned_items = items
-        elif len(seen) != len(items):
-            self.out.returned_items = ""
-        else:
-            self.out.returned_items = [_join_item(a, b) for a, b in zip(seen, items)]
-
-    def _handed_back_parameter(self, value: cst.BaseExpression, state: State) -> str | None:
-        """`return model, msg` after `model.load_state_dict(...)`: the parameter handed back as it came."""
-        function = self.out.function
-        key = value.value if type(value) is cst.Name else None
-        if function is None or key not in function.param_set or key in ("self", "cls") \
-                or state.fact(state.canonical(key)) != ENTRY_MODE:
-            return None
-        return key
-
-    def _module_value(self, value: cst.BaseExpression, state: State) -> ModeFact | None:
-        """The module an expression is here (a model it tracks, or one built right there), if any."""
-        key = receiver_key(value, self.flow.imports)
-        if key is not None and state.tracks(state.canonical(key)):
-            return state.fact(state.canonical(key))
-        bound = self.flow.provenance.bound_value(value, state, lambda k: False, self.out.function)
-        return bound.fact if isinstance(bound, Fresh) else None
-
-    def _ask_about_built(self, key: str | None) -> None:
-        """`model = GIN(...)` of another file, not followed here, then `return model`: first pass only, the
-        index is asked about that class, so that this factory's callers learn what it returns."""
-        if key is None or self.flow.index is not None:
-            return
-        for name, call, site in self.flow.collector.call_assigns:
-            built = self.flow.modules.construction(call) if name == key and site.function is self.out.function else None
-            if built is not None and built.origin:
-                self.flow.unresolved.add(built.origin)
-
-
 def _names_a_mode_switch(method: str) -> bool:
     """`val_start`, `set_eval`, `train_mode`, `switch_to_eval`: a method named for switching to a phase."""
     words = set(tokens(method))
@@ -446,10 +382,3 @@ _NOT_FORWARD_PREFIXES = ("get_", "set_", "reset_", "is_", "has_", "num_", "incre
 def is_optimizer_step(receiver: str) -> bool:
     last = receiver.rsplit(".", 1)[-1].lower()
     return "optim" in last or last in ("opt", "scaler") or last.endswith("_opt") or last.startswith("opt_")
-
-
-def _join_item(a, b):
-    """Two returns' items at one position: the module both hold (joined), or the parameter both hand back."""
-    if isinstance(a, str) or isinstance(b, str):
-        return a if a == b else None
-    return a.join(b) if a is not None and b is not None else None

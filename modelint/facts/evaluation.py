@@ -16,16 +16,14 @@ from dataclasses import replace
 
 import libcst as cst
 
-from modelint.facts import torch_api as api
 from modelint.facts.base_shapes import called_by_bases_that_switch_modes
 from modelint.facts.free_models import left_by_the_script
 from modelint.facts.lattice import ENTRY_MODE, GradFact, ModeFact, is_train_site
 from modelint.facts.modules import Dependence
-from modelint.facts.names import dotted, value_key
+from modelint.facts.names import dotted
 from modelint.facts.naming import is_evaluation_name
 from modelint.facts.phases import describe_value
 from modelint.facts.summaries import qualname
-from modelint.facts.walk import iter_nodes
 
 
 def effective_mode(facts, forward) -> ModeFact:
@@ -312,118 +310,3 @@ def result_back_propagated(facts, function) -> bool:
                    for other in facts.collector.calls):
             return False
     return True
-
-
-def dummy_input(facts, forward, only=None) -> bool:
-    """`model(torch.empty(1, n))`: a tensor made from nothing, to trace hooks or shapes (in argument `only`)."""
-    bindings, _ = facts.receivers.scope(forward.function)
-
-    def dummy(expr, depth=0) -> bool:
-        if type(expr) is cst.Call:
-            qualified = facts.imports.qualify(expr.func)
-            if qualified == "torch.autograd.Variable" and expr.args and depth < 3:
-                return dummy(expr.args[0].value, depth + 1)  # `Variable(torch.randn(...))`
-            if type(expr.func) is cst.Attribute and expr.func.attr.value in ("to", "cuda", "float", "half") \
-                    and depth < 3:
-                return dummy(expr.func.value, depth + 1)  # `torch.randn(...).to(device)`
-            return qualified in api.DUMMY_TENSOR_FACTORIES
-        if type(expr) is cst.Name and depth < 3:
-            found = bindings.get(expr.value) or []
-            return bool(found) and all(b.kind == "assign" and dummy(b.value, depth + 1) for b in found)
-        return False
-
-    return any(dummy(arg.value) for arg in (forward.call.args if only is None else (only,)))
-
-
-def initialises_lazy_modules(facts, forward) -> bool:
-    """A forward whose output nothing uses, followed in the same body by an optimizer built over the
-    model's parameters (`model(data.x_dict, ...)` under no_grad, then `Adam(model.parameters())`): it
-    materialises lazy layers (`in_channels=-1`) before the optimizer sees them; nothing is evaluated."""
-    if forward.via is None and not forward.uses <= {"discard"}:
-        return False
-    if forward.via is not None and (not _dropped(facts, forward.call) or forward.via.intent == "evaluation"):
-        return False  # (a helper's result: what the caller does with it is not tracked; a helper scoring it evaluates)
-    function = forward.function
-    body = function.node.body.body if function is not None else facts.collector.module_node.body
-    later = None
-    for i, statement in enumerate(body):
-        if any(node is forward.call for node in iter_nodes(statement)):
-            later = body[i + 1:]
-            break
-    for statement in later or ():
-        for node in iter_nodes(statement):
-            if type(node) is cst.Call and _optimizer_over(facts, node, forward.key):
-                return True
-    return False
-
-
-def _dropped(facts, call: cst.Call) -> bool:
-    site = facts.call_sites.get(call)
-    statement = site.site.stmt if site is not None else None
-    return type(statement) is cst.SimpleStatementLine and any(
-        type(small) is cst.Expr and small.value is call for small in statement.body)
-
-
-def _optimizer_over(facts, call: cst.Call, key: str) -> bool:
-    """`Adam(model.parameters())`, or a trainer's `fit(model, ...)`: the model's weights are trained next."""
-    if type(call.func) is cst.Attribute and call.func.attr.value == "fit":
-        return any(dotted(arg.value) == key for arg in call.args)
-    if not api.is_optimizer_class(facts.imports.qualify(call.func) or ""):
-        return False
-    return any(type(node) is cst.Call and type(node.func) is cst.Attribute
-               and node.func.attr.value in ("parameters", "named_parameters") and dotted(node.func.value) == key
-               for arg in call.args for node in iter_nodes(arg.value))
-
-
-def smoke_test(facts, forward, mode) -> bool:
-    """A model built in this very function, neither trained nor loaded here, run on a tensor made from
-    nothing, its output only printed or measured (`net = densenet_cifar(); print(net(torch.randn(1, 3, 32,
-    32)))`): a shape check, whose output means nothing in either mode. At module level, only a model
-    file's own `if __name__ == "__main__":` self-test (a script's top level is its main job)."""
-    function = forward.function
-    if not mode.train_sites or mode.eval_sites or any(is_train_site(s) for s in mode.train_sites):
-        return False  # (a model put in eval mode is a real one, loaded or pretrained: not a shape check)
-    if forward.via is not None and not all(value_key(arg.value) == forward.key or dummy_input(facts, forward, arg)
-                                           for arg in forward.call.args):
-        return False  # (a helper handed the model and real data: `scored(table, ids, queries)` only on made-up ones)
-    if function is None and not _in_main_guard(facts, forward):
-        return False
-    key = forward.key
-    head = key.split(".")[0].split("[")[0]
-    if (function is not None and (head in function.param_set or head in function.enclosing_params)) \
-            or head in ("self", "cls") or (head in facts.flow.global_models and (function is not None or any(
-                head in facts.flow.free.globals_of(other) for other in facts.collector.functions))):
-        return False  # not built here, or a global some function uses: it may be trained or loaded elsewhere
-    if not all(type(s) is cst.Call and facts.modules.construction(s) is not None
-               and (where := facts.call_sites.get(s)) is not None
-               and (where.site.function is function or _plain_builder(facts, where.site.function))
-               for s in mode.train_sites):
-        return False  # trained here (a training step put it in this mode), or built elsewhere (and loaded there)
-    if any(key in step.reached for flow in facts.flow.flows if flow.function is function
-           for step in flow.steps.values()):
-        return False  # its outputs reach a backward here: a generator trained in this loop, sampled from noise
-    if "eval" in forward.uses and any(site.site.function is function and site.node is not forward.call and any(
-            value_key(arg.value) == key for arg in site.node.args) for site in facts.collector.calls):
-        return False  # handed to a call that may train it (a generator scored after `fit(gen, data)`)
-    return not any(site.site.function is function and type(site.node.func) is cst.Attribute
-                   and site.node.func.attr.value.startswith("load") and value_key(site.node.func.value) == key
-                   for site in facts.collector.calls) and dummy_input(facts, forward)
-
-
-def _in_main_guard(facts, forward) -> bool:
-    """Is the forward under `if __name__ == "__main__":`?"""
-    site = facts.call_sites.get(forward.call)
-    return site is not None and any(
-        type(guard) is cst.If and type(guard.test) is cst.Comparison and dotted(guard.test.left) == "__name__"
-        for guard in site.site.guards)
-
-
-def _plain_builder(facts, function) -> bool:
-    """A top-level function of this file that builds a module and loads nothing (`def ShuffleV1(**kwargs):
-    return ShuffleNet(cfg, **kwargs)`): what it returns is as untrained as a constructor's."""
-    if function is None or function.cls is not None or function.outer is not None:
-        return False
-    return not any(site.site.function is function and (
-        ((site.qualified or "") in ("torch.load", "torch.hub.load", "torch.hub.load_state_dict_from_url"))
-        or (type(site.node.func) is cst.Attribute and site.node.func.attr.value.startswith(("load", "from_pretrained"))))
-        for site in facts.collector.calls)

@@ -17,11 +17,12 @@ import libcst as cst
 from modelint.facts import torch_api as api
 from modelint.facts.modules import rewraps, unwrap_chain
 from modelint.facts.names import BUILTIN_NAMES, dotted
+from modelint.facts.returned_closures import ReturnedClosures
 from modelint.facts.scopes import FunctionInfo
 from modelint.facts.walk import iter_nodes
 
 
-class MethodTargets:
+class MethodTargets(ReturnedClosures):
     """Mixed into CallGraph: `self.modules`, `self.imports`, `self.collector`, `self.local_functions`,
     `self.class_and_bases()` and `self._scope_bindings()` come from there."""
 
@@ -277,43 +278,6 @@ class MethodTargets:
         built = self._held_classes.get((scope.cls.name, node.attr.value)) if scope is not None else None
         return next(iter(built)) if built is not None and len(built) == 1 and None not in built else None
 
-    def returned_closure(self, name: str, enclosing: FunctionInfo | None) -> FunctionInfo | None:
-        """`loop = get_train_val_loop(model, optimizer)`, then `loop(is_train=False)`: the function defined in
-        the factory that every `return` of it hands back, when every binding of the name is such a call."""
-        if name not in self._names_of_returned_closures:
-            return None
-        scope = enclosing
-        while not (bindings := self._scope_bindings(scope).get(name)):
-            if scope is None:
-                return None
-            scope = scope.outer
-        found = set()
-        for binding in bindings:
-            value = binding.value if binding.kind == "assign" else None
-            factory = self.local_functions.get(value.func.value) \
-                if type(value) is cst.Call and type(value.func) is cst.Name else None
-            found.add(self._closure_handed_back.get(factory) if factory is not None else None)
-        return found.pop() if len(found) == 1 else None
-
-    @cached_property
-    def _closure_handed_back(self) -> dict:
-        """Top-level function -> the function it defines that every `return` of it hands back."""
-        out = {}
-        for (outer, name), nested in self.nested_functions.items():
-            if outer.outer is not None or outer.cls is not None or nested.cls is not None:
-                continue
-            returns = [node for node in _own_statements(outer.node) if type(node) is cst.Return]
-            if returns and all(type(r.value) is cst.Name and r.value.value == name for r in returns):
-                out[outer] = nested
-        return out
-
-    @cached_property
-    def _names_of_returned_closures(self) -> frozenset[str]:
-        """Plain names some assignment binds to a call of a function that hands back a closure."""
-        factories = {function.name for function in self._closure_handed_back}
-        return frozenset(key for key, value, _site in self.collector.call_assigns
-                         if "." not in key and type(value.func) is cst.Name and value.func.value in factories)
-
     @cached_property
     def _plain_calls_of(self) -> dict:
         """Function of this file -> (call, caller) for each call that names it (`evaluate(...)`, `self.validate(
@@ -379,16 +343,6 @@ class MethodTargets:
 _MODULE_API = frozenset({"forward", "train", "eval", "to", "cuda", "cpu", "parameters", "named_parameters",
                          "state_dict", "load_state_dict", "modules", "children", "apply", "zero_grad",
                          "extra_repr", "reset_parameters", "half", "float", "double", "requires_grad_"})
-
-
-def _own_statements(node: cst.FunctionDef):
-    """The nodes of a function's body, not those of the functions or classes defined in it."""
-    stack = list(node.body.children)
-    while stack:
-        child = stack.pop()
-        yield child
-        if type(child) not in (cst.FunctionDef, cst.ClassDef, cst.Lambda):
-            stack.extend(child.children)
 
 
 def _object_name(func: cst.BaseExpression) -> tuple[str | None, bool]:

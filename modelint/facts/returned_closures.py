@@ -1,0 +1,62 @@
+"""Closures a factory of this file hands back: `loop = get_train_val_loop(model, optimizer)`, then
+`loop(is_train=False)` runs the function `get_train_val_loop` defines and returns."""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+import libcst as cst
+
+from modelint.facts.scopes import FunctionInfo
+
+
+class ReturnedClosures:
+    """Mixed into MethodTargets: `_scope_bindings`, `local_functions`, `nested_functions`, `collector` come from
+    CallGraph."""
+
+    def returned_closure(self, name: str, enclosing: FunctionInfo | None) -> FunctionInfo | None:
+        """`loop = get_train_val_loop(model, optimizer)`, then `loop(is_train=False)`: the function defined in
+        the factory that every `return` of it hands back, when every binding of the name is such a call."""
+        if name not in self._names_of_returned_closures:
+            return None
+        scope = enclosing
+        while not (bindings := self._scope_bindings(scope).get(name)):
+            if scope is None:
+                return None
+            scope = scope.outer
+        found = set()
+        for binding in bindings:
+            value = binding.value if binding.kind == "assign" else None
+            factory = self.local_functions.get(value.func.value) \
+                if type(value) is cst.Call and type(value.func) is cst.Name else None
+            found.add(self._closure_handed_back.get(factory) if factory is not None else None)
+        return found.pop() if len(found) == 1 else None
+
+    @cached_property
+    def _closure_handed_back(self) -> dict:
+        """Top-level function -> the function it defines that every `return` of it hands back."""
+        out = {}
+        for (outer, name), nested in self.nested_functions.items():
+            if outer.outer is not None or outer.cls is not None or nested.cls is not None:
+                continue
+            returns = [node for node in _own_statements(outer.node) if type(node) is cst.Return]
+            if returns and all(type(r.value) is cst.Name and r.value.value == name for r in returns):
+                out[outer] = nested
+        return out
+
+    @cached_property
+    def _names_of_returned_closures(self) -> frozenset[str]:
+        """Plain names some assignment binds to a call of a function that hands back a closure."""
+        factories = {function.name for function in self._closure_handed_back}
+        return frozenset(key for key, value, _site in self.collector.call_assigns
+                         if "." not in key and type(value.func) is cst.Name and value.func.value in factories)
+
+
+def _own_statements(node: cst.FunctionDef):
+    """The nodes of a function's body, not those of the functions or classes defined in it."""
+    stack = list(node.body.children)
+    while stack:
+        child = stack.pop()
+        yield child
+        if type(child) not in (cst.FunctionDef, cst.ClassDef, cst.Lambda):
+            stack.extend(child.children)
