@@ -267,6 +267,17 @@ class CallGraph(MethodTargets, CallerEntry):
                         return key
         return None
 
+    def visible_bindings(self, name: str, scope: FunctionInfo | None) -> tuple[list, FunctionInfo | None] | None:
+        """The bindings of `name` in the scope Python finds it in from `scope` (the function, an enclosing one,
+        the module), with that scope; None where no scope binds it."""
+        while True:
+            bindings = self._scope_bindings(scope).get(name)
+            if bindings:
+                return bindings, scope
+            if scope is None:
+                return None
+            scope = scope.outer
+
     def _scope_bindings(self, function: FunctionInfo | None) -> dict:
         cache = self.__dict__.setdefault("_bindings_by_scope", {})
         found = cache.get(function)

@@ -118,14 +118,10 @@ class MethodTargets(ReturnedClosures):
         if name not in self._names_built_from_classes or name in seen:
             return None  # (most receivers: no need to list a scope's bindings)
         seen.add(name)
-        scope = enclosing
-        while True:
-            bindings = self._scope_bindings(scope).get(name)
-            if bindings:
-                break
-            if scope is None:
-                return None
-            scope = scope.outer
+        found = self.visible_bindings(name, enclosing)
+        if found is None:
+            return None
+        bindings, scope = found
         classes = set()
         for binding in bindings:
             node = unwrap_chain(binding.value)[0] if binding.kind == "assign" else None
@@ -161,13 +157,10 @@ class MethodTargets(ReturnedClosures):
             return name
         if name in self.local_functions or name in self.imports.bindings or name in BUILTIN_NAMES:
             return None
-        while True:
-            bindings = self._scope_bindings(scope).get(name)
-            if bindings:
-                break
-            if scope is None:
-                return None
-            scope = scope.outer
+        found = self.visible_bindings(name, scope)
+        if found is None:
+            return None
+        bindings = found[0]
         named = {b.value.value if b.kind == "assign" and type(b.value) is cst.Name else None for b in bindings}
         return named.pop() if len(named) == 1 and None not in named and next(iter(named)) in self.modules.classes \
             else None

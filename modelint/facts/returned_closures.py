@@ -11,21 +11,19 @@ from modelint.facts.scopes import FunctionInfo
 
 
 class ReturnedClosures:
-    """Mixed into MethodTargets: `_scope_bindings`, `local_functions`, `nested_functions`, `collector` come from
-    CallGraph."""
+    """Mixed into MethodTargets: `visible_bindings`, `local_functions`, `nested_functions`, `collector` come
+    from CallGraph."""
 
     def returned_closure(self, name: str, enclosing: FunctionInfo | None) -> FunctionInfo | None:
         """`loop = get_train_val_loop(model, optimizer)`, then `loop(is_train=False)`: the function defined in
         the factory that every `return` of it hands back, when every binding of the name is such a call."""
         if name not in self._names_of_returned_closures:
             return None
-        scope = enclosing
-        while not (bindings := self._scope_bindings(scope).get(name)):
-            if scope is None:
-                return None
-            scope = scope.outer
+        visible = self.visible_bindings(name, enclosing)
+        if visible is None:
+            return None
         found = set()
-        for binding in bindings:
+        for binding in visible[0]:
             value = binding.value if binding.kind == "assign" else None
             factory = self.local_functions.get(value.func.value) \
                 if type(value) is cst.Call and type(value.func) is cst.Name else None

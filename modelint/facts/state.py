@@ -97,9 +97,7 @@ class State:
                 self.models[known] = replace(self.models[known], train_sites=updated.train_sites,
                                              eval_sites=updated.eval_sites, entry=False, havoc=updated.havoc)
         self.models[key] = updated
-        parts = key.split(".")
-        for i in range(1, len(parts)):
-            parent = ".".join(parts[:i])
+        for parent in _parents(key):
             if parent in self.models and not _same_single_mode(self.models[parent], updated):
                 self.models[parent] = replace(self.models[parent], havoc=True)
 
@@ -113,13 +111,15 @@ class State:
                 found = found or known == key
         if not found:
             self.models[key] = HAVOC_MODE
-        if not part:
-            return
-        parts = key.split(".")
-        for i in range(1, len(parts)):
-            parent = ".".join(parts[:i])
+        for parent in _parents(key) if part else ():
             if parent in self.models:
                 self.models[parent] = replace(self.models[parent], havoc=True)
+
+
+def _parents(key: str):
+    """"model" and "model.encoder" for "model.encoder.head"."""
+    parts = key.split(".")
+    return (".".join(parts[:i]) for i in range(1, len(parts)))
 
 
 def _same_single_mode(parent: ModeFact, part: ModeFact) -> bool:
