@@ -221,8 +221,8 @@ class CallGraph(MethodTargets, CallerEntry):
 
     def constructed_inline(self, receiver: cst.BaseExpression) -> str | None:
         """`Evaluator(model, loader).get_scores()`: the class of this file built right there."""
-        if type(receiver) is cst.Call and type(receiver.func) is cst.Name and receiver.func.value in self.modules.classes \
-                and receiver.func.value not in self.imports.bindings:
+        if type(receiver) is cst.Call and type(receiver.func) is cst.Name \
+                and receiver.func.value in self.modules.classes and receiver.func.value not in self.imports.bindings:
             return receiver.func.value
         return None
 

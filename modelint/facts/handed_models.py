@@ -57,7 +57,8 @@ class HandedModels:
             if not bound and assigns:
                 # `self.model: Tagger = model`, or `def __init__(self, model: Tagger)`: the class it is annotated with;
                 # or the one every construction here hands that parameter (`Trainer(BPRMF(n_users, n_items))`)
-                annotated = {self._annotated_class(assign) or self._handed_at_construction(assign) for assign in assigns}
+                annotated = {self._annotated_class(assign) or self._handed_at_construction(assign)
+                             for assign in assigns}
                 return annotated if None not in annotated else set()
         else:
             bound = calls_bound_by_name(self.flow).get((function, receiver), ())

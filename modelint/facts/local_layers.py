@@ -38,9 +38,12 @@ class LocalLayers:
         bindings = self._bindings_of(function).get(name) or []
         if not bindings or any(b.kind != "assign" for b in bindings):
             return None
-        scope = function.node if function is not None else self._collector.module_node
-        uses = sum(1 for node in iter_nodes(scope) if type(node) is cst.Name and node.value == name)
-        if uses != len(bindings) + 1:
+        counted = self.__dict__.setdefault("_name_uses", {})  # (asked again in every solving round)
+        if (function, name) not in counted:
+            scope = function.node if function is not None else self._collector.module_node
+            counted[function, name] = sum(1 for node in iter_nodes(scope)
+                                          if type(node) is cst.Name and node.value == name)
+        if counted[function, name] != len(bindings) + 1:
             return None
         held = self._held(name, function)
         return held if held is not Dependence.UNKNOWN else None

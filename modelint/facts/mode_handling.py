@@ -131,10 +131,11 @@ def _add_freezing_helpers(facts, by_function: dict) -> None:
                 if (key := dotted(passed)) is not None:
                     by_function.setdefault(caller, set()).add(key)
     for helper, param, flag in _flag_freezings(facts):
-        defaults = {p.name.value: p.default for p in (*helper.node.params.params, *helper.node.params.kwonly_params)}
+        declared = helper.param(flag)  # (None for `*flags`)
+        default = declared.default if declared is not None else None
         for call, (caller, _grad, _models) in facts.flow.call_sites.get(qualname(helper), {}).items():
             passed = bind_arguments(helper.params, helper.cls is not None, call)
-            if literal_value(passed.get(flag, defaults.get(flag))) is False \
+            if literal_value(passed.get(flag, default)) is False \
                     and (key := dotted(passed.get(param))) is not None:
                 by_function.setdefault(caller, set()).add(key)
 
@@ -147,13 +148,11 @@ def _flag_freezings(facts):
         if function is None or assign.target.attr.value != "requires_grad" or type(assign.value) is not cst.Name \
                 or assign.value.value not in function.param_set or type(assign.target.value) is not cst.Name:
             continue
-        variable = assign.target.value.value
-        for guard in assign.site.guards:
-            if type(guard) is cst.For and type(guard.target) is cst.Name and guard.target.value == variable \
-                    and type(guard.iter) is cst.Call and not guard.iter.args \
-                    and type(guard.iter.func) is cst.Attribute and guard.iter.func.attr.value == "parameters" \
-                    and type(guard.iter.func.value) is cst.Name and guard.iter.func.value.value in function.param_set:
-                yield function, guard.iter.func.value.value, assign.value.value
+        for _depth, guard in _parameter_loops(assign):
+            owner = guard.iter.func.value
+            if not guard.iter.args and guard.iter.func.attr.value == "parameters" and type(owner) is cst.Name \
+                    and owner.value in function.param_set:
+                yield function, owner.value, assign.value.value
 
 
 def frozen_by_every_caller(facts, function, name: str) -> bool:
@@ -215,18 +214,25 @@ def _freezings(facts):
         if assign.target.attr.value != "requires_grad" or assign.value is None \
                 or literal_value(assign.value) is not False or type(assign.target.value) is not cst.Name:
             continue
-        variable = assign.target.value.value
         guards = assign.site.guards
-        for depth, guard in enumerate(guards):
-            if type(guard) is cst.For and type(guard.iter) is cst.Call \
-                    and type(guard.iter.func) is cst.Attribute and guard.iter.func.attr.value in _PARAMETER_LISTS \
-                    and variable in {n.value for n in iter_nodes(guard.target) if type(n) is cst.Name}:
-                # Every parameter: `parameters()`, or `for k, v in model.named_parameters(): v.requires_grad =
-                # False` with no test in between (a test on the name picks some).
-                listing = guard.iter.func.attr.value
-                whole = not guard.iter.args and (listing == "parameters" or (
-                    listing == "named_parameters" and not any(type(inner) is cst.If for inner in guards[depth + 1:])))
-                yield assign.site.function, guard.iter.func.value, whole
+        for depth, guard in _parameter_loops(assign):
+            # Every parameter: `parameters()`, or `for k, v in model.named_parameters(): v.requires_grad =
+            # False` with no test in between (a test on the name picks some).
+            listing = guard.iter.func.attr.value
+            whole = not guard.iter.args and (listing == "parameters" or (
+                listing == "named_parameters" and not any(type(inner) is cst.If for inner in guards[depth + 1:])))
+            yield assign.site.function, guard.iter.func.value, whole
+
+
+def _parameter_loops(assign):
+    """(depth among the guards, loop) for each enclosing `for p in x.parameters()` (or `named_parameters()`)
+    whose variable `p.requires_grad = ...` assigns to."""
+    variable = assign.target.value.value
+    for depth, guard in enumerate(assign.site.guards):
+        if type(guard) is cst.For and type(guard.iter) is cst.Call \
+                and type(guard.iter.func) is cst.Attribute and guard.iter.func.attr.value in _PARAMETER_LISTS \
+                and variable in {n.value for n in iter_nodes(guard.target) if type(n) is cst.Name}:
+            yield depth, guard
 
 
 def _ends_with(value: cst.BaseExpression, call: cst.Call) -> bool:

@@ -161,16 +161,19 @@ class ObjectModes(ObjectExits):
     def _attribute_dependences(self) -> dict:
         """class -> `self.<attr>` -> the join of the dependences of the models assigned to it."""
         out: dict = {}
+
+        def join(cls, key: str, dependence: Dependence) -> None:
+            known = out.setdefault(cls, {})
+            known[key] = max(known.get(key, dependence), dependence)
+
         for assigned, value, site in self.flow.collector.call_assigns:
             if site.cls is None or not assigned.startswith("self.") or rewraps(self.flow.imports, value, assigned):
                 continue  # (`self.net = nn.DataParallel(self.net)`: the same model, whatever it holds)
             built = self.flow.modules.module_expression(value)[0]
-            dependence = built.dependence if built is not None else Dependence.UNKNOWN  # (not a model we know)
-            known = out.setdefault(site.cls, {})
-            known[assigned] = max(known.get(assigned, dependence), dependence)
+            # (unknown: not a model we know)
+            join(site.cls, assigned, built.dependence if built is not None else Dependence.UNKNOWN)
         for (cls, key), dependence in passed_dependences(self.flow).items():  # `self.model = model`, given a Unet
-            known = out.setdefault(cls, {})
-            known[key] = max(known.get(key, dependence), dependence)
+            join(cls, key, dependence)
         for assign in self.flow.collector.attribute_assigns:
             # `self.encoder_layer = self.model_self.input_layer`: another name of a part, as dependent as it is
             value, cls = assign.value, assign.site.cls
@@ -178,10 +181,7 @@ class ObjectModes(ObjectExits):
             if part is None or not part.startswith("self.") or part.count(".") < 2:
                 continue
             found = self.flow.modules.part_dependence(part.rpartition(".")[2])
-            dependence = found if found is not None else Dependence.UNKNOWN
-            key = dotted(assign.target)
-            known = out.setdefault(cls, {})
-            known[key] = max(known.get(key, dependence), dependence)
+            join(cls, dotted(assign.target), found if found is not None else Dependence.UNKNOWN)
         return out
 
     def creators_argument(self, function, key: str) -> tuple | None:
