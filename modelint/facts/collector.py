@@ -33,6 +33,9 @@ _MODE_METHODS = frozenset({"eval", "train", "step", "backward", "from_pretrained
 
 
 class Collector(FastVisitor):
+    # What on_visit/on_leave keep track of: the statement, the small statement and the lambda a node is in.
+    generic_types = _STATEMENT_SET | _SMALL_SET | {cst.Lambda}
+
     def __init__(self) -> None:
         self.imports = ImportTable()
         self.classes: list[ClassInfo] = []

@@ -15,7 +15,7 @@ import libcst as cst
 from modelint.facts.name_values import reaching
 from modelint.facts.scopes import FunctionInfo, Site
 from modelint.facts.names import dotted, literal_value, same_or_nested
-from modelint.facts.walk import children, iter_nodes
+from modelint.facts.walk import child_list, iter_nodes
 
 _EXITS = (cst.Return, cst.Raise)
 
@@ -129,7 +129,7 @@ def _within(node: cst.CSTNode, container: cst.CSTNode) -> bool:
         current = stack.pop()
         if current is node:
             return True
-        stack.extend(children(current))
+        stack.extend(child_list(current))
     return False
 
 

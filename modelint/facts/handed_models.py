@@ -65,10 +65,11 @@ class HandedModels:
             if not bound and function is not None and receiver in function.param_set:
                 found = self._annotated_parameter(function, receiver)  # `def evaluate(model: Tagger, loader)`
                 return {found} if found is not None else set()
-            if not bound and function is not None and "." not in receiver and receiver not in function.param_set \
-                    and receiver not in self.flow._scope_bindings(function):
+            if not bound and function is not None and "." not in receiver and receiver not in function.param_set:
                 # `model = Attention()` at the top of the script, `model.calculate_objective(x, y)` in `test()`
                 bound = calls_bound_by_name(self.flow).get((None, receiver), ())
+                if bound and receiver in self.flow._scope_bindings(function):
+                    bound = ()  # (a local of that name)
         classes = {self.flow.imports.qualify(value.func) for value in bound}
         return classes if all(found and found.rpartition(".")[2][:1].isupper() for found in classes) else set()
 

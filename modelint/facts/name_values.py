@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import libcst as cst
 
-from modelint.facts.walk import children
+from modelint.facts.walk import child_list, push_child_nodes
 
 _SCOPES = (cst.FunctionDef, cst.ClassDef, cst.Lambda)
 _COMPREHENSIONS = (cst.ListComp, cst.SetComp, cst.DictComp, cst.GeneratorExp)
@@ -86,7 +86,7 @@ def scope_bindings(scope: cst.FunctionDef | cst.Module) -> dict[str, list[Bindin
                 name = name.value
             if type(name) is cst.Name:
                 add(name.value, Binding("other", None, node))
-        stack.extend(reversed(list(children(node))))
+        push_child_nodes(stack, node)
     return found
 
 
@@ -182,7 +182,7 @@ def _inside(node: cst.CSTNode, container: cst.CSTNode) -> bool:
             return True
         if isinstance(current, _SCOPES):
             continue
-        stack.extend(children(current))
+        stack.extend(child_list(current))
     return False
 
 

@@ -8,6 +8,7 @@ from functools import cached_property
 import libcst as cst
 
 from modelint.facts.scopes import FunctionInfo
+from modelint.facts.walk import push_child_nodes
 
 
 class ReturnedClosures:
@@ -32,12 +33,18 @@ class ReturnedClosures:
 
     @cached_property
     def _closure_handed_back(self) -> dict:
-        """Top-level function -> the function it defines that every `return` of it hands back."""
+        """Top-level function -> the function it defines that every `return` of it hands back (of the functions
+        some `name = factory(...)` calls: no other is asked about)."""
+        called = {value.func.value for key, value, _site in self.collector.call_assigns
+                  if "." not in key and type(value.func) is cst.Name}
         out = {}
+        returns_of: dict = {}
         for (outer, name), nested in self.nested_functions.items():
-            if outer.outer is not None or outer.cls is not None or nested.cls is not None:
+            if outer.outer is not None or outer.cls is not None or nested.cls is not None or outer.name not in called:
                 continue
-            returns = [node for node in _own_statements(outer.node) if type(node) is cst.Return]
+            returns = returns_of.get(outer)
+            if returns is None:
+                returns = returns_of[outer] = _own_returns(outer.node)
             if returns and all(type(r.value) is cst.Name and r.value.value == name for r in returns):
                 out[outer] = nested
         return out
@@ -50,11 +57,18 @@ class ReturnedClosures:
                          if "." not in key and type(value.func) is cst.Name and value.func.value in factories)
 
 
-def _own_statements(node: cst.FunctionDef):
-    """The nodes of a function's body, not those of the functions or classes defined in it."""
-    stack = list(node.body.children)
+def _own_returns(node: cst.FunctionDef) -> list[cst.Return]:
+    """The `return` statements of a function's body, not those of the functions or classes defined in it."""
+    found = []
+    stack: list = [node.body]
     while stack:
-        child = stack.pop()
-        yield child
-        if type(child) not in (cst.FunctionDef, cst.ClassDef, cst.Lambda):
-            stack.extend(child.children)
+        current = stack.pop()
+        kind = type(current)
+        if kind is cst.Return:
+            found.append(current)
+        elif kind not in _OTHER_SCOPES and not isinstance(current, cst.BaseExpression):  # (no statement in those)
+            push_child_nodes(stack, current)
+    return found
+
+
+_OTHER_SCOPES = (cst.FunctionDef, cst.ClassDef)

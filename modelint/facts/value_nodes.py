@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import libcst as cst
 
-from modelint.facts.walk import children
+from modelint.facts.walk import child_list
 
 COMPREHENSIONS = (cst.ListComp, cst.SetComp, cst.GeneratorExp, cst.DictComp)
 
@@ -22,8 +22,8 @@ def value_children(node: cst.CSTNode):
         return
     if kind is cst.Lambda:
         return
-    for child in children(node):
-        if type(child) in (cst.CompFor,):
+    for child in child_list(node):
+        if type(child) is cst.CompFor:
             yield from comp_for_values(child)
         else:
             yield child
