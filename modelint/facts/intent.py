@@ -50,7 +50,7 @@ from modelint.facts.value_calls import (BACKWARD_METHODS, CONTAINER_METHODS, DET
                                         WEAK_CONSUMER_METHODS, DETACHING_BUILTINS, EVAL_FUNCTIONS,
                                         GRADIENT_FUNCTIONS, GRAPH_READERS, METADATA_BUILTINS, DATASET_CONSUMERS,
                                         in_place)
-from modelint.facts.names import key_root
+from modelint.facts.names import dotted, key_root
 from modelint.facts.value_nodes import COMPREHENSIONS, value_children, value_nodes
 from modelint.facts.uses import (AFTER, BUILT, DETACH, DETACHED, DIRECT, DISCARD, ESCAPE, EVAL, FED, FEEDS,
                                  GIVEN_BACK, GRAPH, HANDED, HOOKED, META, NONE, OPAQUE, Origins, RETURN,
@@ -104,13 +104,34 @@ class OutputUses:
         """The origins of every value sub-expression of `expr` (empty when nothing can derive)."""
         if not values and not self._has_forward(expr):
             return {}
-        nodes = list(value_nodes(expr))
+        nodes = value_nodes(expr)
+        if not self._may_derive(nodes, values):
+            return {}
         if any(type(node) in COMPREHENSIONS for node in nodes):
             values = self._comprehension_targets(nodes, values)
         result: dict[cst.CSTNode, Origins] = {}
         for node in reversed(nodes):  # children before their parents
             result[node] = self._node(node, result, values)
         return result
+
+    def _may_derive(self, nodes: list, values: dict[str, Origins]) -> bool:
+        """Can any of these nodes hold a forward's output: a name (or attribute) with origins, a forward, a
+        helper's result cut from one? (Most expressions a flow meets touch no output at all.)"""
+        forwards, given_back, tag = self.forwards, self.given_back, self.tag
+        # (a comprehension's names derive from its iterables, nodes of this list too)
+        for node in nodes:
+            kind = type(node)
+            if kind is cst.Name:
+                if node.value in values:
+                    return True
+            elif kind is cst.Call:
+                token = (node, tag) if tag else node
+                if token in forwards or token in given_back:
+                    return True
+            elif kind is cst.Attribute:
+                if dotted(node) in values:  # (`self.out`; else its value, a node of its own, decides)
+                    return True
+        return False
 
     def _comprehension_targets(self, nodes: list, values: dict[str, Origins]) -> dict[str, Origins]:
         """`[p.detach().numpy() for p in predicted]`: each name a comprehension binds holds what its iterable
@@ -146,8 +167,6 @@ class OutputUses:
         if kind is cst.Name:
             return values.get(node.value, NONE)
         if kind is cst.Attribute:
-            from modelint.facts.names import dotted
-
             attr = node.attr.value
             if attr in METADATA_ATTRIBUTES:
                 self.use(result.get(node.value, NONE), META)

@@ -38,10 +38,23 @@ def comp_for_values(comp: cst.CompFor):
         comp = comp.inner_for_in
 
 
-def value_nodes(expr: cst.BaseExpression):
-    """`expr` and its value sub-expressions, parents before children (no recursion)."""
+def value_nodes(expr: cst.BaseExpression) -> list[cst.CSTNode]:
+    """`expr` and its value sub-expressions, parents before children (no recursion): the order a stack of
+    `value_children` pops them in, built without a generator per node."""
+    out: list = []
+    push = out.append
     stack = [expr]
+    pop, stack_push = stack.pop, stack.append
     while stack:
-        node = stack.pop()
-        yield node
-        stack.extend(value_children(node))
+        node = pop()
+        push(node)
+        kind = type(node)
+        if kind is cst.Attribute or kind is cst.Arg:
+            stack_push(node.value)
+        elif kind is not cst.Lambda:
+            for child in child_list(node):
+                if type(child) is cst.CompFor:
+                    stack.extend(comp_for_values(child))
+                else:
+                    stack_push(child)
+    return out
