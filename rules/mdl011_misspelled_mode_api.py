@@ -80,7 +80,6 @@ class MisspelledModeApi(Rule):
             name = func.attr.value
             if name in api.MODULE_METHODS or (name in defined and name not in api.MODULE_CONFUSIONS):
                 continue  # a method some class here defines is no typo (`evaluate` is checked on the receiver)
-            receiver = dotted(func.value) or code_of(func.value)
             meant = _module_meant(name)
             if meant is None:
                 continue
@@ -92,6 +91,7 @@ class MisspelledModeApi(Rule):
             else:
                 wrong = facts_of.module is True and name not in facts_of.defines
             if wrong:
+                receiver = dotted(func.value) or code_of(func.value)
                 yield Report(call, f"`{receiver}.{name}()` is not an nn.Module method (AttributeError at runtime); "
                                    f"did you mean `{receiver}.{meant}()`?", stmt=site.site.stmt,
                              fix=NodeFix(f"Replace with `{receiver}.{meant}()`", (NodeEdit(func.attr, meant, "replace"),)))
