@@ -29,7 +29,9 @@ def _exclude_spec(settings: Settings) -> pathspec.PathSpec:
     return pathspec.GitIgnoreSpec.from_lines((*settings.exclude, *settings.extend_exclude))
 
 
-_SPEC_CACHE: dict[int, pathspec.PathSpec] = {}
+# By the patterns themselves, not by the settings' id: a long-lived process (the LSP server) may read a new
+# configuration into an object at the address of an old one.
+_SPEC_CACHE: dict[tuple[tuple[str, ...], tuple[str, ...]], pathspec.PathSpec] = {}
 
 
 def is_excluded(path: Path, settings: Settings, below: Path | None = None) -> bool:
@@ -40,12 +42,13 @@ def is_excluded(path: Path, settings: Settings, below: Path | None = None) -> bo
     path from that folder on), so `exclude = ["fixtures"]` does not hide
     `fixtures/a.py` from `modelint check fixtures/`.
     """
-    spec = _SPEC_CACHE.get(id(settings))
+    patterns = (settings.exclude, settings.extend_exclude)
+    spec = _SPEC_CACHE.get(patterns)
     if spec is None:
-        spec = _SPEC_CACHE[id(settings)] = _exclude_spec(settings)
+        spec = _SPEC_CACHE[patterns] = _exclude_spec(settings)
     absolute = Path(os.path.abspath(path))
     root = settings.root
-    if below is not None and is_excluded(below, settings):
+    if below is not None and _excluded_folder(below, settings):
         root = below
     try:
         relative = absolute.relative_to(root).as_posix()
@@ -54,6 +57,18 @@ def is_excluded(path: Path, settings: Settings, below: Path | None = None) -> bo
     if os.path.isdir(absolute):
         relative += "/"
     return spec.match_file(relative) or spec.match_file(absolute.name + ("/" if relative.endswith("/") else ""))
+
+
+_FOLDER_CACHE: dict[tuple[Settings, Path], bool] = {}
+
+
+def _excluded_folder(folder: Path, settings: Settings) -> bool:
+    """is_excluded for a folder named on the command line, asked once per file below it: kept."""
+    key = (settings, folder)
+    found = _FOLDER_CACHE.get(key)
+    if found is None:
+        found = _FOLDER_CACHE[key] = is_excluded(folder, settings)
+    return found
 
 
 def _gitignore(directory: Path) -> pathspec.PathSpec | None:

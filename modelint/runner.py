@@ -214,13 +214,54 @@ def _follow_calls_across_files(results: list[FileResult], work, workers: Workers
         return results, ProjectIndex(summaries)
     stats = stats if stats is not None else CacheStats()
     index = ProjectIndex(summaries)
-    # Helpers in files that were not asked for (pre-commit passes only changed files):
-    # summarise them too, without reporting on them.
-    # (a file read only for its imports, naming nothing of torch, may still hold the helper asked about:
-    # `do_eval(args, model, loader)` in a util.py that imports only `datasets`)
+    rounds = _Rounds(results, work, workers, cache_dir, stats)
+    extra = _helper_files(summaries, index)
+    if extra:
+        # Helpers in files that were not asked for (pre-commit passes only changed files, and a file naming no
+        # torch is read for its imports only) are summarised, without reporting on them. They go in one batch
+        # with the files that this index already sends back, which keeps every core busy; a file whose
+        # dependencies the helpers' summaries change is analysed once more in the rounds below.
+        # (with the index: a helper file that never names torch, `class IModel(ABC)`, is analysed all the
+        # same, for the class shapes other files asked about)
+        ahead = _analysed_again(results, index) if _usable(summaries) else set()
+        _, helpers = rounds.run(ahead, index, extra)
+        # (what a file read only for its imports imports stays recorded: a package's `__init__` re-exports it)
+        first = {os.path.abspath(summary.path): summary for summary in summaries}
+        helper_summaries = [_with_first_references(r.summary, first.get(os.path.abspath(r.path)))
+                            for r in helpers if r.summary is not None]
+        rounds.redone = {os.path.abspath(summary.path) for summary in helper_summaries}
+        summaries = [s for s in summaries if os.path.abspath(s.path) not in rounds.redone] + helper_summaries
+        rounds.helpers_only = helper_summaries
+        index = ProjectIndex(summaries)
+        if not _usable(summaries):
+            return results, index  # nothing anywhere that another file could use
+        again = _analysed_again(results, index) | ahead
+        if not again:
+            return results, index
+        index = rounds.index()
+    else:
+        if not _usable(summaries):
+            return results, index
+        again = _analysed_again(results, index)
+    for _round in range(_MOST_ROUNDS):
+        # A file analysed again may say more of its helpers (a factory returning a class of a third file, which
+        # it now sees): the files whose helpers' summaries changed are analysed once more, a few rounds at most.
+        analysed, _ = rounds.run(again, index)
+        if not analysed:
+            break
+        index = rounds.index()
+    return rounds.results, index
+
+
+def _usable(summaries: list[FileSummary]) -> bool:
+    """Is there anything in these summaries that another file could use?"""
+    return any(s.functions or s.classes or s.shapes for s in summaries)
+
+
+def _helper_files(summaries: list[FileSummary], index: ProjectIndex) -> list[tuple[str, frozenset[str]]]:
+    """The files, not analysed yet, that hold helpers some file asked about (with the rules that summarise)."""
     known = {path for path, summary in index.files.items() if not summary.syntax_only}
     extra: list[tuple[str, frozenset[str]]] = []
-    redone: set[str] = set()  # files summarised again as helpers
     for summary in summaries:
         for ref in summary.unresolved | summary.asked_classes:
             if index.imports_a_nested_namesake(ref, summary.path) or (
@@ -233,21 +274,12 @@ def _follow_calls_across_files(results: list[FileResult], work, workers: Workers
                     if os.path.abspath(candidate) not in known:
                         known.add(os.path.abspath(candidate))
                         extra.append((candidate, FLOW_RULES))
-    if extra:
-        # With the index: a helper file that never names torch (a plain base class, `class IModel(ABC)`)
-        # is analysed all the same, for the class shapes other files asked about.
-        helpers = _lint_all(extra, workers, index, cache_dir=cache_dir)
-        stats.count(helpers)
-        # (what a file read only for its imports imports stays recorded: a package's `__init__` re-exports it)
-        first = {os.path.abspath(summary.path): summary for summary in summaries}
-        helper_summaries = [_with_first_references(r.summary, first.get(os.path.abspath(r.path)))
-                            for r in helpers if r.summary is not None]
-        redone = {os.path.abspath(summary.path) for summary in helper_summaries}
-        summaries = [s for s in summaries if os.path.abspath(s.path) not in redone] + helper_summaries
-        index = ProjectIndex(summaries)
-    if not any(s.functions or s.classes or s.shapes for s in summaries):
-        return results, index  # nothing anywhere that another file could use
-    again = {
+    return extra
+
+
+def _analysed_again(results: list[FileResult], index: ProjectIndex) -> set[str]:
+    """The files (absolute paths) that call or ask about what the index knows of other files."""
+    return {
         os.path.abspath(r.path) for r in results
         if r.summary is not None and (any(
             index.resolve(ref, r.path) is not None or index.resolve_class(ref, r.path) is not None
@@ -258,36 +290,51 @@ def _follow_calls_across_files(results: list[FileResult], work, workers: Workers
             or any(index.submodule_dependence(name) is not None for name in r.summary.asked_submodules))
         or _handed_classes_answer(r.path, index)
     }
-    if not again:
-        return results, index
-    helpers_only = [summary for summary in summaries if os.path.abspath(summary.path) in redone]
-    salts: dict[str, bytes] = {}
-    relinted: set[str] = set()
-    for _round in range(_MOST_ROUNDS):
-        # A file analysed again may say more of its helpers (a factory returning a class of a third file, which
-        # it now sees): the files whose helpers' summaries changed are analysed once more, a few rounds at most.
-        current = {os.path.abspath(r.path): r for r in results}
+
+
+class _Rounds:
+    """The analyses of files again with the index: each file's latest result, and the salt (its dependencies'
+    digest) it was analysed with, so that a file is analysed again only when what it depends on changed."""
+
+    def __init__(self, results: list[FileResult], work, workers: Workers, cache_dir: str | None,
+                 stats: CacheStats) -> None:
+        self.results = results
+        self.work, self.workers, self.cache_dir, self.stats = work, workers, cache_dir, stats
+        self.salts: dict[str, bytes] = {}
+        self.relinted: set[str] = set()  # files analysed again here, with a summary
+        self.redone: set[str] = set()  # files summarised again as helpers
+        self.helpers_only: list[FileSummary] = []  # ... and their summaries
+
+    def run(self, again: set[str], index: ProjectIndex, helpers: list[tuple] = ()) -> tuple[bool, list[FileResult]]:
+        """Analyse the files of `again` whose dependencies changed since their last analysis, and the `helpers`
+        jobs in the same batch: (was anything analysed, the helpers' results)."""
+        current = {os.path.abspath(r.path): r for r in self.results}
         changed = {path: digest for path in sorted(again)
                    if (current[path].summary is not None or path in index.files)
-                   and (digest := _dependencies_digest(current[path], index)) != salts.get(path)}
-        if not changed:
-            break
-        salts.update(changed)
-        redo = [(path, codes, changed[os.path.abspath(path)]) for path, codes in work if os.path.abspath(path) in changed]
-        again_results = _lint_all(redo, workers, index, cache_dir)
-        stats.count(again_results)
+                   and (digest := _dependencies_digest(current[path], index)) != self.salts.get(path)}
+        if not changed and not helpers:
+            return False, []
+        self.salts.update(changed)
+        redo = [(path, codes, changed[os.path.abspath(path)]) for path, codes in self.work
+                if os.path.abspath(path) in changed]
+        analysed = _lint_all([*helpers, *redo], self.workers, index, self.cache_dir)
+        self.stats.count(analysed)
+        helper_results, again_results = analysed[:len(helpers)], analysed[len(helpers):]
         for result in again_results:
             # (what the first phase could not resolve stays recorded: what the file calls in other files)
             if result.summary is not None:
                 result.summary = _with_first_references(result.summary, current[os.path.abspath(result.path)].summary)
         fresh = {os.path.abspath(r.path): r for r in again_results}
-        results = [fresh.get(os.path.abspath(r.path), r) for r in results]
+        self.results = [fresh.get(os.path.abspath(r.path), r) for r in self.results]
         # (a file summarised as a helper first, analysed again here with the index: this summary knows more)
-        relinted.update(path for path, result in fresh.items() if result.summary is not None)
-        index = ProjectIndex([r.summary for r in results if r.summary is not None
-                              and (os.path.abspath(r.path) not in redone or os.path.abspath(r.path) in relinted)]
-                             + [s for s in helpers_only if os.path.abspath(s.path) not in relinted])
-    return results, index
+        self.relinted.update(path for path, result in fresh.items() if result.summary is not None)
+        return True, helper_results
+
+    def index(self) -> ProjectIndex:
+        """The index of the latest summaries: a helper's summary stands until its file is analysed again."""
+        return ProjectIndex([r.summary for r in self.results if r.summary is not None
+                             and (os.path.abspath(r.path) not in self.redone or os.path.abspath(r.path) in self.relinted)]
+                            + [s for s in self.helpers_only if os.path.abspath(s.path) not in self.relinted])
 
 
 def _handed_classes_answer(path: str, index: ProjectIndex) -> bool:
