@@ -262,12 +262,19 @@ def _helper_files(summaries: list[FileSummary], index: ProjectIndex) -> list[tup
     """The files, not analysed yet, that hold helpers some file asked about (with the rules that summarise)."""
     known = {path for path, summary in index.files.items() if not summary.syntax_only}
     extra: list[tuple[str, frozenset[str]]] = []
+    # The files a module name may mean depend on the module and the asking file's folder only (many files of
+    # a folder import the same modules): each is looked up on disk once.
+    looked_up: dict[tuple[str, str], list[str]] = {}
     for summary in summaries:
         for ref in summary.unresolved | summary.asked_classes:
             if index.imports_a_nested_namesake(ref, summary.path) or (
                     index.resolve(ref, summary.path) is None and index.resolve_class(ref, summary.path) is None
                     and index.resolve_shape(ref, summary.path) is None):
-                for candidate in _module_files(ref, summary.path):
+                place = (ref.rpartition(".")[0], os.path.dirname(os.path.abspath(summary.path)))
+                candidates = looked_up.get(place)
+                if candidates is None:
+                    candidates = looked_up[place] = _module_files(ref, summary.path)
+                for candidate in candidates:
                     read = index.files.get(os.path.abspath(candidate))
                     if read is not None and ref.rpartition(".")[2] not in read.plain_functions:
                         continue  # (read for its imports only, and no function of it is asked for)

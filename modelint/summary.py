@@ -209,6 +209,19 @@ class ProjectIndex:
             for key in module_keys(summary.path):
                 self.by_module.setdefault(key, []).append(summary)
 
+    def __getstate__(self) -> dict:
+        # Only the summaries travel to the worker processes: the answers kept here are rebuilt there on demand.
+        return {"by_module": self.by_module, "files": self.files}
+
+    def _answer(self, question: str, reference: str, from_path: str, find):
+        """`find()`, asked once per question, reference and file: the runner and every round ask the same."""
+        answers = self.__dict__.setdefault("_answers", {})
+        key = (question, reference, from_path)
+        if key in answers:
+            return answers[key]
+        found = answers[key] = find()
+        return found
+
     def submodule_dependence(self, name: str) -> int | None:
         """How mode-dependent the modules the project's classes keep on `self.<name>` are, when some class of
         the index builds one there (the most dependent); None when none does."""
@@ -297,6 +310,12 @@ class ProjectIndex:
         """Mode-dependence of a project class imported as `reference`, if the index has it. A class that
         its own file could not settle because it builds classes of other files (a generator made of the
         blocks in `layers.py`) is as dependent as the most dependent of them, when the index knows them all."""
+        if not _seen:
+            return self._answer("class", reference, from_path,
+                                lambda: self._resolve_class(reference, from_path, _seen))
+        return self._resolve_class(reference, from_path, _seen)
+
+    def _resolve_class(self, reference: str, from_path: str, _seen: frozenset) -> int | None:
         found = self._defining(reference, from_path)
         if found is None:
             return None
@@ -391,6 +410,11 @@ class ProjectIndex:
 
     def resolve_shape(self, reference: str, from_path: str, depth: int = 0) -> tuple[ClassShape, str] | None:
         """The shape of a project class imported as `reference`, and the file that defines it."""
+        if depth == 0:
+            return self._answer("shape", reference, from_path, lambda: self._resolve_shape(reference, from_path, 0))
+        return self._resolve_shape(reference, from_path, depth)
+
+    def _resolve_shape(self, reference: str, from_path: str, depth: int) -> tuple[ClassShape, str] | None:
         module, _, name = reference.rpartition(".")
         if not module:
             return None
@@ -442,6 +466,11 @@ class ProjectIndex:
 
     def resolve(self, reference: str, from_path: str, depth: int = 0) -> FunctionSummary | None:
         """`.helpers.evaluate` / `utils.evaluate` / `pkg.mod.Class.method` seen from `from_path`."""
+        if depth == 0:
+            return self._answer("function", reference, from_path, lambda: self._resolve(reference, from_path, 0))
+        return self._resolve(reference, from_path, depth)
+
+    def _resolve(self, reference: str, from_path: str, depth: int) -> FunctionSummary | None:
         module, _, name = reference.rpartition(".")
         if not module:
             return None
