@@ -34,6 +34,7 @@ class FileFacts:
         self.lines = lines if lines is not None else physical_lines(module.code)
         self.collector = Collector()
         self.collector.walk(module)
+        self.collector.imports.settle()
         self.collector.module_node = module
 
     @cached_property

@@ -207,6 +207,13 @@ class ImportTable:
     modules: set[str] = field(default_factory=set)
     # `from util import *`: the modules whose names come in unseen, in the order the file imports them.
     star_modules: list[str] = field(default_factory=list)
+    # Once every import is in (see settle): node -> its qualified name. The flow asks about the same calls over
+    # and over (each branch, each pass over a loop, each rule), nine times per node on average.
+    _qualified: dict | None = field(default=None, repr=False, compare=False)
+
+    def settle(self) -> None:
+        """Every import of the file is recorded: from now on each node's qualified name is worked out once."""
+        self._qualified = {}
 
     def add_import(self, node: cst.Import) -> None:
         for alias in node.names:
@@ -248,6 +255,15 @@ class ImportTable:
 
     def qualify(self, node: cst.BaseExpression) -> str | None:
         """Qualified name of a Name/Attribute chain (`nn.Dropout` -> "torch.nn.Dropout")."""
+        known = self._qualified
+        if known is None:
+            return self._qualify(node)
+        found = known.get(node, _UNKNOWN)
+        if found is _UNKNOWN:
+            found = known[node] = self._qualify(node)
+        return found
+
+    def _qualify(self, node: cst.BaseExpression) -> str | None:
         text = dotted(node)
         if text is None:
             return None
@@ -270,6 +286,7 @@ class ImportTable:
         return qualified is not None and is_torch_module(qualified)
 
 
+_UNKNOWN = object()
 _GRAD_MODE_SWITCHES = frozenset({"no_grad", "enable_grad", "set_grad_enabled", "inference_mode"})
 
 
