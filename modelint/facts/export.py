@@ -192,7 +192,7 @@ def _export(flow, summary: FunctionSummary) -> FunctionSummary | None:
             if use.eval_site is not None and eval_site is None:
                 continue  # (a forward whose eval() cannot be named elsewhere would read as the caller's mode)
             out.forwards.append(ForwardUse(use.param, use.path, use.intent, use.grad, use.context, ordinal,
-                                           method=use.method, eval_site=eval_site))
+                                           method=use.method, eval_site=eval_site, given_back=use.given_back))
     for use in steps:
         ordinal = _ordinal(flow, use)
         if ordinal >= 0:
