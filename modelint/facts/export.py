@@ -180,6 +180,11 @@ def _export(flow, summary: FunctionSummary) -> FunctionSummary | None:
     out = FunctionSummary(summary.qualname, flow.path, summary.params, effects, is_method=summary.is_method,
                           trains=summary.trains, context_mode=summary.context_mode,
                           context_grad=summary.context_grad, backprops=backprops)
+    if summary.phase_param is not None:
+        # (`act(policy, obs, mode="eval")` from another file runs only the helper's "eval" branch, as here)
+        out.phase_param, out.phase_default = summary.phase_param, summary.phase_default
+        out.phase_effects = {value: _exported_effects(flow, *by_phase, effects)
+                             for value, by_phase in summary.phase_effects.items()}
     for key in effects:
         site = summary.effect_sites.get(key)
         found = remote(flow, site, _site_kind(effects[key], site)) if site is not None else None
@@ -192,7 +197,8 @@ def _export(flow, summary: FunctionSummary) -> FunctionSummary | None:
             if use.eval_site is not None and eval_site is None:
                 continue  # (a forward whose eval() cannot be named elsewhere would read as the caller's mode)
             out.forwards.append(ForwardUse(use.param, use.path, use.intent, use.grad, use.context, ordinal,
-                                           method=use.method, eval_site=eval_site, given_back=use.given_back))
+                                           method=use.method, eval_site=eval_site, phase_value=use.phase_value,
+                                           given_back=use.given_back))
     for use in steps:
         ordinal = _ordinal(flow, use)
         if ordinal >= 0:
@@ -201,6 +207,19 @@ def _export(flow, summary: FunctionSummary) -> FunctionSummary | None:
         out.returns = _exported_return(flow, returns)
     out.returns_items = items
     return out
+
+
+def _exported_effects(flow, effects: dict, sites: dict, kept: dict) -> tuple[dict, dict]:
+    """One phase's effects on the models a caller in another file can name (those of `kept`), with the sites
+    that set them named for that file."""
+    effects = {key: effect for key, effect in effects.items() if key in kept}
+    remote_sites = {}
+    for key, effect in effects.items():
+        site = sites.get(key)
+        found = remote(flow, site, _site_kind(effect, site)) if site is not None else None
+        if found is not None:
+            remote_sites[key] = found
+    return effects, remote_sites
 
 
 def _exported_return(flow, returned: ReturnFact) -> ReturnFact:
