@@ -92,7 +92,13 @@ class CallEffects(FollowedNames, SummaryEffects, ModeContexts, TrainingSteps, Ha
         if qualified is None or self.flow.imports.is_torch_name(qualified) \
                 or not qualified.rpartition(".")[2][:1].isupper():
             return None
-        return self.flow.resolve_method_of(qualified, func.attr.value)
+        self.flow.last_unresolved = None
+        summary = self.flow.resolve_method_of(qualified, func.attr.value)
+        if summary is None and self.flow.index is None and self.flow.last_unresolved is not None:
+            # (`eu.EvalUtility(x, model).results()` after `import eval_utils as eu`: no import names the class,
+            # so only this question tells the second phase to look at it)
+            self.flow.unresolved.add(self.flow.last_unresolved)
+        return summary
 
     def call(self, call: cst.Call, state: State) -> None:
         flow = self.flow
