@@ -63,7 +63,8 @@ class HandedModels:
         else:
             bound = calls_bound_by_name(self.flow).get((function, receiver), ())
             if not bound and function is not None and receiver in function.param_set:
-                found = self._annotated_parameter(function, receiver)  # `def evaluate(model: Tagger, loader)`
+                # `def evaluate(model: Tagger, loader)`, or every call of it here hands `model = G()`
+                found = self._annotated_parameter(function, receiver) or self._handed_here(function, receiver)
                 return {found} if found is not None else set()
             if not bound and function is not None and "." not in receiver and receiver not in function.param_set:
                 # `model = Attention()` at the top of the script, `model.calculate_objective(x, y)` in `test()`
@@ -98,6 +99,28 @@ class HandedModels:
                 given = bind_arguments(function.params, True, site.node).get(assign.value.value)
                 value = unwrap_chain(given)[0] if given is not None else None
                 classes.add(self._imported_class_named(value.func) if type(value) is cst.Call else None)
+        return classes.pop() if len(classes) == 1 else None
+
+    def _handed_here(self, function, param: str) -> str | None:
+        """The imported class every call of this file's function hands its parameter `param`, as a name the
+        caller binds to a construction of it (`model = G()` then `batch_eval_folder(loader, model)`), when
+        this file calls the function at all and the class is one."""
+        from modelint.facts.summary_effects import bind_arguments
+
+        if function.outer is not None or param in ("self", "cls"):
+            return None
+        callees = self.flow._local_callees
+        classes = set()
+        for site in self.flow.collector.calls:
+            if callees.get(site.node) is not function:
+                continue
+            given = bind_arguments(function.params, function.cls is not None, site.node).get(param)
+            values = calls_binding(self.flow, site.site.function, given.value) if type(given) is cst.Name else ()
+            if not values:
+                return None  # (a model made some other way, or none handed: its class is not known here)
+            for value in values:
+                built = unwrap_chain(value)[0]
+                classes.add(self._imported_class_named(built.func) if type(built) is cst.Call else None)
         return classes.pop() if len(classes) == 1 else None
 
     def _annotated_parameter(self, function, name: str) -> str | None:
