@@ -290,8 +290,12 @@ class ModeFlow(CallGraph, Optimizers, CallResolution):
 
     def defines_forward(self, cls) -> bool:
         """Does the class define `forward`, itself or through its bases in this file? A module, or one in
-        all but name: what the index says of a base elsewhere would change nothing about it."""
-        return self.has_method(cls, "forward")
+        all but name: what the index says of a base elsewhere would change nothing about it. (Not a class
+        with no base at all, `class PytorchModelAdapter:`: its `forward` is a method like any other.)"""
+        return self.has_method(cls, "forward") and any(
+            dotted(base) not in self.modules.classes and dotted(base) != "object"
+            for name in self.class_and_bases(cls.name)
+            for base in (self.modules.classes[name].bases if name in self.modules.classes else ()))
 
     def serving_handler(self, cls) -> bool:
         """A TorchServe handler class (a base of it, at any depth here, comes from `ts.torch_handler`)."""
