@@ -159,6 +159,11 @@ def phase_parameter(function) -> tuple[str, tuple] | None:
     for name, values in strings.items():
         if _tokens_of(values) <= TRAIN_WORDS and name in _tested_around_training(function, params):
             return name, (*sorted(values), OTHER)  # `if phase == "train": loss.backward()`: "train" or not
+    for name, values in strings.items():
+        if len(values) <= _MAX_VALUES and name in _tested_around_switches(function, params):
+            # `if mode == "greedy": with torch.no_grad(): ...`: the branch changes the grad mode or a model's
+            # mode, as a flag's would; "greedy" or any other value
+            return name, (*sorted(values), OTHER)
     optional = _optional_phase(function, params)
     return (optional, (GIVEN, OMITTED)) if optional is not None else None
 
@@ -236,6 +241,17 @@ def _tests_given(test: cst.BaseExpression, optional: set) -> str | None:
             and type(test.comparisons[0].comparator) is cst.Name and test.comparisons[0].comparator.value == "None":
         return test.left.value
     return None
+
+
+def _tested_around_switches(function, params: set) -> set:
+    """String parameters compared with a literal by an `if` whose body switches autograd or a model's mode."""
+    found = set()
+    for node in function.phase_nodes:
+        test = node.test if type(node) is cst.If else None
+        if type(test) is cst.Comparison and type(test.left) is cst.Name and test.left.value in params \
+                and _mode_relevant(node.body):
+            found.add(test.left.value)
+    return found
 
 
 def _trains_or_switches(branch) -> bool:
