@@ -199,8 +199,10 @@ class FileFacts:
             if function.name.startswith("test") and function.outer is None and collected and (
                     is_test_file(self.path) or (function.name.startswith("test_") and not function.params
                                                 and _asserts(function))) \
-                    and (_asserts(function) or not self._run_by_the_script(function, seen)):
-                return True  # (a pytest-style `test_tagger()` checking shapes with `assert`, wherever it lives)
+                    and (_asserts(function) or function.cls is not None or not self._run_by_the_script(function, seen)):
+                # (a pytest-style `test_tagger()` checking shapes with `assert`, wherever it lives; a `test_*`
+                # method of a `Test*` class stays a test when the file's own bottom lines call it too)
+                return True
             if function.cls is not None and self._is_test_case(function.cls):
                 return True
             if is_test_file(self.path) and function not in seen:
