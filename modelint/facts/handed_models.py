@@ -109,11 +109,16 @@ class HandedModels:
 
         if function.outer is not None or param in ("self", "cls"):
             return None
-        callees = self.flow._local_callees
+        calls_of = self.flow.__dict__.get("_calls_by_callee")
+        if calls_of is None:  # (asked at every method call on a parameter: the file's calls grouped once)
+            calls_of = self.flow.__dict__["_calls_by_callee"] = {}
+            callees = self.flow._local_callees
+            for site in self.flow.collector.calls:
+                callee = callees.get(site.node)
+                if callee is not None:
+                    calls_of.setdefault(callee, []).append(site)
         classes = set()
-        for site in self.flow.collector.calls:
-            if callees.get(site.node) is not function:
-                continue
+        for site in calls_of.get(function, ()):
             given = bind_arguments(function.params, function.cls is not None, site.node).get(param)
             values = calls_binding(self.flow, site.site.function, given.value) if type(given) is cst.Name else ()
             if not values:
