@@ -58,6 +58,16 @@ from modelint.facts.uses import (AFTER, BUILT, DETACH, DETACHED, DIRECT, DISCARD
 from modelint.facts.walk import iter_nodes
 
 
+def _held_on(receiver: cst.BaseExpression, values: dict[str, Origins]) -> Origins:
+    """The outputs stored on a local object's attributes (`storage.ret[i] = ret`: "storage.ret")."""
+    key = dotted(receiver)
+    if key is None or "." in key or key in ("self", "cls") or not values:
+        return NONE  # (`self`'s attributes are the object's state: its methods' summaries say what they use)
+    prefix = key + "."
+    held = [origins for name, origins in values.items() if name.startswith(prefix)]
+    return frozenset().union(*held) if held else NONE
+
+
 def _beside_other_data(call: cst.Call, result: dict) -> bool:
     """Does the call get, among its positional arguments, one that is no forward's output at all (a batch's
     targets) beside the one that is (`crit(y_pred, labels)`): a criterion, scoring an output against data."""
@@ -128,6 +138,10 @@ class OutputUses:
                 token = (node, tag) if tag else node
                 if token in forwards or token in given_back:
                     return True
+                func = node.func
+                if type(func) is cst.Attribute and type(func.value) is cst.Name and values \
+                        and _held_on(func.value, values):
+                    return True  # (a method of an object outputs were stored on)
             elif kind is cst.Attribute:
                 if dotted(node) in values:  # (`self.out`; else its value, a node of its own, decides)
                     return True
@@ -178,7 +192,7 @@ class OutputUses:
                 return detached(inner)
             return inner
         if kind is cst.Call:
-            return self._call(node, result)
+            return self._call(node, result, values)
         if kind is cst.Comparison:
             inner = self._children(node, result)
             if inner:
@@ -202,14 +216,14 @@ class OutputUses:
             if any(token in self.forwards and key_root(self.forwards[token].key) in held for token, _ in origins):
                 self.use(origins, HOOKED, level=OPAQUE)
 
-    def _call(self, call: cst.Call, result: dict) -> Origins:
-        value = self._call_value(call, result)
+    def _call(self, call: cst.Call, result: dict, values: dict[str, Origins]) -> Origins:
+        value = self._call_value(call, result, values)
         token = (call, self.tag) if self.tag else call
         if token in self.given_back:  # a helper's result cut from its forward's output (see ForwardUse)
             value = value | {(token, DETACHED)}
         return value
 
-    def _call_value(self, call: cst.Call, result: dict) -> Origins:
+    def _call_value(self, call: cst.Call, result: dict, values: dict[str, Origins]) -> Origins:
         func = call.func
         args = set()
         for arg in call.args:
@@ -258,7 +272,9 @@ class OutputUses:
         if qualified is not None:  # a function of torch, numpy, a library or the project
             return self._function_result(qualified, args) if args else NONE
         if type(func) is cst.Attribute:
-            receiver = result.get(func.value, NONE)
+            # (and what was stored on the object's attributes, `storage.ret[i] = ret`: its methods may hand that
+            # back, `storage.extract(["q", "ret"])` feeding the loss)
+            receiver = result.get(func.value, NONE) | _held_on(func.value, values)
             method = func.attr.value
             if method in BACKWARD_METHODS:
                 # Every output that fed the loss is part of training, detached or not (a GAN's fakes,
