@@ -22,7 +22,7 @@ import libcst as cst
 from libcst.metadata import MetadataWrapper, PositionProvider
 from libcst.metadata.position_provider import PositionProvidingCodegenState
 
-from modelint.facts.walk import children
+from modelint.facts.walk import child_list
 
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _BODY_OWNERS = (cst.Module, cst.IndentedBlock)
@@ -149,7 +149,7 @@ def _statements_around(module: cst.Module, wanted: set[cst.CSTNode]) -> set[cst.
             for statement in node.body:
                 push((statement, statement))
             continue
-        for child in children(node):
+        for child in child_list(node):
             push((child, unit))
     return units if not left else None
 

@@ -83,20 +83,8 @@ def _kind(cls: type) -> int:
     return kind
 
 
-def children(node: cst.CSTNode) -> Iterator[cst.CSTNode]:
-    for name in _fields(type(node)):
-        value = getattr(node, name)
-        kind = _KIND.get(type(value)) or _kind(type(value))
-        if kind == 1:
-            yield value
-        elif kind == 2:
-            for item in value:
-                if (_KIND.get(type(item)) or _kind(type(item))) == 1:
-                    yield item
-
-
 def child_list(node: cst.CSTNode) -> list[cst.CSTNode]:
-    """The children of `node` in field order, as a list: `children` without a generator's cost per node."""
+    """The children of `node` in field order (walked nodes only: no whitespace or punctuation)."""
     out: list = []
     push = out.append
     kinds = _KIND
@@ -122,21 +110,24 @@ def push_child_nodes(stack: list, node: cst.CSTNode) -> None:
     push_children(stack, node, _REVERSED.get(cls) or _reversed_fields(cls))
 
 
-def push_children(stack: list, node: cst.CSTNode, reversed_fields: tuple[str, ...]) -> None:
-    """Push the children of `node` (its fields given last to first) so that they pop first to last."""
+def push_children(stack: list, node: cst.CSTNode, reversed_fields: tuple[str, ...], kinds: dict = _KIND,
+                  kind_of=_kind) -> None:
+    """Push the children of `node` (its fields given last to first) so that they pop first to last.
+
+    `kinds` (value type -> 1: a node to walk, 2: a sequence, 0: nothing to walk) is filled by `kind_of` as
+    types are met; a visitor passes its own (see FastVisitor)."""
     push = stack.append
-    kinds = _KIND
     for name in reversed_fields:
         value = getattr(node, name)
         kind = kinds.get(type(value))
         if kind is None:
-            kind = _kind(type(value))
+            kind = kind_of(type(value))
         if kind == 1:
             push(value)
         elif kind == 2:
             for item in reversed(value):
                 kind = kinds.get(type(item))
-                if kind == 1 or (kind is None and _kind(type(item)) == 1):
+                if kind == 1 or (kind is None and kind_of(type(item)) == 1):
                     push(item)
 
 
@@ -180,7 +171,7 @@ class FastVisitor:
     generic_types: frozenset[type] | None = None  # None: on_visit/on_leave see every node
 
     def walk(self, node: cst.CSTNode) -> None:
-        methods, kinds = _plan_of(type(self))
+        methods, kinds, kind_of = _plan_of(type(self))
         on_visit = self.on_visit
         on_leave = self.on_leave
         reversed_fields = _REVERSED
@@ -207,21 +198,7 @@ class FastVisitor:
                     on_leave(current)
                     continue
                 push((current, leave))
-            # The children, last field first so that they pop in field order.
-            for name in reversed_fields.get(cls) or _reversed_fields(cls):
-                value = getattr(current, name)
-                kind = kinds.get(type(value))
-                if kind is None:
-                    kind = kinds[type(value)] = self._kind_here(type(value))
-                if kind == 1:
-                    push(value)
-                elif kind == 2:
-                    for item in reversed(value):
-                        kind = kinds.get(type(item))
-                        if kind is None:
-                            kind = kinds[type(item)] = self._kind_here(type(item))
-                        if kind == 1:
-                            push(item)
+            push_children(stack, current, reversed_fields.get(cls) or _reversed_fields(cls), kinds, kind_of)
 
     @classmethod
     def _handlers(cls, node_type: type):
@@ -232,14 +209,6 @@ class FastVisitor:
             return _PASS_THROUGH
         return visit, leave
 
-    @classmethod
-    def _kind_here(cls, value_type: type) -> int:
-        """1: a node to walk, 2: a sequence, 0: nothing to walk (not a node, or a leaf passed through)."""
-        kind = _kind(value_type)
-        if kind == 1 and value_type in _LEAF_TYPES and cls._handlers(value_type) is _PASS_THROUGH:
-            return 0
-        return kind
-
     def on_visit(self, node: cst.CSTNode) -> bool:
         return True
 
@@ -248,15 +217,25 @@ class FastVisitor:
 
 
 _PASS_THROUGH = ("pass", "through")
-_PLANS: dict[type, tuple[dict, dict]] = {}
+_PLANS: dict[type, tuple] = {}
 
 
-def _plan_of(visitor_cls: type) -> tuple[dict, dict]:
+def _plan_of(visitor_cls: type) -> tuple[dict, dict, object]:
     """For a visitor class, filled as node types are met: node type -> (visit_<Node>, leave_<Node>) or
-    _PASS_THROUGH; and value type -> its kind for this visitor (see FastVisitor._kind_here)."""
+    _PASS_THROUGH; value type -> its kind for this visitor (0 for a leaf it passes through: never put on the
+    stack); and the function that fills the latter."""
     plan = _PLANS.get(visitor_cls)
     if plan is None:
-        plan = _PLANS[visitor_cls] = ({}, {})
+        kinds: dict = {}
+
+        def kind_of(value_type: type) -> int:
+            kind = _kind(value_type)
+            if kind == 1 and value_type in _LEAF_TYPES and visitor_cls._handlers(value_type) is _PASS_THROUGH:
+                kind = 0
+            kinds[value_type] = kind
+            return kind
+
+        plan = _PLANS[visitor_cls] = ({}, kinds, kind_of)
     return plan
 
 
