@@ -157,10 +157,10 @@ def phase_parameter(function) -> tuple[str, tuple] | None:
         if words & EVAL_WORDS and words & TRAIN_WORDS and 1 < len(values) <= _MAX_VALUES:
             return name, tuple(sorted(values))
     for name, values in strings.items():
-        if _tokens_of(values) <= TRAIN_WORDS and name in _tested_around_training(function, params):
+        if _tokens_of(values) <= TRAIN_WORDS and name in _tested_around(function, params, _around_training):
             return name, (*sorted(values), OTHER)  # `if phase == "train": loss.backward()`: "train" or not
     for name, values in strings.items():
-        if len(values) <= _MAX_VALUES and name in _tested_around_switches(function, params):
+        if len(values) <= _MAX_VALUES and name in _tested_around(function, params, _around_switches):
             # `if mode == "greedy": with torch.no_grad(): ...`: the branch changes the grad mode or a model's
             # mode, as a flag's would; "greedy" or any other value
             return name, (*sorted(values), OTHER)
@@ -173,16 +173,25 @@ def _tokens_of(values) -> set:
     return {word for value in values for word in tokens(value)}
 
 
-def _tested_around_training(function, params: set) -> set:
-    """String parameters compared with a literal by an `if` whose branches run a backward pass or an
-    optimizer step (`if phase == "train":`)."""
+def _tested_around(function, params: set, around) -> set:
+    """String parameters compared with a literal by an `if` that `around(if_node)` accepts."""
     found = set()
     for node in function.phase_nodes:
         test = node.test if type(node) is cst.If else None
         if type(test) is cst.Comparison and type(test.left) is cst.Name and test.left.value in params \
-                and any(_trains_or_switches(branch) for branch in (node.body, node.orelse) if branch):
+                and around(node):
             found.add(test.left.value)
     return found
+
+
+def _around_training(node: cst.If) -> bool:
+    """Its branches run a backward pass or an optimizer step (`if phase == "train":`)."""
+    return any(_trains_or_switches(branch) for branch in (node.body, node.orelse) if branch)
+
+
+def _around_switches(node: cst.If) -> bool:
+    """Its body switches autograd or a model's mode (`if mode == "greedy": with torch.no_grad():`)."""
+    return _mode_relevant(node.body)
 
 
 def phase_default(function, name: str):
@@ -241,17 +250,6 @@ def _tests_given(test: cst.BaseExpression, optional: set) -> str | None:
             and type(test.comparisons[0].comparator) is cst.Name and test.comparisons[0].comparator.value == "None":
         return test.left.value
     return None
-
-
-def _tested_around_switches(function, params: set) -> set:
-    """String parameters compared with a literal by an `if` whose body switches autograd or a model's mode."""
-    found = set()
-    for node in function.phase_nodes:
-        test = node.test if type(node) is cst.If else None
-        if type(test) is cst.Comparison and type(test.left) is cst.Name and test.left.value in params \
-                and _mode_relevant(node.body):
-            found.add(test.left.value)
-    return found
 
 
 def _trains_or_switches(branch) -> bool:
