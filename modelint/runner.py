@@ -216,6 +216,7 @@ def _follow_calls_across_files(results: list[FileResult], work, workers: Workers
     index = ProjectIndex(summaries)
     rounds = _Rounds(results, work, workers, cache_dir, stats)
     extra = _helper_files(summaries, index)
+    ahead: set[str] = set()
     if extra:
         # Helpers in files that were not asked for (pre-commit passes only changed files, and a file naming no
         # torch is read for its imports only) are summarised, without reporting on them. They go in one batch
@@ -223,26 +224,23 @@ def _follow_calls_across_files(results: list[FileResult], work, workers: Workers
         # dependencies the helpers' summaries change is analysed once more in the rounds below.
         # (with the index: a helper file that never names torch, `class IModel(ABC)`, is analysed all the
         # same, for the class shapes other files asked about)
-        ahead = _analysed_again(results, index) if _usable(summaries) else set()
+        if _usable(summaries):
+            ahead = _analysed_again(results, index)
         _, helpers = rounds.run(ahead, index, extra)
         # (what a file read only for its imports imports stays recorded: a package's `__init__` re-exports it)
         first = {os.path.abspath(summary.path): summary for summary in summaries}
         helper_summaries = [_with_first_references(r.summary, first.get(os.path.abspath(r.path)))
                             for r in helpers if r.summary is not None]
-        rounds.redone = {os.path.abspath(summary.path) for summary in helper_summaries}
+        rounds.helper_summaries = helper_summaries
         summaries = [s for s in summaries if os.path.abspath(s.path) not in rounds.redone] + helper_summaries
-        rounds.helpers_only = helper_summaries
         index = ProjectIndex(summaries)
-        if not _usable(summaries):
-            return results, index  # nothing anywhere that another file could use
-        again = _analysed_again(results, index) | ahead
-        if not again:
-            return results, index
-        index = rounds.index()
-    else:
-        if not _usable(summaries):
-            return results, index
-        again = _analysed_again(results, index)
+    if not _usable(summaries):
+        return results, index  # nothing anywhere that another file could use
+    again = _analysed_again(results, index) | ahead
+    if not again:
+        return results, index
+    if extra:
+        index = rounds.index()  # (with what the batch above analysed again)
     for _round in range(_MOST_ROUNDS):
         # A file analysed again may say more of its helpers (a factory returning a class of a third file, which
         # it now sees): the files whose helpers' summaries changed are analysed once more, a few rounds at most.
@@ -309,8 +307,7 @@ class _Rounds:
         self.work, self.workers, self.cache_dir, self.stats = work, workers, cache_dir, stats
         self.salts: dict[str, bytes] = {}
         self.relinted: set[str] = set()  # files analysed again here, with a summary
-        self.redone: set[str] = set()  # files summarised again as helpers
-        self.helpers_only: list[FileSummary] = []  # ... and their summaries
+        self.helper_summaries: list[FileSummary] = []  # of the files summarised again as helpers
 
     def run(self, again: set[str], index: ProjectIndex, helpers: list[tuple] = ()) -> tuple[bool, list[FileResult]]:
         """Analyse the files of `again` whose dependencies changed since their last analysis, and the `helpers`
@@ -337,11 +334,17 @@ class _Rounds:
         self.relinted.update(path for path, result in fresh.items() if result.summary is not None)
         return True, helper_results
 
+    @property
+    def redone(self) -> set[str]:
+        """The files summarised again as helpers (absolute paths)."""
+        return {os.path.abspath(summary.path) for summary in self.helper_summaries}
+
     def index(self) -> ProjectIndex:
         """The index of the latest summaries: a helper's summary stands until its file is analysed again."""
+        redone = self.redone
         return ProjectIndex([r.summary for r in self.results if r.summary is not None
-                             and (os.path.abspath(r.path) not in self.redone or os.path.abspath(r.path) in self.relinted)]
-                            + [s for s in self.helpers_only if os.path.abspath(s.path) not in self.relinted])
+                             and (os.path.abspath(r.path) not in redone or os.path.abspath(r.path) in self.relinted)]
+                            + [s for s in self.helper_summaries if os.path.abspath(s.path) not in self.relinted])
 
 
 def _handed_classes_answer(path: str, index: ProjectIndex) -> bool:
