@@ -118,8 +118,7 @@ class CallResolution:
                 summary = self.resolve_method_of(qualified, method)
                 if summary is not None:
                     return summary
-                if self.index is None and self.last_unresolved is not None:
-                    self.unresolved.add(self.last_unresolved)  # (the index may know that base)
+                self.ask_the_index_later()  # (the index may know that base)
         return None
 
     def _resolve_star_imported(self, name: str) -> FunctionSummary | None:
@@ -154,6 +153,12 @@ class CallResolution:
         if self.index is None:
             return None
         return self.index.class_handed(self.path, qualname(function), param, position)
+
+    def ask_the_index_later(self) -> None:
+        """First pass only: the reference the last resolution could not settle is recorded, for the second
+        phase to look up in the project index."""
+        if self.index is None and self.last_unresolved is not None:
+            self.unresolved.add(self.last_unresolved)
 
     def _resolve_imported(self, qualified: str, from_path: str | None = None) -> FunctionSummary | None:
         head = qualified.lstrip(".").split(".")[0]

@@ -181,12 +181,8 @@ class CallGraph(MethodTargets, CallerEntry):
 
     @cached_property
     def _syntactic_callers(self) -> dict:
-        out: dict = {}
-        for site in self.collector.calls:
-            callee = self._local_callees.get(site.node)
-            if callee is not None:
-                out.setdefault(callee, set()).add(site.site.function)
-        return out
+        return {callee: {self.site_of_call[call].site.function for call in calls}
+                for callee, calls in self._calls_of.items()}
 
     def local_callee(self, call: cst.Call, enclosing: FunctionInfo | None) -> str | None:
         """The qualname of this file's function a call runs (`evaluate`, `Trainer.validate`)."""

@@ -94,10 +94,10 @@ class CallEffects(FollowedNames, SummaryEffects, ModeContexts, TrainingSteps, Ha
             return None
         self.flow.last_unresolved = None
         summary = self.flow.resolve_method_of(qualified, func.attr.value)
-        if summary is None and self.flow.index is None and self.flow.last_unresolved is not None:
+        if summary is None:
             # (`eu.EvalUtility(x, model).results()` after `import eval_utils as eu`: no import names the class,
             # so only this question tells the second phase to look at it)
-            self.flow.unresolved.add(self.flow.last_unresolved)
+            self.flow.ask_the_index_later()
         return summary
 
     def call(self, call: cst.Call, state: State) -> None:
@@ -211,8 +211,8 @@ class CallEffects(FollowedNames, SummaryEffects, ModeContexts, TrainingSteps, Ha
                 or self._imported_class_of(receiver)
             if origin:  # (`local = LocalUpdate(args)`, a plain class of another file: `local.inference(model=m)`)
                 summary, self_receiver = flow.resolve_method_of(origin, func.attr.value), receiver
-                if summary is None and flow.last_unresolved is not None and flow.index is None:
-                    flow.unresolved.add(flow.last_unresolved)  # (what the method does to its object, for the index)
+                if summary is None:
+                    flow.ask_the_index_later()  # (what the method does to its object)
             elif not state.tracks(receiver) or state.fact(receiver).origin is None:
                 summary = self._method_of_alike_classes(receiver, func.attr.value)
                 self_receiver = receiver if summary is not None else self_receiver

@@ -97,8 +97,7 @@ class HandedModels:
         for site in self.flow.collector.calls:
             if type(site.node.func) is cst.Name and site.node.func.value == cls.name:
                 given = bind_arguments(function.params, True, site.node).get(assign.value.value)
-                value = unwrap_chain(given)[0] if given is not None else None
-                classes.add(self._imported_class_named(value.func) if type(value) is cst.Call else None)
+                classes.add(self._class_built_by(given) if given is not None else None)
         return classes.pop() if len(classes) == 1 else None
 
     def _handed_here(self, function, param: str) -> str | None:
@@ -109,24 +108,20 @@ class HandedModels:
 
         if function.outer is not None or param in ("self", "cls"):
             return None
-        calls_of = self.flow.__dict__.get("_calls_by_callee")
-        if calls_of is None:  # (asked at every method call on a parameter: the file's calls grouped once)
-            calls_of = self.flow.__dict__["_calls_by_callee"] = {}
-            callees = self.flow._local_callees
-            for site in self.flow.collector.calls:
-                callee = callees.get(site.node)
-                if callee is not None:
-                    calls_of.setdefault(callee, []).append(site)
         classes = set()
-        for site in calls_of.get(function, ()):
-            given = bind_arguments(function.params, function.cls is not None, site.node).get(param)
-            values = calls_binding(self.flow, site.site.function, given.value) if type(given) is cst.Name else ()
+        for call in self.flow._calls_of.get(function, ()):
+            given = bind_arguments(function.params, function.cls is not None, call).get(param)
+            caller = self.flow.site_of_call[call].site.function
+            values = calls_binding(self.flow, caller, given.value) if type(given) is cst.Name else ()
             if not values:
                 return None  # (a model made some other way, or none handed: its class is not known here)
-            for value in values:
-                built = unwrap_chain(value)[0]
-                classes.add(self._imported_class_named(built.func) if type(built) is cst.Call else None)
+            classes.update(self._class_built_by(value) for value in values)
         return classes.pop() if len(classes) == 1 else None
+
+    def _class_built_by(self, value: cst.BaseExpression) -> str | None:
+        """The imported class a construction builds (`BPRMF(n_users, n_items).to(device)`), else None."""
+        built = unwrap_chain(value)[0]
+        return self._imported_class_named(built.func) if type(built) is cst.Call else None
 
     def _annotated_parameter(self, function, name: str) -> str | None:
         param = next((p for p in function.node.params.params if p.name.value == name), None)
@@ -151,8 +146,7 @@ class HandedModels:
             self.flow.last_unresolved = None
             summary = self.flow.resolve_method_of(origin, method)
             if summary is None:
-                if self.flow.last_unresolved is not None and self.flow.index is None:
-                    self.flow.unresolved.add(self.flow.last_unresolved)
+                self.flow.ask_the_index_later()
                 return None
             summaries.append(summary)
         shapes = {_shape(summary) for summary in summaries}
