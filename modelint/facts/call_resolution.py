@@ -96,8 +96,8 @@ class CallResolution:
             if receiver is not None and receiver != "self":
                 qualified = self.imports.qualify(func)
                 if qualified is not None and not self.imports.is_torch_name(qualified):
-                    head = receiver.split(".")[0]
-                    if self.imports.bindings.get(head, "").split(".")[-1] == head or "." in receiver:
+                    # (a module imported under any name, `from . import common as U`, or a class of one)
+                    if receiver.split(".")[0] in self.imports.bindings or "." in receiver:
                         return self._resolve_imported(qualified), None
         return None, None
 

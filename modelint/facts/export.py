@@ -170,16 +170,22 @@ def _export(flow, summary: FunctionSummary) -> FunctionSummary | None:
     if returns is not None and returns.mode is None and not returns.certain:
         returns = None  # "something, in some mode, maybe a module": what a caller assumes of any call
     backprops = [p for p in summary.backprops if not _of_the_object(p)]
+    # (what a function does with the values it is handed: `to_np(out)` in a utils file gives back numbers,
+    # no graph; callers elsewhere read it for functions, not methods, see Interpreter._imported_helper)
+    evaluates = [] if summary.is_method else summary.evaluates
+    hands_on = [] if summary.is_method else summary.hands_on
     items = tuple(_exported_return(flow, item)
                   if item is not None and (item.mode is not None or item.certain or item.param is not None)
                   else None for item in summary.returns_items)
     items = items if any(item is not None for item in items) else ()
     if all(v == "unknown" for v in effects.values()) and not forwards and not steps and not backprops \
-            and returns is None and not items and summary.context_mode is None and summary.context_grad is None:
+            and not evaluates and not hands_on and returns is None and not items \
+            and summary.context_mode is None and summary.context_grad is None:
         return None  # callers already assume the worst of a helper they cannot see
     out = FunctionSummary(summary.qualname, flow.path, summary.params, effects, is_method=summary.is_method,
                           trains=summary.trains, context_mode=summary.context_mode,
-                          context_grad=summary.context_grad, backprops=backprops)
+                          context_grad=summary.context_grad, backprops=backprops, evaluates=evaluates,
+                          hands_on=hands_on, transforms=[p for p in summary.transforms if p in hands_on])
     if summary.phase_param is not None:
         # (`act(policy, obs, mode="eval")` from another file runs only the helper's "eval" branch, as here)
         out.phase_param, out.phase_default = summary.phase_param, summary.phase_default

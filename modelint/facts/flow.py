@@ -32,6 +32,7 @@ from modelint.facts.provenance import Provenance
 from modelint.facts.receivers import instance_method
 from modelint.facts.records import FunctionFlow
 from modelint.facts.phases import phase_parameter
+from modelint.facts.plots import FigureObjects
 from modelint.facts.regions import disables_grad, grad_effect
 from modelint.facts.state import State
 from modelint.facts.summaries import qualname, summarise
@@ -140,9 +141,10 @@ class ModeFlow(CallGraph, Optimizers, CallResolution):
                    **self.free.parameters_defaulting_to_models(function, calls)}
         state = State(self._weightless_free_names(function), grad, aliases=aliases,
                       unbound=self._assigned_names.get(function, frozenset()) - interpreter.params)
-        if function.uses_gradients or function in self.called_here:
+        if function.uses_gradients or function in self.called_here or (function.outer is None
+                                                                      and function.cls is None):
             # What it does with its parameters' values (back-propagates them, evaluates them), for the
-            # calls of it in this file: origins too.
+            # calls of it in this file, and of a module-level function in other files: origins too.
             state.values = {p: frozenset({(("param", p), DIRECT)}) for p in function.params
                             if p not in ("self", "cls")}
         if function not in self._phase_parameters:
@@ -228,6 +230,11 @@ class ModeFlow(CallGraph, Optimizers, CallResolution):
         if function is None:
             return self.collector.module_uses_gradients
         return function.uses_gradients
+
+    @cached_property
+    def figures(self) -> FigureObjects:
+        """Which names hold figures and axes (an output drawn on one is being looked at)."""
+        return FigureObjects(self)
 
     @cached_property
     def trained_models(self) -> frozenset[tuple]:

@@ -13,7 +13,7 @@ records, for each forward it reaches, how the output is used:
   `accelerator.backward(loss)`) or `torch.autograd.grad`, even detached on the way
   (a GAN's fakes for the discriminator, a teacher's targets).
 - EVAL: predictions and metrics: `.item()`, `.cpu().numpy()`, `argmax`, `softmax`,
-  comparisons, numpy.
+  comparisons, numpy; drawn in a figure (`ax.imshow(pred)`, see modelint.facts.plots).
 - RETURN: a graph-carrying value is returned: what it is for is up to the callers.
 - STORE: kept in an attribute, where another method may use it.
 - ESCAPE: handed to a call we cannot see into, whose result is dropped.
@@ -51,6 +51,7 @@ from modelint.facts.value_calls import (BACKWARD_METHODS, CONTAINER_METHODS, DET
                                         GRADIENT_FUNCTIONS, GRAPH_READERS, METADATA_BUILTINS, DATASET_CONSUMERS,
                                         in_place)
 from modelint.facts.names import dotted, key_root
+from modelint.facts.plots import plotting_function
 from modelint.facts.value_nodes import COMPREHENSIONS, value_children, value_nodes
 from modelint.facts.uses import (AFTER, BUILT, DETACH, DETACHED, DIRECT, DISCARD, ESCAPE, EVAL, FED, FEEDS,
                                  GIVEN_BACK, GRAPH, HANDED, HOOKED, META, NONE, OPAQUE, Origins, RETURN,
@@ -97,6 +98,8 @@ class OutputUses:
         # The models the object a call runs was built with (see the interpreter): outputs of theirs handed to
         # it may be back-propagated by its hooks (a Grad-CAM extractor).
         self.models_held_by = lambda call: frozenset()
+        # Is a method called a figure's or an axes' (`ax.imshow`: see modelint.facts.plots)? Set by the interpreter.
+        self.draws_on = lambda func: False
 
     def use(self, origins: Origins, kind: str, level: int = DETACHED) -> None:
         """Record `kind` for every forward reaching here at least this directly."""
@@ -257,7 +260,8 @@ class OutputUses:
             self.use(result.get(arg, NONE), EVAL)
         if not (trained or handed or evaluated or hooked):
             self._escape_to_holder(call, result)
-        if evaluated and type(func) is cst.Name and not (trained or handed or hooked) \
+        if evaluated and (type(func) is cst.Name or self.imports.qualify(func) is not None) \
+                and not (trained or handed or hooked) \
                 and all(arg.value in evaluated for arg in call.args if result.get(arg.value)):
             return detached(args)  # (what it gives back, `get_numpy(out)`, carries no graph)
         update = self.update_call(call)
@@ -360,6 +364,8 @@ class OutputUses:
                 self.use(consumed, WEAK)
             elif self.argument_uses(expr) is not None:
                 pass  # a helper of this file: its summary said above what it does with each argument
+            elif plotting_function(self.imports.qualify(func)) or self.draws_on(func):
+                self.use(consumed, EVAL)  # drawn in a figure (`plt.plot(out)`, `ax.imshow(pred)`): to look at
             elif in_place(method):
                 # `m.view(-1).index_add_(0, idx, out)`: the tensor now holds it (a distributional
                 # target built in place, then used in the loss)

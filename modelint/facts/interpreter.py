@@ -28,6 +28,7 @@ from modelint.facts.scopes import flag_outcomes
 from modelint.facts.state import State, join
 from modelint.facts.summary_effects import arguments_of
 from modelint.facts.walk import iter_nodes
+from modelint.summary import FunctionSummary
 
 
 class Interpreter(Loops, Bindings, CallEffects):
@@ -37,6 +38,7 @@ class Interpreter(Loops, Bindings, CallEffects):
         self.uses.argument_uses = self._argument_uses
         self.uses.update_call = self.update_call
         self.uses.models_held_by = self._models_held_by
+        self.uses.draws_on = lambda func: flow.figures.draws_on(func, out.function)
         self.loop_exits: list[tuple[list[State], list[State]]] = []  # (breaks, continues)
         self.returns: list[State] = []
         # Names whose value is known here: a phase loop's variable, `phases = ("train", "val")`.
@@ -52,9 +54,10 @@ class Interpreter(Loops, Bindings, CallEffects):
         scaler)`), hands on to a library function (`self._postprocess(out)` running NMS), only evaluates
         (`self.save_grid(samples)`) or hands to a callable it holds (`self._optimizer_hook(losses)`, which
         may train on them). None: not a call we have a summary of."""
-        if call not in self._local_calls:
-            return None
-        summary, _receiver = self.flow.resolve(call, self.out.function)
+        if call in self._local_calls:
+            summary, _receiver = self.flow.resolve(call, self.out.function)
+        else:
+            summary = self._imported_helper(call)
         if summary is None:
             return None
         trained, handed, evaluated, hooked = [], [], [], []
@@ -66,6 +69,19 @@ class Interpreter(Loops, Bindings, CallEffects):
             elif name in summary.evaluates:
                 evaluated.append(value)
         return trained, handed, evaluated, hooked
+
+    def _imported_helper(self, call: cst.Call) -> FunctionSummary | None:
+        """The summary of another file's module-level function that `call` runs (`to_np(out)` after `from
+        utils import *`, `U.save_images(fake, path)`), as the index knows it (None in the first pass)."""
+        if type(call.func) not in (cst.Name, cst.Attribute) or (type(call.func) is cst.Attribute
+                                                                   and self.flow.imports.qualify(call.func) is None):
+            return None  # (a method of a value, not a function a module defines)
+        asked = self.flow.last_unresolved  # (the reference a call being evaluated around this one waits on)
+        summary, receiver = self.flow.resolve(call, self.out.function)
+        self.flow.last_unresolved = asked
+        if summary is None or summary.is_method or receiver is not None:
+            return None
+        return summary
 
     def _models_held_by(self, call: cst.Call) -> frozenset[str]:
         """The models that the object a call runs was built with, in this function or at module level (`cam =
