@@ -101,6 +101,10 @@ def _dependencies_digest(result: FileResult, index: ProjectIndex) -> bytes:
                          index.names_function(ref, result.path), index.resolve_shape(ref, result.path)))
     for ref in sorted(summary.asked_classes):
         resolved.append((ref, index.resolve_shape(ref, result.path)))
+    for ref in sorted(summary.unresolved | summary.asked_classes):
+        if index.resolve_shape(ref, result.path) is not None:
+            # (and the bases of a base, which may live in a third file a later batch summarises)
+            resolved.append((ref, list(index.bases_of([(ref, result.path)]))))
     for name in sorted(summary.asked_submodules):
         resolved.append((name, index.submodule_dependence(name)))
     for asked in sorted(summary.asked_handed):  # (`evaluate|model|0|predict`: the class handed, its method)

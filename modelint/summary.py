@@ -198,6 +198,10 @@ def module_keys(path: str) -> list[str]:
     return [".".join(parts[i:]) for i in range(len(parts) - 1, -1, -1) if parts[i:]]
 
 
+_PLAIN_BASES = frozenset({"object", "abc.ABC", "ABC", "typing.Generic", "abc.ABCMeta"})
+_MOST_BASES = 16  # bases followed through other files, per class
+
+
 class ProjectIndex:
     """Summaries of every function in the analysed code, by module and name."""
 
@@ -407,6 +411,27 @@ class ProjectIndex:
             for ref in (*sorted(summary.unresolved), *sorted(summary.imported)):
                 found.setdefault(ref.rpartition(".")[2], ref)
         return found
+
+    def bases_of(self: ProjectIndex | None, pending: list[tuple[str, str]]):
+        """(reference, (shape, its file) or None where the index does not show it) for each (base reference,
+        file naming it) of `pending`, then for their own bases, _MOST_BASES steps at most; (None, None) when it
+        stops with bases left. (Called on the class with no index, on the first pass: nothing is shown.)"""
+        for _ in range(_MOST_BASES):
+            if not pending:
+                return
+            reference, path = pending.pop()
+            if reference in _PLAIN_BASES:
+                continue
+            if reference.startswith(":"):  # a class of the same file as the base that names it
+                summary = self.files.get(os.path.abspath(path)) if self is not None else None
+                shape = summary.shapes.get(reference[1:]) if summary is not None else None
+                found = (shape, path) if shape is not None else None
+            else:
+                found = self.resolve_shape(reference, path) if self is not None else None
+            yield reference, found
+            if found is not None:
+                pending += [(base, found[1]) for base in found[0].bases]
+        yield None, None
 
     def resolve_shape(self, reference: str, from_path: str, depth: int = 0) -> tuple[ClassShape, str] | None:
         """The shape of a project class imported as `reference`, and the file that defines it."""

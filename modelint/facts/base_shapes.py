@@ -12,14 +12,11 @@ so that the file is analysed again with the index.
 
 from __future__ import annotations
 
-import os
-
 import libcst as cst
 
 from modelint.facts.names import BUILTIN_NAMES, dotted
-from modelint.summary import ClassShape
+from modelint.summary import ClassShape, ProjectIndex
 
-_PLAIN_BASES = frozenset({"object", "abc.ABC", "ABC", "typing.Generic", "abc.ABCMeta"})
 
 
 def base_shapes_elsewhere(flow, cls) -> list | None:
@@ -53,33 +50,14 @@ def _base_shapes(flow, cls, asked: set) -> list | None:
     return shapes
 
 
-_MOST_BASES = 16  # bases followed through other files, per class
-
-
 def _bases_elsewhere(flow, cls):
     """(reference, (shape, its file) or None where the index does not show it) for each base of `cls` (and of its
-    bases in this file) defined in another file, then for their own bases, a walk of _MOST_BASES steps at
-    most; (None, None) when it stops with bases left."""
+    bases in this file) defined in another file, then for their own bases (see ProjectIndex.bases_of)."""
     classes = flow.modules.classes
     pending = [(flow.imports.qualify(base) or _text(base), flow.path)
                for name in flow.class_and_bases(cls.name) if name in classes
                for base in classes[name].bases if flow.modules.project_class(base) is None]
-    for _ in range(_MOST_BASES):
-        if not pending:
-            return
-        reference, path = pending.pop()
-        if reference in _PLAIN_BASES:
-            continue
-        if reference.startswith(":"):  # a class of the same file as the base that names it
-            summary = flow.index.files.get(os.path.abspath(path)) if flow.index is not None else None
-            shape = summary.shapes.get(reference[1:]) if summary is not None else None
-            found = (shape, path) if shape is not None else None
-        else:
-            found = flow.index.resolve_shape(reference, path) if flow.index is not None else None
-        yield reference, found
-        if found is not None:
-            pending += [(base, found[1]) for base in found[0].bases]
-    yield None, None
+    return ProjectIndex.bases_of(flow.index, pending)
 
 
 def switched_by_bases_elsewhere(flow, cls, key: str) -> bool:
