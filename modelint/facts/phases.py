@@ -135,6 +135,7 @@ def phase_parameter(function) -> tuple[str, tuple] | None:
     if not params:
         return None
     strings: dict[str, set] = {}
+    equal: dict[str, set] = {}  # the literals each name is tested `==` to
     for node in function.phase_nodes:  # (the collector's `if`s, comparisons and calls naming candidates)
         if type(node) is cst.If:
             name = _flag(node.test, params)
@@ -152,10 +153,15 @@ def phase_parameter(function) -> tuple[str, tuple] | None:
             value = literal_value(node.comparisons[0].comparator)
             if isinstance(value, str):
                 strings.setdefault(node.left.value, set()).add(value)
+                if type(node.comparisons[0].operator) is cst.Equal:
+                    equal.setdefault(node.left.value, set()).add(value)
     for name, values in strings.items():
         words = _tokens_of(values)
         if words & EVAL_WORDS and words & TRAIN_WORDS and 1 < len(values) <= _MAX_VALUES:
-            return name, tuple(sorted(values))
+            # (`if phase != "inference": ... if phase == "train": loss.backward()`: no evaluation phase is named
+            # as such, and "valid", neither "inference" nor "train", is one too)
+            unnamed = not _tokens_of(equal.get(name, ())) & EVAL_WORDS
+            return name, (*sorted(values), OTHER) if unnamed else tuple(sorted(values))
     for name, values in strings.items():
         if _tokens_of(values) <= TRAIN_WORDS and name in _tested_around(function, params, _around_training):
             return name, (*sorted(values), OTHER)  # `if phase == "train": loss.backward()`: "train" or not
