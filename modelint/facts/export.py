@@ -171,7 +171,7 @@ def _export(flow, summary: FunctionSummary) -> FunctionSummary | None:
         returns = None  # "something, in some mode, maybe a module": what a caller assumes of any call
     backprops = [p for p in summary.backprops if not _of_the_object(p)]
     # (what a function does with the values it is handed: `to_np(out)` in a utils file gives back numbers,
-    # no graph; callers elsewhere read it for functions, not methods, see Interpreter._imported_helper)
+    # no graph; callers elsewhere read it for functions, not methods, see modelint.facts.helper_arguments)
     evaluates = [] if summary.is_method else summary.evaluates
     hands_on = [] if summary.is_method else summary.hands_on
     items = tuple(_exported_return(flow, item)

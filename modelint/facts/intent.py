@@ -55,18 +55,9 @@ from modelint.facts.plots import plotting_function
 from modelint.facts.value_nodes import COMPREHENSIONS, value_children, value_nodes
 from modelint.facts.uses import (AFTER, BUILT, DETACH, DETACHED, DIRECT, DISCARD, ESCAPE, EVAL, FED, FEEDS,
                                  GIVEN_BACK, GRAPH, HANDED, HOOKED, META, NONE, OPAQUE, Origins, RETURN,
-                                 SAMPLED, STORE, TRAIN, WEAK, detached, is_parameter, opaque)
+                                 SAMPLED, STORE, TRAIN, WEAK, detached, graph_handed_to_update, held_on,
+                                 is_parameter, opaque)
 from modelint.facts.walk import iter_nodes
-
-
-def _held_on(receiver: cst.BaseExpression, values: dict[str, Origins]) -> Origins:
-    """The outputs stored on a local object's attributes (`storage.ret[i] = ret`: "storage.ret")."""
-    key = dotted(receiver)
-    if key is None or "." in key or key in ("self", "cls") or not values:
-        return NONE  # (`self`'s attributes are the object's state: its methods' summaries say what they use)
-    prefix = key + "."
-    held = [origins for name, origins in values.items() if name.startswith(prefix)]
-    return frozenset().union(*held) if held else NONE
 
 
 def _beside_other_data(call: cst.Call, result: dict) -> bool:
@@ -90,7 +81,7 @@ class OutputUses:
         self.given_back: set = set()  # calls of helpers that give back a result cut from a forward's output
         self.tag: tuple = ()
         # The arguments of a call that its callee back-propagates (set by the interpreter, from summaries).
-        # What a local callee does with its arguments (see Interpreter._argument_uses); None: no summary.
+        # What a callee does with its arguments (see modelint.facts.helper_arguments); None: no summary.
         self.argument_uses = lambda call: None
         # Is an optimizer among a call's arguments (one we cannot see into), and a model with it? Then it
         # may run the update on the graph it is handed (`loss_scaler(loss, optimizer)`); see the interpreter.
@@ -143,7 +134,7 @@ class OutputUses:
                     return True
                 func = node.func
                 if type(func) is cst.Attribute and type(func.value) is cst.Name and values \
-                        and _held_on(func.value, values):
+                        and held_on(func.value, values):
                     return True  # (a method of an object outputs were stored on)
             elif kind is cst.Attribute:
                 if dotted(node) in values:  # (`self.out`; else its value, a node of its own, decides)
@@ -278,7 +269,7 @@ class OutputUses:
         if type(func) is cst.Attribute:
             # (and what was stored on the object's attributes, `storage.ret[i] = ret`: its methods may hand that
             # back, `storage.extract(["q", "ret"])` feeding the loss)
-            receiver = result.get(func.value, NONE) | _held_on(func.value, values)
+            receiver = result.get(func.value, NONE) | held_on(func.value, values)
             method = func.attr.value
             if method in BACKWARD_METHODS:
                 # Every output that fed the loss is part of training, detached or not (a GAN's fakes,
@@ -406,11 +397,3 @@ class OutputUses:
 
     def stored(self, origins: Origins) -> None:
         self.use(origins, STORE, level=OPAQUE)
-
-
-def graph_handed_to_update(origins, with_a_model: bool) -> bool:
-    """Does a call handed an optimizer get a forward's graph to step on: any value carrying one, or, when a
-    model comes with it (`take_optimisation_step(optimizer, net, loss)` but also `save_checkpoint(model,
-    optimizer, metrics)`), the output itself or tensor operations on it, not a value through a call."""
-    needed = DIRECT if with_a_model else OPAQUE
-    return any(level >= needed and not is_parameter(origin) for origin, level in origins)

@@ -17,6 +17,7 @@ from modelint.facts.bindings import Bindings, flatten
 from modelint.facts.branches import join_branches, knowing_the_condition, knowing_the_flag
 from modelint.facts.calls import CallEffects
 from modelint.facts.handed_models import calls_binding
+from modelint.facts.helper_arguments import argument_uses
 from modelint.facts.intent import OutputUses
 from modelint.facts.uses import CHECKED
 from modelint.facts.value_calls import in_place, storage_owner
@@ -26,16 +27,14 @@ from modelint.facts.names import dotted, literal_value, value_key
 from modelint.facts.phases import decide
 from modelint.facts.scopes import flag_outcomes
 from modelint.facts.state import State, join
-from modelint.facts.summary_effects import arguments_of
 from modelint.facts.walk import iter_nodes
-from modelint.summary import FunctionSummary
 
 
 class Interpreter(Loops, Bindings, CallEffects):
     def __init__(self, flow, out, params: set[str]) -> None:
         super().__init__(flow, out, params)
         self.uses = OutputUses(flow.imports, out.forwards)
-        self.uses.argument_uses = self._argument_uses
+        self.uses.argument_uses = lambda call: argument_uses(flow, out.function, call)
         self.uses.update_call = self.update_call
         self.uses.models_held_by = self._models_held_by
         self.uses.draws_on = lambda func: flow.figures.draws_on(func, out.function)
@@ -48,40 +47,6 @@ class Interpreter(Loops, Bindings, CallEffects):
         self.grad_choices: dict[str, str] = {}
         # `for m in net.modules():` while its body runs: m -> net (switching m switches part of net)
         self.parts: dict[str, str] = {}
-
-    def _argument_uses(self, call: cst.Call) -> tuple[list, list, list, list] | None:
-        """What a local callee does with its arguments: those it back-propagates (`backward(total_loss,
-        scaler)`), hands on to a library function (`self._postprocess(out)` running NMS), only evaluates
-        (`self.save_grid(samples)`) or hands to a callable it holds (`self._optimizer_hook(losses)`, which
-        may train on them). None: not a call we have a summary of."""
-        if call in self._local_calls:
-            summary, _receiver = self.flow.resolve(call, self.out.function)
-        else:
-            summary = self._imported_helper(call)
-        if summary is None:
-            return None
-        trained, handed, evaluated, hooked = [], [], [], []
-        for name, value in arguments_of(summary, call).items():
-            if name in summary.backprops:
-                trained.append(value)
-            elif name in summary.hands_on:
-                (handed if name in summary.transforms else hooked).append(value)
-            elif name in summary.evaluates:
-                evaluated.append(value)
-        return trained, handed, evaluated, hooked
-
-    def _imported_helper(self, call: cst.Call) -> FunctionSummary | None:
-        """The summary of another file's module-level function that `call` runs (`to_np(out)` after `from
-        utils import *`, `U.save_images(fake, path)`), as the index knows it (None in the first pass)."""
-        if type(call.func) not in (cst.Name, cst.Attribute) or (type(call.func) is cst.Attribute
-                                                                   and self.flow.imports.qualify(call.func) is None):
-            return None  # (a method of a value, not a function a module defines)
-        asked = self.flow.last_unresolved  # (the reference a call being evaluated around this one waits on)
-        summary, receiver = self.flow.resolve(call, self.out.function)
-        self.flow.last_unresolved = asked
-        if summary is None or summary.is_method or receiver is not None:
-            return None
-        return summary
 
     def _models_held_by(self, call: cst.Call) -> frozenset[str]:
         """The models that the object a call runs was built with, in this function or at module level (`cam =

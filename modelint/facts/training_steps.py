@@ -18,7 +18,7 @@ from dataclasses import replace
 
 import libcst as cst
 
-from modelint.facts.intent import graph_handed_to_update
+from modelint.facts.uses import graph_handed_to_update
 from modelint.facts.uses import DETACHED, FED, NONE
 from modelint.facts.lattice import ENTRY_MODE
 from modelint.facts.names import key_prefixes, value_key

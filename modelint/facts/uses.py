@@ -6,6 +6,8 @@ words into one intent ("training", "evaluation", "returned", ...), which rules a
 
 from __future__ import annotations
 
+from modelint.facts.names import dotted
+
 TRAIN, EVAL, RETURN, STORE, ESCAPE, WEAK, DISCARD = "train", "eval", "return", "store", "escape", "weak", "discard"
 HANDED = "handed"
 SAMPLED = "sampled"
@@ -59,3 +61,21 @@ def intent_of(uses: set[str]) -> str:
     if EVAL in uses:
         return "evaluation"
     return "inference"  # dropped, printed or logged only (or never used)
+
+
+def graph_handed_to_update(origins, with_a_model: bool) -> bool:
+    """Does a call handed an optimizer get a forward's graph to step on: any value carrying one, or, when a
+    model comes with it (`take_optimisation_step(optimizer, net, loss)` but also `save_checkpoint(model,
+    optimizer, metrics)`), the output itself or tensor operations on it, not a value through a call."""
+    needed = DIRECT if with_a_model else OPAQUE
+    return any(level >= needed and not is_parameter(origin) for origin, level in origins)
+
+
+def held_on(receiver, values: dict[str, Origins]) -> Origins:
+    """The outputs stored on a local object's attributes (`storage.ret[i] = ret`: "storage.ret")."""
+    key = dotted(receiver)
+    if key is None or "." in key or key in ("self", "cls") or not values:
+        return NONE  # (`self`'s attributes are the object's state: its methods' summaries say what they use)
+    prefix = key + "."
+    held = [origins for name, origins in values.items() if name.startswith(prefix)]
+    return frozenset().union(*held) if held else NONE

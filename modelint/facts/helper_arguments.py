@@ -1,0 +1,51 @@
+"""What a called helper does with the values it is handed, from its summary.
+
+A helper of this file, or a module-level function of another (`to_np(out)` after `from utils import *`,
+`U.save_images(fake, path)` after `from . import common as U`), as its summary says: which arguments it
+back-propagates (`backward(total_loss, scaler)`), hands on to a library function (`self._postprocess(out)`
+running NMS), only evaluates (`self.save_grid(samples)`, `to_np(q)`) or hands to a callable it holds
+(`self._optimizer_hook(losses)`, which may train on them). The intent of forwards (modelint.facts.intent)
+reads it for the outputs it finds in a call's arguments.
+"""
+
+from __future__ import annotations
+
+import libcst as cst
+
+from modelint.facts.summary_effects import arguments_of
+from modelint.summary import FunctionSummary
+
+
+def argument_uses(flow, enclosing, call: cst.Call) -> tuple[list, list, list, list] | None:
+    """(trained, handed, evaluated, hooked): the argument expressions of `call` by what its callee does
+    with them. None: not a call we have a summary of."""
+    if call in flow.local_calls:
+        summary, _receiver = flow.resolve(call, enclosing)
+    else:
+        summary = _imported_helper(flow, enclosing, call)
+    if summary is None:
+        return None
+    trained, handed, evaluated, hooked = [], [], [], []
+    for name, value in arguments_of(summary, call).items():
+        if name in summary.backprops:
+            trained.append(value)
+        elif name in summary.hands_on:
+            (handed if name in summary.transforms else hooked).append(value)
+        elif name in summary.evaluates:
+            evaluated.append(value)
+    return trained, handed, evaluated, hooked
+
+
+def _imported_helper(flow, enclosing, call: cst.Call) -> FunctionSummary | None:
+    """The summary of another file's module-level function that `call` runs, as the index knows it (None in
+    the first pass). (Its methods' summaries say nothing of their arguments: see modelint.facts.export.)"""
+    func = call.func
+    if type(func) not in (cst.Name, cst.Attribute) or (type(func) is cst.Attribute
+                                                        and flow.imports.qualify(func) is None):
+        return None  # (a method of a value, not a function a module defines)
+    asked = flow.last_unresolved  # (the reference a call being evaluated around this one waits on)
+    summary, receiver = flow.resolve(call, enclosing)
+    flow.last_unresolved = asked
+    if summary is None or summary.is_method or receiver is not None:
+        return None
+    return summary
