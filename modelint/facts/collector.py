@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import libcst as cst
 
-from modelint.facts.names import ImportTable, dotted, literal_value, value_key
+from modelint.facts.names import head_name, ImportTable, dotted, literal_value, value_key
 from modelint.facts.scopes import AttributeAssign, CallSite, ClassInfo, FunctionInfo, Site
 from modelint.facts.walk import FastVisitor, iter_nodes
 
@@ -279,7 +279,7 @@ class Collector(FastVisitor):
             if head in params and head not in ("self", "cls"):
                 function.calls_params = True
             elif not self.imports.is_torch_name(self.imports.qualify(func)) and any(
-                _param_head(arg.value) in params and _param_head(arg.value) not in ("self", "cls")
+                head_name(arg.value) in params and head_name(arg.value) not in ("self", "cls")
                 for arg in node.args
             ):
                 function.calls_params = True  # (`evaluate(ctx.model)` passes on what `ctx` holds)
@@ -345,7 +345,7 @@ class Collector(FastVisitor):
         function = self._function()
         if function is not None and len(node.targets) == 1 and type(node.targets[0].target) is cst.Name \
                 and type(node.value) in (cst.Subscript, cst.Attribute):
-            root = _param_head(node.value)
+            root = head_name(node.value)
             if root is not None and root not in ("self", "cls") and root in function.param_set:
                 function.param_aliases.add(node.targets[0].target.value)
         if type(node.value) in (cst.Name, cst.Attribute) and len(node.targets) == 1 and \
@@ -388,10 +388,3 @@ class Collector(FastVisitor):
                                                               self._site()))
             elif type(current) in (cst.Tuple, cst.List):
                 stack.extend(element.value for element in reversed(current.elements))
-
-
-def _param_head(expr: cst.BaseExpression) -> str | None:
-    """`model` for `model`, `ctx.model` and `args["model"]` (a name, or an attribute or element of one)."""
-    while type(expr) in (cst.Attribute, cst.Subscript):
-        expr = expr.value
-    return expr.value if type(expr) is cst.Name else None

@@ -128,6 +128,13 @@ def any_element(key: str) -> str | None:
     return key[:key.rindex("['")] + "[]"
 
 
+def head_name(expr: cst.BaseExpression) -> str | None:
+    """`model` for `model`, `ctx.model` and `args["model"]` (a name, or an attribute or element of one)."""
+    while type(expr) in (cst.Attribute, cst.Subscript):
+        expr = expr.value
+    return expr.value if type(expr) is cst.Name else None
+
+
 def key_root(key: str) -> str:
     """The variable a value key starts from: "model" for "model", "model.encoder" and "args[].net"."""
     return key.split(".", 1)[0].split("[", 1)[0]

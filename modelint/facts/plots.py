@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import libcst as cst
 
+from modelint.facts.names import head_name
+
 PLOTTING_MODULES = ("matplotlib.", "seaborn.")
 
 
@@ -30,10 +32,8 @@ class FigureObjects:
         """Is `func` a method of a figure or axes object (`ax.imshow`, `axes[0, 1].plot`, `fig.savefig`)?"""
         if type(func) is not cst.Attribute:
             return False
-        root = func.value
-        while type(root) in (cst.Attribute, cst.Subscript):
-            root = root.value
-        return type(root) is cst.Name and self._holds_figure(root.value, scope, set())
+        root = head_name(func.value)
+        return root is not None and self._holds_figure(root, scope, set())
 
     def _holds_figure(self, name: str, scope, seen: set) -> bool:
         key = (scope, name)
@@ -59,7 +59,8 @@ class FigureObjects:
         if type(value) is cst.Call:
             if plotting_function(self.flow.imports.qualify(value.func)):
                 return True
-            value = value.func.value if type(value.func) is cst.Attribute else None  # a method of a figure
-        while type(value) in (cst.Attribute, cst.Subscript):
-            value = value.value
-        return type(value) is cst.Name and self._holds_figure(value.value, scope, seen)
+            if type(value.func) is not cst.Attribute:
+                return False
+            value = value.func.value  # a method of a figure
+        root = head_name(value)
+        return root is not None and self._holds_figure(root, scope, seen)
