@@ -328,8 +328,15 @@ class ProjectIndex:
         waiting = found.classes_waiting.get(name)
         if dependence != 1 or not waiting or (found.path, name) in _seen or len(_seen) > 16:
             return dependence
-        resolved = [self.resolve_class(imported, found.path, _seen | {(found.path, name)}) for imported in waiting]
+        resolved = [self.resolve_class(imported, found.path, _seen | {(found.path, name)})
+                    if not self._plain_class(imported, found.path) else 0 for imported in waiting]
         return 1 if any(r is None for r in resolved) else max(resolved)
+
+    def _plain_class(self, reference: str, from_path: str) -> bool:
+        """Is `reference` a project class with no base but plain ones (`class TensorList:` in a utils file)?
+        Building one builds no module: a class waiting on it is settled by the rest of what it waits on."""
+        found = self.resolve_shape(reference, from_path)
+        return found is not None and all(base in _PLAIN_BASES for base in found[0].bases)
 
     def runs_loaded_modules(self, reference: str, from_path: str) -> bool:
         """Is the project class imported as `reference` a wrapper of what its constructor loads?"""

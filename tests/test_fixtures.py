@@ -817,3 +817,21 @@ def test_a_base_class_re_exported_by_its_package_is_seen_by_subclasses_elsewhere
     found = index.resolve_shape("hooks_pkg.Trainer", str(paths[2]))
     assert found is not None and Path(found[1]).name == "trainer.py"
     assert "self.model" in found[0].switches
+
+
+def test_a_base_waiting_on_a_plain_class_of_another_file_is_settled_by_it() -> None:
+    """operators_pkg's `Operator` builds `MultiScale`, a plain class of the utils package, in one of its
+    methods. Its file alone cannot tell whether that is a module, so it waits on it; once the index shows a
+    class with no base, the subclass in degradations.py is as mode-free as the base (`Downsample`, evaluated
+    under no_grad in demo.py, need not be put in eval mode)."""
+    from modelint.registry import FLOW_RULES
+    from modelint.summary import ProjectIndex
+
+    package = FIXTURES / "cross_file" / "operators_pkg"
+    first = [engine.lint_path(str(package / p), frozenset(all_rules())).summary
+             for p in ("utils/__init__.py", "ops/base.py")]
+    assert first[1].classes_waiting.get("Operator") == ("operators_pkg.utils.MultiScale",)
+    # structures.py names no torch: the runner summarises it as a helper, with the index of the first phase
+    helper = engine.lint_path(str(package / "utils" / "structures.py"), FLOW_RULES, ProjectIndex(first)).summary
+    index = ProjectIndex([*first, helper])
+    assert index.resolve_class("operators_pkg.ops.base.Operator", str(package / "ops" / "degradations.py")) == 0
