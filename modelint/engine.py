@@ -171,12 +171,13 @@ def _with_class_shapes(facts: FileFacts, summary: FileSummary | None) -> FileSum
         return summary
     receivers = facts.receivers
     shapes = receivers.shapes()
+    asked = receivers.unresolved | facts.modules.undecided_bases
     if summary is None:
-        if not shapes and not receivers.unresolved:
+        if not shapes and not asked:
             return None
         summary = FileSummary(facts.path)
     summary.shapes = shapes
-    summary.asked_classes = set(receivers.unresolved)
+    summary.asked_classes = asked
     return summary
 
 

@@ -100,7 +100,8 @@ def _dependencies_digest(result: FileResult, index: ProjectIndex) -> bytes:
         resolved.append((ref, index.resolve(ref, result.path), index.resolve_class(ref, result.path),
                          index.names_function(ref, result.path), index.resolve_shape(ref, result.path)))
     for ref in sorted(summary.asked_classes):
-        resolved.append((ref, index.resolve_shape(ref, result.path)))
+        # (and how mode-dependent it is: a base in another file that the index settles in a later round)
+        resolved.append((ref, index.resolve_shape(ref, result.path), index.resolve_class(ref, result.path)))
     for ref in sorted(summary.unresolved | summary.asked_classes):
         if index.resolve_shape(ref, result.path) is not None:
             # (and the bases of a base, which may live in a third file a later batch summarises)

@@ -97,6 +97,8 @@ class ModuleTable(WaitingOnImports, LocalLayers, Registries, ModuleAttributes, B
             self._self_attributes.setdefault(assign.target.attr.value, []).append(assign.value)
         self._built: dict[str, Dependence | None] = {}
         self._assumed: set[str] | None = None  # (see waiting_on_imports: classes of other files, taken as independent)
+        # Bases of other files that leave a class of this file undecided (see _solve): asked of the index.
+        self.undecided_bases: set[str] = set()
         self._solved = False
         self.loaded_classes: frozenset[str] = frozenset()  # (see loaded_parts; known once the rest is)
         self._solve()
@@ -200,6 +202,12 @@ class ModuleTable(WaitingOnImports, LocalLayers, Registries, ModuleAttributes, B
                 self._foreign_base[name] = unknown_base
                 if not is_module and unknown_base and "forward" in info.methods:
                     is_module = True  # a subclass of some module base defined elsewhere
+                elif not is_module and unknown_base and self.index is None:
+                    # `class Decolorize(DecomposablePhysics)`, with no forward of its own: a module only if that
+                    # base is one. The file is analysed again once the index can say (the summary asks about it).
+                    self.undecided_bases.update(q for base in info.bases if self.project_class(base) is None
+                                                and (q := self.imports.qualify(base)) is not None
+                                                and self._is_foreign(q))
                 if is_module:
                     if info.reads_training_flag:
                         dependence = Dependence.DEPENDENT
