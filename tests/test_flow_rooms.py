@@ -999,3 +999,37 @@ def test_a_private_method_starts_in_the_mode_its_callers_set() -> None:
     assert facts.flow.mode_from_callers(function, "self.net").definitely_eval
     public = next(f for f in facts.collector.functions if f.name == "score")
     assert facts.flow.mode_from_callers(public, "self.net") is None  # (its callers are the object's users)
+
+
+def test_a_method_parameter_every_own_call_binds_to_an_attribute_is_that_attribute() -> None:
+    facts = facts_of("""
+        import copy
+
+        class Predictor:
+            def score(self, loader, model):
+                model.eval()
+                return [self.model(x) for x in loader]
+
+            def check(self, loader, model):
+                model.eval()
+                return [self.model(x) for x in loader]
+
+            def fit(self, loader):
+                best = copy.deepcopy(self.model)
+                self.score(loader, self.model)
+                self.model = best
+                self.score(loader, best)
+                best = other()
+                self.check(loader, best)
+                self.check(loader, self.model)
+    """)
+    flow = facts.flow
+    functions = {f.name: f for f in flow.collector.functions}
+
+    def held(name: str) -> dict:
+        function = functions[name]
+        return flow.free.parameters_holding_attributes(function, flow._calls_of[function],
+                                                       lambda c: flow.site_of_call[c].site.function)
+
+    assert held("score") == {"model": "self.model"}  # `best` is handed right after `self.model = best`
+    assert held("check") == {}  # `best` bound again since it became `self.model`

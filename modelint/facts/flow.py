@@ -138,6 +138,8 @@ class ModeFlow(CallGraph, Optimizers, CallResolution):
         calls = self._calls_of.get(function, ())
         aliases = {**self.objects.attribute_aliases.get(_owner_class(function), {}),
                    **self.free.parameters_holding_globals(function, calls),
+                   **self.free.parameters_holding_attributes(function, calls,
+                                                             lambda call: self.site_of_call[call].site.function),
                    **self.free.parameters_defaulting_to_models(function, calls)}
         state = State(self._weightless_free_names(function), grad, aliases=aliases,
                       unbound=self._assigned_names.get(function, frozenset()) - interpreter.params)

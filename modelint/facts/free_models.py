@@ -140,6 +140,26 @@ class FreeModels:
                 out[param] = name
         return out
 
+    def parameters_holding_attributes(self, function: FunctionInfo, calls, caller_of) -> dict[str, str]:
+        """`def test_(self, data, model)` that runs `self.model` too, where every call of it here is the
+        object's own and hands it that module: `self.test_(data, self.model)`, or `self.model = best` then
+        `self.test_(data, best)`. `model` is another name of `self.model` (its `model.eval()` switches the
+        module the method runs). `caller_of(call)`: the function a call is made in."""
+        from modelint.facts.summary_effects import bind_arguments
+
+        if function.cls is None or not calls or any(
+                type(call.func) is not cst.Attribute or dotted(call.func.value) != "self" for call in calls):
+            return {}
+        out = {}
+        for param in function.params[1:]:
+            passed = {_attribute_handed(value, call, caller_of(call))
+                      if (value := bind_arguments(function.params, True, call).get(param)) is not None else None
+                      for call in calls}
+            key = passed.pop() if len(passed) == 1 else None
+            if key is not None and key in _attributes_read(function):
+                out[param] = key
+        return out
+
     def parameters_defaulting_to_models(self, function: FunctionInfo, calls) -> dict[str, str]:
         """`def train_metrics(self, model=None): if model is None: model = self.model` (or `== None`), where
         no call here hands a model: `model` is another name of `self.model` (its `model.eval()` switches
@@ -252,3 +272,41 @@ def left_by_the_script(flow, function: FunctionInfo | None, key: str):
             or any(head in summary.effects for summary in flow.summaries.values()):
         return None
     return fact
+
+
+def _attributes_read(function: FunctionInfo) -> frozenset[str]:
+    """The `self.<name>` a method's body names."""
+    from modelint.facts.walk import iter_nodes
+
+    return frozenset(key for node in iter_nodes(function.node.body) if type(node) is cst.Attribute
+                     and (key := dotted(node)) is not None and key.startswith("self.") and key.count(".") == 1)
+
+
+def _attribute_handed(value: cst.BaseExpression, call: cst.Call, caller: FunctionInfo | None) -> str | None:
+    """The object's attribute `value` is at `call`: `self.model`, or a name the caller set it to before the call
+    and did not bind again (`self.model = model_max`, then `self.test_(loader, model_max)`)."""
+    from modelint.facts.walk import iter_nodes
+
+    key = dotted(value)
+    if key is not None and key.startswith("self.") and key.count(".") == 1:
+        return key
+    if type(value) is not cst.Name or caller is None:
+        return None
+    name, last = value.value, None
+    for node in iter_nodes(caller.node.body):  # (in the order of the text)
+        if node is call:
+            return last
+        if type(node) is cst.Assign and type(node.value) is cst.Name and node.value.value == name \
+                and len(node.targets) == 1 and (set_to := dotted(node.targets[0].target)) is not None \
+                and set_to.startswith("self.") and set_to.count(".") == 1:
+            last = set_to
+        elif type(node) in (cst.Assign, cst.AugAssign, cst.AnnAssign, cst.For) and any(
+                type(target) is cst.Name and target.value == name for target in _targets(node)):
+            last = None
+    return None
+
+
+def _targets(node) -> list:
+    if type(node) is cst.Assign:
+        return [t.target for t in node.targets]
+    return [node.target]
