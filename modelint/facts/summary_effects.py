@@ -53,6 +53,8 @@ class SummaryEffects:
                 self.out.passed_modes[use.node] = fact if known is None else known.join(fact)
             if use.intent == "returned":
                 if ((call, self.tag) if self.tag else call) not in self.out.forwards:  # the call's value is that output
+                    if self_receiver is not None and use.param.startswith("self."):
+                        use, key, fact = self._strongest_part(summary, phase, bound, state) or (use, key, fact)
                     self.forward(call, key, state, via=use, callee=summary, fact=fact)
             else:
                 self.forward(call, key, state, via=use, callee=summary, helper=True, fact=fact)
@@ -104,6 +106,27 @@ class SummaryEffects:
                 self.flow.assumed_sites.add(call)
         for key in inline:
             state.forget(key)
+
+    def _strongest_part(self, summary: FunctionSummary, phase, bound: dict[str, str], state: State):
+        """`model.score(x)`, a method of the model's class that runs several of its parts (`self.embed`,
+        `self.bn`, `self.drop`) and returns what they compute: the call's output depends on the mode as much as
+        its most mode-dependent part with weights does, and that part is the forward the call stands for
+        (use, key, fact); None when the method returns no part's output."""
+        parts = []
+        for use in summary.forwards:
+            if use.intent != "returned" or not use.param.startswith("self.") or use.eval_site is not None \
+                    or (phase is not None and use.phase_value is not None and use.phase_value != phase):
+                continue
+            key = _rebind(use.param, bound, state)
+            part = key.rpartition(".")[2] if key is not None and "[" not in key else None
+            if key is not None and not (fact := state.fact(key)).parameterless \
+                    and not (part and self.flow.modules.attribute_parameterless(part)):
+                built = self.flow.modules.part_dependence(part) if part else None
+                parts.append((use, key, fact, min(built, fact.dependence) if built is not None else fact.dependence))
+        if not parts:
+            return None
+        use, key, fact, _ = max(parts, key=lambda part: part[3])  # (the first of the most dependent)
+        return use, key, fact
 
     def _bind_arguments(self, summary: FunctionSummary, arguments: dict[str, cst.BaseExpression], state: State,
                         self_receiver: str | None) -> tuple[dict[str, str], list[str]]:
