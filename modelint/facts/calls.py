@@ -117,6 +117,7 @@ class CallEffects(FollowedNames, SummaryEffects, ModeContexts, TrainingSteps, Ha
             state.grad = GradFact(free_sites=frozenset({switched_off}))
         if built is not None and func.value not in flow.imports.bindings:
             self._constructor_effects(call, built, state)
+            self.record_handed_to_constructor(call, built, state)
         key = value_key(func)
         if key is None and type(func) is cst.Call:
             moved, chain = unwrap_chain(func)

@@ -73,6 +73,9 @@ class ModeFlow(CallGraph, Optimizers, CallResolution):
         self.last_unresolved: str | None = None
         # Calls of this file's own functions: qualname -> {call: (caller, grad there, models' modes there)}.
         self.call_sites: dict[str, dict[cst.Call, tuple]] = {}
+        # Constructions of this file's plain classes: (class, constructor parameter) -> the modes of the models
+        # each hands it, joined (None once one hands something else: a mode we cannot know).
+        self.handed_to_constructors: dict[tuple[str, str], ModeFact | None] = {}
         self.mode_setting_methods = {
             site.site.function.name
             for site in collector.calls
@@ -101,6 +104,7 @@ class ModeFlow(CallGraph, Optimizers, CallResolution):
         previous: dict[str, FunctionSummary] | None = None
         for _ in range(self.MAX_ROUNDS):
             self.call_sites = {}
+            self.handed_to_constructors = {}
             self.unresolved = set()
             self.handed_models = {}
             self.handed_classes = {}

@@ -12,12 +12,41 @@ from __future__ import annotations
 import libcst as cst
 
 from modelint.facts.modules import unwrap_chain
-from modelint.facts.names import value_key
+from modelint.facts.names import key_root, value_key
 from modelint.facts.state import State
 
 
 class HandedModels:
     """Mixed into CallEffects (which provides `flow` and `out`)."""
+
+    def record_handed_to_constructor(self, call: cst.Call, built, state: State) -> None:
+        """`TD3(actor_network=Actor(obs, act), ...)`, a plain class of this file: the mode of the model each
+        constructor parameter gets here, for what the object's methods start from (ObjectModes)."""
+        from modelint.facts.provenance import Fresh, Same
+        from modelint.facts.summary_effects import bind_arguments
+
+        init = self.flow.collector.constructor(built)
+        if init is None:
+            return
+        table = self.flow.handed_to_constructors
+        passed = bind_arguments(init.params, True, call)
+        for param in init.params[1:]:
+            value = passed.get(param)
+            key = value_key(value) if value is not None else None
+            fact = None
+            if key is not None and state.canonical(key) in state.models \
+                    and not _named_after(self.out.function, self.flow.collector, call, key_root(key)):
+                # (a model the creator goes on using may be switched later: `lm.eval()` after `Scorer(lm)`)
+                fact = state.fact(state.canonical(key))
+            elif type(value) is cst.Call:
+                bound = self.flow.provenance.bound_value(value, state, lambda k: False, self.out.function)
+                fact = bound.fact if isinstance(bound, Fresh) else \
+                    state.fact(bound.key) if isinstance(bound, Same) else None
+            slot = (built.name, param)
+            if slot not in table:
+                table[slot] = fact
+            elif table[slot] is not None:
+                table[slot] = table[slot].join(fact) if fact is not None else None
 
     def _handed_to_builder_of(self, receiver: str, state: State) -> list[str]:
         """The models this function (or the module, for a global it does not bind) hands the call it binds
@@ -230,3 +259,18 @@ def _shape(summary) -> tuple:
             tuple(sorted((f.param, f.intent, f.grad, f.method) for f in summary.forwards)),
             summary.trains, summary.returns is None, summary.context_mode, summary.context_grad,
             tuple(summary.evaluates), tuple(summary.backprops))
+
+
+def _named_after(function, collector, call: cst.Call, name: str) -> bool:
+    """Does the code that makes `call` (a function's body, or the module's) name `name` after it?"""
+    from modelint.facts.walk import iter_nodes
+
+    scope = function.node.body if function is not None else collector.module_node
+    inside = {id(node) for node in iter_nodes(call)}
+    after = False
+    for node in iter_nodes(scope):  # (in the order of the text)
+        if node is call:
+            after = True
+        elif after and id(node) not in inside and type(node) is cst.Name and node.value == name:
+            return True
+    return False
