@@ -24,6 +24,7 @@ from modelint.facts.scopes import FunctionInfo
 from modelint.facts.free_models import FreeModels
 from modelint.facts.uses import AFTER, DETACH, DIRECT, FED, FEEDS
 from modelint.facts.interpreter import Interpreter
+from modelint.facts.walk import iter_nodes
 from modelint.facts.lattice import GRAD_ENABLED, GRAD_UNKNOWN, GradFact, ModeFact
 from modelint.facts.modules import Dependence, ModuleTable
 from modelint.facts.names import dotted
@@ -226,7 +227,17 @@ class ModeFlow(CallGraph, Optimizers, CallResolution):
         on rather than calls (a callback for a profiler, a `closure` for `optimizer.step`): a closure it calls
         already ran, through its summary, in the mode the function had set at that call (`model.eval()`
         then `run_validate(loader)`)."""
-        return [flow for flow in self._closures_in.get(function, ()) if not self.has_callers(flow.function)]
+        closures = [flow for flow in self._closures_in.get(function, ()) if not self.has_callers(flow.function)]
+        if not closures:
+            return closures
+        # (not one it only returns or stores, `return lossfn`: that runs later, wherever its caller calls it)
+        nodes = list(iter_nodes(function.node.body))
+        handed = {arg.value.value for node in nodes if type(node) is cst.Call
+                  for arg in node.args if type(arg.value) is cst.Name}
+        aliases = {(node.value.value, target.target.value) for node in nodes if type(node) is cst.Assign
+                   and type(node.value) is cst.Name for target in node.targets if type(target.target) is cst.Name}
+        handed |= {name for name, alias in aliases if alias in handed}  # (`test_fn = run_once`, then handed)
+        return [flow for flow in closures if flow.function.name in handed]
 
     # -- what rules ask ---------------------------------------------------------------
     def function_trains(self, function: FunctionInfo | None) -> bool:
