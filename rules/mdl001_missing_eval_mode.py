@@ -266,6 +266,10 @@ class MissingEvalMode(Rule):
         if (not trains_here or _switched_after_training(facts, forward)) \
                 and any(is_train_site(site) for site in forward.mode.train_sites) and _repeated_sample(facts, forward):
             return None  # train() set on the way here on purpose, to sample (MC dropout)
+        if trains_here and forward.uses <= {"discard"} and _switched_after_training(facts, forward):
+            # `model.train()` after the last step, then forwards whose outputs nothing reads: run for what they
+            # do to BatchNorm's running statistics (recomputed for averaged weights after SWA)
+            return None
         if mode.train_sites <= facts.flow.assumed_sites and not context.startswith(("under", "over")):
             return None  # in training mode only because it was trained above: needs no_grad or test data too
         if _every_caller_switched_it(facts, forward):
