@@ -10,6 +10,7 @@ import libcst as cst
 
 from modelint.facts.lattice import ModeFact
 from modelint.facts.names import dotted
+from modelint.facts.scopes import condition_key
 from modelint.facts.state import State, join
 from modelint.facts.walk import iter_nodes
 
@@ -42,7 +43,8 @@ def knowing_the_condition(state: State, stmt: cst.If, holds: bool, made_under) -
     test = stmt.test
     if type(test) is cst.UnaryOperation and type(test.operator) is cst.Not:
         test, holds = test.expression, not holds
-    flag = dotted(test) if type(test) in (cst.Name, cst.Attribute) else None
+    condition = condition_key(test)
+    flag = condition[0] if condition is not None else None
     if flag is None or flag.endswith(".training"):
         return state
     for key, fact in list(state.models.items()):

@@ -14,7 +14,7 @@ from functools import cached_property
 
 import libcst as cst
 
-from modelint.facts.names import dotted
+from modelint.facts.names import NOT_LITERAL, dotted, literal_value
 
 
 @dataclass(eq=False)
@@ -161,10 +161,40 @@ def loops_around(site: "CallSite | None") -> list:
     return [g for g in site.site.guards if type(g) in (cst.For, cst.While)] if site is not None else []
 
 
+# String methods that only read their receiver: `mode.endswith("-da2")` tested twice gives one answer.
+_PURE_TESTS = frozenset({"startswith", "endswith", "isdigit", "isalpha", "islower", "isupper"})
+
+
+def condition_key(test: cst.BaseExpression) -> tuple[str, str] | None:
+    """(a key naming the condition, the name or attribute chain it reads) for a test that two `if`s can share:
+    a flag (`args.eval_only`), a comparison of one with literals (`args.phase == "test"`), or a string method
+    reading one (`mode.endswith("-da2")`). None for anything else."""
+    if type(test) in (cst.Name, cst.Attribute):
+        flag = dotted(test)
+        return (flag, flag) if flag is not None else None
+    if type(test) is cst.Comparison and len(test.comparisons) == 1 and type(test.left) in (cst.Name, cst.Attribute):
+        subject, other = dotted(test.left), test.comparisons[0].comparator
+        operator = type(test.comparisons[0].operator).__name__
+    elif type(test) is cst.Call and type(test.func) is cst.Attribute and test.func.attr.value in _PURE_TESTS \
+            and type(test.func.value) in (cst.Name, cst.Attribute) and len(test.args) <= 1:
+        subject, operator = dotted(test.func.value), test.func.attr.value
+        other = test.args[0].value if test.args else cst.Name("None")
+    else:
+        return None
+    literal = literal_value(other)
+    if literal is NOT_LITERAL and type(other) in (cst.Tuple, cst.List, cst.Set):
+        values = tuple(literal_value(e.value) for e in other.elements if type(e) is cst.Element)
+        literal = values if len(values) == len(other.elements) and NOT_LITERAL not in values else NOT_LITERAL
+    if subject is None or literal is NOT_LITERAL:
+        return None
+    return f"{subject} {operator} {literal!r}", subject
+
+
 def flag_outcomes(guards: tuple, unchanging) -> frozenset:
     """The (flag, outcome) pairs a site's enclosing `if`s require (`if flag:` body: True; its `else`, an
     `elif` after it, or `if not flag:` body: False), for the flags `unchanging(flag)` accepts: a name or an
-    attribute chain nothing reassigns (modelint.facts.branches), a builder's parameter (builders)."""
+    attribute chain nothing reassigns (modelint.facts.branches), a builder's parameter (builders); a
+    comparison or a string test of such a flag too (condition_key)."""
     found = set()
     for position, guard in enumerate(guards):
         if type(guard) is not cst.If:
@@ -172,9 +202,10 @@ def flag_outcomes(guards: tuple, unchanging) -> frozenset:
         test, outcome = guard.test, True
         if type(test) is cst.UnaryOperation and type(test.operator) is cst.Not:
             test, outcome = test.expression, False
-        flag = dotted(test) if type(test) in (cst.Name, cst.Attribute) else None
-        if flag is None or not unchanging(flag):
+        condition = condition_key(test)
+        if condition is None or not unchanging(condition[1]):
             continue
+        flag = condition[0]
         following = guards[position + 1] if position + 1 < len(guards) else None
         if following is not None and following is guard.orelse:
             outcome = not outcome
