@@ -16,7 +16,7 @@ from modelint.facts.uses import DETACH, ESCAPE, GIVEN_BACK, HANDED, RETURN, STOR
 from modelint.facts.batches import over_batches
 from modelint.facts.lattice import is_train_site
 from modelint.facts.mode_handling import optional_or_callable
-from modelint.facts.names import key_root, literal_value
+from modelint.facts.names import dotted, key_root, literal_value
 from modelint.facts.walk import iter_nodes
 from modelint.facts.regions import (built_with_grad_free_forward, grad_effect, model_class_unseen,
                                     needs_input_gradients)
@@ -90,12 +90,13 @@ class MissingNoGrad(Rule):
             function = flow.function
             if facts.is_test_function(function) or facts.flow.is_framework_hook(function):
                 continue
-            if function is not None and facts.uses_input_gradients(function):
-                continue  # saliency, adversarial examples: the outputs' gradients are the point
+            attacks = function is not None and facts.uses_input_gradients(function)
             reported: list = []  # (the call shown, its report, the calls it goes through), in order
             for forward in flow.all_forwards():
                 if function is None and facts.uses_input_gradients(None, forward.call):
                     continue
+                if attacks and not _prediction_beside_gradients(function, forward):
+                    continue  # saliency, adversarial examples: the outputs' gradients are the point
                 report = self._judge(facts, forward)
                 if report is None:
                     continue
@@ -455,3 +456,16 @@ def _inside_enable_grad(facts: FileFacts, site) -> bool:
 def _part_of(key: str, models: frozenset[str]) -> bool:
     """Is `key` one of `models`, or a part of one (`G.synthesis` of a frozen `G`)?"""
     return key in models or any(key.startswith(model + ".") for model in models)
+
+
+def _prediction_beside_gradients(function, forward) -> bool:
+    """In a function that asks for gradients of its inputs (an attack, a saliency map), a forward whose output
+    only becomes predictions and metrics, on none of the tensors it asks gradients of (`model(images)` for
+    the clean accuracy beside the attack on `adv_images`): its graph serves nothing."""
+    names = function.input_gradient_names
+    if not names or forward.via is not None or "eval" not in forward.uses \
+            or forward.uses & {"train", "graph", "return", "store", "escape", "handed"}:
+        return False
+    read = {dotted(node) for arg in forward.call.args for node in iter_nodes(arg.value)
+            if type(node) in (cst.Name, cst.Attribute)}
+    return not read & names

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import libcst as cst
 
-from modelint.facts.names import head_name, ImportTable, dotted, literal_value, value_key
+from modelint.facts.names import head_name, ImportTable, dotted, handed_at, literal_value, value_key
 from modelint.facts.scopes import AttributeAssign, CallSite, ClassInfo, FunctionInfo, Site
 from modelint.facts.walk import FastVisitor, iter_nodes
 
@@ -253,6 +253,11 @@ class Collector(FastVisitor):
         attr = func.attr.value if type(func) is cst.Attribute else None
         if attr in _GRADIENT_METHODS or (attr == "grad" and "autograd" in (dotted(func) or "")):
             name = dotted(func.value) if attr != "grad" else None
+            if attr == "grad":  # `torch.autograd.grad(loss, x_adv)`: gradients with respect to `x_adv`
+                inputs = handed_at(node, "inputs", 1)
+                for element in (inputs.elements if type(inputs) in (cst.List, cst.Tuple) else (inputs,)):
+                    if element is not None:
+                        self._mark_gradients(inputs=True, name=dotted(getattr(element, "value", element)))
             # (`p.requires_grad_(False)`, or on each `p` of `net.parameters()`: freezing, unfreezing weights)
             weights = attr == "requires_grad_" and (
                 (node.args and literal_value(node.args[0].value) is False) or self._a_parameter(name))
@@ -327,6 +332,8 @@ class Collector(FastVisitor):
         else:
             function.uses_gradients = True
             function.uses_input_gradients = function.uses_input_gradients or inputs
+            if inputs and name is not None:
+                function.input_gradient_names.add(name)
 
     def _mark_mode_relevant(self) -> None:
         function = self._function()

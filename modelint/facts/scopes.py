@@ -47,6 +47,7 @@ class FunctionInfo:
     # Gradients with respect to inputs: requires_grad_(), retain_grad(), requires_grad=True, autograd.grad
     # (saliency maps, adversarial examples), not merely a training step's backward().
     uses_input_gradients: bool = False
+    input_gradient_names: set = field(default_factory=set)  # the tensors it asks those gradients of (`x`, `adv`)
     reads_grads: bool = False  # `p.grad` read (Fisher information, importance scores, gradient norms)
     # Whether any call in it sets or reads mode, or runs a training step: only such
     # functions are worth the mode-flow analysis.
