@@ -200,7 +200,10 @@ class Provenance:
                     for arg in call.args if arg.keyword is None]
             return [state.fact(state.canonical(key)) if key is not None and state.tracks(state.canonical(key))
                     else None for key in keys]
+        self.flow.last_unresolved = None
         summary, _receiver = self.flow.resolve(call, enclosing)
+        if summary is None:
+            self.flow.ask_the_index_later()  # (`net, aug = build_model(cfg)` of another file: the index knows)
         if summary is None or not summary.returns_items or self.flow.defined_again(summary.qualname):
             return None  # (a notebook defining `get_model()` anew for each section: which one runs is unclear)
         return [self._handed_back_argument(item.param, summary, call, state) if item is not None and item.param
