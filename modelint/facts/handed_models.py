@@ -13,6 +13,7 @@ import libcst as cst
 
 from modelint.facts.modules import unwrap_chain
 from modelint.facts.names import key_root, value_key
+from modelint.facts.provenance import Fresh
 from modelint.facts.state import State
 
 
@@ -22,7 +23,7 @@ class HandedModels:
     def record_handed_to_constructor(self, call: cst.Call, built, state: State) -> None:
         """`TD3(actor_network=Actor(obs, act), ...)`, a plain class of this file: the mode of the model each
         constructor parameter gets here, for what the object's methods start from (ObjectModes)."""
-        from modelint.facts.provenance import Fresh, Same
+        from modelint.facts.provenance import Same
         from modelint.facts.summary_effects import bind_arguments
 
         init = self.flow.collector.constructor(built)
@@ -190,10 +191,15 @@ class HandedModels:
             if arg.star:
                 return  # (`*args`: the positions after it are unknown)
             key = value_key(arg.value)
+            slot = arg.keyword.value if arg.keyword is not None else str(position)
             if key is not None and state.tracks(key := state.canonical(key)):
-                slot = arg.keyword.value if arg.keyword is not None else str(position)
                 handed[slot] = int(state.fact(key).dependence)
                 origins[slot] = state.fact(key).origin or "?"  # (a class of this file: not named for others)
+            elif type(arg.value) is cst.Call:  # `TD3(actor_network=Actor(obs, act))`: built for the call
+                built = self.flow.provenance.bound_value(arg.value, state, lambda k: False, self.out.function)
+                if isinstance(built, Fresh):
+                    handed[slot] = int(built.fact.dependence)
+                    origins[slot] = built.fact.origin or "?"
         qualified = self.flow.imports.qualify(call.func) if handed else None
         if qualified is None and handed and type(call.func) is cst.Name:
             # (`evaluate(model, ...)` after `from utils import *`: named after each star import, for the index)

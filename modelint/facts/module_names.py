@@ -219,9 +219,13 @@ def _calls_of_functions(collector: Collector) -> dict:
             if not any(arg.star for call, _caller, _skipped in sites for arg in call.args)}
 
 
+_MOVES = frozenset({"to", "cuda", "cpu", "float", "half", "double", "bfloat16"})
+
+
 def _stored_parameters(collector: Collector) -> dict:
     """(class, `self.x`) -> the (__init__, parameter) pairs it is assigned from, for attributes that every
-    assignment in the class sets to a parameter of the constructor as it is (`self.model = model`)."""
+    assignment in the class sets to a parameter of the constructor as it is (`self.model = model`, or moved:
+    `model.to(device)`)."""
     out: dict = {}
     other: set = set()
     for assign in collector.attribute_assigns:
@@ -230,6 +234,8 @@ def _stored_parameters(collector: Collector) -> dict:
         if cls is None or key is None or not key.startswith("self.") or key.count(".") != 1:
             continue
         value = assign.value
+        while type(value) is cst.Call and type(value.func) is cst.Attribute and value.func.attr.value in _MOVES:
+            value = value.func.value  # (`self.actor = actor.to(device)`: the same module, moved)
         if function is not None and function.name == "__init__" and type(value) is cst.Name \
                 and value.value in function.param_set and type(assign.node) is cst.Assign:
             out.setdefault((cls, key), []).append((function, value.value))

@@ -30,10 +30,11 @@ from modelint.facts.lattice import ENTRY_MODE, HAVOC_MODE, ModeFact, first_site,
 from modelint.facts.modules import Dependence, returned_parameter, rewraps, unwrap_chain
 from modelint.facts.names import dotted, key_root
 from modelint.facts.object_exits import ObjectExits
+from modelint.facts.object_starts import ObjectStarts
 from modelint.facts.provenance import argument_for, receiver_key, returned_argument
 
 
-class ObjectModes(ObjectExits):
+class ObjectModes(ObjectExits, ObjectStarts):
     def __init__(self, flow) -> None:
         self.flow = flow
 
@@ -109,32 +110,12 @@ class ObjectModes(ObjectExits):
                 else:
                     fact = HAVOC_MODE if effect == "unknown" else ENTRY_MODE
                 facts[key] = facts[key].join(fact) if key in facts else fact
-        for (cls_name, key), fact in self._handed_by_creators.items():
+        for (cls_name, key), fact in self.started_by_creators.items():
             facts = out.setdefault(cls_name, {})
             facts[key] = facts[key].join(fact) if key in facts else fact
-        return out
-
-    @cached_property
-    def _handed_by_creators(self) -> dict[tuple[str, str], ModeFact]:
-        """(class, `self.<attr>`) -> the mode its `__init__` leaves there: the mode of the model that every
-        construction of the class here hands the parameter it keeps (`def __init__(self, actor_network):
-        self.actor_net = actor_network.to(device)`, built as `TD3(actor_network=Actor(obs, act))`: training
-        mode). Only where the class sets the attribute nowhere else and some construction is in view."""
-        out = {}
-        assigns: dict[tuple, list] = {}
-        for assign in self.flow.collector.attribute_assigns:
-            key = dotted(assign.target)
-            if assign.site.cls is not None and key is not None and key.startswith("self.") and key.count(".") == 1:
-                assigns.setdefault((assign.site.cls.name, key), []).append(assign)
-        for (cls_name, key), found in assigns.items():
-            method = found[0].site.function
-            if len(found) != 1 or method is None or method.name != "__init__" or found[0].value is None:
-                continue
-            source = receiver_key(found[0].value, self.flow.imports)
-            param = key_root(source) if source is not None else None
-            fact = self.flow.handed_to_constructors.get((cls_name, param)) if param in method.param_set else None
-            if fact is not None and not fact.entry and not fact.havoc and (fact.train_sites or fact.eval_sites):
-                out[cls_name, key] = fact
+        for (cls_name, key), fact in self.started_by_training.items():
+            facts = out.setdefault(cls_name, {})
+            facts.setdefault(key, fact)  # (only where no method sets a mode)
         return out
 
     def _factory_builds(self, value, function) -> bool:
