@@ -2,7 +2,7 @@
 
 Cells are joined in order (state flows from one cell to the next, as when the
 notebook runs top to bottom). IPython syntax is neutralised without moving any
-line: a `%magic` / `!shell` / `?obj` / `obj?` line that starts a statement (not one
+line: a `%magic` / `!shell` / `?obj` / `obj?` line (or an automagic one: `cd data`) that starts a statement (not one
 inside brackets or a string: `%(a, b))` continuing a format is Python) becomes
 `pass` at the same indentation (the lines it continues with a backslash become
 blank), a capture (`files = !ls`) binds its names to `...`, and a cell magic other than
@@ -16,6 +16,7 @@ class and switches its modes for the cells after it, though nothing is reported 
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 from dataclasses import replace
@@ -30,6 +31,10 @@ _LINE_MAGIC = re.compile(r"^(\s*)(%|!|\?)")
 # stays bound, to a value the analysis knows nothing about.
 _CAPTURE_MAGIC = re.compile(r"^(\s*[A-Za-z_][\w.]*(?:\s*,\s*[A-Za-z_][\w.]*)*\s*)=\s*[%!]")
 _PYTHON_CELL_MAGICS = ("%%time", "%%timeit", "%%capture", "%%prun")
+# IPython's automagic: a line magic or shell alias written without its `%` (`cd drive/My\ Drive`, `pip install
+# x`, `cat log.txt`). Only a line that is no Python by itself (`ls = []`, `ls -la`, `cd(x)` are Python).
+_AUTOMAGIC = re.compile(r"^(\s*)(?:cd|ls|ll|pwd|pip|conda|mkdir|rmdir|cat|cp|mv|rm|env|load_ext|matplotlib|run)"
+                        r"\s+\S")
 
 
 def code_cells(data: bytes) -> list[list[str]]:
@@ -59,7 +64,7 @@ def neutralise(lines: list[str]) -> list[str]:
         else:
             # Only a line that starts a statement can be IPython's: `%(a, b))` continuing a call is Python.
             starts = depth == 0 and quote is None and not python_continued
-            match = _LINE_MAGIC.match(line) if starts else None
+            match = (_LINE_MAGIC.match(line) or _automagic(line)) if starts else None
             depth, quote, python_continued, last = _scan(line, depth, quote)
             if match is None and starts and last == "?" and line.strip() not in ("?", "??"):
                 match = _LINE_MAGIC.match(" " * (len(line) - len(line.lstrip())) + "?")  # `obj?`, `obj??`: help
@@ -75,6 +80,17 @@ def neutralise(lines: list[str]) -> list[str]:
             depth, quote, python_continued = 0, None, False
         continued = line.rstrip().endswith("\\")
     return out
+
+
+def _automagic(line: str) -> re.Match | None:
+    match = _AUTOMAGIC.match(line)
+    if match is None:
+        return None
+    try:
+        ast.parse(line.strip())
+    except (SyntaxError, ValueError):
+        return match
+    return None
 
 
 def _scan(line: str, depth: int, quote: str | None) -> tuple[int, str | None, bool, str]:

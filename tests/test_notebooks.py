@@ -49,6 +49,16 @@ def test_magics_do_not_shift_lines() -> None:
         ["files = ...", "  t, u = ...", "a != b", "r = 7 % 2"]
 
 
+def test_automagic_lines_without_their_percent_sign_are_ipython() -> None:
+    from modelint.notebook import neutralise
+
+    # (a Colab notebook's `cd drive/My\ Drive`: IPython runs `%cd`; a line that is Python stays Python)
+    assert neutralise(["cd drive/My\\ Drive", "pip install timm", "  cat log.txt", "rm -rf runs"]) == \
+        ["pass", "pass", "  pass", "pass"]
+    python = ["ls = sorted(files)", "cd(path)", "pip.main(['install', 'x'])", "ls -la", "pwd"]
+    assert neutralise(python) == python
+
+
 def test_only_a_line_that_starts_a_statement_is_ipython() -> None:
     from modelint.notebook import neutralise
 
