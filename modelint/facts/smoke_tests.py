@@ -16,6 +16,11 @@ from modelint.facts.names import dotted, value_key
 from modelint.facts.walk import iter_nodes
 
 
+# Methods that hand back a tensor made from the one they are called on, moved or refilled in place: a tensor made
+# from nothing stays one.
+_MOVED_OR_FILLED = frozenset({"to", "cuda", "float", "half", "zero_", "fill_", "normal_", "uniform_"})
+
+
 def dummy_input(facts, forward, only=None) -> bool:
     """`model(torch.empty(1, n))`: a tensor made from nothing, to trace hooks or shapes (in argument `only`)."""
     bindings, _ = facts.receivers.scope(forward.function)
@@ -25,9 +30,8 @@ def dummy_input(facts, forward, only=None) -> bool:
             qualified = facts.imports.qualify(expr.func)
             if qualified == "torch.autograd.Variable" and expr.args and depth < 3:
                 return dummy(expr.args[0].value, depth + 1)  # `Variable(torch.randn(...))`
-            if type(expr.func) is cst.Attribute and expr.func.attr.value in ("to", "cuda", "float", "half") \
-                    and depth < 3:
-                return dummy(expr.func.value, depth + 1)  # `torch.randn(...).to(device)`
+            if type(expr.func) is cst.Attribute and expr.func.attr.value in _MOVED_OR_FILLED and depth < 3:
+                return dummy(expr.func.value, depth + 1)  # `torch.randn(...).to(device)`, `torch.empty(...).zero_()`
             return qualified in api.DUMMY_TENSOR_FACTORIES
         if type(expr) is cst.Name and depth < 3:
             found = bindings.get(expr.value) or []
