@@ -178,7 +178,7 @@ class ObjectModes(ObjectExits, ObjectStarts):
                 continue  # (`self.net = nn.DataParallel(self.net)`: the same model, whatever it holds)
             built = self.flow.modules.module_expression(value)[0]
             # (unknown: not a model we know)
-            join(site.cls, assigned, built.dependence if built is not None else Dependence.UNKNOWN)
+            join(site.cls, assigned, built.dependence if built is not None else self._factory_dependence(value, site))
         for (cls, key), dependence in passed_dependences(self.flow).items():  # `self.model = model`, given a Unet
             join(cls, key, dependence)
         for assign in self.flow.collector.attribute_assigns:
@@ -190,6 +190,18 @@ class ObjectModes(ObjectExits, ObjectStarts):
             found = self.flow.modules.part_dependence(part.rpartition(".")[2])
             join(cls, dotted(assign.target), found if found is not None else Dependence.UNKNOWN)
         return out
+
+    def _factory_dependence(self, value: cst.Call, site) -> Dependence:
+        """`self.discriminator = create_discriminator(n, d)`: what the factory's summary (in this file or another)
+        says the module it builds and returns depends on; unknown for any other call."""
+        called = unwrap_chain(value)[0]
+        if type(called) is not cst.Call:
+            return Dependence.UNKNOWN  # (`self.model = model.to(device)`: what the caller hands)
+        summary, _receiver = self.flow.resolve(called, site.function)
+        returned = summary.returns if summary is not None else None
+        if returned is None or not returned.certain or returned.param is not None:
+            return Dependence.UNKNOWN
+        return Dependence(returned.dependence)
 
     def creators_argument(self, function, key: str) -> tuple | None:
         """`self.model` that every assignment sets to a constructor parameter as it is (`def __init__(self,
