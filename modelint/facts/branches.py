@@ -35,11 +35,12 @@ def knowing_the_flag(state: State, stmt: cst.If, holds: bool) -> State:
     return state
 
 
-def knowing_the_condition(state: State, stmt: cst.If, holds: bool, made_under) -> State:
+def knowing_the_condition(state: State, stmt: cst.If, holds: bool, made_under, unchanging) -> State:
     """`if args.inference_only: model.eval()`, later `if args.inference_only: break` before training: where a
-    test of the same flag (a name or an attribute chain nothing here assigns) came out `holds`, the switches
-    made where it came out the other way did not happen. `made_under(site)`: the (flag, outcome) pairs the
-    `if`s around a call require."""
+    test of the same flag (a name or an attribute chain nothing here assigns: `unchanging(flag)`) came out
+    `holds`, the switches made where it came out the other way did not happen. `made_under(site)`: the (flag,
+    outcome) pairs the `if`s around a call require (the flag's own assignments not looked at: only a repeated
+    test asks, once per `if`)."""
     test = stmt.test
     if type(test) is cst.UnaryOperation and type(test.operator) is cst.Not:
         test, holds = test.expression, not holds
@@ -47,10 +48,13 @@ def knowing_the_condition(state: State, stmt: cst.If, holds: bool, made_under) -
     flag = condition[0] if condition is not None else None
     if flag is None or flag.endswith(".training"):
         return state
+    asked = None
     for key, fact in list(state.models.items()):
         dropped = {site for site in fact.train_sites | fact.eval_sites
                    if type(site) is cst.Call and (flag, not holds) in made_under(site)}
-        if dropped:
+        if dropped and asked is None:
+            asked = unchanging(condition[1])
+        if dropped and asked:
             state.models[key] = replace(fact, train_sites=fact.train_sites - dropped,
                                         eval_sites=fact.eval_sites - dropped)
     return state

@@ -147,18 +147,39 @@ class FreeModels:
         module the method runs). `caller_of(call)`: the function a call is made in."""
         from modelint.facts.summary_effects import bind_arguments
 
+        cache = self.__dict__.setdefault("_held_attributes", {})  # (syntax only: the same in every round)
+        if function in cache:
+            return cache[function]
+        out = cache[function] = {}
         if function.cls is None or not calls or any(
                 type(call.func) is not cst.Attribute or dotted(call.func.value) != "self" for call in calls):
-            return {}
-        out = {}
+            return out
+        read = None
         for param in function.params[1:]:
-            passed = {_attribute_handed(value, call, caller_of(call))
-                      if (value := bind_arguments(function.params, True, call).get(param)) is not None else None
-                      for call in calls}
+            passed = set()
+            for call in calls:
+                value = bind_arguments(function.params, True, call).get(param)
+                passed.add(self._attribute_handed(value, call, caller_of(call)) if value is not None else None)
+                if len(passed) > 1 or None in passed:
+                    break
             key = passed.pop() if len(passed) == 1 else None
-            if key is not None and key in _attributes_read(function):
+            if key is not None and key in (read := read if read is not None else _attributes_read(function)):
                 out[param] = key
         return out
+
+    def _attribute_handed(self, value: cst.BaseExpression, call: cst.Call, caller: FunctionInfo | None) -> str | None:
+        """The object's attribute `value` is at `call`: `self.model`, or a name the caller set it to before the
+        call and did not bind again (`self.model = model_max`, then `self.test_(loader, model_max)`)."""
+        key = dotted(value)
+        if key is not None and key.startswith("self.") and key.count(".") == 1:
+            return key
+        if type(value) is not cst.Name or caller is None:
+            return None
+        set_by = self.__dict__.setdefault("_attributes_set_to_names", {})
+        if caller not in set_by:  # (the caller's `self.<attr> = <name>` statements, once)
+            set_by[caller] = {(assign.value.value) for assign in self.collector.attribute_assigns
+                              if assign.site.function is caller and type(assign.value) is cst.Name}
+        return _attribute_set_before(value.value, call, caller) if value.value in set_by[caller] else None
 
     def parameters_defaulting_to_models(self, function: FunctionInfo, calls) -> dict[str, str]:
         """`def train_metrics(self, model=None): if model is None: model = self.model` (or `== None`), where
@@ -282,17 +303,11 @@ def _attributes_read(function: FunctionInfo) -> frozenset[str]:
                      and (key := dotted(node)) is not None and key.startswith("self.") and key.count(".") == 1)
 
 
-def _attribute_handed(value: cst.BaseExpression, call: cst.Call, caller: FunctionInfo | None) -> str | None:
-    """The object's attribute `value` is at `call`: `self.model`, or a name the caller set it to before the call
-    and did not bind again (`self.model = model_max`, then `self.test_(loader, model_max)`)."""
+def _attribute_set_before(name: str, call: cst.Call, caller: FunctionInfo) -> str | None:
+    """The `self.<attr>` the caller sets to `name` last before `call`, with `name` not bound again since."""
     from modelint.facts.walk import iter_nodes
 
-    key = dotted(value)
-    if key is not None and key.startswith("self.") and key.count(".") == 1:
-        return key
-    if type(value) is not cst.Name or caller is None:
-        return None
-    name, last = value.value, None
+    last = None
     for node in iter_nodes(caller.node.body):  # (in the order of the text)
         if node is call:
             return last

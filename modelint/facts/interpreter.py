@@ -175,13 +175,14 @@ class Interpreter(Loops, Bindings, CallEffects):
     def _knowing(self, state: State, stmt: cst.If, holds: bool) -> State:
         """What a branch of `stmt` knows: a model's own flag (`if not m.training`), and the outcome of a flag
         tested before (`if args.eval_only:` again)."""
-        return knowing_the_condition(knowing_the_flag(state, stmt, holds), stmt, holds, self._made_under)
+        return knowing_the_condition(knowing_the_flag(state, stmt, holds), stmt, holds, self._made_under,
+                                     self.flow.unchanging_flag)
 
     def _made_under(self, call: cst.Call) -> frozenset:
         cache = self.flow.__dict__.setdefault("_flag_outcomes", {})  # (asked at every `if` for every site)
         if call not in cache:
             site = self.flow.site_of_call.get(call)
-            cache[call] = flag_outcomes(site.site.guards, self.flow.unchanging_flag) if site is not None else frozenset()
+            cache[call] = flag_outcomes(site.site.guards, _any_flag) if site is not None else frozenset()
         return cache[call]
 
     def conditional_switch(self, node: cst.Expr, state: State) -> State:
@@ -376,3 +377,7 @@ class Interpreter(Loops, Bindings, CallEffects):
             finished = self.block(stmt.finalbody.body, entry.copy())
             return finished if result is not None else None
         return result
+
+
+def _any_flag(_flag: str) -> bool:
+    return True  # (whether nothing rebinds it is asked only of a flag tested again: knowing_the_condition)
