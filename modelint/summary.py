@@ -88,6 +88,8 @@ class FunctionSummary:
     returns: ReturnFact | None = None
     # A factory returning a tuple (`return model, optimizer`): what each position holds (None: no module we know).
     returns_items: tuple = ()
+    # A factory returning a dict (`return {"embeddings": emb}`): what each literal key holds (modules known only).
+    returns_entries: dict = field(default_factory=dict)
     is_method: bool = False
     trains: bool = False  # it runs a training step itself or through helpers (backward/optimizer.step)
     globals: list[str] = field(default_factory=list)  # module-level models it uses, bound by name at calls
@@ -107,7 +109,7 @@ class FunctionSummary:
     @property
     def trivial(self) -> bool:
         return not self.effects and not self.forwards and not self.steps and self.returns is None \
-            and not self.returns_items
+            and not self.returns_items and not self.returns_entries
 
 
 @dataclass(frozen=True)

@@ -130,6 +130,8 @@ class Bindings:
             elif type(target) is cst.Name and type(value) is cst.Call:
                 self._alias_held_arguments(key, value, state)
                 self._constructed_models(key, value, state)
+                for entry, fact in self.flow.provenance.entries_returned(value, self.out.function).items():
+                    state.models[f"{key}[{entry!r}]"] = fact  # `parts = build_parts(cfg)`, then `parts["encoder"]`
         self._derive(state, target, origins)
 
     def _resumed(self, key: str, value: cst.BaseExpression, state: State) -> ModeFact | None:

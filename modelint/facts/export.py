@@ -178,8 +178,10 @@ def _export(flow, summary: FunctionSummary) -> FunctionSummary | None:
                   if item is not None and (item.mode is not None or item.certain or item.param is not None)
                   else None for item in summary.returns_items)
     items = items if any(item is not None for item in items) else ()
+    entries = {key: _exported_return(flow, held) for key, held in summary.returns_entries.items()
+               if held.mode is not None or held.certain}
     if all(v == "unknown" for v in effects.values()) and not forwards and not steps and not backprops \
-            and not evaluates and not hands_on and returns is None and not items \
+            and not evaluates and not hands_on and returns is None and not items and not entries \
             and summary.context_mode is None and summary.context_grad is None:
         return None  # callers already assume the worst of a helper they cannot see
     out = FunctionSummary(summary.qualname, flow.path, summary.params, effects, is_method=summary.is_method,
@@ -212,6 +214,7 @@ def _export(flow, summary: FunctionSummary) -> FunctionSummary | None:
     if returns is not None:
         out.returns = _exported_return(flow, returns)
     out.returns_items = items
+    out.returns_entries = entries
     return out
 
 

@@ -20,7 +20,7 @@ import libcst as cst
 from modelint.facts import torch_api as api
 from modelint.facts.lattice import ENTRY_MODE, ModeFact, mode_of_call
 from modelint.facts.modules import Dependence, unwrap_chain
-from modelint.facts.names import value_key
+from modelint.facts.names import literal_value, value_key
 
 # Calls that return a deep copy of their first argument, in the mode it has then (SWA's averaged model
 # copies the module it is given; it is not put in eval mode).
@@ -91,6 +91,11 @@ class Provenance:
             if fresh is not None:
                 fact = apply_chain(fresh, applied)
                 return Fresh(fact if fact is not None else fresh.join(ModeFact(havoc=True)))
+        if type(base) is cst.Subscript and type(base.value) is cst.Call:
+            held = self.entry_returned(base.value, _literal_key(base), enclosing)
+            if held is not None:  # `load_embeddings(path)["embeddings"]`
+                fact = apply_chain(held, applied)
+                return Fresh(fact if fact is not None else held.join(ModeFact(havoc=True)))
         if type(base) is cst.Attribute and type(unwrap_chain(base.value)[0]) is cst.Call:
             # `densenet121(pretrained=True).features`: a part of a model built right here, in its mode (what
             # the part holds is not known: the classifier of a model with BatchNorm may have none)
@@ -189,6 +194,19 @@ class Provenance:
             return state.fact(bound.key) if isinstance(bound, Same) else None
         return _handed_back(returned, call)
 
+    def entries_returned(self, call: cst.Call, enclosing) -> dict[str, ModeFact]:
+        """`parts = build_parts(cfg)`: the module under each literal key of the dict the factory returns."""
+        self.flow.last_unresolved = None
+        summary, _receiver = self.flow.resolve(call, enclosing)
+        if summary is None:
+            self.flow.ask_the_index_later()  # (a factory of another file: the index knows)
+        if summary is None or not summary.returns_entries or self.flow.defined_again(summary.qualname):
+            return {}
+        return {key: _handed_back(held, call) for key, held in summary.returns_entries.items()}
+
+    def entry_returned(self, call: cst.Call, key: str | None, enclosing) -> ModeFact | None:
+        return self.entries_returned(call, enclosing).get(key) if key is not None else None
+
     def unpacked(self, call: cst.Call, enclosing, state=None) -> list | None:
         """`model, optimizer = get_model()`: the module each position of the tuple a factory returns holds
         (None where it holds none we know), from its summary; `model, opt = amp.initialize(model, opt)`: what
@@ -280,3 +298,11 @@ def _gathered_from(expr: cst.BaseExpression) -> str | None:
     if type(expr) is cst.Attribute:
         return value_key(expr)
     return None
+
+
+def _literal_key(subscript: cst.Subscript) -> str | None:
+    """`parts["encoder"]`: the literal string key, if the subscript is one."""
+    if len(subscript.slice) != 1 or type(subscript.slice[0].slice) is not cst.Index:
+        return None
+    key = literal_value(subscript.slice[0].slice.value)
+    return key if isinstance(key, str) else None

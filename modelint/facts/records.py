@@ -105,6 +105,9 @@ class FunctionFlow:
     # name: that parameter handed back as it came), joined over its returns; "" once two returns disagree in
     # length or one returns something else.
     returned_items: list | str | None = None
+    # A dict it returns with literal keys (`return {"embeddings": emb, "vocab": vocab}`): the module under each
+    # key, joined over its returns (a key some return lacks is dropped); "" once a return hands back anything else.
+    returned_entries: dict | str | None = None
     # The parameter every return hands back untouched (`return model` after `model.load_state_dict(...)`);
     # "" once a return hands back anything else.
     returned_param: str | None = None

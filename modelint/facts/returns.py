@@ -3,6 +3,7 @@
 - the module it returns (`return model`, `return Net()`: a factory), joined over its returns;
 - a tuple's items (`return model, optimizer`), each position's module, or the parameter a position hands
   back as it came (`return model, msg` after `model.load_state_dict(...)`);
+- a dict's entries under literal keys (`return {"embeddings": emb, "vocab": vocab}`);
 - the parameter every return hands back untouched.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 import libcst as cst
 
 from modelint.facts.lattice import ENTRY_MODE, ModeFact
+from modelint.facts.names import literal_value
 from modelint.facts.provenance import Fresh, receiver_key
 from modelint.facts.state import State
 
@@ -21,6 +23,7 @@ class ReturnedValues:
     def returned_value(self, value: cst.BaseExpression | None, state: State) -> None:
         """`return model` / `return Net()`: what a factory hands its caller."""
         self._returned_items(value, state)
+        self._returned_entries(value, state)
         if value is None:
             return
         key = receiver_key(value, self.flow.imports)
@@ -54,6 +57,20 @@ class ReturnedValues:
             self.out.returned_items = ""
         else:
             self.out.returned_items = [_join_item(a, b) for a, b in zip(seen, items)]
+
+    def _returned_entries(self, value: cst.BaseExpression | None, state: State) -> None:
+        """`return {"embeddings": emb, "vocab": vocab}`: the module under each literal key."""
+        if self.out.returned_entries == "":
+            return
+        keys = [literal_value(e.key) if type(e) is cst.DictElement else None
+                for e in (value.elements if type(value) is cst.Dict else ())]
+        if type(value) is not cst.Dict or not keys or not all(isinstance(key, str) for key in keys):
+            self.out.returned_entries = ""
+            return
+        entries = {key: self._module_value(element.value, state) for key, element in zip(keys, value.elements)}
+        seen = self.out.returned_entries
+        self.out.returned_entries = entries if seen is None else {
+            key: _join_item(held, entries[key]) for key, held in seen.items() if key in entries}
 
     def _handed_back_parameter(self, value: cst.BaseExpression, state: State) -> str | None:
         """`return model, msg` after `model.load_state_dict(...)`: the parameter handed back as it came."""

@@ -119,6 +119,10 @@ def summarise(flow, function_flow, globals_: frozenset[str], closures=()) -> Fun
     if items and any(item is not None for item in items):
         summary.returns_items = tuple(ReturnFact(None, 1, False, param=item) if isinstance(item, str)
                                       else _return_fact(item) if item is not None else None for item in items)
+    entries = function_flow.returned_entries
+    if entries:
+        summary.returns_entries = {key: found for key, held in entries.items()
+                                   if held is not None and (found := _return_fact(held)) is not None}
     summary.context_mode, summary.context_grad = _context_effects(flow, function)
     summary.backprops = [p for p in params if "train" in function_flow.uses.get(("param", p), ())]
     summary.evaluates = [p for p in params if _only_evaluated(function_flow.uses.get(("param", p), ()))]

@@ -23,10 +23,11 @@ def select_targets(flow) -> list[FunctionInfo | None]:
     collector, modules = flow.collector, flow.modules
     constructing = {site.function for _key, value, site in collector.call_assigns
                     if modules.module_expression(value)[0] is not None}
-    # `return nn.Sequential(...)`: a factory, whose summary says what it hands out.
+    # `return nn.Sequential(...)`, `return {"embeddings": nn.Embedding(n, d), ...}`: a factory, whose summary says
+    # what it hands out.
     constructing.update(site.site.function for site in collector.calls
                         if type(site.site.stmt) is cst.SimpleStatementLine
-                        and any(type(small) is cst.Return and small.value is site.node
+                        and any(type(small) is cst.Return and _returned_whole_or_entry(small.value, site.node)
                                 for small in site.site.stmt.body)
                         and modules.module_expression(site.node)[0] is not None)
     using_globals = {site.site.function for site in collector.calls
@@ -86,3 +87,14 @@ def select_targets(flow) -> list[FunctionInfo | None]:
 
 def _is_forward_like(name: str) -> bool:
     return name == "forward" or name.startswith(("forward_", "_forward")) or name in ("__init__", "__call__")
+
+
+def _returned_whole_or_entry(returned, node) -> bool:
+    """Is `node` what a `return` hands back, or an item or entry of the tuple or dict it hands back?"""
+    if returned is node:
+        return True
+    if type(returned) in (cst.Tuple, cst.List):
+        return any(type(element) is cst.Element and element.value is node for element in returned.elements)
+    if type(returned) is cst.Dict:
+        return any(type(element) is cst.DictElement and element.value is node for element in returned.elements)
+    return False
