@@ -128,6 +128,8 @@ class MissingNoGrad(Rule):
             return None  # its class's own `forward` is decorated `@torch.no_grad()`: no graph is recorded
         if needs_input_gradients(facts, forward):
             return None  # its `forward` differentiates with respect to its inputs (forces): no_grad would break it
+        if forward.via is None and _gradients_cleared_first(facts, forward):
+            return None  # `model.zero_grad()`, then the forward: its gradients are wanted (Grad-CAM, saliency)
         grad = effective_grad(facts, forward)
         if forward.via is not None and forward.via.grad == "some":
             return None  # the helper runs it under a conditional no_grad (`set_grad_enabled(flag)`)
@@ -469,3 +471,22 @@ def _prediction_beside_gradients(function, forward) -> bool:
     read = {dotted(node) for arg in forward.call.args for node in iter_nodes(arg.value)
             if type(node) in (cst.Name, cst.Attribute)}
     return not read & names
+
+
+def _gradients_cleared_first(facts, forward) -> bool:
+    """The model's own gradients are cleared just before the forward (`model.zero_grad()`, not an optimizer's),
+    where nothing steps an optimizer: the output's gradients are wanted, by code we may not see (a CAM
+    extractor handed the scores runs the backward)."""
+    function = forward.function
+    flow = next((f for f in facts.flow.flows if f.function is function), None)
+    if flow is None or any(step.kind == "step" for step in flow.steps.values()):
+        return False
+    here = facts.locate(forward.call)
+    for site in facts.collector.calls:
+        func = site.node.func
+        if site.site.function is function and type(func) is cst.Attribute and func.attr.value == "zero_grad" \
+                and dotted(func.value) == forward.key:
+            cleared = facts.locate(site.node)
+            if here is not None and cleared is not None and cleared[:2] < here[:2]:
+                return True
+    return False
