@@ -478,15 +478,16 @@ def _gradients_cleared_first(facts, forward) -> bool:
     where nothing steps an optimizer: the output's gradients are wanted, by code we may not see (a CAM
     extractor handed the scores runs the backward)."""
     function = forward.function
-    flow = next((f for f in facts.flow.flows if f.function is function), None)
+    by_model = facts.__dict__.get("_zero_grad_calls")
+    if by_model is None:  # (function, model) -> its `model.zero_grad()` calls, once per file
+        by_model = facts.__dict__["_zero_grad_calls"] = {}
+        for site in facts.collector.calls:
+            func = site.node.func
+            if type(func) is cst.Attribute and func.attr.value == "zero_grad":
+                by_model.setdefault((site.site.function, dotted(func.value)), []).append(site.node)
+    cleared = by_model.get((function, forward.key), ())
+    flow = next((f for f in facts.flow.flows if f.function is function), None) if cleared else None
     if flow is None or any(step.kind == "step" for step in flow.steps.values()):
         return False
-    here = facts.locate(forward.call)
-    for site in facts.collector.calls:
-        func = site.node.func
-        if site.site.function is function and type(func) is cst.Attribute and func.attr.value == "zero_grad" \
-                and dotted(func.value) == forward.key:
-            cleared = facts.locate(site.node)
-            if here is not None and cleared is not None and cleared[:2] < here[:2]:
-                return True
-    return False
+    here = facts.locate(forward.call)  # (placing nodes costs: only once a `zero_grad()` of that model is there)
+    return here is not None and any((at := facts.locate(node)) is not None and at[:2] < here[:2] for node in cleared)

@@ -41,14 +41,14 @@ class ObjectStarts:
         loss it back-propagates, the actor's optimizer stepped)."""
         out = {}
         kept = self._kept_from_constructors
-        for flow in self.flow.flows:
-            function = flow.function
-            if function is None or function.cls is None:
-                continue
+        trained: dict = {}
+        for method, key in self.flow.trained_models if kept else ():
+            if method is not None and method.cls is not None and (method.cls.name, key) in kept:
+                trained.setdefault(method, []).append(key)
+        for flow in self.flow.flows if trained else ():  # (in the order of the file: the first method names the site)
             steps = [step.call for step in flow.steps.values() if step.call in self.flow.assumed_sites]
-            for method, key in self.flow.trained_models:
-                if method is function and (function.cls.name, key) in kept and steps:
-                    out.setdefault((function.cls.name, key), ModeFact().switched("train", steps[0]))
+            for key in sorted(trained.get(flow.function, ())) if steps else ():
+                out.setdefault((flow.function.cls.name, key), ModeFact().switched("train", steps[0]))
         return out
 
     @cached_property
