@@ -271,12 +271,14 @@ def _named_after(function, collector, call: cst.Call, name: str) -> bool:
     """Does the code that makes `call` (a function's body, or the module's) name `name` after it?"""
     from modelint.facts.walk import iter_nodes
 
-    scope = function.node.body if function is not None else collector.module_node
-    inside = {id(node) for node in iter_nodes(call)}
-    after = False
-    for node in iter_nodes(scope):  # (in the order of the text)
-        if node is call:
-            after = True
-        elif after and id(node) not in inside and type(node) is cst.Name and node.value == name:
-            return True
-    return False
+    cache = collector.__dict__.setdefault("_names_in_order", {})  # scope -> (node -> rank, name -> last rank)
+    if function not in cache:
+        rank, last = {}, {}
+        for i, node in enumerate(iter_nodes(function.node.body if function is not None else collector.module_node)):
+            rank[node] = i
+            if type(node) is cst.Name:
+                last[node.value] = i
+        cache[function] = rank, last
+    rank, last = cache[function]
+    end = max((rank.get(node, -1) for node in iter_nodes(call)), default=-1)  # (the call's own arguments are in it)
+    return last.get(name, -1) > end
