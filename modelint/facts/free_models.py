@@ -177,7 +177,7 @@ class FreeModels:
             return None
         set_by = self.__dict__.setdefault("_attributes_set_to_names", {})
         if caller not in set_by:  # (the caller's `self.<attr> = <name>` statements, once)
-            set_by[caller] = {(assign.value.value) for assign in self.collector.attribute_assigns
+            set_by[caller] = {assign.value.value for assign in self.collector.attribute_assigns
                               if assign.site.function is caller and type(assign.value) is cst.Name}
         return _attribute_set_before(value.value, call, caller) if value.value in set_by[caller] else None
 

@@ -13,7 +13,7 @@ import libcst as cst
 
 from modelint.facts.modules import unwrap_chain
 from modelint.facts.names import key_root, value_key
-from modelint.facts.provenance import Fresh
+from modelint.facts.provenance import Fresh, Same
 from modelint.facts.state import State
 
 
@@ -23,7 +23,6 @@ class HandedModels:
     def record_handed_to_constructor(self, call: cst.Call, built, state: State) -> None:
         """`TD3(actor_network=Actor(obs, act), ...)`, a plain class of this file: the mode of the model each
         constructor parameter gets here, for what the object's methods start from (ObjectModes)."""
-        from modelint.facts.provenance import Same
         from modelint.facts.summary_effects import bind_arguments
 
         init = self.flow.collector.constructor(built)
