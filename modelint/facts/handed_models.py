@@ -13,7 +13,6 @@ import libcst as cst
 
 from modelint.facts.modules import unwrap_chain
 from modelint.facts.names import key_root, value_key
-from modelint.facts.provenance import Fresh, Same
 from modelint.facts.state import State
 
 
@@ -39,9 +38,7 @@ class HandedModels:
                 # (a model the creator goes on using may be switched later: `lm.eval()` after `Scorer(lm)`)
                 fact = state.fact(state.canonical(key))
             elif type(value) is cst.Call:
-                bound = self.flow.provenance.bound_value(value, state, lambda k: False, self.out.function)
-                fact = bound.fact if isinstance(bound, Fresh) else \
-                    state.fact(bound.key) if isinstance(bound, Same) else None
+                fact = self.flow.provenance.built_here(value, state, self.out.function)
             slot = (built.name, param)
             if slot not in table:
                 table[slot] = fact
@@ -195,10 +192,10 @@ class HandedModels:
                 handed[slot] = int(state.fact(key).dependence)
                 origins[slot] = state.fact(key).origin or "?"  # (a class of this file: not named for others)
             elif type(arg.value) is cst.Call:  # `TD3(actor_network=Actor(obs, act))`: built for the call
-                built = self.flow.provenance.bound_value(arg.value, state, lambda k: False, self.out.function)
-                if isinstance(built, Fresh):
-                    handed[slot] = int(built.fact.dependence)
-                    origins[slot] = built.fact.origin or "?"
+                built = self.flow.provenance.built_here(arg.value, state, self.out.function)
+                if built is not None:
+                    handed[slot] = int(built.dependence)
+                    origins[slot] = built.origin or "?"
         qualified = self.flow.imports.qualify(call.func) if handed else None
         if qualified is None and handed and type(call.func) is cst.Name:
             # (`evaluate(model, ...)` after `from utils import *`: named after each star import, for the index)

@@ -63,6 +63,12 @@ class Provenance:
         self.modules = flow.modules
         self.imports = flow.imports
 
+    def built_here(self, value: cst.BaseExpression, state, enclosing) -> ModeFact | None:
+        """The module `value` builds right there (`Actor(obs, act)`, `Net().to(dev)`, a factory's call), in the
+        mode it starts in; None for anything else (a model named, whatever it holds)."""
+        bound = self.bound_value(value, state, lambda k: False, enclosing)
+        return bound.fact if isinstance(bound, Fresh) else None
+
     def bound_value(self, value: cst.BaseExpression, state, follows, enclosing) -> Fresh | Same | None:
         """What binding `value` gives; `follows(key)` says whether a key names a module we follow."""
         built, applied = self.modules.module_expression(value)

@@ -13,7 +13,7 @@ import libcst as cst
 
 from modelint.facts.lattice import ENTRY_MODE, ModeFact
 from modelint.facts.names import literal_value
-from modelint.facts.provenance import Fresh, receiver_key
+from modelint.facts.provenance import receiver_key
 from modelint.facts.state import State
 
 
@@ -86,8 +86,7 @@ class ReturnedValues:
         key = receiver_key(value, self.flow.imports)
         if key is not None and state.tracks(state.canonical(key)):
             return state.fact(state.canonical(key))
-        bound = self.flow.provenance.bound_value(value, state, lambda k: False, self.out.function)
-        return bound.fact if isinstance(bound, Fresh) else None
+        return self.flow.provenance.built_here(value, state, self.out.function)
 
     def _ask_about_built(self, key: str | None) -> None:
         """`model = GIN(...)` of another file, not followed here, then `return model`: first pass only, the

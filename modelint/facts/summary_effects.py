@@ -22,7 +22,6 @@ from modelint.facts.lattice import ENTRY_MODE, ModeFact
 from modelint.facts.modules import Dependence
 from modelint.facts.names import key_root, unwrapped_key, value_key
 from modelint.facts.phases import argument_phase
-from modelint.facts.provenance import Fresh
 from modelint.facts.state import State
 from modelint.summary import FunctionSummary
 from modelint.textutil import code_of
@@ -138,12 +137,12 @@ class SummaryEffects:
             if arg_key is not None:
                 bound[name] = state.canonical(arg_key)
             elif type(value) is cst.Call:  # `evaluate(Net(), loader)`: a fresh module
-                fresh = self.flow.provenance.bound_value(value, state, lambda k: False, self.out.function)
-                if isinstance(fresh, Fresh):
+                fresh = self.flow.provenance.built_here(value, state, self.out.function)
+                if fresh is not None:
                     key = code_of(value)  # named as written: "SmallResNet()"
-                    state.models[key] = fresh.fact
-                    if fresh.fact.origin and fresh.fact.dependence is Dependence.UNKNOWN and self.flow.index is None:
-                        self.flow.unresolved.add(fresh.fact.origin)  # (the index may know that class's layers)
+                    state.models[key] = fresh
+                    if fresh.origin and fresh.dependence is Dependence.UNKNOWN and self.flow.index is None:
+                        self.flow.unresolved.add(fresh.origin)  # (the index may know that class's layers)
                     bound[name] = key
                     inline.append(key)
         if self_receiver is not None:
