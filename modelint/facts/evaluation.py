@@ -34,11 +34,9 @@ def effective_mode(facts, forward) -> ModeFact:
     if not mode.parameterless and key.startswith("self.") and key.count(".") == 1 \
             and facts.modules.attribute_parameterless(key[5:]):
         return replace(mode, parameterless=True)  # `self.evaluateL1 = nn.L1Loss()`, whatever mode it is in
-    part = key.rpartition(".")[2] if "." in key and "[" not in key else None
-    if part is not None and mode.dependence is not Dependence.INDEPENDENT:
-        built = facts.modules.part_dependence(part)
-        if built is not None and built < mode.dependence:  # `model.head(x)`, a Linear of a model with Dropout
-            return replace(mode, dependence=built)
+    refined = facts.modules.part_refined(key, mode.dependence)
+    if refined < mode.dependence:  # `model.head(x)`, a Linear of a model with Dropout
+        return replace(mode, dependence=refined)
     head = key.split(".")[0]
     if mode.dependence is Dependence.UNKNOWN and function is not None and head in function.param_set \
             and "[" not in key and facts.flow.entry_dependence(function, head) is Dependence.INDEPENDENT:

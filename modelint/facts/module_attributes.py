@@ -24,6 +24,13 @@ class ModuleAttributes:
         Encoder()`), how mode-dependent those are: `model.encoder(x)` runs that submodule. None otherwise."""
         return self._attribute_facts(name)[1]
 
+    def part_refined(self, key: str, dependence: Dependence) -> Dependence:
+        """How mode-dependent the part `key` of a model is (`model.head`, a Linear of a model with Dropout): at
+        most what the classes build on that attribute, where they say (part_dependence)."""
+        part = key.rpartition(".")[2] if "." in key and "[" not in key else None
+        built = self.part_dependence(part) if part is not None else None
+        return min(built, dependence) if built is not None else dependence
+
     def part_dependence(self, name: str) -> Dependence | None:
         """`submodule_dependence`, or where no class of the file sets `self.<name>`, what the project's other
         files' classes build there (the index, in the second phase)."""

@@ -120,8 +120,7 @@ class SummaryEffects:
             part = key.rpartition(".")[2] if key is not None and "[" not in key else None
             if key is not None and not (fact := state.fact(key)).parameterless \
                     and not (part and self.flow.modules.attribute_parameterless(part)):
-                built = self.flow.modules.part_dependence(part) if part else None
-                parts.append((use, key, fact, min(built, fact.dependence) if built is not None else fact.dependence))
+                parts.append((use, key, fact, self.flow.modules.part_refined(key, fact.dependence)))
         if not parts:
             return None
         use, key, fact, _ = max(parts, key=lambda part: part[3])  # (the first of the most dependent)
