@@ -178,6 +178,52 @@ def test_summaries_say_what_a_helper_does_to_its_arguments() -> None:
     assert [(u.param, u.intent) for u in summaries["predict"].forwards] == [("model", "returned")]
 
 
+def test_a_parameter_bound_to_another_value_is_not_the_callers_model() -> None:
+    facts = facts_of('''
+        import copy
+
+        def export(model, path):
+            model = copy.deepcopy(model)
+            model.eval()
+
+        def export_moved(model, path):
+            model = model.to("cpu")
+            model.eval()
+
+        def export_default(path, model=None):
+            if model is None:
+                model = load(path)
+            model.eval()
+    ''')
+    summaries = facts.flow.summaries
+    assert "export" not in summaries or summaries["export"].effects == {}
+    assert summaries["export_moved"].effects == {"model": "eval"}
+    assert summaries["export_default"].effects == {"model": "eval"}
+
+
+def test_a_method_runs_the_layers_of_its_module_list() -> None:
+    facts = facts_of('''
+        import torch.nn as nn
+
+        class Net(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.convs = nn.ModuleList([nn.Linear(4, 4), nn.Linear(4, 2)])
+
+            def inference(self, x):
+                for i, conv in enumerate(self.convs):
+                    x = conv(x)
+                return self.convs[-1](x)
+
+        def run(callbacks, x):
+            for callback in callbacks:
+                callback(x)
+    ''')
+    summaries = facts.flow.summaries
+    assert [(u.param, u.intent) for u in summaries["Net.inference"].forwards] == [("self.convs[]", "returned")] * 2
+    assert "run" not in summaries or not summaries["run"].forwards  # (a list a caller passes may hold callbacks)
+
+
 def test_callers_decide_a_helpers_grad_mode() -> None:
     facts = facts_of('''
         import torch

@@ -15,7 +15,7 @@ import libcst as cst
 
 from modelint.facts.uses import NONE
 from modelint.facts.lattice import NO_MODULE, ModeFact, first_site
-from modelint.facts.names import NOT_LITERAL, any_element, dotted, handed_at, literal_value, value_key
+from modelint.facts.names import NOT_LITERAL, any_element, dotted, handed_at, key_root, literal_value, value_key
 from modelint.facts.phases import decide, literal_strings
 from modelint.facts.provenance import Fresh, Same
 from modelint.facts.state import State
@@ -27,6 +27,11 @@ class Bindings:
 
     def forget(self, state: State, key: str) -> None:
         state.forget(key)
+        if key in self.params and key not in self.filling and self.out.function is not None \
+                and key in self.out.function.param_set:
+            # A parameter bound to another value: what happens to it from here on is not the caller's model's
+            # (`model = copy.deepcopy(model)`); unless it held None (`if model is None: model = Net()`).
+            self.out.rebound_params.add(key)
         self.params.discard(key)
 
     def _taint(self, state: State, key: str) -> None:
@@ -111,7 +116,10 @@ class Bindings:
             state.models[key] = bound.fact
         elif isinstance(bound, Same):
             if bound.key != key:
+                rebound = key in self.out.rebound_params
                 self.forget(state, key)
+                if key_root(bound.key) == key and not rebound:
+                    self.out.rebound_params.discard(key)  # (`model = model.module`: a part of the caller's model)
                 if "." not in key:
                     state.aliases[key] = bound.key
                 else:

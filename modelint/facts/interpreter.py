@@ -47,6 +47,8 @@ class Interpreter(Loops, Bindings, CallEffects):
         self.grad_choices: dict[str, str] = {}
         # `for m in net.modules():` while its body runs: m -> net (switching m switches part of net)
         self.parts: dict[str, str] = {}
+        # Parameters whose `if p is None:` body runs: binding them there replaces no model of the caller's.
+        self.filling: set[str] = set()
 
     def _models_held_by(self, call: cst.Call) -> frozenset[str]:
         """The models that the object a call runs was built with, in this function or at module level (`cam =
@@ -158,7 +160,12 @@ class Interpreter(Loops, Bindings, CallEffects):
                     continue
                 other = self.block(stmt.orelse.body, run_in)
                 break
+            filled = _tested_for_none(stmt.test)
+            filled = filled if filled in self.params and filled not in self.filling else None
+            if filled is not None:
+                self.filling.add(filled)
             branches.append((stmt, self.block(stmt.body, self._knowing(state.copy(), stmt, True))))
+            self.filling.discard(filled)
             if stmt.orelse is None:
                 other = self._knowing(state, stmt, False)
                 break
@@ -381,3 +388,12 @@ class Interpreter(Loops, Bindings, CallEffects):
 
 def _any_flag(_flag: str) -> bool:
     return True  # (whether nothing rebinds it is asked only of a flag tested again: knowing_the_condition)
+
+
+def _tested_for_none(test: cst.BaseExpression) -> str | None:
+    """`p is None` or `p == None`: `p`."""
+    if type(test) is cst.Comparison and type(test.left) is cst.Name and len(test.comparisons) == 1 \
+            and type(test.comparisons[0].operator) in (cst.Is, cst.Equal) \
+            and type(test.comparisons[0].comparator) is cst.Name and test.comparisons[0].comparator.value == "None":
+        return test.left.value
+    return None

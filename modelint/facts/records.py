@@ -117,6 +117,8 @@ class FunctionFlow:
     compares: set = field(default_factory=set)  # tokens of forwards scoring another's output against data (a loss)
     # `model.train(was_training)` restoring a mode saved here with no switch in between: model -> the call
     idle_restores: dict[str, cst.Call] = field(default_factory=dict)
+    # Parameters bound to another value on some path (`model = copy.deepcopy(model)`): not the caller's from there.
+    rebound_params: set[str] = field(default_factory=set)
 
     # An optimizer steps in a caller or another method of the same object, and this function computes no
     # gradient for its own sake: its backward is a training step (a micro-batch of gradient accumulation).

@@ -44,8 +44,9 @@ def summarise(flow, function_flow, globals_: frozenset[str], closures=()) -> Fun
     summary.globals = sorted(globals_)
 
     def caller_owned(key: str) -> bool:
-        # A parameter, an attribute or element of one (`self.model`, `args.net`, `args["net"]`) or a global model.
-        return key_root(key) in heads and key != "cls"
+        # A parameter, an attribute or element of one (`self.model`, `args.net`, `args["net"]`) or a global model;
+        # not a parameter bound to another value on some path (`model = copy.deepcopy(model)`).
+        return key_root(key) in heads and key != "cls" and key_root(key) not in function_flow.rebound_params
 
     summary.effects, summary.effect_sites = _effects(flow, function_flow.exit_state, caller_owned)
     if function_flow.phase_param is not None and function_flow.phase_param not in globals_:
