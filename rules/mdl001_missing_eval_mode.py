@@ -6,7 +6,7 @@ from typing import Iterator
 import libcst as cst
 
 from modelint.facts import FileFacts
-from modelint.facts.evaluation import (effective_grad, effective_mode, evaluation_context,
+from modelint.facts.evaluation import (effective_grad, effective_mode, evaluation_context, named_model,
                                        fed_by_a_model_in_eval_mode, is_module, returned_to_callers)
 from modelint.facts.smoke_tests import initialises_lazy_modules, smoke_test
 from modelint.facts.batches import over_batches
@@ -281,7 +281,7 @@ class MissingEvalMode(Rule):
         if trains_here and (_fitted_input(facts, forward) or _training_batch_statistic(facts, forward, context)
                             or _objective_on_the_training_batch(facts, forward, context)):
             return None
-        key = forward.key
+        key = named_model(facts, forward)
         proof = evidence(mode.train_sites, f"`{key}` is in training mode from here")
         via = forward.via
         # A helper returning its output computes it under its own no_grad: an evaluation helper, reported

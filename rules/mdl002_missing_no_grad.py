@@ -8,7 +8,7 @@ import libcst as cst
 
 from modelint.facts import FileFacts
 from modelint.facts import torch_api as api
-from modelint.facts.evaluation import (effective_grad, effective_mode, is_module, left_to_subclasses,
+from modelint.facts.evaluation import (effective_grad, effective_mode, is_module, left_to_subclasses, named_model,
                                        result_back_propagated, returned_to_callers)
 from modelint.facts.smoke_tests import dummy_input, initialises_lazy_modules, smoke_test
 from modelint.facts.mode_handling import frozen_attributes, frozen_by_every_caller, frozen_whole
@@ -170,7 +170,7 @@ class MissingNoGrad(Rule):
                 function is not None and forward.key in frozen_attributes(facts, function.cls)) \
                 or frozen_by_every_caller(facts, function, forward.key) or _frozen_in_the_callee(facts, forward):
             return None  # every parameter frozen here first (or by the object's constructor): no graph of its own
-        key = forward.key
+        key = named_model(facts, forward)
         via = forward.via
         if forward.uses == {"discard"} and not eval_mode:
             message = (f"`{key}` runs with autograd on and its output is dropped: the graph and every activation "

@@ -20,10 +20,25 @@ from modelint.facts.base_shapes import called_by_bases_that_switch_modes
 from modelint.facts.free_models import left_by_the_script
 from modelint.facts.lattice import ENTRY_MODE, GradFact, ModeFact, is_train_site
 from modelint.facts.modules import Dependence
-from modelint.facts.names import dotted
+from modelint.facts.names import dotted, value_key
 from modelint.facts.naming import is_evaluation_name
 from modelint.facts.phases import describe_value
 from modelint.facts.summaries import qualname
+
+
+def named_model(facts, forward) -> str:
+    """The model as a reader names it: `model` for its part `model.blocks[]` that `model.embed(x)`, a method of
+    the model's own class in this file, runs; else the forward's key."""
+    func = forward.call.func
+    if forward.via is None or forward.callee is None or type(func) is not cst.Attribute \
+            or forward.callee.path != facts.flow.path:
+        return forward.key
+    method = facts.flow.local_functions.get(forward.callee.qualname)
+    receiver = value_key(func.value)
+    if method is None or method.cls is None or not facts.is_module_class(method.cls) or receiver is None \
+            or not forward.key.startswith((receiver + ".", receiver + "[")):
+        return forward.key
+    return receiver
 
 
 def effective_mode(facts, forward) -> ModeFact:

@@ -57,7 +57,11 @@ class FollowedNames:
             return True  # set somewhere in the class (an inherited method from a base elsewhere is not)
         if key == api.SERVING_HANDLER_MODEL and self.flow.serving_handler(function.cls):
             return True  # the model TorchServe's BaseHandler loads
-        return self.flow.modules.is_module_name(key, function)
+        if self.flow.modules.is_module_name(key, function):
+            return True
+        # `self.convs[i]` of an `nn.ModuleList` (`nn.ModuleDict`, `nn.Sequential`) the class builds: a layer of it
+        container = key[:key.rindex("[")] if key.endswith("]") else None
+        return container is not None and "[" not in container and self.flow.modules.is_module_name(container, function)
 
     def _inherited_attribute(self, key: str) -> bool:
         """`self.model(x)` in a class that is no module and gets `self.model` from a base in another file
