@@ -8,6 +8,7 @@ from typing import Iterator
 import libcst as cst
 
 from modelint.facts import FileFacts
+from modelint.facts.evaluation import shown_attribute
 from modelint.facts.gates import runs_only_in_training
 from modelint.facts.modules import Dependence
 from modelint.facts.lattice import is_train_site
@@ -112,8 +113,9 @@ class TrainingInEvalMode(Rule):
                             or eval_branch_not_taken(facts.flow, flow, fact.eval_sites, step.phases) \
                             or (site is not None and runs_only_in_training(site.site, key, step.call)):
                         continue
-                    yield Report(step.call, _message(key, fact), stmt=site.site.stmt if site else None,
-                                 fix=_train_at_loop_top(site, key),
+                    shown = shown_attribute(facts, flow.function, key)
+                    yield Report(step.call, _message(shown, fact), stmt=site.site.stmt if site else None,
+                                 fix=_train_at_loop_top(site, shown),
                                  held_from_creators=facts.flow.objects.creators_argument(flow.function, key),
                                  **evidence(fact.eval_sites, f"`{key}` is put in eval mode here"))
                     break
@@ -164,6 +166,7 @@ class TrainingInEvalMode(Rule):
             method, site = left
             if _reference_kept_in_eval(facts, flow, key, site):
                 continue
+            key = shown_attribute(facts, flow.function, key)
             message = (f"`{key}` may be in eval mode here: `{method}()` may leave it in eval mode, and "
                        f"`{flow.function.name}()` never calls `{key}.train()` before training: training runs with "
                        f"Dropout off and BatchNorm statistics frozen; call `{key}.train()` before the training loop")

@@ -14,6 +14,7 @@ from functools import cached_property
 import libcst as cst
 
 from modelint.facts import torch_api as api
+from modelint.facts.accessors import is_property
 from modelint.facts.scopes import FunctionInfo
 from modelint.facts.caller_entry import CallerEntry, nested_name
 from modelint.facts.method_targets import MethodTargets
@@ -189,7 +190,10 @@ class CallGraph(MethodTargets, CallerEntry):
         cache = self.__dict__.setdefault("_callee_names", {})  # (asked for every call in every round)
         key = (call, enclosing)
         if key not in cache:
-            cache[key] = self._local_callee(call, enclosing)
+            named = self._local_callee(call, enclosing)
+            # (`self.model(x)` of a property `model`: the getter takes no `x`, what it hands back runs)
+            function = self.local_functions.get(named) if named is not None else None
+            cache[key] = None if function is not None and is_property(function) else named
         return cache[key]
 
     def _local_callee(self, call: cst.Call, enclosing: FunctionInfo | None) -> str | None:

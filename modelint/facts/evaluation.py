@@ -28,8 +28,17 @@ from modelint.facts.summaries import qualname
 
 def named_model(facts, forward) -> str:
     """The model as a reader names it: `model` for its part `model.blocks[]` that `model.embed(x)`, a method of
-    the model's own class in this file, runs; else the forward's key."""
+    the model's own class in this file, runs; `self.model` for `self._model` read through a property; else the
+    forward's key."""
     func = forward.call.func
+    owner = forward.function
+    while owner is not None and owner.cls is None:
+        owner = owner.outer
+    if owner is not None:
+        aliases = facts.flow.aliases_seen_by(owner.cls)
+        for written in (value_key(func), value_key(func.value) if type(func) is cst.Attribute else None):
+            if written is not None and aliases.get(written) == forward.key:
+                return written  # (`self.model(x)`, `self.model.inference(x)`)
     if forward.via is None or forward.callee is None or type(func) is not cst.Attribute \
             or forward.callee.path != facts.flow.path:
         return forward.key
@@ -39,6 +48,21 @@ def named_model(facts, forward) -> str:
             or not forward.key.startswith((receiver + ".", receiver + "[")):
         return forward.key
     return receiver
+
+
+def shown_attribute(facts, function, key: str) -> str:
+    """`self.model` for `self._model` (or its part `self._model.encoder`) in a method of a class that reads it
+    through a property (modelint.facts.accessors): the name its code writes."""
+    while function is not None and function.cls is None:
+        function = function.outer
+    if function is None or not key.startswith("self."):
+        return key
+    for name in facts.flow.class_and_bases(function.cls.name):
+        info = facts.flow.modules.classes.get(name)
+        for alias, target in facts.flow.property_aliases.get(info, {}).items():
+            if key == target or key.startswith(target + "."):
+                return alias + key[len(target):]
+    return key
 
 
 def effective_mode(facts, forward) -> ModeFact:

@@ -141,7 +141,7 @@ class ModeFlow(CallGraph, Optimizers, CallResolution):
         interpreter = Interpreter(self, flow, set(function.params) | function.enclosing_params
                                   | self.free.globals_of(function) | self.free.free_models(function))
         calls = self._calls_of.get(function, ())
-        aliases = {**self.objects.attribute_aliases.get(_owner_class(function), {}),
+        aliases = {**self.aliases_seen_by(_owner_class(function)),
                    **self.free.parameters_holding_globals(function, calls),
                    **self.free.parameters_holding_attributes(function, calls,
                                                              lambda call: self.site_of_call[call].site.function),
@@ -159,6 +159,20 @@ class ModeFlow(CallGraph, Optimizers, CallResolution):
         flow.exit_state = interpreter.run(function.node.body, state, self._phase_parameters[function])
         self._finish(flow, function)
         return flow
+
+    def aliases_seen_by(self, cls) -> dict:
+        """The attribute aliases (ObjectModes.attribute_aliases) of a class and of its bases in this file: a
+        subclass's method reads `self.model` through its base's property too (unless it sets that itself)."""
+        cache = self.__dict__.setdefault("_aliases_by_class", {})
+        if cls not in cache:
+            out: dict = {}
+            for name in reversed(self.class_and_bases(cls.name) if cls is not None else ()):
+                info = self.modules.classes.get(name)
+                for key, target in self.objects.attribute_aliases.get(info, {}).items():
+                    if info is cls or not self.collector.assigns_to(cls, key):
+                        out[key] = target
+            cache[cls] = out
+        return cache[cls]
 
     def _weightless_free_names(self, function: FunctionInfo) -> dict:
         """A closure's free names that the enclosing functions bind only to modules without weights

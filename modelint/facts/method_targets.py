@@ -15,6 +15,7 @@ from functools import cached_property
 import libcst as cst
 
 from modelint.facts import torch_api as api
+from modelint.facts.accessors import property_aliases
 from modelint.facts.modules import rewraps, unwrap_chain
 from modelint.facts.names import BUILTIN_NAMES, dotted
 from modelint.facts.returned_closures import ReturnedClosures
@@ -71,9 +72,13 @@ class MethodTargets(ReturnedClosures):
             enclosing = enclosing.outer
         if enclosing is None:
             return None
-        built = self._held_classes.get((enclosing.cls.name, func.value.attr.value))
+        attribute = func.value.attr.value
+        if (enclosing.cls.name, attribute) not in self._held_classes:
+            # (`self.model`, a property handing back `self._model`)
+            attribute = self.property_aliases.get(enclosing.cls, {}).get(f"self.{attribute}", "self." + attribute)[5:]
+        built = self._held_classes.get((enclosing.cls.name, attribute))
         if built is None:  # `self.model = model` in `__init__`, every `Agent(ResNetLike(), ...)` here handing one
-            return self._stored_parameter_class(enclosing.cls, func.value.attr.value)
+            return self._stored_parameter_class(enclosing.cls, attribute)
         if len(built) > 1:
             # `self.actor = ActorBeta()` or `ActorGaussian()`: `self.actor.mean(s)` runs the one that has `mean`
             built = {name for name in built if any(f"{cls_name}.{func.attr.value}" in self.local_functions
@@ -270,6 +275,11 @@ class MethodTargets(ReturnedClosures):
             scope = scope.outer
         built = self._held_classes.get((scope.cls.name, node.attr.value)) if scope is not None else None
         return next(iter(built)) if built is not None and len(built) == 1 and None not in built else None
+
+    @cached_property
+    def property_aliases(self) -> dict:
+        """class -> {`self.model`: `self._model`}: see modelint.facts.accessors."""
+        return property_aliases(self.collector)
 
     @cached_property
     def _plain_calls_of(self) -> dict:

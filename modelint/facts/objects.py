@@ -12,8 +12,9 @@ in training mode: if it evaluates without calling `eval()`, that is the bug, eve
 the object's own scoring calls it right after `eval()`. Training left by a step method
 (`train_epoch()`) that every caller here follows with `eval()` never reaches the users.
 
-An attribute that only ever wraps another (`self.mnetwork = DataParallel(self.network)`)
-is another name of it: `self.network.eval()` puts `self.mnetwork`'s forward in eval mode.
+An attribute that only ever wraps another (`self.mnetwork = DataParallel(self.network)`), or a
+property handing one back (modelint.facts.accessors), is another name of it: `self.network.eval()`
+puts `self.mnetwork`'s forward in eval mode.
 What the public methods hand back to the object's users: modelint.facts.object_exits.
 """
 
@@ -55,6 +56,8 @@ class ObjectModes(ObjectExits, ObjectStarts):
         for (cls, key), seen in targets.items():
             if len(seen) == 1 and None not in seen and key not in seen:
                 out.setdefault(cls, {})[key] = seen.pop()
+        for cls, aliases in self.flow.property_aliases.items():
+            out.setdefault(cls, {}).update(aliases)  # (`self.model` read through a property)
         return out
 
     def _wrapped_attribute(self, value, method) -> str | None:
