@@ -44,8 +44,10 @@ def named_model(facts, forward) -> str:
         return forward.key
     method = facts.flow.local_functions.get(forward.callee.qualname)
     receiver = value_key(func.value)
-    if method is None or method.cls is None or not facts.is_module_class(method.cls) or receiver is None \
-            or not forward.key.startswith((receiver + ".", receiver + "[")):
+    # (the method called by name on the model: not a part's forward, `model.decoder(x)`; nor a method the
+    # model's class calls on itself, `self.decode(x)`, where the part says more than `self`)
+    if method is None or method.cls is None or method.name != func.attr.value or receiver in (None, "self") \
+            or not facts.is_module_class(method.cls) or not forward.key.startswith((receiver + ".", receiver + "[")):
         return forward.key
     return receiver
 
