@@ -65,8 +65,8 @@ class ObjectExits:
         `train()` first, and whose callers here (if any) do not call it either: another public method that
         may hand the model back to the object's users in eval mode."""
         if function is None or function.cls is None or function.name.startswith("_") \
-                or not self.plain_object(function.cls):
-            return None
+                or not self.plain_object(function.cls) or function.name in self._handed_methods:
+            return None  # (a method handed to a call, `epoch_run=trainer.epoch_ce_loss`: run where that says)
         sites = self.flow.call_sites.get(f"{function.cls.name}.{function.name}", {})
         calls = sites.values()
         if any(caller is not function and key in models and (models[key].eval_sites or models[key].havoc or any(
@@ -79,6 +79,20 @@ class ObjectExits:
             if found is not None and found[0] != function.name:
                 return found
         return None
+
+    @cached_property
+    def _handed_methods(self) -> frozenset[str]:
+        """Names of methods some call here is handed as a value, bound to the object (`self.train_epoch`) or to
+        an object of a class of this file (`epoch_run=trainer.epoch_ce_loss`): callbacks."""
+        out = set()
+        for site in self.flow.collector.calls:
+            for arg in site.node.args:
+                value = arg.value
+                if type(value) is cst.Attribute and type(value.value) is cst.Name and value.attr.value in \
+                        self.flow.method_names and (value.value.value == "self" or self.flow._class_bound_to(
+                            value.value.value, site.site.function, set()) is not None):
+                    out.add(value.attr.value)
+        return frozenset(out)
 
     @staticmethod
     def _users_in_view_never_leave_eval(sites: dict, key: str) -> bool:
