@@ -93,6 +93,8 @@ class Bindings:
         if value is None:
             self.forget(state, key)
             return
+        if dotted(value) == key + ".module" and (state.tracks(key) or self.follows(key, state)):
+            return  # `model = model.module`: what its DataParallel wrapper holds, in the same mode
         saved = _saved_mode(value, state)
         if saved is not None and type(target) is cst.Name:
             self.forget(state, key)

@@ -54,7 +54,21 @@ def receiver_key(expr: cst.BaseExpression, imports) -> str | None:
     base, _ = unwrap_chain(expr)
     while type(base) is cst.Call and imports.qualify(base.func) in api.MODULE_WRAPPERS and base.args:
         base, _ = unwrap_chain(base.args[0].value)
-    return value_key(base)
+    unwrapped = _unwrapped_by_getattr(base)
+    return unwrapped if unwrapped is not None else value_key(base)
+
+
+def _unwrapped_by_getattr(node: cst.BaseExpression) -> str | None:
+    """`getattr(model, "module", model)`: what a DataParallel wrapper holds, or the model itself: "model"."""
+    if not (type(node) is cst.Call and type(node.func) is cst.Name and node.func.value == "getattr"
+            and len(node.args) == 3 and not any(arg.keyword or arg.star for arg in node.args)):
+        return None
+    first, name, default = (arg.value for arg in node.args)
+    key = value_key(first)
+    if type(name) is not cst.SimpleString or name.evaluated_value != "module" or key is None \
+            or value_key(default) != key:
+        return None
+    return key
 
 
 class Provenance:

@@ -244,6 +244,9 @@ MODULE_WRAPPERS = frozenset(
      "torch.nn.parallel.DataParallel", "torch.nn.parallel.distributed.DistributedDataParallel",
      "torch.nn.parallel.data_parallel.DataParallel",
      "mmcv.parallel.MMDataParallel", "mmcv.parallel.MMDistributedDataParallel",
+     "torch.distributed.fsdp.FullyShardedDataParallel",
+     "torch.distributed.fsdp.fully_sharded_data_parallel.FullyShardedDataParallel",
+     "torch.distributed.fsdp.fully_shard", "torch.distributed._composable.fsdp.fully_shard",
      # reparametrisations that return the very module they are given
      "torch.nn.utils.weight_norm", "torch.nn.utils.spectral_norm", "torch.nn.utils.weight_norm.weight_norm",
      "torch.nn.utils.spectral_norm.spectral_norm", "torch.nn.utils.parametrizations.weight_norm",
