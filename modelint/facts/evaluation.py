@@ -83,6 +83,10 @@ def effective_mode(facts, forward) -> ModeFact:
             and "[" not in key and facts.flow.entry_dependence(function, head) is Dependence.INDEPENDENT:
         # every caller hands a model without mode layers (so are its parts: `model.m_uv_1(h)`)
         return replace(mode, dependence=Dependence.INDEPENDENT)
+    if mode.dependence is Dependence.UNKNOWN and head in facts.flow.global_models \
+            and head in facts.flow.free.globals_of(function) \
+            and facts.flow.free.global_dependences.get(head) is Dependence.INDEPENDENT:
+        return replace(mode, dependence=Dependence.INDEPENDENT)  # `model = TinyVAE()` at the top, Linear layers only
     return mode
 
 

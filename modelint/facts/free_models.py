@@ -78,6 +78,24 @@ class FreeModels:
         loaded = {name for scope, name in self.loaded_modules if scope is None}
         return frozenset(key for key, none in weightless.items() if not none) | loaded
 
+    @cached_property
+    def global_dependences(self) -> dict:
+        """Module-level model -> how much it depends on the mode, from every binding of it (`model = TinyVAE()`,
+        a class of Linear layers only: INDEPENDENT); UNKNOWN when any binding is not a construction seen here."""
+        from modelint.facts.modules import Dependence
+
+        out: dict = {}
+        for key, value, site in self.collector.call_assigns:
+            if key in self.global_models and "." not in key and (
+                    (site.function is None and site.cls is None) or self._declared_global(site.function, key)):
+                construction = self.modules.module_expression(value)[0]
+                found = construction.dependence if construction is not None else Dependence.UNKNOWN
+                out[key] = max(out.get(key, found), found)
+        for key in self.global_models:
+            if key not in out or (None, key) in self.loaded_modules:
+                out[key] = Dependence.UNKNOWN
+        return out
+
     def _declared_global(self, function: FunctionInfo | None, name: str) -> bool:
         """Does a top-level function declare `global name`: what it binds to `name` is the module's?"""
         return function is not None and function.outer is None and function.cls is None \
