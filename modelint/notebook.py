@@ -172,9 +172,11 @@ class Joined:
         self.line_map: list[tuple[int, int]] = []  # joined row -> (cell number, row in cell)
         self.problems: list[Finding] = []
         self.blanked: set[int] = set()  # cells read with their broken statements blanked
+        self.shifts: list[int] = []  # joined row -> the columns IPython's dedent took off its start
         for number, lines in enumerate(cells, 1):
             if lines is None:
                 continue
+            lines, shifts = _leading_indent(lines)
             python = neutralise(lines)
             verdict = limits.cpython_parse("\n".join(python))
             if isinstance(verdict, limits.Verdict):
@@ -188,6 +190,7 @@ class Joined:
             for row, line in enumerate(python, 1):
                 joined.append(line)
                 self.line_map.append((number, row))
+                self.shifts.append(shifts[row - 1] if row <= len(shifts) else 0)
         self.text = "\n".join(joined) + "\n"
 
     def row_of(self, cell: int, row: int) -> int | None:
@@ -196,6 +199,17 @@ class Joined:
             return self.line_map.index((cell, row)) + 1
         except ValueError:
             return None
+
+
+def _leading_indent(lines: list[str]) -> tuple[list[str], list[int]]:
+    """IPython's dedent of a cell whose first line is indented (` model.eval()`): that indentation comes off
+    every line starting with it. The lines, and how many columns each lost."""
+    first = lines[0] if lines else ""
+    indent = first[:len(first) - len(first.lstrip(" \t"))]
+    if not indent or not first.strip():
+        return lines, [0] * len(lines)
+    shifts = [len(indent) if line.startswith(indent) else 0 for line in lines]
+    return [line[shift:] for line, shift in zip(lines, shifts)], shifts
 
 
 def joined_source(data: bytes, path: str) -> Joined:
@@ -218,13 +232,16 @@ def lint_notebook(data: bytes, path: str, codes: frozenset[str], index=None) -> 
             cell, row = line_map[finding.location.row - 1]
             if cell in joined.blanked:
                 continue  # what a cell with gaps computes is not written yet: it only tells the others its names
-            end_cell, end_row = line_map[min(finding.end_location.row, len(line_map)) - 1]
+            end_index = min(finding.end_location.row, len(line_map)) - 1
+            end_cell, end_row = line_map[end_index]
+            shift = joined.shifts[finding.location.row - 1]
             finding.cell = cell
-            finding.location = Location(row, finding.location.column)
-            finding.end_location = Location(end_row if end_cell == cell else row, finding.end_location.column)
+            finding.location = Location(row, finding.location.column + shift)
+            finding.end_location = Location(end_row if end_cell == cell else row,
+                                            finding.end_location.column + joined.shifts[end_index])
         finding.fix = None  # edits are positions in the joined source, not in the notebook's JSON
         # (its notes here move to their cells; a position still to be looked up in the notebook cannot be)
-        finding.related = tuple(_in_cells(related, path, line_map) for related in finding.related
+        finding.related = tuple(_in_cells(related, path, line_map, joined.shifts) for related in finding.related
                                 if related.path != path
                                 or (related.call is None and 0 < related.location.row <= len(line_map)))
         findings.append(finding)
@@ -233,7 +250,7 @@ def lint_notebook(data: bytes, path: str, codes: frozenset[str], index=None) -> 
     # the methods it calls on objects it cannot place (under no_grad? after eval()?), and what it asks of
     # their classes; its own functions are no one's to import.
     for finding in result.foreign:  # reported in a .py helper: its notes here point into cells
-        finding.related = tuple(_in_cells(related, path, line_map) for related in finding.related)
+        finding.related = tuple(_in_cells(related, path, line_map, joined.shifts) for related in finding.related)
     summary = result.summary
     if summary is not None:
         summary = FileSummary(path, unresolved=summary.unresolved, asked_classes=summary.asked_classes,
@@ -243,10 +260,11 @@ def lint_notebook(data: bytes, path: str, codes: frozenset[str], index=None) -> 
                       foreign=result.foreign)
 
 
-def _in_cells(related: Related, path: str, line_map: list[tuple[int, int]]) -> Related:
+def _in_cells(related: Related, path: str, line_map: list[tuple[int, int]], shifts: list[int] | None = None) -> Related:
     """A note about the joined notebook, at its cell and row there."""
     row = related.location.row
     if related.path != path or related.call is not None or not 0 < row <= len(line_map):
         return related
     cell, cell_row = line_map[row - 1]
-    return replace(related, location=Location(cell_row, related.location.column), cell=cell)
+    column = related.location.column + (shifts[row - 1] if shifts else 0)
+    return replace(related, location=Location(cell_row, column), cell=cell)

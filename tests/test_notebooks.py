@@ -59,6 +59,21 @@ def test_automagic_lines_without_their_percent_sign_are_ipython() -> None:
     assert neutralise(python) == python
 
 
+def test_a_cell_indented_as_a_whole_is_dedented_as_ipython_does(tmp_path: Path) -> None:
+    # (a cell pasted with one leading space runs in Jupyter: IPython takes that indentation off every line)
+    path = tmp_path / "eval.ipynb"
+    _notebook(path, "import torch\nimport torch.nn as nn\n",
+              " net = nn.Sequential(nn.Linear(4, 8), nn.Dropout(0.5), nn.Linear(8, 2))\n"
+              " opt = torch.optim.SGD(net.parameters(), lr=0.1)\n"
+              " for x, y in batches:\n"
+              "     loss = nn.functional.cross_entropy(net(x), y)\n"
+              "     opt.zero_grad()\n     loss.backward()\n     opt.step()\n"
+              " with torch.no_grad():\n"
+              "     print(net(test_x).argmax(1))\n")
+    out = check(str(path)).stdout
+    assert "E999" not in out and "eval.ipynb:cell 2:9:12: MDL001" in out
+
+
 def test_only_a_line_that_starts_a_statement_is_ipython() -> None:
     from modelint.notebook import neutralise
 
