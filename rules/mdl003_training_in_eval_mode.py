@@ -381,11 +381,27 @@ def _optimized_models(facts: FileFacts) -> dict:
         owners: set[str] = set()
         for arg in site.node.args:
             owners |= parameter_owners(arg.value)  # `model.encoder.parameters()` trains `model` too
+        if not owners and qualified.startswith("torch.optim.") and _tensors_listed(facts, site):
+            owners = {_TENSORS_ONLY}  # `Adam([mask], lr=0.1)`: it steps those tensors, no model
         known, complete = found.setdefault(site.site.function, (set(), True))
         if qualified.startswith("torch.optim.") and "lr_scheduler" not in qualified and not owners:
             complete = False
         found[site.site.function] = (known | owners, complete)
     return found
+
+
+# What an optimizer handed only tensors trains (an explanation's input mask, adversarial noise): no model.
+_TENSORS_ONLY = "<tensors>"
+
+
+def _tensors_listed(facts: FileFacts, site) -> bool:
+    """`Adam([mask, noise], ...)`: a list of plain names, none of them a model of this file."""
+    first = site.node.args[0].value if site.node.args and site.node.args[0].keyword is None else None
+    if type(first) not in (cst.List, cst.Tuple) or not first.elements:
+        return False
+    names = [e.value.value for e in first.elements if type(e) is not cst.StarredElement and type(e.value) is cst.Name]
+    return len(names) == len(first.elements) and not any(
+        name in facts.flow.global_models or facts.modules.is_module_name(name, site.site.function) for name in names)
 
 
 def _in_scope(facts: FileFacts, by_scope: dict, function) -> tuple[set[str], bool]:
