@@ -197,8 +197,8 @@ class FileFacts:
             # (pytest collects `test*` methods of `Test*` classes only: `TranslatorTest.test()` runs inference)
             collected = function.cls is None or function.cls.name.startswith("Test")
             if function.name.startswith("test") and function.outer is None and collected and (
-                    is_test_file(self.path) or (function.name.startswith("test_") and not function.params
-                                                and _asserts(function))) \
+                    is_test_file(self.path) or (function.name.startswith("test_") and _asserts(function)
+                                                and (not function.params or _asserts_shapes(function)))) \
                     and (_asserts(function) or function.cls is not None or not self._run_by_the_script(function, seen)):
                 # (a pytest-style `test_tagger()` checking shapes with `assert`, wherever it lives; a `test_*`
                 # method of a `Test*` class stays a test when the file's own bottom lines call it too)
@@ -288,3 +288,16 @@ def _asserts(function: FunctionInfo) -> bool:
         found = function.__dict__["_asserts"] = function.cls is None and any(
             type(node) is cst.Assert for node in iter_nodes(function.node.body, skip_lambdas=True))
     return found
+
+
+def _asserts_shapes(function: FunctionInfo) -> bool:
+    """Does every `assert` of the function check shapes (`out.shape == x.shape`, `y.size(0) == n`, `len(...)`)?
+    A test handed its inputs (`test_tagger_shapes(inputs, n_words)`), not an evaluation handed a model."""
+    from modelint.facts.walk import iter_nodes
+
+    asserts = [node for node in iter_nodes(function.node.body, skip_lambdas=True) if type(node) is cst.Assert]
+    return bool(asserts) and all(any(
+        (type(node) is cst.Attribute and node.attr.value in ("shape", "ndim"))
+        or (type(node) is cst.Call and ((type(node.func) is cst.Attribute and node.func.attr.value in ("size", "dim"))
+                                        or (type(node.func) is cst.Name and node.func.value == "len")))
+        for node in iter_nodes(check.test)) for check in asserts)
