@@ -40,7 +40,7 @@ def summarise(flow, function_flow, globals_: frozenset[str], closures=()) -> Fun
     params = function.params
     heads = set(params) | globals_
     summary = FunctionSummary(qualname(function), flow.path, params, is_method=function.cls is not None,
-                              trains=function_flow.trains)
+                              trains=function_flow.trains and not _input_gradients_only(function_flow))
     summary.globals = sorted(globals_)
 
     def caller_owned(key: str) -> bool:
@@ -139,6 +139,15 @@ def _return_fact(returned) -> ReturnFact | None:
     mode = "train" if returned.definitely_train else "eval" if returned.definitely_eval else None
     site = first_site(returned.eval_sites if mode == "eval" else returned.train_sites)
     return ReturnFact(mode, int(returned.dependence), returned.certain, site, parameterless=returned.parameterless)
+
+
+def _input_gradients_only(function_flow) -> bool:
+    """A backward run for the gradients of the inputs (an attack's sign step, a saliency map), with no
+    optimizer stepping there: the function trains nothing, and neither does its caller by calling it."""
+    function = function_flow.function
+    return function.takes_input_gradients and not function_flow.backward_in_helpers \
+        and not any(step.kind == "step" for step in (*function_flow.steps.values(),
+                                                     *function_flow.helper_steps.values()))
 
 
 def _effects(flow, exit_state, caller_owned) -> tuple[dict, dict]:
