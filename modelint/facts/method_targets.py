@@ -35,10 +35,16 @@ class MethodTargets(ReturnedClosures):
             return None
         receiver = dotted(func.value)
         if receiver is None or receiver.split(".")[0] in ("self", "cls") or not defining or len(defining) != 1 \
-                or not self.modules.is_module_name(receiver, enclosing):
+                or not (self.modules.is_module_name(receiver, enclosing) or self._module_part(receiver, enclosing)):
             return None
         found = f"{defining[0]}.{func.attr.value}"
         return found if found in self.local_functions else None  # (a class nested in a function is named otherwise)
+
+    def _module_part(self, receiver: str, enclosing: FunctionInfo | None) -> bool:
+        """`model.codec` of a name shown to be a module, where this file's classes build `self.codec` as one."""
+        parent, dot, name = receiver.rpartition(".")
+        return bool(dot) and "[" not in receiver and self.modules.is_module_name(parent, enclosing) \
+            and self.modules.sets_attribute(name) and self.modules.submodule_dependence(name) is not None
 
     @cached_property
     def _method_owners(self) -> dict[str, list[str]]:
