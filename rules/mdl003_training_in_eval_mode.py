@@ -12,7 +12,8 @@ from modelint.facts.evaluation import shown_attribute
 from modelint.facts.gates import runs_only_in_training
 from modelint.facts.modules import Dependence
 from modelint.facts.lattice import is_train_site
-from modelint.facts.names import NOT_LITERAL, dotted, key_prefixes, literal_value, parameter_owners, same_or_nested
+from modelint.facts.names import (NOT_LITERAL, dotted, key_prefixes, literal_value, parameter_owners, same_or_nested,
+                                  value_key)
 from modelint.facts.phase_callers import eval_branch_not_taken, mode_picked_by_callers
 from modelint.facts.scopes import loops_around
 from modelint.summary import RemoteSite
@@ -298,6 +299,8 @@ def _gradients_measured_in_eval(facts: FileFacts, flow, fact, step) -> bool:
     function = step.function
     if function is None or any(s.kind == "step" for s in flow.steps.values()):
         return False
+    if any((key := value_key(arg.value)) is not None and facts.flow.is_optimizer(key) for arg in step.call.args):
+        return False  # `backward_and_step(loss, optimizer)`: a helper handed the optimizer steps it
     return _eval_set_here(facts, fact, function)
 
 
