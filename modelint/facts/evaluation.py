@@ -16,7 +16,7 @@ from dataclasses import replace
 
 import libcst as cst
 
-from modelint.facts.base_shapes import called_by_bases_that_switch_modes
+from modelint.facts.base_shapes import a_visible_base_elsewhere_switches, called_by_bases_that_switch_modes
 from modelint.facts.free_models import left_by_the_script
 from modelint.facts.lattice import ENTRY_MODE, GradFact, ModeFact, is_train_site
 from modelint.facts.modules import Dependence
@@ -172,7 +172,15 @@ def is_module(facts, forward, mode: ModeFact) -> bool:
     return facts.modules.is_module_name(forward.key, forward.function) \
         or facts.flow.is_trained_model(forward.function, forward.key) \
         or _annotated_as_a_module(facts, forward.function, forward.key) \
-        or _handed_a_module(facts, forward.function, forward.key)
+        or _handed_a_module(facts, forward.function, forward.key) \
+        or _switched_by_a_base_elsewhere(facts, forward.function, forward.key)
+
+
+def _switched_by_a_base_elsewhere(facts, function, key: str) -> bool:
+    """`self.model` of a subclass whose base in another file calls `self.model.eval()`: a module."""
+    return function is not None and function.cls is not None and key.startswith("self.") and key.count(".") == 1 \
+        and facts.modules.has_foreign_base(function.cls) \
+        and a_visible_base_elsewhere_switches(facts.flow, function.cls, key)
 
 
 def _handed_a_module(facts, function, key: str) -> bool:

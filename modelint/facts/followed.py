@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import libcst as cst
 
-from modelint.facts.base_shapes import base_shapes_elsewhere
+from modelint.facts.base_shapes import a_visible_base_elsewhere_switches, base_shapes_elsewhere
 from modelint.facts import torch_api as api
 from modelint.facts.lattice import ModeFact
 from modelint.facts.modules import unwrap_chain
@@ -57,6 +57,9 @@ class FollowedNames:
             return True  # set somewhere in the class (an inherited method from a base elsewhere is not)
         if key == api.SERVING_HANDLER_MODEL and self.flow.serving_handler(function.cls):
             return True  # the model TorchServe's BaseHandler loads
+        if key.count(".") == 1 and self.flow.modules.has_foreign_base(function.cls) \
+                and a_visible_base_elsewhere_switches(self.flow, function.cls, key):
+            return True  # a subclass's hook running `self.model`, which its base in another file puts in eval mode
         if self.flow.modules.is_module_name(key, function):
             return True
         # `self.convs[i]` of an `nn.ModuleList` (`nn.ModuleDict`, `nn.Sequential`) the class builds: a layer of it
