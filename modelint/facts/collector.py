@@ -173,6 +173,9 @@ class Collector(FastVisitor):
             self._phase_name(test.value, node)
         elif type(test) is cst.Comparison and type(test.left) is cst.Name and len(test.comparisons) == 1:
             self._phase_name(test.left.value, node)  # (`if flag == False:`; the comparison is filed too)
+        elif type(test) is cst.BooleanOperation and type(test.left) is cst.Comparison \
+                and type(test.left.left) is cst.Name:
+            self._phase_name(test.left.left.value, node)  # (`if mode == "train" or mode == "train+log":`)
 
     def visit_Comparison(self, node: cst.Comparison) -> None:
         if type(node.left) is cst.Name and len(node.comparisons) == 1:

@@ -163,8 +163,10 @@ def phase_parameter(function) -> tuple[str, tuple] | None:
             unnamed = not _tokens_of(equal.get(name, ())) & EVAL_WORDS
             return name, (*sorted(values), OTHER) if unnamed else tuple(sorted(values))
     for name, values in strings.items():
-        if _tokens_of(values) <= TRAIN_WORDS and name in _tested_around(function, params, _around_training):
-            return name, (*sorted(values), OTHER)  # `if phase == "train": loss.backward()`: "train" or not
+        if all(set(tokens(value)) & TRAIN_WORDS for value in values) \
+                and name in _tested_around(function, params, _around_training):
+            # `if phase == "train": loss.backward()` (or `mode == "train" or mode == "train+log"`): training or not
+            return name, (*sorted(values), OTHER)
     for name, values in strings.items():
         if len(values) <= _MAX_VALUES and name in _tested_around(function, params, _around_switches):
             # `if mode == "greedy": with torch.no_grad(): ...`: the branch changes the grad mode or a model's
@@ -184,9 +186,13 @@ def _tested_around(function, params: set, around) -> set:
     found = set()
     for node in function.phase_nodes:
         test = node.test if type(node) is cst.If else None
-        if type(test) is cst.Comparison and type(test.left) is cst.Name and test.left.value in params \
-                and around(node):
-            found.add(test.left.value)
+        tests = [test]
+        while tests and type(tests[-1]) is cst.BooleanOperation:  # (`mode == "train" or mode == "train+log"`)
+            last = tests.pop()
+            tests += [last.left, last.right]
+        names = {t.left.value for t in tests if type(t) is cst.Comparison and type(t.left) is cst.Name}
+        if len(names) == 1 and all(type(t) is cst.Comparison for t in tests) and names <= params and around(node):
+            found |= names
     return found
 
 

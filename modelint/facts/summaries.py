@@ -61,7 +61,12 @@ def summarise(flow, function_flow, globals_: frozenset[str], closures=()) -> Fun
         return forward.fed and forward.mode == ENTRY_MODE and forward.via is None and len(forward.call.args) >= 2 \
             and value_key(forward.call.func) == forward.key and not flow.modules.is_module_name(forward.key, function)
 
-    trained = {forward.key for forward in function_flow.training_forwards() if not handed_loss(forward)}
+    training = [forward for forward in function_flow.training_forwards() if not handed_loss(forward)]
+    trained = {forward.key for forward in training}
+
+    def trained_in_pass(forward) -> set[str]:  # (a phase's pass trains only what that pass trains)
+        return {f.key for f in training if not forward.phase or not f.phase or f.phase == forward.phase}
+
     trains_keys: set[str] = set()  # models the caller passes, trained here in whatever mode the caller left
     closure_forwards = [f for closure in closures for f in closure.all_forwards()
                         if key_root(f.key) in function.param_set]
@@ -97,7 +102,7 @@ def summarise(flow, function_flow, globals_: frozenset[str], closures=()) -> Fun
         intent = forward.intent
         if forward.function is not None and forward.function.takes_input_gradients:
             intent = "training"  # its outputs' gradients are the point (a Jacobian, saliency): never an evaluation
-        use = _forward_use(flow, function, forward, intent, _trained_with(forward.key, trained))
+        use = _forward_use(flow, function, forward, intent, _trained_with(forward.key, trained_in_pass(forward)))
         if use is not None:
             summary.forwards.append(use)
     steps = [s for s in function_flow.steps.values() if s.kind == "backward"] or list(function_flow.steps.values())
@@ -105,8 +110,10 @@ def summarise(flow, function_flow, globals_: frozenset[str], closures=()) -> Fun
         # (a step under `if model.training:` never trains the caller's model in eval mode)
         step = next((s for s in steps if not _only_in_training(flow, s.call, key)), None)
         if step is not None:
-            phase_value = next(iter(step.phases)) if len(step.phases) == 1 and function_flow.phase_param else None
-            summary.steps.append(StepUse(key, flow.path, node=step.call, phase_value=phase_value))
+            # (one use per phase it runs in, when not in all: `mode` "train" or "train+log", not "eval")
+            every = function_flow.phase_param is None or len(step.phases) in (0, len(function_flow.phase_exits))
+            for phase_value in [None] if every else sorted(step.phases, key=repr):
+                summary.steps.append(StepUse(key, flow.path, node=step.call, phase_value=phase_value))
     for step in function_flow.helper_steps.values():
         key = step.trained_key
         if key and caller_owned(key) and step.models.get(key, ENTRY_MODE) == ENTRY_MODE:
