@@ -137,6 +137,8 @@ class Bindings:
                 state.models[key] = NO_MODULE  # (`fn = lambda x: x` on one branch, `fn = nn.Sigmoid()` on the other)
             elif type(target) is cst.Name and type(value) is cst.Dict:
                 self._alias_entries(key, value, state)
+            elif type(target) is cst.Name and type(value) in (cst.List, cst.Tuple):
+                self._built_elements(key, value, state)
             elif type(target) is cst.Name and type(value) is cst.Call:
                 self._alias_held_arguments(key, value, state)
                 self._constructed_models(key, value, state)
@@ -166,6 +168,17 @@ class Bindings:
             held = value_key(element.value)
             if isinstance(entry, str) and held is not None and state.tracks(state.canonical(held)):
                 state.aliases[f"{name}[{entry!r}]"] = state.canonical(held)
+
+    def _built_elements(self, name: str, value: cst.List | cst.Tuple, state: State) -> None:
+        """`members = [Member(), Member()]`: a list of modules built right here; `members[i](x)`, or `m(x)` in
+        `for m in members:`, runs one of them, in the mode they share."""
+        facts = [self.flow.provenance.built_here(element.value, state, self.out.function)
+                 if type(element) is cst.Element else None for element in value.elements]
+        if facts and None not in facts:
+            joined = facts[0]
+            for fact in facts[1:]:
+                joined = joined.join(fact)
+            state.models[f"{name}[]"] = joined
 
     def _alias_held_arguments(self, name: str, call: cst.Call, state: State) -> None:
         """`scorer = Scorer(model)`, a plain class of this file whose `__init__` keeps `self._model = model`:

@@ -57,7 +57,7 @@ class Loops:
         self.evaluation_loops += evaluation
         parts = self._submodule_loop(stmt)
         self.parts.update(parts)
-        layer = self._layer_loop(stmt) if type(stmt) is cst.For else None
+        layer = self._layer_loop(stmt, state) if type(stmt) is cst.For else None
         try:
             for _ in range(4):
                 breaks: list[State] = []
@@ -96,19 +96,21 @@ class Loops:
             result = self.block(stmt.orelse.body, result)
         return result
 
-    def _layer_loop(self, stmt: cst.For) -> tuple[str, str] | None:
+    def _layer_loop(self, stmt: cst.For, state: State) -> tuple[str, str] | None:
         """`for conv in self.convs:` / `for i, conv in enumerate(self.convs):` over an `nn.ModuleList` the class
-        builds: (the loop variable, the layer it stands for, `self.convs[]`), so that `conv(x)` runs a part of
-        the model. (Not a list a caller passes, which may hold callbacks or batches.)"""
+        builds, or over a list of modules built here (`members = [Member(), Member()]`): (the loop variable,
+        the element it stands for, `self.convs[]`), so that `conv(x)` runs a part of the model. (Not a list a
+        caller passes, which may hold callbacks or batches.)"""
         iterated, target = stmt.iter, stmt.target
         if type(iterated) is cst.Call and dotted(iterated.func) == "enumerate" and len(iterated.args) == 1 \
                 and type(target) is cst.Tuple and len(target.elements) == 2:
             iterated, target = iterated.args[0].value, target.elements[1].value
         container = value_key(iterated) if type(iterated) in (cst.Name, cst.Attribute) else None
         if container is None or type(target) is not cst.Name \
-                or not self.flow.modules.is_module_name(container, self.out.function):
+                or not (self.flow.modules.is_module_name(container, self.out.function)
+                        or f"{state.canonical(container)}[]" in state.models):
             return None
-        return target.value, f"{container}[]"
+        return target.value, f"{state.canonical(container)}[]"
 
     @staticmethod
     def _submodule_loop(stmt) -> dict[str, str]:
