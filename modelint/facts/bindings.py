@@ -137,7 +137,7 @@ class Bindings:
                 state.models[key] = NO_MODULE  # (`fn = lambda x: x` on one branch, `fn = nn.Sigmoid()` on the other)
             elif type(target) is cst.Name and type(value) is cst.Dict:
                 self._alias_entries(key, value, state)
-            elif type(target) is cst.Name and type(value) in (cst.List, cst.Tuple):
+            elif type(target) is cst.Name and type(value) in (cst.List, cst.Tuple, cst.ListComp):
                 self._built_elements(key, value, state)
             elif type(target) is cst.Name and type(value) is cst.Call:
                 self._alias_held_arguments(key, value, state)
@@ -169,11 +169,13 @@ class Bindings:
             if isinstance(entry, str) and held is not None and state.tracks(state.canonical(held)):
                 state.aliases[f"{name}[{entry!r}]"] = state.canonical(held)
 
-    def _built_elements(self, name: str, value: cst.List | cst.Tuple, state: State) -> None:
-        """`members = [Member(), Member()]`: a list of modules built right here; `members[i](x)`, or `m(x)` in
-        `for m in members:`, runs one of them, in the mode they share."""
-        facts = [self.flow.provenance.built_here(element.value, state, self.out.function)
-                 if type(element) is cst.Element else None for element in value.elements]
+    def _built_elements(self, name: str, value: cst.List | cst.Tuple | cst.ListComp, state: State) -> None:
+        """`members = [Member(), Member()]` or `[Member() for _ in range(k)]`: modules built right here;
+        `members[i](x)`, or `m(x)` in `for m in members:`, runs one of them, in the mode they share."""
+        elements = [value.elt] if type(value) is cst.ListComp else \
+            [element.value if type(element) is cst.Element else None for element in value.elements]
+        facts = [self.flow.provenance.built_here(element, state, self.out.function) if element is not None else None
+                 for element in elements]
         if facts and None not in facts:
             joined = facts[0]
             for fact in facts[1:]:
