@@ -15,6 +15,7 @@ import libcst as cst
 
 from modelint.facts.uses import NONE
 from modelint.facts.lattice import NO_MODULE, ModeFact, first_site
+from modelint.facts.modules import unwrap_chain
 from modelint.facts.names import NOT_LITERAL, any_element, dotted, handed_at, key_root, literal_value, value_key
 from modelint.facts.phases import decide, literal_strings
 from modelint.facts.provenance import Fresh, Same
@@ -116,6 +117,9 @@ class Bindings:
         if isinstance(bound, Fresh):
             self.forget(state, key)
             state.models[key] = bound.fact
+            built = unwrap_chain(value)[0]
+            if type(target) is cst.Name and type(built) is cst.Call:
+                self._alias_held_parts(key, built, state)
         elif isinstance(bound, Same):
             if bound.key != key:
                 rebound = key in self.out.rebound_params
@@ -198,6 +202,22 @@ class Bindings:
             if attribute is not None and held is not None and state.tracks(state.canonical(held)):
                 state.aliases[f"{name}{attribute[4:]}"] = state.canonical(held)
 
+    def _alias_held_parts(self, name: str, call: cst.Call, state: State) -> None:
+        """`eagle = Eagle3Model(target_head=head, draft_model=draft)`, a module class (of this file or another)
+        that keeps what it is handed: `eagle.draft_model` is `draft`, a part of `eagle` (switching one
+        reaches the other: State.put)."""
+        func = call.func
+        info = self.flow.modules.classes.get(func.value) if type(func) is cst.Name \
+            and func.value not in self.flow.imports.bindings else None
+        if info is None:
+            self._alias_held_by_a_class_elsewhere(name, call, state)
+            return
+        for attribute, (init, param) in self.flow.modules.names.kept_from_the_creator(info).items():
+            handed = bind_arguments(init.params, True, call).get(param)
+            held = value_key(handed) if handed is not None else None
+            if held is not None and state.tracks(state.canonical(held)):
+                state.aliases[f"{name}{attribute[4:]}"] = state.canonical(held)
+
     def _alias_held_by_a_class_elsewhere(self, name: str, call: cst.Call, state: State) -> None:
         """`predictor = Predictor(model)`, a plain class of another file of the project that keeps the model
         it is handed (`self.model = model`): `predictor.model` is `model` (the index says what it keeps)."""
@@ -212,8 +232,10 @@ class Bindings:
             self.flow.unresolved.add(qualified)  # (the second pass may know what it keeps)
             return
         found = index.resolve_shape(qualified, self.flow.path)
-        if found is None or not found[0].stores or index.resolve_class(qualified, self.flow.path) is not None:
-            return  # (unknown, or a module class: a wrapper module is a model of its own)
+        if found is None or not found[0].stores:
+            return
+        # (a module class too: a wrapper module is a model of its own, and switching a part it holds leaves
+        # it in no single mode, see State.put)
         for param, position, attribute in found[0].stores:
             arg = handed_at(call, param, position)
             held = value_key(arg) if arg is not None else None

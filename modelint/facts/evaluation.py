@@ -12,10 +12,12 @@ backward) and one of these holds, strongest first:
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 
 import libcst as cst
 
+from modelint.facts import torch_api as api
 from modelint.facts.base_shapes import a_visible_base_elsewhere_switches, called_by_bases_that_switch_modes
 from modelint.facts.free_models import left_by_the_script
 from modelint.facts.lattice import ENTRY_MODE, GradFact, ModeFact, is_train_site
@@ -154,6 +156,8 @@ def is_module(facts, forward, mode: ModeFact) -> bool:
         return True
     if mode.origin and facts.receivers.of_qualified(mode.origin, facts.path).module is False:
         return False  # built from a plain class of another file (`PriorBox(object)` with a `forward()` method)
+    if via is not None and _bound_to_non_modules(facts, forward.function, forward.key):
+        return False  # `processor = AutoProcessor.from_pretrained(...)` or None, handed to a helper that calls it
     func = forward.call.func
     if forward.key == "self" and forward.via is None and _hand_written_model(facts, forward.function):
         return False  # a plain class of plain tensors (a perceptron with its own update rule): no graph
@@ -174,6 +178,25 @@ def is_module(facts, forward, mode: ModeFact) -> bool:
         or _annotated_as_a_module(facts, forward.function, forward.key) \
         or _handed_a_module(facts, forward.function, forward.key) \
         or _switched_by_a_base_elsewhere(facts, forward.function, forward.key)
+
+
+def _bound_to_non_modules(facts, function, key: str) -> bool:
+    """Is every binding of the plain name in its scope `None` or what a tokenizer's, processor's or config's
+    `from_pretrained(...)` loads (no nn.Module)?"""
+    if "." in key or "[" in key or function is None:
+        return False
+    bindings = facts.flow._scope_bindings(function).get(key, ())
+    if not bindings or any(binding.kind != "assign" for binding in bindings):
+        return False
+    for binding in bindings:
+        value = binding.value
+        if type(value) is cst.Name and value.value == "None":
+            continue
+        func = value.func if type(value) is cst.Call else None
+        if not (type(func) is cst.Attribute and func.attr.value == "from_pretrained"
+                and re.search(api.FROM_PRETRAINED_NOT_MODEL, (dotted(func.value) or "").rsplit(".", 1)[-1])):
+            return False
+    return True
 
 
 def _switched_by_a_base_elsewhere(facts, function, key: str) -> bool:

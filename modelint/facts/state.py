@@ -92,12 +92,15 @@ class State:
         """`key` is in the mode `updated` says; so are its children; its parents are mixed."""
         if key in self.unbound:
             self.unbound = self.unbound - {key}
+        # (its parts: what it holds, under its own name or another, `wrapper.draft` for `draft`)
+        held = [target for alias, target in self.aliases.items() if alias.startswith(key + ".") and target != key]
         for known in list(self.models):
-            if known.startswith(key + "."):
+            if known.startswith(key + ".") or known in held:
                 self.models[known] = replace(self.models[known], train_sites=updated.train_sites,
                                              eval_sites=updated.eval_sites, entry=False, havoc=updated.havoc)
         self.models[key] = updated
-        for parent in _parents(key):
+        # (and a model holding it as a part: `eagle.draft_model`, another name of `draft_model` switched here)
+        for parent in (*_parents(key), *self._holders(key)):
             if parent in self.models and not _same_single_mode(self.models[parent], updated):
                 self.models[parent] = replace(self.models[parent], havoc=True)
 
@@ -111,9 +114,13 @@ class State:
                 found = found or known == key
         if not found:
             self.models[key] = HAVOC_MODE
-        for parent in _parents(key) if part else ():
+        for parent in (*(_parents(key) if part else ()), *self._holders(key)):
             if parent in self.models:
                 self.models[parent] = replace(self.models[parent], havoc=True)
+
+    def _holders(self, key: str) -> list[str]:
+        """The models holding `key` as a part under another name (`wrapper.draft` for `draft`)."""
+        return [alias.rsplit(".", 1)[0] for alias, target in self.aliases.items() if target == key and "." in alias]
 
 
 def _parents(key: str):
