@@ -13,7 +13,7 @@ from modelint.facts.evaluation import (effective_grad, effective_mode, is_module
 from modelint.facts.smoke_tests import dummy_input, initialises_lazy_modules, smoke_test
 from modelint.facts.mode_handling import frozen_attributes, frozen_by_every_caller, frozen_whole
 from modelint.facts.uses import DETACH, ESCAPE, GIVEN_BACK, HANDED, RETURN, STORE, TRAIN
-from modelint.facts.batches import over_batches
+from modelint.facts.batches import destructured_batch, over_batches
 from modelint.facts.lattice import is_train_site
 from modelint.facts.mode_handling import optional_or_callable
 from modelint.facts.names import dotted, key_root, literal_value
@@ -347,6 +347,8 @@ def _part_of_a_modules_forward(facts: FileFacts, forward, mode) -> bool:
         return False  # cut from its graph before it goes anywhere: no part of a differentiable forward
     if function in facts.maybe_forward_reachable:
         return True
+    if _over_batches_it_is_handed(facts, forward):
+        return False  # `rank(self, test_loader)`: inference over a dataset handed in, no part of a forward
     switched_here = any(facts.call_sites.get(site) is not None and facts.call_sites[site].site.function is function
                         for site in mode.eval_sites if not mode.train_sites)
     if _called_by_its_own_class(facts, function) and not switched_here:
@@ -358,6 +360,24 @@ def _part_of_a_modules_forward(facts: FileFacts, forward, mode) -> bool:
     consumed_here = forward.via is None and forward.intent == "evaluation" \
         and not forward.uses & {TRAIN, RETURN, STORE, ESCAPE, HANDED, GIVEN_BACK} and not _trains(facts, forward)
     return not (switched_here or facts.is_evaluation_function(function) or consumed_here)
+
+
+def _over_batches_it_is_handed(facts: FileFacts, forward) -> bool:
+    """Does the forward run in a loop taking apart each batch of a loader the function is handed (`for us,
+    cands in test_loader:`)? A module's forward does not draw batches from a dataset."""
+    site = facts.call_sites.get(forward.call)
+    function = forward.function
+    if site is None or function is None:
+        return False
+    for loop in site.site.guards:
+        if type(loop) is not cst.For or destructured_batch(loop) is None:
+            continue
+        iterable = loop.iter
+        if type(iterable) is cst.Call and dotted(iterable.func) == "enumerate" and iterable.args:
+            iterable = iterable.args[0].value
+        if type(iterable) is cst.Name and iterable.value in function.param_set:
+            return True
+    return False
 
 
 def _detached_at_once(facts: FileFacts, forward) -> bool:
@@ -423,10 +443,19 @@ def _follows_a_reported_forward(facts: FileFacts, forward, reported: list) -> tu
             continue
         if code_of(earlier.func) == text and site.site.guards == before.site.guards:
             return i, "again here"
+        if _parts_of_one_module(facts, site.site.function, text, code_of(earlier.func)) \
+                and site.site.guards == before.site.guards:
+            return i, "here, another part of the same model"  # (`self.embed_user(u)`, `self.embed_item(i)`)
         guards = before.site.guards
         if forward.fed and forward.via is None and site.site.guards[:len(guards)] == guards:
             return i, "here on an output computed above"  # (a loss, a head on features: the same no_grad)
     return None
+
+
+def _parts_of_one_module(facts: FileFacts, function, text: str, other: str) -> bool:
+    """`self.embed_user` and `self.embed_item` in a method of a module class: parts of the one model."""
+    return function is not None and function.cls is not None and facts.may_be_module_class(function.cls) \
+        and text.startswith("self.") and other.startswith("self.")
 
 
 def _reported_node(facts: FileFacts, forward) -> cst.Call | None:
