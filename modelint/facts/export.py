@@ -161,7 +161,8 @@ def _export(flow, summary: FunctionSummary) -> FunctionSummary | None:
     # its effect on the model its creator handed it: `evaluator.get_scores()` puts the trainer's model in eval mode)
     effects = {k: v for k, v in summary.effects.items()
                if not _of_the_object(k) or (k == "self" and summary.is_method) or k in kept}
-    forwards = [replace(u, param="self") if own_parts and u.param.startswith("self.") and "[" not in u.param else u
+    # (a layer of an `nn.ModuleList` too: `for hop in self.hops: h = hop(graph, h)`)
+    forwards = [replace(u, param="self") if own_parts and u.param.startswith("self.") else u
                 for u in summary.forwards]
     forwards = [u for u in forwards if not _of_the_object(u.param) or (u.param == "self" and summary.is_method)
                 or u.param in kept]
