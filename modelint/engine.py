@@ -229,7 +229,8 @@ def _analyse(module: cst.Module, text: str, path: str, codes: frozenset[str], in
             # Positioned (and checked for `# noqa`) by the runner, which can read that file.
             other, ordinal = report.elsewhere
             foreign.append(Finding(other, rule_class.code, rule_class.name, _shown(report.message), rule_class.severity,
-                                   Location(0, 0), Location(0, 0), related=report.related, call=ordinal))
+                                   Location(0, 0), Location(0, 0), related=report.related, call=ordinal,
+                                   unless_called=report.unless_called))
             continue
         span = positions[report.node]
         start = Location(span.start.line, span.start.column + 1)

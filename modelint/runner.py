@@ -135,21 +135,25 @@ def _drop_guesses_about_callers(results: list[FileResult], index: ProjectIndex) 
     """A finding that guessed a helper's callers (none could be seen in its file) goes when another
     file of the run calls that helper: that caller is judged with the helper's summary instead."""
     if not any(f.unless_called or f.method_callers_unseen or f.method_callers_switch
-               for r in results for f in r.findings):
+               for r in results for f in (*r.findings, *r.foreign)):
         return
     called = index.called_from_other_files()
     # (a method another file calls on an object of its class: `self.actor = Actor()`, `self.actor.act(s)`)
     methods_called = {(path, qualname.rpartition(".")[2]) for path, qualname in called if "." in qualname}
+
+    def kept(f: Finding, path: str) -> bool:
+        return (f.unless_called is None or (path, f.unless_called) not in called) \
+            and (f.method_callers_unseen is None
+                 or not (index.method_called_only_without_grad(f.method_callers_unseen)
+                         or any((path, name) in methods_called for name in f.method_callers_unseen.split(",")))) \
+            and (f.method_callers_switch is None or not index.method_called_only_in_eval(f.method_callers_switch, f.path))
+
     for result in results:
         path = os.path.abspath(result.path)
-        result.findings = [f for f in result.findings
-                           if (f.unless_called is None or (path, f.unless_called) not in called)
-                           and (f.method_callers_unseen is None
-                                or not (index.method_called_only_without_grad(f.method_callers_unseen)
-                                        or any((path, name) in methods_called
-                                               for name in f.method_callers_unseen.split(","))))
-                           and (f.method_callers_switch is None
-                                or not index.method_called_only_in_eval(f.method_callers_switch, f.path))]
+        result.findings = [f for f in result.findings if kept(f, path)]
+        # (and what it proves about a helper of another file: `gather(model, ...)` called with autograd on by a
+        # function of this file whose own callers, elsewhere, may run it under no_grad)
+        result.foreign = [f for f in result.foreign if kept(f, path)]
 
 
 def _drop_models_without_mode_layers(results: list[FileResult], index: ProjectIndex) -> None:

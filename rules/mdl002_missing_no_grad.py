@@ -187,7 +187,9 @@ class MissingNoGrad(Rule):
             # (a helper that turns the output into metrics itself, whatever it returns: reported there)
             caller = f"{function.name}()" if function is not None else "the module-level script"
             note = f"{caller} calls `{forward.callee.qualname}()` here with autograd on"
-            return helper_report(facts, forward, message, note, proof)
+            # (a guess about the grad mode `caller` is called in, which a caller in another file may settle)
+            return replace(helper_report(facts, forward, message, note, proof),
+                           unless_called=_callers_decide(facts, forward))
         fix = None
         torch_name = next((k for k, v in facts.imports.bindings.items() if v == "torch"), None)
         if via is None and function is not None and torch_name and facts.is_evaluation_function(function) \
@@ -234,7 +236,7 @@ def _callers_decide(facts: FileFacts, forward) -> str | None:
         return None
     function = forward.function
     head = key_root(forward.key)
-    if head not in function.param_set or head in ("self", "cls"):
+    if head not in function.param_set or head in function.receivers:
         return None  # (a model of its own or of its object: a caller elsewhere is not told of it, so cannot judge)
     return qualname(function)
 

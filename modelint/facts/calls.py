@@ -241,12 +241,15 @@ class CallEffects(FollowedNames, SummaryEffects, ModeContexts, TrainingSteps, Ha
             arg_key = value_key(arg.value)
             if arg_key is not None:
                 arg_key = state.canonical(arg_key)
-                if state.tracks(arg_key) or (arg_key in self.params and arg_key not in ("self", "cls")):
+                if state.tracks(arg_key) or (arg_key in self.params and not self._receiver(arg_key)):
                     if may_switch:
                         self.havoc(state, arg_key)
                     if flow.last_unresolved is not None:
                         # Another file's helper may know what it does to this model.
                         flow.unresolved.add(flow.last_unresolved)
+                elif flow.last_unresolved is not None and (self.held_by_param(arg_key) or self._receiver(arg_key)):
+                    # (`gather(trainer.model, ...)`: the caller's model; `refresh_labels(self)`: the object's)
+                    flow.unresolved.add(flow.last_unresolved)
         if flow.last_unresolved is not None and any(
                 level != DETACHED for arg in call.args for _token, level in self.uses.expression(arg.value, state.values)):
             flow.unresolved.add(flow.last_unresolved)  # (or whether it back-propagates the loss it is handed)

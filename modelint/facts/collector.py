@@ -279,16 +279,16 @@ class Collector(FastVisitor):
             # Helpers that run or pass on a parameter (`model(x)`, `evaluate(model)`) get summaries
             # (the mode flow leaves out modules' own `forward` methods); calls into torch itself never
             # change a caller's mode.
-            params = function.param_set | function.enclosing_params | function.param_aliases
+            # (`self`/`cls` of a method is the object; of a module-level `def new_labels(self)`, a parameter)
+            params = (function.param_set | function.enclosing_params | function.param_aliases) - function.receivers
             text = value_key(func) or ""
             head = text.split(".")[0].split("[")[0]
             if head == "self":  # `self.model(x)`, `self.predict(x)`, `self(x)`
                 function.calls_self_attribute = True
-            if head in params and head not in ("self", "cls"):
+            if head in params:
                 function.calls_params = True
             elif not self.imports.is_torch_name(self.imports.qualify(func)) and any(
-                head_name(arg.value) in params and head_name(arg.value) not in ("self", "cls")
-                for arg in node.args
+                head_name(arg.value) in params for arg in node.args
             ):
                 function.calls_params = True  # (`evaluate(ctx.model)` passes on what `ctx` holds)
         for arg in node.args:

@@ -159,18 +159,22 @@ def _export(flow, summary: FunctionSummary) -> FunctionSummary | None:
     kept = _kept_from_the_creator(flow, summary.qualname) if summary.is_method and not own_parts else frozenset()
     # (a method's effect on `self` itself is its receiver's at a call from another file: `model.predict(x)`; so is
     # its effect on the model its creator handed it: `evaluator.get_scores()` puts the trainer's model in eval mode)
+    # (`self` of a module-level function, `def new_labels(self): gather(self.model, ...)`, is a parameter
+    # like any other: what it holds is its caller's)
+    def of_the_object(key: str) -> bool:
+        return summary.is_method and _of_the_object(key)
+
     effects = {k: v for k, v in summary.effects.items()
-               if not _of_the_object(k) or (k == "self" and summary.is_method) or k in kept}
+               if not of_the_object(k) or k == "self" or k in kept}
     # (a layer of an `nn.ModuleList` too: `for hop in self.hops: h = hop(graph, h)`)
     forwards = [replace(u, param="self") if own_parts and u.param.startswith("self.") else u
                 for u in summary.forwards]
-    forwards = [u for u in forwards if not _of_the_object(u.param) or (u.param == "self" and summary.is_method)
-                or u.param in kept]
-    steps = [u for u in summary.steps if not _of_the_object(u.param)]
+    forwards = [u for u in forwards if not of_the_object(u.param) or u.param == "self" or u.param in kept]
+    steps = [u for u in summary.steps if not of_the_object(u.param)]
     returns = summary.returns
     if returns is not None and returns.mode is None and not returns.certain:
         returns = None  # "something, in some mode, maybe a module": what a caller assumes of any call
-    backprops = [p for p in summary.backprops if not _of_the_object(p)]
+    backprops = [p for p in summary.backprops if not of_the_object(p)]
     # (what a function does with the values it is handed: `to_np(out)` in a utils file gives back numbers,
     # no graph; callers elsewhere read it for functions, not methods, see modelint.facts.helper_arguments)
     evaluates = [] if summary.is_method else summary.evaluates

@@ -152,8 +152,9 @@ class ModeFlow(CallGraph, Optimizers, CallResolution):
                                                                       and function.cls is None):
             # What it does with its parameters' values (back-propagates them, evaluates them), for the
             # calls of it in this file, and of a module-level function in other files: origins too.
+            # (`self` of a method is the object; of a module-level `def new_labels(self)`, a parameter)
             state.values = {p: frozenset({(("param", p), DIRECT)}) for p in function.params
-                            if p not in ("self", "cls")}
+                            if p not in function.receivers}
         if function not in self._phase_parameters:
             self._phase_parameters[function] = phase_parameter(function)
         flow.exit_state = interpreter.run(function.node.body, state, self._phase_parameters[function])

@@ -38,13 +38,18 @@ class FollowedNames:
         """`args["model"]`, `args[i]`: an element of a dict or list the caller passes, as the caller
         filled it (`test_args["model"] = model`); the summary of this function takes it back there."""
         return key.endswith("]") and "." not in key and key_root(key) in self.params \
-            and key_root(key) not in ("self", "cls")
+            and not self._receiver(key_root(key))
 
     def held_by_param(self, key: str) -> bool:
         """`model = context.model`: an attribute of an object the caller passes, named again here; it is
         followed under its full name (`self.` attributes are the object's own, see `_object_model`)."""
         head, dot, _rest = key.partition(".")
-        return (bool(dot) and head in self.params and head not in ("self", "cls")) or self._passed_element(key)
+        return (bool(dot) and head in self.params and not self._receiver(head)) or self._passed_element(key)
+
+    def _receiver(self, name: str) -> bool:
+        """`self`/`cls` of a method (or of a closure in one): the object, whose attributes its class says. (A
+        module-level `def new_labels(self)` names its parameter so: what it holds is its caller's.)"""
+        return self.out.function is not None and name in self.out.function.receivers
 
     def _object_model(self, key: str) -> bool:
         """`self.model` in a method: an attribute the class shows is a module, or, in a class

@@ -89,6 +89,14 @@ class FunctionInfo:
     def param_set(self) -> frozenset[str]:
         return frozenset(self.params)
 
+    @cached_property
+    def receivers(self) -> frozenset[str]:
+        """`self`/`cls`, the object, in a method or a closure of one; none in a module-level function."""
+        function = self
+        while function is not None and function.cls is None:
+            function = function.outer
+        return frozenset({"self", "cls"}) if function is not None else frozenset()
+
     @property
     def takes_input_gradients(self) -> bool:
         """It, or a function it is defined in, uses gradients with respect to inputs."""
