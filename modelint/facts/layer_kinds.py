@@ -222,11 +222,9 @@ class LayerKinds:
         for node in iter_nodes(forward.body):
             if type(node) is not cst.Call:
                 continue
-            func = node.func
-            while type(func) is cst.Attribute:
-                func = func.value
-            if type(func) is cst.Name and func.value == "self":
-                return False
+            key = dotted(node.func) or ""
+            if key == "self" or (key.startswith("self.") and (key.count(".") == 1 or key.endswith(".forward"))):
+                return False  # `self.fc(x)`, `self(x)`, `self.net.forward(x)` (not `self.w.t()`, a tensor's method)
             qualified = self.imports.qualify(node.func) or ""
             applies = applies or (qualified.startswith("torch.") and qualified.count(".") == 1) \
                 or qualified.startswith(api.FUNCTIONAL + ".")
