@@ -257,6 +257,9 @@ def _follow_calls_across_files(results: list[FileResult], work, workers: Workers
         if not analysed:
             break
         index = rounds.index()
+        # (and the files its new summary answers: a class of a file that names no torch, first read for its
+        # imports only, whose inherited `predict()` another file calls)
+        again |= _analysed_again(rounds.results, index)
     return rounds.results, index
 
 

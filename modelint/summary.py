@@ -379,6 +379,22 @@ class ProjectIndex:
             return self._defining(*onward, depth + 1) if onward is not None else None
         return found
 
+    def _inherited(self, found: FileSummary, owner: str, method: str, depth: int) -> FunctionSummary | None:
+        """`method` as a base of the class `owner` of `found` defines it: a base of the same file (`:Base`)
+        or of another (`pkg.base.BaseRegressor`, resolved from `found`'s file)."""
+        for base in found.shapes[owner].bases:
+            if base.startswith(":"):
+                summary = found.functions.get(f"{base[1:]}.{method}")
+                if summary is None and base[1:] in found.shapes and depth < 3:
+                    summary = self._inherited(found, base[1:], method, depth + 1)
+            elif base != "?":
+                summary = self._resolve(f"{base}.{method}", found.path, depth + 1)
+            else:
+                continue
+            if summary is not None:
+                return summary
+        return None
+
     def _reexported(self, reference: str, from_path: str) -> tuple[str, str] | None:
         """`models.LogReg` where `models/__init__.py` only does `from .logreg import LogReg`: the import it
         re-exports, and the file that does."""
@@ -535,6 +551,11 @@ class ProjectIndex:
             if summary is not None:
                 return summary
             owner = member.split(".")[0]
+            if owner in found.shapes and member.count(".") == 1 and depth < 3:
+                # a method the class inherits (`PretrainedRegressor().predict(x)`, `predict` of its base)
+                inherited = self._inherited(found, owner, member.split(".")[1], depth)
+                if inherited is not None:
+                    return inherited
             if owner in found.shapes or owner in found.plain_functions:
                 return None  # the nearest file that defines it has nothing to say: not a namesake farther off
         onward = self._reexported(reference, from_path) if depth < 3 else None  # a package's __init__ re-export

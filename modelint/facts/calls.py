@@ -247,8 +247,8 @@ class CallEffects(FollowedNames, SummaryEffects, ModeContexts, TrainingSteps, Ha
                     if flow.last_unresolved is not None:
                         # Another file's helper may know what it does to this model.
                         flow.unresolved.add(flow.last_unresolved)
-                elif flow.last_unresolved is not None and (self.held_by_param(arg_key) or self._receiver(arg_key)):
-                    # (`gather(trainer.model, ...)`: the caller's model; `refresh_labels(self)`: the object's)
+                elif flow.last_unresolved is not None and (self.held_by_param(arg_key) or self._plain_receiver(arg_key)):
+                    # (`gather(trainer.model, ...)`: the caller's model; `refresh_labels(self)`: what the trainer holds)
                     flow.unresolved.add(flow.last_unresolved)
         if flow.last_unresolved is not None and any(
                 level != DETACHED for arg in call.args for _token, level in self.uses.expression(arg.value, state.values)):

@@ -16,7 +16,7 @@ from modelint.facts.base_shapes import a_visible_base_elsewhere_switches, base_s
 from modelint.facts import torch_api as api
 from modelint.facts.lattice import ModeFact
 from modelint.facts.modules import unwrap_chain
-from modelint.facts.names import key_root
+from modelint.facts.names import dotted, key_root
 from modelint.facts.state import State
 
 # Methods of Python's containers and strings: on an object not shown to be a module, `x.items()` is one of them.
@@ -50,6 +50,20 @@ class FollowedNames:
         """`self`/`cls` of a method (or of a closure in one): the object, whose attributes its class says. (A
         module-level `def new_labels(self)` names its parameter so: what it holds is its caller's.)"""
         return self.out.function is not None and name in self.out.function.receivers
+
+    def _plain_receiver(self, name: str) -> bool:
+        """`self` of a method of a class that is no module and runs or switches a model it holds (a trainer
+        handing itself to a helper); not a model's own `self`, which a module hands to utilities of its library
+        (`is_fsdp_managed_module(self)`), nor a mixin's."""
+        function = self.out.function
+        while function is not None and function.cls is None:
+            function = function.outer
+        if function is None or name not in ("self", "cls") or not self.flow.objects.plain_object(function.cls):
+            return False
+        held = {dotted(assign.target) for assign in self.flow.collector.attribute_assigns if assign.site.cls is function.cls}
+        return any((key := dotted(call.func) or "") in held
+                   or (key.rpartition(".")[0] in held and key.rpartition(".")[2] in ("eval", "train", "forward"))
+                   for call in function.cls.calls)
 
     def _object_model(self, key: str) -> bool:
         """`self.model` in a method: an attribute the class shows is a module, or, in a class
