@@ -74,6 +74,16 @@ def select_targets(flow) -> list[FunctionInfo | None]:
             chosen.add(enclosing)
             targets.append(enclosing)
             enclosing = enclosing.outer if enclosing.cls is None else None
+    # A helper they call that reads numbers out of what it is handed (`accuracy(out, y)`, ending in `.item()`):
+    # its summary says it evaluates those values, and so what the forward that made them is for.
+    reading = {site.site.function for site in collector.calls
+               if type(site.node.func) is cst.Attribute and site.node.func.attr.value in _READS_NUMBERS}
+    for site in collector.calls:
+        callee = flow._local_callees.get(site.node)
+        if callee is not None and callee not in chosen and callee in reading and site.site.function in chosen \
+                and callee.params and callee.cls is None:
+            chosen.add(callee)
+            targets.append(callee)
     # Whoever calls one of them under no_grad (`with torch.no_grad(): detect(images)` in `main()`) runs too:
     # the grad mode at that call is what the callee's forwards run with.
     for site in collector.calls:
@@ -83,6 +93,9 @@ def select_targets(flow) -> list[FunctionInfo | None]:
             chosen.add(caller)
             targets.append(caller)
     return targets
+
+
+_READS_NUMBERS = frozenset({"item", "tolist", "numpy"})
 
 
 def _is_forward_like(name: str) -> bool:
