@@ -111,6 +111,7 @@ class TrainingInEvalMode(Rule):
                             or _gradients_measured_in_eval(facts, flow, fact, step) \
                             or _no_update_follows(facts, flow, step) \
                             or mode_picked_by_callers(facts.flow, flow, fact.eval_sites) \
+                            or _forwards_ran_in_training_mode(flow, key, step) \
                             or eval_branch_not_taken(facts.flow, flow, fact.eval_sites, step.phases) \
                             or (site is not None and runs_only_in_training(site.site, key, step.call)):
                         continue
@@ -184,6 +185,17 @@ class TrainingInEvalMode(Rule):
         # A model kept in eval on purpose (a teacher, a frozen encoder) is not trained here: trained
         # models are optimized, put in train() explicitly, or feed the backward with their graph.
         return key in trained or any(is_train_site(s) for s in fact.train_sites)
+
+
+def _forwards_ran_in_training_mode(flow, key: str, step) -> bool:
+    """A `loss.backward()` of its own after every forward of the model here whose output reaches a backward
+    ran with it surely in training mode (`tgn = tgn.train()` at the top of an inner loop, the backward after
+    that loop, which may not have run): Dropout and BatchNorm act at the forward, and the mode at the
+    backward itself changes nothing. (A helper that steps is judged by what it runs.)"""
+    if not (type(step.call.func) is cst.Attribute and step.call.func.attr.value == "backward"):
+        return False
+    feeding = [forward for forward in flow.all_forwards() if forward.trains_model and forward.key == key]
+    return bool(feeding) and all(forward.mode.definitely_train for forward in feeding)
 
 
 def _reference_kept_in_eval(facts: FileFacts, flow, key: str, site) -> bool:
