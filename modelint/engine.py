@@ -178,8 +178,6 @@ def _with_class_shapes(facts: FileFacts, summary: FileSummary | None) -> FileSum
         summary = FileSummary(facts.path)
     summary.shapes = shapes
     summary.asked_classes = asked
-    if facts.modules.asked_factories:  # (`self.stem = make_stem()` of another file: what it returns)
-        summary.unresolved = summary.unresolved | facts.modules.asked_factories
     return summary
 
 

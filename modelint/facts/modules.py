@@ -96,11 +96,6 @@ class ModuleTable(WaitingOnImports, LocalLayers, Registries, ModuleAttributes, B
         for assign in self.self_assigns:
             self._self_attributes.setdefault(assign.target.attr.value, []).append(assign.value)
         self._built: dict[str, Dependence | None] = {}
-        # Calls whose result a class keeps (`self.stem = make_stem()`): a factory of another file may build it.
-        self._kept_calls = {base for assign in self.self_assigns
-                            if type(base := unwrap_chain(assign.value)[0]) is cst.Call}
-        # Functions of other files such calls name, asked of the index (see _factory_elsewhere).
-        self.asked_factories: set[str] = set()
         self._assumed: set[str] | None = None  # (see waiting_on_imports: classes of other files, taken as independent)
         # Bases of other files that leave a class of this file undecided (see _solve): asked of the index.
         self.undecided_bases: set[str] = set()
@@ -221,8 +216,6 @@ class ModuleTable(WaitingOnImports, LocalLayers, Registries, ModuleAttributes, B
                         if call in contained:
                             continue  # (what each construction hands it: _handed_layers)
                         built = self.layer_dependence(call)
-                        if built is None and call in self._kept_calls:
-                            built = self._factory_elsewhere(call)
                         if built is not None:
                             dependence = max(dependence, built)
                 else:
@@ -233,20 +226,6 @@ class ModuleTable(WaitingOnImports, LocalLayers, Registries, ModuleAttributes, B
                     changed = True
             if not changed:
                 break
-
-    def _factory_elsewhere(self, call: cst.Call) -> Dependence | None:
-        """`self.stem = make_stem()`, a function of another file of the project returning a module: as
-        mode-dependent as its summary says what it returns is (asked of the index, in the second phase)."""
-        qualified = self.imports.qualify(call.func)
-        if qualified is None or not self._is_foreign(qualified) or qualified.startswith("torch") \
-                or not qualified.rsplit(".", 1)[-1][:1].islower():
-            return None
-        if self.index is None:
-            self.asked_factories.add(qualified)
-            return None
-        summary = self.index.resolve(qualified, self.path)
-        returned = summary.returns if summary is not None else None
-        return Dependence(returned.dependence) if returned is not None and returned.certain else None
 
     def has_foreign_base(self, info: ClassInfo) -> bool:
         """It derives (maybe through this file's classes) from a class defined elsewhere, which may be a module."""
