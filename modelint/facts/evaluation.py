@@ -12,7 +12,6 @@ backward) and one of these holds, strongest first:
 
 from __future__ import annotations
 
-import re
 from dataclasses import replace
 
 import libcst as cst
@@ -194,7 +193,7 @@ def _bound_to_non_modules(facts, function, key: str) -> bool:
             continue
         func = value.func if type(value) is cst.Call else None
         if not (type(func) is cst.Attribute and func.attr.value == "from_pretrained"
-                and re.search(api.FROM_PRETRAINED_NOT_MODEL, (dotted(func.value) or "").rsplit(".", 1)[-1])):
+                and api.from_pretrained_loads(dotted(func.value) or "") is False):
             return False
     return True
 

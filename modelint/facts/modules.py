@@ -10,7 +10,6 @@ from elsewhere, which may hold anything and so counts as "may be dependent").
 from __future__ import annotations
 
 import builtins
-import re
 import sys
 from dataclasses import replace
 
@@ -256,9 +255,7 @@ class ModuleTable(WaitingOnImports, LocalLayers, Registries, ModuleAttributes, B
         if type(func) is cst.Attribute and func.attr.value == "from_pretrained":
             if self._defines_own(func.value, "from_pretrained"):
                 return None  # the project's own classmethod (nanoGPT's `GPT.from_pretrained`): its summary says
-            owner = dotted(func.value) or ""
-            tail = owner.rsplit(".", 1)[-1]
-            if re.search(api.FROM_PRETRAINED_MODEL, tail) and not re.search(api.FROM_PRETRAINED_NOT_MODEL, tail):
+            if api.from_pretrained_loads(dotted(func.value) or ""):
                 return Construction(call, Dependence.DEPENDENT, starts_in_eval=True)
             return None
         qualified = self.imports.qualify(func)

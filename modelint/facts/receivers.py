@@ -23,7 +23,6 @@ method stay silent unless the class is complete.
 from __future__ import annotations
 
 import os
-import re
 import sys
 from dataclasses import dataclass, replace
 from functools import cached_property
@@ -339,8 +338,8 @@ def library_class(qualified: str) -> ReceiverFacts | None:
         return NOT_MODULE  # the other frameworks' layers and models: no torch mode to misuse
     if tail == "LightningModule" and head in ("pytorch_lightning", "lightning"):
         return replace(TORCH_MODULE, name=tail)
-    if head in ("transformers", "diffusers") and (tail in ("PreTrainedModel", "ModelMixin") or (
-            re.search(api.FROM_PRETRAINED_MODEL, tail) and not re.search(api.FROM_PRETRAINED_NOT_MODEL, tail))):
+    if head in ("transformers", "diffusers") and (tail in ("PreTrainedModel", "ModelMixin")
+                                                   or api.from_pretrained_loads(tail)):
         return replace(TORCH_MODULE, name=tail)
     if qualified.startswith(("timm.models.", "torchvision.models.", "timm.layers.")) and tail[:1].isupper():
         return replace(TORCH_MODULE, name=tail)

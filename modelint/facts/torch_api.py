@@ -106,6 +106,15 @@ WEIGHTLESS_LIBRARY_LAYERS = ("torchvision.transforms.", "torchaudio.transforms."
 FROM_PRETRAINED_MODEL = r"(Model|For[A-Z]|Net|Transformer|UNet|VAE|Encoder|Decoder|GPT|Bert|LM)"
 FROM_PRETRAINED_NOT_MODEL = r"(Tokenizer|Processor|Config|Extractor|Pipeline|Scheduler|Processing)"
 
+
+def from_pretrained_loads(owner: str) -> bool | None:
+    """What `owner.from_pretrained(...)` loads, by the class's name (`transformers.AutoModelForCausalLM`):
+    True a model, False a tokenizer, processor, config and the like, None either."""
+    tail = owner.rsplit(".", 1)[-1]
+    if re.search(FROM_PRETRAINED_NOT_MODEL, tail):
+        return False
+    return True if re.search(FROM_PRETRAINED_MODEL, tail) else None
+
 # Base classes that make a class an nn.Module.
 MODULE_BASE_PREFIXES = (
     "torch.nn.",
