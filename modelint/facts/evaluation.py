@@ -32,11 +32,9 @@ def named_model(facts, forward) -> str:
     the model's own class in this file, runs; `self.model` for `self._model` read through a property; else the
     forward's key."""
     func = forward.call.func
-    owner = forward.function
-    while owner is not None and owner.cls is None:
-        owner = owner.outer
+    owner = forward.function.owner_class if forward.function is not None else None
     if owner is not None:
-        aliases = facts.flow.aliases_seen_by(owner.cls)
+        aliases = facts.flow.aliases_seen_by(owner)
         for written in (value_key(func), value_key(func.value) if type(func) is cst.Attribute else None):
             if written is not None and aliases.get(written) == forward.key:
                 return written  # (`self.model(x)`, `self.model.inference(x)`)
@@ -56,11 +54,10 @@ def named_model(facts, forward) -> str:
 def shown_attribute(facts, function, key: str) -> str:
     """`self.model` for `self._model` (or its part `self._model.encoder`) in a method of a class that reads it
     through a property (modelint.facts.accessors): the name its code writes."""
-    while function is not None and function.cls is None:
-        function = function.outer
-    if function is None or not key.startswith("self."):
+    owner = function.owner_class if function is not None else None
+    if owner is None or not key.startswith("self."):
         return key
-    for name in facts.flow.class_and_bases(function.cls.name):
+    for name in facts.flow.class_and_bases(owner.name):
         info = facts.flow.modules.classes.get(name)
         for alias, target in facts.flow.property_aliases.get(info, {}).items():
             if key == target or key.startswith(target + "."):

@@ -141,7 +141,7 @@ class ModeFlow(CallGraph, Optimizers, CallResolution):
         interpreter = Interpreter(self, flow, set(function.params) | function.enclosing_params
                                   | self.free.globals_of(function) | self.free.free_models(function))
         calls = self._calls_of.get(function, ())
-        aliases = {**self.aliases_seen_by(_owner_class(function)),
+        aliases = {**self.aliases_seen_by(function.owner_class),
                    **self.free.parameters_holding_globals(function, calls),
                    **self.free.parameters_holding_attributes(function, calls,
                                                              lambda call: self.site_of_call[call].site.function),
@@ -373,13 +373,6 @@ def _same_effects(a: dict[str, FunctionSummary], b: dict[str, FunctionSummary]) 
         and len(a[k].steps) == len(b[k].steps) and a[k].returns == b[k].returns and a[k].trains == b[k].trains
         for k in a
     )
-
-
-def _owner_class(function: FunctionInfo):
-    """The class whose `self` a function sees (a method's, or an enclosing method's for a closure)."""
-    while function is not None and function.cls is None:
-        function = function.outer
-    return function.cls if function is not None else None
 
 
 def _instance_attribute(function: FunctionInfo | None, key: str) -> str | None:

@@ -55,15 +55,13 @@ class FollowedNames:
         """`self` of a method of a class that is no module and runs or switches a model it holds (a trainer
         handing itself to a helper); not a model's own `self`, which a module hands to utilities of its library
         (`is_fsdp_managed_module(self)`), nor a mixin's."""
-        function = self.out.function
-        while function is not None and function.cls is None:
-            function = function.outer
-        if function is None or name not in ("self", "cls") or not self.flow.objects.plain_object(function.cls):
+        cls = self.out.function.owner_class if self.out.function is not None else None
+        if cls is None or name not in ("self", "cls") or not self.flow.objects.plain_object(cls):
             return False
-        held = {dotted(assign.target) for assign in self.flow.collector.attribute_assigns if assign.site.cls is function.cls}
+        held = {dotted(assign.target) for assign in self.flow.collector.attribute_assigns if assign.site.cls is cls}
         return any((key := dotted(call.func) or "") in held
                    or (key.rpartition(".")[0] in held and key.rpartition(".")[2] in ("eval", "train", "forward"))
-                   for call in function.cls.calls)
+                   for call in cls.calls)
 
     def _object_model(self, key: str) -> bool:
         """`self.model` in a method: an attribute the class shows is a module, or, in a class

@@ -17,6 +17,8 @@ import libcst as cst
 from modelint.facts.names import NOT_LITERAL, dotted, literal_value
 
 
+_RECEIVERS = frozenset({"self", "cls"})
+
 @dataclass(eq=False)
 class ClassInfo:
     node: cst.ClassDef
@@ -90,12 +92,17 @@ class FunctionInfo:
         return frozenset(self.params)
 
     @cached_property
-    def receivers(self) -> frozenset[str]:
-        """`self`/`cls`, the object, in a method or a closure of one; none in a module-level function."""
+    def owner_class(self):
+        """The class whose `self` it sees: a method's, or an enclosing method's for a closure (None: none)."""
         function = self
         while function is not None and function.cls is None:
             function = function.outer
-        return frozenset({"self", "cls"}) if function is not None else frozenset()
+        return function.cls if function is not None else None
+
+    @property
+    def receivers(self) -> frozenset[str]:
+        """`self`/`cls`, the object, in a method or a closure of one; none in a module-level function."""
+        return _RECEIVERS if self.owner_class is not None else frozenset()
 
     @property
     def takes_input_gradients(self) -> bool:
