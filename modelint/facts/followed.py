@@ -58,10 +58,13 @@ class FollowedNames:
         cls = self.out.function.owner_class if self.out.function is not None else None
         if cls is None or name not in ("self", "cls") or not self.flow.objects.plain_object(cls):
             return False
-        held = {dotted(assign.target) for assign in self.flow.collector.attribute_assigns if assign.site.cls is cls}
-        return any((key := dotted(call.func) or "") in held
-                   or (key.rpartition(".")[0] in held and key.rpartition(".")[2] in ("eval", "train", "forward"))
-                   for call in cls.calls)
+        cache = self.flow.__dict__.setdefault("_runs_held_models", {})  # (asked at every such call, every round)
+        if cls not in cache:
+            held = {dotted(assign.target) for assign in self.flow.collector.attribute_assigns if assign.site.cls is cls}
+            cache[cls] = any((key := dotted(call.func) or "") in held or (
+                key.rpartition(".")[0] in held and key.rpartition(".")[2] in ("eval", "train", "forward"))
+                for call in cls.calls)
+        return cache[cls]
 
     def _object_model(self, key: str) -> bool:
         """`self.model` in a method: an attribute the class shows is a module, or, in a class
