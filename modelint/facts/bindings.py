@@ -196,10 +196,15 @@ class Bindings:
             self._alias_held_by_a_class_elsewhere(name, call, state)
             return
         init, kept = stores
-        for param, value in bind_arguments(init.params, True, call).items():
-            held = value_key(value)
-            attribute = kept.get(param)
-            if attribute is not None and held is not None and state.tracks(state.canonical(held)):
+        self._alias_kept(name, call, init, kept.items(), state)
+
+    def _alias_kept(self, name: str, call: cst.Call, init, kept, state: State) -> None:
+        """`name.<attr>` is the followed model `call` hands the constructor parameter its class keeps as
+        `self.<attr>` (`kept`: (parameter, `self.<attr>`) pairs)."""
+        bound = bind_arguments(init.params, True, call)
+        for param, attribute in kept:
+            held = value_key(bound[param]) if param in bound else None
+            if held is not None and state.tracks(state.canonical(held)):
                 state.aliases[f"{name}{attribute[4:]}"] = state.canonical(held)
 
     def _alias_held_parts(self, name: str, call: cst.Call, state: State) -> None:
@@ -212,11 +217,10 @@ class Bindings:
         if info is None:
             self._alias_held_by_a_class_elsewhere(name, call, state)
             return
-        for attribute, (init, param) in self.flow.modules.names.kept_from_the_creator(info).items():
-            handed = bind_arguments(init.params, True, call).get(param)
-            held = value_key(handed) if handed is not None else None
-            if held is not None and state.tracks(state.canonical(held)):
-                state.aliases[f"{name}{attribute[4:]}"] = state.canonical(held)
+        kept = self.flow.modules.names.kept_from_the_creator(info)  # (`self.<attr>` -> (`__init__`, parameter))
+        if kept:
+            init = next(iter(kept.values()))[0]
+            self._alias_kept(name, call, init, [(param, attribute) for attribute, (_, param) in kept.items()], state)
 
     def _alias_held_by_a_class_elsewhere(self, name: str, call: cst.Call, state: State) -> None:
         """`predictor = Predictor(model)`, a plain class of another file of the project that keeps the model
