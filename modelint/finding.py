@@ -60,6 +60,7 @@ class Finding:
     method_callers_switch: str | None = None  # (see Report)
     held_from_creators: tuple | None = None  # (see Report)
     model_class_unseen: bool = False  # (see Report)
+    users_elsewhere: tuple | None = None  # (see Report)
 
     @property
     def sort_key(self) -> tuple:

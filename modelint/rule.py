@@ -70,6 +70,11 @@ class Report:
     # evaluation-with-autograd report when a module class of the run takes input gradients in its `forward`
     # (forces as -dE/dx): such a project's models may need autograd to run at all.
     model_class_unseen: bool = False
+    # A guess about the users of an object (MDL003: another public method may leave the model in eval mode before
+    # this one trains): (the class, the methods that may leave it in eval mode, the methods that may train it).
+    # The runner drops the report when the run's other files build objects of the class and run no method of
+    # the first kind before one of the second on any of them (ProjectIndex.run_after).
+    users_elsewhere: tuple | None = None
 
 
 def evidence(sites, message: str, limit: int = 1) -> dict:

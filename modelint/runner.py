@@ -202,6 +202,16 @@ def _drop_when_models_take_input_gradients(results: list[FileResult], index: Pro
             result.findings = [f for f in result.findings if not f.model_class_unseen]
 
 
+def _drop_when_users_keep_the_order(results: list[FileResult], index: ProjectIndex) -> None:
+    """A guess that an object's users may run one of its methods after another (`evaluate()` leaving the model in
+    eval mode, then `train()`) goes when the run's other files build the objects and never do (see
+    Report.users_elsewhere)."""
+    for result in results:
+        if any(f.users_elsewhere for f in result.findings):
+            result.findings = [f for f in result.findings
+                               if f.users_elsewhere is None or index.run_after(f.path, *f.users_elsewhere)]
+
+
 _MOST_ROUNDS = 3  # analyses of a file with what other files' helpers do
 
 
@@ -525,6 +535,7 @@ def run_paths(paths: list[str], resolver: ConfigResolver, overrides: Overrides, 
     _drop_guesses_about_callers(results, run.index)
     _drop_models_without_mode_layers(results, run.index)
     _drop_when_models_take_input_gradients(results, run.index)
+    _drop_when_users_keep_the_order(results, run.index)
     _attach_foreign(results)
     _resolve_pending_positions(results)
     _drop_repeats(results)

@@ -190,6 +190,9 @@ class FileSummary:
     asked_submodules: set[str] = field(default_factory=set)
     # What its imports bind, qualified as imported (`.heads.ForceHead`, `schnetpack.atomistic`).
     imported: set[str] = field(default_factory=set)
+    # Callables of other files called here, as imported -> the (first, then) method pairs the objects built from
+    # them here may run in, None when an object built from it is out of sight (modelint.facts.object_orders).
+    object_orders: dict[str, frozenset | None] = field(default_factory=dict)
 
 
 def module_keys(path: str) -> list[str]:
@@ -304,6 +307,33 @@ class ProjectIndex:
         calls = [summary.method_calls[method] for summary in self.files.values() for method in methods
                  if method in summary.method_calls]
         return bool(calls) and all(calls)
+
+    def run_after(self, defined_in: str, cls: str, first: frozenset[str], then: frozenset[str]) -> bool:
+        """May an object of the class `cls` of `defined_in` run a method named in `then` after one named in
+        `first`, for all the run's other files show? Yes unless some of them build objects of it, and every file
+        naming it follows each of those objects and runs no such pair on one (see object_orders)."""
+        defined_in = os.path.abspath(defined_in)
+        target = self.files.get(defined_in)
+        shape = target.shapes.get(cls) if target is not None else None
+        if shape is None:
+            return True
+
+        def names_it(reference: str, path: str) -> bool:
+            found = self.resolve_shape(reference, path)
+            return found is not None and found[0] is shape and os.path.abspath(found[1]) == defined_in
+
+        seen = False
+        for path, summary in self.files.items():
+            if path == defined_in:
+                continue
+            orders = {reference: pairs for reference, pairs in summary.object_orders.items()
+                      if names_it(reference, path)}
+            if any(pairs is None or any(a in first and b in then for a, b in pairs) for pairs in orders.values()):
+                return True
+            if not orders and any(names_it(reference, path) for reference in summary.imported | summary.unresolved):
+                return True  # (imported and never built here: subclassed, or built in a way not followed)
+            seen = seen or bool(orders)
+        return not seen
 
     def method_called_only_in_eval(self, name: str, defined_in: str) -> bool:
         """Do other files call a method of this name on objects they cannot place, and always after

@@ -168,11 +168,12 @@ class TrainingInEvalMode(Rule):
             method, site = left
             if _reference_kept_in_eval(facts, flow, key, site):
                 continue
+            users = facts.flow.objects.users_elsewhere(flow.function, key)
             key = shown_attribute(facts, flow.function, key)
             message = (f"`{key}` may be in eval mode here: `{method}()` may leave it in eval mode, and "
                        f"`{flow.function.name}()` never calls `{key}.train()` before training: training runs with "
                        f"Dropout off and BatchNorm statistics frozen; call `{key}.train()` before the training loop")
-            return Report(step.call, message, stmt=where.site.stmt if where else None,
+            return Report(step.call, message, stmt=where.site.stmt if where else None, users_elsewhere=users,
                           **evidence(frozenset({site}), f"`{method}()` puts `{key}` in eval mode here"))
         return None
 

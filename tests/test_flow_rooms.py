@@ -1079,3 +1079,36 @@ def test_a_method_parameter_every_own_call_binds_to_an_attribute_is_that_attribu
 
     assert held("score") == {"model": "self.model"}  # `best` is handed right after `self.model = best`
     assert held("check") == {}  # `best` bound again since it became `self.model`
+
+
+# -- object_orders.py ---------------------------------------------------------------------------
+
+
+def test_a_script_shows_the_orders_it_runs_the_methods_of_objects_it_builds() -> None:
+    from modelint.facts.object_orders import object_orders
+
+    facts = facts_of("""
+        from .gan import GAN
+        from .learner import Learner
+        from .runner import Runner
+
+        def main(args):
+            gan = None
+            gan = GAN(args)
+            if args.train:
+                gan.train(args.loader)
+            else:
+                gan.sample(args.checkpoint)
+            learner = Learner()
+            for epoch in range(3):
+                learner.fit(args.x)
+                learner.predict(args.x)
+            runner = Runner()
+            runner.setup()
+            launch(runner)
+        """)
+    orders = object_orders(facts.flow)
+    assert orders[".gan.GAN"] == frozenset()  # two branches of one `if`: neither runs after the other
+    assert orders[".learner.Learner"] == {("fit", "predict"), ("predict", "fit"), ("fit", "fit"),
+                                          ("predict", "predict")}  # (a loop: every order)
+    assert orders[".runner.Runner"] is None  # handed to a call: its users are out of sight

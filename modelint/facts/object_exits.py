@@ -43,11 +43,11 @@ class ObjectExits:
         return out
 
     @cached_property
-    def _left_in_eval(self) -> dict[str, dict[str, tuple[str, object]]]:
-        """class -> attribute -> (method, its `eval()` call) for public methods that may return with the
+    def _left_in_eval(self) -> dict[str, dict[str, list[tuple[str, object]]]]:
+        """class -> attribute -> (method, its `eval()` call) for each public method that may return with the
         model in eval mode and no `train()` of theirs reaches the return (`predict()` calling `eval()` and
         never switching back; a restore under `if eval_:`, joined with the path that skips it, still does)."""
-        out: dict[str, dict[str, tuple[str, object]]] = {}
+        out: dict[str, dict[str, list[tuple[str, object]]]] = {}
         for function_flow in self.flow.flows:
             function = function_flow.function
             exit_state = function_flow.exit_state
@@ -57,7 +57,8 @@ class ObjectExits:
             for key, fact in exit_state.models.items():
                 if key.startswith("self.") and not fact.havoc and fact.eval_sites \
                         and not any(is_train_site(s) for s in fact.train_sites):
-                    out.setdefault(function.cls.name, {}).setdefault(key, (function.name, first_site(fact.eval_sites)))
+                    out.setdefault(function.cls.name, {}).setdefault(key, []).append(
+                        (function.name, first_site(fact.eval_sites)))
         return out
 
     def left_in_eval(self, function, key: str) -> tuple[str, object] | None:
@@ -75,10 +76,34 @@ class ObjectExits:
         if self._users_in_view_never_leave_eval(sites, key):
             return None
         for cls_name in self.flow.class_and_bases(function.cls.name):
-            found = self._left_in_eval.get(cls_name, {}).get(key)
-            if found is not None and found[0] != function.name:
-                return found
+            for found in self._left_in_eval.get(cls_name, {}).get(key, ()):
+                if found[0] != function.name:
+                    return found
         return None
+
+    def users_elsewhere(self, function, key: str) -> tuple[str, frozenset[str], frozenset[str]] | None:
+        """For a `left_in_eval` guess with no user of the class in this file: (the class, its methods that may
+        leave `key` in eval mode, those that may run this training method), for the runner to ask the users
+        other files show (Report.users_elsewhere)."""
+        cls = function.cls
+        if any(name.startswith(f"{cls.name}.") and any(self._receiver_outside(call) for call in sites)
+               for name, sites in self.flow.call_sites.items()):
+            return None  # (the users here have had their say: _users_in_view_never_leave_eval)
+        leavers = frozenset(name for cls_name in self.flow.class_and_bases(cls.name)
+                            for name, _site in self._left_in_eval.get(cls_name, {}).get(key, ()))
+        trainers, todo = {function.name}, [function]
+        while todo:  # (`fit()` calling `self.train_epoch()`: a user's `fit()` trains too)
+            current = todo.pop()
+            for caller, _grad, _models in self.flow.call_sites.get(f"{current.cls.name}.{current.name}", {}).values():
+                if caller is not None and caller.cls is not None and caller.name not in trainers:
+                    trainers.add(caller.name)
+                    todo.append(caller)
+        return cls.name, leavers - {function.name}, frozenset(trainers)
+
+    @staticmethod
+    def _receiver_outside(call) -> bool:
+        receiver = dotted(call.func.value) if type(call.func) is cst.Attribute else None
+        return receiver is not None and receiver.split(".")[0] not in ("self", "cls", "super")
 
     @cached_property
     def _handed_methods(self) -> frozenset[str]:

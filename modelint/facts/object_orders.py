@@ -1,0 +1,116 @@
+"""In which orders a script runs the methods of the objects it builds from classes of other files.
+
+`trainer = Trainer(args)`, then `trainer.train()` or `trainer.evaluate()` in the two branches of an
+`if`: the object's file cannot see that `evaluate()` never runs before `train()`; this file can.
+For each class reference it calls, the file exports the pairs (method run first, method that may
+run after it on the same object), or None when it cannot follow an object built from it (one
+stored on `self`, handed to a call, returned, or bound to a name used any other way). The runner
+reads them (ProjectIndex.object_orders) to judge a guess about the object's users.
+"""
+
+from __future__ import annotations
+
+import libcst as cst
+
+from modelint.facts.walk import iter_nodes
+
+_LOOPS = (cst.For, cst.While)
+
+
+def object_orders(flow) -> dict[str, frozenset[tuple[str, str]] | None]:
+    """class reference as this file calls it -> the method orders its objects may run in here (see the module)."""
+    collector = flow.collector
+    bound: dict[int, tuple[object, str]] = {}  # id(call) -> (its scope, the local name it is bound to)
+    for key, value, site in collector.call_assigns:
+        if "." not in key:
+            bound[id(value)] = (site.function, key)
+    out: dict[str, set[tuple[str, str]] | None] = {}
+    followed: dict[object, dict[str, list[str]]] = {}  # scope -> name -> the references built into it
+    for call in collector.calls:
+        reference = call.qualified
+        if reference is None or reference.split(".")[0] in ("torch", "numpy"):
+            continue
+        place = bound.get(id(call.node))
+        if place is None:
+            out[reference] = None  # (built and stored, handed or returned: its users are out of sight)
+        else:
+            followed.setdefault(place[0], {}).setdefault(place[1], []).append(reference)
+    for scope, names in followed.items():
+        orders = _method_orders(collector, scope, set(names))
+        for name, references in names.items():
+            pairs = orders.get(name)  # (None too for a name no method is called on: nothing to follow)
+            for reference in references:
+                if pairs is None or out.get(reference, set()) is None:
+                    out[reference] = None
+                else:
+                    out.setdefault(reference, set()).update(pairs)
+    return {reference: (frozenset(pairs) if pairs is not None else None) for reference, pairs in out.items()}
+
+
+def _method_orders(collector, scope, names: set[str]) -> dict[str, set[tuple[str, str]] | None]:
+    """name -> (first, then) for the method calls on the local `name` of `scope` (None: module level) that may
+    run one after the other; None for a name used other than as the receiver of method calls, or bound to
+    anything but a call or None."""
+    calls: dict[str, list] = {}
+    receivers: set[int] = set()
+    for site in collector.calls:
+        func = site.node.func
+        if site.site.function is scope and type(func) is cst.Attribute and type(func.value) is cst.Name \
+                and func.value.value in names:
+            calls.setdefault(func.value.value, []).append(site)
+            receivers.add(id(func.value))
+    if not calls:  # (a name no method is called on here: `path = os.path.join(...)`, or an object handed on)
+        return {}
+    lost: set[str] = set()
+    for current in iter_nodes(scope.node if scope is not None else collector.module_node):
+        kind = type(current)
+        if kind is cst.Assign and len(current.targets) == 1 and type(current.targets[0].target) is cst.Name \
+                and current.targets[0].target.value in calls:
+            value = current.value
+            if not (type(value) is cst.Call or (type(value) is cst.Name and value.value == "None")):
+                lost.add(current.targets[0].target.value)
+            receivers.add(id(current.targets[0].target))
+        elif kind is cst.Attribute:
+            receivers.add(id(current.attr))  # (`args.model`: an attribute's own name is no use of a local)
+        elif kind is cst.Arg and current.keyword is not None:
+            receivers.add(id(current.keyword))
+        elif kind is cst.Name and current.value in calls and id(current) not in receivers:
+            lost.add(current.value)  # (handed on, returned, aliased, read by a nested function, bound otherwise)
+    out: dict[str, set[tuple[str, str]] | None] = {}
+    for name, sites in calls.items():
+        if name in lost:
+            out[name] = None
+            continue
+        pairs = out[name] = set()
+        for i, first in enumerate(sites):
+            for then in sites[i:]:
+                methods = (first.node.func.attr.value, then.node.func.attr.value)
+                if _common_loops(first, then):
+                    pairs.update({methods, methods[::-1]})
+                elif then is not first and not _exclusive(first, then):
+                    pairs.add(methods)
+    return out
+
+
+def _common_loops(first, then) -> bool:
+    return any(type(guard) in _LOOPS and any(guard is other for other in then.site.guards)
+               for guard in first.site.guards)
+
+
+def _exclusive(first, then) -> bool:
+    """Do the two calls sit in the two branches of one `if` (`if train: t.fit() else: t.evaluate()`)?"""
+    for guard in first.site.guards:
+        if type(guard) is not cst.If or not any(guard is other for other in then.site.guards):
+            continue
+        sides = {_side(guard, site.node) for site in (first, then)}
+        if sides == {"body", "orelse"}:
+            return True
+    return False
+
+
+def _side(guard: cst.If, node: cst.CSTNode) -> str | None:
+    for side in ("body", "orelse"):
+        part = getattr(guard, side)
+        if part is not None and any(current is node for current in iter_nodes(part)):
+            return side
+    return None
