@@ -258,6 +258,10 @@ class MissingEvalMode(Rule):
             return None  # a lone Dropout, no weights: applied as it is for its randomness (a random mask)
         if facts.flow.objects.attribute_dependence(forward.function, forward.key) is Dependence.INDEPENDENT:
             return None  # every model the class puts there has no Dropout or BatchNorm
+        if _sets_its_own_mode_only(facts, forward) and not over_batches(facts, forward):
+            # A NoisyNet agent acting on a state: its layers' training-mode noise is its exploration, written for
+            # that; only a pass over a dataset's batches is surely an evaluation.
+            return None
         grad = effective_grad(facts, forward)
         context = evaluation_context(facts, forward, grad)
         if context is None or (forward.via is None and returned_to_callers(facts, forward)) \
@@ -306,6 +310,17 @@ class MissingEvalMode(Rule):
                    f"inside it")
         caller_note = f"{caller} calls `{callee}()` with `{key}` in training mode"
         return helper_report(facts, forward, message, caller_note, proof)
+
+
+def _sets_its_own_mode_only(facts: FileFacts, forward) -> bool:
+    """Is the model an object's attribute that only ever holds models whose mode dependence is their own layers
+    reading `self.training` (a NoisyNet), here or in the method of this file the forward runs through?"""
+    objects = facts.flow.objects
+    if objects.attribute_sets_own_mode_only(forward.function, forward.key):
+        return True
+    via = forward.via
+    callee = facts.flow.local_functions.get(forward.callee.qualname) if via is not None else None
+    return callee is not None and objects.attribute_sets_own_mode_only(callee, via.param)
 
 
 def _with_creators(facts: FileFacts, forward, report: Report) -> Report:

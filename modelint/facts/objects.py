@@ -167,6 +167,30 @@ class ObjectModes(ObjectExits, ObjectStarts):
         known = self._attribute_dependences.get(function.cls, {})
         return known.get(key, Dependence.UNKNOWN)
 
+    def attribute_sets_own_mode_only(self, function, key: str) -> bool:
+        """Is every model the class puts in `self.<attr>` built from a project class whose only mode dependence
+        is its own layers reading `self.training` (a NoisyNet's exploration noise), with no Dropout or BatchNorm
+        of torch's at any depth? What training mode does to it is then what its authors wrote it for."""
+        if function is None or function.cls is None or not key.startswith("self.") or key.count(".") != 1:
+            return False
+        values = [value for assigned, value, site in self.flow.collector.call_assigns
+                  if site.cls is function.cls and assigned == key]
+        return bool(values) and all(map(self._own_mode_construction, values))
+
+    def _own_mode_construction(self, value: cst.Call) -> bool:
+        built = unwrap_chain(value)[0]
+        if type(built) is not cst.Call:
+            return False
+        modules = self.flow.modules
+        project = modules.project_class(built.func)
+        if project is not None:
+            return modules.is_module_class(project) and modules.class_dependence(project) is Dependence.DEPENDENT \
+                and not modules.kinds.holds_library_mode_layers(project)
+        qualified = self.flow.imports.qualify(built.func)
+        index = self.flow.index
+        return index is not None and qualified is not None and not qualified.startswith("torch.") \
+            and index.sets_its_own_mode_only(qualified, self.flow.path)
+
     @cached_property
     def _attribute_dependences(self) -> dict:
         """class -> `self.<attr>` -> the join of the dependences of the models assigned to it."""
