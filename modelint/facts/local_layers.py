@@ -14,11 +14,13 @@ from __future__ import annotations
 import libcst as cst
 
 from modelint.facts.name_values import scope_bindings
+from modelint.facts.names import dotted
 from modelint.facts.torch_layers import Dependence
 
 _MUTATORS = frozenset({"append", "extend", "insert"})
 _RECORD_FACTORIES = frozenset({"collections.namedtuple", "typing.NamedTuple", "dataclasses.make_dataclass"})
 _DISPLAYS = (cst.List, cst.Tuple)
+_MOVES = frozenset({"to", "cuda", "cpu", "half", "float", "double", "bfloat16"})  # (they hand the layer back)
 
 
 class LocalLayers:
@@ -73,6 +75,8 @@ class LocalLayers:
             elif binding.kind == "other" and type(binding.node) is cst.AugAssign \
                     and type(binding.node.operator) is cst.AddAssign:
                 values.append(binding.node.value)  # `layers += [nn.ReLU()]`
+            elif self._own_element(binding, name, function):
+                continue  # (a layer the module already holds: whatever built it counts where it was built)
             else:
                 return Dependence.UNKNOWN
         found = Dependence.INDEPENDENT
@@ -89,6 +93,9 @@ class LocalLayers:
         kind = type(value)
         if kind is cst.Call and value in self.unbuilt_calls:
             return Dependence.INDEPENDENT  # (`if batch_norm:` in a builder called without it)
+        if kind is cst.Call and type(value.func) is cst.Attribute and value.func.attr.value in _MOVES \
+                and type(value.func.value) is cst.Name:
+            return self._layers_in(value.func.value, function)  # `emb.to(device)`: the layer `emb` holds
         if kind is cst.Call:
             built = self.layer_dependence(value)
             if built is None and type(value.func) is cst.Name:
@@ -113,6 +120,23 @@ class LocalLayers:
             body, orelse = self._layers_in(value.body, function), self._layers_in(value.orelse, function)
             return None if body is None or orelse is None else max(body, orelse)
         return None
+
+    @staticmethod
+    def _own_element(binding, name: str, function) -> bool:
+        """`for emb in self.emb_l:` (or `for k, emb in enumerate(self.emb_l):`) in a method: `emb` is one of the
+        module's own layers, as mode-dependent as what its class built there."""
+        loop = binding.node
+        if function is None or function.cls is None or type(loop) is not cst.For:
+            return False
+        iterable, target = loop.iter, loop.target
+        if type(iterable) is cst.Call and (dotted(iterable.func) or "") == "enumerate" and len(iterable.args) == 1 \
+                and type(target) is cst.Tuple and len(target.elements) == 2 \
+                and type(target.elements[1].value) is cst.Name and target.elements[1].value.value == name:
+            iterable = iterable.args[0].value
+        elif not (type(target) is cst.Name and target.value == name):
+            return False
+        held = dotted(iterable) or ""
+        return held.startswith("self.") and held.count(".") == 1
 
     def _partial_layer(self, call: cst.Call, function) -> Dependence | None:
         """`norm_layer(c)` after `norm_layer = functools.partial(nn.InstanceNorm2d, affine=False)`: the layer
@@ -198,6 +222,17 @@ class LocalLayers:
                         else cst.List([cst.Element(args[-1].value)])
                     found.setdefault((site.site.function, func.value.value), []).append(added)
         return found
+
+    def element_run_not_built(self, name: str, call: cst.Call) -> bool:
+        """`E = emb_l[k]`, then `E(idx, offsets)`, in a method (no constructor) handed the tables or holding them
+        on `self`: a module built elsewhere and run here, whatever the case of its name."""
+        function = self._function_of_call.get(call)
+        if function is None or function.name == "__init__":
+            return False
+        bindings = self._bindings_of(function).get(name)
+        return bool(bindings) and all(
+            b.kind == "assign" and type(b.value) is cst.Subscript and (dotted(b.value.value) or "").split(".")[0]
+            in (function.param_set | {"self"}) for b in bindings)
 
     def _bound_to_a_function(self, name: str) -> bool:
         """Is the module-level `name` only ever bound to a lambda (`Variable = lambda *a: ...cuda()`), a

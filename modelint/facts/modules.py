@@ -293,7 +293,8 @@ class ModuleTable(WaitingOnImports, LocalLayers, Registries, ModuleAttributes, B
         name = dotted(func)
         if type(func) is cst.Name and name not in _BUILTINS and name[:1].isupper() and name not in self.classes \
                 and (name not in self._builders or name in self.imports.bindings) \
-                and not self._bound_to_a_function(name):  # (`def WNConv1d(...)`: a builder; `Variable = lambda ...`)
+                and not self._bound_to_a_function(name) and not self.element_run_not_built(name, call):
+            # (`def WNConv1d(...)`: a builder; `Variable = lambda ...`; `E = emb_l[k]` in a method)
             return self._star_imported(call, name) or Construction(call, Dependence.UNKNOWN, certain=False)
         return None
 
