@@ -526,7 +526,10 @@ class ProjectIndex:
             return [self.files[p] for p in (target + ".py", os.path.join(target, "__init__.py")) if p in self.files]
         found = self.by_module.get(module, [])
         rooted = [summary for summary in found if _rooted(summary.path, module, from_path)]
-        return rooted or list(found)
+        here = os.path.dirname(os.path.abspath(from_path))
+        # (the script's own folder first, as Python's path has it: a lecture's `helper.py`, not its neighbour's)
+        return sorted(rooted or found, key=lambda summary: _distance(here, os.path.dirname(os.path.abspath(
+            summary.path))))
 
     def imports_a_nested_namesake(self, reference: str, from_path: str) -> bool:
         """Does `reference`'s module name only files of the index that Python would not import from here
@@ -603,5 +606,7 @@ def _rooted(path: str, module: str, from_path: str) -> bool:
 
 
 def _distance(a: str, b: str) -> int:
+    """Folders between two folders: 0 for the same one, 2 for siblings."""
     common = os.path.commonpath([a, b])
-    return len(os.path.relpath(a, common).split(os.sep)) + len(os.path.relpath(b, common).split(os.sep))
+    return sum(len(part.split(os.sep)) for part in (os.path.relpath(a, common), os.path.relpath(b, common))
+               if part != os.curdir)
