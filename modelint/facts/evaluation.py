@@ -169,11 +169,29 @@ def is_module(facts, forward, mode: ModeFact) -> bool:
     if loaded and ((forward.function, forward.key) in loaded
                    or ((None, forward.key) in loaded and forward.key in facts.flow.global_models)):
         return True  # unpickled whole by `torch.load` and called: a module (the global, where no local hides it)
-    return facts.modules.is_module_name(forward.key, forward.function) \
+    return (facts.modules.is_module_name(forward.key, forward.function) and not _a_loop_target(facts, forward)) \
         or facts.flow.is_trained_model(forward.function, forward.key) \
         or _annotated_as_a_module(facts, forward.function, forward.key) \
         or _handed_a_module(facts, forward.function, forward.key) \
         or _switched_by_a_base_elsewhere(facts, forward.function, forward.key)
+
+
+def _a_loop_target(facts, forward) -> bool:
+    """Is the called name the target of a `for` around the call (`for k, act in enumerate(activations):
+    draw(act, ...)`)? There it holds what the loop draws, whatever other statements of its scope bind to the
+    name (`act = Swish()` at the end of a notebook): those do not show it is a module."""
+    site = facts.call_sites.get(forward.call)
+    head = forward.key.split(".")[0].split("[")[0]
+    return site is not None and any(type(loop) is cst.For and head in _target_names(loop.target)
+                                    for loop in site.site.guards)
+
+
+def _target_names(target) -> set[str]:
+    if type(target) is cst.Name:
+        return {target.value}
+    if type(target) in (cst.Tuple, cst.List):
+        return set().union(*(_target_names(element.value) for element in target.elements))
+    return set()
 
 
 def _bound_to_non_modules(facts, function, key: str) -> bool:
