@@ -152,6 +152,8 @@ def is_module(facts, forward, mode: ModeFact) -> bool:
         return True
     if mode.origin and facts.receivers.of_qualified(mode.origin, facts.path).module is False:
         return False  # built from a plain class of another file (`PriorBox(object)` with a `forward()` method)
+    if _annotated_without_weights(facts, forward.function, forward.key):
+        return False  # (`pixel_criterion: nn.L1Loss`, for a PSNR in the training loop)
     if via is not None and _bound_to_non_modules(facts, forward.function, forward.key):
         return False  # `processor = AutoProcessor.from_pretrained(...)` or None, handed to a helper that calls it
     func = forward.call.func
@@ -231,13 +233,26 @@ def _handed_a_module(facts, function, key: str) -> bool:
 def _annotated_as_a_module(facts, function, key: str) -> bool:
     """`def evaluate(model: SASRec, ...)`: a parameter annotated with a module class (of this file, of the project
     or of a library)."""
+    annotation = _annotation(function, key)
+    return annotation is not None and facts.receivers.of_annotation(annotation).module is True
+
+
+def _annotated_without_weights(facts, function, key: str) -> bool:
+    """`pixel_criterion: nn.L1Loss`: a parameter annotated with a layer that holds no weights (a loss, an
+    activation): running it evaluates no model."""
+    annotation = _annotation(function, key)
+    built = facts.modules.construction(cst.Call(func=annotation)) if annotation is not None \
+        and type(annotation) in (cst.Name, cst.Attribute) else None
+    return built is not None and built.parameterless
+
+
+def _annotation(function, key: str) -> cst.BaseExpression | None:
     if function is None or key not in function.param_set:
-        return False
+        return None
     params = function.node.params
     param = next((p for p in (*params.posonly_params, *params.params, *params.kwonly_params)
                   if p.name.value == key), None)
-    return param is not None and param.annotation is not None \
-        and facts.receivers.of_annotation(param.annotation.annotation).module is True
+    return param.annotation.annotation if param is not None and param.annotation is not None else None
 
 
 def _hand_written_model(facts, function) -> bool:
