@@ -74,11 +74,19 @@ def _optimizer_over(facts, call: cst.Call, key: str) -> bool:
     """`Adam(model.parameters())`, or a trainer's `fit(model, ...)`: the model's weights are trained next."""
     if type(call.func) is cst.Attribute and call.func.attr.value == "fit":
         return any(dotted(arg.value) == key for arg in call.args)
-    if not api.is_optimizer_class(facts.imports.qualify(call.func) or ""):
+    if not api.is_optimizer_class(facts.imports.qualify(call.func) or "") and not _stepped_later(facts, call):
         return False
     return any(type(node) is cst.Call and type(node.func) is cst.Attribute
                and node.func.attr.value in ("parameters", "named_parameters") and dotted(node.func.value) == key
                for arg in call.args for node in iter_nodes(arg.value))
+
+
+def _stepped_later(facts, call: cst.Call) -> bool:
+    """`opt = construct(cfg.optimizer, params=net.parameters())`, then `opt.step()` in the same function: built by
+    a factory, an optimizer all the same."""
+    bound = next(((key, site.function) for key, value, site in facts.collector.call_assigns if value is call), None)
+    return bound is not None and "." not in bound[0] and any(
+        site.site.function is bound[1] and site.text == f"{bound[0]}.step" for site in facts.collector.calls)
 
 
 def smoke_test(facts, forward, mode) -> bool:
