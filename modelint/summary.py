@@ -193,6 +193,8 @@ class FileSummary:
     # Callables of other files called here, as imported -> the (first, then) method pairs the objects built from
     # them here may run in, None when an object built from it is out of sight (modelint.facts.object_orders).
     object_orders: dict[str, frozenset | None] = field(default_factory=dict)
+    # The same references -> methods of objects built from them here handed to calls as values (callbacks).
+    handed_methods: dict[str, frozenset] = field(default_factory=dict)
 
 
 def module_keys(path: str) -> list[str]:
@@ -318,22 +320,40 @@ class ProjectIndex:
         if shape is None:
             return True
 
-        def names_it(reference: str, path: str) -> bool:
-            found = self.resolve_shape(reference, path)
-            return found is not None and found[0] is shape and os.path.abspath(found[1]) == defined_in
+        def names_it(reference: str, path: str) -> bool:  # (the class or a subclass of it)
+            return self._derives(reference, path, shape, 0)
 
         seen = False
         for path, summary in self.files.items():
             if path == defined_in:
                 continue
+            if any(names & then for reference, names in summary.handed_methods.items() if names_it(reference, path)):
+                return False  # a callback its users hand to the driver that runs it (`epoch_run=t.epoch_ce_loss`)
             orders = {reference: pairs for reference, pairs in summary.object_orders.items()
                       if names_it(reference, path)}
             if any(pairs is None or any(a in first and b in then for a, b in pairs) for pairs in orders.values()):
                 return True
-            if not orders and any(names_it(reference, path) for reference in summary.imported | summary.unresolved):
-                return True  # (imported and never built here: subclassed, or built in a way not followed)
+            subclassed = any(self._derives(f":{name}", path, shape, 0) for name in summary.shapes)
+            if not orders and not subclassed and any(names_it(reference, path)
+                                                     for reference in summary.imported | summary.unresolved):
+                return True  # (imported and never built here, nor subclassed: built in a way not followed)
             seen = seen or bool(orders)
         return not seen
+
+    def _derives(self, reference: str, path: str, shape: ClassShape, depth: int) -> bool:
+        """Is the class `reference` names in `path` (`:Name` for one of that file) `shape`'s class or a subclass?"""
+        if reference.startswith(":"):
+            here = self.files.get(os.path.abspath(path))
+            found = (here.shapes.get(reference[1:]), path) if here is not None else None
+            found = found if found is not None and found[0] is not None else None
+        else:
+            found = self.resolve_shape(reference, path)
+        if found is None:
+            return False
+        if found[0] is shape:
+            return True
+        return depth < 4 and any(self._derives(base, found[1], shape, depth + 1) for base in found[0].bases
+                                 if base != "?")
 
     def method_called_only_in_eval(self, name: str, defined_in: str) -> bool:
         """Do other files call a method of this name on objects they cannot place, and always after

@@ -1112,3 +1112,19 @@ def test_a_script_shows_the_orders_it_runs_the_methods_of_objects_it_builds() ->
     assert orders[".learner.Learner"] == {("fit", "predict"), ("predict", "fit"), ("fit", "fit"),
                                           ("predict", "predict")}  # (a loop: every order)
     assert orders[".runner.Runner"] is None  # handed to a call: its users are out of sight
+
+
+def test_an_object_built_anew_each_round_of_a_loop_runs_its_methods_in_written_order_only() -> None:
+    from modelint.facts.object_orders import handed_methods, object_orders
+
+    facts = facts_of("""
+        from .trainers import UNetTrainer
+
+        def run(splits, loaders):
+            for split in splits:
+                trainer = UNetTrainer(split)
+                trainer.train(loaders[split], epoch_run=trainer.epoch_ce_loss)
+                print(trainer.test(loaders[split]))
+        """)
+    assert object_orders(facts.flow)[".trainers.UNetTrainer"] == {("train", "test")}
+    assert handed_methods(facts.flow) == {".trainers.UNetTrainer": frozenset({"epoch_ce_loss"})}

@@ -14,7 +14,7 @@ import libcst as cst
 from modelint.facts.lattice import is_train_site, mode_of_call
 from modelint.facts.modules import Dependence
 from modelint.facts.names import dotted, key_prefixes
-from modelint.facts.object_orders import object_orders
+from modelint.facts.object_orders import handed_methods, object_orders
 from modelint.facts.regions import forward_grad, input_gradient_classes, lexically_grad_free
 from modelint.summary import FileSummary, ForwardUse, FunctionSummary, RemoteSite, ReturnFact, StepUse
 
@@ -71,7 +71,8 @@ def file_summary(flow) -> FileSummary:
                        classes_waiting=flow.modules.waiting_on_imports() if flow.index is None else {},
                        plain_functions={f.name for f in flow.collector.functions if f.outer is None and f.cls is None},
                        submodules=flow.modules.submodules(), asked_submodules=set(flow.asked_submodules),
-                       imported=set(flow.imports.bindings.values()), object_orders=object_orders(flow))
+                       imported=set(flow.imports.bindings.values()), object_orders=object_orders(flow),
+                       handed_methods=handed_methods(flow))
 
 
 def _method_calls(flow) -> dict[str, bool]:

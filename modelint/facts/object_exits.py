@@ -86,7 +86,8 @@ class ObjectExits:
         leave `key` in eval mode, those that may run this training method), for the runner to ask the users
         other files show (Report.users_elsewhere)."""
         cls = function.cls
-        if any(name.startswith(f"{cls.name}.") and any(self._receiver_outside(call) for call in sites)
+        classes = {info.name for info in self.flow.collector.classes}
+        if any(name.startswith(f"{cls.name}.") and any(self._receiver_outside(call, classes) for call in sites)
                for name, sites in self.flow.call_sites.items()):
             return None  # (the users here have had their say: _users_in_view_never_leave_eval)
         leavers = frozenset(name for cls_name in self.flow.class_and_bases(cls.name)
@@ -101,9 +102,10 @@ class ObjectExits:
         return cls.name, leavers - {function.name}, frozenset(trainers)
 
     @staticmethod
-    def _receiver_outside(call) -> bool:
+    def _receiver_outside(call, classes: set[str]) -> bool:
+        """An object of the class used here (not `self`, nor the class itself: `NNBee.flush(logger, line)`)."""
         receiver = dotted(call.func.value) if type(call.func) is cst.Attribute else None
-        return receiver is not None and receiver.split(".")[0] not in ("self", "cls", "super")
+        return receiver is not None and receiver.split(".")[0] not in ("self", "cls", "super", *classes)
 
     @cached_property
     def _handed_methods(self) -> frozenset[str]:

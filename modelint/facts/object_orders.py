@@ -15,6 +15,25 @@ import libcst as cst
 from modelint.facts.walk import iter_nodes
 
 _LOOPS = (cst.For, cst.While)
+_LIBRARIES = frozenset({"torch", "numpy"})  # (no class of the project: not worth a summary's room)
+
+
+def handed_methods(flow) -> dict[str, frozenset[str]]:
+    """class reference -> methods of objects built from it here that a call is handed as values
+    (`trainer.train(epoch_run=trainer.epoch_ce_loss)`): callbacks, run where the call runs them."""
+    collector = flow.collector
+    built = {(site.function, key): value.func for key, value, site in collector.call_assigns if "." not in key}
+    out: dict[str, set[str]] = {}
+    for call in collector.calls:
+        for arg in call.node.args:
+            value = arg.value
+            if type(value) is not cst.Attribute or type(value.value) is not cst.Name:
+                continue
+            func = built.get((call.site.function, value.value.value))
+            reference = flow.imports.qualify(func) if func is not None else None
+            if reference is not None and reference.split(".")[0] not in _LIBRARIES:
+                out.setdefault(reference, set()).add(value.attr.value)
+    return {reference: frozenset(names) for reference, names in out.items()}
 
 
 def object_orders(flow) -> dict[str, frozenset[tuple[str, str]] | None]:
@@ -28,7 +47,7 @@ def object_orders(flow) -> dict[str, frozenset[tuple[str, str]] | None]:
     followed: dict[object, dict[str, list[str]]] = {}  # scope -> name -> the references built into it
     for call in collector.calls:
         reference = call.qualified
-        if reference is None or reference.split(".")[0] in ("torch", "numpy"):
+        if reference is None or reference.split(".")[0] in _LIBRARIES:
             continue
         place = bound.get(id(call.node))
         if place is None:
@@ -61,6 +80,9 @@ def _method_orders(collector, scope, names: set[str]) -> dict[str, set[tuple[str
             receivers.add(id(func.value))
     if not calls:  # (a name no method is called on here: `path = os.path.join(...)`, or an object handed on)
         return {}
+    handed_to_own_methods = {id(arg) for name, sites in calls.items() for site in sites for arg in site.node.args
+                             if type(arg.value) is cst.Attribute and type(arg.value.value) is cst.Name
+                             and arg.value.value.value == name}
     lost: set[str] = set()
     for current in iter_nodes(scope.node if scope is not None else collector.module_node):
         kind = type(current)
@@ -74,6 +96,9 @@ def _method_orders(collector, scope, names: set[str]) -> dict[str, set[tuple[str
             receivers.add(id(current.attr))  # (`args.model`: an attribute's own name is no use of a local)
         elif kind is cst.Arg and current.keyword is not None:
             receivers.add(id(current.keyword))
+        if kind is cst.Arg and type(current.value) is cst.Attribute and type(current.value.value) is cst.Name \
+                and id(current) in handed_to_own_methods:
+            receivers.add(id(current.value.value))  # (`t.train(epoch_run=t.epoch_ce_loss)`: a callback of its own)
         elif kind is cst.Name and current.value in calls and id(current) not in receivers:
             lost.add(current.value)  # (handed on, returned, aliased, read by a nested function, bound otherwise)
     out: dict[str, set[tuple[str, str]] | None] = {}
@@ -81,19 +106,23 @@ def _method_orders(collector, scope, names: set[str]) -> dict[str, set[tuple[str
         if name in lost:
             out[name] = None
             continue
+        # (a loop that builds a new object each time round: its next round runs the methods of another object)
+        built_in = [frozenset(id(guard) for guard in site.guards if type(guard) in _LOOPS)
+                    for key, _value, site in collector.call_assigns if key == name and site.function is scope]
+        rebuilt = frozenset.intersection(*built_in) if built_in else frozenset()
         pairs = out[name] = set()
         for i, first in enumerate(sites):
             for then in sites[i:]:
                 methods = (first.node.func.attr.value, then.node.func.attr.value)
-                if _common_loops(first, then):
+                if _common_loops(first, then, rebuilt):
                     pairs.update({methods, methods[::-1]})
                 elif then is not first and not _exclusive(first, then):
                     pairs.add(methods)
     return out
 
 
-def _common_loops(first, then) -> bool:
-    return any(type(guard) in _LOOPS and any(guard is other for other in then.site.guards)
+def _common_loops(first, then, rebuilt: frozenset[int]) -> bool:
+    return any(type(guard) in _LOOPS and id(guard) not in rebuilt and any(guard is other for other in then.site.guards)
                for guard in first.site.guards)
 
 
