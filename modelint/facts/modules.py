@@ -30,6 +30,7 @@ from modelint.facts.walk import iter_nodes
 
 
 # Methods that return the module they are called on.
+_COPIES = frozenset({"copy.deepcopy", "copy.copy"})
 RETURNS_SELF = frozenset({"to", "cuda", "cpu", "half", "float", "double", "bfloat16", "train", "eval",
                           "requires_grad_", "to_empty", "share_memory", "type"})
 # Calls that show their receiver is an nn.Module (tensors and optimizers lack them).
@@ -313,6 +314,8 @@ class ModuleTable(WaitingOnImports, LocalLayers, Registries, ModuleAttributes, B
         found = None
         for param in kept:
             arg = handed_at(call, param, params.index(param) if param in params else -1)
+            if type(arg) is cst.Call and arg.args and self._copies(arg, call):
+                arg = arg.args[0].value  # `EncoderLayer(d_model, c(attn), c(ff))` with `c = copy.deepcopy`
             built = self.layer_dependence(arg, known) if type(arg) is cst.Call else None
             if type(arg) is cst.Name:  # `ff = FeedForward(d, h, dropout)`, then `Transformer(ff, ...)`
                 built = self.part_built_for(arg.value, call)
@@ -321,6 +324,26 @@ class ModuleTable(WaitingOnImports, LocalLayers, Registries, ModuleAttributes, B
             if built is not None:
                 found = built if found is None else max(found, built)
         return found
+
+    def _copies_its_argument(self, func: cst.BaseExpression) -> bool:
+        """A builder of this file that deep-copies its first parameter (`def clones(module, n): return
+        nn.ModuleList([copy.deepcopy(module) for _ in range(n)])`)."""
+        name = self._builder_name(func)
+        function = self._builder_function(name) if name is not None else None
+        params = function.node.params.params if function is not None else ()
+        return bool(params) and any(
+            self.imports.qualify(made.func) in _COPIES and made.args and type(made.args[0].value) is cst.Name
+            and made.args[0].value.value == params[0].name.value for made, _returned, _tests in self._builders[name])
+
+    def _copies(self, made: cst.Call, call: cst.Call) -> bool:
+        """Is `made` a `copy.deepcopy(...)`, or a call of a name `call`'s function binds only to it (`c = copy.deepcopy`)?"""
+        if self.imports.qualify(made.func) in _COPIES:
+            return True
+        if type(made.func) is not cst.Name:
+            return False
+        bindings = self._bindings_of(self._function_of_call.get(call)).get(made.func.value) or []
+        return bool(bindings) and all(b.kind == "assign" and b.value is not None
+                                      and self.imports.qualify(b.value) in _COPIES for b in bindings)
 
     def _parameter_containers(self, project: ClassInfo) -> dict:
         """The torch containers the class keeps a constructor parameter in (`self.vgg = nn.ModuleList(base)`),
@@ -340,6 +363,9 @@ class ModuleTable(WaitingOnImports, LocalLayers, Registries, ModuleAttributes, B
         if type(value) is cst.Call and len(value.args) == 1 and value.args[0].star != "**" \
                 and self.imports.qualify(value.func) in _LAYER_CONTAINERS:
             value = value.args[0].value
+        elif type(value) is cst.Call and value.args and (self._copies_its_argument(value.func)
+                                                         or self.imports.qualify(value.func) in _COPIES):
+            value = value.args[0].value  # `self.layers = clones(layer, N)`: copies of the layer it is handed
         return value.value if type(value) is cst.Name and value.value in init.param_set else None
 
     def layer_dependence(self, call: cst.Call, known: dict | None = None) -> Dependence | None:
