@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import libcst as cst
 
+from modelint.facts.names import handed_at
 from modelint.facts.torch_layers import Dependence
 
 
@@ -59,9 +60,40 @@ class ModuleAttributes:
         if found is None:
             values = self._self_attributes.get(name)
             built = [self.module_expression(v)[0] if type(v) is cst.Call else None for v in values or ()]
+            if values and None in built:
+                handed = self._handed_to_the_attribute(name)  # `self.encoder = encoder`, given `Encoder()`
+                if handed is not None:
+                    built = [b for b in built if b is not None] + handed
             parameterless = bool(built) and all(b is not None and b.parameterless for b in built)  # (`.cuda()` too)
             dependence = None
             if built and all(b is not None and b.certain and not b.parameterless for b in built):
                 dependence = max(b.dependence for b in built)
             found = cache[name] = (parameterless, dependence)
         return found
+
+    def _handed_to_the_attribute(self, name: str) -> list | None:
+        """`self.<name> = encoder` in the constructors of the file's module classes, for a parameter every
+        construction of the class in the file hands a module built right there (`EncoderDecoder(Encoder(...),
+        Generator(d, v))`): those modules. None when some assignment is anything else, or no construction is seen."""
+        out = []
+        for assign in self.self_assigns:
+            if assign.target.attr.value != name or type(assign.value) is cst.Call:
+                continue
+            init, cls = assign.site.function, assign.site.cls
+            if init is None or init.name != "__init__" or type(assign.value) is not cst.Name \
+                    or assign.value.value not in init.param_set or not self.is_module_class(cls):
+                return None
+            params = [p.name.value for p in init.node.params.params[1:]]
+            param = assign.value.value
+            constructions = [site.node for site in self._collector.calls
+                             if type(site.node.func) is cst.Name and site.node.func.value == cls.name
+                             and site.node.func.value not in self.imports.bindings]
+            for call in constructions:
+                arg = handed_at(call, param, params.index(param) if param in params else -1)
+                made = self.module_expression(arg)[0] if type(arg) is cst.Call else None
+                if made is None:
+                    return None
+                out.append(made)
+            if not constructions:
+                return None
+        return out or None
