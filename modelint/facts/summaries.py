@@ -223,6 +223,8 @@ def _forward_use(flow, function, forward, intent: str, trained_here: bool = Fals
     # What a helper returns after turning the output into predictions, computing it under no_grad or over
     # held-out data stays an evaluation's product up the chain; a name-based reason does not travel.
     context = via.context if via is not None and (via.intent != "returned" or _evidence(via.context)) else None
+    if grad_word == "free" and context is not None and not context.startswith(("under", "over")):
+        context = "under no_grad"  # (the predictions a helper returns, made here under no_grad: the stronger word)
     if intent == "unknown" and forward.kept_on_an_object:
         return None  # kept on an object: for whoever reads it (see evaluation._evaluation_context)
     if via is None and _only_in_training(flow, forward.call, forward.key):
