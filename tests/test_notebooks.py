@@ -133,3 +133,17 @@ def test_blanking_keeps_rows_and_gives_up_on_a_broken_structure() -> None:
                        "if True:", "    model.train(False)"]
     broken = ["for epoch in range(3)", "    pass"]
     assert blank_errors(broken, limits.cpython_parse("\n".join(broken))) is None
+
+
+def test_a_notebook_shows_the_order_it_runs_an_objects_methods_in(tmp_path: Path) -> None:
+    """A learner of a .py file whose `predict_proba()` leaves its network in eval mode and whose `fit()` never
+    switches back: a notebook that only fits shows the guess about its users is wrong; one that fits again
+    after predicting shows it right."""
+    learner = Path(__file__).resolve().parent.parent / "fixtures" / "cross_file" / "tabular_learner_pkg" / "learner.py"
+    (tmp_path / "learner.py").write_text(learner.read_text(encoding="utf-8"), encoding="utf-8")
+    setup = "import numpy as np\nfrom learner import TabularClassifier\nclf = TabularClassifier(32, 3)\n"
+    _notebook(tmp_path / "run.ipynb", setup, "clf.fit(np.zeros((64, 32)), np.zeros(64))\n")
+    assert "MDL003" not in check(str(tmp_path)).stdout
+    _notebook(tmp_path / "run.ipynb", setup, "clf.fit(np.zeros((64, 32)), np.zeros(64))\n"
+              "p = clf.predict_proba(np.zeros((4, 32)))\nclf.fit(np.zeros((64, 32)), np.zeros(64))\n")
+    assert "learner.py:34:" in check(str(tmp_path)).stdout
