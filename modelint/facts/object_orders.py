@@ -10,12 +10,15 @@ reads them (ProjectIndex.object_orders) to judge a guess about the object's user
 
 from __future__ import annotations
 
+import sys
+
 import libcst as cst
 
 from modelint.facts.walk import iter_nodes
 
 _LOOPS = (cst.For, cst.While)
-_LIBRARIES = frozenset({"torch", "numpy"})  # (no class of the project: not worth a summary's room)
+# Modules whose classes are no project's (`parser = argparse.ArgumentParser()`): not worth a walk or a summary's room.
+_LIBRARIES = frozenset({"torch", "numpy", *sys.stdlib_module_names})
 
 
 def handed_methods(flow) -> dict[str, frozenset[str]]:
