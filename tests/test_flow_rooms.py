@@ -1128,3 +1128,31 @@ def test_an_object_built_anew_each_round_of_a_loop_runs_its_methods_in_written_o
         """)
     assert object_orders(facts.flow)[".trainers.UNetTrainer"] == {("train", "test")}
     assert handed_methods(facts.flow) == {".trainers.UNetTrainer": frozenset({"epoch_ce_loss"})}
+
+
+# -- phases.py: a script's phase flag ------------------------------------------------------------
+
+
+def test_a_script_given_its_phase_runs_once_per_phase() -> None:
+    from modelint.facts.phases import script_phase
+
+    facts = facts_of("""
+        import sys
+        phase = sys.argv[1]
+        for x, y in batches:
+            loss = criterion(model(x), y)
+            if phase == "train":
+                loss.backward()
+        """)
+    flow = facts.flow
+    assert script_phase(facts.collector.module_phases, lambda: flow._scope_bindings(None)) == \
+        ("phase", ("train", "<other>"))
+    facts = facts_of("""
+        phase = "train"
+        for x, y in batches:
+            loss = criterion(model(x), y)
+            if phase == "train":
+                loss.backward()
+        """)
+    # (a literal the script sets itself: nothing to run twice)
+    assert script_phase(facts.collector.module_phases, lambda: facts.flow._scope_bindings(None)) is None

@@ -260,8 +260,8 @@ class Bindings:
 
     def _remember_constant(self, target: cst.BaseExpression, value: cst.BaseExpression) -> None:
         """`phases = ("train", "val")`, `is_train = phase == "train"`: values phase loops decide with."""
-        if type(target) is not cst.Name:
-            return
+        if type(target) is not cst.Name or target.value == self.out.phase_param:
+            return  # (`phase = sys.argv[1]` in a script run once per phase: the value of this pass stays)
         known = literal_strings(value, self.constants)
         if known is None:
             known = decide(value, self.constants)

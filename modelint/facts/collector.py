@@ -12,7 +12,7 @@ from __future__ import annotations
 import libcst as cst
 
 from modelint.facts.names import head_name, ImportTable, dotted, handed_at, literal_value, value_key
-from modelint.facts.scopes import AttributeAssign, CallSite, ClassInfo, FunctionInfo, Site
+from modelint.facts.scopes import AttributeAssign, CallSite, ClassInfo, FunctionInfo, ScriptPhases, Site
 from modelint.facts.walk import FastVisitor, iter_nodes
 
 STATEMENT_TYPES = (
@@ -56,6 +56,7 @@ class Collector(FastVisitor):
         self.module_input_gradient_marks: list[tuple[cst.CSTNode, str | None]] = []
         self.module_mode_relevant = False
         self.module_calls_functions = False  # module-level code passes names to calls
+        self.module_phases = ScriptPhases()  # (the module-level `if`s and comparisons naming a name)
         self._stmts: list[cst.CSTNode] = []
         # Calls grouped by the small statement (or compound statement header) they run in.
         self.calls_by_owner: dict[cst.CSTNode, list[cst.Call]] = {}
@@ -182,10 +183,9 @@ class Collector(FastVisitor):
             self._phase_name(node.left.value, node)
 
     def _phase_name(self, name: str, node: cst.CSTNode) -> None:
-        for scope in self._scopes:
-            if isinstance(scope, FunctionInfo):
-                scope.phase_names.add(name)
-                scope.phase_nodes.append(node)
+        for scope in [s for s in self._scopes if isinstance(s, FunctionInfo)] or [self.module_phases]:
+            scope.phase_names.add(name)
+            scope.phase_nodes.append(node)
 
     def leave_If(self, original_node: cst.If) -> None:
         self._guards.pop()

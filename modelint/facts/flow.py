@@ -32,7 +32,7 @@ from modelint.facts.objects import ObjectModes
 from modelint.facts.provenance import Provenance
 from modelint.facts.receivers import instance_method
 from modelint.facts.records import FunctionFlow
-from modelint.facts.phases import phase_parameter
+from modelint.facts.phases import phase_parameter, script_phase
 from modelint.facts.plots import FigureObjects
 from modelint.facts.regions import disables_grad, grad_effect
 from modelint.facts.state import State
@@ -201,7 +201,8 @@ class ModeFlow(CallGraph, Optimizers, CallResolution):
         flow = FunctionFlow(None)
         interpreter = Interpreter(self, flow, set())
         flow.exit_state = interpreter.run(self.collector.module_node.body,
-                                          State({}, GRAD_ENABLED, unbound=self._assigned_names.get(None, frozenset())))
+                                          State({}, GRAD_ENABLED, unbound=self._assigned_names.get(None, frozenset())),
+                                          script_phase(self.collector.module_phases, lambda: self._scope_bindings(None)))
         self._finish(flow, None)
         return flow
 

@@ -70,8 +70,9 @@ class Interpreter(Loops, Bindings, CallEffects):
         """The function body (or the module's statements); with `phases`, once per value of a parameter
         that decides between training and evaluation, each pass with its value known and its forwards
         told apart (see modelint.facts.phases)."""
+        run = self.block if not isinstance(body, (list, tuple)) else self.statements  # (a script's statements)
         if phases is None:
-            end = self.block(body, state) if not isinstance(body, (list, tuple)) else self.statements(body, state)
+            end = run(body, state)
         else:
             name, values = phases
             self.out.phase_param = name
@@ -81,7 +82,7 @@ class Interpreter(Loops, Bindings, CallEffects):
                     self.constants[name] = value
                     self.tag = self.uses.tag = ((name, value),)
                     returned = len(self.returns)
-                    this_end = self.block(body, state.copy())
+                    this_end = run(body, state.copy())
                     for s in self.returns[returned:]:
                         this_end = join(this_end, s)
                     self.out.phase_exits[value] = this_end  # (a caller naming the value gets this one)

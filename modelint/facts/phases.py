@@ -134,8 +134,6 @@ def phase_parameter(function) -> tuple[str, tuple] | None:
     params = (set(function.params) - {"self", "cls"}) & function.phase_names  # (the collector's candidates)
     if not params:
         return None
-    strings: dict[str, set] = {}
-    equal: dict[str, set] = {}  # the literals each name is tested `==` to
     for node in function.phase_nodes:  # (the collector's `if`s, comparisons and calls naming candidates)
         if type(node) is cst.If:
             name = _flag(node.test, params)
@@ -148,7 +146,35 @@ def phase_parameter(function) -> tuple[str, tuple] | None:
             method = func.attr.value if type(func) is cst.Attribute else func.value if type(func) is cst.Name else ""
             if method in ("train", "set_grad_enabled"):
                 return node.args[0].value.value, (True, False)
-        elif type(node) is cst.Comparison and type(node.left) is cst.Name and node.left.value in params \
+    found = _compared_phase(function, params)
+    if found is not None:
+        return found
+    optional = _optional_phase(function, params)
+    return (optional, (GIVEN, OMITTED)) if optional is not None else None
+
+
+def script_phase(phases, bindings) -> tuple[str, tuple] | None:
+    """(name, its values) for a module-level name the script binds once, to what it is given (`phase =
+    sys.argv[1]`, `mode = args.mode`), and compares with string literals as a phase parameter would (`if phase
+    == "train": loss.backward()`): the script's statements run once per value, like such a function's body.
+    `phases`: the collector's module-level candidates; `bindings()`: the module's name bindings."""
+    names = {node.left.value for node in phases.phase_nodes if type(node) is cst.Comparison
+             and type(node.left) is cst.Name and isinstance(literal_value(node.comparisons[0].comparator), str)}
+    if not names:
+        return None
+    bound = bindings()
+    given = {name for name in names if len(bound.get(name, ())) == 1 and bound[name][0].kind == "assign"
+             and literal_value(bound[name][0].value) is NOT_LITERAL and type(bound[name][0].value) is not cst.Call}
+    return _compared_phase(phases, given) if given else None
+
+
+def _compared_phase(function, params: set) -> tuple[str, tuple] | None:
+    """A string parameter compared with literals that name both phases, or with the training phase's name by an
+    `if` around a backward pass, or by one around a mode or autograd switch: (it, its values)."""
+    strings: dict[str, set] = {}
+    equal: dict[str, set] = {}  # the literals each name is tested `==` to
+    for node in function.phase_nodes:
+        if type(node) is cst.Comparison and type(node.left) is cst.Name and node.left.value in params \
                 and len(node.comparisons) == 1 and type(node.comparisons[0].operator) in (cst.Equal, cst.NotEqual):
             value = literal_value(node.comparisons[0].comparator)
             if isinstance(value, str):
@@ -172,8 +198,7 @@ def phase_parameter(function) -> tuple[str, tuple] | None:
             # `if mode == "greedy": with torch.no_grad(): ...`: the branch changes the grad mode or a model's
             # mode, as a flag's would; "greedy" or any other value
             return name, (*sorted(values), OTHER)
-    optional = _optional_phase(function, params)
-    return (optional, (GIVEN, OMITTED)) if optional is not None else None
+    return None
 
 
 def _tokens_of(values) -> set:

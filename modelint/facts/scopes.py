@@ -157,6 +157,14 @@ class Site:
 
 
 @dataclass(eq=False)
+class ScriptPhases:
+    """What FunctionInfo.phase_names/phase_nodes are for a function, for the module-level statements."""
+
+    phase_names: set = field(default_factory=set)
+    phase_nodes: list = field(default_factory=list)
+
+
+@dataclass(eq=False)
 class CallSite:
     node: cst.Call
     qualified: str | None  # callee's qualified name, if it names an import
