@@ -81,3 +81,22 @@ def join_branches(before: State, then: State | None, other: State | None, has_el
                     and a != entry and b != entry:
                 merged.models[key] = replace(fact, havoc=True)
     return merged
+
+
+class Constants:
+    """The names an undecided `if` chain's branches know the values of (`warming = False` in one of them): after
+    the chain, only those every branch (and the fall-through) agrees on. A decided test runs one branch only."""
+
+    def __init__(self, interpreter) -> None:
+        self.interpreter, self.before, self.ends = interpreter, dict(interpreter.constants), []
+
+    def branch(self, body, state):
+        self.interpreter.constants = dict(self.before)
+        end = self.interpreter.block(body, state) if body is not None else state
+        self.ends.append(self.interpreter.constants)
+        return end
+
+    def join(self) -> None:
+        if self.ends:
+            self.interpreter.constants = {name: value for name, value in self.ends[0].items()
+                                          if all(name in end and end[name] == value for end in self.ends[1:])}

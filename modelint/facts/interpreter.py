@@ -14,7 +14,7 @@ import libcst as cst
 
 from modelint.facts import torch_api as api
 from modelint.facts.bindings import Bindings, flatten
-from modelint.facts.branches import join_branches, knowing_the_condition, knowing_the_flag
+from modelint.facts.branches import Constants, join_branches, knowing_the_condition, knowing_the_flag
 from modelint.facts.calls import CallEffects
 from modelint.facts.handed_models import calls_binding
 from modelint.facts.helper_arguments import argument_uses
@@ -144,37 +144,35 @@ class Interpreter(Loops, Bindings, CallEffects):
     def if_(self, stmt: cst.If, state: State) -> State | None:
         """An `if`/`elif`/`else` chain, in a loop: a file may have thousands of `elif`s."""
         branches: list[tuple[cst.If, State | None]] = []  # each test's statement and its body's end state
+        constants = Constants(self)  # (`warming = False` in one branch: unknown after the `if`)
         while True:
             self.calls_of(stmt, state)
             self.uses.expression(stmt.test, state.values)
             decided = decide(stmt.test, self.constants)
             if decided is not None:  # `if phase == "train":` in a phase loop: one branch runs
                 run_in = state.copy() if branches else state  # (earlier branches compare with `state`)
-                if decided:
-                    other = self.block(stmt.body, run_in)
+                if decided or stmt.orelse is None or type(stmt.orelse) is not cst.If:
+                    body = stmt.body if decided else stmt.orelse.body if stmt.orelse is not None else None
+                    other = constants.branch(body, run_in) if branches else self.block(body, run_in) \
+                        if body is not None else state
                     break
-                if stmt.orelse is None:
-                    other = state
-                    break
-                if type(stmt.orelse) is cst.If:
-                    stmt = stmt.orelse
-                    continue
-                other = self.block(stmt.orelse.body, run_in)
-                break
+                stmt = stmt.orelse
+                continue
             filled = _tested_for_none(stmt.test)
             filled = filled if filled in self.params and filled not in self.filling else None
             if filled is not None:
                 self.filling.add(filled)
-            branches.append((stmt, self.block(stmt.body, self._knowing(state.copy(), stmt, True))))
+            branches.append((stmt, constants.branch(stmt.body, self._knowing(state.copy(), stmt, True))))
             self.filling.discard(filled)
             if stmt.orelse is None:
-                other = self._knowing(state, stmt, False)
+                other = constants.branch(None, self._knowing(state, stmt, False))
                 break
             if type(stmt.orelse) is cst.If:
                 stmt, state = stmt.orelse, self._knowing(state.copy(), stmt, False)
                 continue
-            other = self.block(stmt.orelse.body, self._knowing(state.copy(), stmt, False))
+            other = constants.branch(stmt.orelse.body, self._knowing(state.copy(), stmt, False))
             break
+        constants.join()
         before = state  # (the state the tests ran in: what each branch started from)
         for stmt, then in reversed(branches):
             other = join_branches(before, then, other, stmt.orelse is not None)
