@@ -479,3 +479,16 @@ def test_fix_after_an_odd_line_break_character_lands_on_the_right_line(tmp_path:
     fixed = (tmp_path / "odd.py").read_text(encoding="utf-8")
     assert fixed == HEADER + f"# page{char}break\nmodel = nn.Linear(2, 2)\nmodel.eval()\n"
     assert run.returncode == 0, run.stdout
+
+
+def test_a_recursive_helper_is_no_reason_to_give_up_on_a_shallow_file(tmp_path: Path) -> None:
+    """A helper that calls itself (`to_tensor(i)` for each item of a list), called where a module class's
+    layers are looked for: the file is two levels deep, and gets its findings, not E903."""
+    write(tmp_path, {"segmentation.py": (
+        "import torch\nfrom torch import nn\n\n\ndef to_tensor(d):\n    if isinstance(d, (list, tuple)):\n"
+        "        return [to_tensor(i) for i in d]\n    return torch.as_tensor(d)\n\n\n"
+        "class SegmentationNetwork(nn.Module):\n    def predict(self, x):\n        if self.training:\n"
+        "            print('predicting in training mode')\n        return self(to_tensor(x)).argmax(1)\n")})
+    run = modelint("--jobs", "1", "segmentation.py", cwd=tmp_path)
+    assert_no_internal_error(run)
+    assert {code for _, _, code in run.by_file().get("segmentation.py", [])} == {"MDL002"}, run.stdout

@@ -105,7 +105,14 @@ class LayerKinds:
             return self.holds_library_mode_layers(project)
         inside = self.table.builder_calls(call.func)
         if inside is not None:
-            return any(map(self._library_mode_layer, inside))
+            visiting = self.__dict__.setdefault("_builders_visited", set())
+            if call.func.value in visiting:
+                return False  # (`def maybe_to_torch(d): ... maybe_to_torch(i) ...`: what it builds is counted once)
+            visiting.add(call.func.value)
+            try:
+                return any(map(self._library_mode_layer, inside))
+            finally:
+                visiting.discard(call.func.value)
         built = self.table.construction(call)
         if built is None or built.dependence is Dependence.INDEPENDENT:
             return False
