@@ -156,7 +156,7 @@ class ModeFlow(CallGraph, Optimizers, CallResolution):
             state.values = {p: frozenset({(("param", p), DIRECT)}) for p in function.params
                             if p not in function.receivers}
         if function not in self._phase_parameters:
-            self._phase_parameters[function] = phase_parameter(function)
+            self._phase_parameters[function] = phase_parameter(function, calls)
         flow.exit_state = interpreter.run(function.node.body, state, self._phase_parameters[function])
         self._finish(flow, function)
         return flow

@@ -127,10 +127,11 @@ _MODE_METHODS = frozenset({"train", "eval", "backward", "step", "zero_grad"})
 _GRAD_SWITCHES = frozenset({"no_grad", "enable_grad", "set_grad_enabled", "inference_mode"})
 
 
-def phase_parameter(function) -> tuple[str, tuple] | None:
+def phase_parameter(function, calls=()) -> tuple[str, tuple] | None:
     """(parameter, its values) when a parameter of `function` decides whether it trains or evaluates:
     a flag tested by an `if` whose branches set a mode, step or switch autograd, or handed to `train()`
-    or `set_grad_enabled()` itself; a string compared with literals naming both phases."""
+    or `set_grad_enabled()` itself; a string compared with literals naming both phases. `calls`: the calls of
+    it in its file (`run_epoch(model, val_loader, None)` makes `optimizer` as optional as a `=None` default)."""
     params = (set(function.params) - {"self", "cls"}) & function.phase_names  # (the collector's candidates)
     if not params:
         return None
@@ -139,7 +140,8 @@ def phase_parameter(function) -> tuple[str, tuple] | None:
             name = _flag(node.test, params)
             if name is not None and any(_mode_relevant(branch) for branch in (node.body, node.orelse) if branch):
                 # (`if optimizer:` of an `optimizer=None`: given or None, so that `optimizer is None` decides too)
-                return name, ((GIVEN, OMITTED) if defaults_to_none(function, name) else (True, False))
+                optional = defaults_to_none(function, name) or _handed_none(function, name, calls)
+                return name, ((GIVEN, OMITTED) if optional else (True, False))
         elif type(node) is cst.Call and node.args and type(node.args[0].value) is cst.Name \
                 and node.args[0].value.value in params and len(node.args) == 1:
             func = node.func
@@ -149,8 +151,16 @@ def phase_parameter(function) -> tuple[str, tuple] | None:
     found = _compared_phase(function, params)
     if found is not None:
         return found
-    optional = _optional_phase(function, params)
+    optional = _optional_phase(function, params, calls)
     return (optional, (GIVEN, OMITTED)) if optional is not None else None
+
+
+def _handed_none(function, name: str, calls) -> bool:
+    """Does some call of `function` in its file pass `None` for the parameter `name`?"""
+    from modelint.facts.summary_effects import bind_arguments
+
+    return any(type(passed := bind_arguments(function.params, function.cls is not None, call).get(name)) is cst.Name
+               and passed.value == "None" for call in calls)
 
 
 def script_phase(phases, bindings) -> tuple[str, tuple] | None:
@@ -244,10 +254,10 @@ def defaults_to_none(function, name: str) -> bool:
     return param is not None and type(param.default) is cst.Name and param.default.value == "None"
 
 
-def _optional_phase(function, params: set) -> str | None:
-    """A parameter defaulting to None whose being given decides whether the body trains: `if optimizer is
-    not None: loss.backward()`, or through a local (`is_train = optimizer is not None; if is_train:`)."""
-    optional = {name for name in params if defaults_to_none(function, name)}
+def _optional_phase(function, params: set, calls=()) -> str | None:
+    """A parameter defaulting to None (or handed None by a call) whose being given decides whether the body
+    trains: `if optimizer is not None: loss.backward()`, or through a local (`is_train = optimizer is not None`)."""
+    optional = {name for name in params if defaults_to_none(function, name) or _handed_none(function, name, calls)}
     if not optional:
         return None
     derived: dict[str, str] | None = None  # local -> the optional parameter it tests (found when first needed)
