@@ -27,7 +27,7 @@ _SMALL_SET = frozenset(
 )
 
 
-_GRADIENT_METHODS = frozenset({"backward", "requires_grad_", "retain_grad"})
+_GRADIENT_METHODS = frozenset({"backward", "requires_grad_", "retain_grad", "register_hook"})
 _GRADIENT_TRANSFORMS = ("torch.autograd.grad", "torch.autograd.functional.", "torch.func.", "functorch.")
 _MODE_METHODS = frozenset({"eval", "train", "step", "backward", "from_pretrained"})
 
@@ -262,8 +262,8 @@ class Collector(FastVisitor):
                     if element is not None:
                         self._mark_gradients(inputs=True, name=dotted(getattr(element, "value", element)))
             # (`p.requires_grad_(False)`, or on each `p` of `net.parameters()`: freezing, unfreezing weights)
-            weights = attr == "requires_grad_" and (
-                (node.args and literal_value(node.args[0].value) is False) or self._a_parameter(name))
+            weights = (attr == "requires_grad_" and node.args and literal_value(node.args[0].value) is False) or (
+                attr in ("requires_grad_", "register_hook") and self._a_parameter(name))  # (`p.register_hook(clip)`)
             self._mark_gradients(inputs=attr != "backward" and not weights, name=name)
         elif (qualified or "").startswith(_GRADIENT_TRANSFORMS):
             self._mark_gradients(inputs=True)  # `jacobian(f, x)`, `torch.func.grad(f)(x)`: gradients of a forward

@@ -217,9 +217,30 @@ def _built_grad_free(facts, function, in_eval: bool, key: str | None = None, cal
 
 def input_gradient_classes(flow) -> set[str]:
     """Module classes of this file whose own `forward` takes gradients with respect to its inputs (forces as
-    -dE/dx of a predicted energy, a gradient penalty): running one needs autograd, in eval mode too."""
-    return {f.cls.name for f in flow.collector.functions if f.name == "forward" and f.cls is not None
-            and f.uses_input_gradients and flow.modules.is_module_class(f.cls)}
+    -dE/dx of a predicted energy, a gradient penalty, a hook on an attention map kept for a relevance map), or
+    that build a layer of such a class (the transformer whose blocks' attention does): running one needs
+    autograd, in eval mode too."""
+    modules = flow.modules
+    found = {f.cls.name for f in flow.collector.functions if f.name == "forward" and f.cls is not None
+             and f.uses_input_gradients and modules.is_module_class(f.cls)}
+    index = flow.index
+    if not found and index is None:
+        return found
+    changed = True
+    while changed:  # (`VisionTransformer` builds `Block`s, whose `Attention` hooks its attention map)
+        changed = False
+        for info in flow.collector.classes:
+            if info.name in found or not modules.is_module_class(info):
+                continue
+            for call in info.calls:
+                built = modules.project_class(call.func)
+                qualified = flow.imports.qualify(call.func) if built is None else None
+                if (built is not None and built.name in found) or (
+                        qualified is not None and index is not None and index.needs_input_gradients(qualified, flow.path)):
+                    found.add(info.name)
+                    changed = True
+                    break
+    return found
 
 
 def needs_input_gradients(facts, forward) -> bool:
