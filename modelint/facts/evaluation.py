@@ -148,6 +148,9 @@ def is_module(facts, forward, mode: ModeFact) -> bool:
         # A helper method's `self.act(a)` (or `self.model.act(a)` a level up), every such attribute of the
         # file an `nn.ReLU()`: nothing to evaluate, no graph of its own.
         return False
+    if via is None and forward.key.count(".") == 1 and forward.key.startswith("self.") and forward.function \
+            and facts.modules.attribute_parameterless(forward.key[5:], forward.function.cls):
+        return False  # (the class's own `self.drop = nn.Dropout(p)`, whatever another class keeps as `self.drop`)
     if mode.certain and (mode.train_sites or mode.eval_sites):
         return True
     if mode.origin and facts.receivers.of_qualified(mode.origin, facts.path).module is False:

@@ -16,8 +16,14 @@ from modelint.facts.torch_layers import Dependence
 class ModuleAttributes:
     """Mixed into ModuleTable: `_self_attributes`, `index`, `module_expression()` come from there."""
 
-    def attribute_parameterless(self, name: str) -> bool:
-        """Is every `self.<name> = ...` of the file's classes a layer without weights or mode (`nn.ReLU()`)?"""
+    def attribute_parameterless(self, name: str, cls=None) -> bool:
+        """Is every `self.<name> = ...` of the file's classes a layer without weights or mode (`nn.ReLU()`)? Of
+        the class `cls`, when it sets that name itself (another class may keep a ModuleList under it)."""
+        if cls is not None:
+            own = [a.value for a in self.self_assigns if a.site.cls is cls and a.target.attr.value == name]
+            if own:
+                built = [self.module_expression(v)[0] if type(v) is cst.Call else None for v in own]
+                return all(b is not None and b.parameterless for b in built)
         return self._attribute_facts(name)[0]
 
     def submodule_dependence(self, name: str) -> Dependence | None:
