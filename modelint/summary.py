@@ -323,12 +323,10 @@ class ProjectIndex:
         def names_it(reference: str, path: str) -> bool:  # (the class or a subclass of it)
             return self._derives(reference, path, shape, 0)
 
-        seen = False
+        seen = handed = False
         for path, summary in self.files.items():
             if path == defined_in:
                 continue
-            if any(names & then for reference, names in summary.handed_methods.items() if names_it(reference, path)):
-                return False  # a callback its users hand to the driver that runs it (`epoch_run=t.epoch_ce_loss`)
             orders = {reference: pairs for reference, pairs in summary.object_orders.items()
                       if names_it(reference, path)}
             if any(pairs is None or any(a in first and b in then for a, b in pairs) for pairs in orders.values()):
@@ -338,7 +336,10 @@ class ProjectIndex:
                                                      for reference in summary.imported | summary.unresolved):
                 return True  # (imported and never built here, nor subclassed: built in a way not followed)
             seen = seen or bool(orders)
-        return not seen
+            # (a callback its users hand to the driver that runs it, `epoch_run=t.epoch_ce_loss`: run there)
+            handed = handed or any(names & then for reference, names in summary.handed_methods.items()
+                                   if names_it(reference, path))
+        return not seen and not handed
 
     def _derives(self, reference: str, path: str, shape: ClassShape, depth: int) -> bool:
         """Is the class `reference` names in `path` (`:Name` for one of that file) `shape`'s class or a subclass?"""
