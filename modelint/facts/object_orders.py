@@ -5,7 +5,7 @@
 For each class reference it calls, the file exports the pairs (method run first, method that may
 run after it on the same object), or None when it cannot follow an object built from it (one
 stored on `self`, handed to a call, returned, or bound to a name used any other way). The runner
-reads them (ProjectIndex.object_orders) to judge a guess about the object's users.
+reads them (ProjectIndex.run_after) to judge a guess about the object's users.
 """
 
 from __future__ import annotations
