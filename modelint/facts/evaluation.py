@@ -17,6 +17,7 @@ from dataclasses import replace
 import libcst as cst
 
 from modelint.facts import torch_api as api
+from modelint.facts.bindings import flatten
 from modelint.facts.base_shapes import a_visible_base_elsewhere_switches, called_by_bases_that_switch_modes
 from modelint.facts.free_models import left_by_the_script
 from modelint.facts.lattice import ENTRY_MODE, GradFact, ModeFact, is_train_site
@@ -187,16 +188,8 @@ def _a_loop_target(facts, forward) -> bool:
     name (`act = Swish()` at the end of a notebook): those do not show it is a module."""
     site = facts.call_sites.get(forward.call)
     head = forward.key.split(".")[0].split("[")[0]
-    return site is not None and any(type(loop) is cst.For and head in _target_names(loop.target)
+    return site is not None and any(type(loop) is cst.For and head in map(dotted, flatten(loop.target))
                                     for loop in site.site.guards)
-
-
-def _target_names(target) -> set[str]:
-    if type(target) is cst.Name:
-        return {target.value}
-    if type(target) in (cst.Tuple, cst.List):
-        return set().union(*(_target_names(element.value) for element in target.elements))
-    return set()
 
 
 def _bound_to_non_modules(facts, function, key: str) -> bool:

@@ -153,8 +153,7 @@ class Interpreter(Loops, Bindings, CallEffects):
                 run_in = state.copy() if branches else state  # (earlier branches compare with `state`)
                 if decided or stmt.orelse is None or type(stmt.orelse) is not cst.If:
                     body = stmt.body if decided else stmt.orelse.body if stmt.orelse is not None else None
-                    other = constants.branch(body, run_in) if branches else self.block(body, run_in) \
-                        if body is not None else state
+                    other = constants.branch(body, run_in)
                     break
                 stmt = stmt.orelse
                 continue

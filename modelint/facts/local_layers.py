@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import libcst as cst
 
+from modelint.facts import torch_api as api
 from modelint.facts.name_values import scope_bindings
 from modelint.facts.names import dotted
 from modelint.facts.torch_layers import Dependence
@@ -20,7 +21,6 @@ from modelint.facts.torch_layers import Dependence
 _MUTATORS = frozenset({"append", "extend", "insert"})
 _RECORD_FACTORIES = frozenset({"collections.namedtuple", "typing.NamedTuple", "dataclasses.make_dataclass"})
 _DISPLAYS = (cst.List, cst.Tuple)
-_MOVES = frozenset({"to", "cuda", "cpu", "half", "float", "double", "bfloat16"})  # (they hand the layer back)
 
 
 class LocalLayers:
@@ -93,7 +93,7 @@ class LocalLayers:
         kind = type(value)
         if kind is cst.Call and value in self.unbuilt_calls:
             return Dependence.INDEPENDENT  # (`if batch_norm:` in a builder called without it)
-        if kind is cst.Call and type(value.func) is cst.Attribute and value.func.attr.value in _MOVES \
+        if kind is cst.Call and type(value.func) is cst.Attribute and value.func.attr.value in api.MOVES \
                 and type(value.func.value) is cst.Name:
             return self._layers_in(value.func.value, function)  # `emb.to(device)`: the layer `emb` holds
         if kind is cst.Call:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import libcst as cst
 
-from modelint.facts.names import handed_at
 from modelint.facts.torch_layers import Dependence
 
 
@@ -67,7 +66,7 @@ class ModuleAttributes:
             values = self._self_attributes.get(name)
             built = [self.module_expression(v)[0] if type(v) is cst.Call else None for v in values or ()]
             if values and None in built:
-                handed = self._handed_to_the_attribute(name)  # `self.encoder = encoder`, given `Encoder()`
+                handed = self._handed_to_the_attribute(name, built.count(None))  # `self.encoder = encoder`
                 if handed is not None:
                     built = [b for b in built if b is not None] + handed
             parameterless = bool(built) and all(b is not None and b.parameterless for b in built)  # (`.cuda()` too)
@@ -77,29 +76,26 @@ class ModuleAttributes:
             found = cache[name] = (parameterless, dependence)
         return found
 
-    def _handed_to_the_attribute(self, name: str) -> list | None:
-        """`self.<name> = encoder` in the constructors of the file's module classes, for a parameter every
-        construction of the class in the file hands a module built right there (`EncoderDecoder(Encoder(...),
-        Generator(d, v))`): those modules. None when some assignment is anything else, or no construction is seen."""
+    def _handed_to_the_attribute(self, name: str, unbuilt: int) -> list | None:
+        """The modules every construction in the file hands the constructor parameter a module class keeps as
+        `self.<name>` (`self.encoder = encoder`, given `EncoderDecoder(Encoder(...), Generator(d, v))`), when those
+        are all the `unbuilt` assignments of that name no construction explains. None otherwise, or when a
+        construction hands anything but a module built right there, or none is seen."""
+        from modelint.facts.module_names import stored_arguments
+
+        names = self.__dict__.get("names")  # (ModuleNames, once this table is solved)
+        stored = [(cls, params) for (cls, key), params in names.stored_parameters.items()
+                  if key == f"self.{name}"] if names is not None else []
+        if not stored or sum(len(params) for _cls, params in stored) != unbuilt:
+            return None
         out = []
-        for assign in self.self_assigns:
-            if assign.target.attr.value != name or type(assign.value) is cst.Call:
-                continue
-            init, cls = assign.site.function, assign.site.cls
-            if init is None or init.name != "__init__" or type(assign.value) is not cst.Name \
-                    or assign.value.value not in init.param_set or not self.is_module_class(cls):
+        for cls, params in stored:
+            handed = stored_arguments(names, params) if self.is_module_class(cls) else []
+            if not handed:
                 return None
-            params = [p.name.value for p in init.node.params.params[1:]]
-            param = assign.value.value
-            constructions = [site.node for site in self._collector.calls
-                             if type(site.node.func) is cst.Name and site.node.func.value == cls.name
-                             and site.node.func.value not in self.imports.bindings]
-            for call in constructions:
-                arg = handed_at(call, param, params.index(param) if param in params else -1)
-                made = self.module_expression(arg)[0] if type(arg) is cst.Call else None
+            for value, _caller in handed:
+                made = self.module_expression(value)[0] if type(value) is cst.Call else None
                 if made is None:
                     return None
                 out.append(made)
-            if not constructions:
-                return None
-        return out or None
+        return out

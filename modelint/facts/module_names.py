@@ -219,7 +219,6 @@ def _calls_of_functions(collector: Collector) -> dict:
             if not any(arg.star for call, _caller, _skipped in sites for arg in call.args)}
 
 
-_MOVES = frozenset({"to", "cuda", "cpu", "float", "half", "double", "bfloat16"})
 
 
 def _stored_parameters(collector: Collector) -> dict:
@@ -234,7 +233,7 @@ def _stored_parameters(collector: Collector) -> dict:
         if cls is None or key is None or not key.startswith("self.") or key.count(".") != 1:
             continue
         value = assign.value
-        while type(value) is cst.Call and type(value.func) is cst.Attribute and value.func.attr.value in _MOVES:
+        while type(value) is cst.Call and type(value.func) is cst.Attribute and value.func.attr.value in api.MOVES:
             value = value.func.value  # (`self.actor = actor.to(device)`: the same module, moved)
         if function is not None and function.name == "__init__" and type(value) is cst.Name \
                 and value.value in function.param_set and type(assign.node) is cst.Assign:
@@ -253,14 +252,24 @@ def passed_dependences(flow) -> dict:
     names = flow.modules.names
     out: dict = {}
     for (cls, key), params in names.stored_parameters.items():
-        init = params[0][0]  # (every such assignment is in the class's __init__)
-        sites = names.calls_of_functions.get(init, [])  # `GaussianDiffusion(model, ...)` runs its __init__
-        found = Dependence.INDEPENDENT if sites else Dependence.UNKNOWN
-        for _init, param in params:
-            index = init.positional_params.index(param) if param in init.positional_params else -1
-            for call, caller, skipped in sites:
-                found = max(found, _dependence_of(flow, _argument(call, index - skipped, param), caller))
+        handed = stored_arguments(names, params)
+        found = Dependence.INDEPENDENT if handed else Dependence.UNKNOWN
+        for value, caller in handed:
+            found = max(found, _dependence_of(flow, value, caller))
         out[(cls, key)] = found
+    return out
+
+
+def stored_arguments(names: ModuleNames, params: list) -> list[tuple]:
+    """(argument or None, calling function) for each call of this file that runs the constructor storing an
+    attribute from its parameter (`GaussianDiffusion(model, ...)` runs its __init__), for each (`__init__`,
+    parameter) pair of `params` (ModuleNames.stored_parameters)."""
+    init = params[0][0]  # (every such assignment is in the class's __init__)
+    out = []
+    for _init, param in params:
+        index = init.positional_params.index(param) if param in init.positional_params else -1
+        for call, caller, skipped in names.calls_of_functions.get(init, []):
+            out.append((_argument(call, index - skipped, param), caller))
     return out
 
 

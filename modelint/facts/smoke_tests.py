@@ -74,11 +74,11 @@ def _optimizer_over(facts, call: cst.Call, key: str) -> bool:
     """`Adam(model.parameters())`, or a trainer's `fit(model, ...)`: the model's weights are trained next."""
     if type(call.func) is cst.Attribute and call.func.attr.value == "fit":
         return any(dotted(arg.value) == key for arg in call.args)
-    if not api.is_optimizer_class(facts.imports.qualify(call.func) or "") and not _stepped_later(facts, call):
-        return False
-    return any(type(node) is cst.Call and type(node.func) is cst.Attribute
-               and node.func.attr.value in ("parameters", "named_parameters") and dotted(node.func.value) == key
-               for arg in call.args for node in iter_nodes(arg.value))
+    handed = any(type(node) is cst.Call and type(node.func) is cst.Attribute
+                 and node.func.attr.value in ("parameters", "named_parameters") and dotted(node.func.value) == key
+                 for arg in call.args for node in iter_nodes(arg.value))
+    # (a factory's result stepped later in the function is an optimizer too: asked only of calls handed them)
+    return handed and (api.is_optimizer_class(facts.imports.qualify(call.func) or "") or _stepped_later(facts, call))
 
 
 def _stepped_later(facts, call: cst.Call) -> bool:

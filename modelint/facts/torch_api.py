@@ -140,6 +140,9 @@ OTHER_FRAMEWORK_PREFIXES = tuple(name + "." for name in OTHER_FRAMEWORKS)
 # (skorch's `NeuralNet(BaseEstimator)` wraps a module and calls it in its own `forward()`).
 NOT_MODULE_LIBRARY_PREFIXES = ("sklearn.",)
 
+# Methods that move or cast a module and hand it back: `self.actor = actor.to(device)` keeps the same layers.
+MOVES = frozenset({"to", "cuda", "cpu", "half", "float", "double", "bfloat16"})
+
 # Methods of nn.Module that neither change nor depend on train/eval mode.
 MODE_PRESERVING_METHODS = frozenset(
     {
