@@ -107,6 +107,11 @@ class FunctionSummary:
     phase_effects: dict = field(default_factory=dict)
 
     @property
+    def shown_name(self) -> str:
+        """The name as the user wrote it: `train_batch`, not `train_batch@1` (a definition a later one replaces)."""
+        return self.qualname.split("@", 1)[0]
+
+    @property
     def trivial(self) -> bool:
         return not self.effects and not self.forwards and not self.steps and self.returns is None \
             and not self.returns_items and not self.returns_entries

@@ -293,7 +293,7 @@ class MissingEvalMode(Rule):
         if via is None or (via.intent == "returned" and via.grad != "free"):
             site = facts.call_sites.get(forward.call)
             notes, related = wrapped_forward_notes(facts, forward, proof["notes"], proof["related"])
-            helper = f" (through `{forward.callee.qualname}()`)" if via is not None else ""
+            helper = f" (through `{forward.callee.shown_name}()`)" if via is not None else ""
             return Report(
                 forward.call,
                 f"`{key}` is evaluated {context}{helper} while still in training mode: {_CONSEQUENCE}; "
@@ -303,7 +303,7 @@ class MissingEvalMode(Rule):
                 notes=notes, related=related,
             )
         caller = f"{forward.function.name}()" if forward.function is not None else "the module-level script"
-        callee = forward.callee.qualname
+        callee = forward.callee.shown_name
         shown = "" if context.startswith("in ") else f" {context}"
         message = (f"`{via.param}` is evaluated{shown} in `{callee}()`, but {caller} passes `{key}` in training "
                    f"mode: {_CONSEQUENCE}; call `{key}.eval()` before `{callee}(...)` or `{via.param}.eval()` "

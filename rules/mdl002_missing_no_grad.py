@@ -176,7 +176,7 @@ class MissingNoGrad(Rule):
             message = (f"`{key}` runs with autograd on and its output is dropped: the graph and every activation "
                        f"are recorded for nothing; run it under `with torch.no_grad():`")
         else:
-            through = f" (through `{forward.callee.qualname}()`)" if via is not None and forward.callee is not None \
+            through = f" (through `{forward.callee.shown_name}()`)" if via is not None and forward.callee is not None \
                 and via.intent == "returned" else ""
             message = (f"`{key}`{through} runs for evaluation with autograd on: the graph and every activation are "
                        f"kept for a backward pass that never comes; wrap the evaluation in `with torch.no_grad():`")
@@ -186,7 +186,7 @@ class MissingNoGrad(Rule):
         if via is not None and (via.intent != "returned" or (via.context or "").startswith("for predictions")):
             # (a helper that turns the output into metrics itself, whatever it returns: reported there)
             caller = f"{function.name}()" if function is not None else "the module-level script"
-            note = f"{caller} calls `{forward.callee.qualname}()` here with autograd on"
+            note = f"{caller} calls `{forward.callee.shown_name}()` here with autograd on"
             # (a guess about the grad mode `caller` is called in, which a caller in another file may settle)
             return replace(helper_report(facts, forward, message, note, proof),
                            unless_called=_callers_decide(facts, forward))

@@ -134,7 +134,7 @@ class TrainingInEvalMode(Rule):
                         or key in facts.frozen_models:
                     continue
                 caller = f"{step.function.name}()" if step.function is not None else "the module-level script"
-                note = f"{caller} calls `{step.callee.qualname}()` here with `{key}` possibly in eval mode"
+                note = f"{caller} calls `{step.callee.shown_name}()` here with `{key}` possibly in eval mode"
                 proof = evidence(fact.eval_sites, f"`{key}` is put in eval mode here")
                 report = helper_report(facts, step, _message(key, fact), note, proof)
                 if report is not None and report.elsewhere is None:

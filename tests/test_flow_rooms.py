@@ -1156,3 +1156,48 @@ def test_a_script_given_its_phase_runs_once_per_phase() -> None:
         """)
     # (a literal the script sets itself: nothing to run twice)
     assert script_phase(facts.collector.module_phases, lambda: facts.flow._scope_bindings(None)) is None
+
+
+# -- definitions.py: the definition in force at a call ------------------------------------------
+
+
+def test_a_call_runs_the_definition_of_its_name_in_force_there() -> None:
+    facts = facts_of("""
+        def main():
+            step()
+
+        def step():
+            return 1
+
+        step()
+
+        def step():
+            return 2
+
+        step()
+
+        def later():
+            step()
+
+        class Net:
+            def forward(self, x):
+                return x
+
+            def forward(self, x):
+                return -x
+
+        if fast:
+            def pick(): return 1
+        else:
+            def pick(): return 2
+        """)
+    definitions = facts.collector.definitions
+    calls = [site for site in facts.collector.calls if site.text == "step"]
+    by_caller = [(site.site.function.name if site.site.function else None,
+                  facts.flow.local_callee(site.node, site.site.function)) for site in calls]
+    # (main is written above every definition: the first one below it; the module-level calls the last
+    # one above them; `later` the last one above it, which other files import under the plain name)
+    assert by_caller == [("main", "step@1"), (None, "step@1"), (None, "step"), ("later", "step")]
+    assert sorted(facts.flow.local_functions) == sorted(
+        ["main", "step@1", "step", "later", "Net.forward@1", "Net.forward", "pick"])
+    assert "pick" not in definitions.module_level  # (the branches of an `if` are alternatives)

@@ -12,6 +12,7 @@ from functools import cached_property
 import libcst as cst
 
 from modelint.facts.collector import Collector
+from modelint.facts.definitions import Definitions
 from modelint.facts.scopes import FunctionInfo, Site
 from modelint.facts.flow import ModeFlow
 from modelint.facts.naming import is_evaluation_name, is_test_file
@@ -36,6 +37,8 @@ class FileFacts:
         self.collector.walk(module)
         self.collector.imports.settle()
         self.collector.module_node = module
+        # (before any summary is named: a redefined function's earlier definitions are keyed apart)
+        self.collector.definitions = Definitions(self.collector)
 
     @cached_property
     def positions(self) -> Positions:

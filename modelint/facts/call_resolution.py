@@ -32,16 +32,6 @@ class CallResolution:
     `self.modules`, `self.unresolved`, `self.last_unresolved`, `self.local_callee`, `self.collector`,
     `self._subclasses`."""
 
-    def defined_again(self, name: str) -> bool:
-        """Is a top-level function or method of this name defined more than once in the file?"""
-        counts = self.__dict__.get("_definition_counts")
-        if counts is None:
-            counts = self.__dict__["_definition_counts"] = {}
-            for function in self.collector.functions:
-                if function.outer is None:
-                    counts[qualname(function)] = counts.get(qualname(function), 0) + 1
-        return counts.get(name, 0) > 1
-
     def runs_local(self, call: cst.Call, enclosing: FunctionInfo | None) -> str | None:
         """The qualname of this file's function whose summary the call runs: its `local_callee`, or for a
         template method's hook left to subclasses (`self.train_epoch()` in a base class whose own raises

@@ -249,7 +249,7 @@ class CallGraph(MethodTargets, CallerEntry):
                     return nested_name(nested)
                 scope = scope.outer
             if name in self.local_functions and name not in self.imports.bindings:
-                return name
+                return self.collector.definitions.in_force(name, func, enclosing)
             closure = self.returned_closure(name, enclosing)
             return nested_name(closure) if closure is not None else None
         through_super = type(func) is cst.Attribute and is_super_call(func.value)

@@ -220,7 +220,7 @@ class Provenance:
         summary, _receiver = self.flow.resolve(call, enclosing)
         if summary is None:
             self.flow.ask_the_index_later()  # (a factory of another file: the index knows)
-        if summary is None or not summary.returns_entries or self.flow.defined_again(summary.qualname):
+        if summary is None or not summary.returns_entries:
             return {}
         return {key: _handed_back(held, call) for key, held in summary.returns_entries.items()}
 
@@ -242,8 +242,8 @@ class Provenance:
         summary, _receiver = self.flow.resolve(call, enclosing)
         if summary is None:
             self.flow.ask_the_index_later()  # (`net, aug = build_model(cfg)` of another file: the index knows)
-        if summary is None or not summary.returns_items or self.flow.defined_again(summary.qualname):
-            return None  # (a notebook defining `get_model()` anew for each section: which one runs is unclear)
+        if summary is None or not summary.returns_items:
+            return None
         return [self._handed_back_argument(item.param, summary, call, state) if item is not None and item.param
                 else _handed_back(item, call) if item is not None else None for item in summary.returns_items]
 

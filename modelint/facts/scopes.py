@@ -64,6 +64,8 @@ class FunctionInfo:
     # `model.train(flag)`): only a parameter among them can be a phase parameter (see phases.py).
     phase_names: set = field(default_factory=set)
     phase_nodes: list = field(default_factory=list)  # the `if`s, comparisons and calls that name them, in order
+    # 0: the last (or only) definition of its name in its body; k: the k-th of several (see definitions.py).
+    definition: int = 0
 
     def __repr__(self) -> str:
         return f"<function {self.name}>"

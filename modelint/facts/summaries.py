@@ -30,7 +30,9 @@ from modelint.summary import ForwardUse, FunctionSummary, ReturnFact, StepUse
 
 
 def qualname(function) -> str:
-    return f"{function.cls.name}.{function.name}" if function.cls is not None else function.name
+    """`evaluate`, `Trainer.validate`; `train_batch@1` for a definition a later one of the name replaces."""
+    base = f"{function.cls.name}.{function.name}" if function.cls is not None else function.name
+    return f"{base}@{function.definition}" if function.definition else base
 
 
 def summarise(flow, function_flow, globals_: frozenset[str], closures=()) -> FunctionSummary:
