@@ -251,7 +251,8 @@ def _analyse(module: cst.Module, text: str, path: str, codes: frozenset[str], in
                     fix=_resolve_fix(report.fix, positions, lines), related=notes + report.related,
                     unless_called=report.unless_called, method_callers_unseen=report.method_callers_unseen,
                     method_callers_switch=report.method_callers_switch, held_from_creators=report.held_from_creators,
-                    model_class_unseen=report.model_class_unseen, users_elsewhere=report.users_elsewhere)
+                    model_class_unseen=report.model_class_unseen, users_elsewhere=report.users_elsewhere,
+                    built_by=report.built_by)
         )
     findings.extend(internal)
     findings.sort(key=lambda f: f.sort_key)

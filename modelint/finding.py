@@ -61,6 +61,7 @@ class Finding:
     held_from_creators: tuple | None = None  # (see Report)
     model_class_unseen: bool = False  # (see Report)
     users_elsewhere: tuple | None = None  # (see Report)
+    built_by: tuple | None = None  # (see Report)
 
     @property
     def sort_key(self) -> tuple:

@@ -75,6 +75,10 @@ class Report:
     # The runner drops the report when the run's other files build objects of the class and run no method of
     # the first kind before one of the second on any of them (ProjectIndex.run_after).
     users_elsewhere: tuple | None = None
+    # The classes or factories of other files that build the model evaluated with autograd on (MDL002), as
+    # imported: the runner drops the report when the finished index says every one needs input gradients (a
+    # relevance model whose attention layer, two files away, hooks its maps).
+    built_by: tuple | None = None
 
 
 def evidence(sites, message: str, limit: int = 1) -> dict:

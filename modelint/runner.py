@@ -106,6 +106,8 @@ def _dependencies_digest(result: FileResult, index: ProjectIndex) -> bytes:
         if index.resolve_shape(ref, result.path) is not None:
             # (and the bases of a base, which may live in a third file a later batch summarises)
             resolved.append((ref, list(index.bases_of([(ref, result.path)]))))
+        # (a model class, or a factory, that needs input gradients through a layer of a third file)
+        resolved.append((ref, index.needs_input_gradients(ref, result.path)))
     for name in sorted(summary.asked_submodules):
         resolved.append((name, index.submodule_dependence(name)))
     for asked in sorted(summary.asked_handed):  # (`evaluate|model|0|predict`: the class handed, its method)
@@ -200,6 +202,15 @@ def _drop_when_models_take_input_gradients(results: list[FileResult], index: Pro
         if any(os.path.abspath(found.path) in defining for ref in refs for module in (ref, ref.rpartition(".")[0])
                if module for found in index._candidates(module, path)):
             result.findings = [f for f in result.findings if not f.model_class_unseen]
+
+
+def _drop_when_built_needing_input_gradients(results: list[FileResult], index: ProjectIndex) -> None:
+    """A model evaluated with autograd on, built by classes or factories of other files that the finished index
+    says need input gradients (Report.built_by): it cannot run under no_grad."""
+    for result in results:
+        if any(f.built_by for f in result.findings):
+            result.findings = [f for f in result.findings if not f.built_by or not all(
+                index.needs_input_gradients(ref, f.path) for ref in f.built_by)]
 
 
 def _drop_when_users_keep_the_order(results: list[FileResult], index: ProjectIndex) -> None:
@@ -535,6 +546,7 @@ def run_paths(paths: list[str], resolver: ConfigResolver, overrides: Overrides, 
     _drop_guesses_about_callers(results, run.index)
     _drop_models_without_mode_layers(results, run.index)
     _drop_when_models_take_input_gradients(results, run.index)
+    _drop_when_built_needing_input_gradients(results, run.index)
     _drop_when_users_keep_the_order(results, run.index)
     _attach_foreign(results)
     _resolve_pending_positions(results)

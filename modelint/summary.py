@@ -418,21 +418,24 @@ class ProjectIndex:
 
     def needs_input_gradients(self, reference: str, from_path: str) -> bool:
         """Does the project class imported as `reference` take input gradients in its `forward`?"""
-        found = self._defining(reference, from_path)
-        return found is not None and reference.rpartition(".")[2] in found.input_gradient_classes
+        name = reference.rpartition(".")[2]
+        found = self._defining(reference, from_path, defines=lambda summary: name in summary.input_gradient_classes)
+        return found is not None and name in found.input_gradient_classes
 
     def sets_its_own_mode_only(self, reference: str, from_path: str) -> bool:
         """Is the project class imported as `reference` mode-dependent only by reading `self.training`?"""
         found = self._defining(reference, from_path)
         return found is not None and reference.rpartition(".")[2] in found.own_mode_classes
 
-    def _defining(self, reference: str, from_path: str, depth: int = 0) -> FileSummary | None:
-        """The summary of the file that defines the nn.Module class imported as `reference`."""
+    def _defining(self, reference: str, from_path: str, depth: int = 0, defines=None) -> FileSummary | None:
+        """The summary of the file that defines the nn.Module class imported as `reference` (or, with `defines`,
+        whatever name that test finds in a file: a factory function)."""
         module, _, name = reference.rpartition(".")
-        found = next((found for found in self._candidates(module, from_path) if name in found.classes), None)
+        found = next((found for found in self._candidates(module, from_path)
+                      if name in found.classes or (defines is not None and defines(found))), None)
         if found is None and depth < 3:
             onward = self._reexported(reference, from_path)
-            return self._defining(*onward, depth + 1) if onward is not None else None
+            return self._defining(*onward, depth + 1, defines=defines) if onward is not None else None
         return found
 
     def _inherited(self, found: FileSummary, owner: str, method: str, depth: int) -> FunctionSummary | None:

@@ -18,7 +18,7 @@ from modelint.facts.lattice import is_train_site
 from modelint.facts.mode_handling import optional_or_callable
 from modelint.facts.names import dotted, key_root, literal_value
 from modelint.facts.walk import iter_nodes
-from modelint.facts.regions import (built_with_grad_free_forward, grad_effect, model_class_unseen,
+from modelint.facts.regions import (built_with_grad_free_forward, grad_effect, imported_builders, model_class_unseen,
                                     needs_input_gradients)
 from modelint.facts.scopes import loops_around
 from modelint.facts.summaries import qualname
@@ -102,6 +102,7 @@ class MissingNoGrad(Rule):
                     continue
                 if model_class_unseen(facts, forward):
                     report = replace(report, model_class_unseen=True)
+                report = replace(report, built_by=imported_builders(facts, forward))
                 follows = _follows_a_reported_forward(facts, forward, [node for node, _, _ in reported])
                 if follows is None:
                     path = (forward.call, *forward.via.chain) if forward.via is not None else ()
