@@ -162,7 +162,7 @@ class LayerKinds:
             if not self._weightless_layer(call):
                 return False
         # Whatever it stores that may be a module is a submodule, with its weights (`self.module = m`).
-        numbers = _computed_with(info)
+        numbers = _computed_with(info, self.imports.qualify)
         return not any(self._may_be_module(value, method) and dotted(target) not in numbers
                        for target, value, method in self._stored.get(info.name, ()))
 
@@ -259,10 +259,28 @@ class LayerKinds:
         return built is None or built.parameterless
 
 
-def _computed_with(info: ClassInfo) -> set[str]:
+# Tensor methods and functions whose positional arguments past the tensor are sizes, dimensions or counts.
+_SIZE_METHODS = frozenset({"view", "reshape", "expand", "repeat", "permute", "transpose", "unsqueeze", "squeeze",
+                           "split", "chunk", "narrow", "flatten", "unflatten", "new_zeros", "new_ones", "new_empty",
+                           "topk", "roll", "unfold"})
+_SIZE_FUNCTIONS = frozenset({"range", "torch.zeros", "torch.ones", "torch.empty", "torch.randn", "torch.rand",
+                             "torch.arange", "torch.eye", "torch.nn.functional.one_hot"})
+
+
+def _takes_sizes(call: cst.Call, qualify) -> bool:
+    func = call.func
+    if type(func) is cst.Attribute and func.attr.value in _SIZE_METHODS:
+        return True
+    qualified = qualify(func) or (func.value if type(func) is cst.Name else "")
+    return qualified in _SIZE_FUNCTIONS or (qualified.startswith("tqdm") and qualified.endswith(".trange"))
+
+
+def _computed_with(info: ClassInfo, qualify) -> set[str]:
     """The attributes the class's code only computes with: operands (`self.smoothing / (self.size - 2)`,
     `ids == self.pad_id`), indices (`dist[:, self.pad_id]`), keyword values (`device=self.device`), sizes
-    in a tuple, never called or handed on: numbers and settings, whatever its constructor was handed."""
+    in a tuple or handed to what takes sizes (`D.expand(n, self.doc_len, self.dim)`, `range(0, n, self.step)`,
+    `F.one_hot(y, self.num_classes)`), never called or handed on otherwise: numbers and settings, whatever its
+    constructor was handed."""
     seen: dict[str, int] = {}
     plain: dict[str, int] = {}
     for node in iter_nodes(info.node.body):
@@ -284,6 +302,8 @@ def _computed_with(info: ClassInfo) -> set[str]:
             operands = (node.value,)
         elif kind is cst.AssignTarget:
             operands = (node.target,)
+        elif kind is cst.Call and _takes_sizes(node, qualify):
+            operands = tuple(arg.value for arg in node.args if arg.keyword is None and not arg.star)
         else:
             continue
         for operand in operands:
