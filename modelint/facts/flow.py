@@ -141,7 +141,7 @@ class ModeFlow(CallGraph, Optimizers, CallResolution):
         interpreter = Interpreter(self, flow, set(function.params) | function.enclosing_params
                                   | self.free.globals_of(function) | self.free.free_models(function))
         calls = self._calls_of.get(function, ())
-        aliases = {**self.aliases_seen_by(function.owner_class),
+        aliases = {**self.aliases_seen_by(function.owner_class), **self.free.global_parts(function, calls),
                    **self.free.parameters_holding_globals(function, calls),
                    **self.free.parameters_holding_attributes(function, calls,
                                                              lambda call: self.site_of_call[call].site.function),

@@ -122,6 +122,59 @@ class FreeModels:
             return frozenset()
         return self._global_uses.get(function, frozenset())
 
+    def global_parts(self, function: FunctionInfo, calls) -> dict[str, str]:
+        """`pair = Pair(head_a, head_b)` at module level, a module class of this file keeping what it is handed
+        (`self.first = first`), in a function using the global `head_a` and `pair` (as a global, or as a
+        parameter every call here hands `pair`): `pair.first` is another name of `head_a`, so `pair.train()`
+        there puts `head_a` back in training mode (State.put)."""
+        uses = self.globals_of(function)
+        if not uses or not self._module_level_parts:
+            return {}
+        holders = {name: name for name in uses}
+        for param, passed in self._handed_globals(function, calls).items():
+            holders[param] = passed
+        out = {}
+        for alias, held in self._module_level_parts.items():
+            holder, _, attribute = alias.partition(".")
+            for name, global_name in holders.items():
+                if global_name == holder and held in uses:
+                    out[f"{name}.{attribute}"] = held
+        return out
+
+    def _handed_globals(self, function: FunctionInfo, calls) -> dict[str, str]:
+        """The positional parameters that every call here hands the same global model (`train(env, policy)`)."""
+        out = {}
+        for index, param in enumerate(function.positional_params if calls else ()):
+            passed = set()
+            for call in calls:
+                args = [a for a in call.args if a.keyword is None and not a.star]
+                keyword = next((a for a in call.args if a.keyword is not None and a.keyword.value == param), None)
+                value = keyword.value if keyword is not None else args[index].value if index < len(args) else None
+                passed.add(value.value if type(value) is cst.Name else None)
+            if len(passed) == 1 and (name := passed.pop()) in self.global_models:
+                out[param] = name
+        return out
+
+    @cached_property
+    def _module_level_parts(self) -> dict[str, str]:
+        from modelint.facts.summary_effects import bind_arguments  # (it reads the flow's summaries: a cycle)
+
+        out: dict[str, str] = {}
+        names = self.modules.names
+        for key, value, site in self.collector.call_assigns:
+            func = value.func
+            info = self.modules.classes.get(func.value) if type(func) is cst.Name and site.function is None \
+                and site.cls is None and "." not in key and func.value not in self.collector.imports.bindings else None
+            kept = names.kept_from_the_creator(info) if info is not None else None
+            if not kept:
+                continue
+            bound = bind_arguments(next(iter(kept.values()))[0].params, True, value)
+            for attribute, (_init, param) in kept.items():
+                held = bound.get(param)
+                if type(held) is cst.Name and held.value in self.global_models:
+                    out[f"{key}{attribute[4:]}"] = held.value
+        return out
+
     def propagate_globals(self, callers_of: dict) -> None:
         """A function that calls one of this file's functions using a global model uses it too, unless it binds
         that name itself (`calc_loss(sent)` calling `calc_scores(hist)`, which runs the global `model`)."""
@@ -145,18 +198,8 @@ class FreeModels:
         used = self.globals_of(function) if function.outer is None and function.cls is None else frozenset()
         if not used or not calls:
             return {}
-        positional = function.positional_params
-        out = {}
-        for index, param in enumerate(positional):
-            passed = set()
-            for call in calls:
-                args = [a for a in call.args if a.keyword is None and not a.star]
-                keyword = next((a for a in call.args if a.keyword is not None and a.keyword.value == param), None)
-                value = keyword.value if keyword is not None else args[index].value if index < len(args) else None
-                passed.add(value.value if type(value) is cst.Name else None)
-            if len(passed) == 1 and (name := passed.pop()) in used and name != param:
-                out[param] = name
-        return out
+        return {param: name for param, name in self._handed_globals(function, calls).items()
+                if name in used and name != param}
 
     def parameters_holding_attributes(self, function: FunctionInfo, calls, caller_of) -> dict[str, str]:
         """`def test_(self, data, model)` that runs `self.model` too, where every call of it here is the

@@ -98,6 +98,10 @@ class State:
             if known.startswith(key + ".") or known in held:
                 self.models[known] = replace(self.models[known], train_sites=updated.train_sites,
                                              eval_sites=updated.eval_sites, entry=False, havoc=updated.havoc)
+        for part in held:
+            if part not in self.models:  # (a global part not met yet here: `pair.train()` before `head_a(x)`)
+                self.models[part] = ModeFact(updated.train_sites, updated.eval_sites, havoc=updated.havoc,
+                                             certain=False)
         self.models[key] = updated
         # (and a model holding it as a part: `eagle.draft_model`, another name of `draft_model` switched here)
         for parent in (*_parents(key), *self._holders(key)):
