@@ -176,7 +176,8 @@ class CallEffects(FollowedNames, SummaryEffects, ModeContexts, TrainingSteps, Ha
                 if method == "forward":  # an explicit forward pass, whatever the receiver turns out to be
                     # (not a compiled extension's `forward()` function, nor the method of a model written by hand
                     # on plain tensors, run through its summary)
-                    if receiver not in flow.imports.modules and not (plain and _hand_written_on_plain_tensors(callee.cls)):
+                    if receiver not in flow.imports.modules and not (plain and _hand_written_on_plain_tensors(
+                            callee.cls, flow.collector.classes)) and not self._another_frameworks(receiver):
                         self.forward(call, receiver, state)
                 elif (method == "backward" and local is None) or (method == "step" and (
                         flow.is_optimizer(receiver) or (local is None and flow.handed_one_optimizer(call)))):
@@ -359,15 +360,20 @@ def _passes_evaluation_data(call: cst.Call) -> bool:
                and names_evaluation_data(arg.value) for arg in call.args)
 
 
-def _hand_written_on_plain_tensors(cls) -> bool:
+def _hand_written_on_plain_tensors(cls, classes) -> bool:
     """A class of this file with no base at all whose code asks autograd for nothing (no `requires_grad`,
     `Parameter`, `backward()` or `autograd.grad`): a model written by hand, its gradients derived by hand, with
     no mode and no graph; its `self.forward(x)` is an ordinary method."""
     if any(dotted(base) != "object" for base in cls.bases):
         return False
+    # (the methods of the file's other hand-written layers: `layer.backward(g)` over its list of them)
+    by_hand = {name for other in classes if not any(dotted(base) != "object" for base in other.bases)
+               for name in other.methods}
     for call in cls.calls:
         if type(call.func) is cst.Attribute and call.func.attr.value in cls.methods and dotted(call.func.value) == "self":
             continue  # (its own `self.backward(x, y, probas)`: the gradients derived by hand)
+        if type(call.func) is cst.Attribute and call.func.attr.value in by_hand and call.args:
+            continue
         name = call.func.attr.value if type(call.func) is cst.Attribute else dotted(call.func) or ""
         if name in ("backward", "requires_grad_", "grad", "Parameter") or name.endswith(".Parameter") \
                 or any(arg.keyword is not None and arg.keyword.value == "requires_grad" for arg in call.args):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import libcst as cst
 
+from modelint.facts import torch_api as api
 from modelint.facts.modules import unwrap_chain
 from modelint.facts.names import key_root, value_key
 from modelint.facts.state import State
@@ -70,10 +71,18 @@ class HandedModels:
         classes = self._imported_classes_of(receiver)
         return next(iter(classes)) if len(classes) == 1 else None
 
-    def _imported_classes_of(self, receiver: str) -> set[str]:
+    def _another_frameworks(self, receiver: str) -> bool:
+        """Is `receiver` built by another framework or an inference engine (`caffe.Net(...)`, OpenCV's
+        `dnn.DetectionModel(...)`): its `forward()` runs no torch module."""
+        builders = self._imported_classes_of(receiver, classes_only=False)
+        return bool(builders) and all(
+            name.startswith((*api.OTHER_FRAMEWORK_PREFIXES, *api.NOT_MODULE_LIBRARY_PREFIXES)) for name in builders)
+
+    def _imported_classes_of(self, receiver: str, classes_only: bool = True) -> set[str]:
         """The imported classes (as qualified) the calls this function binds `receiver` to build (see
         `_imported_class_of`), when each of them is one (`self.policy = GaussianPolicy(...)` on one branch,
-        `DeterministicPolicy(...)` on the other)."""
+        `DeterministicPolicy(...)` on the other); with `classes_only` False, whatever imported callables those
+        calls call (`cv2.dnn.readNet(path)`)."""
         function = self.out.function
         if receiver.startswith("self.") and receiver.count(".") == 1 and function is not None \
                 and function.cls is not None:
@@ -98,7 +107,8 @@ class HandedModels:
                 if bound and receiver in self.flow._scope_bindings(function):
                     bound = ()  # (a local of that name)
         classes = {self.flow.imports.qualify(value.func) for value in bound}
-        return classes if all(found and found.rpartition(".")[2][:1].isupper() for found in classes) else set()
+        return classes if all(found and (found.rpartition(".")[2][:1].isupper() or not classes_only)
+                              for found in classes) else set()
 
     def _annotated_class(self, assign) -> str | None:
         """The imported class an attribute assignment is annotated with, on the target or on the `__init__`

@@ -266,8 +266,8 @@ class ModuleTable(WaitingOnImports, LocalLayers, Registries, ModuleAttributes, B
             handled, built = self.library_layer(call, qualified, _nested)
             if handled:
                 return built
-            if qualified.startswith("torch."):
-                return None
+            if qualified.startswith(("torch.", *api.OTHER_FRAMEWORK_PREFIXES, *api.NOT_MODULE_LIBRARY_PREFIXES)):
+                return None  # (`caffe.Net(proto)`, `cv2.dnn.DetectionModel(path)`: another framework's network)
             tail = qualified.rsplit(".", 1)[-1]
             if not tail[:1].isupper():  # a function, as a rule; a class the index knows (`class net(nn.Module)`)
                 known = self.index.resolve_class(qualified, self.path) \

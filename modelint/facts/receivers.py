@@ -332,9 +332,9 @@ def library_class(qualified: str) -> ReceiverFacts | None:
         return replace(TORCH_MODULE, leaf=not container, name=tail)
     if head == "torch":
         return NOT_MODULE  # Optimizer, Dataset, autograd.Function ...
-    if head in ("sklearn", "numpy", "pandas", "scipy"):
-        return NOT_MODULE  # estimators and arrays of the scientific stack: never an nn.Module
-    if head in ("tensorflow", "keras", "flax", "jax", "haiku", "tf_keras"):
+    if head in api.NOT_MODULE_LIBRARIES:
+        return NOT_MODULE  # estimators and arrays of the scientific stack, inference engines: never an nn.Module
+    if head in api.OTHER_FRAMEWORKS:
         return NOT_MODULE  # the other frameworks' layers and models: no torch mode to misuse
     if tail == "LightningModule" and head in ("pytorch_lightning", "lightning"):
         return replace(TORCH_MODULE, name=tail)

@@ -134,11 +134,13 @@ NOT_MODULE_BASE = re.compile(r"(Trainer|Callback|Arguments|Args|Config|Tokenizer
 # of modules; none records a graph outside its own gradient tape): their classes are no PyTorch modules,
 # and a file that imports one of them and never torch is not PyTorch code (see modelint.engine).
 OTHER_FRAMEWORKS = ("tensorflow", "keras", "tf_keras", "flax", "jax", "haiku", "equinox", "megengine", "paddle",
-                    "mindspore", "oneflow", "jittor", "mxnet", "tinygrad")
+                    "mindspore", "oneflow", "jittor", "mxnet", "tinygrad", "caffe")
 OTHER_FRAMEWORK_PREFIXES = tuple(name + "." for name in OTHER_FRAMEWORKS)
 # Libraries whose classes are never torch modules, though a class deriving from one may define `forward`
-# (skorch's `NeuralNet(BaseEstimator)` wraps a module and calls it in its own `forward()`).
-NOT_MODULE_LIBRARY_PREFIXES = ("sklearn.",)
+# (skorch's `NeuralNet(BaseEstimator)` wraps a module and calls it in its own `forward()`): the scientific
+# stack, and the inference engines that run exported networks (OpenCV's `dnn.DetectionModel(...).forward()`).
+NOT_MODULE_LIBRARIES = ("sklearn", "numpy", "pandas", "scipy", "cv2", "onnxruntime", "tensorrt", "openvino")
+NOT_MODULE_LIBRARY_PREFIXES = tuple(name + "." for name in NOT_MODULE_LIBRARIES)
 
 # Methods that move or cast a module and hand it back: `self.actor = actor.to(device)` keeps the same layers.
 MOVES = frozenset({"to", "cuda", "cpu", "half", "float", "double", "bfloat16"})
