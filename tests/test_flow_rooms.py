@@ -1201,3 +1201,18 @@ def test_a_call_runs_the_definition_of_its_name_in_force_there() -> None:
     assert sorted(facts.flow.local_functions) == sorted(
         ["main", "step@1", "step", "later", "Net.forward@1", "Net.forward", "pick"])
     assert "pick" not in definitions.module_level  # (the branches of an `if` are alternatives)
+
+
+# -- loops.py: the last pass of a loop ------------------------------------------------------------
+
+
+def test_a_test_of_the_last_index() -> None:
+    from modelint.facts.loops import last_index_test
+
+    def holds(text: str) -> bool:
+        return last_index_test(cst.parse_expression(text), "i")
+
+    assert holds("i == len(steps) - 1") and holds("i + 1 == len(loader)") and holds("len(loader) - 1 == i")
+    assert holds("i >= len(batches) - 1")
+    assert not holds("i == len(steps)") and not holds("j == len(steps) - 1") and not holds("i % 100 == 0")
+    assert not holds("i <= len(steps) - 1")

@@ -1,8 +1,8 @@
 """The walk over one function body (or the module-level script): statements in order.
 
-`if`/`match` branches are joined, loop bodies re-run until the state at the loop head
-is stable (so an `eval()` late in a body reaches the top of the next iteration),
-`try`/`finally`, `with` blocks that switch autograd, early `return`/`break`/`continue`.
+`if`/`match` branches are joined, loop bodies re-run until the state at the loop head is stable (an
+`eval()` late in a body reaches the top of the next pass, unless only the last pass runs it), `try`/`finally`,
+`with` blocks that switch autograd, early `return`/`break`/`continue`.
 Each small statement first applies its calls (modelint.facts.calls), then binds its
 targets (modelint.facts.bindings): which module a name now holds and which forward
 outputs its value derives from.
@@ -38,7 +38,7 @@ class Interpreter(Loops, Bindings, CallEffects):
         self.uses.update_call = self.update_call
         self.uses.models_held_by = self._models_held_by
         self.uses.draws_on = lambda func: flow.figures.draws_on(func, out.function)
-        self.loop_exits: list[tuple[list[State], list[State]]] = []  # (breaks, continues)
+        self.loop_exits: list[tuple] = []  # (breaks, continues, the loop statement or None)
         self.returns: list[State] = []
         # Names whose value is known here: a phase loop's variable, `phases = ("train", "val")`.
         self.constants: dict[str, object] = {}
@@ -161,7 +161,11 @@ class Interpreter(Loops, Bindings, CallEffects):
             filled = filled if filled in self.params and filled not in self.filling else None
             if filled is not None:
                 self.filling.add(filled)
-            branches.append((stmt, constants.branch(stmt.body, self._knowing(state.copy(), stmt, True))))
+            then = constants.branch(stmt.body, self._knowing(state.copy(), stmt, True))
+            if not branches and then is not None and self.last_pass_only(stmt):
+                self.loop_exits[-1][0].append(then)  # (the loop's last pass: it leaves the loop from here)
+                then = None
+            branches.append((stmt, then))
             self.filling.discard(filled)
             if stmt.orelse is None:
                 other = constants.branch(None, self._knowing(state, stmt, False))
@@ -262,7 +266,7 @@ class Interpreter(Loops, Bindings, CallEffects):
             return None
         if type(node) in (cst.Break, cst.Continue):
             if self.loop_exits:
-                breaks, continues = self.loop_exits[-1]
+                breaks, continues, _loop = self.loop_exits[-1]
                 (breaks if type(node) is cst.Break else continues).append(state)
             return None
         if type(node) is cst.Del:

@@ -62,7 +62,7 @@ class Loops:
             for _ in range(4):
                 breaks: list[State] = []
                 continues: list[State] = []
-                self.loop_exits.append((breaks, continues))
+                self.loop_exits.append((breaks, continues, stmt))
                 body_state = head.copy()
                 if type(stmt) is cst.For:
                     for element in flatten(stmt.target):
@@ -95,6 +95,17 @@ class Loops:
         if stmt.orelse is not None and result is not None:
             result = self.block(stmt.orelse.body, result)
         return result
+
+    def last_pass_only(self, stmt: cst.If) -> bool:
+        """`if i == len(steps) - 1:` (or `i + 1 == len(loader)`), the last statement of `for i, batch in ...`:
+        its body runs on the loop's last pass, after which the loop does not come round again. (The end of the
+        epoch, where a notebook validates inside its batch loop and the epoch loop calls `model.train()`.)"""
+        loop = self.loop_exits[-1][2] if self.loop_exits else None
+        if type(loop) is not cst.For or not loop.body.body or loop.body.body[-1] is not stmt:
+            return False
+        target = loop.target.elements[0].value if type(loop.target) is cst.Tuple and loop.target.elements \
+            else loop.target
+        return type(target) is cst.Name and last_index_test(stmt.test, target.value)
 
     def _layer_loop(self, stmt: cst.For, state: State) -> tuple[str, str] | None:
         """`for conv in self.convs:` / `for i, conv in enumerate(self.convs):` over an `nn.ModuleList` the class
@@ -151,7 +162,7 @@ class Loops:
                 break
             breaks: list[State] = []
             continues: list[State] = []
-            self.loop_exits.append((breaks, continues))
+            self.loop_exits.append((breaks, continues, None))  # (each pass run apart: no last pass to tell)
             body_state = current.copy()
             enter(value, body_state)
             end = self.block(stmt.body, body_state)
@@ -214,3 +225,29 @@ def _switches(body: cst.BaseSuite, name: str) -> bool:
     return any(type(node) is cst.Call and type(node.func) is cst.Attribute
                and node.func.attr.value in ("train", "eval") and type(node.func.value) is cst.Name
                and node.func.value.value == name for node in iter_nodes(body))
+
+
+def last_index_test(test: cst.BaseExpression, index: str) -> bool:
+    """`i == len(x) - 1`, `i + 1 == len(x)` (either side), `i >= len(x) - 1`: is `index` at its last value?"""
+    if type(test) is not cst.Comparison or len(test.comparisons) != 1 \
+            or type(test.comparisons[0].operator) not in (cst.Equal, cst.GreaterThanEqual):
+        return False
+    left, right = test.left, test.comparisons[0].comparator
+    return _index_plus(left, index, 0) and _length_plus(right, -1) or _index_plus(left, index, 1) \
+        and _length_plus(right, 0) or (type(test.comparisons[0].operator) is cst.Equal and (
+            _index_plus(right, index, 0) and _length_plus(left, -1) or _index_plus(right, index, 1)
+            and _length_plus(left, 0)))
+
+
+def _index_plus(expr: cst.BaseExpression, index: str, offset: int) -> bool:
+    if offset == 0:
+        return type(expr) is cst.Name and expr.value == index
+    return type(expr) is cst.BinaryOperation and type(expr.operator) is cst.Add and _index_plus(expr.left, index, 0) \
+        and type(expr.right) is cst.Integer and int(expr.right.value) == offset
+
+
+def _length_plus(expr: cst.BaseExpression, offset: int) -> bool:
+    if offset == -1:
+        return type(expr) is cst.BinaryOperation and type(expr.operator) is cst.Subtract \
+            and _length_plus(expr.left, 0) and type(expr.right) is cst.Integer and expr.right.value == "1"
+    return type(expr) is cst.Call and type(expr.func) is cst.Name and expr.func.value == "len" and len(expr.args) == 1
