@@ -12,6 +12,10 @@ Python binds the name anew at each `def`, so:
 A method defined twice in one class body is the later one; the earlier is never called.
 Only definitions that are statements of the module's or a class's own body are numbered:
 the branches of an `if` or a `try` are alternatives, not a sequence.
+
+Classes too (`class neuralnet` written in each of two factories, `class Net` again in a later
+cell): a construction builds the class its own function defines, or else the module-level one in
+force where it runs (ModuleTable reads each definition's layers apart).
 """
 
 from __future__ import annotations
@@ -40,6 +44,13 @@ class Definitions:
         self.module_level = {name: defs for name, defs in self.module_level.items() if len(defs) > 1}
         for defs in self.module_level.values():
             _number([function for _i, function in defs])
+        self._class_nodes = {info.node: info for info in collector.classes}
+        names = [info.name for info in collector.classes]
+        self.classes_defined_again = {name for name in names if names.count(name) > 1}
+        self.module_classes: dict[str, list[tuple[int, object]]] = {}
+        for i, stmt in enumerate(body):
+            if type(stmt) is cst.ClassDef and stmt.name.value in self.classes_defined_again:
+                self.module_classes.setdefault(stmt.name.value, []).append((i, self._class_nodes[stmt]))
         for cls in collector.classes:
             methods: dict[str, list[FunctionInfo]] = {}
             for stmt in cls.node.body.body if type(cls.node.body) is cst.IndentedBlock else ():
@@ -59,6 +70,31 @@ class Definitions:
         above = [function for i, function in defs if i <= position]
         chosen = above[-1] if above else defs[0][1]
         return qualname(chosen)
+
+    def class_in_force(self, call: cst.Call):
+        """The definition of a class defined more than once that `call` builds (None: defined once, or unknown)."""
+        func = call.func
+        if type(func) is not cst.Name or func.value not in self.classes_defined_again:
+            return None
+        enclosing = self._call_functions.get(call)
+        scope = enclosing
+        while scope is not None:
+            local = [self._class_nodes[stmt] for stmt in scope.node.body.body
+                     if type(stmt) is cst.ClassDef and stmt.name.value == func.value] \
+                if type(scope.node.body) is cst.IndentedBlock else []
+            if local:
+                return local[-1]
+            scope = scope.outer
+        defs = self.module_classes.get(func.value)
+        position = self._position(func, enclosing) if defs else None
+        if position is None:
+            return None
+        above = [info for i, info in defs if i <= position]
+        return above[-1] if above else defs[0][1]
+
+    @cached_property
+    def _call_functions(self) -> dict:
+        return {site.node: site.site.function for site in self.collector.calls}
 
     def _position(self, func: cst.BaseExpression, enclosing: FunctionInfo | None) -> int | None:
         """The index of the module statement the call runs from: its own, or its function's (or class's)."""

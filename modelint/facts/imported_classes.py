@@ -19,8 +19,8 @@ from modelint.facts.torch_layers import Dependence
 
 
 class WaitingOnImports:
-    """Mixed into ModuleTable: `classes`, `_is_module`, `_dependence`, `_foreign_base`, `_built`, `_assumed`,
-    `_solve()`, `layer_dependence()`, `builder_calls()`, `project_class()`, `imports`, `index`, `path` come
+    """Mixed into ModuleTable: `classes`, `_is_module`, `_dependence`, `_foreign_base`, `_each_definition`, `_built`,
+    `_assumed`, `_solve()`, `layer_dependence()`, `builder_calls()`, `project_class()`, `imports`, `index`, `path` come
     from there."""
 
     def _star_imported(self, call: cst.Call, name: str):
@@ -57,8 +57,9 @@ class WaitingOnImports:
                    if dependence is Dependence.UNKNOWN and self._is_module.get(name)]
         if not unknown:
             return {}
-        saved = self._is_module, self._dependence, self._foreign_base, self._built
+        saved = self._is_module, self._dependence, self._foreign_base, self._built, self._each_definition
         self._is_module, self._dependence, self._foreign_base, self._built = {}, {}, {}, {}
+        self._each_definition = {}
         self._assumed = set()
         try:
             self._solve()  # again, every imported class taken as mode-independent
@@ -81,7 +82,7 @@ class WaitingOnImports:
                     out[name] = tuple(sorted(imports))
             return out
         finally:
-            self._is_module, self._dependence, self._foreign_base, self._built = saved
+            self._is_module, self._dependence, self._foreign_base, self._built, self._each_definition = saved
             self._assumed = None
 
     def _assume_imports_of(self, info) -> None:

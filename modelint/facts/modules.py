@@ -17,27 +17,26 @@ import libcst as cst
 
 from modelint.facts import torch_api as api
 from modelint.facts.collector import Collector
+from modelint.facts.handed_layers import HandedLayers
 from modelint.facts.imported_classes import WaitingOnImports
 from modelint.facts.builders import Builders, builder_functions
 from modelint.facts.local_layers import LocalLayers
 from modelint.facts.module_attributes import ModuleAttributes
 from modelint.facts.registries import Registries
 from modelint.facts.scopes import ClassInfo, FunctionInfo
-from modelint.facts.names import dotted, handed_at
+from modelint.facts.names import dotted
 from modelint.facts.library_layers import LibraryLayers
 from modelint.facts.torch_layers import Construction, Dependence, layer_dependence_by_name
 from modelint.facts.walk import iter_nodes
 
 
 # Methods that return the module they are called on.
-_COPIES = frozenset({"copy.deepcopy", "copy.copy"})
 RETURNS_SELF = frozenset({"to", "cuda", "cpu", "half", "float", "double", "bfloat16", "train", "eval",
                           "requires_grad_", "to_empty", "share_memory", "type"})
 # Calls that show their receiver is an nn.Module (tensors and optimizers lack them).
 EVIDENCE_METHODS = frozenset({"parameters", "named_parameters", "state_dict", "load_state_dict", "modules",
                               "named_modules", "children", "named_children", "buffers", "named_buffers"})
 _BUILTINS = frozenset(dir(builtins))
-_LAYER_CONTAINERS = frozenset({"torch.nn.ModuleList", "torch.nn.Sequential"})
 _STDLIB = frozenset(getattr(sys, "stdlib_module_names", ()))
 
 
@@ -74,7 +73,7 @@ def returned_parameter(imports, function) -> str | None:
     return None
 
 
-class ModuleTable(WaitingOnImports, LocalLayers, Registries, ModuleAttributes, Builders, LibraryLayers):
+class ModuleTable(WaitingOnImports, LocalLayers, Registries, ModuleAttributes, Builders, LibraryLayers, HandedLayers):
     def __init__(self, collector: Collector, index=None, path: str = "") -> None:
         self.index = index
         self.path = path
@@ -86,6 +85,8 @@ class ModuleTable(WaitingOnImports, LocalLayers, Registries, ModuleAttributes, B
         self._is_module: dict[str, bool] = {}
         self._foreign_base: dict[str, bool] = {}  # derives from a class defined elsewhere (through this file's too)
         self._dependence: dict[str, Dependence] = {}
+        # A class defined more than once (see definitions.py): each definition's (is it a module, its dependence).
+        self._each_definition: dict[ClassInfo, tuple[bool, Dependence]] = {}
         self._builders = builder_functions(collector)
         # `self.x = value` in the classes' methods, once for every reader (see own_layer, layer_kinds).
         self.self_assigns = [assign for assign in collector.attribute_assigns if assign.site.cls is not None
@@ -185,9 +186,15 @@ class ModuleTable(WaitingOnImports, LocalLayers, Registries, ModuleAttributes, B
         return head not in _STDLIB
 
     def _solve(self) -> None:
+        # (a notebook writing `class Net` again in a later cell, or two factories each defining their own: every
+        # definition counts, and where they disagree on the mode layers, which one a construction builds is open)
+        definitions = [info for info in self._collector.classes if info.name in self.classes]
+        again = self._collector.definitions.classes_defined_again
         for _ in range(len(self.classes) + 1):
             changed = False
-            for name, info in self.classes.items():
+            found: dict[str, tuple[bool, Dependence]] = {}
+            for info in definitions:
+                name = info.name
                 is_module = False
                 dependence = Dependence.INDEPENDENT
                 unknown_base = False
@@ -220,12 +227,24 @@ class ModuleTable(WaitingOnImports, LocalLayers, Registries, ModuleAttributes, B
                             dependence = max(dependence, built)
                 else:
                     dependence = Dependence.INDEPENDENT
-                if self._is_module.get(name) != is_module or self._dependence.get(name) != dependence:
-                    self._is_module[name] = is_module
-                    self._dependence[name] = dependence
-                    changed = True
+                if name in again:  # (stored once every definition of the name is in: see below)
+                    self._each_definition[info] = (is_module, dependence)
+                    module_before, before = found.get(name, (is_module, dependence))
+                    found[name] = (is_module or module_before, before if before == dependence else Dependence.UNKNOWN)
+                    continue
+                changed = self._settle(name, is_module, dependence) or changed
+            for name, (is_module, dependence) in found.items():
+                changed = self._settle(name, is_module, dependence) or changed
             if not changed:
                 break
+
+    def _settle(self, name: str, is_module: bool, dependence: Dependence) -> bool:
+        """Record what the class of this name is; did that change?"""
+        if self._is_module.get(name) == is_module and self._dependence.get(name) == dependence:
+            return False
+        self._is_module[name] = is_module
+        self._dependence[name] = dependence
+        return True
 
     def has_foreign_base(self, info: ClassInfo) -> bool:
         """It derives (maybe through this file's classes) from a class defined elsewhere, which may be a module."""
@@ -240,9 +259,13 @@ class ModuleTable(WaitingOnImports, LocalLayers, Registries, ModuleAttributes, B
         func = call.func
         project = self.project_class(func)
         if project is not None:
-            if not self._is_module.get(project.name, False):
+            chosen = self._collector.definitions.class_in_force(call) if self._each_definition else None
+            if chosen is not None:
+                project = chosen  # (the definition in force there: the factory's own `class neuralnet`)
+            is_module, dependence = self._each_definition.get(project) or (
+                self._is_module.get(project.name, False), self._dependence.get(project.name, Dependence.INDEPENDENT))
+            if not is_module:
                 return None
-            dependence = self._dependence.get(project.name, Dependence.INDEPENDENT)
             handed = self._handed_layers(project, call, _nested) if dependence is not Dependence.DEPENDENT else None
             return Construction(call, dependence if handed is None else max(dependence, handed),
                                 parameterless=handed is None and self._solved and self.kinds.holds_no_weights(project),
@@ -298,75 +321,6 @@ class ModuleTable(WaitingOnImports, LocalLayers, Registries, ModuleAttributes, B
             # (`def WNConv1d(...)`: a builder; `Variable = lambda ...`; `E = emb_l[k]` in a method)
             return self._star_imported(call, name) or Construction(call, Dependence.UNKNOWN, certain=False)
         return None
-
-    def _handed_layers(self, project: ClassInfo, call: cst.Call, known: dict | None) -> Dependence | None:
-        """`VGG(make_layers(cfg, batch_norm=True))` for `def __init__(self, features): self.features = features`:
-        the layers the call hands to a constructor parameter the class keeps as an attribute (None: none)."""
-        cache = self.__dict__.setdefault("_kept_parameters", {})
-        if project.name not in cache:
-            init = self._collector.constructor(project)
-            cache[project.name] = (init.params[1:], sorted({
-                kept for assign in self.self_assigns if assign.site.function is init
-                and (kept := self._kept_parameter(assign.value, init)) is not None})) if init is not None else ([], [])
-        params, kept = cache[project.name]
-        if not kept:
-            return None
-        found = None
-        for param in kept:
-            arg = handed_at(call, param, params.index(param) if param in params else -1)
-            if type(arg) is cst.Call and arg.args and self._copies(arg, call):
-                arg = arg.args[0].value  # `EncoderLayer(d_model, c(attn), c(ff))` with `c = copy.deepcopy`
-            built = self.layer_dependence(arg, known) if type(arg) is cst.Call else None
-            if type(arg) is cst.Name:  # `ff = FeedForward(d, h, dropout)`, then `Transformer(ff, ...)`
-                built = self.part_built_for(arg.value, call)
-            if built is None and param in self._parameter_containers(project).values():
-                built = Dependence.UNKNOWN  # (`SSD(phase, base_)`: layers built where we do not look)
-            if built is not None:
-                found = built if found is None else max(found, built)
-        return found
-
-    def _copies_its_argument(self, func: cst.BaseExpression) -> bool:
-        """A builder of this file that deep-copies its first parameter (`def clones(module, n): return
-        nn.ModuleList([copy.deepcopy(module) for _ in range(n)])`)."""
-        name = self._builder_name(func)
-        function = self._builder_function(name) if name is not None else None
-        params = function.node.params.params if function is not None else ()
-        return bool(params) and any(
-            self.imports.qualify(made.func) in _COPIES and made.args and type(made.args[0].value) is cst.Name
-            and made.args[0].value.value == params[0].name.value for made, _returned, _tests in self._builders[name])
-
-    def _copies(self, made: cst.Call, call: cst.Call) -> bool:
-        """Is `made` a `copy.deepcopy(...)`, or a call of a name `call`'s function binds only to it (`c = copy.deepcopy`)?"""
-        if self.imports.qualify(made.func) in _COPIES:
-            return True
-        if type(made.func) is not cst.Name:
-            return False
-        bindings = self._bindings_of(self._function_of_call.get(call)).get(made.func.value) or []
-        return bool(bindings) and all(b.kind == "assign" and b.value is not None
-                                      and self.imports.qualify(b.value) in _COPIES for b in bindings)
-
-    def _parameter_containers(self, project: ClassInfo) -> dict:
-        """The torch containers the class keeps a constructor parameter in (`self.vgg = nn.ModuleList(base)`),
-        each with that parameter: such a container is as mode-dependent as what each construction hands it,
-        not the class itself (once per class)."""
-        cache = self.__dict__.setdefault("_containers_by_class", {})
-        if project.name not in cache:
-            init = self._collector.constructor(project)
-            cache[project.name] = {} if init is None else {
-                assign.value: kept for assign in self.self_assigns if assign.site.function is init
-                and type(assign.value) is cst.Call and (kept := self._kept_parameter(assign.value, init)) is not None}
-        return cache[project.name]
-
-    def _kept_parameter(self, value: cst.BaseExpression | None, init) -> str | None:
-        """The constructor parameter an attribute keeps: `self.features = features`, or its layers in a torch
-        container (`self.vgg = nn.ModuleList(base)`, `nn.Sequential(*layers)`)."""
-        if type(value) is cst.Call and len(value.args) == 1 and value.args[0].star != "**" \
-                and self.imports.qualify(value.func) in _LAYER_CONTAINERS:
-            value = value.args[0].value
-        elif type(value) is cst.Call and value.args and (self._copies_its_argument(value.func)
-                                                         or self.imports.qualify(value.func) in _COPIES):
-            value = value.args[0].value  # `self.layers = clones(layer, N)`: copies of the layer it is handed
-        return value.value if type(value) is cst.Name and value.value in init.param_set else None
 
     def layer_dependence(self, call: cst.Call, known: dict | None = None) -> Dependence | None:
         """How the layer a model's definition builds with `call` depends on the mode: a construction's,
