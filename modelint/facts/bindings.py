@@ -135,8 +135,11 @@ class Bindings:
             resumed = self._resumed(key, value, state)
             self.forget(state, key)
             self._taint(state, key)
+            loaded = self.built_to_load(key, value) if resumed is None else None
             if resumed is not None:
                 state.models[key] = resumed
+            elif loaded is not None:
+                state.put(key, ModeFact(certain=True, train_sites=frozenset({loaded})))
             elif literal_value(value) is not NOT_LITERAL or type(value) is cst.Lambda:
                 state.models[key] = NO_MODULE  # (`fn = lambda x: x` on one branch, `fn = nn.Sigmoid()` on the other)
             elif type(target) is cst.Name and type(value) is cst.Dict:

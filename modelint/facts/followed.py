@@ -143,18 +143,39 @@ class FollowedNames:
     def _loaded_after_building(self, state: State, key: str) -> None:
         """`model = vgg19()` from a factory this file cannot see into, then `model.load_state_dict(...)`:
         weights are loaded into a module just built, and a module is built in training mode. (A name
-        bound once, here, by that call; `torch.load`, `from_pretrained` and the like say their own mode.)"""
+        bound once, here, by that call, or moved after (`model = model.to(device)`: the same module);
+        `torch.load`, `from_pretrained` and the like say their own mode.)"""
         if "." in key or key in self.params or key in state.models:
             return
+        built = self._only_building_call(key)
+        if built is not None:
+            state.put(key, ModeFact(certain=True, train_sites=frozenset({built})))
+
+    def built_to_load(self, key: str, value: cst.BaseExpression) -> cst.Call | None:
+        """`model = build(cfg)` (a factory we cannot see into), when this function goes on to load weights into
+        `model` on some path (`if pretrained: model.load_state_dict(...)`): a module, built in training mode on
+        every path, the one that loads nothing too."""
+        if "." in key or key in self.params:
+            return None
+        built = self._only_building_call(key)
+        if built is None or built is not unwrap_chain(value)[0]:
+            return None
+        function = self.out.function
+        loads = any(site.site.function is function and site.text == f"{key}.load_state_dict"
+                    for site in self.flow.collector.calls)
+        return built if loads else None
+
+    def _only_building_call(self, key: str) -> cst.Call | None:
+        """The one call this function binds `key` to (moves of it aside), unless it is torch's own."""
         function = self.out.function
         values = [value for name, value, site in self.flow.collector.call_assigns
-                  if name == key and site.function is function]
+                  if name == key and site.function is function and not _moved_itself(value, key)]
         if len(values) != 1:
-            return
+            return None
         built, _chain = unwrap_chain(values[0])
         if type(built) is not cst.Call or (self.flow.imports.qualify(built.func) or "").startswith("torch."):
-            return
-        state.put(key, ModeFact(certain=True, train_sites=frozenset({built})))
+            return None
+        return built
 
     def _module_receiver(self, state: State, key: str) -> bool:
         """A receiver known to be an nn.Module, whose other methods may wrap its forward."""
@@ -162,3 +183,9 @@ class FollowedNames:
         if fact is not None and fact.certain and not fact.havoc:
             return True
         return self.flow.modules.is_module_name(key, self.out.function)
+
+
+def _moved_itself(value: cst.BaseExpression, key: str) -> bool:
+    """`model.to(device)` bound back to `model`: the same module, moved."""
+    base, chain = unwrap_chain(value)
+    return bool(chain) and type(base) is cst.Name and base.value == key
