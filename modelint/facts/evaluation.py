@@ -373,6 +373,10 @@ def returned_to_callers(facts, forward) -> bool:
         return True
     if forward.intent != "returned" or forward.function is None or not forward.mode.entry:
         return False
+    # (a model of the caller's: its summary hands them the forward; not one unpickled here, `torch.jit.load`)
+    root = forward.key.split(".")[0].split("[")[0]
+    if root not in forward.function.param_set and root not in facts.flow.free.globals_of(forward.function):
+        return False
     return facts.flow.has_callers(forward.function)
 
 

@@ -58,12 +58,15 @@ class Loops:
         parts = self._submodule_loop(stmt)
         self.parts.update(parts)
         layer = self._layer_loop(stmt, state) if type(stmt) is cst.For else None
+        generators = self._resumed_generators(stmt) if type(stmt) is cst.For else ()
         try:
             for _ in range(4):
                 breaks: list[State] = []
                 continues: list[State] = []
                 self.loop_exits.append((breaks, continues, stmt))
                 body_state = head.copy()
+                for call in generators:  # (resumed for each pass: its body runs on in the loop's state)
+                    self.call(call, body_state)
                 if type(stmt) is cst.For:
                     for element in flatten(stmt.target):
                         key = dotted(element)
@@ -95,6 +98,16 @@ class Loops:
         if stmt.orelse is not None and result is not None:
             result = self.block(stmt.orelse.body, result)
         return result
+
+    def _resumed_generators(self, stmt: cst.For) -> list[cst.Call]:
+        """`for epoch, loss in enumerate(self._epochs(batches)):` over a generator of this file: each pass resumes
+        it, so what the loop body did (a validation's `eval()`) reaches its next training steps."""
+        out = []
+        for call in self.flow.collector.calls_by_owner.get(stmt, ()):
+            callee = self.flow.callee_of(call)
+            if callee is not None and any(type(node) is cst.Yield for node in iter_nodes(callee.node.body)):
+                out.append(call)
+        return out
 
     def last_pass_only(self, stmt: cst.If) -> bool:
         """`if i == len(steps) - 1:` (or `i + 1 == len(loader)`), the last statement of `for i, batch in ...`:
