@@ -159,7 +159,7 @@ class MissingNoGrad(Rule):
             # Handed to the caller: evaluation if the model was put in eval mode, or if the function is
             # named for it and turned the output into predictions first (`softmax`, `argmax`).
             if not (eval_mode or ("eval" in forward.uses and facts.is_evaluation_function(function))
-                    or _wrapper_evaluates_it_elsewhere(facts, forward)):
+                    or _wrapper_evaluates_it_elsewhere(facts, forward) or _unpickled_to_run(facts, forward)):
                 return None
         elif _run_for_side_effects(facts, forward, mode) or _detached_at_once(facts, forward):
             pass
@@ -523,3 +523,11 @@ def _gradients_cleared_first(facts, forward) -> bool:
         return False
     here = facts.locate(forward.call)  # (placing nodes costs: only once a `zero_grad()` of that model is there)
     return here is not None and any((at := facts.locate(node)) is not None and at[:2] < here[:2] for node in cleared)
+
+
+def _unpickled_to_run(facts, forward) -> bool:
+    """`scripted = torch.jit.load(path)`, then `return scripted(x)`: a module the function unpickles whole and
+    trains nowhere (no step here) is loaded to predict; what it hands back is a prediction."""
+    function = forward.function
+    return function is not None and (function, forward.key) in facts.flow.free.loaded_modules \
+        and not facts.flow.function_trains(function)
