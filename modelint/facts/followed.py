@@ -155,15 +155,19 @@ class FollowedNames:
         """`model = build(cfg)` (a factory we cannot see into), when this function goes on to load weights into
         `model` on some path (`if pretrained: model.load_state_dict(...)`): a module, built in training mode on
         every path, the one that loads nothing too."""
-        if "." in key or key in self.params:
+        if "." in key or key in self.params or (self.out.function, key) not in self._loaded_names():
             return None
         built = self._only_building_call(key)
-        if built is None or built is not unwrap_chain(value)[0]:
-            return None
-        function = self.out.function
-        loads = any(site.site.function is function and site.text == f"{key}.load_state_dict"
-                    for site in self.flow.collector.calls)
-        return built if loads else None
+        return built if built is not None and built is unwrap_chain(value)[0] else None
+
+    def _loaded_names(self) -> set:
+        """(function, name) for each `name.load_state_dict(...)` of the file (found once per file)."""
+        found = self.flow.__dict__.get("_loaded_state_names")
+        if found is None:
+            found = self.flow.__dict__["_loaded_state_names"] = {
+                (site.site.function, site.text.rpartition(".")[0]) for site in self.flow.collector.calls
+                if site.text is not None and site.text.endswith(".load_state_dict")}
+        return found
 
     def _only_building_call(self, key: str) -> cst.Call | None:
         """The one call this function binds `key` to (moves of it aside), unless it is torch's own."""
