@@ -7,7 +7,8 @@ import libcst as cst
 
 from modelint.facts import FileFacts
 from modelint.facts.evaluation import (effective_grad, effective_mode, evaluation_context, named_model,
-                                       fed_by_a_model_in_eval_mode, is_module, returned_to_callers)
+                                       fed_by_a_model_in_eval_mode, returned_to_callers)
+from modelint.facts.modules_run import is_module
 from modelint.facts.smoke_tests import initialises_lazy_modules, smoke_test
 from modelint.facts.batches import over_batches
 from modelint.facts.lattice import ENTRY_MODE, is_train_site

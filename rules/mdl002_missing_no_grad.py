@@ -8,8 +8,9 @@ import libcst as cst
 
 from modelint.facts import FileFacts
 from modelint.facts import torch_api as api
-from modelint.facts.evaluation import (effective_grad, effective_mode, is_module, left_to_subclasses, named_model,
-                                       result_back_propagated, returned_to_callers)
+from modelint.facts.evaluation import (effective_grad, effective_mode, left_to_subclasses, loaded_to_predict,
+                                       named_model, result_back_propagated, returned_to_callers)
+from modelint.facts.modules_run import is_module
 from modelint.facts.smoke_tests import dummy_input, initialises_lazy_modules, smoke_test
 from modelint.facts.mode_handling import frozen_attributes, frozen_by_every_caller, frozen_whole
 from modelint.facts.uses import DETACH, ESCAPE, GIVEN_BACK, HANDED, RETURN, STORE, TRAIN
@@ -159,7 +160,7 @@ class MissingNoGrad(Rule):
             # Handed to the caller: evaluation if the model was put in eval mode, or if the function is
             # named for it and turned the output into predictions first (`softmax`, `argmax`).
             if not (eval_mode or ("eval" in forward.uses and facts.is_evaluation_function(function))
-                    or _wrapper_evaluates_it_elsewhere(facts, forward) or _unpickled_to_run(facts, forward)):
+                    or _wrapper_evaluates_it_elsewhere(facts, forward) or loaded_to_predict(facts, forward)):
                 return None
         elif _run_for_side_effects(facts, forward, mode) or _detached_at_once(facts, forward):
             pass
@@ -524,10 +525,3 @@ def _gradients_cleared_first(facts, forward) -> bool:
     here = facts.locate(forward.call)  # (placing nodes costs: only once a `zero_grad()` of that model is there)
     return here is not None and any((at := facts.locate(node)) is not None and at[:2] < here[:2] for node in cleared)
 
-
-def _unpickled_to_run(facts, forward) -> bool:
-    """`scripted = torch.jit.load(path)`, then `return scripted(x)`: a module the function unpickles whole and
-    trains nowhere (no step here) is loaded to predict; what it hands back is a prediction."""
-    function = forward.function
-    return function is not None and (function, forward.key) in facts.flow.free.loaded_modules \
-        and not facts.flow.function_trains(function)

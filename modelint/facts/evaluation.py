@@ -16,16 +16,14 @@ from dataclasses import replace
 
 import libcst as cst
 
-from modelint.facts import torch_api as api
-from modelint.facts.bindings import flatten
-from modelint.facts.base_shapes import a_visible_base_elsewhere_switches, called_by_bases_that_switch_modes
+from modelint.facts.base_shapes import called_by_bases_that_switch_modes
 from modelint.facts.free_models import left_by_the_script
 from modelint.facts.lattice import ENTRY_MODE, GradFact, ModeFact, is_train_site
 from modelint.facts.modules import Dependence
 from modelint.facts.names import dotted, value_key
 from modelint.facts.naming import is_evaluation_name
 from modelint.facts.phases import describe_value
-from modelint.facts.summaries import qualname
+from modelint.facts.walk import iter_nodes
 
 
 def named_model(facts, forward) -> str:
@@ -141,135 +139,6 @@ def effective_grad(facts, forward) -> GradFact:
     return grad
 
 
-def is_module(facts, forward, mode: ModeFact) -> bool:
-    """Is the called thing surely an nn.Module (not a capitalised callable of unknown kind)?"""
-    via = forward.via
-    if via is not None and via.param.startswith("self.") \
-            and facts.modules.attribute_parameterless(via.param.rsplit(".", 1)[1]):
-        # A helper method's `self.act(a)` (or `self.model.act(a)` a level up), every such attribute of the
-        # file an `nn.ReLU()`: nothing to evaluate, no graph of its own.
-        return False
-    if via is None and forward.key.count(".") == 1 and forward.key.startswith("self.") and forward.function \
-            and facts.modules.attribute_parameterless(forward.key[5:], forward.function.cls):
-        return False  # (the class's own `self.drop = nn.Dropout(p)`, whatever another class keeps as `self.drop`)
-    if mode.certain and (mode.train_sites or mode.eval_sites):
-        return True
-    if mode.origin and facts.receivers.of_qualified(mode.origin, facts.path).module is False:
-        return False  # built from a plain class of another file (`PriorBox(object)` with a `forward()` method)
-    if _annotated_without_weights(facts, forward.function, forward.key):
-        return False  # (`pixel_criterion: nn.L1Loss`, for a PSNR in the training loop)
-    if via is not None and _bound_to_non_modules(facts, forward.function, forward.key):
-        return False  # `processor = AutoProcessor.from_pretrained(...)` or None, handed to a helper that calls it
-    func = forward.call.func
-    if forward.key == "self" and forward.via is None and _hand_written_model(facts, forward.function):
-        return False  # a plain class of plain tensors (a perceptron with its own update rule): no graph
-    if forward.via is None and type(func) is cst.Attribute and func.attr.value == "forward":
-        return True  # `self.model.forward(x)`: whatever holds the weights, running it records a graph
-    if forward.shown_by_detach:
-        return True  # an inherited `self.model(x)` whose output the caller detaches: it recorded a graph
-    callee = facts.flow.local_functions.get(forward.callee.qualname) \
-        if via is not None and forward.callee is not None and via.path == facts.path else None
-    if callee is not None and facts.modules.is_module_name(via.param, callee):
-        return True  # a helper of this file runs it as the module it is there (`self.embed = nn.Embedding(...)`)
-    loaded = facts.flow.free.loaded_modules
-    if loaded and ((forward.function, forward.key) in loaded
-                   or ((None, forward.key) in loaded and forward.key in facts.flow.global_models)):
-        return True  # unpickled whole by `torch.load` and called: a module (the global, where no local hides it)
-    return (facts.modules.is_module_name(forward.key, forward.function) and not _a_loop_target(facts, forward)) \
-        or facts.flow.is_trained_model(forward.function, forward.key) \
-        or _annotated_as_a_module(facts, forward.function, forward.key) \
-        or _handed_a_module(facts, forward.function, forward.key) \
-        or _switched_by_a_base_elsewhere(facts, forward.function, forward.key)
-
-
-def _a_loop_target(facts, forward) -> bool:
-    """Is the called name the target of a `for` around the call (`for k, act in enumerate(activations):
-    draw(act, ...)`)? There it holds what the loop draws, whatever other statements of its scope bind to the
-    name (`act = Swish()` at the end of a notebook): those do not show it is a module."""
-    site = facts.call_sites.get(forward.call)
-    head = forward.key.split(".")[0].split("[")[0]
-    return site is not None and any(type(loop) is cst.For and head in map(dotted, flatten(loop.target))
-                                    for loop in site.site.guards)
-
-
-def _bound_to_non_modules(facts, function, key: str) -> bool:
-    """Is every binding of the plain name in its scope `None` or what a tokenizer's, processor's or config's
-    `from_pretrained(...)` loads (no nn.Module)?"""
-    if "." in key or "[" in key or function is None:
-        return False
-    bindings = facts.flow._scope_bindings(function).get(key, ())
-    if not bindings or any(binding.kind != "assign" for binding in bindings):
-        return False
-    for binding in bindings:
-        value = binding.value
-        if type(value) is cst.Name and value.value == "None":
-            continue
-        func = value.func if type(value) is cst.Call else None
-        if not (type(func) is cst.Attribute and func.attr.value == "from_pretrained"
-                and api.from_pretrained_loads(dotted(func.value) or "") is False):
-            return False
-    return True
-
-
-def _switched_by_a_base_elsewhere(facts, function, key: str) -> bool:
-    """`self.model` of a subclass whose base in another file calls `self.model.eval()`: a module."""
-    return function is not None and function.cls is not None and key.startswith("self.") and key.count(".") == 1 \
-        and facts.modules.has_foreign_base(function.cls) \
-        and a_visible_base_elsewhere_switches(facts.flow, function.cls, key)
-
-
-def _handed_a_module(facts, function, key: str) -> bool:
-    """`evaluate(model, ...)` that every call in the run's other files hands a model of one module class."""
-    if facts.flow.index is None or function is None or function.outer is not None or key not in function.param_set:
-        return False
-    handed = facts.flow.index.class_handed(facts.path, qualname(function), key, function.params.index(key))
-    return handed is not None and facts.receivers.of_qualified(*handed).module is True
-
-
-def _annotated_as_a_module(facts, function, key: str) -> bool:
-    """`def evaluate(model: SASRec, ...)`: a parameter annotated with a module class (of this file, of the project
-    or of a library)."""
-    annotation = _annotation(function, key)
-    return annotation is not None and facts.receivers.of_annotation(annotation).module is True
-
-
-def _annotated_without_weights(facts, function, key: str) -> bool:
-    """`pixel_criterion: nn.L1Loss`: a parameter annotated with a layer that holds no weights (a loss, an
-    activation): running it evaluates no model."""
-    annotation = _annotation(function, key)
-    built = facts.modules.construction(cst.Call(func=annotation)) if annotation is not None \
-        and type(annotation) in (cst.Name, cst.Attribute) else None
-    return built is not None and built.parameterless
-
-
-def _annotation(function, key: str) -> cst.BaseExpression | None:
-    if function is None or key not in function.param_set:
-        return None
-    params = function.node.params
-    param = next((p for p in (*params.posonly_params, *params.params, *params.kwonly_params)
-                  if p.name.value == key), None)
-    return param.annotation.annotation if param is not None and param.annotation is not None else None
-
-
-def _hand_written_model(facts, function) -> bool:
-    """A method of a class with no base at all whose body builds no module, no parameter and no tensor that
-    requires grad: a model written out in plain tensors with its own update rule records no autograd graph."""
-    cls = function.cls if function is not None else None
-    if cls is None or cls.node.bases:
-        return False
-    for call in cls.calls:
-        name = dotted(call.func) or ""
-        if facts.modules.construction(call) is not None or name.endswith(_GRAD_MAKERS) \
-                or any(arg.keyword is not None and arg.keyword.value == "requires_grad" for arg in call.args):
-            return False
-        if name.startswith("self.") and (name.count(".") > 1 or name[5:] not in cls.methods):
-            return False  # it runs an object it holds (a model handed to its constructor)
-    return True
-
-
-_GRAD_MAKERS = ("requires_grad_", "Parameter", "retain_grad")
-
-
 def evaluation_context(facts, forward, grad: GradFact) -> str | None:
     """Why this forward is an evaluation, in a few words; None when it is not one (or we cannot tell)."""
     if facts.flow.phase_never_picked(forward.function, forward.phase):
@@ -313,6 +182,8 @@ def _evaluation_context(facts, forward, grad: GradFact) -> str | None:
         return "over validation/test data"
     if intent == "evaluation":
         return "for predictions and metrics"
+    if intent == "returned" and loaded_to_predict(facts, forward):
+        return "on the weights it loads"  # `model = Net(); model.load_state_dict(w); return model(x)`
     if intent == "returned" and "eval" not in forward.uses:
         return None  # handed to the caller as it is: a name alone does not make it an evaluation
     if intent == "inference" and "weak" in forward.uses and _runs_loaded_weights(facts, forward):
@@ -322,6 +193,21 @@ def _evaluation_context(facts, forward, grad: GradFact) -> str | None:
             and not facts.flow.function_trains(function):
         return f"in {function.name}()"
     return None
+
+
+def loaded_to_predict(facts, forward) -> bool:
+    """A model the function makes itself, with weights (unpickled whole by `torch.jit.load`, or built and given
+    `load_state_dict()` before the forward), trains nowhere and keeps to itself, returning only what it
+    outputs: loaded to predict, so what it hands back is a prediction. (Its callers cannot train it.)"""
+    function, key = forward.function, forward.key
+    if function is None or forward.via is not None or "." in key or "[" in key or key in function.param_set \
+            or key in facts.flow.free.globals_of(function) or facts.flow.function_trains(function):
+        return False
+    if any(type(node) is cst.Return and node.value is not None and any(
+            type(name) is cst.Name and name.value == key for name in iter_nodes(node.value))
+           for node in iter_nodes(function.node.body)):
+        return False  # (`return model, model(x)`: the caller may go on to train it)
+    return (function, key) in facts.flow.free.loaded_modules or _runs_loaded_weights(facts, forward)
 
 
 def _runs_loaded_weights(facts, forward) -> bool:
