@@ -162,9 +162,8 @@ class Interpreter(Loops, Bindings, CallEffects):
             if filled is not None:
                 self.filling.add(filled)
             then = constants.branch(stmt.body, self._knowing(state.copy(), stmt, True))
-            if not branches and then is not None and self.last_pass_only(stmt):
-                self.loop_exits[-1][0].append(then)  # (the loop's last pass: it leaves the loop from here)
-                then = None
+            if not branches:
+                then = self.on_the_last_pass(stmt, then)
             branches.append((stmt, then))
             self.filling.discard(filled)
             if stmt.orelse is None:

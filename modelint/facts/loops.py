@@ -109,6 +109,14 @@ class Loops:
                 out.append(call)
         return out
 
+    def on_the_last_pass(self, stmt: cst.If, then: State | None) -> State | None:
+        """The state after the body of an `if` that only the loop's last pass runs leaves the loop (a break):
+        None comes round again (see last_pass_only)."""
+        if then is None or not self.last_pass_only(stmt):
+            return then
+        self.loop_exits[-1][0].append(then)
+        return None
+
     def last_pass_only(self, stmt: cst.If) -> bool:
         """`if i == len(steps) - 1:` (or `i + 1 == len(loader)`), the last statement of `for i, batch in ...`:
         its body runs on the loop's last pass, after which the loop does not come round again. (The end of the
