@@ -118,7 +118,7 @@ def wrapped_forward_notes(facts, forward, notes: tuple, related: tuple) -> tuple
     via = forward.via
     if via is None:
         return notes, related
-    text = f"the forward pass runs here, in `{forward.callee.qualname}()`"
+    text = f"the forward pass runs here, in `{forward.callee.shown_name}()`"
     if via.node is not None and via.path == facts.path:
         hops = tuple((call, "reached through this call") for call in via.chain)
         return ((via.node, text), *hops, *notes), related
