@@ -10,7 +10,7 @@ from __future__ import annotations
 import libcst as cst
 
 from modelint.facts import torch_api as api
-from modelint.facts.names import dotted, literal_value
+from modelint.facts.names import argument, dotted, literal_value
 from modelint.facts.torch_layers import Construction, Dependence, layer_dependence_by_name
 from modelint.facts.walk import calls_in
 
@@ -45,6 +45,10 @@ class LibraryLayers:
             built = self._geometric_layer(call, qualified.rsplit(".", 1)[-1])
             if built is not None:
                 return True, built
+        if qualified.startswith("dgl.nn."):
+            built = self._dgl_layer(call, qualified.rsplit(".", 1)[-1])
+            if built is not None:
+                return True, built
         if api.is_weightless_library_layer(qualified):
             return True, Construction(call, Dependence.INDEPENDENT, parameterless=True)
         return False, None
@@ -62,6 +66,23 @@ class LibraryLayers:
         if layer in api.GEOMETRIC_WRAPPING:
             return Construction(call, self._nested_dependence(call, {}))
         return None
+
+    def _dgl_layer(self, call: cst.Call, layer: str) -> Construction | None:
+        """A DGL layer (see torch_api.DGL_*); None for one not in those tables."""
+        if layer in api.DGL_MODE_FREE:
+            return Construction(call, Dependence.INDEPENDENT)
+        if layer in api.DGL_WRAPPING:
+            return Construction(call, self._nested_dependence(call, {}))
+        rates = api.DGL_DROPOUT_RATES.get(layer)
+        if rates is None or any(arg.star for arg in call.args):
+            return None
+        dropped = any((arg := argument(call, keyword, position)) is not None
+                      and literal_value(arg.value) not in (0, 0.0) for keyword, position in rates)
+        norm = argument(call, "norm", None)  # (`SAGEConv(..., norm=nn.BatchNorm1d(d))`: a norm it applies)
+        dependence = Dependence.DEPENDENT if dropped else Dependence.INDEPENDENT
+        if norm is not None and literal_value(norm.value) is not None:
+            dependence = max(dependence, self._nested_dependence(call.with_changes(args=[norm]), {}))
+        return Construction(call, dependence)
 
     def _library_namespace(self, func: cst.Subscript) -> str | None:
         """`models.__dict__[name]`, `vars(models)[name]` of a model library's namespace (torchvision.models):

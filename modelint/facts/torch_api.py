@@ -96,6 +96,15 @@ GEOMETRIC_DROPOUT_RATE = frozenset({"GATConv", "GATv2Conv", "TransformerConv", "
 GEOMETRIC_WRAPPING = frozenset({"GINConv", "GINEConv", "NNConv", "EdgeConv", "DynamicEdgeConv", "PointNetConv",
                                 "PointConv", "PPFConv", "XConv"})
 GEOMETRIC_MODE_DEPENDENT = frozenset({"BatchNorm", "InstanceNorm", "MessageNorm", "DiffGroupNorm"})
+# DGL's layers (dgl.nn, dgl.nn.pytorch): the same in either mode unless given a dropout rate (its keyword and
+# position), or, for those wrapping a network or a norm they are handed, as mode-dependent as it.
+DGL_MODE_FREE = frozenset({"GraphConv", "TAGConv", "SGConv", "ChebConv", "GMMConv", "GatedGraphConv", "DotGatConv",
+                           "EdgeWeightNorm", "AGNNConv", "SumPooling", "AvgPooling", "MaxPooling", "SortPooling",
+                           "Set2Set", "WeightAndSum"})
+DGL_DROPOUT_RATES = {"SAGEConv": (("feat_drop", 3),), "GATConv": (("feat_drop", 3), ("attn_drop", 4)),
+                     "GATv2Conv": (("feat_drop", 3), ("attn_drop", 4)), "APPNPConv": (("edge_drop", 2),),
+                     "RelGraphConv": (("dropout", 8),)}
+DGL_WRAPPING = frozenset({"GINConv", "GINEConv", "NNConv", "GlobalAttentionPooling"})
 # Data transforms written as modules: no weights, and the same in either mode (a mel spectrogram, a
 # normalisation, a resize; a random augmentation is random in eval mode too: kornia's and
 # torch-audiomentations' never read `self.training`).
