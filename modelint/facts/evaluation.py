@@ -268,8 +268,9 @@ def returned_to_callers(facts, forward) -> bool:
 
 def result_back_propagated(facts, function) -> bool:
     """Does every call of the function in this file bind its result and back-propagate it (`loss =
-    agent.compute_loss(batch)`, then `loss.backward()`)? What it returns is a loss: its forwards, a target
-    network's among them, are part of training."""
+    agent.compute_loss(batch)`, then `loss.backward()`; `reward, log_prob = play(env)`, then `loss = -log_prob *
+    reward` and `loss.backward()`)? What it returns is a loss: its forwards, a target network's among them,
+    are part of training."""
     from modelint.facts.summaries import qualname
     from modelint.facts.value_calls import BACKWARD_METHODS
 
@@ -288,14 +289,28 @@ def result_back_propagated(facts, function) -> bool:
         site = facts.call_sites.get(call)
         stmt = site.site.stmt if site is not None else None
         small = stmt.body[0] if type(stmt) is cst.SimpleStatementLine and len(stmt.body) == 1 else None
-        if not (type(small) is cst.Assign and small.value is call and len(small.targets) == 1
-                and type(small.targets[0].target) is cst.Name):
+        if not (type(small) is cst.Assign and small.value is call and len(small.targets) == 1):
             return False
-        name = small.targets[0].target.value
+        names = _derived(caller.node if caller is not None else facts.collector.module_node,
+                         {n.value for n in iter_nodes(small.targets[0].target) if type(n) is cst.Name})
         if not any(other.site.function is caller and type(other.node.func) is cst.Attribute
                    and other.node.func.attr.value in BACKWARD_METHODS
-                   and (dotted(other.node.func.value) == name
-                        or any(type(arg.value) is cst.Name and arg.value.value == name for arg in other.node.args))
+                   and (dotted(other.node.func.value) in names
+                        or any(type(arg.value) is cst.Name and arg.value.value in names for arg in other.node.args))
                    for other in facts.collector.calls):
             return False
     return True
+
+
+def _derived(scope: cst.CSTNode, names: set[str]) -> set[str]:
+    """`names` and the names the scope binds to expressions of them (`loss = -log_prob * reward`), at any remove."""
+    assigns = [(target.target.value, node.value) for node in iter_nodes(scope) if type(node) is cst.Assign
+               for target in node.targets if type(target.target) is cst.Name]
+    found = set(names)
+    for _ in range(len(assigns)):
+        more = {name for name, value in assigns if name not in found
+                and any(type(n) is cst.Name and n.value in found for n in iter_nodes(value))}
+        if not more:
+            break
+        found |= more
+    return found
