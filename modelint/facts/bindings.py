@@ -227,7 +227,9 @@ class Bindings:
 
     def _alias_held_by_a_class_elsewhere(self, name: str, call: cst.Call, state: State) -> None:
         """`predictor = Predictor(model)`, a plain class of another file of the project that keeps the model
-        it is handed (`self.model = model`): `predictor.model` is `model` (the index says what it keeps)."""
+        it is handed (`self.model = model`): `predictor.model` is `model` (the index says what it keeps). A
+        class the project does not define, handed the model by keyword (`system = pw.System(model=net)`): what
+        it holds under that name is the model (`system.model(x)` runs `net`)."""
         handed = [arg for arg in call.args if not arg.star and (key := value_key(arg.value)) is not None
                   and state.tracks(state.canonical(key))]
         qualified = self.flow.imports.qualify(call.func) if handed else None
@@ -235,10 +237,14 @@ class Bindings:
                 or not qualified.rpartition(".")[2][:1].isupper():
             return
         index = self.flow.index
+        found = index.resolve_shape(qualified, self.flow.path) if index is not None else None
+        if found is None:
+            for arg in handed:  # (until the second pass says what a class of the project keeps)
+                if arg.keyword is not None and not qualified.startswith("."):
+                    state.aliases[f"{name}.{arg.keyword.value}"] = state.canonical(value_key(arg.value))
         if index is None:
             self.flow.unresolved.add(qualified)  # (the second pass may know what it keeps)
             return
-        found = index.resolve_shape(qualified, self.flow.path)
         if found is None or not found[0].stores:
             return
         # (a module class too: a wrapper module is a model of its own, and switching a part it holds leaves
