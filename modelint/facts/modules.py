@@ -309,6 +309,9 @@ class ModuleTable(WaitingOnImports, LocalLayers, Registries, ModuleAttributes, B
                     return Construction(call, Dependence.INDEPENDENT, certain=False, origin=qualified)
                 return Construction(call, Dependence.UNKNOWN, certain=False, origin=qualified)
             return None
+        if type(func) is cst.Call and dotted(func.func) == "getattr" and len(func.args) >= 2 \
+                and ((self.imports.qualify(func.args[0].value) or "?") + ".").startswith(api.EXTERNAL_MODEL_PREFIXES):
+            return Construction(call, Dependence.DEPENDENT)  # `getattr(torchvision.models, opt.arch)(...)`
         if type(func) is cst.Subscript:
             library = self._library_namespace(func)
             if library is not None:  # `models.__dict__[args.arch](pretrained=True)`: a torchvision model
