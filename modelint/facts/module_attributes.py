@@ -7,6 +7,8 @@ model at all (a layer without weights or mode).
 
 from __future__ import annotations
 
+import re
+
 import libcst as cst
 
 from modelint.facts.torch_layers import Dependence
@@ -99,3 +101,52 @@ class ModuleAttributes:
                     return None
                 out.append(made)
         return out
+
+    def unread_layers(self, info) -> frozenset:
+        """The torch Dropout and BatchNorm layers a model class (one with its own `forward`) builds into
+        attributes that nothing in the file reads back, under any object (`self.dropout = nn.Dropout(0.1)` with
+        its use in `forward` commented out): they never run. (Not in a file that reaches attributes by name or
+        walks a module's children: `getattr(self, ...)`, `self.children()`.)"""
+        cache = self.__dict__.setdefault("_unread_by_class", {})
+        if info not in cache:
+            cache[info] = self._unread_layers(info)
+        return cache[info]
+
+    def _unread_layers(self, info) -> frozenset:
+        if "forward" not in info.methods:
+            return frozenset()  # (a base class: its subclasses, here or elsewhere, may run what it builds)
+        assigned = [(a.target.attr.value, a.value) for a in self.self_assigns if a.site.cls is info
+                    and type(a.value) is cst.Call and _MODE_LAYER.fullmatch(
+                        (self.imports.qualify(a.value.func) or "").removeprefix("torch.nn."))]
+        if not assigned:
+            return frozenset()
+        reads = self.__dict__.get("_attribute_reads")
+        if reads is None:
+            reads = self.__dict__["_attribute_reads"] = _attribute_reads(self._collector)
+        if reads is None:
+            return frozenset()  # (a class reaching its attributes by name: every one may be read)
+        return frozenset(value for name, value in assigned if reads.get(name, 0) == 0)
+
+
+_MODE_LAYER = re.compile(r"(Dropout[123]?d?|AlphaDropout|FeatureAlphaDropout|BatchNorm[123]d)")
+_BY_NAME = frozenset({"getattr", "__getattr__", "children", "named_children", "modules", "named_modules",
+                      "_modules", "__dict__", "apply"})
+
+
+def _attribute_reads(collector) -> dict[str, int] | None:
+    """How often each attribute name is read anywhere in the file (not assigned); None when the file reaches
+    attributes by name or walks a module's submodules."""
+    from modelint.facts.walk import iter_nodes
+
+    reads: dict[str, int] = {}
+    targets = {id(a.target) for a in collector.attribute_assigns}
+    for node in iter_nodes(collector.module_node):
+        if type(node) is cst.Name and node.value in _BY_NAME:
+            return None
+        if type(node) is cst.Attribute:
+            if node.attr.value in _BY_NAME:
+                return None
+            if id(node) not in targets:
+                reads[node.attr.value] = reads.get(node.attr.value, 0) + 1
+    return reads
+

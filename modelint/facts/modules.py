@@ -219,9 +219,10 @@ class ModuleTable(WaitingOnImports, LocalLayers, Registries, ModuleAttributes, B
                     if info.reads_training_flag:
                         dependence = Dependence.DEPENDENT
                     contained = self._parameter_containers(info)
+                    unread = self.unread_layers(info)
                     for call in info.calls:
-                        if call in contained:
-                            continue  # (what each construction hands it: _handed_layers)
+                        if call in contained or call in unread:
+                            continue  # (what each construction hands it: _handed_layers; a layer nothing runs)
                         built = self.layer_dependence(call)
                         if built is not None:
                             dependence = max(dependence, built)
