@@ -257,6 +257,8 @@ class MissingEvalMode(Rule):
             return None
         if mode.parameterless:
             return None  # a lone Dropout, no weights: applied as it is for its randomness (a random mask)
+        if _as_built_with_pretrained_parts(facts, mode):
+            return None  # a new wrapper's Hugging Face backbone is still in the eval mode `from_pretrained` left
         if facts.flow.objects.attribute_dependence(forward.function, forward.key) is Dependence.INDEPENDENT:
             return None  # every model the class puts there has no Dropout or BatchNorm
         if _sets_its_own_mode_only(facts, forward) and not over_batches(facts, forward):
@@ -580,3 +582,11 @@ def _every_caller_switched_it(facts: FileFacts, forward) -> bool:
         if fact is None or not fact.definitely_eval:
             return False
     return True
+
+
+def _as_built_with_pretrained_parts(facts, mode) -> bool:
+    """In training mode only because it was built here (no `train()` since), from a class of this file whose
+    layers that depend on the mode are all parts it loads with `from_pretrained` (left in eval mode)."""
+    sites = mode.train_sites
+    return bool(sites) and all(type(site) is cst.Call and not is_train_site(site)
+                               and facts.modules.fresh_dependence(site) is Dependence.INDEPENDENT for site in sites)

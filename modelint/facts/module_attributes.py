@@ -129,8 +129,9 @@ class ModuleAttributes:
 
 
 _MODE_LAYER = re.compile(r"(Dropout[123]?d?|AlphaDropout|FeatureAlphaDropout|BatchNorm[123]d)")
-_BY_NAME = frozenset({"getattr", "__getattr__", "children", "named_children", "modules", "named_modules",
-                      "_modules", "__dict__", "apply"})
+# (what reaches a submodule without naming it, and may run it: `getattr(self, f"block{i}")(x)`,
+# `nn.Sequential(*self.children())`; `apply()` and `modules()` visit layers to set them up, never run them)
+_BY_NAME = frozenset({"getattr", "__getattr__", "children", "named_children", "_modules", "__dict__"})
 
 
 def _attribute_reads(collector) -> dict[str, int] | None:

@@ -247,6 +247,23 @@ class ModuleTable(WaitingOnImports, LocalLayers, Registries, ModuleAttributes, B
         self._dependence[name] = dependence
         return True
 
+    def fresh_dependence(self, call: cst.Call) -> Dependence | None:
+        """`Model(path)`, a module class of this file whose constructor loads a part with `from_pretrained` (a
+        Hugging Face backbone, handed back in eval mode): how mode-dependent the model is as built, before
+        anything calls its `train()` (its other layers; the loaded part stays in eval mode). None: as
+        dependent as `construction` says."""
+        project = self.project_class(call.func)
+        if project is None or not self._is_module.get(project.name, False) or project.reads_training_flag \
+                or any(self._base_kind(base)[1] is not Dependence.INDEPENDENT for base in project.bases):
+            return None
+        loaded = [c for c in project.calls if type(c.func) is cst.Attribute and c.func.attr.value == "from_pretrained"
+                  and (built := self.construction(c)) is not None and built.starts_in_eval]
+        if not loaded:
+            return None
+        skipped = set(loaded) | set(self._parameter_containers(project)) | self.unread_layers(project)
+        found = [self.layer_dependence(c) for c in project.calls if c not in skipped]
+        return max((d for d in found if d is not None), default=Dependence.INDEPENDENT)
+
     def has_foreign_base(self, info: ClassInfo) -> bool:
         """It derives (maybe through this file's classes) from a class defined elsewhere, which may be a module."""
         return self._foreign_base.get(info.name, False)
