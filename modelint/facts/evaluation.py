@@ -293,13 +293,28 @@ def result_back_propagated(facts, function) -> bool:
             return False
         names = _derived(caller.node if caller is not None else facts.collector.module_node,
                          {n.value for n in iter_nodes(small.targets[0].target) if type(n) is cst.Name})
-        if not any(other.site.function is caller and type(other.node.func) is cst.Attribute
-                   and other.node.func.attr.value in BACKWARD_METHODS
-                   and (dotted(other.node.func.value) in names
-                        or any(type(arg.value) is cst.Name and arg.value.value in names for arg in other.node.args))
+        if not any(other.site.function is caller and (
+                (type(other.node.func) is cst.Attribute and other.node.func.attr.value in BACKWARD_METHODS
+                 and (dotted(other.node.func.value) in names
+                      or any(type(arg.value) is cst.Name and arg.value.value in names for arg in other.node.args)))
+                or _handed_to_a_backward(facts, other.node, caller, names))
                    for other in facts.collector.calls):
             return False
     return True
+
+
+def _handed_to_a_backward(facts, call: cst.Call, caller, names: set[str]) -> bool:
+    """`agent.update_parameters(reward, log_prob)`, a function whose summary back-propagates what it is handed
+    there (`loss = -log_prob * R; loss.backward()`), handed one of `names`."""
+    from modelint.facts.summary_effects import bind_arguments
+
+    if not any(type(arg.value) is cst.Name and arg.value.value in names for arg in call.args):
+        return False
+    summary, _receiver = facts.flow.resolve(call, caller)
+    if summary is None or not summary.backprops:
+        return False
+    bound = bind_arguments(summary.params, summary.is_method, call)
+    return any(type(value := bound.get(param)) is cst.Name and value.value in names for param in summary.backprops)
 
 
 def _derived(scope: cst.CSTNode, names: set[str]) -> set[str]:
