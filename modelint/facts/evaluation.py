@@ -19,8 +19,9 @@ import libcst as cst
 from modelint.facts.base_shapes import called_by_bases_that_switch_modes
 from modelint.facts.free_models import left_by_the_script
 from modelint.facts.lattice import ENTRY_MODE, GradFact, ModeFact, is_train_site
-from modelint.facts.modules import Dependence
-from modelint.facts.names import dotted, value_key
+from modelint.facts import torch_api as api
+from modelint.facts.modules import Dependence, unwrap_chain
+from modelint.facts.names import dotted, literal_value, value_key
 from modelint.facts.naming import is_evaluation_name
 from modelint.facts.phases import describe_value
 from modelint.facts.walk import iter_nodes
@@ -196,9 +197,10 @@ def _evaluation_context(facts, forward, grad: GradFact) -> str | None:
 
 
 def loaded_to_predict(facts, forward) -> bool:
-    """A model the function makes itself, with weights (unpickled whole by `torch.jit.load`, or built and given
-    `load_state_dict()` before the forward), trains nowhere and keeps to itself, returning only what it
-    outputs: loaded to predict, so what it hands back is a prediction. (Its callers cannot train it.)"""
+    """A model the function makes itself, with weights (unpickled whole by `torch.jit.load`, built and given
+    `load_state_dict()` before the forward, or a library model built with its pretrained weights), trains
+    nowhere and keeps to itself, returning only what it outputs: loaded to predict, so what it hands back is a
+    prediction. (Its callers cannot train it.)"""
     function, key = forward.function, forward.key
     if function is None or forward.via is not None or "." in key or "[" in key or key in function.param_set \
             or key in facts.flow.free.globals_of(function) or facts.flow.function_trains(function):
@@ -207,7 +209,19 @@ def loaded_to_predict(facts, forward) -> bool:
             type(name) is cst.Name and name.value == key for name in iter_nodes(node.value))
            for node in iter_nodes(function.node.body)):
         return False  # (`return model, model(x)`: the caller may go on to train it)
-    return (function, key) in facts.flow.free.loaded_modules or _runs_loaded_weights(facts, forward)
+    return (function, key) in facts.flow.free.loaded_modules or _runs_loaded_weights(facts, forward) \
+        or _built_pretrained(facts, function, key)
+
+
+def _built_pretrained(facts, function, key: str) -> bool:
+    """Every binding of `key` in the function builds a library model with its trained weights
+    (`torchvision.models.resnet50(pretrained=True)`, `weights="IMAGENET1K_V2"`, timm's `pretrained=True`)."""
+    built = [unwrap_chain(value)[0] for name, value, site in facts.collector.call_assigns
+             if name == key and site.function is function]
+    return bool(built) and all(
+        type(call) is cst.Call and (facts.imports.qualify(call.func) or "").startswith(api.EXTERNAL_MODEL_PREFIXES)
+        and any(arg.keyword is not None and arg.keyword.value in ("pretrained", "weights")
+                and literal_value(arg.value) not in (False, None) for arg in call.args) for call in built)
 
 
 def _runs_loaded_weights(facts, forward) -> bool:
