@@ -29,6 +29,7 @@ from modelint.facts.base_shapes import switched_by_bases_elsewhere
 from modelint.facts.lattice import ENTRY_MODE, HAVOC_MODE, ModeFact, first_site, mode_of_call
 from modelint.facts.modules import Dependence, returned_parameter, rewraps, unwrap_chain
 from modelint.facts.names import dotted, key_root
+from modelint.facts.walk import iter_nodes
 from modelint.facts.object_attributes import AttributeLayers
 from modelint.facts.object_exits import ObjectExits
 from modelint.facts.object_starts import ObjectStarts
@@ -209,11 +210,29 @@ class ObjectModes(ObjectExits, ObjectStarts, AttributeLayers):
         for key, effect in (summary.effects.items() if summary is not None else ()):
             site = summary.effect_sites.get(key)
             built = self.flow.modules.construction(site) if type(site) is cst.Call else None
+            if effect in ("may-eval", "may-train") and self._only_built_here(info, key):
+                effect = effect[4:]  # (`if arch == "a": self.net = A() elif ...: self.net = B()`: no other object)
             if key.startswith("self.") and key.count(".") == 1 and effect in ("eval", "train") \
                     and built is not None and built.certain:
                 out[key] = ModeFact(dependence=built.dependence, parameterless=built.parameterless,
                                     origin=built.origin).switched(effect, site)
         return out
+
+    def _only_built_here(self, info, key: str) -> bool:
+        """Is every assignment of `self.<attr>` in the class a construction (or a wrap of what is there,
+        `self.G = DataParallel(self.G)`) in its `__init__` or a method it calls (`self.build_model()`)? Then a new
+        object whose constructor took a path that builds none has no such attribute at all: the paths that build
+        one are the only ones a method can meet it on."""
+        assigns = self.flow.collector.assigns_to(info, key)
+        init = info.methods.get("__init__")
+        setting_up = {"__init__"} | {node.func.attr.value for node in (iter_nodes(init.body) if init else ())
+                                     if type(node) is cst.Call and type(node.func) is cst.Attribute
+                                     and dotted(node.func.value) == "self"}
+        modules = self.flow.modules
+        return bool(assigns) and all(
+            a.site.function is not None and a.site.function.name in setting_up and type(a.value) is cst.Call
+            and (modules.construction(unwrap_chain(a.value)[0]) is not None
+                 or rewraps(self.flow.imports, a.value, key)) for a in assigns)
 
     def plain_object(self, cls) -> bool:
         """A class known to be no module: a base elsewhere that may be one (a model mixin whose mode its

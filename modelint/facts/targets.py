@@ -42,10 +42,12 @@ def select_targets(flow) -> list[FunctionInfo | None]:
                        if (site.site.function, site.text) in returned}
     calling_results.update(scope for scope, _name in flow.free.loaded_modules)  # (`model.forward(x)` too)
     # `backbone = make_backbone(args)`, then `probe(backbone, ...)`, one of this file's functions: what it hands
-    # is a model in the mode the factory left it.
+    # is a model in the mode the factory left it; `runner = Runner()`, then `runner.fit(data)`, a method of this
+    # file: the order the object's methods run in is in sight.
     calling_results.update(site.site.function for site in collector.calls if site.node in flow._local_callees
-                           and any(type(arg.value) is cst.Name and (site.site.function, arg.value.value) in returned
-                                   for arg in site.node.args))
+                           and (any(type(arg.value) is cst.Name and (site.site.function, arg.value.value) in returned
+                                    for arg in site.node.args)
+                                or (site.site.function, (site.text or "").rpartition(".")[0]) in returned))
     def module_forward(f: FunctionInfo) -> bool:
         if f.cls is None or not _is_forward_like(f.name):
             return False
