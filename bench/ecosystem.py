@@ -146,12 +146,20 @@ def _python_members(archive: Path):
 
 def lint(root: Path, package: str) -> tuple[list[Reported], list[dict], float]:
     """Findings (MDL), E9xx/MDL000 reports, seconds."""
+    # (its own settings: under a checkout, the checkout's pyproject and .gitignore, which lists the default cache
+    # folder, would exclude every file)
+    settings = root / "pyproject.toml"
+    if not settings.exists():
+        settings.write_text("[tool.modelint]\nrespect-gitignore = false\n")
     start = time.perf_counter()
-    run = subprocess.run([sys.executable, "-m", "modelint", "check", "--no-cache", "--exit-zero", "--format", "json",
-                          "."], cwd=root, env=ENV, capture_output=True, text=True)
+    run = subprocess.run([sys.executable, "-m", "modelint", "check", "--no-cache", "--exit-zero", "--verbose",
+                          "--format", "json", "."], cwd=root, env=ENV, capture_output=True, text=True)
     seconds = time.perf_counter() - start
     if run.returncode not in (0, 1):
         raise SystemExit(f"{package}: modelint exited {run.returncode}: {run.stderr[-500:]}")
+    if " 0 analysed" in run.stderr and any(root.rglob("*.py")):
+        # (settings that exclude the cache folder: nothing would be linted and every entry would read as stale)
+        raise SystemExit(f"{package}: modelint analysed no file under {root}")
     findings, problems = [], []
     for item in json.loads(run.stdout or "[]"):
         path = Path(item["filename"])
