@@ -17,6 +17,7 @@ from modelint.facts.bindings import flatten
 from modelint.facts.lattice import ModeFact
 from modelint.facts.names import dotted
 from modelint.facts.summaries import qualname
+from modelint.summary import ProjectIndex
 
 
 def is_module(facts, forward, mode: ModeFact) -> bool:
@@ -30,6 +31,8 @@ def is_module(facts, forward, mode: ModeFact) -> bool:
     if via is None and forward.key.count(".") == 1 and forward.key.startswith("self.") and forward.function \
             and facts.modules.attribute_parameterless(forward.key[5:], forward.function.cls):
         return False  # (the class's own `self.drop = nn.Dropout(p)`, whatever another class keeps as `self.drop`)
+    if forward.via is None and forward.method is None and _runs_its_own_call(facts, forward, mode):
+        return False  # (ultralytics' `YOLO(path)(images)`: its `__call__` runs `predict()`, not `forward`)
     if mode.certain and (mode.train_sites or mode.eval_sites):
         return True
     if mode.origin and facts.receivers.of_qualified(mode.origin, facts.path).module is False:
@@ -146,3 +149,34 @@ def _hand_written_model(facts, function) -> bool:
 
 
 _GRAD_MAKERS = ("requires_grad_", "Parameter", "retain_grad")
+
+
+def _runs_its_own_call(facts, forward, mode: ModeFact) -> bool:
+    """Is the model called (`model(x)`) of a module class that defines `__call__` itself, in this file or in
+    another the index shows (ultralytics' `Model.__call__` runs `predict()`, with its own mode and no_grad)?
+    Calling it runs that method, not the module's forward."""
+    if type(forward.call.func) is not cst.Name:
+        return False
+    classes = set()
+    for name, value, site in facts.collector.call_assigns:
+        if name == forward.key and site.function is forward.function and type(value) is cst.Call:
+            classes.add(value.func)
+    if not classes:
+        return False
+    index = facts.flow.index
+    for func in classes:
+        project = facts.modules.project_class(func)
+        if project is not None:
+            if not any("__call__" in facts.modules.classes[name].methods
+                       for name in facts.flow.class_and_bases(project.name) if name in facts.modules.classes):
+                return False
+            continue
+        qualified = facts.imports.qualify(func)
+        found = index.resolve_shape(qualified, facts.path) if index is not None and qualified else None
+        if found is None:
+            return False
+        pending = [(qualified, facts.path)]
+        if not any(shape is not None and "__call__" in shape[0].defines
+                   for reference, shape in ProjectIndex.bases_of(index, pending) if reference is not None):
+            return False
+    return True
