@@ -15,6 +15,7 @@ from modelint.facts import torch_api as api
 from modelint.facts.base_shapes import a_visible_base_elsewhere_switches
 from modelint.facts.bindings import flatten
 from modelint.facts.lattice import ModeFact
+from modelint.facts.name_values import reaching
 from modelint.facts.names import dotted
 from modelint.facts.summaries import qualname
 from modelint.summary import ProjectIndex
@@ -44,6 +45,8 @@ def is_module(facts, forward, mode: ModeFact) -> bool:
     func = forward.call.func
     if forward.key == "self" and forward.via is None and _hand_written_model(facts, forward.function):
         return False  # a plain class of plain tensors (a perceptron with its own update rule): no graph
+    if "." not in forward.key and forward.key != "self" and _bound_to_a_hand_written_model(facts, forward):
+        return False  # (the same, built by the notebook, run here or in a helper it is handed to)
     if forward.via is None and type(func) is cst.Attribute and func.attr.value == "forward":
         return True  # `self.model.forward(x)`: whatever holds the weights, running it records a graph
     if forward.shown_by_detach:
@@ -135,7 +138,38 @@ def _annotation(function, key: str) -> cst.BaseExpression | None:
 def _hand_written_model(facts, function) -> bool:
     """A method of a class with no base at all whose body builds no module, no parameter and no tensor that
     requires grad: a model written out in plain tensors with its own update rule records no autograd graph."""
-    cls = function.cls if function is not None else None
+    return _hand_written_class(facts, function.cls if function is not None else None)
+
+
+def _bound_to_a_hand_written_model(facts, forward) -> bool:
+    """A forward of a name (or a helper's forward of what the caller hands it) whose binding reaching the call
+    builds a hand-written model of this file (`model = Adaline1(n)`, then `train(model, ...)`); for a parameter,
+    what every call of the function here hands it."""
+    function = forward.function
+    if function is not None and forward.key in function.param_set and forward.via is None:
+        from modelint.facts.summary_effects import bind_arguments  # (it reads the flow's summaries: a cycle)
+
+        calls = facts.flow.call_sites.get(qualname(function), {})
+        handed = [bind_arguments(function.params, False, call).get(forward.key) for call in calls]
+        return bool(handed) and all(
+            type(arg) is cst.Name and _hand_written_at(facts, arg.value, call, caller)
+            for arg, (call, (caller, _grad, _models)) in zip(handed, calls.items()))
+    return _hand_written_at(facts, forward.key, forward.call, function)
+
+
+def _hand_written_at(facts, name: str, call: cst.Call, function) -> bool:
+    site = facts.call_sites.get(call)
+    bindings, parents = facts.receivers.scope(function)
+    found = bindings.get(name)
+    if site is None or not found:
+        return False
+    small = site.site.stmt.body[0] if type(site.site.stmt) is cst.SimpleStatementLine else site.site.stmt
+    reached = reaching(found, small, parents)
+    return all(b.kind == "assign" and type(b.value) is cst.Call
+               and _hand_written_class(facts, facts.modules.project_class(b.value.func)) for b in reached)
+
+
+def _hand_written_class(facts, cls) -> bool:
     if cls is None or cls.node.bases:
         return False
     for call in cls.calls:
