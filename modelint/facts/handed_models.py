@@ -76,7 +76,7 @@ class HandedModels:
         `dnn.DetectionModel(...)`): its `forward()` runs no torch module."""
         builders = self._imported_classes_of(receiver, classes_only=False)
         return bool(builders) and all(
-            name.startswith((*api.OTHER_FRAMEWORK_PREFIXES, *api.NOT_MODULE_LIBRARY_PREFIXES)) for name in builders)
+            name.startswith(api.NOT_TORCH_PREFIXES) for name in builders)
 
     def _imported_classes_of(self, receiver: str, classes_only: bool = True) -> set[str]:
         """The imported classes (as qualified) the calls this function binds `receiver` to build (see

@@ -143,7 +143,7 @@ class ModuleTable(WaitingOnImports, LocalLayers, Registries, ModuleAttributes, B
         if qualified.startswith("torch.nn."):
             return True, layer_dependence_by_name(qualified.rsplit(".", 1)[-1], None)
         if qualified.startswith("torch.") and not qualified.startswith("torch.nn.") \
-                or qualified.startswith((*api.OTHER_FRAMEWORK_PREFIXES, *api.NOT_MODULE_LIBRARY_PREFIXES)):
+                or qualified.startswith(api.NOT_TORCH_PREFIXES):
             return False, Dependence.INDEPENDENT  # torch.utils.data.Dataset and friends, MegEngine's M.Module
         if qualified.startswith(api.MODULE_BASE_PREFIXES) and not qualified.startswith("torch.") \
                 and api.NOT_MODULE_BASE.search(qualified.rsplit(".", 1)[-1]):
@@ -218,14 +218,7 @@ class ModuleTable(WaitingOnImports, LocalLayers, Registries, ModuleAttributes, B
                 if is_module:
                     if info.reads_training_flag:
                         dependence = Dependence.DEPENDENT
-                    contained = self._parameter_containers(info)
-                    unread = self.unread_layers(info)
-                    for call in info.calls:
-                        if call in contained or call in unread:
-                            continue  # (what each construction hands it: _handed_layers; a layer nothing runs)
-                        built = self.layer_dependence(call)
-                        if built is not None:
-                            dependence = max(dependence, built)
+                    dependence = max(dependence, self._layers_dependence(info))
                 else:
                     dependence = Dependence.INDEPENDENT
                 if name in again:  # (stored once every definition of the name is in: see below)
@@ -260,8 +253,14 @@ class ModuleTable(WaitingOnImports, LocalLayers, Registries, ModuleAttributes, B
                   and (built := self.construction(c)) is not None and built.starts_in_eval]
         if not loaded:
             return None
-        skipped = set(loaded) | set(self._parameter_containers(project)) | self.unread_layers(project)
-        found = [self.layer_dependence(c) for c in project.calls if c not in skipped]
+        return self._layers_dependence(project, frozenset(loaded))
+
+    def _layers_dependence(self, info: ClassInfo, skipped: frozenset = frozenset()) -> Dependence:
+        """How mode-dependent the layers the class builds itself are: not those in containers each construction
+        fills (what it hands them: _handed_layers), nor a layer nothing runs, nor `skipped`."""
+        contained, unread = self._parameter_containers(info), self.unread_layers(info)
+        found = [self.layer_dependence(call) for call in info.calls
+                 if call not in contained and call not in unread and call not in skipped]
         return max((d for d in found if d is not None), default=Dependence.INDEPENDENT)
 
     def has_foreign_base(self, info: ClassInfo) -> bool:
@@ -307,7 +306,7 @@ class ModuleTable(WaitingOnImports, LocalLayers, Registries, ModuleAttributes, B
             handled, built = self.library_layer(call, qualified, _nested)
             if handled:
                 return built
-            if qualified.startswith(("torch.", *api.OTHER_FRAMEWORK_PREFIXES, *api.NOT_MODULE_LIBRARY_PREFIXES)):
+            if qualified.startswith(("torch.", *api.NOT_TORCH_PREFIXES)):
                 return None  # (`caffe.Net(proto)`, `cv2.dnn.DetectionModel(path)`: another framework's network)
             tail = qualified.rsplit(".", 1)[-1]
             if not tail[:1].isupper():  # a function, as a rule; a class the index knows (`class net(nn.Module)`)

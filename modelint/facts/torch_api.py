@@ -150,6 +150,8 @@ OTHER_FRAMEWORK_PREFIXES = tuple(name + "." for name in OTHER_FRAMEWORKS)
 # stack, and the inference engines that run exported networks (OpenCV's `dnn.DetectionModel(...).forward()`).
 NOT_MODULE_LIBRARIES = ("sklearn", "numpy", "pandas", "scipy", "cv2", "onnxruntime", "tensorrt", "openvino")
 NOT_MODULE_LIBRARY_PREFIXES = tuple(name + "." for name in NOT_MODULE_LIBRARIES)
+# Whatever these two build is no torch module.
+NOT_TORCH_PREFIXES = OTHER_FRAMEWORK_PREFIXES + NOT_MODULE_LIBRARY_PREFIXES
 
 # Methods that move or cast a module and hand it back: `self.actor = actor.to(device)` keeps the same layers.
 MOVES = frozenset({"to", "cuda", "cpu", "half", "float", "double", "bfloat16"})
