@@ -432,11 +432,40 @@ class ProjectIndex:
         whatever name that test finds in a file: a factory function)."""
         module, _, name = reference.rpartition(".")
         found = next((found for found in self._candidates(module, from_path)
-                      if name in found.classes or (defines is not None and defines(found))), None)
+                      if (name in found.classes and not self._guessed_wrongly(found, name))
+                      or (defines is not None and defines(found))), None)
         if found is None and depth < 3:
             onward = self._reexported(reference, from_path)
             return self._defining(*onward, depth + 1, defines=defines) if onward is not None else None
         return found
+
+    def _guessed_wrongly(self, found: FileSummary, name: str) -> bool:
+        """Is the class `name`, which its own file took for a module (a base of another file and a `forward` of
+        its own: `class OnnxBackend(BaseBackend)`), one whose every base up the chain the index sees is a plain
+        class (`class BaseBackend(ABC)`)? Then it is no module: its `forward()` runs an inference session."""
+        cache = self.__dict__.setdefault("_wrong_guesses", {})
+        key = (found.path, name)
+        if key not in cache:
+            cache[key] = self._plain_chain(found, name, 0)
+        return cache[key]
+
+    def _plain_chain(self, found: FileSummary, name: str, depth: int) -> bool:
+        """Does every base of the class `name` of `found`, and theirs, end in plain bases (see `_PLAIN_BASES`)?"""
+        shape = found.shapes.get(name)
+        if shape is None or depth > 4 or not shape.bases:
+            return False
+        for base in shape.bases:
+            if base in _PLAIN_BASES:
+                continue
+            if base.startswith(":"):
+                owner, owner_name = found, base[1:]
+            else:
+                located = self.resolve_shape(base, found.path) if base != "?" else None
+                owner = self.files.get(os.path.abspath(located[1])) if located is not None else None
+                owner_name = base.rpartition(".")[2]
+            if owner is None or not self._plain_chain(owner, owner_name, depth + 1):
+                return False
+        return True
 
     def _inherited(self, found: FileSummary, owner: str, method: str, depth: int) -> FunctionSummary | None:
         """`method` as a base of the class `owner` of `found` defines it: a base of the same file (`:Base`)

@@ -100,3 +100,12 @@ class Constants:
         if self.ends:
             self.interpreter.constants = {name: value for name, value in self.ends[0].items()
                                           if all(name in end and end[name] == value for end in self.ends[1:])}
+
+
+def tested_for_none(test: cst.BaseExpression) -> str | None:
+    """`p is None` or `p == None`: `p`."""
+    if type(test) is cst.Comparison and type(test.left) is cst.Name and len(test.comparisons) == 1 \
+            and type(test.comparisons[0].operator) in (cst.Is, cst.Equal) \
+            and type(test.comparisons[0].comparator) is cst.Name and test.comparisons[0].comparator.value == "None":
+        return test.left.value
+    return None

@@ -20,7 +20,7 @@ from modelint.facts.base_shapes import called_by_bases_that_switch_modes
 from modelint.facts.free_models import left_by_the_script
 from modelint.facts.lattice import ENTRY_MODE, GradFact, ModeFact, is_train_site
 from modelint.facts import torch_api as api
-from modelint.facts.modules import Dependence, unwrap_chain
+from modelint.facts.modules import RETURNS_SELF, Dependence, unwrap_chain
 from modelint.facts.names import dotted, literal_value, value_key
 from modelint.facts.naming import is_evaluation_name
 from modelint.facts.phases import describe_value
@@ -205,12 +205,26 @@ def loaded_to_predict(facts, forward) -> bool:
     if function is None or forward.via is not None or "." in key or "[" in key or key in function.param_set \
             or key in facts.flow.free.globals_of(function) or facts.flow.function_trains(function):
         return False
-    if any(type(node) is cst.Return and node.value is not None and any(
-            type(name) is cst.Name and name.value == key for name in iter_nodes(node.value))
+    if any(type(node) is cst.Return and node.value is not None and _hands_back(node.value, key)
            for node in iter_nodes(function.node.body)):
         return False  # (`return model, model(x)`: the caller may go on to train it)
     return (function, key) in facts.flow.free.loaded_modules or _runs_loaded_weights(facts, forward) \
         or _built_pretrained(facts, function, key)
+
+
+def _hands_back(value: cst.BaseExpression, key: str) -> bool:
+    """Does a returned value hold the model `key` itself (`model`, `(model, model(x))`, `model.to(device)`,
+    `Predictor(model)`), not only what it outputs (`model(x)`, `model.predict(x)`)?"""
+    outputs: set = set()
+    for node in iter_nodes(value):
+        if type(node) is cst.Call:
+            func = node.func
+            if type(func) is cst.Name and func.value == key:
+                outputs.add(func)
+            elif type(func) is cst.Attribute and type(func.value) is cst.Name and func.value.value == key \
+                    and func.attr.value not in RETURNS_SELF:
+                outputs.add(func.value)
+    return any(type(node) is cst.Name and node.value == key and node not in outputs for node in iter_nodes(value))
 
 
 def _built_pretrained(facts, function, key: str) -> bool:

@@ -34,7 +34,7 @@ from modelint.facts.receivers import instance_method
 from modelint.facts.records import FunctionFlow
 from modelint.facts.phases import phase_parameter, script_phase
 from modelint.facts.plots import FigureObjects
-from modelint.facts.regions import disables_grad, grad_effect
+from modelint.facts.regions import branch_grad_effect, disables_grad, grad_effect
 from modelint.facts.state import State
 from modelint.facts.summaries import qualname, summarise
 from modelint.facts.targets import select_targets
@@ -353,6 +353,9 @@ class ModeFlow(CallGraph, Optimizers, CallResolution):
 
     def grad_effect(self, expr: cst.BaseExpression) -> str | None:
         return grad_effect(self.imports, expr)
+
+    def branch_grad_effect(self, expr: cst.BaseExpression) -> str | None:
+        return branch_grad_effect(self.imports, expr)
 
     @cached_property
     def call_ordinals(self) -> dict[cst.Call, int]:

@@ -14,7 +14,8 @@ import libcst as cst
 
 from modelint.facts import torch_api as api
 from modelint.facts.bindings import Bindings, flatten
-from modelint.facts.branches import Constants, join_branches, knowing_the_condition, knowing_the_flag
+from modelint.facts.branches import (Constants, join_branches, knowing_the_condition, knowing_the_flag,
+                                      tested_for_none)
 from modelint.facts.calls import CallEffects
 from modelint.facts.handed_models import calls_binding
 from modelint.facts.helper_arguments import argument_uses
@@ -157,7 +158,7 @@ class Interpreter(Loops, Bindings, CallEffects):
                     break
                 stmt = stmt.orelse
                 continue
-            filled = _tested_for_none(stmt.test)
+            filled = tested_for_none(stmt.test)
             filled = filled if filled in self.params and filled not in self.filling else None
             if filled is not None:
                 self.filling.add(filled)
@@ -339,6 +340,10 @@ class Interpreter(Loops, Bindings, CallEffects):
         for item in stmt.items:
             effect = (self.grad_choices.get(item.item.value) if type(item.item) is cst.Name else None) \
                 or self.flow.grad_effect(item.item)
+            if effect == "unknown" and type(item.item) is cst.IfExp:
+                decided = decide(item.item.test, self.constants)  # `enable_grad() if training else no_grad()`
+                effect = effect if decided is None else self.flow.branch_grad_effect(
+                    item.item.body if decided else item.item.orelse)
             if effect == "keep":
                 continue
             if effect == "unknown" and type(item.item) is cst.Call and item.item.args:
@@ -390,11 +395,3 @@ class Interpreter(Loops, Bindings, CallEffects):
 def _any_flag(_flag: str) -> bool:
     return True  # (whether nothing rebinds it is asked only of a flag tested again: knowing_the_condition)
 
-
-def _tested_for_none(test: cst.BaseExpression) -> str | None:
-    """`p is None` or `p == None`: `p`."""
-    if type(test) is cst.Comparison and type(test.left) is cst.Name and len(test.comparisons) == 1 \
-            and type(test.comparisons[0].operator) in (cst.Is, cst.Equal) \
-            and type(test.comparisons[0].comparator) is cst.Name and test.comparisons[0].comparator.value == "None":
-        return test.left.value
-    return None

@@ -62,6 +62,11 @@ def grad_effect(imports, expr: cst.BaseExpression) -> str | None:
     if type(expr) in (cst.Name, cst.Attribute):
         qualified = imports.qualify(expr)
         return "free" if qualified in api.GRAD_DISABLING else "enabled" if qualified in api.GRAD_ENABLING else None
+    if type(expr) is cst.IfExp:
+        # `with (torch.enable_grad() if training else torch.no_grad()):`: set_grad_enabled(training) spelled out
+        # (or `torch.no_grad() if frozen else contextlib.nullcontext()`: autograd as it was, on that path)
+        chosen = {branch_grad_effect(imports, expr.body), branch_grad_effect(imports, expr.orelse)}
+        return None if None in chosen or chosen == {"keep"} else chosen.pop() if len(chosen) == 1 else "unknown"
     if type(expr) is not cst.Call:
         return None
     if _library_grad_wrapper(imports, expr):
@@ -77,6 +82,13 @@ def grad_effect(imports, expr: cst.BaseExpression) -> str | None:
         value = literal_value(expr.args[0].value) if expr.args else None
         return "free" if value is False else "enabled" if value is True else "unknown"
     return None
+
+
+def branch_grad_effect(imports, expr: cst.BaseExpression) -> str | None:
+    """grad_effect of one branch of a conditional with-item; 'keep' for `contextlib.nullcontext()`."""
+    if type(expr) is cst.Call and imports.qualify(expr.func) == "contextlib.nullcontext":
+        return "keep"
+    return grad_effect(imports, expr)
 
 
 def grad_wrappers(collector) -> frozenset[str]:
