@@ -12,7 +12,8 @@ from modelint.facts.modules_run import is_module
 from modelint.facts.smoke_tests import initialises_lazy_modules, smoke_test
 from modelint.facts.batches import over_batches
 from modelint.facts.lattice import ENTRY_MODE, is_train_site
-from modelint.facts.mode_handling import class_sets_own_mode, minds_modes, optional_or_callable, states_mode_contract
+from modelint.facts.mode_handling import (class_sets_own_mode, classes_self_may_be, minds_modes, optional_or_callable,
+                                          states_mode_contract)
 from modelint.facts import torch_api as api
 from modelint.facts.modules import Dependence
 from modelint.facts.naming import names_evaluation_data
@@ -156,8 +157,13 @@ class MissingEvalMode(Rule):
                 or not facts.is_module_class(function.cls) or facts.flow.has_callers(function) \
                 or minds_modes(function) or class_sets_own_mode(facts, function.cls):
             return None
-        if facts.modules.class_dependence(function.cls) is not Dependence.DEPENDENT or _repeated_sample(facts, forward) \
-                or not facts.modules.kinds.holds_library_mode_layers(function.cls):
+        # (`self` in a base class's method is also each subclass here that inherits it: the layers are theirs)
+        holder = facts.call_sites.get(forward.call)
+        methods = {function.name} | ({holder.site.function.name} if holder and holder.site.function else set())
+        if _repeated_sample(facts, forward) or not any(
+                facts.modules.class_dependence(owner) is Dependence.DEPENDENT
+                and facts.modules.kinds.holds_library_mode_layers(owner) and not class_sets_own_mode(facts, owner)
+                for owner in classes_self_may_be(facts, function.cls, methods)):
             # It needs a Dropout or BatchNorm of its own (not only a layer of the file choosing by `self.training`
             # what to do, as a NoisyNet's exploration noise), and no Monte Carlo sampling (one input again).
             return None

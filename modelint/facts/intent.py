@@ -52,7 +52,7 @@ from modelint.facts.value_calls import (BACKWARD_METHODS, CONTAINER_METHODS, DET
                                         in_place)
 from modelint.facts.names import dotted, key_root
 from modelint.facts.plots import plotting_function
-from modelint.facts.value_nodes import COMPREHENSIONS, value_children, value_nodes
+from modelint.facts.value_nodes import COMPREHENSIONS, iterated_elements, value_children, value_nodes
 from modelint.facts.uses import (AFTER, BUILT, DETACH, DETACHED, DIRECT, DISCARD, ESCAPE, EVAL, FED, FEEDS,
                                  GIVEN_BACK, GRAPH, HANDED, HOOKED, META, NONE, OPAQUE, Origins, RETURN,
                                  SAMPLED, STORE, TRAIN, WEAK, detached, graph_handed_to_update, held_on,
@@ -148,10 +148,10 @@ class OutputUses:
         for comprehension in (node for node in nodes if type(node) in COMPREHENSIONS):
             clause = comprehension.for_in
             while clause is not None:
-                origins = self.expression(clause.iter, values)
-                for target in iter_nodes(clause.target):
-                    if type(target) is cst.Name:
-                        values[target.value] = origins
+                # (`for i, p in zip(best, probs)`: `i` holds no output)
+                for part, source in iterated_elements(clause.iter, clause.target) or [(clause.target, clause.iter)]:
+                    origins = self.expression(source, values)
+                    values.update((t.value, origins) for t in iter_nodes(part) if type(t) is cst.Name)
                 clause = clause.inner_for_in
         return values
 

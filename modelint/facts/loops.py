@@ -15,8 +15,8 @@ from __future__ import annotations
 import libcst as cst
 
 from modelint.facts.bindings import flatten
-from modelint.facts.uses import NONE
 from modelint.facts.names import dotted, value_key
+from modelint.facts.value_nodes import iterated_elements
 from modelint.facts.naming import names_evaluation_data
 from modelint.facts.phases import names_evaluation_value, phase_values
 from modelint.facts.state import State, join
@@ -41,10 +41,13 @@ class Loops:
 
     def loop(self, stmt: cst.For | cst.While, state: State) -> State | None:
         evaluation = False
-        iterated = NONE
+        paired = []  # (part of the target, what it holds): `for i, p in zip(best, probs)`, `i` holds no output
         if type(stmt) is cst.For:
             self.calls_of(stmt, state)
             iterated = self.uses.expression(stmt.iter, state.values)
+            paired = [(part, self.uses.expression(source, state.values))
+                      for part, source in iterated_elements(stmt.iter, stmt.target) or ()] \
+                or [(stmt.target, iterated)]
             phases = phase_values(stmt, self.constants)
             if phases is not None:
                 return self.phase_loop(stmt, state, *phases)
@@ -68,12 +71,12 @@ class Loops:
                 for call in generators:  # (resumed for each pass: its body runs on in the loop's state)
                     self.call(call, body_state)
                 if type(stmt) is cst.For:
-                    for element in flatten(stmt.target):
+                    for element, origins in ((e, origins) for part, origins in paired for e in flatten(part)):
                         key = dotted(element)
                         if key is not None:
                             self.forget(state=body_state, key=key)
-                            if iterated:
-                                body_state.values[key] = iterated
+                            if origins:
+                                body_state.values[key] = origins
                     if layer is not None:
                         body_state.aliases[layer[0]] = layer[1]
                 else:

@@ -35,6 +35,28 @@ def class_sets_own_mode(facts, cls) -> bool:
     return a_visible_base_elsewhere_switches(facts.flow, cls, "self")
 
 
+def classes_self_may_be(facts, cls, methods: set[str]) -> list:
+    """The class, and the classes of this file deriving from it that override none of `methods`: what `self`
+    may be in a method of the class that reaches a forward through `methods` (a library's base classifier
+    whose `predict()` runs `self(x)`, the layers built by each concrete model)."""
+    found = [cls]
+    for name in sorted(facts.flow.class_family(cls.name) - set(facts.flow.class_and_bases(cls.name))):
+        info = facts.modules.classes.get(name)
+        if info is not None and not methods & _defined_below(facts, info, cls.name):
+            found.append(info)
+    return found
+
+
+def _defined_below(facts, info, base: str) -> set[str]:
+    """The methods the class `info`, and its bases in this file that derive from `base`, define."""
+    out: set[str] = set()
+    for name in facts.flow.class_and_bases(info.name):
+        between = facts.modules.classes.get(name)
+        if name != base and between is not None and base in facts.flow.class_and_bases(name):
+            out.update(between.methods)
+    return out
+
+
 def optional_or_callable(facts, function, name: str) -> bool:
     """A parameter that defaults to None (an optional hook: `callback=None`), or is annotated as a
     callable or a class known not to be a module (a `Protocol`): not the model a helper evaluates. With

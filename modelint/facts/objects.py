@@ -210,19 +210,23 @@ class ObjectModes(ObjectExits, ObjectStarts, AttributeLayers):
         for key, effect in (summary.effects.items() if summary is not None else ()):
             site = summary.effect_sites.get(key)
             built = self.flow.modules.construction(site) if type(site) is cst.Call else None
-            if effect in ("may-eval", "may-train") and self._only_built_here(info, key):
+            if effect in ("may-eval", "may-train") and self._only_built_here(info, key, effect == "may-eval"):
                 effect = effect[4:]  # (`if arch == "a": self.net = A() elif ...: self.net = B()`: no other object)
-            if key.startswith("self.") and key.count(".") == 1 and effect in ("eval", "train") \
-                    and built is not None and built.certain:
+            if not key.startswith("self.") or key.count(".") != 1 or effect not in ("eval", "train"):
+                continue
+            if built is not None and built.certain:
                 out[key] = ModeFact(dependence=built.dependence, parameterless=built.parameterless,
                                     origin=built.origin).switched(effect, site)
+            elif effect == "eval" and type(site) is cst.Call:
+                # (`self.model = build_model(cfg)`, then `self.model.eval()`: whatever the factory built is in eval mode)
+                out[key] = ModeFact().switched("eval", site)
         return out
 
-    def _only_built_here(self, info, key: str) -> bool:
+    def _only_built_here(self, info, key: str, any_call: bool = False) -> bool:
         """Is every assignment of `self.<attr>` in the class a construction (or a wrap of what is there,
-        `self.G = DataParallel(self.G)`) in its `__init__` or a method it calls (`self.build_model()`)? Then a new
-        object whose constructor took a path that builds none has no such attribute at all: the paths that build
-        one are the only ones a method can meet it on."""
+        `self.G = DataParallel(self.G)`; with `any_call`, any call: a factory's) in its `__init__` or a method it
+        calls (`self.build_model()`)? Then a new object whose constructor took a path that builds none has no such
+        attribute at all: the paths that build one are the only ones a method can meet it on."""
         assigns = self.flow.collector.assigns_to(info, key)
         init = info.methods.get("__init__")
         setting_up = {"__init__"} | {node.func.attr.value for node in (iter_nodes(init.body) if init else ())
@@ -231,7 +235,7 @@ class ObjectModes(ObjectExits, ObjectStarts, AttributeLayers):
         modules = self.flow.modules
         return bool(assigns) and all(
             a.site.function is not None and a.site.function.name in setting_up and type(a.value) is cst.Call
-            and (modules.construction(unwrap_chain(a.value)[0]) is not None
+            and (any_call or modules.construction(unwrap_chain(a.value)[0]) is not None
                  or rewraps(self.flow.imports, a.value, key)) for a in assigns)
 
     def plain_object(self, cls) -> bool:

@@ -58,3 +58,20 @@ def value_nodes(expr: cst.BaseExpression) -> list[cst.CSTNode]:
                 else:
                     stack_push(child)
     return out
+
+
+def iterated_elements(iterable: cst.BaseExpression, target: cst.BaseExpression) -> list | None:
+    """`for i, p in zip(best, probs)` -> [(i, best), (p, probs)]; `for k, x in enumerate(xs)` -> [(k, None),
+    (x, xs)]: what each name of the target takes its value from, when the iterable pairs them up (None: a
+    count). None when the whole target takes its value from the iterable."""
+    if type(iterable) is not cst.Call or type(iterable.func) is not cst.Name or type(target) is not cst.Tuple \
+            or any(arg.star or arg.keyword is not None for arg in iterable.args):
+        return None
+    sources = [arg.value for arg in iterable.args]
+    if iterable.func.value == "enumerate" and len(sources) == 1:
+        sources = [None, sources[0]]
+    elif iterable.func.value != "zip":
+        return None
+    if len(sources) != len(target.elements):
+        return None
+    return [(element.value, source) for element, source in zip(target.elements, sources)]
