@@ -80,8 +80,14 @@ def _method_calls(flow) -> dict[str, bool]:
     whether every such call is under no_grad: a method elsewhere with no caller in sight may be one."""
     out: dict[str, bool] = {}
     for _ordinal, site, name in _calls_on_unplaced_objects(flow):
+        free = lexically_grad_free(flow.imports, site.site, flow.grad_wrappers)
+        if not free and site.site.function is not None:
+            # (or in a function run with autograd off by every caller here; a private hook nothing here calls,
+            # `_assisted_decoding` dispatched by name from a no_grad `generate()`, is no evidence of autograd on)
+            entry = flow.entry_grad(site.site.function)
+            free = entry.definitely_free or (entry.unknown and not entry.may_enabled)
         if out.get(name, True):  # (one call with autograd on settles the name)
-            out[name] = lexically_grad_free(flow.imports, site.site, flow.grad_wrappers)
+            out[name] = free
     return out
 
 
@@ -90,11 +96,16 @@ def _calls_on_unplaced_objects(flow):
     `self`, no function or import of this file), in the order the calls are written."""
     for ordinal, site in enumerate(flow.collector.calls):
         func = site.node.func
-        if type(func) is cst.Attribute and site.qualified is None and (
+        if type(func) is cst.Attribute and site.qualified is None and not _on_super(func) and (
                 not (site.text or "").startswith("self.")
                 # (`self.actor.act(s)`: a method of an object it holds, of no class of this file)
                 or ((site.text or "").count(".") >= 2 and func.attr.value not in flow.method_names)):
             yield ordinal, site, func.attr.value
+
+
+def _on_super(func: cst.Attribute) -> bool:
+    """`super().get_candidates(ids)`: the method of a base of its own class, no object of unknown class."""
+    return type(func.value) is cst.Call and type(func.value.func) is cst.Name and func.value.func.value == "super"
 
 
 def grad_free_forward_classes(flow, mode: str = "free") -> set[str]:
