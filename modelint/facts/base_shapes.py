@@ -74,7 +74,9 @@ def grad_of_calls_by_bases(flow, function) -> bool | None:
         return None
     shapes = base_shapes_elsewhere(flow, function.cls)
     calls = [free for shape in shapes or () for name, free, _evaluated in shape.hook_calls if name == function.name]
-    return all(calls) if calls else None
+    if not calls or False in calls:
+        return False if calls else None
+    return None if None in calls else True  # (None: under a grad mode a subclass may choose, see hook_calls)
 
 
 def called_by_bases_that_switch_modes(flow, function) -> bool:
@@ -124,3 +126,47 @@ def shape_of(receivers, info, hook_calls: frozenset = frozenset()) -> ClassShape
         positional = init.positional_params[1:]
         stores.append((param, positional.index(param) if param in positional else -1, key))
     return ClassShape(tuple(bases), frozenset(defines), builds, switches, hook_calls, tuple(sorted(stores)))
+
+
+def hook_calls(collector, imports) -> dict:
+    """class -> {(method, under no_grad, after an eval())} for every `self.<method>(...)` call in its methods;
+    "after an eval()": the method put `self` or one of its attributes in eval mode earlier in its body
+    (`self.eval()`, then `return self._eval_task(loader)`), and not back in training mode since. "Under
+    no_grad" is None where the method making the call runs under a conditional grad mode (`with
+    torch.set_grad_enabled(self.enable_grad): self._iter()`, a subclass choosing the flag)."""
+    out: dict = {}
+    evaluated: dict = {}  # method -> has it switched `self` (or a part) to eval mode so far
+    own_calls: list = []
+    for site in collector.calls:
+        func = site.node.func
+        if site.site.cls is None or type(func) is not cst.Attribute:
+            continue
+        receiver = dotted(func.value) or ""
+        if func.attr.value in ("eval", "train") and (receiver == "self" or receiver.startswith("self.")):
+            evaluated[site.site.function] = func.attr.value == "eval" and not site.node.args
+            continue
+        if receiver == "self":
+            own_calls.append((site, func.attr.value, _grad_at(imports, site.site),
+                              evaluated.get(site.site.function, False)))
+    # (a call with autograd on, in a method the class itself calls only under a grad mode: that mode)
+    entry: dict = {}
+    for site, name, grad, _evaluated in own_calls:
+        entry.setdefault((site.site.cls, name), set()).add(grad)
+    for site, name, grad, was_evaluated in own_calls:
+        function = site.site.function
+        if grad is False and function is not None and function.outer is None:
+            callers = entry.get((site.site.cls, function.name), set())
+            grad = True if callers == {True} else None if callers and False not in callers else grad
+        out.setdefault(site.site.cls, set()).add((name, grad, was_evaluated))
+    return {cls: frozenset(calls) for cls, calls in out.items()}
+
+
+def _grad_at(imports, site) -> bool | None:
+    """Lexically under no_grad (True), under a conditional grad mode (None: `set_grad_enabled(flag)`), or not."""
+    from modelint.facts.regions import grad_effect, lexically_grad_free
+
+    if lexically_grad_free(imports, site):
+        return True
+    conditional = any(type(guard) is cst.With and any(grad_effect(imports, i.item) == "unknown" for i in guard.items)
+                      for guard in site.guards)
+    return None if conditional else False

@@ -218,7 +218,7 @@ class ObjectModes(ObjectExits, ObjectStarts, AttributeLayers):
                 out[key] = ModeFact(dependence=built.dependence, parameterless=built.parameterless,
                                     origin=built.origin).switched(effect, site)
             elif effect == "eval" and type(site) is cst.Call:
-                # (`self.model = build_model(cfg)`, then `self.model.eval()`: whatever the factory built is in eval mode)
+                # (`self.model = build_model(cfg)`, then `self.model.eval()`: whatever a factory built is in eval mode)
                 out[key] = ModeFact().switched("eval", site)
         return out
 

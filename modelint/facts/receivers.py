@@ -292,10 +292,10 @@ class Receivers:
 
     @cached_property
     def _local_shapes(self) -> dict[str, ClassShape]:
-        from modelint.facts.base_shapes import shape_of
+        from modelint.facts.base_shapes import hook_calls, shape_of
 
         shapes: dict[str, ClassShape] = {}
-        hooks = _hook_calls(self.collector, self.imports)
+        hooks = hook_calls(self.collector, self.imports)
         for info in self.collector.classes:
             shapes.setdefault(info.name, shape_of(self, info, hooks.get(info, frozenset())))
         return shapes
@@ -374,24 +374,3 @@ def _passed(call: cst.Call, name: str, position: int) -> cst.BaseExpression | No
         index += 1
     return None
 
-
-def _hook_calls(collector, imports) -> dict:
-    """class -> {(method, under no_grad, after an eval())} for every `self.<method>(...)` call in its methods;
-    "after an eval()": the method put `self` or one of its attributes in eval mode earlier in its body
-    (`self.eval()`, then `return self._eval_task(loader)`), and not back in training mode since."""
-    from modelint.facts.regions import lexically_grad_free
-
-    out: dict = {}
-    evaluated: dict = {}  # method -> has it switched `self` (or a part) to eval mode so far
-    for site in collector.calls:
-        func = site.node.func
-        if site.site.cls is None or type(func) is not cst.Attribute:
-            continue
-        receiver = dotted(func.value) or ""
-        if func.attr.value in ("eval", "train") and (receiver == "self" or receiver.startswith("self.")):
-            evaluated[site.site.function] = func.attr.value == "eval" and not site.node.args
-            continue
-        if receiver == "self":
-            out.setdefault(site.site.cls, set()).add((func.attr.value, lexically_grad_free(imports, site.site),
-                                                      evaluated.get(site.site.function, False)))
-    return {cls: frozenset(calls) for cls, calls in out.items()}
