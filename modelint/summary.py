@@ -650,6 +650,10 @@ class ProjectIndex:
             if owner in found.shapes or owner in found.plain_functions:
                 return None  # the nearest file that defines it has nothing to say: not a namesake farther off
         onward = self._reexported(reference, from_path) if depth < 3 else None  # a package's __init__ re-export
+        if onward is None and depth < 3 and "." in module:
+            # (`pkg.Predictor.predict` where `pkg/__init__.py` re-exports the class: its method, where it is defined)
+            owner = self._reexported(module, from_path)
+            onward = (f"{owner[0]}.{name}", owner[1]) if owner is not None else None
         return self.resolve(*onward, depth + 1) if onward is not None else None
 
 
