@@ -394,4 +394,3 @@ class Interpreter(Loops, Bindings, CallEffects):
 
 def _any_flag(_flag: str) -> bool:
     return True  # (whether nothing rebinds it is asked only of a flag tested again: knowing_the_condition)
-
