@@ -19,7 +19,7 @@ import libcst as cst
 
 from modelint.facts.collector import Collector
 from modelint.facts.scopes import FunctionInfo
-from modelint.facts.modules import ModuleTable
+from modelint.facts.modules import ModuleTable, unwrap_chain
 from modelint.facts.names import dotted, key_root
 
 
@@ -71,12 +71,20 @@ class FreeModels:
                 construction = self.modules.module_expression(value)[0]
                 if construction is not None:
                     weightless[key] = weightless.get(key, True) and construction.parameterless
+                elif self._built_by_a_builder(value) is not None:
+                    weightless[key] = False  # `model = load_model()`, a function here returning the model it builds
                 elif key in self._used_as_modules_globally:
                     # `model = project_models.Net(...).to(device)`, built where this file cannot see,
                     # then `optim.Adam(model.parameters())` or `model.eval()` in a function using it.
                     weightless.setdefault(key, False)
         loaded = {name for scope, name in self.loaded_modules if scope is None}
         return frozenset(key for key, none in weightless.items() if not none) | loaded
+
+    def _built_by_a_builder(self, value: cst.BaseExpression):
+        """How mode-dependent the module is that a builder function of this file returns, for `load_model()`
+        (through `.to(device)`-like chains); None when `value` calls none."""
+        call = unwrap_chain(value)[0]
+        return self.modules.layer_dependence(call) if type(call) is cst.Call else None
 
     @cached_property
     def global_dependences(self) -> dict:
@@ -89,7 +97,8 @@ class FreeModels:
             if key in self.global_models and "." not in key and (
                     (site.function is None and site.cls is None) or self._declared_global(site.function, key)):
                 construction = self.modules.module_expression(value)[0]
-                found = construction.dependence if construction is not None else Dependence.UNKNOWN
+                found = construction.dependence if construction is not None else \
+                    self._built_by_a_builder(value) or Dependence.UNKNOWN
                 out[key] = max(out.get(key, found), found)
         for key in self.global_models:
             if key not in out or (None, key) in self.loaded_modules:
@@ -338,10 +347,11 @@ class FreeModels:
 
 
 def left_by_the_script(flow, function: FunctionInfo | None, key: str):
-    """A global model as the module-level code leaves it, for a top-level function nothing here calls (a
-    demo's `predict(image)` handed to a UI, a callback): it runs after the script has set up its globals.
-    Only a mode the script surely left (built, loaded, switched), and no function here switches it."""
-    if function is None or function.cls is not None or function.outer is not None or flow.has_callers(function):
+    """A global model as the module-level code leaves it, for a function nothing here calls (a demo's
+    `predict(image)` handed to a UI, a callback; a route handler an app factory defines and registers, `@app.route`
+    in `create_app()`): it runs after the script has set up its globals. Only a mode the script surely left
+    (built, loaded, switched), and no function here switches it."""
+    if function is None or function.cls is not None or flow.has_callers(function):
         return None
     head = key_root(key)
     if head not in flow.free.globals_of(function) or head in function.param_set:
