@@ -94,7 +94,8 @@ class FunctionSummary:
     trains: bool = False  # it runs a training step itself or through helpers (backward/optimizer.step)
     globals: list[str] = field(default_factory=list)  # module-level models it uses, bound by name at calls
     context_mode: str | None = None  # a context manager that puts its arguments in this mode, then restores it
-    context_grad: str | None = None  # "free": a context manager whose body runs under no_grad
+    context_grad: str | None = None  # "free": a context manager whose body runs under no_grad ("by:<param>")
+    context_switches: tuple[str, ...] = ()  # the attributes of its object such a method switches (`self.network`)
     backprops: list[str] = field(default_factory=list)  # parameters it runs backward() on (`backward(loss)`)
     hands_on: list[str] = field(default_factory=list)  # parameters it passes to calls we cannot see into
     transforms: list[str] = field(default_factory=list)  # those of `hands_on` only named functions receive

@@ -204,7 +204,8 @@ def _export(flow, summary: FunctionSummary) -> FunctionSummary | None:
         return None  # callers already assume the worst of a helper they cannot see
     out = FunctionSummary(summary.qualname, flow.path, summary.params, effects, is_method=summary.is_method,
                           trains=summary.trains, context_mode=summary.context_mode,
-                          context_grad=summary.context_grad, backprops=backprops, evaluates=evaluates,
+                          context_grad=summary.context_grad, context_switches=summary.context_switches,
+                          backprops=backprops, evaluates=evaluates,
                           hands_on=hands_on, transforms=[p for p in summary.transforms if p in hands_on])
     if summary.phase_param is not None:
         # (`act(policy, obs, mode="eval")` from another file runs only the helper's "eval" branch, as here)

@@ -7,8 +7,9 @@
 - steps: the training steps it runs on them (MDL003 judges them with the caller's mode);
 - returns: the module it returns, and in which mode (a factory);
 - trains: whether it runs a training step, itself or through a helper;
-- context_mode, context_grad: a `@contextmanager` that switches its arguments to eval mode
-  and back, or runs its body under no_grad.
+- context_mode, context_grad, context_switches: a `@contextmanager` that switches its arguments
+  (or its object's models) to eval mode and back, or runs its body under no_grad
+  (modelint.facts.mode_contexts).
 
 `export` turns a summary into its picklable form for other files: nodes become call
 ordinals, positioned only if a finding shows them.
@@ -16,14 +17,13 @@ ordinals, positioned only if a finding shows them.
 
 from __future__ import annotations
 
-import libcst as cst
-
 from dataclasses import replace
 
 from modelint.facts.gates import runs_only_in_training
 from modelint.facts.lattice import ENTRY_MODE, first_site
+from modelint.facts.mode_contexts import context_effects
 from modelint.facts.modules import Dependence
-from modelint.facts.names import key_root, literal_value, same_or_nested, value_key
+from modelint.facts.names import key_root, same_or_nested, value_key
 from modelint.facts.naming import is_evaluation_name
 from modelint.facts.phases import phase_default
 from modelint.summary import ForwardUse, FunctionSummary, ReturnFact, StepUse
@@ -133,7 +133,7 @@ def summarise(flow, function_flow, globals_: frozenset[str], closures=()) -> Fun
     if entries:
         summary.returns_entries = {key: found for key, held in entries.items()
                                    if held is not None and (found := _return_fact(held)) is not None}
-    summary.context_mode, summary.context_grad = _context_effects(flow, function)
+    summary.context_mode, summary.context_grad, summary.context_switches = context_effects(flow, function)
     summary.backprops = [p for p in params if "train" in function_flow.uses.get(("param", p), ())]
     summary.evaluates = [p for p in params if _only_evaluated(function_flow.uses.get(("param", p), ()))]
     summary.hands_on = sorted(flow.handed_on(function))
@@ -263,71 +263,6 @@ def _forward_use(flow, function, forward, intent: str, trained_here: bool = Fals
     return ForwardUse(forward.key, path, intent, grad_word, context,
                       ordinal, node=node, method=forward.method is not None or (via is not None and via.method),
                       chain=chain, phase_value=phase_value, given_back=given_back)
-
-
-def _context_effects(flow, function) -> tuple[str | None, str | None]:
-    """A `@contextmanager`: ("eval", ...) when it calls `.eval()` (or `.train(False)`) before its `yield` (or
-    in the yielded value: `yield [n.eval() for n in nets]`), or yields inside another context manager that
-    puts its models in eval mode, and restores a mode after it; ("by:<param>", ...) when the mode it sets
-    is its parameter's (`model.train(mode=train)`: the caller's argument decides, see context_mode_of());
-    (..., "free") when it yields inside `with torch.no_grad():` (monai's `eval_mode(*nets)` does both)."""
-    if not any((flow.imports.qualify(d) or "").endswith("contextmanager") for d in function.decorators):
-        return None, None
-    from modelint.facts.walk import iter_nodes
-
-    def switches(node, method: str) -> bool:
-        return type(node) is cst.Call and type(node.func) is cst.Attribute and node.func.attr.value == method
-
-    def train_argument(node) -> cst.BaseExpression | None:
-        args = [arg for arg in node.args if arg.keyword is None or arg.keyword.value == "mode"]
-        return args[0].value if len(node.args) == 1 and args else None
-
-    seen_yield = False
-    evals = restores = grad_free = False
-    chosen_by = None
-    for node in iter_nodes(function.node.body, source_order=True):
-        if type(node) is cst.With and any(type(inner) is cst.Yield for inner in iter_nodes(node.body)):
-            if any(flow.grad_effect(item.item) == "free" for item in node.items):
-                grad_free = True
-            if any(_nested_context_mode(flow, item.item, function) == "eval" for item in node.items):
-                evals = restores = True  # (`with _in_mode(model, train=False): yield`)
-        if type(node) is cst.Yield:
-            evals = evals or (not seen_yield and node.value is not None
-                              and any(switches(inner, "eval") for inner in iter_nodes(node.value)))
-            seen_yield = True
-        elif switches(node, "eval") and not seen_yield:
-            evals = True
-        elif switches(node, "train") and not seen_yield and (argument := train_argument(node)) is not None:
-            if literal_value(argument) is False:
-                evals = True
-            elif type(argument) is cst.Name and argument.value in function.param_set:
-                chosen_by = argument.value
-        elif switches(node, "train") and seen_yield:
-            restores = True
-    if chosen_by is not None and restores and not evals:
-        return f"by:{chosen_by}", ("free" if grad_free else None)
-    return ("eval" if evals and restores else None), ("free" if grad_free else None)
-
-
-def _nested_context_mode(flow, expr: cst.BaseExpression, function) -> str | None:
-    """The mode a context manager of the project puts its models in, for this call of it."""
-    if type(expr) is not cst.Call:
-        return None
-    summary, _ = flow.resolve(expr, function)
-    return context_mode_of(summary, expr) if summary is not None else None
-
-
-def context_mode_of(summary, call: cst.Call) -> str | None:
-    """`summary.context_mode` for this call: "by:<param>" is read from the argument the call passes it
-    (`_in_mode(model, train=False)`: eval; a value we cannot read: "unknown")."""
-    mode = summary.context_mode
-    if mode is None or not mode.startswith("by:"):
-        return mode
-    from modelint.facts.summary_effects import bind_arguments
-
-    passed = bind_arguments(summary.params, summary.is_method, call).get(mode[3:])
-    flag = literal_value(passed) if passed is not None else None
-    return "unknown" if not isinstance(flag, bool) else "train" if flag else "eval"
 
 
 def _only_in_training(flow, call, key: str) -> bool:
