@@ -51,7 +51,9 @@ class SummaryEffects:
                 known = self.out.passed_modes.get(use.node)
                 self.out.passed_modes[use.node] = fact if known is None else known.join(fact)
             if use.intent == "returned":
-                if ((call, self.tag) if self.tag else call) not in self.out.forwards:  # the call's value is that output
+                # (the call's value is that output; met again on a loop's later pass: the modes join)
+                recorded = self.out.forwards.get((call, self.tag) if self.tag else call)
+                if recorded is None or recorded.via is not None:
                     if self_receiver is not None and use.param.startswith("self."):
                         use, key, fact = self._strongest_part(summary, phase, bound, state) or (use, key, fact)
                     self.forward(call, key, state, via=use, callee=summary, fact=fact)
