@@ -148,10 +148,11 @@ class ObjectModes(ObjectExits, ObjectStarts, AttributeLayers):
             if type(assign.value) is cst.Name and assign.value.value == "None":
                 continue  # `self._generator = None` in `__init__`: a placeholder, no module yet
             made = self.flow.modules.module_expression(assign.value)[0] if assign.value is not None else None
-            if made is not None and made.certain and not made.starts_in_eval and not made.runs_loaded \
-                    and type(assign.node) is cst.Assign:
+            # (`self.G: Generator = Generator(opts)` too: an annotated assignment binds the same)
+            binds = type(assign.node) in (cst.Assign, cst.AnnAssign)
+            if made is not None and made.certain and not made.starts_in_eval and not made.runs_loaded and binds:
                 built.setdefault(cls.name, set()).add(key)
-            elif type(assign.node) is cst.Assign and self._factory_builds(assign.value, assign.site.function):
+            elif binds and self._factory_builds(assign.value, assign.site.function):
                 built.setdefault(cls.name, set()).add(key)  # `self.network = self._get_network()`
             else:
                 other.add((cls.name, key))
