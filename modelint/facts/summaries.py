@@ -61,7 +61,9 @@ def summarise(flow, function_flow, globals_: frozenset[str], closures=()) -> Fun
         """`self.loss_fn(pred, y)`: a callable handed in, called on a forward's output and something else (the
         targets), not a method of a model (`model.module.mask_net(features)`, a head run on its features)."""
         return forward.fed and forward.mode == ENTRY_MODE and forward.via is None and len(forward.call.args) >= 2 \
-            and value_key(forward.call.func) == forward.key and not flow.modules.is_module_name(forward.key, function)
+            and value_key(forward.call.func) == forward.key and (
+                not flow.modules.is_module_name(forward.key, function)
+                or forward.token in function_flow.compares)  # (`crit: nn.Module`, scoring against the targets)
 
     training = [forward for forward in function_flow.training_forwards() if not handed_loss(forward)]
     trained = {forward.key for forward in training}

@@ -136,8 +136,11 @@ class TrainingSteps:
                 # (Also a model built here on one path and loaded whole on another, `torch.load` keeping the
                 # mode it was saved in: the training here says which.)
                 fed = FED in self.uses.uses.get(token, ())
-                if fed and fact == ENTRY_MODE and not self.flow.modules.is_module_name(key, self.out.function):
-                    continue  # `self.loss_fn(pred, y)`, a callable handed in, fed the model's output: a loss
+                if fed and fact == ENTRY_MODE and (not self.flow.modules.is_module_name(key, self.out.function)
+                                                   or token in self.uses.compares):
+                    # `self.loss_fn(pred, y)`, a callable handed in, fed the model's output: a loss (annotated
+                    # `crit: nn.Module` too, when it compares the output with data: `crit(net(x), y)`)
+                    continue
                 certain = not fed or (fact != ENTRY_MODE and fact.certain)
                 state.put(key, replace(fact, certain=certain).switched("train", call))
                 self.flow.assumed_sites.add(call)
@@ -147,6 +150,7 @@ class TrainingSteps:
             if state.fact(key).undecided and self.follows(key, state) and self._module_receiver(state, key):
                 state.put(key, replace(state.fact(key), certain=True).switched("train", call))
                 self.flow.assumed_sites.add(call)
+
 
 
 def _innermost(keys) -> list[str]:
