@@ -137,11 +137,13 @@ class LayerKinds:
             self._weightless[name] = self._weightless_now(info)
         return self._weightless[name]
 
-    def _weightless_now(self, info: ClassInfo) -> bool:
+    def _weightless_now(self, info: ClassInfo, shown: bool = False) -> bool:
+        """`shown`: a subclass shows what the module does (a base class of the file, `class Act(nn.Module)` that
+        only names its activations, is weightless if it builds nothing with weights)."""
         table = self.table
         if not table.is_module_class(info) \
                 or (table.has_foreign_base(info) and not any(map(self._weightless_library_base, info.bases))) \
-                or not (self._compares(info) or _registers_buffers(info) or self._loss_base(info)
+                or not (shown or self._compares(info) or _registers_buffers(info) or self._loss_base(info)
                         or self._makes_constant_tensors(info) or self._applies_tensor_functions(info)
                         or any(map(self._weightless_library_base, info.bases))
                         or any(table.construction(call) is not None for call in info.calls)):
@@ -149,7 +151,7 @@ class LayerKinds:
         for base in info.bases:
             project = table.project_class(base)
             if project is not None:
-                if not self.holds_no_weights(project):
+                if not (self.holds_no_weights(project) or self._weightless_base(project)):
                     return False
             elif self.imports.qualify(base) not in api.NN_MODULE and not self._loss_base_expr(base) \
                     and not self._weightless_library_base(base):
@@ -165,6 +167,14 @@ class LayerKinds:
         numbers = _computed_with(info, self.imports.qualify)
         return not any(self._may_be_module(value, method) and dotted(target) not in numbers
                        for target, value, method in self._stored.get(info.name, ()))
+
+    def _weightless_base(self, info: ClassInfo) -> bool:
+        """A base class of the file that builds nothing with weights, for a subclass that shows what it does."""
+        name = f"{info.name} (as a base)"
+        if name not in self._weightless:
+            self._weightless[name] = False  # recursion guard
+            self._weightless[name] = self._weightless_now(info, shown=True)
+        return self._weightless[name]
 
     def _compares(self, info: ClassInfo) -> bool:
         """Its forward takes two inputs or more, as a loss or a metric compares an output with a target
@@ -194,6 +204,8 @@ class LayerKinds:
         than torch's tensor functions and the builtins: it may hand a module over."""
         head = value
         while type(head) is cst.Attribute:
+            if head.attr.value.startswith("__") and head.attr.value.endswith("__"):
+                return False  # `self.__class__.__name__`: what Python says of an object, never a module
             head = head.value
         if type(head) is cst.Name and method is not None:
             if head.value not in method.param_set:  # a local: what the method binds it to (`model = load(w)`)
