@@ -483,21 +483,28 @@ def _input_names(call: cst.Call) -> set[str]:
 
 
 def _switched_after_training(facts: FileFacts, forward) -> bool:
-    """Every explicit `train()` reaching the forward comes after the last training step of its function
-    (a notebook that trains, then switches dropout back on to sample): no step runs between the switch and
-    the sampling."""
+    """Every explicit `train()` reaching the forward comes after the training steps of its function that can
+    run before it (a notebook that trains, then switches dropout back on to sample): no step runs between the
+    switch and the sampling. (A step further down, in no loop around the forward, runs after it.)"""
     flow = next((f for f in facts.flow.flows if f.function is forward.function), None)
-    steps = [facts.locate(step.call) for step in flow.steps.values()] if flow is not None else []
+    step_calls = [step.call for step in flow.steps.values()] if flow is not None else []
     # (a helper that trains, `net = fit(net, loader)`: its call stands for its steps)
-    steps += [facts.locate(site.node) for site in facts.collector.calls if site.site.function is forward.function
-              and (summary := facts.flow.summaries.get(facts.flow.local_callee(site.node, forward.function) or ""))
-              is not None and summary.trains]
+    step_calls += [site.node for site in facts.collector.calls if site.site.function is forward.function
+                   and (summary := facts.flow.summaries.get(facts.flow.local_callee(site.node, forward.function) or ""))
+                   is not None and summary.trains]
     switches = [facts.locate(site) for site in forward.mode.train_sites if is_train_site(site)]
-    if not steps or not switches or None in steps or None in switches:
-        return False
-    last = max(step[2:] for step in steps)
     here = facts.locate(forward.call)
-    return here is not None and all(last < switch[:2] < here[:2] for switch in switches)
+    site = facts.call_sites.get(forward.call)
+    if not step_calls or not switches or None in switches or here is None or site is None:
+        return False
+    around = loops_around(site)
+    steps = [facts.locate(call) for call in step_calls
+             if not ((at := facts.locate(call)) is not None and at[:2] > here[:2]
+                     and not any(any(node is call for node in iter_nodes(loop)) for loop in around))]
+    if not steps or None in steps:
+        return not steps  # (every step runs after the sampling)
+    last = max(step[2:] for step in steps)
+    return all(last < switch[:2] < here[:2] for switch in switches)
 
 
 def _repeated_sample(facts: FileFacts, forward) -> bool:
