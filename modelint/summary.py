@@ -395,7 +395,15 @@ class ProjectIndex:
         """Is `reference` a project class with no base but plain ones (`class TensorList:` in a utils file)?
         Building one builds no module: a class waiting on it is settled by the rest of what it waits on."""
         found = self.resolve_shape(reference, from_path)
-        return found is not None and all(base in _PLAIN_BASES for base in found[0].bases)
+        return found is not None and (all(base in _PLAIN_BASES for base in found[0].bases)
+                                      or self.plain_class_chain(reference, from_path))
+
+    def plain_class_chain(self, reference: str, from_path: str) -> bool:
+        """Is `reference` a project class whose bases, and theirs, all end in plain ones (`class Scorer(Base)`,
+        `class Base:`)? An object, no module, however many project classes it derives from."""
+        found = self.resolve_shape(reference, from_path)
+        owner = self.files.get(os.path.abspath(found[1])) if found is not None else None
+        return owner is not None and self._plain_chain(owner, reference.rpartition(".")[2], 0)
 
     def runs_loaded_modules(self, reference: str, from_path: str) -> bool:
         """Is the project class imported as `reference` a wrapper of what its constructor loads?"""
@@ -453,8 +461,8 @@ class ProjectIndex:
     def _plain_chain(self, found: FileSummary, name: str, depth: int) -> bool:
         """Does every base of the class `name` of `found`, and theirs, end in plain bases (see `_PLAIN_BASES`)?"""
         shape = found.shapes.get(name)
-        if shape is None or depth > 4 or not shape.bases:
-            return False
+        if shape is None or depth > 4:
+            return False  # (no bases at all, `class Base:`: a plain class)
         for base in shape.bases:
             if base in _PLAIN_BASES:
                 continue

@@ -176,9 +176,11 @@ class ModuleTable(WaitingOnImports, LocalLayers, Registries, ModuleAttributes, B
         return found is not None and method in found[0].defines
 
     def _plain_class_elsewhere(self, qualified: str) -> bool:
-        """Is `qualified` a class another file of the run defines with no base but `object`?"""
+        """Is `qualified` a class another file of the run defines with no base but `object` (or plain classes
+        of the project, up the chain)?"""
         found = self.index.resolve_shape(qualified, self.path) if self.index is not None else None
-        return found is not None and all(base in ("object", "builtins.object") for base in found[0].bases)
+        return found is not None and (all(base in ("object", "builtins.object") for base in found[0].bases)
+                                      or self.index.plain_class_chain(qualified, self.path))
 
     def _is_foreign(self, qualified: str) -> bool:
         """Imported from outside the stdlib: we cannot see what it holds."""
