@@ -79,12 +79,16 @@ def _method_calls(flow) -> dict[str, bool]:
     """Methods this file calls on objects it cannot place (not `self`, no function of this file), and
     whether every such call is under no_grad: a method elsewhere with no caller in sight may be one."""
     out: dict[str, bool] = {}
+    entries: dict = {}  # function -> its callers' grad mode (asked once per function)
     for _ordinal, site, name in _calls_on_unplaced_objects(flow):
         free = lexically_grad_free(flow.imports, site.site, flow.grad_wrappers)
-        if not free and site.site.function is not None:
+        function = site.site.function
+        if not free and function is not None:
             # (or in a function run with autograd off by every caller here; a private hook nothing here calls,
             # `_assisted_decoding` dispatched by name from a no_grad `generate()`, is no evidence of autograd on)
-            entry = flow.entry_grad(site.site.function)
+            if function not in entries:
+                entries[function] = flow.entry_grad(function)
+            entry = entries[function]
             free = entry.definitely_free or (entry.unknown and not entry.may_enabled)
         if out.get(name, True):  # (one call with autograd on settles the name)
             out[name] = free
