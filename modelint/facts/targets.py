@@ -21,8 +21,12 @@ def select_targets(flow) -> list[FunctionInfo | None]:
     returned, use a global model, hand one on; the functions their closures live in; the callers that run
     them under no_grad (None: the module-level script)."""
     collector, modules = flow.collector, flow.modules
+    # (not a loss built to be called at once, `loss_fct = CrossEntropyLoss()` in a model's `forward`: no weights)
+    built = {id(value): found for _key, value, _site in collector.call_assigns
+             if (found := modules.module_expression(value)[0]) is not None}
+    weightless = {key_value for key_value, found in built.items() if found.parameterless}
     constructing = {site.function for _key, value, site in collector.call_assigns
-                    if modules.module_expression(value)[0] is not None}
+                    if id(value) in built and id(value) not in weightless}
     # `return nn.Sequential(...)`, `return {"embeddings": nn.Embedding(n, d), ...}`: a factory, whose summary says
     # what it hands out.
     constructing.update(site.site.function for site in collector.calls
@@ -37,7 +41,7 @@ def select_targets(flow) -> list[FunctionInfo | None]:
         flow.free.propagate_globals(flow._syntactic_callers)
         using_globals.update(f for f in collector.functions if flow.free.globals_of(f))
     # `gen = load_generator(path)` then `gen(z)`: a value a call returned is run as a model.
-    returned = {(site.function, key) for key, _value, site in collector.call_assigns}
+    returned = {(site.function, key) for key, value, site in collector.call_assigns if id(value) not in weightless}
     calling_results = {site.site.function for site in collector.calls
                        if (site.site.function, site.text) in returned}
     calling_results.update(scope for scope, _name in flow.free.loaded_modules)  # (`model.forward(x)` too)
