@@ -84,13 +84,18 @@ def neutralise(lines: list[str]) -> list[str]:
 
 def _automagic(line: str) -> re.Match | None:
     match = _AUTOMAGIC.match(line)
-    if match is None:
+    if match is None or _ASSIGNED.match(line) or _scan(line, 0, None)[0] > 0:
+        # (`env = make_env(` spanning lines: an assignment whose brackets close below, Python)
         return None
     try:
         ast.parse(line.strip())
     except (SyntaxError, ValueError):
         return match
     return None
+
+
+# A name followed by an assignment (`env = ...`, `run += 1`): Python, which IPython's automagic leaves alone.
+_ASSIGNED = re.compile(r"^\s*\w+\s*(?:[-+*/%&|^@]|//|\*\*|>>|<<)?=(?!=)")
 
 
 def _scan(line: str, depth: int, quote: str | None) -> tuple[int, str | None, bool, str]:

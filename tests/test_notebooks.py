@@ -57,6 +57,10 @@ def test_automagic_lines_without_their_percent_sign_are_ipython() -> None:
         ["pass", "pass", "  pass", "pass"]
     python = ["ls = sorted(files)", "cd(path)", "pip.main(['install', 'x'])", "ls -la", "pwd"]
     assert neutralise(python) == python
+    # (an assignment spanning lines to a name IPython also knows as a magic is Python: its brackets close below)
+    spanning = ["env = EnvUtils.create_env_from_metadata(", "    env_meta=env_meta,", "    render=False,", ")",
+                "run += 1"]
+    assert neutralise(spanning) == spanning
 
 
 def test_a_cell_indented_as_a_whole_is_dedented_as_ipython_does(tmp_path: Path) -> None:
