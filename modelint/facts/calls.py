@@ -35,11 +35,11 @@ from modelint.facts.records import Forward
 from modelint.facts.returns import ReturnedValues
 from modelint.facts.regions import constructor_turns_grad_off
 from modelint.facts.followed import FollowedNames
-from modelint.facts.handed_models import HandedModels, handed_known_model
+from modelint.facts.handed_models import INLINE_OBJECT, HandedModels, handed_known_model
 from modelint.facts.mode_contexts import ModeContexts
 from modelint.facts.state import State
 from modelint.facts.value_calls import BACKWARD_METHODS
-from modelint.facts.summary_effects import SummaryEffects, bind_arguments
+from modelint.facts.summary_effects import SummaryEffects
 from modelint.facts.training_steps import TrainingSteps
 from modelint.summary import FunctionSummary
 
@@ -49,10 +49,6 @@ _NEUTRAL_METHODS = frozenset({"append", "extend", "format", "info", "debug", "wa
 # Words that, with a phase's name, make a method name a switch: `val_start`, `set_train`, `eval_mode`.
 _SWITCH_WORDS = frozenset({"start", "begin", "mode", "set", "switch", "to", "enter", "enable"})
 _MODE_WORDS = frozenset({"mode", "freeze", "unfreeze", "bn", "batchnorm", "dropout", "toggle", "requires"})
-
-
-# The receiver an object built in the call itself stands for while its method's summary applies.
-INLINE_OBJECT = "<object>"
 
 
 class CallEffects(FollowedNames, SummaryEffects, ModeContexts, TrainingSteps, HandedModels, ReturnedValues):
@@ -68,23 +64,6 @@ class CallEffects(FollowedNames, SummaryEffects, ModeContexts, TrainingSteps, Ha
         """Apply the calls made by a small statement or a compound statement's header, in order."""
         for call in self.flow.collector.calls_by_owner.get(owner, ()):
             self.call(call, state)
-
-    def _constructor_effects(self, call: cst.Call, built, state: State) -> None:
-        """`StepRunner(self.net, "val")`, a plain class of this file whose `__init__` keeps the model it is
-        handed and switches it (`self.net.train() if stage == "train" else self.net.eval()`): the caller's
-        model is switched as the constructor leaves it."""
-        flow = self.flow
-        summary = flow.summaries.get(f"{built.name}.__init__")
-        stores = flow.objects.constructor_stores.get(built.name) if summary is not None and summary.effects else None
-        if stores is None:
-            return
-        init, kept = stores
-        for param, value in bind_arguments(init.params, True, call).items():
-            held, attribute = value_key(value), kept.get(param)
-            if held is not None and attribute is not None:
-                state.aliases[f"{INLINE_OBJECT}{attribute[4:]}"] = state.canonical(held)
-        self.apply_summary(summary, call, state, INLINE_OBJECT)
-        state.forget(INLINE_OBJECT)
 
     def _method_of_inline_object(self, func: cst.Attribute):
         """The summary of `method` in `Cls(...).method()`, `Cls` a class another file of the project defines."""
@@ -116,7 +95,7 @@ class CallEffects(FollowedNames, SummaryEffects, ModeContexts, TrainingSteps, Ha
         if switched_off is not None:  # `Inferer(path)` whose `__init__` calls `torch.set_grad_enabled(False)`
             state.grad = GradFact(free_sites=frozenset({switched_off}))
         if built is not None and func.value not in flow.imports.bindings:
-            self._constructor_effects(call, built, state)
+            self.constructor_effects(call, built, state)
             self.record_handed_to_constructor(call, built, state)
         key = value_key(func)
         if key is None and type(func) is cst.Call:

@@ -5,6 +5,8 @@
 - `inferer(inputs=x, diffusion_model=unet)`: an object handed, by keyword, a model this function switched
   runs that model.
 - `ClassifierLearner(model=net, ...)` of another file: what each argument slot gets, for that file.
+- `StepRunner(self.net, "val")`, `Tracer(model, example)`, a plain class of this file: its constructor switches
+  the model it is handed (kept on the object, or not), and the caller's model is switched with it.
 """
 
 from __future__ import annotations
@@ -15,10 +17,35 @@ from modelint.facts import torch_api as api
 from modelint.facts.modules import unwrap_chain
 from modelint.facts.names import key_root, value_key
 from modelint.facts.state import State
+from modelint.facts.summary_effects import bind_arguments
+
+# The receiver an object built in the call itself stands for while its method's summary applies.
+INLINE_OBJECT = "<object>"
 
 
 class HandedModels:
-    """Mixed into CallEffects (which provides `flow` and `out`)."""
+    """Mixed into CallEffects (which provides `flow`, `out` and `apply_summary`)."""
+
+    def constructor_effects(self, call: cst.Call, built, state: State) -> None:
+        """`StepRunner(self.net, "val")`, a plain class of this file whose `__init__` keeps the model it is
+        handed and switches it (`self.net.train() if stage == "train" else self.net.eval()`), or switches the
+        model it is handed itself (a graph tracer's `module.eval()`): the caller's model is switched as the
+        constructor leaves it."""
+        flow = self.flow
+        summary = flow.summaries.get(f"{built.name}.__init__")
+        if summary is None or not summary.effects:
+            return
+        stores = flow.objects.constructor_stores.get(built.name)
+        if stores is None and not any(key in summary.params for key in summary.effects):
+            return
+        if stores is not None:
+            init, kept = stores
+            for param, value in bind_arguments(init.params, True, call).items():
+                held, attribute = value_key(value), kept.get(param)
+                if held is not None and attribute is not None:
+                    state.aliases[f"{INLINE_OBJECT}{attribute[4:]}"] = state.canonical(held)
+        self.apply_summary(summary, call, state, INLINE_OBJECT)
+        state.forget(INLINE_OBJECT)
 
     def record_handed_to_constructor(self, call: cst.Call, built, state: State) -> None:
         """`TD3(actor_network=Actor(obs, act), ...)`, a plain class of this file: the mode of the model each
