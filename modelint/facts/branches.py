@@ -15,6 +15,21 @@ from modelint.facts.state import State, join
 from modelint.facts.walk import iter_nodes
 
 
+def asserting_the_flag(state: State, stmt: cst.Assert) -> State:
+    """`assert not self.nets.training`: past the assertion the model is in the mode the flag says (robomimic's
+    `get_action()`, run only after `set_eval()`)."""
+    test, holds = stmt.test, True
+    if type(test) is cst.UnaryOperation and type(test.operator) is cst.Not:
+        test, holds = test.expression, False
+    key = dotted(test.value) if type(test) is cst.Attribute and test.attr.value == "training" else None
+    if key is None or key in ("self", "cls"):
+        return state
+    key = state.canonical(key)
+    current = state.models.get(key)
+    state.put(key, (current if current is not None else ModeFact()).switched("train" if holds else "eval", test))
+    return state
+
+
 def knowing_the_flag(state: State, stmt: cst.If, holds: bool) -> State:
     """`if not model.training: model.train()`: where the test came out `holds`, a model whose own flag it reads
     is in the mode the flag says (the guard's fall-through is in training mode too). The model is one the state

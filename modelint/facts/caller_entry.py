@@ -12,6 +12,7 @@ from modelint.facts.lattice import GRAD_ENABLED, GRAD_UNKNOWN, GradFact
 from modelint.facts.phases import call_picks_other_phase
 from modelint.facts.regions import constructor_turns_grad_off
 from modelint.facts.scopes import FunctionInfo
+from modelint.facts.state import followed_parent
 from modelint.facts.summaries import qualname
 
 
@@ -146,7 +147,7 @@ class CallerEntry:
         sites = [site for site in self.call_sites.get(qualname(function), {}).values() if site[0] is not function]
         found = None
         for caller, _grad, models in sites:
-            fact = models.get(key)
+            fact = models.get(key) or followed_parent(models, key)  # (`self.nets.eval()` for `self.nets["policy"]`)
             if caller is None or caller.cls is not function.cls or fact is None or fact.entry or fact.havoc \
                     or not (fact.train_sites or fact.eval_sites):
                 return None

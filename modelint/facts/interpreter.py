@@ -14,8 +14,8 @@ import libcst as cst
 
 from modelint.facts import torch_api as api
 from modelint.facts.bindings import Bindings, flatten
-from modelint.facts.branches import (Constants, join_branches, knowing_the_condition, knowing_the_flag,
-                                      tested_for_none)
+from modelint.facts.branches import (Constants, asserting_the_flag, join_branches, knowing_the_condition,
+                                      knowing_the_flag, tested_for_none)
 from modelint.facts.calls import CallEffects
 from modelint.facts.handed_models import calls_binding
 from modelint.facts.helper_arguments import argument_uses
@@ -280,6 +280,7 @@ class Interpreter(Loops, Bindings, CallEffects):
             self.uses.use(self.uses.expression(node.test, state.values), CHECKED)
             if literal_value(node.test) is False:
                 return None  # `else: assert False`: the path ends, like a raise
+            return asserting_the_flag(state, node)
         return state
 
     def _remember_grad_choice(self, target: cst.BaseExpression, value: cst.BaseExpression) -> None:

@@ -57,11 +57,9 @@ class State:
         found = self.models.get(key)
         if found is not None:
             return found
-        while "." in key:
-            key = key.rsplit(".", 1)[0]
-            found = self.models.get(key)
-            if found is not None:
-                return replace(found, parameterless=False) if found.parameterless else found
+        found = followed_parent(self.models, key)
+        if found is not None:
+            return replace(found, parameterless=False) if found.parameterless else found
         return ENTRY_MODE
 
     def tracks(self, key: str) -> bool:
@@ -95,7 +93,7 @@ class State:
         # (its parts: what it holds, under its own name or another, `wrapper.draft` for `draft`)
         held = [target for alias, target in self.aliases.items() if alias.startswith(key + ".") and target != key]
         for known in list(self.models):
-            if known.startswith(key + ".") or known in held:
+            if known.startswith((key + ".", key + "[")) or known in held:  # (`self.nets["policy"]` too)
                 self.models[known] = replace(self.models[known], train_sites=updated.train_sites,
                                              eval_sites=updated.eval_sites, entry=False, havoc=updated.havoc)
         for part in held:
@@ -113,7 +111,7 @@ class State:
         parents are in no single mode any more either."""
         found = False
         for known in list(self.models):
-            if known == key or known.startswith(key + "."):
+            if known == key or known.startswith((key + ".", key + "[")):
                 self.models[known] = replace(self.models[known], havoc=True)
                 found = found or known == key
         if not found:
@@ -125,6 +123,21 @@ class State:
     def _holders(self, key: str) -> list[str]:
         """The models holding `key` as a part under another name (`wrapper.draft` for `draft`)."""
         return [alias.rsplit(".", 1)[0] for alias, target in self.aliases.items() if target == key and "." in alias]
+
+
+def followed_parent(models: dict, key: str):
+    """The fact of `key`'s closest parent `models` follows (`model` for `model.encoder`, `self.nets` for
+    `self.nets['policy']`), or None."""
+    while True:
+        if key.endswith("]") and "[" in key:
+            key = key[:key.rindex("[")]
+        elif "." in key:
+            key = key.rsplit(".", 1)[0]
+        else:
+            return None
+        found = models.get(key)
+        if found is not None:
+            return found
 
 
 def _parents(key: str):
