@@ -89,7 +89,8 @@ def _method_calls(flow) -> dict[str, bool]:
             if function not in entries:
                 entries[function] = flow.entry_grad(function)
             entry = entries[function]
-            free = entry.definitely_free or (entry.unknown and not entry.may_enabled)
+            free = entry.definitely_free or (entry.unknown and not entry.may_enabled) \
+                or _run_by_module_calls_elsewhere(flow, function)
         if out.get(name, True):  # (one call with autograd on settles the name)
             out[name] = free
     return out
@@ -105,6 +106,12 @@ def _calls_on_unplaced_objects(flow):
                 # (`self.actor.act(s)`: a method of an object it holds, of no class of this file)
                 or ((site.text or "").count(".") >= 2 and func.attr.value not in flow.method_names)):
             yield ordinal, site, func.attr.value
+
+
+def _run_by_module_calls_elsewhere(flow, function) -> bool:
+    """A module's `forward` nothing here calls: `percept(a, b)` in other files runs it, in their grad mode."""
+    return function.name == "forward" and function.cls is not None and function.outer is None \
+        and flow.is_module_class(function.cls) and not flow.has_callers(function)
 
 
 def _on_super(func: cst.Attribute) -> bool:
