@@ -188,7 +188,7 @@ def _drop_when_models_take_input_gradients(results: list[FileResult], index: Pro
     """A model of a class the file cannot see, run with autograd on, in a file importing one whose module class
     takes gradients with respect to its inputs in its `forward` (an interatomic potential's forces): the model
     may be one of those, or hold one, and need autograd to run at all (see
-    modelint.facts.regions.needs_input_gradients)."""
+    modelint.facts.input_gradients.needs_input_gradients)."""
     if not any(f.model_class_unseen for r in results for f in r.findings):
         return
     defining = {path for path, summary in index.files.items() if summary.input_gradient_classes}

@@ -15,7 +15,8 @@ from modelint.facts.lattice import is_train_site, mode_of_call
 from modelint.facts.modules import Dependence
 from modelint.facts.names import dotted, key_prefixes
 from modelint.facts.object_orders import handed_methods, object_orders
-from modelint.facts.regions import forward_grad, input_gradient_classes, lexically_grad_free
+from modelint.facts.input_gradients import input_gradient_classes
+from modelint.facts.regions import forward_grad, lexically_grad_free
 from modelint.summary import FileSummary, ForwardUse, FunctionSummary, RemoteSite, ReturnFact, StepUse
 
 

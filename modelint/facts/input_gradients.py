@@ -1,0 +1,179 @@
+"""Models that need autograd to run at all: a module whose `forward` takes gradients with respect to its
+inputs (forces as -dE/dx of a predicted energy, a gradient penalty, an attention map's hook kept for a
+relevance map). MDL002 leaves their evaluations alone, in eval mode too: `no_grad` would break them.
+"""
+
+from __future__ import annotations
+
+import libcst as cst
+
+from modelint.facts.modules import unwrap_chain
+from modelint.facts.names import literal_value
+from modelint.facts.walk import child_list, iter_nodes
+
+
+def input_gradient_classes(flow) -> set[str]:
+    """Module classes of this file whose own `forward` takes gradients with respect to its inputs (forces as
+    -dE/dx of a predicted energy, a gradient penalty, a hook on an attention map kept for a relevance map), or
+    that build a layer of such a class (the transformer whose blocks' attention does): running one needs
+    autograd, in eval mode too."""
+    modules = flow.modules
+    found = {f.cls.name for f in flow.collector.functions if f.name == "forward" and f.cls is not None
+             and f.uses_input_gradients and modules.is_module_class(f.cls) and not _gradients_only_when_asked(f)}
+    index = flow.index
+    if not found and index is None:
+        return found
+    changed = True
+    while changed:  # (`VisionTransformer` builds `Block`s, whose `Attention` hooks its attention map)
+        changed = False
+        for info in flow.collector.classes:
+            if info.name in found or not modules.is_module_class(info):
+                continue
+            for call in info.calls:
+                built = modules.project_class(call.func)
+                qualified = flow.imports.qualify(call.func) if built is None else None
+                if (built is not None and built.name in found) or (
+                        qualified is not None and index is not None and index.needs_input_gradients(qualified, flow.path)):
+                    found.add(info.name)
+                    changed = True
+                    break
+    return found | _factories_of(flow, found) if found else found
+
+
+def _gradients_only_when_asked(function) -> bool:
+    """Does the forward take input gradients only under a flag of its own that is off unless a caller asks
+    (`def forward(self, x, register_hook=False): ... if register_hook: attn.register_hook(...)`)? Then a plain
+    call of the model runs without them."""
+    flags = {param.name.value for param in function.node.params.params
+             if param.default is not None and literal_value(param.default) is False}
+    if not flags:
+        return False
+    asked = False
+    stack = [(function.node.body, False)]
+    while stack:
+        node, gated = stack.pop()
+        if type(node) is cst.If and type(node.test) is cst.Name and node.test.value in flags:
+            stack.append((node.body, True))
+            if node.orelse is not None:
+                stack.append((node.orelse, gated))
+            continue
+        if (type(node) is cst.Call and type(node.func) is cst.Attribute and node.func.attr.value in _INPUT_GRADIENTS) \
+                or (type(node) is cst.Arg and node.keyword is not None and node.keyword.value == "requires_grad"):
+            if not gated:
+                return False
+            asked = True
+        stack.extend((child, gated) for child in child_list(node))
+    return asked
+
+
+_INPUT_GRADIENTS = frozenset({"register_hook", "requires_grad_", "retain_grad", "grad"})
+
+
+def _factories_of(flow, classes: set[str]) -> set[str]:
+    """The module-level functions of this file that build one of `classes` and return it (`vit_lrp(pretrained)`
+    returning the `VisionTransformer` it made): their models need input gradients as well."""
+    built = {}
+    for name, value, site in flow.collector.call_assigns:
+        function = site.function
+        if function is not None and function.outer is None and function.cls is None:
+            built.setdefault(function, {}).setdefault(name, set()).add(_built_class(value))
+    out = set()
+    for function in flow.collector.functions:
+        if function.outer is not None or function.cls is not None:
+            continue
+        returned = [node.value for node in iter_nodes(function.node.body) if type(node) is cst.Return]
+        names = built.get(function, {})
+        if returned and all(
+                (type(value) is cst.Name and names.get(value.value, {None}) <= classes)
+                or (type(value) is cst.Call and _built_class(value) in classes) for value in returned):
+            out.add(function.name)
+    return out
+
+
+def _built_class(value: cst.BaseExpression) -> str | None:
+    """The class of this file a call builds, through `.to(device)`-like moves (`Net(...).cuda()`)."""
+    value = unwrap_chain(value)[0]
+    return value.func.value if type(value) is cst.Call and type(value.func) is cst.Name else None
+
+
+
+def needs_input_gradients(facts, forward) -> bool:
+    """Does the model a forward runs need autograd to run at all: built from a class whose `forward` takes
+    input gradients (this file's, or another's the index knows), or, for a parameter, handed by callers this
+    file cannot see, in a file whose module classes do?"""
+    key, function = forward.key, forward.function
+    here = facts.__dict__.get("_input_gradient_classes")
+    if here is None:
+        here = facts.__dict__["_input_gradient_classes"] = input_gradient_classes(facts.flow)
+    if function is not None and key in function.param_set and key not in ("self", "cls"):
+        return bool(here)
+    if here and _stored_from_a_parameter(facts, forward):
+        return True  # (`self.model = model` in `__init__`: handed by the object's creators, as a parameter is)
+    builders = _builders(facts, forward)
+    if not builders:
+        return False
+    index = facts.flow.index
+    for func in builders:
+        if type(func) is cst.Name and (func.value in facts.modules.classes or func.value in here):
+            if func.value not in here:
+                return False
+            continue
+        qualified = facts.imports.qualify(func) if func is not None else None
+        if qualified is None or index is None or not index.needs_input_gradients(qualified, facts.path):
+            return False
+    return True
+
+
+def imported_builders(facts, forward) -> tuple[str, ...] | None:
+    """The classes and factories of other files, as imported, that build every model the forward may run
+    (`vit_lrp(pretrained=True).cuda()`, `BertForClassification.from_pretrained(path)`): the runner asks the
+    finished index whether they need input gradients (a chain of classes over several files)."""
+    builders = _builders(facts, forward)
+    refs = tuple(facts.imports.qualify(func) if func is not None else None for func in builders)
+    return refs if refs and all(refs) else None
+
+
+def _stored_from_a_parameter(facts, forward) -> bool:
+    """Is the forward's model `self.<attr>` of an object whose class only stores there what its constructor is
+    handed (`def __init__(self, model): self.model = model`)?"""
+    key, function = forward.key, forward.function
+    if not key.startswith("self.") or key.count(".") != 1 or function is None or function.cls is None:
+        return False
+    assigns = facts.collector.assigns_to(function.cls, key)
+    return bool(assigns) and all(
+        type(a.value) is cst.Name and a.site.function is not None and a.site.function.name == "__init__"
+        and a.value.value in a.site.function.param_set for a in assigns)
+
+
+def _builders(facts, forward) -> list:
+    """The callee that builds each value bound to the forward's model, a local name (None: not a call)."""
+    key, function = forward.key, forward.function
+    if "." in key:
+        return []
+    out = []
+    for name, value, site in facts.collector.call_assigns:
+        if name == key and (site.function is function or site.function is None):
+            value = unwrap_chain(value)[0]
+            func = value.func if type(value) is cst.Call else None
+            if type(func) is cst.Attribute and func.attr.value == "from_pretrained":
+                func = func.value  # (the class whose weights it loads)
+            out.append(func)
+    return out
+
+
+def model_class_unseen(facts, forward) -> bool:
+    """Is the model a forward runs of a class no one here builds: a parameter, a module unpickled whole, or
+    `self.<attr>` of an object whose class only stores what its creators hand it?"""
+    key, function = forward.key, forward.function
+    head = key.split(".")[0].split("[")[0]
+    if function is not None and head in function.param_set and head not in ("self", "cls"):
+        return True
+    if (function, head) in facts.flow.free.loaded_modules:
+        return True  # (unpickled whole by `torch.load`: whatever class was saved)
+    if key.startswith("self.") and function is not None and function.cls is not None:
+        attribute = key.split(".")[1].split("[")[0]
+
+        values = [unwrap_chain(a.value)[0] for a in facts.collector.assigns_to(function.cls, f"self.{attribute}")
+                  if a.value is not None]
+        return bool(values) and all(type(v) is not cst.Call for v in values)  # (`model.to(device)`: the model)
+    return False
