@@ -246,7 +246,7 @@ class LayerKinds:
                 return False  # `self.fc(x)`, `self(x)`, `self.net.forward(x)` (not `self.w.t()`, a tensor's method)
             qualified = self.imports.qualify(node.func) or ""
             applies = applies or (qualified.startswith("torch.") and qualified.count(".") == 1) \
-                or qualified.startswith(api.FUNCTIONAL + ".")
+                or qualified.startswith((api.FUNCTIONAL + ".", "numpy."))  # (a NumPy algorithm wrapped as a module)
         return applies
 
     def _weightless_library_base(self, base: cst.BaseExpression) -> bool:
@@ -284,7 +284,8 @@ def _takes_sizes(call: cst.Call, qualify) -> bool:
     if type(func) is cst.Attribute and func.attr.value in _SIZE_METHODS:
         return True
     qualified = qualify(func) or (func.value if type(func) is cst.Name else "")
-    return qualified in _SIZE_FUNCTIONS or (qualified.startswith("tqdm") and qualified.endswith(".trange"))
+    return qualified in _SIZE_FUNCTIONS or (qualified.startswith("tqdm") and qualified.endswith(".trange")) \
+        or qualified.startswith("numpy.")  # (`np.random.randn(n, self.rank)`: NumPy takes numbers, no module)
 
 
 def _computed_with(info: ClassInfo, qualify) -> set[str]:
