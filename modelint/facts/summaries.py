@@ -57,15 +57,17 @@ def summarise(flow, function_flow, globals_: frozenset[str], closures=()) -> Fun
         summary.phase_effects = {value: _effects(flow, state, caller_owned)
                                  for value, state in function_flow.phase_exits.items()}
     # (not a callable handed in that is only ever fed another forward's output: `self.loss_fn(pred, y)`, a loss)
-    def handed_loss(forward) -> bool:
+    def handed_loss(forward, trained: bool = False) -> bool:
         """`self.loss_fn(pred, y)`: a callable handed in, called on a forward's output and something else (the
-        targets), not a method of a model (`model.module.mask_net(features)`, a head run on its features)."""
+        targets), not a method of a model (`model.module.mask_net(features)`, a head run on its features). Of
+        what a backward reaches, also one annotated `crit: nn.Module` that scores an output against the targets
+        (`trained`: not a decoder fed its encoder's output beside its input tokens, which predicts)."""
         return forward.fed and forward.mode == ENTRY_MODE and forward.via is None and len(forward.call.args) >= 2 \
             and value_key(forward.call.func) == forward.key and (
                 not flow.modules.is_module_name(forward.key, function)
-                or forward.token in function_flow.compares)  # (`crit: nn.Module`, scoring against the targets)
+                or (trained and forward.token in function_flow.compares))
 
-    training = [forward for forward in function_flow.training_forwards() if not handed_loss(forward)]
+    training = [forward for forward in function_flow.training_forwards() if not handed_loss(forward, trained=True)]
     trained = {forward.key for forward in training}
 
     def trained_in_pass(forward) -> set[str]:  # (a phase's pass trains only what that pass trains)
