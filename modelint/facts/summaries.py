@@ -65,7 +65,8 @@ def summarise(flow, function_flow, globals_: frozenset[str], closures=()) -> Fun
         return forward.fed and forward.mode == ENTRY_MODE and forward.via is None and len(forward.call.args) >= 2 \
             and value_key(forward.call.func) == forward.key and (
                 not flow.modules.is_module_name(forward.key, function)
-                or (trained and forward.token in function_flow.compares))
+                or (trained and forward.token in function_flow.compares
+                    and not function_flow.feeds_into.get(forward.token)))  # (its output is the loss itself)
 
     training = [forward for forward in function_flow.training_forwards() if not handed_loss(forward, trained=True)]
     trained = {forward.key for forward in training}

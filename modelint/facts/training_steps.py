@@ -137,9 +137,11 @@ class TrainingSteps:
                 # mode it was saved in: the training here says which.)
                 fed = FED in self.uses.uses.get(token, ())
                 if fed and fact == ENTRY_MODE and (not self.flow.modules.is_module_name(key, self.out.function)
-                                                   or token in self.uses.compares):
+                                                   or (token in self.uses.compares
+                                                       and not self.uses.feeds_into.get(token))):
                     # `self.loss_fn(pred, y)`, a callable handed in, fed the model's output: a loss (annotated
-                    # `crit: nn.Module` too, when it compares the output with data: `crit(net(x), y)`)
+                    # `crit: nn.Module` too, when it compares the output with data and feeds no other forward:
+                    # `crit(net(x), y)`, not a decoder fed its encoder's output beside the target tokens)
                     continue
                 certain = not fed or (fact != ENTRY_MODE and fact.certain)
                 state.put(key, replace(fact, certain=certain).switched("train", call))
