@@ -104,9 +104,21 @@ def _calls_on_unplaced_objects(flow):
         func = site.node.func
         if type(func) is cst.Attribute and site.qualified is None and not _on_super(func) and (
                 not (site.text or "").startswith("self.")
-                # (`self.actor.act(s)`: a method of an object it holds, of no class of this file)
-                or ((site.text or "").count(".") >= 2 and func.attr.value not in flow.method_names)):
+                # (`self.actor.act(s)`: a method of an object it holds, of no class of this file; whatever the
+                # method's name, of an object every assignment builds from an import: `self.model.forward(a, b)`)
+                or ((site.text or "").count(".") >= 2 and (func.attr.value not in flow.method_names
+                                                           or _holds_an_imported_object(flow, site)))):
             yield ordinal, site, func.attr.value
+
+
+def _holds_an_imported_object(flow, site) -> bool:
+    """`self.model.forward(...)` in a class whose every `self.model = ...` builds an imported class's object."""
+    cls = site.site.cls
+    key = ".".join((site.text or "").split(".")[:2])
+    assigns = flow.collector.assigns_to(cls, key) if cls is not None else ()
+    return bool(assigns) and all(
+        type(a.value) is cst.Call and (qualified := flow.imports.qualify(a.value.func)) is not None
+        and not flow.imports.is_torch_name(qualified) for a in assigns)
 
 
 def _run_by_module_calls_elsewhere(flow, function) -> bool:
