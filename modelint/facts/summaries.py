@@ -59,9 +59,10 @@ def summarise(flow, function_flow, globals_: frozenset[str], closures=()) -> Fun
     # (not a callable handed in that is only ever fed another forward's output: `self.loss_fn(pred, y)`, a loss)
     def handed_loss(forward, trained: bool = False) -> bool:
         """`self.loss_fn(pred, y)`: a callable handed in, called on a forward's output and something else (the
-        targets), not a method of a model (`model.module.mask_net(features)`, a head run on its features). Of
-        what a backward reaches, also one annotated `crit: nn.Module` that scores an output against the targets
-        (`trained`: not a decoder fed its encoder's output beside its input tokens, which predicts)."""
+        targets), not a method of a model (`model.module.mask_net(features)`, a head run on its features). With
+        `trained` (among the forwards a backward reaches), also one annotated `crit: nn.Module` that scores an
+        output against data and whose output is the loss itself: a decoder fed its encoder's output beside the
+        target tokens feeds the loss, and is a model."""
         return forward.fed and forward.mode == ENTRY_MODE and forward.via is None and len(forward.call.args) >= 2 \
             and value_key(forward.call.func) == forward.key and (
                 not flow.modules.is_module_name(forward.key, function)
