@@ -14,6 +14,7 @@ import libcst as cst
 from modelint.facts.modules import returned_parameter
 from modelint.facts.regions import lexically_grad_free
 from modelint.facts.scopes import FunctionInfo
+from modelint.facts.value_calls import FILE_WRITERS
 
 
 def select_targets(flow) -> list[FunctionInfo | None]:
@@ -87,12 +88,14 @@ def select_targets(flow) -> list[FunctionInfo | None]:
             enclosing = enclosing.outer if enclosing.cls is None else None
     # A helper they call that reads numbers out of what it is handed (`accuracy(out, y)`, ending in `.item()`):
     # its summary says it evaluates those values, and so what the forward that made them is for.
+    # (or writes them to a file: a trainer's `self.write_images(outputs)` ending in `save_image`)
     reading = {site.site.function for site in collector.calls
-               if type(site.node.func) is cst.Attribute and site.node.func.attr.value in _READS_NUMBERS}
+               if (type(site.node.func) is cst.Attribute and site.node.func.attr.value in _READS_NUMBERS)
+               or site.qualified in FILE_WRITERS}
     for site in collector.calls:
         callee = flow._local_callees.get(site.node)
         if callee is not None and callee not in chosen and callee in reading and site.site.function in chosen \
-                and callee.params and callee.cls is None:
+                and len(callee.params) > (1 if callee.cls is not None else 0):
             chosen.add(callee)
             targets.append(callee)
     # Whoever calls one of them under no_grad (`with torch.no_grad(): detect(images)` in `main()`) runs too:
