@@ -78,7 +78,8 @@ def file_summary(flow) -> FileSummary:
 
 def _method_calls(flow) -> dict[str, bool]:
     """Methods this file calls on objects it cannot place (not `self`, no function of this file), and
-    whether every such call is under no_grad: a method elsewhere with no caller in sight may be one."""
+    whether every such call is under no_grad, or in a function whose grad mode callers this file cannot see
+    decide (False: one surely runs with autograd on). A method elsewhere with no caller in sight may be one."""
     out: dict[str, bool] = {}
     entries: dict = {}  # function -> its callers' grad mode (asked once per function)
     for _ordinal, site, name in _calls_on_unplaced_objects(flow):
