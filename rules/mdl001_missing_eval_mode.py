@@ -498,8 +498,9 @@ def _switched_after_training(facts: FileFacts, forward) -> bool:
     if not step_calls or not switches or None in switches or here is None or site is None:
         return False
     around = loops_around(site)
-    steps = [facts.locate(call) for call in step_calls
-             if not ((at := facts.locate(call)) is not None and at[:2] > here[:2]
+    located = [(call, facts.locate(call)) for call in step_calls]
+    steps = [at for call, at in located
+             if not (at is not None and at[:2] > here[:2]
                      and not any(any(node is call for node in iter_nodes(loop)) for loop in around))]
     if not steps or None in steps:
         return not steps  # (every step runs after the sampling)

@@ -319,7 +319,11 @@ class CallGraph(MethodTargets, CallerEntry):
     # -- other files ------------------------------------------------------------------
     def class_family(self, name: str) -> set[str]:
         """The class, its bases in this file and the classes of this file that derive from it."""
-        return set(self.class_and_bases(name)) | set(self._subclasses.get(name, ()))
+        return set(self.class_and_bases(name)) | set(self.subclasses(name))
+
+    def subclasses(self, name: str) -> list[str]:
+        """The classes of this file that derive from the class, at any depth."""
+        return self._subclasses.get(name, [])
 
     @cached_property
     def _subclasses(self) -> dict[str, list[str]]:

@@ -40,7 +40,7 @@ def classes_self_may_be(facts, cls, methods: set[str]) -> list:
     may be in a method of the class that reaches a forward through `methods` (a library's base classifier
     whose `predict()` runs `self(x)`, the layers built by each concrete model)."""
     found = [cls]
-    for name in sorted(facts.flow.class_family(cls.name) - set(facts.flow.class_and_bases(cls.name))):
+    for name in sorted(facts.flow.subclasses(cls.name)):
         info = facts.modules.classes.get(name)
         if info is not None and not methods & _defined_below(facts, info, cls.name):
             found.append(info)

@@ -120,9 +120,9 @@ class ModuleAttributes:
                         (self.imports.qualify(a.value.func) or "").removeprefix("torch.nn."))]
         if not assigned:
             return frozenset()
-        reads = self.__dict__.get("_attribute_reads")
-        if reads is None:
-            reads = self.__dict__["_attribute_reads"] = _attribute_reads(self._collector)
+        if "_attribute_reads" not in self.__dict__:  # (once per file: None is an answer too)
+            self.__dict__["_attribute_reads"] = _attribute_reads(self._collector)
+        reads = self.__dict__["_attribute_reads"]
         if reads is None:
             return frozenset()  # (a class reaching its attributes by name: every one may be read)
         return frozenset(value for name, value in assigned if reads.get(name, 0) == 0)
