@@ -403,7 +403,7 @@ class ProjectIndex:
         `class Base:`)? An object, no module, however many project classes it derives from."""
         found = self.resolve_shape(reference, from_path)
         owner = self.files.get(os.path.abspath(found[1])) if found is not None else None
-        return owner is not None and self._plain_chain(owner, reference.rpartition(".")[2], 0)
+        return owner is not None and self._plain_up_the_chain(owner, reference.rpartition(".")[2])
 
     def runs_loaded_modules(self, reference: str, from_path: str) -> bool:
         """Is the project class imported as `reference` a wrapper of what its constructor loads?"""
@@ -441,18 +441,19 @@ class ProjectIndex:
         whatever name that test finds in a file: a factory function)."""
         module, _, name = reference.rpartition(".")
         found = next((found for found in self._candidates(module, from_path)
-                      if (name in found.classes and not self._guessed_wrongly(found, name))
+                      # (a class its own file took for a module, a base elsewhere and a `forward` of its own,
+                      # `class OnnxBackend(BaseBackend)`, is none when every base up the chain is plain, `class
+                      # BaseBackend(ABC)`: its `forward()` runs an inference session)
+                      if (name in found.classes and not self._plain_up_the_chain(found, name))
                       or (defines is not None and defines(found))), None)
         if found is None and depth < 3:
             onward = self._reexported(reference, from_path)
             return self._defining(*onward, depth + 1, defines=defines) if onward is not None else None
         return found
 
-    def _guessed_wrongly(self, found: FileSummary, name: str) -> bool:
-        """Is the class `name`, which its own file took for a module (a base of another file and a `forward` of
-        its own: `class OnnxBackend(BaseBackend)`), one whose every base up the chain the index sees is a plain
-        class (`class BaseBackend(ABC)`)? Then it is no module: its `forward()` runs an inference session."""
-        cache = self.__dict__.setdefault("_wrong_guesses", {})
+    def _plain_up_the_chain(self, found: FileSummary, name: str) -> bool:
+        """`_plain_chain`, once per class."""
+        cache = self.__dict__.setdefault("_plain_chains", {})
         key = (found.path, name)
         if key not in cache:
             cache[key] = self._plain_chain(found, name, 0)
@@ -462,8 +463,8 @@ class ProjectIndex:
         """Does every base of the class `name` of `found`, and theirs, end in plain bases (see `_PLAIN_BASES`)?"""
         shape = found.shapes.get(name)
         if shape is None or depth > 4:
-            return False  # (no bases at all, `class Base:`: a plain class)
-        for base in shape.bases:
+            return False
+        for base in shape.bases:  # (no bases at all, `class Base:`: a plain class)
             if base in _PLAIN_BASES:
                 continue
             if base.startswith(":"):
