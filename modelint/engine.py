@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import PurePath
 
@@ -23,11 +24,14 @@ from modelint.registry import FLOW_RULES, all_rules
 from modelint.source import physical_lines
 
 
-# A file that mentions none of these cannot produce any finding: it is only
-# checked for syntax errors (with the stdlib parser, ten times faster than libcst).
-# ("dropout" alone is no reason: a model configuration names its dropout rates, and a
-# functional dropout that could ignore the mode comes from torch, which the file names.)
-_RELEVANT = re.compile(r"torch|\bnn\b|\.eval\b|\.train\b|\btrain\(|no_grad|inference_mode|grad|training|Module")
+# A file whose code (modelint.limits.code_only: docstrings and comments left out, a tokenizer's docs
+# mention torch tensors) says none of these cannot produce any finding of its own: it is only checked
+# for syntax errors (with the stdlib parser, ten times faster than libcst), and analysed later only if
+# it calls or subclasses what the project index knows. ("dropout" alone is no reason: a model
+# configuration names its dropout rates, and a functional dropout that could ignore the mode comes
+# from torch, which the file names. `.detach()` is: an autograd call.)
+_RELEVANT = re.compile(r"torch|\bnn\b|\.eval\b|\.train\b|\btrain\(|no_grad|inference_mode|grad|training|Module"
+                       r"|\.detach\b")
 # A file of another framework (it imports TensorFlow, JAX, MegEngine, Paddle..., and never torch): its models
 # have no torch modes to misuse, and no torch file subclasses its classes. Checked for syntax only.
 _OTHER_FRAMEWORK = re.compile(r"^[ \t]*(?:import|from)[ \t]+(?:%s)\b" % "|".join(OTHER_FRAMEWORKS), re.M)
@@ -68,18 +72,20 @@ def lint_bytes(data: bytes, path: str, codes: frozenset[str], index=None) -> Fil
     return lint_source(text, path, codes, index)
 
 
-def parse(text: str) -> cst.Module:
-    """libcst's tree of `text`, or limits.Verdict: the line to report instead (E999, E903).
+def parse(text: str, code: str | None = None) -> cst.Module:
+    """libcst's tree of `text` (`code`: its limits.code_only, when made already), or limits.Verdict: the line
+    to report instead (E999, E903).
 
     modelint.limits looks first (libcst's native parser crashes the process on some deep
     files and takes minutes on huge ones); when libcst fails, CPython's parser gives the
     message and position, as `python file.py` would.
     """
-    verdict = limits.check(text)
+    verdict = limits.check(text, code)
     if verdict is not None:
         raise verdict
     try:
-        return cst.parse_module(text)
+        with _parsed_nodes_trusted():
+            return cst.parse_module(text)
     except Exception as error:  # ParserSyntaxError, and a few other kinds from the native parser
         libcst_error = error
     verdict = limits.cpython_parse(text)
@@ -113,12 +119,14 @@ def _lint_source(text: str, path: str, codes: frozenset[str], index) -> FileResu
     file_noqa = suppression.file_noqa(text) if _MENTIONS_MODELINT.search(text) else None
     if file_noqa == suppression.ALL:
         return FileResult(path)
-    if index is None and not _RELEVANT.search(text):
+    # (what the code says, not its docstrings and comments: a tokenizer's docs mention torch tensors)
+    code = limits.code_only(text)
+    if index is None and not _RELEVANT.search(code):
         return _syntax_only(text, path, bool(codes & FLOW_RULES))
-    if _OTHER_FRAMEWORK.search(text) and not _IMPORTS_TORCH.search(text):
+    if _OTHER_FRAMEWORK.search(code) and not _IMPORTS_TORCH.search(code):
         return _syntax_only(text, path, False)
     try:
-        module = parse(text)
+        module = parse(text, code)
     except limits.Verdict as verdict:
         legacy = _legacy_async(text) if verdict.code == limits.SYNTAX_ERROR else None
         if legacy is None:
@@ -132,6 +140,29 @@ def _lint_source(text: str, path: str, codes: frozenset[str], index) -> FileResu
         result.findings[:0] = error.findings
         return result
     return _lint_parsed(module, text, path, codes, index, file_noqa)
+
+
+@contextmanager
+def _parsed_nodes_trusted():
+    """libcst checks every node it builds (`CSTNode.__post_init__` runs `_validate`), which is for trees built
+    by hand: the parser only builds valid ones (libcst's own comment there says as much). Skipped while
+    parsing, about a tenth of the parse; restored after, for the nodes a fix builds."""
+    validate = _NODE.__dict__.get("__post_init__")
+    if validate is None:  # (another libcst: leave it be)
+        yield
+        return
+    _NODE.__post_init__ = _trusted
+    try:
+        yield
+    finally:
+        _NODE.__post_init__ = validate
+
+
+_NODE = cst.CSTNode
+
+
+def _trusted(_node) -> None:
+    return None
 
 
 # `x.cuda(async=True)`: PyTorch's name for `non_blocking=` before 0.4, a keyword since Python 3.7. Read as
@@ -351,15 +382,24 @@ def _syntax_only(text: str, path: str, follow_calls: bool) -> FileResult:
     # It mentions nothing of torch itself, but it may build a project's model and hand
     # it to a project helper: keep what it imports, so the runner can take a closer look.
     imported: set[str] = set()
+    bound: dict[str, str] = {}  # a name imported here -> its reference as imported
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom):
             module = "." * node.level + (node.module or "")
-            imported.update((f"{module}{alias.name}" if module.strip(".") == "" else f"{module}.{alias.name}")
-                            if module else alias.name for alias in node.names)
+            for alias in node.names:
+                reference = (f"{module}{alias.name}" if module.strip(".") == "" else f"{module}.{alias.name}") \
+                    if module else alias.name
+                imported.add(reference)
+                bound[alias.asname or alias.name] = reference
     # (its functions: a helper another file calls, `do_eval(model, loader)`, is analysed once that call is seen)
     functions = {node.name for node in tree.body if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    # (its classes' imported bases: a task's hook on a trainer template of the project, `self.model(images)` in
+    # `evaluate()`, is analysed once the index knows that base)
+    bases = {bound[base.id] for node in tree.body if isinstance(node, ast.ClassDef)
+             for base in node.bases if isinstance(base, ast.Name) and base.id in bound}
     return FileResult(path, summary=FileSummary(path, unresolved=imported, syntax_only=True,
-                                                plain_functions=functions) if imported else None)
+                                                plain_functions=functions, asked_classes=bases)
+                      if imported else None)
 
 
 def _internal(path: str, code: str, why: str) -> Finding:

@@ -105,8 +105,14 @@ class Shape:
                 and self.elifs <= FAST_ELIFS)
 
 
-def shape(text: str) -> Shape:
-    stripped = _STRINGS_AND_COMMENTS.sub("_", text)
+def code_only(text: str) -> str:
+    """`text` with every string and comment replaced by one `_`: the code alone, for a regular expression."""
+    return _STRINGS_AND_COMMENTS.sub("_", text)
+
+
+def shape(text: str, stripped: str | None = None) -> Shape:
+    if stripped is None:
+        stripped = code_only(text)
     depth = deepest = 0
     logical = longest = 0
     for line in stripped.split("\n"):
@@ -143,17 +149,18 @@ def too_large(text: str, stripped: str | None = None) -> Verdict | None:
     if len(text) <= MAX_TOKENS:
         return None
     if stripped is None:
-        stripped = _STRINGS_AND_COMMENTS.sub("_", text)
+        stripped = code_only(text)
     if approximate_tokens(stripped, MAX_TOKENS) <= MAX_TOKENS:
         return None
     return Verdict(NOT_ANALYSED, f"not checked: the file is too large to analyse (more than {MAX_TOKENS:,} tokens)")
 
 
-def check(text: str) -> Verdict | None:
-    """None if libcst may parse `text`; else the line to report instead."""
+def check(text: str, stripped: str | None = None) -> Verdict | None:
+    """None if libcst may parse `text` (`stripped`: its `code_only`, when already made); else the line to
+    report instead."""
     if len(text) <= SHORT:
         return None
-    seen = shape(text)
+    seen = shape(text, stripped)
     verdict = too_large(text, seen.stripped)
     if verdict is not None or seen.ordinary:
         return verdict

@@ -109,6 +109,29 @@ def test_ordinary_files_take_the_fast_path(path: Path) -> None:
     assert limits.check(text) is None
 
 
+def test_parsing_skips_node_validation_and_restores_it() -> None:
+    """The parser builds valid nodes only: libcst's check of each is skipped while parsing, and is back for the
+    nodes a fix builds by hand."""
+    module = engine.parse("y = f(x)\n")
+    assert module.code == "y = f(x)\n"
+    with pytest.raises(cst.CSTValidationError):
+        cst.Name("x", lpar=[cst.LeftParen()])  # (a parenthesis without its closing one)
+    with pytest.raises(limits.Verdict):
+        engine.parse("def f(:\n")
+    with pytest.raises(cst.CSTValidationError):
+        cst.Name("x", lpar=[cst.LeftParen()])
+
+
+def test_words_in_docstrings_and_comments_do_not_make_a_file_relevant() -> None:
+    """A tokenizer whose docs say "torch tensors" is checked for syntax only; the same words in code are not."""
+    docs = '"""Returns torch tensors for training."""\n# no_grad is for the caller\ndef split(text):\n' \
+           '    return text.split()\n'
+    assert engine.lint_source(docs, "tok.py", CODES).summary is None
+    assert limits.code_only(docs).count("torch") == 0
+    code = "import torch\n\ndef split(text):\n    return torch.tensor(text)\n"
+    assert limits.code_only(code).count("torch") == 2
+
+
 def test_cpython_message_and_position_when_libcst_fails() -> None:
     text = HEADER + "\ndef evaluate(model:\n    model.eval()\n"
     [finding] = engine.lint_source(text, "bad.py", CODES).findings
