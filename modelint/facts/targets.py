@@ -41,18 +41,6 @@ def select_targets(flow) -> list[FunctionInfo | None]:
         # (and through this file's helpers: `calc_loss(sent)` calling `calc_scores(hist)`, which runs `model`)
         flow.free.propagate_globals(flow._syntactic_callers)
         using_globals.update(f for f in collector.functions if flow.free.globals_of(f))
-    # `gen = load_generator(path)` then `gen(z)`: a value a call returned is run as a model.
-    returned = {(site.function, key) for key, value, site in collector.call_assigns if id(value) not in weightless}
-    calling_results = {site.site.function for site in collector.calls
-                       if (site.site.function, site.text) in returned}
-    calling_results.update(scope for scope, _name in flow.free.loaded_modules)  # (`model.forward(x)` too)
-    # `backbone = make_backbone(args)`, then `probe(backbone, ...)`, one of this file's functions: what it hands
-    # is a model in the mode the factory left it; `runner = Runner()`, then `runner.fit(data)`, a method of this
-    # file: the order the object's methods run in is in sight.
-    calling_results.update(site.site.function for site in collector.calls if site.node in flow._local_callees
-                           and (any(type(arg.value) is cst.Name and (site.site.function, arg.value.value) in returned
-                                    for arg in site.node.args)
-                                or (site.site.function, (site.text or "").rpartition(".")[0]) in returned))
     def module_forward(f: FunctionInfo) -> bool:
         if f.cls is None or not _is_forward_like(f.name):
             return False
@@ -64,6 +52,22 @@ def select_targets(flow) -> list[FunctionInfo | None]:
             return flow.modules.is_module_class(f.cls)
         return flow.is_module_class(f.cls)
 
+    # `gen = load_generator(path)` then `gen(z)`: a value a call returned is run as a model.
+    # (not in a module's own `forward`, which computes tensors, `key = repeat_kv(key, n)`, unless the call
+    # builds a module there)
+    returned = {(site.function, key) for key, value, site in collector.call_assigns if id(value) not in weightless
+                and (id(value) in built or site.function is None or site.function.name != "forward"
+                     or not module_forward(site.function))}
+    calling_results = {site.site.function for site in collector.calls
+                       if (site.site.function, site.text) in returned}
+    calling_results.update(scope for scope, _name in flow.free.loaded_modules)  # (`model.forward(x)` too)
+    # `backbone = make_backbone(args)`, then `probe(backbone, ...)`, one of this file's functions: what it hands
+    # is a model in the mode the factory left it; `runner = Runner()`, then `runner.fit(data)`, a method of this
+    # file: the order the object's methods run in is in sight.
+    calling_results.update(site.site.function for site in collector.calls if site.node in flow._local_callees
+                           and (any(type(arg.value) is cst.Name and (site.site.function, arg.value.value) in returned
+                                    for arg in site.node.args)
+                                or (site.site.function, (site.text or "").rpartition(".")[0]) in returned))
     targets: list[FunctionInfo | None] = [
         f for f in collector.functions
         if f.mode_relevant or f in constructing or f in using_globals or f in calling_results
