@@ -22,25 +22,7 @@ def select_targets(flow) -> list[FunctionInfo | None]:
     returned, use a global model, hand one on; the functions their closures live in; the callers that run
     them under no_grad (None: the module-level script)."""
     collector, modules = flow.collector, flow.modules
-    # (not a loss built to be called at once, `loss_fct = CrossEntropyLoss()` in a model's `forward`: no weights)
-    built = {id(value): found for _key, value, _site in collector.call_assigns
-             if (found := modules.module_expression(value)[0]) is not None}
-    weightless = {key_value for key_value, found in built.items() if found.parameterless}
-    constructing = {site.function for _key, value, site in collector.call_assigns
-                    if id(value) in built and id(value) not in weightless}
-    # `return nn.Sequential(...)`, `return {"embeddings": nn.Embedding(n, d), ...}`: a factory, whose summary says
-    # what it hands out.
-    constructing.update(site.site.function for site in collector.calls
-                        if type(site.site.stmt) is cst.SimpleStatementLine
-                        and any(type(small) is cst.Return and _returned_whole_or_entry(small.value, site.node)
-                                for small in site.site.stmt.body)
-                        and modules.module_expression(site.node)[0] is not None)
-    using_globals = {site.site.function for site in collector.calls
-                     if type(site.node.func) is cst.Name and site.node.func.value in flow.global_models}
-    if flow.global_models:
-        # (and through this file's helpers: `calc_loss(sent)` calling `calc_scores(hist)`, which runs `model`)
-        flow.free.propagate_globals(flow._syntactic_callers)
-        using_globals.update(f for f in collector.functions if flow.free.globals_of(f))
+
     def module_forward(f: FunctionInfo) -> bool:
         if f.cls is None or not _is_forward_like(f.name):
             return False
@@ -52,12 +34,43 @@ def select_targets(flow) -> list[FunctionInfo | None]:
             return flow.modules.is_module_class(f.cls)
         return flow.is_module_class(f.cls)
 
+    forwards: dict[FunctionInfo, bool] = {}
+
+    def in_a_forward(function: FunctionInfo | None) -> bool:
+        """Is this a module's own `forward`? It computes tensors: a class it calls that is only probably a
+        module (`return BaseModelOutput(...)`, `cache = DynamicCache()`, imported) builds its output."""
+        if function is None or function.name != "forward":
+            return False
+        if function not in forwards:
+            forwards[function] = module_forward(function)
+        return forwards[function]
+
+    # (not a loss built to be called at once, `loss_fct = CrossEntropyLoss()` in a model's `forward`: no weights)
+    built = {id(value): found for _key, value, site in collector.call_assigns
+             if (found := modules.module_expression(value)[0]) is not None
+             and (found.certain or not in_a_forward(site.function))}
+    weightless = {key_value for key_value, found in built.items() if found.parameterless}
+    constructing = {site.function for _key, value, site in collector.call_assigns
+                    if id(value) in built and id(value) not in weightless}
+    # `return nn.Sequential(...)`, `return {"embeddings": nn.Embedding(n, d), ...}`: a factory, whose summary says
+    # what it hands out.
+    constructing.update(site.site.function for site in collector.calls
+                        if type(site.site.stmt) is cst.SimpleStatementLine
+                        and any(type(small) is cst.Return and _returned_whole_or_entry(small.value, site.node)
+                                for small in site.site.stmt.body)
+                        and (found := modules.module_expression(site.node)[0]) is not None
+                        and (found.certain or not in_a_forward(site.site.function)))
+    using_globals = {site.site.function for site in collector.calls
+                     if type(site.node.func) is cst.Name and site.node.func.value in flow.global_models}
+    if flow.global_models:
+        # (and through this file's helpers: `calc_loss(sent)` calling `calc_scores(hist)`, which runs `model`)
+        flow.free.propagate_globals(flow._syntactic_callers)
+        using_globals.update(f for f in collector.functions if flow.free.globals_of(f))
     # `gen = load_generator(path)` then `gen(z)`: a value a call returned is run as a model.
     # (not in a module's own `forward`, which computes tensors, `key = repeat_kv(key, n)`, unless the call
     # builds a module there)
     returned = {(site.function, key) for key, value, site in collector.call_assigns if id(value) not in weightless
-                and (id(value) in built or site.function is None or site.function.name != "forward"
-                     or not module_forward(site.function))}
+                and (id(value) in built or not in_a_forward(site.function))}
     calling_results = {site.site.function for site in collector.calls
                        if (site.site.function, site.text) in returned}
     calling_results.update(scope for scope, _name in flow.free.loaded_modules)  # (`model.forward(x)` too)
