@@ -324,10 +324,21 @@ def _analysed_again(results: list[FileResult], index: ProjectIndex) -> set[str]:
             or (not r.summary.syntax_only and (index.names_function(ref, r.path)
                                                or index.resolve_shape(ref, r.path) is not None))
             for ref in r.summary.unresolved
-        ) or any(index.resolve_shape(ref, r.path) is not None for ref in r.summary.asked_classes)
+        ) or any(_base_may_matter(index, ref, r.path) if r.summary.syntax_only else index.resolve_shape(ref, r.path)
+                 is not None for ref in r.summary.asked_classes)
             or any(index.submodule_dependence(name) is not None for name in r.summary.asked_submodules))
         or _handed_classes_answer(r.path, index)
     }
+
+
+def _base_may_matter(index: ProjectIndex, reference: str, path: str) -> bool:
+    """Is the project class that a class of a file naming no torch subclasses (`reference`) a module, or a
+    template whose methods switch a model's mode (`self.model.eval()`, then a hook the subclass writes)? Only
+    then may that file's own code matter (a configuration's or a tokenizer's base does not)."""
+    if index.resolve_class(reference, path) is not None:
+        return True
+    found = index.resolve_shape(reference, path)
+    return found is not None and bool(found[0].switches)
 
 
 class _Rounds:

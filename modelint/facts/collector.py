@@ -9,6 +9,8 @@ these indexes instead of walking the tree again.
 
 from __future__ import annotations
 
+import re
+
 import libcst as cst
 
 from modelint.facts.names import head_name, ImportTable, dotted, handed_at, literal_value, value_key
@@ -30,6 +32,9 @@ _SMALL_SET = frozenset(
 _GRADIENT_METHODS = frozenset({"backward", "requires_grad_", "retain_grad", "register_hook"})
 _GRADIENT_TRANSFORMS = ("torch.autograd.grad", "torch.autograd.functional.", "torch.func.", "functorch.")
 _MODE_METHODS = frozenset({"eval", "train", "step", "backward", "from_pretrained"})
+_DUNDER = re.compile(r"__\w+__")
+_LITERALS = (cst.Dict, cst.List, cst.Tuple, cst.Set, cst.SimpleString, cst.ConcatenatedString, cst.FormattedString,
+             cst.Integer, cst.Float)
 
 
 class Collector(FastVisitor):
@@ -56,6 +61,8 @@ class Collector(FastVisitor):
         self.module_input_gradient_marks: list[tuple[cst.CSTNode, str | None]] = []
         self.module_mode_relevant = False
         self.module_calls_functions = False  # module-level code passes names to calls
+        # Module-level names bound to a literal (`_import_structure = {...}`): no call hands a model through one.
+        self._literal_globals: set[str] = set()
         self.module_phases = ScriptPhases()  # (the module-level `if`s and comparisons naming a name)
         self._stmts: list[cst.CSTNode] = []
         # Calls grouped by the small statement (or compound statement header) they run in.
@@ -274,7 +281,15 @@ class Collector(FastVisitor):
             self._phase_name(node.args[0].value.value, node)  # (`model.train(flag)`, `set_grad_enabled(flag)`)
         function = site.function
         if function is None and not self.module_calls_functions:
-            self.module_calls_functions = any(type(arg.value) is cst.Name for arg in node.args)
+            # (not `get_logger(__name__)`: module metadata; nor a package's `sys.modules[__name__] =
+            # _LazyModule(__name__, ..., _import_structure)`, handed a literal, its result kept by no name here;
+            # `nets = build_gan(cfg)` is a factory's call all the same)
+            owner = self._owners[-1] if self._owners else None
+            named = type(owner) is cst.Assign and owner.value is node \
+                and all(type(target.target) is cst.Name for target in owner.targets)
+            self.module_calls_functions = any(
+                type(arg.value) is cst.Name and not _DUNDER.fullmatch(arg.value.value)
+                and (named or arg.value.value not in self._literal_globals) for arg in node.args)
         if function is not None and not function.calls_params:
             # Helpers that run or pass on a parameter (`model(x)`, `evaluate(model)`) get summaries
             # (the mode flow leaves out modules' own `forward` methods); calls into torch itself never
@@ -353,6 +368,13 @@ class Collector(FastVisitor):
 
     def visit_Assign(self, node: cst.Assign) -> None:
         function = self._function()
+        if function is None:
+            for target in node.targets:
+                if type(target.target) is cst.Name:
+                    if type(node.value) in _LITERALS:
+                        self._literal_globals.add(target.target.value)
+                    else:
+                        self._literal_globals.discard(target.target.value)
         if function is not None and len(node.targets) == 1 and type(node.targets[0].target) is cst.Name \
                 and type(node.value) in (cst.Subscript, cst.Attribute):
             root = head_name(node.value)

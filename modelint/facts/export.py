@@ -191,10 +191,15 @@ def _ordinal(flow, use) -> int:
 def _export(flow, summary: FunctionSummary) -> FunctionSummary | None:
     # (and its forward of `self`: `model.rank(test_loader)` from another file evaluates `model`; so do a module's
     # forwards of its own parts, `self.head(self.enc(x))` in `model.predict_subject(x)`: they run in its mode)
-    own_parts = summary.is_method and _of_a_module_class(flow, summary.qualname)
+    # (asked only of a method that touches a part of `self`: whether its class is a module is otherwise moot, and
+    # for a class with a base elsewhere, `BertPreTrainedModel._init_weights`, asking sends the file round again)
+    touches_parts = any(_of_the_object(key) and key != "self" for key in summary.effects) \
+        or any(_of_the_object(u.param) and u.param != "self" for u in summary.forwards)
+    own_parts = summary.is_method and touches_parts and _of_a_module_class(flow, summary.qualname)
     # (and a plain object's forwards of the model its creator handed it, `self.model = model` in `__init__`:
     # the caller's `predictor.model` is its own model, ClassShape.stores)
-    kept = _kept_from_the_creator(flow, summary.qualname) if summary.is_method and not own_parts else frozenset()
+    kept = _kept_from_the_creator(flow, summary.qualname) if summary.is_method and touches_parts and not own_parts \
+        else frozenset()
     # (a method's effect on `self` itself is its receiver's at a call from another file: `model.predict(x)`; so is
     # its effect on the model its creator handed it: `evaluator.get_scores()` puts the trainer's model in eval mode)
     # (`self` of a module-level function, `def new_labels(self): gather(self.model, ...)`, is a parameter

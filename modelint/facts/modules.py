@@ -182,6 +182,21 @@ class ModuleTable(WaitingOnImports, LocalLayers, Registries, ModuleAttributes, B
         return found is not None and (all(base in ("object", "builtins.object") for base in found[0].bases)
                                       or self.index.plain_class_chain(qualified, self.path))
 
+    def _answer_may_matter(self, info: ClassInfo) -> bool:
+        """Could this file's findings or summary change with the answer to "is this class a module"? Only if the
+        class builds something in its methods, or this file builds one: not for an abstract model base that
+        only sets up weights (`BertPreTrainedModel`, whose subclasses here define `forward`), nor for an output
+        record (`BertOutput(ModelOutput)`, built in forwards)."""
+        if any((call.func.value if type(call.func) is cst.Name else call.func.attr.value
+                if type(call.func) is cst.Attribute else "")[:1].isupper() for call in info.calls):
+            return True  # (`nn.Linear(...)`, `Block(...)`: it builds what may be layers)
+        return any(type(site.node.func) is cst.Name and site.node.func.value == info.name
+                   and not self._in_a_forward(site.site.function) for site in self._collector.calls)
+
+    @staticmethod
+    def _in_a_forward(function) -> bool:
+        return function is not None and function.name == "forward" and function.cls is not None
+
     def _is_foreign(self, qualified: str) -> bool:
         """Imported from outside the stdlib: we cannot see what it holds."""
         head = qualified.lstrip(".").split(".")[0]
@@ -211,7 +226,7 @@ class ModuleTable(WaitingOnImports, LocalLayers, Registries, ModuleAttributes, B
                 self._foreign_base[name] = unknown_base
                 if not is_module and unknown_base and "forward" in info.methods:
                     is_module = True  # a subclass of some module base defined elsewhere
-                elif not is_module and unknown_base and self.index is None:
+                elif not is_module and unknown_base and self.index is None and self._answer_may_matter(info):
                     # `class Decolorize(DecomposablePhysics)`, with no forward of its own: a module only if that
                     # base is one. The file is analysed again once the index can say (the summary asks about it).
                     self.undecided_bases.update(q for base in info.bases if self.project_class(base) is None
