@@ -355,4 +355,8 @@ def _puts_module(modules, call: cst.Call, elements_called: bool) -> bool:
     built = modules.construction(call)
     if built is None:
         return modules.builder_returns_mode_dependent(call)
+    if not built.certain and built.origin is not None and elements_called and modules.index is None:
+        # (a class of another file, `MovingAvgBlock`: the file is analysed again once the index can say whether
+        # it holds anything a container could lose, a pooling does not)
+        modules.undecided_bases.add(built.origin)
     return not _inert(built) and (built.certain or (elements_called and built.origin is not None))

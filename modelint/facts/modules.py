@@ -98,7 +98,8 @@ class ModuleTable(WaitingOnImports, LocalLayers, Registries, ModuleAttributes, B
             self._self_attributes.setdefault(assign.target.attr.value, []).append(assign.value)
         self._built: dict[str, Dependence | None] = {}
         self._assumed: set[str] | None = None  # (see waiting_on_imports: classes of other files, taken as independent)
-        # Bases of other files that leave a class of this file undecided (see _solve): asked of the index.
+        # Bases of other files that leave a class of this file undecided (see _solve), and classes of other files
+        # that a plain container's elements are built from (containers._puts_module): asked of the index.
         self.undecided_bases: set[str] = set()
         self._solved = False
         self.loaded_classes: frozenset[str] = frozenset()  # (see loaded_parts; known once the rest is)
