@@ -150,3 +150,10 @@ class FunctionFlow:
     def all_forwards(self):
         yield from self.forwards.values()
         yield from self.helper_forwards.values()
+
+
+def is_the_loss(facts, token) -> bool:
+    """Does the forward `token` score another forward's output against data and feed no other forward (`crit(net(x),
+    y)`, not a decoder fed its encoder's output beside the target tokens)? `facts`: a FunctionFlow, or the intent
+    facts it takes its `compares` and `feeds_into` from."""
+    return token in facts.compares and not facts.feeds_into.get(token)

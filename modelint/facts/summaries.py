@@ -26,6 +26,7 @@ from modelint.facts.modules import Dependence
 from modelint.facts.names import key_root, same_or_nested, value_key
 from modelint.facts.naming import is_evaluation_name
 from modelint.facts.phases import phase_default
+from modelint.facts.records import is_the_loss
 from modelint.summary import ForwardUse, FunctionSummary, ReturnFact, StepUse
 
 
@@ -66,8 +67,7 @@ def summarise(flow, function_flow, globals_: frozenset[str], closures=()) -> Fun
         return forward.fed and forward.mode == ENTRY_MODE and forward.via is None and len(forward.call.args) >= 2 \
             and value_key(forward.call.func) == forward.key and (
                 not flow.modules.is_module_name(forward.key, function)
-                or (trained and forward.token in function_flow.compares
-                    and not function_flow.feeds_into.get(forward.token)))  # (its output is the loss itself)
+                or (trained and is_the_loss(function_flow, forward.token)))  # (its output is the loss itself)
 
     training = [forward for forward in function_flow.training_forwards() if not handed_loss(forward, trained=True)]
     trained = {forward.key for forward in training}

@@ -22,7 +22,7 @@ from modelint.facts.uses import graph_handed_to_update
 from modelint.facts.uses import DETACHED, FED, NONE
 from modelint.facts.lattice import ENTRY_MODE
 from modelint.facts.names import key_prefixes, value_key
-from modelint.facts.records import TrainingStep
+from modelint.facts.records import TrainingStep, is_the_loss
 from modelint.facts.state import State
 from modelint.summary import FunctionSummary
 
@@ -137,8 +137,7 @@ class TrainingSteps:
                 # mode it was saved in: the training here says which.)
                 fed = FED in self.uses.uses.get(token, ())
                 if fed and fact == ENTRY_MODE and (not self.flow.modules.is_module_name(key, self.out.function)
-                                                   or (token in self.uses.compares
-                                                       and not self.uses.feeds_into.get(token))):
+                                                   or is_the_loss(self.uses, token)):
                     # `self.loss_fn(pred, y)`, a callable handed in, fed the model's output: a loss (annotated
                     # `crit: nn.Module` too, when it compares the output with data and feeds no other forward:
                     # `crit(net(x), y)`, not a decoder fed its encoder's output beside the target tokens)
@@ -152,7 +151,6 @@ class TrainingSteps:
             if state.fact(key).undecided and self.follows(key, state) and self._module_receiver(state, key):
                 state.put(key, replace(state.fact(key), certain=True).switched("train", call))
                 self.flow.assumed_sites.add(call)
-
 
 
 def _innermost(keys) -> list[str]:
