@@ -15,6 +15,7 @@ from pathlib import PurePath
 import libcst as cst
 
 from modelint import limits, source, suppression
+from modelint.asked import AskingIndex
 from modelint.facts import FileFacts
 from modelint.facts.torch_api import OTHER_FRAMEWORKS
 from modelint.summary import FileSummary
@@ -225,7 +226,9 @@ def _from_recursion(error: BaseException) -> bool:
 
 def _analyse(module: cst.Module, text: str, path: str, codes: frozenset[str], index, file_noqa) -> FileResult:
     lines = physical_lines(text)
-    facts = FileFacts(module, path, index=index, lines=lines, text=text)
+    # (what the facts ask the index is recorded: the runner analyses the file again only for other answers)
+    asking = AskingIndex(index) if index is not None else None
+    facts = FileFacts(module, path, index=asking, lines=lines, text=text)
     reports = []
     internal: list[Finding] = []
     for code, rule_class in all_rules().items():
@@ -245,8 +248,9 @@ def _analyse(module: cst.Module, text: str, path: str, codes: frozenset[str], in
         except Exception:  # a failed flow was already reported by the rules that need it
             summary = None
     summary = _with_class_shapes(facts, summary)
+    asked = asking.asked() if asking is not None else None
     if not reports:
-        return FileResult(path, internal, summary=summary)
+        return FileResult(path, internal, summary=summary, asked=asked)
     positions = facts.positions
     positions.prepare(node for _, report in reports if report.elsewhere is None
                       for node in (report.node, report.stmt, *(note for note, _ in report.notes),
@@ -287,7 +291,7 @@ def _analyse(module: cst.Module, text: str, path: str, codes: frozenset[str], in
         )
     findings.extend(internal)
     findings.sort(key=lambda f: f.sort_key)
-    return FileResult(path, _dedupe(findings), summary=summary, foreign=foreign)
+    return FileResult(path, _dedupe(findings), summary=summary, foreign=foreign, asked=asked)
 
 
 def _resolve_fix(fix, positions, lines: list[str]):

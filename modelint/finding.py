@@ -92,6 +92,8 @@ class FileResult:
     foreign: list[Finding] = field(default_factory=list)
     # Served from the cache by the runner (not analysed in this run); never stored as True.
     cached: bool = False
+    # What the analysis asked the project index (modelint.asked.Asked); None without an index.
+    asked: object = None
 
 
 def not_checked(path: str, code: str, message: str, row: int = 1, column: int = 1) -> FileResult:

@@ -263,7 +263,7 @@ def lint_notebook(data: bytes, path: str, codes: frozenset[str], index=None) -> 
                               method_calls_in_eval=summary.method_calls_in_eval,
                               object_orders=summary.object_orders, handed_methods=summary.handed_methods)
     return FileResult(path, findings, checked=not problems or bool(line_map), summary=summary,
-                      foreign=result.foreign)
+                      foreign=result.foreign, asked=result.asked)
 
 
 def _in_cells(related: Related, path: str, line_map: list[tuple[int, int]], shifts: list[int] | None = None) -> Related:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from modelint import source
+from modelint.asked import canonical, same_answers
 from modelint.config import ConfigResolver, Settings
 from modelint.discovery import discover, is_excluded
 from modelint.summary import FileSummary, ProjectIndex
@@ -115,22 +116,7 @@ def _dependencies_digest(result: FileResult, index: ProjectIndex) -> bytes:
         handed = index.class_handed(result.path, function, param, int(position))
         resolved.append((asked, handed, index.resolve(f"{handed[0]}.{method}", handed[1]) if handed else None))
     # Sets are pickled in hash order, which changes with every process's hash seed: sort them first.
-    return hashlib.sha256(pickle.dumps(_canonical(resolved))).hexdigest().encode()
-
-
-def _canonical(value):
-    """`value` with every set (and dataclass field holding one) turned into a sorted tuple."""
-    import dataclasses
-
-    if isinstance(value, (set, frozenset)):
-        return tuple(sorted((_canonical(v) for v in value), key=repr))
-    if isinstance(value, (list, tuple)):
-        return tuple(_canonical(v) for v in value)
-    if isinstance(value, dict):
-        return tuple(sorted(((_canonical(k), _canonical(v)) for k, v in value.items()), key=repr))
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return (type(value).__name__,) + tuple(_canonical(getattr(value, f.name)) for f in dataclasses.fields(value))
-    return value
+    return hashlib.sha256(pickle.dumps(canonical(resolved))).hexdigest().encode()
 
 
 def _drop_guesses_about_callers(results: list[FileResult], index: ProjectIndex) -> None:
@@ -246,17 +232,14 @@ def _follow_calls_across_files(results: list[FileResult], work, workers: Workers
     index = ProjectIndex(summaries)
     rounds = _Rounds(results, work, workers, cache_dir, stats)
     extra = _helper_files(summaries, index)
-    ahead: set[str] = set()
     if extra:
         # Helpers in files that were not asked for (pre-commit passes only changed files, and a file naming no
-        # torch is read for its imports only) are summarised, without reporting on them. They go in one batch
-        # with the files that this index already sends back, which keeps every core busy; a file whose
-        # dependencies the helpers' summaries change is analysed once more in the rounds below.
+        # torch is read for its imports only) are summarised first, without reporting on them: the files that
+        # call them are analysed once, with what they do (a logger factory every model file calls, in a
+        # utility module naming no torch), instead of once without and again with it.
         # (with the index: a helper file that never names torch, `class IModel(ABC)`, is analysed all the
         # same, for the class shapes other files asked about)
-        if _usable(summaries):
-            ahead = _analysed_again(results, index)
-        _, helpers = rounds.run(ahead, index, extra)
+        _, helpers = rounds.run(set(), index, extra)
         # (what a file read only for its imports imports stays recorded: a package's `__init__` re-exports it)
         first = {os.path.abspath(summary.path): summary for summary in summaries}
         helper_summaries = [_with_first_references(r.summary, first.get(os.path.abspath(r.path)))
@@ -266,11 +249,13 @@ def _follow_calls_across_files(results: list[FileResult], work, workers: Workers
         index = ProjectIndex(summaries)
     if not _usable(summaries):
         return results, index  # nothing anywhere that another file could use
-    again = _analysed_again(results, index) | ahead
+    again = _analysed_again(results, index)
     if not again:
         return results, index
-    if extra:
-        index = rounds.index()  # (with what the batch above analysed again)
+    first = _definers_first(again, rounds.results, index)
+    if first and len(first) < len(again):
+        rounds.run(first, index)
+        index = rounds.index()
     for _round in range(_MOST_ROUNDS):
         # A file analysed again may say more of its helpers (a factory returning a class of a third file, which
         # it now sees): the files whose helpers' summaries changed are analysed once more, a few rounds at most.
@@ -282,6 +267,28 @@ def _follow_calls_across_files(results: list[FileResult], work, workers: Workers
         # imports only, whose inherited `predict()` another file calls)
         again |= _analysed_again(rounds.results, index)
     return rounds.results, index
+
+
+def _definers_first(again: set[str], results: list[FileResult], index: ProjectIndex) -> set[str]:
+    """The files of `again` that other files of `again` call or subclass from (a package's base classes and
+    utilities): analysed first, the files that use them then see their new summaries, and are analysed
+    once instead of twice."""
+    by_path = {os.path.abspath(r.path): r for r in results}
+    return {defining for path in again if by_path[path].summary is not None
+            for defining in _definers(by_path[path], again, index)}
+
+
+def _definers(result: FileResult, again: set[str], index: ProjectIndex) -> set[str]:
+    """The files of `again` that what `result`'s file calls or subclasses may be defined in."""
+    path = os.path.abspath(result.path)
+    out: set[str] = set()
+    for ref in result.summary.unresolved | result.summary.asked_classes:
+        module = ref.rpartition(".")[0]
+        # (`base.Base.predict`, a method: the module is the one before the class)
+        for module in (module, module.rpartition(".")[0]) if module else ():
+            out.update(os.path.abspath(s.path) for s in index._candidates(module, result.path))
+    out.discard(path)
+    return out & again
 
 
 def _usable(summaries: list[FileSummary]) -> bool:
@@ -309,6 +316,9 @@ def _helper_files(summaries: list[FileSummary], index: ProjectIndex) -> list[tup
                     read = index.files.get(os.path.abspath(candidate))
                     if read is not None and ref.rpartition(".")[2] not in read.plain_functions:
                         continue  # (read for its imports only, and no function of it is asked for)
+                    # (a file of the run keeps the run's spelling of its path: its summaries, which name it, are
+                    # the same when it is analysed again with the run's files, and no caller is sent back for it)
+                    candidate = read.path if read is not None else candidate
                     if os.path.abspath(candidate) not in known:
                         known.add(os.path.abspath(candidate))
                         extra.append((candidate, FLOW_RULES))
@@ -357,9 +367,12 @@ class _Rounds:
         """Analyse the files of `again` whose dependencies changed since their last analysis, and the `helpers`
         jobs in the same batch: (was anything analysed, the helpers' results)."""
         current = {os.path.abspath(r.path): r for r in self.results}
+        # (a file analysed with an index already is analysed again only if a question it asked there gets
+        # another answer now: its helpers' summaries may have changed where it never looks)
         changed = {path: digest for path in sorted(again)
                    if (current[path].summary is not None or path in index.files)
-                   and (digest := _dependencies_digest(current[path], index)) != self.salts.get(path)}
+                   and (digest := _dependencies_digest(current[path], index)) != self.salts.get(path)
+                   and not same_answers(current[path].asked, index)}
         if not changed and not helpers:
             return False, []
         self.salts.update(changed)

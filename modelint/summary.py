@@ -546,8 +546,7 @@ class ProjectIndex:
             if reference in _PLAIN_BASES:
                 continue
             if reference.startswith(":"):  # a class of the same file as the base that names it
-                summary = self.files.get(os.path.abspath(path)) if self is not None else None
-                shape = summary.shapes.get(reference[1:]) if summary is not None else None
+                shape = self.shape_in(path, reference[1:]) if self is not None else None
                 found = (shape, path) if shape is not None else None
             else:
                 found = self.resolve_shape(reference, path) if self is not None else None
@@ -555,6 +554,11 @@ class ProjectIndex:
             if found is not None:
                 pending += [(base, found[1]) for base in found[0].bases]
         yield None, None
+
+    def shape_in(self, path: str, name: str) -> ClassShape | None:
+        """The shape of the class `name` of the file `path`, as its summary has it."""
+        summary = self.files.get(os.path.abspath(path))
+        return summary.shapes.get(name) if summary is not None else None
 
     def resolve_shape(self, reference: str, from_path: str, depth: int = 0) -> tuple[ClassShape, str] | None:
         """The shape of a project class imported as `reference`, and the file that defines it."""

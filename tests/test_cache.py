@@ -128,7 +128,7 @@ def test_a_run_served_from_the_cache_never_imports_libcst(tmp_path: Path) -> Non
 def test_second_phase_key_does_not_depend_on_set_order() -> None:
     """The second phase's cache key pickles what a file's helpers are; sets in it (a class shape's names)
     come out in hash order, which changes with each process's hash seed, unless made canonical."""
-    from modelint.runner import _canonical
+    from modelint.asked import canonical as _canonical
     from modelint.summary import ClassShape
 
     names = ["forward", "eval", "train", "predict", "encode", "decode", "reset"]

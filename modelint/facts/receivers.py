@@ -287,8 +287,7 @@ class Receivers:
         return ReceiverFacts(module, complete, defines, leaf, name)
 
     def _remote_shape(self, path: str, name: str) -> ClassShape | None:
-        found = self.index.files.get(os.path.abspath(path)) if self.index is not None else None
-        return found.shapes.get(name) if found is not None else None
+        return self.index.shape_in(path, name) if self.index is not None else None
 
     @cached_property
     def _local_shapes(self) -> dict[str, ClassShape]:

@@ -1,0 +1,89 @@
+"""What a file's analysis asked the project index, and a digest of the answers it got.
+
+A file analysed with the index (the second phase) depends on the other files only through the
+questions it asks there. Its analysis is a function of its text, its rules and those answers, so
+once the index changes (a later round, helpers' summaries that changed), the file needs analysing
+again only if one of the same questions now gets another answer: the runner asks them again
+(`answers_digest`) and compares. The questions depend on the file, not on a guess made before it
+was analysed, which is why a re-analysis of a file whose helpers changed somewhere it never looks
+is skipped (a model file importing a base class from a file whose loss helper changed).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import pickle
+from dataclasses import dataclass
+
+# The index's questions that the facts ask (modelint.summary.ProjectIndex); each answer is a plain
+# value, a summary or a class shape, compared by value.
+QUESTIONS = (
+    "resolve", "resolve_class", "resolve_shape", "names_function", "needs_input_gradients", "class_handed",
+    "submodule_dependence", "sets_its_own_mode_only", "runs_loaded_modules", "holds_no_weights",
+    "plain_class_chain", "forward_without_grad", "forward_without_grad_in_eval", "shape_in",
+)
+
+
+@dataclass(frozen=True)
+class Asked:
+    """The questions one analysis asked, in the order first asked, and the digest of their answers."""
+
+    questions: tuple[tuple, ...]
+    digest: bytes
+
+
+class AskingIndex:
+    """The project index as one file's analysis sees it: each question goes to the index and is recorded
+    with its answer. Only the questions of QUESTIONS exist here, so a fact reading the index another way
+    fails loudly in the tests instead of depending on what no digest covers."""
+
+    def __init__(self, index) -> None:
+        self._index = index
+        self._answers: dict[tuple, object] = {}
+
+    def __getattr__(self, name: str):
+        if name not in QUESTIONS:
+            raise AttributeError(f"the facts may ask the project index only its questions, not {name!r}")
+        ask = getattr(self._index, name)
+
+        def asked(*args):
+            key = (name, *args)
+            if key not in self._answers:
+                self._answers[key] = ask(*args)
+            return self._answers[key]
+
+        return asked
+
+    def asked(self) -> Asked:
+        questions = tuple(self._answers)
+        return Asked(questions, _digest(self._answers[q] for q in questions))
+
+
+def answers_digest(asked: Asked, index) -> bytes:
+    """The digest of the answers `index` gives to the questions an analysis asked."""
+    return _digest(getattr(index, name)(*args) for name, *args in asked.questions)
+
+
+def same_answers(asked: Asked | None, index) -> bool:
+    """Would an analysis that asked `asked` get the same answers from `index`? (None: it asked nothing yet,
+    as in the first phase, which runs without an index.)"""
+    return asked is not None and answers_digest(asked, index) == asked.digest
+
+
+def _digest(answers) -> bytes:
+    # Sets are pickled in hash order, which changes with every process's hash seed: sort them first.
+    return hashlib.sha256(pickle.dumps(canonical(list(answers)))).digest()
+
+
+def canonical(value):
+    """`value` with every set (and dataclass field holding one) turned into a sorted tuple."""
+    if isinstance(value, (set, frozenset)):
+        return tuple(sorted((canonical(v) for v in value), key=repr))
+    if isinstance(value, (list, tuple)):
+        return tuple(canonical(v) for v in value)
+    if isinstance(value, dict):
+        return tuple(sorted(((canonical(k), canonical(v)) for k, v in value.items()), key=repr))
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return (type(value).__name__,) + tuple(canonical(getattr(value, f.name)) for f in dataclasses.fields(value))
+    return value
