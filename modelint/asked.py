@@ -53,6 +53,7 @@ class AskingIndex:
                 self._answers[key] = ask(*args)
             return self._answers[key]
 
+        setattr(self, name, asked)  # (made once per question kind: later lookups find it without __getattr__)
         return asked
 
     def asked(self) -> Asked:

@@ -123,9 +123,9 @@ def _lint_source(text: str, path: str, codes: frozenset[str], index) -> FileResu
     # (what the code says, not its docstrings and comments: a tokenizer's docs mention torch tensors)
     code = limits.code_only(text)
     if index is None and not _RELEVANT.search(code):
-        return _syntax_only(text, path, bool(codes & FLOW_RULES))
+        return _syntax_only(text, code, path, bool(codes & FLOW_RULES))
     if _OTHER_FRAMEWORK.search(code) and not _IMPORTS_TORCH.search(code):
-        return _syntax_only(text, path, False)
+        return _syntax_only(text, code, path, False)
     try:
         module = parse(text, code)
     except limits.Verdict as verdict:
@@ -377,8 +377,9 @@ def _shown(message: str) -> str:
 _ELEMENT = re.compile(r"(?<=[\w\])])\[\](?=[\w.\[`])")
 
 
-def _syntax_only(text: str, path: str, follow_calls: bool) -> FileResult:
-    tree = limits.too_large(text) or limits.cpython_parse(text)
+def _syntax_only(text: str, code: str, path: str, follow_calls: bool) -> FileResult:
+    """`code`: the text's limits.code_only, made already."""
+    tree = limits.too_large(text, code) or limits.cpython_parse(text)
     if isinstance(tree, limits.Verdict):
         return not_checked(path, tree.code, tree.message, tree.row, tree.column)
     if not follow_calls:

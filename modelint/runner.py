@@ -285,10 +285,20 @@ def _definers(result: FileResult, again: set[str], index: ProjectIndex) -> set[s
     for ref in result.summary.unresolved | result.summary.asked_classes:
         module = ref.rpartition(".")[0]
         # (`base.Base.predict`, a method: the module is the one before the class)
-        for module in (module, module.rpartition(".")[0]) if module else ():
-            out.update(os.path.abspath(s.path) for s in index._candidates(module, result.path))
+        for named in (module, _enclosing_module(module)):
+            if named:
+                out.update(os.path.abspath(s.path) for s in index._candidates(named, result.path))
     out.discard(path)
     return out & again
+
+
+def _enclosing_module(module: str) -> str:
+    """The module one level up, as imported: `a.b` -> `a`, `..a.b` -> `..a`, `..a` -> `..`; `a` -> ``."""
+    dots = len(module) - len(module.lstrip("."))
+    rest = module[dots:]
+    if not rest:
+        return ""
+    return module[:dots] + rest.rpartition(".")[0] if "." in rest else module[:dots]
 
 
 def _usable(summaries: list[FileSummary]) -> bool:
