@@ -24,6 +24,9 @@ QUESTIONS = (
     "plain_class_chain", "forward_without_grad", "forward_without_grad_in_eval", "shape_in",
 )
 
+# The questions about one reference as a file imports it: (reference, that file's path).
+_REFERENCE_QUESTIONS = frozenset({"resolve", "resolve_class", "resolve_shape", "names_function"})
+
 
 @dataclass(frozen=True)
 class Asked:
@@ -55,6 +58,10 @@ class AskingIndex:
 
         setattr(self, name, asked)  # (made once per question kind: later lookups find it without __getattr__)
         return asked
+
+    def references(self, path: str) -> set[str]:
+        """The references to other files' functions and classes that `path` asked about."""
+        return {args[0] for name, *args in self._answers if name in _REFERENCE_QUESTIONS and args[1] == path}
 
     def asked(self) -> Asked:
         questions = tuple(self._answers)

@@ -18,6 +18,7 @@ from modelint import limits, source, suppression
 from modelint.asked import AskingIndex
 from modelint.facts import FileFacts
 from modelint.facts.torch_api import OTHER_FRAMEWORKS
+from modelint.relevance import names_torch
 from modelint.summary import FileSummary
 from modelint.finding import (INTERNAL_ERROR, IO_ERROR, NOT_ANALYSED, FileResult, Finding, Location,
                               Related, not_checked)
@@ -25,14 +26,6 @@ from modelint.registry import FLOW_RULES, all_rules
 from modelint.source import physical_lines
 
 
-# A file whose code (modelint.limits.code_only: docstrings and comments left out, a tokenizer's docs
-# mention torch tensors) says none of these cannot produce any finding of its own: it is only checked
-# for syntax errors (with the stdlib parser, ten times faster than libcst), and analysed later only if
-# it calls or subclasses what the project index knows. ("dropout" alone is no reason: a model
-# configuration names its dropout rates, and a functional dropout that could ignore the mode comes
-# from torch, which the file names. `.detach()` is: an autograd call.)
-_RELEVANT = re.compile(r"torch|\bnn\b|\.eval\b|\.train\b|\btrain\(|no_grad|inference_mode|grad|training|Module"
-                       r"|\.detach\b")
 # A file of another framework (it imports TensorFlow, JAX, MegEngine, Paddle..., and never torch): its models
 # have no torch modes to misuse, and no torch file subclasses its classes. Checked for syntax only.
 _OTHER_FRAMEWORK = re.compile(r"^[ \t]*(?:import|from)[ \t]+(?:%s)\b" % "|".join(OTHER_FRAMEWORKS), re.M)
@@ -122,7 +115,7 @@ def _lint_source(text: str, path: str, codes: frozenset[str], index) -> FileResu
         return FileResult(path)
     # (what the code says, not its docstrings and comments: a tokenizer's docs mention torch tensors)
     code = limits.code_only(text)
-    if index is None and not _RELEVANT.search(code):
+    if index is None and not names_torch(code):
         return _syntax_only(text, code, path, bool(codes & FLOW_RULES))
     if _OTHER_FRAMEWORK.search(code) and not _IMPORTS_TORCH.search(code):
         return _syntax_only(text, code, path, False)
@@ -249,6 +242,10 @@ def _analyse(module: cst.Module, text: str, path: str, codes: frozenset[str], in
             summary = None
     summary = _with_class_shapes(facts, summary)
     asked = asking.asked() if asking is not None else None
+    if summary is not None and asking is not None:
+        # (what it looked up in other files, answered or not, as an analysis without the index records it: the
+        # runner reads there which helpers other files call, and which files to summarise as helpers)
+        summary.unresolved |= asking.references(path)
     if not reports:
         return FileResult(path, internal, summary=summary, asked=asked)
     positions = facts.positions

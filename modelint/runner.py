@@ -14,6 +14,7 @@ from modelint import source
 from modelint.asked import canonical, same_answers
 from modelint.config import ConfigResolver, Settings
 from modelint.discovery import discover, is_excluded
+from modelint.import_order import Wave, waves
 from modelint.summary import FileSummary, ProjectIndex
 from modelint.finding import (INTERNAL_ERROR, IO_ERROR, FileResult, Finding, Location,
                               not_checked)
@@ -216,21 +217,65 @@ def _lint_all(work, workers: Workers, index=None, cache_dir: str | None = None) 
     return workers.lint(work, index, cache_dir)
 
 
+_WITH_EARLIER_WAVES = b"analysed with the index of the earlier waves"
+
+
+def _first_phase(work, workers: Workers, cache_dir: str | None) -> tuple[list[FileResult], list[FileResult]]:
+    """Every file analysed once, in import order (modelint.import_order): the files of each wave with the index
+    of the earlier waves' summaries. Returns each file's result, and the results of the files naming no torch
+    that were summarised as helpers on the way."""
+    plan = waves([path for path, _ in work]) if len(work) > 1 else [Wave(list(range(len(work))))]
+    results: list[FileResult | None] = [None] * len(work)
+    helpers: dict[int, FileResult] = {}
+    for number, wave in enumerate(plan):
+        index = ProjectIndex(_summaries_so_far(results, helpers)) if number else None
+        # (a result analysed with an index is kept in the cache apart from one analysed without, and served
+        # again only if its questions get the same answers: modelint.workers.cached_results)
+        salt = (_WITH_EARLIER_WAVES,) if number else ()
+        jobs = [(*work[i], *salt) for i in wave.files] + [(work[i][0], FLOW_RULES, _WITH_EARLIER_WAVES)
+                                                          for i in wave.helpers]
+        analysed = _lint_all(jobs, workers, index, cache_dir)
+        for i, result in zip(wave.files, analysed):
+            results[i] = result
+        for i, result in zip(wave.helpers, analysed[len(wave.files):]):
+            helpers[i] = result
+    return results, [helpers[i] for i in sorted(helpers)]
+
+
+def _summaries_so_far(results: list[FileResult | None], helpers: dict[int, FileResult]) -> list[FileSummary]:
+    """The summaries of the files analysed so far: a file summarised as a helper by its helper summary, which
+    still records what the file imports."""
+    out = []
+    for i, result in enumerate(results):
+        if i in helpers:
+            if helpers[i].summary is not None:
+                out.append(_with_first_references(helpers[i].summary, result.summary if result else None))
+        elif result is not None and result.summary is not None:
+            out.append(result.summary)
+    return out
+
+
 def _follow_calls_across_files(results: list[FileResult], work, workers: Workers,
-                               cache_dir: str | None = None, stats: CacheStats | None = None
-                               ) -> tuple[list[FileResult], ProjectIndex]:
+                               cache_dir: str | None = None, stats: CacheStats | None = None,
+                               helpers: list[FileResult] = ()) -> tuple[list[FileResult], ProjectIndex]:
     """Second phase: re-lint the files that call helpers of other files with what those helpers do.
 
-    The first phase gave every file's function summaries; only files with calls it
-    could not resolve, and that the project index now resolves to a helper that
-    changes or relies on a model's mode, are analysed again.
+    The first phase gave every file's function summaries, most of them analysed with the
+    summaries of the files they import from; only the files whose questions to the index
+    now get other answers, and the files analysed without an index that call what the
+    index now resolves, are analysed again.
     """
     summaries = [r.summary for r in results if r.summary is not None]
-    if not any(s.unresolved or s.asked_classes or s.asked_submodules or s.asked_handed for s in summaries):
+    if not helpers and not any(s.unresolved or s.asked_classes or s.asked_submodules or s.asked_handed
+                               for s in summaries):
         return results, ProjectIndex(summaries)
     stats = stats if stats is not None else CacheStats()
-    index = ProjectIndex(summaries)
     rounds = _Rounds(results, work, workers, cache_dir, stats)
+    first = {os.path.abspath(summary.path): summary for summary in summaries}
+    rounds.helper_summaries = [_with_first_references(r.summary, first.get(os.path.abspath(r.path)))
+                               for r in helpers if r.summary is not None]
+    summaries = [s for s in summaries if os.path.abspath(s.path) not in rounds.redone] + rounds.helper_summaries
+    index = ProjectIndex(summaries)
     extra = _helper_files(summaries, index)
     if extra:
         # Helpers in files that were not asked for (pre-commit passes only changed files, and a file naming no
@@ -239,14 +284,11 @@ def _follow_calls_across_files(results: list[FileResult], work, workers: Workers
         # utility module naming no torch), instead of once without and again with it.
         # (with the index: a helper file that never names torch, `class IModel(ABC)`, is analysed all the
         # same, for the class shapes other files asked about)
-        _, helpers = rounds.run(set(), index, extra)
+        _, more = rounds.run(set(), index, extra)
         # (what a file read only for its imports imports stays recorded: a package's `__init__` re-exports it)
-        first = {os.path.abspath(summary.path): summary for summary in summaries}
-        helper_summaries = [_with_first_references(r.summary, first.get(os.path.abspath(r.path)))
-                            for r in helpers if r.summary is not None]
-        rounds.helper_summaries = helper_summaries
-        summaries = [s for s in summaries if os.path.abspath(s.path) not in rounds.redone] + helper_summaries
-        index = ProjectIndex(summaries)
+        rounds.helper_summaries += [_with_first_references(r.summary, first.get(os.path.abspath(r.path)))
+                                    for r in more if r.summary is not None]
+        index = rounds.index()
     if not _usable(summaries):
         return results, index  # nothing anywhere that another file could use
     again = _analysed_again(results, index)
@@ -336,19 +378,23 @@ def _helper_files(summaries: list[FileSummary], index: ProjectIndex) -> list[tup
 
 
 def _analysed_again(results: list[FileResult], index: ProjectIndex) -> set[str]:
-    """The files (absolute paths) that call or ask about what the index knows of other files."""
-    return {
-        os.path.abspath(r.path) for r in results
-        if r.summary is not None and (any(
-            index.resolve(ref, r.path) is not None or index.resolve_class(ref, r.path) is not None
-            or (not r.summary.syntax_only and (index.names_function(ref, r.path)
-                                               or index.resolve_shape(ref, r.path) is not None))
-            for ref in r.summary.unresolved
-        ) or any(_base_may_matter(index, ref, r.path) if r.summary.syntax_only else index.resolve_shape(ref, r.path)
-                 is not None for ref in r.summary.asked_classes)
-            or any(index.submodule_dependence(name) is not None for name in r.summary.asked_submodules))
+    """The files (absolute paths) analysed with an index whose questions now get other answers, and the files
+    analysed without one that call or ask about what the index knows of other files."""
+    return {os.path.abspath(r.path) for r in results
+            if (not same_answers(r.asked, index) if r.asked is not None else _index_answers(r, index))}
+
+
+def _index_answers(r: FileResult, index: ProjectIndex) -> bool:
+    """Does the index know something a file analysed without it referred to?"""
+    return r.summary is not None and (any(
+        index.resolve(ref, r.path) is not None or index.resolve_class(ref, r.path) is not None
+        or (not r.summary.syntax_only and (index.names_function(ref, r.path)
+                                           or index.resolve_shape(ref, r.path) is not None))
+        for ref in r.summary.unresolved
+    ) or any(_base_may_matter(index, ref, r.path) if r.summary.syntax_only else index.resolve_shape(ref, r.path)
+             is not None for ref in r.summary.asked_classes)
+        or any(index.submodule_dependence(name) is not None for name in r.summary.asked_submodules)) \
         or _handed_classes_answer(r.path, index)
-    }
 
 
 def _base_may_matter(index: ProjectIndex, reference: str, path: str) -> bool:
@@ -570,13 +616,14 @@ def run_paths(paths: list[str], resolver: ConfigResolver, overrides: Overrides, 
         run.results.append(not_checked(path, IO_ERROR, why))
     work = [(path, codes_for(path, resolver.for_file(Path(path)), overrides)) for path in found.files]
     with Workers(jobs if jobs is not None else (os.cpu_count() or 1)) as workers:
-        results = _lint_all(work, workers, cache_dir=cache_dir)
+        results, helpers = _first_phase(work, workers, cache_dir)
         run.cache.count(results)
+        run.cache.count(helpers)
         if cache_dir is not None:
             from modelint.cache import engine_fingerprint
 
             run.cache.folder = os.path.join(cache_dir, engine_fingerprint())
-        results, run.index = _follow_calls_across_files(results, work, workers, cache_dir, run.cache)
+        results, run.index = _follow_calls_across_files(results, work, workers, cache_dir, run.cache, helpers)
     _drop_guesses_about_callers(results, run.index)
     _drop_models_without_mode_layers(results, run.index)
     _drop_when_models_take_input_gradients(results, run.index)

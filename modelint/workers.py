@@ -41,7 +41,7 @@ class Workers:
         """A FileResult for every (path, codes[, salt]) job of `work`, in order.
 
         Results the cache holds are read here: a run the cache serves whole starts no process."""
-        results = cached_results(work, cache_dir) if cache_dir is not None else {}
+        results = cached_results(work, cache_dir, index) if cache_dir is not None else {}
         missing = [i for i in range(len(work)) if i not in results]
         for i, result in zip(missing, self._analyse([work[i] for i in missing], index, cache_dir)):
             results[i] = result
@@ -204,7 +204,7 @@ def lint_many(jobs: list[tuple], index=None, cache_dir: str | None = None) -> li
         return _lint_jobs(jobs, index, cache_dir)
 
 
-def cached_results(jobs: list[tuple], cache_dir: str) -> dict[int, FileResult]:
+def cached_results(jobs: list[tuple], cache_dir: str, index=None) -> dict[int, FileResult]:
     """The results the cache holds for (path, codes[, salt]) jobs, by their index in `jobs`."""
     from modelint.cache import Cache
 
@@ -214,7 +214,7 @@ def cached_results(jobs: list[tuple], cache_dir: str) -> dict[int, FileResult]:
         data = _read(path)
         result = cache.get(cache.key(path, data + b"\0" + (salt[0] if salt else b""), codes)) \
             if data is not None else None
-        if isinstance(result, FileResult):
+        if _still_valid(result, index):
             result.cached = True
             found[i] = result
     return found
@@ -236,7 +236,7 @@ def _lint_jobs(jobs: list[tuple], index=None, cache_dir: str | None = None) -> l
             continue
         key = cache.key(path, data + b"\0" + (salt[0] if salt else b""), codes)
         result = cache.get(key)
-        if isinstance(result, FileResult):  # (another process filled it since)
+        if _still_valid(result, index):  # (another process filled it since)
             result.cached = True
         else:
             result = _analysed(path, engine.lint_bytes, data, path, codes, index)
@@ -244,6 +244,15 @@ def _lint_jobs(jobs: list[tuple], index=None, cache_dir: str | None = None) -> l
                 cache.put(key, result)
         out.append(result)
     return out
+
+
+def _still_valid(result, index) -> bool:
+    """Is a cached result what analysing its file with `index` would give? One analysed with an index (the same
+    salt, another run's index) is, if every question it asked there gets the same answer (modelint.asked)."""
+    from modelint.asked import same_answers
+
+    return isinstance(result, FileResult) and (result.asked is None or index is None
+                                               or same_answers(result.asked, index))
 
 
 def _read(path: str) -> bytes | None:

@@ -1,0 +1,109 @@
+"""The first phase's order: a file is analysed after the files it imports from (modelint.import_order),
+with the index of what they say, and again only if a question it asked gets another answer at the end."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from modelint import runner
+from modelint.config import ConfigResolver
+from modelint.import_order import waves
+
+MODEL = ("import torch.nn as nn\n\n\nclass Net(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+         "        self.drop = nn.Dropout(0.5)\n\n    def forward(self, x):\n        return self.drop(x)\n")
+EVALUATE = ("import torch\n\n\ndef evaluate(model, loader):\n    with torch.no_grad():\n"
+            "        return [model(x).argmax(1) for x in loader]\n")
+
+
+def _write(root: Path, files: dict[str, str]) -> list[str]:
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    return [str(root / name) for name in files]
+
+
+def _wave_of(plan, paths: list[str]) -> dict[str, int]:
+    return {Path(paths[i]).name if "__init__" not in paths[i] else paths[i].rsplit("/", 2)[-2] + "/__init__": number
+            for number, wave in enumerate(plan) for i in wave.files}
+
+
+def test_a_file_comes_after_the_files_it_imports_from(tmp_path: Path) -> None:
+    paths = _write(tmp_path, {
+        "train.py": "import torch\nfrom models import Net\nfrom helpers import evaluate\n",
+        "models.py": MODEL,
+        "helpers.py": "import torch\nfrom models import Net\n" + EVALUATE,
+    })
+    assert _wave_of(waves(paths, smallest=1), paths) == {"models.py": 0, "helpers.py": 1, "train.py": 2}
+
+
+def test_a_name_a_package_re_exports_orders_after_its_module_and_the_package(tmp_path: Path) -> None:
+    """`from pkg import Net`, with `from .nets import Net` in `pkg/__init__.py`: both files first (the index
+    follows the name through the `__init__`, which itself waits for nothing)."""
+    paths = _write(tmp_path, {
+        "train.py": "import torch\nfrom pkg import Net\n",
+        "pkg/__init__.py": "from .nets import Net\nimport torch\n",
+        "pkg/nets.py": MODEL,
+    })
+    assert _wave_of(waves(paths, smallest=1), paths) == {"train.py": 1, "pkg/__init__": 0, "nets.py": 0}
+
+
+def test_files_importing_one_another_share_a_wave(tmp_path: Path) -> None:
+    paths = _write(tmp_path, {
+        "a.py": "import torch\nfrom b import g\n\n\ndef f(model):\n    return g(model)\n",
+        "b.py": "import torch\nfrom a import f\n\n\ndef g(model):\n    model.eval()\n",
+        "c.py": "import torch\nfrom a import f\n",
+    })
+    assert _wave_of(waves(paths, smallest=1), paths) == {"a.py": 1, "b.py": 1, "c.py": 2} \
+        or _wave_of(waves(paths, smallest=1), paths) == {"a.py": 0, "b.py": 0, "c.py": 1}
+
+
+def test_a_helper_naming_no_torch_is_summarised_before_its_callers(tmp_path: Path) -> None:
+    """Its own turn is a syntax check, in wave 0; its summary, with an index, comes one wave before the files
+    calling its function."""
+    paths = _write(tmp_path, {
+        "util.py": "from logging import getLogger\n\n\ndef describe(model):\n    getLogger(__name__).info(model)\n",
+        "train.py": "import torch\nfrom util import describe\n",
+        "config.py": "BATCH = 32\n",
+    })
+    plan = waves(paths, smallest=1)
+    assert _wave_of(plan, paths) == {"util.py": 0, "train.py": 2, "config.py": 0}
+    assert [[paths[i] for i in wave.helpers] for wave in plan] == [[], [paths[0]], []]
+
+
+def test_small_waves_are_analysed_with_the_next_one(tmp_path: Path) -> None:
+    paths = _write(tmp_path, {
+        "models.py": MODEL,
+        "helpers.py": "import torch\nfrom models import Net\n" + EVALUATE,
+        "train.py": "import torch\nfrom helpers import evaluate\n",
+    })
+    assert _wave_of(waves(paths, smallest=4), paths) == {"models.py": 0, "helpers.py": 1, "train.py": 1}
+
+
+def test_a_notebook_or_an_unreadable_file_goes_first(tmp_path: Path) -> None:
+    paths = _write(tmp_path, {"a.ipynb": "{}", "train.py": "import torch\nfrom models import Net\n"})
+    (tmp_path / "models.py").write_bytes(b"\xff\xfe\x00 not python")
+    paths.append(str(tmp_path / "models.py"))
+    assert _wave_of(waves(paths, smallest=1), paths) == {"a.ipynb": 0, "models.py": 0, "train.py": 1}
+
+
+def test_each_file_of_an_ordered_package_is_analysed_once(tmp_path: Path, monkeypatch) -> None:
+    """The model's file, then the helper's, then the training script: each analysis sees what it imports, and
+    nothing is analysed twice."""
+    _write(tmp_path, {
+        "models.py": MODEL,
+        "helpers.py": "import torch\n" + EVALUATE,
+        "train.py": "import torch\n\nfrom helpers import evaluate\nfrom models import Net\n\n\n"
+                    "def main(model, loader):\n    model.train()\n    print(evaluate(model, loader))\n",
+    })
+    analysed: list[int] = []
+    lint_all = runner._lint_all
+
+    def counted(work, workers, index=None, cache_dir=None):
+        analysed.append(len(work))
+        return lint_all(work, workers, index, cache_dir)
+
+    monkeypatch.setattr(runner, "_lint_all", counted)
+    monkeypatch.setattr("modelint.import_order.SMALLEST_WAVE", 1)
+    run = runner.run_paths([str(tmp_path)], ConfigResolver(), runner.Overrides(), jobs=1)
+    assert sum(analysed) == 3
+    assert [(Path(f.path).name, f.location.row, f.code) for f in run.findings] == [("helpers.py", 7, "MDL001")]
