@@ -65,12 +65,12 @@ class AskingIndex:
 
     def asked(self) -> Asked:
         questions = tuple(self._answers)
-        return Asked(questions, _digest(self._answers[q] for q in questions))
+        return Asked(questions, _digest((self._answers[q] for q in questions), _memo(self._index)))
 
 
 def answers_digest(asked: Asked, index) -> bytes:
     """The digest of the answers `index` gives to the questions an analysis asked."""
-    return _digest(getattr(index, name)(*args) for name, *args in asked.questions)
+    return _digest((getattr(index, name)(*args) for name, *args in asked.questions), _memo(index))
 
 
 def same_answers(asked: Asked | None, index) -> bool:
@@ -79,9 +79,29 @@ def same_answers(asked: Asked | None, index) -> bool:
     return asked is not None and answers_digest(asked, index) == asked.digest
 
 
-def _digest(answers) -> bytes:
+def _digest(answers, memo: dict) -> bytes:
     # Sets are pickled in hash order, which changes with every process's hash seed: sort them first.
-    return hashlib.sha256(pickle.dumps(canonical(list(answers)))).digest()
+    return hashlib.sha256(pickle.dumps([_canonical_answer(answer, memo) for answer in answers])).digest()
+
+
+def _memo(index) -> dict:
+    """Where an index keeps the canonical form of its answers: many files' questions get the same summary or
+    class shape, which is made canonical once (the index's answers do not change once made)."""
+    try:
+        return index.__dict__.setdefault("_canonical_answers", {})
+    except AttributeError:
+        return {}
+
+
+def _canonical_answer(answer, memo: dict):
+    if type(answer) is tuple:  # (a class shape, its file)
+        return tuple(_canonical_answer(part, memo) for part in answer)
+    if not dataclasses.is_dataclass(answer) or isinstance(answer, type):
+        return canonical(answer)
+    found = memo.get(id(answer))
+    if found is None or found[0] is not answer:  # (the answer is kept with it: its id is not reused)
+        found = memo[id(answer)] = (answer, canonical(answer))
+    return found[1]
 
 
 def canonical(value):

@@ -10,8 +10,10 @@ known is analysed again (modelint.asked).
 
 The waves: files of one wave are analysed together, each with the index of the earlier waves.
 Wave 0 holds the files that import nothing of the run, and the files naming no torch (checked for
-syntax only, they need no index); a file naming no torch whose functions other files call is also
-summarised as a helper, in a later wave, before its callers (modelint.runner).
+syntax only, they need no index). A file naming no torch comes back in the wave of its depth: it is
+analysed in full there if the index knows what it imports (a script building a project's model),
+and one whose functions other files call is summarised as a helper before its callers
+(modelint.runner).
 """
 
 from __future__ import annotations
@@ -28,15 +30,22 @@ from modelint.summary import FileSummary, ProjectIndex
 _FROM_IMPORT = re.compile(r"^[ \t]*from[ \t]+([.\w]+)[ \t]+import[ \t]+(\([^)]*\)|[^\n]*)", re.M)
 _IMPORT = re.compile(r"^[ \t]*import[ \t]+([^\n]*)", re.M)
 _IMPORTED_NAME = re.compile(r"([A-Za-z_]\w*)(?:[ \t]+as[ \t]+([A-Za-z_]\w*))?")
+# `if TYPE_CHECKING:` and the block under it: imports for annotations only, which often close a cycle (a base
+# class's file naming the model class that builds it); the order leaves them out.
+_TYPE_CHECKING_BLOCK = re.compile(r"^([ \t]*)if[ \t]+(?:typing\.)?TYPE_CHECKING[ \t]*:[^\n]*\n(?:\1[ \t]+[^\n]*\n|[ \t]*\n)*",
+                                  re.M)
 _TOP_LEVEL_FUNCTION = re.compile(r"^(?:async[ \t]+)?def[ \t]+(\w+)", re.M)
 _MOST_HOPS = 4  # package `__init__`s followed from an import to the module that defines the name
-SMALLEST_WAVE = 16  # a wave with fewer files is analysed with the next one (each wave ends with idle workers)
+SMALLEST_WAVE = 4  # a wave with fewer files is analysed with the next one (each wave ends with idle workers)
 
 
 @dataclass
 class Wave:
     files: list[int] = field(default_factory=list)  # positions in the run's paths: each file's own analysis
     helpers: list[int] = field(default_factory=list)  # files naming no torch, summarised for later waves
+    # Files naming no torch (checked for syntax in wave 0) whose imports are all analysed by now: the ones the
+    # index answers are analysed in full here, before the files importing them (modelint.runner).
+    naming_no_torch: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -44,6 +53,7 @@ class _Imports:
     """What one file's import lines say."""
 
     pairs: list[tuple[str, str | None]]  # (module, name imported from it, None for `import module`)
+    for_annotations: list[tuple[str, str | None]]  # the same, under `if TYPE_CHECKING:`
     bound: dict[str, tuple[str, str]]  # name bound here -> (module, name): what a package's `__init__` re-exports
     functions: set[str]  # its top-level functions
     relevant: bool  # does its code name torch (modelint.engine's test: else it is checked for syntax only)?
@@ -58,10 +68,17 @@ def waves(paths: list[str], smallest: int | None = None) -> list[Wave]:
     # A file naming no torch depends on nothing for its own analysis; one whose functions another file imports is
     # a helper, summarised with the index before that file.
     helpers = resolver.called_helpers()
-    # (a package's `__init__` depends on nothing either: it re-exports its modules, and the files importing
-    # through it need its summary, to follow the names it binds, as much as the modules it names)
-    edges = {path: resolver.dependencies(path) if scans[path] is not None and (scans[path].relevant or path in helpers)
-             and os.path.basename(path) != "__init__.py" else set() for path in absolute}
+    # (a package's `__init__` depends on nothing: it re-exports its modules, and the files importing through it
+    # need its summary, to follow the names it binds, as much as the modules it names)
+    ordered = [path for path in absolute if scans[path] is not None and os.path.basename(path) != "__init__.py"]
+    edges = {path: set() for path in absolute}
+    edges.update((path, resolver.dependencies(scans[path].pairs, path)) for path in ordered)
+    # An import for annotations orders two files only where they do not import each other otherwise: it often
+    # closes a cycle (a base class's file naming, for its annotations, the model file that subclasses it).
+    for_annotations = {path: resolver.dependencies(scans[path].for_annotations, path) for path in ordered}
+    component = _components(absolute, {path: edges[path] | for_annotations.get(path, set()) for path in absolute})
+    for path in ordered:
+        edges[path] |= {w for w in for_annotations[path] if component[w] != component[path]}
     level = _levels(absolute, edges, helpers)
     merged = _merge_small(level, absolute, SMALLEST_WAVE if smallest is None else smallest)
     out = [Wave() for _ in range(max(merged.values(), default=0) + 1)]
@@ -69,11 +86,13 @@ def waves(paths: list[str], smallest: int | None = None) -> list[Wave]:
         scan = scans[path]
         if scan is None or not scan.relevant:
             out[0].files.append(i)
+            if scan is not None and merged[path]:
+                out[merged[path]].naming_no_torch.append(i)
             if path in helpers:
                 out[max(1, merged[path])].helpers.append(i)
         else:
             out[merged[path]].files.append(i)
-    return [wave for wave in out if wave.files or wave.helpers]
+    return [wave for wave in out if wave.files or wave.helpers or wave.naming_no_torch]
 
 
 def _scan(path: str) -> _Imports | None:
@@ -85,6 +104,18 @@ def _scan(path: str) -> _Imports | None:
         return None
     pairs: list[tuple[str, str | None]] = []
     bound: dict[str, tuple[str, str]] = {}
+    _imports(code, pairs, bound)
+    for_annotations: list[tuple[str, str | None]] = []
+    if "TYPE_CHECKING" in code:
+        # (what a package's `__init__` binds there, it re-exports all the same)
+        for block in _TYPE_CHECKING_BLOCK.finditer(code):
+            _imports(block.group(0), for_annotations, bound)
+        annotation_only = set(for_annotations)
+        pairs = [pair for pair in pairs if pair not in annotation_only]
+    return _Imports(pairs, for_annotations, bound, set(_TOP_LEVEL_FUNCTION.findall(code)), names_torch(code))
+
+
+def _imports(code: str, pairs: list[tuple[str, str | None]], bound: dict[str, tuple[str, str]]) -> None:
     for found in _FROM_IMPORT.finditer(code):
         module = found.group(1)
         for name in _IMPORTED_NAME.finditer(found.group(2).strip("()")):
@@ -96,7 +127,6 @@ def _scan(path: str) -> _Imports | None:
             words = part.split()
             if words:
                 pairs.append((words[0], None))
-    return _Imports(pairs, bound, set(_TOP_LEVEL_FUNCTION.findall(code)), names_torch(code))
 
 
 class _Resolver:
@@ -106,10 +136,19 @@ class _Resolver:
         self.index = ProjectIndex([FileSummary(path) for path in paths])
         self.scans = scans
         self.absolute = absolute
+        self._targets: dict[tuple, set[str]] = {}
 
     def targets(self, module: str, name: str | None, from_path: str, hops: int = 0) -> set[str]:
         """The files defining `name` of `module`: a submodule of that name, else the module's files and, where one
         is a package's `__init__` that re-exports the name, the module it comes from."""
+        # (the same for every file of a folder: many import the same names)
+        key = (module, name, os.path.dirname(from_path), hops)
+        found = self._targets.get(key)
+        if found is None:
+            found = self._targets[key] = self._find_targets(module, name, from_path, hops)
+        return found
+
+    def _find_targets(self, module: str, name: str | None, from_path: str, hops: int) -> set[str]:
         if name is not None:
             submodule = f"{module}{name}" if not module.strip(".") else f"{module}.{name}"
             found = self._files(submodule, from_path)
@@ -127,9 +166,9 @@ class _Resolver:
     def _files(self, module: str, from_path: str) -> set[str]:
         return {os.path.abspath(summary.path) for summary in self.index._candidates(module, from_path)}
 
-    def dependencies(self, path: str) -> set[str]:
+    def dependencies(self, pairs: list[tuple[str, str | None]], path: str) -> set[str]:
         out: set[str] = set()
-        for module, name in self.scans[path].pairs:
+        for module, name in pairs:
             out |= self.targets(module, name, path)
         out.discard(path)
         return out

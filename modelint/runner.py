@@ -232,12 +232,18 @@ def _first_phase(work, workers: Workers, cache_dir: str | None) -> tuple[list[Fi
         # (a result analysed with an index is kept in the cache apart from one analysed without, and served
         # again only if its questions get the same answers: modelint.workers.cached_results)
         salt = (_WITH_EARLIER_WAVES,) if number else ()
-        jobs = [(*work[i], *salt) for i in wave.files] + [(work[i][0], FLOW_RULES, _WITH_EARLIER_WAVES)
-                                                          for i in wave.helpers]
+        # (a file naming no torch that imports what the index knows, as the second phase would find it: analysed
+        # in full now, its summary standing for the helper's, before the files importing it)
+        full = [i for i in wave.naming_no_torch if _index_answers(results[i], index)] if number else []
+        summarised = [i for i in wave.helpers if i not in full]
+        jobs = [(*work[i], *salt) for i in (*wave.files, *full)] \
+            + [(work[i][0], FLOW_RULES, _WITH_EARLIER_WAVES) for i in summarised]
         analysed = _lint_all(jobs, workers, index, cache_dir)
-        for i, result in zip(wave.files, analysed):
+        for i, result in zip((*wave.files, *full), analysed):
+            if results[i] is not None and result.summary is not None:
+                result.summary = _with_first_references(result.summary, results[i].summary)
             results[i] = result
-        for i, result in zip(wave.helpers, analysed[len(wave.files):]):
+        for i, result in zip(summarised, analysed[len(wave.files) + len(full):]):
             helpers[i] = result
     return results, [helpers[i] for i in sorted(helpers)]
 
@@ -289,7 +295,7 @@ def _follow_calls_across_files(results: list[FileResult], work, workers: Workers
         rounds.helper_summaries += [_with_first_references(r.summary, first.get(os.path.abspath(r.path)))
                                     for r in more if r.summary is not None]
         index = rounds.index()
-    if not _usable(summaries):
+    if not _usable(list(index.files.values())):
         return results, index  # nothing anywhere that another file could use
     again = _analysed_again(results, index)
     if not again:
