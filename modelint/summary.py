@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 
 @dataclass(frozen=True)
@@ -671,6 +672,7 @@ class ProjectIndex:
         return self.resolve(*onward, depth + 1) if onward is not None else None
 
 
+@lru_cache(maxsize=1 << 16)  # (asked again by every index a run builds, for the same imports)
 def _rooted(path: str, module: str, from_path: str) -> bool:
     """Is `path` the file `import module` finds from `from_path`, with the root of the module's package
     (or the folder of the module) a folder that holds `from_path` (a script's folder, a project root)?"""
@@ -681,8 +683,13 @@ def _rooted(path: str, module: str, from_path: str) -> bool:
     return here == root or here.startswith(root.rstrip(os.sep) + os.sep)
 
 
+@lru_cache(maxsize=1 << 16)
 def _distance(a: str, b: str) -> int:
-    """Folders between two folders: 0 for the same one, 2 for siblings."""
-    common = os.path.commonpath([a, b])
-    return sum(len(part.split(os.sep)) for part in (os.path.relpath(a, common), os.path.relpath(b, common))
-               if part != os.curdir)
+    """Folders between two folders (absolute, normalised): 0 for the same one, 2 for siblings."""
+    first, second = a.rstrip(os.sep).split(os.sep), b.rstrip(os.sep).split(os.sep)
+    shared = 0
+    for x, y in zip(first, second):
+        if x != y:
+            break
+        shared += 1
+    return len(first) + len(second) - 2 * shared
