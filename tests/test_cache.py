@@ -135,3 +135,17 @@ def test_second_phase_key_does_not_depend_on_set_order() -> None:
     one = ClassShape(("torch.nn.Module",), frozenset(names))
     other = ClassShape(("torch.nn.Module",), frozenset(reversed(names)))
     assert pickle.dumps(_canonical([("ref", one)])) == pickle.dumps(_canonical([("ref", other)]))
+
+
+def test_a_cached_result_analysed_with_the_index_is_served_only_with_the_same_answers(tmp_path: Path) -> None:
+    """train.py is analysed after helpers.py, with what evaluate() does. Once evaluate() switches the model to
+    eval mode itself, train.py's text is the same but its question about evaluate() gets another answer: its
+    cached result is not served, and the finding goes."""
+    project = write(tmp_path / "project", {"helpers.py": HELPERS, "train.py": TRAIN, "data.py": DATA})
+    cache = ["--cache-dir", str(tmp_path / "cache")]
+    first = modelint("check", "--verbose", *cache, ".", cwd=project)
+    assert first.returncode == 1 and "MDL001" in first.stdout, first.stdout + first.stderr
+    (project / "helpers.py").write_text(HELPERS.replace("    total = 0.0\n", "    model.eval()\n    total = 0.0\n"))
+    second = modelint("check", "--verbose", *cache, ".", cwd=project)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert _report(second.stderr) == (1, 2)  # data.py from the cache; helpers.py and train.py analysed
