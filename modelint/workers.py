@@ -25,6 +25,7 @@ class Workers:
     def __init__(self, count: int) -> None:
         self.count = max(1, count)
         self._pool = None
+        self._shared: SharedIndex | None = None  # the index last sent to the pool
 
     def __enter__(self) -> Workers:
         return self
@@ -58,7 +59,7 @@ class Workers:
         if self._pool is None:
             self._pool = ProcessPoolExecutor(max_workers=self.count)
         results: dict[int, FileResult] = {}
-        shared = SharedIndex(index) if index is not None else None
+        shared = self._shared = SharedIndex(index, self._shared) if index is not None else None
         pending = {self._pool.submit(_lint_batch, [work[i] for i in batch], shared, cache_dir): batch
                    for batch in balanced_batches(work, self.count)}
         broken = False
@@ -80,30 +81,67 @@ class Workers:
 class SharedIndex:
     """The project index of one phase, pickled once for all its batches: each process unpickles it for the
     first batch it draws and keeps it for the others (the index of a large project takes a megabyte and some
-    tens of milliseconds each way, a phase sends it with each of a few dozen batches)."""
+    tens of milliseconds each way, a phase sends it with each of a few dozen batches).
 
-    def __init__(self, index) -> None:
+    The phases of a run (the first phase's waves, then its rounds) share most of their summaries: a phase's
+    index travels as the summaries that differ from those of a base, an earlier index pickled once, which
+    each process unpickles once and keeps. A new base is taken when a third of the summaries differ."""
+
+    def __init__(self, index, previous: SharedIndex | None = None) -> None:
         import pickle
         import uuid
 
         self.token = uuid.uuid4().hex
-        self.data = pickle.dumps(index, protocol=pickle.HIGHEST_PROTOCOL)
+        files = index.files
+        base = previous.base if previous is not None else None
+        # (a base whose files are all still there; the summaries of the others, or other summaries of theirs)
+        usable = base is not None and all(path in files for path in base.files)
+        changed = {path: summary for path, summary in files.items()
+                   if base.files.get(path) is not summary} if usable else {}
+        if not usable or 3 * len(changed) > len(files):
+            base, changed = _Base(files), {}
+        self.base = base
+        self.order = list(files)  # (the index's own order: the same candidates in the same order everywhere)
+        self.changed = pickle.dumps(changed, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def index(self):
+        """This phase's index, in a pool's process (kept for the phase's other batches)."""
+        global _received, _base
+        if _received is not None and _received[0] == self.token:
+            return _received[1]
+        import pickle
+
+        from modelint.summary import ProjectIndex
+
+        if _base is None or _base[0] != self.base.token:
+            _base = (self.base.token, pickle.loads(self.base.data))
+        files = {**_base[1], **pickle.loads(self.changed)}
+        _received = (self.token, ProjectIndex([files[path] for path in self.order]))
+        return _received[1]
 
 
-_received: tuple[str, object] | None = None  # (token, index): the last SharedIndex this process unpickled
+class _Base:
+    """The summaries of an index, pickled once: a SharedIndex sends what differs from them."""
+
+    def __init__(self, files: dict) -> None:
+        import pickle
+        import uuid
+
+        self.token = uuid.uuid4().hex
+        self.files = files  # (kept here, to compare the next phases' summaries with: not sent)
+        self.data = pickle.dumps(files, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def __getstate__(self) -> dict:
+        return {"token": self.token, "data": self.data, "files": {}}
+
+
+_received: tuple[str, object] | None = None  # (token, index): the index of the last SharedIndex this process read
+_base: tuple[str, dict] | None = None  # (token, summaries by path): the last base this process unpickled
 
 
 def _lint_batch(jobs: list[tuple], shared: SharedIndex | None, cache_dir: str | None) -> list[FileResult]:
     """lint_many in a pool's process, with the phase's index."""
-    global _received
-    index = None
-    if shared is not None:
-        if _received is None or _received[0] != shared.token:
-            import pickle
-
-            _received = (shared.token, pickle.loads(shared.data))
-        index = _received[1]
-    return lint_many(jobs, index, cache_dir)
+    return lint_many(jobs, shared.index() if shared is not None else None, cache_dir)
 
 
 def _one_process_each(work: list[tuple], index, cache_dir: str | None, at_once: int) -> list[FileResult]:

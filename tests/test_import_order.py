@@ -107,3 +107,30 @@ def test_each_file_of_an_ordered_package_is_analysed_once(tmp_path: Path, monkey
     run = runner.run_paths([str(tmp_path)], ConfigResolver(), runner.Overrides(), jobs=1)
     assert sum(analysed) == 3
     assert [(Path(f.path).name, f.location.row, f.code) for f in run.findings] == [("helpers.py", 7, "MDL001")]
+
+
+def test_each_wave_sends_the_pool_only_the_summaries_that_changed(monkeypatch) -> None:
+    """A pool's process rebuilds a wave's index from the base it kept and the summaries that differ from it: the
+    same files, in the same order, as the index the run built."""
+    import pickle
+
+    from modelint import workers
+    from modelint.summary import FileSummary, ProjectIndex
+
+    monkeypatch.setattr(workers, "_received", None)
+    monkeypatch.setattr(workers, "_base", None)
+    summaries = [FileSummary(f"/p/m{i}.py", unresolved={f"m{i - 1}.f"}) for i in range(12)]
+    first = workers.SharedIndex(ProjectIndex(summaries))
+    later = summaries[:3] + [FileSummary("/p/m3.py", plain_functions={"f"})] + summaries[4:] \
+        + [FileSummary("/p/extra.py")]
+    second = workers.SharedIndex(ProjectIndex(later), first)
+    assert second.base is first.base and set(pickle.loads(second.changed)) == {"/p/m3.py", "/p/extra.py"}
+    for shared, expected in ((first, summaries), (second, later)):
+        sent = pickle.loads(pickle.dumps(shared))  # (what a batch carries to a process)
+        assert sent.base.files == {}
+        rebuilt = sent.index()
+        assert [s.path for s in rebuilt.files.values()] == [s.path for s in expected]
+        assert rebuilt.files["/p/m3.py"].plain_functions == expected[3].plain_functions
+    # (most summaries changed: a new base, sent whole)
+    third = workers.SharedIndex(ProjectIndex([FileSummary(f"/q/n{i}.py") for i in range(12)]), second)
+    assert third.base is not first.base and pickle.loads(third.changed) == {}
