@@ -26,6 +26,7 @@ class Workers:
         self.count = max(1, count)
         self._pool = None
         self._shared: SharedIndex | None = None  # the index last sent to the pool
+        self._folder: str | None = None  # where the bases of the indexes sent are written (see SharedIndex)
 
     def __enter__(self) -> Workers:
         return self
@@ -37,6 +38,11 @@ class Workers:
         if self._pool is not None:
             self._pool.shutdown()
             self._pool = None
+        if self._folder is not None:
+            import shutil
+
+            shutil.rmtree(self._folder, ignore_errors=True)
+            self._folder = None
 
     def lint(self, work: list[tuple], index=None, cache_dir: str | None = None) -> list[FileResult]:
         """A FileResult for every (path, codes[, salt]) job of `work`, in order.
@@ -59,7 +65,14 @@ class Workers:
         if self._pool is None:
             self._pool = ProcessPoolExecutor(max_workers=self.count)
         results: dict[int, FileResult] = {}
-        shared = self._shared = SharedIndex(index, self._shared) if index is not None else None
+        if index is not None and self._folder is None:
+            import tempfile
+
+            try:
+                self._folder = tempfile.mkdtemp(prefix="modelint-index-")
+            except OSError:
+                self._folder = None  # (the base then travels with each batch)
+        shared = self._shared = SharedIndex(index, self._shared, self._folder) if index is not None else None
         pending = {self._pool.submit(_lint_batch, [work[i] for i in batch], shared, cache_dir): batch
                    for batch in balanced_batches(work, self.count)}
         broken = False
@@ -85,9 +98,11 @@ class SharedIndex:
 
     The phases of a run (the first phase's waves, then its rounds) share most of their summaries: a phase's
     index travels as the summaries that differ from those of a base, an earlier index pickled once, which
-    each process unpickles once and keeps. A new base is taken when a third of the summaries differ."""
+    each process unpickles once and keeps. A new base is taken when a third of the summaries differ. The base
+    is written to a file of `folder` and read from there (a few megabytes that would otherwise travel with
+    every batch)."""
 
-    def __init__(self, index, previous: SharedIndex | None = None) -> None:
+    def __init__(self, index, previous: SharedIndex | None = None, folder: str | None = None) -> None:
         import pickle
         import uuid
 
@@ -99,7 +114,7 @@ class SharedIndex:
         changed = {path: summary for path, summary in files.items()
                    if base.files.get(path) is not summary} if usable else {}
         if not usable or 3 * len(changed) > len(files):
-            base, changed = _Base(files), {}
+            base, changed = _Base(files, folder), {}
         self.base = base
         self.order = list(files)  # (the index's own order: the same candidates in the same order everywhere)
         self.changed = pickle.dumps(changed, protocol=pickle.HIGHEST_PROTOCOL)
@@ -114,7 +129,7 @@ class SharedIndex:
         from modelint.summary import ProjectIndex
 
         if _base is None or _base[0] != self.base.token:
-            _base = (self.base.token, pickle.loads(self.base.data))
+            _base = (self.base.token, pickle.loads(self.base.read()))
         files = {**_base[1], **pickle.loads(self.changed)}
         _received = (self.token, ProjectIndex([files[path] for path in self.order]))
         return _received[1]
@@ -123,16 +138,31 @@ class SharedIndex:
 class _Base:
     """The summaries of an index, pickled once: a SharedIndex sends what differs from them."""
 
-    def __init__(self, files: dict) -> None:
+    def __init__(self, files: dict, folder: str | None) -> None:
         import pickle
         import uuid
 
         self.token = uuid.uuid4().hex
         self.files = files  # (kept here, to compare the next phases' summaries with: not sent)
-        self.data = pickle.dumps(files, protocol=pickle.HIGHEST_PROTOCOL)
+        self.data: bytes | None = pickle.dumps(files, protocol=pickle.HIGHEST_PROTOCOL)
+        self.path: str | None = None
+        if folder is not None:
+            try:
+                self.path = os.path.join(folder, f"{self.token}.pickle")
+                with open(self.path, "wb") as handle:
+                    handle.write(self.data)
+                self.data = None
+            except OSError:
+                self.path = None
+
+    def read(self) -> bytes:
+        if self.data is not None:
+            return self.data
+        with open(self.path, "rb") as handle:
+            return handle.read()
 
     def __getstate__(self) -> dict:
-        return {"token": self.token, "data": self.data, "files": {}}
+        return {"token": self.token, "data": self.data, "path": self.path, "files": {}}
 
 
 _received: tuple[str, object] | None = None  # (token, index): the index of the last SharedIndex this process read

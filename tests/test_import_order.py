@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from modelint import runner
 from modelint.config import ConfigResolver
 from modelint.import_order import waves
@@ -109,9 +111,12 @@ def test_each_file_of_an_ordered_package_is_analysed_once(tmp_path: Path, monkey
     assert [(Path(f.path).name, f.location.row, f.code) for f in run.findings] == [("helpers.py", 7, "MDL001")]
 
 
-def test_each_wave_sends_the_pool_only_the_summaries_that_changed(monkeypatch) -> None:
-    """A pool's process rebuilds a wave's index from the base it kept and the summaries that differ from it: the
-    same files, in the same order, as the index the run built."""
+@pytest.mark.parametrize("in_a_file", [True, False])
+def test_each_wave_sends_the_pool_only_the_summaries_that_changed(monkeypatch, tmp_path: Path,
+                                                                  in_a_file: bool) -> None:
+    """A pool's process rebuilds a wave's index from the base it kept (read from a file, or sent with the
+    batch where none could be written) and the summaries that differ from it: the same files, in the same
+    order, as the index the run built."""
     import pickle
 
     from modelint import workers
@@ -120,10 +125,12 @@ def test_each_wave_sends_the_pool_only_the_summaries_that_changed(monkeypatch) -
     monkeypatch.setattr(workers, "_received", None)
     monkeypatch.setattr(workers, "_base", None)
     summaries = [FileSummary(f"/p/m{i}.py", unresolved={f"m{i - 1}.f"}) for i in range(12)]
-    first = workers.SharedIndex(ProjectIndex(summaries))
+    folder = str(tmp_path) if in_a_file else None
+    first = workers.SharedIndex(ProjectIndex(summaries), None, folder)
+    assert (first.base.path is not None) == in_a_file and (first.base.data is None) == in_a_file
     later = summaries[:3] + [FileSummary("/p/m3.py", plain_functions={"f"})] + summaries[4:] \
         + [FileSummary("/p/extra.py")]
-    second = workers.SharedIndex(ProjectIndex(later), first)
+    second = workers.SharedIndex(ProjectIndex(later), first, folder)
     assert second.base is first.base and set(pickle.loads(second.changed)) == {"/p/m3.py", "/p/extra.py"}
     for shared, expected in ((first, summaries), (second, later)):
         sent = pickle.loads(pickle.dumps(shared))  # (what a batch carries to a process)
@@ -132,5 +139,5 @@ def test_each_wave_sends_the_pool_only_the_summaries_that_changed(monkeypatch) -
         assert [s.path for s in rebuilt.files.values()] == [s.path for s in expected]
         assert rebuilt.files["/p/m3.py"].plain_functions == expected[3].plain_functions
     # (most summaries changed: a new base, sent whole)
-    third = workers.SharedIndex(ProjectIndex([FileSummary(f"/q/n{i}.py") for i in range(12)]), second)
+    third = workers.SharedIndex(ProjectIndex([FileSummary(f"/q/n{i}.py") for i in range(12)]), second, folder)
     assert third.base is not first.base and pickle.loads(third.changed) == {}
