@@ -286,7 +286,7 @@ def test_a_file_without_summary_in_a_later_round_loses_no_finding(tmp_path, monk
     or failed, that time): the rounds go on without it, and the run keeps every file's findings."""
     from dataclasses import replace
 
-    from modelint import runner
+    from modelint import across_files, runner
     from modelint.config import ConfigResolver
 
     (tmp_path / "helpers.py").write_text(
@@ -295,7 +295,7 @@ def test_a_file_without_summary_in_a_later_round_loses_no_finding(tmp_path, monk
     (tmp_path / "train.py").write_text(
         "import torch\n\nfrom helpers import evaluate\n\n\ndef main(model, loader):\n    model.train()\n"
         "    print(evaluate(model, loader))\n")
-    real = runner._lint_all
+    real = across_files._lint_all
     calls = []
 
     def lint_all(work, workers, index=None, cache_dir=None):
@@ -303,7 +303,7 @@ def test_a_file_without_summary_in_a_later_round_loses_no_finding(tmp_path, monk
         calls.append(index)
         return [replace(r, summary=None) if index is not None else r for r in results]
 
-    monkeypatch.setattr(runner, "_lint_all", lint_all)
+    monkeypatch.setattr(across_files, "_lint_all", lint_all)
     run = runner.run_paths([str(tmp_path)], ConfigResolver(), runner.Overrides(), jobs=1)
     assert any(index is not None for index in calls)  # (a second round ran)
     assert [(f.path.rsplit("/", 1)[-1], f.code) for f in run.findings] == [("helpers.py", "MDL001")]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from modelint import runner
+from modelint import across_files, runner
 from modelint.config import ConfigResolver
 from modelint.import_order import waves
 
@@ -98,13 +98,13 @@ def test_each_file_of_an_ordered_package_is_analysed_once(tmp_path: Path, monkey
                     "def main(model, loader):\n    model.train()\n    print(evaluate(model, loader))\n",
     })
     analysed: list[int] = []
-    lint_all = runner._lint_all
+    lint_all = across_files._lint_all
 
     def counted(work, workers, index=None, cache_dir=None):
         analysed.append(len(work))
         return lint_all(work, workers, index, cache_dir)
 
-    monkeypatch.setattr(runner, "_lint_all", counted)
+    monkeypatch.setattr(across_files, "_lint_all", counted)
     monkeypatch.setattr("modelint.import_order.SMALLEST_WAVE", 1)
     run = runner.run_paths([str(tmp_path)], ConfigResolver(), runner.Overrides(), jobs=1)
     assert sum(analysed) == 3

@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from modelint import runner
+from modelint import across_files, runner
 from modelint.asked import AskingIndex, same_answers
 from modelint.config import ConfigResolver
 from modelint.finding import FileResult
+from modelint.registry import FLOW_RULES
 from modelint.summary import FileSummary, FunctionSummary, ProjectIndex
 from modelint.workers import Workers
 
@@ -54,11 +55,11 @@ def test_a_file_whose_questions_get_the_same_answers_is_not_analysed_again(tmp_p
     """Its helpers' summaries changed (another round), but nothing it asks about: it keeps its result."""
     (tmp_path / "helpers.py").write_text(HELPERS)
     (tmp_path / "train.py").write_text(TRAIN)
-    work = [(str(tmp_path / name), runner.FLOW_RULES) for name in ("helpers.py", "train.py")]
+    work = [(str(tmp_path / name), FLOW_RULES) for name in ("helpers.py", "train.py")]
     with Workers(1) as workers:
-        first = runner._lint_all(work, workers)
+        first = across_files._lint_all(work, workers)
         index = ProjectIndex([r.summary for r in first if r.summary is not None])
-        rounds = runner._Rounds(first, work, workers, None, runner.CacheStats())
+        rounds = across_files._Rounds(first, work, workers, None, across_files.CacheStats())
         train = os.path.abspath(work[1][0])
         assert rounds.run({train}, index) == (True, [])  # (analysed with the index, which it asked)
         assert rounds.stats.analysed == 1
@@ -81,11 +82,11 @@ def test_a_helper_file_of_the_run_keeps_the_runs_spelling_of_its_path(tmp_path: 
         "import torch\n\nfrom .util import describe\n\n\n"
         "def evaluate(model, x):\n    describe(model)\n    with torch.no_grad():\n        return model(x)\n")
     monkeypatch.chdir(tmp_path)
-    work = [(str(tmp_path / "pkg" / name), runner.FLOW_RULES) for name in ("__init__.py", "util.py", "train.py")]
+    work = [(str(tmp_path / "pkg" / name), FLOW_RULES) for name in ("__init__.py", "util.py", "train.py")]
     with Workers(1) as workers:
-        first = runner._lint_all(work, workers)
+        first = across_files._lint_all(work, workers)
     summaries = [r.summary for r in first if r.summary is not None]
-    extra = runner._helper_files(summaries, ProjectIndex(summaries))
+    extra = across_files._helper_files(summaries, ProjectIndex(summaries))
     assert [path for path, _ in extra] == [work[1][0]]
 
 
@@ -97,12 +98,12 @@ def test_the_files_others_import_from_are_analysed_first(tmp_path: Path) -> None
         "import torch.nn as nn\n\nfrom base import Base\n\n\nclass Net(Base):\n    def __init__(self):\n"
         "        super().__init__()\n        self.fc = nn.Linear(2, 2)\n\n    def forward(self, x):\n"
         "        return self.fc(x)\n")
-    work = [(str(tmp_path / name), runner.FLOW_RULES) for name in ("base.py", "model.py")]
+    work = [(str(tmp_path / name), FLOW_RULES) for name in ("base.py", "model.py")]
     results = [FileResult(path, summary=FileSummary(path, unresolved={"base.Base.predict"} if "model" in path
                                                     else set())) for path, _ in work]
     index = ProjectIndex([r.summary for r in results])
     again = {os.path.abspath(path) for path, _ in work}
-    assert runner._definers_first(again, results, index) == {os.path.abspath(work[0][0])}
+    assert across_files._definers_first(again, results, index) == {os.path.abspath(work[0][0])}
 
 
 def test_the_whole_run_still_reports_across_files(tmp_path: Path) -> None:
