@@ -42,8 +42,6 @@ class CacheStats:
         return self.hits / (self.hits + self.analysed) if self.hits + self.analysed else 1.0
 
 
-
-
 def _dependencies_digest(result: FileResult, index: ProjectIndex) -> bytes:
     """What a file's second-phase result depends on besides its own text: the helpers it reaches."""
     import hashlib

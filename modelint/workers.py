@@ -71,7 +71,7 @@ class Workers:
             try:
                 self._folder = tempfile.mkdtemp(prefix="modelint-index-")
             except OSError:
-                self._folder = None  # (the base then travels with each batch)
+                pass  # (no folder: the base then travels with each batch)
         shared = self._shared = SharedIndex(index, self._shared, self._folder) if index is not None else None
         pending = {self._pool.submit(_lint_batch, [work[i] for i in batch], shared, cache_dir): batch
                    for batch in balanced_batches(work, self.count)}
