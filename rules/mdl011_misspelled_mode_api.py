@@ -42,7 +42,10 @@ class MisspelledModeApi(Rule):
     ```
 
     ## Fix safety
-    Safe: the replacement is the only existing API within the edit distance.
+    Safe: the replacement is the only existing API within the edit distance. Unsafe for
+    `x.evaluate()` on a model whose class is not known from end to end (reported because it
+    takes no data, its result is dropped and `x` then runs a forward): that class may define
+    `evaluate()` in code this run cannot see.
 
     ## References
     - https://pytorch.org/docs/stable/generated/torch.nn.Module.html
@@ -86,15 +89,19 @@ class MisspelledModeApi(Rule):
             facts_of = facts.receivers.of(func.value, site.site.function, site.site.stmt)
             if name in api.MODULE_CONFUSIONS:
                 # `evaluate` is a real method of many frameworks' models, trainers and strategies:
-                # only a class known from end to end shows it is missing.
-                wrong = facts_of.lacks(name)
+                # only a class known from end to end shows it is missing, or the way it is used.
+                certain = facts_of.lacks(name)
+                wrong = certain or (facts_of.module is not False and name not in facts_of.defines
+                                    and _switch_before_forward(facts, site))
             else:
-                wrong = facts_of.module is True and name not in facts_of.defines
+                wrong = certain = facts_of.module is True and name not in facts_of.defines
             if wrong:
                 receiver = dotted(func.value) or code_of(func.value)
+                # A class not known from end to end may define the method where this file cannot see.
+                fix = NodeFix(f"Replace with `{receiver}.{meant}()`", (NodeEdit(func.attr, meant, "replace"),),
+                              "safe" if certain else "unsafe")
                 yield Report(call, f"`{receiver}.{name}()` is not an nn.Module method (AttributeError at runtime); "
-                                   f"did you mean `{receiver}.{meant}()`?", stmt=site.site.stmt,
-                             fix=NodeFix(f"Replace with `{receiver}.{meant}()`", (NodeEdit(func.attr, meant, "replace"),)))
+                                   f"did you mean `{receiver}.{meant}()`?", stmt=site.site.stmt, fix=fix)
 
     def _misspelled_receivers(self, facts: FileFacts) -> Iterator[Report]:
         """`mode.train()` where no `mode` exists anywhere in the file and a model `model` does: a NameError
@@ -121,6 +128,31 @@ class MisspelledModeApi(Rule):
                                     f"raises NameError and `{meant[0]}` never changes mode; did you mean `{call}`?",
                          stmt=site.site.stmt,
                          fix=NodeFix(f"Replace with `{call}`", (NodeEdit(func.value, meant[0], "replace"),)))
+
+
+def _switch_before_forward(facts: FileFacts, site) -> bool:
+    """`model.evaluate()` used as a mode switch: no arguments, its result dropped, and the same
+    receiver then run as a forward (`model(x)`) in the same function.
+
+    A framework's `evaluate` takes data or returns scores; a call that does neither, on a value
+    that is then run as a model, can only have meant `eval()`.
+    """
+    call = site.node
+    if call.args or type(site.site.stmt) is not cst.SimpleStatementLine:
+        return False
+    statement = site.site.stmt.body[0]
+    if type(statement) is not cst.Expr or statement.value is not call:
+        return False
+    receiver = dotted(call.func.value)
+    if receiver is None:
+        return False
+    after = False
+    for other in facts.collector.calls:
+        if other is site:
+            after = True
+        elif after and other.site.function is site.site.function and dotted(other.node.func) == receiver:
+            return True
+    return False
 
 
 @lru_cache(maxsize=4096)
