@@ -102,6 +102,9 @@ class FunctionSummary:
     transforms: list[str] = field(default_factory=list)  # those of `hands_on` only named functions receive
     # Parameters it only turns into predictions, metrics, files or prints (`save_grid(samples)`, `accuracy(out, y)`).
     evaluates: list[str] = field(default_factory=list)
+    # Parameters it cuts from their graph (`t.detach()`) and whose graph its result never carries
+    # (`distill(out, teacher_out)` detaching the teacher's logits). Of this file only.
+    cuts: list[str] = field(default_factory=list)
     # A parameter that picks the phase (`set_mode("eval", models)`): its literal value -> (effects, effect_sites)
     # when the caller names it, in this file.
     phase_param: str | None = None

@@ -226,6 +226,8 @@ def _method_callers_unseen(facts: FileFacts, forward) -> str | None:
     function = forward.function
     if function is None or function.cls is None or function.outer is not None or not _grad_left_to_callers(forward):
         return None
+    if facts.flow.called_between_training_steps(function):
+        return None  # (`fit()` calling `validate()` between its steps: autograd is on there, whoever calls `fit()`)
     entries = _unseen_entries(facts, function, frozenset())
     return ",".join(dict.fromkeys(entries)) if entries is not None else None
 

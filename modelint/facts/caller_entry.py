@@ -5,12 +5,14 @@ its parameters get, and the mode a private method's `self.<attr>` is in at every
 
 from __future__ import annotations
 
+from functools import cached_property
+
 import libcst as cst
 
 from modelint.facts.base_shapes import grad_of_calls_by_bases
 from modelint.facts.lattice import GRAD_ENABLED, GRAD_UNKNOWN, GradFact
 from modelint.facts.phases import call_picks_other_phase
-from modelint.facts.regions import constructor_turns_grad_off
+from modelint.facts.regions import constructor_turns_grad_off, lexically_grad_free
 from modelint.facts.scopes import FunctionInfo
 from modelint.facts.state import followed_parent
 from modelint.facts.summaries import qualname
@@ -56,6 +58,32 @@ class CallerEntry:
                 grad = grad.at_entry(self.entry_grad(caller, _seen | {function}))
             result = grad if result is None else result.join(grad)
         return result
+
+    def called_between_training_steps(self, function: FunctionInfo) -> bool:
+        """Does a function of this file that trains call it outside no_grad (`fit()` calling `validate()` between
+        its steps)? A training step needs autograd on, so that call records graphs whoever calls `fit()`.
+        From the code alone (summaries ask before the callers' flows have run): the caller differentiates, itself
+        or through a helper of this file it calls."""
+        for call in self._calls_of.get(function, ()):
+            site = self.site_of_call[call].site
+            caller = site.function
+            if caller is not None and caller is not function and self._differentiates(caller) \
+                    and not lexically_grad_free(self.imports, site, self.grad_wrappers):
+                return True
+        return False
+
+    def _differentiates(self, function: FunctionInfo) -> bool:
+        if function.uses_gradients:
+            return True
+        return any(callee.uses_gradients for callee in self._callees_of.get(function, ()))
+
+    @cached_property
+    def _callees_of(self) -> dict:
+        """function -> this file's functions it calls."""
+        out: dict = {}
+        for call, callee in self._local_callees.items():
+            out.setdefault(self.site_of_call[call].site.function, set()).add(callee)
+        return out
 
     def phase_never_picked(self, function: FunctionInfo | None, phase: tuple) -> bool:
         """Is `function` called here, and does every call pick another value of its phase parameter than

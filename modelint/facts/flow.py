@@ -155,6 +155,7 @@ class ModeFlow(CallGraph, Optimizers, CallResolution):
             # (`self` of a method is the object; of a module-level `def new_labels(self)`, a parameter)
             state.values = {p: frozenset({(("param", p), DIRECT)}) for p in function.params
                             if p not in function.receivers}
+            flow.follows_parameters = True
         if function not in self._phase_parameters:
             self._phase_parameters[function] = phase_parameter(function, calls)
         flow.exit_state = interpreter.run(function.node.body, state, self._phase_parameters[function])

@@ -16,24 +16,26 @@ from modelint.facts.summary_effects import arguments_of
 from modelint.summary import FunctionSummary
 
 
-def argument_uses(flow, enclosing, call: cst.Call) -> tuple[list, list, list, list] | None:
-    """(trained, handed, evaluated, hooked): the argument expressions of `call` by what its callee does
-    with them. None: not a call we have a summary of."""
+def argument_uses(flow, enclosing, call: cst.Call) -> tuple[list, list, list, list, list] | None:
+    """(trained, handed, evaluated, hooked, cut): the argument expressions of `call` by what its callee does
+    with them; `cut`, those whose graph its result does not carry. None: not a call we have a summary of."""
     if call in flow.local_calls:
         summary, _receiver = flow.resolve(call, enclosing)
     else:
         summary = _imported_helper(flow, enclosing, call)
     if summary is None:
         return None
-    trained, handed, evaluated, hooked = [], [], [], []
+    trained, handed, evaluated, hooked, cut = [], [], [], [], []
     for name, value in arguments_of(summary, call).items():
+        if name in summary.cuts:
+            cut.append(value)
         if name in summary.backprops:
             trained.append(value)
         elif name in summary.hands_on:
             (handed if name in summary.transforms else hooked).append(value)
         elif name in summary.evaluates:
             evaluated.append(value)
-    return trained, handed, evaluated, hooked
+    return trained, handed, evaluated, hooked, cut
 
 
 def _imported_helper(flow, enclosing, call: cst.Call) -> FunctionSummary | None:

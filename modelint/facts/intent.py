@@ -50,11 +50,12 @@ from modelint.facts.value_calls import (BACKWARD_METHODS, CONTAINER_METHODS, DET
                                         WEAK_CONSUMER_METHODS, DETACHING_BUILTINS, EVAL_FUNCTIONS,
                                         GRADIENT_FUNCTIONS, GRAPH_READERS, METADATA_BUILTINS, DATASET_CONSUMERS,
                                         in_place)
-from modelint.facts.names import dotted, key_root
+from modelint.facts.names import dotted
+from modelint.facts.hidden_backward import HiddenBackward
 from modelint.facts.plots import plotting_function
 from modelint.facts.value_nodes import COMPREHENSIONS, iterated_elements, value_children, value_nodes
 from modelint.facts.uses import (AFTER, BUILT, DETACH, DETACHED, DIRECT, DISCARD, ESCAPE, EVAL, FED, FEEDS,
-                                 GIVEN_BACK, GRAPH, HANDED, HOOKED, META, NONE, OPAQUE, Origins, RETURN,
+                                 GIVEN_BACK, GRAPH, HANDED, HANDED_BACK, META, NONE, OPAQUE, Origins, RETURN,
                                  SAMPLED, STORE, TRAIN, WEAK, detached, graph_handed_to_update, held_on,
                                  is_parameter, opaque)
 from modelint.facts.walk import iter_nodes
@@ -69,7 +70,7 @@ def _beside_other_data(call: cst.Call, result: dict) -> bool:
     return any(not any(not is_parameter(origin) for origin, _ in result.get(value, NONE)) for value in positional)
 
 
-class OutputUses:
+class OutputUses(HiddenBackward):
     """Evaluates expressions against the names' origins and records each forward's uses."""
 
     def __init__(self, imports, forwards) -> None:
@@ -89,6 +90,8 @@ class OutputUses:
         # The models the object a call runs was built with (see the interpreter): outputs of theirs handed to
         # it may be back-propagated by its hooks (a Grad-CAM extractor).
         self.models_held_by = lambda call: frozenset()
+        # The names handed to a call we cannot see into, which may be models (see the interpreter).
+        self.models_handed = lambda call: frozenset()
         # Is a method called a figure's or an axes' (`ax.imshow`: see modelint.facts.plots)? Set by the interpreter.
         self.draws_on = lambda func: False
 
@@ -201,15 +204,6 @@ class OutputUses:
             return frozenset().union(*(result.get(element, NONE) for element in elements))
         return self._children(node, result)
 
-    def _escape_to_holder(self, call: cst.Call, result: dict) -> None:
-        """`cam(class_idx, scores)` for `cam = GradCAM(model, ...)` and `scores = model(x)`: the object holding the
-        model may back-propagate through its output (its hooks on the model), so that output escapes."""
-        held = self.models_held_by(call)
-        for arg in call.args if held else ():
-            origins = result.get(arg.value, NONE)
-            if any(token in self.forwards and key_root(self.forwards[token].key) in held for token, _ in origins):
-                self.use(origins, HOOKED, level=OPAQUE)
-
     def _call(self, call: cst.Call, result: dict, values: dict[str, Origins]) -> Origins:
         value = self._call_value(call, result, values)
         token = (call, self.tag) if self.tag else call
@@ -239,7 +233,11 @@ class OutputUses:
                     self.uses.setdefault(origin, set()).add(FEEDS)
                     self.feeds_into.setdefault(origin, set()).add(token)
             return frozenset({(token, DIRECT)}) | args
-        trained, handed, evaluated, hooked = self.argument_uses(call) or ((), (), (), ())
+        summary = self.argument_uses(call)
+        trained, handed, evaluated, hooked, cut = summary or ((), (), (), (), ())
+        if cut:  # (`self.distill(out, t_old)` detaching the teacher's logits: the result carries `out`'s graph only)
+            args = frozenset().union(*(detached(origins) if arg.value in cut else origins
+                                       for arg in call.args if (origins := result.get(arg.value, NONE))))
         for arg in trained:  # a helper that runs backward() on what it is given
             self.use(result.get(arg, NONE), TRAIN)
             self.use(result.get(arg, NONE), GRAPH, level=OPAQUE)
@@ -251,6 +249,8 @@ class OutputUses:
             self.use(result.get(arg, NONE), EVAL)
         if not (trained or handed or evaluated or hooked):
             self._escape_to_holder(call, result)
+        if summary is None:
+            self._handed_with_its_model(call, result)
         if evaluated and (type(func) is cst.Name or self.imports.qualify(func) is not None) \
                 and not (trained or handed or hooked) \
                 and all(arg.value in evaluated for arg in call.args if result.get(arg.value)):
@@ -381,6 +381,7 @@ class OutputUses:
     def returned(self, origins: Origins, whole: bool = False) -> None:
         """`whole`: the value is one tensor, not a tuple or a dict of several results."""
         self.use(origins, RETURN, level=OPAQUE)
+        self.use(frozenset(o for o in origins if is_parameter(o[0])), HANDED_BACK, level=OPAQUE)
         detached = frozenset(o for o in origins if o[1] == DETACHED)
         if whole and any(level >= OPAQUE and not is_parameter(o) for o, level in origins):
             # One term of a value that carries another forward's graph on (a regulariser on detached

@@ -17,14 +17,14 @@ from modelint.facts.bindings import Bindings, flatten
 from modelint.facts.branches import (Constants, asserting_the_flag, join_branches, knowing_the_condition,
                                       knowing_the_flag, tested_for_none)
 from modelint.facts.calls import CallEffects
-from modelint.facts.handed_models import calls_binding
+from modelint.facts.hidden_backward import models_held_by, names_handed
 from modelint.facts.helper_arguments import argument_uses
 from modelint.facts.intent import OutputUses
 from modelint.facts.uses import CHECKED
 from modelint.facts.value_calls import in_place, storage_owner
 from modelint.facts.lattice import GRAD_ENABLED, GRAD_UNKNOWN, GradFact
 from modelint.facts.loops import Loops
-from modelint.facts.names import dotted, literal_value, value_key
+from modelint.facts.names import dotted, literal_value
 from modelint.facts.phases import decide
 from modelint.facts.scopes import flag_outcomes
 from modelint.facts.state import State, join
@@ -37,7 +37,8 @@ class Interpreter(Loops, Bindings, CallEffects):
         self.uses = OutputUses(flow.imports, out.forwards)
         self.uses.argument_uses = lambda call: argument_uses(flow, out.function, call)
         self.uses.update_call = self.update_call
-        self.uses.models_held_by = self._models_held_by
+        self.uses.models_held_by = lambda call: models_held_by(flow, out.function, call)
+        self.uses.models_handed = lambda call: names_handed(flow, call)
         self.uses.draws_on = lambda func: flow.figures.draws_on(func, out.function)
         self.loop_exits: list[tuple] = []  # (breaks, continues, the loop statement or None)
         self.returns: list[State] = []
@@ -50,18 +51,6 @@ class Interpreter(Loops, Bindings, CallEffects):
         self.parts: dict[str, str] = {}
         # Parameters whose `if p is None:` body runs: binding them there replaces no model of the caller's.
         self.filling: set[str] = set()
-
-    def _models_held_by(self, call: cst.Call) -> frozenset[str]:
-        """The models that the object a call runs was built with, in this function or at module level (`cam =
-        GradCAM(model, "layer4")`, then `cam(class_idx, scores)`): such an object hooks into them and may
-        back-propagate through what it is handed."""
-        name = value_key(call.func)
-        if name is None or "." in name or call in self._local_calls:
-            return frozenset()
-        bound = calls_binding(self.flow, self.out.function, name)
-        # (built by a class: `GradCAMpp(model)`; not made by a method from it, `Decoder.pinv_of(encoder)`)
-        return frozenset(key for value in bound if (dotted(value.func) or "").rpartition(".")[2][:1].isupper()
-                         for arg in value.args if (key := value_key(arg.value)) is not None)
 
     @property
     def _local_calls(self):

@@ -20,7 +20,7 @@ import libcst as cst
 from modelint.facts import torch_api as api
 from modelint.facts.lattice import ENTRY_MODE, ModeFact, mode_of_call
 from modelint.facts.modules import Dependence, unwrap_chain
-from modelint.facts.names import literal_value, value_key
+from modelint.facts.names import key_root, literal_value, value_key
 
 # Calls that return a deep copy of their first argument, in the mode it has then (SWA's averaged model
 # copies the module it is given; it is not put in eval mode).
@@ -135,10 +135,11 @@ class Provenance:
     def regrouped_parameter(self, value: cst.BaseExpression, state, function) -> str | None:
         """`return nn.Sequential(*list(net.children())[:k])`, or a name bound once to that, where `net` is a
         parameter still as the caller handed it: the container holds the caller's own layers, in their mode
-        (not a fresh model in training mode), as if the function handed `net` back."""
+        (not a fresh model in training mode), as if the function handed `net` back. So does a copy of it,
+        `cut = copy.deepcopy(net)`, its head replaced, returned with no mode switched on the way."""
         if function is None:
             return None
-        values = [value]
+        returned, values = value, [value]
         if type(value) is cst.Name:  # `cut = nn.Sequential(*...)` (on each branch), then `return cut`
             bound = self.flow._scope_bindings(function).get(value.value, ())
             if not bound or any(binding.kind != "assign" for binding in bound):
@@ -147,12 +148,28 @@ class Provenance:
         params = function.param_set - {"self", "cls"}
         sources = set()
         for value in values:
+            copied = self._copied_parameter(value, params)
+            if copied is not None:
+                sources.add(copied)
+                continue
             built, applied = self.modules.module_expression(value)
             if built is None or apply_chain(ModeFact(), applied) != ModeFact():
                 return None  # (`nn.Sequential(*layers).eval()`: the mode is the chain's)
-            sources.add(self._regrouped(built.call, state, lambda k: k in params, function))
+            # (of the parameter, or of a part of it still in its mode: `*list(net.features.children())[:k]`)
+            source = self._regrouped(built.call, state,
+                                     lambda k: key_root(k) in params and state.fact(k) == ENTRY_MODE, function)
+            sources.add(key_root(source) if source is not None else None)
         source = sources.pop() if len(sources) == 1 else None
+        if type(returned) is cst.Name and state.fact(returned.value) != ENTRY_MODE:
+            return None  # (the copy switched before it is handed back: `cut.eval(); return cut`)
         return source if source in params and state.fact(source) == ENTRY_MODE else None
+
+    def _copied_parameter(self, value: cst.BaseExpression, params) -> str | None:
+        """`copy.deepcopy(net)` of a parameter: that parameter."""
+        if type(value) is not cst.Call or self.imports.qualify(value.func) != "copy.deepcopy" or not value.args:
+            return None
+        copied = value.args[0].value
+        return copied.value if type(copied) is cst.Name and copied.value in params else None
 
     def _hands_back_its_arguments(self, call: cst.Call, enclosing) -> bool:
         """`amp.initialize(model, opt)`, or `accelerator.prepare(model, opt, loader)` on an `Accelerator()`."""

@@ -119,6 +119,7 @@ class FunctionFlow:
     idle_restores: dict[str, cst.Call] = field(default_factory=dict)
     # Parameters bound to another value on some path (`model = copy.deepcopy(model)`): not the caller's from there.
     rebound_params: set[str] = field(default_factory=set)
+    follows_parameters: bool = False  # its parameters' values are origins too (see ModeFlow)
 
     # An optimizer steps in a caller or another method of the same object, and this function computes no
     # gradient for its own sake: its backward is a training step (a micro-batch of gradient accumulation).

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import libcst as cst
+
 from modelint.facts.gates import runs_only_in_training
 from modelint.facts.lattice import ENTRY_MODE, first_site
 from modelint.facts.mode_contexts import context_effects
@@ -27,6 +29,8 @@ from modelint.facts.names import key_root, same_or_nested, value_key
 from modelint.facts.naming import is_evaluation_name
 from modelint.facts.phases import phase_default
 from modelint.facts.records import is_the_loss
+from modelint.facts.uses import DETACH, HANDED_BACK
+from modelint.facts.walk import iter_nodes
 from modelint.summary import ForwardUse, FunctionSummary, ReturnFact, StepUse
 
 
@@ -142,6 +146,11 @@ def summarise(flow, function_flow, globals_: frozenset[str], closures=()) -> Fun
     summary.context_mode, summary.context_grad, summary.context_switches = context_effects(flow, function)
     summary.backprops = [p for p in params if "train" in function_flow.uses.get(("param", p), ())]
     summary.evaluates = [p for p in params if _only_evaluated(function_flow.uses.get(("param", p), ()))]
+    if function_flow.follows_parameters and not _yields(function):
+        # (cut on purpose somewhere, `.detach()`: a value seen only through a name that aliases it, `feats =
+        # vout.features`, is not followed to the return, so a parameter merely not seen handed back is no cut)
+        summary.cuts = [p for p in params if p not in function.receivers
+                        and _cut(function_flow.uses.get(("param", p), ()))]
     summary.hands_on = sorted(flow.handed_on(function))
     summary.transforms = sorted(flow.handed_to_functions(function))
     return summary
@@ -186,6 +195,15 @@ def _effects(flow, exit_state, caller_owned) -> tuple[dict, dict]:
     return effects, sites
 
 
+def _yields(function) -> bool:
+    """A generator hands back what it yields, which the returns do not show."""
+    return any(type(node) in (cst.Yield, cst.Await) for node in iter_nodes(function.node.body))
+
+
+def _cut(uses) -> bool:
+    return DETACH in uses and HANDED_BACK not in uses
+
+
 def _only_evaluated(uses) -> bool:
     """Turned into predictions, metrics, files or prints, and nothing that may keep its graph."""
     return "eval" in uses and not uses & {"train", "graph", "return", "store", "escape", "handed"}
@@ -200,6 +218,8 @@ def _grad_only_use(flow, function, forward) -> ForwardUse | None:
         return None
     if forward.function is not None and forward.function.takes_input_gradients:
         return None
+    if flow.called_between_training_steps(function):
+        return None  # (`fit()` calls it with autograd on: the forward is reported where it runs, not at callers)
     use = _forward_use(flow, function, forward, forward.intent)
     if use is None or use.grad != "entry":
         return None

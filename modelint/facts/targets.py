@@ -12,6 +12,7 @@ from __future__ import annotations
 import libcst as cst
 
 from modelint.facts.modules import returned_parameter
+from modelint.facts.torch_api import GRAD_DISABLING
 from modelint.facts.regions import lexically_grad_free
 from modelint.facts.scopes import FunctionInfo
 from modelint.facts.value_calls import FILE_WRITERS
@@ -109,6 +110,12 @@ def select_targets(flow) -> list[FunctionInfo | None]:
     reading = {site.site.function for site in collector.calls
                if (type(site.node.func) is cst.Attribute and site.node.func.attr.value in _READS_NUMBERS)
                or site.qualified in FILE_WRITERS}
+    # One that cuts what it is handed from the graph (`.detach()`, under no_grad): a distillation loss
+    # detaching the teacher's logits. Its summary says which arguments its result carries the graph of, and so
+    # which forwards a backward of that result trains.
+    reading.update(site.site.function for site in collector.calls
+                   if (type(site.node.func) is cst.Attribute and site.node.func.attr.value in _CUTS_GRAPH)
+                   or site.qualified in GRAD_DISABLING)
     for site in collector.calls:
         callee = flow._local_callees.get(site.node)
         if callee is not None and callee not in chosen and callee in reading and site.site.function in chosen \
@@ -127,6 +134,7 @@ def select_targets(flow) -> list[FunctionInfo | None]:
 
 
 _READS_NUMBERS = frozenset({"item", "tolist", "numpy"})
+_CUTS_GRAPH = frozenset({"detach", "detach_"})
 
 
 def _is_forward_like(name: str) -> bool:

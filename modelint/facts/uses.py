@@ -21,6 +21,8 @@ FEEDS = "feeds"  # not a use either: its output is, as it is, another forward's 
 META = "meta"  # only its shape, dtype or length was read: mode cannot change those
 BUILT = "built"  # a module's own methods were called on it (`load_state_dict`, `eval()`): the call built a module
 GIVEN_BACK = "given-back"  # something cut from it (its argmax, its indices) is returned: the caller gets a result
+# (of a function's parameter only) returned still carrying its graph: what the caller handed goes on in the result
+HANDED_BACK = "handed-back"
 
 
 # Origins: a frozenset of (forward call, level). Level says how directly the value carries the output:
@@ -48,9 +50,11 @@ def intent_of(uses: set[str]) -> str:
         return "built"  # (`agent = Model(envs)` for a parameter annotated as a module: a class, called)
     if TRAIN in uses:
         return "training"
+    if HOOKED in uses:
+        return "unknown"  # handed to something that may back-propagate through it, whatever else it is for
     if RETURN in uses:
         return "returned"
-    if STORE in uses or SAMPLED in uses or HOOKED in uses:
+    if STORE in uses or SAMPLED in uses:
         return "unknown"
     if META in uses and uses <= {META, DISCARD, DETACH}:
         return "shape"  # a shape probe (`self.net(dummy).shape[1]`): no evaluation
