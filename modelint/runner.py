@@ -97,30 +97,34 @@ def _drop_guesses_about_callers(results: list[FileResult], index: ProjectIndex) 
         result.foreign = [f for f in result.foreign if kept(f, path)]
 
 
-def _drop_models_without_mode_layers(results: list[FileResult], index: ProjectIndex) -> None:
+def _drop_when_creators_hand_harmless_models(results: list[FileResult], index: ProjectIndex) -> None:
     """A finding about the model a class's creators hand to its constructor goes when the run's other files
     build that class, and every one of them hands there a model whose mode changes nothing (no Dropout, no
-    BatchNorm): what this file could not see."""
+    BatchNorm) or a model already in eval mode: what this file could not see."""
     marked = [f for r in results for f in r.findings if f.held_from_creators is not None]
     if not marked:
         return
-    handed: dict[tuple[str, str], list[dict]] = {}  # (defining file, class) -> the slots of each construction
+    # (defining file, class) -> (the slots of each construction, whether each slot was handed in eval mode)
+    handed: dict[tuple[str, str], list[tuple[dict, dict]]] = {}
     for path, summary in index.files.items():
         for reference, slots in summary.handed_models.items():
             found = index.resolve_shape(reference, path)
             if found is not None and os.path.abspath(found[1]) != path:
-                handed.setdefault((os.path.abspath(found[1]), reference.rpartition(".")[2]), []).append(slots)
+                handed.setdefault((os.path.abspath(found[1]), reference.rpartition(".")[2]), []).append(
+                    (slots, summary.handed_in_eval.get(reference, {})))
     if not handed:
         return
 
-    def without_mode_layers(finding: Finding) -> bool:
+    def harmless(finding: Finding) -> bool:
         classes, param, position = finding.held_from_creators
         constructions = [slots for cls in classes for slots in handed.get((os.path.abspath(finding.path), cls), ())]
-        passed = [slots.get(param, slots.get(str(position))) for slots in constructions]
-        return bool(passed) and all(value == 0 for value in passed)  # (0: Dependence.INDEPENDENT)
+        passed = [(slots.get(param, slots.get(str(position))), modes.get(param, modes.get(str(position))))
+                  for slots, modes in constructions]
+        # (0: Dependence.INDEPENDENT)
+        return bool(passed) and all(dependence == 0 or in_eval is True for dependence, in_eval in passed)
 
     for result in results:
-        result.findings = [f for f in result.findings if f.held_from_creators is None or not without_mode_layers(f)]
+        result.findings = [f for f in result.findings if f.held_from_creators is None or not harmless(f)]
 
 
 def _drop_when_models_take_input_gradients(results: list[FileResult], index: ProjectIndex) -> None:
@@ -270,7 +274,7 @@ def run_paths(paths: list[str], resolver: ConfigResolver, overrides: Overrides, 
             run.cache.folder = os.path.join(cache_dir, engine_fingerprint())
         results, run.index = follow_calls_across_files(results, work, workers, cache_dir, run.cache, helpers)
     _drop_guesses_about_callers(results, run.index)
-    _drop_models_without_mode_layers(results, run.index)
+    _drop_when_creators_hand_harmless_models(results, run.index)
     _drop_when_models_take_input_gradients(results, run.index)
     _drop_when_built_needing_input_gradients(results, run.index)
     _drop_when_users_keep_the_order(results, run.index)

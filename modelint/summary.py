@@ -190,6 +190,9 @@ class FileSummary:
     # The same calls: argument slot -> the imported class (as imported here) the model handed there was built
     # from, "?" when the calls hand models of different or unknown classes (see ModeFlow.handed_classes).
     handed_classes: dict[str, dict[str, str]] = field(default_factory=dict)
+    # The same calls: argument slot -> True when every model handed there was surely in eval mode (`net.eval()`,
+    # then `Predictor(net, mode="val")`).
+    handed_in_eval: dict[str, dict[str, bool]] = field(default_factory=dict)
     # Methods called on a parameter of no class seen here, as "function|parameter|position|method"
     # (`model.predict(x)` in `evaluate(model, ...)`): the class other files' calls hand it may say what they run.
     asked_handed: set[str] = field(default_factory=set)

@@ -218,6 +218,10 @@ class MissingEvalMode(Rule):
             notes, related = wrapped_forward_notes(facts, forward, switched, ())
             return Report(forward.call, message, stmt=site.site.stmt if site else None, notes=notes,
                           related=related, fix=_insert_eval(facts, forward, site, False) if site else None)
+        if facts.flow.objects.ever_switched_to_eval(function.cls, key):
+            # (`predict_all()` puts it in eval mode, then calls this method for each batch: the class minds the
+            # mode, and which of its methods its users call first is not in view)
+            return None
         if grad.definitely_free:
             context = "under no_grad"
         elif forward.intent == "evaluation" and forward.method is None:
@@ -282,6 +286,11 @@ class MissingEvalMode(Rule):
         if trains_here and forward.uses <= {"discard"} and _switched_after_training(facts, forward):
             # `model.train()` after the last step, then forwards whose outputs nothing reads: run for what they
             # do to BatchNorm's running statistics (recomputed for averaged weights after SWA)
+            return None
+        if not trains_here and forward.via is None and forward.uses == {"discard"} \
+                and any(is_train_site(site) for site in forward.mode.train_sites):
+            # The same with no training here: `model.train()`, then a forward whose output nothing reads, for
+            # what it does to the layers (a data-dependent initialisation: Glow's ActNorm; BatchNorm statistics)
             return None
         if mode.train_sites <= facts.flow.assumed_sites and not context.startswith(("under", "over")):
             return None  # in training mode only because it was trained above: needs no_grad or test data too

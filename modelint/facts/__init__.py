@@ -170,6 +170,7 @@ class FileFacts:
         # The file's module-level helpers a forward calls (`_calculate_mask(x, self.head)`) compute part of it.
         helpers = {f.name: f for f in self.collector.functions if f.cls is None and f.outer is None
                    and f.name not in self.imports.bindings}
+        inherited = self._methods_of_subclasses()
         reachable: set = set()
         for cls, named in methods.items():
             todo = [named[name] for name in ("forward", "__call__") if name in named]
@@ -181,13 +182,33 @@ class FileFacts:
                 owner = function.params[0] if function.params else None
                 for call in calls_in.get(function, ()):
                     func = call.func
-                    if type(func) is cst.Attribute \
-                            and dotted(func.value) == owner and func.attr.value in named \
-                            and func.attr.value != "__init__":
-                        todo.append(named[func.attr.value])
+                    if type(func) is cst.Attribute and dotted(func.value) == owner and func.attr.value != "__init__":
+                        if func.attr.value in named:
+                            todo.append(named[func.attr.value])
+                        # (a template's `forward` calling `self.forward_test(...)`, which each subclass writes)
+                        todo.extend(inherited.get((function.cls, func.attr.value), ()))
                     elif type(func) is cst.Name and func.value in helpers:
                         todo.append(helpers[func.value])
         return reachable
+
+    def _methods_of_subclasses(self) -> dict:
+        """(class, method name) -> that method as the file's subclasses of the class (at any depth) write it."""
+        classes = {info.name: info for info in self.collector.classes}
+        parents = {info: [classes[name] for base in info.bases if (name := dotted(base)) in classes]
+                   for info in self.collector.classes}
+        out: dict = {}
+        for function in self.collector.functions:
+            if function.cls is None or function.outer is not None:
+                continue
+            seen, todo = set(), list(parents.get(function.cls, ()))
+            while todo:
+                ancestor = todo.pop()
+                if ancestor in seen:
+                    continue
+                seen.add(ancestor)
+                out.setdefault((ancestor, function.name), []).append(function)
+                todo.extend(parents.get(ancestor, ()))
+        return out
 
     def is_test_function(self, function: FunctionInfo | None) -> bool:
         """A unit test (pytest `test_*` in a test file, or a `unittest.TestCase` method): it checks the

@@ -171,8 +171,9 @@ class CallEffects(FollowedNames, SummaryEffects, ModeContexts, TrainingSteps, Ha
                 elif wraps_forward(method) and local is None and self._module_receiver(state, receiver):
                     self.forward(call, receiver, state, method=method)
                 elif local is not None and call.args and flow.local_functions[local].is_abstract \
-                        and self._module_receiver(state, receiver):
-                    # `self.predict_proba(X)` left to subclasses of a module: they run its layers on X.
+                        and self._module_receiver(state, receiver) and not flow.overriders(call, self.out.function):
+                    # `self.predict_proba(X)` left to subclasses of a module: they run its layers on X. (Not when
+                    # the subclasses are in sight: what they write is what runs, `a + b / T` or a forward.)
                     self.forward(call, receiver, state, method=method)
             elif method == "backward":  # `scaler.scale(loss).backward()`
                 self.step(call, "backward", state, None)

@@ -62,6 +62,7 @@ def file_summary(flow) -> FileSummary:
                        method_calls_in_eval=_method_calls_in_eval(flow),
                        handed_models={name: dict(slots) for name, slots in flow.handed_models.items()},
                        handed_classes={name: dict(slots) for name, slots in flow.handed_classes.items()},
+                       handed_in_eval={name: dict(slots) for name, slots in flow.handed_in_eval.items()},
                        asked_handed=set(flow.asked_handed),
                        loaded_classes=set(flow.modules.loaded_classes),
                        weightless_classes=flow.modules.weightless_classes(),

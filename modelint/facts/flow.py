@@ -70,6 +70,7 @@ class ModeFlow(CallGraph, Optimizers, CallResolution):
         # slot (position or keyword) -> how much the models handed there depend on the mode (the join).
         self.handed_models: dict[str, dict[str, int]] = {}
         self.handed_classes: dict[str, dict[str, str]] = {}  # ... and the classes they were built from
+        self.handed_in_eval: dict[str, dict[str, bool]] = {}  # ... and whether every one was surely in eval mode
         self.asked_handed: set[str] = set()  # functions calling methods of parameters of classes unseen here
         self.last_unresolved: str | None = None
         # Calls of this file's own functions: qualname -> {call: (caller, grad there, models' modes there)}.
@@ -109,6 +110,7 @@ class ModeFlow(CallGraph, Optimizers, CallResolution):
             self.unresolved = set()
             self.handed_models = {}
             self.handed_classes = {}
+            self.handed_in_eval = {}
             self.asked_handed = set()
             self.flows = []
             self._training_functions = set()

@@ -218,8 +218,8 @@ class HandedModels:
     def _record_handed_models(self, call: cst.Call, state: State) -> None:
         """A callable of another file of the project handed a model (`ClassifierLearner(model=net, ...)`):
         what each argument slot gets, for the file that stores it (modelint.runner: a trainer class whose
-        every creator hands a model without Dropout or BatchNorm)."""
-        handed, origins = {}, {}
+        every creator hands a model without Dropout or BatchNorm, or one already in eval mode)."""
+        handed, origins, in_eval = {}, {}, {}
         for position, arg in enumerate(call.args):
             if arg.star:
                 return  # (`*args`: the positions after it are unknown)
@@ -228,11 +228,13 @@ class HandedModels:
             if key is not None and state.tracks(key := state.canonical(key)):
                 handed[slot] = int(state.fact(key).dependence)
                 origins[slot] = state.fact(key).origin or "?"  # (a class of this file: not named for others)
+                in_eval[slot] = state.fact(key).definitely_eval
             elif type(arg.value) is cst.Call:  # `TD3(actor_network=Actor(obs, act))`: built for the call
                 built = self.flow.provenance.built_here(arg.value, state, self.out.function)
                 if built is not None:
                     handed[slot] = int(built.dependence)
                     origins[slot] = built.origin or "?"
+                    in_eval[slot] = built.definitely_eval
         qualified = self.flow.imports.qualify(call.func) if handed else None
         if qualified is None and handed and type(call.func) is cst.Name:
             # (`evaluate(model, ...)` after `from utils import *`: named after each star import, for the index)
@@ -243,6 +245,9 @@ class HandedModels:
         slots = self.flow.handed_models.setdefault(qualified, {})
         for slot, dependence in handed.items():
             slots[slot] = max(slots.get(slot, 0), dependence)
+        modes = self.flow.handed_in_eval.setdefault(qualified, {})
+        for slot, evaluating in in_eval.items():
+            modes[slot] = modes.get(slot, True) and evaluating
         self._record_handed_classes(qualified, origins)
 
     def _record_handed_classes(self, reference: str, origins: dict[str, str]) -> None:

@@ -219,13 +219,21 @@ def _unfreezes(call: cst.Call) -> bool:
 
 def _freezings(facts):
     """(function, the module expression, whether all of its parameters) for each freezing in the file:
-    `x.requires_grad_(False)`, or `p.requires_grad = False` in a loop over `x.parameters()` (whole) or
-    `x.named_parameters()` and the like."""
+    `x.requires_grad_(False)`, a LightningModule's `x.freeze()`, or `p.requires_grad = False` in a loop over
+    `x.parameters()` (whole) or `x.named_parameters()` and the like."""
     from modelint.facts.modules import unwrap_chain
 
+    lightning = any(qualified.split(".")[0] in ("pytorch_lightning", "lightning")
+                    for qualified in facts.imports.bindings.values())
     for site in facts.collector.calls:
         func = site.node.func
-        if type(func) is cst.Attribute and func.attr.value == "requires_grad_" and site.node.args \
+        if lightning and type(func) is cst.Attribute and func.attr.value == "freeze" and not site.node.args:
+            # LightningModule's `freeze()`: every parameter's `requires_grad` off (and eval mode), unless the
+            # class writes a `freeze` of its own
+            receiver = facts.receivers.of(func.value, site.site.function, site.site.stmt)
+            if receiver.module is True and "freeze" not in receiver.defines:
+                yield site.site.function, unwrap_chain(func.value)[0], True
+        elif type(func) is cst.Attribute and func.attr.value == "requires_grad_" and site.node.args \
                 and literal_value(site.node.args[0].value) is False:
             yield site.site.function, unwrap_chain(func.value)[0], True  # (`teacher.eval().requires_grad_(False)`)
             stmt = site.site.stmt  # `self.teacher = teacher.eval().requires_grad_(False)`: the name it is kept as

@@ -317,6 +317,11 @@ class ModuleTable(WaitingOnImports, LocalLayers, Registries, ModuleAttributes, B
             if api.from_pretrained_loads(dotted(func.value) or ""):
                 return Construction(call, Dependence.DEPENDENT, starts_in_eval=True)
             return None
+        if type(func) is cst.Attribute and func.attr.value == "from_config" \
+                and (owner := self.imports.qualify(func.value) or "").startswith(("transformers.", "diffusers.")) \
+                and api.from_pretrained_loads(owner):
+            # `AutoModel.from_config(cfg)`: the architecture with new weights, in training mode (its Dropout on)
+            return Construction(call, Dependence.DEPENDENT)
         qualified = self.imports.qualify(func)
         if qualified is not None:
             if qualified in api.MODULE_WRAPPERS:  # `weight_norm(nn.Conv1d(...))`, `DataParallel(Net())`

@@ -46,6 +46,16 @@ class AttributeLayers:
             return modules.is_module_class(project) and modules.class_dependence(project) is Dependence.DEPENDENT \
                 and not modules.kinds.holds_library_mode_layers(project)
         qualified = self.flow.imports.qualify(built.func)
+        if qualified == "torch.nn.Sequential":
+            # (`nn.Sequential(nn.Linear(4, 32), nn.ReLU(), NoisyLinear(32, n))`: such layers, the rest mode-free)
+            parts = [arg.value for arg in built.args]
+            if not parts or any(arg.star or arg.keyword is not None for arg in built.args):
+                return False
+            own = [part for part in parts if self._own_mode_construction(part)]
+            return bool(own) and all(
+                any(part is mine for mine in own) or (type(part) is cst.Call and (
+                    found := modules.construction(part)) is not None and found.dependence is Dependence.INDEPENDENT)
+                for part in parts)
         index = self.flow.index
         return index is not None and qualified is not None and not qualified.startswith("torch.") \
             and index.sets_its_own_mode_only(qualified, self.flow.path)

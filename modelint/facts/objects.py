@@ -34,6 +34,7 @@ from modelint.facts.object_attributes import AttributeLayers
 from modelint.facts.object_exits import ObjectExits
 from modelint.facts.object_starts import ObjectStarts
 from modelint.facts.provenance import argument_for, receiver_key, returned_argument
+from modelint.facts.summaries import qualname
 
 
 class ObjectModes(ObjectExits, ObjectStarts, AttributeLayers):
@@ -345,11 +346,14 @@ class ObjectModes(ObjectExits, ObjectStarts, AttributeLayers):
         if function is None or function.cls is None:
             return None
         classes = set(self.flow.class_and_bases(function.cls.name))
+        name = qualname(function)
         for other in self.flow.flows:
             method = other.function
             if method is None or method is function or method.cls is None or method.cls.name not in classes:
                 continue
             for forward in other.all_forwards():
+                if forward.callee is not None and forward.callee.qualname == name:
+                    continue  # (through this very method: `predict_volume()` switching, then calling it)
                 if forward.key == key and forward.mode.eval_sites and not forward.mode.train_sites:
                     return method.name, first_site(forward.mode.eval_sites)
         return None

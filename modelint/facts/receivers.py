@@ -112,6 +112,9 @@ class Receivers:
         project = self.modules.project_class(func)
         if project is not None:
             return self.of_class(project)
+        if type(func) is cst.Attribute and func.attr.value == "load_from_checkpoint" \
+                and (project := self.modules.project_class(func.value)) is not None:
+            return self.of_class(project)  # (Lightning's classmethod builds the class, then loads its weights)
         if type(func) is cst.Attribute and func.attr.value == "from_pretrained":
             built = self.modules.construction(call)
             return TORCH_MODULE if built is not None else UNKNOWN

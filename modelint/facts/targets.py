@@ -61,6 +61,13 @@ def select_targets(flow) -> list[FunctionInfo | None]:
                                 for small in site.site.stmt.body)
                         and (found := modules.module_expression(site.node)[0]) is not None
                         and (found.certain or not in_a_forward(site.site.function)))
+    # `return Retriever(Encoder())`: an object of a class of this file built holding a model made for it, whose
+    # mode is what the object's methods start from (modelint.facts.object_starts).
+    constructing.update(site.site.function for site in collector.calls
+                        if site.site.function not in constructing and site.node.args
+                        and modules.project_class(site.node.func) is not None
+                        and any(type(arg.value) is cst.Call and modules.module_expression(arg.value)[0] is not None
+                                for arg in site.node.args))
     using_globals = {site.site.function for site in collector.calls
                      if type(site.node.func) is cst.Name and site.node.func.value in flow.global_models}
     if flow.global_models:
