@@ -282,6 +282,7 @@ def _analyse(module: cst.Module, text: str, path: str, codes: frozenset[str], in
             Finding(path, rule_class.code, rule_class.name, _shown(report.message), rule_class.severity, start, end,
                     fix=_resolve_fix(report.fix, positions, lines), related=notes + report.related,
                     unless_called=report.unless_called, method_callers_unseen=report.method_callers_unseen,
+                    function_callers_unseen=report.function_callers_unseen,
                     method_callers_switch=report.method_callers_switch, held_from_creators=report.held_from_creators,
                     model_class_unseen=report.model_class_unseen, users_elsewhere=report.users_elsewhere,
                     built_by=report.built_by)

@@ -57,6 +57,7 @@ class Finding:
     cell: int | None = None  # notebooks: the code cell (1-based); location is then cell-relative
     unless_called: str | None = None  # dropped when another file calls this function (see Report)
     method_callers_unseen: str | None = None  # (see Report)
+    function_callers_unseen: tuple[str, ...] = ()  # (see Report)
     method_callers_switch: str | None = None  # (see Report)
     held_from_creators: tuple | None = None  # (see Report)
     model_class_unseen: bool = False  # (see Report)

@@ -59,6 +59,10 @@ class Report:
     # runner drops the report when the run's files call a method of these names (comma-separated) on objects
     # they cannot place, and only under no_grad: likely its callers.
     method_callers_unseen: str | None = None
+    # A method reached from module-level functions of its file that nothing there calls (`eval_model(model,
+    # data)` calling `model.predict(batch)`): their names. The runner drops the report when the run's other
+    # files call each of them, and only under no_grad.
+    function_callers_unseen: tuple[str, ...] = ()
     # A module's own inference method whose class never calls `self.eval()`: the runner drops the report when
     # the run's other files call a method of this name only after putting its receiver in eval mode.
     method_callers_switch: str | None = None

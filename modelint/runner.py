@@ -75,7 +75,7 @@ def codes_for(path: str, settings: Settings, overrides: Overrides) -> frozenset[
 def _drop_guesses_about_callers(results: list[FileResult], index: ProjectIndex) -> None:
     """A finding that guessed a helper's callers (none could be seen in its file) goes when another
     file of the run calls that helper: that caller is judged with the helper's summary instead."""
-    if not any(f.unless_called or f.method_callers_unseen or f.method_callers_switch
+    if not any(f.unless_called or f.method_callers_unseen or f.method_callers_switch or f.function_callers_unseen
                for r in results for f in (*r.findings, *r.foreign)):
         return
     called = index.called_from_other_files()
@@ -87,7 +87,9 @@ def _drop_guesses_about_callers(results: list[FileResult], index: ProjectIndex) 
             and (f.method_callers_unseen is None
                  or not (index.method_called_only_without_grad(f.method_callers_unseen)
                          or any((path, name) in methods_called for name in f.method_callers_unseen.split(",")))) \
-            and (f.method_callers_switch is None or not index.method_called_only_in_eval(f.method_callers_switch, f.path))
+            and (f.method_callers_switch is None or not index.method_called_only_in_eval(f.method_callers_switch, f.path)) \
+            and not (f.function_callers_unseen and all(index.function_called_only_without_grad(f.path, name)
+                                                       for name in f.function_callers_unseen))
 
     for result in results:
         path = os.path.abspath(result.path)

@@ -179,11 +179,14 @@ class FileSummary:
     # builds a model class of the project (not for every project name it imports).
     syntax_only: bool = False
     # Methods called here on objects this file cannot place (`generator.module.infer(x)`): name -> True
-    # when every such call is lexically under no_grad.
-    method_calls: dict[str, bool] = field(default_factory=dict)
+    # when every such call is lexically under no_grad; the qualnames of the functions holding the others,
+    # when those are functions nothing here calls (their callers elsewhere decide).
+    method_calls: dict[str, bool | tuple[str, ...]] = field(default_factory=dict)
     # The same calls: name -> True when every one comes after the function put the receiver (or an object
     # holding it) in eval mode (`model.eval()`, then `model.encoder.get_embeddings(loader)`).
     method_calls_in_eval: dict[str, bool] = field(default_factory=dict)
+    # Functions of other files called here (as this file names them): True when every call runs under no_grad.
+    grad_free_calls: dict[str, bool] = field(default_factory=dict)
     # Callables imported from other files (as imported) handed a model here: argument slot (position or
     # keyword) -> Dependence value of the models handed there (see ModeFlow.handed_models).
     handed_models: dict[str, dict[str, int]] = field(default_factory=dict)
@@ -267,6 +270,24 @@ class ProjectIndex:
                     called.add((os.path.abspath(found.path), found.qualname))
         return called
 
+    def function_called_only_without_grad(self, path: str, qualname: str) -> bool:
+        """Do the run's other files call the function `qualname` of `path`, and always under no_grad?"""
+        path = os.path.abspath(path)
+        calls = []
+        for from_path, summary in self.files.items():
+            if from_path == path:
+                continue
+            for reference, free in summary.grad_free_calls.items():
+                module, _, name = reference.rpartition(".")
+                if name != qualname or not module:
+                    continue
+                # (the nearest file defining it, whether or not the function has a summary worth exporting)
+                found = next((found for found in self._candidates(module, summary.path)
+                              if name in found.plain_functions), None)
+                if found is not None and os.path.abspath(found.path) == path:
+                    calls.append(free)
+        return bool(calls) and all(calls)
+
     def class_handed(self, path: str, qualname: str, param: str, position: int) -> tuple[str, str] | None:
         """(class as imported, the importing file) that every call in the run's other files hands the
         parameter `param` (at `position` among the positional arguments) of the function `qualname` of
@@ -319,9 +340,11 @@ class ProjectIndex:
         no_grad? (The method's own class has no caller in sight: these may be its callers; its own file's
         too, `m.predict(x)` for each `m` of a list of models.)"""
         methods = name.split(",")  # (several: each method of its class that reaches it, see Report)
-        calls = [summary.method_calls[method] for summary in self.files.values() for method in methods
+        calls = [(summary.path, summary.method_calls[method]) for summary in self.files.values() for method in methods
                  if method in summary.method_calls]
-        return bool(calls) and all(calls)
+        # (a tuple: calls in functions of that file nothing there calls, whose callers elsewhere decide)
+        return bool(calls) and all(free is True or (free is not False and all(
+            self.function_called_only_without_grad(path, function) for function in free)) for path, free in calls)
 
     def run_after(self, defined_in: str, cls: str, first: frozenset[str], then: frozenset[str]) -> bool:
         """May an object of the class `cls` of `defined_in` run a method named in `then` after one named in

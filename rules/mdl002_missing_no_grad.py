@@ -206,7 +206,8 @@ class MissingNoGrad(Rule):
             notes = ((call, f"{name} calls `{function.name}()` here with autograd on"), *notes)
         return Report(forward.call, message, stmt=site.site.stmt, fix=fix, notes=notes, related=related,
                       unless_called=_callers_decide(facts, forward),
-                      method_callers_unseen=_method_callers_unseen(facts, forward))
+                      method_callers_unseen=_method_callers_unseen(facts, forward),
+                      function_callers_unseen=_function_callers_unseen(facts, forward))
 
 
 def _kept_after_switching_to_eval(facts: FileFacts, forward, mode) -> bool:
@@ -273,6 +274,22 @@ def _unseen_entries(facts: FileFacts, function, seen: frozenset) -> list[str] | 
             return None
         found += above
     return found
+
+
+def _function_callers_unseen(facts: FileFacts, forward) -> tuple[str, ...]:
+    """The module-level functions of the file, none of them called here, through which a method's forward runs
+    (`eval_model(model, data)` calling `model.predict(batch)`), when they are its only callers: the grad mode
+    their callers in other files run them in is the forward's."""
+    function = forward.function
+    if function is None or function.cls is None or function.outer is not None or not _grad_left_to_callers(forward):
+        return ()
+    entries: list[str] = []
+    for caller in facts.flow.syntactic_callers(function):
+        if caller is None or caller.cls is not None or caller.outer is not None or facts.flow.has_callers(caller) \
+                or facts.flow.function_trains(caller):
+            return ()
+        entries.append(caller.name)
+    return tuple(sorted(entries))
 
 
 def _fed_batches(facts: FileFacts, forward) -> bool:

@@ -7,6 +7,7 @@ Effects on `self.` attributes stay in the file: a caller elsewhere holds another
 
 from __future__ import annotations
 
+import sys
 from dataclasses import replace
 
 import libcst as cst
@@ -17,6 +18,7 @@ from modelint.facts.names import dotted, key_prefixes
 from modelint.facts.object_orders import handed_methods, object_orders
 from modelint.facts.input_gradients import input_gradient_classes
 from modelint.facts.regions import forward_grad, lexically_grad_free
+from modelint.facts.summaries import qualname
 from modelint.summary import FileSummary, ForwardUse, FunctionSummary, RemoteSite, ReturnFact, StepUse
 
 
@@ -60,6 +62,7 @@ def file_summary(flow) -> FileSummary:
             exported[name] = out
     return FileSummary(flow.path, exported, refs, flow.modules.class_summaries(), method_calls=_method_calls(flow),
                        method_calls_in_eval=_method_calls_in_eval(flow),
+                       grad_free_calls=_grad_free_calls(flow),
                        handed_models={name: dict(slots) for name, slots in flow.handed_models.items()},
                        handed_classes={name: dict(slots) for name, slots in flow.handed_classes.items()},
                        handed_in_eval={name: dict(slots) for name, slots in flow.handed_in_eval.items()},
@@ -77,11 +80,13 @@ def file_summary(flow) -> FileSummary:
                        handed_methods=handed_methods(flow))
 
 
-def _method_calls(flow) -> dict[str, bool]:
+def _method_calls(flow) -> dict[str, bool | tuple[str, ...]]:
     """Methods this file calls on objects it cannot place (not `self`, no function of this file), and
     whether every such call is under no_grad, or in a function whose grad mode callers this file cannot see
-    decide (False: one surely runs with autograd on). A method elsewhere with no caller in sight may be one."""
-    out: dict[str, bool] = {}
+    decide (False: one surely runs with autograd on). A method elsewhere with no caller in sight may be one.
+    Calls in module-level functions nothing here calls (`eval_model(model, data)` calling `model.predict(x)`)
+    leave it to those functions' callers in other files: their qualnames, which the index answers for."""
+    out: dict[str, bool | tuple[str, ...]] = {}
     entries: dict = {}  # function -> its callers' grad mode (asked once per function)
     for _ordinal, site, name in _calls_on_unplaced_objects(flow):
         free = lexically_grad_free(flow.imports, site.site, flow.grad_wrappers)
@@ -94,9 +99,39 @@ def _method_calls(flow) -> dict[str, bool]:
             entry = entries[function]
             free = entry.definitely_free or (entry.unknown and not entry.may_enabled) \
                 or _run_by_module_calls_elsewhere(flow, function)
-        if out.get(name, True):  # (one call with autograd on settles the name)
+            if not free and function.cls is None and function.outer is None and not flow.has_callers(function):
+                free = (qualname(function),)
+        seen = out.get(name, True)
+        if seen is True:
             out[name] = free
+        elif seen is not False and free is not True:  # (one call with autograd on settles the name)
+            out[name] = False if free is False else tuple(sorted(set(seen) | set(free)))
     return out
+
+
+def _grad_free_calls(flow) -> dict[str, bool]:
+    """The functions this file imports and calls with arguments (as it names them: those of other files of the
+    project among them, which the index tells apart), and whether every such call runs under no_grad:
+    lexically, or in a function every caller here runs under no_grad."""
+    out: dict[str, bool] = {}
+    entries: dict = {}
+    for site in flow.collector.calls:
+        reference = site.qualified
+        if reference is None or not site.node.args or not out.get(reference, True) \
+                or reference.split(".", 1)[0] in _LIBRARIES_OF_NO_PROJECT:
+            continue
+        free = lexically_grad_free(flow.imports, site.site, flow.grad_wrappers)
+        function = site.site.function
+        if not free and function is not None:
+            if function not in entries:
+                entries[function] = flow.entry_grad(function).definitely_free and flow.has_callers(function)
+            free = entries[function]
+        out[reference] = free
+    return out
+
+
+_LIBRARIES_OF_NO_PROJECT = frozenset(getattr(sys, "stdlib_module_names", ())) | {
+    "torch", "numpy", "np", "scipy", "pandas", "sklearn", "matplotlib", "cv2", "PIL", "tqdm", "transformers"}
 
 
 def _calls_on_unplaced_objects(flow):
