@@ -34,6 +34,8 @@ def is_module(facts, forward, mode: ModeFact) -> bool:
         return False  # (the class's own `self.drop = nn.Dropout(p)`, whatever another class keeps as `self.drop`)
     if forward.via is None and forward.method is None and _runs_its_own_call(facts, forward, mode):
         return False  # (ultralytics' `YOLO(path)(images)`: its `__call__` runs `predict()`, not `forward`)
+    if forward.via is None and _fed_another_frameworks_tensor(facts, forward):
+        return False  # `model(paddle.to_tensor(x))`: a network of another framework, whatever its `.eval()`
     if mode.certain and (mode.train_sites or mode.eval_sites):
         return True
     if mode.origin and facts.receivers.of_qualified(mode.origin, facts.path).module is False:
@@ -64,6 +66,20 @@ def is_module(facts, forward, mode: ModeFact) -> bool:
         or _annotated_as_a_module(facts, forward.function, forward.key) \
         or _handed_a_module(facts, forward.function, forward.key) \
         or _switched_by_a_base_elsewhere(facts, forward.function, forward.key)
+
+
+def _fed_another_frameworks_tensor(facts, forward) -> bool:
+    """Is an input of the call a tensor another framework made (`x = paddle.to_tensor(arr)`, `tf.constant(v)`),
+    directly or through a name every binding of which in its scope makes one?"""
+    for arg in forward.call.args:
+        values = [arg.value]
+        if type(arg.value) is cst.Name:
+            values = [value for key, value, site in facts.collector.call_assigns
+                      if key == arg.value.value and site.function is forward.function] or [arg.value]
+        if all(type(value) is cst.Call and (facts.imports.qualify(value.func) or "").startswith(
+                api.OTHER_FRAMEWORK_PREFIXES) for value in values):
+            return True
+    return False
 
 
 def _a_loop_target(facts, forward) -> bool:
