@@ -27,6 +27,7 @@ from modelint.facts.applied import NEUTRAL_BUILTINS, applies_a_mode_neutral_func
 from modelint.facts.uses import DETACHED
 from modelint.facts.phases import decide
 from modelint.facts.lattice import GradFact, ModeFact, mode_of_call
+from modelint.facts.loops import container_of_every_entry
 from modelint.facts.names import dotted, tokens, value_key
 from modelint.facts.modules import Dependence, unwrap_chain
 from modelint.facts.naming import EVAL_WORDS, TRAIN_WORDS, names_evaluation_data
@@ -144,6 +145,8 @@ class CallEffects(FollowedNames, SummaryEffects, ModeContexts, TrainingSteps, Ha
                     for held in self._handed_to_builder_of(receiver, state):
                         self.set_mode(state, held, call)
                 if method in ("eval", "train") and not plain:
+                    # (`[nets[k].eval() for k in nets]`: every entry of `nets`, as `nets.eval()` switches them)
+                    receiver = container_of_every_entry(flow, call, func.value) or receiver
                     owner = self.parts.get(receiver)
                     if owner is not None:  # some submodules of `owner` switched (BatchNorms only, say)
                         self.havoc(state, state.canonical(owner))
@@ -168,7 +171,8 @@ class CallEffects(FollowedNames, SummaryEffects, ModeContexts, TrainingSteps, Ha
                     self.havoc(state, receiver)
                 elif local is None and not call.args and _names_a_mode_switch(method) and self.follows(receiver, state):
                     self.havoc(state, receiver)  # `model.val_start()` of a wrapper we cannot see into
-                elif wraps_forward(method) and local is None and self._module_receiver(state, receiver):
+                elif wraps_forward(method) and local is None and self._module_receiver(state, receiver) \
+                        and not self._summarised_elsewhere(call, state, receiver):
                     self.forward(call, receiver, state, method=method)
                 elif local is not None and call.args and flow.local_functions[local].is_abstract \
                         and self._module_receiver(state, receiver) and not flow.overriders(call, self.out.function):
@@ -378,3 +382,4 @@ _NOT_FORWARD_PREFIXES = ("get_", "set_", "reset_", "is_", "has_", "num_", "incre
 def is_optimizer_step(receiver: str) -> bool:
     last = receiver.rsplit(".", 1)[-1].lower()
     return "optim" in last or last in ("opt", "scaler") or last.endswith("_opt") or last.startswith("opt_")
+

@@ -188,6 +188,15 @@ class FollowedNames:
             return True
         return self.flow.modules.is_module_name(key, self.out.function)
 
+    def _summarised_elsewhere(self, call: cst.Call, state: State, receiver: str) -> bool:
+        """`model.generate(x)` on a module built from a class another file defines, which the index summarises:
+        what that method does (`self.eval()` first, its forward under no_grad) is in view, no guess needed."""
+        origin = state.fact(receiver).origin
+        if not origin or type(call.func) is not cst.Attribute:
+            return False
+        summary = self.flow.resolve_method_of(origin, call.func.attr.value)
+        return summary is not None and summary.is_method and "self" in summary.effects
+
 
 def _moved_itself(value: cst.BaseExpression, key: str) -> bool:
     """`model.to(device)` bound back to `model`: the same module, moved."""

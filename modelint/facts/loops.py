@@ -16,7 +16,7 @@ import libcst as cst
 
 from modelint.facts.bindings import flatten
 from modelint.facts.names import dotted, value_key
-from modelint.facts.value_nodes import iterated_elements
+from modelint.facts.value_nodes import COMPREHENSIONS, iterated_elements
 from modelint.facts.naming import names_evaluation_data
 from modelint.facts.phases import names_evaluation_value, phase_values
 from modelint.facts.state import State, join
@@ -275,3 +275,30 @@ def _length_plus(expr: cst.BaseExpression, offset: int) -> bool:
         return type(expr) is cst.BinaryOperation and type(expr.operator) is cst.Subtract \
             and _length_plus(expr.left, 0) and type(expr.right) is cst.Integer and expr.right.value == "1"
     return type(expr) is cst.Call and type(expr.func) is cst.Name and expr.func.value == "len" and len(expr.args) == 1
+
+
+def container_of_every_entry(flow, call: cst.Call, entry: cst.BaseExpression) -> str | None:
+    """`nets[k]`, where `k` runs over `nets` (or `nets.keys()`) in a loop or a comprehension around the call:
+    the container, every entry of which the call reaches."""
+    if type(entry) is not cst.Subscript or len(entry.slice) != 1 \
+            or type(entry.slice[0].slice) is not cst.Index or type(entry.slice[0].slice.value) is not cst.Name:
+        return None
+    container, index = dotted(entry.value), entry.slice[0].slice.value.value
+    site = flow.site_of_call.get(call)
+    if container is None or site is None:
+        return None
+    loops = [(guard.target, guard.iter) for guard in site.site.guards if type(guard) is cst.For]
+    loops += [(clause.target, clause.iter) for node in iter_nodes(site.site.stmt) if type(node) in COMPREHENSIONS
+              for clause in _clauses(node.for_in)]
+    for target, iterated in loops:
+        if type(target) is cst.Name and target.value == index and (dotted(iterated) == container or (
+                type(iterated) is cst.Call and type(iterated.func) is cst.Attribute
+                and iterated.func.attr.value == "keys" and dotted(iterated.func.value) == container)):
+            return container
+    return None
+
+
+def _clauses(clause):
+    while clause is not None:
+        yield clause
+        clause = clause.inner_for_in

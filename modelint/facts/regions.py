@@ -141,15 +141,30 @@ def forward_turns_grad_off(imports, cls, wrappers: frozenset[str] = frozenset())
 def forward_grad(imports, cls, wrappers: frozenset[str] = frozenset()) -> str | None:
     """What the class's own `forward` does to autograd: "free" when it is decorated `@torch.no_grad()` (or the
     like), runs its whole body in `with torch.no_grad():`, or is one `return` handing over to a method of the
-    class that is decorated so (`def forward(self, cond): return self.sample(cond)`); "mode" when its body
+    class that does either (`def forward(self, cond): return self.sample(cond)`); "mode" when its body
     runs in `with torch.set_grad_enabled(self.training):` (no graph in eval mode); else None."""
     forward = cls.methods.get("forward")
     if forward is None:
         return None
-    if any(disables_grad(imports, d.decorator, wrappers) for d in forward.decorators):
+    own = _method_grad(imports, forward, wrappers)
+    if own is not None:
+        return own
+    body = _body(forward)
+    only = body[0].body[0] if len(body) == 1 and type(body[0]) is cst.SimpleStatementLine \
+        and len(body[0].body) == 1 else None
+    value = only.value if type(only) is cst.Return else None
+    func = value.func if type(value) is cst.Call else None
+    target = cls.methods.get(func.attr.value) if type(func) is cst.Attribute and dotted(func.value) == "self" else None
+    return "free" if target is not None and target is not forward \
+        and _method_grad(imports, target, wrappers) == "free" else None
+
+
+def _method_grad(imports, method: cst.FunctionDef, wrappers: frozenset[str]) -> str | None:
+    """"free" for a method decorated `@torch.no_grad()` or whose whole body runs in `with torch.no_grad():`;
+    "mode" for one whose body runs in `with torch.set_grad_enabled(self.training):`; else None."""
+    if any(disables_grad(imports, d.decorator, wrappers) for d in method.decorators):
         return "free"
-    body = [statement for statement in (forward.body.body if type(forward.body) is cst.IndentedBlock else ())
-            if not _docstring(statement)]
+    body = _body(method)
     if len(body) == 1 and type(body[0]) is cst.With and len(body[0].items) == 1:
         item = body[0].items[0].item
         if grad_effect(imports, item) == "free":
@@ -157,14 +172,12 @@ def forward_grad(imports, cls, wrappers: frozenset[str] = frozenset()) -> str | 
         if type(item) is cst.Call and imports.qualify(item.func) in api.SET_GRAD_ENABLED and len(item.args) == 1 \
                 and dotted(item.args[0].value) == "self.training":
             return "mode"
-        return None
-    only = body[0].body[0] if len(body) == 1 and type(body[0]) is cst.SimpleStatementLine \
-        and len(body[0].body) == 1 else None
-    value = only.value if type(only) is cst.Return else None
-    func = value.func if type(value) is cst.Call else None
-    target = cls.methods.get(func.attr.value) if type(func) is cst.Attribute and dotted(func.value) == "self" else None
-    return "free" if target is not None and target is not forward \
-        and any(disables_grad(imports, d.decorator, wrappers) for d in target.decorators) else None
+    return None
+
+
+def _body(method: cst.FunctionDef) -> list:
+    return [statement for statement in (method.body.body if type(method.body) is cst.IndentedBlock else ())
+            if not _docstring(statement)]
 
 
 def _docstring(statement) -> bool:
