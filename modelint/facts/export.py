@@ -179,22 +179,41 @@ def grad_free_forward_classes(flow, mode: str = "free") -> set[str]:
 
 def _method_calls_in_eval(flow) -> dict[str, bool]:
     """The same calls as `_method_calls`: whether each comes, in its function, after an `eval()` of its receiver
-    or of an object holding it, with no `train()` of either between (in the order the calls are written)."""
+    or of an object holding it, with no `train()` of either between (in the order the calls are written). For a
+    module-level model a function uses without switching it, at each call of that function by the script
+    (`model.eval()` at module level, then `decode(feats)` calling `model.greedy_decode(x)`)."""
     out: dict[str, bool] = {}
     switches: dict[object, list[tuple[int, str, str]]] = {}  # function -> (ordinal, receiver, "eval"|"train")
+    calls_by_script: dict[object, list[int]] = {}  # function -> the ordinals of its calls at module level
     for ordinal, site in enumerate(flow.collector.calls):
         mode = mode_of_call(site.node)
         receiver = dotted(site.node.func.value) if mode is not None else None
         if receiver is not None:
             switches.setdefault(site.site.function, []).append((ordinal, receiver, mode))
+        callee = flow._local_callees.get(site.node) if site.site.function is None else None
+        if callee is not None:
+            calls_by_script.setdefault(callee, []).append(ordinal)
+
+    def last_switch(function, ordinal: int, receiver: str | None):
+        last = None
+        for at, switched, mode in switches.get(function, ()):
+            if at < ordinal and receiver is not None and switched in key_prefixes(receiver):
+                last = mode
+        return last
+
     for ordinal, site, name in _calls_on_unplaced_objects(flow):
         if name in ("eval", "train"):
             continue
         receiver = dotted(site.node.func.value)
-        last = None
-        for at, switched, mode in switches.get(site.site.function, ()):
-            if at < ordinal and receiver is not None and switched in key_prefixes(receiver):
-                last = mode
+        function = site.site.function
+        last = last_switch(function, ordinal, receiver)
+        if last is None and function is not None and function.outer is None and function.cls is None \
+                and receiver is not None and receiver.split(".")[0] in flow.global_models \
+                and receiver.split(".")[0] not in function.param_set \
+                and receiver.split(".")[0] not in flow._assigned_names.get(function, ()) \
+                and set(flow.syntactic_callers(function)) == {None}:
+            called = calls_by_script.get(function, ())
+            last = "eval" if called and all(last_switch(None, at, receiver) == "eval" for at in called) else None
         out[name] = out.get(name, True) and last == "eval"
     return out
 

@@ -161,6 +161,10 @@ class LayerKinds:
             if self.imports.qualify(func) in _WEIGHT_CALLS or \
                     (type(func) is cst.Attribute and func.attr.value in _REGISTERING):
                 return False
+            if (type(func) is cst.Attribute and func.attr.value == "requires_grad_") or any(
+                    arg.keyword is not None and arg.keyword.value == "requires_grad"
+                    and not (type(arg.value) is cst.Name and arg.value.value == "False") for arg in call.args):
+                return False  # (`torch.zeros(n, 1, requires_grad=True)`: weights written out as tensors)
             if not self._weightless_layer(call):
                 return False
         # Whatever it stores that may be a module is a submodule, with its weights (`self.module = m`).
@@ -238,15 +242,24 @@ class LayerKinds:
         if forward is None:
             return False
         applies = False
-        for node in iter_nodes(forward.body):
-            if type(node) is not cst.Call:
-                continue
-            key = dotted(node.func) or ""
-            if key == "self" or (key.startswith("self.") and (key.count(".") == 1 or key.endswith(".forward"))):
-                return False  # `self.fc(x)`, `self(x)`, `self.net.forward(x)` (not `self.w.t()`, a tensor's method)
-            qualified = self.imports.qualify(node.func) or ""
-            applies = applies or (qualified.startswith("torch.") and qualified.count(".") == 1) \
-                or qualified.startswith((api.FUNCTIONAL + ".", "numpy."))  # (a NumPy algorithm wrapped as a module)
+        # (and the class's own methods it calls, `self.sigmoid(z)` written out as `1 / (1 + torch.exp(-z))`)
+        bodies, seen = [forward], {"forward"}
+        while bodies:
+            for node in iter_nodes(bodies.pop().body):
+                if type(node) is not cst.Call:
+                    continue
+                key = dotted(node.func) or ""
+                method = key[5:] if key.startswith("self.") and key.count(".") == 1 else None
+                if method in info.methods and method not in ("__call__", "__init__"):
+                    if method not in seen:
+                        seen.add(method)
+                        bodies.append(info.methods[method])
+                    continue
+                if key == "self" or (key.startswith("self.") and (key.count(".") == 1 or key.endswith(".forward"))):
+                    return False  # `self.fc(x)`, `self(x)`, `self.net.forward(x)` (not `self.w.t()`, a tensor's method)
+                qualified = self.imports.qualify(node.func) or ""
+                applies = applies or (qualified.startswith("torch.") and qualified.count(".") == 1) \
+                    or qualified.startswith((api.FUNCTIONAL + ".", "numpy."))  # (a NumPy algorithm wrapped as a module)
         return applies
 
     def _weightless_library_base(self, base: cst.BaseExpression) -> bool:
