@@ -133,6 +133,12 @@ class TrainingInEvalMode(Rule):
                 if fact is None or not self._trained_in_eval(key, fact, step.models, trained | {key}) \
                         or key in facts.frozen_models:
                     continue
+                if complete and optimized and not key_prefixes(key) & optimized \
+                        and (optimized == {_TENSORS_ONLY} or _hands_an_optimizer_built_here(facts, step.call)):
+                    # `train(loader, gen, vgg, opt_g)` with `opt_g = Adam(gen.parameters())`: the helper steps the
+                    # generator; `vgg`, in eval mode on purpose, only computes a perceptual loss. (Or every optimizer
+                    # here steps plain tensors, `Adam([image])`: style transfer trains no model at all.)
+                    continue
                 caller = f"{step.function.name}()" if step.function is not None else "the module-level script"
                 note = f"{caller} calls `{step.callee.shown_name}()` here with `{key}` possibly in eval mode"
                 proof = evidence(fact.eval_sites, f"`{key}` is put in eval mode here")
@@ -384,6 +390,11 @@ def _describe(sites) -> str:
         return f"set by `{code_of(site)}` earlier"
     return "set earlier"
 
+
+
+def _hands_an_optimizer_built_here(facts: FileFacts, call: cst.Call) -> bool:
+    """Does the call hand the helper an optimizer (`train(..., opt_g)`), one this scope builds?"""
+    return any(type(arg.value) is cst.Name and facts.flow.is_optimizer(arg.value.value) for arg in call.args)
 
 
 def _optimized_models(facts: FileFacts) -> dict:

@@ -7,16 +7,22 @@ calls `self.evaluate()` without). The project index keeps each class's shape
 (modelint.summary.ClassShape): which `self.<attr>` its methods switch, and which of
 its own methods it calls, under no_grad or not. A base the index cannot show
 (a library's, or on the first pass) is unknown; on the first pass it is asked for,
-so that the file is analysed again with the index.
+so that the file is analysed again with the index. A base of the scientific stack
+or the standard library (sklearn's `BaseEstimator`, `abc.ABC`) calls no hook of a
+subclass and sets no torch mode: it is passed over.
 """
 
 from __future__ import annotations
 
+import sys
+
 import libcst as cst
 
+from modelint.facts import torch_api as api
 from modelint.facts.names import BUILTIN_NAMES, dotted
 from modelint.summary import ClassShape, ProjectIndex
 
+_STDLIB = frozenset(getattr(sys, "stdlib_module_names", ()))
 
 
 def base_shapes_elsewhere(flow, cls) -> list | None:
@@ -43,11 +49,18 @@ def _base_shapes(flow, cls, asked: set) -> list | None:
         if reference is None:
             return None  # (more bases than the walk follows)
         if found is None:
+            if _of_a_library_without_hooks(reference):
+                continue  # (sklearn's `BaseEstimator`, `abc.ABC`: no torch mode, no call of a subclass's hook)
             if flow.index is None and reference != "?":
                 asked.add(reference)  # the second pass may see it
             return None
         shapes.append(found[0])
     return shapes
+
+
+def _of_a_library_without_hooks(reference: str) -> bool:
+    head = reference.split(".", 1)[0]
+    return head in api.NOT_MODULE_LIBRARIES or (head in _STDLIB and head not in ("unittest", "typing"))
 
 
 def _bases_elsewhere(flow, cls):
