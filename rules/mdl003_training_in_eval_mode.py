@@ -134,7 +134,7 @@ class TrainingInEvalMode(Rule):
                         or key in facts.frozen_models:
                     continue
                 if complete and optimized and not key_prefixes(key) & optimized \
-                        and (optimized == {_TENSORS_ONLY} or _hands_an_optimizer_built_here(facts, step.call)):
+                        and (optimized == {_TENSORS_ONLY} or _hands_an_optimizer_by_name(facts, step.call)):
                     # `train(loader, gen, vgg, opt_g)` with `opt_g = Adam(gen.parameters())`: the helper steps the
                     # generator; `vgg`, in eval mode on purpose, only computes a perceptual loss. (Or every optimizer
                     # here steps plain tensors, `Adam([image])`: style transfer trains no model at all.)
@@ -392,8 +392,9 @@ def _describe(sites) -> str:
 
 
 
-def _hands_an_optimizer_built_here(facts: FileFacts, call: cst.Call) -> bool:
-    """Does the call hand the helper an optimizer (`train(..., opt_g)`), one this scope builds?"""
+def _hands_an_optimizer_by_name(facts: FileFacts, call: cst.Call) -> bool:
+    """Does the call hand the helper a name bound to an optimizer, or named like one (`train(..., opt_g)`)?
+    (What it steps is read from the optimizers this scope builds, `complete` in the caller.)"""
     return any(type(arg.value) is cst.Name and facts.flow.is_optimizer(arg.value.value) for arg in call.args)
 
 

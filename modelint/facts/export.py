@@ -207,10 +207,10 @@ def _method_calls_in_eval(flow) -> dict[str, bool]:
         receiver = dotted(site.node.func.value)
         function = site.site.function
         last = last_switch(function, ordinal, receiver)
+        root = receiver.split(".")[0] if receiver is not None else None
         if last is None and function is not None and function.outer is None and function.cls is None \
-                and receiver is not None and receiver.split(".")[0] in flow.global_models \
-                and receiver.split(".")[0] not in function.param_set \
-                and receiver.split(".")[0] not in flow._assigned_names.get(function, ()) \
+                and root in flow.global_models and root not in function.param_set \
+                and root not in flow._assigned_names.get(function, ()) \
                 and set(flow.syntactic_callers(function)) == {None}:
             called = calls_by_script.get(function, ())
             last = "eval" if called and all(last_switch(None, at, receiver) == "eval" for at in called) else None

@@ -53,7 +53,8 @@ from modelint.facts.value_calls import (BACKWARD_METHODS, CONTAINER_METHODS, DET
 from modelint.facts.names import dotted
 from modelint.facts.hidden_backward import HiddenBackward
 from modelint.facts.plots import plotting_function
-from modelint.facts.value_nodes import COMPREHENSIONS, iterated_elements, value_children, value_nodes
+from modelint.facts.value_nodes import (COMPREHENSIONS, comp_for_clauses, iterated_elements, value_children,
+                                        value_nodes)
 from modelint.facts.uses import (AFTER, BUILT, DETACH, DETACHED, DIRECT, DISCARD, ESCAPE, EVAL, FED, FEEDS,
                                  GIVEN_BACK, GRAPH, HANDED, HANDED_BACK, META, NONE, OPAQUE, Origins, RETURN,
                                  SAMPLED, STORE, TRAIN, WEAK, detached, graph_handed_to_update, held_on,
@@ -149,13 +150,11 @@ class OutputUses(HiddenBackward):
         derives from (outer comprehensions first: an inner one may iterate over an outer one's name)."""
         values = dict(values)
         for comprehension in (node for node in nodes if type(node) in COMPREHENSIONS):
-            clause = comprehension.for_in
-            while clause is not None:
+            for clause in comp_for_clauses(comprehension.for_in):
                 # (`for i, p in zip(best, probs)`: `i` holds no output)
                 for part, source in iterated_elements(clause.iter, clause.target) or [(clause.target, clause.iter)]:
                     origins = self.expression(source, values)
                     values.update((t.value, origins) for t in iter_nodes(part) if type(t) is cst.Name)
-                clause = clause.inner_for_in
         return values
 
     def _has_forward(self, expr: cst.BaseExpression) -> bool:

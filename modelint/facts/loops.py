@@ -16,7 +16,7 @@ import libcst as cst
 
 from modelint.facts.bindings import flatten
 from modelint.facts.names import dotted, value_key
-from modelint.facts.value_nodes import COMPREHENSIONS, iterated_elements
+from modelint.facts.value_nodes import COMPREHENSIONS, comp_for_clauses, iterated_elements
 from modelint.facts.naming import names_evaluation_data
 from modelint.facts.phases import names_evaluation_value, phase_values
 from modelint.facts.state import State, join
@@ -289,16 +289,10 @@ def container_of_every_entry(flow, call: cst.Call, entry: cst.BaseExpression) ->
         return None
     loops = [(guard.target, guard.iter) for guard in site.site.guards if type(guard) is cst.For]
     loops += [(clause.target, clause.iter) for node in iter_nodes(site.site.stmt) if type(node) in COMPREHENSIONS
-              for clause in _clauses(node.for_in)]
+              for clause in comp_for_clauses(node.for_in)]
     for target, iterated in loops:
         if type(target) is cst.Name and target.value == index and (dotted(iterated) == container or (
                 type(iterated) is cst.Call and type(iterated.func) is cst.Attribute
                 and iterated.func.attr.value == "keys" and dotted(iterated.func.value) == container)):
             return container
     return None
-
-
-def _clauses(clause):
-    while clause is not None:
-        yield clause
-        clause = clause.inner_for_in

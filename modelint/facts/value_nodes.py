@@ -29,13 +29,19 @@ def value_children(node: cst.CSTNode):
             yield child
 
 
+def comp_for_clauses(comp: cst.CompFor | None):
+    """A comprehension's `for` clauses, outermost first."""
+    while comp is not None:
+        yield comp
+        comp = comp.inner_for_in
+
+
 def comp_for_values(comp: cst.CompFor):
     """A comprehension's iterables and conditions, outermost first (its element is the node's other child)."""
-    while comp is not None:
-        yield comp.iter
-        for condition in comp.ifs:
+    for clause in comp_for_clauses(comp):
+        yield clause.iter
+        for condition in clause.ifs:
             yield condition.test
-        comp = comp.inner_for_in
 
 
 def value_nodes(expr: cst.BaseExpression) -> list[cst.CSTNode]:
