@@ -19,7 +19,7 @@ def input_gradient_classes(flow) -> set[str]:
     autograd, in eval mode too."""
     modules = flow.modules
     found = {f.cls.name for f in flow.collector.functions if f.name == "forward" and f.cls is not None
-             and f.uses_input_gradients and modules.is_module_class(f.cls) and not _gradients_only_when_asked(f)}
+             and f.uses_input_gradients and modules.is_module_class(f.cls) and not gradients_asked_by(f)}
     index = flow.index
     if not found and index is None:
         return found
@@ -40,30 +40,49 @@ def input_gradient_classes(flow) -> set[str]:
     return found | _factories_of(flow, found) if found else found
 
 
-def _gradients_only_when_asked(function) -> bool:
-    """Does the forward take input gradients only under a flag of its own that is off unless a caller asks
-    (`def forward(self, x, register_hook=False): ... if register_hook: attn.register_hook(...)`)? Then a plain
-    call of the model runs without them."""
+def gradients_asked_by(function) -> frozenset[str]:
+    """The flags of its own, off unless a caller asks, under which alone the forward takes input gradients
+    (`def forward(self, x, register_hook=False): ... if register_hook: attn.register_hook(...)`; an attack
+    wrapper's `make_adv=False`): a plain call of the model runs without them. Empty when it takes them on
+    every call, or never."""
     flags = {param.name.value for param in function.node.params.params
              if param.default is not None and literal_value(param.default) is False}
     if not flags:
-        return False
-    asked = False
-    stack = [(function.node.body, False)]
+        return frozenset()
+    asked = set()
+    stack = [(function.node.body, None)]
     while stack:
-        node, gated = stack.pop()
+        node, gate = stack.pop()
         if type(node) is cst.If and type(node.test) is cst.Name and node.test.value in flags:
-            stack.append((node.body, True))
+            stack.append((node.body, node.test.value))
             if node.orelse is not None:
-                stack.append((node.orelse, gated))
+                stack.append((node.orelse, gate))
             continue
         if (type(node) is cst.Call and type(node.func) is cst.Attribute and node.func.attr.value in _INPUT_GRADIENTS) \
                 or (type(node) is cst.Arg and node.keyword is not None and node.keyword.value == "requires_grad"):
-            if not gated:
-                return False
-            asked = True
-        stack.extend((child, gated) for child in child_list(node))
-    return asked
+            if gate is None:
+                return frozenset()
+            asked.add(gate)
+        stack.extend((child, gate) for child in child_list(node))
+    return frozenset(asked)
+
+
+def asks_for_gradients(facts, forward) -> bool:
+    """Does the call hand a model of this file's class the flag under which alone its `forward` takes input
+    gradients (`model(x, y, make_adv=True)` for an attack wrapper)? Then that run needs autograd. (The flag
+    is asked for with a literal; a parameter, `make_adv=adversarial`, may be on as well.)"""
+    call = forward.call
+    handed = {arg.keyword.value for arg in getattr(call, "args", ())
+              if arg.keyword is not None and literal_value(arg.value) not in (False, None, 0)}
+    if not handed:
+        return False
+    asking = {f.cls.name for f in facts.flow.collector.functions if f.name == "forward" and f.cls is not None
+              and gradients_asked_by(f) & handed}
+    key, function = forward.key, forward.function
+    if function is not None and key in function.param_set and key not in ("self", "cls"):
+        return bool(asking)  # (handed by callers: a model of such a class of the file, as the call says)
+    builders = _builders(facts, forward)
+    return bool(builders) and all(type(func) is cst.Name and func.value in asking for func in builders)
 
 
 _INPUT_GRADIENTS = frozenset({"register_hook", "requires_grad_", "retain_grad", "grad"})
@@ -105,6 +124,8 @@ def needs_input_gradients(facts, forward) -> bool:
     here = facts.__dict__.get("_input_gradient_classes")
     if here is None:
         here = facts.__dict__["_input_gradient_classes"] = input_gradient_classes(facts.flow)
+    if asks_for_gradients(facts, forward):
+        return True
     if function is not None and key in function.param_set and key not in ("self", "cls"):
         return bool(here)
     if here and _stored_from_a_parameter(facts, forward):

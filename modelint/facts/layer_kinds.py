@@ -24,7 +24,8 @@ from modelint.facts.walk import calls_in, iter_nodes
 
 _WEIGHT_CALLS = frozenset({"torch.nn.Parameter", "torch.nn.parameter.Parameter"})
 _REGISTERING = frozenset({"register_parameter", "register_module", "add_module"})
-_MODULE_RETURNING = frozenset({"torch.load", "torch.compile"})  # `torch.ones(...)` and the like make tensors
+_MODULE_RETURNING = frozenset({"torch.load", "torch.compile"})
+_AUTOGRAD_FUNCTIONS = frozenset({"torch.autograd.Function", "torch.autograd.function.Function"})  # `torch.ones(...)` and the like make tensors
 
 
 class LayerKinds:
@@ -259,8 +260,28 @@ class LayerKinds:
                     return False  # `self.fc(x)`, `self(x)`, `self.net.forward(x)` (not `self.w.t()`, a tensor's method)
                 qualified = self.imports.qualify(node.func) or ""
                 applies = applies or (qualified.startswith("torch.") and qualified.count(".") == 1) \
-                    or qualified.startswith((api.FUNCTIONAL + ".", "numpy."))  # (a NumPy algorithm wrapped as a module)
+                    or qualified.startswith((api.FUNCTIONAL + ".", "numpy.")) \
+                    or (self._tensor_method_of_input(node.func, forward) and not self._keeps_what_it_is_handed(info))
+                # (`numpy.`: a NumPy algorithm wrapped as a module)
         return applies
+
+    def _keeps_what_it_is_handed(self, info: ClassInfo) -> bool:
+        """It stores something other than literals (`self.module = m`: a wrapper around a layer, whose
+        forward may only look at its inputs)."""
+        return any(literal_value(value) is NOT_LITERAL for _, value, _ in self._stored.get(info.name, ()))
+
+    def _tensor_method_of_input(self, func: cst.BaseExpression, forward) -> bool:
+        """`values.max(dim=1)` on one of forward's inputs, or a custom autograd Function's
+        `RowMax.apply(values)`: an operation written as a module (a `Flatten`, a jagged max)."""
+        if type(func) is not cst.Attribute or type(func.value) is not cst.Name:
+            return False
+        owner = func.value.value
+        params = forward.params
+        if owner != "self" and owner in {param.name.value for param in (*params.posonly_params, *params.params)}:
+            return True
+        return func.attr.value == "apply" and any(
+            (self.imports.qualify(base) or "") in _AUTOGRAD_FUNCTIONS
+            for base in getattr(self.table.project_class(func.value), "bases", ()))
 
     def _weightless_library_base(self, base: cst.BaseExpression) -> bool:
         """A library layer without weights (`torchaudio.transforms.MelSpectrogram`: buffers only) as a base."""
