@@ -207,8 +207,13 @@ class Bindings:
         bound = bind_arguments(init.params, True, call)
         for param, attribute in kept:
             held = value_key(bound[param]) if param in bound else None
-            if held is not None and state.tracks(state.canonical(held)):
+            if held is not None and (state.tracks(state.canonical(held)) or self._held_by_own_object(held)):
                 state.aliases[f"{name}{attribute[4:]}"] = state.canonical(held)
+
+    def _held_by_own_object(self, key: str) -> bool:
+        """`Adapter(self.model)` in a method: the object's model, in the mode its methods leave it (ObjectModes)."""
+        function = self.out.function
+        return function is not None and function.cls is not None and key.startswith("self.") and key.count(".") == 1
 
     def _alias_held_parts(self, name: str, call: cst.Call, state: State) -> None:
         """`eagle = Eagle3Model(target_head=head, draft_model=draft)`, a module class (of this file or another)

@@ -78,6 +78,9 @@ class ModeFlow(CallGraph, Optimizers, CallResolution):
         # Constructions of this file's plain classes: (class, constructor parameter) -> the modes of the models
         # each hands it, joined (None once one hands something else: a mode we cannot know).
         self.handed_to_constructors: dict[tuple[str, str], ModeFact | None] = {}
+        # ... and the object attributes a method hands there as its object holds them (`Adapter(self.model)`
+        # with `self.model` untouched in the method): (class, parameter) -> {(method, `self.<attr>`)}.
+        self.attributes_to_constructors: dict[tuple[str, str], set[tuple]] = {}
         self.mode_setting_methods = {
             site.site.function.name
             for site in collector.calls
@@ -107,6 +110,7 @@ class ModeFlow(CallGraph, Optimizers, CallResolution):
         for _ in range(self.MAX_ROUNDS):
             self.call_sites = {}
             self.handed_to_constructors = {}
+            self.attributes_to_constructors = {}
             self.unresolved = set()
             self.handed_models = {}
             self.handed_classes = {}

@@ -61,6 +61,11 @@ class HandedModels:
             value = passed.get(param)
             key = value_key(value) if value is not None else None
             fact = None
+            if _held_by_the_object(self.out.function, key, state):
+                # (its mode is what the object's methods leave on it: read once they are all known)
+                self.flow.attributes_to_constructors.setdefault((built.name, param), set()).add(
+                    (self.out.function, key))
+                continue
             if key is not None and state.canonical(key) in state.models \
                     and not _named_after(self.out.function, self.flow.collector, call, key_root(key)):
                 # (a model the creator goes on using may be switched later: `lm.eval()` after `Scorer(lm)`)
@@ -303,6 +308,17 @@ def _shape(summary) -> tuple:
             tuple(sorted((f.param, f.intent, f.grad, f.method) for f in summary.forwards)),
             summary.trains, summary.returns is None, summary.context_mode, summary.context_grad,
             tuple(summary.evaluates), tuple(summary.backprops))
+
+
+def _held_by_the_object(function, key: str | None, state: State) -> bool:
+    """Is `key` an attribute of the method's object (`self.model`) that the method has not switched?"""
+    if key is None or function is None or function.cls is None or not key.startswith("self.") or key.count(".") != 1:
+        return False
+    canonical = state.canonical(key)
+    if canonical not in state.models:
+        return True
+    fact = state.fact(canonical)
+    return fact.entry and not fact.havoc and not fact.train_sites and not fact.eval_sites
 
 
 def _named_after(function, collector, call: cst.Call, name: str) -> bool:

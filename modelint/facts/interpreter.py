@@ -20,7 +20,7 @@ from modelint.facts.calls import CallEffects
 from modelint.facts.hidden_backward import models_held_by, names_handed
 from modelint.facts.helper_arguments import argument_uses
 from modelint.facts.intent import OutputUses
-from modelint.facts.uses import CHECKED
+from modelint.facts.uses import CHECKED, TRAIN
 from modelint.facts.value_calls import in_place, storage_owner
 from modelint.facts.lattice import GRAD_ENABLED, GRAD_UNKNOWN, GradFact
 from modelint.facts.loops import Loops
@@ -127,9 +127,33 @@ class Interpreter(Loops, Bindings, CallEffects):
                 result = join(result, self.block(case.body, state.copy()))
             return result
         if type(stmt) in (cst.FunctionDef, cst.ClassDef):
+            if type(stmt) is cst.FunctionDef:
+                self._read_by_closure(stmt, state)
             self.forget(state, stmt.name.value)
             return state
         return state
+
+    def _read_by_closure(self, stmt: cst.FunctionDef, state: State) -> None:
+        """`def step(x): loss = mse_loss(target, net(x)); loss.backward()`, a closure defined here that
+        back-propagates: the outputs it reads as free variables reach its backward pass (a style target,
+        a teacher's logits), as if used in its place."""
+        nested = self.flow.nested_functions.get((self.out.function, stmt.name.value)) \
+            if self.out.function is not None else None
+        if nested is None or not nested.uses_gradients:
+            return
+        named = set()
+        not_read = set()  # (`x.target`, `f(target=...)`: attribute and keyword names)
+        for node in iter_nodes(stmt.body):
+            if type(node) is cst.Attribute:
+                not_read.add(id(node.attr))
+            elif type(node) is cst.Arg and node.keyword is not None:
+                not_read.add(id(node.keyword))
+            elif type(node) is cst.Name and id(node) not in not_read and node.value not in nested.param_set:
+                named.add(node.value)
+        for name in named:
+            origins = state.values.get(name)
+            if origins:
+                self.uses.use(origins, TRAIN)
 
     def if_(self, stmt: cst.If, state: State) -> State | None:
         """An `if`/`elif`/`else` chain, in a loop: a file may have thousands of `elif`s."""

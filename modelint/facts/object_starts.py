@@ -29,10 +29,28 @@ class ObjectStarts:
         parameter its `__init__` keeps there (`TD3(actor_network=Actor(obs, act))`: training mode)."""
         out = {}
         for (cls_name, key), (_init, param) in self._kept_from_constructors.items():
-            fact = self.flow.handed_to_constructors.get((cls_name, param))
+            fact = self._handed_for(cls_name, param)
             if fact is not None and not fact.entry and not fact.havoc and (fact.train_sites or fact.eval_sites):
                 out[cls_name, key] = fact
         return out
+
+    def _handed_for(self, cls_name: str, param: str) -> ModeFact | None:
+        """The mode of what every construction hands the parameter, joined: a model the creator holds, or one
+        its object holds (`Adapter(self.model)`: what the creator's methods leave on `self.model`)."""
+        slot = (cls_name, param)
+        table = self.flow.handed_to_constructors
+        fact = table.get(slot)
+        if fact is None and slot in table:
+            return None
+        for method, key in sorted(self.flow.attributes_to_constructors.get(slot, ()),
+                                  key=lambda found: (found[0].node is None, found[1])):
+            if (method.cls.name, key) in self._kept_from_constructors:
+                return None  # (handed on from its own creators: not known here)
+            held = self.left_by_methods(method, key)
+            if held is None:
+                return None
+            fact = held if fact is None else fact.join(held)
+        return fact
 
     @cached_property
     def started_by_training(self) -> dict[tuple[str, str], ModeFact]:

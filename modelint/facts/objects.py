@@ -92,6 +92,19 @@ class ObjectModes(ObjectExits, ObjectStarts, AttributeLayers):
 
     @cached_property
     def _by_class(self) -> dict[str, dict[str, ModeFact]]:
+        """class -> `self.<attr>` -> what its methods, its creators and its training leave on the attribute."""
+        out = {cls_name: dict(facts) for cls_name, facts in self._by_methods.items()}
+        for (cls_name, key), fact in self.started_by_creators.items():
+            facts = out.setdefault(cls_name, {})
+            facts[key] = facts[key].join(fact) if key in facts else fact
+        for (cls_name, key), fact in self.started_by_training.items():
+            facts = out.setdefault(cls_name, {})
+            facts.setdefault(key, fact)  # (only where no method sets a mode)
+        return out
+
+    @cached_property
+    def _by_methods(self) -> dict[str, dict[str, ModeFact]]:
+        """class -> `self.<attr>` -> the join of what the class's methods leave on it."""
         flow = self.flow
         out: dict[str, dict[str, ModeFact]] = {}
         for name, summary in flow.summaries.items():
@@ -115,12 +128,6 @@ class ObjectModes(ObjectExits, ObjectStarts, AttributeLayers):
                 else:
                     fact = HAVOC_MODE if effect == "unknown" else ENTRY_MODE
                 facts[key] = facts[key].join(fact) if key in facts else fact
-        for (cls_name, key), fact in self.started_by_creators.items():
-            facts = out.setdefault(cls_name, {})
-            facts[key] = facts[key].join(fact) if key in facts else fact
-        for (cls_name, key), fact in self.started_by_training.items():
-            facts = out.setdefault(cls_name, {})
-            facts.setdefault(key, fact)  # (only where no method sets a mode)
         return out
 
     def _factory_builds(self, value, function) -> bool:
@@ -281,11 +288,18 @@ class ObjectModes(ObjectExits, ObjectStarts, AttributeLayers):
             # Loaded and put in eval mode by TorchServe's BaseHandler.initialize(); the class line stands
             # for that site.
             return ModeFact().switched("eval", function.cls.node)
+        return self._joined_over_bases(function, key, self._by_class)
+
+    def left_by_methods(self, function, key: str) -> ModeFact | None:
+        """What the methods of the object alone leave on `self.<attr>` (not what its creators hand it)."""
+        return self._joined_over_bases(function, key, self._by_methods)
+
+    def _joined_over_bases(self, function, key: str, by_class: dict) -> ModeFact | None:
         if not self.plain_object(function.cls):
             return None
         found = None
         for cls_name in self.flow.class_and_bases(function.cls.name):
-            fact = self._by_class.get(cls_name, {}).get(key)
+            fact = by_class.get(cls_name, {}).get(key)
             if fact is not None:
                 found = fact if found is None else found.join(fact)
         return found
