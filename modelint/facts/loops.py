@@ -15,7 +15,7 @@ from __future__ import annotations
 import libcst as cst
 
 from modelint.facts.bindings import flatten
-from modelint.facts.names import dotted, value_key
+from modelint.facts.names import dotted, key_root, value_key
 from modelint.facts.value_nodes import COMPREHENSIONS, comp_for_clauses, iterated_elements
 from modelint.facts.naming import names_evaluation_data
 from modelint.facts.phases import names_evaluation_value, phase_values
@@ -217,8 +217,18 @@ class Loops:
                     return None
                 keys.append(state.canonical(key))
             return (target.value, keys, False) if keys else None
-        if type(stmt.iter) is cst.Name and stmt.iter.value in self.params and stmt.iter.value not in ("self", "cls"):
-            return target.value, [f"{stmt.iter.value}[]"], True
+        iterated = stmt.iter
+        if type(iterated) is cst.Call and type(iterated.func) is cst.Attribute and iterated.func.attr.value == "values" \
+                and not iterated.args:
+            iterated = iterated.func.value  # (`for m in models.values():` over a dict of models)
+        if type(iterated) is cst.Name and iterated.value in self.params and iterated.value not in ("self", "cls"):
+            return target.value, [f"{iterated.value}[]"], True
+        container = value_key(iterated) if type(iterated) is cst.Attribute else None
+        if container is not None and container.count(".") == 1 and key_root(container) in ("self", "cls") \
+                and self.out.function is not None and self.out.function.cls is not None:
+            # `for m in self.models.values(): m.eval()`, a trainer's `set_eval()`: the container as a whole
+            # is switched, every model it holds (`self.models["encoder"]`) with it.
+            return target.value, [state.canonical(container)], False
         return None
 
     def element_loop(self, stmt: cst.For, state: State, name: str, keys: list[str], each: bool) -> State | None:
