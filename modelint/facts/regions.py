@@ -8,6 +8,8 @@ blamed twice.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import libcst as cst
 
 from modelint.facts import torch_api as api
@@ -192,6 +194,12 @@ def built_with_grad_free_forward(facts, forward, in_eval: bool = False) -> bool:
     Calling such a module records no graph, whatever the caller's grad mode; with `in_eval` (the model is in
     eval mode there), one whose `forward` runs under `set_grad_enabled(self.training)` records none either."""
     key, function = forward.key, forward.function
+    via, callee = forward.via, forward.callee
+    if via is not None and callee is not None and via.param.startswith("self.") and callee.path == facts.path:
+        # (`gen.generate(x)` running `self.model`: the model the helper's class keeps, as that class builds it)
+        helper = facts.flow.local_functions.get(callee.qualname)
+        if helper is not None and _built_grad_free(facts, helper, in_eval, key=via.param):
+            return True
     if "." in key and not key.startswith("self."):
         return False
     if function is not None and key in function.param_set and key not in ("self", "cls"):
@@ -214,7 +222,8 @@ def _built_grad_free(facts, function, in_eval: bool, key: str | None = None, cal
         values = [call]
     elif key.startswith("self."):
         cls = function.cls if function is not None else None
-        values = [a.value for a in facts.collector.assigns_to(cls, key)]
+        values = [_AnnotatedClass(found) if (found := _annotated_class(a)) is not None else a.value
+                  for a in facts.collector.assigns_to(cls, key)]
     else:
         values = [value for name, value, site in facts.collector.call_assigns
                   if name == key and (site.function is function or site.function is None)]
@@ -223,21 +232,40 @@ def _built_grad_free(facts, function, in_eval: bool, key: str | None = None, cal
     if not values:
         return False
     for value in values:
-        call = value if type(value) is cst.Call else None
-        if call is None:
+        built = value.func if type(value) is cst.Call else value.expression if type(value) is _AnnotatedClass else None
+        if built is None:
             return False
-        local = facts.modules.classes.get(call.func.value) if type(call.func) is cst.Name else None
+        local = facts.modules.classes.get(built.value) if type(built) is cst.Name else None
         if local is not None:
             grad = forward_grad(facts.imports, local, facts.grad_wrappers)
             if not (grad == "free" or (grad == "mode" and in_eval)):
                 return False
             continue
-        qualified = facts.imports.qualify(call.func)
+        qualified = facts.imports.qualify(built)
         index = facts.flow.index
         if qualified is None or index is None or not (index.forward_without_grad(qualified, facts.path) or (
                 in_eval and index.forward_without_grad_in_eval(qualified, facts.path))):
             return False
     return True
+
+
+class _AnnotatedClass(NamedTuple):
+    """The class a kept constructor parameter is annotated with, standing for the model it holds."""
+    expression: cst.BaseExpression
+
+
+def _annotated_class(assign) -> cst.BaseExpression | None:
+    """`def __init__(self, model: Transformer): self.model = model`: the class the parameter it keeps is
+    annotated with (a plain name or a dotted one), as what builds the attribute's model."""
+    value, method = assign.value, assign.site.function
+    if type(value) is not cst.Name or method is None or value.value not in method.param_set:
+        return None
+    for param in method.node.params.params:
+        if param.name.value == value.value and param.annotation is not None:
+            annotation = param.annotation.annotation
+            if type(annotation) in (cst.Name, cst.Attribute):
+                return annotation
+    return None
 
 
 def constructor_turns_grad_off(flow, cls) -> cst.Call | None:
