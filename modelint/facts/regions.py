@@ -15,6 +15,7 @@ import libcst as cst
 from modelint.facts import torch_api as api
 from modelint.facts.modules import rewraps
 from modelint.facts.names import dotted, literal_value
+from modelint.facts.walk import iter_nodes
 
 
 def misspelled_no_grad(qualified: str | None) -> bool:
@@ -151,14 +152,48 @@ def forward_grad(imports, cls, wrappers: frozenset[str] = frozenset()) -> str | 
     own = _method_grad(imports, forward, wrappers)
     if own is not None:
         return own
-    body = _body(forward)
-    only = body[0].body[0] if len(body) == 1 and type(body[0]) is cst.SimpleStatementLine \
-        and len(body[0].body) == 1 else None
-    value = only.value if type(only) is cst.Return else None
-    func = value.func if type(value) is cst.Call else None
-    target = cls.methods.get(func.attr.value) if type(func) is cst.Attribute and dotted(func.value) == "self" else None
-    return "free" if target is not None and target is not forward \
-        and _method_grad(imports, target, wrappers) == "free" else None
+    return "free" if _hands_over_to_grad_free(imports, cls, forward, wrappers, {forward}) else None
+
+
+_TEST_BUILTINS = frozenset({"len", "isinstance", "hasattr", "getattr"})
+
+
+def _hands_over_to_grad_free(imports, cls, method: cst.FunctionDef, wrappers, seen: set) -> bool:
+    """Does the method only pick (`if full:`), guard (`if self.training: raise ...`) and return calls of the
+    class's methods, handed names as they are, each of which records no graph (a no_grad body, or a hand-over
+    of its own)? RWKV's `forward` choosing `forward_seq` or `forward_one`, a detector's `return self.inference(x)`."""
+    returned = []
+    stack = list(_body(method))
+    while stack:
+        statement = stack.pop()
+        if type(statement) is cst.If:
+            if any(type(node) is cst.Call and dotted(node.func) not in _TEST_BUILTINS
+                   and not (type(node.func) is cst.Attribute and dotted(node.func.value) != "self")
+                   for node in iter_nodes(statement.test)):
+                return False  # (`tokens.dim() == 1`, `isinstance(x, list)`; not `self.gate(x) > 0`)
+            stack.extend(statement.body.body)
+            if statement.orelse is not None:
+                stack.extend([statement.orelse] if type(statement.orelse) is cst.If else statement.orelse.body.body)
+            continue
+        if type(statement) is not cst.SimpleStatementLine:
+            return False
+        for small in statement.body:
+            if type(small) in (cst.Raise, cst.Pass):
+                continue
+            value = small.value if type(small) is cst.Return else None
+            func = value.func if type(value) is cst.Call else None
+            if type(func) is not cst.Attribute or dotted(func.value) != "self" \
+                    or any(type(node) is cst.Call for arg in value.args for node in iter_nodes(arg.value)):
+                return False
+            returned.append(func.attr.value)
+    for name in returned:
+        target = cls.methods.get(name)
+        if target is None or target in seen:
+            return False
+        if _method_grad(imports, target, wrappers) != "free" \
+                and not _hands_over_to_grad_free(imports, cls, target, wrappers, seen | {target}):
+            return False
+    return bool(returned)
 
 
 def _method_grad(imports, method: cst.FunctionDef, wrappers: frozenset[str]) -> str | None:
