@@ -3,7 +3,9 @@
 - a network just built, run once on made-up input (`torch.randn(...)`): a shape check;
 - the first forward of a model with lazy modules, run before the optimizer is built so that the
   optimizer sees every parameter: a warm-up;
-- a module's own check at the bottom of its file (`if __name__ == "__main__":`).
+- a module's own check at the bottom of its file (`if __name__ == "__main__":`);
+- a pass whose outputs nothing reads, in a function that tends BatchNorm's statistics itself (precise BN:
+  `bn.momentum = 1.0`, averaging `bn.running_mean` over batches): run for those statistics.
 """
 
 from __future__ import annotations
@@ -141,3 +143,28 @@ def _plain_builder(facts, function) -> bool:
         ((site.qualified or "") in ("torch.load", "torch.hub.load", "torch.hub.load_state_dict_from_url"))
         or (type(site.node.func) is cst.Attribute and site.node.func.attr.value.startswith(("load", "from_pretrained"))))
         for site in facts.collector.calls)
+
+
+_NORM_STATISTICS = frozenset({"running_mean", "running_var", "reset_running_stats", "num_batches_tracked"})
+
+
+def recomputes_norm_statistics(facts, forward) -> bool:
+    """A forward whose output nothing reads, in a function that reads or resets BatchNorm's running statistics
+    or sets a layer's `momentum` (`for bn in norms: bn.momentum = 1.0`): precise BN, which runs the model in
+    training mode on purpose for the statistics it leaves. (Run by a helper of this file: the same there.)"""
+    via, callee = forward.via, forward.callee
+    if via is not None:
+        helper = facts.flow.local_functions.get(callee.qualname) \
+            if callee is not None and callee.path == facts.path else None
+        return helper is not None and via.intent == "inference" and _tends_norm_statistics(helper)
+    return forward.function is not None and forward.uses <= {"discard"} and _tends_norm_statistics(forward.function)
+
+
+def _tends_norm_statistics(function) -> bool:
+    for node in iter_nodes(function.node.body):
+        if type(node) is cst.Attribute and node.attr.value in _NORM_STATISTICS:
+            return True
+        if type(node) is cst.AssignTarget and type(node.target) is cst.Attribute \
+                and node.target.attr.value == "momentum":
+            return True
+    return False
