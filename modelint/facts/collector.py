@@ -54,6 +54,7 @@ class Collector(FastVisitor):
         # `model = checkpoint["model"]`: a name bound to an item picked by a literal key (a module pickled whole
         # into a checkpoint dict, once the name is called: modelint.facts.free_models).
         self.item_assigns: list[tuple[str, cst.Subscript, Site]] = []
+        self.name_aliases: list[tuple[str, str]] = []  # `helper = base`: another name of the same object
         self.module_uses_gradients = False
         self.module_uses_input_gradients = False
         # Where module-level code asks for input gradients: (its top-level statement, the name it marks or
@@ -383,6 +384,8 @@ class Collector(FastVisitor):
         if type(node.value) in (cst.Name, cst.Attribute) and len(node.targets) == 1 and \
                 type(node.targets[0].target) is cst.Attribute:
             self.imports.add_attribute_binding(node.targets[0].target, node.value)
+        elif type(node.value) is cst.Name and len(node.targets) == 1 and type(node.targets[0].target) is cst.Name:
+            self.name_aliases.append((node.targets[0].target.value, node.value.value))
         for target in node.targets:
             self._attribute_targets(target.target, node.value, node)
         if len(node.targets) == 1 and type(node.targets[0].target) is cst.Name and type(node.value) is cst.Subscript \

@@ -148,6 +148,14 @@ class MethodTargets(ReturnedClosures):
                     return None
                 classes.add(aliased)
                 continue
+            if type(node) is cst.Call and type(node.func) is cst.Attribute and type(node.func.value) is cst.Name \
+                    and node.func.attr.value in self._methods_returning_self:
+                # `helper = base.configure(32)`, a method of the object's class handing back `self`
+                owner = self._class_bound_to(node.func.value.value, scope, seen)
+                if owner is None or owner not in self._methods_returning_self[node.func.attr.value]:
+                    return None
+                classes.add(owner)
+                continue
             held = self._attribute_class(node, scope) if not through_module else None
             if held is not None:  # `model = self.model`
                 classes.add(held)
@@ -300,6 +308,19 @@ class MethodTargets(ReturnedClosures):
         return out
 
     @cached_property
+    def _methods_returning_self(self) -> dict[str, set[str]]:
+        """Method name -> the classes of this file whose method of that name hands back `self` on every return
+        (a fluent setter: `def configure(self, tile): self.tile = tile; return self`)."""
+        out: dict = {}
+        for function in self.collector.functions:
+            if function.cls is None or function.outer is not None:
+                continue
+            returns = [node.value for node in iter_nodes(function.node.body) if type(node) is cst.Return]
+            if returns and all(type(value) is cst.Name and value.value == "self" for value in returns):
+                out.setdefault(function.name, set()).add(function.cls.name)
+        return out
+
+    @cached_property
     def _names_built_from_classes(self) -> frozenset[str]:
         """Plain names some assignment of this file binds to a constructor of one of its classes."""
         names = set()
@@ -310,6 +331,10 @@ class MethodTargets(ReturnedClosures):
         aliases = [(key, node.value) for key, node in
                    ((key, unwrap_chain(value)[0]) for key, value, _site in self.collector.call_assigns)
                    if "." not in key and type(node) is cst.Name]
+        aliases += self.collector.name_aliases  # (`helper = base`)
+        aliases += [(key, dotted(value.func.value)) for key, value, _site in self.collector.call_assigns
+                    if "." not in key and type(value.func) is cst.Attribute and type(value.func.value) is cst.Name
+                    and value.func.attr.value in self._methods_returning_self]  # (`helper = base.configure(32)`)
         while True:  # `m = model.to(device)`: a name bound to such a name, moved
             added = {key for key, source in aliases if source in names and key not in names}
             if not added:
