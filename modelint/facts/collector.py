@@ -4,7 +4,8 @@
 analysis may ask about (calls, expression statements, with-items, attribute
 assignments, classes, functions) together with where it sits: its enclosing
 function, class and statement, and the `for`/`if` guards around it. Rules read
-these indexes instead of walking the tree again.
+these indexes instead of walking the tree again. What it files about assignments:
+modelint.facts.assignments.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import libcst as cst
 
 from modelint.facts.names import head_name, ImportTable, dotted, handed_at, literal_value, value_key
 from modelint.facts.scopes import AttributeAssign, CallSite, ClassInfo, FunctionInfo, ScriptPhases, Site
+from modelint.facts.assignments import AssignmentRecords
 from modelint.facts.walk import FastVisitor, iter_nodes
 
 STATEMENT_TYPES = (
@@ -33,11 +35,9 @@ _GRADIENT_METHODS = frozenset({"backward", "requires_grad_", "retain_grad", "reg
 _GRADIENT_TRANSFORMS = ("torch.autograd.grad", "torch.autograd.functional.", "torch.func.", "functorch.")
 _MODE_METHODS = frozenset({"eval", "train", "step", "backward", "from_pretrained"})
 _DUNDER = re.compile(r"__\w+__")
-_LITERALS = (cst.Dict, cst.List, cst.Tuple, cst.Set, cst.SimpleString, cst.ConcatenatedString, cst.FormattedString,
-             cst.Integer, cst.Float)
 
 
-class Collector(FastVisitor):
+class Collector(AssignmentRecords, FastVisitor):
     # What on_visit/on_leave keep track of: the statement, the small statement and the lambda a node is in.
     generic_types = _STATEMENT_SET | _SMALL_SET | {cst.Lambda}
 
@@ -366,60 +366,3 @@ class Collector(FastVisitor):
 
     def visit_WithItem(self, node: cst.WithItem) -> None:
         self.with_items.append((node, self._site()))
-
-    def visit_Assign(self, node: cst.Assign) -> None:
-        function = self._function()
-        if function is None:
-            for target in node.targets:
-                if type(target.target) is cst.Name:
-                    if type(node.value) in _LITERALS:
-                        self._literal_globals.add(target.target.value)
-                    else:
-                        self._literal_globals.discard(target.target.value)
-        if function is not None and len(node.targets) == 1 and type(node.targets[0].target) is cst.Name \
-                and type(node.value) in (cst.Subscript, cst.Attribute):
-            root = head_name(node.value)
-            if root is not None and root not in ("self", "cls") and root in function.param_set:
-                function.param_aliases.add(node.targets[0].target.value)
-        if type(node.value) in (cst.Name, cst.Attribute) and len(node.targets) == 1 and \
-                type(node.targets[0].target) is cst.Attribute:
-            self.imports.add_attribute_binding(node.targets[0].target, node.value)
-        elif type(node.value) is cst.Name and len(node.targets) == 1 and type(node.targets[0].target) is cst.Name:
-            self.name_aliases.append((node.targets[0].target.value, node.value.value))
-        for target in node.targets:
-            self._attribute_targets(target.target, node.value, node)
-        if len(node.targets) == 1 and type(node.targets[0].target) is cst.Name and type(node.value) is cst.Subscript \
-                and len(node.value.slice) == 1 and type(node.value.slice[0].slice) is cst.Index \
-                and type(node.value.slice[0].slice.value) is cst.SimpleString:
-            self.item_assigns.append((node.targets[0].target.value, node.value, self._site()))
-
-    def visit_AnnAssign(self, node: cst.AnnAssign) -> None:
-        self._attribute_targets(node.target, node.value, node)
-
-    def visit_AugAssign(self, node: cst.AugAssign) -> None:
-        self._attribute_targets(node.target, None, node)
-
-    def _attribute_targets(self, target: cst.BaseExpression, value, node) -> None:
-        if type(target) in (cst.Tuple, cst.List) and type(value) in (cst.Tuple, cst.List) \
-                and len(target.elements) == len(value.elements) \
-                and not any(type(e) is cst.StarredElement for e in (*target.elements, *value.elements)):
-            # `self.net, self.stage = net, stage`: each attribute gets its own value
-            for element, assigned in zip(target.elements, value.elements):
-                self._attribute_targets(element.value, assigned.value, node)
-            return
-        if type(target) is cst.Attribute and target.attr.value == "requires_grad" \
-                and type(value) is cst.Name and value.value == "True":
-            name = dotted(target.value)
-            self._mark_gradients(inputs=not self._a_parameter(name), name=name)  # as `x.requires_grad_()`
-        if type(value) is cst.Call:
-            key = dotted(target)
-            if key is not None:
-                self.call_assigns.append((key, value, self._site()))
-        stack = [target]
-        while stack:  # `a.x, (b.y, c.z) = ...`: every attribute, left to right; only a lone one gets the value
-            current = stack.pop()
-            if type(current) is cst.Attribute:
-                self.attribute_assigns.append(AttributeAssign(current, value if current is target else None, node,
-                                                              self._site()))
-            elif type(current) in (cst.Tuple, cst.List):
-                stack.extend(element.value for element in reversed(current.elements))

@@ -260,6 +260,16 @@ class ImportTable:
         if key is not None and qualified is not None and (plain_import or qualified in _TORCH_MODULES):
             self.attribute_bindings[key] = qualified
 
+    def add_base_alias(self, name: str, value: cst.BaseExpression, bases: frozenset[str]) -> None:
+        """`MyModule = nn.Module` (or `= torch.jit.ScriptModule if jit else nn.Module`) at module level: another
+        name of torch's module class, which the file's classes derive from."""
+        branches = (value.body, value.orelse) if type(value) is cst.IfExp else (value,)
+        found = {self.qualify(branch) for branch in branches}
+        if found <= bases:
+            self.bindings[name] = "torch.nn.Module"
+        elif name in self.bindings and self.bindings[name] == "torch.nn.Module":
+            del self.bindings[name]  # (bound to something else as well)
+
     def qualify(self, node: cst.BaseExpression) -> str | None:
         """Qualified name of a Name/Attribute chain (`nn.Dropout` -> "torch.nn.Dropout")."""
         known = self._qualified
