@@ -122,6 +122,10 @@ class MethodTargets(ReturnedClosures):
             return None
         return self._class_bound_to(name, enclosing, set(), through_module)
 
+    def class_of_name(self, name: str, enclosing: FunctionInfo | None) -> str | None:
+        """The one class of this file every binding of the plain name `name` builds, as `enclosing` sees it."""
+        return self._class_bound_to(name, enclosing, set())
+
     def _class_bound_to(self, name: str, enclosing: FunctionInfo | None, seen: set,
                         through_module: bool = False) -> str | None:
         """The one class of this file every binding of `name` builds (wrapped in DataParallel and the like,

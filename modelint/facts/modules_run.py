@@ -36,6 +36,8 @@ def is_module(facts, forward, mode: ModeFact) -> bool:
         return False  # (ultralytics' `YOLO(path)(images)`: its `__call__` runs `predict()`, not `forward`)
     if forward.via is None and _fed_another_frameworks_tensor(facts, forward):
         return False  # `model(paddle.to_tensor(x))`: a network of another framework, whatever its `.eval()`
+    if _a_bound_method(facts, forward):
+        return False  # `search(q, c, score_function=enc.similarity)`: a method of the object, not a submodule
     if mode.certain and (mode.train_sites or mode.eval_sites):
         return True
     if mode.origin and facts.receivers.of_qualified(mode.origin, facts.path).module is False:
@@ -230,3 +232,14 @@ def _runs_its_own_call(facts, forward, mode: ModeFact) -> bool:
                    for reference, shape in ProjectIndex.bases_of(index, pending) if reference is not None):
             return False
     return True
+
+
+def _a_bound_method(facts, forward) -> bool:
+    """Is the model key `enc.similarity`, where `enc` is an object of a class of this file (or of its bases
+    here) that defines a method `similarity`? Handed on and called, it runs that method."""
+    owner, _, attr = forward.key.rpartition(".")
+    if not owner or "." in owner or "[" in forward.key or owner in ("self", "cls"):
+        return False
+    flow = facts.flow
+    cls = flow.class_of_name(owner, forward.function)
+    return cls is not None and any(f"{name}.{attr}" in flow.local_functions for name in flow.class_and_bases(cls))
