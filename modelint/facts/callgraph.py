@@ -251,7 +251,9 @@ class CallGraph(MethodTargets, CallerEntry):
             if name in self.local_functions and name not in self.imports.bindings:
                 return self.collector.definitions.in_force(name, func, enclosing)
             closure = self.returned_closure(name, enclosing)
-            return nested_name(closure) if closure is not None else None
+            if closure is not None:
+                return nested_name(closure)
+            return self._aliased_function(name, enclosing) if name in self._alias_targets else None
         through_super = type(func) is cst.Attribute and is_super_call(func.value)
         if type(func) is cst.Attribute and (through_super or (type(func.value) is cst.Name
                                                               and func.value.value == "self")):
@@ -266,6 +268,20 @@ class CallGraph(MethodTargets, CallerEntry):
                     if key in self.local_functions:
                         return key
         return None
+
+    @cached_property
+    def _alias_targets(self) -> frozenset[str]:
+        return frozenset(target for target, _source in self.collector.name_aliases)
+
+    def _aliased_function(self, name: str, enclosing: FunctionInfo | None) -> str | None:
+        """`enc = featurize`, then `enc` handed on or called: the function of this file every binding names."""
+        found = self.visible_bindings(name, enclosing)
+        if found is None:
+            return None
+        bindings, scope = found
+        named = {self.local_reference(binding.value, scope) if binding.kind == "assign" and type(binding.value) is cst.Name
+                 and binding.value.value != name else None for binding in bindings}
+        return named.pop() if len(named) == 1 and None not in named else None
 
     def visible_bindings(self, name: str, scope: FunctionInfo | None) -> tuple[list, FunctionInfo | None] | None:
         """The bindings of `name` in the scope Python finds it in from `scope` (the function, an enclosing one,

@@ -99,8 +99,11 @@ def summarise(flow, function_flow, globals_: frozenset[str], closures=()) -> Fun
         return 0 if function.cls is not None and flow.objects.ever_switched_to_eval(function.cls, forward.key) else 1
 
     # (models first: a call's value is the first output the function returns, `self.model(images)` rather than
-    # the `self.transform(data)` that prepared its input)
-    forwards = sorted((*function_flow.all_forwards(), *closure_forwards), key=weights_rank)
+    # the `self.transform(data)` that prepared its input; among equals, a callable handed in that is fed another
+    # forward's output before one that is not, `model` before `encode_fn` in `model(encode_fn(points))`)
+    forwards = sorted((*function_flow.all_forwards(), *closure_forwards),
+                      key=lambda forward: (weights_rank(forward), forward.key in function.param_set
+                                           and not forward.fed))
     for forward in forwards:
         if not caller_owned(forward.key) or handed_loss(forward):
             continue  # (a loss: the forward that fed it is the one its callers judge)
