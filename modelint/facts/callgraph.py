@@ -156,6 +156,10 @@ class CallGraph(MethodTargets, CallerEntry):
                     elif (name := dotted(target)) is not None:
                         counts[name] = counts.get(name, 0) + (2 if kind is cst.For else 1)
         root = flag.split(".")[0]
+        if root == "self" and flag.count(".") == 1 and counts.get("self", 0) == 0:
+            # (`self.embedder`, set by the constructors only: the same in every other method)
+            return all(assign.site.function is not None and assign.site.function.name == "__init__"
+                       for assign in self.collector.attribute_assigns if dotted(assign.target) == flag)
         return counts.get(root, 0) <= 1 and ("." not in flag or counts.get(flag, 0) == 0)
 
     @cached_property
