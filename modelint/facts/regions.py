@@ -14,7 +14,7 @@ import libcst as cst
 
 from modelint.facts import torch_api as api
 from modelint.facts.modules import rewraps
-from modelint.facts.names import dotted, literal_value
+from modelint.facts.names import NOT_LITERAL, dotted, literal_value
 from modelint.facts.walk import iter_nodes
 
 
@@ -152,7 +152,15 @@ def forward_grad(imports, cls, wrappers: frozenset[str] = frozenset()) -> str | 
     own = _method_grad(imports, forward, wrappers)
     if own is not None:
         return own
+    if _returns_literals_only(forward):
+        return "free"  # (`return True` after pruning weights through `.data`: no output carries a graph)
     return "free" if _hands_over_to_grad_free(imports, cls, forward, wrappers, {forward}) else None
+
+
+def _returns_literals_only(method: cst.FunctionDef) -> bool:
+    """Does every `return` of the method (one at least) hand back a literal (`True`, `None`, a number)?"""
+    returned = [node.value for node in iter_nodes(method.body) if type(node) is cst.Return]
+    return bool(returned) and all(value is not None and literal_value(value) is not NOT_LITERAL for value in returned)
 
 
 _TEST_BUILTINS = frozenset({"len", "isinstance", "hasattr", "getattr"})
