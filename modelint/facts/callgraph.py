@@ -273,6 +273,19 @@ class CallGraph(MethodTargets, CallerEntry):
                         return key
         return None
 
+    def names_a_transform(self, key: str, enclosing: FunctionInfo | None) -> bool:
+        """Is `key` a name for a function of this file (`enc = featurize`, or `featurize` itself) that reads no
+        module-level variable, only its arguments, imports and the file's functions: a transform (a positional
+        encoding) with no weights of its own? (Not `def net(X): return softmax(X @ W + b)` over global tensors.)"""
+        named = self.local_reference(cst.Name(key), enclosing) if key.isidentifier() else None
+        function = self.local_functions.get(named) if named is not None else None
+        if function is None or function.outer is not None or function.cls is not None:
+            return False
+        module_level = self._scope_bindings(None)
+        return not any(type(node) is cst.Name and node.value in module_level and node.value not in function.param_set
+                       and any(binding.kind == "assign" for binding in module_level[node.value])
+                       for node in iter_nodes(function.node.body))
+
     @cached_property
     def _alias_targets(self) -> frozenset[str]:
         return frozenset(target for target, _source in self.collector.name_aliases)

@@ -312,7 +312,7 @@ class CallEffects(FollowedNames, SummaryEffects, ModeContexts, TrainingSteps, Ha
     # -- forwards and training steps ---------------------------------------------
     def forward(self, call: cst.Call, key: str, state: State, method: str | None = None, via=None,
                 callee: FunctionSummary | None = None, helper: bool = False, shown_by_detach: bool = False,
-                fact=None) -> None:
+                fact=None, phase: tuple | None = None) -> None:
         if "." in key and key.rsplit(".", 1)[1] in api.MODE_PRESERVING_METHODS:
             return  # `pp()` for `pp = model.parameters`: a bound method of a module, not a module
         table = self.out.helper_forwards if helper else self.out.forwards
@@ -324,7 +324,8 @@ class CallEffects(FollowedNames, SummaryEffects, ModeContexts, TrainingSteps, Ha
         in_loop = self.evaluation_loops > 0 or (via is not None and _passes_evaluation_data(call))
         if seen is None:
             table[slot] = Forward(call, key, fact, state.grad, self.out.function, in_loop,
-                                  method=method, via=via, callee=callee, token=token, phase=self.tag,
+                                  method=method, via=via, callee=callee, token=token,
+                                  phase=self.tag if phase is None else phase,
                                   shown_by_detach=shown_by_detach)
         else:
             seen.mode = seen.mode.join(fact)

@@ -18,7 +18,6 @@ from modelint.facts.lattice import ModeFact
 from modelint.facts.name_values import reaching
 from modelint.facts.names import dotted
 from modelint.facts.summaries import qualname
-from modelint.facts.walk import iter_nodes
 from modelint.summary import ProjectIndex
 
 
@@ -37,8 +36,6 @@ def is_module(facts, forward, mode: ModeFact) -> bool:
         return False  # (ultralytics' `YOLO(path)(images)`: its `__call__` runs `predict()`, not `forward`)
     if forward.via is None and _fed_another_frameworks_tensor(facts, forward):
         return False  # `model(paddle.to_tensor(x))`: a network of another framework, whatever its `.eval()`
-    if via is not None and _a_pure_function(facts, forward):
-        return False  # `render(enc, model, x)` with `enc = featurize`, a function of this file: no mode, no weights
     if _a_bound_method(facts, forward):
         return False  # `search(q, c, score_function=enc.similarity)`: a method of the object, not a submodule
     if mode.certain and (mode.train_sites or mode.eval_sites):
@@ -246,20 +243,3 @@ def _a_bound_method(facts, forward) -> bool:
     flow = facts.flow
     cls = flow.class_of_name(owner, forward.function)
     return cls is not None and any(f"{name}.{attr}" in flow.local_functions for name in flow.class_and_bases(cls))
-
-
-def _a_pure_function(facts, forward) -> bool:
-    """Is the model key a name for a function of this file (`enc = featurize`) that reads no module-level
-    variable, only its arguments, imports and the file's functions: a transform (a positional encoding), with
-    no weights of its own? (Not `def net(X): return softmax(X @ W + b)` over global tensors: a model.)"""
-    flow = facts.flow
-    named = flow.local_reference(cst.Name(forward.key), forward.function) if forward.key.isidentifier() else None
-    function = flow.local_functions.get(named) if named is not None else None
-    if function is None or function.outer is not None or function.cls is not None:
-        return False
-    module_level = flow._scope_bindings(None)
-    for node in iter_nodes(function.node.body):
-        if type(node) is cst.Name and node.value in module_level and node.value not in function.param_set \
-                and any(binding.kind == "assign" for binding in module_level[node.value]):
-            return False
-    return True

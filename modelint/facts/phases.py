@@ -89,6 +89,9 @@ def decide(test: cst.BaseExpression, constants: dict[str, object]) -> bool | Non
             return left != right
         if type(operator) in (cst.In, cst.NotIn) and isinstance(right, tuple):
             return (left in right) == (type(operator) is cst.In)
+        if type(operator) in (cst.In, cst.NotIn) and isinstance(left, str) and isinstance(right, str) \
+                and right not in (GIVEN, OMITTED, OTHER):
+            return (left in right) == (type(operator) is cst.In)  # (`"train" in phase`: a part of its name)
     return None
 
 

@@ -99,11 +99,8 @@ def summarise(flow, function_flow, globals_: frozenset[str], closures=()) -> Fun
         return 0 if function.cls is not None and flow.objects.ever_switched_to_eval(function.cls, forward.key) else 1
 
     # (models first: a call's value is the first output the function returns, `self.model(images)` rather than
-    # the `self.transform(data)` that prepared its input; among equals, a callable handed in that is fed another
-    # forward's output before one that is not, `model` before `encode_fn` in `model(encode_fn(points))`)
-    forwards = sorted((*function_flow.all_forwards(), *closure_forwards),
-                      key=lambda forward: (weights_rank(forward), forward.key in function.param_set
-                                           and not forward.fed))
+    # the `self.transform(data)` that prepared its input)
+    forwards = sorted((*function_flow.all_forwards(), *closure_forwards), key=weights_rank)
     for forward in forwards:
         if not caller_owned(forward.key) or handed_loss(forward):
             continue  # (a loss: the forward that fed it is the one its callers judge)
@@ -132,7 +129,11 @@ def summarise(flow, function_flow, globals_: frozenset[str], closures=()) -> Fun
     for step in function_flow.helper_steps.values():
         key = step.trained_key
         if key and caller_owned(key) and step.models.get(key, ENTRY_MODE) == ENTRY_MODE:
-            summary.steps.append(StepUse(key, step.via.path, step.via.call, node=step.via.node))
+            # (a helper's step in one value of the phase parameter this function hands it: in that value here)
+            handed = function_flow.phase_param is not None and not function_flow.phase_exits
+            for phase_value in sorted(step.phases, key=repr) if handed and step.phases else [None]:
+                summary.steps.append(StepUse(key, step.via.path, step.via.call, node=step.via.node,
+                                             phase_value=phase_value))
     returned = function_flow.returned
     if function_flow.returned_param:
         summary.returns = ReturnFact(None, 1, False, param=function_flow.returned_param)
@@ -156,6 +157,11 @@ def summarise(flow, function_flow, globals_: frozenset[str], closures=()) -> Fun
                         and _cut(function_flow.uses.get(("param", p), ()))]
     summary.hands_on = sorted(flow.handed_on(function))
     summary.transforms = sorted(flow.handed_to_functions(function))
+    if summary.phase_param is not None and not function_flow.phase_exits:
+        # A phase parameter only handed on to a helper: the values its forwards and steps run in, with the
+        # function's effects whatever the value (what the helper does for each is its callers' to read).
+        values = {use.phase_value for use in (*summary.forwards, *summary.steps)} - {None}
+        summary.phase_effects = {value: (summary.effects, summary.effect_sites) for value in values}
     return summary
 
 

@@ -31,18 +31,34 @@ class SummaryEffects:
     """Mixed into the interpreter's call effects: `self.flow`, `self.out`, `self.tag`, `self.forward`,
     `self.step`, `self.havoc`."""
 
+    def _phase_handed_on(self, summary: FunctionSummary, arguments: dict) -> str | None:
+        """`run_phase(phase, loader, model)` in `def one_epoch(phase, ...)`: the parameter of this function the
+        call hands on as the helper's phase parameter, which makes it this function's phase parameter too."""
+        passed = arguments.get(summary.phase_param) if summary.phase_param is not None else None
+        function = self.out.function
+        if type(passed) is not cst.Name or function is None or passed.value not in function.param_set:
+            return None
+        if self.out.phase_param is None:
+            self.out.phase_param = passed.value
+        return passed.value if self.out.phase_param == passed.value else None
+
     def apply_summary(self, summary: FunctionSummary, call: cst.Call, state: State, self_receiver: str | None) -> None:
         arguments = arguments_of(summary, call)
         bound, inline = self._bind_arguments(summary, arguments, state, self_receiver)
         if summary.trains:
             self.out.trains = self.out.backward_in_helpers = True
         phase = _phase_passed(summary, arguments, self.out.function, self.constants)
+        through = self._phase_handed_on(summary, arguments) if phase is None else None
         for use in summary.forwards:
             if phase is not None and use.phase_value is not None and use.phase_value != phase:
                 continue  # run only for the other value of the helper's phase parameter
+            # (handed this function's own phase parameter: run when it has that value, here as there)
+            passes = ((through, use.phase_value),) if through is not None and use.phase_value is not None else None
             key = _rebind(use.param, bound, state)
             if key is None or (use.eval_site is not None and use.node is not None):
                 continue  # (a helper of this file that sets eval() itself is judged with its callers' grad)
+            if "." not in key and self.flow.names_a_transform(key, self.out.function):
+                continue  # `render(encode, model, x)` with `encode = positional_encoding`: a function, no model
             # (a helper that switches the model to eval itself runs it in eval mode, whatever the caller's)
             fact = state.fact(key)
             if use.eval_site is not None:  # (and it is a module: the helper called `eval()` on it)
@@ -56,9 +72,9 @@ class SummaryEffects:
                 if recorded is None or recorded.via is not None:
                     if self_receiver is not None and use.param.startswith("self."):
                         use, key, fact = self._strongest_part(summary, phase, bound, state) or (use, key, fact)
-                    self.forward(call, key, state, via=use, callee=summary, fact=fact)
+                    self.forward(call, key, state, via=use, callee=summary, fact=fact, phase=passes)
             else:
-                self.forward(call, key, state, via=use, callee=summary, helper=True, fact=fact)
+                self.forward(call, key, state, via=use, callee=summary, helper=True, fact=fact, phase=passes)
                 if use.given_back:
                     self.uses.given_back.add((call, self.tag) if self.tag else call)
         trained: list[str] = []
@@ -68,6 +84,8 @@ class SummaryEffects:
             key = _rebind(use.param, bound, state)
             if key is not None:
                 self.step(call, "backward", state, None, via=use, callee=summary, trained_key=key)
+                if through is not None and use.phase_value is not None:
+                    self.out.helper_steps[(call, use)].phases.add(use.phase_value)
                 trained.append(key)
         backpropagated = [arguments[name] for name in summary.backprops if name in arguments]
         if backpropagated and summary.trains and not summary.steps and any(
