@@ -130,6 +130,7 @@ class Bindings:
                     state.aliases[key] = bound.key
                 else:
                     state.models[key] = state.fact(bound.key)
+            self._derive(state, target, origins)  # (and the outputs it carries, if any: `total = loss`)
             return
         else:
             resumed = self._resumed(key, value, state)

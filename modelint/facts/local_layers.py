@@ -241,7 +241,12 @@ class LocalLayers:
         bindings = self._bindings_of(None).get(name)
         return bool(bindings) and all(b.kind == "assign" and (type(b.value) is cst.Lambda or (
             type(b.value) is cst.Call and self.imports.qualify(b.value.func) in _RECORD_FACTORIES)
-            or self._tensor_types(b.value)) for b in bindings)
+            or self._tensor_types(b.value) or self._torch_module_instance(b.value)) for b in bindings)
+
+    def _torch_module_instance(self, value: cst.BaseExpression) -> bool:
+        """`CELoss = nn.CrossEntropyLoss()`: an instance of one of torch's layers, whose call runs it (a loss
+        computed, not a module built)."""
+        return type(value) is cst.Call and (self.imports.qualify(value.func) or "").startswith("torch.nn.")
 
     def _tensor_types(self, value: cst.BaseExpression) -> bool:
         """`torch.LongTensor`, or either branch of a conditional between such types: no `torch.nn` class."""
