@@ -159,9 +159,9 @@ class LayerKinds:
                 return False
         for call in info.calls:
             func = call.func
-            if self.imports.qualify(func) in _WEIGHT_CALLS or \
+            if (self.imports.qualify(func) in _WEIGHT_CALLS and not _frozen(call)) or \
                     (type(func) is cst.Attribute and func.attr.value in _REGISTERING):
-                return False
+                return False  # (not `nn.Parameter(window, requires_grad=False)`: a constant, as a buffer is)
             if (type(func) is cst.Attribute and func.attr.value == "requires_grad_") or any(
                     arg.keyword is not None and arg.keyword.value == "requires_grad"
                     and not (type(arg.value) is cst.Name and arg.value.value == "False") for arg in call.args):
@@ -207,6 +207,8 @@ class LayerKinds:
     def _may_be_module(self, value: cst.BaseExpression | None, method) -> bool:
         """A parameter without a literal default (or an attribute of one), or a call of something other
         than torch's tensor functions and the builtins: it may hand a module over."""
+        if type(value) is cst.Attribute and type(value.value) is cst.Name and value.value.value == "self":
+            return False  # `self.stride = self.hop`: another attribute's value, looked at on its own
         head = value
         while type(head) is cst.Attribute:
             if head.attr.value.startswith("__") and head.attr.value.endswith("__"):
@@ -349,6 +351,8 @@ def _computed_with(info: ClassInfo, qualify) -> set[str]:
             operands = (node.value,)
         elif kind is cst.AssignTarget:
             operands = (node.target,)
+        elif kind is cst.Assign and type(node.value) is cst.Attribute:
+            operands = (node.value,)  # (`self.stride = self.hop`: copied into another attribute)
         elif kind is cst.Call and _takes_sizes(node, qualify):
             operands = tuple(arg.value for arg in node.args if arg.keyword is None and not arg.star)
         else:
@@ -385,3 +389,9 @@ def _annotated_as_a_value(method, name: str) -> bool:
             and len(annotation.slice) == 1 and type(annotation.slice[0].slice) is cst.Index:
         annotation = annotation.slice[0].slice.value
     return dotted(annotation) in _VALUE_TYPES if annotation is not None else False
+
+
+def _frozen(call: cst.Call) -> bool:
+    """`nn.Parameter(t, requires_grad=False)`: a tensor kept with the module that autograd never records."""
+    return any(arg.keyword is not None and arg.keyword.value == "requires_grad" and type(arg.value) is cst.Name
+               and arg.value.value == "False" for arg in call.args)
