@@ -72,7 +72,8 @@ class CallResolution:
             # (`teacher(x)` running `EMATeacher.__call__`: the object called is its `self`)
             receiver = (func.value if local.endswith(".__call__") else None) if type(func) is cst.Name \
                 else None if type(func) is not cst.Attribute else "self" if is_super_call(func.value) \
-                else dotted(func.value)
+                else dotted(func) if local.endswith(".__call__") and func.attr.value != "__call__" \
+                else dotted(func.value)  # (`self.recorder(x)`: the object `self.recorder` holds is its `self`)
             return self.summaries.get(local), receiver
         if type(func) is cst.Attribute and is_super_call(func.value):
             return self._resolve_inherited(func.attr.value, enclosing), "self"

@@ -202,7 +202,9 @@ class CallGraph(MethodTargets, CallerEntry):
 
     def _local_callee(self, call: cst.Call, enclosing: FunctionInfo | None) -> str | None:
         if type(call.func) is cst.Attribute and call.func.attr.value not in self.method_names:
-            return None  # (`x.view(...)`, `torch.cat(...)`: no method of this file has that name)
+            # (`x.view(...)`, `torch.cat(...)`: no method of this file has that name; `self.rec(x)` may run the
+            # `__call__` of the plain object the attribute holds)
+            return self._called_attribute(call.func, enclosing) if "__call__" in self.method_names else None
         named = self.local_reference(call.func, enclosing)
         if named is not None:
             return named
@@ -236,6 +238,15 @@ class CallGraph(MethodTargets, CallerEntry):
         if "__call__" not in self.method_names:
             return None
         cls_name = self._class_bound_to(name, enclosing, set())
+        if cls_name is None or cls_name not in self.modules.classes \
+                or self.may_be_module_class(self.modules.classes[cls_name]):
+            return None
+        return next((key for owner in self.class_and_bases(cls_name)
+                     if (key := f"{owner}.__call__") in self.local_functions), None)
+
+    def _called_attribute(self, func: cst.Attribute, enclosing: FunctionInfo | None) -> str | None:
+        """`self.rec(x)` with `self.rec = Recorder(self.net)`, a plain class of this file defining `__call__`."""
+        cls_name = self._attribute_class(func, enclosing)
         if cls_name is None or cls_name not in self.modules.classes \
                 or self.may_be_module_class(self.modules.classes[cls_name]):
             return None

@@ -110,8 +110,10 @@ class CallEffects(FollowedNames, SummaryEffects, ModeContexts, TrainingSteps, Ha
             # `loss_scaler(loss, optimizer, parameters=model.parameters())`: no model takes an optimizer;
             # whatever gets one runs the update (backward and step) on what it is given with it.
             self.step(call, "backward", state, None)
-        elif key is not None and not (local is not None and type(func) is cst.Name and local.endswith(".__call__")):
-            # (`teacher(x)` on an object of a plain class of this file runs its `__call__`, whose summary says)
+        elif key is not None and not (local is not None and type(func) in (cst.Name, cst.Attribute)
+                                      and local.endswith(".__call__") and not key.endswith(".__call__")):
+            # (`teacher(x)`, `self.recorder(x)` on an object of a plain class of this file runs its `__call__`,
+            # whose summary says)
             canonical = state.canonical(key)
             if self._is_model(state, canonical):
                 # An object of a class we cannot see, handed a model this function switches or trains

@@ -58,9 +58,36 @@ class ObjectModes(ObjectExits, ObjectStarts, AttributeLayers):
         for (cls, key), seen in targets.items():
             if len(seen) == 1 and None not in seen and key not in seen:
                 out.setdefault(cls, {})[key] = seen.pop()
+        for cls, key, held in self._kept_by_held_objects():
+            out.setdefault(cls, {})[key] = held
         for cls, aliases in self.flow.property_aliases.items():
             out.setdefault(cls, {}).update(aliases)  # (`self.model` read through a property)
         return out
+
+    def _kept_by_held_objects(self):
+        """(class, `self.recorder.net`, `self.net`) for `self.recorder = Recorder(self.net, layer)`, the only
+        assignment of `self.recorder` in the class, where `Recorder`, a plain class of this file, keeps that
+        constructor parameter as `self.net`: the held object's attribute is the object's own model."""
+        from modelint.facts.summary_effects import bind_arguments
+
+        assigned: dict = {}
+        for assign in self.flow.collector.attribute_assigns:
+            key = dotted(assign.target)
+            if assign.site.cls is not None and key is not None and key.count(".") == 1 and key.startswith("self."):
+                assigned.setdefault((assign.site.cls, key), []).append(assign.value)
+        for (cls, key), values in assigned.items():
+            value = values[0]
+            if len(values) != 1 or type(value) is not cst.Call or type(value.func) is not cst.Name:
+                continue
+            stores = self.constructor_stores.get(value.func.value)
+            if stores is None:
+                continue
+            init, kept = stores
+            bound = bind_arguments(init.params, True, value)
+            for param, attribute in kept.items():
+                held = dotted(bound[param]) if param in bound else None
+                if held is not None and held.startswith("self.") and held.count(".") == 1:
+                    yield cls, f"{key}{attribute[4:]}", held
 
     def _wrapped_attribute(self, value, method) -> str | None:
         """`self.net`, `DataParallel(self.net)`, or a conditional choosing between them: `self.net`. Also the
