@@ -6,7 +6,9 @@
             self._model = self.setup_model()
         return self._model.to(self.device)
 
-is `self._model`, moved at most: `self.model.eval()` switches it, `self.model(x)` runs it.
+is `self._model`, moved at most: `self.model.eval()` switches it, `self.model(x)` runs it. And methods that
+hand back the object itself (a fluent setter, `def patch(self, size): self.size = size; return self`): what
+they return is the receiver.
 """
 
 from __future__ import annotations
@@ -50,3 +52,15 @@ def _attribute_handed_back(value: cst.BaseExpression | None) -> str | None:
     base, _chain = unwrap_chain(value)
     key = dotted(base)
     return key if key is not None and key.startswith("self.") and key.count(".") == 1 else None
+
+
+def methods_returning_self(collector) -> dict[str, set[str]]:
+    """Method name -> the classes of the file whose method of that name hands back `self` on every return."""
+    out: dict[str, set[str]] = {}
+    for function in collector.functions:
+        if function.cls is None or function.outer is not None:
+            continue
+        returns = [node.value for node in iter_nodes(function.node.body) if type(node) is cst.Return]
+        if returns and all(type(value) is cst.Name and value.value == "self" for value in returns):
+            out.setdefault(function.name, set()).add(function.cls.name)
+    return out

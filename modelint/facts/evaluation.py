@@ -34,7 +34,7 @@ def named_model(facts, forward) -> str:
     func = forward.call.func
     owner = forward.function.owner_class if forward.function is not None else None
     if owner is not None:
-        aliases = facts.flow.aliases_seen_by(owner)
+        aliases = facts.flow.objects.aliases_seen_by(owner)
         for written in (value_key(func), value_key(func.value) if type(func) is cst.Attribute else None):
             if written is not None and aliases.get(written) == forward.key:
                 return written  # (`self.model(x)`, `self.model.inference(x)`)

@@ -21,6 +21,7 @@ from modelint.facts.callgraph import CallGraph
 from modelint.facts.optimizers import Optimizers
 from modelint.facts.collector import Collector
 from modelint.facts.scopes import FunctionInfo
+from modelint.facts.script_modes import globals_left_in_eval
 from modelint.facts.free_models import FreeModels
 from modelint.facts.uses import AFTER, DETACH, DIRECT, FED, FEEDS
 from modelint.facts.interpreter import Interpreter
@@ -147,13 +148,17 @@ class ModeFlow(CallGraph, Optimizers, CallResolution):
         interpreter = Interpreter(self, flow, set(function.params) | function.enclosing_params
                                   | self.free.globals_of(function) | self.free.free_models(function))
         calls = self._calls_of.get(function, ())
-        aliases = {**self.aliases_seen_by(function.owner_class), **self.free.global_parts(function, calls),
+        aliases = {**self.objects.aliases_seen_by(function.owner_class), **self.free.global_parts(function, calls),
                    **self.free.parameters_holding_globals(function, calls),
                    **self.free.parameters_holding_attributes(function, calls,
                                                              lambda call: self.site_of_call[call].site.function),
                    **self.free.parameters_defaulting_to_models(function, calls)}
         state = State(self._weightless_free_names(function), grad, aliases=aliases,
                       unbound=self._assigned_names.get(function, frozenset()) - interpreter.params)
+        for name in self.free.globals_of(function):
+            switched = self._globals_left_in_eval.get(name)
+            if switched is not None:  # (`net.eval()` once at the top of the script, for good)
+                state.models[name] = ModeFact().switched("eval", switched)
         if function.uses_gradients or function in self.called_here or (function.outer is None
                                                                       and function.cls is None):
             # What it does with its parameters' values (back-propagates them, evaluates them), for the
@@ -168,19 +173,9 @@ class ModeFlow(CallGraph, Optimizers, CallResolution):
         self._finish(flow, function)
         return flow
 
-    def aliases_seen_by(self, cls) -> dict:
-        """The attribute aliases (ObjectModes.attribute_aliases) of a class and of its bases in this file: a
-        subclass's method reads `self.model` through its base's property too (unless it sets that itself)."""
-        cache = self.__dict__.setdefault("_aliases_by_class", {})
-        if cls not in cache:
-            out: dict = {}
-            for name in reversed(self.class_and_bases(cls.name) if cls is not None else ()):
-                info = self.modules.classes.get(name)
-                for key, target in self.objects.attribute_aliases.get(info, {}).items():
-                    if info is cls or not self.collector.assigns_to(cls, key):
-                        out[key] = target
-            cache[cls] = out
-        return cache[cls]
+    @cached_property
+    def _globals_left_in_eval(self) -> dict:
+        return globals_left_in_eval(self.collector, self.global_models)
 
     def _weightless_free_names(self, function: FunctionInfo) -> dict:
         """A closure's free names that the enclosing functions bind only to modules without weights

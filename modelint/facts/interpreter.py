@@ -26,6 +26,7 @@ from modelint.facts.lattice import GRAD_ENABLED, GRAD_UNKNOWN, GradFact
 from modelint.facts.loops import Loops
 from modelint.facts.names import dotted, literal_value
 from modelint.facts.phases import decide
+from modelint.facts.returned_closures import names_read_by
 from modelint.facts.scopes import flag_outcomes
 from modelint.facts.state import State, join
 from modelint.facts.walk import iter_nodes
@@ -139,21 +140,10 @@ class Interpreter(Loops, Bindings, CallEffects):
         a teacher's logits), as if used in its place."""
         nested = self.flow.nested_functions.get((self.out.function, stmt.name.value)) \
             if self.out.function is not None else None
-        if nested is None or not nested.uses_gradients:
-            return
-        named = set()
-        not_read = set()  # (`x.target`, `f(target=...)`: attribute and keyword names)
-        for node in iter_nodes(stmt.body):
-            if type(node) is cst.Attribute:
-                not_read.add(id(node.attr))
-            elif type(node) is cst.Arg and node.keyword is not None:
-                not_read.add(id(node.keyword))
-            elif type(node) is cst.Name and id(node) not in not_read and node.value not in nested.param_set:
-                named.add(node.value)
-        for name in named:
-            origins = state.values.get(name)
-            if origins:
-                self.uses.use(origins, TRAIN)
+        if nested is not None and nested.uses_gradients:
+            for name in names_read_by(nested):
+                if state.values.get(name):
+                    self.uses.use(state.values[name], TRAIN)
 
     def if_(self, stmt: cst.If, state: State) -> State | None:
         """An `if`/`elif`/`else` chain, in a loop: a file may have thousands of `elif`s."""

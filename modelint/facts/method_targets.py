@@ -15,7 +15,8 @@ from functools import cached_property
 import libcst as cst
 
 from modelint.facts import torch_api as api
-from modelint.facts.accessors import property_aliases
+from modelint.facts.accessors import methods_returning_self, property_aliases
+from modelint.facts.mode_handling import grad_and_mode_text
 from modelint.facts.modules import rewraps, unwrap_chain
 from modelint.facts.names import BUILTIN_NAMES, dotted
 from modelint.facts.returned_closures import ReturnedClosures
@@ -93,7 +94,7 @@ class MethodTargets(ReturnedClosures):
             # `GaussianPolicy()` or `DeterministicPolicy()`, each with a `sample` that runs its own forward the
             # same way: either one stands for both
             methods = [self._method_of(name, func.attr.value) for name in sorted(built)]
-            if all(m is not None for m in methods) and len({_grad_and_mode_calls(m) for m in methods}) == 1:
+            if all(m is not None for m in methods) and len({grad_and_mode_text(m) for m in methods}) == 1:
                 return sorted(built)[0]
         return next(iter(built)) if len(built) == 1 else None
 
@@ -313,16 +314,7 @@ class MethodTargets(ReturnedClosures):
 
     @cached_property
     def _methods_returning_self(self) -> dict[str, set[str]]:
-        """Method name -> the classes of this file whose method of that name hands back `self` on every return
-        (a fluent setter: `def configure(self, tile): self.tile = tile; return self`)."""
-        out: dict = {}
-        for function in self.collector.functions:
-            if function.cls is None or function.outer is not None:
-                continue
-            returns = [node.value for node in iter_nodes(function.node.body) if type(node) is cst.Return]
-            if returns and all(type(value) is cst.Name and value.value == "self" for value in returns):
-                out.setdefault(function.name, set()).add(function.cls.name)
-        return out
+        return methods_returning_self(self.collector)
 
     @cached_property
     def _names_built_from_classes(self) -> frozenset[str]:
@@ -394,21 +386,3 @@ def _object_name(func: cst.BaseExpression) -> tuple[str | None, bool]:
     if through_module:
         owner = owner.value
     return (owner.value if type(owner) is cst.Name else None), through_module
-
-
-_GRAD_AND_MODE_NAMES = frozenset({"no_grad", "inference_mode", "enable_grad", "set_grad_enabled", "eval", "train",
-                                  "backward", "step", "detach", "requires_grad_", "forward"})
-
-
-def _grad_and_mode_calls(function: FunctionInfo) -> tuple:
-    """What a method's text says about grad and mode: its decorators, the grad/mode calls it makes, and
-    whether it runs its own object (`self(x)`)."""
-    decorators = tuple(sorted(dotted(d.func if type(d) is cst.Call else d) or "?" for d in function.decorators))
-    names = set()
-    for node in iter_nodes(function.node.body):
-        if type(node) is cst.Call:
-            name = node.func.attr.value if type(node.func) is cst.Attribute else \
-                node.func.value if type(node.func) is cst.Name else None
-            if name in _GRAD_AND_MODE_NAMES or name == "self":
-                names.add(name)
-    return decorators, tuple(sorted(names))

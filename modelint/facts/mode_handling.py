@@ -321,3 +321,21 @@ def _switches_only(body) -> bool | None:
                       (type(small) is cst.Expr and type(small.value) in (cst.SimpleString, cst.ConcatenatedString))):
                 return False
     return switched
+
+
+_GRAD_AND_MODE_NAMES = frozenset({"no_grad", "inference_mode", "enable_grad", "set_grad_enabled", "eval", "train",
+                                  "backward", "step", "detach", "requires_grad_", "forward"})
+
+
+def grad_and_mode_text(function) -> tuple:
+    """What a method's text says about grad and mode: its decorators, the grad/mode calls it makes, and
+    whether it runs its own object (`self(x)`)."""
+    decorators = tuple(sorted(dotted(d.func if type(d) is cst.Call else d) or "?" for d in function.decorators))
+    names = set()
+    for node in iter_nodes(function.node.body):
+        if type(node) is cst.Call:
+            name = node.func.attr.value if type(node.func) is cst.Attribute else \
+                node.func.value if type(node.func) is cst.Name else None
+            if name in _GRAD_AND_MODE_NAMES or name == "self":
+                names.add(name)
+    return decorators, tuple(sorted(names))

@@ -1,5 +1,6 @@
 """Closures a factory of this file hands back: `loop = get_train_val_loop(model, optimizer)`, then
-`loop(is_train=False)` runs the function `get_train_val_loop` defines and returns."""
+`loop(is_train=False)` runs the function `get_train_val_loop` defines and returns. And the names a closure
+reads from the functions around it (`names_read_by`)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from functools import cached_property
 import libcst as cst
 
 from modelint.facts.scopes import FunctionInfo
-from modelint.facts.walk import push_child_nodes
+from modelint.facts.walk import iter_nodes, push_child_nodes
 
 
 class ReturnedClosures:
@@ -72,3 +73,17 @@ def _own_returns(node: cst.FunctionDef) -> list[cst.Return]:
 
 
 _OTHER_SCOPES = (cst.FunctionDef, cst.ClassDef)
+
+
+def names_read_by(nested: FunctionInfo) -> set[str]:
+    """The plain names a nested function reads that are not its own parameters (not `x.target`, an attribute,
+    nor `f(target=...)`, a keyword): what it may take from the enclosing function's variables."""
+    named, not_read = set(), set()
+    for node in iter_nodes(nested.node.body):
+        if type(node) is cst.Attribute:
+            not_read.add(id(node.attr))
+        elif type(node) is cst.Arg and node.keyword is not None:
+            not_read.add(id(node.keyword))
+        elif type(node) is cst.Name and id(node) not in not_read and node.value not in nested.param_set:
+            named.add(node.value)
+    return named
