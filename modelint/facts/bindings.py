@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import libcst as cst
 
+from modelint.facts import torch_api as api
+
 from modelint.facts.uses import NONE
 from modelint.facts.lattice import NO_MODULE, ModeFact, first_site
 from modelint.facts.modules import unwrap_chain
@@ -68,6 +70,12 @@ class Bindings:
         key = value_key(target)
         unpacked = self.flow.provenance.unpacked(value, self.out.function, state) \
             if key is None and type(target) in (cst.Tuple, cst.List) else None
+        if unpacked is None and key is None and type(target) in (cst.Tuple, cst.List) and type(value) is cst.Call \
+                and (self.flow.imports.qualify(value.func) or "").startswith(api.EXTERNAL_MODEL_PREFIXES):
+            # `model, _, preprocess = open_clip.create_model_and_transforms(name)`: a library's model factory
+            # hands the model first, then its transforms or utilities
+            built = self.flow.provenance.built_here(value, state, self.out.function)
+            unpacked = [built, *[None] * (len(target.elements) - 1)] if built is not None else None
         if unpacked is not None and len(unpacked) == len(target.elements) \
                 and not any(type(e) is cst.StarredElement for e in target.elements):
             # `model, optimizer = get_model()`: each name holds what the factory returns at its position

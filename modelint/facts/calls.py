@@ -173,8 +173,11 @@ class CallEffects(FollowedNames, SummaryEffects, ModeContexts, TrainingSteps, Ha
                     self.havoc(state, receiver)
                 elif local is None and not call.args and _names_a_mode_switch(method) and self.follows(receiver, state):
                     self.havoc(state, receiver)  # `model.val_start()` of a wrapper we cannot see into
-                elif wraps_forward(method) and local is None and self._module_receiver(state, receiver) \
+                elif wraps_forward(method) and local is None and (
+                        self._module_receiver(state, receiver)
+                        or (receiver in self.params and method.startswith(("forward", "encode_")))) \
                         and not self._summarised_elsewhere(call, state, receiver):
+                    # (a parameter's `model.encode_image(x)`: what its callers hand it decides)
                     self.forward(call, receiver, state, method=method)
                 elif local is not None and call.args and flow.local_functions[local].is_abstract \
                         and self._module_receiver(state, receiver) and not flow.overriders(call, self.out.function):
@@ -370,12 +373,14 @@ def _hand_written_on_plain_tensors(cls, classes) -> bool:
 
 def wraps_forward(method: str) -> bool:
     """A method of a module, defined where we cannot see, that runs its forward pass: `forward_features`,
-    `predict_step`, `evaluation_step`, `generate` (Hugging Face). Other methods (`get_metrics`,
+    `predict_step`, `evaluation_step`, `generate` (Hugging Face), CLIP's `encode_image`/`encode_text`. (Not a
+    bare `encode`: sentence-transformers' sets eval mode and no_grad itself.) Other methods (`get_metrics`,
     `freeze`, `predict` of a scikit-style wrapper that sets its own mode) are left alone, and so are
     accessors and optimisation hooks that only end like one (`get_step`, `optimizer_step`)."""
     if method.startswith(_NOT_FORWARD_PREFIXES):
         return False
-    return method.startswith("forward") or method.endswith(("_forward", "_step")) or method == "generate"
+    return method.startswith(("forward", "encode_")) or method.endswith(("_forward", "_step")) \
+        or method == "generate"
 
 
 _NOT_FORWARD_PREFIXES = ("get_", "set_", "reset_", "is_", "has_", "num_", "increment_", "update_", "optimizer_",

@@ -257,12 +257,30 @@ class Provenance:
                     else None for key in keys]
         self.flow.last_unresolved = None
         summary, _receiver = self.flow.resolve(call, enclosing)
+        if summary is None and type(call.func) is cst.Subscript and type(call.func.value) is cst.Name:
+            # `LOADERS[kind](name)`: whichever of the registry's functions it calls, each position joined
+            loaders = self._registered_loaders(call.func.value.value)
+            found = [self._items(loader, call, state) for loader in loaders]
+            return [_joined(facts) for facts in zip(*found)] if found else None
         if summary is None:
             self.flow.ask_the_index_later()  # (`net, aug = build_model(cfg)` of another file: the index knows)
         if summary is None or not summary.returns_items:
             return None
+        return self._items(summary, call, state)
+
+    def _items(self, summary, call: cst.Call, state) -> list:
         return [self._handed_back_argument(item.param, summary, call, state) if item is not None and item.param
                 else _handed_back(item, call) if item is not None else None for item in summary.returns_items]
+
+    def _registered_loaders(self, registry: str) -> list:
+        """The summaries of the functions of this file a module-level dict of them holds, when they all hand
+        back tuples of one length (`{"open_clip": load_open_clip, "hf": load_hf}`, each `return model, transform`)."""
+        names = self.flow.modules.function_registries.get(registry)
+        summaries = [self.flow.summaries.get(name) for name in names or ()]
+        if not summaries or None in summaries or any(not s.returns_items for s in summaries) \
+                or len({len(s.returns_items) for s in summaries}) != 1:
+            return []
+        return summaries
 
     def _handed_back_argument(self, param: str, summary, call: cst.Call, state) -> ModeFact | None:
         """`model, msg = load_checkpoint(model, path)`: the module the call hands the parameter it gives back."""
@@ -343,3 +361,13 @@ def _literal_key(subscript: cst.Subscript) -> str | None:
         return None
     key = literal_value(subscript.slice[0].slice.value)
     return key if isinstance(key, str) else None
+
+
+def _joined(facts) -> ModeFact | None:
+    """The join of the modes each loader hands at one position; None when one hands none we know."""
+    if any(fact is None for fact in facts):
+        return None
+    joined = facts[0]
+    for fact in facts[1:]:
+        joined = joined.join(fact)
+    return joined

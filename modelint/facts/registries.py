@@ -38,6 +38,24 @@ class Registries:
         return {name: values for name, values in found.items() if bound[name] == 1}
 
     @cached_property
+    def function_registries(self) -> dict[str, list[str]]:
+        """Module-level `LOADERS = {"open_clip": load_open_clip, ...}`, bound once, whose values are all plain
+        names -> those names: `LOADERS[kind](name)` calls one of them (the flow resolves them to functions)."""
+        found: dict[str, list[str]] = {}
+        bound: dict[str, int] = {}
+        for statement in self._collector.module_node.body:
+            for small in statement.body if type(statement) is cst.SimpleStatementLine else ():
+                if type(small) is not cst.Assign or len(small.targets) != 1 \
+                        or type(small.targets[0].target) is not cst.Name:
+                    continue
+                name = small.targets[0].target.value
+                bound[name] = bound.get(name, 0) + 1
+                values = _listed_names(small.value) if type(small.value) is cst.Dict else []
+                if values and all(type(v) is cst.Name for v in values):
+                    found[name] = [v.value for v in values]
+        return {name: values for name, values in found.items() if bound[name] == 1}
+
+    @cached_property
     def held_registries(self) -> dict[str, list[cst.BaseExpression]]:
         """`self.edition = [resnet18, resnet50]` (a list, tuple or dict of names), the one assignment of that
         attribute in the file -> those names: a class's choice of backbone builders, picked by an index."""
