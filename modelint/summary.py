@@ -165,6 +165,9 @@ class FileSummary:
     weightless_classes: set[str] = field(default_factory=set)
     # Module classes whose own `forward` is decorated `@torch.no_grad()` (or the like): calling one records no graph.
     grad_free_forward_classes: set[str] = field(default_factory=set)
+    # Module classes whose `__init__` freezes every parameter they hold -> "" or "flag:position", the constructor
+    # flag that must stay False (modelint.facts.mode_handling.classes_frozen_at_construction).
+    frozen_classes: dict[str, str] = field(default_factory=dict)
     # Module classes whose `forward` runs under `set_grad_enabled(self.training)`: no graph in eval mode.
     grad_follows_mode_classes: set[str] = field(default_factory=set)
     # Module classes whose `forward` takes gradients with respect to its inputs: running one needs autograd.
@@ -449,6 +452,12 @@ class ProjectIndex:
         """Is the project class imported as `reference` a module whose `forward` turns autograd off itself?"""
         found = self._defining(reference, from_path)
         return found is not None and reference.rpartition(".")[2] in found.grad_free_forward_classes
+
+    def frozen_at_construction(self, reference: str, from_path: str) -> str | None:
+        """How the project class imported as `reference` freezes its own parameters when built ("" always,
+        "flag:position" unless that constructor flag is set); None when it does not."""
+        found = self._defining(reference, from_path)
+        return found.frozen_classes.get(reference.rpartition(".")[2]) if found is not None else None
 
     def forward_without_grad_in_eval(self, reference: str, from_path: str) -> bool:
         """Is the project class imported as `reference` a module whose `forward` turns autograd off in eval mode?"""

@@ -70,6 +70,7 @@ def file_summary(flow) -> FileSummary:
                        loaded_classes=set(flow.modules.loaded_classes),
                        weightless_classes=flow.modules.weightless_classes(),
                        grad_free_forward_classes=grad_free_forward_classes(flow),
+                       frozen_classes=dict(flow.frozen_classes),
                        grad_follows_mode_classes=grad_free_forward_classes(flow, "mode"),
                        input_gradient_classes=input_gradient_classes(flow),
                        own_mode_classes=flow.modules.own_mode_classes(),

@@ -20,6 +20,7 @@ from modelint.facts.caller_entry import nested_name
 from modelint.facts.callgraph import CallGraph
 from modelint.facts.optimizers import Optimizers
 from modelint.facts.collector import Collector
+from modelint.facts.mode_handling import classes_frozen_at_construction
 from modelint.facts.scopes import FunctionInfo
 from modelint.facts.script_modes import globals_left_in_eval
 from modelint.facts.free_models import FreeModels
@@ -172,6 +173,11 @@ class ModeFlow(CallGraph, Optimizers, CallResolution):
         flow.exit_state = interpreter.run(function.node.body, state, self._phase_parameters[function])
         self._finish(flow, function)
         return flow
+
+    @cached_property
+    def frozen_classes(self) -> dict[str, str]:
+        """Module classes of this file that freeze their own parameters when built (see mode_handling)."""
+        return classes_frozen_at_construction(self.collector)
 
     @cached_property
     def _globals_left_in_eval(self) -> dict:

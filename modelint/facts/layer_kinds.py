@@ -25,7 +25,8 @@ from modelint.facts.walk import calls_in, iter_nodes
 _WEIGHT_CALLS = frozenset({"torch.nn.Parameter", "torch.nn.parameter.Parameter"})
 _REGISTERING = frozenset({"register_parameter", "register_module", "add_module"})
 _MODULE_RETURNING = frozenset({"torch.load", "torch.compile"})
-_AUTOGRAD_FUNCTIONS = frozenset({"torch.autograd.Function", "torch.autograd.function.Function"})  # `torch.ones(...)` and the like make tensors
+_AUTOGRAD_FUNCTIONS = frozenset({"torch.autograd.Function", "torch.autograd.function.Function"})
+_PLAIN_MIXINS = frozenset({"abc.ABC", "object", "typing.Generic"})  # `torch.ones(...)` and the like make tensors
 
 
 class LayerKinds:
@@ -155,8 +156,9 @@ class LayerKinds:
                 if not (self.holds_no_weights(project) or self._weightless_base(project)):
                     return False
             elif self.imports.qualify(base) not in api.NN_MODULE and not self._loss_base_expr(base) \
-                    and not self._weightless_library_base(base):
-                return False
+                    and not self._weightless_library_base(base) and (self.imports.qualify(base) or dotted(base)) \
+                    not in _PLAIN_MIXINS:
+                return False  # (not `abc.ABC` beside `nn.Module`: it adds no weights)
         for call in info.calls:
             func = call.func
             if (self.imports.qualify(func) in _WEIGHT_CALLS and not _frozen(call)) or \

@@ -254,6 +254,60 @@ def _freezings(facts):
             yield assign.site.function, guard.iter.func.value, whole
 
 
+def classes_frozen_at_construction(collector) -> dict[str, str]:
+    """Module classes whose `__init__` freezes every parameter of the object (`for p in self.parameters():
+    p.requires_grad = False`, LPIPS; or `= requires_grad` with the constructor's flag defaulting to False,
+    pytorch-fid's InceptionV3; or the loop under `if not requires_grad:`) -> "flag:position" ("" for none), when
+    nothing in the class turns gradients back on. An instance built with the flag off records no graph."""
+    out: dict[str, str] = {}
+    for assign in collector.attribute_assigns:
+        function, cls = assign.site.function, assign.site.cls
+        if function is None or cls is None or function.name != "__init__" or function.cls is not cls \
+                or assign.target.attr.value != "requires_grad" or type(assign.target.value) is not cst.Name:
+            continue
+        loops = [guard for _depth, guard in _parameter_loops(assign) if guard.iter.func.attr.value == "parameters"
+                 and not guard.iter.args and dotted(guard.iter.func.value) == "self"]
+        tests = [guard.test for guard in assign.site.guards if type(guard) is cst.If]
+        if not loops or len(tests) > 1:
+            continue
+        flag = None
+        if literal_value(assign.value) is False and not tests:
+            flag = ""
+        elif literal_value(assign.value) is False and type(tests[0]) is cst.UnaryOperation \
+                and type(tests[0].operator) is cst.Not and type(tests[0].expression) is cst.Name:
+            flag = tests[0].expression.value  # (`if not requires_grad:`)
+        elif type(assign.value) is cst.Name and not tests:
+            flag = assign.value.value  # (`param.requires_grad = requires_grad`)
+        declared = function.param(flag) if flag else None
+        if flag == "":
+            out[cls.name] = ""
+        elif declared is not None and declared.default is not None and literal_value(declared.default) is False:
+            positional = function.positional_params
+            position = positional.index(flag) - 1 if flag in positional else 999  # (after `self`; 999: by keyword)
+            out[cls.name] = f"{flag}:{position}"
+    for site in collector.calls:
+        if site.site.cls is not None and site.site.cls.name in out and _unfreezes(site.node):
+            del out[site.site.cls.name]  # (`unfreeze()`: gradients back on somewhere)
+    return out
+
+
+def built_frozen(spec: str | None, call: cst.Call) -> bool:
+    """Does `call` build a class that freezes itself (`spec`: its entry in classes_frozen_at_construction)
+    frozen: its flag not passed, or passed False?"""
+    if spec is None:
+        return False
+    if spec == "":
+        return True
+    flag, _, position = spec.partition(":")
+    if any(arg.star for arg in call.args):
+        return False
+    positional = [arg for arg in call.args if arg.keyword is None]
+    passed = [arg for arg in call.args if arg.keyword is not None and arg.keyword.value == flag]
+    if len(positional) > int(position):
+        passed = [positional[int(position)]]
+    return not passed or literal_value(passed[0].value) is False
+
+
 def _parameter_loops(assign):
     """(depth among the guards, loop) for each enclosing `for p in x.parameters()` (or `named_parameters()`)
     whose variable `p.requires_grad = ...` assigns to."""

@@ -14,6 +14,7 @@ import libcst as cst
 
 from modelint.facts import torch_api as api
 from modelint.facts.modules import rewraps
+from modelint.facts.mode_handling import built_frozen
 from modelint.facts.names import NOT_LITERAL, dotted, literal_value
 from modelint.facts.walk import iter_nodes
 
@@ -260,7 +261,8 @@ def built_with_grad_free_forward(facts, forward, in_eval: bool = False) -> bool:
 
 def _built_grad_free(facts, function, in_eval: bool, key: str | None = None, call: cst.Call | None = None) -> bool:
     """Is `call`, or every value `function` (or, for `self.<attr>`, its class) binds `key` to, a module class's
-    construction whose own `forward` turns autograd off (in eval mode, with `in_eval`)?"""
+    construction whose own `forward` turns autograd off (in eval mode, with `in_eval`), or that freezes every
+    parameter of its own when built so (LPIPS, pytorch-fid's InceptionV3)?"""
     if call is not None:
         values = [call]
     elif key.startswith("self."):
@@ -281,13 +283,15 @@ def _built_grad_free(facts, function, in_eval: bool, key: str | None = None, cal
         local = facts.modules.classes.get(built.value) if type(built) is cst.Name else None
         if local is not None:
             grad = forward_grad(facts.imports, local, facts.grad_wrappers)
-            if not (grad == "free" or (grad == "mode" and in_eval)):
+            if not (grad == "free" or (grad == "mode" and in_eval) or (
+                    type(value) is cst.Call and built_frozen(facts.flow.frozen_classes.get(local.name), value))):
                 return False
             continue
         qualified = facts.imports.qualify(built)
         index = facts.flow.index
         if qualified is None or index is None or not (index.forward_without_grad(qualified, facts.path) or (
-                in_eval and index.forward_without_grad_in_eval(qualified, facts.path))):
+                in_eval and index.forward_without_grad_in_eval(qualified, facts.path)) or (
+                type(value) is cst.Call and built_frozen(index.frozen_at_construction(qualified, facts.path), value))):
             return False
     return True
 
