@@ -69,7 +69,11 @@ class ObjectModes(ObjectAliases, ObjectExits, ObjectStarts, AttributeLayers):
                 built = flow.modules.construction(site) if type(site) is cst.Call else None
                 if effect == "train" and built is not None and not built.certain:
                     fact = ENTRY_MODE  # a class we cannot see may set its own mode (a wrapper calling eval())
-                elif effect in ("eval", "train") and site is not None:
+                elif (effect in ("eval", "train") or (effect == "may-train" and key in self._built_by_methods.get(
+                        cls_name, ()))) and site is not None:
+                    # (`if self._net is None: self._initialize(n)`: built on first use, in training mode; before,
+                    # there is no module at all)
+                    effect = "train" if effect == "may-train" else effect
                     fact = ModeFact(dependence=built.dependence if built is not None else Dependence.UNKNOWN,
                                     certain=built is None or built.certain,
                                     parameterless=built is not None and built.parameterless).switched(effect, site)
