@@ -16,6 +16,7 @@ import libcst as cst
 from modelint.facts import torch_api as api
 from modelint.facts.modules import unwrap_chain
 from modelint.facts.names import key_root, value_key
+from modelint.facts.provenance import DEEPCOPY
 from modelint.facts.state import State
 from modelint.facts.summary_effects import bind_arguments
 
@@ -84,6 +85,8 @@ class HandedModels:
         bound = calls_binding(self.flow, self.out.function, receiver)
         if any((made := self.flow.modules.construction(value)) is not None and made.certain for value in bound):
             return []  # (a module wrapping the model, `DataParallel(model)`: its own mode is the model's)
+        if any(self.flow.imports.qualify(value.func) in DEEPCOPY for value in bound):
+            return []  # (`probe = copy.deepcopy(model)`: a copy, whose switches leave the model as it is)
         held = []
         for value in bound:
             for arg in value.args:
