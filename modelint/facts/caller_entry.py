@@ -46,6 +46,10 @@ class CallerEntry:
                 return GradFact(free_sites=frozenset({function.node})) if by_bases else GRAD_ENABLED
         if not sites and _is_private_hook(function):
             return GRAD_UNKNOWN  # called by a base class elsewhere (a template method), in a grad mode we cannot see
+        if not sites and function.outer is not None and function.cls is None and self._closure_handed_on(function):
+            # A closure this file never calls, only hands on (`plot_with(sample_fn, n)`, a callback): whoever
+            # calls it decides the grad mode (ffjord's samplers, run by its plotting helpers under no_grad).
+            return GRAD_UNKNOWN
         if not sites and self._called_only_in_lambdas(function):
             # Called only inside lambdas (`Evaluator(eval_func=lambda x, y: test(model, x, y))`): whoever
             # calls the lambda decides the grad mode, and a library's evaluator runs it under no_grad.
@@ -155,6 +159,20 @@ class CallerEntry:
             if found is not Dependence.INDEPENDENT:
                 return found
         return found if found is not None else Dependence.UNKNOWN
+
+    def _closure_handed_on(self, function: FunctionInfo) -> bool:
+        """Is the closure (by its name, or by a name its factory's result is bound to) handed to a call?"""
+        handed = self._names_handed_to_calls
+        if function.name in handed:
+            return True
+        outer = function.outer.name
+        return any(key in handed for key, value, _site in self.collector.call_assigns
+                   if type(value.func) is cst.Name and value.func.value == outer)
+
+    @cached_property
+    def _names_handed_to_calls(self) -> frozenset[str]:
+        return frozenset(arg.value.value for site in self.collector.calls for arg in site.node.args
+                         if type(arg.value) is cst.Name)
 
     def _called_only_in_lambdas(self, function: FunctionInfo) -> bool:
         calls = self._calls_of.get(function, ())
