@@ -246,15 +246,20 @@ def built_with_grad_free_forward(facts, forward, in_eval: bool = False) -> bool:
             return True
     if "." in key and not key.startswith("self."):
         return False
+    return _handed_or_built_grad_free(facts, function, key, in_eval, depth=0)
+
+
+def _handed_or_built_grad_free(facts, function, key: str, in_eval: bool, depth: int) -> bool:
     if function is not None and key in function.param_set and key not in ("self", "cls"):
-        # A parameter: what every call of the function in this file hands it (`evaluate(FrozenFeatures(), ...)`).
+        # A parameter: what every call of the function in this file hands it (`evaluate(FrozenFeatures(), ...)`),
+        # through callers handing on their own parameter too (`fid()` -> `stats(model)` -> `activations(model)`).
         # (in eval mode there: the model the call hands, as the caller has it)
         passed = facts.flow.passed_at_calls(function, key)
-        return bool(passed) and all(
+        return bool(passed) and depth < 3 and all(
             _built_grad_free(facts, caller, in_eval, call=value) if type(value) is cst.Call
-            else type(value) is cst.Name and _built_grad_free(
-                facts, caller, in_eval or ((fact := models.get(value.value)) is not None and fact.definitely_eval),
-                key=value.value)
+            else type(value) is cst.Name and _handed_or_built_grad_free(
+                facts, caller, value.value,
+                in_eval or ((fact := models.get(value.value)) is not None and fact.definitely_eval), depth + 1)
             for caller, value, models in passed)
     return _built_grad_free(facts, function, in_eval, key=key)
 
