@@ -246,6 +246,8 @@ class CallGraph(MethodTargets, CallerEntry):
 
     def _called_attribute(self, func: cst.Attribute, enclosing: FunctionInfo | None) -> str | None:
         """`self.rec(x)` with `self.rec = Recorder(self.net)`, a plain class of this file defining `__call__`."""
+        if self.__dict__.get("_finding_held_classes"):
+            return None  # (MethodTargets._held_classes is being worked out: it resolves calls on the way)
         cls_name = self._attribute_class(func, enclosing)
         if cls_name is None or cls_name not in self.modules.classes \
                 or self.may_be_module_class(self.modules.classes[cls_name]):

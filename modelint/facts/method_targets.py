@@ -342,15 +342,21 @@ class MethodTargets(ReturnedClosures):
         """(class, attribute) -> the classes of this file its methods construct into `self.<attribute>`
         (`None` among them for anything else assigned there)."""
         held: dict[tuple[str, str], set] = {}
-        for key, value, site in self.collector.call_assigns:
-            if site.cls is None or not key.startswith("self.") or key.count(".") != 1:
-                continue
-            node, _chain = unwrap_chain(value)  # `ActorCritic(...).to(device)`
-            if _chain and dotted(node) == key:
-                continue  # `self.ar = self.ar.cuda()`: the same object, moved
-            name = node.func.value if type(node) is cst.Call and type(node.func) is cst.Name \
-                else self._factory_method_class(node, site.function)
-            held.setdefault((site.cls.name, key[5:]), set()).add(name if name in self.modules.classes else None)
+        # (a factory method's call is resolved on the way, and resolving `self.rec(x)` asks for these classes:
+        # while they are worked out, such calls of held objects are not resolved)
+        self.__dict__["_finding_held_classes"] = True
+        try:
+            for key, value, site in self.collector.call_assigns:
+                if site.cls is None or not key.startswith("self.") or key.count(".") != 1:
+                    continue
+                node, _chain = unwrap_chain(value)  # `ActorCritic(...).to(device)`
+                if _chain and dotted(node) == key:
+                    continue  # `self.ar = self.ar.cuda()`: the same object, moved
+                name = node.func.value if type(node) is cst.Call and type(node.func) is cst.Name \
+                    else self._factory_method_class(node, site.function)
+                held.setdefault((site.cls.name, key[5:]), set()).add(name if name in self.modules.classes else None)
+        finally:
+            self.__dict__["_finding_held_classes"] = False
         return held
 
     def _factory_method_class(self, node: cst.BaseExpression, enclosing: FunctionInfo | None) -> str | None:
