@@ -189,7 +189,8 @@ class LayerKinds:
         seen = set()
         while info is not None and info.name not in seen:
             seen.add(info.name)
-            forward = info.methods.get("forward")
+            # (or the `__call__` a metric written as a module overrides instead: EdgeAccuracy)
+            forward = info.methods.get("forward") or info.methods.get("__call__")
             if forward is not None:
                 params = forward.params
                 return type(params.star_arg) is cst.Param \
