@@ -45,8 +45,9 @@ def dummy_input(facts, forward, only=None) -> bool:
 
 def initialises_lazy_modules(facts, forward) -> bool:
     """A forward whose output nothing uses, followed in the same body by an optimizer built over the
-    model's parameters (`model(data.x_dict, ...)` under no_grad, then `Adam(model.parameters())`): it
-    materialises lazy layers (`in_channels=-1`) before the optimizer sees them; nothing is evaluated."""
+    model's parameters (`model(data.x_dict, ...)` under no_grad, then `Adam(model.parameters())`), or by a
+    `model.load_state_dict(...)`: it materialises lazy layers (`in_channels=-1`) before the optimizer or the
+    checkpoint sees them; nothing is evaluated."""
     if forward.via is None and not forward.uses <= {"discard"}:
         return False
     if forward.via is not None and (not _dropped(facts, forward.call) or forward.via.intent == "evaluation"):
@@ -60,9 +61,16 @@ def initialises_lazy_modules(facts, forward) -> bool:
             break
     for statement in later or ():
         for node in iter_nodes(statement):
-            if type(node) is cst.Call and _optimizer_over(facts, node, forward.key):
+            if type(node) is cst.Call and (_optimizer_over(facts, node, forward.key) or _loads_into(node, forward.key)):
                 return True
     return False
+
+
+def _loads_into(call: cst.Call, key: str) -> bool:
+    """`model.load_state_dict(ckpt)` after the forward: it overwrites every weight and buffer the forward set up
+    (lazily sized state, ActNorm's data-dependent initialisation), so that pass evaluated nothing."""
+    func = call.func
+    return type(func) is cst.Attribute and func.attr.value == "load_state_dict" and dotted(func.value) == key
 
 
 def _dropped(facts, call: cst.Call) -> bool:
