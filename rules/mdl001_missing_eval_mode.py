@@ -9,6 +9,7 @@ from modelint.facts import FileFacts
 from modelint.facts.evaluation import (effective_grad, effective_mode, evaluation_context, named_model,
                                        fed_by_a_model_in_eval_mode, returned_to_callers)
 from modelint.facts.modules_run import is_module
+from modelint.facts.asked_layers import runs_no_mode_layer
 from modelint.facts.smoke_tests import initialises_lazy_modules, recomputes_norm_statistics, smoke_test
 from modelint.facts.batches import over_batches
 from modelint.facts.lattice import ENTRY_MODE, is_train_site
@@ -106,6 +107,8 @@ class MissingEvalMode(Rule):
             for forward in flow.all_forwards():
                 if recomputes_norm_statistics(facts, forward):
                     continue  # precise BN: a pass for the running statistics the function reads or resets
+                if runs_no_mode_layer(facts, forward):
+                    continue  # `model(x)` leaving off `is_training`, under which alone its Dropout runs
                 report = (self._judge(facts, forward, trains_here) or self._idle_restore(facts, flow, forward)
                           or self._unseen_callers(facts, forward, trains_here)
                           or self._own_evaluation(facts, forward)

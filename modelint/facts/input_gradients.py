@@ -81,7 +81,7 @@ def asks_for_gradients(facts, forward) -> bool:
     key, function = forward.key, forward.function
     if function is not None and key in function.param_set and key not in ("self", "cls"):
         return bool(asking)  # (handed by callers: a model of such a class of the file, as the call says)
-    builders = _builders(facts, forward)
+    builders = builders_of(facts, forward)
     return bool(builders) and all(type(func) is cst.Name and func.value in asking for func in builders)
 
 
@@ -130,7 +130,7 @@ def needs_input_gradients(facts, forward) -> bool:
         return bool(here)
     if here and _stored_from_a_parameter(facts, forward):
         return True  # (`self.model = model` in `__init__`: handed by the object's creators, as a parameter is)
-    builders = _builders(facts, forward)
+    builders = builders_of(facts, forward)
     if not builders:
         return False
     index = facts.flow.index
@@ -149,7 +149,7 @@ def imported_builders(facts, forward) -> tuple[str, ...] | None:
     """The classes and factories of other files, as imported, that build every model the forward may run
     (`vit_lrp(pretrained=True).cuda()`, `BertForClassification.from_pretrained(path)`): the runner asks the
     finished index whether they need input gradients (a chain of classes over several files)."""
-    builders = _builders(facts, forward)
+    builders = builders_of(facts, forward)
     refs = tuple(facts.imports.qualify(func) if func is not None else None for func in builders)
     return refs if refs and all(refs) else None
 
@@ -166,7 +166,7 @@ def _stored_from_a_parameter(facts, forward) -> bool:
         and a.value.value in a.site.function.param_set for a in assigns)
 
 
-def _builders(facts, forward) -> list:
+def builders_of(facts, forward) -> list:
     """The callee that builds each value bound to the forward's model, a local name (None: not a call)."""
     key, function = forward.key, forward.function
     if "." in key:

@@ -1,0 +1,72 @@
+"""Layers a module's `forward` applies only when its caller asks: `def forward(self, x, is_training=False):
+... if is_training: h = self.dropout(h)`. Such a module's Dropout (or BatchNorm) runs on the calls that pass the
+flag, the training ones; a call that leaves it off runs no mode-dependent layer, whatever the module's mode."""
+
+from __future__ import annotations
+
+import libcst as cst
+
+from modelint.facts.modules import Dependence
+from modelint.facts.names import dotted, literal_value
+from modelint.facts.walk import child_list
+
+
+def runs_no_mode_layer(facts, forward) -> bool:
+    """Does the forward call, on a model every binding of which builds a class of this file, leave off the
+    flag under which alone that class applies its mode-dependent layers?"""
+    from modelint.facts.input_gradients import builders_of
+
+    call = forward.call
+    if forward.via is not None or type(call) is not cst.Call or any(arg.star for arg in call.args):
+        return False
+    builders = builders_of(facts, forward)
+    classes = [func.value for func in builders if type(func) is cst.Name and func.value in facts.modules.classes]
+    if not classes or len(classes) != len(builders):
+        return False
+    for name in classes:
+        info = facts.modules.classes.get(name)
+        method = next((f for f in facts.collector.functions if f.cls is info and f.name == "forward"), None) \
+            if info is not None else None
+        flags = _flags_gating_mode_layers(facts, info, method) if method is not None else None
+        if not flags or any(_passed_on(call, method, flag) for flag in flags):
+            return False
+    return True
+
+
+def _flags_gating_mode_layers(facts, info, method) -> set[str] | None:
+    """The forward's flags (parameters defaulting to False or None) under which alone it calls the class's
+    mode-dependent layers (`self.dropout` built as `nn.Dropout(p)` in `__init__`); None when one runs ungated."""
+    dependent = {dotted(assign.target) for assign in facts.collector.attribute_assigns
+                 if assign.site.cls is info and type(assign.value) is cst.Call
+                 and (built := facts.modules.construction(assign.value)) is not None
+                 and built.dependence is not Dependence.INDEPENDENT}
+    if not dependent:
+        return None
+    defaults = {param.name.value for param in method.node.params.params
+                if param.default is not None and literal_value(param.default) in (False, None)}
+    flags: set[str] = set()
+    stack = [(method.node.body, None)]
+    while stack:
+        node, gate = stack.pop()
+        if type(node) is cst.If and type(node.test) is cst.Name and node.test.value in defaults:
+            stack.append((node.body, node.test.value))
+            if node.orelse is not None:
+                stack.append((node.orelse, gate))
+            continue
+        if type(node) is cst.Call and dotted(node.func) in dependent:
+            if gate is None:
+                return None
+            flags.add(gate)
+        stack.extend((child, gate) for child in child_list(node))
+    return flags or None
+
+
+def _passed_on(call: cst.Call, method, flag: str) -> bool:
+    """Does the call hand the flag a value that may be true (by keyword, or at its position)?"""
+    for arg in call.args:
+        if arg.keyword is not None and arg.keyword.value == flag:
+            return literal_value(arg.value) not in (False, None)
+    positional = [arg for arg in call.args if arg.keyword is None]
+    names = method.positional_params[1:]  # (after `self`)
+    return flag in names and names.index(flag) < len(positional) \
+        and literal_value(positional[names.index(flag)].value) not in (False, None)
