@@ -58,9 +58,16 @@ def methods_returning_self(collector) -> dict[str, set[str]]:
     """Method name -> the classes of the file whose method of that name hands back `self` on every return."""
     out: dict[str, set[str]] = {}
     for function in collector.functions:
-        if function.cls is None or function.outer is not None:
-            continue
+        if function.cls is None or function.outer is not None or not _ends_returning_self(function.node):
+            continue  # (the last statement first: most methods are not fluent setters, and their bodies go unread)
         returns = [node.value for node in iter_nodes(function.node.body) if type(node) is cst.Return]
         if returns and all(type(value) is cst.Name and value.value == "self" for value in returns):
             out.setdefault(function.name, set()).add(function.cls.name)
     return out
+
+
+def _ends_returning_self(method: cst.FunctionDef) -> bool:
+    body = method.body.body if type(method.body) is cst.IndentedBlock else ()
+    last = body[-1] if body else None
+    small = last.body[-1] if type(last) is cst.SimpleStatementLine and last.body else None
+    return type(small) is cst.Return and type(small.value) is cst.Name and small.value.value == "self"

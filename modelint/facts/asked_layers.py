@@ -17,20 +17,31 @@ def runs_no_mode_layer(facts, forward) -> bool:
     from modelint.facts.input_gradients import builders_of
 
     call = forward.call
-    if forward.via is not None or type(call) is not cst.Call or any(arg.star for arg in call.args):
+    if forward.via is not None or type(call) is not cst.Call or any(arg.star for arg in call.args) \
+            or not _classes_gating_mode_layers(facts):
         return False
     builders = builders_of(facts, forward)
     classes = [func.value for func in builders if type(func) is cst.Name and func.value in facts.modules.classes]
     if not classes or len(classes) != len(builders):
         return False
+    gating = _classes_gating_mode_layers(facts)
     for name in classes:
-        info = facts.modules.classes.get(name)
-        method = next((f for f in facts.collector.functions if f.cls is info and f.name == "forward"), None) \
-            if info is not None else None
-        flags = _flags_gating_mode_layers(facts, info, method) if method is not None else None
+        method, flags = gating.get(name, (None, None))
         if not flags or any(_passed_on(call, method, flag) for flag in flags):
             return False
     return True
+
+
+def _classes_gating_mode_layers(facts) -> dict:
+    """Class of this file -> (its forward, the flags gating its mode-dependent layers), once per file."""
+    found = facts.__dict__.get("_classes_gating_mode_layers")
+    if found is None:
+        found = facts.__dict__["_classes_gating_mode_layers"] = {
+            f.cls.name: (f, flags) for f in facts.collector.functions
+            if f.name == "forward" and f.cls is not None and f.cls.name in facts.modules.classes
+            and any(param.default is not None for param in f.node.params.params)
+            and (flags := _flags_gating_mode_layers(facts, f.cls, f))}
+    return found
 
 
 def _flags_gating_mode_layers(facts, info, method) -> set[str] | None:

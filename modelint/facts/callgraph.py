@@ -290,7 +290,14 @@ class CallGraph(MethodTargets, CallerEntry):
         """Is `key` a name for a function of this file (`enc = featurize`, or `featurize` itself) that reads no
         module-level variable, only its arguments, imports and the file's functions: a transform (a positional
         encoding) with no weights of its own? (Not `def net(X): return softmax(X @ W + b)` over global tensors.)"""
-        named = self.local_reference(cst.Name(key), enclosing) if key.isidentifier() else None
+        cache = self.__dict__.setdefault("_transforms", {})
+        if (key, enclosing) not in cache:
+            cache[key, enclosing] = self._names_a_transform(key, enclosing)
+        return cache[key, enclosing]
+
+    def _names_a_transform(self, key: str, enclosing: FunctionInfo | None) -> bool:
+        named = self.local_reference(cst.Name(key), enclosing) \
+            if key.isidentifier() and (key in self.local_functions or key in self._alias_targets) else None
         function = self.local_functions.get(named) if named is not None else None
         if function is None or function.outer is not None or function.cls is not None:
             return False

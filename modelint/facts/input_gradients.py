@@ -76,8 +76,12 @@ def asks_for_gradients(facts, forward) -> bool:
               if arg.keyword is not None and literal_value(arg.value) not in (False, None, 0)}
     if not handed:
         return False
-    asking = {f.cls.name for f in facts.flow.collector.functions if f.name == "forward" and f.cls is not None
-              and gradients_asked_by(f) & handed}
+    flags = facts.__dict__.get("_gradient_flags")
+    if flags is None:  # (class -> the flags its forward takes input gradients under; once per file)
+        flags = facts.__dict__["_gradient_flags"] = {
+            f.cls.name: asked for f in facts.flow.collector.functions if f.name == "forward" and f.cls is not None
+            and f.uses_input_gradients and (asked := gradients_asked_by(f))}
+    asking = {name for name, asked in flags.items() if asked & handed}
     key, function = forward.key, forward.function
     if function is not None and key in function.param_set and key not in ("self", "cls"):
         return bool(asking)  # (handed by callers: a model of such a class of the file, as the call says)

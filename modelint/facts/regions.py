@@ -160,6 +160,10 @@ def forward_grad(imports, cls, wrappers: frozenset[str] = frozenset()) -> str | 
 
 def _returns_literals_only(method: cst.FunctionDef) -> bool:
     """Does every `return` of the method (one at least) hand back a literal (`True`, `None`, a number)?"""
+    body = _body(method)
+    last = body[-1].body[-1] if body and type(body[-1]) is cst.SimpleStatementLine and body[-1].body else None
+    if not (type(last) is cst.Return and last.value is not None and literal_value(last.value) is not NOT_LITERAL):
+        return False  # (its last statement first: the rest of the body goes unread for nearly every forward)
     returned = [node.value for node in iter_nodes(method.body) if type(node) is cst.Return]
     return bool(returned) and all(value is not None and literal_value(value) is not NOT_LITERAL for value in returned)
 

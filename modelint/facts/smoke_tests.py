@@ -169,6 +169,13 @@ def recomputes_norm_statistics(facts, forward) -> bool:
 
 
 def _tends_norm_statistics(function) -> bool:
+    cached = function.__dict__.get("_tends_norm_statistics")
+    if cached is None:
+        cached = function.__dict__["_tends_norm_statistics"] = _reads_norm_statistics(function)
+    return cached
+
+
+def _reads_norm_statistics(function) -> bool:
     for node in iter_nodes(function.node.body):
         if type(node) is cst.Attribute and node.attr.value in _NORM_STATISTICS:
             return True
