@@ -36,25 +36,30 @@ def _classes_gating_mode_layers(facts) -> dict:
     """Class of this file -> (its forward, the flags gating its mode-dependent layers), once per file."""
     found = facts.__dict__.get("_classes_gating_mode_layers")
     if found is None:
+        assigned: dict = {}
+        for assign in facts.collector.attribute_assigns:
+            assigned.setdefault(assign.site.cls, []).append(assign)
         found = facts.__dict__["_classes_gating_mode_layers"] = {
             f.cls.name: (f, flags) for f in facts.collector.functions
             if f.name == "forward" and f.cls is not None and f.cls.name in facts.modules.classes
-            and any(param.default is not None for param in f.node.params.params)
-            and (flags := _flags_gating_mode_layers(facts, f.cls, f))}
+            and (flags := _flags_gating_mode_layers(facts, f.cls, f, assigned))}
     return found
 
 
-def _flags_gating_mode_layers(facts, info, method) -> set[str] | None:
+def _flags_gating_mode_layers(facts, info, method, assigned) -> set[str] | None:
     """The forward's flags (parameters defaulting to False or None) under which alone it calls the class's
-    mode-dependent layers (`self.dropout` built as `nn.Dropout(p)` in `__init__`); None when one runs ungated."""
-    dependent = {dotted(assign.target) for assign in facts.collector.attribute_assigns
-                 if assign.site.cls is info and type(assign.value) is cst.Call
+    mode-dependent layers (`self.dropout` built as `nn.Dropout(p)` in `__init__`); None when one runs ungated.
+    `assigned`: class -> its attribute assignments."""
+    defaults = {param.name.value for param in method.node.params.params
+                if param.default is not None and literal_value(param.default) in (False, None)}
+    if not defaults:
+        return None
+    dependent = {dotted(assign.target) for assign in assigned.get(info, ())
+                 if type(assign.value) is cst.Call
                  and (built := facts.modules.construction(assign.value)) is not None
                  and built.dependence is not Dependence.INDEPENDENT}
     if not dependent:
         return None
-    defaults = {param.name.value for param in method.node.params.params
-                if param.default is not None and literal_value(param.default) in (False, None)}
     flags: set[str] = set()
     stack = [(method.node.body, None)]
     while stack:
