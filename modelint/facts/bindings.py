@@ -14,7 +14,6 @@ from __future__ import annotations
 import libcst as cst
 
 from modelint.facts import torch_api as api
-
 from modelint.facts.uses import NONE
 from modelint.facts.lattice import NO_MODULE, ModeFact, first_site
 from modelint.facts.modules import unwrap_chain

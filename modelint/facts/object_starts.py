@@ -43,7 +43,7 @@ class ObjectStarts:
         if fact is None and slot in table:
             return None
         for method, key in sorted(self.flow.attributes_to_constructors.get(slot, ()),
-                                  key=lambda found: (found[0].node is None, found[1])):
+                                  key=lambda found: (found[0].name, found[1])):  # (a fixed order of the joins)
             if (method.cls.name, key) in self._kept_from_constructors:
                 return None  # (handed on from its own creators: not known here)
             held = self.left_by_methods(method, key)
