@@ -7,8 +7,8 @@ from __future__ import annotations
 import libcst as cst
 
 from modelint.facts.modules import Dependence
-from modelint.facts.names import dotted, literal_value
-from modelint.facts.walk import child_list
+from modelint.facts.names import dotted, handed_at, literal_value
+from modelint.facts.scopes import flags_gating
 
 
 def runs_no_mode_layer(facts, forward) -> bool:
@@ -46,7 +46,7 @@ def _classes_gating_mode_layers(facts) -> dict:
     return found
 
 
-def _flags_gating_mode_layers(facts, info, method, assigned) -> set[str] | None:
+def _flags_gating_mode_layers(facts, info, method, assigned) -> frozenset[str] | None:
     """The forward's flags (parameters defaulting to False or None) under which alone it calls the class's
     mode-dependent layers (`self.dropout` built as `nn.Dropout(p)` in `__init__`); None when one runs ungated.
     `assigned`: class -> its attribute assignments."""
@@ -60,29 +60,12 @@ def _flags_gating_mode_layers(facts, info, method, assigned) -> set[str] | None:
                  and built.dependence is not Dependence.INDEPENDENT}
     if not dependent:
         return None
-    flags: set[str] = set()
-    stack = [(method.node.body, None)]
-    while stack:
-        node, gate = stack.pop()
-        if type(node) is cst.If and type(node.test) is cst.Name and node.test.value in defaults:
-            stack.append((node.body, node.test.value))
-            if node.orelse is not None:
-                stack.append((node.orelse, gate))
-            continue
-        if type(node) is cst.Call and dotted(node.func) in dependent:
-            if gate is None:
-                return None
-            flags.add(gate)
-        stack.extend((child, gate) for child in child_list(node))
-    return flags or None
+    return flags_gating(method.node.body, defaults,
+                        lambda node: type(node) is cst.Call and dotted(node.func) in dependent) or None
 
 
 def _passed_on(call: cst.Call, method, flag: str) -> bool:
     """Does the call hand the flag a value that may be true (by keyword, or at its position)?"""
-    for arg in call.args:
-        if arg.keyword is not None and arg.keyword.value == flag:
-            return literal_value(arg.value) not in (False, None)
-    positional = [arg for arg in call.args if arg.keyword is None]
     names = method.positional_params[1:]  # (after `self`)
-    return flag in names and names.index(flag) < len(positional) \
-        and literal_value(positional[names.index(flag)].value) not in (False, None)
+    passed = handed_at(call, flag, names.index(flag) if flag in names else -1)
+    return passed is not None and literal_value(passed) not in (False, None)

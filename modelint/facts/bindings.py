@@ -15,11 +15,12 @@ import libcst as cst
 
 from modelint.facts import torch_api as api
 from modelint.facts.uses import NONE
-from modelint.facts.lattice import NO_MODULE, ModeFact, first_site
+from modelint.facts.lattice import NO_MODULE, ModeFact, first_site, join_all
 from modelint.facts.modules import unwrap_chain
 from modelint.facts.names import NOT_LITERAL, any_element, dotted, handed_at, key_root, literal_value, value_key
 from modelint.facts.phases import decide, literal_strings
 from modelint.facts.provenance import Fresh, Same
+from modelint.facts.scopes import own_attribute
 from modelint.facts.state import State
 from modelint.facts.summary_effects import bind_arguments
 
@@ -191,10 +192,8 @@ class Bindings:
             [element.value if type(element) is cst.Element else None for element in value.elements]
         facts = [self.flow.provenance.built_here(element, state, self.out.function) if element is not None else None
                  for element in elements]
-        if facts and None not in facts:
-            joined = facts[0]
-            for fact in facts[1:]:
-                joined = joined.join(fact)
+        joined = join_all(facts)
+        if joined is not None:
             state.models[f"{name}[]"] = joined
 
     def _alias_held_arguments(self, name: str, call: cst.Call, state: State) -> None:
@@ -215,13 +214,9 @@ class Bindings:
         bound = bind_arguments(init.params, True, call)
         for param, attribute in kept:
             held = value_key(bound[param]) if param in bound else None
-            if held is not None and (state.tracks(state.canonical(held)) or self._held_by_own_object(held)):
+            # (`Adapter(self.model)` in a method: the object's model, in the mode its methods leave it)
+            if held is not None and (state.tracks(state.canonical(held)) or own_attribute(self.out.function, held)):
                 state.aliases[f"{name}{attribute[4:]}"] = state.canonical(held)
-
-    def _held_by_own_object(self, key: str) -> bool:
-        """`Adapter(self.model)` in a method: the object's model, in the mode its methods leave it (ObjectModes)."""
-        function = self.out.function
-        return function is not None and function.cls is not None and key.startswith("self.") and key.count(".") == 1
 
     def _alias_held_parts(self, name: str, call: cst.Call, state: State) -> None:
         """`eagle = Eagle3Model(target_head=head, draft_model=draft)`, a module class (of this file or another)

@@ -237,18 +237,17 @@ class CallGraph(MethodTargets, CallerEntry):
         method (a module class's call runs its forward, which the flow follows as a forward)."""
         if "__call__" not in self.method_names:
             return None
-        cls_name = self._class_bound_to(name, enclosing, set())
-        if cls_name is None or cls_name not in self.modules.classes \
-                or self.may_be_module_class(self.modules.classes[cls_name]):
-            return None
-        return next((key for owner in self.class_and_bases(cls_name)
-                     if (key := f"{owner}.__call__") in self.local_functions), None)
+        return self._plain_call_method(self._class_bound_to(name, enclosing, set()))
 
     def _called_attribute(self, func: cst.Attribute, enclosing: FunctionInfo | None) -> str | None:
         """`self.rec(x)` with `self.rec = Recorder(self.net)`, a plain class of this file defining `__call__`."""
         if self.__dict__.get("_finding_held_classes"):
             return None  # (MethodTargets._held_classes is being worked out: it resolves calls on the way)
-        cls_name = self._attribute_class(func, enclosing)
+        return self._plain_call_method(self._attribute_class(func, enclosing))
+
+    def _plain_call_method(self, cls_name: str | None) -> str | None:
+        """The `__call__` (its own or a base's here) of a plain class of this file (a module class's call runs
+        its forward, which the flow follows as a forward)."""
         if cls_name is None or cls_name not in self.modules.classes \
                 or self.may_be_module_class(self.modules.classes[cls_name]):
             return None

@@ -17,6 +17,7 @@ from modelint.facts import torch_api as api
 from modelint.facts.modules import unwrap_chain
 from modelint.facts.names import key_root, value_key
 from modelint.facts.provenance import DEEPCOPY
+from modelint.facts.scopes import own_attribute
 from modelint.facts.state import State
 from modelint.facts.summary_effects import bind_arguments
 
@@ -315,7 +316,7 @@ def _shape(summary) -> tuple:
 
 def _held_by_the_object(function, key: str | None, state: State) -> bool:
     """Is `key` an attribute of the method's object (`self.model`) that the method has not switched?"""
-    if key is None or function is None or function.cls is None or not key.startswith("self.") or key.count(".") != 1:
+    if not own_attribute(function, key):
         return False
     canonical = state.canonical(key)
     if canonical not in state.models:

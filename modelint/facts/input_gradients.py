@@ -9,7 +9,8 @@ import libcst as cst
 
 from modelint.facts.modules import unwrap_chain
 from modelint.facts.names import literal_value
-from modelint.facts.walk import child_list, iter_nodes
+from modelint.facts.scopes import flags_gating
+from modelint.facts.walk import iter_nodes
 
 
 def input_gradient_classes(flow) -> set[str]:
@@ -47,24 +48,13 @@ def gradients_asked_by(function) -> frozenset[str]:
     every call, or never."""
     flags = {param.name.value for param in function.node.params.params
              if param.default is not None and literal_value(param.default) is False}
-    if not flags:
-        return frozenset()
-    asked = set()
-    stack = [(function.node.body, None)]
-    while stack:
-        node, gate = stack.pop()
-        if type(node) is cst.If and type(node.test) is cst.Name and node.test.value in flags:
-            stack.append((node.body, node.test.value))
-            if node.orelse is not None:
-                stack.append((node.orelse, gate))
-            continue
-        if (type(node) is cst.Call and type(node.func) is cst.Attribute and node.func.attr.value in _INPUT_GRADIENTS) \
-                or (type(node) is cst.Arg and node.keyword is not None and node.keyword.value == "requires_grad"):
-            if gate is None:
-                return frozenset()
-            asked.add(gate)
-        stack.extend((child, gate) for child in child_list(node))
-    return frozenset(asked)
+    return (flags_gating(function.node.body, flags, _takes_input_gradients) or frozenset()) if flags \
+        else frozenset()
+
+
+def _takes_input_gradients(node) -> bool:
+    return (type(node) is cst.Call and type(node.func) is cst.Attribute and node.func.attr.value in _INPUT_GRADIENTS) \
+        or (type(node) is cst.Arg and node.keyword is not None and node.keyword.value == "requires_grad")
 
 
 def asks_for_gradients(facts, forward) -> bool:

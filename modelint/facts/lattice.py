@@ -157,3 +157,14 @@ def first_site(sites: frozenset):
     for site in sites:
         return site
     return None
+
+
+def join_all(facts) -> ModeFact | None:
+    """The join of the facts (a container's elements, the loaders of a registry at one position); None when one
+    of them is None (a mode we do not know)."""
+    if not facts or any(fact is None for fact in facts):
+        return None
+    joined = facts[0]
+    for fact in facts[1:]:
+        joined = joined.join(fact)
+    return joined

@@ -24,9 +24,9 @@ from modelint.facts.walk import calls_in, iter_nodes
 
 _WEIGHT_CALLS = frozenset({"torch.nn.Parameter", "torch.nn.parameter.Parameter"})
 _REGISTERING = frozenset({"register_parameter", "register_module", "add_module"})
-_MODULE_RETURNING = frozenset({"torch.load", "torch.compile"})
+_MODULE_RETURNING = frozenset({"torch.load", "torch.compile"})  # `torch.ones(...)` and the like make tensors
 _AUTOGRAD_FUNCTIONS = frozenset({"torch.autograd.Function", "torch.autograd.function.Function"})
-_PLAIN_MIXINS = frozenset({"abc.ABC", "object", "typing.Generic"})  # `torch.ones(...)` and the like make tensors
+_PLAIN_MIXINS = frozenset({"abc.ABC", "object", "typing.Generic"})
 
 
 class LayerKinds:
@@ -161,12 +161,12 @@ class LayerKinds:
                 return False  # (not `abc.ABC` beside `nn.Module`: it adds no weights)
         for call in info.calls:
             func = call.func
-            if (self.imports.qualify(func) in _WEIGHT_CALLS and not _frozen(call)) or \
+            frozen = _requires_grad_argument(call) is False
+            if (self.imports.qualify(func) in _WEIGHT_CALLS and not frozen) or \
                     (type(func) is cst.Attribute and func.attr.value in _REGISTERING):
                 return False  # (not `nn.Parameter(window, requires_grad=False)`: a constant, as a buffer is)
-            if (type(func) is cst.Attribute and func.attr.value == "requires_grad_") or any(
-                    arg.keyword is not None and arg.keyword.value == "requires_grad"
-                    and not (type(arg.value) is cst.Name and arg.value.value == "False") for arg in call.args):
+            if (type(func) is cst.Attribute and func.attr.value == "requires_grad_") or \
+                    _requires_grad_argument(call) not in (None, False):
                 return False  # (`torch.zeros(n, 1, requires_grad=True)`: weights written out as tensors)
             if not self._weightless_layer(call):
                 return False
@@ -394,7 +394,10 @@ def _annotated_as_a_value(method, name: str) -> bool:
     return dotted(annotation) in _VALUE_TYPES if annotation is not None else False
 
 
-def _frozen(call: cst.Call) -> bool:
-    """`nn.Parameter(t, requires_grad=False)`: a tensor kept with the module that autograd never records."""
-    return any(arg.keyword is not None and arg.keyword.value == "requires_grad" and type(arg.value) is cst.Name
-               and arg.value.value == "False" for arg in call.args)
+def _requires_grad_argument(call: cst.Call):
+    """What `requires_grad=` the call passes: False for `nn.Parameter(t, requires_grad=False)` (a tensor kept with
+    the module that autograd never records), None when it passes none, True for anything else."""
+    for arg in call.args:
+        if arg.keyword is not None and arg.keyword.value == "requires_grad":
+            return False if type(arg.value) is cst.Name and arg.value.value == "False" else True
+    return None

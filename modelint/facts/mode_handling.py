@@ -17,7 +17,7 @@ import re
 import libcst as cst
 
 from modelint.facts.base_shapes import a_visible_base_elsewhere_switches
-from modelint.facts.names import literal_value, dotted
+from modelint.facts.names import dotted, handed_at, literal_value
 from modelint.facts.naming import names_a_function
 from modelint.facts.walk import iter_nodes
 
@@ -283,7 +283,7 @@ def classes_frozen_at_construction(collector) -> dict[str, str]:
             out[cls.name] = ""
         elif declared is not None and declared.default is not None and literal_value(declared.default) is False:
             positional = function.positional_params
-            position = positional.index(flag) - 1 if flag in positional else 999  # (after `self`; 999: by keyword)
+            position = positional.index(flag) - 1 if flag in positional else -1  # (after `self`; -1: by keyword)
             out[cls.name] = f"{flag}:{position}"
     for site in collector.calls:
         if site.site.cls is not None and site.site.cls.name in out and _unfreezes(site.node):
@@ -301,11 +301,8 @@ def built_frozen(spec: str | None, call: cst.Call) -> bool:
     flag, _, position = spec.partition(":")
     if any(arg.star for arg in call.args):
         return False
-    positional = [arg for arg in call.args if arg.keyword is None]
-    passed = [arg for arg in call.args if arg.keyword is not None and arg.keyword.value == flag]
-    if len(positional) > int(position):
-        passed = [positional[int(position)]]
-    return not passed or literal_value(passed[0].value) is False
+    passed = handed_at(call, flag, int(position))
+    return passed is None or literal_value(passed) is False
 
 
 def _parameter_loops(assign):

@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 import libcst as cst
 
 from modelint.facts import torch_api as api
-from modelint.facts.lattice import ENTRY_MODE, ModeFact, mode_of_call
+from modelint.facts.lattice import ENTRY_MODE, ModeFact, join_all, mode_of_call
 from modelint.facts.modules import Dependence, unwrap_chain
 from modelint.facts.names import key_root, literal_value, value_key
 
@@ -261,7 +261,7 @@ class Provenance:
             # `LOADERS[kind](name)`: whichever of the registry's functions it calls, each position joined
             loaders = self._registered_loaders(call.func.value.value)
             found = [self._items(loader, call, state) for loader in loaders]
-            return [_joined(facts) for facts in zip(*found)] if found else None
+            return [join_all(facts) for facts in zip(*found)] if found else None
         if summary is None:
             self.flow.ask_the_index_later()  # (`net, aug = build_model(cfg)` of another file: the index knows)
         if summary is None or not summary.returns_items:
@@ -362,12 +362,3 @@ def _literal_key(subscript: cst.Subscript) -> str | None:
     key = literal_value(subscript.slice[0].slice.value)
     return key if isinstance(key, str) else None
 
-
-def _joined(facts) -> ModeFact | None:
-    """The join of the modes each loader hands at one position; None when one hands none we know."""
-    if any(fact is None for fact in facts):
-        return None
-    joined = facts[0]
-    for fact in facts[1:]:
-        joined = joined.join(fact)
-    return joined

@@ -237,3 +237,32 @@ def flag_outcomes(guards: tuple, unchanging) -> frozenset:
             outcome = not outcome
         found.add((flag, outcome))
     return frozenset(found)
+
+
+def flags_gating(body: cst.CSTNode, flags: set[str], hit) -> frozenset[str] | None:
+    """The flags (of `flags`) under whose `if flag:` alone the nodes `hit` accepts occur in `body`; None when one
+    occurs outside any such test. (An empty set: none occurs.) A forward's `if register_hook:` around its hooks,
+    `if is_training:` around its dropout."""
+    from modelint.facts.walk import child_list
+
+    gates: set[str] = set()
+    stack = [(body, None)]
+    while stack:
+        node, gate = stack.pop()
+        if type(node) is cst.If and type(node.test) is cst.Name and node.test.value in flags:
+            stack.append((node.body, node.test.value))
+            if node.orelse is not None:
+                stack.append((node.orelse, gate))
+            continue
+        if hit(node):
+            if gate is None:
+                return None
+            gates.add(gate)
+        stack.extend((child, gate) for child in child_list(node))
+    return frozenset(gates)
+
+
+def own_attribute(function, key: str | None) -> bool:
+    """Is `key` an attribute of a method's own object (`self.model` in a method)?"""
+    return key is not None and function is not None and function.cls is not None and key.startswith("self.") \
+        and key.count(".") == 1
