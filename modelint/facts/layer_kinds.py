@@ -161,12 +161,9 @@ class LayerKinds:
                 return False  # (not `abc.ABC` beside `nn.Module`: it adds no weights)
         for call in info.calls:
             func = call.func
-            frozen = _requires_grad_argument(call) is False
-            if (self.imports.qualify(func) in _WEIGHT_CALLS and not frozen) or \
-                    (type(func) is cst.Attribute and func.attr.value in _REGISTERING):
-                return False  # (not `nn.Parameter(window, requires_grad=False)`: a constant, as a buffer is)
-            if (type(func) is cst.Attribute and func.attr.value == "requires_grad_") or \
-                    _requires_grad_argument(call) not in (None, False):
+            requires = _requires_grad_argument(call)  # (`nn.Parameter(window, requires_grad=False)`: a constant)
+            if (self.imports.qualify(func) in _WEIGHT_CALLS and requires is not False) or requires is True or \
+                    (type(func) is cst.Attribute and func.attr.value in (*_REGISTERING, "requires_grad_")):
                 return False  # (`torch.zeros(n, 1, requires_grad=True)`: weights written out as tensors)
             if not self._weightless_layer(call):
                 return False
