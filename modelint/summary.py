@@ -97,6 +97,7 @@ class FunctionSummary:
     context_mode: str | None = None  # a context manager that puts its arguments in this mode, then restores it
     context_grad: str | None = None  # "free": a context manager whose body runs under no_grad ("by:<param>")
     context_switches: tuple[str, ...] = ()  # the attributes of its object such a method switches (`self.network`)
+    context_flag_default: object = None  # for "off-by:<param>": the parameter's default (`no_grad=False`)
     backprops: list[str] = field(default_factory=list)  # parameters it runs backward() on (`backward(loss)`)
     hands_on: list[str] = field(default_factory=list)  # parameters it passes to calls we cannot see into
     transforms: list[str] = field(default_factory=list)  # those of `hands_on` only named functions receive

@@ -126,6 +126,17 @@ class CallResolution:
                 self.unresolved.add(f"{module}.{name}")
         return None
 
+    def constructor_of(self, call: cst.Call) -> FunctionSummary | None:
+        """`eval_mode(actor, critic, no_grad=True)` building an object of a class of the project: the summary of
+        that class's `__init__`, which says what the object does as a context manager (see mode_contexts)."""
+        func = call.func
+        if type(func) is cst.Name and func.value in self.modules.classes and func.value not in self.imports.bindings:
+            return self.summaries.get(f"{func.value}.__init__")
+        qualified = self.imports.qualify(func) if type(func) in (cst.Name, cst.Attribute) else None
+        if qualified is None or self.imports.is_torch_name(qualified):
+            return None
+        return self._resolve_imported(f"{qualified}.__init__")
+
     def resolve_method_of(self, origin: str, method: str, from_path: str | None = None) -> FunctionSummary | None:
         """`model.predict(x)` on a model built from an imported class (`origin`, as imported here or in
         `from_path`): that class's method, as its own file summarises it (`self` is the receiver)."""

@@ -291,6 +291,7 @@ def _export(flow, summary: FunctionSummary) -> FunctionSummary | None:
     out = FunctionSummary(summary.qualname, flow.path, summary.params, effects, is_method=summary.is_method,
                           trains=summary.trains, context_mode=summary.context_mode,
                           context_grad=summary.context_grad, context_switches=summary.context_switches,
+                          context_flag_default=summary.context_flag_default,
                           backprops=backprops, evaluates=evaluates,
                           hands_on=hands_on, transforms=[p for p in summary.transforms if p in hands_on])
     if summary.phase_param is not None:

@@ -13,6 +13,8 @@ import libcst as cst
 from modelint.facts import torch_api as api
 from modelint.facts.lattice import GRAD_ENABLED, GradFact, ModeFact
 from modelint.facts.names import dotted, literal_value, value_key
+from modelint.facts.phases import phase_default
+from modelint.facts.scopes import flags_gating
 from modelint.facts.state import State
 from modelint.facts.walk import iter_nodes
 
@@ -28,6 +30,8 @@ class ModeContexts:
             return []
         self.flow.last_unresolved = None
         summary, _ = self.flow.resolve(expr, self.out.function)
+        if summary is None:
+            summary = self.flow.constructor_of(expr)  # (a context manager written as a class)
         if summary is None and self.flow.last_unresolved is not None:
             self.flow.unresolved.add(self.flow.last_unresolved)  # another file's context manager may say
         library = api.MODE_CONTEXTS.get(self.flow.imports.qualify(expr.func) or "") if summary is None else None
@@ -124,6 +128,54 @@ def context_effects(flow, function) -> tuple[str | None, str | None, tuple[str, 
     return ("eval" if evals and restores else None), grad, switched
 
 
+def class_context_effects(flow, function) -> tuple[str | None, str | None, object]:
+    """A context manager written as a class, read at its `__init__` (whose parameters a `with` binds):
+    ("eval", ...) when its `__enter__` switches models to eval mode (`m.train(False)` for each model it keeps)
+    and its `__exit__` switches them back; (..., "free", ...) when its `__enter__` enters `torch.no_grad()`
+    (`self.ctx.__enter__()` of one its `__init__` made, or `torch.set_grad_enabled(False)`), and
+    (..., "off-by:<param>", default) when it does so only under `if self.<flag>:`, the flag the caller passes
+    (`eval_mode(encoder, no_grad=True)`)."""
+    cls = function.cls
+    enter = flow.local_functions.get(f"{cls.name}.__enter__") if cls is not None else None
+    leave = flow.local_functions.get(f"{cls.name}.__exit__") if cls is not None else None
+    if function.name != "__init__" or enter is None or leave is None:
+        return None, None, None
+    kept = {target.attr.value: statement.value for statement in iter_nodes(function.node.body)
+            if type(statement) is cst.Assign and len(statement.targets) == 1
+            and type(target := statement.targets[0].target) is cst.Attribute and dotted(target.value) == "self"}
+
+    def switched_to_eval(node) -> bool:
+        if type(node) is not cst.Call or type(node.func) is not cst.Attribute:
+            return False
+        method = node.func.attr.value
+        return (method == "eval" and not node.args) or \
+            (method == "train" and len(node.args) == 1 and literal_value(node.args[0].value) is False)
+
+    def disables_grad(node) -> bool:
+        if type(node) is not cst.Expr or type(call := node.value) is not cst.Call:
+            return False
+        if type(call.func) is cst.Attribute and call.func.attr.value == "__enter__" and not call.args:
+            entered = call.func.value
+            if type(entered) is cst.Attribute and dotted(entered.value) == "self":
+                entered = kept.get(entered.attr.value)  # (`self.no_grad_ctx = torch.no_grad()` in `__init__`)
+            return entered is not None and flow.grad_effect(entered) == "free"
+        return flow.grad_effect(call) == "free"  # (`torch.set_grad_enabled(False)`)
+
+    evals = any(switched_to_eval(node) for node in iter_nodes(enter.node.body)) and any(
+        type(node) is cst.Call and type(node.func) is cst.Attribute and node.func.attr.value == "train"
+        for node in iter_nodes(leave.node.body))
+    flags = {name: value.value for name, value in kept.items()
+             if type(value) is cst.Name and value.value in function.param_set}
+
+    def flag_of(test: cst.BaseExpression) -> str | None:
+        return test.attr.value if type(test) is cst.Attribute and dotted(test.value) == "self" else None
+
+    gates = flags_gating(enter.node.body, set(flags), disables_grad, flag_of)
+    grad = "free" if gates is None else f"off-by:{flags[next(iter(gates))]}" if len(gates) == 1 else None
+    default = phase_default(function, grad[7:]) if grad is not None and grad.startswith("off-by:") else None
+    return ("eval" if evals else None), grad, default
+
+
 def _nested_context_mode(flow, expr: cst.BaseExpression, function) -> str | None:
     """The mode a context manager of the project puts its models in, for this call of it."""
     if type(expr) is not cst.Call:
@@ -141,17 +193,23 @@ def context_mode_of(summary, call: cst.Call) -> str | None:
 
 def context_grad_of(summary, call: cst.Call) -> str | None:
     """`summary.context_grad` for this call: "free", or for "by:<param>" the argument the call passes
-    (`self._set_training_mode(False)`: "free"; True: "enabled"; a value we cannot read: "unknown")."""
-    flag = _argument_flag(summary, summary.context_grad, call)
+    (`self._set_training_mode(False)`: "free"; True: "enabled"; a value we cannot read: "unknown"); for
+    "off-by:<param>" (`eval_mode(net, no_grad=True)`) "free" when it is True, nothing when it is False."""
+    said = summary.context_grad
+    if said is not None and said.startswith("off-by:"):
+        flag = _argument_flag(summary, "by:" + said[7:], call, summary.context_flag_default)
+        return "free" if flag is True else None if flag is False else "unknown"
+    flag = _argument_flag(summary, said, call)
     return flag if flag in (None, "unknown") or not isinstance(flag, bool) else "enabled" if flag else "free"
 
 
-def _argument_flag(summary, said: str | None, call: cst.Call):
-    """`said` itself, or for "by:<param>" the boolean the call passes that parameter ("unknown" if unread)."""
+def _argument_flag(summary, said: str | None, call: cst.Call, default=None):
+    """`said` itself, or for "by:<param>" the boolean the call passes that parameter ("unknown" if unread;
+    `default` when the call leaves it out)."""
     if said is None or not said.startswith("by:"):
         return said
     from modelint.facts.summary_effects import bind_arguments
 
     passed = bind_arguments(summary.params, summary.is_method, call).get(said[3:])
-    flag = literal_value(passed) if passed is not None else None
+    flag = literal_value(passed) if passed is not None else default
     return flag if isinstance(flag, bool) else "unknown"

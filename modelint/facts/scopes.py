@@ -19,6 +19,16 @@ from modelint.facts.names import NOT_LITERAL, dotted, literal_value
 
 _RECEIVERS = frozenset({"self", "cls"})
 
+
+class Params(list):
+    """A function's parameter names in order, the last `keyword_only` of which a call passes only by keyword
+    (after `*models` or a bare `*`): `eval_mode(actor, critic)` hands nothing to `no_grad`."""
+
+    def __init__(self, names=(), keyword_only: int = 0):
+        super().__init__(names)
+        self.keyword_only = keyword_only
+
+
 @dataclass(eq=False)
 class ClassInfo:
     node: cst.ClassDef
@@ -72,7 +82,9 @@ class FunctionInfo:
 
     @property
     def params(self) -> list[str]:
-        return [x.name.value for x in self._named_params]
+        p = self.node.params
+        return Params((x.name.value for x in self._named_params),
+                      keyword_only=len(p.kwonly_params))
 
     @property
     def positional_params(self) -> list[str]:
@@ -239,18 +251,18 @@ def flag_outcomes(guards: tuple, unchanging) -> frozenset:
     return frozenset(found)
 
 
-def flags_gating(body: cst.CSTNode, flags: set[str], hit) -> frozenset[str] | None:
+def flags_gating(body: cst.CSTNode, flags: set[str], hit, flag_of=None) -> frozenset[str] | None:
     """The flags (of `flags`) under whose `if flag:` alone the nodes `hit` accepts occur in `body`; None when one
     occurs outside any such test. (An empty set: none occurs.) A forward's `if register_hook:` around its hooks,
-    `if is_training:` around its dropout."""
+    `if is_training:` around its dropout. `flag_of` names the flag an `if` tests (by default a plain name)."""
     from modelint.facts.walk import child_list
 
     gates: set[str] = set()
     stack = [(body, None)]
     while stack:
         node, gate = stack.pop()
-        if type(node) is cst.If and type(node.test) is cst.Name and node.test.value in flags:
-            stack.append((node.body, node.test.value))
+        if type(node) is cst.If and (flag := (flag_of or _tested_name)(node.test)) in flags:
+            stack.append((node.body, flag))
             if node.orelse is not None:
                 stack.append((node.orelse, gate))
             continue
@@ -260,6 +272,10 @@ def flags_gating(body: cst.CSTNode, flags: set[str], hit) -> frozenset[str] | No
             gates.add(gate)
         stack.extend((child, gate) for child in child_list(node))
     return frozenset(gates)
+
+
+def _tested_name(test: cst.BaseExpression) -> str | None:
+    return test.value if type(test) is cst.Name else None
 
 
 def own_attribute(function, key: str | None) -> bool:

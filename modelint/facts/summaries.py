@@ -8,8 +8,8 @@
 - returns: the module it returns, and in which mode (a factory);
 - trains: whether it runs a training step, itself or through a helper;
 - context_mode, context_grad, context_switches: a `@contextmanager` that switches its arguments
-  (or its object's models) to eval mode and back, or runs its body under no_grad
-  (modelint.facts.mode_contexts).
+  (or its object's models) to eval mode and back, or runs its body under no_grad; the same read at the
+  `__init__` of a context manager written as a class (modelint.facts.mode_contexts).
 
 `export` turns a summary into its picklable form for other files: nodes become call
 ordinals, positioned only if a finding shows them.
@@ -23,7 +23,7 @@ import libcst as cst
 
 from modelint.facts.gates import runs_only_in_training
 from modelint.facts.lattice import ENTRY_MODE, first_site
-from modelint.facts.mode_contexts import context_effects
+from modelint.facts.mode_contexts import class_context_effects, context_effects
 from modelint.facts.modules import Dependence
 from modelint.facts.names import key_root, same_or_nested, value_key
 from modelint.facts.naming import is_evaluation_name
@@ -148,6 +148,9 @@ def summarise(flow, function_flow, globals_: frozenset[str], closures=()) -> Fun
         summary.returns_entries = {key: found for key, held in entries.items()
                                    if held is not None and (found := _return_fact(held)) is not None}
     summary.context_mode, summary.context_grad, summary.context_switches = context_effects(flow, function)
+    if function.name == "__init__":
+        summary.context_mode, summary.context_grad, summary.context_flag_default = \
+            class_context_effects(flow, function)
     summary.backprops = [p for p in params if "train" in function_flow.uses.get(("param", p), ())]
     summary.evaluates = [p for p in params if _only_evaluated(function_flow.uses.get(("param", p), ()))]
     if function_flow.follows_parameters and not _yields(function):

@@ -187,7 +187,8 @@ def arguments_of(summary: FunctionSummary, call: cst.Call) -> dict[str, cst.Base
 def bind_arguments(params: list[str], is_method: bool, call: cst.Call) -> dict[str, cst.BaseExpression]:
     """Parameter name -> the expression `call` passes for it (up to the first `*args`); a method's `self`
     is bound by its receiver."""
-    params = list(params)
+    keyword_only = getattr(params, "keyword_only", 0)  # (see scopes.Params)
+    params = list(params)[:len(params) - keyword_only]
     if is_method and params and params[0] in ("self", "cls"):
         params = params[1:]
     out: dict[str, cst.BaseExpression] = {}

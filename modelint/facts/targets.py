@@ -97,6 +97,8 @@ def select_targets(flow) -> list[FunctionInfo | None]:
         # (`def grad_of(self, loss): torch.autograd.grad(loss, flow.params)`: its summary says it
         # differentiates what it is handed, so the forward feeding it is no evaluation)
         or (f.uses_gradients and len(f.params) > (1 if f.cls is not None else 0))
+        # (a context manager written as a class: its `__init__` takes what a `with` hands it, see mode_contexts)
+        or (f.name == "__init__" and f.cls is not None and f"{f.cls.name}.__enter__" in flow.local_functions)
     ]
     if collector.module_mode_relevant or None in constructing or collector.module_calls_functions \
             or None in calling_results or any(site.site.function is None and site.node in flow._local_callees
