@@ -108,6 +108,8 @@ class TrainingInEvalMode(Rule):
                             or facts.flow.objects.attribute_dependence(flow.function, key) is Dependence.INDEPENDENT \
                             or _frozen_features_protocol(facts, key, fact, step) or _other_model_trained(key, step) \
                             or _part_frozen_after_train(facts, fact, step) or _toggled_around_step(facts, key, fact, step) \
+                            or (not any(same_or_nested(key, part) for part in (stepped or set()) | optimized)
+                                and _frozen_beside_the_trained(facts, key, fact, step)) \
                             or _gradients_measured_in_eval(facts, flow, fact, step) \
                             or _no_update_follows(facts, flow, step) \
                             or mode_picked_by_callers(facts.flow, flow, fact.eval_sites) \
@@ -256,6 +258,28 @@ def _part_frozen_after_train(facts: FileFacts, fact, step) -> bool:
         if part is None or at is None or at[:2] > here[:2] or not any(
                 key is not None and part.startswith((key + ".", key + "[].")) and facts.locate(train.node)[:2] < at[:2]
                 for train, key in switches):
+            return False
+    return True
+
+
+def _frozen_beside_the_trained(facts: FileFacts, key: str, fact, step) -> bool:
+    """`self.teacher.eval()` beside `self.student.train()`, in one block of the training function before its
+    step: the author sets the pair's modes together, the teacher frozen on purpose (distillation, a fixed
+    feature extractor). Asked only where no optimizer in sight is seen to step the teacher."""
+    here = facts.locate(step.call)
+    if not fact.eval_sites or here is None:
+        return False
+    trains = [(site, dotted(site.node.func.value)) for site in facts.collector.calls
+              if site.site.function is step.function and type(site.node.func) is cst.Attribute
+              and site.node.func.attr.value == "train" and not site.node.args]
+    for site in fact.eval_sites:
+        where = facts.call_sites.get(site) if type(site) is cst.Call else None
+        at = facts.locate(site)
+        if where is None or where.site.function is not step.function or at is None or at[:2] > here[:2] \
+                or dotted(site.func.value) != key:
+            return False
+        if not any(other is not None and not same_or_nested(key, other) and not same_or_nested(other, key)
+                   and train.site.guards == where.site.guards for train, other in trains):
             return False
     return True
 
