@@ -62,7 +62,10 @@ class CallEffects(FollowedNames, SummaryEffects, ModeContexts, TrainingSteps, Ha
 
     # -- calls ------------------------------------------------------------------
     def calls_of(self, owner: cst.CSTNode, state: State) -> None:
-        """Apply the calls made by a small statement or a compound statement's header, in order."""
+        """Apply the calls made by a small statement or a compound statement's header, in order (those of
+        `[m.eval() for m in nets]` as the loop it stands for)."""
+        if type(owner) in (cst.Expr, cst.Assign) and self.comprehension_switch(owner.value, state):
+            return
         for call in self.flow.collector.calls_by_owner.get(owner, ()):
             self.call(call, state)
 

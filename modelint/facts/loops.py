@@ -205,9 +205,40 @@ class Loops:
         target = stmt.target
         if stmt.orelse is not None or type(target) is not cst.Name or not _switches(stmt.body, target.value):
             return None
-        if type(stmt.iter) in (cst.List, cst.Tuple):
+        return self._models_taken(target.value, stmt.iter, state)
+
+    def comprehension_switch(self, value: cst.BaseExpression, state: State) -> bool:
+        """`[m.eval() for m in (encoder, head)]`, a comprehension written for its calls: run as the loop it
+        stands for (see element_loop). False when `value` is no such comprehension."""
+        if type(value) not in (cst.ListComp, cst.GeneratorExp, cst.SetComp) or value.for_in.inner_for_in is not None \
+                or value.for_in.ifs or type(value.for_in.target) is not cst.Name:
+            return False
+        name, call = value.for_in.target.value, value.elt
+        if type(call) is not cst.Call or type(call.func) is not cst.Attribute \
+                or call.func.attr.value not in ("train", "eval") or dotted(call.func.value) != name:
+            return False
+        taken = self._models_taken(name, value.for_in.iter, state)
+        if taken is None:
+            return False
+        before = state.copy()
+        for key in taken[1]:
+            self.forget(state, name)
+            state.aliases[name] = key
+            self.call(call, state)
+        self.forget(state, name)
+        if taken[2]:  # (over a parameter: the list may be empty)
+            element = taken[1][0]
+            for key, fact in state.models.items():
+                if key == element or key.startswith(element + "."):
+                    state.models[key] = fact.join(before.fact(key))
+        return True
+
+    def _models_taken(self, name: str, iterated: cst.BaseExpression, state: State):
+        """(name, the models it takes in order, over a parameter?) for a loop variable running over a literal
+        list of models, a parameter, or a container of the object's."""
+        if type(iterated) in (cst.List, cst.Tuple):
             keys = []
-            for element in stmt.iter.elements:
+            for element in iterated.elements:
                 if type(element) is cst.StarredElement:
                     return None
                 if type(element.value) is cst.Name and element.value.value == "None":
@@ -216,19 +247,18 @@ class Loops:
                 if key is None:
                     return None
                 keys.append(state.canonical(key))
-            return (target.value, keys, False) if keys else None
-        iterated = stmt.iter
+            return (name, keys, False) if keys else None
         if type(iterated) is cst.Call and type(iterated.func) is cst.Attribute and iterated.func.attr.value == "values" \
                 and not iterated.args:
             iterated = iterated.func.value  # (`for m in models.values():` over a dict of models)
         if type(iterated) is cst.Name and iterated.value in self.params and iterated.value not in ("self", "cls"):
-            return target.value, [f"{iterated.value}[]"], True
+            return name, [f"{iterated.value}[]"], True
         container = value_key(iterated) if type(iterated) is cst.Attribute else None
         if container is not None and container.count(".") == 1 and key_root(container) in ("self", "cls") \
                 and self.out.function is not None and self.out.function.cls is not None:
             # `for m in self.models.values(): m.eval()`, a trainer's `set_eval()`: the container as a whole
             # is switched, every model it holds (`self.models["encoder"]`) with it.
-            return target.value, [state.canonical(container)], False
+            return name, [state.canonical(container)], False
         return None
 
     def element_loop(self, stmt: cst.For, state: State, name: str, keys: list[str], each: bool) -> State | None:
