@@ -1,7 +1,7 @@
 """What the Collector files about assignments (mixed into it): attribute assignments (`self.net = Net()`),
 names bound to calls (`model = build(cfg)`, candidates for "this name is a module"), items picked by a literal
 key (`model = checkpoint["model"]`), plain aliases (`helper = base`), parameters' aliases, module-level literal
-globals, and module-level aliases of torch's module class (`MyModule = nn.Module`)."""
+globals, and module-level aliases of torch's module class (`MyModule = nn.Module`) and of its no_grad."""
 
 from __future__ import annotations
 
@@ -15,6 +15,11 @@ _LITERALS = (cst.Dict, cst.List, cst.Tuple, cst.Set, cst.SimpleString, cst.Conca
              cst.Integer, cst.Float)
 
 
+# What a module-level alias may stand for: torch's module class, and a grad-disabling context manager
+# (`eval_ctx = torch.no_grad if compiled else torch.inference_mode`, then `@eval_ctx()`).
+_ALIASED_KINDS = {"torch.nn.Module": api.MODULE_BASES, "torch.no_grad": api.GRAD_DISABLING}
+
+
 class AssignmentRecords:
     """Mixed into Collector, which provides `_function`, `_site`, `_mark_gradients`, `_a_parameter`, `imports`
     and the lists these methods fill."""
@@ -25,7 +30,7 @@ class AssignmentRecords:
             for target in node.targets:
                 if type(target.target) is cst.Name:
                     if type(node.value) in (cst.Name, cst.Attribute, cst.IfExp):  # (`MyModule = nn.Module`)
-                        self.imports.add_base_alias(target.target.value, node.value, api.MODULE_BASES)
+                        self.imports.add_module_level_alias(target.target.value, node.value, _ALIASED_KINDS)
                     if type(node.value) in _LITERALS:
                         self._literal_globals.add(target.target.value)
                     else:

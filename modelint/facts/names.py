@@ -217,6 +217,7 @@ class ImportTable:
     # Once every import is in (see settle): node -> its qualified name. The flow asks about the same calls over
     # and over (each branch, each pass over a loop, each rule), nine times per node on average.
     _qualified: dict | None = field(default=None, repr=False, compare=False)
+    _rebound: set = field(default_factory=set, repr=False, compare=False)  # (see add_module_level_alias)
 
     def settle(self) -> None:
         """Every import of the file is recorded: from now on each node's qualified name is worked out once."""
@@ -260,14 +261,18 @@ class ImportTable:
         if key is not None and qualified is not None and (plain_import or qualified in _TORCH_MODULES):
             self.attribute_bindings[key] = qualified
 
-    def add_base_alias(self, name: str, value: cst.BaseExpression, bases: frozenset[str]) -> None:
-        """`MyModule = nn.Module` (or `= torch.jit.ScriptModule if jit else nn.Module`) at module level: another
-        name of torch's module class, which the file's classes derive from."""
+    def add_module_level_alias(self, name: str, value: cst.BaseExpression, kinds: dict[str, frozenset[str]]) -> None:
+        """`MyModule = nn.Module` (or `= torch.jit.ScriptModule if jit else nn.Module`), `eval_ctx = torch.no_grad`
+        (or `torch.inference_mode` on another branch) at module level: another name of one of torch's `kinds`
+        (its name -> the qualified names that stand for it), unless the name is bound to something else too."""
         branches = (value.body, value.orelse) if type(value) is cst.IfExp else (value,)
         found = {self.qualify(branch) for branch in branches}
-        if found <= bases:
-            self.bindings[name] = "torch.nn.Module"
-        elif name in self.bindings and self.bindings[name] == "torch.nn.Module":
+        kind = next((kind for kind, members in kinds.items() if found <= members), None)
+        if kind is not None and name not in self._rebound and self.bindings.get(name, kind) == kind:
+            self.bindings[name] = kind
+            return
+        self._rebound.add(name)
+        if self.bindings.get(name) in kinds:
             del self.bindings[name]  # (bound to something else as well)
 
     def qualify(self, node: cst.BaseExpression) -> str | None:
