@@ -335,7 +335,8 @@ class ProjectIndex:
         if not module:
             return None
         for candidate in self._candidates(module, from_path):
-            if name in candidate.plain_functions or name in candidate.functions:
+            # (a class: its constructor's callers, `Trainer(model, ...)`, hand what its methods run)
+            if name in candidate.plain_functions or name in candidate.functions or name in candidate.shapes:
                 return os.path.abspath(candidate.path), name
         return None
 

@@ -147,6 +147,8 @@ class CallResolution:
         top-level function's parameter (`evaluate(model, ...)` called with a `SASRec` by train.py), whose
         `method` it calls; None where unknown. Each pass notes what it asks (`evaluate|model|0|predict`), for the
         second phase and for what its result depends on."""
+        if function is not None and function.cls is not None and param.startswith("self.") and param.count(".") == 1:
+            return self._class_handed_to_constructor(function.cls.name, param[5:], method)
         if function is None or function.outer is not None or param not in function.param_set \
                 or param in ("self", "cls"):
             return None
@@ -155,6 +157,25 @@ class CallResolution:
         if self.index is None:
             return None
         return self.index.class_handed(self.path, qualname(function), param, position)
+
+    def _class_handed_to_constructor(self, cls: str, attribute: str, method: str) -> tuple[str, str] | None:
+        """`self.model.finetune(x)` in a trainer whose `__init__` (its own or a base's of this file) keeps the
+        parameter `model` as `self.model`: the class every call building a `cls` in other files hands it."""
+        lineage = self.class_and_bases(cls)
+        kept = next((assign.value.value for assign in self.collector.attribute_assigns
+                     if assign.site.cls is not None and assign.site.cls.name in lineage
+                     and assign.site.function is not None and assign.site.function.name == "__init__"
+                     and dotted(assign.target) == f"self.{attribute}" and type(assign.value) is cst.Name
+                     and assign.value.value in assign.site.function.param_set), None)
+        init = next((self.local_functions.get(f"{name}.__init__") for name in lineage
+                     if f"{name}.__init__" in self.local_functions), None)
+        if kept is None or init is None or kept not in init.positional_params:
+            return None
+        position = init.positional_params.index(kept) - 1  # (the call's arguments start after `self`)
+        self.asked_handed.add(f"{cls}|{kept}|{position}|{method}")
+        if self.index is None:
+            return None
+        return self.index.class_handed(self.path, cls, kept, position)
 
     def ask_the_index_later(self) -> None:
         """First pass only: the reference the last resolution could not settle is recorded, for the second
