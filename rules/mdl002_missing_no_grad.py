@@ -8,8 +8,8 @@ import libcst as cst
 
 from modelint.facts import FileFacts
 from modelint.facts import torch_api as api
-from modelint.facts.evaluation import (effective_grad, effective_mode, left_to_subclasses, loaded_to_predict,
-                                       named_model, result_back_propagated, returned_to_callers)
+from modelint.facts.evaluation import (effective_grad, effective_mode, forward_trains_itself, left_to_subclasses,
+                                       loaded_to_predict, named_model, result_back_propagated, returned_to_callers)
 from modelint.facts.modules_run import is_module
 from modelint.facts.smoke_tests import dummy_input, initialises_lazy_modules, smoke_test
 from modelint.facts.mode_handling import frozen_attributes, frozen_by_every_caller, frozen_whole
@@ -130,6 +130,8 @@ class MissingNoGrad(Rule):
             return None  # its class's own `forward` is decorated `@torch.no_grad()`: no graph is recorded
         if needs_input_gradients(facts, forward):
             return None  # its `forward` differentiates with respect to its inputs (forces): no_grad would break it
+        if forward_trains_itself(facts, forward):
+            return None  # its `forward` runs a training step (test-time adaptation): no_grad would break it
         if forward.via is None and _gradients_cleared_first(facts, forward):
             return None  # `model.zero_grad()`, then the forward: its gradients are wanted (Grad-CAM, saliency)
         grad = effective_grad(facts, forward)

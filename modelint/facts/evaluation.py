@@ -153,7 +153,7 @@ def evaluation_context(facts, forward, grad: GradFact) -> str | None:
 
 def _evaluation_context(facts, forward, grad: GradFact) -> str | None:
     intent = forward.intent
-    if intent in ("training", "shape", "built"):
+    if intent in ("training", "shape", "built") or forward_trains_itself(facts, forward):
         return None
     via = forward.via
     if via is not None and via.intent != "returned":
@@ -194,6 +194,21 @@ def _evaluation_context(facts, forward, grad: GradFact) -> str | None:
             and not facts.flow.function_trains(function):
         return f"in {function.name}()"
     return None
+
+
+def forward_trains_itself(facts, forward) -> bool:
+    """A module whose own `forward` runs a training step (test-time adaptation: Tent back-propagates the
+    entropy of its predictions and steps its optimizer on every batch): calling it adapts the model, which
+    needs autograd and, for its BatchNorm statistics, training mode."""
+    key, function = forward.key, forward.function
+    origin = forward.mode.origin or (facts.flow.class_of_name(key, function) if "." not in key else None) or (
+        facts.flow.held_class(function.cls.name, key[5:]) if function is not None and function.cls is not None
+        and key.startswith("self.") and key.count(".") == 1 else None)
+    if not origin or forward.method not in (None, "forward"):
+        return False
+    summary = facts.flow.summaries.get(f"{origin}.forward") if "." not in origin \
+        else facts.flow.resolve_method_of(origin, "forward")
+    return summary is not None and summary.trains
 
 
 def loaded_to_predict(facts, forward) -> bool:

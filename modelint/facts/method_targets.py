@@ -98,6 +98,11 @@ class MethodTargets(ReturnedClosures):
                 return sorted(built)[0]
         return next(iter(built)) if len(built) == 1 else None
 
+    def held_class(self, cls_name: str, attribute: str) -> str | None:
+        """The one class of this file every assignment of `self.<attribute>` in the class `cls_name` builds."""
+        built = self._held_classes.get((cls_name, attribute))
+        return next(iter(built)) if built is not None and len(built) == 1 else None
+
     def _method_of(self, cls_name: str, method: str) -> FunctionInfo | None:
         return next((self.local_functions[key] for name in self.class_and_bases(cls_name)
                      if (key := f"{name}.{method}") in self.local_functions), None)
