@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from functools import cached_property
 
+import libcst as cst
+
 from modelint.facts.lattice import ModeFact
 from modelint.facts.names import dotted, key_root
 from modelint.facts.provenance import receiver_key
@@ -51,6 +53,44 @@ class ObjectStarts:
                 return None
             fact = held if fact is None else fact.join(held)
         return fact
+
+    @cached_property
+    def switched_by_creators(self) -> dict[tuple[str, str], ModeFact]:
+        """(class, `self.<attr>`) -> eval mode, for a model the class builds in its `__init__` that every
+        construction of the class here puts in eval mode right after, in the same block (`self.adv =
+        PretrainedAgent()`, its weights loaded, then `self.adv.policy.eval()`): the object starts with it there."""
+        calls = self.flow.collector.calls
+        order = {id(site.node): i for i, site in enumerate(calls)}
+        switched: dict[tuple[str, str], list] = {}
+        spoiled: set[tuple[str, str]] = set()
+        for site in calls:
+            func = site.node.func
+            if type(func) is not cst.Name or func.value not in self.flow.modules.classes \
+                    or func.value in self.flow.imports.bindings:
+                continue
+            stmt = site.site.stmt
+            assigned = stmt.body[0] if type(stmt) is cst.SimpleStatementLine and len(stmt.body) == 1 else None
+            holder = dotted(assigned.targets[0].target) if type(assigned) is cst.Assign and len(assigned.targets) == 1 \
+                and assigned.value is site.node else None
+            evals = {} if holder is None else {
+                f"self.{text[len(holder) + 1:-5]}": later.node for later in calls
+                if later.site.function is site.site.function and later.site.guards == site.site.guards
+                and order[id(later.node)] > order[id(site.node)] and (text := later.text or "").startswith(holder + ".")
+                and text.endswith(".eval") and text.count(".") == holder.count(".") + 2 and not later.node.args}
+            for key in self._built_in_init(func.value):
+                if key in evals:
+                    switched.setdefault((func.value, key), []).append(evals[key])
+                else:
+                    spoiled.add((func.value, key))
+        return {slot: ModeFact().switched("eval", sites[0]) for slot, sites in switched.items() if slot not in spoiled}
+
+    def _built_in_init(self, cls_name: str) -> set[str]:
+        """The attributes the class's own `__init__` sets to a module it builds (`self.policy = MLP()`)."""
+        init = self.flow.local_functions.get(f"{cls_name}.__init__")
+        return {key for assign in self.flow.collector.attribute_assigns
+                if init is not None and assign.site.function is init and (key := dotted(assign.target)) is not None
+                and key.startswith("self.") and key.count(".") == 1 and type(assign.value) is cst.Call
+                and self.flow.modules.module_expression(assign.value)[0] is not None}
 
     @cached_property
     def started_by_training(self) -> dict[tuple[str, str], ModeFact]:

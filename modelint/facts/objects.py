@@ -65,6 +65,11 @@ class ObjectModes(ObjectAliases, ObjectExits, ObjectStarts, AttributeLayers):
             for key, effect in summary.effects.items():
                 if not key.startswith("self.") or key.count(".") != 1:
                     continue
+                if method == "__init__" and (cls_name, key) in self.switched_by_creators:
+                    # (built there, then put in eval mode by every creator before any other method runs)
+                    fact = self.switched_by_creators[cls_name, key]
+                    facts[key] = facts[key].join(fact) if key in facts else fact
+                    continue
                 site = summary.effect_sites.get(key)
                 built = flow.modules.construction(site) if type(site) is cst.Call else None
                 if effect == "train" and built is not None and not built.certain:
