@@ -55,7 +55,7 @@ from modelint.facts.hidden_backward import HiddenBackward
 from modelint.facts.plots import plotting_function
 from modelint.facts.value_nodes import (COMPREHENSIONS, comp_for_clauses, iterated_elements, value_children,
                                         value_nodes)
-from modelint.facts.uses import (AFTER, BUILT, DETACH, DETACHED, DIRECT, DISCARD, ESCAPE, EVAL, FED, FEEDS,
+from modelint.facts.uses import (AFTER, BUILT, COMPARED, DETACH, DETACHED, DIRECT, DISCARD, ESCAPE, EVAL, FED, FEEDS,
                                  GIVEN_BACK, GRAPH, HANDED, HANDED_BACK, META, NONE, OPAQUE, Origins, RETURN,
                                  SAMPLED, STORE, TRAIN, WEAK, detached, graph_handed_to_update, held_on,
                                  is_parameter, opaque)
@@ -192,7 +192,7 @@ class OutputUses(HiddenBackward):
         if kind is cst.Comparison:
             inner = self._children(node, result)
             if inner:
-                self.use(inner, EVAL)
+                self.use(inner, COMPARED)
             return detached(inner)
         if kind is cst.Lambda:
             return NONE

@@ -5,8 +5,7 @@
   output of a BatchNorm-only model for the very batch it was fitted on is what training saw.
 - `holds_no_weights`: a module class of the file with no weights whose forward compares two inputs
   (a loss, a metric written as an `nn.Module`), keeps fixed buffers (a mel spectrogram) or fills
-  tensors it makes (a label-smoothing target):
-  calling it is no model's forward; its graph is the graph of its inputs.
+  tensors it makes (a label-smoothing target): calling it is no model's forward; its graph is the graph of its inputs.
 
 Both look through the file's classes, their project bases and the file's builder functions; what
 the file cannot see counts as "may sample" and "may hold weights".
@@ -225,7 +224,8 @@ class LayerKinds:
             if self.table.construction(value) is not None or self.table.builder_calls(value.func) is not None:
                 return not self._weightless_layer(value)
             tensor_function = (qualified.startswith("torch.") and qualified.count(".") == 1
-                               and qualified not in _MODULE_RETURNING) or qualified.startswith(api.FUNCTIONAL + ".")
+                               and qualified not in _MODULE_RETURNING) or qualified.startswith(api.FUNCTIONAL + ".") \
+                or qualified.split(".")[0] in api.NOT_MODULE_LIBRARIES or qualified in _WEIGHT_CALLS  # (arrays, tensors)
             return not (tensor_function or (type(value.func) is cst.Name and value.func.value in BUILTIN_NAMES))
         return False
 

@@ -15,6 +15,7 @@ import libcst as cst
 from modelint.facts import torch_api as api
 from modelint.facts.lattice import is_train_site
 from modelint.facts.names import dotted, value_key
+from modelint.facts.uses import evaluated
 from modelint.facts.walk import iter_nodes
 
 
@@ -126,7 +127,7 @@ def smoke_test(facts, forward, mode) -> bool:
     if any(key in step.reached for flow in facts.flow.flows if flow.function is function
            for step in flow.steps.values()):
         return False  # its outputs reach a backward here: a generator trained in this loop, sampled from noise
-    if "eval" in forward.uses and any(site.site.function is function and site.node is not forward.call and any(
+    if evaluated(forward.uses) and any(site.site.function is function and site.node is not forward.call and any(
             value_key(arg.value) == key for arg in site.node.args) for site in facts.collector.calls):
         return False  # handed to a call that may train it (a generator scored after `fit(gen, data)`)
     return not any(site.site.function is function and type(site.node.func) is cst.Attribute

@@ -29,7 +29,7 @@ from modelint.facts.names import key_root, same_or_nested, value_key
 from modelint.facts.naming import is_evaluation_name
 from modelint.facts.phases import phase_default
 from modelint.facts.records import is_the_loss
-from modelint.facts.uses import DETACH, HANDED_BACK
+from modelint.facts.uses import DETACH, HANDED_BACK, evaluated
 from modelint.facts.walk import iter_nodes
 from modelint.summary import ForwardUse, FunctionSummary, ReturnFact, StepUse
 
@@ -218,7 +218,7 @@ def _cut(uses) -> bool:
 
 def _only_evaluated(uses) -> bool:
     """Turned into predictions, metrics, files or prints, and nothing that may keep its graph."""
-    return "eval" in uses and not uses & {"train", "graph", "return", "store", "escape", "handed"}
+    return evaluated(uses) and not uses & {"train", "graph", "return", "store", "escape", "handed"}
 
 
 def _grad_only_use(flow, function, forward) -> ForwardUse | None:

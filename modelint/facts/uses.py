@@ -12,6 +12,9 @@ TRAIN, EVAL, RETURN, STORE, ESCAPE, WEAK, DISCARD = "train", "eval", "return", "
 HANDED = "handed"
 SAMPLED = "sampled"
 CHECKED = "checked"  # reaches an `assert`: the code tests the module (a self-test, a unit test)
+# compared (`dist <= cutoff`, `out == y`): an evaluation, unless the output also goes back to the caller with its
+# graph, where the comparison may only build a mask for a loss (`torch.where(dist <= cutoff, err, 0)`)
+COMPARED = "compared"
 HOOKED = "hooked"  # handed to an object built holding the model (a Grad-CAM extractor): it may back-propagate
 GRAPH = "graph"  # with TRAIN: the output reached the backward still attached (the model is being trained)
 DETACH = "detach"  # cut from its graph on purpose (`.detach()`, `.data`) while it still carried it
@@ -60,11 +63,16 @@ def intent_of(uses: set[str]) -> str:
         return "shape"  # a shape probe (`self.net(dummy).shape[1]`): no evaluation
     if CHECKED in uses:
         return "shape"  # asserted on (`assert run1 != run2`): a self-test of the module, no evaluation
-    if ESCAPE in uses or (HANDED in uses and EVAL not in uses):
+    if ESCAPE in uses or (HANDED in uses and not evaluated(uses)):
         return "escaped"  # handed to a call we cannot see into: it may keep it for training
-    if EVAL in uses:
+    if evaluated(uses):
         return "evaluation"
     return "inference"  # dropped, printed or logged only (or never used)
+
+
+def evaluated(uses) -> bool:
+    """Turned into a prediction or a metric, or compared."""
+    return EVAL in uses or COMPARED in uses
 
 
 def graph_handed_to_update(origins, with_a_model: bool) -> bool:
