@@ -291,6 +291,8 @@ class ModuleTable(WaitingOnImports, LocalLayers, Registries, ModuleAttributes, B
 
         `_nested`: containers' dependences already worked out during this call (see _nested_dependence).
         """
+        if type(call) is not cst.Call:
+            return None  # (what a chain unwraps to, `self.model` of `self.model.cuda()`: no construction)
         func = call.func
         project = self.project_class(func)
         if project is not None:
