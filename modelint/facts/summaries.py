@@ -287,11 +287,14 @@ def _forward_use(flow, function, forward, intent: str, trained_here: bool = Fals
     ordinal = via.call if via is not None else -1
     chain = (forward.call, *via.chain) if via is not None and via.path == flow.path else ()
     path = via.path if via is not None else flow.path
-    if via is not None and via.path != flow.path and forward.callee is not None and forward.callee.is_method \
-            and not forward.callee.qualname.rpartition(".")[2].startswith("_"):
-        # `model.predict(x)`, a public method of the model's class in another file: the forward is shown here,
-        # at the call (where its users put a no_grad), not inside the class (a private `_predict_batch` is the
-        # class's own business: shown where it runs)
+    if via is not None and forward.callee is not None and forward.callee.is_method \
+            and not forward.callee.qualname.rpartition(".")[2].startswith("_") \
+            and (via.path != flow.path or (via.intent == "returned" and key_root(forward.key) != "self"
+                                           and _module_method(flow, forward.callee))):
+        # `model.predict(x)`, a public method of the model's class in another file (or one of this file handing
+        # back what its parts compute, `model.encode(src)` outside the class): the forward is shown here, at the
+        # call (where its users put a no_grad), not inside the class (a private `_predict_batch` is the class's
+        # own business: shown where it runs)
         path, node, ordinal, chain = flow.path, forward.call, -1, ()
     phase_value = forward.phase[0][1] if forward.phase and forward.phase[0][0] in function.param_set else None
     if via is None:
@@ -301,6 +304,12 @@ def _forward_use(flow, function, forward, intent: str, trained_here: bool = Fals
     return ForwardUse(forward.key, path, intent, grad_word, context,
                       ordinal, node=node, method=forward.method is not None or (via is not None and via.method),
                       chain=chain, phase_value=phase_value, given_back=given_back)
+
+
+def _module_method(flow, callee) -> bool:
+    """Is the summarised method one of a module class of this file?"""
+    function = flow.local_functions.get(callee.qualname) if callee.path == flow.path else None
+    return function is not None and function.cls is not None and flow.is_module_class(function.cls)
 
 
 def _only_in_training(flow, call, key: str) -> bool:
