@@ -260,7 +260,8 @@ def _analyse(module: cst.Module, text: str, path: str, codes: frozenset[str], in
             other, ordinal = report.elsewhere
             foreign.append(Finding(other, rule_class.code, rule_class.name, _shown(report.message), rule_class.severity,
                                    Location(0, 0), Location(0, 0), related=report.related, call=ordinal,
-                                   unless_called=report.unless_called))
+                                   unless_called=report.unless_called,
+                                   method_callers_unseen=report.method_callers_unseen))
             continue
         span = positions[report.node]
         start = Location(span.start.line, span.start.column + 1)

@@ -193,7 +193,8 @@ class MissingNoGrad(Rule):
             note = f"{caller} calls `{forward.callee.shown_name}()` here with autograd on"
             # (a guess about the grad mode `caller` is called in, which a caller in another file may settle)
             return replace(helper_report(facts, forward, message, note, proof),
-                           unless_called=_callers_decide(facts, forward))
+                           unless_called=_callers_decide(facts, forward),
+                           method_callers_unseen=_method_callers_unseen(facts, forward))
         fix = None
         torch_name = next((k for k, v in facts.imports.bindings.items() if v == "torch"), None)
         if via is None and function is not None and torch_name and facts.is_evaluation_function(function) \
@@ -263,13 +264,13 @@ def _grad_left_to_callers(forward) -> bool:
 
 def _unseen_entries(facts: FileFacts, function, seen: frozenset) -> list[str] | None:
     """The methods through which callers this file cannot place reach a method: itself, and the methods of
-    its class that call it, up to those nothing here calls (`get_accuracy()` calling `predict()`); None when
-    a caller outside the class is seen."""
+    the file's classes that call it, up to those nothing here calls (`get_accuracy()` calling `predict()`, a
+    model's `infer()` calling each block's `infer()`); None when a caller that is no method is seen."""
     if not facts.flow.has_callers(function):
         return [function.name]
     found = [function.name]  # (public too: `m.predict(x)` may call it directly)
     for caller in facts.flow.syntactic_callers(function):
-        if caller is None or caller.cls is not function.cls or caller in seen:
+        if caller is None or caller.cls is None or caller.outer is not None or caller in seen:
             return None
         above = _unseen_entries(facts, caller, seen | {function})
         if above is None:

@@ -132,7 +132,7 @@ class Loops:
         return type(target) is cst.Name and last_index_test(stmt.test, target.value)
 
     def _layer_loop(self, stmt: cst.For, state: State) -> tuple[str, str] | None:
-        """`for conv in self.convs:` / `for i, conv in enumerate(self.convs):` over an `nn.ModuleList` the class
+        """`for conv in self.convs:` / `for i, conv in enumerate(self.convs):` (or `reversed(...)`) over an `nn.ModuleList` the class
         builds, or over a list of modules built here (`members = [Member(), Member()]`): (the loop variable,
         the element it stands for, `self.convs[]`), so that `conv(x)` runs a part of the model. (Not a list a
         caller passes, which may hold callbacks or batches.)"""
@@ -140,6 +140,8 @@ class Loops:
         if type(iterated) is cst.Call and dotted(iterated.func) == "enumerate" and len(iterated.args) == 1 \
                 and type(target) is cst.Tuple and len(target.elements) == 2:
             iterated, target = iterated.args[0].value, target.elements[1].value
+        if type(iterated) is cst.Call and dotted(iterated.func) == "reversed" and len(iterated.args) == 1:
+            iterated = iterated.args[0].value  # (`for flow in reversed(self.flows):` an inverse pass, the same parts)
         container = value_key(iterated) if type(iterated) in (cst.Name, cst.Attribute) else None
         if container is None or type(target) is not cst.Name \
                 or not (self.flow.modules.is_module_name(container, self.out.function)
