@@ -74,6 +74,15 @@ class ReturnFact:
     param: str | None = None  # it hands back this parameter as it came (`load_checkpoint(path, model)`)
 
 
+class Params(list):
+    """A function's parameter names in order, the last `keyword_only` of which a call passes only by keyword
+    (after `*models` or a bare `*`): `eval_mode(actor, critic)` hands nothing to `no_grad`."""
+
+    def __init__(self, names=(), keyword_only: int = 0):
+        super().__init__(names)
+        self.keyword_only = keyword_only
+
+
 @dataclass
 class FunctionSummary:
     qualname: str  # "evaluate" or "Trainer.validate"
@@ -370,7 +379,9 @@ class ProjectIndex:
                 continue
             orders = {reference: pairs for reference, pairs in summary.object_orders.items()
                       if names_it(reference, path)}
-            if any(pairs is None or any(a in first and b in then for a, b in pairs) for pairs in orders.values()):
+            # (a part of the object switched to eval, `gan.G.eval()`, leaves it as one of `first` would)
+            if any(pairs is None or any((a in first or a == "eval") and b in then for a, b in pairs)
+                   for pairs in orders.values()):
                 return True
             subclassed = any(self._derives(f":{name}", path, shape, 0) for name in summary.shapes)
             if not orders and not subclassed and any(names_it(reference, path)

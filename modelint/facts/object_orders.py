@@ -14,9 +14,12 @@ import sys
 
 import libcst as cst
 
+from modelint.facts.names import tokens
 from modelint.facts.walk import iter_nodes
 
 _LOOPS = (cst.For, cst.While)
+# A method of a part named for one of these may set a mode (`gan.D.eval()`, `gan.G.set_train_mode()`).
+_MODE_WORDS = frozenset({"eval", "train", "training", "mode", "freeze", "unfreeze", "requires"})
 # Modules whose classes are no project's (`parser = argparse.ArgumentParser()`): not worth a walk or a summary's room.
 _LIBRARIES = frozenset({"torch", "numpy", *sys.stdlib_module_names})
 
@@ -49,14 +52,12 @@ def object_orders(flow) -> dict[str, frozenset[tuple[str, str]] | None]:
     out: dict[str, set[tuple[str, str]] | None] = {}
     followed: dict[object, dict[str, list[str]]] = {}  # scope -> name -> the references built into it
     for call in collector.calls:
-        reference = call.qualified
-        if reference is None or reference.split(".")[0] in _LIBRARIES:
-            continue
-        place = bound.get(id(call.node))
-        if place is None:
-            out[reference] = None  # (built and stored, handed or returned: its users are out of sight)
-        else:
-            followed.setdefault(place[0], {}).setdefault(place[1], []).append(reference)
+        for reference in _references(flow, call):
+            place = bound.get(id(call.node))
+            if place is None:
+                out[reference] = None  # (built and stored, handed or returned: its users are out of sight)
+            else:
+                followed.setdefault(place[0], {}).setdefault(place[1], []).append(reference)
     for scope, names in followed.items():
         orders = _method_orders(collector, scope, set(names))
         for name, references in names.items():
@@ -69,6 +70,17 @@ def object_orders(flow) -> dict[str, frozenset[tuple[str, str]] | None]:
     return {reference: (frozenset(pairs) if pairs is not None else None) for reference, pairs in out.items()}
 
 
+def _references(flow, call) -> list[str]:
+    """The class references a call may build from: its qualified name, or after `from segan.models import *`
+    the name in each star-imported module (the index knows which defines it)."""
+    reference = call.qualified
+    if reference is None and type(call.node.func) is cst.Name and flow.imports.star_modules:
+        name = call.node.func.value
+        if name[:1].isupper() and name not in flow.modules.classes and name not in flow.local_functions:
+            return [f"{module}.{name}" for module in flow.imports.star_modules]
+    return [reference] if reference is not None and reference.split(".")[0] not in _LIBRARIES else []
+
+
 def _method_orders(collector, scope, names: set[str]) -> dict[str, set[tuple[str, str]] | None]:
     """name -> (first, then) for the method calls on the local `name` of `scope` (None: module level) that may
     run one after the other; None for a name used other than as the receiver of method calls, or bound to
@@ -77,10 +89,18 @@ def _method_orders(collector, scope, names: set[str]) -> dict[str, set[tuple[str
     receivers: set[int] = set()
     for site in collector.calls:
         func = site.node.func
-        if site.site.function is scope and type(func) is cst.Attribute and type(func.value) is cst.Name \
-                and func.value.value in names:
+        if site.site.function is not scope or type(func) is not cst.Attribute:
+            continue
+        if type(func.value) is cst.Name and func.value.value in names:
             calls.setdefault(func.value.value, []).append(site)
             receivers.add(id(func.value))
+        elif type(func.value) is cst.Attribute and type(func.value.value) is cst.Name and func.value.value.value in names:
+            if func.attr.value in ("eval", "train") and not site.node.args:
+                # (`gan.G.eval()`: a part switched, which orders like a method of the object switching it)
+                calls.setdefault(func.value.value.value, []).append(site)
+                receivers.add(id(func.value.value))
+            elif not set(tokens(func.attr.value)) & _MODE_WORDS:
+                receivers.add(id(func.value.value))  # (`gan.G.load_pretrained(ckpt)`: a part's own business)
     if not calls:  # (a name no method is called on here: `path = os.path.join(...)`, or an object handed on)
         return {}
     handed_to_own_methods = {id(arg) for name, sites in calls.items() for site in sites for arg in site.node.args

@@ -15,18 +15,9 @@ from functools import cached_property
 import libcst as cst
 
 from modelint.facts.names import NOT_LITERAL, dotted, literal_value
-
+from modelint.summary import Params
 
 _RECEIVERS = frozenset({"self", "cls"})
-
-
-class Params(list):
-    """A function's parameter names in order, the last `keyword_only` of which a call passes only by keyword
-    (after `*models` or a bare `*`): `eval_mode(actor, critic)` hands nothing to `no_grad`."""
-
-    def __init__(self, names=(), keyword_only: int = 0):
-        super().__init__(names)
-        self.keyword_only = keyword_only
 
 
 @dataclass(eq=False)
