@@ -18,6 +18,7 @@ from modelint.facts.accessors import is_property
 from modelint.facts.scopes import FunctionInfo
 from modelint.facts.caller_entry import CallerEntry, nested_name
 from modelint.facts.method_targets import MethodTargets
+from modelint.facts.modules import rewraps
 from modelint.facts.names import BUILTIN_NAMES, dotted, is_super_call
 from modelint.facts.name_values import scope_bindings
 from modelint.facts.walk import iter_nodes
@@ -139,6 +140,9 @@ class CallGraph(MethodTargets, CallerEntry):
             counts = self.__dict__["_binding_counts"] = {}
             for node in iter_nodes(self.collector.module_node):
                 kind = type(node)
+                if kind is cst.Assign and len(node.targets) == 1 \
+                        and rewraps(self.imports, node.value, dotted(node.targets[0].target) or ""):
+                    continue  # (`gen = gen.train()`, `net = net.to(device)`: the same object, None or not)
                 if kind is cst.Assign:
                     targets = [target.target for target in node.targets]
                 elif kind in (cst.AugAssign, cst.AnnAssign, cst.For):

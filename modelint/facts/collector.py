@@ -267,8 +267,9 @@ class Collector(AssignmentRecords, FastVisitor):
             if attr == "grad":  # `torch.autograd.grad(loss, x_adv)`: gradients with respect to `x_adv`
                 inputs = handed_at(node, "inputs", 1)
                 for element in (inputs.elements if type(inputs) in (cst.List, cst.Tuple) else (inputs,)):
-                    if element is not None:
-                        self._mark_gradients(inputs=True, name=dotted(getattr(element, "value", element)))
+                    if element is not None:  # (an `Element` of a list, or the expression itself)
+                        self._mark_gradients(inputs=True, name=dotted(element.value if isinstance(
+                            element, cst.BaseElement) else element))
             # (`p.requires_grad_(False)`, or on each `p` of `net.parameters()`: freezing, unfreezing weights)
             weights = (attr == "requires_grad_" and node.args and literal_value(node.args[0].value) is False) or (
                 attr in ("requires_grad_", "register_hook") and self._a_parameter(name))  # (`p.register_hook(clip)`)

@@ -192,3 +192,19 @@ def model_class_unseen(facts, forward) -> bool:
                   if a.value is not None]
         return bool(values) and all(type(v) is not cst.Call for v in values)  # (`model.to(device)`: the model)
     return False
+
+
+def gradients_of_inputs_only(function, call: cst.Call) -> bool:
+    """`torch.autograd.grad(gain, x)` for an input the function made require grad (`x.requires_grad_(True)`),
+    without `create_graph=True`: the gradient of an input (a saliency map, a latent search), which needs the
+    forwards' graphs but trains none of their models."""
+    if function is None:
+        return False
+    inputs = next((arg.value for arg in call.args if arg.keyword is not None and arg.keyword.value == "inputs"), None)
+    positional = [arg.value for arg in call.args if arg.keyword is None and not arg.star]
+    inputs = inputs if inputs is not None else positional[1] if len(positional) > 1 else None
+    names = [element.value for element in inputs.elements] if type(inputs) in (cst.List, cst.Tuple) else [inputs]
+    return inputs is not None and all(type(name) is cst.Name and name.value in function.input_gradient_names
+                                      for name in names) \
+        and not any(arg.keyword is not None and arg.keyword.value == "create_graph"
+                    and not (type(arg.value) is cst.Name and arg.value.value == "False") for arg in call.args)

@@ -9,11 +9,10 @@ a comparison, numpy; such a value can no longer feed a backward pass).
 `OutputUses.expression` evaluates an expression bottom-up against that map and
 records, for each forward it reaches, how the output is used:
 
-- TRAIN: it reaches `.backward()` (of itself, of a loss, through `scaler.scale()`,
-  `accelerator.backward(loss)`) or `torch.autograd.grad`, even detached on the way
-  (a GAN's fakes for the discriminator, a teacher's targets).
-- EVAL: predictions and metrics: `.item()`, `.cpu().numpy()`, `argmax`, `softmax`,
-  comparisons, numpy; drawn in a figure (`ax.imshow(pred)`, see modelint.facts.plots).
+- TRAIN: it reaches `.backward()` (of itself, of a loss, through `scaler.scale()`, `accelerator.backward(loss)`)
+  or `torch.autograd.grad`, even detached on the way (a GAN's fakes for the discriminator, a teacher's targets).
+- EVAL: predictions and metrics: `.item()`, `.cpu().numpy()`, `argmax`, `softmax`, numpy; drawn in a figure
+  (`ax.imshow(pred)`, see modelint.facts.plots); COMPARED (`out == y`) mostly the same (see uses).
 - RETURN: a graph-carrying value is returned: what it is for is up to the callers.
 - STORE: kept in an attribute, where another method may use it.
 - ESCAPE: handed to a call we cannot see into, whose result is dropped.
@@ -21,23 +20,21 @@ records, for each forward it reaches, how the output is used:
   `self._postprocess(out)` running NMS), and the helper's result goes on
   (`[0].cpu().numpy()`): the uses of that result decide; with none, it counts as
   escaped. A helper handing it to a callable it holds (a hook) makes it ESCAPE.
-- WEAK: printed, logged or handed to a metric/writer/list method.
-- DISCARD: the output is not used at all (warm-up, benchmark, calibration).
-- CHECKED: it reaches an `assert` (a self-test of the module: no evaluation).
-- SAMPLED: a distribution it parametrises is sampled (`Categorical(probs).sample()`): a policy
-  acting or a generator drawing data. A draw is no prediction or metric of the model, and
-  whether the draws feed training later (a rollout's experience) is beyond the data flow.
-- DETACH (with the others): cut from its graph on purpose (`.detach()`, `.data`) while it
-  still carried it: whoever wrote it knew autograd was recording, and did not want it.
+- WEAK: printed, logged or handed to a metric/writer/list method. DISCARD: the output is not used at all
+  (warm-up, benchmark, calibration). CHECKED: it reaches an `assert` (a self-test of the module: no evaluation).
+- SAMPLED: a distribution it parametrises is sampled (`Categorical(probs).sample()`): a policy acting or a
+  generator drawing data. A draw is no prediction or metric of the model, and whether the draws feed
+  training later (a rollout's experience) is beyond the data flow.
+- DETACH (with the others): cut from its graph on purpose (`.detach()`, `.data`) while it still carried it:
+  whoever wrote it knew autograd was recording, and did not want it.
 - FEEDS (not a use): its output, as it is, is another forward's input.
-- FED (not a use): the forward's input is another forward's output: a loss, a head, a
-  second stage, whose graph continues the first one's.
+- FED (not a use): the forward's input is another forward's output: a loss, a head, a second stage, whose graph
+  continues the first one's.
 
-`intent_of` (modelint.facts.uses) turns the uses into "training", "returned", "unknown", "escaped",
-"shape" (only its shape read), "evaluation" or "inference" (only dropped, printed or
-logged). A function's parameters that reach a backward are found the same way (their
-values are origins too), so a call of `backward(loss, scaler)` trains on `loss`. Shape checks (`.shape`, `.size()`,
-`len()`) are metadata: they are no use of the values.
+`intent_of` (modelint.facts.uses) turns the uses into "training", "returned", "unknown", "escaped", "shape" (only
+its shape read), "evaluation" or "inference" (only dropped, printed or logged). A function's parameters that reach
+a backward are found the same way (their values are origins too), so a call of `backward(loss, scaler)` trains on
+`loss`. Shape checks (`.shape`, `.size()`, `len()`) are metadata: they are no use of the values.
 """
 
 from __future__ import annotations
@@ -95,6 +92,7 @@ class OutputUses(HiddenBackward):
         self.models_handed = lambda call: frozenset()
         # Is a method called a figure's or an axes' (`ax.imshow`: see modelint.facts.plots)? Set by the interpreter.
         self.draws_on = lambda func: False
+        self.of_inputs_only = lambda call: False  # an input's gradient (input_gradients.gradients_of_inputs_only)
 
     def use(self, origins: Origins, kind: str, level: int = DETACHED) -> None:
         """Record `kind` for every forward reaching here at least this directly."""
@@ -263,6 +261,9 @@ class OutputUses(HiddenBackward):
         # `loss = dice + ce`, then `loss.backward()` beside `from utils import loss`)
         holds_outputs = type(func) is cst.Attribute and bool(result.get(func.value, NONE))
         qualified = self.imports.qualify(func) if not holds_outputs else None
+        if qualified in GRADIENT_FUNCTIONS and self.of_inputs_only(call):
+            self.use(args, TRAIN)  # (an input's gradient: autograd needed, no model trained)
+            return NONE
         if qualified is not None:  # a function of torch, numpy, a library or the project
             return self._function_result(qualified, args) if args else NONE
         if type(func) is cst.Attribute:

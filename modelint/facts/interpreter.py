@@ -19,6 +19,7 @@ from modelint.facts.branches import (Constants, asserting_the_flag, join_branche
 from modelint.facts.calls import CallEffects
 from modelint.facts.hidden_backward import models_held_by, names_handed
 from modelint.facts.helper_arguments import argument_uses
+from modelint.facts.input_gradients import gradients_of_inputs_only
 from modelint.facts.intent import OutputUses
 from modelint.facts.uses import CHECKED, TRAIN
 from modelint.facts.value_calls import in_place, storage_owner
@@ -41,6 +42,7 @@ class Interpreter(Loops, Bindings, CallEffects):
         self.uses.models_held_by = lambda call: models_held_by(flow, out.function, call)
         self.uses.models_handed = lambda call: names_handed(flow, call)
         self.uses.draws_on = lambda func: flow.figures.draws_on(func, out.function)
+        self.uses.of_inputs_only = lambda call: gradients_of_inputs_only(out.function, call)
         self.loop_exits: list[tuple] = []  # (breaks, continues, the loop statement or None)
         self.returns: list[State] = []
         # Names whose value is known here: a phase loop's variable, `phases = ("train", "val")`.
@@ -58,9 +60,8 @@ class Interpreter(Loops, Bindings, CallEffects):
         return self.flow.local_calls
 
     def run(self, body, state: State, phases: tuple[str, tuple] | None = None) -> State | None:
-        """The function body (or the module's statements); with `phases`, once per value of a parameter
-        that decides between training and evaluation, each pass with its value known and its forwards
-        told apart (see modelint.facts.phases)."""
+        """The function body (or the module's statements); with `phases`, once per value of a parameter that
+        decides between training and evaluation, each pass with its value known (see modelint.facts.phases)."""
         run = self.block if not isinstance(body, (list, tuple)) else self.statements  # (a script's statements)
         if phases is None:
             end = run(body, state)
@@ -135,9 +136,8 @@ class Interpreter(Loops, Bindings, CallEffects):
         return state
 
     def _read_by_closure(self, stmt: cst.FunctionDef, state: State) -> None:
-        """`def step(x): loss = mse_loss(target, net(x)); loss.backward()`, a closure defined here that
-        back-propagates: the outputs it reads as free variables reach its backward pass (a style target,
-        a teacher's logits), as if used in its place."""
+        """`def step(x): loss = mse_loss(target, net(x)); loss.backward()`, a closure defined here that back-propagates:
+        the outputs it reads as free variables reach its backward pass (a style target, a teacher's logits)."""
         nested = self.flow.nested_functions.get((self.out.function, stmt.name.value)) \
             if self.out.function is not None else None
         if nested is not None and nested.uses_gradients:

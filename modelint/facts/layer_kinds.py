@@ -225,7 +225,7 @@ class LayerKinds:
                 return not self._weightless_layer(value)
             tensor_function = (qualified.startswith("torch.") and qualified.count(".") == 1
                                and qualified not in _MODULE_RETURNING) or qualified.startswith(api.FUNCTIONAL + ".") \
-                or qualified.split(".")[0] in api.NOT_MODULE_LIBRARIES or qualified in _WEIGHT_CALLS  # (arrays, tensors)
+                or qualified.split(".")[0] in api.NOT_MODULE_LIBRARIES or qualified in _WEIGHT_CALLS  # arrays, tensors
             return not (tensor_function or (type(value.func) is cst.Name and value.func.value in BUILTIN_NAMES))
         return False
 

@@ -121,7 +121,8 @@ class Loops:
         return None
 
     def last_pass_only(self, stmt: cst.If) -> bool:
-        """`if i == len(steps) - 1:` (or `i + 1 == len(loader)`), the last statement of `for i, batch in ...`:
+        """`if i == len(steps) - 1:` (or `i + 1 == len(loader)`, `epoch == n_epochs - 1` in `for epoch in
+        range(n_epochs)`), the last statement of `for i, batch in ...`:
         its body runs on the loop's last pass, after which the loop does not come round again. (The end of the
         epoch, where a notebook validates inside its batch loop and the epoch loop calls `model.train()`.)"""
         loop = self.loop_exits[-1][2] if self.loop_exits else None
@@ -129,13 +130,16 @@ class Loops:
             return False
         target = loop.target.elements[0].value if type(loop.target) is cst.Tuple and loop.target.elements \
             else loop.target
-        return type(target) is cst.Name and last_index_test(stmt.test, target.value)
+        iterated = loop.iter  # (`for epoch in range(n_epochs)`: its last value is `n_epochs - 1`)
+        stop = iterated.args[min(len(iterated.args), 2) - 1].value if type(iterated) is cst.Call \
+            and dotted(iterated.func) == "range" and 1 <= len(iterated.args) <= 2 else None
+        return type(target) is cst.Name and last_index_test(stmt.test, target.value, stop)
 
     def _layer_loop(self, stmt: cst.For, state: State) -> tuple[str, str] | None:
-        """`for conv in self.convs:` / `for i, conv in enumerate(self.convs):` (or `reversed(...)`) over an `nn.ModuleList` the class
-        builds, or over a list of modules built here (`members = [Member(), Member()]`): (the loop variable,
-        the element it stands for, `self.convs[]`), so that `conv(x)` runs a part of the model. (Not a list a
-        caller passes, which may hold callbacks or batches.)"""
+        """`for conv in self.convs:` / `for i, conv in enumerate(self.convs):` (or `reversed(...)`) over an
+        `nn.ModuleList` the class builds, or over a list of modules built here (`members = [Member(), Member()]`):
+        (the loop variable, the element it stands for, `self.convs[]`), so that `conv(x)` runs a part of the model.
+        (Not a list a caller passes, which may hold callbacks or batches.)"""
         iterated, target = stmt.iter, stmt.target
         if type(iterated) is cst.Call and dotted(iterated.func) == "enumerate" and len(iterated.args) == 1 \
                 and type(target) is cst.Tuple and len(target.elements) == 2:
@@ -293,16 +297,17 @@ def _switches(body: cst.BaseSuite, name: str) -> bool:
                and node.func.value.value == name for node in iter_nodes(body))
 
 
-def last_index_test(test: cst.BaseExpression, index: str) -> bool:
-    """`i == len(x) - 1`, `i + 1 == len(x)` (either side), `i >= len(x) - 1`: is `index` at its last value?"""
+def last_index_test(test: cst.BaseExpression, index: str, stop: cst.BaseExpression | None = None) -> bool:
+    """`i == len(x) - 1`, `i + 1 == len(x)` (either side), `i >= len(x) - 1`: is `index` at its last value?
+    With `stop`, the end of the `range(...)` the index runs over: `epoch == n_epochs - 1` too."""
     if type(test) is not cst.Comparison or len(test.comparisons) != 1 \
             or type(test.comparisons[0].operator) not in (cst.Equal, cst.GreaterThanEqual):
         return False
     left, right = test.left, test.comparisons[0].comparator
-    return _index_plus(left, index, 0) and _length_plus(right, -1) or _index_plus(left, index, 1) \
-        and _length_plus(right, 0) or (type(test.comparisons[0].operator) is cst.Equal and (
-            _index_plus(right, index, 0) and _length_plus(left, -1) or _index_plus(right, index, 1)
-            and _length_plus(left, 0)))
+    return _index_plus(left, index, 0) and _length_plus(right, -1, stop) or _index_plus(left, index, 1) \
+        and _length_plus(right, 0, stop) or (type(test.comparisons[0].operator) is cst.Equal and (
+            _index_plus(right, index, 0) and _length_plus(left, -1, stop) or _index_plus(right, index, 1)
+            and _length_plus(left, 0, stop)))
 
 
 def _index_plus(expr: cst.BaseExpression, index: str, offset: int) -> bool:
@@ -312,11 +317,12 @@ def _index_plus(expr: cst.BaseExpression, index: str, offset: int) -> bool:
         and type(expr.right) is cst.Integer and int(expr.right.value) == offset
 
 
-def _length_plus(expr: cst.BaseExpression, offset: int) -> bool:
+def _length_plus(expr: cst.BaseExpression, offset: int, stop: cst.BaseExpression | None = None) -> bool:
     if offset == -1:
         return type(expr) is cst.BinaryOperation and type(expr.operator) is cst.Subtract \
-            and _length_plus(expr.left, 0) and type(expr.right) is cst.Integer and expr.right.value == "1"
-    return type(expr) is cst.Call and type(expr.func) is cst.Name and expr.func.value == "len" and len(expr.args) == 1
+            and _length_plus(expr.left, 0, stop) and type(expr.right) is cst.Integer and expr.right.value == "1"
+    return (type(expr) is cst.Call and type(expr.func) is cst.Name and expr.func.value == "len"
+            and len(expr.args) == 1) or (stop is not None and expr.deep_equals(stop))
 
 
 def container_of_every_entry(flow, call: cst.Call, entry: cst.BaseExpression) -> str | None:

@@ -94,7 +94,8 @@ def _method_orders(collector, scope, names: set[str]) -> dict[str, set[tuple[str
         if type(func.value) is cst.Name and func.value.value in names:
             calls.setdefault(func.value.value, []).append(site)
             receivers.add(id(func.value))
-        elif type(func.value) is cst.Attribute and type(func.value.value) is cst.Name and func.value.value.value in names:
+        elif type(func.value) is cst.Attribute and type(func.value.value) is cst.Name \
+                and func.value.value.value in names:
             if func.attr.value in ("eval", "train") and not site.node.args:
                 # (`gan.G.eval()`: a part switched, which orders like a method of the object switching it)
                 calls.setdefault(func.value.value.value, []).append(site)
