@@ -280,11 +280,17 @@ def _unseen_entries(facts: FileFacts, function, seen: frozenset) -> list[str] | 
 
 
 def _function_callers_unseen(facts: FileFacts, forward) -> tuple[str, ...]:
-    """The module-level functions of the file, none of them called here, through which a method's forward runs
-    (`eval_model(model, data)` calling `model.predict(batch)`), when they are its only callers: the grad mode
-    their callers in other files run them in is the forward's."""
+    """The module-level functions of the file, none of them called here, through which the forward runs with
+    the grad mode their callers leave (`eval_model(model, data)` calling `model.predict(batch)`, `test()`
+    calling `dev(loader, model)`, whose other caller here runs it under no_grad): the grad mode their callers
+    in other files run them in is the forward's."""
     function = forward.function
-    if function is None or function.cls is None or function.outer is not None or not _grad_left_to_callers(forward):
+    if function is None or function.outer is not None:
+        return ()
+    if function.cls is None:
+        roots = _unseen_roots(facts, function, frozenset()) if forward.via is None else None
+        return tuple(sorted(roots)) if roots and roots != {function.name} else ()
+    if not _grad_left_to_callers(forward):
         return ()
     entries: list[str] = []
     for caller in facts.flow.syntactic_callers(function):
@@ -293,6 +299,28 @@ def _function_callers_unseen(facts: FileFacts, forward) -> tuple[str, ...]:
             return ()
         entries.append(caller.name)
     return tuple(sorted(entries))
+
+
+def _unseen_roots(facts: FileFacts, function, seen: frozenset) -> set[str] | None:
+    """The module-level functions nothing here calls from which a call of `function` with the caller's grad mode
+    comes (itself, when nothing here calls it); None when a call here surely runs it with autograd on, or comes
+    from a method, the script, or a function that trains."""
+    calls = [(caller, grad) for caller, grad, _models in facts.flow.call_sites.get(qualname(function), {}).values()
+             if caller is not function]
+    if not calls:
+        return {function.name}
+    roots: set[str] = set()
+    for caller, grad in calls:
+        if grad.definitely_free:
+            continue  # (called here under no_grad: that path records nothing)
+        if caller is None or caller.cls is not None or caller.outer is not None or caller in seen \
+                or not (grad.unknown and not grad.may_enabled) or facts.flow.function_trains(caller):
+            return None
+        above = _unseen_roots(facts, caller, seen | {function})
+        if above is None:
+            return None
+        roots |= above
+    return roots
 
 
 def _fed_batches(facts: FileFacts, forward) -> bool:
