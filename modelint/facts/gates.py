@@ -181,3 +181,27 @@ def _conjuncts(test: cst.BaseExpression):
         yield from _conjuncts(test.left)
         test = test.right
     yield test
+
+
+def toggled_for_one_forward(facts, forward) -> bool:
+    """`model.train(); loss_dict = model(images, targets); model.eval()` in one block: training mode switched on
+    for this forward alone and off right after (a torchvision detector hands back its losses only in training
+    mode): the code's explicit choice, whatever it evaluates around it."""
+    from modelint.facts.lattice import is_train_site
+
+    site = facts.call_sites.get(forward.call)
+    here = facts.locate(forward.call)
+    trains = [s for s in forward.mode.train_sites if is_train_site(s)]
+    if site is None or here is None or not trains or len(trains) != len(forward.mode.train_sites):
+        return False
+
+    def beside(call) -> tuple | None:  # (its position, when in the forward's block)
+        where = facts.call_sites.get(call) if type(call) is cst.Call else None
+        same = where is not None and where.site.function is site.site.function and where.site.guards == site.site.guards
+        return facts.locate(call) if same else None
+
+    if not all((at := beside(s)) is not None and at[:2] < here[:2] for s in trains):
+        return False
+    return any(type(c.node.func) is cst.Attribute and c.node.func.attr.value == "eval" and not c.node.args
+               and dotted(c.node.func.value) == forward.key and (at := beside(c.node)) is not None and at[:2] > here[:2]
+               for c in facts.collector.calls if c.site.function is site.site.function)
