@@ -478,8 +478,8 @@ def _library_generate(facts: FileFacts, forward) -> bool:
     if not any(type(call) is cst.Call and type(call.func) is cst.Attribute and call.func.attr.value == "generate"
                for call in calls):
         return False
-    return not any(function.name == "generate" and function.cls is not None
-                   for function in facts.collector.functions)
+    return not any(function.name == "generate" and function.cls is not None and facts.may_be_module_class(function.cls)
+                   for function in facts.collector.functions)  # (a module of this file with its own `generate`)
 
 
 def _follows_a_reported_forward(facts: FileFacts, forward, reported: list) -> tuple[int, str] | None:

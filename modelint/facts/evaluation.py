@@ -196,19 +196,39 @@ def _evaluation_context(facts, forward, grad: GradFact) -> str | None:
     return None
 
 
+def class_called(facts, forward) -> str | None:
+    """The class whose `forward` a call of the model runs: its origin, or the one class of this file a plain
+    name or `self.<attr>` is built from; None for a method's call or when unknown."""
+    key, function = forward.key, forward.function
+    if forward.method not in (None, "forward"):
+        return None
+    return forward.mode.origin or (facts.flow.class_of_name(key, function) if "." not in key else None) or (
+        facts.flow.held_class(function.cls.name, key[5:]) if function is not None and function.cls is not None
+        and key.startswith("self.") and key.count(".") == 1 else None)
+
+
 def forward_trains_itself(facts, forward) -> bool:
     """A module whose own `forward` runs a training step (test-time adaptation: Tent back-propagates the
     entropy of its predictions and steps its optimizer on every batch): calling it adapts the model, which
     needs autograd and, for its BatchNorm statistics, training mode."""
-    key, function = forward.key, forward.function
-    origin = forward.mode.origin or (facts.flow.class_of_name(key, function) if "." not in key else None) or (
-        facts.flow.held_class(function.cls.name, key[5:]) if function is not None and function.cls is not None
-        and key.startswith("self.") and key.count(".") == 1 else None)
-    if not origin or forward.method not in (None, "forward"):
+    origin = class_called(facts, forward)
+    if not origin:
         return False
     summary = facts.flow.summaries.get(f"{origin}.forward") if "." not in origin \
         else facts.flow.resolve_method_of(origin, "forward")
     return summary is not None and summary.trains
+
+
+def forward_switches_to_eval(facts, forward) -> bool:
+    """A module of this file whose own `forward` starts with `self.eval()` (an inference-only wrapper): calling
+    it runs in eval mode, whatever mode it was in."""
+    origin = class_called(facts, forward)
+    info = facts.modules.classes.get(origin) if origin and "." not in origin else None
+    method = info.methods.get("forward") if info is not None else None
+    body = method.body.body if method is not None and type(method.body) is cst.IndentedBlock else ()
+    return any(type(statement) is cst.SimpleStatementLine and any(
+        type(small) is cst.Expr and type(call := small.value) is cst.Call and dotted(call.func) == "self.eval"
+        for small in statement.body) for statement in body[:3])
 
 
 def loaded_to_predict(facts, forward) -> bool:
