@@ -1,14 +1,13 @@
 """What the layers a module builds say about it, beyond whether its mode matters (modules.py):
 
-- `may_sample`: can it be random in training mode (a Dropout, an RReLU, a recurrent or attention
-  layer with dropout), or does it only normalise with the batch's statistics (BatchNorm)? The
-  output of a BatchNorm-only model for the very batch it was fitted on is what training saw.
-- `holds_no_weights`: a module class of the file with no weights whose forward compares two inputs
-  (a loss, a metric written as an `nn.Module`), keeps fixed buffers (a mel spectrogram) or fills
-  tensors it makes (a label-smoothing target): calling it is no model's forward; its graph is the graph of its inputs.
+- `may_sample`: can it be random in training mode (a Dropout, an RReLU, a recurrent or attention layer with
+  dropout), or only normalise with the batch's statistics (BatchNorm: training saw the same for that batch)?
+- `holds_no_weights`: a module class of the file with no weights whose forward compares two inputs (a loss, a
+  metric written as an `nn.Module`), keeps fixed buffers (a mel spectrogram) or fills tensors it makes (a label-
+  smoothing target): calling it is no model's forward; its graph is the graph of its inputs.
 
-Both look through the file's classes, their project bases and the file's builder functions; what
-the file cannot see counts as "may sample" and "may hold weights".
+Both look through the file's classes, their project bases and the file's builder functions; what the file cannot
+see counts as "may sample" and "may hold weights".
 """
 
 from __future__ import annotations
@@ -26,6 +25,7 @@ _REGISTERING = frozenset({"register_parameter", "register_module", "add_module"}
 _MODULE_RETURNING = frozenset({"torch.load", "torch.compile"})  # `torch.ones(...)` and the like make tensors
 _AUTOGRAD_FUNCTIONS = frozenset({"torch.autograd.Function", "torch.autograd.function.Function"})
 _PLAIN_MIXINS = frozenset({"abc.ABC", "object", "typing.Generic"})
+_NO_MODULE_MAKERS = (api.FUNCTIONAL + ".", "torch.distributions.")  # (`Uniform(0.9, 1.1)`: a distribution)
 
 
 class LayerKinds:
@@ -224,7 +224,7 @@ class LayerKinds:
             if self.table.construction(value) is not None or self.table.builder_calls(value.func) is not None:
                 return not self._weightless_layer(value)
             tensor_function = (qualified.startswith("torch.") and qualified.count(".") == 1
-                               and qualified not in _MODULE_RETURNING) or qualified.startswith(api.FUNCTIONAL + ".") \
+                               and qualified not in _MODULE_RETURNING) or qualified.startswith(_NO_MODULE_MAKERS) \
                 or qualified.split(".")[0] in api.NOT_MODULE_LIBRARIES or qualified in _WEIGHT_CALLS  # arrays, tensors
             return not (tensor_function or (type(value.func) is cst.Name and value.func.value in BUILTIN_NAMES))
         return False
