@@ -186,7 +186,8 @@ def _conjuncts(test: cst.BaseExpression):
 def toggled_for_one_forward(facts, forward) -> bool:
     """`model.train(); loss_dict = model(images, targets); model.eval()` in one block: training mode switched on
     for this forward alone and off right after (a torchvision detector hands back its losses only in training
-    mode): the code's explicit choice, whatever it evaluates around it."""
+    mode; FixMatch guessing labels with batch statistics, then `net.train(was_training)`): the code's explicit
+    choice, whatever it evaluates around it. The switch back may come once out of the block."""
     from modelint.facts.lattice import is_train_site
 
     site = facts.call_sites.get(forward.call)
@@ -202,6 +203,14 @@ def toggled_for_one_forward(facts, forward) -> bool:
 
     if not all((at := beside(s)) is not None and at[:2] < here[:2] for s in trains):
         return False
-    return any(type(c.node.func) is cst.Attribute and c.node.func.attr.value == "eval" and not c.node.args
-               and dotted(c.node.func.value) == forward.key and (at := beside(c.node)) is not None and at[:2] > here[:2]
-               for c in facts.collector.calls if c.site.function is site.site.function)
+
+    def switches_back(c) -> bool:  # (`model.eval()`, `model.train(was_training)`, here or around the block)
+        func = c.node.func
+        if type(func) is not cst.Attribute or dotted(func.value) != forward.key or not (
+                (func.attr.value == "eval" and not c.node.args) or (func.attr.value == "train" and len(c.node.args) == 1
+                                                                    and literal_value(c.node.args[0].value) is not True)):
+            return False
+        at = facts.locate(c.node)
+        return at is not None and at[:2] > here[:2] and c.site.guards == site.site.guards[:len(c.site.guards)]
+
+    return any(switches_back(c) for c in facts.collector.calls if c.site.function is site.site.function)
