@@ -265,7 +265,9 @@ def _part_frozen_after_train(facts: FileFacts, fact, step) -> bool:
 def _frozen_beside_the_trained(facts: FileFacts, key: str, fact, step) -> bool:
     """`self.teacher.eval()` beside `self.student.train()`, in one block of the training function before its
     step: the author sets the pair's modes together, the teacher frozen on purpose (distillation, a fixed
-    feature extractor). Asked only where no optimizer in sight is seen to step the teacher."""
+    feature extractor). So is `critic.eval()`, the loop, then `critic.train()` in that block after the step:
+    frozen for that loop and restored (an image inverted through it). Asked only where no optimizer in sight is
+    seen to step the teacher."""
     here = facts.locate(step.call)
     if not fact.eval_sites or here is None:
         return False
@@ -278,8 +280,10 @@ def _frozen_beside_the_trained(facts: FileFacts, key: str, fact, step) -> bool:
         if where is None or where.site.function is not step.function or at is None or at[:2] > here[:2] \
                 or dotted(site.func.value) != key:
             return False
-        if not any(other is not None and not same_or_nested(key, other) and not same_or_nested(other, key)
-                   and train.site.guards == where.site.guards for train, other in trains):
+        if not any(train.site.guards == where.site.guards and other is not None and (
+                (not same_or_nested(key, other) and not same_or_nested(other, key))
+                or (other == key and facts.locate(train.node) is not None and facts.locate(train.node)[:2] > here[:2]))
+                for train, other in trains):
             return False
     return True
 

@@ -27,6 +27,7 @@ from modelint.facts.mode_contexts import class_context_effects, context_effects
 from modelint.facts.modules import Dependence
 from modelint.facts.names import key_root, same_or_nested, value_key
 from modelint.facts.naming import is_evaluation_name
+from modelint.facts.optimizers import MADE_TENSORS
 from modelint.facts.phases import phase_default
 from modelint.facts.records import is_the_loss
 from modelint.facts.uses import DETACH, HANDED_BACK, evaluated
@@ -73,7 +74,9 @@ def summarise(flow, function_flow, globals_: frozenset[str], closures=()) -> Fun
                 not flow.modules.is_module_name(forward.key, function)
                 or (trained and is_the_loss(function_flow, forward.token)))  # (its output is the loss itself)
 
-    training = [forward for forward in function_flow.training_forwards() if not handed_loss(forward, trained=True)]
+    # (`Adam([image])` alone stepped here: the backward optimises an input, a deep-inversion image; no model trains)
+    training = [forward for forward in function_flow.training_forwards() if not handed_loss(forward, trained=True)] \
+        if flow.stepped_owners(function) != {MADE_TENSORS} else []
     trained = {forward.key for forward in training}
 
     def trained_in_pass(forward) -> set[str]:  # (a phase's pass trains only what that pass trains)
