@@ -205,6 +205,9 @@ class CallGraph(MethodTargets, CallerEntry):
         return cache[key]
 
     def _local_callee(self, call: cst.Call, enclosing: FunctionInfo | None) -> str | None:
+        held = self._held_closure(call.func, enclosing)
+        if held is not None:  # (`self.val_step(x, y)`, a closure a method of the class made and kept there)
+            return held
         if type(call.func) is cst.Attribute and call.func.attr.value not in self.method_names:
             # (`x.view(...)`, `torch.cat(...)`: no method of this file has that name; `self.rec(x)` may run the
             # `__call__` of the plain object the attribute holds)
@@ -228,6 +231,14 @@ class CallGraph(MethodTargets, CallerEntry):
                     return key
             return None
         return self._only_module_method(func, enclosing)
+
+    def _held_closure(self, func: cst.BaseExpression, enclosing: FunctionInfo | None) -> str | None:
+        if type(func) is not cst.Attribute or type(func.value) is not cst.Name or func.value.value != "self":
+            return None
+        while enclosing is not None and enclosing.cls is None:
+            enclosing = enclosing.outer
+        closure = self.closure_held_by(f"self.{func.attr.value}", enclosing.cls) if enclosing is not None else None
+        return nested_name(closure) if closure is not None else None
 
     def constructed_inline(self, receiver: cst.BaseExpression) -> str | None:
         """`Evaluator(model, loader).get_scores()`: the class of this file built right there."""

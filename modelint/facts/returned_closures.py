@@ -8,6 +8,7 @@ from functools import cached_property
 
 import libcst as cst
 
+from modelint.facts.names import dotted
 from modelint.facts.scopes import FunctionInfo
 from modelint.facts.walk import iter_nodes, push_child_nodes
 
@@ -32,16 +33,32 @@ class ReturnedClosures:
             found.add(self._closure_handed_back.get(factory) if factory is not None else None)
         return found.pop() if len(found) == 1 else None
 
+    def closure_held_by(self, attribute: str, cls) -> FunctionInfo | None:
+        """`self.val_step = self._make_val_step()` in the class's methods, then `self.val_step(x, y)`: the function
+        `_make_val_step` defines and hands back, when every assignment of the attribute is such a call."""
+        if cls is None or attribute not in self._attributes_of_returned_closures.get(cls.name, ()):
+            return None
+        found = set()
+        for assign in self.collector.assigns_to(cls, attribute):
+            value = assign.value
+            factory = self.local_functions.get(f"{cls.name}.{value.func.attr.value}") \
+                if type(value) is cst.Call and type(value.func) is cst.Attribute \
+                and type(value.func.value) is cst.Name and value.func.value.value == "self" else None
+            found.add(self._closure_handed_back.get(factory) if factory is not None else None)
+        return found.pop() if len(found) == 1 else None
+
     @cached_property
     def _closure_handed_back(self) -> dict:
-        """Top-level function -> the function it defines that every `return` of it hands back (of the functions
-        some `name = factory(...)` calls: no other is asked about)."""
+        """Top-level function (or method) -> the function it defines that every `return` of it hands back (of the
+        functions some `name = factory(...)` or `self.x = self.factory(...)` calls: no other is asked about)."""
         called = {value.func.value for key, value, _site in self.collector.call_assigns
                   if "." not in key and type(value.func) is cst.Name}
+        called |= {value.func.attr.value for key, value, _site in self.collector.call_assigns
+                   if key.startswith("self.") and type(value.func) is cst.Attribute and dotted(value.func.value) == "self"}
         out = {}
         returns_of: dict = {}
         for (outer, name), nested in self.nested_functions.items():
-            if outer.outer is not None or outer.cls is not None or nested.cls is not None or outer.name not in called:
+            if outer.outer is not None or nested.cls is not None or outer.name not in called:
                 continue
             returns = returns_of.get(outer)
             if returns is None:
@@ -51,9 +68,21 @@ class ReturnedClosures:
         return out
 
     @cached_property
+    def _attributes_of_returned_closures(self) -> dict[str, frozenset[str]]:
+        """class -> the `self.<attr>` some assignment in its methods binds to a call of its own closure factory."""
+        factories = {(function.cls.name, function.name) for function in self._closure_handed_back
+                     if function.cls is not None}
+        out: dict[str, set[str]] = {}
+        for key, value, site in self.collector.call_assigns:
+            if site.cls is not None and key.startswith("self.") and type(value.func) is cst.Attribute \
+                    and dotted(value.func.value) == "self" and (site.cls.name, value.func.attr.value) in factories:
+                out.setdefault(site.cls.name, set()).add(key)
+        return {name: frozenset(keys) for name, keys in out.items()}
+
+    @cached_property
     def _names_of_returned_closures(self) -> frozenset[str]:
         """Plain names some assignment binds to a call of a function that hands back a closure."""
-        factories = {function.name for function in self._closure_handed_back}
+        factories = {function.name for function in self._closure_handed_back if function.cls is None}
         return frozenset(key for key, value, _site in self.collector.call_assigns
                          if "." not in key and type(value.func) is cst.Name and value.func.value in factories)
 
