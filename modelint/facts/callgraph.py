@@ -205,7 +205,7 @@ class CallGraph(MethodTargets, CallerEntry):
         return cache[key]
 
     def _local_callee(self, call: cst.Call, enclosing: FunctionInfo | None) -> str | None:
-        held = self._held_closure(call.func, enclosing)
+        held = self.held_closure(call.func, enclosing)
         if held is not None:  # (`self.val_step(x, y)`, a closure a method of the class made and kept there)
             return held
         if type(call.func) is cst.Attribute and call.func.attr.value not in self.method_names:
@@ -231,14 +231,6 @@ class CallGraph(MethodTargets, CallerEntry):
                     return key
             return None
         return self._only_module_method(func, enclosing)
-
-    def _held_closure(self, func: cst.BaseExpression, enclosing: FunctionInfo | None) -> str | None:
-        if type(func) is not cst.Attribute or type(func.value) is not cst.Name or func.value.value != "self":
-            return None
-        while enclosing is not None and enclosing.cls is None:
-            enclosing = enclosing.outer
-        closure = self.closure_held_by(f"self.{func.attr.value}", enclosing.cls) if enclosing is not None else None
-        return nested_name(closure) if closure is not None else None
 
     def constructed_inline(self, receiver: cst.BaseExpression) -> str | None:
         """`Evaluator(model, loader).get_scores()`: the class of this file built right there."""

@@ -8,6 +8,7 @@ from functools import cached_property
 
 import libcst as cst
 
+from modelint.facts.caller_entry import nested_name
 from modelint.facts.names import dotted
 from modelint.facts.scopes import FunctionInfo
 from modelint.facts.walk import iter_nodes, push_child_nodes
@@ -32,6 +33,15 @@ class ReturnedClosures:
                 if type(value) is cst.Call and type(value.func) is cst.Name else None
             found.add(self._closure_handed_back.get(factory) if factory is not None else None)
         return found.pop() if len(found) == 1 else None
+
+    def held_closure(self, func: cst.BaseExpression, enclosing: FunctionInfo | None) -> str | None:
+        """The qualname of the closure `self.val_step(x, y)` runs in a method (see closure_held_by)."""
+        if type(func) is not cst.Attribute or type(func.value) is not cst.Name or func.value.value != "self":
+            return None
+        while enclosing is not None and enclosing.cls is None:
+            enclosing = enclosing.outer
+        closure = self.closure_held_by(f"self.{func.attr.value}", enclosing.cls) if enclosing is not None else None
+        return nested_name(closure) if closure is not None else None
 
     def closure_held_by(self, attribute: str, cls) -> FunctionInfo | None:
         """`self.val_step = self._make_val_step()` in the class's methods, then `self.val_step(x, y)`: the function
