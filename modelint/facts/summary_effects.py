@@ -78,10 +78,16 @@ class SummaryEffects:
                 if use.given_back:
                     self.uses.given_back.add((call, self.tag) if self.tag else call)
         trained: list[str] = []
+        # (what the helper itself puts in training mode: `model.train()`, then `helper.step(x)` training
+        # `helper.net`, which here is `model` too, runs in that mode, not in the one the caller left)
+        switched = {state.canonical(key) for param, effect in summary.effects.items() if effect == "train"
+                    and (key := _rebind(param, bound, state)) is not None}
         for use in summary.steps:
             if phase is not None and use.phase_value is not None and use.phase_value != phase:
                 continue  # (`loss.backward()` only when the helper is handed an optimizer, and this call hands none)
             key = _rebind(use.param, bound, state)
+            if key is not None and state.canonical(key) in switched and use.param.split(".")[0] != key.split(".")[0]:
+                continue
             if key is not None:
                 self.step(call, "backward", state, None, via=use, callee=summary, trained_key=key)
                 if through is not None and use.phase_value is not None:
