@@ -36,7 +36,7 @@ from modelint.facts.receivers import instance_method
 from modelint.facts.records import FunctionFlow
 from modelint.facts.phases import phase_parameter, script_phase
 from modelint.facts.plots import FigureObjects
-from modelint.facts.regions import branch_grad_effect, disables_grad, grad_effect
+from modelint.facts.regions import branch_grad_effect, disables_grad, grad_effect, returned_grad_context
 from modelint.facts.state import State
 from modelint.facts.summaries import qualname, summarise
 from modelint.facts.targets import select_targets
@@ -360,7 +360,11 @@ class ModeFlow(CallGraph, Optimizers, CallResolution):
         return any((name, key) in self._assigned_attributes for name in self.class_and_bases(cls.name))
 
     def grad_effect(self, expr: cst.BaseExpression) -> str | None:
-        return grad_effect(self.imports, expr)
+        found = grad_effect(self.imports, expr)
+        if found is None and type(expr) is cst.Call and type(expr.func) is cst.Name \
+                and (maker := self.local_functions.get(expr.func.value)) is not None and maker.cls is None:
+            found = returned_grad_context(self.imports, maker)  # (`with grad_off():`, a helper handing back no_grad)
+        return found
 
     def branch_grad_effect(self, expr: cst.BaseExpression) -> str | None:
         return branch_grad_effect(self.imports, expr)

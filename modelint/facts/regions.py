@@ -350,3 +350,20 @@ def constructor_turns_grad_off(flow, cls) -> cst.Call | None:
                         and grad_effect(flow.imports, call) == "free":
                     cache[cls] = call
     return cache[cls]
+
+
+def returned_grad_context(imports, function) -> str | None:
+    """"free" for a function of the file every `return` of which hands back a grad-disabling context, or a neutral
+    one on some path (`def grad_off(): return torch.no_grad() if new_torch else contextlib.suppress()`):
+    `with grad_off():` runs its body under no_grad."""
+    cache = function.__dict__
+    if "_returned_grad_context" not in cache:
+        from modelint.facts.returned_closures import own_returns
+
+        effects = set()
+        for returned in own_returns(function.node):
+            value = returned.value
+            effects.add("keep" if type(value) is cst.Call and imports.qualify(value.func) in api.NEUTRAL_CONTEXTS
+                        else branch_grad_effect(imports, value) if value is not None else None)
+        cache["_returned_grad_context"] = "free" if "free" in effects and effects <= {"free", "keep"} else None
+    return cache["_returned_grad_context"]

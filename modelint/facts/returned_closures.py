@@ -72,7 +72,7 @@ class ReturnedClosures:
                 continue
             returns = returns_of.get(outer)
             if returns is None:
-                returns = returns_of[outer] = _own_returns(outer.node)
+                returns = returns_of[outer] = own_returns(outer.node)
             if returns and all(type(r.value) is cst.Name and r.value.value == name for r in returns):
                 out[outer] = nested
         return out
@@ -97,7 +97,7 @@ class ReturnedClosures:
                          if "." not in key and type(value.func) is cst.Name and value.func.value in factories)
 
 
-def _own_returns(node: cst.FunctionDef) -> list[cst.Return]:
+def own_returns(node: cst.FunctionDef) -> list[cst.Return]:
     """The `return` statements of a function's body, not those of the functions or classes defined in it."""
     found = []
     stack: list = [node.body]
