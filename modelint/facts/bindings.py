@@ -14,7 +14,7 @@ from __future__ import annotations
 import libcst as cst
 
 from modelint.facts import torch_api as api
-from modelint.facts.uses import NONE
+from modelint.facts.uses import NONE, TRAIN
 from modelint.facts.lattice import NO_MODULE, ModeFact, first_site, join_all
 from modelint.facts.modules import unwrap_chain
 from modelint.facts.names import NOT_LITERAL, any_element, dotted, handed_at, key_root, literal_value, value_key
@@ -52,6 +52,8 @@ class Bindings:
             return
         if type(target) is cst.Attribute and origins:
             self.uses.stored(origins)  # kept on an object: another method may train on it
+            if key in _back_propagated_attributes(self.flow).get(getattr(self.out.function, "cls", None), ()):
+                self.uses.use(origins, TRAIN)  # (Grad-CAM's `self.logits`, which its `backward()` back-propagates)
         if extend:
             if origins:
                 state.values[key] = state.values.get(key, NONE) | origins
@@ -312,3 +314,24 @@ def _saved_mode(value: cst.BaseExpression, state: State):
         return None
     key = state.canonical(key)
     return key, state.fact(key)
+
+
+def _back_propagated_attributes(flow) -> dict:
+    """class -> the `self.<attr>` some method of it back-propagates (`self.logits.backward(gradient=one_hot)`,
+    `torch.autograd.grad(self.score, ...)`): an output kept there is kept for its gradients."""
+    found = flow.__dict__.get("_back_propagated_attributes")
+    if found is None:
+        found = flow.__dict__["_back_propagated_attributes"] = {}
+        for site in flow.collector.calls:
+            func, cls = site.node.func, site.site.cls
+            if cls is None:
+                continue
+            if type(func) is cst.Attribute and func.attr.value == "backward":
+                target = value_key(func.value)
+            elif site.qualified in api.GRADIENT_FUNCTIONS and site.node.args:
+                target = value_key(site.node.args[0].value)
+            else:
+                continue
+            if target is not None and target.startswith("self.") and target.count(".") == 1:
+                found.setdefault(cls, set()).add(target)
+    return found
