@@ -391,6 +391,9 @@ def _part_of_a_modules_forward(facts: FileFacts, forward, mode) -> bool:
     if function is not None and function.cls is not None and function.name == "forward" \
             and facts.may_be_module_class(function.cls):
         return True  # a module's own forward: its output is the module's, whose callers decide the grad mode
+    if function is not None and function.cls is not None and function.name in ("__call__", "forward") \
+            and forward.via is None and forward.intent == "returned" and not _switched_in(facts, function, mode):
+        return True  # a callable wrapper's (`normalize_model(net)` handed to an attack): its callers decide too
     if function is not None and function.cls is None and function in facts.maybe_forward_reachable \
             and forward.key.split(".")[0] in function.param_set:
         return True  # a module-level helper of a module's forward, running a submodule that forward hands it
@@ -414,6 +417,12 @@ def _part_of_a_modules_forward(facts: FileFacts, forward, mode) -> bool:
     consumed_here = forward.via is None and forward.intent == "evaluation" \
         and not forward.uses & {TRAIN, RETURN, STORE, ESCAPE, HANDED, GIVEN_BACK} and not _trains(facts, forward)
     return not (switched_here or facts.is_evaluation_function(function) or consumed_here)
+
+
+def _switched_in(facts: FileFacts, function, mode) -> bool:
+    """Is the model put in eval mode in the function itself (a predictor's `__call__` calling `eval()` first)?"""
+    return any((site := facts.call_sites.get(node)) is not None and site.site.function is function
+               for node in mode.eval_sites if type(node) is cst.Call)
 
 
 def _over_batches_it_is_handed(facts: FileFacts, forward) -> bool:
