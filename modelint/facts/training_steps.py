@@ -18,8 +18,7 @@ from dataclasses import replace
 
 import libcst as cst
 
-from modelint.facts.uses import graph_handed_to_update
-from modelint.facts.uses import DETACHED, FED, NONE
+from modelint.facts.uses import DETACHED, FED, GRAPH, NONE, OPAQUE, TRAIN, graph_handed_to_update
 from modelint.facts.lattice import ENTRY_MODE
 from modelint.facts.names import key_prefixes, value_key
 from modelint.facts.records import TrainingStep, is_the_loss
@@ -95,6 +94,9 @@ class TrainingSteps:
             table[slot].phases.add(self.tag[0][1])
         if kind == "backward" and via is None:
             reached = self._reaching(call, state, backpropagated)
+            if backpropagated is not None:  # (`optimizer.backward_and_step(loss)`, a wrapper's method: the loss trains)
+                self.uses.use(reached, TRAIN)
+                self.uses.use(reached, GRAPH, level=OPAQUE)
             table[slot].reached.update(forward.key for token, level in reached if level != DETACHED
                                        and (forward := self.out.forwards.get(token)) is not None)
             # (a helper handed the loss, `self.backward(loss)`, steps the optimizer itself: its summary trains)
