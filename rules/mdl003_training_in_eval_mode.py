@@ -348,6 +348,8 @@ def _gradients_measured_in_eval(facts: FileFacts, flow, fact, step) -> bool:
         return False
     if any((key := value_key(arg.value)) is not None and facts.flow.is_optimizer(key) for arg in step.call.args):
         return False  # `backward_and_step(loss, optimizer)`: a helper handed the optimizer steps it
+    if step.callee is not None and step.callee.trains:
+        return False  # `optimizer.backward_and_step(loss)`: the wrapper steps the optimizer it holds
     return _eval_set_here(facts, fact, function)
 
 

@@ -209,9 +209,11 @@ class HandedModels:
     def _method_of_alike_classes(self, receiver: str, method: str):
         """`self.policy.sample(s)` where `self.policy` is built as one of several imported classes: the summary
         of their `method` when every one of them has it and does the same to the model and the grad mode
-        (two policies' `sample`, each a forward of `self`); None when they differ or one is unknown."""
-        classes = sorted(self._imported_classes_of(receiver))
-        if len(classes) < 2:
+        (two policies' `sample`, each a forward of `self`); None when they differ or one is unknown. Torch's own
+        classes among them (an optimizer the name held before a wrapper of it) do not count."""
+        # (`optimizer = Adam(...)`, then a project's wrapper of it on each branch: torch's class has no such method)
+        classes = sorted(c for c in self._imported_classes_of(receiver) if not self.flow.imports.is_torch_name(c))
+        if len(classes) < 2 and (len(classes) == 0 or len(classes) == len(self._imported_classes_of(receiver))):
             return None
         summaries = []
         for origin in classes:

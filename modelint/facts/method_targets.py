@@ -5,7 +5,8 @@ the file (held_object_class); `model.predict(x)` where every binding of `model`,
 scope Python finds it in, builds one (bound_object_class; `model = DataParallel(model)`
 keeps it); `model.score_sp_po(s, p, o)` on a name shown to be a module, of a method that
 exactly one class of the file defines, all of them modules (_only_module_method);
-`Wrapper.from_pretrained(path)`, a classmethod or staticmethod called on the class.
+`Wrapper.from_pretrained(path)`, a classmethod or staticmethod called on the class. (The class a local name
+is bound to: modelint.facts.bound_classes.)
 """
 
 from __future__ import annotations
@@ -14,17 +15,16 @@ from functools import cached_property
 
 import libcst as cst
 
-from modelint.facts import torch_api as api
-from modelint.facts.accessors import methods_returning_self, property_aliases
-from modelint.facts.mode_handling import grad_and_mode_text
-from modelint.facts.modules import rewraps, unwrap_chain
-from modelint.facts.names import BUILTIN_NAMES, dotted
+from modelint.facts.accessors import property_aliases
+from modelint.facts.bound_classes import BoundClasses, object_name
+from modelint.facts.modules import unwrap_chain
+from modelint.facts.names import dotted
 from modelint.facts.returned_closures import ReturnedClosures
 from modelint.facts.scopes import FunctionInfo
 from modelint.facts.walk import iter_nodes
 
 
-class MethodTargets(ReturnedClosures):
+class MethodTargets(ReturnedClosures, BoundClasses):
     """Mixed into CallGraph: `self.modules`, `self.imports`, `self.collector`, `self.local_functions`,
     `self.class_and_bases()` and `self._scope_bindings()` come from there."""
 
@@ -93,9 +93,7 @@ class MethodTargets(ReturnedClosures):
         if len(built) > 1:
             # `GaussianPolicy()` or `DeterministicPolicy()`, each with a `sample` that runs its own forward the
             # same way: either one stands for both
-            methods = [self._method_of(name, func.attr.value) for name in sorted(built)]
-            if all(m is not None for m in methods) and len({grad_and_mode_text(m) for m in methods}) == 1:
-                return sorted(built)[0]
+            return self.alike_class(built, func.attr.value)
         return next(iter(built)) if len(built) == 1 else None
 
     def held_class(self, cls_name: str, attribute: str) -> str | None:
@@ -119,86 +117,11 @@ class MethodTargets(ReturnedClosures):
                  if type(site.node.func) is cst.Name and site.node.func.value == cls.name]
         return self._handed_class(init, stored[0].value, calls=calls)
 
-    def bound_object_class(self, call: cst.Call, enclosing: FunctionInfo | None) -> str | None:
-        """`model.predict(x)` with `model = Classifier(10)`: the class of this file that every binding of
-        the name, in the scope Python finds it in (the function, an enclosing one, the module), builds;
-        through an alias too (`m = model.to(device)`, then `m.generate(idx)`)."""
-        name, through_module = _object_name(call.func)
-        if name is None or name == "self":
-            return None
-        return self._class_bound_to(name, enclosing, set(), through_module)
-
-    def class_of_name(self, name: str, enclosing: FunctionInfo | None) -> str | None:
-        """The one class of this file every binding of the plain name `name` builds, as `enclosing` sees it."""
-        return self._class_bound_to(name, enclosing, set())
-
-    def _class_bound_to(self, name: str, enclosing: FunctionInfo | None, seen: set,
-                        through_module: bool = False) -> str | None:
-        """The one class of this file every binding of `name` builds (wrapped in DataParallel and the like,
-        `through_module`: reached as `name.module`)."""
-        if name not in self._names_built_from_classes or name in seen:
-            return None  # (most receivers: no need to list a scope's bindings)
-        seen.add(name)
-        found = self.visible_bindings(name, enclosing)
-        if found is None:
-            return None
-        bindings, scope = found
-        classes = set()
-        for binding in bindings:
-            node = unwrap_chain(binding.value)[0] if binding.kind == "assign" else None
-            if rewraps(self.imports, node, name):
-                continue  # `ic = ic.cuda()`, `ic = DataParallel(ic)`: the same object, or one without its methods
-            inner = self._wrapped(node)  # (`net = DataParallel(RCNN())`: its methods are `net.module`'s)
-            if through_module and inner is node:
-                return None
-            node = inner
-            if type(node) is cst.Name:  # `m = model.to(device)`: the object `model` holds, moved
-                aliased = self._class_bound_to(node.value, scope, seen)
-                if aliased is None:
-                    return None
-                classes.add(aliased)
-                continue
-            if type(node) is cst.Call and type(node.func) is cst.Attribute and type(node.func.value) is cst.Name \
-                    and node.func.attr.value in self._methods_returning_self:
-                # `helper = base.configure(32)`, a method of the object's class handing back `self`
-                owner = self._class_bound_to(node.func.value.value, scope, seen)
-                if owner is None or owner not in self._methods_returning_self[node.func.attr.value]:
-                    return None
-                classes.add(owner)
-                continue
-            held = self._attribute_class(node, scope) if not through_module else None
-            if held is not None:  # `model = self.model`
-                classes.add(held)
-                continue
-            built = self._class_called(node, scope)
-            if built is None:
-                return None  # a parameter, a loop variable, anything else: not one class we know
-            classes.add(built)
-        return classes.pop() if len(classes) == 1 else None
-
-    def _class_called(self, node, scope: FunctionInfo | None) -> str | None:
-        """The class of this file a call constructs: `Trainer(...)`, or `model_type(...)` after
-        `model_type = GraphTrainer` (a class picked at run time, here the only one)."""
-        if type(node) is not cst.Call or type(node.func) is not cst.Name:
-            return None
-        name = node.func.value
-        if name in self.modules.classes:
-            return name
-        if name in self.local_functions or name in self.imports.bindings or name in BUILTIN_NAMES:
-            return None
-        found = self.visible_bindings(name, scope)
-        if found is None:
-            return None
-        bindings = found[0]
-        named = {b.value.value if b.kind == "assign" and type(b.value) is cst.Name else None for b in bindings}
-        return named.pop() if len(named) == 1 and None not in named and next(iter(named)) in self.modules.classes \
-            else None
-
     def element_class(self, call: cst.Call, enclosing: FunctionInfo | None) -> str | None:
         """`for flow in reversed(self.flows): z = flow.infer(z)` in a method, where every assignment of
         `self.flows` in the class is a container of one class of this file (`nn.ModuleList([FlowStep(d) for _ in
         range(n)])`): that class."""
-        name, through_module = _object_name(call.func)
+        name, through_module = object_name(call.func)
         if name is None or through_module or enclosing is None or enclosing.cls is None:
             return None
         loops = [b.value for b in self._scope_bindings(enclosing).get(name, ())]
@@ -236,17 +159,11 @@ class MethodTargets(ReturnedClosures):
         found = classes.pop() if len(classes) == 1 else None
         return found if found in self.modules.classes else None
 
-    def _wrapped(self, node):
-        """The module a wrapper call wraps (`nn.DataParallel(RCNN())` -> `RCNN()`), else `node` itself."""
-        while type(node) is cst.Call and node.args and self.imports.qualify(node.func) in api.MODULE_WRAPPERS:
-            node = unwrap_chain(node.args[0].value)[0]
-        return node
-
     def handed_object_class(self, call: cst.Call, enclosing: FunctionInfo | None) -> str | None:
         """`eval_model.get_outputs(x)` where `eval_model` is a parameter of the enclosing function and every
         call of it in this file hands an object of one class of the file (`calculate_moments(loader,
         eval_model)` with `eval_model = LoadEvalModel(device)`, or the constructor written in the call)."""
-        name, through_module = _object_name(call.func)
+        name, through_module = object_name(call.func)
         if enclosing is None or name is None:
             return None
         return self._handed_class(enclosing, name, through_module=through_module)
@@ -318,31 +235,6 @@ class MethodTargets(ReturnedClosures):
         return out
 
     @cached_property
-    def _methods_returning_self(self) -> dict[str, set[str]]:
-        return methods_returning_self(self.collector)
-
-    @cached_property
-    def _names_built_from_classes(self) -> frozenset[str]:
-        """Plain names some assignment of this file binds to a constructor of one of its classes."""
-        names = set()
-        for key, value, site in self.collector.call_assigns:
-            node = self._wrapped(unwrap_chain(value)[0])
-            if "." not in key and self._class_called(node, site.function) is not None:
-                names.add(key)
-        aliases = [(key, node.value) for key, node in
-                   ((key, unwrap_chain(value)[0]) for key, value, _site in self.collector.call_assigns)
-                   if "." not in key and type(node) is cst.Name]
-        aliases += self.collector.name_aliases  # (`helper = base`)
-        aliases += [(key, dotted(value.func.value)) for key, value, _site in self.collector.call_assigns
-                    if "." not in key and type(value.func) is cst.Attribute and type(value.func.value) is cst.Name
-                    and value.func.attr.value in self._methods_returning_self]  # (`helper = base.configure(32)`)
-        while True:  # `m = model.to(device)`: a name bound to such a name, moved
-            added = {key for key, source in aliases if source in names and key not in names}
-            if not added:
-                return frozenset(names)
-            names |= added
-
-    @cached_property
     def _held_classes(self) -> dict[tuple[str, str], set]:
         """(class, attribute) -> the classes of this file its methods construct into `self.<attribute>`
         (`None` among them for anything else assigned there)."""
@@ -384,16 +276,3 @@ class MethodTargets(ReturnedClosures):
 _MODULE_API = frozenset({"forward", "train", "eval", "to", "cuda", "cpu", "parameters", "named_parameters",
                          "state_dict", "load_state_dict", "modules", "children", "apply", "zero_grad",
                          "extra_repr", "reset_parameters", "half", "float", "double", "requires_grad_"})
-
-
-def _object_name(func: cst.BaseExpression) -> tuple[str | None, bool]:
-    """(`model`, False) for `model.predict(x)`; (`model`, True) for `model.module.mask_net(feat)`: a
-    DataParallel's wrapped module (no wrapper forwards the methods of what it wraps: they are reached through
-    `.module`)."""
-    if type(func) is not cst.Attribute:
-        return None, False
-    owner = func.value
-    through_module = type(owner) is cst.Attribute and owner.attr.value == "module"
-    if through_module:
-        owner = owner.value
-    return (owner.value if type(owner) is cst.Name else None), through_module
