@@ -15,6 +15,7 @@ from modelint.facts.smoke_tests import dummy_input, initialises_lazy_modules, sm
 from modelint.facts.mode_handling import frozen_attributes, frozen_by_every_caller, frozen_whole
 from modelint.facts.uses import DETACH, ESCAPE, GIVEN_BACK, HANDED, RETURN, STORE, TRAIN
 from modelint.facts.batches import destructured_batch, over_batches
+from modelint.facts.branches import tested_for_none
 from modelint.facts.lattice import is_train_site
 from modelint.facts.mode_handling import optional_or_callable
 from modelint.facts.names import dotted, key_root, literal_value
@@ -400,6 +401,8 @@ def _part_of_a_modules_forward(facts: FileFacts, forward, mode) -> bool:
     if function is None or function.cls is None or forward.key.split(".")[0] != "self" \
             or not facts.may_be_module_class(function.cls) or facts.flow.objects.plain_object(function.cls):
         return False  # (a trainer on a base elsewhere, switching the model it holds, has no forward)
+    if function in facts.maybe_forward_reachable and _only_on_the_inference_branch(facts, function):
+        return True  # `if target_ids is None: return self.generate(source_ids)`: the forward's callers decide
     if _detached_at_once(facts, forward):
         return False  # cut from its graph before it goes anywhere: no part of a differentiable forward
     if function in facts.maybe_forward_reachable:
@@ -417,6 +420,18 @@ def _part_of_a_modules_forward(facts: FileFacts, forward, mode) -> bool:
     consumed_here = forward.via is None and forward.intent == "evaluation" \
         and not forward.uses & {TRAIN, RETURN, STORE, ESCAPE, HANDED, GIVEN_BACK} and not _trains(facts, forward)
     return not (switched_here or facts.is_evaluation_function(function) or consumed_here)
+
+
+def _only_on_the_inference_branch(facts: FileFacts, function) -> bool:
+    """Is every call of the method, in its class, made where a parameter of the caller is None (`if target_ids is
+    None: return self.generate(source_ids)`): the branch of the forward that decodes, with no targets to train
+    on? (Its outputs may then be cut from their graph: no training path runs it.)"""
+    sites = [site for site in facts.collector.calls if facts.flow.callee_of(site.node) is function]
+    return bool(sites) and all(
+        site.site.function is not None and site.site.function.cls is function.cls and any(
+            type(guard) is cst.If and tested_for_none(guard.test) in site.site.function.param_set
+            and any(node is site.node for node in iter_nodes(guard.body)) for guard in site.site.guards)
+        for site in sites)
 
 
 def _switched_in(facts: FileFacts, function, mode) -> bool:
