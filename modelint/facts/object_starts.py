@@ -127,4 +127,11 @@ class ObjectStarts:
             param = key_root(source) if source is not None else None
             if param in method.param_set and param not in ("self", "cls"):
                 out[cls_name, key] = (method, param)
+        # (a subclass of the file that sets none of them itself keeps them as its base does: `Learner(Base)`,
+        # whose `__init__` hands `net` on to `super().__init__(net=net, ...)`)
+        for cls_name in self.flow.modules.classes:
+            for base in self.flow.class_and_bases(cls_name)[1:]:
+                for (owner, key), kept in list(out.items()):
+                    if owner == base and (cls_name, key) not in assigns:
+                        out.setdefault((cls_name, key), kept)
         return out
