@@ -36,7 +36,8 @@ class LibraryLayers:
                     for arg in call.args)
                 return True, Construction(call, self._nested_dependence(call, nested), parameterless=parameterless)
             return True, Construction(call, layer_dependence_by_name(layer, call),
-                                      parameterless=bool(api.PARAMETERLESS_LAYER.fullmatch(layer)))
+                                      parameterless=bool(api.PARAMETERLESS_LAYER.fullmatch(layer))
+                                      or _norm_without_affine(layer, call))
         if qualified.startswith(api.EXTERNAL_MODEL_PREFIXES):
             return True, Construction(call, Dependence.DEPENDENT)
         if qualified.startswith(api.MODE_FREE_LIBRARY_LAYERS):
@@ -158,3 +159,11 @@ def _literal_list(expr: cst.BaseExpression) -> bool:
     if type(expr) is cst.BinaryOperation and type(expr.operator) is cst.Add:
         return _literal_list(expr.left) and _literal_list(expr.right)
     return type(expr) in (cst.List, cst.ListComp, cst.Tuple, cst.GeneratorExp)
+
+
+def _norm_without_affine(layer: str, call: cst.Call) -> bool:
+    """`nn.BatchNorm1d(2, affine=False)` (`elementwise_affine=False` for LayerNorm): running statistics only,
+    no weight or bias, so nothing for autograd to record."""
+    keyword = "elementwise_affine" if layer == "LayerNorm" else "affine"
+    return ("Norm" in layer and any(arg.keyword is not None and arg.keyword.value == keyword
+                                    and type(arg.value) is cst.Name and arg.value.value == "False" for arg in call.args))
