@@ -28,7 +28,7 @@ from modelint.facts.uses import DETACHED
 from modelint.facts.phases import decide
 from modelint.facts.lattice import GradFact, ModeFact, mode_of_call
 from modelint.facts.loops import container_of_every_entry
-from modelint.facts.names import dotted, tokens, value_key
+from modelint.facts.names import dotted, literal_value, tokens, value_key
 from modelint.facts.modules import Dependence, unwrap_chain
 from modelint.facts.naming import EVAL_WORDS, TRAIN_WORDS, names_evaluation_data
 from modelint.facts.provenance import receiver_key
@@ -164,7 +164,9 @@ class CallEffects(FollowedNames, SummaryEffects, ModeContexts, TrainingSteps, Ha
                     # (not a compiled extension's `forward()` function, nor the method of a model written by hand
                     # on plain tensors, run through its summary)
                     if receiver not in flow.imports.modules and not (plain and _hand_written_on_plain_tensors(
-                            callee.cls, flow.collector.classes)) and not self._another_frameworks(receiver):
+                            callee.cls, flow.collector.classes)) and not self._another_frameworks(receiver) \
+                            and not self._plain_class_setting_no_mode(self._imported_class_of(receiver)):
+                        # (not `grid.forward()` of a plain class of another file building anchors either)
                         self.forward(call, receiver, state)
                 elif (method == "backward" and local is None) or (method == "step" and (
                         flow.is_optimizer(receiver) or (local is None and flow.handed_one_optimizer(call)))):
@@ -369,6 +371,8 @@ def _hand_written_on_plain_tensors(cls, classes) -> bool:
         if type(call.func) is cst.Attribute and call.func.attr.value in by_hand and call.args:
             continue
         name = call.func.attr.value if type(call.func) is cst.Attribute else dotted(call.func) or ""
+        if name == "requires_grad_" and call.args and literal_value(call.args[0].value) is False:
+            continue  # (`self._lstm.requires_grad_(False)`: a wrapper freezing the module it holds)
         if name in ("backward", "requires_grad_", "grad", "Parameter") or name.endswith(".Parameter") \
                 or any(arg.keyword is not None and arg.keyword.value == "requires_grad" for arg in call.args):
             return False
