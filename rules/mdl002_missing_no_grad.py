@@ -22,6 +22,7 @@ from modelint.facts.names import dotted, key_root, literal_value
 from modelint.facts.walk import iter_nodes
 from modelint.facts.input_gradients import imported_builders, model_class_unseen, needs_input_gradients
 from modelint.facts.regions import built_with_grad_free_forward, grad_effect
+from modelint.facts.returned_closures import own_returns
 from modelint.facts.scopes import loops_around
 from modelint.facts.summaries import qualname
 from modelint.textutil import code_of
@@ -162,6 +163,8 @@ class MissingNoGrad(Rule):
         elif intent == "returned":
             # Handed to the caller: evaluation if the model was put in eval mode, or if the function is
             # named for it and turned the output into predictions first (`softmax`, `argmax`).
+            if _handed_back_by_its_factory(function) and not facts.flow.has_callers(function):
+                return None  # (`model_fn` of `get_model_fn(model)`: whoever gets it decides, none of them here)
             if not (eval_mode or ("eval" in forward.uses and facts.is_evaluation_function(function))
                     or _wrapper_evaluates_it_elsewhere(facts, forward) or loaded_to_predict(facts, forward)):
                 return None
@@ -432,6 +435,14 @@ def _only_on_the_inference_branch(facts: FileFacts, function) -> bool:
             type(guard) is cst.If and tested_for_none(guard.test) in site.site.function.param_set
             and any(node is site.node for node in iter_nodes(guard.body)) for guard in site.site.guards)
         for site in sites)
+
+
+def _handed_back_by_its_factory(function) -> bool:
+    """Is the function a closure its enclosing function returns (`def get_model_fn(model): def model_fn(x): ...;
+    return model_fn`)?"""
+    outer = function.outer if function is not None and function.cls is None else None
+    return outer is not None and any(type(r.value) is cst.Name and r.value.value == function.name
+                                     for r in own_returns(outer.node))
 
 
 def _switched_in(facts: FileFacts, function, mode) -> bool:
