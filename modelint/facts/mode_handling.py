@@ -17,7 +17,7 @@ import re
 import libcst as cst
 
 from modelint.facts.base_shapes import a_visible_base_elsewhere_switches
-from modelint.facts.names import dotted, handed_at, literal_value
+from modelint.facts.names import chain_runs, dotted, handed_at, literal_value
 from modelint.facts.naming import names_a_function
 from modelint.facts.walk import iter_nodes
 
@@ -285,10 +285,17 @@ def classes_frozen_at_construction(collector) -> dict[str, str]:
             positional = function.positional_params
             position = positional.index(flag) - 1 if flag in positional else -1  # (after `self`; -1: by keyword)
             out[cls.name] = f"{flag}:{position}"
+    kept: dict[str, list[bool]] = {}  # (a wrapper keeping `torch.hub.load(...).eval().requires_grad_(False)`)
+    for assign in collector.attribute_assigns:
+        function, cls = assign.site.function, assign.site.cls
+        if function is not None and cls is not None and function.name == "__init__" and type(assign.value) is cst.Call:
+            kept.setdefault(cls.name, []).append(chain_runs(assign.value, "requires_grad_", False))
+    out.update({name: "" for name, frozen in kept.items() if all(frozen) and name not in out})
     for site in collector.calls:
         if site.site.cls is not None and site.site.cls.name in out and _unfreezes(site.node):
             del out[site.site.cls.name]  # (`unfreeze()`: gradients back on somewhere)
     return out
+
 
 
 def built_frozen(spec: str | None, call: cst.Call) -> bool:

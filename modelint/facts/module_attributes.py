@@ -11,6 +11,7 @@ import re
 
 import libcst as cst
 
+from modelint.facts.names import chain_runs
 from modelint.facts.torch_layers import Dependence
 
 
@@ -26,6 +27,18 @@ class ModuleAttributes:
                 built = [self.module_expression(v)[0] if type(v) is cst.Call else None for v in own]
                 return all(b is not None and b.parameterless for b in built)
         return self._attribute_facts(name)[0]
+
+    def built_in_eval(self, cls) -> bool:
+        """A wrapper whose `__init__` keeps modules only after putting them in eval mode (`self.model =
+        torch.hub.load(...).to(device).eval()`, a frozen feature extractor) and builds no other: built, it runs in
+        eval mode, whatever its own flag says."""
+        kept = [a for a in self.self_assigns if a.site.cls is cls and a.value is not None]
+        if not kept or any(a.site.function is None or a.site.function.name != "__init__" for a in kept
+                           if type(a.value) is cst.Call):
+            return False
+        switched = [a for a in kept if chain_runs(a.value, "eval")]
+        return bool(switched) and not any(self.module_expression(a.value)[0] is not None for a in kept
+                                          if a not in switched and type(a.value) is cst.Call)
 
     def submodule_dependence(self, name: str) -> Dependence | None:
         """When every `self.<name> = ...` of the file's classes builds a module with weights (`self.encoder =
@@ -150,4 +163,3 @@ def _attribute_reads(collector) -> dict[str, int] | None:
             if id(node) not in targets:
                 reads[node.attr.value] = reads.get(node.attr.value, 0) + 1
     return reads
-

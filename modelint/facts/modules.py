@@ -306,7 +306,8 @@ class ModuleTable(WaitingOnImports, LocalLayers, Registries, ModuleAttributes, B
             handed = self._handed_layers(project, call, _nested) if dependence is not Dependence.DEPENDENT else None
             return Construction(call, dependence if handed is None else max(dependence, handed),
                                 parameterless=handed is None and self._solved and self.kinds.holds_no_weights(project),
-                                runs_loaded=project.name in self.loaded_classes)
+                                runs_loaded=project.name in self.loaded_classes,
+                                starts_in_eval=self.built_in_eval(project))
         if type(func) is cst.Attribute and func.attr.value == "load_from_checkpoint" \
                 and not self._defines_own(func.value, "load_from_checkpoint"):
             # Lightning's classmethod builds the class (`cls(**hparams)`, in training mode) and loads its weights:

@@ -320,3 +320,14 @@ def handed_at(call: cst.Call, param: str, position: int) -> cst.BaseExpression |
     if found is None and 0 <= position < len(positional) and not any(arg.star for arg in positional[:position + 1]):
         found = positional[position].value
     return found
+
+
+def chain_runs(value: cst.BaseExpression, method: str, flag: object = None) -> bool:
+    """Does the chain of calls `value` is (`torch.hub.load(...).to(device).eval().requires_grad_(False)`) run
+    `.method()`, with no argument, or with the literal `flag` as its only one when given?"""
+    while type(value) is cst.Call and type(value.func) is cst.Attribute:
+        if value.func.attr.value == method and (not value.args if flag is None else len(value.args) == 1
+                                                 and literal_value(value.args[0].value) == flag):
+            return True
+        value = value.func.value
+    return False
