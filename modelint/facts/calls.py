@@ -185,7 +185,7 @@ class CallEffects(FollowedNames, SummaryEffects, ModeContexts, TrainingSteps, Ha
                         and not self._summarised_elsewhere(call, state, receiver):
                     # (a parameter's `model.encode_image(x)`: what its callers hand it decides)
                     self.forward(call, receiver, state, method=method)
-                elif local is not None and call.args and getattr(flow.local_functions.get(local), "is_abstract", False) \
+                elif call.args and getattr(flow.local_functions.get(local or ""), "is_abstract", False) \
                         and self._module_receiver(state, receiver) and not flow.overriders(call, self.out.function):
                     # `self.predict_proba(X)` left to subclasses of a module: they run its layers on X. (Not when
                     # the subclasses are in sight: what they write is what runs, `a + b / T` or a forward.)

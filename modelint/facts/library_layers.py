@@ -165,5 +165,5 @@ def _norm_without_affine(layer: str, call: cst.Call) -> bool:
     """`nn.BatchNorm1d(2, affine=False)` (`elementwise_affine=False` for LayerNorm): running statistics only,
     no weight or bias, so nothing for autograd to record."""
     keyword = "elementwise_affine" if layer == "LayerNorm" else "affine"
-    return ("Norm" in layer and any(arg.keyword is not None and arg.keyword.value == keyword
-                                    and type(arg.value) is cst.Name and arg.value.value == "False" for arg in call.args))
+    return "Norm" in layer and any(arg.keyword is not None and arg.keyword.value == keyword
+                                   and literal_value(arg.value) is False for arg in call.args)

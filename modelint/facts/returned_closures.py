@@ -63,8 +63,8 @@ class ReturnedClosures:
         functions some `name = factory(...)` or `self.x = self.factory(...)` calls: no other is asked about)."""
         called = {value.func.value for key, value, _site in self.collector.call_assigns
                   if "." not in key and type(value.func) is cst.Name}
-        called |= {value.func.attr.value for key, value, _site in self.collector.call_assigns
-                   if key.startswith("self.") and type(value.func) is cst.Attribute and dotted(value.func.value) == "self"}
+        called |= {value.func.attr.value for key, value, _site in self.collector.call_assigns if key.startswith("self.")
+                   and type(value.func) is cst.Attribute and dotted(value.func.value) == "self"}
         out = {}
         returns_of: dict = {}
         for (outer, name), nested in self.nested_functions.items():
