@@ -143,7 +143,8 @@ NOT_MODULE_BASE = re.compile(r"(Trainer|Callback|Arguments|Args|Config|Tokenizer
 # of modules; none records a graph outside its own gradient tape): their classes are no PyTorch modules,
 # and a file that imports one of them and never torch is not PyTorch code (see modelint.engine).
 OTHER_FRAMEWORKS = ("tensorflow", "keras", "tf_keras", "flax", "jax", "haiku", "equinox", "megengine", "paddle",
-                    "mindspore", "oneflow", "jittor", "mxnet", "tinygrad", "caffe")
+                    "mindspore", "oneflow", "jittor", "mxnet", "tinygrad", "caffe", "mlx", "chainer", "objax", "trax",
+                    "dynet")
 OTHER_FRAMEWORK_PREFIXES = tuple(name + "." for name in OTHER_FRAMEWORKS)
 # Libraries whose classes are never torch modules, though a class deriving from one may define `forward`
 # (skorch's `NeuralNet(BaseEstimator)` wraps a module and calls it in its own `forward()`): the scientific
