@@ -383,14 +383,14 @@ def wraps_forward(method: str) -> bool:
     """A method of a module, defined where we cannot see, that runs its forward pass: `forward_features`,
     `predict_step`, `evaluation_step`, `generate` (Hugging Face), CLIP's `encode_image`/`encode_text`. (Not a
     bare `encode`: sentence-transformers' sets eval mode and no_grad itself.) Other methods (`get_metrics`,
-    `freeze`, `predict` of a scikit-style wrapper that sets its own mode) are left alone, and so are
-    accessors and optimisation hooks that only end like one (`get_step`, `optimizer_step`)."""
-    if method.startswith(_NOT_FORWARD_PREFIXES):
+    `freeze`, `predict` of a scikit-style wrapper that sets its own mode) are left alone, and so are accessors,
+    optimisation hooks and updates that only end like one (`get_step`, `optimizer_step`, `train_step`)."""
+    if method.startswith(_NOT_FORWARD_PREFIXES) or set(tokens(method)) & _UPDATE_WORDS:
         return False
-    return method.startswith(("forward", "encode_")) or method.endswith(("_forward", "_step")) \
-        or method == "generate"
+    return method.startswith(("forward", "encode_")) or method.endswith(("_forward", "_step")) or method == "generate"
 
 
+_UPDATE_WORDS = frozenset({"train", "training", "fit", "learn", "sgd", "optim", "optimize", "optimizer", "backward"})
 _NOT_FORWARD_PREFIXES = ("get_", "set_", "reset_", "is_", "has_", "num_", "increment_", "update_", "optimizer_",
                          "lr_scheduler_", "scheduler_", "on_", "zero_", "log_")
 
