@@ -392,9 +392,10 @@ def _part_of_a_modules_forward(facts: FileFacts, forward, mode) -> bool:
     helpers, but also flagged Hugging Face's public `get_codebook_indices()`, which callers in other classes
     run under no_grad: left alone.)"""
     function = forward.function
-    if function is not None and function.cls is not None and function.name == "forward" \
-            and facts.may_be_module_class(function.cls):
-        return True  # a module's own forward: its output is the module's, whose callers decide the grad mode
+    if function is not None and function.cls is not None and (
+            (function.name == "forward" and facts.may_be_module_class(function.cls))
+            or (function.name == "__call__" and facts.is_module_class(function.cls))):
+        return True  # a module's own forward (or `__call__` override): its callers decide the grad mode
     if function is not None and function.cls is not None and function.name in ("__call__", "forward") \
             and forward.via is None and forward.intent == "returned" and not _switched_in(facts, function, mode):
         return True  # a callable wrapper's (`normalize_model(net)` handed to an attack): its callers decide too
