@@ -162,6 +162,13 @@ class ObjectModes(ObjectAliases, ObjectExits, ObjectStarts, AttributeLayers):
             if len(params) != 1 or cls.outer is not None or not self.plain_object(cls):
                 continue
             out.setdefault(cls.name, (init, {}))[1][param] = key
+        # (a subclass handing its parameter of that name on to `super().__init__(model)`: the same attribute)
+        for cls_name, info in self.flow.modules.classes.items():
+            init = self.flow.local_functions.get(f"{cls_name}.__init__")
+            for base in self.flow.class_and_bases(cls_name)[1:] if init is not None and info.outer is None else ():
+                for param, key in out.get(base, (None, {}))[1].items():
+                    if param in init.param_set and not self.flow.collector.assigns_to(info, key):
+                        out.setdefault(cls_name, (init, {}))[1].setdefault(param, key)
         return out
 
     def constructor_builds(self, cls_name: str) -> dict[str, ModeFact]:
