@@ -38,6 +38,10 @@ class HandedModels:
         if summary is None or not summary.effects:
             return
         stores = flow.objects.constructor_stores.get(built.name)
+        if stores is None and built.outer is None:  # (a module keeping what it is handed: `Calibrated(base)`)
+            kept = flow.modules.names.kept_from_the_creator(built)
+            stores = (next(iter(kept.values()))[0], {param: key for key, (_init, param) in kept.items()}) \
+                if kept and any(key in summary.effects for key in kept) else None
         if stores is None and not any(key in summary.params for key in summary.effects):
             return
         if stores is not None:
