@@ -242,9 +242,7 @@ def _part_frozen_after_train(facts: FileFacts, fact, step) -> bool:
     its elements: `for m in nets: m.train()`, then `nets[-1].eval()` (a teacher kept in the same list)."""
     if not fact.eval_sites:
         return False
-    switches = [(site, _switched_whole(site)) for site in facts.collector.calls
-                if site.site.function is step.function and type(site.node.func) is cst.Attribute
-                and site.node.func.attr.value == "train" and not site.node.args]
+    switches = [(site, _switched_whole(site)) for site in _train_calls_in(facts, step.function)]
     here = facts.locate(step.call)
     stepping = facts.call_sites.get(step.call)
     step_loops = set(loops_around(stepping))
@@ -271,9 +269,7 @@ def _frozen_beside_the_trained(facts: FileFacts, key: str, fact, step) -> bool:
     here = facts.locate(step.call)
     if not fact.eval_sites or here is None:
         return False
-    trains = [(site, dotted(site.node.func.value)) for site in facts.collector.calls
-              if site.site.function is step.function and type(site.node.func) is cst.Attribute
-              and site.node.func.attr.value == "train" and not site.node.args]
+    trains = [(site, dotted(site.node.func.value)) for site in _train_calls_in(facts, step.function)]
     for site in fact.eval_sites:
         where = facts.call_sites.get(site) if type(site) is cst.Call else None
         at = facts.locate(site)
@@ -286,6 +282,12 @@ def _frozen_beside_the_trained(facts: FileFacts, key: str, fact, step) -> bool:
                 for train, other in trains):
             return False
     return True
+
+
+def _train_calls_in(facts: FileFacts, function) -> list:
+    """The call sites of a plain `x.train()` in the function."""
+    return [site for site in facts.collector.calls if site.site.function is function
+            and type(site.node.func) is cst.Attribute and site.node.func.attr.value == "train" and not site.node.args]
 
 
 def _switched_whole(site) -> str | None:

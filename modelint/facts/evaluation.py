@@ -24,6 +24,7 @@ from modelint.facts.modules import RETURNS_SELF, Dependence, unwrap_chain
 from modelint.facts.names import dotted, literal_value, value_key
 from modelint.facts.naming import is_evaluation_name
 from modelint.facts.phases import describe_value
+from modelint.facts.regions import switches_itself
 from modelint.facts.walk import iter_nodes
 
 
@@ -226,9 +227,7 @@ def forward_switches_to_eval(facts, forward) -> bool:
     info = facts.modules.classes.get(origin) if origin and "." not in origin else None
     method = info.methods.get("forward") if info is not None else None
     body = method.body.body if method is not None and type(method.body) is cst.IndentedBlock else ()
-    return any(type(statement) is cst.SimpleStatementLine and any(
-        type(small) is cst.Expr and type(call := small.value) is cst.Call and dotted(call.func) == "self.eval"
-        for small in statement.body) for statement in body[:3])
+    return any(switches_itself(statement) for statement in body[:3])
 
 
 def loaded_to_predict(facts, forward) -> bool:

@@ -216,8 +216,9 @@ class HandedModels:
         (two policies' `sample`, each a forward of `self`); None when they differ or one is unknown. Torch's own
         classes among them (an optimizer the name held before a wrapper of it) do not count."""
         # (`optimizer = Adam(...)`, then a project's wrapper of it on each branch: torch's class has no such method)
-        classes = sorted(c for c in self._imported_classes_of(receiver) if not self.flow.imports.is_torch_name(c))
-        if len(classes) < 2 and (len(classes) == 0 or len(classes) == len(self._imported_classes_of(receiver))):
+        found = self._imported_classes_of(receiver)
+        classes = sorted(c for c in found if not self.flow.imports.is_torch_name(c))
+        if not classes or len(classes) == len(found) < 2:
             return None
         summaries = []
         for origin in classes:

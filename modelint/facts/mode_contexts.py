@@ -11,7 +11,7 @@ from __future__ import annotations
 import libcst as cst
 
 from modelint.facts import torch_api as api
-from modelint.facts.lattice import GRAD_ENABLED, GradFact, ModeFact
+from modelint.facts.lattice import GRAD_ENABLED, GradFact, ModeFact, mode_of_call
 from modelint.facts.names import dotted, literal_value, value_key
 from modelint.facts.phases import phase_default
 from modelint.facts.scopes import flags_gating
@@ -144,13 +144,6 @@ def class_context_effects(flow, function) -> tuple[str | None, str | None, objec
             if type(statement) is cst.Assign and len(statement.targets) == 1
             and type(target := statement.targets[0].target) is cst.Attribute and dotted(target.value) == "self"}
 
-    def switched_to_eval(node) -> bool:
-        if type(node) is not cst.Call or type(node.func) is not cst.Attribute:
-            return False
-        method = node.func.attr.value
-        return (method == "eval" and not node.args) or \
-            (method == "train" and len(node.args) == 1 and literal_value(node.args[0].value) is False)
-
     def disables_grad(node) -> bool:
         if type(node) is not cst.Expr or type(call := node.value) is not cst.Call:
             return False
@@ -161,7 +154,7 @@ def class_context_effects(flow, function) -> tuple[str | None, str | None, objec
             return entered is not None and flow.grad_effect(entered) == "free"
         return flow.grad_effect(call) == "free"  # (`torch.set_grad_enabled(False)`)
 
-    evals = any(switched_to_eval(node) for node in iter_nodes(enter.node.body)) and any(
+    evals = any(type(node) is cst.Call and mode_of_call(node) == "eval" for node in iter_nodes(enter.node.body)) and any(
         type(node) is cst.Call and type(node.func) is cst.Attribute and node.func.attr.value == "train"
         for node in iter_nodes(leave.node.body))
     flags = {name: value.value for name, value in kept.items()

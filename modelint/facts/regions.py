@@ -13,6 +13,7 @@ from typing import NamedTuple
 import libcst as cst
 
 from modelint.facts import torch_api as api
+from modelint.facts.lattice import mode_of_call
 from modelint.facts.modules import rewraps
 from modelint.facts.mode_handling import built_frozen
 from modelint.facts.names import NOT_LITERAL, dotted, literal_value
@@ -215,7 +216,7 @@ def _method_grad(imports, method: cst.FunctionDef, wrappers: frozenset[str]) -> 
     if any(disables_grad(imports, d.decorator, wrappers) for d in method.decorators):
         return "free"
     body = _body(method)
-    while len(body) > 1 and _switches_itself(body[0]):
+    while len(body) > 1 and switches_itself(body[0]):
         body = body[1:]  # (`self.eval()` first: an inference-only module setting its own mode)
     if len(body) == 1 and type(body[0]) is cst.With and len(body[0].items) == 1:
         item = body[0].items[0].item
@@ -227,13 +228,11 @@ def _method_grad(imports, method: cst.FunctionDef, wrappers: frozenset[str]) -> 
     return None
 
 
-def _switches_itself(statement) -> bool:
+def switches_itself(statement) -> bool:
     """`self.eval()` (or `self.train(False)`) as a statement."""
     call = statement.body[0].value if type(statement) is cst.SimpleStatementLine and len(statement.body) == 1 \
         and type(statement.body[0]) is cst.Expr else None
-    return type(call) is cst.Call and type(call.func) is cst.Attribute and dotted(call.func.value) == "self" \
-        and (call.func.attr.value == "eval" or (call.func.attr.value == "train" and len(call.args) == 1
-                                                and literal_value(call.args[0].value) is False))
+    return type(call) is cst.Call and mode_of_call(call) == "eval" and dotted(call.func.value) == "self"
 
 
 def _body(method: cst.FunctionDef) -> list:
