@@ -185,6 +185,8 @@ class FileSummary:
     # Mode-dependent nn.Module classes defined here whose only mode dependence is their own reading of
     # `self.training` (a NoisyNet layer), with no Dropout or BatchNorm of torch's at any depth.
     own_mode_classes: set[str] = field(default_factory=set)
+    # Top-level functions that run the function they are handed under no_grad: decorators (`@make_nograd_func`).
+    grad_wrappers: frozenset[str] = frozenset()
     # Every top-level function defined here, summarised or not (`def masked_mae(...)`): a name another
     # file stores on an object (`self.loss = util.masked_mae`) is a function, not a model.
     plain_functions: set[str] = field(default_factory=set)
@@ -195,9 +197,10 @@ class FileSummary:
     # when every such call is lexically under no_grad; the qualnames of the functions holding the others,
     # when those are functions nothing here calls (their callers elsewhere decide).
     method_calls: dict[str, bool | tuple[str, ...]] = field(default_factory=dict)
-    # The same calls: name -> True when every one comes after the function put the receiver (or an object
-    # holding it) in eval mode (`model.eval()`, then `model.encoder.get_embeddings(loader)`).
-    method_calls_in_eval: dict[str, bool] = field(default_factory=dict)
+    # The same calls: name -> the parts of the receiver every one comes after the function put in eval mode: ""
+    # the receiver itself or an object holding it (`model.eval()`, then `model.encoder.get_embeddings(loader)`),
+    # "model" its `.model` (`learner.model.eval()`, then `learner.infer(faces)`).
+    method_calls_in_eval: dict[str, frozenset[str]] = field(default_factory=dict)
     # Functions of other files called here (as this file names them): True when every call runs under no_grad.
     grad_free_calls: dict[str, bool] = field(default_factory=dict)
     # Callables imported from other files (as imported) handed a model here: argument slot (position or
@@ -410,10 +413,12 @@ class ProjectIndex:
 
     def method_called_only_in_eval(self, name: str, defined_in: str) -> bool:
         """Do other files call a method of this name on objects they cannot place, and always after
-        putting the receiver in eval mode? (Its own class never does: these may be its callers.)"""
+        putting the receiver in eval mode? (Its own class never does: these may be its callers.) With
+        `name` written "infer:model", after putting the receiver's `.model` in eval mode will do."""
+        name, _, part = name.partition(":")
         calls = [summary.method_calls_in_eval[name] for path, summary in self.files.items()
                  if path != os.path.abspath(defined_in) and name in summary.method_calls_in_eval]
-        return bool(calls) and all(calls)
+        return bool(calls) and all("" in parts or (part and part in parts) for parts in calls)
 
     def resolve_class(self, reference: str, from_path: str, _seen: frozenset = frozenset()) -> int | None:
         """Mode-dependence of a project class imported as `reference`, if the index has it. A class that
@@ -476,6 +481,12 @@ class ProjectIndex:
         """Is the project class imported as `reference` a module whose `forward` turns autograd off in eval mode?"""
         found = self._defining(reference, from_path)
         return found is not None and reference.rpartition(".")[2] in found.grad_follows_mode_classes
+
+    def grad_wrapper(self, reference: str, from_path: str) -> bool:
+        """Is the project function imported as `reference` a decorator running what it wraps under no_grad?"""
+        name = reference.rpartition(".")[2]
+        found = self._defining(reference, from_path, defines=lambda summary: name in summary.grad_wrappers)
+        return found is not None and name in found.grad_wrappers
 
     def needs_input_gradients(self, reference: str, from_path: str) -> bool:
         """Does the project class imported as `reference` take input gradients in its `forward`?"""

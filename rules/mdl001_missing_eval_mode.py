@@ -327,7 +327,7 @@ class MissingEvalMode(Rule):
                 f"call `{key}.eval()` before evaluating",
                 stmt=site.site.stmt if site else None,
                 fix=_insert_eval(facts, forward, site, trains_here) if site and via is None else None,
-                notes=notes, related=related,
+                notes=notes, related=related, method_callers_switch=_switchable_by_users(facts, forward),
             )
         caller = f"{forward.function.name}()" if forward.function is not None else "the module-level script"
         callee = forward.callee.shown_name
@@ -337,6 +337,22 @@ class MissingEvalMode(Rule):
                    f"inside it")
         caller_note = f"{caller} calls `{callee}()` with `{key}` in training mode"
         return helper_report(facts, forward, message, caller_note, proof)
+
+
+def _switchable_by_users(facts: FileFacts, forward) -> str | None:
+    """A public method evaluating a model its object holds (`self.model`), in the mode the object was built in
+    (nothing here calls the method, and it switches nothing itself): the object's users may put that model in
+    eval mode first (`learner.model.eval()`, then `learner.infer(faces)`). "infer:model" for
+    Report.method_callers_switch: the runner drops the report when other files do so at every call."""
+    function = forward.function
+    if function is None or function.cls is None or forward.via is not None or not forward.key.startswith("self.") \
+            or function.name.startswith("_") or facts.flow.has_callers(function):
+        return None
+    for site in forward.mode.train_sites:
+        where = facts.call_sites.get(site) if type(site) is cst.Call else None
+        if where is not None and where.site.function is function:
+            return None  # (it puts the model in training mode itself)
+    return f"{function.name}:{forward.key.removeprefix('self.')}"
 
 
 def _sets_its_own_mode_only(facts: FileFacts, forward) -> bool:

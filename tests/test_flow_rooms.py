@@ -1216,3 +1216,41 @@ def test_a_test_of_the_last_index() -> None:
     assert holds("i >= len(batches) - 1")
     assert not holds("i == len(steps)") and not holds("j == len(steps) - 1") and not holds("i % 100 == 0")
     assert not holds("i <= len(steps) - 1")
+
+
+# -- flag_order.py: a flag normalised once, before its tests --------------------------------------
+
+
+def test_a_flag_rebound_only_before_its_tests() -> None:
+    from modelint.facts.flag_order import rebound_only_before
+
+    facts = facts_of("""
+        import argparse
+        opt = argparse.ArgumentParser().parse_args()
+        if opt.weight == 0:
+            opt.use_head = False
+        for epoch in range(3):
+            if opt.use_head:
+                pass
+            if epoch == 1:
+                opt.late = True
+            if opt.late:
+                pass
+        def helper():
+            opt.inner = True
+        if opt.inner:
+            pass
+        if opt.after:
+            pass
+        opt.after = False
+        """)
+    tests = {dotted_test: node for node in facts.collector.module_node.body[3].body.body
+             if type(node) is cst.If and (dotted_test := cst.Module([]).code_for_node(node.test))}
+    flow = facts.flow
+    assert rebound_only_before(flow, "opt.use_head", [tests["opt.use_head"]])
+    assert not rebound_only_before(flow, "opt.late", [tests["opt.late"]])  # (rebound in the loop)
+    module = facts.collector.module_node.body
+    assert not rebound_only_before(flow, "opt.inner", [module[5]])  # (rebound in a function)
+    assert not rebound_only_before(flow, "opt.after", [module[6]])  # (rebound after the test)
+    assert rebound_only_before(flow, "opt.never", [module[6]])  # (only `opt = ...`, above)
+    assert not rebound_only_before(flow, "opt.never", [module[1]])

@@ -16,7 +16,7 @@ from modelint.facts.definitions import Definitions
 from modelint.facts.scopes import FunctionInfo, Site
 from modelint.facts.flow import ModeFlow
 from modelint.facts.naming import is_evaluation_name, is_test_file
-from modelint.facts.regions import grad_wrappers, lexically_grad_free
+from modelint.facts.regions import grad_wrappers, imported_decorators, lexically_grad_free
 from modelint.facts.modules import ModuleTable
 from modelint.facts.positions import Positions
 from modelint.facts.names import ImportTable, dotted
@@ -81,8 +81,14 @@ class FileFacts:
 
     @cached_property
     def grad_wrappers(self) -> frozenset[str]:
-        """The file's own decorators that run what they wrap under no_grad (`@nograd`)."""
-        return grad_wrappers(self.collector)
+        """The file's own decorators that run what they wrap under no_grad (`@nograd`), and those it imports
+        from the project's other files that the index knows do (`@make_nograd_func`)."""
+        own = grad_wrappers(self.collector)
+        if self.index is None:
+            return own
+        imported = {written for written, references in imported_decorators(self.collector).items()
+                    if any(self.index.grad_wrapper(reference, self.path) for reference in references)}
+        return own | imported if imported else own
 
     @cached_property
     def bound_names(self) -> frozenset[str] | None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import libcst as cst
 
 from modelint.facts import torch_api as api
-from modelint.facts.uses import NONE, TRAIN
+from modelint.facts.uses import NONE, TRAIN, detached
 from modelint.facts.lattice import NO_MODULE, ModeFact, first_site, join_all
 from modelint.facts.modules import unwrap_chain
 from modelint.facts.names import NOT_LITERAL, any_element, dotted, handed_at, key_root, literal_value, value_key
@@ -91,12 +91,13 @@ class Bindings:
                         state.models[inner] = fact
             return
         if key is None:
+            indices = target.elements[1].value if _values_and_indices(self.flow.imports, target, value) else None
             for element in flatten(target):
                 inner = dotted(element)
                 if inner is not None:
                     self.forget(state, inner)
                     self._taint(state, inner)
-                    self._derive(state, element, origins)
+                    self._derive(state, element, detached(origins) if element is indices else origins)
             return
         if key in state.aliases and type(target) is cst.Attribute and not key.startswith("self."):
             del state.aliases[key]  # `scorer._model = other`: no longer the module handed in
@@ -303,6 +304,24 @@ def flatten(target: cst.BaseExpression) -> list[cst.BaseExpression]:
         else:
             out.append(node)
     return out
+
+
+def _values_and_indices(imports, target: cst.BaseExpression, value: cst.BaseExpression | None) -> bool:
+    """`best, index = dist.min(dim=1)`, `scores, labels = torch.topk(p, 5)`: a pair whose second name gets the
+    indices, integers that carry no graph (predictions, like an `argmax`)."""
+    if type(target) not in (cst.Tuple, cst.List) or len(target.elements) != 2 or type(value) is not cst.Call \
+            or type(target.elements[1].value) is not cst.Name:
+        return False
+    func = value.func
+    if type(func) is cst.Attribute and func.attr.value in _PAIRED_METHODS:
+        return bool(value.args) or func.attr.value in ("topk", "sort")
+    qualified = imports.qualify(func) or ""
+    return qualified.startswith("torch.") and qualified.rpartition(".")[2] in _PAIRED_METHODS \
+        and (len(value.args) > 1 or qualified.endswith(("topk", "sort")))
+
+
+# Methods (and torch functions) that, given a dim, return (values, indices).
+_PAIRED_METHODS = frozenset({"max", "min", "topk", "sort", "kthvalue", "median", "mode", "cummax", "cummin"})
 
 
 def _saved_mode(value: cst.BaseExpression, state: State):

@@ -63,15 +63,16 @@ def knowing_the_condition(state: State, stmt: cst.If, holds: bool, made_under, u
     flag = condition[0] if condition is not None else None
     if flag is None or flag.endswith(".training"):
         return state
-    asked = None
-    for key, fact in list(state.models.items()):
-        dropped = {site for site in fact.train_sites | fact.eval_sites
-                   if type(site) is cst.Call and (flag, not holds) in made_under(site)}
-        if dropped and asked is None:
-            asked = unchanging(condition[1])
-        if dropped and asked:
-            state.models[key] = replace(fact, train_sites=fact.train_sites - dropped,
-                                        eval_sites=fact.eval_sites - dropped)
+    dropped = {key: {site for site in fact.train_sites | fact.eval_sites
+                     if type(site) is cst.Call and (flag, not holds) in made_under(site)}
+               for key, fact in state.models.items()}
+    tested = {site for sites in dropped.values() for site in sites}
+    if not tested or not unchanging(condition[1], (stmt, *tested)):
+        return state
+    for key, sites in dropped.items():
+        if sites:
+            fact = state.models[key]
+            state.models[key] = replace(fact, train_sites=fact.train_sites - sites, eval_sites=fact.eval_sites - sites)
     return state
 
 

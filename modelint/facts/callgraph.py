@@ -17,6 +17,7 @@ from modelint.facts import torch_api as api
 from modelint.facts.accessors import is_property
 from modelint.facts.scopes import FunctionInfo
 from modelint.facts.caller_entry import CallerEntry, nested_name
+from modelint.facts.flag_order import rebound_only_before
 from modelint.facts.method_targets import MethodTargets
 from modelint.facts.modules import rewraps
 from modelint.facts.names import BUILTIN_NAMES, dotted, is_super_call
@@ -132,9 +133,10 @@ class CallGraph(MethodTargets, CallerEntry):
         """Call node -> its CallSite (where it sits: function, statement, guards)."""
         return {site.node: site for site in self.collector.calls}
 
-    def unchanging_flag(self, flag: str) -> bool:
+    def unchanging_flag(self, flag: str, tests=()) -> bool:
         """Does nothing in the file rebind `flag` (`args.eval_only`: no `args.eval_only = ...`, `args` bound
-        once, or a parameter; `EVAL_ONLY`: bound once)? Then two tests of it agree."""
+        once, or a parameter; `EVAL_ONLY`: bound once), or only module-level lines before all the `tests` (the
+        nodes about to be compared)? Then two tests of it agree."""
         counts = self.__dict__.get("_binding_counts")
         if counts is None:
             counts = self.__dict__["_binding_counts"] = {}
@@ -164,7 +166,8 @@ class CallGraph(MethodTargets, CallerEntry):
             # (`self.embedder`, set by the constructors only: the same in every other method)
             return all(assign.site.function is not None and assign.site.function.name == "__init__"
                        for assign in self.collector.attribute_assigns if dotted(assign.target) == flag)
-        return counts.get(root, 0) <= 1 and ("." not in flag or counts.get(flag, 0) == 0)
+        return counts.get(root, 0) <= 1 and ("." not in flag or counts.get(flag, 0) == 0) \
+            or bool(tests) and rebound_only_before(self, flag, tests)
 
     @cached_property
     def _calls_of(self) -> dict:

@@ -17,7 +17,7 @@ from modelint.facts.modules import Dependence
 from modelint.facts.names import dotted, key_prefixes
 from modelint.facts.object_orders import handed_methods, object_orders
 from modelint.facts.input_gradients import input_gradient_classes
-from modelint.facts.regions import forward_grad, lexically_grad_free
+from modelint.facts.regions import forward_grad, grad_wrappers, imported_decorators, lexically_grad_free
 from modelint.facts.summaries import qualname
 from modelint.summary import FileSummary, ForwardUse, FunctionSummary, RemoteSite, ReturnFact, StepUse
 
@@ -45,6 +45,8 @@ def file_summary(flow) -> FileSummary:
         for step in (*function_flow.steps.values(), *function_flow.helper_steps.values())
         for fact in step.models.values()
         if fact.origin and fact.dependence is Dependence.UNKNOWN and fact.eval_sites
+    } | {  # a decorator of a function that runs a model: another file's may run what it wraps under no_grad
+        reference for references in imported_decorators(flow.collector).values() for reference in references
     } | {  # a trainer's `self.model = Net()` (not a module's own layers): its methods see it through the object
         built.origin for key, value, site in flow.collector.call_assigns if key.startswith("self.")
         and site.cls is not None and (built := flow.modules.module_expression(value)[0]) is not None
@@ -75,6 +77,7 @@ def file_summary(flow) -> FileSummary:
                        input_gradient_classes=input_gradient_classes(flow),
                        own_mode_classes=flow.modules.own_mode_classes(),
                        classes_waiting=flow.modules.waiting_on_imports() if flow.index is None else {},
+                       grad_wrappers=grad_wrappers(flow.collector),
                        plain_functions={f.name for f in flow.collector.functions if f.outer is None and f.cls is None},
                        submodules=flow.modules.submodules(), asked_submodules=set(flow.asked_submodules),
                        imported=set(flow.imports.bindings.values()), object_orders=object_orders(flow),
@@ -178,12 +181,14 @@ def grad_free_forward_classes(flow, mode: str = "free") -> set[str]:
             and forward_grad(flow.imports, info, flow.grad_wrappers) == mode}
 
 
-def _method_calls_in_eval(flow) -> dict[str, bool]:
-    """The same calls as `_method_calls`: whether each comes, in its function, after an `eval()` of its receiver
-    or of an object holding it, with no `train()` of either between (in the order the calls are written). For a
-    module-level model a function uses without switching it, at each call of that function by the script
-    (`model.eval()` at module level, then `decode(feats)` calling `model.greedy_decode(x)`)."""
-    out: dict[str, bool] = {}
+def _method_calls_in_eval(flow) -> dict[str, frozenset[str]]:
+    """The same calls as `_method_calls`: the parts of the receiver each comes, in its function, after an
+    `eval()` of, with no `train()` of them between (in the order the calls are written), joined over the calls of
+    a name. "" is the receiver itself or an object holding it (`model.eval()`, then
+    `model.encoder.get_embeddings(loader)`); "model" its `.model` (`learner.model.eval()`, then
+    `learner.infer(faces)`). For a module-level model a function uses without switching it, at each call of that
+    function by the script (`model.eval()` at module level, then `decode(feats)` calling `model.greedy_decode(x)`)."""
+    out: dict[str, frozenset[str]] = {}
     switches: dict[object, list[tuple[int, str, str]]] = {}  # function -> (ordinal, receiver, "eval"|"train")
     calls_by_script: dict[object, list[int]] = {}  # function -> the ordinals of its calls at module level
     for ordinal, site in enumerate(flow.collector.calls):
@@ -195,27 +200,36 @@ def _method_calls_in_eval(flow) -> dict[str, bool]:
         if callee is not None:
             calls_by_script.setdefault(callee, []).append(ordinal)
 
-    def last_switch(function, ordinal: int, receiver: str | None):
-        last = None
+    def parts_in_eval(function, ordinal: int, receiver: str | None) -> frozenset[str]:
+        modes: dict[str, str] = {}  # part -> its last switch
         for at, switched, mode in switches.get(function, ()):
-            if at < ordinal and receiver is not None and switched in key_prefixes(receiver):
-                last = mode
-        return last
+            if at >= ordinal or receiver is None:
+                break
+            if switched in key_prefixes(receiver):
+                modes = {"": mode}
+            elif switched.startswith(receiver + "."):
+                part = switched[len(receiver) + 1:]
+                modes = {p: m for p, m in modes.items() if not p.startswith(part + ".")}
+                modes[part] = mode
+                if mode == "train":
+                    modes.pop("", None)  # (the receiver is no longer in eval mode as a whole)
+        return frozenset(part for part, mode in modes.items() if mode == "eval")
 
     for ordinal, site, name in _calls_on_unplaced_objects(flow):
         if name in ("eval", "train"):
             continue
         receiver = dotted(site.node.func.value)
         function = site.site.function
-        last = last_switch(function, ordinal, receiver)
+        parts = parts_in_eval(function, ordinal, receiver)
         root = receiver.split(".")[0] if receiver is not None else None
-        if last is None and function is not None and function.outer is None and function.cls is None \
+        if not parts and function is not None and function.outer is None and function.cls is None \
                 and root in flow.global_models and root not in function.param_set \
                 and root not in flow._assigned_names.get(function, ()) \
                 and set(flow.syntactic_callers(function)) == {None}:
             called = calls_by_script.get(function, ())
-            last = "eval" if called and all(last_switch(None, at, receiver) == "eval" for at in called) else None
-        out[name] = out.get(name, True) and last == "eval"
+            if called and all("" in parts_in_eval(None, at, receiver) for at in called):
+                parts = frozenset({""})
+        out[name] = out[name] & parts if name in out else parts
     return out
 
 

@@ -50,7 +50,7 @@ def disables_grad(imports, expr: cst.BaseExpression, wrappers: frozenset[str] = 
     decorator of the file that calls what it wraps under no_grad (`wrappers`, see grad_wrappers)."""
     if _library_grad_wrapper(imports, expr):
         return True
-    if type(expr) is cst.Name and expr.value in wrappers and expr.value not in imports.bindings:
+    if type(expr) in (cst.Name, cst.Attribute) and wrappers and dotted(expr) in wrappers:
         return True
     if type(expr) is cst.Call:
         return grad_effect(imports, expr) == "free"
@@ -115,9 +115,33 @@ def grad_wrappers(collector) -> frozenset[str]:
             outer = outer.outer
         if outer.cls is not None or not outer.params or site.node.func.value != outer.params[0]:
             continue
-        if in_no_grad_block(collector.imports, site.site):
+        if in_no_grad_block(collector.imports, site.site) and outer.name not in collector.imports.bindings:
             names.add(outer.name)
     return frozenset(names)
+
+
+def imported_decorators(collector) -> dict[str, list[str]]:
+    """The decorators of the file's functions that other files of the project may define, as written here
+    (`make_nograd_func`, `utils.make_nograd_func`) -> the references the index may know them by (one per
+    star-imported module for a name nothing here binds). Only for functions that run or switch a model: the
+    index says which run what they wrap under no_grad (FileSummary.grad_wrappers)."""
+    imports = collector.imports
+    defined = {function.name for function in collector.functions if function.outer is None and function.cls is None}
+    out: dict[str, list[str]] = {}
+    for function in collector.functions:
+        if not function.mode_relevant and not function.calls_params and not function.calls_self_attribute:
+            continue
+        for decorator in function.node.decorators:
+            written = dotted(decorator.decorator)
+            if written is None or written in out:
+                continue
+            qualified = imports.qualify(decorator.decorator)
+            if qualified is not None:
+                if not imports.is_torch_name(qualified) and "." in qualified:
+                    out[written] = [qualified]
+            elif "." not in written and imports.star_modules and written not in defined:
+                out[written] = [f"{module}.{written}" for module in imports.star_modules]
+    return out
 
 
 def in_no_grad_block(imports, site) -> bool:
