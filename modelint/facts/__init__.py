@@ -18,6 +18,7 @@ from modelint.facts.flow import ModeFlow
 from modelint.facts.naming import is_evaluation_name, is_test_file
 from modelint.facts.regions import grad_wrappers, imported_decorators, lexically_grad_free
 from modelint.facts.modules import ModuleTable
+from modelint.facts.input_gradients import spread_to_callers
 from modelint.facts.positions import Positions
 from modelint.facts.names import ImportTable, dotted
 from modelint.facts.walk import iter_nodes
@@ -37,6 +38,7 @@ class FileFacts:
         self.collector.walk(module)
         self.collector.imports.settle()
         self.collector.module_node = module
+        spread_to_callers(self.collector)  # (a method differentiating by its inputs: its callers need autograd)
         # (before any summary is named: a redefined function's earlier definitions are keyed apart)
         self.collector.definitions = Definitions(self.collector)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import libcst as cst
 
 from modelint.facts.modules import unwrap_chain
-from modelint.facts.names import literal_value
+from modelint.facts.names import handed_at, literal_value
 from modelint.facts.scopes import flags_gating
 from modelint.facts.walk import iter_nodes
 
@@ -122,6 +122,8 @@ def needs_input_gradients(facts, forward) -> bool:
         return True
     if function is not None and key in function.param_set and key not in ("self", "cls"):
         return bool(here)
+    if key == "self" and function is not None and function.cls is not None and function.cls.name in here:
+        return True  # (`self.forward(pos)` in its own `predict()`)
     if here and _stored_from_a_parameter(facts, forward):
         return True  # (`self.model = model` in `__init__`: handed by the object's creators, as a parameter is)
     builders = builders_of(facts, forward)
@@ -208,3 +210,46 @@ def gradients_of_inputs_only(function, call: cst.Call) -> bool:
                                       for name in names) \
         and not any(arg.keyword is not None and arg.keyword.value == "create_graph"
                     and not (type(arg.value) is cst.Name and arg.value.value == "False") for arg in call.args)
+
+
+def spread_to_callers(collector) -> None:
+    """A function calling a method of this file's classes that takes input gradients (`self.field.normal(pts)`,
+    a surface's normals as dSDF/dx; `self._compute(pos, compute_force=f)`, forces as -dE/dx) takes them too:
+    the outputs it hands back need autograd, in evaluation as well. Only methods whose name no other method of
+    the file's classes has, and one call deep: the caller's own callers decide with its summary."""
+    if not any(function.uses_input_gradients for function in collector.functions):
+        return
+    defined: dict[str, list] = {}
+    for function in collector.functions:
+        if function.cls is not None and function.outer is None and function.name not in ("forward", "__call__"):
+            defined.setdefault(function.name, []).append(function)
+    # (gradients with respect to what the caller hands it, `points`, not to a value of its own: a temperature
+    # the method calibrates is no input of the caller's)
+    takers = {name: methods for name, methods in defined.items()
+              if all(m.uses_input_gradients and m.input_gradient_names & m.param_set for m in methods)}
+    if not takers:
+        return
+    marked = []
+    for site in collector.calls:
+        func, caller = site.node.func, site.site.function
+        if caller is None or caller.uses_input_gradients or type(func) is not cst.Attribute:
+            continue
+        methods = takers.get(func.attr.value)
+        if methods and any(_asked_by_the_call(method, site.node) for method in methods):
+            marked.append(caller)
+    for caller in marked:
+        caller.uses_input_gradients = True
+
+
+def _asked_by_the_call(method, call: cst.Call) -> bool:
+    """Does the call run the method's input gradients: always, or under a flag of its own the call may set?"""
+    flags = gradients_asked_by(method)
+    if not flags:
+        return True
+    positional = method.positional_params
+    for flag in flags:
+        position = positional.index(flag) - 1 if flag in positional else -1  # (after `self`)
+        handed = handed_at(call, flag, position)
+        if handed is not None and literal_value(handed) not in (False, None, 0):
+            return True
+    return False
