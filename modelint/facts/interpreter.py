@@ -363,7 +363,7 @@ class Interpreter(Loops, Bindings, CallEffects):
                 state.grad = GradFact(free_sites=frozenset({item}), may_enabled=True)
             elif effect is None:
                 restored.extend(self.mode_context(item, state))
-            origins = self.uses.expression(item.item, state.values)
+            origins = self.uses.expression(item.item, state.values) or self.loss_yielded(item.item, state)
             if item.asname is not None:
                 for element in flatten(item.asname.name):
                     key = dotted(element)

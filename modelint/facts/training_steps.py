@@ -34,7 +34,7 @@ class TrainingSteps:
         """Does the call run an update step on what it is handed: an optimizer and a value that carries a
         forward's graph (the loss itself when a model comes with them: `save_checkpoint(model, optimizer,
         metrics)` saves, `take_optimisation_step(optimizer, net, loss)` steps)?"""
-        if not self._hands_an_optimizer(call):
+        if not self._hands_an_optimizer(call) or self._yields_the_loss(call):
             return False
         origins = [origin for arg in call.args for origin in self.uses.expression(arg.value, state.values)]
         if not graph_handed_to_update(origins, self._hands_a_model(call, state)):
@@ -57,6 +57,19 @@ class TrainingSteps:
         if call in self.flow.local_calls or not self._hands_an_optimizer(call):
             return None
         return "optimizer and model" if self._hands_a_model(call, None) else "optimizer"
+
+    def _yields_the_loss(self, call: cst.Call) -> bool:
+        """`with amp.scale_loss(loss, optimizer) as scaled_loss:`: no update itself; its body back-propagates."""
+        site = self.flow.site_of_call.get(call)
+        stmt = site.site.stmt if site is not None else None
+        return type(stmt) is cst.With and any(item.item is call and item.asname is not None for item in stmt.items)
+
+    def loss_yielded(self, item: cst.BaseExpression, state: State):
+        """`with amp.scale_loss(loss, optimizer) as scaled_loss:`: a context manager handed the loss and the
+        optimizer yields that loss (scaled) to back-propagate; what it carries, for the `as` name."""
+        if type(item) is not cst.Call or self.update_call(item) is None:
+            return NONE
+        return frozenset().union(*(self.uses.expression(arg.value, state.values) for arg in item.args))
 
     def _hands_a_model(self, call: cst.Call, state: State | None) -> bool:
         for arg in call.args:
