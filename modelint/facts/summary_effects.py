@@ -159,6 +159,8 @@ class SummaryEffects:
         inline: list[str] = []
         for name, value in arguments.items():
             arg_key = unwrapped_key(value)
+            if arg_key in ("None", "True", "False"):
+                continue  # (`show(None, tokens, attn_data=cached)`: no model handed, the helper runs none)
             if arg_key is not None:
                 bound[name] = state.canonical(arg_key)
             elif type(value) is cst.Call:  # `evaluate(Net(), loader)`: a fresh module
