@@ -151,6 +151,9 @@ class ClassShape:
     # (parameter, position after `self` or -1, `self.<attr>`) for each constructor parameter the class keeps as
     # it is (`def __init__(self, model): self.model = model`): an object built holding its creator's model
     stores: tuple[tuple[str, int, str], ...] = ()
+    # The methods its own `forward` (or `__call__`) calls on `self`: a template's forward hooks
+    # (`return self.inference_forward(*inputs)`), part of the forward of every subclass that writes them
+    forward_hooks: frozenset[str] = frozenset()
 
 
 @dataclass

@@ -14,6 +14,7 @@ from modelint.facts.modules_run import is_module
 from modelint.facts.smoke_tests import dummy_input, initialises_lazy_modules, smoke_test
 from modelint.facts.mode_handling import frozen_attributes, frozen_by_every_caller, frozen_whole
 from modelint.facts.uses import DETACH, ESCAPE, GIVEN_BACK, HANDED, RETURN, STORE, TRAIN
+from modelint.facts.base_shapes import called_by_a_base_forward
 from modelint.facts.batches import destructured_batch, over_batches
 from modelint.facts.branches import tested_for_none
 from modelint.facts.lattice import is_train_site
@@ -405,6 +406,8 @@ def _part_of_a_modules_forward(facts: FileFacts, forward, mode) -> bool:
     if function is None or function.cls is None or forward.key.split(".")[0] != "self" \
             or not facts.may_be_module_class(function.cls) or facts.flow.objects.plain_object(function.cls):
         return False  # (a trainer on a base elsewhere, switching the model it holds, has no forward)
+    if called_by_a_base_forward(facts.flow, function):
+        return True  # `inference_forward()`, which a base of another file's `forward` dispatches to
     if function in facts.maybe_forward_reachable and _only_on_the_inference_branch(facts, function):
         return True  # `if target_ids is None: return self.generate(source_ids)`: the forward's callers decide
     if _detached_at_once(facts, forward):

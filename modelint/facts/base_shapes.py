@@ -20,6 +20,7 @@ import libcst as cst
 
 from modelint.facts import torch_api as api
 from modelint.facts.names import BUILTIN_NAMES, dotted
+from modelint.facts.walk import iter_nodes
 from modelint.summary import ClassShape, ProjectIndex
 
 _STDLIB = frozenset(getattr(sys, "stdlib_module_names", ()))
@@ -138,7 +139,22 @@ def shape_of(receivers, info, hook_calls: frozenset = frozenset()) -> ClassShape
     for key, (init, param) in receivers.modules.names.kept_from_the_creator(info).items():
         positional = init.positional_params[1:]
         stores.append((param, positional.index(param) if param in positional else -1, key))
-    return ClassShape(tuple(bases), frozenset(defines), builds, switches, hook_calls, tuple(sorted(stores)))
+    forward_hooks = frozenset(
+        node.func.attr.value for name in ("forward", "__call__") if name in info.methods
+        for node in iter_nodes(info.methods[name].body) if type(node) is cst.Call and type(node.func) is cst.Attribute
+        and type(node.func.value) is cst.Name and node.func.value.value == "self")
+    return ClassShape(tuple(bases), frozenset(defines), builds, switches, hook_calls, tuple(sorted(stores)),
+                      forward_hooks)
+
+
+def called_by_a_base_forward(flow, function) -> bool:
+    """Does a base defined elsewhere call this method on `self` from its own `forward` (a template dispatching
+    `self.train_forward(...)` or `self.inference_forward(...)` by mode)? Then it is part of the forward: the
+    model's callers decide its grad mode."""
+    if function is None or function.cls is None or function.outer is not None:
+        return False
+    return any(found is not None and function.name in found[0].forward_hooks
+               for _reference, found in _bases_elsewhere(flow, function.cls))
 
 
 def hook_calls(collector, imports) -> dict:

@@ -75,7 +75,9 @@ class CallResolution:
                 else dotted(func) if local.endswith(".__call__") and func.attr.value != "__call__" \
                 else dotted(func.value)  # (`self.recorder(x)`: the object `self.recorder` holds is its `self`)
             return self.summaries.get(local), receiver
-        if type(func) is cst.Attribute and is_super_call(func.value):
+        if type(func) is cst.Attribute and (is_super_call(func.value) or (
+                type(func.value) is cst.Name and func.value.value == "self")):
+            # (`self.predict_box(x)` in a subclass of another file's class that defines it: that base's method)
             return self._resolve_inherited(func.attr.value, enclosing), "self"
         if type(func) is cst.Name:
             qualified = self.imports.bindings.get(func.value)

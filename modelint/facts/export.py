@@ -45,7 +45,7 @@ def file_summary(flow) -> FileSummary:
         for step in (*function_flow.steps.values(), *function_flow.helper_steps.values())
         for fact in step.models.values()
         if fact.origin and fact.dependence is Dependence.UNKNOWN and fact.eval_sites
-    } | {  # a decorator of a function that runs a model: another file's may run what it wraps under no_grad
+    } | _inherited_methods_called(flow) | {  # a decorator of a function that runs a model: another file's may run what it wraps under no_grad
         reference for references in imported_decorators(flow.collector).values() for reference in references
     } | {  # a trainer's `self.model = Net()` (not a module's own layers): its methods see it through the object
         built.origin for key, value, site in flow.collector.call_assigns if key.startswith("self.")
@@ -136,6 +136,30 @@ def _grad_free_calls(flow) -> dict[str, bool]:
 
 _LIBRARIES_OF_NO_PROJECT = frozenset(getattr(sys, "stdlib_module_names", ())) | {
     "torch", "numpy", "np", "scipy", "pandas", "sklearn", "matplotlib", "cv2", "PIL", "tqdm", "transformers"}
+
+
+def _inherited_methods_called(flow) -> set[str]:
+    """`self.predict_box(feats)` in a class of this file that defines no such method, whose base comes from
+    another file: `models.base.GroundingBase.predict_box`, for the index. That method has a caller then (the
+    runner's `called_from_other_files`): its own file cannot see this one."""
+    out: set[str] = set()
+    for site in flow.collector.calls:
+        func, cls = site.node.func, site.site.cls
+        if cls is None or type(func) is not cst.Attribute or type(func.value) is not cst.Name \
+                or func.value.value != "self":
+            continue
+        name = func.attr.value
+        chain = flow.class_and_bases(cls.name)
+        if any(name in info.methods for base in chain if (info := flow.modules.classes.get(base)) is not None):
+            continue
+        for base_name in chain:
+            info = flow.modules.classes.get(base_name)
+            for base in info.bases if info is not None else ():
+                qualified = flow.imports.qualify(base)
+                if qualified is not None and not flow.imports.is_torch_name(qualified) \
+                        and flow.modules.project_class(base) is None:
+                    out.add(f"{qualified}.{name}")
+    return out
 
 
 def _calls_on_unplaced_objects(flow):
