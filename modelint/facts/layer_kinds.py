@@ -17,6 +17,7 @@ import libcst as cst
 from modelint.facts import torch_api as api
 from modelint.facts.collector import Collector
 from modelint.facts.scopes import ClassInfo
+from modelint.facts.settings_attributes import computed_with
 from modelint.facts.names import BUILTIN_NAMES, NOT_LITERAL, dotted, literal_value
 from modelint.facts.walk import calls_in, iter_nodes
 
@@ -158,16 +159,20 @@ class LayerKinds:
                     and not self._weightless_library_base(base) and (self.imports.qualify(base) or dotted(base)) \
                     not in _PLAIN_MIXINS:
                 return False  # (not `abc.ABC` beside `nn.Module`: it adds no weights)
+        forward = info.methods.get("forward")
+        made_per_call = set(iter_nodes(forward.body)) if forward is not None else ()
         for call in info.calls:
             func = call.func
             requires = _requires_grad_argument(call)  # (`nn.Parameter(window, requires_grad=False)`: a constant)
+            if requires is True and call in made_per_call:
+                requires = None  # (made anew by each `forward`, no weight: positions whose forces are asked later)
             if (self.imports.qualify(func) in _WEIGHT_CALLS and requires is not False) or requires is True or \
                     (type(func) is cst.Attribute and func.attr.value in (*_REGISTERING, "requires_grad_")):
                 return False  # (`torch.zeros(n, 1, requires_grad=True)`: weights written out as tensors)
             if not self._weightless_layer(call):
                 return False
         # Whatever it stores that may be a module is a submodule, with its weights (`self.module = m`).
-        numbers = _computed_with(info, self.imports.qualify)
+        numbers = computed_with(info, self.imports.qualify)
         return not any(self._may_be_module(value, method) and dotted(target) not in numbers
                        for target, value, method in self._stored.get(info.name, ()))
 
@@ -230,11 +235,13 @@ class LayerKinds:
         return False
 
     def _makes_constant_tensors(self, info: ClassInfo) -> bool:
-        """Its `forward` fills tensors it makes itself (`torch.zeros(...)`, then `scatter_`): a one-hot or
-        label-smoothing target written as a module, not a model whose layers are still to be written."""
+        """Its `forward` fills tensors it makes itself (`torch.zeros(...)`, then `scatter_`) or makes them of the
+        data it is handed (`torch.tensor(coords)`): a one-hot target or a featurizer written as a module, not a
+        model whose layers are still to be written."""
         forward = info.methods.get("forward")
         return forward is not None and any(
-            type(node) is cst.Call and self.imports.qualify(node.func) in api.CONSTANT_TENSOR_FACTORIES
+            type(node) is cst.Call and (self.imports.qualify(node.func) in api.CONSTANT_TENSOR_FACTORIES
+                                        or self.imports.qualify(node.func) in api.DATA_TENSOR_FACTORIES)
             for node in iter_nodes(forward.body))
 
     def _applies_tensor_functions(self, info: ClassInfo) -> bool:
@@ -308,61 +315,6 @@ class LayerKinds:
 
 
 # Tensor methods and functions whose positional arguments past the tensor are sizes, dimensions or counts.
-_SIZE_METHODS = frozenset({"view", "reshape", "expand", "repeat", "permute", "transpose", "unsqueeze", "squeeze",
-                           "split", "chunk", "narrow", "flatten", "unflatten", "new_zeros", "new_ones", "new_empty",
-                           "topk", "roll", "unfold"})
-_SIZE_FUNCTIONS = frozenset({"range", "torch.zeros", "torch.ones", "torch.empty", "torch.randn", "torch.rand",
-                             "torch.arange", "torch.eye", "torch.nn.functional.one_hot"})
-
-
-def _takes_sizes(call: cst.Call, qualify) -> bool:
-    func = call.func
-    if type(func) is cst.Attribute and func.attr.value in _SIZE_METHODS:
-        return True
-    qualified = qualify(func) or (func.value if type(func) is cst.Name else "")
-    return qualified in _SIZE_FUNCTIONS or (qualified.startswith("tqdm") and qualified.endswith(".trange")) \
-        or qualified.startswith("numpy.")  # (`np.random.randn(n, self.rank)`: NumPy takes numbers, no module)
-
-
-def _computed_with(info: ClassInfo, qualify) -> set[str]:
-    """The attributes the class's code only computes with: operands (`self.smoothing / (self.size - 2)`,
-    `ids == self.pad_id`), indices (`dist[:, self.pad_id]`), keyword values (`device=self.device`), sizes
-    in a tuple or handed to what takes sizes (`D.expand(n, self.doc_len, self.dim)`, `range(0, n, self.step)`,
-    `F.one_hot(y, self.num_classes)`), never called or handed on otherwise: numbers and settings, whatever its
-    constructor was handed."""
-    seen: dict[str, int] = {}
-    plain: dict[str, int] = {}
-    for node in iter_nodes(info.node.body):
-        kind = type(node)
-        if kind is cst.Attribute and type(node.value) is cst.Name and node.value.value == "self":
-            seen[node.attr.value] = seen.get(node.attr.value, 0) + 1
-            continue
-        if kind is cst.BinaryOperation:
-            operands = (node.left, node.right)
-        elif kind is cst.Comparison:
-            operands = (node.left, *(target.comparator for target in node.comparisons))
-        elif kind is cst.UnaryOperation:
-            operands = (node.expression,)
-        elif kind is cst.SubscriptElement and type(node.slice) is cst.Index:
-            operands = (node.slice.value,)
-        elif kind is cst.Arg and node.keyword is not None:
-            operands = (node.value,)
-        elif kind is cst.Element:  # `torch.zeros((n, self.vocab_size))`
-            operands = (node.value,)
-        elif kind is cst.AssignTarget:
-            operands = (node.target,)
-        elif kind is cst.Assign and type(node.value) is cst.Attribute:
-            operands = (node.value,)  # (`self.stride = self.hop`: copied into another attribute)
-        elif kind is cst.Call and _takes_sizes(node, qualify):
-            operands = tuple(arg.value for arg in node.args if arg.keyword is None and not arg.star)
-        else:
-            continue
-        for operand in operands:
-            if type(operand) is cst.Attribute and type(operand.value) is cst.Name and operand.value.value == "self":
-                plain[operand.attr.value] = plain.get(operand.attr.value, 0) + 1
-    return {f"self.{name}" for name, count in plain.items() if count == seen.get(name)}
-
-
 def _registers_buffers(info: ClassInfo) -> bool:
     """It keeps fixed tensors as buffers (a mel filterbank, a window, normalisation constants): a transform
     written as a module, whatever number of inputs its forward takes."""

@@ -287,6 +287,9 @@ DUMMY_TENSOR_FACTORIES = frozenset({
 # Tensors filled with a constant (a grid, a quantile level): no data, and no noise a generator samples from.
 CONSTANT_TENSOR_FACTORIES = frozenset({"torch.empty", "torch.zeros", "torch.ones", "torch.full", "torch.arange",
                                        "torch.ones_like", "torch.zeros_like", "torch.full_like", "torch.empty_like"})
+# What makes a tensor of plain data (coordinates, token lists, arrays): a module doing so converts its input.
+DATA_TENSOR_FACTORIES = frozenset({"torch.tensor", "torch.as_tensor", "torch.from_numpy", "torch.Tensor",
+                                   "torch.FloatTensor", "torch.LongTensor"})
 
 
 @lru_cache(maxsize=4096)
