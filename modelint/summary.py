@@ -108,6 +108,9 @@ class FunctionSummary:
     context_switches: tuple[str, ...] = ()  # the attributes of its object such a method switches (`self.network`)
     context_flag_default: object = None  # for "off-by:<param>": the parameter's default (`no_grad=False`)
     backprops: list[str] = field(default_factory=list)  # parameters it runs backward() on (`backward(loss)`)
+    # those of `backprops` that reach the backward only cut from their graph (`z = z.detach()`, then a probe
+    # trained on `z`): the caller's models are not trained there
+    backprops_cut: list[str] = field(default_factory=list)
     hands_on: list[str] = field(default_factory=list)  # parameters it passes to calls we cannot see into
     transforms: list[str] = field(default_factory=list)  # those of `hands_on` only named functions receive
     # Parameters it only turns into predictions, metrics, files or prints (`save_grid(samples)`, `accuracy(out, y)`).

@@ -331,6 +331,7 @@ def _export(flow, summary: FunctionSummary) -> FunctionSummary | None:
                           context_grad=summary.context_grad, context_switches=summary.context_switches,
                           context_flag_default=summary.context_flag_default,
                           backprops=backprops, evaluates=evaluates,
+                          backprops_cut=[p for p in summary.backprops_cut if p in backprops],
                           hands_on=hands_on, transforms=[p for p in summary.transforms if p in hands_on])
     if summary.phase_param is not None:
         # (`act(policy, obs, mode="eval")` from another file runs only the helper's "eval" branch, as here)

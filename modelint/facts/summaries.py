@@ -155,6 +155,7 @@ def summarise(flow, function_flow, globals_: frozenset[str], closures=()) -> Fun
         summary.context_mode, summary.context_grad, summary.context_flag_default = \
             class_context_effects(flow, function)
     summary.backprops = [p for p in params if "train" in function_flow.uses.get(("param", p), ())]
+    summary.backprops_cut = [p for p in summary.backprops if "graph" not in function_flow.uses.get(("param", p), ())]
     summary.evaluates = [p for p in params if _only_evaluated(function_flow.uses.get(("param", p), ()))]
     if function_flow.follows_parameters and not _yields(function):
         # (cut on purpose somewhere, `.detach()`: a value seen only through a name that aliases it, `feats =

@@ -93,7 +93,8 @@ class SummaryEffects:
                 if through is not None and use.phase_value is not None:
                     self.out.helper_steps[(call, use)].phases.add(use.phase_value)
                 trained.append(key)
-        backpropagated = [arguments[name] for name in summary.backprops if name in arguments]
+        backpropagated = [arguments[name] for name in summary.backprops
+                          if name in arguments and name not in summary.backprops_cut]
         if backpropagated and summary.trains and not summary.steps and any(
                 level != DETACHED and token in self.out.forwards
                 for value in backpropagated for token, level in self.uses.expression(value, state.values)):
