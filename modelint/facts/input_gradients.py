@@ -9,6 +9,7 @@ import libcst as cst
 
 from modelint.facts.modules import unwrap_chain
 from modelint.facts.names import handed_at, literal_value
+from modelint.facts.value_calls import GRADIENT_FUNCTIONS
 from modelint.facts.scopes import flags_gating
 from modelint.facts.walk import iter_nodes
 
@@ -21,6 +22,8 @@ def input_gradient_classes(flow) -> set[str]:
     modules = flow.modules
     found = {f.cls.name for f in flow.collector.functions if f.name == "forward" and f.cls is not None
              and f.uses_input_gradients and modules.is_module_class(f.cls) and not gradients_asked_by(f)}
+    found |= {info.name for info in flow.collector.classes if info.name not in found
+              and modules.is_module_class(info) and _differentiates_in_forward(flow, info)}
     index = flow.index
     if not found and index is None:
         return found
@@ -252,4 +255,30 @@ def _asked_by_the_call(method, call: cst.Call) -> bool:
         handed = handed_at(call, flag, position)
         if handed is not None and literal_value(handed) not in (False, None, 0):
             return True
+    return False
+
+
+def _differentiates_in_forward(flow, info) -> bool:
+    """Does the class's `forward`, or a method of its own it hands over to (two calls deep), call
+    `torch.autograd.grad` on every call (not only under a flag of its own, off by default: `make_adv=False`):
+    a MAML-style inner loop adapting weights on the support set, which no_grad would break (there is no graph
+    to differentiate)?"""
+    def differentiates(node) -> bool:
+        return type(node) is cst.Call and flow.imports.qualify(node.func) in GRADIENT_FUNCTIONS
+
+    bodies, seen = [info.methods.get("forward")], {"forward"}
+    for _depth in range(3):
+        following = []
+        for method in filter(None, bodies):
+            flags = {param.name.value for param in method.params.params
+                     if param.default is not None and literal_value(param.default) is False}
+            if flags_gating(method.body, flags, differentiates) is None:
+                return True
+            for node in iter_nodes(method.body):
+                func = node.func if type(node) is cst.Call else None
+                if type(func) is cst.Attribute and type(func.value) is cst.Name and func.value.value == "self" \
+                        and func.attr.value not in seen and func.attr.value in info.methods:
+                    seen.add(func.attr.value)
+                    following.append(info.methods[func.attr.value])
+        bodies = following
     return False
