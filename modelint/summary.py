@@ -182,7 +182,7 @@ class FileSummary:
     # Module classes whose own `forward` is decorated `@torch.no_grad()` (or the like): calling one records no graph.
     grad_free_forward_classes: set[str] = field(default_factory=set)
     # Module classes whose `__init__` freezes every parameter they hold -> "" or "flag:position", the constructor
-    # flag that must stay False (modelint.facts.mode_handling.classes_frozen_at_construction).
+    # flag that must stay False (modelint.facts.freezing.classes_frozen_at_construction).
     frozen_classes: dict[str, str] = field(default_factory=dict)
     # Module classes whose `forward` runs under `set_grad_enabled(self.training)`: no graph in eval mode.
     grad_follows_mode_classes: set[str] = field(default_factory=set)

@@ -12,7 +12,7 @@ from modelint.facts.evaluation import (effective_grad, effective_mode, forward_t
                                        loaded_to_predict, named_model, result_back_propagated, returned_to_callers)
 from modelint.facts.modules_run import is_module
 from modelint.facts.smoke_tests import dummy_input, initialises_lazy_modules, smoke_test
-from modelint.facts.mode_handling import frozen_attributes, frozen_by_every_caller, frozen_whole
+from modelint.facts.freezing import frozen_attributes, frozen_by_every_caller, frozen_whole
 from modelint.facts.uses import DETACH, ESCAPE, GIVEN_BACK, HANDED, RETURN, STORE, TRAIN
 from modelint.facts.base_shapes import called_by_a_base_forward
 from modelint.facts.batches import destructured_batch, over_batches

@@ -622,7 +622,7 @@ def test_module_classes_without_weights() -> None:
 
 
 def test_phase_parameters_frozen_models_grad_wrappers_and_bound_names() -> None:
-    from modelint.facts.mode_handling import frozen_models
+    from modelint.facts.freezing import frozen_models
     from modelint.facts.phases import phase_parameter
     from modelint.facts.regions import grad_wrappers
 

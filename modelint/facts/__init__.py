@@ -76,8 +76,8 @@ class FileFacts:
 
     @cached_property
     def frozen_models(self) -> frozenset[str]:
-        """Models whose parameters the file freezes: see modelint.facts.mode_handling."""
-        from modelint.facts.mode_handling import frozen_models
+        """Models whose parameters the file freezes: see modelint.facts.freezing."""
+        from modelint.facts.freezing import frozen_models
 
         return frozen_models(self)
 

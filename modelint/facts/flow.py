@@ -20,7 +20,7 @@ from modelint.facts.caller_entry import nested_name
 from modelint.facts.callgraph import CallGraph
 from modelint.facts.optimizers import Optimizers
 from modelint.facts.collector import Collector
-from modelint.facts.mode_handling import classes_frozen_at_construction
+from modelint.facts.freezing import classes_frozen_at_construction
 from modelint.facts.scopes import FunctionInfo
 from modelint.facts.script_modes import globals_left_in_eval
 from modelint.facts.free_models import FreeModels
@@ -176,7 +176,7 @@ class ModeFlow(CallGraph, Optimizers, CallResolution):
 
     @cached_property
     def frozen_classes(self) -> dict[str, str]:
-        """Module classes of this file that freeze their own parameters when built (see mode_handling)."""
+        """Module classes of this file that freeze their own parameters when built (see freezing)."""
         return classes_frozen_at_construction(self.collector)
 
     @cached_property

@@ -15,7 +15,7 @@ import libcst as cst
 from modelint.facts import torch_api as api
 from modelint.facts.lattice import mode_of_call
 from modelint.facts.modules import rewraps
-from modelint.facts.mode_handling import built_frozen
+from modelint.facts.freezing import built_frozen
 from modelint.facts.names import NOT_LITERAL, dotted, literal_value
 from modelint.facts.walk import iter_nodes
 
