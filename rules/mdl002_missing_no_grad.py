@@ -12,7 +12,7 @@ from modelint.facts.evaluation import (effective_grad, effective_mode, forward_t
                                        loaded_to_predict, named_model, result_back_propagated, returned_to_callers)
 from modelint.facts.modules_run import is_module
 from modelint.facts.smoke_tests import dummy_input, initialises_lazy_modules, smoke_test
-from modelint.facts.freezing import frozen_attributes, frozen_by_every_caller, frozen_whole
+from modelint.facts.freezing import frozen_attributes, frozen_by_every_caller, frozen_where_bound, frozen_whole
 from modelint.facts.uses import DETACH, ESCAPE, GIVEN_BACK, HANDED, RETURN, STORE, TRAIN
 from modelint.facts.base_shapes import called_by_a_base_forward
 from modelint.facts.batches import destructured_batch, over_batches
@@ -175,7 +175,8 @@ class MissingNoGrad(Rule):
             return None  # printed, logged or handed on: an evaluation if the model is in eval mode
         if smoke_test(facts, forward, mode):
             return None  # a network just built, run once on made-up input: a shape check, not an evaluation
-        if _part_of(forward.key, frozen_whole(facts, forward.function)) or (
+        if _part_of(forward.key, frozen_whole(facts, forward.function)) \
+                or _part_of(forward.key, frozen_where_bound(facts, function, forward.key)) or (
                 function is not None and forward.key in frozen_attributes(facts, function.cls)) \
                 or frozen_by_every_caller(facts, function, forward.key) or _frozen_in_the_callee(facts, forward):
             return None  # every parameter frozen here first (or by the object's constructor): no graph of its own

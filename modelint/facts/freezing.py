@@ -133,6 +133,13 @@ def _freezings(facts):
             receiver = facts.receivers.of(func.value, site.site.function, site.site.stmt)
             if receiver.module is True and "freeze" not in receiver.defines:
                 yield site.site.function, unwrap_chain(func.value)[0], True
+        elif type(func) is cst.Attribute and type(func.value) is cst.Name and (
+                func.attr.value == "detach_" or (func.attr.value == "requires_grad_" and site.node.args
+                                                 and literal_value(site.node.args[0].value) is False)) \
+                and (loops := [guard for depth, guard in _parameter_loops(site, func.value.value)]):
+            # (`for p in teacher.parameters(): p.detach_()`: every parameter cut off, as `requires_grad = False`)
+            yield site.site.function, loops[0].iter.func.value, not loops[0].iter.args \
+                and loops[0].iter.func.attr.value == "parameters"
         elif type(func) is cst.Attribute and func.attr.value == "requires_grad_" and site.node.args \
                 and literal_value(site.node.args[0].value) is False:
             yield site.site.function, unwrap_chain(func.value)[0], True  # (`teacher.eval().requires_grad_(False)`)
@@ -212,10 +219,10 @@ def built_frozen(spec: str | None, call: cst.Call) -> bool:
     return passed is None or literal_value(passed) is False
 
 
-def _parameter_loops(assign):
+def _parameter_loops(assign, variable: str | None = None):
     """(depth among the guards, loop) for each enclosing `for p in x.parameters()` (or `named_parameters()`)
-    whose variable `p.requires_grad = ...` assigns to."""
-    variable = assign.target.value.value
+    whose variable `p.requires_grad = ...` assigns to (or `variable`, for a call site: `p.detach_()`)."""
+    variable = variable or assign.target.value.value
     for depth, guard in enumerate(assign.site.guards):
         if type(guard) is cst.For and type(guard.iter) is cst.Call \
                 and type(guard.iter.func) is cst.Attribute and guard.iter.func.attr.value in _PARAMETER_LISTS \
@@ -242,3 +249,18 @@ def _head(expr: cst.BaseExpression) -> str | None:
     if type(expr) is not cst.Name:
         return None
     return f"self.{parts[-1]}" if expr.value == "self" and parts else expr.value
+
+
+def frozen_where_bound(facts, function, key: str) -> frozenset[str]:
+    """The models frozen whole in the scope that binds the one `function` uses as a free variable: a global of
+    the script (`for p in teacher.parameters(): p.detach_()` at module level, `teacher(x)` in `test()`), a local
+    of the function a closure is defined in (`scorer.requires_grad_(False)`, then `def score(ids): scorer(ids)`).
+    Empty when `function` binds it itself (frozen_whole answers there)."""
+    root = key.split(".")[0]
+    assigned = facts.flow._assigned_names
+    scope = function
+    while scope is not None and root not in scope.param_set and root not in assigned.get(scope, ()):
+        scope = scope.outer if scope.outer is not None else None
+        if scope is None:
+            return frozen_whole(facts, None) if root in assigned.get(None, ()) else frozenset()
+    return frozen_whole(facts, scope) if scope is not function else frozenset()
