@@ -38,14 +38,16 @@ def is_module(facts, forward, mode: ModeFact) -> bool:
         return False  # `model(paddle.to_tensor(x))`: a network of another framework, whatever its `.eval()`
     if _a_bound_method(facts, forward):
         return False  # `search(q, c, score_function=enc.similarity)`: a method of the object, not a submodule
+    if via is not None and _bound_to_non_modules(facts, forward.function, forward.key):
+        # `processor = AutoProcessor.from_pretrained(...)` or None, handed to a helper that calls it (whatever
+        # the mode of the model handed beside it, which the helper's returned value joins in)
+        return False
     if mode.certain and (mode.train_sites or mode.eval_sites):
         return True
     if mode.origin and facts.receivers.of_qualified(mode.origin, facts.path).module is False:
         return False  # built from a plain class of another file (`PriorBox(object)` with a `forward()` method)
     if _annotated_without_weights(facts, forward.function, forward.key):
         return False  # (`pixel_criterion: nn.L1Loss`, for a PSNR in the training loop)
-    if via is not None and _bound_to_non_modules(facts, forward.function, forward.key):
-        return False  # `processor = AutoProcessor.from_pretrained(...)` or None, handed to a helper that calls it
     func = forward.call.func
     if forward.key == "self" and forward.via is None and _hand_written_model(facts, forward.function):
         return False  # a plain class of plain tensors (a perceptron with its own update rule): no graph
