@@ -257,6 +257,20 @@ def _method_calls_in_eval(flow) -> dict[str, frozenset[str]]:
     return out
 
 
+def _kept_in_eval(flow, qualname: str, part: str):
+    """The constructor's `self.net.eval()` when the method's class keeps `part` (`self.net`) in eval mode: its
+    `__init__` leaves it so, and every method that switches it (or the object) leaves it in eval mode too."""
+    cls = qualname.rpartition(".")[0]
+    init = flow.summaries.get(f"{cls}.__init__")
+    if not cls or part.count(".") != 1 or init is None or init.effects.get(part) != "eval":
+        return None
+    for name, summary in flow.summaries.items():
+        if name.rpartition(".")[0] == cls and (summary.effects.get(part, "eval") != "eval" or summary.effects.get(
+                "self", "eval") != "eval"):
+            return None
+    return init.effect_sites.get(part)
+
+
 def _of_a_module_class(flow, qualname: str) -> bool:
     function = flow.local_functions.get(qualname)
     return function is not None and function.cls is not None and flow.is_module_class(function.cls)
@@ -304,8 +318,10 @@ def _export(flow, summary: FunctionSummary) -> FunctionSummary | None:
     effects = {k: v for k, v in summary.effects.items()
                if not of_the_object(k) or k == "self" or k in kept}
     # (a layer of an `nn.ModuleList` too: `for hop in self.hops: h = hop(graph, h)`)
-    forwards = [replace(u, param="self") if own_parts and u.param.startswith("self.") else u
-                for u in summary.forwards]
+    # (a part its class keeps in eval mode, `self.net.eval()` in `__init__` and after each update, runs in eval
+    # mode whatever the mode of the object around it: TD-MPC's agent acting with its network)
+    forwards = [replace(u, param="self", eval_site=u.eval_site or _kept_in_eval(flow, summary.qualname, u.param))
+                if own_parts and u.param.startswith("self.") else u for u in summary.forwards]
     forwards = [u for u in forwards if not of_the_object(u.param) or u.param == "self" or u.param in kept]
     steps = [u for u in summary.steps if not of_the_object(u.param)]
     returns = summary.returns
