@@ -57,7 +57,8 @@ class Report:
     unless_called: str | None = None
     # A method no caller of which is in sight (or only methods of its class that nothing here calls): the
     # runner drops the report when the run's files call a method of these names (comma-separated) on objects
-    # they cannot place, and only under no_grad: likely its callers.
+    # they cannot place, and only under no_grad: likely its callers. A name may carry the literal of the method's
+    # phase parameter the finding's pass runs with (`update(eval=True)`): only calls handing it count.
     method_callers_unseen: str | None = None
     # A method reached from module-level functions of its file that nothing there calls (`eval_model(model,
     # data)` calling `model.predict(batch)`): their names. The runner drops the report when the run's other

@@ -86,7 +86,8 @@ def _drop_guesses_about_callers(results: list[FileResult], index: ProjectIndex) 
         return (f.unless_called is None or (path, f.unless_called) not in called) \
             and (f.method_callers_unseen is None
                  or not (index.method_called_only_without_grad(f.method_callers_unseen)
-                         or any((path, name) in methods_called for name in f.method_callers_unseen.split(",")))) \
+                         or any((path, name.partition("(")[0]) in methods_called
+                                for name in f.method_callers_unseen.split(",")))) \
             and (f.method_callers_switch is None or not index.method_called_only_in_eval(f.method_callers_switch, f.path)) \
             and not (f.function_callers_unseen and all(index.function_called_only_without_grad(f.path, name)
                                                        for name in f.function_callers_unseen))

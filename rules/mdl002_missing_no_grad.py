@@ -239,7 +239,14 @@ def _method_callers_unseen(facts: FileFacts, forward) -> str | None:
     if facts.flow.called_between_training_steps(function):
         return None  # (`fit()` calling `validate()` between its steps: autograd is on there, whoever calls `fit()`)
     entries = _unseen_entries(facts, function, frozenset())
-    return ",".join(dict.fromkeys(entries)) if entries is not None else None
+    if entries is None:
+        return None
+    # (the pass of the method's own phase parameter it runs in: callers elsewhere that pick it, `eval=True`)
+    phase = dict(forward.phase).get(next(iter(function.phase_names), None)) if len(function.phase_names) == 1 \
+        else None
+    if type(phase) in (bool, str) and list(entries) == [function.name]:
+        entries = [f"{function.name}({next(iter(function.phase_names))}={phase!r})"]
+    return ",".join(dict.fromkeys(entries))
 
 
 def _callers_decide(facts: FileFacts, forward) -> str | None:
