@@ -156,5 +156,12 @@ def method_calls_in_eval(flow) -> dict[str, frozenset[str]]:
             called = calls_by_script.get(function, ())
             if called and all("" in parts_in_eval(None, at, receiver) for at in called):
                 parts = frozenset({""})
+        outer = function.outer if function is not None else None
+        if not parts and outer is not None and root is not None and root not in function.param_set \
+                and root not in flow._assigned_names.get(function, ()) \
+                and all(mode == "eval" for _at, switched, mode in switches.get(outer, ()) if switched == root):
+            # (a closure over a model its factory put in eval mode and never back: `judge.eval()`, then
+            # `def _reward(x): return judge.get_label(x)`)
+            parts = parts_in_eval(outer, len(flow.collector.calls), receiver)
         out[name] = out[name] & parts if name in out else parts
     return out
