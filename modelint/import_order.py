@@ -60,8 +60,8 @@ class _Imports:
 
 
 def waves(paths: list[str], smallest: int | None = None) -> list[Wave]:
-    """The run's files (`paths`) in waves. A notebook, or a file that cannot be read, goes in wave 0: the engine
-    says why."""
+    """The run's files (`paths`) in waves, notebooks by their code cells' imports. A file that cannot be read goes
+    in wave 0: the engine says why."""
     absolute = [os.path.abspath(path) for path in paths]
     scans = {path: _scan(path) for path in absolute}
     resolver = _Resolver(absolute, paths, scans)
@@ -96,11 +96,14 @@ def waves(paths: list[str], smallest: int | None = None) -> list[Wave]:
 
 
 def _scan(path: str) -> _Imports | None:
-    if not path.endswith(".py"):
-        return None
     try:
-        code = limits.code_only(source.read(path))
-    except (source.UnreadableSource, ValueError):
+        if path.endswith(".ipynb"):  # (its code cells: a notebook building a project's model comes after it)
+            code = limits.code_only("\n".join(line for cell in _notebook_cells(path) if cell for line in cell))
+        elif path.endswith(".py"):
+            code = limits.code_only(source.read(path))
+        else:
+            return None
+    except (source.UnreadableSource, ValueError, UnicodeDecodeError, AttributeError, TypeError, OSError):
         return None
     pairs: list[tuple[str, str | None]] = []
     bound: dict[str, tuple[str, str]] = {}
@@ -113,6 +116,13 @@ def _scan(path: str) -> _Imports | None:
         annotation_only = set(for_annotations)
         pairs = [pair for pair in pairs if pair not in annotation_only]
     return _Imports(pairs, for_annotations, bound, set(_TOP_LEVEL_FUNCTION.findall(code)), names_torch(code))
+
+
+def _notebook_cells(path: str) -> list:
+    from modelint.notebook import code_cells
+
+    with open(path, "rb") as handle:
+        return code_cells(handle.read())
 
 
 def _imports(code: str, pairs: list[tuple[str, str | None]], bound: dict[str, tuple[str, str]]) -> None:

@@ -88,6 +88,19 @@ def test_a_notebook_or_an_unreadable_file_goes_first(tmp_path: Path) -> None:
     assert _wave_of(waves(paths, smallest=1), paths) == {"a.ipynb": 0, "models.py": 0, "train.py": 1}
 
 
+def test_a_notebook_comes_after_the_files_its_code_cells_import(tmp_path: Path) -> None:
+    """A notebook building a model class of the project is analysed with that file's summary (a weightless
+    augmentation module of `aug.py` is then no model in training mode)."""
+    import json
+
+    cells = [{"cell_type": "markdown", "source": ["# Demo"]},
+             {"cell_type": "code", "source": ["import torch\n", "from models import Net\n"]},
+             {"cell_type": "code", "source": ["net = Net()\n", "print(net(torch.randn(2, 4)))\n"]}]
+    paths = _write(tmp_path, {"models.py": MODEL, "demo.ipynb": json.dumps({"cells": cells}),
+                              "broken.ipynb": "not json"})
+    assert _wave_of(waves(paths, smallest=1), paths) == {"models.py": 0, "demo.ipynb": 1, "broken.ipynb": 0}
+
+
 def test_each_file_of_an_ordered_package_is_analysed_once(tmp_path: Path, monkeypatch) -> None:
     """The model's file, then the helper's, then the training script: each analysis sees what it imports, and
     nothing is analysed twice."""

@@ -151,3 +151,25 @@ def test_a_notebook_shows_the_order_it_runs_an_objects_methods_in(tmp_path: Path
     _notebook(tmp_path / "run.ipynb", setup, "clf.fit(np.zeros((64, 32)), np.zeros(64))\n"
               "p = clf.predict_proba(np.zeros((4, 32)))\nclf.fit(np.zeros((64, 32)), np.zeros(64))\n")
     assert "learner.py:34:" in check(str(tmp_path)).stdout
+
+
+def test_a_notebook_sees_the_project_classes_it_builds(tmp_path: Path) -> None:
+    """A notebook is analysed after the files its cells import: an augmentation module of the project with no
+    weights is no model evaluated in training mode; one with weights is."""
+    module = ("import torch\nfrom torch import nn\n\n\nclass Brightness(nn.Module):\n"
+              "    def __init__(self, strength=0.4):\n        super().__init__()\n"
+              "        self.range = self._checked(strength)\n\n    def _checked(self, value):\n"
+              "        return [max(1 - value, 0), 1 + value]\n\n    def forward(self, images):\n"
+              "        factor = torch.empty(images.shape[0], 1, 1, 1).uniform_(*self.range)\n"
+              "        return (images * factor).clamp(0, 1)\n")
+    (tmp_path / "augment.py").write_text(module)
+    cells = ("import torch\nfrom torch import nn\nfrom augment import Brightness\n",
+             "aug = nn.Sequential(Brightness(0.5))\nout = aug(torch.rand(8, 3, 32, 32))\n"
+             "print(out.data.cpu().numpy().mean())\n")
+    _notebook(tmp_path / "demo.ipynb", *cells)
+    assert "MDL00" not in check(str(tmp_path)).stdout
+    (tmp_path / "augment.py").write_text(module.replace("        self.range = self._checked(strength)\n",
+                                                        "        self.range = self._checked(strength)\n"
+                                                        "        self.mix = nn.Conv2d(3, 3, 1)\n").replace(
+        "return (images * factor).clamp(0, 1)", "return self.mix((images * factor).clamp(0, 1))"))
+    assert "demo.ipynb:cell 2:2:" in check(str(tmp_path)).stdout

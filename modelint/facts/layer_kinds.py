@@ -231,7 +231,8 @@ class LayerKinds:
             tensor_function = (qualified.startswith("torch.") and qualified.count(".") == 1
                                and qualified not in _MODULE_RETURNING) or qualified.startswith(_NO_MODULE_MAKERS) \
                 or qualified.split(".")[0] in api.NOT_MODULE_LIBRARIES or qualified in _WEIGHT_CALLS  # arrays, tensors
-            return not (tensor_function or (type(value.func) is cst.Name and value.func.value in BUILTIN_NAMES))
+            return not (tensor_function or (type(value.func) is cst.Name and value.func.value in BUILTIN_NAMES)
+                        or _returns_values_only(self.collector, value.func, method))
         return False
 
     def _makes_constant_tensors(self, info: ClassInfo) -> bool:
@@ -315,6 +316,16 @@ class LayerKinds:
 
 
 # Tensor methods and functions whose positional arguments past the tensor are sizes, dimensions or counts.
+def _returns_values_only(collector, func: cst.BaseExpression, method) -> bool:
+    """`self._check_range(strength)`: a method of the same class every `return` of which hands back a literal
+    list, tuple or number (`[max(1 - v, 0), 1 + v]`): a setting, never a module."""
+    if method is None or method.cls is None or type(func) is not cst.Attribute or dotted(func.value) != "self":
+        return False
+    target = method.cls.methods.get(func.attr.value)
+    returned = [node.value for node in iter_nodes(target.body) if type(node) is cst.Return] if target else []
+    return bool(returned) and all(type(value) in (cst.List, cst.Tuple, cst.Integer, cst.Float) for value in returned)
+
+
 def _registers_buffers(info: ClassInfo) -> bool:
     """It keeps fixed tensors as buffers (a mel filterbank, a window, normalisation constants): a transform
     written as a module, whatever number of inputs its forward takes."""
