@@ -46,7 +46,12 @@ def knowing_the_flag(state: State, stmt: cst.If, holds: bool) -> State:
         return state
     key = state.canonical(key)
     current = state.models.get(key)
-    state.put(key, (current if current is not None else ModeFact()).switched("train" if holds else "eval", test))
+    if current is not None and ((current.definitely_train and not holds) or (current.definitely_eval and holds)):
+        return state  # (`model.train()`, then `if model.training: x = jitter(x)`: the other branch never runs)
+    fact = (current if current is not None else ModeFact()).switched("train" if holds else "eval", test)
+    if not holds and current is not None and current.eval_sites:
+        fact = replace(fact, eval_sites=current.eval_sites)  # (what put it in eval mode: the test only reads it)
+    state.put(key, fact)
     return state
 
 
