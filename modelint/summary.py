@@ -362,12 +362,35 @@ class ProjectIndex:
         """Do the files of the run call a method of this name on objects they cannot place, and always under
         no_grad? (The method's own class has no caller in sight: these may be its callers; its own file's
         too, `m.predict(x)` for each `m` of a list of models.)"""
-        methods = name.split(",")  # (several: each method of its class that reaches it, see Report)
+        ok, shown = self._methods_without_grad(name.split(","), frozenset())
+        return ok and shown
+
+    def _methods_without_grad(self, methods: list[str], seen: frozenset) -> tuple[bool, bool]:
+        """(no call of these method names runs with autograd on, some call is seen under no_grad). A tuple: calls
+        in functions of that file nothing there calls, whose callers elsewhere decide (a public method's,
+        `Trainer.test` calling `this_model.test(x)`, by the calls of its own name; met again on the way, it adds
+        nothing)."""
         calls = [(summary.path, summary.method_calls[method]) for summary in self.files.values() for method in methods
                  if method in summary.method_calls]
-        # (a tuple: calls in functions of that file nothing there calls, whose callers elsewhere decide)
-        return bool(calls) and all(free is True or (free is not False and all(
-            self.function_called_only_without_grad(path, function) for function in free)) for path, free in calls)
+        ok, shown = bool(calls), False
+        for path, free in calls:
+            if free is True:
+                shown = True
+            elif free is False:
+                return False, shown
+            else:
+                for function in free:
+                    if "." not in function:
+                        if not self.function_called_only_without_grad(path, function):
+                            return False, shown
+                        shown = True
+                    elif (path, function) not in seen:
+                        inner, inner_shown = self._methods_without_grad([function.rpartition(".")[2]],
+                                                                        seen | {(path, function)})
+                        if not inner:
+                            return False, shown
+                        shown = shown or inner_shown
+        return ok, shown
 
     def run_after(self, defined_in: str, cls: str, first: frozenset[str], then: frozenset[str]) -> bool:
         """May an object of the class `cls` of `defined_in` run a method named in `then` after one named in

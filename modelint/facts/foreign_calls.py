@@ -36,8 +36,9 @@ def method_calls(flow) -> dict[str, bool | tuple[str, ...]]:
             entry = entries[function]
             free = entry.definitely_free or (entry.unknown and not entry.may_enabled) \
                 or _run_by_module_calls_elsewhere(flow, function)
-            if not free and function.cls is None and function.outer is None and not flow.has_callers(function):
-                free = (qualname(function),)
+            if not free and function.outer is None and not flow.has_callers(function) \
+                    and (function.cls is None or not function.name.startswith("_")):
+                free = (qualname(function),)  # (or a public method's: the calls of its name elsewhere decide)
         # (and by the literal it hands a keyword, `trainer.update(model, batch, eval=True)`: a helper's phase)
         for key in (name, *(f"{name}({arg.keyword.value}={value!r})" for arg in site.node.args
                             if arg.keyword is not None and type(value := literal_value(arg.value)) in (bool, str))):

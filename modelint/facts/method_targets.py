@@ -205,7 +205,7 @@ class MethodTargets(ReturnedClosures, BoundClasses):
         bindings = self._scope_bindings(scope).get(name, ())
         if len(bindings) != 1 or bindings[0].kind != "assign":
             return None
-        return self._attribute_class(unwrap_chain(bindings[0].value)[0], scope)
+        return self._attribute_class(unwrap_chain(_either_branch(bindings[0].value))[0], scope)
 
     def _attribute_class(self, node: cst.BaseExpression, scope: FunctionInfo | None) -> str | None:
         """`self.model` in a method of a class that builds one class of this file there, whatever method
@@ -276,3 +276,19 @@ class MethodTargets(ReturnedClosures, BoundClasses):
 _MODULE_API = frozenset({"forward", "train", "eval", "to", "cuda", "cpu", "parameters", "named_parameters",
                          "state_dict", "load_state_dict", "modules", "children", "apply", "zero_grad",
                          "extra_repr", "reset_parameters", "half", "float", "double", "requires_grad_"})
+
+
+def _either_branch(value: cst.BaseExpression) -> cst.BaseExpression:
+    """`self.model.module if multigpus else self.model`: the one object both branches name (a DataParallel
+    wrapper's `.module` is the model it wraps), else the value as it is."""
+    if type(value) is not cst.IfExp:
+        return value
+    body, orelse = _unwrapped_module(value.body), _unwrapped_module(value.orelse)
+    key = dotted(body)
+    return body if key is not None and key == dotted(orelse) else value
+
+
+def _unwrapped_module(node: cst.BaseExpression) -> cst.BaseExpression:
+    while type(node) is cst.Attribute and node.attr.value == "module":
+        node = node.value
+    return node
