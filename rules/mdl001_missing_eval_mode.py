@@ -310,6 +310,8 @@ class MissingEvalMode(Rule):
             return None
         if not trains_here and smoke_test(facts, forward, mode):
             return None
+        if _initialisation_pass(facts, forward, mode):
+            return None  # a model just built, run once, its output bound and never read: a data-aware init pass
         if _mode_chosen_by_caller(forward, mode) and (not trains_here or forward.function.takes_input_gradients):
             return None  # (an attack's backward computes input gradients: no training either)
         if trains_here and (_fitted_input(facts, forward) or _training_batch_statistic(facts, forward, context)
@@ -356,6 +358,20 @@ def _switchable_by_users(facts: FileFacts, forward) -> str | None:
         if where is not None and where.site.function is function:
             return None  # (it puts the model in training mode itself)
     return f"{function.name}:{forward.key.removeprefix('self.')}"
+
+
+def _initialisation_pass(facts: FileFacts, forward, mode) -> bool:
+    """`with torch.no_grad(): res = model(x_train[:1000])`, once, on a model just built (no `train()` or `eval()`
+    since), its output bound and never read: run for what it does to the layers (NODE's data-aware init, lazy
+    shapes), not an evaluation. (Not over batches: a loop or a comprehension computes something to keep.)"""
+    if forward.uses or forward.via is not None or not mode.train_sites or mode.eval_sites \
+            or any(is_train_site(site) for site in mode.train_sites):
+        return False
+    site = facts.call_sites.get(forward.call)
+    if site is None or loops_around(site):
+        return False
+    return not any(type(node) in (cst.ListComp, cst.GeneratorExp, cst.SetComp, cst.DictComp)
+                   and any(inner is forward.call for inner in iter_nodes(node)) for node in iter_nodes(site.site.stmt))
 
 
 def _sets_its_own_mode_only(facts: FileFacts, forward) -> bool:
