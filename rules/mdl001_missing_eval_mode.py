@@ -565,13 +565,20 @@ def _repeated_sample(facts: FileFacts, forward) -> bool:
     """Is the forward repeated on the same input, as Monte Carlo sampling is (`[model(x) for _ in
     range(n)]`)? A loop that binds one of its inputs anew (each frame of a video, each batch) is
     inference over data, which `train()` does not make deliberate."""
-    site = facts.call_sites.get(forward.call)
+    # (or a call on the way to it, in a helper of this file: `for _ in range(n): draws.append(predict_once(net, x))`)
+    via = forward.via
+    calls = [forward.call, *(via.chain if via is not None else ()), *([via.node] if via is not None else [])]
+    return any(_repeated_call(facts, call) for call in calls if isinstance(call, cst.Call))
+
+
+def _repeated_call(facts: FileFacts, call: cst.Call) -> bool:
+    site = facts.call_sites.get(call)
     if site is None:
         return False
-    inputs = _input_names(forward.call)
+    inputs = _input_names(call)
     loops = [node for node in iter_nodes(site.site.stmt)
              if type(node) in (cst.ListComp, cst.GeneratorExp, cst.SetComp, cst.DictComp)
-             and any(inner is forward.call for inner in iter_nodes(node))]
+             and any(inner is call for inner in iter_nodes(node))]
     # (an epoch loop that trains the model between its passes does not repeat one model's forward: the
     # validation inside it, `model.train()` before each batch included, sees new weights every pass)
     loops += [loop for loop in loops_around(site) if not _trains_in(facts, loop)]
