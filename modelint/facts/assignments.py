@@ -47,6 +47,9 @@ class AssignmentRecords:
             self.name_aliases.append((node.targets[0].target.value, node.value.value))
         for target in node.targets:
             self._attribute_targets(target.target, node.value, node)
+        if len(node.targets) == 1 and type(node.targets[0].target) is cst.Name and type(node.value) is cst.IfExp \
+                and type(node.value.body) is cst.Call and type(node.value.orelse) is cst.Call:
+            self.choice_assigns.append((node.targets[0].target.value, node.value, self._site()))
         if len(node.targets) == 1 and type(node.targets[0].target) is cst.Name and type(node.value) is cst.Subscript \
                 and len(node.value.slice) == 1 and type(node.value.slice[0].slice) is cst.Index \
                 and type(node.value.slice[0].slice.value) is cst.SimpleString:

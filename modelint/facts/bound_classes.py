@@ -83,6 +83,13 @@ class BoundClasses:
             if held is not None:  # `model = self.model`
                 classes.add(held)
                 continue
+            if type(node) is cst.IfExp and method is not None:
+                # (`BigNet() if use_big else SmallNet()`: either class, alike in `method` below)
+                chosen = {self._class_called(unwrap_chain(branch)[0], scope) for branch in (node.body, node.orelse)}
+                if None in chosen:
+                    return None
+                classes |= chosen
+                continue
             built = self._class_called(node, scope)
             if built is None and method is not None and type(node) is cst.Call \
                     and self.imports.is_torch_name(self.imports.qualify(node.func)):
@@ -130,6 +137,8 @@ class BoundClasses:
             node = self._wrapped(unwrap_chain(value)[0])
             if "." not in key and self._class_called(node, site.function) is not None:
                 names.add(key)
+        names.update(key for key, value, site in self.collector.choice_assigns
+                     if self._class_called(value.body, site.function) is not None)
         aliases = [(key, node.value) for key, node in
                    ((key, unwrap_chain(value)[0]) for key, value, _site in self.collector.call_assigns)
                    if "." not in key and type(node) is cst.Name]

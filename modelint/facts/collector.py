@@ -55,6 +55,8 @@ class Collector(AssignmentRecords, FastVisitor):
         # into a checkpoint dict, once the name is called: modelint.facts.free_models).
         self.item_assigns: list[tuple[str, cst.Subscript, Site]] = []
         self.name_aliases: list[tuple[str, str]] = []  # `helper = base`: another name of the same object
+        # `model = BigNet() if use_big else SmallNet()`: a name bound to one of two constructions.
+        self.choice_assigns: list[tuple[str, cst.IfExp, Site]] = []
         self.module_uses_gradients = False
         self.module_uses_input_gradients = False
         # Where module-level code asks for input gradients: (its top-level statement, the name it marks or

@@ -166,10 +166,11 @@ class MethodTargets(ReturnedClosures, BoundClasses):
         name, through_module = object_name(call.func)
         if enclosing is None or name is None:
             return None
-        return self._handed_class(enclosing, name, through_module=through_module)
+        return self._handed_class(enclosing, name, through_module=through_module,
+                                  method=call.func.attr.value if type(call.func) is cst.Attribute else None)
 
     def _handed_class(self, function: FunctionInfo, name: str, depth: int = 0, calls=None,
-                      through_module: bool = False) -> str | None:
+                      through_module: bool = False, method: str | None = None) -> str | None:
         """The one class of this file whose objects every call of `function` (or each of `calls`) hands its
         parameter `name`, the caller's own parameter followed up a few calls (`train(Retrieval())` ->
         `encode_data(model, loader)`); wrapped in DataParallel and the like when reached `through_module`."""
@@ -188,9 +189,10 @@ class MethodTargets(ReturnedClosures, BoundClasses):
             if type(passed) is cst.Call and type(passed.func) is cst.Name and passed.func.value in self.modules.classes:
                 classes.add(passed.func.value if passed is not given or not through_module else None)
             elif type(passed) is cst.Name and caller is not None and passed.value in caller.param_set:
-                classes.add(self._handed_class(caller, passed.value, depth + 1, through_module=through_module))
+                classes.add(self._handed_class(caller, passed.value, depth + 1, through_module=through_module,
+                                               method=method))
             elif type(passed) is cst.Name:
-                classes.add(self._class_bound_to(passed.value, caller, set(), through_module)
+                classes.add(self._class_bound_to(passed.value, caller, set(), through_module, method=method)
                             or (self._attribute_alias_class(passed.value, caller) if not through_module else None))
             elif (held := self._attribute_class(passed, caller)) is not None and passed is given:
                 classes.add(held)  # `self._generate_predictions(self.model, loader)`
