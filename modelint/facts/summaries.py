@@ -123,7 +123,10 @@ def summarise(flow, function_flow, globals_: frozenset[str], closures=()) -> Fun
     steps = [s for s in function_flow.steps.values() if s.kind == "backward"] or list(function_flow.steps.values())
     for key in sorted(trains_keys):
         # (a step under `if model.training:` never trains the caller's model in eval mode)
-        step = next((s for s in steps if not _only_in_training(flow, s.call, key)), None)
+        # (and one whose loss reaches it, where that is known: `loss.backward()` on `model(x)`'s loss is no step of
+        # `helper.model`, which `helper.step(x, y)` trains on its own)
+        step = next((s for s in steps if not _only_in_training(flow, s.call, key)
+                     and (not s.reached or any(same_or_nested(key, r) for r in s.reached))), None)
         if step is not None:
             # (one use per phase it runs in, when not in all: `mode` "train" or "train+log", not "eval")
             every = function_flow.phase_param is None or len(step.phases) in (0, len(function_flow.phase_exits))
