@@ -14,6 +14,7 @@ from modelint.facts.modules import Dependence
 from modelint.facts.lattice import is_train_site
 from modelint.facts.names import (NOT_LITERAL, dotted, key_prefixes, literal_value, parameter_owners, same_or_nested,
                                   value_key)
+from modelint.facts.walk import iter_nodes
 from modelint.facts.phase_callers import eval_branch_not_taken, mode_picked_by_callers
 from modelint.facts.scopes import loops_around
 from modelint.summary import RemoteSite
@@ -236,9 +237,10 @@ def _other_model_trained(key: str, step) -> bool:
 
 
 def _part_frozen_after_train(facts: FileFacts, fact, step) -> bool:
-    """`self.train()` and then `self.encoder.eval()` (or `if self.encoder.frozen: self.encoder.eval()`), both
-    in the training function before its step: a part of the model kept in eval mode on purpose (frozen
-    BatchNorm statistics), not a validation that forgot to switch back. The parts of a list of modules are
+    """`self.train()` and then `self.encoder.eval()` (or `if self.encoder.frozen: self.encoder.eval()`; or the
+    whole model, `if args.fixed_network: model.eval()`), both in the training function before the loop of its
+    step: a part of the model kept in eval mode on purpose (frozen BatchNorm statistics), not a validation that
+    forgot to switch back. The parts of a list of modules are
     its elements: `for m in nets: m.train()`, then `nets[-1].eval()` (a teacher kept in the same list)."""
     if not fact.eval_sites:
         return False
@@ -254,8 +256,19 @@ def _part_frozen_after_train(facts: FileFacts, fact, step) -> bool:
         part = _part_name(site.func.value)
         at = facts.locate(site)
         if part is None or at is None or at[:2] > here[:2] or not any(
-                key is not None and part.startswith((key + ".", key + "[].")) and facts.locate(train.node)[:2] < at[:2]
+                key is not None and (part == key or part.startswith((key + ".", key + "[].")))
+                and facts.locate(train.node)[:2] < at[:2] and _on_the_same_path(facts, train, site)
                 for train, key in switches):
+            return False
+    return True
+
+
+def _on_the_same_path(facts: FileFacts, train, site: cst.Call) -> bool:
+    """Does the `eval()` at `site` run after the `train()` call on its path: inside every `if` branch the
+    `train()` is in (not `if mode == "train": net.train()` beside `elif mode == "val": net.eval()`)?"""
+    for guard in train.site.guards:  # (a loop around the `train()` ends before the `eval()` after it)
+        branch = guard.body if type(guard) is cst.If else guard if type(guard) is cst.Else else None
+        if branch is not None and not any(node is site for node in iter_nodes(branch)):
             return False
     return True
 
