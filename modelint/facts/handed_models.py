@@ -15,7 +15,7 @@ import libcst as cst
 
 from modelint.facts import torch_api as api
 from modelint.facts.modules import unwrap_chain
-from modelint.facts.names import key_root, value_key
+from modelint.facts.names import dotted, key_root, value_key
 from modelint.facts.provenance import DEEPCOPY
 from modelint.facts.scopes import own_attribute
 from modelint.facts.state import State
@@ -128,6 +128,8 @@ class HandedModels:
                 and function.cls is not None:
             assigns = self.flow.collector.assigns_to(function.cls, receiver)
             values = [unwrap_chain(assign.value)[0] for assign in assigns]
+            # (`self.encoder = self.encoder.cuda()`: the same object, moved)
+            values = [value for value in values if dotted(value) != receiver]
             bound = values if all(type(value) is cst.Call for value in values) else ()
             if not bound and assigns:
                 # `self.model: Tagger = model`, or `def __init__(self, model: Tagger)`: the class it is annotated with;
