@@ -7,7 +7,8 @@ import libcst as cst
 
 from modelint.facts import FileFacts
 from modelint.facts.evaluation import (effective_grad, effective_mode, evaluation_context, forward_switches_to_eval,
-                                       named_model, fed_by_a_model_in_eval_mode, returned_to_callers)
+                                       forward_trains_itself, named_model, fed_by_a_model_in_eval_mode,
+                                       returned_to_callers)
 from modelint.facts.modules_run import is_module
 from modelint.facts.asked_layers import runs_no_mode_layer
 from modelint.facts.smoke_tests import initialises_lazy_modules, recomputes_norm_statistics, smoke_test
@@ -286,8 +287,8 @@ class MissingEvalMode(Rule):
         context = evaluation_context(facts, forward, grad)
         if context is None or (forward.via is None and returned_to_callers(facts, forward)) \
                 or initialises_lazy_modules(facts, forward) or fed_by_a_model_in_eval_mode(facts, forward) \
-                or forward_switches_to_eval(facts, forward):
-            return None
+                or forward_switches_to_eval(facts, forward) or forward_trains_itself(facts, forward):
+            return None  # (a `forward` that back-propagates its own loss is a training step, in training mode)
         if (not trains_here or _switched_after_training(facts, forward)) \
                 and any(is_train_site(site) for site in forward.mode.train_sites) and _repeated_sample(facts, forward):
             return None  # train() set on the way here on purpose, to sample (MC dropout)

@@ -205,7 +205,9 @@ def class_called(facts, forward) -> str | None:
         return None
     return forward.mode.origin or (facts.flow.class_of_name(key, function) if "." not in key else None) or (
         facts.flow.held_class(function.cls.name, key[5:]) if function is not None and function.cls is not None
-        and key.startswith("self.") and key.count(".") == 1 else None)
+        and key.startswith("self.") and key.count(".") == 1 else None) or (
+        # (a parameter every call here hands an object of one class: `train(loader, model, ...)`)
+        facts.flow._handed_class(function, key) if function is not None and key in function.param_set else None)
 
 
 def forward_trains_itself(facts, forward) -> bool:
