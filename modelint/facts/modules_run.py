@@ -74,7 +74,11 @@ def is_module(facts, forward, mode: ModeFact) -> bool:
 
 def _fed_another_frameworks_tensor(facts, forward) -> bool:
     """Is an input of the call a tensor another framework made (`x = paddle.to_tensor(arr)`, `tf.constant(v)`),
-    directly or through a name every binding of which in its scope makes one?"""
+    directly or through a name every binding of which in its scope makes one? Or is every input a NumPy array
+    (`metric.forward(gt.numpy().ravel(), pred.ravel())`, a confusion matrix's update): no module takes those."""
+    positional = [arg.value for arg in forward.call.args if arg.keyword is None and not arg.star]
+    if positional and all(_numpy_value(facts, value, forward.function) for value in positional):
+        return True
     for arg in forward.call.args:
         values = [arg.value]
         if type(arg.value) is cst.Name:
@@ -83,6 +87,25 @@ def _fed_another_frameworks_tensor(facts, forward) -> bool:
         if all(type(value) is cst.Call and (facts.imports.qualify(value.func) or "").startswith(
                 api.OTHER_FRAMEWORK_PREFIXES) for value in values):
             return True
+    return False
+
+
+_ARRAY_METHODS = frozenset({"ravel", "flatten", "reshape", "astype", "copy", "squeeze", "transpose", "tolist"})
+
+
+def _numpy_value(facts, value, function, depth: int = 0) -> bool:
+    """A NumPy array: `.numpy()` of a tensor, what NumPy's functions make, an array's own methods on one, or a
+    name every binding of which in the function is one."""
+    while type(value) is cst.Call and type(value.func) is cst.Attribute and value.func.attr.value in _ARRAY_METHODS:
+        value = value.func.value
+    if type(value) is cst.Call:
+        func = value.func
+        return (type(func) is cst.Attribute and func.attr.value == "numpy" and not value.args) \
+            or (facts.imports.qualify(func) or "").startswith("numpy.")
+    if type(value) is cst.Name and depth < 2:
+        bound = [assigned for key, assigned, site in facts.collector.call_assigns
+                 if key == value.value and site.function is function]
+        return bool(bound) and all(_numpy_value(facts, assigned, function, depth + 1) for assigned in bound)
     return False
 
 
