@@ -82,7 +82,9 @@ class CallResolution:
         if type(func) is cst.Name:
             qualified = self.imports.bindings.get(func.value)
             if qualified is not None:
-                return self._resolve_imported(qualified), None
+                # (`Detector(model)`, a class of another file: what its constructor does to what it is handed)
+                return self._resolve_imported(qualified) or (self._resolve_imported(f"{qualified}.__init__")
+                                                             if func.value[:1].isupper() else None), None
             return self._resolve_star_imported(func.value), None
         if type(func) is cst.Attribute:
             receiver = dotted(func.value)
