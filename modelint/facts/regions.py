@@ -14,7 +14,7 @@ import libcst as cst
 
 from modelint.facts import torch_api as api
 from modelint.facts.lattice import mode_of_call
-from modelint.facts.modules import rewraps
+from modelint.facts.modules import rewraps, unwrap_chain
 from modelint.facts.freezing import built_frozen
 from modelint.facts.names import NOT_LITERAL, dotted, literal_value
 from modelint.facts.walk import iter_nodes
@@ -320,6 +320,8 @@ def _built_grad_free(facts, function, in_eval: bool, key: str | None = None, cal
     if not values:
         return False
     for value in values:
+        if type(value) is cst.Call:
+            value = unwrap_chain(value)[0]  # (`Scorer().to(device)`: the object `Scorer()` built, moved)
         built = value.func if type(value) is cst.Call else value.expression if type(value) is _AnnotatedClass else None
         if built is None:
             return False
