@@ -90,7 +90,11 @@ def _calls_on_unplaced_objects(flow):
                 # (`self.actor.act(s)`: a method of an object it holds, of no class of this file; whatever the
                 # method's name, of an object every assignment builds from an import: `self.model.forward(a, b)`)
                 or ((site.text or "").count(".") >= 2 and (func.attr.value not in flow.method_names
-                                                           or _holds_an_imported_object(flow, site)))):
+                                                           or _holds_an_imported_object(flow, site)
+                                                           # (a method of this file's class, on an object
+                                                           # it cannot place: `self.model.test(x)` with
+                                                           # `self.model = model` handed in)
+                                                           or flow.callee_of(site.node) is None))):
             yield ordinal, site, func.attr.value
 
 
