@@ -103,9 +103,10 @@ def _numpy_value(facts, value, function, depth: int = 0) -> bool:
         return (type(func) is cst.Attribute and func.attr.value == "numpy" and not value.args) \
             or (facts.imports.qualify(func) or "").startswith("numpy.")
     if type(value) is cst.Name and depth < 2:
-        bound = [assigned for key, assigned, site in facts.collector.call_assigns
-                 if key == value.value and site.function is function]
-        return bool(bound) and all(_numpy_value(facts, assigned, function, depth + 1) for assigned in bound)
+        bindings = facts.flow._scope_bindings(function).get(value.value, ())
+        return bool(bindings) and all(binding.kind == "assign" and binding.value is not None
+                                      and _numpy_value(facts, binding.value, function, depth + 1)
+                                      for binding in bindings)
     return False
 
 
