@@ -19,7 +19,7 @@ from modelint.facts.lattice import NO_MODULE, ModeFact, first_site, join_all
 from modelint.facts.modules import unwrap_chain
 from modelint.facts.names import NOT_LITERAL, any_element, dotted, handed_at, key_root, literal_value, value_key
 from modelint.facts.phases import decide, literal_strings
-from modelint.facts.provenance import Fresh, Same
+from modelint.facts.provenance import Fresh, Same, apply_chain
 from modelint.facts.scopes import own_attribute
 from modelint.facts.state import State
 from modelint.facts.summary_effects import bind_arguments
@@ -151,7 +151,9 @@ class Bindings:
             if resumed is not None:
                 state.models[key] = resumed
             elif loaded is not None:
-                state.put(key, ModeFact(certain=True, train_sites=frozenset({loaded})))
+                built = ModeFact(certain=True, train_sites=frozenset({loaded}))
+                # (`net = build_network(cfg).to(device).eval()`: the mode its chain leaves it in)
+                state.put(key, apply_chain(built, unwrap_chain(value)[1]) or built.join(ModeFact(havoc=True)))
             elif literal_value(value) is not NOT_LITERAL or type(value) is cst.Lambda:
                 state.models[key] = NO_MODULE  # (`fn = lambda x: x` on one branch, `fn = nn.Sigmoid()` on the other)
             elif type(target) is cst.Name and type(value) is cst.Dict:
