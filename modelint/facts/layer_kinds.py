@@ -225,6 +225,9 @@ class LayerKinds:
             return not _literal_default(method, head.value) and not self._layer_setting(head.value, method) \
                 and not _annotated_as_a_value(method, head.value)
         if type(value) is cst.Call:
+            while type(value.func) is cst.Attribute and type(value.func.value) is cst.Call \
+                    and self.imports.qualify(value.func) is None:
+                value = value.func.value  # (`torch.cdist(a, b).argmin(-1)`: a method of what the inner call made)
             qualified = self.imports.qualify(value.func) or ""
             if self.table.construction(value) is not None or self.table.builder_calls(value.func) is not None:
                 return not self._weightless_layer(value)
@@ -232,7 +235,7 @@ class LayerKinds:
                                and qualified not in _MODULE_RETURNING) or qualified.startswith(_NO_MODULE_MAKERS) \
                 or qualified.split(".")[0] in api.NOT_MODULE_LIBRARIES or qualified in _WEIGHT_CALLS  # arrays, tensors
             return not (tensor_function or (type(value.func) is cst.Name and value.func.value in BUILTIN_NAMES)
-                        or _returns_values_only(self.collector, value.func, method))
+                        or _returns_values_only(self.table, value.func, method))
         return False
 
     def _makes_constant_tensors(self, info: ClassInfo) -> bool:
@@ -316,14 +319,26 @@ class LayerKinds:
 
 
 # Tensor methods and functions whose positional arguments past the tensor are sizes, dimensions or counts.
-def _returns_values_only(collector, func: cst.BaseExpression, method) -> bool:
-    """`self._check_range(strength)`: a method of the same class every `return` of which hands back a literal
-    list, tuple or number (`[max(1 - v, 0), 1 + v]`): a setting, never a module."""
+def _returns_values_only(table, func: cst.BaseExpression, method) -> bool:
+    """`self._check_range(strength)`, `self.update_once(data, centroids)`: a method of the same class that builds
+    no module and hands back only literals or values it computed (`[max(1 - v, 0), 1 + v]`, `ids, new`), never
+    one of the object's attributes: a setting or a tensor, never a module."""
     if method is None or method.cls is None or type(func) is not cst.Attribute or dotted(func.value) != "self":
         return False
     target = method.cls.methods.get(func.attr.value)
-    returned = [node.value for node in iter_nodes(target.body) if type(node) is cst.Return] if target else []
-    return bool(returned) and all(type(value) in (cst.List, cst.Tuple, cst.Integer, cst.Float) for value in returned)
+    if target is None:
+        return False
+    returned, built = [], False
+    for node in iter_nodes(target.body):
+        if type(node) is cst.Return:
+            returned.append(node.value)
+        elif type(node) is cst.Call and table.construction(node) is not None:
+            built = True
+    values = [e.value for value in returned for e in (value.elements if type(value) in (cst.List, cst.Tuple)
+                                                      else [cst.Element(value)] if value is not None else [])]
+    return bool(returned) and not built and all(
+        type(value) in (cst.Name, cst.Integer, cst.Float, cst.List, cst.Tuple, cst.BinaryOperation, cst.Call)
+        and not (type(value) is cst.Name and value.value == "self") for value in values)
 
 
 def _registers_buffers(info: ClassInfo) -> bool:
