@@ -330,7 +330,7 @@ class CallEffects(FollowedNames, SummaryEffects, ModeContexts, TrainingSteps, Ha
         token = (call, self.tag) if self.tag else call  # what the output's origins name
         slot = (token, via) if helper else token
         seen = table.get(slot)
-        fact = state.fact(key) if fact is None else fact
+        fact = (key == "self" and self.parts_run_by_forward(state, method) or state.fact(key)) if fact is None else fact
         # A helper evaluating what the caller hands it, handed held-out data (`self.score(dev_loader)`).
         in_loop = self.evaluation_loops > 0 or (via is not None and _passes_evaluation_data(call))
         if seen is None:

@@ -18,7 +18,8 @@ from dataclasses import replace
 import libcst as cst
 
 from modelint.facts.uses import DETACHED
-from modelint.facts.lattice import ENTRY_MODE, ModeFact
+from modelint.facts.lattice import join_all, ENTRY_MODE, ModeFact
+from modelint.facts.walk import iter_nodes
 from modelint.facts.modules import Dependence
 from modelint.facts.names import key_root, unwrapped_key, value_key
 from modelint.facts.phases import argument_phase
@@ -132,6 +133,27 @@ class SummaryEffects:
                 self.flow.assumed_sites.add(call)
         for key in inline:
             state.forget(key)
+
+    def parts_run_by_forward(self, state: State, method: str | None):
+        """`self.forward(x)` (or `self(x)`) in a method of a class whose own `forward` runs only parts of it, each
+        put in eval mode here (`self.model.eval()`, then `self.forward(x)` running `self.model`): their mode, joined;
+        None when unknown."""
+        function = self.out.function
+        cls = function.cls if function is not None and method in (None, "forward") else None
+        forward = cls.methods.get("forward") if cls is not None else None
+        if forward is None:
+            return None
+        parts = set()
+        for node in iter_nodes(forward.body):
+            func = node.func if type(node) is cst.Call else None
+            if type(func) is cst.Attribute and type(func.value) is cst.Name and func.value.value == "self":
+                if func.attr.value in cls.methods:
+                    return None  # (a method of its own: what it runs is not read here)
+                parts.add(f"self.{func.attr.value}")
+        if not parts or not all(state.tracks(part) for part in parts):
+            return None
+        facts = [state.fact(part) for part in sorted(parts)]
+        return join_all(facts) if all(fact.definitely_eval for fact in facts) else None
 
     def _strongest_part(self, summary: FunctionSummary, phase, bound: dict[str, str], state: State):
         """`model.score(x)`, a method of the model's class that runs several of its parts (`self.embed`,
