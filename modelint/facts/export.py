@@ -230,7 +230,7 @@ def _export(flow, summary: FunctionSummary) -> FunctionSummary | None:
     for use in steps:
         ordinal = _ordinal(flow, use)
         if ordinal >= 0:
-            out.steps.append(StepUse(use.param, use.path, ordinal))
+            out.steps.append(StepUse(use.param, use.path, ordinal, phase_value=use.phase_value))
     if returns is not None:
         out.returns = _exported_return(flow, returns)
     out.returns_items = items
