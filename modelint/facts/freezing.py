@@ -96,10 +96,23 @@ def frozen_attributes(facts, cls) -> frozenset[str]:
     cache = facts.__dict__.setdefault("_frozen_attributes", {})
     if cls not in cache:
         cache[cls] = _frozen_by_constructor(facts, cls)
+        # (and the parts an object it holds freezes in its own constructor: `self.rnd = RNDModel()`, whose
+        # `__init__` freezes `self.target`, makes `self.rnd.target` frozen here)
+        held = {f"self.{attr}{key[4:]}" for attr in _held_attributes(facts, cls)
+                if (owner := facts.flow.held_class(cls.name, attr)) is not None and owner != cls.name
+                for key in _frozen_by_constructor(facts, facts.modules.classes.get(owner))}
+        cache[cls] = cache[cls] | frozenset(held)
     return cache[cls]
 
 
+def _held_attributes(facts, cls) -> set[str]:
+    return {assign.target.attr.value for assign in facts.collector.attribute_assigns
+            if assign.site.cls is cls and type(assign.target.value) is cst.Name and assign.target.value.value == "self"}
+
+
 def _frozen_by_constructor(facts, cls) -> frozenset[str]:
+    if cls is None:
+        return frozenset()
     init = facts.collector.constructor(cls)
     frozen = {key for key in frozen_whole(facts, init) if key.startswith("self.")} if init is not None else set()
     if frozen and any(_unfreezes(site.node) for site in facts.collector.calls if site.site.cls is cls) \
