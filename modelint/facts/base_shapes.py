@@ -20,7 +20,6 @@ import libcst as cst
 
 from modelint.facts import torch_api as api
 from modelint.facts.names import BUILTIN_NAMES, dotted
-from modelint.facts.walk import iter_nodes
 from modelint.summary import ClassShape, ProjectIndex
 
 _STDLIB = frozenset(getattr(sys, "stdlib_module_names", ()))
@@ -109,7 +108,7 @@ def _text(base) -> str:
     return dotted(base) or "?"
 
 
-def shape_of(receivers, info, hook_calls: frozenset = frozenset()) -> ClassShape:
+def shape_of(receivers, info, hook_calls: frozenset = frozenset(), forward_hooks: frozenset = frozenset()) -> ClassShape:
     """The shape of a class of this file, for the project index (see modelint.summary.ClassShape)."""
     bases = []
     for base in info.bases:
@@ -139,12 +138,20 @@ def shape_of(receivers, info, hook_calls: frozenset = frozenset()) -> ClassShape
     for key, (init, param) in receivers.modules.names.kept_from_the_creator(info).items():
         positional = init.positional_params[1:]
         stores.append((param, positional.index(param) if param in positional else -1, key))
-    forward_hooks = frozenset(
-        node.func.attr.value for name in ("forward", "__call__") if name in info.methods
-        for node in iter_nodes(info.methods[name].body) if type(node) is cst.Call and type(node.func) is cst.Attribute
-        and type(node.func.value) is cst.Name and node.func.value.value == "self")
     return ClassShape(tuple(bases), frozenset(defines), builds, switches, hook_calls, tuple(sorted(stores)),
                       forward_hooks)
+
+
+def forward_hook_calls(collector) -> dict:
+    """class -> the methods its own `forward` (or `__call__`) calls on `self` (one pass over the file's calls)."""
+    out: dict = {}
+    for site in collector.calls:
+        func, function = site.node.func, site.site.function
+        if function is not None and function.cls is not None and function.outer is None \
+                and function.name in ("forward", "__call__") and type(func) is cst.Attribute \
+                and type(func.value) is cst.Name and func.value.value == "self":
+            out.setdefault(function.cls, set()).add(func.attr.value)
+    return {cls: frozenset(names) for cls, names in out.items()}
 
 
 def called_by_a_base_forward(flow, function) -> bool:

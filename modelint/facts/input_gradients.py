@@ -22,7 +22,9 @@ def input_gradient_classes(flow) -> set[str]:
     modules = flow.modules
     found = {f.cls.name for f in flow.collector.functions if f.name == "forward" and f.cls is not None
              and f.uses_input_gradients and modules.is_module_class(f.cls) and not gradients_asked_by(f)}
-    found |= {info.name for info in flow.collector.classes if info.name not in found
+    # (only classes one of whose methods takes gradients at all: a walk of every forward would cost more)
+    differentiating = {f.cls for f in flow.collector.functions if f.uses_gradients and f.cls is not None}
+    found |= {info.name for info in differentiating if info.name not in found
               and modules.is_module_class(info) and _differentiates_in_forward(flow, info)}
     index = flow.index
     if not found and index is None:

@@ -159,13 +159,16 @@ class LayerKinds:
                     and not self._weightless_library_base(base) and (self.imports.qualify(base) or dotted(base)) \
                     not in _PLAIN_MIXINS:
                 return False  # (not `abc.ABC` beside `nn.Module`: it adds no weights)
-        forward = info.methods.get("forward")
-        made_per_call = set(iter_nodes(forward.body)) if forward is not None else ()
+        made_per_call = None
         for call in info.calls:
             func = call.func
             requires = _requires_grad_argument(call)  # (`nn.Parameter(window, requires_grad=False)`: a constant)
-            if requires is True and call in made_per_call:
-                requires = None  # (made anew by each `forward`, no weight: positions whose forces are asked later)
+            if requires is True:
+                if made_per_call is None:
+                    forward = info.methods.get("forward")
+                    made_per_call = set(iter_nodes(forward.body)) if forward is not None else set()
+                if call in made_per_call:
+                    requires = None  # (made anew by each `forward`, no weight: positions whose forces are asked later)
             if (self.imports.qualify(func) in _WEIGHT_CALLS and requires is not False) or requires is True or \
                     (type(func) is cst.Attribute and func.attr.value in (*_REGISTERING, "requires_grad_")):
                 return False  # (`torch.zeros(n, 1, requires_grad=True)`: weights written out as tensors)

@@ -294,12 +294,14 @@ class Receivers:
 
     @cached_property
     def _local_shapes(self) -> dict[str, ClassShape]:
-        from modelint.facts.base_shapes import hook_calls, shape_of
+        from modelint.facts.base_shapes import forward_hook_calls, hook_calls, shape_of
 
         shapes: dict[str, ClassShape] = {}
         hooks = hook_calls(self.collector, self.imports)
+        forward_hooks = forward_hook_calls(self.collector)
         for info in self.collector.classes:
-            shapes.setdefault(info.name, shape_of(self, info, hooks.get(info, frozenset())))
+            shapes.setdefault(info.name, shape_of(self, info, hooks.get(info, frozenset()),
+                                                  forward_hooks.get(info, frozenset())))
         return shapes
 
     def shapes(self) -> dict[str, ClassShape]:

@@ -140,16 +140,7 @@ class SummaryEffects:
         None when unknown."""
         function = self.out.function
         cls = function.cls if function is not None and method in (None, "forward") else None
-        forward = cls.methods.get("forward") if cls is not None else None
-        if forward is None:
-            return None
-        parts = set()
-        for node in iter_nodes(forward.body):
-            func = node.func if type(node) is cst.Call else None
-            if type(func) is cst.Attribute and type(func.value) is cst.Name and func.value.value == "self":
-                if func.attr.value in cls.methods:
-                    return None  # (a method of its own: what it runs is not read here)
-                parts.add(f"self.{func.attr.value}")
+        parts = _parts_of_forward(self.flow, cls) if cls is not None else None
         if not parts or not all(state.tracks(part) for part in parts):
             return None
         facts = [state.fact(part) for part in sorted(parts)]
@@ -286,3 +277,20 @@ def _rebind(param_key: str, bound: dict[str, str], state: State | None = None) -
         return None
     key = f"{target}{param_key[len(head):]}"
     return state.canonical(key) if state is not None else key
+
+
+def _parts_of_forward(flow, cls) -> frozenset[str] | None:
+    """The `self.<attr>` a class's own `forward` calls, when it calls nothing else of its own (once per class)."""
+    cache = flow.__dict__.setdefault("_parts_of_forward", {})
+    if cls not in cache:
+        forward = cls.methods.get("forward")
+        parts: set | None = set() if forward is not None else None
+        for node in iter_nodes(forward.body) if forward is not None else ():
+            func = node.func if type(node) is cst.Call else None
+            if type(func) is cst.Attribute and type(func.value) is cst.Name and func.value.value == "self":
+                if func.attr.value in cls.methods:
+                    parts = None  # (a method of its own: what it runs is not read here)
+                    break
+                parts.add(f"self.{func.attr.value}")
+        cache[cls] = frozenset(parts) if parts else None
+    return cache[cls]
