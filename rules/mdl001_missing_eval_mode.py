@@ -371,8 +371,7 @@ def _initialisation_pass(facts: FileFacts, forward, mode) -> bool:
     site = facts.call_sites.get(forward.call)
     if site is None or loops_around(site):
         return False
-    return not any(type(node) in (cst.ListComp, cst.GeneratorExp, cst.SetComp, cst.DictComp)
-                   and any(inner is forward.call for inner in iter_nodes(node)) for node in iter_nodes(site.site.stmt))
+    return not _comprehensions_around(site, forward.call)
 
 
 def _sets_its_own_mode_only(facts: FileFacts, forward) -> bool:
@@ -577,13 +576,18 @@ def _repeated_call(facts: FileFacts, call: cst.Call) -> bool:
     if site is None:
         return False
     inputs = _input_names(call)
-    loops = [node for node in iter_nodes(site.site.stmt)
-             if type(node) in (cst.ListComp, cst.GeneratorExp, cst.SetComp, cst.DictComp)
-             and any(inner is call for inner in iter_nodes(node))]
+    loops = _comprehensions_around(site, call)
     # (an epoch loop that trains the model between its passes does not repeat one model's forward: the
     # validation inside it, `model.train()` before each batch included, sees new weights every pass)
     loops += [loop for loop in loops_around(site) if not _trains_in(facts, loop)]
     return any(not (inputs & _bound_in(loop)) for loop in loops)
+
+
+def _comprehensions_around(site, call: cst.Call) -> list:
+    """The comprehensions of the call's statement that hold the call (`[model(x) for _ in range(n)]`)."""
+    return [node for node in iter_nodes(site.site.stmt)
+            if type(node) in (cst.ListComp, cst.GeneratorExp, cst.SetComp, cst.DictComp)
+            and any(inner is call for inner in iter_nodes(node))]
 
 
 def _trains_in(facts: FileFacts, loop: cst.CSTNode) -> bool:

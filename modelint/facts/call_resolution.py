@@ -103,18 +103,25 @@ class CallResolution:
             enclosing = enclosing.outer
         if enclosing is None:
             return None
-        for cls_name in self.class_and_bases(enclosing.cls.name):
-            info = self.modules.classes.get(cls_name)
+        for qualified in self.bases_elsewhere(enclosing.cls.name):
+            summary = self.resolve_method_of(qualified, method)
+            if summary is not None:
+                return summary
+            self.ask_the_index_later()  # (the index may know that base)
+        return None
+
+    def bases_elsewhere(self, cls_name: str) -> list[str]:
+        """The bases of the class (and of its bases in this file) that other files of the project define, as
+        imported here (not torch's)."""
+        out = []
+        for name in self.class_and_bases(cls_name):
+            info = self.modules.classes.get(name)
             for base in info.bases if info is not None else ():
                 qualified = self.imports.qualify(base)
-                if qualified is None or self.modules.project_class(base) is not None \
-                        or self.imports.is_torch_name(qualified):
-                    continue
-                summary = self.resolve_method_of(qualified, method)
-                if summary is not None:
-                    return summary
-                self.ask_the_index_later()  # (the index may know that base)
-        return None
+                if qualified is not None and self.modules.project_class(base) is None \
+                        and not self.imports.is_torch_name(qualified):
+                    out.append(qualified)
+        return out
 
     def _resolve_star_imported(self, name: str) -> FunctionSummary | None:
         """`do_eval(...)` after `from util import *`: the star-imported module that defines it, if the index

@@ -17,7 +17,7 @@ from modelint.facts import torch_api as api
 from modelint.facts.accessors import is_property
 from modelint.facts.scopes import FunctionInfo
 from modelint.facts.caller_entry import CallerEntry, nested_name
-from modelint.facts.flag_order import rebound_only_before
+from modelint.facts.flag_order import bound_targets, rebound_only_before
 from modelint.facts.method_targets import MethodTargets
 from modelint.facts.modules import rewraps
 from modelint.facts.names import BUILTIN_NAMES, dotted, is_super_call
@@ -141,26 +141,12 @@ class CallGraph(MethodTargets, CallerEntry):
         if counts is None:
             counts = self.__dict__["_binding_counts"] = {}
             for node in iter_nodes(self.collector.module_node):
-                kind = type(node)
-                if kind is cst.Assign and len(node.targets) == 1 \
+                if type(node) is cst.Assign and len(node.targets) == 1 \
                         and rewraps(self.imports, node.value, dotted(node.targets[0].target) or ""):
                     continue  # (`gen = gen.train()`, `net = net.to(device)`: the same object, None or not)
-                if kind is cst.Assign:
-                    targets = [target.target for target in node.targets]
-                elif kind in (cst.AugAssign, cst.AnnAssign, cst.For):
-                    targets = [node.target]
-                elif kind is cst.AsName:
-                    targets = [node.name]
-                else:
-                    continue
-                while targets:
-                    target = targets.pop()
-                    if type(target) in (cst.Tuple, cst.List):
-                        targets.extend(element.value for element in target.elements)
-                    elif type(target) is cst.StarredElement:
-                        targets.append(target.value)
-                    elif (name := dotted(target)) is not None:
-                        counts[name] = counts.get(name, 0) + (2 if kind is cst.For else 1)
+                for target in bound_targets(node):
+                    if (name := dotted(target)) is not None:
+                        counts[name] = counts.get(name, 0) + (2 if type(node) is cst.For else 1)
         root = flag.split(".")[0]
         if root == "self" and flag.count(".") == 1 and counts.get("self", 0) == 0:
             # (`self.embedder`, set by the constructors only: the same in every other method)

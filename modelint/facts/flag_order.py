@@ -49,7 +49,7 @@ def _module_order(flow) -> tuple[dict, dict]:
         if isinstance(top, _DEFINITIONS):
             nested.update(nodes)
         for node in nodes:
-            for target in _targets(node):
+            for target in bound_targets(node):
                 name = dotted(target)
                 if name is not None:
                     bindings.setdefault(name, []).append(None if node in nested else index)
@@ -57,7 +57,9 @@ def _module_order(flow) -> tuple[dict, dict]:
     return top_index, bindings
 
 
-def _targets(node: cst.CSTNode) -> list:
+def bound_targets(node: cst.CSTNode) -> list:
+    """The names and attribute chains an assignment, augmented or annotated assignment, `for` or `as` binds,
+    tuples and starred elements unpacked."""
     kind = type(node)
     if kind is cst.Assign:
         stack = [target.target for target in node.targets]

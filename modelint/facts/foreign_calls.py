@@ -61,16 +61,10 @@ def inherited_methods_called(flow) -> set[str]:
                 or func.value.value != "self":
             continue
         name = func.attr.value
-        chain = flow.class_and_bases(cls.name)
-        if any(name in info.methods for base in chain if (info := flow.modules.classes.get(base)) is not None):
+        if any(name in info.methods for base in flow.class_and_bases(cls.name)
+               if (info := flow.modules.classes.get(base)) is not None):
             continue
-        for base_name in chain:
-            info = flow.modules.classes.get(base_name)
-            for base in info.bases if info is not None else ():
-                qualified = flow.imports.qualify(base)
-                if qualified is not None and not flow.imports.is_torch_name(qualified) \
-                        and flow.modules.project_class(base) is None:
-                    out.add(f"{qualified}.{name}")
+        out.update(f"{qualified}.{name}" for qualified in flow.bases_elsewhere(cls.name))
     return out
 
 
