@@ -86,7 +86,7 @@ def first_phase(work, workers: Workers, cache_dir: str | None) -> tuple[list[Fil
     """Every file analysed once, in import order (modelint.import_order): the files of each wave with the index
     of the earlier waves' summaries. Returns each file's result, and the results of the files naming no torch
     that were summarised as helpers on the way."""
-    plan = waves([path for path, _ in work]) if len(work) > 1 else [Wave(list(range(len(work))))]
+    plan = waves([path for path, _ in work], map_files=workers.map) if len(work) > 1 else [Wave(list(range(len(work))))]
     results: list[FileResult | None] = [None] * len(work)
     helpers: dict[int, FileResult] = {}
     for number, wave in enumerate(plan):

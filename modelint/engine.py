@@ -222,6 +222,15 @@ def _analyse(module: cst.Module, text: str, path: str, codes: frozenset[str], in
     # (what the facts ask the index is recorded: the runner analyses the file again only for other answers)
     asking = AskingIndex(index) if index is not None else None
     facts = FileFacts(module, path, index=asking, lines=lines, text=text)
+    try:
+        return _report(facts, module, text, path, codes, asking, file_noqa)
+    finally:
+        facts.release()
+
+
+def _report(facts: FileFacts, module: cst.Module, text: str, path: str, codes: frozenset[str], asking,
+            file_noqa) -> FileResult:
+    lines = facts.lines
     reports = []
     internal: list[Finding] = []
     for code, rule_class in all_rules().items():

@@ -59,11 +59,12 @@ class _Imports:
     relevant: bool  # does its code name torch (modelint.engine's test: else it is checked for syntax only)?
 
 
-def waves(paths: list[str], smallest: int | None = None) -> list[Wave]:
+def waves(paths: list[str], smallest: int | None = None, map_files=map) -> list[Wave]:
     """The run's files (`paths`) in waves, notebooks by their code cells' imports. A file that cannot be read goes
-    in wave 0: the engine says why."""
+    in wave 0: the engine says why. `map_files(function, paths)` reads the files (a pool's map: they are read
+    and scanned on every core)."""
     absolute = [os.path.abspath(path) for path in paths]
-    scans = {path: _scan(path) for path in absolute}
+    scans = dict(zip(absolute, map_files(scan_imports, absolute)))
     resolver = _Resolver(absolute, paths, scans)
     # A file naming no torch depends on nothing for its own analysis; one whose functions another file imports is
     # a helper, summarised with the index before that file.
@@ -95,7 +96,8 @@ def waves(paths: list[str], smallest: int | None = None) -> list[Wave]:
     return [wave for wave in out if wave.files or wave.helpers or wave.naming_no_torch]
 
 
-def _scan(path: str) -> _Imports | None:
+def scan_imports(path: str) -> _Imports | None:
+    """What the import lines of the file `path` say; None when it is not a Python file or cannot be read."""
     try:
         if path.endswith(".ipynb"):  # (its code cells: a notebook building a project's model comes after it)
             code = limits.code_only("\n".join(line for cell in _notebook_cells(path) if cell for line in cell))

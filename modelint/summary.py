@@ -679,10 +679,18 @@ class ProjectIndex:
             found = cache[key] = self._find_candidates(module, from_path)
         return found
 
+    def _folder(self, path: str) -> str:
+        """The absolute folder of a file (of the index, or asking it), once per path."""
+        folders = self.__dict__.setdefault("_folders", {})
+        found = folders.get(path)
+        if found is None:
+            found = folders[path] = os.path.dirname(os.path.abspath(path))
+        return found
+
     def _find_candidates(self, module: str, from_path: str) -> list[FileSummary]:
         if module.startswith("."):
             level = len(module) - len(module.lstrip("."))
-            base = os.path.dirname(os.path.abspath(from_path))
+            base = self._folder(from_path)
             for _ in range(level - 1):
                 base = os.path.dirname(base)
             rest = module.lstrip(".")
@@ -690,10 +698,9 @@ class ProjectIndex:
             return [self.files[p] for p in (target + ".py", os.path.join(target, "__init__.py")) if p in self.files]
         found = self.by_module.get(module, [])
         rooted = [summary for summary in found if _rooted(summary.path, module, from_path)]
-        here = os.path.dirname(os.path.abspath(from_path))
+        here = self._folder(from_path)
         # (the script's own folder first, as Python's path has it: a lecture's `helper.py`, not its neighbour's)
-        return sorted(rooted or found, key=lambda summary: _distance(here, os.path.dirname(os.path.abspath(
-            summary.path))))
+        return sorted(rooted or found, key=lambda summary: _distance(here, self._folder(summary.path)))
 
     def imports_a_nested_namesake(self, reference: str, from_path: str) -> bool:
         """Does `reference`'s module name only files of the index that Python would not import from here
@@ -741,8 +748,8 @@ class ProjectIndex:
                     candidates.append((found, member))
                 if candidates:
                     break
-        here = os.path.dirname(os.path.abspath(from_path))
-        candidates.sort(key=lambda c: _distance(here, os.path.dirname(os.path.abspath(c[0].path))))
+        here = self._folder(from_path)
+        candidates.sort(key=lambda c: _distance(here, self._folder(c[0].path)))
         for found, member in candidates:
             summary = found.functions.get(member)
             if summary is not None:

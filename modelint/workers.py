@@ -44,6 +44,21 @@ class Workers:
             shutil.rmtree(self._folder, ignore_errors=True)
             self._folder = None
 
+    def map(self, function, items: list) -> list:
+        """`[function(item) for item in items]`, on every process of the pool when there are enough items (the
+        pool then starts here, and serves the batches that follow). `function` is a module's top-level
+        function: the pool's processes import it by name."""
+        if self.count == 1 or (self._pool is None and len(items) < PARALLEL_THRESHOLD):
+            return [function(item) for item in items]
+        return list(self._started().map(function, items, chunksize=max(1, len(items) // (8 * self.count))))
+
+    def _started(self):
+        if self._pool is None:
+            from concurrent.futures import ProcessPoolExecutor  # (~20 ms a one-file run does not need)
+
+            self._pool = ProcessPoolExecutor(max_workers=self.count)
+        return self._pool
+
     def lint(self, work: list[tuple], index=None, cache_dir: str | None = None) -> list[FileResult]:
         """A FileResult for every (path, codes[, salt]) job of `work`, in order.
 
@@ -59,11 +74,10 @@ class Workers:
             return []  # (the engine, and libcst with it, is imported only to analyse a file)
         if self.count == 1 or (self._pool is None and len(work) < PARALLEL_THRESHOLD):
             return lint_many(work, index, cache_dir)
-        from concurrent.futures import ProcessPoolExecutor, as_completed  # (~20 ms a one-file run does not need)
+        from concurrent.futures import as_completed
         from concurrent.futures.process import BrokenProcessPool
 
-        if self._pool is None:
-            self._pool = ProcessPoolExecutor(max_workers=self.count)
+        pool = self._started()
         results: dict[int, FileResult] = {}
         if index is not None and self._folder is None:
             import tempfile
@@ -73,7 +87,7 @@ class Workers:
             except OSError:
                 pass  # (no folder: the base then travels with each batch)
         shared = self._shared = SharedIndex(index, self._shared, self._folder) if index is not None else None
-        pending = {self._pool.submit(_lint_batch, [work[i] for i in batch], shared, cache_dir): batch
+        pending = {pool.submit(_lint_batch, [work[i] for i in batch], shared, cache_dir): batch
                    for batch in balanced_batches(work, self.count)}
         broken = False
         for future in as_completed(pending):

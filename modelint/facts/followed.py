@@ -105,15 +105,16 @@ class FollowedNames:
     def _made_from_nothing(self, call: cst.Call) -> bool:
         """`self._icdf(torch.ones_like(x) * q)`: its inputs are constant tensors, no data and no noise: the
         callee computes a function of constants (a quantile, a grid), which says nothing of a model."""
-        def constant(expr) -> bool:
-            if type(expr) is cst.BinaryOperation:
-                return constant(expr.left) or constant(expr.right)
-            if type(expr) is cst.Call:
-                qualified = self.flow.imports.qualify(expr.func) or ""
-                return qualified in api.CONSTANT_TENSOR_FACTORIES
-            return False
+        return bool(call.args) and all(self._constant_tensor(arg.value) for arg in call.args)
 
-        return bool(call.args) and all(constant(arg.value) for arg in call.args)
+    def _constant_tensor(self, expr) -> bool:
+        """`torch.ones_like(x) * q`: a constant tensor factory's result, or arithmetic on one."""
+        if type(expr) is cst.BinaryOperation:
+            return self._constant_tensor(expr.left) or self._constant_tensor(expr.right)
+        if type(expr) is cst.Call:
+            qualified = self.flow.imports.qualify(expr.func) or ""
+            return qualified in api.CONSTANT_TENSOR_FACTORIES
+        return False
 
     def _is_model(self, state: State, key: str) -> bool:
         return key in state.models or self.follows(key) or self._submodule(state, key)

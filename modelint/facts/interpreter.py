@@ -30,6 +30,7 @@ from modelint.facts.phases import decide
 from modelint.facts.returned_closures import names_read_by
 from modelint.facts.scopes import flag_outcomes
 from modelint.facts.state import State, join
+from modelint.facts.training_steps import update_call
 from modelint.facts.walk import iter_nodes
 
 
@@ -38,7 +39,7 @@ class Interpreter(Loops, Bindings, CallEffects):
         super().__init__(flow, out, params)
         self.uses = OutputUses(flow.imports, out.forwards)
         self.uses.argument_uses = lambda call: argument_uses(flow, out.function, call)
-        self.uses.update_call = self.update_call
+        self.uses.update_call = lambda call: update_call(flow, out.function, call)
         self.uses.models_held_by = lambda call: models_held_by(flow, out.function, call)
         self.uses.models_handed = lambda call: names_handed(flow, call)
         self.uses.draws_on = lambda func: flow.figures.draws_on(func, out.function)
@@ -82,13 +83,12 @@ class Interpreter(Loops, Bindings, CallEffects):
             finally:
                 self.tag = self.uses.tag = ()
                 self.constants.pop(name, None)
-        result = end
         for returned in self.returns:
-            result = join(result, returned)
+            end = join(end, returned)
         self.out.uses = self.uses.uses
         self.out.feeds_into = self.uses.feeds_into
         self.out.compares = self.uses.compares
-        return result
+        return end
 
     # -- statements -----------------------------------------------------------
     def block(self, body: cst.BaseSuite, state: State | None) -> State | None:

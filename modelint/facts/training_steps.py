@@ -51,13 +51,6 @@ class TrainingSteps:
         return not index.names_function(qualified, self.flow.path) \
             or bool((summary := index.resolve(qualified, self.flow.path)) is not None and summary.trains)
 
-    def update_call(self, call: cst.Call) -> str | None:
-        """For the output uses: "optimizer" when a call we cannot see into is handed an optimizer, "optimizer
-        and model" when a model comes with it (`take_optimisation_step(optimizer, net, loss)`)."""
-        if call in self.flow.local_calls or not self._hands_an_optimizer(call):
-            return None
-        return "optimizer and model" if self._hands_a_model(call, None) else "optimizer"
-
     def _yields_the_loss(self, call: cst.Call) -> bool:
         """`with amp.scale_loss(loss, optimizer) as scaled_loss:`: no update itself; its body back-propagates."""
         site = self.flow.site_of_call.get(call)
@@ -67,25 +60,15 @@ class TrainingSteps:
     def loss_yielded(self, item: cst.BaseExpression, state: State):
         """`with amp.scale_loss(loss, optimizer) as scaled_loss:`: a context manager handed the loss and the
         optimizer yields that loss (scaled) to back-propagate; what it carries, for the `as` name."""
-        if type(item) is not cst.Call or self.update_call(item) is None:
+        if type(item) is not cst.Call or update_call(self.flow, self.out.function, item) is None:
             return NONE
         return frozenset().union(*(self.uses.expression(arg.value, state.values) for arg in item.args))
 
     def _hands_a_model(self, call: cst.Call, state: State | None) -> bool:
-        for arg in call.args:
-            key = value_key(arg.value)
-            if key is not None and ((state is not None and state.tracks(state.canonical(key)))
-                                    or self.flow.modules.is_module_name(key, self.out.function)):
-                return True
-        return False
+        return hands_a_model(self.flow, self.out.function, call, state)
 
     def _hands_an_optimizer(self, call: cst.Call) -> bool:
-        """Is an optimizer among the call's arguments (`step_fn(loss, optimizer)`)?"""
-        for arg in call.args:
-            key = value_key(arg.value)
-            if key is not None and self.flow.is_optimizer(key):
-                return True
-        return False
+        return hands_an_optimizer(self.flow, call)
 
     def step(self, call: cst.Call, kind: str, state: State, receiver: str | None, via=None,
              callee: FunctionSummary | None = None, trained_key: str | None = None,
@@ -171,3 +154,32 @@ class TrainingSteps:
 def _innermost(keys) -> list[str]:
     """`{"model", "model.encoder"}` (from `model.encoder.parameters()`) -> `["model.encoder"]`."""
     return [key for key in keys if not any(other.startswith(key + ".") for other in keys)]
+
+
+def update_call(flow, function, call: cst.Call) -> str | None:
+    """For the output uses: "optimizer" when a call we cannot see into is handed an optimizer, "optimizer
+    and model" when a model comes with it (`take_optimisation_step(optimizer, net, loss)`). (A function of
+    the flow and the function analysed, not of an interpreter: the output uses keep it, and an interpreter
+    held by what it holds would keep the file's tree alive until the cycle collector runs.)"""
+    if call in flow.local_calls or not hands_an_optimizer(flow, call):
+        return None
+    return "optimizer and model" if hands_a_model(flow, function, call, None) else "optimizer"
+
+
+def hands_a_model(flow, function, call: cst.Call, state: State | None) -> bool:
+    """Is a model among the call's arguments (one the state tracks, or a name the file holds a module in)?"""
+    for arg in call.args:
+        key = value_key(arg.value)
+        if key is not None and ((state is not None and state.tracks(state.canonical(key)))
+                                or flow.modules.is_module_name(key, function)):
+            return True
+    return False
+
+
+def hands_an_optimizer(flow, call: cst.Call) -> bool:
+    """Is an optimizer among the call's arguments (`step_fn(loss, optimizer)`)?"""
+    for arg in call.args:
+        key = value_key(arg.value)
+        if key is not None and flow.is_optimizer(key):
+            return True
+    return False
