@@ -62,7 +62,7 @@ class Workers:
     def lint(self, work: list[tuple], index=None, cache_dir: str | None = None) -> list[FileResult]:
         """A FileResult for every (path, codes[, salt]) job of `work`, in order.
 
-        Results the cache holds are read here: a run the cache serves whole starts no process."""
+        Results the cache holds are read here: only the files it lacks go to the pool."""
         results = cached_results(work, cache_dir, index) if cache_dir is not None else {}
         missing = [i for i in range(len(work)) if i not in results]
         for i, result in zip(missing, self._analyse([work[i] for i in missing], index, cache_dir)):
