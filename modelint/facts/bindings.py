@@ -73,7 +73,7 @@ class Bindings:
         unpacked = self.flow.provenance.unpacked(value, self.out.function, state) \
             if key is None and type(target) in (cst.Tuple, cst.List) else None
         if unpacked is None and key is None and type(target) in (cst.Tuple, cst.List) and type(value) is cst.Call \
-                and (self.flow.imports.qualify(value.func) or "").startswith(api.EXTERNAL_MODEL_PREFIXES):
+                and api.builds_library_model(self.flow.imports.qualify(value.func) or ""):
             # `model, _, preprocess = open_clip.create_model_and_transforms(name)`: a library's model factory
             # hands the model first, then its transforms or utilities
             built = self.flow.provenance.built_here(value, state, self.out.function)

@@ -269,7 +269,7 @@ def _built_pretrained(facts, function, key: str) -> bool:
     built = [unwrap_chain(value)[0] for name, value, site in facts.collector.call_assigns
              if name == key and site.function is function]
     return bool(built) and all(
-        type(call) is cst.Call and (facts.imports.qualify(call.func) or "").startswith(api.EXTERNAL_MODEL_PREFIXES)
+        type(call) is cst.Call and api.builds_library_model(facts.imports.qualify(call.func) or "")
         and any(arg.keyword is not None and arg.keyword.value in ("pretrained", "weights")
                 and literal_value(arg.value) not in (False, None) for arg in call.args) for call in built)
 

@@ -38,7 +38,7 @@ class LibraryLayers:
             return True, Construction(call, layer_dependence_by_name(layer, call),
                                       parameterless=bool(api.PARAMETERLESS_LAYER.fullmatch(layer))
                                       or _norm_without_affine(layer, call))
-        if qualified.startswith(api.EXTERNAL_MODEL_PREFIXES):
+        if api.builds_library_model(qualified):
             return True, Construction(call, Dependence.DEPENDENT)
         if qualified.startswith(api.MODE_FREE_LIBRARY_LAYERS):
             return True, Construction(call, Dependence.INDEPENDENT)
@@ -96,7 +96,7 @@ class LibraryLayers:
         else:
             return None
         qualified = self.imports.qualify(owner) or ""
-        return qualified if (qualified + ".").startswith(api.EXTERNAL_MODEL_PREFIXES) else None
+        return qualified if api.builds_library_model(qualified + ".") else None
 
     def _nested_dependence(self, call: cst.Call, known: dict) -> Dependence:
         """A container/stack is as dependent as the most dependent module built in its arguments.

@@ -353,7 +353,7 @@ class ModuleTable(WaitingOnImports, LocalLayers, Registries, ModuleAttributes, B
                 return Construction(call, Dependence.UNKNOWN, certain=False, origin=qualified)
             return None
         if type(func) is cst.Call and dotted(func.func) == "getattr" and len(func.args) >= 2 \
-                and ((self.imports.qualify(func.args[0].value) or "?") + ".").startswith(api.EXTERNAL_MODEL_PREFIXES):
+                and api.builds_library_model((self.imports.qualify(func.args[0].value) or "?") + "."):
             return Construction(call, Dependence.DEPENDENT)  # `getattr(torchvision.models, opt.arch)(...)`
         if type(func) is cst.Subscript:
             library = self._library_namespace(func)

@@ -125,7 +125,7 @@ class Receivers:
             return self.of(call.args[0].value, function, stmt, depth + 1)
         if qualified in api.MODULE_WRAPPERS:
             return TORCH_MODULE
-        if qualified.startswith(api.EXTERNAL_MODEL_PREFIXES):
+        if api.builds_library_model(qualified):
             # torch.hub runs a repository's own code: a module, but any class at all.
             return MODULE_BY_EVIDENCE if qualified.startswith("torch.hub") else TORCH_MODULE
         if qualified.rsplit(".", 1)[-1].lstrip("_")[:1].isupper():

@@ -76,6 +76,18 @@ EXTERNAL_MODEL_PREFIXES = (
     "mmseg.models.build_segmentor",
     "mmcls.models.build_classifier",
 )
+# Names under those prefixes that build no module: torchaudio's CTC beam-search decoders (a search over a
+# model's emissions, with no mode) and the registries' lists and weight enums; a download of a state dict.
+NOT_MODEL_FACTORIES = ("torchaudio.models.decoder.", "torchvision.models.get_weight",
+                       "torchvision.models.get_model_weights", "torchvision.models.list_models",
+                       "timm.models.list_models", "torch.hub.load_state_dict_from_url")
+
+
+def builds_library_model(qualified: str) -> bool:
+    """Does the library name `qualified` build a model whose layers we cannot see (EXTERNAL_MODEL_PREFIXES)?"""
+    return qualified.startswith(EXTERNAL_MODEL_PREFIXES) and not qualified.startswith(NOT_MODEL_FACTORIES)
+
+
 # Layers of other libraries that do the same in either mode: einops' rearrangements (and its EinMix,
 # a linear map), torchvision's frozen BatchNorm (fixed statistics).
 MODE_FREE_LIBRARY_LAYERS = ("einops.layers.", "torchvision.ops.misc.FrozenBatchNorm2d",
