@@ -282,20 +282,20 @@ class LayerKinds:
         return applies
 
     def _keeps_what_it_is_handed(self, info: ClassInfo) -> bool:
-        """It stores something other than literals (`self.module = m`: a wrapper around a layer, whose
-        forward may only look at its inputs)."""
-        return any(literal_value(value) is NOT_LITERAL for _, value, _ in self._stored.get(info.name, ()))
+        """It stores something other than literals and arithmetic (`self.module = m`: a wrapper around a layer,
+        whose forward may only look at its inputs; `self.low = 1 - strength` is a number)."""
+        return any(literal_value(value) is NOT_LITERAL and type(value) not in (cst.BinaryOperation, cst.UnaryOperation)
+                   for _, value, _ in self._stored.get(info.name, ()))
 
     def _tensor_method_of_input(self, func: cst.BaseExpression, forward) -> bool:
         """`values.max(dim=1)` on one of forward's inputs, or a custom autograd Function's
         `RowMax.apply(values)`: an operation written as a module (a `Flatten`, a jagged max)."""
-        if type(func) is not cst.Attribute or type(func.value) is not cst.Name:
+        if type(func) is not cst.Attribute:
             return False
-        owner = func.value.value
         params = forward.params
-        if owner != "self" and owner in {param.name.value for param in (*params.posonly_params, *params.params)}:
+        if _of_inputs(func.value, {param.name.value for param in (*params.posonly_params, *params.params)} - {"self"}):
             return True
-        return func.attr.value == "apply" and any(
+        return type(func.value) is cst.Name and func.attr.value == "apply" and any(
             (self.imports.qualify(base) or "") in _AUTOGRAD_FUNCTIONS
             for base in getattr(self.table.project_class(func.value), "bases", ()))
 
@@ -342,6 +342,16 @@ def _returns_values_only(table, func: cst.BaseExpression, method) -> bool:
     return bool(returned) and not built and all(
         type(value) in (cst.Name, cst.Integer, cst.Float, cst.List, cst.Tuple, cst.BinaryOperation, cst.Call)
         and not (type(value) is cst.Name and value.value == "self") for value in values)
+
+
+def _of_inputs(expr: cst.BaseExpression, inputs: set[str]) -> bool:
+    """Is `expr` one of `inputs`, or arithmetic, an index or an attribute of one (`(img * factor)`, `x[:, 0]`,
+    `x.T`)?"""
+    while type(expr) in (cst.Subscript, cst.Attribute, cst.UnaryOperation, cst.BinaryOperation):
+        if type(expr) is cst.BinaryOperation:
+            return _of_inputs(expr.left, inputs) or _of_inputs(expr.right, inputs)
+        expr = expr.expression if type(expr) is cst.UnaryOperation else expr.value
+    return type(expr) is cst.Name and expr.value in inputs
 
 
 def _registers_buffers(info: ClassInfo) -> bool:
