@@ -23,6 +23,8 @@ from modelint.facts.walk import calls_in, iter_nodes
 
 _WEIGHT_CALLS = frozenset({"torch.nn.Parameter", "torch.nn.parameter.Parameter"})
 _REGISTERING = frozenset({"register_parameter", "register_module", "add_module"})
+_PARAMETER_CONTAINERS = frozenset({"torch.nn.ParameterList", "torch.nn.ParameterDict"})
+_WRITTEN_OUT = (cst.List, cst.Tuple, cst.Dict, cst.ListComp, cst.DictComp, cst.GeneratorExp)
 _MODULE_RETURNING = frozenset({"torch.load", "torch.compile"})  # `torch.ones(...)` and the like make tensors
 _AUTOGRAD_FUNCTIONS = frozenset({"torch.autograd.Function", "torch.autograd.function.Function"})
 _PLAIN_MIXINS = frozenset({"abc.ABC", "object", "typing.Generic"})
@@ -177,6 +179,7 @@ class LayerKinds:
         # Whatever it stores that may be a module is a submodule, with its weights (`self.module = m`).
         numbers = computed_with(info, self.imports.qualify)
         return not any(self._may_be_module(value, method) and dotted(target) not in numbers
+                       and not (type(value) is cst.Call and self.imports.qualify(value.func) in _PARAMETER_CONTAINERS)
                        for target, value, method in self._stored.get(info.name, ()))
 
     def _weightless_base(self, info: ClassInfo) -> bool:
@@ -314,7 +317,11 @@ class LayerKinds:
             qualified.startswith("torch.nn.") and qualified.endswith("Loss"))
 
     def _weightless_layer(self, call: cst.Call) -> bool:
-        """A call in the class body: no construction, or one of a layer without weights."""
+        """A call in the class body: no construction, or one of a layer without weights. (`nn.ParameterList([...])`
+        holds the Parameters written in its argument, each a call of the class checked on its own.)"""
+        if self.imports.qualify(call.func) in _PARAMETER_CONTAINERS and all(
+                type(arg.value) in _WRITTEN_OUT for arg in call.args):
+            return True
         if self.table.builder_calls(call.func) is not None:
             return self.table.layer_dependence(call) is None  # a builder of modules builds weights
         built = self.table.construction(call)
