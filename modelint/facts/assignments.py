@@ -45,6 +45,9 @@ class AssignmentRecords:
             self.imports.add_attribute_binding(node.targets[0].target, node.value)
         elif type(node.value) is cst.Name and len(node.targets) == 1 and type(node.targets[0].target) is cst.Name:
             self.name_aliases.append((node.targets[0].target.value, node.value.value))
+        if type(node.value) is cst.Attribute and len(node.targets) == 1 and type(node.targets[0].target) is cst.Name \
+                and type(node.value.value) in (cst.Name, cst.Call) and dotted(node.value.value) != "self":
+            self.held_reads.append((node.targets[0].target.value, node.value))
         for target in node.targets:
             self._attribute_targets(target.target, node.value, node)
         if len(node.targets) == 1 and type(node.targets[0].target) is cst.Name and type(node.value) is cst.IfExp \

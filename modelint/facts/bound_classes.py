@@ -33,7 +33,12 @@ class BoundClasses:
         """`model.predict(x)` with `model = Classifier(10)`: the class of this file that every binding of
         the name, in the scope Python finds it in (the function, an enclosing one, the module), builds;
         through an alias too (`m = model.to(device)`, then `m.generate(idx)`)."""
-        name, through_module = object_name(call.func)
+        func = call.func
+        if type(func) is cst.Attribute and type(func.value) is cst.Attribute and func.value.attr.value != "module":
+            # `evaluator.nnet.score(hyp)`: the class the object's class keeps there
+            owner = self._holder_class(func.value.value, enclosing, set())
+            return self.held_class(owner, func.value.attr.value) if owner is not None else None
+        name, through_module = object_name(func)
         if name is None or name == "self":
             return None
         return self._class_bound_to(name, enclosing, set(), through_module, method=call.func.attr.value
@@ -79,8 +84,10 @@ class BoundClasses:
                     return None
                 classes.add(owner)
                 continue
-            held = self._attribute_class(node, scope) if not through_module else None
-            if held is not None:  # `model = self.model`
+            owner = self._holder_class(node.value, scope, seen) if type(node) is cst.Attribute else None
+            held = self.held_class(owner, node.attr.value) if owner is not None else \
+                self._attribute_class(node, scope) if not through_module else None
+            if held is not None:  # `model = self.model`, `lm = Evaluator(path).nnet`
                 classes.add(held)
                 continue
             if type(node) is cst.IfExp and method is not None:
@@ -119,6 +126,14 @@ class BoundClasses:
         return named.pop() if len(named) == 1 and None not in named and next(iter(named)) in self.modules.classes \
             else None
 
+    def _holder_class(self, holder: cst.BaseExpression, scope: FunctionInfo | None, seen: set) -> str | None:
+        """The class of this file of the object `holder` is (`Evaluator(path)` built right there, or a name bound
+        to one), whose attribute is read: not `self`, whose class the enclosing method says."""
+        if type(holder) is cst.Call:
+            return self._class_called(holder, scope)
+        return self._class_bound_to(holder.value, scope, seen) if type(holder) is cst.Name \
+            and holder.value != "self" else None
+
     def _wrapped(self, node):
         """The module a wrapper call wraps (`nn.DataParallel(RCNN())` -> `RCNN()`), else `node` itself."""
         while type(node) is cst.Call and node.args and self.imports.qualify(node.func) in api.MODULE_WRAPPERS:
@@ -143,6 +158,11 @@ class BoundClasses:
                    ((key, unwrap_chain(value)[0]) for key, value, _site in self.collector.call_assigns)
                    if "." not in key and type(node) is cst.Name]
         aliases += self.collector.name_aliases  # (`helper = base`)
+        # (`lm = evaluator.nnet`, `lm = Evaluator(path).nnet`: what such an object holds)
+        aliases += [(key, dotted(read.value)) for key, read in self.collector.held_reads
+                    if type(read.value) is cst.Name]
+        names.update(key for key, read in self.collector.held_reads
+                     if type(read.value) is cst.Call and self._class_called(read.value, None) is not None)
         aliases += [(key, dotted(value.func.value)) for key, value, _site in self.collector.call_assigns
                     if "." not in key and type(value.func) is cst.Attribute and type(value.func.value) is cst.Name
                     and value.func.attr.value in self._methods_returning_self]  # (`helper = base.configure(32)`)

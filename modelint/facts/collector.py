@@ -55,6 +55,8 @@ class Collector(AssignmentRecords, FastVisitor):
         # into a checkpoint dict, once the name is called: modelint.facts.free_models).
         self.item_assigns: list[tuple[str, cst.Subscript, Site]] = []
         self.name_aliases: list[tuple[str, str]] = []  # `helper = base`: another name of the same object
+        # `lm = Evaluator(path).nnet`, `net = agent.policy`: a name bound to what an object holds.
+        self.held_reads: list[tuple[str, cst.Attribute]] = []
         # `model = BigNet() if use_big else SmallNet()`: a name bound to one of two constructions.
         self.choice_assigns: list[tuple[str, cst.IfExp, Site]] = []
         self.module_uses_gradients = False

@@ -71,6 +71,15 @@ def _unwrapped_by_getattr(node: cst.BaseExpression) -> str | None:
     return key
 
 
+def _held_by_new_object(flow, value: cst.BaseExpression) -> ModeFact | None:
+    """`Loader(path).lm`, of a plain class of this file whose `__init__` builds `self.lm` (and maybe switches
+    it): that module's mode as the constructor leaves it (modelint.facts.objects.constructor_builds)."""
+    if type(value) is not cst.Attribute or type(value.value) is not cst.Call or type(value.value.func) is not cst.Name \
+            or value.value.func.value not in flow.modules.classes or value.value.func.value in flow.imports.bindings:
+        return None
+    return flow.objects.constructor_builds(value.value.func.value).get(f"self.{value.attr.value}")
+
+
 class Provenance:
     def __init__(self, flow) -> None:
         self.flow = flow
@@ -116,6 +125,10 @@ class Provenance:
             if held is not None:  # `load_embeddings(path)["embeddings"]`
                 fact = apply_chain(held, applied)
                 return Fresh(fact if fact is not None else held.join(ModeFact(havoc=True)))
+        held = _held_by_new_object(self.flow, base)
+        if held is not None:  # `lm = Loader(path).lm`: what the constructor of a plain class of the file left there
+            fact = apply_chain(held, applied)
+            return Fresh(fact if fact is not None else held.join(ModeFact(havoc=True)))
         if type(base) is cst.Attribute and type(unwrap_chain(base.value)[0]) is cst.Call:
             # `densenet121(pretrained=True).features`: a part of a model built right here, in its mode (what
             # the part holds is not known: the classifier of a model with BatchNorm may have none)

@@ -39,8 +39,8 @@ def computed_with(info: ClassInfo, qualify) -> set[str]:
     """The attributes the class's code only computes with: operands (`self.smoothing / (self.size - 2)`,
     `ids == self.pad_id`), indices (`dist[:, self.pad_id]`), keyword values (`device=self.device`), sizes
     in a tuple or handed to what takes sizes (`D.expand(n, self.doc_len, self.dim)`, `range(0, n, self.step)`,
-    `F.one_hot(y, self.num_classes)`), receivers of a tensor's method (`self.alpha.gather(0, y)`), never called or handed on otherwise: numbers and settings, whatever its
-    constructor was handed."""
+    `F.one_hot(y, self.num_classes)`), receivers of a tensor's method (`self.alpha.gather(0, y)`), never called or
+    handed on otherwise: numbers and settings, whatever its constructor was handed."""
     seen: dict[str, int] = {}
     plain: dict[str, int] = {}
     for node in iter_nodes(info.node.body):
