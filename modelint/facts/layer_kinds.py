@@ -255,17 +255,20 @@ class LayerKinds:
             for node in iter_nodes(forward.body))
 
     def _applies_tensor_functions(self, info: ClassInfo) -> bool:
-        """Its `forward` applies torch's tensor functions (`x * torch.sigmoid(x)`, `F.gelu(x)`) and calls nothing
-        of its own (`self.fc(x)`): an activation written as a module, not a model whose layers are still to be
-        written."""
+        """Its `forward` applies torch's tensor functions (`x * torch.sigmoid(x)`, `F.gelu(x)`), or hands back
+        arithmetic on its inputs (`x * self.scale`), and calls nothing of its own (`self.fc(x)`): an activation
+        written as a module, not a model whose layers are still to be written."""
         forward = info.methods.get("forward")
         if forward is None:
             return False
         applies = False
         # (and the class's own methods it calls, `self.sigmoid(z)` written out as `1 / (1 + torch.exp(-z))`)
         bodies, seen = [forward], {"forward"}
+        inputs = {p.name.value for p in (*forward.params.posonly_params, *forward.params.params)} - {"self"}
         while bodies:
             for node in iter_nodes(bodies.pop().body):
+                if type(node) is cst.Return and type(node.value) in (cst.BinaryOperation, cst.UnaryOperation):
+                    applies = applies or _of_inputs(node.value, inputs)  # (`return x * self.scale`: arithmetic)
                 if type(node) is not cst.Call:
                     continue
                 key = dotted(node.func) or ""
@@ -280,7 +283,7 @@ class LayerKinds:
                 qualified = self.imports.qualify(node.func) or ""
                 applies = applies or (qualified.startswith("torch.") and qualified.count(".") == 1) \
                     or qualified.startswith((api.FUNCTIONAL + ".", "numpy.")) \
-                    or (self._tensor_method_of_input(node.func, forward) and not self._keeps_what_it_is_handed(info))
+                    or (self._tensor_method_of_input(node.func, inputs) and not self._keeps_what_it_is_handed(info))
                 # (`numpy.`: a NumPy algorithm wrapped as a module)
         return applies
 
@@ -290,13 +293,12 @@ class LayerKinds:
         return any(literal_value(value) is NOT_LITERAL and type(value) not in (cst.BinaryOperation, cst.UnaryOperation)
                    for _, value, _ in self._stored.get(info.name, ()))
 
-    def _tensor_method_of_input(self, func: cst.BaseExpression, forward) -> bool:
-        """`values.max(dim=1)` on one of forward's inputs, or a custom autograd Function's
+    def _tensor_method_of_input(self, func: cst.BaseExpression, inputs: set[str]) -> bool:
+        """`values.max(dim=1)` on one of forward's `inputs`, or a custom autograd Function's
         `RowMax.apply(values)`: an operation written as a module (a `Flatten`, a jagged max)."""
         if type(func) is not cst.Attribute:
             return False
-        params = forward.params
-        if _of_inputs(func.value, {param.name.value for param in (*params.posonly_params, *params.params)} - {"self"}):
+        if _of_inputs(func.value, inputs):
             return True
         return type(func.value) is cst.Name and func.attr.value == "apply" and any(
             (self.imports.qualify(base) or "") in _AUTOGRAD_FUNCTIONS
