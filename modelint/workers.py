@@ -258,10 +258,10 @@ def balanced_batches(work, workers: int) -> list[list[int]]:
 def _collected_after_each_file():
     """libcst builds millions of small nodes per file, and the cycle collector, run on allocation counts,
     walks them again and again while they are alive: at CPython's default threshold it took about a sixth
-    of a cold run, at a raised one still a tenth. They die together when the file is done (its facts refer
-    to one another and hold its tree, so that is a collection's work, not reference counting's): the
-    collector is off while a batch is linted and runs once after each file analysed (`_analysed`), over the
-    young generation, which holds all that file made. Restored after."""
+    of a cold run, at a raised one still a tenth. The collector is off while a batch is linted; reference
+    counting frees a file's tree when its analysis ends (modelint.facts.FileFacts.release), and one
+    collection of the young generation after each file (`_analysed`) takes the few small cycles left (the
+    standard library's own closures). Restored after."""
     enabled = gc.isenabled()
     gc.disable()
     try:
