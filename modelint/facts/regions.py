@@ -15,6 +15,7 @@ import libcst as cst
 from modelint.facts import torch_api as api
 from modelint.facts.lattice import mode_of_call
 from modelint.facts.modules import rewraps, unwrap_chain
+from modelint.facts.flag_forwards import picks_grad_free
 from modelint.facts.freezing import built_frozen
 from modelint.facts.names import NOT_LITERAL, dotted, literal_value
 from modelint.facts.walk import iter_nodes
@@ -328,8 +329,9 @@ def _built_grad_free(facts, function, in_eval: bool, key: str | None = None, cal
         local = facts.modules.classes.get(built.value) if type(built) is cst.Name else None
         if local is not None:
             grad = forward_grad(facts.imports, local, facts.grad_wrappers)
-            if not (grad == "free" or (grad == "mode" and in_eval) or (
-                    type(value) is cst.Call and built_frozen(facts.flow.frozen_classes.get(local.name), value))):
+            if not (grad == "free" or (grad == "mode" and in_eval) or (type(value) is cst.Call and (
+                    built_frozen(facts.flow.frozen_classes.get(local.name), value) or picks_grad_free(
+                        local, value, lambda m: _method_grad(facts.imports, m, facts.grad_wrappers) == "free")))):
                 return False
             continue
         qualified = facts.imports.qualify(built)

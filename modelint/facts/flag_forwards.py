@@ -1,0 +1,81 @@
+"""A forward that picks a grad-free branch by a flag its constructor was handed.
+
+`if not self.trainable: return self.inference(x)` first in `forward`, with `self.trainable = trainable`
+in `__init__` and `inference` decorated `@torch.no_grad()`: a model built `Net(trainable=False)` (or
+with that default) records no graph when called, whatever its training branch does (the YOLO family's
+detectors, built for inference by their demo and evaluation scripts).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import libcst as cst
+
+from modelint.facts.names import NOT_LITERAL, dotted, handed_at, literal_value
+from modelint.facts.scopes import ClassInfo
+from modelint.facts.walk import iter_nodes
+
+
+class FreeBranchFlag(NamedTuple):
+    param: str  # the constructor's parameter
+    position: int  # among the positional parameters after `self` (-1: keyword only)
+    picks: bool  # the truth value that takes the grad-free branch
+    default: object  # its default, NOT_LITERAL when none or not a literal
+
+
+def picks_grad_free(cls: ClassInfo, call: cst.Call, method_free) -> bool:
+    """Does `call`, a construction of `cls`, hand the flag the value that sends every forward down a branch
+    that records no graph (`method_free(method)`: the method runs without autograd)?"""
+    flag = _free_branch_flag(cls, method_free)
+    if flag is None or any(arg.star for arg in call.args):
+        return False
+    passed = handed_at(call, flag.param, flag.position)
+    value = literal_value(passed) if passed is not None else flag.default
+    return value is not NOT_LITERAL and bool(value) is flag.picks
+
+
+def _free_branch_flag(cls: ClassInfo, method_free) -> FreeBranchFlag | None:
+    forward, init = cls.methods.get("forward"), cls.methods.get("__init__")
+    body = forward.body.body if forward is not None and type(forward.body) is cst.IndentedBlock else ()
+    first = body[0] if body else None
+    if init is None or type(first) is not cst.If or first.orelse is not None:
+        return None
+    test, picks = first.test, True
+    if type(test) is cst.UnaryOperation and type(test.operator) is cst.Not:
+        test, picks = test.expression, False
+    attribute = dotted(test)
+    returned = first.body.body[0].body[0] if len(first.body.body) == 1 and type(first.body.body[0]) is \
+        cst.SimpleStatementLine and len(first.body.body[0].body) == 1 else None
+    value = returned.value if type(returned) is cst.Return else None
+    if attribute is None or not attribute.startswith("self.") or attribute.count(".") != 1 or type(value) is not \
+            cst.Call or type(value.func) is not cst.Attribute or dotted(value.func.value) != "self":
+        return None
+    target = cls.methods.get(value.func.attr.value)
+    if target is None or not method_free(target):
+        return None
+    param = _kept_parameter(cls, init, attribute)
+    if param is None:
+        return None
+    params = init.params
+    positional = [p.name.value for p in (*params.posonly_params, *params.params)][1:]
+    found = next(p for p in (*params.posonly_params, *params.params, *params.kwonly_params) if p.name.value == param)
+    default = literal_value(found.default) if found.default is not None else NOT_LITERAL
+    return FreeBranchFlag(param, positional.index(param) if param in positional else -1, picks, default)
+
+
+def _kept_parameter(cls: ClassInfo, init: cst.FunctionDef, attribute: str) -> str | None:
+    """The parameter of `__init__` that `self.<attribute>` keeps as it is, when no other assignment of it
+    exists in the class."""
+    params = {p.name.value for p in (*init.params.posonly_params, *init.params.params, *init.params.kwonly_params)}
+    kept = None
+    for method in cls.methods.values():
+        for node in iter_nodes(method.body):
+            if type(node) is cst.AugAssign and dotted(node.target) == attribute:
+                return None
+            if type(node) is not cst.Assign or not any(dotted(t.target) == attribute for t in node.targets):
+                continue
+            if method is not init or type(node.value) is not cst.Name or node.value.value not in params or kept:
+                return None
+            kept = node.value.value
+    return kept
