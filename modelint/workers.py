@@ -50,7 +50,14 @@ class Workers:
         function: the pool's processes import it by name."""
         if self.count == 1 or (self._pool is None and len(items) < PARALLEL_THRESHOLD):
             return [function(item) for item in items]
-        return list(self._started().map(function, items, chunksize=max(1, len(items) // (8 * self.count))))
+        from concurrent.futures.process import BrokenProcessPool
+
+        try:
+            return list(self._started().map(function, items, chunksize=max(1, len(items) // (8 * self.count))))
+        except BrokenProcessPool:  # (a process killed, for memory say: the pool starts again for the analyses)
+            self._pool.shutdown(wait=False)
+            self._pool = None
+            return [function(item) for item in items]
 
     def _started(self):
         if self._pool is None:
