@@ -223,13 +223,13 @@ def _analyse(module: cst.Module, text: str, path: str, codes: frozenset[str], in
     asking = AskingIndex(index) if index is not None else None
     facts = FileFacts(module, path, index=asking, lines=lines, text=text)
     try:
-        return _report(facts, module, text, path, codes, asking, file_noqa)
+        return _report(facts, path, codes, asking, file_noqa)
     finally:
         facts.release()
 
 
-def _report(facts: FileFacts, module: cst.Module, text: str, path: str, codes: frozenset[str], asking,
-            file_noqa) -> FileResult:
+def _report(facts: FileFacts, path: str, codes: frozenset[str], asking, file_noqa) -> FileResult:
+    """The file's findings and summary, from its facts."""
     lines = facts.lines
     reports = []
     internal: list[Finding] = []
