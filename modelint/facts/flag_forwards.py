@@ -14,7 +14,6 @@ import libcst as cst
 
 from modelint.facts.names import NOT_LITERAL, dotted, handed_at, literal_value
 from modelint.facts.scopes import ClassInfo
-from modelint.facts.walk import iter_nodes
 
 
 class FreeBranchFlag(NamedTuple):
@@ -24,10 +23,11 @@ class FreeBranchFlag(NamedTuple):
     default: object  # its default, NOT_LITERAL when none or not a literal
 
 
-def picks_grad_free(cls: ClassInfo, call: cst.Call, method_free) -> bool:
+def picks_grad_free(cls: ClassInfo, call: cst.Call, method_free, kept_from_the_creator: dict) -> bool:
     """Does `call`, a construction of `cls`, hand the flag the value that sends every forward down a branch
-    that records no graph (`method_free(method)`: the method runs without autograd)?"""
-    flag = _free_branch_flag(cls, method_free)
+    that records no graph (`method_free(method)`: the method runs without autograd; `kept_from_the_creator`:
+    the class's `self.<attr>` kept as a constructor parameter hands it, modelint.facts.module_names)?"""
+    flag = _free_branch_flag(cls, method_free, kept_from_the_creator)
     if flag is None or any(arg.star for arg in call.args):
         return False
     passed = handed_at(call, flag.param, flag.position)
@@ -35,11 +35,11 @@ def picks_grad_free(cls: ClassInfo, call: cst.Call, method_free) -> bool:
     return value is not NOT_LITERAL and bool(value) is flag.picks
 
 
-def _free_branch_flag(cls: ClassInfo, method_free) -> FreeBranchFlag | None:
-    forward, init = cls.methods.get("forward"), cls.methods.get("__init__")
+def _free_branch_flag(cls: ClassInfo, method_free, kept_from_the_creator: dict) -> FreeBranchFlag | None:
+    forward = cls.methods.get("forward")
     body = forward.body.body if forward is not None and type(forward.body) is cst.IndentedBlock else ()
     first = body[0] if body else None
-    if init is None or type(first) is not cst.If or first.orelse is not None:
+    if type(first) is not cst.If or first.orelse is not None:
         return None
     test, picks = first.test, True
     if type(test) is cst.UnaryOperation and type(test.operator) is cst.Not:
@@ -54,28 +54,11 @@ def _free_branch_flag(cls: ClassInfo, method_free) -> FreeBranchFlag | None:
     target = cls.methods.get(value.func.attr.value)
     if target is None or not method_free(target):
         return None
-    param = _kept_parameter(cls, init, attribute)
-    if param is None:
+    kept = kept_from_the_creator.get(attribute)  # (`self.trainable = trainable`, its only assignment)
+    if kept is None:
         return None
-    params = init.params
-    positional = [p.name.value for p in (*params.posonly_params, *params.params)][1:]
-    found = next(p for p in (*params.posonly_params, *params.params, *params.kwonly_params) if p.name.value == param)
-    default = literal_value(found.default) if found.default is not None else NOT_LITERAL
+    init, param = kept
+    positional = init.positional_params[1:]
+    found = init.param(param)
+    default = literal_value(found.default) if found is not None and found.default is not None else NOT_LITERAL
     return FreeBranchFlag(param, positional.index(param) if param in positional else -1, picks, default)
-
-
-def _kept_parameter(cls: ClassInfo, init: cst.FunctionDef, attribute: str) -> str | None:
-    """The parameter of `__init__` that `self.<attribute>` keeps as it is, when no other assignment of it
-    exists in the class."""
-    params = {p.name.value for p in (*init.params.posonly_params, *init.params.params, *init.params.kwonly_params)}
-    kept = None
-    for method in cls.methods.values():
-        for node in iter_nodes(method.body):
-            if type(node) is cst.AugAssign and dotted(node.target) == attribute:
-                return None
-            if type(node) is not cst.Assign or not any(dotted(t.target) == attribute for t in node.targets):
-                continue
-            if method is not init or type(node.value) is not cst.Name or node.value.value not in params or kept:
-                return None
-            kept = node.value.value
-    return kept

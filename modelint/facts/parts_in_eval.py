@@ -12,24 +12,20 @@ import libcst as cst
 
 from modelint.facts.scopes import ClassInfo
 
-_CHAINED = frozenset({"to", "cuda", "cpu", "half", "float", "double", "bfloat16", "requires_grad_"})
-
 
 def parts_built_in_eval(info: ClassInfo) -> frozenset[cst.Call]:
     """The calls of the class that build a part and end in `.eval()` (`Net().to(dev).eval()`): the built call
     and each call of its chain. Empty when the class switches something to training mode itself."""
+    from modelint.facts.modules import unwrap_chain  # (that module asks this one)
+
     if any(type(c.func) is cst.Attribute and c.func.attr.value == "train" for c in info.calls):
         return frozenset()
     out: set[cst.Call] = set()
     for call in info.calls:
         if type(call.func) is not cst.Attribute or call.func.attr.value != "eval" or call.args:
             continue
-        chain = [call]
-        value = call.func.value
-        while type(value) is cst.Call and type(value.func) is cst.Attribute and value.func.attr.value in _CHAINED:
-            chain.append(value)
-            value = value.func.value
-        if type(value) is cst.Call:
+        built, chain = unwrap_chain(call)
+        if type(built) is cst.Call:
             out.update(chain)
-            out.add(value)
+            out.add(built)
     return frozenset(out)

@@ -331,7 +331,8 @@ def _built_grad_free(facts, function, in_eval: bool, key: str | None = None, cal
             grad = forward_grad(facts.imports, local, facts.grad_wrappers)
             if not (grad == "free" or (grad == "mode" and in_eval) or (type(value) is cst.Call and (
                     built_frozen(facts.flow.frozen_classes.get(local.name), value) or picks_grad_free(
-                        local, value, lambda m: _method_grad(facts.imports, m, facts.grad_wrappers) == "free")))):
+                        local, value, lambda m: _method_grad(facts.imports, m, facts.grad_wrappers) == "free",
+                        facts.modules.names.kept_from_the_creator(local))))):
                 return False
             continue
         qualified = facts.imports.qualify(built)
