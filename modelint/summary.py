@@ -184,6 +184,12 @@ class FileSummary:
     # Module classes whose `__init__` freezes every parameter they hold -> "" or "flag:position", the constructor
     # flag that must stay False (modelint.facts.freezing.classes_frozen_at_construction).
     frozen_classes: dict[str, str] = field(default_factory=dict)
+    # Module classes whose `forward` first picks a grad-free branch by a constructor flag it keeps
+    # (`if not self.trainable: return self.inference(x)`) -> that flag (modelint.facts.flag_forwards.FreeBranchFlag).
+    free_branch_classes: dict[str, tuple] = field(default_factory=dict)
+    # Top-level functions handing back a module one construction builds -> item of the tuple handed back (None:
+    # the whole value) -> the construction, in terms of their parameters (modelint.facts.factory_constructions).
+    factory_constructions: dict[str, dict] = field(default_factory=dict)
     # Module classes whose `forward` runs under `set_grad_enabled(self.training)`: no graph in eval mode.
     grad_follows_mode_classes: set[str] = field(default_factory=set)
     # Module classes whose `forward` takes gradients with respect to its inputs: running one needs autograd.
@@ -505,6 +511,19 @@ class ProjectIndex:
         "flag:position" unless that constructor flag is set); None when it does not."""
         found = self._defining(reference, from_path)
         return found.frozen_classes.get(reference.rpartition(".")[2]) if found is not None else None
+
+    def free_branch_flag(self, reference: str, from_path: str):
+        """The constructor flag by which the project class imported as `reference` picks a grad-free forward, if any."""
+        found = self._defining(reference, from_path)
+        return found.free_branch_classes.get(reference.rpartition(".")[2]) if found is not None else None
+
+    def factory_constructions(self, reference: str, from_path: str) -> tuple[str, dict] | None:
+        """(its file, item -> Construction) for the project factory imported as `reference`, if it hands back
+        a module one construction builds."""
+        name = reference.rpartition(".")[2]
+        found = self._defining(reference, from_path, defines=lambda summary: name in summary.factory_constructions)
+        return (found.path, found.factory_constructions[name]) \
+            if found is not None and name in found.factory_constructions else None
 
     def forward_without_grad_in_eval(self, reference: str, from_path: str) -> bool:
         """Is the project class imported as `reference` a module whose `forward` turns autograd off in eval mode?"""

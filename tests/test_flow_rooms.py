@@ -1254,3 +1254,51 @@ def test_a_flag_rebound_only_before_its_tests() -> None:
     assert not rebound_only_before(flow, "opt.after", [module[6]])  # (rebound after the test)
     assert rebound_only_before(flow, "opt.never", [module[6]])  # (only `opt = ...`, above)
     assert not rebound_only_before(flow, "opt.never", [module[1]])
+
+
+# -- factory_constructions.py ------------------------------------------------------------------------
+
+def test_a_factory_call_amounts_to_the_constructions_it_makes() -> None:
+    from modelint.facts.factory_constructions import constructions_behind, factory_constructions
+
+    facts = facts_of('''
+        import torch.nn as nn
+
+        class Small(nn.Module):
+            def __init__(self, width, frozen=False):
+                super().__init__()
+
+        class Large(nn.Module):
+            def __init__(self, width, frozen=False):
+                super().__init__()
+
+        def pick(name, frozen=False):
+            if name == "small":
+                model = Small(8, frozen=frozen)
+            else:
+                model = Large(64, frozen)
+            return model.cpu()
+
+        def with_loss(name, frozen):
+            net = pick(name, frozen=frozen)
+            return net, nn.MSELoss()
+
+        def unknown(name):
+            model = Small(8)
+            model = load(model)
+            for model in []:
+                pass
+            return model
+    ''')
+    made = factory_constructions(facts.flow)
+    assert [c.reference for c in made["pick"][None]] == [":Small", ":Large"]
+    assert made["with_loss"][0][0].reference == ":pick" and None not in made["with_loss"]
+    assert "unknown" not in made  # (bound by a loop too: not one construction's)
+    behind = constructions_behind(facts, call('with_loss("small", True)'))
+    assert behind is None  # (the whole value is a tuple: no module of one construction)
+    behind = constructions_behind(facts, call('pick("small", True)'))
+    assert [local.name for local, *_ in behind] == ["Small", "Large"]
+    rewritten = [cst.Module([]).code_for_node(made_call) for *_, made_call in behind]
+    assert rewritten == ["_constructed_(8, frozen = True)", "_constructed_(64, True)"]
+    default = constructions_behind(facts, call('pick("small")'))
+    assert cst.Module([]).code_for_node(default[0][3]) == "_constructed_(8, frozen = False)"

@@ -17,7 +17,9 @@ from modelint.facts.modules import Dependence
 from modelint.facts.object_orders import handed_methods, object_orders
 from modelint.facts.input_gradients import input_gradient_classes
 from modelint.facts.foreign_calls import inherited_methods_called, method_calls, method_calls_in_eval
-from modelint.facts.regions import forward_grad, grad_wrappers, imported_decorators, lexically_grad_free
+from modelint.facts.factory_constructions import factory_constructions
+from modelint.facts.flag_forwards import free_branch_flag
+from modelint.facts.regions import forward_grad, grad_wrappers, imported_decorators, lexically_grad_free, method_grad
 from modelint.summary import FileSummary, ForwardUse, FunctionSummary, RemoteSite, ReturnFact, StepUse
 
 
@@ -72,6 +74,8 @@ def file_summary(flow) -> FileSummary:
                        weightless_classes=flow.modules.weightless_classes(),
                        grad_free_forward_classes=grad_free_forward_classes(flow),
                        frozen_classes=dict(flow.frozen_classes),
+                       free_branch_classes=free_branch_classes(flow),
+                       factory_constructions=factory_constructions(flow),
                        grad_follows_mode_classes=grad_free_forward_classes(flow, "mode"),
                        input_gradient_classes=input_gradient_classes(flow),
                        own_mode_classes=flow.modules.own_mode_classes(),
@@ -114,6 +118,19 @@ def grad_free_forward_classes(flow, mode: str = "free") -> set[str]:
     (`set_grad_enabled(self.training)` around its body). See modelint.facts.regions.forward_grad."""
     return {name for name, info in flow.modules.classes.items() if flow.modules.is_module_class(info)
             and forward_grad(flow.imports, info, flow.grad_wrappers) == mode}
+
+
+def free_branch_classes(flow) -> dict:
+    """Module classes of this file whose `forward` picks a grad-free branch by a constructor flag -> that flag
+    (modelint.facts.flag_forwards): another file's `Detector(trainable=False)` records no graph when run."""
+    out = {}
+    for name, info in flow.modules.classes.items():
+        if flow.modules.is_module_class(info):
+            flag = free_branch_flag(info, lambda m: method_grad(flow.imports, m, flow.grad_wrappers) == "free",
+                                    flow.modules.names.kept_from_the_creator(info))
+            if flag is not None:
+                out[name] = flag
+    return out
 
 
 def _kept_in_eval(flow, qualname: str, part: str):
@@ -184,7 +201,7 @@ def _export(flow, summary: FunctionSummary) -> FunctionSummary | None:
     forwards = [u for u in forwards if not of_the_object(u.param) or u.param == "self" or u.param in kept]
     steps = [u for u in summary.steps if not of_the_object(u.param)]
     returns = summary.returns
-    if returns is not None and returns.mode is None and not returns.certain:
+    if returns is not None and returns.mode is None and not returns.certain and returns.param is None:
         returns = None  # "something, in some mode, maybe a module": what a caller assumes of any call
     backprops = [p for p in summary.backprops if not of_the_object(p)]
     # (what a function does with the values it is handed: `to_np(out)` in a utils file gives back numbers,

@@ -20,26 +20,31 @@ class FreeBranchFlag(NamedTuple):
     param: str  # the constructor's parameter
     position: int  # among the positional parameters after `self` (-1: keyword only)
     picks: bool  # the truth value that takes the grad-free branch
-    default: object  # its default, NOT_LITERAL when none or not a literal
+    default: object  # its default, when `defaulted`
+    defaulted: bool  # it has a literal default (picklable: the summary of its file carries it to other files)
 
 
 def picks_grad_free(cls: ClassInfo, call: cst.Call, method_free, kept_from_the_creator: dict) -> bool:
     """Does `call`, a construction of `cls`, hand the flag the value that sends every forward down a branch
     that records no graph (`method_free(method)`: the method runs without autograd; `kept_from_the_creator`:
     the class's `self.<attr>` kept as a constructor parameter hands it, modelint.facts.module_names)?"""
-    flag = _free_branch_flag(cls, method_free, kept_from_the_creator)
+    return flag_picks(free_branch_flag(cls, method_free, kept_from_the_creator), call)
+
+
+def flag_picks(flag: FreeBranchFlag | None, call: cst.Call) -> bool:
+    """Does `call`, a construction of a class whose forward branches on `flag`, take the grad-free branch?"""
     if flag is None or any(arg.star for arg in call.args):
         return False
     passed = handed_at(call, flag.param, flag.position)
-    value = literal_value(passed) if passed is not None else flag.default
+    value = literal_value(passed) if passed is not None else flag.default if flag.defaulted else NOT_LITERAL
     return value is not NOT_LITERAL and bool(value) is flag.picks
 
 
-def _free_branch_flag(cls: ClassInfo, method_free, kept_from_the_creator: dict) -> FreeBranchFlag | None:
+def free_branch_flag(cls: ClassInfo, method_free, kept_from_the_creator: dict) -> FreeBranchFlag | None:
     forward = cls.methods.get("forward")
     body = forward.body.body if forward is not None and type(forward.body) is cst.IndentedBlock else ()
     first = body[0] if body else None
-    if type(first) is not cst.If or first.orelse is not None:
+    if type(first) is not cst.If:  # (an `else:` after it or not: the branch taken returns)
         return None
     test, picks = first.test, True
     if type(test) is cst.UnaryOperation and type(test.operator) is cst.Not:
@@ -61,4 +66,5 @@ def _free_branch_flag(cls: ClassInfo, method_free, kept_from_the_creator: dict) 
     positional = init.positional_params[1:]
     found = init.param(param)
     default = literal_value(found.default) if found is not None and found.default is not None else NOT_LITERAL
-    return FreeBranchFlag(param, positional.index(param) if param in positional else -1, picks, default)
+    return FreeBranchFlag(param, positional.index(param) if param in positional else -1, picks,
+                          None if default is NOT_LITERAL else default, default is not NOT_LITERAL)

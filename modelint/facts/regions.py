@@ -15,9 +15,11 @@ import libcst as cst
 from modelint.facts import torch_api as api
 from modelint.facts.lattice import mode_of_call
 from modelint.facts.modules import rewraps, unwrap_chain
-from modelint.facts.flag_forwards import picks_grad_free
+from modelint.facts.factory_constructions import constructions_behind
+from modelint.facts.flag_forwards import flag_picks, picks_grad_free
 from modelint.facts.freezing import built_frozen
 from modelint.facts.names import NOT_LITERAL, dotted, literal_value
+from modelint.facts.provenance import returned_argument
 from modelint.facts.walk import iter_nodes
 
 
@@ -176,7 +178,7 @@ def forward_grad(imports, cls, wrappers: frozenset[str] = frozenset()) -> str | 
     forward = cls.methods.get("forward")
     if forward is None:
         return None
-    own = _method_grad(imports, forward, wrappers)
+    own = method_grad(imports, forward, wrappers)
     if own is not None:
         return own
     if _returns_literals_only(forward):
@@ -229,13 +231,13 @@ def _hands_over_to_grad_free(imports, cls, method: cst.FunctionDef, wrappers, se
         target = cls.methods.get(name)
         if target is None or target in seen:
             return False
-        if _method_grad(imports, target, wrappers) != "free" \
+        if method_grad(imports, target, wrappers) != "free" \
                 and not _hands_over_to_grad_free(imports, cls, target, wrappers, seen | {target}):
             return False
     return bool(returned)
 
 
-def _method_grad(imports, method: cst.FunctionDef, wrappers: frozenset[str]) -> str | None:
+def method_grad(imports, method: cst.FunctionDef, wrappers: frozenset[str]) -> str | None:
     """"free" for a method decorated `@torch.no_grad()` or whose whole body runs in `with torch.no_grad():`;
     "mode" for one whose body runs in `with torch.set_grad_enabled(self.training):`; else None."""
     if any(disables_grad(imports, d.decorator, wrappers) for d in method.decorators):
@@ -317,9 +319,12 @@ def _built_grad_free(facts, function, in_eval: bool, key: str | None = None, cal
         values = [value for name, value, site in facts.collector.call_assigns
                   if name == key and (site.function is function or site.function is None)]
     if key is not None:
-        values = [value for value in values if not rewraps(facts.imports, value, key)]  # (`g = g.cuda()`: the same)
+        # (`g = g.cuda()`, `model = load_weight(model, path)`: the same module)
+        values = [value for value in values if not rewraps(facts.imports, value, key)
+                  and not _hands_back(facts, function, value, key)]
     if not values:
         return False
+    built_by = []  # (local class info or None, reference or None, path to ask the index from, the value)
     for value in values:
         if type(value) is cst.Call:
             value = unwrap_chain(value)[0]  # (`Scorer().to(device)`: the object `Scorer()` built, moved)
@@ -327,21 +332,35 @@ def _built_grad_free(facts, function, in_eval: bool, key: str | None = None, cal
         if built is None:
             return False
         local = facts.modules.classes.get(built.value) if type(built) is cst.Name else None
+        behind = constructions_behind(facts, value) if local is None and type(value) is cst.Call else None
+        # (`build_model(cfg, trainable=False)`: the constructions the factory makes)
+        built_by.extend(behind or [(local, None if local is not None else facts.imports.qualify(built), facts.path,
+                                    value)])
+    for local, qualified, from_path, value in built_by:
         if local is not None:
             grad = forward_grad(facts.imports, local, facts.grad_wrappers)
             if not (grad == "free" or (grad == "mode" and in_eval) or (type(value) is cst.Call and (
                     built_frozen(facts.flow.frozen_classes.get(local.name), value) or picks_grad_free(
-                        local, value, lambda m: _method_grad(facts.imports, m, facts.grad_wrappers) == "free",
+                        local, value, lambda m: method_grad(facts.imports, m, facts.grad_wrappers) == "free",
                         facts.modules.names.kept_from_the_creator(local))))):
                 return False
             continue
-        qualified = facts.imports.qualify(built)
         index = facts.flow.index
-        if qualified is None or index is None or not (index.forward_without_grad(qualified, facts.path) or (
-                in_eval and index.forward_without_grad_in_eval(qualified, facts.path)) or (
-                type(value) is cst.Call and built_frozen(index.frozen_at_construction(qualified, facts.path), value))):
+        if qualified is None or index is None or not (index.forward_without_grad(qualified, from_path) or (
+                in_eval and index.forward_without_grad_in_eval(qualified, from_path)) or (
+                type(value) is cst.Call and (built_frozen(index.frozen_at_construction(qualified, from_path), value)
+                                             or flag_picks(index.free_branch_flag(qualified, from_path), value)))):
             return False
     return True
+
+
+def _hands_back(facts, function, value, key: str) -> bool:
+    """Is `value` a call of a helper that hands back the module `key` names, as it was handed it?"""
+    if type(value) is not cst.Call:
+        return False
+    summary, _receiver = facts.flow.resolve(value, function)
+    given = returned_argument(value, summary) if summary is not None else None
+    return given is not None and dotted(given) == key
 
 
 class _AnnotatedClass(NamedTuple):
