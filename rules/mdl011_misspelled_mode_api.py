@@ -7,7 +7,7 @@ import libcst as cst
 
 from modelint.facts import FileFacts
 from modelint.facts import torch_api as api
-from modelint.facts.names import dotted
+from modelint.facts.names import dotted, literal_value
 from modelint.rule import NodeEdit, NodeFix, Report, Rule
 from modelint.textutil import code_of, edit_distance
 
@@ -94,7 +94,9 @@ class MisspelledModeApi(Rule):
                 wrong = certain or (facts_of.module is not False and name not in facts_of.defines
                                     and _switch_before_forward(facts, site))
             else:
-                wrong = certain = facts_of.module is True and name not in facts_of.defines
+                # (the mode APIs take a flag at most: `self.zero_pad(x)` hands a tensor to a layer of its own)
+                wrong = certain = facts_of.module is True and name not in facts_of.defines \
+                    and all(literal_value(arg.value) in (True, False, None) for arg in call.args)
             if wrong:
                 receiver = dotted(func.value) or code_of(func.value)
                 # A class not known from end to end may define the method where this file cannot see.

@@ -125,7 +125,14 @@ def shape_of(receivers, info, hook_calls: frozenset = frozenset(), forward_hooks
                 targets = [t.target for t in small.targets] if type(small) is cst.Assign else \
                     [small.target] if type(small) is cst.AnnAssign else []
                 defines.update(t.value for t in targets if type(t) is cst.Name)
-    from modelint.facts.receivers import library_class  # (receivers builds the shapes with this)
+    from modelint.facts.receivers import instance_method, library_class  # (receivers builds the shapes with this)
+    # (and what its methods store on the object, `self.zero_pad = nn.ZeroPad2d(1)`: `self.zero_pad(x)` is no typo;
+    # not nn.Module's own names, `self.training = False`, `self.train = train`, which MDL010/MDL013 are about)
+    defines.update(assign.target.attr.value for assign in receivers.collector.attribute_assigns
+                   if assign.site.cls is info and assign.target.attr.value not in api.MODULE_METHODS
+                   and assign.target.attr.value != "training" and type(assign.target.value) is cst.Name
+                   and (method := instance_method(assign.site.function, None)) is not None
+                   and assign.target.value.value == method.params[0])
 
     torch_layer = any(b.startswith("torch.nn.") and library_class(b) is not None and library_class(b).leaf
                       for b in bases)

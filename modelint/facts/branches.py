@@ -55,6 +55,38 @@ def knowing_the_flag(state: State, stmt: cst.If, holds: bool) -> State:
     return state
 
 
+def knowing_it_is_none(state: State, stmt: cst.If, holds: bool) -> State:
+    """`if head: head.train()`: where the test came out `holds` and says a followed model's name holds None
+    (`if head:` false, `if head is None:` true), there is no model under it on that path, so the path adds
+    nothing to its mode after the `if` (as a name not bound yet, State.unbound): an optional part switched
+    under the same guard wherever it is switched is in the mode the switches say."""
+    key, none_when = _tested_for_presence(stmt.test)
+    if key is None or holds is not none_when:
+        return state
+    key = state.canonical(key)
+    if key in ("self", "cls"):
+        return state
+    state.forget(key)
+    state.unbound = state.unbound | {key}
+    return state
+
+
+def _tested_for_presence(test: cst.BaseExpression) -> tuple[str | None, bool]:
+    """(`x`, the outcome under which `x` is None) for `x`, `not x`, `x is None`, `x is not None` (and `==`)."""
+    none_when = False
+    if type(test) is cst.UnaryOperation and type(test.operator) is cst.Not:
+        test, none_when = test.expression, True
+    if type(test) is cst.Comparison and len(test.comparisons) == 1 \
+            and type(test.comparisons[0].comparator) is cst.Name and test.comparisons[0].comparator.value == "None":
+        operator = type(test.comparisons[0].operator)
+        if operator not in (cst.Is, cst.Equal, cst.IsNot, cst.NotEqual):
+            return None, False
+        test, none_when = test.left, none_when is (operator in (cst.IsNot, cst.NotEqual))
+    if type(test) not in (cst.Name, cst.Attribute):
+        return None, False
+    return dotted(test), none_when
+
+
 def knowing_the_condition(state: State, stmt: cst.If, holds: bool, made_under, unchanging) -> State:
     """`if args.inference_only: model.eval()`, later `if args.inference_only: break` before training: where a
     test of the same flag (a name or an attribute chain nothing here assigns: `unchanging(flag)`) came out

@@ -326,6 +326,8 @@ class CallEffects(FollowedNames, SummaryEffects, ModeContexts, TrainingSteps, Ha
                 fact=None, phase: tuple | None = None) -> None:
         if "." in key and key.rsplit(".", 1)[1] in api.MODE_PRESERVING_METHODS:
             return  # `pp()` for `pp = model.parameters`: a bound method of a module, not a module
+        if fact is None and key in state.unbound and key not in state.models:
+            return  # (no module under the name on this path: `head(x) if head else x` where `head` is None)
         table = self.out.helper_forwards if helper else self.out.forwards
         token = (call, self.tag) if self.tag else call  # what the output's origins name
         slot = (token, via) if helper else token

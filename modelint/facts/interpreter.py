@@ -15,7 +15,7 @@ import libcst as cst
 from modelint.facts import torch_api as api
 from modelint.facts.bindings import Bindings, flatten
 from modelint.facts.branches import (Constants, asserting_the_flag, join_branches, knowing_the_condition,
-                                      knowing_the_flag, tested_for_none)
+                                      knowing_it_is_none, knowing_the_flag, tested_for_none)
 from modelint.facts.calls import CallEffects
 from modelint.facts.hidden_backward import models_held_by, names_handed
 from modelint.facts.helper_arguments import argument_uses
@@ -154,7 +154,8 @@ class Interpreter(Loops, Bindings, CallEffects):
             self.uses.expression(stmt.test, state.values)
             decided = decide(stmt.test, self.constants)
             if decided is not None:  # `if phase == "train":` in a phase loop: one branch runs
-                run_in = state.copy() if branches else state  # (earlier branches compare with `state`)
+                run_in = knowing_it_is_none(state.copy() if branches else state, stmt, decided)
+                # (earlier branches compare with `state`)
                 if decided or stmt.orelse is None or type(stmt.orelse) is not cst.If:
                     body = stmt.body if decided else stmt.orelse.body if stmt.orelse is not None else None
                     other = constants.branch(body, run_in)
@@ -187,8 +188,8 @@ class Interpreter(Loops, Bindings, CallEffects):
     def _knowing(self, state: State, stmt: cst.If, holds: bool) -> State:
         """What a branch of `stmt` knows: a model's own flag (`if not m.training`), and the outcome of a flag
         tested before (`if args.eval_only:` again)."""
-        return knowing_the_condition(knowing_the_flag(state, stmt, holds), stmt, holds, self._made_under,
-                                     self.flow.unchanging_flag)
+        return knowing_the_condition(knowing_it_is_none(knowing_the_flag(state, stmt, holds), stmt, holds), stmt,
+                                     holds, self._made_under, self.flow.unchanging_flag)
 
     def _made_under(self, call: cst.Call) -> frozenset:
         cache = self.flow.__dict__.setdefault("_flag_outcomes", {})  # (asked at every `if` for every site)
