@@ -1302,3 +1302,26 @@ def test_a_factory_call_amounts_to_the_constructions_it_makes() -> None:
     assert rewritten == ["_constructed_(8, frozen = True)", "_constructed_(64, True)"]
     default = constructions_behind(facts, call('pick("small")'))
     assert cst.Module([]).code_for_node(default[0][3]) == "_constructed_(8, frozen = False)"
+
+
+# -- names.py: imports -------------------------------------------------------------------------------
+
+def test_an_import_inside_a_function_binds_its_name_there_only() -> None:
+    facts = facts_of('''
+        from nets.plain import Actor
+
+        def make_normalized():
+            from nets.normalized import Actor
+            return Actor(4, 2)
+
+        def make_other():
+            import nets.other as nets_other
+            return nets_other.Actor(4, 2)
+
+        top = Actor(4, 2)
+    ''')
+    qualified = {facts.positions[site.node].start.line: facts.imports.qualify(site.node.func)
+                 for site in facts.collector.calls}
+    assert qualified[6] == "nets.normalized.Actor"
+    assert qualified[10] == "nets.other.Actor"
+    assert qualified[12] == "nets.plain.Actor"  # (the module-level import, not the function's, outside it)

@@ -143,10 +143,12 @@ class Collector(AssignmentRecords, FastVisitor):
 
     # -- imports ------------------------------------------------------------
     def visit_Import(self, node: cst.Import) -> None:
-        self.imports.add_import(node)
+        function = self._function()
+        self.imports.add_import(node, function.node if function is not None else None)
 
     def visit_ImportFrom(self, node: cst.ImportFrom) -> None:
-        self.imports.add_import_from(node)
+        function = self._function()
+        self.imports.add_import_from(node, function.node if function is not None else None)
 
     # -- scopes -------------------------------------------------------------
     def visit_ClassDef(self, node: cst.ClassDef) -> None:

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 import libcst as cst
 
+from modelint.facts.walk import iter_nodes
+
 _CAMEL = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|[0-9]+")
 
 
@@ -218,25 +220,50 @@ class ImportTable:
     # and over (each branch, each pass over a loop, each rule), nine times per node on average.
     _qualified: dict | None = field(default=None, repr=False, compare=False)
     _rebound: set = field(default_factory=set, repr=False, compare=False)  # (see add_module_level_alias)
+    # What the imports written at module level bind, and those written in each function (its node -> names): a
+    # factory per network doing its own `from nets_bn import Actor` names another class than its neighbour's.
+    _module_level: dict = field(default_factory=dict, repr=False, compare=False)
+    _in_functions: dict = field(default_factory=dict, repr=False, compare=False)
 
     def settle(self) -> None:
-        """Every import of the file is recorded: from now on each node's qualified name is worked out once."""
+        """Every import of the file is recorded: from now on each node's qualified name is worked out once. A
+        name a module-level import binds is that import's outside the functions importing it otherwise; in a
+        function whose own import binds a name otherwise than the file does, its nodes get the function's."""
+        self.bindings.update(self._module_level)
         self._qualified = {}
+        for function, own in self._in_functions.items():
+            differing = {name: value for name, value in own.items() if self.bindings.get(name) != value}
+            if differing:
+                self._qualify_in(function, differing)
 
-    def add_import(self, node: cst.Import) -> None:
+    def _qualify_in(self, function: cst.FunctionDef, own: dict) -> None:
+        file_wide = self.bindings
+        self.bindings = {**file_wide, **own}
+        try:
+            for node in iter_nodes(function.body):
+                if type(node) in (cst.Name, cst.Attribute) and (dotted(node) or "").split(".")[0] in own:
+                    self._qualified[node] = self._qualify(node)
+        finally:
+            self.bindings = file_wide
+
+    def _bind(self, name: str, value: str, function: cst.FunctionDef | None) -> None:
+        self.bindings[name] = value
+        (self._module_level if function is None else self._in_functions.setdefault(function, {}))[name] = value
+
+    def add_import(self, node: cst.Import, function: cst.FunctionDef | None = None) -> None:
         for alias in node.names:
             full = dotted(alias.name)
             if full is None:
                 continue
             if alias.asname is not None and type(alias.asname.name) is cst.Name:
-                self.bindings[alias.asname.name.value] = full
+                self._bind(alias.asname.name.value, full, function)
                 self.modules.add(alias.asname.name.value)
             else:
                 head = full.split(".")[0]
-                self.bindings[head] = head
+                self._bind(head, head, function)
                 self.modules.update(key_prefixes(full))
 
-    def add_import_from(self, node: cst.ImportFrom) -> None:
+    def add_import_from(self, node: cst.ImportFrom, function: cst.FunctionDef | None = None) -> None:
         module = "." * len(node.relative) + ((dotted(node.module) or "") if node.module else "")
         if type(node.names) is cst.ImportStar:
             if module and not is_torch_module(module):
@@ -250,8 +277,8 @@ class ImportTable:
             if alias.asname is not None and type(alias.asname.name) is cst.Name:
                 local = alias.asname.name.value
             # (`from . import helpers` binds `.helpers`, not `..helpers`, which would be the parent package's)
-            self.bindings[local] = (f"{module}{name}" if module.strip(".") == "" else f"{module}.{name}") if module \
-                else name
+            self._bind(local, (f"{module}{name}" if module.strip(".") == "" else f"{module}.{name}") if module
+                       else name, function)
 
     def add_attribute_binding(self, target: cst.BaseExpression, value: cst.BaseExpression) -> None:
         """`self.torch = torch` (or `= torch.nn.functional`): the attribute names that imported module."""

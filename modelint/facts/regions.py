@@ -74,6 +74,10 @@ def grad_effect(imports, expr: cst.BaseExpression) -> str | None:
         # (or `torch.no_grad() if frozen else contextlib.nullcontext()`: autograd as it was, on that path)
         chosen = {branch_grad_effect(imports, expr.body), branch_grad_effect(imports, expr.orelse)}
         return None if None in chosen or chosen == {"keep"} else chosen.pop() if len(chosen) == 1 else "unknown"
+    if type(expr) is cst.BooleanOperation and type(expr.left) is cst.Call:
+        # `with accelerator.accumulate(model) and torch.no_grad():`: a context manager object is true, so `and`
+        # hands over its right side (and `or` its left): that one is the with-item
+        return grad_effect(imports, expr.right if type(expr.operator) is cst.And else expr.left)
     if type(expr) is not cst.Call:
         return None
     if _library_grad_wrapper(imports, expr):
