@@ -184,21 +184,32 @@ class CallerEntry:
         return any(caller is not function for caller, _grad, _models in self.call_sites.get(name, {}).values())
 
     def mode_from_callers(self, function: FunctionInfo, key: str):
-        """A private `self._predict_batch(X)` called only by methods of its class, each having put `self.<attr>` in
-        a mode we know at the call (`self.network.eval()` first): the mode it starts in, joined over them;
-        None when a caller is elsewhere or does not know it, and for a public method (`predict()`), which the
-        object's users may call after any other method."""
-        if not _is_private_hook(function) or not key.startswith("self."):
+        """A method (`self._predict_batch(X)`, `self.validate()`) called by methods of its class, each having put
+        `self.<attr>` in a mode we know at the call (`self.network.eval()` first): the mode it starts in, joined
+        over them; None when a caller is elsewhere or does not know it, and for a method nothing here calls (a
+        public `predict()` is then an entry point, which the object's users may call after any other method)."""
+        if function.cls is None or function.name.startswith("__") or not key.startswith("self."):
             return None
         sites = [site for site in self.call_sites.get(qualname(function), {}).values() if site[0] is not function]
+        private = _is_private_hook(function)
         found = None
         for caller, _grad, models in sites:
             fact = models.get(key) or followed_parent(models, key)  # (`self.nets.eval()` for `self.nets["policy"]`)
             if caller is None or caller.cls is not function.cls or fact is None or fact.entry or fact.havoc \
                     or not (fact.train_sites or fact.eval_sites):
                 return None
+            if not private and not all(self._switched_in(caller, site) for site in fact.train_sites | fact.eval_sites):
+                # (a public method is the users' too, `predict()` after `train_model()`: only callers that switch the
+                # model themselves before calling it, `self.model.eval(); self.validate()`, show it is a helper
+                # run in the mode they choose; not one that merely comes after another method's switch)
+                return None
             found = fact if found is None else found.join(fact)
         return found
+
+    def _switched_in(self, function: FunctionInfo, site) -> bool:
+        """Is `site` a mode switch written in `function` itself?"""
+        found = self.site_of_call.get(site) if type(site) is cst.Call else None
+        return found is not None and found.site.function is function
 
     def record_call_site(self, name: str, call: cst.Call, caller: FunctionInfo | None, state) -> None:
         sites = self.call_sites.setdefault(name, {})
