@@ -44,6 +44,9 @@ class UnregisteredSubmodule(Rule):
     ## Fix safety
     Safe for a list/dict literal or comprehension (wrap it in `nn.ModuleList` /
     `nn.ModuleDict`); a layer built in `forward` must move to `__init__`, by hand.
+    Unsafe where the elements' parameters are also registered by hand
+    (`self.register_parameter(...)` for each): the state dict would then hold them
+    twice, under new names, and old checkpoints would not load as they are.
 
     ## References
     - https://pytorch.org/docs/stable/generated/torch.nn.ModuleList.html
@@ -62,20 +65,24 @@ class UnregisteredSubmodule(Rule):
         for container in plain_containers(facts):
             attr, kind, assign = container.attr, container.kind, container.assign
             wrapper = "nn.ModuleDict" if kind == "dict" else "nn.ModuleList"
+            missed = "eval() and train() miss them (their parameters are registered by hand)" if container.by_hand \
+                else "eval(), .to() and parameters() miss them"
+            # (registered by hand too, the parameters would be in the state dict twice, under new names)
+            safety = "unsafe" if container.by_hand else "safe"
             if container.empty:
                 added = " added later" if container.fills else ""
                 fix = None
                 if nn is not None:
                     fix = NodeFix(f"Make `self.{attr}` an `{nn}.{wrapper[3:]}()`",
-                                  (NodeEdit(assign.value, f"{nn}.{wrapper[3:]}()", "replace"),))
+                                  (NodeEdit(assign.value, f"{nn}.{wrapper[3:]}()", "replace"),), safety)
                 yield Report(assign.node, f"modules{added} to the plain {kind} `self.{attr}` are not registered: "
-                                          f"eval(), .to() and parameters() miss them; make it an `{wrapper}()`",
+                                          f"{missed}; make it an `{wrapper}()`",
                              stmt=assign.site.stmt, fix=fix, notes=tuple((n, "a module is put in it here")
                                                                          for n in container.fills[:1]))
                 continue
-            yield Report(assign.node, f"modules in a plain {kind} `self.{attr}` are not registered: eval(), "
-                                      f".to() and parameters() miss them; use `{wrapper}(...)`",
-                         stmt=assign.site.stmt, fix=_wrap(assign.value, kind, nn))
+            yield Report(assign.node, f"modules in a plain {kind} `self.{attr}` are not registered: {missed}; "
+                                      f"use `{wrapper}(...)`",
+                         stmt=assign.site.stmt, fix=_wrap(assign.value, kind, nn, safety))
         modules = facts.modules
         reachable = facts.forward_reachable
         for call_site in facts.collector.calls:
@@ -102,7 +109,7 @@ def _nn_name(facts: FileFacts) -> str | None:
     return None
 
 
-def _wrap(value: cst.BaseExpression, kind: str, nn: str | None) -> NodeFix | None:
+def _wrap(value: cst.BaseExpression, kind: str, nn: str | None, safety: str) -> NodeFix | None:
     if nn is None:
         return None
     if kind == "dict":
@@ -115,6 +122,7 @@ def _wrap(value: cst.BaseExpression, kind: str, nn: str | None) -> NodeFix | Non
         wrapper = f"{nn}.ModuleList"
     if type(value) is cst.Tuple and not value.lpar:
         return None
-    return NodeFix(f"Wrap in `{wrapper}(...)`", (NodeEdit(value, f"{wrapper}(", "before"), NodeEdit(value, ")", "after")))
+    return NodeFix(f"Wrap in `{wrapper}(...)`", (NodeEdit(value, f"{wrapper}(", "before"), NodeEdit(value, ")", "after")),
+                   safety)
 
 

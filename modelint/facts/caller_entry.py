@@ -12,7 +12,7 @@ import libcst as cst
 from modelint.facts.base_shapes import grad_of_calls_by_bases
 from modelint.facts.lattice import GRAD_ENABLED, GRAD_UNKNOWN, GradFact
 from modelint.facts.phases import call_picks_other_phase
-from modelint.facts.regions import constructor_turns_grad_off, lexically_grad_free
+from modelint.facts.regions import constructor_turns_grad_off, lexically_grad_free, module_turns_grad_off
 from modelint.facts.scopes import FunctionInfo
 from modelint.facts.state import followed_parent
 from modelint.facts.summaries import qualname
@@ -54,6 +54,8 @@ class CallerEntry:
             # Called only inside lambdas (`Evaluator(eval_func=lambda x, y: test(model, x, y))`): whoever
             # calls the lambda decides the grad mode, and a library's evaluator runs it under no_grad.
             return GRAD_UNKNOWN
+        if not sites and (switched_off := module_turns_grad_off(self)) is not None:
+            return GradFact(free_sites=frozenset({switched_off}))  # (imported first: autograd off since)
         if not sites or function in _seen:
             return GRAD_ENABLED
         result = None

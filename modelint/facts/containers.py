@@ -37,6 +37,9 @@ class PlainContainer:
     kind: str  # "list" | "dict" | "tuple"
     empty: bool  # `[]` / `{}` filled later
     fills: list[cst.CSTNode] = field(default_factory=list)  # appends and item assignments that add modules
+    # Its elements' parameters are registered one by one (`self._add(m.parameters())`): only the mode switches
+    # miss them, which matters because some element depends on the mode.
+    by_hand: bool = False
 
 
 def plain_containers(facts) -> list[PlainContainer]:
@@ -54,27 +57,38 @@ def plain_containers(facts) -> list[PlainContainer]:
         if not any(_empty_kind(a.value) or _container_kind(facts, a.value, a.site.function) for a in assigns) \
                 or _calls_add_module(facts, cls):
             continue  # nothing that could be a plain container of modules
-        registering = [a for a in assigns if _builds_module(facts, a.value)]
+        # (`self.layers = nn.ModuleList(self.layers)`, or any callable taking the list whole, `Seq(*self.layers)`:
+        # the attribute no longer holds the plain list)
+        registering = [a for a in assigns if _builds_module(facts, a.value) or _wraps_itself(a)]
         reads = _attribute_reads(facts, cls)
         for position, assign in enumerate(assigns):
             attr = assign.target.attr.value
             if _registered_after(assign, position, assigns, registering) or attr in reads.passed_to_modules \
-                    or attr not in reads.outside_init or _elements_registered_by_hand(facts, cls, attr):
+                    or attr not in reads.outside_init:
                 continue
+            by_hand = _elements_registered_by_hand(facts, cls, attr)
             value = assign.value
             function = assign.site.function
             empty = _empty_kind(value)
             if empty is not None:
                 declared = any(_declares_modules(facts, a) for a in assigns if a.target.attr.value == attr)
-                fills = [node for node, filled in reads.fills.get(attr, [])
-                         if declared or _holds_modules(facts, filled, reads.functions.get(node), attr in reads.called)]
-                if fills:
-                    found.append(PlainContainer(cls, attr, assign, empty, True, fills))
+                filled = [(node, put) for node, put in reads.fills.get(attr, [])
+                          if declared or _holds_modules(facts, put, reads.functions.get(node), attr in reads.called)]
+                if filled and (not by_hand or any(_holds_modules(facts, put, reads.functions.get(node), False, True)
+                                                  for node, put in filled)):
+                    found.append(PlainContainer(cls, attr, assign, empty, True, [node for node, _ in filled], by_hand))
                 continue
             kind = _container_kind(facts, value, function)
-            if kind is not None and _holds_modules(facts, value, function, attr in reads.called):
-                found.append(PlainContainer(cls, attr, assign, kind, False))
+            if kind is not None and _holds_modules(facts, value, function, attr in reads.called, by_hand):
+                found.append(PlainContainer(cls, attr, assign, kind, False, by_hand=by_hand))
     return found
+
+
+def _wraps_itself(assign: AttributeAssign) -> bool:
+    """`self.blocks = Seq(*self.blocks)`: the attribute rebound to what a call makes of the container itself."""
+    value = assign.value
+    return type(value) is cst.Call and dotted(value.func) not in ("list", "tuple", "dict") and any(
+        dotted(arg.value) == dotted(assign.target) for arg in value.args)
 
 
 def _registered_after(assign: AttributeAssign, position: int, assigns: list, registering: list) -> bool:
@@ -330,29 +344,44 @@ def _inert(built) -> bool:
     return built.parameterless and built.dependence is Dependence.INDEPENDENT
 
 
-def _holds_modules(facts, value: cst.BaseExpression, function, elements_called: bool) -> bool:
-    """Does this value put modules in the container: built right there, bound to one in this method, or
-    the `*modules` of the method? `elements_called`: the module calls the container's elements, so an
-    imported class this file cannot see counts too."""
+def _holds_modules(facts, value: cst.BaseExpression, function, elements_called: bool,
+                   mode_dependent: bool = False) -> bool:
+    """Does this value put modules in the container (with `mode_dependent`, modules whose mode matters): built
+    right there, bound to one in this method, or the `*modules` of the method? `elements_called`: the module
+    calls the container's elements, so an imported class this file cannot see counts too."""
     modules = facts.modules
     local: dict[str, bool] = {}
     for key, call, site in facts.collector.call_assigns:
-        if site.function is function and "." not in key and _puts_module(modules, call, elements_called):
+        if site.function is function and "." not in key and _puts_module(modules, call, elements_called,
+                                                                         mode_dependent):
             local[key] = True
+    taken_apart = _taken_apart(value)
     for node in iter_nodes(value, skip_lambdas=True):
         if type(node) is cst.Call:
-            if _puts_module(modules, node, elements_called):
+            if node not in taken_apart and _puts_module(modules, node, elements_called, mode_dependent):
                 return True
-        elif type(node) is cst.Name and (local.get(node.value) or _star_modules(facts, node, function)):
+        elif type(node) is cst.Name and node not in taken_apart and (
+                local.get(node.value) or (not mode_dependent and _star_modules(facts, node, function))):
             return True
     return False
 
 
-def _puts_module(modules, call: cst.Call, elements_called: bool) -> bool:
+def _taken_apart(value: cst.BaseExpression) -> set:
+    """The values of which only an attribute goes in (`nn.Linear(d, k).weight`: a parameter, not the layer)."""
+    methods = {node.func for node in iter_nodes(value, skip_lambdas=True)
+               if type(node) is cst.Call and type(node.func) is cst.Attribute}
+    return {node.value for node in iter_nodes(value, skip_lambdas=True)
+            if type(node) is cst.Attribute and node not in methods}
+
+
+def _puts_module(modules, call: cst.Call, elements_called: bool, mode_dependent: bool = False) -> bool:
     """A module built by the call, or a mode-dependent one returned by a builder function of this file
     (`make_member()`: `return nn.Sequential(..., nn.Dropout(p), ...)`; a builder of activations, whose
     modules hold nothing a container could lose, is left alone)."""
     built = modules.construction(call)
+    if mode_dependent:
+        return modules.builder_returns_mode_dependent(call) if built is None \
+            else built.dependence is Dependence.DEPENDENT
     if built is None:
         return modules.builder_returns_mode_dependent(call)
     if not built.certain and built.origin is not None and elements_called and modules.index is None:

@@ -403,6 +403,22 @@ def constructor_turns_grad_off(flow, cls) -> cst.Call | None:
     return cache[cls]
 
 
+def module_turns_grad_off(flow) -> cst.Call | None:
+    """`torch.set_grad_enabled(False)` as a statement of the module itself (an inference library's top): it runs
+    when the file is imported, before any of its functions can, so a function only other files call starts
+    with autograd off (unless a later module-level statement turns it back on)."""
+    cache = flow.__dict__
+    if "_grad_off_by_module" not in cache:
+        found = None
+        for statement in flow.collector.module_node.body:
+            for small in statement.body if type(statement) is cst.SimpleStatementLine else ():
+                call = small.value if type(small) is cst.Expr else None
+                if type(call) is cst.Call and flow.imports.qualify(call.func) in api.SET_GRAD_ENABLED:
+                    found = call if grad_effect(flow.imports, call) == "free" else None
+        cache["_grad_off_by_module"] = found
+    return cache["_grad_off_by_module"]
+
+
 def returned_grad_context(imports, function) -> str | None:
     """"free" for a function of the file every `return` of which hands back a grad-disabling context, or a neutral
     one on some path (`def grad_off(): return torch.no_grad() if new_torch else contextlib.suppress()`):
