@@ -86,6 +86,7 @@ def _drop_guesses_about_callers(results: list[FileResult], index: ProjectIndex) 
         return (f.unless_called is None or (path, f.unless_called) not in called) \
             and (f.method_callers_unseen is None
                  or not (index.method_called_only_without_grad(f.method_callers_unseen)
+                         or index.called_by_subclasses_only_without_grad(f.path, f.method_callers_unseen)
                          or any((path, name.partition("(")[0]) in methods_called
                                 for name in f.method_callers_unseen.split(",")))) \
             and (f.method_callers_switch is None or not index.method_called_only_in_eval(f.method_callers_switch, f.path)) \

@@ -213,6 +213,9 @@ class FileSummary:
     # the receiver itself or an object holding it (`model.eval()`, then `model.encoder.get_embeddings(loader)`),
     # "model" its `.model` (`learner.model.eval()`, then `learner.infer(faces)`).
     method_calls_in_eval: dict[str, frozenset[str]] = field(default_factory=dict)
+    # Methods of bases defined elsewhere that its subclasses call on `self` here: base (as imported) -> method ->
+    # True when every such call runs under no_grad (`self.run_vocoder(mel)` in a `with torch.no_grad():`).
+    inherited_calls: dict[str, dict[str, bool]] = field(default_factory=dict)
     # Functions of other files called here (as this file names them): True when every call runs under no_grad.
     grad_free_calls: dict[str, bool] = field(default_factory=dict)
     # Callables imported from other files (as imported) handed a model here: argument slot (position or
@@ -370,6 +373,22 @@ class ProjectIndex:
         too, `m.predict(x)` for each `m` of a list of models.)"""
         ok, shown = self._methods_without_grad(name.split(","), frozenset())
         return ok and shown
+
+    def called_by_subclasses_only_without_grad(self, path: str, names: str) -> bool:
+        """Do subclasses in the run's other files call these methods (comma-separated names) of a class of `path`
+        on `self`, always under no_grad, and does no file call them with autograd on an object it cannot place?"""
+        path, methods = os.path.abspath(path), names.split(",")
+        calls = []
+        for summary in self.files.values():
+            for reference, called in summary.inherited_calls.items():
+                found = [called[name] for name in methods if name in called]
+                if found and (shape := self.resolve_shape(reference, summary.path)) is not None \
+                        and os.path.abspath(shape[1]) == path:
+                    calls.extend(found)
+        if not calls or not all(calls):
+            return False
+        elsewhere = any(name in summary.method_calls for summary in self.files.values() for name in methods)
+        return not elsewhere or self._methods_without_grad(methods, frozenset())[0]
 
     def _methods_without_grad(self, methods: list[str], seen: frozenset) -> tuple[bool, bool]:
         """(no call of these method names runs with autograd on, some call is seen under no_grad). A tuple: calls

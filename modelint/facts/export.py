@@ -16,7 +16,7 @@ from modelint.facts.lattice import is_train_site
 from modelint.facts.modules import Dependence
 from modelint.facts.object_orders import handed_methods, object_orders
 from modelint.facts.input_gradients import input_gradient_classes
-from modelint.facts.foreign_calls import inherited_methods_called, method_calls, method_calls_in_eval
+from modelint.facts.foreign_calls import inherited_calls, inherited_methods_called, method_calls, method_calls_in_eval
 from modelint.facts.factory_constructions import factory_constructions
 from modelint.facts.flag_forwards import free_branch_flag
 from modelint.facts.regions import forward_grad, grad_wrappers, imported_decorators, lexically_grad_free, method_grad
@@ -64,7 +64,7 @@ def file_summary(flow) -> FileSummary:
         if out is not None:
             exported[name] = out
     return FileSummary(flow.path, exported, refs, flow.modules.class_summaries(), method_calls=method_calls(flow),
-                       method_calls_in_eval=method_calls_in_eval(flow),
+                       method_calls_in_eval=method_calls_in_eval(flow), inherited_calls=inherited_calls(flow),
                        grad_free_calls=_grad_free_calls(flow),
                        handed_models={name: dict(slots) for name, slots in flow.handed_models.items()},
                        handed_classes={name: dict(slots) for name, slots in flow.handed_classes.items()},

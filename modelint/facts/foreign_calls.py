@@ -56,16 +56,43 @@ def inherited_methods_called(flow) -> set[str]:
     runner's `called_from_other_files`): its own file cannot see this one."""
     out: set[str] = set()
     for site in flow.collector.calls:
-        func, cls = site.node.func, site.site.cls
-        if cls is None or type(func) is not cst.Attribute or type(func.value) is not cst.Name \
-                or func.value.value != "self":
-            continue
-        name = func.attr.value
-        if any(name in info.methods for base in flow.class_and_bases(cls.name)
-               if (info := flow.modules.classes.get(base)) is not None):
-            continue
-        out.update(f"{qualified}.{name}" for qualified in flow.bases_elsewhere(cls.name))
+        if _inherited_from_elsewhere(flow, site):
+            out.update(f"{qualified}.{site.node.func.attr.value}" for qualified in flow.bases_elsewhere(site.site.cls.name))
     return out
+
+
+def inherited_calls(flow) -> dict[str, dict[str, bool]]:
+    """The base-class methods a subclass here calls on `self` (`self.run_vocoder(mel)`), by base (as imported
+    here) -> method -> whether every such call runs under no_grad (lexically, or in a function every caller
+    here runs so): the base's file sees no caller of a public method its subclasses alone call."""
+    out: dict[str, dict[str, bool]] = {}
+    entries: dict = {}
+    for site in flow.collector.calls:
+        if not _inherited_from_elsewhere(flow, site):
+            continue
+        free = lexically_grad_free(flow.imports, site.site, flow.grad_wrappers)
+        function = site.site.function
+        if not free and function is not None:
+            if function not in entries:
+                entries[function] = flow.entry_grad(function).definitely_free and flow.has_callers(function)
+            free = entries[function]
+        for base in flow.bases_elsewhere(site.site.cls.name):
+            methods = out.setdefault(base, {})
+            name = site.node.func.attr.value
+            methods[name] = methods.get(name, True) and free
+    return out
+
+
+def _inherited_from_elsewhere(flow, site) -> bool:
+    """Is the call `self.<name>(...)` in a class of this file that defines no such method (nor do its bases
+    here), with a base from another file?"""
+    func, cls = site.node.func, site.site.cls
+    if cls is None or type(func) is not cst.Attribute or type(func.value) is not cst.Name \
+            or func.value.value != "self":
+        return False
+    name = func.attr.value
+    return not any(name in info.methods for base in flow.class_and_bases(cls.name)
+                   if (info := flow.modules.classes.get(base)) is not None) and bool(flow.bases_elsewhere(cls.name))
 
 
 def _run_by_module_calls_elsewhere(flow, function) -> bool:
