@@ -380,6 +380,12 @@ def _sets_its_own_mode_only(facts: FileFacts, forward) -> bool:
     objects = facts.flow.objects
     if objects.attribute_sets_own_mode_only(forward.function, forward.key):
         return True
+    # (or a model built from such a class of this file and never switched since: `net = NoisyQNet(n)`)
+    sites = forward.mode.train_sites
+    own = facts.modules.own_mode_classes()
+    if sites and all(type(site) is cst.Call and type(site.func) is cst.Name and site.func.value in own
+                     for site in sites):
+        return True
     via = forward.via
     callee = facts.flow.local_functions.get(forward.callee.qualname) if via is not None else None
     return callee is not None and objects.attribute_sets_own_mode_only(callee, via.param)

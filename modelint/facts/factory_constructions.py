@@ -95,6 +95,8 @@ def _behind(facts, call: cst.Call, constructions: dict, path: str, item: int | N
         if behind is None:
             return None
         out.extend(behind)
+        if len(out) > _ALTERNATIVES:
+            return None  # (factories picking among factories picking among classes: too many to follow)
     return out
 
 
