@@ -17,6 +17,7 @@ from modelint.facts.bindings import Bindings, flatten
 from modelint.facts.branches import (Constants, asserting_the_flag, join_branches, knowing_the_condition,
                                       knowing_it_is_none, knowing_the_flag, tested_for_none)
 from modelint.facts.calls import CallEffects
+from modelint.facts.grad_choices import GradChoices
 from modelint.facts.hidden_backward import models_held_by, names_handed
 from modelint.facts.helper_arguments import argument_uses
 from modelint.facts.input_gradients import gradients_of_inputs_only
@@ -34,7 +35,7 @@ from modelint.facts.training_steps import update_call
 from modelint.facts.walk import iter_nodes
 
 
-class Interpreter(Loops, Bindings, CallEffects):
+class Interpreter(Loops, Bindings, CallEffects, GradChoices):
     def __init__(self, flow, out, params: set[str]) -> None:
         super().__init__(flow, out, params)
         self.uses = OutputUses(flow.imports, out.forwards)
@@ -287,27 +288,6 @@ class Interpreter(Loops, Bindings, CallEffects):
             return asserting_the_flag(state, node)
         return state
 
-    def _remember_grad_choice(self, target: cst.BaseExpression, value: cst.BaseExpression) -> None:
-        if type(target) is not cst.Name:
-            return
-        self.grad_choices.pop(target.value, None)
-        if type(value) is not cst.IfExp:
-            return
-        effects = [self._context_effect(branch) for branch in (value.body, value.orelse)]
-        if None in effects:
-            return
-        decided = decide(value.test, self.constants)
-        if decided is not None:
-            self.grad_choices[target.value] = effects[0] if decided else effects[1]
-        else:
-            self.grad_choices[target.value] = effects[0] if effects[0] == effects[1] else "unknown"
-
-    def _context_effect(self, expr: cst.BaseExpression) -> str | None:
-        """What entering `expr` does to autograd: a grad-mode context, or one that changes nothing."""
-        if type(expr) is cst.Call and self.flow.imports.qualify(expr.func) in api.NEUTRAL_CONTEXTS:
-            return "keep"
-        return self.flow.grad_effect(expr)
-
     def _statement_grad_effect(self, value: cst.BaseExpression) -> str | None:
         """`torch.set_grad_enabled(False)` as a statement, or `stack.enter_context(torch.no_grad())`
         (an ExitStack: the region lasts until the enclosing `with` ends, which restores the grad mode)."""
@@ -343,8 +323,7 @@ class Interpreter(Loops, Bindings, CallEffects):
         self.calls_of(stmt, state)
         restored = []
         for item in stmt.items:
-            effect = (self.grad_choices.get(item.item.value) if type(item.item) is cst.Name else None) \
-                or self.flow.grad_effect(item.item)
+            effect = self._chosen_context(item.item) or self.flow.grad_effect(item.item)
             if effect == "unknown" and type(item.item) is cst.IfExp:
                 decided = decide(item.item.test, self.constants)  # `enable_grad() if training else no_grad()`
                 effect = effect if decided is None else self.flow.branch_grad_effect(
