@@ -22,7 +22,7 @@ QUESTIONS = (
     "resolve", "resolve_class", "resolve_shape", "names_function", "needs_input_gradients", "class_handed",
     "submodule_dependence", "sets_its_own_mode_only", "runs_loaded_modules", "holds_no_weights",
     "plain_class_chain", "forward_without_grad", "forward_without_grad_in_eval", "shape_in",
-    "frozen_at_construction", "free_branch_flag", "factory_constructions",
+    "frozen_at_construction", "free_branch_flag", "factory_constructions", "fresh_dependence",
     "grad_wrapper",
 )
 

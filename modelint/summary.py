@@ -187,6 +187,9 @@ class FileSummary:
     # Module classes whose `forward` first picks a grad-free branch by a constructor flag it keeps
     # (`if not self.trainable: return self.inference(x)`) -> that flag (modelint.facts.flag_forwards.FreeBranchFlag).
     free_branch_classes: dict[str, tuple] = field(default_factory=dict)
+    # Module classes as mode-dependent as built otherwise than `classes` says (parts built or loaded in eval mode,
+    # `self.fn = lpips.LPIPS(...)`) -> Dependence value until something calls their `train()`.
+    fresh_classes: dict[str, int] = field(default_factory=dict)
     # Top-level functions handing back a module one construction builds -> item of the tuple handed back (None:
     # the whole value) -> the construction, in terms of their parameters (modelint.facts.factory_constructions).
     factory_constructions: dict[str, dict] = field(default_factory=dict)
@@ -530,6 +533,11 @@ class ProjectIndex:
         "flag:position" unless that constructor flag is set); None when it does not."""
         found = self._defining(reference, from_path)
         return found.frozen_classes.get(reference.rpartition(".")[2]) if found is not None else None
+
+    def fresh_dependence(self, reference: str, from_path: str) -> int | None:
+        """How mode-dependent a model of the project class imported as `reference` is as built, when that differs."""
+        found = self._defining(reference, from_path)
+        return found.fresh_classes.get(reference.rpartition(".")[2]) if found is not None else None
 
     def free_branch_flag(self, reference: str, from_path: str):
         """The constructor flag by which the project class imported as `reference` picks a grad-free forward, if any."""

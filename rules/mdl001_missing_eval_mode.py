@@ -10,6 +10,7 @@ from modelint.facts.evaluation import (effective_grad, effective_mode, evaluatio
                                        forward_trains_itself, named_model, fed_by_a_model_in_eval_mode,
                                        returned_to_callers)
 from modelint.facts.modules_run import is_module
+from modelint.facts.parts_in_eval import fresh_dependence
 from modelint.facts.asked_layers import runs_no_mode_layer
 from modelint.facts.smoke_tests import initialises_lazy_modules, recomputes_norm_statistics, smoke_test
 from modelint.facts.batches import over_batches
@@ -674,4 +675,4 @@ def _as_built_with_pretrained_parts(facts, mode) -> bool:
     layers that depend on the mode are all parts it loads with `from_pretrained` (left in eval mode)."""
     sites = mode.train_sites
     return bool(sites) and all(type(site) is cst.Call and not is_train_site(site)
-                               and facts.modules.fresh_dependence(site) is Dependence.INDEPENDENT for site in sites)
+                               and fresh_dependence(facts.modules, site) is Dependence.INDEPENDENT for site in sites)

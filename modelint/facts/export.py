@@ -19,6 +19,7 @@ from modelint.facts.input_gradients import input_gradient_classes
 from modelint.facts.foreign_calls import inherited_calls, inherited_methods_called, method_calls, method_calls_in_eval
 from modelint.facts.factory_constructions import factory_constructions
 from modelint.facts.flag_forwards import free_branch_flag
+from modelint.facts.parts_in_eval import fresh_classes
 from modelint.facts.regions import forward_grad, grad_wrappers, imported_decorators, lexically_grad_free, method_grad
 from modelint.summary import FileSummary, ForwardUse, FunctionSummary, RemoteSite, ReturnFact, StepUse
 
@@ -74,7 +75,7 @@ def file_summary(flow) -> FileSummary:
                        weightless_classes=flow.modules.weightless_classes(),
                        grad_free_forward_classes=grad_free_forward_classes(flow),
                        frozen_classes=dict(flow.frozen_classes),
-                       free_branch_classes=free_branch_classes(flow),
+                       free_branch_classes=free_branch_classes(flow), fresh_classes=fresh_classes(flow.modules),
                        factory_constructions=factory_constructions(flow),
                        grad_follows_mode_classes=grad_free_forward_classes(flow, "mode"),
                        input_gradient_classes=input_gradient_classes(flow),

@@ -31,9 +31,11 @@ def argument_uses(flow, enclosing, call: cst.Call) -> tuple[list, list, list, li
             cut.append(value)
         if name in summary.backprops:
             trained.append(value)
-        elif name in summary.hands_on:
+        elif name in summary.hands_on and (name in summary.transforms or name not in summary.evaluates):
             (handed if name in summary.transforms else hooked).append(value)
         elif name in summary.evaluates:
+            # (handed on too, to a call whose result it only turns into metrics: `utils.accuracy(logits, y)`,
+            # then `prec1.item()`, read as an evaluation where it is written inline)
             evaluated.append(value)
     return trained, handed, evaluated, hooked, cut
 

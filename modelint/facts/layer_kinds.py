@@ -1,7 +1,6 @@
 """What the layers a module builds say about it, beyond whether its mode matters (modules.py):
 
-- `may_sample`: can it be random in training mode (a Dropout, an RReLU, a recurrent or attention layer with
-  dropout), or only normalise with the batch's statistics (BatchNorm: training saw the same for that batch)?
+- `may_sample`: can it be random in training mode (modelint.facts.sampling_layers)?
 - `holds_no_weights`: a module class of the file with no weights whose forward compares two inputs (a loss, a
   metric written as an `nn.Module`), keeps fixed buffers (a mel spectrogram) or fills tensors it makes (a label-
   smoothing target): calling it is no model's forward; its graph is the graph of its inputs.
@@ -16,6 +15,7 @@ import libcst as cst
 
 from modelint.facts import torch_api as api
 from modelint.facts.collector import Collector
+from modelint.facts.sampling_layers import SamplingLayers
 from modelint.facts.scopes import ClassInfo
 from modelint.facts.settings_attributes import computed_with
 from modelint.facts.names import BUILTIN_NAMES, NOT_LITERAL, dotted, literal_value
@@ -24,6 +24,8 @@ from modelint.facts.walk import calls_in, iter_nodes
 _WEIGHT_CALLS = frozenset({"torch.nn.Parameter", "torch.nn.parameter.Parameter"})
 _REGISTERING = frozenset({"register_parameter", "register_module", "add_module"})
 _PARAMETER_CONTAINERS = frozenset({"torch.nn.ParameterList", "torch.nn.ParameterDict"})
+# (and containers of modules written out in their arguments: each element is a call of the class, checked alone)
+_WRITTEN_CONTAINERS = _PARAMETER_CONTAINERS | {"torch.nn.ModuleList", "torch.nn.ModuleDict", "torch.nn.Sequential"}
 _WRITTEN_OUT = (cst.List, cst.Tuple, cst.Dict, cst.ListComp, cst.DictComp, cst.GeneratorExp)
 _MODULE_RETURNING = frozenset({"torch.load", "torch.compile"})  # `torch.ones(...)` and the like make tensors
 _AUTOGRAD_FUNCTIONS = frozenset({"torch.autograd.Function", "torch.autograd.function.Function"})
@@ -31,7 +33,7 @@ _PLAIN_MIXINS = frozenset({"abc.ABC", "object", "typing.Generic"})
 _NO_MODULE_MAKERS = (api.FUNCTIONAL + ".", "torch.distributions.")  # (`Uniform(0.9, 1.1)`: a distribution)
 
 
-class LayerKinds:
+class LayerKinds(SamplingLayers):
     def __init__(self, table, collector: Collector) -> None:
         self.table = table
         self.collector = collector
@@ -46,47 +48,6 @@ class LayerKinds:
             if value is None and type(assign.node) is cst.Assign and type(assign.node.value) is cst.Call:
                 value = assign.node.value  # `self.info, self.layers = create_modules(cfg)`: one item of what it returns
             self._stored.setdefault(assign.site.cls.name, []).append((assign.target, value, assign.site.function))
-
-    # -- random in training mode ------------------------------------------------------
-    def may_sample(self, call: cst.Call, in_scan: bool = False) -> bool:
-        """Can the module `call` builds be random in training mode? True where this file cannot see
-        its layers. `in_scan`: every call of the enclosing class or builder is being looked at, so
-        layers put in a container by name (`nn.Sequential(*layers)`) are seen where they are built."""
-        from modelint.facts.modules import Dependence
-
-        table = self.table
-        project = table.project_class(call.func)
-        if project is not None:
-            return self._class_samples(project)
-        inside = table.builder_calls(call.func)
-        if inside is not None:
-            return self._scope_samples("def " + call.func.value, inside)
-        qualified = self.imports.qualify(call.func) or ""
-        if qualified.startswith(api.FUNCTIONAL + "."):
-            return "dropout" in qualified or "rrelu" in qualified
-        built = table.construction(call)
-        if built is None:
-            return False
-        if not qualified.startswith(api.NN + "."):
-            return True
-        layer = qualified.rsplit(".", 1)[-1]
-        if layer in api.CONTAINERS or layer in api.STACKS:
-            return any((not in_scan and (arg.star or type(arg.value) in (cst.Name, cst.Attribute)))
-                       or any(self.may_sample(inner, in_scan) for inner in calls_in(arg.value)) for arg in call.args)
-        return built.dependence is not Dependence.INDEPENDENT and not api.NORMALISING.fullmatch(layer)
-
-    def _class_samples(self, info: ClassInfo) -> bool:
-        if info.reads_training_flag or self.table.has_foreign_base(info):
-            return True  # `F.dropout(x, training=self.training)`, or layers of a base we cannot see
-        bases = [base for base in map(self.table.project_class, info.bases) if base is not None]
-        return self._scope_samples("class " + info.name, info.calls, bases)
-
-    def _scope_samples(self, name: str, calls, bases=()) -> bool:
-        if name not in self._samples:
-            self._samples[name] = False  # recursion guard: a builder or class reached again adds nothing
-            self._samples[name] = any(map(self._class_samples, bases)) \
-                or any(self.may_sample(call, in_scan=True) for call in calls)
-        return self._samples[name]
 
     # -- torch's own mode layers ---------------------------------------------------------
     def holds_library_mode_layers(self, info: ClassInfo) -> bool:
@@ -179,7 +140,7 @@ class LayerKinds:
         # Whatever it stores that may be a module is a submodule, with its weights (`self.module = m`).
         numbers = computed_with(info, self.imports.qualify)
         return not any(self._may_be_module(value, method) and dotted(target) not in numbers
-                       and not (type(value) is cst.Call and self.imports.qualify(value.func) in _PARAMETER_CONTAINERS)
+                       and not (type(value) is cst.Call and self._written_container(value))
                        for target, value, method in self._stored.get(info.name, ()))
 
     def _weightless_base(self, info: ClassInfo) -> bool:
@@ -318,11 +279,35 @@ class LayerKinds:
         return qualified.startswith("torch.nn.modules.loss.") or (
             qualified.startswith("torch.nn.") and qualified.endswith("Loss"))
 
+    def _written_container(self, call: cst.Call) -> bool:
+        """`nn.ParameterList([...])`, `nn.ModuleList([Light(0.5), Light(0.2)])`, `nn.Sequential(A(), B())`: a
+        container of what its arguments write out (no `*layers`), each element a call the class makes."""
+        qualified = self.imports.qualify(call.func)
+        if qualified not in _WRITTEN_CONTAINERS or any(arg.star for arg in call.args):
+            return False
+        if qualified in _PARAMETER_CONTAINERS:
+            return all(type(arg.value) in _WRITTEN_OUT for arg in call.args)
+        # (modules: each element a construction of a module without weights, not `copy.deepcopy(layer)`)
+        elements = []
+        for arg in call.args:
+            value = arg.value
+            if type(value) in (cst.List, cst.Tuple):
+                elements.extend(e.value for e in value.elements)
+            elif type(value) is cst.Dict:
+                elements.extend(e.value for e in value.elements if type(e) is cst.DictElement)
+            elif type(value) in (cst.ListComp, cst.GeneratorExp, cst.DictComp):
+                elements.append(value.value if type(value) is cst.DictComp else value.elt)
+            elif qualified == "torch.nn.Sequential":
+                elements.append(value)
+            else:
+                return False
+        return all(type(e) is cst.Call and (built := self.table.construction(e)) is not None and built.parameterless
+                   for e in elements)
+
     def _weightless_layer(self, call: cst.Call) -> bool:
         """A call in the class body: no construction, or one of a layer without weights. (`nn.ParameterList([...])`
         holds the Parameters written in its argument, each a call of the class checked on its own.)"""
-        if self.imports.qualify(call.func) in _PARAMETER_CONTAINERS and all(
-                type(arg.value) in _WRITTEN_OUT for arg in call.args):
+        if self._written_container(call):
             return True
         if self.table.builder_calls(call.func) is not None:
             return self.table.layer_dependence(call) is None  # a builder of modules builds weights

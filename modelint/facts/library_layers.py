@@ -10,7 +10,7 @@ from __future__ import annotations
 import libcst as cst
 
 from modelint.facts import torch_api as api
-from modelint.facts.names import argument, dotted, literal_value
+from modelint.facts.names import argument, dotted, handed_at, literal_value
 from modelint.facts.torch_layers import Construction, Dependence, layer_dependence_by_name
 from modelint.facts.walk import calls_in
 
@@ -40,6 +40,11 @@ class LibraryLayers:
                                       or _norm_without_affine(layer, call))
         if api.builds_library_model(qualified):
             return True, Construction(call, Dependence.DEPENDENT)
+        if qualified in api.LIBRARY_MODELS_BUILT_IN_EVAL:  # (unless the call says otherwise: `eval_mode=False`)
+            flag, position = api.LIBRARY_MODELS_BUILT_IN_EVAL[qualified]
+            passed = handed_at(call, flag, position) if not any(arg.star for arg in call.args) else None
+            return True, Construction(call, Dependence.DEPENDENT, starts_in_eval=passed is None
+                                      or literal_value(passed) is True)
         if qualified.startswith(api.MODE_FREE_LIBRARY_LAYERS):
             return True, Construction(call, Dependence.INDEPENDENT)
         if qualified.startswith("torch_geometric.nn."):

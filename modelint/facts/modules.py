@@ -21,7 +21,6 @@ from modelint.facts.handed_layers import HandedLayers
 from modelint.facts.imported_classes import WaitingOnImports
 from modelint.facts.builders import Builders, builder_functions
 from modelint.facts.local_layers import LocalLayers
-from modelint.facts.parts_in_eval import parts_built_in_eval
 from modelint.facts.module_attributes import ModuleAttributes
 from modelint.facts.registries import Registries
 from modelint.facts.scopes import ClassInfo, FunctionInfo
@@ -258,20 +257,6 @@ class ModuleTable(WaitingOnImports, LocalLayers, Registries, ModuleAttributes, B
         self._is_module[name] = is_module
         self._dependence[name] = dependence
         return True
-
-    def fresh_dependence(self, call: cst.Call) -> Dependence | None:
-        """`Model(path)`, a module class of this file whose constructor loads a part with `from_pretrained` (a
-        Hugging Face backbone, handed back in eval mode) or builds one in eval mode (modelint.facts.parts_in_eval):
-        how mode-dependent the model is as built, before anything calls its `train()` (its other layers: those
-        parts stay in eval mode). None: as dependent as `construction` says."""
-        project = self.project_class(call.func)
-        if project is None or not self._is_module.get(project.name, False) or project.reads_training_flag \
-                or any(self._base_kind(base)[1] is not Dependence.INDEPENDENT for base in project.bases):
-            return None
-        loaded = parts_built_in_eval(project) | {
-            c for c in project.calls if type(c.func) is cst.Attribute and c.func.attr.value == "from_pretrained"
-            and (built := self.construction(c)) is not None and built.starts_in_eval}
-        return self._layers_dependence(project, loaded) if loaded else None
 
     def _layers_dependence(self, info: ClassInfo, skipped: frozenset = frozenset()) -> Dependence:
         """How mode-dependent the layers the class builds itself are: not those in containers each construction

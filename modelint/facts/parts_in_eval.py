@@ -3,7 +3,8 @@
 A model built from such a class is, until something calls its `train()`, as mode-dependent as its
 other layers: the part stays in eval mode (a frozen feature extractor, a pretrained scorer kept
 for inference). A class that calls `train()` anywhere, or reads its own `self.training`, is not
-read this way (modelint.facts.modules.ModuleTable.fresh_dependence).
+read this way. The same holds for parts whose construction hands them back in eval mode (a Hugging Face
+`from_pretrained` backbone, `lpips.LPIPS(...)`), and for such a class of another file, through the index.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import libcst as cst
 
 from modelint.facts.scopes import ClassInfo
+from modelint.facts.torch_layers import Dependence
 
 
 def parts_built_in_eval(info: ClassInfo) -> frozenset[cst.Call]:
@@ -29,3 +31,31 @@ def parts_built_in_eval(info: ClassInfo) -> frozenset[cst.Call]:
             out.update(chain)
             out.add(built)
     return frozenset(out)
+
+
+def fresh_dependence(table, call: cst.Call) -> Dependence | None:
+    """`Model(path)`, a module class of this file (or, through the index, of another) whose constructor builds a
+    part in eval mode or loads one handed back so: how mode-dependent the model is as built, before anything
+    calls its `train()` (its other layers: those parts stay in eval mode). None: as dependent as
+    `table.construction` says."""
+    project = table.project_class(call.func)
+    if project is None and table.index is not None \
+            and (qualified := table.imports.qualify(call.func)) is not None and table._is_foreign(qualified):
+        found = table.index.fresh_dependence(qualified, table.path)  # (a class of another file)
+        return Dependence(found) if found is not None else None
+    if project is None or not table._is_module.get(project.name, False) or project.reads_training_flag \
+            or any(table._base_kind(base)[1] is not Dependence.INDEPENDENT for base in project.bases):
+        return None
+    loaded = parts_built_in_eval(project) | {
+        c for c in project.calls if (built := table.construction(c)) is not None and built.starts_in_eval}
+    return table._layers_dependence(project, loaded) if loaded else None
+
+
+def fresh_classes(table) -> dict[str, int]:
+    """The module classes of the file whose dependence as built differs (fresh_dependence), for other files."""
+    out = {}
+    for name in table.classes:
+        found = fresh_dependence(table, cst.Call(cst.Name(name))) if table._is_module.get(name, False) else None
+        if found is not None:
+            out[name] = int(found)
+    return out

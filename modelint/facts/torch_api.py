@@ -88,6 +88,9 @@ def builds_library_model(qualified: str) -> bool:
     return qualified.startswith(EXTERNAL_MODEL_PREFIXES) and not qualified.startswith(NOT_MODEL_FACTORIES)
 
 
+# Library models whose constructor puts them in eval mode itself -> the flag (keyword, position) that turns that
+# off when passed a false value: lpips' perceptual metric (`if eval_mode: self.eval()`).
+LIBRARY_MODELS_BUILT_IN_EVAL = {"lpips.LPIPS": ("eval_mode", 9), "lpips.lpips.LPIPS": ("eval_mode", 9)}
 # Layers of other libraries that do the same in either mode: einops' rearrangements (and its EinMix,
 # a linear map), torchvision's frozen BatchNorm (fixed statistics).
 MODE_FREE_LIBRARY_LAYERS = ("einops.layers.", "torchvision.ops.misc.FrozenBatchNorm2d",
@@ -126,13 +129,15 @@ WEIGHTLESS_LIBRARY_LAYERS = ("torchvision.transforms.", "torchaudio.transforms."
 # tokenizers, processors, configs, pipelines and schedulers are not nn.Modules.
 FROM_PRETRAINED_MODEL = r"(Model|For[A-Z]|Net|Transformer|UNet|VAE|Encoder|Decoder|GPT|Bert|LM)"
 FROM_PRETRAINED_NOT_MODEL = r"(Tokenizer|Processor|Config|Extractor|Pipeline|Scheduler|Processing)"
+# Hugging Face's TensorFlow and Flax twins of its model classes (`TFAutoModel`, `FlaxBertModel`): no autograd here.
+OTHER_FRAMEWORK_MODEL = r"(TF|Flax)[A-Z]"
 
 
 def from_pretrained_loads(owner: str) -> bool | None:
     """What `owner.from_pretrained(...)` loads, by the class's name (`transformers.AutoModelForCausalLM`):
     True a model, False a tokenizer, processor, config and the like, None either."""
     tail = owner.rsplit(".", 1)[-1]
-    if re.search(FROM_PRETRAINED_NOT_MODEL, tail):
+    if re.search(FROM_PRETRAINED_NOT_MODEL, tail) or re.match(OTHER_FRAMEWORK_MODEL, tail):
         return False
     return True if re.search(FROM_PRETRAINED_MODEL, tail) else None
 
