@@ -11,6 +11,7 @@ from modelint.facts import FileFacts
 from modelint.facts.evaluation import shown_attribute
 from modelint.facts.gates import runs_only_in_training
 from modelint.facts.modules import Dependence
+from modelint.facts.optimizers import stepped_parts_in_training
 from modelint.facts.lattice import is_train_site
 from modelint.facts.names import (NOT_LITERAL, dotted, key_prefixes, literal_value, parameter_owners, same_or_nested,
                                   value_key)
@@ -115,6 +116,7 @@ class TrainingInEvalMode(Rule):
                             or _no_update_follows(facts, flow, step) \
                             or mode_picked_by_callers(facts.flow, flow, fact.eval_sites) \
                             or _forwards_ran_in_training_mode(flow, key, step) \
+                            or stepped_parts_in_training(key, stepped, step) \
                             or eval_branch_not_taken(facts.flow, flow, fact.eval_sites, step.phases) \
                             or (site is not None and runs_only_in_training(site.site, key, step.call)):
                         continue

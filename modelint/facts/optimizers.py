@@ -9,7 +9,7 @@ import libcst as cst
 
 from modelint.facts import torch_api as api
 from modelint.facts.scopes import FunctionInfo
-from modelint.facts.names import dotted, key_prefixes, literal_value, parameter_owners, value_key
+from modelint.facts.names import dotted, key_prefixes, literal_value, parameter_owners, same_or_nested, value_key
 
 
 # What an optimizer over tensors the function made steps (no model's parameters).
@@ -176,3 +176,12 @@ class Optimizers:
             else:
                 out.setdefault(key, set()).update(owners)
         return out
+
+
+def stepped_parts_in_training(key: str, stepped: set[str] | None, step) -> bool:
+    """`net.start_training()` putting `net.head` back in training mode, with `Adam(net.head.parameters())` the
+    only optimizer a function steps (`stepped`): the parts of `net` its step updates are in training mode,
+    whatever the rest of `net` (a frozen backbone) is in."""
+    parts = [part for part in stepped or () if part != key and same_or_nested(key, part)]
+    return bool(parts) and len(parts) == len(stepped) and all(
+        (fact := step.models.get(part)) is not None and fact.definitely_train for part in parts)

@@ -27,7 +27,7 @@ from modelint.facts.mode_contexts import class_context_effects, context_effects
 from modelint.facts.modules import Dependence
 from modelint.facts.names import key_root, same_or_nested, value_key
 from modelint.facts.naming import is_evaluation_name
-from modelint.facts.optimizers import MADE_TENSORS
+from modelint.facts.optimizers import MADE_TENSORS, stepped_parts_in_training
 from modelint.facts.phases import phase_default
 from modelint.facts.records import is_the_loss
 from modelint.facts.uses import DETACH, HANDED_BACK, evaluated
@@ -126,7 +126,8 @@ def summarise(flow, function_flow, globals_: frozenset[str], closures=()) -> Fun
         # (and one whose loss reaches it, where that is known: `loss.backward()` on `model(x)`'s loss is no step of
         # `helper.model`, which `helper.step(x, y)` trains on its own)
         step = next((s for s in steps if not _only_in_training(flow, s.call, key)
-                     and (not s.reached or any(same_or_nested(key, r) for r in s.reached))), None)
+                     and (not s.reached or any(same_or_nested(key, r) for r in s.reached))
+                     and not stepped_parts_in_training(key, flow.stepped_owners(function), s)), None)
         if step is not None:
             # (one use per phase it runs in, when not in all: `mode` "train" or "train+log", not "eval")
             every = function_flow.phase_param is None or len(step.phases) in (0, len(function_flow.phase_exits))
