@@ -146,6 +146,8 @@ class ModuleTable(WaitingOnImports, LocalLayers, Registries, ModuleAttributes, B
         if qualified.startswith("torch.") and not qualified.startswith("torch.nn.") \
                 or qualified.startswith(api.NOT_TORCH_PREFIXES):
             return False, Dependence.INDEPENDENT  # torch.utils.data.Dataset and friends, MegEngine's M.Module
+        if qualified.startswith(api.MODE_FREE_LIBRARY_LAYERS):
+            return True, Dependence.INDEPENDENT  # (`class SMPL(smplx.SMPL)`: a body model with extra buffers)
         if qualified.startswith(api.MODULE_BASE_PREFIXES) and not qualified.startswith("torch.") \
                 and api.NOT_MODULE_BASE.search(qualified.rsplit(".", 1)[-1]):
             return False, Dependence.INDEPENDENT  # `transformers.Trainer`, `pl.Callback`: no module

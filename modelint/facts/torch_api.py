@@ -92,9 +92,11 @@ def builds_library_model(qualified: str) -> bool:
 # off when passed a false value: lpips' perceptual metric (`if eval_mode: self.eval()`).
 LIBRARY_MODELS_BUILT_IN_EVAL = {"lpips.LPIPS": ("eval_mode", 9), "lpips.lpips.LPIPS": ("eval_mode", 9)}
 # Layers of other libraries that do the same in either mode: einops' rearrangements (and its EinMix,
-# a linear map), torchvision's frozen BatchNorm (fixed statistics).
+# a linear map), torchvision's frozen BatchNorm (fixed statistics), body models.
 MODE_FREE_LIBRARY_LAYERS = ("einops.layers.", "torchvision.ops.misc.FrozenBatchNorm2d",
-                            "torchvision.ops.FrozenBatchNorm2d")
+                            "torchvision.ops.FrozenBatchNorm2d",
+                            # parametric body models (SMPL, SMPL-X, MANO, FLAME): blend shapes and skinning
+                            "smplx.", "manopth.manolayer.")
 # PyTorch Geometric's layers (torch_geometric.nn): message passing with weights and no mode of its own;
 # those given a `dropout` rate drop attention or propagation terms in training mode only; those given a
 # network (`GINConv(nn.Sequential(...))`) are as mode-dependent as it; its BatchNorm/InstanceNorm/Dropout
