@@ -260,7 +260,8 @@ def lint_notebook(data: bytes, path: str, codes: frozenset[str], index=None) -> 
     if summary is not None:
         summary = FileSummary(path, unresolved=summary.unresolved, asked_classes=summary.asked_classes,
                               asked_submodules=summary.asked_submodules, method_calls=summary.method_calls,
-                              method_calls_in_eval=summary.method_calls_in_eval, inherited_calls=summary.inherited_calls,
+                              method_calls_in_eval=summary.method_calls_in_eval,
+                              inherited_calls=summary.inherited_calls,
                               grad_free_calls=summary.grad_free_calls,
                               object_orders=summary.object_orders, handed_methods=summary.handed_methods)
     return FileResult(path, findings, checked=not problems or bool(line_map), summary=summary,

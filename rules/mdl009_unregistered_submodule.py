@@ -122,7 +122,7 @@ def _wrap(value: cst.BaseExpression, kind: str, nn: str | None, safety: str) -> 
         wrapper = f"{nn}.ModuleList"
     if type(value) is cst.Tuple and not value.lpar:
         return None
-    return NodeFix(f"Wrap in `{wrapper}(...)`", (NodeEdit(value, f"{wrapper}(", "before"), NodeEdit(value, ")", "after")),
-                   safety)
+    return NodeFix(f"Wrap in `{wrapper}(...)`",
+                   (NodeEdit(value, f"{wrapper}(", "before"), NodeEdit(value, ")", "after")), safety)
 
 

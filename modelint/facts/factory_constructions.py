@@ -4,7 +4,7 @@
 a caller's `build_model(cfg, False)` builds what `Detector(cfg, trainable=False)` builds. Some questions
 are answered by a construction's arguments alone: a forward that picks a grad-free branch by a flag
 (modelint.facts.flag_forwards), a class that freezes itself unless a flag is set (freezing.built_frozen).
-`construction_behind` answers them through factories, those of other files and factories handing on to
+`constructions_behind` answers them through factories, those of other files and factories handing on to
 factories (`model, criterion = build_detector(args, trainable)` in `build_model`), by rewriting the
 caller's call into the construction it amounts to, with the literals the caller hands put in place.
 """

@@ -57,7 +57,8 @@ def inherited_methods_called(flow) -> set[str]:
     out: set[str] = set()
     for site in flow.collector.calls:
         if _inherited_from_elsewhere(flow, site):
-            out.update(f"{qualified}.{site.node.func.attr.value}" for qualified in flow.bases_elsewhere(site.site.cls.name))
+            name = site.node.func.attr.value
+            out.update(f"{qualified}.{name}" for qualified in flow.bases_elsewhere(site.site.cls.name))
     return out
 
 
