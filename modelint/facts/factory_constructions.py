@@ -158,6 +158,8 @@ def _made_by(flow, function, value: cst.BaseExpression) -> tuple | None:
     if type(value) is not cst.Name:
         made = _construction(flow, function, value, None)
         return (made,) if made is not None else None
+    if value.value not in _bound_to_calls(flow).get(function, ()):
+        return None  # (no `name = <call>` in the function, in any form: no construction behind it)
     bound = [(v, i) for v, i in _bindings(function, value.value)
              if v is None or not rewraps(flow.imports, v, value.value)]
     if not bound or any(v is None for v, _ in bound):
@@ -246,6 +248,23 @@ def _targets(node) -> list:
     if type(node) is cst.With:
         return [n for item in node.items if item.asname is not None for n in iter_nodes(item.asname.name)]
     return list(iter_nodes(getattr(node, target[type(node)])))
+
+
+def _bound_to_calls(flow) -> dict:
+    """function -> the names an assignment there binds to a call's result (`model = Net()`, `model, loss = ...`),
+    from the calls the collector found (a body is walked for a returned name only when it is among them)."""
+    cache = flow.__dict__.get("_names_bound_to_calls")
+    if cache is None:
+        cache = flow.__dict__["_names_bound_to_calls"] = {}
+        for site in flow.collector.calls:
+            statement = site.site.stmt
+            small = statement.body[0] if type(statement) is cst.SimpleStatementLine and statement.body else None
+            if type(small) in (cst.Assign, cst.AnnAssign) and site.site.function is not None:
+                targets = [t.target for t in small.targets] if type(small) is cst.Assign else [small.target]
+                names = cache.setdefault(site.site.function, set())
+                for target in targets:
+                    names.update(n.value for n in iter_nodes(target) if type(n) is cst.Name)
+    return cache
 
 
 def _top_level(flow) -> frozenset:
