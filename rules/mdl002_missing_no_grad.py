@@ -22,7 +22,8 @@ from modelint.facts.mode_handling import optional_or_callable
 from modelint.facts.names import dotted, key_root, literal_value
 from modelint.facts.walk import iter_nodes
 from modelint.facts.input_gradients import imported_builders, model_class_unseen, needs_input_gradients
-from modelint.facts.regions import built_with_grad_free_forward, grad_effect
+from modelint.facts.grad_free_models import built_with_grad_free_forward
+from modelint.facts.regions import grad_effect
 from modelint.facts.returned_closures import own_returns
 from modelint.facts.scopes import loops_around
 from modelint.facts.summaries import qualname

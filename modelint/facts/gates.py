@@ -168,12 +168,30 @@ def runs_only_in_training(site: Site, key: str, node: cst.CSTNode) -> bool:
     for guard in site.guards:
         if type(guard) is not cst.If:
             continue
-        flags = [dotted(test.value) for test in _conjuncts(guard.test)
-                 if type(test) is cst.Attribute and test.attr.value == "training"]
+        flags = _training_flags(guard.test, site.function)
         if any(flag is not None and same_or_nested(flag, key) for flag in flags) \
                 and any(inner is node for inner in iter_nodes(guard.body)):
             return True
     return False
+
+
+def _training_flags(test: cst.BaseExpression, function, depth: int = 0) -> list:
+    """The models whose training flag `test` requires: `model.training` among its conjuncts, or `mode == "train"`
+    with `mode = "train" if model.training else "val"` the function's one binding of `mode`."""
+    flags = []
+    for part in _conjuncts(test):
+        if type(part) is cst.Attribute and part.attr.value == "training":
+            flags.append(dotted(part.value))
+        elif type(part) is cst.Comparison and len(part.comparisons) == 1 and depth == 0 and function is not None \
+                and type(part.comparisons[0].operator) in (cst.Equal, cst.Is) and type(part.left) is cst.Name \
+                and type(part.comparisons[0].comparator) is cst.SimpleString:
+            bound = [n.value for n in iter_nodes(function.node.body) if type(n) is cst.Assign and len(n.targets) == 1
+                     and type(n.targets[0].target) is cst.Name and n.targets[0].target.value == part.left.value]
+            chosen = bound[0] if len(bound) == 1 else None
+            if type(chosen) is cst.IfExp and type(chosen.body) is cst.SimpleString \
+                    and chosen.body.evaluated_value == part.comparisons[0].comparator.evaluated_value:
+                flags.extend(_training_flags(chosen.test, function, depth + 1))
+    return flags
 
 
 def _conjuncts(test: cst.BaseExpression):

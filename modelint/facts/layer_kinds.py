@@ -251,8 +251,11 @@ class LayerKinds(SamplingLayers):
     def _keeps_what_it_is_handed(self, info: ClassInfo) -> bool:
         """It stores something other than literals and arithmetic (`self.module = m`: a wrapper around a layer,
         whose forward may only look at its inputs; `self.low = 1 - strength` is a number)."""
+        # (nor a setting its constructor is handed, `self.k = k` with `k=8` or `k: int`)
         return any(literal_value(value) is NOT_LITERAL and type(value) not in (cst.BinaryOperation, cst.UnaryOperation)
-                   for _, value, _ in self._stored.get(info.name, ()))
+                   and not (type(value) is cst.Name and method is not None and (
+                       _literal_default(method, value.value) or _annotated_as_a_value(method, value.value)))
+                   for _, value, method in self._stored.get(info.name, ()))
 
     def _tensor_method_of_input(self, func: cst.BaseExpression, inputs: set[str]) -> bool:
         """`values.max(dim=1)` on one of forward's `inputs`, or a custom autograd Function's
