@@ -324,10 +324,9 @@ class CallEffects(FollowedNames, SummaryEffects, ModeContexts, TrainingSteps, Ha
     def forward(self, call: cst.Call, key: str, state: State, method: str | None = None, via=None,
                 callee: FunctionSummary | None = None, helper: bool = False, shown_by_detach: bool = False,
                 fact=None, phase: tuple | None = None) -> None:
-        if "." in key and key.rsplit(".", 1)[1] in api.MODE_PRESERVING_METHODS:
-            return  # `pp()` for `pp = model.parameters`: a bound method of a module, not a module
-        if fact is None and key in state.unbound and key not in state.models:
-            return  # (no module under the name on this path: `head(x) if head else x` where `head` is None)
+        if ("." in key and key.rsplit(".", 1)[1] in api.MODE_PRESERVING_METHODS) \
+                or (fact is None and key in state.unbound and key not in state.models):
+            return  # (`pp = model.parameters`, a bound method; or None on this path: `head(x) if head else x`)
         table = self.out.helper_forwards if helper else self.out.forwards
         token = (call, self.tag) if self.tag else call  # what the output's origins name
         slot = (token, via) if helper else token
@@ -336,9 +335,8 @@ class CallEffects(FollowedNames, SummaryEffects, ModeContexts, TrainingSteps, Ha
         # A helper evaluating what the caller hands it, handed held-out data (`self.score(dev_loader)`).
         in_loop = self.evaluation_loops > 0 or (via is not None and _passes_evaluation_data(call))
         if seen is None:
-            table[slot] = Forward(call, key, fact, state.grad, self.out.function, in_loop,
-                                  method=method, via=via, callee=callee, token=token,
-                                  phase=self.tag if phase is None else phase,
+            table[slot] = Forward(call, key, fact, state.grad, self.out.function, in_loop, method=method, via=via,
+                                  callee=callee, token=token, phase=self.tag if phase is None else phase,
                                   shown_by_detach=shown_by_detach)
         else:
             seen.mode = seen.mode.join(fact)
