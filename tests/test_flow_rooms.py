@@ -1325,3 +1325,12 @@ def test_an_import_inside_a_function_binds_its_name_there_only() -> None:
     assert qualified[6] == "nets.normalized.Actor"
     assert qualified[10] == "nets.other.Actor"
     assert qualified[12] == "nets.plain.Actor"  # (the module-level import, not the function's, outside it)
+
+
+def test_a_schedule_named_for_evaluation_is_no_evaluation_data() -> None:
+    from modelint.facts.naming import names_evaluation_data
+
+    assert names_evaluation_data(cst.parse_expression("val_loader"))
+    assert names_evaluation_data(cst.parse_expression('loaders["test"]'))
+    for schedule in ("cfg.eval_every", "args.eval_interval", "num_eval_episodes", "test_size", "self.val_freq"):
+        assert not names_evaluation_data(cst.parse_expression(schedule)), schedule

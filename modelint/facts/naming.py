@@ -21,6 +21,9 @@ EVAL_WORDS = frozenset({"eval", "evaluate", "evaluation", "evaluating", "validat
 TRAIN_WORDS = frozenset({"train", "training", "fit", "finetune", "optimize", "backward", "learn"})
 # Splits of a dataset held out for evaluation ("dev" is the NLP name of the validation set).
 _EVALUATION_DATA_WORDS = (EVAL_WORDS - {"predict", "prediction", "predictions", "infer", "inference"}) | {"dev", "heldout"}
+# Words of a schedule or a count, not of data (`cfg.eval_every`, `eval_interval`, `num_eval_episodes`, `test_size`).
+_SCHEDULE_WORDS = frozenset({"every", "freq", "frequency", "interval", "period", "steps", "iters", "iterations", "num",
+                             "count", "ratio", "size", "episodes"})
 TEST_FILE = re.compile(r"(^|/)(test_[^/]*|[^/]*_test|conftest)\.py$|(^|/)tests?/")
 
 
@@ -57,4 +60,4 @@ def names_evaluation_data(expr: cst.BaseExpression) -> bool:
             value = node.evaluated_value
             if isinstance(value, str) and len(value) < 40:
                 words.update(tokens(value))
-    return bool(words & _EVALUATION_DATA_WORDS) and not (words & TRAIN_WORDS)
+    return bool(words & _EVALUATION_DATA_WORDS) and not (words & TRAIN_WORDS) and not (words & _SCHEDULE_WORDS)
