@@ -69,7 +69,14 @@ class SummaryEffects:
                 self.out.passed_modes[use.node] = fact if known is None else known.join(fact)
             if use.intent == "returned":
                 # (the call's value is that output; met again on a loop's later pass: the modes join)
-                recorded = self.out.forwards.get((call, self.tag) if self.tag else call)
+                slot = (call, self.tag) if self.tag else call
+                recorded = self.out.forwards.get(slot)
+                if recorded is not None and recorded.via is not None and recorded.key != key \
+                        and fact.certain and not fact.entry and (recorded.mode.entry or not recorded.mode.certain):
+                    # (`answer(model, texts, tokenizer)` handing back what both ran: the call's value is the model's
+                    # output rather than the tokenizer's, a value we know nothing of)
+                    del self.out.forwards[slot]
+                    recorded = None
                 if recorded is None or recorded.via is not None:
                     if self_receiver is not None and use.param.startswith("self."):
                         use, key, fact = self._strongest_part(summary, phase, bound, state) or (use, key, fact)
