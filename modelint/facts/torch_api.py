@@ -80,7 +80,10 @@ EXTERNAL_MODEL_PREFIXES = (
 # model's emissions, with no mode) and the registries' lists and weight enums; a download of a state dict.
 NOT_MODEL_FACTORIES = ("torchaudio.models.decoder.", "torchvision.models.get_weight",
                        "torchvision.models.get_model_weights", "torchvision.models.list_models",
-                       "timm.models.list_models", "torch.hub.load_state_dict_from_url")
+                       "timm.models.list_models", "torch.hub.load_state_dict_from_url",
+                       # (segmentation_models_pytorch's losses and metrics: no weights, the same in either mode)
+                       "segmentation_models_pytorch.losses.", "segmentation_models_pytorch.metrics.",
+                       "segmentation_models_pytorch.utils.losses.", "segmentation_models_pytorch.utils.metrics.")
 
 
 def builds_library_model(qualified: str) -> bool:
@@ -124,9 +127,11 @@ DGL_DROPOUT_RATES = {"SAGEConv": (("feat_drop", 3),), "GATConv": (("feat_drop", 
 DGL_WRAPPING = frozenset({"GINConv", "GINEConv", "NNConv", "GlobalAttentionPooling"})
 # Data transforms written as modules: no weights, and the same in either mode (a mel spectrogram, a
 # normalisation, a resize; a random augmentation is random in eval mode too: kornia's and
-# torch-audiomentations' never read `self.training`).
+# torch-audiomentations' never read `self.training`); and a library's losses and metrics.
 WEIGHTLESS_LIBRARY_LAYERS = ("torchvision.transforms.", "torchaudio.transforms.", "kornia.augmentation.",
-                             "torch_audiomentations.")
+                             "torch_audiomentations.", "segmentation_models_pytorch.losses.",
+                             "segmentation_models_pytorch.metrics.", "segmentation_models_pytorch.utils.losses.",
+                             "segmentation_models_pytorch.utils.metrics.")
 # `X.from_pretrained(...)` builds a model (in eval mode) when X names a model class;
 # tokenizers, processors, configs, pipelines and schedulers are not nn.Modules.
 FROM_PRETRAINED_MODEL = r"(Model|For[A-Z]|Net|Transformer|UNet|VAE|Encoder|Decoder|GPT|Bert|LM)"
