@@ -72,7 +72,8 @@ class SummaryEffects:
                 slot = (call, self.tag) if self.tag else call
                 recorded = self.out.forwards.get(slot)
                 if recorded is not None and recorded.via is not None and recorded.key != key \
-                        and fact.certain and not fact.entry and (recorded.mode.entry or not recorded.mode.certain):
+                        and fact.certain and not fact.entry and not fact.parameterless \
+                        and (recorded.mode.entry or not recorded.mode.certain):
                     # (`answer(model, texts, tokenizer)` handing back what both ran: the call's value is the model's
                     # output rather than the tokenizer's, a value we know nothing of)
                     del self.out.forwards[slot]
