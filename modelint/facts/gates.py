@@ -231,4 +231,19 @@ def toggled_for_one_forward(facts, forward) -> bool:
         at = facts.locate(c.node)
         return at is not None and at[:2] > here[:2] and c.site.guards == site.site.guards[:len(c.site.guards)]
 
-    return any(switches_back(c) for c in facts.collector.calls if c.site.function is site.site.function)
+    return _hands_back_its_losses(site, forward.call) \
+        or any(switches_back(c) for c in facts.collector.calls if c.site.function is site.site.function)
+
+
+def _hands_back_its_losses(site, call: cst.Call) -> bool:
+    """`losses = model(images, targets)`, then `sum(losses.values())`: a model handed its targets that hands back
+    a mapping of its losses (a torchvision detector, only in training mode), switched to training mode for it."""
+    statement = site.site.stmt
+    small = statement.body[0] if type(statement) is cst.SimpleStatementLine and len(statement.body) == 1 else None
+    if type(small) is not cst.Assign or small.value is not call or len(small.targets) != 1 \
+            or type(small.targets[0].target) is not cst.Name or site.site.function is None \
+            or sum(1 for arg in call.args if arg.keyword is None and not arg.star) < 2:
+        return False
+    name = small.targets[0].target.value
+    return any(type(node) is cst.Call and type(node.func) is cst.Attribute and node.func.attr.value in ("values", "items")
+               and dotted(node.func.value) == name for node in iter_nodes(site.site.function.node.body))
