@@ -9,7 +9,7 @@ from dataclasses import replace
 import libcst as cst
 
 from modelint.facts.lattice import ModeFact
-from modelint.facts.names import dotted
+from modelint.facts.names import dotted, literal_value
 from modelint.facts.scopes import condition_key
 from modelint.facts.state import State, join
 from modelint.facts.walk import iter_nodes
@@ -21,6 +21,12 @@ def asserting_the_flag(state: State, stmt: cst.Assert) -> State:
     test, holds = stmt.test, True
     if type(test) is cst.UnaryOperation and type(test.operator) is cst.Not:
         test, holds = test.expression, False
+    if type(test) is cst.Comparison and len(test.comparisons) == 1 \
+            and type(test.comparisons[0].operator) in (cst.Equal, cst.Is, cst.NotEqual, cst.IsNot) \
+            and literal_value(test.comparisons[0].comparator) in (True, False):
+        # (`assert net.training == False`, `assert model.training is True`)
+        negated = type(test.comparisons[0].operator) in (cst.NotEqual, cst.IsNot)
+        test, holds = test.left, holds is (bool(literal_value(test.comparisons[0].comparator)) is not negated)
     key = dotted(test.value) if type(test) is cst.Attribute and test.attr.value == "training" else None
     if key is None or key in ("self", "cls"):
         return state
