@@ -14,6 +14,8 @@ from modelint.facts.names import dotted, key_prefixes, literal_value, parameter_
 
 # What an optimizer over tensors the function made steps (no model's parameters).
 MADE_TENSORS = "<tensors>"
+_PARAMETER_MAKERS = frozenset({"torch.nn.ParameterList", "torch.nn.ParameterDict", "torch.nn.Parameter",
+                               "torch.nn.parameter.Parameter"})
 _TENSOR_COPIES = frozenset({"clone", "detach", "requires_grad_", "detach_"})
 
 
@@ -128,6 +130,13 @@ class Optimizers:
                 out.setdefault(site.site.function, set()).add(site.text.rsplit(".", 1)[0])
         return out
 
+    def _parameters_held(self, params) -> bool:
+        """`SGD(self.exemplars)` with every `self.exemplars = nn.ParameterList()` (or a `ParameterDict`, a
+        `Parameter`) of the file: tensors being optimized (exemplar images distilled), no model's parameters."""
+        key = dotted(params) if params is not None else None
+        bound = [value for name, value, _site in self.collector.call_assigns if name == key] if key else []
+        return bool(bound) and all(self.imports.qualify(value.func) in _PARAMETER_MAKERS for value in bound)
+
     def _made_tensors(self, params, function) -> bool:
         """`[mask, delta]`: names this function binds to tensors it makes (`torch.zeros(..., requires_grad=True)`,
         `image.clone()`) or marks as leaves (`self.mask.requires_grad = True`): an input, a mask or a
@@ -169,7 +178,7 @@ class Optimizers:
                 continue
             params = next((a.value for a in value.args if a.keyword is None or a.keyword.value == "params"), None)
             owners = parameter_owners(params, parents=False) if params is not None else set()
-            if not owners and self._made_tensors(params, _site.function):
+            if not owners and (self._made_tensors(params, _site.function) or self._parameters_held(params)):
                 owners = {MADE_TENSORS}  # `Adam([mask])`: it steps tensors made here, no model's parameters
             if key in out and not out[key] or not owners:
                 out[key] = set()
