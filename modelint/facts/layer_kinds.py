@@ -24,8 +24,6 @@ from modelint.facts.walk import calls_in, iter_nodes
 _WEIGHT_CALLS = frozenset({"torch.nn.Parameter", "torch.nn.parameter.Parameter"})
 _REGISTERING = frozenset({"register_parameter", "register_module", "add_module"})
 _PARAMETER_CONTAINERS = frozenset({"torch.nn.ParameterList", "torch.nn.ParameterDict"})
-# (and containers of modules written out in their arguments: each element is a call of the class, checked alone)
-_WRITTEN_CONTAINERS = _PARAMETER_CONTAINERS | {"torch.nn.ModuleList", "torch.nn.ModuleDict", "torch.nn.Sequential"}
 _WRITTEN_OUT = (cst.List, cst.Tuple, cst.Dict, cst.ListComp, cst.DictComp, cst.GeneratorExp)
 _MODULE_RETURNING = frozenset({"torch.load", "torch.compile"})  # `torch.ones(...)` and the like make tensors
 _AUTOGRAD_FUNCTIONS = frozenset({"torch.autograd.Function", "torch.autograd.function.Function"})
@@ -140,7 +138,7 @@ class LayerKinds(SamplingLayers):
         # Whatever it stores that may be a module is a submodule, with its weights (`self.module = m`).
         numbers = computed_with(info, self.imports.qualify)
         return not any(self._may_be_module(value, method) and dotted(target) not in numbers
-                       and not (type(value) is cst.Call and self._written_container(value))
+                       and not (type(value) is cst.Call and self.imports.qualify(value.func) in _PARAMETER_CONTAINERS)
                        for target, value, method in self._stored.get(info.name, ()))
 
     def _weightless_base(self, info: ClassInfo) -> bool:
@@ -282,35 +280,11 @@ class LayerKinds(SamplingLayers):
         return qualified.startswith("torch.nn.modules.loss.") or (
             qualified.startswith("torch.nn.") and qualified.endswith("Loss"))
 
-    def _written_container(self, call: cst.Call) -> bool:
-        """`nn.ParameterList([...])`, `nn.ModuleList([Light(0.5), Light(0.2)])`, `nn.Sequential(A(), B())`: a
-        container of what its arguments write out (no `*layers`), each element a call the class makes."""
-        qualified = self.imports.qualify(call.func)
-        if qualified not in _WRITTEN_CONTAINERS or any(arg.star for arg in call.args):
-            return False
-        if qualified in _PARAMETER_CONTAINERS:
-            return all(type(arg.value) in _WRITTEN_OUT for arg in call.args)
-        # (modules: each element a construction of a module without weights, not `copy.deepcopy(layer)`)
-        elements = []
-        for arg in call.args:
-            value = arg.value
-            if type(value) in (cst.List, cst.Tuple):
-                elements.extend(e.value for e in value.elements)
-            elif type(value) is cst.Dict:
-                elements.extend(e.value for e in value.elements if type(e) is cst.DictElement)
-            elif type(value) in (cst.ListComp, cst.GeneratorExp, cst.DictComp):
-                elements.append(value.value if type(value) is cst.DictComp else value.elt)
-            elif qualified == "torch.nn.Sequential":
-                elements.append(value)
-            else:
-                return False
-        return all(type(e) is cst.Call and (built := self.table.construction(e)) is not None and built.parameterless
-                   for e in elements)
-
     def _weightless_layer(self, call: cst.Call) -> bool:
         """A call in the class body: no construction, or one of a layer without weights. (`nn.ParameterList([...])`
         holds the Parameters written in its argument, each a call of the class checked on its own.)"""
-        if self._written_container(call):
+        if self.imports.qualify(call.func) in _PARAMETER_CONTAINERS and all(
+                type(arg.value) in _WRITTEN_OUT for arg in call.args):
             return True
         if self.table.builder_calls(call.func) is not None:
             return self.table.layer_dependence(call) is None  # a builder of modules builds weights

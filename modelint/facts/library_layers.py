@@ -29,11 +29,12 @@ class LibraryLayers:
                 return True, None
             if layer in api.CONTAINERS or layer in api.STACKS:
                 nested = {} if _nested is None else _nested
-                # (`nn.Sequential(RandomHorizontalFlip(), Normalize(...))`: a pipeline of transforms, no weights)
-                parameterless = layer == "Sequential" and bool(call.args) and all(
-                    arg.keyword is None and not arg.star and type(arg.value) is cst.Call
-                    and (built := self.construction(arg.value, nested)) is not None and built.parameterless
-                    for arg in call.args)
+                # (`nn.Sequential(RandomHorizontalFlip(), Normalize(...))`: a pipeline of transforms, no weights;
+                # `nn.ModuleList([Light(0.5), Light(0.2)])`: modules without weights, not `copy.deepcopy(layer)`)
+                elements = _written_elements(layer, call)
+                parameterless = bool(elements) and all(
+                    type(e) is cst.Call and (built := self.construction(e, nested)) is not None and built.parameterless
+                    for e in elements)
                 return True, Construction(call, self._nested_dependence(call, nested), parameterless=parameterless)
             return True, Construction(call, layer_dependence_by_name(layer, call),
                                       parameterless=bool(api.PARAMETERLESS_LAYER.fullmatch(layer))
@@ -172,3 +173,26 @@ def _norm_without_affine(layer: str, call: cst.Call) -> bool:
     keyword = "elementwise_affine" if layer == "LayerNorm" else "affine"
     return "Norm" in layer and any(arg.keyword is not None and arg.keyword.value == keyword
                                    and literal_value(arg.value) is False for arg in call.args)
+
+
+def _written_elements(layer: str, call: cst.Call) -> list | None:
+    """The modules a container's construction writes out: `nn.Sequential(a, b)`'s arguments, the elements of
+    `nn.ModuleList([a, b])` (or of a comprehension, its element) and the values of `nn.ModuleDict({...})`;
+    None for anything else (`nn.Sequential(*layers)`, `nn.ModuleList(blocks)`)."""
+    if not call.args or any(arg.star for arg in call.args):
+        return None
+    if layer == "Sequential":
+        return [arg.value for arg in call.args] if all(arg.keyword is None for arg in call.args) else None
+    if len(call.args) != 1:
+        return None
+    value = call.args[0].value
+    if type(value) in (cst.List, cst.Tuple) and layer == "ModuleList":
+        return [e.value for e in value.elements if type(e) is cst.Element] \
+            if all(type(e) is cst.Element for e in value.elements) else None
+    if type(value) is cst.Dict and layer == "ModuleDict":
+        return [e.value for e in value.elements] if all(type(e) is cst.DictElement for e in value.elements) else None
+    if type(value) in (cst.ListComp, cst.GeneratorExp) and layer == "ModuleList":
+        return [value.elt]
+    if type(value) is cst.DictComp and layer == "ModuleDict":
+        return [value.value]
+    return None
