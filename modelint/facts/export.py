@@ -16,11 +16,12 @@ from modelint.facts.lattice import is_train_site
 from modelint.facts.modules import Dependence
 from modelint.facts.object_orders import handed_methods, object_orders
 from modelint.facts.input_gradients import input_gradient_classes
-from modelint.facts.foreign_calls import inherited_calls, inherited_methods_called, method_calls, method_calls_in_eval
+from modelint.facts.foreign_calls import (inherited_calls, inherited_methods_called, method_calls, method_calls_in_eval,
+                                          runs_without_grad)
 from modelint.facts.factory_constructions import factory_constructions
 from modelint.facts.flag_forwards import free_branch_flag
 from modelint.facts.parts_in_eval import fresh_classes
-from modelint.facts.regions import forward_grad, grad_wrappers, imported_decorators, lexically_grad_free, method_grad
+from modelint.facts.regions import forward_grad, grad_wrappers, imported_decorators
 from modelint.summary import FileSummary, ForwardUse, FunctionSummary, RemoteSite, ReturnFact, StepUse
 
 
@@ -99,13 +100,7 @@ def _grad_free_calls(flow) -> dict[str, bool]:
         if reference is None or not site.node.args or not out.get(reference, True) \
                 or reference.split(".", 1)[0] in _LIBRARIES_OF_NO_PROJECT:
             continue
-        free = lexically_grad_free(flow.imports, site.site, flow.grad_wrappers)
-        function = site.site.function
-        if not free and function is not None:
-            if function not in entries:
-                entries[function] = flow.entry_grad(function).definitely_free and flow.has_callers(function)
-            free = entries[function]
-        out[reference] = free
+        out[reference] = runs_without_grad(flow, site, entries)
     return out
 
 
@@ -127,8 +122,7 @@ def free_branch_classes(flow) -> dict:
     out = {}
     for name, info in flow.modules.classes.items():
         if flow.modules.is_module_class(info):
-            flag = free_branch_flag(info, lambda m: method_grad(flow.imports, m, flow.grad_wrappers) == "free",
-                                    flow.modules.names.kept_from_the_creator(info))
+            flag = free_branch_flag(info, flow.imports, flow.grad_wrappers, flow.modules.names.kept_from_the_creator(info))
             if flag is not None:
                 out[name] = flag
     return out

@@ -18,7 +18,7 @@ import libcst as cst
 
 from modelint.facts.modules import rewraps, unwrap_chain
 from modelint.facts.names import NOT_LITERAL, handed_at, literal_value
-from modelint.facts.walk import iter_nodes, push_child_nodes
+from modelint.facts.walk import iter_nodes
 
 _UNKNOWN = cst.Name("_not_a_literal_")  # what a call hands a parameter when no literal can be told
 _DEPTH = 4  # factories handing on to factories, at most
@@ -160,7 +160,7 @@ def _made_by(flow, function, value: cst.BaseExpression) -> tuple | None:
         return (made,) if made is not None else None
     if value.value not in _bound_to_calls(flow).get(function, ()):
         return None  # (no `name = <call>` in the function, in any form: no construction behind it)
-    bound = [(v, i) for v, i in _bindings(function, value.value)
+    bound = [(v, i) for v, i in _bindings(flow, function, value.value)
              if v is None or not rewraps(flow.imports, v, value.value)]
     if not bound or any(v is None for v, _ in bound):
         return None
@@ -215,39 +215,23 @@ def _own_params(function) -> tuple:
     return tuple(own)
 
 
-def _bindings(function, name: str) -> list:
-    """(value, item) for each binding of `name` in the function's own body: `name = value` (item None), `name,
-    other = value` (item 0); (None, None) for a binding of another kind (a loop target, an augmented one)."""
+def _bindings(flow, function, name: str) -> list:
+    """(value, item) for each binding of `name` in the function's own body (modelint.facts.name_values): `name =
+    value` (item None), `name, other = value` (item 0); (None, None) for a binding of another kind (a parameter,
+    a loop target, an augmented or nested one)."""
     out = []
-    stack: list = [function.node.body]
-    while stack:
-        node = stack.pop()
-        if type(node) in (cst.FunctionDef, cst.ClassDef, cst.Lambda):
-            continue  # (another scope)
-        push_child_nodes(stack, node)
-        if type(node) is cst.AnnAssign and node.value is not None and type(node.target) is cst.Name \
-                and node.target.value == name:
-            out.append((node.value, None))
-        elif type(node) is cst.Assign:
-            for target in node.targets:
-                if type(target.target) is cst.Name and target.target.value == name:
-                    out.append((node.value, None))
-                elif type(target.target) in (cst.Tuple, cst.List):
-                    names = [e.value.value if type(e.value) is cst.Name else None for e in target.target.elements]
-                    if name in names:
-                        starred = any(type(e) is cst.StarredElement for e in target.target.elements)
-                        out.append((None, None) if starred else (node.value, names.index(name)))
-        elif type(node) in (cst.AugAssign, cst.AnnAssign, cst.For, cst.With, cst.NamedExpr) and any(
-                type(n) is cst.Name and n.value == name for n in _targets(node)):
-            out.append((None, None))
+    for binding in flow._scope_bindings(function).get(name, ()):
+        node = binding.node
+        if binding.kind == "assign" and type(node) in (cst.Assign, cst.AnnAssign):
+            out.append((binding.value, None))
+            continue
+        items = [[e.value.value if type(e.value) is cst.Name else None for e in target.target.elements]
+                 for target in (node.targets if type(node) is cst.Assign else ())
+                 if type(target.target) in (cst.Tuple, cst.List)
+                 and not any(type(e) is cst.StarredElement for e in target.target.elements)]
+        found = [names.index(name) for names in items if name in names]
+        out.append((node.value, found[0]) if binding.kind == "other" and found else (None, None))
     return out
-
-
-def _targets(node) -> list:
-    target = {cst.AugAssign: "target", cst.AnnAssign: "target", cst.For: "target", cst.NamedExpr: "target"}
-    if type(node) is cst.With:
-        return [n for item in node.items if item.asname is not None for n in iter_nodes(item.asname.name)]
-    return list(iter_nodes(getattr(node, target[type(node)])))
 
 
 def _bound_to_calls(flow) -> dict:

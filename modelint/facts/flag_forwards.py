@@ -13,6 +13,7 @@ from typing import NamedTuple
 import libcst as cst
 
 from modelint.facts.names import NOT_LITERAL, dotted, handed_at, literal_value
+from modelint.facts.regions import method_grad
 from modelint.facts.scopes import ClassInfo
 
 
@@ -24,11 +25,12 @@ class FreeBranchFlag(NamedTuple):
     defaulted: bool  # it has a literal default (picklable: the summary of its file carries it to other files)
 
 
-def picks_grad_free(cls: ClassInfo, call: cst.Call, method_free, kept_from_the_creator: dict) -> bool:
+def picks_grad_free(cls: ClassInfo, call: cst.Call, imports, wrappers, kept_from_the_creator: dict) -> bool:
     """Does `call`, a construction of `cls`, hand the flag the value that sends every forward down a branch
-    that records no graph (`method_free(method)`: the method runs without autograd; `kept_from_the_creator`:
-    the class's `self.<attr>` kept as a constructor parameter hands it, modelint.facts.module_names)?"""
-    return flag_picks(free_branch_flag(cls, method_free, kept_from_the_creator), call)
+    that records no graph (a method run without autograd, `wrappers` the file's decorators that turn it off;
+    `kept_from_the_creator`: the class's `self.<attr>` kept as a constructor parameter hands it,
+    modelint.facts.module_names)?"""
+    return flag_picks(free_branch_flag(cls, imports, wrappers, kept_from_the_creator), call)
 
 
 def flag_picks(flag: FreeBranchFlag | None, call: cst.Call) -> bool:
@@ -40,7 +42,7 @@ def flag_picks(flag: FreeBranchFlag | None, call: cst.Call) -> bool:
     return value is not NOT_LITERAL and bool(value) is flag.picks
 
 
-def free_branch_flag(cls: ClassInfo, method_free, kept_from_the_creator: dict) -> FreeBranchFlag | None:
+def free_branch_flag(cls: ClassInfo, imports, wrappers, kept_from_the_creator: dict) -> FreeBranchFlag | None:
     forward = cls.methods.get("forward")
     body = forward.body.body if forward is not None and type(forward.body) is cst.IndentedBlock else ()
     first = body[0] if body else None
@@ -57,7 +59,7 @@ def free_branch_flag(cls: ClassInfo, method_free, kept_from_the_creator: dict) -
             cst.Call or type(value.func) is not cst.Attribute or dotted(value.func.value) != "self":
         return None
     target = cls.methods.get(value.func.attr.value)
-    if target is None or not method_free(target):
+    if target is None or method_grad(imports, target, wrappers) != "free":
         return None
     kept = kept_from_the_creator.get(attribute)  # (`self.trainable = trainable`, its only assignment)
     if kept is None:

@@ -71,17 +71,25 @@ def inherited_calls(flow) -> dict[str, dict[str, bool]]:
     for site in flow.collector.calls:
         if not _inherited_from_elsewhere(flow, site):
             continue
-        free = lexically_grad_free(flow.imports, site.site, flow.grad_wrappers)
-        function = site.site.function
-        if not free and function is not None:
-            if function not in entries:
-                entries[function] = flow.entry_grad(function).definitely_free and flow.has_callers(function)
-            free = entries[function]
+        free = runs_without_grad(flow, site, entries)
         for base in flow.bases_elsewhere(site.site.cls.name):
             methods = out.setdefault(base, {})
             name = site.node.func.attr.value
             methods[name] = methods.get(name, True) and free
     return out
+
+
+def runs_without_grad(flow, site, entries: dict) -> bool:
+    """Does the call at `site` run under no_grad: lexically, or in a function every caller here runs under no_grad
+    (`entries`: function -> that answer, filled as the calls of one file are looked at)?"""
+    if lexically_grad_free(flow.imports, site.site, flow.grad_wrappers):
+        return True
+    function = site.site.function
+    if function is None:
+        return False
+    if function not in entries:
+        entries[function] = flow.entry_grad(function).definitely_free and flow.has_callers(function)
+    return entries[function]
 
 
 def _inherited_from_elsewhere(flow, site) -> bool:

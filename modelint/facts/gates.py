@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import libcst as cst
 
-from modelint.facts.name_values import reaching
+from modelint.facts.name_values import reaching, scope_bindings
 from modelint.facts.scopes import FunctionInfo, Site
 from modelint.facts.names import dotted, literal_value, same_or_nested
 from modelint.facts.walk import child_list, iter_nodes
@@ -185,9 +185,8 @@ def _training_flags(test: cst.BaseExpression, function, depth: int = 0) -> list:
         elif type(part) is cst.Comparison and len(part.comparisons) == 1 and depth == 0 and function is not None \
                 and type(part.comparisons[0].operator) in (cst.Equal, cst.Is) and type(part.left) is cst.Name \
                 and type(part.comparisons[0].comparator) is cst.SimpleString:
-            bound = [n.value for n in iter_nodes(function.node.body) if type(n) is cst.Assign and len(n.targets) == 1
-                     and type(n.targets[0].target) is cst.Name and n.targets[0].target.value == part.left.value]
-            chosen = bound[0] if len(bound) == 1 else None
+            bound = scope_bindings(function.node).get(part.left.value, ())
+            chosen = bound[0].value if len(bound) == 1 and bound[0].kind == "assign" else None
             if type(chosen) is cst.IfExp and type(chosen.body) is cst.SimpleString \
                     and chosen.body.evaluated_value == part.comparisons[0].comparator.evaluated_value:
                 flags.extend(_training_flags(chosen.test, function, depth + 1))

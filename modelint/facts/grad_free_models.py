@@ -19,7 +19,7 @@ from modelint.facts.freezing import built_frozen
 from modelint.facts.modules import rewraps, unwrap_chain
 from modelint.facts.names import dotted
 from modelint.facts.provenance import returned_argument
-from modelint.facts.regions import forward_grad, method_grad
+from modelint.facts.regions import forward_grad
 
 
 def built_with_grad_free_forward(facts, forward, in_eval: bool = False) -> bool:
@@ -90,7 +90,7 @@ def _built_grad_free(facts, function, in_eval: bool, key: str | None = None, cal
             grad = forward_grad(facts.imports, local, facts.grad_wrappers)
             if not (grad == "free" or (grad == "mode" and in_eval) or (type(value) is cst.Call and (
                     built_frozen(facts.flow.frozen_classes.get(local.name), value) or picks_grad_free(
-                        local, value, lambda m: method_grad(facts.imports, m, facts.grad_wrappers) == "free",
+                        local, value, facts.imports, facts.grad_wrappers,
                         facts.modules.names.kept_from_the_creator(local))))):
                 return False
             continue
