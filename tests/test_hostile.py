@@ -492,3 +492,15 @@ def test_a_recursive_helper_is_no_reason_to_give_up_on_a_shallow_file(tmp_path: 
     run = modelint("--jobs", "1", "segmentation.py", cwd=tmp_path)
     assert_no_internal_error(run)
     assert {code for _, _, code in run.by_file().get("segmentation.py", [])} == {"MDL002"}, run.stdout
+
+
+def test_a_cycle_of_aliases_is_no_reason_to_give_up_on_a_shallow_file(tmp_path: Path) -> None:
+    """`std = scale; fn = lambda c: std(); scale = std`: following what each alias names goes round the cycle;
+    the file is two levels deep and gets its findings, not E903."""
+    write(tmp_path, {"distributions.py": (
+        "import torch\nfrom torch import nn\n\n\ndef make(scale):\n    std = scale\n    fn = lambda c: std()\n"
+        "    scale = std\n    return fn\n\n\ndef score(loader):\n    net = nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.1))\n"
+        "    net.eval()\n    return [net(x).sum().item() for x in loader]\n")})
+    run = modelint("--jobs", "1", "distributions.py", cwd=tmp_path)
+    assert_no_internal_error(run)
+    assert {code for _, _, code in run.by_file().get("distributions.py", [])} == {"MDL002"}, run.stdout

@@ -311,8 +311,16 @@ class CallGraph(MethodTargets, CallerEntry):
         if found is None:
             return None
         bindings, scope = found
-        named = {self.local_reference(binding.value, scope) if binding.kind == "assign" and type(binding.value) is cst.Name
-                 and binding.value.value != name else None for binding in bindings}
+        following = self.__dict__.setdefault("_aliases_followed", set())
+        if (name, scope) in following:
+            return None  # (`std = scale; scale = std`: a cycle of aliases names no function)
+        following.add((name, scope))
+        try:
+            named = {self.local_reference(binding.value, scope) if binding.kind == "assign"
+                     and type(binding.value) is cst.Name and binding.value.value != name else None
+                     for binding in bindings}
+        finally:
+            following.discard((name, scope))
         return named.pop() if len(named) == 1 and None not in named else None
 
     def visible_bindings(self, name: str, scope: FunctionInfo | None) -> tuple[list, FunctionInfo | None] | None:
