@@ -49,6 +49,9 @@ class ForwardUse:
     # The helper returns a result cut from the output (`target_net(s).detach().max(1)[0]`): what the
     # callers do with the call's value may still make it part of training (a TD target in their loss).
     given_back: bool = False
+    # Run only for calls whose arguments pass the `if`s on the helper's parameters around it
+    # (`if augment:`): a reaching_calls.Reach, or None.
+    reached_when: object = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)

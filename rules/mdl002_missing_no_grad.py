@@ -8,8 +8,9 @@ import libcst as cst
 
 from modelint.facts import FileFacts
 from modelint.facts import torch_api as api
-from modelint.facts.evaluation import (effective_grad, effective_mode, forward_trains_itself, left_to_subclasses,
-                                       loaded_to_predict, named_model, result_back_propagated, returned_to_callers)
+from modelint.facts.evaluation import (effective_grad, effective_mode, forward_site, forward_trains_itself,
+                                       left_to_subclasses, loaded_to_predict, named_model, result_back_propagated,
+                                       returned_to_callers)
 from modelint.facts.modules_run import is_module
 from modelint.facts.smoke_tests import dummy_input, initialises_lazy_modules, smoke_test
 from modelint.facts.freezing import frozen_attributes, frozen_by_every_caller, frozen_where_bound, frozen_whole
@@ -126,8 +127,8 @@ class MissingNoGrad(Rule):
         if mode.parameterless or not (is_module(facts, forward, mode) or _fed_batches(facts, forward)) \
                 or (forward.via is None and returned_to_callers(facts, forward)):
             return None  # (a loss, an activation, a padding layer: no weights, no graph worth a finding)
-        if facts.flow.phase_never_picked(forward.function, forward.phase):
-            return None  # a pass of the function that no call here asks for
+        if facts.flow.phase_never_picked(forward.function, forward.phase, forward_site(facts, forward)):
+            return None  # a pass of the function that no call here asks for (or none of its calls runs this line)
         if left_to_subclasses(facts, forward) or initialises_lazy_modules(facts, forward):
             return None  # `self.predict_proba(X)` left abstract: a subclass may well run it under no_grad
         if built_with_grad_free_forward(facts, forward, in_eval=mode.definitely_eval):
@@ -142,7 +143,8 @@ class MissingNoGrad(Rule):
         if forward.via is not None and forward.via.grad == "some":
             return None  # the helper runs it under a conditional no_grad (`set_grad_enabled(flag)`)
         if forward.grad_free or grad.free_sites:  # grad-free on every path, or on some (a conditional no_grad)
-            if forward.grad_free or forward.grad.free_sites or facts.flow.caller_with_autograd(forward.function, forward.phase) is None:
+            if forward.grad_free or forward.grad.free_sites or facts.flow.caller_with_autograd(
+                    forward.function, forward.phase, forward_site(facts, forward)) is None:
                 return None  # (unless only some callers run it under no_grad, and another surely does not)
         if grad.unknown and not grad.may_enabled:
             return None  # only callers we cannot see run it (a private hook of a base class elsewhere)
@@ -211,7 +213,7 @@ class MissingNoGrad(Rule):
                           applicability="unsafe")
         notes, related = wrapped_forward_notes(facts, forward, proof["notes"], proof["related"])
         if via is None and grad.free_sites:  # some callers run it under no_grad: the one that does not
-            caller, call = facts.flow.caller_with_autograd(function, forward.phase)
+            caller, call = facts.flow.caller_with_autograd(function, forward.phase, forward_site(facts, forward))
             name = f"{caller.name}()" if caller is not None else "the module-level script"
             notes = ((call, f"{name} calls `{function.name}()` here with autograd on"), *notes)
         return Report(forward.call, message, stmt=site.site.stmt, fix=fix, notes=notes, related=related,

@@ -12,8 +12,9 @@ import libcst as cst
 from modelint.facts.base_shapes import grad_of_calls_by_bases
 from modelint.facts.lattice import GRAD_ENABLED, GRAD_UNKNOWN, GradFact
 from modelint.facts.phases import call_picks_other_phase
+from modelint.facts.reaching_calls import call_reaches
 from modelint.facts.regions import constructor_turns_grad_off, lexically_grad_free, module_turns_grad_off
-from modelint.facts.scopes import FunctionInfo
+from modelint.facts.scopes import FunctionInfo, Site
 from modelint.facts.state import followed_parent
 from modelint.facts.summaries import qualname
 
@@ -22,9 +23,11 @@ class CallerEntry:
     """Mixed into CallGraph: `self.call_sites`, `self._calls_of`, `self._local_callees`, `self.collector`,
     `self.modules`, `self.is_framework_hook()` and `self.syntactic_callers()` come from there."""
 
-    def entry_grad(self, function: FunctionInfo | None, _seen: frozenset = frozenset(), phase: tuple = ()) -> GradFact:
+    def entry_grad(self, function: FunctionInfo | None, _seen: frozenset = frozenset(), phase: tuple = (),
+                   reaching: Site | None = None) -> GradFact:
         """Autograd at a function's entry, from every call of it this file shows; enabled when none. With
-        `phase` ((parameter, value),), only from the calls that pick that value of its phase parameter."""
+        `phase` ((parameter, value),), only from the calls that pick that value of its phase parameter; with
+        `reaching` (a statement's site in it), only from the calls whose arguments may run that statement."""
         if function is None:
             return GRAD_ENABLED
         if function.outer is not None and function.cls is None:
@@ -34,6 +37,9 @@ class CallerEntry:
         if phase:
             sites = {call: site for call, site in sites.items()
                      if not call_picks_other_phase(function, call, phase, site[0])}
+        if reaching is not None:
+            reached = {call: site for call, site in sites.items() if call_reaches(function, call, reaching, site[0])}
+            sites = reached or sites  # (none: the statement runs for callers elsewhere, judged as without it)
         if self.is_framework_hook(function):
             return GradFact(free_sites=frozenset({function.node}))  # Lightning wraps it in no_grad
         switched_off = constructor_turns_grad_off(self, function.cls) if function.cls is not None \
@@ -91,25 +97,31 @@ class CallerEntry:
             out.setdefault(self.site_of_call[call].site.function, set()).add(callee)
         return out
 
-    def phase_never_picked(self, function: FunctionInfo | None, phase: tuple) -> bool:
+    def phase_never_picked(self, function: FunctionInfo | None, phase: tuple, reaching: Site | None = None) -> bool:
         """Is `function` called here, and does every call pick another value of its phase parameter than
         `phase` names (`run_epoch(model, opt, loader)` alone, for the `is_train=False` pass)? Then that
-        pass runs nowhere in sight: what it would evaluate is no finding."""
+        pass runs nowhere in sight: what it would evaluate is no finding. With `reaching` (a statement's site),
+        also when the calls of that pass all decide an `if` around it the other way (the evaluation call of
+        `run_epoch(model, loader, optimizer=None, unlabeled=None)` never runs its `if unlabeled is not None:`)."""
         if function is None or not phase or phase[0][0] not in function.param_set \
                 or (function.outer is not None and function.cls is None):
             return False
         sites = self.call_sites.get(qualname(function), {})
         return bool(sites) and all(call_picks_other_phase(function, call, phase, caller)
+                                   or (reaching is not None and not call_reaches(function, call, reaching, caller))
                                    for call, (caller, _grad, _models) in sites.items())
 
-    def caller_with_autograd(self, function: FunctionInfo | None, phase: tuple = ()) -> tuple | None:
+    def caller_with_autograd(self, function: FunctionInfo | None, phase: tuple = (),
+                             reaching: Site | None = None) -> tuple | None:
         """(caller, call) in this file whose call of `function` surely runs with autograd on (while another
         may run it under no_grad: `train()` validating under no_grad, `test()` without); with `phase`, among
-        the calls that pick that value of its phase parameter."""
+        the calls that pick that value of its phase parameter; with `reaching`, among those that may run it."""
         if function is None or (function.outer is not None and function.cls is None):
             return None
         for call, (caller, grad, _models) in self.call_sites.get(qualname(function), {}).items():
             if phase and call_picks_other_phase(function, call, phase, caller):
+                continue
+            if reaching is not None and not call_reaches(function, call, reaching, caller):
                 continue
             if grad.unknown:
                 grad = grad.at_entry(self.entry_grad(caller, frozenset({function})))

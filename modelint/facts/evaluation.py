@@ -137,13 +137,20 @@ def effective_grad(facts, forward) -> GradFact:
     """The grad mode at a forward, with what its function's callers in this file do for the unknown part."""
     grad = forward.grad
     if grad.unknown:
-        grad = grad.at_entry(facts.flow.entry_grad(forward.function, phase=forward.phase))
+        grad = grad.at_entry(facts.flow.entry_grad(forward.function, phase=forward.phase,
+                                                   reaching=forward_site(facts, forward)))
     return grad
+
+
+def forward_site(facts, forward):
+    """Where a forward's call sits (function, statement, the `if`s around it); None if unknown."""
+    site = facts.call_sites.get(forward.call)
+    return site.site if site is not None else None
 
 
 def evaluation_context(facts, forward, grad: GradFact) -> str | None:
     """Why this forward is an evaluation, in a few words; None when it is not one (or we cannot tell)."""
-    if facts.flow.phase_never_picked(forward.function, forward.phase):
+    if facts.flow.phase_never_picked(forward.function, forward.phase, forward_site(facts, forward)):
         return None  # a pass of the function that no call here asks for
     why = _evaluation_context(facts, forward, grad)
     if why is not None and forward.phase:

@@ -238,7 +238,7 @@ def _export(flow, summary: FunctionSummary) -> FunctionSummary | None:
                 continue  # (a forward whose eval() cannot be named elsewhere would read as the caller's mode)
             out.forwards.append(ForwardUse(use.param, use.path, use.intent, use.grad, use.context, ordinal,
                                            method=use.method, eval_site=eval_site, phase_value=use.phase_value,
-                                           given_back=use.given_back))
+                                           given_back=use.given_back, reached_when=use.reached_when))
     for use in steps:
         ordinal = _ordinal(flow, use)
         if ordinal >= 0:

@@ -29,6 +29,7 @@ from modelint.facts.names import key_root, same_or_nested, value_key
 from modelint.facts.naming import is_evaluation_name
 from modelint.facts.optimizers import MADE_TENSORS, stepped_parts_in_training
 from modelint.facts.phases import phase_default
+from modelint.facts.reaching_calls import reach_of
 from modelint.facts.records import is_the_loss
 from modelint.facts.uses import DETACH, HANDED_BACK, evaluated
 from modelint.facts.walk import iter_nodes
@@ -309,9 +310,11 @@ def _forward_use(flow, function, forward, intent: str, trained_here: bool = Fals
         given_back = "given-back" in forward.uses
     else:  # (a helper's result this function hands on in turn)
         given_back = via.given_back and bool(forward.caller_uses & {"return", "given-back"})
+    site = flow.site_of_call.get(forward.call) if via is None else None
     return ForwardUse(forward.key, path, intent, grad_word, context,
                       ordinal, node=node, method=forward.method is not None or (via is not None and via.method),
-                      chain=chain, phase_value=phase_value, given_back=given_back)
+                      chain=chain, phase_value=phase_value, given_back=given_back,
+                      reached_when=reach_of(function, site.site) if site is not None else None)
 
 
 def _module_method(flow, callee) -> bool:

@@ -23,6 +23,7 @@ from modelint.facts.walk import iter_nodes
 from modelint.facts.modules import Dependence
 from modelint.facts.names import key_root, unwrapped_key, value_key
 from modelint.facts.phases import argument_phase
+from modelint.facts.reaching_calls import call_runs
 from modelint.facts.state import State
 from modelint.summary import FunctionSummary
 from modelint.textutil import code_of
@@ -53,6 +54,9 @@ class SummaryEffects:
         for use in summary.forwards:
             if phase is not None and use.phase_value is not None and use.phase_value != phase:
                 continue  # run only for the other value of the helper's phase parameter
+            if use.reached_when is not None and not call_runs(use.reached_when, summary.params, summary.is_method,
+                                                              call, self.out.function):
+                continue  # under an `if` on the helper's parameters that this call's arguments decide against
             # (handed this function's own phase parameter: run when it has that value, here as there)
             passes = ((through, use.phase_value),) if through is not None and use.phase_value is not None else None
             key = _rebind(use.param, bound, state)
