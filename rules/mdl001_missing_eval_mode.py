@@ -306,8 +306,12 @@ class MissingEvalMode(Rule):
             # The same with no training here: `model.train()`, then a forward whose output nothing reads, for
             # what it does to the layers (a data-dependent initialisation: Glow's ActNorm; BatchNorm statistics)
             return None
-        if mode.train_sites <= facts.flow.assumed_sites and not context.startswith(("under", "over")):
-            return None  # in training mode only because it was trained above: needs no_grad or test data too
+        if mode.train_sites <= facts.flow.assumed_sites and (not context.startswith(("under", "over")) or facts.flow.
+                                                             objects.trained_against_the_constructor(
+                                                                 mode.train_sites, forward.key, facts.call_sites)):
+            # In training mode only because it was trained above: needs no_grad or test data too; and not when
+            # the object's constructor put it in eval mode and nothing switches it back (that training is the bug)
+            return None
         if _every_caller_switched_it(facts, forward):
             return None
         if not trains_here and smoke_test(facts, forward, mode):

@@ -181,7 +181,8 @@ class TrainingInEvalMode(Rule):
                 continue
             users = facts.flow.objects.users_elsewhere(flow.function, key)
             key = shown_attribute(facts, flow.function, key)
-            message = (f"`{key}` may be in eval mode here: `{method}()` may leave it in eval mode, and "
+            leaver = "the constructor leaves it" if method == "__init__" else f"`{method}()` may leave it"
+            message = (f"`{key}` may be in eval mode here: {leaver} in eval mode, and "
                        f"`{flow.function.name}()` never calls `{key}.train()` before training: training runs with "
                        f"Dropout off and BatchNorm statistics frozen; call `{key}.train()` before the training loop")
             return Report(step.call, message, stmt=where.site.stmt if where else None, users_elsewhere=users,

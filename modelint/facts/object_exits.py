@@ -51,9 +51,12 @@ class ObjectExits:
         for function_flow in self.flow.flows:
             function = function_flow.function
             exit_state = function_flow.exit_state
-            if function is None or function.cls is None or exit_state is None or function.name.startswith("_") \
+            if function is None or function.cls is None or exit_state is None \
+                    or (function.name.startswith("_") and function.name != "__init__") \
                     or only_switches_modes(function.node):
-                continue  # (`def eval(self): self.net.eval()` hands the switch to the users, and its undoing)
+                # (`def eval(self): self.net.eval()` hands the switch to the users, and its undoing; the
+                # constructor hands the object over: `self.net.eval()` there is where every user starts)
+                continue
             for key, fact in exit_state.models.items():
                 if key.startswith("self.") and not fact.havoc and fact.eval_sites \
                         and not any(is_train_site(s) for s in fact.train_sites):
@@ -80,6 +83,20 @@ class ObjectExits:
                 if found[0] != function.name:
                     return found
         return None
+
+    def trained_against_the_constructor(self, steps, key: str, call_sites) -> bool:
+        """Are `steps` (backward calls standing for "trained here, so in training mode") all in methods that
+        train `self.<attr>` without `train()` while the constructor leaves it in eval mode? Then the model is
+        in eval mode there (MDL003 says so), not in the training mode the steps would suggest."""
+        if not steps or not key.startswith("self."):
+            return False
+        key = ".".join(key.split(".")[:2])
+        for step in steps:
+            site = call_sites.get(step)
+            left = self.left_in_eval(site.site.function, key) if site is not None else None
+            if left is None or left[0] != "__init__":
+                return False
+        return True
 
     def users_elsewhere(self, function, key: str) -> tuple[str, frozenset[str], frozenset[str]] | None:
         """For a `left_in_eval` guess with no user of the class in this file: (the class, its methods that may
