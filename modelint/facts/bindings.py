@@ -15,7 +15,7 @@ import libcst as cst
 
 from modelint.facts import torch_api as api
 from modelint.facts.uses import NONE, TRAIN, detached
-from modelint.facts.lattice import NO_MODULE, ModeFact, first_site, join_all
+from modelint.facts.lattice import ENTRY_MODE, NO_MODULE, ModeFact, first_site, join_all
 from modelint.facts.modules import unwrap_chain
 from modelint.facts.names import NOT_LITERAL, any_element, dotted, handed_at, key_root, literal_value, value_key
 from modelint.facts.phases import decide, literal_strings
@@ -61,6 +61,29 @@ class Bindings:
             state.values[key] = origins
         else:
             state.values.pop(key, None)
+
+    def _either_of(self, key: str, value: cst.IfExp, state: State) -> bool:
+        """`net = ema if use_ema else model`, a side a model followed here: `net` is in the mode of either, and
+        switching it may switch either (State.either). A side that is no model followed here (`None`, a copy
+        made on one path) is left out of what the switch reaches."""
+        targets, facts = [], []
+        for side in (value.body, value.orelse):
+            if type(side) is cst.Name and side.value == "None":
+                continue
+            bound = self.flow.provenance.bound_value(
+                side, state, lambda k: self.follows(k, state) or self.held_by_param(k), self.out.function)
+            if isinstance(bound, Same) and bound.key != key:
+                targets.append(state.canonical(bound.key))
+                facts.append(state.fact(targets[-1]))
+            else:
+                facts.append(bound.fact if isinstance(bound, Fresh) else ENTRY_MODE)
+        if not targets or len(set(targets)) != len(targets):
+            return False
+        fact = facts[0].join(facts[1]) if len(facts) == 2 else facts[0]
+        self.forget(state, key)
+        state.models[key] = fact
+        state.either[key] = frozenset(targets)
+        return True
 
     def bind(self, target: cst.BaseExpression, value: cst.BaseExpression | None, origins, state: State) -> None:
         if type(target) in (cst.Tuple, cst.List) and type(value) in (cst.Tuple, cst.List) \
@@ -111,6 +134,8 @@ class Bindings:
         if saved is not None and type(target) is cst.Name:
             self.forget(state, key)
             state.saved[key] = saved
+            return
+        if type(target) is cst.Name and type(value) is cst.IfExp and self._either_of(key, value, state):
             return
         bound = self.flow.provenance.bound_value(
             value, state, lambda k: self.follows(k, state) or self.held_by_param(k), self.out.function)

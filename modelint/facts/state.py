@@ -4,6 +4,8 @@
 - `grad`: the `GradFact` here.
 - `aliases`: `m = model` makes `m` another name of `model`; `scorer = Scorer(lm)` makes
   `scorer.lm` one (Bindings._alias_held_arguments).
+- `either`: `net = ema if use_ema else model` makes `net` a name of one of them: switching `net`
+  may switch either (`evaluate(net)` calling `net.eval()` leaves `model` in eval mode on some path).
 - `grad_free_values`: names bound under no_grad on every path (MDL007), with the region.
 - `values`: names whose value may derive from forward outputs (modelint.facts.intent).
 - `saved`: `was_training = model.training` keeps `model`'s mode in a name, for the
@@ -34,10 +36,11 @@ class State:
     values: dict[str, frozenset] = field(default_factory=dict)
     saved: dict[str, tuple[str, ModeFact]] = field(default_factory=dict)  # name -> (model, its mode then)
     unbound: frozenset[str] = frozenset()
+    either: dict[str, frozenset[str]] = field(default_factory=dict)  # name -> the models it may be
 
     def copy(self) -> "State":
         return State(dict(self.models), self.grad, dict(self.aliases), dict(self.grad_free_values), dict(self.values),
-                     dict(self.saved), self.unbound)
+                     dict(self.saved), self.unbound, dict(self.either))
 
     def canonical(self, key: str) -> str:
         head, dot, rest = key.partition(".")
@@ -69,7 +72,8 @@ class State:
     def __eq__(self, other: object) -> bool:
         return (isinstance(other, State) and self.models == other.models and self.grad == other.grad
                 and self.aliases == other.aliases and self.grad_free_values == other.grad_free_values
-                and self.values == other.values and self.saved == other.saved and self.unbound == other.unbound)
+                and self.values == other.values and self.saved == other.saved and self.unbound == other.unbound
+                and self.either == other.either)
 
     # -- updates ------------------------------------------------------------------
     def forget(self, key: str) -> None:
@@ -85,6 +89,8 @@ class State:
         self.saved.pop(key, None)
         for alias in [a for a, target in self.aliases.items() if target == key]:
             del self.aliases[alias]
+        for name in [n for n, targets in self.either.items() if n == key or key in targets]:
+            del self.either[name]
 
     def put(self, key: str, updated: ModeFact) -> None:
         """`key` is in the mode `updated` says; so are its children; its parents are mixed."""
@@ -101,6 +107,11 @@ class State:
                 self.models[part] = ModeFact(updated.train_sites, updated.eval_sites, havoc=updated.havoc,
                                              certain=False)
         self.models[key] = updated
+        for target in self.either.get(key, ()):  # (one of them is switched: each may be)
+            for known in [k for k in self.models if k == target or k.startswith((target + ".", target + "["))]:
+                self.models[known] = self.models[known].join(updated)
+            if target not in self.models:
+                self.models[target] = ENTRY_MODE.join(updated)
         # (and a model holding it as a part: `eagle.draft_model`, another name of `draft_model` switched here)
         for parent in (*_parents(key), *self._holders(key)):
             if parent in self.models and not _same_single_mode(self.models[parent], updated):
@@ -169,7 +180,8 @@ def join(a: State | None, b: State | None) -> State | None:
         other = b.saved.get(name)
         if other is not None and other[0] == key:
             saved[name] = (key, fact.join(other[1]))
-    return State(models, a.grad.join(b.grad), aliases, tainted, values, saved, a.unbound & b.unbound)
+    either = {name: targets | b.either[name] for name, targets in a.either.items() if name in b.either}
+    return State(models, a.grad.join(b.grad), aliases, tainted, values, saved, a.unbound & b.unbound, either)
 
 
 def _join_fact(a: State, b: State, key: str) -> ModeFact:
