@@ -79,6 +79,9 @@ def select_targets(flow) -> list[FunctionInfo | None]:
     # builds a module there)
     returned = {(site.function, key) for key, value, site in collector.call_assigns if id(value) not in weightless
                 and (id(value) in built or not in_a_forward(site.function))}
+    # (`bundle = load_embeddings(path)`, `encoder = bundle["embeddings"]`: an entry of it, run by its own name)
+    returned.update((site.function, name) for name, item, site in collector.item_assigns
+                    if type(item.value) is cst.Name and (site.function, item.value.value) in returned)
     calling_results = {site.site.function for site in collector.calls
                        if (site.site.function, site.text) in returned}
     calling_results.update(scope for scope, _name in flow.free.loaded_modules)  # (`model.forward(x)` too)
