@@ -173,6 +173,10 @@ class TrainingInEvalMode(Rule):
             where = facts.call_sites.get(step.call)
             if where is not None and runs_only_in_training(where.site, key, step.call):
                 continue  # `if self.model.training: loss.backward()`: never in eval mode
+            from_callers = facts.flow.mode_from_callers(flow.function, key,
+                                                        facts.flow.step_phase(flow.function, step.phases))
+            if from_callers is not None and from_callers.definitely_train:
+                continue  # (the callers of this pass put it in training mode first: `fit()` calls `run(b, opt)`)
             left = facts.flow.objects.left_in_eval(flow.function, key)
             if left is None:
                 continue

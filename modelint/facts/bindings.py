@@ -63,20 +63,23 @@ class Bindings:
             state.values.pop(key, None)
 
     def _either_of(self, key: str, value: cst.IfExp, state: State) -> bool:
-        """`net = ema if use_ema else model`, a side a model followed here: `net` is in the mode of either, and
-        switching it may switch either (State.either). A side that is no model followed here (`None`, a copy
-        made on one path) is left out of what the switch reaches."""
+        """`net = ema if use_ema else model`, a side a model this state follows (`model.train()` above): `net` is
+        in the mode of either, and switching it may switch either (State.either). The other side may be a name
+        or attribute not followed here (an EMA copy made on one path) or None; not a computed value (`x if m
+        is None else x + m` is no choice of models)."""
         targets, facts = [], []
         for side in (value.body, value.orelse):
             if type(side) is cst.Name and side.value == "None":
                 continue
+            if type(side) not in (cst.Name, cst.Attribute, cst.Subscript):
+                return False
             bound = self.flow.provenance.bound_value(
                 side, state, lambda k: self.follows(k, state) or self.held_by_param(k), self.out.function)
-            if isinstance(bound, Same) and bound.key != key:
+            if isinstance(bound, Same) and bound.key != key and state.tracks(state.canonical(bound.key)):
                 targets.append(state.canonical(bound.key))
                 facts.append(state.fact(targets[-1]))
             else:
-                facts.append(bound.fact if isinstance(bound, Fresh) else ENTRY_MODE)
+                facts.append(ENTRY_MODE)
         if not targets or len(set(targets)) != len(targets):
             return False
         fact = facts[0].join(facts[1]) if len(facts) == 2 else facts[0]

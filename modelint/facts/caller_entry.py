@@ -197,18 +197,32 @@ class CallerEntry:
         name = nested_name(function) if function.outer is not None and function.cls is None else qualname(function)
         return any(caller is not function for caller, _grad, _models in self.call_sites.get(name, {}).values())
 
-    def mode_from_callers(self, function: FunctionInfo, key: str):
+    def mode_from_callers(self, function: FunctionInfo, key: str, phase: tuple = (), _seen: frozenset = frozenset()):
         """A method (`self._predict_batch(X)`, `self.validate()`) called by methods of its class, each having put
         `self.<attr>` in a mode we know at the call (`self.network.eval()` first): the mode it starts in, joined
         over them; None when a caller is elsewhere or does not know it, and for a method nothing here calls (a
-        public `predict()` is then an entry point, which the object's users may call after any other method)."""
-        if function.cls is None or function.name.startswith("__") or not key.startswith("self."):
+        public `predict()` is then an entry point, which the object's users may call after any other method).
+        With `phase`, only from the calls that pick that value of its phase parameter; a caller of the class that
+        switches nothing but hands its own phase parameter on (`run(batches, opt=None)` calling `self.step(x, y,
+        opt)`) passes on the mode its own callers set for that value (`fit()`: `train()`, then `run(b, opt)`)."""
+        if function.cls is None or function.name.startswith("__") or not key.startswith("self.") \
+                or function in _seen:
             return None
-        sites = [site for site in self.call_sites.get(qualname(function), {}).values() if site[0] is not function]
+        sites = [(call, site) for call, site in self.call_sites.get(qualname(function), {}).items()
+                 if site[0] is not function and not (phase and call_picks_other_phase(function, call, phase, site[0]))]
         private = _is_private_hook(function)
         found = None
-        for caller, _grad, models in sites:
+        for call, (caller, _grad, models) in sites:
             fact = models.get(key) or followed_parent(models, key)  # (`self.nets.eval()` for `self.nets["policy"]`)
+            if caller is not None and caller.cls is function.cls and phase and (fact is None or (
+                    fact.entry and not fact.eval_sites and not fact.havoc and fact.train_sites <= self.assumed_sites)):
+                # (as the caller got it: its own callers' mode, or trained by this very call on an earlier pass)
+                handed = _phase_handed_on(function, call, phase, caller)
+                fact = self.mode_from_callers(caller, key, handed, _seen | {function}) if handed else None
+                if fact is None:
+                    return None
+                found = fact if found is None else found.join(fact)
+                continue
             if caller is None or caller.cls is not function.cls or fact is None or fact.entry or fact.havoc \
                     or not (fact.train_sites or fact.eval_sites):
                 return None
@@ -235,6 +249,18 @@ class CallerEntry:
             for key, fact in state.models.items():
                 models[key] = models[key].join(fact) if key in models else fact
             sites[call] = (caller, seen[1].join(state.grad), models)
+
+
+def _phase_handed_on(function: FunctionInfo, call: cst.Call, phase: tuple, caller: FunctionInfo) -> tuple:
+    """`self.step(x, y, opt)` in `def run(self, batches, opt=None)`, for `step`'s pass where `opt` is `phase`'s
+    value: the caller's own pass that hands it that value, ((its parameter, the value),); () when none."""
+    from modelint.facts.summary_effects import bind_arguments
+
+    name, value = phase[0]
+    passed = bind_arguments(function.params, function.cls is not None, call).get(name)
+    if type(passed) is cst.Name and passed.value in caller.param_set and passed.value not in ("self", "cls"):
+        return ((passed.value, value),)
+    return ()
 
 
 def _is_private_hook(function: FunctionInfo) -> bool:

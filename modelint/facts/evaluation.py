@@ -103,7 +103,7 @@ def _effective_mode(facts, forward) -> ModeFact:
             and called_by_bases_that_switch_modes(facts.flow, forward.function):
         return mode  # a template's hook, which its base elsewhere runs in the modes it sets (`self.eval()`)
     if mode == ENTRY_MODE and forward.via is None and forward.function is not None:
-        from_callers = facts.flow.mode_from_callers(forward.function, forward.key)
+        from_callers = facts.flow.mode_from_callers(forward.function, forward.key, forward.phase)
         if from_callers is not None:
             return from_callers  # (what the object's other methods leave does not reach past these calls)
     if mode == ENTRY_MODE:

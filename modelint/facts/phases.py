@@ -130,7 +130,7 @@ _MODE_METHODS = frozenset({"train", "eval", "backward", "step", "zero_grad"})
 _GRAD_SWITCHES = frozenset({"no_grad", "enable_grad", "set_grad_enabled", "inference_mode"})
 
 
-def phase_parameter(function, calls=()) -> tuple[str, tuple] | None:
+def phase_parameter(function, calls=(), caller_of=None) -> tuple[str, tuple] | None:
     """(parameter, its values) when a parameter of `function` decides whether it trains or evaluates:
     a flag tested by an `if` whose branches set a mode, step or switch autograd, or handed to `train()`
     or `set_grad_enabled()` itself; a string compared with literals naming both phases. `calls`: the calls of
@@ -143,7 +143,7 @@ def phase_parameter(function, calls=()) -> tuple[str, tuple] | None:
             name = _flag(node.test, params)
             if name is not None and any(_mode_relevant(branch) for branch in (node.body, node.orelse) if branch):
                 # (`if optimizer:` of an `optimizer=None`: given or None, so that `optimizer is None` decides too)
-                optional = defaults_to_none(function, name) or _handed_none(function, name, calls)
+                optional = defaults_to_none(function, name) or _handed_none(function, name, calls, caller_of)
                 return name, ((GIVEN, OMITTED) if optional else (True, False))
         elif type(node) is cst.Call and node.args and type(node.args[0].value) is cst.Name \
                 and node.args[0].value.value in params and len(node.args) == 1:
@@ -154,16 +154,25 @@ def phase_parameter(function, calls=()) -> tuple[str, tuple] | None:
     found = _compared_phase(function, params)
     if found is not None:
         return found
-    optional = _optional_phase(function, params, calls)
+    optional = _optional_phase(function, params, calls, caller_of)
     return (optional, (GIVEN, OMITTED)) if optional is not None else None
 
 
-def _handed_none(function, name: str, calls) -> bool:
-    """Does some call of `function` in its file pass `None` for the parameter `name`?"""
+def _handed_none(function, name: str, calls, caller_of=None) -> bool:
+    """Does some call of `function` in its file pass `None` for the parameter `name`, or hand on a parameter of
+    its own that defaults to None (`self.step(x, y, opt)` in `def run(self, batches, opt=None)`)?"""
     from modelint.facts.summary_effects import bind_arguments
 
-    return any(type(passed := bind_arguments(function.params, function.cls is not None, call).get(name)) is cst.Name
-               and passed.value == "None" for call in calls)
+    for call in calls:
+        passed = bind_arguments(function.params, function.cls is not None, call).get(name)
+        if type(passed) is not cst.Name:
+            continue
+        if passed.value == "None":
+            return True
+        caller = caller_of(call) if caller_of is not None else None
+        if caller is not None and passed.value in caller.param_set and defaults_to_none(caller, passed.value):
+            return True
+    return False
 
 
 def script_phase(phases, bindings) -> tuple[str, tuple] | None:
@@ -257,10 +266,11 @@ def defaults_to_none(function, name: str) -> bool:
     return param is not None and type(param.default) is cst.Name and param.default.value == "None"
 
 
-def _optional_phase(function, params: set, calls=()) -> str | None:
+def _optional_phase(function, params: set, calls=(), caller_of=None) -> str | None:
     """A parameter defaulting to None (or handed None by a call) whose being given decides whether the body
     trains: `if optimizer is not None: loss.backward()`, or through a local (`is_train = optimizer is not None`)."""
-    optional = {name for name in params if defaults_to_none(function, name) or _handed_none(function, name, calls)}
+    optional = {name for name in params
+                if defaults_to_none(function, name) or _handed_none(function, name, calls, caller_of)}
     if not optional:
         return None
     derived: dict[str, str] | None = None  # local -> the optional parameter it tests (found when first needed)
@@ -290,13 +300,14 @@ def _derived_tests(function, optional: set) -> dict[str, str]:
 
 
 def _tests_given(test: cst.BaseExpression, optional: set) -> str | None:
-    """`p is None`, `p is not None`, `p`, `not p` for an optional parameter `p`: `p`."""
+    """`p is None`, `p is not None` (or `p != None`), `p`, `not p` for an optional parameter `p`: `p`."""
     if type(test) is cst.UnaryOperation and type(test.operator) is cst.Not:
         test = test.expression
     if type(test) is cst.Name:
         return test.value if test.value in optional else None
     if type(test) is cst.Comparison and len(test.comparisons) == 1 and type(test.left) is cst.Name \
-            and test.left.value in optional and type(test.comparisons[0].operator) in (cst.Is, cst.IsNot) \
+            and test.left.value in optional \
+            and type(test.comparisons[0].operator) in (cst.Is, cst.IsNot, cst.Equal, cst.NotEqual) \
             and type(test.comparisons[0].comparator) is cst.Name and test.comparisons[0].comparator.value == "None":
         return test.left.value
     return None
