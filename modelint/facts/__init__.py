@@ -262,8 +262,15 @@ class FileFacts:
         a benchmark), asserting nothing: a helper of that script, not a test pytest collects (pytest calls
         those, the file does not; a check that asserts stays a check, whoever runs it, and so does one in a
         file that trains nothing)."""
-        if function in seen or not self._file_trains:
-            return False  # (a test file running its own checks at the bottom trains nothing)
+        if function in seen:
+            return False
+        if not self._file_trains:
+            # (a test file running its own checks at the bottom trains nothing; but one whose bottom lines hand it
+            # the arguments its parameters need, `test(obj_names, data_path, ckpt)`, is an evaluation script:
+            # pytest would look for fixtures of those names)
+            return bool(function.params) and any(
+                self.flow.site_of_call[call].site.function is None and call.args
+                for call in self.flow._calls_of.get(function, ()))
         callers = self.flow.syntactic_callers(function)
         return any(caller is None or not self._is_test_function(caller, seen | {function}) for caller in callers)
 

@@ -282,7 +282,8 @@ class Interpreter(Loops, Bindings, CallEffects, GradChoices):
             return state
         self.calls_of(node, state)  # assert, global, pass, import...
         if type(node) is cst.Assert:
-            self.uses.use(self.uses.expression(node.test, state.values), CHECKED)
+            if not _guards_against_nan(node.test):  # (`assert not math.isnan(total)`: a guard, no self-test)
+                self.uses.use(self.uses.expression(node.test, state.values), CHECKED)
             if literal_value(node.test) is False:
                 return None  # `else: assert False`: the path ends, like a raise
             return asserting_the_flag(state, node)
@@ -378,3 +379,14 @@ class Interpreter(Loops, Bindings, CallEffects, GradChoices):
 
 def _any_flag(_flag: str) -> bool:
     return True  # (whether nothing rebinds it is asked only of a flag tested again: knowing_the_condition)
+
+
+_NAN_CHECKS = frozenset({"isnan", "isfinite", "isinf"})
+
+
+def _guards_against_nan(test: cst.BaseExpression) -> bool:
+    """An assert that a number is finite (`assert not np.isnan(loss)`, `assert torch.isfinite(x).all()`): a
+    run's guard against a diverging value, whatever the value is for, not a test of what the module computes."""
+    return any(type(node) is cst.Call and ((type(node.func) is cst.Attribute and node.func.attr.value in _NAN_CHECKS)
+                                           or (type(node.func) is cst.Name and node.func.value in _NAN_CHECKS))
+               for node in iter_nodes(test))
