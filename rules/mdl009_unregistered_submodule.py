@@ -72,9 +72,13 @@ class UnregisteredSubmodule(Rule):
             if container.empty:
                 added = " added later" if container.fills else ""
                 fix = None
-                if nn is not None:
+                keys = _keys_filled(container.fills) if kind == "dict" else "strings"
+                if nn is not None and keys != "other":
+                    # (`self.convs["pose", 0] = ...`: ModuleDict takes string keys only; a key computed at run time
+                    # may be one, or not)
                     fix = NodeFix(f"Make `self.{attr}` an `{nn}.{wrapper[3:]}()`",
-                                  (NodeEdit(assign.value, f"{nn}.{wrapper[3:]}()", "replace"),), safety)
+                                  (NodeEdit(assign.value, f"{nn}.{wrapper[3:]}()", "replace"),),
+                                  safety if keys == "strings" else "unsafe")
                 yield Report(assign.node, f"modules{added} to the plain {kind} `self.{attr}` are not registered: "
                                           f"{missed}; make it an `{wrapper}()`",
                              stmt=assign.site.stmt, fix=fix, notes=tuple((n, "a module is put in it here")
@@ -107,6 +111,28 @@ def _nn_name(facts: FileFacts) -> str | None:
     if facts.imports.bindings.get("torch") == "torch":
         return "torch.nn"
     return None
+
+
+def _keys_filled(fills) -> str:
+    """What keys the item assignments filling a dict use: "strings" (literals, f-strings), "other" (an int or a
+    tuple, which `nn.ModuleDict` refuses), or "unknown" (a name or a call)."""
+    found = "strings"
+    for node in fills:
+        targets = [t.target for t in node.targets] if type(node) is cst.Assign else []
+        for target in targets:
+            if type(target) is not cst.Subscript:
+                continue
+            if len(target.slice) > 1:
+                return "other"  # (`self.convs["pose", i]`: a tuple)
+            if type(target.slice[0].slice) is not cst.Index:
+                continue
+            key = target.slice[0].slice.value
+            if type(key) in (cst.SimpleString, cst.FormattedString, cst.ConcatenatedString):
+                continue
+            if type(key) in (cst.Integer, cst.Tuple, cst.Float):
+                return "other"
+            found = "unknown"
+    return found
 
 
 def _wrap(value: cst.BaseExpression, kind: str, nn: str | None, safety: str) -> NodeFix | None:

@@ -5,9 +5,9 @@
 `self.blocks = modules` for `*modules: nn.Module`) that end up holding modules: built
 in the container itself, or put in later (`self.layers.append(Block())`,
 `self.tables[name] = nn.Embedding(...)`). Left out are containers registered some
-other way (`nn.Sequential(*self.layers)`, `add_module`), and containers no method
-but `__init__` ever reads: a dict of candidate backbones of which one is kept as a
-registered attribute holds nothing the module uses.
+other way (`nn.Sequential(*self.layers)`, `add_module`, a module built of them under
+another name), and containers no method but `__init__` ever reads: a dict of candidate
+backbones of which one is kept as a registered attribute holds nothing the module uses.
 
 A layer built from an imported class this file cannot see (`LSTMCell(...)` from a
 sibling file the run was not given) counts when the module calls the container's
@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import libcst as cst
 
+from modelint.facts.container_registration import calls_add_module, elements_taken_by, registered_after, wraps_itself
 from modelint.facts.scopes import AttributeAssign, ClassInfo
 from modelint.facts.modules import Dependence
 from modelint.facts.names import dotted
@@ -55,16 +56,18 @@ def plain_containers(facts) -> list[PlainContainer]:
         by_class.setdefault(cls, []).append(assign)
     for cls, assigns in by_class.items():
         if not any(_empty_kind(a.value) or _container_kind(facts, a.value, a.site.function) for a in assigns) \
-                or _calls_add_module(facts, cls):
+                or calls_add_module(facts, cls):
             continue  # nothing that could be a plain container of modules
         # (`self.layers = nn.ModuleList(self.layers)`, or any callable taking the list whole, `Seq(*self.layers)`:
         # the attribute no longer holds the plain list)
-        registering = [a for a in assigns if _builds_module(facts, a.value) or _wraps_itself(a)]
+        registering = [a for a in assigns if _builds_module(facts, a.value) or wraps_itself(a)]
         reads = _attribute_reads(facts, cls)
+        # (`self.net = nn.ModuleList(list(self.convs.values()))`: the dict's modules registered under another name)
+        held_by_modules = {attr for a in registering for attr in elements_taken_by(a) if attr != a.target.attr.value}
         for position, assign in enumerate(assigns):
             attr = assign.target.attr.value
-            if _registered_after(assign, position, assigns, registering) or attr in reads.passed_to_modules \
-                    or attr not in reads.outside_init:
+            if registered_after(assign, position, assigns, registering) or attr in reads.passed_to_modules \
+                    or attr not in reads.outside_init or attr in held_by_modules:
                 continue
             by_hand = _elements_registered_by_hand(facts, cls, attr)
             value = assign.value
@@ -82,29 +85,6 @@ def plain_containers(facts) -> list[PlainContainer]:
             if kind is not None and _holds_modules(facts, value, function, attr in reads.called, by_hand):
                 found.append(PlainContainer(cls, attr, assign, kind, False, by_hand=by_hand))
     return found
-
-
-def _wraps_itself(assign: AttributeAssign) -> bool:
-    """`self.blocks = Seq(*self.blocks)`: the attribute rebound to what a call makes of the container itself."""
-    value = assign.value
-    return type(value) is cst.Call and dotted(value.func) not in ("list", "tuple", "dict") and any(
-        dotted(arg.value) == dotted(assign.target) for arg in value.args)
-
-
-def _registered_after(assign: AttributeAssign, position: int, assigns: list, registering: list) -> bool:
-    """Is the attribute made a module elsewhere: in another method (a `build()` replacing it), or later
-    in this one on every path through it (`self.layers = nn.ModuleList(self.layers)`)? A module
-    assigned in another branch (`self.head = Head()` if one level, a list of heads if several) leaves
-    the list unregistered on its own path."""
-    attr = assign.target.attr.value
-    for other in registering:
-        if other.target.attr.value != attr or other is assign:
-            continue
-        if other.site.function is not assign.site.function:
-            return True
-        if assigns.index(other) > position and set(other.site.guards) <= set(assign.site.guards):
-            return True
-    return False
 
 
 @dataclass
@@ -231,22 +211,6 @@ def _loop_names(target: cst.BaseExpression) -> set[str]:
     names = {dotted(e.value) for e in target.elements} if type(target) is cst.Tuple else {dotted(target)}
     names.discard(None)
     return names
-
-
-def _calls_add_module(facts, cls: ClassInfo) -> bool:
-    """Does the class register modules by hand: `add_module`, or `setattr(self, f"fc{i}", fc)` (the
-    layers a plain list also holds are attributes then)?"""
-    for site in facts.collector.calls:
-        func = site.node.func
-        if site.site.cls is not cls:
-            continue
-        if type(func) is cst.Attribute and func.attr.value in ("add_module", "register_module"):
-            return True
-        method = instance_method(site.site.function, None)
-        if type(func) is cst.Name and func.value == "setattr" and method is not None and site.node.args \
-                and dotted(site.node.args[0].value) == method.params[0]:
-            return True
-    return False
 
 
 def _elements_registered_by_hand(facts, cls: ClassInfo, attr: str) -> bool:
