@@ -11,7 +11,7 @@ from modelint.facts import torch_api as api
 from modelint.facts.evaluation import (effective_grad, effective_mode, forward_site, forward_trains_itself,
                                        left_to_subclasses, loaded_to_predict, named_model, result_back_propagated,
                                        returned_to_callers)
-from modelint.facts.modules_run import is_module
+from modelint.facts.modules_run import bound_to_plain_object, handed_plain_objects, is_module
 from modelint.facts.smoke_tests import dummy_input, initialises_lazy_modules, smoke_test
 from modelint.facts.freezing import frozen_attributes, frozen_by_every_caller, frozen_where_bound, frozen_whole
 from modelint.facts.uses import DETACH, ESCAPE, GIVEN_BACK, HANDED, RETURN, STORE, TRAIN
@@ -125,6 +125,8 @@ class MissingNoGrad(Rule):
     def _judge(self, facts: FileFacts, forward) -> Report | None:
         mode = effective_mode(facts, forward)
         if mode.parameterless or not (is_module(facts, forward, mode) or _fed_batches(facts, forward)) \
+                or (handed_plain_objects(facts, forward.function, forward.key) if forward.via is None
+                    else bound_to_plain_object(facts, forward.function, forward.key)) \
                 or (forward.via is None and returned_to_callers(facts, forward)):
             return None  # (a loss, an activation, a padding layer: no weights, no graph worth a finding)
         if facts.flow.phase_never_picked(forward.function, forward.phase, forward_site(facts, forward)):

@@ -71,6 +71,10 @@ def _built_grad_free(facts, function, in_eval: bool, key: str | None = None, cal
         # (`g = g.cuda()`, `model = load_weight(model, path)`: the same module)
         values = [value for value in values if not rewraps(facts.imports, value, key)
                   and not _hands_back(facts, function, value, key)]
+        # (`model = Scorer(model)`: what the name holds from then on is the object wrapping the earlier model)
+        wrapping = [value for value in values if type(value) is cst.Call and any(
+            type(arg.value) is cst.Name and arg.value.value == key for arg in value.args)]
+        values = wrapping[-1:] if wrapping else values
     if not values:
         return False
     built_by = []  # (local class info or None, reference or None, path to ask the index from, the value)

@@ -44,6 +44,8 @@ def is_module(facts, forward, mode: ModeFact) -> bool:
         return False
     if mode.certain and (mode.train_sites or mode.eval_sites):
         return True
+    if via is None and handed_plain_objects(facts, forward.function, forward.key):
+        return False  # `score_pairs(scorer, pairs)` with `scorer = Scorer(model)`: its `__call__` is judged there
     if mode.origin and facts.receivers.of_qualified(mode.origin, facts.path).module is False:
         return False  # built from a plain class of another file (`PriorBox(object)` with a `forward()` method)
     if _annotated_without_weights(facts, forward.function, forward.key):
@@ -137,6 +139,32 @@ def _bound_to_non_modules(facts, function, key: str) -> bool:
                 and api.from_pretrained_loads(dotted(func.value) or "") is False):
             return False
     return True
+
+
+def handed_plain_objects(facts, function, key: str) -> bool:
+    """Does every call of the function here hand the parameter a name its caller last binds to an object of a
+    plain class of this file (`model = Scorer(model)`, then `score_pairs(model, pairs)`)?"""
+    if function is None or "." in key or "[" in key or key not in function.param_set:
+        return False
+    passed = facts.flow.passed_at_calls(function, key)
+    return bool(passed) and all(type(value) is cst.Name and bound_to_plain_object(facts, caller, value.value)
+                                for caller, value, _models in passed)
+
+
+def bound_to_plain_object(facts, function, name: str) -> bool:
+    """Is the name's binding in its scope, or the last one wrapping what it held (`model = Scorer(model)`), a
+    construction of a plain class of this file, whose `__call__` is no module's forward?"""
+    if "." in name or "[" in name:
+        return False
+    bindings = [b.value for b in facts.flow._scope_bindings(function).get(name, ()) if b.kind == "assign"]
+    wrapping = [b for b in bindings if type(b) is cst.Call and any(
+        type(arg.value) is cst.Name and arg.value.value == name for arg in b.args)]
+    if not wrapping and len(bindings) != 1:
+        return False
+    built = (wrapping or bindings)[-1]
+    cls = facts.modules.classes.get(built.func.value) if type(built) is cst.Call and type(built.func) is cst.Name \
+        and built.func.value not in facts.imports.bindings else None
+    return cls is not None and not facts.may_be_module_class(cls)
 
 
 def _switched_by_a_base_elsewhere(facts, function, key: str) -> bool:

@@ -171,8 +171,9 @@ def forward_grad(imports, cls, wrappers: frozenset[str] = frozenset()) -> str | 
     """What the class's own `forward` does to autograd: "free" when it is decorated `@torch.no_grad()` (or the
     like), runs its whole body in `with torch.no_grad():`, or is one `return` handing over to a method of the
     class that does either (`def forward(self, cond): return self.sample(cond)`); "mode" when its body
-    runs in `with torch.set_grad_enabled(self.training):` (no graph in eval mode); else None."""
-    forward = cls.methods.get("forward")
+    runs in `with torch.set_grad_enabled(self.training):` (no graph in eval mode); else None. A plain class
+    with no `forward` is run by its `__call__` (`Scorer(net)` whose `__call__` runs `net` under no_grad)."""
+    forward = cls.methods.get("forward") or cls.methods.get("__call__")
     if forward is None:
         return None
     own = method_grad(imports, forward, wrappers)
