@@ -227,15 +227,16 @@ def _helper_files(summaries: list[FileSummary], index: ProjectIndex) -> list[tup
         for ref in summary.unresolved | summary.asked_classes:
             if index.imports_a_nested_namesake(ref, summary.path) or (
                     index.resolve(ref, summary.path) is None and index.resolve_class(ref, summary.path) is None
-                    and index.resolve_shape(ref, summary.path) is None):
+                    and _shape_unread(index, ref, summary.path)):
                 place = (ref.rpartition(".")[0], os.path.dirname(os.path.abspath(summary.path)))
                 candidates = looked_up.get(place)
                 if candidates is None:
                     candidates = looked_up[place] = _module_files(ref, summary.path)
                 for candidate in candidates:
                     read = index.files.get(os.path.abspath(candidate))
-                    if read is not None and ref.rpartition(".")[2] not in read.plain_functions:
-                        continue  # (read for its imports only, and no function of it is asked for)
+                    if read is not None and ref.rpartition(".")[2] not in read.plain_functions \
+                            and ref.rpartition(".")[2] not in read.shapes:
+                        continue  # (read for its imports only, and no function or class of it is asked for)
                     # (a file of the run keeps the run's spelling of its path: its summaries, which name it, are
                     # the same when it is analysed again with the run's files, and no caller is sent back for it)
                     candidate = read.path if read is not None else candidate
@@ -243,6 +244,13 @@ def _helper_files(summaries: list[FileSummary], index: ProjectIndex) -> list[tup
                         known.add(os.path.abspath(candidate))
                         extra.append((candidate, FLOW_RULES))
     return extra
+
+
+def _shape_unread(index: ProjectIndex, ref: str, path: str) -> bool:
+    """Does the index know no shape for the class `ref` names, or only the bare one a file naming no torch
+    gives (its plain classes, read for syntax: `class Predictor:` whose `predict()` runs the network it holds)?"""
+    found = index.resolve_shape(ref, path)
+    return found is None or index.files[os.path.abspath(found[1])].syntax_only
 
 
 def _analysed_again(results: list[FileResult], index: ProjectIndex) -> set[str]:

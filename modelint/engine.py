@@ -19,7 +19,7 @@ from modelint.asked import AskingIndex
 from modelint.facts import FileFacts
 from modelint.facts.torch_api import OTHER_FRAMEWORKS
 from modelint.relevance import names_torch
-from modelint.summary import FileSummary
+from modelint.summary import ClassShape, FileSummary
 from modelint.finding import (INTERNAL_ERROR, IO_ERROR, NOT_ANALYSED, FileResult, Finding, Location,
                               Related, not_checked)
 from modelint.registry import FLOW_RULES, all_rules
@@ -410,9 +410,32 @@ def _syntax_only(text: str, code: str, path: str, follow_calls: bool) -> FileRes
     # `evaluate()`, is analysed once the index knows that base)
     bases = {bound[base.id] for node in tree.body if isinstance(node, ast.ClassDef)
              for base in node.bases if isinstance(base, ast.Name) and base.id in bound}
-    return FileResult(path, summary=FileSummary(path, unresolved=imported, syntax_only=True,
+    shapes = _plain_class_shapes(tree)
+    return FileResult(path, summary=FileSummary(path, unresolved=imported, syntax_only=True, shapes=shapes,
                                                 plain_functions=functions, asked_classes=bases)
-                      if imported else None)
+                      if imported or shapes else None)
+
+
+def _plain_class_shapes(tree: ast.Module) -> dict[str, ClassShape]:
+    """The top-level classes of a file naming no torch that have no base (or `object`) and switch no mode
+    (no `.train(...)`/`.eval()` call in their body): plain classes, as the index tells a subclass of another
+    file that asks (`class Deployer(Named)`: no module, so the models it builds are followed as an object's)."""
+    shapes = {}
+    for node in tree.body:
+        if not isinstance(node, ast.ClassDef) or node.keywords or any(
+                not (isinstance(base, ast.Name) and base.id == "object") for base in node.bases):
+            continue
+        if any(isinstance(inner, ast.Call) and isinstance(inner.func, ast.Attribute)
+               and inner.func.attr in ("train", "eval") for inner in ast.walk(node)):
+            continue
+        defines = {item.name for item in node.body if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef))}
+        defines |= {target.id for item in node.body if isinstance(item, ast.Assign)
+                    for target in item.targets if isinstance(target, ast.Name)}
+        defines |= {inner.attr for inner in ast.walk(node) if isinstance(inner, ast.Attribute)
+                    and isinstance(inner.ctx, ast.Store) and isinstance(inner.value, ast.Name)
+                    and inner.value.id == "self"}
+        shapes[node.name] = ClassShape((), frozenset(defines))
+    return shapes
 
 
 def _internal(path: str, code: str, why: str) -> Finding:
