@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import re
+import sys
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import PurePath
@@ -396,14 +397,26 @@ def _syntax_only(text: str, code: str, path: str, follow_calls: bool) -> FileRes
     # it to a project helper: keep what it imports, so the runner can take a closer look.
     imported: set[str] = set()
     bound: dict[str, str] = {}  # a name imported here -> its reference as imported
+    modules: dict[str, str] = {}  # `import zoo_loaders` (not the standard library's): name -> module
+    attributes: set[tuple[str, str]] = set()  # `zoo.load_tagger`: (name, attribute)
     for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+            attributes.add((node.value.id, node.attr))
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.split(".")[0] not in sys.stdlib_module_names:
+                    modules[alias.asname or alias.name.split(".")[0]] = alias.name if alias.asname else \
+                        alias.name.split(".")[0]
+        elif isinstance(node, ast.ImportFrom):
             module = "." * node.level + (node.module or "")
             for alias in node.names:
                 reference = (f"{module}{alias.name}" if module.strip(".") == "" else f"{module}.{alias.name}") \
                     if module else alias.name
                 imported.add(reference)
                 bound[alias.asname or alias.name] = reference
+    modules.update(bound)
+    # (`model = zoo.load_tagger(path)`: a function of a module it imports, by `import zoo` or `from . import zoo`)
+    imported.update(f"{modules[name]}.{attribute}" for name, attribute in attributes if name in modules)
     # (its functions: a helper another file calls, `do_eval(model, loader)`, is analysed once that call is seen)
     functions = {node.name for node in tree.body if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))}
     # (its classes' imported bases: a task's hook on a trainer template of the project, `self.model(images)` in
