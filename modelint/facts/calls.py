@@ -178,10 +178,10 @@ class CallEffects(FollowedNames, SummaryEffects, ModeContexts, TrainingSteps, Ha
                     self.havoc(state, receiver)
                 elif local is None and not call.args and _names_a_mode_switch(method) and self.follows(receiver, state):
                     self.havoc(state, receiver)  # `model.val_start()` of a wrapper we cannot see into
-                elif wraps_forward(method) and local is None and (
-                        self._module_receiver(state, receiver)
-                        or (receiver in self.params and receiver not in ("self", "cls")
-                            and method.startswith(("forward", "encode_")))) \
+                elif local is None and ((wraps_forward(method) and (self._module_receiver(state, receiver) or (
+                        receiver in self.params and receiver not in ("self", "cls")
+                        and method.startswith(("forward", "encode_")))))
+                        or self._own_inference_method(call, state, receiver, method)) \
                         and not self._summarised_elsewhere(call, state, receiver):
                     # (a parameter's `model.encode_image(x)`: what its callers hand it decides)
                     self.forward(call, receiver, state, method=method)

@@ -182,6 +182,21 @@ class FollowedNames:
             return None
         return built
 
+    def _own_inference_method(self, call: cst.Call, state: State, receiver: str, method: str) -> bool:
+        """`model.eval()`, then `model.infer(batch["image"])` or `model.feature_list(x)`: a method of a model this
+        function put in eval mode, of a class we cannot see, handed data: its own inference pass (the rules ask
+        that the data be a dataset's batches). Not the module API (`model.to(device)`, `load_state_dict(sd)`)."""
+        from modelint.facts.calls import _NOT_FORWARD_PREFIXES, _UPDATE_WORDS
+        from modelint.facts.names import tokens
+
+        if not (call.args and receiver not in ("self", "cls") and method not in _MODULE_API
+                and not method.startswith(("_", *_NOT_FORWARD_PREFIXES)) and not set(tokens(method)) & _UPDATE_WORDS
+                and state.fact(receiver).definitely_eval and (receiver in state.models or receiver in self.params)):
+            return False
+        # (a model built from a class in sight, here or at the top of the file, is followed through that class)
+        return not state.fact(receiver).origin and receiver not in self.flow.global_models \
+            and self._imported_class_of(receiver) is None and self.flow.resolve(call, self.out.function)[0] is None
+
     def _module_receiver(self, state: State, key: str) -> bool:
         """A receiver known to be an nn.Module, whose other methods may wrap its forward."""
         fact = state.models.get(key)
@@ -203,3 +218,14 @@ def _moved_itself(value: cst.BaseExpression, key: str) -> bool:
     """`model.to(device)` bound back to `model`: the same module, moved."""
     base, chain = unwrap_chain(value)
     return bool(chain) and type(base) is cst.Name and base.value == key
+
+
+# nn.Module's own methods, which run no forward pass
+_MODULE_API = frozenset({
+    "to", "cuda", "cpu", "half", "float", "double", "bfloat16", "type", "apply", "train", "eval", "state_dict",
+    "load_state_dict", "parameters", "named_parameters", "buffers", "named_buffers", "children", "named_children",
+    "modules", "named_modules", "register_buffer", "register_parameter", "register_module", "add_module",
+    "register_forward_hook", "register_forward_pre_hook", "register_full_backward_hook", "register_backward_hook",
+    "requires_grad_", "share_memory", "get_submodule", "get_parameter", "get_buffer", "extra_repr", "to_empty",
+    "save_pretrained", "resize_token_embeddings", "tie_weights", "save", "load", "compile", "fuse_model",
+})
