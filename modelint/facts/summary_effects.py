@@ -109,7 +109,7 @@ class SummaryEffects:
         backpropagated = [arguments[name] for name in summary.backprops
                           if name in arguments and name not in summary.backprops_cut]
         if backpropagated and summary.trains and not summary.steps and any(
-                level != DETACHED and token in self.out.forwards
+                level != DETACHED and token in self.out.forwards and not _computed_without_grad(self.out.forwards[token])
                 for value in backpropagated for token, level in self.uses.expression(value, state.values)):
             # `backward(info["loss"])`, a helper back-propagating a loss this function computed: the backward
             # runs here, at the call (the models whose outputs reach it train in the mode they have here).
@@ -306,3 +306,9 @@ def _parts_of_forward(flow, cls) -> frozenset[str] | None:
                 parts.add(f"self.{func.attr.value}")
         cache[cls] = frozenset(parts) if parts else None
     return cache[cls]
+
+
+def _computed_without_grad(forward) -> bool:
+    """An output computed under no_grad, here or in the helper that returns it (`protos = class_prototypes(enc,
+    x)`): it carries no graph, so a loss built on it trains nothing that made it."""
+    return forward.grad.definitely_free or (forward.via is not None and forward.via.grad == "free")
