@@ -19,6 +19,7 @@ from modelint.facts.lattice import ENTRY_MODE, NO_MODULE, ModeFact, first_site, 
 from modelint.facts.modules import unwrap_chain
 from modelint.facts.names import NOT_LITERAL, any_element, dotted, handed_at, key_root, literal_value, value_key
 from modelint.facts.phases import decide, literal_strings
+from modelint.facts.parts_in_eval import attributes_built_in_eval
 from modelint.facts.provenance import Fresh, Same, apply_chain
 from modelint.facts.scopes import own_attribute
 from modelint.facts.state import State
@@ -159,6 +160,9 @@ class Bindings:
             built = unwrap_chain(value)[0]
             if type(target) is cst.Name and type(built) is cst.Call:
                 self._alias_held_parts(key, built, state)
+                for attribute, part in attributes_built_in_eval(self.flow.modules, built).items():
+                    # (`module.model`, a Hugging Face model its constructor loaded: in eval mode as built)
+                    state.models[f"{key}{attribute[4:]}"] = ModeFact(eval_sites=frozenset({part}), certain=True)
         elif isinstance(bound, Same):
             if bound.key != key:
                 rebound = key in self.out.rebound_params

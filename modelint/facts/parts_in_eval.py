@@ -59,3 +59,28 @@ def fresh_classes(table) -> dict[str, int]:
         if found is not None:
             out[name] = int(found)
     return out
+
+
+def attributes_built_in_eval(table, call: cst.Call) -> dict[str, cst.Call]:
+    """`module = TaggerModule.load_from_checkpoint(ckpt)` (or `TaggerModule(...)`), a module class of this file
+    whose `__init__` sets `self.model = AutoModel.from_pretrained(name)` (or `Net().eval()`) and that switches
+    nothing to training mode itself: `self.<attr>` -> the call building that part in eval mode. The model as
+    built has those parts in eval mode, whatever its own flag says, until something calls its `train()`."""
+    func = call.func
+    if type(func) is cst.Attribute and func.attr.value == "load_from_checkpoint":
+        func = func.value
+    project = table.project_class(func) if type(func) is cst.Name else None
+    if project is None or project.reads_training_flag or not table._is_module.get(project.name, False) \
+            or any(type(c.func) is cst.Attribute and c.func.attr.value == "train" for c in project.calls):
+        return {}
+    in_eval = parts_built_in_eval(project)
+    out = {}
+    for assign in table._collector.attribute_assigns:
+        method, value = assign.site.function, assign.value
+        if assign.site.cls is not project or method is None or method.name != "__init__" or type(value) is not cst.Call \
+                or type(assign.target.value) is not cst.Name or assign.target.value.value != "self" \
+                or assign.site.guards:  # (built so on one branch only: the other's part may be in training mode)
+            continue
+        if value in in_eval or ((built := table.construction(value)) is not None and built.starts_in_eval):
+            out[f"self.{assign.target.attr.value}"] = value
+    return out
