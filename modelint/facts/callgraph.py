@@ -229,11 +229,15 @@ class CallGraph(MethodTargets, CallerEntry):
         return None
 
     def _called_object(self, name: str, enclosing: FunctionInfo | None) -> str | None:
-        """`teacher(x)` with `teacher = EMATeacher(model)`, a plain class of this file defining `__call__`: that
-        method (a module class's call runs its forward, which the flow follows as a forward)."""
+        """`teacher(x)` with `teacher = EMATeacher(model)`, a plain class of this file defining `__call__` (or a
+        parameter every call hands one): that method (a module class's call runs its forward, which the flow
+        follows as a forward)."""
         if "__call__" not in self.method_names:
             return None
-        return self._plain_call_method(self._class_bound_to(name, enclosing, set()))
+        bound = self._class_bound_to(name, enclosing, set())
+        if bound is None and enclosing is not None and name in enclosing.param_set:
+            bound = self._handed_class(enclosing, name)  # (`run_all(Predictor(path), batches)`: `predictor(b)`)
+        return self._plain_call_method(bound)
 
     def _called_attribute(self, func: cst.Attribute, enclosing: FunctionInfo | None) -> str | None:
         """`self.rec(x)` with `self.rec = Recorder(self.net)`, a plain class of this file defining `__call__`."""
