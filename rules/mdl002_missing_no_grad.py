@@ -11,7 +11,6 @@ from modelint.facts import torch_api as api
 from modelint.facts.evaluation import (effective_grad, effective_mode, forward_site, forward_trains_itself,
                                        left_to_subclasses, loaded_to_predict, named_model, result_back_propagated,
                                        returned_to_callers)
-from modelint.facts.calls import wraps_forward
 from modelint.facts.modules_run import bound_to_plain_object, handed_plain_objects, is_module
 from modelint.facts.smoke_tests import dummy_input, initialises_lazy_modules, smoke_test
 from modelint.facts.freezing import frozen_attributes, frozen_by_every_caller, frozen_where_bound, frozen_whole
@@ -130,9 +129,6 @@ class MissingNoGrad(Rule):
                     else bound_to_plain_object(facts, forward.function, forward.key)) \
                 or (forward.via is None and returned_to_callers(facts, forward)):
             return None  # (a loss, an activation, a padding layer: no weights, no graph worth a finding)
-        if forward.via is None and forward.method is not None and not wraps_forward(forward.method) \
-                and facts.flow.resolve(forward.call, forward.function)[0] is None and not over_batches(facts, forward):
-            return None  # (`model.infer(x)` of a class we cannot see: an inference pass only when fed a dataset)
         if facts.flow.phase_never_picked(forward.function, forward.phase, forward_site(facts, forward)):
             return None  # a pass of the function that no call here asks for (or none of its calls runs this line)
         if left_to_subclasses(facts, forward) or initialises_lazy_modules(facts, forward):

@@ -20,10 +20,13 @@ def over_batches(facts, forward, batch_only: bool = False) -> bool:
     not on another forward's output? With `batch_only`, on nothing but the batch (a callable also
     handed a state and a codec is no model's forward)."""
     site = facts.call_sites.get(forward.call)
-    if site is None:
-        return False
-    inputs = set().union(*(_data_names(arg.value) for arg in forward.call.args))
-    for loop in site.site.guards:
+    return site is not None and call_fed_batches(facts, forward.call, site.site, batch_only)
+
+
+def call_fed_batches(facts, call: cst.Call, site, batch_only: bool = False) -> bool:
+    """The same for a call at `site` (`facts`: anything with the file's `imports`)."""
+    inputs = set().union(*(_data_names(arg.value) for arg in call.args))
+    for loop in site.guards:
         if type(loop) is not cst.For or destructured_batch(loop) is None:
             continue
         batch = batch_names(facts, loop)

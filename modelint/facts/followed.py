@@ -13,6 +13,7 @@ from __future__ import annotations
 import libcst as cst
 
 from modelint.facts.base_shapes import a_visible_base_elsewhere_switches, base_shapes_elsewhere
+from modelint.facts.batches import call_fed_batches
 from modelint.facts import torch_api as api
 from modelint.facts.lattice import ModeFact
 from modelint.facts.modules import unwrap_chain
@@ -184,8 +185,8 @@ class FollowedNames:
 
     def _own_inference_method(self, call: cst.Call, state: State, receiver: str, method: str) -> bool:
         """`model.eval()`, then `model.infer(batch["image"])` or `model.feature_list(x)`: a method of a model this
-        function put in eval mode, of a class we cannot see, handed data: its own inference pass (the rules ask
-        that the data be a dataset's batches). Not the module API (`model.to(device)`, `load_state_dict(sd)`)."""
+        function put in eval mode, of a class we cannot see, handed a dataset's batches: its own inference pass.
+        Not the module API (`model.to(device)`, `load_state_dict(sd)`)."""
         from modelint.facts.calls import _NOT_FORWARD_PREFIXES, _UPDATE_WORDS
         from modelint.facts.names import tokens
 
@@ -195,7 +196,8 @@ class FollowedNames:
             return False
         # (a model built from a class in sight, here or at the top of the file, is followed through that class)
         return not state.fact(receiver).origin and receiver not in self.flow.global_models \
-            and self._imported_class_of(receiver) is None and self.flow.resolve(call, self.out.function)[0] is None
+            and self._imported_class_of(receiver) is None and self.flow.resolve(call, self.out.function)[0] is None \
+            and call_fed_batches(self.flow, call, self.flow.site_of_call[call].site)
 
     def _module_receiver(self, state: State, key: str) -> bool:
         """A receiver known to be an nn.Module, whose other methods may wrap its forward."""
