@@ -268,11 +268,20 @@ class FileFacts:
             # (a test file running its own checks at the bottom trains nothing; but one whose bottom lines hand it
             # the arguments its parameters need, `test(obj_names, data_path, ckpt)`, is an evaluation script:
             # pytest would look for fixtures of those names)
-            return bool(function.params) and any(
-                self.flow.site_of_call[call].site.function is None and call.args
-                for call in self.flow._calls_of.get(function, ()))
+            script_calls = [call for call in self.flow._calls_of.get(function, ())
+                            if self.flow.site_of_call[call].site.function is None]
+            return bool(script_calls) and ((bool(function.params) and any(call.args for call in script_calls))
+                                           or self._script_builds_objects)
         callers = self.flow.syntactic_callers(function)
         return any(caller is None or not self._is_test_function(caller, seen | {function}) for caller in callers)
+
+    @cached_property
+    def _script_builds_objects(self) -> bool:
+        """Does the file's module-level code bind a name to what a call returns (`args = parser.parse_args()`,
+        `model = torch.load(path)`): a script with its own set-up, not a test file calling its tests by hand?"""
+        return any(type(stmt) is cst.SimpleStatementLine and any(type(small) is cst.Assign and type(small.value)
+                                                                 is cst.Call for small in stmt.body)
+                   for stmt in self.module.body)
 
     @cached_property
     def _file_trains(self) -> bool:

@@ -238,7 +238,7 @@ class CallEffects(FollowedNames, SummaryEffects, ModeContexts, TrainingSteps, Ha
             if arg_key is not None:
                 arg_key = state.canonical(arg_key)
                 if state.tracks(arg_key) or (arg_key in self.params and not self._receiver(arg_key)):
-                    if may_switch:
+                    if may_switch and not self._fit_keeps_training(call, state, arg_key):
                         self.havoc(state, arg_key)
                     if flow.last_unresolved is not None:
                         # Another file's helper may know what it does to this model.

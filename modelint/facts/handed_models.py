@@ -111,6 +111,20 @@ class HandedModels:
         classes = self._imported_classes_of(receiver)
         return next(iter(classes)) if len(classes) == 1 else None
 
+    def _fit_keeps_training(self, call: cst.Call, state, key: str) -> bool:
+        """`trainer.fit(model, loader)` with a Lightning `Trainer`, handed a model in training mode: it returns
+        it in training mode (the fit loop puts it there, or since Lightning 2.2 keeps the mode it had), so the
+        forwards after it run in that mode, unless something switches it (`predict` after `fit`, no `eval()`)."""
+        func = call.func
+        if type(func) is not cst.Attribute or func.attr.value != "fit" or not state.fact(key).definitely_train:
+            return False
+        receiver = value_key(func.value)
+        trainer = self._imported_class_of(receiver) if receiver is not None else None
+        if trainer is None and type(func.value) is cst.Call:
+            trainer = self.flow.imports.qualify(func.value.func)  # (`pl.Trainer(max_epochs=3).fit(model)`)
+        return bool(trainer) and trainer.startswith(("pytorch_lightning.", "lightning.")) \
+            and trainer.rsplit(".", 1)[-1] == "Trainer"
+
     def _another_frameworks(self, receiver: str) -> bool:
         """Is `receiver` built by another framework or an inference engine (`caffe.Net(...)`, OpenCV's
         `dnn.DetectionModel(...)`): its `forward()` runs no torch module."""
