@@ -17,6 +17,7 @@ from modelint.facts.names import (NOT_LITERAL, dotted, key_prefixes, literal_val
                                   value_key)
 from modelint.facts.walk import iter_nodes
 from modelint.facts.phase_callers import eval_branch_not_taken, mode_picked_by_callers
+from modelint.facts.phases import step_phase
 from modelint.facts.scopes import loops_around
 from modelint.summary import RemoteSite
 from modelint.rule import NodeEdit, NodeFix, Report, Rule, evidence, helper_report
@@ -174,7 +175,7 @@ class TrainingInEvalMode(Rule):
             if where is not None and runs_only_in_training(where.site, key, step.call):
                 continue  # `if self.model.training: loss.backward()`: never in eval mode
             from_callers = facts.flow.mode_from_callers(flow.function, key,
-                                                        facts.flow.step_phase(flow.function, step.phases))
+                                                        step_phase(facts.flow, flow.function, step.phases))
             if from_callers is not None and from_callers.definitely_train:
                 continue  # (the callers of this pass put it in training mode first: `fit()` calls `run(b, opt)`)
             left = facts.flow.objects.left_in_eval(flow.function, key)

@@ -11,10 +11,9 @@
   project index): see modelint.facts.summary_effects.
 - `with eval_mode(model):` — a context manager of the project that puts its arguments in
   eval mode and restores them on exit (its summary says so).
-- any other call that receives a model may change its mode if it is a helper of the
-  project or its name says it evaluates, trains or sets a mode: the mode becomes unknown;
+- any other call that receives a model may change its mode if it is a helper of the project the
+  flow interprets, or its name says it evaluates, trains or sets a mode: the mode becomes unknown;
   objects built holding a model, and other files' callables handed one: modelint.facts.handed_models.
-
 Which names are models at all is modelint.facts.followed's question.
 """
 
@@ -26,6 +25,7 @@ from modelint.facts import torch_api as api
 from modelint.facts.applied import NEUTRAL_BUILTINS, applies_a_mode_neutral_function
 from modelint.facts.uses import DETACHED
 from modelint.facts.phases import decide
+from modelint.facts.targets import interpreted_names
 from modelint.facts.lattice import GradFact, ModeFact, mode_of_call
 from modelint.facts.loops import container_of_every_entry
 from modelint.facts.names import dotted, literal_value, tokens, value_key
@@ -275,8 +275,8 @@ class CallEffects(FollowedNames, SummaryEffects, ModeContexts, TrainingSteps, Ha
         qualified = self.flow.imports.qualify(func) or ""
         if type(func) is cst.Name and name[:1].isupper() and self._plain_class_setting_no_mode(qualified):
             return False  # `Predictor(model)`, a plain class of another file whose methods set no mode
-        if qualified.startswith(".") or (type(func) is cst.Name and name in self.flow.local_functions):
-            return True
+        if qualified.startswith(".") or (type(func) is cst.Name and name in interpreted_names(self.flow)):
+            return True  # (one of this file the flow does not interpret touches no mode: `to_labels(y, m)`)
         if name in BACKWARD_METHODS or (name.startswith("optimizer_") and self._hands_an_optimizer(call)):
             return False  # the update itself (`strategy.backward(loss, model, optimizer)`): no mode switch
         words = set(tokens(name))

@@ -169,16 +169,10 @@ class ModeFlow(CallGraph, Optimizers, CallResolution):
                             if p not in function.receivers}
             flow.follows_parameters = True
         if function not in self._phase_parameters:
-            self._phase_parameters[function] = phase_parameter(
-                function, calls, lambda call: self.site_of_call[call].site.function)
+            self._phase_parameters[function] = phase_parameter(function, calls, self.site_of_call)
         flow.exit_state = interpreter.run(function.node.body, state, self._phase_parameters[function])
         self._finish(flow, function)
         return flow
-
-    def step_phase(self, function: FunctionInfo | None, values) -> tuple:
-        """((phase parameter, value),) for a step that runs in one pass of its function only; () otherwise."""
-        found = self._phase_parameters.get(function) if function is not None else None
-        return ((found[0], next(iter(values))),) if found is not None and len(values) == 1 else ()
 
     @cached_property
     def frozen_classes(self) -> dict[str, str]:

@@ -130,7 +130,7 @@ _MODE_METHODS = frozenset({"train", "eval", "backward", "step", "zero_grad"})
 _GRAD_SWITCHES = frozenset({"no_grad", "enable_grad", "set_grad_enabled", "inference_mode"})
 
 
-def phase_parameter(function, calls=(), caller_of=None) -> tuple[str, tuple] | None:
+def phase_parameter(function, calls=(), sites=None) -> tuple[str, tuple] | None:
     """(parameter, its values) when a parameter of `function` decides whether it trains or evaluates:
     a flag tested by an `if` whose branches set a mode, step or switch autograd, or handed to `train()`
     or `set_grad_enabled()` itself; a string compared with literals naming both phases. `calls`: the calls of
@@ -143,7 +143,7 @@ def phase_parameter(function, calls=(), caller_of=None) -> tuple[str, tuple] | N
             name = _flag(node.test, params)
             if name is not None and any(_mode_relevant(branch) for branch in (node.body, node.orelse) if branch):
                 # (`if optimizer:` of an `optimizer=None`: given or None, so that `optimizer is None` decides too)
-                optional = defaults_to_none(function, name) or _handed_none(function, name, calls, caller_of)
+                optional = defaults_to_none(function, name) or _handed_none(function, name, calls, sites)
                 return name, ((GIVEN, OMITTED) if optional else (True, False))
         elif type(node) is cst.Call and node.args and type(node.args[0].value) is cst.Name \
                 and node.args[0].value.value in params and len(node.args) == 1:
@@ -154,11 +154,11 @@ def phase_parameter(function, calls=(), caller_of=None) -> tuple[str, tuple] | N
     found = _compared_phase(function, params)
     if found is not None:
         return found
-    optional = _optional_phase(function, params, calls, caller_of)
+    optional = _optional_phase(function, params, calls, sites)
     return (optional, (GIVEN, OMITTED)) if optional is not None else None
 
 
-def _handed_none(function, name: str, calls, caller_of=None) -> bool:
+def _handed_none(function, name: str, calls, sites=None) -> bool:
     """Does some call of `function` in its file pass `None` for the parameter `name`, or hand on a parameter of
     its own that defaults to None (`self.step(x, y, opt)` in `def run(self, batches, opt=None)`)?"""
     from modelint.facts.summary_effects import bind_arguments
@@ -169,7 +169,7 @@ def _handed_none(function, name: str, calls, caller_of=None) -> bool:
             continue
         if passed.value == "None":
             return True
-        caller = caller_of(call) if caller_of is not None else None
+        caller = sites[call].site.function if sites is not None and call in sites else None
         if caller is not None and passed.value in caller.param_set and defaults_to_none(caller, passed.value):
             return True
     return False
@@ -266,11 +266,11 @@ def defaults_to_none(function, name: str) -> bool:
     return param is not None and type(param.default) is cst.Name and param.default.value == "None"
 
 
-def _optional_phase(function, params: set, calls=(), caller_of=None) -> str | None:
+def _optional_phase(function, params: set, calls=(), sites=None) -> str | None:
     """A parameter defaulting to None (or handed None by a call) whose being given decides whether the body
     trains: `if optimizer is not None: loss.backward()`, or through a local (`is_train = optimizer is not None`)."""
     optional = {name for name in params
-                if defaults_to_none(function, name) or _handed_none(function, name, calls, caller_of)}
+                if defaults_to_none(function, name) or _handed_none(function, name, calls, sites)}
     if not optional:
         return None
     derived: dict[str, str] | None = None  # local -> the optional parameter it tests (found when first needed)
@@ -382,3 +382,10 @@ def _mode_relevant(branch) -> bool:
             if name in _MODE_METHODS or name in _GRAD_SWITCHES:
                 return True
     return False
+
+
+def step_phase(flow, function, values) -> tuple:
+    """((phase parameter, value),) for a training step that runs in one pass of its function only (`values`:
+    the passes it runs in); () otherwise."""
+    found = flow._phase_parameters.get(function) if function is not None else None
+    return ((found[0], next(iter(values))),) if found is not None and len(values) == 1 else ()

@@ -168,3 +168,14 @@ def _returned_whole_or_entry(returned, node) -> bool:
     if type(returned) is cst.Dict:
         return any(type(element) is cst.DictElement and element.value is node for element in returned.elements)
     return False
+
+
+def interpreted_names(flow) -> frozenset[str]:
+    """The names of this file's functions the flow interprets (select_targets: the others can set, read or
+    depend on no mode, so handing them a model changes nothing)."""
+    found = flow.__dict__.get("_interpreted_names")
+    if found is None:
+        from modelint.facts.summaries import qualname
+
+        found = flow.__dict__["_interpreted_names"] = frozenset(qualname(f) for f in flow._targets if f is not None)
+    return found
