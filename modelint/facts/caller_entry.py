@@ -53,8 +53,12 @@ class CallerEntry:
         if not sites and _is_private_hook(function):
             return GRAD_UNKNOWN  # called by a base class elsewhere (a template method), in a grad mode we cannot see
         if not sites and function.name in ("forward", "__call__") and function.cls is not None \
-                and self.modules.is_module_class(function.cls):
-            return GRAD_UNKNOWN  # a module's own forward: whoever runs the module decides (`policy(obs)` in a loop)
+                and self.modules.is_module_class(function.cls) and not any(
+                    type(c.func) is cst.Attribute and c.func.attr.value == "eval" for c in function.cls.calls):
+            # a module's own forward: whoever runs the module decides (`policy(obs)` in a loop); not one whose class
+            # puts its parts in eval mode itself (`self.multi_sql.eval()` in the `full_forward` it runs): an
+            # inference routine, run with autograd on unless its callers say otherwise
+            return GRAD_UNKNOWN
         if not sites and function.outer is not None and function.cls is None and self._closure_handed_on(function):
             # A closure this file never calls, only hands on (`plot_with(sample_fn, n)`, a callback): whoever
             # calls it decides the grad mode (ffjord's samplers, run by its plotting helpers under no_grad).
