@@ -49,7 +49,8 @@ def disables_grad(imports, expr: cst.BaseExpression, wrappers: frozenset[str] = 
     if type(expr) in (cst.Name, cst.Attribute) and wrappers and dotted(expr) in wrappers:
         return True
     if type(expr) is cst.Call:
-        return grad_effect(imports, expr) == "free"
+        # (`@for_extract_embedding(max_chunk=10000)`: a decorator factory of the file, made of such a wrapper)
+        return grad_effect(imports, expr) == "free" or (bool(wrappers) and dotted(expr.func) in wrappers)
     return imports.qualify(expr) in api.GRAD_DISABLING
 
 
@@ -96,8 +97,8 @@ def branch_grad_effect(imports, expr: cst.BaseExpression) -> str | None:
 
 
 def grad_wrappers(collector) -> frozenset[str]:
-    """Module-level functions of the file that call their first parameter under no_grad: decorators
-    such as
+    """Module-level functions of the file that call their first parameter (or the one of the function they
+    return, for a decorator factory) under no_grad: decorators such as
 
         def nograd(f):
             def wrapped(*args, **kwargs):
@@ -110,10 +111,13 @@ def grad_wrappers(collector) -> frozenset[str]:
         function = site.site.function
         if function is None or type(site.node.func) is not cst.Name:
             continue
-        outer = function
-        while outer.outer is not None:
+        outer, wraps = function, False
+        while outer is not None:  # (or a decorator factory: `def deco(chunk): def wrapper(f): ...`, f its param)
+            wraps = wraps or (outer is not function and bool(outer.params) and site.node.func.value == outer.params[0])
+            if outer.outer is None:
+                break
             outer = outer.outer
-        if outer.cls is not None or not outer.params or site.node.func.value != outer.params[0]:
+        if outer.cls is not None or not wraps:
             continue
         if in_no_grad_block(collector.imports, site.site) and outer.name not in collector.imports.bindings:
             names.add(outer.name)
