@@ -91,7 +91,7 @@ def _built_grad_free(facts, function, in_eval: bool, key: str | None = None, cal
                                     value)])
     for local, qualified, from_path, value in built_by:
         if local is not None:
-            grad = forward_grad(facts.imports, local, facts.grad_wrappers)
+            grad = forward_grad(facts.imports, local, facts.grad_wrappers, facts.modules.classes)
             if not (grad == "free" or (grad == "mode" and in_eval) or (type(value) is cst.Call and (
                     built_frozen(facts.flow.frozen_classes.get(local.name), value) or picks_grad_free(
                         local, value, facts.imports, facts.grad_wrappers,

@@ -171,13 +171,16 @@ def forward_turns_grad_off(imports, cls, wrappers: frozenset[str] = frozenset())
     return forward_grad(imports, cls, wrappers) == "free"
 
 
-def forward_grad(imports, cls, wrappers: frozenset[str] = frozenset()) -> str | None:
+def forward_grad(imports, cls, wrappers: frozenset[str] = frozenset(), classes=None) -> str | None:
     """What the class's own `forward` does to autograd: "free" when it is decorated `@torch.no_grad()` (or the
     like), runs its whole body in `with torch.no_grad():`, or is one `return` handing over to a method of the
     class that does either (`def forward(self, cond): return self.sample(cond)`); "mode" when its body
     runs in `with torch.set_grad_enabled(self.training):` (no graph in eval mode); else None. A plain class
-    with no `forward` is run by its `__call__` (`Scorer(net)` whose `__call__` runs `net` under no_grad)."""
-    forward = cls.methods.get("forward") or cls.methods.get("__call__")
+    with no `forward` is run by its `__call__` (`Scorer(net)` whose `__call__` runs `net` under no_grad). With
+    `classes` (the file's, by name), methods come from the class or its bases there, the class's first (a base's
+    `forward` handing over to `self.augment(x)`, which the subclass overrides under no_grad)."""
+    methods = _methods_with_bases(cls, classes) if classes else cls.methods
+    forward = methods.get("forward") or methods.get("__call__")
     if forward is None:
         return None
     own = method_grad(imports, forward, wrappers)
@@ -185,7 +188,21 @@ def forward_grad(imports, cls, wrappers: frozenset[str] = frozenset()) -> str | 
         return own
     if _returns_literals_only(forward):
         return "free"  # (`return True` after pruning weights through `.data`: no output carries a graph)
-    return "free" if _hands_over_to_grad_free(imports, cls, forward, wrappers, {forward}) else None
+    return "free" if _hands_over_to_grad_free(imports, methods, forward, wrappers, {forward}) else None
+
+
+def _methods_with_bases(cls, classes: dict) -> dict:
+    """The methods a class of the file has, its own or inherited from its bases in the file (its own first)."""
+    methods, todo, seen = {}, [cls], set()
+    while todo:
+        current = todo.pop(0)
+        if current.name in seen:
+            continue
+        seen.add(current.name)
+        for name, method in current.methods.items():
+            methods.setdefault(name, method)
+        todo.extend(classes[base.value] for base in current.bases if type(base) is cst.Name and base.value in classes)
+    return methods
 
 
 def _returns_literals_only(method: cst.FunctionDef) -> bool:
@@ -201,7 +218,7 @@ def _returns_literals_only(method: cst.FunctionDef) -> bool:
 _TEST_BUILTINS = frozenset({"len", "isinstance", "hasattr", "getattr"})
 
 
-def _hands_over_to_grad_free(imports, cls, method: cst.FunctionDef, wrappers, seen: set) -> bool:
+def _hands_over_to_grad_free(imports, methods: dict, method: cst.FunctionDef, wrappers, seen: set) -> bool:
     """Does the method only pick (`if full:`), guard (`if self.training: raise ...`) and return calls of the
     class's methods, handed names as they are, each of which records no graph (a no_grad body, or a hand-over
     of its own)? RWKV's `forward` choosing `forward_seq` or `forward_one`, a detector's `return self.inference(x)`."""
@@ -230,11 +247,11 @@ def _hands_over_to_grad_free(imports, cls, method: cst.FunctionDef, wrappers, se
                 return False
             returned.append(func.attr.value)
     for name in returned:
-        target = cls.methods.get(name)
+        target = methods.get(name)
         if target is None or target in seen:
             return False
         if method_grad(imports, target, wrappers) != "free" \
-                and not _hands_over_to_grad_free(imports, cls, target, wrappers, seen | {target}):
+                and not _hands_over_to_grad_free(imports, methods, target, wrappers, seen | {target}):
             return False
     return bool(returned)
 
