@@ -210,6 +210,9 @@ class FollowedNames:
         """`model.generate(x)` on a module built from a class another file defines, which the index summarises:
         what that method does (`self.eval()` first, its forward under no_grad) is in view, no guess needed."""
         origin = state.fact(receiver).origin
+        function = self.out.function
+        if not origin and function is not None and receiver in function.param_set:
+            origin = self._annotated_parameter(function, receiver)  # (`def render(model: Vocoder, ...)`)
         if not origin or type(call.func) is not cst.Attribute:
             return False
         summary = self.flow.resolve_method_of(origin, call.func.attr.value)
