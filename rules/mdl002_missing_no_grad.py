@@ -8,9 +8,9 @@ import libcst as cst
 
 from modelint.facts import FileFacts
 from modelint.facts import torch_api as api
-from modelint.facts.evaluation import (effective_grad, effective_mode, forward_site, forward_trains_itself,
-                                       left_to_subclasses, loaded_to_predict, named_model, result_back_propagated,
-                                       returned_to_callers)
+from modelint.facts.evaluation import (effective_grad, effective_mode, forward_trains_itself, left_to_subclasses,
+                                       loaded_to_predict, named_model, result_back_propagated, returned_to_callers)
+from modelint.facts.reaching_calls import forward_site
 from modelint.facts.modules_run import bound_to_plain_object, handed_plain_objects, is_module
 from modelint.facts.smoke_tests import dummy_input, initialises_lazy_modules, smoke_test
 from modelint.facts.freezing import frozen_attributes, frozen_by_every_caller, frozen_where_bound, frozen_whole

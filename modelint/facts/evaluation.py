@@ -24,6 +24,7 @@ from modelint.facts.modules import RETURNS_SELF, Dependence, unwrap_chain
 from modelint.facts.names import dotted, literal_value, value_key
 from modelint.facts.naming import is_evaluation_name
 from modelint.facts.phases import describe_value
+from modelint.facts.reaching_calls import forward_site
 from modelint.facts.regions import switches_itself
 from modelint.facts.walk import iter_nodes
 
@@ -141,11 +142,6 @@ def effective_grad(facts, forward) -> GradFact:
                                                    reaching=forward_site(facts, forward)))
     return grad
 
-
-def forward_site(facts, forward):
-    """Where a forward's call sits (function, statement, the `if`s around it); None if unknown."""
-    site = facts.call_sites.get(forward.call)
-    return site.site if site is not None else None
 
 
 def evaluation_context(facts, forward, grad: GradFact) -> str | None:

@@ -62,6 +62,12 @@ def reach_of(function: FunctionInfo, site: Site | None) -> Reach | None:
     return Reach(tuple(tests), tuple(defaults))
 
 
+def forward_site(facts, forward) -> Site | None:
+    """Where a forward's call sits (function, statement, the `if`s around it); None if unknown."""
+    site = facts.call_sites.get(forward.call)
+    return site.site if site is not None else None
+
+
 def call_reaches(function: FunctionInfo, call: cst.Call, site: Site | None, caller: FunctionInfo | None = None) -> bool:
     """Can `call` of `function` run the statement at `site` (inside `function`)? False only when the call's
     arguments decide an `if` around it the other way."""
