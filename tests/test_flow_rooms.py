@@ -1334,3 +1334,38 @@ def test_a_schedule_named_for_evaluation_is_no_evaluation_data() -> None:
     assert names_evaluation_data(cst.parse_expression('loaders["test"]'))
     for schedule in ("cfg.eval_every", "args.eval_interval", "num_eval_episodes", "test_size", "self.val_freq"):
         assert not names_evaluation_data(cst.parse_expression(schedule)), schedule
+
+
+# -- reaching_calls.py ---------------------------------------------------------------------------
+def test_a_call_reaches_only_the_branches_its_arguments_allow() -> None:
+    from modelint.facts.reaching_calls import call_reaches, call_runs, reach_of
+
+    facts = facts_of("""
+        import torch
+
+        def evaluate(model, loader, augment=False, step_fn=None):
+            for x in loader:
+                if augment:
+                    out = model(x.flip(3))
+                elif step_fn is not None:
+                    out = step_fn(model, x)
+                else:
+                    out = model(x)
+
+        def main(model, loader):
+            evaluate(model, loader)
+            evaluate(model, loader, augment=True)
+            evaluate(model, loader, step_fn=lambda m, x: m(x))
+            evaluate(model, loader, *extra)
+    """)
+    evaluate = next(f for f in facts.collector.functions if f.name == "evaluate")
+    calls = [site.node for site in facts.collector.calls
+             if type(site.node.func) is cst.Name and site.node.func.value == "evaluate"]
+    sites = {facts.positions[site.node].start.line: site.site for site in facts.collector.calls
+             if type(site.node.func) is cst.Name and site.node.func.value == "model"}
+    flipped, plain = sites[7], sites[11]
+    assert [call_reaches(evaluate, c, flipped) for c in calls] == [False, True, False, True]
+    assert [call_reaches(evaluate, c, plain) for c in calls] == [True, False, False, True]
+    reach = reach_of(evaluate, plain)  # (what a summary carries to the callers of other files)
+    assert reach is not None and call_runs(reach, evaluate.params, False, calls[0])
+    assert not call_runs(reach, evaluate.params, False, calls[2])
