@@ -404,7 +404,7 @@ def _syntax_only(text: str, code: str, path: str, follow_calls: bool) -> FileRes
             attributes.add((node.value.id, node.attr))
         elif isinstance(node, ast.Import):
             for alias in node.names:
-                if alias.name.split(".")[0] not in sys.stdlib_module_names:
+                if alias.name.split(".")[0] not in _NO_PROJECT_MODULES:
                     modules[alias.asname or alias.name.split(".")[0]] = alias.name if alias.asname else \
                         alias.name.split(".")[0]
         elif isinstance(node, ast.ImportFrom):
@@ -414,7 +414,8 @@ def _syntax_only(text: str, code: str, path: str, follow_calls: bool) -> FileRes
                     if module else alias.name
                 imported.add(reference)
                 bound[alias.asname or alias.name] = reference
-    modules.update(bound)
+                if not node.module:  # (`from . import zoo`: a module of the package, whole)
+                    modules[alias.asname or alias.name] = reference
     # (`model = zoo.load_tagger(path)`: a function of a module it imports, by `import zoo` or `from . import zoo`)
     imported.update(f"{modules[name]}.{attribute}" for name, attribute in attributes if name in modules)
     # (its functions: a helper another file calls, `do_eval(model, loader)`, is analysed once that call is seen)
@@ -429,6 +430,12 @@ def _syntax_only(text: str, code: str, path: str, follow_calls: bool) -> FileRes
                       if imported or shapes else None)
 
 
+# Modules a project does not define: what a file imports whole from them names none of its functions.
+_NO_PROJECT_MODULES = frozenset(sys.stdlib_module_names) | {
+    "numpy", "scipy", "pandas", "sklearn", "matplotlib", "cv2", "PIL", "tqdm", "transformers", "torchvision", "yaml",
+    "wandb", "tensorboardX", "h5py", "requests", "einops", "seaborn", "networkx", "tensorflow", "jax", "datasets"}
+
+
 def _plain_class_shapes(tree: ast.Module) -> dict[str, ClassShape]:
     """The top-level classes of a file naming no torch that have no base (or `object`) and switch no mode
     (no `.train(...)`/`.eval()` call in their body): plain classes, as the index tells a subclass of another
@@ -438,16 +445,20 @@ def _plain_class_shapes(tree: ast.Module) -> dict[str, ClassShape]:
         if not isinstance(node, ast.ClassDef) or node.keywords or any(
                 not (isinstance(base, ast.Name) and base.id == "object") for base in node.bases):
             continue
-        if any(isinstance(inner, ast.Call) and isinstance(inner.func, ast.Attribute)
-               and inner.func.attr in ("train", "eval") for inner in ast.walk(node)):
-            continue
         defines = {item.name for item in node.body if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef))}
         defines |= {target.id for item in node.body if isinstance(item, ast.Assign)
                     for target in item.targets if isinstance(target, ast.Name)}
-        defines |= {inner.attr for inner in ast.walk(node) if isinstance(inner, ast.Attribute)
-                    and isinstance(inner.ctx, ast.Store) and isinstance(inner.value, ast.Name)
-                    and inner.value.id == "self"}
-        shapes[node.name] = ClassShape((), frozenset(defines))
+        switches = False
+        for inner in ast.walk(node):
+            if isinstance(inner, ast.Attribute) and isinstance(inner.ctx, ast.Store) \
+                    and isinstance(inner.value, ast.Name) and inner.value.id == "self":
+                defines.add(inner.attr)
+            elif isinstance(inner, ast.Call) and isinstance(inner.func, ast.Attribute) \
+                    and inner.func.attr in ("train", "eval"):
+                switches = True
+                break
+        if not switches:
+            shapes[node.name] = ClassShape((), frozenset(defines))
     return shapes
 
 

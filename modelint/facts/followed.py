@@ -191,8 +191,8 @@ class FollowedNames:
         from modelint.facts.names import tokens
 
         if not (call.args and receiver not in ("self", "cls") and method not in _MODULE_API
-                and not method.startswith(("_", *_NOT_FORWARD_PREFIXES)) and not set(tokens(method)) & _UPDATE_WORDS
-                and state.fact(receiver).definitely_eval and (receiver in state.models or receiver in self.params)):
+                and (receiver in state.models or receiver in self.params) and state.fact(receiver).definitely_eval
+                and not method.startswith(("_", *_NOT_FORWARD_PREFIXES)) and not set(tokens(method)) & _UPDATE_WORDS):
             return False
         # (a model built from a class in sight, here or at the top of the file, is followed through that class)
         return not state.fact(receiver).origin and receiver not in self.flow.global_models \

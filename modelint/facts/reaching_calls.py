@@ -120,6 +120,13 @@ def _names(test: cst.BaseExpression) -> set[str]:
 
 def _rebound(function: FunctionInfo) -> set[str]:
     """Parameters the function assigns to (`if augment is None: augment = cfg.augment`): unknown at its `if`s."""
+    found = function.__dict__.get("_rebound_params")
+    if found is None:
+        found = function.__dict__["_rebound_params"] = _assigned_params(function)
+    return found
+
+
+def _assigned_params(function: FunctionInfo) -> set[str]:
     out = set()
     for node in iter_nodes(function.node.body):
         targets = ()
