@@ -20,8 +20,8 @@ class UnregisteredSubmodule(Rule):
     assignment, where the fix goes; and mode-dependent layers (Dropout, BatchNorm)
     constructed inside `forward` or a method it runs. Containers that only
     `__init__` reads (a dict of candidate backbones, keyword arguments for the
-    blocks' constructors) or that are registered another way (`nn.Sequential(*layers)`)
-    are left alone.
+    blocks' constructors) or that are registered another way (`nn.Sequential(*layers)`,
+    `self.net = nn.ModuleList(self.convs.values())`) are left alone.
 
     ## Why is this bad?
     Only direct attributes and `nn.ModuleList`/`nn.ModuleDict` register submodules.
@@ -47,6 +47,8 @@ class UnregisteredSubmodule(Rule):
     Unsafe where the elements' parameters are also registered by hand
     (`self.register_parameter(...)` for each): the state dict would then hold them
     twice, under new names, and old checkpoints would not load as they are.
+    For a dict filled later, `nn.ModuleDict()` takes string keys only: no fix where
+    it is filled under an int or tuple key, unsafe where the key is computed.
 
     ## References
     - https://pytorch.org/docs/stable/generated/torch.nn.ModuleList.html
