@@ -64,8 +64,7 @@ def select_targets(flow) -> list[FunctionInfo | None]:
     # `return load_from_checkpoint(torch.load(path))`: a factory handing back what another of this file returns
     # (a model zoo's named entry points), whose summary says so in turn
     constructing.update(site.site.function for site in collector.calls
-                        if type(site.node.func) is cst.Name and site.site.function is not None
-                        and site.site.function.cls is None and type(site.site.stmt) is cst.SimpleStatementLine
+                        if site.site.function is not None and type(site.site.stmt) is cst.SimpleStatementLine
                         and any(type(small) is cst.Return and small.value is site.node for small in site.site.stmt.body)
                         and flow.local_reference(site.node.func, site.site.function) is not None)
     # `return Retriever(Encoder())`: an object of a class of this file built holding a model made for it, whose
