@@ -114,9 +114,8 @@ class CallerEntry:
                 or (function.outer is not None and function.cls is None):
             return False
         sites = self.call_sites.get(qualname(function), {})
-        return bool(sites) and all(call_picks_other_phase(function, call, phase, caller)
-                                   or (reaching is not None and not call_reaches(function, call, reaching, caller))
-                                   for call, (caller, _grad, _models) in sites.items())
+        return bool(sites) and not any(_runs_there(function, call, caller, phase, reaching)
+                                       for call, (caller, _grad, _models) in sites.items())
 
     def caller_with_autograd(self, function: FunctionInfo | None, phase: tuple = (),
                              reaching: Site | None = None) -> tuple | None:
@@ -126,9 +125,7 @@ class CallerEntry:
         if function is None or (function.outer is not None and function.cls is None):
             return None
         for call, (caller, grad, _models) in self.call_sites.get(qualname(function), {}).items():
-            if phase and call_picks_other_phase(function, call, phase, caller):
-                continue
-            if reaching is not None and not call_reaches(function, call, reaching, caller):
+            if not _runs_there(function, call, caller, phase, reaching):
                 continue
             if grad.unknown:
                 grad = grad.at_entry(self.entry_grad(caller, frozenset({function})))
@@ -216,7 +213,7 @@ class CallerEntry:
                 or function in _seen:
             return None
         sites = [(call, site) for call, site in self.call_sites.get(qualname(function), {}).items()
-                 if site[0] is not function and not (phase and call_picks_other_phase(function, call, phase, site[0]))]
+                 if site[0] is not function and _runs_there(function, call, site[0], phase, None)]
         private = _is_private_hook(function)
         found = None
         for call, (caller, _grad, models) in sites:
@@ -256,6 +253,13 @@ class CallerEntry:
             for key, fact in state.models.items():
                 models[key] = models[key].join(fact) if key in models else fact
             sites[call] = (caller, seen[1].join(state.grad), models)
+
+
+def _runs_there(function: FunctionInfo, call: cst.Call, caller, phase: tuple, reaching: Site | None) -> bool:
+    """Does `call` of `function` run its pass `phase` (any, when empty) and may it run the statement at
+    `reaching` (any, when None)?"""
+    return not (phase and call_picks_other_phase(function, call, phase, caller)) \
+        and (reaching is None or call_reaches(function, call, reaching, caller))
 
 
 def _phase_handed_on(function: FunctionInfo, call: cst.Call, phase: tuple, caller: FunctionInfo) -> tuple:

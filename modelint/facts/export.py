@@ -113,7 +113,7 @@ def grad_free_forward_classes(flow, mode: str = "free") -> set[str]:
     inference-only model, a frozen target encoder); with `mode="mode"`, none once in eval mode
     (`set_grad_enabled(self.training)` around its body). See modelint.facts.regions.forward_grad."""
     return {name for name, info in flow.modules.classes.items() if flow.modules.is_module_class(info)
-            and forward_grad(flow.imports, info, flow.grad_wrappers, flow.modules.classes) == mode}
+            and forward_grad(flow.imports, info, flow.grad_wrappers, flow) == mode}
 
 
 def free_branch_classes(flow) -> dict:

@@ -225,12 +225,7 @@ def _moved_itself(value: cst.BaseExpression, key: str) -> bool:
     return bool(chain) and type(base) is cst.Name and base.value == key
 
 
-# nn.Module's own methods, which run no forward pass
-_MODULE_API = frozenset({
-    "to", "cuda", "cpu", "half", "float", "double", "bfloat16", "type", "apply", "train", "eval", "state_dict",
-    "load_state_dict", "parameters", "named_parameters", "buffers", "named_buffers", "children", "named_children",
-    "modules", "named_modules", "register_buffer", "register_parameter", "register_module", "add_module",
-    "register_forward_hook", "register_forward_pre_hook", "register_full_backward_hook", "register_backward_hook",
-    "requires_grad_", "share_memory", "get_submodule", "get_parameter", "get_buffer", "extra_repr", "to_empty",
-    "save_pretrained", "resize_token_embeddings", "tie_weights", "save", "load", "compile", "fuse_model",
-})
+
+# nn.Module's own methods, which run no forward pass (`generate` runs one: it is a forward's wrapper), and the
+# save/load/fuse helpers projects add to their models
+_MODULE_API = (api.MODULE_METHODS - {"generate"}) | {"save", "load", "fuse_model"}

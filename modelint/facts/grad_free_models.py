@@ -16,7 +16,7 @@ import libcst as cst
 from modelint.facts.factory_constructions import constructions_behind
 from modelint.facts.flag_forwards import flag_picks, picks_grad_free
 from modelint.facts.freezing import built_frozen
-from modelint.facts.modules import rewraps, unwrap_chain
+from modelint.facts.modules import held_from_then_on, rewraps, unwrap_chain
 from modelint.facts.names import dotted
 from modelint.facts.provenance import returned_argument
 from modelint.facts.regions import forward_grad
@@ -71,10 +71,7 @@ def _built_grad_free(facts, function, in_eval: bool, key: str | None = None, cal
         # (`g = g.cuda()`, `model = load_weight(model, path)`: the same module)
         values = [value for value in values if not rewraps(facts.imports, value, key)
                   and not _hands_back(facts, function, value, key)]
-        # (`model = Scorer(model)`: what the name holds from then on is the object wrapping the earlier model)
-        wrapping = [value for value in values if type(value) is cst.Call and any(
-            type(arg.value) is cst.Name and arg.value.value == key for arg in value.args)]
-        values = wrapping[-1:] if wrapping else values
+        values = held_from_then_on(values, key)
     if not values:
         return False
     built_by = []  # (local class info or None, reference or None, path to ask the index from, the value)
@@ -91,7 +88,7 @@ def _built_grad_free(facts, function, in_eval: bool, key: str | None = None, cal
                                     value)])
     for local, qualified, from_path, value in built_by:
         if local is not None:
-            grad = forward_grad(facts.imports, local, facts.grad_wrappers, facts.modules.classes)
+            grad = forward_grad(facts.imports, local, facts.grad_wrappers, facts.flow)
             if not (grad == "free" or (grad == "mode" and in_eval) or (type(value) is cst.Call and (
                     built_frozen(facts.flow.frozen_classes.get(local.name), value) or picks_grad_free(
                         local, value, facts.imports, facts.grad_wrappers,

@@ -63,6 +63,14 @@ def rewraps(imports, value: cst.BaseExpression | None, key: str) -> bool:
     return dotted(base) == key
 
 
+def held_from_then_on(values: list, name: str) -> list:
+    """Of the values a name is bound to, the ones it may hold at its uses: the last that wraps what it held
+    (`model = Scorer(model)`: the object wrapping the earlier model, from then on), else all of them."""
+    wrapping = [value for value in values if type(value) is cst.Call and any(
+        type(arg.value) is cst.Name and arg.value.value == name for arg in value.args)]
+    return wrapping[-1:] or values
+
+
 def returned_parameter(imports, function) -> str | None:
     """The first parameter, when every `return` of the function hands it back, moved or wrapped (`return
     model`, `return DistributedDataParallel(model, ...)`): a helper that wraps what it is given."""

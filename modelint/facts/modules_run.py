@@ -15,6 +15,7 @@ from modelint.facts import torch_api as api
 from modelint.facts.base_shapes import a_visible_base_elsewhere_switches
 from modelint.facts.bindings import flatten
 from modelint.facts.lattice import ModeFact
+from modelint.facts.modules import held_from_then_on
 from modelint.facts.name_values import reaching
 from modelint.facts.names import dotted
 from modelint.facts.summaries import qualname
@@ -156,12 +157,11 @@ def bound_to_plain_object(facts, function, name: str) -> bool:
     construction of a plain class of this file, whose `__call__` is no module's forward?"""
     if "." in name or "[" in name:
         return False
-    bindings = [b.value for b in facts.flow._scope_bindings(function).get(name, ()) if b.kind == "assign"]
-    wrapping = [b for b in bindings if type(b) is cst.Call and any(
-        type(arg.value) is cst.Name and arg.value.value == name for arg in b.args)]
-    if not wrapping and len(bindings) != 1:
+    held = held_from_then_on([b.value for b in facts.flow._scope_bindings(function).get(name, ())
+                              if b.kind == "assign"], name)
+    if len(held) != 1:
         return False
-    built = (wrapping or bindings)[-1]
+    built = held[0]
     cls = facts.modules.classes.get(built.func.value) if type(built) is cst.Call and type(built.func) is cst.Name \
         and built.func.value not in facts.imports.bindings else None
     return cls is not None and not facts.may_be_module_class(cls)

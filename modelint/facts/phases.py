@@ -170,7 +170,7 @@ def _handed_none(function, name: str, calls, sites=None) -> bool:
         if passed.value == "None":
             return True
         caller = sites[call].site.function if sites is not None and call in sites else None
-        if caller is not None and passed.value in caller.param_set and defaults_to_none(caller, passed.value):
+        if hands_on_an_optional(caller, passed):
             return True
     return False
 
@@ -266,6 +266,12 @@ def defaults_to_none(function, name: str) -> bool:
     return param is not None and type(param.default) is cst.Name and param.default.value == "None"
 
 
+def hands_on_an_optional(caller, passed: cst.BaseExpression | None) -> bool:
+    """`step(x, y, opt)` in `def run(batches, opt=None)`: the caller hands on a parameter of its own that may
+    hold None."""
+    return type(passed) is cst.Name and caller is not None and defaults_to_none(caller, passed.value)
+
+
 def _optional_phase(function, params: set, calls=(), sites=None) -> str | None:
     """A parameter defaulting to None (or handed None by a call) whose being given decides whether the body
     trains: `if optimizer is not None: loss.backward()`, or through a local (`is_train = optimizer is not None`)."""
@@ -330,7 +336,7 @@ def argument_phase(values, passed: cst.BaseExpression | None, default, caller=No
     if GIVEN in values:
         if passed is None:
             return OMITTED
-        if type(passed) is cst.Name and caller is not None and defaults_to_none(caller, passed.value):
+        if hands_on_an_optional(caller, passed):
             return None  # (`negative_prompt=negative_prompt`, handed on from the caller's `negative_prompt=None`)
         return OMITTED if type(passed) is cst.Name and passed.value == "None" else GIVEN
     if passed is None:

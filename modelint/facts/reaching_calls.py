@@ -19,7 +19,7 @@ from functools import lru_cache
 import libcst as cst
 
 from modelint.facts.names import NOT_LITERAL, literal_value
-from modelint.facts.phases import GIVEN, OMITTED, decide, defaults_to_none
+from modelint.facts.phases import GIVEN, OMITTED, decide, defaults_to_none, hands_on_an_optional
 from modelint.facts.scopes import FunctionInfo, Site
 from modelint.facts.walk import iter_nodes
 from modelint.textutil import code_of
@@ -94,7 +94,7 @@ def call_runs(reach: Reach, params, is_method: bool, call: cst.Call, caller: Fun
         elif isinstance(value := literal_value(expr), (bool, int, str)) and value is not NOT_LITERAL:
             constants[name] = value
         elif optional and type(expr) in (cst.Lambda, cst.Call, cst.Attribute, cst.Name) \
-                and not (type(expr) is cst.Name and caller is not None and defaults_to_none(caller, expr.value)):
+                and not hands_on_an_optional(caller, expr):
             constants[name] = GIVEN  # (`run_fn=fwd_bwd`, `unlabeled=iter(u)`; not the caller's own `x=None` handed on)
     if not constants:
         return True

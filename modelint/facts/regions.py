@@ -171,15 +171,15 @@ def forward_turns_grad_off(imports, cls, wrappers: frozenset[str] = frozenset())
     return forward_grad(imports, cls, wrappers) == "free"
 
 
-def forward_grad(imports, cls, wrappers: frozenset[str] = frozenset(), classes=None) -> str | None:
+def forward_grad(imports, cls, wrappers: frozenset[str] = frozenset(), flow=None) -> str | None:
     """What the class's own `forward` does to autograd: "free" when it is decorated `@torch.no_grad()` (or the
     like), runs its whole body in `with torch.no_grad():`, or is one `return` handing over to a method of the
     class that does either (`def forward(self, cond): return self.sample(cond)`); "mode" when its body
     runs in `with torch.set_grad_enabled(self.training):` (no graph in eval mode); else None. A plain class
     with no `forward` is run by its `__call__` (`Scorer(net)` whose `__call__` runs `net` under no_grad). With
-    `classes` (the file's, by name), methods come from the class or its bases there, the class's first (a base's
-    `forward` handing over to `self.augment(x)`, which the subclass overrides under no_grad)."""
-    methods = _methods_with_bases(cls, classes) if classes else cls.methods
+    the file's `flow`, methods come from the class or its bases there, the class's first (a base's `forward`
+    handing over to `self.augment(x)`, which the subclass overrides under no_grad)."""
+    methods = _methods_with_bases(cls, flow) if flow is not None else cls.methods
     forward = methods.get("forward") or methods.get("__call__")
     if forward is None:
         return None
@@ -191,17 +191,13 @@ def forward_grad(imports, cls, wrappers: frozenset[str] = frozenset(), classes=N
     return "free" if _hands_over_to_grad_free(imports, methods, forward, wrappers, {forward}) else None
 
 
-def _methods_with_bases(cls, classes: dict) -> dict:
+def _methods_with_bases(cls, flow) -> dict:
     """The methods a class of the file has, its own or inherited from its bases in the file (its own first)."""
-    methods, todo, seen = {}, [cls], set()
-    while todo:
-        current = todo.pop(0)
-        if current.name in seen:
-            continue
-        seen.add(current.name)
-        for name, method in current.methods.items():
-            methods.setdefault(name, method)
-        todo.extend(classes[base.value] for base in current.bases if type(base) is cst.Name and base.value in classes)
+    methods: dict = {}
+    for name in flow.class_and_bases(cls.name):
+        info = cls if name == cls.name else flow.modules.classes.get(name)
+        for method_name, method in (info.methods.items() if info is not None else ()):
+            methods.setdefault(method_name, method)
     return methods
 
 
