@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ast
 import re
-import sys
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import PurePath
@@ -18,6 +17,7 @@ import libcst as cst
 from modelint import limits, source, suppression
 from modelint.asked import AskingIndex
 from modelint.facts import FileFacts
+from modelint.facts.libraries import NOT_PROJECT
 from modelint.facts.torch_api import OTHER_FRAMEWORKS
 from modelint.relevance import names_torch
 from modelint.summary import ClassShape, FileSummary
@@ -404,7 +404,7 @@ def _syntax_only(text: str, code: str, path: str, follow_calls: bool) -> FileRes
             attributes.add((node.value.id, node.attr))
         elif isinstance(node, ast.Import):
             for alias in node.names:
-                if alias.name.split(".")[0] not in _NO_PROJECT_MODULES:
+                if alias.name.split(".")[0] not in NOT_PROJECT:
                     modules[alias.asname or alias.name.split(".")[0]] = alias.name if alias.asname else \
                         alias.name.split(".")[0]
         elif isinstance(node, ast.ImportFrom):
@@ -428,12 +428,6 @@ def _syntax_only(text: str, code: str, path: str, follow_calls: bool) -> FileRes
     return FileResult(path, summary=FileSummary(path, unresolved=imported, syntax_only=True, shapes=shapes,
                                                 plain_functions=functions, asked_classes=bases)
                       if imported or shapes else None)
-
-
-# Modules a project does not define: what a file imports whole from them names none of its functions.
-_NO_PROJECT_MODULES = frozenset(sys.stdlib_module_names) | {
-    "numpy", "scipy", "pandas", "sklearn", "matplotlib", "cv2", "PIL", "tqdm", "transformers", "torchvision", "yaml",
-    "wandb", "tensorboardX", "h5py", "requests", "einops", "seaborn", "networkx", "tensorflow", "jax", "datasets"}
 
 
 def _plain_class_shapes(tree: ast.Module) -> dict[str, ClassShape]:

@@ -14,15 +14,14 @@ subclass and sets no torch mode: it is passed over.
 
 from __future__ import annotations
 
-import sys
 
 import libcst as cst
 
 from modelint.facts import torch_api as api
+from modelint.facts.libraries import STANDARD_LIBRARY
 from modelint.facts.names import BUILTIN_NAMES, dotted
 from modelint.summary import ClassShape, ProjectIndex
 
-_STDLIB = frozenset(getattr(sys, "stdlib_module_names", ()))
 
 
 def base_shapes_elsewhere(flow, cls) -> list | None:
@@ -60,7 +59,7 @@ def _base_shapes(flow, cls, asked: set) -> list | None:
 
 def _of_a_library_without_hooks(reference: str) -> bool:
     head = reference.split(".", 1)[0]
-    return head in api.NOT_MODULE_LIBRARIES or (head in _STDLIB and head not in ("unittest", "typing"))
+    return head in api.NOT_MODULE_LIBRARIES or (head in STANDARD_LIBRARY and head not in ("unittest", "typing"))
 
 
 def _bases_elsewhere(flow, cls):

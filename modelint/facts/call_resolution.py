@@ -15,16 +15,15 @@ analyses the file again once the other files are summarised.
 
 from __future__ import annotations
 
-import sys
 
 import libcst as cst
 
+from modelint.facts.libraries import STANDARD_LIBRARY
 from modelint.facts.names import BUILTIN_NAMES, dotted, is_super_call, is_torch_module
 from modelint.facts.scopes import FunctionInfo
 from modelint.facts.summaries import qualname
 from modelint.summary import FunctionSummary
 
-_STDLIB = frozenset(getattr(sys, "stdlib_module_names", ()))
 
 
 class CallResolution:
@@ -196,7 +195,7 @@ class CallResolution:
 
     def _resolve_imported(self, qualified: str, from_path: str | None = None) -> FunctionSummary | None:
         head = qualified.lstrip(".").split(".")[0]
-        if is_torch_module(qualified) or (not qualified.startswith(".") and head in _STDLIB):
+        if is_torch_module(qualified) or (not qualified.startswith(".") and head in STANDARD_LIBRARY):
             return None
         self.last_unresolved = qualified
         if self.index is None:

@@ -7,12 +7,12 @@ Effects on `self.` attributes stay in the file: a caller elsewhere holds another
 
 from __future__ import annotations
 
-import sys
 from dataclasses import replace
 
 import libcst as cst
 
 from modelint.facts.lattice import is_train_site
+from modelint.facts.libraries import is_not_project
 from modelint.facts.modules import Dependence
 from modelint.facts.object_orders import handed_methods, object_orders
 from modelint.facts.input_gradients import input_gradient_classes
@@ -98,14 +98,12 @@ def _grad_free_calls(flow) -> dict[str, bool]:
     for site in flow.collector.calls:
         reference = site.qualified
         if reference is None or not site.node.args or not out.get(reference, True) \
-                or reference.split(".", 1)[0] in _LIBRARIES_OF_NO_PROJECT:
+                or is_not_project(reference):
             continue
         out[reference] = runs_without_grad(flow, site, entries)
     return out
 
 
-_LIBRARIES_OF_NO_PROJECT = frozenset(getattr(sys, "stdlib_module_names", ())) | {
-    "torch", "numpy", "np", "scipy", "pandas", "sklearn", "matplotlib", "cv2", "PIL", "tqdm", "transformers"}
 
 
 def grad_free_forward_classes(flow, mode: str = "free") -> set[str]:

@@ -10,7 +10,6 @@ from elsewhere, which may hold anything and so counts as "may be dependent").
 from __future__ import annotations
 
 import builtins
-import sys
 from dataclasses import replace
 
 import libcst as cst
@@ -20,6 +19,7 @@ from modelint.facts.collector import Collector
 from modelint.facts.handed_layers import HandedLayers
 from modelint.facts.imported_classes import WaitingOnImports
 from modelint.facts.builders import Builders, builder_functions
+from modelint.facts.libraries import STANDARD_LIBRARY
 from modelint.facts.local_layers import LocalLayers
 from modelint.facts.module_attributes import ModuleAttributes
 from modelint.facts.registries import Registries
@@ -37,7 +37,6 @@ RETURNS_SELF = frozenset({"to", "cuda", "cpu", "half", "float", "double", "bfloa
 EVIDENCE_METHODS = frozenset({"parameters", "named_parameters", "state_dict", "load_state_dict", "modules",
                               "named_modules", "children", "named_children", "buffers", "named_buffers"})
 _BUILTINS = frozenset(dir(builtins))
-_STDLIB = frozenset(getattr(sys, "stdlib_module_names", ()))
 
 
 def unwrap_chain(expr: cst.BaseExpression) -> tuple[cst.BaseExpression, list[cst.Call]]:
@@ -211,7 +210,7 @@ class ModuleTable(WaitingOnImports, LocalLayers, Registries, ModuleAttributes, B
     def _is_foreign(self, qualified: str) -> bool:
         """Imported from outside the stdlib: we cannot see what it holds."""
         head = qualified.lstrip(".").split(".")[0]
-        return head not in _STDLIB
+        return head not in STANDARD_LIBRARY
 
     def _solve(self) -> None:
         # (a notebook writing `class Net` again in a later cell, or two factories each defining their own: every

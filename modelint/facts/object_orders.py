@@ -10,18 +10,15 @@ reads them (ProjectIndex.run_after) to judge a guess about the object's users.
 
 from __future__ import annotations
 
-import sys
-
 import libcst as cst
 
+from modelint.facts.libraries import is_not_project
 from modelint.facts.names import tokens
 from modelint.facts.walk import iter_nodes
 
 _LOOPS = (cst.For, cst.While)
 # A method of a part named for one of these may set a mode (`gan.D.eval()`, `gan.G.set_train_mode()`).
 _MODE_WORDS = frozenset({"eval", "train", "training", "mode", "freeze", "unfreeze", "requires"})
-# Modules whose classes are no project's (`parser = argparse.ArgumentParser()`): not worth a walk or a summary's room.
-_LIBRARIES = frozenset({"torch", "numpy", *sys.stdlib_module_names})
 
 
 def handed_methods(flow) -> dict[str, frozenset[str]]:
@@ -37,7 +34,7 @@ def handed_methods(flow) -> dict[str, frozenset[str]]:
                 continue
             func = built.get((call.site.function, value.value.value))
             reference = flow.imports.qualify(func) if func is not None else None
-            if reference is not None and reference.split(".")[0] not in _LIBRARIES:
+            if reference is not None and not is_not_project(reference):  # (`argparse.ArgumentParser()`: no project class)
                 out.setdefault(reference, set()).add(value.attr.value)
     return {reference: frozenset(names) for reference, names in out.items()}
 
@@ -78,7 +75,7 @@ def _references(flow, call) -> list[str]:
         name = call.node.func.value
         if name[:1].isupper() and name not in flow.modules.classes and name not in flow.local_functions:
             return [f"{module}.{name}" for module in flow.imports.star_modules]
-    return [reference] if reference is not None and reference.split(".")[0] not in _LIBRARIES else []
+    return [reference] if reference is not None and not is_not_project(reference) else []
 
 
 def _method_orders(collector, scope, names: set[str]) -> dict[str, set[tuple[str, str]] | None]:

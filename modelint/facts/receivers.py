@@ -23,20 +23,19 @@ method stay silent unless the class is complete.
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass, replace
 from functools import cached_property
 
 import libcst as cst
 
 from modelint.facts import torch_api as api
+from modelint.facts.libraries import STANDARD_LIBRARY
 from modelint.facts.name_values import Binding, reaching, scope_bindings, statement_parents
 from modelint.facts.scopes import ClassInfo, FunctionInfo
 from modelint.facts.modules import EVIDENCE_METHODS, unwrap_chain
 from modelint.facts.names import BUILTIN_NAMES, dotted
 from modelint.summary import ClassShape
 
-_STDLIB = frozenset(getattr(sys, "stdlib_module_names", ()))
 _DEPTH = 6  # how many bindings, bases and call sites one question may follow
 
 
@@ -324,7 +323,7 @@ def library_class(qualified: str) -> ReceiverFacts | None:
     tail = qualified.rsplit(".", 1)[-1]
     if qualified.startswith("."):
         return None
-    if qualified in BUILTIN_NAMES or head in _STDLIB:
+    if qualified in BUILTIN_NAMES or head in STANDARD_LIBRARY:
         return NOT_MODULE
     if qualified in api.MODULE_BASES:
         return TORCH_MODULE
