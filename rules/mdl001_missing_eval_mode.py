@@ -14,7 +14,7 @@ from modelint.facts.parts_in_eval import fresh_dependence
 from modelint.facts.asked_layers import runs_no_mode_layer
 from modelint.facts.smoke_tests import initialises_lazy_modules, recomputes_norm_statistics, smoke_test
 from modelint.facts.batches import over_batches
-from modelint.facts.gates import toggled_for_one_forward
+from modelint.facts.gates import switched_to_training_without_grad, toggled_for_one_forward
 from modelint.facts.monte_carlo import variance_of_repeated_copies
 from modelint.facts.lattice import ENTRY_MODE, is_train_site
 from modelint.facts.mode_handling import (class_sets_own_mode, classes_self_may_be, minds_modes, optional_or_callable,
@@ -295,6 +295,8 @@ class MissingEvalMode(Rule):
             return None  # train() set on the way here on purpose, to sample (MC dropout)
         if toggled_for_one_forward(facts, forward):
             return None  # `model.train()`, the forward, `model.eval()`: training mode for this forward alone
+        if switched_to_training_without_grad(facts, forward):
+            return None  # `model.train()` under no_grad, then the evaluation: training mode asked for it
         if variance_of_repeated_copies(facts, forward):
             return None  # Monte Carlo dropout in one batched pass: copies of one input, the spread of the outputs
         if trains_here and forward.uses <= {"discard"} and _switched_after_training(facts, forward):

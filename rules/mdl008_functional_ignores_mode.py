@@ -29,7 +29,9 @@ class FunctionalIgnoresMode(Rule):
     self.training else 0.0`), under a flag parameter that is off by default
     (`def forward(self, x, sample=False)`, MC dropout), or at a rate the caller
     passes (a parameter without default, or zero by default: a sampler's
-    `noise_dropout=0.`). `F.batch_norm` given
+    `noise_dropout=0.`). A dropout written for eval mode alone (under `if not
+    self.training:`, after `if self.training: return ...`) samples on purpose
+    (Monte-Carlo dropout at test time). `F.batch_norm` given
     statistics computed from the batch itself needs no flag either.
 
     ## Why is this bad?
@@ -102,6 +104,8 @@ class FunctionalIgnoresMode(Rule):
                     continue
             elif qualified == _BATCH_NORM and _explicit_statistics(facts, call, where):
                 continue  # normalising with statistics computed right here: the flag changes nothing
+            if in_module and default and gates.only_in_eval(call, where):
+                continue  # dropout written for eval mode alone: sampled on purpose (Monte-Carlo dropout)
             if in_module:
                 if default:
                     message = (f"`{short}` defaults to training=True and keeps dropping in eval mode; "

@@ -5,7 +5,7 @@ from typing import Iterator
 import libcst as cst
 
 from modelint.facts import FileFacts
-from modelint.facts.names import dotted, literal_value
+from modelint.facts.names import NOT_LITERAL, dotted, literal_value
 from modelint.facts.receivers import instance_method
 from modelint.facts.walk import iter_nodes
 from modelint.rule import NodeEdit, NodeFix, Report, Rule
@@ -76,6 +76,8 @@ class TrainingFlagAssigned(Rule):
             own = instance_method(function, receiver)
             if own is not None and (own.name == "train" or _children_follow(facts, own, receiver, assign.value)):
                 continue  # its own train(), or a mode switch that sets each child first and then its own flag
+            if own is not None and _constructor_flag_alone(facts, own, assign):
+                continue  # the constructor's word on its flag, with no child in another mode
             if function is not None and function.name in applied:
                 continue  # model.apply(fn) visits every submodule
             if receiver in leaves:
@@ -119,6 +121,32 @@ def _children_follow(facts: FileFacts, method, owner: str, value) -> bool:
                 for arg in site.node.args):
             return True
     return False
+
+
+def _constructor_flag_alone(facts: FileFacts, method, assign) -> bool:
+    """`self.training = flag` in a module's own `__init__`, where no child can be in another mode: `= True`,
+    the mode every module is built in; or any flag before it keeps a submodule, with nothing but `nn.Module` to
+    build one in `super().__init__()`, where `self.train(flag)` would set the same one flag (a flag `forward()`
+    reads to pick its outputs)."""
+    if method.name != "__init__" or method.cls is None or dotted(assign.target.value) != "self":
+        return False
+    if assign.value is not None and literal_value(assign.value) is True:
+        return True
+    bases = [facts.imports.qualify(base.value) for base in method.cls.node.bases]
+    if not bases or any(base not in ("torch.nn.Module", "torch.nn.modules.module.Module") for base in bases):
+        return False
+    for earlier in facts.collector.attribute_assigns:
+        if earlier is assign:
+            return True
+        if earlier.site.function is method and earlier.value is not None and \
+                dotted(earlier.target.value) == "self" and not _plain_value(earlier.value):
+            return False  # (`self.body = nn.Sequential(...)`, `self.net = net`: maybe a child already)
+    return False
+
+
+def _plain_value(value) -> bool:
+    """A literal (`self.depth = 4`, `self.name = "unet"`): nothing that holds a module."""
+    return literal_value(value) is not NOT_LITERAL
 
 
 def _covers_every_module(facts: FileFacts, receiver: str, guards) -> bool:

@@ -17,7 +17,7 @@ from modelint.facts import torch_api as api
 from modelint.facts.accessors import is_property
 from modelint.facts.scopes import FunctionInfo
 from modelint.facts.caller_entry import CallerEntry, nested_name
-from modelint.facts.flag_order import bound_targets, rebound_only_before
+from modelint.facts.flag_order import set_only_where_not_run, bound_targets, rebound_only_before
 from modelint.facts.method_targets import MethodTargets
 from modelint.facts.modules import rewraps
 from modelint.facts.names import BUILTIN_NAMES, dotted, is_super_call
@@ -151,7 +151,8 @@ class CallGraph(MethodTargets, CallerEntry):
         if root == "self" and flag.count(".") == 1 and counts.get("self", 0) == 0:
             # (`self.embedder`, set by the constructors only: the same in every other method)
             return all(assign.site.function is not None and assign.site.function.name == "__init__"
-                       for assign in self.collector.attribute_assigns if dotted(assign.target) == flag)
+                       for assign in self.collector.attribute_assigns if dotted(assign.target) == flag) \
+                or bool(tests) and set_only_where_not_run(self, flag, tests)
         return counts.get(root, 0) <= 1 and ("." not in flag or counts.get(flag, 0) == 0) \
             or bool(tests) and rebound_only_before(self, flag, tests)
 

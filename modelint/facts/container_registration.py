@@ -50,8 +50,8 @@ def registered_after(assign: AttributeAssign, position: int, assigns: list, regi
 
 
 def calls_add_module(facts, cls: ClassInfo) -> bool:
-    """Does the class register modules by hand: `add_module`, or `setattr(self, f"fc{i}", fc)` (the
-    layers a plain list also holds are attributes then)?"""
+    """Does the class register modules by hand: `add_module`, `setattr(self, f"fc{i}", fc)` or
+    `self.__setattr__(f"fc{i}", fc)` (the layers a plain list also holds are attributes then)?"""
     for site in facts.collector.calls:
         func = site.node.func
         if site.site.cls is not cls:
@@ -59,6 +59,9 @@ def calls_add_module(facts, cls: ClassInfo) -> bool:
         if type(func) is cst.Attribute and func.attr.value in ("add_module", "register_module"):
             return True
         method = instance_method(site.site.function, None)
+        if type(func) is cst.Attribute and func.attr.value == "__setattr__" and method is not None \
+                and dotted(func.value) == method.params[0]:
+            return True
         if type(func) is cst.Name and func.value == "setattr" and method is not None and site.node.args \
                 and dotted(site.node.args[0].value) == method.params[0]:
             return True

@@ -30,6 +30,29 @@ def rebound_only_before(flow, flag: str, nodes) -> bool:
     return bool(nodes) and all(top_index.get(node, -1) > last for node in nodes)
 
 
+def set_only_where_not_run(flow, flag: str, nodes) -> bool:
+    """`self.text_encoder`, set by `__init__` or by methods the function holding `nodes` never runs (directly
+    or through the file's functions it calls: `build()` called by the object's creator): the same at each of
+    `nodes`, as a flag nothing rebinds is."""
+    sites = [flow.site_of_call[node] for node in nodes if node in flow.site_of_call]
+    functions = {site.site.function for site in sites}
+    if not sites or None in functions:
+        return False
+    callees = flow.__dict__.get("_callees_by_caller")
+    if callees is None:
+        callees = flow.__dict__["_callees_by_caller"] = {}
+        for call, callee in flow._local_callees.items():
+            callees.setdefault(flow.site_of_call[call].site.function, set()).add(callee)
+    run, stack = set(), list(functions)
+    while stack:  # (the functions the tests' function may run, through the file's calls)
+        function = stack.pop()
+        if function not in run:
+            run.add(function)
+            stack.extend(callees.get(function, ()))
+    return not any(assign.site.function in run for assign in flow.collector.attribute_assigns
+                   if dotted(assign.target) == flag)
+
+
 def _module_order(flow) -> tuple[dict, dict]:
     """node -> the index of the top-level statement holding it; dotted name -> the top-level index of each of its
     bindings (None for one in a loop or a definition). Built once per file, when a rebound flag is tested."""

@@ -89,6 +89,28 @@ class Gates:
             current = owner
         return False
 
+    def only_in_eval(self, node: cst.CSTNode, site: Site) -> bool:
+        """Does `node` run only in the module's eval mode: under `if not self.training:`, in the `else` of `if
+        self.training:`, or after `if self.training: return ...`? A dropout written there is asked for at test
+        time (Monte-Carlo dropout sampling a prediction's spread), not forgotten."""
+        for guard in site.guards:
+            if type(guard) is cst.If:
+                if _within(node, guard.body) and _not_own_flag(guard.test):
+                    return True
+                if guard.orelse is not None and _within(node, guard.orelse) and _own_flag(guard.test):
+                    return True
+        _, parents = self.receivers.scope(site.function)
+        current = site.stmt
+        while current in parents:
+            block, index, owner = parents[current]
+            if any(type(earlier) is cst.If and earlier.orelse is None and _ends_in_exit(earlier.body)
+                   and _own_flag(earlier.test) for earlier in block[:index]):
+                return True
+            if owner is None or type(owner) in (cst.FunctionDef, cst.ClassDef):
+                return False
+            current = owner
+        return False
+
     # -- values -------------------------------------------------------------
     def zero_outside_mode(self, value: cst.BaseExpression, function: FunctionInfo | None, stmt=None,
                           depth: int = 0) -> bool:
@@ -121,6 +143,15 @@ class Gates:
                     return False
             return True
         return False
+
+
+def _own_flag(test: cst.BaseExpression) -> bool:
+    return type(test) is cst.Attribute and test.attr.value == "training" and type(test.value) is cst.Name \
+        and test.value.value == "self"
+
+
+def _not_own_flag(test: cst.BaseExpression) -> bool:
+    return type(test) is cst.UnaryOperation and type(test.operator) is cst.Not and _own_flag(test.expression)
 
 
 def _within(node: cst.CSTNode, container: cst.CSTNode) -> bool:
@@ -246,3 +277,37 @@ def _hands_back_its_losses(site, call: cst.Call) -> bool:
     name = small.targets[0].target.value
     return any(type(node) is cst.Call and type(node.func) is cst.Attribute and node.func.attr.value in ("values", "items")
                and dotted(node.func.value) == name for node in iter_nodes(site.site.function.node.body))
+
+
+def switched_to_training_without_grad(facts, forward) -> bool:
+    """`with torch.no_grad(): model.eval(); val = run(val); model.train(); val_tr = run(val)`: every `train()` that
+    left the model in training mode was called where autograd is off, where nothing can be trained, between two
+    runs of the same evaluation (the forward, or the call of its function) in that block: training mode asked for,
+    to measure the evaluation in both modes, not left over from a training step (nor a `train()` before the
+    block's only evaluation, which makes its `eval()` pointless)."""
+    from modelint.facts.lattice import is_train_site
+    from modelint.facts.regions import grad_effect
+
+    trains = forward.mode.train_sites
+    if not trains or not all(is_train_site(s) for s in trains):
+        return False
+    # (the evaluation's runs: the forward's own call, calls of the same model or function, calls of its function)
+    call = forward.call
+    callees = {facts.flow.callee_of(call) if type(call) is cst.Call else None, forward.function} - {None}
+    text = dotted(call.func) if type(call) is cst.Call else None
+    entries = [facts.call_sites.get(call)] + [
+        site for site in facts.collector.calls if site.node is not call and (
+            facts.flow.callee_of(site.node) in callees or (text is not None and dotted(site.node.func) == text))]
+    for train in trains:
+        where = facts.call_sites.get(train) if type(train) is cst.Call else None
+        blocks = [guard for guard in where.site.guards if type(guard) is cst.With and any(
+            grad_effect(facts.imports, item.item) == "free" for item in guard.items)] if where is not None else []
+        at = facts.locate(train)
+        if not blocks or at is None:
+            return False
+        runs = [here[:2] for entry in entries if entry is not None and blocks[-1] in entry.site.guards
+                and entry.site.function is where.site.function and (here := facts.locate(entry.node)) is not None]
+        if not (any(run < at[:2] for run in runs) and any(run > at[:2] for run in runs)):
+            return False
+    return True
+

@@ -18,7 +18,7 @@ from modelint.facts.flag_forwards import flag_picks, picks_grad_free
 from modelint.facts.freezing import built_frozen
 from modelint.facts.modules import held_from_then_on, rewraps, unwrap_chain
 from modelint.facts.names import dotted
-from modelint.facts.provenance import returned_argument
+from modelint.facts.provenance import DEEPCOPY, returned_argument
 from modelint.facts.regions import forward_grad
 
 
@@ -72,6 +72,7 @@ def _built_grad_free(facts, function, in_eval: bool, key: str | None = None, cal
         values = [value for value in values if not rewraps(facts.imports, value, key)
                   and not _hands_back(facts, function, value, key)]
         values = held_from_then_on(values, key)
+    values = _through_copies(facts, function, values)
     if not values:
         return False
     built_by = []  # (local class info or None, reference or None, path to ask the index from, the value)
@@ -102,6 +103,23 @@ def _built_grad_free(facts, function, in_eval: bool, key: str | None = None, cal
                                              or flag_picks(index.free_branch_flag(qualified, from_path), value)))):
             return False
     return True
+
+
+def _through_copies(facts, function, values: list, depth: int = 0) -> list:
+    """The values, a copy (`ema = copy.deepcopy(model)`, `AveragedModel(model)`) standing for what the function
+    binds the copied name to: the copy runs the same class's `forward`."""
+    out = []
+    for value in values:
+        if type(value) is cst.Call and value.args and type(value.args[0].value) is cst.Name and depth < 3 \
+                and facts.imports.qualify(value.func) in DEEPCOPY:
+            name = value.args[0].value.value
+            copied = [bound for bound_name, bound, site in facts.collector.call_assigns
+                      if bound_name == name and (site.function is function or site.function is None)]
+            if copied:
+                out.extend(_through_copies(facts, function, held_from_then_on(copied, name), depth + 1))
+                continue
+        out.append(value)
+    return out
 
 
 def _hands_back(facts, function, value, key: str) -> bool:

@@ -21,7 +21,8 @@ def input_gradient_classes(flow) -> set[str]:
     autograd, in eval mode too."""
     modules = flow.modules
     found = {f.cls.name for f in flow.collector.functions if f.name == "forward" and f.cls is not None
-             and f.uses_input_gradients and modules.is_module_class(f.cls) and not gradients_asked_by(f)}
+             and f.uses_input_gradients and modules.is_module_class(f.cls) and not gradients_asked_by(f)
+             and any(_differentiates(flow, method) for method in _forward_and_its_methods(f.cls))}
     # (only classes one of whose methods takes gradients at all: a walk of every forward would cost more)
     differentiating = {f.cls for f in flow.collector.functions if f.uses_gradients and f.cls is not None}
     found |= {info.name for info in differentiating if info.name not in found
@@ -44,6 +45,33 @@ def input_gradient_classes(flow) -> set[str]:
                     changed = True
                     break
     return found | _factories_of(flow, found) if found else found
+
+
+def _differentiates(flow, method: cst.FunctionDef) -> bool:
+    """Does the method differentiate something itself (`torch.autograd.grad`, `.backward()`, a hook on a
+    tensor's gradient), not only make a tensor that tracks gradients for later (`torch.tensor(coords,
+    requires_grad=True)` in a featurizer: a leaf made so under no_grad as well)?"""
+    return any(type(node) is cst.Call and (
+        flow.imports.qualify(node.func) in GRADIENT_FUNCTIONS or type(node.func) is cst.Attribute
+        and node.func.attr.value in ("backward", "register_hook", "retain_grad", "grad"))
+        for node in iter_nodes(method.body))
+
+
+def _forward_and_its_methods(info):
+    """The class's `forward` and the methods of its own it hands over to, two calls deep (`return
+    self._compute(positions)`)."""
+    bodies, seen = [info.methods.get("forward")], {"forward"}
+    for _depth in range(3):
+        following = []
+        for method in filter(None, bodies):
+            yield method
+            for node in iter_nodes(method.body):
+                func = node.func if type(node) is cst.Call else None
+                if type(func) is cst.Attribute and type(func.value) is cst.Name and func.value.value == "self" \
+                        and func.attr.value not in seen and func.attr.value in info.methods:
+                    seen.add(func.attr.value)
+                    following.append(info.methods[func.attr.value])
+        bodies = following
 
 
 def gradients_asked_by(function) -> frozenset[str]:
@@ -170,17 +198,24 @@ def _stored_from_a_parameter(facts, forward) -> bool:
 def builders_of(facts, forward) -> list:
     """The callee that builds each value bound to the forward's model, a local name (None: not a call)."""
     key, function = forward.key, forward.function
+    if key.count(".") == 1 and key.startswith("self.") and function is not None and function.cls is not None:
+        # (`self.model = MetaLearner()` in `__init__`, run as `self.model(...)` in `evaluate()`)
+        values = [a.value for a in facts.collector.assigns_to(function.cls, key)]
+        return [_builder(value) for value in values] if all(value is not None for value in values) else []
     if "." in key:
         return []
-    out = []
-    for name, value, site in facts.collector.call_assigns:
-        if name == key and (site.function is function or site.function is None):
-            value = unwrap_chain(value)[0]
-            func = value.func if type(value) is cst.Call else None
-            if type(func) is cst.Attribute and func.attr.value == "from_pretrained":
-                func = func.value  # (the class whose weights it loads)
-            out.append(func)
-    return out
+    return [_builder(value) for name, value, site in facts.collector.call_assigns
+            if name == key and (site.function is function or site.function is None)]
+
+
+def _builder(value: cst.BaseExpression):
+    """The callee that builds a value (`Net(...).cuda()`: `Net`; `Bert.from_pretrained(path)`: `Bert`, the class
+    whose weights it loads), None when it is no call."""
+    value = unwrap_chain(value)[0]
+    func = value.func if type(value) is cst.Call else None
+    if type(func) is cst.Attribute and func.attr.value == "from_pretrained":
+        func = func.value
+    return func
 
 
 def model_class_unseen(facts, forward) -> bool:
@@ -268,19 +303,9 @@ def _differentiates_in_forward(flow, info) -> bool:
     def differentiates(node) -> bool:
         return type(node) is cst.Call and flow.imports.qualify(node.func) in GRADIENT_FUNCTIONS
 
-    bodies, seen = [info.methods.get("forward")], {"forward"}
-    for _depth in range(3):
-        following = []
-        for method in filter(None, bodies):
-            flags = {param.name.value for param in method.params.params
-                     if param.default is not None and literal_value(param.default) is False}
-            if flags_gating(method.body, flags, differentiates) is None:
-                return True
-            for node in iter_nodes(method.body):
-                func = node.func if type(node) is cst.Call else None
-                if type(func) is cst.Attribute and type(func.value) is cst.Name and func.value.value == "self" \
-                        and func.attr.value not in seen and func.attr.value in info.methods:
-                    seen.add(func.attr.value)
-                    following.append(info.methods[func.attr.value])
-        bodies = following
+    for method in _forward_and_its_methods(info):
+        flags = {param.name.value for param in method.params.params
+                 if param.default is not None and literal_value(param.default) is False}
+        if flags_gating(method.body, flags, differentiates) is None:
+            return True
     return False
