@@ -7,6 +7,8 @@ import libcst as cst
 from modelint.facts import FileFacts
 from modelint.facts.containers import plain_containers
 from modelint.facts.modules import Dependence
+from modelint.facts.names import dotted, literal_value
+from modelint.facts.walk import iter_nodes
 from modelint.rule import NodeEdit, NodeFix, Report, Rule
 
 
@@ -97,12 +99,40 @@ class UnregisteredSubmodule(Rule):
                 continue
             built = modules.construction(call_site.node)
             qualified = call_site.qualified or ""
-            if built is not None and built.dependence is Dependence.DEPENDENT and qualified.startswith("torch.nn."):
+            if built is not None and built.dependence is Dependence.DEPENDENT and qualified.startswith("torch.nn.") \
+                    and not _built_once_onto_self(call_site):
                 layer = qualified.rsplit(".", 1)[-1]
                 where = "forward" if site.function.name == "forward" else f"`{site.function.name}()` (run by forward)"
                 yield Report(call_site.node, f"`nn.{layer}` built inside {where} is a new layer at every call, always "
                                              f"in training mode and unseen by eval(); create it in __init__ as "
                                              f"`self.<name>`", stmt=site.stmt)
+
+
+def _built_once_onto_self(call_site) -> bool:
+    """`if not hasattr(self, "bn"): self.bn = nn.BatchNorm1d(n)` (or `if self.bn is None:`): a layer sized at the
+    first call, kept on `self` and registered from then on, not a new one at every call."""
+    stmt = call_site.site.stmt
+    small = stmt.body[0] if type(stmt) is cst.SimpleStatementLine and len(stmt.body) == 1 else None
+    if type(small) is not cst.Assign or len(small.targets) != 1 or type(small.targets[0].target) is not cst.Attribute:
+        return False
+    target = small.targets[0].target
+    owner, attr = dotted(target.value), target.attr.value
+    if owner is None or "." in owner:
+        return False
+    for guard in call_site.site.guards:
+        if type(guard) is not cst.If:
+            continue
+        for node in iter_nodes(guard.test):
+            if type(node) is cst.UnaryOperation and type(node.operator) is cst.Not and type(node.expression) is \
+                    cst.Call and dotted(node.expression.func) == "hasattr" and len(node.expression.args) == 2 \
+                    and dotted(node.expression.args[0].value) == owner \
+                    and literal_value(node.expression.args[1].value) == attr:
+                return True
+            if type(node) is cst.Comparison and dotted(node.left) == f"{owner}.{attr}" and len(node.comparisons) == 1 \
+                    and type(node.comparisons[0].operator) is cst.Is \
+                    and literal_value(node.comparisons[0].comparator) is None:
+                return True
+    return False
 
 
 def _nn_name(facts: FileFacts) -> str | None:

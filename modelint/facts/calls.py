@@ -117,7 +117,7 @@ class CallEffects(FollowedNames, SummaryEffects, ModeContexts, TrainingSteps, Ha
                                       and local.endswith(".__call__") and not key.endswith(".__call__")):
             # (`teacher(x)`, `self.recorder(x)` on an object of a plain class of this file runs its `__call__`,
             # whose summary says)
-            canonical = state.canonical(key)
+            canonical = state.canonical(key, wrapped=True)
             if self._is_model(state, canonical):
                 # An object of a class we cannot see, handed a model this function switches or trains
                 # (`inferer(inputs=x, diffusion_model=unet)`): a runner of that model, which is what runs.
@@ -133,7 +133,7 @@ class CallEffects(FollowedNames, SummaryEffects, ModeContexts, TrainingSteps, Ha
             if receiver is None and method in ("eval", "train"):
                 receiver = receiver_key(func.value, flow.imports)  # `model.to(device).eval()`
             if receiver is not None:
-                receiver = state.canonical(receiver)
+                receiver = state.canonical(receiver, wrapped=True)
                 callee = flow.local_functions.get(local) if local is not None else None
                 # (`trainer.train(loader)`: a method of a class of this file that is no module, whose summary says)
                 plain = callee is not None and callee.cls is not None and not flow.is_module_class(callee.cls)

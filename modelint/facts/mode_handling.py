@@ -56,6 +56,20 @@ def _defined_below(facts, info, base: str) -> set[str]:
     return out
 
 
+def defaults_to_a_function(facts, function, key: str) -> bool:
+    """Is `key` a parameter whose default is a function of the file (`def run(sets, get_model=default_builder)`),
+    and does no call of the function here hand it anything else? Calling it runs that function, no module."""
+    if function is None or key not in function.param_set:
+        return False
+    params = function.node.params
+    default = next((p.default for p in (*params.params, *params.kwonly_params) if p.name.value == key), None)
+    if type(default) is not cst.Name or default.value in facts.modules.classes \
+            or facts.flow.local_reference(default, function.outer) is None:
+        return False
+    return all(passed is None or (type(passed) is cst.Name and passed.value == default.value)
+               for _caller, passed, _models in facts.flow.passed_at_calls(function, key))
+
+
 def optional_or_callable(facts, function, name: str) -> bool:
     """A parameter that defaults to None (an optional hook: `callback=None`), or is annotated as a
     callable or a class known not to be a module (a `Protocol`): not the model a helper evaluates. With
@@ -69,7 +83,7 @@ def optional_or_callable(facts, function, name: str) -> bool:
             continue
         if type(param.default) is cst.Name and param.default.value == "None":
             return True
-        if handed_only_functions(facts, function, name):
+        if handed_only_functions(facts, function, name) or defaults_to_a_function(facts, function, name):
             return True
         if param.annotation is None:
             return False

@@ -15,6 +15,7 @@ from modelint.facts import torch_api as api
 from modelint.facts.base_shapes import a_visible_base_elsewhere_switches
 from modelint.facts.bindings import flatten
 from modelint.facts.lattice import ModeFact
+from modelint.facts.mode_handling import defaults_to_a_function
 from modelint.facts.modules import held_from_then_on
 from modelint.facts.name_values import reaching
 from modelint.facts.names import dotted
@@ -37,6 +38,8 @@ def is_module(facts, forward, mode: ModeFact) -> bool:
         return False  # (ultralytics' `YOLO(path)(images)`: its `__call__` runs `predict()`, not `forward`)
     if forward.via is None and _fed_another_frameworks_tensor(facts, forward):
         return False  # `model(paddle.to_tensor(x))`: a network of another framework, whatever its `.eval()`
+    if via is None and defaults_to_a_function(facts, forward.function, forward.key):
+        return False  # `def run(sets, get_model=default_builder)`: `get_model(net)` runs that function
     if _a_bound_method(facts, forward):
         return False  # `search(q, c, score_function=enc.similarity)`: a method of the object, not a submodule
     if via is not None and _bound_to_non_modules(facts, forward.function, forward.key):

@@ -42,7 +42,17 @@ class State:
         return State(dict(self.models), self.grad, dict(self.aliases), dict(self.grad_free_values), dict(self.values),
                      dict(self.saved), self.unbound, dict(self.either))
 
-    def canonical(self, key: str) -> str:
+    def canonical(self, key: str, wrapped: bool = False) -> str:
+        """The key the state follows for `key`: through aliases (`self.mnetwork`, `scorer._model`), and with
+        `wrapped`, through a DataParallel / DDP wrapper: `model.module` of a followed `model` is its only
+        child, in its mode, run and switched as `model` is."""
+        key = self._canonical(key)
+        parent, dot, name = key.rpartition(".")
+        if wrapped and dot and name == "module" and parent not in ("self", "cls") and self.tracks(parent):
+            return parent
+        return key
+
+    def _canonical(self, key: str) -> str:
         head, dot, rest = key.partition(".")
         if head == "self" and rest:  # `self.mnetwork`, another name of `self.network` (ObjectModes.attribute_aliases)
             attribute, dot, rest = rest.partition(".")
