@@ -611,7 +611,11 @@ def _prediction_beside_gradients(function, forward) -> bool:
 def _gradients_cleared_first(facts, forward) -> bool:
     """The model's own gradients are cleared just before the forward (`model.zero_grad()`, not an optimizer's),
     where nothing steps an optimizer: the output's gradients are wanted, by code we may not see (a CAM
-    extractor handed the scores runs the backward)."""
+    extractor handed the scores runs the backward). Not where the output is compared with the labels and
+    goes nowhere else (`criterion(out, y).item()`, `(out.argmax(-1) == y).sum()`): a metric, whose graph
+    nothing takes gradients of."""
+    if "compared" in forward.uses and not forward.uses & {TRAIN, RETURN, STORE, ESCAPE, HANDED, "graph"}:
+        return False
     function = forward.function
     by_model = facts.__dict__.get("_zero_grad_calls")
     if by_model is None:  # (function, model) -> its `model.zero_grad()` calls, once per file
