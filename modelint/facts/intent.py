@@ -321,7 +321,8 @@ class OutputUses(HiddenBackward):
             self.use(args, TRAIN)
             self.use(args, GRAPH, level=OPAQUE)
             return NONE
-        if qualified.startswith("numpy.") or qualified in ("torch.argmax", "torch.argmin"):
+        if qualified.startswith(("numpy.", "math.")) or qualified in ("torch.argmax", "torch.argmin"):
+            # (`math.log(prediction)`: a tensor turned into a Python number, as NumPy turns it into an array)
             self.use(args, EVAL)
             return detached(args)
         if qualified in EVAL_FUNCTIONS:
