@@ -174,6 +174,23 @@ def _freezings(facts):
             yield assign.site.function, guard.iter.func.value, whole
 
 
+def parameters_frozen_whole(collector, function) -> frozenset[str]:
+    """The parameters of `function` whose every weight it freezes itself (`for p in model.parameters():
+    p.requires_grad = False`): read from the syntax alone, for its summary (frozen_whole, for the file's own
+    findings, also looks through helpers and checks what a receiver is)."""
+    found = set()
+    for assign in collector.attribute_assigns:
+        if assign.site.function is not function or assign.target.attr.value != "requires_grad" \
+                or literal_value(assign.value) is not False or type(assign.target.value) is not cst.Name:
+            continue
+        for _depth, guard in _parameter_loops(assign):
+            owner = guard.iter.func.value
+            if guard.iter.func.attr.value == "parameters" and not guard.iter.args and type(owner) is cst.Name \
+                    and owner.value in function.param_set:
+                found.add(owner.value)
+    return frozenset(found)
+
+
 def classes_frozen_at_construction(collector) -> dict[str, str]:
     """Module classes whose `__init__` freezes every parameter of the object (`for p in self.parameters():
     p.requires_grad = False`, LPIPS; or `= requires_grad` with the constructor's flag defaulting to False,

@@ -21,6 +21,7 @@ from dataclasses import replace
 
 import libcst as cst
 
+from modelint.facts.freezing import parameters_frozen_whole
 from modelint.facts.gates import runs_only_in_training
 from modelint.facts.lattice import ENTRY_MODE, first_site
 from modelint.facts.mode_contexts import class_context_effects, context_effects
@@ -261,7 +262,8 @@ def _forward_use(flow, function, forward, intent: str, trained_here: bool = Fals
     grad = forward.grad
     if via is not None and via.grad == "free":
         grad_word = "free"
-    elif grad.definitely_free:
+    elif grad.definitely_free or (via is None and forward.key in parameters_frozen_whole(flow.collector, function)):
+        # (`for p in model.parameters(): p.requires_grad = False`, then `model(x)`: no graph of its own)
         grad_word = "free"
     elif grad.unknown and not grad.may_enabled and not grad.free_sites:
         grad_word = "entry" if via is None or via.grad != "enabled" else "enabled"
