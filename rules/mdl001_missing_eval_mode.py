@@ -9,6 +9,7 @@ from modelint.facts import FileFacts
 from modelint.facts.evaluation import (effective_grad, effective_mode, evaluation_context, forward_switches_to_eval,
                                        forward_trains_itself, named_model, fed_by_a_model_in_eval_mode,
                                        returned_to_callers)
+from modelint.facts.hidden_backward import trained_through_a_kept_loss
 from modelint.facts.modules_run import is_module
 from modelint.facts.parts_in_eval import fresh_dependence
 from modelint.facts.asked_layers import runs_no_mode_layer
@@ -288,7 +289,8 @@ class MissingEvalMode(Rule):
         context = evaluation_context(facts, forward, grad)
         if context is None or (forward.via is None and returned_to_callers(facts, forward)) \
                 or initialises_lazy_modules(facts, forward) or fed_by_a_model_in_eval_mode(facts, forward) \
-                or forward_switches_to_eval(facts, forward) or forward_trains_itself(facts, forward):
+                or forward_switches_to_eval(facts, forward) or forward_trains_itself(facts, forward) \
+                or trained_through_a_kept_loss(facts, forward):
             return None  # (a `forward` that back-propagates its own loss is a training step, in training mode)
         if (not trains_here or _switched_after_training(facts, forward)) \
                 and any(is_train_site(site) for site in forward.mode.train_sites) and _repeated_sample(facts, forward):

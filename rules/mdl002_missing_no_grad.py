@@ -11,6 +11,7 @@ from modelint.facts import torch_api as api
 from modelint.facts.evaluation import (effective_grad, effective_mode, forward_trains_itself, left_to_subclasses,
                                        loaded_to_predict, named_model, result_back_propagated, returned_to_callers)
 from modelint.facts.reaching_calls import forward_site
+from modelint.facts.hidden_backward import trained_through_a_kept_loss
 from modelint.facts.modules_run import bound_to_plain_object, handed_plain_objects, is_module
 from modelint.facts.smoke_tests import dummy_input, initialises_lazy_modules, smoke_test
 from modelint.facts.freezing import frozen_attributes, frozen_by_every_caller, frozen_where_bound, frozen_whole
@@ -139,6 +140,8 @@ class MissingNoGrad(Rule):
             return None  # its `forward` differentiates with respect to its inputs (forces): no_grad would break it
         if forward_trains_itself(facts, forward):
             return None  # its `forward` runs a training step (test-time adaptation): no_grad would break it
+        if trained_through_a_kept_loss(facts, forward):
+            return None  # `net(x, y)`, then `net.loss.backward()`: the loss it kept on the module is trained
         if forward.via is None and _gradients_cleared_first(facts, forward):
             return None  # `model.zero_grad()`, then the forward: its gradients are wanted (Grad-CAM, saliency)
         grad = effective_grad(facts, forward)

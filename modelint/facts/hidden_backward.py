@@ -84,3 +84,28 @@ def names_handed(flow, call: cst.Call) -> frozenset[str]:
     if call in flow.local_calls:
         return frozenset()
     return frozenset(key for arg in call.args if (key := value_key(arg.value)) is not None)
+
+
+def trained_through_a_kept_loss(facts, forward) -> bool:
+    """`pred = net(images, targets)`, then `net.loss.backward()` (or `loss = net.loss`, then `loss.backward()`):
+    the forward kept its loss on the module (an old detector's `self.loss = ...` in `forward`) and the function
+    back-propagates that, after the forward: a training step, whatever the returned output is used for (logged)."""
+    function, key = forward.function, forward.key
+    here = facts.locate(forward.call)
+    if here is None or forward.via is not None:
+        return False
+    bindings = None
+    for site in facts.collector.calls:
+        func = site.node.func
+        if site.site.function is not function or type(func) is not cst.Attribute or func.attr.value != "backward":
+            continue
+        losses = [func.value]
+        if type(func.value) is cst.Name:  # (`loss = net.loss`)
+            if bindings is None:
+                bindings = facts.flow._scope_bindings(function)
+            losses = [b.value for b in bindings.get(func.value.value, ()) if b.kind == "assign"]
+        at = facts.locate(site.node)
+        if at is not None and at[:2] > here[:2] and any(
+                type(loss) is cst.Attribute and dotted(loss.value) == key for loss in losses):
+            return True
+    return False

@@ -165,14 +165,15 @@ def recomputes_norm_statistics(facts, forward) -> bool:
     if via is not None:
         helper = facts.flow.local_functions.get(callee.qualname) \
             if callee is not None and callee.path == facts.path else None
-        return helper is not None and via.intent == "inference" and _tends_norm_statistics(helper)
-    return forward.function is not None and forward.uses <= {"discard"} and _tends_norm_statistics(forward.function)
+        return helper is not None and via.intent == "inference" and tends_norm_statistics(helper)
+    return forward.function is not None and forward.uses <= {"discard"} and tends_norm_statistics(forward.function)
 
 
-def _tends_norm_statistics(function) -> bool:
-    cached = function.__dict__.get("_tends_norm_statistics")
+def tends_norm_statistics(function) -> bool:
+    """Does the function read or reset BatchNorm's running statistics, or set a layer's `momentum`?"""
+    cached = function.__dict__.get("tends_norm_statistics")
     if cached is None:
-        cached = function.__dict__["_tends_norm_statistics"] = _reads_norm_statistics(function)
+        cached = function.__dict__["tends_norm_statistics"] = _reads_norm_statistics(function)
     return cached
 
 

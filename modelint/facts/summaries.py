@@ -23,6 +23,7 @@ import libcst as cst
 
 from modelint.facts.freezing import parameters_frozen_whole
 from modelint.facts.gates import runs_only_in_training
+from modelint.facts.smoke_tests import tends_norm_statistics
 from modelint.facts.lattice import ENTRY_MODE, first_site
 from modelint.facts.mode_contexts import class_context_effects, context_effects
 from modelint.facts.modules import Dependence
@@ -280,6 +281,8 @@ def _forward_use(flow, function, forward, intent: str, trained_here: bool = Fals
         return None  # kept on an object: for whoever reads it (see evaluation._evaluation_context)
     if via is None and _only_in_training(flow, forward.call, forward.key):
         return None  # `if model.training: logits = model(x)`: never runs for a caller that evaluates
+    if via is None and forward.uses <= {"discard"} and tends_norm_statistics(function):
+        return None  # precise BN: run in training mode on purpose, for the running statistics it resets
     if context is None:
         if grad_word == "free":
             context = "under no_grad"
