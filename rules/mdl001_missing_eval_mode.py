@@ -13,7 +13,7 @@ from modelint.facts.hidden_backward import trained_through_a_kept_loss
 from modelint.facts.modules_run import is_module
 from modelint.facts.parts_in_eval import fresh_dependence
 from modelint.facts.asked_layers import runs_no_mode_layer
-from modelint.facts.smoke_tests import initialises_lazy_modules, recomputes_norm_statistics, smoke_test
+from modelint.facts.smoke_tests import dummy_input, initialises_lazy_modules, recomputes_norm_statistics, smoke_test
 from modelint.facts.batches import over_batches
 from modelint.facts.gates import switched_to_training_without_grad, toggled_for_one_forward
 from modelint.facts.monte_carlo import variance_of_repeated_copies
@@ -320,6 +320,8 @@ class MissingEvalMode(Rule):
             return None
         if not trains_here and smoke_test(facts, forward, mode):
             return None
+        if forward.via is None and forward.uses <= {"discard"} and dummy_input(facts, forward):
+            return None  # a made-up tensor, its output dropped: a warm-up (ZeRO-3 materialising its shards)
         if _initialisation_pass(facts, forward, mode):
             return None  # a model just built, run once, its output bound and never read: a data-aware init pass
         if _mode_chosen_by_caller(forward, mode) and (not trains_here or forward.function.takes_input_gradients):

@@ -15,9 +15,10 @@ class ModeOverrideBypassed(Rule):
     ## What it does
     Finds an `nn.Module` subclass that overrides `train(self, mode=True)` without
     calling `super().train(mode)` or passing the mode on to its children, and one
-    that overrides `eval()`. A `train()` override that does nothing at all (`pass`,
-    `return self`) refuses mode switches on purpose (a frozen pretrained part kept
-    in the mode it was loaded in) and is left alone.
+    that overrides `eval()`. A `train()` or `eval()` override that does nothing at
+    all (`pass`, `return self`) refuses mode switches on purpose (a frozen pretrained
+    part kept in the mode it was loaded in, a wrapper serving cached scores) and is
+    left alone.
 
     ## Why is this bad?
     `nn.Module.train(mode)` sets `self.training` and recurses into every child;
@@ -69,7 +70,8 @@ class ModeOverrideBypassed(Rule):
                                          f"train(): `eval()`/`train()` no longer reach its Dropout/BatchNorm; "
                                          f"call `super().train(mode)`", stmt=train)
             evaluate = cls.methods.get("eval")
-            if evaluate is not None and not _only_delegates(evaluate) and not _reaches_children_only(facts, cls, evaluate):
+            if evaluate is not None and not _only_delegates(evaluate) and not _does_nothing(evaluate) \
+                    and not _reaches_children_only(facts, cls, evaluate):
                 yield Report(evaluate.name, f"`{cls.name}.eval()` is bypassed by `train(False)`, which a parent's "
                                             f"eval() calls on every child: move this logic into a `train(self, "
                                             f"mode=True)` override that calls `super().train(mode)`", stmt=evaluate)
@@ -100,7 +102,8 @@ def _propagates(method: cst.FunctionDef) -> bool:
 
 def _does_nothing(method: cst.FunctionDef) -> bool:
     """`def train(self, mode=True): pass` (or `return self`): the class refuses mode switches on purpose,
-    keeping a pretrained part in the mode it was loaded in (flair's frozen character language model)."""
+    keeping a pretrained part in the mode it was loaded in (flair's frozen character language model). The same
+    for `def eval(self): pass`: no logic of its own for `train(False)` to bypass."""
     for statement in _body_statements(method):
         if type(statement) is not cst.SimpleStatementLine:
             return False
