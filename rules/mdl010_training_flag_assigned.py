@@ -183,7 +183,8 @@ def _leaf_layers(facts: FileFacts) -> set[str]:
         qualified = facts.imports.qualify(call.func) or ""
         layer = qualified.rsplit(".", 1)[-1]
         if qualified.startswith("torch.nn.") and layer[:1].isupper() and layer not in api.CONTAINERS \
-                and layer not in api.STACKS and not layer.startswith("Transformer"):
+                and layer not in api.STACKS and not layer.startswith("Transformer") \
+                and qualified not in api.MODULE_WRAPPERS:  # (`nn.DataParallel(model)`: the whole model inside)
             names.add(key)
     return names
 
