@@ -19,6 +19,7 @@ from modelint.facts.lattice import ModeFact
 from modelint.facts.modules import unwrap_chain
 from modelint.facts.names import dotted, key_root
 from modelint.facts.state import State
+from modelint.facts.uses import is_parameter
 
 # Methods of Python's containers and strings: on an object not shown to be a module, `x.items()` is one of them.
 _BUILTIN_METHODS = frozenset(name for kind in (dict, list, set, str, tuple) for name in dir(kind)
@@ -194,6 +195,9 @@ class FollowedNames:
                 and (receiver in state.models or receiver in self.params) and state.fact(receiver).definitely_eval
                 and not method.startswith(("_", *_NOT_FORWARD_PREFIXES)) and not set(tokens(method)) & _UPDATE_WORDS):
             return False
+        if any(type(arg.value) is cst.Name and any(not is_parameter(origin) for origin, _level in
+                                                   state.values.get(arg.value.value, ())) for arg in call.args):
+            return False  # handed an output of a forward (`model.module.show_result(img, result)`): post-processing
         # (a model built from a class in sight, here or at the top of the file, is followed through that class)
         return not state.fact(receiver).origin and receiver not in self.flow.global_models \
             and self._imported_class_of(receiver) is None and self.flow.resolve(call, self.out.function)[0] is None \
