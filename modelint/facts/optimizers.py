@@ -10,6 +10,7 @@ import libcst as cst
 from modelint.facts import torch_api as api
 from modelint.facts.scopes import FunctionInfo
 from modelint.facts.names import dotted, key_prefixes, literal_value, parameter_owners, same_or_nested, value_key
+from modelint.facts.walk import iter_nodes
 
 
 # What an optimizer over tensors the function made steps (no model's parameters).
@@ -83,7 +84,7 @@ class Optimizers:
             if not (site.qualified or "").startswith("torch.optim.") or "lr_scheduler" in (site.qualified or ""):
                 continue
             params = next((a.value for a in site.node.args if a.keyword is None or a.keyword.value == "params"), None)
-            owners = parameter_owners(params) if params is not None else set()
+            owners = self._owners_through_names(params, site.site.function) if params is not None else set()
             if type(params) in (cst.List, cst.Tuple):  # `[self.log_temperature]`: tensors named one by one
                 named = (dotted(e.value) for e in params.elements if type(e) is not cst.StarredElement)
                 owners.update(prefix for key in named if key for prefix in key_prefixes(key))
@@ -105,6 +106,30 @@ class Optimizers:
             if owners:
                 out.setdefault(caller, set()).update(owners)
         return {function: found for function, found in out.items() if function not in unknown}
+
+    def _owners_through_names(self, params, function, parents: bool = True, depth: int = 0) -> set[str]:
+        """parameter_owners, through the names of the function the expression reads, each bound only by plain
+        assignments (`named = list(student.named_parameters())`, then groups of `[p for n, p in named if ...]`,
+        then `AdamW(groups)`): the student's. Empty when a name is bound otherwise (`params += ...`) or to
+        nothing whose parameters show."""
+        owners = parameter_owners(params, parents=parents)
+        if owners or depth > 2:
+            return owners
+        bindings = self._scope_bindings(function)
+        for node in iter_nodes(params):
+            if type(node) is not cst.Name or node.value not in bindings:
+                continue
+            bound = bindings[node.value]
+            if not all(b.kind == "assign" and b.value is not None for b in bound):
+                return set()
+            if all(not any(type(inner) in (cst.Name, cst.Call) for inner in iter_nodes(b.value)) for b in bound):
+                continue  # (`no_decay = ["bias", "LayerNorm.weight"]`: names of parameters, no tensors)
+            for b in bound:
+                found = self._owners_through_names(b.value, function, parents, depth + 1)
+                if not found:
+                    return set()
+                owners |= found
+        return owners
 
     def stepped_owners(self, function: FunctionInfo | None) -> set[str] | None:
         """Whose parameters the optimizers `function` itself steps update (`self.optimizer_lineval.step()`,
@@ -177,7 +202,7 @@ class Optimizers:
             if not qualified or not api.is_optimizer_class(qualified):
                 continue
             params = next((a.value for a in value.args if a.keyword is None or a.keyword.value == "params"), None)
-            owners = parameter_owners(params, parents=False) if params is not None else set()
+            owners = self._owners_through_names(params, _site.function, parents=False) if params is not None else set()
             if not owners and (self._made_tensors(params, _site.function) or self._parameters_held(params)):
                 owners = {MADE_TENSORS}  # `Adam([mask])`: it steps tensors made here, no model's parameters
             if key in out and not out[key] or not owners:
