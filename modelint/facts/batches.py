@@ -80,6 +80,9 @@ def destructured_batch(loop: cst.For) -> cst.BaseExpression | None:
     `enumerate`; `b[0]` and `b[1]`, `batch["image"]` and `batch["mask"]` in the body), else None."""
     target = loop.target
     iterable = loop.iter
+    if type(iterable) is cst.Call and type(iterable.func) is cst.Attribute and iterable.func.attr.value == "items" \
+            and not iterable.args:
+        return None  # (`for name, score in scores.items()`: a dict's entries, no dataset's batches)
     if type(iterable) is cst.Call and type(iterable.func) is cst.Name and iterable.func.value == "enumerate" \
             and type(target) in (cst.Tuple, cst.List) and len(target.elements) == 2:
         target = target.elements[1].value  # the index is no data
