@@ -323,9 +323,13 @@ class ImportTable:
         head, _, rest = text.partition(".")
         bound = self.bindings.get(head)
         if bound is None:
-            # `torch` used without an import (notebook cells, star imports) is still torch; so is whatever
-            # a star import brings in whose grad-mode switch is called (`T.set_grad_enabled(False)` after
+            # `torch` used without an import (notebook cells, star imports) is still torch; so is `nn.X` under a
+            # star import, and whatever a star import brings in whose grad-mode switch is called (`T.set_grad_enabled(False)` after
             # `from modules import *`, where modules did `import torch as T`).
+            if head == "nn" and rest and self.star_modules:
+                # (`class FastSpeech2(nn.Module)` after `from common_layers import *`, where that file did
+                # `from torch import nn`: the name a star import brings, nothing here binds it otherwise)
+                return f"torch.nn.{rest}"
             if head != "torch" and not (self.star_modules and rest in _GRAD_MODE_SWITCHES):
                 return None
             bound = "torch"
