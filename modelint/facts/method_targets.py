@@ -38,8 +38,23 @@ class MethodTargets(ReturnedClosures, BoundClasses):
         if receiver is None or receiver.split(".")[0] in ("self", "cls") or not defining or len(defining) != 1 \
                 or not (self.modules.is_module_name(receiver, enclosing) or self._module_part(receiver, enclosing)):
             return None
+        if "." not in receiver and self._built_from_imported_classes(receiver, enclosing):
+            return None  # (`model = AttentionModel(...)` from another package: its own `greedy_decode`)
         found = f"{defining[0]}.{func.attr.value}"
         return found if found in self.local_functions else None  # (a class nested in a function is named otherwise)
+
+    def _built_from_imported_classes(self, name: str, enclosing: FunctionInfo | None) -> bool:
+        """Is every binding of `name` in the function a construction of a class it imports (and this file does
+        not define), moved or not (`AttentionModel(40, 30).cuda()`)?"""
+        from modelint.facts.modules import unwrap_chain
+
+        bound = self._scope_bindings(enclosing).get(name) or []
+        values = [unwrap_chain(b.value)[0] if b.kind == "assign" and b.value is not None else None for b in bound]
+        built = [dotted(value.func) if type(value) is cst.Call else None for value in values]
+        return bool(built) and all(
+            called is not None and called.split(".")[0] in self.imports.bindings
+            and called.split(".")[0] not in self.modules.classes and called.rsplit(".", 1)[-1][:1].isupper()
+            for called in built)
 
     def _module_part(self, receiver: str, enclosing: FunctionInfo | None) -> bool:
         """`model.codec` of a name shown to be a module, where this file's classes build `self.codec` as one."""
