@@ -528,6 +528,8 @@ def _library_generate(facts: FileFacts, forward) -> bool:
     """`model.generate(...)` of a class this file does not define: Hugging Face's `generate()` is
     decorated with `torch.no_grad()` itself (its mode still matters: MDL001 applies)."""
     via = forward.via
+    if via is not None and forward.callee is not None and forward.callee.qualname.endswith(".generate"):
+        return False  # (the project's own `generate()`, another file's, followed through its summary)
     # (the call here, or the helper's own call of the model, whatever the helper does with the output)
     calls = (forward.call,) if via is None else (forward.call, via.node)
     if not any(type(call) is cst.Call and type(call.func) is cst.Attribute and call.func.attr.value == "generate"

@@ -197,9 +197,9 @@ class CallEffects(FollowedNames, SummaryEffects, ModeContexts, TrainingSteps, Ha
             self.step(call, "backward", state, None)
         if qualified in api.MODE_NEUTRAL_FUNCTIONS or (type(func) is cst.Name and func.value in NEUTRAL_BUILTINS):
             return
-        if type(func) is cst.Attribute and func.attr.value in _NEUTRAL_METHODS | api.MODE_PRESERVING_METHODS \
-                and local is None:
-            return  # (not a method of this file's class of that name: `search.generate(x)` runs its summary)
+        if type(func) is cst.Attribute and func.attr.value in _NEUTRAL_METHODS | api.MODE_PRESERVING_METHODS and local \
+                is None and not self._summarised_elsewhere(call, state, value_key(func.value) or "", effects=False):
+            return  # (unless a class of another file defines it: `synth.generate(x)` runs that method's summary)
         flow.last_unresolved = None
         summary, self_receiver = flow.resolve(call, self.out.function)
         if summary is None and type(func) is cst.Attribute and (receiver := value_key(func.value)) is not None:

@@ -210,9 +210,10 @@ class FollowedNames:
             return True
         return self.flow.modules.is_module_name(key, self.out.function)
 
-    def _summarised_elsewhere(self, call: cst.Call, state: State, receiver: str) -> bool:
+    def _summarised_elsewhere(self, call: cst.Call, state: State, receiver: str, effects: bool = True) -> bool:
         """`model.generate(x)` on a module built from a class another file defines, which the index summarises:
-        what that method does (`self.eval()` first, its forward under no_grad) is in view, no guess needed."""
+        what that method does (`self.eval()` first, its forward under no_grad) is in view, no guess needed.
+        (With `effects=False`, whether it does anything to the object or not.)"""
         origin = state.fact(receiver).origin
         function = self.out.function
         if not origin and function is not None and receiver in function.param_set:
@@ -220,7 +221,7 @@ class FollowedNames:
         if not origin or type(call.func) is not cst.Attribute:
             return False
         summary = self.flow.resolve_method_of(origin, call.func.attr.value)
-        return summary is not None and summary.is_method and "self" in summary.effects
+        return summary is not None and summary.is_method and ("self" in summary.effects or not effects)
 
 
 def _moved_itself(value: cst.BaseExpression, key: str) -> bool:
