@@ -135,6 +135,8 @@ class MissingEvalMode(Rule):
         if head not in function.param_set or head in ("self", "cls") or facts.flow.has_callers(function) \
                 or optional_or_callable(facts, function, head):
             return None
+        if forward.intent == "unknown" and forward.kept_on_an_object:
+            return None  # (kept on an object, `self.bank[idx] = model(x)`: for a loss that reads it, maybe training)
         # From data flow only: the names of the function or of the data are no evidence here.
         if effective_grad(facts, forward).definitely_free:
             context = "under no_grad"
