@@ -200,7 +200,8 @@ class Interpreter(Loops, Bindings, CallEffects, GradChoices):
         return cache[call]
 
     def conditional_switch(self, node: cst.Expr, state: State) -> State:
-        """`net.train() if is_train else net.eval()` as a statement: an `if`/`else` of two calls."""
+        """`net.train() if is_train else net.eval()` as a statement: an `if`/`else` of two calls (of grad-mode
+        switches too: `torch.set_grad_enabled(True) if phase == "train" else torch.set_grad_enabled(False)`)."""
         expr = node.value
         parts = {}
         for part in (expr.body, expr.orelse):
@@ -216,6 +217,9 @@ class Interpreter(Loops, Bindings, CallEffects, GradChoices):
         for call in calls:
             if call in parts:
                 self.call(call, then if parts[call] is expr.body else other)
+        for branch, part in ((then, expr.body), (other, expr.orelse)):
+            if (effect := self._statement_grad_effect(part)) is not None:
+                branch.grad = _grad_after(effect, node)
         if decided is not None:
             return then if decided else other
         return join_branches(state, then, other, True)
@@ -230,8 +234,7 @@ class Interpreter(Loops, Bindings, CallEffects, GradChoices):
             effect = self._statement_grad_effect(node.value)
             self.calls_of(node, state)
             if effect is not None:
-                state.grad = {"free": GradFact(free_sites=frozenset({node})), "enabled": GRAD_ENABLED,
-                              "unknown": GRAD_UNKNOWN}[effect]
+                state.grad = _grad_after(effect, node)
             self.expression_statement(node.value, state)
             return None if node.value in self.flow.raising_calls else state
         if type(node) is cst.Assign:
@@ -390,3 +393,8 @@ def _guards_against_nan(test: cst.BaseExpression) -> bool:
     return any(type(node) is cst.Call and ((type(node.func) is cst.Attribute and node.func.attr.value in _NAN_CHECKS)
                                            or (type(node.func) is cst.Name and node.func.value in _NAN_CHECKS))
                for node in iter_nodes(test))
+
+
+def _grad_after(effect: str, node: cst.CSTNode) -> GradFact:  # (after a statement setting it, at `node`)
+    return {"free": GradFact(free_sites=frozenset({node})), "enabled": GRAD_ENABLED, "unknown": GRAD_UNKNOWN}[effect]
+
