@@ -172,7 +172,7 @@ class MissingNoGrad(Rule):
         elif intent == "returned":
             # Handed to the caller: evaluation if the model was put in eval mode, or if the function is
             # named for it and turned the output into predictions first (`softmax`, `argmax`).
-            if _handed_back_by_its_factory(function) and not facts.flow.has_callers(function):
+            if _left_to_whoever_gets_it(facts, function):
                 return None  # (`model_fn` of `get_model_fn(model)`: whoever gets it decides, none of them here)
             if not (eval_mode or ("eval" in forward.uses and facts.is_evaluation_function(function))
                     or _wrapper_evaluates_it_elsewhere(facts, forward) or loaded_to_predict(facts, forward)):
@@ -463,6 +463,16 @@ def _handed_back_by_its_factory(function) -> bool:
     outer = function.outer if function is not None and function.cls is None else None
     return outer is not None and any(type(r.value) is cst.Name and r.value.value == function.name
                                      for r in own_returns(outer.node))
+
+
+def _left_to_whoever_gets_it(facts: FileFacts, function, depth: int = 0) -> bool:
+    """A closure its factory hands back, called here only by closures of the same kind (`score_fn` of
+    `get_score_fn(model)` calling `model_fn` of `get_model_fn(model)`), none of which this file calls: whoever
+    gets one decides its grad mode (a sampler under no_grad, a likelihood taking input gradients)."""
+    if not _handed_back_by_its_factory(function) or depth > 3:
+        return False
+    callers = facts.flow.syntactic_callers(function)
+    return all(caller is not None and _left_to_whoever_gets_it(facts, caller, depth + 1) for caller in callers)
 
 
 def _switched_in(facts: FileFacts, function, mode) -> bool:

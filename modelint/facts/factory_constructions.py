@@ -32,6 +32,7 @@ class Construction(NamedTuple):
     arguments: tuple  # (slot, source): slot a keyword or a position; source ("param", name), ("literal", v) or ()
     item: int | None  # the callable hands back a tuple and the module is this item of it (a factory's)
     params: tuple  # the factory's own parameters: (name, position or -1, ("literal", default) or ())
+    open_ended: bool = False  # it also hands on `*args`/`**kwargs`: any argument may come from there
 
 
 def factory_constructions(flow) -> dict[str, dict]:
@@ -121,7 +122,8 @@ def _rewritten(call: cst.Call, construction: Construction) -> cst.Call:
         else:
             keywords.append(cst.Arg(value, keyword=cst.Name(slot)))
     ordered = [cst.Arg(positional.get(i, _UNKNOWN)) for i in range(max(positional, default=-1) + 1)]
-    return cst.Call(cst.Name("_constructed_"), [*ordered, *keywords])
+    opened = [cst.Arg(_UNKNOWN, star="**")] if construction.open_ended else []
+    return cst.Call(cst.Name("_constructed_"), [*ordered, *keywords, *opened])
 
 
 def _literal_node(value) -> cst.BaseExpression:
@@ -180,7 +182,7 @@ def _made_by(flow, function, value: cst.BaseExpression) -> tuple | None:
 
 
 def _construction(flow, function, value: cst.BaseExpression, item: int | None) -> Construction | None:
-    if type(value) is not cst.Call or any(arg.star for arg in value.args):
+    if type(value) is not cst.Call:
         return None
     func = value.func
     if type(func) is cst.Name and (func.value in flow.modules.classes or func.value in _top_level(flow)):
@@ -192,6 +194,8 @@ def _construction(flow, function, value: cst.BaseExpression, item: int | None) -
     params = function.param_set
     arguments, position = [], 0
     for arg in value.args:
+        if arg.star:
+            continue  # (`ConvExtractor(**kwargs)`: unknown arguments, see open_ended)
         slot = arg.keyword.value if arg.keyword is not None else position
         position += arg.keyword is None
         if type(arg.value) is cst.Name and arg.value.value in params:
@@ -200,7 +204,7 @@ def _construction(flow, function, value: cst.BaseExpression, item: int | None) -
             literal = literal_value(arg.value)
             source = ("literal", literal) if literal is not NOT_LITERAL else ()
         arguments.append((slot, source))
-    return Construction(reference, tuple(arguments), item, _own_params(function))
+    return Construction(reference, tuple(arguments), item, _own_params(function), any(arg.star for arg in value.args))
 
 
 def _own_params(function) -> tuple:

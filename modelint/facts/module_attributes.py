@@ -11,7 +11,8 @@ import re
 
 import libcst as cst
 
-from modelint.facts.names import chain_runs
+from modelint.facts.names import chain_runs, dotted
+from modelint.facts.walk import iter_nodes
 from modelint.facts.torch_layers import Dependence
 
 
@@ -29,16 +30,33 @@ class ModuleAttributes:
         return self._attribute_facts(name)[0]
 
     def built_in_eval(self, cls) -> bool:
-        """A wrapper whose `__init__` keeps modules only after putting them in eval mode (`self.model =
-        torch.hub.load(...).to(device).eval()`, a frozen feature extractor) and builds no other: built, it runs in
-        eval mode, whatever its own flag says."""
+        """A wrapper whose `__init__` (or a method of its own the constructor runs: `self._load_pretrained(path)`)
+        keeps modules only after putting them in eval mode (`self.model = torch.hub.load(...).to(device).eval()`,
+        or `self.model.eval()` after building it, a frozen feature extractor) and builds no other: built, it runs
+        in eval mode, whatever its own flag says."""
+        building = self._constructor_methods(cls)
         kept = [a for a in self.self_assigns if a.site.cls is cls and a.value is not None]
-        if not kept or any(a.site.function is None or a.site.function.name != "__init__" for a in kept
+        if not kept or any(a.site.function is None or a.site.function.name not in building for a in kept
                            if type(a.value) is cst.Call):
             return False
-        switched = [a for a in kept if chain_runs(a.value, "eval")]
+        evaluated = {dotted(c.node.func.value) for c in self._collector.calls if c.site.cls is cls
+                     and c.site.function is not None and c.site.function.name in building
+                     and type(c.node.func) is cst.Attribute and c.node.func.attr.value == "eval" and not c.node.args}
+        switched = [a for a in kept if chain_runs(a.value, "eval") or dotted(a.target) in evaluated]
         return bool(switched) and not any(self.module_expression(a.value)[0] is not None for a in kept
                                           if a not in switched and type(a.value) is cst.Call)
+
+    def _constructor_methods(self, cls) -> frozenset[str]:
+        """`__init__` and the methods of the class that its `__init__`, or a base's of this file, calls on `self`
+        (`self._load_pretrained(path)`, a hook the subclass overrides)."""
+        called, info, seen = set(), cls, set()
+        while info is not None and info.name not in seen:
+            seen.add(info.name)
+            init = info.methods.get("__init__")
+            called |= {node.func.attr.value for node in iter_nodes(init.body) if type(node) is cst.Call
+                       and type(node.func) is cst.Attribute and dotted(node.func.value) == "self"} if init else set()
+            info = next(filter(None, map(self.project_class, info.bases)), None)
+        return frozenset({"__init__"} | (called & set(cls.methods)))
 
     def submodule_dependence(self, name: str) -> Dependence | None:
         """When every `self.<name> = ...` of the file's classes builds a module with weights (`self.encoder =
