@@ -133,8 +133,8 @@ class MissingEvalMode(Rule):
             return None
         head = forward.key.split(".")[0]
         if head not in function.param_set or head in ("self", "cls") or facts.flow.has_callers(function) \
-                or optional_or_callable(facts, function, head):
-            return None
+                or facts.flow.syntactic_callers(function) or optional_or_callable(facts, function, head):
+            return None  # (a caller in a branch that never runs, `if run_scores:` with `run_scores = False`, too)
         if forward.intent == "unknown" and forward.kept_on_an_object:
             return None  # (kept on an object, `self.bank[idx] = model(x)`: for a loss that reads it, maybe training)
         # From data flow only: the names of the function or of the data are no evidence here.

@@ -20,6 +20,7 @@ from modelint.facts.modules import held_from_then_on, rewraps, unwrap_chain
 from modelint.facts.names import dotted
 from modelint.facts.provenance import DEEPCOPY, returned_argument
 from modelint.facts.regions import forward_grad
+from modelint.facts.scopes import builds_its_class
 
 
 def built_with_grad_free_forward(facts, forward, in_eval: bool = False) -> bool:
@@ -82,7 +83,7 @@ def _built_grad_free(facts, function, in_eval: bool, key: str | None = None, cal
         built = value.func if type(value) is cst.Call else value.expression if type(value) is _AnnotatedClass else None
         if built is None:
             return False
-        if type(built) is cst.Attribute and _builds_its_class(facts, built):
+        if type(built) is cst.Attribute and builds_its_class(facts.modules.classes, built):
             built = built.value  # (`Detector.from_pretrained(path)`: the class's own weights loaded into it)
         local = facts.modules.classes.get(built.value) if type(built) is cst.Name else None
         behind = constructions_behind(facts, value) if local is None and type(value) is cst.Call else None
@@ -122,16 +123,6 @@ def _through_copies(facts, function, values: list, depth: int = 0) -> list:
                 continue
         out.append(value)
     return out
-
-
-def _builds_its_class(facts, func: cst.Attribute) -> bool:
-    """`Cls.from_pretrained(...)`, or a classmethod of a class of this file (`Cls.create(cfg)`): a construction of
-    `Cls` itself (a classmethod handing back `cls(...)`)."""
-    if func.attr.value == "from_pretrained":
-        return True
-    info = facts.modules.classes.get(func.value.value) if type(func.value) is cst.Name else None
-    method = info.methods.get(func.attr.value) if info is not None else None
-    return method is not None and any(dotted(d.decorator) == "classmethod" for d in method.decorators)
 
 
 def _hands_back(facts, function, value, key: str) -> bool:

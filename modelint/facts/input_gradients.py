@@ -10,7 +10,7 @@ import libcst as cst
 from modelint.facts.modules import unwrap_chain
 from modelint.facts.names import handed_at, literal_value
 from modelint.facts.value_calls import GRADIENT_FUNCTIONS
-from modelint.facts.scopes import flags_gating
+from modelint.facts.scopes import builds_its_class, flags_gating
 from modelint.facts.walk import iter_nodes
 
 
@@ -201,19 +201,19 @@ def builders_of(facts, forward) -> list:
     if key.count(".") == 1 and key.startswith("self.") and function is not None and function.cls is not None:
         # (`self.model = MetaLearner()` in `__init__`, run as `self.model(...)` in `evaluate()`)
         values = [a.value for a in facts.collector.assigns_to(function.cls, key)]
-        return [_builder(value) for value in values] if all(value is not None for value in values) else []
+        return [_builder(facts, value) for value in values] if all(value is not None for value in values) else []
     if "." in key:
         return []
-    return [_builder(value) for name, value, site in facts.collector.call_assigns
+    return [_builder(facts, value) for name, value, site in facts.collector.call_assigns
             if name == key and (site.function is function or site.function is None)]
 
 
-def _builder(value: cst.BaseExpression):
-    """The callee that builds a value (`Net(...).cuda()`: `Net`; `Bert.from_pretrained(path)`: `Bert`, the class
-    whose weights it loads), None when it is no call."""
+def _builder(facts, value: cst.BaseExpression):
+    """The callee that builds a value (`Net(...).cuda()`: `Net`; `Bert.from_pretrained(path)`,
+    `Potential.from_checkpoint(path)`: the class itself), None when it is no call."""
     value = unwrap_chain(value)[0]
     func = value.func if type(value) is cst.Call else None
-    if type(func) is cst.Attribute and func.attr.value == "from_pretrained":
+    if type(func) is cst.Attribute and builds_its_class(facts.modules.classes, func):
         func = func.value
     return func
 

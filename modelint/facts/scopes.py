@@ -273,3 +273,14 @@ def own_attribute(function, key: str | None) -> bool:
     """Is `key` an attribute of a method's own object (`self.model` in a method)?"""
     return key is not None and function is not None and function.cls is not None and key.startswith("self.") \
         and key.count(".") == 1
+
+
+def builds_its_class(classes: dict, func: cst.Attribute) -> bool:
+    """`Cls.from_pretrained(...)`, or a classmethod of one of `classes` (the file's: `Cls.from_checkpoint(path)`):
+    a construction of `Cls` itself (a classmethod handing back `cls(...)`, weights loaded into it)."""
+    if func.attr.value == "from_pretrained":
+        return True
+    info = classes.get(func.value.value) if type(func.value) is cst.Name else None
+    method = info.methods.get(func.attr.value) if info is not None else None
+    return method is not None and any(dotted(d.decorator) == "classmethod" for d in method.decorators)
+
