@@ -291,6 +291,14 @@ def switched_to_training_without_grad(facts, forward) -> bool:
     trains = forward.mode.train_sites
     if not trains or not all(is_train_site(s) for s in trains):
         return False
+    switched = []  # (the train() call's site, the innermost no_grad block around it)
+    for train in trains:
+        where = facts.call_sites.get(train) if type(train) is cst.Call else None
+        blocks = [guard for guard in where.site.guards if type(guard) is cst.With and any(
+            grad_effect(facts.imports, item.item) == "free" for item in guard.items)] if where is not None else []
+        if not blocks:
+            return False
+        switched.append((where, blocks[-1]))
     # (the evaluation's runs: the forward's own call, calls of the same model or function, calls of its function)
     call = forward.call
     callees = {facts.flow.callee_of(call) if type(call) is cst.Call else None, forward.function} - {None}
@@ -298,14 +306,11 @@ def switched_to_training_without_grad(facts, forward) -> bool:
     entries = [facts.call_sites.get(call)] + [
         site for site in facts.collector.calls if site.node is not call and (
             facts.flow.callee_of(site.node) in callees or (text is not None and dotted(site.node.func) == text))]
-    for train in trains:
-        where = facts.call_sites.get(train) if type(train) is cst.Call else None
-        blocks = [guard for guard in where.site.guards if type(guard) is cst.With and any(
-            grad_effect(facts.imports, item.item) == "free" for item in guard.items)] if where is not None else []
-        at = facts.locate(train)
-        if not blocks or at is None:
+    for where, block in switched:
+        at = facts.locate(where.node)
+        if at is None:
             return False
-        runs = [here[:2] for entry in entries if entry is not None and blocks[-1] in entry.site.guards
+        runs = [here[:2] for entry in entries if entry is not None and block in entry.site.guards
                 and entry.site.function is where.site.function and (here := facts.locate(entry.node)) is not None]
         if not (any(run < at[:2] for run in runs) and any(run > at[:2] for run in runs)):
             return False

@@ -91,21 +91,24 @@ def trained_through_a_kept_loss(facts, forward) -> bool:
     the forward kept its loss on the module (an old detector's `self.loss = ...` in `forward`) and the function
     back-propagates that, after the forward: a training step, whatever the returned output is used for (logged)."""
     function, key = forward.function, forward.key
-    here = facts.locate(forward.call)
-    if here is None or forward.via is not None:
+    backwards = facts.__dict__.get("_backward_calls")
+    if backwards is None:  # (function -> its `.backward()` calls, once per file)
+        backwards = facts.__dict__["_backward_calls"] = {}
+        for site in facts.collector.calls:
+            if type(site.node.func) is cst.Attribute and site.node.func.attr.value == "backward":
+                backwards.setdefault(site.site.function, []).append(site)
+    if forward.via is not None or function not in backwards:
         return False
     bindings = None
-    for site in facts.collector.calls:
+    for site in backwards[function]:
         func = site.node.func
-        if site.site.function is not function or type(func) is not cst.Attribute or func.attr.value != "backward":
-            continue
         losses = [func.value]
         if type(func.value) is cst.Name:  # (`loss = net.loss`)
             if bindings is None:
                 bindings = facts.flow._scope_bindings(function)
             losses = [b.value for b in bindings.get(func.value.value, ()) if b.kind == "assign"]
-        at = facts.locate(site.node)
-        if at is not None and at[:2] > here[:2] and any(
-                type(loss) is cst.Attribute and dotted(loss.value) == key for loss in losses):
+        if any(type(loss) is cst.Attribute and dotted(loss.value) == key for loss in losses) \
+                and (here := facts.locate(forward.call)) is not None \
+                and (at := facts.locate(site.node)) is not None and at[:2] > here[:2]:
             return True
     return False

@@ -34,6 +34,12 @@ class ModuleAttributes:
         keeps modules only after putting them in eval mode (`self.model = torch.hub.load(...).to(device).eval()`,
         or `self.model.eval()` after building it, a frozen feature extractor) and builds no other: built, it runs
         in eval mode, whatever its own flag says."""
+        cache = self.__dict__.setdefault("_built_in_eval_by_class", {})
+        if cls not in cache:
+            cache[cls] = self._built_in_eval(cls)
+        return cache[cls]
+
+    def _built_in_eval(self, cls) -> bool:
         building = self._constructor_methods(cls)
         kept = [a for a in self.self_assigns if a.site.cls is cls and a.value is not None]
         if not kept or any(a.site.function is None or a.site.function.name not in building for a in kept
