@@ -322,8 +322,7 @@ class OutputUses(HiddenBackward):
             self.use(args, GRAPH, level=OPAQUE)
             return NONE
         if qualified.startswith(("numpy.", "math.")) or qualified in ("torch.argmax", "torch.argmin"):
-            # (`math.log(prediction)`: a tensor turned into a Python number, as NumPy turns it into an array)
-            self.use(args, EVAL)
+            self.use(args, EVAL)  # (`math.log(prediction)`: a Python number, as NumPy's functions make arrays)
             return detached(args)
         if qualified in EVAL_FUNCTIONS:
             self.use(args, EVAL)
