@@ -208,7 +208,7 @@ def test_user_code_has_no_network(tmp_path: Path) -> None:
         "import socket\nimport torch\nimport torch.nn as nn\n"
         "socket.create_connection(('192.0.2.1', 80), timeout=1)\n"
         "model = nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.5))\n"
-        "with torch.no_grad():\n    model(torch.randn(2, 4))\n")
+        "with torch.no_grad():\n    print(model(torch.randn(2, 4)).argmax(1))\n")
     code, out, _ = modelint("check", "--runtime", "--no-cache", "--format", "json", str(tmp_path / "phones_home.py"))
     [finding] = json.loads(out)
     assert finding["code"] == "MDL001"
@@ -222,7 +222,7 @@ def test_user_code_runs_only_when_asked(tmp_path: Path) -> None:
     (tmp_path / "side_effect.py").write_text(
         f"open({str(marker)!r}, 'w').close()\nimport torch\nimport torch.nn as nn\n"
         "model = nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.5))\n"
-        "with torch.no_grad():\n    model(torch.randn(2, 4))\n")
+        "with torch.no_grad():\n    print(model(torch.randn(2, 4)).argmax(1))\n")
     code, _, _ = modelint("check", "--no-cache", str(tmp_path / "side_effect.py"))
     assert code == 1 and not marker.exists()
     code, _, _ = modelint("check", "--runtime", "--no-cache", str(tmp_path / "side_effect.py"))
@@ -332,7 +332,7 @@ def test_memory_hungry_import_hits_the_limit(tmp_path: Path) -> None:
     (tmp_path / "hungry.py").write_text(
         "import torch\nimport torch.nn as nn\nCACHE = bytearray(64 << 30)\n"
         "model = nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.5))\n"
-        "with torch.no_grad():\n    model(torch.randn(2, 4))\n")
+        "with torch.no_grad():\n    print(model(torch.randn(2, 4)).argmax(1))\n")
     code, out, _ = modelint("check", "--runtime", "--no-cache", "--format", "json", str(tmp_path / "hungry.py"))
     [finding] = json.loads(out)
     # The 64 GiB allocation fails under the limit; the probe goes on with the file's definitions.
