@@ -48,12 +48,13 @@ def input_gradient_classes(flow) -> set[str]:
 
 
 def _differentiates(flow, method: cst.FunctionDef) -> bool:
-    """Does the method differentiate something itself (`torch.autograd.grad`, `.backward()`, a hook on a
-    tensor's gradient), not only make a tensor that tracks gradients for later (`torch.tensor(coords,
-    requires_grad=True)` in a featurizer: a leaf made so under no_grad as well)?"""
+    """Does the method differentiate something (`torch.autograd.grad`, `.backward()`, a hook on a tensor's
+    gradient), or mark its input for it (`x.requires_grad_(True)`, then an attribution library's call), not only
+    make a tensor that tracks gradients for later (`torch.tensor(coords, requires_grad=True)` in a featurizer: a
+    leaf made so under no_grad as well)?"""
     return any(type(node) is cst.Call and (
         flow.imports.qualify(node.func) in GRADIENT_FUNCTIONS or type(node.func) is cst.Attribute
-        and node.func.attr.value in ("backward", "register_hook", "retain_grad", "grad"))
+        and node.func.attr.value in ("backward", "register_hook", "retain_grad", "grad", "requires_grad_"))
         for node in iter_nodes(method.body))
 
 
