@@ -139,14 +139,9 @@ def _constructor_flag_alone(facts: FileFacts, method, assign) -> bool:
         if earlier is assign:
             return True
         if earlier.site.function is method and earlier.value is not None and \
-                dotted(earlier.target.value) == "self" and not _plain_value(earlier.value):
-            return False  # (`self.body = nn.Sequential(...)`, `self.net = net`: maybe a child already)
+                dotted(earlier.target.value) == "self" and literal_value(earlier.value) is NOT_LITERAL:
+            return False  # (`self.body = nn.Sequential(...)`, `self.net = net`: maybe a child; not `self.depth = 4`)
     return False
-
-
-def _plain_value(value) -> bool:
-    """A literal (`self.depth = 4`, `self.name = "unet"`): nothing that holds a module."""
-    return literal_value(value) is not NOT_LITERAL
 
 
 def _covers_every_module(facts: FileFacts, receiver: str, guards) -> bool:

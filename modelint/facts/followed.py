@@ -17,7 +17,7 @@ from modelint.facts.batches import call_fed_batches
 from modelint.facts import torch_api as api
 from modelint.facts.lattice import ModeFact
 from modelint.facts.modules import unwrap_chain
-from modelint.facts.names import dotted, key_root
+from modelint.facts.names import dotted, head_name, key_root
 from modelint.facts.state import State
 from modelint.facts.uses import is_parameter
 
@@ -195,7 +195,7 @@ class FollowedNames:
                 and (receiver in state.models or receiver in self.params) and state.fact(receiver).definitely_eval
                 and not method.startswith(("_", *_NOT_FORWARD_PREFIXES)) and not set(tokens(method)) & _UPDATE_WORDS):
             return False
-        if any(any(not is_parameter(origin) for origin, _level in state.values.get(_root_name(arg.value), ()))
+        if any(any(not is_parameter(origin) for origin, _level in state.values.get(head_name(arg.value), ()))
                for arg in call.args):
             return False  # handed an output of a forward (`model.module.show_result(img, result)`): post-processing
         # (a model built from a class in sight, here or at the top of the file, is followed through that class)
@@ -222,13 +222,6 @@ class FollowedNames:
             return False
         summary = self.flow.resolve_method_of(origin, call.func.attr.value)
         return summary is not None and summary.is_method and ("self" in summary.effects or not effects)
-
-
-def _root_name(value: cst.BaseExpression) -> str:
-    """The name an argument reads an element or an attribute of (`result[i]`: "result"), or ""."""
-    while type(value) in (cst.Subscript, cst.Attribute):
-        value = value.value
-    return value.value if type(value) is cst.Name else ""
 
 
 def _moved_itself(value: cst.BaseExpression, key: str) -> bool:

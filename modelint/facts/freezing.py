@@ -160,7 +160,14 @@ def _freezings(facts):
             for small in stmt.body if type(stmt) is cst.SimpleStatementLine else ():
                 if type(small) is cst.Assign and _ends_with(small.value, site.node) and len(small.targets) == 1:
                     yield site.site.function, small.targets[0].target, True
-    for assign in facts.collector.attribute_assigns:
+    for assign, guard, whole in _assigned_freezings(facts.collector):
+        yield assign.site.function, guard.iter.func.value, whole
+
+
+def _assigned_freezings(collector):
+    """(assignment, loop, whether all of the parameters) for each `p.requires_grad = False` in a loop over
+    `x.parameters()` or `x.named_parameters()` and the like."""
+    for assign in collector.attribute_assigns:
         if assign.target.attr.value != "requires_grad" or assign.value is None \
                 or literal_value(assign.value) is not False or type(assign.target.value) is not cst.Name:
             continue
@@ -171,24 +178,17 @@ def _freezings(facts):
             listing = guard.iter.func.attr.value
             whole = not guard.iter.args and (listing == "parameters" or (
                 listing == "named_parameters" and not any(type(inner) is cst.If for inner in guards[depth + 1:])))
-            yield assign.site.function, guard.iter.func.value, whole
+            yield assign, guard, whole
 
 
 def parameters_frozen_whole(collector, function) -> frozenset[str]:
     """The parameters of `function` whose every weight it freezes itself (`for p in model.parameters():
     p.requires_grad = False`): read from the syntax alone, for its summary (frozen_whole, for the file's own
     findings, also looks through helpers and checks what a receiver is)."""
-    found = set()
-    for assign in collector.attribute_assigns:
-        if assign.site.function is not function or assign.target.attr.value != "requires_grad" \
-                or literal_value(assign.value) is not False or type(assign.target.value) is not cst.Name:
-            continue
-        for _depth, guard in _parameter_loops(assign):
-            owner = guard.iter.func.value
-            if guard.iter.func.attr.value == "parameters" and not guard.iter.args and type(owner) is cst.Name \
-                    and owner.value in function.param_set:
-                found.add(owner.value)
-    return frozenset(found)
+    return frozenset(guard.iter.func.value.value for assign, guard, _whole in _assigned_freezings(collector)
+                     if assign.site.function is function and guard.iter.func.attr.value == "parameters"
+                     and not guard.iter.args and type(guard.iter.func.value) is cst.Name
+                     and guard.iter.func.value.value in function.param_set)
 
 
 def classes_frozen_at_construction(collector) -> dict[str, str]:

@@ -286,7 +286,7 @@ def switched_to_training_without_grad(facts, forward) -> bool:
     to measure the evaluation in both modes, not left over from a training step (nor a `train()` before the
     block's only evaluation, which makes its `eval()` pointless)."""
     from modelint.facts.lattice import is_train_site
-    from modelint.facts.regions import grad_effect
+    from modelint.facts.regions import no_grad_blocks
 
     trains = forward.mode.train_sites
     if not trains or not all(is_train_site(s) for s in trains):
@@ -294,8 +294,7 @@ def switched_to_training_without_grad(facts, forward) -> bool:
     switched = []  # (the train() call's site, the innermost no_grad block around it)
     for train in trains:
         where = facts.call_sites.get(train) if type(train) is cst.Call else None
-        blocks = [guard for guard in where.site.guards if type(guard) is cst.With and any(
-            grad_effect(facts.imports, item.item) == "free" for item in guard.items)] if where is not None else []
+        blocks = no_grad_blocks(facts.imports, where.site) if where is not None else []
         if not blocks:
             return False
         switched.append((where, blocks[-1]))

@@ -61,8 +61,8 @@ def defaults_to_a_function(facts, function, key: str) -> bool:
     and does no call of the function here hand it anything else? Calling it runs that function, no module."""
     if function is None or key not in function.param_set:
         return False
-    params = function.node.params
-    default = next((p.default for p in (*params.params, *params.kwonly_params) if p.name.value == key), None)
+    declared = function.param(key)
+    default = declared.default if declared is not None else None
     if type(default) is not cst.Name or default.value in facts.modules.classes \
             or facts.flow.local_reference(default, function.outer) is None:
         return False

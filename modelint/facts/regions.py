@@ -150,8 +150,13 @@ def imported_decorators(collector) -> dict[str, list[str]]:
 
 def in_no_grad_block(imports, site) -> bool:
     """Is a site lexically inside a `with torch.no_grad():` (or another grad-disabling `with`)?"""
-    return any(type(guard) is cst.With and any(grad_effect(imports, item.item) == "free" for item in guard.items)
-               for guard in site.guards)
+    return bool(no_grad_blocks(imports, site))
+
+
+def no_grad_blocks(imports, site) -> list:
+    """The `with torch.no_grad():` (or other grad-disabling `with`) statements around a site, outermost first."""
+    return [guard for guard in site.guards if type(guard) is cst.With
+            and any(grad_effect(imports, item.item) == "free" for item in guard.items)]
 
 
 def lexically_grad_free(imports, site, wrappers: frozenset[str] = frozenset()) -> bool:
