@@ -104,20 +104,24 @@ class TrainingInEvalMode(Rule):
                 # passes of the backward, which a helper runs and is judged at, not to `optimizer.step()`)
                 steps = list(flow.steps.values())
             for step in steps:
+                # (the optimizers' owners under the names the step follows its models by: `model = self.model`
+                # then `SGD(model.parameters())` trains `self.model`)
+                trained_here, optimized_here = step.named_as_followed(trained), step.named_as_followed(optimized)
+                stepped_here = step.named_as_followed(stepped) if stepped is not None else None
                 # (the models this backward trains first: whose outputs reach it)
                 for key, fact in sorted(step.models.items(), key=lambda item: (item[0] not in step.reached, item[0])):
                     site = facts.call_sites.get(step.call)
-                    if not self._trained_in_eval(key, fact, step.models, trained) \
+                    if not self._trained_in_eval(key, fact, step.models, trained_here) \
                             or facts.flow.objects.attribute_dependence(flow.function, key) is Dependence.INDEPENDENT \
                             or _frozen_features_protocol(facts, key, fact, step) or _other_model_trained(key, step) \
                             or _part_frozen_after_train(facts, fact, step) or _toggled_around_step(facts, key, fact, step) \
-                            or (not any(same_or_nested(key, part) for part in (stepped or set()) | optimized)
+                            or (not any(same_or_nested(key, part) for part in (stepped_here or set()) | optimized_here)
                                 and _frozen_beside_the_trained(facts, key, fact, step)) \
                             or _gradients_measured_in_eval(facts, flow, fact, step) \
                             or _no_update_follows(facts, flow, step) \
                             or mode_picked_by_callers(facts.flow, flow, fact.eval_sites) \
                             or _forwards_ran_in_training_mode(flow, key, step) \
-                            or stepped_parts_in_training(key, stepped, step) \
+                            or stepped_parts_in_training(key, stepped_here, step) \
                             or eval_branch_not_taken(facts.flow, flow, fact.eval_sites, step.phases) \
                             or (site is not None and runs_only_in_training(site.site, key, step.call)):
                         continue
@@ -128,7 +132,7 @@ class TrainingInEvalMode(Rule):
                                  **evidence(fact.eval_sites, f"`{key}` is put in eval mode here"))
                     break
                 else:
-                    report = self._left_by_another_method(facts, flow, step, trained)
+                    report = self._left_by_another_method(facts, flow, step, trained_here)
                     if report is not None:
                         yield report
             for step in flow.helper_steps.values():
@@ -457,7 +461,8 @@ def _optimized_models(facts: FileFacts) -> dict:
     found: dict = {}
     for site in facts.collector.calls:
         qualified = site.qualified or ""
-        if not qualified.startswith("torch.optim.") and "optim" not in (site.text or "").lower():
+        if not qualified.startswith("torch.optim.") and "optim" not in (site.text or "").lower() \
+                and not facts.flow.builds_optimizer(site.node):
             continue
         owners: set[str] = set()
         for arg in site.node.args:

@@ -8,6 +8,7 @@ from modelint.facts import FileFacts
 from modelint.facts import torch_api as api
 from modelint.facts.names import argument, has_star_args, literal_value
 from modelint.facts.gates import Gates
+from modelint.facts.walk import iter_nodes
 from modelint.rule import NodeEdit, NodeFix, Report, Rule
 from modelint.textutil import code_of
 
@@ -157,12 +158,30 @@ def _computed(value: cst.BaseExpression) -> bool:
 def _rate_every_caller_passes(rate: cst.BaseExpression, function) -> bool:
     """`F.dropout(x, drop_prob)` with `drop_prob` a parameter without default, or one that is zero by
     default (a sampler's `noise_dropout=0.`): each call of the function chooses the rate (none unless it
-    asks), by design, whatever the module's mode."""
+    asks), by design, whatever the module's mode. So does arithmetic on parameters without default alone
+    (`p=1 - keep_rate`, the evaluation passing `keep_rate=1.0`)."""
     if type(rate) is not cst.Name:
-        return False
-    param = None
-    while function is not None and param is None:  # (a closure reads its enclosing function's parameter)
-        param = function.param(rate.value)
-        function = function.outer
+        parts = list(iter_nodes(rate))
+        names = [node for node in parts if type(node) is cst.Name]
+        return bool(names) and all(type(node) in _RATE_ARITHMETIC for node in parts) and all(
+            (param := _parameter(function, name.value)) is not None and param.default is None for name in names)
+    param = _parameter(function, rate.value)
     return param is not None and (param.default is None or literal_value(param.default) in (0, 0.0)
                                   and literal_value(param.default) is not False)
+
+
+# What a rate computed from the caller's arguments alone is made of.
+_RATE_ARITHMETIC = (cst.Name, cst.Integer, cst.Float, cst.BinaryOperation, cst.UnaryOperation, cst.Add,
+                    cst.Subtract, cst.Multiply, cst.Divide, cst.Minus, cst.Plus, cst.Power, cst.LeftParen,
+                    cst.RightParen, cst.SimpleWhitespace)
+
+
+def _parameter(function, name: str):
+    """The parameter `name` of the function, or of a function enclosing it (a closure reads its enclosing
+    function's parameter)."""
+    while function is not None:
+        param = function.param(name)
+        if param is not None:
+            return param
+        function = function.outer
+    return None

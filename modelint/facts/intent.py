@@ -378,6 +378,20 @@ class OutputUses(HiddenBackward):
         return qualified.startswith(("logging.", "numpy.", "torch.save", "warnings.")) or \
             (type(func) is cst.Name and func.value == "print")
 
+    def returned_expression(self, expr: cst.BaseExpression, values: dict[str, Origins]) -> Origins:
+        """`return expr`: the uses of what it hands back, each element of a tuple or list on its own
+        (`return loss, {"loss": loss.item()}`: the loss, a tensor carrying its graph, and a log); its origins."""
+        if type(expr) not in (cst.Tuple, cst.List):
+            origins = self.expression(expr, values)
+            self.returned(origins, whole=type(expr) is not cst.Dict)
+            return origins
+        parts = []
+        for element in expr.elements:
+            parts.append(self.expression(element.value, values))
+            self.returned(parts[-1], whole=type(element) is cst.Element
+                          and type(element.value) not in (cst.Tuple, cst.List, cst.Dict))
+        return frozenset().union(*parts)
+
     def returned(self, origins: Origins, whole: bool = False) -> None:
         """`whole`: the value is one tensor, not a tuple or a dict of several results."""
         self.use(origins, RETURN, level=OPAQUE)

@@ -262,8 +262,7 @@ class Interpreter(Loops, Bindings, CallEffects, GradChoices):
             return state
         if type(node) is cst.Return:
             self.calls_of(node, state)
-            origins = self.uses.expression(node.value, state.values)
-            self.uses.returned(origins, whole=type(node.value) not in (cst.Tuple, cst.List, cst.Dict))
+            origins = self.uses.returned_expression(node.value, state.values)
             if self.flow.is_training_hook(self.out.function):
                 self.uses.trained_by_the_framework(origins)
             self.returned_value(node.value, state)

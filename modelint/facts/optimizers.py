@@ -155,6 +155,27 @@ class Optimizers:
                 out.setdefault(site.site.function, set()).add(site.text.rsplit(".", 1)[0])
         return out
 
+    def handed_parameters(self, call: cst.Call) -> bool:
+        """`ProxSGD(self.model.parameters(), lr=lr)`: a call of a class torch does not define (a project's
+        optimizer) handed, first, a model's parameters. Its result, stepped, is an optimizer over them."""
+        params = next((a.value for a in call.args if a.keyword is None or a.keyword.value == "params"), None)
+        return params is not None and bool(parameter_owners(params, parents=False))
+
+    def builds_optimizer(self, call: cst.Call) -> bool:
+        """Is this call's result an optimizer: a torch.optim class, or another class handed a model's
+        parameters whose result this file steps."""
+        return api.is_optimizer_class(self.imports.qualify(call.func) or "") or call in self._other_optimizers
+
+    @cached_property
+    def _stepped_names(self) -> frozenset[str]:
+        return frozenset(receiver for receivers in self._stepped_receivers.values() for receiver in receivers)
+
+    @cached_property
+    def _other_optimizers(self) -> frozenset:
+        """Calls of classes torch does not define, handed a model's parameters, bound to a name stepped here."""
+        return frozenset(value for key, value, _site in self.collector.call_assigns
+                         if key in self._stepped_names and type(value) is cst.Call and self.handed_parameters(value))
+
     def _parameters_held(self, params) -> bool:
         """`SGD(self.exemplars)` with every `self.exemplars = nn.ParameterList()` (or a `ParameterDict`, a
         `Parameter`) of the file: tensors being optimized (exemplar images distilled), no model's parameters."""
@@ -199,7 +220,8 @@ class Optimizers:
         out: dict[str, set[str]] = {}
         for key, value, _site in self.collector.call_assigns:
             qualified = self.imports.qualify(value.func) if type(value) is cst.Call else None
-            if not qualified or not api.is_optimizer_class(qualified):
+            if not (qualified and api.is_optimizer_class(qualified)) \
+                    and value not in self._other_optimizers:
                 continue
             params = next((a.value for a in value.args if a.keyword is None or a.keyword.value == "params"), None)
             owners = self._owners_through_names(params, _site.function, parents=False) if params is not None else set()

@@ -17,6 +17,7 @@ import libcst as cst
 from modelint.facts.scopes import FunctionInfo
 from modelint.facts.uses import intent_of
 from modelint.facts.lattice import GradFact, ModeFact
+from modelint.facts.state import through_aliases
 from modelint.summary import ForwardUse, FunctionSummary, StepUse
 
 
@@ -86,6 +87,12 @@ class TrainingStep:
     callee: FunctionSummary | None = None  # the helper that runs it (handed the caller's model or its loss)
     reached: set[str] = field(default_factory=set)  # models whose output this backward back-propagates
     phases: set = field(default_factory=set)  # the values of the function's phase parameter it runs in
+    aliases: dict[str, str] = field(default_factory=dict)  # other names of models there (`model = self.model`)
+
+    def named_as_followed(self, keys) -> set[str]:
+        """`keys` under the names `models` follows them by (`model.parameters()` with `model = self.model`
+        is `self.model`'s)."""
+        return {through_aliases(self.aliases, key) for key in keys}
 
 
 @dataclass

@@ -27,6 +27,20 @@ import libcst as cst
 from modelint.facts.lattice import ENTRY_MODE, HAVOC_MODE, GradFact, ModeFact
 
 
+def through_aliases(aliases: dict[str, str], key: str) -> str:
+    """`key` under the name it is another name of (`m.encoder` with `m = model` -> `model.encoder`)."""
+    head, dot, rest = key.partition(".")
+    if head == "self" and rest:  # `self.mnetwork`, another name of `self.network` (ObjectModes.attribute_aliases)
+        attribute, dot, rest = rest.partition(".")
+        head = f"self.{attribute}"
+    target = aliases.get(head)
+    if target is None and rest:
+        # `scorer._model`, another name of the module its creator handed in (Bindings._alias_held_arguments)
+        attribute, dot, rest = rest.partition(".")
+        target = aliases.get(f"{head}.{attribute}")
+    return f"{target}{dot}{rest}" if target else key
+
+
 @dataclass
 class State:
     models: dict[str, ModeFact]
@@ -53,16 +67,7 @@ class State:
         return key
 
     def _canonical(self, key: str) -> str:
-        head, dot, rest = key.partition(".")
-        if head == "self" and rest:  # `self.mnetwork`, another name of `self.network` (ObjectModes.attribute_aliases)
-            attribute, dot, rest = rest.partition(".")
-            head = f"self.{attribute}"
-        target = self.aliases.get(head)
-        if target is None and rest:
-            # `scorer._model`, another name of the module its creator handed in (Bindings._alias_held_arguments)
-            attribute, dot, rest = rest.partition(".")
-            target = self.aliases.get(f"{head}.{attribute}")
-        return f"{target}{dot}{rest}" if target else key
+        return through_aliases(self.aliases, key)
 
     def fact(self, key: str) -> ModeFact:
         """The key's mode; a submodule not followed on its own is in its closest followed parent's mode

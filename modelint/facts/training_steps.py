@@ -79,11 +79,13 @@ class TrainingSteps:
         region = state.grad_free_values.get(receiver) if receiver is not None and kind == "backward" else None
         if seen is None:
             table[slot] = TrainingStep(call, kind, dict(state.models), state.grad, self.out.function,
-                                       receiver, region, via=via, callee=callee, trained_key=trained_key)
+                                       receiver, region, via=via, callee=callee, trained_key=trained_key,
+                                       aliases=dict(state.aliases))
         else:
             for key in seen.models.keys() | state.models.keys():
                 seen.models[key] = seen.models.get(key, state.fact(key)).join(state.fact(key))
             seen.grad = seen.grad.join(state.grad)
+            seen.aliases = {name: key for name, key in seen.aliases.items() if state.aliases.get(name) == key}
             if region is None:
                 seen.grad_free_region = None
         if self.tag:
