@@ -118,6 +118,7 @@ class TrainingInEvalMode(Rule):
                             or (not any(same_or_nested(key, part) for part in (stepped_here or set()) | optimized_here)
                                 and _frozen_beside_the_trained(facts, key, fact, step)) \
                             or _gradients_measured_in_eval(facts, flow, fact, step) \
+                            or facts.flow.stepped_only_where_not_evaluated(flow.function, key, fact.eval_sites) \
                             or _no_update_follows(facts, flow, step) \
                             or mode_picked_by_callers(facts.flow, flow, fact.eval_sites) \
                             or _forwards_ran_in_training_mode(flow, key, step) \

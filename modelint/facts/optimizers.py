@@ -8,7 +8,7 @@ from functools import cached_property
 import libcst as cst
 
 from modelint.facts import torch_api as api
-from modelint.facts.scopes import FunctionInfo
+from modelint.facts.scopes import FunctionInfo, flag_outcomes
 from modelint.facts.names import dotted, key_prefixes, literal_value, parameter_owners, same_or_nested, value_key
 from modelint.facts.walk import iter_nodes
 
@@ -144,6 +144,41 @@ class Optimizers:
                 return None
             owners |= known
         return owners or None
+
+    def stepped_only_where_not_evaluated(self, function: FunctionInfo | None, key: str, eval_sites) -> bool:
+        """`if freeze_backbone: backbone.eval()` and `if not freeze_backbone: backbone_opt.step()`: one flag
+        decides both whether `key` is put in eval mode here and whether an optimizer that may update it steps
+        (`do_train_features = self.optimizers["features"] is not None`): where it is in eval mode, it is a
+        frozen part nothing trains, not a model a validation forgot to switch back."""
+        eval_flags = None
+        for site in eval_sites:
+            where = self.site_of_call.get(site) if type(site) is cst.Call else None
+            if where is None or where.site.function is not function:
+                return False
+            outcomes = flag_outcomes(where.site.guards, self.unchanging_flag)
+            eval_flags = outcomes if eval_flags is None else eval_flags & outcomes
+        if not eval_flags:
+            return False
+        for receiver, sites in self._step_sites.get(function, {}).items():
+            owners = self._optimizer_owners.get(receiver)
+            if owners and not any(same_or_nested(key, owner) or same_or_nested(owner, key) for owner in owners):
+                continue  # (the head's optimizer: says nothing of the part)
+            for site in sites:
+                if any((flag, not outcome) in flag_outcomes(site.site.guards, self.unchanging_flag)
+                       for flag, outcome in eval_flags):
+                    return True
+        return False
+
+    @cached_property
+    def _step_sites(self) -> dict:
+        """function -> optimizer -> the sites of its `.step()` calls there (`self.optimizers["features"]` too)."""
+        out: dict = {}
+        for site in self.collector.calls:
+            func = site.node.func
+            if type(func) is cst.Attribute and func.attr.value == "step" \
+                    and (receiver := value_key(func.value)) is not None and self.is_optimizer(receiver):
+                out.setdefault(site.site.function, {}).setdefault(receiver, []).append(site)
+        return out
 
     @cached_property
     def _stepped_receivers(self) -> dict:
