@@ -426,6 +426,8 @@ def _part_of_a_modules_forward(facts: FileFacts, forward, mode) -> bool:
         return True  # `inference_forward()`, which a base of another file's `forward` dispatches to
     if function in facts.maybe_forward_reachable and _only_on_the_inference_branch(facts, function):
         return True  # `if target_ids is None: return self.generate(source_ids)`: the forward's callers decide
+    if function in facts.maybe_forward_reachable and GIVEN_BACK in forward.uses:
+        return True  # (a metric module's `compute()`, its result handed back to the forward's callers, cut or not)
     if _detached_at_once(facts, forward):
         return False  # cut from its graph before it goes anywhere: no part of a differentiable forward
     if function in facts.maybe_forward_reachable:

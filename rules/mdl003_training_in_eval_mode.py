@@ -470,6 +470,7 @@ def _optimized_models(facts: FileFacts) -> dict:
             owners |= parameter_owners(arg.value)  # `model.encoder.parameters()` trains `model` too
         if not owners and qualified.startswith("torch.optim.") and _tensors_listed(facts, site):
             owners = {_TENSORS_ONLY}  # `Adam([mask], lr=0.1)`: it steps those tensors, no model
+        owners = facts.flow.as_kept_attributes(owners, site.site.function)  # (`model` kept as `self.model`)
         known, complete = found.setdefault(site.site.function, (set(), True))
         if qualified.startswith("torch.optim.") and "lr_scheduler" not in qualified and not owners:
             complete = False

@@ -36,6 +36,7 @@ def call_fed_batches(facts, call: cst.Call, site, batch_only: bool = False) -> b
     return False
 
 
+_CONSTANTS = frozenset({"True", "False", "None"})
 _METADATA = frozenset({"size", "shape", "dim", "ndim", "ndimension", "numel", "dtype", "device", "__len__"})
 
 
@@ -43,7 +44,7 @@ def _data_names(expr: cst.BaseExpression) -> set[str]:
     """The names whose values reach `expr`: not those only measured (`x.size(-1)`, `len(x)`, `x.shape`),
     which hand a length, not the data (`get_out_len(torch.as_tensor(wav.size(-1)))`)."""
     if type(expr) is cst.Name:
-        return {expr.value}
+        return set() if expr.value in _CONSTANTS else {expr.value}  # (`return_feature=True` hands no data)
     if type(expr) is cst.Attribute:
         return set() if expr.attr.value in _METADATA else _data_names(expr.value)
     if type(expr) is cst.Call:

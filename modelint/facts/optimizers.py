@@ -9,7 +9,8 @@ import libcst as cst
 
 from modelint.facts import torch_api as api
 from modelint.facts.scopes import FunctionInfo, flag_outcomes
-from modelint.facts.names import dotted, key_prefixes, literal_value, parameter_owners, same_or_nested, value_key
+from modelint.facts.names import (dotted, key_prefixes, key_root, literal_value, parameter_owners, same_or_nested,
+                                  value_key)
 from modelint.facts.walk import iter_nodes
 
 
@@ -163,10 +164,10 @@ class Optimizers:
             owners = self._optimizer_owners.get(receiver)
             if owners and not any(same_or_nested(key, owner) or same_or_nested(owner, key) for owner in owners):
                 continue  # (the head's optimizer: says nothing of the part)
-            for site in sites:
-                if any((flag, not outcome) in flag_outcomes(site.site.guards, self.unchanging_flag)
-                       for flag, outcome in eval_flags):
-                    return True
+            # (every step of it here takes the other way: `self.optim.step()` on both sides is no such flag)
+            if any(all((flag, not outcome) in flag_outcomes(site.site.guards, self.unchanging_flag) for site in sites)
+                   for flag, outcome in eval_flags):
+                return True
         return False
 
     @cached_property
@@ -189,6 +190,15 @@ class Optimizers:
                     and "." in site.text and self.is_optimizer(site.text.rsplit(".", 1)[0]):
                 out.setdefault(site.site.function, set()).add(site.text.rsplit(".", 1)[0])
         return out
+
+    def as_kept_attributes(self, owners: set[str], function: FunctionInfo | None) -> set[str]:
+        """`self.optimizer = Adam(model.parameters())` in a constructor that keeps `self.model = model`: the
+        optimizer of `self.model`, the name the other methods train it by."""
+        if function is None or function.cls is None or not owners:
+            return owners
+        kept = {param: attribute for attribute, (init, param) in self.modules.names.kept_from_the_creator(
+            function.cls).items() if init is function}
+        return {kept[root] + owner[len(root):] if (root := key_root(owner)) in kept else owner for owner in owners}
 
     def handed_parameters(self, call: cst.Call) -> bool:
         """`ProxSGD(self.model.parameters(), lr=lr)`: a call of a class torch does not define (a project's
@@ -262,6 +272,7 @@ class Optimizers:
             owners = self._owners_through_names(params, _site.function, parents=False) if params is not None else set()
             if not owners and (self._made_tensors(params, _site.function) or self._parameters_held(params)):
                 owners = {MADE_TENSORS}  # `Adam([mask])`: it steps tensors made here, no model's parameters
+            owners = self.as_kept_attributes(owners, _site.function)
             if key in out and not out[key] or not owners:
                 out[key] = set()
             else:
