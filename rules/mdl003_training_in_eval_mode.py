@@ -144,8 +144,9 @@ class TrainingInEvalMode(Rule):
                 if fact is None or not self._trained_in_eval(key, fact, step.models, trained | {key}) \
                         or key in facts.frozen_models:
                     continue
-                if complete and optimized and not key_prefixes(key) & optimized \
-                        and (optimized == {_TENSORS_ONLY} or _hands_an_optimizer_by_name(facts, step.call)):
+                if complete and optimized and not key_prefixes(key) & optimized and not _part_of(step, key, optimized) \
+                        and (optimized == {_TENSORS_ONLY} or _hands_an_optimizer_by_name(facts, step.call)
+                             or _steps_the_globals(facts, step.call)):
                     # `train(loader, gen, vgg, opt_g)` with `opt_g = Adam(gen.parameters())`: the helper steps the
                     # generator; `vgg`, in eval mode on purpose, only computes a perceptual loss. (Or every optimizer
                     # here steps plain tensors, `Adam([image])`: style transfer trains no model at all.)
@@ -456,6 +457,18 @@ def _hands_an_optimizer_by_name(facts: FileFacts, call: cst.Call) -> bool:
     return any(type(arg.value) is cst.Name and facts.flow.is_optimizer(arg.value.value) for arg in call.args)
 
 
+def _part_of(step, key: str, owners: set[str]) -> bool:
+    """Is `key` held by one of `owners` there (`policy = ActorCritic(actor, critic)`: `policy.actor` is `actor`)?"""
+    return any(target == key and key_prefixes(name) & owners for name, target in step.aliases.items())
+
+
+def _steps_the_globals(facts: FileFacts, call: cst.Call) -> bool:
+    """Does the helper called (`train(epoch)`) step only module-level optimizers it reads (`optimizer =
+    Adam(student.parameters())` under `__main__`)? (What they step is read from the module level's
+    optimizers, `complete` in the caller.)"""
+    return facts.flow.steps_module_optimizers(facts.flow.callee_of(call))
+
+
 def _optimized_models(facts: FileFacts) -> dict:
     """Function (None: module level) -> (models whose parameters go to an optimizer built there, whether every
     optimizer built there names them: `Adam(model.parameters())`, not `Adam(params)`)."""
@@ -483,8 +496,11 @@ _TENSORS_ONLY = "<tensors>"
 
 
 def _tensors_listed(facts: FileFacts, site) -> bool:
-    """`Adam([mask, noise], ...)`: a list of plain names, none of them a model of this file."""
+    """`Adam([mask, noise], ...)`: a list of plain names, none of them a model of this file; or tensors the
+    function made (`Adam([latent] + noises)`, parameter groups of them)."""
     first = site.node.args[0].value if site.node.args and site.node.args[0].keyword is None else None
+    if facts.flow.made_tensors(first, site.site.function):
+        return True
     if type(first) not in (cst.List, cst.Tuple) or not first.elements:
         return False
     names = [e.value.value for e in first.elements if type(e) is not cst.StarredElement and type(e.value) is cst.Name]

@@ -181,6 +181,13 @@ class Optimizers:
                 out.setdefault(site.site.function, {}).setdefault(receiver, []).append(site)
         return out
 
+    def steps_module_optimizers(self, function: FunctionInfo | None) -> bool:
+        """Does the function step only optimizers of the module level it reads (`train(epoch)` stepping the
+        `optimizer = Adam(student.parameters())` its script binds under `__main__`)?"""
+        stepped = self._stepped_receivers.get(function) if function is not None else None
+        local, module = (self._scope_bindings(function), self._scope_bindings(None)) if stepped else ({}, {})
+        return bool(stepped) and all(name in module and name not in local for name in stepped)
+
     @cached_property
     def _stepped_receivers(self) -> dict:
         """function -> the optimizers it calls `.step()` on itself."""
@@ -228,14 +235,35 @@ class Optimizers:
         bound = [value for name, value, _site in self.collector.call_assigns if name == key] if key else []
         return bool(bound) and all(self.imports.qualify(value.func) in _PARAMETER_MAKERS for value in bound)
 
-    def _made_tensors(self, params, function) -> bool:
+    def made_tensors(self, params, function) -> bool:
         """`[mask, delta]`: names this function binds to tensors it makes (`torch.zeros(..., requires_grad=True)`,
         `image.clone()`) or marks as leaves (`self.mask.requires_grad = True`): an input, a mask or a
         perturbation being optimized, not a model."""
-        if type(params) not in (cst.List, cst.Tuple) or not params.elements:
+        if type(params) not in (cst.List, cst.Tuple, cst.BinaryOperation) or not _tensor_leaves(params):
             return False
         made = self._tensors_made.get(function, set())
-        return all(type(e) is cst.Element and dotted(e.value) in made for e in params.elements)
+        return all(type(leaf) is not cst.Call and (dotted(leaf) in made or self._made_list(leaf, function))
+                   for leaf in _tensor_leaves(params))
+
+    def _made_list(self, leaf, function) -> bool:
+        """`noises`, bound only to list displays and grown only by `noises.append(torch.randn(...))` (or by names
+        of tensors made here): a list of tensors this function made, latent noise being optimized."""
+        if type(leaf) is not cst.Name:
+            return False
+        bound = self._scope_bindings(function).get(leaf.value) or []
+        if not bound or not all(b.kind == "assign" and type(b.value) is cst.List for b in bound):
+            return False
+        made = self._tensors_made.get(function, set())
+        grown = [site.node.args for site in self.collector.calls if site.site.function is function
+                 and site.text == f"{leaf.value}.append"]
+        return all(len(args) == 1 and (dotted(args[0].value) in made or self._makes_a_tensor(args[0].value))
+                   for args in grown) and all(
+            all(type(e) is cst.Element and dotted(e.value) in made for e in b.value.elements) for b in bound)
+
+    def _makes_a_tensor(self, value) -> bool:
+        """`torch.randn(...)`, `torch.zeros_like(x)`: a function of `torch` itself making a tensor."""
+        qualified = self.imports.qualify(value.func) or "" if type(value) is cst.Call else ""
+        return qualified.startswith("torch.") and qualified.count(".") == 1 and qualified[6:7].islower()
 
     @cached_property
     def _tensors_made(self) -> dict:
@@ -270,7 +298,7 @@ class Optimizers:
                 continue
             params = next((a.value for a in value.args if a.keyword is None or a.keyword.value == "params"), None)
             owners = self._owners_through_names(params, _site.function, parents=False) if params is not None else set()
-            if not owners and (self._made_tensors(params, _site.function) or self._parameters_held(params)):
+            if not owners and (self.made_tensors(params, _site.function) or self._parameters_held(params)):
                 owners = {MADE_TENSORS}  # `Adam([mask])`: it steps tensors made here, no model's parameters
             owners = self.as_kept_attributes(owners, _site.function)
             if key in out and not out[key] or not owners:
@@ -287,3 +315,24 @@ def stepped_parts_in_training(key: str, stepped: set[str] | None, step) -> bool:
     parts = [part for part in stepped or () if part != key and same_or_nested(key, part)]
     return bool(parts) and len(parts) == len(stepped) and all(
         (fact := step.models.get(part)) is not None and fact.definitely_train for part in parts)
+
+
+def _tensor_leaves(params) -> list:
+    """What an optimizer's `params` is built from: the elements of lists and tuples, both sides of `+`, the
+    "params" of parameter groups (`[{"params": [latent], "lr": 0.01}, {"params": noises}]`); empty when
+    anything else shows (a call, a comprehension, a starred element)."""
+    if type(params) is cst.BinaryOperation and type(params.operator) is cst.Add:
+        left, right = _tensor_leaves(params.left), _tensor_leaves(params.right)
+        return left + right if left and right else []
+    if type(params) in (cst.List, cst.Tuple):
+        leaves = []
+        for element in params.elements:
+            inner = _tensor_leaves(element.value) if type(element) is cst.Element else []
+            if not inner:
+                return []
+            leaves += inner
+        return leaves
+    if type(params) is cst.Dict:
+        groups = [e.value for e in params.elements if type(e) is cst.DictElement and literal_value(e.key) == "params"]
+        return _tensor_leaves(groups[0]) if len(groups) == 1 else []
+    return [params] if type(params) in (cst.Name, cst.Attribute) else []
