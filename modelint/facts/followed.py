@@ -221,7 +221,9 @@ class FollowedNames:
         if not origin or type(call.func) is not cst.Attribute:
             return False
         summary = self.flow.resolve_method_of(origin, call.func.attr.value)
-        return summary is not None and summary.is_method and ("self" in summary.effects or not effects)
+        # (one that runs the object's forward says how, `validation_step()` under its own no_grad, as well)
+        return summary is not None and summary.is_method and (
+            "self" in summary.effects or not effects or any(use.param == "self" for use in summary.forwards))
 
 
 def _moved_itself(value: cst.BaseExpression, key: str) -> bool:
