@@ -625,13 +625,21 @@ def _prediction_beside_gradients(function, forward) -> bool:
     return not read & names
 
 
+def _scored_by_a_loss(facts, forward) -> bool:
+    """Is the output handed, as it is, to losses scoring it against data (`criterion(outputs, labels)`)?"""
+    flow = next((f for f in facts.flow.flows if f.function is forward.function), None)
+    scored = flow.feeds_into.get(forward.call, ()) if flow is not None else ()
+    return bool(scored) and all(token in flow.compares for token in scored)
+
+
 def _gradients_cleared_first(facts, forward) -> bool:
     """The model's own gradients are cleared just before the forward (`model.zero_grad()`, not an optimizer's),
     where nothing steps an optimizer: the output's gradients are wanted, by code we may not see (a CAM
     extractor handed the scores runs the backward). Not where the output is compared with the labels and
     goes nowhere else (`criterion(out, y).item()`, `(out.argmax(-1) == y).sum()`): a metric, whose graph
     nothing takes gradients of."""
-    if "compared" in forward.uses and not forward.uses & {TRAIN, RETURN, STORE, ESCAPE, HANDED, "graph"}:
+    if forward.uses & {"compared", "eval"} and not forward.uses & {TRAIN, RETURN, STORE, ESCAPE, HANDED, "graph"} \
+            and ("compared" in forward.uses or _scored_by_a_loss(facts, forward)):
         return False
     function = forward.function
     by_model = facts.__dict__.get("_zero_grad_calls")
