@@ -25,7 +25,7 @@ from modelint.facts.names import dotted, key_root, literal_value
 from modelint.facts.walk import iter_nodes
 from modelint.facts.input_gradients import imported_builders, model_class_unseen, needs_input_gradients
 from modelint.facts.grad_free_models import built_with_grad_free_forward
-from modelint.facts.regions import grad_effect
+from modelint.facts.regions import explicitly_grad_enabled, grad_effect
 from modelint.facts.returned_closures import own_returns
 from modelint.facts.scopes import loops_around
 from modelint.facts.summaries import qualname
@@ -130,6 +130,9 @@ class MissingNoGrad(Rule):
                     else bound_to_plain_object(facts, forward.function, forward.key)) \
                 or (forward.via is None and returned_to_callers(facts, forward)):
             return None  # (a loss, an activation, a padding layer: no weights, no graph worth a finding)
+        site = facts.call_sites.get(forward.call) if forward.via is None else None
+        if site is not None and explicitly_grad_enabled(facts.imports, site.site):
+            return None  # `with torch.enable_grad():` around it, inside a validation's no_grad: on purpose
         if facts.flow.phase_never_picked(forward.function, forward.phase, forward_site(facts, forward)):
             return None  # a pass of the function that no call here asks for (or none of its calls runs this line)
         if left_to_subclasses(facts, forward) or initialises_lazy_modules(facts, forward):

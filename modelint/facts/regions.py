@@ -159,6 +159,20 @@ def no_grad_blocks(imports, site) -> list:
             and any(grad_effect(imports, item.item) == "free" for item in guard.items)]
 
 
+def explicitly_grad_enabled(imports, site) -> bool:
+    """Is a site lexically inside `with torch.enable_grad():` (`set_grad_enabled(True)`), or in a function decorated
+    so? Its author turned autograd on for it on purpose (test-time optimisation inside a no_grad validation)."""
+    if any(type(guard) is cst.With and any(grad_effect(imports, item.item) == "enabled" for item in guard.items)
+           for guard in site.guards):
+        return True
+    function = site.function
+    while function is not None:
+        if any(grad_effect(imports, d) == "enabled" for d in function.decorators):
+            return True
+        function = function.outer
+    return False
+
+
 def lexically_grad_free(imports, site, wrappers: frozenset[str] = frozenset()) -> bool:
     """Is a site lexically inside `with torch.no_grad()` or a function with a grad-disabling decorator?"""
     if in_no_grad_block(imports, site):

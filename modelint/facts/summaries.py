@@ -31,6 +31,7 @@ from modelint.facts.names import key_root, same_or_nested, value_key
 from modelint.facts.naming import is_evaluation_name
 from modelint.facts.optimizers import MADE_TENSORS, stepped_parts_in_training
 from modelint.facts.phases import phase_default
+from modelint.facts.regions import explicitly_grad_enabled
 from modelint.facts.reaching_calls import reach_of
 from modelint.facts.records import is_the_loss
 from modelint.facts.uses import DETACH, HANDED_BACK, evaluated
@@ -268,8 +269,12 @@ def _forward_use(flow, function, forward, intent: str, trained_here: bool = Fals
         grad_word = "free"
     elif grad.unknown and not grad.may_enabled and not grad.free_sites:
         grad_word = "entry" if via is None or via.grad != "enabled" else "enabled"
-    elif (grad.free_sites and not grad.unknown) or (via is not None and via.grad == "some"):
-        grad_word = "some"  # off on some paths only (`set_grad_enabled(self.model.training)`): the author's choice
+    elif (grad.free_sites and not grad.unknown) or (via is not None and via.grad == "some") or (
+            via is None and (site := flow.site_of_call.get(forward.call)) is not None
+            and explicitly_grad_enabled(flow.imports, site.site)):
+        # off on some paths only (`set_grad_enabled(self.model.training)`), or turned on where it runs (`with
+        # torch.enable_grad():` inside a validation's no_grad): the author's choice
+        grad_word = "some"
     else:
         grad_word = "enabled"
     # What a helper returns after turning the output into predictions, computing it under no_grad or over
