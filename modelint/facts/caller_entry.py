@@ -63,6 +63,11 @@ class CallerEntry:
             # A closure this file never calls, only hands on (`plot_with(sample_fn, n)`, a callback): whoever
             # calls it decides the grad mode (ffjord's samplers, run by its plotting helpers under no_grad).
             return GRAD_UNKNOWN
+        handed = self._methods_handed_to_calls.get(function.name, ()) if not sites and function.cls is not None else ()
+        if handed and all(lexically_grad_free(self.imports, site, self.grad_wrappers) for site in handed):
+            # A bound method handed as a callback, only under no_grad (`sample_camera(data, self.labeler.generate)`
+            # in a `with torch.no_grad():`): the call that gets it runs it there.
+            return GradFact(free_sites=frozenset(site.stmt for site in handed))
         if not sites and self._called_only_in_lambdas(function):
             # Called only inside lambdas (`Evaluator(eval_func=lambda x, y: test(model, x, y))`): whoever
             # calls the lambda decides the grad mode, and a library's evaluator runs it under no_grad.
@@ -191,6 +196,16 @@ class CallerEntry:
     def _names_handed_to_calls(self) -> frozenset[str]:
         return frozenset(arg.value.value for site in self.collector.calls for arg in site.node.args
                          if type(arg.value) is cst.Name)
+
+    @cached_property
+    def _methods_handed_to_calls(self) -> dict:
+        """Method name -> the sites of the calls it is handed to, bound (`self.labeler.generate`)."""
+        out: dict = {}
+        for site in self.collector.calls:
+            for arg in site.node.args:
+                if type(arg.value) is cst.Attribute:
+                    out.setdefault(arg.value.attr.value, []).append(site.site)
+        return out
 
     def _called_only_in_lambdas(self, function: FunctionInfo) -> bool:
         calls = self._calls_of.get(function, ())
