@@ -13,6 +13,7 @@ from modelint.facts.scopes import FunctionInfo
 from modelint.facts.lattice import mode_of_call
 from modelint.facts.modules import EVIDENCE_METHODS
 from modelint.facts.names import is_torch_module, literal_value, value_key
+from modelint.facts.returned_closures import own_returns
 
 
 class ModuleNames:
@@ -25,6 +26,18 @@ class ModuleNames:
         self.calls_of_functions = _calls_of_functions(collector)
         self.stored_parameters = _stored_parameters(collector)
         self.module_names = self._collect(collector)
+
+    def _built_by_own_method(self, value: cst.BaseExpression, site):
+        """`self.gcn = self._init_model()`, a method of the class every `return` of which builds a module of one
+        class (`return GraphConv(...)`): that construction."""
+        method = site.cls.methods.get(value.func.attr.value) if site.cls is not None and type(value) is cst.Call \
+            and type(value.func) is cst.Attribute and value_key(value.func.value) == "self" else None
+        returns = own_returns(method) if method is not None else []
+        built = [self.table.module_expression(r.value)[0] if r.value is not None else None for r in returns]
+        if not built or any(b is None or not b.certain for b in built) \
+                or len({value_key(b.call.func) for b in built}) != 1:
+            return None
+        return built[0]
 
     def kept_from_the_creator(self, cls) -> dict[str, tuple]:
         """`self.<attr>` -> (its `__init__`, the parameter) for each attribute of the class that every assignment
@@ -90,6 +103,8 @@ class ModuleNames:
 
         for key, value, site in collector.call_assigns:
             built, _ = self.table.module_expression(value)
+            if built is None and key.startswith("self."):
+                built = self._built_by_own_method(value, site)
             if built is not None and built.certain or mode_of_call(value) is not None:
                 add(key, site)  # (`self.net = torch.load(path).eval()`: only a module has a mode to switch)
                 if built is not None and built.parameterless:
