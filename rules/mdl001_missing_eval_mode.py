@@ -173,8 +173,9 @@ class MissingEvalMode(Rule):
         holder = facts.call_sites.get(forward.call)
         methods = {function.name} | ({holder.site.function.name} if holder and holder.site.function else set())
         if _repeated_sample(facts, forward) or not any(
-                facts.modules.class_dependence(owner) is Dependence.DEPENDENT
-                and facts.modules.kinds.holds_library_mode_layers(owner) and not class_sets_own_mode(facts, owner)
+                (facts.modules.class_dependence(owner) is Dependence.DEPENDENT
+                 and facts.modules.kinds.holds_library_mode_layers(owner)
+                 or facts.modules.built_with_mode_layers(owner)) and not class_sets_own_mode(facts, owner)
                 for owner in classes_self_may_be(facts, function.cls, methods)):
             # It needs a Dropout or BatchNorm of its own (not only a layer of the file choosing by `self.training`
             # what to do, as a NoisyNet's exploration noise), and no Monte Carlo sampling (one input again).

@@ -134,6 +134,17 @@ class ModuleTable(WaitingOnImports, LocalLayers, Registries, ModuleAttributes, B
     def class_dependence(self, info: ClassInfo) -> Dependence:
         return self._dependence.get(info.name, Dependence.INDEPENDENT)
 
+    def built_with_mode_layers(self, info: ClassInfo) -> bool:
+        """Is every construction of the class in this file handed a module with Dropout or BatchNorm
+        (`SoftmaxNN(CNNEncoder(...), n)`, its encoder handed in), at least one of them?"""
+        found = self.__dict__.setdefault("_built_with_mode_layers", {})
+        if info.name not in found:
+            built = [self.construction(site.node) for site in self._collector.calls
+                     if type(site.node.func) is cst.Name and site.node.func.value == info.name]
+            found[info.name] = bool(built) and all(
+                b is not None and b.dependence is Dependence.DEPENDENT for b in built)
+        return found[info.name]
+
     def _base_kind(self, base: cst.BaseExpression) -> tuple[bool, Dependence]:
         project = self.project_class(base)
         if project is not None:
