@@ -102,6 +102,8 @@ class CallEffects(FollowedNames, SummaryEffects, ModeContexts, TrainingSteps, Ha
             self.constructor_effects(call, built, state)
             self.record_handed_to_constructor(call, built, state)
         key = value_key(func)
+        if type(func) is cst.Name and local is None:
+            key = self.bound_forward(func.value) or key  # `forward = self.net.forward`, then `forward(x)`
         if key is None and type(func) is cst.Call:
             moved, chain = unwrap_chain(func)
             key = value_key(moved) if chain else None  # `model.to(device)(x)`: the model itself, moved
@@ -115,8 +117,7 @@ class CallEffects(FollowedNames, SummaryEffects, ModeContexts, TrainingSteps, Ha
             self.step(call, "backward", state, None)
         elif key is not None and not (local is not None and type(func) in (cst.Name, cst.Attribute)
                                       and local.endswith(".__call__") and not key.endswith(".__call__")):
-            # (`teacher(x)`, `self.recorder(x)` on an object of a plain class of this file runs its `__call__`,
-            # whose summary says)
+            # (`teacher(x)` on an object of a plain class of this file runs its `__call__`, whose summary says)
             canonical = state.canonical(key, wrapped=True)
             if self._is_model(state, canonical):
                 # An object of a class we cannot see, handed a model this function switches or trains
@@ -145,8 +146,7 @@ class CallEffects(FollowedNames, SummaryEffects, ModeContexts, TrainingSteps, Ha
                     for held in self._handed_to_builder_of(receiver, state):
                         self.havoc(state, held)
                 if method in ("eval", "train"):
-                    # `models = Models({"G": G, "C": C})`, then `models.eval()`: an object that holds models and
-                    # has a module's mode API switches them
+                    # `models = Models({"G": G})`, then `models.eval()`: an object holding models switches them
                     for held in self._handed_to_builder_of(receiver, state):
                         self.set_mode(state, held, call)
                 if method in ("eval", "train") and not plain:

@@ -335,6 +335,13 @@ class Collector(AssignmentRecords, FastVisitor):
             function = self._function()
             if function is not None and dotted(node.value) not in ("torch.autograd", "autograd"):
                 function.reads_grads = True  # `p.grad`: gradients read, not only stepped
+        elif name == "forward" and (function := self._function()) is not None:
+            # (`forward = self.net.forward`, called later by that name: the net's forward pass runs here)
+            head = (value_key(node.value) or "").split(".")[0]
+            if head == "self":
+                function.calls_self_attribute = True
+            elif head in function.param_set:
+                function.calls_params = True
 
     def _a_parameter(self, name: str | None) -> bool:
         """Is `name` the variable of an enclosing loop over a module's parameters (`for p in net.parameters()`,

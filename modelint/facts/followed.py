@@ -17,7 +17,7 @@ from modelint.facts.batches import call_fed_batches
 from modelint.facts import torch_api as api
 from modelint.facts.lattice import ModeFact
 from modelint.facts.modules import unwrap_chain
-from modelint.facts.names import dotted, head_name, key_root
+from modelint.facts.names import dotted, head_name, key_root, value_key
 from modelint.facts.state import State
 from modelint.facts.uses import is_parameter
 
@@ -209,6 +209,13 @@ class FollowedNames:
         if fact is not None and fact.certain and not fact.havoc:
             return True
         return self.flow.modules.is_module_name(key, self.out.function)
+
+    def bound_forward(self, name: str) -> str | None:
+        """The model whose bound `forward` every binding of `name` in the function is (`forward = self.net.forward`)."""
+        bound = self.flow._scope_bindings(self.out.function).get(name) or []
+        receivers = {value_key(b.value.value) if b.kind == "assign" and type(b.value) is cst.Attribute
+                     and b.value.attr.value == "forward" else None for b in bound}
+        return receivers.pop() if len(receivers) == 1 else None
 
     def _summarised_elsewhere(self, call: cst.Call, state: State, receiver: str, effects: bool = True) -> bool:
         """`model.generate(x)` on a module built from a class another file defines, which the index summarises:
