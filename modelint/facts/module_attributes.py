@@ -48,9 +48,25 @@ class ModuleAttributes:
         evaluated = {dotted(c.node.func.value) for c in self._collector.calls if c.site.cls is cls
                      and c.site.function is not None and c.site.function.name in building
                      and type(c.node.func) is cst.Attribute and c.node.func.attr.value == "eval" and not c.node.args}
-        switched = [a for a in kept if chain_runs(a.value, "eval") or dotted(a.target) in evaluated]
+        # (and locals kept only as parts: `backbone = resnet18(weights=...).eval()`, then
+        # `self.body = nn.Sequential(backbone.conv1, ..., backbone.layer4)`: the eval-mode model's own layers)
+        evaluated |= {key for key, value, site in self._collector.call_assigns if "." not in key
+                      and site.cls is cls and site.function is not None and site.function.name in building
+                      and chain_runs(value, "eval")}
+        switched = [a for a in kept if chain_runs(a.value, "eval") or dotted(a.target) in evaluated
+                    or self._regroups_parts_of(a.value, evaluated)]
         return bool(switched) and not any(self.module_expression(a.value)[0] is not None for a in kept
                                           if a not in switched and type(a.value) is cst.Call)
+
+    def _regroups_parts_of(self, value, evaluated: set) -> bool:
+        """`nn.Sequential(backbone.features, backbone.avgpool)` (or a ModuleList of them): a container of parts
+        of the local models `evaluated` only, each a plain attribute of one."""
+        if type(value) is not cst.Call or not value.args \
+                or self.imports.qualify(value.func) not in ("torch.nn.Sequential", "torch.nn.ModuleList"):
+            return False
+        parts = [e.value for arg in value.args for e in (
+            arg.value.elements if type(arg.value) in (cst.List, cst.Tuple) and not arg.star else [arg])]
+        return all(type(part) is cst.Attribute and (dotted(part) or "").split(".")[0] in evaluated for part in parts)
 
     def _constructor_methods(self, cls) -> frozenset[str]:
         """`__init__` and the methods of the class that its `__init__`, or a base's of this file, calls on `self`
