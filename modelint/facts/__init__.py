@@ -268,12 +268,23 @@ class FileFacts:
             # (a test file running its own checks at the bottom trains nothing; but one whose bottom lines hand it
             # the arguments its parameters need, `test(obj_names, data_path, ckpt)`, is an evaluation script:
             # pytest would look for fixtures of those names)
-            script_calls = [call for call in self.flow._calls_of.get(function, ())
-                            if self.flow.site_of_call[call].site.function is None]
-            return bool(script_calls) and ((bool(function.params) and any(call.args for call in script_calls))
-                                           or self._script_builds_objects)
+            script_calls = self._script_calls(function)
+            if script_calls and ((bool(function.params) and any(call.args for call in script_calls))
+                                 or self._script_builds_objects):
+                return True
+            # (or one that the script's `main(args)` hands its arguments: `test(args, loader, model)` of a
+            # `cityscapes_test.py` evaluation script)
+            return bool(function.params) and any(
+                caller is not None and not self._is_test_function(caller, seen | {function})
+                and any(call.args for call in self._script_calls(caller))
+                for caller in self.flow.syntactic_callers(function))
         callers = self.flow.syntactic_callers(function)
         return any(caller is None or not self._is_test_function(caller, seen | {function}) for caller in callers)
+
+    def _script_calls(self, function: FunctionInfo) -> list:
+        """The calls of the function the file's module-level code makes."""
+        return [call for call in self.flow._calls_of.get(function, ())
+                if self.flow.site_of_call[call].site.function is None]
 
     @cached_property
     def _script_builds_objects(self) -> bool:

@@ -52,7 +52,7 @@ CONTAINERS = frozenset({"Sequential", "ModuleList", "ModuleDict"})
 # torch.nn layers without parameters: losses, activations, pooling, padding, reshaping, dropout.
 # Running one records no graph of weights: there is no model to evaluate.
 PARAMETERLESS_LAYER = re.compile(
-    r".*Loss|(Zero|Constant|Reflection|Replication|Circular)Pad[123]d|(Adaptive)?(Max|Avg|LP)Pool[123]d"
+    r".*Loss(2d)?|(Zero|Constant|Reflection|Replication|Circular)Pad[123]d|(Adaptive)?(Max|Avg|LP)Pool[123]d"
     r"|FractionalMaxPool[23]d|MaxUnpool[123]d|ReLU6?|LeakyReLU|ELU|SELU|CELU|GELU|SiLU|Mish|Sigmoid|Tanh"
     r"|Softmax2?d?|LogSoftmax|Softmin|Softplus|Softsign|Softshrink|Hardshrink|Hardtanh|Hardswish|Hardsigmoid"
     r"|Tanhshrink|Threshold|GLU|Identity|Flatten|Unflatten|Upsample|Upsampling(Nearest|Bilinear)2d"
