@@ -100,7 +100,7 @@ class UnregisteredSubmodule(Rule):
             built = modules.construction(call_site.node)
             qualified = call_site.qualified or ""
             if built is not None and built.dependence is Dependence.DEPENDENT and qualified.startswith("torch.nn.") \
-                    and not _built_once_onto_self(call_site) and not _regroups_own_children(call_site.node):
+                    and not _built_once_onto_self(call_site) and not _regroups_own_children(call_site.node, qualified):
                 layer = qualified.rsplit(".", 1)[-1]
                 where = "forward" if site.function.name == "forward" else f"`{site.function.name}()` (run by forward)"
                 yield Report(call_site.node, f"`nn.{layer}` built inside {where} is a new layer at every call, always "
@@ -108,11 +108,11 @@ class UnregisteredSubmodule(Rule):
                                              f"`self.<name>`", stmt=site.stmt)
 
 
-def _regroups_own_children(call: cst.Call) -> bool:
+def _regroups_own_children(call: cst.Call, qualified: str) -> bool:
     """`nn.Sequential(self.reduce, self.middle, self.expand)` in forward: a container of layers the module already
     holds, each registered and switched by eval() on it; nothing new is built."""
     parts = [arg.value for arg in call.args if not arg.star and arg.keyword is None]
-    return bool(parts) and len(parts) == len(call.args) and all(
+    return qualified == "torch.nn.Sequential" and bool(parts) and len(parts) == len(call.args) and all(
         (dotted(part) or "").startswith("self.") for part in parts)
 
 
