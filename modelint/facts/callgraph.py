@@ -296,6 +296,9 @@ class CallGraph(MethodTargets, CallerEntry):
         return cache[key, enclosing]
 
     def _names_a_transform(self, key: str, enclosing: FunctionInfo | None) -> bool:
+        if key in BUILTIN_NAMES and key not in self._scope_bindings(None) \
+                and (enclosing is None or key not in self._scope_bindings(enclosing)):
+            return True  # `str_to_list(text, ",", int)`: Python's own converter, no model
         named = self.local_reference(cst.Name(key), enclosing) \
             if key.isidentifier() and (key in self.local_functions or key in self._alias_targets) else None
         function = self.local_functions.get(named) if named is not None else None
