@@ -128,6 +128,10 @@ class MethodTargets(ReturnedClosures, BoundClasses):
         if init is None or len(stored) != 1 or type(stored[0]) is not cst.Name \
                 or stored[0].value not in init.param_set:
             return None
+        param = init.param(stored[0].value)
+        annotated = dotted(param.annotation.annotation) if param is not None and param.annotation else None
+        if annotated in self.modules.classes:
+            return annotated  # (`def __init__(self, extractor: GradExtractor)`: the class it is typed as)
         calls = [(site.node, site.site.function) for site in self.collector.calls
                  if type(site.node.func) is cst.Name and site.node.func.value == cls.name]
         return self._handed_class(init, stored[0].value, calls=calls)
@@ -232,6 +236,8 @@ class MethodTargets(ReturnedClosures, BoundClasses):
         while scope is not None and scope.cls is None:
             scope = scope.outer
         built = self._held_classes.get((scope.cls.name, node.attr.value)) if scope is not None else None
+        if built is None and scope is not None:  # (`self.extractor = extractor`, typed in `__init__`)
+            return self._stored_parameter_class(scope.cls, node.attr.value)
         return next(iter(built)) if built is not None and len(built) == 1 and None not in built else None
 
     @cached_property

@@ -190,10 +190,11 @@ def _return_fact(returned) -> ReturnFact | None:
 
 
 def _input_gradients_only(function_flow) -> bool:
-    """A backward run for the gradients of the inputs (an attack's sign step, a saliency map), with no
-    optimizer stepping there: the function trains nothing, and neither does its caller by calling it."""
+    """A backward run for the gradients of the inputs (an attack's sign step, a saliency map), or for
+    gradients it reads (`self.acts.grad` of a Grad-CAM extractor's hooked layer), with no optimizer stepping
+    there: the function trains nothing, and neither does its caller by calling it."""
     function = function_flow.function
-    return function.takes_input_gradients and not function_flow.backward_in_helpers \
+    return (function.takes_input_gradients or function.reads_grads) and not function_flow.backward_in_helpers \
         and not any(step.kind == "step" for step in (*function_flow.steps.values(),
                                                      *function_flow.helper_steps.values()))
 
