@@ -20,6 +20,7 @@ from modelint.facts.caller_entry import CallerEntry, nested_name
 from modelint.facts.flag_order import set_only_where_not_run, bound_targets, rebound_only_before
 from modelint.facts.method_targets import MethodTargets
 from modelint.facts.modules import rewraps
+from modelint.facts.framework_hooks import openmmlab_test_hook
 from modelint.facts.names import BUILTIN_NAMES, dotted, is_super_call
 from modelint.facts.name_values import scope_bindings
 from modelint.facts.walk import iter_nodes
@@ -165,9 +166,9 @@ class CallGraph(MethodTargets, CallerEntry):
         return out
 
     def is_framework_hook(self, function: FunctionInfo | None) -> bool:
-        """A Lightning evaluation hook of a module class: the framework sets eval mode and no_grad for it."""
-        return (function is not None and function.name in api.LIGHTNING_EVAL_HOOKS and function.cls is not None
-                and self.is_module_class(function.cls))
+        """A Lightning evaluation hook of a module class, an OpenMMLab model's test hook: run in eval under no_grad."""
+        return function is not None and function.cls is not None and ((function.name in api.LIGHTNING_EVAL_HOOKS
+                and self.is_module_class(function.cls)) or openmmlab_test_hook(self, function))
 
     def is_training_hook(self, function: FunctionInfo | None) -> bool:
         """Lightning's `training_step` of a module class: the framework back-propagates what it returns."""
