@@ -123,18 +123,30 @@ class MethodTargets(ReturnedClosures, BoundClasses):
     def _stored_parameter_class(self, cls, attribute: str) -> str | None:
         """The one class of this file whose objects every construction of `cls` here hands the `__init__`
         parameter it stores as `self.<attribute>` (and stores nothing else there)."""
-        init = self.collector.constructor(cls)
-        stored = [a.value for a in self.collector.assigns_to(cls, f"self.{attribute}")]
-        if init is None or len(stored) != 1 or type(stored[0]) is not cst.Name \
-                or stored[0].value not in init.param_set:
+        init, stored = self._stored_parameter(cls, attribute)
+        if stored is None:
             return None
-        param = init.param(stored[0].value)
-        annotated = dotted(param.annotation.annotation) if param is not None and param.annotation else None
-        if annotated in self.modules.classes:
+        annotated = self._annotated_parameter_class(cls, attribute)
+        if annotated is not None:
             return annotated  # (`def __init__(self, extractor: GradExtractor)`: the class it is typed as)
         calls = [(site.node, site.site.function) for site in self.collector.calls
                  if type(site.node.func) is cst.Name and site.node.func.value == cls.name]
-        return self._handed_class(init, stored[0].value, calls=calls)
+        return self._handed_class(init, stored, calls=calls)
+
+    def _stored_parameter(self, cls, attribute: str) -> tuple:
+        """(`__init__`, the parameter it stores as `self.<attribute>` and nothing else), or (…, None)."""
+        init = self.collector.constructor(cls)
+        stored = [a.value for a in self.collector.assigns_to(cls, f"self.{attribute}")]
+        if init is None or len(stored) != 1 or type(stored[0]) is not cst.Name or stored[0].value not in init.param_set:
+            return init, None
+        return init, stored[0].value
+
+    def _annotated_parameter_class(self, cls, attribute: str) -> str | None:
+        """The class of this file the `__init__` parameter stored as `self.<attribute>` is annotated with."""
+        init, stored = self._stored_parameter(cls, attribute)
+        param = init.param(stored) if stored is not None else None
+        annotated = dotted(param.annotation.annotation) if param is not None and param.annotation else None
+        return annotated if annotated in self.modules.classes else None
 
     def element_class(self, call: cst.Call, enclosing: FunctionInfo | None) -> str | None:
         """`for flow in reversed(self.flows): z = flow.infer(z)` in a method, where every assignment of
@@ -237,7 +249,7 @@ class MethodTargets(ReturnedClosures, BoundClasses):
             scope = scope.outer
         built = self._held_classes.get((scope.cls.name, node.attr.value)) if scope is not None else None
         if built is None and scope is not None:  # (`self.extractor = extractor`, typed in `__init__`)
-            return self._stored_parameter_class(scope.cls, node.attr.value)
+            return self._annotated_parameter_class(scope.cls, node.attr.value)
         return next(iter(built)) if built is not None and len(built) == 1 and None not in built else None
 
     @cached_property
