@@ -182,6 +182,9 @@ class FileSummary:
     # nn.Module classes defined here that hold no weights (buffers, activations, a loss): calling one runs
     # no model (modelint.facts.layer_kinds.holds_no_weights).
     weightless_classes: set[str] = field(default_factory=set)
+    # nn.Module classes defined here whose constructor keeps only modules it put in eval mode (a frozen feature
+    # extractor): built, one runs in eval mode (modelint.facts.module_attributes.built_in_eval).
+    eval_built_classes: set[str] = field(default_factory=set)
     # Module classes whose own `forward` is decorated `@torch.no_grad()` (or the like): calling one records no graph.
     grad_free_forward_classes: set[str] = field(default_factory=set)
     # Module classes whose `__init__` freezes every parameter they hold -> "" or "flag:position", the constructor
@@ -525,6 +528,11 @@ class ProjectIndex:
         """Is the project class imported as `reference` a module without weights (a mel filterbank of buffers)?"""
         found = self._defining(reference, from_path)
         return found is not None and reference.rpartition(".")[2] in found.weightless_classes
+
+    def built_in_eval(self, reference: str, from_path: str) -> bool:
+        """Is the project class imported as `reference` built in eval mode by its own constructor?"""
+        found = self._defining(reference, from_path)
+        return found is not None and reference.rpartition(".")[2] in found.eval_built_classes
 
     def forward_without_grad(self, reference: str, from_path: str) -> bool:
         """Is the project class imported as `reference` a module whose `forward` turns autograd off itself?"""

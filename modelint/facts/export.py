@@ -74,6 +74,8 @@ def file_summary(flow) -> FileSummary:
                        asked_handed=set(flow.asked_handed),
                        loaded_classes=set(flow.modules.loaded_classes),
                        weightless_classes=flow.modules.weightless_classes(),
+                       eval_built_classes={name for name, info in flow.modules.classes.items()
+                                           if flow.modules.is_module_class(info) and flow.modules.built_in_eval(info)},
                        grad_free_forward_classes=grad_free_forward_classes(flow),
                        frozen_classes=dict(flow.frozen_classes),
                        free_branch_classes=free_branch_classes(flow), fresh_classes=fresh_classes(flow.modules),

@@ -46,7 +46,8 @@ class WaitingOnImports:
 
         return Construction(call, Dependence(known), origin=qualified,
                             runs_loaded=self.index.runs_loaded_modules(qualified, self.path),
-                            parameterless=self.index.holds_no_weights(qualified, self.path))
+                            parameterless=self.index.holds_no_weights(qualified, self.path),
+                            starts_in_eval=self.index.built_in_eval(qualified, self.path))
 
     def waiting_on_imports(self) -> dict[str, tuple[str, ...]]:
         """Module classes whose dependence is unknown only because they build or derive from classes
