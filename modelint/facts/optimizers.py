@@ -247,12 +247,17 @@ class Optimizers:
 
     def _made_list(self, leaf, function) -> bool:
         """`noises`, bound only to list displays and grown only by `noises.append(torch.randn(...))` (or by names
-        of tensors made here): a list of tensors this function made, latent noise being optimized."""
+        of tensors made here), or each of whose elements is marked a leaf: tensors made to be optimized."""
         if type(leaf) is not cst.Name:
             return False
         bound = self._scope_bindings(function).get(leaf.value) or []
         if not bound or not all(b.kind == "assign" and type(b.value) is cst.List for b in bound):
             return False
+        if any(assign.target.attr.value == "requires_grad" and literal_value(assign.value) is True and any(
+                type(guard) is cst.For and dotted(guard.iter) == leaf.value
+                and dotted(guard.target) == dotted(assign.target.value) for guard in assign.site.guards)
+               for assign in self.collector.attribute_assigns if assign.site.function is function):
+            return True  # (`for noise in noises: noise.requires_grad = True`: each made a leaf to optimize)
         made = self._tensors_made.get(function, set())
         grown = [site.node.args for site in self.collector.calls if site.site.function is function
                  and site.text == f"{leaf.value}.append"]
