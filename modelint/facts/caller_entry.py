@@ -63,7 +63,8 @@ class CallerEntry:
             # A closure this file never calls, only hands on (`plot_with(sample_fn, n)`, a callback): whoever
             # calls it decides the grad mode (ffjord's samplers, run by its plotting helpers under no_grad).
             return GRAD_UNKNOWN
-        handed = self._methods_handed_to_calls.get(function.name, ()) if not sites and function.cls is not None else ()
+        handed = self._methods_handed_to_calls.get(function.name, ()) if not sites and function.cls is not None \
+            and function.name not in ("forward", "__call__") else ()
         if handed and all(lexically_grad_free(self.imports, site, self.grad_wrappers) for site in handed):
             # A bound method handed as a callback, only under no_grad (`sample_camera(data, self.labeler.generate)`
             # in a `with torch.no_grad():`): the call that gets it runs it there.

@@ -136,8 +136,11 @@ class ModuleTable(WaitingOnImports, LocalLayers, Registries, ModuleAttributes, B
 
     def built_with_mode_layers(self, info: ClassInfo) -> bool:
         """Is every construction of the class in this file handed a module with Dropout or BatchNorm
-        (`SoftmaxNN(CNNEncoder(...), n)`, its encoder handed in), at least one of them?"""
+        (`SoftmaxNN(CNNEncoder(...), n)`, its encoder handed in), at least one of them, while its own layers
+        have none?"""
         found = self.__dict__.setdefault("_built_with_mode_layers", {})
+        if self.class_dependence(info) is Dependence.DEPENDENT:
+            return False  # (its own layers say: see LayerKinds.holds_library_mode_layers)
         if info.name not in found:
             built = [self.construction(site.node) for site in self._collector.calls
                      if type(site.node.func) is cst.Name and site.node.func.value == info.name]

@@ -259,8 +259,11 @@ class Optimizers:
                for assign in self.collector.attribute_assigns if assign.site.function is function):
             return True  # (`for noise in noises: noise.requires_grad = True`: each made a leaf to optimize)
         made = self._tensors_made.get(function, set())
-        grown = [site.node.args for site in self.collector.calls if site.site.function is function
-                 and site.text == f"{leaf.value}.append"]
+        calls = [site for site in self.collector.calls if site.site.function is function
+                 and (site.text or "").startswith(f"{leaf.value}.")]
+        grown = [site.node.args for site in calls if site.text == f"{leaf.value}.append"]
+        if len(grown) != len(calls):
+            return False  # (`params.extend(model.parameters())`: grown some other way)
         return all(len(args) == 1 and (dotted(args[0].value) in made or self._makes_a_tensor(args[0].value))
                    for args in grown) and all(
             all(type(e) is cst.Element and dotted(e.value) in made for e in b.value.elements) for b in bound)
