@@ -14,7 +14,7 @@ import libcst as cst
 
 from modelint.facts import torch_api as api
 from modelint.facts.lattice import is_train_site
-from modelint.facts.names import dotted, value_key
+from modelint.facts.names import dotted, literal_value, value_key
 from modelint.facts.uses import evaluated
 from modelint.facts.walk import iter_nodes
 
@@ -121,7 +121,7 @@ def smoke_test(facts, forward, mode) -> bool:
         return False  # not built here, or a global some function uses: it may be trained or loaded elsewhere
     if not all(type(s) is cst.Call and facts.modules.construction(s) is not None
                and (where := facts.call_sites.get(s)) is not None
-               and (where.site.function is function or _plain_builder(facts, where.site.function))
+               and (where.site.function is function or _plain_builder(facts, where.site.function, function))
                for s in mode.train_sites):
         return False  # trained here (a training step put it in this mode), or built elsewhere (and loaded there)
     if any(key in step.reached for flow in facts.flow.flows if flow.function is function
@@ -143,7 +143,7 @@ def _in_main_guard(facts, forward) -> bool:
         for guard in site.site.guards)
 
 
-def _plain_builder(facts, function) -> bool:
+def _plain_builder(facts, function, caller=None) -> bool:
     """A top-level function of this file that builds a module and loads nothing (`def ShuffleV1(**kwargs):
     return ShuffleNet(cfg, **kwargs)`): what it returns is as untrained as a constructor's."""
     if function is None or function.cls is not None or function.outer is not None:
@@ -151,7 +151,17 @@ def _plain_builder(facts, function) -> bool:
     return not any(site.site.function is function and (
         ((site.qualified or "") in ("torch.load", "torch.hub.load", "torch.hub.load_state_dict_from_url"))
         or (type(site.node.func) is cst.Attribute and site.node.func.attr.value.startswith(("load", "from_pretrained"))))
-        for site in facts.collector.calls)
+        and not _left_unasked(facts, site.site, function, caller) for site in facts.collector.calls)
+
+
+def _left_unasked(facts, site, function, caller) -> bool:
+    """Is the call made only under `if pretrained:` on a parameter of the builder, which no call in `caller`
+    (the function running the model) sets by name (`resnet(pretrained=True)` asks for the weights)?"""
+    flags = {guard.test.value for guard in site.guards if type(guard) is cst.If and type(guard.test) is cst.Name
+             and guard.test.value in function.param_set and any(node is site.stmt for node in iter_nodes(guard.body))}
+    return bool(flags) and not any(
+        call.site.function is caller and arg.keyword is not None and arg.keyword.value in flags
+        and literal_value(arg.value) not in (False, None, 0) for call in facts.collector.calls for arg in call.node.args)
 
 
 _NORM_STATISTICS = frozenset({"running_mean", "running_var", "reset_running_stats", "num_batches_tracked"})
