@@ -83,8 +83,10 @@ def frozen_by_every_caller(facts, function, name: str) -> bool:
     if function is None or name not in function.param_set:
         return False
     passed = facts.flow.passed_at_calls(function, name)
-    return bool(passed) and all((key := dotted(value)) is not None and key in frozen_whole(facts, caller)
-                                for caller, value, _models in passed)
+    # (or an attribute of the caller's object that its constructor froze: `self.train_epoch(loader, self.teacher)`)
+    return bool(passed) and all((key := dotted(value)) is not None and (
+        key in frozen_whole(facts, caller) or (caller is not None and key in frozen_attributes(facts, caller.cls)))
+        for caller, value, _models in passed)
 
 
 def frozen_attributes(facts, cls) -> frozenset[str]:
