@@ -628,10 +628,9 @@ def _prediction_beside_gradients(function, forward) -> bool:
     return not read & names
 
 
-def _scored_by_a_loss(facts, forward) -> bool:
+def _scored_by_a_loss(flow, forward) -> bool:
     """Is the output handed, as it is, to losses scoring it against data (`criterion(outputs, labels)`)?"""
-    flow = next((f for f in facts.flow.flows if f.function is forward.function), None)
-    scored = flow.feeds_into.get(forward.call, ()) if flow is not None else ()
+    scored = flow.feeds_into.get(forward.call, ())
     return bool(scored) and all(token in flow.compares for token in scored)
 
 
@@ -641,8 +640,9 @@ def _gradients_cleared_first(facts, forward) -> bool:
     extractor handed the scores runs the backward). Not where the output is compared with the labels and
     goes nowhere else (`criterion(out, y).item()`, `(out.argmax(-1) == y).sum()`): a metric, whose graph
     nothing takes gradients of."""
-    if forward.uses & {"compared", "eval"} and not forward.uses & {TRAIN, RETURN, STORE, ESCAPE, HANDED, "graph"} \
-            and ("compared" in forward.uses or _scored_by_a_loss(facts, forward)):
+    metric_only = bool(forward.uses & {"compared", "eval"}) \
+        and not forward.uses & {TRAIN, RETURN, STORE, ESCAPE, HANDED, "graph"}
+    if metric_only and "compared" in forward.uses:
         return False
     function = forward.function
     by_model = facts.__dict__.get("_zero_grad_calls")
@@ -654,7 +654,8 @@ def _gradients_cleared_first(facts, forward) -> bool:
                 by_model.setdefault((site.site.function, dotted(func.value)), []).append(site.node)
     cleared = by_model.get((function, forward.key), ())
     flow = next((f for f in facts.flow.flows if f.function is function), None) if cleared else None
-    if flow is None or any(step.kind == "step" for step in flow.steps.values()):
+    if flow is None or any(step.kind == "step" for step in flow.steps.values()) \
+            or (metric_only and _scored_by_a_loss(flow, forward)):
         return False
     here = facts.locate(forward.call)  # (placing nodes costs: only once a `zero_grad()` of that model is there)
     return here is not None and any((at := facts.locate(node)) is not None and at[:2] < here[:2] for node in cleared)

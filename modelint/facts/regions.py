@@ -162,24 +162,26 @@ def no_grad_blocks(imports, site) -> list:
 def explicitly_grad_enabled(imports, site) -> bool:
     """Is a site lexically inside `with torch.enable_grad():` (`set_grad_enabled(True)`), or in a function decorated
     so? Its author turned autograd on for it on purpose (test-time optimisation inside a no_grad validation)."""
-    if any(type(guard) is cst.With and any(grad_effect(imports, item.item) == "enabled" for item in guard.items)
-           for guard in site.guards):
-        return True
-    function = site.function
-    while function is not None:
-        if any(grad_effect(imports, d) == "enabled" for d in function.decorators):
-            return True
-        function = function.outer
-    return False
+    def enables(expr) -> bool:
+        return grad_effect(imports, expr) == "enabled"
+
+    return _lexically(site, enables, enables)
 
 
 def lexically_grad_free(imports, site, wrappers: frozenset[str] = frozenset()) -> bool:
     """Is a site lexically inside `with torch.no_grad()` or a function with a grad-disabling decorator?"""
-    if in_no_grad_block(imports, site):
+    return _lexically(site, lambda item: grad_effect(imports, item) == "free",
+                      lambda decorator: disables_grad(imports, decorator, wrappers))
+
+
+def _lexically(site, in_block, decorated) -> bool:
+    """Is a site inside a `with` one of whose items `in_block` accepts, or in a function (or one enclosing it)
+    one of whose decorators `decorated` accepts?"""
+    if any(type(guard) is cst.With and any(in_block(item.item) for item in guard.items) for guard in site.guards):
         return True
     function = site.function
     while function is not None:
-        if any(disables_grad(imports, d, wrappers) for d in function.decorators):
+        if any(decorated(decorator) for decorator in function.decorators):
             return True
         function = function.outer
     return False
