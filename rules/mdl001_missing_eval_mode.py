@@ -16,7 +16,9 @@ from modelint.facts.asked_layers import runs_no_mode_layer
 from modelint.facts.smoke_tests import dummy_input, initialises_lazy_modules, recomputes_norm_statistics, smoke_test
 from modelint.facts.batches import over_batches
 from modelint.facts.gates import switched_to_training_without_grad, toggled_for_one_forward
-from modelint.facts.monte_carlo import variance_of_repeated_copies
+from modelint.facts.loop_bindings import comprehensions_around
+from modelint.facts.monte_carlo import repeated_sample, variance_of_repeated_copies
+from modelint.facts.training_pass import fitted_input, objective_on_the_training_batch, training_batch_statistic
 from modelint.facts.lattice import ENTRY_MODE, is_train_site
 from modelint.facts.mode_handling import (class_sets_own_mode, classes_self_may_be, minds_modes, optional_or_callable,
                                           states_mode_contract)
@@ -172,7 +174,7 @@ class MissingEvalMode(Rule):
         # (`self` in a base class's method is also each subclass here that inherits it: the layers are theirs)
         holder = facts.call_sites.get(forward.call)
         methods = {function.name} | ({holder.site.function.name} if holder and holder.site.function else set())
-        if _repeated_sample(facts, forward) or not any(
+        if repeated_sample(facts, forward) or not any(
                 (facts.modules.class_dependence(owner) is Dependence.DEPENDENT
                  and facts.modules.kinds.holds_library_mode_layers(owner)
                  or facts.modules.built_with_mode_layers(owner)) and not class_sets_own_mode(facts, owner)
@@ -296,7 +298,7 @@ class MissingEvalMode(Rule):
                 or trained_through_a_kept_loss(facts, forward):
             return None  # (a `forward` that back-propagates its own loss is a training step, in training mode)
         if (not trains_here or _switched_after_training(facts, forward)) \
-                and any(is_train_site(site) for site in forward.mode.train_sites) and _repeated_sample(facts, forward):
+                and any(is_train_site(site) for site in forward.mode.train_sites) and repeated_sample(facts, forward):
             return None  # train() set on the way here on purpose, to sample (MC dropout)
         if toggled_for_one_forward(facts, forward):
             return None  # `model.train()`, the forward, `model.eval()`: training mode for this forward alone
@@ -329,8 +331,8 @@ class MissingEvalMode(Rule):
             return None  # a model just built, run once, its output bound and never read: a data-aware init pass
         if _mode_chosen_by_caller(forward, mode) and (not trains_here or forward.function.takes_input_gradients):
             return None  # (an attack's backward computes input gradients: no training either)
-        if trains_here and (_fitted_input(facts, forward) or _training_batch_statistic(facts, forward, context)
-                            or _objective_on_the_training_batch(facts, forward, context)):
+        if trains_here and (fitted_input(facts, forward) or training_batch_statistic(facts, forward, context)
+                            or objective_on_the_training_batch(facts, forward, context)):
             return None
         key = named_model(facts, forward)
         proof = evidence(mode.train_sites, f"`{key}` is in training mode from here")
@@ -385,7 +387,7 @@ def _initialisation_pass(facts: FileFacts, forward, mode) -> bool:
     site = facts.call_sites.get(forward.call)
     if site is None or loops_around(site):
         return False
-    return not _comprehensions_around(site, forward.call)
+    return not comprehensions_around(site, forward.call)
 
 
 def _sets_its_own_mode_only(facts: FileFacts, forward) -> bool:
@@ -448,113 +450,6 @@ def _mode_chosen_by_caller(forward, mode) -> bool:
     return bool(mode.train_sites) and all(is_train_site(site) for site in mode.train_sites)
 
 
-def _fitted_input(facts: FileFacts, forward) -> bool:
-    """The output for the very tensor the function's training loop fitted the model to, again and again
-    (one image segmented by a network trained on it, a deep image prior), of a model whose only
-    mode-dependent layers are BatchNorms: training mode normalises with that tensor's own statistics,
-    the ones it was fitted with; no other data is being evaluated."""
-    inputs = _input_names(forward.call)
-    modules = facts.modules
-    built = [modules.module_expression(value)[0] for key, value, site in facts.collector.call_assigns
-             if key == forward.key and site.function is forward.function]
-    built = [construction.call for construction in built if construction is not None]
-    if forward.via is not None or not inputs or not built or any(map(modules.kinds.may_sample, built)):
-        return False  # a Dropout makes the output random whatever data it was fitted on
-    others = [other for flow in facts.flow.flows if flow.function is forward.function for other in flow.all_forwards()]
-    for other in others:
-        if other is forward or other.key != forward.key or other.via is not None or not other.trains_model:
-            continue
-        site = facts.call_sites.get(other.call)
-        loops = loops_around(site)
-        if loops and inputs <= _input_names(other.call) and not any(inputs & _bound_in(loop) for loop in loops):
-            return True
-    return False
-
-
-def _of_the_model(forward) -> bool:
-    """A call of the model, or of one of its own methods (`model.calculate_objective(x, y)`), whose arguments
-    are the model's inputs (not a helper handed the model and, say, an epoch number)."""
-    func = forward.call.func
-    return forward.via is None or (type(func) is cst.Attribute and dotted(func.value) == forward.key)
-
-
-def _training_batch_statistic(facts: FileFacts, forward, context: str, depth: int = 0) -> bool:
-    """The model run again, in the very pass of the loop that trains it, on the same values its training
-    forward gets there (`fake_img = netG(z)` after the discriminator's backward, only to log D(G(z)); a PPO
-    update logging its losses on the minibatch before its steps): a statistic of the training step, which
-    runs in training mode by design, not an evaluation. (A test
-    batch drawn into the same names in between, `points, target = next(test_iter)`, is other data.)"""
-    inputs = _input_names(forward.call)
-    site = facts.call_sites.get(forward.call)
-    at = facts.locate(forward.call)
-    if not inputs or site is None or at is None or context.startswith("over") or not _of_the_model(forward):
-        return False  # (through a method of the model too: `model.calculate_error(x, y)` beside its loss method)
-    loops = loops_around(site)
-    if not loops or not inputs & _bound_in(loops[-1]):
-        return False  # (in the loop's pass: the batch it draws, or what the pass computes from it)
-    for flow in facts.flow.flows:
-        if flow.function is not forward.function:
-            continue
-        for other in flow.all_forwards():
-            where = facts.call_sites.get(other.call)
-            before = facts.locate(other.call)
-            if other is forward or other.key != forward.key or not _of_the_model(other) or not other.trains_model \
-                    or where is None or before is None or before[:2] == at[:2] or not inputs <= _input_names(other.call):
-                continue
-            rebound = _bound_between(facts, loops[-1], inputs, *sorted((before[0], at[0])))
-            if before[:2] > at[:2]:  # (the loss logged before the steps, in this pass or a loop inside it)
-                if not rebound and loops[-1] in loops_around(where):
-                    return True
-                continue
-            if loops_around(where)[-1:] != loops[-1:]:
-                continue
-            if all(depth == 0 and type(value) is cst.Call and any(
-                    f.call is value and _training_batch_statistic(facts, f, context, depth + 1)
-                    for f in flow.all_forwards()) for value in rebound):
-                return True  # (`fake_img = netG(z)` in between: itself such a statistic)
-    return False
-
-
-def _bound_between(facts: FileFacts, loop: cst.CSTNode, names: set[str], first: int, last: int) -> list:
-    """The values the loop's statements on rows strictly between `first` and `last` bind to these names
-    (None for a binding whose value is not a single expression: unpacking, augmented assignment)."""
-    values = []
-    for node in iter_nodes(loop):
-        if type(node) not in (cst.Assign, cst.AugAssign, cst.AnnAssign):
-            continue
-        where = facts.locate(node)
-        if where is None or not first < where[0] < last:
-            continue
-        targets = [t.target for t in node.targets] if type(node) is cst.Assign else [node.target]
-        bound = {n.value for t in targets for n in iter_nodes(t) if type(n) is cst.Name}
-        if bound & names:
-            single = type(node) is cst.Assign and all(type(t) is cst.Name for t in targets)
-            values.append(node.value if single else None)
-    return values
-
-
-def _objective_on_the_training_batch(facts: FileFacts, forward, context: str) -> bool:
-    """The model run, before the steps that train it on them, on the very arguments of its function that
-    those steps get (an RL `update(obs, adv)` logging the loss first): the training objective, measured in
-    the mode it is trained in, not an evaluation of other data. (A prediction after the last step is one.)"""
-    inputs = _input_names(forward.call)
-    function = forward.function
-    at = facts.locate(forward.call)
-    if forward.via is not None or not inputs or function is None or at is None or context.startswith("over") \
-            or not inputs <= function.param_set:
-        return False
-    bindings, _ = facts.receivers.scope(function)
-    if any(binding.kind != "param" for name in inputs for binding in bindings.get(name, ())):
-        return False  # (a batch drawn again into the same name is other data)
-    return any(other.key == forward.key and other.via is None and other.trains_model
-               and (facts.locate(other.call) or at)[:2] > at[:2] and inputs <= _input_names(other.call)
-               for flow in facts.flow.flows if flow.function is function for other in flow.all_forwards())
-
-
-def _input_names(call: cst.Call) -> set[str]:
-    return {node.value for arg in call.args for node in iter_nodes(arg.value) if type(node) is cst.Name}
-
-
 def _switched_after_training(facts: FileFacts, forward) -> bool:
     """Every explicit `train()` reaching the forward comes after the training steps of its function that can
     run before it (a notebook that trains, then switches dropout back on to sample): no step runs between the
@@ -579,71 +474,6 @@ def _switched_after_training(facts: FileFacts, forward) -> bool:
         return not steps  # (every step runs after the sampling)
     last = max(step[2:] for step in steps)
     return all(last < switch[:2] < here[:2] for switch in switches)
-
-
-def _repeated_sample(facts: FileFacts, forward) -> bool:
-    """Is the forward repeated on the same input, as Monte Carlo sampling is (`[model(x) for _ in
-    range(n)]`)? A loop that binds one of its inputs anew (each frame of a video, each batch) is
-    inference over data, which `train()` does not make deliberate."""
-    # (or a call on the way to it, in a helper of this file: `for _ in range(n): draws.append(predict_once(net, x))`)
-    via = forward.via
-    calls = [forward.call, *(via.chain if via is not None else ()), *([via.node] if via is not None else [])]
-    return any(_repeated_call(facts, call) for call in calls if isinstance(call, cst.Call))
-
-
-def _repeated_call(facts: FileFacts, call: cst.Call) -> bool:
-    site = facts.call_sites.get(call)
-    if site is None:
-        return False
-    inputs = _input_names(call)
-    loops = _comprehensions_around(site, call)
-    # (an epoch loop that trains the model between its passes does not repeat one model's forward: the
-    # validation inside it, `model.train()` before each batch included, sees new weights every pass)
-    loops += [loop for loop in loops_around(site) if not _trains_in(facts, loop)]
-    return any(not (inputs & _bound_in(loop)) for loop in loops)
-
-
-def _comprehensions_around(site, call: cst.Call) -> list:
-    """The comprehensions of the call's statement that hold the call (`[model(x) for _ in range(n)]`)."""
-    return [node for node in iter_nodes(site.site.stmt)
-            if type(node) in (cst.ListComp, cst.GeneratorExp, cst.SetComp, cst.DictComp)
-            and any(inner is call for inner in iter_nodes(node))]
-
-
-def _trains_in(facts: FileFacts, loop: cst.CSTNode) -> bool:
-    """Does the loop run a backward pass or an optimizer step?"""
-    return any(type(node) is cst.Call and type(node.func) is cst.Attribute and (
-        node.func.attr.value == "backward" or (node.func.attr.value == "step" and (
-            facts.flow.is_optimizer(dotted(node.func.value) or "") or facts.flow.handed_one_optimizer(node))))
-        for node in iter_nodes(loop))
-
-
-def _bound_in(loop: cst.CSTNode) -> set[str]:
-    """Names a loop (or comprehension) binds anew in each of its passes: its targets and what its body
-    assigns, but not what an inner loop over the same data in every pass binds (`for _ in range(n_drop):
-    for x, y in loader: model(x)` replays the loader's batches: each pass sees the same inputs)."""
-    inner = [node for node in iter_nodes(loop) if node is not loop and type(node) in (cst.For, cst.While)]
-    skipped = {id(node) for loop_ in inner for node in iter_nodes(loop_)}
-    names = _targets_of(node for node in iter_nodes(loop) if id(node) not in skipped)
-    for nested in inner:
-        if type(nested) is not cst.For or {n.value for n in iter_nodes(nested.iter) if type(n) is cst.Name} & names:
-            names |= _targets_of(iter_nodes(nested))  # (data that changes from pass to pass)
-    return names
-
-
-def _targets_of(nodes) -> set[str]:
-    names: set[str] = set()
-    for node in nodes:
-        targets = []
-        if type(node) in (cst.For, cst.CompFor):
-            targets.append(node.target)
-        elif type(node) is cst.Assign:
-            targets.extend(t.target for t in node.targets)
-        elif type(node) in (cst.AugAssign, cst.AnnAssign):
-            targets.append(node.target)
-        for target in targets:
-            names.update(n.value for n in iter_nodes(target) if type(n) is cst.Name)
-    return names
 
 
 def _plain_torch_module(facts: FileFacts, cls) -> bool:

@@ -28,7 +28,7 @@ from modelint.facts.grad_free_models import built_with_grad_free_forward
 from modelint.facts.regions import explicitly_grad_enabled, grad_effect
 from modelint.facts.returned_closures import own_returns
 from modelint.facts.scopes import loops_around
-from modelint.facts.summaries import qualname
+from modelint.facts.unseen_callers import callers_decide, function_callers_unseen, method_callers_unseen
 from modelint.textutil import code_of
 from modelint.rule import NodeEdit, NodeFix, Report, Rule, evidence, helper_report, wrapped_forward_notes
 
@@ -210,8 +210,8 @@ class MissingNoGrad(Rule):
             note = f"{caller} calls `{forward.callee.shown_name}()` here with autograd on"
             # (a guess about the grad mode `caller` is called in, which a caller in another file may settle)
             return replace(helper_report(facts, forward, message, note, proof),
-                           unless_called=_callers_decide(facts, forward),
-                           method_callers_unseen=_method_callers_unseen(facts, forward))
+                           unless_called=callers_decide(facts, forward),
+                           method_callers_unseen=method_callers_unseen(facts, forward))
         fix = None
         torch_name = next((k for k, v in facts.imports.bindings.items() if v == "torch"), None)
         if via is None and function is not None and torch_name and facts.is_evaluation_function(function) \
@@ -225,9 +225,9 @@ class MissingNoGrad(Rule):
             name = f"{caller.name}()" if caller is not None else "the module-level script"
             notes = ((call, f"{name} calls `{function.name}()` here with autograd on"), *notes)
         return Report(forward.call, message, stmt=site.site.stmt, fix=fix, notes=notes, related=related,
-                      unless_called=_callers_decide(facts, forward),
-                      method_callers_unseen=_method_callers_unseen(facts, forward),
-                      function_callers_unseen=_function_callers_unseen(facts, forward))
+                      unless_called=callers_decide(facts, forward),
+                      method_callers_unseen=method_callers_unseen(facts, forward),
+                      function_callers_unseen=function_callers_unseen(facts, forward))
 
 
 def _kept_after_switching_to_eval(facts: FileFacts, forward, mode) -> bool:
@@ -239,112 +239,6 @@ def _kept_after_switching_to_eval(facts: FileFacts, forward, mode) -> bool:
         return False
     return any((site := facts.call_sites.get(node)) is not None and site.site.function is forward.function
                for node in mode.eval_sites if type(node) is cst.Call)
-
-
-def _method_callers_unseen(facts: FileFacts, forward) -> str | None:
-    """A method's name, when its autograd is on only because no caller is in sight (`SynthesizerTrn.infer`
-    that a training script calls as `generator.module.infer(x)`): see Report.method_callers_unseen."""
-    function = forward.function
-    if function is None or function.cls is None or function.outer is not None or not _grad_left_to_callers(forward):
-        return None
-    if facts.flow.called_between_training_steps(function):
-        return None  # (`fit()` calling `validate()` between its steps: autograd is on there, whoever calls `fit()`)
-    entries = _unseen_entries(facts, function, frozenset())
-    if entries is None:
-        return None
-    # (the pass of the method's own phase parameter it runs in: callers elsewhere that pick it, `eval=True`)
-    phase = dict(forward.phase).get(next(iter(function.phase_names), None)) if len(function.phase_names) == 1 \
-        else None
-    if type(phase) in (bool, str) and list(entries) == [function.name]:
-        entries = [f"{function.name}({next(iter(function.phase_names))}={phase!r})"]
-    return ",".join(dict.fromkeys(entries))
-
-
-def _callers_decide(facts: FileFacts, forward) -> str | None:
-    """A function of this file that nothing here calls, whose forward has autograd on only because its
-    callers are assumed to leave it on: when another file of the run calls it, the finding goes, and
-    that caller is judged with the function's summary instead (silent when it calls under no_grad)."""
-    if not _grad_guessed_from_unseen_callers(facts, forward):
-        return None
-    function = forward.function
-    head = key_root(forward.key)
-    if head not in function.param_set or head in function.receivers:
-        return None  # (a model of its own or of its object: a caller elsewhere is not told of it, so cannot judge)
-    return qualname(function)
-
-
-def _grad_guessed_from_unseen_callers(facts: FileFacts, forward) -> bool:
-    """Is autograd on at the forward only because the function's callers, none of them in this file, are
-    assumed to leave it on (no no_grad of its own reaches it)?"""
-    return forward.function is not None and _grad_left_to_callers(forward) \
-        and not facts.flow.has_callers(forward.function)
-
-
-def _grad_left_to_callers(forward) -> bool:
-    """No no_grad of its own function reaches the forward: its grad mode is whatever the callers leave."""
-    grad = forward.grad
-    return grad.unknown and not grad.may_enabled and not grad.free_sites
-
-
-def _unseen_entries(facts: FileFacts, function, seen: frozenset) -> list[str] | None:
-    """The methods through which callers this file cannot place reach a method: itself, and the methods of
-    the file's classes that call it, up to those nothing here calls (`get_accuracy()` calling `predict()`, a
-    model's `infer()` calling each block's `infer()`); None when a caller that is no method is seen."""
-    if not facts.flow.has_callers(function):
-        return [function.name]
-    found = [function.name]  # (public too: `m.predict(x)` may call it directly)
-    for caller in facts.flow.syntactic_callers(function):
-        if caller is None or caller.cls is None or caller.outer is not None or caller in seen:
-            return None
-        above = _unseen_entries(facts, caller, seen | {function})
-        if above is None:
-            return None
-        found += above
-    return found
-
-
-def _function_callers_unseen(facts: FileFacts, forward) -> tuple[str, ...]:
-    """The module-level functions of the file, none of them called here, through which the forward runs with
-    the grad mode their callers leave (`eval_model(model, data)` calling `model.predict(batch)`, `test()`
-    calling `dev(loader, model)`, whose other caller here runs it under no_grad): the grad mode their callers
-    in other files run them in is the forward's."""
-    function = forward.function
-    if function is None or function.outer is not None:
-        return ()
-    if function.cls is None:
-        roots = _unseen_roots(facts, function, frozenset()) if forward.via is None else None
-        return tuple(sorted(roots)) if roots and roots != {function.name} else ()
-    if not _grad_left_to_callers(forward):
-        return ()
-    entries: list[str] = []
-    for caller in facts.flow.syntactic_callers(function):
-        if caller is None or caller.cls is not None or caller.outer is not None or facts.flow.has_callers(caller) \
-                or facts.flow.function_trains(caller):
-            return ()
-        entries.append(caller.name)
-    return tuple(sorted(entries))
-
-
-def _unseen_roots(facts: FileFacts, function, seen: frozenset) -> set[str] | None:
-    """The module-level functions nothing here calls from which a call of `function` with the caller's grad mode
-    comes (itself, when nothing here calls it); None when a call here surely runs it with autograd on, or comes
-    from a method, the script, or a function that trains."""
-    calls = [(caller, grad) for caller, grad, _models in facts.flow.call_sites.get(qualname(function), {}).values()
-             if caller is not function]
-    if not calls:
-        return {function.name}
-    roots: set[str] = set()
-    for caller, grad in calls:
-        if grad.definitely_free:
-            continue  # (called here under no_grad: that path records nothing)
-        if caller is None or caller.cls is not None or caller.outer is not None or caller in seen \
-                or not (grad.unknown and not grad.may_enabled) or facts.flow.function_trains(caller):
-            return None
-        above = _unseen_roots(facts, caller, seen | {function})
-        if above is None:
-            return None
-        roots |= above
-    return roots
 
 
 def _fed_batches(facts: FileFacts, forward) -> bool:

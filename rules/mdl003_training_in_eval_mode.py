@@ -11,9 +11,10 @@ from modelint.facts import FileFacts
 from modelint.facts.evaluation import shown_attribute
 from modelint.facts.gates import runs_only_in_training
 from modelint.facts.modules import Dependence
-from modelint.facts.optimizers import stepped_parts_in_training
+from modelint.facts.optimized_scopes import optimized_in_scope
+from modelint.facts.optimizers import MADE_TENSORS, stepped_parts_in_training
 from modelint.facts.lattice import is_train_site
-from modelint.facts.names import (NOT_LITERAL, dotted, key_prefixes, literal_value, parameter_owners, same_or_nested,
+from modelint.facts.names import (NOT_LITERAL, dotted, key_prefixes, literal_value, same_or_nested,
                                   value_key)
 from modelint.facts.walk import iter_nodes
 from modelint.facts.phase_callers import eval_branch_not_taken, mode_picked_by_callers
@@ -76,9 +77,8 @@ class TrainingInEvalMode(Rule):
     fixtures = "MDL003_training_in_eval_mode"
 
     def check(self, facts: FileFacts) -> Iterator[Report]:
-        by_scope = _optimized_models(facts)
         for flow in facts.flow.flows:
-            optimized, complete = _in_scope(facts, by_scope, flow.function)
+            optimized, complete = optimized_in_scope(facts, flow.function)
             if facts.is_test_function(flow.function):
                 continue  # a unit test switching modes on purpose (gradients of BatchNorm in eval mode)
             if facts.uses_input_gradients(flow.function) and not any(s.kind == "step" for s in flow.steps.values()):
@@ -145,7 +145,7 @@ class TrainingInEvalMode(Rule):
                         or key in facts.frozen_models:
                     continue
                 if complete and optimized and not key_prefixes(key) & optimized and not _part_of(step, key, optimized) \
-                        and (optimized == {_TENSORS_ONLY} or _hands_an_optimizer_by_name(facts, step.call)
+                        and (optimized == {MADE_TENSORS} or _hands_an_optimizer_by_name(facts, step.call)
                              or _steps_the_globals(facts, step.call)):
                     # `train(loader, gen, vgg, opt_g)` with `opt_g = Adam(gen.parameters())`: the helper steps the
                     # generator; `vgg`, in eval mode on purpose, only computes a perceptual loss. (Or every optimizer
@@ -450,7 +450,6 @@ def _describe(sites) -> str:
     return "set earlier"
 
 
-
 def _hands_an_optimizer_by_name(facts: FileFacts, call: cst.Call) -> bool:
     """Does the call hand the helper a name bound to an optimizer, or named like one (`train(..., opt_g)`)?
     (What it steps is read from the optimizers this scope builds, `complete` in the caller.)"""
@@ -467,61 +466,3 @@ def _steps_the_globals(facts: FileFacts, call: cst.Call) -> bool:
     Adam(student.parameters())` under `__main__`)? (What they step is read from the module level's
     optimizers, `complete` in the caller.)"""
     return facts.flow.steps_module_optimizers(facts.flow.callee_of(call))
-
-
-def _optimized_models(facts: FileFacts) -> dict:
-    """Function (None: module level) -> (models whose parameters go to an optimizer built there, whether every
-    optimizer built there names them: `Adam(model.parameters())`, not `Adam(params)`)."""
-    found: dict = {}
-    for site in facts.collector.calls:
-        qualified = site.qualified or ""
-        if not qualified.startswith("torch.optim.") and "optim" not in (site.text or "").lower() \
-                and not facts.flow.builds_optimizer(site.node):
-            continue
-        owners: set[str] = set()
-        for arg in site.node.args:
-            owners |= parameter_owners(arg.value)  # `model.encoder.parameters()` trains `model` too
-        if not owners and qualified.startswith("torch.optim.") and _tensors_listed(facts, site):
-            owners = {_TENSORS_ONLY}  # `Adam([mask], lr=0.1)`: it steps those tensors, no model
-        owners = facts.flow.as_kept_attributes(owners, site.site.function)  # (`model` kept as `self.model`)
-        known, complete = found.setdefault(site.site.function, (set(), True))
-        if qualified.startswith("torch.optim.") and "lr_scheduler" not in qualified and not owners:
-            complete = False
-        found[site.site.function] = (known | owners, complete)
-    return found
-
-
-# What an optimizer handed only tensors trains (an explanation's input mask, adversarial noise): no model.
-_TENSORS_ONLY = "<tensors>"
-
-
-def _tensors_listed(facts: FileFacts, site) -> bool:
-    """`Adam([mask, noise], ...)`: a list of plain names, none of them a model of this file; or tensors the
-    function made (`Adam([latent] + noises)`, parameter groups of them)."""
-    first = site.node.args[0].value if site.node.args and site.node.args[0].keyword is None else None
-    if facts.flow.made_tensors(first, site.site.function):
-        return True
-    if type(first) not in (cst.List, cst.Tuple) or not first.elements:
-        return False
-    names = [e.value.value for e in first.elements if type(e) is not cst.StarredElement and type(e.value) is cst.Name]
-    return len(names) == len(first.elements) and not any(
-        name in facts.flow.global_models or facts.modules.is_module_name(name, site.site.function) for name in names)
-
-
-def _in_scope(facts: FileFacts, by_scope: dict, function) -> tuple[set[str], bool]:
-    """The optimized models a function's names can mean: its own optimizers', its object's (`self.` of the same
-    class), the module level's (globals). A `model` another function optimizes is another variable."""
-    optimized: set[str] = set()
-    complete = True
-    for where, (owners, whole) in by_scope.items():
-        if where is function:
-            keys = owners
-        elif where is None:
-            keys = {key for key in owners if function is None or key.split(".")[0] in facts.flow.free.globals_of(function)}
-        elif function is not None and where.cls is not None and where.cls is function.cls:
-            keys = {key for key in owners if key.startswith("self.") or key == "self"}
-        else:
-            continue
-        optimized |= keys
-        complete = complete and whole
-    return optimized, complete

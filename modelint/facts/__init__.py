@@ -93,6 +93,14 @@ class FileFacts:
         return frozen_models(self)
 
     @cached_property
+    def optimized_by_scope(self) -> dict:
+        """Scope -> (models its optimizers are built over, whether all are named): see
+        modelint.facts.optimized_scopes."""
+        from modelint.facts.optimized_scopes import optimized_by_scope
+
+        return optimized_by_scope(self)
+
+    @cached_property
     def grad_wrappers(self) -> frozenset[str]:
         """The file's own decorators that run what they wrap under no_grad (`@nograd`), and those it imports
         from the project's other files that the index knows do (`@make_nograd_func`)."""
