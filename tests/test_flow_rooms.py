@@ -1369,3 +1369,45 @@ def test_a_call_reaches_only_the_branches_its_arguments_allow() -> None:
     reach = reach_of(evaluate, plain)  # (what a summary carries to the callers of other files)
     assert reach is not None and call_runs(reach, evaluate.params, False, calls[0])
     assert not call_runs(reach, evaluate.params, False, calls[2])
+
+
+# -- optimized_scopes.py, loop_bindings.py: what a scope trains, what a loop's passes bind --------
+
+def test_each_scope_says_which_models_its_optimizers_are_built_over() -> None:
+    from modelint.facts.optimizers import MADE_TENSORS
+    from modelint.facts.optimized_scopes import optimized_in_scope
+
+    facts = facts_of('''
+        import torch
+
+        class Trainer:
+            def __init__(self, net):
+                self.net = net
+                self.opt = torch.optim.Adam(net.parameters())
+
+            def step(self, x):
+                self.net(x).sum().backward()
+
+        def invert(model, image):
+            opt = torch.optim.Adam([image], lr=0.1)
+
+        def fit(model, params):
+            opt = torch.optim.SGD(params, lr=0.1)
+    ''')
+    functions = {f.name: f for f in facts.collector.functions}
+    assert optimized_in_scope(facts, functions["step"]) == ({"self.net"}, True)  # (the constructor's, kept as self.net)
+    assert optimized_in_scope(facts, functions["invert"]) == ({MADE_TENSORS}, True)
+    assert optimized_in_scope(facts, functions["fit"]) == (set(), False)  # a list built elsewhere: anything
+
+
+def test_names_a_loop_binds_anew_in_each_pass() -> None:
+    from modelint.facts.loop_bindings import bound_in, input_names
+
+    loop = cst.parse_statement(textwrap.dedent('''
+        for _ in range(samples):
+            for x, y in loader:
+                h = encode(x)
+            z = noise()
+    '''))
+    assert bound_in(loop) == {"_", "z"}  # (the inner loop replays the same batches every pass)
+    assert input_names(call("model(x, mask=m[0])")) == {"x", "m"}
