@@ -218,6 +218,8 @@ class CallEffects(FollowedNames, SummaryEffects, ModeContexts, TrainingSteps, Ha
                 handed = flow.class_handed_to(self.out.function, receiver, func.attr.value)
                 if handed is not None:
                     summary, self_receiver = flow.resolve_method_of(handed[0], func.attr.value, handed[1]), receiver
+        elif summary is None and type(func) is cst.Name and local is None and key is not None:  # `agent(obs)`
+            summary, self_receiver = self._called_object(key, state)
         inline = None
         built_here = summary is not None and type(func) is cst.Attribute and type(func.value) is cst.Call \
             and flow.constructed_inline(func.value) is not None

@@ -111,6 +111,19 @@ class HandedModels:
         classes = self._imported_classes_of(receiver)
         return next(iter(classes)) if len(classes) == 1 else None
 
+    def _called_object(self, name: str, state) -> tuple:
+        """`agent(obs)` on an object of a plain class of another file (`agent = GreedyAgent(net)`): its
+        `__call__`, as its file summarises it, with the object as its `self`; (None, None) for a model, whose
+        call is a forward."""
+        receiver = state.canonical(name)
+        origin = (state.fact(receiver).origin if state.tracks(receiver) else None) or self._imported_class_of(receiver)
+        if not origin or self._is_model(state, receiver):
+            return None, None
+        summary = self.flow.resolve_method_of(origin, "__call__")
+        if summary is None:
+            self.flow.ask_the_index_later()  # (what its `__call__` does)
+        return summary, receiver if summary is not None else None
+
     def _fit_keeps_training(self, call: cst.Call, state, key: str) -> bool:
         """`trainer.fit(model, loader)` with a Lightning `Trainer`, handed a model in training mode: it returns
         it in training mode (the fit loop puts it there, or since Lightning 2.2 keeps the mode it had), so the
