@@ -234,9 +234,12 @@ def _helper_files(summaries: list[FileSummary], index: ProjectIndex) -> list[tup
                     candidates = looked_up[place] = _module_files(ref, summary.path)
                 for candidate in candidates:
                     read = index.files.get(os.path.abspath(candidate))
-                    if read is not None and ref.rpartition(".")[2] not in read.plain_functions \
-                            and ref.rpartition(".")[2] not in read.shapes:
-                        continue  # (read for its imports only, and no function or class of it is asked for)
+                    owner, _, name = ref.rpartition(".")
+                    if read is not None and name not in read.plain_functions and name not in read.shapes \
+                            and owner.rpartition(".")[2] not in read.shapes:
+                        # (read for its imports only, and no function, class or method of a class of it
+                        # (`Reporter.attach(model, sink)`) is asked for)
+                        continue
                     # (a file of the run keeps the run's spelling of its path: its summaries, which name it, are
                     # the same when it is analysed again with the run's files, and no caller is sent back for it)
                     candidate = read.path if read is not None else candidate

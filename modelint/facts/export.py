@@ -209,7 +209,11 @@ def _export(flow, summary: FunctionSummary) -> FunctionSummary | None:
     items = items if any(item is not None for item in items) else ()
     entries = {key: _exported_return(flow, held) for key, held in summary.returns_entries.items()
                if held.mode is not None or held.certain}
-    if all(v == "unknown" for v in effects.values()) and not forwards and not steps and not backprops \
+    # (a helper seen to leave every model it is handed as it was, `Reporter.attach(model, sink)` registering
+    # a hook, says so: callers elsewhere keep the mode they set)
+    # (not a method's: what it does to its object's parts, which another file cannot name, is left out here)
+    leaves_as_is = not summary.effects and bool(summary.params) and summary.params[0] not in ("self", "cls")
+    if all(v == "unknown" for v in effects.values()) and not leaves_as_is and not forwards and not steps and not backprops \
             and not evaluates and not hands_on and returns is None and not items and not entries \
             and summary.context_mode is None and summary.context_grad is None:
         return None  # callers already assume the worst of a helper they cannot see
