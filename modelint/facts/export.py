@@ -22,6 +22,7 @@ from modelint.facts.factory_constructions import factory_constructions
 from modelint.facts.flag_forwards import free_branch_flag
 from modelint.facts.parts_in_eval import fresh_classes
 from modelint.facts.regions import forward_grad, grad_wrappers, imported_decorators
+from modelint.facts.walk import iter_nodes
 from modelint.summary import FileSummary, ForwardUse, FunctionSummary, RemoteSite, ReturnFact, StepUse
 
 
@@ -155,6 +156,28 @@ def _kept_from_the_creator(flow, qualname: str) -> frozenset[str]:
     return frozenset(flow.modules.names.kept_from_the_creator(function.cls))
 
 
+def _keeps_to_what_it_is_handed(flow, qualname: str) -> bool:
+    """A method of a plain class (no module) that calls nothing on its object or what the object holds, and
+    hands none of it anywhere (`meter.update(loss, n)` adding `loss.item()` to `self.total`): what it does
+    with its arguments is all a caller needs; one reaching a model its object holds is not read from here."""
+    function = flow.local_functions.get(qualname)
+    if function is None or function.cls is None or flow.is_module_class(function.cls):
+        return False
+    for node in iter_nodes(function.node.body):
+        if type(node) is cst.Call and (_rooted_at_self(node.func) or any(
+                _rooted_at_self(arg.value) for arg in node.args)):
+            return False
+        if type(node) in (cst.Assign, cst.AnnAssign) and node.value is not None and _rooted_at_self(node.value):
+            return False  # (`model = self.model`: an alias of what it holds)
+    return True
+
+
+def _rooted_at_self(node: cst.BaseExpression) -> bool:
+    while type(node) in (cst.Attribute, cst.Subscript):
+        node = node.value
+    return type(node) is cst.Name and node.value in ("self", "cls")
+
+
 def _of_the_object(key: str) -> bool:
     return key in ("self", "cls") or key.startswith(("self.", "cls.", "self["))
 
@@ -200,9 +223,11 @@ def _export(flow, summary: FunctionSummary) -> FunctionSummary | None:
         returns = None  # "something, in some mode, maybe a module": what a caller assumes of any call
     backprops = [p for p in summary.backprops if not of_the_object(p)]
     # (what a function does with the values it is handed: `to_np(out)` in a utils file gives back numbers,
-    # no graph; callers elsewhere read it for functions, not methods, see modelint.facts.helper_arguments)
-    evaluates = [] if summary.is_method else summary.evaluates
-    hands_on = [] if summary.is_method else summary.hands_on
+    # no graph; so does a method of a plain object that touches no model of its own, `meter.update(loss, n)`
+    # keeping `loss.item()`; callers elsewhere read it, see modelint.facts.helper_arguments)
+    handed_values = not summary.is_method or _keeps_to_what_it_is_handed(flow, summary.qualname)
+    evaluates = [p for p in summary.evaluates if p not in ("self", "cls")] if handed_values else []
+    hands_on = [p for p in summary.hands_on if p not in ("self", "cls")] if handed_values else []
     items = tuple(_exported_return(flow, item)
                   if item is not None and (item.mode is not None or item.certain or item.param is not None)
                   else None for item in summary.returns_items)

@@ -160,10 +160,10 @@ class ModeFlow(CallGraph, Optimizers, CallResolution):
             switched = self._globals_left_in_eval.get(name)
             if switched is not None:  # (`net.eval()` once at the top of the script, for good)
                 state.models[name] = ModeFact().switched("eval", switched)
-        if function.uses_gradients or function in self.called_here or (function.outer is None
-                                                                      and function.cls is None):
-            # What it does with its parameters' values (back-propagates them, evaluates them), for the
-            # calls of it in this file, and of a module-level function in other files: origins too.
+        if function.uses_gradients or function in self.called_here or (function.outer is None and (
+                function.cls is None or not self.is_module_class(function.cls))):
+            # What it does with its parameters' values (back-propagates them, evaluates them), for the calls of it
+            # here, and of a module-level function or a plain object's method (`meter.update(loss, n)`) elsewhere.
             # (`self` of a method is the object; of a module-level `def new_labels(self)`, a parameter)
             state.values = {p: frozenset({(("param", p), DIRECT)}) for p in function.params
                             if p not in function.receivers}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import libcst as cst
 
+from modelint.facts.handed_models import calls_binding
 from modelint.facts.summary_effects import arguments_of
 from modelint.summary import FunctionSummary
 
@@ -44,12 +45,34 @@ def _imported_helper(flow, enclosing, call: cst.Call) -> FunctionSummary | None:
     """The summary of another file's module-level function that `call` runs, as the index knows it (None in
     the first pass). (Its methods' summaries say nothing of their arguments: see modelint.facts.export.)"""
     func = call.func
-    if type(func) not in (cst.Name, cst.Attribute) or (type(func) is cst.Attribute
-                                                        and flow.imports.qualify(func) is None):
-        return None  # (a method of a value, not a function a module defines)
+    if type(func) not in (cst.Name, cst.Attribute):
+        return None
     asked = flow.last_unresolved  # (the reference a call being evaluated around this one waits on)
-    summary, receiver = flow.resolve(call, enclosing)
+    if type(func) is cst.Attribute and flow.imports.qualify(func) is None:
+        # (a method of a value, not a function a module defines: of an object of another file's class, or none)
+        summary = _method_of_imported_object(flow, enclosing, func) if type(func.value) is cst.Name else None
+        receiver = None
+    else:
+        summary, receiver = flow.resolve(call, enclosing)
     flow.last_unresolved = asked
-    if summary is None or summary.is_method or receiver is not None:
+    if summary is None or receiver is not None:
         return None
     return summary
+
+
+def _method_of_imported_object(flow, enclosing, func: cst.Attribute) -> FunctionSummary | None:
+    """`meter.update(out["loss"], n)` with `meter = LossMeter()`, a plain class another file of the project
+    defines: that method, as its file summarises it."""
+    bound = calls_binding(flow, enclosing, func.value.value)
+    classes = {flow.imports.qualify(value.func) for value in bound}
+    if len(classes) != 1 or None in classes:
+        return None
+    qualified = next(iter(classes))
+    if flow.imports.is_torch_name(qualified) or not qualified.rpartition(".")[2][:1].isupper():
+        return None
+    summary = flow.resolve_method_of(qualified, func.attr.value)
+    if summary is None:
+        flow.ask_the_index_later()  # (what the method does with what it is handed)
+        return None
+    # (no module: a module's method runs its layers on what it is handed, which its forwards say)
+    return summary if flow.index.resolve_class(qualified, flow.path) is None else None
