@@ -205,19 +205,24 @@ class HandedModels:
                 classes.add(self._class_built_by(given) if given is not None else None)
         return classes.pop() if len(classes) == 1 else None
 
-    def _handed_here(self, function, param: str) -> str | None:
+    def _handed_here(self, function, param: str, depth: int = 0) -> str | None:
         """The imported class every call of this file's function hands its parameter `param`, as a name the
-        caller binds to a construction of it (`model = G()` then `batch_eval_folder(loader, model)`), when
-        this file calls the function at all and the class is one."""
+        caller binds to a construction of it (`model = G()` then `batch_eval_folder(loader, model)`), or a
+        parameter of its own every call of the caller hands one (`synthesis(model)` calling `run(model, x)`),
+        when this file calls the function at all and the class is one."""
         from modelint.facts.summary_effects import bind_arguments
 
-        if function.outer is not None or param in ("self", "cls"):
+        if function is None or function.outer is not None or param in ("self", "cls") or depth > 2:
             return None
         classes = set()
         for call in self.flow._calls_of.get(function, ()):
             given = bind_arguments(function.params, function.cls is not None, call).get(param)
             caller = self.flow.site_of_call[call].site.function
             values = calls_binding(self.flow, caller, given.value) if type(given) is cst.Name else ()
+            if not values and type(given) is cst.Name and caller is not None and caller is not function \
+                    and given.value in caller.param_set:
+                classes.add(self._handed_here(caller, given.value, depth + 1))
+                continue
             if not values:
                 return None  # (a model made some other way, or none handed: its class is not known here)
             classes.update(self._class_built_by(value) for value in values)
