@@ -9,8 +9,8 @@ import libcst as cst
 
 from modelint.facts import torch_api as api
 from modelint.facts.scopes import FunctionInfo, flag_outcomes
-from modelint.facts.names import (dotted, key_prefixes, key_root, literal_value, parameter_owners, same_or_nested,
-                                  value_key)
+from modelint.facts.names import (BUILTIN_NAMES, dotted, key_prefixes, key_root, literal_value, parameter_owners,
+                                  same_or_nested, value_key)
 from modelint.facts.walk import iter_nodes
 
 
@@ -242,8 +242,21 @@ class Optimizers:
         if type(params) not in (cst.List, cst.Tuple, cst.BinaryOperation) or not _tensor_leaves(params):
             return False
         made = self._tensors_made.get(function, set())
-        return all(type(leaf) is not cst.Call and (dotted(leaf) in made or self._made_list(leaf, function))
+        return all(type(leaf) is not cst.Call and (dotted(leaf) in made or self._made_list(leaf, function)
+                                                   or self._input_of_a_call(leaf, function))
                    for leaf in _tensor_leaves(params))
+
+    def _input_of_a_call(self, leaf, function) -> bool:
+        """`SGD([self.image])` with `self.model(self.image)` in the same function: the value optimized is what
+        a model of ours (not torch's functions) is run on, an input being optimized (activation maximisation,
+        an adversarial example), however it was made (`self.image = preprocess(img)` in another file)."""
+        name = dotted(leaf)
+        return name is not None and any(
+            site.site.function is function and type(site.node.func) in (cst.Name, cst.Attribute)
+            and not (site.qualified or "").startswith("torch.") and not (dotted(site.node.func) or "").startswith(name)
+            and not (type(site.node.func) is cst.Name and site.node.func.value in BUILTIN_NAMES)
+            and any(arg.keyword is None and dotted(arg.value) == name for arg in site.node.args)
+            for site in self.collector.calls)
 
     def _made_list(self, leaf, function) -> bool:
         """`noises`, bound only to list displays and grown only by `noises.append(torch.randn(...))` (or by names
