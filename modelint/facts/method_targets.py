@@ -274,6 +274,7 @@ class MethodTargets(ReturnedClosures, BoundClasses):
         """(class, attribute) -> the classes of this file its methods construct into `self.<attribute>`
         (`None` among them for anything else assigned there)."""
         held: dict[tuple[str, str], set] = {}
+        copies = []
         # (a factory method's call is resolved on the way, and resolving `self.rec(x)` asks for these classes:
         # while they are worked out, such calls of held objects are not resolved)
         self.__dict__["_finding_held_classes"] = True
@@ -284,11 +285,17 @@ class MethodTargets(ReturnedClosures, BoundClasses):
                 node, _chain = unwrap_chain(value)  # `ActorCritic(...).to(device)`
                 if _chain and dotted(node) == key:
                     continue  # `self.ar = self.ar.cuda()`: the same object, moved
+                copied = _copied_attribute(node, self.imports)
+                if copied is not None:  # `self.best = copy.deepcopy(self.model)`: of the class `self.model` holds
+                    copies.append((site.cls.name, key[5:], copied))
+                    continue
                 name = node.func.value if type(node) is cst.Call and type(node.func) is cst.Name \
                     else self._factory_method_class(node, site.function)
                 held.setdefault((site.cls.name, key[5:]), set()).add(name if name in self.modules.classes else None)
         finally:
             self.__dict__["_finding_held_classes"] = False
+        for cls_name, attribute, copied in copies:
+            held.setdefault((cls_name, attribute), set()).update(held.get((cls_name, copied), {None}))
         return held
 
     def _factory_method_class(self, node: cst.BaseExpression, enclosing: FunctionInfo | None) -> str | None:
@@ -327,3 +334,11 @@ def _unwrapped_module(node: cst.BaseExpression) -> cst.BaseExpression:
     while type(node) is cst.Attribute and node.attr.value == "module":
         node = node.value
     return node
+
+
+def _copied_attribute(node: cst.BaseExpression, imports) -> str | None:
+    """`copy.deepcopy(self.model)`: the attribute of `self` copied ("model"), else None."""
+    if type(node) is not cst.Call or len(node.args) != 1 or imports.qualify(node.func) != "copy.deepcopy":
+        return None
+    value = node.args[0].value
+    return value.attr.value if type(value) is cst.Attribute and dotted(value.value) == "self" else None
