@@ -26,7 +26,7 @@ from modelint.facts.applied import NEUTRAL_BUILTINS, applies_a_mode_neutral_func
 from modelint.facts.uses import DETACHED
 from modelint.facts.phases import decide
 from modelint.facts.targets import interpreted_names
-from modelint.facts.lattice import GradFact, ModeFact, mode_of_call
+from modelint.facts.lattice import GradFact, ModeFact, mode_argument, mode_of_call
 from modelint.facts.loops import container_of_every_entry
 from modelint.facts.names import dotted, literal_value, tokens, value_key
 from modelint.facts.modules import Dependence, unwrap_chain
@@ -288,8 +288,8 @@ class CallEffects(FollowedNames, SummaryEffects, ModeContexts, TrainingSteps, Ha
     def set_mode(self, state: State, key: str, call: cst.Call) -> None:
         mode = mode_of_call(call)
         if mode is None and type(call.func) is cst.Attribute and call.func.attr.value == "train" \
-                and len(call.args) == 1:
-            decided = decide(call.args[0].value, self.constants)  # `model.train(mode=is_train)` in a phase
+                and mode_argument(call) is not None:
+            decided = decide(mode_argument(call), self.constants)  # `model.train(mode=is_train)` in a phase
             mode = None if decided is None else "train" if decided else "eval"
         if mode is None:
             restored = self._restored_mode(state, key, call)

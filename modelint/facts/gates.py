@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import libcst as cst
 
+from modelint.facts.lattice import mode_argument
 from modelint.facts.name_values import reaching, scope_bindings
 from modelint.facts.scopes import FunctionInfo, Site
 from modelint.facts.names import dotted, literal_value, same_or_nested
@@ -255,8 +256,8 @@ def toggled_for_one_forward(facts, forward) -> bool:
     def switches_back(c) -> bool:  # (`model.eval()`, `model.train(was_training)`, here or around the block)
         func = c.node.func
         if type(func) is not cst.Attribute or dotted(func.value) != forward.key or not (
-                (func.attr.value == "eval" and not c.node.args) or (func.attr.value == "train" and len(c.node.args) == 1
-                                                                    and literal_value(c.node.args[0].value) is not True)):
+                (func.attr.value == "eval" and not c.node.args) or (func.attr.value == "train" and (
+                    given := mode_argument(c.node)) is not None and literal_value(given) is not True)):
             return False
         at = facts.locate(c.node)
         return at is not None and at[:2] > here[:2] and c.site.guards == site.site.guards[:len(c.site.guards)]

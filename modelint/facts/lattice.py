@@ -131,14 +131,23 @@ def mode_of_call(call: cst.Call) -> str | None:
     if method == "eval":
         return None if call.args else "eval"
     if method == "train":
-        if not call.args:
+        given = mode_argument(call)
+        if given is None:
+            # (`net.train()`, or an override's own flags only, `net.train(freeze_bn=True)`: `mode` keeps its default)
+            return "train" if not any(arg.star for arg in call.args) else None
+        mode = literal_value(given)
+        if mode is True:
             return "train"
-        if len(call.args) == 1 and (call.args[0].keyword is None or call.args[0].keyword.value == "mode"):
-            mode = literal_value(call.args[0].value)
-            if mode is True:
-                return "train"
-            if mode is False:
-                return "eval"
+        if mode is False:
+            return "eval"
+    return None
+
+
+def mode_argument(call: cst.Call) -> cst.BaseExpression | None:
+    """The value a `train(...)` call passes for `mode`: its first positional argument or `mode=`."""
+    for arg in call.args:
+        if (arg.keyword is None and not arg.star) or (arg.keyword is not None and arg.keyword.value == "mode"):
+            return arg.value
     return None
 
 
