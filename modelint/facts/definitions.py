@@ -24,6 +24,7 @@ from functools import cached_property
 
 import libcst as cst
 
+from modelint.facts.names import dotted
 from modelint.facts.scopes import FunctionInfo
 from modelint.facts.summaries import qualname
 
@@ -91,6 +92,19 @@ class Definitions:
             return None
         above = [info for i, info in defs if i <= position]
         return above[-1] if above else defs[0][1]
+
+    def class_of_cls(self, call: cst.Call):
+        """`cls(**kwargs)` in a classmethod (`from_pretrained`, `from_checkpoint`): the class it is a method of
+        (a subclass calling it builds its own, which the same layers stand for); None elsewhere."""
+        func = call.func
+        if type(func) is not cst.Name or func.value != "cls":
+            return None
+        scope = self._call_functions.get(call)
+        while scope is not None and scope.cls is None:
+            scope = scope.outer
+        if scope is None or not any(dotted(d) == "classmethod" for d in scope.decorators):
+            return None
+        return scope.cls
 
     @cached_property
     def _call_functions(self) -> dict:

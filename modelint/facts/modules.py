@@ -302,7 +302,7 @@ class ModuleTable(WaitingOnImports, LocalLayers, Registries, ModuleAttributes, B
         if type(call) is not cst.Call:
             return None  # (what a chain unwraps to, `self.model` of `self.model.cuda()`: no construction)
         func = call.func
-        project = self.project_class(func)
+        project = self.project_class(func) or self._collector.definitions.class_of_cls(call)
         if project is not None:
             chosen = self._collector.definitions.class_in_force(call) if self._each_definition else None
             if chosen is not None:
