@@ -37,6 +37,10 @@ def built_with_grad_free_forward(facts, forward, in_eval: bool = False) -> bool:
             return True
     if "." in key and not key.startswith("self."):
         return False
+    if key == "self" and function is not None and function.cls is not None:
+        # (`out = self.forward(img)` in a method of a module whose `forward` runs its layers under no_grad)
+        grad = forward_grad(facts.imports, function.cls, facts.grad_wrappers, facts.flow)
+        return grad == "free" or (grad == "mode" and in_eval)
     return _handed_or_built_grad_free(facts, function, key, in_eval, depth=0)
 
 
