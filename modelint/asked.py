@@ -23,7 +23,7 @@ QUESTIONS = (
     "submodule_dependence", "sets_its_own_mode_only", "runs_loaded_modules", "holds_no_weights",
     "plain_class_chain", "forward_without_grad", "forward_without_grad_in_eval", "shape_in",
     "frozen_at_construction", "free_branch_flag", "factory_constructions", "fresh_dependence",
-    "grad_wrapper", "built_in_eval",
+    "grad_wrapper", "built_in_eval", "only_dependent_part",
 )
 
 # The questions about one reference as a file imports it: (reference, that file's path).

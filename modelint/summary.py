@@ -185,6 +185,9 @@ class FileSummary:
     # nn.Module classes defined here whose constructor keeps only modules it put in eval mode (a frozen feature
     # extractor): built, one runs in eval mode (modelint.facts.module_attributes.built_in_eval).
     eval_built_classes: set[str] = field(default_factory=set)
+    # Module classes whose mode-dependent layers are all in one attribute -> that attribute (`ranker.model.eval()`
+    # switches a `ranker` whole: modelint.facts.parts_in_eval.only_dependent_part).
+    single_part_classes: dict[str, str] = field(default_factory=dict)
     # Module classes whose own `forward` is decorated `@torch.no_grad()` (or the like): calling one records no graph.
     grad_free_forward_classes: set[str] = field(default_factory=set)
     # Module classes whose `__init__` freezes every parameter they hold -> "" or "flag:position", the constructor
@@ -533,6 +536,11 @@ class ProjectIndex:
         """Is the project class imported as `reference` built in eval mode by its own constructor?"""
         found = self._defining(reference, from_path)
         return found is not None and reference.rpartition(".")[2] in found.eval_built_classes
+
+    def only_dependent_part(self, reference: str, from_path: str) -> str | None:
+        """The attribute of the project class imported as `reference` that holds all its mode-dependent layers."""
+        found = self._defining(reference, from_path)
+        return found.single_part_classes.get(reference.rpartition(".")[2]) if found is not None else None
 
     def forward_without_grad(self, reference: str, from_path: str) -> bool:
         """Is the project class imported as `reference` a module whose `forward` turns autograd off itself?"""

@@ -157,6 +157,8 @@ class CallEffects(FollowedNames, SummaryEffects, ModeContexts, TrainingSteps, Ha
                         self.havoc(state, state.canonical(owner))
                         return
                     self.set_mode(state, receiver, call)
+                    if (whole := self.whole_switched_through(state, receiver)) is not None:
+                        self.set_mode(state, whole, call)  # (`ranker.model.eval()`: the one part whose mode matters)
                     return
                 if method == "load_state_dict":
                     self._loaded_after_building(state, receiver)
@@ -251,15 +253,6 @@ class CallEffects(FollowedNames, SummaryEffects, ModeContexts, TrainingSteps, Ha
         if flow.last_unresolved is not None and any(
                 level != DETACHED for arg in call.args for _token, level in self.uses.expression(arg.value, state.values)):
             flow.unresolved.add(flow.last_unresolved)  # (or whether it back-propagates the loss it is handed)
-
-    def _plain_class_setting_no_mode(self, qualified: str | None) -> bool:
-        """Is `qualified` a class of another file that the index shows is no module and whose methods call no
-        `eval()`/`train()` (`Predictor`, keeping the model it is handed and running it)?"""
-        index = self.flow.index
-        if index is None or not qualified:
-            return False
-        found = index.resolve_shape(qualified, self.flow.path)
-        return found is not None and not found[0].switches and index.resolve_class(qualified, self.flow.path) is None
 
     def _may_switch_mode(self, call: cst.Call) -> bool:
         """May a call we cannot see into change the mode of a model it is given?

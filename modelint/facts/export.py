@@ -20,7 +20,7 @@ from modelint.facts.foreign_calls import (inherited_calls, inherited_methods_cal
                                           runs_without_grad)
 from modelint.facts.factory_constructions import factory_constructions
 from modelint.facts.flag_forwards import free_branch_flag
-from modelint.facts.parts_in_eval import fresh_classes
+from modelint.facts.parts_in_eval import fresh_classes, only_dependent_part
 from modelint.facts.regions import forward_grad, grad_wrappers, imported_decorators
 from modelint.facts.walk import iter_nodes
 from modelint.summary import FileSummary, ForwardUse, FunctionSummary, RemoteSite, ReturnFact, StepUse
@@ -77,6 +77,8 @@ def file_summary(flow) -> FileSummary:
                        weightless_classes=flow.modules.weightless_classes(),
                        eval_built_classes={name for name, info in flow.modules.classes.items()
                                            if flow.modules.is_module_class(info) and flow.modules.built_in_eval(info)},
+                       single_part_classes={name: part for name, info in flow.modules.classes.items()
+                                            if (part := only_dependent_part(flow.modules, flow.collector, info))},
                        grad_free_forward_classes=grad_free_forward_classes(flow),
                        frozen_classes=dict(flow.frozen_classes),
                        free_branch_classes=free_branch_classes(flow), fresh_classes=fresh_classes(flow.modules),

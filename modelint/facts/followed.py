@@ -18,6 +18,7 @@ from modelint.facts import torch_api as api
 from modelint.facts.lattice import ModeFact
 from modelint.facts.modules import unwrap_chain
 from modelint.facts.names import dotted, head_name, key_root, value_key
+from modelint.facts.parts_in_eval import only_dependent_part
 from modelint.facts.state import State
 from modelint.facts.uses import is_parameter
 
@@ -117,6 +118,23 @@ class FollowedNames:
             qualified = self.flow.imports.qualify(expr.func) or ""
             return qualified in api.CONSTANT_TENSOR_FACTORIES
         return False
+
+    def whole_switched_through(self, state: State, part: str) -> str | None:
+        """`ranker.model.eval()` where `ranker` is of a module class all of whose mode-dependent layers are in its
+        `model` (this file's, or another's the index knows): `ranker` itself, switched whole."""
+        owner, dot, attribute = part.rpartition(".")
+        if not dot or "." in owner or "[" in part or not state.tracks(owner):
+            return None
+        flow = self.flow
+        function = self.out.function
+        local = flow.modules.classes.get(flow.class_of_name(owner, function) or (
+            flow._handed_class(function, owner) if function is not None else None) or "")
+        if local is not None:
+            found = only_dependent_part(flow.modules, flow.collector, local)
+        else:
+            origin = state.fact(owner).origin or self._imported_class_of(owner)
+            found = flow.index.only_dependent_part(origin, flow.path) if origin and flow.index is not None else None
+        return owner if found == attribute else None
 
     def _is_model(self, state: State, key: str) -> bool:
         return key in state.models or self.follows(key) or self._submodule(state, key)

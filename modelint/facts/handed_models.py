@@ -124,6 +124,15 @@ class HandedModels:
             self.flow.ask_the_index_later()  # (what its `__call__` does)
         return summary, receiver if summary is not None else None
 
+    def _plain_class_setting_no_mode(self, qualified: str | None) -> bool:
+        """Is `qualified` a class of another file that the index shows is no module and whose methods call no
+        `eval()`/`train()` (`Predictor`, keeping the model it is handed and running it)?"""
+        index = self.flow.index
+        if index is None or not qualified:
+            return False
+        found = index.resolve_shape(qualified, self.flow.path)
+        return found is not None and not found[0].switches and index.resolve_class(qualified, self.flow.path) is None
+
     def _fit_keeps_training(self, call: cst.Call, state, key: str) -> bool:
         """`trainer.fit(model, loader)` with a Lightning `Trainer`, handed a model in training mode: it returns
         it in training mode (the fit loop puts it there, or since Lightning 2.2 keeps the mode it had), so the

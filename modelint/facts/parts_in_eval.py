@@ -84,3 +84,35 @@ def attributes_built_in_eval(table, call: cst.Call) -> dict[str, cst.Call]:
         if value in in_eval or ((built := table.construction(value)) is not None and built.starts_in_eval):
             out[f"self.{assign.target.attr.value}"] = value
     return out
+
+
+def only_dependent_part(table, collector, info: ClassInfo) -> str | None:
+    """The attribute (`model`) of a module class of the file that holds every layer of it whose mode matters:
+    its other attributes build layers that do not depend on the mode, or no module, and it reads no
+    `self.training` of its own. `ranker.model.eval()` switches such a `ranker` whole (a wrapper around one
+    encoder with its loss and scoring)."""
+    from modelint.facts.names import dotted
+    from modelint.facts.walk import iter_nodes
+
+    if not table._is_module.get(info.name, False) or info.reads_training_flag \
+            or table._dependence.get(info.name) is Dependence.INDEPENDENT \
+            or any(table._base_kind(base)[1] is not Dependence.INDEPENDENT for base in info.bases):
+        return None
+    init = info.methods.get("__init__")
+    params = {p.name.value for p in init.params.params} if init is not None else set()
+    called = {dotted(call.func) for call in info.calls}
+    parts: dict[str, list] = {}
+    for assign in collector.attribute_assigns:
+        target = dotted(assign.target) if assign.site.cls is info and assign.value is not None else None
+        if target is not None and target.startswith("self.") and target.count(".") == 1:
+            parts.setdefault(target[5:], []).append(assign.value)
+    whole = [name for name, values in parts.items()
+             if table._layers_dependence(info, frozenset(
+                 node for value in values for node in iter_nodes(value) if type(node) is cst.Call))
+             is Dependence.INDEPENDENT]
+    if len(whole) != 1:
+        return None
+    # (a module its creator hands it, `self.encoder = encoder` run as `self.encoder(x)`: its layers are unseen)
+    handed = [name for name, values in parts.items() if name != whole[0] and f"self.{name}" in called
+              and any(type(value) is cst.Name and value.value in params for value in values)]
+    return None if handed else whole[0]
