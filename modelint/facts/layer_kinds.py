@@ -136,9 +136,13 @@ class LayerKinds(SamplingLayers):
             if not self._weightless_layer(call):
                 return False
         # Whatever it stores that may be a module is a submodule, with its weights (`self.module = m`).
+        from modelint.facts.modules import rewraps  # (that module builds this one)
+
         numbers = computed_with(info, self.imports.qualify)
+        # (`self.kernel = self.kernel.to(x.device)` in `forward`: the tensor it stored, moved, looked at on its own)
         return not any(self._may_be_module(value, method) and dotted(target) not in numbers
                        and not (type(value) is cst.Call and self.imports.qualify(value.func) in _PARAMETER_CONTAINERS)
+                       and not rewraps(self.imports, value, dotted(target))
                        for target, value, method in self._stored.get(info.name, ()))
 
     def _weightless_base(self, info: ClassInfo) -> bool:
