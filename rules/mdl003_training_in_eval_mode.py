@@ -264,14 +264,17 @@ def _part_frozen_after_train(facts: FileFacts, fact, step) -> bool:
     step_loops = set(loops_around(stepping))
     for site in fact.eval_sites:
         where = facts.call_sites.get(site) if type(site) is cst.Call else None
-        if where is None or where.site.function is not step.function or here is None \
-                or step_loops & set(where.site.guards):
-            return False  # (in the loop that trains: a validation of that part between steps)
+        if where is None or where.site.function is not step.function or here is None:
+            return False
         part = _part_name(site.func.value)
         at = facts.locate(site)
+        # (in the loop that trains, only right after the `train()` of the whole in the same block, each pass: `self.
+        # train(); self.fn.eval()` at the top of an epoch; not a validation of that part between steps)
+        in_step_loop = bool(step_loops & set(where.site.guards))
         if part is None or at is None or at[:2] > here[:2] or not any(
                 key is not None and (part == key or part.startswith((key + ".", key + "[].")))
                 and facts.locate(train.node)[:2] < at[:2] and _on_the_same_path(facts, train, site)
+                and (not in_step_loop or (train.site.guards == where.site.guards and key != part))
                 for train, key in switches):
             return False
     return True
