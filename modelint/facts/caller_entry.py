@@ -65,10 +65,12 @@ class CallerEntry:
             return GRAD_UNKNOWN
         handed = self._methods_handed_to_calls.get(function.name, ()) if not sites and function.cls is not None \
             and function.name not in ("forward", "__call__") else ()
-        if handed and all(lexically_grad_free(self.imports, site, self.grad_wrappers) for site in handed):
+        if handed and all(lexically_grad_free(self.imports, site.site, self.grad_wrappers)
+                          or self._calls_what_it_is_handed_without_grad(site, arg) for site, arg in handed):
             # A bound method handed as a callback, only under no_grad (`sample_camera(data, self.labeler.generate)`
-            # in a `with torch.no_grad():`): the call that gets it runs it there.
-            return GradFact(free_sites=frozenset(site.stmt for site in handed))
+            # in a `with torch.no_grad():`), or to a helper of this file that calls it only there (`decode_all(
+            # batches, self.predict)` running `choose(b)` in its own no_grad block): it runs there.
+            return GradFact(free_sites=frozenset(site.site.stmt for site, _arg in handed))
         if not sites and self._called_only_in_lambdas(function):
             # Called only inside lambdas (`Evaluator(eval_func=lambda x, y: test(model, x, y))`): whoever
             # calls the lambda decides the grad mode, and a library's evaluator runs it under no_grad.
@@ -200,13 +202,26 @@ class CallerEntry:
 
     @cached_property
     def _methods_handed_to_calls(self) -> dict:
-        """Method name -> the sites of the calls it is handed to, bound (`self.labeler.generate`)."""
+        """Method name -> (call site, argument) of each call it is handed to, bound (`self.labeler.generate`)."""
         out: dict = {}
         for site in self.collector.calls:
             for arg in site.node.args:
                 if type(arg.value) is cst.Attribute:
-                    out.setdefault(arg.value.attr.value, []).append(site.site)
+                    out.setdefault(arg.value.attr.value, []).append((site, arg))
         return out
+
+    def _calls_what_it_is_handed_without_grad(self, site, arg: cst.Arg) -> bool:
+        """Is the call a function of this file that calls the parameter `arg` binds only under no_grad?"""
+        from modelint.facts.summary_effects import bind_arguments
+
+        callee = self.local_functions.get(self.local_callee(site.node, site.site.function) or "")
+        if callee is None:
+            return False
+        param = next((name for name, value in bind_arguments(callee.params, callee.cls is not None, site.node).items()
+                      if value is arg.value), None)
+        uses = [call.site for call in self.collector.calls if call.site.function is callee
+                and type(call.node.func) is cst.Name and call.node.func.value == param] if param else []
+        return bool(uses) and all(lexically_grad_free(self.imports, use, self.grad_wrappers) for use in uses)
 
     def _called_only_in_lambdas(self, function: FunctionInfo) -> bool:
         calls = self._calls_of.get(function, ())
