@@ -116,7 +116,8 @@ def _calls_on_unplaced_objects(flow):
     for ordinal, site in enumerate(flow.collector.calls):
         func = site.node.func
         if type(func) is cst.Attribute and site.qualified is None and not _on_super(func) and (
-                not (site.text or "").startswith("self.")
+                # (not `model.encode(x)` with `model = Trainer()`: a method of this file's class, placed)
+                (not (site.text or "").startswith("self.") and flow.callee_of(site.node) is None)
                 # (`self.actor.act(s)`: a method of an object it holds, of no class of this file; whatever the
                 # method's name, of an object every assignment builds from an import: `self.model.forward(a, b)`)
                 or ((site.text or "").count(".") >= 2 and (func.attr.value not in flow.method_names
