@@ -6,7 +6,8 @@ from typing import Iterator
 import libcst as cst
 
 from modelint.facts import FileFacts
-from modelint.facts.evaluation import (effective_grad, effective_mode, evaluation_context, forward_switches_to_eval,
+from modelint.facts.forward_modes import effective_grad, effective_mode
+from modelint.facts.evaluation import (evaluation_context, forward_switches_to_eval,
                                        forward_trains_itself, named_model, fed_by_a_model_in_eval_mode,
                                        returned_to_callers)
 from modelint.facts.hidden_backward import trained_through_a_kept_loss

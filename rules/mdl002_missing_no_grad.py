@@ -8,7 +8,8 @@ import libcst as cst
 
 from modelint.facts import FileFacts
 from modelint.facts import torch_api as api
-from modelint.facts.evaluation import (effective_grad, effective_mode, forward_trains_itself, left_to_subclasses,
+from modelint.facts.forward_modes import effective_grad, effective_mode
+from modelint.facts.evaluation import (forward_trains_itself, left_to_subclasses,
                                        loaded_to_predict, named_model, result_back_propagated, returned_to_callers)
 from modelint.facts.reaching_calls import forward_site
 from modelint.facts.hidden_backward import trained_through_a_kept_loss

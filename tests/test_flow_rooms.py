@@ -13,7 +13,7 @@ import libcst as cst
 
 from modelint.engine import parse
 from modelint.facts import FileFacts
-from modelint.facts.evaluation import effective_mode
+from modelint.facts.forward_modes import effective_mode
 from modelint.facts.uses import intent_of
 from modelint.facts.modules import Dependence
 from modelint.facts.lattice import ENTRY_MODE, GRAD_ENABLED, GradFact, ModeFact, mode_of_call

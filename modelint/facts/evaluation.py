@@ -12,13 +12,11 @@ backward) and one of these holds, strongest first:
 
 from __future__ import annotations
 
-from dataclasses import replace
 
 import libcst as cst
 
-from modelint.facts.base_shapes import called_by_bases_that_switch_modes
-from modelint.facts.free_models import left_by_the_script
-from modelint.facts.lattice import ENTRY_MODE, GradFact, ModeFact, is_train_site
+from modelint.facts.forward_modes import effective_mode
+from modelint.facts.lattice import GradFact
 from modelint.facts import torch_api as api
 from modelint.facts.modules import RETURNS_SELF, Dependence, unwrap_chain
 from modelint.facts.names import dotted, literal_value, value_key
@@ -65,83 +63,6 @@ def shown_attribute(facts, function, key: str) -> str:
             if key == target or key.startswith(target + "."):
                 return alias + key[len(target):]
     return key
-
-
-def effective_mode(facts, forward) -> ModeFact:
-    """The mode at a forward, with what the object's other methods leave for a trainer's `self.model`."""
-    mode = _effective_mode(facts, forward)
-    function = forward.function
-    key = forward.key
-    if not mode.parameterless and key.startswith("self.") and key.count(".") == 1 \
-            and facts.modules.attribute_parameterless(key[5:]):
-        return replace(mode, parameterless=True)  # `self.evaluateL1 = nn.L1Loss()`, whatever mode it is in
-    refined = facts.modules.part_refined(key, mode.dependence)
-    if refined < mode.dependence:  # `model.head(x)`, a Linear of a model with Dropout
-        return replace(mode, dependence=refined)
-    head = key.split(".")[0]
-    if mode.dependence is Dependence.UNKNOWN and function is not None and head in function.param_set \
-            and "[" not in key and facts.flow.entry_dependence(function, head) is Dependence.INDEPENDENT:
-        # every caller hands a model without mode layers (so are its parts: `model.m_uv_1(h)`)
-        return replace(mode, dependence=Dependence.INDEPENDENT)
-    if mode.dependence is Dependence.UNKNOWN and head in facts.flow.global_models \
-            and head in facts.flow.free.globals_of(function) \
-            and facts.flow.free.global_dependences.get(head) is Dependence.INDEPENDENT:
-        return replace(mode, dependence=Dependence.INDEPENDENT)  # `model = TinyVAE()` at the top, Linear layers only
-    return mode
-
-
-def _effective_mode(facts, forward) -> ModeFact:
-    mode = forward.mode
-    if mode.entry and mode.train_sites and not mode.eval_sites and not mode.havoc \
-            and (mode.train_sites & facts.flow.assumed_sites
-                 or (all(is_train_site(s) for s in mode.train_sites) and facts.flow.function_trains(forward.function))):
-        # Trained in a loop above, or put in train() at the top of each pass of the loop that trains it (the
-        # loop may not run: then it is the mode the model came in, which a function that trains it expects
-        # to be training mode).
-        return replace(mode, entry=False)
-    if mode == ENTRY_MODE and forward.via is None and forward.function is not None \
-            and not facts.flow.has_callers(forward.function) \
-            and called_by_bases_that_switch_modes(facts.flow, forward.function):
-        return mode  # a template's hook, which its base elsewhere runs in the modes it sets (`self.eval()`)
-    if mode == ENTRY_MODE and forward.via is None and forward.function is not None:
-        from_callers = facts.flow.mode_from_callers(forward.function, forward.key, forward.phase)
-        if from_callers is not None:
-            return from_callers  # (what the object's other methods leave does not reach past these calls)
-    if mode == ENTRY_MODE:
-        objects = facts.flow.objects
-        found = objects.at_entry(forward.function, forward.key)
-        if found is not None and called_by_bases_that_switch_modes(facts.flow, forward.function):
-            # A trainer's hooks (`calculate_train_batch_loss()`, which its base in another file calls after
-            # `self.model.train()` in `train_epoch_start()`) run in the modes the base sets around them: what
-            # this file's methods leave is not the mode they start in. (Not a method the base never calls, a
-            # `predict()` users call after `fit()`: the object's methods decide that one.)
-            return mode
-        if forward.via is not None and found is not None and (facts.flow.has_callers(forward.function)
-                                                               or objects.ever_switched_to_eval(forward.function.cls,
-                                                                                                forward.key)):
-            # A helper's forward is judged by its caller's mode: what the object's methods leave counts only for
-            # a caller nobody here calls, when none of them ever puts the model in eval mode.
-            return mode
-        if found is None or not found.definitely_train:
-            left = objects.left_in_training(forward.function, forward.key)
-            if left is not None:
-                return ModeFact(train_sites=frozenset({left[1]}))
-        if found is not None:
-            return found
-        left = left_by_the_script(facts.flow, forward.function, forward.key) if forward.via is None else None
-        if left is not None:
-            return left
-    return mode
-
-
-def effective_grad(facts, forward) -> GradFact:
-    """The grad mode at a forward, with what its function's callers in this file do for the unknown part."""
-    grad = forward.grad
-    if grad.unknown:
-        grad = grad.at_entry(facts.flow.entry_grad(forward.function, phase=forward.phase,
-                                                   reaching=forward_site(facts, forward)))
-    return grad
-
 
 
 def evaluation_context(facts, forward, grad: GradFact) -> str | None:

@@ -50,9 +50,10 @@ INSTANCE_NORMS = frozenset(
 NORMALISING = re.compile(r"(Sync|Lazy)?BatchNorm[123]?d?|(Lazy)?InstanceNorm[123]d")
 CONTAINERS = frozenset({"Sequential", "ModuleList", "ModuleDict"})
 # torch.nn layers without parameters: losses, activations, pooling, padding, reshaping, dropout.
-# Running one records no graph of weights: there is no model to evaluate.
+# Running one records no graph of weights: there is no model to evaluate. (Not the adaptive softmax, a loss
+# with weights of its own: its head and tail clusters are Linear layers.)
 PARAMETERLESS_LAYER = re.compile(
-    r".*Loss(2d)?|(Zero|Constant|Reflection|Replication|Circular)Pad[123]d|(Adaptive)?(Max|Avg|LP)Pool[123]d"
+    r"(?!AdaptiveLogSoftmaxWithLoss).*Loss(2d)?|(Zero|Constant|Reflection|Replication|Circular)Pad[123]d|(Adaptive)?(Max|Avg|LP)Pool[123]d"
     r"|FractionalMaxPool[23]d|MaxUnpool[123]d|ReLU6?|LeakyReLU|ELU|SELU|CELU|GELU|SiLU|Mish|Sigmoid|Tanh"
     r"|Softmax2?d?|LogSoftmax|Softmin|Softplus|Softsign|Softshrink|Hardshrink|Hardtanh|Hardswish|Hardsigmoid"
     r"|Tanhshrink|Threshold|GLU|Identity|Flatten|Unflatten|Upsample|Upsampling(Nearest|Bilinear)2d"

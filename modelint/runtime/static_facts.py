@@ -85,7 +85,7 @@ class StaticFacts:
         return forwards, steps
 
     def _forward(self, forward) -> ForwardSite:
-        from modelint.facts.evaluation import effective_mode
+        from modelint.facts.forward_modes import effective_mode
 
         mode = _mode_of(effective_mode(self._file, forward))  # what the findings judge: objects' modes too
         if mode == UNKNOWN and forward.mode.entry and not forward.mode.havoc:
