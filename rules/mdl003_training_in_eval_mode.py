@@ -119,6 +119,7 @@ class TrainingInEvalMode(Rule):
                                 and _frozen_beside_the_trained(facts, key, fact, step)) \
                             or _gradients_measured_in_eval(facts, flow, fact, step) \
                             or facts.flow.stepped_only_where_not_evaluated(flow.function, key, fact.eval_sites) \
+                            or _not_stepped_by_this_backward(facts, flow, key, step) \
                             or _no_update_follows(facts, flow, step) \
                             or mode_picked_by_callers(facts.flow, flow, fact.eval_sites) \
                             or _forwards_ran_in_training_mode(flow, key, step) \
@@ -220,6 +221,16 @@ def _forwards_ran_in_training_mode(flow, key: str, step) -> bool:
         return False
     feeding = [forward for forward in flow.all_forwards() if forward.trains_model and forward.key == key]
     return bool(feeding) and all(forward.mode.definitely_train for forward in feeding)
+
+
+def _not_stepped_by_this_backward(facts: FileFacts, flow, key: str, step) -> bool:
+    """The optimizers stepped on this backward's gradients update other models only (`opt_student` in the loop of
+    the backward; `opt_teacher` steps in another loop): `key`, put in eval mode in this function, is a frozen
+    partner of that phase, not a model this step trains."""
+    stepped = facts.flow.stepped_by_this_backward(flow.function, facts.call_sites.get(step.call))
+    return stepped is not None and not any(same_or_nested(key, part) or same_or_nested(part, key)
+                                           for part in step.named_as_followed(stepped)) \
+        and _eval_set_here(facts, step.models[key], flow.function)
 
 
 def _reference_kept_in_eval(facts: FileFacts, flow, key: str, site) -> bool:

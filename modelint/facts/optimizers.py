@@ -8,7 +8,7 @@ from functools import cached_property
 import libcst as cst
 
 from modelint.facts import torch_api as api
-from modelint.facts.scopes import FunctionInfo, flag_outcomes
+from modelint.facts.scopes import FunctionInfo, flag_outcomes, loops_around
 from modelint.facts.names import (BUILTIN_NAMES, dotted, key_prefixes, key_root, literal_value, parameter_owners,
                                   same_or_nested, value_key)
 from modelint.facts.walk import iter_nodes
@@ -169,6 +169,25 @@ class Optimizers:
                    for flag, outcome in eval_flags):
                 return True
         return False
+
+    def stepped_by_this_backward(self, function: FunctionInfo | None, backward) -> set[str] | None:
+        """Whose parameters the optimizers stepped for this backward's gradients update: those whose `.step()`
+        in `function` sits in no loop the backward is not in (the step of its own loop, or after it, or every k
+        passes of it), each bound to a constructor naming them; None when unknown or none. An optimizer stepped
+        in another loop of the function (`opt_teacher` in the second phase of an alternating update) takes no
+        step on these gradients."""
+        if backward is None:
+            return None
+        around = set(loops_around(backward))
+        owners: set[str] = set()
+        for receiver, sites in self._step_sites.get(function, {}).items():
+            if not any(set(loops_around(site)) <= around for site in sites):
+                continue
+            known = self._optimizer_owners.get(receiver)
+            if not known:
+                return None
+            owners |= known
+        return owners or None
 
     @cached_property
     def _step_sites(self) -> dict:
