@@ -19,6 +19,8 @@ MADE_TENSORS = "<tensors>"
 _PARAMETER_MAKERS = frozenset({"torch.nn.ParameterList", "torch.nn.ParameterDict", "torch.nn.Parameter",
                                "torch.nn.parameter.Parameter"})
 _TENSOR_COPIES = frozenset({"clone", "detach", "requires_grad_", "detach_"})
+_OPTIMIZER_ATTRIBUTES = frozenset({"param_groups", "state", "defaults", "step", "zero_grad", "state_dict",
+                                   "load_state_dict", "add_param_group", "optimizer"})
 
 
 class Optimizers:
@@ -51,10 +53,32 @@ class Optimizers:
         return frozenset(names)
 
     def is_optimizer(self, receiver: str) -> bool:
-        """Does `receiver.step()` step an optimizer: named like one, or bound to one here?"""
+        """Does `receiver.step()` step an optimizer: named like one (not an options namespace), or bound to one?"""
         from modelint.facts.calls import is_optimizer_step
 
-        return is_optimizer_step(receiver) or receiver in self._optimizers
+        return (is_optimizer_step(receiver) and receiver not in self._settings_named_like_optimizers) \
+            or receiver in self._optimizers
+
+    @cached_property
+    def _settings_named_like_optimizers(self) -> frozenset[str]:
+        """Names like an optimizer's (`opt`) that the file never steps nor zeroes, whose attributes it hands to
+        calls as settings (`Adam(params, lr=opt.lr)`, `build(opt.model)`): an options namespace, no optimizer."""
+        from modelint.facts.calls import is_optimizer_step
+
+        read, stepped = set(), set()
+        for site in self.collector.calls:
+            func = site.node.func
+            if type(func) is cst.Attribute and type(func.value) is cst.Name \
+                    and func.attr.value in ("step", "zero_grad"):
+                stepped.add(func.value.value)
+            for arg in site.node.args:
+                value = arg.value
+                while type(value) is cst.Attribute and type(value.value) is cst.Attribute:
+                    value = value.value  # (`opt.optim.lr`: what `opt` is asked first)
+                if type(value) is cst.Attribute and type(value.value) is cst.Name \
+                        and value.attr.value not in _OPTIMIZER_ATTRIBUTES:
+                    read.add(value.value.value)
+        return frozenset(name for name in read - stepped if is_optimizer_step(name))
 
     def steps_optimizer(self, function: FunctionInfo | None) -> bool:
         return function in self._optimizer_steps
@@ -171,11 +195,9 @@ class Optimizers:
         return False
 
     def stepped_by_this_backward(self, function: FunctionInfo | None, backward) -> set[str] | None:
-        """Whose parameters the optimizers stepped for this backward's gradients update: those whose `.step()`
-        in `function` sits in no loop the backward is not in (the step of its own loop, or after it, or every k
-        passes of it), each bound to a constructor naming them; None when unknown or none. An optimizer stepped
-        in another loop of the function (`opt_teacher` in the second phase of an alternating update) takes no
-        step on these gradients."""
+        """Whose parameters the optimizers stepped on this backward's gradients update: those whose `.step()` sits
+        in no loop the backward is not in (not `opt_teacher` in the other phase of an alternating update), each
+        bound to a constructor naming them; None when unknown or none."""
         if backward is None:
             return None
         around = set(loops_around(backward))
