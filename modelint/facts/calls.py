@@ -167,8 +167,11 @@ class CallEffects(FollowedNames, SummaryEffects, ModeContexts, TrainingSteps, Ha
                     # on plain tensors, run through its summary)
                     if receiver not in flow.imports.modules and not (plain and _hand_written_on_plain_tensors(
                             callee.cls, flow.collector.classes)) and not self._another_frameworks(receiver) \
-                            and not self._plain_class_setting_no_mode(self._imported_class_of(receiver)):
-                        # (not `grid.forward()` of a plain class of another file building anchors either)
+                            and not self._plain_class_setting_no_mode(self._imported_class_of(receiver)) \
+                            and not (receiver in flow.modules.classes and not state.tracks(receiver)
+                                     and not flow.is_module_class(flow.modules.classes[receiver])):
+                        # (not `grid.forward()` of a plain class of another file building anchors either; nor
+                        # `Engine.forward(model, batch)`, a plain class's function called through the class)
                         self.forward(call, receiver, state)
                 elif (method == "backward" and local is None) or (method == "step" and (
                         flow.is_optimizer(receiver) or (local is None and flow.handed_one_optimizer(call)))):
