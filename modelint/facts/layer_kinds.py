@@ -123,7 +123,8 @@ class LayerKinds(SamplingLayers):
         made_per_call = None
         for call in info.calls:
             func = call.func
-            requires = _requires_grad_argument(call)  # (`nn.Parameter(window, requires_grad=False)`: a constant)
+            # (`nn.Parameter(window, requires_grad=False)`: a constant; or by a default no construction here changes)
+            requires = _requires_grad_argument(call, info.methods.get("__init__"), self._passed_to(info))
             if requires is True:
                 if made_per_call is None:
                     forward = info.methods.get("forward")
@@ -144,6 +145,12 @@ class LayerKinds(SamplingLayers):
                        and not (type(value) is cst.Call and self.imports.qualify(value.func) in _PARAMETER_CONTAINERS)
                        and not rewraps(self.imports, value, dotted(target))
                        for target, value, method in self._stored.get(info.name, ()))
+
+    def _passed_to(self, info: ClassInfo) -> frozenset[str]:
+        """The keywords the file's constructions of the class pass, "*" when one passes positional arguments."""
+        return frozenset(arg.keyword.value if arg.keyword is not None else "*" for site in self.collector.calls
+                         if type(site.node.func) is cst.Name and site.node.func.value == info.name
+                         for arg in site.node.args)
 
     def _weightless_base(self, info: ClassInfo) -> bool:
         """A base class of the file that builds nothing with weights, for a subclass that shows what it does."""
@@ -357,10 +364,27 @@ def _annotated_as_a_value(method, name: str) -> bool:
     return dotted(annotation) in _VALUE_TYPES if annotation is not None else False
 
 
-def _requires_grad_argument(call: cst.Call):
+def _requires_grad_argument(call: cst.Call, init: cst.FunctionDef | None = None, passed: frozenset = frozenset()):
     """What `requires_grad=` the call passes: False for `nn.Parameter(t, requires_grad=False)` (a tensor kept with
-    the module that autograd never records), None when it passes none, True for anything else."""
+    the module that autograd never records), or for a constructor parameter left at a default that makes it
+    False (`requires_grad=trainable` with `trainable=False`, `requires_grad=not fix` with `fix=True`: a fixed
+    STFT basis); None when it passes none, True for anything else."""
     for arg in call.args:
         if arg.keyword is not None and arg.keyword.value == "requires_grad":
-            return False if type(arg.value) is cst.Name and arg.value.value == "False" else True
+            value, negated = arg.value, False
+            if type(value) is cst.UnaryOperation and type(value.operator) is cst.Not:
+                value, negated = value.expression, True
+            if type(value) is cst.Name and value.value in ("False", "True"):
+                return (value.value == "True") != negated
+            default = _default_of(init, value.value) if type(value) is cst.Name and init is not None \
+                and not passed & {value.value, "*"} else NOT_LITERAL
+            return True if type(default) is not bool else default != negated
     return None
+
+
+def _default_of(method: cst.FunctionDef, name: str):
+    """The literal default of a parameter of `method` (NOT_LITERAL when none)."""
+    for param in (*method.params.params, *method.params.kwonly_params):
+        if param.name.value == name and param.default is not None:
+            return literal_value(param.default)
+    return NOT_LITERAL
