@@ -158,6 +158,13 @@ def _kept_from_the_creator(flow, qualname: str) -> frozenset[str]:
     return frozenset(flow.modules.names.kept_from_the_creator(function.cls))
 
 
+def _runs_a_parameterless_part(flow, qualname: str, param: str) -> bool:
+    """Is `param` an attribute of the method's own object that its class builds without weights (a loss)?"""
+    function = flow.local_functions.get(qualname)
+    return function is not None and function.cls is not None and param.startswith("self.") \
+        and param.count(".") == 1 and flow.modules.attribute_parameterless(param[5:], cls=function.cls)
+
+
 def _keeps_to_what_it_is_handed(flow, qualname: str) -> bool:
     """A method of a plain class (no module) that calls nothing on its object or what the object holds, and
     hands none of it anywhere (`meter.update(loss, n)` adding `loss.item()` to `self.total`): what it does
@@ -216,8 +223,10 @@ def _export(flow, summary: FunctionSummary) -> FunctionSummary | None:
     # (a layer of an `nn.ModuleList` too: `for hop in self.hops: h = hop(graph, h)`)
     # (a part its class keeps in eval mode, `self.net.eval()` in `__init__` and after each update, runs in eval
     # mode whatever the mode of the object around it: TD-MPC's agent acting with its network)
+    # (not its losses: `self.criterion_ppl(logit, y)`, an `nn.NLLLoss()` of its own, runs no layer of it)
     forwards = [replace(u, param="self", eval_site=u.eval_site or _kept_in_eval(flow, summary.qualname, u.param))
-                if own_parts and u.param.startswith("self.") else u for u in summary.forwards]
+                if own_parts and u.param.startswith("self.") else u for u in summary.forwards
+                if not (own_parts and _runs_a_parameterless_part(flow, summary.qualname, u.param))]
     forwards = [u for u in forwards if not of_the_object(u.param) or u.param == "self" or u.param in kept]
     steps = [u for u in summary.steps if not of_the_object(u.param)]
     returns = summary.returns
