@@ -46,6 +46,15 @@ class HandedLayers:
                 found = built if found is None else max(found, built)
         return found
 
+    def handed_only_weightless(self, project: ClassInfo, call: cst.Call) -> bool:
+        """`PITLossWrapper(PairwiseNegSNR())`: a class without weights of its own but the modules its constructor
+        keeps, each handed a construction without weights at this call (a loss wrapper around a loss)."""
+        params, kept = self.__dict__.get("_kept_parameters", {}).get(project.name, ([], []))
+        args = [handed_at(call, param, params.index(param) if param in params else -1) for param in kept]
+        return bool(kept) and all(type(arg) is cst.Call and (built := self.construction(arg)) is not None
+                                  and built.parameterless for arg in args) \
+            and self.kinds.holds_no_weights(project, frozenset(kept))
+
     def _copies_its_argument(self, func: cst.BaseExpression) -> bool:
         """A builder of this file that deep-copies its first parameter (`def clones(module, n): return
         nn.ModuleList([copy.deepcopy(module) for _ in range(n)])`)."""

@@ -91,16 +91,18 @@ class LayerKinds(SamplingLayers):
         return True
 
     # -- no weights -------------------------------------------------------------------
-    def holds_no_weights(self, info: ClassInfo) -> bool:
+    def holds_no_weights(self, info: ClassInfo, apart_from: frozenset[str] = frozenset()) -> bool:
         """A module class whose bases are `nn.Module` or such classes of the file, that builds no layer
-        with weights, makes no `nn.Parameter`, and stores nothing on itself that may be a module."""
-        name = info.name
+        with weights, makes no `nn.Parameter`, and stores nothing on itself that may be a module; with
+        `apart_from`, but for the constructor parameters named there that it keeps (what each construction
+        hands them decides: a loss wrapper holding the loss it is handed)."""
+        name = (info.name, apart_from) if apart_from else info.name
         if name not in self._weightless:
             self._weightless[name] = False  # recursion guard
-            self._weightless[name] = self._weightless_now(info)
+            self._weightless[name] = self._weightless_now(info, apart_from=apart_from)
         return self._weightless[name]
 
-    def _weightless_now(self, info: ClassInfo, shown: bool = False) -> bool:
+    def _weightless_now(self, info: ClassInfo, shown: bool = False, apart_from: frozenset[str] = frozenset()) -> bool:
         """`shown`: a subclass shows what the module does (a base class of the file, `class Act(nn.Module)` that
         only names its activations, is weightless if it builds nothing with weights)."""
         table = self.table
@@ -144,6 +146,7 @@ class LayerKinds(SamplingLayers):
         return not any(self._may_be_module(value, method) and dotted(target) not in numbers
                        and not (type(value) is cst.Call and self.imports.qualify(value.func) in _PARAMETER_CONTAINERS)
                        and not rewraps(self.imports, value, dotted(target))
+                       and not (type(value) is cst.Name and value.value in apart_from)
                        for target, value, method in self._stored.get(info.name, ()))
 
     def _passed_to(self, info: ClassInfo) -> frozenset[str]:

@@ -295,10 +295,8 @@ class ModuleTable(WaitingOnImports, LocalLayers, Registries, ModuleAttributes, B
 
     # -- constructions ------------------------------------------------------
     def construction(self, call: cst.Call, _nested: dict | None = None) -> Construction | None:
-        """What module `call` builds, if it builds one.
-
-        `_nested`: containers' dependences already worked out during this call (see _nested_dependence).
-        """
+        """What module `call` builds, if it builds one. `_nested`: containers' dependences already worked out
+        during this call (see _nested_dependence)."""
         if type(call) is not cst.Call:
             return None  # (what a chain unwraps to, `self.model` of `self.model.cuda()`: no construction)
         func = call.func
@@ -313,7 +311,8 @@ class ModuleTable(WaitingOnImports, LocalLayers, Registries, ModuleAttributes, B
                 return None
             handed = self._handed_layers(project, call, _nested) if dependence is not Dependence.DEPENDENT else None
             return Construction(call, dependence if handed is None else max(dependence, handed),
-                                parameterless=handed is None and self._solved and self.kinds.holds_no_weights(project),
+                                parameterless=self._solved and (self.kinds.holds_no_weights(project) if handed is None
+                                                                else self.handed_only_weightless(project, call)),
                                 runs_loaded=project.name in self.loaded_classes,
                                 starts_in_eval=self.built_in_eval(project))
         if type(func) is cst.Attribute and func.attr.value == "load_from_checkpoint" \
