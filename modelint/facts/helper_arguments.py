@@ -19,7 +19,8 @@ from modelint.summary import FunctionSummary
 
 def argument_uses(flow, enclosing, call: cst.Call) -> tuple[list, list, list, list, list] | None:
     """(trained, handed, evaluated, hooked, cut): the argument expressions of `call` by what its callee does
-    with them; `cut`, those whose graph its result does not carry. None: not a call we have a summary of."""
+    with them; `cut`, those whose graph its result does not carry, and of the trained ones, those whose graph
+    its backward does not reach (detached first). None: not a call we have a summary of."""
     if call in flow.local_calls:
         summary, _receiver = flow.resolve(call, enclosing)
     else:
@@ -28,7 +29,7 @@ def argument_uses(flow, enclosing, call: cst.Call) -> tuple[list, list, list, li
         return None
     trained, handed, evaluated, hooked, cut = [], [], [], [], []
     for name, value in arguments_of(summary, call).items():
-        if name in summary.cuts:
+        if name in summary.cuts or name in summary.backprops_cut:
             cut.append(value)
         if name in summary.backprops:
             trained.append(value)

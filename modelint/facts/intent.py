@@ -232,9 +232,10 @@ class OutputUses(StatementUses, HiddenBackward):
         if cut:  # (`self.distill(out, t_old)` detaching the teacher's logits: the result carries `out`'s graph only)
             args = frozenset().union(*(detached(origins) if arg.value in cut else origins
                                        for arg in call.args if (origins := result.get(arg.value, NONE))))
-        for arg in trained:  # a helper that runs backward() on what it is given
+        for arg in trained:  # a helper that runs backward() on what it is given (its graph, unless detached first)
             self.use(result.get(arg, NONE), TRAIN)
-            self.use(result.get(arg, NONE), GRAPH, level=OPAQUE)
+            if arg not in cut:
+                self.use(result.get(arg, NONE), GRAPH, level=OPAQUE)
         for arg in handed:  # a helper that hands it on to a library function (a transform: NMS, decoding)
             self.use(result.get(arg, NONE), HANDED, level=OPAQUE)
         for arg in hooked:  # a helper that hands it to a callable it holds (a registered hook: may train)
