@@ -283,9 +283,10 @@ class CallEffects(FollowedNames, SummaryEffects, ModeContexts, TrainingSteps, Ha
     # -- mode -------------------------------------------------------------------
     def set_mode(self, state: State, key: str, call: cst.Call) -> None:
         mode = mode_of_call(call)
-        if mode is None and type(call.func) is cst.Attribute and call.func.attr.value == "train" \
-                and mode_argument(call) is not None:
-            decided = decide(mode_argument(call), self.constants)  # `model.train(mode=is_train)` in a phase
+        if mode is None and type(call.func) is cst.Attribute and call.func.attr.value == "train":
+            given = mode_argument(call)  # `model.train(mode=is_train)` in a phase; `self.G.train(finetune=True)`,
+            decided = decide(given, self.constants) if given is not None else (  # an override's own flag only
+                True if self._is_model(state, key) and not any(arg.star for arg in call.args) else None)
             mode = None if decided is None else "train" if decided else "eval"
         if mode is None:
             restored = self._restored_mode(state, key, call)

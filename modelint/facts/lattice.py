@@ -133,8 +133,9 @@ def mode_of_call(call: cst.Call) -> str | None:
     if method == "train":
         given = mode_argument(call)
         if given is None:
-            # (`net.train()`, or an override's own flags only, `net.train(freeze_bn=True)`: `mode` keeps its default)
-            return "train" if not any(arg.star for arg in call.args) else None
+            # (an override's own flags only, `net.train(freeze_bn=True)`, is training mode on a model: see
+            # CallEffects.set_mode; `trainer.train(model_path=p)` of a trainer object is no mode switch)
+            return None if call.args else "train"
         mode = literal_value(given)
         if mode is True:
             return "train"
