@@ -169,6 +169,10 @@ def needs_input_gradients(facts, forward) -> bool:
             if func.value not in here:
                 return False
             continue
+        if type(func) in (cst.Subscript, cst.Call):
+            if not here:  # (`MODELS[name]()`, `get_class(conf.model)(...)`: the class picked at run time)
+                return False
+            continue  # (it may be one of this file's classes that take input gradients)
         qualified = facts.imports.qualify(func) if func is not None else None
         if qualified is None or index is None or not index.needs_input_gradients(qualified, facts.path):
             return False
@@ -228,6 +232,8 @@ def model_class_unseen(facts, forward) -> bool:
         return True
     if (function, head) in facts.flow.free.loaded_modules:
         return True  # (unpickled whole by `torch.load`: whatever class was saved)
+    if "." not in key and any(type(func) in (cst.Subscript, cst.Call) for func in builders_of(facts, forward)):
+        return True  # (`MODEL_REGISTRY[name](cfg)`: a class picked at run time)
     if key.startswith("self.") and function is not None and function.cls is not None:
         attribute = key.split(".")[1].split("[")[0]
 
