@@ -14,6 +14,7 @@ import libcst as cst
 from modelint.facts.lattice import is_train_site
 from modelint.facts.libraries import is_not_project
 from modelint.facts.modules import Dependence
+from modelint.facts.names import dotted
 from modelint.facts.object_orders import handed_methods, object_orders
 from modelint.facts.input_gradients import input_gradient_classes
 from modelint.facts.foreign_calls import (inherited_calls, inherited_methods_called, method_calls, method_calls_in_eval,
@@ -158,6 +159,15 @@ def _kept_from_the_creator(flow, qualname: str) -> frozenset[str]:
     return frozenset(flow.modules.names.kept_from_the_creator(function.cls))
 
 
+def _calls_methods_of_its_parameters(flow, qualname: str) -> bool:
+    """Does the function call a method of a value it is handed (`model.register_forward_hook(hook)`)?"""
+    function = flow.local_functions.get(qualname)
+    return function is not None and any(
+        site.site.function is function and type(site.node.func) is cst.Attribute
+        and (head := dotted(site.node.func.value)) is not None and head.split(".")[0] in function.param_set
+        for site in flow.collector.calls)
+
+
 def _runs_a_parameterless_part(flow, qualname: str, param: str) -> bool:
     """Is `param` an attribute of the method's own object that its class builds without weights (a loss)?"""
     function = flow.local_functions.get(qualname)
@@ -247,8 +257,10 @@ def _export(flow, summary: FunctionSummary) -> FunctionSummary | None:
                if held.mode is not None or held.certain}
     # (a helper seen to leave every model it is handed as it was, `Reporter.attach(model, sink)` registering
     # a hook, says so: callers elsewhere keep the mode they set)
-    # (not a method's: what it does to its object's parts, which another file cannot name, is left out here)
-    leaves_as_is = not summary.effects and bool(summary.params) and summary.params[0] not in ("self", "cls")
+    # (not a method's: what it does to its object's parts, which another file cannot name, is left out here; and
+    # only of one that calls methods of what it is handed, as a helper handed a model does)
+    leaves_as_is = not summary.effects and bool(summary.params) and summary.params[0] not in ("self", "cls") \
+        and _calls_methods_of_its_parameters(flow, summary.qualname)
     if all(v == "unknown" for v in effects.values()) and not leaves_as_is and not forwards and not steps and not backprops \
             and not evaluates and not hands_on and returns is None and not items and not entries \
             and summary.context_mode is None and summary.context_grad is None:

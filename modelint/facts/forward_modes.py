@@ -42,14 +42,19 @@ def effective_mode(facts, forward) -> ModeFact:
 
 def _helper_runs_a_parameterless_attribute(facts, forward) -> bool:
     """A forward through a method of this file's class that runs an attribute of its own object, which that class
-    builds without weights (`WeightedXent.__call__` running `self.crit`, an `nn.CrossEntropyLoss(weight)`)."""
+    builds without weights (`WeightedXent.__call__` running `self.crit`, an `nn.CrossEntropyLoss(weight)`), or an
+    attribute of an object it holds (`self.crit.crit` in `Engine.valid_pass`, `self.crit` an object of such a
+    class of the file)."""
     via, callee = forward.via, forward.callee
-    if via is None or callee is None or callee.path != facts.path or not via.param.startswith("self.") \
-            or via.param.count(".") != 1:
+    if via is None or callee is None or callee.path != facts.path or not via.param.startswith("self."):
         return False
     helper = facts.flow.local_functions.get(callee.qualname)
-    return helper is not None and helper.cls is not None \
-        and facts.modules.attribute_parameterless(via.param[5:], cls=helper.cls)
+    cls = helper.cls if helper is not None else None
+    *held, last = via.param.split(".")[1:]
+    for attribute in held:
+        name = facts.flow.held_class(cls.name, attribute) if cls is not None else None
+        cls = facts.modules.classes.get(name) if name is not None else None
+    return cls is not None and "[" not in last and facts.modules.attribute_parameterless(last, cls=cls)
 
 
 def _effective_mode(facts, forward) -> ModeFact:
