@@ -219,8 +219,8 @@ class CallerEntry:
             return False
         param = next((name for name, value in bind_arguments(callee.params, callee.cls is not None, site.node).items()
                       if value is arg.value), None)
-        uses = [call.site for call in self.collector.calls if call.site.function is callee
-                and type(call.node.func) is cst.Name and call.node.func.value == param] if param else []
+        uses = [call.site for call in self.collector.calls_made_in(callee)
+                if type(call.node.func) is cst.Name and call.node.func.value == param] if param else []
         return bool(uses) and all(lexically_grad_free(self.imports, use, self.grad_wrappers) for use in uses)
 
     def _called_only_in_lambdas(self, function: FunctionInfo) -> bool:

@@ -94,6 +94,24 @@ class Collector(AssignmentRecords, FastVisitor):
                 index.setdefault((assign.site.cls, dotted(assign.target)), []).append(assign)
         return index.get((cls, target), []) if cls is not None else []
 
+    def calls_made_in(self, function: FunctionInfo | None) -> list:
+        """The call sites whose innermost function is `function` (indexed once, after the walk)."""
+        index = self.__dict__.get("_calls_by_function")
+        if index is None:
+            index = self.__dict__["_calls_by_function"] = {}
+            for site in self.calls:
+                index.setdefault(site.site.function, []).append(site)
+        return index.get(function, [])
+
+    def assigns_in_class(self, cls: ClassInfo) -> list[AttributeAssign]:
+        """The attribute assignments made in the methods of `cls` (indexed once, after the walk)."""
+        index = self.__dict__.get("_assigns_by_class")
+        if index is None:
+            index = self.__dict__["_assigns_by_class"] = {}
+            for assign in self.attribute_assigns:
+                index.setdefault(assign.site.cls, []).append(assign)
+        return index.get(cls, [])
+
     def constructor(self, cls: ClassInfo) -> FunctionInfo | None:
         """The class's own `__init__`, if it writes one."""
         return next((f for f in self.functions if f.cls is cls and f.name == "__init__"), None)

@@ -163,9 +163,9 @@ def _calls_methods_of_its_parameters(flow, qualname: str) -> bool:
     """Does the function call a method of a value it is handed (`model.register_forward_hook(hook)`)?"""
     function = flow.local_functions.get(qualname)
     return function is not None and any(
-        site.site.function is function and type(site.node.func) is cst.Attribute
+        type(site.node.func) is cst.Attribute
         and (head := dotted(site.node.func.value)) is not None and head.split(".")[0] in function.param_set
-        for site in flow.collector.calls)
+        for site in flow.collector.calls_made_in(function))
 
 
 def _runs_a_parameterless_part(flow, qualname: str, param: str) -> bool:

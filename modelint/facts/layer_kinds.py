@@ -11,6 +11,8 @@ see counts as "may sample" and "may hold weights".
 
 from __future__ import annotations
 
+from functools import cached_property
+
 import libcst as cst
 
 from modelint.facts import torch_api as api
@@ -126,7 +128,8 @@ class LayerKinds(SamplingLayers):
         for call in info.calls:
             func = call.func
             # (`nn.Parameter(window, requires_grad=False)`: a constant; or by a default no construction here changes)
-            requires = _requires_grad_argument(call, info.methods.get("__init__"), self._passed_to(info))
+            passed = self._passed_by_class.get(info.name, frozenset())
+            requires = _requires_grad_argument(call, info.methods.get("__init__"), passed)
             if requires is True:
                 if made_per_call is None:
                     forward = info.methods.get("forward")
@@ -149,11 +152,15 @@ class LayerKinds(SamplingLayers):
                        and not (type(value) is cst.Name and value.value in apart_from)
                        for target, value, method in self._stored.get(info.name, ()))
 
-    def _passed_to(self, info: ClassInfo) -> frozenset[str]:
-        """The keywords the file's constructions of the class pass, "*" when one passes positional arguments."""
-        return frozenset(arg.keyword.value if arg.keyword is not None else "*" for site in self.collector.calls
-                         if type(site.node.func) is cst.Name and site.node.func.value == info.name
-                         for arg in site.node.args)
+    @cached_property
+    def _passed_by_class(self) -> dict[str, frozenset[str]]:
+        """Class name -> the keywords its constructions in the file pass ("*" when one passes positional ones)."""
+        out: dict[str, set[str]] = {}
+        for site in self.collector.calls:
+            if type(site.node.func) is cst.Name and site.node.args:
+                out.setdefault(site.node.func.value, set()).update(
+                    arg.keyword.value if arg.keyword is not None else "*" for arg in site.node.args)
+        return {name: frozenset(keywords) for name, keywords in out.items()}
 
     def _weightless_base(self, info: ClassInfo) -> bool:
         """A base class of the file that builds nothing with weights, for a subclass that shows what it does."""

@@ -293,11 +293,11 @@ class Optimizers:
         an adversarial example), however it was made (`self.image = preprocess(img)` in another file)."""
         name = dotted(leaf)
         return name is not None and any(
-            site.site.function is function and type(site.node.func) in (cst.Name, cst.Attribute)
+            type(site.node.func) in (cst.Name, cst.Attribute)
             and not (site.qualified or "").startswith("torch.") and not (dotted(site.node.func) or "").startswith(name)
             and not (type(site.node.func) is cst.Name and site.node.func.value in BUILTIN_NAMES)
             and any(arg.keyword is None and dotted(arg.value) == name for arg in site.node.args)
-            for site in self.collector.calls)
+            for site in self.collector.calls_made_in(function))
 
     def _made_list(self, leaf, function) -> bool:
         """`noises`, bound only to list displays and grown only by `noises.append(torch.randn(...))` (or by names

@@ -102,8 +102,8 @@ def only_dependent_part(table, collector, info: ClassInfo) -> str | None:
     params = {p.name.value for p in init.params.params} if init is not None else set()
     called = {dotted(call.func) for call in info.calls}
     parts: dict[str, list] = {}
-    for assign in collector.attribute_assigns:
-        target = dotted(assign.target) if assign.site.cls is info and assign.value is not None else None
+    for assign in collector.assigns_in_class(info):
+        target = dotted(assign.target) if assign.value is not None else None
         if target is not None and target.startswith("self.") and target.count(".") == 1:
             parts.setdefault(target[5:], []).append(assign.value)
     whole = [name for name, values in parts.items()
