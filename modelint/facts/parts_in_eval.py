@@ -106,10 +106,12 @@ def only_dependent_part(table, collector, info: ClassInfo) -> str | None:
         target = dotted(assign.target) if assign.value is not None else None
         if target is not None and target.startswith("self.") and target.count(".") == 1:
             parts.setdefault(target[5:], []).append(assign.value)
+    # (the layers whose mode matters, as `_layers_dependence` counts them: all built on one attribute)
+    skipped = set(table._parameter_containers(info)) | set(table.unread_layers(info))
+    dependent = {call for call in info.calls if call not in skipped
+                 and (found := table.layer_dependence(call)) is not None and found is not Dependence.INDEPENDENT}
     whole = [name for name, values in parts.items()
-             if table._layers_dependence(info, frozenset(
-                 node for value in values for node in iter_nodes(value) if type(node) is cst.Call))
-             is Dependence.INDEPENDENT]
+             if dependent <= {node for value in values for node in iter_nodes(value) if type(node) is cst.Call}]
     if len(whole) != 1:
         return None
     # (a module its creator hands it, `self.encoder = encoder` run as `self.encoder(x)`: its layers are unseen)
