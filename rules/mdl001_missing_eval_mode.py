@@ -458,8 +458,8 @@ def _switched_after_training(facts: FileFacts, forward) -> bool:
     flow = next((f for f in facts.flow.flows if f.function is forward.function), None)
     step_calls = [step.call for step in flow.steps.values()] if flow is not None else []
     # (a helper that trains, `net = fit(net, loader)`: its call stands for its steps)
-    step_calls += [site.node for site in facts.collector.calls if site.site.function is forward.function
-                   and (summary := facts.flow.summaries.get(facts.flow.local_callee(site.node, forward.function) or ""))
+    step_calls += [site.node for site in facts.collector.calls_made_in(forward.function)
+                   if (summary := facts.flow.summaries.get(facts.flow.local_callee(site.node, forward.function) or ""))
                    is not None and summary.trains]
     switches = [facts.locate(site) for site in forward.mode.train_sites if is_train_site(site)]
     here = facts.locate(forward.call)

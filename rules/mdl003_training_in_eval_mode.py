@@ -327,8 +327,8 @@ def _frozen_beside_the_trained(facts: FileFacts, key: str, fact, step) -> bool:
 
 def _train_calls_in(facts: FileFacts, function) -> list:
     """The call sites of a plain `x.train()` in the function."""
-    return [site for site in facts.collector.calls if site.site.function is function
-            and type(site.node.func) is cst.Attribute and site.node.func.attr.value == "train" and not site.node.args]
+    return [site for site in facts.collector.calls_made_in(function)
+            if type(site.node.func) is cst.Attribute and site.node.func.attr.value == "train" and not site.node.args]
 
 
 def _switched_whole(site) -> str | None:

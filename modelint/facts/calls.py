@@ -209,8 +209,7 @@ class CallEffects(FollowedNames, SummaryEffects, ModeContexts, TrainingSteps, Ha
         summary, self_receiver = flow.resolve(call, self.out.function)
         if summary is None and type(func) is cst.Attribute and (receiver := value_key(func.value)) is not None:
             receiver = state.canonical(receiver)
-            origin = (state.fact(receiver).origin if state.tracks(receiver) else None) \
-                or self._imported_class_of(receiver)
+            origin = self._object_origin(state, receiver)
             if origin:  # (`local = LocalUpdate(args)`, a plain class of another file: `local.inference(model=m)`)
                 summary, self_receiver = flow.resolve_method_of(origin, func.attr.value), receiver
                 if summary is None:

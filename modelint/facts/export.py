@@ -14,7 +14,7 @@ import libcst as cst
 from modelint.facts.lattice import is_train_site
 from modelint.facts.libraries import is_not_project
 from modelint.facts.modules import Dependence
-from modelint.facts.names import dotted
+from modelint.facts.names import dotted, head_name
 from modelint.facts.object_orders import handed_methods, object_orders
 from modelint.facts.input_gradients import input_gradient_classes
 from modelint.facts.foreign_calls import (inherited_calls, inherited_methods_called, method_calls, method_calls_in_eval,
@@ -192,9 +192,7 @@ def _keeps_to_what_it_is_handed(flow, qualname: str) -> bool:
 
 
 def _rooted_at_self(node: cst.BaseExpression) -> bool:
-    while type(node) in (cst.Attribute, cst.Subscript):
-        node = node.value
-    return type(node) is cst.Name and node.value in ("self", "cls")
+    return head_name(node) in ("self", "cls")
 
 
 def _of_the_object(key: str) -> bool:

@@ -132,7 +132,7 @@ class FollowedNames:
         if local is not None:
             found = only_dependent_part(flow.modules, flow.collector, local)
         else:
-            origin = state.fact(owner).origin or self._imported_class_of(owner)
+            origin = self._object_origin(state, owner)
             found = flow.index.only_dependent_part(origin, flow.path) if origin and flow.index is not None else None
         return owner if found == attribute else None
 

@@ -263,7 +263,7 @@ def toggled_for_one_forward(facts, forward) -> bool:
         return at is not None and at[:2] > here[:2] and c.site.guards == site.site.guards[:len(c.site.guards)]
 
     return _hands_back_its_losses(site, forward.call) \
-        or any(switches_back(c) for c in facts.collector.calls if c.site.function is site.site.function)
+        or any(switches_back(c) for c in facts.collector.calls_made_in(site.site.function))
 
 
 def _hands_back_its_losses(site, call: cst.Call) -> bool:

@@ -23,13 +23,7 @@ class HandedLayers:
     def _handed_layers(self, project: ClassInfo, call: cst.Call, known: dict | None) -> Dependence | None:
         """`VGG(make_layers(cfg, batch_norm=True))` for `def __init__(self, features): self.features = features`:
         the layers the call hands to a constructor parameter the class keeps as an attribute (None: none)."""
-        cache = self.__dict__.setdefault("_kept_parameters", {})
-        if project.name not in cache:
-            init = self._collector.constructor(project)
-            cache[project.name] = (init.params[1:], sorted({
-                kept for assign in self.self_assigns if assign.site.function is init
-                and (kept := self._kept_parameter(assign.value, init)) is not None})) if init is not None else ([], [])
-        params, kept = cache[project.name]
+        params, kept = self._kept_parameters(project)
         if not kept:
             return None
         found = None
@@ -46,10 +40,20 @@ class HandedLayers:
                 found = built if found is None else max(found, built)
         return found
 
+    def _kept_parameters(self, project: ClassInfo) -> tuple[list, list]:
+        """(the constructor's parameters after `self`, those it keeps as attributes), worked out once per class."""
+        cache = self.__dict__.setdefault("_kept_parameters_cache", {})
+        if project.name not in cache:
+            init = self._collector.constructor(project)
+            cache[project.name] = (init.params[1:], sorted({
+                kept for assign in self.self_assigns if assign.site.function is init
+                and (kept := self._kept_parameter(assign.value, init)) is not None})) if init is not None else ([], [])
+        return cache[project.name]
+
     def handed_only_weightless(self, project: ClassInfo, call: cst.Call) -> bool:
         """`PITLossWrapper(PairwiseNegSNR())`: a class without weights of its own but the modules its constructor
         keeps, each handed a construction without weights at this call (a loss wrapper around a loss)."""
-        params, kept = self.__dict__.get("_kept_parameters", {}).get(project.name, ([], []))
+        params, kept = self._kept_parameters(project)
         args = [handed_at(call, param, params.index(param) if param in params else -1) for param in kept]
         return bool(kept) and all(type(arg) is cst.Call and (built := self.construction(arg)) is not None
                                   and built.parameterless for arg in args) \

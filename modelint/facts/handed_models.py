@@ -111,12 +111,17 @@ class HandedModels:
         classes = self._imported_classes_of(receiver)
         return next(iter(classes)) if len(classes) == 1 else None
 
+    def _object_origin(self, state, receiver: str) -> str | None:
+        """The imported class (as qualified) of an object: the origin the state followed it from, or the one
+        every binding of it here builds."""
+        return (state.fact(receiver).origin if state.tracks(receiver) else None) or self._imported_class_of(receiver)
+
     def _called_object(self, name: str, state) -> tuple:
         """`agent(obs)` on an object of a plain class of another file (`agent = GreedyAgent(net)`): its
         `__call__`, as its file summarises it, with the object as its `self`; (None, None) for a model, whose
         call is a forward."""
         receiver = state.canonical(name)
-        origin = (state.fact(receiver).origin if state.tracks(receiver) else None) or self._imported_class_of(receiver)
+        origin = self._object_origin(state, receiver)
         if not origin or self._is_model(state, receiver):
             return None, None
         summary = self.flow.resolve_method_of(origin, "__call__")

@@ -354,11 +354,8 @@ def _registers_buffers(info: ClassInfo) -> bool:
 
 def _literal_default(method, name: str) -> bool:
     """`gamma=2.0`, `reduction="mean"`: a parameter whose default is a literal other than None."""
-    for param in (*method.node.params.params, *method.node.params.kwonly_params):
-        if param.name.value == name and param.default is not None:
-            value = literal_value(param.default)
-            return value is not NOT_LITERAL and value is not None
-    return False
+    value = _default_of(method.node, name)
+    return value is not NOT_LITERAL and value is not None
 
 
 _VALUE_TYPES = frozenset({"int", "float", "str", "bool", "complex", "bytes"})

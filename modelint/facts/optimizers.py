@@ -161,9 +161,12 @@ class Optimizers:
         bound to `Adam(self.classifier.parameters())`), when each of them is bound here to a torch.optim
         constructor naming them; None otherwise. Only those parts: stepping `self.net.classifier`'s optimizer
         trains no BatchNorm of `self.net`'s body (a head warmed up on features of a net kept in eval mode)."""
-        stepped = self._stepped_receivers.get(function, ())
+        return self._owners_of(self._stepped_receivers.get(function, ()))
+
+    def _owners_of(self, optimizers) -> set[str] | None:
+        """Whose parameters these optimizers update, when each is bound to constructors naming them; else None."""
         owners: set[str] = set()
-        for receiver in stepped:
+        for receiver in optimizers:
             known = self._optimizer_owners.get(receiver)
             if not known:
                 return None
@@ -201,15 +204,8 @@ class Optimizers:
         if backward is None:
             return None
         around = set(loops_around(backward))
-        owners: set[str] = set()
-        for receiver, sites in self._step_sites.get(function, {}).items():
-            if not any(set(loops_around(site)) <= around for site in sites):
-                continue
-            known = self._optimizer_owners.get(receiver)
-            if not known:
-                return None
-            owners |= known
-        return owners or None
+        return self._owners_of(receiver for receiver, sites in self._step_sites.get(function, {}).items()
+                               if any(set(loops_around(site)) <= around for site in sites))
 
     @cached_property
     def _step_sites(self) -> dict:
@@ -313,8 +309,8 @@ class Optimizers:
                for assign in self.collector.attribute_assigns if assign.site.function is function):
             return True  # (`for noise in noises: noise.requires_grad = True`: each made a leaf to optimize)
         made = self._tensors_made.get(function, set())
-        calls = [site for site in self.collector.calls if site.site.function is function
-                 and (site.text or "").startswith(f"{leaf.value}.")]
+        calls = [site for site in self.collector.calls_made_in(function)
+                 if (site.text or "").startswith(f"{leaf.value}.")]
         grown = [site.node.args for site in calls if site.text == f"{leaf.value}.append"]
         if len(grown) != len(calls):
             return False  # (`params.extend(model.parameters())`: grown some other way)

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import libcst as cst
 
+from modelint.facts.names import dotted
 from modelint.facts.scopes import ClassInfo
 from modelint.facts.torch_layers import Dependence
+from modelint.facts.walk import iter_nodes
 
 
 def parts_built_in_eval(info: ClassInfo) -> frozenset[cst.Call]:
@@ -91,9 +93,6 @@ def only_dependent_part(table, collector, info: ClassInfo) -> str | None:
     its other attributes build layers that do not depend on the mode, or no module, and it reads no
     `self.training` of its own. `ranker.model.eval()` switches such a `ranker` whole (a wrapper around one
     encoder with its loss and scoring)."""
-    from modelint.facts.names import dotted
-    from modelint.facts.walk import iter_nodes
-
     if not table._is_module.get(info.name, False) or info.reads_training_flag \
             or table._dependence.get(info.name) is Dependence.INDEPENDENT \
             or any(table._base_kind(base)[1] is not Dependence.INDEPENDENT for base in info.bases):
